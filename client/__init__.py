@@ -1,0 +1,62 @@
+"""gradserve: MXNet-style NDArrays and autograd, in-process or on a server.
+
+>>> from gradserve import autograd, nd
+>>> x = nd.arange(4).reshape((4, 1))
+>>> x.attach_grad()
+>>> with autograd.record():
+...     y = 2 * nd.dot(x.T, x)
+>>> y.backward()
+>>> x.grad.T
+<BLANKLINE>
+[[ 0.  4.  8. 12.]]
+<NDArray 1x4 @cpu(0)>
+
+With no URL the engine runs in this process; ``GRADSERVE_URL`` (or
+``connect(url)``) sends the same batches to a gradserve server.
+"""
+
+from __future__ import annotations
+
+from . import autograd, nd, random
+from .engine.errors import MXNetError
+from .ndarray import Context, NDArray, cpu
+from .runtime import Client, current, set_current
+from .transport import Http, InProcess
+
+__version__ = "0.1.0"
+
+
+def connect(url: str | None = None, api_key: str | None = None, sync: bool = False,
+            seed: int | None = None) -> Client:
+    """Open a session and make it the one ``nd`` uses.
+
+    ``url`` None means the engine in this process (no server). ``sync=True``
+    sends every op at once (for debugging: errors surface at their line).
+    """
+    import os
+
+    url = url or os.environ.get("GRADSERVE_URL")
+    api_key = api_key or os.environ.get("GRADSERVE_API_KEY")
+    transport = Http(url, api_key=api_key) if url else InProcess(seed=seed)
+    client = Client(transport, sync=sync)
+    old = set_current(client)
+    if old is not None:
+        try:
+            old.close()
+        except MXNetError:
+            pass
+    return client
+
+
+__all__ = [
+    "Client",
+    "Context",
+    "MXNetError",
+    "NDArray",
+    "autograd",
+    "connect",
+    "cpu",
+    "current",
+    "nd",
+    "random",
+]

@@ -1,0 +1,55 @@
+"""The ``gradserve`` command: ``gradserve serve`` runs a server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gradserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a gradserve server")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument(
+        "--api-key", action="append", default=[], metavar="USER:KEY",
+        help="accept KEY for USER (repeatable); required off loopback",
+    )
+    serve.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+
+    try:
+        import uvicorn
+
+        from .server import Settings, create_app
+    except ImportError as e:
+        print(f"gradserve serve needs the server extra: pip install 'gradserve[server]' ({e})", file=sys.stderr)
+        return 2
+    from pydantic import ValidationError
+
+    overrides: dict = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.api_key:
+        overrides["api_keys"] = ",".join(args.api_key)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        print(f"gradserve serve: {e.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        http="httptools",
+        loop="uvloop",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

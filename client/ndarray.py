@@ -1,0 +1,493 @@
+"""NDArray: a proxy holding a client-named handle and the inferred shape and dtype.
+
+Shape, dtype, size and ``len`` are known locally from the op table, so they
+cost no round trip and a shape error raises at the user's own line. Reading a
+value (``asnumpy``, ``asscalar``, printing, ``bool``/``float``) is a sync point.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .engine import tape
+from .engine.errors import NOT_IN_GRAPH, AutogradError, InvalidInput, ShapeError
+from .engine.ops import assignable, key_shape, parse_key
+from .engine.optable import DEFAULT_DTYPE, OPS, Op, Spec
+from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
+from .runtime import Client, current
+from .state import flags
+
+
+class Context:
+    """A device, printed as MXNet prints it (``cpu(0)``)."""
+
+    __slots__ = ("device_type", "device_id")
+
+    def __init__(self, device_type: str = "cpu", device_id: int = 0) -> None:
+        if device_type != "cpu":
+            raise InvalidInput(f"device {device_type!r} is not available; gradserve computes on cpu")
+        self.device_type = device_type
+        self.device_id = device_id
+
+    def __repr__(self) -> str:
+        return f"{self.device_type}({self.device_id})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Context)
+            and other.device_type == self.device_type
+            and other.device_id == self.device_id
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.device_type, self.device_id))
+
+
+def cpu(device_id: int = 0) -> Context:
+    """The CPU context, as ``mxnet.cpu()``."""
+    return Context("cpu", device_id)
+
+
+CPU = cpu()
+
+
+def _mode() -> int:
+    f = flags
+    return (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
+
+
+def invoke(op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = None,
+           client: Client | None = None) -> NDArray:
+    """Queue one op of the table; return its result's proxy at once."""
+    c = arrays[0]._c if arrays else (client or current())
+    for a in arrays:
+        if a._c is not c:
+            raise InvalidInput(f"{op.name}: arrays from different sessions cannot be mixed")
+        if c._dead:
+            c.check_alive(a._h)
+    at = op.parse_attrs(attrs)
+    spec = op.infer(at, *[a._spec for a in arrays])
+    h = c.handle()
+    mode = _mode()
+    node = None
+    if mode & RECORDING and op.vjp is not None:
+        parents = tape.parents_of(a._node for a in arrays)
+        if parents is not None:
+            node = tape.Node(op, None, parents)
+    ins: dict[str, Any] = {"op": op.name, "in": [a._h for a in arrays], "out": [h], "at": at}
+    if mode:
+        ins["mode"] = mode
+    value = at.get("value")
+    c.enqueue(ins, value.nbytes if isinstance(value, np.ndarray) else 0)
+    return NDArray(c, h, spec, node)
+
+
+def _scalar(x: Any) -> bool:
+    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, np.ndarray)
+
+
+def _key_to_wire(key: Any) -> list[Any]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    out: list[Any] = []
+    for k in key:
+        if k is None:
+            out.append(None)
+        elif k is Ellipsis:
+            out.append("...")
+        elif isinstance(k, slice):
+            out.append([_index(k.start), _index(k.stop), _index(k.step)])
+        elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, bool):
+            out.append(int(k))
+        else:
+            raise InvalidInput(
+                f"index {k!r}: only integers, slices, None and ... are supported as indices"
+            )
+    return out
+
+
+def _index(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    raise InvalidInput(f"slice bounds must be integers or None, got {v!r}")
+
+
+class NDArray:
+    """An n-dimensional array whose data lives in a session (here or remote)."""
+
+    __slots__ = ("_c", "_h", "_spec", "_node", "_gradp", "__weakref__")
+    __array_priority__ = 1000.0  # numpy defers to our reflected operators
+
+    def __init__(self, client: Client, handle: int, spec: Spec, node: tape.Node | None = None) -> None:
+        self._c = client
+        self._h = handle
+        self._spec = spec
+        self._node = node
+        self._gradp: NDArray | None = None
+
+    def __del__(self) -> None:
+        try:
+            self._c.release(self._h)
+        except Exception:  # interpreter shutdown: nothing left to free
+            pass
+
+    # -- what is known locally ------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._spec.shape
+
+    @property
+    def dtype(self) -> type:
+        return np.dtype(self._spec.dtype).type
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self._spec.shape:
+            n *= d
+        return n
+
+    @property
+    def ndim(self) -> int:
+        return len(self._spec.shape)
+
+    @property
+    def context(self) -> Context:
+        return CPU
+
+    ctx = context
+
+    @property
+    def stype(self) -> str:
+        return "default"
+
+    @property
+    def handle(self) -> int:
+        """The session-wide integer that names this array on the server."""
+        return self._h
+
+    def __len__(self) -> int:
+        if not self._spec.shape:
+            raise IndexError("tuple index out of range")
+        return self._spec.shape[0]
+
+    __hash__ = object.__hash__
+
+    # -- sync points ----------------------------------------------------------
+
+    def asnumpy(self) -> np.ndarray:
+        """A numpy copy of the value (a sync point)."""
+        return self._c.flush((self._h,))[0]
+
+    def asscalar(self) -> Any:
+        """The single value of a size-1 array as a numpy scalar (a sync point)."""
+        if self.size != 1:
+            raise ValueError("The current array is not a scalar")
+        return self.asnumpy().reshape(())[()]
+
+    def tolist(self) -> Any:
+        return self.asnumpy().tolist()
+
+    def wait_to_read(self) -> None:
+        """Block until the value is computed (sends the queue)."""
+        self._c.flush()
+        self._c.check_alive(self._h)
+
+    def __repr__(self) -> str:
+        shape_info = "x".join(str(d) for d in self.shape)
+        return f"\n{self.asnumpy()}\n<NDArray {shape_info} @{self.context}>"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        if self.size == 1:
+            return bool(self.asscalar())
+        if self.size == 0:
+            return False
+        raise ValueError("The truth value of an NDArray with multiple elements is ambiguous.")
+
+    def __float__(self) -> float:
+        if self.size != 1:
+            raise TypeError("only size-1 arrays can be converted to Python scalars")
+        return float(self.asscalar())
+
+    def __int__(self) -> int:
+        if self.size != 1:
+            raise TypeError("only size-1 arrays can be converted to Python scalars")
+        return int(self.asscalar())
+
+    def __index__(self) -> int:
+        if self.size != 1 or np.dtype(self._spec.dtype).kind not in "iu":
+            raise TypeError("only integer size-1 arrays can be used as an index")
+        return int(self.asscalar())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self.asnumpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __iter__(self):  # noqa: ANN204
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- arithmetic -----------------------------------------------------------
+
+    def _binary(self, other: Any, op: str, scalar_op: str, reverse: bool = False) -> NDArray:
+        if isinstance(other, NDArray):
+            return invoke(OPS[op], (other, self) if reverse else (self, other))
+        if _scalar(other):
+            return invoke(OPS[scalar_op], (self,), {"scalar": float(other)})
+        if isinstance(other, (np.ndarray, list, tuple)):
+            other = _from_numpy(np.asarray(other, dtype=self._spec.dtype), self._c)
+            return invoke(OPS[op], (other, self) if reverse else (self, other))
+        return NotImplemented
+
+    def __add__(self, o: Any) -> NDArray:
+        return self._binary(o, "add", "add_scalar")
+
+    def __radd__(self, o: Any) -> NDArray:
+        return self._binary(o, "add", "add_scalar", True)
+
+    def __sub__(self, o: Any) -> NDArray:
+        return self._binary(o, "sub", "sub_scalar")
+
+    def __rsub__(self, o: Any) -> NDArray:
+        return self._binary(o, "sub", "rsub_scalar", True)
+
+    def __mul__(self, o: Any) -> NDArray:
+        return self._binary(o, "mul", "mul_scalar")
+
+    def __rmul__(self, o: Any) -> NDArray:
+        return self._binary(o, "mul", "mul_scalar", True)
+
+    def __truediv__(self, o: Any) -> NDArray:
+        return self._binary(o, "div", "div_scalar")
+
+    def __rtruediv__(self, o: Any) -> NDArray:
+        return self._binary(o, "div", "rdiv_scalar", True)
+
+    def __pow__(self, o: Any) -> NDArray:
+        return self._binary(o, "pow", "pow_scalar")
+
+    def __rpow__(self, o: Any) -> NDArray:
+        return self._binary(o, "pow", "rpow_scalar", True)
+
+    def __neg__(self) -> NDArray:
+        return invoke(OPS["negative"], (self,))
+
+    def __pos__(self) -> NDArray:
+        return self
+
+    def __abs__(self) -> NDArray:
+        return invoke(OPS["abs"], (self,))
+
+    def __eq__(self, o: Any) -> NDArray:  # type: ignore[override]
+        return self._binary(o, "equal", "equal_scalar")
+
+    def __ne__(self, o: Any) -> NDArray:  # type: ignore[override]
+        return self._binary(o, "not_equal", "not_equal_scalar")
+
+    def __lt__(self, o: Any) -> NDArray:
+        return self._binary(o, "lesser", "lesser_scalar")
+
+    def __le__(self, o: Any) -> NDArray:
+        return self._binary(o, "lesser_equal", "lesser_equal_scalar")
+
+    def __gt__(self, o: Any) -> NDArray:
+        return self._binary(o, "greater", "greater_scalar")
+
+    def __ge__(self, o: Any) -> NDArray:
+        return self._binary(o, "greater_equal", "greater_equal_scalar")
+
+    def _inplace(self, result: Any) -> NDArray:
+        if result is NotImplemented:
+            return result
+        self[...] = result
+        return self
+
+    def __iadd__(self, o: Any) -> NDArray:
+        return self._inplace(self.__add__(o))
+
+    def __isub__(self, o: Any) -> NDArray:
+        return self._inplace(self.__sub__(o))
+
+    def __imul__(self, o: Any) -> NDArray:
+        return self._inplace(self.__mul__(o))
+
+    def __itruediv__(self, o: Any) -> NDArray:
+        return self._inplace(self.__truediv__(o))
+
+    # -- shape ----------------------------------------------------------------
+
+    @property
+    def T(self) -> NDArray:
+        return invoke(OPS["transpose"], (self,))
+
+    def reshape(self, *shape: Any, **kwargs: Any) -> NDArray:
+        """``x.reshape((2, -1))``, ``x.reshape(2, -1)`` or ``x.reshape(shape=(2, -1))``."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if "shape" in kwargs:
+            shape = kwargs.pop("shape")
+        return invoke(OPS["reshape"], (self,), {"shape": shape, **kwargs})
+
+    def astype(self, dtype: Any, copy: bool = True) -> NDArray:
+        if not copy and np.dtype(dtype).name == self._spec.dtype:
+            return self
+        return invoke(OPS["astype"], (self,), {"dtype": dtype})
+
+    def copy(self) -> NDArray:
+        return invoke(OPS["copy"], (self,))
+
+    # -- indexing -------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> NDArray:
+        return invoke(OPS["getitem"], (self,), {"key": _key_to_wire(key)})
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if flags.recording and tape.in_graph(self._node):
+            raise AutogradError(INPLACE_IN_GRAPH)
+        wkey = _key_to_wire(key)
+        sub = key_shape("setitem", self.shape, parse_key("setitem", wkey))
+        ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
+        if isinstance(value, NDArray):
+            vshape = value.shape
+            ins["in"].append(value._h)
+        elif _scalar(value):
+            vshape = ()
+            ins["at"]["scalar"] = float(value)
+        else:
+            arr = np.asarray(value, dtype=self._spec.dtype)
+            v = _from_numpy(arr, self._c)
+            vshape = v.shape
+            ins["in"].append(v._h)
+        if not assignable(vshape, sub):
+            raise ShapeError(f"setitem: cannot assign an array of shape {vshape} to a region of shape {sub}")
+        if flags.recording:
+            ins["mode"] = _mode()
+        self._c.enqueue(ins)
+
+    # -- autograd -------------------------------------------------------------
+
+    def attach_grad(self, grad_req: str = "write", stype: str | None = None) -> None:
+        """Make this array a variable: gradients will be written to ``.grad``."""
+        if grad_req not in tape.GRAD_REQS:
+            raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {grad_req!r}")
+        self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
+        self._node = tape.Node(grad_req=grad_req)
+        self._gradp = None
+
+    @property
+    def grad(self) -> NDArray | None:
+        """The gradient buffer (None until ``attach_grad``)."""
+        n = self._node
+        if n is None or n.op is not None:
+            return None
+        if self._gradp is None:
+            h = self._c.handle()
+            self._c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
+            self._gradp = NDArray(self._c, h, self._spec)
+        return self._gradp
+
+    def backward(self, out_grad: NDArray | None = None, retain_graph: bool = False,
+                 train_mode: bool = True) -> None:
+        """Gradients of this array (of its sum when not a scalar) into the variables."""
+        backward([self], None if out_grad is None else [out_grad], retain_graph, train_mode)
+
+    def detach(self) -> NDArray:
+        """The same values, cut from the graph."""
+        out = invoke(OPS["copy"], (self,))
+        out._node = None
+        return out
+
+
+def backward(heads: Sequence[NDArray], head_grads: Sequence[NDArray | None] | None = None,
+             retain_graph: bool = False, train_mode: bool = True) -> None:
+    """Backpropagate from ``heads`` (MXNet's ``autograd.backward``)."""
+    if isinstance(heads, NDArray):
+        heads = [heads]
+    if head_grads is None:
+        head_grads = [None] * len(heads)
+    elif isinstance(head_grads, NDArray):
+        head_grads = [head_grads]
+    if len(head_grads) != len(heads):
+        raise InvalidInput("backward: head_grads must have one entry per head")
+    nodes = [h._node for h in heads]
+    if not all(tape.in_graph(n) for n in nodes):
+        raise AutogradError(NOT_IN_GRAPH)
+    c = heads[0]._c
+    hg: list[int | None] = []
+    for h, g in zip(heads, head_grads):
+        if g is None:
+            hg.append(None)
+            continue
+        if not isinstance(g, NDArray):
+            g = _from_numpy(np.asarray(g, dtype=h._spec.dtype), c)
+        if g.shape != h.shape:
+            raise ShapeError(f"backward: head gradient shape {g.shape} does not match head shape {h.shape}")
+        hg.append(g._h)
+    at: dict[str, Any] = {"retain_graph": bool(retain_graph)}
+    if any(g is not None for g in hg):
+        at["head_grads"] = hg
+    c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at,
+               "mode": TRAINING if train_mode else 0})
+    if not retain_graph:
+        tape.release(tape.toposort(nodes))  # type: ignore[arg-type]
+
+
+def _from_numpy(arr: np.ndarray, client: Client | None = None) -> NDArray:
+    return invoke(OPS["array"], (), {"value": np.array(arr, copy=True)}, client)
+
+
+def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> NDArray:
+    """An NDArray from a list, a numpy array or another NDArray.
+
+    As in MXNet, the dtype is float32 unless ``dtype`` is given or the source
+    is an NDArray (whose dtype is kept).
+
+    >>> array([1, 2, 3])
+    <BLANKLINE>
+    [1. 2. 3.]
+    <NDArray 3 @cpu(0)>
+    """
+    if isinstance(source_array, NDArray):
+        return source_array.astype(dtype or source_array.dtype)
+    arr = np.array(source_array, dtype=np.dtype(dtype or DEFAULT_DTYPE))
+    return _from_numpy(arr)
+
+
+def _reduce_method(name: str):
+    op = OPS[name]
+
+    def method(self: NDArray, axis: Any = None, keepdims: bool = False, **kw: Any) -> NDArray:
+        return invoke(op, (self,), {"axis": axis, "keepdims": keepdims, **kw})
+
+    method.__name__ = name
+    method.__doc__ = op.doc
+    return method
+
+
+def _unary_method(name: str):
+    op = OPS[name]
+
+    def method(self: NDArray, *args: Any, **kw: Any) -> NDArray:
+        for a, v in zip(op.attrs, args):
+            kw[a.name] = v
+        return invoke(op, (self,), kw)
+
+    method.__name__ = name
+    method.__doc__ = op.doc
+    return method
+
+
+for _name in ("sum", "mean", "max", "min", "norm"):
+    setattr(NDArray, _name, _reduce_method(_name))
+for _name in ("abs", "sign", "square", "sqrt", "exp", "log", "tanh", "sigmoid", "relu",
+              "transpose", "expand_dims", "broadcast_to", "zeros_like", "ones_like"):
+    setattr(NDArray, _name, _unary_method(_name))

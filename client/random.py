@@ -1,0 +1,36 @@
+"""Random draws from the session's own generator (``nd.random``).
+
+Each session is seeded on its own, so one user's ``seed`` never changes the
+draws of another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine.optable import OPS
+from .ndarray import NDArray, invoke
+from .runtime import current
+
+
+def _shape(shape: Any) -> Any:
+    return (1,) if shape is None else shape
+
+
+def normal(loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None,
+           ctx: Any = None, **kwargs: Any) -> NDArray:
+    """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet."""
+    return invoke(OPS["random_normal"], (),
+                  {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype})
+
+
+def uniform(low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any = None,
+            ctx: Any = None, **kwargs: Any) -> NDArray:
+    """Draws from U[low, high); shape (1,) when none is given, as MXNet."""
+    return invoke(OPS["random_uniform"], (),
+                  {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
+
+
+def seed(seed_state: int, ctx: Any = "all") -> None:
+    """Reseed the current session's generator."""
+    current().enqueue({"op": "seed", "at": {"seed": int(seed_state)}})

@@ -1,0 +1,130 @@
+"""The client runtime: client-named handles, the lazy op queue and its flushes.
+
+Ops queue here and travel in one batch at a sync point (a value is read,
+``wait_to_read``, ``nd.waitall()``) or when the queue passes its bounds. An
+error found by the engine is raised at that sync point, naming the op and the
+line of user code that queued it; the handles of that op and of every later op
+of the batch are dead, and using one raises the same error again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+
+from .engine.errors import MXNetError, error_from_kind
+from .transport import Transport, from_env
+
+MAX_QUEUED_OPS = 4096
+MAX_QUEUED_BYTES = 64 << 20
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ENGINE = os.path.dirname(os.path.abspath(sys.modules["gradserve.engine"].__file__ or _HERE))
+_OURS = (_HERE, _ENGINE)
+
+
+def _user_line() -> tuple[str, int] | None:
+    """The first frame outside gradserve: the user's line that queued an op."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_OURS):
+        f = f.f_back
+    return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+
+
+class Client:
+    """One session's client side: transport, handle counter, queue."""
+
+    def __init__(self, transport: Transport, sync: bool = False) -> None:
+        self.transport = transport
+        self.sync = sync or os.environ.get("GRADSERVE_SYNC", "") not in ("", "0")
+        self._next = 0
+        self._seq = 0
+        self._queue: list[dict[str, Any]] = []
+        self._where: list[tuple[str, int] | None] = []
+        self._qbytes = 0
+        self._frees: list[int] = []
+        self._dead: dict[int, MXNetError] = {}
+        self._lock = threading.RLock()
+
+    def handle(self) -> int:
+        self._next += 1
+        return self._next
+
+    def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
+        self._queue.append(ins)
+        self._where.append(_user_line())
+        self._qbytes += nbytes
+        if self.sync or len(self._queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES:
+            self.flush()
+
+    def release(self, h: int) -> None:
+        """A proxy died: its handle is freed with the next batch (no I/O here)."""
+        self._frees.append(h)
+
+    def check_alive(self, h: int) -> None:
+        err = self._dead.get(h)
+        if err is not None:
+            raise err
+
+    def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
+        """Send what is queued (and reads of ``reads``); return the values read."""
+        with self._lock:
+            for h in reads:
+                self.check_alive(h)
+            ops, where = self._queue, self._where
+            if self._frees:
+                ops.append({"op": "free", "in": self._frees})
+                where.append(None)
+                self._frees = []
+            if reads:
+                ops.append({"op": "read", "in": list(reads)})
+                where.append(None)
+            if not ops:
+                return []
+            self._queue, self._where, self._qbytes = [], [], 0
+            self._seq += 1
+            reply = self.transport.send({"seq": self._seq, "ops": ops})
+            err = reply.get("error")
+            if err:
+                raise self._fail(ops, where, err)
+            return reply["values"]
+
+    def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
+        i = err.get("index", 0)
+        op = err.get("op") or ops[i].get("op")
+        loc = where[i] if 0 <= i < len(where) else None
+        at = f", queued at {loc[0]}:{loc[1]}" if loc else ""
+        exc = error_from_kind(err.get("kind", "MXNetError"), f"{err.get('message')} [op {op}{at}]")
+        for ins in ops[i:]:
+            for h in ins.get("out", ()):
+                self._dead[h] = exc
+        return exc
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+_current: Client | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Client:
+    """The client that ``nd`` uses: made from the environment on first use."""
+    global _current
+    c = _current
+    if c is None:
+        with _current_lock:
+            if _current is None:
+                _current = Client(from_env())
+            c = _current
+    return c
+
+
+def set_current(client: Client | None) -> Client | None:
+    global _current
+    old, _current = _current, client
+    return old

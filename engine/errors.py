@@ -1,0 +1,95 @@
+"""The exception tree shared by engine, server and client.
+
+    MXNetError (RuntimeError)       anything gradserve raises for a user's mistake
+    ├── InvalidInput                malformed op, attribute, key or tensor
+    │   ├── ShapeError              shapes that do not fit the op
+    │   └── DTypeError              dtypes that do not fit the op
+    ├── UnknownHandle               a handle the session does not hold
+    ├── AutogradError               misuse of autograd (backward twice, ...)
+    ├── QuotaExceeded               a byte or size limit would be passed
+    └── SequenceError               a batch out of order
+
+Every error carries a stable ``kind`` (its class name) that travels in the JSON
+error body, so the client re-raises the same class the server raised.
+"""
+
+from __future__ import annotations
+
+
+class MXNetError(RuntimeError):
+    """Base of every gradserve error; named as MXNet's so MXNet code catches it."""
+
+    status = 400
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class InvalidInput(MXNetError):
+    """A request that is malformed: unknown op, bad attribute, bad tensor."""
+
+
+class ShapeError(InvalidInput, ValueError):
+    """Input shapes the op cannot take (a ValueError too, as numpy's are)."""
+
+
+class DTypeError(InvalidInput):
+    """Input dtypes the op cannot take."""
+
+
+class UnknownHandle(MXNetError):
+    """A handle that the session does not hold (never made, or freed)."""
+
+    status = 404
+
+
+class AutogradError(MXNetError):
+    """Autograd misuse, with MXNet's wording where MXNet has one."""
+
+
+class QuotaExceeded(MXNetError):
+    """A size or byte limit of the session, the user or the server."""
+
+    status = 413
+
+
+class SequenceError(MXNetError):
+    """A batch whose sequence number is neither the next one nor a retry."""
+
+    status = 409
+
+
+ERRORS: dict[str, type[MXNetError]] = {
+    cls.__name__: cls
+    for cls in (
+        MXNetError,
+        InvalidInput,
+        ShapeError,
+        DTypeError,
+        UnknownHandle,
+        AutogradError,
+        QuotaExceeded,
+        SequenceError,
+    )
+}
+
+
+def error_from_kind(kind: str, message: str) -> MXNetError:
+    """Rebuild an error that crossed the wire; unknown kinds become MXNetError."""
+    return ERRORS.get(kind, MXNetError)(message)
+
+
+NOT_IN_GRAPH = (
+    "Cannot differentiate node because it is not in a computational graph. "
+    "You need to set is_recording to true or use autograd.record() to save "
+    "computational graphs for backward. If you want to differentiate the same "
+    "graph twice, you need to pass retain_graph=True to backward."
+)
+
+
+class IndexOutOfRange(InvalidInput, IndexError):
+    """An index past an axis's end (an IndexError too, as in MXNet and numpy)."""
+
+
+ERRORS[IndexOutOfRange.__name__] = IndexOutOfRange

@@ -1,0 +1,871 @@
+"""The ops: one stanza each (inputs, attributes, inference, forward, VJP).
+
+Forward functions take ``(cx, at, *xs)``: ``cx`` gives the array module
+(``cx.xp``), the session's random generator (``cx.rng``) and the training
+flag; ``at`` holds the parsed attributes. VJPs take ``(F, at, g, y, *xs)`` and
+return one cotangent per input (``None`` for none); ``F`` calls ops of this
+same table, so the backward pass can itself be recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, prod
+
+# --------------------------------------------------------------------------
+# inference helpers
+
+
+def broadcast_shapes(name: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    if a == b:
+        return a
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        raise ShapeError(
+            f"{name}: operands could not be broadcast together with shapes {a} {b}"
+        ) from None
+
+
+def same_dtype(name: str, *specs: Spec) -> str:
+    dt = specs[0].dtype
+    for s in specs[1:]:
+        if s.dtype != dt:
+            raise DTypeError(
+                f"{name}: inputs must have the same dtype, got "
+                + " and ".join(s.dtype for s in specs)
+            )
+    return dt
+
+
+def norm_axes(name: str, axis: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    out = []
+    for a in axis:
+        if not -ndim <= a < max(ndim, 1):
+            raise ShapeError(f"{name}: axis {a} is out of range for an array of rank {ndim}")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{name}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def at_least_1d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """MXNet's legacy arrays have no rank 0 results: a full reduction is (1,)."""
+    return shape if shape else (1,)
+
+
+def cast(r: Any, dtype: str) -> Any:
+    return r if r.dtype == dtype else r.astype(dtype)
+
+
+def unbroadcast(F: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum a broadcast cotangent back down to an input's shape."""
+    return g if tuple(g.shape) == shape else F.sum_to(g, shape=shape)
+
+
+def check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"{name}: negative dimension in shape {shape}")
+    if len(shape) > MAX_NDIM:
+        raise ShapeError(f"{name}: rank {len(shape)} is over the limit of {MAX_NDIM}")
+    return shape
+
+
+# --------------------------------------------------------------------------
+# creation
+
+DT = Attr("dtype", "dtype", None)
+
+
+def _creation_infer(at: dict, *_: Spec) -> Spec:
+    return Spec(check_shape("creation", at["shape"]), at["dtype"] or DEFAULT_DTYPE)
+
+
+def _array_infer(at: dict) -> Spec:
+    v = at["value"]
+    if not isinstance(v, np.ndarray):
+        raise InvalidInput("array: 'value' must be a tensor")
+    return Spec(tuple(v.shape), at["dtype"] or v.dtype.name)
+
+
+@defop("array", (), (Attr("value", "tensor", REQUIRED), DT), infer=_array_infer)
+def _array(cx, at):
+    """An array from data sent by the client (decoded into memory of its own)."""
+    v = at["value"]
+    return cx.xp.asarray(v, dtype=at["dtype"] or v.dtype)
+
+
+SHAPE = Attr("shape", "shape", REQUIRED)
+
+
+@defop("zeros", (), (SHAPE, DT), infer=_creation_infer)
+def _zeros(cx, at):
+    """An array of zeros."""
+    return cx.xp.zeros(at["shape"], at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop("ones", (), (SHAPE, DT), infer=_creation_infer)
+def _ones(cx, at):
+    """An array of ones."""
+    return cx.xp.ones(at["shape"], at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop("full", (), (SHAPE, Attr("val", "float", REQUIRED), DT), infer=_creation_infer)
+def _full(cx, at):
+    """An array filled with ``val``."""
+    return cx.xp.full(at["shape"], at["val"], at["dtype"] or DEFAULT_DTYPE)
+
+
+def _arange_len(at: dict) -> int:
+    start, stop, step = at["start"], at["stop"], at["step"]
+    if stop is None:
+        start, stop = 0.0, start
+    if step == 0:
+        raise InvalidInput("arange: step must not be 0")
+    n = int(np.ceil((stop - start) / step))
+    return max(n, 0) * at["repeat"]
+
+
+def _arange_infer(at: dict) -> Spec:
+    if at["repeat"] < 1:
+        raise InvalidInput("arange: repeat must be at least 1")
+    return Spec((_arange_len(at),), at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "arange",
+    (),
+    (
+        Attr("start", "float", REQUIRED),
+        Attr("stop", "float", None),
+        Attr("step", "float", 1.0),
+        Attr("repeat", "int", 1),
+        DT,
+    ),
+    infer=_arange_infer,
+)
+def _arange(cx, at):
+    """Evenly spaced values in [start, stop), each repeated ``repeat`` times."""
+    start, stop = at["start"], at["stop"]
+    if stop is None:
+        start, stop = 0.0, start
+    n = _arange_len(at) // at["repeat"]
+    r = start + cx.xp.arange(n, dtype="float64") * at["step"]
+    if at["repeat"] > 1:
+        r = cx.xp.repeat(r, at["repeat"])
+    return r.astype(at["dtype"] or DEFAULT_DTYPE)
+
+
+def _random_infer(at: dict) -> Spec:
+    return Spec(check_shape("random", at["shape"]), at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "random_normal",
+    (),
+    (Attr("loc", "float", 0.0), Attr("scale", "float", 1.0), Attr("shape", "shape", (1,)), DT),
+    infer=_random_infer,
+    random=True,
+)
+def _random_normal(cx, at):
+    """Normal draws from the session's own generator."""
+    r = cx.rng.normal(at["loc"], at["scale"], at["shape"])
+    return r.astype(at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "random_uniform",
+    (),
+    (Attr("low", "float", 0.0), Attr("high", "float", 1.0), Attr("shape", "shape", (1,)), DT),
+    infer=_random_infer,
+    random=True,
+)
+def _random_uniform(cx, at):
+    """Uniform draws in [low, high) from the session's own generator."""
+    r = cx.rng.uniform(at["low"], at["high"], at["shape"])
+    return r.astype(at["dtype"] or DEFAULT_DTYPE)
+
+
+def _like_infer(at: dict, x: Spec) -> Spec:
+    return x
+
+
+@defop("zeros_like", ("data",), infer=_like_infer, vjp=lambda F, at, g, y, x: (None,))
+def _zeros_like(cx, at, x):
+    """Zeros of ``x``'s shape and dtype."""
+    return cx.xp.zeros_like(x)
+
+
+@defop("ones_like", ("data",), infer=_like_infer, vjp=lambda F, at, g, y, x: (None,))
+def _ones_like(cx, at, x):
+    """Ones of ``x``'s shape and dtype."""
+    return cx.xp.ones_like(x)
+
+
+# --------------------------------------------------------------------------
+# elementwise: unary
+
+
+def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = ()) -> None:
+    def forward(cx, at, x):
+        return cast(fwd(cx.xp, x), x.dtype)
+
+    forward.__doc__ = doc
+    defop(name, ("data",), infer=_like_infer, vjp=vjp, aliases=aliases)(forward)
+
+
+def _zero_grad(F, at, g, y, x):
+    return (F.zeros_like(g),)
+
+
+_unary("negative", lambda xp, x: -x, lambda F, at, g, y, x: (F.negative(g),), "-x.")
+_unary("copy", lambda xp, x: x.copy(), lambda F, at, g, y, x: (g,), "A copy of x.", ("identity",))
+_unary("abs", lambda xp, x: xp.abs(x), lambda F, at, g, y, x: (F.mul(g, F.sign(x)),), "|x|.")
+_unary("sign", lambda xp, x: xp.sign(x), _zero_grad, "The sign of x (-1, 0 or 1); zero gradient.")
+_unary(
+    "square",
+    lambda xp, x: xp.square(x),
+    lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(x, scalar=2.0)),),
+    "x squared.",
+)
+_unary(
+    "sqrt",
+    lambda xp, x: xp.sqrt(x),
+    lambda F, at, g, y, x: (F.div(g, F.mul_scalar(y, scalar=2.0)),),
+    "The square root of x.",
+)
+_unary("exp", lambda xp, x: xp.exp(x), lambda F, at, g, y, x: (F.mul(g, y),), "e to the x.")
+_unary("log", lambda xp, x: xp.log(x), lambda F, at, g, y, x: (F.div(g, x),), "The natural log of x.")
+_unary(
+    "tanh",
+    lambda xp, x: xp.tanh(x),
+    lambda F, at, g, y, x: (F.mul(g, F.rsub_scalar(F.square(y), scalar=1.0)),),
+    "The hyperbolic tangent of x.",
+)
+_unary(
+    "sigmoid",
+    lambda xp, x: 1.0 / (1.0 + xp.exp(-x)),
+    lambda F, at, g, y, x: (F.mul(g, F.mul(y, F.rsub_scalar(y, scalar=1.0))),),
+    "The logistic sigmoid of x.",
+)
+_unary(
+    "relu",
+    lambda xp, x: xp.maximum(x, 0),
+    lambda F, at, g, y, x: (F.mul(g, F.greater_scalar(x, scalar=0.0)),),
+    "max(x, 0).",
+)
+
+
+def _astype_infer(at: dict, x: Spec) -> Spec:
+    return Spec(x.shape, at["dtype"])
+
+
+@defop(
+    "astype",
+    ("data",),
+    (Attr("dtype", "dtype", REQUIRED),),
+    infer=_astype_infer,
+    vjp=lambda F, at, g, y, x: (F.astype(g, dtype=x.dtype.name),),
+    aliases=("cast", "Cast"),
+)
+def _astype(cx, at, x):
+    """``x`` converted to ``dtype`` (a copy)."""
+    return x.astype(at["dtype"])
+
+
+# --------------------------------------------------------------------------
+# elementwise: binary, broadcasting
+
+
+def _binary_infer_for(name: str):
+    def infer(at: dict, a: Spec, b: Spec) -> Spec:
+        dt = same_dtype(name, a, b)
+        return Spec(broadcast_shapes(name, a.shape, b.shape), dt)
+
+    return infer
+
+
+def _binary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = ()) -> None:
+    def forward(cx, at, a, b):
+        return cast(fwd(cx.xp, a, b), a.dtype)
+
+    forward.__doc__ = doc
+    defop(name, ("lhs", "rhs"), infer=_binary_infer_for(name), vjp=vjp, aliases=aliases)(forward)
+
+
+def _int_div(xp, a, b):
+    """Division with MXNet's integer rule: truncate toward zero."""
+    if a.dtype.kind in "iu":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.trunc(xp.true_divide(a, b))
+    return xp.true_divide(a, b)
+
+
+def _add_vjp(F, at, g, y, a, b):
+    return unbroadcast(F, g, a.shape), unbroadcast(F, g, b.shape)
+
+
+def _sub_vjp(F, at, g, y, a, b):
+    return unbroadcast(F, g, a.shape), unbroadcast(F, F.negative(g), b.shape)
+
+
+def _mul_vjp(F, at, g, y, a, b):
+    return unbroadcast(F, F.mul(g, b), a.shape), unbroadcast(F, F.mul(g, a), b.shape)
+
+
+def _div_vjp(F, at, g, y, a, b):
+    ga = F.div(g, b)
+    return unbroadcast(F, ga, a.shape), unbroadcast(F, F.negative(F.mul(ga, y)), b.shape)
+
+
+def _pow_vjp(F, at, g, y, a, b):
+    ga = F.mul(g, F.mul(b, F.pow(a, F.sub_scalar(b, scalar=1.0))))
+    gb = F.mul(g, F.mul(y, F.log(a)))
+    return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
+
+
+def _minmax_vjp(pick_a: str):
+    def vjp(F, at, g, y, a, b):
+        ma = getattr(F, pick_a)(a, b)  # 1 where a is the one picked (ties go to a)
+        mb = F.rsub_scalar(ma, scalar=1.0)
+        return unbroadcast(F, F.mul(g, ma), a.shape), unbroadcast(F, F.mul(g, mb), b.shape)
+
+    return vjp
+
+
+_binary("add", lambda xp, a, b: a + b, _add_vjp, "a + b, broadcasting.", ("broadcast_add", "elemwise_add"))
+_binary("sub", lambda xp, a, b: a - b, _sub_vjp, "a - b, broadcasting.", ("broadcast_sub", "elemwise_sub", "subtract"))
+_binary("mul", lambda xp, a, b: a * b, _mul_vjp, "a * b, broadcasting.", ("broadcast_mul", "elemwise_mul", "multiply"))
+_binary("div", _int_div, _div_vjp, "a / b, broadcasting (integers truncate).", ("broadcast_div", "elemwise_div", "divide"))
+_binary("pow", lambda xp, a, b: xp.power(a, b), _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
+_binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_vjp("greater_equal"), "The larger of a and b.", ("broadcast_maximum",))
+_binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_vjp("lesser_equal"), "The smaller of a and b.", ("broadcast_minimum",))
+
+_COMPARE = {
+    "equal": ("==", np.equal),
+    "not_equal": ("!=", np.not_equal),
+    "greater": (">", np.greater),
+    "greater_equal": (">=", np.greater_equal),
+    "lesser": ("<", np.less),
+    "lesser_equal": ("<=", np.less_equal),
+}
+for _name, (_sym, _uf) in _COMPARE.items():
+    _binary(
+        _name,
+        (lambda uf: lambda xp, a, b: uf(a, b))(_uf),
+        lambda F, at, g, y, a, b: (None, None),
+        f"1 where a {_sym} b, else 0, in the inputs' dtype.",
+        (f"broadcast_{_name}",),
+    )
+
+
+# --------------------------------------------------------------------------
+# elementwise with a scalar (MXNet casts the scalar to the array's dtype)
+
+SCALAR = (Attr("scalar", "float", REQUIRED),)
+
+
+def _scalar(name: str, fwd: Any, vjp: Any, doc: str) -> None:
+    def forward(cx, at, x):
+        return cast(fwd(cx.xp, x, x.dtype.type(at["scalar"])), x.dtype)
+
+    forward.__doc__ = doc
+    defop(name, ("data",), SCALAR, infer=_like_infer, vjp=vjp)(forward)
+
+
+_scalar("add_scalar", lambda xp, x, s: x + s, lambda F, at, g, y, x: (g,), "x + scalar.")
+_scalar("sub_scalar", lambda xp, x, s: x - s, lambda F, at, g, y, x: (g,), "x - scalar.")
+_scalar("rsub_scalar", lambda xp, x, s: s - x, lambda F, at, g, y, x: (F.negative(g),), "scalar - x.")
+_scalar(
+    "mul_scalar",
+    lambda xp, x, s: x * s,
+    lambda F, at, g, y, x: (F.mul_scalar(g, scalar=at["scalar"]),),
+    "x * scalar.",
+)
+_scalar(
+    "div_scalar",
+    lambda xp, x, s: _int_div(xp, x, s),
+    lambda F, at, g, y, x: (F.div_scalar(g, scalar=at["scalar"]),),
+    "x / scalar.",
+)
+_scalar(
+    "rdiv_scalar",
+    lambda xp, x, s: _int_div(xp, s, x),
+    lambda F, at, g, y, x: (F.negative(F.div(F.mul(g, y), x)),),
+    "scalar / x.",
+)
+_scalar(
+    "pow_scalar",
+    lambda xp, x, s: xp.power(x, s),
+    lambda F, at, g, y, x: (
+        F.mul(g, F.mul_scalar(F.pow_scalar(x, scalar=at["scalar"] - 1.0), scalar=at["scalar"])),
+    ),
+    "x ** scalar.",
+)
+_scalar(
+    "rpow_scalar",
+    lambda xp, x, s: xp.power(s, x),
+    lambda F, at, g, y, x: (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),),
+    "scalar ** x.",
+)
+_scalar(
+    "maximum_scalar",
+    lambda xp, x, s: xp.maximum(x, s),
+    lambda F, at, g, y, x: (F.mul(g, F.greater_equal_scalar(x, scalar=at["scalar"])),),
+    "max(x, scalar).",
+)
+_scalar(
+    "minimum_scalar",
+    lambda xp, x, s: xp.minimum(x, s),
+    lambda F, at, g, y, x: (F.mul(g, F.lesser_equal_scalar(x, scalar=at["scalar"])),),
+    "min(x, scalar).",
+)
+for _name, (_sym, _uf) in _COMPARE.items():
+    _scalar(
+        f"{_name}_scalar",
+        (lambda uf: lambda xp, x, s: uf(x, s))(_uf),
+        lambda F, at, g, y, x: (None,),
+        f"1 where x {_sym} scalar, else 0, in x's dtype.",
+    )
+
+
+# --------------------------------------------------------------------------
+# reductions
+
+AXIS = Attr("axis", "axis", None)
+KEEPDIMS = Attr("keepdims", "bool", False)
+
+
+def _reduced_shape(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    axes = norm_axes(name, at["axis"], len(shape))
+    if at["keepdims"]:
+        out = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    else:
+        out = tuple(d for i, d in enumerate(shape) if i not in axes)
+    return axes, at_least_1d(out)
+
+
+def _reduce_infer_for(name: str):
+    def infer(at: dict, x: Spec) -> Spec:
+        return Spec(_reduced_shape(name, at, x.shape)[1], x.dtype)
+
+    return infer
+
+
+def _kept(name: str, at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape with reduced axes kept as 1, for broadcasting back."""
+    axes = norm_axes(name, at["axis"], len(shape))
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def _spread(F, name: str, at: dict, g: Any, x: Any) -> Any:
+    """A reduction's cotangent, broadcast back to the input's shape."""
+    kept = _kept(name, at, tuple(x.shape))
+    return F.broadcast_to(F.reshape(g, shape=kept), shape=tuple(x.shape))
+
+
+def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] = ()) -> None:
+    def forward(cx, at, x):
+        axes = norm_axes(name, at["axis"], x.ndim)
+        r = fwd(cx.xp, x, axes, at)
+        if not at["keepdims"] and r.ndim == 0:
+            r = r.reshape(1)
+        elif at["keepdims"] and r.ndim == 0:
+            r = r.reshape((1,) * max(x.ndim, 1))
+        return cast(cx.xp.asarray(r), x.dtype)
+
+    forward.__doc__ = doc
+    defop(name, ("data",), (AXIS, KEEPDIMS, *extra), infer=_reduce_infer_for(name), vjp=vjp)(forward)
+
+
+def _count(name: str, at: dict, shape: tuple[int, ...]) -> int:
+    return prod(tuple(shape[i] for i in norm_axes(name, at["axis"], len(shape))))
+
+
+_reduction(
+    "sum",
+    lambda xp, x, axes, at: xp.sum(x, axis=axes, keepdims=at["keepdims"]),
+    lambda F, at, g, y, x: (_spread(F, "sum", at, g, x),),
+    "The sum over ``axis`` (all axes when None).",
+)
+_reduction(
+    "mean",
+    lambda xp, x, axes, at: xp.mean(x, axis=axes, keepdims=at["keepdims"]),
+    lambda F, at, g, y, x: (
+        F.div_scalar(_spread(F, "mean", at, g, x), scalar=float(max(_count("mean", at, tuple(x.shape)), 1))),
+    ),
+    "The mean over ``axis`` (all axes when None).",
+)
+
+
+def _extreme_vjp(name: str):
+    def vjp(F, at, g, y, x):
+        yb = _spread(F, name, at, y, x)
+        mask = F.equal(x, yb)
+        return (F.mul(_spread(F, name, at, g, x), mask),)
+
+    return vjp
+
+
+_reduction(
+    "max",
+    lambda xp, x, axes, at: xp.max(x, axis=axes, keepdims=at["keepdims"]),
+    _extreme_vjp("max"),
+    "The maximum over ``axis``.",
+)
+_reduction(
+    "min",
+    lambda xp, x, axes, at: xp.min(x, axis=axes, keepdims=at["keepdims"]),
+    _extreme_vjp("min"),
+    "The minimum over ``axis``.",
+)
+
+
+def _norm_fwd(xp, x, axes, at):
+    if at["ord"] == 1:
+        return xp.sum(xp.abs(x), axis=axes, keepdims=at["keepdims"])
+    return xp.sqrt(xp.sum(xp.square(x), axis=axes, keepdims=at["keepdims"]))
+
+
+def _norm_vjp(F, at, g, y, x):
+    gb = _spread(F, "norm", at, g, x)
+    if at["ord"] == 1:
+        return (F.mul(gb, F.sign(x)),)
+    return (F.mul(gb, F.div(x, _spread(F, "norm", at, y, x))),)
+
+
+_reduction("norm", _norm_fwd, _norm_vjp, "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis``.", (Attr("ord", "int", 2),))
+
+
+# --------------------------------------------------------------------------
+# shape
+
+
+def _sum_to_infer(at: dict, x: Spec) -> Spec:
+    shape = at["shape"]
+    broadcast_shapes("sum_to", shape, x.shape)
+    return Spec(shape, x.dtype)
+
+
+def _sum_to_fwd(cx, at, x):
+    """Sum ``x`` down to ``shape`` (the inverse of broadcasting)."""
+    shape = at["shape"]
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, d in enumerate(shape) if d == 1 and x.shape[i + lead] != 1
+    )
+    r = cx.xp.sum(x, axis=axes, keepdims=True) if axes else x
+    return r.reshape(shape)
+
+
+defop(
+    "sum_to",
+    ("data",),
+    (SHAPE,),
+    infer=_sum_to_infer,
+    vjp=lambda F, at, g, y, x: (F.broadcast_to(g, shape=tuple(x.shape)),),
+)(_sum_to_fwd)
+
+
+def _broadcast_to_infer(at: dict, x: Spec) -> Spec:
+    shape = at["shape"]
+    # MXNet: 0 in the target shape keeps the input's dimension
+    if len(shape) == len(x.shape):
+        shape = tuple(x.shape[i] if d == 0 else d for i, d in enumerate(shape))
+    if broadcast_shapes("broadcast_to", x.shape, shape) != shape:
+        raise ShapeError(f"broadcast_to: cannot broadcast shape {x.shape} to {at['shape']}")
+    return Spec(shape, x.dtype)
+
+
+@defop(
+    "broadcast_to",
+    ("data",),
+    (SHAPE,),
+    infer=_broadcast_to_infer,
+    vjp=lambda F, at, g, y, x: (unbroadcast(F, g, tuple(x.shape)),),
+)
+def _broadcast_to(cx, at, x):
+    """``x`` broadcast to ``shape``."""
+    shape = _broadcast_to_infer(at, Spec(x.shape, x.dtype.name)).shape
+    return cx.xp.array(cx.xp.broadcast_to(x, shape))
+
+
+def reshape_shape(src: tuple[int, ...], target: tuple[int, ...], reverse: bool = False) -> tuple[int, ...]:
+    """MXNet's reshape rule, with its special values 0, -1, -2, -3 and -4."""
+    if reverse:
+        return tuple(reversed(reshape_shape(tuple(reversed(src)), tuple(reversed(target)))))
+    out: list[int] = []
+    i = 0  # position in src
+    j = 0
+    infer_at = -1
+    t = list(target)
+    while j < len(t):
+        d = t[j]
+        if d == 0:
+            if i >= len(src):
+                raise ShapeError(f"reshape: 0 in {target} has no input dimension to copy from {src}")
+            out.append(src[i])
+            i += 1
+        elif d == -1:
+            if infer_at >= 0:
+                raise ShapeError(f"reshape: more than one -1 in {target}")
+            infer_at = len(out)
+            out.append(1)
+            i += 1
+        elif d == -2:
+            out.extend(src[i:])
+            i = len(src)
+        elif d == -3:
+            if i + 1 >= len(src):
+                raise ShapeError(f"reshape: -3 in {target} needs two input dimensions of {src}")
+            out.append(src[i] * src[i + 1])
+            i += 2
+        elif d == -4:
+            if j + 2 >= len(t) or i >= len(src):
+                raise ShapeError(f"reshape: -4 in {target} needs two values after it")
+            d1, d2 = t[j + 1], t[j + 2]
+            if d1 == -1 and d2 > 0:
+                d1 = src[i] // d2
+            elif d2 == -1 and d1 > 0:
+                d2 = src[i] // d1
+            if d1 * d2 != src[i]:
+                raise ShapeError(f"reshape: -4 split {d1}x{d2} does not match dimension {src[i]}")
+            out.extend((d1, d2))
+            i += 1
+            j += 2
+        elif d > 0:
+            out.append(d)
+            i += 1
+        else:
+            raise ShapeError(f"reshape: invalid value {d} in shape {target}")
+        j += 1
+    total = prod(src)
+    if infer_at >= 0:
+        rest = prod(tuple(out)) // 1
+        if rest == 0 or total % rest:
+            raise ShapeError(f"reshape: cannot infer -1 reshaping {src} to {target}")
+        out[infer_at] = total // rest
+    if prod(tuple(out)) != total:
+        raise ShapeError(
+            f"reshape: cannot reshape array of shape {src} into shape {target} "
+            f"(sizes {total} and {prod(tuple(out))} differ)"
+        )
+    return tuple(out)
+
+
+def _reshape_infer(at: dict, x: Spec) -> Spec:
+    return Spec(reshape_shape(x.shape, at["shape"], at["reverse"]), x.dtype)
+
+
+@defop(
+    "reshape",
+    ("data",),
+    (SHAPE, Attr("reverse", "bool", False)),
+    infer=_reshape_infer,
+    vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
+)
+def _reshape(cx, at, x):
+    """``x`` with a new shape of the same size (MXNet's special values allowed)."""
+    return x.reshape(reshape_shape(x.shape, at["shape"], at["reverse"]))
+
+
+def _perm(at: dict, ndim: int) -> tuple[int, ...]:
+    axes = at["axes"]
+    if not axes:
+        return tuple(reversed(range(ndim)))
+    if sorted(a % ndim for a in axes) != list(range(ndim)) or len(axes) != ndim:
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of {ndim} axes")
+    return tuple(a % ndim for a in axes)
+
+
+def _transpose_infer(at: dict, x: Spec) -> Spec:
+    p = _perm(at, len(x.shape))
+    return Spec(tuple(x.shape[i] for i in p), x.dtype)
+
+
+def _transpose_vjp(F, at, g, y, x):
+    p = _perm(at, x.ndim)
+    inv = tuple(int(i) for i in np.argsort(p))
+    return (F.transpose(g, axes=inv),)
+
+
+@defop("transpose", ("data",), (Attr("axes", "ints", ()),), infer=_transpose_infer, vjp=_transpose_vjp)
+def _transpose(cx, at, x):
+    """``x`` with its axes permuted (reversed when ``axes`` is empty)."""
+    return cx.xp.ascontiguousarray(cx.xp.transpose(x, _perm(at, x.ndim)))
+
+
+def _expand_dims_infer(at: dict, x: Spec) -> Spec:
+    n = len(x.shape) + 1
+    a = at["axis"]
+    if not -n <= a < n:
+        raise ShapeError(f"expand_dims: axis {a} is out of range for rank {len(x.shape)}")
+    a %= n
+    return Spec(x.shape[:a] + (1,) + x.shape[a:], x.dtype)
+
+
+@defop(
+    "expand_dims",
+    ("data",),
+    (Attr("axis", "int", REQUIRED),),
+    infer=_expand_dims_infer,
+    vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
+)
+def _expand_dims(cx, at, x):
+    """``x`` with a new axis of length 1 at ``axis``."""
+    return cx.xp.expand_dims(x, at["axis"])
+
+
+# --------------------------------------------------------------------------
+# indexing
+#
+# A key travels as a list with one item per index: an integer, a slice as
+# [start, stop, step] (null for omitted), null for a new axis, or "..." .
+
+
+def parse_key(name: str, key: Any) -> tuple:
+    if not isinstance(key, (list, tuple)):
+        raise InvalidInput(f"{name}: key must be a list of indices, got {key!r}")
+    out: list[Any] = []
+    for k in key:
+        if k is None:
+            out.append(None)
+        elif k == "...":
+            out.append(Ellipsis)
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            out.append(int(k))
+        elif isinstance(k, (list, tuple)) and len(k) == 3 and all(
+            v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in k
+        ):
+            if k[2] == 0:
+                raise InvalidInput(f"{name}: slice step cannot be zero")
+            out.append(slice(*k))
+        else:
+            raise InvalidInput(f"{name}: invalid index {k!r} in key")
+    return tuple(out)
+
+
+def key_shape(name: str, shape: tuple[int, ...], key: tuple) -> tuple[int, ...]:
+    """The shape ``x[key]`` would have, found without data."""
+    probe = np.broadcast_to(np.empty((), dtype=bool), shape)
+    try:
+        return tuple(probe[key].shape)
+    except IndexError as e:
+        raise IndexOutOfRange(f"{name}: {e}") from None
+
+
+def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
+    """Whether ``value`` broadcasts to exactly ``region``."""
+    try:
+        return tuple(np.broadcast_shapes(value, region)) == region
+    except ValueError:
+        return False
+
+
+def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
+    """Whether a value can be written into a region: it broadcasts to it, or
+    has its size (and is copied in row-major order, as MXNet does)."""
+    return broadcastable(value, region) or prod(value) == prod(region)
+
+
+def _getitem_infer(at: dict, x: Spec) -> Spec:
+    key = parse_key("getitem", at["key"])
+    return Spec(at_least_1d(key_shape("getitem", x.shape, key)), x.dtype)
+
+
+def _getitem_vjp(F, at, g, y, x):
+    return (F.scatter_key(g, shape=tuple(x.shape), key=at["key"]),)
+
+
+@defop("getitem", ("data",), (Attr("key", "key", REQUIRED),), infer=_getitem_infer, vjp=_getitem_vjp)
+def _getitem(cx, at, x):
+    """``x[key]`` for basic indices: integers, slices, new axes and an ellipsis."""
+    r = x[parse_key("getitem", at["key"])]
+    return cx.xp.array(r, ndmin=1)
+
+
+def _scatter_infer(at: dict, g: Spec) -> Spec:
+    key = parse_key("scatter_key", at["key"])
+    sub = at_least_1d(key_shape("scatter_key", at["shape"], key))
+    if sub != g.shape:
+        raise ShapeError(f"scatter_key: data shape {g.shape} does not match {sub}")
+    return Spec(at["shape"], g.dtype)
+
+
+@defop(
+    "scatter_key",
+    ("data",),
+    (SHAPE, Attr("key", "key", REQUIRED)),
+    infer=_scatter_infer,
+    vjp=lambda F, at, gg, y, g: (F.getitem(gg, key=at["key"]),),
+)
+def _scatter_key(cx, at, g):
+    """Zeros of ``shape`` with ``data`` written at ``key`` (getitem's gradient)."""
+    z = cx.xp.zeros(at["shape"], g.dtype)
+    key = parse_key("scatter_key", at["key"])
+    z[key] = g.reshape(z[key].shape)
+    return z
+
+
+# --------------------------------------------------------------------------
+# linear algebra
+
+
+def _dot_operand(s: tuple[int, ...], t: bool) -> tuple[int, ...]:
+    return tuple(reversed(s)) if t else s
+
+
+def _dot_infer(at: dict, a: Spec, b: Spec) -> Spec:
+    dt = same_dtype("dot", a, b)
+    sa = _dot_operand(a.shape, at["transpose_a"])
+    sb = _dot_operand(b.shape, at["transpose_b"])
+    if not sa or not sb or sa[-1] != sb[0]:
+        raise ShapeError(f"dot: shapes {sa} and {sb} are not aligned (inner dimensions differ)")
+    return Spec(at_least_1d(sa[:-1] + sb[1:]), dt)
+
+
+def _dot_vjp(F, at, g, y, a, b):
+    ta, tb = at["transpose_a"], at["transpose_b"]
+    sa = _dot_operand(tuple(a.shape), ta)
+    sb = _dot_operand(tuple(b.shape), tb)
+    m, k, n = prod(sa[:-1]), sa[-1], prod(sb[1:])
+    g2 = F.reshape(g, shape=(m, n))
+    a2 = F.reshape(a if not ta else F.transpose(a), shape=(m, k))
+    b2 = F.reshape(b if not tb else F.transpose(b), shape=(k, n))
+    ga = F.reshape(F.dot(g2, b2, transpose_b=True), shape=sa)
+    gb = F.reshape(F.dot(a2, g2, transpose_a=True), shape=sb)
+    if ta:
+        ga = F.transpose(ga)
+    if tb:
+        gb = F.transpose(gb)
+    return ga, gb
+
+
+@defop(
+    "dot",
+    ("lhs", "rhs"),
+    (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False)),
+    infer=_dot_infer,
+    vjp=_dot_vjp,
+)
+def _dot(cx, at, a, b):
+    """The dot product: the last axis of ``lhs`` with the first of ``rhs``."""
+    xp = cx.xp
+    if at["transpose_a"]:
+        a = a.T
+    if at["transpose_b"]:
+        b = b.T
+    if a.ndim <= 2 and b.ndim <= 2:
+        r = xp.dot(a, b)
+    else:
+        r = xp.tensordot(a, b, axes=1)
+    return xp.asarray(r).reshape(at_least_1d(r.shape))
+
+
+

@@ -1,0 +1,264 @@
+"""The op record, its typed attributes, and the registry every layer derives from.
+
+An op is defined once: its array inputs, typed attributes with defaults, a pure
+``infer`` (shapes and dtypes in, shape and dtype out, no data), a ``forward``
+on the array module, and a ``vjp`` written with the table's own ops (so a
+backward pass can itself be recorded). The client's ``nd`` namespace, its
+local shape inference, the server's execution and quota checks and the
+``GET /v1/ops`` catalog all read this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .errors import InvalidInput
+
+MAX_NDIM = 32
+
+
+class Spec(NamedTuple):
+    """What is known of an array without its data."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        n = np.dtype(self.dtype).itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+
+DTYPES = frozenset(
+    ["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"]
+)
+DEFAULT_DTYPE = "float32"
+REQUIRED: Any = object()
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"expected an integer, got {v!r}")
+    return int(v)
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_)) or v in (0, 1):
+        return bool(v)
+    raise TypeError(f"expected a boolean, got {v!r}")
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = (v,)
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a shape (an int or a list of ints), got {v!r}")
+    out = tuple(_int(d) for d in v)
+    if len(out) > MAX_NDIM:
+        raise TypeError(f"rank {len(out)} is over the limit of {MAX_NDIM}")
+    return out
+
+
+def _axis(v: Any) -> tuple[int, ...] | None:
+    """None (all axes), an int, or a list of ints; normalised to a tuple or None."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return tuple(_int(a) for a in v)
+    return (_int(v),)
+
+
+def _dtype(v: Any) -> str | None:
+    if v is None:
+        return None
+    try:
+        name = np.dtype(v).name
+    except TypeError:
+        raise TypeError(f"unknown dtype {v!r}") from None
+    if name not in DTYPES:
+        raise TypeError(f"unsupported dtype {name!r}; use one of {sorted(DTYPES)}")
+    return name
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {v!r}")
+    return v
+
+
+def _ints(v: Any) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a list of ints, got {v!r}")
+    return tuple(_int(a) for a in v)
+
+
+def _any(v: Any) -> Any:
+    return v
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "int": _int,
+    "float": _float,
+    "bool": _bool,
+    "shape": _shape,
+    "axis": _axis,
+    "dtype": _dtype,
+    "str": _str,
+    "key": _any,  # validated by the indexing ops themselves
+    "tensor": _any,  # decoded by the wire layer before the op sees it
+    "ints": _ints,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """A typed attribute with its default (REQUIRED when it has none)."""
+
+    name: str
+    kind: str
+    default: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "type": self.kind}
+        if self.default is REQUIRED:
+            d["required"] = True
+        else:
+            d["default"] = list(self.default) if isinstance(self.default, tuple) else self.default
+        return d
+
+
+Infer = Callable[..., Spec]
+Forward = Callable[..., Any]
+Vjp = Callable[..., tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One op of the table. See the module docstring."""
+
+    name: str
+    inputs: tuple[str, ...]
+    attrs: tuple[Attr, ...]
+    infer: Infer
+    forward: Forward
+    vjp: Vjp | None
+    doc: str
+    random: bool = False
+    aliases: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def differentiable(self) -> bool:
+        return self.vjp is not None
+
+    def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Validate attribute values against their types, filling defaults."""
+        at = dict(self.defaults)
+        if given:
+            for k, v in given.items():
+                spec = self._attr(k)
+                try:
+                    at[k] = None if v is None and spec.default is None else PARSERS[spec.kind](v)
+                except (TypeError, ValueError) as e:
+                    raise InvalidInput(f"{self.name}: attribute {k!r}: {e}") from None
+        for a in self.attrs:
+            if at.get(a.name, None) is REQUIRED:
+                raise InvalidInput(f"{self.name}: missing required attribute {a.name!r}")
+        return at
+
+    def _attr(self, k: str) -> Attr:
+        for a in self.attrs:
+            if a.name == k:
+                return a
+        known = ", ".join(a.name for a in self.attrs) or "none"
+        raise InvalidInput(f"{self.name}: unknown attribute {k!r} (attributes: {known})")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "attrs": [a.describe() for a in self.attrs],
+            "differentiable": self.differentiable,
+            "doc": self.doc,
+            "aliases": list(self.aliases),
+        }
+
+
+class Registry:
+    """The op table; refuses a second op of the same name."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, Op] = {}
+
+    def add(self, op: Op) -> Op:
+        for n in (op.name, *op.aliases):
+            if n in self._ops:
+                raise ValueError(f"op {n!r} is defined twice")
+            self._ops[n] = op
+        return op
+
+    def __getitem__(self, name: str) -> Op:
+        try:
+            return self._ops[name]
+        except KeyError:
+            raise InvalidInput(f"unknown op {name!r}") from None
+
+    def get(self, name: str) -> Op | None:
+        return self._ops.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def ops(self) -> list[Op]:
+        """Each op once (aliases folded)."""
+        seen: dict[str, Op] = {}
+        for op in self._ops.values():
+            seen.setdefault(op.name, op)
+        return list(seen.values())
+
+
+OPS = Registry()
+
+
+def defop(
+    name: str,
+    inputs: tuple[str, ...] | str,
+    attrs: tuple[Attr, ...] = (),
+    *,
+    infer: Infer,
+    vjp: Vjp | None = None,
+    random: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> Callable[[Forward], Op]:
+    """Decorator: define an op from its forward function (docstring = op doc)."""
+    if isinstance(inputs, str):
+        inputs = tuple(inputs.split())
+
+    def wrap(forward: Forward) -> Op:
+        defaults = {a.name: a.default for a in attrs}
+        doc = (forward.__doc__ or "").strip()
+        return OPS.add(
+            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults)
+        )
+
+    return wrap
+
+
+def prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+

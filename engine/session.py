@@ -1,0 +1,378 @@
+"""A session: its arrays, gradients, graph and random generator, and the batch
+executor that applies a list of instructions like an eager program would.
+
+An instruction is ``{"op": name, "in": [handles], "out": [handles],
+"at": {attributes}, "mode": bits}`` where ``mode`` bit 1 means recording and
+bit 2 training (MXNet's two flags, as they were when the op was called). Ops
+come from the op table; the commands below (``attach_grad``, ``backward``,
+``setitem``, ``read``, ...) act on the session itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import ops as _ops  # noqa: F401  (fills the table)
+from . import tape
+from .errors import (
+    AutogradError,
+    InvalidInput,
+    MXNetError,
+    QuotaExceeded,
+    SequenceError,
+    UnknownHandle,
+)
+from .optable import OPS, Attr, Op, Spec
+from .tape import Node
+
+RECORDING = 1
+TRAINING = 2
+
+INPLACE_IN_GRAPH = (
+    "Assigning to NDArrays that are already in a computational graph will cause "
+    "undefined behavior when evaluating gradients. Please call backward first to "
+    "clear the graph or do this out side of a record section. Also note that you "
+    "cannot use inplace operations like +=, *=, relu(x, out=x), y[idx]=x, etc "
+    "inside a record section."
+)
+
+
+@dataclass
+class Limits:
+    """What one session may hold and send."""
+
+    max_session_bytes: int = 2 << 30
+    max_array_bytes: int = 1 << 30
+    max_batch_ops: int = 100_000
+
+
+class Context:
+    """What an op's forward sees: the array module, generator, training flag."""
+
+    __slots__ = ("xp", "rng", "training")
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.xp = np
+        self.rng = np.random.default_rng(seed)
+        self.training = False
+
+
+class Eager:
+    """Calls table ops directly on arrays: the ``F`` of first-order VJPs."""
+
+    def __init__(self, cx: Context) -> None:
+        self._cx = cx
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        op = OPS[name]
+        cx = self._cx
+
+        def call(*xs: Any, **at: Any) -> Any:
+            return op.forward(cx, {**op.defaults, **at}, *xs)
+
+        setattr(self, name, call)
+        return call
+
+
+Command = Callable[["Session", dict, list], None]
+COMMANDS: dict[str, Command] = {}
+COMMAND_DOCS: dict[str, dict[str, Any]] = {}
+
+
+def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callable[[Command], Command]:
+    def wrap(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        COMMAND_DOCS[name] = {
+            "name": name,
+            "inputs": inputs,
+            "attrs": [a.describe() for a in attrs],
+            "doc": doc,
+        }
+        return fn
+
+    return wrap
+
+
+class Session:
+    """One user's arrays and autograd state; ``run_batch`` is its only door."""
+
+    def __init__(self, sid: str, owner: str = "anonymous", seed: int | None = None,
+                 limits: Limits | None = None) -> None:
+        self.id = sid
+        self.owner = owner
+        self.arrays: dict[int, np.ndarray] = {}
+        self.nodes: dict[int, Node] = {}
+        self.cx = Context(seed)
+        self.F = Eager(self.cx)
+        self.limits = limits or Limits()
+        self.seq = 0
+        self.last_reply: dict[str, Any] | None = None
+        self.lock = threading.Lock()
+        self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
+        self.aliases: set[int] = set()
+
+    # -- handles -------------------------------------------------------------
+
+    def get(self, h: Any) -> np.ndarray:
+        try:
+            return self.arrays[h]
+        except (KeyError, TypeError):
+            raise UnknownHandle(f"unknown handle {h!r}") from None
+
+    def put(self, h: Any, value: np.ndarray, alias: bool = False) -> None:
+        if not isinstance(h, int) or isinstance(h, bool):
+            raise InvalidInput(f"output handle must be an integer, got {h!r}")
+        if h in self.arrays:
+            raise InvalidInput(f"handle {h} is already in use")
+        self.arrays[h] = value
+        if alias:
+            self.aliases.add(h)
+        else:
+            self.nbytes += value.nbytes
+
+    def drop(self, h: int) -> None:
+        v = self.arrays.pop(h, None)
+        if v is not None:
+            if h in self.aliases:
+                self.aliases.discard(h)
+            else:
+                self.nbytes -= v.nbytes
+        self.nodes.pop(h, None)
+
+    def check_alloc(self, nbytes: int) -> None:
+        lim = self.limits
+        if nbytes > lim.max_array_bytes:
+            raise QuotaExceeded(f"an array of {nbytes} bytes is over the limit of {lim.max_array_bytes} per array")
+        if self.nbytes + nbytes > lim.max_session_bytes:
+            raise QuotaExceeded(
+                f"session would hold {self.nbytes + nbytes} bytes, over its limit of {lim.max_session_bytes}"
+            )
+
+    # -- batches -------------------------------------------------------------
+
+    def run_batch(self, msg: Any) -> dict[str, Any]:
+        """Apply a batch in order until an instruction fails; replay retries.
+
+        The reply is ``{"seq", "values": [tensors read], "error"?: {...}}``.
+        Instructions before a failing one have taken effect; it and the ones
+        after it have not.
+        """
+        if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
+            raise InvalidInput("a batch must be an object with a list 'ops'")
+        seq = msg.get("seq")
+        ops = msg["ops"]
+        if len(ops) > self.limits.max_batch_ops:
+            raise QuotaExceeded(f"batch of {len(ops)} ops is over the limit of {self.limits.max_batch_ops}")
+        with self.lock:
+            if seq is not None:
+                if not isinstance(seq, int) or isinstance(seq, bool):
+                    raise InvalidInput(f"seq must be an integer, got {seq!r}")
+                if seq == self.seq and self.last_reply is not None:
+                    return self.last_reply
+                if seq != self.seq + 1:
+                    raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
+            values: list[np.ndarray] = []
+            reply: dict[str, Any] = {"seq": seq, "values": values}
+            for i, ins in enumerate(ops):
+                try:
+                    self.execute(ins, values)
+                except MXNetError as e:
+                    reply["error"] = error_body(e, i, ins)
+                    break
+                except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+                    reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    break
+            if seq is not None:
+                self.seq = seq
+                self.last_reply = reply
+            return reply
+
+    def execute(self, ins: dict, values: list) -> None:
+        name = ins["op"]
+        cmd = COMMANDS.get(name)
+        if cmd is not None:
+            cmd(self, ins, values)
+            return
+        op = OPS[name]
+        ins_h = ins.get("in", ())
+        if len(ins_h) != len(op.inputs):
+            raise InvalidInput(f"{name} takes {len(op.inputs)} inputs, got {len(ins_h)}")
+        arrays = self.arrays
+        xs = []
+        for h in ins_h:
+            x = arrays.get(h) if isinstance(h, int) else None
+            if x is None:
+                raise UnknownHandle(f"{name}: unknown handle {h!r}")
+            xs.append(x)
+        at = op.parse_attrs(ins.get("at"))
+        spec = op.infer(at, *[Spec(x.shape, x.dtype.name) for x in xs])
+        self.check_alloc(spec.nbytes)
+        out = ins["out"]
+        if len(out) != 1:
+            raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
+        mode = ins.get("mode", 0)
+        self.cx.training = bool(mode & TRAINING)
+        with np.errstate(all="ignore"):
+            y = op.forward(self.cx, at, *xs)
+        self.put(out[0], y)
+        if mode & RECORDING and op.vjp is not None:
+            parents = tape.parents_of(self.nodes.get(h) for h in ins_h)
+            if parents is not None:
+                self.nodes[out[0]] = Node(op, at, parents, tuple(xs), y)
+
+    def node(self, h: int) -> Node | None:
+        self.get(h)
+        return self.nodes.get(h)
+
+
+def error_body(e: MXNetError, index: int, ins: Any) -> dict[str, Any]:
+    op = ins.get("op") if isinstance(ins, dict) else None
+    return {"kind": e.kind, "message": str(e), "index": index, "op": op}
+
+
+# --------------------------------------------------------------------------
+# commands
+
+
+def _one(ins: dict, name: str) -> int:
+    h = ins.get("in", ())
+    if len(h) != 1:
+        raise InvalidInput(f"{name} takes exactly one input handle")
+    return h[0]
+
+
+GRAD_REQ = Attr("grad_req", "str", "write")
+
+
+@command("attach_grad", "data", (GRAD_REQ,), "Make the array a variable with a zeroed gradient buffer.")
+def _attach_grad(s: Session, ins: dict, values: list) -> None:
+    h = _one(ins, "attach_grad")
+    x = s.get(h)
+    req = (ins.get("at") or {}).get("grad_req", "write")
+    if req not in tape.GRAD_REQS:
+        raise InvalidInput(f"attach_grad: grad_req must be one of {tape.GRAD_REQS}, got {req!r}")
+    s.check_alloc(x.nbytes)
+    s.nodes[h] = Node(grad=np.zeros_like(x), grad_req=req)
+
+
+@command("grad", "data", (), "Give the output handle the array's gradient buffer (shared, not copied).")
+def _grad(s: Session, ins: dict, values: list) -> None:
+    h = _one(ins, "grad")
+    n = s.node(h)
+    if n is None or n.op is not None or n.grad is None:
+        raise AutogradError(f"grad: handle {h} has no gradient attached (call attach_grad first)")
+    s.put(ins["out"][0], n.grad, alias=True)
+
+
+@command(
+    "backward",
+    "heads...",
+    (Attr("head_grads", "key", None), Attr("retain_graph", "bool", False)),
+    "Backpropagate from the heads (gradient of their sum, or of head_grads), into the variables' buffers.",
+)
+def _backward(s: Session, ins: dict, values: list) -> None:
+    heads_h = list(ins.get("in", ()))
+    at = ins.get("at") or {}
+    hg_h = at.get("head_grads") or [None] * len(heads_h)
+    if len(hg_h) != len(heads_h):
+        raise InvalidInput("backward: head_grads must have one entry per head")
+    heads = tape.check_heads(s.node(h) for h in heads_h)
+    grads = []
+    for h, g in zip(heads_h, hg_h):
+        y = s.get(h)
+        if g is None:
+            grads.append(np.ones_like(y))
+        else:
+            gv = s.get(g)
+            if gv.shape != y.shape:
+                raise InvalidInput(f"backward: head gradient shape {gv.shape} does not match head shape {y.shape}")
+            grads.append(gv.astype(y.dtype, copy=False))
+    s.cx.training = bool(ins.get("mode", 0) & TRAINING)
+    with np.errstate(all="ignore"):
+        pairs = tape.backward(s.F, heads, grads, np.add)
+    for var, g in pairs:
+        if var.grad_req == "write":
+            var.grad[...] = g
+        elif var.grad_req == "add":
+            var.grad += g
+    if not at.get("retain_graph", False):
+        tape.release(tape.toposort(heads))
+
+
+@command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")
+def _free(s: Session, ins: dict, values: list) -> None:
+    for h in ins.get("in", ()):
+        s.drop(h)
+
+
+@command(
+    "read",
+    "handles...",
+    (Attr("grad", "bool", False),),
+    "Return the arrays' values (their gradients when grad is true) in the reply, in order.",
+)
+def _read(s: Session, ins: dict, values: list) -> None:
+    want_grad = bool((ins.get("at") or {}).get("grad", False))
+    for h in ins.get("in", ()):
+        x = s.get(h)
+        if want_grad:
+            n = s.nodes.get(h)
+            if n is None or n.op is not None or n.grad is None:
+                raise AutogradError(f"read: handle {h} has no gradient attached (call attach_grad first)")
+            x = n.grad
+        values.append(x.copy())
+
+
+@command(
+    "setitem",
+    "target [value]",
+    (Attr("key", "key", None), Attr("scalar", "float", None)),
+    "Write a value (array input or scalar) into target[key] in place.",
+)
+def _setitem(s: Session, ins: dict, values: list) -> None:
+    hs = ins.get("in", ())
+    if len(hs) not in (1, 2):
+        raise InvalidInput("setitem takes a target and at most one value handle")
+    target = s.get(hs[0])
+    at = ins.get("at") or {}
+    key = _ops.parse_key("setitem", at.get("key") or [])
+    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
+        raise AutogradError(INPLACE_IN_GRAPH)
+    sub = _ops.key_shape("setitem", target.shape, key)
+    if len(hs) == 2:
+        v = s.get(hs[1])
+        if v.dtype != target.dtype:
+            v = v.astype(target.dtype)
+    elif at.get("scalar") is not None:
+        v = target.dtype.type(at["scalar"])
+    else:
+        raise InvalidInput("setitem needs a value handle or a scalar")
+    if not _ops.assignable(np.shape(v), sub):
+        raise _ops.ShapeError(f"setitem: cannot assign an array of shape {np.shape(v)} to a region of shape {sub}")
+    if not _ops.broadcastable(np.shape(v), sub):
+        v = np.reshape(v, sub)  # same size, another shape: MXNet copies it in row-major order
+    target[key] = v
+
+
+@command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")
+def _seed(s: Session, ins: dict, values: list) -> None:
+    seed = (ins.get("at") or {}).get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+    s.cx.rng = np.random.default_rng(seed)
+
+
+def catalog() -> dict[str, Any]:
+    """The op table and commands as data, for ``GET /v1/ops``."""
+    return {
+        "ops": [op.describe() for op in OPS.ops()],
+        "commands": list(COMMAND_DOCS.values()),
+    }
+
+
+__all__ = ["COMMANDS", "Limits", "Op", "Session", "catalog"]

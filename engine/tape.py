@@ -1,0 +1,145 @@
+"""The autograd graph as data: nodes, their order, and the backward pass.
+
+A node records one op applied while recording (the op, its attributes, the
+parent nodes and the input and output values its VJP needs) or a variable (an
+array with ``attach_grad``: its gradient buffer and grad_req). The client
+keeps the same nodes without values, to know autograd misuse at the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import NOT_IN_GRAPH, AutogradError
+
+GRAD_REQS = ("write", "add", "null")
+
+
+class Node:
+    """One vertex of the recorded graph (a variable when ``op`` is None)."""
+
+    __slots__ = ("op", "at", "parents", "xs", "y", "grad", "grad_req", "live")
+
+    def __init__(
+        self,
+        op: Any = None,
+        at: dict | None = None,
+        parents: tuple[Node | None, ...] = (),
+        xs: tuple[Any, ...] | None = None,
+        y: Any = None,
+        grad: Any = None,
+        grad_req: str = "write",
+    ) -> None:
+        self.op = op
+        self.at = at
+        self.parents = parents
+        self.xs = xs
+        self.y = y
+        self.grad = grad
+        self.grad_req = grad_req
+        self.live = True
+
+    @property
+    def is_variable(self) -> bool:
+        return self.op is None
+
+    def __repr__(self) -> str:
+        what = "variable" if self.op is None else self.op.name
+        return f"<Node {what}{'' if self.live else ' (freed)'}>"
+
+
+def in_graph(node: Node | None) -> bool:
+    return node is not None and node.live
+
+
+def parents_of(nodes: Iterable[Node | None]) -> tuple[Node | None, ...] | None:
+    """The live parents of a new op, or None when no input is in a graph."""
+    ps = tuple(n if n is not None and n.live else None for n in nodes)
+    return ps if any(p is not None for p in ps) else None
+
+
+def toposort(heads: Iterable[Node]) -> list[Node]:
+    """Nodes reachable from ``heads``, parents before children (iterative)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for head in heads:
+        if id(head) in seen:
+            continue
+        seen.add(id(head))
+        stack: list[tuple[Node, int]] = [(head, 0)]
+        while stack:
+            node, i = stack[-1]
+            if i < len(node.parents):
+                stack[-1] = (node, i + 1)
+                p = node.parents[i]
+                if p is not None and p.live and id(p) not in seen:
+                    seen.add(id(p))
+                    stack.append((p, 0))
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def check_heads(heads: Iterable[Node | None]) -> list[Node]:
+    """The heads' nodes, or MXNet's error when one is not in a graph."""
+    out = []
+    for h in heads:
+        if not in_graph(h):
+            raise AutogradError(NOT_IN_GRAPH)
+        out.append(h)  # type: ignore[arg-type]
+    return out
+
+
+def release(order: Iterable[Node]) -> None:
+    """Free a graph after backward: op nodes die, variables stay."""
+    for n in order:
+        if n.op is not None:
+            n.live = False
+            n.parents = ()
+            n.xs = None
+            n.y = None
+
+
+def reaches_variable(order: list[Node]) -> set[int]:
+    """Ids of the nodes with a path to a variable (others need no VJP)."""
+    hit: set[int] = set()
+    for n in order:  # parents come first
+        if n.op is None or any(p is not None and id(p) in hit for p in n.parents):
+            hit.add(id(n))
+    return hit
+
+
+def backward(
+    F: Any,
+    heads: list[Node],
+    head_grads: list[Any],
+    add: Any,
+) -> list[tuple[Node, Any]]:
+    """Run the chain rule from ``heads``; return (variable, gradient) pairs.
+
+    ``F`` calls ops for the VJPs, ``add`` sums two cotangents. Writing the
+    gradients into the variables' buffers is the caller's (grad_req rules).
+    """
+    order = toposort(heads)
+    useful = reaches_variable(order)
+    cot: dict[int, Any] = {}
+    for h, g in zip(heads, head_grads):
+        k = id(h)
+        cot[k] = g if k not in cot else add(cot[k], g)
+    out: list[tuple[Node, Any]] = []
+    for node in reversed(order):
+        g = cot.pop(id(node), None)
+        if g is None or id(node) not in useful:
+            continue
+        if node.op is None:
+            out.append((node, g))
+            continue
+        cts = node.op.vjp(F, node.at, g, node.y, *node.xs)
+        for p, ct in zip(node.parents, cts):
+            if p is None or ct is None or id(p) not in useful:
+                continue
+            k = id(p)
+            cot[k] = ct if k not in cot else add(cot[k], ct)
+    return out

@@ -1,0 +1,154 @@
+"""The FastAPI app: sessions, the batch route and its thin REST conveniences.
+
+Errors from the engine map to one JSON shape ``{"error": {kind, message,
+index, op}}`` with a status fixed by the error's class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import wire
+from ..engine.errors import ERRORS, InvalidInput, MXNetError
+from ..engine.session import Session, catalog
+from . import protocol
+from .deps import CurrentUser, SessionDep, Store, encode, read_body, wants_msgpack
+from .rest import arrays
+from .settings import Settings
+from .store import SessionStore
+
+
+def validated_batch(request: Request, msg: Any) -> dict[str, Any]:
+    """Check a batch's envelope; JSON bodies are validated against the schema in full."""
+    if request.headers.get("content-type", "").startswith(wire.MSGPACK):
+        if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
+            raise InvalidInput("a batch must be a map with a list 'ops'")
+        return msg
+    try:
+        protocol.Batch.model_validate(msg)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"invalid batch at {where}: {first['msg']}") from None
+    return msg
+
+
+def run(session: Session, msg: dict[str, Any], binary: bool) -> tuple[int, dict[str, Any]]:
+    """Execute a batch; the reply's status is the failing error's, else 200."""
+    reply = session.run_batch(msg)
+    out = dict(reply)
+    out["values"] = [wire.encode_tensor(v, binary) for v in reply["values"]]
+    err = reply.get("error")
+    return (ERRORS.get(err["kind"], MXNetError).status if err else 200), out
+
+
+sessions = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@sessions.post("", status_code=201, response_model=protocol.SessionInfo)
+async def create_session(request: Request, user: CurrentUser, store: Store) -> Response:
+    """Open a session owned by the caller; its id names it in every later call."""
+    body = await read_body(request)
+    try:
+        opts = protocol.NewSession.model_validate(body or {})
+    except ValidationError as e:
+        raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
+    s = store.create(user, seed=opts.seed)
+    return encode(request, _info(s), 201)
+
+
+@sessions.get("", response_model=list[protocol.SessionInfo])
+def list_sessions(request: Request, user: CurrentUser, store: Store) -> Response:
+    """The caller's sessions."""
+    return encode(request, [_info(s) for s in store.list(user)])
+
+
+@sessions.get("/{sid}", response_model=protocol.SessionInfo)
+def read_session(request: Request, session: SessionDep) -> Response:
+    """One session's size."""
+    return encode(request, _info(session))
+
+
+@sessions.delete("/{sid}", status_code=204)
+def delete_session(sid: str, user: CurrentUser, store: Store) -> Response:
+    """Close a session and free everything it holds."""
+    store.delete(sid, user)
+    return Response(status_code=204)
+
+
+@sessions.post(
+    "/{sid}/batch",
+    response_model=protocol.BatchReply,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}},
+                "application/msgpack": {"schema": {"$ref": "#/components/schemas/Batch"}},
+            },
+        }
+    },
+    responses={400: {"model": protocol.BatchReply}, 409: {"model": protocol.ErrorReply}},
+)
+async def run_batch(request: Request, session: SessionDep) -> Response:
+    """Run a batch of ops in order, as an eager program would, until one fails.
+
+    The ops before a failing one have taken effect; it and the later ones have
+    not. Sending the same ``seq`` again replays the stored reply.
+    """
+    msg = validated_batch(request, await read_body(request))
+    status, out = await run_in_threadpool(run, session, msg, wants_msgpack(request))
+    return encode(request, out, status)
+
+
+def _info(s: Session) -> dict[str, Any]:
+    return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
+
+
+meta = APIRouter(prefix="/v1", tags=["meta"])
+
+
+@meta.get("/health")
+def read_health() -> dict[str, str]:
+    """Liveness."""
+    return {"status": "ok"}
+
+
+@meta.get("/ops")
+def list_ops() -> dict[str, Any]:
+    """The op table: each op's inputs, typed attributes and defaults, and the commands."""
+    return catalog()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A gradserve app; its lifespan builds the session store."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = SessionStore(settings)
+        yield
+
+    app = FastAPI(
+        title="gradserve",
+        version="0.1.0",
+        summary="MXNet-style NDArrays and autograd as a service",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(meta)
+    app.include_router(sessions)
+    app.include_router(arrays)
+
+    @app.exception_handler(MXNetError)
+    async def _mxnet_error(request: Request, e: MXNetError) -> Response:
+        return encode(request, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}, e.status)
+
+    return app

@@ -1,0 +1,77 @@
+"""The batch message schema, defined once.
+
+These models validate JSON requests and document both encodings in the
+OpenAPI schema. The msgpack path decodes straight to the same shapes without
+building a model per op; the engine checks every instruction it runs either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DType = Literal["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"]
+
+
+class Tensor(BaseModel):
+    """An array: row-major ``data`` (a flat list in JSON, raw little-endian bytes in msgpack)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: DType
+    shape: list[int] = Field(max_length=32)
+    data: list[float | int | bool] | bytes
+
+
+class Instruction(BaseModel):
+    """One op (or session command) with client-named handles."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    op: str = Field(description="an op of GET /v1/ops, or a command (attach_grad, backward, read, ...)")
+    in_: list[int] = Field(default_factory=list, alias="in", description="input handles")
+    out: list[int] = Field(default_factory=list, description="handles the client names for the results")
+    at: dict[str, Any] = Field(default_factory=dict, description="attributes, typed as the catalog says")
+    mode: int = Field(0, ge=0, le=3, description="bit 1: recording, bit 2: training")
+
+
+class Batch(BaseModel):
+    """Instructions run in order, as an eager program; ``seq`` makes retries safe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int | None = Field(None, description="1, 2, 3, ... per session; resending the last one replays its reply")
+    ops: list[Instruction]
+
+
+class ErrorInfo(BaseModel):
+    kind: str = Field(description="the error class: InvalidInput, ShapeError, UnknownHandle, ...")
+    message: str
+    index: int | None = Field(None, description="which instruction of the batch failed")
+    op: str | None = None
+
+
+class BatchReply(BaseModel):
+    """Values read by ``read`` instructions, in order; ``error`` when one failed."""
+
+    seq: int | None
+    values: list[Tensor]
+    error: ErrorInfo | None = None
+
+
+class ErrorReply(BaseModel):
+    error: ErrorInfo
+
+
+class SessionInfo(BaseModel):
+    id: str
+    owner: str
+    arrays: int
+    bytes: int
+
+
+class NewSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = Field(None, ge=0, description="seed of the session's random generator")

@@ -1,0 +1,137 @@
+"""Convenience REST routes for clients in any language: upload and download an
+array, run one op, attach a gradient, backward, read a gradient. Each is a thin
+layer that builds a one-instruction batch and runs it like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import wire
+from ..engine.errors import InvalidInput, error_from_kind
+from ..engine.session import Session
+from . import protocol
+from .deps import SessionDep, encode, read_body, wants_msgpack
+
+arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
+
+
+class OneOp(BaseModel):
+    """One op with client-named output handles."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    in_: list[int] = Field(default_factory=list, alias="in")
+    out: list[int]
+    at: dict[str, Any] = Field(default_factory=dict)
+    mode: int = Field(0, ge=0, le=3)
+    read: bool = Field(False, description="also return the results' values")
+
+
+class Backward(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    heads: list[int]
+    head_grads: list[int | None] | None = None
+    retain_graph: bool = False
+    train_mode: bool = True
+
+
+class AttachGrad(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grad_req: str = "write"
+
+
+def _parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"invalid request at {where}: {first['msg']}") from None
+
+
+async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) -> list[Any]:
+    """Run instructions as an unsequenced batch; raise the first error."""
+    reply = await run_in_threadpool(session.run_batch, {"ops": ops})
+    err = reply.get("error")
+    if err:
+        raise error_from_kind(err["kind"], f"{err['op']}: {err['message']}" if err.get("op") else err["message"])
+    return reply["values"]
+
+
+def _tensor(request: Request, arr: Any) -> Response:
+    return encode(request, wire.encode_tensor(arr, wants_msgpack(request)))
+
+
+@arrays.put("/arrays/{h}", status_code=201)
+async def upload_array(h: int, request: Request, session: SessionDep) -> Response:
+    """Store a tensor (``{dtype, shape, data}``) under handle ``h``."""
+    body = await read_body(request)
+    _parse(protocol.Tensor, body)
+    await _run(request, session, [{"op": "array", "out": [h], "at": {"value": body}}])
+    return Response(status_code=201)
+
+
+@arrays.get("/arrays/{h}")
+async def download_array(h: int, request: Request, session: SessionDep) -> Response:
+    """The value of handle ``h`` as a tensor."""
+    (value,) = await _run(request, session, [{"op": "read", "in": [h]}])
+    return _tensor(request, value)
+
+
+@arrays.delete("/arrays/{h}", status_code=204)
+async def delete_array(h: int, request: Request, session: SessionDep) -> Response:
+    """Free handle ``h``."""
+    await _run(request, session, [{"op": "free", "in": [h]}])
+    return Response(status_code=204)
+
+
+@arrays.post("/ops/{name}")
+async def run_op(name: str, request: Request, session: SessionDep) -> Response:
+    """Run one op (or command) of the catalog; its results get the handles in ``out``."""
+    req = _parse(OneOp, await read_body(request))
+    ins = {"op": name, "in": req.in_, "out": req.out, "at": req.at, "mode": req.mode}
+    ops = [ins] + ([{"op": "read", "in": req.out}] if req.read else [])
+    values = await _run(request, session, ops)
+    binary = wants_msgpack(request)
+    body: dict[str, Any] = {"out": req.out}
+    if req.read:
+        body["values"] = [wire.encode_tensor(v, binary) for v in values]
+    return encode(request, body)
+
+
+@arrays.post("/arrays/{h}/attach_grad", status_code=204)
+async def attach_grad(h: int, request: Request, session: SessionDep) -> Response:
+    """Make ``h`` a variable with a zeroed gradient (``grad_req`` write, add or null)."""
+    req = _parse(AttachGrad, await read_body(request) or {})
+    await _run(request, session, [{"op": "attach_grad", "in": [h], "at": {"grad_req": req.grad_req}}])
+    return Response(status_code=204)
+
+
+@arrays.get("/arrays/{h}/grad")
+async def read_grad(h: int, request: Request, session: SessionDep) -> Response:
+    """The gradient of variable ``h`` as a tensor."""
+    (value,) = await _run(request, session, [{"op": "read", "in": [h], "at": {"grad": True}}])
+    return _tensor(request, value)
+
+
+@arrays.post("/backward", status_code=204)
+async def run_backward(request: Request, session: SessionDep) -> Response:
+    """Backpropagate from ``heads`` into the variables' gradients."""
+    req = _parse(Backward, await read_body(request))
+    at: dict[str, Any] = {"retain_graph": req.retain_graph}
+    if req.head_grads is not None:
+        at["head_grads"] = req.head_grads
+    await _run(
+        request, session,
+        [{"op": "backward", "in": req.heads, "at": at, "mode": 2 if req.train_mode else 0}],
+    )
+    return Response(status_code=204)
+

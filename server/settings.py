@@ -1,0 +1,62 @@
+"""Server settings, from arguments or ``GRADSERVE_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """What a gradserve server runs with. Insecure combinations are refused."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API key -> user name. Empty: no authentication (loopback only).",
+    )
+    max_body_bytes: int = 256 << 20
+    max_batch_ops: int = 100_000
+    max_session_bytes: int = 2 << 30
+    max_array_bytes: int = 1 << 30
+    max_sessions_per_user: int = 64
+    session_ttl_s: float = 3600.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, v: object) -> object:
+        """Accept ``"alice:key1,bob:key2"`` (user:key pairs) as well as a mapping."""
+        if isinstance(v, str):
+            out = {}
+            for pair in filter(None, (p.strip() for p in v.split(","))):
+                user, sep, key = pair.partition(":")
+                if not sep or not user or not key:
+                    raise ValueError(f"api key entry {pair!r} is not user:key")
+                out[key] = user
+            return out
+        return v
+
+    @model_validator(mode="after")
+    def _refuse_open_network(self) -> Settings:
+        if not self.api_keys and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve on {self.host} without API keys: "
+                "set GRADSERVE_API_KEYS (user:key,...) or --api-key, or bind to 127.0.0.1"
+            )
+        for key in self.api_keys:
+            if len(key) < 16:
+                raise ValueError("API keys must be at least 16 characters long")
+        return self

@@ -1,0 +1,75 @@
+"""Sessions by id, owned by users, expired when idle."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+from ..engine.errors import MXNetError, QuotaExceeded
+from ..engine.session import Limits, Session
+from .settings import Settings
+
+
+class SessionNotFound(MXNetError):
+    """No such session for this user (others' sessions are not revealed)."""
+
+    status = 404
+
+
+class SessionStore:
+    """Holds the live sessions; every lookup checks the owner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, Session] = {}
+        self._used: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.limits = Limits(
+            max_session_bytes=settings.max_session_bytes,
+            max_array_bytes=settings.max_array_bytes,
+            max_batch_ops=settings.max_batch_ops,
+        )
+
+    def create(self, owner: str, seed: int | None = None) -> Session:
+        self.expire()
+        with self._lock:
+            n = sum(1 for s in self._sessions.values() if s.owner == owner)
+            if n >= self.settings.max_sessions_per_user:
+                raise QuotaExceeded(
+                    f"user {owner!r} already has {n} sessions, the limit; delete one first"
+                )
+            sid = secrets.token_urlsafe(12)
+            s = Session(sid, owner=owner, seed=seed, limits=self.limits)
+            self._sessions[sid] = s
+            self._used[sid] = time.monotonic()
+            return s
+
+    def get(self, sid: str, owner: str) -> Session:
+        s = self._sessions.get(sid)
+        if s is None or s.owner != owner:
+            raise SessionNotFound(f"no session {sid!r}")
+        self._used[sid] = time.monotonic()
+        return s
+
+    def delete(self, sid: str, owner: str) -> None:
+        self.get(sid, owner)
+        with self._lock:
+            self._sessions.pop(sid, None)
+            self._used.pop(sid, None)
+
+    def list(self, owner: str) -> list[Session]:
+        return [s for s in self._sessions.values() if s.owner == owner]
+
+    def expire(self) -> int:
+        """Drop sessions idle for longer than the TTL; return how many."""
+        cutoff = time.monotonic() - self.settings.session_ttl_s
+        with self._lock:
+            old = [sid for sid, t in self._used.items() if t < cutoff]
+            for sid in old:
+                self._sessions.pop(sid, None)
+                self._used.pop(sid, None)
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
