@@ -21,7 +21,7 @@ from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .ndarray import Context, NDArray, cpu
 from .runtime import Client, current, set_current
-from .transport import Http, InProcess
+from .transport import Http, InProcess, from_env
 
 __version__ = "0.1.0"
 
@@ -30,15 +30,11 @@ def connect(url: str | None = None, api_key: str | None = None, sync: bool = Fal
             seed: int | None = None) -> Client:
     """Open a session and make it the one ``nd`` uses.
 
-    ``url`` None means the engine in this process (no server). ``sync=True``
+    ``url`` None means ``GRADSERVE_URL`` when set, else the engine in this
+    process (no server). ``seed`` seeds the session's generator. ``sync=True``
     sends every op at once (for debugging: errors surface at their line).
     """
-    import os
-
-    url = url or os.environ.get("GRADSERVE_URL")
-    api_key = api_key or os.environ.get("GRADSERVE_API_KEY")
-    transport = Http(url, api_key=api_key) if url else InProcess(seed=seed)
-    client = Client(transport, sync=sync)
+    client = Client(from_env(url, api_key, seed), sync=sync)
     old = set_current(client)
     if old is not None:
         try:
@@ -51,6 +47,8 @@ def connect(url: str | None = None, api_key: str | None = None, sync: bool = Fal
 __all__ = [
     "Client",
     "Context",
+    "Http",
+    "InProcess",
     "MXNetError",
     "NDArray",
     "autograd",

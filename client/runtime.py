@@ -27,6 +27,10 @@ _ENGINE = os.path.dirname(os.path.abspath(sys.modules["gradserve.engine"].__file
 _OURS = (_HERE, _ENGINE)
 
 
+class SessionClosed(MXNetError):
+    """The array's session was closed."""
+
+
 def _user_line() -> tuple[str, int] | None:
     """The first frame outside gradserve: the user's line that queued an op."""
     f = sys._getframe(2)
@@ -49,12 +53,15 @@ class Client:
         self._frees: list[int] = []
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
+        self.closed = False
 
     def handle(self) -> int:
         self._next += 1
         return self._next
 
     def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
+        if self.closed:
+            raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         self._queue.append(ins)
         self._where.append(_user_line())
         self._qbytes += nbytes
@@ -72,6 +79,8 @@ class Client:
 
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
+        if self.closed:
+            raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         with self._lock:
             for h in reads:
                 self.check_alive(h)
@@ -104,8 +113,17 @@ class Client:
                 self._dead[h] = exc
         return exc
 
+    def info(self) -> dict[str, Any]:
+        """The session's id, owner, number of arrays and bytes held (sends the queue)."""
+        self.flush()
+        return self.transport.info()
+
     def close(self) -> None:
-        self.transport.close()
+        """End the session (on the server too); its arrays can no longer be used."""
+        if not self.closed:
+            self.closed = True
+            self._queue, self._where, self._frees = [], [], []
+            self.transport.close()
 
 
 _current: Client | None = None

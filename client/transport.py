@@ -13,7 +13,6 @@ import time
 from typing import Any, Protocol
 
 import httpx
-import numpy as np
 
 from .engine import wire
 from .engine.errors import MXNetError, error_from_kind
@@ -26,6 +25,8 @@ class Transport(Protocol):
     requests: int
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]: ...
+
+    def info(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -40,6 +41,10 @@ class InProcess:
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
         return self.session.run_batch(batch)
+
+    def info(self) -> dict[str, Any]:
+        s = self.session
+        return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
 
     def close(self) -> None:
         self.session.arrays.clear()
@@ -59,6 +64,7 @@ class Http:
         api_key: str | None = None,
         timeout: float = 300.0,
         retries: int = 5,
+        seed: int | None = None,
     ) -> None:
         headers = {"accept": wire.MSGPACK, "content-type": wire.MSGPACK}
         if api_key:
@@ -67,7 +73,7 @@ class Http:
         self.retries = retries
         self.requests = 0
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        reply = self._call("POST", "/v1/sessions", wire.pack({}))
+        reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         self.session_id: str = reply["id"]
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
 
@@ -75,6 +81,10 @@ class Http:
         reply = self._call("POST", self._batch_path, wire.pack(batch), op_errors=True)
         reply["values"] = [wire.decode_tensor(v) for v in reply.get("values", ())]
         return reply
+
+    def info(self) -> dict[str, Any]:
+        """The session as the server sees it: id, owner, arrays held, bytes."""
+        return self._call("GET", f"/v1/sessions/{self.session_id}")
 
     def _call(self, method: str, path: str, body: bytes | None = None, op_errors: bool = False) -> Any:
         """One request; retried on a broken connection (the server replays by seq)."""
@@ -116,12 +126,16 @@ def _decode(r: httpx.Response) -> Any:
     return {"error": {"kind": "MXNetError", "message": f"HTTP {r.status_code}: {r.text[:200]}"}}
 
 
-def from_env() -> Transport:
-    """HTTP to ``GRADSERVE_URL`` when it is set, else the engine in-process."""
-    url = os.environ.get("GRADSERVE_URL")
+def from_env(url: str | None = None, api_key: str | None = None, seed: int | None = None) -> Transport:
+    """HTTP to ``url`` (or ``GRADSERVE_URL``) when there is one, else the engine
+    in-process. ``GRADSERVE_API_KEY`` and ``GRADSERVE_SEED`` fill in the rest."""
+    url = url or os.environ.get("GRADSERVE_URL")
+    api_key = api_key or os.environ.get("GRADSERVE_API_KEY")
+    if seed is None and os.environ.get("GRADSERVE_SEED", "").strip():
+        seed = int(os.environ["GRADSERVE_SEED"])
     if url:
-        return Http(url, api_key=os.environ.get("GRADSERVE_API_KEY"))
-    return InProcess()
+        return Http(url, api_key=api_key, seed=seed)
+    return InProcess(seed=seed)
 
 
-__all__ = ["ConnectionLost", "Http", "InProcess", "Transport", "from_env", "np"]
+__all__ = ["ConnectionLost", "Http", "InProcess", "Transport", "from_env"]
