@@ -7,10 +7,9 @@ import threading
 import time
 from collections.abc import Iterator
 
+import gradserve
 import pytest
 import uvicorn
-
-import gradserve
 from gradserve.server import Settings, create_app
 
 

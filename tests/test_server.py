@@ -1,0 +1,237 @@
+"""The REST API as any language sees it: plain JSON (and msgpack), bad inputs
+answered with a 4xx JSON error that leaves the session as it was, retries that
+are not applied twice, keys and isolation."""
+
+from __future__ import annotations
+
+import httpx
+import msgpack
+import pytest
+from gradserve.server import Settings
+from pydantic import ValidationError
+
+from .conftest import LiveServer
+
+
+def tensor(data, shape, dtype="float32"):
+    return {"dtype": dtype, "shape": shape, "data": data}
+
+
+@pytest.fixture
+def http(live_server):
+    with httpx.Client(base_url=live_server.url) as c:
+        yield c
+
+
+@pytest.fixture
+def sid(http):
+    r = http.post("/v1/sessions")
+    assert r.status_code == 201
+    yield r.json()["id"]
+    http.delete(f"/v1/sessions/{sid}")
+
+
+class Batches:
+    """Posts JSON batches with increasing seq numbers."""
+
+    def __init__(self, http: httpx.Client, sid: str) -> None:
+        self.http, self.sid, self.seq = http, sid, 0
+
+    def post(self, ops, seq=None):
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        return self.http.post(f"/v1/sessions/{self.sid}/batch", json={"seq": seq, "ops": ops})
+
+    def read(self, *handles):
+        r = self.post([{"op": "read", "in": list(handles)}])
+        assert r.status_code == 200, r.text
+        return [v["data"] for v in r.json()["values"]]
+
+
+@pytest.fixture
+def batch(http, sid):
+    return Batches(http, sid)
+
+
+def test_catalog_lists_every_op_with_typed_attributes(http):
+    cat = http.get("/v1/ops").json()
+    ops = {o["name"]: o for o in cat["ops"]}
+    assert {"dot", "add", "sum", "reshape", "getitem", "random_normal"} <= set(ops)
+    assert ops["dot"]["inputs"] == ["lhs", "rhs"]
+    assert {"name": "transpose_a", "type": "bool", "default": False} in ops["dot"]["attrs"]
+    assert ops["dot"]["differentiable"] and not ops["random_normal"]["differentiable"]
+    assert {c["name"] for c in cat["commands"]} >= {"attach_grad", "backward", "read", "free", "setitem"}
+
+
+def test_a_plain_json_program_trains_through_the_batch_route(batch):
+    r = batch.post([
+        {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
+        {"op": "sum", "in": [2], "out": [3], "mode": 3},
+        {"op": "backward", "in": [3]},
+        {"op": "read", "in": [3]},
+        {"op": "read", "in": [1], "at": {"grad": True}},
+    ])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["error"] is None if "error" in body else True
+    assert body["values"] == [tensor([30.0], [1]), tensor([2.0, 4.0, 6.0, 8.0], [2, 2])]
+
+
+def test_msgpack_batches_carry_raw_bytes(http, sid):
+    import numpy as np
+
+    data = np.arange(6, dtype="<f4").tobytes()
+    body = msgpack.packb({"seq": 1, "ops": [
+        {"op": "array", "out": [1], "at": {"value": tensor(data, [2, 3])}},
+        {"op": "transpose", "in": [1], "out": [2]},
+        {"op": "read", "in": [2]},
+    ]})
+    r = http.post(f"/v1/sessions/{sid}/batch", content=body,
+                  headers={"content-type": "application/msgpack", "accept": "application/msgpack"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack"
+    (v,) = msgpack.unpackb(r.content)["values"]
+    assert v["shape"] == [3, 2]
+    assert np.frombuffer(v["data"], "<f4").tolist() == [0, 3, 1, 4, 2, 5]
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "kind", "words"),
+    [
+        ({"op": "frobnicate", "in": [1], "out": [9]}, 400, "InvalidInput", "unknown op 'frobnicate'"),
+        ({"op": "add", "in": [1, 77], "out": [9]}, 404, "UnknownHandle", "unknown handle 77"),
+        ({"op": "reshape", "in": [1], "out": [9], "at": {"shape": [5]}}, 400, "ShapeError", "cannot reshape"),
+        ({"op": "dot", "in": [1, 2], "out": [9]}, 400, "ShapeError", "not aligned"),
+        ({"op": "add", "in": [1, 2], "out": [9]}, 400, "ShapeError", "could not be broadcast"),
+        ({"op": "sum", "in": [1], "out": [9], "at": {"axis": 5}}, 400, "ShapeError", "axis 5 is out of range"),
+        ({"op": "sum", "in": [1], "out": [9], "at": {"bogus": 1}}, 400, "InvalidInput", "unknown attribute 'bogus'"),
+        ({"op": "ones", "out": [9], "at": {"shape": "big"}}, 400, "InvalidInput", "attribute 'shape'"),
+        ({"op": "ones", "out": [9], "at": {"shape": [2], "dtype": "complex128"}}, 400, "InvalidInput", "dtype"),
+        ({"op": "add", "in": [1, 1], "out": [1]}, 400, "InvalidInput", "already in use"),
+        ({"op": "getitem", "in": [1], "out": [9], "at": {"key": [7]}}, 400, "IndexOutOfRange", "out of bounds"),
+        ({"op": "backward", "in": [1]}, 400, "AutogradError", "not in a computational graph"),
+        ({"op": "array", "out": [9], "at": {"value": tensor([1, 2], [3])}}, 400, "InvalidInput", "needs 3"),
+    ],
+)
+def test_bad_op_is_a_4xx_naming_it_and_nothing_after_it_runs(batch, op, status, kind, words):
+    assert batch.post([
+        {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+        {"op": "array", "out": [2], "at": {"value": tensor([1, 2, 3], [3])}},
+    ]).status_code == 200
+    r = batch.post([
+        {"op": "mul_scalar", "in": [1], "out": [5], "at": {"scalar": 10}},
+        op,
+        {"op": "ones", "out": [6], "at": {"shape": [2]}},
+    ])
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["kind"] == kind and err["index"] == 1 and err["op"] == op["op"]
+    assert words in err["message"]
+    assert batch.read(5) == [[10, 20, 30, 40]]  # the op before the failure took effect
+    r = batch.post([{"op": "read", "in": [6]}])  # the op after it did not
+    assert r.status_code == 404 and r.json()["error"]["kind"] == "UnknownHandle"
+    assert batch.read(1) == [[1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"ops": 3}', b'{"seq": 1, "ops": [{"in": [1]}]}', b'{"seq": 1, "ops": [{"op": "read", "in": ["a"]}]}',
+     b'{"seq": 1, "ops": [], "extra": 1}'],
+)
+def test_malformed_bodies_are_400_with_a_json_reason(http, sid, body):
+    r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["kind"] == "InvalidInput" and r.json()["error"]["message"]
+
+
+def test_malformed_msgpack_is_400(http, sid):
+    r = http.post(f"/v1/sessions/{sid}/batch", content=b"\xc1\xc1",
+                  headers={"content-type": "application/msgpack"})
+    assert r.status_code == 400 and "msgpack" in r.json()["error"]["message"]
+    r = http.post(f"/v1/sessions/{sid}/batch", content=msgpack.packb({"seq": 1, "ops": [7]}),
+                  headers={"content-type": "application/msgpack"})
+    assert r.status_code == 400, r.text
+
+
+def test_a_retried_batch_is_replayed_not_applied_twice(batch):
+    setup = [{"op": "array", "out": [1], "at": {"value": tensor([0.0], [1])}}]
+    first = batch.post(setup)
+    assert batch.post(setup, seq=1).json() == first.json()  # retry: same reply, no "already in use"
+    bump = [{"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
+            {"op": "setitem", "in": [1, 2], "at": {"key": []}},
+            {"op": "free", "in": [2]},
+            {"op": "read", "in": [1]}]
+    r1 = batch.post(bump)
+    r2 = batch.post(bump, seq=batch.seq)
+    assert r1.json() == r2.json() and r1.json()["values"][0]["data"] == [1.0]
+    assert batch.read(1) == [[1.0]]
+    r = batch.post(bump, seq=batch.seq + 5)
+    assert r.status_code == 409 and r.json()["error"]["kind"] == "SequenceError"
+    assert batch.read(1) == [[1.0]]
+
+
+def test_a_failed_batch_is_replayed_with_its_error(batch):
+    ops = [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "nope", "out": [2]}]
+    r1 = batch.post(ops)
+    r2 = batch.post(ops, seq=batch.seq)
+    assert r1.status_code == r2.status_code == 400 and r1.json() == r2.json()
+
+
+def test_rest_conveniences_for_other_languages(http, sid):
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2, 3], [3])).status_code == 201
+    assert http.post(f"{base}/arrays/1/attach_grad", json={}).status_code == 204
+    r = http.post(f"{base}/ops/square", json={"in": [1], "out": [2], "mode": 3})
+    assert r.status_code == 200 and r.json() == {"out": [2]}
+    r = http.post(f"{base}/ops/sum", json={"in": [2], "out": [3], "mode": 3, "read": True})
+    assert r.json()["values"] == [tensor([14.0], [1])]
+    assert http.post(f"{base}/backward", json={"heads": [3]}).status_code == 204
+    assert http.get(f"{base}/arrays/1/grad").json() == tensor([2.0, 4.0, 6.0], [3])
+    assert http.get(f"{base}/arrays/2").json()["data"] == [1.0, 4.0, 9.0]
+    assert http.delete(f"{base}/arrays/2").status_code == 204
+    r = http.get(f"{base}/arrays/2")
+    assert r.status_code == 404 and r.json()["error"]["kind"] == "UnknownHandle"
+    r = http.post(f"{base}/ops/sum", json={"in": [1], "out": [4], "at": {"axis": 3}})
+    assert r.status_code == 400 and "sum" in r.json()["error"]["message"]
+    assert http.put(f"{base}/arrays/5", json={"dtype": "float32"}).status_code == 400
+
+
+def test_unknown_session_is_404(http):
+    r = http.post("/v1/sessions/nope/batch", json={"ops": []})
+    assert r.status_code == 404 and r.json()["error"]["kind"] == "SessionNotFound"
+
+
+def test_keys_authenticate_and_sessions_are_private():
+    keys = {"alice-key-0123456789": "alice", "bob-key-0123456789ab": "bob"}
+    with LiveServer(Settings(api_keys=keys)) as srv, httpx.Client(base_url=srv.url) as http:
+        assert http.post("/v1/sessions").status_code == 401
+        bad = http.post("/v1/sessions", headers={"authorization": "Bearer wrong"})
+        assert bad.status_code == 401 and bad.json()["error"]["kind"] == "Unauthorized"
+        alice = {"authorization": "Bearer alice-key-0123456789"}
+        bob = {"authorization": "Bearer bob-key-0123456789ab"}
+        sid = http.post("/v1/sessions", headers=alice).json()["id"]
+        ok = http.post(f"/v1/sessions/{sid}/batch", headers=alice, json={"ops": []})
+        assert ok.status_code == 200
+        assert http.post(f"/v1/sessions/{sid}/batch", headers=bob, json={"ops": []}).status_code == 404
+        assert http.delete(f"/v1/sessions/{sid}", headers=bob).status_code == 404
+        assert [s["id"] for s in http.get("/v1/sessions", headers=alice).json()] == [sid]
+        assert http.get("/v1/sessions", headers=bob).json() == []
+
+
+def test_open_network_without_keys_is_refused():
+    with pytest.raises(ValidationError, match="without API keys"):
+        Settings(host="0.0.0.0")
+    assert Settings(host="0.0.0.0", api_keys="alice:a-long-enough-key-123").api_keys == {
+        "a-long-enough-key-123": "alice"
+    }
+
+
+def test_body_size_and_batch_length_are_bounded():
+    with LiveServer(Settings(max_body_bytes=1000, max_batch_ops=3)) as srv, httpx.Client(base_url=srv.url) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        big = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": list(range(400))}]})
+        assert big.status_code == 413 and big.json()["error"]["kind"] == "QuotaExceeded"
+        long = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free"}] * 4})
+        assert long.status_code == 413
