@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from .ndarray import backward
+from .ndarray import backward, grad, mark_variables
 from .state import flags
 
 __all__ = [
     "backward",
+    "grad",
+    "mark_variables",
     "is_recording",
     "is_training",
     "pause",

@@ -402,24 +402,21 @@ class NDArray:
 
     def detach(self) -> NDArray:
         """The same values, cut from the graph."""
-        out = invoke(OPS["copy"], (self,))
-        out._node = None
-        return out
+        return invoke(OPS["stop_gradient"], (self,))
 
 
-def backward(heads: Sequence[NDArray], head_grads: Sequence[NDArray | None] | None = None,
-             retain_graph: bool = False, train_mode: bool = True) -> None:
-    """Backpropagate from ``heads`` (MXNet's ``autograd.backward``)."""
+def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None], Client]:
+    """Check heads and head gradients locally (MXNet's errors, no round trip)."""
     if isinstance(heads, NDArray):
         heads = [heads]
+    heads = list(heads)
     if head_grads is None:
         head_grads = [None] * len(heads)
     elif isinstance(head_grads, NDArray):
         head_grads = [head_grads]
     if len(head_grads) != len(heads):
         raise InvalidInput("backward: head_grads must have one entry per head")
-    nodes = [h._node for h in heads]
-    if not all(tape.in_graph(n) for n in nodes):
+    if not all(tape.in_graph(h._node) for h in heads):
         raise AutogradError(NOT_IN_GRAPH)
     c = heads[0]._c
     hg: list[int | None] = []
@@ -432,13 +429,73 @@ def backward(heads: Sequence[NDArray], head_grads: Sequence[NDArray | None] | No
         if g.shape != h.shape:
             raise ShapeError(f"backward: head gradient shape {g.shape} does not match head shape {h.shape}")
         hg.append(g._h)
+    return heads, hg, c
+
+
+def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, train_mode: bool = True) -> None:
+    """Backpropagate from ``heads`` into the variables' ``.grad`` (MXNet's ``autograd.backward``)."""
+    heads, hg, c = _heads(heads, head_grads)
     at: dict[str, Any] = {"retain_graph": bool(retain_graph)}
     if any(g is not None for g in hg):
         at["head_grads"] = hg
     c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at,
                "mode": TRAINING if train_mode else 0})
     if not retain_graph:
-        tape.release(tape.toposort(nodes))  # type: ignore[arg-type]
+        tape.release(tape.toposort([h._node for h in heads]))  # type: ignore[misc]
+
+
+class _GradOf:
+    """Marks a client-side node made by ``autograd.grad(create_graph=True)``."""
+
+    name = "grad_of"
+
+
+def grad(heads: Any, variables: Any, head_grads: Any = None, retain_graph: bool | None = None,
+         create_graph: bool = False, train_mode: bool = True) -> list[NDArray]:
+    """Gradients of ``heads`` with respect to ``variables``, as new arrays
+    (MXNet's ``autograd.grad``). With ``create_graph`` they are recorded, so
+    they can be differentiated again: any order, for every op of the table."""
+    heads, hg, c = _heads(heads, head_grads)
+    if isinstance(variables, NDArray):
+        variables = [variables]
+    for v in variables:
+        if v._node is None or not v._node.is_variable:
+            raise AutogradError("autograd.grad: every variable must have a gradient attached (attach_grad)")
+    retain = create_graph if retain_graph is None else bool(retain_graph)
+    outs = [c.handle() for _ in variables]
+    at: dict[str, Any] = {"variables": [v._h for v in variables], "retain_graph": retain,
+                          "create_graph": bool(create_graph)}
+    if any(g is not None for g in hg):
+        at["head_grads"] = hg
+    c.enqueue({"op": "grad_of", "in": [h._h for h in heads], "out": outs, "at": at,
+               "mode": (RECORDING if create_graph else 0) | (TRAINING if train_mode else 0)})
+    node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
+    result = [NDArray(c, h, v._spec, node) for h, v in zip(outs, variables)]
+    if not retain:
+        tape.release(tape.toposort([h._node for h in heads]))  # type: ignore[misc]
+    return result
+
+
+def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> None:
+    """Make arrays variables whose gradients go to the given arrays (MXNet's ``mark_variables``)."""
+    if isinstance(variables, NDArray):
+        variables, gradients = [variables], [gradients]
+    if isinstance(grad_reqs, str):
+        grad_reqs = [grad_reqs] * len(variables)
+    if not len(variables) == len(gradients) == len(grad_reqs):
+        raise InvalidInput("mark_variables: variables, gradients and grad_reqs must have the same length")
+    for v, g, r in zip(variables, gradients, grad_reqs):
+        if r not in tape.GRAD_REQS:
+            raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {r!r}")
+        if g.shape != v.shape or g._spec.dtype != v._spec.dtype:
+            raise ShapeError(f"mark_variables: gradient {g.shape} {g._spec.dtype} does not match "
+                             f"variable {v.shape} {v._spec.dtype}")
+    c = variables[0]._c
+    c.enqueue({"op": "mark_variables", "in": [v._h for v in variables] + [g._h for g in gradients],
+               "at": {"grad_reqs": list(grad_reqs)}})
+    for v, g, r in zip(variables, gradients, grad_reqs):
+        v._node = tape.Node(grad_req=r)
+        v._gradp = g
 
 
 def _from_numpy(arr: np.ndarray, client: Client | None = None) -> NDArray:

@@ -61,6 +61,7 @@ def at_least_1d(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def cast(r: Any, dtype: str) -> Any:
+    r = np.asarray(r)  # ufuncs on rank-0 arrays give numpy scalars, not arrays
     return r if r.dtype == dtype else r.astype(dtype)
 
 
@@ -549,7 +550,8 @@ _reduction("norm", _norm_fwd, _norm_vjp, "The L2 (``ord=2``) or L1 (``ord=1``) n
 
 def _sum_to_infer(at: dict, x: Spec) -> Spec:
     shape = at["shape"]
-    broadcast_shapes("sum_to", shape, x.shape)
+    if broadcast_shapes("sum_to", shape, x.shape) != x.shape:
+        raise ShapeError(f"sum_to: cannot sum shape {x.shape} to {shape}: {shape} does not broadcast to {x.shape}")
     return Spec(shape, x.dtype)
 
 
@@ -679,7 +681,11 @@ def _perm(at: dict, ndim: int) -> tuple[int, ...]:
     axes = at["axes"]
     if not axes:
         return tuple(reversed(range(ndim)))
-    if sorted(a % ndim for a in axes) != list(range(ndim)) or len(axes) != ndim:
+    if (
+        len(axes) != ndim
+        or not all(-ndim <= a < ndim for a in axes)
+        or sorted(a % ndim for a in axes) != list(range(ndim))
+    ):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of {ndim} axes")
     return tuple(a % ndim for a in axes)
 

@@ -21,13 +21,14 @@ from . import ops as _ops  # noqa: F401  (fills the table)
 from . import tape
 from .errors import (
     AutogradError,
+    ShapeError,
     InvalidInput,
     MXNetError,
     QuotaExceeded,
     SequenceError,
     UnknownHandle,
 )
-from .optable import OPS, Attr, Op, Spec
+from .optable import OPS, REQUIRED, Attr, Op, Spec
 from .tape import Node
 
 RECORDING = 1
@@ -79,6 +80,60 @@ class Eager:
         return call
 
 
+class Traced:
+    """An array with its graph node: what a recorded backward pass computes on."""
+
+    __slots__ = ("value", "node")
+
+    def __init__(self, value: np.ndarray, node: Node | None) -> None:
+        self.value = value
+        self.node = node
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.value.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.value.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.value.dtype
+
+
+class Recorder:
+    """Calls table ops on Traced arrays and records them: the ``F`` of a backward
+    pass with ``create_graph``, so gradients can themselves be differentiated."""
+
+    def __init__(self, cx: Context) -> None:
+        self._cx = cx
+
+    def __getattr__(self, name: str) -> Callable[..., Traced]:
+        op = OPS[name]
+        cx = self._cx
+
+        def call(*xs: Any, **at: Any) -> Traced:
+            full = {**op.defaults, **at}
+            vals = tuple(x.value if isinstance(x, Traced) else x for x in xs)
+            y = op.forward(cx, full, *vals)
+            node = None
+            if op.vjp is not None:
+                parents = tape.parents_of(x.node if isinstance(x, Traced) else None for x in xs)
+                if parents is not None:
+                    node = Node(op, full, parents, vals, y)
+            return Traced(y, node)
+
+        setattr(self, name, call)
+        return call
+
+
+def traced_args(node: Node) -> tuple[Traced, tuple[Traced, ...]]:
+    """A node's output and inputs with their nodes, for a recorded VJP."""
+    xs = node.xs or ()
+    return Traced(node.y, node), tuple(Traced(x, p) for x, p in zip(xs, node.parents))
+
+
 Command = Callable[["Session", dict, list], None]
 COMMANDS: dict[str, Command] = {}
 COMMAND_DOCS: dict[str, dict[str, Any]] = {}
@@ -109,6 +164,7 @@ class Session:
         self.nodes: dict[int, Node] = {}
         self.cx = Context(seed)
         self.F = Eager(self.cx)
+        self.R = Recorder(self.cx)
         self.limits = limits or Limits()
         self.seq = 0
         self.last_reply: dict[str, Any] | None = None
@@ -269,6 +325,36 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     s.put(ins["out"][0], n.grad, alias=True)
 
 
+def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Node], list[Any]]:
+    heads_h = list(ins.get("in", ()))
+    at = ins.get("at") or {}
+    hg_h = at.get("head_grads") or [None] * len(heads_h)
+    if len(hg_h) != len(heads_h):
+        raise InvalidInput("backward: head_grads must have one entry per head")
+    heads = tape.check_heads(s.node(h) for h in heads_h)
+    grads: list[Any] = []
+    for h, g in zip(heads_h, hg_h):
+        y = s.get(h)
+        if g is None:
+            gv, gn = np.ones_like(y), None
+        else:
+            gv, gn = s.get(g), s.nodes.get(g)
+            if gv.shape != y.shape:
+                raise InvalidInput(f"backward: head gradient shape {gv.shape} does not match head shape {y.shape}")
+            gv = gv.astype(y.dtype, copy=False)
+        grads.append(Traced(gv, gn if tape.in_graph(gn) else None) if create_graph else gv)
+    return heads, grads
+
+
+def _run_backward(s: Session, heads: list[Node], grads: list[Any], create_graph: bool,
+                  training: bool) -> list[tuple[Node, Any]]:
+    s.cx.training = training
+    with np.errstate(all="ignore"):
+        if create_graph:
+            return tape.backward(s.R, heads, grads, s.R.add, traced_args)
+        return tape.backward(s.F, heads, grads, np.add)
+
+
 @command(
     "backward",
     "heads...",
@@ -276,32 +362,83 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     "Backpropagate from the heads (gradient of their sum, or of head_grads), into the variables' buffers.",
 )
 def _backward(s: Session, ins: dict, values: list) -> None:
-    heads_h = list(ins.get("in", ()))
-    at = ins.get("at") or {}
-    hg_h = at.get("head_grads") or [None] * len(heads_h)
-    if len(hg_h) != len(heads_h):
-        raise InvalidInput("backward: head_grads must have one entry per head")
-    heads = tape.check_heads(s.node(h) for h in heads_h)
-    grads = []
-    for h, g in zip(heads_h, hg_h):
-        y = s.get(h)
-        if g is None:
-            grads.append(np.ones_like(y))
-        else:
-            gv = s.get(g)
-            if gv.shape != y.shape:
-                raise InvalidInput(f"backward: head gradient shape {gv.shape} does not match head shape {y.shape}")
-            grads.append(gv.astype(y.dtype, copy=False))
-    s.cx.training = bool(ins.get("mode", 0) & TRAINING)
-    with np.errstate(all="ignore"):
-        pairs = tape.backward(s.F, heads, grads, np.add)
+    heads, grads = _heads_and_grads(s, ins, False)
+    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING))
     for var, g in pairs:
         if var.grad_req == "write":
             var.grad[...] = g
         elif var.grad_req == "add":
             var.grad += g
-    if not at.get("retain_graph", False):
+    if not (ins.get("at") or {}).get("retain_graph", False):
         tape.release(tape.toposort(heads))
+
+
+@command(
+    "grad_of",
+    "heads...",
+    (
+        Attr("variables", "ints", REQUIRED),
+        Attr("head_grads", "key", None),
+        Attr("retain_graph", "bool", None),
+        Attr("create_graph", "bool", False),
+    ),
+    "Gradients of the heads with respect to variables, as new arrays in out (autograd.grad); "
+    "with create_graph they are in the graph themselves.",
+)
+def _grad_of(s: Session, ins: dict, values: list) -> None:
+    at = ins.get("at") or {}
+    var_h = list(at.get("variables") or ())
+    out = list(ins.get("out", ()))
+    if len(out) != len(var_h):
+        raise InvalidInput("grad_of: one output handle per variable is needed")
+    for h in out:
+        if not isinstance(h, int) or isinstance(h, bool) or h in s.arrays:
+            raise InvalidInput(f"grad_of: output handle {h!r} is not a free integer handle")
+    var_nodes = []
+    for h in var_h:
+        n = s.node(h)
+        if n is None or n.op is not None:
+            raise AutogradError(f"grad_of: handle {h} is not a variable (call attach_grad first)")
+        var_nodes.append(n)
+    create = bool(at.get("create_graph", False))
+    retain = at.get("retain_graph")
+    retain = create if retain is None else bool(retain)
+    heads, grads = _heads_and_grads(s, ins, create)
+    got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING))}
+    for h, vh, n in zip(out, var_h, var_nodes):
+        g = got.get(id(n))
+        if g is None:
+            s.put(h, np.zeros_like(s.get(vh)))
+        elif isinstance(g, Traced):
+            s.put(h, g.value.copy())  # a copy: a VJP may pass an input through
+            if g.node is not None:
+                s.nodes[h] = g.node
+        else:
+            s.put(h, np.array(g, copy=True))
+    if not retain:
+        tape.release(tape.toposort(heads))
+
+
+@command(
+    "mark_variables",
+    "variables... gradients...",
+    (Attr("grad_reqs", "key", None),),
+    "Make the first half of the inputs variables whose gradient buffers are the second half.",
+)
+def _mark_variables(s: Session, ins: dict, values: list) -> None:
+    hs = list(ins.get("in", ()))
+    n = len(hs) // 2
+    if not hs or len(hs) % 2:
+        raise InvalidInput("mark_variables takes variables followed by as many gradient arrays")
+    reqs = (ins.get("at") or {}).get("grad_reqs") or ["write"] * n
+    if len(reqs) != n or any(r not in tape.GRAD_REQS for r in reqs):
+        raise InvalidInput(f"mark_variables: grad_reqs must be {n} of {tape.GRAD_REQS}")
+    pairs = [(s.get(v), s.get(g)) for v, g in zip(hs[:n], hs[n:])]
+    for (x, g), v in zip(pairs, hs[:n]):
+        if x.shape != g.shape or x.dtype != g.dtype:
+            raise ShapeError(f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}")
+    for (_, g), v, r in zip(pairs, hs[:n], reqs):
+        s.nodes[v] = Node(grad=g, grad_req=r)
 
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")

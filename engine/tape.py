@@ -45,7 +45,7 @@ class Node:
         return self.op is None
 
     def __repr__(self) -> str:
-        what = "variable" if self.op is None else self.op.name
+        what = "variable" if self.op is None else getattr(self.op, "name", str(self.op))
         return f"<Node {what}{'' if self.live else ' (freed)'}>"
 
 
@@ -111,16 +111,24 @@ def reaches_variable(order: list[Node]) -> set[int]:
     return hit
 
 
+def eager_args(node: Node) -> tuple[Any, tuple[Any, ...]]:
+    """A node's output and inputs as plain arrays, for a first-order VJP."""
+    return node.y, node.xs  # type: ignore[return-value]
+
+
 def backward(
     F: Any,
     heads: list[Node],
     head_grads: list[Any],
     add: Any,
+    vjp_args: Any = eager_args,
 ) -> list[tuple[Node, Any]]:
     """Run the chain rule from ``heads``; return (variable, gradient) pairs.
 
-    ``F`` calls ops for the VJPs, ``add`` sums two cotangents. Writing the
-    gradients into the variables' buffers is the caller's (grad_req rules).
+    ``F`` calls ops for the VJPs, ``add`` sums two cotangents and ``vjp_args``
+    gives a node's output and inputs as ``F`` wants them (plain arrays, or
+    arrays with their nodes when the backward pass is itself recorded).
+    Writing gradients into the variables' buffers is the caller's business.
     """
     order = toposort(heads)
     useful = reaches_variable(order)
@@ -136,7 +144,8 @@ def backward(
         if node.op is None:
             out.append((node, g))
             continue
-        cts = node.op.vjp(F, node.at, g, node.y, *node.xs)
+        y, xs = vjp_args(node)
+        cts = node.op.vjp(F, node.at, g, y, *xs)
         for p, ct in zip(node.parents, cts):
             if p is None or ct is None or id(p) not in useful:
                 continue

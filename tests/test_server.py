@@ -137,8 +137,14 @@ def test_bad_op_is_a_4xx_naming_it_and_nothing_after_it_runs(batch, op, status, 
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"ops": 3}', b'{"seq": 1, "ops": [{"in": [1]}]}', b'{"seq": 1, "ops": [{"op": "read", "in": ["a"]}]}',
-     b'{"seq": 1, "ops": [], "extra": 1}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"ops": 3}',
+        b'{"seq": 1, "ops": [{"in": [1]}]}',
+        b'{"seq": 1, "ops": [{"op": "read", "in": ["a"]}]}',
+        b'{"seq": 1, "ops": [], "extra": 1}',
+    ],
 )
 def test_malformed_bodies_are_400_with_a_json_reason(http, sid, body):
     r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": "application/json"})
