@@ -12,33 +12,60 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as _np
+
 from . import random
+from .engine.errors import InvalidInput, ShapeError
 from .engine.optable import OPS, REQUIRED, Op
 from .ndarray import NDArray, array, invoke
 from .runtime import current
 
 
 def _signature(op: Op) -> inspect.Signature:
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in op.inputs]
+    params = [
+        inspect.Parameter(n[1:], inspect.Parameter.VAR_POSITIONAL) if n.startswith("*")
+        else inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for n in op.inputs
+    ]
+    kind = inspect.Parameter.KEYWORD_ONLY if op.variadic else inspect.Parameter.POSITIONAL_OR_KEYWORD
     for a in op.attrs:
         default = inspect.Parameter.empty if a.default is REQUIRED else a.default
-        params.append(inspect.Parameter(a.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+        if default is inspect.Parameter.empty and params and params[-1].default is not inspect.Parameter.empty:
+            kind = inspect.Parameter.KEYWORD_ONLY  # a required attribute after optional ones
+        params.append(inspect.Parameter(a.name, kind, default=default))
     return inspect.Signature(params)
 
 
 def _generate(op: Op, name: str) -> Any:
-    nin = len(op.inputs)
-    scalar_op = OPS.get(op.name + "_scalar") if nin == 2 else None
+    fixed = [n for n in op.inputs if not n.startswith("*")]
+    star = op.inputs[-1][1:] if op.variadic else None
+    scalar_op = OPS.get(op.name + "_scalar") if len(op.inputs) == 2 else None
 
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if kwargs.pop("out", None) is not None:
             raise TypeError(f"{name}: out= is not supported; assign the result instead")
         kwargs.pop("name", None)
-        arrays = list(args[:nin])
-        for n in op.inputs[len(arrays):]:
+        kwargs.pop("ctx", None)
+        if star is None:
+            arrays = list(args[: len(fixed)])
+            rest = args[len(fixed):]
+        else:  # leading arrays (None for an absent optional one), then attributes
+            k = 0
+            while k < len(args) and (isinstance(args[k], (NDArray, list, tuple)) and k >= len(fixed)
+                                     or isinstance(args[k], NDArray) or args[k] is None):
+                k += 1
+            arrays = []
+            for a in args[:k]:
+                arrays.extend(a if isinstance(a, (list, tuple)) else [a])
+            rest = args[k:]
+        for n in fixed[len(arrays):]:
             if n in kwargs:
                 arrays.append(kwargs.pop(n))
-        for a, v in zip(op.attrs, args[nin:]):
+        if star is not None and star in kwargs:
+            extra = kwargs.pop(star)
+            arrays.extend(extra if isinstance(extra, (list, tuple)) else [extra])
+        arrays = [a for a in arrays if a is not None]
+        for a, v in zip(op.attrs, rest):
             kwargs[a.name] = v
         if scalar_op is not None and len(arrays) == 2 and not isinstance(arrays[1], NDArray):
             return invoke(scalar_op, arrays[:1], {"scalar": float(arrays[1]), **kwargs})
@@ -53,11 +80,22 @@ def _generate(op: Op, name: str) -> Any:
     return fn
 
 
+def _method(fn: Any) -> Any:
+    def method(self: NDArray, *args: Any, **kwargs: Any) -> NDArray:
+        return fn(self, *args, **kwargs)
+
+    method.__name__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return method
+
+
 for _op in OPS.ops():
     for _name in (_op.name, *_op.aliases):
-        if not _op.inputs and _op.name not in ("zeros_like", "ones_like"):
+        if not _op.inputs:
             continue  # creation ops: written below with MXNet's signatures
-        globals()[_name] = _generate(_op, _name)
+        globals()[_name] = _fn = _generate(_op, _name)
+        if not hasattr(NDArray, _name):  # x.sum(), x.argmax(axis=1), x.pick(idx), ...
+            setattr(NDArray, _name, _method(_fn))
 
 
 def zeros(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
@@ -89,11 +127,83 @@ def arange(start: float, stop: float | None = None, step: float = 1.0, repeat: i
     )
 
 
+def topk(data: NDArray, axis: int = -1, k: int = 1, ret_typ: str = "indices", is_ascend: bool = False,
+         dtype: Any = "float32", **kwargs: Any) -> Any:
+    """The k largest (or smallest) along ``axis``: ``ret_typ`` indices, value,
+    mask, or both (a list [values, indices])."""
+    at = {"axis": axis, "k": k, "is_ascend": is_ascend, "dtype": dtype}
+    if ret_typ == "both":
+        return [invoke(OPS["topk"], (data,), {**at, "ret_typ": "value"}),
+                invoke(OPS["topk"], (data,), {**at, "ret_typ": "indices"})]
+    return invoke(OPS["topk"], (data,), {**at, "ret_typ": ret_typ})
+
+
+def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = False, **kwargs: Any) -> Any:
+    """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
+    n = data.shape[axis]
+    if num_outputs < 1 or n % num_outputs:
+        raise ShapeError(f"split: axis {axis} of length {n} does not split into {num_outputs} equal parts")
+    step = n // num_outputs
+    parts = [invoke(OPS["slice_axis"], (data,), {"axis": axis, "begin": i * step, "end": (i + 1) * step})
+             for i in range(num_outputs)]
+    if squeeze_axis and step == 1:
+        parts = [invoke(OPS["squeeze"], (p,), {"axis": axis}) for p in parts]
+    return parts[0] if num_outputs == 1 else parts
+
+
+class _Linalg:
+    """``nd.linalg``: matrix products on the last two axes."""
+
+    @staticmethod
+    def gemm2(A: NDArray, B: NDArray, transpose_a: bool = False, transpose_b: bool = False,
+              alpha: float = 1.0, axis: int = -2, **kwargs: Any) -> NDArray:
+        """alpha * op(A) op(B)."""
+        if axis != -2:
+            raise InvalidInput("linalg.gemm2: only axis=-2 is supported")
+        return invoke(OPS["linalg_gemm2"], (A, B),
+                      {"transpose_a": transpose_a, "transpose_b": transpose_b, "alpha": alpha})
+
+
+linalg = _Linalg()
+NDArray.topk = _method(topk)  # type: ignore[attr-defined]
+NDArray.split = _method(split)  # type: ignore[attr-defined]
+
+
+def save(fname: str, data: Any) -> None:
+    """Write an NDArray, a list or a dict of NDArrays to a file on this machine
+    (numpy's .npz container: no pickle)."""
+    if isinstance(data, NDArray):
+        data = [data]
+    if isinstance(data, dict):
+        names = list(data)
+        if not all(isinstance(k, str) for k in names):
+            raise InvalidInput("save: dict keys must be strings")
+        arrays = {f"d:{k}": v.asnumpy() for k, v in data.items()}
+    elif isinstance(data, (list, tuple)):
+        arrays = {f"l:{i}": v.asnumpy() for i, v in enumerate(data)}
+    else:
+        raise InvalidInput("save: data must be an NDArray, a list or a dict of NDArrays")
+    with open(fname, "wb") as f:
+        _np.savez(f, **arrays)
+
+
+def load(fname: str) -> Any:
+    """Read what ``save`` wrote: a list, or a dict, of NDArrays."""
+    with _np.load(fname, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if keys and all(k.startswith("d:") for k in keys):
+            return {k[2:]: array(z[k], dtype=z[k].dtype) for k in keys}
+        if all(k.startswith("l:") for k in keys):
+            return [array(z[k], dtype=z[k].dtype) for k in sorted(keys, key=lambda k: int(k[2:]))]
+    raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
+
+
 def waitall() -> None:
     """Wait until every queued op has run (sends the queue)."""
     current().flush()
 
 
-__all__ = ["NDArray", "arange", "array", "empty", "full", "ones", "random", "waitall", "zeros"]
+__all__ = ["NDArray", "arange", "array", "empty", "full", "linalg", "load", "ones", "random", "save", "split",
+           "topk", "waitall", "zeros"]
 __all__ += [n for n in list(globals()) if not n.startswith("_") and n not in __all__
             and callable(globals()[n]) and n in OPS]

@@ -90,10 +90,15 @@ def _scalar(x: Any) -> bool:
     return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, np.ndarray)
 
 
-def _key_to_wire(key: Any) -> list[Any]:
+def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
+    """A key as it travels, and the index arrays it refers to.
+
+    A list, a numpy array or an NDArray in the key is an integer index array
+    (MXNet's advanced indexing); a bare list is one, not a tuple of indices."""
     if not isinstance(key, tuple):
         key = (key,)
     out: list[Any] = []
+    arrays: list[NDArray] = []
     for k in key:
         if k is None:
             out.append(None)
@@ -103,11 +108,17 @@ def _key_to_wire(key: Any) -> list[Any]:
             out.append([_index(k.start), _index(k.stop), _index(k.step)])
         elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, bool):
             out.append(int(k))
+        elif isinstance(k, (NDArray, list, np.ndarray)):
+            if not isinstance(k, NDArray):
+                a = np.asarray(k)
+                if a.dtype.kind not in "iu":
+                    raise InvalidInput(f"index arrays must hold integers, got dtype {a.dtype}")
+                k = _from_numpy(a.astype(np.int64), client)
+            out.append({"array": len(arrays)})
+            arrays.append(k)
         else:
-            raise InvalidInput(
-                f"index {k!r}: only integers, slices, None and ... are supported as indices"
-            )
-    return out
+            raise InvalidInput(f"index {k!r}: use integers, slices, None, ... or integer index arrays")
+    return out, arrays
 
 
 def _index(v: Any) -> int | None:
@@ -348,13 +359,14 @@ class NDArray:
     # -- indexing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> NDArray:
-        return invoke(OPS["getitem"], (self,), {"key": _key_to_wire(key)})
+        wkey, idx = _key_to_wire(key, self._c)
+        return invoke(OPS["getitem"], (self, *idx), {"key": wkey})
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
-        wkey = _key_to_wire(key)
-        sub = key_shape("setitem", self.shape, parse_key("setitem", wkey))
+        wkey, idx = _key_to_wire(key, self._c)
+        sub = key_shape("setitem", self.shape, parse_key("setitem", wkey, len(idx)), tuple(i.shape for i in idx))
         ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
         if isinstance(value, NDArray):
             vshape = value.shape
@@ -369,6 +381,9 @@ class NDArray:
             ins["in"].append(v._h)
         if not assignable(vshape, sub):
             raise ShapeError(f"setitem: cannot assign an array of shape {vshape} to a region of shape {sub}")
+        if idx:
+            ins["in"].extend(i._h for i in idx)
+            ins["at"]["indices"] = len(idx)
         if flags.recording:
             ins["mode"] = _mode()
         self._c.enqueue(ins)
@@ -519,32 +534,11 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     return _from_numpy(arr)
 
 
-def _reduce_method(name: str):
-    op = OPS[name]
-
-    def method(self: NDArray, axis: Any = None, keepdims: bool = False, **kw: Any) -> NDArray:
-        return invoke(op, (self,), {"axis": axis, "keepdims": keepdims, **kw})
-
-    method.__name__ = name
-    method.__doc__ = op.doc
-    return method
+def _transpose(self: NDArray, *axes: Any, **kwargs: Any) -> NDArray:
+    """``x.transpose()``, ``x.transpose(1, 0)`` or ``x.transpose(axes=(1, 0))``."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return invoke(OPS["transpose"], (self,), {"axes": kwargs.pop("axes", axes), **kwargs})
 
 
-def _unary_method(name: str):
-    op = OPS[name]
-
-    def method(self: NDArray, *args: Any, **kw: Any) -> NDArray:
-        for a, v in zip(op.attrs, args):
-            kw[a.name] = v
-        return invoke(op, (self,), kw)
-
-    method.__name__ = name
-    method.__doc__ = op.doc
-    return method
-
-
-for _name in ("sum", "mean", "max", "min", "norm"):
-    setattr(NDArray, _name, _reduce_method(_name))
-for _name in ("abs", "sign", "square", "sqrt", "exp", "log", "tanh", "sigmoid", "relu",
-              "transpose", "expand_dims", "broadcast_to", "zeros_like", "ones_like"):
-    setattr(NDArray, _name, _unary_method(_name))
+NDArray.transpose = _transpose  # type: ignore[attr-defined]

@@ -31,6 +31,17 @@ def uniform(low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any =
                   {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
 
 
+def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None,
+            **kwargs: Any) -> NDArray:
+    """Integers in [low, high) (int32 unless ``dtype`` says otherwise)."""
+    return invoke(OPS["random_randint"], (), {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
+
+
+def shuffle(data: NDArray, **kwargs: Any) -> NDArray:
+    """A copy of ``data`` with its first axis in random order."""
+    return invoke(OPS["shuffle"], (data,))
+
+
 def seed(seed_state: int, ctx: Any = "all") -> None:
     """Reseed the current session's generator."""
     current().enqueue({"op": "seed", "at": {"seed": int(seed_state)}})

@@ -732,10 +732,24 @@ def _expand_dims(cx, at, x):
 # indexing
 #
 # A key travels as a list with one item per index: an integer, a slice as
-# [start, stop, step] (null for omitted), null for a new axis, or "..." .
+# [start, stop, step] (null for omitted), null for a new axis, "...", or
+# {"array": i} for the i-th index array (the op's inputs after the data).
 
 
-def parse_key(name: str, key: Any) -> tuple:
+class IndexArray:
+    """Where an index array of the op's inputs goes in a parsed key."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
     if not isinstance(key, (list, tuple)):
         raise InvalidInput(f"{name}: key must be a list of indices, got {key!r}")
     out: list[Any] = []
@@ -744,26 +758,45 @@ def parse_key(name: str, key: Any) -> tuple:
             out.append(None)
         elif k == "...":
             out.append(Ellipsis)
-        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        elif _is_int(k):
             out.append(int(k))
-        elif isinstance(k, (list, tuple)) and len(k) == 3 and all(
-            v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in k
-        ):
+        elif isinstance(k, (list, tuple)) and len(k) == 3 and all(v is None or _is_int(v) for v in k):
             if k[2] == 0:
                 raise InvalidInput(f"{name}: slice step cannot be zero")
             out.append(slice(*k))
+        elif isinstance(k, dict) and set(k) == {"array"} and _is_int(k["array"]) and 0 <= k["array"] < n_arrays:
+            out.append(IndexArray(int(k["array"])))
         else:
             raise InvalidInput(f"{name}: invalid index {k!r} in key")
+    used = sorted(k.i for k in out if isinstance(k, IndexArray))
+    if used != list(range(n_arrays)):
+        raise InvalidInput(f"{name}: the key must use each of its {n_arrays} index arrays once")
     return tuple(out)
 
 
-def key_shape(name: str, shape: tuple[int, ...], key: tuple) -> tuple[int, ...]:
+def bind_key(key: tuple, arrays: tuple) -> tuple:
+    """A numpy key: index arrays put in their places, as integers."""
+    if not arrays:
+        return key
+    return tuple(arrays[k.i].astype(np.int64) if isinstance(k, IndexArray) else k for k in key)
+
+
+def key_shape(name: str, shape: tuple[int, ...], key: tuple, index_shapes: tuple = ()) -> tuple[int, ...]:
     """The shape ``x[key]`` would have, found without data."""
     probe = np.broadcast_to(np.empty((), dtype=bool), shape)
+    idx = tuple(np.zeros(s, dtype=np.int64) for s in index_shapes)
     try:
-        return tuple(probe[key].shape)
+        return tuple(probe[bind_key(key, idx)].shape)
     except IndexError as e:
         raise IndexOutOfRange(f"{name}: {e}") from None
+
+
+def is_view_key(key: tuple) -> bool:
+    """MXNet's basic indexing that shares memory: one int or step-1 slice on the first axis."""
+    if len(key) != 1:
+        return False
+    k = key[0]
+    return _is_int(k) or (isinstance(k, slice) and k.step in (None, 1))
 
 
 def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
@@ -780,25 +813,40 @@ def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
     return broadcastable(value, region) or prod(value) == prod(region)
 
 
-def _getitem_infer(at: dict, x: Spec) -> Spec:
-    key = parse_key("getitem", at["key"])
-    return Spec(at_least_1d(key_shape("getitem", x.shape, key)), x.dtype)
+def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:
+    key = parse_key("getitem", at["key"], len(idx))
+    return Spec(at_least_1d(key_shape("getitem", x.shape, key, tuple(i.shape for i in idx))), x.dtype)
 
 
-def _getitem_vjp(F, at, g, y, x):
-    return (F.scatter_key(g, shape=tuple(x.shape), key=at["key"]),)
+def _getitem_vjp(F, at, g, y, x, *idx):
+    return (F.scatter_key(g, *idx, shape=tuple(x.shape), key=at["key"]),) + (None,) * len(idx)
 
 
-@defop("getitem", ("data",), (Attr("key", "key", REQUIRED),), infer=_getitem_infer, vjp=_getitem_vjp)
-def _getitem(cx, at, x):
-    """``x[key]`` for basic indices: integers, slices, new axes and an ellipsis."""
-    r = x[parse_key("getitem", at["key"])]
+@defop(
+    "getitem",
+    ("data", "*indices"),
+    (Attr("key", "key", REQUIRED),),
+    infer=_getitem_infer,
+    vjp=_getitem_vjp,
+)
+def _getitem(cx, at, x, *idx):
+    """``x[key]``: integers, slices, new axes, an ellipsis and integer index arrays.
+
+    As in MXNet, one integer or step-1 slice on the first axis gives a view that
+    shares memory with ``x``; every other key gives a copy."""
+    key = parse_key("getitem", at["key"], len(idx))
+    try:
+        r = x[bind_key(key, idx)]
+    except IndexError as e:
+        raise IndexOutOfRange(f"getitem: {e}") from None
+    if not idx and is_view_key(key):
+        return r.reshape(at_least_1d(r.shape))
     return cx.xp.array(r, ndmin=1)
 
 
-def _scatter_infer(at: dict, g: Spec) -> Spec:
-    key = parse_key("scatter_key", at["key"])
-    sub = at_least_1d(key_shape("scatter_key", at["shape"], key))
+def _scatter_infer(at: dict, g: Spec, *idx: Spec) -> Spec:
+    key = parse_key("scatter_key", at["key"], len(idx))
+    sub = at_least_1d(key_shape("scatter_key", at["shape"], key, tuple(i.shape for i in idx)))
     if sub != g.shape:
         raise ShapeError(f"scatter_key: data shape {g.shape} does not match {sub}")
     return Spec(at["shape"], g.dtype)
@@ -806,16 +854,20 @@ def _scatter_infer(at: dict, g: Spec) -> Spec:
 
 @defop(
     "scatter_key",
-    ("data",),
+    ("data", "*indices"),
     (SHAPE, Attr("key", "key", REQUIRED)),
     infer=_scatter_infer,
-    vjp=lambda F, at, gg, y, g: (F.getitem(gg, key=at["key"]),),
+    vjp=lambda F, at, gg, y, g, *idx: (F.getitem(gg, *idx, key=at["key"]),) + (None,) * len(idx),
 )
-def _scatter_key(cx, at, g):
-    """Zeros of ``shape`` with ``data`` written at ``key`` (getitem's gradient)."""
+def _scatter_key(cx, at, g, *idx):
+    """Zeros of ``shape`` with ``data`` added at ``key`` (getitem's gradient;
+    repeated indices add up)."""
     z = cx.xp.zeros(at["shape"], g.dtype)
-    key = parse_key("scatter_key", at["key"])
-    z[key] = g.reshape(z[key].shape)
+    key = bind_key(parse_key("scatter_key", at["key"], len(idx)), idx)
+    if idx:
+        cx.xp.add.at(z, key, g.reshape(z[key].shape))
+    else:
+        z[key] = g.reshape(z[key].shape)
     return z
 
 

@@ -163,6 +163,17 @@ class Op:
     def differentiable(self) -> bool:
         return self.vjp is not None
 
+    @property
+    def variadic(self) -> bool:
+        """Whether the last input (``*name``) takes any number of arrays."""
+        return bool(self.inputs) and self.inputs[-1].startswith("*")
+
+    def check_arity(self, n: int) -> None:
+        fixed = len(self.inputs) - self.variadic
+        if n < fixed or (n > fixed and not self.variadic):
+            want = f"at least {fixed}" if self.variadic else str(fixed)
+            raise InvalidInput(f"{self.name} takes {want} inputs, got {n}")
+
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
         at = dict(self.defaults)

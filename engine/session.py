@@ -17,18 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from . import ops as _ops  # noqa: F401  (fills the table)
-from . import tape
+from . import ops as _ops  # (fills the table)
+from . import ops_array, ops_math, ops_nn, tape  # noqa: F401  (the rest of the table)
 from .errors import (
     AutogradError,
-    ShapeError,
     InvalidInput,
     MXNetError,
     QuotaExceeded,
     SequenceError,
+    ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, REQUIRED, Attr, Op, Spec
+from .optable import OPS, PARSERS, REQUIRED, Attr, Op, Spec
 from .tape import Node
 
 RECORDING = 1
@@ -234,56 +234,138 @@ class Session:
                     raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
             values: list[np.ndarray] = []
             reply: dict[str, Any] = {"seq": seq, "values": values}
-            for i, ins in enumerate(ops):
-                try:
-                    self.execute(ins, values)
-                except MXNetError as e:
-                    reply["error"] = error_body(e, i, ins)
-                    break
-                except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
-                    reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
-                    break
+            execute = self.execute
+            with np.errstate(all="ignore"):
+                for i, ins in enumerate(ops):
+                    try:
+                        execute(ins, values)
+                    except MXNetError as e:
+                        reply["error"] = error_body(e, i, ins)
+                        break
+                    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+                        reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                        break
             if seq is not None:
                 self.seq = seq
                 self.last_reply = reply
             return reply
 
     def execute(self, ins: dict, values: list) -> None:
+        """Run one instruction (the caller sets numpy's error state once per batch)."""
         name = ins["op"]
-        cmd = COMMANDS.get(name)
-        if cmd is not None:
-            cmd(self, ins, values)
+        op = _OPS_GET(name) if isinstance(name, str) else None
+        if op is None:
+            cmd = COMMANDS.get(name) if isinstance(name, str) else None
+            if cmd is None:
+                OPS[name]  # raises the table's "unknown op" error
+            cmd(self, ins, values)  # type: ignore[misc]
             return
-        op = OPS[name]
         ins_h = ins.get("in", ())
-        if len(ins_h) != len(op.inputs):
-            raise InvalidInput(f"{name} takes {len(op.inputs)} inputs, got {len(ins_h)}")
+        if len(ins_h) != len(op.inputs) or op.variadic:
+            op.check_arity(len(ins_h))
         arrays = self.arrays
         xs = []
+        specs = []
         for h in ins_h:
-            x = arrays.get(h) if isinstance(h, int) else None
+            x = arrays.get(h) if type(h) is int else None
             if x is None:
                 raise UnknownHandle(f"{name}: unknown handle {h!r}")
             xs.append(x)
-        at = op.parse_attrs(ins.get("at"))
-        spec = op.infer(at, *[Spec(x.shape, x.dtype.name) for x in xs])
-        self.check_alloc(spec.nbytes)
+            dt = x.dtype
+            specs.append(_new_spec(Spec, (x.shape, _DTYPE_NAMES.get(dt) or _dtype_name(dt))))
+        at = parse_attrs(op, ins.get("at"))
+        spec = op.infer(at, *specs)
+        n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
+        for d in spec.shape:
+            n *= d
+        lim = self.limits
+        if n > lim.max_array_bytes or self.nbytes + n > lim.max_session_bytes:
+            self.check_alloc(n)
         out = ins["out"]
         if len(out) != 1:
             raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
+        h = out[0]
+        if type(h) is not int:
+            raise InvalidInput(f"output handle must be an integer, got {h!r}")
+        if h in arrays:
+            raise InvalidInput(f"handle {h} is already in use")
         mode = ins.get("mode", 0)
         self.cx.training = bool(mode & TRAINING)
-        with np.errstate(all="ignore"):
-            y = op.forward(self.cx, at, *xs)
-        self.put(out[0], y)
+        y = op.forward(self.cx, at, *xs)
+        arrays[h] = y
+        self.nbytes += y.nbytes
         if mode & RECORDING and op.vjp is not None:
-            parents = tape.parents_of(self.nodes.get(h) for h in ins_h)
+            nodes = self.nodes
+            parents = None
+            for i, hi in enumerate(ins_h):
+                p = nodes.get(hi)
+                if p is not None and p.live:
+                    if parents is None:
+                        parents = [None] * len(ins_h)
+                    parents[i] = p
             if parents is not None:
-                self.nodes[out[0]] = Node(op, at, parents, tuple(xs), y)
+                nodes[h] = Node(op, at, tuple(parents), tuple(xs), y)
 
     def node(self, h: int) -> Node | None:
         self.get(h)
         return self.nodes.get(h)
+
+
+# --------------------------------------------------------------------------
+# the per-op hot path: the table's checks, without its slow generic helpers
+
+_OPS_GET = OPS.get
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+_ITEMSIZE: dict[str, int] = {}
+_ATTRS: dict[str, tuple[Op, dict[str, tuple[Callable[[Any], Any], bool]], tuple[str, ...]]] = {}
+
+
+def _dtype_name(dt: np.dtype) -> str:
+    """``dt.name`` (a slow Python property in numpy), memoised."""
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = _DTYPE_NAMES[dt] = dt.name
+    return name
+
+
+def _itemsize(dtype: str) -> int:
+    n = _ITEMSIZE[dtype] = np.dtype(dtype).itemsize
+    return n
+
+
+_new_spec = tuple.__new__  # Spec(shape, dtype) without the named tuple's Python-level __new__
+
+
+def parse_attrs(op: Op, given: Any) -> dict[str, Any]:
+    """``op.parse_attrs(given)``: the same checks and words, with a per-op index of attributes."""
+    plan = _ATTRS.get(op.name)
+    if plan is None or plan[0] is not op:
+        plan = _ATTRS[op.name] = (
+            op,
+            {a.name: (PARSERS[a.kind], a.default is None) for a in op.attrs},
+            tuple(a.name for a in op.attrs if a.default is REQUIRED),
+        )
+    at = op.defaults.copy()
+    if given:
+        if type(given) is not dict:
+            raise InvalidInput(f"{op.name}: attributes must be a map, got {type(given).__name__}")
+        parsers = plan[1]
+        for k, v in given.items():
+            p = parsers.get(k)
+            if p is None:
+                op._attr(k)  # raises the table's error naming the known attributes
+                raise InvalidInput(f"{op.name}: unknown attribute {k!r}")
+            if v is None and p[1]:
+                at[k] = None
+                continue
+            try:
+                at[k] = p[0](v)
+            except (TypeError, ValueError) as e:
+                raise InvalidInput(f"{op.name}: attribute {k!r}: {e}") from None
+    for k in plan[2]:
+        if at[k] is REQUIRED:
+            raise InvalidInput(f"{op.name}: missing required attribute {k!r}")
+    return at
 
 
 def error_body(e: MXNetError, index: int, ins: Any) -> dict[str, Any]:
@@ -434,9 +516,11 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
     if len(reqs) != n or any(r not in tape.GRAD_REQS for r in reqs):
         raise InvalidInput(f"mark_variables: grad_reqs must be {n} of {tape.GRAD_REQS}")
     pairs = [(s.get(v), s.get(g)) for v, g in zip(hs[:n], hs[n:])]
-    for (x, g), v in zip(pairs, hs[:n]):
+    for x, g in pairs:
         if x.shape != g.shape or x.dtype != g.dtype:
-            raise ShapeError(f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}")
+            raise ShapeError(
+                f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}"
+            )
     for (_, g), v, r in zip(pairs, hs[:n], reqs):
         s.nodes[v] = Node(grad=g, grad_req=r)
 
@@ -468,19 +552,26 @@ def _read(s: Session, ins: dict, values: list) -> None:
 @command(
     "setitem",
     "target [value]",
-    (Attr("key", "key", None), Attr("scalar", "float", None)),
-    "Write a value (array input or scalar) into target[key] in place.",
+    (Attr("key", "key", None), Attr("scalar", "float", None), Attr("indices", "int", 0)),
+    "Write a value (array input or scalar) into target[key] in place; the last "
+    "``indices`` inputs are the key's index arrays.",
 )
 def _setitem(s: Session, ins: dict, values: list) -> None:
-    hs = ins.get("in", ())
-    if len(hs) not in (1, 2):
-        raise InvalidInput("setitem takes a target and at most one value handle")
-    target = s.get(hs[0])
     at = ins.get("at") or {}
-    key = _ops.parse_key("setitem", at.get("key") or [])
+    n_idx = at.get("indices", 0)
+    hs = list(ins.get("in", ()))
+    if not isinstance(n_idx, int) or isinstance(n_idx, bool) or not 0 <= n_idx <= len(hs) - 1:
+        raise InvalidInput("setitem: 'indices' must count the index arrays at the end of the inputs")
+    idx_h = hs[len(hs) - n_idx:]
+    hs = hs[: len(hs) - n_idx]
+    if len(hs) not in (1, 2):
+        raise InvalidInput("setitem takes a target, at most one value handle, then its index arrays")
+    target = s.get(hs[0])
+    idx = tuple(s.get(h) for h in idx_h)
+    key = _ops.parse_key("setitem", at.get("key") or [], n_idx)
     if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
         raise AutogradError(INPLACE_IN_GRAPH)
-    sub = _ops.key_shape("setitem", target.shape, key)
+    sub = _ops.key_shape("setitem", target.shape, key, tuple(i.shape for i in idx))
     if len(hs) == 2:
         v = s.get(hs[1])
         if v.dtype != target.dtype:
@@ -493,7 +584,10 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         raise _ops.ShapeError(f"setitem: cannot assign an array of shape {np.shape(v)} to a region of shape {sub}")
     if not _ops.broadcastable(np.shape(v), sub):
         v = np.reshape(v, sub)  # same size, another shape: MXNet copies it in row-major order
-    target[key] = v
+    try:
+        target[_ops.bind_key(key, idx)] = v
+    except IndexError as e:
+        raise _ops.IndexOutOfRange(f"setitem: {e}") from None
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

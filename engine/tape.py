@@ -67,15 +67,15 @@ def toposort(heads: Iterable[Node]) -> list[Node]:
         if id(head) in seen:
             continue
         seen.add(id(head))
-        stack: list[tuple[Node, int]] = [(head, 0)]
+        # each stack entry is a node and an iterator over its parents
+        stack = [(head, iter(head.parents))]
         while stack:
-            node, i = stack[-1]
-            if i < len(node.parents):
-                stack[-1] = (node, i + 1)
-                p = node.parents[i]
+            node, it = stack[-1]
+            for p in it:
                 if p is not None and p.live and id(p) not in seen:
                     seen.add(id(p))
-                    stack.append((p, 0))
+                    stack.append((p, iter(p.parents)))
+                    break
             else:
                 stack.pop()
                 order.append(node)
@@ -106,8 +106,13 @@ def reaches_variable(order: list[Node]) -> set[int]:
     """Ids of the nodes with a path to a variable (others need no VJP)."""
     hit: set[int] = set()
     for n in order:  # parents come first
-        if n.op is None or any(p is not None and id(p) in hit for p in n.parents):
+        if n.op is None:
             hit.add(id(n))
+            continue
+        for p in n.parents:
+            if p is not None and id(p) in hit:
+                hit.add(id(n))
+                break
     return hit
 
 
@@ -137,18 +142,24 @@ def backward(
         k = id(h)
         cot[k] = g if k not in cot else add(cot[k], g)
     out: list[tuple[Node, Any]] = []
+    pop = cot.pop
     for node in reversed(order):
-        g = cot.pop(id(node), None)
-        if g is None or id(node) not in useful:
+        k = id(node)
+        g = pop(k, None)
+        if g is None or k not in useful:
             continue
-        if node.op is None:
+        op = node.op
+        if op is None:
             out.append((node, g))
             continue
         y, xs = vjp_args(node)
-        cts = node.op.vjp(F, node.at, g, y, *xs)
+        cts = op.vjp(F, node.at, g, y, *xs)
         for p, ct in zip(node.parents, cts):
-            if p is None or ct is None or id(p) not in useful:
+            if p is None or ct is None:
                 continue
             k = id(p)
-            cot[k] = ct if k not in cot else add(cot[k], ct)
+            if k not in useful:
+                continue
+            prev = cot.get(k)
+            cot[k] = ct if prev is None else add(prev, ct)
     return out

@@ -1,0 +1,753 @@
+"""Array ops beyond the core: more creation, reductions, ordering, shape
+manipulation, gathers along an axis, and batched matrix products."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexOutOfRange, InvalidInput, ShapeError
+from .ops import (
+    AXIS,
+    DT,
+    KEEPDIMS,
+    SHAPE,
+    _getitem_infer,
+    _reduction,
+    _spread,
+    at_least_1d,
+    broadcast_shapes,
+    check_shape,
+    norm_axes,
+    parse_key,
+    same_dtype,
+    unbroadcast,
+)
+from .optable import DEFAULT_DTYPE, REQUIRED, Attr, Spec, defop, prod
+
+# --------------------------------------------------------------------------
+# creation
+
+
+def _linspace_infer(at: dict) -> Spec:
+    if at["num"] < 0:
+        raise InvalidInput("linspace: num must not be negative")
+    return Spec((at["num"],), at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "linspace",
+    (),
+    (
+        Attr("start", "float", REQUIRED),
+        Attr("stop", "float", REQUIRED),
+        Attr("num", "int", REQUIRED),
+        Attr("endpoint", "bool", True),
+        DT,
+    ),
+    infer=_linspace_infer,
+)
+def _linspace(cx, at):
+    """``num`` evenly spaced values from start to stop."""
+    r = cx.xp.linspace(at["start"], at["stop"], at["num"], endpoint=at["endpoint"])
+    return r.astype(at["dtype"] or DEFAULT_DTYPE)
+
+
+def _eye_infer(at: dict) -> Spec:
+    n, m = at["N"], at["M"] or at["N"]
+    return Spec(check_shape("eye", (n, m)), at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "eye",
+    (),
+    (Attr("N", "int", REQUIRED), Attr("M", "int", 0), Attr("k", "int", 0), DT),
+    infer=_eye_infer,
+)
+def _eye(cx, at):
+    """A 2-D array with ones on the k-th diagonal."""
+    return cx.xp.eye(at["N"], at["M"] or at["N"], at["k"], dtype=at["dtype"] or DEFAULT_DTYPE)
+
+
+def _randint_infer(at: dict) -> Spec:
+    if at["low"] >= at["high"]:
+        raise InvalidInput(f"random_randint: low {at['low']} must be below high {at['high']}")
+    return Spec(check_shape("random_randint", at["shape"]), at["dtype"] or "int32")
+
+
+@defop(
+    "random_randint",
+    (),
+    (Attr("low", "int", REQUIRED), Attr("high", "int", REQUIRED), Attr("shape", "shape", (1,)), DT),
+    infer=_randint_infer,
+    random=True,
+)
+def _random_randint(cx, at):
+    """Integers in [low, high) from the session's generator (int32 by default)."""
+    return cx.rng.integers(at["low"], at["high"], at["shape"]).astype(at["dtype"] or "int32")
+
+
+@defop("shuffle", ("data",), infer=lambda at, x: x, random=True)
+def _shuffle(cx, at, x):
+    """A copy of x with its first axis in a random order."""
+    return cx.rng.permutation(x)
+
+
+@defop("stop_gradient", ("data",), infer=lambda at, x: x, aliases=("BlockGrad",))
+def _stop_gradient(cx, at, x):
+    """x, cut from the graph: no gradient flows through it."""
+    return x.copy()
+
+
+# --------------------------------------------------------------------------
+# reductions and ordering
+
+
+def _prod_vjp(F, at, g, y, x):
+    return (F.mul(_spread(F, "prod", at, g, x), F.div(_spread(F, "prod", at, y, x), x)),)
+
+
+_reduction(
+    "prod",
+    lambda xp, x, axes, at: xp.prod(x, axis=axes, keepdims=at["keepdims"]),
+    _prod_vjp,
+    "The product over ``axis`` (gradient y/x: defined where x is not 0).",
+)
+
+
+def _one_axis(name: str, axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{name}: axis {axis} is out of range for an array of rank {ndim}")
+    return axis % ndim
+
+
+def _arg_infer_for(name: str):
+    def infer(at: dict, x: Spec) -> Spec:
+        if at["axis"] is None:
+            return Spec((1,), "float32")
+        ax = _one_axis(name, at["axis"], len(x.shape))
+        shape = tuple(1 if i == ax else d for i, d in enumerate(x.shape)) if at["keepdims"] else (
+            x.shape[:ax] + x.shape[ax + 1:]
+        )
+        return Spec(at_least_1d(shape), "float32")
+
+    return infer
+
+
+def _arg(name: str, fn: Any) -> None:
+    def forward(cx, at, x):
+        if at["axis"] is None:
+            return cx.xp.array([fn(x)], dtype="float32")
+        r = fn(x, axis=at["axis"], keepdims=at["keepdims"])
+        return cx.xp.array(r, dtype="float32", ndmin=1)
+
+    forward.__doc__ = f"Indices of the {name[3:]}ima along ``axis`` (all axes, flattened, when None), as float32."
+    defop(name, ("data",), (Attr("axis", "int", None), KEEPDIMS), infer=_arg_infer_for(name))(forward)
+
+
+_arg("argmax", np.argmax)
+_arg("argmin", np.argmin)
+
+ORDER = (Attr("axis", "int", -1), Attr("is_ascend", "bool", True))
+
+
+def _order(cx, x, axis, ascend):
+    idx = cx.xp.argsort(x, axis=axis, kind="stable")
+    return idx if ascend else cx.xp.flip(idx, axis=axis)
+
+
+def _same_infer(name: str):
+    def infer(at: dict, x: Spec) -> Spec:
+        _one_axis(name, at["axis"], len(x.shape))
+        return x
+
+    return infer
+
+
+@defop(
+    "sort",
+    ("data",),
+    ORDER,
+    infer=_same_infer("sort"),
+    vjp=lambda F, at, g, y, x: (
+        F.scatter_axis(g, F.argsort(x, axis=at["axis"], is_ascend=at["is_ascend"]), axis=at["axis"], shape=tuple(x.shape)),
+    ),
+)
+def _sort(cx, at, x):
+    """x sorted along ``axis``."""
+    idx = _order(cx, x, at["axis"], at["is_ascend"])
+    return cx.xp.take_along_axis(x, idx, axis=at["axis"])
+
+
+def _argsort_infer(at: dict, x: Spec) -> Spec:
+    _one_axis("argsort", at["axis"], len(x.shape))
+    return Spec(x.shape, at["dtype"] or "float32")
+
+
+@defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer)
+def _argsort(cx, at, x):
+    """The indices that sort x along ``axis`` (float32 by default, as MXNet)."""
+    return _order(cx, x, at["axis"], at["is_ascend"]).astype(at["dtype"] or "float32")
+
+
+TOPK = (
+    Attr("axis", "int", -1),
+    Attr("k", "int", 1),
+    Attr("ret_typ", "str", "indices"),
+    Attr("is_ascend", "bool", False),
+    DT,
+)
+
+
+def _topk_infer(at: dict, x: Spec) -> Spec:
+    ax = _one_axis("topk", at["axis"], len(x.shape))
+    k = at["k"]
+    if not 1 <= k <= x.shape[ax]:
+        raise ShapeError(f"topk: k={k} is out of range for axis {ax} of length {x.shape[ax]}")
+    if at["ret_typ"] not in ("indices", "value", "mask"):
+        raise InvalidInput(f"topk: ret_typ must be indices, value or mask (both: call twice), got {at['ret_typ']!r}")
+    if at["ret_typ"] == "mask":
+        return x
+    shape = tuple(k if i == ax else d for i, d in enumerate(x.shape))
+    return Spec(shape, x.dtype if at["ret_typ"] == "value" else at["dtype"] or "float32")
+
+
+def _topk_indices(cx, at, x):
+    ax = at["axis"] % x.ndim
+    idx = _order(cx, x, ax, at["is_ascend"])
+    return cx.xp.take(idx, cx.xp.arange(at["k"]), axis=ax)
+
+
+def _topk_vjp(F, at, g, y, x):
+    if at["ret_typ"] != "value":
+        return (None,)
+    idx = F.topk(x, **{**at, "ret_typ": "indices", "dtype": "int64"})
+    return (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)),)
+
+
+@defop("topk", ("data",), TOPK, infer=_topk_infer, vjp=_topk_vjp)
+def _topk(cx, at, x):
+    """The k largest (``is_ascend``: smallest) along ``axis``: their indices,
+    values, or a 0/1 mask."""
+    idx = _topk_indices(cx, at, x)
+    if at["ret_typ"] == "indices":
+        return idx.astype(at["dtype"] or "float32")
+    if at["ret_typ"] == "value":
+        return cx.xp.take_along_axis(x, idx, axis=at["axis"])
+    mask = cx.xp.zeros_like(x)
+    cx.xp.put_along_axis(mask, idx, 1, axis=at["axis"])
+    return mask
+
+
+# gather / scatter along an axis: pick, sort and topk's gradients
+
+
+def _gather_infer(at: dict, x: Spec, idx: Spec) -> Spec:
+    ax = _one_axis("gather_axis", at["axis"], len(x.shape))
+    if len(idx.shape) != len(x.shape) or any(
+        i != ax and a != b for i, (a, b) in enumerate(zip(idx.shape, x.shape))
+    ):
+        raise ShapeError(f"gather_axis: index shape {idx.shape} does not fit data {x.shape} on axis {ax}")
+    return Spec(idx.shape, x.dtype)
+
+
+def _clip_index(cx, idx, n: int, mode: str):
+    i = idx.astype(np.int64)
+    if mode == "wrap":
+        return cx.xp.mod(i, n)
+    if mode == "raise":
+        if i.size and (i.min() < -n or i.max() >= n):
+            raise IndexOutOfRange(f"index out of range for axis of length {n}")
+        return i % n
+    return cx.xp.clip(i, 0, n - 1)
+
+
+@defop(
+    "gather_axis",
+    ("data", "index"),
+    (Attr("axis", "int", -1),),
+    infer=_gather_infer,
+    vjp=lambda F, at, g, y, x, idx: (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)), None),
+)
+def _gather_axis(cx, at, x, idx):
+    """Values of x at ``index`` along ``axis`` (numpy's take_along_axis; indices clipped)."""
+    ax = at["axis"] % x.ndim
+    return cx.xp.take_along_axis(x, _clip_index(cx, idx, x.shape[ax], "clip"), axis=ax)
+
+
+def _scatter_axis_infer(at: dict, g: Spec, idx: Spec) -> Spec:
+    shape = at["shape"]
+    _gather_infer({"axis": at["axis"]}, Spec(shape, g.dtype), idx)
+    if g.shape != idx.shape:
+        raise ShapeError(f"scatter_axis: data shape {g.shape} differs from index shape {idx.shape}")
+    return Spec(shape, g.dtype)
+
+
+@defop(
+    "scatter_axis",
+    ("data", "index"),
+    (Attr("axis", "int", -1), SHAPE),
+    infer=_scatter_axis_infer,
+    vjp=lambda F, at, gg, y, g, idx: (F.gather_axis(gg, idx, axis=at["axis"]), None),
+)
+def _scatter_axis(cx, at, g, idx):
+    """Zeros of ``shape`` with ``data`` added at ``index`` along ``axis`` (gather_axis's gradient)."""
+    shape = at["shape"]
+    ax = at["axis"] % len(shape)
+    z = cx.xp.zeros(shape, g.dtype)
+    i = _clip_index(cx, idx, shape[ax], "clip")
+    grids = list(np.ix_(*[np.arange(d) for d in i.shape]))
+    grids[ax] = i
+    cx.xp.add.at(z, tuple(grids), g)
+    return z
+
+
+PICK = (Attr("axis", "int", -1), KEEPDIMS, Attr("mode", "str", "clip"))
+
+
+def _pick_infer(at: dict, x: Spec, idx: Spec) -> Spec:
+    ax = _one_axis("pick", at["axis"], len(x.shape))
+    want = x.shape[:ax] + x.shape[ax + 1:]
+    kept = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+    if idx.shape not in (want, kept, at_least_1d(want)):
+        raise ShapeError(f"pick: index shape {idx.shape} should be {want} for data {x.shape} on axis {ax}")
+    if at["mode"] not in ("clip", "wrap"):
+        raise InvalidInput(f"pick: mode must be clip or wrap, got {at['mode']!r}")
+    return Spec(kept if at["keepdims"] else at_least_1d(want), x.dtype)
+
+
+def _pick_vjp(F, at, g, y, x, idx):
+    ax = at["axis"] % x.ndim
+    kept = tuple(x.shape[:ax]) + (1,) + tuple(x.shape[ax + 1:])
+    i = F.reshape(idx, shape=kept)
+    if at["mode"] == "wrap":
+        i = F.wrap_index(i, n=int(x.shape[ax]))
+    return F.scatter_axis(F.reshape(g, shape=kept), i, axis=ax, shape=tuple(x.shape)), None
+
+
+@defop("pick", ("data", "index"), PICK, infer=_pick_infer, vjp=_pick_vjp)
+def _pick(cx, at, x, idx):
+    """One element along ``axis`` for each position: x[..., index[...], ...]."""
+    ax = at["axis"] % x.ndim
+    kept = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+    i = _clip_index(cx, idx.reshape(kept), x.shape[ax], at["mode"])
+    r = cx.xp.take_along_axis(x, i, axis=ax)
+    return r if at["keepdims"] else r.reshape(at_least_1d(r.shape[:ax] + r.shape[ax + 1:]))
+
+
+@defop("wrap_index", ("data",), (Attr("n", "int", REQUIRED),), infer=lambda at, x: x)
+def _wrap_index(cx, at, x):
+    """Indices taken modulo n (pick's ``wrap`` mode)."""
+    return cx.xp.mod(x, at["n"]).astype(x.dtype)
+
+
+TAKE = (Attr("axis", "int", 0), Attr("mode", "str", "clip"))
+
+
+def _take_infer(at: dict, a: Spec, idx: Spec) -> Spec:
+    ax = _one_axis("take", at["axis"], len(a.shape))
+    if at["mode"] not in ("clip", "wrap", "raise"):
+        raise InvalidInput(f"take: mode must be clip, wrap or raise, got {at['mode']!r}")
+    return Spec(a.shape[:ax] + idx.shape + a.shape[ax + 1:], a.dtype)
+
+
+def _take_vjp(F, at, g, y, a, idx):
+    return F.take_grad(g, idx, axis=at["axis"], mode=at["mode"], shape=tuple(a.shape)), None
+
+
+@defop("take", ("a", "indices"), TAKE, infer=_take_infer, vjp=_take_vjp)
+def _take(cx, at, a, idx):
+    """Slices of ``a`` at ``indices`` along ``axis`` (indices clipped or wrapped)."""
+    ax = at["axis"] % a.ndim
+    return cx.xp.take(a, _clip_index(cx, idx, a.shape[ax], at["mode"]), axis=ax)
+
+
+def _take_grad_infer(at: dict, g: Spec, idx: Spec) -> Spec:
+    want = _take_infer(at, Spec(at["shape"], g.dtype), idx)
+    if want.shape != g.shape:
+        raise ShapeError(f"take_grad: data shape {g.shape} should be {want.shape}")
+    return Spec(at["shape"], g.dtype)
+
+
+@defop(
+    "take_grad",
+    ("data", "indices"),
+    (*TAKE, SHAPE),
+    infer=_take_grad_infer,
+    vjp=lambda F, at, gg, y, g, idx: (F.take(gg, idx, axis=at["axis"], mode=at["mode"]), None),
+)
+def _take_grad(cx, at, g, idx):
+    """Zeros of ``shape`` with ``data`` added at ``indices`` along ``axis`` (take's gradient)."""
+    shape = at["shape"]
+    ax = at["axis"] % len(shape)
+    z = cx.xp.zeros(shape, g.dtype)
+    i = _clip_index(cx, idx, shape[ax], at["mode"])
+    zt = cx.xp.moveaxis(z, ax, 0)
+    gt = cx.xp.moveaxis(g.reshape(shape[:ax] + i.shape + shape[ax + 1:]), tuple(range(ax, ax + i.ndim)),
+                        tuple(range(i.ndim)))
+    cx.xp.add.at(zt, i, gt)
+    return z
+
+
+def _one_hot_infer(at: dict, idx: Spec) -> Spec:
+    if at["depth"] < 1:
+        raise InvalidInput("one_hot: depth must be at least 1")
+    return Spec(idx.shape + (at["depth"],), at["dtype"] or DEFAULT_DTYPE)
+
+
+@defop(
+    "one_hot",
+    ("indices",),
+    (Attr("depth", "int", REQUIRED), Attr("on_value", "float", 1.0), Attr("off_value", "float", 0.0), DT),
+    infer=_one_hot_infer,
+)
+def _one_hot(cx, at, idx):
+    """on_value at each index along a new last axis of length ``depth``, off_value elsewhere."""
+    i = idx.astype(np.int64)
+    hot = i[..., None] == cx.xp.arange(at["depth"])
+    return cx.xp.where(hot, at["on_value"], at["off_value"]).astype(at["dtype"] or DEFAULT_DTYPE)
+
+
+# --------------------------------------------------------------------------
+# shape
+
+
+def _squeeze_shape(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if at["axis"] is None:
+        out = tuple(d for d in shape if d != 1)
+    else:
+        axes = norm_axes("squeeze", at["axis"], len(shape))
+        for a in axes:
+            if shape[a] != 1:
+                raise ShapeError(f"squeeze: axis {a} has length {shape[a]}, not 1")
+        out = tuple(d for i, d in enumerate(shape) if i not in axes)
+    return at_least_1d(out)
+
+
+@defop(
+    "squeeze",
+    ("data",),
+    (AXIS,),
+    infer=lambda at, x: Spec(_squeeze_shape(at, x.shape), x.dtype),
+    vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
+)
+def _squeeze(cx, at, x):
+    """x without its axes of length 1 (those of ``axis``, or all)."""
+    return x.reshape(_squeeze_shape(at, x.shape))
+
+
+def _flatten_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0] if shape else 1, prod(shape[1:]))
+
+
+@defop(
+    "flatten",
+    ("data",),
+    infer=lambda at, x: Spec(_flatten_shape(x.shape), x.dtype),
+    vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
+    aliases=("Flatten",),
+)
+def _flatten(cx, at, x):
+    """x as 2-D: its first axis, and all the others folded into one."""
+    return x.reshape(_flatten_shape(x.shape))
+
+
+def _swap_infer(at: dict, x: Spec) -> Spec:
+    n = len(x.shape)
+    a, b = _one_axis("swapaxes", at["dim1"], n), _one_axis("swapaxes", at["dim2"], n)
+    s = list(x.shape)
+    s[a], s[b] = s[b], s[a]
+    return Spec(tuple(s), x.dtype)
+
+
+@defop(
+    "swapaxes",
+    ("data",),
+    (Attr("dim1", "int", 0), Attr("dim2", "int", 0)),
+    infer=_swap_infer,
+    vjp=lambda F, at, g, y, x: (F.swapaxes(g, dim1=at["dim1"], dim2=at["dim2"]),),
+    aliases=("SwapAxis",),
+)
+def _swapaxes(cx, at, x):
+    """x with two axes exchanged."""
+    return cx.xp.ascontiguousarray(cx.xp.swapaxes(x, at["dim1"], at["dim2"]))
+
+
+def _broadcast_like_infer(at: dict, a: Spec, b: Spec) -> Spec:
+    if broadcast_shapes("broadcast_like", a.shape, b.shape) != b.shape:
+        raise ShapeError(f"broadcast_like: cannot broadcast {a.shape} to {b.shape}")
+    return Spec(b.shape, a.dtype)
+
+
+@defop(
+    "broadcast_like",
+    ("lhs", "like"),
+    infer=_broadcast_like_infer,
+    vjp=lambda F, at, g, y, a, b: (unbroadcast(F, g, tuple(a.shape)), None),
+)
+def _broadcast_like(cx, at, a, b):
+    """lhs broadcast to the shape of rhs."""
+    return cx.xp.array(cx.xp.broadcast_to(a, b.shape))
+
+
+def _tile_shape(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    reps = at["reps"]
+    n = max(len(reps), len(shape))
+    s = (1,) * (n - len(shape)) + shape
+    r = (1,) * (n - len(reps)) + reps
+    if any(v < 0 for v in r):
+        raise ShapeError(f"tile: negative repetition in {reps}")
+    return tuple(a * b for a, b in zip(s, r))
+
+
+def _tile_vjp(F, at, g, y, x):
+    reps = at["reps"]
+    n = max(len(reps), x.ndim)
+    s = (1,) * (n - x.ndim) + tuple(x.shape)
+    r = (1,) * (n - len(reps)) + tuple(reps)
+    inter = tuple(v for pair in zip(r, s) for v in pair)  # (r0, s0, r1, s1, ...)
+    summed = F.sum(F.reshape(g, shape=inter), axis=tuple(range(0, 2 * n, 2)))
+    return (F.reshape(summed, shape=tuple(x.shape)),)
+
+
+@defop("tile", ("data",), (Attr("reps", "shape", REQUIRED),), infer=lambda at, x: Spec(_tile_shape(at, x.shape), x.dtype),
+       vjp=_tile_vjp)
+def _tile(cx, at, x):
+    """x repeated ``reps`` times along each axis."""
+    return cx.xp.tile(x, at["reps"])
+
+
+def _repeat_shape(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    r = at["repeats"]
+    if r < 0:
+        raise ShapeError("repeat: repeats must not be negative")
+    if at["axis"] is None:
+        return (prod(shape) * r,)
+    ax = _one_axis("repeat", at["axis"], len(shape))
+    return tuple(d * r if i == ax else d for i, d in enumerate(shape))
+
+
+def _repeat_vjp(F, at, g, y, x):
+    r = at["repeats"]
+    if at["axis"] is None:
+        return (F.reshape(F.sum(F.reshape(g, shape=(prod(tuple(x.shape)), r)), axis=1), shape=tuple(x.shape)),)
+    ax = at["axis"] % x.ndim
+    split = tuple(x.shape[: ax + 1]) + (r,) + tuple(x.shape[ax + 1:])
+    return (F.sum(F.reshape(g, shape=split), axis=ax + 1),)
+
+
+@defop(
+    "repeat",
+    ("data",),
+    (Attr("repeats", "int", REQUIRED), Attr("axis", "int", None)),
+    infer=lambda at, x: Spec(_repeat_shape(at, x.shape), x.dtype),
+    vjp=_repeat_vjp,
+)
+def _repeat(cx, at, x):
+    """Each element repeated ``repeats`` times along ``axis`` (flattened when None)."""
+    return cx.xp.repeat(x, at["repeats"], axis=at["axis"])
+
+
+def _join_infer(name: str, axis_attr: str, new_axis: bool):
+    def infer(at: dict, *xs: Spec) -> Spec:
+        if not xs:
+            raise InvalidInput(f"{name}: needs at least one array")
+        dt = same_dtype(name, *xs)
+        first = xs[0].shape
+        n = len(first) + new_axis
+        ax = _one_axis(name, at[axis_attr], n)
+        for s in xs[1:]:
+            if len(s.shape) != len(first) or any(
+                a != b for i, (a, b) in enumerate(zip(s.shape, first)) if new_axis or i != ax
+            ):
+                raise ShapeError(f"{name}: shapes {first} and {s.shape} cannot be joined on axis {ax}")
+        if new_axis:
+            return Spec(first[:ax] + (len(xs),) + first[ax:], dt)
+        return Spec(first[:ax] + (sum(s.shape[ax] for s in xs),) + first[ax + 1:], dt)
+
+    return infer
+
+
+def _concat_vjp(F, at, g, y, *xs):
+    ax = at["dim"] % g.ndim
+    out, start = [], 0
+    for x in xs:
+        end = start + int(x.shape[ax])
+        out.append(F.slice_axis(g, axis=ax, begin=start, end=end))
+        start = end
+    return tuple(out)
+
+
+@defop("concat", ("*data",), (Attr("dim", "int", 1),), infer=_join_infer("concat", "dim", False),
+       vjp=_concat_vjp, aliases=("Concat",))
+def _concat(cx, at, *xs):
+    """The arrays joined along axis ``dim``."""
+    return cx.xp.concatenate(xs, axis=at["dim"])
+
+
+def _stack_vjp(F, at, g, y, *xs):
+    ax = at["axis"] % g.ndim
+    return tuple(
+        F.reshape(F.slice_axis(g, axis=ax, begin=i, end=i + 1), shape=tuple(x.shape)) for i, x in enumerate(xs)
+    )
+
+
+@defop("stack", ("*data",), (Attr("axis", "int", 0),), infer=_join_infer("stack", "axis", True), vjp=_stack_vjp)
+def _stack(cx, at, *xs):
+    """The arrays stacked along a new axis."""
+    return cx.xp.stack(xs, axis=at["axis"])
+
+
+def _slice_axis_bounds(at: dict, shape: tuple[int, ...]) -> tuple[int, slice]:
+    ax = _one_axis("slice_axis", at["axis"], len(shape))
+    begin, end = at["begin"], at["end"]
+    s = slice(begin, end).indices(shape[ax])
+    return ax, slice(s[0], max(s[0], s[1]))
+
+
+def _slice_axis_infer(at: dict, x: Spec) -> Spec:
+    ax, s = _slice_axis_bounds(at, x.shape)
+    return Spec(tuple(s.stop - s.start if i == ax else d for i, d in enumerate(x.shape)), x.dtype)
+
+
+def _slice_axis_key(at: dict, ndim: int) -> list:
+    return [[None, None, None]] * (at["axis"] % ndim) + [[at["begin"], at["end"], None]]
+
+
+@defop(
+    "slice_axis",
+    ("data",),
+    (Attr("axis", "int", REQUIRED), Attr("begin", "int", REQUIRED), Attr("end", "int", None)),
+    infer=_slice_axis_infer,
+    vjp=lambda F, at, g, y, x: (F.scatter_key(g, shape=tuple(x.shape), key=_slice_axis_key(at, x.ndim)),),
+)
+def _slice_axis(cx, at, x):
+    """x[..., begin:end, ...] on one axis."""
+    ax, s = _slice_axis_bounds(at, x.shape)
+    return cx.xp.array(x[(slice(None),) * ax + (s,)])
+
+
+def _slice_key(at: dict, ndim: int) -> list:
+    begin, end = at["begin"], at["end"]
+    step = at["step"] or (None,) * len(begin)
+    if len(begin) != len(end) or len(step) != len(begin) or len(begin) > ndim:
+        raise ShapeError(f"slice: begin {begin}, end {end} and step {step} must have one entry per axis")
+    return [[b, e, s] for b, e, s in zip(begin, end, step)]
+
+
+SLICE = (Attr("begin", "key", REQUIRED), Attr("end", "key", REQUIRED), Attr("step", "key", None))
+
+
+def _slice_infer(at: dict, x: Spec) -> Spec:
+    return _getitem_infer({"key": _slice_key(at, len(x.shape))}, x)
+
+
+@defop(
+    "slice",
+    ("data",),
+    SLICE,
+    infer=_slice_infer,
+    vjp=lambda F, at, g, y, x: (F.scatter_key(g, shape=tuple(x.shape), key=_slice_key(at, x.ndim)),),
+    aliases=("crop",),
+)
+def _slice(cx, at, x):
+    """x[begin[0]:end[0]:step[0], begin[1]:end[1]:step[1], ...] (None for open ends)."""
+    return cx.xp.array(x[parse_key("slice", _slice_key(at, x.ndim))])
+
+
+def _flip_axes(at: dict, ndim: int) -> tuple[int, ...]:
+    return norm_axes("flip", at["axis"], ndim)
+
+
+@defop(
+    "flip",
+    ("data",),
+    (Attr("axis", "axis", REQUIRED),),
+    infer=lambda at, x: (_flip_axes(at, len(x.shape)), x)[1],
+    vjp=lambda F, at, g, y, x: (F.flip(g, axis=at["axis"]),),
+    aliases=("reverse",),
+)
+def _flip(cx, at, x):
+    """x with the order of elements reversed along ``axis``."""
+    return cx.xp.ascontiguousarray(cx.xp.flip(x, axis=_flip_axes(at, x.ndim)))
+
+
+# --------------------------------------------------------------------------
+# batched matrix products
+
+
+def _bmm_shapes(name: str, at: dict, a: Spec, b: Spec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if len(a.shape) < 2 or len(b.shape) < 2 or len(a.shape) != len(b.shape):
+        raise ShapeError(f"{name}: needs operands of the same rank >= 2, got {a.shape} and {b.shape}")
+    sa, sb = list(a.shape), list(b.shape)
+    if at["transpose_a"]:
+        sa[-1], sa[-2] = sa[-2], sa[-1]
+    if at["transpose_b"]:
+        sb[-1], sb[-2] = sb[-2], sb[-1]
+    if sa[:-2] != sb[:-2] or sa[-1] != sb[-2]:
+        raise ShapeError(f"{name}: shapes {tuple(sa)} and {tuple(sb)} do not fit a batched product")
+    return tuple(sa), tuple(sb)
+
+
+def _bmm_infer_for(name: str):
+    def infer(at: dict, a: Spec, b: Spec) -> Spec:
+        dt = same_dtype(name, a, b)
+        sa, sb = _bmm_shapes(name, at, a, b)
+        return Spec(sa[:-1] + (sb[-1],), dt)
+
+    return infer
+
+
+def _t(xp, x):
+    return xp.swapaxes(x, -1, -2)
+
+
+def _bmm(cx, at, a, b):
+    xp = cx.xp
+    a = _t(xp, a) if at["transpose_a"] else a
+    b = _t(xp, b) if at["transpose_b"] else b
+    r = xp.matmul(a, b)
+    return r * r.dtype.type(at["alpha"]) if at.get("alpha", 1.0) != 1.0 else r
+
+
+def _bmm_vjp_for(name: str):
+    def vjp(F, at, g, y, a, b):
+        op = getattr(F, name)
+        alpha = at.get("alpha", 1.0)
+        ta, tb = at["transpose_a"], at["transpose_b"]
+        extra = {"alpha": alpha} if name == "linalg_gemm2" else {}
+        # C = op(A) op(B); dA' = g op(B)^T, dB' = op(A)^T g, then undo the transposes
+        if ta:
+            ga = op(b, g, transpose_a=tb, transpose_b=True, **extra)
+        else:
+            ga = op(g, b, transpose_a=False, transpose_b=not tb, **extra)
+        if tb:
+            gb = op(g, a, transpose_a=True, transpose_b=ta, **extra)
+        else:
+            gb = op(a, g, transpose_a=not ta, transpose_b=False, **extra)
+        return ga, gb
+
+    return vjp
+
+
+BMM = (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False))
+
+
+@defop("batch_dot", ("lhs", "rhs"), BMM, infer=_bmm_infer_for("batch_dot"), vjp=_bmm_vjp_for("batch_dot"))
+def _batch_dot(cx, at, a, b):
+    """Matrix products of the last two axes, batched over the leading ones."""
+    return _bmm(cx, at, a, b)
+
+
+@defop(
+    "linalg_gemm2",
+    ("lhs", "rhs"),
+    (*BMM, Attr("alpha", "float", 1.0)),
+    infer=_bmm_infer_for("linalg_gemm2"),
+    vjp=_bmm_vjp_for("linalg_gemm2"),
+)
+def _linalg_gemm2(cx, at, a, b):
+    """alpha * op(A) op(B) on the last two axes (``nd.linalg.gemm2``)."""
+    return _bmm(cx, at, a, b)
+

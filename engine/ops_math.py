@@ -1,0 +1,108 @@
+"""More elementwise ops: logs, trigonometry, rounding, clipping, ``where``."""
+
+from __future__ import annotations
+
+from .errors import InvalidInput, ShapeError
+from .ops import _binary_infer_for, _unary, _zero_grad, broadcast_shapes, cast, unbroadcast
+from .optable import REQUIRED, Attr, Spec, defop
+
+_unary(
+    "log1p",
+    lambda xp, x: xp.log1p(x),
+    lambda F, at, g, y, x: (F.div(g, F.add_scalar(x, scalar=1.0)),),
+    "log(1 + x), accurate near 0.",
+)
+_unary(
+    "expm1",
+    lambda xp, x: xp.expm1(x),
+    lambda F, at, g, y, x: (F.mul(g, F.add_scalar(y, scalar=1.0)),),
+    "exp(x) - 1, accurate near 0.",
+)
+_unary(
+    "rsqrt",
+    lambda xp, x: 1.0 / xp.sqrt(x),
+    lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(F.pow_scalar(y, scalar=3.0), scalar=-0.5)),),
+    "1 / sqrt(x).",
+)
+_unary(
+    "reciprocal",
+    lambda xp, x: 1.0 / x,
+    lambda F, at, g, y, x: (F.negative(F.mul(g, F.square(y))),),
+    "1 / x.",
+)
+_unary("sin", lambda xp, x: xp.sin(x), lambda F, at, g, y, x: (F.mul(g, F.cos(x)),), "The sine of x.")
+_unary("cos", lambda xp, x: xp.cos(x), lambda F, at, g, y, x: (F.negative(F.mul(g, F.sin(x))),), "The cosine of x.")
+_unary(
+    "tan",
+    lambda xp, x: xp.tan(x),
+    lambda F, at, g, y, x: (F.mul(g, F.add_scalar(F.square(y), scalar=1.0)),),
+    "The tangent of x.",
+)
+_unary(
+    "softrelu",
+    lambda xp, x: xp.logaddexp(0, x),
+    lambda F, at, g, y, x: (F.mul(g, F.sigmoid(x)),),
+    "log(1 + exp(x)), computed without overflow.",
+)
+_unary(
+    "softsign",
+    lambda xp, x: x / (1 + xp.abs(x)),
+    lambda F, at, g, y, x: (F.div(g, F.square(F.add_scalar(F.abs(x), scalar=1.0))),),
+    "x / (1 + |x|).",
+)
+_unary("floor", lambda xp, x: xp.floor(x), _zero_grad, "The largest integer <= x; zero gradient.")
+_unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, "The smallest integer >= x; zero gradient.")
+_unary(
+    "round",
+    lambda xp, x: xp.where(x >= 0, xp.floor(x + 0.5), xp.ceil(x - 0.5)),
+    _zero_grad,
+    "x rounded half away from zero (as MXNet); zero gradient.",
+)
+_unary("rint", lambda xp, x: xp.rint(x), _zero_grad, "x rounded half to even; zero gradient.")
+_unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, "x rounded toward zero; zero gradient.", ("fix",))
+_unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).")
+
+
+def _clip_infer(at: dict, x: Spec) -> Spec:
+    if at["a_min"] > at["a_max"]:
+        raise InvalidInput(f"clip: a_min {at['a_min']} is larger than a_max {at['a_max']}")
+    return x
+
+
+@defop(
+    "clip",
+    ("data",),
+    (Attr("a_min", "float", REQUIRED), Attr("a_max", "float", REQUIRED)),
+    infer=_clip_infer,
+    vjp=lambda F, at, g, y, x: (
+        F.mul(g, F.mul(F.greater_equal_scalar(x, scalar=at["a_min"]), F.lesser_equal_scalar(x, scalar=at["a_max"]))),
+    ),
+)
+def _clip(cx, at, x):
+    """x limited to [a_min, a_max]; the gradient passes only inside the range."""
+    return cast(cx.xp.clip(x, x.dtype.type(at["a_min"]), x.dtype.type(at["a_max"])), x.dtype)
+
+
+def _where_infer(at: dict, cond: Spec, x: Spec, y: Spec) -> Spec:
+    out = _binary_infer_for("where")(at, x, y)
+    if broadcast_shapes("where", cond.shape, out.shape) != out.shape:
+        raise ShapeError(f"where: condition shape {cond.shape} does not fit {out.shape}")
+    return out
+
+
+def _where_vjp(F, at, g, out, cond, x, y):
+    mask = F.not_equal_scalar(cond, scalar=0.0)
+    if mask.dtype != g.dtype:
+        mask = F.astype(mask, dtype=g.dtype.name)
+    if tuple(mask.shape) != tuple(g.shape):
+        mask = F.broadcast_to(mask, shape=tuple(g.shape))
+    gx = F.mul(g, mask)
+    gy = F.sub(g, gx)
+    return None, unbroadcast(F, gx, tuple(x.shape)), unbroadcast(F, gy, tuple(y.shape))
+
+
+@defop("where", ("condition", "x", "y"), infer=_where_infer, vjp=_where_vjp)
+def _where(cx, at, cond, x, y):
+    """x where condition is non-zero, else y."""
+    return cast(cx.xp.where(cond != 0, x, y), x.dtype)
+

@@ -1,0 +1,569 @@
+"""Neural-network ops: softmax family, activations, fully connected, 2-D
+convolution and pooling (through ``im2col``/``col2im``), dropout, batch norm.
+
+Every VJP is written with table ops, so these too have gradients of any order.
+A forward may leave in ``at`` (a fresh dict per call) what its VJP needs and
+the attributes cannot say: Dropout its mask, BatchNorm the mode it ran in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput, ShapeError
+from .ops import same_dtype
+from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
+
+# --------------------------------------------------------------------------
+# softmax family
+
+
+def _axis_of(name: str, axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{name}: axis {axis} is out of range for an array of rank {ndim}")
+    return axis % ndim
+
+
+SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None))
+
+
+def _softmax_infer(name: str):
+    def infer(at: dict, x: Spec) -> Spec:
+        _axis_of(name, at["axis"], len(x.shape))
+        if at["temperature"] is not None and at["temperature"] <= 0:
+            raise InvalidInput(f"{name}: temperature must be positive")
+        return x
+
+    return infer
+
+
+def _scaled(x: Any, at: dict) -> Any:
+    t = at["temperature"]
+    return x if t is None or t == 1.0 else x / x.dtype.type(t)
+
+
+def _softmax_vjp(F, at, g, y, x):
+    ax = at["axis"]
+    s = F.sum(F.mul(g, y), axis=ax, keepdims=True)
+    gx = F.mul(y, F.sub(g, s))
+    t = at["temperature"]
+    return (gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t),)
+
+
+@defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
+def _softmax(cx, at, x):
+    """exp(x/T) normalised to sum to 1 along ``axis``."""
+    z = _scaled(x, at)
+    e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
+    return e / e.sum(axis=at["axis"], keepdims=True)
+
+
+def _log_softmax_vjp(F, at, g, y, x):
+    ax = at["axis"]
+    gx = F.sub(g, F.mul(F.exp(y), F.sum(g, axis=ax, keepdims=True)))
+    t = at["temperature"]
+    return (gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t),)
+
+
+@defop("log_softmax", ("data",), SOFTMAX, infer=_softmax_infer("log_softmax"), vjp=_log_softmax_vjp)
+def _log_softmax(cx, at, x):
+    """log(softmax(x)), computed stably."""
+    z = _scaled(x, at)
+    z = z - z.max(axis=at["axis"], keepdims=True)
+    return z - cx.xp.log(cx.xp.exp(z).sum(axis=at["axis"], keepdims=True))
+
+
+def _sce_infer(at: dict, x: Spec, label: Spec) -> Spec:
+    if len(x.shape) != 2 or label.shape != x.shape[:1]:
+        raise ShapeError(f"softmax_cross_entropy: needs data (N, C) and label (N,), got {x.shape} and {label.shape}")
+    return Spec((1,), x.dtype)
+
+
+def _sce_vjp(F, at, g, y, x, label):
+    p = F.softmax(x, axis=-1)
+    hot = F.one_hot(label, depth=int(x.shape[1]), dtype=x.dtype.name)
+    return F.mul(F.sub(p, hot), g), None
+
+
+@defop("softmax_cross_entropy", ("data", "label"), infer=_sce_infer, vjp=_sce_vjp)
+def _softmax_cross_entropy(cx, at, x, label):
+    """The summed cross-entropy of softmax(data) against integer labels, shape (1,)."""
+    z = x - x.max(axis=1, keepdims=True)
+    logp = z - cx.xp.log(cx.xp.exp(z).sum(axis=1, keepdims=True))
+    idx = cx.xp.clip(label.astype(np.int64), 0, x.shape[1] - 1)
+    return -cx.xp.take_along_axis(logp, idx[:, None], axis=1).sum(keepdims=True).reshape(1).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# activations
+
+ACTS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
+
+
+def _act_infer(at: dict, x: Spec) -> Spec:
+    if at["act_type"] not in ACTS:
+        raise InvalidInput(f"Activation: act_type must be one of {ACTS}, got {at['act_type']!r}")
+    return x
+
+
+def _activation_vjp(F, at, g, y, x):
+    return OPS[at["act_type"]].vjp(F, {}, g, y, x)
+
+
+@defop("Activation", ("data",), (Attr("act_type", "str", REQUIRED),), infer=_act_infer, vjp=_activation_vjp)
+def _activation(cx, at, x):
+    """relu, sigmoid, tanh, softrelu or softsign, by ``act_type``."""
+    return OPS[at["act_type"]].forward(cx, {}, x)
+
+
+LEAKY = ("leaky", "elu", "selu")
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+
+
+def _leaky_infer(at: dict, x: Spec) -> Spec:
+    if at["act_type"] not in LEAKY:
+        raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {at['act_type']!r}")
+    return x
+
+
+def _leaky_vjp(F, at, g, y, x):
+    pos = F.greater_scalar(x, scalar=0.0)
+    neg = F.rsub_scalar(pos, scalar=1.0)
+    kind, slope = at["act_type"], at["slope"]
+    if kind == "leaky":
+        d = F.add(pos, F.mul_scalar(neg, scalar=slope))
+    elif kind == "elu":
+        d = F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=slope)))
+    else:
+        d = F.mul_scalar(F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=SELU_ALPHA))), scalar=SELU_SCALE)
+    return (F.mul(g, d),)
+
+
+@defop(
+    "LeakyReLU",
+    ("data",),
+    (Attr("act_type", "str", "leaky"), Attr("slope", "float", 0.25)),
+    infer=_leaky_infer,
+    vjp=_leaky_vjp,
+)
+def _leaky_relu(cx, at, x):
+    """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu."""
+    xp, t = cx.xp, x.dtype.type
+    kind, slope = at["act_type"], t(at["slope"])
+    if kind == "leaky":
+        return xp.where(x > 0, x, slope * x)
+    if kind == "elu":
+        return xp.where(x > 0, x, slope * xp.expm1(x)).astype(x.dtype)
+    return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * xp.expm1(x))).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# fully connected
+
+FC = (Attr("num_hidden", "int", REQUIRED), Attr("no_bias", "bool", False), Attr("flatten", "bool", True))
+
+
+def _fc_in(shape: tuple[int, ...], flatten: bool) -> tuple[tuple[int, ...], int]:
+    if flatten:
+        return shape[:1], prod(shape[1:])
+    return shape[:-1], shape[-1]
+
+
+def _fc_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
+    dt = same_dtype("FullyConnected", x, w, *b)
+    lead, k = _fc_in(x.shape, at["flatten"])
+    n = at["num_hidden"]
+    if len(b) != (0 if at["no_bias"] else 1):
+        raise InvalidInput("FullyConnected: give a bias unless no_bias is true")
+    if w.shape != (n, k):
+        raise ShapeError(f"FullyConnected: weight shape {w.shape} should be {(n, k)} for data {x.shape}")
+    if b and b[0].shape != (n,):
+        raise ShapeError(f"FullyConnected: bias shape {b[0].shape} should be {(n,)}")
+    return Spec(lead + (n,), dt)
+
+
+def _fc_vjp(F, at, g, y, x, w, *b):
+    lead, k = _fc_in(tuple(x.shape), at["flatten"])
+    m = prod(lead)
+    n = at["num_hidden"]
+    g2 = F.reshape(g, shape=(m, n))
+    x2 = F.reshape(x, shape=(m, k))
+    gx = F.reshape(F.dot(g2, w), shape=tuple(x.shape))
+    gw = F.dot(g2, x2, transpose_a=True)
+    return (gx, gw) + ((F.sum(g2, axis=0),) if b else ())
+
+
+@defop("FullyConnected", ("data", "weight", "*bias"), FC, infer=_fc_infer, vjp=_fc_vjp)
+def _fully_connected(cx, at, x, w, *b):
+    """data · weightᵀ + bias, with data flattened to 2-D unless ``flatten`` is false."""
+    lead, k = _fc_in(x.shape, at["flatten"])
+    y = cx.xp.dot(x.reshape(-1, k), w.T)
+    if b:
+        y += b[0]
+    return y.reshape(lead + (at["num_hidden"],))
+
+
+# --------------------------------------------------------------------------
+# 2-D windows: im2col / col2im, and the convolution and pooling built on them
+
+
+def _pair(v: tuple[int, ...], default: int, name: str, what: str) -> tuple[int, int]:
+    if not v:
+        return (default, default)
+    if len(v) == 1:
+        return (v[0], v[0])
+    if len(v) != 2:
+        raise InvalidInput(f"{name}: {what} must have 2 values for 2-D data, got {v}")
+    return (v[0], v[1])
+
+
+def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, pad, out) for a (N, C, H, W) input."""
+    if len(shape) != 4:
+        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
+    k = _pair(at["kernel"], 1, name, "kernel")
+    s = _pair(at["stride"], 1, name, "stride")
+    p = _pair(at["pad"], 0, name, "pad")
+    if min(k) < 1 or min(s) < 1 or min(p) < 0:
+        raise InvalidInput(f"{name}: kernel and stride must be positive and pad not negative")
+    h, w = shape[2] + 2 * p[0], shape[3] + 2 * p[1]
+    if h < k[0] or w < k[1]:
+        raise ShapeError(f"{name}: kernel {k} is larger than the padded input {(h, w)}")
+    out = ((h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+    return k, s, p, out
+
+
+WINDOW = (Attr("kernel", "shape", REQUIRED), Attr("stride", "shape", ()), Attr("pad", "shape", ()))
+
+
+def _im2col_infer(at: dict, x: Spec) -> Spec:
+    k, _, _, out = _window("im2col", at, x.shape)
+    return Spec(x.shape[:2] + k + out, x.dtype)
+
+
+def _im2col(cx, at, x):
+    """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
+    k, s, p, out = _window("im2col", at, x.shape)
+    xp = cx.xp
+    if p != (0, 0):
+        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=at["pad_value"])
+    win = np.lib.stride_tricks.sliding_window_view(x, k, axis=(2, 3))  # N, C, H', W', kh, kw
+    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1]]
+    return xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+
+
+def _col2im_infer(at: dict, c: Spec) -> Spec:
+    shape = at["shape"]
+    k, _, _, out = _window("col2im", at, shape)
+    if c.shape != shape[:2] + k + out:
+        raise ShapeError(f"col2im: data shape {c.shape} should be {shape[:2] + k + out}")
+    return Spec(shape, c.dtype)
+
+
+def _col2im(cx, at, c):
+    """Windows summed back into a (N, C, H, W) array of ``shape`` (im2col's gradient)."""
+    shape = at["shape"]
+    k, s, p, out = _window("col2im", at, shape)
+    n, ch, h, w = shape
+    z = cx.xp.zeros((n, ch, h + 2 * p[0], w + 2 * p[1]), c.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            z[:, :, i : i + s[0] * out[0] : s[0], j : j + s[1] * out[1] : s[1]] += c[:, :, i, j]
+    return z[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
+
+
+defop(
+    "im2col",
+    ("data",),
+    (*WINDOW, Attr("pad_value", "float", 0.0)),
+    infer=_im2col_infer,
+    vjp=lambda F, at, g, y, x: (
+        F.col2im(g, kernel=at["kernel"], stride=at["stride"], pad=at["pad"], shape=tuple(x.shape)),
+    ),
+)(_im2col)
+defop(
+    "col2im",
+    ("data",),
+    (*WINDOW, Attr("shape", "shape", REQUIRED)),
+    infer=_col2im_infer,
+    vjp=lambda F, at, g, y, c: (F.im2col(g, kernel=at["kernel"], stride=at["stride"], pad=at["pad"]),),
+)(_col2im)
+
+
+CONV = (
+    *WINDOW,
+    Attr("dilate", "shape", ()),
+    Attr("num_filter", "int", REQUIRED),
+    Attr("num_group", "int", 1),
+    Attr("no_bias", "bool", False),
+    Attr("layout", "str", None),
+    Attr("workspace", "int", 1024),
+    Attr("cudnn_tune", "str", None),
+    Attr("cudnn_off", "bool", False),
+)
+
+
+def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
+    dt = same_dtype("Convolution", x, w, *b)
+    if at["dilate"] and any(d != 1 for d in at["dilate"]):
+        raise InvalidInput("Convolution: dilate other than 1 is not supported")
+    if at["num_group"] != 1:
+        raise InvalidInput("Convolution: num_group other than 1 is not supported")
+    if at["layout"] not in (None, "NCHW"):
+        raise InvalidInput("Convolution: only the NCHW layout is supported")
+    k, _, _, out = _window("Convolution", at, x.shape)
+    f = at["num_filter"]
+    if w.shape != (f, x.shape[1]) + k:
+        raise ShapeError(f"Convolution: weight shape {w.shape} should be {(f, x.shape[1]) + k}")
+    if len(b) != (0 if at["no_bias"] else 1) or (b and b[0].shape != (f,)):
+        raise ShapeError(f"Convolution: bias must be of shape {(f,)} unless no_bias is true")
+    return Spec((x.shape[0], f) + out, dt)
+
+
+def _win(at: dict) -> dict:
+    return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}
+
+
+def _conv_vjp(F, at, g, y, x, w, *b):
+    n, c = int(x.shape[0]), int(x.shape[1])
+    f = at["num_filter"]
+    k, _, _, out = _window("Convolution", at, tuple(x.shape))
+    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
+    g2 = F.reshape(F.transpose(g, axes=(1, 0, 2, 3)), shape=(f, cols_n))
+    w2 = F.reshape(w, shape=(f, ckk))
+    cols = F.im2col(x, **_win(at))
+    cols2 = F.reshape(F.transpose(cols, axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+    dcols = F.transpose(F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out),
+                        axes=(3, 0, 1, 2, 4, 5))
+    gx = F.col2im(dcols, shape=tuple(x.shape), **_win(at))
+    gw = F.reshape(F.dot(g2, cols2, transpose_b=True), shape=tuple(w.shape))
+    return (gx, gw) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
+
+
+@defop("Convolution", ("data", "weight", "*bias"), CONV, infer=_conv_infer, vjp=_conv_vjp)
+def _convolution(cx, at, x, w, *b):
+    """2-D cross-correlation of (N, C, H, W) data with (F, C, kh, kw) filters, plus bias."""
+    n, c = x.shape[:2]
+    f = at["num_filter"]
+    k, _, _, out = _window("Convolution", at, x.shape)
+    cols = _im2col(cx, {**_win(at), "pad_value": 0.0}, x)
+    cols2 = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k[0] * k[1], -1)
+    y = cx.xp.dot(w.reshape(f, -1), cols2).reshape((f, n) + out).transpose(1, 0, 2, 3)
+    if b:
+        y = y + b[0].reshape(1, f, 1, 1)
+    return cx.xp.ascontiguousarray(y)
+
+
+POOL = (
+    Attr("kernel", "shape", ()),
+    Attr("pool_type", "str", "max"),
+    Attr("global_pool", "bool", False),
+    Attr("stride", "shape", ()),
+    Attr("pad", "shape", ()),
+    Attr("pooling_convention", "str", "valid"),
+    Attr("count_include_pad", "bool", True),
+    Attr("cudnn_off", "bool", False),
+    Attr("layout", "str", None),
+)
+
+
+def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
+    if len(shape) != 4:
+        raise ShapeError(f"Pooling: needs 4-D data (N, C, H, W), got shape {shape}")
+    if at["pool_type"] not in ("max", "avg", "sum"):
+        raise InvalidInput(f"Pooling: pool_type must be max, avg or sum, got {at['pool_type']!r}")
+    if at["pooling_convention"] != "valid":
+        raise InvalidInput("Pooling: only pooling_convention='valid' is supported")
+    if at["global_pool"]:
+        return {"kernel": shape[2:], "stride": (1, 1), "pad": (0, 0)}
+    if not at["kernel"]:
+        raise InvalidInput("Pooling: kernel is required unless global_pool is true")
+    return {"kernel": at["kernel"], "stride": at["stride"] or at["kernel"], "pad": at["pad"]}
+
+
+def _pool_infer(at: dict, x: Spec) -> Spec:
+    _, _, _, out = _window("Pooling", _pool_window(at, x.shape), x.shape)
+    return Spec(x.shape[:2] + out, x.dtype)
+
+
+def _pool_vjp(F, at, g, y, x):
+    win = _pool_window(at, tuple(x.shape))
+    k, _, _, out = _window("Pooling", win, tuple(x.shape))
+    n, c = int(x.shape[0]), int(x.shape[1])
+    colshape = (n, c) + k + out
+    gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
+    if at["pool_type"] == "max":
+        cols = F.im2col(x, pad_value=float("-inf"), **win)
+        yb = F.broadcast_to(F.reshape(y, shape=(n, c, 1, 1) + out), shape=colshape)
+        gb = F.mul(gb, F.equal(cols, yb))
+    elif at["pool_type"] == "avg":
+        gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
+    return (F.col2im(gb, shape=tuple(x.shape), **win),)
+
+
+@defop("Pooling", ("data",), POOL, infer=_pool_infer, vjp=_pool_vjp)
+def _pooling(cx, at, x):
+    """2-D max, average or sum pooling (stride defaults to the kernel)."""
+    win = _pool_window(at, x.shape)
+    kind = at["pool_type"]
+    cols = _im2col(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
+    if kind == "max":
+        return cols.max(axis=(2, 3))
+    r = cols.sum(axis=(2, 3))
+    return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
+
+
+# --------------------------------------------------------------------------
+# dropout and batch norm: they behave differently in training and prediction
+
+
+def _dropout_infer(at: dict, x: Spec) -> Spec:
+    if not 0 <= at["p"] < 1:
+        raise InvalidInput(f"Dropout: p must be in [0, 1), got {at['p']}")
+    if at["mode"] not in ("training", "always"):
+        raise InvalidInput(f"Dropout: mode must be training or always, got {at['mode']!r}")
+    return x
+
+
+def _dropout_vjp(F, at, g, y, x):
+    mask = at.get("_mask")
+    return (g if mask is None else F.mul(g, mask),)
+
+
+@defop(
+    "Dropout",
+    ("data",),
+    (Attr("p", "float", 0.5), Attr("mode", "str", "training"), Attr("axes", "shape", ())),
+    infer=_dropout_infer,
+    vjp=_dropout_vjp,
+    random=True,
+)
+def _dropout(cx, at, x):
+    """In training (or mode='always'): zero each element with probability p and
+    scale the rest by 1/(1-p); otherwise x unchanged."""
+    p = at["p"]
+    if p == 0 or not (cx.training or at["mode"] == "always"):
+        at["_mask"] = None
+        return x.copy()
+    shape = tuple(1 if i in at["axes"] else d for i, d in enumerate(x.shape))
+    mask = (cx.rng.random(shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
+    at["_mask"] = mask
+    return x * mask
+
+
+BN = (
+    Attr("eps", "float", 1e-3),
+    Attr("momentum", "float", 0.9),
+    Attr("fix_gamma", "bool", True),
+    Attr("use_global_stats", "bool", False),
+    Attr("output_mean_var", "bool", False),
+    Attr("axis", "int", 1),
+    Attr("cudnn_off", "bool", False),
+)
+
+
+def _bn_infer(at: dict, x: Spec, gamma: Spec, beta: Spec, mm: Spec, mv: Spec) -> Spec:
+    dt = same_dtype("BatchNorm", x, gamma, beta, mm, mv)
+    ax = _axis_of("BatchNorm", at["axis"], len(x.shape))
+    c = (x.shape[ax],)
+    for name, s in (("gamma", gamma), ("beta", beta), ("moving_mean", mm), ("moving_var", mv)):
+        if s.shape != c:
+            raise ShapeError(f"BatchNorm: {name} shape {s.shape} should be {c}")
+    if at["output_mean_var"]:
+        raise InvalidInput("BatchNorm: output_mean_var is not supported (one output)")
+    return Spec(x.shape, dt)
+
+
+def _bn_axes(at: dict, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    ax = at["axis"] % ndim
+    return tuple(i for i in range(ndim) if i != ax), tuple(-1 if i == ax else 1 for i in range(ndim))
+
+
+def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
+    axes, bshape = _bn_axes(at, x.ndim)
+    eps = at["eps"]
+    gam = F.ones_like(gamma) if at["fix_gamma"] else gamma
+    gam_b = F.reshape(gam, shape=bshape)
+    dbeta = F.sum(g, axis=axes)
+    if at.get("_train"):
+        mu = F.mean(x, axis=axes, keepdims=True)
+        xc = F.sub(x, mu)
+        inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
+        xhat = F.mul(xc, inv)
+        dxhat = F.mul(g, gam_b)
+        gx = F.mul(inv, F.sub(F.sub(dxhat, F.mean(dxhat, axis=axes, keepdims=True)),
+                              F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True))))
+    else:
+        inv = F.reshape(F.rsqrt(F.add_scalar(mv, scalar=eps)), shape=bshape)
+        xhat = F.mul(F.sub(x, F.reshape(mm, shape=bshape)), inv)
+        gx = F.mul(g, F.mul(gam_b, inv))
+    dgamma = F.zeros_like(gamma) if at["fix_gamma"] else F.sum(F.mul(g, xhat), axis=axes)
+    return gx, dgamma, dbeta, None, None
+
+
+@defop(
+    "BatchNorm",
+    ("data", "gamma", "beta", "moving_mean", "moving_var"),
+    BN,
+    infer=_bn_infer,
+    vjp=_bn_vjp,
+)
+def _batch_norm(cx, at, x, gamma, beta, mm, mv):
+    """Normalise over every axis but ``axis``: with the batch's statistics in
+    training (updating moving_mean and moving_var in place, as MXNet), with the
+    moving ones in prediction or with use_global_stats."""
+    axes, bshape = _bn_axes(at, x.ndim)
+    t = x.dtype.type
+    train = cx.training and not at["use_global_stats"]
+    at["_train"] = train
+    if train:
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)
+        m = t(at["momentum"])
+        mm *= m
+        mm += (1 - m) * mean
+        mv *= m
+        mv += (1 - m) * var
+    else:
+        mean, var = mm, mv
+    g = cx.xp.ones_like(gamma) if at["fix_gamma"] else gamma
+    inv = 1 / cx.xp.sqrt(var + t(at["eps"]))
+    return ((x - mean.reshape(bshape)) * (inv * g).reshape(bshape) + beta.reshape(bshape)).astype(x.dtype)
+
+
+def _seqmask_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
+    ax = at["axis"]
+    if ax not in (0, 1) or len(x.shape) < 2:
+        raise InvalidInput("SequenceMask: axis must be 0 or 1 on data of rank >= 2")
+    if at["use_sequence_length"]:
+        if len(lengths) != 1 or lengths[0].shape != (x.shape[1 - ax],):
+            raise ShapeError(f"SequenceMask: sequence_length must have shape {(x.shape[1 - ax],)}")
+    elif lengths:
+        raise InvalidInput("SequenceMask: sequence_length given but use_sequence_length is false")
+    return x
+
+
+def _seqmask_vjp(F, at, g, y, x, *lengths):
+    return (F.SequenceMask(g, *lengths, **{**at, "value": 0.0}),) + (None,) * len(lengths)
+
+
+@defop(
+    "SequenceMask",
+    ("data", "*sequence_length"),
+    (Attr("use_sequence_length", "bool", False), Attr("value", "float", 0.0), Attr("axis", "int", 0)),
+    infer=_seqmask_infer,
+    vjp=_seqmask_vjp,
+)
+def _sequence_mask(cx, at, x, *lengths):
+    """Positions at or past each sequence's length (along ``axis``) set to ``value``."""
+    if not at["use_sequence_length"]:
+        return x.copy()
+    ax = at["axis"]
+    t = cx.xp.arange(x.shape[ax])
+    lens = lengths[0].astype(np.int64)
+    keep = t[:, None] < lens[None, :] if ax == 0 else (t[:, None] < lens[None, :]).T
+    keep = keep.reshape(keep.shape + (1,) * (x.ndim - 2))
+    return cx.xp.where(keep, x, x.dtype.type(at["value"])).astype(x.dtype)
+
