@@ -13,11 +13,15 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
-from .ndarray import backward, grad, mark_variables
+from .engine import tape
+from .engine.errors import InvalidInput, ShapeError
+from .ndarray import NDArray, backward, grad, mark_variables
 from .state import flags
 
 __all__ = [
+    "Function",
     "backward",
     "grad",
     "mark_variables",
@@ -93,3 +97,80 @@ def train_mode() -> _Scope:
 def predict_mode() -> _Scope:
     """Prediction behaviour inside the block, recording unchanged."""
     return _Scope(None, False)
+
+
+class _FunctionMark:
+    """Marks a client-side node made by a Function call."""
+
+    name = "Function"
+
+
+class Function:
+    """A differentiable function with a hand-written gradient (MXNet's
+    ``autograd.Function``): subclass it with ``forward`` and ``backward``, both
+    written with ``nd`` ops.
+
+    ``backward`` is traced once, when the function is called while recording:
+    its ops are sent as data and stored with the graph, so it runs on the server
+    too and no code crosses the wire. It must be written with ``nd`` ops only
+    (no ``asnumpy`` or other reads inside) and be linear in its arguments.
+
+    >>> class Sigmoid(Function):
+    ...     def forward(self, x):
+    ...         y = 1 / (1 + nd.exp(-x))
+    ...         self.save_for_backward(y)
+    ...         return y
+    ...     def backward(self, dy):
+    ...         (y,) = self.saved_tensors
+    ...         return dy * y * (1 - y)
+    """
+
+    def __init__(self) -> None:
+        self._saved: tuple[Any, ...] = ()
+
+    def save_for_backward(self, *args: Any) -> None:
+        self._saved = args
+
+    @property
+    def saved_tensors(self) -> tuple[Any, ...]:
+        return self._saved
+
+    def __call__(self, *inputs: NDArray) -> Any:
+        forward = getattr(self, "forward", None)
+        backward_fn = getattr(self, "backward", None)
+        if forward is None or backward_fn is None:
+            raise TypeError(f"{type(self).__name__} must define forward and backward")
+        with _Scope(False, None):
+            outputs = forward(*inputs)
+        single = isinstance(outputs, NDArray)
+        outs = [outputs] if single else list(outputs)
+        if not flags.recording or not any(tape.in_graph(x._node) for x in inputs):
+            return outputs
+        c = outs[0]._c
+        cots = [NDArray(c, c.handle(), o._spec) for o in outs]
+        with c.capture() as program, _Scope(False, None):
+            grads = backward_fn(*cots)
+        grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
+        if len(grads) != len(inputs):
+            raise InvalidInput(f"{type(self).__name__}.backward returned {len(grads)} gradients "
+                               f"for {len(inputs)} inputs")
+        for x, g in zip(inputs, grads):
+            if g is not None and g.shape != x.shape:
+                raise ShapeError(f"{type(self).__name__}.backward: gradient shape {g.shape} "
+                                 f"does not match input shape {x.shape}")
+        c.enqueue({
+            "op": "record_function",
+            "in": [x._h for x in inputs],
+            "at": {
+                "outputs": [o._h for o in outs],
+                "program": program,
+                "cotangents": [p._h for p in cots],
+                "gradients": [None if g is None else g._h for g in grads],
+            },
+        })
+        parents = tape.parents_of(x._node for x in inputs)
+        for o in outs:
+            o._node = tape.Node(_FunctionMark, None, parents)  # type: ignore[arg-type]
+            o._node.at = self  # keeps saved tensors (and their handles) alive with the graph
+        self._keep = inputs  # the traced backward may read them (saved tensors are kept by self)
+        return outputs

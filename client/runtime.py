@@ -9,9 +9,11 @@ of the batch are dead, and using one raises the same error again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,12 +56,16 @@ class Client:
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
         self.closed = False
+        self._capture: list[dict[str, Any]] | None = None
 
     def handle(self) -> int:
         self._next += 1
         return self._next
 
     def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
+        if self._capture is not None:
+            self._capture.append(ins)
+            return
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         self._queue.append(ins)
@@ -67,6 +73,17 @@ class Client:
         self._qbytes += nbytes
         if self.sync or len(self._queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES:
             self.flush()
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[list[dict[str, Any]]]:
+        """Collect the instructions queued inside the block instead of sending them."""
+        if self._capture is not None:
+            raise MXNetError("autograd.Function calls cannot be traced inside another Function's backward")
+        self._capture = program = []
+        try:
+            yield program
+        finally:
+            self._capture = None
 
     def release(self, h: int) -> None:
         """A proxy died: its handle is freed with the next batch (no I/O here)."""
@@ -79,6 +96,8 @@ class Client:
 
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
+        if self._capture is not None:
+            raise MXNetError("an autograd.Function's backward cannot read values: write it with nd ops only")
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         with self._lock:

@@ -525,6 +525,91 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
         s.nodes[v] = Node(grad=g, grad_req=r)
 
 
+class FunctionVJP:
+    """The VJP of a user's ``autograd.Function``: its backward, traced by the
+    client into table ops (no code crosses the wire), run on the cotangent of
+    output ``k`` (the others zero: a backward is linear in its cotangents)."""
+
+    name = "Function"
+
+    def __init__(self, session: Session, program: list, cotangents: list[int], gradients: list,
+                 outputs: list[np.ndarray], k: int) -> None:
+        self.session = session
+        self.program = program
+        self.cotangents = cotangents
+        self.gradients = gradients
+        self.outputs = outputs
+        self.k = k
+
+    def vjp(self, F: Any, at: dict, g: Any, y: Any, *xs: Any) -> tuple[Any, ...]:
+        env: dict[int, Any] = {
+            h: g if j == self.k else np.zeros_like(self.outputs[j]) for j, h in enumerate(self.cotangents)
+        }
+        arrays = self.session.arrays
+
+        def arg(h: int) -> Any:
+            if h in env:
+                return env[h]
+            if h not in arrays:
+                raise UnknownHandle(f"Function backward: handle {h} was freed")
+            return arrays[h]
+
+        for op, ins_h, out_h, op_at in self.program:
+            env[out_h] = getattr(F, op.name)(*[arg(h) for h in ins_h], **op_at)
+        return tuple(None if h is None else arg(h) for h in self.gradients)
+
+
+@command(
+    "record_function",
+    "inputs...",
+    (
+        Attr("outputs", "ints", REQUIRED),
+        Attr("program", "key", REQUIRED),
+        Attr("cotangents", "ints", REQUIRED),
+        Attr("gradients", "key", REQUIRED),
+    ),
+    "Attach outputs (computed without recording) to the inputs' graph through a "
+    "user Function whose backward is the given list of op instructions.",
+)
+def _record_function(s: Session, ins: dict, values: list) -> None:
+    at = ins.get("at") or {}
+    in_h = list(ins.get("in", ()))
+    outs, cots, grads, prog = at.get("outputs"), at.get("cotangents"), at.get("gradients"), at.get("program")
+    if not (isinstance(outs, list) and isinstance(cots, list) and isinstance(grads, list) and isinstance(prog, list)):
+        raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
+    if len(cots) != len(outs) or len(grads) != len(in_h):
+        raise InvalidInput("record_function: one cotangent per output and one gradient per input are needed")
+    if len(prog) > s.limits.max_batch_ops:
+        raise QuotaExceeded(f"record_function: program of {len(prog)} ops is over the limit")
+    xs = [s.get(h) for h in in_h]
+    ys = [s.get(h) for h in outs]
+    known = {h for h in cots if isinstance(h, int)}
+    if len(known) != len(cots):
+        raise InvalidInput("record_function: cotangents must be distinct integer handles")
+    compiled = []
+    for i, p in enumerate(prog):
+        if not isinstance(p, dict) or not isinstance(p.get("op"), str):
+            raise InvalidInput(f"record_function: program step {i} is not an instruction")
+        op = OPS[p["op"]]  # table ops only: no commands inside a backward
+        p_in, p_out = list(p.get("in", ())), list(p.get("out", ()))
+        op.check_arity(len(p_in))
+        if len(p_out) != 1 or not isinstance(p_out[0], int):
+            raise InvalidInput(f"record_function: program step {i} ({op.name}) must name one output")
+        for h in p_in:
+            if h not in known and h not in s.arrays:
+                raise UnknownHandle(f"record_function: program step {i} ({op.name}) reads unknown handle {h!r}")
+        compiled.append((op, p_in, p_out[0], op.parse_attrs(p.get("at"))))
+        known.add(p_out[0])
+    for h in grads:
+        if h is not None and h not in known and h not in s.arrays:
+            raise UnknownHandle(f"record_function: gradient handle {h!r} is never made")
+    parents = tape.parents_of(s.nodes.get(h) for h in in_h)
+    if parents is None:
+        return
+    for k, (h, y) in enumerate(zip(outs, ys)):
+        s.nodes[h] = Node(FunctionVJP(s, compiled, cots, grads, ys, k), {}, parents, tuple(xs), y)
+
+
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")
 def _free(s: Session, ins: dict, values: list) -> None:
     for h in ins.get("in", ()):

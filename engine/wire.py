@@ -6,6 +6,8 @@ A tensor is ``{"dtype": str, "shape": [int], "data": ...}`` with row-major
 
 from __future__ import annotations
 
+import struct
+import sys
 from typing import Any
 
 import msgpack
@@ -17,6 +19,16 @@ from .optable import DTYPES, MAX_NDIM, PARSERS, prod
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
+FRAMES = "application/vnd.gradserve.frames"
+"""msgpack with the tensors' bytes out of band: ``<u4 header length> <msgpack header>
+<buffers>``, each tensor's ``data`` an ext (code 1) holding ``<u8 offset> <u8 length>``
+into the buffers, each buffer starting on a 64-byte boundary. Both sides read and
+write tensors straight from and into numpy memory, without a bytes copy in between."""
+
+_FRAME_EXT = 1
+_ALIGN = 64
+_HEAD = struct.Struct("<I")
+_REF = struct.Struct("<QQ")
 
 
 def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
@@ -46,7 +58,10 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
             raise InvalidInput(
                 f"tensor data has {len(data)} bytes; shape {list(shape)} of {dtype} needs {n * dt.itemsize}"
             )
-        return np.frombuffer(data, dtype=dt).astype(dtype).reshape(shape)
+        arr = np.frombuffer(data, dtype=dt)
+        if isinstance(data, memoryview) and not data.readonly and sys.byteorder == "little":
+            return arr.reshape(shape)  # a view of a receive buffer that nothing else uses: no copy
+        return arr.astype(dtype).reshape(shape)
     if isinstance(data, (list, tuple)):
         try:
             arr = np.array(data, dtype=dtype)
@@ -61,13 +76,21 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
 
 
 def encode_tensor(arr: np.ndarray, binary: bool) -> dict[str, Any]:
-    """A wire tensor: raw little-endian bytes for msgpack, a flat list for JSON."""
+    """A wire tensor: raw little-endian bytes for msgpack (a view of the array's
+    memory, which msgpack and the frames writer read without a copy), the array
+    itself for JSON (orjson writes its numbers as a flat list)."""
     arr = np.asarray(arr)
     if binary:
-        data: Any = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+        data: Any = _raw(arr)
     else:
-        data = arr.ravel().tolist()
+        data = np.ascontiguousarray(arr).ravel() if arr.dtype.name != "float16" else arr.ravel().tolist()
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
+
+
+def _raw(arr: np.ndarray) -> memoryview:
+    """The array's bytes, little-endian and row-major, as a flat byte view (a copy only when needed)."""
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
 
 
 def _default(obj: Any) -> Any:
@@ -100,9 +123,12 @@ def unpack(data: bytes) -> Any:
         raise InvalidInput(f"body is not valid msgpack: {e}") from None
 
 
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
 def dumps(msg: Any) -> bytes:
-    """JSON bytes; numpy arrays become list tensors."""
-    return orjson.dumps(msg, default=_json_default)
+    """JSON bytes; numpy arrays become list tensors (flat arrays are written by orjson itself)."""
+    return orjson.dumps(msg, default=_json_default, option=_ORJSON_OPTS)
 
 
 def loads(data: bytes) -> Any:
@@ -110,6 +136,70 @@ def loads(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"body is not valid JSON: {e}") from None
+
+
+# -- frames: msgpack with out-of-band tensor bytes -------------------------------
+
+
+def pack_frames(msg: Any) -> tuple[list[Any], int]:
+    """The frames of ``msg`` (header first, then buffers and padding) and their total length.
+
+    numpy arrays anywhere in ``msg`` travel as tensors whose bytes are views of
+    the arrays' own memory; nothing is copied until the socket reads them.
+    """
+    bufs: list[memoryview] = []
+    offset = 0
+
+    def default(obj: Any) -> Any:
+        nonlocal offset
+        if isinstance(obj, np.ndarray):
+            raw = _raw(obj)
+            start = -(-offset // _ALIGN) * _ALIGN
+            bufs.append(raw)
+            offset = start + raw.nbytes
+            return {"dtype": obj.dtype.name, "shape": list(obj.shape),
+                    "data": msgpack.ExtType(_FRAME_EXT, _REF.pack(start, raw.nbytes))}
+        return _default(obj)
+
+    head = msgpack.packb(msg, default=default, use_bin_type=True)
+    first = -(-(_HEAD.size + len(head)) // _ALIGN) * _ALIGN
+    parts: list[Any] = [_HEAD.pack(len(head)) + head + bytes(first - _HEAD.size - len(head))]
+    pos = 0
+    for raw in bufs:
+        pad = -pos % _ALIGN
+        if pad:
+            parts.append(bytes(pad))
+        parts.append(raw)
+        pos += pad + raw.nbytes
+    return parts, first + pos
+
+
+def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
+    """The message of a frames body; tensor data become views of ``body`` (writable
+    when ``body`` is a bytearray, so large arrays are used in place)."""
+    view = memoryview(body)
+    if len(view) < _HEAD.size:
+        raise InvalidInput("frames body is shorter than its header length")
+    (n,) = _HEAD.unpack_from(view)
+    if _HEAD.size + n > len(view):
+        raise InvalidInput(f"frames header of {n} bytes is longer than the body")
+    base = -(-(_HEAD.size + n) // _ALIGN) * _ALIGN
+    size = len(view)
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code != _FRAME_EXT or len(data) != _REF.size:
+            raise InvalidInput(f"unknown msgpack extension {code}")
+        off, length = _REF.unpack(data)
+        if base + off + length > size:
+            raise InvalidInput("a tensor's bytes run past the end of the body")
+        part = view[base + off: base + off + length]
+        # a view keeps the whole body alive: only for a tensor that is most of it
+        return part if 2 * length >= size else bytes(part)
+
+    try:
+        return msgpack.unpackb(view[_HEAD.size: _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
 
 
 PARSERS["tensor"] = decode_tensor

@@ -1,0 +1,158 @@
+"""autograd beyond the tutorial, in both modes: higher-order gradients through
+autograd.grad, custom Functions (traced, so they run remotely), mark_variables,
+detach, grad_req, and MXNet's misuse errors at the call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradserve import MXNetError, autograd, nd
+
+
+def test_third_derivative_through_nested_grad(mode):
+    x = nd.array([0.5, 1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        y = (x ** 3).sum()
+        (d1,) = autograd.grad(y, [x], create_graph=True)
+        (d2,) = autograd.grad(d1.sum(), [x], create_graph=True)
+        d3_head = d2.sum()
+    d3_head.backward()
+    np.testing.assert_allclose(d1.asnumpy(), 3 * np.array([0.5, 1, 2]) ** 2)
+    np.testing.assert_allclose(d2.asnumpy(), 6 * np.array([0.5, 1, 2]))
+    np.testing.assert_allclose(x.grad.asnumpy(), [6, 6, 6])
+
+
+def test_second_derivative_of_a_network_expression(mode):
+    x = nd.array([[0.3, -0.2], [0.1, 0.4]])
+    w = nd.array([[1.0, -1.0], [0.5, 2.0]])
+    x.attach_grad()
+    with autograd.record():
+        y = nd.tanh(nd.dot(x, w)).sum()
+        (gx,) = autograd.grad(y, [x], create_graph=True)
+        z = (gx * gx).sum()
+    z.backward()
+    # reference: finite differences of z(x) computed with first-order grads
+    def z_of(xv):
+        xa = nd.array(xv)
+        xa.attach_grad()
+        with autograd.record():
+            yy = nd.tanh(nd.dot(xa, w)).sum()
+        yy.backward()
+        return float((xa.grad.asnumpy().astype(np.float64) ** 2).sum())
+    x0 = x.asnumpy().astype(np.float64)
+    eps = 1e-2
+    num = np.zeros_like(x0)
+    for i in np.ndindex(x0.shape):
+        d = np.zeros_like(x0)
+        d[i] = eps
+        num[i] = (z_of(x0 + d) - z_of(x0 - d)) / (2 * eps)
+    np.testing.assert_allclose(x.grad.asnumpy(), num, rtol=2e-2, atol=2e-3)
+
+
+def test_grad_without_create_graph_frees_the_graph(mode):
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        y = (x * x).sum()
+    (g,) = autograd.grad(y, [x])
+    assert g.asnumpy().tolist() == [2, 4]
+    assert x.grad.asnumpy().tolist() == [0, 0]  # autograd.grad leaves .grad alone
+    with pytest.raises(MXNetError, match="retain_graph"):
+        autograd.grad(y, [x])
+
+
+class Sigmoid(autograd.Function):
+    def forward(self, x):
+        y = 1 / (1 + nd.exp(-x))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, dy):
+        (y,) = self.saved_tensors
+        return dy * y * (1 - y)
+
+
+class MulAdd(autograd.Function):
+    """Two inputs, two outputs."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b, a + b
+
+    def backward(self, d_prod, d_sum):
+        a, b = self.saved_tensors
+        return d_prod * b + d_sum, d_prod * a + d_sum
+
+
+def test_custom_function_gradient(mode):
+    x = nd.array([-1.0, 0.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        z = (Sigmoid()(x) * 3).sum()
+    z.backward()
+    s = 1 / (1 + np.exp(-np.array([-1.0, 0.0, 2.0])))
+    np.testing.assert_allclose(x.grad.asnumpy(), 3 * s * (1 - s), rtol=1e-6)
+
+
+def test_custom_function_with_two_inputs_and_outputs(mode):
+    a, b = nd.array([1.0, 2.0]), nd.array([3.0, 5.0])
+    a.attach_grad()
+    b.attach_grad()
+    with autograd.record():
+        p, s = MulAdd()(a, b)
+        loss = (p * 2 + s * s).sum()
+    loss.backward()
+    # dloss/da = 2b + 2(a+b), dloss/db = 2a + 2(a+b)
+    assert a.grad.asnumpy().tolist() == [2 * 3 + 2 * 4, 2 * 5 + 2 * 7]
+    assert b.grad.asnumpy().tolist() == [2 * 1 + 2 * 4, 2 * 2 + 2 * 7]
+
+
+def test_custom_function_backward_cannot_read_values(mode):
+    class Peek(autograd.Function):
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, dy):
+            dy.asnumpy()
+            return dy
+
+    x = nd.ones(2)
+    x.attach_grad()
+    with autograd.record(), pytest.raises(MXNetError, match="cannot read values"):
+        Peek()(x)
+
+
+def test_mark_variables_detach_and_grad_req(mode):
+    x = nd.array([1.0, 2.0])
+    gbuf = nd.zeros(2)
+    autograd.mark_variables([x], [gbuf])
+    with autograd.record():
+        y = (x * x + x.detach() * 10).sum()
+    y.backward()
+    assert gbuf.asnumpy().tolist() == [2, 4]
+    assert x.grad.asnumpy().tolist() == [2, 4]
+    w = nd.ones(2)
+    w.attach_grad(grad_req="null")
+    with autograd.record():
+        (w * 5).sum().backward()
+    assert w.grad.asnumpy().tolist() == [0, 0]
+    with autograd.record():
+        v = nd.stop_gradient(x * 2) * x
+    v.backward()
+    assert x.grad.asnumpy().tolist() == [2, 4]  # only the direct path
+    with pytest.raises(AttributeError):
+        x.grad = nd.ones(2)
+
+
+def test_predict_and_train_modes_reach_the_engine(mode):
+    x = nd.ones((200, 50))
+    with autograd.train_mode():
+        dropped = nd.Dropout(x, p=0.5)
+    with autograd.predict_mode():
+        kept = nd.Dropout(x, p=0.5)
+    frac = float((dropped == 0).mean().asscalar())
+    assert 0.4 < frac < 0.6
+    assert set(np.unique(dropped.asnumpy())) <= {0.0, 2.0}
+    assert kept.asnumpy().sum() == x.size
