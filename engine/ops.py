@@ -42,9 +42,11 @@ def same_dtype(name: str, *specs: Spec) -> str:
     return dt
 
 
-def norm_axes(name: str, axis: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+def norm_axes(name: str, axis: tuple[int, ...] | int | None, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
+    if isinstance(axis, int):  # VJPs call ops with unparsed attributes
+        axis = (axis,)
     out = []
     for a in axis:
         if not -ndim <= a < max(ndim, 1):
