@@ -10,6 +10,7 @@ whose MXNet signatures take a context.
 from __future__ import annotations
 
 import inspect
+import zipfile
 from typing import Any
 
 import numpy as _np
@@ -91,10 +92,10 @@ def _method(fn: Any) -> Any:
 
 for _op in OPS.ops():
     for _name in (_op.name, *_op.aliases):
-        if not _op.inputs:
-            continue  # creation ops: written below with MXNet's signatures
-        globals()[_name] = _fn = _generate(_op, _name)
-        if not hasattr(NDArray, _name):  # x.sum(), x.argmax(axis=1), x.pick(idx), ...
+        if _name in globals():
+            continue  # nd.array: written by hand
+        globals()[_name] = _fn = _generate(_op, _name)  # zeros, ones, ... are redefined below
+        if _op.inputs and not hasattr(NDArray, _name):  # x.sum(), x.argmax(axis=1), x.pick(idx), ...
             setattr(NDArray, _name, _method(_fn))
 
 
@@ -189,12 +190,16 @@ def save(fname: str, data: Any) -> None:
 
 def load(fname: str) -> Any:
     """Read what ``save`` wrote: a list, or a dict, of NDArrays."""
-    with _np.load(fname, allow_pickle=False) as z:
-        keys = list(z.keys())
-        if keys and all(k.startswith("d:") for k in keys):
-            return {k[2:]: array(z[k], dtype=z[k].dtype) for k in keys}
-        if all(k.startswith("l:") for k in keys):
-            return [array(z[k], dtype=z[k].dtype) for k in sorted(keys, key=lambda k: int(k[2:]))]
+    try:
+        with _np.load(fname, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.keys()}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InvalidInput(f"load: {fname} is not a file written by gradserve.nd.save ({e})") from None
+    keys = list(data)
+    if keys and all(k.startswith("d:") for k in keys):
+        return {k[2:]: array(v, dtype=v.dtype) for k, v in data.items()}
+    if all(k.startswith("l:") and k[2:].isdigit() for k in keys):
+        return [array(data[k], dtype=data[k].dtype) for k in sorted(keys, key=lambda k: int(k[2:]))]
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 

@@ -9,8 +9,10 @@ quota) are raised; an error of one op comes back in the reply.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -56,7 +58,15 @@ class ConnectionLost(MXNetError):
 
 
 class Http:
-    """A session on a gradserve server, over HTTP/1.1 keep-alive, in msgpack."""
+    """A session on a gradserve server, over HTTP/1.1 keep-alive.
+
+    Batches travel in the frames encoding (msgpack with tensors' bytes out of
+    band) on one plain socket kept open between them: a request is one
+    ``sendmsg`` of its head and buffers, a reply is read into one buffer of
+    its declared length, and large arrays are used in place from it. The
+    other routes (open, inspect, close a session) go through httpx; so does
+    everything for an ``https`` URL.
+    """
 
     def __init__(
         self,
@@ -76,11 +86,42 @@ class Http:
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         self.session_id: str = reply["id"]
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
+        parts = urlsplit(self.url)
+        self._conn: Conn | None = None
+        if parts.scheme == "http" and parts.hostname:
+            self._conn = Conn(parts.hostname, parts.port or 80, timeout)
+            prefix = parts.path.rstrip("/")
+            auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+            self._head = (
+                f"POST {prefix}{self._batch_path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Content-Type: {wire.FRAMES}\r\nAccept: {wire.FRAMES}\r\n{auth}Content-Length: "
+            ).encode("latin-1")
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
-        reply = self._call("POST", self._batch_path, wire.pack(batch), op_errors=True)
+        if self._conn is None:
+            reply = self._call("POST", self._batch_path, wire.pack(batch), op_errors=True)
+        else:
+            reply = self._send_frames(batch)
         reply["values"] = [wire.decode_tensor(v) for v in reply.get("values", ())]
         return reply
+
+    def _send_frames(self, batch: dict[str, Any]) -> Any:
+        parts, total = wire.pack_frames(batch)
+        head = self._head + b"%d\r\n\r\n" % total
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                self.requests += 1
+                status, ctype, body = self._conn.request(head, parts)  # type: ignore[union-attr]
+                break
+            except OSError as e:  # includes a keep-alive connection the server closed
+                self._conn.close()  # type: ignore[union-attr]
+                if attempt == self.retries:
+                    raise ConnectionLost(f"POST {self.url}{self._batch_path}: {e}") from e
+                if attempt:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        return _reply(status, ctype, body, self._batch_path, op_errors=True)
 
     def info(self) -> dict[str, Any]:
         """The session as the server sees it: id, owner, arrays held, bytes."""
@@ -99,17 +140,11 @@ class Http:
                     raise ConnectionLost(f"{method} {self.url}{path}: {e}") from e
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        data = _decode(r)
-        if r.status_code < 400:
-            return data
-        if op_errors and isinstance(data, dict) and "values" in data and "error" in data:
-            return data  # an op failed: the reply says which, and what ran before it
-        err = data.get("error", data) if isinstance(data, dict) else {}
-        raise error_from_kind(
-            err.get("kind", "MXNetError"), err.get("message") or f"HTTP {r.status_code} from {path}"
-        )
+        return _reply(r.status_code, r.headers.get("content-type", ""), r.content, path, op_errors)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
         try:
             self._http.delete(f"/v1/sessions/{self.session_id}")
         except httpx.HTTPError:
@@ -117,13 +152,124 @@ class Http:
         self._http.close()
 
 
-def _decode(r: httpx.Response) -> Any:
-    ctype = r.headers.get("content-type", "")
+class Conn:
+    """One HTTP/1.1 keep-alive connection on a plain socket: just what the batch
+    route needs (a POST with a Content-Length body; a reply with a Content-Length
+    or chunked body). Any socket trouble raises OSError; the caller retries."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.addr = (host, port)
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def request(self, head: bytes, parts: list[Any]) -> tuple[int, str, bytearray]:
+        sock = self.sock
+        if sock is None:
+            sock = socket.create_connection(self.addr, timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = sock
+        if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) <= SMALL_BODY:
+            sock.sendall(b"".join([head, *parts]))
+        else:
+            sock.sendall(head)
+            for p in parts:
+                sock.sendall(p)
+        status, headers, rest = self._read_head(sock)
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._read_chunked(sock, rest)
+        else:
+            n = int(headers.get("content-length", "0"))
+            body = bytearray(n)
+            view = memoryview(body)
+            k = min(len(rest), n)
+            view[:k] = rest[:k]
+            while k < n:
+                got = sock.recv_into(view[k:], min(n - k, 1 << 22))
+                if not got:
+                    raise ConnectionResetError("the server closed the connection mid-reply")
+                k += got
+        if "close" in headers.get("connection", "").lower():
+            self.close()
+        return status, headers.get("content-type", ""), body
+
+    @staticmethod
+    def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("the server closed the connection")
+            data += chunk
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(data) > 1 << 16:
+                raise ConnectionError("reply head is too long")
+        lines = data[:end].decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError):
+            raise ConnectionError(f"not an HTTP reply: {lines[0][:80]!r}") from None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers, data[end + 4:]
+
+    @staticmethod
+    def _read_chunked(sock: socket.socket, rest: bytes) -> bytearray:
+        body = bytearray()
+        buf = bytearray(rest)
+        while True:
+            while b"\r\n" not in buf:
+                more = sock.recv(65536)
+                if not more:
+                    raise ConnectionResetError("the server closed the connection mid-reply")
+                buf += more
+            line, _, tail = bytes(buf).partition(b"\r\n")
+            size = int(line.split(b";")[0], 16)
+            buf = bytearray(tail)
+            while len(buf) < size + 2:
+                more = sock.recv(65536)
+                if not more:
+                    raise ConnectionResetError("the server closed the connection mid-reply")
+                buf += more
+            if size == 0:
+                return body
+            body += buf[:size]
+            del buf[: size + 2]
+
+
+SMALL_BODY = 1 << 16
+
+
+def _reply(status: int, ctype: str, content: bytes | bytearray, path: str, op_errors: bool) -> Any:
+    """A decoded reply, or the error it carries raised (an op's error is returned when ``op_errors``)."""
+    data = _decode(status, ctype, content)
+    if status < 400:
+        return data
+    if op_errors and isinstance(data, dict) and "values" in data and "error" in data:
+        return data  # an op failed: the reply says which, and what ran before it
+    err = data.get("error", data) if isinstance(data, dict) else {}
+    raise error_from_kind(err.get("kind", "MXNetError"), err.get("message") or f"HTTP {status} from {path}")
+
+
+def _decode(status: int, ctype: str, content: bytes | bytearray) -> Any:
+    if ctype.startswith(wire.FRAMES):
+        return wire.unpack_frames(content)
     if ctype.startswith(wire.MSGPACK):
-        return wire.unpack(r.content)
+        return wire.unpack(content)
     if ctype.startswith(wire.JSON):
-        return wire.loads(r.content)
-    return {"error": {"kind": "MXNetError", "message": f"HTTP {r.status_code}: {r.text[:200]}"}}
+        return wire.loads(content)
+    text = bytes(content[:200]).decode("utf-8", "replace")
+    return {"error": {"kind": "MXNetError", "message": f"HTTP {status}: {text}"}}
 
 
 def from_env(url: str | None = None, api_key: str | None = None, seed: int | None = None) -> Transport:
@@ -138,4 +284,4 @@ def from_env(url: str | None = None, api_key: str | None = None, seed: int | Non
     return InProcess(seed=seed)
 
 
-__all__ = ["ConnectionLost", "Http", "InProcess", "Transport", "from_env"]
+__all__ = ["Conn", "ConnectionLost", "Http", "InProcess", "Transport", "from_env"]

@@ -1,0 +1,73 @@
+"""NDArray conversions, views, saving and the generated namespace, in both modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradserve import MXNetError, autograd, nd
+
+
+def test_views_share_memory_as_in_mxnet(mode):
+    x = nd.arange(12).reshape((3, 4))
+    row, rows, col = x[1], x[1:3], x[:, 1]
+    row[:] = 7  # x[1] is a view
+    assert x[1].asnumpy().tolist() == [7] * 4
+    rows[:] = 9  # x[1:3] is a view
+    assert x.asnumpy()[1:].tolist() == [[9] * 4] * 2
+    col[:] = -1  # x[:, 1] is a copy
+    assert x.asnumpy()[:, 1].tolist() == [1, 9, 9]
+
+
+def test_advanced_indexing_and_its_gradient(mode):
+    x = nd.arange(12).reshape((3, 4))
+    x.attach_grad()
+    with autograd.record():
+        y = x[[0, 2, 2]].sum() + x[nd.array([1]), nd.array([3])].sum() * 10
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[1] * 4, [0, 0, 0, 10], [2] * 4]
+    z = nd.zeros((3, 2))
+    z[[0, 2]] = nd.ones((2, 2)) * 5
+    assert z.asnumpy().tolist() == [[5, 5], [0, 0], [5, 5]]
+    with pytest.raises(MXNetError):
+        x[[0.5]]
+
+
+def test_save_and_load_lists_and_dicts(mode, tmp_path):
+    a, b = nd.arange(3), nd.array([[1, 2]], dtype="int32")
+    nd.save(str(tmp_path / "l"), [a, b])
+    la, lb = nd.load(str(tmp_path / "l"))
+    assert la.asnumpy().tolist() == [0, 1, 2] and lb.dtype is np.int32 and lb.shape == (1, 2)
+    nd.save(str(tmp_path / "d"), {"w": a, "b": b})
+    d = nd.load(str(tmp_path / "d"))
+    assert sorted(d) == ["b", "w"] and d["w"].asnumpy().tolist() == [0, 1, 2]
+    (tmp_path / "bad").write_bytes(b"not an archive")
+    with pytest.raises(MXNetError, match="not a file written by"):
+        nd.load(str(tmp_path / "bad"))
+
+
+def test_printing_large_integer_and_0d_arrays(mode):
+    assert repr(nd.arange(2000).reshape((1000, 2))).startswith("\n[[0.000e+00 1.000e+00]\n [2.000e+00 3.000e+00]")
+    assert "...\n" in repr(nd.arange(2000).reshape((1000, 2)))
+    assert repr(nd.ones((2,), dtype="int64")) == "\n[1 1]\n<NDArray 2 @cpu(0)>"
+    assert nd.ones((2, 3)).tolist() == [[1.0] * 3] * 2
+    assert float(nd.array([2.5])) == 2.5 and int(nd.array([3.7])) == 3
+
+
+def test_generated_namespace_and_methods(mode):
+    x = nd.array([[3, 1, 2], [0, 5, 4]])
+    assert x.argmax(axis=1).asnumpy().tolist() == [0, 1]
+    assert nd.argmax(x, axis=1).dtype is np.float32
+    assert x.sort().asnumpy().tolist() == [[1, 2, 3], [0, 4, 5]]
+    vals, idx = nd.topk(x, k=2, ret_typ="both")
+    assert vals.asnumpy().tolist() == [[3, 2], [5, 4]] and idx.asnumpy().tolist() == [[0, 2], [1, 2]]
+    assert [p.shape for p in nd.split(x, 3, axis=1)] == [(2, 1)] * 3
+    assert nd.concat(x, x, dim=0).shape == (4, 3) and nd.stack(x, x, axis=1).shape == (2, 2, 3)
+    assert nd.linalg.gemm2(nd.ones((2, 3)), nd.ones((3, 4)), alpha=2).asnumpy()[0, 0] == 6
+    assert nd.eye(3).sum().asscalar() == 3 and nd.linspace(0, 1, 5).shape == (5,)
+    assert nd.random.randint(0, 5, shape=(10,)).dtype is np.int32
+    assert sorted(nd.random.shuffle(nd.arange(5)).asnumpy().tolist()) == [0, 1, 2, 3, 4]
+    assert x.transpose(1, 0).shape == (3, 2) and x.T.shape == (3, 2)
+    assert nd.reshape(nd.ones((2, 3, 4)), shape=(-4, 1, 2, -2)).shape == (1, 2, 3, 4)
+    with pytest.raises(TypeError):
+        nd.dot(x, x, out=x)
