@@ -83,7 +83,9 @@ def _sce_infer(at: dict, x: Spec, label: Spec) -> Spec:
 
 def _sce_vjp(F, at, g, y, x, label):
     p = F.softmax(x, axis=-1)
-    hot = F.one_hot(label, depth=int(x.shape[1]), dtype=x.dtype.name)
+    c = int(x.shape[1])
+    # labels clipped to [0, C) as in the forward
+    hot = F.one_hot(F.clip(label, a_min=0.0, a_max=float(c - 1)), depth=c, dtype=x.dtype.name)
     return F.mul(F.sub(p, hot), g), None
 
 
@@ -219,7 +221,10 @@ def _pair(v: tuple[int, ...], default: int, name: str, what: str) -> tuple[int, 
     return (v[0], v[1])
 
 
-def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+Pair = tuple[int, int]
+
+
+def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[Pair, Pair, Pair, Pair]:
     """(kernel, stride, pad, out) for a (N, C, H, W) input."""
     if len(shape) != 4:
         raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
@@ -376,11 +381,15 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
         raise InvalidInput(f"Pooling: pool_type must be max, avg or sum, got {at['pool_type']!r}")
     if at["pooling_convention"] != "valid":
         raise InvalidInput("Pooling: only pooling_convention='valid' is supported")
+    if at["layout"] not in (None, "NCHW"):
+        raise InvalidInput("Pooling: only the NCHW layout is supported")
     if at["global_pool"]:
         return {"kernel": shape[2:], "stride": (1, 1), "pad": (0, 0)}
     if not at["kernel"]:
         raise InvalidInput("Pooling: kernel is required unless global_pool is true")
-    return {"kernel": at["kernel"], "stride": at["stride"] or at["kernel"], "pad": at["pad"]}
+    if at["pool_type"] == "avg" and not at["count_include_pad"] and any(at["pad"]):
+        raise InvalidInput("Pooling: count_include_pad=False is not supported with padding")
+    return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}  # stride: 1 unless given, as MXNet
 
 
 def _pool_infer(at: dict, x: Spec) -> Spec:
@@ -405,7 +414,7 @@ def _pool_vjp(F, at, g, y, x):
 
 @defop("Pooling", ("data",), POOL, infer=_pool_infer, vjp=_pool_vjp)
 def _pooling(cx, at, x):
-    """2-D max, average or sum pooling (stride defaults to the kernel)."""
+    """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)
     kind = at["pool_type"]
     cols = _im2col(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
@@ -447,7 +456,8 @@ def _dropout(cx, at, x):
     if p == 0 or not (cx.training or at["mode"] == "always"):
         at["_mask"] = None
         return x.copy()
-    shape = tuple(1 if i in at["axes"] else d for i, d in enumerate(x.shape))
+    shared = {a % x.ndim for a in at["axes"]}  # axes along which one mask value is shared
+    shape = tuple(1 if i in shared else d for i, d in enumerate(x.shape))
     mask = (cx.rng.random(shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
     at["_mask"] = mask
     return x * mask

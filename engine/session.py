@@ -211,12 +211,14 @@ class Session:
 
     # -- batches -------------------------------------------------------------
 
-    def run_batch(self, msg: Any) -> dict[str, Any]:
+    def run_batch(self, msg: Any, copy_reads: bool = True) -> dict[str, Any]:
         """Apply a batch in order until an instruction fails; replay retries.
 
         The reply is ``{"seq", "values": [tensors read], "error"?: {...}}``.
         Instructions before a failing one have taken effect; it and the ones
-        after it have not.
+        after it have not. With ``copy_reads`` false, the reads that end the
+        batch give the session's arrays themselves (nothing after them in the
+        batch can change them): for a caller that encodes the reply at once.
         """
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be an object with a list 'ops'")
@@ -235,10 +237,17 @@ class Session:
             values: list[np.ndarray] = []
             reply: dict[str, Any] = {"seq": seq, "values": values}
             execute = self.execute
+            tail = len(ops)
+            if not copy_reads:
+                while tail and type(ops[tail - 1]) is dict and ops[tail - 1].get("op") == "read":
+                    tail -= 1
             with np.errstate(all="ignore"):
                 for i, ins in enumerate(ops):
                     try:
-                        execute(ins, values)
+                        if i < tail:
+                            execute(ins, values)
+                        else:
+                            read_values(self, ins, values, copy=False)
                     except MXNetError as e:
                         reply["error"] = error_body(e, i, ins)
                         break
@@ -623,6 +632,10 @@ def _free(s: Session, ins: dict, values: list) -> None:
     "Return the arrays' values (their gradients when grad is true) in the reply, in order.",
 )
 def _read(s: Session, ins: dict, values: list) -> None:
+    read_values(s, ins, values, copy=True)
+
+
+def read_values(s: Session, ins: dict, values: list, copy: bool) -> None:
     want_grad = bool((ins.get("at") or {}).get("grad", False))
     for h in ins.get("in", ()):
         x = s.get(h)
@@ -631,7 +644,7 @@ def _read(s: Session, ins: dict, values: list) -> None:
             if n is None or n.op is not None or n.grad is None:
                 raise AutogradError(f"read: handle {h} has no gradient attached (call attach_grad first)")
             x = n.grad
-        values.append(x.copy())
+        values.append(x.copy() if copy else x)
 
 
 @command(

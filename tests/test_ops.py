@@ -7,11 +7,21 @@ check needs it), its attributes and a numpy reference. Each op is checked for
 * forward against the reference, in float32 and float64;
 * ``op.infer`` against the shape and dtype forward actually gives;
 * its VJP against central differences in float64, along one random direction
-  and projected on one random cotangent (HIPS autograd's ``check_vjp``).
+  and projected on one random cotangent (HIPS autograd's ``check_vjp``);
+* its second derivatives: the VJP is recorded (the table's ops on Traced
+  values), the scalar <vjp(g), v> is differentiated by ``tape.backward`` with
+  respect to the inputs and the cotangent g, and compared with central
+  differences of the same scalar computed with plain eager VJPs.
 
-Focused tests follow for broadcasting (hypothesis), reductions, indexing
-keys, MXNet's reshape codes, dot, transpose, broadcast_to / sum_to, creation
-ops, and a whole backward pass through a Session.
+``VARIANTS`` adds cases for other attribute settings (modes, transposes,
+training, ...), with the same checks. Focused tests follow for broadcasting
+(hypothesis), reductions, indexing keys, MXNet's reshape codes, dot,
+transpose, broadcast_to / sum_to, creation and random ops, Dropout and
+BatchNorm state, variadic arity, a whole backward pass through a Session, and
+third derivatives through a Session's ``grad_of`` with ``create_graph``.
+
+Inputs that are indices, labels or lengths are integer-valued floats; their
+cotangents must be None (``Case.nondiff``).
 """
 
 from __future__ import annotations
@@ -23,9 +33,11 @@ from typing import Any
 import numpy as np
 import pytest
 from gradserve.engine import ops as _ops  # noqa: F401  (fills the table)
+from gradserve.engine import tape
 from gradserve.engine.errors import MXNetError
 from gradserve.engine.optable import OPS, Op, Spec
-from gradserve.engine.session import Context, Eager, Session
+from gradserve.engine.session import Context, Eager, Recorder, Session, Traced
+from gradserve.engine.tape import Node
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
@@ -45,7 +57,9 @@ def AWAY(gap: float = 0.2, hi: float = 2.0) -> Callable:
 
 
 def GRID(offset: float = 0.0) -> Callable:
-    """Multiples of 1/4 (plus offset): ties among GRID(0) draws, none with GRID(1/8)."""
+    """Multiples of 1/4 (plus offset): ties among GRID(0) draws, none with GRID(1/8).
+
+    GRID(1/8) is also 1/8 away from every integer and half-integer (floor, round, ...)."""
     return lambda rng, shape: rng.integers(-8, 9, shape) * 0.25 + offset
 
 
@@ -56,8 +70,14 @@ def DISTINCT(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (mags * rng.choice([-1.0, 1.0], n)).reshape(shape)
 
 
+def IDX(lo: int, hi: int) -> Callable:
+    """Integer-valued floats in [lo, hi): indices, labels, lengths (out of range ones on purpose)."""
+    return lambda rng, shape: rng.integers(lo, hi, shape).astype(np.float64)
+
+
 POS = U(0.5, 2.0)  # log, sqrt, pow's base, ...
 SMOOTH = U()
+BOOL = IDX(0, 2)
 
 
 # --------------------------------------------------------------------------
@@ -72,10 +92,13 @@ class Case:
     dom: Callable | tuple[Callable, ...] = SMOOTH  # one domain, or one per input
     out: str | None = None  # output dtype when it is not the input's
     no_grad: bool = False  # the VJP gives None for every input
+    nondiff: tuple[int, ...] = ()  # inputs whose cotangent is None (indices, labels, moving stats)
+    training: bool = False  # the Context's training flag
+    tol32: dict[str, float] | None = None  # forward tolerance in float32, when not tol()'s
 
 
-def C(ref, *shapes, dom=SMOOTH, out=None, no_grad=False, **at) -> Case:
-    return Case(ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad)
+def C(ref, *shapes, dom=SMOOTH, out=None, no_grad=False, nondiff=(), training=False, tol32=None, **at) -> Case:
+    return Case(ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32)
 
 
 def mx1d(r: Any) -> np.ndarray:
@@ -108,11 +131,206 @@ def scatter_ref(shape, key):
     return ref
 
 
+# references of the newer ops, written with loops where numpy has no one-liner
+
+
+def softmax_ref(x, axis=-1, t=1.0):
+    z = x.astype(np.float64) / t
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_ref(x, axis=-1, t=1.0):
+    z = x.astype(np.float64) / t
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def sce_ref(x, label):
+    """Summed cross-entropy; labels out of [0, C) are clipped, as the forward documents."""
+    lp = log_softmax_ref(x, 1)
+    c = x.shape[1]
+    return np.array([-sum(lp[i, min(max(int(k), 0), c - 1)] for i, k in enumerate(label))])
+
+
+def fix_index(i: int, n: int, mode: str) -> int:
+    return i % n if mode == "wrap" else min(max(i, 0), n - 1)
+
+
+def pick_ref(x, idx, axis, keepdims=False, mode="clip"):
+    ax = axis % x.ndim
+    xm = np.moveaxis(x, ax, -1)
+    i = idx.reshape(xm.shape[:-1])
+    out = np.empty(xm.shape[:-1], x.dtype)
+    for pos in np.ndindex(out.shape):
+        out[pos] = xm[pos + (fix_index(int(i[pos]), x.shape[ax], mode),)]
+    return np.expand_dims(out, ax) if keepdims else mx1d(out)
+
+
+def gather_ref(x, idx, axis):
+    out = np.empty(idx.shape, x.dtype)
+    for pos in np.ndindex(idx.shape):
+        src = list(pos)
+        src[axis] = fix_index(int(idx[pos]), x.shape[axis], "clip")
+        out[pos] = x[tuple(src)]
+    return out
+
+
+def scatter_axis_ref(g, idx, axis, shape):
+    z = np.zeros(shape, g.dtype)
+    for pos in np.ndindex(idx.shape):
+        dst = list(pos)
+        dst[axis] = fix_index(int(idx[pos]), shape[axis], "clip")
+        z[tuple(dst)] += g[pos]
+    return z
+
+
+def take_ref(a, idx, axis, mode):
+    fixed = np.vectorize(lambda i: fix_index(int(i), a.shape[axis], mode), otypes=[np.int64])(idx)
+    return np.take(a, fixed, axis=axis)
+
+
+def take_grad_ref(g, idx, axis, mode, shape):
+    z = np.zeros(shape, g.dtype)
+    lead = (slice(None),) * axis
+    for pos in np.ndindex(idx.shape):
+        z[lead + (fix_index(int(idx[pos]), shape[axis], mode),)] += g[lead + pos]
+    return z
+
+
+def one_hot_ref(idx, depth, on, off):
+    out = np.full(idx.shape + (depth,), off, np.float32)
+    for pos in np.ndindex(idx.shape):
+        if 0 <= idx[pos] < depth:
+            out[pos + (int(idx[pos]),)] = on
+    return out
+
+
+def topk_ref(x, axis, k, ret_typ, is_ascend):
+    order = np.argsort(x if is_ascend else -x, axis=axis, kind="stable")
+    idx = np.take(order, np.arange(k), axis=axis)
+    if ret_typ == "indices":
+        return idx.astype(np.float32)
+    if ret_typ == "value":
+        return np.take_along_axis(x, idx, axis=axis)
+    mask = np.zeros_like(x)
+    np.put_along_axis(mask, idx, 1, axis=axis)
+    return mask
+
+
+def padded(x, pad, value=0.0):
+    n, c, h, w = x.shape
+    z = np.full((n, c, h + 2 * pad[0], w + 2 * pad[1]), value, np.float64)
+    z[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x
+    return z
+
+
+def out_hw(shape, kernel, stride, pad):
+    return tuple((shape[2 + d] + 2 * pad[d] - kernel[d]) // stride[d] + 1 for d in (0, 1))
+
+
+def im2col_ref(x, kernel, stride, pad, pad_value=0.0):
+    xp = padded(x, pad, pad_value)
+    oh, ow = out_hw(x.shape, kernel, stride, pad)
+    out = np.empty(x.shape[:2] + tuple(kernel) + (oh, ow))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            for a in range(oh):
+                for b in range(ow):
+                    out[:, :, i, j, a, b] = xp[:, :, a * stride[0] + i, b * stride[1] + j]
+    return out.astype(x.dtype)
+
+
+def col2im_ref(c, shape, kernel, stride, pad):
+    n, ch, h, w = shape
+    z = np.zeros((n, ch, h + 2 * pad[0], w + 2 * pad[1]))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            for a in range(c.shape[4]):
+                for b in range(c.shape[5]):
+                    z[:, :, a * stride[0] + i, b * stride[1] + j] += c[:, :, i, j, a, b]
+    return z[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w].astype(c.dtype)
+
+
+def conv_ref(x, w, b, stride, pad):
+    xp = padded(x, pad)
+    kh, kw = w.shape[2:]
+    oh, ow = out_hw(x.shape, (kh, kw), stride, pad)
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for a in range(oh):
+        for c in range(ow):
+            win = xp[:, :, a * stride[0]:a * stride[0] + kh, c * stride[1]:c * stride[1] + kw]
+            out[:, :, a, c] = np.einsum("ncij,fcij->nf", win, w.astype(np.float64))
+    if b is not None:
+        out += b.reshape(1, -1, 1, 1)
+    return out.astype(x.dtype)
+
+
+def pool_ref(x, kind, kernel, stride, pad):
+    xp = padded(x, pad, -np.inf if kind == "max" else 0.0)
+    oh, ow = out_hw(x.shape, kernel, stride, pad)
+    out = np.zeros(x.shape[:2] + (oh, ow))
+    for a in range(oh):
+        for b in range(ow):
+            win = xp[:, :, a * stride[0]:a * stride[0] + kernel[0], b * stride[1]:b * stride[1] + kernel[1]]
+            if kind == "max":
+                out[:, :, a, b] = win.max(axis=(2, 3))
+            else:
+                out[:, :, a, b] = win.sum(axis=(2, 3)) / (kernel[0] * kernel[1] if kind == "avg" else 1)
+    return out.astype(x.dtype)
+
+
+def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1):
+    ax = axis % x.ndim
+    axes = tuple(i for i in range(x.ndim) if i != ax)
+    bs = tuple(-1 if i == ax else 1 for i in range(x.ndim))
+    x64 = x.astype(np.float64)
+    mean, var = (x64.mean(axis=axes), x64.var(axis=axes)) if train else (mm, mv)
+    gam = np.ones_like(gamma) if fix_gamma else gamma
+    y = (x64 - mean.reshape(bs)) / np.sqrt(var.reshape(bs) + eps) * gam.reshape(bs) + beta.reshape(bs)
+    return y.astype(x.dtype)
+
+
+def seqmask_ref(x, lengths, axis=0, value=0.0):
+    y = x.copy()
+    for b, n in enumerate(lengths.astype(int)):
+        if axis == 0:
+            y[n:, b] = value
+        else:
+            y[b, n:] = value
+    return y
+
+
+def getitem_arrays_ref(x, i, j):
+    return x[i.astype(np.int64), :, j.astype(np.int64)]  # numpy's advanced indexing, as MXNet's
+
+
+def scatter_arrays_ref(g, i, j, shape=(3, 4, 5)):
+    z = np.zeros(shape, g.dtype)
+    ii, jj = np.broadcast_arrays(i.astype(np.int64), j.astype(np.int64))
+    for pos in np.ndindex(ii.shape):  # repeated positions add up
+        z[ii[pos], :, jj[pos]] += g[pos]
+    return z
+
+
+ACT_REF = {
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "softrelu": lambda x: np.log1p(np.exp(x)),
+    "softsign": lambda x: x / (1 + np.abs(x)),
+}
+SELU = (1.6732632423543772, 1.0507009873554805)
+
 S = 1.5  # the scalar of the *_scalar ops
 BIN = ((2, 1, 3), (4, 1))  # binary ops: broadcasting both ways
 X3 = (2, 3, 4)
+IMG = (2, 3, 6, 5)  # N, C, H, W
 KEY = [1, [None, None, 2], None, "..."]  # x[1, ::2, None, ...]
+AKEY = [{"array": 0}, [None, None, None], {"array": 1}]  # x[i, :, j] with index arrays i, j
 ARR = np.arange(6, dtype=np.float32).reshape(2, 3)
+LOOSE32 = {"rtol": 1e-5, "atol": 1e-5}  # float32 sums of many products
+WIN = {"kernel": [3, 2], "stride": [2, 1], "pad": [1, 0]}
 
 CASES: dict[str, Case] = {
     # creation: no inputs
@@ -121,23 +339,44 @@ CASES: dict[str, Case] = {
     "ones": C(lambda: np.ones((4,), np.float64), shape=4, dtype="float64"),
     "full": C(lambda: np.full((2, 3), 2.5, np.float32), shape=[2, 3], val=2.5),
     "arange": C(lambda: np.repeat(np.arange(1, 7, 1.5), 2).astype(np.float32), start=1, stop=7, step=1.5, repeat=2),
+    "linspace": C(lambda: np.linspace(-1, 2, 7).astype(np.float32), start=-1, stop=2, num=7),
+    "eye": C(lambda: np.eye(3, 4, 1, dtype=np.float32), N=3, M=4, k=1),
     "random_normal": C(None, shape=[3, 4]),
     "random_uniform": C(None, shape=[3, 4], low=-1.0, high=2.0),
+    "random_randint": C(None, shape=[3, 4], low=-3, high=5),
+    "shuffle": C(None, (5, 3)),
     # like
     "zeros_like": C(np.zeros_like, no_grad=True),
     "ones_like": C(np.ones_like, no_grad=True),
     # unary
     "negative": C(np.negative),
     "copy": C(np.copy),
+    "stop_gradient": C(np.copy),
     "abs": C(np.abs, dom=AWAY()),
     "sign": C(np.sign, dom=AWAY()),
     "square": C(np.square),
     "sqrt": C(np.sqrt, dom=POS),
+    "rsqrt": C(lambda x: 1 / np.sqrt(x), dom=POS),
+    "reciprocal": C(lambda x: 1 / x, dom=AWAY(0.5)),
     "exp": C(np.exp),
+    "expm1": C(np.expm1),
     "log": C(np.log, dom=POS),
+    "log1p": C(np.log1p, dom=U(-0.5, 2)),
+    "sin": C(np.sin, dom=U(-3, 3)),
+    "cos": C(np.cos, dom=U(-3, 3)),
+    "tan": C(np.tan, dom=U(-1.2, 1.2)),
     "tanh": C(np.tanh, dom=U(-3, 3)),
     "sigmoid": C(lambda x: 1 / (1 + np.exp(-x)), dom=U(-5, 5)),
     "relu": C(lambda x: np.maximum(x, 0), dom=AWAY()),
+    "softrelu": C(lambda x: np.log1p(np.exp(x)), dom=U(-5, 5)),
+    "softsign": C(lambda x: x / (1 + np.abs(x)), dom=AWAY()),
+    "floor": C(np.floor, dom=GRID(0.125)),
+    "ceil": C(np.ceil, dom=GRID(0.125)),
+    "round": C(lambda x: np.sign(x) * np.floor(np.abs(x) + 0.5), dom=GRID(0.125)),
+    "rint": C(np.rint, dom=GRID(0.125)),
+    "trunc": C(np.trunc, dom=GRID(0.125)),
+    "logical_not": C(lambda x: x == 0, dom=GRID()),
+    "clip": C(lambda x: np.clip(x, -1, 0.75), dom=GRID(0.125), a_min=-1.0, a_max=0.75),
     "astype": C(lambda x: x.astype(np.float64), dtype="float64", out="float64"),
     # binary, broadcasting
     "add": C(np.add, *BIN),
@@ -153,6 +392,7 @@ CASES: dict[str, Case] = {
     "greater_equal": C(np.greater_equal, *BIN, dom=GRID(), no_grad=True),
     "lesser": C(np.less, *BIN, dom=GRID(), no_grad=True),
     "lesser_equal": C(np.less_equal, *BIN, dom=GRID(), no_grad=True),
+    "where": C(lambda c, x, y: np.where(c != 0, x, y), (4, 3), *BIN, dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,)),
     # with a scalar
     "add_scalar": C(lambda x: x + S, scalar=S),
     "sub_scalar": C(lambda x: x - S, scalar=S),
@@ -173,21 +413,166 @@ CASES: dict[str, Case] = {
     # reductions (more in test_reduction)
     "sum": C(lambda x: x.sum(axis=1), X3, axis=1),
     "mean": C(lambda x: x.mean(axis=(0, 2), keepdims=True), X3, axis=[0, 2], keepdims=True),
+    "prod": C(lambda x: x.prod(axis=1), X3, dom=AWAY(0.5, 1.5), axis=1),
     "max": C(lambda x: mx1d(x.max()), X3, dom=DISTINCT),
     "min": C(lambda x: x.min(axis=-1), X3, dom=DISTINCT, axis=-1),
     "norm": C(lambda x: np.sqrt((x * x).sum(axis=0)), X3, dom=DISTINCT, axis=0),
+    # ordering
+    "argmax": C(lambda x: x.argmax(axis=1).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=1),
+    "argmin": C(lambda x: mx1d(x.argmin()).astype(np.float32), X3, dom=DISTINCT, out="float32"),
+    "sort": C(lambda x: np.flip(np.sort(x, axis=1), axis=1), X3, dom=DISTINCT, axis=1, is_ascend=False),
+    "argsort": C(lambda x: np.argsort(x, axis=0).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=0),
+    "topk": C(lambda x: topk_ref(x, 1, 2, "value", False), X3, dom=DISTINCT, axis=1, k=2, ret_typ="value"),
+    # gathers and scatters along an axis (indices out of range are clipped)
+    "gather_axis": C(lambda x, i: gather_ref(x, i, 1), X3, (2, 5, 4), dom=(SMOOTH, IDX(-1, 4)), nondiff=(1,), axis=1),
+    "scatter_axis": C(lambda g, i: scatter_axis_ref(g, i, 1, X3), (2, 5, 4), (2, 5, 4), dom=(SMOOTH, IDX(-1, 4)),
+                      nondiff=(1,), axis=1, shape=list(X3)),
+    "pick": C(lambda x, i: pick_ref(x, i, 1), X3, (2, 4), dom=(SMOOTH, IDX(-1, 4)), nondiff=(1,), axis=1),
+    "wrap_index": C(lambda x: np.mod(x, 3), dom=IDX(-5, 7), n=3),
+    "take": C(lambda a, i: take_ref(a, i, 1, "clip"), (3, 4, 2), (2, 3), dom=(SMOOTH, IDX(-1, 5)), nondiff=(1,),
+              axis=1),
+    "take_grad": C(lambda g, i: take_grad_ref(g, i, 1, "clip", (3, 4, 2)), (3, 2, 3, 2), (2, 3),
+                   dom=(SMOOTH, IDX(-1, 5)), nondiff=(1,), axis=1, shape=[3, 4, 2]),
+    "one_hot": C(lambda i: one_hot_ref(i, 4, 2.0, -1.0), (2, 3), dom=IDX(-1, 5), out="float32",
+                 depth=4, on_value=2.0, off_value=-1.0),
     # shape
     "sum_to": C(lambda x: x.sum(axis=(0, 2)).reshape(3, 1), X3, shape=[3, 1]),
     "broadcast_to": C(lambda x: np.broadcast_to(x, X3), (3, 1), shape=list(X3)),
+    "broadcast_like": C(lambda a, b: np.broadcast_to(a, b.shape), (3, 1), X3, nondiff=(1,)),
     "reshape": C(lambda x: x.reshape(6, 4), X3, shape=[-3, -1]),
     "transpose": C(lambda x: x.transpose(1, 2, 0), X3, axes=[1, 2, 0]),
+    "swapaxes": C(lambda x: np.swapaxes(x, 0, 2), X3, dim1=0, dim2=2),
     "expand_dims": C(lambda x: x[:, None], X3, axis=1),
+    "squeeze": C(lambda x: x.reshape(2, 3), (2, 1, 3, 1), axis=[1, 3]),
+    "flatten": C(lambda x: x.reshape(2, 12), X3),
+    "tile": C(lambda x: np.tile(x, (2, 1, 2)), (2, 3), reps=[2, 1, 2]),
+    "repeat": C(lambda x: np.repeat(x, 2, axis=1), (2, 3), repeats=2, axis=1),
+    "concat": C(lambda *xs: np.concatenate(xs, axis=1), (2, 3), (2, 1), (2, 2), dim=1),
+    "stack": C(lambda *xs: np.stack(xs, axis=1), (2, 3), (2, 3), (2, 3), axis=1),
+    "slice_axis": C(lambda x: x[:, 1:], X3, axis=1, begin=1, end=None),
+    "slice": C(lambda x: x[1:, 0:3:2], X3, begin=[1, 0], end=[None, 3], step=[None, 2]),
+    "flip": C(lambda x: x[::-1, :, ::-1], X3, axis=[0, 2]),
     # indexing
     "getitem": C(lambda x: x[as_np_key(KEY)], (3, 4, 5), key=KEY),
     "scatter_key": C(scatter_ref((3, 4, 5), KEY), (2, 1, 5), shape=[3, 4, 5], key=KEY),
     # linear algebra
     "dot": C(np.dot, (2, 3), (3, 4)),
+    "batch_dot": C(lambda a, b: np.einsum("bij,bjk->bik", a, b), (2, 3, 4), (2, 4, 5)),
+    "linalg_gemm2": C(lambda a, b: 0.5 * np.einsum("bij,bkj->bik", a, b), (2, 3, 4), (2, 5, 4),
+                      transpose_b=True, alpha=0.5),
+    # neural networks
+    "softmax": C(lambda x: softmax_ref(x, 1, 2.0), X3, axis=1, temperature=2.0),
+    "log_softmax": C(lambda x: log_softmax_ref(x, -1), X3),
+    "softmax_cross_entropy": C(sce_ref, (4, 5), (4,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,)),
+    "Activation": C(np.tanh, act_type="tanh"),
+    "LeakyReLU": C(lambda x: np.where(x > 0, x, 0.25 * x), dom=AWAY()),
+    "FullyConnected": C(lambda x, w, b: x.reshape(2, -1) @ w.T + b, X3, (5, 12), (5,), num_hidden=5, tol32=LOOSE32),
+    "im2col": C(lambda x: im2col_ref(x, (3, 2), (2, 1), (1, 0)), (2, 3, 5, 6), **WIN),
+    "col2im": C(lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 3, 3, 2, 3, 5),
+                shape=[2, 3, 5, 6], **WIN),
+    "Convolution": C(lambda x, w, b: conv_ref(x, w, b, (2, 1), (1, 1)), IMG, (4, 3, 3, 3), (4,),
+                     kernel=[3, 3], stride=[2, 1], pad=[1, 1], num_filter=4, tol32=LOOSE32),
+    "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
+    "Dropout": C(None, (20, 30), training=True, p=0.4),
+    "BatchNorm": C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False), (4, 3, 2, 2), *[(3,)] * 4,
+                   dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), fix_gamma=False),
+    "SequenceMask": C(lambda x, n: seqmask_ref(x, n, 0, -1.0), (4, 3, 2), (3,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,),
+                      use_sequence_length=True, value=-1.0),
 }
+
+# other attribute settings, modes and input arities: (id, op name, case)
+VARIANTS: list[tuple[str, str, Case]] = [
+    ("linspace-no-endpoint", "linspace",
+     C(lambda: np.linspace(0, 1, 4, endpoint=False), start=0, stop=1, num=4, endpoint=False, dtype="float64")),
+    ("eye-square-below", "eye", C(lambda: np.eye(3, k=-1, dtype=np.int32), N=3, k=-1, dtype="int32")),
+    ("softmax-default", "softmax", C(lambda x: softmax_ref(x, -1), X3)),
+    ("log_softmax-axis0-T", "log_softmax", C(lambda x: log_softmax_ref(x, 0, 0.5), X3, axis=0, temperature=0.5)),
+    ("softmax_cross_entropy-labels-out-of-range", "softmax_cross_entropy",
+     C(sce_ref, (5, 3), (5,), dom=(SMOOTH, IDX(-2, 6)), nondiff=(1,))),
+    *[(f"Activation-{a}", "Activation", C(ACT_REF[a], dom=AWAY(), act_type=a)) for a in ACT_REF],
+    ("LeakyReLU-elu", "LeakyReLU",
+     C(lambda x: np.where(x > 0, x, 0.5 * np.expm1(x)), dom=AWAY(), act_type="elu", slope=0.5)),
+    ("LeakyReLU-selu", "LeakyReLU",
+     C(lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * np.expm1(x)), dom=AWAY(), act_type="selu")),
+    ("FullyConnected-no_bias-no_flatten", "FullyConnected",
+     C(lambda x, w: x @ w.T, X3, (5, 4), num_hidden=5, no_bias=True, flatten=False, tol32=LOOSE32)),
+    ("Convolution-no_bias-default-stride", "Convolution",
+     C(lambda x, w: conv_ref(x, w, None, (1, 1), (0, 0)), (2, 2, 4, 5), (3, 2, 2, 3), kernel=[2, 3], num_filter=3,
+       no_bias=True, tol32=LOOSE32)),
+    ("im2col-pad_value", "im2col",
+     C(lambda x: im2col_ref(x, (2, 2), (1, 2), (1, 1), -1.5), (1, 2, 3, 4), kernel=[2], stride=[1, 2], pad=[1],
+       pad_value=-1.5)),
+    ("Pooling-avg-pad", "Pooling",
+     C(lambda x: pool_ref(x, "avg", (2, 2), (2, 2), (1, 1)), (2, 2, 5, 4), kernel=[2, 2], stride=[2, 2], pad=[1, 1],
+       pool_type="avg")),
+    ("Pooling-sum", "Pooling",
+     C(lambda x: pool_ref(x, "sum", (3, 3), (1, 2), (0, 0)), (1, 2, 5, 7), kernel=[3], stride=[1, 2], pool_type="sum")),
+    ("Pooling-global-max", "Pooling",
+     C(lambda x: x.max(axis=(2, 3), keepdims=True), (2, 3, 4, 3), dom=DISTINCT, global_pool=True)),
+    ("Pooling-global-avg", "Pooling",
+     C(lambda x: x.mean(axis=(2, 3), keepdims=True), (2, 3, 4, 3), global_pool=True, pool_type="avg")),
+    ("BatchNorm-train", "BatchNorm",
+     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False, train=True), (4, 3, 2, 2), (3,), (3,), (3,),
+       (3,), dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, fix_gamma=False)),
+    ("BatchNorm-train-fix_gamma-last-axis", "BatchNorm",
+     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, eps=1e-5, train=True, axis=-1), (5, 2, 3), (3,), (3,), (3,),
+       (3,), dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, axis=-1, eps=1e-5)),
+    ("BatchNorm-use_global_stats", "BatchNorm",
+     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False), (4, 3, 2), (3,), (3,), (3,), (3,),
+       dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, fix_gamma=False, use_global_stats=True)),
+    ("Dropout-predict", "Dropout", C(np.copy, (4, 5), p=0.5)),
+    ("Dropout-p0-training", "Dropout", C(np.copy, (4, 5), training=True, p=0.0)),
+    ("Dropout-always-axes", "Dropout", C(None, (6, 4, 3), p=0.5, mode="always", axes=[1])),
+    ("sort-ascend", "sort", C(lambda x: np.sort(x, axis=-1), X3, dom=DISTINCT)),
+    ("topk-ascend-axis0", "topk",
+     C(lambda x: topk_ref(x, 0, 1, "value", True), X3, dom=DISTINCT, axis=0, k=1, is_ascend=True, ret_typ="value")),
+    ("topk-indices", "topk",
+     C(lambda x: topk_ref(x, -1, 3, "indices", False), X3, dom=DISTINCT, out="float32", no_grad=True, k=3)),
+    ("topk-mask", "topk", C(lambda x: topk_ref(x, 1, 2, "mask", False), X3, dom=DISTINCT, no_grad=True,
+                            axis=1, k=2, ret_typ="mask")),
+    ("argmax-keepdims", "argmax",
+     C(lambda x: x.argmax(axis=-1, keepdims=True).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=-1,
+       keepdims=True)),
+    ("argsort-descending-int32", "argsort",
+     C(lambda x: np.argsort(-x, axis=-1).astype(np.int32), X3, dom=DISTINCT, out="int32", is_ascend=False,
+       dtype="int32")),
+    ("pick-wrap-keepdims", "pick",
+     C(lambda x, i: pick_ref(x, i, -1, True, "wrap"), X3, (2, 3, 1), dom=(SMOOTH, IDX(-6, 9)), nondiff=(1,),
+       axis=-1, keepdims=True, mode="wrap")),
+    ("pick-1d", "pick", C(lambda x, i: pick_ref(x, i, 0), (4,), (1,), dom=(SMOOTH, IDX(0, 4)), nondiff=(1,), axis=0)),
+    ("take-wrap-axis0", "take",
+     C(lambda a, i: take_ref(a, i, 0, "wrap"), (3, 2), (4,), dom=(SMOOTH, IDX(-5, 8)), nondiff=(1,), mode="wrap")),
+    ("take_grad-wrap-last-axis", "take_grad",
+     C(lambda g, i: take_grad_ref(g, i, 1, "wrap", (2, 3)), (2, 2, 2), (2, 2), dom=(SMOOTH, IDX(-5, 8)), nondiff=(1,),
+       axis=1, mode="wrap", shape=[2, 3])),
+    ("getitem-index-arrays", "getitem",
+     C(getitem_arrays_ref, (3, 4, 5), (2, 3), (3,), dom=(SMOOTH, IDX(-3, 3), IDX(0, 5)), nondiff=(1, 2), key=AKEY)),
+    ("scatter_key-index-arrays-repeated", "scatter_key",
+     C(scatter_arrays_ref, (4, 3, 4), (4, 3), (3,), dom=(SMOOTH, IDX(0, 2), IDX(0, 5)), nondiff=(1, 2),
+       shape=[3, 4, 5], key=AKEY)),
+    ("SequenceMask-axis1", "SequenceMask",
+     C(lambda x, n: seqmask_ref(x, n, 1), (3, 4), (3,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,),
+       use_sequence_length=True, axis=1)),
+    ("SequenceMask-no-lengths", "SequenceMask", C(np.copy, (4, 3), value=5.0)),
+    ("batch_dot-ta", "batch_dot",
+     C(lambda a, b: np.einsum("bji,bjk->bik", a, b), (2, 4, 3), (2, 4, 5), transpose_a=True)),
+    ("batch_dot-ta-tb", "batch_dot",
+     C(lambda a, b: np.einsum("bji,bkj->bik", a, b), (2, 4, 3), (2, 5, 4), transpose_a=True, transpose_b=True)),
+    ("linalg_gemm2-ta", "linalg_gemm2",
+     C(lambda a, b: -2 * np.einsum("cbji,cbjk->cbik", a, b), (2, 1, 4, 3), (2, 1, 4, 2), transpose_a=True, alpha=-2.0)),
+    ("repeat-flat", "repeat", C(lambda x: np.repeat(x, 3), (2, 3), repeats=3)),
+    ("tile-short-reps", "tile", C(lambda x: np.tile(x, 2), X3, reps=[2])),
+    ("squeeze-all", "squeeze", C(lambda x: x.reshape(2, 3), (1, 2, 1, 3))),
+    ("squeeze-to-1d", "squeeze", C(lambda x: x.reshape(1), (1, 1))),
+    ("concat-axis0-two", "concat", C(lambda a, b: np.concatenate([a, b]), (1, 3), (2, 3), dim=0)),
+    ("concat-one", "concat", C(np.copy, X3, dim=-1)),
+    ("stack-last-axis", "stack", C(lambda a, b: np.stack([a, b], axis=-1), X3, X3, axis=-1)),
+    ("slice-negative-steps", "slice", C(lambda x: x[::-1, 2:0:-1], X3, begin=[None, 2], end=[None, 0], step=[-1, -1])),
+    ("slice_axis-negative", "slice_axis", C(lambda x: x[..., -3:-1], X3, axis=-1, begin=-3, end=-1)),
+    ("where-scalar-condition", "where", C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3),
+                                          dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,))),
+]
+VARIANT_IDS = [v[0] for v in VARIANTS]
 
 OP_NAMES = [op.name for op in OPS.ops()]
 DIFFERENTIABLE = [op.name for op in OPS.ops() if op.vjp is not None]
@@ -198,9 +583,19 @@ BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum",
 def test_every_op_has_a_case():
     """Adding an op to the table without a case here fails CI."""
     missing = sorted(set(OP_NAMES) - set(CASES))
-    stale = sorted(set(CASES) - set(OP_NAMES))
+    stale = sorted(set(CASES) - set(OP_NAMES)) + sorted({n for _, n, _ in VARIANTS} - set(OP_NAMES))
     assert not missing, f"ops without a test case in tests/test_ops.py: {missing}"
     assert not stale, f"cases for ops that are not in the table: {stale}"
+    assert len(set(VARIANT_IDS)) == len(VARIANT_IDS)
+
+
+def test_cases_fit_their_ops():
+    """Input counts fit each op's arity; index inputs are only declared for differentiable ops."""
+    for name, case in [(n, CASES[n]) for n in OP_NAMES] + [(n, c) for _, n, c in VARIANTS]:
+        op = OPS[name]
+        op.check_arity(len(case.shapes) if op.inputs else 0)
+        assert all(0 <= i < len(case.shapes) for i in case.nondiff), name
+        assert not case.nondiff or op.differentiable, name
 
 
 def test_aliases_are_the_same_op():
@@ -210,8 +605,44 @@ def test_aliases_are_the_same_op():
 
 
 def test_binary_list_is_every_two_input_elementwise_op():
-    two = {op.name for op in OPS.ops() if len(op.inputs) == 2 and op.name != "dot"}
+    not_elementwise = {"dot", "batch_dot", "linalg_gemm2"}
+    two = {op.name for op in OPS.ops() if op.inputs == ("lhs", "rhs") and op.name not in not_elementwise}
     assert two == set(BINARY)
+
+
+def test_variadic_ops_and_arity():
+    variadic = {op.name for op in OPS.ops() if op.variadic}
+    assert variadic == {"concat", "stack", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
+    OPS["concat"].check_arity(1)
+    OPS["concat"].check_arity(5)
+    OPS["getitem"].check_arity(1)
+    OPS["FullyConnected"].check_arity(2)
+    OPS["FullyConnected"].check_arity(3)
+    for name, n in [("FullyConnected", 1), ("getitem", 0), ("exp", 2), ("exp", 0), ("add", 3), ("zeros", 1),
+                    ("BatchNorm", 4)]:
+        with pytest.raises(MXNetError, match="inputs"):
+            OPS[name].check_arity(n)
+    for name in ("concat", "stack"):  # "*data" is any number of arrays; inference wants one at least
+        OPS[name].check_arity(0)
+        with pytest.raises(MXNetError, match="at least one"):
+            OPS[name].infer(OPS[name].parse_attrs({}))
+    # the attributes decide how many optional inputs an op wants
+    fc, f32 = OPS["FullyConnected"], "float32"
+    with pytest.raises(MXNetError, match="bias"):
+        fc.infer(fc.parse_attrs({"num_hidden": 2}), Spec((3, 4), f32), Spec((2, 4), f32))
+    with pytest.raises(MXNetError, match="bias"):
+        fc.infer(fc.parse_attrs({"num_hidden": 2, "no_bias": True}), Spec((3, 4), f32), Spec((2, 4), f32),
+                 Spec((2,), f32))
+    gi = OPS["getitem"]
+    with pytest.raises(MXNetError, match="index arrays"):
+        gi.infer(gi.parse_attrs({"key": [{"array": 0}]}), Spec((3,), f32), Spec((2,), f32), Spec((2,), f32))
+    with pytest.raises(MXNetError):
+        gi.infer(gi.parse_attrs({"key": [{"array": 1}]}), Spec((3,), f32), Spec((2,), f32))
+    sm = OPS["SequenceMask"]
+    with pytest.raises(MXNetError):
+        sm.infer(sm.parse_attrs({}), Spec((3, 2), f32), Spec((2,), f32))
+    with pytest.raises(MXNetError):
+        sm.infer(sm.parse_attrs({"use_sequence_length": True}), Spec((3, 2), f32))
 
 
 # --------------------------------------------------------------------------
@@ -221,6 +652,7 @@ def test_binary_list_is_every_two_input_elementwise_op():
 def make_inputs(case: Case, dtype: str, rng: np.random.Generator, shapes=None) -> list[np.ndarray]:
     shapes = case.shapes if shapes is None else shapes
     doms = case.dom if isinstance(case.dom, tuple) else (case.dom,) * len(shapes)
+    assert len(doms) == len(shapes)
     return [np.asarray(d(rng, s)).astype(dtype) for d, s in zip(doms, shapes)]
 
 
@@ -228,11 +660,18 @@ def tol(dtype) -> dict[str, float]:
     return {"rtol": 1e-12, "atol": 1e-12} if np.dtype(dtype) == np.float64 else {"rtol": 2e-6, "atol": 1e-6}
 
 
-def check_forward(op: Op, at: dict, xs: list[np.ndarray], want: Any, out_dtype: str | None = None) -> np.ndarray:
-    """Forward against the reference; infer against what forward gives."""
+def ctx(seed: int = 0, training: bool = False) -> Context:
+    cx = Context(seed)
+    cx.training = training
+    return cx
+
+
+def check_forward(op: Op, at: dict, xs: list[np.ndarray], want: Any, out_dtype: str | None = None,
+                  training: bool = False, tol32: dict | None = None) -> np.ndarray:
+    """Forward against the reference; infer against what forward gives. The inputs are not changed."""
     at = op.parse_attrs(at)
     spec = op.infer(at, *[Spec(tuple(x.shape), x.dtype.name) for x in xs])
-    y = op.forward(Context(0), at, *xs)
+    y = op.forward(ctx(0, training), at, *[x.copy() for x in xs])
     want = np.asarray(want)
     if out_dtype is None:
         out_dtype = xs[0].dtype.name if xs else want.dtype.name
@@ -240,31 +679,100 @@ def check_forward(op: Op, at: dict, xs: list[np.ndarray], want: Any, out_dtype: 
     assert y.dtype.name == out_dtype
     assert y.shape == want.shape
     assert spec == (y.shape, y.dtype.name), f"{op.name}: infer says {spec}, forward gives {y.shape} {y.dtype}"
-    np.testing.assert_allclose(y.astype(np.float64), want.astype(np.float64), **tol(y.dtype))
+    t = tol32 if tol32 is not None and y.dtype == np.float32 else tol(y.dtype)
+    np.testing.assert_allclose(y.astype(np.float64), want.astype(np.float64), **t)
     return y
 
 
+def run_forward(op: Op, at: dict, xs: list[np.ndarray], training: bool) -> tuple[np.ndarray, dict]:
+    """A forward on copies of the inputs (BatchNorm updates its moving stats in place), with a
+    fresh copy of the attributes (where Dropout and BatchNorm leave state for their VJP) and a
+    fresh generator (so Dropout draws the same mask every time)."""
+    node_at = dict(at)
+    return op.forward(ctx(0, training), node_at, *[x.copy() for x in xs]), node_at
+
+
 def check_grads(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator,
-                no_grad: bool = False, eps: float = 1e-5) -> None:
+                no_grad: bool = False, eps: float = 1e-5, nondiff: tuple[int, ...] = (),
+                training: bool = False) -> None:
     """<vjp(g), v> against <(f(x + eps v) - f(x - eps v)) / 2 eps, g> (float64)."""
     assert all(x.dtype == np.float64 for x in xs)
     at = op.parse_attrs(at)
-    cx = Context(0)
-    y = op.forward(cx, at, *xs)
+    y, node_at = run_forward(op, at, xs, training)
     g = rng.standard_normal(y.shape)
-    cts = op.vjp(Eager(cx), at, g, y, *xs)
+    cts = op.vjp(Eager(ctx(0, training)), node_at, g, y, *xs)
     assert len(cts) == len(xs)
     if no_grad:
         assert all(ct is None for ct in cts), f"{op.name} should give no gradient"
         return
-    for x, ct in zip(xs, cts):
+    for i, (x, ct) in enumerate(zip(xs, cts)):
+        if i in nondiff:
+            assert ct is None, f"{op.name}: input {i} (indices, labels or state) should get no cotangent"
+            continue
         assert ct is not None
         assert (ct.shape, ct.dtype) == (x.shape, x.dtype), f"{op.name}: cotangent {ct.shape} {ct.dtype} for {x.shape}"
-    vs = [rng.standard_normal(x.shape) for x in xs]
-    analytic = sum(float(np.vdot(ct, v)) for ct, v in zip(cts, vs))
-    fp = op.forward(cx, at, *[x + eps * v for x, v in zip(xs, vs)])
-    fm = op.forward(cx, at, *[x - eps * v for x, v in zip(xs, vs)])
+    vs = [np.zeros_like(x) if i in nondiff else rng.standard_normal(x.shape) for i, x in enumerate(xs)]
+    analytic = sum(float(np.vdot(ct, v)) for ct, v in zip(cts, vs) if ct is not None)
+    fp, _ = run_forward(op, at, [x + eps * v for x, v in zip(xs, vs)], training)
+    fm, _ = run_forward(op, at, [x - eps * v for x, v in zip(xs, vs)], training)
     numeric = float(np.vdot((fp - fm) / (2 * eps), g))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=op.name)
+
+
+def check_second_order(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator,
+                       nondiff: tuple[int, ...] = (), training: bool = False, eps: float = 1e-5) -> None:
+    """Second derivatives through the recorded VJP.
+
+    h(x, g) = sum_i <vjp_i(x; g), v_i> is computed with the Recorder (forward and VJP on Traced
+    values, x and g variables), its gradient taken by ``tape.backward`` with eager VJPs, and
+    <grad h, (u, w)> compared with (h(x + eps u, g + eps w) - h(x - eps u, g - eps w)) / 2 eps,
+    h computed with plain eager VJPs. The gradient in x holds the second derivatives; the one in g
+    is the JVP, so linear ops are checked too.
+    """
+    assert all(x.dtype == np.float64 for x in xs)
+    at = op.parse_attrs(at)
+    diff = [i for i in range(len(xs)) if i not in nondiff]
+    R = Recorder(ctx(0, training))
+    var = {i: Node(grad=np.zeros_like(xs[i])) for i in diff}
+    xt = [Traced(x.copy(), var.get(i)) for i, x in enumerate(xs)]
+    yt = getattr(R, op.name)(*xt, **at)
+    assert yt.node is not None, f"{op.name}: the recorded forward made no node"
+    g = rng.standard_normal(yt.shape)
+    g_var = Node(grad=np.zeros_like(g))
+    cts = op.vjp(R, yt.node.at, Traced(g, g_var), yt, *xt)
+    vs = {i: rng.standard_normal(xs[i].shape) for i in diff}
+    h = None
+    for i in diff:
+        assert cts[i] is not None, f"{op.name}: no cotangent for input {i}"
+        term = R.sum(R.mul(cts[i], Traced(vs[i], None)))
+        h = term if h is None else R.add(h, term)
+
+    def h_eager(zs: list[np.ndarray], gg: np.ndarray) -> float:
+        y, node_at = run_forward(op, at, zs, training)
+        cs = op.vjp(Eager(ctx(0, training)), node_at, gg, y, *[z.copy() for z in zs])
+        return sum(float(np.vdot(cs[i], vs[i])) for i in diff)
+
+    np.testing.assert_allclose(float(h.value[0]), h_eager(xs, g), rtol=1e-12, atol=1e-12, err_msg=op.name)
+    grads: dict[int, np.ndarray] = {}
+    if h.node is not None:  # else h does not depend on x or g (e.g. a zero gradient)
+        for node, gr in tape.backward(Eager(ctx(0, training)), [h.node], [np.ones(1)], np.add):
+            grads[id(node)] = gr
+    us = {i: rng.standard_normal(xs[i].shape) for i in diff}
+    w = rng.standard_normal(g.shape)
+    analytic = 0.0
+    for i in diff:
+        gr = grads.get(id(var[i]))
+        if gr is not None:
+            assert gr.shape == xs[i].shape, f"{op.name}: second-order gradient {gr.shape} for {xs[i].shape}"
+            analytic += float(np.vdot(gr, us[i]))
+    if id(g_var) in grads:
+        assert grads[id(g_var)].shape == g.shape
+        analytic += float(np.vdot(grads[id(g_var)], w))
+
+    def shifted(s: float) -> list[np.ndarray]:
+        return [x + s * eps * us[i] if i in us else x for i, x in enumerate(xs)]
+
+    numeric = (h_eager(shifted(1), g + eps * w) - h_eager(shifted(-1), g - eps * w)) / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=op.name)
 
 
@@ -276,27 +784,73 @@ def check_grads(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator
 FORWARD = [(op.name, dt) for op in OPS.ops() for dt in (("float32", "float64") if op.inputs else (None,))]
 
 
+def check_random(op: Op, case: Case, xs: list[np.ndarray]) -> np.ndarray:
+    """No reference: infer agrees, and a seed repeats the draws (more in the focused tests)."""
+    at = op.parse_attrs(case.at)
+    y = op.forward(ctx(5, case.training), dict(at), *[x.copy() for x in xs])
+    assert isinstance(y, np.ndarray)
+    assert op.infer(at, *[Spec(tuple(x.shape), x.dtype.name) for x in xs]) == (y.shape, y.dtype.name)
+    assert np.array_equal(y, op.forward(ctx(5, case.training), dict(at), *[x.copy() for x in xs]))
+    return y
+
+
+def check_case_forward(op: Op, case: Case, dtype: str | None) -> None:
+    xs = make_inputs(case, dtype, np.random.default_rng(0)) if op.inputs else []
+    if case.ref is None:
+        assert op.random
+        check_random(op, case, xs)
+        return
+    check_forward(op, case.at, xs, case.ref(*xs), case.out, case.training, case.tol32)
+
+
 @pytest.mark.parametrize("name, dtype", FORWARD, ids=[f"{n}-{d}" if d else n for n, d in FORWARD])
 def test_forward_and_infer(name, dtype):
-    op, case = OPS[name], CASES[name]
-    if op.random:  # no reference: infer agrees, and a seed repeats the draws (more in test_random_ops)
-        at = op.parse_attrs(case.at)
-        y = op.forward(Context(5), at)
-        assert isinstance(y, np.ndarray) and op.infer(at) == (y.shape, y.dtype.name)
-        assert np.array_equal(y, op.forward(Context(5), at))
-        return
-    if not op.inputs:
-        check_forward(op, case.at, [], case.ref(), case.out)
-        return
-    xs = make_inputs(case, dtype, np.random.default_rng(0))
-    check_forward(op, case.at, xs, case.ref(*xs), case.out)
+    check_case_forward(OPS[name], CASES[name], dtype)
+
+
+def check_case_grads(op: Op, case: Case, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    check_grads(op, case.at, make_inputs(case, "float64", rng), rng, case.no_grad,
+                nondiff=case.nondiff, training=case.training)
 
 
 @pytest.mark.parametrize("name", DIFFERENTIABLE)
 def test_grad(name):
-    op, case = OPS[name], CASES[name]
-    rng = np.random.default_rng(1)
-    check_grads(op, case.at, make_inputs(case, "float64", rng), rng, case.no_grad)
+    check_case_grads(OPS[name], CASES[name])
+
+
+@pytest.mark.parametrize("vid, name, case", VARIANTS, ids=VARIANT_IDS)
+def test_variant(vid, name, case):
+    op = OPS[name]
+    for dtype in ("float32", "float64") if op.inputs else (None,):
+        check_case_forward(op, case, dtype)
+    if op.differentiable:
+        check_case_grads(op, case)
+
+
+SECOND = [(n, n, CASES[n]) for n in DIFFERENTIABLE if not CASES[n].no_grad] + [
+    v for v in VARIANTS if OPS[v[1]].differentiable and not v[2].no_grad
+]
+
+
+@pytest.mark.parametrize("vid, name, case", SECOND, ids=[s[0] for s in SECOND])
+def test_second_order(vid, name, case):
+    rng = np.random.default_rng(11)
+    check_second_order(OPS[name], case.at, make_inputs(case, "float64", rng), rng, case.nondiff, case.training)
+
+
+def test_no_grad_ops_give_no_cotangent_to_record():
+    """Comparisons and the like: their VJP gives None, so nothing can be recorded past them."""
+    for name in DIFFERENTIABLE:
+        case = CASES[name]
+        if case.no_grad:
+            rng = np.random.default_rng(0)
+            xs = make_inputs(case, "float64", rng)
+            at = OPS[name].parse_attrs(case.at)
+            y = OPS[name].forward(ctx(), dict(at), *xs)
+            cts = OPS[name].vjp(Recorder(ctx()), at, Traced(np.ones_like(y), Node()), Traced(y, None),
+                                *[Traced(x, Node()) for x in xs])
+            assert all(ct is None for ct in cts), name
 
 
 def test_astype_cotangent_keeps_input_dtype():
@@ -751,3 +1305,324 @@ def test_session_backward_with_head_grads():
         {"op": "read", "in": [1], "at": {"grad": True}},
     )
     np.testing.assert_allclose(gx, hg * np.exp(x) / x, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# rounding, random ops, Dropout and BatchNorm state, index arrays, bad attributes
+
+
+def test_rounding_halves():
+    """round goes half away from zero (MXNet), rint half to even."""
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -0.4, 0.6, 7.0], np.float32)
+    check_forward(OPS["round"], {}, [x], [-3, -2, -1, 1, 2, 3, 0, 1, 7])
+    check_forward(OPS["rint"], {}, [x], [-2, -2, 0, 0, 2, 2, 0, 1, 7])
+    for name, ref in [("floor", np.floor), ("ceil", np.ceil), ("trunc", np.trunc)]:
+        check_forward(OPS[name], {}, [x], ref(x))
+    assert OPS["fix"] is OPS["trunc"]
+
+
+def test_random_randint():
+    op = OPS["random_randint"]
+    at = op.parse_attrs({"low": -3, "high": 5, "shape": [4000]})
+    y = op.forward(ctx(1), at)
+    assert (y.dtype, y.shape) == (np.int32, (4000,)) and op.infer(at) == ((4000,), "int32")
+    assert (y.min(), y.max()) == (-3, 4)
+    assert abs(y.mean() - 0.5) < 0.15
+    assert np.array_equal(y, op.forward(ctx(1), at)), "same seed, same draws"
+    assert not np.array_equal(y, op.forward(ctx(2), at))
+    assert op.forward(ctx(1), op.parse_attrs({"low": 0, "high": 2, "dtype": "float64"})).dtype == np.float64
+    assert op.infer(op.parse_attrs({"low": 0, "high": 2})) == ((1,), "int32")
+
+
+def test_shuffle():
+    op = OPS["shuffle"]
+    x = np.arange(30.0).reshape(10, 3)
+    y = op.forward(ctx(4), {}, x)
+    assert y.shape == x.shape and y is not x
+    np.testing.assert_array_equal(x, np.arange(30.0).reshape(10, 3))  # the input is left alone
+    np.testing.assert_array_equal(np.sort(y[:, 0]), x[:, 0])  # a permutation of whole rows
+    np.testing.assert_array_equal(y[:, 1:] - y[:, :1], x[:, 1:] - x[:, :1])
+    assert not np.array_equal(y, x)
+    assert np.array_equal(y, op.forward(ctx(4), {}, x))
+    assert not np.array_equal(y, op.forward(ctx(5), {}, x))
+
+
+def test_dropout():
+    op = OPS["Dropout"]
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0.5, 1.5, (300, 100)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    F = Eager(ctx())
+
+    # training: about p of the elements dropped, the rest scaled by 1 / (1 - p)
+    at = op.parse_attrs({"p": 0.3})
+    y = op.forward(ctx(3, True), at, x)
+    mask = at["_mask"]
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], x[kept] / np.float32(0.7), rtol=1e-6)
+    assert y.dtype == np.float32 and set(np.unique(mask)) == {0, np.float32(1) / np.float32(0.7)}
+    # the VJP applies the same mask
+    (ct,) = op.vjp(F, at, g, y, x)
+    np.testing.assert_array_equal(ct, g * mask)
+    np.testing.assert_array_equal(ct != 0, kept)
+    # the same seed draws the same mask, another seed another
+    assert np.array_equal(op.forward(ctx(3, True), op.parse_attrs({"p": 0.3}), x), y)
+    assert not np.array_equal(op.forward(ctx(4, True), op.parse_attrs({"p": 0.3}), x), y)
+
+    # prediction, and p = 0: the identity (a copy), and the VJP passes g through
+    for training, p in [(False, 0.3), (True, 0.0)]:
+        at = op.parse_attrs({"p": p})
+        y = op.forward(ctx(3, training), at, x)
+        assert y is not x
+        np.testing.assert_array_equal(y, x)
+        assert op.vjp(F, at, g, y, x)[0] is g
+    # mode="always" drops in prediction too
+    assert (op.forward(ctx(3), op.parse_attrs({"p": 0.3, "mode": "always"}), x) == 0).any()
+    # axes: one mask shared along them
+    y = op.forward(ctx(3, True), op.parse_attrs({"p": 0.5, "axes": [0]}), x)
+    assert (y == 0).any() and np.array_equal(y[1:] == 0, np.broadcast_to(y[:1] == 0, (299, 100)))
+
+
+def test_dropout_follows_the_sessions_training_bit():
+    run = Batches()
+    x = np.ones((50, 40), np.float32)
+    pred, train = run(
+        {"op": "array", "in": [], "out": [1], "at": {"value": x}},
+        {"op": "Dropout", "in": [1], "out": [2], "at": {"p": 0.5}, "mode": 1},
+        {"op": "Dropout", "in": [1], "out": [3], "at": {"p": 0.5}, "mode": 3},
+        {"op": "read", "in": [2, 3]},
+    )
+    np.testing.assert_array_equal(pred, x)
+    assert set(np.unique(train)) == {0.0, 2.0}
+
+
+def test_batch_norm_state():
+    op = OPS["BatchNorm"]
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 3, 2, 2)).astype(np.float32) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 2, 3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    mm, mv = rng.standard_normal(3).astype(np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)
+    mm0, mv0 = mm.copy(), mv.copy()
+    at = {"momentum": 0.8, "fix_gamma": False}
+    t32 = {"rtol": 1e-5, "atol": 1e-5}
+
+    # prediction: the moving statistics normalise, and are left alone
+    y = op.forward(ctx(), op.parse_attrs(at), x, gamma, beta, mm, mv)
+    np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False), **t32)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
+
+    # training: the batch's statistics normalise; the moving ones are updated in place
+    y = op.forward(ctx(0, True), op.parse_attrs(at), x, gamma, beta, mm, mv)
+    np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False, train=True), **t32)
+    axes = (0, 2, 3)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mm, 0.8 * mm0 + 0.2 * x64.mean(axis=axes), **t32)
+    np.testing.assert_allclose(mv, 0.8 * mv0 + 0.2 * x64.var(axis=axes), **t32)
+    assert (mm.dtype, mv.dtype) == (np.float32, np.float32)
+
+    # use_global_stats: the moving statistics even in training, and no update
+    mm1, mv1 = mm.copy(), mv.copy()
+    y = op.forward(ctx(0, True), op.parse_attrs({**at, "use_global_stats": True}), x, gamma, beta, mm, mv)
+    np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm1, mv1, fix_gamma=False), **t32)
+    assert np.array_equal(mm, mm1) and np.array_equal(mv, mv1)
+
+    # fix_gamma (the default): gamma is taken as 1 and gets a zero gradient; no gradient for the moving stats
+    for training in (False, True):
+        at_f = op.parse_attrs({})
+        y = op.forward(ctx(0, training), at_f, x, gamma, beta, mm.copy(), mv.copy())
+        ones = np.ones_like(gamma)
+        np.testing.assert_array_equal(y, op.forward(ctx(0, training), op.parse_attrs({}), x, ones, beta,
+                                                    mm.copy(), mv.copy()))
+        cts = op.vjp(Eager(ctx(0, training)), at_f, np.ones_like(y), y, x, gamma, beta, mm, mv)
+        np.testing.assert_array_equal(cts[1], np.zeros(3, np.float32))
+        np.testing.assert_allclose(cts[2], np.full(3, 32.0), rtol=1e-6)
+        assert cts[3] is None and cts[4] is None
+
+
+def test_batch_norm_follows_the_sessions_training_bit():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((6, 2))
+    run = Batches()
+    arrays = [x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2)]
+    mm, mv = run(
+        *[{"op": "array", "in": [], "out": [i + 1], "at": {"value": a}} for i, a in enumerate(arrays)],
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [6], "mode": 1},  # prediction: no update
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [7], "mode": 3},  # training: update
+        {"op": "read", "in": [4, 5]},
+    )
+    np.testing.assert_allclose(mm, 0.1 * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(mv, 0.9 + 0.1 * x.var(axis=0), rtol=1e-12)
+
+
+def test_getitem_index_arrays():
+    op = OPS["getitem"]
+    x = np.arange(12.0).reshape(3, 4)
+    at = op.parse_attrs({"key": [{"array": 0}, {"array": 1}]})
+    i, j = np.array([0.0, 2.0, -1.0]), np.array([[3.0], [0.0]])
+    check_forward(op, at, [x, i, j], x[i.astype(int), j.astype(int)])
+    # one index array on the first axis copies, it does not share memory
+    y = op.forward(ctx(), op.parse_attrs({"key": [{"array": 0}]}), x, np.array([1.0]))
+    assert not np.shares_memory(y, x)
+    with pytest.raises(MXNetError):
+        op.forward(ctx(), op.parse_attrs({"key": [{"array": 0}]}), x, np.array([3.0]))
+
+
+def test_scatter_key_index_arrays_add_repeats():
+    op = OPS["scatter_key"]
+    at = {"shape": [4], "key": [{"array": 0}]}
+    y = check_forward(op, at, [np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 1.0, 3.0, 1.0])], [0, 7, 0, 3])
+    assert y.shape == (4,)
+
+
+BAD_ATTRS = [
+    ("clip", {"a_min": 1.0, "a_max": 0.0}, [(2, 3)]),
+    ("topk", {"k": 5}, [(2, 4)]),
+    ("topk", {"k": 0}, [(2, 4)]),
+    ("topk", {"ret_typ": "both"}, [(2, 4)]),
+    ("argmax", {"axis": 2}, [(2, 4)]),
+    ("sort", {"axis": -3}, [(2, 4)]),
+    ("pick", {"mode": "raise"}, [(2, 4), (2,)]),
+    ("pick", {}, [(2, 4), (3,)]),
+    ("take", {"mode": "nearest"}, [(2, 4), (3,)]),
+    ("gather_axis", {"axis": 1}, [(2, 4), (3, 4)]),
+    ("scatter_axis", {"axis": 1, "shape": [2, 4]}, [(2, 3), (2, 2)]),
+    ("one_hot", {"depth": 0}, [(3,)]),
+    ("squeeze", {"axis": 0}, [(2, 1)]),
+    ("concat", {"dim": 1}, [(2, 3), (3, 3)]),
+    ("stack", {}, [(2, 3), (2, 4)]),
+    ("batch_dot", {}, [(2, 3, 4), (4, 5)]),
+    ("batch_dot", {}, [(2, 3, 4), (3, 4, 5)]),
+    ("linalg_gemm2", {"transpose_b": True}, [(2, 3, 4), (2, 4, 5)]),
+    ("where", {}, [(3, 3), (2, 3), (2, 3)]),
+    ("broadcast_like", {}, [(2, 3), (3, 3)]),
+    ("softmax", {"temperature": 0.0}, [(2, 3)]),
+    ("log_softmax", {"axis": 2}, [(2, 3)]),
+    ("softmax_cross_entropy", {}, [(2, 3), (3,)]),
+    ("Activation", {"act_type": "gelu"}, [(2, 3)]),
+    ("LeakyReLU", {"act_type": "prelu"}, [(2, 3)]),
+    ("FullyConnected", {"num_hidden": 4}, [(2, 3), (4, 2), (4,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 2, 5, 5), (2, 3, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "layout": "NHWC"}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
+    ("Pooling", {"kernel": [2, 2], "pooling_convention": "full"}, [(1, 1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2], "pool_type": "lp"}, [(1, 1, 4, 4)]),
+    ("Pooling", {}, [(1, 1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2]}, [(1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False}, [(1, 1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
+    ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
+    ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
+    ("col2im", {"kernel": [2, 2], "shape": [1, 1, 3, 3]}, [(1, 1, 2, 2, 3, 3)]),
+    ("Dropout", {"p": 1.0}, [(2, 3)]),
+    ("Dropout", {"mode": "sometimes"}, [(2, 3)]),
+    ("BatchNorm", {}, [(4, 3), (3,), (3,), (2,), (3,)]),
+    ("BatchNorm", {"output_mean_var": True}, [(4, 3), (3,), (3,), (3,), (3,)]),
+    ("SequenceMask", {"use_sequence_length": True}, [(4, 3), (4,)]),
+    ("SequenceMask", {"axis": 2}, [(4, 3, 2)]),
+    ("linspace", {"start": 0, "stop": 1, "num": -1}, []),
+    ("random_randint", {"low": 2, "high": 2}, []),
+    ("tile", {"reps": [2, -1]}, [(2, 3)]),
+    ("repeat", {"repeats": -1}, [(2, 3)]),
+]
+
+
+@pytest.mark.parametrize("name, at, shapes", BAD_ATTRS, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BAD_ATTRS)])
+def test_rejects_bad_attributes_and_shapes(name, at, shapes):
+    op = OPS[name]
+    with pytest.raises(MXNetError):
+        op.infer(op.parse_attrs(at), *[Spec(s, "float32") for s in shapes])
+
+
+def test_pooling_stride_defaults_to_one_as_in_mxnet():
+    """MXNet's Pooling: 'Stride ... Defaults to 1 for each dimension' (Gluon's pool layers differ)."""
+    op = OPS["Pooling"]
+    x = DISTINCT(np.random.default_rng(15), (1, 2, 4, 5))
+    check_forward(op, {"kernel": [2, 2]}, [x], pool_ref(x, "max", (2, 2), (1, 1), (0, 0)))
+
+
+# --------------------------------------------------------------------------
+# third derivatives through a Session: grad_of with create_graph, three times
+
+
+def d123(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first three derivatives of the elementwise ops, by hand."""
+    if name == "exp":
+        e = np.exp(x)
+        return e, e, e
+    if name == "tanh":
+        t = np.tanh(x)
+        d = 1 - t * t
+        return d, -2 * t * d, d * (6 * t * t - 2)
+    if name == "sigmoid":
+        s = 1 / (1 + np.exp(-x))
+        d = s * (1 - s)
+        return d, d * (1 - 2 * s), d * (1 - 6 * s + 6 * s * s)
+    if name == "pow_scalar":  # scalar 2.5
+        return 2.5 * x**1.5, 3.75 * x**0.5, 1.875 * x**-0.5
+    if name == "log":
+        return 1 / x, -1 / x**2, 2 / x**3
+    if name == "rsqrt":
+        return -0.5 * x**-1.5, 0.75 * x**-2.5, -1.875 * x**-3.5
+    if name == "sin":
+        return np.cos(x), -np.sin(x), -np.cos(x)
+    raise KeyError(name)
+
+
+THIRD = [("exp", {}, U(-2, 2)), ("tanh", {}, U(-2, 2)), ("sigmoid", {}, U(-4, 4)),
+         ("pow_scalar", {"scalar": 2.5}, POS), ("log", {}, POS), ("rsqrt", {}, POS), ("sin", {}, U(-3, 3))]
+
+
+def grad_of(head: int, out: int, var: int, create: bool, head_grad: int | None = None) -> dict:
+    at: dict[str, Any] = {"variables": [var], "create_graph": create}
+    if head_grad is not None:
+        at["head_grads"] = [head_grad]
+    return {"op": "grad_of", "in": [head], "out": [out], "at": at, "mode": 1}
+
+
+@pytest.mark.parametrize("name, at, dom", THIRD, ids=[t[0] for t in THIRD])
+def test_third_order_elementwise(name, at, dom):
+    x = dom(np.random.default_rng(16), (2, 3))
+    run = Batches()
+    got = run(
+        {"op": "array", "in": [], "out": [1], "at": {"value": x}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": name, "in": [1], "out": [2], "at": at, "mode": 1},
+        grad_of(2, 3, 1, True),
+        grad_of(3, 4, 1, True),
+        grad_of(4, 5, 1, False),
+        {"op": "read", "in": [3, 4, 5]},
+    )
+    for k, (g, want) in enumerate(zip(got, d123(name, x)), 1):
+        np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-12, err_msg=f"{name}: derivative {k}")
+
+
+def test_third_order_softmax():
+    """g1 = J^T w, g2 = grad <g1, u1>, g3 = grad <g2, u2> of softmax along its last axis."""
+    rng = np.random.default_rng(17)
+    x, w, u1, u2 = (rng.standard_normal((2, 4)) for _ in range(4))
+
+    def ds(z, u):  # the derivative of softmax along u
+        s = softmax_ref(z)
+        return s * (u - (s * u).sum(-1, keepdims=True))
+
+    def dds(z):  # along u1, then along u2
+        s, a = softmax_ref(z), ds(z, u2)
+        return a * (u1 - (s * u1).sum(-1, keepdims=True)) - s * (a * u1).sum(-1, keepdims=True)
+
+    run = Batches()
+    g1, g2, g3 = run(
+        *[{"op": "array", "in": [], "out": [i + 1], "at": {"value": a}} for i, a in enumerate([x, w, u1, u2])],
+        {"op": "attach_grad", "in": [1]},
+        {"op": "softmax", "in": [1], "out": [5], "mode": 1},
+        grad_of(5, 6, 1, True, head_grad=2),
+        grad_of(6, 7, 1, True, head_grad=3),
+        grad_of(7, 8, 1, False, head_grad=4),
+        {"op": "read", "in": [6, 7, 8]},
+    )
+    np.testing.assert_allclose(g1, ds(x, w), rtol=1e-12, atol=1e-12)  # J is symmetric
+    np.testing.assert_allclose(g2, numeric_grad(lambda z: float((w * ds(z, u1)).sum()), x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g3, numeric_grad(lambda z: float((w * dds(z)).sum()), x), rtol=1e-6, atol=1e-8)
+    assert np.abs(g3).max() > 1e-3  # not vacuous
