@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         "--api-key", action="append", default=[], metavar="USER:KEY",
         help="accept KEY for USER (repeatable); required off loopback",
     )
+    serve.add_argument("--data-dir", default=None,
+                       help="snapshot sessions here and restore them at start (default: memory only)")
     serve.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["port"] = args.port
     if args.api_key:
         overrides["api_keys"] = ",".join(args.api_key)
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
     try:
         settings = Settings(**overrides)
     except ValidationError as e:

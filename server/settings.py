@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,10 @@ class Settings(BaseSettings):
     max_array_bytes: int = 1 << 30
     max_sessions_per_user: int = 64
     session_ttl_s: float = 3600.0
+    data_dir: Path | None = Field(
+        None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"
+    )
+    snapshot_interval_s: float = 30.0
 
     @field_validator("api_keys", mode="before")
     @classmethod

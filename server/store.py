@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from pathlib import Path
 
+from ..engine import snapshot
 from ..engine.errors import MXNetError, QuotaExceeded
 from ..engine.session import Limits, Session
 from .settings import Settings
+
+log = logging.getLogger("gradserve")
 
 
 class SessionNotFound(MXNetError):
@@ -30,6 +35,8 @@ class SessionStore:
             max_array_bytes=settings.max_array_bytes,
             max_batch_ops=settings.max_batch_ops,
         )
+        self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None
+        self._saved: dict[str, int] = {}  # session id -> version last written
 
     def create(self, owner: str, seed: int | None = None) -> Session:
         self.expire()
@@ -54,9 +61,15 @@ class SessionStore:
 
     def delete(self, sid: str, owner: str) -> None:
         self.get(sid, owner)
+        self._forget(sid)
+
+    def _forget(self, sid: str) -> None:
         with self._lock:
             self._sessions.pop(sid, None)
             self._used.pop(sid, None)
+            self._saved.pop(sid, None)
+        if self.folder is not None:
+            (self.folder / f"{sid}.npz").unlink(missing_ok=True)
 
     def list(self, owner: str) -> list[Session]:
         return [s for s in self._sessions.values() if s.owner == owner]
@@ -66,10 +79,40 @@ class SessionStore:
         cutoff = time.monotonic() - self.settings.session_ttl_s
         with self._lock:
             old = [sid for sid, t in self._used.items() if t < cutoff]
-            for sid in old:
-                self._sessions.pop(sid, None)
-                self._used.pop(sid, None)
+        for sid in old:
+            self._forget(sid)
         return len(old)
+
+    # -- snapshots -----------------------------------------------------------
+
+    def snapshot(self) -> int:
+        """Write every session changed since its last snapshot; return how many."""
+        if self.folder is None:
+            return 0
+        written = 0
+        for s in list(self._sessions.values()):
+            if self._saved.get(s.id) == s.version:
+                continue
+            version = s.version
+            snapshot.save(s, self.folder / f"{s.id}.npz")
+            self._saved[s.id] = version
+            written += 1
+        return written
+
+    def restore(self) -> int:
+        """Load the sessions of the data directory (at start); return how many."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        for path in sorted(self.folder.glob("*.npz")):
+            try:
+                s = snapshot.load(path, self.limits)
+            except MXNetError as e:
+                log.warning("skipping %s: %s", path, e)
+                continue
+            self._sessions[s.id] = s
+            self._used[s.id] = time.monotonic()
+            self._saved[s.id] = s.version
+        return len(self._sessions)
 
     def __len__(self) -> int:
         return len(self._sessions)

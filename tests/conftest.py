@@ -16,12 +16,12 @@ from gradserve.server import Settings, create_app
 class LiveServer:
     """uvicorn serving a gradserve app from a thread, on 127.0.0.1:<free port>."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, port: int = 0) -> None:
         self.settings = settings or Settings()
         self.app = create_app(self.settings)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on")

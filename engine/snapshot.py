@@ -1,0 +1,107 @@
+"""A session to and from one file: its arrays, variables and their gradients,
+batch sequence and last reply, and random generator state. Nothing is pickled:
+the file is numpy's ``.npz`` container with a JSON header.
+
+What a snapshot does not keep: recorded graphs (a ``backward`` after a restart
+needs the forward pass again, as after any ``backward`` that frees the graph)
+and memory shared between views (each array comes back with its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput
+from .session import Limits, Session
+from .tape import Node
+
+FORMAT = 1
+_META = "__meta__"
+
+
+def save(s: Session, path: Path) -> None:
+    """Write ``s`` to ``path`` atomically (a reader never sees half a file)."""
+    with s.lock:
+        arrays: dict[str, np.ndarray] = {}
+        handle_of = {id(v): h for h, v in s.arrays.items() if h not in s.aliases}
+        variables = []
+        for h, n in s.nodes.items():
+            if n.op is not None or n.grad is None:
+                continue  # recorded graph nodes are not kept
+            var: dict[str, Any] = {"handle": h, "grad_req": n.grad_req}
+            owner = handle_of.get(id(n.grad))
+            if owner is not None:
+                var["grad_handle"] = owner  # mark_variables: the gradient is another array
+            else:
+                arrays[f"g:{h}"] = n.grad
+            variables.append(var)
+        grad_var = {id(n.grad): h for h, n in s.nodes.items() if n.op is None and n.grad is not None}
+        aliases = {a: grad_var[id(s.arrays[a])] for a in s.aliases if id(s.arrays[a]) in grad_var}
+        for h, v in s.arrays.items():
+            if h not in s.aliases:
+                arrays[f"a:{h}"] = v
+        reply = None
+        if s.last_reply is not None:
+            reply = {k: v for k, v in s.last_reply.items() if k != "values"}
+            for i, v in enumerate(s.last_reply.get("values", ())):
+                arrays[f"r:{i}"] = np.asarray(v)
+            reply["n_values"] = len(s.last_reply.get("values", ()))
+        meta = {
+            "format": FORMAT,
+            "id": s.id,
+            "owner": s.owner,
+            "seq": s.seq,
+            "last_reply": reply,
+            "variables": variables,
+            "aliases": {str(a): v for a, v in aliases.items()},
+            "rng": s.cx.rng.bit_generator.state,
+        }
+        arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def load(path: Path, limits: Limits | None = None) -> Session:
+    """A session as ``save`` left it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.keys()}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InvalidInput(f"{path}: not a gradserve snapshot ({e})") from None
+    if _META not in data:
+        raise InvalidInput(f"{path}: not a gradserve snapshot (no header)")
+    meta = json.loads(data.pop(_META).tobytes())
+    if meta.get("format") != FORMAT:
+        raise InvalidInput(f"{path}: snapshot format {meta.get('format')} is not {FORMAT}")
+    s = Session(meta["id"], owner=meta["owner"], limits=limits)
+    for key, v in data.items():
+        if key.startswith("a:"):
+            s.put(int(key[2:]), v)
+    for var in meta["variables"]:
+        h = var["handle"]
+        grad = s.arrays[var["grad_handle"]] if "grad_handle" in var else data[f"g:{h}"]
+        s.nodes[h] = Node(grad=grad, grad_req=var["grad_req"])
+    for a, v in meta["aliases"].items():
+        s.put(int(a), s.nodes[v].grad, alias=True)
+    s.seq = meta["seq"]
+    reply = meta["last_reply"]
+    if reply is not None:
+        n = reply.pop("n_values")
+        reply["values"] = [data[f"r:{i}"] for i in range(n)]
+        s.last_reply = reply
+    s.cx.rng.bit_generator.state = meta["rng"]
+    return s

@@ -1,0 +1,89 @@
+"""Nothing lost when the server restarts: sessions are snapshotted to the data
+directory and restored at start, and a client in the middle of its work goes on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import gradserve
+from gradserve import autograd, nd
+from gradserve.engine import snapshot
+from gradserve.engine.session import Session
+from gradserve.server import Settings
+
+from .conftest import LiveServer
+
+
+def test_a_client_carries_on_across_a_server_restart(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    with LiveServer(settings) as first:
+        port = first.port
+        client = gradserve.connect(first.url, seed=5)
+        x = nd.array([1.0, 2.0, 3.0])
+        x.attach_grad()
+        with autograd.record():
+            y = (x * x).sum()
+        y.backward()
+        before = x.grad.asnumpy()
+        noise = nd.random.normal(shape=(4,))
+        nd.waitall()
+    assert (tmp_path / "sessions" / f"{client.transport.session_id}.npz").exists()
+    try:
+        with LiveServer(Settings(data_dir=tmp_path), port=port):
+            np.testing.assert_array_equal(x.grad.asnumpy(), before)  # same session, same handles
+            with autograd.record():
+                z = (x * 3).sum()
+            z.backward()
+            assert x.grad.asnumpy().tolist() == [3, 3, 3]
+            assert noise.shape == (4,) and nd.random.normal(shape=(2,)).shape == (2,)
+    finally:
+        gradserve.set_current(None)
+
+
+def test_snapshots_keep_generator_state_sequence_and_gradient_buffers(tmp_path):
+    s = Session("s1", owner="alice", seed=3)
+    s.run_batch({"seq": 1, "ops": [
+        {"op": "array", "out": [1], "at": {"value": np.arange(3.0, dtype=np.float32)}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
+        {"op": "backward", "in": [2]},
+        {"op": "grad", "in": [1], "out": [3]},
+        {"op": "zeros", "out": [4], "at": {"shape": [3]}},
+        {"op": "zeros", "out": [5], "at": {"shape": [3]}},
+        {"op": "mark_variables", "in": [4, 5]},
+        {"op": "read", "in": [3]},
+    ]})
+    snapshot.save(s, tmp_path / "s1.npz")
+    t = snapshot.load(tmp_path / "s1.npz")
+    assert (t.id, t.owner, t.seq) == ("s1", "alice", 1)
+    assert t.arrays[3] is t.nodes[1].grad and t.nodes[4].grad is t.arrays[5]  # aliases survive
+    assert t.run_batch({"seq": 1, "ops": []})["values"][0].tolist() == [0, 2, 4]  # the retry still replays
+    draw = {"seq": 2, "ops": [{"op": "random_normal", "out": [9], "at": {"shape": [3]}}, {"op": "read", "in": [9]}]}
+    np.testing.assert_array_equal(s.run_batch(draw)["values"][0], t.run_batch(draw)["values"][0])
+
+
+def test_a_deleted_session_leaves_no_snapshot(tmp_path):
+    import httpx
+
+    with LiveServer(Settings(data_dir=tmp_path, snapshot_interval_s=0.05)) as srv, \
+            httpx.Client(base_url=srv.url) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        http.post(f"/v1/sessions/{sid}/batch", json={"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+        path = tmp_path / "sessions" / f"{sid}.npz"
+        import time
+
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.exists()  # written by the periodic snapshot, before any shutdown
+        assert http.delete(f"/v1/sessions/{sid}").status_code == 204
+        assert not path.exists()
+
+
+def test_a_corrupt_snapshot_is_skipped_not_fatal(tmp_path):
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "bad.npz").write_bytes(b"garbage")
+    with LiveServer(Settings(data_dir=tmp_path)) as srv:
+        import httpx
+
+        assert httpx.get(srv.url + "/v1/health").status_code == 200
