@@ -17,7 +17,7 @@ from .engine import tape
 from .engine.errors import NOT_IN_GRAPH, AutogradError, InvalidInput, ShapeError
 from .engine.ops import assignable, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, OPS, Op, Spec
-from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
+from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING, parse_attrs
 from .runtime import Client, current
 from .state import flags
 
@@ -63,22 +63,38 @@ def _mode() -> int:
 def invoke(op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = None,
            client: Client | None = None) -> NDArray:
     """Queue one op of the table; return its result's proxy at once."""
-    c = arrays[0]._c if arrays else (client or current())
-    for a in arrays:
-        if a._c is not c:
-            raise InvalidInput(f"{op.name}: arrays from different sessions cannot be mixed")
+    specs = []
+    hs = []
+    if arrays:
+        c = arrays[0]._c
+        for a in arrays:
+            if a._c is not c:
+                raise InvalidInput(f"{op.name}: arrays from different sessions cannot be mixed")
+            specs.append(a._spec)
+            hs.append(a._h)
         if c._dead:
-            c.check_alive(a._h)
-    at = op.parse_attrs(attrs)
-    spec = op.infer(at, *[a._spec for a in arrays])
+            for a in arrays:
+                c.check_alive(a._h)
+    else:
+        c = client or current()
+    at = parse_attrs(op, attrs)
+    spec = op.infer(at, *specs)
     h = c.handle()
-    mode = _mode()
+    f = flags
+    mode = (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
     node = None
     if mode & RECORDING and op.vjp is not None:
-        parents = tape.parents_of(a._node for a in arrays)
+        parents = tape.parents_of([a._node for a in arrays])
         if parents is not None:
             node = tape.Node(op, None, parents)
-    ins: dict[str, Any] = {"op": op.name, "in": [a._h for a in arrays], "out": [h], "at": at}
+    # only the attributes given travel (parsed); the engine fills in the same defaults
+    if not attrs:
+        wat: dict[str, Any] = {}
+    elif len(attrs) == len(at):
+        wat = at
+    else:
+        wat = {k: at[k] for k in attrs}
+    ins: dict[str, Any] = {"op": op.name, "in": hs, "out": [h], "at": wat}
     if mode:
         ins["mode"] = mode
     value = at.get("value")

@@ -68,6 +68,8 @@ class Client:
             return
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
+        if nbytes and self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
+            self.flush()  # send what is queued first, so a batch holds at most the bound or one array
         self._queue.append(ins)
         self._where.append(_user_line())
         self._qbytes += nbytes

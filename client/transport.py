@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+import weakref
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 
 from .engine import wire
 from .engine.errors import MXNetError, error_from_kind
@@ -82,11 +84,14 @@ class Http:
         self.url = url.rstrip("/")
         self.retries = retries
         self.requests = 0
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        parts = urlsplit(self.url)
+        # batches have their own socket on http: httpx's rare calls need no idle connection kept
+        keep = 0 if parts.scheme == "http" else 20
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  limits=httpx.Limits(max_keepalive_connections=keep))
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         self.session_id: str = reply["id"]
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
-        parts = urlsplit(self.url)
         self._conn: Conn | None = None
         if parts.scheme == "http" and parts.hostname:
             self._conn = Conn(parts.hostname, parts.port or 80, timeout)
@@ -165,16 +170,20 @@ class Conn:
     def close(self) -> None:
         if self.sock is not None:
             try:
+                self._closer.detach()
                 self.sock.close()
             finally:
                 self.sock = None
 
-    def request(self, head: bytes, parts: list[Any]) -> tuple[int, str, bytearray]:
+    def request(self, head: bytes, parts: list[Any]) -> tuple[int, str, Any]:
         sock = self.sock
         if sock is None:
             sock = socket.create_connection(self.addr, timeout=self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = sock
+            # a client dropped without close() leaves no socket behind (a finalizer,
+            # not __del__: it runs before the socket's own, even inside a cycle)
+            self._closer = weakref.finalize(self, sock.close)
         if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) <= SMALL_BODY:
             sock.sendall(b"".join([head, *parts]))
         else:
@@ -186,7 +195,7 @@ class Conn:
             body = self._read_chunked(sock, rest)
         else:
             n = int(headers.get("content-length", "0"))
-            body = bytearray(n)
+            body = np.empty(n, np.uint8) if n >= 1 << 20 else bytearray(n)  # numpy: huge pages
             view = memoryview(body)
             k = min(len(rest), n)
             view[:k] = rest[:k]
@@ -261,13 +270,13 @@ def _reply(status: int, ctype: str, content: bytes | bytearray, path: str, op_er
     raise error_from_kind(err.get("kind", "MXNetError"), err.get("message") or f"HTTP {status} from {path}")
 
 
-def _decode(status: int, ctype: str, content: bytes | bytearray) -> Any:
+def _decode(status: int, ctype: str, content: Any) -> Any:
     if ctype.startswith(wire.FRAMES):
         return wire.unpack_frames(content)
     if ctype.startswith(wire.MSGPACK):
         return wire.unpack(content)
     if ctype.startswith(wire.JSON):
-        return wire.loads(content)
+        return wire.loads(memoryview(content))
     text = bytes(content[:200]).decode("utf-8", "replace")
     return {"error": {"kind": "MXNetError", "message": f"HTTP {status}: {text}"}}
 

@@ -171,6 +171,7 @@ class Session:
         self.lock = threading.Lock()
         self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
         self.aliases: set[int] = set()
+        self.version = 0  # counts batches run, so a snapshot knows what changed
 
     # -- handles -------------------------------------------------------------
 
@@ -234,6 +235,7 @@ class Session:
                     return self.last_reply
                 if seq != self.seq + 1:
                     raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
+            self.version += 1
             values: list[np.ndarray] = []
             reply: dict[str, Any] = {"seq": seq, "values": values}
             execute = self.execute

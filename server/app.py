@@ -6,6 +6,8 @@ index, op}}`` with a status fixed by the error's class.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,11 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from ..engine import wire
 from ..engine.errors import ERRORS, InvalidInput, MXNetError
 from ..engine.session import Session, catalog
-from . import protocol
+from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, read_body, wants_msgpack
 from .rest import arrays
 from .settings import Settings
 from .store import SessionStore
+
+log = logging.getLogger("gradserve")
 
 
 def validated_batch(request: Request, msg: Any) -> dict[str, Any]:
@@ -92,6 +96,7 @@ def delete_session(sid: str, user: CurrentUser, store: Store) -> Response:
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}},
                 "application/msgpack": {"schema": {"$ref": "#/components/schemas/Batch"}},
+                wire.FRAMES: {"schema": {"$ref": "#/components/schemas/Batch"}},
             },
         }
     },
@@ -127,16 +132,46 @@ def list_ops() -> dict[str, Any]:
     return catalog()
 
 
+class App(FastAPI):
+    """FastAPI, with the binary batch route served as raw ASGI (see ``fast``)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        sid = fast.batch_session_id(scope)
+        if sid is not None:
+            await fast.batch(self, scope, receive, send, sid)
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def _snapshot_loop(store: SessionStore, interval: float) -> None:
+    """Write changed sessions every ``interval`` seconds, so a crash loses at most that much."""
+    if store.folder is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(store.snapshot)
+        except OSError as e:  # a full disk must not stop the server; the next round retries
+            log.error("snapshot failed: %s", e)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; its lifespan builds the session store."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = SessionStore(settings)
-        yield
+        store = app.state.store = SessionStore(settings)
+        await run_in_threadpool(store.restore)
+        fast.tune_malloc()
+        saver = asyncio.create_task(_snapshot_loop(store, settings.snapshot_interval_s))
+        try:
+            yield
+        finally:
+            saver.cancel()
+            await run_in_threadpool(store.snapshot)
 
-    app = FastAPI(
+    app = App(
         title="gradserve",
         version="0.1.0",
         summary="MXNet-style NDArrays and autograd as a service",

@@ -1,0 +1,100 @@
+"""Shared helpers for the benchmarks: a real server in its own process, interleaved timing, reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Url(str):
+    """A server's URL, with the process id of the server."""
+
+    pid: int = 0
+
+
+@contextlib.contextmanager
+def server(env: dict[str, str] | None = None, extra: list[str] | None = None) -> Iterator[str]:
+    """``gradserve serve`` (uvicorn, httptools, uvloop) in a child process on a free loopback port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "gradserve", "serve", "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=ROOT)
+    url = Url(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def interleave(cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1,
+               warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each case, run in turn round after round (so drift hits all alike)."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out[name].append((time.perf_counter() - t) / inner)
+    return out
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def machine() -> str:
+    import numpy as np
+
+    blas = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}, OPENBLAS_CORETYPE={blas}, OPENBLAS_NUM_THREADS="
+            f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+
+
+def report(title: str, rows: list[tuple[str, str]], data: dict[str, Any] | None = None) -> None:
+    """Print a small Markdown table (and JSON when BENCH_JSON is set)."""
+    print(f"\n### {title}\n\n{machine()}\n")
+    print("| case | result |\n| --- | --- |")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    if data is not None and os.environ.get("BENCH_JSON"):
+        print(json.dumps(data))

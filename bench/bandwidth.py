@@ -1,0 +1,120 @@
+"""64 MiB float32 up and down through the client (frames: bytes out of band,
+sent from and received into numpy memory), against raw TCP on the same loopback,
+and the JSON path (orjson) that other languages use. Interleaved, medians.
+
+    .venv/bin/python bench/bandwidth.py [--mib 64] [--rounds 7]
+
+Upload is ``nd.array(a).wait_to_read()`` (the copy ``nd.array`` makes, as MXNet
+does, included); download is ``x.asnumpy()``. JSON: PUT and GET of
+``/v1/sessions/{id}/arrays/{h}`` with httpx, decoded into numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from bench._util import free_port, interleave, med, report, server  # noqa: E402
+
+
+def _sink(port: int, n: int) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    c, _ = s.accept()
+    buf = np.empty(n, np.uint8)
+    view = memoryview(buf)
+    while True:
+        k = 0
+        while k < n:
+            got = c.recv_into(view[k:], n - k)
+            if not got:
+                return
+            k += got
+        c.sendall(b"k")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--json-rounds", type=int, default=2)
+    args = ap.parse_args()
+    import gradserve
+    import httpx
+    import orjson
+    from gradserve import nd
+
+    nbytes = args.mib << 20
+    a = np.random.default_rng(0).random(nbytes // 4, dtype=np.float32)
+    port = free_port()
+    ctx = mp.get_context("spawn")
+    sink = ctx.Process(target=_sink, args=(port, nbytes), daemon=True)
+    sink.start()
+    time.sleep(1.0)
+    sock = socket.create_connection(("127.0.0.1", port))
+    raw = memoryview(a).cast("B")
+
+    def raw_tcp() -> None:
+        sock.sendall(raw)
+        sock.recv(1)
+
+    with server() as url:
+        client = gradserve.Client(gradserve.Http(url))
+        gradserve.set_current(client)
+        held = nd.array(a)
+        held.wait_to_read()
+
+        def upload() -> None:
+            x = nd.array(a)
+            x.wait_to_read()
+            del x
+
+        def download() -> None:
+            b = held.asnumpy()
+            assert b.shape == a.shape
+
+        res = interleave({"raw TCP send": raw_tcp, "gradserve upload": upload, "gradserve download": download},
+                         rounds=args.rounds, warmup=1)
+        b = held.asnumpy()
+        assert np.array_equal(a, b)
+
+        # the JSON path: any language, REST conveniences, orjson on both sides
+        sid = client.transport.session_id
+        hx = httpx.Client(base_url=url, timeout=600)
+        body = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": a}, option=orjson.OPT_SERIALIZE_NUMPY)
+        jres: dict[str, list[float]] = {"JSON upload (PUT, orjson)": [], "JSON download (GET, orjson)": [],
+                                        "JSON download, bytes only (server encode + transfer)": []}
+        for r in range(args.json_rounds):
+            t = time.perf_counter()
+            body = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": a},
+                                option=orjson.OPT_SERIALIZE_NUMPY)
+            resp = hx.put(f"/v1/sessions/{sid}/arrays/{900000 + r}", content=body,
+                          headers={"content-type": "application/json"})
+            assert resp.status_code == 201, resp.text[:200]
+            jres["JSON upload (PUT, orjson)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            resp = hx.get(f"/v1/sessions/{sid}/arrays/{900000 + r}", headers={"accept": "application/json"})
+            jres["JSON download, bytes only (server encode + transfer)"].append(time.perf_counter() - t)
+            got = np.array(orjson.loads(resp.content)["data"], dtype=np.float32)
+            jres["JSON download (GET, orjson)"].append(time.perf_counter() - t)
+            assert np.array_equal(got, a)
+            hx.delete(f"/v1/sessions/{sid}/arrays/{900000 + r}")
+        json_mb = len(body) / 2**20
+    sink.terminate()
+    rows = [(k, f"{nbytes / med(v) / 1e9:.2f} GB/s ({med(v) * 1e3:.1f} ms)") for k, v in {**res, **jres}.items()]
+    rows.append(("JSON body size", f"{json_mb:.0f} MiB for {args.mib} MiB of float32"))
+    report(f"{args.mib} MiB float32, medians of {args.rounds} (JSON: {args.json_rounds})", rows,
+           {k: nbytes / med(v) / 1e9 for k, v in {**res, **jres}.items()})
+
+
+if __name__ == "__main__":
+    main()

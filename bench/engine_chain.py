@@ -1,0 +1,98 @@
+"""Per-op cost of a recorded 1000-op elementwise chain on shape (4,), forward +
+backward: gradserve's engine (a batch run by a session, as the server runs it),
+gradserve's client in-process (nd calls, queue and engine), PyTorch eager, and
+numpy forward alone. Interleaved rounds, medians, ratios in one run.
+
+    .venv/bin/python bench/engine_chain.py [--rounds 30]
+
+The chain is y = y * 1.0001, repeated; backward from its sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from bench._util import interleave, med, report  # noqa: E402
+
+N = 1000
+
+
+def numpy_forward() -> None:
+    x = np.ones(4, np.float32)
+    s = np.float32(1.0001)
+    for _ in range(N):
+        x = x * s
+
+
+def engine_batch() -> list:
+    ops = [{"op": "ones", "out": [1], "at": {"shape": [4]}}, {"op": "attach_grad", "in": [1]}]
+    for i in range(N):
+        ops.append({"op": "mul_scalar", "in": [i + 1], "out": [i + 2], "at": {"scalar": 1.0001}, "mode": 3})
+    ops.append({"op": "backward", "in": [N + 1]})
+    return ops
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+
+    import gradserve
+    from gradserve import autograd, nd
+    from gradserve.engine import Session
+
+    batches = [engine_batch() for _ in range(args.rounds + 2)]
+
+    def engine() -> None:
+        Session("bench").run_batch({"ops": batches.pop()})
+
+    client = gradserve.Client(gradserve.InProcess())
+    gradserve.set_current(client)
+
+    def client_inprocess() -> None:
+        x = nd.ones((4,))
+        x.attach_grad()
+        with autograd.record():
+            y = x
+            for _ in range(N):
+                y = y * 1.0001
+        y.backward()
+        client.flush()
+
+    cases = {"numpy forward only": numpy_forward, "gradserve engine (batch)": engine,
+             "gradserve client in-process (nd)": client_inprocess}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+
+        def torch_eager() -> None:
+            x = torch.ones(4, requires_grad=True)
+            y = x
+            for _ in range(N):
+                y = y * 1.0001
+            y.sum().backward()
+
+        cases["pytorch eager"] = torch_eager
+    except ImportError:
+        pass
+    res = interleave(cases, rounds=args.rounds, inner=1, warmup=2)
+    per = {k: med(v) / N * 1e6 for k, v in res.items()}
+    rows = [(k, f"{v:.2f} us/op") for k, v in per.items()]
+    if "pytorch eager" in per:
+        t = per["pytorch eager"]
+        rows.append(("engine / pytorch", f"{per['gradserve engine (batch)'] / t:.2f}"))
+        rows.append(("client in-process / pytorch", f"{per['gradserve client in-process (nd)'] / t:.2f}"))
+    rows.append(("engine / numpy forward", f"{per['gradserve engine (batch)'] / per['numpy forward only']:.2f}"))
+    report(f"1000-op recorded chain, forward + backward, {args.rounds} rounds, medians", rows, per)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""MLP 784-256-256-10 training steps: gradserve in-process and remote against
+hand-written numpy and PyTorch, interleaved, medians and ratios in one run.
+
+    .venv/bin/python bench/mlp.py [--rounds 40] [--no-haswell]
+
+``--no-haswell`` unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for every side
+at once (this process and the server), before numpy loads. BLAS runs one
+thread everywhere (OPENBLAS_NUM_THREADS=1, torch.set_num_threads(1)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if "--no-haswell" in sys.argv and os.environ.get("OPENBLAS_CORETYPE"):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import _mlp  # noqa: E402
+from bench._util import interleave, med, report, server  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--inner", type=int, default=5, help="steps per timed sample")
+    ap.add_argument("--no-haswell", action="store_true")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args()
+
+    import gradserve
+
+    x, y = _mlp.data()
+    local = gradserve.Client(gradserve.InProcess())
+    gradserve.set_current(local)
+    g_local = _mlp.Gradserve(x, y)
+    numpy_ = _mlp.Numpy(x, y)
+    cases = {"numpy (by hand)": numpy_.step}
+    torch_ = None
+    if not args.no_torch:
+        try:
+            torch_ = _mlp.Torch(x, y)
+            cases["pytorch eager"] = torch_.step
+        except ImportError:
+            pass
+
+    def local_step() -> None:
+        g_local.step()
+        local.flush()  # run it now: the step is timed with its work done
+
+    cases["gradserve in-process"] = local_step
+
+    with server() as url:
+        remote = gradserve.Client(gradserve.Http(url))
+        gradserve.set_current(remote)
+        g_remote = _mlp.Gradserve(x, y)
+        remote.flush()
+        losses = []
+
+        def remote_read_each() -> None:
+            losses.append(g_remote.step().asscalar())  # the one request of the step
+
+        pipe = {"k": 0}
+
+        def remote_pipelined() -> None:
+            loss = g_remote.step()
+            pipe["k"] += 1
+            if pipe["k"] % args.inner == 0:
+                loss.asscalar()  # one request per `inner` steps
+
+        cases["gradserve remote, loss read every step"] = remote_read_each
+        cases["gradserve remote, loss read every 5th step"] = remote_pipelined
+
+        # the same first loss by hand and through the server (same data, init and order)
+        a = _mlp.Numpy(x, y).step()
+        b = _mlp.Gradserve(x, y).step().asscalar()
+        assert abs(a - b) < 1e-4, (a, b)
+        gradserve.set_current(local)
+
+        # request counts: one per step that reads the loss, none for the others
+        before = remote.transport.requests
+        for _ in range(3):
+            g_remote.step()
+        zero = remote.transport.requests - before
+        g_remote.step().asscalar()
+        one = remote.transport.requests - before - zero
+        assert (zero, one) == (0, 1), (zero, one)
+
+        res = interleave(cases, rounds=args.rounds, inner=args.inner, warmup=2)
+        info = remote.info()
+    base = med(res["numpy (by hand)"])
+    local_t = med(res["gradserve in-process"])
+    rows = []
+    for name, ts in res.items():
+        m = med(ts)
+        rows.append((name, f"{m * 1e3:.3f} ms/step, x{m / base:.2f} numpy, x{m / local_t:.2f} in-process"))
+    if torch_ is not None:
+        rows.append(("in-process / pytorch", f"{local_t / med(res['pytorch eager']):.2f}"))
+    rows.append(("requests: 3 steps without a read, then 1 with", f"{zero} and {one}"))
+    rows.append(("server session after the run", f"{info['arrays']} arrays, {info['bytes'] / 2**20:.1f} MiB"))
+    rows.append(("BLAS", "OPENBLAS_CORETYPE unset for all sides" if args.no_haswell else
+                 f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} for all sides"))
+    report(f"MLP step, {args.rounds} rounds x {args.inner} steps, medians", rows,
+           {k: med(v) for k, v in res.items()})
+
+
+if __name__ == "__main__":
+    main()

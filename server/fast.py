@@ -1,0 +1,217 @@
+"""The hot route as raw ASGI: ``POST /v1/sessions/{sid}/batch`` in msgpack or frames.
+
+The Python client sends every batch here, so this route skips what FastAPI
+adds per request (dependency injection, the Request object, middleware, a
+threadpool hop for small work) and does only what the FastAPI route does:
+authenticate, look up the session, read the body under its size limit,
+check the envelope, run the batch, answer in the encoding asked for. JSON
+bodies still go through FastAPI, whose pydantic models validate them in full
+and document the route. Errors have the same statuses and shape on both
+paths; the engine checks every instruction it runs either way.
+
+Bodies are read into one buffer of the declared length; in the frames
+encoding a large tensor is used in place from that buffer, and a large reply
+is written from the arrays' own memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from ..engine import wire
+from ..engine.errors import ERRORS, InvalidInput, MXNetError, QuotaExceeded
+from ..engine.session import Session
+from .deps import Unauthorized
+
+PREFIX = "/v1/sessions/"
+SUFFIX = "/batch"
+_MSGPACK = wire.MSGPACK.encode()
+_FRAMES = wire.FRAMES.encode()
+_JSON = wire.JSON.encode()
+
+INLINE_OPS = frozenset({"read", "free"})
+"""Batches of only these run on the event loop: a thread hop would cost more than they do."""
+INLINE_READ_BYTES = 1 << 20
+SMALL_REPLY = 1 << 16
+
+
+def batch_session_id(scope: dict[str, Any]) -> str | None:
+    """The session id when ``scope`` is a binary POST to the batch route, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
+        return None
+    sid = path[len(PREFIX): -len(SUFFIX)]
+    if not sid or "/" in sid:
+        return None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return sid if value.startswith(_MSGPACK) or value.startswith(_FRAMES) else None
+    return None
+
+
+def _user(api_keys: dict[str, str], auth: bytes) -> str:
+    if not api_keys:
+        return "anonymous"
+    scheme, _, token = auth.decode("latin-1").partition(" ")
+    user = api_keys.get(token) if scheme.lower() == "bearer" else None
+    if user is None:
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+    return user
+
+
+LARGE = 1 << 20
+
+
+def receive_buffer(n: int) -> Any:
+    """A writable buffer of ``n`` bytes: numpy memory for large ones (numpy asks the
+    kernel for huge pages, so filling it costs a fraction of the page faults)."""
+    return np.empty(n, np.uint8) if n >= LARGE else bytearray(n)
+
+
+def tune_malloc() -> bool:
+    """Keep glibc from mapping and unmapping (and so page-faulting) every receive chunk.
+
+    uvicorn hands a body over in chunks of a few hundred KiB, each a fresh
+    allocation; past glibc's default mmap threshold each is a new mapping whose
+    pages fault in one by one, which halves the upload rate. Serving them from
+    the heap (and keeping a little freed heap) removes that. Linux/glibc only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 8 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
+
+
+async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
+    """The whole body in one buffer (None if the client went away)."""
+    if declared is not None:
+        if declared > limit:
+            raise QuotaExceeded(f"request body of {declared} bytes is over the limit of {limit}")
+        buf = receive_buffer(declared)
+        view = memoryview(buf)
+        pos = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            n = len(chunk)
+            if pos + n > declared:
+                raise InvalidInput("request body is longer than its Content-Length")
+            view[pos: pos + n] = chunk
+            pos += n
+            if not message.get("more_body", False):
+                break
+        if pos != declared:
+            raise InvalidInput("request body is shorter than its Content-Length")
+        return buf
+    chunks = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks += message.get("body", b"")
+        if len(chunks) > limit:
+            raise QuotaExceeded(f"request body of {len(chunks)} bytes is over the limit of {limit}")
+        if not message.get("more_body", False):
+            return chunks
+
+
+def _inline(session: Session, ops: list[Any]) -> bool:
+    """A batch that only reads or frees little: cheaper on the event loop than in a thread."""
+    if session.lock.locked() or len(ops) > 16:
+        return False
+    nbytes = 0
+    for ins in ops:
+        if type(ins) is not dict or ins.get("op") not in INLINE_OPS:
+            return False
+        if ins["op"] == "read":
+            for h in ins.get("in", ()):
+                x = session.arrays.get(h) if type(h) is int else None
+                nbytes += x.nbytes if x is not None else 0
+    return nbytes <= INLINE_READ_BYTES
+
+
+def run(session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Execute a batch; the reply's values are the arrays read (encoded by the caller)."""
+    reply = session.run_batch(msg, copy_reads=False)
+    err = reply.get("error")
+    return (ERRORS.get(err["kind"], MXNetError).status if err else 200), reply
+
+
+async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any]) -> None:
+    """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays."""
+    values = body.get("values")
+    if kind == _FRAMES:
+        parts, total = wire.pack_frames(body)
+    else:
+        if values is not None:
+            binary = kind == _MSGPACK
+            body = dict(body)
+            body["values"] = [wire.encode_tensor(v, binary) for v in values]
+        data = wire.pack(body) if kind == _MSGPACK else wire.dumps(body)
+        parts, total = [data], len(data)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", kind), (b"content-length", str(total).encode())],
+    })
+    if total <= SMALL_REPLY or len(parts) == 1:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        await send({"type": "http.response.body", "body": data})
+        return
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": i < last})
+
+
+async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> None:
+    """The batch route (see the module docstring)."""
+    auth = b""
+    accept = b""
+    declared: int | None = None
+    frames_in = False
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            auth = value
+        elif name == b"accept":
+            accept = value
+        elif name == b"content-length":
+            declared = int(value) if value.isdigit() else None
+        elif name == b"content-type":
+            frames_in = value.startswith(_FRAMES)
+    kind = _FRAMES if _FRAMES in accept else _MSGPACK if _MSGPACK in accept else _JSON
+    try:
+        settings = app.state.settings
+        session = app.state.store.get(sid, _user(settings.api_keys, auth))
+        body = await _read_body(receive, declared, settings.max_body_bytes)
+        if body is None:
+            return
+        if len(body) == 0:
+            msg: Any = {}
+        elif frames_in:
+            msg = wire.unpack_frames(body)
+        else:
+            msg = wire.unpack(body)
+        if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
+            raise InvalidInput("a batch must be a map with a list 'ops'")
+        if _inline(session, msg["ops"]):
+            status, reply = run(session, msg)
+        else:
+            status, reply = await run_in_threadpool(run, session, msg)
+    except MXNetError as e:
+        status, reply = e.status, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
+    await respond(send, kind, status, reply)

@@ -1,0 +1,256 @@
+"""The remote path: request counts per training step, the frames encoding, the
+raw-ASGI batch route (same answers and errors as the FastAPI one), large arrays,
+the queue's bounds, and retries over the keep-alive socket."""
+
+from __future__ import annotations
+
+import gradserve
+import httpx
+import msgpack
+import numpy as np
+import pytest
+from gradserve import autograd, nd, runtime
+from gradserve.engine import wire
+from gradserve.engine.errors import InvalidInput, UnknownHandle
+from gradserve.server import Settings
+from gradserve.transport import Conn
+
+from .conftest import LiveServer
+
+
+def requests(client: gradserve.Client) -> int:
+    return client.transport.requests
+
+
+def tiny_mlp(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = nd.array(rng.standard_normal((64, 8)))
+    y = nd.array(rng.integers(0, 3, 64))
+    params = [nd.array(rng.standard_normal(s) * 0.3) for s in [(8, 16), (16,), (16, 3), (3,)]]
+    for p in params:
+        p.attach_grad()
+
+    def step(i: int):
+        X, Y = x[i: i + 16], y[i: i + 16]
+        W1, b1, W2, b2 = params
+        with autograd.record():
+            loss = nd.softmax_cross_entropy(nd.dot(nd.relu(nd.dot(X, W1) + b1), W2) + b2, Y) / 16
+        loss.backward()
+        for p in params:
+            p -= 0.5 * p.grad
+        return loss
+
+    return step
+
+
+def test_an_mlp_step_costs_one_request_when_it_reads_the_loss_and_none_otherwise(mode):
+    step = tiny_mlp()
+    first = step(0).asscalar()
+    for _epoch in range(3):
+        before = requests(mode)
+        for i in range(0, 48, 16):
+            step(i)
+        assert requests(mode) == before  # steps that read nothing send nothing
+        loss = step(48).asscalar()
+        assert requests(mode) == before + 1  # the step that reads the loss: exactly one request
+    assert loss < first
+
+
+def test_values_read_are_the_callers_own(mode):
+    x = nd.array([1.0, 2.0, 3.0])
+    a = x.asnumpy()
+    x[:] = 7
+    b = x.asnumpy()
+    a[0] = -1  # writing the copy read changes nothing in the session
+    assert b.tolist() == [7, 7, 7] and x.asnumpy().tolist() == [7, 7, 7]
+    assert a.tolist() == [-1, 2, 3]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "uint8", "bool", "float16"])
+@pytest.mark.parametrize("shape", [(), (0,), (3,), (2, 3), (4, 1, 5)])
+def test_frames_round_trip_every_dtype_and_shape(dtype, shape):
+    a = (np.arange(int(np.prod(shape))) % 3).astype(dtype).reshape(shape)
+    b = np.asfortranarray(np.arange(12, dtype="float32").reshape(3, 4))  # not C-contiguous
+    parts, total = wire.pack_frames({"seq": 3, "values": [a, b], "s": "x"})
+    body = bytearray(b"".join(bytes(p) for p in parts))
+    assert len(body) == total
+    msg = wire.unpack_frames(body)
+    assert msg["seq"] == 3 and msg["s"] == "x"
+    got = [wire.decode_tensor(v) for v in msg["values"]]
+    assert got[0].dtype == a.dtype and got[0].shape == a.shape and np.array_equal(got[0], a)
+    assert np.array_equal(got[1], b)
+
+
+def test_frames_use_large_tensors_in_place_and_copy_small_ones():
+    big, small = np.arange(1 << 16, dtype="float32"), np.arange(4, dtype="float32")
+    parts, _ = wire.pack_frames({"v": [big, small]})
+    body = bytearray(b"".join(bytes(p) for p in parts))
+    v_big, v_small = (wire.decode_tensor(t) for t in wire.unpack_frames(body)["v"])
+    assert np.shares_memory(v_big, np.frombuffer(body, np.uint8)) and v_big.flags.writeable
+    assert not np.shares_memory(v_small, np.frombuffer(body, np.uint8)) and v_small.flags.writeable
+    assert v_big.ctypes.data % 16 == 0
+
+
+@pytest.mark.parametrize("body", [b"", b"\x01\x00", b"\xff\xff\xff\x7f", b"\x02\x00\x00\x00\xc1\xc1"])
+def test_malformed_frames_are_invalid_input(body):
+    with pytest.raises(InvalidInput):
+        wire.unpack_frames(body)
+
+
+def test_a_tensor_reference_past_the_body_is_refused():
+    head = msgpack.packb({"v": msgpack.ExtType(1, wire._REF.pack(0, 1 << 20))})
+    body = wire._HEAD.pack(len(head)) + head
+    with pytest.raises(InvalidInput, match="past the end"):
+        wire.unpack_frames(body)
+
+
+@pytest.fixture
+def sid(live_server):
+    with httpx.Client(base_url=live_server.url) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        yield sid
+        http.delete(f"/v1/sessions/{sid}")
+
+
+def post(url: str, sid: str, body: bytes, ctype: str, accept: str, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{url}/v1/sessions/{sid}/batch", content=body,
+                      headers={"content-type": ctype, "accept": accept, **(headers or {})})
+
+
+def frames(msg) -> bytes:
+    parts, _ = wire.pack_frames(msg)
+    return b"".join(bytes(p) for p in parts)
+
+
+@pytest.mark.parametrize("accept", [wire.FRAMES, wire.MSGPACK, wire.JSON])
+def test_the_binary_route_answers_in_the_encoding_asked_for(live_server, sid, accept):
+    a = np.arange(6, dtype="float32").reshape(2, 3)
+    r = post(live_server.url, sid, frames({"seq": 1, "ops": [
+        {"op": "array", "out": [1], "at": {"value": a}},
+        {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}},
+        {"op": "read", "in": [2]},
+    ]}), wire.FRAMES, accept)
+    assert r.status_code == 200 and r.headers["content-type"] == accept
+    body = {wire.FRAMES: wire.unpack_frames, wire.MSGPACK: wire.unpack, wire.JSON: wire.loads}[accept](r.content)
+    (v,) = body["values"]
+    assert v["shape"] == [2, 3]
+    assert wire.decode_tensor(v).tolist() == (a * 2).tolist()
+
+
+def test_the_binary_route_errors_match_the_json_route(live_server, sid):
+    url = live_server.url
+    ok = frames({"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    assert post(url, sid, ok, wire.FRAMES, wire.FRAMES).status_code == 200
+    bad = frames({"seq": 2, "ops": [{"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
+                                    {"op": "add", "in": [1, 99], "out": [3]},
+                                    {"op": "ones", "out": [4], "at": {"shape": [2]}}]})
+    r = post(url, sid, bad, wire.FRAMES, wire.FRAMES)
+    err = wire.unpack_frames(r.content)["error"]
+    assert r.status_code == 404 and err["kind"] == "UnknownHandle" and err["index"] == 1
+    r = post(url, sid, frames({"seq": 3, "ops": [{"op": "read", "in": [2]}, {"op": "read", "in": [4]}]}),
+             wire.FRAMES, wire.JSON)
+    assert r.status_code == 404 and r.json()["error"]["index"] == 1  # 2 was made, 4 was not
+    for body, ctype, status in [(b"\xc1", wire.MSGPACK, 400), (b"\x00", wire.FRAMES, 400),
+                                (msgpack.packb([1]), wire.MSGPACK, 400), (msgpack.packb({"ops": 3}), wire.MSGPACK, 400),
+                                (msgpack.packb({"seq": 9, "ops": []}), wire.MSGPACK, 409)]:
+        r = post(url, sid, body, ctype, wire.JSON)
+        assert r.status_code == status, (body, r.text)
+        assert r.json()["error"]["message"]
+    r = post(url, "nope", ok, wire.FRAMES, wire.JSON)
+    assert r.status_code == 404 and r.json()["error"]["kind"] == "SessionNotFound"
+
+
+def test_the_binary_route_checks_keys_and_sizes():
+    keys = {"alice-key-0123456789": "alice"}
+    with LiveServer(Settings(api_keys=keys, max_body_bytes=4096)) as srv:
+        alice = {"authorization": "Bearer alice-key-0123456789"}
+        sid = httpx.post(f"{srv.url}/v1/sessions", headers=alice).json()["id"]
+        ok = frames({"ops": []})
+        assert post(srv.url, sid, ok, wire.FRAMES, wire.JSON).status_code == 401
+        assert post(srv.url, sid, ok, wire.FRAMES, wire.JSON, {"authorization": "Bearer x"}).status_code == 401
+        assert post(srv.url, sid, ok, wire.FRAMES, wire.JSON, alice).status_code == 200
+        big = frames({"ops": [{"op": "array", "out": [1], "at": {"value": np.zeros(2048, "float32")}}]})
+        r = post(srv.url, sid, big, wire.FRAMES, wire.JSON, alice)
+        assert r.status_code == 413 and r.json()["error"]["kind"] == "QuotaExceeded"
+
+
+def test_large_arrays_travel_both_ways_and_stay_writable(live_server):
+    client = gradserve.connect(live_server.url)
+    try:
+        a = np.random.default_rng(0).random((1 << 20) + 3, dtype=np.float32)
+        x = nd.array(a)
+        x[0:2] = 5  # the server's array (a view of its receive buffer) is writable
+        b = x.asnumpy()
+        assert b.flags.writeable and b[0] == b[1] == 5 and np.array_equal(b[2:], a[2:])
+        b[5] = -1  # the client's array is its own
+        assert x[5].asscalar() == a[5]
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_the_queue_sends_before_its_bytes_would_pass_the_bound(mode, monkeypatch):
+    monkeypatch.setattr(runtime, "MAX_QUEUED_BYTES", 1000)
+    sent: list[int] = []
+    send = mode.transport.send
+
+    def spy(batch):
+        sent.append(sum(ins["at"]["value"].nbytes for ins in batch["ops"] if ins["op"] == "array"))
+        return send(batch)
+
+    monkeypatch.setattr(mode.transport, "send", spy)
+    xs = [nd.array(np.ones(100, "float32")) for _ in range(7)]  # 400 bytes each
+    assert sent == [800, 800, 800]  # the third array waits for the next batch
+    assert sum(x.sum().asscalar() for x in xs) == 700
+    assert max(sent) <= 1000
+
+
+def test_a_closed_keep_alive_connection_is_reopened(live_server):
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.array([1.0, 2.0])
+        assert x.sum().asscalar() == 3
+        client.transport._conn.sock.close()  # as if the server had dropped an idle connection
+        assert (x * 2).sum().asscalar() == 6
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_a_batch_whose_reply_was_lost_is_replayed_not_applied_twice(live_server, monkeypatch):
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.zeros((1,))
+        x.wait_to_read()
+        real = Conn.request
+        lost = {"n": 0}
+
+        def flaky(self, head, parts):
+            reply = real(self, head, parts)
+            if lost["n"] == 0:
+                lost["n"] += 1
+                raise ConnectionResetError("reply lost")  # the server ran it; the client never heard
+            return reply
+
+        monkeypatch.setattr(Conn, "request", flaky)
+        before = requests(client)
+        x += 1
+        assert x.asscalar() == 1  # applied once, though sent twice
+        assert requests(client) == before + 2
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_engine_errors_still_name_the_op_and_line_over_the_fast_route(live_server):
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.ones((2,))
+        x.wait_to_read()
+        client.enqueue({"op": "add", "in": [x._h, 12345], "out": [client.handle()]})
+        with pytest.raises(UnknownHandle, match="12345"):
+            client.flush()
+        assert x.sum().asscalar() == 2  # the session is as it was
+    finally:
+        gradserve.set_current(None)
+        client.close()
