@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from .engine import tape
-from .engine.errors import NOT_IN_GRAPH, AutogradError, InvalidInput, ShapeError
-from .engine.ops import assignable, key_shape, parse_key
+from .engine.errors import NOT_IN_GRAPH, AutogradError, DTypeError, InvalidInput, ShapeError
+from .engine.ops import assignable, broadcast_shapes, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, OPS, Op, Spec
-from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING, parse_attrs
+from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
 from .runtime import Client, current
 from .state import flags
 
@@ -77,7 +77,7 @@ def invoke(op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = Non
                 c.check_alive(a._h)
     else:
         c = client or current()
-    at = parse_attrs(op, attrs)
+    at = op.parse_attrs(attrs)
     spec = op.infer(at, *specs)
     h = c.handle()
     f = flags
@@ -332,23 +332,40 @@ class NDArray:
     def __ge__(self, o: Any) -> NDArray:
         return self._binary(o, "greater_equal", "greater_equal_scalar")
 
-    def _inplace(self, result: Any) -> NDArray:
-        if result is NotImplemented:
-            return result
-        self[...] = result
+    def _inplace(self, o: Any, fn: str) -> NDArray:
+        """``x += o`` and friends: one in-place update on the engine, as MXNet
+        (no new array, and an error inside ``record`` if x is in the graph)."""
+        if flags.recording and tape.in_graph(self._node):
+            raise AutogradError(INPLACE_IN_GRAPH)
+        ins: dict[str, Any] = {"op": "update", "in": [self._h], "at": {"fn": fn}}
+        if isinstance(o, NDArray):
+            if o._c is not self._c:
+                raise InvalidInput("arrays from different sessions cannot be mixed")
+            self._c.check_alive(o._h)
+            if broadcast_shapes(fn, self.shape, o.shape) != self.shape:
+                raise ShapeError(f"{fn}: cannot update an array of shape {self.shape} in place "
+                                 f"with one of shape {o.shape}")
+            if o._spec.dtype != self._spec.dtype:
+                raise DTypeError(f"{fn}: in-place update of {self._spec.dtype} with {o._spec.dtype}")
+            ins["in"].append(o._h)
+        elif _scalar(o):
+            ins["at"]["scalar"] = float(o)
+        else:
+            return NotImplemented
+        self._c.enqueue(ins)
         return self
 
     def __iadd__(self, o: Any) -> NDArray:
-        return self._inplace(self.__add__(o))
+        return self._inplace(o, "add")
 
     def __isub__(self, o: Any) -> NDArray:
-        return self._inplace(self.__sub__(o))
+        return self._inplace(o, "sub")
 
     def __imul__(self, o: Any) -> NDArray:
-        return self._inplace(self.__mul__(o))
+        return self._inplace(o, "mul")
 
     def __itruediv__(self, o: Any) -> NDArray:
-        return self._inplace(self.__truediv__(o))
+        return self._inplace(o, "div")
 
     # -- shape ----------------------------------------------------------------
 

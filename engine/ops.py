@@ -890,20 +890,32 @@ def _dot_infer(at: dict, a: Spec, b: Spec) -> Spec:
     return Spec(at_least_1d(sa[:-1] + sb[1:]), dt)
 
 
+def _matrix(F, x, t: bool, rows: int, cols: int):
+    """``op(x)`` as a (rows, cols) matrix: a view and a flag for dot to transpose
+    it where that is exact (up to 2-D), else an explicit transpose."""
+    if not t:
+        return F.reshape(x, shape=(rows, cols)), False
+    if x.ndim <= 2:
+        return F.reshape(x, shape=(cols, rows)), True
+    return F.reshape(F.transpose(x), shape=(rows, cols)), False
+
+
 def _dot_vjp(F, at, g, y, a, b):
     ta, tb = at["transpose_a"], at["transpose_b"]
     sa = _dot_operand(tuple(a.shape), ta)
     sb = _dot_operand(tuple(b.shape), tb)
     m, k, n = prod(sa[:-1]), sa[-1], prod(sb[1:])
-    g2 = F.reshape(g, shape=(m, n))
-    a2 = F.reshape(a if not ta else F.transpose(a), shape=(m, k))
-    b2 = F.reshape(b if not tb else F.transpose(b), shape=(k, n))
-    ga = F.reshape(F.dot(g2, b2, transpose_b=True), shape=sa)
-    gb = F.reshape(F.dot(a2, g2, transpose_a=True), shape=sb)
-    if ta:
-        ga = F.transpose(ga)
-    if tb:
-        gb = F.transpose(gb)
+
+    def ga():  # lazy: the tape asks only when lhs leads to a variable
+        bm, bt = _matrix(F, b, tb, k, n)
+        r = F.reshape(F.dot(F.reshape(g, shape=(m, n)), bm, transpose_b=not bt), shape=sa)
+        return F.transpose(r) if ta else r
+
+    def gb():
+        am, at_ = _matrix(F, a, ta, m, k)
+        r = F.reshape(F.dot(am, F.reshape(g, shape=(m, n)), transpose_a=not at_), shape=sb)
+        return F.transpose(r) if tb else r
+
     return ga, gb
 
 

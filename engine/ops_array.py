@@ -718,14 +718,16 @@ def _bmm_vjp_for(name: str):
         ta, tb = at["transpose_a"], at["transpose_b"]
         extra = {"alpha": alpha} if name == "linalg_gemm2" else {}
         # C = op(A) op(B); dA' = g op(B)^T, dB' = op(A)^T g, then undo the transposes
-        if ta:
-            ga = op(b, g, transpose_a=tb, transpose_b=True, **extra)
-        else:
-            ga = op(g, b, transpose_a=False, transpose_b=not tb, **extra)
-        if tb:
-            gb = op(g, a, transpose_a=True, transpose_b=ta, **extra)
-        else:
-            gb = op(a, g, transpose_a=not ta, transpose_b=False, **extra)
+        def ga():  # lazy, as dot's
+            if ta:
+                return op(b, g, transpose_a=tb, transpose_b=True, **extra)
+            return op(g, b, transpose_a=False, transpose_b=not tb, **extra)
+
+        def gb():
+            if tb:
+                return op(g, a, transpose_a=True, transpose_b=ta, **extra)
+            return op(a, g, transpose_a=not ta, transpose_b=False, **extra)
+
         return ga, gb
 
     return vjp

@@ -191,9 +191,13 @@ def _fc_vjp(F, at, g, y, x, w, *b):
     m = prod(lead)
     n = at["num_hidden"]
     g2 = F.reshape(g, shape=(m, n))
-    x2 = F.reshape(x, shape=(m, k))
-    gx = F.reshape(F.dot(g2, w), shape=tuple(x.shape))
-    gw = F.dot(g2, x2, transpose_a=True)
+
+    def gx():  # lazy: data seldom needs a gradient
+        return F.reshape(F.dot(g2, w), shape=tuple(x.shape))
+
+    def gw():
+        return F.dot(g2, F.reshape(x, shape=(m, k)), transpose_a=True)
+
     return (gx, gw) + ((F.sum(g2, axis=0),) if b else ())
 
 
@@ -338,12 +342,17 @@ def _conv_vjp(F, at, g, y, x, w, *b):
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
     g2 = F.reshape(F.transpose(g, axes=(1, 0, 2, 3)), shape=(f, cols_n))
     w2 = F.reshape(w, shape=(f, ckk))
-    cols = F.im2col(x, **_win(at))
-    cols2 = F.reshape(F.transpose(cols, axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
-    dcols = F.transpose(F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out),
-                        axes=(3, 0, 1, 2, 4, 5))
-    gx = F.col2im(dcols, shape=tuple(x.shape), **_win(at))
-    gw = F.reshape(F.dot(g2, cols2, transpose_b=True), shape=tuple(w.shape))
+
+    def gx():  # lazy: the first layer's data needs no gradient
+        dcols = F.transpose(F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out),
+                            axes=(3, 0, 1, 2, 4, 5))
+        return F.col2im(dcols, shape=tuple(x.shape), **_win(at))
+
+    def gw():
+        cols = F.im2col(x, **_win(at))
+        cols2 = F.reshape(F.transpose(cols, axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+        return F.reshape(F.dot(g2, cols2, transpose_b=True), shape=tuple(w.shape))
+
     return (gx, gw) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
 
 

@@ -139,6 +139,13 @@ class Attr:
         return d
 
 
+def _parser(kind: str) -> Callable[[Any], Any]:
+    """The parser of a kind, looked up at call time (wire.py adds "tensor" later)."""
+    if kind == "tensor":
+        return lambda v: PARSERS["tensor"](v)
+    return PARSERS[kind]
+
+
 Infer = Callable[..., Spec]
 Forward = Callable[..., Any]
 Vjp = Callable[..., tuple[Any, ...]]
@@ -158,6 +165,9 @@ class Op:
     random: bool = False
     aliases: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)
+    # derived from attrs by defop: attribute -> (parser, None allowed), and the required names
+    parsers: dict[str, tuple[Callable[[Any], Any], bool]] = field(default_factory=dict, compare=False)
+    required: tuple[str, ...] = ()
 
     @property
     def differentiable(self) -> bool:
@@ -176,17 +186,25 @@ class Op:
 
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
-        at = dict(self.defaults)
+        at = self.defaults.copy()
         if given:
+            if type(given) is not dict:
+                raise InvalidInput(f"{self.name}: attributes must be a map, got {type(given).__name__}")
+            parsers = self.parsers
             for k, v in given.items():
-                spec = self._attr(k)
+                p = parsers.get(k)
+                if p is None:
+                    self._attr(k)  # raises, naming the known attributes
+                if v is None and p[1]:
+                    at[k] = None
+                    continue
                 try:
-                    at[k] = None if v is None and spec.default is None else PARSERS[spec.kind](v)
+                    at[k] = p[0](v)
                 except (TypeError, ValueError) as e:
                     raise InvalidInput(f"{self.name}: attribute {k!r}: {e}") from None
-        for a in self.attrs:
-            if at.get(a.name, None) is REQUIRED:
-                raise InvalidInput(f"{self.name}: missing required attribute {a.name!r}")
+        for k in self.required:
+            if at[k] is REQUIRED:
+                raise InvalidInput(f"{self.name}: missing required attribute {k!r}")
         return at
 
     def _attr(self, k: str) -> Attr:
@@ -259,9 +277,11 @@ def defop(
 
     def wrap(forward: Forward) -> Op:
         defaults = {a.name: a.default for a in attrs}
+        parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}
+        required = tuple(a.name for a in attrs if a.default is REQUIRED)
         doc = (forward.__doc__ or "").strip()
         return OPS.add(
-            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults)
+            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required)
         )
 
     return wrap

@@ -28,7 +28,7 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, PARSERS, REQUIRED, Attr, Op, Spec
+from .optable import OPS, REQUIRED, Attr, Op, Spec
 from .tape import Node
 
 RECORDING = 1
@@ -284,7 +284,7 @@ class Session:
             xs.append(x)
             dt = x.dtype
             specs.append(_new_spec(Spec, (x.shape, _DTYPE_NAMES.get(dt) or _dtype_name(dt))))
-        at = parse_attrs(op, ins.get("at"))
+        at = op.parse_attrs(ins.get("at"))
         spec = op.infer(at, *specs)
         n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
         for d in spec.shape:
@@ -328,7 +328,6 @@ class Session:
 _OPS_GET = OPS.get
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 _ITEMSIZE: dict[str, int] = {}
-_ATTRS: dict[str, tuple[Op, dict[str, tuple[Callable[[Any], Any], bool]], tuple[str, ...]]] = {}
 
 
 def _dtype_name(dt: np.dtype) -> str:
@@ -345,38 +344,6 @@ def _itemsize(dtype: str) -> int:
 
 
 _new_spec = tuple.__new__  # Spec(shape, dtype) without the named tuple's Python-level __new__
-
-
-def parse_attrs(op: Op, given: Any) -> dict[str, Any]:
-    """``op.parse_attrs(given)``: the same checks and words, with a per-op index of attributes."""
-    plan = _ATTRS.get(op.name)
-    if plan is None or plan[0] is not op:
-        plan = _ATTRS[op.name] = (
-            op,
-            {a.name: (PARSERS[a.kind], a.default is None) for a in op.attrs},
-            tuple(a.name for a in op.attrs if a.default is REQUIRED),
-        )
-    at = op.defaults.copy()
-    if given:
-        if type(given) is not dict:
-            raise InvalidInput(f"{op.name}: attributes must be a map, got {type(given).__name__}")
-        parsers = plan[1]
-        for k, v in given.items():
-            p = parsers.get(k)
-            if p is None:
-                op._attr(k)  # raises the table's error naming the known attributes
-                raise InvalidInput(f"{op.name}: unknown attribute {k!r}")
-            if v is None and p[1]:
-                at[k] = None
-                continue
-            try:
-                at[k] = p[0](v)
-            except (TypeError, ValueError) as e:
-                raise InvalidInput(f"{op.name}: attribute {k!r}: {e}") from None
-    for k in plan[2]:
-        if at[k] is REQUIRED:
-            raise InvalidInput(f"{op.name}: missing required attribute {k!r}")
-    return at
 
 
 def error_body(e: MXNetError, index: int, ins: Any) -> dict[str, Any]:
@@ -688,6 +655,40 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         target[_ops.bind_key(key, idx)] = v
     except IndexError as e:
         raise _ops.IndexOutOfRange(f"setitem: {e}") from None
+
+
+_UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+@command(
+    "update",
+    "target [value]",
+    (Attr("fn", "str", REQUIRED), Attr("scalar", "float", None)),
+    "target = target fn value, in place (fn: add, sub, mul, div; value an array or a scalar).",
+)
+def _update(s: Session, ins: dict, values: list) -> None:
+    hs = list(ins.get("in", ()))
+    at = ins.get("at") or {}
+    ufunc = _UPDATES.get(at.get("fn"))  # type: ignore[arg-type]
+    if ufunc is None:
+        raise InvalidInput(f"update: fn must be one of {sorted(_UPDATES)}, got {at.get('fn')!r}")
+    if len(hs) not in (1, 2):
+        raise InvalidInput("update takes a target and at most one value handle")
+    target = s.get(hs[0])
+    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
+        raise AutogradError(INPLACE_IN_GRAPH)
+    if len(hs) == 2:
+        v = s.get(hs[1])
+        if not _ops.broadcastable(v.shape, target.shape):
+            raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
+    elif at.get("scalar") is not None:
+        v = target.dtype.type(at["scalar"])
+    else:
+        raise InvalidInput("update needs a value handle or a scalar")
+    if target.dtype.kind in "iu" and ufunc is np.divide:
+        target[...] = _ops._int_div(np, target, v)
+    else:
+        ufunc(target, v, out=target, casting="unsafe")
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

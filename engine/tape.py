@@ -133,7 +133,10 @@ def backward(
     ``F`` calls ops for the VJPs, ``add`` sums two cotangents and ``vjp_args``
     gives a node's output and inputs as ``F`` wants them (plain arrays, or
     arrays with their nodes when the backward pass is itself recorded).
-    Writing gradients into the variables' buffers is the caller's business.
+    A VJP may return a function in place of a costly cotangent: it is called
+    only when that input leads to a variable (``dot`` skips the data's
+    gradient that way). Writing gradients into the variables' buffers is the
+    caller's business.
     """
     order = toposort(heads)
     useful = reaches_variable(order)
@@ -160,6 +163,13 @@ def backward(
             k = id(p)
             if k not in useful:
                 continue
+            if callable(ct):
+                ct = ct()
             prev = cot.get(k)
             cot[k] = ct if prev is None else add(prev, ct)
     return out
+
+
+def resolve(ct: Any) -> Any:
+    """A cotangent that a VJP may have returned as a function, computed."""
+    return ct() if callable(ct) else ct
