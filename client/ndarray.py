@@ -129,7 +129,7 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
                 a = np.asarray(k)
                 if a.dtype.kind not in "iu":
                     raise InvalidInput(f"index arrays must hold integers, got dtype {a.dtype}")
-                k = _from_numpy(a.astype(np.int64), client)
+                k = _from_numpy(a.astype(np.int64), client, owned=True)
             out.append({"array": len(arrays)})
             arrays.append(k)
         else:
@@ -546,8 +546,10 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
         v._gradp = g
 
 
-def _from_numpy(arr: np.ndarray, client: Client | None = None) -> NDArray:
-    return invoke(OPS["array"], (), {"value": np.array(arr, copy=True)}, client)
+def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = False) -> NDArray:
+    """Upload ``arr``: copied first unless the caller hands over an array nobody else holds
+    (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
+    return invoke(OPS["array"], (), {"value": arr if owned else np.array(arr, copy=True)}, client)
 
 
 def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> NDArray:
@@ -563,8 +565,8 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     """
     if isinstance(source_array, NDArray):
         return source_array.astype(dtype or source_array.dtype)
-    arr = np.array(source_array, dtype=np.dtype(dtype or DEFAULT_DTYPE))
-    return _from_numpy(arr)
+    arr = np.array(source_array, dtype=np.dtype(dtype or DEFAULT_DTYPE))  # always a copy of our own
+    return _from_numpy(arr, owned=True)
 
 
 def _transpose(self: NDArray, *axes: Any, **kwargs: Any) -> NDArray:

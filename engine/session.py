@@ -50,6 +50,7 @@ class Limits:
     max_session_bytes: int = 2 << 30
     max_array_bytes: int = 1 << 30
     max_batch_ops: int = 100_000
+    max_user_bytes: int = 8 << 30  # all sessions of one user together
 
 
 class Context:
@@ -172,6 +173,10 @@ class Session:
         self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
         self.aliases: set[int] = set()
         self.version = 0  # counts batches run, so a snapshot knows what changed
+        self.on_batch: Callable[[int, str | None], None] | None = None  # (ops run, error kind)
+        self.user_bytes: Callable[[], int] | None = None  # bytes of the owner's other sessions
+        self._others = 0  # user_bytes() as of this batch's start
+        self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
 
     # -- handles -------------------------------------------------------------
 
@@ -202,12 +207,18 @@ class Session:
         self.nodes.pop(h, None)
 
     def check_alloc(self, nbytes: int) -> None:
+        """Refuse an allocation that would pass a limit (before it is made)."""
         lim = self.limits
         if nbytes > lim.max_array_bytes:
             raise QuotaExceeded(f"an array of {nbytes} bytes is over the limit of {lim.max_array_bytes} per array")
         if self.nbytes + nbytes > lim.max_session_bytes:
             raise QuotaExceeded(
                 f"session would hold {self.nbytes + nbytes} bytes, over its limit of {lim.max_session_bytes}"
+            )
+        if self._others + self.nbytes + nbytes > lim.max_user_bytes:
+            raise QuotaExceeded(
+                f"user {self.owner!r} would hold {self._others + self.nbytes + nbytes} bytes in all sessions, "
+                f"over the limit of {lim.max_user_bytes}"
             )
 
     # -- batches -------------------------------------------------------------
@@ -236,6 +247,9 @@ class Session:
                 if seq != self.seq + 1:
                     raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
             self.version += 1
+            lim = self.limits
+            self._others = self.user_bytes() if self.user_bytes is not None else 0
+            self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)
             values: list[np.ndarray] = []
             reply: dict[str, Any] = {"seq": seq, "values": values}
             execute = self.execute
@@ -259,6 +273,9 @@ class Session:
             if seq is not None:
                 self.seq = seq
                 self.last_reply = reply
+            if self.on_batch is not None:
+                err = reply.get("error")
+                self.on_batch(err["index"] if err else len(ops), err["kind"] if err else None)
             return reply
 
     def execute(self, ins: dict, values: list) -> None:
@@ -289,8 +306,7 @@ class Session:
         n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
         for d in spec.shape:
             n *= d
-        lim = self.limits
-        if n > lim.max_array_bytes or self.nbytes + n > lim.max_session_bytes:
+        if n > self.limits.max_array_bytes or self.nbytes + n > self._budget:
             self.check_alloc(n)
         out = ins["out"]
         if len(out) != 1:

@@ -22,6 +22,7 @@ from ..engine.errors import ERRORS, InvalidInput, MXNetError
 from ..engine.session import Session, catalog
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, read_body, wants_msgpack
+from .metrics import CONTENT_TYPE, Metrics, metered
 from .rest import arrays
 from .settings import Settings
 from .store import SessionStore
@@ -126,6 +127,15 @@ def read_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+ops_router = APIRouter(tags=["meta"])
+
+
+@ops_router.get("/metrics")
+def read_metrics(request: Request, store: Store) -> Response:
+    """Prometheus metrics: requests by route and status, batches, ops, errors, sessions, bytes."""
+    return Response(request.app.state.metrics.render(store), media_type=CONTENT_TYPE)
+
+
 @meta.get("/ops")
 def list_ops() -> dict[str, Any]:
     """The op table: each op's inputs, typed attributes and defaults, and the commands."""
@@ -136,6 +146,12 @@ class App(FastAPI):
     """FastAPI, with the binary batch route served as raw ASGI (see ``fast``)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await metered(self.state.metrics, self._dispatch, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         sid = fast.batch_session_id(scope)
         if sid is not None:
             await fast.batch(self, scope, receive, send, sid)
@@ -143,14 +159,15 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _snapshot_loop(store: SessionStore, interval: float) -> None:
+async def _snapshot_loop(store: SessionStore, interval: float, metrics: Metrics) -> None:
     """Write changed sessions every ``interval`` seconds, so a crash loses at most that much."""
     if store.folder is None:
         return
     while True:
         await asyncio.sleep(interval)
         try:
-            await run_in_threadpool(store.snapshot)
+            with metrics.snapshot_seconds.time():
+                await run_in_threadpool(store.snapshot)
         except OSError as e:  # a full disk must not stop the server; the next round retries
             log.error("snapshot failed: %s", e)
 
@@ -161,10 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = app.state.store = SessionStore(settings)
+        store = app.state.store = SessionStore(settings, on_batch=app.state.metrics.observe_batch)
         await run_in_threadpool(store.restore)
         fast.tune_malloc()
-        saver = asyncio.create_task(_snapshot_loop(store, settings.snapshot_interval_s))
+        saver = asyncio.create_task(_snapshot_loop(store, settings.snapshot_interval_s, app.state.metrics))
         try:
             yield
         finally:
@@ -178,7 +195,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.include_router(meta)
+    app.include_router(ops_router)
     app.include_router(sessions)
     app.include_router(arrays)
 

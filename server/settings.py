@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 << 20
     max_batch_ops: int = 100_000
     max_session_bytes: int = 2 << 30
+    max_user_bytes: int = 8 << 30
     max_array_bytes: int = 1 << 30
     max_sessions_per_user: int = 64
     session_ttl_s: float = 3600.0

@@ -6,6 +6,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..engine import snapshot
@@ -25,8 +26,9 @@ class SessionNotFound(MXNetError):
 class SessionStore:
     """Holds the live sessions; every lookup checks the owner."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_batch: Callable[[int, str | None], None] | None = None) -> None:
         self.settings = settings
+        self.on_batch = on_batch
         self._sessions: dict[str, Session] = {}
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -34,6 +36,7 @@ class SessionStore:
             max_session_bytes=settings.max_session_bytes,
             max_array_bytes=settings.max_array_bytes,
             max_batch_ops=settings.max_batch_ops,
+            max_user_bytes=settings.max_user_bytes,
         )
         self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None
         self._saved: dict[str, int] = {}  # session id -> version last written
@@ -48,9 +51,15 @@ class SessionStore:
                 )
             sid = secrets.token_urlsafe(12)
             s = Session(sid, owner=owner, seed=seed, limits=self.limits)
+            self._attach(s)
             self._sessions[sid] = s
             self._used[sid] = time.monotonic()
             return s
+
+    def _attach(self, s: Session) -> None:
+        """Hook a session to the store: metrics, and its owner's byte quota."""
+        s.on_batch = self.on_batch
+        s.user_bytes = lambda: sum(o.nbytes for o in list(self._sessions.values()) if o.owner == s.owner and o is not s)
 
     def get(self, sid: str, owner: str) -> Session:
         s = self._sessions.get(sid)
@@ -109,6 +118,7 @@ class SessionStore:
             except MXNetError as e:
                 log.warning("skipping %s: %s", path, e)
                 continue
+            self._attach(s)
             self._sessions[s.id] = s
             self._used[s.id] = time.monotonic()
             self._saved[s.id] = s.version
@@ -116,3 +126,6 @@ class SessionStore:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def total_bytes(self) -> int:
+        return sum(s.nbytes for s in list(self._sessions.values()))

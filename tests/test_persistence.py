@@ -3,9 +3,8 @@ directory and restored at start, and a client in the middle of its work goes on.
 
 from __future__ import annotations
 
-import numpy as np
-
 import gradserve
+import numpy as np
 from gradserve import autograd, nd
 from gradserve.engine import snapshot
 from gradserve.engine.session import Session

@@ -241,3 +241,29 @@ def test_body_size_and_batch_length_are_bounded():
         assert big.status_code == 413 and big.json()["error"]["kind"] == "QuotaExceeded"
         long = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free"}] * 4})
         assert long.status_code == 413
+
+
+def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
+    batch = Batches(http, sid)
+    batch.post([{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1]}])
+    batch.post([{"op": "ones", "out": [2], "at": {"shape": [2]}}, {"op": "nope", "out": [3]}])
+    text = http.get("/metrics").text
+    assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
+    assert 'gradserve_batch_errors_total{kind="InvalidInput"}' in text
+    ops = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("gradserve_ops_total"))
+    assert ops >= 3
+    sessions = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("gradserve_sessions "))
+    assert sessions >= 1
+
+
+def test_a_users_sessions_share_one_byte_quota():
+    with LiveServer(Settings(max_user_bytes=1000)) as srv, httpx.Client(base_url=srv.url) as http:
+        a = http.post("/v1/sessions").json()["id"]
+        b = http.post("/v1/sessions").json()["id"]
+        ok = http.post(f"/v1/sessions/{a}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [200]}}]})
+        assert ok.status_code == 200  # 800 bytes
+        over = http.post(f"/v1/sessions/{b}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [60]}}]})
+        assert over.status_code == 413 and "in all sessions" in over.json()["error"]["message"]
+        http.post(f"/v1/sessions/{a}/batch", json={"ops": [{"op": "free", "in": [1]}]})
+        again = http.post(f"/v1/sessions/{b}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [60]}}]})
+        assert again.status_code == 200

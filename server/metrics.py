@@ -1,0 +1,84 @@
+"""Prometheus metrics of one app: requests, batches, ops, errors, sessions, bytes.
+
+Each app has its own registry (several apps can live in one process, as in
+the tests); ``GET /metrics`` serves it in Prometheus's text format.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .store import SessionStore
+
+_SESSION_PATH = re.compile(r"^/v1/sessions/[^/]+")
+_HANDLE = re.compile(r"/arrays/-?\d+")
+
+
+def route_of(path: str) -> str:
+    """A path with its ids replaced, so that label values stay few."""
+    path = _SESSION_PATH.sub("/v1/sessions/{id}", path)
+    return _HANDLE.sub("/arrays/{h}", path)
+
+
+class Metrics:
+    """The counters and gauges of one app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gradserve_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "gradserve_http_request_seconds", "HTTP request latency", ["route"], registry=r,
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5, 2.5, 10),
+        )
+        self.batches = Counter("gradserve_batches", "batches run", registry=r)
+        self.ops = Counter("gradserve_ops", "instructions run", registry=r)
+        self.errors = Counter("gradserve_batch_errors", "batches stopped by a failing op", ["kind"], registry=r)
+        self.sessions = Gauge("gradserve_sessions", "live sessions", registry=r)
+        self.session_bytes = Gauge("gradserve_session_bytes", "bytes held by all sessions' arrays", registry=r)
+        self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions",
+                                          registry=r)
+
+    def observe_batch(self, n_ops: int, error_kind: str | None) -> None:
+        self.batches.inc()
+        self.ops.inc(n_ops)
+        if error_kind is not None:
+            self.errors.labels(error_kind).inc()
+
+    def render(self, store: SessionStore) -> bytes:
+        self.sessions.set(len(store))
+        self.session_bytes.set(store.total_bytes())
+        return generate_latest(self.registry)
+
+
+    def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        route = route_of(path)
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: dict, receive: Any,
+                  send: Any) -> None:
+    """Run one HTTP request through ``app``, counting it by route and status."""
+    start = time.perf_counter()
+    status = 500
+
+    async def send_status(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_status)
+    finally:
+        metrics.observe_request(scope["method"], scope["path"], status, time.perf_counter() - start)
