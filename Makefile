@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 serve: $(BIN)/.installed
-	$(BIN)/gradserve serve --host $(HOST) --port $(PORT)
+	$(BIN)/gradserve serve --host $(HOST) --port $(PORT) --data-dir data
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
@@ -25,6 +25,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check engine client server tests bench examples
 
 bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:
