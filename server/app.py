@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.busy = 0  # batch requests in flight (see fast.batch)
     app.state.metrics = Metrics()
     app.include_router(meta)
     app.include_router(ops_router)
