@@ -16,10 +16,13 @@ from typing import Any
 import numpy as _np
 
 from . import random
-from .engine.errors import InvalidInput, ShapeError
+from .engine import tape
+from .engine.errors import AutogradError, InvalidInput, ShapeError
+from .engine.session import INPLACE_IN_GRAPH
 from .engine.optable import OPS, REQUIRED, Op
 from .ndarray import NDArray, array, invoke
 from .runtime import current
+from .state import flags
 
 
 def _signature(op: Op) -> inspect.Signature:
@@ -203,12 +206,33 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
+def sgd_update(weight: NDArray, grad: NDArray, lr: float, wd: float = 0.0, rescale_grad: float = 1.0,
+               clip_gradient: float = -1.0, lazy_update: bool = True, out: NDArray | None = None,
+               **kwargs: Any) -> NDArray:
+    """MXNet's SGD step: ``out = weight - lr * (clip(rescale_grad * grad) + wd * weight)``.
+
+    With ``out=weight`` (the usual call) the weight is updated in place in one
+    pass over its memory."""
+    if out is None:
+        out = weight.copy()
+    elif out is not weight:
+        out[:] = weight
+    if flags.recording and tape.in_graph(out._node):
+        raise AutogradError(INPLACE_IN_GRAPH)
+    if grad.shape != out.shape or grad._spec.dtype != out._spec.dtype:
+        raise ShapeError(f"sgd_update: gradient {grad.shape} {grad._spec.dtype} does not fit weight "
+                         f"{out.shape} {out._spec.dtype}")
+    out._c.enqueue({"op": "sgd_update", "in": [out._h, grad._h],
+                    "at": {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}})
+    return out
+
+
 def waitall() -> None:
     """Wait until every queued op has run (sends the queue)."""
     current().flush()
 
 
-__all__ = ["NDArray", "arange", "array", "empty", "full", "linalg", "load", "ones", "random", "save", "split",
-           "topk", "waitall", "zeros"]
+__all__ = ["NDArray", "arange", "array", "empty", "full", "linalg", "load", "ones", "random", "save",
+           "sgd_update", "split", "topk", "waitall", "zeros"]
 __all__ += [n for n in list(globals()) if not n.startswith("_") and n not in __all__
             and callable(globals()[n]) and n in OPS]

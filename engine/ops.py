@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, prod
 
@@ -864,8 +865,16 @@ def _scatter_infer(at: dict, g: Spec, *idx: Spec) -> Spec:
 def _scatter_key(cx, at, g, *idx):
     """Zeros of ``shape`` with ``data`` added at ``key`` (getitem's gradient;
     repeated indices add up)."""
-    z = cx.xp.zeros(at["shape"], g.dtype)
-    key = bind_key(parse_key("scatter_key", at["key"], len(idx)), idx)
+    shape = at["shape"]
+    z = cx.xp.zeros(shape, g.dtype)
+    parsed = parse_key("scatter_key", at["key"], len(idx))
+    if len(parsed) == 1 and len(idx) == 1:  # x[index_array]: rows, through a compiled kernel when there is one
+        i = idx[0].astype(np.int64).reshape(-1)
+        if i.size and (i.min() < -shape[0] or i.max() >= shape[0]):
+            raise IndexOutOfRange(f"scatter_key: index out of bounds for axis 0 with size {shape[0]}")
+        kernels.scatter_add_rows(z, i, g.reshape((i.size,) + tuple(shape[1:])))
+        return z
+    key = bind_key(parsed, idx)
     if idx:
         cx.xp.add.at(z, key, g.reshape(z[key].shape))
     else:

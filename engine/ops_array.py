@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .errors import IndexOutOfRange, InvalidInput, ShapeError
 from .ops import (
     AXIS,
@@ -383,6 +384,9 @@ def _take_grad(cx, at, g, idx):
     ax = at["axis"] % len(shape)
     z = cx.xp.zeros(shape, g.dtype)
     i = _clip_index(cx, idx, shape[ax], at["mode"])
+    if ax == 0:  # the common case (embedding lookups, minibatch rows): a compiled kernel when there is one
+        kernels.scatter_add_rows(z, i.reshape(-1), g.reshape((i.size,) + shape[1:]))
+        return z
     zt = cx.xp.moveaxis(z, ax, 0)
     gt = cx.xp.moveaxis(g.reshape(shape[:ax] + i.shape + shape[ax + 1:]), tuple(range(ax, ax + i.ndim)),
                         tuple(range(i.ndim)))

@@ -146,6 +146,46 @@ def _parser(kind: str) -> Callable[[Any], Any]:
     return PARSERS[kind]
 
 
+def parse_given(name: str, attrs: tuple[Attr, ...], defaults: dict[str, Any],
+                parsers: dict[str, tuple[Callable[[Any], Any], bool]], required: tuple[str, ...],
+                given: dict[str, Any] | None) -> dict[str, Any]:
+    """Attributes as the wire gave them, checked against their declared types,
+    with defaults filled in: the one parser of ops and session commands."""
+    at = defaults.copy()
+    if given:
+        if type(given) is not dict:
+            raise InvalidInput(f"{name}: attributes must be a map, got {type(given).__name__}")
+        for k, v in given.items():
+            p = parsers.get(k)
+            if p is None:
+                known = ", ".join(a.name for a in attrs) or "none"
+                raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
+            if v is None and p[1]:
+                at[k] = None
+                continue
+            try:
+                at[k] = p[0](v)
+            except (TypeError, ValueError) as e:
+                raise InvalidInput(f"{name}: attribute {k!r}: {e}") from None
+    for k in required:
+        if at[k] is REQUIRED:
+            raise InvalidInput(f"{name}: missing required attribute {k!r}")
+    return at
+
+
+def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+    """A parser for a fixed list of attributes (what ``defop`` builds for an op)."""
+    defaults, parsers, required = attr_tables(attrs)
+    return lambda given: parse_given(name, attrs, defaults, parsers, required, given)
+
+
+def attr_tables(attrs: tuple[Attr, ...]) -> tuple[dict, dict, tuple[str, ...]]:
+    defaults = {a.name: a.default for a in attrs}
+    parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}
+    required = tuple(a.name for a in attrs if a.default is REQUIRED)
+    return defaults, parsers, required
+
+
 Infer = Callable[..., Spec]
 Forward = Callable[..., Any]
 Vjp = Callable[..., tuple[Any, ...]]
@@ -186,26 +226,7 @@ class Op:
 
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
-        at = self.defaults.copy()
-        if given:
-            if type(given) is not dict:
-                raise InvalidInput(f"{self.name}: attributes must be a map, got {type(given).__name__}")
-            parsers = self.parsers
-            for k, v in given.items():
-                p = parsers.get(k)
-                if p is None:
-                    self._attr(k)  # raises, naming the known attributes
-                if v is None and p[1]:
-                    at[k] = None
-                    continue
-                try:
-                    at[k] = p[0](v)
-                except (TypeError, ValueError) as e:
-                    raise InvalidInput(f"{self.name}: attribute {k!r}: {e}") from None
-        for k in self.required:
-            if at[k] is REQUIRED:
-                raise InvalidInput(f"{self.name}: missing required attribute {k!r}")
-        return at
+        return parse_given(self.name, self.attrs, self.defaults, self.parsers, self.required, given)
 
     def _attr(self, k: str) -> Attr:
         for a in self.attrs:
@@ -276,9 +297,7 @@ def defop(
         inputs = tuple(inputs.split())
 
     def wrap(forward: Forward) -> Op:
-        defaults = {a.name: a.default for a in attrs}
-        parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}
-        required = tuple(a.name for a in attrs if a.default is REQUIRED)
+        defaults, parsers, required = attr_tables(attrs)
         doc = (forward.__doc__ or "").strip()
         return OPS.add(
             Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required)

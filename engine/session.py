@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (the rest of the table)
 from . import ops as _ops  # (fills the table)
-from . import ops_array, ops_math, ops_nn, tape  # noqa: F401  (the rest of the table)
 from .errors import (
     AutogradError,
     InvalidInput,
@@ -28,7 +28,7 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, REQUIRED, Attr, Op, Spec
+from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser
 from .tape import Node
 
 RECORDING = 1
@@ -141,8 +141,16 @@ COMMAND_DOCS: dict[str, dict[str, Any]] = {}
 
 
 def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callable[[Command], Command]:
+    """Register a session command; its attributes are parsed as an op's are
+    (declared types, defaults, unknown names refused) before it runs."""
+
     def wrap(fn: Command) -> Command:
-        COMMANDS[name] = fn
+        parse = attr_parser(name, attrs)
+
+        def run(s: Session, ins: dict, values: list) -> None:
+            fn(s, {**ins, "at": parse(ins.get("at"))}, values)
+
+        COMMANDS[name] = run
         COMMAND_DOCS[name] = {
             "name": name,
             "inputs": inputs,
@@ -569,7 +577,8 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
     at = ins.get("at") or {}
     in_h = list(ins.get("in", ()))
     outs, cots, grads, prog = at.get("outputs"), at.get("cotangents"), at.get("gradients"), at.get("program")
-    if not (isinstance(outs, list) and isinstance(cots, list) and isinstance(grads, list) and isinstance(prog, list)):
+    outs, cots = list(outs), list(cots)
+    if not (isinstance(grads, list) and isinstance(prog, list)):
         raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
     if len(cots) != len(outs) or len(grads) != len(in_h):
         raise InvalidInput("record_function: one cotangent per output and one gradient per input are needed")
@@ -705,6 +714,29 @@ def _update(s: Session, ins: dict, values: list) -> None:
         target[...] = _ops._int_div(np, target, v)
     else:
         ufunc(target, v, out=target, casting="unsafe")
+
+
+SGD = (Attr("lr", "float", REQUIRED), Attr("wd", "float", 0.0), Attr("rescale_grad", "float", 1.0),
+       Attr("clip_gradient", "float", -1.0))
+
+
+@command(
+    "sgd_update",
+    "weight grad",
+    SGD,
+    "weight -= lr * (clip(rescale_grad * grad) + wd * weight), in place (MXNet's sgd_update).",
+)
+def _sgd_update(s: Session, ins: dict, values: list) -> None:
+    hs = list(ins.get("in", ()))
+    if len(hs) != 2:
+        raise InvalidInput("sgd_update takes a weight and a gradient")
+    w, g = s.get(hs[0]), s.get(hs[1])
+    if w.shape != g.shape or w.dtype != g.dtype or w.dtype.kind != "f":
+        raise _ops.ShapeError(f"sgd_update: gradient {g.shape} {g.dtype} does not fit weight {w.shape} {w.dtype}")
+    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
+        raise AutogradError(INPLACE_IN_GRAPH)
+    at = ins["at"]
+    kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

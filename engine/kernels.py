@@ -1,0 +1,86 @@
+"""Compiled kernels where a benchmark shows they beat numpy (bench/kernels.py),
+each with the numpy code it replaces as the fallback. numba is optional
+(``pip install 'gradserve[fast]'``); without it, or with ``GRADSERVE_NUMBA=0``,
+the numpy lines run. Both give the same results (tests/test_kernels.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    if os.environ.get("GRADSERVE_NUMBA", "1") == "0":
+        raise ImportError("disabled by GRADSERVE_NUMBA=0")
+    import numba
+except ImportError:
+    numba = None
+
+HAVE_NUMBA = numba is not None
+
+
+def scatter_add_rows_numpy(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> None:
+    """out[idx[i]] += g[i] for every i (repeated rows add up)."""
+    np.add.at(out, idx, g)
+
+
+def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
+    """w -= lr * (clip(rescale * g) + wd * w), in place."""
+    step = g * w.dtype.type(rescale) if rescale != 1.0 else g
+    if clip > 0:
+        step = np.clip(step, -clip, clip)
+    if wd != 0.0:
+        step = step + w.dtype.type(wd) * w
+    w -= w.dtype.type(lr) * step
+
+
+if numba is not None:
+
+    @numba.njit(cache=True)
+    def _scatter_rows(out2, idx, g2):  # pragma: no cover (compiled)
+        n, m = g2.shape
+        rows = out2.shape[0]
+        for i in range(n):
+            r = idx[i]
+            if r < 0:
+                r += rows
+            for j in range(m):
+                out2[r, j] += g2[i, j]
+
+    @numba.njit(cache=True)
+    def _sgd(wf, gf, lr, wd, rescale, clip):  # pragma: no cover (compiled)
+        for i in range(wf.size):
+            s = gf[i] * rescale
+            if clip > 0:
+                if s > clip:
+                    s = clip
+                elif s < -clip:
+                    s = -clip
+            wf[i] -= lr * (s + wd * wf[i])
+
+
+def scatter_add_rows(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> None:
+    """out[idx[i], ...] += g[i, ...]: an indexing gradient along the first axis.
+
+    ``idx`` must be in range (callers clip or check it first)."""
+    if numba is not None and out.flags.c_contiguous and g.dtype == out.dtype and out.ndim >= 1:
+        m = int(np.prod(out.shape[1:], dtype=np.int64))
+        _scatter_rows(out.reshape(out.shape[0], m), np.ascontiguousarray(idx.reshape(-1), dtype=np.int64),
+                      np.ascontiguousarray(g).reshape(-1, m))
+        return
+    scatter_add_rows_numpy(out, idx, g)
+
+
+def sgd_update(w: np.ndarray, g: np.ndarray, lr: float, wd: float = 0.0, rescale: float = 1.0,
+               clip: float = -1.0) -> None:
+    """One SGD step on ``w`` in place, one pass over memory when compiled."""
+    if numba is not None and w.flags.c_contiguous and g.flags.c_contiguous and w.dtype == g.dtype \
+            and w.dtype.kind == "f":
+        t = w.dtype.type
+        _sgd(w.reshape(-1), g.reshape(-1), t(lr), t(wd), t(rescale), t(clip))
+        return
+    sgd_update_numpy(w, g, lr, wd, rescale, clip)
+
+
+__all__ = ["HAVE_NUMBA", "scatter_add_rows", "sgd_update"]
