@@ -33,10 +33,20 @@ class SessionClosed(MXNetError):
     """The array's session was closed."""
 
 
+_OUR_CODE: dict[Any, bool] = {}  # code object -> whether it is gradserve's (a cache: this runs per op)
+
+
+def _ours(code: Any) -> bool:
+    mine = _OUR_CODE.get(code)
+    if mine is None:
+        mine = _OUR_CODE[code] = code.co_filename.startswith(_OURS)
+    return mine
+
+
 def _user_line() -> tuple[str, int] | None:
     """The first frame outside gradserve: the user's line that queued an op."""
     f = sys._getframe(2)
-    while f is not None and f.f_code.co_filename.startswith(_OURS):
+    while f is not None and _ours(f.f_code):
         f = f.f_back
     return (f.f_code.co_filename, f.f_lineno) if f is not None else None
 
