@@ -50,7 +50,7 @@ class Gradserve:
         nd = self.nd
         i = self.i
         self.i = (i + BATCH) % N
-        X, y = self.X[i: i + BATCH], self.Y[i: i + BATCH]
+        X, y = self.X[i : i + BATCH], self.Y[i : i + BATCH]
         W1, b1, W2, b2, W3, b3 = self.params
         with autograd.record():
             h1 = nd.relu(nd.dot(X, W1) + b1)
@@ -74,7 +74,7 @@ class Numpy:
     def step(self) -> float:
         i = self.i
         self.i = (i + BATCH) % N
-        X, y = self.x[i: i + BATCH], self.y[i: i + BATCH]
+        X, y = self.x[i : i + BATCH], self.y[i : i + BATCH]
         W1, b1, W2, b2, W3, b3 = self.params
         h1 = X @ W1
         h1 += b1
@@ -119,7 +119,7 @@ class Torch:
         torch = self.torch
         i = self.i
         self.i = (i + BATCH) % N
-        X, y = self.x[i: i + BATCH], self.y[i: i + BATCH]
+        X, y = self.x[i : i + BATCH], self.y[i : i + BATCH]
         W1, b1, W2, b2, W3, b3 = self.params
         h1 = torch.relu(X @ W1 + b1)
         h2 = torch.relu(h1 @ W2 + b2)

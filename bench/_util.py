@@ -56,8 +56,9 @@ def server(env: dict[str, str] | None = None, extra: list[str] | None = None) ->
             proc.kill()
 
 
-def interleave(cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1,
-               warmup: int = 1) -> dict[str, list[float]]:
+def interleave(
+    cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1, warmup: int = 1
+) -> dict[str, list[float]]:
     """Seconds per call of each case, run in turn round after round (so drift hits all alike)."""
     for fn in cases.values():
         for _ in range(warmup):
@@ -85,9 +86,11 @@ def machine() -> str:
     import numpy as np
 
     blas = os.environ.get("OPENBLAS_CORETYPE", "unset")
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, OPENBLAS_CORETYPE={blas}, OPENBLAS_NUM_THREADS="
-            f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, OPENBLAS_CORETYPE={blas}, OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+    )
 
 
 def report(title: str, rows: list[tuple[str, str]], data: dict[str, Any] | None = None) -> None:

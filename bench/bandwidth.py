@@ -82,8 +82,11 @@ def main() -> None:
             b = held.asnumpy()
             assert b.shape == a.shape
 
-        res = interleave({"raw TCP send": raw_tcp, "gradserve upload": upload, "gradserve download": download},
-                         rounds=args.rounds, warmup=1)
+        res = interleave(
+            {"raw TCP send": raw_tcp, "gradserve upload": upload, "gradserve download": download},
+            rounds=args.rounds,
+            warmup=1,
+        )
         b = held.asnumpy()
         assert np.array_equal(a, b)
 
@@ -91,14 +94,17 @@ def main() -> None:
         sid = client.transport.session_id
         hx = httpx.Client(base_url=url, timeout=600)
         body = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": a}, option=orjson.OPT_SERIALIZE_NUMPY)
-        jres: dict[str, list[float]] = {"JSON upload (PUT, orjson)": [], "JSON download (GET, orjson)": [],
-                                        "JSON download, bytes only (server encode + transfer)": []}
+        jres: dict[str, list[float]] = {
+            "JSON upload (PUT, orjson)": [],
+            "JSON download (GET, orjson)": [],
+            "JSON download, bytes only (server encode + transfer)": [],
+        }
         for r in range(args.json_rounds):
             t = time.perf_counter()
-            body = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": a},
-                                option=orjson.OPT_SERIALIZE_NUMPY)
-            resp = hx.put(f"/v1/sessions/{sid}/arrays/{900000 + r}", content=body,
-                          headers={"content-type": "application/json"})
+            body = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": a}, option=orjson.OPT_SERIALIZE_NUMPY)
+            resp = hx.put(
+                f"/v1/sessions/{sid}/arrays/{900000 + r}", content=body, headers={"content-type": "application/json"}
+            )
             assert resp.status_code == 201, resp.text[:200]
             jres["JSON upload (PUT, orjson)"].append(time.perf_counter() - t)
             t = time.perf_counter()
@@ -112,8 +118,11 @@ def main() -> None:
     sink.terminate()
     rows = [(k, f"{nbytes / med(v) / 1e9:.2f} GB/s ({med(v) * 1e3:.1f} ms)") for k, v in {**res, **jres}.items()]
     rows.append(("JSON body size", f"{json_mb:.0f} MiB for {args.mib} MiB of float32"))
-    report(f"{args.mib} MiB float32, medians of {args.rounds} (JSON: {args.json_rounds})", rows,
-           {k: nbytes / med(v) / 1e9 for k, v in {**res, **jres}.items()})
+    report(
+        f"{args.mib} MiB float32, medians of {args.rounds} (JSON: {args.json_rounds})",
+        rows,
+        {k: nbytes / med(v) / 1e9 for k, v in {**res, **jres}.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,11 @@ def main() -> None:
         y.backward()
         client.flush()
 
-    cases = {"numpy forward only": numpy_forward, "gradserve engine (batch)": engine,
-             "gradserve client in-process (nd)": client_inprocess}
+    cases = {
+        "numpy forward only": numpy_forward,
+        "gradserve engine (batch)": engine,
+        "gradserve client in-process (nd)": client_inprocess,
+    }
     try:
         import torch
 

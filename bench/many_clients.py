@@ -74,8 +74,13 @@ def main() -> None:
     with server(env={"OPENBLAS_NUM_THREADS": "1"}) as url:
         for n in (1, args.clients):
             lat, wall, errors = run(url, n, args.steps)
-            rows.append((f"{n} client(s)", f"{len(lat) / wall:.0f} steps/s aggregate, p50 {med(lat) * 1e3:.1f} ms, "
-                         f"p99 {pct(lat, 0.99) * 1e3:.1f} ms, {len(errors)} errors"))
+            rows.append(
+                (
+                    f"{n} client(s)",
+                    f"{len(lat) / wall:.0f} steps/s aggregate, p50 {med(lat) * 1e3:.1f} ms, "
+                    f"p99 {pct(lat, 0.99) * 1e3:.1f} ms, {len(errors)} errors",
+                )
+            )
             for e in errors[:3]:
                 rows.append(("error", e))
     report(f"concurrent MLP clients, {args.steps} steps each, loss read every step", rows)

@@ -102,10 +102,15 @@ def main() -> None:
         rows.append(("in-process / pytorch", f"{local_t / med(res['pytorch eager']):.2f}"))
     rows.append(("requests: 3 steps without a read, then 1 with", f"{zero} and {one}"))
     rows.append(("server session after the run", f"{info['arrays']} arrays, {info['bytes'] / 2**20:.1f} MiB"))
-    rows.append(("BLAS", "OPENBLAS_CORETYPE unset for all sides" if args.no_haswell else
-                 f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} for all sides"))
-    report(f"MLP step, {args.rounds} rounds x {args.inner} steps, medians", rows,
-           {k: med(v) for k, v in res.items()})
+    rows.append(
+        (
+            "BLAS",
+            "OPENBLAS_CORETYPE unset for all sides"
+            if args.no_haswell
+            else f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} for all sides",
+        )
+    )
+    report(f"MLP step, {args.rounds} rounds x {args.inner} steps, medians", rows, {k: med(v) for k, v in res.items()})
 
 
 if __name__ == "__main__":

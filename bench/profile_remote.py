@@ -67,9 +67,11 @@ def main() -> None:
             model.step().asscalar()
         pid = str(url.pid)
         out = tempfile.mktemp(suffix=".txt")
-        rec = subprocess.Popen([spy, "record", "--pid", pid, "--format", "raw", "--rate", "1000",
-                                "--threads", "-o", out, "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rec = subprocess.Popen(
+            [spy, "record", "--pid", pid, "--format", "raw", "--rate", "1000", "--threads", "-o", out, "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         prof = Profiler(interval=0.0002)
         prof.start()
         for _ in range(args.steps):

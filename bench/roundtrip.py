@@ -72,8 +72,10 @@ def main() -> None:
 
     ctx = mp.get_context("spawn")
     p_echo, p_api = free_port(), free_port()
-    procs = [ctx.Process(target=_echo, args=(p_echo,), daemon=True),
-             ctx.Process(target=_fastapi, args=(p_api,), daemon=True)]
+    procs = [
+        ctx.Process(target=_echo, args=(p_echo,), daemon=True),
+        ctx.Process(target=_fastapi, args=(p_api,), daemon=True),
+    ]
     for p in procs:
         p.start()
     _wait(p_api)
@@ -102,8 +104,11 @@ def main() -> None:
         def gradserve_asscalar() -> None:
             x.asscalar()
 
-        cases = {"raw TCP echo (64 B)": raw_tcp, "httpx -> FastAPI def route, pydantic body": httpx_fastapi,
-                 "gradserve x.asscalar() (client + server)": gradserve_asscalar}
+        cases = {
+            "raw TCP echo (64 B)": raw_tcp,
+            "httpx -> FastAPI def route, pydantic body": httpx_fastapi,
+            "gradserve x.asscalar() (client + server)": gradserve_asscalar,
+        }
         rounds = 20
         res = interleave(cases, rounds=rounds * (args.n // rounds), inner=1, warmup=50)
         reqs = client.transport.requests - before

@@ -1,6 +1,6 @@
 """Every benchmark of bench/, one after the other, with its command (for RESULTS.md).
 
-    .venv/bin/python bench/run_all.py
+.venv/bin/python bench/run_all.py
 """
 
 from __future__ import annotations

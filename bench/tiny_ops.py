@@ -40,13 +40,17 @@ def main() -> None:
     with server() as url:
         remote = gradserve.Client(gradserve.Http(url))
         before = remote.transport.requests
-        res = interleave({"in-process": program(local), "remote (loopback)": program(remote)},
-                         rounds=args.rounds, warmup=1)
+        res = interleave(
+            {"in-process": program(local), "remote (loopback)": program(remote)}, rounds=args.rounds, warmup=1
+        )
         reqs = remote.transport.requests - before
     rows = [(k, f"{args.batch / med(v):,.0f} ops/s ({med(v) / args.batch * 1e6:.2f} us/op)") for k, v in res.items()]
     rows.append(("remote requests", f"{reqs} for {args.rounds + 1} batches of {args.batch} ops"))
-    report(f"tiny ops, batches of {args.batch}, {args.rounds} rounds, medians", rows,
-           {k: args.batch / med(v) for k, v in res.items()})
+    report(
+        f"tiny ops, batches of {args.batch}, {args.rounds} rounds, medians",
+        rows,
+        {k: args.batch / med(v) for k, v in res.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ from .transport import Http, InProcess, from_env
 __version__ = "0.1.0"
 
 
-def connect(url: str | None = None, api_key: str | None = None, sync: bool = False,
-            seed: int | None = None) -> Client:
+def connect(url: str | None = None, api_key: str | None = None, sync: bool = False, seed: int | None = None) -> Client:
     """Open a session and make it the one ``nd`` uses.
 
     ``url`` None means ``GRADSERVE_URL`` when set, else the engine in this

@@ -74,8 +74,7 @@ class _Scope:
             flags.training = train
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         flags.recording, flags.training = self._prev
 
 
@@ -152,22 +151,26 @@ class Function:
             grads = backward_fn(*cots)
         grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
         if len(grads) != len(inputs):
-            raise InvalidInput(f"{type(self).__name__}.backward returned {len(grads)} gradients "
-                               f"for {len(inputs)} inputs")
+            raise InvalidInput(
+                f"{type(self).__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
+            )
         for x, g in zip(inputs, grads):
             if g is not None and g.shape != x.shape:
-                raise ShapeError(f"{type(self).__name__}.backward: gradient shape {g.shape} "
-                                 f"does not match input shape {x.shape}")
-        c.enqueue({
-            "op": "record_function",
-            "in": [x._h for x in inputs],
-            "at": {
-                "outputs": [o._h for o in outs],
-                "program": program,
-                "cotangents": [p._h for p in cots],
-                "gradients": [None if g is None else g._h for g in grads],
-            },
-        })
+                raise ShapeError(
+                    f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
+                )
+        c.enqueue(
+            {
+                "op": "record_function",
+                "in": [x._h for x in inputs],
+                "at": {
+                    "outputs": [o._h for o in outs],
+                    "program": program,
+                    "cotangents": [p._h for p in cots],
+                    "gradients": [None if g is None else g._h for g in grads],
+                },
+            }
+        )
         parents = tape.parents_of(x._node for x in inputs)
         for o in outs:
             o._node = tape.Node(_FunctionMark, None, parents)  # type: ignore[arg-type]

@@ -13,11 +13,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
     serve.add_argument(
-        "--api-key", action="append", default=[], metavar="USER:KEY",
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="USER:KEY",
         help="accept KEY for USER (repeatable); required off loopback",
     )
-    serve.add_argument("--data-dir", default=None,
-                       help="snapshot sessions here and restore them at start (default: memory only)")
+    serve.add_argument(
+        "--data-dir", default=None, help="snapshot sessions here and restore them at start (default: memory only)"
+    )
     serve.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 

@@ -18,8 +18,8 @@ import numpy as _np
 from . import random
 from .engine import tape
 from .engine.errors import AutogradError, InvalidInput, ShapeError
-from .engine.session import INPLACE_IN_GRAPH
 from .engine.optable import OPS, REQUIRED, Op
+from .engine.session import INPLACE_IN_GRAPH
 from .ndarray import NDArray, array, invoke
 from .runtime import current
 from .state import flags
@@ -27,7 +27,8 @@ from .state import flags
 
 def _signature(op: Op) -> inspect.Signature:
     params = [
-        inspect.Parameter(n[1:], inspect.Parameter.VAR_POSITIONAL) if n.startswith("*")
+        inspect.Parameter(n[1:], inspect.Parameter.VAR_POSITIONAL)
+        if n.startswith("*")
         else inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         for n in op.inputs
     ]
@@ -52,17 +53,21 @@ def _generate(op: Op, name: str) -> Any:
         kwargs.pop("ctx", None)
         if star is None:
             arrays = list(args[: len(fixed)])
-            rest = args[len(fixed):]
+            rest = args[len(fixed) :]
         else:  # leading arrays (None for an absent optional one), then attributes
             k = 0
-            while k < len(args) and (isinstance(args[k], (NDArray, list, tuple)) and k >= len(fixed)
-                                     or isinstance(args[k], NDArray) or args[k] is None):
+            while k < len(args) and (
+                isinstance(args[k], (NDArray, list, tuple))
+                and k >= len(fixed)
+                or isinstance(args[k], NDArray)
+                or args[k] is None
+            ):
                 k += 1
             arrays = []
             for a in args[:k]:
                 arrays.extend(a if isinstance(a, (list, tuple)) else [a])
             rest = args[k:]
-        for n in fixed[len(arrays):]:
+        for n in fixed[len(arrays) :]:
             if n in kwargs:
                 arrays.append(kwargs.pop(n))
         if star is not None and star in kwargs:
@@ -122,23 +127,40 @@ def empty(shape: Any, ctx: Any = None, dtype: Any = None) -> NDArray:
     return zeros(shape, ctx, dtype)
 
 
-def arange(start: float, stop: float | None = None, step: float = 1.0, repeat: int = 1,
-           infer_range: Any = None, ctx: Any = None, dtype: Any = None) -> NDArray:
+def arange(
+    start: float,
+    stop: float | None = None,
+    step: float = 1.0,
+    repeat: int = 1,
+    infer_range: Any = None,
+    ctx: Any = None,
+    dtype: Any = None,
+) -> NDArray:
     """Evenly spaced values in [start, stop), float32 unless ``dtype`` is given."""
     return invoke(
-        OPS["arange"], (),
+        OPS["arange"],
+        (),
         {"start": start, "stop": stop, "step": step, "repeat": repeat, "dtype": dtype},
     )
 
 
-def topk(data: NDArray, axis: int = -1, k: int = 1, ret_typ: str = "indices", is_ascend: bool = False,
-         dtype: Any = "float32", **kwargs: Any) -> Any:
+def topk(
+    data: NDArray,
+    axis: int = -1,
+    k: int = 1,
+    ret_typ: str = "indices",
+    is_ascend: bool = False,
+    dtype: Any = "float32",
+    **kwargs: Any,
+) -> Any:
     """The k largest (or smallest) along ``axis``: ``ret_typ`` indices, value,
     mask, or both (a list [values, indices])."""
     at = {"axis": axis, "k": k, "is_ascend": is_ascend, "dtype": dtype}
     if ret_typ == "both":
-        return [invoke(OPS["topk"], (data,), {**at, "ret_typ": "value"}),
-                invoke(OPS["topk"], (data,), {**at, "ret_typ": "indices"})]
+        return [
+            invoke(OPS["topk"], (data,), {**at, "ret_typ": "value"}),
+            invoke(OPS["topk"], (data,), {**at, "ret_typ": "indices"}),
+        ]
     return invoke(OPS["topk"], (data,), {**at, "ret_typ": ret_typ})
 
 
@@ -148,8 +170,10 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
     if num_outputs < 1 or n % num_outputs:
         raise ShapeError(f"split: axis {axis} of length {n} does not split into {num_outputs} equal parts")
     step = n // num_outputs
-    parts = [invoke(OPS["slice_axis"], (data,), {"axis": axis, "begin": i * step, "end": (i + 1) * step})
-             for i in range(num_outputs)]
+    parts = [
+        invoke(OPS["slice_axis"], (data,), {"axis": axis, "begin": i * step, "end": (i + 1) * step})
+        for i in range(num_outputs)
+    ]
     if squeeze_axis and step == 1:
         parts = [invoke(OPS["squeeze"], (p,), {"axis": axis}) for p in parts]
     return parts[0] if num_outputs == 1 else parts
@@ -159,13 +183,21 @@ class _Linalg:
     """``nd.linalg``: matrix products on the last two axes."""
 
     @staticmethod
-    def gemm2(A: NDArray, B: NDArray, transpose_a: bool = False, transpose_b: bool = False,
-              alpha: float = 1.0, axis: int = -2, **kwargs: Any) -> NDArray:
+    def gemm2(
+        A: NDArray,
+        B: NDArray,
+        transpose_a: bool = False,
+        transpose_b: bool = False,
+        alpha: float = 1.0,
+        axis: int = -2,
+        **kwargs: Any,
+    ) -> NDArray:
         """alpha * op(A) op(B)."""
         if axis != -2:
             raise InvalidInput("linalg.gemm2: only axis=-2 is supported")
-        return invoke(OPS["linalg_gemm2"], (A, B),
-                      {"transpose_a": transpose_a, "transpose_b": transpose_b, "alpha": alpha})
+        return invoke(
+            OPS["linalg_gemm2"], (A, B), {"transpose_a": transpose_a, "transpose_b": transpose_b, "alpha": alpha}
+        )
 
 
 linalg = _Linalg()
@@ -206,9 +238,17 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
-def sgd_update(weight: NDArray, grad: NDArray, lr: float, wd: float = 0.0, rescale_grad: float = 1.0,
-               clip_gradient: float = -1.0, lazy_update: bool = True, out: NDArray | None = None,
-               **kwargs: Any) -> NDArray:
+def sgd_update(
+    weight: NDArray,
+    grad: NDArray,
+    lr: float,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    lazy_update: bool = True,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
     """MXNet's SGD step: ``out = weight - lr * (clip(rescale_grad * grad) + wd * weight)``.
 
     With ``out=weight`` (the usual call) the weight is updated in place in one
@@ -220,10 +260,16 @@ def sgd_update(weight: NDArray, grad: NDArray, lr: float, wd: float = 0.0, resca
     if flags.recording and tape.in_graph(out._node):
         raise AutogradError(INPLACE_IN_GRAPH)
     if grad.shape != out.shape or grad._spec.dtype != out._spec.dtype:
-        raise ShapeError(f"sgd_update: gradient {grad.shape} {grad._spec.dtype} does not fit weight "
-                         f"{out.shape} {out._spec.dtype}")
-    out._c.enqueue({"op": "sgd_update", "in": [out._h, grad._h],
-                    "at": {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}})
+        raise ShapeError(
+            f"sgd_update: gradient {grad.shape} {grad._spec.dtype} does not fit weight {out.shape} {out._spec.dtype}"
+        )
+    out._c.enqueue(
+        {
+            "op": "sgd_update",
+            "in": [out._h, grad._h],
+            "at": {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient},
+        }
+    )
     return out
 
 
@@ -232,7 +278,23 @@ def waitall() -> None:
     current().flush()
 
 
-__all__ = ["NDArray", "arange", "array", "empty", "full", "linalg", "load", "ones", "random", "save",
-           "sgd_update", "split", "topk", "waitall", "zeros"]
-__all__ += [n for n in list(globals()) if not n.startswith("_") and n not in __all__
-            and callable(globals()[n]) and n in OPS]
+__all__ = [
+    "NDArray",
+    "arange",
+    "array",
+    "empty",
+    "full",
+    "linalg",
+    "load",
+    "ones",
+    "random",
+    "save",
+    "sgd_update",
+    "split",
+    "topk",
+    "waitall",
+    "zeros",
+]
+__all__ += [
+    n for n in list(globals()) if not n.startswith("_") and n not in __all__ and callable(globals()[n]) and n in OPS
+]

@@ -38,9 +38,7 @@ class Context:
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, Context)
-            and other.device_type == self.device_type
-            and other.device_id == self.device_id
+            isinstance(other, Context) and other.device_type == self.device_type and other.device_id == self.device_id
         )
 
     def __hash__(self) -> int:
@@ -60,8 +58,9 @@ def _mode() -> int:
     return (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
 
 
-def invoke(op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = None,
-           client: Client | None = None) -> NDArray:
+def invoke(
+    op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = None, client: Client | None = None
+) -> NDArray:
     """Queue one op of the table; return its result's proxy at once."""
     specs = []
     hs = []
@@ -343,8 +342,9 @@ class NDArray:
                 raise InvalidInput("arrays from different sessions cannot be mixed")
             self._c.check_alive(o._h)
             if broadcast_shapes(fn, self.shape, o.shape) != self.shape:
-                raise ShapeError(f"{fn}: cannot update an array of shape {self.shape} in place "
-                                 f"with one of shape {o.shape}")
+                raise ShapeError(
+                    f"{fn}: cannot update an array of shape {self.shape} in place with one of shape {o.shape}"
+                )
             if o._spec.dtype != self._spec.dtype:
                 raise DTypeError(f"{fn}: in-place update of {self._spec.dtype} with {o._spec.dtype}")
             ins["in"].append(o._h)
@@ -443,8 +443,7 @@ class NDArray:
             self._gradp = NDArray(self._c, h, self._spec)
         return self._gradp
 
-    def backward(self, out_grad: NDArray | None = None, retain_graph: bool = False,
-                 train_mode: bool = True) -> None:
+    def backward(self, out_grad: NDArray | None = None, retain_graph: bool = False, train_mode: bool = True) -> None:
         """Gradients of this array (of its sum when not a scalar) into the variables."""
         backward([self], None if out_grad is None else [out_grad], retain_graph, train_mode)
 
@@ -486,8 +485,7 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
     at: dict[str, Any] = {"retain_graph": bool(retain_graph)}
     if any(g is not None for g in hg):
         at["head_grads"] = hg
-    c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at,
-               "mode": TRAINING if train_mode else 0})
+    c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0})
     if not retain_graph:
         tape.release(tape.toposort([h._node for h in heads]))  # type: ignore[misc]
 
@@ -498,8 +496,14 @@ class _GradOf:
     name = "grad_of"
 
 
-def grad(heads: Any, variables: Any, head_grads: Any = None, retain_graph: bool | None = None,
-         create_graph: bool = False, train_mode: bool = True) -> list[NDArray]:
+def grad(
+    heads: Any,
+    variables: Any,
+    head_grads: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    train_mode: bool = True,
+) -> list[NDArray]:
     """Gradients of ``heads`` with respect to ``variables``, as new arrays
     (MXNet's ``autograd.grad``). With ``create_graph`` they are recorded, so
     they can be differentiated again: any order, for every op of the table."""
@@ -511,12 +515,22 @@ def grad(heads: Any, variables: Any, head_grads: Any = None, retain_graph: bool 
             raise AutogradError("autograd.grad: every variable must have a gradient attached (attach_grad)")
     retain = create_graph if retain_graph is None else bool(retain_graph)
     outs = [c.handle() for _ in variables]
-    at: dict[str, Any] = {"variables": [v._h for v in variables], "retain_graph": retain,
-                          "create_graph": bool(create_graph)}
+    at: dict[str, Any] = {
+        "variables": [v._h for v in variables],
+        "retain_graph": retain,
+        "create_graph": bool(create_graph),
+    }
     if any(g is not None for g in hg):
         at["head_grads"] = hg
-    c.enqueue({"op": "grad_of", "in": [h._h for h in heads], "out": outs, "at": at,
-               "mode": (RECORDING if create_graph else 0) | (TRAINING if train_mode else 0)})
+    c.enqueue(
+        {
+            "op": "grad_of",
+            "in": [h._h for h in heads],
+            "out": outs,
+            "at": at,
+            "mode": (RECORDING if create_graph else 0) | (TRAINING if train_mode else 0),
+        }
+    )
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
     result = [NDArray(c, h, v._spec, node) for h, v in zip(outs, variables)]
     if not retain:
@@ -536,11 +550,17 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
         if r not in tape.GRAD_REQS:
             raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {r!r}")
         if g.shape != v.shape or g._spec.dtype != v._spec.dtype:
-            raise ShapeError(f"mark_variables: gradient {g.shape} {g._spec.dtype} does not match "
-                             f"variable {v.shape} {v._spec.dtype}")
+            raise ShapeError(
+                f"mark_variables: gradient {g.shape} {g._spec.dtype} does not match variable {v.shape} {v._spec.dtype}"
+            )
     c = variables[0]._c
-    c.enqueue({"op": "mark_variables", "in": [v._h for v in variables] + [g._h for g in gradients],
-               "at": {"grad_reqs": list(grad_reqs)}})
+    c.enqueue(
+        {
+            "op": "mark_variables",
+            "in": [v._h for v in variables] + [g._h for g in gradients],
+            "at": {"grad_reqs": list(grad_reqs)},
+        }
+    )
     for v, g, r in zip(variables, gradients, grad_reqs):
         v._node = tape.Node(grad_req=r)
         v._gradp = g

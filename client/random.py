@@ -17,22 +17,21 @@ def _shape(shape: Any) -> Any:
     return (1,) if shape is None else shape
 
 
-def normal(loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None,
-           ctx: Any = None, **kwargs: Any) -> NDArray:
+def normal(
+    loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
+) -> NDArray:
     """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet."""
-    return invoke(OPS["random_normal"], (),
-                  {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype})
+    return invoke(OPS["random_normal"], (), {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype})
 
 
-def uniform(low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any = None,
-            ctx: Any = None, **kwargs: Any) -> NDArray:
+def uniform(
+    low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
+) -> NDArray:
     """Draws from U[low, high); shape (1,) when none is given, as MXNet."""
-    return invoke(OPS["random_uniform"], (),
-                  {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
+    return invoke(OPS["random_uniform"], (), {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
 
 
-def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None,
-            **kwargs: Any) -> NDArray:
+def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
     """Integers in [low, high) (int32 unless ``dtype`` says otherwise)."""
     return invoke(OPS["random_randint"], (), {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
 

@@ -87,8 +87,9 @@ class Http:
         parts = urlsplit(self.url)
         # batches have their own socket on http: httpx's rare calls need no idle connection kept
         keep = 0 if parts.scheme == "http" else 20
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                  limits=httpx.Limits(max_keepalive_connections=keep))
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=keep)
+        )
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         self.session_id: str = reply["id"]
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
@@ -230,7 +231,7 @@ class Conn:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        return status, headers, data[end + 4:]
+        return status, headers, data[end + 4 :]
 
     @staticmethod
     def _read_chunked(sock: socket.socket, rest: bytes) -> bytearray:

@@ -66,17 +66,26 @@ def scatter_add_rows(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> None:
     ``idx`` must be in range (callers clip or check it first)."""
     if numba is not None and out.flags.c_contiguous and g.dtype == out.dtype and out.ndim >= 1:
         m = int(np.prod(out.shape[1:], dtype=np.int64))
-        _scatter_rows(out.reshape(out.shape[0], m), np.ascontiguousarray(idx.reshape(-1), dtype=np.int64),
-                      np.ascontiguousarray(g).reshape(-1, m))
+        _scatter_rows(
+            out.reshape(out.shape[0], m),
+            np.ascontiguousarray(idx.reshape(-1), dtype=np.int64),
+            np.ascontiguousarray(g).reshape(-1, m),
+        )
         return
     scatter_add_rows_numpy(out, idx, g)
 
 
-def sgd_update(w: np.ndarray, g: np.ndarray, lr: float, wd: float = 0.0, rescale: float = 1.0,
-               clip: float = -1.0) -> None:
+def sgd_update(
+    w: np.ndarray, g: np.ndarray, lr: float, wd: float = 0.0, rescale: float = 1.0, clip: float = -1.0
+) -> None:
     """One SGD step on ``w`` in place, one pass over memory when compiled."""
-    if numba is not None and w.flags.c_contiguous and g.flags.c_contiguous and w.dtype == g.dtype \
-            and w.dtype.kind == "f":
+    if (
+        numba is not None
+        and w.flags.c_contiguous
+        and g.flags.c_contiguous
+        and w.dtype == g.dtype
+        and w.dtype.kind == "f"
+    ):
         t = w.dtype.type
         _sgd(w.reshape(-1), g.reshape(-1), t(lr), t(wd), t(rescale), t(clip))
         return

@@ -27,19 +27,14 @@ def broadcast_shapes(name: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple
     try:
         return tuple(np.broadcast_shapes(a, b))
     except ValueError:
-        raise ShapeError(
-            f"{name}: operands could not be broadcast together with shapes {a} {b}"
-        ) from None
+        raise ShapeError(f"{name}: operands could not be broadcast together with shapes {a} {b}") from None
 
 
 def same_dtype(name: str, *specs: Spec) -> str:
     dt = specs[0].dtype
     for s in specs[1:]:
         if s.dtype != dt:
-            raise DTypeError(
-                f"{name}: inputs must have the same dtype, got "
-                + " and ".join(s.dtype for s in specs)
-            )
+            raise DTypeError(f"{name}: inputs must have the same dtype, got " + " and ".join(s.dtype for s in specs))
     return dt
 
 
@@ -346,10 +341,24 @@ def _minmax_vjp(pick_a: str):
 _binary("add", lambda xp, a, b: a + b, _add_vjp, "a + b, broadcasting.", ("broadcast_add", "elemwise_add"))
 _binary("sub", lambda xp, a, b: a - b, _sub_vjp, "a - b, broadcasting.", ("broadcast_sub", "elemwise_sub", "subtract"))
 _binary("mul", lambda xp, a, b: a * b, _mul_vjp, "a * b, broadcasting.", ("broadcast_mul", "elemwise_mul", "multiply"))
-_binary("div", _int_div, _div_vjp, "a / b, broadcasting (integers truncate).", ("broadcast_div", "elemwise_div", "divide"))
+_binary(
+    "div", _int_div, _div_vjp, "a / b, broadcasting (integers truncate).", ("broadcast_div", "elemwise_div", "divide")
+)
 _binary("pow", lambda xp, a, b: xp.power(a, b), _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
-_binary("maximum", lambda xp, a, b: xp.maximum(a, b), _minmax_vjp("greater_equal"), "The larger of a and b.", ("broadcast_maximum",))
-_binary("minimum", lambda xp, a, b: xp.minimum(a, b), _minmax_vjp("lesser_equal"), "The smaller of a and b.", ("broadcast_minimum",))
+_binary(
+    "maximum",
+    lambda xp, a, b: xp.maximum(a, b),
+    _minmax_vjp("greater_equal"),
+    "The larger of a and b.",
+    ("broadcast_maximum",),
+)
+_binary(
+    "minimum",
+    lambda xp, a, b: xp.minimum(a, b),
+    _minmax_vjp("lesser_equal"),
+    "The smaller of a and b.",
+    ("broadcast_minimum",),
+)
 
 _COMPARE = {
     "equal": ("==", np.equal),
@@ -407,9 +416,7 @@ _scalar(
 _scalar(
     "pow_scalar",
     lambda xp, x, s: xp.power(x, s),
-    lambda F, at, g, y, x: (
-        F.mul(g, F.mul_scalar(F.pow_scalar(x, scalar=at["scalar"] - 1.0), scalar=at["scalar"])),
-    ),
+    lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(F.pow_scalar(x, scalar=at["scalar"] - 1.0), scalar=at["scalar"])),),
     "x ** scalar.",
 )
 _scalar(
@@ -544,7 +551,9 @@ def _norm_vjp(F, at, g, y, x):
     return (F.mul(gb, F.div(x, _spread(F, "norm", at, y, x))),)
 
 
-_reduction("norm", _norm_fwd, _norm_vjp, "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis``.", (Attr("ord", "int", 2),))
+_reduction(
+    "norm", _norm_fwd, _norm_vjp, "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis``.", (Attr("ord", "int", 2),)
+)
 
 
 # --------------------------------------------------------------------------
@@ -562,9 +571,7 @@ def _sum_to_fwd(cx, at, x):
     """Sum ``x`` down to ``shape`` (the inverse of broadcasting)."""
     shape = at["shape"]
     lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        i + lead for i, d in enumerate(shape) if d == 1 and x.shape[i + lead] != 1
-    )
+    axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and x.shape[i + lead] != 1)
     r = cx.xp.sum(x, axis=axes, keepdims=True) if axes else x
     return r.reshape(shape)
 
@@ -947,6 +954,3 @@ def _dot(cx, at, a, b):
     else:
         r = xp.tensordot(a, b, axes=1)
     return xp.asarray(r).reshape(at_least_1d(r.shape))
-
-
-

@@ -128,8 +128,10 @@ def _arg_infer_for(name: str):
         if at["axis"] is None:
             return Spec((1,), "float32")
         ax = _one_axis(name, at["axis"], len(x.shape))
-        shape = tuple(1 if i == ax else d for i, d in enumerate(x.shape)) if at["keepdims"] else (
-            x.shape[:ax] + x.shape[ax + 1:]
+        shape = (
+            tuple(1 if i == ax else d for i, d in enumerate(x.shape))
+            if at["keepdims"]
+            else (x.shape[:ax] + x.shape[ax + 1 :])
         )
         return Spec(at_least_1d(shape), "float32")
 
@@ -172,7 +174,9 @@ def _same_infer(name: str):
     ORDER,
     infer=_same_infer("sort"),
     vjp=lambda F, at, g, y, x: (
-        F.scatter_axis(g, F.argsort(x, axis=at["axis"], is_ascend=at["is_ascend"]), axis=at["axis"], shape=tuple(x.shape)),
+        F.scatter_axis(
+            g, F.argsort(x, axis=at["axis"], is_ascend=at["is_ascend"]), axis=at["axis"], shape=tuple(x.shape)
+        ),
     ),
 )
 def _sort(cx, at, x):
@@ -246,9 +250,7 @@ def _topk(cx, at, x):
 
 def _gather_infer(at: dict, x: Spec, idx: Spec) -> Spec:
     ax = _one_axis("gather_axis", at["axis"], len(x.shape))
-    if len(idx.shape) != len(x.shape) or any(
-        i != ax and a != b for i, (a, b) in enumerate(zip(idx.shape, x.shape))
-    ):
+    if len(idx.shape) != len(x.shape) or any(i != ax and a != b for i, (a, b) in enumerate(zip(idx.shape, x.shape))):
         raise ShapeError(f"gather_axis: index shape {idx.shape} does not fit data {x.shape} on axis {ax}")
     return Spec(idx.shape, x.dtype)
 
@@ -309,8 +311,8 @@ PICK = (Attr("axis", "int", -1), KEEPDIMS, Attr("mode", "str", "clip"))
 
 def _pick_infer(at: dict, x: Spec, idx: Spec) -> Spec:
     ax = _one_axis("pick", at["axis"], len(x.shape))
-    want = x.shape[:ax] + x.shape[ax + 1:]
-    kept = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+    want = x.shape[:ax] + x.shape[ax + 1 :]
+    kept = x.shape[:ax] + (1,) + x.shape[ax + 1 :]
     if idx.shape not in (want, kept, at_least_1d(want)):
         raise ShapeError(f"pick: index shape {idx.shape} should be {want} for data {x.shape} on axis {ax}")
     if at["mode"] not in ("clip", "wrap"):
@@ -320,7 +322,7 @@ def _pick_infer(at: dict, x: Spec, idx: Spec) -> Spec:
 
 def _pick_vjp(F, at, g, y, x, idx):
     ax = at["axis"] % x.ndim
-    kept = tuple(x.shape[:ax]) + (1,) + tuple(x.shape[ax + 1:])
+    kept = tuple(x.shape[:ax]) + (1,) + tuple(x.shape[ax + 1 :])
     i = F.reshape(idx, shape=kept)
     if at["mode"] == "wrap":
         i = F.wrap_index(i, n=int(x.shape[ax]))
@@ -331,10 +333,10 @@ def _pick_vjp(F, at, g, y, x, idx):
 def _pick(cx, at, x, idx):
     """One element along ``axis`` for each position: x[..., index[...], ...]."""
     ax = at["axis"] % x.ndim
-    kept = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+    kept = x.shape[:ax] + (1,) + x.shape[ax + 1 :]
     i = _clip_index(cx, idx.reshape(kept), x.shape[ax], at["mode"])
     r = cx.xp.take_along_axis(x, i, axis=ax)
-    return r if at["keepdims"] else r.reshape(at_least_1d(r.shape[:ax] + r.shape[ax + 1:]))
+    return r if at["keepdims"] else r.reshape(at_least_1d(r.shape[:ax] + r.shape[ax + 1 :]))
 
 
 @defop("wrap_index", ("data",), (Attr("n", "int", REQUIRED),), infer=lambda at, x: x)
@@ -350,7 +352,7 @@ def _take_infer(at: dict, a: Spec, idx: Spec) -> Spec:
     ax = _one_axis("take", at["axis"], len(a.shape))
     if at["mode"] not in ("clip", "wrap", "raise"):
         raise InvalidInput(f"take: mode must be clip, wrap or raise, got {at['mode']!r}")
-    return Spec(a.shape[:ax] + idx.shape + a.shape[ax + 1:], a.dtype)
+    return Spec(a.shape[:ax] + idx.shape + a.shape[ax + 1 :], a.dtype)
 
 
 def _take_vjp(F, at, g, y, a, idx):
@@ -388,8 +390,9 @@ def _take_grad(cx, at, g, idx):
         kernels.scatter_add_rows(z, i.reshape(-1), g.reshape((i.size,) + shape[1:]))
         return z
     zt = cx.xp.moveaxis(z, ax, 0)
-    gt = cx.xp.moveaxis(g.reshape(shape[:ax] + i.shape + shape[ax + 1:]), tuple(range(ax, ax + i.ndim)),
-                        tuple(range(i.ndim)))
+    gt = cx.xp.moveaxis(
+        g.reshape(shape[:ax] + i.shape + shape[ax + 1 :]), tuple(range(ax, ax + i.ndim)), tuple(range(i.ndim))
+    )
     cx.xp.add.at(zt, i, gt)
     return z
 
@@ -515,8 +518,13 @@ def _tile_vjp(F, at, g, y, x):
     return (F.reshape(summed, shape=tuple(x.shape)),)
 
 
-@defop("tile", ("data",), (Attr("reps", "shape", REQUIRED),), infer=lambda at, x: Spec(_tile_shape(at, x.shape), x.dtype),
-       vjp=_tile_vjp)
+@defop(
+    "tile",
+    ("data",),
+    (Attr("reps", "shape", REQUIRED),),
+    infer=lambda at, x: Spec(_tile_shape(at, x.shape), x.dtype),
+    vjp=_tile_vjp,
+)
 def _tile(cx, at, x):
     """x repeated ``reps`` times along each axis."""
     return cx.xp.tile(x, at["reps"])
@@ -537,7 +545,7 @@ def _repeat_vjp(F, at, g, y, x):
     if at["axis"] is None:
         return (F.reshape(F.sum(F.reshape(g, shape=(prod(tuple(x.shape)), r)), axis=1), shape=tuple(x.shape)),)
     ax = at["axis"] % x.ndim
-    split = tuple(x.shape[: ax + 1]) + (r,) + tuple(x.shape[ax + 1:])
+    split = tuple(x.shape[: ax + 1]) + (r,) + tuple(x.shape[ax + 1 :])
     return (F.sum(F.reshape(g, shape=split), axis=ax + 1),)
 
 
@@ -568,7 +576,7 @@ def _join_infer(name: str, axis_attr: str, new_axis: bool):
                 raise ShapeError(f"{name}: shapes {first} and {s.shape} cannot be joined on axis {ax}")
         if new_axis:
             return Spec(first[:ax] + (len(xs),) + first[ax:], dt)
-        return Spec(first[:ax] + (sum(s.shape[ax] for s in xs),) + first[ax + 1:], dt)
+        return Spec(first[:ax] + (sum(s.shape[ax] for s in xs),) + first[ax + 1 :], dt)
 
     return infer
 
@@ -583,8 +591,14 @@ def _concat_vjp(F, at, g, y, *xs):
     return tuple(out)
 
 
-@defop("concat", ("*data",), (Attr("dim", "int", 1),), infer=_join_infer("concat", "dim", False),
-       vjp=_concat_vjp, aliases=("Concat",))
+@defop(
+    "concat",
+    ("*data",),
+    (Attr("dim", "int", 1),),
+    infer=_join_infer("concat", "dim", False),
+    vjp=_concat_vjp,
+    aliases=("Concat",),
+)
 def _concat(cx, at, *xs):
     """The arrays joined along axis ``dim``."""
     return cx.xp.concatenate(xs, axis=at["dim"])
@@ -721,6 +735,7 @@ def _bmm_vjp_for(name: str):
         alpha = at.get("alpha", 1.0)
         ta, tb = at["transpose_a"], at["transpose_b"]
         extra = {"alpha": alpha} if name == "linalg_gemm2" else {}
+
         # C = op(A) op(B); dA' = g op(B)^T, dB' = op(A)^T g, then undo the transposes
         def ga():  # lazy, as dot's
             if ta:
@@ -756,4 +771,3 @@ def _batch_dot(cx, at, a, b):
 def _linalg_gemm2(cx, at, a, b):
     """alpha * op(A) op(B) on the last two axes (``nd.linalg.gemm2``)."""
     return _bmm(cx, at, a, b)
-

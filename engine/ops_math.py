@@ -105,4 +105,3 @@ def _where_vjp(F, at, g, out, cond, x, y):
 def _where(cx, at, cond, x, y):
     """x where condition is non-zero, else y."""
     return cast(cx.xp.where(cond != 0, x, y), x.dtype)
-

@@ -344,8 +344,9 @@ def _conv_vjp(F, at, g, y, x, w, *b):
     w2 = F.reshape(w, shape=(f, ckk))
 
     def gx():  # lazy: the first layer's data needs no gradient
-        dcols = F.transpose(F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out),
-                            axes=(3, 0, 1, 2, 4, 5))
+        dcols = F.transpose(
+            F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out), axes=(3, 0, 1, 2, 4, 5)
+        )
         return F.col2im(dcols, shape=tuple(x.shape), **_win(at))
 
     def gw():
@@ -512,8 +513,13 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
         inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
         xhat = F.mul(xc, inv)
         dxhat = F.mul(g, gam_b)
-        gx = F.mul(inv, F.sub(F.sub(dxhat, F.mean(dxhat, axis=axes, keepdims=True)),
-                              F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True))))
+        gx = F.mul(
+            inv,
+            F.sub(
+                F.sub(dxhat, F.mean(dxhat, axis=axes, keepdims=True)),
+                F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True)),
+            ),
+        )
     else:
         inv = F.reshape(F.rsqrt(F.add_scalar(mv, scalar=eps)), shape=bshape)
         xhat = F.mul(F.sub(x, F.reshape(mm, shape=bshape)), inv)
@@ -585,4 +591,3 @@ def _sequence_mask(cx, at, x, *lengths):
     keep = t[:, None] < lens[None, :] if ax == 0 else (t[:, None] < lens[None, :]).T
     keep = keep.reshape(keep.shape + (1,) * (x.ndim - 2))
     return cx.xp.where(keep, x, x.dtype.type(at["value"])).astype(x.dtype)
-

@@ -35,9 +35,7 @@ class Spec(NamedTuple):
         return n
 
 
-DTYPES = frozenset(
-    ["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"]
-)
+DTYPES = frozenset(["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"])
 DEFAULT_DTYPE = "float32"
 REQUIRED: Any = object()
 
@@ -146,9 +144,14 @@ def _parser(kind: str) -> Callable[[Any], Any]:
     return PARSERS[kind]
 
 
-def parse_given(name: str, attrs: tuple[Attr, ...], defaults: dict[str, Any],
-                parsers: dict[str, tuple[Callable[[Any], Any], bool]], required: tuple[str, ...],
-                given: dict[str, Any] | None) -> dict[str, Any]:
+def parse_given(
+    name: str,
+    attrs: tuple[Attr, ...],
+    defaults: dict[str, Any],
+    parsers: dict[str, tuple[Callable[[Any], Any], bool]],
+    required: tuple[str, ...],
+    given: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Attributes as the wire gave them, checked against their declared types,
     with defaults filled in: the one parser of ops and session commands."""
     at = defaults.copy()
@@ -299,9 +302,7 @@ def defop(
     def wrap(forward: Forward) -> Op:
         defaults, parsers, required = attr_tables(attrs)
         doc = (forward.__doc__ or "").strip()
-        return OPS.add(
-            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required)
-        )
+        return OPS.add(Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required))
 
     return wrap
 
@@ -311,4 +312,3 @@ def prod(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-

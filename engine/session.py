@@ -165,8 +165,9 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
 class Session:
     """One user's arrays and autograd state; ``run_batch`` is its only door."""
 
-    def __init__(self, sid: str, owner: str = "anonymous", seed: int | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self, sid: str, owner: str = "anonymous", seed: int | None = None, limits: Limits | None = None
+    ) -> None:
         self.id = sid
         self.owner = owner
         self.arrays: dict[int, np.ndarray] = {}
@@ -430,8 +431,9 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
     return heads, grads
 
 
-def _run_backward(s: Session, heads: list[Node], grads: list[Any], create_graph: bool,
-                  training: bool) -> list[tuple[Node, Any]]:
+def _run_backward(
+    s: Session, heads: list[Node], grads: list[Any], create_graph: bool, training: bool
+) -> list[tuple[Node, Any]]:
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:
@@ -534,8 +536,9 @@ class FunctionVJP:
 
     name = "Function"
 
-    def __init__(self, session: Session, program: list, cotangents: list[int], gradients: list,
-                 outputs: list[np.ndarray], k: int) -> None:
+    def __init__(
+        self, session: Session, program: list, cotangents: list[int], gradients: list, outputs: list[np.ndarray], k: int
+    ) -> None:
         self.session = session
         self.program = program
         self.cotangents = cotangents
@@ -654,7 +657,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     hs = list(ins.get("in", ()))
     if not isinstance(n_idx, int) or isinstance(n_idx, bool) or not 0 <= n_idx <= len(hs) - 1:
         raise InvalidInput("setitem: 'indices' must count the index arrays at the end of the inputs")
-    idx_h = hs[len(hs) - n_idx:]
+    idx_h = hs[len(hs) - n_idx :]
     hs = hs[: len(hs) - n_idx]
     if len(hs) not in (1, 2):
         raise InvalidInput("setitem takes a target, at most one value handle, then its index arrays")
@@ -716,8 +719,12 @@ def _update(s: Session, ins: dict, values: list) -> None:
         ufunc(target, v, out=target, casting="unsafe")
 
 
-SGD = (Attr("lr", "float", REQUIRED), Attr("wd", "float", 0.0), Attr("rescale_grad", "float", 1.0),
-       Attr("clip_gradient", "float", -1.0))
+SGD = (
+    Attr("lr", "float", REQUIRED),
+    Attr("wd", "float", 0.0),
+    Attr("rescale_grad", "float", 1.0),
+    Attr("clip_gradient", "float", -1.0),
+)
 
 
 @command(

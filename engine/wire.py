@@ -157,8 +157,11 @@ def pack_frames(msg: Any) -> tuple[list[Any], int]:
             start = -(-offset // _ALIGN) * _ALIGN
             bufs.append(raw)
             offset = start + raw.nbytes
-            return {"dtype": obj.dtype.name, "shape": list(obj.shape),
-                    "data": msgpack.ExtType(_FRAME_EXT, _REF.pack(start, raw.nbytes))}
+            return {
+                "dtype": obj.dtype.name,
+                "shape": list(obj.shape),
+                "data": msgpack.ExtType(_FRAME_EXT, _REF.pack(start, raw.nbytes)),
+            }
         return _default(obj)
 
     head = msgpack.packb(msg, default=default, use_bin_type=True)
@@ -192,12 +195,12 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
         off, length = _REF.unpack(data)
         if base + off + length > size:
             raise InvalidInput("a tensor's bytes run past the end of the body")
-        part = view[base + off: base + off + length]
+        part = view[base + off : base + off + length]
         # a view keeps the whole body alive: only for a tensor that is most of it
         return part if 2 * length >= size else bytes(part)
 
     try:
-        return msgpack.unpackb(view[_HEAD.size: _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
+        return msgpack.unpackb(view[_HEAD.size : _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
 

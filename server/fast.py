@@ -48,7 +48,7 @@ def batch_session_id(scope: dict[str, Any]) -> str | None:
     path: str = scope["path"]
     if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
         return None
-    sid = path[len(PREFIX): -len(SUFFIX)]
+    sid = path[len(PREFIX) : -len(SUFFIX)]
     if not sid or "/" in sid:
         return None
     for name, value in scope["headers"]:
@@ -111,7 +111,7 @@ async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
             n = len(chunk)
             if pos + n > declared:
                 raise InvalidInput("request body is longer than its Content-Length")
-            view[pos: pos + n] = chunk
+            view[pos : pos + n] = chunk
             pos += n
             if not message.get("more_body", False):
                 break
@@ -164,11 +164,13 @@ async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any]) -> 
             body["values"] = [wire.encode_tensor(v, binary) for v in values]
         data = wire.pack(body) if kind == _MSGPACK else wire.dumps(body)
         parts, total = [data], len(data)
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", kind), (b"content-length", str(total).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", kind), (b"content-length", str(total).encode())],
+        }
+    )
     if total <= SMALL_REPLY or len(parts) == 1:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         await send({"type": "http.response.body", "body": data})

@@ -34,7 +34,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter("gradserve_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
         self.request_seconds = Histogram(
-            "gradserve_http_request_seconds", "HTTP request latency", ["route"], registry=r,
+            "gradserve_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=r,
             buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 0.5, 2.5, 10),
         )
         self.batches = Counter("gradserve_batches", "batches run", registry=r)
@@ -42,8 +45,7 @@ class Metrics:
         self.errors = Counter("gradserve_batch_errors", "batches stopped by a failing op", ["kind"], registry=r)
         self.sessions = Gauge("gradserve_sessions", "live sessions", registry=r)
         self.session_bytes = Gauge("gradserve_session_bytes", "bytes held by all sessions' arrays", registry=r)
-        self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions",
-                                          registry=r)
+        self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions", registry=r)
 
     def observe_batch(self, n_ops: int, error_kind: str | None) -> None:
         self.batches.inc()
@@ -56,7 +58,6 @@ class Metrics:
         self.session_bytes.set(store.total_bytes())
         return generate_latest(self.registry)
 
-
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
         route = route_of(path)
         self.requests.labels(method, route, str(status)).inc()
@@ -66,8 +67,7 @@ class Metrics:
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: dict, receive: Any,
-                  send: Any) -> None:
+async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: dict, receive: Any, send: Any) -> None:
     """Run one HTTP request through ``app``, counting it by route and status."""
     start = time.perf_counter()
     status = 500

@@ -130,8 +130,8 @@ async def run_backward(request: Request, session: SessionDep) -> Response:
     if req.head_grads is not None:
         at["head_grads"] = req.head_grads
     await _run(
-        request, session,
+        request,
+        session,
         [{"op": "backward", "in": req.heads, "at": at, "mode": 2 if req.train_mode else 0}],
     )
     return Response(status_code=204)
-

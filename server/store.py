@@ -46,9 +46,7 @@ class SessionStore:
         with self._lock:
             n = sum(1 for s in self._sessions.values() if s.owner == owner)
             if n >= self.settings.max_sessions_per_user:
-                raise QuotaExceeded(
-                    f"user {owner!r} already has {n} sessions, the limit; delete one first"
-                )
+                raise QuotaExceeded(f"user {owner!r} already has {n} sessions, the limit; delete one first")
             sid = secrets.token_urlsafe(12)
             s = Session(sid, owner=owner, seed=seed, limits=self.limits)
             self._attach(s)

@@ -13,7 +13,7 @@ def test_third_derivative_through_nested_grad(mode):
     x = nd.array([0.5, 1.0, 2.0])
     x.attach_grad()
     with autograd.record():
-        y = (x ** 3).sum()
+        y = (x**3).sum()
         (d1,) = autograd.grad(y, [x], create_graph=True)
         (d2,) = autograd.grad(d1.sum(), [x], create_graph=True)
         d3_head = d2.sum()
@@ -32,6 +32,7 @@ def test_second_derivative_of_a_network_expression(mode):
         (gx,) = autograd.grad(y, [x], create_graph=True)
         z = (gx * gx).sum()
     z.backward()
+
     # reference: finite differences of z(x) computed with first-order grads
     def z_of(xv):
         xa = nd.array(xv)
@@ -40,6 +41,7 @@ def test_second_derivative_of_a_network_expression(mode):
             yy = nd.tanh(nd.dot(xa, w)).sum()
         yy.backward()
         return float((xa.grad.asnumpy().astype(np.float64) ** 2).sum())
+
     x0 = x.asnumpy().astype(np.float64)
     eps = 1e-2
     num = np.zeros_like(x0)

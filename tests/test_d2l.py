@@ -17,7 +17,7 @@ def data_iter(batch_size, features, labels):
     num_examples = len(features)
     indices = list(range(num_examples))
     for i in range(0, num_examples, batch_size):
-        j = nd.array(indices[i: min(i + batch_size, num_examples)])
+        j = nd.array(indices[i : min(i + batch_size, num_examples)])
         yield features.take(j), labels.take(j)
 
 
@@ -121,7 +121,7 @@ def test_mlp_with_dropout_and_weight_decay(mode):
         return nd.dot(H1, W2) + b2
 
     def l2_penalty(w):
-        return (w ** 2).sum() / 2
+        return (w**2).sum() / 2
 
     def loss(y_hat, y):
         return -nd.pick(nd.log_softmax(y_hat), y)
@@ -143,7 +143,7 @@ def corr2d(X, K):
     Y = nd.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
     for i in range(Y.shape[0]):
         for j in range(Y.shape[1]):
-            Y[i, j] = (X[i: i + h, j: j + w] * K).sum()
+            Y[i, j] = (X[i : i + h, j : j + w] * K).sum()
     return Y
 
 
@@ -186,10 +186,18 @@ def test_lenet_style_cnn_learns(mode):
         p.attach_grad()
 
     def lenet(X):
-        h1 = nd.Pooling(nd.relu(nd.Convolution(X, W1, b1, kernel=(3, 3), num_filter=4)),
-                        pool_type="max", kernel=(2, 2), stride=(2, 2))
-        h2 = nd.Pooling(nd.relu(nd.Convolution(h1, W2, b2, kernel=(3, 3), num_filter=8)),
-                        pool_type="avg", kernel=(2, 2), stride=(2, 2))
+        h1 = nd.Pooling(
+            nd.relu(nd.Convolution(X, W1, b1, kernel=(3, 3), num_filter=4)),
+            pool_type="max",
+            kernel=(2, 2),
+            stride=(2, 2),
+        )
+        h2 = nd.Pooling(
+            nd.relu(nd.Convolution(h1, W2, b2, kernel=(3, 3), num_filter=8)),
+            pool_type="avg",
+            kernel=(2, 2),
+            stride=(2, 2),
+        )
         return nd.FullyConnected(h2.flatten(), W3, b3, num_hidden=2)
 
     first = nd.softmax_cross_entropy(lenet(X), y).asscalar() / n

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gradserve import autograd, nd
 from gradserve.engine import kernels
 

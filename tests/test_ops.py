@@ -46,7 +46,6 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 # input domains: (rng, shape) -> float64 array
 
 
-
 def vjp_of(op):
     """``op.vjp`` with lazy cotangents computed (the tape computes only those it needs)."""
 
@@ -54,6 +53,7 @@ def vjp_of(op):
         return tuple(resolve(c) for c in op.vjp(*args, **kwargs))
 
     return call
+
 
 def U(lo: float = -2.0, hi: float = 2.0) -> Callable:
     """Uniform in [lo, hi)."""
@@ -230,7 +230,7 @@ def topk_ref(x, axis, k, ret_typ, is_ascend):
 def padded(x, pad, value=0.0):
     n, c, h, w = x.shape
     z = np.full((n, c, h + 2 * pad[0], w + 2 * pad[1]), value, np.float64)
-    z[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = x
+    z[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w] = x
     return z
 
 
@@ -258,7 +258,7 @@ def col2im_ref(c, shape, kernel, stride, pad):
             for a in range(c.shape[4]):
                 for b in range(c.shape[5]):
                     z[:, :, a * stride[0] + i, b * stride[1] + j] += c[:, :, i, j, a, b]
-    return z[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w].astype(c.dtype)
+    return z[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w].astype(c.dtype)
 
 
 def conv_ref(x, w, b, stride, pad):
@@ -268,7 +268,7 @@ def conv_ref(x, w, b, stride, pad):
     out = np.zeros((x.shape[0], w.shape[0], oh, ow))
     for a in range(oh):
         for c in range(ow):
-            win = xp[:, :, a * stride[0]:a * stride[0] + kh, c * stride[1]:c * stride[1] + kw]
+            win = xp[:, :, a * stride[0] : a * stride[0] + kh, c * stride[1] : c * stride[1] + kw]
             out[:, :, a, c] = np.einsum("ncij,fcij->nf", win, w.astype(np.float64))
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
@@ -281,7 +281,7 @@ def pool_ref(x, kind, kernel, stride, pad):
     out = np.zeros(x.shape[:2] + (oh, ow))
     for a in range(oh):
         for b in range(ow):
-            win = xp[:, :, a * stride[0]:a * stride[0] + kernel[0], b * stride[1]:b * stride[1] + kernel[1]]
+            win = xp[:, :, a * stride[0] : a * stride[0] + kernel[0], b * stride[1] : b * stride[1] + kernel[1]]
             if kind == "max":
                 out[:, :, a, b] = win.max(axis=(2, 3))
             else:
@@ -434,16 +434,38 @@ CASES: dict[str, Case] = {
     "topk": C(lambda x: topk_ref(x, 1, 2, "value", False), X3, dom=DISTINCT, axis=1, k=2, ret_typ="value"),
     # gathers and scatters along an axis (indices out of range are clipped)
     "gather_axis": C(lambda x, i: gather_ref(x, i, 1), X3, (2, 5, 4), dom=(SMOOTH, IDX(-1, 4)), nondiff=(1,), axis=1),
-    "scatter_axis": C(lambda g, i: scatter_axis_ref(g, i, 1, X3), (2, 5, 4), (2, 5, 4), dom=(SMOOTH, IDX(-1, 4)),
-                      nondiff=(1,), axis=1, shape=list(X3)),
+    "scatter_axis": C(
+        lambda g, i: scatter_axis_ref(g, i, 1, X3),
+        (2, 5, 4),
+        (2, 5, 4),
+        dom=(SMOOTH, IDX(-1, 4)),
+        nondiff=(1,),
+        axis=1,
+        shape=list(X3),
+    ),
     "pick": C(lambda x, i: pick_ref(x, i, 1), X3, (2, 4), dom=(SMOOTH, IDX(-1, 4)), nondiff=(1,), axis=1),
     "wrap_index": C(lambda x: np.mod(x, 3), dom=IDX(-5, 7), n=3),
-    "take": C(lambda a, i: take_ref(a, i, 1, "clip"), (3, 4, 2), (2, 3), dom=(SMOOTH, IDX(-1, 5)), nondiff=(1,),
-              axis=1),
-    "take_grad": C(lambda g, i: take_grad_ref(g, i, 1, "clip", (3, 4, 2)), (3, 2, 3, 2), (2, 3),
-                   dom=(SMOOTH, IDX(-1, 5)), nondiff=(1,), axis=1, shape=[3, 4, 2]),
-    "one_hot": C(lambda i: one_hot_ref(i, 4, 2.0, -1.0), (2, 3), dom=IDX(-1, 5), out="float32",
-                 depth=4, on_value=2.0, off_value=-1.0),
+    "take": C(
+        lambda a, i: take_ref(a, i, 1, "clip"), (3, 4, 2), (2, 3), dom=(SMOOTH, IDX(-1, 5)), nondiff=(1,), axis=1
+    ),
+    "take_grad": C(
+        lambda g, i: take_grad_ref(g, i, 1, "clip", (3, 4, 2)),
+        (3, 2, 3, 2),
+        (2, 3),
+        dom=(SMOOTH, IDX(-1, 5)),
+        nondiff=(1,),
+        axis=1,
+        shape=[3, 4, 2],
+    ),
+    "one_hot": C(
+        lambda i: one_hot_ref(i, 4, 2.0, -1.0),
+        (2, 3),
+        dom=IDX(-1, 5),
+        out="float32",
+        depth=4,
+        on_value=2.0,
+        off_value=-1.0,
+    ),
     # shape
     "sum_to": C(lambda x: x.sum(axis=(0, 2)).reshape(3, 1), X3, shape=[3, 1]),
     "broadcast_to": C(lambda x: np.broadcast_to(x, X3), (3, 1), shape=list(X3)),
@@ -467,8 +489,9 @@ CASES: dict[str, Case] = {
     # linear algebra
     "dot": C(np.dot, (2, 3), (3, 4)),
     "batch_dot": C(lambda a, b: np.einsum("bij,bjk->bik", a, b), (2, 3, 4), (2, 4, 5)),
-    "linalg_gemm2": C(lambda a, b: 0.5 * np.einsum("bij,bkj->bik", a, b), (2, 3, 4), (2, 5, 4),
-                      transpose_b=True, alpha=0.5),
+    "linalg_gemm2": C(
+        lambda a, b: 0.5 * np.einsum("bij,bkj->bik", a, b), (2, 3, 4), (2, 5, 4), transpose_b=True, alpha=0.5
+    ),
     # neural networks
     "softmax": C(lambda x: softmax_ref(x, 1, 2.0), X3, axis=1, temperature=2.0),
     "log_softmax": C(lambda x: log_softmax_ref(x, -1), X3),
@@ -477,98 +500,311 @@ CASES: dict[str, Case] = {
     "LeakyReLU": C(lambda x: np.where(x > 0, x, 0.25 * x), dom=AWAY()),
     "FullyConnected": C(lambda x, w, b: x.reshape(2, -1) @ w.T + b, X3, (5, 12), (5,), num_hidden=5, tol32=LOOSE32),
     "im2col": C(lambda x: im2col_ref(x, (3, 2), (2, 1), (1, 0)), (2, 3, 5, 6), **WIN),
-    "col2im": C(lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 3, 3, 2, 3, 5),
-                shape=[2, 3, 5, 6], **WIN),
-    "Convolution": C(lambda x, w, b: conv_ref(x, w, b, (2, 1), (1, 1)), IMG, (4, 3, 3, 3), (4,),
-                     kernel=[3, 3], stride=[2, 1], pad=[1, 1], num_filter=4, tol32=LOOSE32),
+    "col2im": C(
+        lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 3, 3, 2, 3, 5), shape=[2, 3, 5, 6], **WIN
+    ),
+    "Convolution": C(
+        lambda x, w, b: conv_ref(x, w, b, (2, 1), (1, 1)),
+        IMG,
+        (4, 3, 3, 3),
+        (4,),
+        kernel=[3, 3],
+        stride=[2, 1],
+        pad=[1, 1],
+        num_filter=4,
+        tol32=LOOSE32,
+    ),
     "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
     "Dropout": C(None, (20, 30), training=True, p=0.4),
-    "BatchNorm": C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False), (4, 3, 2, 2), *[(3,)] * 4,
-                   dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), fix_gamma=False),
-    "SequenceMask": C(lambda x, n: seqmask_ref(x, n, 0, -1.0), (4, 3, 2), (3,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,),
-                      use_sequence_length=True, value=-1.0),
+    "BatchNorm": C(
+        lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False),
+        (4, 3, 2, 2),
+        *[(3,)] * 4,
+        dom=(SMOOTH,) * 4 + (POS,),
+        nondiff=(3, 4),
+        fix_gamma=False,
+    ),
+    "SequenceMask": C(
+        lambda x, n: seqmask_ref(x, n, 0, -1.0),
+        (4, 3, 2),
+        (3,),
+        dom=(SMOOTH, IDX(0, 5)),
+        nondiff=(1,),
+        use_sequence_length=True,
+        value=-1.0,
+    ),
 }
 
 # other attribute settings, modes and input arities: (id, op name, case)
 VARIANTS: list[tuple[str, str, Case]] = [
-    ("linspace-no-endpoint", "linspace",
-     C(lambda: np.linspace(0, 1, 4, endpoint=False), start=0, stop=1, num=4, endpoint=False, dtype="float64")),
+    (
+        "linspace-no-endpoint",
+        "linspace",
+        C(lambda: np.linspace(0, 1, 4, endpoint=False), start=0, stop=1, num=4, endpoint=False, dtype="float64"),
+    ),
     ("eye-square-below", "eye", C(lambda: np.eye(3, k=-1, dtype=np.int32), N=3, k=-1, dtype="int32")),
     ("softmax-default", "softmax", C(lambda x: softmax_ref(x, -1), X3)),
     ("log_softmax-axis0-T", "log_softmax", C(lambda x: log_softmax_ref(x, 0, 0.5), X3, axis=0, temperature=0.5)),
-    ("softmax_cross_entropy-labels-out-of-range", "softmax_cross_entropy",
-     C(sce_ref, (5, 3), (5,), dom=(SMOOTH, IDX(-2, 6)), nondiff=(1,))),
+    (
+        "softmax_cross_entropy-labels-out-of-range",
+        "softmax_cross_entropy",
+        C(sce_ref, (5, 3), (5,), dom=(SMOOTH, IDX(-2, 6)), nondiff=(1,)),
+    ),
     *[(f"Activation-{a}", "Activation", C(ACT_REF[a], dom=AWAY(), act_type=a)) for a in ACT_REF],
-    ("LeakyReLU-elu", "LeakyReLU",
-     C(lambda x: np.where(x > 0, x, 0.5 * np.expm1(x)), dom=AWAY(), act_type="elu", slope=0.5)),
-    ("LeakyReLU-selu", "LeakyReLU",
-     C(lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * np.expm1(x)), dom=AWAY(), act_type="selu")),
-    ("FullyConnected-no_bias-no_flatten", "FullyConnected",
-     C(lambda x, w: x @ w.T, X3, (5, 4), num_hidden=5, no_bias=True, flatten=False, tol32=LOOSE32)),
-    ("Convolution-no_bias-default-stride", "Convolution",
-     C(lambda x, w: conv_ref(x, w, None, (1, 1), (0, 0)), (2, 2, 4, 5), (3, 2, 2, 3), kernel=[2, 3], num_filter=3,
-       no_bias=True, tol32=LOOSE32)),
-    ("im2col-pad_value", "im2col",
-     C(lambda x: im2col_ref(x, (2, 2), (1, 2), (1, 1), -1.5), (1, 2, 3, 4), kernel=[2], stride=[1, 2], pad=[1],
-       pad_value=-1.5)),
-    ("Pooling-avg-pad", "Pooling",
-     C(lambda x: pool_ref(x, "avg", (2, 2), (2, 2), (1, 1)), (2, 2, 5, 4), kernel=[2, 2], stride=[2, 2], pad=[1, 1],
-       pool_type="avg")),
-    ("Pooling-sum", "Pooling",
-     C(lambda x: pool_ref(x, "sum", (3, 3), (1, 2), (0, 0)), (1, 2, 5, 7), kernel=[3], stride=[1, 2], pool_type="sum")),
-    ("Pooling-global-max", "Pooling",
-     C(lambda x: x.max(axis=(2, 3), keepdims=True), (2, 3, 4, 3), dom=DISTINCT, global_pool=True)),
-    ("Pooling-global-avg", "Pooling",
-     C(lambda x: x.mean(axis=(2, 3), keepdims=True), (2, 3, 4, 3), global_pool=True, pool_type="avg")),
-    ("BatchNorm-train", "BatchNorm",
-     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False, train=True), (4, 3, 2, 2), (3,), (3,), (3,),
-       (3,), dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, fix_gamma=False)),
-    ("BatchNorm-train-fix_gamma-last-axis", "BatchNorm",
-     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, eps=1e-5, train=True, axis=-1), (5, 2, 3), (3,), (3,), (3,),
-       (3,), dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, axis=-1, eps=1e-5)),
-    ("BatchNorm-use_global_stats", "BatchNorm",
-     C(lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False), (4, 3, 2), (3,), (3,), (3,), (3,),
-       dom=(SMOOTH,) * 4 + (POS,), nondiff=(3, 4), training=True, fix_gamma=False, use_global_stats=True)),
+    (
+        "LeakyReLU-elu",
+        "LeakyReLU",
+        C(lambda x: np.where(x > 0, x, 0.5 * np.expm1(x)), dom=AWAY(), act_type="elu", slope=0.5),
+    ),
+    (
+        "LeakyReLU-selu",
+        "LeakyReLU",
+        C(lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * np.expm1(x)), dom=AWAY(), act_type="selu"),
+    ),
+    (
+        "FullyConnected-no_bias-no_flatten",
+        "FullyConnected",
+        C(lambda x, w: x @ w.T, X3, (5, 4), num_hidden=5, no_bias=True, flatten=False, tol32=LOOSE32),
+    ),
+    (
+        "Convolution-no_bias-default-stride",
+        "Convolution",
+        C(
+            lambda x, w: conv_ref(x, w, None, (1, 1), (0, 0)),
+            (2, 2, 4, 5),
+            (3, 2, 2, 3),
+            kernel=[2, 3],
+            num_filter=3,
+            no_bias=True,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "im2col-pad_value",
+        "im2col",
+        C(
+            lambda x: im2col_ref(x, (2, 2), (1, 2), (1, 1), -1.5),
+            (1, 2, 3, 4),
+            kernel=[2],
+            stride=[1, 2],
+            pad=[1],
+            pad_value=-1.5,
+        ),
+    ),
+    (
+        "Pooling-avg-pad",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "avg", (2, 2), (2, 2), (1, 1)),
+            (2, 2, 5, 4),
+            kernel=[2, 2],
+            stride=[2, 2],
+            pad=[1, 1],
+            pool_type="avg",
+        ),
+    ),
+    (
+        "Pooling-sum",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "sum", (3, 3), (1, 2), (0, 0)),
+            (1, 2, 5, 7),
+            kernel=[3],
+            stride=[1, 2],
+            pool_type="sum",
+        ),
+    ),
+    (
+        "Pooling-global-max",
+        "Pooling",
+        C(lambda x: x.max(axis=(2, 3), keepdims=True), (2, 3, 4, 3), dom=DISTINCT, global_pool=True),
+    ),
+    (
+        "Pooling-global-avg",
+        "Pooling",
+        C(lambda x: x.mean(axis=(2, 3), keepdims=True), (2, 3, 4, 3), global_pool=True, pool_type="avg"),
+    ),
+    (
+        "BatchNorm-train",
+        "BatchNorm",
+        C(
+            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False, train=True),
+            (4, 3, 2, 2),
+            (3,),
+            (3,),
+            (3,),
+            (3,),
+            dom=(SMOOTH,) * 4 + (POS,),
+            nondiff=(3, 4),
+            training=True,
+            fix_gamma=False,
+        ),
+    ),
+    (
+        "BatchNorm-train-fix_gamma-last-axis",
+        "BatchNorm",
+        C(
+            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, eps=1e-5, train=True, axis=-1),
+            (5, 2, 3),
+            (3,),
+            (3,),
+            (3,),
+            (3,),
+            dom=(SMOOTH,) * 4 + (POS,),
+            nondiff=(3, 4),
+            training=True,
+            axis=-1,
+            eps=1e-5,
+        ),
+    ),
+    (
+        "BatchNorm-use_global_stats",
+        "BatchNorm",
+        C(
+            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False),
+            (4, 3, 2),
+            (3,),
+            (3,),
+            (3,),
+            (3,),
+            dom=(SMOOTH,) * 4 + (POS,),
+            nondiff=(3, 4),
+            training=True,
+            fix_gamma=False,
+            use_global_stats=True,
+        ),
+    ),
     ("Dropout-predict", "Dropout", C(np.copy, (4, 5), p=0.5)),
     ("Dropout-p0-training", "Dropout", C(np.copy, (4, 5), training=True, p=0.0)),
     ("Dropout-always-axes", "Dropout", C(None, (6, 4, 3), p=0.5, mode="always", axes=[1])),
     ("sort-ascend", "sort", C(lambda x: np.sort(x, axis=-1), X3, dom=DISTINCT)),
-    ("topk-ascend-axis0", "topk",
-     C(lambda x: topk_ref(x, 0, 1, "value", True), X3, dom=DISTINCT, axis=0, k=1, is_ascend=True, ret_typ="value")),
-    ("topk-indices", "topk",
-     C(lambda x: topk_ref(x, -1, 3, "indices", False), X3, dom=DISTINCT, out="float32", no_grad=True, k=3)),
-    ("topk-mask", "topk", C(lambda x: topk_ref(x, 1, 2, "mask", False), X3, dom=DISTINCT, no_grad=True,
-                            axis=1, k=2, ret_typ="mask")),
-    ("argmax-keepdims", "argmax",
-     C(lambda x: x.argmax(axis=-1, keepdims=True).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=-1,
-       keepdims=True)),
-    ("argsort-descending-int32", "argsort",
-     C(lambda x: np.argsort(-x, axis=-1).astype(np.int32), X3, dom=DISTINCT, out="int32", is_ascend=False,
-       dtype="int32")),
-    ("pick-wrap-keepdims", "pick",
-     C(lambda x, i: pick_ref(x, i, -1, True, "wrap"), X3, (2, 3, 1), dom=(SMOOTH, IDX(-6, 9)), nondiff=(1,),
-       axis=-1, keepdims=True, mode="wrap")),
+    (
+        "topk-ascend-axis0",
+        "topk",
+        C(lambda x: topk_ref(x, 0, 1, "value", True), X3, dom=DISTINCT, axis=0, k=1, is_ascend=True, ret_typ="value"),
+    ),
+    (
+        "topk-indices",
+        "topk",
+        C(lambda x: topk_ref(x, -1, 3, "indices", False), X3, dom=DISTINCT, out="float32", no_grad=True, k=3),
+    ),
+    (
+        "topk-mask",
+        "topk",
+        C(lambda x: topk_ref(x, 1, 2, "mask", False), X3, dom=DISTINCT, no_grad=True, axis=1, k=2, ret_typ="mask"),
+    ),
+    (
+        "argmax-keepdims",
+        "argmax",
+        C(
+            lambda x: x.argmax(axis=-1, keepdims=True).astype(np.float32),
+            X3,
+            dom=DISTINCT,
+            out="float32",
+            axis=-1,
+            keepdims=True,
+        ),
+    ),
+    (
+        "argsort-descending-int32",
+        "argsort",
+        C(
+            lambda x: np.argsort(-x, axis=-1).astype(np.int32),
+            X3,
+            dom=DISTINCT,
+            out="int32",
+            is_ascend=False,
+            dtype="int32",
+        ),
+    ),
+    (
+        "pick-wrap-keepdims",
+        "pick",
+        C(
+            lambda x, i: pick_ref(x, i, -1, True, "wrap"),
+            X3,
+            (2, 3, 1),
+            dom=(SMOOTH, IDX(-6, 9)),
+            nondiff=(1,),
+            axis=-1,
+            keepdims=True,
+            mode="wrap",
+        ),
+    ),
     ("pick-1d", "pick", C(lambda x, i: pick_ref(x, i, 0), (4,), (1,), dom=(SMOOTH, IDX(0, 4)), nondiff=(1,), axis=0)),
-    ("take-wrap-axis0", "take",
-     C(lambda a, i: take_ref(a, i, 0, "wrap"), (3, 2), (4,), dom=(SMOOTH, IDX(-5, 8)), nondiff=(1,), mode="wrap")),
-    ("take_grad-wrap-last-axis", "take_grad",
-     C(lambda g, i: take_grad_ref(g, i, 1, "wrap", (2, 3)), (2, 2, 2), (2, 2), dom=(SMOOTH, IDX(-5, 8)), nondiff=(1,),
-       axis=1, mode="wrap", shape=[2, 3])),
-    ("getitem-index-arrays", "getitem",
-     C(getitem_arrays_ref, (3, 4, 5), (2, 3), (3,), dom=(SMOOTH, IDX(-3, 3), IDX(0, 5)), nondiff=(1, 2), key=AKEY)),
-    ("scatter_key-index-arrays-repeated", "scatter_key",
-     C(scatter_arrays_ref, (4, 3, 4), (4, 3), (3,), dom=(SMOOTH, IDX(0, 2), IDX(0, 5)), nondiff=(1, 2),
-       shape=[3, 4, 5], key=AKEY)),
-    ("SequenceMask-axis1", "SequenceMask",
-     C(lambda x, n: seqmask_ref(x, n, 1), (3, 4), (3,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,),
-       use_sequence_length=True, axis=1)),
+    (
+        "take-wrap-axis0",
+        "take",
+        C(lambda a, i: take_ref(a, i, 0, "wrap"), (3, 2), (4,), dom=(SMOOTH, IDX(-5, 8)), nondiff=(1,), mode="wrap"),
+    ),
+    (
+        "take_grad-wrap-last-axis",
+        "take_grad",
+        C(
+            lambda g, i: take_grad_ref(g, i, 1, "wrap", (2, 3)),
+            (2, 2, 2),
+            (2, 2),
+            dom=(SMOOTH, IDX(-5, 8)),
+            nondiff=(1,),
+            axis=1,
+            mode="wrap",
+            shape=[2, 3],
+        ),
+    ),
+    (
+        "getitem-index-arrays",
+        "getitem",
+        C(getitem_arrays_ref, (3, 4, 5), (2, 3), (3,), dom=(SMOOTH, IDX(-3, 3), IDX(0, 5)), nondiff=(1, 2), key=AKEY),
+    ),
+    (
+        "scatter_key-index-arrays-repeated",
+        "scatter_key",
+        C(
+            scatter_arrays_ref,
+            (4, 3, 4),
+            (4, 3),
+            (3,),
+            dom=(SMOOTH, IDX(0, 2), IDX(0, 5)),
+            nondiff=(1, 2),
+            shape=[3, 4, 5],
+            key=AKEY,
+        ),
+    ),
+    (
+        "SequenceMask-axis1",
+        "SequenceMask",
+        C(
+            lambda x, n: seqmask_ref(x, n, 1),
+            (3, 4),
+            (3,),
+            dom=(SMOOTH, IDX(0, 5)),
+            nondiff=(1,),
+            use_sequence_length=True,
+            axis=1,
+        ),
+    ),
     ("SequenceMask-no-lengths", "SequenceMask", C(np.copy, (4, 3), value=5.0)),
-    ("batch_dot-ta", "batch_dot",
-     C(lambda a, b: np.einsum("bji,bjk->bik", a, b), (2, 4, 3), (2, 4, 5), transpose_a=True)),
-    ("batch_dot-ta-tb", "batch_dot",
-     C(lambda a, b: np.einsum("bji,bkj->bik", a, b), (2, 4, 3), (2, 5, 4), transpose_a=True, transpose_b=True)),
-    ("linalg_gemm2-ta", "linalg_gemm2",
-     C(lambda a, b: -2 * np.einsum("cbji,cbjk->cbik", a, b), (2, 1, 4, 3), (2, 1, 4, 2), transpose_a=True, alpha=-2.0)),
+    (
+        "batch_dot-ta",
+        "batch_dot",
+        C(lambda a, b: np.einsum("bji,bjk->bik", a, b), (2, 4, 3), (2, 4, 5), transpose_a=True),
+    ),
+    (
+        "batch_dot-ta-tb",
+        "batch_dot",
+        C(lambda a, b: np.einsum("bji,bkj->bik", a, b), (2, 4, 3), (2, 5, 4), transpose_a=True, transpose_b=True),
+    ),
+    (
+        "linalg_gemm2-ta",
+        "linalg_gemm2",
+        C(
+            lambda a, b: -2 * np.einsum("cbji,cbjk->cbik", a, b),
+            (2, 1, 4, 3),
+            (2, 1, 4, 2),
+            transpose_a=True,
+            alpha=-2.0,
+        ),
+    ),
     ("repeat-flat", "repeat", C(lambda x: np.repeat(x, 3), (2, 3), repeats=3)),
     ("tile-short-reps", "tile", C(lambda x: np.tile(x, 2), X3, reps=[2])),
     ("squeeze-all", "squeeze", C(lambda x: x.reshape(2, 3), (1, 2, 1, 3))),
@@ -578,15 +814,31 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ("stack-last-axis", "stack", C(lambda a, b: np.stack([a, b], axis=-1), X3, X3, axis=-1)),
     ("slice-negative-steps", "slice", C(lambda x: x[::-1, 2:0:-1], X3, begin=[None, 2], end=[None, 0], step=[-1, -1])),
     ("slice_axis-negative", "slice_axis", C(lambda x: x[..., -3:-1], X3, axis=-1, begin=-3, end=-1)),
-    ("where-scalar-condition", "where", C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3),
-                                          dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,))),
+    (
+        "where-scalar-condition",
+        "where",
+        C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3), dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,)),
+    ),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 
 OP_NAMES = [op.name for op in OPS.ops()]
 DIFFERENTIABLE = [op.name for op in OPS.ops() if op.vjp is not None]
-BINARY = ["add", "sub", "mul", "div", "pow", "maximum", "minimum",
-          "equal", "not_equal", "greater", "greater_equal", "lesser", "lesser_equal"]
+BINARY = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "equal",
+    "not_equal",
+    "greater",
+    "greater_equal",
+    "lesser",
+    "lesser_equal",
+]
 
 
 def test_every_op_has_a_case():
@@ -627,8 +879,15 @@ def test_variadic_ops_and_arity():
     OPS["getitem"].check_arity(1)
     OPS["FullyConnected"].check_arity(2)
     OPS["FullyConnected"].check_arity(3)
-    for name, n in [("FullyConnected", 1), ("getitem", 0), ("exp", 2), ("exp", 0), ("add", 3), ("zeros", 1),
-                    ("BatchNorm", 4)]:
+    for name, n in [
+        ("FullyConnected", 1),
+        ("getitem", 0),
+        ("exp", 2),
+        ("exp", 0),
+        ("add", 3),
+        ("zeros", 1),
+        ("BatchNorm", 4),
+    ]:
         with pytest.raises(MXNetError, match="inputs"):
             OPS[name].check_arity(n)
     for name in ("concat", "stack"):  # "*data" is any number of arrays; inference wants one at least
@@ -640,8 +899,9 @@ def test_variadic_ops_and_arity():
     with pytest.raises(MXNetError, match="bias"):
         fc.infer(fc.parse_attrs({"num_hidden": 2}), Spec((3, 4), f32), Spec((2, 4), f32))
     with pytest.raises(MXNetError, match="bias"):
-        fc.infer(fc.parse_attrs({"num_hidden": 2, "no_bias": True}), Spec((3, 4), f32), Spec((2, 4), f32),
-                 Spec((2,), f32))
+        fc.infer(
+            fc.parse_attrs({"num_hidden": 2, "no_bias": True}), Spec((3, 4), f32), Spec((2, 4), f32), Spec((2,), f32)
+        )
     gi = OPS["getitem"]
     with pytest.raises(MXNetError, match="index arrays"):
         gi.infer(gi.parse_attrs({"key": [{"array": 0}]}), Spec((3,), f32), Spec((2,), f32), Spec((2,), f32))
@@ -675,8 +935,15 @@ def ctx(seed: int = 0, training: bool = False) -> Context:
     return cx
 
 
-def check_forward(op: Op, at: dict, xs: list[np.ndarray], want: Any, out_dtype: str | None = None,
-                  training: bool = False, tol32: dict | None = None) -> np.ndarray:
+def check_forward(
+    op: Op,
+    at: dict,
+    xs: list[np.ndarray],
+    want: Any,
+    out_dtype: str | None = None,
+    training: bool = False,
+    tol32: dict | None = None,
+) -> np.ndarray:
     """Forward against the reference; infer against what forward gives. The inputs are not changed."""
     at = op.parse_attrs(at)
     spec = op.infer(at, *[Spec(tuple(x.shape), x.dtype.name) for x in xs])
@@ -701,9 +968,16 @@ def run_forward(op: Op, at: dict, xs: list[np.ndarray], training: bool) -> tuple
     return op.forward(ctx(0, training), node_at, *[x.copy() for x in xs]), node_at
 
 
-def check_grads(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator,
-                no_grad: bool = False, eps: float = 1e-5, nondiff: tuple[int, ...] = (),
-                training: bool = False) -> None:
+def check_grads(
+    op: Op,
+    at: dict,
+    xs: list[np.ndarray],
+    rng: np.random.Generator,
+    no_grad: bool = False,
+    eps: float = 1e-5,
+    nondiff: tuple[int, ...] = (),
+    training: bool = False,
+) -> None:
     """<vjp(g), v> against <(f(x + eps v) - f(x - eps v)) / 2 eps, g> (float64)."""
     assert all(x.dtype == np.float64 for x in xs)
     at = op.parse_attrs(at)
@@ -728,8 +1002,15 @@ def check_grads(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=op.name)
 
 
-def check_second_order(op: Op, at: dict, xs: list[np.ndarray], rng: np.random.Generator,
-                       nondiff: tuple[int, ...] = (), training: bool = False, eps: float = 1e-5) -> None:
+def check_second_order(
+    op: Op,
+    at: dict,
+    xs: list[np.ndarray],
+    rng: np.random.Generator,
+    nondiff: tuple[int, ...] = (),
+    training: bool = False,
+    eps: float = 1e-5,
+) -> None:
     """Second derivatives through the recorded VJP.
 
     h(x, g) = sum_i <vjp_i(x; g), v_i> is computed with the Recorder (forward and VJP on Traced
@@ -819,8 +1100,9 @@ def test_forward_and_infer(name, dtype):
 
 def check_case_grads(op: Op, case: Case, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
-    check_grads(op, case.at, make_inputs(case, "float64", rng), rng, case.no_grad,
-                nondiff=case.nondiff, training=case.training)
+    check_grads(
+        op, case.at, make_inputs(case, "float64", rng), rng, case.no_grad, nondiff=case.nondiff, training=case.training
+    )
 
 
 @pytest.mark.parametrize("name", DIFFERENTIABLE)
@@ -857,8 +1139,9 @@ def test_no_grad_ops_give_no_cotangent_to_record():
             xs = make_inputs(case, "float64", rng)
             at = OPS[name].parse_attrs(case.at)
             y = OPS[name].forward(ctx(), dict(at), *xs)
-            cts = vjp_of(OPS[name])(Recorder(ctx()), at, Traced(np.ones_like(y), Node()), Traced(y, None),
-                                *[Traced(x, Node()) for x in xs])
+            cts = vjp_of(OPS[name])(
+                Recorder(ctx()), at, Traced(np.ones_like(y), Node()), Traced(y, None), *[Traced(x, Node()) for x in xs]
+            )
             assert all(ct is None for ct in cts), name
 
 
@@ -872,11 +1155,14 @@ def test_astype_cotangent_keeps_input_dtype():
     check_forward(op, {"dtype": "int32"}, [x * 3], (x * 3).astype(np.int32), "int32")
 
 
-@pytest.mark.parametrize("name, a, b, want", [
-    ("div", [7, -7, 7, -7], [2, 2, -2, -2], [3, -3, -3, 3]),
-    ("div_scalar", [7, -7, 5, -5], 2, [3, -3, 2, -2]),
-    ("rdiv_scalar", [2, -2, 3, -4], 7, [3, -3, 2, -1]),
-])
+@pytest.mark.parametrize(
+    "name, a, b, want",
+    [
+        ("div", [7, -7, 7, -7], [2, 2, -2, -2], [3, -3, -3, 3]),
+        ("div_scalar", [7, -7, 5, -5], 2, [3, -3, 2, -2]),
+        ("rdiv_scalar", [2, -2, 3, -4], 7, [3, -3, 2, -1]),
+    ],
+)
 def test_integer_division_truncates(name, a, b, want):
     op = OPS[name]
     xs = [np.array(a, np.int32)] + ([np.array(b, np.int32)] if name == "div" else [])
@@ -944,16 +1230,19 @@ def test_reduction(name, ord_, axis, keepdims):
     check_grads(op, at, [x], rng)
 
 
-@pytest.mark.parametrize("shape, axis, keepdims, want", [
-    ((2, 3, 4), None, False, (1,)),  # MXNet: no rank-0 results
-    ((2, 3, 4), None, True, (1, 1, 1)),
-    ((2, 3, 4), [0, 1, 2], False, (1,)),
-    ((2, 3, 4), [0, 2], False, (3,)),
-    ((2, 3, 4), [0, 2], True, (1, 3, 1)),
-    ((2, 3, 4), -2, False, (2, 4)),
-    ((5,), None, False, (1,)),
-    ((5,), 0, True, (1,)),
-])
+@pytest.mark.parametrize(
+    "shape, axis, keepdims, want",
+    [
+        ((2, 3, 4), None, False, (1,)),  # MXNet: no rank-0 results
+        ((2, 3, 4), None, True, (1, 1, 1)),
+        ((2, 3, 4), [0, 1, 2], False, (1,)),
+        ((2, 3, 4), [0, 2], False, (3,)),
+        ((2, 3, 4), [0, 2], True, (1, 3, 1)),
+        ((2, 3, 4), -2, False, (2, 4)),
+        ((5,), None, False, (1,)),
+        ((5,), 0, True, (1,)),
+    ],
+)
 @pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "norm"])
 def test_reduction_shapes(name, shape, axis, keepdims, want):
     op = OPS[name]
@@ -1014,41 +1303,47 @@ def test_getitem_rejects_bad_keys(key):
 # shape ops
 
 
-@pytest.mark.parametrize("src, target, reverse, want", [
-    # examples of MXNet's reshape documentation
-    ((2, 3, 4), [4, 0, 2], False, (4, 3, 2)),
-    ((2, 3, 4), [2, 0, 0], False, (2, 3, 4)),
-    ((2, 3, 4), [6, 1, -1], False, (6, 1, 4)),
-    ((2, 3, 4), [3, -1, 8], False, (3, 1, 8)),
-    ((2, 3, 4), [-1], False, (24,)),
-    ((2, 3, 4), [-2], False, (2, 3, 4)),
-    ((2, 3, 4), [2, -2], False, (2, 3, 4)),
-    ((2, 3, 4), [-2, 1, 1], False, (2, 3, 4, 1, 1)),
-    ((2, 3, 4), [-3, 4], False, (6, 4)),
-    ((2, 3, 4, 5), [-3, -3], False, (6, 20)),
-    ((2, 3, 4), [0, -3], False, (2, 12)),
-    ((2, 3, 4), [-3, -2], False, (6, 4)),
-    ((2, 3, 4), [-4, 1, 2, -2], False, (1, 2, 3, 4)),
-    ((2, 3, 4), [2, -4, -1, 3, -2], False, (2, 1, 3, 4)),
-    ((10, 5, 4), [-1, 0], False, (40, 5)),
-    ((10, 5, 4), [-1, 0], True, (50, 4)),
-    ((6, 4), [-4, 2, -1, 0], False, (2, 3, 4)),
-    ((2, 3, 4), [4, 6], False, (4, 6)),
-])
+@pytest.mark.parametrize(
+    "src, target, reverse, want",
+    [
+        # examples of MXNet's reshape documentation
+        ((2, 3, 4), [4, 0, 2], False, (4, 3, 2)),
+        ((2, 3, 4), [2, 0, 0], False, (2, 3, 4)),
+        ((2, 3, 4), [6, 1, -1], False, (6, 1, 4)),
+        ((2, 3, 4), [3, -1, 8], False, (3, 1, 8)),
+        ((2, 3, 4), [-1], False, (24,)),
+        ((2, 3, 4), [-2], False, (2, 3, 4)),
+        ((2, 3, 4), [2, -2], False, (2, 3, 4)),
+        ((2, 3, 4), [-2, 1, 1], False, (2, 3, 4, 1, 1)),
+        ((2, 3, 4), [-3, 4], False, (6, 4)),
+        ((2, 3, 4, 5), [-3, -3], False, (6, 20)),
+        ((2, 3, 4), [0, -3], False, (2, 12)),
+        ((2, 3, 4), [-3, -2], False, (6, 4)),
+        ((2, 3, 4), [-4, 1, 2, -2], False, (1, 2, 3, 4)),
+        ((2, 3, 4), [2, -4, -1, 3, -2], False, (2, 1, 3, 4)),
+        ((10, 5, 4), [-1, 0], False, (40, 5)),
+        ((10, 5, 4), [-1, 0], True, (50, 4)),
+        ((6, 4), [-4, 2, -1, 0], False, (2, 3, 4)),
+        ((2, 3, 4), [4, 6], False, (4, 6)),
+    ],
+)
 def test_reshape_special_values(src, target, reverse, want):
     x = np.arange(np.prod(src), dtype=np.float32).reshape(src)
     check_forward(OPS["reshape"], {"shape": target, "reverse": reverse}, [x], x.reshape(want))
 
 
-@pytest.mark.parametrize("src, target", [
-    ((2, 3, 4), [5, -1]),
-    ((2, 3, 4), [-1, -1]),
-    ((2, 3, 4), [7]),
-    ((2, 3, 4), [-4, 3, -1, -2]),
-    ((2, 3, 4), [0, 0, 0, 0]),
-    ((2, 3, 4), [-3, -3]),
-    ((2, 3, 4), [-5]),
-])
+@pytest.mark.parametrize(
+    "src, target",
+    [
+        ((2, 3, 4), [5, -1]),
+        ((2, 3, 4), [-1, -1]),
+        ((2, 3, 4), [7]),
+        ((2, 3, 4), [-4, 3, -1, -2]),
+        ((2, 3, 4), [0, 0, 0, 0]),
+        ((2, 3, 4), [-3, -3]),
+        ((2, 3, 4), [-5]),
+    ],
+)
 def test_reshape_rejects(src, target):
     op = OPS["reshape"]
     with pytest.raises(MXNetError):
@@ -1070,13 +1365,16 @@ def test_transpose_rejects_non_permutations(axes):
         op.infer(op.parse_attrs({"axes": axes}), Spec(X3, "float32"))
 
 
-@pytest.mark.parametrize("src, shape, want", [
-    ((3, 1), [2, 3, 4], (2, 3, 4)),
-    ((1,), [5], (5,)),
-    ((4,), [2, 3, 4], (2, 3, 4)),
-    ((2, 1, 4), [0, 3, 0], (2, 3, 4)),  # MXNet: 0 keeps the input's dimension
-    ((2, 3), [2, 3], (2, 3)),
-])
+@pytest.mark.parametrize(
+    "src, shape, want",
+    [
+        ((3, 1), [2, 3, 4], (2, 3, 4)),
+        ((1,), [5], (5,)),
+        ((4,), [2, 3, 4], (2, 3, 4)),
+        ((2, 1, 4), [0, 3, 0], (2, 3, 4)),  # MXNet: 0 keeps the input's dimension
+        ((2, 3), [2, 3], (2, 3)),
+    ],
+)
 def test_broadcast_to(src, shape, want):
     rng = np.random.default_rng(5)
     x = rng.standard_normal(src)
@@ -1091,14 +1389,17 @@ def test_broadcast_to_rejects(src, shape):
         op.infer(op.parse_attrs({"shape": shape}), Spec(src, "float32"))
 
 
-@pytest.mark.parametrize("src, shape, axes", [
-    ((2, 3, 4), [3, 1], (0, 2)),
-    ((2, 3, 4), [1, 1, 4], (0, 1)),
-    ((2, 3, 4), [4], (0, 1)),
-    ((2, 3, 4), [1], (0, 1, 2)),
-    ((2, 3, 4), [2, 3, 4], ()),
-    ((2, 1, 4), [1, 4], (0,)),
-])
+@pytest.mark.parametrize(
+    "src, shape, axes",
+    [
+        ((2, 3, 4), [3, 1], (0, 2)),
+        ((2, 3, 4), [1, 1, 4], (0, 1)),
+        ((2, 3, 4), [4], (0, 1)),
+        ((2, 3, 4), [1], (0, 1, 2)),
+        ((2, 3, 4), [2, 3, 4], ()),
+        ((2, 1, 4), [1, 4], (0,)),
+    ],
+)
 def test_sum_to(src, shape, axes):
     rng = np.random.default_rng(6)
     x = rng.standard_normal(src)
@@ -1123,22 +1424,25 @@ def test_expand_dims(axis):
 # dot
 
 
-@pytest.mark.parametrize("sa, sb, ta, tb, want", [
-    ((3,), (3,), False, False, (1,)),
-    ((2, 3), (3,), False, False, (2,)),
-    ((3,), (3, 4), False, False, (4,)),
-    ((2, 3), (3, 4), False, False, (2, 4)),
-    ((3, 2), (3, 4), True, False, (2, 4)),
-    ((2, 3), (4, 3), False, True, (2, 4)),
-    ((3, 2), (4, 3), True, True, (2, 4)),
-    ((3,), (3,), True, True, (1,)),
-    ((2, 3), (5, 4, 3), False, True, (2, 4, 5)),
-    ((2, 3, 4), (4, 5), False, False, (2, 3, 5)),
-    ((2, 3, 4), (4, 5, 6), False, False, (2, 3, 5, 6)),
-    ((4,), (4, 2, 3), False, False, (2, 3)),
-    ((4, 3, 2), (4, 5), True, False, (2, 3, 5)),
-    ((2, 3, 4), (5, 4), False, True, (2, 3, 5)),
-])
+@pytest.mark.parametrize(
+    "sa, sb, ta, tb, want",
+    [
+        ((3,), (3,), False, False, (1,)),
+        ((2, 3), (3,), False, False, (2,)),
+        ((3,), (3, 4), False, False, (4,)),
+        ((2, 3), (3, 4), False, False, (2, 4)),
+        ((3, 2), (3, 4), True, False, (2, 4)),
+        ((2, 3), (4, 3), False, True, (2, 4)),
+        ((3, 2), (4, 3), True, True, (2, 4)),
+        ((3,), (3,), True, True, (1,)),
+        ((2, 3), (5, 4, 3), False, True, (2, 4, 5)),
+        ((2, 3, 4), (4, 5), False, False, (2, 3, 5)),
+        ((2, 3, 4), (4, 5, 6), False, False, (2, 3, 5, 6)),
+        ((4,), (4, 2, 3), False, False, (2, 3)),
+        ((4, 3, 2), (4, 5), True, False, (2, 3, 5)),
+        ((2, 3, 4), (5, 4), False, True, (2, 3, 5)),
+    ],
+)
 def test_dot(sa, sb, ta, tb, want):
     rng = np.random.default_rng(8)
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
@@ -1150,8 +1454,15 @@ def test_dot(sa, sb, ta, tb, want):
     check_grads(OPS["dot"], at, [a, b], rng)
 
 
-@pytest.mark.parametrize("sa, sb, ta, tb", [((2, 3), (2, 3), False, False), ((3, 2), (3, 4), False, False),
-                                            ((2, 3), (3, 4), True, False), ((2, 3), (3, 4), False, True)])
+@pytest.mark.parametrize(
+    "sa, sb, ta, tb",
+    [
+        ((2, 3), (2, 3), False, False),
+        ((3, 2), (3, 4), False, False),
+        ((2, 3), (3, 4), True, False),
+        ((2, 3), (3, 4), False, True),
+    ],
+)
 def test_dot_rejects_unaligned(sa, sb, ta, tb):
     op = OPS["dot"]
     with pytest.raises(MXNetError, match="aligned"):
@@ -1162,19 +1473,22 @@ def test_dot_rejects_unaligned(sa, sb, ta, tb):
 # creation
 
 
-@pytest.mark.parametrize("name, at, want", [
-    ("zeros", {"shape": [2, 0, 3], "dtype": "int32"}, np.zeros((2, 0, 3), np.int32)),
-    ("ones", {"shape": [3], "dtype": "bool"}, np.ones(3, bool)),
-    ("full", {"shape": 2, "val": -1.5, "dtype": "float64"}, np.full(2, -1.5)),
-    ("full", {"shape": [2, 2], "val": 7, "dtype": "uint8"}, np.full((2, 2), 7, np.uint8)),
-    ("arange", {"start": 5}, np.arange(5, dtype=np.float32)),
-    ("arange", {"start": 5, "stop": 1, "step": -1.5}, np.arange(5, 1, -1.5, dtype=np.float32)),
-    ("arange", {"start": 0, "stop": 1, "step": 0.1, "dtype": "float64"}, np.arange(0, 1, 0.1)),
-    ("arange", {"start": 3, "stop": 1}, np.zeros(0, np.float32)),
-    ("arange", {"start": 0, "stop": 6, "step": 2, "dtype": "int32"}, np.array([0, 2, 4], np.int32)),
-    ("array", {"value": np.arange(4, dtype=np.int64), "dtype": "float64"}, np.arange(4.0)),
-    ("array", {"value": {"dtype": "int8", "shape": [2], "data": [1, -2]}}, np.array([1, -2], np.int8)),
-])
+@pytest.mark.parametrize(
+    "name, at, want",
+    [
+        ("zeros", {"shape": [2, 0, 3], "dtype": "int32"}, np.zeros((2, 0, 3), np.int32)),
+        ("ones", {"shape": [3], "dtype": "bool"}, np.ones(3, bool)),
+        ("full", {"shape": 2, "val": -1.5, "dtype": "float64"}, np.full(2, -1.5)),
+        ("full", {"shape": [2, 2], "val": 7, "dtype": "uint8"}, np.full((2, 2), 7, np.uint8)),
+        ("arange", {"start": 5}, np.arange(5, dtype=np.float32)),
+        ("arange", {"start": 5, "stop": 1, "step": -1.5}, np.arange(5, 1, -1.5, dtype=np.float32)),
+        ("arange", {"start": 0, "stop": 1, "step": 0.1, "dtype": "float64"}, np.arange(0, 1, 0.1)),
+        ("arange", {"start": 3, "stop": 1}, np.zeros(0, np.float32)),
+        ("arange", {"start": 0, "stop": 6, "step": 2, "dtype": "int32"}, np.array([0, 2, 4], np.int32)),
+        ("array", {"value": np.arange(4, dtype=np.int64), "dtype": "float64"}, np.arange(4.0)),
+        ("array", {"value": {"dtype": "int8", "shape": [2], "data": [1, -2]}}, np.array([1, -2], np.int8)),
+    ],
+)
 def test_creation(name, at, want):
     check_forward(OPS[name], at, [], want)
 
@@ -1441,8 +1755,9 @@ def test_batch_norm_state():
         at_f = op.parse_attrs({})
         y = op.forward(ctx(0, training), at_f, x, gamma, beta, mm.copy(), mv.copy())
         ones = np.ones_like(gamma)
-        np.testing.assert_array_equal(y, op.forward(ctx(0, training), op.parse_attrs({}), x, ones, beta,
-                                                    mm.copy(), mv.copy()))
+        np.testing.assert_array_equal(
+            y, op.forward(ctx(0, training), op.parse_attrs({}), x, ones, beta, mm.copy(), mv.copy())
+        )
         cts = vjp_of(op)(Eager(ctx(0, training)), at_f, np.ones_like(y), y, x, gamma, beta, mm, mv)
         np.testing.assert_array_equal(cts[1], np.zeros(3, np.float32))
         np.testing.assert_allclose(cts[2], np.full(3, 32.0), rtol=1e-6)
@@ -1580,8 +1895,15 @@ def d123(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     raise KeyError(name)
 
 
-THIRD = [("exp", {}, U(-2, 2)), ("tanh", {}, U(-2, 2)), ("sigmoid", {}, U(-4, 4)),
-         ("pow_scalar", {"scalar": 2.5}, POS), ("log", {}, POS), ("rsqrt", {}, POS), ("sin", {}, U(-3, 3))]
+THIRD = [
+    ("exp", {}, U(-2, 2)),
+    ("tanh", {}, U(-2, 2)),
+    ("sigmoid", {}, U(-4, 4)),
+    ("pow_scalar", {"scalar": 2.5}, POS),
+    ("log", {}, POS),
+    ("rsqrt", {}, POS),
+    ("sin", {}, U(-3, 3)),
+]
 
 
 def grad_of(head: int, out: int, var: int, create: bool, head_grad: int | None = None) -> dict:

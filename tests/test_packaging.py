@@ -48,6 +48,8 @@ def test_serve_without_server_extra_says_what_to_install():
 def test_serve_refuses_an_open_address_without_keys():
     out = subprocess.run(
         [sys.executable, "-m", "gradserve", "serve", "--host", "0.0.0.0", "--port", "1"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2 and "without API keys" in out.stderr

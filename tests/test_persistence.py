@@ -41,17 +41,22 @@ def test_a_client_carries_on_across_a_server_restart(tmp_path):
 
 def test_snapshots_keep_generator_state_sequence_and_gradient_buffers(tmp_path):
     s = Session("s1", owner="alice", seed=3)
-    s.run_batch({"seq": 1, "ops": [
-        {"op": "array", "out": [1], "at": {"value": np.arange(3.0, dtype=np.float32)}},
-        {"op": "attach_grad", "in": [1]},
-        {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
-        {"op": "backward", "in": [2]},
-        {"op": "grad", "in": [1], "out": [3]},
-        {"op": "zeros", "out": [4], "at": {"shape": [3]}},
-        {"op": "zeros", "out": [5], "at": {"shape": [3]}},
-        {"op": "mark_variables", "in": [4, 5]},
-        {"op": "read", "in": [3]},
-    ]})
+    s.run_batch(
+        {
+            "seq": 1,
+            "ops": [
+                {"op": "array", "out": [1], "at": {"value": np.arange(3.0, dtype=np.float32)}},
+                {"op": "attach_grad", "in": [1]},
+                {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
+                {"op": "backward", "in": [2]},
+                {"op": "grad", "in": [1], "out": [3]},
+                {"op": "zeros", "out": [4], "at": {"shape": [3]}},
+                {"op": "zeros", "out": [5], "at": {"shape": [3]}},
+                {"op": "mark_variables", "in": [4, 5]},
+                {"op": "read", "in": [3]},
+            ],
+        }
+    )
     snapshot.save(s, tmp_path / "s1.npz")
     t = snapshot.load(tmp_path / "s1.npz")
     assert (t.id, t.owner, t.seq) == ("s1", "alice", 1)
@@ -64,10 +69,14 @@ def test_snapshots_keep_generator_state_sequence_and_gradient_buffers(tmp_path):
 def test_a_deleted_session_leaves_no_snapshot(tmp_path):
     import httpx
 
-    with LiveServer(Settings(data_dir=tmp_path, snapshot_interval_s=0.05)) as srv, \
-            httpx.Client(base_url=srv.url) as http:
+    with (
+        LiveServer(Settings(data_dir=tmp_path, snapshot_interval_s=0.05)) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         sid = http.post("/v1/sessions").json()["id"]
-        http.post(f"/v1/sessions/{sid}/batch", json={"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+        http.post(
+            f"/v1/sessions/{sid}/batch", json={"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]}
+        )
         path = tmp_path / "sessions" / f"{sid}.npz"
         import time
 

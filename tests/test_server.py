@@ -65,15 +65,17 @@ def test_catalog_lists_every_op_with_typed_attributes(http):
 
 
 def test_a_plain_json_program_trains_through_the_batch_route(batch):
-    r = batch.post([
-        {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
-        {"op": "attach_grad", "in": [1]},
-        {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
-        {"op": "sum", "in": [2], "out": [3], "mode": 3},
-        {"op": "backward", "in": [3]},
-        {"op": "read", "in": [3]},
-        {"op": "read", "in": [1], "at": {"grad": True}},
-    ])
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+            {"op": "attach_grad", "in": [1]},
+            {"op": "mul", "in": [1, 1], "out": [2], "mode": 3},
+            {"op": "sum", "in": [2], "out": [3], "mode": 3},
+            {"op": "backward", "in": [3]},
+            {"op": "read", "in": [3]},
+            {"op": "read", "in": [1], "at": {"grad": True}},
+        ]
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["error"] is None if "error" in body else True
@@ -84,13 +86,21 @@ def test_msgpack_batches_carry_raw_bytes(http, sid):
     import numpy as np
 
     data = np.arange(6, dtype="<f4").tobytes()
-    body = msgpack.packb({"seq": 1, "ops": [
-        {"op": "array", "out": [1], "at": {"value": tensor(data, [2, 3])}},
-        {"op": "transpose", "in": [1], "out": [2]},
-        {"op": "read", "in": [2]},
-    ]})
-    r = http.post(f"/v1/sessions/{sid}/batch", content=body,
-                  headers={"content-type": "application/msgpack", "accept": "application/msgpack"})
+    body = msgpack.packb(
+        {
+            "seq": 1,
+            "ops": [
+                {"op": "array", "out": [1], "at": {"value": tensor(data, [2, 3])}},
+                {"op": "transpose", "in": [1], "out": [2]},
+                {"op": "read", "in": [2]},
+            ],
+        }
+    )
+    r = http.post(
+        f"/v1/sessions/{sid}/batch",
+        content=body,
+        headers={"content-type": "application/msgpack", "accept": "application/msgpack"},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack"
     (v,) = msgpack.unpackb(r.content)["values"]
     assert v["shape"] == [3, 2]
@@ -116,15 +126,22 @@ def test_msgpack_batches_carry_raw_bytes(http, sid):
     ],
 )
 def test_bad_op_is_a_4xx_naming_it_and_nothing_after_it_runs(batch, op, status, kind, words):
-    assert batch.post([
-        {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
-        {"op": "array", "out": [2], "at": {"value": tensor([1, 2, 3], [3])}},
-    ]).status_code == 200
-    r = batch.post([
-        {"op": "mul_scalar", "in": [1], "out": [5], "at": {"scalar": 10}},
-        op,
-        {"op": "ones", "out": [6], "at": {"shape": [2]}},
-    ])
+    assert (
+        batch.post(
+            [
+                {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+                {"op": "array", "out": [2], "at": {"value": tensor([1, 2, 3], [3])}},
+            ]
+        ).status_code
+        == 200
+    )
+    r = batch.post(
+        [
+            {"op": "mul_scalar", "in": [1], "out": [5], "at": {"scalar": 10}},
+            op,
+            {"op": "ones", "out": [6], "at": {"shape": [2]}},
+        ]
+    )
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["kind"] == kind and err["index"] == 1 and err["op"] == op["op"]
@@ -153,11 +170,13 @@ def test_malformed_bodies_are_400_with_a_json_reason(http, sid, body):
 
 
 def test_malformed_msgpack_is_400(http, sid):
-    r = http.post(f"/v1/sessions/{sid}/batch", content=b"\xc1\xc1",
-                  headers={"content-type": "application/msgpack"})
+    r = http.post(f"/v1/sessions/{sid}/batch", content=b"\xc1\xc1", headers={"content-type": "application/msgpack"})
     assert r.status_code == 400 and "msgpack" in r.json()["error"]["message"]
-    r = http.post(f"/v1/sessions/{sid}/batch", content=msgpack.packb({"seq": 1, "ops": [7]}),
-                  headers={"content-type": "application/msgpack"})
+    r = http.post(
+        f"/v1/sessions/{sid}/batch",
+        content=msgpack.packb({"seq": 1, "ops": [7]}),
+        headers={"content-type": "application/msgpack"},
+    )
     assert r.status_code == 400, r.text
 
 
@@ -165,10 +184,12 @@ def test_a_retried_batch_is_replayed_not_applied_twice(batch):
     setup = [{"op": "array", "out": [1], "at": {"value": tensor([0.0], [1])}}]
     first = batch.post(setup)
     assert batch.post(setup, seq=1).json() == first.json()  # retry: same reply, no "already in use"
-    bump = [{"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
-            {"op": "setitem", "in": [1, 2], "at": {"key": []}},
-            {"op": "free", "in": [2]},
-            {"op": "read", "in": [1]}]
+    bump = [
+        {"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
+        {"op": "setitem", "in": [1, 2], "at": {"key": []}},
+        {"op": "free", "in": [2]},
+        {"op": "read", "in": [1]},
+    ]
     r1 = batch.post(bump)
     r2 = batch.post(bump, seq=batch.seq)
     assert r1.json() == r2.json() and r1.json()["values"][0]["data"] == [1.0]

@@ -31,7 +31,7 @@ def tiny_mlp(seed: int = 0):
         p.attach_grad()
 
     def step(i: int):
-        X, Y = x[i: i + 16], y[i: i + 16]
+        X, Y = x[i : i + 16], y[i : i + 16]
         W1, b1, W2, b2 = params
         with autograd.record():
             loss = nd.softmax_cross_entropy(nd.dot(nd.relu(nd.dot(X, W1) + b1), W2) + b2, Y) / 16
@@ -113,8 +113,11 @@ def sid(live_server):
 
 
 def post(url: str, sid: str, body: bytes, ctype: str, accept: str, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(f"{url}/v1/sessions/{sid}/batch", content=body,
-                      headers={"content-type": ctype, "accept": accept, **(headers or {})})
+    return httpx.post(
+        f"{url}/v1/sessions/{sid}/batch",
+        content=body,
+        headers={"content-type": ctype, "accept": accept, **(headers or {})},
+    )
 
 
 def frames(msg) -> bytes:
@@ -125,11 +128,22 @@ def frames(msg) -> bytes:
 @pytest.mark.parametrize("accept", [wire.FRAMES, wire.MSGPACK, wire.JSON])
 def test_the_binary_route_answers_in_the_encoding_asked_for(live_server, sid, accept):
     a = np.arange(6, dtype="float32").reshape(2, 3)
-    r = post(live_server.url, sid, frames({"seq": 1, "ops": [
-        {"op": "array", "out": [1], "at": {"value": a}},
-        {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}},
-        {"op": "read", "in": [2]},
-    ]}), wire.FRAMES, accept)
+    r = post(
+        live_server.url,
+        sid,
+        frames(
+            {
+                "seq": 1,
+                "ops": [
+                    {"op": "array", "out": [1], "at": {"value": a}},
+                    {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}},
+                    {"op": "read", "in": [2]},
+                ],
+            }
+        ),
+        wire.FRAMES,
+        accept,
+    )
     assert r.status_code == 200 and r.headers["content-type"] == accept
     body = {wire.FRAMES: wire.unpack_frames, wire.MSGPACK: wire.unpack, wire.JSON: wire.loads}[accept](r.content)
     (v,) = body["values"]
@@ -141,18 +155,34 @@ def test_the_binary_route_errors_match_the_json_route(live_server, sid):
     url = live_server.url
     ok = frames({"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
     assert post(url, sid, ok, wire.FRAMES, wire.FRAMES).status_code == 200
-    bad = frames({"seq": 2, "ops": [{"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
-                                    {"op": "add", "in": [1, 99], "out": [3]},
-                                    {"op": "ones", "out": [4], "at": {"shape": [2]}}]})
+    bad = frames(
+        {
+            "seq": 2,
+            "ops": [
+                {"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": 1}},
+                {"op": "add", "in": [1, 99], "out": [3]},
+                {"op": "ones", "out": [4], "at": {"shape": [2]}},
+            ],
+        }
+    )
     r = post(url, sid, bad, wire.FRAMES, wire.FRAMES)
     err = wire.unpack_frames(r.content)["error"]
     assert r.status_code == 404 and err["kind"] == "UnknownHandle" and err["index"] == 1
-    r = post(url, sid, frames({"seq": 3, "ops": [{"op": "read", "in": [2]}, {"op": "read", "in": [4]}]}),
-             wire.FRAMES, wire.JSON)
+    r = post(
+        url,
+        sid,
+        frames({"seq": 3, "ops": [{"op": "read", "in": [2]}, {"op": "read", "in": [4]}]}),
+        wire.FRAMES,
+        wire.JSON,
+    )
     assert r.status_code == 404 and r.json()["error"]["index"] == 1  # 2 was made, 4 was not
-    for body, ctype, status in [(b"\xc1", wire.MSGPACK, 400), (b"\x00", wire.FRAMES, 400),
-                                (msgpack.packb([1]), wire.MSGPACK, 400), (msgpack.packb({"ops": 3}), wire.MSGPACK, 400),
-                                (msgpack.packb({"seq": 9, "ops": []}), wire.MSGPACK, 409)]:
+    for body, ctype, status in [
+        (b"\xc1", wire.MSGPACK, 400),
+        (b"\x00", wire.FRAMES, 400),
+        (msgpack.packb([1]), wire.MSGPACK, 400),
+        (msgpack.packb({"ops": 3}), wire.MSGPACK, 400),
+        (msgpack.packb({"seq": 9, "ops": []}), wire.MSGPACK, 409),
+    ]:
         r = post(url, sid, body, ctype, wire.JSON)
         assert r.status_code == status, (body, r.text)
         assert r.json()["error"]["message"]

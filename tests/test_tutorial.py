@@ -177,7 +177,11 @@ def _run_example(env_extra: dict[str, str]) -> str:
         env.pop("GRADSERVE_URL", None)
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "autograd_tutorial.py")],
-        capture_output=True, text=True, env=env, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
     )
     return out.stdout
 
@@ -193,7 +197,8 @@ def test_example_script_against_gradserve_serve_prints_what_mxnet_prints(tmp_pat
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=sink, stderr=subprocess.STDOUT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -1,7 +1,7 @@
 from gradserve import nd  # recorded against: from mxnet import autograd, nd
 
 x = nd.array([[3, 1, 2], [0, 5, 4]])
-print(repr(nd.topk(x, k=2)), repr(nd.topk(x, k=2, ret_typ='value')), repr(nd.topk(x, axis=0, k=1, ret_typ='mask')))
+print(repr(nd.topk(x, k=2)), repr(nd.topk(x, k=2, ret_typ="value")), repr(nd.topk(x, axis=0, k=1, ret_typ="mask")))
 print(repr(nd.sort(x)), repr(nd.argsort(x, is_ascend=False)))
 print(repr(nd.concat(x, x, dim=0)), nd.stack(x, x).shape, [p.shape for p in nd.split(x, 3, axis=1)])
 print(repr(x.argmax(axis=1)), repr(x.argmin()), repr(nd.one_hot(nd.array([0, 2]), 3)))
@@ -9,14 +9,29 @@ print(repr(nd.take(x, nd.array([1, 0, 1]))), repr(nd.pick(x, nd.array([2, 1]))))
 print(repr(x[nd.array([1, 0])]), repr(x[[1, 0], [2, 1]]))
 print(repr(nd.clip(x, 1, 3)), repr(nd.where(x > 2, x, nd.zeros_like(x))))
 print(repr(nd.tile(nd.array([1, 2]), reps=(2, 2))), repr(nd.repeat(nd.array([1, 2]), repeats=2)))
-print(repr(nd.flip(x, axis=1)), repr(nd.squeeze(nd.ones((1, 3, 1))).shape), nd.expand_dims(x, 0).shape, nd.swapaxes(nd.ones((2,3,4)), 0, 2).shape)
+print(
+    repr(nd.flip(x, axis=1)),
+    repr(nd.squeeze(nd.ones((1, 3, 1))).shape),
+    nd.expand_dims(x, 0).shape,
+    nd.swapaxes(nd.ones((2, 3, 4)), 0, 2).shape,
+)
 print(repr(nd.slice_axis(x, axis=1, begin=1, end=3)), repr(nd.slice(x, begin=(0, 1), end=(2, 3))))
 print(repr(nd.softmax(nd.array([[1, 2, 3]]))), repr(nd.log_softmax(nd.array([[1, 2, 3]]))))
 print(repr(nd.softmax_cross_entropy(nd.array([[1, 2, 3], [1, 1, 1]]), nd.array([2, 0]))))
 print(repr(nd.round(nd.array([-2.5, -1.5, 0.5, 1.5, 2.5]))), repr(nd.sign(nd.array([-2, 0, 3]))))
 print(repr(nd.linspace(0, 1, 5)), repr(nd.eye(2, 3, 1)))
 print(repr(nd.prod(x, axis=1)), repr(nd.norm(x, ord=1, axis=1)))
-print(repr(nd.LeakyReLU(nd.array([-1.0, 2.0]), slope=0.1)), repr(nd.Activation(nd.array([-1.0, 2.0]), act_type='softrelu')))
-print(repr(nd.reshape(nd.ones((2, 3, 4)), shape=(-4, 1, 2, -2))).split('<')[1], nd.ones((2,3,4)).reshape((0, -3)).shape, nd.ones((2,3,4)).reshape((-1, 0), reverse=True).shape if False else '')
-print(repr(nd.broadcast_like(nd.ones((1, 3)), nd.ones((2, 3))).shape), repr(nd.batch_dot(nd.ones((2, 2, 3)), nd.ones((2, 3, 4))).shape))
+print(
+    repr(nd.LeakyReLU(nd.array([-1.0, 2.0]), slope=0.1)),
+    repr(nd.Activation(nd.array([-1.0, 2.0]), act_type="softrelu")),
+)
+print(
+    repr(nd.reshape(nd.ones((2, 3, 4)), shape=(-4, 1, 2, -2))).split("<")[1],
+    nd.ones((2, 3, 4)).reshape((0, -3)).shape,
+    nd.ones((2, 3, 4)).reshape((-1, 0), reverse=True).shape if False else "",
+)
+print(
+    repr(nd.broadcast_like(nd.ones((1, 3)), nd.ones((2, 3))).shape),
+    repr(nd.batch_dot(nd.ones((2, 2, 3)), nd.ones((2, 3, 4))).shape),
+)
 print(repr(nd.SequenceMask(nd.ones((3, 2, 1)), nd.array([1, 3]), use_sequence_length=True).reshape((3, 2))))
