@@ -402,6 +402,9 @@ class NDArray:
         sub = key_shape("setitem", self.shape, parse_key("setitem", wkey, len(idx)), tuple(i.shape for i in idx))
         ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
         if isinstance(value, NDArray):
+            if value._c is not self._c:
+                raise InvalidInput("setitem: arrays from different sessions cannot be mixed")
+            self._c.check_alive(value._h)
             vshape = value.shape
             ins["in"].append(value._h)
         elif _scalar(value):

@@ -75,7 +75,7 @@ class Http:
         url: str,
         api_key: str | None = None,
         timeout: float = 300.0,
-        retries: int = 5,
+        retries: int = 10,  # about 10 s of backoff: long enough for a server restart
         seed: int | None = None,
     ) -> None:
         headers = {"accept": wire.MSGPACK, "content-type": wire.MSGPACK}
