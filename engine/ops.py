@@ -9,6 +9,7 @@ same table, so the backward pass can itself be recorded.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,8 @@ def _arange_len(at: dict) -> int:
     start, stop, step = at["start"], at["stop"], at["step"]
     if stop is None:
         start, stop = 0.0, start
+    if not all(math.isfinite(v) for v in (start, stop, step)):
+        raise InvalidInput(f"arange: start, stop and step must be finite, got {start}, {stop}, {step}")
     if step == 0:
         raise InvalidInput("arange: step must not be 0")
     n = int(np.ceil((stop - start) / step))
