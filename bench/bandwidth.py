@@ -48,9 +48,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--json-rounds", type=int, default=2)
     args = ap.parse_args()
-    import gradserve
     import httpx
     import orjson
+
+    import gradserve
     from gradserve import nd
 
     nbytes = args.mib << 20

@@ -22,7 +22,6 @@ from bench._util import med, pct, report, server  # noqa: E402
 def worker(url: str, steps: int, start: float, out: mp.Queue) -> None:
     try:
         import gradserve
-
         from bench import _mlp
 
         x, y = _mlp.data()

@@ -52,9 +52,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
-    import gradserve
     from pyinstrument import Profiler
 
+    import gradserve
     from bench import _mlp
 
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")

@@ -66,8 +66,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000, help="round trips per case (interleaved in 20 rounds)")
     args = ap.parse_args()
-    import gradserve
     import httpx
+
+    import gradserve
     from gradserve import nd
 
     ctx = mp.get_context("spawn")

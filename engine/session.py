@@ -276,8 +276,15 @@ class Session:
                     except MXNetError as e:
                         reply["error"] = error_body(e, i, ins)
                         break
-                    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
-                            ZeroDivisionError) as e:
+                    except (
+                        TypeError,
+                        ValueError,
+                        KeyError,
+                        AttributeError,
+                        IndexError,
+                        OverflowError,
+                        ZeroDivisionError,
+                    ) as e:
                         reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
                         break
             if seq is not None:

@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Iterator
 
-import gradserve
 import pytest
 import uvicorn
+
+import gradserve
 from gradserve.server import Settings, create_app
 
 

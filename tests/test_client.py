@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import gc
 
-import gradserve
 import numpy as np
 import pytest
+
+import gradserve
 from gradserve import MXNetError, autograd, nd
 from gradserve.engine.errors import AutogradError, DTypeError, QuotaExceeded, ShapeError
 from gradserve.engine.session import Limits

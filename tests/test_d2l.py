@@ -5,6 +5,7 @@ must learn (its loss falls, its accuracy rises)."""
 from __future__ import annotations
 
 import numpy as np
+
 from gradserve import autograd, nd
 
 

@@ -31,8 +31,31 @@ VALUES = st.recursive(
     max_leaves=8,
 )
 ATTR_NAMES = st.sampled_from(
-    ["shape", "axis", "scalar", "key", "dtype", "value", "start", "stop", "step", "k", "depth", "kernel",
-     "num_hidden", "reps", "axes", "begin", "end", "grad_req", "head_grads", "variables", "fn", "lr", "p"]
+    [
+        "shape",
+        "axis",
+        "scalar",
+        "key",
+        "dtype",
+        "value",
+        "start",
+        "stop",
+        "step",
+        "k",
+        "depth",
+        "kernel",
+        "num_hidden",
+        "reps",
+        "axes",
+        "begin",
+        "end",
+        "grad_req",
+        "head_grads",
+        "variables",
+        "fn",
+        "lr",
+        "p",
+    ]
 )
 HANDLES = st.one_of(st.integers(-2, 6), st.text(max_size=2), st.none(), st.floats(), st.booleans())
 
@@ -73,7 +96,7 @@ def test_the_engine_answers_any_batch_with_a_reply_or_an_mxnet_error(ops):
     if err is not None:
         assert err["kind"] in ERRORS and err["message"]
         made_after = set()
-        for ins in ops[err["index"]:]:
+        for ins in ops[err["index"] :]:
             out = ins.get("out") if isinstance(ins, dict) else None
             if isinstance(out, list):
                 made_after |= {h for h in out if isinstance(h, int) and not isinstance(h, bool)}
@@ -89,8 +112,9 @@ def test_non_finite_and_huge_numbers_are_clear_errors():
     assert reply["error"]["kind"] == "QuotaExceeded"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(instruction(), min_size=1, max_size=4), st.booleans())
 def test_the_server_answers_any_batch_with_json_or_a_4xx(live_server, ops, as_msgpack):
     with httpx.Client(base_url=live_server.url) as http:
@@ -101,8 +125,9 @@ def test_the_server_answers_any_batch_with_json_or_a_4xx(live_server, ops, as_ms
                     body = msgpack.packb({"ops": ops})
                 except (TypeError, ValueError, OverflowError):
                     return  # not encodable: nothing to send
-                r = http.post(f"/v1/sessions/{sid}/batch", content=body,
-                              headers={"content-type": "application/msgpack"})
+                r = http.post(
+                    f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": "application/msgpack"}
+                )
             else:
                 body = json.dumps({"ops": ops}).encode()  # NaN and Infinity too, which JSON parsers refuse
                 r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": "application/json"})
@@ -123,8 +148,13 @@ def plausible(draw):
     for a in op.attrs:
         if draw(st.booleans()):
             at[a.name] = draw(st.one_of(VALUES, st.integers(-3, 5), st.lists(st.integers(-3, 5), max_size=4)))
-    return {"op": op.name, "in": draw(st.lists(st.sampled_from([1, 2, 3]), min_size=n, max_size=n)),
-            "out": [draw(st.integers(10, 12))], "at": at, "mode": draw(st.sampled_from([0, 1, 2, 3]))}
+    return {
+        "op": op.name,
+        "in": draw(st.lists(st.sampled_from([1, 2, 3]), min_size=n, max_size=n)),
+        "out": [draw(st.integers(10, 12))],
+        "at": at,
+        "mode": draw(st.sampled_from([0, 1, 2, 3])),
+    }
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

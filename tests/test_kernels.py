@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gradserve import autograd, nd
 from gradserve.engine import kernels
 

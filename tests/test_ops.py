@@ -32,15 +32,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+
 from gradserve.engine import ops as _ops  # noqa: F401  (fills the table)
 from gradserve.engine import tape
 from gradserve.engine.errors import MXNetError
 from gradserve.engine.optable import OPS, Op, Spec
 from gradserve.engine.session import Context, Eager, Recorder, Session, Traced
 from gradserve.engine.tape import Node, resolve
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 # --------------------------------------------------------------------------
 # input domains: (rng, shape) -> float64 array

@@ -3,8 +3,9 @@ directory and restored at start, and a client in the middle of its work goes on.
 
 from __future__ import annotations
 
-import gradserve
 import numpy as np
+
+import gradserve
 from gradserve import autograd, nd
 from gradserve.engine import snapshot
 from gradserve.engine.session import Session

@@ -7,8 +7,9 @@ from __future__ import annotations
 import httpx
 import msgpack
 import pytest
-from gradserve.server import Settings
 from pydantic import ValidationError
+
+from gradserve.server import Settings
 
 from .conftest import LiveServer
 

@@ -4,11 +4,12 @@ the queue's bounds, and retries over the keep-alive socket."""
 
 from __future__ import annotations
 
-import gradserve
 import httpx
 import msgpack
 import numpy as np
 import pytest
+
+import gradserve
 from gradserve import autograd, nd, runtime
 from gradserve.engine import wire
 from gradserve.engine.errors import InvalidInput, UnknownHandle

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import gradserve
 import httpx
 import pytest
+
+import gradserve
 from gradserve import autograd, nd
 
 from .conftest import free_port
