@@ -59,8 +59,9 @@ def at_least_1d(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape if shape else (1,)
 
 
-def cast(r: Any, dtype: str) -> Any:
-    r = np.asarray(r)  # ufuncs on rank-0 arrays give numpy scalars, not arrays
+def cast(r: Any, dtype: Any) -> Any:
+    if type(r) is not np.ndarray:
+        r = np.asarray(r)  # ufuncs on rank-0 arrays give numpy scalars, not arrays
     return r if r.dtype == dtype else r.astype(dtype)
 
 
@@ -303,7 +304,7 @@ def _binary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = 
 
 def _int_div(xp, a, b):
     """Division with MXNet's integer rule: truncate toward zero."""
-    if a.dtype.kind in "iu":
+    if (a.dtype if hasattr(a, "dtype") else b.dtype).kind in "iu":  # one side may be a Python scalar
         with np.errstate(divide="ignore", invalid="ignore"):
             return xp.trunc(xp.true_divide(a, b))
     return xp.true_divide(a, b)
@@ -389,7 +390,11 @@ SCALAR = (Attr("scalar", "float", REQUIRED),)
 
 def _scalar(name: str, fwd: Any, vjp: Any, doc: str) -> None:
     def forward(cx, at, x):
-        return cast(fwd(cx.xp, x, x.dtype.type(at["scalar"])), x.dtype)
+        dt = x.dtype
+        s = at["scalar"]
+        # a Python float keeps a float array's dtype; an integer array takes the scalar cast
+        # to its own dtype first, as MXNet does (x * 2.5 on int32 multiplies by 2)
+        return cast(fwd(cx.xp, x, s if dt.kind == "f" else dt.type(s)), dt)
 
     forward.__doc__ = doc
     defop(name, ("data",), SCALAR, infer=_like_infer, vjp=vjp)(forward)

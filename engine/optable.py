@@ -211,6 +211,7 @@ class Op:
     # derived from attrs by defop: attribute -> (parser, None allowed), and the required names
     parsers: dict[str, tuple[Callable[[Any], Any], bool]] = field(default_factory=dict, compare=False)
     required: tuple[str, ...] = ()
+    nin: int = 0  # the number of array inputs; -1 when the last one is variadic
 
     @property
     def differentiable(self) -> bool:
@@ -219,7 +220,7 @@ class Op:
     @property
     def variadic(self) -> bool:
         """Whether the last input (``*name``) takes any number of arrays."""
-        return bool(self.inputs) and self.inputs[-1].startswith("*")
+        return self.nin < 0
 
     def check_arity(self, n: int) -> None:
         fixed = len(self.inputs) - self.variadic
@@ -302,7 +303,10 @@ def defop(
     def wrap(forward: Forward) -> Op:
         defaults, parsers, required = attr_tables(attrs)
         doc = (forward.__doc__ or "").strip()
-        return OPS.add(Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required))
+        nin = -1 if inputs and inputs[-1].startswith("*") else len(inputs)
+        return OPS.add(
+            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required, nin)
+        )
 
     return wrap
 

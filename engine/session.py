@@ -73,9 +73,15 @@ class Eager:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         op = OPS[name]
         cx = self._cx
+        forward, defaults = op.forward, op.defaults
+        names = set(defaults)
 
         def call(*xs: Any, **at: Any) -> Any:
-            return op.forward(cx, {**op.defaults, **at}, *xs)
+            # the keyword dict is fresh per call: fill it in rather than copy the defaults
+            if len(at) != len(names):
+                for k in names.difference(at):
+                    at[k] = defaults[k]
+            return forward(cx, at, *xs)
 
         setattr(self, name, call)
         return call
@@ -306,7 +312,7 @@ class Session:
             cmd(self, ins, values)  # type: ignore[misc]
             return
         ins_h = ins.get("in", ())
-        if len(ins_h) != len(op.inputs) or op.variadic:
+        if len(ins_h) != op.nin:  # also true for every variadic op (nin -1)
             op.check_arity(len(ins_h))
         arrays = self.arrays
         xs = []
