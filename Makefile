@@ -23,6 +23,8 @@ test: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check engine client server tests bench examples
+	$(BIN)/ruff format --check engine client server tests bench examples
+	$(BIN)/mypy
 
 bench: $(BIN)/.installed
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def _ours(code: Any) -> bool:
 
 def _user_line() -> tuple[str, int] | None:
     """The first frame outside gradserve: the user's line that queued an op."""
-    f = sys._getframe(2)
+    f: FrameType | None = sys._getframe(2)
     while f is not None and _ours(f.f_code):
         f = f.f_back
     return (f.f_code.co_filename, f.f_lineno) if f is not None else None
@@ -91,7 +92,8 @@ class Client:
         """Collect the instructions queued inside the block instead of sending them."""
         if self._capture is not None:
             raise MXNetError("autograd.Function calls cannot be traced inside another Function's backward")
-        self._capture = program = []
+        program: list[dict[str, Any]] = []
+        self._capture = program
         try:
             yield program
         finally:

@@ -192,6 +192,7 @@ class Conn:
             for p in parts:
                 sock.sendall(p)
         status, headers, rest = self._read_head(sock)
+        body: Any
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = self._read_chunked(sock, rest)
         else:

@@ -7,9 +7,11 @@ the numpy lines run. Both give the same results (tests/test_kernels.py).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
+numba: Any
 try:
     if os.environ.get("GRADSERVE_NUMBA", "1") == "0":
         raise ImportError("disabled by GRADSERVE_NUMBA=0")

@@ -346,7 +346,7 @@ class Session:
         self.nbytes += y.nbytes
         if mode & RECORDING and op.vjp is not None:
             nodes = self.nodes
-            parents = None
+            parents: list[Node | None] | None = None
             for i, hi in enumerate(ins_h):
                 p = nodes.get(hi)
                 if p is not None and p.live:
@@ -594,7 +594,7 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
     at = ins.get("at") or {}
     in_h = list(ins.get("in", ()))
     outs, cots, grads, prog = at.get("outputs"), at.get("cotangents"), at.get("gradients"), at.get("program")
-    outs, cots = list(outs), list(cots)
+    outs, cots = list(outs or ()), list(cots or ())
     if not (isinstance(grads, list) and isinstance(prog, list)):
         raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
     if len(cots) != len(outs) or len(grads) != len(in_h):

@@ -68,7 +68,7 @@ def save(s: Session, path: Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub takes no **kwargs
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

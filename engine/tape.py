@@ -86,9 +86,9 @@ def check_heads(heads: Iterable[Node | None]) -> list[Node]:
     """The heads' nodes, or MXNet's error when one is not in a graph."""
     out = []
     for h in heads:
-        if not in_graph(h):
+        if h is None or not h.live:
             raise AutogradError(NOT_IN_GRAPH)
-        out.append(h)  # type: ignore[arg-type]
+        out.append(h)
     return out
 
 

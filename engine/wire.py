@@ -90,7 +90,7 @@ def encode_tensor(arr: np.ndarray, binary: bool) -> dict[str, Any]:
 def _raw(arr: np.ndarray) -> memoryview:
     """The array's bytes, little-endian and row-major, as a flat byte view (a copy only when needed)."""
     arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-    return memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
+    return arr.reshape(-1).view(np.uint8).data if arr.size else memoryview(b"")
 
 
 def _default(obj: Any) -> Any:
