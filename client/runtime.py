@@ -9,10 +9,12 @@ of the batch are dead, and using one raises the same error again.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -68,6 +70,8 @@ class Client:
         self._lock = threading.RLock()
         self.closed = False
         self._capture: list[dict[str, Any]] | None = None
+        # a script that ends frees its session on the server at once, not after the idle timeout
+        atexit.register(_close_quietly, weakref.ref(self))
 
     def handle(self) -> int:
         self._next += 1
@@ -157,6 +161,15 @@ class Client:
             self.closed = True
             self._queue, self._where, self._frees = [], [], []
             self.transport.close()
+
+
+def _close_quietly(ref: weakref.ref[Client]) -> None:
+    client = ref()
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # at exit a server that is gone is no error worth showing
+            pass
 
 
 _current: Client | None = None

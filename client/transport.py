@@ -152,7 +152,7 @@ class Http:
         if self._conn is not None:
             self._conn.close()
         try:
-            self._http.delete(f"/v1/sessions/{self.session_id}")
+            self._http.delete(f"/v1/sessions/{self.session_id}", timeout=2.0)
         except httpx.HTTPError:
             pass
         self._http.close()
