@@ -575,6 +575,9 @@ def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = Fal
     return invoke(OPS["array"], (), {"value": arr if owned else np.array(arr, copy=True)}, client)
 
 
+SEND_NOW_BYTES = 8 << 20
+
+
 def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> NDArray:
     """An NDArray from a list, a numpy array or another NDArray.
 
@@ -588,8 +591,16 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     """
     if isinstance(source_array, NDArray):
         return source_array.astype(dtype or source_array.dtype)
-    arr = np.array(source_array, dtype=np.dtype(dtype or DEFAULT_DTYPE))  # always a copy of our own
-    return _from_numpy(arr, owned=True)
+    dt = np.dtype(dtype or DEFAULT_DTYPE)
+    if isinstance(source_array, np.ndarray) and source_array.nbytes >= SEND_NOW_BYTES:
+        c = current()
+        if c.transport.sends_bytes:
+            # a large array goes at once, from the caller's own memory: it is on the wire
+            # before we return, so there is nothing to copy for it to stay as it was
+            out = _from_numpy(np.ascontiguousarray(source_array, dtype=dt), c, owned=True)
+            c.flush()
+            return out
+    return _from_numpy(np.array(source_array, dtype=dt), owned=True)  # a copy of our own
 
 
 def _transpose(self: NDArray, *axes: Any, **kwargs: Any) -> NDArray:

@@ -27,6 +27,7 @@ class Transport(Protocol):
     """Carries batches to one session."""
 
     requests: int
+    sends_bytes: bool  # whether a batch's arrays are serialised when it is sent (not kept by reference)
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -37,6 +38,8 @@ class Transport(Protocol):
 
 class InProcess:
     """The engine in this process: no server, the same batches."""
+
+    sends_bytes = False  # arrays are handed over as they are: the caller's must be copies
 
     def __init__(self, seed: int | None = None, limits: Limits | None = None) -> None:
         self.session = Session("local", seed=seed, limits=limits)
@@ -69,6 +72,8 @@ class Http:
     other routes (open, inspect, close a session) go through httpx; so does
     everything for an ``https`` URL.
     """
+
+    sends_bytes = True
 
     def __init__(
         self,

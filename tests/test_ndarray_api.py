@@ -71,3 +71,13 @@ def test_generated_namespace_and_methods(mode):
     assert nd.reshape(nd.ones((2, 3, 4)), shape=(-4, 1, 2, -2)).shape == (1, 2, 3, 4)
     with pytest.raises(TypeError):
         nd.dot(x, x, out=x)
+
+
+def test_a_large_upload_is_a_copy_even_when_sent_at_once(mode):
+    a = np.arange(3 << 20, dtype=np.float32)  # 12 MiB: sent at once over HTTP, from the caller's memory
+    x = nd.array(a)
+    a[:] = -1
+    got = x.asnumpy()
+    assert got[0] == 0 and got[-1] == (3 << 20) - 1
+    y = nd.array(a[::2])  # not contiguous: made so before it goes
+    assert y.shape == ((3 << 20) // 2,) and float(y[5].asscalar()) == -1
