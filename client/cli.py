@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"gradserve serve: {e.errors()[0]['msg']}", file=sys.stderr)
         return 2
+    # The engine allocates many short-lived, acyclic objects per op (specs, nodes, dicts); the
+    # cyclic collector's default pace spent about a sixth of the per-op time scanning them.
+    # This process is ours, so it collects less often, and not the objects of its start-up.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 50)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
