@@ -159,12 +159,15 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _snapshot_loop(store: SessionStore, interval: float, metrics: Metrics) -> None:
-    """Write changed sessions every ``interval`` seconds, so a crash loses at most that much."""
-    if store.folder is None:
-        return
+async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metrics) -> None:
+    """Expire idle sessions, and write changed ones every ``snapshot_interval_s`` seconds
+    (so a crash loses at most that much)."""
+    interval = min(settings.snapshot_interval_s, max(settings.session_ttl_s / 4, 0.05))
     while True:
         await asyncio.sleep(interval)
+        store.expire()
+        if store.folder is None:
+            continue
         try:
             with metrics.snapshot_seconds.time():
                 await run_in_threadpool(store.snapshot)
@@ -181,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = app.state.store = SessionStore(settings, on_batch=app.state.metrics.observe_batch)
         await run_in_threadpool(store.restore)
         fast.tune_malloc()
-        saver = asyncio.create_task(_snapshot_loop(store, settings.snapshot_interval_s, app.state.metrics))
+        saver = asyncio.create_task(_housekeeping(store, settings, app.state.metrics))
         try:
             yield
         finally:

@@ -223,7 +223,8 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
             msg = wire.unpack(body)
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be a map with a list 'ops'")
-        if app.state.busy == 1 or _inline(session, msg["ops"]):
+        # (not while a snapshot holds the session's lock: the event loop would wait for the disk)
+        if (app.state.busy == 1 and not session.lock.locked()) or _inline(session, msg["ops"]):
             status, reply = run(session, msg)
         else:
             status, reply = await run_in_threadpool(run, session, msg)

@@ -289,3 +289,15 @@ def test_a_users_sessions_share_one_byte_quota():
         http.post(f"/v1/sessions/{a}/batch", json={"ops": [{"op": "free", "in": [1]}]})
         again = http.post(f"/v1/sessions/{b}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [60]}}]})
         assert again.status_code == 200
+
+
+def test_idle_sessions_expire_without_anyone_opening_a_new_one():
+    import time
+
+    with LiveServer(Settings(session_ttl_s=0.2)) as srv, httpx.Client(base_url=srv.url) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        deadline = time.monotonic() + 5
+        while sid in [s["id"] for s in http.get("/v1/sessions").json()]:  # listing does not touch them
+            assert time.monotonic() < deadline, "the idle session was never expired"
+            time.sleep(0.05)
+        assert http.get(f"/v1/sessions/{sid}").json()["error"]["kind"] == "SessionNotFound"
