@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (the rest of the table)
+from . import alloc, kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (ops_*: the rest of the table)
 from . import ops as _ops  # (fills the table)
 from .errors import (
     AutogradError,
@@ -185,6 +185,7 @@ class Session:
         self.seq = 0
         self.last_reply: dict[str, Any] | None = None
         self.lock = threading.Lock()
+        alloc.tune_malloc()  # once per process: see engine/alloc.py
         self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
         self.aliases: set[int] = set()
         self.version = 0  # counts batches run, so a snapshot knows what changed

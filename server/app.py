@@ -183,7 +183,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = app.state.store = SessionStore(settings, on_batch=app.state.metrics.observe_batch)
         await run_in_threadpool(store.restore)
-        fast.tune_malloc()
         saver = asyncio.create_task(_housekeeping(store, settings, app.state.metrics))
         try:
             yield

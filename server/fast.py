@@ -16,9 +16,6 @@ is written from the arrays' own memory.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
 from typing import Any
 
 import numpy as np
@@ -74,25 +71,6 @@ def receive_buffer(n: int) -> Any:
     """A writable buffer of ``n`` bytes: numpy memory for large ones (numpy asks the
     kernel for huge pages, so filling it costs a fraction of the page faults)."""
     return np.empty(n, np.uint8) if n >= LARGE else bytearray(n)
-
-
-def tune_malloc() -> bool:
-    """Keep glibc from mapping and unmapping (and so page-faulting) every receive chunk.
-
-    uvicorn hands a body over in chunks of a few hundred KiB, each a fresh
-    allocation; past glibc's default mmap threshold each is a new mapping whose
-    pages fault in one by one, which halves the upload rate. Serving them from
-    the heap (and keeping a little freed heap) removes that. Linux/glibc only.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 8 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
 
 
 async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
