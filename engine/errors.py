@@ -75,6 +75,12 @@ ERRORS: dict[str, type[MXNetError]] = {
 }
 
 
+def status_of(reply: dict) -> int:
+    """The HTTP status of a batch reply: its failing op's error's, else 200."""
+    err = reply.get("error")
+    return ERRORS.get(err["kind"], MXNetError).status if err else 200
+
+
 def error_from_kind(kind: str, message: str) -> MXNetError:
     """Rebuild an error that crossed the wire; unknown kinds become MXNetError."""
     return ERRORS.get(kind, MXNetError)(message)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import ERRORS, InvalidInput, MXNetError
+from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, read_body, wants_msgpack
@@ -50,8 +50,7 @@ def run(session: Session, msg: dict[str, Any], binary: bool) -> tuple[int, dict[
     reply = session.run_batch(msg)
     out = dict(reply)
     out["values"] = [wire.encode_tensor(v, binary) for v in reply["values"]]
-    err = reply.get("error")
-    return (ERRORS.get(err["kind"], MXNetError).status if err else 200), out
+    return status_of(reply), out
 
 
 sessions = APIRouter(prefix="/v1/sessions", tags=["sessions"])

@@ -47,16 +47,19 @@ async def read_body(request: Request) -> Any:
     return wire.loads(data)
 
 
-def current_user(request: Request) -> str:
-    keys = request.app.state.settings.api_keys
-    if not keys:
+def user_of(api_keys: dict[str, str], authorization: str) -> str:
+    """The user of an ``Authorization: Bearer <key>`` header ("anonymous" when the server has no keys)."""
+    if not api_keys:
         return "anonymous"
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    user = keys.get(token) if scheme.lower() == "bearer" else None
+    scheme, _, token = authorization.partition(" ")
+    user = api_keys.get(token) if scheme.lower() == "bearer" else None
     if user is None:
         raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
     return user
+
+
+def current_user(request: Request) -> str:
+    return user_of(request.app.state.settings.api_keys, request.headers.get("authorization", ""))
 
 
 CurrentUser = Annotated[str, Depends(current_user)]

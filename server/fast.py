@@ -22,9 +22,9 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import ERRORS, InvalidInput, MXNetError, QuotaExceeded
+from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
 from ..engine.session import Session
-from .deps import Unauthorized
+from .deps import user_of
 
 PREFIX = "/v1/sessions/"
 SUFFIX = "/batch"
@@ -52,16 +52,6 @@ def batch_session_id(scope: dict[str, Any]) -> str | None:
         if name == b"content-type":
             return sid if value.startswith(_MSGPACK) or value.startswith(_FRAMES) else None
     return None
-
-
-def _user(api_keys: dict[str, str], auth: bytes) -> str:
-    if not api_keys:
-        return "anonymous"
-    scheme, _, token = auth.decode("latin-1").partition(" ")
-    user = api_keys.get(token) if scheme.lower() == "bearer" else None
-    if user is None:
-        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
-    return user
 
 
 LARGE = 1 << 20
@@ -126,8 +116,7 @@ def _inline(session: Session, ops: list[Any]) -> bool:
 def run(session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Execute a batch; the reply's values are the arrays read (encoded by the caller)."""
     reply = session.run_batch(msg, copy_reads=False)
-    err = reply.get("error")
-    return (ERRORS.get(err["kind"], MXNetError).status if err else 200), reply
+    return status_of(reply), reply
 
 
 async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any]) -> None:
@@ -189,7 +178,7 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
     kind = _FRAMES if _FRAMES in accept else _MSGPACK if _MSGPACK in accept else _JSON
     try:
         settings = app.state.settings
-        session = app.state.store.get(sid, _user(settings.api_keys, auth))
+        session = app.state.store.get(sid, user_of(settings.api_keys, auth.decode("latin-1")))
         body = await _read_body(receive, declared, settings.max_body_bytes)
         if body is None:
             return
