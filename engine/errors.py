@@ -7,7 +7,9 @@
     ├── UnknownHandle               a handle the session does not hold
     ├── AutogradError               misuse of autograd (backward twice, ...)
     ├── QuotaExceeded               a byte or size limit would be passed
-    └── SequenceError               a batch out of order
+    ├── SequenceError               a batch out of order
+    ├── Unauthorized                a missing or wrong API key
+    └── SessionNotFound             no such session for this key's user
 
 Every error carries a stable ``kind`` (its class name) that travels in the JSON
 error body, so the client re-raises the same class the server raised.
@@ -60,6 +62,18 @@ class SequenceError(MXNetError):
     status = 409
 
 
+class Unauthorized(MXNetError):
+    """A missing or wrong API key."""
+
+    status = 401
+
+
+class SessionNotFound(MXNetError):
+    """No such session for this user (others' sessions are not revealed)."""
+
+    status = 404
+
+
 ERRORS: dict[str, type[MXNetError]] = {
     cls.__name__: cls
     for cls in (
@@ -71,6 +85,8 @@ ERRORS: dict[str, type[MXNetError]] = {
         AutogradError,
         QuotaExceeded,
         SequenceError,
+        Unauthorized,
+        SessionNotFound,
     )
 }
 

@@ -9,15 +9,9 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from ..engine import wire
-from ..engine.errors import MXNetError, QuotaExceeded
+from ..engine.errors import QuotaExceeded, Unauthorized
 from ..engine.session import Session
 from .store import SessionStore
-
-
-class Unauthorized(MXNetError):
-    """A missing or wrong API key."""
-
-    status = 401
 
 
 def wants_msgpack(request: Request) -> bool:

@@ -10,17 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..engine import snapshot
-from ..engine.errors import MXNetError, QuotaExceeded
+from ..engine.errors import MXNetError, QuotaExceeded, SessionNotFound
 from ..engine.session import Limits, Session
 from .settings import Settings
 
 log = logging.getLogger("gradserve")
-
-
-class SessionNotFound(MXNetError):
-    """No such session for this user (others' sessions are not revealed)."""
-
-    status = 404
 
 
 class SessionStore:

@@ -306,3 +306,20 @@ def test_linear_regression_learns_with_one_request_per_logged_step(mode):
     assert requests(mode) - start == epochs  # the steps that read nothing cost nothing
     assert losses[-1] < 1e-3 < losses[0]
     np.testing.assert_allclose(w.asnumpy().ravel(), [2.0, -3.4], atol=0.05)
+
+
+def test_a_wrong_key_raises_unauthorized_in_the_client():
+    from gradserve.engine.errors import Unauthorized
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(api_keys="alice:alice-secret-key-0123")) as srv:
+        with pytest.raises(Unauthorized, match="API key"):
+            gradserve.connect(srv.url, api_key="wrong")
+        client = gradserve.connect(srv.url, api_key="alice-secret-key-0123")
+        try:
+            assert (nd.ones(2) * 3).asnumpy().tolist() == [3, 3]
+        finally:
+            gradserve.set_current(None)
+            client.close()

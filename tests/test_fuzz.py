@@ -136,7 +136,7 @@ def test_the_server_answers_any_batch_with_json_or_a_4xx(live_server, ops, as_ms
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         body = r.json()  # replies are JSON unless the request accepts msgpack
-        assert body["error"]["kind"] in ERRORS or body["error"]["kind"] in ("SessionNotFound", "Unauthorized")
+        assert body["error"]["kind"] in ERRORS
 
 
 @st.composite
