@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -60,7 +61,7 @@ class Client:
     def __init__(self, transport: Transport, sync: bool = False) -> None:
         self.transport = transport
         self.sync = sync or os.environ.get("GRADSERVE_SYNC", "") not in ("", "0")
-        self._next = 0
+        self._handles = itertools.count(1)
         self._seq = 0
         self._queue: list[dict[str, Any]] = []
         self._where: list[tuple[str, int] | None] = []
@@ -69,39 +70,41 @@ class Client:
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
         self.closed = False
-        self._capture: list[dict[str, Any]] | None = None
+        self._tls = threading.local()  # .capture: the program a Function's backward is traced into
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
 
     def handle(self) -> int:
-        self._next += 1
-        return self._next
+        return next(self._handles)  # atomic: threads sharing a session get distinct handles
 
     def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
-        if self._capture is not None:
-            self._capture.append(ins)
+        capture = getattr(self._tls, "capture", None)
+        if capture is not None:
+            capture.append(ins)
             return
-        if self.closed:
-            raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
-        if nbytes and self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
-            self.flush()  # send what is queued first, so a batch holds at most the bound or one array
-        self._queue.append(ins)
-        self._where.append(_user_line())
-        self._qbytes += nbytes
-        if self.sync or len(self._queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES:
-            self.flush()
+        where = _user_line()
+        with self._lock:  # threads may share a session: an op must not slip between a flush's steps
+            if self.closed:
+                raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
+            if nbytes and self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
+                self.flush()  # send what is queued first, so a batch holds at most the bound or one array
+            self._queue.append(ins)
+            self._where.append(where)
+            self._qbytes += nbytes
+            if self.sync or len(self._queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES:
+                self.flush()
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[list[dict[str, Any]]]:
         """Collect the instructions queued inside the block instead of sending them."""
-        if self._capture is not None:
+        if getattr(self._tls, "capture", None) is not None:
             raise MXNetError("autograd.Function calls cannot be traced inside another Function's backward")
         program: list[dict[str, Any]] = []
-        self._capture = program
+        self._tls.capture = program  # this thread's ops only
         try:
             yield program
         finally:
-            self._capture = None
+            self._tls.capture = None
 
     def release(self, h: int) -> None:
         """A proxy died: its handle is freed with the next batch (no I/O here)."""
@@ -114,7 +117,7 @@ class Client:
 
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
-        if self._capture is not None:
+        if getattr(self._tls, "capture", None) is not None:
             raise MXNetError("an autograd.Function's backward cannot read values: write it with nd ops only")
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")

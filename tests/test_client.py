@@ -323,3 +323,22 @@ def test_a_wrong_key_raises_unauthorized_in_the_client():
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+def test_threads_sharing_a_session_lose_no_ops_and_get_distinct_handles(mode):
+    import threading
+
+    results: dict[int, float] = {}
+
+    def work(i: int) -> None:
+        x = nd.ones(3) * i
+        for _ in range(300):
+            x = x + 1
+        results[i] = float(x.sum().asscalar())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: 3.0 * (i + 300) for i in range(4)}
