@@ -12,6 +12,7 @@ does, included); download is ``x.asnumpy()``. JSON: PUT and GET of
 from __future__ import annotations
 
 import argparse
+import base64
 import multiprocessing as mp
 import os
 import socket
@@ -99,6 +100,8 @@ def main() -> None:
             "JSON upload (PUT, orjson)": [],
             "JSON download (GET, orjson)": [],
             "JSON download, bytes only (server encode + transfer)": [],
+            "JSON upload, base64 data (PUT, orjson)": [],
+            "JSON download, base64 data (GET, orjson)": [],
         }
         for r in range(args.json_rounds):
             t = time.perf_counter()
@@ -115,6 +118,22 @@ def main() -> None:
             jres["JSON download (GET, orjson)"].append(time.perf_counter() - t)
             assert np.array_equal(got, a)
             hx.delete(f"/v1/sessions/{sid}/arrays/{900000 + r}")
+            # the same JSON API with the tensor's bytes as base64 (any language has base64)
+            t = time.perf_counter()
+            b64 = orjson.dumps({"dtype": "float32", "shape": [a.size], "data": base64.b64encode(a).decode()})
+            resp = hx.put(
+                f"/v1/sessions/{sid}/arrays/{800000 + r}", content=b64, headers={"content-type": "application/json"}
+            )
+            assert resp.status_code == 201, resp.text[:200]
+            jres["JSON upload, base64 data (PUT, orjson)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            resp = hx.get(
+                f"/v1/sessions/{sid}/arrays/{800000 + r}", headers={"accept": "application/json; tensors=base64"}
+            )
+            got = np.frombuffer(base64.b64decode(orjson.loads(resp.content)["data"]), dtype="<f4")
+            jres["JSON download, base64 data (GET, orjson)"].append(time.perf_counter() - t)
+            assert np.array_equal(got, a)
+            hx.delete(f"/v1/sessions/{sid}/arrays/{800000 + r}")
         json_mb = len(body) / 2**20
     sink.terminate()
     rows = [(k, f"{nbytes / med(v) / 1e9:.2f} GB/s ({med(v) * 1e3:.1f} ms)") for k, v in {**res, **jres}.items()]

@@ -6,6 +6,8 @@ A tensor is ``{"dtype": str, "shape": [int], "data": ...}`` with row-major
 
 from __future__ import annotations
 
+import base64
+import binascii
 import struct
 import sys
 from typing import Any
@@ -53,6 +55,11 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
     dt = np.dtype(dtype).newbyteorder("<")
     if max_bytes is not None and n * dt.itemsize > max_bytes:
         raise QuotaExceeded(f"tensor of {n * dt.itemsize} bytes is over the limit of {max_bytes}")
+    if isinstance(data, str):  # base64 of the raw bytes: large tensors in JSON
+        try:
+            data = binascii.a2b_base64(data, strict_mode=True)  # checks in C: b64decode's validate is a regex
+        except (binascii.Error, ValueError):
+            raise InvalidInput("tensor data given as a string must be base64 of its little-endian bytes") from None
     if isinstance(data, (bytes, bytearray, memoryview)):
         if len(data) != n * dt.itemsize:
             raise InvalidInput(
@@ -75,13 +82,19 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
     raise InvalidInput("tensor data must be a flat list of numbers (JSON) or bytes (msgpack)")
 
 
-def encode_tensor(arr: np.ndarray, binary: bool) -> dict[str, Any]:
-    """A wire tensor: raw little-endian bytes for msgpack (a view of the array's
-    memory, which msgpack and the frames writer read without a copy), the array
-    itself for JSON (orjson writes its numbers as a flat list)."""
+TENSOR_FORMS = ("bytes", "list", "base64")
+
+
+def encode_tensor(arr: np.ndarray, form: str) -> dict[str, Any]:
+    """A wire tensor. ``form`` "bytes": raw little-endian bytes for msgpack (a
+    view of the array's memory, read without a copy); "list": the array itself,
+    which orjson writes as a flat list of numbers; "base64": those bytes as a
+    base64 string, the fast way to carry a large tensor in JSON."""
     arr = np.asarray(arr)
-    if binary:
+    if form == "bytes":
         data: Any = _raw(arr)
+    elif form == "base64":
+        data = base64.b64encode(_raw(arr)).decode("ascii")
     else:
         data = np.ascontiguousarray(arr).ravel() if arr.dtype.name != "float16" else arr.ravel().tolist()
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
@@ -95,7 +108,7 @@ def _raw(arr: np.ndarray) -> memoryview:
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        return encode_tensor(obj, binary=True)
+        return encode_tensor(obj, "bytes")
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
     if isinstance(obj, tuple):
@@ -105,7 +118,7 @@ def _default(obj: Any) -> Any:
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        return encode_tensor(obj, binary=False)
+        return encode_tensor(obj, "list")
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
     raise TypeError(f"cannot encode {type(obj).__name__}")

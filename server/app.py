@@ -21,7 +21,7 @@ from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog
 from . import fast, protocol
-from .deps import CurrentUser, SessionDep, Store, encode, read_body, wants_msgpack
+from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form
 from .metrics import CONTENT_TYPE, Metrics, metered
 from .rest import arrays
 from .settings import Settings
@@ -43,11 +43,11 @@ def validated_batch(msg: Any) -> dict[str, Any]:
     return msg
 
 
-def run(session: Session, msg: dict[str, Any], binary: bool) -> tuple[int, dict[str, Any]]:
+def run(session: Session, msg: dict[str, Any], form: str) -> tuple[int, dict[str, Any]]:
     """Execute a batch; the reply's status is the failing error's, else 200."""
     reply = session.run_batch(msg)
     out = dict(reply)
-    out["values"] = [wire.encode_tensor(v, binary) for v in reply["values"]]
+    out["values"] = [wire.encode_tensor(v, form) for v in reply["values"]]
     return status_of(reply), out
 
 
@@ -107,7 +107,7 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
     not. Sending the same ``seq`` again replays the stored reply.
     """
     msg = validated_batch(await read_body(request))
-    status, out = await run_in_threadpool(run, session, msg, wants_msgpack(request))
+    status, out = await run_in_threadpool(run, session, msg, tensor_form(request.headers.get("accept", "")))
     return encode(request, out, status)
 
 

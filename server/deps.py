@@ -18,6 +18,14 @@ def wants_msgpack(request: Request) -> bool:
     return wire.MSGPACK in request.headers.get("accept", "")
 
 
+def tensor_form(accept: str) -> str:
+    """How reply tensors are written: bytes in msgpack; in JSON a list of numbers,
+    or base64 with ``Accept: application/json; tensors=base64``."""
+    if wire.MSGPACK in accept:
+        return "bytes"
+    return "base64" if "tensors=base64" in accept else "list"
+
+
 def encode(request: Request, body: Any, status: int = 200) -> Response:
     """Answer in msgpack when the client accepts it, else JSON."""
     if wants_msgpack(request):

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
 from ..engine.session import Session
-from .deps import user_of
+from .deps import tensor_form, user_of
 
 PREFIX = "/v1/sessions/"
 SUFFIX = "/batch"
@@ -119,16 +119,15 @@ def run(session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return status_of(reply), reply
 
 
-async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any]) -> None:
+async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list") -> None:
     """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays."""
     values = body.get("values")
     if kind == _FRAMES:
         parts, total = wire.pack_frames(body)
     else:
         if values is not None:
-            binary = kind == _MSGPACK
             body = dict(body)
-            body["values"] = [wire.encode_tensor(v, binary) for v in values]
+            body["values"] = [wire.encode_tensor(v, "bytes" if kind == _MSGPACK else form) for v in values]
         data = wire.pack(body) if kind == _MSGPACK else wire.dumps(body)
         parts, total = [data], len(data)
     await send(
@@ -197,4 +196,4 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
             status, reply = await run_in_threadpool(run, session, msg)
     except MXNetError as e:
         status, reply = e.status, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
-    await respond(send, kind, status, reply)
+    await respond(send, kind, status, reply, tensor_form(accept.decode("latin-1")))

@@ -21,7 +21,9 @@ class Tensor(BaseModel):
 
     dtype: DType
     shape: list[int] = Field(max_length=32)
-    data: list[float | int | bool] | bytes
+    data: list[float | int | bool] | bytes | str = Field(
+        description="row-major values: a list of numbers, or raw little-endian bytes (base64 in JSON)"
+    )
 
 
 class Instruction(BaseModel):

@@ -16,7 +16,7 @@ from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
 from ..engine.session import Session
 from . import protocol
-from .deps import SessionDep, encode, read_body, wants_msgpack
+from .deps import SessionDep, encode, read_body, tensor_form
 
 arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
 
@@ -67,7 +67,7 @@ async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) ->
 
 
 def _tensor(request: Request, arr: Any) -> Response:
-    return encode(request, wire.encode_tensor(arr, wants_msgpack(request)))
+    return encode(request, wire.encode_tensor(arr, tensor_form(request.headers.get("accept", ""))))
 
 
 @arrays.put("/arrays/{h}", status_code=201)
@@ -100,10 +100,10 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
     ins = {"op": name, "in": req.in_, "out": req.out, "at": req.at, "mode": req.mode}
     ops = [ins] + ([{"op": "read", "in": req.out}] if req.read else [])
     values = await _run(request, session, ops)
-    binary = wants_msgpack(request)
+    form = tensor_form(request.headers.get("accept", ""))
     body: dict[str, Any] = {"out": req.out}
     if req.read:
-        body["values"] = [wire.encode_tensor(v, binary) for v in values]
+        body["values"] = [wire.encode_tensor(v, form) for v in values]
     return encode(request, body)
 
 

@@ -301,3 +301,22 @@ def test_idle_sessions_expire_without_anyone_opening_a_new_one():
             assert time.monotonic() < deadline, "the idle session was never expired"
             time.sleep(0.05)
         assert http.get(f"/v1/sessions/{sid}").json()["error"]["kind"] == "SessionNotFound"
+
+
+def test_json_tensors_may_carry_base64_bytes_both_ways(http, sid):
+    import base64
+
+    import numpy as np
+
+    a = np.arange(6, dtype="<f4").reshape(2, 3)
+    b64 = base64.b64encode(a.tobytes()).decode()
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor(b64, [2, 3])).status_code == 201
+    r = http.get(f"{base}/arrays/1", headers={"accept": "application/json; tensors=base64"})
+    got = r.json()
+    assert got["shape"] == [2, 3] and np.frombuffer(base64.b64decode(got["data"]), "<f4").tolist() == a.ravel().tolist()
+    assert http.get(f"{base}/arrays/1").json()["data"] == a.ravel().tolist()  # lists unless asked
+    bad = http.put(f"{base}/arrays/2", json=tensor("not base64!", [2, 3]))
+    assert bad.status_code == 400 and "base64" in bad.json()["error"]["message"]
+    short = http.put(f"{base}/arrays/3", json=tensor(base64.b64encode(b"1234").decode(), [2, 3]))
+    assert short.status_code == 400 and "needs 24" in short.json()["error"]["message"]
