@@ -59,9 +59,16 @@ def _mode() -> int:
 
 
 def invoke(
-    op: Op, arrays: Sequence[NDArray], attrs: dict[str, Any] | None = None, client: Client | None = None
+    op: Op,
+    arrays: Sequence[NDArray],
+    attrs: dict[str, Any] | None = None,
+    client: Client | None = None,
+    parsed: bool = False,
 ) -> NDArray:
-    """Queue one op of the table; return its result's proxy at once."""
+    """Queue one op of the table; return its result's proxy at once.
+
+    ``parsed``: ``attrs`` already holds every attribute in its parsed form (the
+    operators' scalar ops build it so), and the parse is skipped."""
     specs = []
     hs = []
     if arrays:
@@ -76,7 +83,7 @@ def invoke(
                 c.check_alive(a._h)
     else:
         c = client or current()
-    at = op.parse_attrs(attrs)
+    at = attrs if parsed else op.parse_attrs(attrs)
     spec = op.infer(at, *specs)
     h = c.handle()
     f = flags
@@ -267,8 +274,8 @@ class NDArray:
     def _binary(self, other: Any, op: str, scalar_op: str, reverse: bool = False) -> NDArray:
         if isinstance(other, NDArray):
             return invoke(OPS[op], (other, self) if reverse else (self, other))
-        if _scalar(other):
-            return invoke(OPS[scalar_op], (self,), {"scalar": float(other)})
+        if type(other) is float or type(other) is int or _scalar(other):
+            return invoke(OPS[scalar_op], (self,), {"scalar": float(other)}, parsed=True)
         if isinstance(other, (np.ndarray, list, tuple)):
             other = _from_numpy(np.asarray(other, dtype=self._spec.dtype), self._c)
             return invoke(OPS[op], (other, self) if reverse else (self, other))
