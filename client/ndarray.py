@@ -83,11 +83,10 @@ def invoke(
                 c.check_alive(a._h)
     else:
         c = client or current()
-    at = attrs if parsed else op.parse_attrs(attrs)
+    at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
     spec = op.infer(at, *specs)
     h = c.handle()
-    f = flags
-    mode = (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
+    mode = _mode()
     node = None
     if mode & RECORDING and op.vjp is not None:
         parents = tape.parents_of([a._node for a in arrays])

@@ -24,6 +24,7 @@ class SessionStore:
         self.settings = settings
         self.on_batch = on_batch
         self._sessions: dict[str, Session] = {}
+        self._owned: dict[str, dict[str, Session]] = {}  # owner -> their sessions by id
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
         self.limits = Limits(
@@ -38,20 +39,21 @@ class SessionStore:
     def create(self, owner: str, seed: int | None = None) -> Session:
         self.expire()
         with self._lock:
-            n = sum(1 for s in self._sessions.values() if s.owner == owner)
+            n = len(self._owned.get(owner, ()))
             if n >= self.settings.max_sessions_per_user:
                 raise QuotaExceeded(f"user {owner!r} already has {n} sessions, the limit; delete one first")
-            sid = secrets.token_urlsafe(12)
-            s = Session(sid, owner=owner, seed=seed, limits=self.limits)
-            self._attach(s)
-            self._sessions[sid] = s
-            self._used[sid] = time.monotonic()
+            s = Session(secrets.token_urlsafe(12), owner=owner, seed=seed, limits=self.limits)
+            self._add(s)
             return s
 
-    def _attach(self, s: Session) -> None:
-        """Hook a session to the store: metrics, and its owner's byte quota."""
+    def _add(self, s: Session) -> None:
+        """Hold a session, hooked to the store: metrics, and its owner's byte quota."""
         s.on_batch = self.on_batch
-        s.user_bytes = lambda: sum(o.nbytes for o in list(self._sessions.values()) if o.owner == s.owner and o is not s)
+        mine = self._owned.setdefault(s.owner, {})
+        s.user_bytes = lambda: sum(o.nbytes for o in list(mine.values()) if o is not s)
+        mine[s.id] = s
+        self._sessions[s.id] = s
+        self._used[s.id] = time.monotonic()
 
     def get(self, sid: str, owner: str) -> Session:
         s = self._sessions.get(sid)
@@ -66,14 +68,16 @@ class SessionStore:
 
     def _forget(self, sid: str) -> None:
         with self._lock:
-            self._sessions.pop(sid, None)
+            s = self._sessions.pop(sid, None)
+            if s is not None:
+                self._owned.get(s.owner, {}).pop(sid, None)
             self._used.pop(sid, None)
             self._saved.pop(sid, None)
         if self.folder is not None:
             (self.folder / f"{sid}.npz").unlink(missing_ok=True)
 
     def list(self, owner: str) -> list[Session]:
-        return [s for s in self._sessions.values() if s.owner == owner]
+        return list(self._owned.get(owner, {}).values())
 
     def expire(self) -> int:
         """Drop sessions idle for longer than the TTL; return how many."""
@@ -110,9 +114,7 @@ class SessionStore:
             except MXNetError as e:
                 log.warning("skipping %s: %s", path, e)
                 continue
-            self._attach(s)
-            self._sessions[s.id] = s
-            self._used[s.id] = time.monotonic()
+            self._add(s)
             self._saved[s.id] = s.version
         return len(self._sessions)
 
