@@ -6,7 +6,6 @@ A tensor is ``{"dtype": str, "shape": [int], "data": ...}`` with row-major
 
 from __future__ import annotations
 
-import base64
 import binascii
 import struct
 import sys
@@ -18,6 +17,28 @@ import orjson
 
 from .errors import InvalidInput, QuotaExceeded
 from .optable import DTYPES, MAX_NDIM, PARSERS, prod
+
+
+def _std_b64decode(s: str) -> bytearray:
+    return bytearray(binascii.a2b_base64(s, strict_mode=True))  # checks in C: b64decode's validate is a regex
+
+
+def _std_b64encode(b: Any) -> str:
+    return binascii.b2a_base64(b, newline=False).decode("ascii")
+
+
+try:  # SIMD base64 (the server extra installs it): 4 to 6 times the standard library's speed
+    import pybase64
+except ImportError:  # pragma: no cover - where pybase64 is not installed
+    _b64decode, _b64encode = _std_b64decode, _std_b64encode
+else:
+
+    def _b64decode(s: str) -> bytearray:
+        return pybase64.b64decode_as_bytearray(s, validate=True)
+
+    def _b64encode(b: Any) -> str:
+        return pybase64.b64encode_as_string(b)
+
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -43,6 +64,9 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
         dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
     except KeyError as e:
         raise InvalidInput(f"tensor is missing {e.args[0]!r}") from None
+    if len(obj) != 3:
+        extra = sorted(str(k) for k in obj if k not in ("dtype", "shape", "data"))
+        raise InvalidInput(f"tensor has unknown fields {extra}: a tensor is {{dtype, shape, data}}")
     if dtype not in DTYPES:
         raise InvalidInput(f"tensor dtype {dtype!r} is not one of {sorted(DTYPES)}")
     if (
@@ -57,7 +81,7 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
         raise QuotaExceeded(f"tensor of {n * dt.itemsize} bytes is over the limit of {max_bytes}")
     if isinstance(data, str):  # base64 of the raw bytes: large tensors in JSON
         try:
-            data = binascii.a2b_base64(data, strict_mode=True)  # checks in C: b64decode's validate is a regex
+            data = memoryview(_b64decode(data))  # writable and ours alone: the array is a view of it
         except (binascii.Error, ValueError):
             raise InvalidInput("tensor data given as a string must be base64 of its little-endian bytes") from None
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -94,7 +118,7 @@ def encode_tensor(arr: np.ndarray, form: str) -> dict[str, Any]:
     if form == "bytes":
         data: Any = _raw(arr)
     elif form == "base64":
-        data = base64.b64encode(_raw(arr)).decode("ascii")
+        data = _b64encode(_raw(arr))
     else:
         data = np.ascontiguousarray(arr).ravel() if arr.dtype.name != "float16" else arr.ravel().tolist()
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}

@@ -320,3 +320,12 @@ def test_json_tensors_may_carry_base64_bytes_both_ways(http, sid):
     assert bad.status_code == 400 and "base64" in bad.json()["error"]["message"]
     short = http.put(f"{base}/arrays/3", json=tensor(base64.b64encode(b"1234").decode(), [2, 3]))
     assert short.status_code == 400 and "needs 24" in short.json()["error"]["message"]
+    odd = http.put(f"{base}/arrays/4", json=tensor("AAAA€AAA", [1]))
+    assert odd.status_code == 400 and "base64" in odd.json()["error"]["message"]
+    extra = http.put(f"{base}/arrays/5", json={**tensor(b64, [2, 3]), "order": "F"})
+    assert extra.status_code == 400 and "unknown fields ['order']" in extra.json()["error"]["message"]
+    # the decoded array is the session's own, writable: an in-place update works on it
+    add_one = {"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1}}
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [add_one]})
+    assert r.status_code == 200 and "error" not in r.json(), r.text
+    assert http.get(f"{base}/arrays/1").json()["data"] == (a.ravel() + 1).tolist()

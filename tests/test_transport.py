@@ -8,6 +8,8 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradserve
 from gradserve import autograd, nd, runtime
@@ -285,3 +287,23 @@ def test_engine_errors_still_name_the_op_and_line_over_the_fast_route(live_serve
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+@given(st.binary(max_size=200), st.text(alphabet="AZaz09+/=-_ \n€", max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_fast_base64_agrees_with_the_standard_library(raw, junk):
+    """The SIMD base64 of JSON tensors encodes as binascii does, and decodes nothing binascii's
+    strict mode refuses (it also refuses stray padding after a full group, which binascii lets by)."""
+    assert wire._b64encode(raw) == wire._std_b64encode(raw)
+    enc = wire._std_b64encode(raw)
+    assert wire._b64decode(enc) == wire._std_b64decode(enc) == raw
+    for s in (junk, enc + junk, junk + enc):
+        try:
+            want: object = wire._std_b64decode(s)
+        except ValueError:  # binascii.Error is a ValueError
+            want = ValueError
+        try:
+            got: object = wire._b64decode(s)
+        except ValueError:
+            got = ValueError
+        assert got is ValueError or got == want, s
