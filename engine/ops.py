@@ -70,6 +70,24 @@ def unbroadcast(F: Any, g: Any, shape: tuple[int, ...]) -> Any:
     return g if tuple(g.shape) == shape else F.sum_to(g, shape=shape)
 
 
+def sum_to(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``unbroadcast`` on plain arrays, for eager VJPs (the ``sum_to`` op's forward)."""
+    if g.shape == shape:
+        return g if type(g) is np.ndarray else np.asarray(g)  # numpy gives scalars for rank-0 arithmetic
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and g.shape[i + lead] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape)
+
+
+def floats_only(vjp: Any) -> Any:
+    """An eager VJP for float arrays; integer ones take the table's VJP (MXNet's integer rules)."""
+
+    def call(at, g, y, *xs):
+        return vjp(at, g, y, *xs) if g.dtype.kind == "f" else None
+
+    return call
+
+
 def check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     if any(d < 0 for d in shape):
         raise ShapeError(f"{name}: negative dimension in shape {shape}")
@@ -215,53 +233,83 @@ def _ones_like(cx, at, x):
 # elementwise: unary
 
 
-def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = ()) -> None:
+def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (), eager: Any = None) -> None:
     def forward(cx, at, x):
         return cast(fwd(cx.xp, x), x.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("data",), infer=_like_infer, vjp=vjp, aliases=aliases)(forward)
+    defop(name, ("data",), infer=_like_infer, vjp=vjp, aliases=aliases, eager_vjp=eager)(forward)
 
 
 def _zero_grad(F, at, g, y, x):
     return (F.zeros_like(g),)
 
 
-_unary("negative", lambda xp, x: -x, lambda F, at, g, y, x: (F.negative(g),), "-x.")
-_unary("copy", lambda xp, x: x.copy(), lambda F, at, g, y, x: (g,), "A copy of x.", ("identity",))
-_unary("abs", lambda xp, x: xp.abs(x), lambda F, at, g, y, x: (F.mul(g, F.sign(x)),), "|x|.")
+_unary("negative", lambda xp, x: -x, lambda F, at, g, y, x: (F.negative(g),), "-x.", eager=lambda at, g, y, x: (-g,))
+_unary(
+    "copy",
+    lambda xp, x: x.copy(),
+    lambda F, at, g, y, x: (g,),
+    "A copy of x.",
+    ("identity",),
+    eager=lambda at, g, y, x: (g,),
+)
+_unary(
+    "abs",
+    lambda xp, x: xp.abs(x),
+    lambda F, at, g, y, x: (F.mul(g, F.sign(x)),),
+    "|x|.",
+    eager=lambda at, g, y, x: (g * np.sign(x),),
+)
 _unary("sign", lambda xp, x: xp.sign(x), _zero_grad, "The sign of x (-1, 0 or 1); zero gradient.")
 _unary(
     "square",
     lambda xp, x: xp.square(x),
     lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(x, scalar=2.0)),),
     "x squared.",
+    eager=lambda at, g, y, x: (g * (x + x),),
 )
 _unary(
     "sqrt",
     lambda xp, x: xp.sqrt(x),
     lambda F, at, g, y, x: (F.div(g, F.mul_scalar(y, scalar=2.0)),),
     "The square root of x.",
+    eager=floats_only(lambda at, g, y, x: (g / (y + y),)),
 )
-_unary("exp", lambda xp, x: xp.exp(x), lambda F, at, g, y, x: (F.mul(g, y),), "e to the x.")
-_unary("log", lambda xp, x: xp.log(x), lambda F, at, g, y, x: (F.div(g, x),), "The natural log of x.")
+_unary(
+    "exp",
+    lambda xp, x: xp.exp(x),
+    lambda F, at, g, y, x: (F.mul(g, y),),
+    "e to the x.",
+    eager=lambda at, g, y, x: (g * y,),
+)
+_unary(
+    "log",
+    lambda xp, x: xp.log(x),
+    lambda F, at, g, y, x: (F.div(g, x),),
+    "The natural log of x.",
+    eager=floats_only(lambda at, g, y, x: (g / x,)),
+)
 _unary(
     "tanh",
     lambda xp, x: xp.tanh(x),
     lambda F, at, g, y, x: (F.mul(g, F.rsub_scalar(F.square(y), scalar=1.0)),),
     "The hyperbolic tangent of x.",
+    eager=floats_only(lambda at, g, y, x: (g * (1.0 - y * y),)),
 )
 _unary(
     "sigmoid",
     lambda xp, x: 1.0 / (1.0 + xp.exp(-x)),
     lambda F, at, g, y, x: (F.mul(g, F.mul(y, F.rsub_scalar(y, scalar=1.0))),),
     "The logistic sigmoid of x.",
+    eager=floats_only(lambda at, g, y, x: (g * (y * (1.0 - y)),)),
 )
 _unary(
     "relu",
     lambda xp, x: xp.maximum(x, 0),
     lambda F, at, g, y, x: (F.mul(g, F.greater_scalar(x, scalar=0.0)),),
     "max(x, 0).",
+    eager=lambda at, g, y, x: (kernels.relu_grad(g, x),),
 )
 
 
@@ -294,12 +342,12 @@ def _binary_infer_for(name: str):
     return infer
 
 
-def _binary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = ()) -> None:
+def _binary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (), eager: Any = None) -> None:
     def forward(cx, at, a, b):
         return cast(fwd(cx.xp, a, b), a.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("lhs", "rhs"), infer=_binary_infer_for(name), vjp=vjp, aliases=aliases)(forward)
+    defop(name, ("lhs", "rhs"), infer=_binary_infer_for(name), vjp=vjp, aliases=aliases, eager_vjp=eager)(forward)
 
 
 def _int_div(xp, a, b):
@@ -327,6 +375,25 @@ def _div_vjp(F, at, g, y, a, b):
     return unbroadcast(F, ga, a.shape), unbroadcast(F, F.negative(F.mul(ga, y)), b.shape)
 
 
+def _add_eager(at, g, y, a, b):
+    return sum_to(g, a.shape), sum_to(g, b.shape)
+
+
+def _sub_eager(at, g, y, a, b):
+    return sum_to(g, a.shape), sum_to(-g, b.shape)
+
+
+def _mul_eager(at, g, y, a, b):
+    # lazy: a constant factor (data, a mask) gets no cotangent computed
+    return (lambda: sum_to(g * b, a.shape)), (lambda: sum_to(g * a, b.shape))
+
+
+@floats_only
+def _div_eager(at, g, y, a, b):
+    ga = g / b
+    return sum_to(ga, a.shape), (lambda: sum_to(-(ga * y), b.shape))
+
+
 def _pow_vjp(F, at, g, y, a, b):
     ga = F.mul(g, F.mul(b, F.pow(a, F.sub_scalar(b, scalar=1.0))))
     gb = F.mul(g, F.mul(y, F.log(a)))
@@ -342,11 +409,30 @@ def _minmax_vjp(pick_a: str):
     return vjp
 
 
-_binary("add", lambda xp, a, b: a + b, _add_vjp, "a + b, broadcasting.", ("broadcast_add", "elemwise_add"))
-_binary("sub", lambda xp, a, b: a - b, _sub_vjp, "a - b, broadcasting.", ("broadcast_sub", "elemwise_sub", "subtract"))
-_binary("mul", lambda xp, a, b: a * b, _mul_vjp, "a * b, broadcasting.", ("broadcast_mul", "elemwise_mul", "multiply"))
+_binary("add", lambda xp, a, b: a + b, _add_vjp, "a + b, broadcasting.", ("broadcast_add", "elemwise_add"), _add_eager)
 _binary(
-    "div", _int_div, _div_vjp, "a / b, broadcasting (integers truncate).", ("broadcast_div", "elemwise_div", "divide")
+    "sub",
+    lambda xp, a, b: a - b,
+    _sub_vjp,
+    "a - b, broadcasting.",
+    ("broadcast_sub", "elemwise_sub", "subtract"),
+    _sub_eager,
+)
+_binary(
+    "mul",
+    lambda xp, a, b: a * b,
+    _mul_vjp,
+    "a * b, broadcasting.",
+    ("broadcast_mul", "elemwise_mul", "multiply"),
+    _mul_eager,
+)
+_binary(
+    "div",
+    _int_div,
+    _div_vjp,
+    "a / b, broadcasting (integers truncate).",
+    ("broadcast_div", "elemwise_div", "divide"),
+    _div_eager,
 )
 _binary("pow", lambda xp, a, b: xp.power(a, b), _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
 _binary(
@@ -388,7 +474,7 @@ for _name, (_sym, _uf) in _COMPARE.items():
 SCALAR = (Attr("scalar", "float", REQUIRED),)
 
 
-def _scalar(name: str, fwd: Any, vjp: Any, doc: str) -> None:
+def _scalar(name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None) -> None:
     def forward(cx, at, x):
         dt = x.dtype
         s = at["scalar"]
@@ -397,23 +483,40 @@ def _scalar(name: str, fwd: Any, vjp: Any, doc: str) -> None:
         return cast(fwd(cx.xp, x, s if dt.kind == "f" else dt.type(s)), dt)
 
     forward.__doc__ = doc
-    defop(name, ("data",), SCALAR, infer=_like_infer, vjp=vjp)(forward)
+    defop(name, ("data",), SCALAR, infer=_like_infer, vjp=vjp, eager_vjp=eager)(forward)
 
 
-_scalar("add_scalar", lambda xp, x, s: x + s, lambda F, at, g, y, x: (g,), "x + scalar.")
-_scalar("sub_scalar", lambda xp, x, s: x - s, lambda F, at, g, y, x: (g,), "x - scalar.")
-_scalar("rsub_scalar", lambda xp, x, s: s - x, lambda F, at, g, y, x: (F.negative(g),), "scalar - x.")
+def _mul_scalar_eager(at, g, y, x):
+    # a Python float keeps a float array's dtype (an integer one takes the table's VJP)
+    return (g * at["scalar"],) if g.dtype.kind == "f" else None
+
+
+def _div_scalar_eager(at, g, y, x):
+    return (g / at["scalar"],) if g.dtype.kind == "f" else None
+
+
+_scalar("add_scalar", lambda xp, x, s: x + s, lambda F, at, g, y, x: (g,), "x + scalar.", lambda at, g, y, x: (g,))
+_scalar("sub_scalar", lambda xp, x, s: x - s, lambda F, at, g, y, x: (g,), "x - scalar.", lambda at, g, y, x: (g,))
+_scalar(
+    "rsub_scalar",
+    lambda xp, x, s: s - x,
+    lambda F, at, g, y, x: (F.negative(g),),
+    "scalar - x.",
+    lambda at, g, y, x: (-g,),
+)
 _scalar(
     "mul_scalar",
     lambda xp, x, s: x * s,
     lambda F, at, g, y, x: (F.mul_scalar(g, scalar=at["scalar"]),),
     "x * scalar.",
+    _mul_scalar_eager,
 )
 _scalar(
     "div_scalar",
     lambda xp, x, s: _int_div(xp, x, s),
     lambda F, at, g, y, x: (F.div_scalar(g, scalar=at["scalar"]),),
     "x / scalar.",
+    _div_scalar_eager,
 )
 _scalar(
     "rdiv_scalar",
@@ -489,7 +592,14 @@ def _spread(F, name: str, at: dict, g: Any, x: Any) -> Any:
     return F.broadcast_to(F.reshape(g, shape=kept), shape=tuple(x.shape))
 
 
-def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] = ()) -> None:
+def _spread_np(name: str, at: dict, g: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``_spread`` on plain arrays: a new array of the input's shape."""
+    out = np.empty_like(x, dtype=g.dtype)
+    out[...] = g.reshape(_kept(name, at, x.shape))
+    return out
+
+
+def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] = (), eager: Any = None) -> None:
     def forward(cx, at, x):
         axes = norm_axes(name, at["axis"], x.ndim)
         r = fwd(cx.xp, x, axes, at)
@@ -500,7 +610,7 @@ def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] 
         return cast(cx.xp.asarray(r), x.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("data",), (AXIS, KEEPDIMS, *extra), infer=_reduce_infer_for(name), vjp=vjp)(forward)
+    defop(name, ("data",), (AXIS, KEEPDIMS, *extra), infer=_reduce_infer_for(name), vjp=vjp, eager_vjp=eager)(forward)
 
 
 def _count(name: str, at: dict, shape: tuple[int, ...]) -> int:
@@ -512,6 +622,7 @@ _reduction(
     lambda xp, x, axes, at: xp.sum(x, axis=axes, keepdims=at["keepdims"]),
     lambda F, at, g, y, x: (_spread(F, "sum", at, g, x),),
     "The sum over ``axis`` (all axes when None).",
+    eager=lambda at, g, y, x: (_spread_np("sum", at, g, x),),
 )
 _reduction(
     "mean",
@@ -520,6 +631,7 @@ _reduction(
         F.div_scalar(_spread(F, "mean", at, g, x), scalar=float(max(_count("mean", at, tuple(x.shape)), 1))),
     ),
     "The mean over ``axis`` (all axes when None).",
+    eager=floats_only(lambda at, g, y, x: (_spread_np("mean", at, g / float(max(_count("mean", at, x.shape), 1)), x),)),
 )
 
 

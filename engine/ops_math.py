@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .errors import InvalidInput, ShapeError
-from .ops import _binary_infer_for, _unary, _zero_grad, broadcast_shapes, cast, unbroadcast
+from .ops import _binary_infer_for, _unary, _zero_grad, broadcast_shapes, cast, floats_only, unbroadcast
 from .optable import REQUIRED, Attr, Spec, defop
 
 _unary(
@@ -43,12 +45,14 @@ _unary(
     lambda xp, x: xp.logaddexp(0, x),
     lambda F, at, g, y, x: (F.mul(g, F.sigmoid(x)),),
     "log(1 + exp(x)), computed without overflow.",
+    eager=floats_only(lambda at, g, y, x: (g * (1.0 / (1.0 + np.exp(-x))),)),
 )
 _unary(
     "softsign",
     lambda xp, x: x / (1 + xp.abs(x)),
     lambda F, at, g, y, x: (F.div(g, F.square(F.add_scalar(F.abs(x), scalar=1.0))),),
     "x / (1 + |x|).",
+    eager=floats_only(lambda at, g, y, x: (g / np.square(np.abs(x) + 1.0),)),
 )
 _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, "The largest integer <= x; zero gradient.")
 _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, "The smallest integer >= x; zero gradient.")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .errors import InvalidInput, ShapeError
 from .ops import same_dtype
 from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
@@ -89,7 +90,14 @@ def _sce_vjp(F, at, g, y, x, label):
     return F.mul(F.sub(p, hot), g), None
 
 
-@defop("softmax_cross_entropy", ("data", "label"), infer=_sce_infer, vjp=_sce_vjp)
+def _sce_eager(at, g, y, x, label):
+    if x.dtype.kind != "f":
+        return None
+    idx = np.clip(label.astype(np.int64), 0, x.shape[1] - 1)
+    return kernels.softmax_ce_grad(x, idx, g), None
+
+
+@defop("softmax_cross_entropy", ("data", "label"), infer=_sce_infer, vjp=_sce_vjp, eager_vjp=_sce_eager)
 def _softmax_cross_entropy(cx, at, x, label):
     """The summed cross-entropy of softmax(data) against integer labels, shape (1,)."""
     z = x - x.max(axis=1, keepdims=True)
@@ -114,7 +122,19 @@ def _activation_vjp(F, at, g, y, x):
     return OPS[at["act_type"]].vjp(F, {}, g, y, x)
 
 
-@defop("Activation", ("data",), (Attr("act_type", "str", REQUIRED),), infer=_act_infer, vjp=_activation_vjp)
+def _activation_eager(at, g, y, x):
+    fast = OPS[at["act_type"]].eager_vjp
+    return fast({}, g, y, x) if fast is not None else None
+
+
+@defop(
+    "Activation",
+    ("data",),
+    (Attr("act_type", "str", REQUIRED),),
+    infer=_act_infer,
+    vjp=_activation_vjp,
+    eager_vjp=_activation_eager,
+)
 def _activation(cx, at, x):
     """relu, sigmoid, tanh, softrelu or softsign, by ``act_type``."""
     return OPS[at["act_type"]].forward(cx, {}, x)

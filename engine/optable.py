@@ -11,7 +11,7 @@ local shape inference, the server's execution and quota checks and the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -192,6 +192,7 @@ def attr_tables(attrs: tuple[Attr, ...]) -> tuple[dict, dict, tuple[str, ...]]:
 Infer = Callable[..., Spec]
 Forward = Callable[..., Any]
 Vjp = Callable[..., tuple[Any, ...]]
+EagerVjp = Callable[..., tuple[Any, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,9 @@ class Op:
     parsers: dict[str, tuple[Callable[[Any], Any], bool]] = field(default_factory=dict, compare=False)
     required: tuple[str, ...] = ()
     nin: int = 0  # the number of array inputs; -1 when the last one is variadic
+    # the same VJP on plain arrays, for first-order backward passes (no dispatch through the
+    # table per cotangent); it may return None to leave a case (an integer dtype) to ``vjp``
+    eager_vjp: EagerVjp | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -295,8 +299,17 @@ def defop(
     vjp: Vjp | None = None,
     random: bool = False,
     aliases: tuple[str, ...] = (),
+    eager_vjp: EagerVjp | None = None,
 ) -> Callable[[Forward], Op]:
-    """Decorator: define an op from its forward function (docstring = op doc)."""
+    """Decorator: define an op from its forward function (docstring = op doc).
+
+    ``vjp`` is written with the table's ops (``F``), so a backward pass can be
+    recorded and differentiated again. ``eager_vjp``, optional, is the same
+    VJP on numpy arrays, ``(at, g, y, *xs)``: first-order backward passes use
+    it where an op has one, skipping a dispatch per cotangent. The tests hold
+    both to finite differences and to each other."""
+    if eager_vjp is not None and vjp is None:
+        raise ValueError(f"op {name!r}: an eager_vjp needs a vjp")
     if isinstance(inputs, str):
         inputs = tuple(inputs.split())
 
@@ -304,9 +317,8 @@ def defop(
         defaults, parsers, required = attr_tables(attrs)
         doc = (forward.__doc__ or "").strip()
         nin = -1 if inputs and inputs[-1].startswith("*") else len(inputs)
-        return OPS.add(
-            Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required, nin)
-        )
+        op = Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required, nin)
+        return OPS.add(replace(op, eager_vjp=eager_vjp) if eager_vjp is not None else op)
 
     return wrap
 

@@ -453,7 +453,7 @@ def _run_backward(
     with np.errstate(all="ignore"):
         if create_graph:
             return tape.backward(s.R, heads, grads, s.R.add, traced_args)
-        return tape.backward(s.F, heads, grads, np.add)
+        return tape.backward(s.F, heads, grads, np.add, eager=True)
 
 
 @command(
@@ -550,6 +550,7 @@ class FunctionVJP:
     output ``k`` (the others zero: a backward is linear in its cotangents)."""
 
     name = "Function"
+    eager_vjp = None  # its backward runs through the table
 
     def __init__(
         self, session: Session, program: list, cotangents: list[int], gradients: list, outputs: list[np.ndarray], k: int

@@ -127,6 +127,7 @@ def backward(
     head_grads: list[Any],
     add: Any,
     vjp_args: Any = eager_args,
+    eager: bool = False,
 ) -> list[tuple[Node, Any]]:
     """Run the chain rule from ``heads``; return (variable, gradient) pairs.
 
@@ -136,7 +137,8 @@ def backward(
     A VJP may return a function in place of a costly cotangent: it is called
     only when that input leads to a variable (``dot`` skips the data's
     gradient that way). Writing gradients into the variables' buffers is the
-    caller's business.
+    caller's business. With ``eager`` (a first-order pass on plain arrays),
+    an op's ``eager_vjp`` runs in place of its table VJP where it has one.
     """
     order = toposort(heads)
     useful = reaches_variable(order)
@@ -155,8 +157,15 @@ def backward(
         if op is None:
             out.append((node, g))
             continue
-        y, xs = vjp_args(node)
-        cts = op.vjp(F, node.at, g, y, *xs)
+        fast = op.eager_vjp if eager else None
+        if fast is not None:
+            xs: Any = node.xs
+            cts = fast(node.at, g, node.y, *xs)
+            if cts is None:  # a case the op leaves to its table VJP
+                cts = op.vjp(F, node.at, g, node.y, *xs)
+        else:
+            y, xs = vjp_args(node)
+            cts = op.vjp(F, node.at, g, y, *xs)
         for p, ct in zip(node.parents, cts):
             if p is None or ct is None:
                 continue

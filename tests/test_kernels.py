@@ -32,6 +32,32 @@ def test_sgd_update_matches_numpy(wd, rescale, clip):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_grad_matches_numpy_nan_included(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((33, 17)).astype(dtype)
+    g = rng.standard_normal((33, 17)).astype(dtype)
+    x[0, :3] = [0.0, -0.0, np.nan]
+    g[1, :2] = [np.nan, np.inf]
+    got = kernels.relu_grad(g, x)
+    assert got.dtype == g.dtype and got.shape == g.shape
+    np.testing.assert_array_equal(got, kernels.relu_grad_numpy(g, x))
+    np.testing.assert_array_equal(kernels.relu_grad(g.T, x.T), kernels.relu_grad_numpy(g.T, x.T))  # strided
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_ce_grad_matches_numpy(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 10)) * 30).astype(dtype)  # large logits: the max shift matters
+    idx = rng.integers(0, 10, 64)
+    g = np.array([0.25], dtype)
+    got = kernels.softmax_ce_grad(x, idx, g)
+    want = kernels.softmax_ce_grad_numpy(x, idx, g[0])
+    assert got.dtype == x.dtype and got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7)
+    np.testing.assert_allclose(got.sum(axis=1), 0, atol=1e-6)  # each row of softmax - one_hot sums to 0
+
+
 def test_the_compiled_path_is_used_when_installed_and_not_disabled():
     import os
 

@@ -995,12 +995,80 @@ def check_grads(
             continue
         assert ct is not None
         assert (ct.shape, ct.dtype) == (x.shape, x.dtype), f"{op.name}: cotangent {ct.shape} {ct.dtype} for {x.shape}"
+    check_eager_vjp(op, node_at, g, y, xs, cts)
     vs = [np.zeros_like(x) if i in nondiff else rng.standard_normal(x.shape) for i, x in enumerate(xs)]
     analytic = sum(float(np.vdot(ct, v)) for ct, v in zip(cts, vs) if ct is not None)
     fp, _ = run_forward(op, at, [x + eps * v for x, v in zip(xs, vs)], training)
     fm, _ = run_forward(op, at, [x - eps * v for x, v in zip(xs, vs)], training)
     numeric = float(np.vdot((fp - fm) / (2 * eps), g))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7, err_msg=op.name)
+
+
+def check_eager_vjp(op: Op, at: dict, g: np.ndarray, y: np.ndarray, xs: list[np.ndarray], cts: tuple) -> None:
+    """An op's eager VJP (first-order passes on plain arrays) gives the table VJP's cotangents:
+    same dtypes and shapes, same values (so it meets the same finite differences)."""
+    if op.eager_vjp is None:
+        return
+    fast = op.eager_vjp(at, g, y, *xs)
+    if fast is None:  # left to the table VJP (integer dtypes)
+        assert g.dtype.kind != "f", f"{op.name}: the eager VJP declined a float case"
+        return
+    fast = tuple(resolve(c) for c in fast)
+    assert len(fast) == len(cts), op.name
+    for i, (f, c) in enumerate(zip(fast, cts)):
+        if c is None or f is None:
+            assert f is None and c is None, f"{op.name}: input {i}: eager {f is None}, table {c is None}"
+            continue
+        assert isinstance(f, np.ndarray) and f.base is not g or f is g, f"{op.name}: eager cotangent {i} is a view"
+        assert (f.shape, f.dtype) == (c.shape, c.dtype), f"{op.name}: {f.shape} {f.dtype}, table {c.shape} {c.dtype}"
+        np.testing.assert_allclose(f, c, **tol(c.dtype) if c.dtype.kind == "f" else {}, err_msg=f"{op.name} input {i}")
+
+
+EAGER = [op.name for op in OPS.ops() if op.eager_vjp is not None]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+@pytest.mark.parametrize("name", EAGER)
+def test_eager_vjp_matches_the_table_vjp(name, dtype):
+    """float32 and integer inputs too (check_grads covers float64 with finite differences)."""
+    op, case = OPS[name], CASES[name]
+    rng = np.random.default_rng(5)
+    xs = make_inputs(case, "float64", rng)
+    xs = [(x * 3).round().astype(dtype) if dtype == "int32" else x.astype(dtype) for x in xs]
+    at = op.parse_attrs(case.at)
+    try:
+        y, node_at = run_forward(op, at, xs, case.training)
+    except MXNetError:
+        pytest.skip(f"{name} refuses {dtype} inputs")
+    g = rng.standard_normal(y.shape) * 3
+    g = g.round().astype(y.dtype) if y.dtype.kind in "iu" else g.astype(y.dtype)
+    cts = vjp_of(op)(Eager(ctx(0, case.training)), node_at, g, y, *xs)
+    check_eager_vjp(op, node_at, g, y, xs, cts)
+
+
+def test_first_order_backward_uses_eager_vjps():
+    """A recorded chain of ops with eager VJPs backpropagates without one table dispatch."""
+    s = Session("t")
+    ops = [{"op": "array", "out": [1], "at": {"value": {"dtype": "float32", "shape": [2, 3], "data": list(range(6))}}}]
+    ops += [{"op": "attach_grad", "in": [1]}]
+    chain = [("mul_scalar", {"scalar": 2.0}), ("relu", {}), ("tanh", {}), ("sum", {"axis": 1})]
+    for i, (name, at) in enumerate(chain):
+        ops.append({"op": name, "in": [i + 1], "out": [i + 2], "at": at, "mode": 3})
+    assert all(OPS[n].eager_vjp is not None for n, _ in chain)
+    calls: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(Eager(s.cx), name)
+
+    s.F = Spy()
+    r = s.run_batch({"ops": [*ops, {"op": "backward", "in": [len(chain) + 1]}, {"op": "grad", "in": [1], "out": [99]}]})
+    assert "error" not in r, r
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    want = 2 * (1 - np.tanh(2 * x) ** 2) * (x > 0)
+    np.testing.assert_allclose(s.get(99), want, rtol=1e-6)
+    assert calls == []
 
 
 def check_second_order(
