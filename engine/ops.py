@@ -16,7 +16,7 @@ import numpy as np
 
 from . import kernels
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
-from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, prod
+from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
 
 # --------------------------------------------------------------------------
 # inference helpers
@@ -213,17 +213,13 @@ def _random_uniform(cx, at):
     return r.astype(at["dtype"] or DEFAULT_DTYPE)
 
 
-def _like_infer(at: dict, x: Spec) -> Spec:
-    return x
-
-
-@defop("zeros_like", ("data",), infer=_like_infer, vjp=lambda F, at, g, y, x: (None,))
+@defop("zeros_like", ("data",), infer=like_infer, vjp=lambda F, at, g, y, x: (None,))
 def _zeros_like(cx, at, x):
     """Zeros of ``x``'s shape and dtype."""
     return cx.xp.zeros_like(x)
 
 
-@defop("ones_like", ("data",), infer=_like_infer, vjp=lambda F, at, g, y, x: (None,))
+@defop("ones_like", ("data",), infer=like_infer, vjp=lambda F, at, g, y, x: (None,))
 def _ones_like(cx, at, x):
     """Ones of ``x``'s shape and dtype."""
     return cx.xp.ones_like(x)
@@ -238,7 +234,7 @@ def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (
         return cast(fwd(cx.xp, x), x.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("data",), infer=_like_infer, vjp=vjp, aliases=aliases, eager_vjp=eager)(forward)
+    defop(name, ("data",), infer=like_infer, vjp=vjp, aliases=aliases, eager_vjp=eager)(forward)
 
 
 def _zero_grad(F, at, g, y, x):
@@ -477,13 +473,15 @@ SCALAR = (Attr("scalar", "float", REQUIRED),)
 def _scalar(name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None) -> None:
     def forward(cx, at, x):
         dt = x.dtype
-        s = at["scalar"]
-        # a Python float keeps a float array's dtype; an integer array takes the scalar cast
-        # to its own dtype first, as MXNet does (x * 2.5 on int32 multiplies by 2)
-        return cast(fwd(cx.xp, x, s if dt.kind == "f" else dt.type(s)), dt)
+        if dt.kind == "f":  # a Python float keeps a float array's dtype
+            r = fwd(cx.xp, x, at["scalar"])
+            return r if type(r) is np.ndarray and r.dtype is dt else cast(r, dt)  # builtin dtypes are singletons
+        # an integer array takes the scalar cast to its own dtype first, as MXNet does
+        # (x * 2.5 on int32 multiplies by 2)
+        return cast(fwd(cx.xp, x, dt.type(at["scalar"])), dt)
 
     forward.__doc__ = doc
-    defop(name, ("data",), SCALAR, infer=_like_infer, vjp=vjp, eager_vjp=eager)(forward)
+    defop(name, ("data",), SCALAR, infer=like_infer, vjp=vjp, eager_vjp=eager)(forward)
 
 
 def _mul_scalar_eager(at, g, y, x):

@@ -47,6 +47,8 @@ def _int(v: Any) -> int:
 
 
 def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"expected a number, got {v!r}")
     return float(v)
@@ -177,9 +179,28 @@ def parse_given(
 
 
 def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
-    """A parser for a fixed list of attributes (what ``defop`` builds for an op)."""
+    """A parser for a fixed list of attributes (what ``defop`` builds for an op): ``parse_given``
+    with the common case (known attributes, no None) inlined, as it runs once per op of a batch."""
     defaults, parsers, required = attr_tables(attrs)
-    return lambda given: parse_given(name, attrs, defaults, parsers, required, given)
+
+    def parse(given: dict[str, Any] | None) -> dict[str, Any]:
+        if given and type(given) is dict:
+            at = defaults.copy()
+            for k, v in given.items():
+                p = parsers.get(k)
+                if p is None or v is None:
+                    return parse_given(name, attrs, defaults, parsers, required, given)  # its errors, its rules
+                try:
+                    at[k] = p[0](v)
+                except (TypeError, ValueError) as e:
+                    raise InvalidInput(f"{name}: attribute {k!r}: {e}") from None
+            for k in required:
+                if at[k] is REQUIRED:
+                    raise InvalidInput(f"{name}: missing required attribute {k!r}")
+            return at
+        return parse_given(name, attrs, defaults, parsers, required, given)
+
+    return parse
 
 
 def attr_tables(attrs: tuple[Attr, ...]) -> tuple[dict, dict, tuple[str, ...]]:
@@ -190,6 +211,13 @@ def attr_tables(attrs: tuple[Attr, ...]) -> tuple[dict, dict, tuple[str, ...]]:
 
 
 Infer = Callable[..., Spec]
+
+
+def like_infer(at: dict, x: Spec) -> Spec:
+    """The inference of an op whose output has its one input's shape and dtype."""
+    return x
+
+
 Forward = Callable[..., Any]
 Vjp = Callable[..., tuple[Any, ...]]
 EagerVjp = Callable[..., tuple[Any, ...] | None]
@@ -216,6 +244,8 @@ class Op:
     # the same VJP on plain arrays, for first-order backward passes (no dispatch through the
     # table per cotangent); it may return None to leave a case (an integer dtype) to ``vjp``
     eager_vjp: EagerVjp | None = None
+    like: bool = False  # infer is like_infer: one input, whose shape and dtype the output has
+    parse: Callable[[dict[str, Any] | None], dict[str, Any]] | None = None  # attr_parser(name, attrs)
 
     @property
     def differentiable(self) -> bool:
@@ -234,6 +264,8 @@ class Op:
 
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
+        if self.parse is not None:
+            return self.parse(given)
         return parse_given(self.name, self.attrs, self.defaults, self.parsers, self.required, given)
 
     def _attr(self, k: str) -> Attr:
@@ -318,7 +350,7 @@ def defop(
         doc = (forward.__doc__ or "").strip()
         nin = -1 if inputs and inputs[-1].startswith("*") else len(inputs)
         op = Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required, nin)
-        return OPS.add(replace(op, eager_vjp=eager_vjp) if eager_vjp is not None else op)
+        return OPS.add(replace(op, eager_vjp=eager_vjp, like=infer is like_infer, parse=attr_parser(name, attrs)))
 
     return wrap
 

@@ -317,19 +317,23 @@ class Session:
             op.check_arity(len(ins_h))
         arrays = self.arrays
         xs = []
-        specs = []
         for h in ins_h:
             x = arrays.get(h) if type(h) is int else None
             if x is None:
                 raise UnknownHandle(f"{name}: unknown handle {h!r}")
             xs.append(x)
-            dt = x.dtype
-            specs.append(_new_spec(Spec, (x.shape, _DTYPE_NAMES.get(dt) or _dtype_name(dt))))
-        at = op.parse_attrs(ins.get("at"))
-        spec = op.infer(at, *specs)
-        n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
-        for d in spec.shape:
-            n *= d
+        at = op.parse(ins.get("at"))  # type: ignore[misc]  # every op of the table has its parser
+        if op.like:  # the output is shaped and typed as the input: nothing to infer
+            n = xs[0].nbytes
+        else:
+            specs = []
+            for x in xs:
+                dt = x.dtype
+                specs.append(_new_spec(Spec, (x.shape, _DTYPE_NAMES.get(dt) or _dtype_name(dt))))
+            spec = op.infer(at, *specs)
+            n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
+            for d in spec.shape:
+                n *= d
         if n > self.limits.max_array_bytes or self.nbytes + n > self._budget:
             self.check_alloc(n)
         out = ins["out"]
@@ -341,12 +345,18 @@ class Session:
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use")
         mode = ins.get("mode", 0)
-        self.cx.training = bool(mode & TRAINING)
-        y = op.forward(self.cx, at, *xs)
+        cx = self.cx
+        cx.training = mode & TRAINING != 0
+        y = op.forward(cx, at, *xs)
         arrays[h] = y
         self.nbytes += y.nbytes
         if mode & RECORDING and op.vjp is not None:
             nodes = self.nodes
+            if len(ins_h) == 1:
+                p = nodes.get(ins_h[0])
+                if p is not None and p.live:
+                    nodes[h] = Node(op, at, (p,), (xs[0],), y)
+                return
             parents: list[Node | None] | None = None
             for i, hi in enumerate(ins_h):
                 p = nodes.get(hi)
@@ -447,13 +457,13 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
 
 
 def _run_backward(
-    s: Session, heads: list[Node], grads: list[Any], create_graph: bool, training: bool
+    s: Session, heads: list[Node], grads: list[Any], create_graph: bool, training: bool, order: list[Node]
 ) -> list[tuple[Node, Any]]:
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:
-            return tape.backward(s.R, heads, grads, s.R.add, traced_args)
-        return tape.backward(s.F, heads, grads, np.add, eager=True)
+            return tape.backward(s.R, heads, grads, s.R.add, traced_args, order=order)
+        return tape.backward(s.F, heads, grads, np.add, eager=True, order=order)
 
 
 @command(
@@ -464,14 +474,15 @@ def _run_backward(
 )
 def _backward(s: Session, ins: dict, values: list) -> None:
     heads, grads = _heads_and_grads(s, ins, False)
-    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING))
+    order = tape.toposort(heads)
+    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order)
     for var, g in pairs:
         if var.grad_req == "write":
             var.grad[...] = g
         elif var.grad_req == "add":
             var.grad += g
     if not (ins.get("at") or {}).get("retain_graph", False):
-        tape.release(tape.toposort(heads))
+        tape.release(order)
 
 
 @command(
@@ -505,7 +516,8 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
     retain = at.get("retain_graph")
     retain = create if retain is None else bool(retain)
     heads, grads = _heads_and_grads(s, ins, create)
-    got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING))}
+    order = tape.toposort(heads)
+    got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING), order)}
     for h, vh, n in zip(out, var_h, var_nodes):
         g = got.get(id(n))
         if g is None:
@@ -517,7 +529,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
         else:
             s.put(h, np.array(g, copy=True))
     if not retain:
-        tape.release(tape.toposort(heads))
+        tape.release(order)
 
 
 @command(

@@ -128,6 +128,7 @@ def backward(
     add: Any,
     vjp_args: Any = eager_args,
     eager: bool = False,
+    order: list[Node] | None = None,
 ) -> list[tuple[Node, Any]]:
     """Run the chain rule from ``heads``; return (variable, gradient) pairs.
 
@@ -139,19 +140,22 @@ def backward(
     gradient that way). Writing gradients into the variables' buffers is the
     caller's business. With ``eager`` (a first-order pass on plain arrays),
     an op's ``eager_vjp`` runs in place of its table VJP where it has one.
+    ``order`` is ``toposort(heads)`` when the caller has it already.
     """
-    order = toposort(heads)
+    if order is None:
+        order = toposort(heads)
     useful = reaches_variable(order)
     cot: dict[int, Any] = {}
     for h, g in zip(heads, head_grads):
         k = id(h)
-        cot[k] = g if k not in cot else add(cot[k], g)
+        if k in useful:  # only useful nodes get cotangents: the loop below need not ask again
+            cot[k] = g if k not in cot else add(cot[k], g)
     out: list[tuple[Node, Any]] = []
     pop = cot.pop
+    get = cot.get
     for node in reversed(order):
-        k = id(node)
-        g = pop(k, None)
-        if g is None or k not in useful:
+        g = pop(id(node), None)
+        if g is None:
             continue
         op = node.op
         if op is None:
@@ -174,7 +178,7 @@ def backward(
                 continue
             if callable(ct):
                 ct = ct()
-            prev = cot.get(k)
+            prev = get(k)
             cot[k] = ct if prev is None else add(prev, ct)
     return out
 
