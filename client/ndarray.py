@@ -69,9 +69,16 @@ def invoke(
 
     ``parsed``: ``attrs`` already holds every attribute in its parsed form (the
     operators' scalar ops build it so), and the parse is skipped."""
-    specs = []
-    hs = []
-    if arrays:
+    if len(arrays) == 1:
+        a = arrays[0]
+        c = a._c
+        specs = [a._spec]
+        hs = [a._h]
+        if c._dead:
+            c.check_alive(a._h)
+    elif arrays:
+        specs = []
+        hs = []
         c = arrays[0]._c
         for a in arrays:
             if a._c is not c:
@@ -82,11 +89,13 @@ def invoke(
             for a in arrays:
                 c.check_alive(a._h)
     else:
+        specs, hs = [], []
         c = client or current()
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
-    spec = op.infer(at, *specs)
+    spec = specs[0] if op.like else op.infer(at, *specs)
     h = c.handle()
-    mode = _mode()
+    f = flags
+    mode = (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
     node = None
     if mode & RECORDING and op.vjp is not None:
         parents = tape.parents_of([a._node for a in arrays])

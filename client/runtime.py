@@ -50,9 +50,16 @@ def _ours(code: Any) -> bool:
 def _user_line() -> tuple[str, int] | None:
     """The first frame outside gradserve: the user's line that queued an op."""
     f: FrameType | None = sys._getframe(2)
-    while f is not None and _ours(f.f_code):
+    known = _OUR_CODE.get
+    while f is not None:
+        code = f.f_code
+        mine = known(code)
+        if mine is None:
+            mine = _ours(code)
+        if not mine:
+            return code.co_filename, f.f_lineno
         f = f.f_back
-    return (f.f_code.co_filename, f.f_lineno) if f is not None else None
+    return None
 
 
 class Client:
@@ -71,6 +78,7 @@ class Client:
         self._lock = threading.RLock()
         self.closed = False
         self._tls = threading.local()  # .capture: the program a Function's backward is traced into
+        self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
 
@@ -78,20 +86,23 @@ class Client:
         return next(self._handles)  # atomic: threads sharing a session get distinct handles
 
     def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
-        capture = getattr(self._tls, "capture", None)
-        if capture is not None:
-            capture.append(ins)
-            return
+        if self._capturing:
+            capture = getattr(self._tls, "capture", None)
+            if capture is not None:
+                capture.append(ins)
+                return
         where = _user_line()
         with self._lock:  # threads may share a session: an op must not slip between a flush's steps
             if self.closed:
                 raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
-            if nbytes and self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
-                self.flush()  # send what is queued first, so a batch holds at most the bound or one array
-            self._queue.append(ins)
+            if nbytes:
+                if self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
+                    self.flush()  # send what is queued first, so a batch holds at most the bound or one array
+                self._qbytes += nbytes
+            queue = self._queue
+            queue.append(ins)
             self._where.append(where)
-            self._qbytes += nbytes
-            if self.sync or len(self._queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES:
+            if len(queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES or self.sync:
                 self.flush()
 
     @contextlib.contextmanager
@@ -100,11 +111,15 @@ class Client:
         if getattr(self._tls, "capture", None) is not None:
             raise MXNetError("autograd.Function calls cannot be traced inside another Function's backward")
         program: list[dict[str, Any]] = []
+        with self._lock:
+            self._capturing += 1
         self._tls.capture = program  # this thread's ops only
         try:
             yield program
         finally:
             self._tls.capture = None
+            with self._lock:
+                self._capturing -= 1
 
     def release(self, h: int) -> None:
         """A proxy died: its handle is freed with the next batch (no I/O here)."""
