@@ -20,8 +20,11 @@ _SESSION_PATH = re.compile(r"^/v1/sessions/[^/]+")
 _HANDLE = re.compile(r"/arrays/-?\d+")
 
 
-def route_of(path: str) -> str:
-    """A path with its ids replaced, so that label values stay few."""
+def route_of(path: str, status: int = 200) -> str:
+    """A path with its ids replaced, so that label values stay few; any path the
+    app does not serve is one label, so that probing random paths adds no series."""
+    if status == 404 and not path.startswith("/v1/sessions/"):
+        return "(unmatched)"
     path = _SESSION_PATH.sub("/v1/sessions/{id}", path)
     return _HANDLE.sub("/arrays/{h}", path)
 
@@ -46,6 +49,7 @@ class Metrics:
         self.sessions = Gauge("gradserve_sessions", "live sessions", registry=r)
         self.session_bytes = Gauge("gradserve_session_bytes", "bytes held by all sessions' arrays", registry=r)
         self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions", registry=r)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
 
     def observe_batch(self, n_ops: int, error_kind: str | None) -> None:
         self.batches.inc()
@@ -59,9 +63,16 @@ class Metrics:
         return generate_latest(self.registry)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
-        route = route_of(path)
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        route = route_of(path, status)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks on each call: look each series up once
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -269,8 +269,13 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     batch = Batches(http, sid)
     batch.post([{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1]}])
     batch.post([{"op": "ones", "out": [2], "at": {"shape": [2]}}, {"op": "nope", "out": [3]}])
+    for i in range(3):
+        assert http.get(f"/no/such/path/{i}").status_code == 404
     text = http.get("/metrics").text
     assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
+    unmatched = 'gradserve_http_requests_total{method="GET",route="(unmatched)",status="404"}'
+    assert float(next(line for line in text.splitlines() if line.startswith(unmatched)).split()[-1]) >= 3
+    assert "/no/such/path" not in text
     assert 'gradserve_batch_errors_total{kind="InvalidInput"}' in text
     ops = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("gradserve_ops_total"))
     assert ops >= 3
