@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .engine import tape
-from .engine.errors import NOT_IN_GRAPH, AutogradError, DTypeError, InvalidInput, ShapeError
+from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.ops import assignable, broadcast_shapes, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
@@ -500,12 +500,15 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
 def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, train_mode: bool = True) -> None:
     """Backpropagate from ``heads`` into the variables' ``.grad`` (MXNet's ``autograd.backward``)."""
     heads, hg, c = _heads(heads, head_grads)
+    order = tape.toposort([h._node for h in heads])  # type: ignore[misc]
+    if all(n.grad_req == "null" for n in order if n.op is None):
+        raise AutogradError(NO_INPUTS)
     at: dict[str, Any] = {"retain_graph": bool(retain_graph)}
     if any(g is not None for g in hg):
         at["head_grads"] = hg
     c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0})
     if not retain_graph:
-        tape.release(tape.toposort([h._node for h in heads]))  # type: ignore[misc]
+        tape.release(order)
 
 
 class _GradOf:
@@ -531,6 +534,11 @@ def grad(
     for v in variables:
         if v._node is None or not v._node.is_variable:
             raise AutogradError("autograd.grad: every variable must have a gradient attached (attach_grad)")
+    order = tape.toposort([h._node for h in heads])  # type: ignore[misc]
+    in_graph = {id(n) for n in order if n.op is None}
+    for i, v in enumerate(variables):
+        if id(v._node) not in in_graph:
+            raise AutogradError(UNREACHABLE.format(i + 1))
     retain = create_graph if retain_graph is None else bool(retain_graph)
     outs = [c.handle() for _ in variables]
     at: dict[str, Any] = {
@@ -552,7 +560,7 @@ def grad(
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
     result = [NDArray(c, h, v._spec, node) for h, v in zip(outs, variables)]
     if not retain:
-        tape.release(tape.toposort([h._node for h in heads]))  # type: ignore[misc]
+        tape.release(order)
     return result
 
 

@@ -102,6 +102,8 @@ def error_from_kind(kind: str, message: str) -> MXNetError:
     return ERRORS.get(kind, MXNetError)(message)
 
 
+NO_INPUTS = "There are no inputs in computation graph that require gradients."
+UNREACHABLE = "Cannot differentiate with respect to the {}-th variable because it is unreachable from the outputs."
 NOT_IN_GRAPH = (
     "Cannot differentiate node because it is not in a computational graph. "
     "You need to set is_recording to true or use autograd.record() to save "

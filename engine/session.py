@@ -20,6 +20,8 @@ import numpy as np
 from . import alloc, kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (ops_*: the rest of the table)
 from . import ops as _ops  # (fills the table)
 from .errors import (
+    NO_INPUTS,
+    UNREACHABLE,
     AutogradError,
     InvalidInput,
     MXNetError,
@@ -475,12 +477,20 @@ def _run_backward(
 def _backward(s: Session, ins: dict, values: list) -> None:
     heads, grads = _heads_and_grads(s, ins, False)
     order = tape.toposort(heads)
+    variables = [n for n in order if n.op is None]
+    if all(v.grad_req == "null" for v in variables):
+        raise AutogradError(NO_INPUTS)  # as MXNet: before anything is computed or freed
     pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order)
     for var, g in pairs:
         if var.grad_req == "write":
             var.grad[...] = g
         elif var.grad_req == "add":
             var.grad += g
+    if len(pairs) < len(variables):  # in the graph, but no gradient flowed there: zero, as MXNet writes
+        reached = {id(v) for v, _ in pairs}
+        for var in variables:
+            if id(var) not in reached and var.grad_req == "write":
+                var.grad[...] = 0
     if not (ins.get("at") or {}).get("retain_graph", False):
         tape.release(order)
 
@@ -517,6 +527,10 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
     retain = create if retain is None else bool(retain)
     heads, grads = _heads_and_grads(s, ins, create)
     order = tape.toposort(heads)
+    in_graph = {id(n) for n in order if n.op is None}
+    for i, n in enumerate(var_nodes):
+        if id(n) not in in_graph:
+            raise AutogradError(UNREACHABLE.format(i + 1))
     got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING), order)}
     for h, vh, n in zip(out, var_h, var_nodes):
         g = got.get(id(n))

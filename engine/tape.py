@@ -102,20 +102,6 @@ def release(order: Iterable[Node]) -> None:
             n.y = None
 
 
-def reaches_variable(order: list[Node]) -> set[int]:
-    """Ids of the nodes with a path to a variable (others need no VJP)."""
-    hit: set[int] = set()
-    for n in order:  # parents come first
-        if n.op is None:
-            hit.add(id(n))
-            continue
-        for p in n.parents:
-            if p is not None and id(p) in hit:
-                hit.add(id(n))
-                break
-    return hit
-
-
 def eager_args(node: Node) -> tuple[Any, tuple[Any, ...]]:
     """A node's output and inputs as plain arrays, for a first-order VJP."""
     return node.y, node.xs  # type: ignore[return-value]
@@ -144,12 +130,13 @@ def backward(
     """
     if order is None:
         order = toposort(heads)
-    useful = reaches_variable(order)
+    # Every op node had a live parent when it was recorded, so a live node leads to a variable
+    # unless a backward since then freed all its ways there: cotangents go to live parents only
+    # (a node cut off that way still computes its VJP, whose results are dropped).
     cot: dict[int, Any] = {}
     for h, g in zip(heads, head_grads):
         k = id(h)
-        if k in useful:  # only useful nodes get cotangents: the loop below need not ask again
-            cot[k] = g if k not in cot else add(cot[k], g)
+        cot[k] = g if k not in cot else add(cot[k], g)
     out: list[tuple[Node, Any]] = []
     pop = cot.pop
     get = cot.get
@@ -171,11 +158,9 @@ def backward(
             y, xs = vjp_args(node)
             cts = op.vjp(F, node.at, g, y, *xs)
         for p, ct in zip(node.parents, cts):
-            if p is None or ct is None:
+            if p is None or ct is None or not p.live:
                 continue
             k = id(p)
-            if k not in useful:
-                continue
             if callable(ct):
                 ct = ct()
             prev = get(k)

@@ -138,7 +138,9 @@ def test_mark_variables_detach_and_grad_req(mode):
     w = nd.ones(2)
     w.attach_grad(grad_req="null")
     with autograd.record():
-        (w * 5).sum().backward()
+        head = (w * 5).sum()
+        with pytest.raises(MXNetError, match="no inputs in computation graph that require gradients"):
+            head.backward()  # as MXNet: at the call, nothing sent
     assert w.grad.asnumpy().tolist() == [0, 0]
     with autograd.record():
         v = nd.stop_gradient(x * 2) * x
@@ -158,3 +160,34 @@ def test_predict_and_train_modes_reach_the_engine(mode):
     assert 0.4 < frac < 0.6
     assert set(np.unique(dropped.asnumpy())) <= {0.0, 2.0}
     assert kept.asnumpy().sum() == x.size
+
+
+def test_variables_the_gradient_does_not_reach_get_zeros_and_misuse_is_mxnets(mode):
+    """MXNet 1.9.1, checked with the reference install: a variable in the graph that no gradient
+    reaches is written 0; backward on a graph whose way to the variables was freed, and grad for a
+    variable the heads do not depend on, raise at the call."""
+    x = nd.array([1.0, -2.0])
+    x.attach_grad()
+    x.grad[:] = 5
+    with autograd.record():
+        c = (x > 0) * 1
+    c.backward()
+    assert x.grad.asnumpy().tolist() == [0, 0]
+
+    with autograd.record():
+        b = x * 2
+        c = b * 3
+        d = b * 4
+    d.backward()
+    assert x.grad.asnumpy().tolist() == [8, 8]
+    with pytest.raises(MXNetError, match="no inputs in computation graph"):
+        c.backward()
+
+    y, z = nd.array([1.0, 2.0]), nd.array([3.0, 4.0])
+    y.attach_grad()
+    z.attach_grad()
+    with autograd.record():
+        e = y * 2
+    with pytest.raises(MXNetError, match="2-th variable because it is unreachable"):
+        autograd.grad(e, [y, z])
+    assert [g.asnumpy().tolist() for g in autograd.grad(e, [y])] == [[2, 2]]

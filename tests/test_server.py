@@ -334,3 +334,32 @@ def test_json_tensors_may_carry_base64_bytes_both_ways(http, sid):
     r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [add_one]})
     assert r.status_code == 200 and "error" not in r.json(), r.text
     assert http.get(f"{base}/arrays/1").json()["data"] == (a.ravel() + 1).tolist()
+
+
+def test_backward_and_grad_misuse_from_other_languages(batch):
+    """The engine checks what the Python client checks at the call: no variable that wants a
+    gradient (a failed batch that changes nothing), a variable the heads do not reach, and a
+    variable in the graph that no gradient reaches (written 0)."""
+    one = {"dtype": "float32", "shape": [2], "data": [1.0, -2.0]}
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": one}},
+            {"op": "array", "out": [2], "at": {"value": one}},
+            {"op": "attach_grad", "in": [1], "at": {"grad_req": "null"}},
+            {"op": "attach_grad", "in": [2]},
+            {"op": "mul_scalar", "in": [1], "out": [3], "at": {"scalar": 5}, "mode": 3},
+            {"op": "greater_scalar", "in": [2], "out": [4], "at": {"scalar": 0}, "mode": 3},
+        ]
+    )
+    assert r.status_code == 200 and "error" not in r.json(), r.text
+    r = batch.post([{"op": "backward", "in": [3]}])
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "AutogradError"
+    assert "no inputs in computation graph" in r.json()["error"]["message"]
+    r = batch.post([{"op": "grad_of", "in": [3], "out": [9], "at": {"variables": [2]}}])
+    assert r.status_code == 400 and "1-th variable because it is unreachable" in r.json()["error"]["message"]
+    assert batch.post([{"op": "grad", "in": [2], "out": [5]}]).status_code == 200  # 5: the gradient buffer
+    batch.post([{"op": "update", "in": [5], "at": {"fn": "add", "scalar": 7}}])
+    assert batch.read(5) == [[7.0, 7.0]]
+    r = batch.post([{"op": "backward", "in": [4]}])  # x > 0: x is in the graph, no gradient flows
+    assert r.status_code == 200 and "error" not in r.json(), r.text
+    assert batch.read(5) == [[0.0, 0.0]]
