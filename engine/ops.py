@@ -23,12 +23,23 @@ from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_
 
 
 def broadcast_shapes(name: str, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy's broadcasting of two shapes (``np.broadcast_shapes`` builds arrays to find it: 6 us)."""
     if a == b:
         return a
-    try:
-        return tuple(np.broadcast_shapes(a, b))
-    except ValueError:
-        raise ShapeError(f"{name}: operands could not be broadcast together with shapes {a} {b}") from None
+    if len(a) != len(b):
+        if len(a) < len(b):
+            a = (1,) * (len(b) - len(a)) + tuple(a)
+        else:
+            b = (1,) * (len(a) - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ShapeError(f"{name}: operands could not be broadcast together with shapes {a} {b}")
+    return tuple(out)
 
 
 def same_dtype(name: str, *specs: Spec) -> str:
@@ -911,6 +922,14 @@ def bind_key(key: tuple, arrays: tuple) -> tuple:
 
 def key_shape(name: str, shape: tuple[int, ...], key: tuple, index_shapes: tuple = ()) -> tuple[int, ...]:
     """The shape ``x[key]`` would have, found without data."""
+    if not index_shapes and len(key) <= len(shape) and all(type(k) is int or type(k) is slice for k in key):
+        out: list[int] = []  # ints and slices: arithmetic (the probe below costs 10 us)
+        for axis, (d, k) in enumerate(zip(shape, key)):
+            if type(k) is slice:
+                out.append(len(range(*k.indices(d))))
+            elif not -d <= k < d:
+                raise IndexOutOfRange(f"{name}: index {k} is out of bounds for axis {axis} with size {d}")
+        return (*out, *shape[len(key) :])
     probe = np.broadcast_to(np.empty((), dtype=bool), shape)
     idx = tuple(np.zeros(s, dtype=np.int64) for s in index_shapes)
     try:

@@ -36,9 +36,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
-from gradserve.engine import ops as _ops  # noqa: F401  (fills the table)
-from gradserve.engine import tape
-from gradserve.engine.errors import MXNetError
+from gradserve.engine import ops, tape
+from gradserve.engine.errors import MXNetError, ShapeError
 from gradserve.engine.optable import OPS, Op, Spec
 from gradserve.engine.session import Context, Eager, Recorder, Session, Traced
 from gradserve.engine.tape import Node, resolve
@@ -2026,3 +2025,51 @@ def test_third_order_softmax():
     np.testing.assert_allclose(g2, numeric_grad(lambda z: float((w * ds(z, u1)).sum()), x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(g3, numeric_grad(lambda z: float((w * dds(z)).sum()), x), rtol=1e-6, atol=1e-8)
     assert np.abs(g3).max() > 1e-3  # not vacuous
+
+
+SHAPES = st.lists(st.integers(0, 4), max_size=4).map(tuple)
+
+
+@given(SHAPES, SHAPES)
+@settings(max_examples=300, deadline=None)
+def test_broadcast_shapes_is_numpys(a, b):
+    try:
+        want: Any = tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        want = ShapeError
+    try:
+        got: Any = ops.broadcast_shapes("t", a, b)
+    except ShapeError:
+        got = ShapeError
+    assert got == want
+
+
+@given(
+    SHAPES,
+    st.lists(
+        st.one_of(
+            st.integers(-6, 6),
+            st.tuples(
+                st.one_of(st.none(), st.integers(-6, 6)),
+                st.one_of(st.none(), st.integers(-6, 6)),
+                st.sampled_from([None, 1, 2, -1, -3]),
+            ),
+            st.none(),
+            st.just("..."),
+        ),
+        max_size=5,
+    ),
+)
+@settings(max_examples=500, deadline=None)
+def test_key_shape_is_numpys(shape, raw):
+    """The arithmetic path for int and slice keys gives numpy's shape, and its errors."""
+    key = ops.parse_key("getitem", [list(k) if isinstance(k, tuple) else k for k in raw])
+    try:
+        want: Any = np.empty(shape)[key].shape
+    except IndexError as e:
+        want = str(e)
+    try:
+        got: Any = ops.key_shape("getitem", shape, key)
+    except MXNetError as e:
+        got = str(e).removeprefix("getitem: ")
+    assert got == want
