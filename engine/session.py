@@ -11,6 +11,7 @@ come from the op table; the commands below (``attach_grad``, ``backward``,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -170,6 +171,85 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
     return wrap
 
 
+class BatchRun:
+    """A batch being applied to a session (``Session.begin``): run in one go, or in slices
+    that end between instructions (a server runs a batch's start on its event loop and
+    hands what is left to a thread), then finished once. It holds the session's lock
+    from ``begin`` to ``finish`` or ``abort``, whichever thread calls them."""
+
+    __slots__ = ("session", "ops", "seq", "tail", "next", "values", "reply", "started")
+
+    def __init__(self, session: Session, ops: list, seq: int | None, copy_reads: bool) -> None:
+        self.session = session
+        self.ops = ops
+        self.seq = seq
+        self.values: list[np.ndarray] = []
+        self.reply: dict[str, Any] = {"seq": seq, "values": self.values}
+        self.next = 0  # the next instruction to run
+        self.started = time.perf_counter()
+        tail = len(ops)
+        if not copy_reads:
+            while tail and type(ops[tail - 1]) is dict and ops[tail - 1].get("op") == "read":
+                tail -= 1
+        self.tail = tail  # reads from here on give the arrays themselves
+
+    def run(self, deadline: float | None = None) -> bool:
+        """Apply instructions until the batch ends or fails, or (checked after each one) the
+        ``time.perf_counter`` deadline passes; whether the batch is over."""
+        s, ops, values, tail = self.session, self.ops, self.values, self.tail
+        execute = s.execute
+        n = len(ops)
+        i = self.next
+        with np.errstate(all="ignore"):
+            while i < n:
+                ins = ops[i]
+                try:
+                    if i < tail:
+                        execute(ins, values)
+                    else:
+                        read_values(s, ins, values, copy=False)
+                except MXNetError as e:
+                    self.reply["error"] = error_body(e, i, ins)
+                    i = n
+                    break
+                except (
+                    TypeError,
+                    ValueError,
+                    KeyError,
+                    AttributeError,
+                    IndexError,
+                    OverflowError,
+                    ZeroDivisionError,
+                ) as e:
+                    self.reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    i = n
+                    break
+                i += 1
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+        self.next = i
+        return i >= n
+
+    def finish(self) -> dict[str, Any]:
+        """Record the reply (a retry of this seq gets it again) and free the session."""
+        s, reply = self.session, self.reply
+        s.last_batch_s = time.perf_counter() - self.started
+        try:
+            if self.seq is not None:
+                s.seq = self.seq
+                s.last_reply = reply
+            if s.on_batch is not None:
+                err = reply.get("error")
+                s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None)
+        finally:
+            s.lock.release()
+        return reply
+
+    def abort(self) -> None:
+        """Free the session after an unexpected exception (the seq is not taken)."""
+        self.session.lock.release()
+
+
 class Session:
     """One user's arrays and autograd state; ``run_batch`` is its only door."""
 
@@ -191,6 +271,7 @@ class Session:
         self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
         self.aliases: set[int] = set()
         self.version = 0  # counts batches run, so a snapshot knows what changed
+        self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
         self.on_batch: Callable[[int, str | None], None] | None = None  # (ops run, error kind)
         self.user_bytes: Callable[[], int] | None = None  # bytes of the owner's other sessions
         self._others = 0  # user_bytes() as of this batch's start
@@ -250,17 +331,34 @@ class Session:
         batch give the session's arrays themselves (nothing after them in the
         batch can change them): for a caller that encodes the reply at once.
         """
+        run = self.begin(msg, copy_reads)
+        if not isinstance(run, BatchRun):
+            return run  # type: ignore[return-value]  # a retry, answered with its first reply
+        try:
+            run.run()
+        except BaseException:
+            run.abort()
+            raise
+        return run.finish()
+
+    def begin(self, msg: Any, copy_reads: bool = True, blocking: bool = True) -> BatchRun | dict[str, Any] | None:
+        """Check a batch's envelope and take the session for it: a ``BatchRun`` to run and
+        finish (it holds the session's lock until then), or the stored reply of a retry.
+        With ``blocking`` false, None when another batch or a snapshot holds the session."""
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be an object with a list 'ops'")
         seq = msg.get("seq")
         ops = msg["ops"]
         if len(ops) > self.limits.max_batch_ops:
             raise QuotaExceeded(f"batch of {len(ops)} ops is over the limit of {self.limits.max_batch_ops}")
-        with self.lock:
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise InvalidInput(f"seq must be an integer, got {seq!r}")
+        if not self.lock.acquire(blocking):
+            return None
+        try:
             if seq is not None:
-                if not isinstance(seq, int) or isinstance(seq, bool):
-                    raise InvalidInput(f"seq must be an integer, got {seq!r}")
                 if seq == self.seq and self.last_reply is not None:
+                    self.lock.release()
                     return self.last_reply
                 if seq != self.seq + 1:
                     raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
@@ -268,41 +366,10 @@ class Session:
             lim = self.limits
             self._others = self.user_bytes() if self.user_bytes is not None else 0
             self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)
-            values: list[np.ndarray] = []
-            reply: dict[str, Any] = {"seq": seq, "values": values}
-            execute = self.execute
-            tail = len(ops)
-            if not copy_reads:
-                while tail and type(ops[tail - 1]) is dict and ops[tail - 1].get("op") == "read":
-                    tail -= 1
-            with np.errstate(all="ignore"):
-                for i, ins in enumerate(ops):
-                    try:
-                        if i < tail:
-                            execute(ins, values)
-                        else:
-                            read_values(self, ins, values, copy=False)
-                    except MXNetError as e:
-                        reply["error"] = error_body(e, i, ins)
-                        break
-                    except (
-                        TypeError,
-                        ValueError,
-                        KeyError,
-                        AttributeError,
-                        IndexError,
-                        OverflowError,
-                        ZeroDivisionError,
-                    ) as e:
-                        reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
-                        break
-            if seq is not None:
-                self.seq = seq
-                self.last_reply = reply
-            if self.on_batch is not None:
-                err = reply.get("error")
-                self.on_batch(err["index"] if err else len(ops), err["kind"] if err else None)
-            return reply
+            return BatchRun(self, ops, seq, copy_reads)
+        except BaseException:
+            self.lock.release()
+            raise
 
     def execute(self, ins: dict, values: list) -> None:
         """Run one instruction (the caller sets numpy's error state once per batch)."""

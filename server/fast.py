@@ -16,6 +16,8 @@ is written from the arrays' own memory.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
-from ..engine.session import Session
+from ..engine.session import BatchRun, Session
 from .deps import tensor_form, user_of
 
 PREFIX = "/v1/sessions/"
@@ -34,6 +36,10 @@ _JSON = wire.JSON.encode()
 
 INLINE_OPS = frozenset({"read", "free"})
 """Batches of only these run on the event loop: a thread hop would cost more than they do."""
+INLINE_SLICE_S = 0.005
+"""A batch run on the event loop hands what is left of it to a thread after this long (between two
+instructions), and a session whose last batch took longer starts its next one in a thread: one
+user's long batch must not keep the others' requests (or a health check) waiting."""
 INLINE_READ_BYTES = 1 << 20
 SMALL_REPLY = 1 << 16
 
@@ -119,6 +125,32 @@ def run(session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return status_of(reply), reply
 
 
+async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Execute a batch, starting on the event loop when that is cheaper than a thread hop:
+    when it is the only batch in flight (or only reads and frees a little), its session is
+    free and was quick last time. After ``INLINE_SLICE_S`` the rest runs in a thread."""
+    job = None
+    if (app.state.busy == 1 and session.last_batch_s <= INLINE_SLICE_S and not session.lock.locked()) or _inline(
+        session, msg["ops"]
+    ):
+        job = session.begin(msg, copy_reads=False, blocking=False)  # (the loop must not wait for a lock)
+    if job is None:
+        return await run_in_threadpool(run, session, msg)
+    if not isinstance(job, BatchRun):
+        return status_of(job), job  # a retry's stored reply
+    try:
+        if not job.run(time.perf_counter() + INLINE_SLICE_S):
+            await run_in_threadpool(job.run)
+    except asyncio.CancelledError:  # the thread has finished (anyio waits for it): keep what ran
+        job.finish()
+        raise
+    except BaseException:
+        job.abort()
+        raise
+    reply = job.finish()
+    return status_of(reply), reply
+
+
 async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list") -> None:
     """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays."""
     values = body.get("values")
@@ -189,11 +221,7 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
             msg = wire.unpack(body)
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be a map with a list 'ops'")
-        # (not while a snapshot holds the session's lock: the event loop would wait for the disk)
-        if (app.state.busy == 1 and not session.lock.locked()) or _inline(session, msg["ops"]):
-            status, reply = run(session, msg)
-        else:
-            status, reply = await run_in_threadpool(run, session, msg)
+        status, reply = await run_sliced(app, session, msg)
     except MXNetError as e:
         status, reply = e.status, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
     await respond(send, kind, status, reply, tensor_form(accept.decode("latin-1")))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import gradserve
 from gradserve import autograd, nd, runtime
 from gradserve.engine import wire
-from gradserve.engine.errors import InvalidInput, UnknownHandle
+from gradserve.engine.errors import InvalidInput, SequenceError, UnknownHandle
 from gradserve.server import Settings
 from gradserve.transport import Conn
 
@@ -307,3 +307,64 @@ def test_fast_base64_agrees_with_the_standard_library(raw, junk):
         except ValueError:
             got = ValueError
         assert got is ValueError or got == want, s
+
+
+def _chain_batch(n: int, seq: int) -> dict:
+    ops: list[dict] = [{"op": "zeros", "out": [1], "at": {"shape": [4]}}]
+    ops += [{"op": "add_scalar", "in": [i], "out": [i + 1], "at": {"scalar": 1.0}} for i in range(1, n)]
+    return {"seq": seq, "ops": [*ops, {"op": "read", "in": [n]}]}
+
+
+def test_a_batch_run_in_slices_is_the_batch_run_at_once():
+    from gradserve.engine.session import BatchRun, Session
+
+    whole, sliced = Session("a"), Session("b")
+    want = whole.run_batch(_chain_batch(50, 1))
+    job = sliced.begin(_chain_batch(50, 1))
+    assert isinstance(job, BatchRun) and sliced.lock.locked()
+    assert sliced.begin(_chain_batch(3, 2), blocking=False) is None  # the session is taken
+    slices = 0
+    while not job.run(deadline=0.0):  # a deadline already past: one instruction a slice
+        slices += 1
+    got = job.finish()
+    assert slices == 50 and not sliced.lock.locked()
+    assert got["values"][0].tolist() == want["values"][0].tolist() == [49.0] * 4
+    assert sliced.begin(_chain_batch(50, 1)) is got  # a retry of seq 1 gets the stored reply
+    assert not sliced.lock.locked()
+    with pytest.raises(SequenceError):
+        sliced.begin({"seq": 5, "ops": []})
+    assert not sliced.lock.locked()  # a refused batch leaves the session free
+
+
+def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
+    """A batch of 60,000 ops runs its first milliseconds on the event loop, the rest in a
+    thread: health checks (and other users) are answered while it runs."""
+    import threading
+    import time
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    conn = Conn("127.0.0.1", live_server.port, 60)
+    parts, total = wire.pack_frames(_chain_batch(60_000, 1))
+    head = (
+        f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
+        f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
+    ).encode()
+    done: dict = {}
+
+    def long_batch() -> None:
+        done["reply"] = conn.request(head, parts)
+        done["at"] = time.perf_counter()
+
+    answered = []
+    with httpx.Client(base_url=live_server.url) as http:
+        worker = threading.Thread(target=long_batch)
+        worker.start()
+        while worker.is_alive():
+            assert http.get("/v1/health").status_code == 200
+            answered.append(time.perf_counter())
+        worker.join()
+    status, _, body = done["reply"]
+    assert status == 200
+    assert wire.unpack_frames(body)["values"][0]["shape"] == [4]
+    during = [t for t in answered if t < done["at"]]
+    assert len(during) >= 3, f"only {len(during)} health checks answered while the batch ran"
