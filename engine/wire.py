@@ -214,6 +214,11 @@ def pack_frames(msg: Any) -> tuple[list[Any], int]:
     return parts, first + pos
 
 
+def frames_header_size(body: bytes | bytearray | memoryview) -> int:
+    """The length of a frames body's msgpack header (what decoding it costs), 0 if it has none."""
+    return _HEAD.unpack_from(body)[0] if len(body) >= _HEAD.size else 0
+
+
 def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
     """The message of a frames body; tensor data become views of ``body`` (writable
     when ``body`` is a bytearray, so large arrays are used in place)."""

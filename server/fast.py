@@ -41,6 +41,7 @@ INLINE_SLICE_S = 0.005
 instructions), and a session whose last batch took longer starts its next one in a thread: one
 user's long batch must not keep the others' requests (or a health check) waiting."""
 INLINE_READ_BYTES = 1 << 20
+DECODE_INLINE_BYTES = 1 << 16  # msgpack (frames header) past this is decoded in a thread: ~1 ms
 SMALL_REPLY = 1 << 16
 
 
@@ -213,8 +214,12 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         body = await _read_body(receive, declared, settings.max_body_bytes)
         if body is None:
             return
+        # a header of many instructions takes milliseconds to decode: not on the event loop
+        coded = wire.frames_header_size(body) if frames_in else len(body)
         if len(body) == 0:
             msg: Any = {}
+        elif coded > DECODE_INLINE_BYTES:
+            msg = await run_in_threadpool(wire.unpack_frames if frames_in else wire.unpack, body)
         elif frames_in:
             msg = wire.unpack_frames(body)
         else:
