@@ -87,7 +87,7 @@ def sum_to(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return g if type(g) is np.ndarray else np.asarray(g)  # numpy gives scalars for rank-0 arithmetic
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and g.shape[i + lead] != 1)
-    return np.sum(g, axis=axes, keepdims=True).reshape(shape)
+    return np.sum(g, axis=axes, keepdims=True, dtype=g.dtype).reshape(shape)
 
 
 def floats_only(vjp: Any) -> Any:
@@ -382,6 +382,14 @@ def _div_vjp(F, at, g, y, a, b):
     return unbroadcast(F, ga, a.shape), unbroadcast(F, F.negative(F.mul(ga, y)), b.shape)
 
 
+def _int_pow(xp, a, b):
+    """a ** b; integers as MXNet computes them: in floating point, truncated (2 ** -1 is 0)."""
+    if (a.dtype if hasattr(a, "dtype") else b.dtype).kind in "iu":
+        with np.errstate(all="ignore"):
+            return xp.trunc(xp.power(xp.asarray(a, dtype=np.float64), xp.asarray(b, dtype=np.float64)))
+    return xp.power(a, b)
+
+
 def _add_eager(at, g, y, a, b):
     return sum_to(g, a.shape), sum_to(g, b.shape)
 
@@ -441,7 +449,7 @@ _binary(
     ("broadcast_div", "elemwise_div", "divide"),
     _div_eager,
 )
-_binary("pow", lambda xp, a, b: xp.power(a, b), _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
+_binary("pow", _int_pow, _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
 _binary(
     "maximum",
     lambda xp, a, b: xp.maximum(a, b),
@@ -535,13 +543,13 @@ _scalar(
 )
 _scalar(
     "pow_scalar",
-    lambda xp, x, s: xp.power(x, s),
+    lambda xp, x, s: _int_pow(xp, x, s),
     lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(F.pow_scalar(x, scalar=at["scalar"] - 1.0), scalar=at["scalar"])),),
     "x ** scalar.",
 )
 _scalar(
     "rpow_scalar",
-    lambda xp, x, s: xp.power(s, x),
+    lambda xp, x, s: _int_pow(xp, s, x),
     lambda F, at, g, y, x: (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),),
     "scalar ** x.",
 )
@@ -701,7 +709,7 @@ def _sum_to_fwd(cx, at, x):
     shape = at["shape"]
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and x.shape[i + lead] != 1)
-    r = cx.xp.sum(x, axis=axes, keepdims=True) if axes else x
+    r = cx.xp.sum(x, axis=axes, keepdims=True, dtype=x.dtype) if axes else x  # (ints: numpy would widen)
     return r.reshape(shape)
 
 
@@ -1072,12 +1080,27 @@ def _dot_vjp(F, at, g, y, a, b):
     return ga, gb
 
 
+def _dot_eager(at, g, y, a, b):
+    """The 2-D cases on arrays (lazy, as the table VJP); others go to the table."""
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    ta, tb = at["transpose_a"], at["transpose_b"]
+    if not ta and not tb:
+        return (lambda: np.dot(g, b.T)), (lambda: np.dot(a.T, g))
+    if ta and not tb:
+        return (lambda: np.dot(b, g.T)), (lambda: np.dot(a, g))
+    if tb and not ta:
+        return (lambda: np.dot(g, b)), (lambda: np.dot(g.T, a))
+    return (lambda: np.dot(b.T, g.T)), (lambda: np.dot(g.T, a.T))
+
+
 @defop(
     "dot",
     ("lhs", "rhs"),
     (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False)),
     infer=_dot_infer,
     vjp=_dot_vjp,
+    eager_vjp=_dot_eager,
 )
 def _dot(cx, at, a, b):
     """The dot product: the last axis of ``lhs`` with the first of ``rhs``."""

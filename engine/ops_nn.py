@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import InvalidInput, ShapeError
+from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype
 from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
 
@@ -30,8 +30,18 @@ def _axis_of(name: str, axis: int, ndim: int) -> int:
 SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None))
 
 
+FLOATS = ("float16", "float32", "float64")
+
+
+def floating(name: str, x: Spec) -> None:
+    """MXNet's neural-network ops take floating point data only (its message, at inference)."""
+    if x.dtype not in FLOATS:
+        raise DTypeError(f"{name}: This operation only support floating point types, not {x.dtype}")
+
+
 def _softmax_infer(name: str):
     def infer(at: dict, x: Spec) -> Spec:
+        floating(name, x)
         _axis_of(name, at["axis"], len(x.shape))
         if at["temperature"] is not None and at["temperature"] <= 0:
             raise InvalidInput(f"{name}: temperature must be positive")
@@ -77,6 +87,7 @@ def _log_softmax(cx, at, x):
 
 
 def _sce_infer(at: dict, x: Spec, label: Spec) -> Spec:
+    floating("softmax_cross_entropy", x)
     if len(x.shape) != 2 or label.shape != x.shape[:1]:
         raise ShapeError(f"softmax_cross_entropy: needs data (N, C) and label (N,), got {x.shape} and {label.shape}")
     return Spec((1,), x.dtype)
@@ -113,6 +124,7 @@ ACTS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
 
 
 def _act_infer(at: dict, x: Spec) -> Spec:
+    floating("Activation", x)
     if at["act_type"] not in ACTS:
         raise InvalidInput(f"Activation: act_type must be one of {ACTS}, got {at['act_type']!r}")
     return x
@@ -145,6 +157,7 @@ SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
 def _leaky_infer(at: dict, x: Spec) -> Spec:
+    floating("LeakyReLU", x)
     if at["act_type"] not in LEAKY:
         raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {at['act_type']!r}")
     return x
@@ -194,6 +207,7 @@ def _fc_in(shape: tuple[int, ...], flatten: bool) -> tuple[tuple[int, ...], int]
 
 
 def _fc_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
+    floating("FullyConnected", x)
     dt = same_dtype("FullyConnected", x, w, *b)
     lead, k = _fc_in(x.shape, at["flatten"])
     n = at["num_hidden"]
@@ -221,7 +235,15 @@ def _fc_vjp(F, at, g, y, x, w, *b):
     return (gx, gw) + ((F.sum(g2, axis=0),) if b else ())
 
 
-@defop("FullyConnected", ("data", "weight", "*bias"), FC, infer=_fc_infer, vjp=_fc_vjp)
+def _fc_eager(at, g, y, x, w, *b):
+    lead, k = _fc_in(tuple(x.shape), at["flatten"])
+    g2 = g.reshape(-1, at["num_hidden"])
+    gx = lambda: np.dot(g2, w).reshape(x.shape)  # noqa: E731
+    gw = lambda: np.dot(g2.T, x.reshape(-1, k))  # noqa: E731
+    return (gx, gw) + ((g2.sum(axis=0, dtype=g2.dtype),) if b else ())
+
+
+@defop("FullyConnected", ("data", "weight", "*bias"), FC, infer=_fc_infer, vjp=_fc_vjp, eager_vjp=_fc_eager)
 def _fully_connected(cx, at, x, w, *b):
     """data · weightᵀ + bias, with data flattened to 2-D unless ``flatten`` is false."""
     lead, k = _fc_in(x.shape, at["flatten"])
@@ -335,6 +357,7 @@ CONV = (
 
 
 def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
+    floating("Convolution", x)
     dt = same_dtype("Convolution", x, w, *b)
     if at["dilate"] and any(d != 1 for d in at["dilate"]):
         raise InvalidInput("Convolution: dilate other than 1 is not supported")
@@ -423,6 +446,7 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
 
 
 def _pool_infer(at: dict, x: Spec) -> Spec:
+    floating("Pooling", x)
     _, _, _, out = _window("Pooling", _pool_window(at, x.shape), x.shape)
     return Spec(x.shape[:2] + out, x.dtype)
 
@@ -450,7 +474,7 @@ def _pooling(cx, at, x):
     cols = _im2col(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
     if kind == "max":
         return cols.max(axis=(2, 3))
-    r = cols.sum(axis=(2, 3))
+    r = cols.sum(axis=(2, 3), dtype=cols.dtype)
     return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
 
 
@@ -459,6 +483,7 @@ def _pooling(cx, at, x):
 
 
 def _dropout_infer(at: dict, x: Spec) -> Spec:
+    floating("Dropout", x)
     if not 0 <= at["p"] < 1:
         raise InvalidInput(f"Dropout: p must be in [0, 1), got {at['p']}")
     if at["mode"] not in ("training", "always"):
@@ -505,6 +530,7 @@ BN = (
 
 
 def _bn_infer(at: dict, x: Spec, gamma: Spec, beta: Spec, mm: Spec, mv: Spec) -> Spec:
+    floating("BatchNorm", x)
     dt = same_dtype("BatchNorm", x, gamma, beta, mm, mv)
     ax = _axis_of("BatchNorm", at["axis"], len(x.shape))
     c = (x.shape[ax],)
