@@ -42,6 +42,13 @@ def relu_grad_numpy(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return g * (x > 0)
 
 
+def softmax_ce_loss_numpy(x: np.ndarray, idx: np.ndarray) -> float:
+    """The summed cross-entropy of softmax(x) (N, C) against labels idx (N,) in range."""
+    z = x - x.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.take_along_axis(logp, idx[:, None], axis=1).sum())
+
+
 def softmax_ce_grad_numpy(x: np.ndarray, idx: np.ndarray, g: Any) -> np.ndarray:
     """(softmax(x) - one_hot(idx)) * g for logits x (N, C), labels idx (N,) in range."""
     p = np.exp(x - x.max(axis=1, keepdims=True))
@@ -57,6 +64,20 @@ if numba is not None:
     def _relu_grad(gf, xf, of):  # pragma: no cover (compiled)
         for i in range(gf.size):
             of[i] = gf[i] * (1.0 if xf[i] > 0 else 0.0)
+
+    @numba.njit(cache=True)
+    def _softmax_ce_loss(x, idx):  # pragma: no cover (compiled)
+        n, k = x.shape
+        total = 0.0
+        for i in range(n):
+            m = x[i, 0]
+            for j in range(1, k):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(k):
+                s += np.exp(x[i, j] - m)
+            total += np.log(s) + m - x[i, idx[i]]
+        return total
 
     @numba.njit(cache=True)
     def _softmax_ce_grad(x, idx, g, out):  # pragma: no cover (compiled)
@@ -147,6 +168,14 @@ def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return relu_grad_numpy(g, x)
 
 
+def softmax_ce_loss(x: np.ndarray, idx: np.ndarray) -> float:
+    """The summed softmax cross-entropy of logits x (N, C) against labels idx (N,) in range,
+    one pass over the logits when compiled (accumulated in float64)."""
+    if numba is not None and x.dtype.kind == "f" and x.ndim == 2 and x.shape[1] > 0:
+        return float(_softmax_ce_loss(np.ascontiguousarray(x), np.ascontiguousarray(idx, dtype=np.int64)))
+    return softmax_ce_loss_numpy(x, idx)
+
+
 def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The gradient of the summed softmax cross-entropy, times the scalar cotangent ``g``
     (an array of one element), one pass over the logits when compiled."""
@@ -159,4 +188,4 @@ def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray
     return softmax_ce_grad_numpy(x, idx, g.reshape(-1)[0])
 
 
-__all__ = ["HAVE_NUMBA", "relu_grad", "scatter_add_rows", "sgd_update", "softmax_ce_grad"]
+__all__ = ["HAVE_NUMBA", "relu_grad", "scatter_add_rows", "sgd_update", "softmax_ce_grad", "softmax_ce_loss"]

@@ -58,6 +58,18 @@ def test_softmax_ce_grad_matches_numpy(dtype):
     np.testing.assert_allclose(got.sum(axis=1), 0, atol=1e-6)  # each row of softmax - one_hot sums to 0
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_ce_loss_matches_numpy(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((64, 10)) * 30).astype(dtype)
+    idx = rng.integers(0, 10, 64)
+    got, want = kernels.softmax_ce_loss(x, idx), kernels.softmax_ce_loss_numpy(x, idx)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12)
+    assert kernels.softmax_ce_loss(x[:0], idx[:0]) == 0.0  # an empty batch
+    x[3, 2] = np.nan
+    assert np.isnan(kernels.softmax_ce_loss(x, idx)) and np.isnan(kernels.softmax_ce_loss_numpy(x, idx))
+
+
 def test_the_compiled_path_is_used_when_installed_and_not_disabled():
     import os
 
