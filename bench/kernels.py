@@ -1,5 +1,5 @@
-"""Candidate numba kernels against their numpy equivalents, to decide where a
-kernel pays (and so whether the engine should carry one, with numpy as fallback).
+"""The engine's numba kernels (engine/kernels.py) against the numpy code each falls
+back to: where a kernel pays, and by how much.
 
     .venv/bin/python bench/kernels.py [--rounds 30]
 
@@ -27,98 +27,39 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
-    try:
-        import numba
-    except ImportError:
-        print("numba is not installed: nothing to compare (pip install numba)")
+    from gradserve.engine import kernels as k
+
+    if not k.HAVE_NUMBA:
+        print("numba is not installed (or GRADSERVE_NUMBA=0): nothing to compare (pip install numba)")
         return
-
-    @numba.njit(cache=True, fastmath=False)
-    def sgd_(w, g, lr):
-        wf, gf = w.ravel(), g.ravel()
-        for i in range(wf.size):
-            wf[i] -= lr * gf[i]
-
-    @numba.njit(cache=True)
-    def relu_bwd(g, x):
-        out = np.empty_like(g)
-        gf, xf, of = g.ravel(), x.ravel(), out.ravel()
-        for i in range(gf.size):
-            of[i] = gf[i] if xf[i] > 0 else 0.0
-        return out
-
-    @numba.njit(cache=True)
-    def softmax_ce(z, y):
-        n, k = z.shape
-        grad = np.empty_like(z)
-        loss = 0.0
-        for i in range(n):
-            m = z[i, 0]
-            for j in range(1, k):
-                m = max(m, z[i, j])
-            s = 0.0
-            for j in range(k):
-                e = np.exp(z[i, j] - m)
-                grad[i, j] = e
-                s += e
-            loss += np.log(s) + m - z[i, y[i]]
-            for j in range(k):
-                grad[i, j] /= s
-            grad[i, y[i]] -= 1.0
-        return loss, grad
-
-    @numba.njit(cache=True)
-    def scatter_add(out, idx, g):
-        for i in range(idx.size):
-            r = idx[i]
-            for j in range(g.shape[1]):
-                out[r, j] += g[i, j]
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((784, 256), dtype=np.float32)
     gw = rng.standard_normal((784, 256), dtype=np.float32)
-    lr = np.float32(1e-6)
+    lr = 1e-6
     h = rng.standard_normal((128, 256), dtype=np.float32)
     gh = rng.standard_normal((128, 256), dtype=np.float32)
     z = rng.standard_normal((128, 10), dtype=np.float32)
     y = rng.integers(0, 10, 128)
-    rows = np.arange(128)
+    one = np.ones(1, np.float32)
     table = np.zeros((10_000, 64), np.float32)
     idx = rng.integers(0, 10_000, 65_536)
     gi = rng.standard_normal((65_536, 64), dtype=np.float32)
 
-    def np_softmax_ce():
-        m = z.max(axis=1, keepdims=True)
-        e = np.exp(z - m)
-        s = e.sum(axis=1, keepdims=True)
-        loss = float((np.log(s[:, 0]) + m[:, 0] - z[rows, y]).sum())
-        g = e / s
-        g[rows, y] -= 1
-        return loss, g
-
-    # the kernels agree with numpy before they are timed
-    a, b = w.copy(), w.copy()
-    a -= lr * gw
-    sgd_(b, gw, lr)
-    assert np.allclose(a, b)
-    assert np.array_equal(relu_bwd(gh, h), gh * (h > 0))
-    la, ga = np_softmax_ce()
-    lb, gb = softmax_ce(z, y)
-    assert abs(la - lb) < 1e-3 * abs(la) and np.allclose(ga, gb, atol=1e-6)
-    ta, tb = np.zeros_like(table), np.zeros_like(table)
-    np.add.at(ta, idx, gi)
-    scatter_add(tb, idx, gi)
-    assert np.allclose(ta, tb, atol=1e-4)
-
+    # the engine's kernels (engine/kernels.py) against the numpy code each falls back to;
+    # tests/test_kernels.py checks that the two agree
     cases = {
-        "sgd 784x256: numpy w -= lr * g": lambda: w.__isub__(lr * gw),
-        "sgd 784x256: numba in place": lambda: sgd_(w, gw, lr),
-        "relu backward 128x256: numpy g * (x > 0)": lambda: gh * (h > 0),
-        "relu backward 128x256: numba": lambda: relu_bwd(gh, h),
-        "softmax CE 128x10 fwd+grad: numpy": np_softmax_ce,
-        "softmax CE 128x10 fwd+grad: numba": lambda: softmax_ce(z, y),
-        "scatter-add 65536x64 -> 10000x64: np.add.at": lambda: np.add.at(table, idx, gi),
-        "scatter-add 65536x64 -> 10000x64: numba": lambda: scatter_add(table, idx, gi),
+        "sgd 784x256: numpy w -= lr * g": lambda: k.sgd_update_numpy(w, gw, lr, 0.0, 1.0, -1.0),
+        "sgd 784x256: numba in place": lambda: k.sgd_update(w, gw, lr),
+        "relu backward 128x256: numpy g * (x > 0)": lambda: k.relu_grad_numpy(gh, h),
+        "relu backward 128x256: numba": lambda: k.relu_grad(gh, h),
+        "softmax CE 128x10 fwd+grad: numpy": lambda: (
+            k.softmax_ce_loss_numpy(z, y),
+            k.softmax_ce_grad_numpy(z, y, 1.0),
+        ),
+        "softmax CE 128x10 fwd+grad: numba": lambda: (k.softmax_ce_loss(z, y), k.softmax_ce_grad(z, y, one)),
+        "scatter-add 65536x64 -> 10000x64: np.add.at": lambda: k.scatter_add_rows_numpy(table, idx, gi),
+        "scatter-add 65536x64 -> 10000x64: numba": lambda: k.scatter_add_rows(table, idx, gi),
     }
     res = interleave(cases, rounds=args.rounds, inner=5, warmup=2)
     out = []

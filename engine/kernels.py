@@ -66,36 +66,31 @@ if numba is not None:
             of[i] = gf[i] * (1.0 if xf[i] > 0 else 0.0)
 
     @numba.njit(cache=True)
+    def _row_max_sumexp(x, i):  # pragma: no cover (compiled)
+        k = x.shape[1]
+        m = x[i, 0]
+        for j in range(1, k):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(k):
+            s += np.exp(x[i, j] - m)
+        return m, s
+
+    @numba.njit(cache=True)
     def _softmax_ce_loss(x, idx):  # pragma: no cover (compiled)
-        n, k = x.shape
         total = 0.0
-        for i in range(n):
-            m = x[i, 0]
-            for j in range(1, k):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(k):
-                s += np.exp(x[i, j] - m)
+        for i in range(x.shape[0]):
+            m, s = _row_max_sumexp(x, i)
             total += np.log(s) + m - x[i, idx[i]]
         return total
 
     @numba.njit(cache=True)
     def _softmax_ce_grad(x, idx, g, out):  # pragma: no cover (compiled)
-        n, k = x.shape
-        for i in range(n):
-            m = x[i, 0]
-            for j in range(1, k):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(k):
-                e = np.exp(x[i, j] - m)
-                out[i, j] = e
-                s += e
-            for j in range(k):
-                out[i, j] = out[i, j] / s
-            out[i, idx[i]] -= 1.0
-            for j in range(k):
-                out[i, j] *= g
+        for i in range(x.shape[0]):
+            m, s = _row_max_sumexp(x, i)
+            for j in range(x.shape[1]):
+                out[i, j] = np.exp(x[i, j] - m) / s * g
+            out[i, idx[i]] -= g
 
     @numba.njit(cache=True)
     def _scatter_rows(out2, idx, g2):  # pragma: no cover (compiled)

@@ -146,59 +146,33 @@ def _parser(kind: str) -> Callable[[Any], Any]:
     return PARSERS[kind]
 
 
-def parse_given(
-    name: str,
-    attrs: tuple[Attr, ...],
-    defaults: dict[str, Any],
-    parsers: dict[str, tuple[Callable[[Any], Any], bool]],
-    required: tuple[str, ...],
-    given: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Attributes as the wire gave them, checked against their declared types,
-    with defaults filled in: the one parser of ops and session commands."""
-    at = defaults.copy()
-    if given:
-        if type(given) is not dict:
-            raise InvalidInput(f"{name}: attributes must be a map, got {type(given).__name__}")
-        for k, v in given.items():
-            p = parsers.get(k)
-            if p is None:
-                known = ", ".join(a.name for a in attrs) or "none"
-                raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
-            if v is None and p[1]:
-                at[k] = None
-                continue
-            try:
-                at[k] = p[0](v)
-            except (TypeError, ValueError) as e:
-                raise InvalidInput(f"{name}: attribute {k!r}: {e}") from None
-    for k in required:
-        if at[k] is REQUIRED:
-            raise InvalidInput(f"{name}: missing required attribute {k!r}")
-    return at
-
-
 def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
-    """A parser for a fixed list of attributes (what ``defop`` builds for an op): ``parse_given``
-    with the common case (known attributes, no None) inlined, as it runs once per op of a batch."""
+    """The parser of a fixed list of attributes, the one parser of ops and session commands:
+    attributes as the wire gave them, checked against their declared types, with defaults
+    filled in. A closure over its tables, as it runs once per instruction of a batch."""
     defaults, parsers, required = attr_tables(attrs)
 
     def parse(given: dict[str, Any] | None) -> dict[str, Any]:
-        if given and type(given) is dict:
-            at = defaults.copy()
+        at = defaults.copy()
+        if given:
+            if type(given) is not dict:
+                raise InvalidInput(f"{name}: attributes must be a map, got {type(given).__name__}")
             for k, v in given.items():
                 p = parsers.get(k)
-                if p is None or v is None:
-                    return parse_given(name, attrs, defaults, parsers, required, given)  # its errors, its rules
+                if p is None:
+                    known = ", ".join(a.name for a in attrs) or "none"
+                    raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
+                if v is None and p[1]:
+                    at[k] = None
+                    continue
                 try:
                     at[k] = p[0](v)
                 except (TypeError, ValueError) as e:
                     raise InvalidInput(f"{name}: attribute {k!r}: {e}") from None
-            for k in required:
-                if at[k] is REQUIRED:
-                    raise InvalidInput(f"{name}: missing required attribute {k!r}")
-            return at
-        return parse_given(name, attrs, defaults, parsers, required, given)
+        for k in required:
+            if at[k] is REQUIRED:
+                raise InvalidInput(f"{name}: missing required attribute {k!r}")
+        return at
 
     return parse
 
@@ -264,9 +238,8 @@ class Op:
 
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
-        if self.parse is not None:
-            return self.parse(given)
-        return parse_given(self.name, self.attrs, self.defaults, self.parsers, self.required, given)
+        parse = self.parse if self.parse is not None else attr_parser(self.name, self.attrs)
+        return parse(given)
 
     def _attr(self, k: str) -> Attr:
         for a in self.attrs:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradserve.engine.errors import ERRORS, MXNetError
-from gradserve.engine.optable import OPS, parse_given
+from gradserve.engine.optable import OPS
 from gradserve.engine.session import COMMANDS, Limits, Session
 
 NAMES = sorted({op.name for op in OPS.ops()} | set(COMMANDS)) + ["", "nope", "__class__"]
@@ -166,33 +166,3 @@ def test_real_ops_with_odd_attributes_fail_cleanly(ops):
     err = reply.get("error")
     if err is not None:
         assert err["kind"] in ERRORS and err["message"]
-
-
-@given(st.sampled_from(sorted({op.name for op in OPS.ops()})), st.data())
-@settings(max_examples=500, deadline=None)
-def test_an_ops_fast_attribute_parser_is_parse_given(name, data):
-    """Each op's parser (the common case inlined) answers as the one generic parser does."""
-    op = OPS[name]
-    names = st.sampled_from([a.name for a in op.attrs]) if op.attrs else ATTR_NAMES
-    numbers = st.one_of(st.integers(-3, 5), st.floats(-3, 5), st.lists(st.integers(-3, 5), max_size=3))
-    given = data.draw(
-        st.one_of(
-            st.none(), SCALARS, st.dictionaries(st.one_of(names, ATTR_NAMES), st.one_of(numbers, VALUES), max_size=4)
-        )
-    )
-
-    def outcome(parse):
-        try:
-            return "ok", parse(given)
-        except MXNetError as e:
-            return type(e).__name__, str(e)
-
-    slow = outcome(lambda g: parse_given(op.name, op.attrs, op.defaults, op.parsers, op.required, g))
-    fast = outcome(op.parse)
-    assert fast[0] == slow[0] and (fast[0] != "ok" or fast[1].keys() == slow[1].keys())
-    if fast[0] == "ok":
-        for k in slow[1]:
-            a, b = fast[1][k], slow[1][k]
-            assert a is b or a == b or (a != a and b != b), (k, a, b)
-    else:
-        assert fast[1] == slow[1]
