@@ -46,7 +46,15 @@ def _generate(op: Op, name: str) -> Any:
     star = op.inputs[-1][1:] if op.variadic else None
     scalar_op = OPS.get(op.name + "_scalar") if len(op.inputs) == 2 else None
 
+    nfixed = len(fixed)
+
     def fn(*args: Any, **kwargs: Any) -> NDArray:
+        if not kwargs and star is None and len(args) == nfixed:  # the common call: arrays only
+            for a in args:
+                if not isinstance(a, NDArray):
+                    break
+            else:
+                return invoke(op, args)
         if kwargs.pop("out", None) is not None:
             raise TypeError(f"{name}: out= is not supported; assign the result instead")
         kwargs.pop("name", None)

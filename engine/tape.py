@@ -55,8 +55,11 @@ def in_graph(node: Node | None) -> bool:
 
 def parents_of(nodes: Iterable[Node | None]) -> tuple[Node | None, ...] | None:
     """The live parents of a new op, or None when no input is in a graph."""
-    ps = tuple(n if n is not None and n.live else None for n in nodes)
-    return ps if any(p is not None for p in ps) else None
+    ps = tuple([n if n is not None and n.live else None for n in nodes])
+    for p in ps:
+        if p is not None:
+            return ps
+    return None
 
 
 def toposort(heads: Iterable[Node]) -> list[Node]:
