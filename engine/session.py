@@ -251,7 +251,8 @@ class BatchRun:
 
 
 class Session:
-    """One user's arrays and autograd state; ``run_batch`` is its only door."""
+    """One user's arrays and autograd state; batches are its only door (``run_batch``, or
+    ``begin`` for a batch run in slices)."""
 
     def __init__(
         self, sid: str, owner: str = "anonymous", seed: int | None = None, limits: Limits | None = None
