@@ -533,7 +533,8 @@ def _run_backward(
     with np.errstate(all="ignore"):
         if create_graph:
             return tape.backward(s.R, heads, grads, s.R.add, traced_args, order=order)
-        return tape.backward(s.F, heads, grads, np.add, eager=True, order=order)
+        # eager VJPs are numpy code (and numba kernels): another array module uses the table's
+        return tape.backward(s.F, heads, grads, np.add, eager=s.cx.xp is np, order=order)
 
 
 @command(
