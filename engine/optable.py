@@ -35,6 +35,17 @@ class Spec(NamedTuple):
         return n
 
 
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
+def dtype_name(dt: np.dtype) -> str:
+    """``dt.name``, memoised (numpy computes it in Python on every access: about 1.5 us)."""
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = _DTYPE_NAMES[dt] = dt.name
+    return name
+
+
 DTYPES = frozenset(["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"])
 DEFAULT_DTYPE = "float32"
 REQUIRED: Any = object()

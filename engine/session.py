@@ -31,7 +31,7 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser
+from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name
 from .tape import Node
 
 RECORDING = 1
@@ -399,7 +399,7 @@ class Session:
             specs = []
             for x in xs:
                 dt = x.dtype
-                specs.append(_new_spec(Spec, (x.shape, _DTYPE_NAMES.get(dt) or _dtype_name(dt))))
+                specs.append(_new_spec(Spec, (x.shape, dtype_name(dt))))
             spec = op.infer(at, *specs)
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
@@ -446,16 +446,7 @@ class Session:
 # the per-op hot path: the table's checks, without its slow generic helpers
 
 _OPS_GET = OPS.get
-_DTYPE_NAMES: dict[np.dtype, str] = {}
 _ITEMSIZE: dict[str, int] = {}
-
-
-def _dtype_name(dt: np.dtype) -> str:
-    """``dt.name`` (a slow Python property in numpy), memoised."""
-    name = _DTYPE_NAMES.get(dt)
-    if name is None:
-        name = _DTYPE_NAMES[dt] = dt.name
-    return name
 
 
 def _itemsize(dtype: str) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from .errors import InvalidInput, QuotaExceeded
-from .optable import DTYPES, MAX_NDIM, PARSERS, prod
+from .optable import DTYPES, MAX_NDIM, PARSERS, dtype_name, prod
 
 
 def _std_b64decode(s: str) -> bytearray:
@@ -121,7 +121,7 @@ def encode_tensor(arr: np.ndarray, form: str) -> dict[str, Any]:
         data = _b64encode(_raw(arr))
     else:
         data = np.ascontiguousarray(arr).ravel() if arr.dtype.name != "float16" else arr.ravel().tolist()
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
+    return {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape), "data": data}
 
 
 def _raw(arr: np.ndarray) -> memoryview:
@@ -195,7 +195,7 @@ def pack_frames(msg: Any) -> tuple[list[Any], int]:
             bufs.append(raw)
             offset = start + raw.nbytes
             return {
-                "dtype": obj.dtype.name,
+                "dtype": dtype_name(obj.dtype),
                 "shape": list(obj.shape),
                 "data": msgpack.ExtType(_FRAME_EXT, _REF.pack(start, raw.nbytes)),
             }
