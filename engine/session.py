@@ -398,8 +398,7 @@ class Session:
         else:
             specs = []
             for x in xs:
-                dt = x.dtype
-                specs.append(_new_spec(Spec, (x.shape, dtype_name(dt))))
+                specs.append(_new_spec(Spec, (x.shape, dtype_name(x.dtype))))
             spec = op.infer(at, *specs)
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
