@@ -166,3 +166,52 @@ def test_real_ops_with_odd_attributes_fail_cleanly(ops):
     err = reply.get("error")
     if err is not None:
         assert err["kind"] in ERRORS and err["message"]
+
+
+@st.composite
+def plausible_batch(draw):
+    """Ops on the SETUP arrays and on what earlier ops made, some of them wrong."""
+    ops: list = []
+    live = [1, 2]
+    for h in range(10, 10 + draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["add_scalar", "relu", "mul", "sum", "bad", "free", "update"]))
+        a = draw(st.sampled_from(live))
+        if kind == "add_scalar":
+            ops.append({"op": kind, "in": [a], "out": [h], "at": {"scalar": draw(st.floats(-3, 3))}, "mode": 3})
+        elif kind in ("relu", "sum"):
+            ops.append({"op": kind, "in": [a], "out": [h], "mode": draw(st.sampled_from([0, 3]))})
+        elif kind == "mul":
+            ops.append({"op": "mul", "in": [a, draw(st.sampled_from(live))], "out": [h], "mode": 3})
+        elif kind == "update":
+            ops.append({"op": "update", "in": [a], "at": {"fn": "add", "scalar": 1.0}})
+            continue
+        elif kind == "free":
+            ops.append({"op": "free", "in": [a]})
+            continue
+        else:
+            ops.append({"op": "relu", "in": [99], "out": [h]})  # an unknown handle
+        live.append(h)
+    return [*ops, {"op": "read", "in": [draw(st.sampled_from(live))]}]
+
+
+@settings(max_examples=200, deadline=None)
+@given(plausible_batch())
+def test_a_batch_run_in_slices_ends_as_the_batch_run_at_once(ops):
+    """One instruction per slice (a deadline already past) gives the same reply and session."""
+    from gradserve.engine.session import BatchRun
+
+    whole, sliced = Session("w"), Session("s")
+    for s in (whole, sliced):  # each its own copy of the setup's array (the engine keeps what it is given)
+        setup = [{**ins, "at": {"value": ins["at"]["value"].copy()}} if ins["op"] == "array" else ins for ins in SETUP]
+        s.run_batch({"seq": 1, "ops": setup})
+    want = whole.run_batch({"seq": 2, "ops": ops}, copy_reads=False)
+    job = sliced.begin({"seq": 2, "ops": ops}, copy_reads=False)
+    assert isinstance(job, BatchRun)
+    while not job.run(deadline=0.0):
+        pass
+    got = job.finish()
+    assert got.get("error") == want.get("error")
+    assert [v.tolist() for v in got["values"]] == [v.tolist() for v in want["values"]]
+    assert sorted(sliced.arrays) == sorted(whole.arrays) and sliced.seq == whole.seq == 2
+    for h in whole.arrays:
+        np.testing.assert_array_equal(sliced.arrays[h], whole.arrays[h])
