@@ -64,11 +64,13 @@ def invoke(
     attrs: dict[str, Any] | None = None,
     client: Client | None = None,
     parsed: bool = False,
+    nbytes: int = 0,
 ) -> NDArray:
     """Queue one op of the table; return its result's proxy at once.
 
     ``parsed``: ``attrs`` already holds every attribute in its parsed form (the
-    operators' scalar ops build it so), and the parse is skipped."""
+    operators' scalar ops build it so), and the parse is skipped. ``nbytes``:
+    the bytes the instruction carries (an upload's), for the queue's bound."""
     if len(arrays) == 1:
         a = arrays[0]
         c = a._c
@@ -111,8 +113,7 @@ def invoke(
     ins: dict[str, Any] = {"op": op.name, "in": hs, "out": [h], "at": wat}
     if mode:
         ins["mode"] = mode
-    value = at.get("value")
-    c.enqueue(ins, value.nbytes if isinstance(value, np.ndarray) else 0)
+    c.enqueue(ins, nbytes)
     return NDArray(c, h, spec, node)
 
 
@@ -595,7 +596,8 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
 def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = False) -> NDArray:
     """Upload ``arr``: copied first unless the caller hands over an array nobody else holds
     (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
-    return invoke(OPS["array"], (), {"value": arr if owned else np.array(arr, copy=True)}, client)
+    value = arr if owned else np.array(arr, copy=True)
+    return invoke(OPS["array"], (), {"value": value}, client, nbytes=value.nbytes)
 
 
 SEND_NOW_BYTES = 8 << 20

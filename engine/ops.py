@@ -957,8 +957,8 @@ def is_view_key(key: tuple) -> bool:
 def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
     """Whether ``value`` broadcasts to exactly ``region``."""
     try:
-        return tuple(np.broadcast_shapes(value, region)) == region
-    except ValueError:
+        return broadcast_shapes("", value, region) == region
+    except ShapeError:
         return False
 
 

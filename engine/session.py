@@ -151,7 +151,8 @@ COMMAND_DOCS: dict[str, dict[str, Any]] = {}
 
 def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callable[[Command], Command]:
     """Register a session command; its attributes are parsed as an op's are
-    (declared types, defaults, unknown names refused) before it runs."""
+    (declared types, defaults, unknown names refused) before it runs, so the
+    command reads ``ins["at"]``: every declared attribute, typed."""
 
     def wrap(fn: Command) -> Command:
         parse = attr_parser(name, attrs)
@@ -206,8 +207,8 @@ class BatchRun:
                 try:
                     if i < tail:
                         execute(ins, values)
-                    else:
-                        read_values(s, ins, values, copy=False)
+                    else:  # the batch's last reads: the arrays themselves, for an encoder that sends them at once
+                        read_values(s, ins.get("in", ()), _parse_read(ins.get("at"))["grad"], values, copy=False)
                 except MXNetError as e:
                     self.reply["error"] = error_body(e, i, ins)
                     i = n
@@ -479,7 +480,7 @@ GRAD_REQ = Attr("grad_req", "str", "write")
 def _attach_grad(s: Session, ins: dict, values: list) -> None:
     h = _one(ins, "attach_grad")
     x = s.get(h)
-    req = (ins.get("at") or {}).get("grad_req", "write")
+    req = ins["at"]["grad_req"]
     if req not in tape.GRAD_REQS:
         raise InvalidInput(f"attach_grad: grad_req must be one of {tape.GRAD_REQS}, got {req!r}")
     s.check_alloc(x.nbytes)
@@ -497,8 +498,7 @@ def _grad(s: Session, ins: dict, values: list) -> None:
 
 def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Node], list[Any]]:
     heads_h = list(ins.get("in", ()))
-    at = ins.get("at") or {}
-    hg_h = at.get("head_grads") or [None] * len(heads_h)
+    hg_h = ins["at"]["head_grads"] or [None] * len(heads_h)
     if len(hg_h) != len(heads_h):
         raise InvalidInput("backward: head_grads must have one entry per head")
     heads = tape.check_heads(s.node(h) for h in heads_h)
@@ -550,7 +550,7 @@ def _backward(s: Session, ins: dict, values: list) -> None:
         for var in variables:
             if id(var) not in reached and var.grad_req == "write":
                 var.grad[...] = 0
-    if not (ins.get("at") or {}).get("retain_graph", False):
+    if not ins["at"]["retain_graph"]:
         tape.release(order)
 
 
@@ -567,8 +567,8 @@ def _backward(s: Session, ins: dict, values: list) -> None:
     "with create_graph they are in the graph themselves.",
 )
 def _grad_of(s: Session, ins: dict, values: list) -> None:
-    at = ins.get("at") or {}
-    var_h = list(at.get("variables") or ())
+    at = ins["at"]
+    var_h = list(at["variables"])
     out = list(ins.get("out", ()))
     if len(out) != len(var_h):
         raise InvalidInput("grad_of: one output handle per variable is needed")
@@ -581,9 +581,8 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
         if n is None or n.op is not None:
             raise AutogradError(f"grad_of: handle {h} is not a variable (call attach_grad first)")
         var_nodes.append(n)
-    create = bool(at.get("create_graph", False))
-    retain = at.get("retain_graph")
-    retain = create if retain is None else bool(retain)
+    create = at["create_graph"]
+    retain = create if at["retain_graph"] is None else at["retain_graph"]
     heads, grads = _heads_and_grads(s, ins, create)
     order = tape.toposort(heads)
     in_graph = {id(n) for n in order if n.op is None}
@@ -616,7 +615,7 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
     n = len(hs) // 2
     if not hs or len(hs) % 2:
         raise InvalidInput("mark_variables takes variables followed by as many gradient arrays")
-    reqs = (ins.get("at") or {}).get("grad_reqs") or ["write"] * n
+    reqs = ins["at"]["grad_reqs"] or ["write"] * n
     if len(reqs) != n or any(r not in tape.GRAD_REQS for r in reqs):
         raise InvalidInput(f"mark_variables: grad_reqs must be {n} of {tape.GRAD_REQS}")
     pairs = [(s.get(v), s.get(g)) for v, g in zip(hs[:n], hs[n:])]
@@ -678,10 +677,9 @@ class FunctionVJP:
     "user Function whose backward is the given list of op instructions.",
 )
 def _record_function(s: Session, ins: dict, values: list) -> None:
-    at = ins.get("at") or {}
+    at = ins["at"]
     in_h = list(ins.get("in", ()))
-    outs, cots, grads, prog = at.get("outputs"), at.get("cotangents"), at.get("gradients"), at.get("program")
-    outs, cots = list(outs or ()), list(cots or ())
+    outs, cots, grads, prog = list(at["outputs"]), list(at["cotangents"]), at["gradients"], at["program"]
     if not (isinstance(grads, list) and isinstance(prog, list)):
         raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
     if len(cots) != len(outs) or len(grads) != len(in_h):
@@ -723,19 +721,23 @@ def _free(s: Session, ins: dict, values: list) -> None:
         s.drop(h)
 
 
+READ = (Attr("grad", "bool", False),)
+_parse_read = attr_parser("read", READ)
+
+
 @command(
     "read",
     "handles...",
-    (Attr("grad", "bool", False),),
+    READ,
     "Return the arrays' values (their gradients when grad is true) in the reply, in order.",
 )
 def _read(s: Session, ins: dict, values: list) -> None:
-    read_values(s, ins, values, copy=True)
+    read_values(s, ins.get("in", ()), ins["at"]["grad"], values, copy=True)
 
 
-def read_values(s: Session, ins: dict, values: list, copy: bool) -> None:
-    want_grad = bool((ins.get("at") or {}).get("grad", False))
-    for h in ins.get("in", ()):
+def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: bool) -> None:
+    """The arrays of ``handles`` (or their gradients) appended to ``values``, copied or not."""
+    for h in handles:
         x = s.get(h)
         if want_grad:
             n = s.nodes.get(h)
@@ -753,10 +755,10 @@ def read_values(s: Session, ins: dict, values: list, copy: bool) -> None:
     "``indices`` inputs are the key's index arrays.",
 )
 def _setitem(s: Session, ins: dict, values: list) -> None:
-    at = ins.get("at") or {}
-    n_idx = at.get("indices", 0)
+    at = ins["at"]
+    n_idx = at["indices"]
     hs = list(ins.get("in", ()))
-    if not isinstance(n_idx, int) or isinstance(n_idx, bool) or not 0 <= n_idx <= len(hs) - 1:
+    if not 0 <= n_idx <= len(hs) - 1:
         raise InvalidInput("setitem: 'indices' must count the index arrays at the end of the inputs")
     idx_h = hs[len(hs) - n_idx :]
     hs = hs[: len(hs) - n_idx]
@@ -764,7 +766,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         raise InvalidInput("setitem takes a target, at most one value handle, then its index arrays")
     target = s.get(hs[0])
     idx = tuple(s.get(h) for h in idx_h)
-    key = _ops.parse_key("setitem", at.get("key") or [], n_idx)
+    key = _ops.parse_key("setitem", at["key"] or [], n_idx)
     if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
         raise AutogradError(INPLACE_IN_GRAPH)
     sub = _ops.key_shape("setitem", target.shape, key, tuple(i.shape for i in idx))
@@ -772,7 +774,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         v = s.get(hs[1])
         if v.dtype != target.dtype:
             v = v.astype(target.dtype)
-    elif at.get("scalar") is not None:
+    elif at["scalar"] is not None:
         v = target.dtype.type(at["scalar"])
     else:
         raise InvalidInput("setitem needs a value handle or a scalar")
@@ -797,10 +799,10 @@ _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.div
 )
 def _update(s: Session, ins: dict, values: list) -> None:
     hs = list(ins.get("in", ()))
-    at = ins.get("at") or {}
-    ufunc = _UPDATES.get(at.get("fn"))  # type: ignore[arg-type]
+    at = ins["at"]
+    ufunc = _UPDATES.get(at["fn"])
     if ufunc is None:
-        raise InvalidInput(f"update: fn must be one of {sorted(_UPDATES)}, got {at.get('fn')!r}")
+        raise InvalidInput(f"update: fn must be one of {sorted(_UPDATES)}, got {at['fn']!r}")
     if len(hs) not in (1, 2):
         raise InvalidInput("update takes a target and at most one value handle")
     target = s.get(hs[0])
@@ -810,7 +812,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
         v = s.get(hs[1])
         if not _ops.broadcastable(v.shape, target.shape):
             raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
-    elif at.get("scalar") is not None:
+    elif at["scalar"] is not None:
         v = target.dtype.type(at["scalar"])
     else:
         raise InvalidInput("update needs a value handle or a scalar")
@@ -849,8 +851,8 @@ def _sgd_update(s: Session, ins: dict, values: list) -> None:
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")
 def _seed(s: Session, ins: dict, values: list) -> None:
-    seed = (ins.get("at") or {}).get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    seed = ins["at"]["seed"]
+    if seed < 0:
         raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     s.cx.rng = np.random.default_rng(seed)
 

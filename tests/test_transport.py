@@ -368,3 +368,16 @@ def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
     assert wire.unpack_frames(body)["values"][0]["shape"] == [4]
     during = [t for t in answered if t < done["at"]]
     assert len(during) >= 3, f"only {len(during)} health checks answered while the batch ran"
+
+
+@pytest.mark.parametrize("at", [{"grad": "yes"}, {"nope": 1}, [1]])
+def test_a_batchs_last_reads_check_their_attributes_as_any_read(at):
+    """The reads that end a batch are answered without a copy on the binary route; their
+    attributes are still checked as the read command's are."""
+    from gradserve.engine.session import Session
+
+    for copy_reads in (True, False):
+        s = Session("r")
+        ops = [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1], "at": at}]
+        reply = s.run_batch({"ops": ops}, copy_reads=copy_reads)
+        assert reply["error"]["kind"] == "InvalidInput" and reply["error"]["index"] == 1, (copy_reads, reply)
