@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -119,19 +120,14 @@ class Http:
     def _send_frames(self, batch: dict[str, Any]) -> Any:
         parts, total = wire.pack_frames(batch)
         head = self._head + b"%d\r\n\r\n" % total
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                self.requests += 1
-                status, ctype, body = self._conn.request(head, parts)  # type: ignore[union-attr]
-                break
-            except OSError as e:  # includes a keep-alive connection the server closed
-                self._conn.close()  # type: ignore[union-attr]
-                if attempt == self.retries:
-                    raise ConnectionLost(f"POST {self.url}{self._batch_path}: {e}") from e
-                if attempt:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+        conn: Conn = self._conn  # type: ignore[assignment]
+        status, ctype, body = self._retrying(
+            f"POST {self.url}{self._batch_path}",
+            lambda: conn.request(head, parts),
+            OSError,  # includes a keep-alive connection the server closed: the first retry is at once
+            on_error=lambda e: conn.close(),
+            at_once=True,
+        )
         return _reply(status, ctype, body, self._batch_path, op_errors=True)
 
     def info(self) -> dict[str, Any]:
@@ -140,18 +136,37 @@ class Http:
 
     def _call(self, method: str, path: str, body: bytes | None = None, op_errors: bool = False) -> Any:
         """One request; retried on a broken connection (the server replays by seq)."""
-        delay = 0.05
-        for attempt in range(self.retries + 1):
+        r = self._retrying(
+            f"{method} {self.url}{path}",
+            lambda: self._http.request(method, path, content=body),
+            httpx.TransportError,
+        )
+        return _reply(r.status_code, r.headers.get("content-type", ""), r.content, path, op_errors)
+
+    def _retrying(
+        self,
+        what: str,
+        send: Callable[[], Any],
+        errors: type[Exception],
+        on_error: Callable[[Exception], None] | None = None,
+        at_once: bool = False,
+    ) -> Any:
+        """``send()``, tried up to ``retries`` more times on ``errors`` with backoff from 50 ms
+        to 2 s (``at_once``: the first retry without waiting); ConnectionLost after the last."""
+        delay, attempt = 0.05, 0
+        while True:
             try:
                 self.requests += 1
-                r = self._http.request(method, path, content=body)
-                break
-            except httpx.TransportError as e:
+                return send()
+            except errors as e:
+                if on_error is not None:
+                    on_error(e)
                 if attempt == self.retries:
-                    raise ConnectionLost(f"{method} {self.url}{path}: {e}") from e
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        return _reply(r.status_code, r.headers.get("content-type", ""), r.content, path, op_errors)
+                    raise ConnectionLost(f"{what}: {e}") from e
+                if attempt or not at_once:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                attempt += 1
 
     def close(self) -> None:
         if self._conn is not None:
