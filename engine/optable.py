@@ -11,7 +11,7 @@ local shape inference, the server's execution and quota checks and the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -161,7 +161,9 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
     """The parser of a fixed list of attributes, the one parser of ops and session commands:
     attributes as the wire gave them, checked against their declared types, with defaults
     filled in. A closure over its tables, as it runs once per instruction of a batch."""
-    defaults, parsers, required = attr_tables(attrs)
+    defaults = {a.name: a.default for a in attrs}
+    parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}  # (parser, None allowed)
+    required = tuple(a.name for a in attrs if a.default is REQUIRED)
 
     def parse(given: dict[str, Any] | None) -> dict[str, Any]:
         at = defaults.copy()
@@ -186,13 +188,6 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
         return at
 
     return parse
-
-
-def attr_tables(attrs: tuple[Attr, ...]) -> tuple[dict, dict, tuple[str, ...]]:
-    defaults = {a.name: a.default for a in attrs}
-    parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}
-    required = tuple(a.name for a in attrs if a.default is REQUIRED)
-    return defaults, parsers, required
 
 
 Infer = Callable[..., Spec]
@@ -222,9 +217,6 @@ class Op:
     random: bool = False
     aliases: tuple[str, ...] = ()
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)
-    # derived from attrs by defop: attribute -> (parser, None allowed), and the required names
-    parsers: dict[str, tuple[Callable[[Any], Any], bool]] = field(default_factory=dict, compare=False)
-    required: tuple[str, ...] = ()
     nin: int = 0  # the number of array inputs; -1 when the last one is variadic
     # the same VJP on plain arrays, for first-order backward passes (no dispatch through the
     # table per cotangent); it may return None to leave a case (an integer dtype) to ``vjp``
@@ -251,13 +243,6 @@ class Op:
         """Validate attribute values against their types, filling defaults."""
         parse = self.parse if self.parse is not None else attr_parser(self.name, self.attrs)
         return parse(given)
-
-    def _attr(self, k: str) -> Attr:
-        for a in self.attrs:
-            if a.name == k:
-                return a
-        known = ", ".join(a.name for a in self.attrs) or "none"
-        raise InvalidInput(f"{self.name}: unknown attribute {k!r} (attributes: {known})")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -330,11 +315,24 @@ def defop(
         inputs = tuple(inputs.split())
 
     def wrap(forward: Forward) -> Op:
-        defaults, parsers, required = attr_tables(attrs)
-        doc = (forward.__doc__ or "").strip()
-        nin = -1 if inputs and inputs[-1].startswith("*") else len(inputs)
-        op = Op(name, inputs, attrs, infer, forward, vjp, doc, random, aliases, defaults, parsers, required, nin)
-        return OPS.add(replace(op, eager_vjp=eager_vjp, like=infer is like_infer, parse=attr_parser(name, attrs)))
+        return OPS.add(
+            Op(
+                name,
+                inputs,
+                attrs,
+                infer,
+                forward,
+                vjp,
+                (forward.__doc__ or "").strip(),
+                random,
+                aliases,
+                defaults={a.name: a.default for a in attrs},
+                nin=-1 if inputs and inputs[-1].startswith("*") else len(inputs),
+                eager_vjp=eager_vjp,
+                like=infer is like_infer,
+                parse=attr_parser(name, attrs),
+            )
+        )
 
     return wrap
 
