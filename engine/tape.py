@@ -65,18 +65,19 @@ def parents_of(nodes: Iterable[Node | None]) -> tuple[Node | None, ...] | None:
 def toposort(heads: Iterable[Node]) -> list[Node]:
     """Nodes reachable from ``heads``, parents before children (iterative)."""
     order: list[Node] = []
-    seen: set[int] = set()
+    seen: set[Node] = set()  # nodes hash by identity
+    add = seen.add
     for head in heads:
-        if id(head) in seen:
+        if head in seen:
             continue
-        seen.add(id(head))
+        add(head)
         # each stack entry is a node and an iterator over its parents
         stack = [(head, iter(head.parents))]
         while stack:
             node, it = stack[-1]
             for p in it:
-                if p is not None and p.live and id(p) not in seen:
-                    seen.add(id(p))
+                if p is not None and p.live and p not in seen:
+                    add(p)
                     stack.append((p, iter(p.parents)))
                     break
             else:
@@ -136,15 +137,14 @@ def backward(
     # Every op node had a live parent when it was recorded, so a live node leads to a variable
     # unless a backward since then freed all its ways there: cotangents go to live parents only
     # (a node cut off that way still computes its VJP, whose results are dropped).
-    cot: dict[int, Any] = {}
+    cot: dict[Node, Any] = {}  # nodes hash by identity
     for h, g in zip(heads, head_grads):
-        k = id(h)
-        cot[k] = g if k not in cot else add(cot[k], g)
+        cot[h] = g if h not in cot else add(cot[h], g)
     out: list[tuple[Node, Any]] = []
     pop = cot.pop
     get = cot.get
     for node in reversed(order):
-        g = pop(id(node), None)
+        g = pop(node, None)
         if g is None:
             continue
         op = node.op
@@ -163,11 +163,10 @@ def backward(
         for p, ct in zip(node.parents, cts):
             if p is None or ct is None or not p.live:
                 continue
-            k = id(p)
             if callable(ct):
                 ct = ct()
-            prev = get(k)
-            cot[k] = ct if prev is None else add(prev, ct)
+            prev = get(p)
+            cot[p] = ct if prev is None else add(prev, ct)
     return out
 
 

@@ -2113,3 +2113,40 @@ def test_integer_powers_are_mxnets():
     got = [v.tolist() for v in r["values"]]
     assert got == [[0, 0, 0, -(2**31)], [4, 8, 0, 1], [4, 9, 4, 0]]
     assert all(v.dtype == np.int32 for v in r["values"])
+
+
+SCALAR_OPS = [op.name for op in OPS.ops() if op.name.endswith("_scalar")]
+SCALAR_REFS: dict[str, Callable[[np.ndarray, float], Any]] = {  # numpy with a Python float
+    "add_scalar": lambda x, s: x + s,
+    "sub_scalar": lambda x, s: x - s,
+    "rsub_scalar": lambda x, s: s - x,
+    "mul_scalar": lambda x, s: x * s,
+    "div_scalar": lambda x, s: x / s,
+    "rdiv_scalar": lambda x, s: s / x,
+    "pow_scalar": lambda x, s: x**s,
+    "rpow_scalar": lambda x, s: s**x,
+    "maximum_scalar": np.maximum,
+    "minimum_scalar": np.minimum,
+}
+TRICKY_SCALARS = [0.0, -0.0, 1.0001, -2.5, 1e-45, 1e-8, 7e4, 1e39, 1e300, float("inf"), -float("inf"), float("nan")]
+
+
+@pytest.mark.parametrize("name", SCALAR_OPS)
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_scalar_ops_cast_their_scalar_as_numpy_does(name, dtype):
+    """Scalar ops take the scalar as a cached rank-0 array of the input's dtype: the result
+    is bit for bit numpy's with a Python float (signed zeros, NaN, overflow included)."""
+    op = OPS[name]
+    x = np.array([-3.0, -0.5, -0.0, 0.0, 0.25, 2.0, 1e-3, 6e4], dtype)
+    with np.errstate(all="ignore"):
+        for s in TRICKY_SCALARS * 2:  # the second time round from the cache
+            got = op.forward(ctx(0, False), op.parse_attrs({"scalar": s}), x)
+            assert isinstance(got, np.ndarray) and (got.shape, got.dtype) == (x.shape, x.dtype)
+            ref = SCALAR_REFS.get(name)
+            if ref is None:  # the comparisons: 1 or 0 in x's dtype
+                continue
+            r = np.asarray(ref(x, s)).astype(dtype)
+            np.testing.assert_array_equal(got.view(f"u{x.itemsize}"), r.view(f"u{x.itemsize}"), err_msg=f"{s!r}")
+    cached = ops.scalar_array(1.0001, np.dtype(dtype))
+    assert cached.ndim == 0 and cached.dtype == dtype and not cached.flags.writeable
+    assert ops.scalar_array(-0.0, np.dtype(dtype)) == 0.0 and np.signbit(ops.scalar_array(-0.0, np.dtype(dtype)))
