@@ -171,9 +171,9 @@ class Function:
                 },
             }
         )
-        parents = tape.parents_of(x._node for x in inputs)
+        parents = tape.parents_of(x._node for x in inputs) or ()  # an input is in the graph: never ()
         for o in outs:
-            o._node = tape.Node(_FunctionMark, None, parents)  # type: ignore[arg-type]
-            o._node.at = self  # keeps saved tensors (and their handles) alive with the graph
+            # the node's attributes are the Function: it keeps saved tensors (and their handles) alive with the graph
+            o._node = tape.Node(_FunctionMark, self, parents)
         self._keep = inputs  # the traced backward may read them (saved tensors are kept by self)
         return outputs

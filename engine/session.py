@@ -20,6 +20,7 @@ import numpy as np
 
 from . import alloc, kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (ops_*: the rest of the table)
 from . import ops as _ops  # (fills the table)
+from .dispatch import Context, Eager, Recorder, Traced, traced_args
 from .errors import (
     NO_INPUTS,
     UNREACHABLE,
@@ -54,94 +55,6 @@ class Limits:
     max_array_bytes: int = 1 << 30
     max_batch_ops: int = 100_000
     max_user_bytes: int = 8 << 30  # all sessions of one user together
-
-
-class Context:
-    """What an op's forward sees: the array module, generator, training flag."""
-
-    __slots__ = ("xp", "rng", "training")
-
-    def __init__(self, seed: int | None = None) -> None:
-        self.xp = np
-        self.rng = np.random.default_rng(seed)
-        self.training = False
-
-
-class Eager:
-    """Calls table ops directly on arrays: the ``F`` of first-order VJPs."""
-
-    def __init__(self, cx: Context) -> None:
-        self._cx = cx
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        op = OPS[name]
-        cx = self._cx
-        forward, defaults = op.forward, op.defaults
-        names = set(defaults)
-
-        def call(*xs: Any, **at: Any) -> Any:
-            # the keyword dict is fresh per call: fill it in rather than copy the defaults
-            if len(at) != len(names):
-                for k in names.difference(at):
-                    at[k] = defaults[k]
-            return forward(cx, at, *xs)
-
-        setattr(self, name, call)
-        return call
-
-
-class Traced:
-    """An array with its graph node: what a recorded backward pass computes on."""
-
-    __slots__ = ("value", "node")
-
-    def __init__(self, value: np.ndarray, node: Node | None) -> None:
-        self.value = value
-        self.node = node
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.value.shape
-
-    @property
-    def ndim(self) -> int:
-        return self.value.ndim
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.value.dtype
-
-
-class Recorder:
-    """Calls table ops on Traced arrays and records them: the ``F`` of a backward
-    pass with ``create_graph``, so gradients can themselves be differentiated."""
-
-    def __init__(self, cx: Context) -> None:
-        self._cx = cx
-
-    def __getattr__(self, name: str) -> Callable[..., Traced]:
-        op = OPS[name]
-        cx = self._cx
-
-        def call(*xs: Any, **at: Any) -> Traced:
-            full = {**op.defaults, **at}
-            vals = tuple(x.value if isinstance(x, Traced) else x for x in xs)
-            y = op.forward(cx, full, *vals)
-            node = None
-            if op.vjp is not None:
-                parents = tape.parents_of(x.node if isinstance(x, Traced) else None for x in xs)
-                if parents is not None:
-                    node = Node(op, full, parents, vals, y)
-            return Traced(y, node)
-
-        setattr(self, name, call)
-        return call
-
-
-def traced_args(node: Node) -> tuple[Traced, tuple[Traced, ...]]:
-    """A node's output and inputs with their nodes, for a recorded VJP."""
-    xs = node.xs or ()
-    return Traced(node.y, node), tuple(Traced(x, p) for x, p in zip(xs, node.parents))
 
 
 Command = Callable[["Session", dict, list], None]

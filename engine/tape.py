@@ -24,7 +24,7 @@ class Node:
     def __init__(
         self,
         op: Any = None,
-        at: dict | None = None,
+        at: Any = None,  # the op's attributes (a client's autograd.Function node: the Function)
         parents: tuple[Node | None, ...] = (),
         xs: tuple[Any, ...] | None = None,
         y: Any = None,

@@ -37,9 +37,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 from gradserve.engine import ops, tape
+from gradserve.engine.dispatch import Context, Eager, Recorder, Traced
 from gradserve.engine.errors import MXNetError, ShapeError
 from gradserve.engine.optable import OPS, Op, Spec
-from gradserve.engine.session import Context, Eager, Recorder, Session, Traced
+from gradserve.engine.session import Session
 from gradserve.engine.tape import Node, resolve
 
 # --------------------------------------------------------------------------
