@@ -9,7 +9,8 @@ PORT ?= 8000
 
 .PHONY: serve test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# setup.py compiles engine/{optable,session,tape}.py (mypyc): an edit to one rebuilds
+$(BIN)/.installed: pyproject.toml setup.py engine/optable.py engine/session.py engine/tape.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -18,8 +19,10 @@ $(BIN)/.installed: pyproject.toml
 serve: $(BIN)/.installed
 	$(BIN)/gradserve serve --host $(HOST) --port $(PORT) --data-dir data
 
+# the suite runs twice: on the compiled engine, and on its Python sources (what installs without a compiler)
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+	GRADSERVE_PURE=1 $(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check engine client server tests bench examples
@@ -31,4 +34,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis build engine/*.so engine/_native.json

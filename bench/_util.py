@@ -59,7 +59,8 @@ def server(env: dict[str, str] | None = None, extra: list[str] | None = None) ->
 def interleave(
     cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """Seconds per call of each case, run in turn round after round (so drift hits all alike)."""
+    """Seconds per call of each case, run in turn round after round (so drift hits all alike).
+    A case that returns a float has timed itself (a case run in another process)."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -67,10 +68,38 @@ def interleave(
     for _ in range(rounds):
         for name, fn in cases.items():
             t = time.perf_counter()
+            own = 0.0
             for _ in range(inner):
-                fn()
-            out[name].append((time.perf_counter() - t) / inner)
+                r = fn()
+                if type(r) is float:
+                    own += r
+            out[name].append((own or time.perf_counter() - t) / inner)
     return out
+
+
+class Worker:
+    """A benchmark script run again as a child process (``--worker``, with its own environment):
+    each call asks it for one round and gives the seconds it measured."""
+
+    def __init__(self, script: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--worker"],
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __call__(self) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 def med(xs: list[float]) -> float:
@@ -85,9 +114,11 @@ def pct(xs: list[float], q: float) -> float:
 def machine() -> str:
     import numpy as np
 
+    from gradserve.engine import NATIVE
+
     blas = os.environ.get("OPENBLAS_CORETYPE", "unset")
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, engine {NATIVE}, "
         f"numpy {np.__version__}, OPENBLAS_CORETYPE={blas}, OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
     )

@@ -1,7 +1,8 @@
 """Per-op cost of a recorded 1000-op elementwise chain on shape (4,), forward +
 backward: gradserve's engine (a batch run by a session, as the server runs it),
 gradserve's client in-process (nd calls, queue and engine), PyTorch eager, and
-numpy forward alone. Interleaved rounds, medians, ratios in one run.
+numpy forward alone; with a compiled engine, its Python sources too (a child process run
+with GRADSERVE_PURE=1). Interleaved rounds, medians, ratios in one run.
 
     .venv/bin/python bench/engine_chain.py [--rounds 30]
 
@@ -13,13 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench._util import interleave, med, report  # noqa: E402
+from bench._util import Worker, interleave, med, report  # noqa: E402
 
 N = 1000
 
@@ -39,19 +42,38 @@ def engine_batch() -> list:
     return ops
 
 
+def worker() -> None:
+    """``--worker``: one engine round per line read, its seconds printed (the Python-sources case)."""
+    from gradserve.engine import Session
+
+    for _ in sys.stdin:
+        batch = engine_batch()
+        t = time.perf_counter()
+        Session("bench").run_batch({"ops": batch})
+        print(time.perf_counter() - t, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker()
 
     import gradserve
     from gradserve import autograd, nd
-    from gradserve.engine import Session
+    from gradserve.engine import NATIVE, Session
 
-    batches = [engine_batch() for _ in range(args.rounds + 2)]
+    def engine() -> float:
+        # timed from a batch just decoded, as a server runs one (not from one of many kept
+        # from the start, which the garbage collector would walk again and again)
+        batch = engine_batch()
+        t = time.perf_counter()
+        Session("bench").run_batch({"ops": batch})
+        return time.perf_counter() - t
 
-    def engine() -> None:
-        Session("bench").run_batch({"ops": batches.pop()})
+    pure = Worker(__file__, {"GRADSERVE_PURE": "1"}) if NATIVE != "python" else None
 
     client = gradserve.Client(gradserve.InProcess())
     gradserve.set_current(client)
@@ -66,11 +88,13 @@ def main() -> None:
         y.backward()
         client.flush()
 
-    cases = {
+    cases: dict[str, Any] = {
         "numpy forward only": numpy_forward,
         "gradserve engine (batch)": engine,
         "gradserve client in-process (nd)": client_inprocess,
     }
+    if pure is not None:  # the engine's Python sources, in a child process, interleaved the same
+        cases["gradserve engine, Python sources (GRADSERVE_PURE=1)"] = pure
     try:
         import torch
 
@@ -87,12 +111,21 @@ def main() -> None:
     except ImportError:
         pass
     res = interleave(cases, rounds=args.rounds, inner=1, warmup=2)
+    if pure is not None:
+        pure.close()
     per = {k: med(v) / N * 1e6 for k, v in res.items()}
     rows = [(k, f"{v:.2f} us/op") for k, v in per.items()]
     if "pytorch eager" in per:
         t = per["pytorch eager"]
         rows.append(("engine / pytorch", f"{per['gradserve engine (batch)'] / t:.2f}"))
         rows.append(("client in-process / pytorch", f"{per['gradserve client in-process (nd)'] / t:.2f}"))
+    if pure is not None:
+        rows.append(
+            (
+                f"engine ({NATIVE}) / its Python sources",
+                f"{per['gradserve engine (batch)'] / per['gradserve engine, Python sources (GRADSERVE_PURE=1)']:.2f}",
+            )
+        )
     rows.append(("engine / numpy forward", f"{per['gradserve engine (batch)'] / per['numpy forward only']:.2f}"))
     report(f"1000-op recorded chain, forward + backward, {args.rounds} rounds, medians", rows, per)
 

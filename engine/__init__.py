@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from . import ops, wire  # noqa: F401  (ops fills the table; wire adds tensor attributes)
-from .errors import MXNetError
-from .optable import OPS, Op, Spec
-from .session import Limits, Session, catalog
+from . import _native
 
-__all__ = ["OPS", "Limits", "MXNetError", "Op", "Session", "Spec", "catalog"]
+_native.load_sources_if_needed()  # before anything imports the compiled modules
+NATIVE = _native.NATIVE  # "mypyc" or "python": which interpreter runs batches
+
+from . import ops, wire  # noqa: E402, F401  (ops fills the table; wire adds tensor attributes)
+from .errors import MXNetError  # noqa: E402
+from .optable import OPS, Op, Spec  # noqa: E402
+from .session import Limits, Session, catalog  # noqa: E402
+
+__all__ = ["NATIVE", "OPS", "Limits", "MXNetError", "Op", "Session", "Spec", "catalog"]

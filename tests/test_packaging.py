@@ -1,10 +1,18 @@
-"""The client installs and runs without the server's dependencies."""
+"""How the package installs: the client without the server's dependencies, and the engine
+compiled or as its Python sources, never a compiled module built from other sources."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from gradserve import engine
+from gradserve.engine import session
 
 BLOCK_SERVER_DEPS = textwrap.dedent(
     """
@@ -53,3 +61,68 @@ def test_serve_refuses_an_open_address_without_keys():
         timeout=60,
     )
     assert out.returncode == 2 and "without API keys" in out.stderr
+
+
+def _engine_copy(tmp_path, edit: bool) -> str:
+    """The installed package laid out under tmp_path (compiled modules included), with
+    engine/session.py edited or not; its path, for PYTHONPATH."""
+    import gradserve
+
+    root = tmp_path / "site"
+    shutil.copytree(os.path.dirname(gradserve.__file__), root / "gradserve")
+    shutil.copytree(os.path.dirname(gradserve.engine.__file__), root / "gradserve" / "engine")
+    if edit:
+        with open(root / "gradserve" / "engine" / "session.py", "a") as f:
+            f.write("\n# an edit since the last build\n")
+    return str(root)
+
+
+WHICH = "import gradserve.engine as e, gradserve.engine.session as s; print(e.NATIVE, s.__file__.rsplit('.', 1)[-1])"
+
+
+def _which(path: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-W", "default", "-c", WHICH],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**{k: v for k, v in os.environ.items() if k != "GRADSERVE_PURE"}, "PYTHONPATH": path, **env},
+    )
+
+
+needs_native = pytest.mark.skipif(
+    not any(f.endswith(".so") or f.endswith(".pyd") for f in os.listdir(os.path.dirname(engine.__file__))),
+    reason="this install has no compiled engine (no C compiler or mypyc at build time)",
+)
+
+
+@needs_native
+def test_the_compiled_engine_runs_when_it_was_built_from_these_sources(tmp_path):
+    out = _which(_engine_copy(tmp_path, edit=False))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["mypyc", "so"], out.stdout + out.stderr
+    assert "Python sources" not in out.stderr
+
+
+@needs_native
+def test_an_edited_source_runs_as_python_with_a_warning(tmp_path):
+    """A compiled module built from other sources never runs: the engine loads the sources
+    of both compiled modules (they share a layout) and says why."""
+    out = _which(_engine_copy(tmp_path, edit=True))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "py"]
+    assert "session.py changed since it was compiled" in out.stderr
+
+
+@needs_native
+def test_gradserve_pure_runs_the_sources_quietly(tmp_path):
+    out = _which(_engine_copy(tmp_path, edit=False), GRADSERVE_PURE="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "py"] and "Python sources" not in out.stderr
+
+
+def test_native_reports_what_runs():
+    assert engine.NATIVE in ("mypyc", "python")
+    assert (engine.NATIVE == "mypyc") == session.__file__.endswith((".so", ".pyd"))
+    if os.environ.get("GRADSERVE_PURE"):
+        assert engine.NATIVE == "python"

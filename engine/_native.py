@@ -1,0 +1,80 @@
+"""Which engine interpreter runs: the mypyc-compiled one, or its Python sources.
+
+setup.py compiles ``optable``, ``tape`` and ``session`` when it can and records the hashes of the
+sources it compiled in ``_native.json``. The compiled modules are used only when they
+were built from the sources beside them; otherwise (a checkout edited since its last
+install, a build that failed half way, or GRADSERVE_PURE=1) all are loaded from their
+sources, which behave the same, slower. ``NATIVE`` says which: "mypyc" or "python".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import warnings
+
+COMPILED = ("optable", "tape", "session")  # in import order: each imports the ones before it
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = __name__.rpartition(".")[0]
+
+NATIVE = "python"
+
+
+def _why_not_native() -> str | None:
+    """None when the compiled modules are there and built from these sources; else why not
+    (an empty string when no compiled module is there at all: nothing to say)."""
+    if not any(_extension(name) for name in COMPILED):
+        return ""
+    if os.environ.get("GRADSERVE_PURE"):
+        return "GRADSERVE_PURE is set"
+    try:
+        with open(os.path.join(HERE, "_native.json")) as f:
+            built = json.load(f)["sources"]
+    except (OSError, ValueError, KeyError):
+        return "its build record _native.json is missing"
+    for name in COMPILED:
+        with open(os.path.join(HERE, name + ".py"), "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != built.get(name):
+                return f"{name}.py changed since it was compiled (reinstall to compile it again)"
+    return None
+
+
+def _extension(name: str) -> str | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(HERE, name + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def load_sources_if_needed() -> None:
+    """Import the compiled modules' Python sources in their place where they must not run."""
+    global NATIVE
+    if any(f"{PACKAGE}.{name}" in sys.modules for name in COMPILED):
+        return  # already imported (a reload of the package)
+    why = _why_not_native()
+    if why is None:
+        try:
+            for name in COMPILED:
+                importlib.import_module(f"{PACKAGE}.{name}")
+            NATIVE = "mypyc"
+            return
+        except ImportError as e:  # a half-built extension
+            why = f"its compiled modules do not load ({e})"
+            for name in COMPILED:
+                sys.modules.pop(f"{PACKAGE}.{name}", None)
+    if why and not os.environ.get("GRADSERVE_PURE"):  # asked for: nothing to warn about
+        warnings.warn(f"gradserve: the engine runs its Python sources: {why}", RuntimeWarning, stacklevel=3)
+    if not any(_extension(name) for name in COMPILED):
+        return  # plain imports find the sources
+    for name in COMPILED:
+        spec = importlib.util.spec_from_file_location(f"{PACKAGE}.{name}", os.path.join(HERE, name + ".py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        setattr(sys.modules[PACKAGE], name, module)
