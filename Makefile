@@ -21,6 +21,7 @@ serve: $(BIN)/.installed
 
 # the suite runs twice: on the compiled engine, and on its Python sources (what installs without a compiler)
 test: $(BIN)/.installed
+	@$(BIN)/python -c 'import gradserve.engine as e; print("gradserve engine:", e.NATIVE)'
 	$(BIN)/python -m pytest -q
 	GRADSERVE_PURE=1 $(BIN)/python -m pytest -q
 

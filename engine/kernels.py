@@ -11,13 +11,18 @@ from typing import Any
 
 import numpy as np
 
-numba: Any
-try:
+
+def _numba() -> Any:
     if os.environ.get("GRADSERVE_NUMBA", "1") == "0":
-        raise ImportError("disabled by GRADSERVE_NUMBA=0")
-    import numba
-except ImportError:
-    numba = None
+        return None  # disabled
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+numba = _numba()
 
 HAVE_NUMBA = numba is not None
 

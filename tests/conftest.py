@@ -14,6 +14,12 @@ import gradserve
 from gradserve.server import Settings, create_app
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    from gradserve.engine import NATIVE
+
+    return f"gradserve engine: {NATIVE} (GRADSERVE_PURE=1 runs its Python sources)"
+
+
 class LiveServer:
     """uvicorn serving a gradserve app from a thread, on 127.0.0.1:<free port>."""
 
