@@ -56,11 +56,16 @@ def server(env: dict[str, str] | None = None, extra: list[str] | None = None) ->
             proc.kill()
 
 
+class Seconds(float):
+    """What a self-timed benchmark case returns (see ``interleave``)."""
+
+
 def interleave(
     cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1, warmup: int = 1
 ) -> dict[str, list[float]]:
     """Seconds per call of each case, run in turn round after round (so drift hits all alike).
-    A case that returns a float has timed itself (a case run in another process)."""
+    A case that returns ``Seconds`` has timed itself (a case run in another process, or one
+    that sets up each call untimed)."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -68,12 +73,12 @@ def interleave(
     for _ in range(rounds):
         for name, fn in cases.items():
             t = time.perf_counter()
-            own = 0.0
+            own: float | None = None
             for _ in range(inner):
                 r = fn()
-                if type(r) is float:
-                    own += r
-            out[name].append((own or time.perf_counter() - t) / inner)
+                if isinstance(r, Seconds):
+                    own = (own or 0.0) + r
+            out[name].append((time.perf_counter() - t if own is None else own) / inner)
     return out
 
 
@@ -90,11 +95,11 @@ class Worker:
             text=True,
         )
 
-    def __call__(self) -> float:
+    def __call__(self) -> Seconds:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        return Seconds(self.proc.stdout.readline())
 
     def close(self) -> None:
         if self.proc.stdin is not None:

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from bench._util import Worker, interleave, med, report  # noqa: E402
+from bench._util import Seconds, Worker, interleave, med, report  # noqa: E402
 
 N = 1000
 
@@ -65,13 +65,13 @@ def main() -> None:
     from gradserve import autograd, nd
     from gradserve.engine import NATIVE, Session
 
-    def engine() -> float:
+    def engine() -> Seconds:
         # timed from a batch just decoded, as a server runs one (not from one of many kept
         # from the start, which the garbage collector would walk again and again)
         batch = engine_batch()
         t = time.perf_counter()
         Session("bench").run_batch({"ops": batch})
-        return time.perf_counter() - t
+        return Seconds(time.perf_counter() - t)
 
     pure = Worker(__file__, {"GRADSERVE_PURE": "1"}) if NATIVE != "python" else None
 
