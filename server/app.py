@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..engine import wire
+from ..engine import NATIVE, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog
 from . import fast, protocol
@@ -120,8 +120,8 @@ meta = APIRouter(prefix="/v1", tags=["meta"])
 
 @meta.get("/health")
 def read_health() -> dict[str, str]:
-    """Liveness."""
-    return {"status": "ok"}
+    """Liveness, and which engine interpreter runs ("mypyc" compiled, or "python")."""
+    return {"status": "ok", "engine": NATIVE}
 
 
 ops_router = APIRouter(tags=["meta"])

@@ -55,6 +55,12 @@ def batch(http, sid):
     return Batches(http, sid)
 
 
+def test_health_says_which_engine_runs(http):
+    from gradserve.engine import NATIVE
+
+    assert http.get("/v1/health").json() == {"status": "ok", "engine": NATIVE}
+
+
 def test_catalog_lists_every_op_with_typed_attributes(http):
     cat = http.get("/v1/ops").json()
     ops = {o["name"]: o for o in cat["ops"]}
