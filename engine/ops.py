@@ -10,6 +10,7 @@ same table, so the backward pass can itself be recorded.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -489,7 +490,7 @@ for _name, (_sym, _uf) in _COMPARE.items():
 SCALAR = (Attr("scalar", "float", REQUIRED),)
 
 
-_SCALARS: dict[tuple[float, np.dtype], np.ndarray] = {}
+_SCALARS: defaultdict[np.dtype, dict[float, np.ndarray]] = defaultdict(dict)
 
 
 def scalar_array(s: float, dt: np.dtype) -> Any:
@@ -497,27 +498,34 @@ def scalar_array(s: float, dt: np.dtype) -> Any:
 
     numpy gives ``x * s`` the dtype of ``x`` for a Python float by working out its promotion
     rules on every call; with ``s`` already cast to ``x``'s dtype the same product (the cast is
-    the one numpy makes) takes half the time on small arrays. Cached per (value, dtype); the
+    the one numpy makes) takes half the time on small arrays. Cached per dtype and value; the
     signed zeros (equal as keys) and NaN (unequal to itself) are not cached."""
-    a = _SCALARS.get((s, dt))
+    cache = _SCALARS[dt]
+    a = cache.get(s)
     if a is None:
         if s == 0.0 or s != s:
             return s
         with np.errstate(over="ignore"):  # a value past the dtype's range is inf, as in the op
             a = np.array(s, dt)
         a.flags.writeable = False
-        if len(_SCALARS) >= 4096:
-            _SCALARS.clear()
-        _SCALARS[(s, dt)] = a
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[s] = a
     return a
 
 
-def _scalar(name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None) -> None:
+def _scalar(name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None, ufunc: Any = None) -> None:
+    """A scalar op; ``ufunc(x, s)``, where given, is ``fwd`` for float arrays, called at once."""
+
     def forward(cx, at, x):
         dt = x.dtype
         if dt.kind == "f":  # a Python float keeps a float array's dtype
             s = at["scalar"]
-            r = fwd(cx.xp, x, scalar_array(s, dt) if cx.xp is np else s)
+            if cx.xp is np:
+                s = scalar_array(s, dt)
+                r = fwd(np, x, s) if ufunc is None else ufunc(x, s)
+            else:
+                r = fwd(cx.xp, x, s)
             return r if type(r) is np.ndarray and r.dtype is dt else cast(r, dt)  # builtin dtypes are singletons
         # an integer array takes the scalar cast to its own dtype first, as MXNet does
         # (x * 2.5 on int32 multiplies by 2)
@@ -538,8 +546,17 @@ def _div_scalar_eager(at, g, y, x):
     return (g / scalar_array(at["scalar"], dt),) if dt.kind == "f" else None
 
 
-_scalar("add_scalar", lambda xp, x, s: x + s, lambda F, at, g, y, x: (g,), "x + scalar.", lambda at, g, y, x: (g,))
-_scalar("sub_scalar", lambda xp, x, s: x - s, lambda F, at, g, y, x: (g,), "x - scalar.", lambda at, g, y, x: (g,))
+_scalar(
+    "add_scalar", lambda xp, x, s: x + s, lambda F, at, g, y, x: (g,), "x + scalar.", lambda at, g, y, x: (g,), np.add
+)
+_scalar(
+    "sub_scalar",
+    lambda xp, x, s: x - s,
+    lambda F, at, g, y, x: (g,),
+    "x - scalar.",
+    lambda at, g, y, x: (g,),
+    np.subtract,
+)
 _scalar(
     "rsub_scalar",
     lambda xp, x, s: s - x,
@@ -553,6 +570,7 @@ _scalar(
     lambda F, at, g, y, x: (F.mul_scalar(g, scalar=at["scalar"]),),
     "x * scalar.",
     _mul_scalar_eager,
+    np.multiply,
 )
 _scalar(
     "div_scalar",
@@ -560,6 +578,7 @@ _scalar(
     lambda F, at, g, y, x: (F.div_scalar(g, scalar=at["scalar"]),),
     "x / scalar.",
     _div_scalar_eager,
+    np.true_divide,
 )
 _scalar(
     "rdiv_scalar",
