@@ -474,10 +474,21 @@ _COMPARE = {
     "lesser": ("<", np.less),
     "lesser_equal": ("<=", np.less_equal),
 }
+
+
+def _compare_forward(uf: Any) -> Any:
+    """The forward of a comparison: its ufunc, called on the two operands."""
+
+    def forward(xp, a, b):
+        return uf(a, b)
+
+    return forward
+
+
 for _name, (_sym, _uf) in _COMPARE.items():
     _binary(
         _name,
-        (lambda uf: lambda xp, a, b: uf(a, b))(_uf),
+        _compare_forward(_uf),
         lambda F, at, g, y, a, b: (None, None),
         f"1 where a {_sym} b, else 0, in the inputs' dtype.",
         (f"broadcast_{_name}",),
@@ -613,7 +624,7 @@ _scalar(
 for _name, (_sym, _uf) in _COMPARE.items():
     _scalar(
         f"{_name}_scalar",
-        (lambda uf: lambda xp, x, s: uf(x, s))(_uf),
+        _compare_forward(_uf),
         lambda F, at, g, y, x: (None,),
         f"1 where x {_sym} scalar, else 0, in x's dtype.",
     )
