@@ -91,7 +91,7 @@ class BatchRun:
     hands what is left to a thread), then finished once. It holds the session's lock
     from ``begin`` to ``finish`` or ``abort``, whichever thread calls them."""
 
-    __slots__ = ("session", "ops", "seq", "tail", "next", "values", "reply", "started")
+    __slots__ = ("session", "ops", "seq", "tail", "next", "values", "reply", "started", "ended")
 
     def __init__(self, session: Session, ops: list, seq: int | None, copy_reads: bool) -> None:
         self.session = session
@@ -101,6 +101,7 @@ class BatchRun:
         self.reply: dict[str, Any] = {"seq": seq, "values": self.values}
         self.next = 0  # the next instruction to run
         self.started = time.perf_counter()
+        self.ended = 0.0  # when its last instruction ran (a caller may finish it later)
         tail = len(ops)
         if not copy_reads:
             while tail and type(ops[tail - 1]) is dict and ops[tail - 1].get("op") == "read":
@@ -142,12 +143,15 @@ class BatchRun:
                 if deadline is not None and time.perf_counter() > deadline:
                     break
         self.next = i
-        return i >= n
+        if i >= n:
+            self.ended = time.perf_counter()
+            return True
+        return False
 
     def finish(self) -> dict[str, Any]:
         """Record the reply (a retry of this seq gets it again) and free the session."""
         s, reply = self.session, self.reply
-        s.last_batch_s = time.perf_counter() - self.started
+        s.last_batch_s = (self.ended or time.perf_counter()) - self.started
         try:
             if self.seq is not None:
                 s.seq = self.seq
@@ -244,7 +248,8 @@ class Session:
         Instructions before a failing one have taken effect; it and the ones
         after it have not. With ``copy_reads`` false, the reads that end the
         batch give the session's arrays themselves (nothing after them in the
-        batch can change them): for a caller that encodes the reply at once.
+        batch can change them, but a later batch can): a caller that sends them
+        without a copy uses ``begin`` and finishes the run once they are sent.
         """
         run = self.begin(msg, copy_reads)
         if not isinstance(run, BatchRun):

@@ -120,16 +120,21 @@ def _inline(session: Session, ops: list[Any]) -> bool:
     return nbytes <= INLINE_READ_BYTES
 
 
-def run(session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Execute a batch; the reply's values are the arrays read (encoded by the caller)."""
-    reply = session.run_batch(msg, copy_reads=False)
-    return status_of(reply), reply
+def run(session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+    """Execute a batch in a thread; the arrays read are copies (the session is free again
+    before the reply is written)."""
+    return session.run_batch(msg, copy_reads=True)
 
 
-async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRun | dict[str, Any]:
     """Execute a batch, starting on the event loop when that is cheaper than a thread hop:
     when it is the only batch in flight (or only reads and frees a little), its session is
-    free and was quick last time. After ``INLINE_SLICE_S`` the rest runs in a thread."""
+    free and was quick last time. After ``INLINE_SLICE_S`` the rest runs in a thread.
+
+    A batch started on the loop comes back run but not finished: its reads are the session's
+    arrays themselves, and the session stays locked until the caller has written them and
+    finishes it (a batch on another connection must not change them halfway through the
+    reply). A batch run in a thread comes back as its reply, its reads copied."""
     job = None
     if (app.state.busy == 1 and session.last_batch_s <= INLINE_SLICE_S and not session.lock.locked()) or _inline(
         session, msg["ops"]
@@ -138,7 +143,7 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> tuple[i
     if job is None:
         return await run_in_threadpool(run, session, msg)
     if not isinstance(job, BatchRun):
-        return status_of(job), job  # a retry's stored reply
+        return job  # a retry's stored reply
     try:
         if not job.run(time.perf_counter() + INLINE_SLICE_S):
             await run_in_threadpool(job.run)
@@ -148,15 +153,44 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> tuple[i
     except BaseException:
         job.abort()
         raise
-    reply = job.finish()
-    return status_of(reply), reply
+    return job
 
 
-async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list") -> None:
-    """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays."""
+LENT_TAIL = 256 << 10
+"""The last bytes of a tensor sent from a session's own memory go as a copy of this size,
+over the transport's high-water mark (64 KiB in uvloop and asyncio): see ``respond``."""
+
+
+def _copied_tails(parts: list[Any]) -> list[Any]:
+    """``parts`` with the last ``LENT_TAIL`` bytes of each large buffer split off as a copy."""
+    out: list[Any] = []
+    for p in parts:
+        if isinstance(p, memoryview):
+            if p.nbytes > LENT_TAIL:
+                out += [p[: p.nbytes - LENT_TAIL], bytes(p[p.nbytes - LENT_TAIL :])]
+            else:
+                out.append(bytes(p))
+        else:
+            out.append(p)
+    return out
+
+
+async def respond(
+    send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list", lent: bool = False
+) -> None:
+    """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays.
+
+    ``lent``: the tensors are a session's own arrays, which must not be read after this
+    returns (the caller then frees the session for batches that may change them). The
+    transport keeps what it could not send yet by reference, and the server's ``send``
+    waits for the transport to drain only before a write, down to its low-water mark. So
+    each buffer's last bytes go as a copy larger than the high-water mark, and an empty
+    last message follows: when that returns, the transport holds only copied bytes."""
     values = body.get("values")
     if kind == _FRAMES:
         parts, total = wire.pack_frames(body)
+        if lent:
+            parts = _copied_tails(parts)
     else:
         if values is not None:
             body = dict(body)
@@ -174,9 +208,9 @@ async def respond(send: Any, kind: bytes, status: int, body: dict[str, Any], for
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         await send({"type": "http.response.body", "body": data})
         return
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        await send({"type": "http.response.body", "body": part, "more_body": i < last})
+    for part in parts:
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> None:
@@ -226,7 +260,15 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
             msg = wire.unpack(body)
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be a map with a list 'ops'")
-        status, reply = await run_sliced(app, session, msg)
+        done = await run_sliced(app, session, msg)
     except MXNetError as e:
-        status, reply = e.status, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
-    await respond(send, kind, status, reply, tensor_form(accept.decode("latin-1")))
+        done = {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
+        await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")))
+        return
+    if not isinstance(done, BatchRun):
+        await respond(send, kind, status_of(done), done, tensor_form(accept.decode("latin-1")))
+        return
+    try:  # the reply is written from the session's arrays: the session is held until it is out
+        await respond(send, kind, status_of(done.reply), done.reply, tensor_form(accept.decode("latin-1")), lent=True)
+    finally:
+        done.finish()

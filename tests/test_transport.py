@@ -381,3 +381,68 @@ def test_a_batchs_last_reads_check_their_attributes_as_any_read(at):
         ops = [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1], "at": at}]
         reply = s.run_batch({"ops": ops}, copy_reads=copy_reads)
         assert reply["error"]["kind"] == "InvalidInput" and reply["error"]["index"] == 1, (copy_reads, reply)
+
+
+def test_a_large_read_is_not_torn_by_another_connection_on_the_same_session(live_server):
+    """A large frames reply is written from the session's own array. A batch sent on a second
+    connection to the same session that changes the array in place waits until that reply is
+    out: the reader gets the array as its own batch left it, not half of the next batch's."""
+    import socket
+    import threading
+    import time
+
+    n = 8 << 20  # 32 MiB of float32: far more than loopback's socket buffers hold
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
+        assert r.status_code == 200, r.text
+        parts, total = wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})
+        head = (
+            f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
+            f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=60) as reader:
+            reader.sendall(head + b"".join(bytes(p) for p in parts))
+            reader.recv(1 << 16)  # the reply has started; the rest waits on this socket
+            done: dict = {}
+
+            def add_one() -> None:
+                ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]
+                done["status"] = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops}).status_code
+                done["at"] = time.perf_counter()
+
+            writer = threading.Thread(target=add_one)
+            writer.start()
+            time.sleep(0.5)
+            assert "at" not in done, "the in-place update ran while the read's reply was still being written"
+            started = time.perf_counter()
+            data = bytearray()
+            while len(data) < 4 * n:  # the rest of the reply
+                chunk = reader.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        writer.join(60)
+        assert done["status"] == 200 and done["at"] > started
+        tail = np.frombuffer(bytes(data[len(data) - 4 * (n // 2) :]), np.float32)  # the reply's last half
+        assert not tail.any(), "the read's reply holds values of the update sent after it"
+        r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "read", "in": [1]}]})
+        assert r.json()["values"][0]["data"][:3] == [1.0, 1.0, 1.0]
+
+
+def test_a_lent_reply_ends_each_large_buffer_with_a_copy():
+    """What the transport may still hold when a lent reply's last send returns is a copy:
+    each large buffer's last LENT_TAIL bytes (more than the transport's high-water mark)."""
+    from gradserve.server.fast import LENT_TAIL, _copied_tails
+
+    big = np.arange(3 * LENT_TAIL // 4, dtype=np.float32)
+    small = np.arange(100, dtype=np.float32)
+    parts, total = wire.pack_frames({"values": [big, small]})
+    out = _copied_tails(parts)
+    assert b"".join(bytes(p) for p in out) == b"".join(bytes(p) for p in parts)
+    assert sum(len(p) for p in out) == total
+    assert not any(isinstance(p, memoryview) and p.nbytes <= LENT_TAIL for p in out)
+    views = [p for p in out if isinstance(p, memoryview)]
+    assert len(views) == 1 and np.shares_memory(np.frombuffer(views[0], np.uint8), big)
+    after = out[out.index(views[0]) + 1]
+    assert isinstance(after, bytes) and len(after) == LENT_TAIL  # the view's own tail, copied
