@@ -4,7 +4,9 @@
     .venv/bin/python bench/profile_remote.py [--steps 300]
 
 Prints the client's pyinstrument tree (trimmed) and the server's top functions
-by own time and by inclusive time, from py-spy's collapsed stacks.
+by own time and by inclusive time, from py-spy's collapsed stacks. The server runs
+the engine's Python sources (GRADSERVE_PURE=1): py-spy sees no Python frames inside
+the compiled modules, and would put all their time on the function that called them.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main() -> None:
 
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     x, y = _mlp.data()
-    with server(env={"OPENBLAS_NUM_THREADS": "1"}) as url:
+    with server(env={"OPENBLAS_NUM_THREADS": "1", "GRADSERVE_PURE": "1"}) as url:
         client = gradserve.Client(gradserve.Http(url))
         gradserve.set_current(client)
         model = _mlp.Gradserve(x, y)
