@@ -52,7 +52,25 @@ def stage() -> list[str]:
     return [os.path.relpath(os.path.join(pkg, name + ".py"), HERE) for name in COMPILED]
 
 
+def remove_stale_build() -> None:
+    """A pure build removes the compiled modules an earlier build left beside the sources
+    (an editable install's), so the engine loads its sources without a warning."""
+    engine = os.path.join(HERE, "engine")
+    for f in os.listdir(engine):
+        if f == "_native.json" or (f.endswith((".so", ".pyd")) and f.split(".")[0] in (*COMPILED, "_native__mypyc")):
+            os.remove(os.path.join(engine, f))
+
+
 def native_extensions() -> list:
+    if len(sys.argv) > 1 and sys.argv[1] in ("egg_info", "dist_info", "sdist"):
+        return []  # metadata or a source archive: nothing is compiled (pip asks for these first)
+    exts = _native_extensions()
+    if not exts:
+        remove_stale_build()
+    return exts
+
+
+def _native_extensions() -> list:
     if os.environ.get("GRADSERVE_PURE"):
         return []
     try:
