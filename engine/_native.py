@@ -54,8 +54,10 @@ def _extension(name: str) -> str | None:
 def load_sources_if_needed() -> None:
     """Import the compiled modules' Python sources in their place where they must not run."""
     global NATIVE
-    if any(f"{PACKAGE}.{name}" in sys.modules for name in COMPILED):
-        return  # already imported (a reload of the package)
+    loaded = [sys.modules.get(f"{PACKAGE}.{name}") for name in COMPILED]
+    if any(loaded):  # already imported (a reload of the package)
+        NATIVE = "python" if any(str(getattr(m, "__file__", "")).endswith(".py") for m in loaded if m) else "mypyc"
+        return
     why = _why_not_native()
     if why is None:
         try:
@@ -63,8 +65,8 @@ def load_sources_if_needed() -> None:
                 importlib.import_module(f"{PACKAGE}.{name}")
             NATIVE = "mypyc"
             return
-        except ImportError as e:  # a half-built extension
-            why = f"its compiled modules do not load ({e})"
+        except Exception as e:  # a half-built extension, or one built against another Python
+            why = f"its compiled modules do not load ({type(e).__name__}: {e})"
             for name in COMPILED:
                 sys.modules.pop(f"{PACKAGE}.{name}", None)
     if why and not os.environ.get("GRADSERVE_PURE"):  # asked for: nothing to warn about

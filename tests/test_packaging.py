@@ -115,6 +115,20 @@ def test_an_edited_source_runs_as_python_with_a_warning(tmp_path):
 
 
 @needs_native
+def test_a_compiled_module_that_does_not_load_runs_as_python_with_a_warning(tmp_path):
+    root = _engine_copy(tmp_path, edit=False)
+    engine_dir = os.path.join(root, "gradserve", "engine")
+    for f in os.listdir(engine_dir):
+        if f.startswith("_native__mypyc") and f.endswith((".so", ".pyd")):
+            with open(os.path.join(engine_dir, f), "wb") as out:
+                out.write(b"not a shared library")
+    out = _which(root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["python", "py"]
+    assert "compiled modules do not load" in out.stderr
+
+
+@needs_native
 def test_gradserve_pure_runs_the_sources_quietly(tmp_path):
     out = _which(_engine_copy(tmp_path, edit=False), GRADSERVE_PURE="1")
     assert out.returncode == 0, out.stderr
