@@ -26,9 +26,12 @@ FORMAT = 1
 _META = "__meta__"
 
 
-def save(s: Session, path: Path) -> None:
-    """Write ``s`` to ``path`` atomically (a reader never sees half a file)."""
-    with s.lock:
+def save(s: Session, path: Path, wait_s: float = -1) -> bool:
+    """Write ``s`` to ``path`` atomically (a reader never sees half a file); False, without
+    writing, if the session stays busy for ``wait_s`` seconds (-1: wait as long as it is)."""
+    if not s.lock.acquire(timeout=wait_s):
+        return False
+    try:
         arrays: dict[str, np.ndarray] = {}
         handle_of = {id(v): h for h, v in s.arrays.items() if h not in s.aliases}
         variables = []
@@ -73,6 +76,9 @@ def save(s: Session, path: Path) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
+    finally:
+        s.lock.release()
+    return True
 
 
 def load(path: Path, limits: Limits | None = None) -> Session:

@@ -107,6 +107,7 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
     not. Sending the same ``seq`` again replays the stored reply.
     """
     msg = validated_batch(await read_body(request))
+    await fast.until_free(request.app, session.id)
     status, out = await run_in_threadpool(run, session, msg, tensor_form(request.headers.get("accept", "")))
     return encode(request, out, status)
 
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             saver.cancel()
-            await run_in_threadpool(store.snapshot)
+            await run_in_threadpool(store.snapshot, settings.send_stall_s)
 
     app = App(
         title="gradserve",
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.busy = 0  # batch requests in flight (see fast.batch)
+    app.state.lent = {}  # session id -> set when a reply written from its arrays is out (fast.until_free)
     app.state.metrics = Metrics()
     app.include_router(meta)
     app.include_router(ops_router)

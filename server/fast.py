@@ -17,6 +17,7 @@ is written from the arrays' own memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -27,6 +28,8 @@ from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
 from ..engine.session import BatchRun, Session
 from .deps import tensor_form, user_of
+
+log = logging.getLogger("gradserve.server")
 
 PREFIX = "/v1/sessions/"
 SUFFIX = "/batch"
@@ -156,18 +159,23 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
     return job
 
 
+LENT_CHUNK = 8 << 20
+"""A lent buffer is written in slices of this size: the stall timeout bounds each slice."""
 LENT_TAIL = 256 << 10
 """The last bytes of a tensor sent from a session's own memory go as a copy of this size,
 over the transport's high-water mark (64 KiB in uvloop and asyncio): see ``respond``."""
 
 
 def _copied_tails(parts: list[Any]) -> list[Any]:
-    """``parts`` with the last ``LENT_TAIL`` bytes of each large buffer split off as a copy."""
+    """``parts`` with the last ``LENT_TAIL`` bytes of each large buffer split off as a copy,
+    and the rest in slices of at most ``LENT_CHUNK`` (views, not copies)."""
     out: list[Any] = []
     for p in parts:
         if isinstance(p, memoryview):
             if p.nbytes > LENT_TAIL:
-                out += [p[: p.nbytes - LENT_TAIL], bytes(p[p.nbytes - LENT_TAIL :])]
+                body = p.nbytes - LENT_TAIL
+                out += [p[i : min(i + LENT_CHUNK, body)] for i in range(0, body, LENT_CHUNK)]
+                out.append(bytes(p[body:]))
             else:
                 out.append(bytes(p))
         else:
@@ -175,17 +183,30 @@ def _copied_tails(parts: list[Any]) -> list[Any]:
     return out
 
 
+class SendStalled(Exception):
+    """The client took no part of a reply for ``send_stall_s``: the connection is dropped."""
+
+
+async def until_free(app: Any, sid: str) -> None:
+    """Wait (on the event loop, not in a thread) while a reply is written from the session's
+    arrays; a batch or call for it that went to a thread would hold the thread that long."""
+    lent = app.state.lent
+    while (done := lent.get(sid)) is not None:
+        await done.wait()
+
+
 async def respond(
-    send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list", lent: bool = False
+    send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list", lent: float = 0.0
 ) -> None:
     """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays.
 
-    ``lent``: the tensors are a session's own arrays, which must not be read after this
-    returns (the caller then frees the session for batches that may change them). The
-    transport keeps what it could not send yet by reference, and the server's ``send``
-    waits for the transport to drain only before a write, down to its low-water mark. So
-    each buffer's last bytes go as a copy larger than the high-water mark, and an empty
-    last message follows: when that returns, the transport holds only copied bytes."""
+    ``lent`` (seconds, when not 0): the tensors are a session's own arrays, which must not be
+    read after this returns (the caller then frees the session for batches that may change
+    them). The transport keeps what it could not send yet by reference, and the server's
+    ``send`` waits for the transport to drain only before a write, down to its low-water
+    mark. So each buffer's last bytes go as a copy larger than the high-water mark, and an
+    empty last message follows: when that returns, the transport holds only copied bytes.
+    A write that waits longer than ``lent`` seconds raises ``SendStalled``."""
     values = body.get("values")
     if kind == _FRAMES:
         parts, total = wire.pack_frames(body)
@@ -208,9 +229,15 @@ async def respond(
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         await send({"type": "http.response.body", "body": data})
         return
-    for part in parts:
-        await send({"type": "http.response.body", "body": part, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    last = {"type": "http.response.body", "body": b"", "more_body": False}
+    for message in [*({"type": "http.response.body", "body": p, "more_body": True} for p in parts), last]:
+        if not lent:
+            await send(message)
+            continue
+        try:
+            await asyncio.wait_for(send(message), lent)
+        except asyncio.TimeoutError:
+            raise SendStalled(f"no part of a reply taken for {lent} s") from None
 
 
 async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> None:
@@ -260,15 +287,32 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
             msg = wire.unpack(body)
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be a map with a list 'ops'")
+        await until_free(app, sid)
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
         done = {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
         await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")))
         return
+    form = tensor_form(accept.decode("latin-1"))
     if not isinstance(done, BatchRun):
-        await respond(send, kind, status_of(done), done, tensor_form(accept.decode("latin-1")))
+        await respond(send, kind, status_of(done), done, form)
         return
-    try:  # the reply is written from the session's arrays: the session is held until it is out
-        await respond(send, kind, status_of(done.reply), done.reply, tensor_form(accept.decode("latin-1")), lent=True)
+    # the reply is written from the session's arrays: the session is held until it is out
+    if not any(v.nbytes > SMALL_REPLY for v in done.values):
+        try:  # one write of a copy, at once
+            await respond(send, kind, status_of(done.reply), done.reply, form)
+        finally:
+            done.finish()
+        return
+    # a large one may take long: requests for the session wait on the event loop (until_free)
+    freed = asyncio.Event()
+    app.state.lent[sid] = freed
+    try:
+        await respond(send, kind, status_of(done.reply), done.reply, form, lent=settings.send_stall_s)
+    except SendStalled as e:
+        log.warning("session %s: %s; connection dropped", sid, e)
+        raise
     finally:
         done.finish()
+        app.state.lent.pop(sid, None)
+        freed.set()

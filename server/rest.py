@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
 from ..engine.session import Session
+from . import fast
 from .deps import SessionDep, encode, read_body, tensor_form
 
 arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
@@ -58,6 +59,7 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
 
 async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) -> list[Any]:
     """Run instructions as an unsequenced batch; raise the first error."""
+    await fast.until_free(request.app, session.id)
     reply = await run_in_threadpool(session.run_batch, {"ops": ops})
     err = reply.get("error")
     if err:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"
     )
     snapshot_interval_s: float = 30.0
+    send_stall_s: float = Field(
+        30.0, gt=0, description="a client that takes no part of a reply for this long is cut off (its session freed)"
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

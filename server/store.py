@@ -90,8 +90,10 @@ class SessionStore:
 
     # -- snapshots -----------------------------------------------------------
 
-    def snapshot(self) -> int:
-        """Write every session changed since its last snapshot; return how many."""
+    def snapshot(self, wait_s: float = 1.0) -> int:
+        """Write every session changed since its last snapshot; return how many. A session
+        busy for ``wait_s`` seconds (a long batch, a reply to a slow client) waits for the
+        next round."""
         if self.folder is None:
             return 0
         written = 0
@@ -99,9 +101,9 @@ class SessionStore:
             if self._saved.get(s.id) == s.version:
                 continue
             version = s.version
-            snapshot.save(s, self.folder / f"{s.id}.npz")
-            self._saved[s.id] = version
-            written += 1
+            if snapshot.save(s, self.folder / f"{s.id}.npz", wait_s):
+                self._saved[s.id] = version
+                written += 1
         return written
 
     def restore(self) -> int:

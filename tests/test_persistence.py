@@ -67,6 +67,23 @@ def test_snapshots_keep_generator_state_sequence_and_gradient_buffers(tmp_path):
     np.testing.assert_array_equal(s.run_batch(draw)["values"][0], t.run_batch(draw)["values"][0])
 
 
+def test_a_busy_session_waits_for_the_next_snapshot(tmp_path):
+    """A session held past the wait (a long batch, a reply to a slow client) is skipped,
+    not waited for: the other sessions' snapshots are not held up, and it is written later."""
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    busy, idle = store.create("alice"), store.create("alice")
+    for s in (busy, idle):
+        s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}]})
+    assert snapshot.save(busy, tmp_path / "free.npz", 0.0) and (tmp_path / "free.npz").exists()  # free: written
+    with busy.lock:
+        assert not snapshot.save(busy, tmp_path / "held.npz", 0.05)
+        assert not (tmp_path / "held.npz").exists()
+        assert store.snapshot(wait_s=0.05) == 1  # the idle one
+    assert store.snapshot(wait_s=0.05) == 1  # the busy one, now free
+
+
 def test_a_deleted_session_leaves_no_snapshot(tmp_path):
     import httpx
 

@@ -446,3 +446,31 @@ def test_a_lent_reply_ends_each_large_buffer_with_a_copy():
     assert len(views) == 1 and np.shares_memory(np.frombuffer(views[0], np.uint8), big)
     after = out[out.index(views[0]) + 1]
     assert isinstance(after, bytes) and len(after) == LENT_TAIL  # the view's own tail, copied
+
+
+def test_a_client_that_stops_reading_a_large_reply_is_cut_off(caplog):
+    """A reply written from the session's arrays holds the session: a client that stops
+    reading it keeps it only ``send_stall_s``, then its connection is dropped and the
+    requests waiting for that session (on the event loop, not in threads) go on."""
+    import socket
+    import time
+
+    n = 8 << 20
+    with LiveServer(Settings(send_stall_s=0.5)) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
+        parts, total = wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})
+        head = (
+            f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
+            f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
+            stalled.sendall(head + b"".join(bytes(p) for p in parts))
+            stalled.recv(1 << 16)  # and no more
+            t = time.perf_counter()
+            ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]
+            r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops})
+            waited = time.perf_counter() - t
+            assert r.status_code == 200 and 0.3 < waited < 20, waited
+            assert http.get("/v1/health").status_code == 200
+    assert any("connection dropped" in rec.getMessage() for rec in caplog.records)
