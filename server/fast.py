@@ -11,7 +11,8 @@ paths; the engine checks every instruction it runs either way.
 
 Bodies are read into one buffer of the declared length; in the frames
 encoding a large tensor is used in place from that buffer, and a large reply
-is written from the arrays' own memory.
+is written from the arrays' own memory, its session held until it is out
+(``respond``, ``until_free``).
 """
 
 from __future__ import annotations
