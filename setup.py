@@ -10,12 +10,13 @@ time, the package installs as pure Python; a build that fails leaves it so too.
 
 The build also records a hash of each compiled source (``engine/_native.json``): at
 import the engine loads the sources instead of extensions built from other ones (an
-edited checkout), or when GRADSERVE_PURE=1 is set (see engine/__init__.py).
+edited checkout), or when GRADSERVE_PURE=1 is set: engine/_native.py, whose list of
+compiled modules and source hashes this file uses.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,16 +26,21 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-COMPILED = ("optable", "tape", "ops", "session")  # modules of engine/, in import order
 GROUP = "gradserve.engine._native"
 
 
-def source_hashes() -> dict[str, str]:
-    out = {}
-    for name in COMPILED:
-        with open(os.path.join(HERE, "engine", name + ".py"), "rb") as f:
-            out[name] = hashlib.sha256(f.read()).hexdigest()
-    return out
+def _load_native() -> object:
+    """engine/_native.py on its own (it needs only the standard library): the engine's
+    runtime side of this build, loaded without importing the package."""
+    spec = importlib.util.spec_from_file_location("_gradserve_native", os.path.join(HERE, "engine", "_native.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NATIVE = _load_native()
+COMPILED: tuple[str, ...] = NATIVE.COMPILED  # type: ignore[attr-defined]  # modules of engine/, in import order
 
 
 def stage() -> list[str]:
@@ -102,7 +108,7 @@ class BuildNative(build_ext):
         target = os.path.join(os.path.dirname(self.get_ext_fullpath(f"gradserve.engine.{COMPILED[0]}")), "_native.json")
         if all(os.path.exists(p) for p in built):
             with open(target, "w") as f:
-                json.dump({"group": GROUP, "sources": source_hashes()}, f, indent=1)
+                json.dump({"group": GROUP, "sources": NATIVE.source_hashes()}, f, indent=1)  # type: ignore[attr-defined]
         elif os.path.exists(target):
             os.remove(target)  # a failed build: the engine loads its sources
 

@@ -42,15 +42,22 @@ def engine_batch() -> list:
     return ops
 
 
-def worker() -> None:
-    """``--worker``: one engine round per line read, its seconds printed (the Python-sources case)."""
+def engine() -> Seconds:
+    """One engine round: the chain's batch run by a new session, timed from a batch just
+    decoded, as a server runs one (not from one of many kept from the start, which the
+    garbage collector would walk again and again)."""
     from gradserve.engine import Session
 
+    batch = engine_batch()
+    t = time.perf_counter()
+    Session("bench").run_batch({"ops": batch})
+    return Seconds(time.perf_counter() - t)
+
+
+def worker() -> None:
+    """``--worker``: one engine round per line read, its seconds printed (the Python-sources case)."""
     for _ in sys.stdin:
-        batch = engine_batch()
-        t = time.perf_counter()
-        Session("bench").run_batch({"ops": batch})
-        print(time.perf_counter() - t, flush=True)
+        print(engine(), flush=True)
 
 
 def main() -> None:
@@ -63,15 +70,7 @@ def main() -> None:
 
     import gradserve
     from gradserve import autograd, nd
-    from gradserve.engine import NATIVE, Session
-
-    def engine() -> Seconds:
-        # timed from a batch just decoded, as a server runs one (not from one of many kept
-        # from the start, which the garbage collector would walk again and again)
-        batch = engine_batch()
-        t = time.perf_counter()
-        Session("bench").run_batch({"ops": batch})
-        return Seconds(time.perf_counter() - t)
+    from gradserve.engine import NATIVE
 
     pure = Worker(__file__, {"GRADSERVE_PURE": "1"}) if NATIVE != "python" else None
 

@@ -24,6 +24,15 @@ PACKAGE = __name__.rpartition(".")[0]
 NATIVE = "python"
 
 
+def source_hashes() -> dict[str, str]:
+    """The SHA-256 of each compiled module's source (what setup.py records at build time)."""
+    out = {}
+    for name in COMPILED:
+        with open(os.path.join(HERE, name + ".py"), "rb") as f:
+            out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
 def _why_not_native() -> str | None:
     """None when the compiled modules are there and built from these sources; else why not
     (an empty string when no compiled module is there at all: nothing to say)."""
@@ -36,10 +45,9 @@ def _why_not_native() -> str | None:
             built = json.load(f)["sources"]
     except (OSError, ValueError, KeyError):
         return "its build record _native.json is missing"
-    for name in COMPILED:
-        with open(os.path.join(HERE, name + ".py"), "rb") as f:
-            if hashlib.sha256(f.read()).hexdigest() != built.get(name):
-                return f"{name}.py changed since it was compiled (reinstall to compile it again)"
+    for name, digest in source_hashes().items():
+        if digest != built.get(name):
+            return f"{name}.py changed since it was compiled (reinstall to compile it again)"
     return None
 
 
@@ -69,10 +77,10 @@ def load_sources_if_needed() -> None:
             why = f"its compiled modules do not load ({type(e).__name__}: {e})"
             for name in COMPILED:
                 sys.modules.pop(f"{PACKAGE}.{name}", None)
-    if why and not os.environ.get("GRADSERVE_PURE"):  # asked for: nothing to warn about
+    if why == "":
+        return  # nothing compiled here: plain imports find the sources
+    if not os.environ.get("GRADSERVE_PURE"):  # asked for: nothing to warn about
         warnings.warn(f"gradserve: the engine runs its Python sources: {why}", RuntimeWarning, stacklevel=3)
-    if not any(_extension(name) for name in COMPILED):
-        return  # plain imports find the sources
     for name in COMPILED:
         spec = importlib.util.spec_from_file_location(f"{PACKAGE}.{name}", os.path.join(HERE, name + ".py"))
         assert spec is not None and spec.loader is not None

@@ -298,22 +298,19 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
     if not isinstance(done, BatchRun):
         await respond(send, kind, status_of(done), done, form)
         return
-    # the reply is written from the session's arrays: the session is held until it is out
-    if not any(v.nbytes > SMALL_REPLY for v in done.values):
-        try:  # one write of a copy, at once
-            await respond(send, kind, status_of(done.reply), done.reply, form)
-        finally:
-            done.finish()
-        return
-    # a large one may take long: requests for the session wait on the event loop (until_free)
-    freed = asyncio.Event()
-    app.state.lent[sid] = freed
+    # the reply is written from the session's arrays: the session is held until it is out. A
+    # small one is one write of a copy, at once; while a large one is written, requests for
+    # the session wait on the event loop (until_free)
+    freed = asyncio.Event() if any(v.nbytes > SMALL_REPLY for v in done.values) else None
+    if freed is not None:
+        app.state.lent[sid] = freed
     try:
-        await respond(send, kind, status_of(done.reply), done.reply, form, lent=settings.send_stall_s)
+        await respond(send, kind, status_of(done.reply), done.reply, form, lent=settings.send_stall_s if freed else 0.0)
     except SendStalled as e:
         log.warning("session %s: %s; connection dropped", sid, e)
         raise
     finally:
         done.finish()
-        app.state.lent.pop(sid, None)
-        freed.set()
+        if freed is not None:
+            app.state.lent.pop(sid, None)
+            freed.set()

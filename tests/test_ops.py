@@ -301,6 +301,20 @@ def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1
     return y.astype(x.dtype)
 
 
+def bn_case(xshape: tuple[int, ...], ref: dict[str, Any], **at: Any) -> Case:
+    """A BatchNorm case: data of ``xshape`` with 3 channels, gamma, beta and the moving mean
+    and variance (not differentiated; the variance positive), checked against
+    ``bn_ref(**ref)``; ``at`` the op's attributes."""
+    return C(
+        lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, **ref),
+        xshape,
+        *[(3,)] * 4,
+        dom=(SMOOTH,) * 4 + (POS,),
+        nondiff=(3, 4),
+        **at,
+    )
+
+
 def seqmask_ref(x, lengths, axis=0, value=0.0):
     y = x.copy()
     for b, n in enumerate(lengths.astype(int)):
@@ -517,14 +531,7 @@ CASES: dict[str, Case] = {
     ),
     "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
     "Dropout": C(None, (20, 30), training=True, p=0.4),
-    "BatchNorm": C(
-        lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False),
-        (4, 3, 2, 2),
-        *[(3,)] * 4,
-        dom=(SMOOTH,) * 4 + (POS,),
-        nondiff=(3, 4),
-        fix_gamma=False,
-    ),
+    "BatchNorm": bn_case((4, 3, 2, 2), {"fix_gamma": False}, fix_gamma=False),
     "SequenceMask": C(
         lambda x, n: seqmask_ref(x, n, 0, -1.0),
         (4, 3, 2),
@@ -628,52 +635,17 @@ VARIANTS: list[tuple[str, str, Case]] = [
     (
         "BatchNorm-train",
         "BatchNorm",
-        C(
-            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False, train=True),
-            (4, 3, 2, 2),
-            (3,),
-            (3,),
-            (3,),
-            (3,),
-            dom=(SMOOTH,) * 4 + (POS,),
-            nondiff=(3, 4),
-            training=True,
-            fix_gamma=False,
-        ),
+        bn_case((4, 3, 2, 2), {"fix_gamma": False, "train": True}, training=True, fix_gamma=False),
     ),
     (
         "BatchNorm-train-fix_gamma-last-axis",
         "BatchNorm",
-        C(
-            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, eps=1e-5, train=True, axis=-1),
-            (5, 2, 3),
-            (3,),
-            (3,),
-            (3,),
-            (3,),
-            dom=(SMOOTH,) * 4 + (POS,),
-            nondiff=(3, 4),
-            training=True,
-            axis=-1,
-            eps=1e-5,
-        ),
+        bn_case((5, 2, 3), {"eps": 1e-5, "train": True, "axis": -1}, training=True, axis=-1, eps=1e-5),
     ),
     (
         "BatchNorm-use_global_stats",
         "BatchNorm",
-        C(
-            lambda x, g, b, mm, mv: bn_ref(x, g, b, mm, mv, fix_gamma=False),
-            (4, 3, 2),
-            (3,),
-            (3,),
-            (3,),
-            (3,),
-            dom=(SMOOTH,) * 4 + (POS,),
-            nondiff=(3, 4),
-            training=True,
-            fix_gamma=False,
-            use_global_stats=True,
-        ),
+        bn_case((4, 3, 2), {"fix_gamma": False}, training=True, fix_gamma=False, use_global_stats=True),
     ),
     ("Dropout-predict", "Dropout", C(np.copy, (4, 5), p=0.5)),
     ("Dropout-p0-training", "Dropout", C(np.copy, (4, 5), training=True, p=0.0)),

@@ -4,6 +4,8 @@ the queue's bounds, and retries over the keep-alive socket."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import msgpack
 import numpy as np
@@ -336,6 +338,34 @@ def test_a_batch_run_in_slices_is_the_batch_run_at_once():
     assert not sliced.lock.locked()  # a refused batch leaves the session free
 
 
+def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
+    """A batch request in the frames encoding, by hand: its HTTP head and its body's parts."""
+    parts, total = wire.pack_frames(msg)
+    head = (
+        f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
+        f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
+    ).encode()
+    return head, parts
+
+
+ADD_ONE = {"ops": [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]}
+
+
+def start_a_large_read(http: httpx.Client, port: int, n: int) -> tuple[str, Any]:
+    """A new session whose handle 1 is n float32 zeros, and a socket that has asked for them
+    in frames and read only the first 64 KiB of the reply: the rest waits on it."""
+    import socket
+
+    sid = http.post("/v1/sessions").json()["id"]
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
+    assert r.status_code == 200, r.text
+    head, parts = frames_request(sid, {"ops": [{"op": "read", "in": [1]}]})
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(head + b"".join(bytes(p) for p in parts))
+    sock.recv(1 << 16)
+    return sid, sock
+
+
 def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
     """A batch of 60,000 ops runs its first milliseconds on the event loop, the rest in a
     thread: health checks (and other users) are answered while it runs."""
@@ -344,11 +374,7 @@ def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
 
     sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
     conn = Conn("127.0.0.1", live_server.port, 60)
-    parts, total = wire.pack_frames(_chain_batch(60_000, 1))
-    head = (
-        f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
-        f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
-    ).encode()
+    head, parts = frames_request(sid, _chain_batch(60_000, 1))
     done: dict = {}
 
     def long_batch() -> None:
@@ -387,28 +413,17 @@ def test_a_large_read_is_not_torn_by_another_connection_on_the_same_session(live
     """A large frames reply is written from the session's own array. A batch sent on a second
     connection to the same session that changes the array in place waits until that reply is
     out: the reader gets the array as its own batch left it, not half of the next batch's."""
-    import socket
     import threading
     import time
 
     n = 8 << 20  # 32 MiB of float32: far more than loopback's socket buffers hold
     with httpx.Client(base_url=live_server.url, timeout=60) as http:
-        sid = http.post("/v1/sessions").json()["id"]
-        r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
-        assert r.status_code == 200, r.text
-        parts, total = wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})
-        head = (
-            f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
-            f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", live_server.port), timeout=60) as reader:
-            reader.sendall(head + b"".join(bytes(p) for p in parts))
-            reader.recv(1 << 16)  # the reply has started; the rest waits on this socket
+        sid, reader = start_a_large_read(http, live_server.port, n)
+        with reader:
             done: dict = {}
 
             def add_one() -> None:
-                ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]
-                done["status"] = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops}).status_code
+                done["status"] = http.post(f"/v1/sessions/{sid}/batch", json=ADD_ONE).status_code
                 done["at"] = time.perf_counter()
 
             writer = threading.Thread(target=add_one)
@@ -452,24 +467,13 @@ def test_a_client_that_stops_reading_a_large_reply_is_cut_off(caplog):
     """A reply written from the session's arrays holds the session: a client that stops
     reading it keeps it only ``send_stall_s``, then its connection is dropped and the
     requests waiting for that session (on the event loop, not in threads) go on."""
-    import socket
     import time
 
-    n = 8 << 20
     with LiveServer(Settings(send_stall_s=0.5)) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
-        sid = http.post("/v1/sessions").json()["id"]
-        http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
-        parts, total = wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})
-        head = (
-            f"POST /v1/sessions/{sid}/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {wire.FRAMES}\r\n"
-            f"Accept: {wire.FRAMES}\r\nContent-Length: {total}\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=60) as stalled:
-            stalled.sendall(head + b"".join(bytes(p) for p in parts))
-            stalled.recv(1 << 16)  # and no more
+        sid, stalled = start_a_large_read(http, srv.port, 8 << 20)
+        with stalled:  # reads no more
             t = time.perf_counter()
-            ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]
-            r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops})
+            r = http.post(f"/v1/sessions/{sid}/batch", json=ADD_ONE)
             waited = time.perf_counter() - t
             assert r.status_code == 200 and 0.3 < waited < 20, waited
             assert http.get("/v1/health").status_code == 200
