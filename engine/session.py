@@ -33,7 +33,7 @@ from .errors import (
     UnknownHandle,
 )
 from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name
-from .tape import Node
+from .tape import SHARE_EVERY, Node, share_gil
 
 RECORDING = 1
 TRAINING = 2
@@ -115,8 +115,11 @@ class BatchRun:
         execute = s.execute
         n = len(ops)
         i = self.next
+        since = time.perf_counter()
         with np.errstate(all="ignore"):
             while i < n:
+                if i % SHARE_EVERY == 0:
+                    since = share_gil(since)
                 ins = ops[i]
                 try:
                     if i < tail:

@@ -8,12 +8,32 @@ keeps the same nodes without values, to know autograd misuse at the call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from .errors import NOT_IN_GRAPH, AutogradError
 
 GRAD_REQS = ("write", "add", "null")
+
+SHARE_EVERY: Final = 32  # loop turns between looks at the clock in a long compiled loop
+SHARE_S: Final = 0.002  # how long such a loop keeps the GIL before it lets a waiting thread take it
+
+
+def share_gil(since: float) -> float:
+    """Let threads that wait for the GIL run if it has been held ``SHARE_S`` since ``since``;
+    the time from which to count next.
+
+    The interpreter hands the GIL to a waiting thread only between bytecodes, and compiled
+    code (mypyc) runs none: a long batch or backward pass run in a server's thread would
+    keep its event loop from answering anyone until it ends. Its loops call this every
+    ``SHARE_EVERY`` turns; ``time.sleep(0)`` releases the GIL, and a thread that has asked
+    for it (after the switch interval) takes it then."""
+    now = time.perf_counter()
+    if now - since < SHARE_S:
+        return since
+    time.sleep(0)
+    return time.perf_counter()
 
 
 class Node:
@@ -143,7 +163,12 @@ def backward(
     out: list[tuple[Node, Any]] = []
     pop = cot.pop
     get = cot.get
+    turns = 0
+    since = time.perf_counter()
     for node in reversed(order):
+        turns += 1
+        if turns % SHARE_EVERY == 0:
+            since = share_gil(since)
         g = pop(node, None)
         if g is None:
             continue

@@ -338,6 +338,54 @@ def test_a_batch_run_in_slices_is_the_batch_run_at_once():
     assert not sliced.lock.locked()  # a refused batch leaves the session free
 
 
+def _ticks_while(job: Any) -> tuple[int, float]:
+    """Run ``job`` in a thread; how often this thread woke (every half millisecond asked)
+    while it ran, and how long it ran."""
+    import threading
+    import time
+
+    took: list[float] = []
+
+    def timed() -> None:
+        t0 = time.perf_counter()
+        job()
+        took.append(time.perf_counter() - t0)
+
+    worker = threading.Thread(target=timed)
+    ticks = 0
+    worker.start()
+    while worker.is_alive():
+        time.sleep(0.0005)
+        ticks += 1
+    worker.join()
+    return ticks, took[0]
+
+
+@pytest.mark.parametrize("part", ["batch", "backward"])
+def test_a_long_batch_in_a_thread_lets_other_threads_run(part):
+    """The compiled interpreter runs no bytecode, where Python hands the GIL to other
+    threads: its batch loop and backward pass hand it over themselves every few
+    milliseconds, so a server's event loop keeps answering while a thread runs a batch."""
+    from gradserve.engine.session import Session
+
+    s = Session("t")
+    if part == "batch":
+        batch = _chain_batch(60_000, 1)
+    else:
+        n = 50_000
+        ops = [{"op": "ones", "out": [1], "at": {"shape": [4]}}, {"op": "attach_grad", "in": [1]}]
+        ops += [{"op": "mul_scalar", "in": [i], "out": [i + 1], "at": {"scalar": 1.0}, "mode": 3} for i in range(1, n)]
+        assert "error" not in s.run_batch({"ops": ops})
+        grad = [{"op": "grad", "in": [1], "out": [n + 1]}, {"op": "read", "in": [n + 1]}]
+        batch = {"ops": [{"op": "backward", "in": [n]}, *grad]}
+    replies: list[dict] = []
+    ticks, took = _ticks_while(lambda: replies.append(s.run_batch(batch)))
+    assert "error" not in replies[0], replies[0]
+    assert replies[0]["values"][0].tolist() == ([60_000 - 1.0] * 4 if part == "batch" else [1.0] * 4)
+    # Python's switch interval is 5 ms: a thread that wants the GIL gets it within about that.
+    assert ticks >= max(3, took / 0.05), f"{ticks} wake-ups in {took * 1e3:.0f} ms"
+
+
 def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
     """A batch request in the frames encoding, by hand: its HTTP head and its body's parts."""
     parts, total = wire.pack_frames(msg)
