@@ -159,6 +159,7 @@ class BatchRun:
             if self.seq is not None:
                 s.seq = self.seq
                 s.last_reply = reply
+                s.last_reply_lent = self.tail < len(self.ops)
             if s.on_batch is not None:
                 err = reply.get("error")
                 s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None)
@@ -188,6 +189,7 @@ class Session:
         self.limits = limits or Limits()
         self.seq = 0
         self.last_reply: dict[str, Any] | None = None
+        self.last_reply_lent = False  # whether its values are the session's arrays, not copies
         self.lock = threading.Lock()
         alloc.tune_malloc()  # once per process: see engine/alloc.py
         self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
@@ -285,6 +287,13 @@ class Session:
                     return self.last_reply
                 if seq != self.seq + 1:
                     raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
+                self.last_reply = None  # its client has it (no retry of it can come now): free it
+            elif self.last_reply_lent and self.last_reply is not None:
+                # A batch outside the sequence (another caller) may change the arrays that the
+                # stored reply lent: a retry must still get what was read, so keep copies.
+                last = self.last_reply
+                self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
+                self.last_reply_lent = False
             self.version += 1
             lim = self.limits
             self._others = self.user_bytes() if self.user_bytes is not None else 0

@@ -338,6 +338,31 @@ def test_a_batch_run_in_slices_is_the_batch_run_at_once():
     assert not sliced.lock.locked()  # a refused batch leaves the session free
 
 
+def test_a_retry_gets_what_was_read_even_after_another_caller_changed_the_array():
+    """A batch's last reads lend the session's arrays to the reply (no copy); its stored
+    reply keeps copies once a batch outside the sequence (a REST call, another caller) could
+    change them, and is dropped when the next seq comes (no retry of it can come then)."""
+    from gradserve.engine.session import BatchRun, Session
+
+    s = Session("t")
+    s.run_batch({"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [3]}}]})
+    job = s.begin({"seq": 2, "ops": [{"op": "read", "in": [1]}]}, copy_reads=False)
+    assert isinstance(job, BatchRun) and job.run()
+    lent = job.finish()["values"][0]
+    assert np.shares_memory(lent, s.get(1))  # sent without a copy
+    assert "error" not in s.run_batch({"ops": [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]})
+    again = s.begin({"seq": 2, "ops": [{"op": "read", "in": [1]}]})
+    assert isinstance(again, dict) and again["values"][0].tolist() == [1.0] * 3, again
+    assert s.get(1).tolist() == [2.0] * 3
+    s.run_batch({"seq": 3, "ops": []})
+    assert s.last_reply is not None and s.last_reply["seq"] == 3
+    job = s.begin({"seq": 4, "ops": [{"op": "read", "in": [1]}]}, copy_reads=False)
+    assert isinstance(job, BatchRun) and s.last_reply is None  # seq 3's reply is freed at seq 4
+    job.abort()
+    with pytest.raises(SequenceError):
+        s.begin({"seq": 2, "ops": []})
+
+
 def _ticks_while(job: Any) -> tuple[int, float]:
     """Run ``job`` in a thread; how often this thread woke (every half millisecond asked)
     while it ran, and how long it ran."""
