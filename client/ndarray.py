@@ -405,6 +405,24 @@ class NDArray:
     def copy(self) -> NDArray:
         return invoke(OPS["copy"], (self,))
 
+    def copyto(self, other: NDArray | Context) -> NDArray:
+        """Copy into ``other`` (an array of the same shape, which is returned) or to a
+        context (a new array: every context is this session's memory)."""
+        if isinstance(other, Context):
+            return self.copy()
+        if not isinstance(other, NDArray):
+            raise TypeError(f"copyto: expected an NDArray or a Context, got {type(other).__name__}")
+        if other is self:
+            return self
+        other[...] = self
+        return other
+
+    def as_in_context(self, context: Context) -> NDArray:
+        """This array when ``context`` is its own, else a copy (as MXNet)."""
+        if not isinstance(context, Context):
+            raise TypeError(f"as_in_context: expected a Context, got {type(context).__name__}")
+        return self if context == self.context else self.copy()
+
     # -- indexing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> NDArray:

@@ -635,10 +635,20 @@ for _name, (_sym, _uf) in _COMPARE.items():
 
 AXIS = Attr("axis", "axis", None)
 KEEPDIMS = Attr("keepdims", "bool", False)
+EXCLUDE = Attr("exclude", "bool", False)
+
+
+def reduce_axes(name: str, at: dict, ndim: int) -> tuple[int, ...]:
+    """The axes a reduction runs over: ``axis`` (all when None), or with ``exclude`` every
+    axis but those (MXNet's reductions; without ``axis`` it reduces all the same)."""
+    axes = norm_axes(name, at["axis"], ndim)
+    if at.get("exclude") and at["axis"] is not None:
+        return tuple(i for i in range(ndim) if i not in axes)
+    return axes
 
 
 def _reduced_shape(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    axes = norm_axes(name, at["axis"], len(shape))
+    axes = reduce_axes(name, at, len(shape))
     if at["keepdims"]:
         out = tuple(1 if i in axes else d for i, d in enumerate(shape))
     else:
@@ -655,7 +665,7 @@ def _reduce_infer_for(name: str):
 
 def _kept(name: str, at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The output shape with reduced axes kept as 1, for broadcasting back."""
-    axes = norm_axes(name, at["axis"], len(shape))
+    axes = reduce_axes(name, at, len(shape))
     return tuple(1 if i in axes else d for i, d in enumerate(shape))
 
 
@@ -674,7 +684,7 @@ def _spread_np(name: str, at: dict, g: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] = (), eager: Any = None) -> None:
     def forward(cx, at, x):
-        axes = norm_axes(name, at["axis"], x.ndim)
+        axes = reduce_axes(name, at, x.ndim)
         r = fwd(cx.xp, x, axes, at)
         if not at["keepdims"] and r.ndim == 0:
             r = r.reshape(1)
@@ -687,14 +697,15 @@ def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] 
 
 
 def _count(name: str, at: dict, shape: tuple[int, ...]) -> int:
-    return prod(tuple(shape[i] for i in norm_axes(name, at["axis"], len(shape))))
+    return prod(tuple(shape[i] for i in reduce_axes(name, at, len(shape))))
 
 
 _reduction(
     "sum",
     lambda xp, x, axes, at: xp.sum(x, axis=axes, keepdims=at["keepdims"]),
     lambda F, at, g, y, x: (_spread(F, "sum", at, g, x),),
-    "The sum over ``axis`` (all axes when None).",
+    "The sum over ``axis`` (all axes when None; with ``exclude``, all but ``axis``).",
+    (EXCLUDE,),
     eager=lambda at, g, y, x: (_spread_np("sum", at, g, x),),
 )
 _reduction(
@@ -703,7 +714,8 @@ _reduction(
     lambda F, at, g, y, x: (
         F.div_scalar(_spread(F, "mean", at, g, x), scalar=float(max(_count("mean", at, tuple(x.shape)), 1))),
     ),
-    "The mean over ``axis`` (all axes when None).",
+    "The mean over ``axis`` (all axes when None; with ``exclude``, all but ``axis``).",
+    (EXCLUDE,),
     eager=floats_only(lambda at, g, y, x: (_spread_np("mean", at, g / float(max(_count("mean", at, x.shape), 1)), x),)),
 )
 
@@ -721,13 +733,15 @@ _reduction(
     "max",
     lambda xp, x, axes, at: xp.max(x, axis=axes, keepdims=at["keepdims"]),
     _extreme_vjp("max"),
-    "The maximum over ``axis``.",
+    "The maximum over ``axis`` (with ``exclude``, all but ``axis``).",
+    (EXCLUDE,),
 )
 _reduction(
     "min",
     lambda xp, x, axes, at: xp.min(x, axis=axes, keepdims=at["keepdims"]),
     _extreme_vjp("min"),
-    "The minimum over ``axis``.",
+    "The minimum over ``axis`` (with ``exclude``, all but ``axis``).",
+    (EXCLUDE,),
 )
 
 

@@ -12,6 +12,7 @@ from .errors import IndexOutOfRange, InvalidInput, ShapeError
 from .ops import (
     AXIS,
     DT,
+    EXCLUDE,
     KEEPDIMS,
     SHAPE,
     _getitem_infer,
@@ -113,7 +114,8 @@ _reduction(
     "prod",
     lambda xp, x, axes, at: xp.prod(x, axis=axes, keepdims=at["keepdims"]),
     _prod_vjp,
-    "The product over ``axis`` (gradient y/x: defined where x is not 0).",
+    "The product over ``axis`` (with ``exclude``, all but ``axis``; gradient y/x: defined where x is not 0).",
+    (EXCLUDE,),
 )
 
 
@@ -394,6 +396,96 @@ def _take_grad(cx, at, g, idx):
         g.reshape(shape[:ax] + i.shape + shape[ax + 1 :]), tuple(range(ax, ax + i.ndim)), tuple(range(i.ndim))
     )
     cx.xp.add.at(zt, i, gt)
+    return z
+
+
+EMBEDDING = (
+    Attr("input_dim", "int", REQUIRED),
+    Attr("output_dim", "int", REQUIRED),
+    Attr("dtype", "dtype", "float32"),
+    Attr("sparse_grad", "bool", False),
+)
+
+
+def _embedding_infer(at: dict, data: Spec, weight: Spec) -> Spec:
+    n, d = at["input_dim"], at["output_dim"]
+    if n < 1 or d < 1:
+        raise InvalidInput(f"Embedding: input_dim and output_dim must be positive, got {n} and {d}")
+    if weight.shape != (n, d):
+        raise ShapeError(f"Embedding: weight shape {weight.shape} should be ({n}, {d}) (input_dim, output_dim)")
+    return Spec(data.shape + (d,), weight.dtype)
+
+
+@defop(
+    "Embedding",
+    ("data", "weight"),
+    EMBEDDING,
+    infer=_embedding_infer,
+    vjp=lambda F, at, g, y, data, w: (
+        None,
+        F.take_grad(g, data, axis=0, mode="clip", shape=tuple(w.shape)),
+    ),
+)
+def _embedding(cx, at, data, weight):
+    """Rows of ``weight`` at the indices in ``data`` (truncated to integers, clipped to
+    [0, input_dim)): a lookup table. ``dtype`` and ``sparse_grad`` are accepted and change
+    nothing (the result has the weight's dtype; its gradient is dense)."""
+    return cx.xp.take(weight, _clip_index(cx, data, at["input_dim"], "clip"), axis=0)
+
+
+def _gather_nd_infer(at: dict, data: Spec, idx: Spec, name: str = "gather_nd") -> Spec:
+    if len(idx.shape) < 2:
+        raise ShapeError(f"{name}: indices must have at least 2 dimensions, got shape {idx.shape}")
+    m = idx.shape[0]
+    if m > len(data.shape):
+        raise ShapeError(f"{name}: indices address {m} axes of an array of rank {len(data.shape)}")
+    return Spec(idx.shape[1:] + data.shape[m:], data.dtype)
+
+
+def _nd_index(cx, idx, shape: tuple[int, ...], name: str) -> tuple:
+    """gather_nd's indices (one row per leading axis) as a numpy index; negative ones count
+    from the end, out of range ones raise."""
+    i = idx.astype(np.int64)
+    for m in range(i.shape[0]):
+        n = shape[m]
+        if i[m].size and (i[m].min() < -n or i[m].max() >= n):
+            bad = int(i[m][(i[m] < -n) | (i[m] >= n)].flat[0])
+            raise IndexOutOfRange(f"{name}: index {bad} is out of bounds for axis {m} with size {n}")
+    return tuple(i)
+
+
+@defop(
+    "gather_nd",
+    ("data", "indices"),
+    infer=_gather_nd_infer,
+    vjp=lambda F, at, g, y, x, idx: (F.gather_nd_grad(g, idx, shape=tuple(x.shape)), None),
+)
+def _gather_nd(cx, at, x, idx):
+    """``data[indices[0], indices[1], ...]``: indices of shape (M, ...) pick elements (or
+    slices, when M < data's rank) of data's first M axes; the result has shape
+    indices.shape[1:] + data.shape[M:]."""
+    return x[_nd_index(cx, idx, x.shape, "gather_nd")]
+
+
+def _gather_nd_grad_infer(at: dict, g: Spec, idx: Spec) -> Spec:
+    want = _gather_nd_infer(at, Spec(at["shape"], g.dtype), idx, "gather_nd_grad")
+    if want.shape != g.shape:
+        raise ShapeError(f"gather_nd_grad: data shape {g.shape} should be {want.shape}")
+    return Spec(at["shape"], g.dtype)
+
+
+@defop(
+    "gather_nd_grad",
+    ("data", "indices"),
+    (SHAPE,),
+    infer=_gather_nd_grad_infer,
+    vjp=lambda F, at, gg, y, g, idx: (F.gather_nd(gg, idx), None),
+)
+def _gather_nd_grad(cx, at, g, idx):
+    """Zeros of ``shape`` with ``data`` added at ``indices`` (gather_nd's gradient:
+    repeated indices add up)."""
+    z = cx.xp.zeros(at["shape"], g.dtype)
+    cx.xp.add.at(z, _nd_index(cx, idx, z.shape, "gather_nd_grad"), g)
     return z
 
 

@@ -81,3 +81,49 @@ def test_a_large_upload_is_a_copy_even_when_sent_at_once(mode):
     assert got[0] == 0 and got[-1] == (3 << 20) - 1
     y = nd.array(a[::2])  # not contiguous: made so before it goes
     assert y.shape == ((3 << 20) // 2,) and float(y[5].asscalar()) == -1
+
+
+def test_copyto_and_as_in_context_as_in_mxnet(mode):
+    import gradserve
+
+    x, z = nd.array([1, 2]), nd.zeros((2,), dtype="int32")
+    assert x.copyto(z) is z and z.asnumpy().tolist() == [1, 2] and z.dtype is np.int32
+    other = x.copyto(gradserve.cpu(1))  # another context: a new array (all live in the session)
+    assert other is not x and other.asnumpy().tolist() == [1, 2]
+    assert x.as_in_context(gradserve.cpu()) is x and x.as_in_context(x.context) is x
+    assert x.as_in_context(gradserve.cpu(1)) is not x
+    with pytest.raises(MXNetError, match="shape"):
+        x.copyto(nd.zeros((3,)))
+    with pytest.raises(TypeError):
+        x.copyto(3)  # type: ignore[arg-type]
+
+
+def test_embedding_gather_nd_and_exclude_through_the_client(mode):
+    """Checked against MXNet 1.9.1: values, gradients and errors."""
+    w = nd.arange(6).reshape((3, 2))
+    w.attach_grad()
+    d = nd.array([[0, 2], [2, 7]])  # 7 is clipped to the last row
+    with autograd.record():
+        y = nd.Embedding(d, w, input_dim=3, output_dim=2) * nd.array([1, 2])
+    y.backward()
+    assert y.asnumpy().tolist() == [[[0, 2], [4, 10]], [[4, 10], [4, 10]]]
+    assert w.grad.asnumpy().tolist() == [[1, 2], [0, 0], [3, 6]]
+    with pytest.raises(MXNetError, match=r"weight shape \(3, 2\) should be \(4, 2\)"):
+        nd.Embedding(d, w, input_dim=4, output_dim=2)
+
+    a = nd.arange(12).reshape((3, 4))
+    a.attach_grad()
+    with autograd.record():
+        g = nd.gather_nd(a, nd.array([[0, 0, -1], [1, 1, 3]]))
+    g.backward()
+    assert g.asnumpy().tolist() == [1, 1, 11]
+    assert a.grad.asnumpy().tolist() == [[0, 2, 0, 0], [0] * 4, [0, 0, 0, 1]]
+    assert nd.gather_nd(a, nd.array([[0, 2]])).asnumpy().tolist() == [[0, 1, 2, 3], [8, 9, 10, 11]]
+    with pytest.raises(IndexError, match="index 5 is out of bounds for axis 0 with size 3"):
+        nd.gather_nd(a, nd.array([[5], [1]])).asnumpy()
+    with pytest.raises(MXNetError, match="at least 2 dimensions"):
+        nd.gather_nd(a, nd.array([0, 1]))
+
+    x = nd.ones((2, 3, 4))
+    assert nd.sum(x, axis=1, exclude=True).asnumpy().tolist() == [8, 8, 8]
+    assert x.mean(axis=(0, 2), exclude=True, keepdims=True).shape == (2, 1, 4)

@@ -200,6 +200,23 @@ def take_ref(a, idx, axis, mode):
     return np.take(a, fixed, axis=axis)
 
 
+def gather_nd_ref(x, idx):
+    """Element by element: out[p] = x[idx[0][p], idx[1][p], ...] (plus the axes not indexed)."""
+    m = idx.shape[0]
+    out = np.empty(idx.shape[1:] + x.shape[m:], x.dtype)
+    for pos in np.ndindex(idx.shape[1:]):
+        out[pos] = x[tuple(int(idx[(k,) + pos]) for k in range(m))]
+    return out
+
+
+def gather_nd_grad_ref(g, idx, shape):
+    z = np.zeros(shape, g.dtype)
+    m = idx.shape[0]
+    for pos in np.ndindex(idx.shape[1:]):
+        z[tuple(int(idx[(k,) + pos]) for k in range(m))] += g[pos]
+    return z
+
+
 def take_grad_ref(g, idx, axis, mode, shape):
     z = np.zeros(shape, g.dtype)
     lead = (slice(None),) * axis
@@ -471,6 +488,25 @@ CASES: dict[str, Case] = {
         nondiff=(1,),
         axis=1,
         shape=[3, 4, 2],
+    ),
+    "Embedding": C(
+        lambda d, w: take_ref(w, d, 0, "clip"),
+        (2, 3),
+        (5, 4),
+        dom=(IDX(-1, 7), SMOOTH),
+        nondiff=(0,),
+        input_dim=5,
+        output_dim=4,
+    ),
+    # indices of shape (2, 3, 2): rows for axes 0 and 1 (both of length 3), negative ones too
+    "gather_nd": C(lambda x, i: gather_nd_ref(x, i), (3, 3, 4), (2, 3, 2), dom=(SMOOTH, IDX(-3, 3)), nondiff=(1,)),
+    "gather_nd_grad": C(
+        lambda g, i: gather_nd_grad_ref(g, i, (3, 3, 4)),
+        (3, 2, 4),
+        (2, 3, 2),
+        dom=(SMOOTH, IDX(-3, 3)),
+        nondiff=(1,),
+        shape=[3, 3, 4],
     ),
     "one_hot": C(
         lambda i: one_hot_ref(i, 4, 2.0, -1.0),
@@ -1270,6 +1306,28 @@ def test_reduction(name, ord_, axis, keepdims):
     x = DISTINCT(rng, X3)
     check_forward(op, at, [x.astype(np.float32)], reduce_ref(name, ord_, x.astype(np.float32), axis, keepdims))
     check_grads(op, at, [x], rng)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [0, -1, [0, 2], [0, 1, 2]])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod"])
+def test_reduction_with_exclude_reduces_the_other_axes(name, axis, keepdims):
+    """MXNet's ``exclude``: every axis but ``axis`` (all of them listed: nothing reduced)."""
+    op = OPS[name]
+    at = {"axis": axis, "keepdims": keepdims, "exclude": True}
+    rng = np.random.default_rng(3)
+    x = (AWAY(0.5, 1.5) if name == "prod" else DISTINCT)(rng, X3)
+    given = {a % 3 for a in (axis if isinstance(axis, list) else [axis])}
+    rest = [a for a in range(3) if a not in given]
+    want = x.astype(np.float32) if not rest else reduce_ref(name, 0, x.astype(np.float32), rest, keepdims)
+    check_forward(op, at, [x.astype(np.float32)], want)
+    check_grads(op, at, [x], rng)
+
+
+def test_exclude_without_axis_reduces_everything():
+    op = OPS["sum"]
+    at = op.parse_attrs({"exclude": True})
+    assert op.infer(at, Spec(X3, "float32")) == ((1,), "float32")
 
 
 @pytest.mark.parametrize(
