@@ -64,13 +64,15 @@ def softmax_ce_grad_numpy(x: np.ndarray, idx: np.ndarray, g: Any) -> np.ndarray:
 
 
 if numba is not None:
+    # nogil: as numpy's ufuncs, the kernels let other threads (other sessions' batches) run
+    # while they work on arrays that their session's lock keeps to them
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _relu_grad(gf, xf, of):  # pragma: no cover (compiled)
         for i in range(gf.size):
             of[i] = gf[i] * (1.0 if xf[i] > 0 else 0.0)
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _row_max_sumexp(x, i):  # pragma: no cover (compiled)
         k = x.shape[1]
         m = x[i, 0]
@@ -81,7 +83,7 @@ if numba is not None:
             s += np.exp(x[i, j] - m)
         return m, s
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _softmax_ce_loss(x, idx):  # pragma: no cover (compiled)
         total = 0.0
         for i in range(x.shape[0]):
@@ -89,7 +91,7 @@ if numba is not None:
             total += np.log(s) + m - x[i, idx[i]]
         return total
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _softmax_ce_grad(x, idx, g, out):  # pragma: no cover (compiled)
         for i in range(x.shape[0]):
             m, s = _row_max_sumexp(x, i)
@@ -97,7 +99,7 @@ if numba is not None:
                 out[i, j] = np.exp(x[i, j] - m) / s * g
             out[i, idx[i]] -= g
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _scatter_rows(out2, idx, g2):  # pragma: no cover (compiled)
         n, m = g2.shape
         rows = out2.shape[0]
@@ -108,7 +110,7 @@ if numba is not None:
             for j in range(m):
                 out2[r, j] += g2[i, j]
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def _sgd(wf, gf, lr, wd, rescale, clip):  # pragma: no cover (compiled)
         for i in range(wf.size):
             s = gf[i] * rescale
