@@ -55,6 +55,9 @@ ATTR_NAMES = st.sampled_from(
         "fn",
         "lr",
         "p",
+        "input_dim",
+        "output_dim",
+        "exclude",
     ]
 )
 HANDLES = st.one_of(st.integers(-2, 6), st.text(max_size=2), st.none(), st.floats(), st.booleans())
