@@ -81,6 +81,38 @@ def test_the_compiled_path_is_used_when_installed_and_not_disabled():
         assert kernels.HAVE_NUMBA == (os.environ.get("GRADSERVE_NUMBA", "1") != "0")
 
 
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba kernels are not in use")
+def test_a_kernel_lets_other_threads_run_while_it_works():
+    """As numpy's ufuncs, the compiled kernels release the GIL: another session's batch (here,
+    a thread counting its wake-ups) runs while one updates a large weight."""
+    import threading
+    import time
+
+    w = np.zeros(1 << 25, np.float32)  # 128 MiB: tens of milliseconds a pass
+    g = np.ones_like(w)
+    kernels.sgd_update(np.zeros(16, np.float32), g[:16], 0.1, 0.0, 1.0, -1.0)  # compiled before it is timed
+    done = threading.Event()
+    took: list[float] = []
+
+    def work() -> None:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            kernels.sgd_update(w, g, 0.1, 0.0, 1.0, -1.0)
+        took.append(time.perf_counter() - t0)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    ticks = 0
+    worker.start()
+    while not done.is_set():
+        time.sleep(0.0005)
+        ticks += 1
+    worker.join()
+    assert np.allclose(w[:: 1 << 20], -0.3)
+    # holding the GIL, a 5 ms switch interval would allow at most one wake-up per 5 ms
+    assert ticks >= max(3, took[0] / 0.004), f"{ticks} wake-ups in {took[0] * 1e3:.0f} ms"
+
+
 def test_nd_sgd_update_in_place_and_into_out(mode):
     w = nd.array([1.0, -2.0, 3.0])
     w.attach_grad()
