@@ -447,7 +447,7 @@ _binary(
     _int_div,
     _div_vjp,
     "a / b, broadcasting (integers truncate).",
-    ("broadcast_div", "elemwise_div", "divide"),
+    ("broadcast_div", "elemwise_div", "divide", "true_divide"),
     _div_eager,
 )
 _binary("pow", _int_pow, _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
@@ -682,7 +682,15 @@ def _spread_np(name: str, at: dict, g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] = (), eager: Any = None) -> None:
+def _reduction(
+    name: str,
+    fwd: Any,
+    vjp: Any,
+    doc: str,
+    extra: tuple[Attr, ...] = (),
+    eager: Any = None,
+    aliases: tuple[str, ...] = (),
+) -> None:
     def forward(cx, at, x):
         axes = reduce_axes(name, at, x.ndim)
         r = fwd(cx.xp, x, axes, at)
@@ -693,7 +701,15 @@ def _reduction(name: str, fwd: Any, vjp: Any, doc: str, extra: tuple[Attr, ...] 
         return cast(cx.xp.asarray(r), x.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("data",), (AXIS, KEEPDIMS, *extra), infer=_reduce_infer_for(name), vjp=vjp, eager_vjp=eager)(forward)
+    defop(
+        name,
+        ("data",),
+        (AXIS, KEEPDIMS, *extra),
+        infer=_reduce_infer_for(name),
+        vjp=vjp,
+        eager_vjp=eager,
+        aliases=aliases,
+    )(forward)
 
 
 def _count(name: str, at: dict, shape: tuple[int, ...]) -> int:
@@ -707,6 +723,7 @@ _reduction(
     "The sum over ``axis`` (all axes when None; with ``exclude``, all but ``axis``).",
     (EXCLUDE,),
     eager=lambda at, g, y, x: (_spread_np("sum", at, g, x),),
+    aliases=("sum_axis",),
 )
 _reduction(
     "mean",
@@ -735,6 +752,7 @@ _reduction(
     _extreme_vjp("max"),
     "The maximum over ``axis`` (with ``exclude``, all but ``axis``).",
     (EXCLUDE,),
+    aliases=("max_axis",),
 )
 _reduction(
     "min",
@@ -742,6 +760,7 @@ _reduction(
     _extreme_vjp("min"),
     "The minimum over ``axis`` (with ``exclude``, all but ``axis``).",
     (EXCLUDE,),
+    aliases=("min_axis",),
 )
 
 

@@ -119,6 +119,28 @@ _reduction(
 )
 
 
+def _nanprod_vjp(F, at, g, y, x):
+    number = F.equal(x, x)  # 0 where x is NaN (NaN counts as 1 in the product: no gradient)
+    d = F.mul(_spread(F, "nanprod", at, g, x), F.div(_spread(F, "nanprod", at, y, x), x))
+    return (F.where(number, d, F.zeros_like(x)),)
+
+
+_reduction(
+    "nansum",
+    lambda xp, x, axes, at: xp.nansum(x, axis=axes, keepdims=at["keepdims"]),
+    lambda F, at, g, y, x: (F.mul(_spread(F, "nansum", at, g, x), F.equal(x, x)),),
+    "The sum over ``axis`` with NaN counted as 0 (and no gradient there).",
+    (EXCLUDE,),
+)
+_reduction(
+    "nanprod",
+    lambda xp, x, axes, at: xp.nanprod(x, axis=axes, keepdims=at["keepdims"]),
+    _nanprod_vjp,
+    "The product over ``axis`` with NaN counted as 1 (and no gradient there).",
+    (EXCLUDE,),
+)
+
+
 def _one_axis(name: str, axis: int, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise ShapeError(f"{name}: axis {axis} is out of range for an array of rank {ndim}")
@@ -694,6 +716,31 @@ def _concat_vjp(F, at, g, y, *xs):
 def _concat(cx, at, *xs):
     """The arrays joined along axis ``dim``."""
     return cx.xp.concatenate(xs, axis=at["dim"])
+
+
+def _add_n_infer(at: dict, *xs: Spec) -> Spec:
+    if not xs:
+        raise InvalidInput("add_n: needs at least one array")
+    dt = same_dtype("add_n", *xs)
+    for s in xs[1:]:
+        if s.shape != xs[0].shape:
+            raise ShapeError(f"add_n: all arrays must have one shape, got {xs[0].shape} and {s.shape}")
+    return Spec(xs[0].shape, dt)
+
+
+@defop(
+    "add_n",
+    ("*args",),
+    infer=_add_n_infer,
+    vjp=lambda F, at, g, y, *xs: tuple(g for _ in xs),
+    aliases=("ElementWiseSum",),
+)
+def _add_n(cx, at, *xs):
+    """The elementwise sum of arrays of one shape and dtype."""
+    out = xs[0].copy()
+    for x in xs[1:]:
+        out += x
+    return out
 
 
 def _stack_vjp(F, at, g, y, *xs):

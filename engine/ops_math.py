@@ -54,6 +54,82 @@ _unary(
     "x / (1 + |x|).",
     eager=floats_only(lambda at, g, y, x: (g / np.square(np.abs(x) + 1.0),)),
 )
+_LN2 = float(np.log(2.0))
+_LN10 = float(np.log(10.0))
+_unary(
+    "log2",
+    lambda xp, x: xp.log2(x),
+    lambda F, at, g, y, x: (F.div(g, F.mul_scalar(x, scalar=_LN2)),),
+    "The base-2 logarithm of x.",
+)
+_unary(
+    "log10",
+    lambda xp, x: xp.log10(x),
+    lambda F, at, g, y, x: (F.div(g, F.mul_scalar(x, scalar=_LN10)),),
+    "The base-10 logarithm of x.",
+)
+_unary(
+    "cbrt",
+    lambda xp, x: xp.cbrt(x),
+    lambda F, at, g, y, x: (F.div(g, F.mul_scalar(F.square(y), scalar=3.0)),),
+    "The cube root of x.",
+)
+_unary(
+    "rcbrt",
+    lambda xp, x: 1.0 / xp.cbrt(x),
+    lambda F, at, g, y, x: (F.mul(g, F.div(F.mul_scalar(y, scalar=-1.0 / 3.0), x)),),
+    "1 / cbrt(x).",
+)
+_unary(
+    "arcsin",
+    lambda xp, x: xp.arcsin(x),
+    lambda F, at, g, y, x: (F.mul(g, F.rsqrt(F.rsub_scalar(F.square(x), scalar=1.0))),),
+    "The inverse sine of x (NaN outside [-1, 1]).",
+)
+_unary(
+    "arccos",
+    lambda xp, x: xp.arccos(x),
+    lambda F, at, g, y, x: (F.negative(F.mul(g, F.rsqrt(F.rsub_scalar(F.square(x), scalar=1.0)))),),
+    "The inverse cosine of x (NaN outside [-1, 1]).",
+)
+_unary(
+    "arctan",
+    lambda xp, x: xp.arctan(x),
+    lambda F, at, g, y, x: (F.div(g, F.add_scalar(F.square(x), scalar=1.0)),),
+    "The inverse tangent of x.",
+)
+_unary("sinh", lambda xp, x: xp.sinh(x), lambda F, at, g, y, x: (F.mul(g, F.cosh(x)),), "The hyperbolic sine of x.")
+_unary("cosh", lambda xp, x: xp.cosh(x), lambda F, at, g, y, x: (F.mul(g, F.sinh(x)),), "The hyperbolic cosine of x.")
+_unary(
+    "arcsinh",
+    lambda xp, x: xp.arcsinh(x),
+    lambda F, at, g, y, x: (F.mul(g, F.rsqrt(F.add_scalar(F.square(x), scalar=1.0))),),
+    "The inverse hyperbolic sine of x.",
+)
+_unary(
+    "arccosh",
+    lambda xp, x: xp.arccosh(x),
+    lambda F, at, g, y, x: (F.mul(g, F.rsqrt(F.sub_scalar(F.square(x), scalar=1.0))),),
+    "The inverse hyperbolic cosine of x (NaN below 1).",
+)
+_unary(
+    "arctanh",
+    lambda xp, x: xp.arctanh(x),
+    lambda F, at, g, y, x: (F.div(g, F.rsub_scalar(F.square(x), scalar=1.0)),),
+    "The inverse hyperbolic tangent of x (NaN outside [-1, 1]).",
+)
+_unary(
+    "degrees",
+    lambda xp, x: xp.degrees(x),
+    lambda F, at, g, y, x: (F.mul_scalar(g, scalar=180.0 / np.pi),),
+    "x in radians, converted to degrees.",
+)
+_unary(
+    "radians",
+    lambda xp, x: xp.radians(x),
+    lambda F, at, g, y, x: (F.mul_scalar(g, scalar=np.pi / 180.0),),
+    "x in degrees, converted to radians.",
+)
 _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, "The largest integer <= x; zero gradient.")
 _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, "The smallest integer >= x; zero gradient.")
 _unary(

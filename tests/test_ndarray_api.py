@@ -127,3 +127,30 @@ def test_embedding_gather_nd_and_exclude_through_the_client(mode):
     x = nd.ones((2, 3, 4))
     assert nd.sum(x, axis=1, exclude=True).asnumpy().tolist() == [8, 8, 8]
     assert x.mean(axis=(0, 2), exclude=True, keepdims=True).shape == (2, 1, 4)
+
+
+def test_math_ops_and_aliases_through_the_client(mode):
+    """Values and gradients checked against MXNet 1.9.1."""
+    x = nd.array([0.5, 2.0, -0.3])
+    x.attach_grad()
+    with autograd.record():
+        y = nd.rcbrt(x) + nd.arctan(x) + nd.degrees(x)
+    y.backward()
+    np.testing.assert_allclose(
+        y.asnumpy(),
+        [1.25992 + 0.46365 + 28.64789, 0.7937 + 1.10715 + 114.59155, -1.4938 - 0.29146 - 17.18873],
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        x.grad.asnumpy(),
+        [-0.83995 + 0.8 + 57.29578, -0.13228 + 0.2 + 57.29578, -1.65978 + 0.91743 + 57.29578],
+        rtol=1e-5,
+    )
+    a, b = nd.array([1, 2]), nd.array([3, 4])
+    assert nd.add_n(a, b, a).asnumpy().tolist() == [5, 8] == nd.ElementWiseSum(a, b, a).asnumpy().tolist()
+    assert nd.true_divide(nd.array([3, 5], dtype="int32"), nd.array([2, 2], dtype="int32")).asnumpy().tolist() == [1, 2]
+    assert nd.sum_axis(nd.ones((2, 3)), axis=1, keepdims=True).shape == (2, 1)
+    assert nd.max_axis(nd.ones((2, 3))).shape == (1,)
+    assert nd.nansum(nd.array([[1, float("nan")], [3, 4]])).asnumpy().tolist() == [8.0]
+    with pytest.raises(MXNetError, match="one shape"):
+        nd.add_n(nd.ones((2,)), nd.ones((3,)))

@@ -407,6 +407,20 @@ CASES: dict[str, Case] = {
     "cos": C(np.cos, dom=U(-3, 3)),
     "tan": C(np.tan, dom=U(-1.2, 1.2)),
     "tanh": C(np.tanh, dom=U(-3, 3)),
+    "log2": C(np.log2, dom=POS),
+    "log10": C(np.log10, dom=POS),
+    "cbrt": C(np.cbrt, dom=AWAY(0.5)),
+    "rcbrt": C(lambda x: 1 / np.cbrt(x), dom=AWAY(0.5)),
+    "arcsin": C(np.arcsin, dom=U(-0.8, 0.8)),
+    "arccos": C(np.arccos, dom=U(-0.8, 0.8)),
+    "arctan": C(np.arctan),
+    "sinh": C(np.sinh),
+    "cosh": C(np.cosh),
+    "arcsinh": C(np.arcsinh),
+    "arccosh": C(np.arccosh, dom=U(1.2, 3.0)),
+    "arctanh": C(np.arctanh, dom=U(-0.8, 0.8)),
+    "degrees": C(np.degrees),
+    "radians": C(np.radians),
     "sigmoid": C(lambda x: 1 / (1 + np.exp(-x)), dom=U(-5, 5)),
     "relu": C(lambda x: np.maximum(x, 0), dom=AWAY()),
     "softrelu": C(lambda x: np.log1p(np.exp(x)), dom=U(-5, 5)),
@@ -455,6 +469,8 @@ CASES: dict[str, Case] = {
     "sum": C(lambda x: x.sum(axis=1), X3, axis=1),
     "mean": C(lambda x: x.mean(axis=(0, 2), keepdims=True), X3, axis=[0, 2], keepdims=True),
     "prod": C(lambda x: x.prod(axis=1), X3, dom=AWAY(0.5, 1.5), axis=1),
+    "nansum": C(lambda x: x.sum(axis=(0, 2)), X3, axis=[0, 2]),
+    "nanprod": C(lambda x: x.prod(axis=1, keepdims=True), X3, dom=AWAY(0.5, 1.5), axis=1, keepdims=True),
     "max": C(lambda x: mx1d(x.max()), X3, dom=DISTINCT),
     "min": C(lambda x: x.min(axis=-1), X3, dom=DISTINCT, axis=-1),
     "norm": C(lambda x: np.sqrt((x * x).sum(axis=0)), X3, dom=DISTINCT, axis=0),
@@ -531,6 +547,7 @@ CASES: dict[str, Case] = {
     "repeat": C(lambda x: np.repeat(x, 2, axis=1), (2, 3), repeats=2, axis=1),
     "concat": C(lambda *xs: np.concatenate(xs, axis=1), (2, 3), (2, 1), (2, 2), dim=1),
     "stack": C(lambda *xs: np.stack(xs, axis=1), (2, 3), (2, 3), (2, 3), axis=1),
+    "add_n": C(lambda *xs: xs[0] + xs[1] + xs[2], X3, X3, X3),
     "slice_axis": C(lambda x: x[:, 1:], X3, axis=1, begin=1, end=None),
     "slice": C(lambda x: x[1:, 0:3:2], X3, begin=[1, 0], end=[None, 3], step=[None, 2]),
     "flip": C(lambda x: x[::-1, :, ::-1], X3, axis=[0, 2]),
@@ -882,7 +899,8 @@ def test_binary_list_is_every_two_input_elementwise_op():
 
 def test_variadic_ops_and_arity():
     variadic = {op.name for op in OPS.ops() if op.variadic}
-    assert variadic == {"concat", "stack", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
+    want = {"concat", "stack", "add_n", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
+    assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
     OPS["getitem"].check_arity(1)
@@ -1310,16 +1328,17 @@ def test_reduction(name, ord_, axis, keepdims):
 
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", [0, -1, [0, 2], [0, 1, 2]])
-@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod"])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod", "nansum", "nanprod"])
 def test_reduction_with_exclude_reduces_the_other_axes(name, axis, keepdims):
     """MXNet's ``exclude``: every axis but ``axis`` (all of them listed: nothing reduced)."""
     op = OPS[name]
     at = {"axis": axis, "keepdims": keepdims, "exclude": True}
     rng = np.random.default_rng(3)
-    x = (AWAY(0.5, 1.5) if name == "prod" else DISTINCT)(rng, X3)
+    x = (AWAY(0.5, 1.5) if name in ("prod", "nanprod") else DISTINCT)(rng, X3)
     given = {a % 3 for a in (axis if isinstance(axis, list) else [axis])}
     rest = [a for a in range(3) if a not in given]
-    want = x.astype(np.float32) if not rest else reduce_ref(name, 0, x.astype(np.float32), rest, keepdims)
+    ref = name.removeprefix("nan")  # no NaN here: the plain reduction
+    want = x.astype(np.float32) if not rest else reduce_ref(ref, 0, x.astype(np.float32), rest, keepdims)
     check_forward(op, at, [x.astype(np.float32)], want)
     check_grads(op, at, [x], rng)
 
@@ -1328,6 +1347,29 @@ def test_exclude_without_axis_reduces_everything():
     op = OPS["sum"]
     at = op.parse_attrs({"exclude": True})
     assert op.infer(at, Spec(X3, "float32")) == ((1,), "float32")
+
+
+@pytest.mark.parametrize("name", ["nansum", "nanprod"])
+def test_nan_reductions_skip_nan_and_give_it_no_gradient(name):
+    """Checked against MXNet 1.9.1: NaN counts as 0 in nansum and 1 in nanprod."""
+    s = Session("t")
+    x = [[1.0, float("nan")], [3.0, 4.0]]
+    ops = [
+        {"op": "array", "out": [1], "at": {"value": {"dtype": "float32", "shape": [2, 2], "data": x}}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": name, "in": [1], "out": [2], "at": {"axis": 1}, "mode": 3},
+        {"op": "backward", "in": [2]},
+        {"op": "grad", "in": [1], "out": [3]},
+        {"op": name, "in": [1], "out": [4]},
+        {"op": "read", "in": [2, 3, 4]},
+    ]
+    r = s.run_batch({"ops": ops})
+    assert "error" not in r, r
+    y, g, whole = (v.tolist() for v in r["values"])
+    if name == "nansum":
+        assert (y, g, whole) == ([1.0, 7.0], [[1.0, 0.0], [1.0, 1.0]], [8.0])
+    else:
+        assert (y, g, whole) == ([1.0, 12.0], [[1.0, 0.0], [4.0, 3.0]], [12.0])
 
 
 @pytest.mark.parametrize(
