@@ -1,5 +1,5 @@
 """Neural-network ops: softmax family, activations, fully connected, 2-D
-convolution and pooling (through ``im2col``/``col2im``), dropout, batch norm.
+convolution and pooling (through ``im2col``/``col2im``), dropout, batch and layer norm.
 
 Every VJP is written with table ops, so these too have gradients of any order.
 A forward may leave in ``at`` (a fresh dict per call) what its VJP needs and
@@ -602,6 +602,55 @@ def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     g = cx.xp.ones_like(gamma) if at["fix_gamma"] else gamma
     inv = 1 / cx.xp.sqrt(var + t(at["eps"]))
     return ((x - mean.reshape(bshape)) * (inv * g).reshape(bshape) + beta.reshape(bshape)).astype(x.dtype)
+
+
+LN = (Attr("axis", "int", -1), Attr("eps", "float", 1e-5), Attr("output_mean_var", "bool", False))
+
+
+def _ln_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
+    floating("LayerNorm", x)
+    dt = same_dtype("LayerNorm", x, gamma, beta)
+    ax = _axis_of("LayerNorm", at["axis"], len(x.shape))
+    c = (x.shape[ax],)
+    for name, s in (("gamma", gamma), ("beta", beta)):
+        if s.shape != c:
+            raise ShapeError(f"LayerNorm: {name} shape {s.shape} should be {c}")
+    if at["output_mean_var"]:
+        raise InvalidInput("LayerNorm: output_mean_var is not supported (one output)")
+    return Spec(x.shape, dt)
+
+
+def _ln_vjp(F, at, g, y, x, gamma, beta):
+    ax = at["axis"] % x.ndim
+    others = tuple(i for i in range(x.ndim) if i != ax)
+    bshape = tuple(-1 if i == ax else 1 for i in range(x.ndim))
+    xc = F.sub(x, F.mean(x, axis=ax, keepdims=True))
+    inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=ax, keepdims=True), scalar=at["eps"]))
+    xhat = F.mul(xc, inv)
+    dxhat = F.mul(g, F.reshape(gamma, shape=bshape))
+    gx = F.mul(
+        inv,
+        F.sub(
+            F.sub(dxhat, F.mean(dxhat, axis=ax, keepdims=True)),
+            F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=ax, keepdims=True)),
+        ),
+    )
+    gxhat = F.mul(g, xhat)
+    dgamma = F.sum(gxhat, axis=others) if others else gxhat
+    dbeta = F.sum(g, axis=others) if others else g
+    return gx, dgamma, dbeta
+
+
+@defop("LayerNorm", ("data", "gamma", "beta"), LN, infer=_ln_infer, vjp=_ln_vjp)
+def _layer_norm(cx, at, x, gamma, beta):
+    """Normalise along ``axis`` (each position of the other axes on its own: mean 0,
+    variance 1, ``eps`` added to the variance), then scale by gamma and shift by beta."""
+    ax = at["axis"] % x.ndim
+    bshape = tuple(-1 if i == ax else 1 for i in range(x.ndim))
+    xc = x - x.mean(axis=ax, keepdims=True)
+    var = (xc * xc).mean(axis=ax, keepdims=True)
+    y = xc / cx.xp.sqrt(var + x.dtype.type(at["eps"])) * gamma.reshape(bshape) + beta.reshape(bshape)
+    return y.astype(x.dtype, copy=False)
 
 
 def _seqmask_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:

@@ -154,3 +154,19 @@ def test_math_ops_and_aliases_through_the_client(mode):
     assert nd.nansum(nd.array([[1, float("nan")], [3, 4]])).asnumpy().tolist() == [8.0]
     with pytest.raises(MXNetError, match="one shape"):
         nd.add_n(nd.ones((2,)), nd.ones((3,)))
+
+
+def test_layer_norm_as_mxnet(mode):
+    """Values and gradients (with a head gradient) checked against MXNet 1.9.1."""
+    x, g, b = nd.array([[1, 2, 4], [3, 3, 9]]), nd.array([1, 2, 3]), nd.array([0.5, 0, -1])
+    for a in (x, g, b):
+        a.attach_grad()
+    with autograd.record():
+        y = nd.LayerNorm(x, g, b)
+    y.backward(nd.array([[1, 0, 2], [0.5, 1, -1]]))
+    np.testing.assert_allclose(y.asnumpy(), [[-0.56904, -0.53452, 3.00891], [-0.20711, -1.41421, 3.24264]], atol=1e-4)
+    np.testing.assert_allclose(x.grad.asnumpy(), [[0.91631, -1.37449, 0.45818], [-0.26516, 0.26517, 0.0]], atol=1e-4)
+    np.testing.assert_allclose(g.grad.asnumpy(), [-1.42259, -0.70711, 1.25839], atol=1e-4)
+    assert b.grad.asnumpy().tolist() == [1.5, 1.0, 1.0]
+    with pytest.raises(MXNetError, match=r"gamma shape \(4,\) should be \(3,\)"):
+        nd.LayerNorm(nd.ones((2, 3, 4)), nd.ones((4,)), nd.zeros((4,)), axis=1)

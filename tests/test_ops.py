@@ -318,6 +318,14 @@ def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1
     return y.astype(x.dtype)
 
 
+def ln_ref(x, gamma, beta, axis=-1, eps=1e-5):
+    ax = axis % x.ndim
+    bs = tuple(-1 if i == ax else 1 for i in range(x.ndim))
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=ax, keepdims=True), x64.var(axis=ax, keepdims=True)
+    return ((x64 - mean) / np.sqrt(var + eps) * gamma.reshape(bs) + beta.reshape(bs)).astype(x.dtype)
+
+
 def bn_case(xshape: tuple[int, ...], ref: dict[str, Any], **at: Any) -> Case:
     """A BatchNorm case: data of ``xshape`` with 3 channels, gamma, beta and the moving mean
     and variance (not differentiated; the variance positive), checked against
@@ -585,6 +593,7 @@ CASES: dict[str, Case] = {
     "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
     "Dropout": C(None, (20, 30), training=True, p=0.4),
     "BatchNorm": bn_case((4, 3, 2, 2), {"fix_gamma": False}, fix_gamma=False),
+    "LayerNorm": C(ln_ref, X3, (4,), (4,), dom=(DISTINCT, SMOOTH, SMOOTH)),
     "SequenceMask": C(
         lambda x, n: seqmask_ref(x, n, 0, -1.0),
         (4, 3, 2),
@@ -685,6 +694,12 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "Pooling",
         C(lambda x: x.mean(axis=(2, 3), keepdims=True), (2, 3, 4, 3), global_pool=True, pool_type="avg"),
     ),
+    (
+        "LayerNorm-axis1-eps",
+        "LayerNorm",
+        C(lambda x, g, b: ln_ref(x, g, b, 1, 0.1), X3, (3,), (3,), dom=(DISTINCT, SMOOTH, SMOOTH), axis=1, eps=0.1),
+    ),
+    ("LayerNorm-1d", "LayerNorm", C(ln_ref, (5,), (5,), (5,), dom=(DISTINCT, SMOOTH, SMOOTH))),
     (
         "BatchNorm-train",
         "BatchNorm",
