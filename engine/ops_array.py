@@ -718,6 +718,194 @@ def _concat(cx, at, *xs):
     return cx.xp.concatenate(xs, axis=at["dim"])
 
 
+def _reshape_like_infer(at: dict, lhs: Spec, rhs: Spec) -> Spec:
+    if prod(lhs.shape) != prod(rhs.shape):
+        raise ShapeError(f"reshape_like: cannot reshape {lhs.shape} ({prod(lhs.shape)} elements) to {rhs.shape}")
+    return Spec(rhs.shape, lhs.dtype)
+
+
+@defop(
+    "reshape_like",
+    ("lhs", "rhs"),
+    infer=_reshape_like_infer,
+    vjp=lambda F, at, g, y, a, b: (F.reshape(g, shape=tuple(a.shape)), None),
+)
+def _reshape_like(cx, at, a, b):
+    """lhs with rhs's shape (the same number of elements)."""
+    return a.reshape(b.shape).copy()
+
+
+@defop("shape_array", ("data",), infer=lambda at, x: Spec((len(x.shape),), "int64"), vjp=None)
+def _shape_array(cx, at, x):
+    """The shape of data, as an int64 array."""
+    return cx.xp.asarray(x.shape, dtype=np.int64)
+
+
+@defop("size_array", ("data",), infer=lambda at, x: Spec((1,), "int64"), vjp=None)
+def _size_array(cx, at, x):
+    """The number of elements of data, as an int64 array of one element."""
+    return cx.xp.asarray([x.size], dtype=np.int64)
+
+
+def _broadcast_axis_target(at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    axes = norm_axes("broadcast_axis", at["axis"], len(shape)) if at["axis"] is not None else ()
+    size = at["size"]
+    if len(axes) != len(size):
+        raise InvalidInput(f"broadcast_axis: {len(axes)} axes but {len(size)} sizes")
+    out = list(shape)
+    for a, n in zip(axes, size):
+        if shape[a] != 1:
+            raise ShapeError(f"broadcast_axis: axis {a} has length {shape[a]}, not 1: it cannot be broadcast")
+        if n < 0:
+            raise InvalidInput(f"broadcast_axis: size must not be negative, got {n}")
+        out[a] = n
+    return axes, tuple(out)
+
+
+@defop(
+    "broadcast_axis",
+    ("data",),
+    (Attr("axis", "axis", ()), Attr("size", "shape", ())),
+    infer=lambda at, x: Spec(_broadcast_axis_target(at, x.shape)[1], x.dtype),
+    vjp=lambda F, at, g, y, x: (F.sum(g, axis=_broadcast_axis_target(at, tuple(x.shape))[0], keepdims=True),),
+    aliases=("broadcast_axes",),
+)
+def _broadcast_axis(cx, at, x):
+    """data repeated along axes of length 1 (``axis``) to the lengths in ``size``."""
+    return cx.xp.ascontiguousarray(cx.xp.broadcast_to(x, _broadcast_axis_target(at, x.shape)[1]))
+
+
+def _moveaxis_axes(at: dict, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """source and destination in range and in their given order (which pairs them)."""
+    src = tuple(_one_axis("moveaxis", a, ndim) for a in at["source"])
+    dst = tuple(_one_axis("moveaxis", a, ndim) for a in at["destination"])
+    if len(src) != len(dst):
+        raise InvalidInput(f"moveaxis: {len(src)} source axes but {len(dst)} destinations")
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise InvalidInput("moveaxis: repeated axes in source or destination")
+    return src, dst
+
+
+def _moveaxis_infer(at: dict, x: Spec) -> Spec:
+    src, dst = _moveaxis_axes(at, len(x.shape))
+    order = [i for i in range(len(x.shape)) if i not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return Spec(tuple(x.shape[i] for i in order), x.dtype)
+
+
+@defop(
+    "moveaxis",
+    ("tensor",),
+    (Attr("source", "axis", REQUIRED), Attr("destination", "axis", REQUIRED)),
+    infer=_moveaxis_infer,
+    vjp=lambda F, at, g, y, x: (F.moveaxis(g, source=at["destination"], destination=at["source"]),),
+)
+def _moveaxis(cx, at, x):
+    """tensor with the ``source`` axes moved to ``destination`` (the others keep their order)."""
+    src, dst = _moveaxis_axes(at, x.ndim)
+    return cx.xp.ascontiguousarray(cx.xp.moveaxis(x, src, dst))
+
+
+def _cumsum_infer(at: dict, x: Spec) -> Spec:
+    if at["axis"] is not None:
+        _one_axis("cumsum", at["axis"], len(x.shape))
+    shape = (prod(x.shape),) if at["axis"] is None else x.shape
+    return Spec(shape, at["dtype"] or x.dtype)
+
+
+def _cumsum_vjp(F, at, g, y, x):
+    if at["axis"] is None:  # the flattened input's: a reversed cumulative sum, reshaped back
+        r = F.flip(F.cumsum(F.flip(g, axis=0), axis=0), axis=0)
+        return (F.reshape(r, shape=tuple(x.shape)),)
+    ax = at["axis"]
+    return (F.flip(F.cumsum(F.flip(g, axis=ax), axis=ax), axis=ax),)
+
+
+@defop(
+    "cumsum",
+    ("a",),
+    (Attr("axis", "int", None), Attr("dtype", "dtype", None)),
+    infer=_cumsum_infer,
+    vjp=_cumsum_vjp,
+)
+def _cumsum(cx, at, a):
+    """Running sums along ``axis`` (of the flattened array when None), in ``dtype`` if given."""
+    dt = at["dtype"] or a.dtype
+    x = a.reshape(-1) if at["axis"] is None else a
+    return cx.xp.cumsum(x, axis=0 if at["axis"] is None else at["axis"], dtype=dt)
+
+
+DIAG = (Attr("k", "int", 0), Attr("axis1", "int", 0), Attr("axis2", "int", 1))
+
+
+def _diag_axes(at: dict, ndim: int, name: str = "diag") -> tuple[int, int]:
+    a1, a2 = _one_axis(name, at["axis1"], ndim), _one_axis(name, at["axis2"], ndim)
+    if a1 == a2:
+        raise InvalidInput(f"{name}: axis1 and axis2 must differ, got {a1} and {a2}")
+    return a1, a2
+
+
+def _diag_len(k: int, n1: int, n2: int) -> int:
+    return max(0, min(n1 + min(k, 0), n2 - max(k, 0)))
+
+
+def _diag_infer(at: dict, x: Spec) -> Spec:
+    k = at["k"]
+    if len(x.shape) == 1:
+        n = x.shape[0] + abs(k)
+        return Spec((n, n), x.dtype)
+    if len(x.shape) == 0:
+        raise ShapeError("diag: data must have at least one axis")
+    a1, a2 = _diag_axes(at, len(x.shape))
+    n = _diag_len(k, x.shape[a1], x.shape[a2])
+    if n == 0:
+        raise ShapeError(f"diag: diagonal {k} of a {x.shape[a1]} x {x.shape[a2]} matrix is empty")
+    rest = tuple(d for i, d in enumerate(x.shape) if i not in (a1, a2))
+    return Spec(rest + (n,), x.dtype)
+
+
+def _diag_vjp(F, at, g, y, x):
+    if x.ndim == 1:
+        return (F.diag(g, k=at["k"]),)
+    return (F.diag_grad(g, k=at["k"], axis1=at["axis1"], axis2=at["axis2"], shape=tuple(x.shape)),)
+
+
+@defop("diag", ("data",), DIAG, infer=_diag_infer, vjp=_diag_vjp)
+def _diag(cx, at, x):
+    """A 1-D array as the ``k``-th diagonal of a square matrix; or the ``k``-th diagonal
+    of the matrices on axes ``axis1`` and ``axis2`` (as the last axis)."""
+    if x.ndim == 1:
+        return cx.xp.diag(x, at["k"])
+    a1, a2 = _diag_axes(at, x.ndim)
+    return cx.xp.diagonal(x, at["k"], a1, a2).copy()
+
+
+def _diag_grad_infer(at: dict, g: Spec) -> Spec:
+    want = _diag_infer(at, Spec(at["shape"], g.dtype))
+    if len(at["shape"]) < 2 or want.shape != g.shape:
+        raise ShapeError(f"diag_grad: data shape {g.shape} does not fit a diagonal of {at['shape']}")
+    return Spec(at["shape"], g.dtype)
+
+
+@defop(
+    "diag_grad",
+    ("data",),
+    (*DIAG, SHAPE),
+    infer=_diag_grad_infer,
+    vjp=lambda F, at, gg, y, g: (F.diag(gg, k=at["k"], axis1=at["axis1"], axis2=at["axis2"]),),
+)
+def _diag_grad(cx, at, g):
+    """Zeros of ``shape`` with data on the ``k``-th diagonal of axes ``axis1`` and ``axis2``
+    (diag's gradient)."""
+    z = cx.xp.zeros(at["shape"], g.dtype)
+    a1, a2 = _diag_axes(at, z.ndim, "diag_grad")
+    zt = cx.xp.moveaxis(z, (a1, a2), (-2, -1))  # a view: writes land in z
+    k, i = at["k"], cx.xp.arange(g.shape[-1])
+    zt[..., i + max(-k, 0), i + max(k, 0)] = g
+    return z
+
+
 def _add_n_infer(at: dict, *xs: Spec) -> Spec:
     if not xs:
         raise InvalidInput("add_n: needs at least one array")

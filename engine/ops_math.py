@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidInput, ShapeError
-from .ops import _binary_infer_for, _unary, _zero_grad, broadcast_shapes, cast, floats_only, unbroadcast
-from .optable import REQUIRED, Attr, Spec, defop
+from .ops import (
+    _binary,
+    _binary_infer_for,
+    _unary,
+    _zero_grad,
+    broadcast_shapes,
+    cast,
+    floats_only,
+    unbroadcast,
+)
+from .optable import REQUIRED, Attr, Spec, defop, like_infer
 
 _unary(
     "log1p",
@@ -141,6 +150,55 @@ _unary(
 _unary("rint", lambda xp, x: xp.rint(x), _zero_grad, "x rounded half to even; zero gradient.")
 _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, "x rounded toward zero; zero gradient.", ("fix",))
 _unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).")
+
+
+def _logical_forward(fn):
+    def forward(xp, a, b):
+        return fn(a != 0, b != 0)
+
+    return forward
+
+
+for _name, _fn in (("and", np.logical_and), ("or", np.logical_or), ("xor", np.logical_xor)):
+    _binary(
+        f"logical_{_name}",
+        _logical_forward(_fn),
+        lambda F, at, g, y, a, b: (None, None),
+        f"1 where a {_name} b (non-zero is true), else 0, in the inputs' dtype; no gradient.",
+        (f"broadcast_logical_{_name}",),
+    )
+
+
+def _smooth_l1_vjp(F, at, g, y, x):
+    s2 = at["scalar"] ** 2
+    inside = F.lesser_scalar(F.abs(x), scalar=1.0 / s2)
+    return (F.mul(g, F.where(inside, F.mul_scalar(x, scalar=s2), F.sign(x))),)
+
+
+@defop("smooth_l1", ("data",), (Attr("scalar", "float", 1.0),), infer=like_infer, vjp=_smooth_l1_vjp)
+def _smooth_l1(cx, at, x):
+    """0.5 (s x)^2 where |x| < 1/s^2, else |x| - 0.5/s^2 (s: ``scalar``)."""
+    s2 = at["scalar"] ** 2
+    a = cx.xp.abs(x)
+    return cast(cx.xp.where(a < 1.0 / s2, 0.5 * s2 * x * x, a - 0.5 / s2), x.dtype)
+
+
+def _hard_sigmoid_vjp(F, at, g, y, x):
+    z = F.add_scalar(F.mul_scalar(x, scalar=at["alpha"]), scalar=at["beta"])
+    inside = F.mul(F.greater_scalar(z, scalar=0.0), F.lesser_scalar(z, scalar=1.0))
+    return (F.mul(F.mul_scalar(g, scalar=at["alpha"]), inside),)
+
+
+@defop(
+    "hard_sigmoid",
+    ("data",),
+    (Attr("alpha", "float", 0.2), Attr("beta", "float", 0.5)),
+    infer=like_infer,
+    vjp=_hard_sigmoid_vjp,
+)
+def _hard_sigmoid(cx, at, x):
+    """clip(alpha x + beta, 0, 1)."""
+    return cast(cx.xp.clip(at["alpha"] * x + at["beta"], 0.0, 1.0), x.dtype)
 
 
 def _clip_infer(at: dict, x: Spec) -> Spec:

@@ -86,6 +86,59 @@ def _log_softmax(cx, at, x):
     return z - cx.xp.log(cx.xp.exp(z).sum(axis=at["axis"], keepdims=True))
 
 
+def _softmin_vjp(F, at, g, y, x):
+    ax = at["axis"]
+    gx = F.mul(y, F.sub(g, F.sum(F.mul(g, y), axis=ax, keepdims=True)))
+    t = at["temperature"]
+    return (F.mul_scalar(gx, scalar=-1.0 / (1.0 if t is None else t)),)
+
+
+@defop("softmin", ("data",), SOFTMAX, infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
+def _softmin(cx, at, x):
+    """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x."""
+    z = -_scaled(x, at)
+    e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
+    return e / e.sum(axis=at["axis"], keepdims=True)
+
+
+L2N = (Attr("eps", "float", 1e-10), Attr("mode", "str", "instance"))
+
+
+def _l2n_axes(at: dict, ndim: int) -> tuple[int, ...]:
+    mode = at["mode"]
+    if mode == "instance":
+        return tuple(range(1, ndim))
+    if mode not in ("channel", "spatial"):
+        raise InvalidInput(f"L2Normalization: mode must be instance, channel or spatial, got {mode!r}")
+    if ndim < 3:
+        raise ShapeError(f"L2Normalization: {mode} mode needs data of rank 3 or more, got rank {ndim}")
+    return (1,) if mode == "channel" else tuple(range(2, ndim))
+
+
+def _l2n_infer(at: dict, x: Spec) -> Spec:
+    floating("L2Normalization", x)
+    _l2n_axes(at, len(x.shape))
+    return x
+
+
+def _l2n_vjp(F, at, g, y, x):
+    axes = _l2n_axes(at, x.ndim)
+    if not axes:  # each element its own instance: y = x / sqrt(x^2 + eps)
+        norm = F.sqrt(F.add_scalar(F.square(x), scalar=at["eps"]))
+        return (F.div(F.sub(g, F.mul(y, F.mul(g, y))), norm),)
+    norm = F.sqrt(F.add_scalar(F.sum(F.square(x), axis=axes, keepdims=True), scalar=at["eps"]))
+    return (F.div(F.sub(g, F.mul(y, F.sum(F.mul(g, y), axis=axes, keepdims=True))), norm),)
+
+
+@defop("L2Normalization", ("data",), L2N, infer=_l2n_infer, vjp=_l2n_vjp)
+def _l2_normalization(cx, at, x):
+    """x divided by its L2 norm (plus ``eps`` under the root) over each sample
+    (``instance``), over axis 1 (``channel``) or over axes 2 and on (``spatial``)."""
+    axes = _l2n_axes(at, x.ndim)
+    sq = (x * x).sum(axis=axes, keepdims=True) if axes else x * x
+    return (x / cx.xp.sqrt(sq + x.dtype.type(at["eps"]))).astype(x.dtype, copy=False)
+
+
 def _sce_infer(at: dict, x: Spec, label: Spec) -> Spec:
     floating("softmax_cross_entropy", x)
     if len(x.shape) != 2 or label.shape != x.shape[:1] or x.shape[1] == 0:

@@ -170,3 +170,42 @@ def test_layer_norm_as_mxnet(mode):
     assert b.grad.asnumpy().tolist() == [1.5, 1.0, 1.0]
     with pytest.raises(MXNetError, match=r"gamma shape \(4,\) should be \(3,\)"):
         nd.LayerNorm(nd.ones((2, 3, 4)), nd.ones((4,)), nd.zeros((4,)), axis=1)
+
+
+def test_more_mxnet_ops_through_the_client(mode):
+    """Values and gradients checked against MXNet 1.9.1."""
+
+    def grad_of(f, value):
+        x = nd.array(value)
+        x.attach_grad()
+        with autograd.record():
+            y = f(x)
+        y.backward()
+        return x.grad.asnumpy()
+
+    x = [[1.0, -2.0, 0.5], [3.0, 0.2, -0.7]]
+    head = nd.array([[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_allclose(
+        grad_of(lambda a: nd.softmin(a) * head, x),
+        [[0.04524, 0.02521, -0.07045], [0.02904, 0.19356, -0.2226]],
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(grad_of(lambda a: nd.smooth_l1(a, scalar=2.0), x), [[1, -1, 1], [1, 0.8, -1]], atol=1e-6)
+    np.testing.assert_allclose(grad_of(nd.hard_sigmoid, [-5, -1, 0, 1, 5.0]), [0, 0.2, 0.2, 0.2, 0], atol=1e-6)
+    l2 = grad_of(lambda a: nd.L2Normalization(a) * nd.array([[1, 2], [3, 4]]), [[3.0, 4.0], [1.0, 1.0]])
+    np.testing.assert_allclose(l2, [[-0.064, 0.048], [-0.35355, 0.35355]], atol=1e-5)
+    assert nd.diag(nd.arange(8).reshape((2, 2, 2)), axis1=1, axis2=2).asnumpy().tolist() == [[0, 3], [4, 7]]
+    assert nd.diag(nd.array([1, 2]), k=-1).asnumpy().tolist() == [[0, 0, 0], [1, 0, 0], [0, 2, 0]]
+    assert grad_of(lambda a: nd.diag(a) * nd.array([1, 2]), [[1.0, 2], [3, 4]]).tolist() == [[1, 0], [0, 2]]
+    assert nd.broadcast_axis(nd.array([[1], [2]]), axis=1, size=3).asnumpy().tolist() == [[1, 1, 1], [2, 2, 2]]
+    assert nd.moveaxis(nd.ones((2, 3, 4)), [0, 1], [2, 0]).shape == (3, 4, 2)
+    c = nd.cumsum(nd.array([[1, 2], [3, 4]], dtype="int32"), axis=0)
+    assert c.dtype is np.int32 and c.asnumpy().tolist() == [[1, 2], [4, 6]]
+    assert nd.cumsum(nd.array([[1, 2], [3, 4]])).asnumpy().tolist() == [1, 3, 6, 10]
+    s = nd.shape_array(nd.ones((2, 3)))
+    assert s.dtype is np.int64 and s.asnumpy().tolist() == [2, 3]
+    assert nd.logical_xor(nd.array([1, 0, 2]), nd.array([1, 1, 0])).asnumpy().tolist() == [0, 1, 1]
+    with pytest.raises(MXNetError, match="empty"):
+        nd.diag(nd.ones((3, 3)), k=5)
+    with pytest.raises(MXNetError, match="rank 3"):
+        nd.L2Normalization(nd.ones((2, 3)), mode="channel")

@@ -200,6 +200,20 @@ def take_ref(a, idx, axis, mode):
     return np.take(a, fixed, axis=axis)
 
 
+def diag_grad_ref(g, k, a1, a2, shape):
+    """Zeros with g on the k-th diagonal of axes a1, a2, element by element."""
+    z = np.zeros(shape, g.dtype)
+    rest = [i for i in range(len(shape)) if i not in (a1, a2)]
+    for pos in np.ndindex(g.shape):
+        *others, d = pos
+        idx = [0] * len(shape)
+        for axis, v in zip(rest, others):
+            idx[axis] = v
+        idx[a1], idx[a2] = d + max(-k, 0), d + max(k, 0)
+        z[tuple(idx)] = g[pos]
+    return z
+
+
 def gather_nd_ref(x, idx):
     """Element by element: out[p] = x[idx[0][p], idx[1][p], ...] (plus the axes not indexed)."""
     m = idx.shape[0]
@@ -440,6 +454,12 @@ CASES: dict[str, Case] = {
     "trunc": C(np.trunc, dom=GRID(0.125)),
     "logical_not": C(lambda x: x == 0, dom=GRID()),
     "clip": C(lambda x: np.clip(x, -1, 0.75), dom=GRID(0.125), a_min=-1.0, a_max=0.75),
+    "logical_and": C(lambda a, b: np.logical_and(a, b).astype(a.dtype), *BIN, dom=GRID(), no_grad=True),
+    "logical_or": C(lambda a, b: np.logical_or(a, b).astype(a.dtype), *BIN, dom=GRID(), no_grad=True),
+    "logical_xor": C(lambda a, b: np.logical_xor(a, b).astype(a.dtype), *BIN, dom=GRID(), no_grad=True),
+    # kinks at |x| = 1/scalar^2 = 0.25 and at alpha x + beta in {0, 1}: GRID(1/8) keeps away
+    "smooth_l1": C(lambda x: np.where(np.abs(x) < 0.25, 2 * x * x, np.abs(x) - 0.125), dom=GRID(0.125), scalar=2.0),
+    "hard_sigmoid": C(lambda x: np.clip(0.3 * x + 0.4, 0, 1), dom=GRID(0.125), alpha=0.3, beta=0.4),
     "astype": C(lambda x: x.astype(np.float64), dtype="float64", out="float64"),
     # binary, broadcasting
     "add": C(np.add, *BIN),
@@ -547,6 +567,14 @@ CASES: dict[str, Case] = {
     "broadcast_like": C(lambda a, b: np.broadcast_to(a, b.shape), (3, 1), X3, nondiff=(1,)),
     "reshape": C(lambda x: x.reshape(6, 4), X3, shape=[-3, -1]),
     "transpose": C(lambda x: x.transpose(1, 2, 0), X3, axes=[1, 2, 0]),
+    "moveaxis": C(lambda x: np.moveaxis(x, [0, 1], [2, 0]), X3, source=[0, 1], destination=[2, 0]),
+    "reshape_like": C(lambda a, b: a.reshape(b.shape), X3, (4, 6), nondiff=(1,)),
+    "shape_array": C(lambda x: np.array(x.shape, np.int64), X3, out="int64"),
+    "size_array": C(lambda x: np.array([x.size], np.int64), X3, out="int64"),
+    "broadcast_axis": C(lambda x: np.broadcast_to(x, (2, 3, 4)), (2, 1, 1), axis=[1, 2], size=[3, 4]),
+    "cumsum": C(lambda x: np.cumsum(x, axis=1), X3, axis=1),
+    "diag": C(lambda x: np.diagonal(x, 1, 0, 2), X3, k=1, axis1=0, axis2=2),
+    "diag_grad": C(lambda g: diag_grad_ref(g, 1, 0, 2, X3), (3, 2), k=1, axis1=0, axis2=2, shape=list(X3)),
     "swapaxes": C(lambda x: np.swapaxes(x, 0, 2), X3, dim1=0, dim2=2),
     "expand_dims": C(lambda x: x[:, None], X3, axis=1),
     "squeeze": C(lambda x: x.reshape(2, 3), (2, 1, 3, 1), axis=[1, 3]),
@@ -570,6 +598,8 @@ CASES: dict[str, Case] = {
     ),
     # neural networks
     "softmax": C(lambda x: softmax_ref(x, 1, 2.0), X3, axis=1, temperature=2.0),
+    "softmin": C(lambda x: softmax_ref(-x, 1, 2.0), X3, axis=1, temperature=2.0),
+    "L2Normalization": C(lambda x: x / np.sqrt((x * x).sum(axis=(1, 2), keepdims=True) + 1e-10), X3),
     "log_softmax": C(lambda x: log_softmax_ref(x, -1), X3),
     "softmax_cross_entropy": C(sce_ref, (4, 5), (4,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,)),
     "Activation": C(np.tanh, act_type="tanh"),
@@ -698,6 +728,24 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "LayerNorm-axis1-eps",
         "LayerNorm",
         C(lambda x, g, b: ln_ref(x, g, b, 1, 0.1), X3, (3,), (3,), dom=(DISTINCT, SMOOTH, SMOOTH), axis=1, eps=0.1),
+    ),
+    ("cumsum-flat", "cumsum", C(lambda x: np.cumsum(x), X3)),
+    (
+        "cumsum-float64",
+        "cumsum",
+        C(lambda x: np.cumsum(x, axis=-1, dtype=np.float64), X3, out="float64", axis=-1, dtype="float64"),
+    ),
+    ("diag-of-a-vector", "diag", C(lambda x: np.diag(x, -2), (3,), k=-2)),
+    ("diag-2d-below", "diag", C(lambda x: np.diagonal(x, -1), (4, 3), k=-1)),
+    (
+        "L2Normalization-channel",
+        "L2Normalization",
+        C(lambda x: x / np.sqrt((x * x).sum(axis=1, keepdims=True) + 1e-10), X3, mode="channel"),
+    ),
+    (
+        "L2Normalization-spatial",
+        "L2Normalization",
+        C(lambda x: x / np.sqrt((x * x).sum(axis=(2, 3), keepdims=True) + 0.5), IMG, mode="spatial", eps=0.5),
     ),
     ("LayerNorm-1d", "LayerNorm", C(ln_ref, (5,), (5,), (5,), dom=(DISTINCT, SMOOTH, SMOOTH))),
     (
@@ -879,6 +927,9 @@ BINARY = [
     "greater_equal",
     "lesser",
     "lesser_equal",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
 ]
 
 
@@ -907,7 +958,7 @@ def test_aliases_are_the_same_op():
 
 
 def test_binary_list_is_every_two_input_elementwise_op():
-    not_elementwise = {"dot", "batch_dot", "linalg_gemm2"}
+    not_elementwise = {"dot", "batch_dot", "linalg_gemm2", "reshape_like"}
     two = {op.name for op in OPS.ops() if op.inputs == ("lhs", "rhs") and op.name not in not_elementwise}
     assert two == set(BINARY)
 
