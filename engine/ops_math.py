@@ -169,18 +169,26 @@ for _name, _fn in (("and", np.logical_and), ("or", np.logical_or), ("xor", np.lo
     )
 
 
-def _smooth_l1_vjp(F, at, g, y, x):
+def _smooth_l1_bound(at: dict) -> tuple[float, float]:
+    """scalar^2 and 1/scalar^2, where the quadratic part ends (everywhere for scalar 0)."""
     s2 = at["scalar"] ** 2
-    inside = F.lesser_scalar(F.abs(x), scalar=1.0 / s2)
+    return s2, (1.0 / s2 if s2 else float("inf"))
+
+
+def _smooth_l1_vjp(F, at, g, y, x):
+    s2, bound = _smooth_l1_bound(at)
+    if not s2:  # 0.5 * 0 * x^2 everywhere
+        return (F.mul_scalar(g, scalar=0.0),)
+    inside = F.lesser_scalar(F.abs(x), scalar=bound)
     return (F.mul(g, F.where(inside, F.mul_scalar(x, scalar=s2), F.sign(x))),)
 
 
 @defop("smooth_l1", ("data",), (Attr("scalar", "float", 1.0),), infer=like_infer, vjp=_smooth_l1_vjp)
 def _smooth_l1(cx, at, x):
     """0.5 (s x)^2 where |x| < 1/s^2, else |x| - 0.5/s^2 (s: ``scalar``)."""
-    s2 = at["scalar"] ** 2
+    s2, bound = _smooth_l1_bound(at)
     a = cx.xp.abs(x)
-    return cast(cx.xp.where(a < 1.0 / s2, 0.5 * s2 * x * x, a - 0.5 / s2), x.dtype)
+    return cast(cx.xp.where(a < bound, 0.5 * s2 * x * x, a - 0.5 * bound), x.dtype)
 
 
 def _hard_sigmoid_vjp(F, at, g, y, x):

@@ -66,6 +66,8 @@ def _softmax_vjp(F, at, g, y, x):
 @defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
 def _softmax(cx, at, x):
     """exp(x/T) normalised to sum to 1 along ``axis``."""
+    if x.size == 0:  # nothing to normalise (a max over no elements would fail)
+        return x.copy()
     z = _scaled(x, at)
     e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
     return e / e.sum(axis=at["axis"], keepdims=True)
@@ -81,6 +83,8 @@ def _log_softmax_vjp(F, at, g, y, x):
 @defop("log_softmax", ("data",), SOFTMAX, infer=_softmax_infer("log_softmax"), vjp=_log_softmax_vjp)
 def _log_softmax(cx, at, x):
     """log(softmax(x)), computed stably."""
+    if x.size == 0:  # nothing to normalise (a max over no elements would fail)
+        return x.copy()
     z = _scaled(x, at)
     z = z - z.max(axis=at["axis"], keepdims=True)
     return z - cx.xp.log(cx.xp.exp(z).sum(axis=at["axis"], keepdims=True))
@@ -96,6 +100,8 @@ def _softmin_vjp(F, at, g, y, x):
 @defop("softmin", ("data",), SOFTMAX, infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
 def _softmin(cx, at, x):
     """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x."""
+    if x.size == 0:  # nothing to normalise (a max over no elements would fail)
+        return x.copy()
     z = -_scaled(x, at)
     e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
     return e / e.sum(axis=at["axis"], keepdims=True)

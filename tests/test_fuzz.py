@@ -58,6 +58,13 @@ ATTR_NAMES = st.sampled_from(
         "input_dim",
         "output_dim",
         "exclude",
+        "source",
+        "destination",
+        "size",
+        "mode",
+        "eps",
+        "axis1",
+        "axis2",
     ]
 )
 HANDLES = st.one_of(st.integers(-2, 6), st.text(max_size=2), st.none(), st.floats(), st.booleans())

@@ -933,6 +933,26 @@ BINARY = [
 ]
 
 
+def test_softmax_family_on_empty_arrays_and_smooth_l1_with_scalar_0():
+    """Edge cases a batch must answer, not fail on: nothing to normalise, and a zero scale
+    (checked against MXNet 1.9.1: 0 everywhere, zero gradient)."""
+    s = Session("t")
+    ops = [{"op": "zeros", "out": [1], "at": {"shape": [2, 0]}}]
+    ops += [{"op": n, "in": [1], "out": [i + 2]} for i, n in enumerate(["softmax", "log_softmax", "softmin"])]
+    ops += [
+        {"op": "array", "out": [10], "at": {"value": {"dtype": "float32", "shape": [3], "data": [1, -2, 0.5]}}},
+        {"op": "attach_grad", "in": [10]},
+        {"op": "smooth_l1", "in": [10], "out": [11], "at": {"scalar": 0.0}, "mode": 3},
+        {"op": "backward", "in": [11]},
+        {"op": "grad", "in": [10], "out": [12]},
+        {"op": "read", "in": [2, 3, 4, 11, 12]},
+    ]
+    r = s.run_batch({"ops": ops})
+    assert "error" not in r, r
+    assert [v.shape for v in r["values"][:3]] == [(2, 0)] * 3
+    assert r["values"][3].tolist() == [0, 0, 0] and r["values"][4].tolist() == [0, 0, 0]
+
+
 def test_every_op_has_a_case():
     """Adding an op to the table without a case here fails CI."""
     missing = sorted(set(OP_NAMES) - set(CASES))
