@@ -122,11 +122,24 @@ if numba is not None:
             wf[i] -= lr * (s + wd * wf[i])
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # what the compiled kernels take (numba has no float16)
+
+
+def _compiled_numbers(dt: np.dtype) -> bool:
+    return dt in _FLOATS or dt.kind in "iu"
+
+
 def scatter_add_rows(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> None:
     """out[idx[i], ...] += g[i, ...]: an indexing gradient along the first axis.
 
     ``idx`` must be in range (callers clip or check it first)."""
-    if numba is not None and out.flags.c_contiguous and g.dtype == out.dtype and out.ndim >= 1:
+    if (
+        numba is not None
+        and out.flags.c_contiguous
+        and g.dtype == out.dtype
+        and _compiled_numbers(out.dtype)
+        and out.ndim >= 1
+    ):
         m = int(np.prod(out.shape[1:], dtype=np.int64))
         _scatter_rows(
             out.reshape(out.shape[0], m),
@@ -146,7 +159,7 @@ def sgd_update(
         and w.flags.c_contiguous
         and g.flags.c_contiguous
         and w.dtype == g.dtype
-        and w.dtype.kind == "f"
+        and w.dtype in _FLOATS
     ):
         t = w.dtype.type
         _sgd(w.reshape(-1), g.reshape(-1), t(lr), t(wd), t(rescale), t(clip))
@@ -160,7 +173,7 @@ def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
         numba is not None
         and g.shape == x.shape
         and g.dtype == x.dtype
-        and g.dtype.kind == "f"
+        and g.dtype in _FLOATS
         and g.flags.c_contiguous
         and x.flags.c_contiguous
     ):
@@ -173,7 +186,7 @@ def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
 def softmax_ce_loss(x: np.ndarray, idx: np.ndarray) -> float:
     """The summed softmax cross-entropy of logits x (N, C) against labels idx (N,) in range,
     one pass over the logits when compiled (accumulated in float64)."""
-    if numba is not None and x.dtype.kind == "f" and x.ndim == 2 and x.shape[1] > 0:
+    if numba is not None and x.dtype in _FLOATS and x.ndim == 2 and x.shape[1] > 0:
         return float(_softmax_ce_loss(np.ascontiguousarray(x), np.ascontiguousarray(idx, dtype=np.int64)))
     return softmax_ce_loss_numpy(x, idx)
 
@@ -181,7 +194,7 @@ def softmax_ce_loss(x: np.ndarray, idx: np.ndarray) -> float:
 def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The gradient of the summed softmax cross-entropy, times the scalar cotangent ``g``
     (an array of one element), one pass over the logits when compiled."""
-    if numba is not None and x.dtype.kind == "f" and x.ndim == 2 and x.shape[1] > 0:
+    if numba is not None and x.dtype in _FLOATS and x.ndim == 2 and x.shape[1] > 0:
         out = np.empty(x.shape, x.dtype)
         _softmax_ce_grad(
             np.ascontiguousarray(x), np.ascontiguousarray(idx, dtype=np.int64), x.dtype.type(g.reshape(-1)[0]), out

@@ -656,9 +656,15 @@ def _reduced_shape(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[i
     return axes, at_least_1d(out)
 
 
+_NO_IDENTITY = ("max", "min")  # reductions with no value for an empty axis
+
+
 def _reduce_infer_for(name: str):
     def infer(at: dict, x: Spec) -> Spec:
-        return Spec(_reduced_shape(name, at, x.shape)[1], x.dtype)
+        axes, shape = _reduced_shape(name, at, x.shape)
+        if name in _NO_IDENTITY and any(x.shape[a] == 0 for a in axes):
+            raise ShapeError(f"{name}: cannot reduce an axis of length 0 (shape {x.shape})")
+        return Spec(shape, x.dtype)
 
     return infer
 

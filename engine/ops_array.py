@@ -150,8 +150,12 @@ def _one_axis(name: str, axis: int, ndim: int) -> int:
 def _arg_infer_for(name: str):
     def infer(at: dict, x: Spec) -> Spec:
         if at["axis"] is None:
+            if prod(x.shape) == 0:
+                raise ShapeError(f"{name}: an empty array has no {name[3:]} (shape {x.shape})")
             return Spec((1,), "float32")
         ax = _one_axis(name, at["axis"], len(x.shape))
+        if x.shape[ax] == 0:
+            raise ShapeError(f"{name}: cannot reduce an axis of length 0 (shape {x.shape})")
         shape = (
             tuple(1 if i == ax else d for i, d in enumerate(x.shape))
             if at["keepdims"]

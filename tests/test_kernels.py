@@ -135,3 +135,31 @@ def test_embedding_style_gradient_through_take_and_index_arrays(mode):
         y = (nd.take(table, idx) * 2).sum() + table[idx].sum()
     y.backward()
     assert table.grad.asnumpy()[:, 0].tolist() == [9, 0, 3, 0, 0, 6]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int32", "bool"])
+def test_kernels_take_every_dtype_the_engine_has(dtype):
+    """numba compiles no float16 kernel: those arrays (and any the kernels do not take) go
+    to the numpy code, with the same results, instead of failing."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 3)) * 3).astype(dtype)
+    g = (rng.standard_normal((4, 3)) * 3).astype(dtype)
+    np.testing.assert_array_equal(kernels.relu_grad(g, x), kernels.relu_grad_numpy(g, x))
+    idx = np.array([0, 2, 2, 1])
+    want, got = np.zeros((3, 3), dtype), np.zeros((3, 3), dtype)
+    kernels.scatter_add_rows_numpy(want, idx, g)
+    kernels.scatter_add_rows(got, idx, g)
+    np.testing.assert_array_equal(got, want)
+    if dtype == "float16":
+        w1, w2 = x.copy(), x.copy()
+        kernels.sgd_update_numpy(w1, g, 0.1, 0.0, 1.0, -1.0)
+        kernels.sgd_update(w2, g, 0.1, 0.0, 1.0, -1.0)
+        np.testing.assert_array_equal(w2, w1)
+        labels = np.array([0, 1, 2, 0])
+        np.testing.assert_allclose(
+            kernels.softmax_ce_loss(x, labels), kernels.softmax_ce_loss_numpy(x, labels), rtol=1e-3
+        )
+        one = np.ones(1, dtype)
+        np.testing.assert_array_equal(
+            kernels.softmax_ce_grad(x, labels, one), kernels.softmax_ce_grad_numpy(x, labels, one[0])
+        )

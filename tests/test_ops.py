@@ -1429,6 +1429,15 @@ def test_reduction_with_exclude_reduces_the_other_axes(name, axis, keepdims):
     check_grads(op, at, [x], rng)
 
 
+@pytest.mark.parametrize(("name", "at"), [("max", {}), ("min", {"axis": 0}), ("argmax", {}), ("argmin", {"axis": 0})])
+def test_reductions_without_identity_refuse_empty_axes(name, at):
+    """A clear error at the call (numpy's would come back as a malformed instruction)."""
+    op = OPS[name]
+    with pytest.raises(MXNetError, match="length 0|empty array"):
+        op.infer(op.parse_attrs(at), Spec((0, 3), "float32"))
+    assert op.infer(op.parse_attrs({"axis": 1}), Spec((0, 3), "float32")).shape == (0,)  # other axes may be empty
+
+
 def test_exclude_without_axis_reduces_everything():
     op = OPS["sum"]
     at = op.parse_attrs({"exclude": True})
