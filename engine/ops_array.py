@@ -285,6 +285,8 @@ def _gather_infer(at: dict, x: Spec, idx: Spec) -> Spec:
 
 def _clip_index(cx, idx, n: int, mode: str):
     i = idx.astype(np.int64)
+    if n == 0 and i.size:
+        raise IndexOutOfRange("cannot take indices from an axis of length 0")
     if mode == "wrap":
         return cx.xp.mod(i, n)
     if mode == "raise":
