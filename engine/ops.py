@@ -504,6 +504,17 @@ SCALAR = (Attr("scalar", "float", REQUIRED),)
 _SCALARS: defaultdict[np.dtype, dict[float, np.ndarray]] = defaultdict(dict)
 
 
+def typed_scalar(s: float, dt: np.dtype) -> Any:
+    """``s`` as a scalar of dtype ``dt``, cast as C casts (MXNet casts a scalar operand to the
+    array's dtype so): an integer type truncates, and NaN, infinities and values out of its
+    range give what the machine gives (its minimum on x86), never an error."""
+    if dt.kind in "iub":
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.array(s, np.float64).astype(dt)[()]
+    with np.errstate(over="ignore"):  # past a float type's range: inf
+        return dt.type(s)
+
+
 def scalar_array(s: float, dt: np.dtype) -> Any:
     """``s`` as a read-only rank-0 array of the float dtype ``dt``, as a scalar op's operand.
 
@@ -540,7 +551,7 @@ def _scalar(name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None, ufunc: A
             return r if type(r) is np.ndarray and r.dtype is dt else cast(r, dt)  # builtin dtypes are singletons
         # an integer array takes the scalar cast to its own dtype first, as MXNet does
         # (x * 2.5 on int32 multiplies by 2)
-        return cast(fwd(cx.xp, x, dt.type(at["scalar"])), dt)
+        return cast(fwd(cx.xp, x, typed_scalar(at["scalar"], dt)), dt)
 
     forward.__doc__ = doc
     defop(name, ("data",), SCALAR, infer=like_infer, vjp=vjp, eager_vjp=eager)(forward)

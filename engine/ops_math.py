@@ -13,6 +13,7 @@ from .ops import (
     broadcast_shapes,
     cast,
     floats_only,
+    typed_scalar,
     unbroadcast,
 )
 from .optable import REQUIRED, Attr, Spec, defop, like_infer
@@ -226,7 +227,7 @@ def _clip_infer(at: dict, x: Spec) -> Spec:
 )
 def _clip(cx, at, x):
     """x limited to [a_min, a_max]; the gradient passes only inside the range."""
-    return cast(cx.xp.clip(x, x.dtype.type(at["a_min"]), x.dtype.type(at["a_max"])), x.dtype)
+    return cast(cx.xp.clip(x, typed_scalar(at["a_min"], x.dtype), typed_scalar(at["a_max"], x.dtype)), x.dtype)
 
 
 def _where_infer(at: dict, cond: Spec, x: Spec, y: Spec) -> Spec:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels
 from .errors import DTypeError, InvalidInput, ShapeError
-from .ops import same_dtype
+from .ops import same_dtype, typed_scalar
 from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
@@ -744,4 +744,4 @@ def _sequence_mask(cx, at, x, *lengths):
     lens = lengths[0].astype(np.int64)
     keep = t[:, None] < lens[None, :] if ax == 0 else (t[:, None] < lens[None, :]).T
     keep = keep.reshape(keep.shape + (1,) * (x.ndim - 2))
-    return cx.xp.where(keep, x, x.dtype.type(at["value"])).astype(x.dtype)
+    return cx.xp.where(keep, x, typed_scalar(at["value"], x.dtype)).astype(x.dtype)

@@ -705,7 +705,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         if v.dtype != target.dtype:
             v = v.astype(target.dtype)
     elif at["scalar"] is not None:
-        v = target.dtype.type(at["scalar"])
+        v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:
         raise InvalidInput("setitem needs a value handle or a scalar")
     if not _ops.assignable(np.shape(v), sub):
@@ -743,7 +743,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
         if not _ops.broadcastable(v.shape, target.shape):
             raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
     elif at["scalar"] is not None:
-        v = target.dtype.type(at["scalar"])
+        v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:
         raise InvalidInput("update needs a value handle or a scalar")
     if target.dtype.kind in "iu" and ufunc is np.divide:

@@ -2316,6 +2316,31 @@ def test_integer_inputs_give_what_infer_says(name):
     assert (y.shape, y.dtype.name) == spec, f"{name}: infer says {spec}, forward gives {y.shape} {y.dtype}"
 
 
+def test_non_finite_scalars_on_integer_arrays_are_cast_as_mxnet_casts_them():
+    """MXNet casts a scalar operand to the array's dtype as C does: NaN, infinities and values
+    out of int32's range become its minimum on x86 (checked with MXNet 1.9.1), no error."""
+    import platform
+
+    s = Session("t")
+    s.arrays[1] = np.arange(3, dtype=np.int32)
+    for v in (float("inf"), float("nan"), 1e20):
+        ops = [
+            {"op": "add_scalar", "in": [1], "out": [2], "at": {"scalar": v}},
+            {"op": "mul_scalar", "in": [1], "out": [3], "at": {"scalar": v}},
+            {"op": "greater_scalar", "in": [1], "out": [4], "at": {"scalar": v}},
+            {"op": "clip", "in": [1], "out": [5], "at": {"a_min": -v if v == v else 0.0, "a_max": 1e30}},
+            {"op": "read", "in": [2, 3, 4]},
+            {"op": "free", "in": [2, 3, 4, 5]},
+        ]
+        r = s.run_batch({"ops": ops})
+        assert "error" not in r, r
+        if platform.machine() in ("x86_64", "AMD64"):
+            low = -(2**31)
+            assert [a.tolist() for a in r["values"]] == [[low, low + 1, low + 2], [0, low, 0], [1, 1, 1]]
+    r = s.run_batch({"ops": [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": float("inf")}}]})
+    assert "error" not in r, r
+
+
 def test_integer_powers_are_mxnets():
     """Computed in floating point and truncated, as MXNet 1.9.1 does (checked with it)."""
     s = Session("t")
