@@ -1006,6 +1006,46 @@ def test_every_op_answers_edge_inputs_with_a_result_or_a_clear_error():
     assert not problems, "\n".join(f"{k} (inputs {v[0]}, mode {v[1]})" for k, v in problems.items())
 
 
+EDGE_COMMANDS = [
+    ("update", 2, [{"fn": f} for f in ("add", "sub", "mul", "div")]),
+    ("update", 1, [{"fn": f, "scalar": v} for f in ("add", "sub", "mul", "div") for v in (0.0, -1.0, float("inf"))]),
+    ("setitem", 2, [{"key": k} for k in ([[None, None, None]], [0], [[0, 1, None]], ["..."], [None])]),
+    (
+        "setitem",
+        1,
+        [{"key": k, "scalar": v} for k in ([[None, None, None]], [-1], ["..."]) for v in (3.0, float("nan"))],
+    ),
+    ("sgd_update", 2, [{"lr": 0.1}, {"lr": 0.1, "wd": 0.01, "clip_gradient": 0.5, "rescale_grad": 2.0}]),
+    ("read", 1, [{}, {"grad": True}]),
+    ("attach_grad", 1, [{}, {"grad_req": "add"}, {"grad_req": "null"}]),
+    ("free", 1, [{}]),
+]
+
+
+def test_every_command_answers_edge_inputs_with_a_result_or_a_clear_error():
+    """The commands that are not table ops, on the same edge inputs."""
+    import itertools
+
+    problems = {}
+    for name, n, ats in EDGE_COMMANDS:
+        for at in ats:
+            for combo in itertools.product(EDGE_INPUTS, repeat=n):
+                s = Session("t")
+                for k, key in enumerate(combo):
+                    s.arrays[k + 1] = EDGE_INPUTS[key].copy()
+                try:
+                    reply = s.run_batch({"ops": [{"op": name, "in": list(range(1, n + 1)), "at": at}]})
+                except MXNetError:
+                    continue
+                except Exception as e:  # noqa: BLE001 (what this test looks for)
+                    problems.setdefault(f"{name}: {type(e).__name__}: {e}", (combo, at))
+                    continue
+                err = reply.get("error")
+                if err and "malformed" in err["message"]:
+                    problems.setdefault(f"{name}: {err['message']}", (combo, at))
+    assert not problems, "\n".join(f"{k} (inputs {v[0]}, {v[1]})" for k, v in problems.items())
+
+
 def test_every_op_has_a_case():
     """Adding an op to the table without a case here fails CI."""
     missing = sorted(set(OP_NAMES) - set(CASES))
