@@ -9,7 +9,8 @@
     ├── QuotaExceeded               a byte or size limit would be passed
     ├── SequenceError               a batch out of order
     ├── Unauthorized                a missing or wrong API key
-    └── SessionNotFound             no such session for this key's user
+    ├── SessionNotFound             no such session for this key's user
+    └── InternalError               a fault of gradserve's own, not the user's (HTTP 500)
 
 Every error carries a stable ``kind`` (its class name) that travels in the JSON
 error body, so the client re-raises the same class the server raised.
@@ -74,6 +75,13 @@ class SessionNotFound(MXNetError):
     status = 404
 
 
+class InternalError(MXNetError):
+    """A fault of gradserve's own while running a valid-looking instruction (a bug: the
+    server logs its traceback). The instructions before it took effect, as for any error."""
+
+    status = 500
+
+
 ERRORS: dict[str, type[MXNetError]] = {
     cls.__name__: cls
     for cls in (
@@ -87,6 +95,7 @@ ERRORS: dict[str, type[MXNetError]] = {
         SequenceError,
         Unauthorized,
         SessionNotFound,
+        InternalError,
     )
 }
 

@@ -10,6 +10,7 @@ come from the op table; the commands below (``attach_grad``, ``backward``,
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from .errors import (
     NO_INPUTS,
     UNREACHABLE,
     AutogradError,
+    InternalError,
     InvalidInput,
     MXNetError,
     QuotaExceeded,
@@ -34,6 +36,8 @@ from .errors import (
 )
 from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name
 from .tape import SHARE_EVERY, Node, share_gil
+
+_log = logging.getLogger("gradserve.engine")
 
 RECORDING = 1
 TRAINING = 2
@@ -140,6 +144,12 @@ class BatchRun:
                     ZeroDivisionError,
                 ) as e:
                     self.reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    i = n
+                    break
+                except Exception as e:  # a fault of ours: the batch still ends as for any error
+                    op = ins.get("op") if type(ins) is dict else None
+                    _log.exception("internal error in instruction %d (%r) of a batch", i, op)
+                    self.reply["error"] = error_body(InternalError(f"{op}: {type(e).__name__}: {e}"), i, ins)
                     i = n
                     break
                 i += 1

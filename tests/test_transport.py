@@ -338,6 +338,55 @@ def test_a_batch_run_in_slices_is_the_batch_run_at_once():
     assert not sliced.lock.locked()  # a refused batch leaves the session free
 
 
+def _broken(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("a fault of the engine's own")
+
+
+def _break_relu(monkeypatch: Any) -> None:
+    """Make the table's relu raise an unexpected exception (a stand-in for a bug)."""
+    import dataclasses
+
+    from gradserve.engine.optable import OPS
+
+    monkeypatch.setitem(OPS._ops, "relu", dataclasses.replace(OPS["relu"], forward=_broken))
+
+
+def test_a_fault_of_the_engine_ends_its_batch_as_an_error_and_the_session_goes_on(monkeypatch, caplog):
+    """An unexpected exception inside an op is an InternalError reply (HTTP 500 from a server)
+    at that instruction: what ran before it stays, the seq is taken, the traceback is logged,
+    and the next batch runs."""
+    from gradserve.engine.errors import InternalError
+    from gradserve.engine.session import Session
+
+    s = Session("t")
+    _break_relu(monkeypatch)
+    ops = [
+        {"op": "ones", "out": [1], "at": {"shape": [2]}},
+        {"op": "relu", "in": [1], "out": [2]},
+        {"op": "ones", "out": [3], "at": {"shape": [2]}},
+    ]
+    reply = s.run_batch({"seq": 1, "ops": ops})
+    assert reply["error"]["kind"] == "InternalError" and reply["error"]["index"] == 1, reply
+    assert "a fault of the engine's own" in reply["error"]["message"]
+    assert InternalError.status == 500 and 1 in s.arrays and 2 not in s.arrays and 3 not in s.arrays
+    assert any("internal error" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert s.run_batch({"seq": 2, "ops": [{"op": "read", "in": [1]}]})["values"][0].tolist() == [1, 1]
+
+
+def test_the_client_raises_an_internal_error_and_its_session_goes_on(mode, monkeypatch):
+    from gradserve import MXNetError
+
+    x = nd.ones((2,)) * 3
+    x.wait_to_read()
+    with monkeypatch.context() as m:
+        _break_relu(m)
+        with pytest.raises(MXNetError, match="a fault of the engine's own") as e:
+            nd.relu(x).asnumpy()
+        assert type(e.value).__name__ == "InternalError"
+    assert nd.relu(x - 4).asnumpy().tolist() == [0, 0]  # the same session, in sequence
+    assert (x + 1).asnumpy().tolist() == [4, 4]
+
+
 def test_a_retry_gets_what_was_read_even_after_another_caller_changed_the_array():
     """A batch's last reads lend the session's arrays to the reply (no copy); its stored
     reply keeps copies once a batch outside the sequence (a REST call, another caller) could
