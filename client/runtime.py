@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .engine.errors import MXNetError, error_from_kind
-from .transport import Transport, from_env
+from .transport import ConnectionLost, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
 MAX_QUEUED_BYTES = 64 << 20
@@ -140,8 +140,9 @@ class Client:
             for h in reads:
                 self.check_alive(h)
             ops, where = self._queue, self._where
-            if self._frees:
-                ops.append({"op": "free", "in": self._frees})
+            frees = self._frees
+            if frees:
+                ops.append({"op": "free", "in": frees})
                 where.append(None)
                 self._frees = []
             if reads:
@@ -151,11 +152,28 @@ class Client:
                 return []
             self._queue, self._where, self._qbytes = [], [], 0
             self._seq += 1
-            reply = self.transport.send({"seq": self._seq, "ops": ops})
+            try:
+                reply = self.transport.send({"seq": self._seq, "ops": ops})
+            except MXNetError as e:
+                self._refused(ops, frees, e)
+                raise
             err = reply.get("error")
             if err:
                 raise self._fail(ops, where, err)
             return reply["values"]
+
+    def _refused(self, ops: list[dict], frees: list[int], exc: MXNetError) -> None:
+        """A batch that came back as an error status, not a reply (over a size limit, say):
+        the server applied none of it and did not take its seq, so the next batch reuses the
+        seq and carries its frees; its arrays are dead, with this error. After a lost
+        connection it may have run: the seq stays taken (a resend would replay its reply)."""
+        if not isinstance(exc, ConnectionLost):
+            self._seq -= 1
+            self._frees = frees + self._frees
+        for ins in ops:
+            if ins.get("op") != "free":
+                for h in ins.get("out", ()):
+                    self._dead[h] = exc
 
     def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
         i = err.get("index", 0)

@@ -351,6 +351,53 @@ def _break_relu(monkeypatch: Any) -> None:
     monkeypatch.setitem(OPS._ops, "relu", dataclasses.replace(OPS["relu"], forward=_broken))
 
 
+def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
+    """A batch answered with an error status instead of a reply (over the server's body
+    limit) was not applied and its seq not taken: the client reuses the seq, carries its
+    frees on, and the refused arrays raise the same error when used."""
+    import gc
+
+    from gradserve.engine.errors import QuotaExceeded
+
+    with LiveServer(Settings(max_body_bytes=1 << 20)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            x = nd.ones((2,))
+            tmp = nd.ones((3,))
+            x.wait_to_read()
+            del tmp
+            gc.collect()  # its free travels with the next batch: the refused one
+            big = nd.array(np.ones(1 << 19, np.float32))
+            with pytest.raises(QuotaExceeded, match="over the limit"):
+                big.wait_to_read()
+            with pytest.raises(QuotaExceeded, match="over the limit"):
+                (big + 1).wait_to_read()
+            assert (x + 1).asnumpy().tolist() == [2, 2]
+            assert client.info()["arrays"] == 1  # x: tmp (freed with the refused batch) is gone too
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
+def test_an_in_process_batch_refused_as_a_whole_leaves_the_session_usable():
+    from gradserve.engine.errors import QuotaExceeded
+    from gradserve.engine.session import Limits
+
+    client = gradserve.Client(gradserve.InProcess(limits=Limits(max_batch_ops=8)))
+    gradserve.set_current(client)
+    try:
+        y = nd.ones((2,))
+        for _ in range(10):
+            y = y + 1
+        with pytest.raises(QuotaExceeded, match="over the limit of 8"):
+            y.wait_to_read()
+        z = nd.ones((2,)) * 5
+        assert z.asnumpy().tolist() == [5, 5]
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
 def test_a_fault_of_the_engine_ends_its_batch_as_an_error_and_the_session_goes_on(monkeypatch, caplog):
     """An unexpected exception inside an op is an InternalError reply (HTTP 500 from a server)
     at that instruction: what ran before it stays, the seq is taken, the traceback is logged,
