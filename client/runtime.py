@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.errors import MXNetError, error_from_kind
+from .engine.errors import MXNetError, SequenceError, error_from_kind
 from .transport import ConnectionLost, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
@@ -74,6 +74,7 @@ class Client:
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
         self._frees: list[int] = []
+        self._unsure = False  # whether the last batch was lost with its connection (it may have run)
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
         self.closed = False
@@ -151,23 +152,40 @@ class Client:
             if not ops:
                 return []
             self._queue, self._where, self._qbytes = [], [], 0
-            self._seq += 1
-            try:
-                reply = self.transport.send({"seq": self._seq, "ops": ops})
-            except MXNetError as e:
-                self._refused(ops, frees, e)
-                raise
+            reply = self._send(ops, frees)
             err = reply.get("error")
             if err:
                 raise self._fail(ops, where, err)
             return reply["values"]
 
+    def _send(self, ops: list[dict], frees: list[int]) -> dict[str, Any]:
+        """Send a batch as the next seq. After a lost connection the server may not have the
+        previous one: if it says so (out of order), this batch takes that seq instead."""
+        self._seq += 1
+        try:
+            try:
+                reply = self.transport.send({"seq": self._seq, "ops": ops})
+            except SequenceError:
+                if not self._unsure:
+                    raise
+                self._unsure = False
+                self._seq -= 1  # the lost batch never ran: its seq is free
+                reply = self.transport.send({"seq": self._seq, "ops": ops})
+        except MXNetError as e:
+            self._refused(ops, frees, e)
+            raise
+        self._unsure = False
+        return reply
+
     def _refused(self, ops: list[dict], frees: list[int], exc: MXNetError) -> None:
         """A batch that came back as an error status, not a reply (over a size limit, say):
         the server applied none of it and did not take its seq, so the next batch reuses the
         seq and carries its frees; its arrays are dead, with this error. After a lost
-        connection it may have run: the seq stays taken (a resend would replay its reply)."""
-        if not isinstance(exc, ConnectionLost):
+        connection it may have run: the seq stays taken, until the server says otherwise
+        (see ``_send``)."""
+        if isinstance(exc, ConnectionLost):
+            self._unsure = True
+        else:
             self._seq -= 1
             self._frees = frees + self._frees
         for ins in ops:

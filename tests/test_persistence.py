@@ -4,6 +4,7 @@ directory and restored at start, and a client in the middle of its work goes on.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import gradserve
 from gradserve import autograd, nd
@@ -36,6 +37,31 @@ def test_a_client_carries_on_across_a_server_restart(tmp_path):
             z.backward()
             assert x.grad.asnumpy().tolist() == [3, 3, 3]
             assert noise.shape == (4,) and nd.random.normal(shape=(2,)).shape == (2,)
+    finally:
+        gradserve.set_current(None)
+
+
+def test_a_client_carries_on_after_giving_up_on_a_server_that_was_down(tmp_path):
+    """A batch sent while the server is down fails (ConnectionLost) and never ran. When the
+    server is back, the next batch is told it is out of order, and takes the lost batch's
+    seq instead: the session goes on, the lost batch's arrays raise its error."""
+    from gradserve.transport import ConnectionLost
+
+    with LiveServer(Settings(data_dir=tmp_path)) as first:
+        port, url = first.port, first.url
+        client = gradserve.Client(gradserve.Http(url, retries=1))
+        gradserve.set_current(client)
+        x = nd.array([1.0, 2.0])
+        x.wait_to_read()
+    try:
+        lost = x * 10
+        with pytest.raises(ConnectionLost):
+            lost.wait_to_read()
+        with LiveServer(Settings(data_dir=tmp_path), port=port):
+            assert (x + 1).asnumpy().tolist() == [2, 3]
+            assert (x * 2).asnumpy().tolist() == [2, 4]
+            with pytest.raises(ConnectionLost):
+                lost.asnumpy()
     finally:
         gradserve.set_current(None)
 
