@@ -614,8 +614,28 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
 def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = False) -> NDArray:
     """Upload ``arr``: copied first unless the caller hands over an array nobody else holds
     (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
+    c = client or current()
+    limit = getattr(c.transport, "max_body_bytes", None)
+    if limit and arr.nbytes > c.max_batch_bytes and arr.nbytes > limit - min(1 << 20, limit // 4):
+        return _upload_in_pieces(arr, c, c.max_batch_bytes)
     value = arr if owned else np.array(arr, copy=True)
-    return invoke(OPS["array"], (), {"value": value}, client, nbytes=value.nbytes)
+    return invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
+
+
+def _upload_in_pieces(arr: np.ndarray, c: Client, piece_bytes: int) -> NDArray:
+    """An array too large for one request to the server: zeros made there, then filled a
+    piece at a time, one request each (each piece is on the wire before the next is taken
+    from ``arr``, so none is copied here)."""
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    out = invoke(OPS["zeros"], (), {"shape": [flat.size], "dtype": flat.dtype.name}, c)
+    step = max(1, piece_bytes // max(flat.itemsize, 1))
+    for start in range(0, flat.size, step):
+        value = flat[start : start + step]
+        piece = invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
+        out[start : start + step] = piece
+        del piece
+        c.flush()
+    return out.reshape(arr.shape)
 
 
 SEND_NOW_BYTES = 8 << 20

@@ -75,6 +75,9 @@ class Client:
         self._qbytes = 0
         self._frees: list[int] = []
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
+        # what a batch's tensors may come to: the queue's bound, below the server's request limit
+        limit = getattr(transport, "max_body_bytes", None)
+        self.max_batch_bytes = min(MAX_QUEUED_BYTES, limit - min(1 << 20, limit // 4)) if limit else MAX_QUEUED_BYTES
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
         self.closed = False
@@ -97,13 +100,13 @@ class Client:
             if self.closed:
                 raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
             if nbytes:
-                if self._queue and self._qbytes + nbytes > MAX_QUEUED_BYTES:
+                if self._queue and self._qbytes + nbytes > self.max_batch_bytes:
                     self.flush()  # send what is queued first, so a batch holds at most the bound or one array
                 self._qbytes += nbytes
             queue = self._queue
             queue.append(ins)
             self._where.append(where)
-            if len(queue) >= MAX_QUEUED_OPS or self._qbytes >= MAX_QUEUED_BYTES or self.sync:
+            if len(queue) >= MAX_QUEUED_OPS or self._qbytes >= self.max_batch_bytes or self.sync:
                 self.flush()
 
     @contextlib.contextmanager

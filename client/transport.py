@@ -98,6 +98,8 @@ class Http:
         )
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         self.session_id: str = reply["id"]
+        # the server reads no larger request body: an upload past it goes in pieces (ndarray.py)
+        self.max_body_bytes: int | None = reply.get("max_body_bytes")
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
         self._conn: Conn | None = None
         if parts.scheme == "http" and parts.hostname:

@@ -54,7 +54,7 @@ def run(session: Session, msg: dict[str, Any], form: str) -> tuple[int, dict[str
 sessions = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
-@sessions.post("", status_code=201, response_model=protocol.SessionInfo)
+@sessions.post("", status_code=201, response_model=protocol.NewSessionInfo)
 async def create_session(request: Request, user: CurrentUser, store: Store) -> Response:
     """Open a session owned by the caller; its id names it in every later call."""
     body = await read_body(request)
@@ -63,7 +63,7 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
     except ValidationError as e:
         raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
     s = store.create(user, seed=opts.seed)
-    return encode(request, _info(s), 201)
+    return encode(request, {**_info(s), "max_body_bytes": request.app.state.settings.max_body_bytes}, 201)
 
 
 @sessions.get("", response_model=list[protocol.SessionInfo])

@@ -73,6 +73,10 @@ class SessionInfo(BaseModel):
     bytes: int
 
 
+class NewSessionInfo(SessionInfo):
+    max_body_bytes: int  # the largest request body the server reads: clients split larger uploads
+
+
 class NewSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradserve
-from gradserve import autograd, nd, runtime
+from gradserve import autograd, nd
 from gradserve.engine import wire
 from gradserve.engine.errors import InvalidInput, SequenceError, UnknownHandle
 from gradserve.server import Settings
@@ -225,7 +225,7 @@ def test_large_arrays_travel_both_ways_and_stay_writable(live_server):
 
 
 def test_the_queue_sends_before_its_bytes_would_pass_the_bound(mode, monkeypatch):
-    monkeypatch.setattr(runtime, "MAX_QUEUED_BYTES", 1000)
+    monkeypatch.setattr(mode, "max_batch_bytes", 1000)  # (runtime.MAX_QUEUED_BYTES, or less for a server's limit)
     sent: list[int] = []
     send = mode.transport.send
 
@@ -351,15 +351,40 @@ def _break_relu(monkeypatch: Any) -> None:
     monkeypatch.setitem(OPS._ops, "relu", dataclasses.replace(OPS["relu"], forward=_broken))
 
 
+def test_an_upload_larger_than_the_servers_request_limit_goes_in_pieces():
+    """The server says its request limit when the session opens; an array past it is made
+    there and filled a piece (at most half the limit) per request, through nd.array and
+    through setitem; the pieces are freed as they go."""
+    with LiveServer(Settings(max_body_bytes=2 << 20)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            assert client.transport.max_body_bytes == 2 << 20
+            a = np.random.default_rng(0).standard_normal((700, 1000)).astype(np.float32)  # 2.8 MB
+            before = client.transport.requests
+            x = nd.array(a)
+            x.wait_to_read()
+            assert client.transport.requests - before >= 3
+            np.testing.assert_array_equal(x.asnumpy(), a)
+            y = nd.zeros((2, 700, 1000))
+            y[1] = a * 2
+            np.testing.assert_array_equal(y.asnumpy()[1], a * 2)
+            assert not y.asnumpy()[0].any()
+            info = client.info()
+            assert info["arrays"] == 2 and info["bytes"] == a.nbytes * 3  # x and y: no piece left
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
 def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
-    """A batch answered with an error status instead of a reply (over the server's body
-    limit) was not applied and its seq not taken: the client reuses the seq, carries its
-    frees on, and the refused arrays raise the same error when used."""
+    """A batch answered with an error status instead of a reply (over the server's limit of
+    ops per batch) was not applied and its seq not taken: the client reuses the seq, carries
+    its frees on, and the refused arrays raise the same error when used."""
     import gc
 
     from gradserve.engine.errors import QuotaExceeded
 
-    with LiveServer(Settings(max_body_bytes=1 << 20)) as srv:
+    with LiveServer(Settings(max_batch_ops=8)) as srv:
         client = gradserve.connect(srv.url)
         try:
             x = nd.ones((2,))
@@ -367,7 +392,9 @@ def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
             x.wait_to_read()
             del tmp
             gc.collect()  # its free travels with the next batch: the refused one
-            big = nd.array(np.ones(1 << 19, np.float32))
+            big = nd.ones((4,))
+            for _ in range(10):
+                big = big + 1
             with pytest.raises(QuotaExceeded, match="over the limit"):
                 big.wait_to_read()
             with pytest.raises(QuotaExceeded, match="over the limit"):
