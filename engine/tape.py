@@ -87,6 +87,8 @@ def toposort(heads: Iterable[Node]) -> list[Node]:
     order: list[Node] = []
     seen: set[Node] = set()  # nodes hash by identity
     add = seen.add
+    turns = 0
+    since = time.perf_counter()
     for head in heads:
         if head in seen:
             continue
@@ -94,6 +96,9 @@ def toposort(heads: Iterable[Node]) -> list[Node]:
         # each stack entry is a node and an iterator over its parents
         stack = [(head, iter(head.parents))]
         while stack:
+            turns += 1
+            if turns % SHARE_EVERY == 0:
+                since = share_gil(since)
             node, it = stack[-1]
             for p in it:
                 if p is not None and p.live and p not in seen:
@@ -118,7 +123,12 @@ def check_heads(heads: Iterable[Node | None]) -> list[Node]:
 
 def release(order: Iterable[Node]) -> None:
     """Free a graph after backward: op nodes die, variables stay."""
+    turns = 0
+    since = time.perf_counter()
     for n in order:
+        turns += 1
+        if turns % SHARE_EVERY == 0:
+            since = share_gil(since)
         if n.op is not None:
             n.live = False
             n.parents = ()

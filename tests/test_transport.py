@@ -486,9 +486,9 @@ def test_a_retry_gets_what_was_read_even_after_another_caller_changed_the_array(
         s.begin({"seq": 2, "ops": []})
 
 
-def _ticks_while(job: Any) -> tuple[int, float]:
+def _ticks_while(job: Any) -> tuple[int, float, float]:
     """Run ``job`` in a thread; how often this thread woke (every half millisecond asked)
-    while it ran, and how long it ran."""
+    while it ran, the longest it waited for a wake-up, and how long the job ran."""
     import threading
     import time
 
@@ -500,38 +500,69 @@ def _ticks_while(job: Any) -> tuple[int, float]:
         took.append(time.perf_counter() - t0)
 
     worker = threading.Thread(target=timed)
-    ticks = 0
+    ticks, longest = 0, 0.0
     worker.start()
+    last = time.perf_counter()
     while worker.is_alive():
         time.sleep(0.0005)
-        ticks += 1
+        now = time.perf_counter()
+        ticks, longest, last = ticks + 1, max(longest, now - last), now
     worker.join()
-    return ticks, took[0]
+    return ticks, longest, took[0]
 
 
 @pytest.mark.parametrize("part", ["batch", "backward"])
 def test_a_long_batch_in_a_thread_lets_other_threads_run(part):
     """The compiled interpreter runs no bytecode, where Python hands the GIL to other
-    threads: its batch loop and backward pass hand it over themselves every few
-    milliseconds, so a server's event loop keeps answering while a thread runs a batch."""
+    threads: its batch loop, graph walk and backward pass hand it over themselves every
+    few milliseconds, so a server's event loop keeps answering while a thread runs a batch."""
     from gradserve.engine.session import Session
 
     s = Session("t")
     if part == "batch":
         batch = _chain_batch(60_000, 1)
     else:
-        n = 50_000
+        n = 99_000  # (one batch holds 100,000 ops at most)
         ops = [{"op": "ones", "out": [1], "at": {"shape": [4]}}, {"op": "attach_grad", "in": [1]}]
         ops += [{"op": "mul_scalar", "in": [i], "out": [i + 1], "at": {"scalar": 1.0}, "mode": 3} for i in range(1, n)]
         assert "error" not in s.run_batch({"ops": ops})
         grad = [{"op": "grad", "in": [1], "out": [n + 1]}, {"op": "read", "in": [n + 1]}]
         batch = {"ops": [{"op": "backward", "in": [n]}, *grad]}
     replies: list[dict] = []
-    ticks, took = _ticks_while(lambda: replies.append(s.run_batch(batch)))
+    import gc
+
+    gc.disable()  # a full collection over a graph this size holds the GIL too (0.1 s): not this test's
+    try:
+        ticks, longest, took = _ticks_while(lambda: replies.append(s.run_batch(batch)))
+    finally:
+        gc.enable()
     assert "error" not in replies[0], replies[0]
     assert replies[0]["values"][0].tolist() == ([60_000 - 1.0] * 4 if part == "batch" else [1.0] * 4)
     # Python's switch interval is 5 ms: a thread that wants the GIL gets it within about that.
     assert ticks >= max(3, took / 0.05), f"{ticks} wake-ups in {took * 1e3:.0f} ms"
+    assert longest < 0.06, f"a wait of {longest * 1e3:.0f} ms for the GIL in {took * 1e3:.0f} ms"
+
+
+def test_a_long_graph_walk_lets_other_threads_run():
+    """tape.toposort and tape.release over a graph of 800,000 nodes (a chain built
+    directly: the walk takes a few hundred milliseconds) hand the GIL over as they go."""
+    import gc
+
+    from gradserve.engine import tape
+
+    node = tape.Node()
+    for _ in range(800_000):
+        node = tape.Node("op", None, (node,))
+    got: list[Any] = []
+    gc.disable()  # (a full collection over so many objects would hold the GIL itself)
+    try:
+        ticks, longest, took = _ticks_while(lambda: got.append(tape.toposort([node])))
+        ticks2, longest2, took2 = _ticks_while(lambda: tape.release(got[0]))
+    finally:
+        gc.enable()
+    assert len(got[0]) == 800_001
+    assert longest < 0.06 and longest2 < 0.06, f"waits of {longest * 1e3:.0f} and {longest2 * 1e3:.0f} ms"
+    assert ticks >= max(3, took / 0.05) and ticks2 >= max(1, took2 / 0.05)
 
 
 def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
