@@ -174,27 +174,28 @@ class Client:
                 self._unsure = False
                 self._seq -= 1  # the lost batch never ran: its seq is free
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
-        except MXNetError as e:
+        except BaseException as e:
             self._refused(ops, frees, e)
             raise
         self._unsure = False
         return reply
 
-    def _refused(self, ops: list[dict], frees: list[int], exc: MXNetError) -> None:
-        """A batch that came back as an error status, not a reply (over a size limit, say):
-        the server applied none of it and did not take its seq, so the next batch reuses the
-        seq and carries its frees; its arrays are dead, with this error. After a lost
-        connection it may have run: the seq stays taken, until the server says otherwise
-        (see ``_send``)."""
-        if isinstance(exc, ConnectionLost):
+    def _refused(self, ops: list[dict], frees: list[int], exc: BaseException) -> None:
+        """A batch that came back as an error status, not a reply (over a size limit, say),
+        or could not be encoded: the server applied none of it and did not take its seq, so
+        the next batch reuses the seq and carries its frees; its arrays are dead, with this
+        error. After a lost connection or an interrupt (Ctrl-C while waiting) it may have
+        run: the seq stays taken, until the server says otherwise (see ``_send``)."""
+        if isinstance(exc, ConnectionLost) or not isinstance(exc, Exception):
             self._unsure = True
         else:
             self._seq -= 1
             self._frees = frees + self._frees
+        dead = exc if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
         for ins in ops:
             if ins.get("op") != "free":
                 for h in ins.get("out", ()):
-                    self._dead[h] = exc
+                    self._dead[h] = dead
 
     def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
         i = err.get("index", 0)

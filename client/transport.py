@@ -199,6 +199,15 @@ class Conn:
                 self.sock = None
 
     def request(self, head: bytes, parts: list[Any]) -> tuple[int, str, Any]:
+        try:
+            return self._request(head, parts)
+        except BaseException:
+            # a request cut short (a socket error, or Ctrl-C while waiting) may leave its reply,
+            # or part of it, on the socket: the next request must not read it as its own
+            self.close()
+            raise
+
+    def _request(self, head: bytes, parts: list[Any]) -> tuple[int, str, Any]:
         sock = self.sock
         if sock is None:
             sock = socket.create_connection(self.addr, timeout=self.timeout)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import gradserve
 from gradserve import autograd, nd
 from gradserve.engine import wire
-from gradserve.engine.errors import InvalidInput, SequenceError, UnknownHandle
+from gradserve.engine.errors import InvalidInput, MXNetError, SequenceError, UnknownHandle
 from gradserve.server import Settings
 from gradserve.transport import Conn
 
@@ -374,6 +374,36 @@ def test_an_upload_larger_than_the_servers_request_limit_goes_in_pieces():
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+def test_an_interrupt_while_waiting_for_a_reply_leaves_no_stale_reply_behind(live_server, monkeypatch):
+    """Ctrl-C while the client waits: the batch may have run (its seq stays taken), and its
+    reply, still on the way, must not be read as the next batch's: the connection is dropped.
+    The session goes on either way."""
+    from gradserve.transport import Conn
+
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.array([1.0, 2.0])
+        x.wait_to_read()
+        read_head = Conn._read_head
+
+        def interrupted(sock: Any) -> Any:
+            monkeypatch.setattr(Conn, "_read_head", staticmethod(read_head))  # once
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Conn, "_read_head", staticmethod(interrupted))
+        y = x * 10
+        with pytest.raises(KeyboardInterrupt):
+            y.wait_to_read()
+        assert client.transport._conn.sock is None
+        assert (x + 1).asnumpy().tolist() == [2, 3]  # not the interrupted batch's reply
+        assert (x * 3).asnumpy().tolist() == [3, 6]
+        with pytest.raises(MXNetError, match="KeyboardInterrupt"):
+            y.asnumpy()
+    finally:
+        gradserve.set_current(None)
+        client.close()
 
 
 def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
