@@ -615,8 +615,7 @@ def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = Fal
     """Upload ``arr``: copied first unless the caller hands over an array nobody else holds
     (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
     c = client or current()
-    limit = getattr(c.transport, "max_body_bytes", None)
-    if limit and arr.nbytes > c.max_batch_bytes and arr.nbytes > limit - min(1 << 20, limit // 4):
+    if c.max_request_bytes is not None and arr.nbytes > c.max_request_bytes:
         return _upload_in_pieces(arr, c, c.max_batch_bytes)
     value = arr if owned else np.array(arr, copy=True)
     return invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)

@@ -75,9 +75,11 @@ class Client:
         self._qbytes = 0
         self._frees: list[int] = []
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
-        # what a batch's tensors may come to: the queue's bound, below the server's request limit
+        # the tensor bytes one request may carry (the server's request limit, less room for the
+        # rest of a batch; None: no limit), and the queue's bound, below it
         limit = getattr(transport, "max_body_bytes", None)
-        self.max_batch_bytes = min(MAX_QUEUED_BYTES, limit - min(1 << 20, limit // 4)) if limit else MAX_QUEUED_BYTES
+        self.max_request_bytes: int | None = limit - min(1 << 20, limit // 4) if limit else None
+        self.max_batch_bytes = min(MAX_QUEUED_BYTES, self.max_request_bytes or MAX_QUEUED_BYTES)
         self._dead: dict[int, MXNetError] = {}
         self._lock = threading.RLock()
         self.closed = False

@@ -396,18 +396,24 @@ def _take(cx, at, a, idx):
     return cx.xp.take(a, _clip_index(cx, idx, a.shape[ax], at["mode"]), axis=ax)
 
 
-def _take_grad_infer(at: dict, g: Spec, idx: Spec) -> Spec:
-    want = _take_infer(at, Spec(at["shape"], g.dtype), idx)
-    if want.shape != g.shape:
-        raise ShapeError(f"take_grad: data shape {g.shape} should be {want.shape}")
-    return Spec(at["shape"], g.dtype)
+def _scatter_infer(name: str, gather_infer: Any) -> Any:
+    """The inference of a gather's gradient op (``name``: data of the gather's output shape
+    put back into zeros of ``shape``): data must have the shape the gather of ``shape`` gives."""
+
+    def infer(at: dict, g: Spec, idx: Spec) -> Spec:
+        want = gather_infer(at, Spec(at["shape"], g.dtype), idx)
+        if want.shape != g.shape:
+            raise ShapeError(f"{name}: data shape {g.shape} should be {want.shape}")
+        return Spec(at["shape"], g.dtype)
+
+    return infer
 
 
 @defop(
     "take_grad",
     ("data", "indices"),
     (*TAKE, SHAPE),
-    infer=_take_grad_infer,
+    infer=_scatter_infer("take_grad", _take_infer),
     vjp=lambda F, at, gg, y, g, idx: (F.take(gg, idx, axis=at["axis"], mode=at["mode"]), None),
 )
 def _take_grad(cx, at, g, idx):
@@ -495,18 +501,11 @@ def _gather_nd(cx, at, x, idx):
     return x[_nd_index(cx, idx, x.shape, "gather_nd")]
 
 
-def _gather_nd_grad_infer(at: dict, g: Spec, idx: Spec) -> Spec:
-    want = _gather_nd_infer(at, Spec(at["shape"], g.dtype), idx, "gather_nd_grad")
-    if want.shape != g.shape:
-        raise ShapeError(f"gather_nd_grad: data shape {g.shape} should be {want.shape}")
-    return Spec(at["shape"], g.dtype)
-
-
 @defop(
     "gather_nd_grad",
     ("data", "indices"),
     (SHAPE,),
-    infer=_gather_nd_grad_infer,
+    infer=_scatter_infer("gather_nd_grad", lambda at, x, i: _gather_nd_infer(at, x, i, "gather_nd_grad")),
     vjp=lambda F, at, gg, y, g, idx: (F.gather_nd(gg, idx), None),
 )
 def _gather_nd_grad(cx, at, g, idx):

@@ -967,13 +967,35 @@ EDGE_INPUTS = {
 }
 
 
+def _edge_problem(name: str, combo: tuple[str, ...], ops: list[dict]) -> str | None:
+    """Run ``ops`` on a session holding the EDGE_INPUTS named in ``combo`` (handles 1, 2, ...):
+    None for a result or the op's own error; else what went wrong (an exception out of the
+    engine or an InternalError, a 500 from a server; or numpy's message as a malformed
+    instruction)."""
+    import warnings
+
+    s = Session("t")
+    for k, key in enumerate(combo):
+        s.arrays[k + 1] = EDGE_INPUTS[key].copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's about empty means: a NaN is an answer
+            reply = s.run_batch({"ops": ops})
+    except MXNetError:
+        return None
+    except Exception as e:  # noqa: BLE001 (what these tests look for)
+        return f"{name}: {type(e).__name__}: {e}"
+    err = reply.get("error")
+    bad = err and (err["kind"] == "InternalError" or "malformed" in err["message"])
+    return f"{name}: {err['message']}" if bad else None
+
+
 def test_every_op_answers_edge_inputs_with_a_result_or_a_clear_error():
     """Every op of the table, with each case's attributes, on empty, int32, float16 and NaN
     inputs (every pair for ops of two inputs), recorded with a backward pass and not: the
     batch gives a result or the op's own error, never an exception out of the engine (a 500
     from a server) nor numpy's message as a malformed instruction."""
     import itertools
-    import warnings
 
     problems = {}
     for name, case in [*CASES.items(), *((name, case) for _, name, case in VARIANTS)]:
@@ -984,25 +1006,13 @@ def test_every_op_answers_edge_inputs_with_a_result_or_a_clear_error():
         combos = itertools.product(EDGE_INPUTS, repeat=n) if n <= 2 else ((k,) * n for k in EDGE_INPUTS)
         for combo in combos:
             for mode in (0, 3):
-                s = Session("t")
-                for k, key in enumerate(combo):
-                    s.arrays[k + 1] = EDGE_INPUTS[key].copy()
                 ops = [{"op": "attach_grad", "in": [1]}] if mode else []
                 ops.append({"op": name, "in": list(range(1, n + 1)), "out": [50], "at": case.at, "mode": mode})
                 if mode:
                     ops.append({"op": "backward", "in": [50]})
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # numpy's about empty means: a NaN is an answer
-                        reply = s.run_batch({"ops": ops})
-                except MXNetError:
-                    continue
-                except Exception as e:  # noqa: BLE001 (what this test looks for)
-                    problems.setdefault(f"{name}: {type(e).__name__}: {e}", (combo, mode))
-                    continue
-                err = reply.get("error")
-                if err and "malformed" in err["message"]:
-                    problems.setdefault(f"{name}: {err['message']}", (combo, mode))
+                problem = _edge_problem(name, combo, ops)
+                if problem:
+                    problems.setdefault(problem, (combo, mode))
     assert not problems, "\n".join(f"{k} (inputs {v[0]}, mode {v[1]})" for k, v in problems.items())
 
 
@@ -1030,19 +1040,9 @@ def test_every_command_answers_edge_inputs_with_a_result_or_a_clear_error():
     for name, n, ats in EDGE_COMMANDS:
         for at in ats:
             for combo in itertools.product(EDGE_INPUTS, repeat=n):
-                s = Session("t")
-                for k, key in enumerate(combo):
-                    s.arrays[k + 1] = EDGE_INPUTS[key].copy()
-                try:
-                    reply = s.run_batch({"ops": [{"op": name, "in": list(range(1, n + 1)), "at": at}]})
-                except MXNetError:
-                    continue
-                except Exception as e:  # noqa: BLE001 (what this test looks for)
-                    problems.setdefault(f"{name}: {type(e).__name__}: {e}", (combo, at))
-                    continue
-                err = reply.get("error")
-                if err and "malformed" in err["message"]:
-                    problems.setdefault(f"{name}: {err['message']}", (combo, at))
+                problem = _edge_problem(name, combo, [{"op": name, "in": list(range(1, n + 1)), "at": at}])
+                if problem:
+                    problems.setdefault(problem, (combo, at))
     assert not problems, "\n".join(f"{k} (inputs {v[0]}, {v[1]})" for k, v in problems.items())
 
 
