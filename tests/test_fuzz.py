@@ -104,7 +104,7 @@ def test_the_engine_answers_any_batch_with_a_reply_or_an_mxnet_error(ops):
         return
     err = reply.get("error")
     if err is not None:
-        assert err["kind"] in ERRORS and err["message"]
+        assert err["kind"] in ERRORS and err["kind"] != "InternalError" and err["message"], err
         made_after = set()
         for ins in ops[err["index"] :]:
             out = ins.get("out") if isinstance(ins, dict) else None
@@ -175,7 +175,7 @@ def test_real_ops_with_odd_attributes_fail_cleanly(ops):
     reply = s.run_batch({"seq": 2, "ops": ops})
     err = reply.get("error")
     if err is not None:
-        assert err["kind"] in ERRORS and err["message"]
+        assert err["kind"] in ERRORS and err["kind"] != "InternalError" and err["message"], err
 
 
 @st.composite
