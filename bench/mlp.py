@@ -54,6 +54,19 @@ def main() -> None:
 
     cases["gradserve in-process"] = local_step
 
+    from gradserve.engine import parallel
+
+    if parallel.count():
+
+        def local_alone() -> None:  # the same, without the backward pass's helper threads
+            parallel.enable(False)
+            try:
+                local_step()
+            finally:
+                parallel.enable(True)
+
+        cases["gradserve in-process, no helper threads"] = local_alone
+
     with server() as url:
         remote = gradserve.Client(gradserve.Http(url))
         gradserve.set_current(remote)
@@ -104,6 +117,7 @@ def main() -> None:
         rows.append((name, f"{m * 1e3:.3f} ms/step, x{m / base:.2f} numpy, x{m / local_t:.2f} in-process"))
     if torch_ is not None:
         rows.append(("in-process / pytorch", f"{local_t / med(res['pytorch eager']):.2f}"))
+    rows.append(("helper threads of the backward pass (in this process)", str(parallel.count())))
     rows.append(("requests: 3 steps without a read, then 1 with", f"{zero} and {one}"))
     rows.append(("server session after the run", f"{info['arrays']} arrays, {info['bytes'] / 2**20:.1f} MiB"))
     rows.append(

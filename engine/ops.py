@@ -18,6 +18,7 @@ import numpy as np
 from . import kernels
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
+from .tape import Deferred
 
 # --------------------------------------------------------------------------
 # inference helpers
@@ -1187,17 +1188,20 @@ def _dot_vjp(F, at, g, y, a, b):
 
 
 def _dot_eager(at, g, y, a, b):
-    """The 2-D cases on arrays (lazy, as the table VJP); others go to the table."""
+    """The 2-D cases on arrays, deferred (only the gradients that lead to a variable are
+    computed; two costly ones side by side, see engine/parallel.py); others go to the table."""
     if a.ndim != 2 or b.ndim != 2:
         return None
     ta, tb = at["transpose_a"], at["transpose_b"]
+    cost = g.size * (a.shape[0] if ta else a.shape[1])  # multiply-adds of each gradient
+    dot = np.dot
     if not ta and not tb:
-        return (lambda: np.dot(g, b.T)), (lambda: np.dot(a.T, g))
+        return Deferred(dot, (g, b.T), cost), Deferred(dot, (a.T, g), cost)
     if ta and not tb:
-        return (lambda: np.dot(b, g.T)), (lambda: np.dot(a, g))
+        return Deferred(dot, (b, g.T), cost), Deferred(dot, (a, g), cost)
     if tb and not ta:
-        return (lambda: np.dot(g, b)), (lambda: np.dot(g.T, a))
-    return (lambda: np.dot(b.T, g.T)), (lambda: np.dot(g.T, a.T))
+        return Deferred(dot, (g, b), cost), Deferred(dot, (g.T, a), cost)
+    return Deferred(dot, (b.T, g.T), cost), Deferred(dot, (g.T, a.T), cost)
 
 
 @defop(

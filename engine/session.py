@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import alloc, kernels, ops_array, ops_math, ops_nn, tape  # noqa: F401  (ops_*: the rest of the table)
+from . import alloc, kernels, ops_array, ops_math, ops_nn, parallel, tape  # noqa: F401  (ops_*: the rest of the table)
 from . import ops as _ops  # (fills the table)
 from .dispatch import Context, Eager, Recorder, Traced, traced_args
 from .errors import (
@@ -464,7 +464,9 @@ def _run_backward(
         if create_graph:
             return tape.backward(s.R, heads, grads, s.R.add, traced_args, order=order)
         # eager VJPs are numpy code (and numba kernels): another array module uses the table's
-        return tape.backward(s.F, heads, grads, np.add, eager=s.cx.xp is np, order=order)
+        eager = s.cx.xp is np
+        helpers = parallel.helpers() if eager else None
+        return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers)
 
 
 @command(

@@ -69,6 +69,53 @@ class Node:
         return f"<Node {what}{'' if self.live else ' (freed)'}>"
 
 
+class Deferred:
+    """A cotangent computed only when its input leads to a variable: ``fn(*args)``.
+    ``cost`` (multiply-adds) tells the backward pass whether to compute it in a helper
+    thread beside the node's other costly cotangents (engine/parallel.py)."""
+
+    __slots__ = ("fn", "args", "cost")
+
+    def __init__(self, fn: Any, args: tuple[Any, ...], cost: int) -> None:
+        self.fn = fn
+        self.args = args
+        self.cost = cost
+
+    def __call__(self) -> Any:
+        return self.fn(*self.args)
+
+
+PARALLEL_COST: Final = 1 << 20  # multiply-adds below which a helper thread's hand-off costs more than it saves
+
+
+def side_by_side(helpers: Any, parents: tuple[Node | None, ...], cts: Any) -> Any:
+    """A node's cotangents with its costly needed ones (two or more ``Deferred`` of at
+    least ``PARALLEL_COST``) computed at once: free helper threads take all but the first,
+    this thread computes the first (engine/parallel.py)."""
+    big = []
+    for i in range(len(cts)):
+        ct = cts[i]
+        p = parents[i] if i < len(parents) else None
+        if isinstance(ct, Deferred) and ct.cost >= PARALLEL_COST and p is not None and p.live:
+            big.append(i)
+    if len(big) < 2:
+        return cts
+    out = list(cts)
+    given = []
+    for i in big[1:]:
+        h = helpers.pick()
+        if h is None:
+            break
+        h.give(out[i])
+        given.append((i, h))
+    try:
+        out[big[0]] = out[big[0]]()
+    finally:
+        for i, h in given:
+            out[i] = h.take()
+    return out
+
+
 def in_graph(node: Node | None) -> bool:
     return node is not None and node.live
 
@@ -149,6 +196,7 @@ def backward(
     vjp_args: Any = eager_args,
     eager: bool = False,
     order: list[Node] | None = None,
+    helpers: Any = None,
 ) -> list[tuple[Node, Any]]:
     """Run the chain rule from ``heads``; return (variable, gradient) pairs.
 
@@ -160,7 +208,8 @@ def backward(
     gradient that way). Writing gradients into the variables' buffers is the
     caller's business. With ``eager`` (a first-order pass on plain arrays),
     an op's ``eager_vjp`` runs in place of its table VJP where it has one.
-    ``order`` is ``toposort(heads)`` when the caller has it already.
+    ``order`` is ``toposort(heads)`` when the caller has it already. With ``helpers``
+    (threads, engine/parallel.py), a node's costly cotangents are computed side by side.
     """
     if order is None:
         order = toposort(heads)
@@ -195,6 +244,8 @@ def backward(
         else:
             y, xs = vjp_args(node)
             cts = op.vjp(F, node.at, g, y, *xs)
+        if helpers is not None and len(cts) > 1:
+            cts = side_by_side(helpers, node.parents, cts)
         for p, ct in zip(node.parents, cts):
             if p is None or ct is None or not p.live:
                 continue

@@ -1,0 +1,186 @@
+"""The backward pass's helper threads (engine/parallel.py): same gradients with and
+without them, jobs taken back when no helper started them, errors handed over."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from gradserve.engine import parallel, tape
+from gradserve.engine.session import Session
+
+
+@pytest.fixture
+def one_helper():
+    before = parallel.count()
+    parallel.set_helpers(1)
+    yield parallel.helpers()
+    parallel.set_helpers(before)
+
+
+def _mlp_grads(s: Session, seed: int) -> list[np.ndarray]:
+    """Gradients of a two-layer net whose middle dot has two costly gradients."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((128, 256), dtype=np.float32)
+    w1 = rng.standard_normal((256, 256), dtype=np.float32) / 16
+    w2 = rng.standard_normal((256, 8), dtype=np.float32) / 16
+    up = [{"op": "array", "out": [h], "at": {"value": a}} for h, a in ((1, x), (2, w1), (3, w2))]
+    ops = [
+        *up,
+        {"op": "attach_grad", "in": [1]},
+        {"op": "attach_grad", "in": [2]},
+        {"op": "attach_grad", "in": [3]},
+        {"op": "dot", "in": [1, 2], "out": [4], "mode": 3},
+        {"op": "tanh", "in": [4], "out": [5], "mode": 3},
+        {"op": "dot", "in": [5, 3], "out": [6], "mode": 3},
+        {"op": "sum", "in": [6], "out": [7], "mode": 3},
+        {"op": "backward", "in": [7], "mode": 2},
+        {"op": "grad", "in": [1], "out": [8]},
+        {"op": "grad", "in": [2], "out": [9]},
+        {"op": "grad", "in": [3], "out": [10]},
+        {"op": "read", "in": [8, 9, 10]},
+    ]
+    reply = s.run_batch({"ops": ops})
+    assert "error" not in reply, reply
+    return [np.array(v) for v in reply["values"]]
+
+
+def _by_hand(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((128, 256), dtype=np.float32)
+    w1 = rng.standard_normal((256, 256), dtype=np.float32) / 16
+    w2 = rng.standard_normal((256, 8), dtype=np.float32) / 16
+    h = np.tanh(x @ w1)
+    dh = np.ones((128, 8), np.float32) @ w2.T * (1 - h * h)
+    return [dh @ w1.T, x.T @ dh, h.T @ np.ones((128, 8), np.float32)]
+
+
+def test_the_gradients_are_the_same_with_a_helper_and_it_ran(one_helper):
+    helper = one_helper.all[0]
+    runs = []
+    for _ in range(50):  # a helper that has not started when the caller is done is not waited for
+        runs.append(_mlp_grads(Session("a"), 0))
+        if helper.ran:
+            break
+    assert helper.ran >= 1  # the first dot's two gradients went side by side
+    parallel.set_helpers(0)
+    alone = _mlp_grads(Session("b"), 0)
+    for with_helper in runs:
+        for a, b, c in zip(with_helper, alone, _by_hand(0)):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+
+
+def test_small_products_stay_in_the_callers_thread(one_helper):
+    s = Session("t")
+    ops = [
+        {"op": "ones", "out": [1], "at": {"shape": [8, 8]}},
+        {"op": "ones", "out": [2], "at": {"shape": [8, 8]}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "attach_grad", "in": [2]},
+        {"op": "dot", "in": [1, 2], "out": [3], "mode": 3},
+        {"op": "backward", "in": [3], "mode": 2},
+        {"op": "grad", "in": [1], "out": [4]},
+        {"op": "read", "in": [4]},
+    ]
+    reply = s.run_batch({"ops": ops})
+    assert reply["values"][0].tolist() == [[8.0] * 8] * 8
+    assert one_helper.all[0].ran == 0  # 512 multiply-adds: not worth a hand-off
+
+
+def test_a_job_no_helper_started_is_run_by_the_caller():
+    free: list[parallel.Helper] = []
+    h = parallel.Helper(free, start=False)  # its thread never runs: the job stays queued
+    who: list[int] = []
+    h.give(lambda: who.append(threading.get_ident()) or 42)
+    assert h.take() == 42
+    assert who == [threading.get_ident()]
+    assert h.ran == 0
+
+
+def test_a_helpers_error_is_raised_by_the_caller(one_helper):
+    h = one_helper.pick()
+    assert h is not None
+
+    started = threading.Event()
+
+    def fails():
+        started.set()
+        raise ValueError("in the helper")
+
+    h.give(fails)
+    assert started.wait(10)  # the helper runs it (a job not started yet would be taken back)
+    with pytest.raises(ValueError, match="in the helper"):
+        h.take()
+    assert h.ran == 1
+    assert one_helper.free == [h]  # back for the next job
+    h2 = one_helper.pick()
+    h2.give(lambda: 7)
+    assert h2.take() == 7
+
+
+def test_with_every_helper_busy_the_pass_computes_alone(one_helper):
+    busy = one_helper.pick()
+    assert one_helper.pick() is None
+    grads = _mlp_grads(Session("t"), 1)
+    assert busy.ran == 0
+    for a, c in zip(grads, _by_hand(1)):
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+    one_helper.free.append(busy)
+
+
+def test_sessions_in_many_threads_share_a_helper(one_helper):
+    want = _by_hand(2)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            for _ in range(3):
+                for a, c in zip(_mlp_grads(Session("t"), 2), want):
+                    np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert one_helper.free == one_helper.all  # every helper back, none lost
+
+
+def test_the_number_of_helpers_comes_from_the_environment(monkeypatch):
+    before = parallel.count()
+    try:
+        monkeypatch.setenv("GRADSERVE_HELPERS", "0")
+        parallel._count = None
+        parallel._helpers = None
+        assert parallel.helpers() is None and parallel.count() == 0
+        monkeypatch.setenv("GRADSERVE_HELPERS", "two")
+        parallel._count = None
+        with pytest.raises(ValueError, match="GRADSERVE_HELPERS"):
+            parallel.helpers()
+        with pytest.raises(ValueError):
+            parallel.set_helpers(-1)
+    finally:
+        parallel.set_helpers(before)
+
+
+def test_helpers_can_be_turned_off_and_on_without_stopping_them(one_helper):
+    parallel.enable(False)
+    try:
+        assert parallel.helpers() is None
+        _mlp_grads(Session("t"), 3)
+        assert one_helper.all[0].ran == 0
+    finally:
+        parallel.enable(True)
+    assert parallel.helpers() is one_helper and one_helper.all[0].thread.is_alive()
+
+
+def test_deferred_cotangents_are_computed_once_needed():
+    calls: list[int] = []
+    d = tape.Deferred(lambda a, b: calls.append(1) or a + b, (2, 3), 1)
+    assert calls == [] and d() == 5 and calls == [1]
