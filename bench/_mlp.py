@@ -32,9 +32,10 @@ def init(seed: int = 1) -> list[np.ndarray]:
 
 
 class Gradserve:
-    """The step in gradserve's nd, as a user writes it (MXNet style)."""
+    """The step in gradserve's nd, as a user writes it (MXNet style). ``fused``: the
+    update as MXNet's optimizers make it, ``nd.sgd_update`` (one pass, in place)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, fused: bool = False) -> None:
         from gradserve import nd
 
         self.nd = nd
@@ -43,6 +44,7 @@ class Gradserve:
         for p in self.params:
             p.attach_grad()
         self.i = 0
+        self.fused = fused
 
     def step(self) -> Any:
         from gradserve import autograd
@@ -57,8 +59,12 @@ class Gradserve:
             h2 = nd.relu(nd.dot(h1, W2) + b2)
             loss = nd.softmax_cross_entropy(nd.dot(h2, W3) + b3, y) / BATCH
         loss.backward()
-        for p in self.params:
-            p -= LR * p.grad
+        if self.fused:
+            for p in self.params:
+                nd.sgd_update(p, p.grad, lr=LR, out=p)
+        else:
+            for p in self.params:
+                p -= LR * p.grad
         return loss
 
 

@@ -67,6 +67,14 @@ def main() -> None:
 
         cases["gradserve in-process, no helper threads"] = local_alone
 
+    g_fused = _mlp.Gradserve(x, y, fused=True)
+
+    def local_fused() -> None:
+        g_fused.step()
+        local.flush()
+
+    cases["gradserve in-process, nd.sgd_update"] = local_fused
+
     with server() as url:
         remote = gradserve.Client(gradserve.Http(url))
         gradserve.set_current(remote)

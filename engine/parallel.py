@@ -1,14 +1,17 @@
-"""Helper threads for the backward pass: costly cotangents of one node side by side.
+"""Helper threads for the backward pass: costly cotangents computed beside it.
 
 A recorded ``dot`` has two costly gradients (of each operand) that do not depend
-on each other. With a second core, the backward pass computes one in a helper
-thread while it computes the other: BLAS releases the GIL, so both run at once
-(bench/mlp.py compares the in-process MLP step with and without helpers).
+on each other. The one for a variable (a weight) is wanted only when the pass ends:
+a helper thread computes it while the pass goes on down the graph. Two that the
+pass needs at once are computed side by side. BLAS releases the GIL, so with a
+second core both threads compute at once (bench/mlp.py compares the in-process
+MLP step with and without helpers; tape.side_by_side decides what to hand over).
 
 The pass never waits for a helper to become free: with none free (other sessions
 of a server use them), or a job that its helper has not started by the time the
-caller's own share is done, the caller computes it itself. So sharing helpers
-never makes a backward pass slower than without them, beyond a few microseconds.
+pass needs it, the pass computes it itself. It does wait for a job a helper has
+started: where no core is idle (a loaded server), that job may end later than the
+pass would have computed it; the server's many-clients benchmark measures that case.
 
 A helper is a thread with two raw locks (no executor, futures or conditions: a
 hand-off costs a few microseconds of Python, not tens). ``GRADSERVE_HELPERS``

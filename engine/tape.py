@@ -88,28 +88,73 @@ class Deferred:
 PARALLEL_COST: Final = 1 << 20  # multiply-adds below which a helper thread's hand-off costs more than it saves
 
 
-def side_by_side(helpers: Any, parents: tuple[Node | None, ...], cts: Any) -> Any:
-    """A node's cotangents with its costly needed ones (two or more ``Deferred`` of at
-    least ``PARALLEL_COST``) computed at once: free helper threads take all but the first,
-    this thread computes the first (engine/parallel.py)."""
+class Pending:
+    """A variable's cotangent that a helper thread is computing (``side_by_side``)."""
+
+    __slots__ = ("helper", "done", "value")
+
+    def __init__(self, helper: Any) -> None:
+        self.helper = helper
+        self.done = False
+        self.value: Any = None
+
+    def take(self) -> Any:
+        """The cotangent: waits for the helper (or computes it, if the helper has not started)."""
+        if not self.done:
+            self.done = True  # taken once, even when it raises
+            self.value = self.helper.take()
+        return self.value
+
+
+def _taken(ct: Any) -> Any:
+    return ct.take() if isinstance(ct, Pending) else ct
+
+
+def side_by_side(helpers: Any, parents: tuple[Node | None, ...], cts: Any, pending: list[Pending]) -> Any:
+    """A node's cotangents, its costly needed ones (``Deferred`` of at least ``PARALLEL_COST``)
+    given to free helper threads (engine/parallel.py) where this thread has other work:
+
+    - one that goes to a variable is needed only when the pass ends: a helper computes it
+      while this thread goes on with the pass (a ``Pending`` in its place, also in ``pending``);
+    - of those left, two or more are computed at once: helpers take all but the first, this
+      thread computes the first, then takes theirs.
+
+    Where the node has no other needed cotangent (``dot`` of data and a weight: only the
+    weight's), this thread computes it at once: a helper would only add its hand-off."""
     big = []
+    needed = 0
     for i in range(len(cts)):
         ct = cts[i]
         p = parents[i] if i < len(parents) else None
-        if isinstance(ct, Deferred) and ct.cost >= PARALLEL_COST and p is not None and p.live:
+        if ct is None or p is None or not p.live:
+            continue
+        needed += 1
+        if isinstance(ct, Deferred) and ct.cost >= PARALLEL_COST:
             big.append(i)
-    if len(big) < 2:
+    if not big or needed < 2:
         return cts
     out = list(cts)
+    inner = []
+    for i in big:
+        p = parents[i]
+        h = helpers.pick() if p is not None and p.op is None else None
+        if h is None:
+            inner.append(i)
+            continue
+        h.give(out[i])
+        out[i] = Pending(h)
+        pending.append(out[i])
+    if len(inner) < 2:
+        return out
     given = []
-    for i in big[1:]:
+    for i in inner[1:]:
         h = helpers.pick()
         if h is None:
             break
         h.give(out[i])
         given.append((i, h))
     try:
-        out[big[0]] = out[big[0]]()
+        out[inner[0]] = out[inner[0]]()
     finally:
         for i, h in given:
             out[i] = h.take()
@@ -220,39 +265,52 @@ def backward(
     for h, g in zip(heads, head_grads):
         cot[h] = g if h not in cot else add(cot[h], g)
     out: list[tuple[Node, Any]] = []
+    pending: list[Pending] = []  # variables' cotangents that helpers are computing
     pop = cot.pop
     get = cot.get
     turns = 0
     since = time.perf_counter()
-    for node in reversed(order):
-        turns += 1
-        if turns % SHARE_EVERY == 0:
-            since = share_gil(since)
-        g = pop(node, None)
-        if g is None:
-            continue
-        op = node.op
-        if op is None:
-            out.append((node, g))
-            continue
-        fast = op.eager_vjp if eager else None
-        if fast is not None:
-            xs: Any = node.xs
-            cts = fast(node.at, g, node.y, *xs)
-            if cts is None:  # a case the op leaves to its table VJP
-                cts = op.vjp(F, node.at, g, node.y, *xs)
-        else:
-            y, xs = vjp_args(node)
-            cts = op.vjp(F, node.at, g, y, *xs)
-        if helpers is not None and len(cts) > 1:
-            cts = side_by_side(helpers, node.parents, cts)
-        for p, ct in zip(node.parents, cts):
-            if p is None or ct is None or not p.live:
+    try:
+        for node in reversed(order):
+            turns += 1
+            if turns % SHARE_EVERY == 0:
+                since = share_gil(since)
+            g = pop(node, None)
+            if g is None:
                 continue
-            if callable(ct):
-                ct = ct()
-            prev = get(p)
-            cot[p] = ct if prev is None else add(prev, ct)
+            op = node.op
+            if op is None:
+                out.append((node, g))
+                continue
+            fast = op.eager_vjp if eager else None
+            if fast is not None:
+                xs: Any = node.xs
+                cts = fast(node.at, g, node.y, *xs)
+                if cts is None:  # a case the op leaves to its table VJP
+                    cts = op.vjp(F, node.at, g, node.y, *xs)
+            else:
+                y, xs = vjp_args(node)
+                cts = op.vjp(F, node.at, g, y, *xs)
+            if helpers is not None and len(cts) > 1:
+                cts = side_by_side(helpers, node.parents, cts, pending)
+            for p, ct in zip(node.parents, cts):
+                if p is None or ct is None or not p.live:
+                    continue
+                if callable(ct):
+                    ct = ct()
+                prev = get(p)
+                cot[p] = ct if prev is None else add(_taken(prev), _taken(ct))
+    except BaseException:
+        for job in pending:  # every helper back before the pass's own error is raised
+            try:
+                job.take()
+            except BaseException:
+                pass
+        raise
+    if pending:
+        for job in pending:
+            job.take()  # a helper's error is raised here
+        out = [(n, _taken(g)) for n, g in out]
     return out
 
 
