@@ -63,15 +63,17 @@ class Seconds(float):
 def interleave(
     cases: dict[str, Callable[[], Any]], rounds: int, inner: int = 1, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """Seconds per call of each case, run in turn round after round (so drift hits all alike).
-    A case that returns ``Seconds`` has timed itself (a case run in another process, or one
-    that sets up each call untimed)."""
+    """Seconds per call of each case, run in turn round after round (so drift hits all alike),
+    in reverse order every other round (so no case always follows the same one: a case after
+    one that left a core idle or the caches cold pays for it). A case that returns ``Seconds``
+    has timed itself (a case run in another process, or one that sets up each call untimed)."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
+    order = list(cases.items())
+    for r in range(rounds):
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             t = time.perf_counter()
             own: float | None = None
             for _ in range(inner):
