@@ -167,6 +167,18 @@ def set_helpers(n: int) -> None:
         old.stop()
 
 
+def _forget_in_child() -> None:
+    """A forked child has the helpers' objects but not their threads (and maybe a lock a
+    helper held at the fork): it starts its own on first use."""
+    global _helpers, _lock
+    _helpers = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def enable(on: bool) -> None:
     """Turn the helpers off (``False``) and on again without stopping their threads: a
     benchmark compares both in one process this way."""

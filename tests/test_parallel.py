@@ -274,3 +274,30 @@ def test_a_pending_cotangent_is_taken_once():
     with pytest.raises(ValueError):
         p.take()
     assert p.take() is None and calls == [1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork here")
+def test_a_forked_child_starts_its_own_helpers(one_helper):
+    """A child forked while the parent has helpers gets none of their threads: it must not
+    hand jobs to them (they would never run, or wait on a lock held at the fork)."""
+    import os
+
+    parent_helpers = parallel.helpers()
+    _mlp_grads(Session("t"), 5)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running the parent's atexit handlers
+        ok = 0
+        try:
+            ok = int(parallel.helpers() is not parent_helpers)
+            grads = _mlp_grads(Session("c"), 5)
+            for a, c in zip(grads, _by_hand(5)):
+                np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-4)
+            ok += 2 * int(parallel.helpers().all[0].thread.is_alive())
+        finally:
+            os.write(w, bytes([ok]))
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == bytes([3])  # its own helpers, alive, and the right gradients
