@@ -60,19 +60,26 @@ class Helper:
         """The job's result: the helper's, or the caller's own if the helper had not started."""
         with self._mutex:
             started = self._state != _QUEUED
-            if not started:
-                self._state = _CANCELLED  # the helper puts itself back when it wakes
+            if not started:  # taken back: the helper puts itself back when it wakes and sees that
+                job, self._job = self._job, None
+                self._state = _CANCELLED
         if not started:
-            job, self._job = self._job, None
             return job()
         self._done.acquire()
         result, error = self._result, self._error
         self._job = self._result = self._error = None
         self._state = _IDLE
-        self._free.append(self)
+        self._back()
         if error is not None:
             raise error
         return result
+
+    def _back(self) -> None:
+        """Idle again: back in the free list, or (stopped) its thread let go."""
+        if self.stopped:
+            self._go.release()
+        else:
+            self._free.append(self)
 
     def _loop(self) -> None:
         while True:
@@ -87,7 +94,7 @@ class Helper:
                     self._state = _RUNNING
                     cancelled = False
             if cancelled:
-                self._free.append(self)
+                self._back()
                 continue
             try:
                 with np.errstate(all="ignore"):  # the backward pass's error state (it is per thread)
@@ -99,9 +106,13 @@ class Helper:
             self._done.release()
 
     def stop(self) -> None:
+        """Let the thread end: at once if idle, else once its job is taken."""
         self.stopped = True
-        if self._state == _IDLE:
-            self._go.release()
+        try:
+            self._free.remove(self)  # atomic: whoever takes it from the list owns its next wake-up
+        except ValueError:
+            return  # picked or away: it is let go when it comes back (``_back``)
+        self._go.release()
 
 
 class Helpers:

@@ -301,3 +301,52 @@ def test_a_forked_child_starts_its_own_helpers(one_helper):
     got = os.read(r, 1)
     os.waitpid(pid, 0)
     assert got == bytes([3])  # its own helpers, alive, and the right gradients
+
+
+def test_stopped_helpers_end_idle_or_once_their_job_is_taken():
+    helpers = parallel.Helpers(2)
+    busy = helpers.pick()
+    started, go_on = threading.Event(), threading.Event()
+
+    def job():
+        started.set()
+        go_on.wait(10)
+        return 1
+
+    busy.give(job)
+    assert started.wait(10)
+    helpers.stop()
+    idle = helpers.all[0] if helpers.all[0] is not busy else helpers.all[1]
+    idle.thread.join(10)
+    assert not idle.thread.is_alive()  # idle: ended at once
+    assert busy.thread.is_alive()  # still running its job
+    go_on.set()
+    assert busy.take() == 1
+    busy.thread.join(10)
+    assert not busy.thread.is_alive()  # let go once its job was taken
+    assert helpers.free == []
+
+
+def test_every_caller_gets_its_own_jobs_result(one_helper):
+    """Many threads giving jobs to one helper and taking them (or taking them back): each
+    gets its own job's result, never another's."""
+    wrong: list[tuple[int, object]] = []
+
+    def work(me: int) -> None:
+        for i in range(1500):
+            h = one_helper.pick()
+            if h is None:
+                continue
+            token = (me, i)
+            h.give(lambda token=token: token)
+            got = h.take()
+            if got != token:
+                wrong.append((me, got))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not wrong, wrong[:5]
+    _all_back(one_helper)
