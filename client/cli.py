@@ -23,6 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--data-dir", default=None, help="snapshot sessions here and restore them at start (default: memory only)"
     )
+    serve.add_argument(
+        "--helpers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="helper threads of the backward pass (default: the CPUs less one, at most 4; 0: none)",
+    )
     serve.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -44,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["api_keys"] = ",".join(args.api_key)
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
+    if args.helpers is not None:
+        overrides["helpers"] = args.helpers
     try:
         settings = Settings(**overrides)
     except ValidationError as e:

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..engine import NATIVE, wire
+from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog
 from . import fast, protocol
@@ -176,6 +176,8 @@ async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metric
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; its lifespan builds the session store."""
     settings = settings or Settings()
+    if settings.helpers is not None:
+        parallel.set_helpers(settings.helpers)  # process-wide: the engine's sessions share them
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..engine import parallel
 from .store import SessionStore
 
 _SESSION_PATH = re.compile(r"^/v1/sessions/[^/]+")
@@ -48,6 +49,10 @@ class Metrics:
         self.errors = Counter("gradserve_batch_errors", "batches stopped by a failing op", ["kind"], registry=r)
         self.sessions = Gauge("gradserve_sessions", "live sessions", registry=r)
         self.session_bytes = Gauge("gradserve_session_bytes", "bytes held by all sessions' arrays", registry=r)
+        self.helpers = Gauge("gradserve_backward_helpers", "helper threads of the backward pass", registry=r)
+        self.helper_jobs = Gauge(
+            "gradserve_backward_helper_jobs", "products computed by the helper threads since they started", registry=r
+        )
         self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions", registry=r)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
 
@@ -60,6 +65,9 @@ class Metrics:
     def render(self, store: SessionStore) -> bytes:
         self.sessions.set(len(store))
         self.session_bytes.set(store.total_bytes())
+        helpers = parallel.helpers()
+        self.helpers.set(len(helpers.all) if helpers is not None else 0)
+        self.helper_jobs.set(sum(h.ran for h in helpers.all) if helpers is not None else 0)
         return generate_latest(self.registry)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:

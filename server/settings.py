@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     send_stall_s: float = Field(
         30.0, gt=0, description="a client that takes no part of a reply for this long is cut off (its session freed)"
     )
+    helpers: int | None = Field(
+        None,
+        ge=0,
+        description="helper threads of the backward pass, shared by all sessions "
+        "(None: the CPUs less one, at most 4; 0: none)",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

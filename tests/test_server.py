@@ -289,6 +289,45 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     assert sessions >= 1
 
 
+def test_the_servers_helper_threads_are_a_setting_and_a_metric(monkeypatch):
+    from gradserve.engine import parallel
+
+    monkeypatch.setenv("GRADSERVE_HELPERS", "3")
+    assert Settings().helpers == 3  # the same variable the engine reads by itself
+    monkeypatch.delenv("GRADSERVE_HELPERS")
+    with pytest.raises(ValidationError):
+        Settings(helpers=-1)
+    before = parallel.count()
+    try:
+        with LiveServer(Settings(helpers=2)) as srv, httpx.Client(base_url=srv.url) as http:
+            assert parallel.count() == 2
+            sid = http.post("/v1/sessions").json()["id"]
+            ops = [
+                {"op": "ones", "out": [1], "at": {"shape": [128, 256]}},
+                {"op": "ones", "out": [2], "at": {"shape": [256, 256]}},
+                {"op": "attach_grad", "in": [1]},
+                {"op": "attach_grad", "in": [2]},
+            ]
+            assert http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops}).status_code == 200
+            step = [
+                {"op": "dot", "in": [1, 2], "out": [3], "mode": 3},
+                {"op": "tanh", "in": [3], "out": [4], "mode": 3},
+                {"op": "sum", "in": [4], "out": [5], "mode": 3},
+                {"op": "backward", "in": [5], "mode": 2},
+                {"op": "free", "in": [3, 4, 5]},
+            ]
+            for _ in range(50):  # a helper that has not started when the pass needs its job is not waited for
+                assert http.post(f"/v1/sessions/{sid}/batch", json={"ops": step}).status_code == 200
+                if sum(h.ran for h in parallel.helpers().all):
+                    break
+            text = http.get("/metrics").text
+            assert "gradserve_backward_helpers 2.0" in text
+            jobs = [x for x in text.splitlines() if x.startswith("gradserve_backward_helper_jobs ")]
+            assert float(jobs[0].split()[-1]) >= 1
+    finally:
+        parallel.set_helpers(before)
+
+
 def test_a_users_sessions_share_one_byte_quota():
     with LiveServer(Settings(max_user_bytes=1000)) as srv, httpx.Client(base_url=srv.url) as http:
         a = http.post("/v1/sessions").json()["id"]
