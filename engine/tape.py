@@ -254,7 +254,7 @@ def backward(
     caller's business. With ``eager`` (a first-order pass on plain arrays),
     an op's ``eager_vjp`` runs in place of its table VJP where it has one.
     ``order`` is ``toposort(heads)`` when the caller has it already. With ``helpers``
-    (threads, engine/parallel.py), a node's costly cotangents are computed side by side.
+    (threads, engine/parallel.py), costly cotangents go to them (``side_by_side``).
     """
     if order is None:
         order = toposort(heads)
