@@ -1,11 +1,16 @@
 """MLP 784-256-256-10 training steps: gradserve in-process and remote against
 hand-written numpy and PyTorch, interleaved, medians and ratios in one run.
 
-    .venv/bin/python bench/mlp.py [--rounds 40] [--no-haswell]
+    .venv/bin/python bench/mlp.py [--rounds 40] [--inner 5] [--no-haswell] [--no-torch]
 
 ``--no-haswell`` unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for every side
 at once (this process and the server), before numpy loads. BLAS runs one
 thread everywhere (OPENBLAS_NUM_THREADS=1, torch.set_num_threads(1)).
+
+In-process, the step also runs without the backward pass's helper thread
+(engine/parallel.py) and with ``nd.sgd_update`` for the update. Each timed sample
+is ``--inner`` steps in a row: the helper's gain shows in longer runs (``--inner
+40``), since a core that idled while another case ran comes back slowly.
 """
 
 from __future__ import annotations
