@@ -197,6 +197,12 @@ def enable(on: bool) -> None:
     _enabled = on
 
 
+def jobs_run() -> int:
+    """Products the current helpers have computed (none started yet: 0; starts none)."""
+    h = _helpers
+    return sum(x.ran for x in h.all) if h is not None else 0
+
+
 def count() -> int:
     """How many helper threads the backward pass uses (when enabled)."""
     global _count

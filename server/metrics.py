@@ -65,9 +65,8 @@ class Metrics:
     def render(self, store: SessionStore) -> bytes:
         self.sessions.set(len(store))
         self.session_bytes.set(store.total_bytes())
-        helpers = parallel.helpers()
-        self.helpers.set(len(helpers.all) if helpers is not None else 0)
-        self.helper_jobs.set(sum(h.ran for h in helpers.all) if helpers is not None else 0)
+        self.helpers.set(parallel.count())  # a scrape starts no threads
+        self.helper_jobs.set(parallel.jobs_run())
         return generate_latest(self.registry)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:

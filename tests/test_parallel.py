@@ -21,12 +21,18 @@ def one_helper():
     parallel.set_helpers(before)
 
 
-def _mlp_grads(s: Session, seed: int) -> list[np.ndarray]:
-    """Gradients of a two-layer net whose middle dot has two costly gradients."""
+def _net(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Data and weights of a two-layer net whose first dot has two costly gradients."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((128, 256), dtype=np.float32)
     w1 = rng.standard_normal((256, 256), dtype=np.float32) / 16
     w2 = rng.standard_normal((256, 8), dtype=np.float32) / 16
+    return x, w1, w2
+
+
+def _mlp_grads(s: Session, seed: int) -> list[np.ndarray]:
+    """The net's gradients through the engine."""
+    x, w1, w2 = _net(seed)
     up = [{"op": "array", "out": [h], "at": {"value": a}} for h, a in ((1, x), (2, w1), (3, w2))]
     ops = [
         *up,
@@ -58,10 +64,7 @@ def _all_back(helpers: parallel.Helpers) -> None:
 
 
 def _by_hand(seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((128, 256), dtype=np.float32)
-    w1 = rng.standard_normal((256, 256), dtype=np.float32) / 16
-    w2 = rng.standard_normal((256, 8), dtype=np.float32) / 16
+    x, w1, w2 = _net(seed)
     h = np.tanh(x @ w1)
     dh = np.ones((128, 8), np.float32) @ w2.T * (1 - h * h)
     return [dh @ w1.T, x.T @ dh, h.T @ np.ones((128, 8), np.float32)]
