@@ -30,10 +30,14 @@ class Url(str):
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str] | None = None, extra: list[str] | None = None) -> Iterator[str]:
-    """``gradserve serve`` (uvicorn, httptools, uvloop) in a child process on a free loopback port."""
+def server(
+    env: dict[str, str] | None = None, extra: list[str] | None = None, entry: list[str] | None = None
+) -> Iterator[str]:
+    """``gradserve serve`` (uvicorn, httptools, uvloop) in a child process on a free loopback port.
+    ``entry``: the command that stands for ``python -m gradserve`` (a script that wraps it)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gradserve", "serve", "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+    cmd = [*(entry or [sys.executable, "-m", "gradserve"]), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += extra or []
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=ROOT)
     url = Url(f"http://127.0.0.1:{port}")
     url.pid = proc.pid

@@ -20,6 +20,7 @@ BENCHES = [
     ["bandwidth.py"],
     ["many_clients.py"],
     ["profile_remote.py"],
+    ["timeline_remote.py"],
 ]
 
 if __name__ == "__main__":
