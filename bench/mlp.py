@@ -26,7 +26,7 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _mlp  # noqa: E402
-from bench._util import interleave, med, report, server  # noqa: E402
+from bench._util import interleave, med, pct, report, server  # noqa: E402
 
 
 def main() -> None:
@@ -130,6 +130,18 @@ def main() -> None:
         rows.append((name, f"{m * 1e3:.3f} ms/step, x{m / base:.2f} numpy, x{m / local_t:.2f} in-process"))
     if torch_ is not None:
         rows.append(("in-process / pytorch", f"{local_t / med(res['pytorch eager']):.2f}"))
+
+    def spread(a: str, b: str) -> str:
+        """The ratio a / b round by round (each round times both, close in time): its median and
+        middle half, to tell a difference from the machine's noise."""
+        r = [x / y for x, y in zip(res[a], res[b])]
+        return f"{med(r):.2f} (middle half of the rounds {pct(r, 0.25):.2f} to {pct(r, 0.75):.2f})"
+
+    rows.append(("in-process / numpy, per round", spread("gradserve in-process", "numpy (by hand)")))
+    if torch_ is not None:
+        rows.append(("in-process / pytorch, per round", spread("gradserve in-process", "pytorch eager")))
+    remote_each = spread("gradserve remote, loss read every step", "gradserve in-process")
+    rows.append(("remote read every step / in-process, per round", remote_each))
     rows.append(("helper threads of the backward pass (in this process)", str(parallel.count())))
     rows.append(("requests: 3 steps without a read, then 1 with", f"{zero} and {one}"))
     rows.append(("server session after the run", f"{info['arrays']} arrays, {info['bytes'] / 2**20:.1f} MiB"))
