@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import _mlp  # noqa: E402
-from bench._util import report, server  # noqa: E402
+from bench._util import med, report, server  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORDER = [
@@ -62,32 +61,33 @@ def main() -> None:
     local = gradserve.Client(gradserve.InProcess())
     gradserve.set_current(local)  # the arrays a Gradserve makes live in the current client's session
     g_local = _mlp.Gradserve(x, y)
-    path = os.path.join(tempfile.mkdtemp(prefix="gradserve-stamps-"), "server.json")
     entry = [sys.executable, os.path.join(HERE, "_stamped_server.py")]
-    with server(env={"GRADSERVE_STAMPS": path}, entry=entry) as url:
-        gradserve.set_current(gradserve.Client(gradserve.Http(url)))
-        g_remote = _mlp.Gradserve(x, y)
-        for _ in range(20):
-            g_remote.step().asscalar()
-            g_local.step().asscalar()
-        transport.Conn._request = stamped_request  # type: ignore[method-assign]
-        t_local: list[float] = []
-        try:
-            for _ in range(max(1, args.steps // 10)):
-                for _ in range(10):
-                    stamps.append(("client: step begins", time.perf_counter()))
-                    loss = g_remote.step()
-                    stamps.append(("client: step recorded", time.perf_counter()))
-                    loss.asscalar()
-                    stamps.append(("client: loss in hand", time.perf_counter()))
-                t = time.perf_counter()
-                for _ in range(10):
-                    g_local.step().asscalar()
-                t_local.append((time.perf_counter() - t) / 10)
-        finally:
-            transport.Conn._request = request  # type: ignore[method-assign]
-    with open(path) as f:
-        theirs = [tuple(s) for s in json.load(f)]
+    with tempfile.TemporaryDirectory(prefix="gradserve-stamps-") as tmp:
+        path = os.path.join(tmp, "server.json")
+        with server(env={"GRADSERVE_STAMPS": path}, entry=entry) as url:
+            gradserve.set_current(gradserve.Client(gradserve.Http(url)))
+            g_remote = _mlp.Gradserve(x, y)
+            for _ in range(20):
+                g_remote.step().asscalar()
+                g_local.step().asscalar()
+            transport.Conn._request = stamped_request  # type: ignore[method-assign]
+            t_local: list[float] = []
+            try:
+                for _ in range(max(1, args.steps // 10)):
+                    for _ in range(10):
+                        stamps.append(("client: step begins", time.perf_counter()))
+                        loss = g_remote.step()
+                        stamps.append(("client: step recorded", time.perf_counter()))
+                        loss.asscalar()
+                        stamps.append(("client: loss in hand", time.perf_counter()))
+                    t = time.perf_counter()
+                    for _ in range(10):
+                        g_local.step().asscalar()
+                    t_local.append((time.perf_counter() - t) / 10)
+            finally:
+                transport.Conn._request = request  # type: ignore[method-assign]
+        with open(path) as f:  # written by the server as server() stopped it
+            theirs = [tuple(s) for s in json.load(f)]
     steps: list[dict[str, float]] = []
     step: dict[str, float] | None = None
     for name, t in sorted(stamps + theirs, key=lambda s: s[1]):
@@ -102,8 +102,8 @@ def main() -> None:
     rows = []
     for a, b in zip(ORDER, ORDER[1:]):
         gaps = [s[b] - s[a] for s in steps if a in s and b in s]
-        rows.append((f"{a} -> {b}", f"{statistics.median(gaps) * 1e6:.1f} us (of {len(gaps)} steps)"))
-    remote_s, local_s = statistics.median(whole), statistics.median(t_local)
+        rows.append((f"{a} -> {b}", f"{med(gaps) * 1e6:.1f} us (of {len(gaps)} steps)"))
+    remote_s, local_s = med(whole), med(t_local)
     rows.append(("remote step, reading the loss (stamped)", f"{remote_s * 1e3:.3f} ms"))
     rows.append(("in-process step, reading the loss", f"{local_s * 1e3:.3f} ms"))
     rows.append(("remote / in-process", f"{remote_s / local_s:.2f}"))

@@ -55,10 +55,22 @@ def _scaled(x: Any, at: dict) -> Any:
     return x if t is None or t == 1.0 else x / x.dtype.type(t)
 
 
+def _normalised_grad(F, at, g, y):
+    """The gradient of y = softmax(z) with respect to z, along ``axis``."""
+    return F.mul(y, F.sub(g, F.sum(F.mul(g, y), axis=at["axis"], keepdims=True)))
+
+
+def _normalised_exp(cx, z, axis: int):
+    """softmax(z) along ``axis``, computed stably; an empty z as it is (a max over no
+    elements would fail, and there is nothing to normalise)."""
+    if z.size == 0:
+        return z.copy()
+    e = cx.xp.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def _softmax_vjp(F, at, g, y, x):
-    ax = at["axis"]
-    s = F.sum(F.mul(g, y), axis=ax, keepdims=True)
-    gx = F.mul(y, F.sub(g, s))
+    gx = _normalised_grad(F, at, g, y)
     t = at["temperature"]
     return (gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t),)
 
@@ -66,11 +78,7 @@ def _softmax_vjp(F, at, g, y, x):
 @defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
 def _softmax(cx, at, x):
     """exp(x/T) normalised to sum to 1 along ``axis``."""
-    if x.size == 0:  # nothing to normalise (a max over no elements would fail)
-        return x.copy()
-    z = _scaled(x, at)
-    e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
-    return e / e.sum(axis=at["axis"], keepdims=True)
+    return _normalised_exp(cx, _scaled(x, at), at["axis"])
 
 
 def _log_softmax_vjp(F, at, g, y, x):
@@ -91,20 +99,14 @@ def _log_softmax(cx, at, x):
 
 
 def _softmin_vjp(F, at, g, y, x):
-    ax = at["axis"]
-    gx = F.mul(y, F.sub(g, F.sum(F.mul(g, y), axis=ax, keepdims=True)))
     t = at["temperature"]
-    return (F.mul_scalar(gx, scalar=-1.0 / (1.0 if t is None else t)),)
+    return (F.mul_scalar(_normalised_grad(F, at, g, y), scalar=-1.0 / (1.0 if t is None else t)),)
 
 
 @defop("softmin", ("data",), SOFTMAX, infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
 def _softmin(cx, at, x):
     """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x."""
-    if x.size == 0:  # nothing to normalise (a max over no elements would fail)
-        return x.copy()
-    z = -_scaled(x, at)
-    e = cx.xp.exp(z - z.max(axis=at["axis"], keepdims=True))
-    return e / e.sum(axis=at["axis"], keepdims=True)
+    return _normalised_exp(cx, -_scaled(x, at), at["axis"])
 
 
 L2N = (Attr("eps", "float", 1e-10), Attr("mode", "str", "instance"))
