@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from . import autograd, nd, random
 from .engine.errors import MXNetError
+from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu
 from .runtime import Client, current, set_current
 from .transport import Http, InProcess, from_env
@@ -47,6 +48,7 @@ __all__ = [
     "Client",
     "Context",
     "Http",
+    "HybridFunction",
     "InProcess",
     "MXNetError",
     "NDArray",
@@ -54,6 +56,7 @@ __all__ = [
     "connect",
     "cpu",
     "current",
+    "hybridize",
     "nd",
     "random",
 ]

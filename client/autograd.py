@@ -147,7 +147,10 @@ class Function:
             return outputs
         c = outs[0]._c
         cots = [NDArray(c, c.handle(), o._spec) for o in outs]
-        with c.capture() as program, _Scope(False, None):
+        with (
+            c.capture("an autograd.Function's backward cannot read values: write it with nd ops only") as program,
+            _Scope(False, None),
+        ):
             grads = backward_fn(*cots)
         grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
         if len(grads) != len(inputs):

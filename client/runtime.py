@@ -74,6 +74,8 @@ class Client:
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
         self._frees: list[int] = []
+        self._program_ids = itertools.count(1)
+        self._forgets: list[int] = []  # programs to drop with the next batch
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
         # the tensor bytes one request may carry (the server's request limit, less room for the
         # rest of a batch; None: no limit), and the queue's bound, below it
@@ -111,21 +113,34 @@ class Client:
             if len(queue) >= MAX_QUEUED_OPS or self._qbytes >= self.max_batch_bytes or self.sync:
                 self.flush()
 
+    def capturing(self) -> bool:
+        """Whether this thread's ops are being collected (``capture``)."""
+        return self._capturing > 0 and getattr(self._tls, "capture", None) is not None
+
     @contextlib.contextmanager
-    def capture(self) -> Iterator[list[dict[str, Any]]]:
-        """Collect the instructions queued inside the block instead of sending them."""
+    def capture(self, no_reads: str) -> Iterator[list[dict[str, Any]]]:
+        """Collect the instructions queued inside the block instead of sending them; a read
+        inside it raises ``no_reads``."""
         if getattr(self._tls, "capture", None) is not None:
-            raise MXNetError("autograd.Function calls cannot be traced inside another Function's backward")
+            raise MXNetError("an autograd.Function's backward or a hybridized function is being traced already")
         program: list[dict[str, Any]] = []
         with self._lock:
             self._capturing += 1
         self._tls.capture = program  # this thread's ops only
+        self._tls.no_reads = no_reads
         try:
             yield program
         finally:
             self._tls.capture = None
             with self._lock:
                 self._capturing -= 1
+
+    def program_id(self) -> int:
+        return next(self._program_ids)
+
+    def forget_program(self, pid: int) -> None:
+        """A program nobody can call again: dropped with the next batch (no I/O here)."""
+        self._forgets.append(pid)
 
     def release(self, h: int) -> None:
         """A proxy died: its handle is freed with the next batch (no I/O here)."""
@@ -139,7 +154,7 @@ class Client:
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
         if getattr(self._tls, "capture", None) is not None:
-            raise MXNetError("an autograd.Function's backward cannot read values: write it with nd ops only")
+            raise MXNetError(self._tls.no_reads)
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         with self._lock:
@@ -151,6 +166,10 @@ class Client:
                 ops.append({"op": "free", "in": frees})
                 where.append(None)
                 self._frees = []
+            if self._forgets:
+                ops.append({"op": "forget", "at": {"ids": self._forgets}})
+                where.append(None)
+                self._forgets = []
             if reads:
                 ops.append({"op": "read", "in": list(reads)})
                 where.append(None)
@@ -219,7 +238,7 @@ class Client:
         """End the session (on the server too); its arrays can no longer be used."""
         if not self.closed:
             self.closed = True
-            self._queue, self._where, self._frees = [], [], []
+            self._queue, self._where, self._frees, self._forgets = [], [], [], []
             self.transport.close()
 
 

@@ -10,6 +10,7 @@ come from the op table; the commands below (``attach_grad``, ``backward``,
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -59,6 +60,8 @@ class Limits:
     max_array_bytes: int = 1 << 30
     max_batch_ops: int = 100_000
     max_user_bytes: int = 8 << 30  # all sessions of one user together
+    max_batch_steps: int = 1_000_000  # instructions one batch runs, each call counting its program's
+    max_program_steps: int = 100_000  # instructions of all programs a session holds
 
 
 Command = Callable[["Session", dict, list], None]
@@ -210,6 +213,10 @@ class Session:
         self.user_bytes: Callable[[], int] | None = None  # bytes of the owner's other sessions
         self._others = 0  # user_bytes() as of this batch's start
         self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
+        self.programs: dict[int, Program] = {}  # defined by ``define``, run by ``call``
+        self.program_steps = 0  # their instructions, all together
+        self._steps = 0  # instructions this batch has run or will run (calls count their programs)
+        self._calling = False  # whether a program runs (its slots are negative handles)
 
     # -- handles -------------------------------------------------------------
 
@@ -220,8 +227,8 @@ class Session:
             raise UnknownHandle(f"unknown handle {h!r}") from None
 
     def put(self, h: Any, value: np.ndarray, alias: bool = False) -> None:
-        if not isinstance(h, int) or isinstance(h, bool):
-            raise InvalidInput(f"output handle must be an integer, got {h!r}")
+        if not isinstance(h, int) or isinstance(h, bool) or (h < 0 and not self._calling):
+            raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in self.arrays:
             raise InvalidInput(f"handle {h} is already in use")
         self.arrays[h] = value
@@ -305,6 +312,7 @@ class Session:
                 self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
                 self.last_reply_lent = False
             self.version += 1
+            self._steps = len(ops)
             lim = self.limits
             self._others = self.user_bytes() if self.user_bytes is not None else 0
             self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)
@@ -350,8 +358,8 @@ class Session:
         if len(out) != 1:
             raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
         h = out[0]
-        if type(h) is not int:
-            raise InvalidInput(f"output handle must be an integer, got {h!r}")
+        if type(h) is not int or (h < 0 and not self._calling):
+            raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use")
         mode = ins.get("mode", 0)
@@ -661,6 +669,200 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
 def _free(s: Session, ins: dict, values: list) -> None:
     for h in ins.get("in", ()):
         s.drop(h)
+
+
+# --------------------------------------------------------------------------
+# programs: a recorded list of instructions run again by one ``call``
+# (the client's ``hybridize``, MXNet's cached op)
+
+# What a program may not hold: reads and frees act on the batch and its reply, uploads carry
+# data, and nested programs or Functions hold handles that outlive the call.
+_NOT_IN_PROGRAMS = frozenset({"define", "call", "forget", "read", "free", "array", "record_function"})
+# the attributes of commands that name handles (a program's slots may appear there too)
+_HANDLE_ATTRS = {"backward": ("head_grads",), "grad_of": ("variables", "head_grads")}
+
+
+class Program:
+    """A defined program. Its instructions name arrays by handle: a negative one is a slot of
+    the call (``-1 .. -nargs`` its arguments, the rest what its instructions make), any other
+    a handle of the session (a parameter the program reads or updates in place)."""
+
+    __slots__ = ("nargs", "steps", "outputs", "slots", "source")
+
+    def __init__(self, nargs: int, steps: list[dict], outputs: list[int], slots: int, source: dict) -> None:
+        self.nargs = nargs
+        self.steps = steps
+        self.outputs = outputs
+        self.slots = slots  # the most negative slot
+        self.source = source  # the definition as given (snapshots keep it)
+
+
+def _slot_refs(ins: dict) -> list[Any]:
+    """Every handle an instruction reads: its inputs and its handle attributes."""
+    refs = list(ins.get("in", ()))
+    at = ins.get("at")
+    for name in _HANDLE_ATTRS.get(ins["op"], ()):
+        v = at.get(name) if isinstance(at, dict) else None
+        if isinstance(v, list):
+            refs.extend(h for h in v if h is not None)
+    return refs
+
+
+def make_program(s: Session, at: dict) -> Program:
+    """Check a definition: instructions as in a batch, each slot made before it is read."""
+    nargs, steps, outputs = at["nargs"], at["program"], at["outputs"]
+    if not isinstance(steps, list) or not isinstance(outputs, list):
+        raise InvalidInput("define: program and outputs must be lists")
+    if nargs < 0:
+        raise InvalidInput(f"define: nargs must be non-negative, got {nargs}")
+    if not steps:
+        raise InvalidInput("define: a program needs at least one instruction")
+    if s.program_steps + len(steps) > s.limits.max_program_steps:
+        raise QuotaExceeded(
+            f"define: programs of {s.program_steps + len(steps)} instructions in all are over the "
+            f"limit of {s.limits.max_program_steps} per session"
+        )
+    made = set(range(-nargs, 0))
+    lowest = -nargs
+    checked = []
+    for i, ins in enumerate(steps):
+        if not isinstance(ins, dict) or not isinstance(ins.get("op"), str):
+            raise InvalidInput(f"define: program step {i} is not an instruction")
+        name = ins["op"]
+        if name in _NOT_IN_PROGRAMS:
+            raise InvalidInput(f"define: program step {i}: {name} cannot be part of a program")
+        if name not in COMMANDS:
+            OPS[name]  # raises the table's "unknown op" error
+        if not isinstance(ins.get("in", []), list) or not isinstance(ins.get("out", []), list):
+            raise InvalidInput(f"define: program step {i} ({name}): in and out must be lists")
+        if ins.get("at") is not None and not isinstance(ins["at"], dict):
+            raise InvalidInput(f"define: program step {i} ({name}): at must be an object")
+        for h in _slot_refs(ins):
+            if type(h) is not int:
+                raise InvalidInput(f"define: program step {i} ({name}) reads {h!r}, not an integer handle")
+            if h < 0 and h not in made:
+                raise InvalidInput(f"define: program step {i} ({name}) reads slot {h} before it is made")
+        for h in ins.get("out", ()):
+            if type(h) is not int or h >= 0:
+                raise InvalidInput(f"define: program step {i} ({name}) must make slots (negative handles), got {h!r}")
+            if h in made:
+                raise InvalidInput(f"define: program step {i} ({name}) makes slot {h} a second time")
+            made.add(h)
+            lowest = min(lowest, h)
+        checked.append(ins)
+    for h in outputs:
+        if type(h) is not int or (h < 0 and h not in made):
+            raise InvalidInput(f"define: output {h!r} is not a slot the program makes or a handle")
+    return Program(nargs, checked, list(outputs), lowest, dict(at))
+
+
+@command(
+    "define",
+    "",
+    (
+        Attr("id", "int", REQUIRED),
+        Attr("nargs", "int", REQUIRED),
+        Attr("program", "key", REQUIRED),
+        Attr("outputs", "key", REQUIRED),
+    ),
+    "Keep a program (a list of instructions whose negative handles are slots: -1 .. -nargs "
+    "its arguments, the rest made by its instructions) under the id, for call. Defining an "
+    "id again with the same program does nothing.",
+)
+def _define(s: Session, ins: dict, values: list) -> None:
+    at = ins["at"]
+    pid = at["id"]
+    old = s.programs.get(pid)
+    if old is not None:
+        if old.source == json.loads(json.dumps(at, default=repr)):
+            return  # a client that lost a reply may define again
+        raise InvalidInput(f"define: program {pid} is already defined (forget it first)")
+    try:  # kept as plain data: snapshots write it, and a second define compares with it
+        at = json.loads(json.dumps(at))
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"define: a program must be plain data ({e})") from None
+    prog = make_program(s, at)
+    s.programs[pid] = prog
+    s.program_steps += len(prog.steps)
+
+
+@command("forget", "", (Attr("ids", "ints", REQUIRED),), "Drop programs (unknown ids are ignored).")
+def _forget(s: Session, ins: dict, values: list) -> None:
+    for pid in ins["at"]["ids"]:
+        prog = s.programs.pop(pid, None)
+        if prog is not None:
+            s.program_steps -= len(prog.steps)
+
+
+@command(
+    "call",
+    "arguments...",
+    (Attr("id", "int", REQUIRED),),
+    "Run a defined program on the arguments; out names its outputs. Like a batch, it stops at "
+    "a failing instruction, whose error names the program step; what ran before it stays done.",
+)
+def _call(s: Session, ins: dict, values: list) -> None:
+    pid = ins["at"]["id"]
+    prog = s.programs.get(pid)
+    if prog is None:
+        raise InvalidInput(f"call: no program {pid} is defined in this session")
+    args = list(ins.get("in", ()))
+    out = list(ins.get("out", ()))
+    if len(args) != prog.nargs:
+        raise InvalidInput(f"call: program {pid} takes {prog.nargs} arguments, got {len(args)}")
+    if len(out) != len(prog.outputs):
+        raise InvalidInput(f"call: program {pid} makes {len(prog.outputs)} outputs, got {len(out)} handles")
+    for h in out:
+        if type(h) is not int or h < 0 or h in s.arrays:
+            raise InvalidInput(f"call: output handle {h!r} is not a free non-negative integer handle")
+    if len(set(out)) != len(out):
+        raise InvalidInput("call: output handles must be distinct")
+    xs = [s.get(h) for h in args]
+    s._steps += len(prog.steps)
+    if s._steps > s.limits.max_batch_steps:
+        raise QuotaExceeded(
+            f"call: the batch would run {s._steps} instructions with its calls, over the limit of "
+            f"{s.limits.max_batch_steps}"
+        )
+    arrays, nodes = s.arrays, s.nodes
+    s._calling = True
+    try:
+        for i, (h, x) in enumerate(zip(args, xs)):
+            slot = -1 - i
+            arrays[slot] = x
+            s.aliases.add(slot)
+            n = nodes.get(h)
+            if n is not None:
+                nodes[slot] = n
+        execute = s.execute
+        since = time.perf_counter()
+        for i, step in enumerate(prog.steps):
+            if i % SHARE_EVERY == 0:
+                since = share_gil(since)
+            try:
+                execute(step, values)
+            except MXNetError as e:
+                raise type(e)(f"program {pid}, step {i} ({step['op']}): {e}") from None
+        moved: dict[int, int] = {}
+        for src, dst in zip(prog.outputs, out):
+            first = moved.get(src)
+            if src < -prog.nargs and first is None:  # a slot the program made: it becomes the output
+                moved[src] = dst
+                arrays[dst] = arrays.pop(src)
+                if src in s.aliases:
+                    s.aliases.discard(src)
+                    s.aliases.add(dst)
+                n = nodes.pop(src, None)
+                if n is not None:
+                    nodes[dst] = n
+            else:  # an argument, a handle of the session or an output given already: a copy
+                x = s.get(src if first is None else first)
+                s.check_alloc(x.nbytes)
+                s.put(dst, np.array(x, copy=True))
+    finally:
+        s._calling = False
+        for slot in range(-1, prog.slots - 1, -1):
+            s.drop(slot)
 
 
 READ = (Attr("grad", "bool", False),)

@@ -2,7 +2,8 @@
 batch sequence and last reply, and random generator state. Nothing is pickled:
 the file is numpy's ``.npz`` container with a JSON header.
 
-What a snapshot does not keep: recorded graphs (a ``backward`` after a restart
+Programs (``define``) are kept as they were given. What a snapshot does not
+keep: recorded graphs (a ``backward`` after a restart
 needs the forward pass again, as after any ``backward`` that frees the graph)
 and memory shared between views (each array comes back with its own).
 """
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInput
-from .session import Limits, Session
+from .session import Limits, Session, make_program
 from .tape import Node
 
 FORMAT = 1
@@ -65,6 +66,7 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
             "variables": variables,
             "aliases": {str(a): v for a, v in aliases.items()},
             "rng": s.cx.rng.bit_generator.state,
+            "programs": [p.source for p in s.programs.values()],
         }
         arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,4 +112,8 @@ def load(path: Path, limits: Limits | None = None) -> Session:
         reply["values"] = [data[f"r:{i}"] for i in range(n)]
         s.last_reply = reply
     s.cx.rng.bit_generator.state = meta["rng"]
+    for source in meta.get("programs", ()):
+        prog = make_program(s, source)
+        s.programs[source["id"]] = prog
+        s.program_steps += len(prog.steps)
     return s

@@ -1,0 +1,225 @@
+"""``hybridize``: a function of NDArrays traced once and run again as one instruction.
+
+The first call with given argument shapes and dtypes (and autograd flags) runs the
+function's Python as usual, collecting the instructions it queues; they go to the
+engine as they would have, together with a ``define`` of the same instructions as a
+program. Later calls with the same shapes queue one ``call`` of that program and run
+no Python of the function: a training step costs the engine's work and one
+instruction of the client's, in-process or against a server (MXNet's ``hybridize``
+and cached op).
+
+What a trace fixes, as MXNet's hybridized blocks do: Python values the function reads
+(a learning rate, a slice's bounds, a branch on a Python flag) are those of the first
+call; arrays it reads from outside its arguments (parameters) are read by handle at
+each call, so they must change in place (``p -= lr * p.grad``, ``nd.sgd_update(...,
+out=p)``), not be rebound. A function that reads a value (``asscalar``, ``print``,
+``bool``: control flow on array data) cannot be traced: call it without hybridizing.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .engine import tape
+from .engine.errors import InvalidInput
+from .ndarray import NDArray
+from .runtime import Client, current
+from .state import flags
+
+NO_READS = (
+    "a hybridized function cannot read array values (asscalar, asnumpy, print, bool, float: "
+    "control flow on array data): call it without hybridize"
+)
+NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
+
+
+class _Traced:
+    """One trace of a function: its program, its outputs' structure, specs and graph links."""
+
+    __slots__ = ("client", "pid", "nargs", "single", "specs", "parents", "__weakref__")
+
+    def __init__(
+        self, client: Client, pid: int, nargs: int, single: bool, specs: list[Any], parents: list[Any]
+    ) -> None:
+        self.client = client
+        self.pid = pid
+        self.nargs = nargs
+        self.single = single  # the function returned one array, not a tuple
+        self.specs = specs
+        self.parents = parents  # per output: None, or (argument indices, outside nodes) it depends on
+
+    def call(self, arrays: list[NDArray]) -> Any:
+        c = self.client
+        outs = [c.handle() for _ in self.specs]
+        c.enqueue({"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}})
+        result = []
+        for h, spec, deps in zip(outs, self.specs, self.parents):
+            node = None
+            if deps is not None:  # recorded at the trace: recorded again
+                idx, outside = deps
+                ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
+                if ps is not None:
+                    node = tape.Node(HybridCall, None, ps)
+            result.append(NDArray(c, h, spec, node))
+        return result[0] if self.single else tuple(result)
+
+
+class HybridCall:
+    """Marks a client-side node made by a hybridized function's call."""
+
+    name = "call"
+
+
+def _key_of(arg: Any) -> Any:
+    if isinstance(arg, NDArray):
+        return (arg._spec.shape, arg._spec.dtype)
+    try:
+        hash(arg)
+    except TypeError:
+        raise InvalidInput(
+            f"hybridized functions take NDArrays and hashable constants, got {type(arg).__name__}"
+        ) from None
+    return ("const", type(arg), arg)
+
+
+class HybridFunction:
+    """``fn`` traced per argument signature (see the module docstring)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._traces: weakref.WeakKeyDictionary[Client, dict[Any, _Traced]] = weakref.WeakKeyDictionary()
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any) -> Any:
+        arrays = [a for a in args if isinstance(a, NDArray)]
+        c = arrays[0]._c if arrays else current()
+        for a in arrays:
+            if a._c is not c:
+                raise InvalidInput("hybridized function: arrays from different sessions cannot be mixed")
+            if c._dead:
+                c.check_alive(a._h)
+        if c.capturing():  # inside another trace: its instructions become part of that one
+            return self.fn(*args)
+        key = (flags.recording, flags.training, tuple(_key_of(a) for a in args))
+        traces = self._traces.get(c)
+        if traces is None:
+            traces = self._traces[c] = {}
+        t = traces.get(key)
+        if t is not None:
+            return t.call(arrays)
+        out, t = self._trace(c, args, arrays)
+        traces[key] = t
+        return out
+
+    @property
+    def traces(self) -> int:
+        """How many signatures have been traced (in all sessions)."""
+        return sum(len(t) for t in self._traces.values())
+
+    def _trace(self, c: Client, args: tuple[Any, ...], arrays: list[NDArray]) -> tuple[Any, _Traced]:
+        with c.capture(NO_READS) as steps:
+            out = self.fn(*args)
+        single = isinstance(out, NDArray)
+        outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else None
+        if outs is None or not all(isinstance(o, NDArray) for o in outs):
+            raise InvalidInput(
+                f"a hybridized function returns an NDArray or a tuple of NDArrays, got {type(out).__name__}"
+            )
+        for o in outs:
+            if o._c is not c:
+                raise InvalidInput("hybridized function: it returned an array of another session")
+        slot = {a._h: -1 - i for i, a in reversed(list(enumerate(arrays)))}  # an array passed twice: its first slot
+        nargs = len(arrays)
+        program = []
+        for ins in steps:
+            why = NOT_TRACED.get(ins["op"])
+            if why is not None:
+                raise InvalidInput(f"hybridize: cannot trace {getattr(self.fn, '__name__', 'the function')}: {why}")
+            new = _renamed(ins, slot)
+            if "out" in ins:
+                for h in ins["out"]:
+                    slot[h] = -1 - len(slot)
+                new["out"] = [slot[h] for h in ins["out"]]
+            program.append(new)
+        if not program:
+            raise InvalidInput(
+                f"hybridize: {getattr(self.fn, '__name__', 'the function')} queued no instruction: nothing to run again"
+            )
+        outputs = [slot.get(o._h, o._h) for o in outs]
+        pid = c.program_id()
+        # the definition first: the instructions of this call then run as the function's would
+        c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
+        for ins in steps:
+            c.enqueue(ins)
+        t = _Traced(c, pid, nargs, single, [o._spec for o in outs], [_links(o, arrays) for o in outs])
+        weakref.finalize(t, _forget, weakref.ref(c), pid)
+        return out, t
+
+
+def _renamed(ins: dict[str, Any], slot: dict[int, int]) -> dict[str, Any]:
+    """An instruction with the arguments' and made arrays' handles turned into slots."""
+    new = dict(ins)
+    if "in" in ins:
+        new["in"] = [slot.get(h, h) for h in ins["in"]]
+    at = ins.get("at")
+    if at and (ins["op"] in ("backward", "grad_of")):
+        at = dict(at)
+        for name in ("head_grads", "variables"):
+            if isinstance(at.get(name), list):
+                at[name] = [None if h is None else slot.get(h, h) for h in at[name]]
+        new["at"] = at
+    return new
+
+
+def _links(o: NDArray, arrays: list[NDArray]) -> Any:
+    """What a call's output ``o`` hangs from in the graph: the arguments (by index) and the
+    nodes from outside (variables) that its trace reached; None when it is not recorded."""
+    if not tape.in_graph(o._node):
+        return None
+    index = {id(a._node): i for i, a in enumerate(arrays) if a._node is not None}
+    idx: list[int] = []
+    outside: list[Any] = []
+    for n in tape.toposort([o._node]):
+        i = index.get(id(n))
+        if i is not None:
+            idx.append(i)
+        elif n.op is None:
+            outside.append(n)
+    return (idx, outside)
+
+
+def _forget(ref: weakref.ref[Client], pid: int) -> None:
+    c = ref()
+    if c is not None and not c.closed:
+        c.forget_program(pid)
+
+
+def hybridize(fn: Callable[..., Any] | None = None) -> Any:
+    """Trace ``fn`` once per argument signature and run it again as one instruction.
+
+    >>> from gradserve import autograd, hybridize, nd
+    >>> w = nd.ones((2, 2)); w.attach_grad()
+    >>> @hybridize
+    ... def step(x):
+    ...     with autograd.record():
+    ...         loss = (nd.dot(x, w) ** 2).sum()
+    ...     loss.backward()
+    ...     w[:] = w - 0.1 * w.grad
+    ...     return loss
+    >>> x = nd.ones((1, 2))
+    >>> print(step(x).asscalar(), step(x).asscalar(), step.traces)
+    8.0 2.88 1
+    """
+    if fn is None:
+        return hybridize
+    if isinstance(fn, HybridFunction):
+        return fn
+    if not callable(fn):
+        raise TypeError(f"hybridize takes a function, got {type(fn).__name__}")
+    return HybridFunction(fn)
+
+
+__all__ = ["HybridFunction", "hybridize"]

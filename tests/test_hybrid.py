@@ -1,0 +1,369 @@
+"""``hybridize``: a traced function run again as one ``call`` of a defined program, in
+both modes; the engine's ``define``/``call``/``forget`` commands and their errors."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from gradserve import autograd, hybridize, nd
+from gradserve.engine import snapshot
+from gradserve.engine.errors import InvalidInput, MXNetError, QuotaExceeded, UnknownHandle
+from gradserve.engine.session import Limits, Session
+
+from .test_server import batch, http, sid, tensor  # noqa: F401  (the JSON route's fixtures)
+
+
+def mlp(seed: int = 0):
+    """A small MLP: its data, its parameters and its training step (written for nd)."""
+    rng = np.random.default_rng(seed)
+    x = nd.array(rng.standard_normal((64, 8)).astype("float32"))
+    y = nd.array(rng.integers(0, 3, 64).astype("float32"))
+    params = [nd.array((rng.standard_normal(s) * 0.3).astype("float32")) for s in [(8, 16), (16,), (16, 3), (3,)]]
+    for p in params:
+        p.attach_grad()
+
+    def step(X, Y):
+        W1, b1, W2, b2 = params
+        with autograd.record():
+            loss = nd.softmax_cross_entropy(nd.dot(nd.relu(nd.dot(X, W1) + b1), W2) + b2, Y) / X.shape[0]
+        loss.backward()
+        for p in params:
+            p -= 0.5 * p.grad
+        return loss
+
+    return x, y, params, step
+
+
+def test_a_hybridized_training_step_computes_what_the_eager_one_does(mode):
+    x, y, eager_params, eager = mlp()
+    _, _, params, step = mlp()
+    fast = hybridize(step)
+    for i in range(0, 64, 16):
+        a = eager(x[i : i + 16], y[i : i + 16]).asscalar()
+        b = fast(x[i : i + 16], y[i : i + 16]).asscalar()
+        assert a == b
+    for p, q in zip(eager_params, params):
+        assert np.array_equal(p.asnumpy(), q.asnumpy())
+        assert np.array_equal(p.grad.asnumpy(), q.grad.asnumpy())
+    assert fast.traces == 1
+
+
+def test_a_hybridized_step_costs_one_request_when_it_reads_the_loss_and_none_otherwise(mode):
+    x, y, _, step = mlp()
+    fast = hybridize(step)
+    first = fast(x[:16], y[:16]).asscalar()
+    for _epoch in range(3):
+        before = mode.transport.requests
+        for i in range(0, 48, 16):
+            fast(x[i : i + 16], y[i : i + 16])
+        assert mode.transport.requests == before
+        loss = fast(x[48:64], y[48:64]).asscalar()
+        assert mode.transport.requests == before + 1
+    assert loss < first
+    assert fast.traces == 1
+
+
+def test_each_signature_is_traced_once(mode):
+    calls = []
+
+    @hybridize
+    def f(a, k):
+        calls.append(1)
+        return a * k + 1
+
+    assert f(nd.ones((2,)), 3).asnumpy().tolist() == [4, 4]
+    assert f(nd.ones((2,)) * 2, 3).asnumpy().tolist() == [7, 7]  # same shapes and constant: no Python
+    assert f(nd.ones((3,)), 3).asnumpy().tolist() == [4, 4, 4]  # another shape
+    assert f(nd.ones((2,)), 5).asnumpy().tolist() == [6, 6]  # another constant
+    assert f(nd.ones((2,), dtype="float64"), 5).dtype == np.float64  # another dtype
+    with autograd.record():  # other autograd flags
+        f(nd.ones((2,)), 5)
+    assert len(calls) == f.traces == 5
+
+
+def test_gradients_flow_through_a_hybridized_function_called_while_recording(mode):
+    w = nd.array([[0.5, -1.0], [2.0, 0.25]])
+    w.attach_grad()
+    f = hybridize(lambda a: nd.tanh(nd.dot(a, w)) * a)
+    xs = [nd.array([[1.0, 2.0]]), nd.array([[-0.5, 0.3]])]
+    for x in xs:
+        x.attach_grad()
+        with autograd.record():
+            out = f(x)
+        out.backward(nd.array([[1.0, 3.0]]))
+        # against the same function run eagerly, and against finite differences
+        xv, wv, head = x.asnumpy().astype("float64"), w.asnumpy().astype("float64"), np.array([[1.0, 3.0]])
+
+        def loss(xv=xv, wv=wv, head=head):
+            return float((np.tanh(xv @ wv) * xv * head).sum())
+
+        eps = 1e-6
+        num = np.zeros_like(xv)
+        for j in range(xv.shape[1]):
+            d = np.zeros_like(xv)
+            d[0, j] = eps
+            num[0, j] = (loss(xv + d) - loss(xv - d)) / (2 * eps)
+        np.testing.assert_allclose(x.grad.asnumpy(), num, rtol=1e-4, atol=1e-5)
+        numw = np.zeros_like(wv)
+        for i in range(2):
+            for j in range(2):
+                d = np.zeros_like(wv)
+                d[i, j] = eps
+                numw[i, j] = (loss(wv=wv + d) - loss(wv=wv - d)) / (2 * eps)
+        np.testing.assert_allclose(w.grad.asnumpy(), numw, rtol=1e-4, atol=1e-5)
+    assert f.traces == 1
+
+
+def test_a_call_outside_record_gives_an_array_outside_the_graph(mode):
+    w = nd.ones((2,))
+    w.attach_grad()
+    f = hybridize(lambda a: a * w)
+    f(nd.ones((2,)))
+    out = f(nd.ones((2,)))
+    with pytest.raises(MXNetError, match="graph"):
+        out.backward()
+
+
+def test_a_function_that_reads_a_value_cannot_be_hybridized_and_changes_nothing(mode):
+    x = nd.array([1.0, -2.0])
+
+    @hybridize
+    def f(a):
+        b = a * 2
+        if b.sum().asscalar() > 0:  # control flow on data
+            return b
+        return -b
+
+    with pytest.raises(MXNetError, match="cannot read array values"):
+        f(x)
+    assert (x + 1).asnumpy().tolist() == [2, -1]  # nothing of the trace was queued
+    assert f.traces == 0
+
+
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda a: a + nd.array([1.0, 2.0]), "uploads an array"),
+        (lambda a: 3.0, "returns an NDArray"),
+        (lambda a: [a, 1], "returns an NDArray"),
+        (lambda a: a, "queued no instruction"),
+    ],
+)
+def test_what_cannot_be_traced_says_why(mode, fn, words):
+    with pytest.raises(InvalidInput, match=words):
+        hybridize(fn)(nd.ones((2,)))
+    assert nd.ones((2,)).asnumpy().tolist() == [1, 1]
+
+
+def test_arguments_must_be_arrays_or_hashable_constants(mode):
+    with pytest.raises(InvalidInput, match="hashable"):
+        hybridize(lambda a, b: a)(nd.ones((1,)), [1, 2])
+
+
+def test_an_error_in_a_replayed_call_names_the_program_step_and_the_callers_line(mode):
+    state = {"w": nd.ones((2, 2))}
+    f = hybridize(lambda a: nd.dot(a, state["w"]))
+    assert f(nd.ones((1, 2))).asnumpy().tolist() == [[2, 2]]
+    state["w"] = nd.zeros((2, 2))  # rebound, not changed in place: the program reads the old handle
+    gc.collect()
+    nd.waitall()  # the old array's free goes to the session
+    out = f(nd.ones((1, 2)))
+    with pytest.raises(UnknownHandle, match=r"program \d+, step 0 \(dot\).*queued at .*test_hybrid.py"):
+        out.asnumpy()
+    with pytest.raises(UnknownHandle):
+        out.asnumpy()  # its handle is dead with the same error
+    assert (nd.ones((1,)) * 3).asnumpy().tolist() == [3]
+
+
+def test_a_hybridized_function_inside_another_trace_is_inlined(mode):
+    inner = hybridize(lambda a: a * 2)
+    outer = hybridize(lambda a: inner(a) + 1)
+    assert outer(nd.ones((2,))).asnumpy().tolist() == [3, 3]
+    assert outer(nd.ones((2,))).asnumpy().tolist() == [3, 3]
+    assert outer.traces == 1 and inner.traces == 0
+
+
+def test_outputs_may_be_a_tuple_with_repeats_and_arguments(mode):
+    f = hybridize(lambda a, b: (a + b, a, a + b))
+    for k in (1.0, 2.0):
+        s, a, s2 = f(nd.ones((2,)) * k, nd.ones((2,)))
+        assert s.asnumpy().tolist() == [k + 1] * 2 and a.asnumpy().tolist() == [k] * 2
+        assert s2.asnumpy().tolist() == [k + 1] * 2
+
+
+def test_a_dropped_function_drops_its_programs(mode):
+    f = hybridize(lambda a: a + 1)
+    f(nd.ones((2,)))
+    f(nd.ones((3,)))
+    mode.flush()
+    session = getattr(mode.transport, "session", None)
+    if session is not None:
+        assert len(session.programs) == 2
+    del f
+    gc.collect()
+    mode.flush()
+    if session is not None:
+        assert session.programs == {}
+    assert mode._forgets == []
+
+
+# -- the engine's commands, as any client sends them -------------------------------------
+
+
+def run(s: Session, *ops):
+    return s.run_batch({"ops": list(ops)})
+
+
+def saxpy_program(pid: int = 1):
+    # out = a * 2 + w, where w is the session's handle 1 and a the call's argument
+    return {
+        "op": "define",
+        "at": {
+            "id": pid,
+            "nargs": 1,
+            "program": [
+                {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}},
+                {"op": "add", "in": [-2, 1], "out": [-3]},
+            ],
+            "outputs": [-3],
+        },
+    }
+
+
+def session_with_w() -> Session:
+    s = Session("t")
+    run(s, {"op": "array", "out": [1], "at": {"value": np.array([1.0, 2.0], np.float32)}})
+    run(s, {"op": "array", "out": [2], "at": {"value": np.array([10.0, 20.0], np.float32)}})
+    return s
+
+
+def test_define_then_call_runs_the_program_and_frees_its_slots():
+    s = session_with_w()
+    before = s.nbytes
+    reply = run(s, saxpy_program(), {"op": "call", "in": [2], "out": [3], "at": {"id": 1}}, {"op": "read", "in": [3]})
+    assert reply["values"][0].tolist() == [21, 42]
+    assert sorted(s.arrays) == [1, 2, 3] and s.nbytes == before + 8 and not s.aliases
+
+
+@pytest.mark.parametrize(
+    "ins, words",
+    [
+        ({"op": "define", "at": {"id": 2, "nargs": 0, "program": [], "outputs": []}}, "at least one"),
+        (
+            {"op": "define", "at": {"id": 2, "nargs": 0, "program": [{"op": "read", "in": [1]}], "outputs": []}},
+            "read cannot be part",
+        ),
+        (
+            {
+                "op": "define",
+                "at": {"id": 2, "nargs": 1, "program": [{"op": "negative", "in": [-2], "out": [-3]}], "outputs": []},
+            },
+            "before it is made",
+        ),
+        (
+            {
+                "op": "define",
+                "at": {"id": 2, "nargs": 0, "program": [{"op": "negative", "in": [1], "out": [5]}], "outputs": []},
+            },
+            "must make slots",
+        ),
+        (
+            {"op": "define", "at": {"id": 2, "nargs": 0, "program": [{"op": "nope", "out": [-1]}], "outputs": []}},
+            "nope",
+        ),
+        (
+            {
+                "op": "define",
+                "at": {"id": 1, "nargs": 2, "program": [{"op": "negative", "in": [-1], "out": [-3]}], "outputs": [-3]},
+            },
+            "already defined",
+        ),
+        ({"op": "call", "in": [2], "out": [5], "at": {"id": 9}}, "no program 9"),
+        ({"op": "call", "in": [], "out": [5], "at": {"id": 1}}, "takes 1 arguments"),
+        ({"op": "call", "in": [2], "out": [], "at": {"id": 1}}, "makes 1 outputs"),
+        ({"op": "call", "in": [2], "out": [1], "at": {"id": 1}}, "not a free"),
+        ({"op": "call", "in": [2], "out": [-4], "at": {"id": 1}}, "not a free"),
+        ({"op": "negative", "in": [2], "out": [-4]}, "non-negative"),
+    ],
+)
+def test_bad_programs_and_calls_are_refused_and_change_nothing(ins, words):
+    s = session_with_w()
+    run(s, saxpy_program())
+    arrays, nbytes = dict(s.arrays), s.nbytes
+    reply = run(s, ins, {"op": "ones", "out": [7], "at": {"shape": [1]}})
+    assert reply["error"]["index"] == 0 and words in reply["error"]["message"], reply["error"]
+    assert s.arrays == arrays and s.nbytes == nbytes and set(s.programs) == {1}
+
+
+def test_a_failing_step_stops_the_call_keeps_what_ran_and_frees_the_slots():
+    s = session_with_w()
+    prog = {
+        "op": "define",
+        "at": {
+            "id": 5,
+            "nargs": 1,
+            "program": [
+                {"op": "update", "in": [1, -1], "at": {"fn": "add"}},  # runs: w += a
+                {"op": "dot", "in": [-1, 1], "out": [-2]},
+                {"op": "reshape", "in": [-2], "out": [-3], "at": {"shape": [7]}},  # fails
+            ],
+            "outputs": [-3],
+        },
+    }
+    reply = run(s, prog, {"op": "call", "in": [2], "out": [3], "at": {"id": 5}})
+    assert reply["error"]["index"] == 1 and "program 5, step 2 (reshape)" in reply["error"]["message"]
+    assert s.arrays[1].tolist() == [11, 22] and sorted(s.arrays) == [1, 2] and not s.aliases
+
+
+def test_a_second_define_of_the_same_program_is_harmless():
+    s = session_with_w()
+    run(s, saxpy_program())
+    assert "error" not in run(s, saxpy_program())
+    assert s.program_steps == 2
+
+
+def test_calls_count_their_programs_against_the_batch_limit():
+    s = Session("t", limits=Limits(max_batch_steps=10))
+    run(s, {"op": "array", "out": [1], "at": {"value": np.ones(2, np.float32)}})
+    run(s, saxpy_program())
+    calls = [{"op": "call", "in": [1], "out": [10 + i], "at": {"id": 1}} for i in range(4)]
+    reply = run(s, *calls)
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 3
+    assert sorted(s.arrays) == [1, 10, 11, 12]
+    with pytest.raises(QuotaExceeded):
+        s.limits.max_program_steps = 3
+        s.execute(
+            {
+                "op": "define",
+                "at": {
+                    "id": 2,
+                    "nargs": 1,
+                    "program": [{"op": "negative", "in": [-1], "out": [-2]}] * 2,
+                    "outputs": [],
+                },
+            },
+            [],
+        )
+
+
+def test_snapshots_keep_programs(tmp_path):
+    s = session_with_w()
+    run(s, saxpy_program())
+    snapshot.save(s, tmp_path / "s.npz")
+    t = snapshot.load(tmp_path / "s.npz")
+    reply = run(t, {"op": "call", "in": [2], "out": [3], "at": {"id": 1}}, {"op": "read", "in": [3]})
+    assert reply["values"][0].tolist() == [21, 42] and t.program_steps == 2
+    assert "error" not in run(t, {"op": "forget", "at": {"ids": [1, 99]}}) and t.programs == {}
+
+
+def test_the_json_route_defines_and_calls_programs(batch):  # noqa: F811
+    assert batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}}]).status_code == 200
+    assert batch.post([{"op": "array", "out": [2], "at": {"value": tensor([10, 20], [2])}}]).status_code == 200
+    r = batch.post([saxpy_program(), {"op": "call", "in": [2], "out": [3], "at": {"id": 1}}])
+    assert r.status_code == 200, r.text
+    assert batch.read(3) == [[21, 42]]
+    r = batch.post([{"op": "call", "in": [2], "out": [4], "at": {"id": 2}}])
+    assert r.status_code == 400 and "no program 2" in r.json()["error"]["message"]
