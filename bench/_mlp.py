@@ -33,9 +33,12 @@ def init(seed: int = 1) -> list[np.ndarray]:
 
 class Gradserve:
     """The step in gradserve's nd, as a user writes it (MXNet style). ``fused``: the
-    update as MXNet's optimizers make it, ``nd.sgd_update`` (one pass, in place)."""
+    update as MXNet's optimizers make it, ``nd.sgd_update`` (one pass, in place).
+    ``hybrid``: the step after the minibatch is taken, hybridized (``gradserve.hybridize``:
+    traced once, then one instruction a step)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, fused: bool = False) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, fused: bool = False, hybrid: bool = False) -> None:
+        import gradserve
         from gradserve import nd
 
         self.nd = nd
@@ -45,14 +48,17 @@ class Gradserve:
             p.attach_grad()
         self.i = 0
         self.fused = fused
+        self.train = gradserve.hybridize(self._train) if hybrid else self._train
 
     def step(self) -> Any:
+        i = self.i
+        self.i = (i + BATCH) % N
+        return self.train(self.X[i : i + BATCH], self.Y[i : i + BATCH])
+
+    def _train(self, X: Any, y: Any) -> Any:
         from gradserve import autograd
 
         nd = self.nd
-        i = self.i
-        self.i = (i + BATCH) % N
-        X, y = self.X[i : i + BATCH], self.Y[i : i + BATCH]
         W1, b1, W2, b2, W3, b3 = self.params
         with autograd.record():
             h1 = nd.relu(nd.dot(X, W1) + b1)

@@ -80,6 +80,14 @@ def main() -> None:
 
     cases["gradserve in-process, nd.sgd_update"] = local_fused
 
+    g_hybrid = _mlp.Gradserve(x, y, hybrid=True)
+
+    def local_hybrid() -> None:
+        g_hybrid.step()
+        local.flush()
+
+    cases["gradserve in-process, hybridized"] = local_hybrid
+
     with server() as url:
         remote = gradserve.Client(gradserve.Http(url))
         gradserve.set_current(remote)
@@ -104,10 +112,19 @@ def main() -> None:
         cases["gradserve remote, loss read every step"] = remote_read_each
         cases["gradserve remote, loss read every 5th step"] = remote_pipelined
 
+        h_remote = _mlp.Gradserve(x, y, hybrid=True)
+        remote.flush()
+
+        def remote_hybrid_each() -> None:
+            losses.append(h_remote.step().asscalar())
+
+        cases["gradserve remote, hybridized, loss read every step"] = remote_hybrid_each
+
         # the same first loss by hand and through the server (same data, init and order)
         a = _mlp.Numpy(x, y).step()
         b = _mlp.Gradserve(x, y).step().asscalar()
-        assert abs(a - b) < 1e-4, (a, b)
+        c = _mlp.Gradserve(x, y, hybrid=True).step().asscalar()
+        assert abs(a - b) < 1e-4 and b == c, (a, b, c)
         gradserve.set_current(local)
 
         # request counts: one per step that reads the loss, none for the others
@@ -118,6 +135,16 @@ def main() -> None:
         g_remote.step().asscalar()
         one = remote.transport.requests - before - zero
         assert (zero, one) == (0, 1), (zero, one)
+        # the same for the hybridized step (its first call traces it)
+        h_remote.step().asscalar()
+        before = remote.transport.requests
+        for _ in range(3):
+            h_remote.step()
+        h_zero = remote.transport.requests - before
+        h_remote.step().asscalar()
+        h_one = remote.transport.requests - before - h_zero
+        assert (h_zero, h_one) == (0, 1), (h_zero, h_one)
+        assert h_remote.train.traces == 1
 
         res = interleave(cases, rounds=args.rounds, inner=args.inner, warmup=warmup)
         assert not remote._queue, "a timed block left steps queued"
@@ -142,8 +169,14 @@ def main() -> None:
         rows.append(("in-process / pytorch, per round", spread("gradserve in-process", "pytorch eager")))
     remote_each = spread("gradserve remote, loss read every step", "gradserve in-process")
     rows.append(("remote read every step / in-process, per round", remote_each))
+    hybrid = "gradserve in-process, hybridized"
+    rows.append(("in-process hybridized / numpy, per round", spread(hybrid, "numpy (by hand)")))
+    rows.append(("in-process hybridized / not, per round", spread(hybrid, "gradserve in-process")))
+    remote_h = spread("gradserve remote, hybridized, loss read every step", hybrid)
+    rows.append(("remote hybridized read every step / in-process hybridized, per round", remote_h))
     rows.append(("helper threads of the backward pass (in this process)", str(parallel.count())))
     rows.append(("requests: 3 steps without a read, then 1 with", f"{zero} and {one}"))
+    rows.append(("the same, hybridized", f"{h_zero} and {h_one}"))
     rows.append(("server session after the run", f"{info['arrays']} arrays, {info['bytes'] / 2**20:.1f} MiB"))
     rows.append(
         (

@@ -66,6 +66,8 @@ class Limits:
 
 Command = Callable[["Session", dict, list], None]
 COMMANDS: dict[str, Command] = {}
+# each command's own function (it takes parsed attributes) and its attribute parser
+PARSED_COMMANDS: dict[str, tuple[Command, Callable[[Any], dict[str, Any]]]] = {}
 COMMAND_DOCS: dict[str, dict[str, Any]] = {}
 
 
@@ -81,6 +83,7 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
             fn(s, {**ins, "at": parse(ins.get("at"))}, values)
 
         COMMANDS[name] = run
+        PARSED_COMMANDS[name] = (fn, parse)
         COMMAND_DOCS[name] = {
             "name": name,
             "inputs": inputs,
@@ -369,21 +372,25 @@ class Session:
         arrays[h] = y
         self.nbytes += y.nbytes
         if mode & RECORDING and op.vjp is not None:
-            nodes = self.nodes
-            if len(ins_h) == 1:
-                p = nodes.get(ins_h[0])
-                if p is not None and p.live:
-                    nodes[h] = Node(op, at, (p,), (xs[0],), y)
-                return
-            parents: list[Node | None] | None = None
-            for i, hi in enumerate(ins_h):
-                p = nodes.get(hi)
-                if p is not None and p.live:
-                    if parents is None:
-                        parents = [None] * len(ins_h)
-                    parents[i] = p
-            if parents is not None:
-                nodes[h] = Node(op, at, tuple(parents), tuple(xs), y)
+            self.link(op, at, ins_h, xs, h, y)
+
+    def link(self, op: Op, at: dict, ins_h: Any, xs: list, h: int, y: np.ndarray) -> None:
+        """Record ``h`` (made by ``op``) in the graph when an input is in it."""
+        nodes = self.nodes
+        if len(ins_h) == 1:
+            p = nodes.get(ins_h[0])
+            if p is not None and p.live:
+                nodes[h] = Node(op, at, (p,), (xs[0],), y)
+            return
+        parents: list[Node | None] | None = None
+        for i, hi in enumerate(ins_h):
+            p = nodes.get(hi)
+            if p is not None and p.live:
+                if parents is None:
+                    parents = [None] * len(ins_h)
+                parents[i] = p
+        if parents is not None:
+            nodes[h] = Node(op, at, tuple(parents), tuple(xs), y)
 
     def node(self, h: int) -> Node | None:
         self.get(h)
@@ -687,14 +694,59 @@ class Program:
     the call (``-1 .. -nargs`` its arguments, the rest what its instructions make), any other
     a handle of the session (a parameter the program reads or updates in place)."""
 
-    __slots__ = ("nargs", "steps", "outputs", "slots", "source")
+    __slots__ = ("nargs", "steps", "outputs", "slots", "source", "reads", "plan", "sig", "made", "largest")
 
-    def __init__(self, nargs: int, steps: list[dict], outputs: list[int], slots: int, source: dict) -> None:
+    def __init__(
+        self, nargs: int, steps: list[dict], outputs: list[int], slots: int, source: dict, reads: list[int]
+    ) -> None:
         self.nargs = nargs
         self.steps = steps
         self.outputs = outputs
         self.slots = slots  # the most negative slot
         self.source = source  # the definition as given (snapshots keep it)
+        self.reads = reads  # the session's handles it reads
+        # After a call that ran every step, its steps with their attributes parsed (a table op's
+        # as a tuple, a command's as its function and instruction), and what that call's checks
+        # depended on: the shapes and dtypes of the arguments and of the handles read, and the
+        # bytes the ops made. A later call that matches them runs the table ops without those
+        # checks (they would pass again).
+        self.plan: list[Any] | None = None
+        self.sig: tuple | None = None
+        self.made = 0
+        self.largest = 0
+
+    def signature(self, s: Session, xs: list[np.ndarray]) -> tuple | None:
+        """The shapes and dtypes a call's checks depend on; None if a handle read is gone."""
+        arrays = s.arrays
+        sig = [(x.shape, x.dtype) for x in xs]
+        for h in self.reads:
+            x = arrays.get(h)
+            if x is None:
+                return None
+            sig.append((x.shape, x.dtype))
+        return tuple(sig)
+
+    def checked(self, s: Session, sig: tuple | None) -> None:
+        """Note a call that ran every step (its slots still held)."""
+        if self.plan is None:
+            plan: list[Any] = []
+            for step in self.steps:
+                op = _OPS_GET(step["op"])
+                if op is None:
+                    fn, parse = PARSED_COMMANDS[step["op"]]
+                    plan.append((fn, {**step, "at": parse(step.get("at"))}))
+                else:
+                    at = op.parse_attrs(step.get("at"))
+                    plan.append((op, at, tuple(step.get("in", ())), step["out"][0], step.get("mode", 0)))
+            self.plan = plan
+        made = largest = 0
+        for p in self.plan:
+            if len(p) == 5:
+                x = s.arrays.get(p[3])
+                if x is not None and p[3] not in s.aliases:
+                    made += x.nbytes
+                    largest = max(largest, x.nbytes)
+        self.sig, self.made, self.largest = sig, made, largest
 
 
 def _slot_refs(ins: dict) -> list[Any]:
@@ -753,7 +805,8 @@ def make_program(s: Session, at: dict) -> Program:
     for h in outputs:
         if type(h) is not int or (h < 0 and h not in made):
             raise InvalidInput(f"define: output {h!r} is not a slot the program makes or a handle")
-    return Program(nargs, checked, list(outputs), lowest, dict(at))
+    reads = sorted({h for ins in checked for h in _slot_refs(ins) if h >= 0})
+    return Program(nargs, checked, list(outputs), lowest, dict(at), reads)
 
 
 @command(
@@ -834,15 +887,26 @@ def _call(s: Session, ins: dict, values: list) -> None:
             n = nodes.get(h)
             if n is not None:
                 nodes[slot] = n
-        execute = s.execute
-        since = time.perf_counter()
-        for i, step in enumerate(prog.steps):
-            if i % SHARE_EVERY == 0:
-                since = share_gil(since)
-            try:
-                execute(step, values)
-            except MXNetError as e:
-                raise type(e)(f"program {pid}, step {i} ({step['op']}): {e}") from None
+        sig = prog.signature(s, xs)
+        lim = s.limits
+        if (
+            prog.plan is not None
+            and sig == prog.sig
+            and s.nbytes + prog.made <= s._budget
+            and prog.largest <= lim.max_array_bytes
+        ):
+            _run_plan(s, pid, prog, prog.plan, values)
+        else:
+            execute = s.execute
+            since = time.perf_counter()
+            for i, step in enumerate(prog.steps):
+                if i % SHARE_EVERY == 0:
+                    since = share_gil(since)
+                try:
+                    execute(step, values)
+                except MXNetError as e:
+                    raise type(e)(f"program {pid}, step {i} ({step['op']}): {e}") from None
+            prog.checked(s, sig)
         moved: dict[int, int] = {}
         for src, dst in zip(prog.outputs, out):
             first = moved.get(src)
@@ -863,6 +927,29 @@ def _call(s: Session, ins: dict, values: list) -> None:
         s._calling = False
         for slot in range(-1, prog.slots - 1, -1):
             s.drop(slot)
+
+
+def _run_plan(s: Session, pid: int, prog: Program, plan: list, values: list) -> None:
+    """A call's steps, the table ops' without their checks (see ``Program.checked``)."""
+    arrays, cx = s.arrays, s.cx
+    since = time.perf_counter()
+    for i, fast in enumerate(plan):
+        if i % SHARE_EVERY == 0:
+            since = share_gil(since)
+        try:
+            if len(fast) == 2:  # a command, its attributes parsed
+                fast[0](s, fast[1], values)
+                continue
+            op, at, ins_h, h, mode = fast
+            xs = [arrays[k] for k in ins_h]
+            cx.training = mode & TRAINING != 0
+            y = op.forward(cx, at, *xs)
+            arrays[h] = y
+            s.nbytes += y.nbytes
+            if mode & RECORDING and op.vjp is not None:
+                s.link(op, at, ins_h, xs, h, y)
+        except MXNetError as e:
+            raise type(e)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {e}") from None
 
 
 READ = (Attr("grad", "bool", False),)

@@ -367,3 +367,30 @@ def test_the_json_route_defines_and_calls_programs(batch):  # noqa: F811
     assert batch.read(3) == [[21, 42]]
     r = batch.post([{"op": "call", "in": [2], "out": [4], "at": {"id": 2}}])
     assert r.status_code == 400 and "no program 2" in r.json()["error"]["message"]
+
+
+def test_a_call_runs_its_checks_again_when_a_shape_it_was_checked_with_changes():
+    s = session_with_w()
+    run(s, saxpy_program())
+    for k in range(3):  # the first call checks every step; the next ones run the checked plan
+        reply = run(s, {"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}}, {"op": "read", "in": [10 + k]})
+        assert reply["values"][0].tolist() == [21, 42]
+    assert s.programs[1].plan is not None
+    run(s, {"op": "free", "in": [1]}, {"op": "array", "out": [1], "at": {"value": np.ones(3, np.float32)}})
+    reply = run(s, {"op": "call", "in": [2], "out": [20], "at": {"id": 1}})
+    assert reply["error"]["kind"] == "ShapeError" and "program 1, step 1 (add)" in reply["error"]["message"]
+    run(s, {"op": "free", "in": [1]})
+    reply = run(s, {"op": "call", "in": [2], "out": [20], "at": {"id": 1}})
+    assert reply["error"]["kind"] == "UnknownHandle"
+    assert 20 not in s.arrays and not s.aliases
+
+
+def test_a_checked_call_still_keeps_to_the_byte_quota():
+    s = session_with_w()
+    run(s, saxpy_program())
+    for k in range(2):
+        assert "error" not in run(s, {"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}})
+    s.limits.max_session_bytes = s.nbytes + 8  # room for the output, not for the temporary as well
+    reply = run(s, {"op": "call", "in": [2], "out": [20], "at": {"id": 1}})
+    assert reply["error"]["kind"] == "QuotaExceeded" and "step 1 (add)" in reply["error"]["message"]
+    assert 20 not in s.arrays
