@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = 256 << 20
     max_batch_ops: int = 100_000
+    max_batch_steps: int = 1_000_000  # instructions a batch runs, each call counting its program's
+    max_program_steps: int = 100_000  # instructions of all programs one session keeps
     max_session_bytes: int = 2 << 30
     max_user_bytes: int = 8 << 30
     max_array_bytes: int = 1 << 30

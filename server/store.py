@@ -31,6 +31,8 @@ class SessionStore:
             max_session_bytes=settings.max_session_bytes,
             max_array_bytes=settings.max_array_bytes,
             max_batch_ops=settings.max_batch_ops,
+            max_batch_steps=settings.max_batch_steps,
+            max_program_steps=settings.max_program_steps,
             max_user_bytes=settings.max_user_bytes,
         )
         self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None

@@ -8,6 +8,7 @@ import gc
 import numpy as np
 import pytest
 
+import gradserve
 from gradserve import autograd, hybridize, nd
 from gradserve.engine import snapshot
 from gradserve.engine.errors import InvalidInput, MXNetError, QuotaExceeded, UnknownHandle
@@ -394,3 +395,23 @@ def test_a_checked_call_still_keeps_to_the_byte_quota():
     reply = run(s, {"op": "call", "in": [2], "out": [20], "at": {"id": 1}})
     assert reply["error"]["kind"] == "QuotaExceeded" and "step 1 (add)" in reply["error"]["message"]
     assert 20 not in s.arrays
+
+
+def test_a_servers_step_limit_applies_to_calls():
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(max_batch_steps=40)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            f = hybridize(lambda a: ((a + 1) * 2 - 3) / 4)  # a program of 4 instructions
+            x = nd.ones((2,))
+            assert f(x).asnumpy().tolist() == [0.25, 0.25]
+            outs = [f(x) for _ in range(12)]  # 12 calls of 4: past 40 in one batch
+            with pytest.raises(QuotaExceeded, match="over the limit of 40"):
+                outs[-1].asnumpy()
+            assert f(x).asnumpy().tolist() == [0.25, 0.25]  # the next batch is within it
+        finally:
+            gradserve.set_current(None)
+            client.close()
