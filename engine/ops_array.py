@@ -293,7 +293,7 @@ def _clip_index(cx, idx, n: int, mode: str):
         if i.size and (i.min() < -n or i.max() >= n):
             raise IndexOutOfRange(f"index out of range for axis of length {n}")
         return i % n
-    return cx.xp.clip(i, 0, n - 1)
+    return cx.xp.minimum(cx.xp.maximum(i, 0), n - 1)  # np.clip costs 3 us more
 
 
 @defop(
