@@ -133,6 +133,10 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
     for k in key:
         if k is None:
             out.append(None)
+        elif type(k) is slice:
+            out.append([_index(k.start), _index(k.stop), _index(k.step)])
+        elif type(k) is int:
+            out.append(k)
         elif k is Ellipsis:
             out.append("...")
         elif isinstance(k, slice):
@@ -153,8 +157,8 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
 
 
 def _index(v: Any) -> int | None:
-    if v is None:
-        return None
+    if v is None or type(v) is int:  # the common cases first: the check below is an ABC's (1 us)
+        return v
     if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
         return int(v)
     raise InvalidInput(f"slice bounds must be integers or None, got {v!r}")

@@ -111,6 +111,11 @@ if numba is not None:
                 out2[r, j] += g2[i, j]
 
     @numba.njit(cache=True, nogil=True)
+    def _scaled_sub(wf, gf, a):  # pragma: no cover (compiled)
+        for i in range(wf.size):
+            wf[i] -= a * gf[i]
+
+    @numba.njit(cache=True, nogil=True)
     def _sgd(wf, gf, lr, wd, rescale, clip):  # pragma: no cover (compiled)
         for i in range(wf.size):
             s = gf[i] * rescale
@@ -167,6 +172,25 @@ def sgd_update(
     sgd_update_numpy(w, g, lr, wd, rescale, clip)
 
 
+def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
+    """``w -= g * a`` in place in one pass, as numpy computes it in two (``a`` cast to the
+    dtype first, then the product, then the difference, each rounded: the same bits); False,
+    doing nothing, where the kernel cannot take the arrays (the caller runs numpy's way)."""
+    if (
+        numba is not None
+        and w.shape == g.shape
+        and w.dtype == g.dtype
+        and w.dtype in _FLOATS
+        and w.flags.c_contiguous
+        and g.flags.c_contiguous
+        and w.flags.writeable
+        and not np.may_share_memory(w, g)
+    ):
+        _scaled_sub(w.reshape(-1), g.reshape(-1), w.dtype.type(a))
+        return True
+    return False
+
+
 def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """relu's VJP: g where x > 0, else 0, in one pass when compiled."""
     if (
@@ -203,4 +227,12 @@ def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray
     return softmax_ce_grad_numpy(x, idx, g.reshape(-1)[0])
 
 
-__all__ = ["HAVE_NUMBA", "relu_grad", "scatter_add_rows", "sgd_update", "softmax_ce_grad", "softmax_ce_loss"]
+__all__ = [
+    "HAVE_NUMBA",
+    "relu_grad",
+    "scaled_sub",
+    "scatter_add_rows",
+    "sgd_update",
+    "softmax_ce_grad",
+    "softmax_ce_loss",
+]

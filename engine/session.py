@@ -705,12 +705,11 @@ class Program:
         self.slots = slots  # the most negative slot
         self.source = source  # the definition as given (snapshots keep it)
         self.reads = reads  # the session's handles it reads
-        # After a call that ran every step, its steps with their attributes parsed (a table op's
-        # as a tuple, a command's as its function and instruction), and what that call's checks
+        # After a call that ran every step: its plan (``_plan``), and what that call's checks
         # depended on: the shapes and dtypes of the arguments and of the handles read, and the
-        # bytes the ops made. A later call that matches them runs the table ops without those
+        # bytes its slots took. A later call that matches them runs the plan, without the
         # checks (they would pass again).
-        self.plan: list[Any] | None = None
+        self.plan: list[tuple] | None = None
         self.sig: tuple | None = None
         self.made = 0
         self.largest = 0
@@ -729,24 +728,59 @@ class Program:
     def checked(self, s: Session, sig: tuple | None) -> None:
         """Note a call that ran every step (its slots still held)."""
         if self.plan is None:
-            plan: list[Any] = []
-            for step in self.steps:
-                op = _OPS_GET(step["op"])
-                if op is None:
-                    fn, parse = PARSED_COMMANDS[step["op"]]
-                    plan.append((fn, {**step, "at": parse(step.get("at"))}))
-                else:
-                    at = op.parse_attrs(step.get("at"))
-                    plan.append((op, at, tuple(step.get("in", ())), step["out"][0], step.get("mode", 0)))
-            self.plan = plan
+            self.plan = _plan(self)
         made = largest = 0
-        for p in self.plan:
-            if len(p) == 5:
-                x = s.arrays.get(p[3])
-                if x is not None and p[3] not in s.aliases:
-                    made += x.nbytes
-                    largest = max(largest, x.nbytes)
+        for h, x in s.arrays.items():
+            if h < 0 and h not in s.aliases:
+                made += x.nbytes
+                largest = max(largest, x.nbytes)
         self.sig, self.made, self.largest = sig, made, largest
+
+
+# A plan's entries: a table op's step with its attributes parsed, (_OP, index, op, at, inputs,
+# output, mode); a command's with its attributes parsed, (_COMMAND, index, fn, instruction);
+# and ``t = mul_scalar(g, a); update(w, t, fn="sub")`` where nothing else reads t, as one
+# pass over memory, (_SCALED_SUB, index, w, g, a, the two steps' entries) (the two steps
+# themselves where the kernel cannot take the arrays).
+_OP, _COMMAND, _SCALED_SUB = 0, 1, 2
+
+
+def _entry(k: int, step: dict) -> tuple:
+    op = _OPS_GET(step["op"])
+    if op is None:
+        fn, parse = PARSED_COMMANDS[step["op"]]
+        return (_COMMAND, k, fn, {**step, "at": parse(step.get("at"))})
+    at = op.parse_attrs(step.get("at"))
+    return (_OP, k, op, at, tuple(step.get("in", ())), step["out"][0], step.get("mode", 0))
+
+
+def _plan(prog: Program) -> list[tuple]:
+    steps = prog.steps
+    reads: dict[int, int] = {}
+    for step in steps:
+        for h in _slot_refs(step):
+            reads[h] = reads.get(h, 0) + 1
+    for h in prog.outputs:
+        reads[h] = reads.get(h, 0) + 1
+    plan: list[tuple] = []
+    k = 0
+    while k < len(steps):
+        step = steps[k]
+        e = _entry(k, step)
+        if step["op"] == "mul_scalar" and k + 1 < len(steps):
+            t = step["out"][0]
+            nxt = steps[k + 1]
+            ins = nxt.get("in", ())
+            quiet = not (step.get("mode", 0) | nxt.get("mode", 0)) & RECORDING
+            if nxt["op"] == "update" and len(ins) == 2 and ins[1] == t and ins[0] != t and reads[t] == 1 and quiet:
+                u = _entry(k + 1, nxt)
+                if u[3]["at"]["fn"] == "sub" and u[3]["at"]["scalar"] is None:
+                    plan.append((_SCALED_SUB, k, ins[0], step["in"][0], e[3]["scalar"], e, u))
+                    k += 2
+                    continue
+        plan.append(e)
+        k += 1
+    return plan
 
 
 def _slot_refs(ins: dict) -> list[Any]:
@@ -929,27 +963,40 @@ def _call(s: Session, ins: dict, values: list) -> None:
             s.drop(slot)
 
 
-def _run_plan(s: Session, pid: int, prog: Program, plan: list, values: list) -> None:
-    """A call's steps, the table ops' without their checks (see ``Program.checked``)."""
-    arrays, cx = s.arrays, s.cx
+def _run_plan(s: Session, pid: int, prog: Program, plan: list[tuple], values: list) -> None:
+    """A call's steps from its plan, without the checks (see ``Program.checked``)."""
+    arrays = s.arrays
     since = time.perf_counter()
-    for i, fast in enumerate(plan):
+    for i, e in enumerate(plan):
         if i % SHARE_EVERY == 0:
             since = share_gil(since)
-        try:
-            if len(fast) == 2:  # a command, its attributes parsed
-                fast[0](s, fast[1], values)
+        if e[0] == _SCALED_SUB:
+            w, g = arrays[e[2]], arrays[e[3]]
+            if kernels.scaled_sub(w, g, e[4]):
                 continue
-            op, at, ins_h, h, mode = fast
-            xs = [arrays[k] for k in ins_h]
-            cx.training = mode & TRAINING != 0
-            y = op.forward(cx, at, *xs)
-            arrays[h] = y
-            s.nbytes += y.nbytes
-            if mode & RECORDING and op.vjp is not None:
-                s.link(op, at, ins_h, xs, h, y)
-        except MXNetError as e:
-            raise type(e)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {e}") from None
+            _run_entry(s, pid, prog, e[5], values)
+            _run_entry(s, pid, prog, e[6], values)
+        else:
+            _run_entry(s, pid, prog, e, values)
+
+
+def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> None:
+    try:
+        if e[0] == _COMMAND:
+            e[2](s, e[3], values)
+            return
+        _, _, op, at, ins_h, h, mode = e
+        arrays = s.arrays
+        xs = [arrays[k] for k in ins_h]
+        cx = s.cx
+        cx.training = mode & TRAINING != 0
+        y = op.forward(cx, at, *xs)
+        arrays[h] = y
+        s.nbytes += y.nbytes
+        if mode & RECORDING and op.vjp is not None:
+            s.link(op, at, ins_h, xs, h, y)
+    except MXNetError as err:
+        raise type(err)(f"program {pid}, step {e[1]} ({prog.steps[e[1]]['op']}): {err}") from None
 
 
 READ = (Attr("grad", "bool", False),)

@@ -415,3 +415,38 @@ def test_a_servers_step_limit_applies_to_calls():
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_a_scaled_update_runs_as_one_step_where_it_can_with_the_same_result(dtype):
+    s = Session("t")
+    w0 = (np.arange(6) * 7 % 5).astype(dtype)
+    run(s, {"op": "array", "out": [1], "at": {"value": w0.copy()}})
+    run(s, {"op": "array", "out": [2], "at": {"value": np.arange(6).astype(dtype)}})
+    prog = {
+        "op": "define",
+        "at": {
+            "id": 1,
+            "nargs": 1,
+            "program": [
+                {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 0.3}},
+                {"op": "update", "in": [1, -2], "at": {"fn": "sub"}},  # w -= 0.3 * a
+                {"op": "mul_scalar", "in": [-1], "out": [-3], "at": {"scalar": 2.0}},
+                {"op": "update", "in": [1, -3], "at": {"fn": "sub"}},  # w -= 2 * a ...
+                {"op": "add", "in": [-3, -1], "out": [-4]},  # ... whose product is read again: not fused
+            ],
+            "outputs": [-4],
+        },
+    }
+    run(s, prog)
+    want = w0.copy()
+    a = np.arange(6).astype(dtype)
+    for k in range(3):
+        reply = run(s, {"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}}, {"op": "read", "in": [1, 10 + k]})
+        step1 = a * np.asarray(0.3, dtype) if dtype == "float32" else a * np.asarray(0, dtype)
+        want -= step1
+        want -= a * np.asarray(2, dtype)
+        assert np.array_equal(reply["values"][0], want) and reply["values"][1].tolist() == (a * 3).tolist()
+    kinds = [e[0] for e in s.programs[1].plan]
+    assert kinds == [2, 0, 1, 0]  # the first pair fused; the second kept apart
+    assert sorted(s.arrays) == [1, 2, 10, 11, 12] and not s.aliases

@@ -163,3 +163,29 @@ def test_kernels_take_every_dtype_the_engine_has(dtype):
         np.testing.assert_array_equal(
             kernels.softmax_ce_grad(x, labels, one), kernels.softmax_ce_grad_numpy(x, labels, one[0])
         )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("a", [0.1, -3.7, 0.0, 1e-30])
+def test_scaled_sub_gives_numpys_bits(dtype, a):
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((33, 17)).astype(dtype) * 1e3
+    g = rng.standard_normal((33, 17)).astype(dtype)
+    want = w.copy()
+    want -= g * np.asarray(a, dtype)  # what mul_scalar then update(fn="sub") compute
+    got = w.copy()
+    ran = kernels.scaled_sub(got, g, a)
+    assert ran == kernels.HAVE_NUMBA
+    if ran:
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+    else:
+        assert np.array_equal(got, w)  # left for the caller's numpy
+
+
+def test_scaled_sub_declines_what_it_cannot_take():
+    w = np.ones((4, 4), np.float32)
+    assert not kernels.scaled_sub(w[:, ::2], np.ones((4, 2), np.float32), 0.5)  # not contiguous
+    assert not kernels.scaled_sub(np.ones(4, np.int64), np.ones(4, np.int64), 2.0)  # integers
+    assert not kernels.scaled_sub(w, np.ones((4, 4), np.float64), 0.5)  # mixed dtypes
+    assert not kernels.scaled_sub(w[:2].reshape(-1), w[1:3].reshape(-1), 0.5)  # overlapping
+    assert (w == 1).all()
