@@ -172,11 +172,9 @@ def sgd_update(
     sgd_update_numpy(w, g, lr, wd, rescale, clip)
 
 
-def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
-    """``w -= g * a`` in place in one pass, as numpy computes it in two (``a`` cast to the
-    dtype first, then the product, then the difference, each rounded: the same bits); False,
-    doing nothing, where the kernel cannot take the arrays (the caller runs numpy's way)."""
-    if (
+def scaled_sub_ok(w: np.ndarray, g: np.ndarray) -> bool:
+    """Whether ``scaled_sub_flat`` can take ``w`` and ``g`` (flattened)."""
+    return (
         numba is not None
         and w.shape == g.shape
         and w.dtype == g.dtype
@@ -185,7 +183,19 @@ def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
         and g.flags.c_contiguous
         and w.flags.writeable
         and not np.may_share_memory(w, g)
-    ):
+    )
+
+
+def scaled_sub_flat(wf: np.ndarray, gf: np.ndarray, a: Any) -> None:
+    """``wf -= gf * a`` on flat arrays that ``scaled_sub_ok`` took, ``a`` of their dtype."""
+    _scaled_sub(wf, gf, a)
+
+
+def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
+    """``w -= g * a`` in place in one pass, as numpy computes it in two (``a`` cast to the
+    dtype first, then the product, then the difference, each rounded: the same bits); False,
+    doing nothing, where the kernel cannot take the arrays (the caller runs numpy's way)."""
+    if scaled_sub_ok(w, g):
         _scaled_sub(w.reshape(-1), g.reshape(-1), w.dtype.type(a))
         return True
     return False
@@ -231,6 +241,8 @@ __all__ = [
     "HAVE_NUMBA",
     "relu_grad",
     "scaled_sub",
+    "scaled_sub_flat",
+    "scaled_sub_ok",
     "scatter_add_rows",
     "sgd_update",
     "softmax_ce_grad",

@@ -709,7 +709,7 @@ class Program:
         # depended on: the shapes and dtypes of the arguments and of the handles read, and the
         # bytes its slots took. A later call that matches them runs the plan, without the
         # checks (they would pass again).
-        self.plan: list[tuple] | None = None
+        self.plan: list[Any] | None = None
         self.sig: tuple | None = None
         self.made = 0
         self.largest = 0
@@ -739,10 +739,47 @@ class Program:
 
 # A plan's entries: a table op's step with its attributes parsed, (_OP, index, op, at, inputs,
 # output, mode); a command's with its attributes parsed, (_COMMAND, index, fn, instruction);
-# and ``t = mul_scalar(g, a); update(w, t, fn="sub")`` where nothing else reads t, as one
-# pass over memory, (_SCALED_SUB, index, w, g, a, the two steps' entries) (the two steps
-# themselves where the kernel cannot take the arrays).
-_OP, _COMMAND, _SCALED_SUB = 0, 1, 2
+# and a ``ScaledUpdate``.
+_OP, _COMMAND, _SCALED_UPDATE = 0, 1, 2
+
+
+class ScaledUpdate:
+    """``[t0 = grad(p);] t = mul_scalar(g, a); update(w, t, fn="sub")`` in a program, where
+    nothing else reads t (nor t0): ``w -= g * a`` in one pass over memory (kernels.scaled_sub_flat,
+    numpy's rounding), with ``g`` the gradient buffer of ``p`` when the first step is there. The
+    steps as written run where the kernel cannot take the arrays. It keeps the arrays of its
+    last call and their flat views, so a call with the same ones checks only their identity."""
+
+    __slots__ = ("target", "source", "from_grad", "scalar", "steps", "w", "g", "wf", "gf", "a")
+
+    def __init__(self, target: int, source: int, from_grad: bool, scalar: float, steps: list[tuple]) -> None:
+        self.target = target
+        self.source = source  # the array g, or the variable p whose gradient is g
+        self.from_grad = from_grad
+        self.scalar = scalar
+        self.steps = steps
+        self.w: Any = None
+        self.g: Any = None
+        self.wf: Any = None
+        self.gf: Any = None
+        self.a: Any = None
+
+    def run(self, s: Session) -> bool:
+        """Whether the kernel ran (else nothing happened)."""
+        w = s.arrays.get(self.target)
+        if self.from_grad:
+            n = s.nodes.get(self.source)
+            g = n.grad if n is not None and n.op is None and self.source in s.arrays else None
+        else:
+            g = s.arrays.get(self.source)
+        if w is None or g is None:
+            return False
+        if w is not self.w or g is not self.g:
+            if not kernels.scaled_sub_ok(w, g):
+                return False
+            self.w, self.g, self.wf, self.gf, self.a = w, g, w.reshape(-1), g.reshape(-1), w.dtype.type(self.scalar)
+        kernels.scaled_sub_flat(self.wf, self.gf, self.a)
+        return True
 
 
 def _entry(k: int, step: dict) -> tuple:
@@ -754,7 +791,7 @@ def _entry(k: int, step: dict) -> tuple:
     return (_OP, k, op, at, tuple(step.get("in", ())), step["out"][0], step.get("mode", 0))
 
 
-def _plan(prog: Program) -> list[tuple]:
+def _plan(prog: Program) -> list[Any]:
     steps = prog.steps
     reads: dict[int, int] = {}
     for step in steps:
@@ -762,7 +799,7 @@ def _plan(prog: Program) -> list[tuple]:
             reads[h] = reads.get(h, 0) + 1
     for h in prog.outputs:
         reads[h] = reads.get(h, 0) + 1
-    plan: list[tuple] = []
+    plan: list[Any] = []
     k = 0
     while k < len(steps):
         step = steps[k]
@@ -775,7 +812,20 @@ def _plan(prog: Program) -> list[tuple]:
             if nxt["op"] == "update" and len(ins) == 2 and ins[1] == t and ins[0] != t and reads[t] == 1 and quiet:
                 u = _entry(k + 1, nxt)
                 if u[3]["at"]["fn"] == "sub" and u[3]["at"]["scalar"] is None:
-                    plan.append((_SCALED_SUB, k, ins[0], step["in"][0], e[3]["scalar"], e, u))
+                    g = step["in"][0]
+                    prev = plan[-1] if plan else None
+                    # the gradient's own alias, read only here: the buffer is read from the variable
+                    if (
+                        type(prev) is tuple
+                        and prev[0] == _COMMAND
+                        and prev[3]["op"] == "grad"
+                        and prev[3].get("out", [None])[0] == g
+                        and reads[g] == 1
+                        and len(prev[3].get("in", ())) == 1
+                    ):
+                        plan[-1] = ScaledUpdate(ins[0], prev[3]["in"][0], True, e[3]["scalar"], [prev, e, u])
+                    else:
+                        plan.append(ScaledUpdate(ins[0], g, False, e[3]["scalar"], [e, u]))
                     k += 2
                     continue
         plan.append(e)
@@ -963,21 +1013,17 @@ def _call(s: Session, ins: dict, values: list) -> None:
             s.drop(slot)
 
 
-def _run_plan(s: Session, pid: int, prog: Program, plan: list[tuple], values: list) -> None:
+def _run_plan(s: Session, pid: int, prog: Program, plan: list[Any], values: list) -> None:
     """A call's steps from its plan, without the checks (see ``Program.checked``)."""
-    arrays = s.arrays
     since = time.perf_counter()
     for i, e in enumerate(plan):
         if i % SHARE_EVERY == 0:
             since = share_gil(since)
-        if e[0] == _SCALED_SUB:
-            w, g = arrays[e[2]], arrays[e[3]]
-            if kernels.scaled_sub(w, g, e[4]):
-                continue
-            _run_entry(s, pid, prog, e[5], values)
-            _run_entry(s, pid, prog, e[6], values)
-        else:
+        if type(e) is tuple:
             _run_entry(s, pid, prog, e, values)
+        elif not e.run(s):
+            for step in e.steps:
+                _run_entry(s, pid, prog, step, values)
 
 
 def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> None:
