@@ -3,7 +3,8 @@ back to: where a kernel pays, and by how much.
 
     .venv/bin/python bench/kernels.py [--rounds 30]
 
-Cases: an in-place SGD update of the MLP's largest weight (784x256), relu's
+Cases: an in-place SGD update of the MLP's largest weight (784x256), the scaled
+update a hybridized step's ``p -= lr * p.grad`` runs as (the same weight), relu's
 backward on a hidden layer (128x256), softmax cross-entropy forward + gradient
 on the logits (128x10), and the scatter-add of an indexing gradient (a
 gather's backward: 65,536 rows of 64 into a 10,000-row table).
@@ -51,6 +52,10 @@ def main() -> None:
     cases = {
         "sgd 784x256: numpy w -= lr * g": lambda: k.sgd_update_numpy(w, gw, lr, 0.0, 1.0, -1.0),
         "sgd 784x256: numba in place": lambda: k.sgd_update(w, gw, lr),
+        "scaled update 784x256 (a program's p -= lr * p.grad): numpy": lambda: np.subtract(
+            w, np.multiply(gw, np.float32(lr)), out=w
+        ),
+        "scaled update 784x256 (a program's p -= lr * p.grad): numba": lambda: k.scaled_sub(w, gw, lr),
         "relu backward 128x256: numpy g * (x > 0)": lambda: k.relu_grad_numpy(gh, h),
         "relu backward 128x256: numba": lambda: k.relu_grad(gh, h),
         "softmax CE 128x10 fwd+grad: numpy": lambda: (
