@@ -39,20 +39,16 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("client", "pid", "nargs", "single", "specs", "parents", "__weakref__")
+    __slots__ = ("pid", "nargs", "container", "specs", "parents", "__weakref__")
 
-    def __init__(
-        self, client: Client, pid: int, nargs: int, single: bool, specs: list[Any], parents: list[Any]
-    ) -> None:
-        self.client = client
+    def __init__(self, pid: int, nargs: int, container: type | None, specs: list[Any], parents: list[Any]) -> None:
         self.pid = pid
         self.nargs = nargs
-        self.single = single  # the function returned one array, not a tuple
+        self.container = container  # tuple or list as the function returned them; None: one array
         self.specs = specs
         self.parents = parents  # per output: None, or (argument indices, outside nodes) it depends on
 
-    def call(self, arrays: list[NDArray]) -> Any:
-        c = self.client
+    def call(self, c: Client, arrays: list[NDArray]) -> Any:
         outs = [c.handle() for _ in self.specs]
         c.enqueue({"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}})
         result = []
@@ -64,7 +60,7 @@ class _Traced:
                 if ps is not None:
                     node = tape.Node(HybridCall, None, ps)
             result.append(NDArray(c, h, spec, node))
-        return result[0] if self.single else tuple(result)
+        return result[0] if self.container is None else self.container(result)
 
 
 class HybridCall:
@@ -109,7 +105,7 @@ class HybridFunction:
             traces = self._traces[c] = {}
         t = traces.get(key)
         if t is not None:
-            return t.call(arrays)
+            return t.call(c, arrays)
         out, t = self._trace(c, args, arrays)
         traces[key] = t
         return out
@@ -122,8 +118,12 @@ class HybridFunction:
     def _trace(self, c: Client, args: tuple[Any, ...], arrays: list[NDArray]) -> tuple[Any, _Traced]:
         with c.capture(NO_READS) as steps:
             out = self.fn(*args)
-        single = isinstance(out, NDArray)
-        outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else None
+        container: type | None = None
+        outs: list[Any] | None = None
+        if isinstance(out, NDArray):
+            outs = [out]
+        elif type(out) in (tuple, list):
+            container, outs = type(out), list(out)
         if outs is None or not all(isinstance(o, NDArray) for o in outs):
             raise InvalidInput(
                 f"a hybridized function returns an NDArray or a tuple of NDArrays, got {type(out).__name__}"
@@ -134,6 +134,7 @@ class HybridFunction:
         slot = {a._h: -1 - i for i, a in reversed(list(enumerate(arrays)))}  # an array passed twice: its first slot
         nargs = len(arrays)
         program = []
+        made = nargs  # slots -1 .. -nargs are the arguments'
         for ins in steps:
             why = NOT_TRACED.get(ins["op"])
             if why is not None:
@@ -141,7 +142,8 @@ class HybridFunction:
             new = _renamed(ins, slot)
             if "out" in ins:
                 for h in ins["out"]:
-                    slot[h] = -1 - len(slot)
+                    made += 1
+                    slot[h] = -made
                 new["out"] = [slot[h] for h in ins["out"]]
             program.append(new)
         if not program:
@@ -154,7 +156,7 @@ class HybridFunction:
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
-        t = _Traced(c, pid, nargs, single, [o._spec for o in outs], [_links(o, arrays) for o in outs])
+        t = _Traced(pid, nargs, container, [o._spec for o in outs], [_links(o, arrays) for o in outs])
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 

@@ -455,3 +455,12 @@ def test_a_scaled_update_runs_as_one_step_where_it_can_with_the_same_result(dtyp
     kinds = [e[0] if isinstance(e, tuple) else type(e).__name__ for e in s.programs[1].plan]
     assert kinds == ["ScaledUpdate", 0, 1, 0]  # the first pair fused; the second kept apart
     assert sorted(s.arrays) == [1, 2, 10, 11, 12] and not s.aliases
+
+
+def test_an_array_passed_twice_and_lists_returned(mode):
+    f = hybridize(lambda a, b: [a * b, a + b])
+    x = nd.array([1.0, 2.0])
+    for _ in range(3):
+        out = f(x, x)
+        assert isinstance(out, list) and [o.asnumpy().tolist() for o in out] == [[1, 4], [2, 4]]
+    assert f.traces == 1
