@@ -1,7 +1,7 @@
 """MLP 784-256-256-10 training steps: gradserve in-process and remote against
 hand-written numpy and PyTorch, interleaved, medians and ratios in one run.
 
-    .venv/bin/python bench/mlp.py [--rounds 40] [--inner 5] [--no-haswell] [--no-torch]
+    .venv/bin/python bench/mlp.py [--rounds 40] [--inner 5] [--no-haswell] [--no-torch] [--pair]
 
 ``--no-haswell`` unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for every side
 at once (this process and the server), before numpy loads. BLAS runs one
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 if "--no-haswell" in sys.argv and os.environ.get("OPENBLAS_CORETYPE"):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
@@ -35,11 +36,20 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=5, help="steps per timed sample")
     ap.add_argument("--no-haswell", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument(
+        "--pair",
+        action="store_true",
+        help="numpy by hand and the hybridized step only, in-process (in the full run each case "
+        "starts with the caches the eight others filled)",
+    )
     args = ap.parse_args()
 
     import gradserve
 
     x, y = _mlp.data()
+    if args.pair:
+        pair(args, x, y)
+        return
     local = gradserve.Client(gradserve.InProcess())
     gradserve.set_current(local)
     g_local = _mlp.Gradserve(x, y)
@@ -187,6 +197,30 @@ def main() -> None:
         )
     )
     report(f"MLP step, {args.rounds} rounds x {args.inner} steps, medians", rows, {k: med(v) for k, v in res.items()})
+
+
+def pair(args: argparse.Namespace, x: Any, y: Any) -> None:
+    """The hybridized step against numpy by hand, the two alone, interleaved."""
+    import gradserve
+
+    local = gradserve.Client(gradserve.InProcess())
+    gradserve.set_current(local)
+    hybrid = _mlp.Gradserve(x, y, hybrid=True)
+
+    def hybrid_step() -> None:
+        hybrid.step()
+        local.flush()
+
+    cases = {"numpy (by hand)": _mlp.Numpy(x, y).step, "gradserve in-process, hybridized": hybrid_step}
+    res = interleave(cases, rounds=args.rounds, inner=args.inner, warmup=2)
+    assert hybrid.train.traces == 1
+    base = med(res["numpy (by hand)"])
+    rows = [(name, f"{med(ts) * 1e3:.3f} ms/step, x{med(ts) / base:.2f} numpy") for name, ts in res.items()]
+    r = [a / b for a, b in zip(res["gradserve in-process, hybridized"], res["numpy (by hand)"])]
+    spread = f"{med(r):.3f} (middle half {pct(r, 0.25):.3f} to {pct(r, 0.75):.3f})"
+    rows.append(("hybridized / numpy, per round", spread))
+    rows.append(("BLAS", f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} for both"))
+    report(f"MLP step, hybridized against numpy alone, {args.rounds} rounds x {args.inner} steps", rows)
 
 
 if __name__ == "__main__":
