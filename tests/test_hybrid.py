@@ -464,3 +464,23 @@ def test_an_array_passed_twice_and_lists_returned(mode):
         out = f(x, x)
         assert isinstance(out, list) and [o.asnumpy().tolist() for o in out] == [[1, 4], [2, 4]]
     assert f.traces == 1
+
+
+@pytest.mark.parametrize("where", ["inprocess", "http"])
+def test_the_training_example_learns_with_one_trace(where, live_server):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "GRADSERVE_URL"}
+    if where == "http":
+        env["GRADSERVE_URL"] = live_server.url
+    script = Path(__file__).resolve().parent.parent / "examples" / "train_mlp.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "600"], capture_output=True, text=True, env=env, timeout=120, check=True
+    ).stdout
+    losses = [float(line.split("loss")[1]) for line in out.splitlines() if line.startswith("step")]
+    assert len(losses) == 3 and losses[-1] < losses[0] / 4
+    accuracy = float(out.split("training accuracy")[1].split(",")[0])
+    assert accuracy > 0.9 and "traced 1 time(s)" in out
