@@ -730,8 +730,9 @@ class Program:
         if self.plan is None:
             self.plan = _plan(self)
         made = largest = 0
-        for h, x in s.arrays.items():
-            if h < 0 and h not in s.aliases:
+        for h in range(-1 - self.nargs, self.slots - 1, -1):  # the slots its steps made
+            x = s.arrays.get(h)
+            if x is not None and h not in s.aliases:
                 made += x.nbytes
                 largest = max(largest, x.nbytes)
         self.sig, self.made, self.largest = sig, made, largest
