@@ -850,8 +850,8 @@ def make_program(s: Session, at: dict) -> Program:
     nargs, steps, outputs = at["nargs"], at["program"], at["outputs"]
     if not isinstance(steps, list) or not isinstance(outputs, list):
         raise InvalidInput("define: program and outputs must be lists")
-    if nargs < 0:
-        raise InvalidInput(f"define: nargs must be non-negative, got {nargs}")
+    if not 0 <= nargs <= s.limits.max_batch_ops:
+        raise InvalidInput(f"define: nargs must be from 0 to {s.limits.max_batch_ops}, got {nargs}")
     if not steps:
         raise InvalidInput("define: a program needs at least one instruction")
     if s.program_steps + len(steps) > s.limits.max_program_steps:
@@ -859,7 +859,9 @@ def make_program(s: Session, at: dict) -> Program:
             f"define: programs of {s.program_steps + len(steps)} instructions in all are over the "
             f"limit of {s.limits.max_program_steps} per session"
         )
-    made = set(range(-nargs, 0))
+    made: set[int] = set()  # the slots made so far (-1 .. -nargs are the arguments)
+    # made slots are numbered on from the arguments' (a call frees its slots one by one)
+    bound = -nargs - sum(len(ins.get("out", ())) for ins in steps if isinstance(ins, dict))
     lowest = -nargs
     checked = []
     for i, ins in enumerate(steps):
@@ -877,18 +879,22 @@ def make_program(s: Session, at: dict) -> Program:
         for h in _slot_refs(ins):
             if type(h) is not int:
                 raise InvalidInput(f"define: program step {i} ({name}) reads {h!r}, not an integer handle")
-            if h < 0 and h not in made:
+            if h < -nargs and h not in made:
                 raise InvalidInput(f"define: program step {i} ({name}) reads slot {h} before it is made")
         for h in ins.get("out", ()):
             if type(h) is not int or h >= 0:
                 raise InvalidInput(f"define: program step {i} ({name}) must make slots (negative handles), got {h!r}")
-            if h in made:
-                raise InvalidInput(f"define: program step {i} ({name}) makes slot {h} a second time")
+            if h >= -nargs or h in made:
+                raise InvalidInput(f"define: program step {i} ({name}) makes slot {h}, an argument's or made before")
+            if h < bound:
+                raise InvalidInput(
+                    f"define: program step {i} ({name}) makes slot {h}: number made slots from {-nargs - 1} down"
+                )
             made.add(h)
             lowest = min(lowest, h)
         checked.append(ins)
     for h in outputs:
-        if type(h) is not int or (h < 0 and h not in made):
+        if type(h) is not int or (h < -nargs and h not in made):
             raise InvalidInput(f"define: output {h!r} is not a slot the program makes or a handle")
     reads = sorted({h for ins in checked for h in _slot_refs(ins) if h >= 0})
     return Program(nargs, checked, list(outputs), lowest, dict(at), reads)

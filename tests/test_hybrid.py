@@ -287,6 +287,29 @@ def test_define_then_call_runs_the_program_and_frees_its_slots():
             },
             "already defined",
         ),
+        (
+            {
+                "op": "define",
+                "at": {
+                    "id": 2,
+                    "nargs": 0,
+                    "program": [{"op": "ones", "out": [-(10**9)], "at": {"shape": [1]}}],
+                    "outputs": [],
+                },
+            },
+            "number made slots from -1 down",
+        ),
+        (
+            {"op": "define", "at": {"id": 2, "nargs": 10**12, "program": [{"op": "ones", "out": [-1]}], "outputs": []}},
+            "nargs must be from 0",
+        ),
+        (
+            {
+                "op": "define",
+                "at": {"id": 2, "nargs": 1, "program": [{"op": "negative", "in": [-1], "out": [-1]}], "outputs": []},
+            },
+            "an argument's or made before",
+        ),
         ({"op": "call", "in": [2], "out": [5], "at": {"id": 9}}, "no program 9"),
         ({"op": "call", "in": [], "out": [5], "at": {"id": 1}}, "takes 1 arguments"),
         ({"op": "call", "in": [2], "out": [], "at": {"id": 1}}, "makes 1 outputs"),
