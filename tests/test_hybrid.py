@@ -7,6 +7,8 @@ import gc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradserve
 from gradserve import autograd, hybridize, nd
@@ -507,3 +509,62 @@ def test_the_training_example_learns_with_one_trace(where, live_server):
     assert len(losses) == 3 and losses[-1] < losses[0] / 4
     accuracy = float(out.split("training accuracy")[1].split(",")[0])
     assert accuracy > 0.9 and "traced 1 time(s)" in out
+
+
+@st.composite
+def programs(draw):
+    """A random program of elementwise ops over two arguments and one session array (handle 1),
+    possibly ending with scaled updates of handle 1."""
+    n = draw(st.integers(1, 8))
+    steps, live = [], [-1, -2, 1]
+    for i in range(n):
+        out = -3 - i
+        kind = draw(st.sampled_from(["add", "mul", "sub", "tanh", "relu", "mul_scalar", "negative"]))
+        if kind in ("add", "mul", "sub"):
+            ins = [draw(st.sampled_from(live)), draw(st.sampled_from(live))]
+            steps.append({"op": kind, "in": ins, "out": [out]})
+        elif kind == "mul_scalar":
+            scalar = draw(st.sampled_from([0.5, -2.0, 0.1]))
+            steps.append({"op": kind, "in": [draw(st.sampled_from(live))], "out": [out], "at": {"scalar": scalar}})
+            if draw(st.booleans()):
+                steps.append({"op": "update", "in": [1, out], "at": {"fn": "sub"}})
+        else:
+            steps.append({"op": kind, "in": [draw(st.sampled_from(live))], "out": [out]})
+        live.append(out)
+    return steps, live[-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(programs())
+def test_a_program_called_again_and_again_computes_what_its_steps_do(prog):
+    steps, result = prog
+    rng = np.random.default_rng(0)
+    w0, a, b = (rng.standard_normal((2, 3)).astype(np.float32) for _ in range(3))
+    eager, called = Session("e"), Session("c")
+    for s in (eager, called):
+        run(s, {"op": "array", "out": [1], "at": {"value": w0.copy()}})
+    run(called, {"op": "define", "at": {"id": 1, "nargs": 2, "program": steps, "outputs": [result]}})
+    for k in range(3):  # checked, then from the plan
+        base = 100 * (k + 1)
+        run(eager, {"op": "array", "out": [base + 1], "at": {"value": a * (k + 1)}})
+        run(eager, {"op": "array", "out": [base + 2], "at": {"value": b}})
+        names = {-1: base + 1, -2: base + 2, 1: 1}
+        for i, st_ in enumerate(steps):
+            ins = {**st_, "in": [names[h] for h in st_["in"]]}
+            if "out" in st_:
+                names[st_["out"][0]] = base + 10 + i
+                ins["out"] = [base + 10 + i]
+            assert "error" not in run(eager, ins)
+        want = run(eager, {"op": "read", "in": [names[result], 1]})["values"]
+        run(called, {"op": "array", "out": [base + 1], "at": {"value": a * (k + 1)}})
+        run(called, {"op": "array", "out": [base + 2], "at": {"value": b}})
+        reply = run(
+            called,
+            {"op": "call", "in": [base + 1, base + 2], "out": [base + 3], "at": {"id": 1}},
+            {"op": "read", "in": [base + 3, 1]},
+        )
+        assert "error" not in reply, reply
+        for x, y in zip(reply["values"], want):
+            assert np.array_equal(x, y, equal_nan=True)
+    assert called.programs[1].plan is not None
+    assert not [h for h in called.arrays if h < 0] and not called.aliases
