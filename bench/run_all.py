@@ -15,6 +15,8 @@ BENCHES = [
     ["kernels.py"],
     ["mlp.py"],
     ["mlp.py", "--no-haswell"],
+    ["mlp.py", "--pair", "--rounds", "20", "--inner", "40"],
+    ["mlp.py", "--pair", "--rounds", "20", "--inner", "40", "--no-haswell"],
     ["roundtrip.py"],
     ["tiny_ops.py"],
     ["bandwidth.py"],
