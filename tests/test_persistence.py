@@ -41,6 +41,36 @@ def test_a_client_carries_on_across_a_server_restart(tmp_path):
         gradserve.set_current(None)
 
 
+def test_a_hybridized_step_carries_on_across_a_server_restart(tmp_path):
+    with LiveServer(Settings(data_dir=tmp_path)) as first:
+        port = first.port
+        gradserve.connect(first.url)
+        w = nd.array([1.0, -2.0])
+        w.attach_grad()
+
+        @gradserve.hybridize
+        def step(x):
+            with autograd.record():
+                loss = ((w * x) ** 2).sum()
+            loss.backward()
+            w[:] = w - 0.125 * w.grad
+            return loss
+
+        x = nd.array([1.0, 1.0])
+        losses = [step(x).asscalar() for _ in range(3)]
+    try:
+        with LiveServer(Settings(data_dir=tmp_path), port=port):
+            losses += [step(x).asscalar() for _ in range(2)]  # the program came back with the session
+        assert step.traces == 1
+        want, wv = [], np.array([1.0, -2.0])
+        for _ in range(5):
+            want.append(float((wv**2).sum()))
+            wv = wv - 0.125 * 2 * wv
+        np.testing.assert_allclose(losses, want, rtol=1e-6)
+    finally:
+        gradserve.set_current(None)
+
+
 def test_a_client_carries_on_after_giving_up_on_a_server_that_was_down(tmp_path):
     """A batch sent while the server is down fails (ConnectionLost) and never ran. When the
     server is back, the next batch is told it is out of order, and takes the lost batch's
