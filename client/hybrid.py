@@ -19,6 +19,7 @@ out=p)``), not be rebound. A function that reads a value (``asscalar``, ``print`
 from __future__ import annotations
 
 import functools
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,11 @@ class HybridFunction:
         self._traces: weakref.WeakKeyDictionary[Client, dict[Any, _Traced]] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any) -> Any:
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A method: the instance is the first argument (a constant: traced per instance)."""
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         arrays = [a for a in args if isinstance(a, NDArray)]
         c = arrays[0]._c if arrays else current()
         for a in arrays:
@@ -98,15 +103,20 @@ class HybridFunction:
             if c._dead:
                 c.check_alive(a._h)
         if c.capturing():  # inside another trace: its instructions become part of that one
-            return self.fn(*args)
-        key = (flags.recording, flags.training, tuple(_key_of(a) for a in args))
+            return self.fn(*args, **kwargs)
+        key: tuple = (flags.recording, flags.training, tuple(_key_of(a) for a in args))
+        if kwargs:
+            for name, v in kwargs.items():
+                if isinstance(v, NDArray):
+                    raise InvalidInput(f"hybridized function: pass the array {name}= as a positional argument")
+            key += tuple(sorted((name, _key_of(v)) for name, v in kwargs.items()))
         traces = self._traces.get(c)
         if traces is None:
             traces = self._traces[c] = {}
         t = traces.get(key)
         if t is not None:
             return t.call(c, arrays)
-        out, t = self._trace(c, args, arrays)
+        out, t = self._trace(c, functools.partial(self.fn, *args, **kwargs), arrays)
         traces[key] = t
         return out
 
@@ -115,9 +125,9 @@ class HybridFunction:
         """How many signatures have been traced (in all sessions)."""
         return sum(len(t) for t in self._traces.values())
 
-    def _trace(self, c: Client, args: tuple[Any, ...], arrays: list[NDArray]) -> tuple[Any, _Traced]:
+    def _trace(self, c: Client, run: Callable[[], Any], arrays: list[NDArray]) -> tuple[Any, _Traced]:
         with c.capture(NO_READS) as steps:
-            out = self.fn(*args)
+            out = run()
         container: type | None = None
         outs: list[Any] | None = None
         if isinstance(out, NDArray):

@@ -568,3 +568,23 @@ def test_a_program_called_again_and_again_computes_what_its_steps_do(prog):
             assert np.array_equal(x, y, equal_nan=True)
     assert called.programs[1].plan is not None
     assert not [h for h in called.arrays if h < 0] and not called.aliases
+
+
+def test_methods_and_keyword_constants_are_traced_per_instance_and_value(mode):
+    class Scale:
+        def __init__(self, k):
+            self.w = nd.ones((2,)) * k
+
+        @hybridize
+        def apply(self, x, *, shift=0.0):
+            return x * self.w + shift
+
+    a, b = Scale(2.0), Scale(3.0)
+    x = nd.array([1.0, 2.0])
+    for _ in range(2):
+        assert a.apply(x).asnumpy().tolist() == [2, 4]
+        assert b.apply(x).asnumpy().tolist() == [3, 6]
+        assert a.apply(x, shift=1.0).asnumpy().tolist() == [3, 5]
+    assert Scale.apply.traces == 3
+    with pytest.raises(InvalidInput, match="positional"):
+        a.apply(x, shift=nd.ones((2,)))
