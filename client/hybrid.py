@@ -87,12 +87,22 @@ class HybridFunction:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
+        self._attr: str | None = None  # its name in a class body (a method)
         self._traces: weakref.WeakKeyDictionary[Client, dict[Any, _Traced]] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fn)
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = name
+
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        """A method: the instance is the first argument (a constant: traced per instance)."""
-        return self if obj is None else types.MethodType(self, obj)
+        """A method, traced per instance: the instance keeps its own traces (they go with it)."""
+        if obj is None:
+            return self
+        if self._attr is None or not hasattr(obj, "__dict__"):  # not named in a class body, or slots
+            return types.MethodType(self, obj)  # the instance is then a constant of the key
+        bound = HybridFunction(types.MethodType(self.fn, obj))
+        obj.__dict__[self._attr] = bound  # found before the class's from now on
+        return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         arrays = [a for a in args if isinstance(a, NDArray)]

@@ -4,6 +4,7 @@ both modes; the engine's ``define``/``call``/``forget`` commands and their error
 from __future__ import annotations
 
 import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -585,6 +586,10 @@ def test_methods_and_keyword_constants_are_traced_per_instance_and_value(mode):
         assert a.apply(x).asnumpy().tolist() == [2, 4]
         assert b.apply(x).asnumpy().tolist() == [3, 6]
         assert a.apply(x, shift=1.0).asnumpy().tolist() == [3, 5]
-    assert Scale.apply.traces == 3
+    assert a.apply.traces == 2 and b.apply.traces == 1 and Scale.apply.traces == 0
+    gone = weakref.ref(b)
+    del b
+    gc.collect()
+    assert gone() is None  # an instance's traces do not keep it alive
     with pytest.raises(InvalidInput, match="positional"):
         a.apply(x, shift=nd.ones((2,)))
