@@ -125,7 +125,9 @@ class HybridFunction:
             traces = self._traces[c] = {}
         t = traces.get(key)
         if t is not None:
-            return t.call(c, arrays)
+            if t.pid not in c.failed_programs:
+                return t.call(c, arrays)
+            c.failed_programs.discard(t.pid)  # its define failed (the error was raised): trace again
         out, t = self._trace(c, functools.partial(self.fn, *args, **kwargs), arrays)
         traces[key] = t
         return out

@@ -76,6 +76,7 @@ class Client:
         self._frees: list[int] = []
         self._program_ids = itertools.count(1)
         self._forgets: list[int] = []  # programs to drop with the next batch
+        self.failed_programs: set[int] = set()  # programs whose define did not run (traced again)
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
         # the tensor bytes one request may carry (the server's request limit, less room for the
         # rest of a batch; None: no limit), and the queue's bound, below it
@@ -217,6 +218,7 @@ class Client:
             if ins.get("op") != "free":
                 for h in ins.get("out", ()):
                     self._dead[h] = dead
+        self._undefined(ops)
 
     def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
         i = err.get("index", 0)
@@ -227,7 +229,14 @@ class Client:
         for ins in ops[i:]:
             for h in ins.get("out", ()):
                 self._dead[h] = exc
+        self._undefined(ops[i:])
         return exc
+
+    def _undefined(self, ops: list[dict]) -> None:
+        """Note the programs these instructions were to define (they did not run)."""
+        for ins in ops:
+            if ins.get("op") == "define":
+                self.failed_programs.add(ins["at"]["id"])
 
     def info(self) -> dict[str, Any]:
         """The session's id, owner, number of arrays and bytes held (sends the queue)."""

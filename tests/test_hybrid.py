@@ -593,3 +593,20 @@ def test_methods_and_keyword_constants_are_traced_per_instance_and_value(mode):
     assert gone() is None  # an instance's traces do not keep it alive
     with pytest.raises(InvalidInput, match="positional"):
         a.apply(x, shift=nd.ones((2,)))
+
+
+def test_a_trace_whose_program_was_refused_is_traced_again():
+    client = gradserve.Client(gradserve.InProcess(limits=Limits(max_program_steps=2)))
+    gradserve.set_current(client)
+    try:
+        f = hybridize(lambda a: ((a + 1) * 2) - 1)  # three instructions: over the limit of 2
+        x = nd.ones((2,))
+        with pytest.raises(QuotaExceeded, match="define"):
+            f(x).asnumpy()
+        client.transport.session.limits.max_program_steps = 10
+        assert f(x).asnumpy().tolist() == [3, 3]  # traced again, defined this time
+        assert f(x).asnumpy().tolist() == [3, 3]
+        assert f.traces == 1 and len(client.transport.session.programs) == 1
+    finally:
+        gradserve.set_current(None)
+        client.close()
