@@ -111,7 +111,8 @@ if numba is not None:
                 out2[r, j] += g2[i, j]
 
     @numba.njit(cache=True, nogil=True)
-    def _scaled_sub(wf, gf, a):  # pragma: no cover (compiled)
+    def _scaled_sub(w, g, a):  # pragma: no cover (compiled)
+        wf, gf = w.reshape(w.size), g.reshape(g.size)  # C-contiguous: views
         for i in range(wf.size):
             wf[i] -= a * gf[i]
 
@@ -173,7 +174,7 @@ def sgd_update(
 
 
 def scaled_sub_ok(w: np.ndarray, g: np.ndarray) -> bool:
-    """Whether ``scaled_sub_flat`` can take ``w`` and ``g`` (flattened)."""
+    """Whether ``scaled_sub_unchecked`` can take ``w`` and ``g``."""
     return (
         numba is not None
         and w.shape == g.shape
@@ -186,9 +187,9 @@ def scaled_sub_ok(w: np.ndarray, g: np.ndarray) -> bool:
     )
 
 
-def scaled_sub_flat(wf: np.ndarray, gf: np.ndarray, a: Any) -> None:
-    """``wf -= gf * a`` on flat arrays that ``scaled_sub_ok`` took, ``a`` of their dtype."""
-    _scaled_sub(wf, gf, a)
+def scaled_sub_unchecked(w: np.ndarray, g: np.ndarray, a: Any) -> None:
+    """``w -= g * a`` for arrays that ``scaled_sub_ok`` took, ``a`` of their dtype."""
+    _scaled_sub(w, g, a)
 
 
 def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
@@ -196,7 +197,7 @@ def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
     dtype first, then the product, then the difference, each rounded: the same bits); False,
     doing nothing, where the kernel cannot take the arrays (the caller runs numpy's way)."""
     if scaled_sub_ok(w, g):
-        _scaled_sub(w.reshape(-1), g.reshape(-1), w.dtype.type(a))
+        _scaled_sub(w, g, w.dtype.type(a))
         return True
     return False
 
@@ -241,7 +242,7 @@ __all__ = [
     "HAVE_NUMBA",
     "relu_grad",
     "scaled_sub",
-    "scaled_sub_flat",
+    "scaled_sub_unchecked",
     "scaled_sub_ok",
     "scatter_add_rows",
     "sgd_update",

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -746,12 +747,12 @@ _OP, _COMMAND, _SCALED_UPDATE = 0, 1, 2
 
 class ScaledUpdate:
     """``[t0 = grad(p);] t = mul_scalar(g, a); update(w, t, fn="sub")`` in a program, where
-    nothing else reads t (nor t0): ``w -= g * a`` in one pass over memory (kernels.scaled_sub_flat,
-    numpy's rounding), with ``g`` the gradient buffer of ``p`` when the first step is there. The
-    steps as written run where the kernel cannot take the arrays. It keeps the arrays of its
-    last call and their flat views, so a call with the same ones checks only their identity."""
+    nothing else reads t (nor t0): ``w -= g * a`` in one pass over memory (numpy's rounding:
+    the same bits), with ``g`` the gradient buffer of ``p`` when the first step is there. The
+    steps as written run where the kernel cannot take the arrays. It remembers (weakly) the
+    arrays of its last call, so a call with the same ones skips the kernel's checks."""
 
-    __slots__ = ("target", "source", "from_grad", "scalar", "steps", "w", "g", "wf", "gf", "a")
+    __slots__ = ("target", "source", "from_grad", "scalar", "steps", "w", "g", "a")
 
     def __init__(self, target: int, source: int, from_grad: bool, scalar: float, steps: list[tuple]) -> None:
         self.target = target
@@ -759,11 +760,9 @@ class ScaledUpdate:
         self.from_grad = from_grad
         self.scalar = scalar
         self.steps = steps
-        self.w: Any = None
+        self.w: Any = None  # weak references to the last call's arrays
         self.g: Any = None
-        self.wf: Any = None
-        self.gf: Any = None
-        self.a: Any = None
+        self.a: Any = None  # the scalar in their dtype
 
     def run(self, s: Session) -> bool:
         """Whether the kernel ran (else nothing happened)."""
@@ -775,11 +774,11 @@ class ScaledUpdate:
             g = s.arrays.get(self.source)
         if w is None or g is None:
             return False
-        if w is not self.w or g is not self.g:
+        if self.w is None or self.w() is not w or self.g() is not g:
             if not kernels.scaled_sub_ok(w, g):
                 return False
-            self.w, self.g, self.wf, self.gf, self.a = w, g, w.reshape(-1), g.reshape(-1), w.dtype.type(self.scalar)
-        kernels.scaled_sub_flat(self.wf, self.gf, self.a)
+            self.w, self.g, self.a = weakref.ref(w), weakref.ref(g), w.dtype.type(self.scalar)
+        kernels.scaled_sub_unchecked(w, g, self.a)
         return True
 
 
