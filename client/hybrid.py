@@ -73,6 +73,8 @@ class HybridCall:
 def _key_of(arg: Any) -> Any:
     if isinstance(arg, NDArray):
         return (arg._spec.shape, arg._spec.dtype)
+    if type(arg) is float:  # by repr: NaN equals itself, -0.0 differs from 0.0
+        return ("float", repr(arg))
     try:
         hash(arg)
     except TypeError:

@@ -610,3 +610,12 @@ def test_a_trace_whose_program_was_refused_is_traced_again():
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+def test_float_constants_are_told_apart_by_their_bits(mode):
+    f = hybridize(lambda a, k: a * k)
+    x = nd.array([1.0])
+    for k in (float("nan"), float("nan"), 0.0, -0.0, -0.0):
+        got = f(x, k).asnumpy()
+        assert np.array_equal(got, np.array([k], np.float32), equal_nan=True) and np.signbit(got[0]) == np.signbit(k)
+    assert f.traces == 3
