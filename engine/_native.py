@@ -1,6 +1,6 @@
 """Which engine interpreter runs: the mypyc-compiled one, or its Python sources.
 
-setup.py compiles ``optable``, ``tape``, ``ops`` and ``session`` when it can and records
+setup.py compiles ``optable``, ``tape``, ``ops``, ``session`` and ``programs`` when it can and records
 the hashes of the sources it compiled in ``_native.json``. The compiled modules are used
 only when they were built from the sources beside them; otherwise (a checkout edited since its last
 install, a build that failed half way, or GRADSERVE_PURE=1) all are loaded from their
@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 
-COMPILED = ("optable", "tape", "ops", "session")  # in import order: each imports the ones before it
+COMPILED = ("optable", "tape", "ops", "session", "programs")  # in import order: each imports the ones before it
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = __name__.rpartition(".")[0]
 

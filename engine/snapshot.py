@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInput
-from .session import Limits, Session, make_program
+from .programs import make_program
+from .session import Limits, Session
 from .tape import Node
 
 FORMAT = 1
