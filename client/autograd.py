@@ -146,6 +146,11 @@ class Function:
         if not flags.recording or not any(tape.in_graph(x._node) for x in inputs):
             return outputs
         c = outs[0]._c
+        if c.capturing():
+            raise InvalidInput(
+                f"{type(self).__name__}: an autograd.Function recording inside a hybridized function or "
+                "another Function's backward cannot be traced: call it outside them"
+            )
         cots = [NDArray(c, c.handle(), o._spec) for o in outs]
         with (
             c.capture("an autograd.Function's backward cannot read values: write it with nd ops only") as program,

@@ -167,6 +167,25 @@ def test_what_cannot_be_traced_says_why(mode, fn, words):
     assert nd.ones((2,)).asnumpy().tolist() == [1, 1]
 
 
+class _Double(autograd.Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, dy):
+        return dy * 2
+
+
+def test_an_autograd_function_inside_cannot_be_traced(mode):
+    x = nd.ones((2,))
+    x.attach_grad()
+    with pytest.raises(InvalidInput, match="autograd.Function"), autograd.record():
+        hybridize(lambda a: _Double()(a))(x)
+    with autograd.record():
+        y = _Double()(x)  # called plainly it records as before
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [2, 2]
+
+
 def test_arguments_must_be_arrays_or_hashable_constants(mode):
     with pytest.raises(InvalidInput, match="hashable"):
         hybridize(lambda a, b: a)(nd.ones((1,)), [1, 2])
