@@ -313,6 +313,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
         )
     arrays, nodes = s.arrays, s.nodes
     s._calling = True
+    s.called_steps += len(prog.steps)  # as the batch's step limit counts them
     try:
         for i, (h, x) in enumerate(zip(args, xs)):
             slot = -1 - i

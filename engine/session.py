@@ -180,7 +180,7 @@ class BatchRun:
                 s.last_reply_lent = self.tail < len(self.ops)
             if s.on_batch is not None:
                 err = reply.get("error")
-                s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None)
+                s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None, s.called_steps)
         finally:
             s.lock.release()
         return reply
@@ -214,7 +214,8 @@ class Session:
         self.aliases: set[int] = set()
         self.version = 0  # counts batches run, so a snapshot knows what changed
         self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
-        self.on_batch: Callable[[int, str | None], None] | None = None  # (ops run, error kind)
+        # told of each batch: (instructions run, error kind, instructions of the programs it called)
+        self.on_batch: Callable[[int, str | None, int], None] | None = None
         self.user_bytes: Callable[[], int] | None = None  # bytes of the owner's other sessions
         self._others = 0  # user_bytes() as of this batch's start
         self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
@@ -222,6 +223,7 @@ class Session:
         self.program_steps = 0  # their instructions, all together
         self._steps = 0  # instructions this batch has run or will run (calls count their programs)
         self._calling = False  # whether a program runs (its slots are negative handles)
+        self.called_steps = 0  # instructions of the programs this batch called
 
     # -- handles -------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class Session:
                 self.last_reply_lent = False
             self.version += 1
             self._steps = len(ops)
+            self.called_steps = 0
             lim = self.limits
             self._others = self.user_bytes() if self.user_bytes is not None else 0
             self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)

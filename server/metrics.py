@@ -46,6 +46,9 @@ class Metrics:
         )
         self.batches = Counter("gradserve_batches", "batches run", registry=r)
         self.ops = Counter("gradserve_ops", "instructions run", registry=r)
+        self.program_steps = Counter(
+            "gradserve_program_steps", "instructions of the programs that batches called", registry=r
+        )
         self.errors = Counter("gradserve_batch_errors", "batches stopped by a failing op", ["kind"], registry=r)
         self.sessions = Gauge("gradserve_sessions", "live sessions", registry=r)
         self.session_bytes = Gauge("gradserve_session_bytes", "bytes held by all sessions' arrays", registry=r)
@@ -56,9 +59,11 @@ class Metrics:
         self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions", registry=r)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
 
-    def observe_batch(self, n_ops: int, error_kind: str | None) -> None:
+    def observe_batch(self, n_ops: int, error_kind: str | None, program_steps: int = 0) -> None:
         self.batches.inc()
         self.ops.inc(n_ops)
+        if program_steps:
+            self.program_steps.inc(program_steps)
         if error_kind is not None:
             self.errors.labels(error_kind).inc()
 

@@ -20,7 +20,7 @@ log = logging.getLogger("gradserve")
 class SessionStore:
     """Holds the live sessions; every lookup checks the owner."""
 
-    def __init__(self, settings: Settings, on_batch: Callable[[int, str | None], None] | None = None) -> None:
+    def __init__(self, settings: Settings, on_batch: Callable[[int, str | None, int], None] | None = None) -> None:
         self.settings = settings
         self.on_batch = on_batch
         self._sessions: dict[str, Session] = {}

@@ -638,3 +638,19 @@ def test_float_constants_are_told_apart_by_their_bits(mode):
         got = f(x, k).asnumpy()
         assert np.array_equal(got, np.array([k], np.float32), equal_nan=True) and np.signbit(got[0]) == np.signbit(k)
     assert f.traces == 3
+
+
+def test_metrics_count_the_instructions_of_the_programs_called(batch, http):  # noqa: F811
+    def program_steps() -> float:
+        text = http.get("/metrics").text
+        return next(
+            (float(line.split()[-1]) for line in text.splitlines() if line.startswith("gradserve_program_steps_total")),
+            0.0,
+        )
+
+    assert batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}}]).status_code == 200
+    assert batch.post([{"op": "array", "out": [2], "at": {"value": tensor([3, 4], [2])}}]).status_code == 200
+    before = program_steps()
+    calls = [{"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}} for k in range(3)]
+    assert batch.post([saxpy_program(), *calls]).status_code == 200
+    assert program_steps() - before == 6  # three calls of a program of two instructions
