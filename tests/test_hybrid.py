@@ -654,3 +654,18 @@ def test_metrics_count_the_instructions_of_the_programs_called(batch, http):  # 
     calls = [{"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}} for k in range(3)]
     assert batch.post([saxpy_program(), *calls]).status_code == 200
     assert program_steps() - before == 6  # three calls of a program of two instructions
+
+
+def test_autograd_grad_inside_a_hybridized_function(mode):
+    @hybridize
+    def slope(x):
+        with autograd.record():
+            y = (x**3).sum()
+        (g,) = autograd.grad(y, [x])
+        return g
+
+    for v in ([1.0, 2.0], [3.0, -1.0], [0.5, 0.5]):
+        x = nd.array(v)
+        x.attach_grad()
+        np.testing.assert_allclose(slope(x).asnumpy(), [3 * a * a for a in v], rtol=1e-6)
+    assert slope.traces == 1
