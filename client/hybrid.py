@@ -134,6 +134,10 @@ class HybridFunction:
         traces[key] = t
         return out
 
+    def __repr__(self) -> str:
+        n = self.traces
+        return f"<hybridized {getattr(self.fn, '__qualname__', self.fn)!s}: {n} trace{'' if n == 1 else 's'}>"
+
     @property
     def traces(self) -> int:
         """How many signatures have been traced (in all sessions)."""

@@ -91,6 +91,7 @@ def test_each_signature_is_traced_once(mode):
     with autograd.record():  # other autograd flags
         f(nd.ones((2,)), 5)
     assert len(calls) == f.traces == 5
+    assert repr(f).startswith("<hybridized test_each_signature_is_traced_once.<locals>.f: 5 traces")
 
 
 def test_gradients_flow_through_a_hybridized_function_called_while_recording(mode):
