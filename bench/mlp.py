@@ -138,21 +138,19 @@ def main() -> None:
         gradserve.set_current(local)
 
         # request counts: one per step that reads the loss, none for the others
-        before = remote.transport.requests
-        for _ in range(3):
-            g_remote.step()
-        zero = remote.transport.requests - before
-        g_remote.step().asscalar()
-        one = remote.transport.requests - before - zero
+        def requests(g: _mlp.Gradserve) -> tuple[int, int]:
+            """Requests of 3 steps that read nothing, then of one that reads the loss."""
+            before = remote.transport.requests
+            for _ in range(3):
+                g.step()
+            zero = remote.transport.requests - before
+            g.step().asscalar()
+            return zero, remote.transport.requests - before - zero
+
+        zero, one = requests(g_remote)
         assert (zero, one) == (0, 1), (zero, one)
-        # the same for the hybridized step (its first call traces it)
-        h_remote.step().asscalar()
-        before = remote.transport.requests
-        for _ in range(3):
-            h_remote.step()
-        h_zero = remote.transport.requests - before
-        h_remote.step().asscalar()
-        h_one = remote.transport.requests - before - h_zero
+        h_remote.step().asscalar()  # its first call traces it
+        h_zero, h_one = requests(h_remote)
         assert (h_zero, h_one) == (0, 1), (h_zero, h_one)
         assert h_remote.train.traces == 1
 

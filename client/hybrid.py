@@ -40,11 +40,10 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("pid", "nargs", "container", "specs", "parents", "__weakref__")
+    __slots__ = ("pid", "container", "specs", "parents", "__weakref__")
 
-    def __init__(self, pid: int, nargs: int, container: type | None, specs: list[Any], parents: list[Any]) -> None:
+    def __init__(self, pid: int, container: type | None, specs: list[Any], parents: list[Any]) -> None:
         self.pid = pid
-        self.nargs = nargs
         self.container = container  # tuple or list as the function returned them; None: one array
         self.specs = specs
         self.parents = parents  # per output: None, or (argument indices, outside nodes) it depends on
@@ -184,7 +183,7 @@ class HybridFunction:
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
-        t = _Traced(pid, nargs, container, [o._spec for o in outs], [_links(o, arrays) for o in outs])
+        t = _Traced(pid, container, [o._spec for o in outs], [_links(o, arrays) for o in outs])
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 

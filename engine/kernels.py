@@ -156,17 +156,24 @@ def scatter_add_rows(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> None:
     scatter_add_rows_numpy(out, idx, g)
 
 
+def _compiled_pair(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether an elementwise kernel over ``a`` and ``b`` can run compiled: numba is there,
+    and they are C-contiguous arrays of one shape and one float dtype."""
+    return (
+        numba is not None
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.dtype in _FLOATS
+        and a.flags.c_contiguous
+        and b.flags.c_contiguous
+    )
+
+
 def sgd_update(
     w: np.ndarray, g: np.ndarray, lr: float, wd: float = 0.0, rescale: float = 1.0, clip: float = -1.0
 ) -> None:
     """One SGD step on ``w`` in place, one pass over memory when compiled."""
-    if (
-        numba is not None
-        and w.flags.c_contiguous
-        and g.flags.c_contiguous
-        and w.dtype == g.dtype
-        and w.dtype in _FLOATS
-    ):
+    if _compiled_pair(w, g):
         t = w.dtype.type
         _sgd(w.reshape(-1), g.reshape(-1), t(lr), t(wd), t(rescale), t(clip))
         return
@@ -175,16 +182,7 @@ def sgd_update(
 
 def scaled_sub_ok(w: np.ndarray, g: np.ndarray) -> bool:
     """Whether ``scaled_sub_unchecked`` can take ``w`` and ``g``."""
-    return (
-        numba is not None
-        and w.shape == g.shape
-        and w.dtype == g.dtype
-        and w.dtype in _FLOATS
-        and w.flags.c_contiguous
-        and g.flags.c_contiguous
-        and w.flags.writeable
-        and not np.may_share_memory(w, g)
-    )
+    return _compiled_pair(w, g) and w.flags.writeable and not np.may_share_memory(w, g)
 
 
 def scaled_sub_unchecked(w: np.ndarray, g: np.ndarray, a: Any) -> None:
@@ -204,14 +202,7 @@ def scaled_sub(w: np.ndarray, g: np.ndarray, a: float) -> bool:
 
 def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """relu's VJP: g where x > 0, else 0, in one pass when compiled."""
-    if (
-        numba is not None
-        and g.shape == x.shape
-        and g.dtype == x.dtype
-        and g.dtype in _FLOATS
-        and g.flags.c_contiguous
-        and x.flags.c_contiguous
-    ):
+    if _compiled_pair(g, x):
         out = np.empty_like(g)
         _relu_grad(g.reshape(-1), x.reshape(-1), out.reshape(-1))
         return out

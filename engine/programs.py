@@ -86,7 +86,7 @@ class Program:
 # A plan's entries: a table op's step with its attributes parsed, (_OP, index, op, at, inputs,
 # output, mode); a command's with its attributes parsed, (_COMMAND, index, fn, instruction);
 # and a ``ScaledUpdate``.
-_OP, _COMMAND, _SCALED_UPDATE = 0, 1, 2
+_OP, _COMMAND = 0, 1
 
 
 class ScaledUpdate:
@@ -305,15 +305,14 @@ def _call(s: Session, ins: dict, values: list) -> None:
     if len(set(out)) != len(out):
         raise InvalidInput("call: output handles must be distinct")
     xs = [s.get(h) for h in args]
-    s._steps += len(prog.steps)
-    if s._steps > s.limits.max_batch_steps:
+    if s._steps + len(prog.steps) > s.limits.max_batch_steps:
         raise QuotaExceeded(
-            f"call: the batch would run {s._steps} instructions with its calls, over the limit of "
-            f"{s.limits.max_batch_steps}"
+            f"call: the batch would run {s._steps + len(prog.steps)} instructions with its calls, "
+            f"over the limit of {s.limits.max_batch_steps}"
         )
+    s._steps += len(prog.steps)
     arrays, nodes = s.arrays, s.nodes
     s._calling = True
-    s.called_steps += len(prog.steps)  # as the batch's step limit counts them
     try:
         for i, (h, x) in enumerate(zip(args, xs)):
             slot = -1 - i
@@ -330,7 +329,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
             and s.nbytes + prog.made <= s._budget
             and prog.largest <= lim.max_array_bytes
         ):
-            _run_plan(s, pid, prog, prog.plan, values)
+            _run_plan(s, pid, prog, values)
         else:
             execute = s.execute
             since = time.perf_counter()
@@ -340,7 +339,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
                 try:
                     execute(step, values)
                 except MXNetError as e:
-                    raise type(e)(f"program {pid}, step {i} ({step['op']}): {e}") from None
+                    raise _in_step(e, pid, prog, i) from None
             prog.checked(s, sig)
         moved: dict[int, int] = {}
         for src, dst in zip(prog.outputs, out):
@@ -364,10 +363,10 @@ def _call(s: Session, ins: dict, values: list) -> None:
             s.drop(slot)
 
 
-def _run_plan(s: Session, pid: int, prog: Program, plan: list[Any], values: list) -> None:
+def _run_plan(s: Session, pid: int, prog: Program, values: list) -> None:
     """A call's steps from its plan, without the checks (see ``Program.checked``)."""
     since = time.perf_counter()
-    for i, e in enumerate(plan):
+    for i, e in enumerate(prog.plan or ()):
         if i % SHARE_EVERY == 0:
             since = share_gil(since)
         if type(e) is tuple:
@@ -393,4 +392,9 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
         if mode & RECORDING and op.vjp is not None:
             s.link(op, at, ins_h, xs, h, y)
     except MXNetError as err:
-        raise type(err)(f"program {pid}, step {e[1]} ({prog.steps[e[1]]['op']}): {err}") from None
+        raise _in_step(err, pid, prog, e[1]) from None
+
+
+def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:
+    """``err`` (of the same kind) naming the program and step that raised it."""
+    return type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")

@@ -180,7 +180,8 @@ class BatchRun:
                 s.last_reply_lent = self.tail < len(self.ops)
             if s.on_batch is not None:
                 err = reply.get("error")
-                s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None, s.called_steps)
+                called = s._steps - len(self.ops)  # what its calls added (engine/programs.py)
+                s.on_batch(err["index"] if err else len(self.ops), err["kind"] if err else None, called)
         finally:
             s.lock.release()
         return reply
@@ -221,9 +222,8 @@ class Session:
         self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
         self.programs: dict[int, Program] = {}  # defined by ``define``, run by ``call`` (engine/programs.py)
         self.program_steps = 0  # their instructions, all together
-        self._steps = 0  # instructions this batch has run or will run (calls count their programs)
+        self._steps = 0  # this batch's instructions, each call counting its program's
         self._calling = False  # whether a program runs (its slots are negative handles)
-        self.called_steps = 0  # instructions of the programs this batch called
 
     # -- handles -------------------------------------------------------------
 
@@ -320,7 +320,6 @@ class Session:
                 self.last_reply_lent = False
             self.version += 1
             self._steps = len(ops)
-            self.called_steps = 0
             lim = self.limits
             self._others = self.user_bytes() if self.user_bytes is not None else 0
             self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)
