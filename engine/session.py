@@ -475,8 +475,88 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
     return heads, grads
 
 
+def _owner(x: Any) -> Any:
+    """The object whose memory an array uses: itself, or the base its views share."""
+    b = getattr(x, "base", None)
+    return x if b is None else b
+
+
+_np_dot = np.dot
+
+
+class GradSinks:
+    """Where a first-order backward pass computes a variable's gradient straight into its
+    buffer (grad_req "write"), saving the copy of the weight's size that writing it after the
+    pass costs: a ``dot``'s gradient (``Deferred(np.dot, (a, b))``, ``dot``'s eager VJP)
+    becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
+    new array and copied in after the pass, as before. A buffer whose memory the graph reads
+    (an input of a recorded op, a head gradient) is left alone, and so is every buffer when a
+    user's Function is in the graph (its backward reads the session's arrays). A pass that
+    fails part way (an error in a table VJP: none is expected once the forward ran) may have
+    written a buffer so far."""
+
+    __slots__ = ("bufs", "order", "head_grads", "checked")
+
+    def __init__(self, variables: list[Node], order: list[Node], head_grads: list[Any]) -> None:
+        self.bufs = {v: v.grad for v in variables if v.grad_req == "write"}
+        self.order = order
+        self.head_grads = head_grads
+        self.checked = False  # the graph is looked at on the first dot (most passes have none)
+
+    def _check(self) -> None:
+        self.checked = True
+        read = {id(_owner(g)) for g in self.head_grads}
+        for n in self.order:
+            if n.op is None:
+                continue
+            if isinstance(n.op, FunctionVJP):
+                self.bufs.clear()
+                return
+            for x in n.xs or ():
+                read.add(id(_owner(x)))
+        for v in [v for v, buf in self.bufs.items() if id(_owner(buf)) in read]:
+            del self.bufs[v]
+
+    def __call__(self, parents: tuple[Node | None, ...], cts: Any) -> Any:
+        if not self.bufs:
+            return cts
+        out = None
+        for i in range(min(len(cts), len(parents))):
+            ct = cts[i]
+            p = parents[i]
+            if type(ct) is not tape.Deferred or ct.fn is not _np_dot or p is None or p not in self.bufs:
+                continue
+            if not self.checked:
+                self._check()
+                if p not in self.bufs:
+                    continue
+            buf = self.bufs.pop(p)
+            if len(ct.args) != 2:
+                continue
+            a, b = ct.args
+            if (
+                a.ndim == 2
+                and b.ndim == 2
+                and a.dtype == buf.dtype
+                and b.dtype == buf.dtype
+                and buf.shape == (a.shape[0], b.shape[1])
+                and buf.flags.c_contiguous
+                and buf.flags.writeable
+            ):
+                if out is None:
+                    out = list(cts)
+                out[i] = tape.Deferred(_np_dot, (a, b, buf), ct.cost)
+        return cts if out is None else out
+
+
 def _run_backward(
-    s: Session, heads: list[Node], grads: list[Any], create_graph: bool, training: bool, order: list[Node]
+    s: Session,
+    heads: list[Node],
+    grads: list[Any],
+    create_graph: bool,
+    training: bool,
+    order: list[Node],
+    into: GradSinks | None = None,
 ) -> list[tuple[Node, Any]]:
     s.cx.training = training
     with np.errstate(all="ignore"):
@@ -485,7 +565,9 @@ def _run_backward(
         # eager VJPs are numpy code (and numba kernels): another array module uses the table's
         eager = s.cx.xp is np
         helpers = parallel.helpers() if eager else None
-        return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers)
+        if not eager:
+            into = None
+        return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
 
 
 @command(
@@ -500,10 +582,12 @@ def _backward(s: Session, ins: dict, values: list) -> None:
     variables = [n for n in order if n.op is None]
     if all(v.grad_req == "null" for v in variables):
         raise AutogradError(NO_INPUTS)  # as MXNet: before anything is computed or freed
-    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order)
+    sinks = GradSinks(variables, order, grads)
+    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order, sinks)
     for var, g in pairs:
         if var.grad_req == "write":
-            var.grad[...] = g
+            if g is not var.grad:  # else computed into it (GradSinks)
+                var.grad[...] = g
         elif var.grad_req == "add":
             var.grad += g
     if len(pairs) < len(variables):  # in the graph, but no gradient flowed there: zero, as MXNet writes

@@ -242,6 +242,7 @@ def backward(
     eager: bool = False,
     order: list[Node] | None = None,
     helpers: Any = None,
+    into: Any = None,
 ) -> list[tuple[Node, Any]]:
     """Run the chain rule from ``heads``; return (variable, gradient) pairs.
 
@@ -255,6 +256,9 @@ def backward(
     an op's ``eager_vjp`` runs in place of its table VJP where it has one.
     ``order`` is ``toposort(heads)`` when the caller has it already. With ``helpers``
     (threads, engine/parallel.py), costly cotangents go to them (``side_by_side``).
+    ``into(parents, cts)``, optional, may rewrite a node's cotangents before they are
+    computed (the caller's ``GradSinks``: a weight's gradient computed straight into its
+    buffer); it is given every node's.
     """
     if order is None:
         order = toposort(heads)
@@ -291,6 +295,8 @@ def backward(
             else:
                 y, xs = vjp_args(node)
                 cts = op.vjp(F, node.at, g, y, *xs)
+            if into is not None:
+                cts = into(node.parents, cts)
             if helpers is not None and len(cts) > 1:
                 cts = side_by_side(helpers, node.parents, cts, pending)
             for p, ct in zip(node.parents, cts):

@@ -191,3 +191,84 @@ def test_variables_the_gradient_does_not_reach_get_zeros_and_misuse_is_mxnets(mo
     with pytest.raises(MXNetError, match="2-th variable because it is unreachable"):
         autograd.grad(e, [y, z])
     assert [g.asnumpy().tolist() for g in autograd.grad(e, [y])] == [[2, 2]]
+
+
+def _f32(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def test_a_weights_gradient_lands_in_the_buffer_a_user_holds(mode):
+    """A dot's weight gradient is computed into the gradient buffer itself (engine's
+    GradSinks): a handle on ``w.grad`` taken before sees every pass, and a weight used
+    twice, or twice in one dot, gets the sum."""
+    xv, wv, sq = _f32((5, 3), 0), _f32((3, 4), 1), _f32((3, 3), 2)
+    x, w, s = nd.array(xv), nd.array(wv), nd.array(sq)
+    w.attach_grad()
+    s.attach_grad()
+    held = w.grad
+    for k in (1.0, 2.0):
+        with autograd.record():
+            y = nd.dot(x * k, w)
+        y.backward()
+        np.testing.assert_allclose(held.asnumpy(), (xv * k).T @ np.ones((5, 4), np.float32), rtol=1e-5)
+    with autograd.record():
+        y = nd.dot(x, w) + nd.dot(x * 2, w)
+    y.backward()
+    np.testing.assert_allclose(held.asnumpy(), 3 * xv.T @ np.ones((5, 4), np.float32), rtol=1e-5)
+    with autograd.record():
+        z = nd.dot(s, s)
+    z.backward()
+    ones = np.ones((3, 3), np.float32)
+    np.testing.assert_allclose(s.grad.asnumpy(), ones @ sq.T + sq.T @ ones, rtol=1e-5)
+
+
+def test_a_gradient_buffer_the_graph_reads_is_read_before_it_is_written(mode):
+    """Where the graph reads a variable's gradient buffer (as an op's input or as the head
+    gradient), the whole pass sees its old values: the new gradient is written after it."""
+    wv, gv, xv = _f32((3, 3), 3), _f32((3, 3), 4), _f32((3, 3), 5)
+    w, x = nd.array(wv), nd.array(xv)
+    w.attach_grad()
+    x.attach_grad()
+    ones = np.ones((3, 3), np.float32)
+    w.grad[:] = nd.array(gv)
+    with autograd.record():
+        y = nd.dot(x * w.grad, w)  # x's gradient reads the buffer after w's is found
+    y.backward()
+    np.testing.assert_allclose(w.grad.asnumpy(), (xv * gv).T @ ones, rtol=1e-5)
+    np.testing.assert_allclose(x.grad.asnumpy(), (ones @ wv.T) * gv, rtol=1e-5)
+    w.grad[:] = nd.array(gv)
+    with autograd.record():
+        y = nd.dot(x, w) + x
+    y.backward(w.grad)  # the head gradient is the buffer: x's gradient is that gradient too
+    np.testing.assert_allclose(w.grad.asnumpy(), xv.T @ gv, rtol=1e-5)
+    np.testing.assert_allclose(x.grad.asnumpy(), gv @ wv.T + gv, rtol=1e-5)
+
+
+class _TimesGradOf(autograd.Function):
+    """Passes x on; its backward multiplies by ``g`` (a gradient buffer) as it is then."""
+
+    def __init__(self, g):
+        super().__init__()
+        self.g = g
+
+    def forward(self, x):
+        return x * 1
+
+    def backward(self, dy):
+        return dy * self.g
+
+
+def test_a_functions_backward_reads_the_old_gradient_buffer(mode):
+    """The dot after the Function runs its backward first; the Function's backward then
+    reads ``w.grad``, which must still hold what it held before the pass."""
+    xv, wv = _f32((3, 3), 6), _f32((3, 3), 7)
+    x, w = nd.array(xv), nd.array(wv)
+    x.attach_grad()
+    w.attach_grad()
+    w.grad[:] = 5
+    with autograd.record():
+        y = nd.dot(_TimesGradOf(w.grad)(x), w)
+    y.backward()
+    ones = np.ones((3, 3), np.float32)
+    np.testing.assert_allclose(w.grad.asnumpy(), xv.T @ ones, rtol=1e-5)
+    np.testing.assert_allclose(x.grad.asnumpy(), 5 * (ones @ wv.T), rtol=1e-5)

@@ -1,5 +1,6 @@
 """The backward pass's helper threads (engine/parallel.py): same gradients with and
-without them, jobs taken back when no helper started them, errors handed over."""
+without them, jobs taken back when no helper started them, errors handed over; and the
+gradients a pass computes straight into their buffers (``GradSinks``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from gradserve.engine import parallel, tape
-from gradserve.engine.session import Session
+from gradserve.engine.session import GradSinks, Session
 
 
 @pytest.fixture
@@ -353,3 +354,43 @@ def test_every_caller_gets_its_own_jobs_result(one_helper):
         t.join(60)
     assert not wrong, wrong[:5]
     _all_back(one_helper)
+
+
+class _Op:
+    name = "op"
+
+
+def test_a_dots_weight_gradient_is_computed_into_the_buffer_once():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)
+    w = tape.Node(grad=np.zeros((3, 2), np.float32))
+    sinks = GradSinks([w], [w], [])
+    kept = tape.Deferred(np.add, (1, 2), 1)
+    cts = sinks((None, w, w), (kept, tape.Deferred(np.dot, (a, b), 24), tape.Deferred(np.dot, (a, b), 24)))
+    assert cts[0] is kept  # not a variable's
+    assert cts[1].args[2] is w.grad and cts[1]() is w.grad
+    np.testing.assert_array_equal(w.grad, a @ b)
+    assert len(cts[2].args) == 2  # a buffer takes one gradient: a second is added after
+    assert len(sinks((w,), (tape.Deferred(np.dot, (a, b), 24),))[0].args) == 2
+
+
+def test_a_buffer_is_left_alone_where_it_cannot_take_the_product():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)
+
+    def rewritten(w, order=None, head_grads=(), args=(a, b)):
+        cts = GradSinks([w], order or [w], list(head_grads))((w,), (tape.Deferred(np.dot, args, 24),))
+        return len(cts[0].args) == 3
+
+    assert rewritten(tape.Node(grad=np.zeros((3, 2), np.float32)))
+    assert not rewritten(tape.Node(grad=np.zeros((3, 2), np.float32), grad_req="add"))
+    assert not rewritten(tape.Node(grad=np.zeros((3, 2), np.float64)))  # another dtype
+    assert not rewritten(tape.Node(grad=np.zeros((2, 3), np.float32).T))  # not C-contiguous
+    assert not rewritten(tape.Node(grad=np.zeros((3, 2), np.float32)), args=(a[None], b))  # not 2-D
+    buf = np.zeros((3, 2), np.float32)
+    assert not rewritten(tape.Node(grad=buf), head_grads=[buf[:1]])  # the pass reads it
+    reader = tape.Node(_Op(), None, (), (np.ones(2), buf[1:]), None)
+    w = tape.Node(grad=buf)
+    assert not rewritten(w, order=[w, reader])
+    other = tape.Node(_Op(), None, (), (np.ones((3, 2), np.float32),), None)
+    assert rewritten(tape.Node(grad=buf), order=[w, other])
