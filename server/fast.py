@@ -9,10 +9,11 @@ bodies still go through FastAPI, whose pydantic models validate them in full
 and document the route. Errors have the same statuses and shape on both
 paths; the engine checks every instruction it runs either way.
 
-Bodies are read into one buffer of the declared length; in the frames
-encoding a large tensor is used in place from that buffer, and a large reply
-is written from the arrays' own memory, its session held until it is out
-(``respond``, ``until_free``).
+Bodies are read into one buffer of the declared length (under uvicorn's httptools
+protocol a large body's chunks are written there by the protocol's own callback,
+``_receive_into``); in the frames encoding a large tensor is used in place from
+that buffer, and a large reply is written from the arrays' own memory, its
+session held until it is out (``respond``, ``until_free``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,85 @@ def receive_buffer(n: int) -> Any:
     return np.empty(n, np.uint8) if n >= LARGE else bytearray(n)
 
 
+class _IntoBuffer:
+    """Stands in for the request body that uvicorn's httptools protocol gathers: its
+    ``on_body`` does ``cycle.body += chunk``, which lands here straight in the receive
+    buffer. Its length is 0, so the protocol never pauses reading for it (nothing is held
+    in between: each chunk is in the buffer when ``on_body`` returns)."""
+
+    __slots__ = ("view", "pos", "over")
+
+    def __init__(self, view: memoryview, pos: int) -> None:
+        self.view = view
+        self.pos = pos
+        self.over = False  # more bytes came than declared (httptools frames by Content-Length)
+
+    def __iadd__(self, chunk: bytes) -> _IntoBuffer:
+        n = len(chunk)
+        if self.pos + n > len(self.view):
+            self.over = True
+        else:
+            self.view[self.pos : self.pos + n] = chunk
+            self.pos += n
+        return self
+
+    def __len__(self) -> int:
+        return 0
+
+
+_CYCLE_ATTRS = ("body", "more_body", "disconnected", "response_complete", "message_event", "flow")
+
+
+def _uvicorn_version() -> tuple[int, ...]:
+    import uvicorn
+
+    try:
+        return tuple(int(p) for p in uvicorn.__version__.split(".")[:2])
+    except ValueError:  # a version we cannot read counts as unchecked
+        return (1 << 30,)
+
+
+UVICORN_CHECKED_BELOW = (0, 55)
+"""``_receive_into`` knows uvicorn's request cycle as it is up to here (0.54 is tested): a
+later uvicorn reads bodies through ``receive`` until it is checked again (the test suite's
+``test_a_large_body_is_written_straight_into_the_receive_buffer`` then fails, saying so)."""
+_DIRECT = _uvicorn_version() < UVICORN_CHECKED_BELOW
+
+
+def _httptools_cycle(receive: Any) -> Any:
+    """The request cycle of uvicorn's httptools protocol whose ``receive`` this is, or None
+    (another server or protocol, or a uvicorn whose cycle is not as ``_receive_into`` knows it)."""
+    cycle = getattr(receive, "__self__", None)
+    if not _DIRECT or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    if not all(hasattr(cycle, a) for a in _CYCLE_ATTRS) or not isinstance(cycle.body, bytearray):
+        return None
+    return cycle
+
+
+async def _receive_into(cycle: Any, view: memoryview, pos: int) -> int | None:
+    """The rest of a body, from ``pos``, written into ``view`` as it arrives, where
+    uvicorn's ``receive`` would copy each chunk twice more (into the cycle's bytearray,
+    then into the bytes of a message) before ours; the end position, None if the client
+    went away. Does what ``receive`` does between two chunks (resume reading, wait)."""
+    sink = _IntoBuffer(view, pos)
+    if cycle.body:  # bytes that came since the last receive
+        sink += bytes(cycle.body)
+    cycle.body = sink
+    try:
+        while cycle.more_body and not (cycle.disconnected or cycle.response_complete):
+            cycle.flow.resume_reading()
+            await cycle.message_event.wait()
+            cycle.message_event.clear()
+    finally:
+        cycle.body = bytearray()
+    if cycle.disconnected:
+        return None
+    if sink.over:
+        raise InvalidInput("request body is longer than its Content-Length")
+    return sink.pos
+
+
 async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
     """The whole body in one buffer (None if the client went away)."""
     if declared is not None:
@@ -93,6 +173,15 @@ async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
             view[pos : pos + n] = chunk
             pos += n
             if not message.get("more_body", False):
+                break
+            # the first receive has answered an "Expect: 100-continue"; a large body's rest
+            # goes straight into the buffer where the protocol is uvicorn's httptools
+            cycle = _httptools_cycle(receive) if declared >= LARGE else None
+            if cycle is not None:
+                end = await _receive_into(cycle, view, pos)
+                if end is None:
+                    return None
+                pos = end
                 break
         if pos != declared:
             raise InvalidInput("request body is shorter than its Content-Length")

@@ -740,3 +740,136 @@ def test_a_client_that_stops_reading_a_large_reply_is_cut_off(caplog):
             assert r.status_code == 200 and 0.3 < waited < 20, waited
             assert http.get("/v1/health").status_code == 200
     assert any("connection dropped" in rec.getMessage() for rec in caplog.records)
+
+
+def _responses(sock: Any, n: int) -> list[tuple[int, bytes]]:
+    """``n`` HTTP responses read in order from one socket."""
+    import http.client
+
+    f = sock.makefile("rb")
+
+    class Kept:  # the one buffered file, which a response closes when it has read its body
+        def __getattr__(self, name: str) -> Any:
+            return getattr(f, name)
+
+        def close(self) -> None:
+            pass
+
+    class Shared:  # every response reads from it
+        def makefile(self, *args: Any, **kwargs: Any) -> Any:
+            return Kept()
+
+    out = []
+    try:
+        for _ in range(n):
+            r = http.client.HTTPResponse(Shared())  # type: ignore[arg-type]
+            r.begin()
+            out.append((r.status, r.read()))
+    finally:
+        f.close()
+    return out
+
+
+def _upload_and_sum(sid: str, a: np.ndarray) -> tuple[bytes, bytes]:
+    """Two requests by hand: upload ``a`` as handle 1, then read its sum."""
+    h1, p1 = frames_request(sid, {"ops": [{"op": "array", "out": [1], "at": {"value": a}}]})
+    h2, p2 = frames_request(sid, {"ops": [{"op": "sum", "in": [1], "out": [2]}, {"op": "read", "in": [2]}]})
+    return h1 + b"".join(bytes(p) for p in p1), h2 + b"".join(bytes(p) for p in p2)
+
+
+def test_a_large_body_is_written_straight_into_the_receive_buffer(live_server, monkeypatch):
+    """Under uvicorn's httptools protocol a large body's chunks land in the receive buffer
+    from the protocol's ``on_body`` (no copies in between), and arrive whole."""
+    from gradserve.server import fast
+
+    chunks: list[int] = []
+    iadd = fast._IntoBuffer.__iadd__
+
+    def spy(self, chunk):
+        chunks.append(len(chunk))
+        return iadd(self, chunk)
+
+    assert fast._DIRECT, "a uvicorn newer than fast.UVICORN_CHECKED_BELOW: check _receive_into against it"
+    monkeypatch.setattr(fast._IntoBuffer, "__iadd__", spy)
+    client = gradserve.connect(live_server.url)
+    try:
+        a = np.random.default_rng(1).random(3 << 20, dtype=np.float32)  # 12 MiB: sent at once
+        x = nd.array(a)
+        assert np.array_equal(x.asnumpy(), a)
+        assert len(chunks) > 1 and sum(chunks) < a.nbytes + 4096  # the body after its first chunk
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_a_request_pipelined_after_a_large_body_is_its_own(live_server):
+    """Bytes after a large body's Content-Length belong to the next request on the socket."""
+    import socket
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    a = np.random.default_rng(2).random(1 << 19, dtype=np.float32)  # 2 MiB
+    first, second = _upload_and_sum(sid, a)
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=60) as sock:
+        sock.sendall(first + second)
+        (s1, _), (s2, body) = _responses(sock, 2)
+    assert s1 == s2 == 200
+    got = wire.decode_tensor(wire.unpack_frames(body)["values"][0])
+    np.testing.assert_allclose(float(got.reshape(-1)[0]), a.sum(dtype=np.float64), rtol=1e-4)
+
+
+def test_a_large_body_sent_after_100_continue_arrives_whole(live_server):
+    import socket
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    a = np.random.default_rng(3).random(1 << 19, dtype=np.float32)
+    first, second = _upload_and_sum(sid, a)
+    head, body = first.split(b"\r\n\r\n", 1)
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=60) as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += sock.recv(1024)
+        assert got.startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body + second)
+        (s1, _), (s2, reply) = _responses(sock, 2)
+    assert s1 == s2 == 200
+    total = float(wire.decode_tensor(wire.unpack_frames(reply)["values"][0]).reshape(-1)[0])
+    np.testing.assert_allclose(total, a.sum(dtype=np.float64), rtol=1e-4)
+
+
+def test_a_client_gone_halfway_through_a_large_body_changes_nothing(live_server):
+    import socket
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    first, _ = _upload_and_sum(sid, np.ones(1 << 20, np.float32))  # 4 MiB
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=60) as sock:
+        sock.sendall(first[: len(first) // 2])
+    with httpx.Client(base_url=live_server.url) as http:
+        assert http.get("/v1/health").status_code == 200
+        r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "read", "in": [1]}]})
+        assert r.status_code == 404 and r.json()["error"]["kind"] == "UnknownHandle"
+        r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+        assert r.status_code == 200
+
+
+def test_bodies_from_other_servers_are_read_through_receive():
+    """Where ``receive`` is not uvicorn's httptools one, the body comes message by message."""
+    import asyncio
+
+    from gradserve.server import fast
+
+    def receiver(chunks: list[bytes]) -> Any:
+        messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        return receive
+
+    parts = [bytes([i]) * (fast.LARGE // 2) for i in range(3)]
+    buf = asyncio.run(fast._read_body(receiver(parts), 3 * (fast.LARGE // 2), 1 << 30))
+    assert bytes(buf) == b"".join(parts)
+    with pytest.raises(InvalidInput, match="longer than its Content-Length"):
+        asyncio.run(fast._read_body(receiver(parts), fast.LARGE, 1 << 30))
+    with pytest.raises(InvalidInput, match="shorter than its Content-Length"):
+        asyncio.run(fast._read_body(receiver(parts), 4 * fast.LARGE, 1 << 30))
