@@ -39,7 +39,7 @@ class Program:
     the call (``-1 .. -nargs`` its arguments, the rest what its instructions make), any other
     a handle of the session (a parameter the program reads or updates in place)."""
 
-    __slots__ = ("nargs", "steps", "outputs", "slots", "source", "reads", "plan", "sig", "made", "largest")
+    __slots__ = ("nargs", "steps", "outputs", "slots", "source", "reads", "plan", "sig", "made", "largest", "last_s")
 
     def __init__(
         self, nargs: int, steps: list[dict], outputs: list[int], slots: int, source: dict, reads: list[int]
@@ -58,6 +58,7 @@ class Program:
         self.sig: tuple | None = None
         self.made = 0
         self.largest = 0
+        self.last_s = -1.0  # how long its last call took (-1: never called), for a server's event loop
 
     def signature(self, s: Session, xs: list[np.ndarray]) -> tuple | None:
         """The shapes and dtypes a call's checks depend on; None if a handle read is gone."""
@@ -313,6 +314,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
     s._steps += len(prog.steps)
     arrays, nodes = s.arrays, s.nodes
     s._calling = True
+    started = time.perf_counter()
     try:
         for i, (h, x) in enumerate(zip(args, xs)):
             slot = -1 - i
@@ -361,6 +363,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
         s._calling = False
         for slot in range(-1, prog.slots - 1, -1):
             s.drop(slot)
+        prog.last_s = time.perf_counter() - started
 
 
 def _run_plan(s: Session, pid: int, prog: Program, values: list) -> None:

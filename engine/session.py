@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -97,6 +97,31 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
     return wrap
 
 
+LONG_PROGRAM: Final = 64
+"""A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
+_PROGRAM_OPS = frozenset({"define", "call"})
+
+
+def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
+    """Whether a ``define`` or ``call`` might run past ``deadline`` (a slice of a server's
+    event loop, which cannot stop an instruction halfway): a definition of more than
+    ``LONG_PROGRAM`` steps (it is checked step by step); a call whose program's last call
+    took longer than the time left, or that has not run yet and has that many steps."""
+    at = ins.get("at")
+    if type(at) is not dict:
+        return False  # the instruction's own error says why
+    if ins["op"] == "define":
+        steps = at.get("program")
+        return type(steps) is list and len(steps) > LONG_PROGRAM
+    pid = at.get("id")
+    prog = s.programs.get(pid) if type(pid) is int else None
+    if prog is None:
+        return False
+    if prog.last_s < 0:
+        return len(prog.steps) > LONG_PROGRAM
+    return time.perf_counter() + prog.last_s > deadline
+
+
 class BatchRun:
     """A batch being applied to a session (``Session.begin``): run in one go, or in slices
     that end between instructions (a server runs a batch's start on its event loop and
@@ -133,6 +158,9 @@ class BatchRun:
                 if i % SHARE_EVERY == 0:
                     since = share_gil(since)
                 ins = ops[i]
+                if deadline is not None and type(ins) is dict and ins.get("op") in _PROGRAM_OPS:
+                    if _long_program_op(s, ins, deadline):
+                        break  # not started: the caller runs it (and the rest) in a thread
                 try:
                     if i < tail:
                         execute(ins, values)

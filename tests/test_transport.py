@@ -655,6 +655,69 @@ def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
     assert len(during) >= 3, f"only {len(during)} health checks answered while the batch ran"
 
 
+def _chain_program(pid: int, n: int) -> dict:
+    """A define of ``n`` add_scalar steps, one after another on the call's argument."""
+    steps = [{"op": "add_scalar", "in": [-1 - i], "out": [-2 - i], "at": {"scalar": 1.0}} for i in range(n)]
+    return {"op": "define", "at": {"id": pid, "nargs": 1, "program": steps, "outputs": [-1 - n]}}
+
+
+def test_a_slice_of_the_event_loop_does_not_start_a_long_program():
+    """A define or call is one instruction, which a slice of the event loop (a deadline)
+    cannot stop halfway: a definition of many steps, a call of a program of many steps not
+    called yet, or of one whose last call took longer than the time left, is left for the
+    thread that runs the rest. Short ones run in the slice."""
+    import time
+
+    from gradserve.engine.session import LONG_PROGRAM, BatchRun, Session
+
+    s = Session("p")
+    ones = {"op": "ones", "out": [1], "at": {"shape": [4]}}
+
+    def sliced(ops: list, left: float) -> int:
+        """Run a batch with ``left`` seconds of slice: the instructions run in the slice."""
+        job = s.begin({"ops": ops})
+        assert isinstance(job, BatchRun)
+        job.run(deadline=time.perf_counter() + left)
+        ran = job.next
+        job.run()  # the rest, as the server's thread does
+        assert "error" not in job.finish(), job.reply
+        return ran
+
+    assert sliced([ones, _chain_program(1, LONG_PROGRAM + 1)], 60) == 1  # stops before the define
+    assert sliced([_chain_program(2, LONG_PROGRAM)], 60) == 1  # a short one runs
+    call = [{"op": "call", "in": [1], "out": [5], "at": {"id": 1}}, {"op": "free", "in": [5]}]
+    assert sliced(call, 60) == 0  # never called, many steps
+    assert sliced(call, 60) == 2  # its last call took far less than a minute
+    assert sliced(call, 0.0) == 0  # but longer than no time at all
+    short = [{"op": "call", "in": [1], "out": [6], "at": {"id": 2}}]
+    assert sliced(short, 60) == 1
+    assert s.get(6).tolist() == [1.0 + LONG_PROGRAM] * 4
+
+
+def test_a_long_program_runs_over_http_while_the_server_answers_others(live_server):
+    import threading
+
+    n = 20_000
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    conn = Conn("127.0.0.1", live_server.port, 60)
+    ones = {"op": "ones", "out": [1], "at": {"shape": [4]}}
+    batches = [{"ops": [ones, _chain_program(7, n)]}]
+    batches += [
+        {"ops": [{"op": "call", "in": [1], "out": [k], "at": {"id": 7}}, {"op": "read", "in": [k]}]} for k in (2, 3)
+    ]
+    replies: list = []
+    worker = threading.Thread(target=lambda: replies.extend(conn.request(*frames_request(sid, b)) for b in batches))
+    with httpx.Client(base_url=live_server.url) as http:
+        worker.start()
+        while worker.is_alive():
+            assert http.get("/v1/health").status_code == 200
+        worker.join()
+    conn.close()
+    assert [r[0] for r in replies] == [200, 200, 200]
+    for _, _, body in replies[1:]:
+        assert wire.decode_tensor(wire.unpack_frames(body)["values"][0]).tolist() == [1.0 + n] * 4
+
+
 @pytest.mark.parametrize("at", [{"grad": "yes"}, {"nope": 1}, [1]])
 def test_a_batchs_last_reads_check_their_attributes_as_any_read(at):
     """The reads that end a batch are answered without a copy on the binary route; their
