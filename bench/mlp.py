@@ -210,13 +210,33 @@ def pair(args: argparse.Namespace, x: Any, y: Any) -> None:
         local.flush()
 
     cases = {"numpy (by hand)": _mlp.Numpy(x, y).step, "gradserve in-process, hybridized": hybrid_step}
+    from gradserve.engine import parallel
+
+    alone = "gradserve in-process, hybridized, no helper threads"
+    if parallel.count():
+        hybrid_alone = _mlp.Gradserve(x, y, hybrid=True)
+
+        def alone_step() -> None:  # one core, as numpy by hand: the backward pass's helper off
+            parallel.enable(False)
+            try:
+                hybrid_alone.step()
+                local.flush()
+            finally:
+                parallel.enable(True)
+
+        cases[alone] = alone_step
     res = interleave(cases, rounds=args.rounds, inner=args.inner, warmup=2)
     assert hybrid.train.traces == 1
     base = med(res["numpy (by hand)"])
     rows = [(name, f"{med(ts) * 1e3:.3f} ms/step, x{med(ts) / base:.2f} numpy") for name, ts in res.items()]
-    r = [a / b for a, b in zip(res["gradserve in-process, hybridized"], res["numpy (by hand)"])]
-    spread = f"{med(r):.3f} (middle half {pct(r, 0.25):.3f} to {pct(r, 0.75):.3f})"
-    rows.append(("hybridized / numpy, per round", spread))
+
+    def spread(case: str) -> str:
+        r = [a / b for a, b in zip(res[case], res["numpy (by hand)"])]
+        return f"{med(r):.3f} (middle half {pct(r, 0.25):.3f} to {pct(r, 0.75):.3f})"
+
+    rows.append(("hybridized / numpy, per round", spread("gradserve in-process, hybridized")))
+    if alone in res:
+        rows.append(("hybridized without the helper / numpy, per round", spread(alone)))
     rows.append(("BLAS", f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')} for both"))
     report(f"MLP step, hybridized against numpy alone, {args.rounds} rounds x {args.inner} steps", rows)
 
