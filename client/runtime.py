@@ -37,27 +37,28 @@ class SessionClosed(MXNetError):
     """The array's session was closed."""
 
 
-_OUR_CODE: dict[Any, bool] = {}  # code object -> whether it is gradserve's (a cache: this runs per op)
+_OUR_FILES: dict[str, bool] = {}  # file name -> whether it is gradserve's (a cache: this runs per op)
 
 
-def _ours(code: Any) -> bool:
-    mine = _OUR_CODE.get(code)
+def _ours(filename: str) -> bool:
+    mine = _OUR_FILES.get(filename)
     if mine is None:
-        mine = _OUR_CODE[code] = code.co_filename.startswith(_OURS)
+        mine = _OUR_FILES[filename] = filename.startswith(_OURS)
     return mine
 
 
 def _user_line() -> tuple[str, int] | None:
-    """The first frame outside gradserve: the user's line that queued an op."""
+    """The first frame outside gradserve: the user's line that queued an op. (Keyed by file
+    name: a str caches its hash, a code object computes it at every lookup.)"""
     f: FrameType | None = sys._getframe(2)
-    known = _OUR_CODE.get
+    known = _OUR_FILES.get
     while f is not None:
-        code = f.f_code
-        mine = known(code)
+        filename = f.f_code.co_filename
+        mine = known(filename)
         if mine is None:
-            mine = _ours(code)
+            mine = _ours(filename)
         if not mine:
-            return code.co_filename, f.f_lineno
+            return filename, f.f_lineno
         f = f.f_back
     return None
 
