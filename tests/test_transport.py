@@ -936,3 +936,32 @@ def test_bodies_from_other_servers_are_read_through_receive():
         asyncio.run(fast._read_body(receiver(parts), fast.LARGE, 1 << 30))
     with pytest.raises(InvalidInput, match="shorter than its Content-Length"):
         asyncio.run(fast._read_body(receiver(parts), 4 * fast.LARGE, 1 << 30))
+
+
+def test_large_bodies_on_two_connections_at_once_arrive_whole(live_server):
+    """Two sessions upload large arrays at the same time: each body goes into its own buffer.
+    (``nd`` uses one current session per process: each thread here has a client of its own.)"""
+    import threading
+
+    from gradserve.ndarray import _from_numpy
+
+    results: dict[int, bool] = {}
+
+    def upload(k: int) -> None:
+        client = gradserve.Client(gradserve.Http(live_server.url))
+        try:
+            for r in range(3):
+                a = np.random.default_rng(10 * k + r).random(5 << 18, dtype=np.float32)  # 5 MiB
+                x = _from_numpy(a, client)
+                client.flush()
+                results[10 * k + r] = bool(np.array_equal(x.asnumpy(), a))
+                del x
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=upload, args=(k,)) for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {k: True for k in (10, 11, 12, 20, 21, 22)}
