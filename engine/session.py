@@ -534,7 +534,12 @@ class GradSinks:
     def _check(self) -> None:
         self.checked = True
         read = {id(_owner(g)) for g in self.head_grads}
-        for n in self.order:
+        turns = 0
+        since = time.perf_counter()
+        for n in self.order:  # a long graph: let waiting threads run now and then (tape.share_gil)
+            turns += 1
+            if turns % SHARE_EVERY == 0:
+                since = share_gil(since)
             if n.op is None:
                 continue
             if isinstance(n.op, FunctionVJP):
