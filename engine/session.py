@@ -518,7 +518,8 @@ class GradSinks:
     pass costs: a ``dot``'s gradient (``Deferred(np.dot, (a, b))``, ``dot``'s eager VJP)
     becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
     new array and copied in after the pass, as before. A buffer whose memory the graph reads
-    (an input of a recorded op, a head gradient) is left alone, and so is every buffer when a
+    (an input of a recorded op, a head gradient) or another variable's buffer shares is left
+    alone, and so is every buffer when a
     user's Function is in the graph (its backward reads the session's arrays). A pass that
     fails part way (an error in a table VJP: none is expected once the forward ran) may have
     written a buffer so far."""
@@ -527,6 +528,10 @@ class GradSinks:
 
     def __init__(self, variables: list[Node], order: list[Node], head_grads: list[Any]) -> None:
         self.bufs = {v: v.grad for v in variables if v.grad_req == "write"}
+        owners = [id(_owner(v.grad)) for v in variables]
+        if len(set(owners)) < len(owners):  # buffers that variables share (mark_variables): written after, in order
+            shared = {o for o in owners if owners.count(o) > 1}
+            self.bufs = {v: b for v, b in self.bufs.items() if id(_owner(b)) not in shared}
         self.order = order
         self.head_grads = head_grads
         self.checked = False  # the graph is looked at on the first dot (most passes have none)

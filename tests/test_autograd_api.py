@@ -272,3 +272,21 @@ def test_a_functions_backward_reads_the_old_gradient_buffer(mode):
     ones = np.ones((3, 3), np.float32)
     np.testing.assert_allclose(w.grad.asnumpy(), xv.T @ ones, rtol=1e-5)
     np.testing.assert_allclose(x.grad.asnumpy(), 5 * (ones @ wv.T), rtol=1e-5)
+
+
+def test_variables_sharing_one_gradient_buffer_get_one_whole_gradient(mode):
+    """Two variables marked with the same gradient array (``mark_variables``): the array
+    ends up holding one of the two gradients whole, as writing them one after the other
+    gives, never a mix (a dot computed into the shared buffer must not clobber the other
+    variable's partial sum kept there)."""
+    av, bv, cv, xv, yv = (_f32((3, 3), s) for s in (8, 9, 10, 11, 12))
+    a, b, c, x, y = (nd.array(v) for v in (av, bv, cv, xv, yv))
+    g = nd.zeros((3, 3))
+    autograd.mark_variables([x, y], [g, g])
+    with autograd.record():
+        z = nd.dot(a, x) + nd.dot(b, y) + nd.dot(c, x)
+    z.backward()
+    ones = np.ones((3, 3), np.float32)
+    gx, gy = (av + cv).T @ ones, bv.T @ ones
+    got = g.asnumpy()
+    assert np.allclose(got, gx, rtol=1e-5) or np.allclose(got, gy, rtol=1e-5), got
