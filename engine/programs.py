@@ -58,7 +58,7 @@ class Program:
         self.sig: tuple | None = None
         self.made = 0
         self.largest = 0
-        self.last_s = -1.0  # how long its last call took (-1: never called), for a server's event loop
+        self.last_s = -1.0  # how long its last call that ran every step took (-1: none yet), for a server's event loop
 
     def signature(self, s: Session, xs: list[np.ndarray]) -> tuple | None:
         """The shapes and dtypes a call's checks depend on; None if a handle read is gone."""
@@ -343,6 +343,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
                 except MXNetError as e:
                     raise _in_step(e, pid, prog, i) from None
             prog.checked(s, sig)
+        prog.last_s = time.perf_counter() - started  # a call that ran every step (see _long_program_op)
         moved: dict[int, int] = {}
         for src, dst in zip(prog.outputs, out):
             first = moved.get(src)
@@ -363,7 +364,6 @@ def _call(s: Session, ins: dict, values: list) -> None:
         s._calling = False
         for slot in range(-1, prog.slots - 1, -1):
             s.drop(slot)
-        prog.last_s = time.perf_counter() - started
 
 
 def _run_plan(s: Session, pid: int, prog: Program, values: list) -> None:

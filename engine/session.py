@@ -105,8 +105,9 @@ _PROGRAM_OPS = frozenset({"define", "call"})
 def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
     """Whether a ``define`` or ``call`` might run past ``deadline`` (a slice of a server's
     event loop, which cannot stop an instruction halfway): a definition of more than
-    ``LONG_PROGRAM`` steps (it is checked step by step); a call whose program's last call
-    took longer than the time left, or that has not run yet and has that many steps."""
+    ``LONG_PROGRAM`` steps (it is checked step by step); a call whose program's last whole
+    call, with the same argument shapes, took longer than the time left; a call of that many
+    steps with nothing to go by (never run whole, or other shapes)."""
     at = ins.get("at")
     if type(at) is not dict:
         return False  # the instruction's own error says why
@@ -117,9 +118,16 @@ def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
     prog = s.programs.get(pid) if type(pid) is int else None
     if prog is None:
         return False
-    if prog.last_s < 0:
-        return len(prog.steps) > LONG_PROGRAM
-    return time.perf_counter() + prog.last_s > deadline
+    if prog.last_s >= 0:  # the last call that ran every step: it had the plan's signature
+        xs = []
+        for h in ins.get("in") or ():
+            x = s.arrays.get(h) if type(h) is int else None
+            if x is None:
+                return False  # the call's own error says why
+            xs.append(x)
+        if prog.signature(s, xs) == prog.sig:
+            return time.perf_counter() + prog.last_s > deadline
+    return len(prog.steps) > LONG_PROGRAM  # never ran whole, or other shapes: judged by its length
 
 
 class BatchRun:
@@ -158,8 +166,8 @@ class BatchRun:
                 if i % SHARE_EVERY == 0:
                     since = share_gil(since)
                 ins = ops[i]
-                if deadline is not None and type(ins) is dict and ins.get("op") in _PROGRAM_OPS:
-                    if _long_program_op(s, ins, deadline):
+                if deadline is not None and type(ins) is dict and type(ins.get("op")) is str:
+                    if ins["op"] in _PROGRAM_OPS and _long_program_op(s, ins, deadline):
                         break  # not started: the caller runs it (and the rest) in a thread
                 try:
                     if i < tail:
@@ -518,8 +526,8 @@ class GradSinks:
     pass costs: a ``dot``'s gradient (``Deferred(np.dot, (a, b))``, ``dot``'s eager VJP)
     becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
     new array and copied in after the pass, as before. A buffer whose memory the graph reads
-    (an input of a recorded op, a head gradient) or another variable's buffer shares is left
-    alone, and so is every buffer when a
+    (an input or output of a recorded op, a head gradient) or another variable's buffer shares
+    is left alone, and so is every buffer when a
     user's Function is in the graph (its backward reads the session's arrays). A pass that
     fails part way (an error in a table VJP: none is expected once the forward ran) may have
     written a buffer so far."""
@@ -550,6 +558,7 @@ class GradSinks:
             if isinstance(n.op, FunctionVJP):
                 self.bufs.clear()
                 return
+            read.add(id(_owner(n.y)))  # VJPs read outputs too (exp's: g * y)
             for x in n.xs or ():
                 read.add(id(_owner(x)))
         for v in [v for v, buf in self.bufs.items() if id(_owner(buf)) in read]:

@@ -203,11 +203,14 @@ def _inline(session: Session, ops: list[Any]) -> bool:
     if session.lock.locked() or len(ops) > 16:
         return False
     nbytes = 0
-    for ins in ops:
-        if type(ins) is not dict or ins.get("op") not in INLINE_OPS:
+    for ins in ops:  # (a malformed instruction is the batch's to refuse: not inline then)
+        if type(ins) is not dict or type(ins.get("op")) is not str or ins["op"] not in INLINE_OPS:
             return False
         if ins["op"] == "read":
-            for h in ins.get("in", ()):
+            hs = ins.get("in", ())
+            if type(hs) is not list:
+                return False
+            for h in hs:
                 x = session.arrays.get(h) if type(h) is int else None
                 nbytes += x.nbytes if x is not None else 0
     return nbytes <= INLINE_READ_BYTES

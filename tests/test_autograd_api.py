@@ -290,3 +290,19 @@ def test_variables_sharing_one_gradient_buffer_get_one_whole_gradient(mode):
     gx, gy = (av + cv).T @ ones, bv.T @ ones
     got = g.asnumpy()
     assert np.allclose(got, gx, rtol=1e-5) or np.allclose(got, gy, rtol=1e-5), got
+
+
+def test_a_gradient_buffer_that_is_an_ops_output_is_read_before_it_is_written(mode):
+    """exp's VJP reads its output: a variable whose gradient buffer is that output (marked
+    after it was recorded) gets its gradient after exp's VJP has read the old values."""
+    xv, av, wv = _f32((2, 2), 13), _f32((2, 2), 14), _f32((2, 2), 15)
+    x, a, w = nd.array(xv), nd.array(av), nd.array(wv)
+    x.attach_grad()
+    with autograd.record():
+        t = nd.exp(x)
+    autograd.mark_variables([w], [t])  # w's gradient buffer is t's array
+    with autograd.record():
+        u = nd.dot(a, w)
+    autograd.backward([t, u])  # the dot's VJP runs before exp's
+    np.testing.assert_allclose(x.grad.asnumpy(), np.exp(xv), rtol=1e-5)
+    np.testing.assert_allclose(t.asnumpy(), av.T @ np.ones((2, 2), np.float32), rtol=1e-5)

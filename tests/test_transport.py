@@ -694,6 +694,73 @@ def test_a_slice_of_the_event_loop_does_not_start_a_long_program():
     assert s.get(6).tolist() == [1.0 + LONG_PROGRAM] * 4
 
 
+def test_a_slice_judges_a_call_by_its_last_whole_call_with_the_same_shapes():
+    """A call that failed part way, or ran on other argument shapes, says nothing about how
+    long the next one takes: the program is judged by its length again."""
+    import time
+
+    from gradserve.engine.session import LONG_PROGRAM, BatchRun, Session
+
+    s = Session("p")
+    n = LONG_PROGRAM + 1
+    steps = [{"op": "dot", "in": [-1 - i, -1], "out": [-2 - i]} for i in range(n)]
+    setup = [
+        {"op": "define", "at": {"id": 1, "nargs": 1, "program": steps, "outputs": [-1 - n]}},
+        {"op": "ones", "out": [1], "at": {"shape": [3, 4]}},  # not square: step 0 fails
+        {"op": "ones", "out": [2], "at": {"shape": [2, 2]}},
+        {"op": "ones", "out": [3], "at": {"shape": [3, 3]}},
+    ]
+    assert "error" not in s.run_batch({"ops": setup})
+
+    def in_slice(arg: int, out: int, left: float = 60.0) -> int:
+        job = s.begin({"ops": [{"op": "call", "in": [arg], "out": [out], "at": {"id": 1}}]})
+        assert isinstance(job, BatchRun)
+        job.run(deadline=time.perf_counter() + left)
+        ran = job.next
+        job.run()
+        job.finish()
+        return ran
+
+    assert in_slice(1, 10) == 0  # never run: judged by its length
+    assert in_slice(1, 11) == 0  # its first call failed at step 0: still nothing to go by
+    assert in_slice(2, 12) == 0
+    assert in_slice(2, 13) == 1  # a whole call with these shapes took far less than a minute
+    assert in_slice(3, 14) == 0  # other shapes: judged by its length again
+
+
+def test_an_instruction_whose_op_is_not_a_name_is_refused_cleanly_on_every_path(live_server):
+    """An op that is a list (unhashable) is the batch's InvalidInput at its index, with what
+    ran before it kept and the reply stored for a retry: in a slice of the event loop, and
+    when the session's last batch was slow (the route's inline check looks at it first)."""
+    import time
+
+    from gradserve.engine.session import BatchRun, Session
+
+    s = Session("u")
+    job = s.begin({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}, {"op": ["x"]}]})
+    assert isinstance(job, BatchRun)
+    job.run(deadline=time.perf_counter() + 60)
+    reply = job.finish()
+    assert reply["error"]["kind"] == "InvalidInput" and reply["error"]["index"] == 1, reply
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        h = {"content-type": wire.MSGPACK, "accept": wire.MSGPACK}
+        url = f"/v1/sessions/{sid}/batch"
+        for seq, bad in enumerate(({"op": ["x"]}, {"op": "read", "in": 5}), start=1):
+            body = msgpack.packb({"seq": seq, "ops": [{"op": "zeros", "out": [seq], "at": {"shape": [2]}}, bad]})
+            first = http.post(url, content=body, headers=h)
+            assert first.status_code == 400, first.content[:200]
+            again = http.post(url, content=body, headers=h)  # the same seq: the stored reply
+            assert again.status_code == 400 and msgpack.unpackb(again.content) == msgpack.unpackb(first.content)
+            assert msgpack.unpackb(first.content)["error"]["index"] == 1
+        slow = {"op": "dot", "in": [9, 9], "out": [10]}
+        big = {"op": "ones", "out": [9], "at": {"shape": [700, 700]}}
+        assert http.post(url, json={"seq": 3, "ops": [big, slow, slow | {"out": [11]}]}).status_code == 200
+        body = msgpack.packb({"seq": 4, "ops": [{"op": ["x"]}]})
+        r = http.post(url, content=body, headers=h)
+        assert r.status_code == 400 and msgpack.unpackb(r.content)["error"]["kind"] == "InvalidInput"
+
+
 def test_a_long_program_runs_over_http_while_the_server_answers_others(live_server):
     import threading
 
