@@ -129,7 +129,7 @@ class HybridFunction:
             if t.pid not in c.failed_programs:
                 return t.call(c, arrays)
             c.failed_programs.discard(t.pid)  # its define failed (the error was raised): trace again
-        out, t = self._trace(c, functools.partial(self.fn, *args, **kwargs), arrays)
+        out, t = self._trace(c, args, kwargs, arrays)
         traces[key] = t
         return out
 
@@ -142,9 +142,21 @@ class HybridFunction:
         """How many signatures have been traced (in all sessions)."""
         return sum(len(t) for t in self._traces.values())
 
-    def _trace(self, c: Client, run: Callable[[], Any], arrays: list[NDArray]) -> tuple[Any, _Traced]:
+    def _trace(
+        self, c: Client, args: tuple[Any, ...], kwargs: dict[str, Any], arrays: list[NDArray]
+    ) -> tuple[Any, _Traced]:
+        # The function sees each argument under a name of its own (an alias: the same array,
+        # the same place in the graph), and only those names become the call's slots: the same
+        # array passed twice, or also read directly (a parameter), stays apart in the program.
+        names = []
+        for a in arrays:
+            h = c.handle()
+            c.enqueue({"op": "alias", "in": [a._h], "out": [h]})
+            names.append(NDArray(c, h, a._spec, a._node))
+        given = iter(names)
+        args = tuple(next(given) if isinstance(a, NDArray) else a for a in args)
         with c.capture(NO_READS) as steps:
-            out = run()
+            out = self.fn(*args, **kwargs)
         container: type | None = None
         outs: list[Any] | None = None
         if isinstance(out, NDArray):
@@ -158,7 +170,7 @@ class HybridFunction:
         for o in outs:
             if o._c is not c:
                 raise InvalidInput("hybridized function: it returned an array of another session")
-        slot = {a._h: -1 - i for i, a in reversed(list(enumerate(arrays)))}  # an array passed twice: its first slot
+        slot = {a._h: -1 - i for i, a in enumerate(names)}
         nargs = len(arrays)
         program = []
         made = nargs  # slots -1 .. -nargs are the arguments'

@@ -491,6 +491,25 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     s.put(ins["out"][0], n.grad, alias=True)
 
 
+@command(
+    "alias",
+    "data",
+    (),
+    "Give the output handle the array itself (shared, not copied) and its place in the graph: a "
+    "second name for it, freed on its own.",
+)
+def _alias(s: Session, ins: dict, values: list) -> None:
+    h = _one(ins, "alias")
+    x = s.get(h)
+    out = ins.get("out")
+    if type(out) is not list or len(out) != 1:
+        raise InvalidInput("alias makes exactly one output handle")
+    s.put(out[0], x, alias=True)
+    n = s.nodes.get(h)
+    if n is not None:
+        s.nodes[out[0]] = n
+
+
 def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Node], list[Any]]:
     heads_h = list(ins.get("in", ()))
     hg_h = ins["at"]["head_grads"] or [None] * len(heads_h)

@@ -670,3 +670,72 @@ def test_autograd_grad_inside_a_hybridized_function(mode):
         x.attach_grad()
         np.testing.assert_allclose(slope(x).asnumpy(), [3 * a * a for a in v], rtol=1e-6)
     assert slope.traces == 1
+
+
+def test_an_argument_is_its_own_slot_however_the_first_call_aliased_it(mode):
+    """The trace sees each argument under a name of its own: an array passed twice at the
+    first call, or passed and also read directly (a parameter), stays apart in the program."""
+    f = hybridize(lambda a, b: a * b + b)
+    x, y = nd.array([1.0, 2.0]), nd.array([10.0, 20.0])
+    assert f(x, x).asnumpy().tolist() == [2.0, 6.0]
+    assert f(x, y).asnumpy().tolist() == [20.0, 60.0] and f.traces == 1
+    w = nd.array([1.0, 2.0])
+    g = hybridize(lambda a: a + w)
+    assert g(w).asnumpy().tolist() == [2.0, 4.0]
+    assert g(nd.array([100.0, 100.0])).asnumpy().tolist() == [101.0, 102.0]
+
+
+def test_a_gradient_read_before_the_trace_is_the_arguments_own_at_every_call(mode):
+    def make():
+        p1, p2 = nd.array([1.0, 1.0]), nd.array([5.0, 5.0])
+        for p in (p1, p2):
+            p.attach_grad()
+        with autograd.record():
+            loss = (p1 * 1 + p2 * 3).sum()
+        loss.backward()
+        return p1, p2
+
+    def sgd(p):
+        p -= 0.5 * p.grad
+        return p * 1
+
+    p1, p2 = make()
+    assert p1.grad.asnumpy().tolist() == [1.0, 1.0]  # the proxy of p1's gradient, kept by p1
+    update = hybridize(sgd)
+    update(p1)
+    update(p2)
+    assert p1.asnumpy().tolist() == [0.5, 0.5] and p2.asnumpy().tolist() == [3.5, 3.5]
+
+
+def test_alias_is_a_second_name_for_an_array_and_its_place_in_the_graph():
+    from gradserve.engine.session import Session
+
+    s = Session("a")
+    ops = [
+        {"op": "ones", "out": [1], "at": {"shape": [2]}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "alias", "in": [1], "out": [2]},
+        {"op": "mul_scalar", "in": [2], "out": [3], "at": {"scalar": 3.0}, "mode": 3},
+        {"op": "backward", "in": [3], "mode": 2},
+        {"op": "update", "in": [2], "at": {"fn": "add", "scalar": 1.0}},
+        {"op": "read", "in": [1], "at": {"grad": True}},
+        {"op": "read", "in": [1]},
+    ]
+    assert "error" not in s.run_batch({"ops": ops[:2]})
+    before = s.nbytes
+    assert "error" not in s.run_batch({"ops": ops[2:3]})
+    assert s.nbytes == before  # the alias holds no bytes of its own
+    reply = s.run_batch({"ops": ops[3:]})
+    assert "error" not in reply, reply
+    assert [v.tolist() for v in reply["values"]] == [[3.0, 3.0], [2.0, 2.0]]  # one array, one graph place
+    held = s.nbytes
+    s.run_batch({"ops": [{"op": "free", "in": [2]}]})
+    assert s.nbytes == held and s.get(1).tolist() == [2.0, 2.0] and s.node(1) is not None
+    for bad, kind in (
+        ({"op": "alias", "in": [9], "out": [4]}, "UnknownHandle"),
+        ({"op": "alias", "in": [1], "out": [1]}, "InvalidInput"),
+        ({"op": "alias", "in": [1]}, "InvalidInput"),
+        ({"op": "alias", "in": [1, 1], "out": [4]}, "InvalidInput"),
+    ):
+        reply = s.run_batch({"ops": [bad]})
+        assert reply["error"]["kind"] == kind, (bad, reply)
