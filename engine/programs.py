@@ -345,21 +345,28 @@ def _call(s: Session, ins: dict, values: list) -> None:
             prog.checked(s, sig)
         prog.last_s = time.perf_counter() - started  # a call that ran every step (see _long_program_op)
         moved: dict[int, int] = {}
-        for src, dst in zip(prog.outputs, out):
-            first = moved.get(src)
-            if src < -prog.nargs and first is None:  # a slot the program made: it becomes the output
-                moved[src] = dst
-                arrays[dst] = arrays.pop(src)
-                if src in s.aliases:
-                    s.aliases.discard(src)
-                    s.aliases.add(dst)
-                n = nodes.pop(src, None)
-                if n is not None:
-                    nodes[dst] = n
-            else:  # an argument, a handle of the session or an output given already: a copy
-                x = s.get(src if first is None else first)
-                s.check_alloc(x.nbytes)
-                s.put(dst, np.array(x, copy=True))
+        placed: list[int] = []
+        try:
+            for src, dst in zip(prog.outputs, out):
+                first = moved.get(src)
+                if src < -prog.nargs and first is None:  # a slot the program made: it becomes the output
+                    moved[src] = dst
+                    arrays[dst] = arrays.pop(src)
+                    if src in s.aliases:
+                        s.aliases.discard(src)
+                        s.aliases.add(dst)
+                    n = nodes.pop(src, None)
+                    if n is not None:
+                        nodes[dst] = n
+                else:  # an argument, a handle of the session or an output given already: a copy
+                    x = s.get(src if first is None else first)
+                    s.check_alloc(x.nbytes)
+                    s.put(dst, np.array(x, copy=True))
+                placed.append(dst)
+        except MXNetError:
+            for dst in placed:  # a call that fails gives no outputs (those moved go with it)
+                s.drop(dst)
+            raise
     finally:
         s._calling = False
         for slot in range(-1, prog.slots - 1, -1):

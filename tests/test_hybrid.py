@@ -739,3 +739,28 @@ def test_alias_is_a_second_name_for_an_array_and_its_place_in_the_graph():
     ):
         reply = s.run_batch({"ops": [bad]})
         assert reply["error"]["kind"] == kind, (bad, reply)
+
+
+def test_a_call_that_fails_while_giving_its_outputs_gives_none():
+    """Outputs placed before a later one fails (quota for a copy, a handle that is gone) are
+    taken back with the error: the session holds what it held, less nothing."""
+    from gradserve.engine.session import Session
+
+    def run(s, *ops):
+        return s.run_batch({"ops": list(ops)})
+
+    s = Session("t")
+    run(s, {"op": "array", "out": [1], "at": {"value": np.ones(1000, np.float32)}})
+    prog = [{"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}}]
+    run(s, {"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-2, -1]}})
+    held = s.nbytes
+    s.limits.max_session_bytes = held + 4000 + 100  # room for the made output, not the argument's copy
+    reply = run(s, {"op": "call", "in": [1], "out": [20, 21], "at": {"id": 1}})
+    assert reply["error"]["kind"] == "QuotaExceeded"
+    assert sorted(s.arrays) == [1] and s.nbytes == held
+    s2 = Session("u")
+    run(s2, *({"op": "array", "out": [h], "at": {"value": np.ones(3, np.float32)}} for h in (1, 2)))
+    prog = [{"op": "add", "in": [-1, 2], "out": [-2]}]
+    run(s2, {"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-2, 5]}})
+    reply = run(s2, {"op": "call", "in": [1], "out": [20, 21], "at": {"id": 1}})
+    assert reply["error"]["kind"] == "UnknownHandle" and sorted(s2.arrays) == [1, 2]
