@@ -89,7 +89,8 @@ class HybridFunction:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self._attr: str | None = None  # its name in a class body (a method)
-        self._traces: weakref.WeakKeyDictionary[Client, dict[Any, _Traced]] = weakref.WeakKeyDictionary()
+        # per session: the variables' version the traces were made with, and the traces by signature
+        self._traces: weakref.WeakKeyDictionary[Client, tuple[int, dict[Any, _Traced]]] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -115,15 +116,23 @@ class HybridFunction:
                 c.check_alive(a._h)
         if c.capturing():  # inside another trace: its instructions become part of that one
             return self.fn(*args, **kwargs)
-        key: tuple = (flags.recording, flags.training, tuple(_key_of(a) for a in args))
+        # the graph the trace saw: which arguments were in one, and the session's variables as
+        # they were (a trace links its outputs to the nodes it reached; attach_grad makes new ones)
+        key: tuple = (
+            flags.recording,
+            flags.training,
+            tuple(_key_of(a) for a in args),
+            tuple(tape.in_graph(a._node) for a in arrays),
+        )
         if kwargs:
             for name, v in kwargs.items():
                 if isinstance(v, NDArray):
                     raise InvalidInput(f"hybridized function: pass the array {name}= as a positional argument")
             key += tuple(sorted((name, _key_of(v)) for name, v in kwargs.items()))
-        traces = self._traces.get(c)
-        if traces is None:
-            traces = self._traces[c] = {}
+        held = self._traces.get(c)
+        if held is None or held[0] != c.variables_changed:  # none yet, or of another graph: dropped
+            held = self._traces[c] = (c.variables_changed, {})
+        traces = held[1]
         t = traces.get(key)
         if t is not None:
             if t.pid not in c.failed_programs:
@@ -140,7 +149,7 @@ class HybridFunction:
     @property
     def traces(self) -> int:
         """How many signatures have been traced (in all sessions)."""
-        return sum(len(t) for t in self._traces.values())
+        return sum(len(t) for _, t in self._traces.values())
 
     def _trace(
         self, c: Client, args: tuple[Any, ...], kwargs: dict[str, Any], arrays: list[NDArray]

@@ -471,6 +471,7 @@ class NDArray:
         self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
         self._node = tape.Node(grad_req=grad_req)
         self._gradp = None
+        self._c.variables_changed += 1
 
     @property
     def grad(self) -> NDArray | None:
@@ -613,6 +614,7 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
     for v, g, r in zip(variables, gradients, grad_reqs):
         v._node = tape.Node(grad_req=r)
         v._gradp = g
+    c.variables_changed += 1
 
 
 def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = False) -> NDArray:

@@ -78,6 +78,9 @@ class Client:
         self._program_ids = itertools.count(1)
         self._forgets: list[int] = []  # programs to drop with the next batch
         self.failed_programs: set[int] = set()  # programs whose define did not run (traced again)
+        # how many times arrays were made variables (attach_grad, mark_variables): a hybridized
+        # function's traces hold the graph as it was, and are made again after a change
+        self.variables_changed = 0
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
         # the tensor bytes one request may carry (the server's request limit, less room for the
         # rest of a batch; None: no limit), and the queue's bound, below it

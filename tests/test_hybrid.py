@@ -764,3 +764,37 @@ def test_a_call_that_fails_while_giving_its_outputs_gives_none():
     run(s2, {"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-2, 5]}})
     reply = run(s2, {"op": "call", "in": [1], "out": [20, 21], "at": {"id": 1}})
     assert reply["error"]["kind"] == "UnknownHandle" and sorted(s2.arrays) == [1, 2]
+
+
+def test_a_call_links_to_the_graph_as_it_is_now(mode):
+    """A trace links its outputs to the graph it saw: an argument that was not in a graph then
+    but is now, or a parameter made a variable (again) since, makes a new trace."""
+    f = hybridize(lambda a: a * 3)
+    with autograd.record():
+        f(nd.ones((2,)))  # traced with an argument in no graph
+    x = nd.ones((2,))
+    x.attach_grad()
+    with autograd.record():
+        y = f(x)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [3.0, 3.0]
+
+    w = nd.ones((2,))
+    w.attach_grad(grad_req="null")
+    g = hybridize(lambda a: a * w)
+    with autograd.record():
+        g(nd.ones((2,)))
+    w.attach_grad()  # now written
+    with autograd.record():
+        y = g(nd.ones((2,)) * 2)
+    y.backward()
+    assert w.grad.asnumpy().tolist() == [2.0, 2.0]
+    w.attach_grad()  # a new variable node: autograd.grad asks for it
+    with autograd.record():
+        y = g(nd.ones((2,)) * 5)
+    assert autograd.grad(y, [w])[0].asnumpy().tolist() == [5.0, 5.0]
+    before = g.traces
+    for _ in range(3):  # no change since: the same trace
+        with autograd.record():
+            g(nd.ones((2,)))
+    assert g.traces == before == 1
