@@ -69,9 +69,19 @@ class HybridCall:
     name = "call"
 
 
+def _holds_array(v: Any) -> bool:
+    if isinstance(v, NDArray):
+        return True
+    return type(v) in (tuple, frozenset) and any(_holds_array(x) for x in v)
+
+
 def _key_of(arg: Any) -> Any:
     if isinstance(arg, NDArray):
         return (arg._spec.shape, arg._spec.dtype)
+    if type(arg) in (tuple, frozenset) and _holds_array(arg):
+        # a constant is part of the signature and kept with the trace: arrays in it would be
+        # fixed into the program and held for good
+        raise InvalidInput("hybridized functions take arrays as positional arguments, not inside a tuple")
     if type(arg) is float:  # by repr: NaN equals itself, -0.0 differs from 0.0
         return ("float", repr(arg))
     try:
@@ -89,6 +99,8 @@ class HybridFunction:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self._attr: str | None = None  # its name in a class body (a method)
+        # instances without a __dict__ (__slots__): their bound functions, by id, while they live
+        self._bound: dict[int, tuple[weakref.ref[Any], HybridFunction]] = {}
         # per session: the variables' version the traces were made with, and the traces by signature
         self._traces: weakref.WeakKeyDictionary[Client, tuple[int, dict[Any, _Traced]]] = weakref.WeakKeyDictionary()
         functools.update_wrapper(self, fn)
@@ -100,10 +112,37 @@ class HybridFunction:
         """A method, traced per instance: the instance keeps its own traces (they go with it)."""
         if obj is None:
             return self
-        if self._attr is None or not hasattr(obj, "__dict__"):  # not named in a class body, or slots
+        if self._attr is None:  # not named in a class body
             return types.MethodType(self, obj)  # the instance is then a constant of the key
-        bound = HybridFunction(types.MethodType(self.fn, obj))
-        obj.__dict__[self._attr] = bound  # found before the class's from now on
+        if hasattr(obj, "__dict__"):
+            bound = HybridFunction(types.MethodType(self.fn, obj))
+            obj.__dict__[self._attr] = bound  # found before the class's from now on
+            return bound
+        # __slots__: kept here by the instance's identity (not its equality), without holding it
+        k = id(obj)
+        held = self._bound.get(k)
+        if held is not None and held[0]() is obj:
+            return held[1]
+        bound_by_id = self._bound
+
+        def gone(_: Any) -> None:
+            bound_by_id.pop(k, None)
+
+        try:
+            ref = weakref.ref(obj, gone)
+        except TypeError:
+            raise TypeError(
+                f"hybridize: {type(obj).__name__} has __slots__ without '__weakref__': add it, so that "
+                "a hybridized method's traces can go with each instance"
+            ) from None
+        fn = self.fn
+
+        @functools.wraps(fn)
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return fn(ref(), *args, **kwargs)
+
+        bound = HybridFunction(method)
+        self._bound[k] = (ref, bound)
         return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

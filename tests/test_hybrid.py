@@ -798,3 +798,52 @@ def test_a_call_links_to_the_graph_as_it_is_now(mode):
         with autograd.record():
             g(nd.ones((2,)))
     assert g.traces == before == 1
+
+
+def test_arrays_inside_a_tuple_argument_are_refused(mode):
+    @hybridize
+    def f(pair):
+        x, y = pair
+        return x * y
+
+    with pytest.raises(MXNetError, match="positional arguments, not inside a tuple"):
+        f((nd.ones(3), nd.ones(3)))
+    assert f.traces == 0
+
+
+def test_methods_of_slotted_classes_keep_traces_per_instance_and_let_it_go(mode):
+    class Layer:
+        __slots__ = ("name", "w", "__weakref__")
+
+        def __init__(self, name, k):
+            self.name, self.w = name, nd.ones((2,)) * k
+
+        def __eq__(self, other):  # equal by name: two layers must still keep their own traces
+            return isinstance(other, Layer) and self.name == other.name
+
+        def __hash__(self):
+            return hash(self.name)
+
+        @hybridize
+        def apply(self, x):
+            return x * self.w
+
+    a, b = Layer("l", 2), Layer("l", 3)
+    for _ in range(2):
+        assert a.apply(nd.ones((2,))).asnumpy().tolist() == [2.0, 2.0]
+        assert b.apply(nd.ones((2,))).asnumpy().tolist() == [3.0, 3.0]
+    assert a.apply.traces == 1 and b.apply.traces == 1
+    ref = weakref.ref(a)
+    del a
+    gc.collect()
+    assert ref() is None  # the traces do not keep the instance
+
+    class Bare:
+        __slots__ = ("w",)
+
+        @hybridize
+        def apply(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="__weakref__"):
+        Bare().apply(nd.ones(2))
