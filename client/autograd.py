@@ -18,6 +18,7 @@ from typing import Any
 from .engine import tape
 from .engine.errors import InvalidInput, ShapeError
 from .ndarray import NDArray, backward, grad, mark_variables
+from .runtime import NotTraceable
 from .state import flags
 
 __all__ = [
@@ -147,7 +148,7 @@ class Function:
             return outputs
         c = outs[0]._c
         if c.capturing():
-            raise InvalidInput(
+            raise NotTraceable(
                 f"{type(self).__name__}: an autograd.Function recording inside a hybridized function or "
                 "another Function's backward cannot be traced: call it outside them"
             )

@@ -27,7 +27,7 @@ from typing import Any
 from .engine import tape
 from .engine.errors import InvalidInput
 from .ndarray import NDArray
-from .runtime import Client, current
+from .runtime import Client, NotTraceable, current
 from .state import flags
 
 NO_READS = (
@@ -203,8 +203,17 @@ class HybridFunction:
             names.append(NDArray(c, h, a._spec, a._node))
         given = iter(names)
         args = tuple(next(given) if isinstance(a, NDArray) else a for a in args)
-        with c.capture(NO_READS) as steps:
-            out = self.fn(*args, **kwargs)
+        steps: list[dict[str, Any]] = []
+        try:
+            with c.capture(NO_READS) as captured:
+                steps = captured
+                out = self.fn(*args, **kwargs)
+        except NotTraceable:
+            raise  # it cannot be traced: nothing of it is queued (call it without hybridize)
+        except BaseException:
+            for ins in steps:  # what it queued before its error goes, as without hybridize
+                c.enqueue(ins)
+            raise
         container: type | None = None
         outs: list[Any] | None = None
         if isinstance(out, NDArray):

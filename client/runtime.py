@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.errors import MXNetError, SequenceError, error_from_kind
+from .engine.errors import InvalidInput, MXNetError, SequenceError, error_from_kind
 from .transport import ConnectionLost, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
@@ -35,6 +35,11 @@ _OURS = (_HERE, _ENGINE)
 
 class SessionClosed(MXNetError):
     """The array's session was closed."""
+
+
+class NotTraceable(InvalidInput):
+    """Code being traced (a hybridized function, a Function's backward) did what a trace
+    cannot hold: read a value, or record an autograd.Function."""
 
 
 _OUR_FILES: dict[str, bool] = {}  # file name -> whether it is gradserve's (a cache: this runs per op)
@@ -159,7 +164,7 @@ class Client:
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
         if getattr(self._tls, "capture", None) is not None:
-            raise MXNetError(self._tls.no_reads)
+            raise NotTraceable(self._tls.no_reads)
         if self.closed:
             raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
         with self._lock:

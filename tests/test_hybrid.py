@@ -847,3 +847,16 @@ def test_methods_of_slotted_classes_keep_traces_per_instance_and_let_it_go(mode)
 
     with pytest.raises(TypeError, match="__weakref__"):
         Bare().apply(nd.ones(2))
+
+
+def test_a_trace_that_fails_keeps_what_it_queued_before_as_a_plain_call_would(mode):
+    w = nd.zeros((2,))
+
+    @hybridize
+    def f(x):
+        w[:] = w + x  # queued first
+        return nd.dot(x, nd.ones((3, 3)))  # a shape error at this line
+
+    with pytest.raises(MXNetError, match="dot"):
+        f(nd.ones((2,)))
+    assert w.asnumpy().tolist() == [1.0, 1.0] and f.traces == 0
