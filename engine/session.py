@@ -118,9 +118,12 @@ def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
     prog = s.programs.get(pid) if type(pid) is int else None
     if prog is None:
         return False
+    hs = ins.get("in")
+    if type(hs) is not list:
+        return False  # the call's own error says why
     if prog.last_s >= 0:  # the last call that ran every step: it had the plan's signature
         xs = []
-        for h in ins.get("in") or ():
+        for h in hs:
             x = s.arrays.get(h) if type(h) is int else None
             if x is None:
                 return False  # the call's own error says why
@@ -496,7 +499,7 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     "data",
     (),
     "Give the output handle the array itself (shared, not copied) and its place in the graph: a "
-    "second name for it, freed on its own.",
+    "second name for it, freed on its own (its bytes count against the quotas as a copy's would).",
 )
 def _alias(s: Session, ins: dict, values: list) -> None:
     h = _one(ins, "alias")
@@ -504,7 +507,8 @@ def _alias(s: Session, ins: dict, values: list) -> None:
     out = ins.get("out")
     if type(out) is not list or len(out) != 1:
         raise InvalidInput("alias makes exactly one output handle")
-    s.put(out[0], x, alias=True)
+    s.check_alloc(x.nbytes)  # counted as a copy would be: the array lives as long as either name
+    s.put(out[0], x)
     n = s.nodes.get(h)
     if n is not None:
         s.nodes[out[0]] = n
@@ -686,6 +690,8 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
     for h in out:
         if not isinstance(h, int) or isinstance(h, bool) or h in s.arrays:
             raise InvalidInput(f"grad_of: output handle {h!r} is not a free integer handle")
+    if len(set(out)) != len(out):
+        raise InvalidInput("grad_of: output handles must be distinct")
     var_nodes = []
     for h in var_h:
         n = s.node(h)
@@ -701,6 +707,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
         if id(n) not in in_graph:
             raise AutogradError(UNREACHABLE.format(i + 1))
     got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING), order)}
+    s.check_alloc(sum(s.get(vh).nbytes for vh in var_h))  # the gradients it gives (each a variable's size)
     for h, vh, n in zip(out, var_h, var_nodes):
         g = got.get(id(n))
         if g is None:
@@ -828,7 +835,10 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")
 def _free(s: Session, ins: dict, values: list) -> None:
-    for h in ins.get("in", ()):
+    hs = ins.get("in", ())
+    if type(hs) is not list or any(type(h) is not int for h in hs):
+        raise InvalidInput("free: in must be a list of integer handles")  # before any is freed
+    for h in hs:
         s.drop(h)
 
 
@@ -847,7 +857,9 @@ def _read(s: Session, ins: dict, values: list) -> None:
 
 
 def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: bool) -> None:
-    """The arrays of ``handles`` (or their gradients) appended to ``values``, copied or not."""
+    """The arrays of ``handles`` (or their gradients) appended to ``values``, copied or not:
+    all of them, or (an error) none."""
+    got = []
     for h in handles:
         x = s.get(h)
         if want_grad:
@@ -855,7 +867,8 @@ def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: b
             if n is None or n.op is not None or n.grad is None:
                 raise AutogradError(f"read: handle {h} has no gradient attached (call attach_grad first)")
             x = n.grad
-        values.append(x.copy() if copy else x)
+        got.append(x)
+    values.extend(x.copy() if copy else x for x in got)
 
 
 @command(

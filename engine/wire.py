@@ -156,7 +156,8 @@ def pack(msg: Any) -> bytes:
 def unpack(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        # (TypeError: a map key that is itself a list or a map)
         raise InvalidInput(f"body is not valid msgpack: {e}") from None
 
 
@@ -243,7 +244,7 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
 
     try:
         return msgpack.unpackb(view[_HEAD.size : _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
 
 

@@ -1032,3 +1032,68 @@ def test_large_bodies_on_two_connections_at_once_arrive_whole(live_server):
     for t in threads:
         t.join(timeout=120)
     assert results == {k: True for k in (10, 11, 12, 20, 21, 22)}
+
+
+def test_instructions_that_fail_change_nothing_of_their_own():
+    """A failing read appends no value, a failing free frees nothing, a grad_of with repeated
+    outputs leaves none; a call whose inputs are not a list fails cleanly in a slice too."""
+    import time
+
+    from gradserve.engine.session import BatchRun, Limits, Session
+
+    s = Session("f")
+    s.run_batch({"ops": [{"op": "ones", "out": [h], "at": {"shape": [2]}} for h in (1, 2)]})
+    reply = s.run_batch({"ops": [{"op": "read", "in": [1, 999]}]})
+    assert reply["error"]["kind"] == "UnknownHandle" and reply["values"] == []
+    reply = s.run_batch({"ops": [{"op": "free", "in": [1, [5]]}]})
+    assert reply["error"]["kind"] == "InvalidInput" and 1 in s.arrays
+    ops = [
+        {"op": "attach_grad", "in": [1]},
+        {"op": "mul_scalar", "in": [1], "out": [3], "at": {"scalar": 2.0}, "mode": 3},
+        {"op": "grad_of", "in": [3], "out": [10, 10], "at": {"variables": [1, 1]}, "mode": 2},
+    ]
+    reply = s.run_batch({"ops": ops})
+    assert reply["error"]["kind"] == "InvalidInput" and 10 not in s.arrays
+    prog = [{"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}}]
+    s.run_batch({"ops": [{"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-2]}}]})
+    s.run_batch({"ops": [{"op": "call", "in": [2], "out": [20], "at": {"id": 1}}]})  # its last_s is known
+    job = s.begin({"ops": [{"op": "call", "in": 5, "out": [21], "at": {"id": 1}}]})
+    assert isinstance(job, BatchRun)
+    job.run(deadline=time.perf_counter() + 60)
+    assert job.finish()["error"]["kind"] == "InvalidInput"
+
+    q = Session("q", limits=Limits(max_session_bytes=100_000))
+    q.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [10_000]}}, {"op": "attach_grad", "in": [1]}]})
+    ops = [
+        {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2.0}, "mode": 3},
+        {"op": "grad_of", "in": [2], "out": [3], "at": {"variables": [1]}, "mode": 2},
+    ]
+    reply = q.run_batch({"ops": ops})
+    assert reply["error"]["kind"] == "QuotaExceeded" and 3 not in q.arrays
+
+
+def test_an_alias_counts_against_the_quota_like_a_copy():
+    """Making an alias and freeing the original, again and again, cannot hold more than the
+    session may: each name that keeps the array alive counts its bytes."""
+    from gradserve.engine.session import Limits, Session
+
+    s = Session("a", limits=Limits(max_session_bytes=1 << 20))
+    last = None
+    for k in range(50):
+        ops = [{"op": "ones", "out": [2 * k + 1], "at": {"shape": [100_000]}}]  # 400 KB
+        ops.append({"op": "alias", "in": [2 * k + 1], "out": [2 * k + 2]})
+        ops.append({"op": "free", "in": [2 * k + 1]})
+        last = s.run_batch({"ops": ops})
+        if "error" in last:
+            break
+    assert last is not None and last["error"]["kind"] == "QuotaExceeded"
+    held = sum(x.nbytes for h, x in s.arrays.items() if h not in s.aliases)
+    assert held == s.nbytes <= 1 << 20
+
+
+def test_a_msgpack_map_with_a_list_for_a_key_is_a_400(live_server):
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    body = b"\x81\x91\x01\x01"  # {[1]: 1}
+    for ctype in (wire.MSGPACK,):
+        r = httpx.post(f"{live_server.url}/v1/sessions/{sid}/batch", content=body, headers={"content-type": ctype})
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", r.text
