@@ -39,9 +39,12 @@ async def read_body(request: Request) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise QuotaExceeded(f"request body of {declared} bytes is over the limit of {limit}")
-    data = await request.body()
-    if len(data) > limit:
-        raise QuotaExceeded(f"request body of {len(data)} bytes is over the limit of {limit}")
+    chunks = bytearray()  # read as it comes, refused once past the limit (a chunked body declares no length)
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise QuotaExceeded(f"request body of more than {limit} bytes is over the limit of {limit}")
+    data = chunks
     if not data:
         return {}
     if request.headers.get("content-type", "").startswith(wire.MSGPACK):

@@ -408,3 +408,24 @@ def test_backward_and_grad_misuse_from_other_languages(batch):
     r = batch.post([{"op": "backward", "in": [4]}])  # x > 0: x is in the graph, no gradient flows
     assert r.status_code == 200 and "error" not in r.json(), r.text
     assert batch.read(5) == [[0.0, 0.0]]
+
+
+def test_a_chunked_json_body_past_the_limit_is_refused_as_it_comes():
+    """A chunked body declares no length: the JSON routes count it as it arrives."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(max_body_bytes=4096)) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+
+        def body():
+            yield b'{"ops": ['
+            for _ in range(2000):
+                yield b'{"op": "free", "in": []},'
+            yield b'{"op": "free", "in": []}]}'
+
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["kind"] == "QuotaExceeded"
+        small = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": []}]})
+        assert small.status_code == 200
