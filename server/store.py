@@ -104,6 +104,11 @@ class SessionStore:
                 continue
             version = s.version
             if snapshot.save(s, self.folder / f"{s.id}.npz", wait_s):
+                with self._lock:
+                    gone = s.id not in self._sessions
+                if gone:  # deleted or expired while it was written: its file goes too
+                    (self.folder / f"{s.id}.npz").unlink(missing_ok=True)
+                    continue
                 self._saved[s.id] = version
                 written += 1
         return written

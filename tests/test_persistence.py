@@ -162,6 +162,25 @@ def test_a_deleted_session_leaves_no_snapshot(tmp_path):
         assert not path.exists()
 
 
+def test_a_session_deleted_while_its_snapshot_is_written_does_not_come_back(tmp_path, monkeypatch):
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    save = snapshot.save
+
+    def deleted_meanwhile(sess, path, wait_s=-1):  # the delete lands while the file is written
+        store.delete(sess.id, "alice")
+        return save(sess, path, wait_s)
+
+    monkeypatch.setattr(snapshot, "save", deleted_meanwhile)
+    assert store.snapshot() == 0
+    assert not list((tmp_path / "sessions").glob("*.npz"))
+    monkeypatch.setattr(snapshot, "save", save)
+    assert SessionStore(Settings(data_dir=tmp_path)).restore() == 0
+
+
 def test_a_corrupt_snapshot_is_skipped_not_fatal(tmp_path):
     (tmp_path / "sessions").mkdir()
     (tmp_path / "sessions" / "bad.npz").write_bytes(b"garbage")
