@@ -21,13 +21,21 @@ _SESSION_PATH = re.compile(r"^/v1/sessions/[^/]+")
 _HANDLE = re.compile(r"/arrays/-?\d+")
 
 
+_OP_NAME = re.compile(r"/ops/[^/]+$")
+_SESSION_ROUTES = frozenset(
+    "/v1/sessions/{id}" + r
+    for r in ("", "/batch", "/backward", "/ops/{name}", "/arrays/{h}", "/arrays/{h}/attach_grad", "/arrays/{h}/grad")
+)
+
+
 def route_of(path: str, status: int = 200) -> str:
-    """A path with its ids replaced, so that label values stay few; any path the
-    app does not serve is one label, so that probing random paths adds no series."""
-    if status == 404 and not path.startswith("/v1/sessions/"):
-        return "(unmatched)"
-    path = _SESSION_PATH.sub("/v1/sessions/{id}", path)
-    return _HANDLE.sub("/arrays/{h}", path)
+    """A path with its ids (and op names) replaced, so that label values stay few; any path
+    the app does not serve is one label, so that probing random paths adds no series."""
+    if path.startswith("/v1/sessions/"):
+        path = _HANDLE.sub("/arrays/{h}", _SESSION_PATH.sub("/v1/sessions/{id}", path))
+        path = _OP_NAME.sub("/ops/{name}", path)
+        return path if path in _SESSION_ROUTES else "(unmatched)"
+    return "(unmatched)" if status == 404 else path
 
 
 class Metrics:

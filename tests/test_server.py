@@ -277,7 +277,11 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     batch.post([{"op": "ones", "out": [2], "at": {"shape": [2]}}, {"op": "nope", "out": [3]}])
     for i in range(3):
         assert http.get(f"/no/such/path/{i}").status_code == 404
+        assert http.get(f"/v1/sessions/{sid}/probe-{i}").status_code == 404  # under a session too
+        assert http.post(f"/v1/sessions/{sid}/ops/nope-{i}", json={}).status_code >= 400
     text = http.get("/metrics").text
+    assert "probe-" not in text and "nope-" not in text
+    assert 'route="/v1/sessions/{id}/ops/{name}"' in text
     assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
     unmatched = 'gradserve_http_requests_total{method="GET",route="(unmatched)",status="404"}'
     assert float(next(line for line in text.splitlines() if line.startswith(unmatched)).split()[-1]) >= 3
