@@ -479,7 +479,7 @@ class NDArray:
         n = self._node
         if n is None or n.op is not None:
             return None
-        if self._gradp is None:
+        if self._gradp is None or self._gradp._h in self._c._dead:  # (its batch failed: made again)
             h = self._c.handle()
             self._c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
             self._gradp = NDArray(self._c, h, self._spec)

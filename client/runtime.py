@@ -30,7 +30,7 @@ MAX_QUEUED_BYTES = 64 << 20
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ENGINE = os.path.dirname(os.path.abspath(sys.modules["gradserve.engine"].__file__ or _HERE))
-_OURS = (_HERE, _ENGINE)
+_OURS = (_HERE + os.sep, _ENGINE + os.sep)  # (with the separator: a sibling gradserve_x.py is the user's)
 
 
 class SessionClosed(MXNetError):
@@ -171,9 +171,8 @@ class Client:
             for h in reads:
                 self.check_alive(h)
             ops, where = self._queue, self._where
-            frees = self._frees
-            if frees:
-                ops.append({"op": "free", "in": frees})
+            if self._frees:
+                ops.append({"op": "free", "in": self._frees})
                 where.append(None)
                 self._frees = []
             if self._forgets:
@@ -186,13 +185,13 @@ class Client:
             if not ops:
                 return []
             self._queue, self._where, self._qbytes = [], [], 0
-            reply = self._send(ops, frees)
+            reply = self._send(ops)
             err = reply.get("error")
             if err:
                 raise self._fail(ops, where, err)
             return reply["values"]
 
-    def _send(self, ops: list[dict], frees: list[int]) -> dict[str, Any]:
+    def _send(self, ops: list[dict]) -> dict[str, Any]:
         """Send a batch as the next seq. After a lost connection the server may not have the
         previous one: if it says so (out of order), this batch takes that seq instead."""
         self._seq += 1
@@ -206,12 +205,12 @@ class Client:
                 self._seq -= 1  # the lost batch never ran: its seq is free
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
         except BaseException as e:
-            self._refused(ops, frees, e)
+            self._refused(ops, e)
             raise
         self._unsure = False
         return reply
 
-    def _refused(self, ops: list[dict], frees: list[int], exc: BaseException) -> None:
+    def _refused(self, ops: list[dict], exc: BaseException) -> None:
         """A batch that came back as an error status, not a reply (over a size limit, say),
         or could not be encoded: the server applied none of it and did not take its seq, so
         the next batch reuses the seq and carries its frees; its arrays are dead, with this
@@ -221,7 +220,7 @@ class Client:
             self._unsure = True
         else:
             self._seq -= 1
-            self._frees = frees + self._frees
+            self._requeue(ops)
         dead = exc if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
         for ins in ops:
             if ins.get("op") != "free":
@@ -239,7 +238,17 @@ class Client:
             for h in ins.get("out", ()):
                 self._dead[h] = exc
         self._undefined(ops[i:])
+        self._requeue(ops[i + 1 :])
         return exc
+
+    def _requeue(self, ops: list[dict]) -> None:
+        """The frees and forgets among instructions that did not run go with the next batch
+        (else the server would keep those arrays and programs for the session's life)."""
+        for ins in ops:
+            if ins.get("op") == "free":
+                self._frees = list(ins["in"]) + self._frees
+            elif ins.get("op") == "forget":
+                self._forgets = list(ins["at"]["ids"]) + self._forgets
 
     def _undefined(self, ops: list[dict]) -> None:
         """Note the programs these instructions were to define (they did not run)."""

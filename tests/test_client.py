@@ -342,3 +342,40 @@ def test_threads_sharing_a_session_lose_no_ops_and_get_distinct_handles(mode):
     for t in threads:
         t.join()
     assert results == {i: 3.0 * (i + 300) for i in range(4)}
+
+
+def test_frees_after_a_failing_instruction_go_with_the_next_batch(mode):
+    """A batch that fails keeps none of the frees (or program forgets) queued after the
+    failing instruction: they are sent again, so the arrays let go are freed."""
+    for _ in range(3):
+        a = nd.ones((1000,))
+        a.wait_to_read()
+        del a  # its free goes with the next batch...
+        with pytest.raises(MXNetError):
+            nd.zeros((1 << 33,)).wait_to_read()  # ...which fails on the engine's quota
+    info = mode.info()
+    assert info["arrays"] == 0 and info["bytes"] == 0, info
+
+
+def test_a_gradient_proxy_of_a_failed_batch_is_made_again(mode):
+    w = nd.array([1.0, 2.0, 3.0])
+    w.attach_grad()
+    z = nd.zeros((1 << 33,))  # fails on the engine's quota...
+    g = w.grad  # ...so this, queued after it, is dead with it
+    with pytest.raises(MXNetError):
+        z.wait_to_read()
+    with pytest.raises(MXNetError):
+        g.asnumpy()
+    with autograd.record():
+        loss = (w * w).sum()
+    loss.backward()
+    assert w.grad.asnumpy().tolist() == [2.0, 4.0, 6.0]
+
+
+def test_a_file_beside_the_package_is_the_users_for_error_lines():
+    import os
+
+    from gradserve import runtime
+
+    assert runtime._ours(os.path.join(runtime._HERE, "ndarray.py"))
+    assert not runtime._ours(runtime._HERE + "_models.py")  # a sibling module, not a file of ours
