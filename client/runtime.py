@@ -198,11 +198,14 @@ class Client:
         try:
             try:
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
-            except SequenceError:
-                if not self._unsure:
+            except SequenceError as e:
+                expected = SequenceError.expected(str(e))
+                if not self._unsure or expected is None:
                     raise
                 self._unsure = False
-                self._seq -= 1  # the lost batch never ran: its seq is free
+                # the batches lost before it ran or not (their arrays are dead either way): this
+                # one takes the seq the session expects, however many were lost
+                self._seq = expected
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
         except BaseException as e:
             self._refused(ops, e)

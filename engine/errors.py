@@ -18,6 +18,9 @@ error body, so the client re-raises the same class the server raised.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 
 class MXNetError(RuntimeError):
     """Base of every gradserve error; named as MXNet's so MXNet code catches it."""
@@ -61,6 +64,19 @@ class SequenceError(MXNetError):
     """A batch whose sequence number is neither the next one nor a retry."""
 
     status = 409
+
+    @staticmethod
+    def message(last: int, got: Any) -> str:
+        return f"expected batch seq {last + 1} (or {last} to retry), got {got}"
+
+    @staticmethod
+    def expected(message: str) -> int | None:
+        """The seq the session expects, from a ``message`` this class wrote (None if not one)."""
+        m = _EXPECTED.match(message)
+        return int(m.group(1)) if m else None
+
+
+_EXPECTED = re.compile(r"expected batch seq (\d+) \(or -?\d+ to retry\)")
 
 
 class Unauthorized(MXNetError):

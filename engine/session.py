@@ -349,7 +349,7 @@ class Session:
                     self.lock.release()
                     return self.last_reply
                 if seq != self.seq + 1:
-                    raise SequenceError(f"expected batch seq {self.seq + 1} (or {self.seq} to retry), got {seq}")
+                    raise SequenceError(SequenceError.message(self.seq, seq))
                 self.last_reply = None  # its client has it (no retry of it can come now): free it
             elif self.last_reply_lent and self.last_reply is not None:
                 # A batch outside the sequence (another caller) may change the arrays that the

@@ -1097,3 +1097,38 @@ def test_a_msgpack_map_with_a_list_for_a_key_is_a_400(live_server):
     for ctype in (wire.MSGPACK,):
         r = httpx.post(f"{live_server.url}/v1/sessions/{sid}/batch", content=body, headers={"content-type": ctype})
         assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", r.text
+
+
+def test_a_session_carries_on_after_several_batches_lost_in_a_row():
+    """Batches lost with their connection (never seen by the server, or seen: the client
+    cannot tell) leave the client's seq ahead; the next batch takes the seq the session
+    expects, however many were lost."""
+    from gradserve.ndarray import _from_numpy
+    from gradserve.transport import ConnectionLost, InProcess
+
+    class Flaky(InProcess):
+        lose = 0
+        ran_anyway = False
+
+        def send(self, batch):
+            if self.lose:
+                self.lose -= 1
+                if self.ran_anyway:
+                    super().send(batch)  # it ran, but its reply was lost
+                raise ConnectionLost("connection lost")
+            return super().send(batch)
+
+    for ran_anyway in (False, True):
+        t = Flaky()
+        c = gradserve.Client(t)
+        x = _from_numpy(np.array([1.0, 2.0], np.float32), c)
+        c.flush()
+        t.lose, t.ran_anyway = 3, ran_anyway
+        for _ in range(3):
+            y = x + 1
+            with pytest.raises(ConnectionLost):
+                c.flush()
+            del y
+        z = x * 2
+        assert z.asnumpy().tolist() == [2.0, 4.0]
+        assert (x * 3).asnumpy().tolist() == [3.0, 6.0]
