@@ -354,6 +354,7 @@ class NDArray:
     def _inplace(self, o: Any, fn: str) -> NDArray:
         """``x += o`` and friends: one in-place update on the engine, as MXNet
         (no new array, and an error inside ``record`` if x is in the graph)."""
+        self._c.check_alive(self._h)  # a target its failed batch never made: say so here, not later
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
         ins: dict[str, Any] = {"op": "update", "in": [self._h], "at": {"fn": fn}}
@@ -434,6 +435,7 @@ class NDArray:
         return invoke(OPS["getitem"], (self, *idx), {"key": wkey})
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        self._c.check_alive(self._h)
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
         wkey, idx = _key_to_wire(key, self._c)
@@ -468,6 +470,7 @@ class NDArray:
         """Make this array a variable: gradients will be written to ``.grad``."""
         if grad_req not in tape.GRAD_REQS:
             raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {grad_req!r}")
+        self._c.check_alive(self._h)
         self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
         self._node = tape.Node(grad_req=grad_req)
         self._gradp = None

@@ -379,3 +379,16 @@ def test_a_file_beside_the_package_is_the_users_for_error_lines():
 
     assert runtime._ours(os.path.join(runtime._HERE, "ndarray.py"))
     assert not runtime._ours(runtime._HERE + "_models.py")  # a sibling module, not a file of ours
+
+
+def test_an_array_its_failed_batch_never_made_cannot_be_changed_in_place(mode):
+    """Updating in place an array whose batch failed raises its error at the call, instead of
+    queueing an instruction that would fail the next batch and the arrays in it."""
+    y = nd.zeros((1 << 33,))
+    with pytest.raises(MXNetError):
+        y.wait_to_read()
+    good = nd.ones((2,))
+    for change in (lambda: y.__iadd__(1), lambda: y.__setitem__(0, 5), lambda: y.attach_grad()):
+        with pytest.raises(MXNetError, match="over the limit"):
+            change()
+    assert good.asnumpy().tolist() == [1.0, 1.0]
