@@ -97,6 +97,9 @@ class Http:
             base_url=self.url, headers=headers, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=keep)
         )
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
+        if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
+            self._http.close()
+            raise MXNetError(f"{self.url} did not open a session as a gradserve server does (is it one?)")
         self.session_id: str = reply["id"]
         # the server reads no larger request body: an upload past it goes in pieces (ndarray.py)
         self.max_body_bytes: int | None = reply.get("max_body_bytes")

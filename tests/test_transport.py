@@ -1132,3 +1132,29 @@ def test_a_session_carries_on_after_several_batches_lost_in_a_row():
         z = x * 2
         assert z.asnumpy().tolist() == [2.0, 4.0]
         assert (x * 3).asnumpy().tolist() == [3.0, 6.0]
+
+
+def test_connecting_to_something_that_is_not_a_gradserve_server_says_so():
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the standard library's name)
+            body = b"<html>hello</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(MXNetError, match="not open a session as a gradserve server does"):
+            gradserve.Http(f"http://127.0.0.1:{srv.server_port}", retries=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
