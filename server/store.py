@@ -84,11 +84,15 @@ class SessionStore:
     def expire(self) -> int:
         """Drop sessions idle for longer than the TTL; return how many."""
         cutoff = time.monotonic() - self.settings.session_ttl_s
-        with self._lock:
-            old = [sid for sid, t in self._used.items() if t < cutoff]
+        with self._lock:  # (a session running a batch is in use, however long the batch)
+            old = [sid for sid, t in self._used.items() if t < cutoff and not self._busy(sid)]
         for sid in old:
             self._forget(sid)
         return len(old)
+
+    def _busy(self, sid: str) -> bool:
+        s = self._sessions.get(sid)
+        return s is not None and s.lock.locked()
 
     # -- snapshots -----------------------------------------------------------
 

@@ -188,3 +188,16 @@ def test_a_corrupt_snapshot_is_skipped_not_fatal(tmp_path):
         import httpx
 
         assert httpx.get(srv.url + "/v1/health").status_code == 200
+
+
+def test_a_session_running_a_long_batch_is_not_expired_under_it():
+    import time
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(session_ttl_s=0.01))
+    s = store.create("alice")
+    time.sleep(0.05)
+    with s.lock:  # a batch running longer than the TTL
+        assert store.expire() == 0
+    assert store.expire() == 1
