@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
@@ -208,5 +210,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(MXNetError)
     async def _mxnet_error(request: Request, e: MXNetError) -> Response:
         return encode(request, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}, e.status)
+
+    # the framework's own refusals (no such route or method, a path parameter of the wrong
+    # type) in the same error shape as every other
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> Response:
+        message = f"{request.method} {request.url.path}: {e.detail}"
+        body = {"error": {"kind": "InvalidInput", "message": message, "index": None, "op": None}}
+        return encode(request, body, e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError) -> Response:
+        where = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors())
+        body = {"error": {"kind": "InvalidInput", "message": where or "invalid request", "index": None, "op": None}}
+        return encode(request, body, 422)
 
     return app

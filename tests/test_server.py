@@ -433,3 +433,14 @@ def test_a_chunked_json_body_past_the_limit_is_refused_as_it_comes():
         assert r.status_code == 413 and r.json()["error"]["kind"] == "QuotaExceeded"
         small = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": []}]})
         assert small.status_code == 200
+
+
+def test_the_frameworks_own_refusals_have_the_error_shape(live_server, http, sid):
+    for r, status in (
+        (http.get("/no/such/route"), 404),
+        (http.delete("/v1/health"), 405),
+        (http.get(f"/v1/sessions/{sid}/arrays/not-a-number"), 422),
+    ):
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and err["message"], err
