@@ -16,7 +16,7 @@ import numpy as np
 from .engine import tape
 from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.ops import assignable, broadcast_shapes, key_shape, parse_key
-from .engine.optable import DEFAULT_DTYPE, OPS, Op, Spec
+from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
 from .runtime import Client, current
 from .state import flags
@@ -662,7 +662,13 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     """
     if isinstance(source_array, NDArray):
         return source_array.astype(dtype or source_array.dtype)
-    dt = np.dtype(dtype or DEFAULT_DTYPE)
+    try:
+        dt = np.dtype(dtype or DEFAULT_DTYPE)
+    except TypeError:
+        raise DTypeError(f"array: {dtype!r} is not a dtype") from None
+    if dt.name not in DTYPES:  # (the same refusal in-process as a server's)
+        raise DTypeError(f"array: dtype {dt.name} is not one of {sorted(DTYPES)}")
+    dt = dt.newbyteorder("=")  # the machine's byte order, as every array of a session
     if isinstance(source_array, np.ndarray) and source_array.nbytes >= SEND_NOW_BYTES:
         c = current()
         if c.transport.sends_bytes:

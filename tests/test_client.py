@@ -392,3 +392,14 @@ def test_an_array_its_failed_batch_never_made_cannot_be_changed_in_place(mode):
         with pytest.raises(MXNetError, match="over the limit"):
             change()
     assert good.asnumpy().tolist() == [1.0, 1.0]
+
+
+def test_array_takes_the_dtypes_a_session_holds_in_every_mode(mode):
+    from gradserve.engine.errors import DTypeError
+
+    for bad in ("uint16", "complex64", "datetime64[s]", "no-such-dtype"):
+        with pytest.raises(DTypeError):
+            nd.array(np.ones(3), dtype=bad)
+    x = nd.array(np.arange(3, dtype=">f4"), dtype=">f4")  # big-endian in, the machine's order out
+    got = x.asnumpy()
+    assert got.dtype == np.dtype("float32") and got.dtype.isnative and got.tolist() == [0, 1, 2]
