@@ -189,7 +189,10 @@ class Client:
             err = reply.get("error")
             if err:
                 raise self._fail(ops, where, err)
-            return reply["values"]
+            values = reply.get("values")
+            if not isinstance(values, list) or len(values) != len(reads):
+                raise MXNetError(f"the server's reply holds no value for each of the {len(reads)} arrays read")
+            return values
 
     def _send(self, ops: list[dict]) -> dict[str, Any]:
         """Send a batch as the next seq. After a lost connection the server may not have the

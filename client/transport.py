@@ -230,7 +230,10 @@ class Conn:
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = self._read_chunked(sock, rest)
         else:
-            n = int(headers.get("content-length", "0"))
+            length = headers.get("content-length", "0")
+            if not length.isdigit():
+                raise ConnectionError(f"reply with a bad Content-Length {length[:40]!r}")
+            n = int(length)
             body = np.empty(n, np.uint8) if n >= 1 << 20 else bytearray(n)  # numpy: huge pages
             view = memoryview(body)
             k = min(len(rest), n)
@@ -279,7 +282,10 @@ class Conn:
                     raise ConnectionResetError("the server closed the connection mid-reply")
                 buf += more
             line, _, tail = bytes(buf).partition(b"\r\n")
-            size = int(line.split(b";")[0], 16)
+            try:
+                size = int(line.split(b";")[0], 16)
+            except ValueError:
+                raise ConnectionError(f"reply with a bad chunk size {line[:40]!r}") from None
             buf = bytearray(tail)
             while len(buf) < size + 2:
                 more = sock.recv(65536)

@@ -1158,3 +1158,59 @@ def test_connecting_to_something_that_is_not_a_gradserve_server_says_so():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_malformed_reply_is_a_lost_connection_not_a_crash():
+    """A reply whose Content-Length or chunk size is not a number: the batch is retried, then
+    ConnectionLost, a gradserve error like any other (was ValueError)."""
+    import http.server
+    import json
+    import threading
+
+    from gradserve.transport import ConnectionLost
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        chunked = False
+
+        def do_POST(self):  # noqa: N802 (the standard library's name)
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            if self.path == "/v1/sessions":
+                body = json.dumps({"id": "s1"}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", wire.FRAMES)
+            if Broken.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"zz\r\n")
+            else:
+                self.send_header("Content-Length", "many")
+                self.end_headers()
+            self.wfile.flush()
+
+        def do_DELETE(self):  # noqa: N802
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        for chunked in (False, True):
+            Broken.chunked = chunked
+            c = gradserve.Client(gradserve.Http(f"http://127.0.0.1:{srv.server_port}", retries=0))
+            with pytest.raises(ConnectionLost):
+                c.flush(reads=(1,))
+            c.closed = True  # (nothing to close on this server)
+    finally:
+        srv.shutdown()
+        srv.server_close()
