@@ -633,17 +633,29 @@ def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = Fal
 def _upload_in_pieces(arr: np.ndarray, c: Client, piece_bytes: int) -> NDArray:
     """An array too large for one request to the server: zeros made there, then filled a
     piece at a time, one request each (each piece is on the wire before the next is taken
-    from ``arr``, so none is copied here)."""
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    out = invoke(OPS["zeros"], (), {"shape": [flat.size], "dtype": flat.dtype.name}, c)
-    step = max(1, piece_bytes // max(flat.itemsize, 1))
-    for start in range(0, flat.size, step):
-        value = flat[start : start + step]
+    from ``arr``, so none is copied here). Pieces are whole rows where a row fits in one,
+    so the zeros are the array itself (not a flat one reshaped: that held it twice)."""
+    arr = np.ascontiguousarray(arr)
+    row = arr[0].nbytes if arr.ndim and len(arr) else arr.nbytes
+    if arr.ndim < 1 or row > piece_bytes or row == 0:
+        flat = arr.reshape(-1)
+        out = invoke(OPS["zeros"], (), {"shape": [flat.size], "dtype": flat.dtype.name}, c)
+        step = max(1, piece_bytes // max(flat.itemsize, 1))
+        _fill(out, flat, step, c)
+        return out.reshape(arr.shape)
+    out = invoke(OPS["zeros"], (), {"shape": list(arr.shape), "dtype": arr.dtype.name}, c)
+    _fill(out, arr, max(1, piece_bytes // row), c)
+    return out
+
+
+def _fill(out: NDArray, src: np.ndarray, step: int, c: Client) -> None:
+    """``out[i : i + step] = src[i : i + step]`` along the first axis, one request each."""
+    for start in range(0, len(src), step):
+        value = src[start : start + step]
         piece = invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
         out[start : start + step] = piece
         del piece
         c.flush()
-    return out.reshape(arr.shape)
 
 
 SEND_NOW_BYTES = 8 << 20
