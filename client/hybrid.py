@@ -78,7 +78,7 @@ def _holds_array(v: Any) -> bool:
 def _key_of(arg: Any) -> Any:
     if isinstance(arg, NDArray):
         return (arg._spec.shape, arg._spec.dtype)
-    if type(arg) in (tuple, frozenset) and _holds_array(arg):
+    if _holds_array(arg):  # (an NDArray itself is an argument, above)
         # a constant is part of the signature and kept with the trace: arrays in it would be
         # fixed into the program and held for good
         raise InvalidInput("hybridized functions take arrays as positional arguments, not inside a tuple")

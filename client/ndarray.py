@@ -636,8 +636,8 @@ def _upload_in_pieces(arr: np.ndarray, c: Client, piece_bytes: int) -> NDArray:
     from ``arr``, so none is copied here). Pieces are whole rows where a row fits in one,
     so the zeros are the array itself (not a flat one reshaped: that held it twice)."""
     arr = np.ascontiguousarray(arr)
-    row = arr[0].nbytes if arr.ndim and len(arr) else arr.nbytes
-    if arr.ndim < 1 or row > piece_bytes or row == 0:
+    row = arr.nbytes // len(arr) if arr.ndim and len(arr) else 0
+    if row == 0 or row > piece_bytes:  # (0-d, empty, or a row past a piece: flat pieces)
         flat = arr.reshape(-1)
         out = invoke(OPS["zeros"], (), {"shape": [flat.size], "dtype": flat.dtype.name}, c)
         step = max(1, piece_bytes // max(flat.itemsize, 1))

@@ -455,7 +455,7 @@ def _itemsize(dtype: str) -> int:
 _new_spec = tuple.__new__  # Spec(shape, dtype) without the named tuple's Python-level __new__
 
 
-def error_body(e: MXNetError, index: int, ins: Any) -> dict[str, Any]:
+def error_body(e: MXNetError, index: int | None, ins: Any) -> dict[str, Any]:
     op = ins.get("op") if isinstance(ins, dict) else None
     return {"kind": e.kind, "message": str(e), "index": index, "op": op}
 
@@ -550,19 +550,19 @@ class GradSinks:
     becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
     new array and copied in after the pass, as before. A buffer whose memory the graph reads
     (an input or output of a recorded op, a head gradient) or another variable's buffer shares
-    is left alone, and so is every buffer when a
-    user's Function is in the graph (its backward reads the session's arrays). A pass that
-    fails part way (an error in a table VJP: none is expected once the forward ran) may have
-    written a buffer so far."""
+    is left alone, and so is every buffer when a user's Function is in the graph (its backward
+    reads the session's arrays). A pass that fails part way (an error in a table VJP: none is
+    expected once the forward ran) may have written a buffer so far."""
 
     __slots__ = ("bufs", "order", "head_grads", "checked")
 
     def __init__(self, variables: list[Node], order: list[Node], head_grads: list[Any]) -> None:
-        self.bufs = {v: v.grad for v in variables if v.grad_req == "write"}
-        owners = [id(_owner(v.grad)) for v in variables]
-        if len(set(owners)) < len(owners):  # buffers that variables share (mark_variables): written after, in order
-            shared = {o for o in owners if owners.count(o) > 1}
-            self.bufs = {v: b for v, b in self.bufs.items() if id(_owner(b)) not in shared}
+        seen: set[int] = set()
+        shared: set[int] = set()  # buffers that variables share (mark_variables): written after, in order
+        for v in variables:
+            o = id(_owner(v.grad))
+            (shared if o in seen else seen).add(o)
+        self.bufs = {v: v.grad for v in variables if v.grad_req == "write" and id(_owner(v.grad)) not in shared}
         self.order = order
         self.head_grads = head_grads
         self.checked = False  # the graph is looked at on the first dot (most passes have none)
@@ -653,7 +653,8 @@ def _backward(s: Session, ins: dict, values: list) -> None:
     if all(v.grad_req == "null" for v in variables):
         raise AutogradError(NO_INPUTS)  # as MXNet: before anything is computed or freed
     sinks = GradSinks(variables, order, grads)
-    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order, sinks)
+    into = sinks if sinks.bufs else None  # (no buffer to write: the pass runs without the hook)
+    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order, into)
     for var, g in pairs:
         if var.grad_req == "write":
             if g is not var.grad:  # else computed into it (GradSinks)

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
-from ..engine.session import Session, catalog
+from ..engine.session import Session, catalog, error_body
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form
 from .metrics import CONTENT_TYPE, Metrics, metered
@@ -209,20 +209,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(MXNetError)
     async def _mxnet_error(request: Request, e: MXNetError) -> Response:
-        return encode(request, {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}, e.status)
+        return encode(request, {"error": error_body(e, None, None)}, e.status)
 
     # the framework's own refusals (no such route or method, a path parameter of the wrong
     # type) in the same error shape as every other
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> Response:
-        message = f"{request.method} {request.url.path}: {e.detail}"
-        body = {"error": {"kind": "InvalidInput", "message": message, "index": None, "op": None}}
-        return encode(request, body, e.status_code)
+        e2 = InvalidInput(f"{request.method} {request.url.path}: {e.detail}")
+        return encode(request, {"error": error_body(e2, None, None)}, e.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> Response:
         where = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors())
-        body = {"error": {"kind": "InvalidInput", "message": where or "invalid request", "index": None, "op": None}}
-        return encode(request, body, 422)
+        return encode(request, {"error": error_body(InvalidInput(where or "invalid request"), None, None)}, 422)
 
     return app
