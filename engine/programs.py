@@ -71,8 +71,9 @@ class Program:
             sig.append((x.shape, x.dtype))
         return tuple(sig)
 
-    def checked(self, s: Session, sig: tuple | None) -> None:
-        """Note a call that ran every step (its slots still held)."""
+    def checked(self, s: Session, sig: tuple | None, grown: int) -> None:
+        """Note a call that ran every step (its slots still held; ``grown``: the bytes the
+        session's count grew by in it)."""
         if self.plan is None:
             self.plan = _plan(self)
         made = largest = 0
@@ -81,7 +82,7 @@ class Program:
             if x is not None and h not in s.aliases:
                 made += x.nbytes
                 largest = max(largest, x.nbytes)
-        self.sig, self.made, self.largest = sig, made, largest
+        self.sig, self.made, self.largest = sig, max(made, grown), largest
 
 
 # A plan's entries: a table op's step with its attributes parsed, (_OP, index, op, at, inputs,
@@ -314,12 +315,12 @@ def _call(s: Session, ins: dict, values: list) -> None:
     s._steps += len(prog.steps)
     arrays, nodes = s.arrays, s.nodes
     s._calling = True
+    cap, s._cap = s._cap, s.limits.max_array_bytes  # a call runs whole (see _long_program_op)
     started = time.perf_counter()
     try:
         for i, (h, x) in enumerate(zip(args, xs)):
             slot = -1 - i
-            arrays[slot] = x
-            s.aliases.add(slot)
+            arrays[slot] = x  # the caller's array under a second name: counted as the caller's
             n = nodes.get(h)
             if n is not None:
                 nodes[slot] = n
@@ -328,11 +329,12 @@ def _call(s: Session, ins: dict, values: list) -> None:
         if (
             prog.plan is not None
             and sig == prog.sig
-            and s.nbytes + prog.made <= s._budget
+            and (s.nbytes + prog.made <= s._budget or s.room(prog.made))
             and prog.largest <= lim.max_array_bytes
         ):
             _run_plan(s, pid, prog, values)
         else:
+            before = s.nbytes
             execute = s.execute
             since = time.perf_counter()
             for i, step in enumerate(prog.steps):
@@ -342,7 +344,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
                     execute(step, values)
                 except MXNetError as e:
                     raise _in_step(e, pid, prog, i) from None
-            prog.checked(s, sig)
+            prog.checked(s, sig, s.nbytes - before)
         prog.last_s = time.perf_counter() - started  # a call that ran every step (see _long_program_op)
         moved: dict[int, int] = {}
         placed: list[int] = []
@@ -369,7 +371,11 @@ def _call(s: Session, ins: dict, values: list) -> None:
             raise
     finally:
         s._calling = False
-        for slot in range(-1, prog.slots - 1, -1):
+        s._cap = cap
+        for slot in range(-1, -1 - prog.nargs, -1):  # the arguments' second names: not counted
+            arrays.pop(slot, None)
+            nodes.pop(slot, None)
+        for slot in range(-1 - prog.nargs, prog.slots - 1, -1):
             s.drop(slot)
 
 
@@ -398,7 +404,10 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
         arrays[h] = y
-        s.nbytes += y.nbytes
+        if y.base is None:
+            s.nbytes += y.nbytes
+        else:
+            s._pin(y, xs)
         if mode & RECORDING and op.vjp is not None:
             s.link(op, at, ins_h, xs, h, y)
     except MXNetError as err:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -100,6 +101,13 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
 LONG_PROGRAM: Final = 64
 """A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
 _PROGRAM_OPS = frozenset({"define", "call"})
+SLICE_ARRAY_BYTES: Final = 1 << 20
+"""A batch run in a slice of the event loop stops before an op that would make a larger array
+(making one of 1e8 floats takes seconds): the thread that runs the rest makes it."""
+
+
+class _SliceEnds(Exception):
+    """Raised before an op too large for a slice starts (nothing of it has run)."""
 
 
 def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
@@ -164,6 +172,8 @@ class BatchRun:
         n = len(ops)
         i = self.next
         since = time.perf_counter()
+        if deadline is not None:
+            s._cap = min(s._cap, SLICE_ARRAY_BYTES)
         with np.errstate(all="ignore"):
             while i < n:
                 if i % SHARE_EVERY == 0:
@@ -177,6 +187,8 @@ class BatchRun:
                         execute(ins, values)
                     else:  # the batch's last reads: the arrays themselves, for an encoder that sends them at once
                         read_values(s, ins.get("in", ()), _parse_read(ins.get("at"))["grad"], values, copy=False)
+                except _SliceEnds:
+                    break  # not started: the caller runs it (and the rest) in a thread
                 except MXNetError as e:
                     self.reply["error"] = error_body(e, i, ins)
                     i = n
@@ -202,8 +214,11 @@ class BatchRun:
                 i += 1
                 if deadline is not None and time.perf_counter() > deadline:
                     break
+        s._cap = s.limits.max_array_bytes
         self.next = i
         if i >= n:
+            if s._sweep_due:
+                s.sweep()
             self.ended = time.perf_counter()
             return True
         return False
@@ -250,8 +265,17 @@ class Session:
         self.last_reply_lent = False  # whether its values are the session's arrays, not copies
         self.lock = threading.Lock()
         alloc.tune_malloc()  # once per process: see engine/alloc.py
-        self.nbytes = 0  # bytes held by handles, aliases of gradient buffers not counted
-        self.aliases: set[int] = set()
+        # Bytes held, counted by the memory behind the arrays (see ``_hold``): an array a handle
+        # owns counts its size; views (a ``getitem``, a ``reshape``, an upload in its request's
+        # buffer) count the memory they keep alive once, however many share it; a gradient
+        # buffer counts once; an array a live graph still needs after its handle is freed counts
+        # until nothing holds it (checked when a limit would be passed, and at a batch's start).
+        self.nbytes = 0
+        self.aliases: set[int] = set()  # handles given a gradient buffer by ``grad`` (counted with it)
+        self.pins: dict[int, list] = {}  # id(memory) -> [memory, holders, counted elsewhere, size]
+        self.held: list[tuple[weakref.ref, Any, bool]] = []  # (array, its memory, pinned) still counted
+        self._sweep_due = False  # whether something in ``held`` may have gone since the last sweep
+        self._cap = self.limits.max_array_bytes  # the largest array an op may make without a closer look
         self.version = 0  # counts batches run, so a snapshot knows what changed
         self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
         # told of each batch: (instructions run, error kind, instructions of the programs it called)
@@ -272,7 +296,9 @@ class Session:
         except (KeyError, TypeError):
             raise UnknownHandle(f"unknown handle {h!r}") from None
 
-    def put(self, h: Any, value: np.ndarray, alias: bool = False) -> None:
+    def put(self, h: Any, value: np.ndarray, alias: bool = False, holders: tuple = ()) -> None:
+        """Give handle ``h`` the array ``value``: its own (counted by ``_hold``), or with
+        ``alias`` a gradient buffer's second name (counted with the buffer)."""
         if not isinstance(h, int) or isinstance(h, bool) or (h < 0 and not self._calling):
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in self.arrays:
@@ -280,32 +306,135 @@ class Session:
         self.arrays[h] = value
         if alias:
             self.aliases.add(h)
+            self._pin(value, (value,))
         else:
-            self.nbytes += value.nbytes
+            self._hold(value, holders)
+
+    def _hold(self, y: np.ndarray, holders: Any = ()) -> None:
+        """Count an array a handle now holds (``holders``: arrays the session holds already,
+        such as the op's inputs, whose memory a view may share)."""
+        if y.base is None:
+            self.nbytes += y.nbytes
+        else:
+            self._pin(y, holders)
+
+    def _pin(self, y: np.ndarray, holders: Any) -> None:
+        """One more holder of the memory behind ``y``, counted once: not at all while a handle
+        owning that memory itself (one of ``holders``) counts it."""
+        m = _memory(y)
+        e = self.pins.get(id(m))
+        if e is not None:
+            e[1] += 1
+            return
+        owned = False
+        for x in holders:
+            if x is m:
+                owned = True
+        size = _size(m)
+        self.pins[id(m)] = [m, 1, owned, size]
+        if not owned:
+            self.nbytes += size
+
+    def _unpin(self, m: Any) -> None:
+        e = self.pins.get(id(m))
+        if e is None:
+            return
+        e[1] -= 1
+        if e[1] == 0:
+            del self.pins[id(m)]
+            if not e[2]:
+                self.nbytes -= e[3]
+
+    def _release(self, v: np.ndarray, pinned: bool) -> None:
+        """Stop counting what a handle's array ``v`` held."""
+        if pinned or v.base is not None:
+            self._unpin(_memory(v))
+            return
+        e = self.pins.get(id(v))
+        if e is not None and e[2]:
+            e[2] = False  # views of it (or its variable) hold it still: counted with them now
+        else:
+            self.nbytes -= v.nbytes
 
     def drop(self, h: int) -> None:
         v = self.arrays.pop(h, None)
-        if v is not None:
-            if h in self.aliases:
-                self.aliases.discard(h)
+        n = self.nodes.pop(h, None)
+        if v is None:
+            return
+        pinned = h in self.aliases
+        if pinned:
+            self.aliases.discard(h)
+        if n is not None or pinned:
+            self._sweep_due = True  # a gradient buffer or a graph's arrays may be free now
+        if n is not None and n.op is not None and n.live:
+            # the graph recorded through it may still need the array: counted until it is gone
+            self.held.append((weakref.ref(v), _memory(v) if pinned or v.base is not None else v.nbytes, pinned))
+            return
+        self._release(v, pinned)
+
+    def sweep(self) -> None:
+        """Stop counting what nothing holds any more (arrays a freed graph needed)."""
+        self._sweep_due = False
+        if not self.held:
+            return
+        keep = []
+        for e in self.held:
+            if e[0]() is not None:
+                keep.append(e)
+            elif type(e[1]) is int:
+                self.nbytes -= e[1]
             else:
-                self.nbytes -= v.nbytes
-        self.nodes.pop(h, None)
+                self._unpin(e[1])
+        self.held = keep
+
+    def variable(self, h: int, grad: np.ndarray, req: str) -> None:
+        """Make handle ``h`` a variable with the new gradient buffer ``grad``, counted as long
+        as anything holds it (its variable, a graph recorded through it, a ``grad`` handle)."""
+        self._sweep_due = h in self.nodes  # the buffer it replaces may be free now
+        self.nodes[h] = Node(grad=grad, grad_req=req)
+        self.nbytes += grad.nbytes
+        self.held.append((weakref.ref(grad), grad.nbytes, False))
 
     def check_alloc(self, nbytes: int) -> None:
         """Refuse an allocation that would pass a limit (before it is made)."""
         lim = self.limits
         if nbytes > lim.max_array_bytes:
             raise QuotaExceeded(f"an array of {nbytes} bytes is over the limit of {lim.max_array_bytes} per array")
+        if self.room(nbytes):
+            return
         if self.nbytes + nbytes > lim.max_session_bytes:
             raise QuotaExceeded(
                 f"session would hold {self.nbytes + nbytes} bytes, over its limit of {lim.max_session_bytes}"
             )
-        if self._others + self.nbytes + nbytes > lim.max_user_bytes:
-            raise QuotaExceeded(
-                f"user {self.owner!r} would hold {self._others + self.nbytes + nbytes} bytes in all sessions, "
-                f"over the limit of {lim.max_user_bytes}"
-            )
+        raise QuotaExceeded(
+            f"user {self.owner!r} would hold {self._others + self.nbytes + nbytes} bytes in all sessions, "
+            f"over the limit of {lim.max_user_bytes}"
+        )
+
+    def room(self, nbytes: int) -> bool:
+        """Whether the session and its owner have room for ``nbytes`` more."""
+        if self.held and self.nbytes + nbytes > self._budget:
+            self.sweep()
+        self._refresh_budget()
+        lim = self.limits
+        return (
+            self.nbytes + nbytes <= lim.max_session_bytes and self._others + self.nbytes + nbytes <= lim.max_user_bytes
+        )
+
+    def _refresh_budget(self) -> None:
+        """What ``nbytes`` may reach before ``check_alloc`` looks again (the per-op path checks
+        only this). The owner's other sessions may run batches at the same time: their bytes are
+        read again each time this session's have grown by a 256th of the user's limit, so
+        sessions running together pass that limit by at most as much each."""
+        lim = self.limits
+        if self.user_bytes is None:
+            self._others = 0
+            self._budget = min(lim.max_session_bytes, lim.max_user_bytes)
+            return
+        self._others = self.user_bytes()
+        self._budget = min(
+            lim.max_session_bytes, lim.max_user_bytes - self._others, self.nbytes + lim.max_user_bytes // 256
+        )
 
     # -- batches -------------------------------------------------------------
 
@@ -359,9 +488,9 @@ class Session:
                 self.last_reply_lent = False
             self.version += 1
             self._steps = len(ops)
-            lim = self.limits
-            self._others = self.user_bytes() if self.user_bytes is not None else 0
-            self._budget = min(lim.max_session_bytes, lim.max_user_bytes - self._others)
+            if self.held:
+                self.sweep()
+            self._refresh_budget()
             return BatchRun(self, ops, seq, copy_reads)
         except BaseException:
             self.lock.release()
@@ -398,7 +527,9 @@ class Session:
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
-        if n > self.limits.max_array_bytes or self.nbytes + n > self._budget:
+        if n > self._cap or self.nbytes + n > self._budget:
+            if n > self._cap and n <= self.limits.max_array_bytes:
+                raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
             self.check_alloc(n)
         out = ins["out"]
         if len(out) != 1:
@@ -413,7 +544,10 @@ class Session:
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
         arrays[h] = y
-        self.nbytes += y.nbytes
+        if y.base is None:
+            self.nbytes += y.nbytes
+        else:
+            self._pin(y, xs)
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
 
@@ -482,7 +616,7 @@ def _attach_grad(s: Session, ins: dict, values: list) -> None:
     if req not in tape.GRAD_REQS:
         raise InvalidInput(f"attach_grad: grad_req must be one of {tape.GRAD_REQS}, got {req!r}")
     s.check_alloc(x.nbytes)
-    s.nodes[h] = Node(grad=np.zeros_like(x), grad_req=req)
+    s.variable(h, np.zeros_like(x), req)
 
 
 @command("grad", "data", (), "Give the output handle the array's gradient buffer (shared, not copied).")
@@ -507,8 +641,7 @@ def _alias(s: Session, ins: dict, values: list) -> None:
     out = ins.get("out")
     if type(out) is not list or len(out) != 1:
         raise InvalidInput("alias makes exactly one output handle")
-    s.check_alloc(x.nbytes)  # counted as a copy would be: the array lives as long as either name
-    s.put(out[0], x)
+    s.put(out[0], x.view(), holders=(x,))  # counted once with x: the memory lives while either name does
     n = s.nodes.get(h)
     if n is not None:
         s.nodes[out[0]] = n
@@ -532,6 +665,26 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
             gv = gv.astype(y.dtype, copy=False)
         grads.append(Traced(gv, gn if tape.in_graph(gn) else None) if create_graph else gv)
     return heads, grads
+
+
+def _memory(x: Any) -> Any:
+    """The object whose lifetime keeps an array's memory: the array itself, or the root of
+    the bases its views share (an array, or the buffer an upload was read into)."""
+    b = x.base
+    if b is None:
+        return x
+    while isinstance(b, np.ndarray) and b.base is not None:
+        b = b.base
+    return b
+
+
+def _size(m: Any) -> int:
+    if isinstance(m, np.ndarray):
+        return int(m.nbytes)
+    try:
+        return memoryview(m).nbytes
+    except TypeError:
+        return 0  # (no such base comes from the table or the wire)
 
 
 def _owner(x: Any) -> Any:
@@ -744,7 +897,8 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
                 f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}"
             )
     for (_, g), v, r in zip(pairs, hs[:n], reqs):
-        s.nodes[v] = Node(grad=g, grad_req=r)
+        s._sweep_due = True  # a gradient buffer it replaces may be free now
+        s.nodes[v] = Node(grad=g, grad_req=r)  # (g is counted as its own handle's array)
 
 
 class FunctionVJP:

@@ -102,8 +102,10 @@ def load(path: Path, limits: Limits | None = None) -> Session:
             s.put(int(key[2:]), v)
     for var in meta["variables"]:
         h = var["handle"]
-        grad = s.arrays[var["grad_handle"]] if "grad_handle" in var else data[f"g:{h}"]
-        s.nodes[h] = Node(grad=grad, grad_req=var["grad_req"])
+        if "grad_handle" in var:  # mark_variables: another handle's array
+            s.nodes[h] = Node(grad=s.arrays[var["grad_handle"]], grad_req=var["grad_req"])
+        else:
+            s.variable(h, data[f"g:{h}"], var["grad_req"])
     for a, v in meta["aliases"].items():
         s.put(int(a), s.nodes[v].grad, alias=True)
     s.seq = meta["seq"]

@@ -1,0 +1,181 @@
+"""The byte quotas count the memory a session keeps alive: views share their base's count,
+gradient buffers count, and an array a recorded graph still needs counts after its handle
+is freed. Sessions of one user running batches at the same time keep to the user's limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradserve.engine.session import Limits, Session
+
+F4 = 4  # bytes in a float32
+
+
+def run(s: Session, *ops: dict) -> dict:
+    reply = s.run_batch({"ops": list(ops)})
+    return reply
+
+
+def ok(s: Session, *ops: dict) -> dict:
+    reply = run(s, *ops)
+    assert "error" not in reply, reply
+    return reply
+
+
+def ones(h: int, n: int) -> dict:
+    return {"op": "ones", "out": [h], "at": {"shape": [n]}}
+
+
+def free(*hs: int) -> dict:
+    return {"op": "free", "in": list(hs)}
+
+
+def held_memory(s: Session) -> int:
+    """The bytes behind every array the session's handles and variables hold, each memory once."""
+    seen: dict[int, int] = {}
+    for x in s.arrays.values():
+        m = x
+        while isinstance(m, np.ndarray) and m.base is not None:
+            m = m.base
+        seen[id(m)] = m.nbytes if isinstance(m, np.ndarray) else memoryview(m).nbytes
+    for n in s.nodes.values():
+        if n.grad is not None:
+            seen[id(n.grad)] = n.grad.nbytes
+    return sum(seen.values())
+
+
+def test_a_view_counts_its_base_after_the_base_is_freed():
+    s = Session("v")
+    ok(s, ones(1, 1000), {"op": "slice_axis", "in": [1], "out": [2], "at": {"axis": 0, "begin": 0, "end": 1}})
+    ok(s, {"op": "getitem", "in": [1], "out": [3], "at": {"key": [[0, 2, None]]}})
+    assert s.get(3).base is not None  # a view, as MXNet's basic slicing gives
+    assert s.nbytes == 1000 * F4 + F4  # slice_axis copies; the view shares x's count
+    ok(s, free(1))
+    assert s.nbytes == 1000 * F4 + F4 == held_memory(s)  # x's memory lives on in the view
+    ok(s, {"op": "getitem", "in": [3], "out": [4], "at": {"key": [[0, 1, None]]}})  # a view of the view
+    assert s.nbytes == 1000 * F4 + F4
+    ok(s, free(3))
+    assert s.nbytes == 1000 * F4 + F4
+    ok(s, free(4))
+    assert s.nbytes == F4 == held_memory(s)
+
+
+def test_views_cannot_hold_more_than_the_quota():
+    """Make a large array, keep a one-element view, free the array: again and again. Each
+    kept view keeps its whole base alive, so the quota refuses before memory runs away."""
+    s = Session("abuse", limits=Limits(max_session_bytes=100_000))
+    last: dict = {}
+    for k in range(10):
+        base, view = 2 * k + 1, 2 * k + 2
+        last = run(
+            s,
+            ones(base, 10_000),  # 40 KB
+            {"op": "getitem", "in": [base], "out": [view], "at": {"key": [[0, 1, None]]}},
+            free(base),
+        )
+        if "error" in last:
+            break
+    assert last["error"]["kind"] == "QuotaExceeded"
+    assert s.nbytes == held_memory(s) <= 100_000
+
+
+def test_a_reshape_of_a_fresh_result_counts_what_it_keeps():
+    s = Session("r")
+    ok(s, ones(1, 6))
+    ok(s, {"op": "reshape", "in": [1], "out": [2], "at": {"shape": [2, 3]}})
+    assert s.nbytes == 6 * F4 == held_memory(s)  # reshape shares the input's memory
+    ok(s, free(1))
+    assert s.nbytes == 6 * F4
+    ok(s, free(2))
+    assert s.nbytes == 0
+
+
+def test_gradient_buffers_count_while_anything_holds_them():
+    s = Session("g", limits=Limits(max_session_bytes=12_000))
+    ok(s, ones(1, 1000), {"op": "attach_grad", "in": [1]})
+    assert s.nbytes == 2 * 1000 * F4 == held_memory(s)
+    ok(s, {"op": "grad", "in": [1], "out": [2]})
+    assert s.nbytes == 2 * 1000 * F4  # a second name for the buffer
+    ok(s, free(1))
+    assert s.nbytes == 1000 * F4  # the grad handle keeps the buffer, not x
+    ok(s, free(2))
+    assert s.nbytes == 0
+    # two variables take 16 KB with their buffers: the second buffer passes the limit of 12 KB
+    reply = run(s, *(op for h in (1, 2, 3) for op in (ones(h, 1000), {"op": "attach_grad", "in": [h]})))
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 3
+
+
+def test_a_recorded_graph_keeps_its_arrays_counted_until_it_is_freed():
+    s = Session("graph")
+    ok(s, ones(1, 1000), {"op": "attach_grad", "in": [1]})
+    ok(
+        s,
+        {"op": "exp", "in": [1], "out": [2], "mode": 3},
+        {"op": "sum", "in": [2], "out": [3], "mode": 3},
+        free(2),  # the graph from 3 still needs exp's output
+    )
+    assert s.nbytes == 3 * 1000 * F4 + F4
+    ok(s, {"op": "backward", "in": [3], "mode": 2})  # frees the graph
+    ok(s, {"op": "read", "in": [1], "at": {"grad": True}})
+    assert s.nbytes == 2 * 1000 * F4 + F4 == held_memory(s)
+    # a graph never run backward: counted while its head is held, not after
+    ok(s, {"op": "exp", "in": [1], "out": [4], "mode": 3}, {"op": "sum", "in": [4], "out": [5], "mode": 3}, free(4))
+    assert s.nbytes == 3 * 1000 * F4 + 2 * F4
+    ok(s, free(5))
+    ok(s, {"op": "read", "in": [3]})
+    assert s.nbytes == 2 * 1000 * F4 + F4
+
+
+def test_graphs_held_by_their_heads_cannot_pass_the_quota():
+    """Keeping each step's loss while recording (its graph with it) is refused at the quota
+    instead of growing without a bound."""
+    s = Session("leak", limits=Limits(max_session_bytes=200_000))
+    ok(s, ones(1, 5000), {"op": "attach_grad", "in": [1]})  # 40 KB with its buffer
+    last: dict = {}
+    for k in range(10):
+        big, loss = 100 + 2 * k, 101 + 2 * k
+        last = run(
+            s,
+            {"op": "mul_scalar", "in": [1], "out": [big], "at": {"scalar": 2.0}, "mode": 3},
+            {"op": "sum", "in": [big], "out": [loss], "mode": 3},
+            free(big),
+        )
+        if "error" in last:
+            break
+    assert last["error"]["kind"] == "QuotaExceeded"
+    assert held_memory(s) <= s.nbytes <= 200_000
+
+
+def test_a_users_sessions_running_together_keep_to_the_users_limit():
+    """Session a's batch starts; b then takes most of the user's room; a's batch, still
+    running, sees it when it next allocates (it read b's bytes at its start before)."""
+    user = 1 << 20
+    lim = Limits(max_user_bytes=user)
+    a, b = Session("a", owner="u", limits=lim), Session("b", owner="u", limits=lim)
+    a.user_bytes = lambda: b.nbytes
+    b.user_bytes = lambda: a.nbytes
+    job = a.begin({"ops": [ones(h, 65_536) for h in (1, 2, 3)]})  # 3 x 256 KiB
+    ok(b, *(ones(h, 65_536) for h in (1, 2)))  # 512 KiB while a's batch runs
+    job.run()
+    reply = job.finish()
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 2
+    assert a.nbytes + b.nbytes <= user + 2 * (user // 256)
+
+
+@pytest.mark.parametrize("pure_slack", [False, True])
+def test_the_per_op_path_refreshes_the_users_bytes_as_it_grows(pure_slack):
+    """Many small arrays (each under the slack) in one batch while another session fills the
+    user's room: the running batch stops within the slack of the limit."""
+    user = 1 << 20
+    lim = Limits(max_user_bytes=user)
+    a, b = Session("a", owner="u", limits=lim), Session("b", owner="u", limits=lim)
+    a.user_bytes = lambda: b.nbytes
+    b.user_bytes = lambda: a.nbytes
+    small = 256 if pure_slack else 512  # floats: 1 or 2 KiB each, under the slack of 4 KiB
+    job = a.begin({"ops": [ones(h, small) for h in range(1, 1001)]})
+    ok(b, ones(1, 3 * 65_536))  # 768 KiB
+    job.run()
+    reply = job.finish()
+    assert reply["error"]["kind"] == "QuotaExceeded"
+    assert a.nbytes + b.nbytes <= user + user // 256
