@@ -475,6 +475,10 @@ class Session:
         try:
             if seq is not None:
                 if seq == self.seq and self.last_reply is not None:
+                    if self.last_reply_lent:  # its reply is written after the lock is let go: copies
+                        last = self.last_reply
+                        self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
+                        self.last_reply_lent = False
                     self.lock.release()
                     return self.last_reply
                 if seq != self.seq + 1:
@@ -633,7 +637,7 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     "data",
     (),
     "Give the output handle the array itself (shared, not copied) and its place in the graph: a "
-    "second name for it, freed on its own (its bytes count against the quotas as a copy's would).",
+    "second name for it, freed on its own (its memory counts once while either name holds it).",
 )
 def _alias(s: Session, ins: dict, values: list) -> None:
     h = _one(ins, "alias")

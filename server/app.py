@@ -7,6 +7,7 @@ index, op}}`` with a status fixed by the error's class.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog, error_body
 from . import fast, protocol
-from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form
+from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form, user_of
 from .metrics import CONTENT_TYPE, Metrics, metered
 from .rest import arrays
 from .settings import Settings
@@ -132,7 +133,15 @@ ops_router = APIRouter(tags=["meta"])
 
 @ops_router.get("/metrics")
 def read_metrics(request: Request, store: Store) -> Response:
-    """Prometheus metrics: requests by route and status, batches, ops, errors, sessions, bytes."""
+    """Prometheus metrics: requests by route and status, batches, ops, errors, sessions, bytes
+    (totals of all users: read with any user's key, or the metrics key)."""
+    settings = request.app.state.settings
+    if settings.api_keys:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        key = settings.metrics_key
+        if not (key and scheme.lower() == "bearer" and hmac.compare_digest(token, key)):
+            user_of(settings.api_keys, auth)  # raises Unauthorized without a user's key
     return Response(request.app.state.metrics.render(store), media_type=CONTENT_TYPE)
 
 

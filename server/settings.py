@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="API key -> user name. Empty: no authentication (loopback only).",
     )
+    metrics_key: str | None = Field(
+        None,
+        description="a key that reads GET /metrics and nothing else (for a scraper); "
+        "any user's API key reads them too. With no API keys, /metrics is open (loopback only).",
+    )
     max_body_bytes: int = 256 << 20
     max_batch_ops: int = 100_000
     max_batch_steps: int = 1_000_000  # instructions a batch runs, each call counting its program's
@@ -73,6 +78,10 @@ class Settings(BaseSettings):
                 f"refusing to serve on {self.host} without API keys: "
                 "set GRADSERVE_API_KEYS (user:key,...) or --api-key, or bind to 127.0.0.1"
             )
+        if self.metrics_key is not None and len(self.metrics_key) < 16:
+            raise ValueError("the metrics key must be at least 16 characters long")
+        if self.metrics_key is not None and self.metrics_key in self.api_keys:
+            raise ValueError("the metrics key must not be a user's API key")
         for key in self.api_keys:
             if len(key) < 16:
                 raise ValueError("API keys must be at least 16 characters long")

@@ -179,3 +179,18 @@ def test_the_per_op_path_refreshes_the_users_bytes_as_it_grows(pure_slack):
     reply = job.finish()
     assert reply["error"]["kind"] == "QuotaExceeded"
     assert a.nbytes + b.nbytes <= user + user // 256
+
+
+def test_a_retried_batch_gets_copies_of_what_its_reads_lent():
+    """A batch's last reads may lend the session's arrays to the reply written after the
+    batch; a retry's reply is written after the session is free again, so it gets copies
+    (a batch running meanwhile could change the arrays under it)."""
+    s = Session("retry")
+    msg = {"seq": 1, "ops": [ones(1, 4), {"op": "read", "in": [1]}]}
+    first = s.run_batch(msg, copy_reads=False)
+    assert np.shares_memory(first["values"][0], s.get(1))  # lent
+    again = s.begin(msg, copy_reads=False)
+    assert isinstance(again, dict) and again["values"][0].tolist() == [1.0] * 4
+    assert not np.shares_memory(again["values"][0], s.get(1))
+    ok(s, {"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}})
+    assert s.begin(msg)["values"][0].tolist() == [1.0] * 4

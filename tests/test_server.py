@@ -254,6 +254,24 @@ def test_keys_authenticate_and_sessions_are_private():
         assert http.get("/v1/sessions", headers=bob).json() == []
 
 
+def test_metrics_need_a_key_when_the_server_has_keys():
+    keys = {"alice-key-0123456789": "alice"}
+    scraper = "scraper-key-0123456789"
+    with LiveServer(Settings(api_keys=keys, metrics_key=scraper)) as srv, httpx.Client(base_url=srv.url) as http:
+        r = http.get("/metrics")
+        assert r.status_code == 401 and r.json()["error"]["kind"] == "Unauthorized"
+        assert http.get("/metrics", headers={"authorization": "Bearer wrong-key-0123456789"}).status_code == 401
+        assert http.get("/metrics", headers={"authorization": "Bearer alice-key-0123456789"}).status_code == 200
+        r = http.get("/metrics", headers={"authorization": f"Bearer {scraper}"})
+        assert r.status_code == 200 and "gradserve_sessions" in r.text
+        # the scraper's key reads metrics and nothing else
+        assert http.post("/v1/sessions", headers={"authorization": f"Bearer {scraper}"}).status_code == 401
+    with pytest.raises(ValidationError, match="metrics key"):
+        Settings(metrics_key="short")
+    with pytest.raises(ValidationError, match="metrics key"):
+        Settings(api_keys=keys, metrics_key="alice-key-0123456789")
+
+
 def test_open_network_without_keys_is_refused():
     with pytest.raises(ValidationError, match="without API keys"):
         Settings(host="0.0.0.0")
