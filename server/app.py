@@ -66,7 +66,9 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
     except ValidationError as e:
         raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
     s = store.create(user, seed=opts.seed)
-    return encode(request, {**_info(s), "max_body_bytes": request.app.state.settings.max_body_bytes}, 201)
+    settings = request.app.state.settings
+    limits = {"max_body_bytes": settings.max_body_bytes, "max_batch_ops": settings.max_batch_ops}
+    return encode(request, {**_info(s), **limits}, 201)
 
 
 @sessions.get("", response_model=list[protocol.SessionInfo])

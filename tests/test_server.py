@@ -282,7 +282,9 @@ def test_open_network_without_keys_is_refused():
 
 def test_body_size_and_batch_length_are_bounded():
     with LiveServer(Settings(max_body_bytes=1000, max_batch_ops=3)) as srv, httpx.Client(base_url=srv.url) as http:
-        sid = http.post("/v1/sessions").json()["id"]
+        opened = http.post("/v1/sessions").json()
+        assert opened["max_body_bytes"] == 1000 and opened["max_batch_ops"] == 3  # told, so clients split
+        sid = opened["id"]
         big = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": list(range(400))}]})
         assert big.status_code == 413 and big.json()["error"]["kind"] == "QuotaExceeded"
         long = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free"}] * 4})
