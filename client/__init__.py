@@ -21,8 +21,8 @@ from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu
-from .runtime import Client, current, set_current
-from .transport import Http, InProcess, from_env
+from .runtime import ChangeLost, Client, current, set_current
+from .transport import Http, InProcess, SessionClosed, from_env
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ def connect(url: str | None = None, api_key: str | None = None, sync: bool = Fal
 
 
 __all__ = [
+    "ChangeLost",
     "Client",
     "Context",
     "Http",
@@ -52,6 +53,7 @@ __all__ = [
     "InProcess",
     "MXNetError",
     "NDArray",
+    "SessionClosed",
     "autograd",
     "connect",
     "cpu",

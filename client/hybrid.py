@@ -40,17 +40,23 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("pid", "container", "specs", "parents", "__weakref__")
+    __slots__ = ("pid", "container", "specs", "parents", "changes", "__weakref__")
 
-    def __init__(self, pid: int, container: type | None, specs: list[Any], parents: list[Any]) -> None:
+    def __init__(
+        self, pid: int, container: type | None, specs: list[Any], parents: list[Any], changes: list[Any]
+    ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
         self.specs = specs
         self.parents = parents  # per output: None, or (argument indices, outside nodes) it depends on
+        self.changes = changes  # what the program changes in place (``_changes``)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
         outs = [c.handle() for _ in self.specs]
-        c.enqueue({"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}})
+        ins = {"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}}
+        if self.changes:
+            c.note_changes(ins, _resolved(self.changes, c, arrays))
+        c.enqueue(ins)
         result = []
         for h, spec, deps in zip(outs, self.specs, self.parents):
             node = None
@@ -193,12 +199,21 @@ class HybridFunction:
     def _trace(
         self, c: Client, args: tuple[Any, ...], kwargs: dict[str, Any], arrays: list[NDArray]
     ) -> tuple[Any, _Traced]:
+        # The frees of the arrays made while tracing wait until the instructions that make them
+        # are queued (after the capture, below)
+        with c.holding_frees() as floor:
+            return self._trace_holding(c, args, kwargs, arrays, floor)
+
+    def _trace_holding(
+        self, c: Client, args: tuple[Any, ...], kwargs: dict[str, Any], arrays: list[NDArray], floor: int
+    ) -> tuple[Any, _Traced]:
         # The function sees each argument under a name of its own (an alias: the same array,
         # the same place in the graph), and only those names become the call's slots: the same
         # array passed twice, or also read directly (a parameter), stays apart in the program.
         names = []
         for a in arrays:
             h = c.handle()
+            c.share(h, c.root(a._h))
             c.enqueue({"op": "alias", "in": [a._h], "out": [h]})
             names.append(NDArray(c, h, a._spec, a._node))
         given = iter(names)
@@ -252,9 +267,48 @@ class HybridFunction:
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
-        t = _Traced(pid, container, [o._spec for o in outs], [_links(o, arrays) for o in outs])
+        specs = [o._spec for o in outs]
+        t = _Traced(pid, container, specs, [_links(o, arrays) for o in outs], _changes(c, steps, arrays, floor))
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
+
+
+def _changes(c: Client, steps: list[dict[str, Any]], arrays: list[NDArray], floor: int) -> list[Any]:
+    """What a program changes in place, for a call that never runs (``Client._lose``): per
+    memory key its steps change, ("arg", i) for argument i's array, ("grad", i) for its
+    gradient, or ("key", k) for an array from outside (a parameter, its gradient). Arrays made
+    by the trace itself (handles from ``floor`` on) are the call's own: dead with it."""
+    args = {c.root(a._h): i for i, a in enumerate(arrays)}
+    grads = {a._node.y: i for i, a in enumerate(arrays) if a._node is not None and a._node.op is None}
+    out: list[Any] = []
+    seen: set[int] = set()
+    for ins in steps:
+        for k in c._changes(ins):
+            if k in seen or abs(k) >= floor:
+                continue
+            seen.add(k)
+            if k in args:
+                out.append(("arg", args[k]))
+            elif k in grads:
+                out.append(("grad", grads[k]))
+            else:
+                out.append(("key", k))
+    return out
+
+
+def _resolved(changes: list[Any], c: Client, arrays: list[NDArray]) -> list[int]:
+    """A program's ``_changes`` for a call with ``arrays``: memory keys."""
+    keys = []
+    for kind, v in changes:
+        if kind == "arg":
+            keys.append(c.root(arrays[v]._h))
+        elif kind == "grad":
+            n = arrays[v]._node
+            if n is not None and n.op is None and n.y is not None:
+                keys.append(n.y)
+        else:
+            keys.append(v)
+    return keys
 
 
 def _renamed(ins: dict[str, Any], slot: dict[int, int]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ value (``asnumpy``, ``asscalar``, printing, ``bool``/``float``) is a sync point.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -18,8 +19,27 @@ from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, 
 from .engine.ops import assignable, broadcast_shapes, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
-from .runtime import Client, current
+from .runtime import FRAME_ALIGN, Client, current, framed
 from .state import flags
+
+VIEWS = frozenset(
+    {"reshape", "flatten", "expand_dims", "squeeze", "transpose", "swapaxes", "moveaxis", "flip", "broadcast_axis"}
+)
+"""Ops whose result may share its input's memory on the engine (numpy views; some only for
+some shapes), and ``getitem`` with a view key: an in-place change of one is a change of the
+other (see ``Client.root``)."""
+
+
+_ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
+
+
+def _view_key(key: Any) -> bool:
+    """Whether a getitem key (as it travels) gives a view: one integer or step-1 slice (as
+    the engine's ``is_view_key``, with no index arrays)."""
+    if type(key) is not list or len(key) != 1:
+        return False
+    k = key[0]
+    return type(k) is int or (type(k) is list and len(k) == 3 and k[2] in (None, 1))
 
 
 class Context:
@@ -113,6 +133,8 @@ def invoke(
     ins: dict[str, Any] = {"op": op.name, "in": hs, "out": [h], "at": wat}
     if mode:
         ins["mode"] = mode
+    if op.name in VIEWS or (op.name == "getitem" and len(hs) == 1 and _view_key(at["key"])):
+        c.share(h, c.root(hs[0]))
     c.enqueue(ins, nbytes)
     return NDArray(c, h, spec, node)
 
@@ -179,7 +201,8 @@ class NDArray:
 
     def __del__(self) -> None:
         try:
-            self._c.release(self._h)
+            spec = self._spec
+            self._c.release(self._h, _ITEMSIZES[spec.dtype] * math.prod(spec.shape))
         except Exception:  # interpreter shutdown: nothing left to free
             pass
 
@@ -472,8 +495,9 @@ class NDArray:
             raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {grad_req!r}")
         self._c.check_alive(self._h)
         self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
-        self._node = tape.Node(grad_req=grad_req)
+        self._node = _variable(grad_req, -self._h)  # its gradient buffer's key: -handle
         self._gradp = None
+        self._c._dead.pop(-self._h, None)  # a fresh buffer: no longer what a lost backward left
         self._c.variables_changed += 1
 
     @property
@@ -484,6 +508,8 @@ class NDArray:
             return None
         if self._gradp is None or self._gradp._h in self._c._dead:  # (its batch failed: made again)
             h = self._c.handle()
+            if n.y is not None:
+                self._c.share(h, n.y)  # the buffer itself
             self._c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
             self._gradp = NDArray(self._c, h, self._spec)
         return self._gradp
@@ -533,7 +559,9 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
     at: dict[str, Any] = {"retain_graph": bool(retain_graph)}
     if any(g is not None for g in hg):
         at["head_grads"] = hg
-    c.enqueue({"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0})
+    ins = {"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0}
+    c.note_changes(ins, [n.y for n in order if n.op is None and n.y is not None and n.grad_req != "null"])
+    c.enqueue(ins)
     if not retain_graph:
         tape.release(order)
 
@@ -615,47 +643,55 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
         }
     )
     for v, g, r in zip(variables, gradients, grad_reqs):
-        v._node = tape.Node(grad_req=r)
+        v._node = _variable(r, c.root(g._h))  # its gradient buffer is g
         v._gradp = g
     c.variables_changed += 1
+
+
+def _variable(grad_req: str, grad_key: int) -> tape.Node:
+    """A variable's node on the client. Its ``y`` (the client's nodes hold no values) is the
+    key of its gradient buffer's memory (``Client.root``): what a backward pass changes."""
+    node = tape.Node(grad_req=grad_req)
+    node.y = grad_key
+    return node
 
 
 def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = False) -> NDArray:
     """Upload ``arr``: copied first unless the caller hands over an array nobody else holds
     (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
     c = client or current()
-    if c.max_request_bytes is not None and arr.nbytes > c.max_request_bytes:
+    if c.max_request_bytes is not None and framed(arr.nbytes) > c.max_request_bytes:
         return _upload_in_pieces(arr, c, c.max_batch_bytes)
     value = arr if owned else np.array(arr, copy=True)
     return invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
 
 
 def _upload_in_pieces(arr: np.ndarray, c: Client, piece_bytes: int) -> NDArray:
-    """An array too large for one request to the server: zeros made there, then filled a
-    piece at a time, one request each (each piece is on the wire before the next is taken
-    from ``arr``, so none is copied here). Pieces are whole rows where a row fits in one,
-    so the zeros are the array itself (not a flat one reshaped: that held it twice)."""
+    """An array too large for one request to the server: zeros of its shape made there, then
+    filled a piece at a time, one request each (each piece is on the wire before the next is
+    taken from ``arr``, so none is copied here). A piece is a run of whole rows where a row
+    fits in one; else a run along the first axis whose slices fit, the ones before it taken
+    one index at a time (``out[i, j, a:b]``). The session holds the array once: the one
+    made for it (a flat one reshaped would be counted twice), and one piece."""
     arr = np.ascontiguousarray(arr)
-    row = arr.nbytes // len(arr) if arr.ndim and len(arr) else 0
-    if row == 0 or row > piece_bytes:  # (0-d, empty, or a row past a piece: flat pieces)
-        flat = arr.reshape(-1)
-        out = invoke(OPS["zeros"], (), {"shape": [flat.size], "dtype": flat.dtype.name}, c)
-        step = max(1, piece_bytes // max(flat.itemsize, 1))
-        _fill(out, flat, step, c)
-        return out.reshape(arr.shape)
     out = invoke(OPS["zeros"], (), {"shape": list(arr.shape), "dtype": arr.dtype.name}, c)
-    _fill(out, arr, max(1, piece_bytes // row), c)
+    piece_bytes = max(piece_bytes - piece_bytes % FRAME_ALIGN, FRAME_ALIGN)  # (its frame is aligned: ``framed``)
+    shape = arr.shape
+    axis = 0
+    block = arr.nbytes // shape[0]  # the bytes of one index along ``axis``
+    while block > piece_bytes and axis + 1 < arr.ndim:
+        axis += 1
+        block //= shape[axis]
+    step = max(1, piece_bytes // block)
+    for lead in np.ndindex(*shape[:axis]):
+        for start in range(0, shape[axis], step):
+            key = (*lead, slice(start, start + step))
+            value = arr[key]  # (contiguous: a view)
+            piece = invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
+            out[key] = piece
+            del piece  # freed in the same request, after the piece is written
+            c.flush()
     return out
-
-
-def _fill(out: NDArray, src: np.ndarray, step: int, c: Client) -> None:
-    """``out[i : i + step] = src[i : i + step]`` along the first axis, one request each."""
-    for start in range(0, len(src), step):
-        value = src[start : start + step]
-        piece = invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
-        out[start : start + step] = piece
-        del piece
-        c.flush()
 
 
 SEND_NOW_BYTES = 8 << 20

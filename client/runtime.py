@@ -4,7 +4,8 @@ Ops queue here and travel in one batch at a sync point (a value is read,
 ``wait_to_read``, ``nd.waitall()``) or when the queue passes its bounds. An
 error found by the engine is raised at that sync point, naming the op and the
 line of user code that queued it; the handles of that op and of every later op
-of the batch are dead, and using one raises the same error again.
+of the batch are dead, and using one raises the same error again; an array that
+one of those later instructions was to change in place raises ``ChangeLost``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,49 @@ from typing import Any
 
 import numpy as np
 
-from .engine.errors import InvalidInput, MXNetError, SequenceError, error_from_kind
-from .transport import ConnectionLost, Transport, from_env
+from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, error_from_kind
+from .transport import ConnectionLost, SessionClosed, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
 MAX_QUEUED_BYTES = 64 << 20
+FRAME_ALIGN = 64
+"""Each tensor of a batch travels in a frame that starts on this boundary (engine/wire.py):
+the queue counts an upload's bytes rounded up to it."""
+OP_HEAD_BYTES = 256
+"""A bound on one instruction's share of a request besides its tensors' bytes (its msgpack,
+a tensor's descriptor included): a server with a small request limit gets fewer per batch."""
+FLUSH_EXTRA = 3
+"""Instructions a flush may add to what is queued: a free, a forget and a read."""
+FREE_NOW_BYTES = 64 << 10
+"""Arrays let go are freed in program order, before the next instruction queued, once they
+hold this much together (a large one at once): the session holds at most this much more than
+an eager program would. Smaller ones go together, before the instruction at which they reach
+it or with the batch: a free before each op would be one more instruction for the engine per
+statement (a tenth of a small training step written op by op, measured)."""
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ENGINE = os.path.dirname(os.path.abspath(sys.modules["gradserve.engine"].__file__ or _HERE))
 _OURS = (_HERE + os.sep, _ENGINE + os.sep)  # (with the separator: a sibling gradserve_x.py is the user's)
 
 
-class SessionClosed(MXNetError):
-    """The array's session was closed."""
+class ChangeLost(MXNetError):
+    """An array that an instruction was to change in place (``x += 1``, ``x[:] = v``,
+    ``attach_grad``, a backward pass into its gradient, a hybridized call updating it) that
+    never ran: an instruction queued before it in the same batch failed. Its value is not the
+    one the program says; the earlier failure is the ``__cause__``."""
+
+
+def framed(nbytes: int) -> int:
+    """The bytes a tensor of ``nbytes`` takes in a batch: rounded up to its frame's alignment."""
+    return -(-nbytes // FRAME_ALIGN) * FRAME_ALIGN
+
+
+class _TooLong(Exception):
+    """A batch refused as a whole for its length: the server's limit, learned from its error."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 class NotTraceable(InvalidInput):
@@ -79,7 +110,17 @@ class Client:
         self._queue: list[dict[str, Any]] = []
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
+        # Handles of proxies that died, to free on the server. ``release`` appends to it from a
+        # proxy's __del__, which runs whenever the garbage collector says: in another thread, or
+        # in this one in the middle of ``enqueue`` or ``flush`` (an allocation there can start a
+        # collection). So it only appends (no lock, no I/O), and the frees are moved into the
+        # queue, by atomic steps (``_take_frees``), ahead of the next instruction queued (once
+        # they hold ``FREE_NOW_BYTES``) or at the flush: in program order, before what was
+        # queued after the proxies died.
         self._frees: list[int] = []
+        self._free_bytes = 0  # what the pending frees hold (an estimate: ``release`` may race)
+        self._freed: list[list[int]] = []  # the frees queued in ``_queue`` (see ``_sent``)
+        self._holds: list[int] = []  # floors of ``holding_frees`` blocks running now
         self._program_ids = itertools.count(1)
         self._forgets: list[int] = []  # programs to drop with the next batch
         self.failed_programs: set[int] = set()  # programs whose define did not run (traced again)
@@ -87,23 +128,43 @@ class Client:
         # function's traces hold the graph as it was, and are made again after a change
         self.variables_changed = 0
         self._unsure = False  # whether the last batch was lost with its connection (it may have run)
-        # the tensor bytes one request may carry (the server's request limit, less room for the
-        # rest of a batch; None: no limit), and the queue's bound, below it
-        limit = getattr(transport, "max_body_bytes", None)
-        self.max_request_bytes: int | None = limit - min(1 << 20, limit // 4) if limit else None
-        self.max_batch_bytes = min(MAX_QUEUED_BYTES, self.max_request_bytes or MAX_QUEUED_BYTES)
-        self._dead: dict[int, MXNetError] = {}
+        # Whose memory each array is, for the in-place changes that never ran (``_lose``): handle
+        # -> the key of the memory it shares (a view: its base's handle; a gradient proxy: its
+        # variable's buffer's key, ``NDArray.attach_grad``). A handle not here is its own memory.
+        self._roots: dict[int, int] = {}
+        # instructions that change more than the target named in them (a backward pass: the
+        # gradients; a hybridized call: what its program changes): id -> (instruction, keys)
+        self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
+        self._dead: dict[int, MXNetError] = {}  # handle or memory key -> the error using it raises
         self._lock = threading.RLock()
         self.closed = False
         self._tls = threading.local()  # .capture: the program a Function's backward is traced into
         self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
+        self._set_limits(getattr(transport, "max_body_bytes", None), getattr(transport, "max_batch_ops", None))
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
+
+    def _set_limits(self, body: int | None, ops: int | None) -> None:
+        """The queue's bounds for a session that reads request bodies of at most ``body`` bytes
+        and runs batches of at most ``ops`` instructions (None: no limit, or not known)."""
+        self.max_body_bytes = body
+        self.max_batch_ops = ops
+        # the tensor bytes one request may carry (None: no limit): the server's request limit,
+        # less room for the rest of a batch, and the queue's bound, below it
+        self.max_request_bytes: int | None = body - min(1 << 20, body // 4) if body else None
+        self.max_batch_bytes = min(MAX_QUEUED_BYTES, self.max_request_bytes or MAX_QUEUED_BYTES)
+        most = 1 << 62  # instructions queued at most (besides MAX_QUEUED_OPS)
+        if ops:
+            most = min(most, ops - FLUSH_EXTRA)
+        if body and self.max_request_bytes is not None:
+            most = min(most, (body - self.max_request_bytes) // OP_HEAD_BYTES)  # the room left, in instructions
+        self._max_ops = max(1, most)
 
     def handle(self) -> int:
         return next(self._handles)  # atomic: threads sharing a session get distinct handles
 
     def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
+        """Queue an instruction; ``nbytes``: the bytes of the tensors it carries (an upload's)."""
         if self._capturing:
             capture = getattr(self._tls, "capture", None)
             if capture is not None:
@@ -114,13 +175,22 @@ class Client:
             if self.closed:
                 raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
             if nbytes:
+                nbytes = framed(nbytes)  # as it travels: its frame is aligned
                 if self._queue and self._qbytes + nbytes > self.max_batch_bytes:
                     self.flush()  # send what is queued first, so a batch holds at most the bound or one array
                 self._qbytes += nbytes
-            queue = self._queue
+            queue, wheres = self._queue, self._where
+            if self._frees and self._free_bytes >= FREE_NOW_BYTES:
+                self._queue_frees(queue, wheres)
             queue.append(ins)
-            self._where.append(where)
-            if len(queue) >= MAX_QUEUED_OPS or self._qbytes >= self.max_batch_bytes or self.sync:
+            wheres.append(where)
+            n = len(queue)  # (the client's bound counts the instructions queued, not their frees)
+            if (
+                n - len(self._freed) >= MAX_QUEUED_OPS
+                or n >= self._max_ops
+                or self._qbytes > self.max_batch_bytes
+                or self.sync
+            ):
                 self.flush()
 
     def capturing(self) -> bool:
@@ -145,6 +215,20 @@ class Client:
             with self._lock:
                 self._capturing -= 1
 
+    @contextlib.contextmanager
+    def holding_frees(self) -> Iterator[int]:
+        """Keep pending, until the block ends, the frees of the handles made from now on (the
+        floor yielded and up): a traced function's proxies die before the instructions that
+        make their arrays are queued, and a free must not run before its array is made."""
+        floor = self.handle()
+        with self._lock:
+            self._holds.append(floor)
+        try:
+            yield floor
+        finally:
+            with self._lock:
+                self._holds.remove(floor)
+
     def program_id(self) -> int:
         return next(self._program_ids)
 
@@ -152,14 +236,63 @@ class Client:
         """A program nobody can call again: dropped with the next batch (no I/O here)."""
         self._forgets.append(pid)
 
-    def release(self, h: int) -> None:
-        """A proxy died: its handle is freed with the next batch (no I/O here)."""
+    def release(self, h: int, nbytes: int = FREE_NOW_BYTES) -> None:
+        """A proxy of ``nbytes`` died: its handle is freed before the next instruction (or,
+        small, with others: ``FREE_NOW_BYTES``). No lock, no I/O here."""
         self._frees.append(h)
+        self._free_bytes += nbytes
+
+    def _take_frees(self) -> list[int]:
+        """The pending frees that may go now, taken out of ``_frees`` by steps that are each
+        atomic, so that a ``release`` meanwhile (which appends) loses none. Frees of handles
+        from a ``holding_frees`` floor up stay pending."""
+        frees = self._frees
+        n = len(frees)
+        taken = frees[:n]
+        del frees[:n]
+        if self._holds:
+            floor = min(self._holds)
+            kept = [h for h in taken if h >= floor]
+            if kept:
+                frees[:0] = kept
+                taken = [h for h in taken if h < floor]
+        return taken
+
+    def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[tuple[str, int] | None]) -> None:
+        self._free_bytes = 0
+        frees = self._take_frees()
+        if frees:
+            queue.append({"op": "free", "in": frees})
+            wheres.append(None)
+            self._freed.append(frees)
+
+    # -- what an array's memory is, for the changes that never ran -----------------------
+
+    def root(self, h: int) -> int:
+        """The key of the memory that array ``h`` is (a view: its base's handle)."""
+        return self._roots.get(h, h)
+
+    def share(self, h: int, key: int) -> None:
+        """Array ``h`` is (part of) the memory of ``key`` (a ``root``): a view of it, an alias."""
+        self._roots[h] = key
+
+    def note_changes(self, ins: dict[str, Any], keys: Any) -> None:
+        """``ins``, queued next, changes the memory of ``keys`` (``root``s) besides its target."""
+        if keys:
+            self._notes[id(ins)] = (ins, tuple(keys))
 
     def check_alive(self, h: int) -> None:
         err = self._dead.get(h)
-        if err is not None:
-            raise err
+        if err is None:
+            key = self._roots.get(h)
+            if key is None:
+                return
+            err = self._dead.get(key)
+            if err is None:
+                return
+        raise err
+
+    # -- batches --------------------------------------------------------------------------
 
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:
         """Send what is queued (and reads of ``reads``); return the values read."""
@@ -172,29 +305,68 @@ class Client:
                 self.check_alive(h)
             ops, where = self._queue, self._where
             if self._frees:
-                ops.append({"op": "free", "in": self._frees})
-                where.append(None)
-                self._frees = []
+                self._queue_frees(ops, where)
             if self._forgets:
-                ops.append({"op": "forget", "at": {"ids": self._forgets}})
+                forgets = self._forgets
+                n = len(forgets)
+                ids = forgets[:n]
+                del forgets[:n]
+                ops.append({"op": "forget", "at": {"ids": ids}})
                 where.append(None)
-                self._forgets = []
             if reads:
                 ops.append({"op": "read", "in": list(reads)})
                 where.append(None)
             if not ops:
                 return []
-            self._queue, self._where, self._qbytes = [], [], 0
-            reply = self._send(ops)
+            freed = self._freed
+            self._queue, self._where, self._qbytes, self._freed = [], [], 0, []
+            try:
+                return self._run(ops, where, len(reads))
+            finally:
+                self._sent(ops, freed)
+
+    def _run(self, ops: list[dict], where: list, nreads: int) -> list[np.ndarray]:
+        """Send ``ops`` as one batch, or, past the server's ``max_batch_ops``, as batches of at
+        most that many in order, each sent when the one before ran whole: the same effect."""
+        n = len(ops)
+        start = 0
+        while True:
+            limit = self.max_batch_ops
+            end = n if limit is None else min(n, start + limit)
+            part, wpart = (ops, where) if start == 0 and end == n else (ops[start:end], where[start:end])
+            try:
+                reply = self._send(part, wpart)
+            except _TooLong as e:  # the server's limit is lower than we knew: learned, and sent again
+                self._set_limits(self.max_body_bytes, e.limit)
+                continue
+            except BaseException as e:
+                if end < n:  # (the parts not sent did not run)
+                    self._requeue(ops[end:])
+                    self._not_applied(ops[end:], where[end:], e)
+                if self.closed and isinstance(e, Exception) and not isinstance(e, SessionClosed):
+                    raise SessionClosed("this session was closed while a batch waited for its reply") from e
+                raise
             err = reply.get("error")
             if err:
-                raise self._fail(ops, where, err)
-            values = reply.get("values")
-            if not isinstance(values, list) or len(values) != len(reads):
-                raise MXNetError(f"the server's reply holds no value for each of the {len(reads)} arrays read")
-            return values
+                raise self._fail(ops, where, {**err, "index": start + (err.get("index") or 0)})
+            if end == n:
+                values = reply.get("values")
+                if not isinstance(values, list) or len(values) != nreads:
+                    raise MXNetError(f"the server's reply holds no value for each of the {nreads} arrays read")
+                return values
+            start = end
 
-    def _send(self, ops: list[dict]) -> dict[str, Any]:
+    def _sent(self, ops: list[dict], freed: list[list[int]]) -> None:
+        """Forget what was kept for the instructions of a batch that went (or failed)."""
+        if self._notes:
+            for ins in ops:
+                self._notes.pop(id(ins), None)
+        if self._roots:  # a freed handle is in no instruction to come
+            for hs in freed:
+                for h in hs:
+                    self._roots.pop(h, None)
+
+    def _send(self, ops: list[dict], where: list) -> dict[str, Any]:
         """Send a batch as the next seq. After a lost connection the server may not have the
         previous one: if it says so (out of order), this batch takes that seq instead."""
         self._seq += 1
@@ -210,13 +382,22 @@ class Client:
                 # one takes the seq the session expects, however many were lost
                 self._seq = expected
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
+        except QuotaExceeded as e:
+            limit = _batch_limit(e, len(ops))
+            if limit is None:
+                self._refused(ops, where, e)
+                raise
+            # longer than the server takes (a limit it did not tell when the session opened): it
+            # ran none of it and did not take its seq
+            self._seq -= 1
+            raise _TooLong(limit) from e
         except BaseException as e:
-            self._refused(ops, e)
+            self._refused(ops, where, e)
             raise
         self._unsure = False
         return reply
 
-    def _refused(self, ops: list[dict], exc: BaseException) -> None:
+    def _refused(self, ops: list[dict], where: list, exc: BaseException) -> None:
         """A batch that came back as an error status, not a reply (over a size limit, say),
         or could not be encoded: the server applied none of it and did not take its seq, so
         the next batch reuses the seq and carries its frees; its arrays are dead, with this
@@ -227,15 +408,21 @@ class Client:
         else:
             self._seq -= 1
             self._requeue(ops)
+        self._not_applied(ops, where, exc)
+
+    def _not_applied(self, ops: list[dict], where: list, exc: BaseException) -> None:
+        """Instructions that did not run (or may not have): what they make is dead, what they
+        change in place is lost."""
         dead = exc if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
         for ins in ops:
             if ins.get("op") != "free":
                 for h in ins.get("out", ()):
                     self._dead[h] = dead
         self._undefined(ops)
+        self._lose(ops, where, dead)
 
     def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
-        i = err.get("index", 0)
+        i = err.get("index") or 0
         op = err.get("op") or ops[i].get("op")
         loc = where[i] if 0 <= i < len(where) else None
         at = f", queued at {loc[0]}:{loc[1]}" if loc else ""
@@ -245,16 +432,72 @@ class Client:
                 self._dead[h] = exc
         self._undefined(ops[i:])
         self._requeue(ops[i + 1 :])
+        # The failing instruction raised, and changed nothing (as in an eager program), unless
+        # it is a pass or a program that fails part way: what it changes is lost too.
+        first = i if 0 <= i < len(ops) and ops[i].get("op") in _PART_WAY else i + 1
+        self._lose(ops[first:], where[first:], exc)
         return exc
+
+    def _lose(self, ops: list[dict], where: list, exc: MXNetError) -> None:
+        """What these instructions (which did not run) were to change in place is lost: using
+        it raises ``ChangeLost``, caused by ``exc``.
+
+        Why not send them again with the next batch: they were queued after an instruction
+        that failed, as lines after a line that raised, and may depend on what it was to do
+        (``w -= lr * w.grad`` after a backward pass that failed, a value it was to write);
+        the arrays made by those lines are dead already, and a program that goes on (a retry
+        in a notebook, say) would apply them twice. So every effect after the failure is
+        either dead or lost, and either raises when used: the program sees its batch stop at
+        the failing instruction, as an eager program would have, and no array reads stale."""
+        dead = self._dead
+        for ins, loc in zip(ops, where):
+            keys = self._changes(ins)
+            lost: ChangeLost | None = None
+            for key in keys:
+                if key in dead:
+                    continue  # (the first loss is the one to tell)
+                if lost is None:
+                    at = f" queued at {loc[0]}:{loc[1]}" if loc else ""
+                    lost = ChangeLost(
+                        f"this array's in-place change ({ins.get('op')}{at}) was never applied: an "
+                        f"instruction before it in its batch failed ({exc}); its value is not the one "
+                        "the program gave it: make it again"
+                    )
+                    lost.__cause__ = exc
+                dead[key] = lost
+
+    def _changes(self, ins: dict[str, Any]) -> list[int]:
+        """The memory keys (``root``) of what ``ins`` changes in place."""
+        op = ins.get("op")
+        keys: list[int] = []
+        hs = ins.get("in")
+        if hs and type(hs) is list and type(hs[0]) is int:
+            if op in _IN_PLACE:
+                keys.append(self._roots.get(hs[0], hs[0]))
+            elif op == "attach_grad":
+                keys += (hs[0], -hs[0])  # the variable and its gradient buffer (``NDArray.attach_grad``)
+            elif op == "mark_variables":
+                keys += hs[: len(hs) // 2]
+        if self._notes:
+            note = self._notes.get(id(ins))
+            if note is not None and note[0] is ins:
+                keys += note[1]
+        return keys
 
     def _requeue(self, ops: list[dict]) -> None:
         """The frees and forgets among instructions that did not run go with the next batch
         (else the server would keep those arrays and programs for the session's life)."""
+        frees: list[int] = []
+        forgets: list[int] = []
         for ins in ops:
             if ins.get("op") == "free":
-                self._frees = list(ins["in"]) + self._frees
+                frees += ins["in"]
             elif ins.get("op") == "forget":
-                self._forgets = list(ins["at"]["ids"]) + self._forgets
+                forgets += ins["at"]["ids"]
+        if frees:
+            self._frees[:0] = frees  # (one step: a release meanwhile appends)
+        if forgets:
+            self._forgets[:0] = forgets
 
     def _undefined(self, ops: list[dict]) -> None:
         """Note the programs these instructions were to define (they did not run)."""
@@ -268,11 +511,22 @@ class Client:
         return self.transport.info()
 
     def close(self) -> None:
-        """End the session (on the server too); its arrays can no longer be used."""
+        """End the session (on the server too); its arrays can no longer be used. From another
+        thread, a batch waiting for its reply stops at once and raises ``SessionClosed``."""
         if not self.closed:
             self.closed = True
             self._queue, self._where, self._frees, self._forgets = [], [], [], []
             self.transport.close()
+
+
+_IN_PLACE = frozenset({"update", "setitem", "sgd_update"})  # instructions that write their first input
+_PART_WAY = frozenset({"backward", "call"})  # instructions whose failure may leave part of their work done
+
+
+def _batch_limit(e: QuotaExceeded, n: int) -> int | None:
+    """The server's limit of instructions per batch, when ``e`` refused a batch of ``n`` for it."""
+    limit = QuotaExceeded.batch_limit(str(e))
+    return limit if limit is not None and 0 < limit < n else None
 
 
 def _close_quietly(ref: weakref.ref[Client]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -37,14 +38,23 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class SessionClosed(MXNetError):
+    """The array's session was closed."""
+
+
+CLOSED = "this session was closed; gradserve.connect() opens a new one"
+
+
 class InProcess:
     """The engine in this process: no server, the same batches."""
 
     sends_bytes = False  # arrays are handed over as they are: the caller's must be copies
+    max_body_bytes = None  # (no request to carry them)
 
     def __init__(self, seed: int | None = None, limits: Limits | None = None) -> None:
         self.session = Session("local", seed=seed, limits=limits)
         self.requests = 0
+        self.max_batch_ops: int | None = self.session.limits.max_batch_ops
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
@@ -90,6 +100,7 @@ class Http:
         self.url = url.rstrip("/")
         self.retries = retries
         self.requests = 0
+        self._closed = False
         parts = urlsplit(self.url)
         # batches have their own socket on http: httpx's rare calls need no idle connection kept
         keep = 0 if parts.scheme == "http" else 20
@@ -103,6 +114,8 @@ class Http:
         self.session_id: str = reply["id"]
         # the server reads no larger request body: an upload past it goes in pieces (ndarray.py)
         self.max_body_bytes: int | None = reply.get("max_body_bytes")
+        # and runs no longer batch (a server that does not say: learned when it refuses one, runtime.py)
+        self.max_batch_ops: int | None = reply.get("max_batch_ops")
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
         self._conn: Conn | None = None
         if parts.scheme == "http" and parts.hostname:
@@ -161,11 +174,15 @@ class Http:
         delay, attempt = 0.05, 0
         while True:
             try:
+                if self._closed:
+                    raise SessionClosed(CLOSED)
                 self.requests += 1
                 return send()
             except errors as e:
                 if on_error is not None:
                     on_error(e)
+                if self._closed:  # (close() from another thread cut the request short)
+                    raise SessionClosed(CLOSED) from e
                 if attempt == self.retries:
                     raise ConnectionLost(f"{what}: {e}") from e
                 if attempt or not at_once:
@@ -174,8 +191,11 @@ class Http:
                 attempt += 1
 
     def close(self) -> None:
+        """End the session. From another thread, a batch waiting for its reply on the socket
+        stops at once (the socket is shut down under it) and raises ``SessionClosed``."""
+        self._closed = True
         if self._conn is not None:
-            self._conn.close()
+            self._conn.shutdown()
         try:
             self._http.delete(f"/v1/sessions/{self.session_id}", timeout=2.0)
         except httpx.HTTPError:
@@ -192,16 +212,38 @@ class Conn:
         self.addr = (host, port)
         self.timeout = timeout
         self.sock: socket.socket | None = None
+        self._shut = False  # shut down for good (``shutdown``): no new connection
+        self._busy = False  # a request is using the socket
+        self._lock = threading.Lock()  # (``shutdown`` comes from another thread than requests)
+
+    def shutdown(self) -> None:
+        """Close for good, from any thread: a request waiting for its reply wakes at once
+        (its ``recv`` sees the connection end) and no new connection is opened. The socket
+        is closed by the request using it, when there is one: closing it under that request
+        could let its next ``recv`` wait on a new socket given the same descriptor."""
+        with self._lock:
+            self._shut = True
+            sock, busy = self.sock, self._busy
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # (not connected any more)
+                pass
+            if not busy:
+                self.close()
 
     def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self._closer.detach()
-                self.sock.close()
-            finally:
-                self.sock = None
+        with self._lock:
+            sock, self.sock = self.sock, None
+        if sock is not None:
+            self._closer.detach()
+            sock.close()
 
     def request(self, head: bytes, parts: list[Any]) -> tuple[int, str, Any]:
+        with self._lock:
+            if self._shut:
+                raise ConnectionAbortedError("the connection was shut down")
+            self._busy = True
         try:
             return self._request(head, parts)
         except BaseException:
@@ -209,16 +251,26 @@ class Conn:
             # or part of it, on the socket: the next request must not read it as its own
             self.close()
             raise
+        finally:
+            with self._lock:
+                self._busy = False
+                shut = self._shut
+            if shut:
+                self.close()
 
     def _request(self, head: bytes, parts: list[Any]) -> tuple[int, str, Any]:
         sock = self.sock
         if sock is None:
             sock = socket.create_connection(self.addr, timeout=self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = sock
-            # a client dropped without close() leaves no socket behind (a finalizer,
-            # not __del__: it runs before the socket's own, even inside a cycle)
-            self._closer = weakref.finalize(self, sock.close)
+            with self._lock:
+                if self._shut:  # (shut down while connecting)
+                    sock.close()
+                    raise ConnectionAbortedError("the connection was shut down")
+                # a client dropped without close() leaves no socket behind (a finalizer,
+                # not __del__: it runs before the socket's own, even inside a cycle)
+                self._closer = weakref.finalize(self, sock.close)
+                self.sock = sock
         if sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts) <= SMALL_BODY:
             sock.sendall(b"".join([head, *parts]))
         else:
@@ -335,4 +387,4 @@ def from_env(url: str | None = None, api_key: str | None = None, seed: int | Non
     return InProcess(seed=seed)
 
 
-__all__ = ["Conn", "ConnectionLost", "Http", "InProcess", "Transport", "from_env"]
+__all__ = ["Conn", "ConnectionLost", "Http", "InProcess", "SessionClosed", "Transport", "from_env"]

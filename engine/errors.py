@@ -59,6 +59,19 @@ class QuotaExceeded(MXNetError):
 
     status = 413
 
+    @staticmethod
+    def batch_too_long(n: int, limit: int) -> str:
+        return f"batch of {n} ops is over the limit of {limit}"
+
+    @staticmethod
+    def batch_limit(message: str) -> int | None:
+        """The limit of instructions per batch, from a ``message`` ``batch_too_long`` wrote."""
+        m = _BATCH_LIMIT.match(message)
+        return int(m.group(1)) if m else None
+
+
+_BATCH_LIMIT = re.compile(r"batch of \d+ ops is over the limit of (\d+)$")
+
 
 class SequenceError(MXNetError):
     """A batch whose sequence number is neither the next one nor a retry."""

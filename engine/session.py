@@ -467,7 +467,7 @@ class Session:
         seq = msg.get("seq")
         ops = msg["ops"]
         if len(ops) > self.limits.max_batch_ops:
-            raise QuotaExceeded(f"batch of {len(ops)} ops is over the limit of {self.limits.max_batch_ops}")
+            raise QuotaExceeded(QuotaExceeded.batch_too_long(len(ops), self.limits.max_batch_ops))
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
             raise InvalidInput(f"seq must be an integer, got {seq!r}")
         if not self.lock.acquire(blocking):

@@ -403,3 +403,562 @@ def test_array_takes_the_dtypes_a_session_holds_in_every_mode(mode):
     x = nd.array(np.arange(3, dtype=">f4"), dtype=">f4")  # big-endian in, the machine's order out
     got = x.asnumpy()
     assert got.dtype == np.dtype("float32") and got.dtype.isnative and got.tolist() == [0, 1, 2]
+
+
+# -- in-place changes queued after a failing instruction ---------------------------
+
+
+HUGE = (1 << 33,)  # zeros of this shape fail on the engine's quota (over its per-array limit)
+
+
+def test_in_place_changes_queued_after_a_failure_are_lost_and_say_so(mode):
+    """A batch stops at its failing instruction; an array that a later instruction of it was
+    to change in place (and every view of its memory) raises ChangeLost when used, naming
+    that change and caused by the failure, instead of reading as if the change had run."""
+    from gradserve.runtime import ChangeLost
+
+    x = nd.zeros((4,))
+    view = x[1:3]  # shares x's memory
+    flat = nd.zeros((2, 2))
+    rows = flat.reshape((4,))  # so does a reshape
+    w = nd.ones((2,))
+    w.attach_grad()
+    with autograd.record():
+        loss = (w * w).sum()
+    loss.backward()
+    fresh = nd.ones((2,))
+    var = nd.ones((2,))
+    untouched = nd.ones((3,))
+    read_only = nd.ones((2,))
+    nd.waitall()
+    big = nd.zeros(HUGE)  # fails...
+    x += 1  # ...so none of these runs
+    flat[:] = 5
+    w -= 0.5 * w.grad
+    var.attach_grad()
+    total = read_only + 1  # made after the failure: dead (not lost: read_only was only read)
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    for lost in (x, view, flat, rows, w, var):
+        with pytest.raises(ChangeLost, match="never applied") as e:
+            lost.asnumpy()
+        assert isinstance(e.value.__cause__, QuotaExceeded)
+        assert "test_client.py:" in str(e.value)  # the line that queued the lost change
+    with pytest.raises(ChangeLost, match=r"\(update queued at .*test_client.py"):
+        x.asnumpy()
+    with pytest.raises(ChangeLost):
+        x + 1  # as an input, at the call
+    with pytest.raises(ChangeLost):
+        x[0] = 3  # changed in place again
+    with pytest.raises(QuotaExceeded):
+        total.asnumpy()
+    assert untouched.asnumpy().tolist() == [1, 1, 1]
+    assert read_only.asnumpy().tolist() == [1, 1]
+    assert fresh.asnumpy().tolist() == [1, 1]
+    assert w.grad is not None  # (the gradient of w: what the backward before the failure wrote)
+    assert w.grad.asnumpy().tolist() == [2, 2]
+
+
+def test_a_failing_in_place_change_leaves_its_array_as_it_was(mode):
+    """The failing instruction itself raises its error and changed nothing, as in an eager
+    program: its target stays usable."""
+    x = nd.ones((3,))
+    x.wait_to_read()
+    x[:] = nd.zeros(HUGE)[:3]  # the zeros fail: the assignment after them never runs...
+    with pytest.raises(QuotaExceeded):
+        nd.waitall()
+    from gradserve.runtime import ChangeLost
+
+    with pytest.raises(ChangeLost):
+        x.asnumpy()  # ...and x says so
+    y = nd.ones((2,))
+    y.wait_to_read()
+    mode.enqueue({"op": "update", "in": [y._h], "at": {"fn": "bad"}})  # fails on the engine itself
+    with pytest.raises(MXNetError, match="fn must be one of"):
+        nd.waitall()
+    assert y.asnumpy().tolist() == [1, 1]
+
+
+def test_a_backward_pass_after_a_failure_is_lost_with_the_gradients_it_was_to_write(mode):
+    from gradserve.runtime import ChangeLost
+
+    w = nd.array([1.0, 2.0])
+    w.attach_grad()
+    g = w.grad
+    g.wait_to_read()
+    big = nd.zeros(HUGE)
+    with autograd.record():
+        loss = (w * w).sum()
+    loss.backward()
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    with pytest.raises(ChangeLost, match="backward"):
+        g.asnumpy()  # still zeros on the server: not the gradient the program computed
+    with pytest.raises(ChangeLost):
+        w.grad.asnumpy()
+    assert w.asnumpy().tolist() == [1, 2]  # the variable's value was not to change
+    w.attach_grad()  # a fresh gradient buffer: usable again
+    with autograd.record():
+        loss = (w * w).sum()
+    loss.backward()
+    assert w.grad.asnumpy().tolist() == [2, 4]
+
+
+def test_a_hybridized_step_after_a_failure_is_lost_with_the_parameters_it_updates(mode):
+    from gradserve.runtime import ChangeLost
+
+    w = nd.array([1.0, 2.0])
+    w.attach_grad()
+    other = nd.array([5.0, 5.0])
+
+    @gradserve.hybridize
+    def step(x):
+        with autograd.record():
+            loss = (x * w).sum()
+        loss.backward()
+        w[:] = w - 0.5 * w.grad
+        return loss
+
+    data = nd.array([1.0, 1.0])
+    assert step(data).asscalar() == 3  # traced
+    assert step(data).asscalar() == 2  # a call of its program
+    big = nd.zeros(HUGE)
+    loss = step(data)  # a call after the failure: never runs
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    with pytest.raises(QuotaExceeded):
+        loss.asnumpy()
+    with pytest.raises(ChangeLost, match="call"):
+        w.asnumpy()
+    with pytest.raises(ChangeLost):
+        w.grad.asnumpy()
+    assert data.asnumpy().tolist() == [1, 1]  # the argument was only read
+    assert other.asnumpy().tolist() == [5, 5]
+
+
+# -- frees run in program order ----------------------------------------------------
+
+
+def test_a_free_runs_before_the_ops_queued_after_it():
+    """An array let go before a large one is made is freed first, as in an eager program: a
+    session with room for one of them makes the second (the free went after it, and failed).
+    (Small arrays let go are freed together once they hold ``runtime.FREE_NOW_BYTES``.)"""
+    mib = 1 << 20
+    client = gradserve.Client(InProcess(limits=Limits(max_session_bytes=mib + mib // 2)))
+    gradserve.set_current(client)
+    try:
+        x = nd.zeros((mib // 4,))
+        x.wait_to_read()
+        for i in range(4):
+            if i % 2:  # let go inside a reference cycle: freed by the collector
+                box: list = [x]
+                box.append(box)
+                del box
+                gc.collect()
+            del x
+            x = nd.zeros((mib // 4,))  # room for it once x is freed
+            x.wait_to_read()
+        assert client.info()["bytes"] == mib
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_frees_from_a_collection_inside_the_queue_are_neither_lost_nor_early(mode, monkeypatch):
+    """A proxy's __del__ runs whenever the collector does: here at almost every allocation,
+    inside enqueue and flush. Every free still arrives, and none before its array is made."""
+    from gradserve import runtime
+
+    monkeypatch.setattr(runtime, "FREE_NOW_BYTES", 0)  # every free before the next instruction
+    keep = nd.ones((3,))
+    nd.waitall()
+    base = mode.info()["arrays"]
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        for _ in range(100):
+            a = nd.ones((3,)) + 1
+            box: list = [a]
+            box.append(box)  # collected by the next collection, wherever it runs
+            del a, box
+            keep = keep + 1
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    nd.waitall()
+    assert mode.info()["arrays"] == base
+    assert keep.asnumpy().tolist() == [101] * 3
+
+
+def test_frees_of_arrays_a_trace_made_wait_for_the_instructions_that_make_them(mode):
+    """A traced function's temporaries die while it is traced, before the instructions that
+    make them are queued: their frees go after those (a free before would leave them held)."""
+    n = 1 << 15  # (128 kB: freed before the next instruction)
+    w = nd.ones((n,))
+
+    @gradserve.hybridize
+    def f(x):
+        t = x * 2
+        t = t + w  # (the first t dies here, inside the trace)
+        return t.sum()
+
+    x = nd.ones((n,))
+    nd.waitall()
+    base = mode.info()["arrays"]
+    out = f(x)
+    assert out.asscalar() == 3 * n
+    del out
+    gc.collect()
+    nd.waitall()
+    assert mode.info()["arrays"] == base
+
+
+def test_threads_dropping_arrays_lose_no_frees(mode, monkeypatch):
+    import threading
+
+    from gradserve import runtime
+
+    monkeypatch.setattr(runtime, "FREE_NOW_BYTES", 0)  # every free before the next instruction
+    nd.waitall()
+    base = mode.info()["arrays"]
+
+    def work(i: int) -> None:
+        x = nd.ones(3) * i
+        for _ in range(200):
+            x = x + 1
+        x.wait_to_read()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    nd.waitall()
+    assert mode.info()["arrays"] == base
+
+
+# -- close() from another thread -----------------------------------------------------
+
+
+class SilentServer:
+    """Answers the session routes as a gradserve server does, and never a batch."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.batch = threading.Event()  # a batch came (and waits for its reply)
+        self.conns: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        data = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                if path.endswith("/batch"):
+                    self.batch.set()
+                    while conn.recv(65536):  # never answered: until the client goes
+                        pass
+                    return
+                status, body = ("201 Created", b'{"id": "s1", "owner": "u", "arrays": 0, "bytes": 0}')
+                if method == "DELETE":
+                    status, body = "204 No Content", b""
+                conn.sendall(
+                    f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply():
+    import threading
+    import time
+
+    from gradserve.runtime import SessionClosed
+
+    srv = SilentServer()
+    client = gradserve.Client(gradserve.Http(srv.url, timeout=10, retries=0))
+    got: dict = {}
+
+    def wait() -> None:
+        try:
+            nd.ones((2,), ctx=None).asnumpy()
+        except BaseException as e:
+            got["error"] = e
+            got["at"] = time.monotonic()
+
+    gradserve.set_current(client)
+    try:
+        t = threading.Thread(target=wait, daemon=True)
+        t.start()
+        assert srv.batch.wait(5)
+        start = time.monotonic()
+        client.close()
+        t.join(5)
+        assert not t.is_alive(), "the batch still waits for its reply"
+        assert isinstance(got["error"], SessionClosed), got
+        assert got["at"] - start < 2  # at once, not at the socket's timeout (10 s)
+    finally:
+        gradserve.set_current(None)
+        srv.close()
+
+
+# -- the server's limits: request bytes (frames padded), instructions per batch -------
+
+
+def test_the_queue_counts_an_uploads_frame_padding(mode, monkeypatch):
+    """Each tensor travels in a frame aligned to 64 bytes: the queue's byte bound holds for
+    the bytes the tensors take in the request, padding included."""
+    from gradserve.engine import wire
+
+    monkeypatch.setattr(mode, "max_batch_bytes", 1000)
+    sent: list[int] = []
+    send = mode.transport.send
+
+    def spy(batch):
+        parts, total = wire.pack_frames(batch)
+        sent.append(total - len(parts[0]))  # the tensors' frames (after the header)
+        return send(batch)
+
+    monkeypatch.setattr(mode.transport, "send", spy)
+    xs = [nd.array(np.ones(25, "float32")) for _ in range(20)]  # 100 bytes each, 128 framed
+    assert sum(x.sum().asscalar() for x in xs) == 500
+    assert max(sent) <= 1000 and sent[0] == 6 * 128 + 100  # 7 of them (the last one unpadded)
+
+
+def test_requests_stay_under_a_small_servers_body_limit():
+    """Against a server that reads request bodies of 64 KiB at most, a queue of many small
+    uploads goes in requests under it: the tensors with their padding, and room for the
+    instructions' own bytes."""
+    from gradserve.server import Settings
+    from gradserve.transport import Conn
+
+    from .conftest import LiveServer
+
+    limit = 64 << 10
+    with LiveServer(Settings(max_body_bytes=limit)) as srv:
+        client = gradserve.connect(srv.url)
+        sizes: list[int] = []
+        real = Conn.request
+
+        def spy(self, head, parts):
+            sizes.append(sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts))
+            return real(self, head, parts)
+
+        try:
+            Conn.request = spy  # type: ignore[method-assign]
+            xs = [nd.array([float(i)]) for i in range(1500)]
+            total = nd.add_n(*xs[:100]) + sum(float(x.asscalar()) for x in xs[100:101])
+            assert total.asscalar() == sum(range(100)) + 100
+        finally:
+            Conn.request = real  # type: ignore[method-assign]
+            gradserve.set_current(None)
+            client.close()
+        assert max(sizes) <= limit
+
+
+def test_a_queue_longer_than_the_sessions_batch_limit_goes_in_parts_in_process(monkeypatch):
+    client = gradserve.Client(InProcess(limits=Limits(max_batch_ops=8)))
+    gradserve.set_current(client)
+    lengths: list[int] = []
+    send = client.transport.send
+
+    def spy(batch):
+        lengths.append(len(batch["ops"]))
+        return send(batch)
+
+    monkeypatch.setattr(client.transport, "send", spy)
+    try:
+        y = nd.ones((2,))
+        for _ in range(30):
+            y = y + 1
+        assert y.asnumpy().tolist() == [31, 31]
+        assert max(lengths) <= 8
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_a_queue_longer_than_the_servers_batch_limit_goes_in_batches_under_it(monkeypatch):
+    """A server tells its limit of instructions per batch when the session opens: the queue
+    goes before it passes it."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(max_batch_ops=8)) as srv:
+        client = gradserve.connect(srv.url)
+        lengths: list[int] = []
+        send = client.transport.send
+
+        def spy(batch):
+            lengths.append(len(batch["ops"]))
+            return send(batch)
+
+        monkeypatch.setattr(client.transport, "send", spy)
+        try:
+            assert client.max_batch_ops == 8
+            y = nd.ones((2,))
+            for _ in range(30):
+                y = y + 1
+            assert y.asnumpy().tolist() == [31, 31]
+            assert max(lengths) <= 8
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
+def test_a_server_that_does_not_tell_its_batch_limit_teaches_it_by_refusing(monkeypatch):
+    """A server whose limit of instructions per batch is lower than the client's queue, and
+    that did not say so when the session opened (an older one): its refusal (nothing run, no
+    seq taken) tells the limit, and the batch goes again in parts of at most that many, in
+    order; an error in a later part stops there, as in one batch."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(max_batch_ops=8, max_array_bytes=1000)) as srv:
+        client = gradserve.connect(srv.url)
+        lengths: list[int] = []
+        send = client.transport.send
+
+        def spy(batch):
+            lengths.append(len(batch["ops"]))
+            return send(batch)
+
+        monkeypatch.setattr(client.transport, "send", spy)
+        try:
+            assert client.max_batch_ops == 8  # (this server tells it when the session opens)
+            client._set_limits(client.max_body_bytes, None)  # as one that does not tell it
+            y = nd.ones((2,))
+            for _ in range(20):
+                y = y + 1
+            assert y.asnumpy().tolist() == [21, 21]
+            assert client.max_batch_ops == 8 and lengths[0] > 8 and max(lengths[1:]) <= 8
+            first = nd.ones((2,))
+            for _ in range(9):  # past the first part
+                first = first + 1
+            bad = nd.zeros((1000,))  # over the per-array limit: fails in the second part
+            after = first + 1
+            with pytest.raises(QuotaExceeded, match=r"op zeros, queued at .*test_client.py"):
+                bad.wait_to_read()
+            with pytest.raises(QuotaExceeded):
+                after.asnumpy()
+            assert first.asnumpy().tolist() == [10, 10]  # what came before it ran
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
+# -- an upload in pieces whose row is larger than a piece ----------------------------
+
+
+def test_an_upload_whose_row_is_larger_than_a_piece_is_held_once():
+    """A row larger than a request's room goes in pieces along a later axis, into the array
+    made for it: a session with room for the array (and a piece), not for two, takes it."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    sources = [
+        np.random.default_rng(0).standard_normal((3, 50_000)).astype(np.float32),  # rows of 200 kB
+        np.arange(2 * 2 * 40_000, dtype=np.float32).reshape(2, 2, 40_000),  # sub-rows of 160 kB
+        np.arange(120_000, dtype=np.float64)[::-1],  # one axis, not contiguous
+    ]
+    largest = max(a.nbytes for a in sources)
+    with LiveServer(Settings(max_body_bytes=64 << 10, max_session_bytes=largest + (64 << 10))) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            for a in sources:
+                before = client.transport.requests
+                x = nd.array(a, dtype=a.dtype)
+                assert client.transport.requests - before > a.nbytes // (64 << 10)  # in pieces
+                assert x.shape == a.shape
+                np.testing.assert_array_equal(x.asnumpy(), a)
+                assert client.info()["bytes"] == a.nbytes  # the array, and no piece left
+                del x
+                nd.waitall()
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
+def test_the_clients_view_ops_are_every_op_whose_result_shares_its_inputs_memory():
+    """The client marks a lost in-place change on every array of the same memory: it must
+    know each op whose result the engine gives as a view of an input (for some shapes)."""
+    from gradserve.engine.optable import OPS
+    from gradserve.engine.session import Session
+    from gradserve.ndarray import VIEWS
+
+    attrs = {
+        "reshape": [{"shape": [-1]}],
+        "expand_dims": [{"axis": 0}],
+        "broadcast_to": [{"shape": [2, 3, 4]}],
+        "broadcast_axis": [{"axis": 0, "size": 1}],
+        "slice": [{"begin": [0], "end": [1]}],
+        "slice_axis": [{"axis": 0, "begin": 0, "end": None}],
+        "getitem": [{"key": [0]}, {"key": [[0, None, None]]}],
+        "tile": [{"reps": [1]}],
+        "repeat": [{"repeats": 1}],
+        "flip": [{"axis": 0}],
+        "moveaxis": [{"source": 0, "destination": -1}],
+        "astype": [{"dtype": "float32"}],
+        "split": [{"num_outputs": 1}],
+        "clip": [{"a_min": 0, "a_max": 1}],
+    }
+    shared = set()
+    for op in OPS.ops():
+        if op.nin == 0:
+            continue
+        n = max(op.nin, 1)
+        for shape in [(2, 3, 4), (4,), (1, 3, 1), (3, 1)]:
+            for at in attrs.get(op.name, [{}]):
+                s = Session("probe")
+                xs = [np.random.default_rng(i).random(shape).astype(np.float32) + 0.5 for i in range(n)]
+                ops = [{"op": "array", "out": [i + 1], "at": {"value": x}} for i, x in enumerate(xs)]
+                ops.append({"op": op.name, "in": list(range(1, n + 1)), "out": [100], "at": at})
+                with np.errstate(all="ignore"):
+                    reply = s.run_batch({"ops": ops})
+                if "error" not in reply and any(np.shares_memory(s.arrays[100], s.arrays[i + 1]) for i in range(n)):
+                    shared.add(op.name)
+    assert shared >= {"reshape", "getitem", "flatten"}  # (the probe works)
+    assert shared - {"getitem"} <= VIEWS

@@ -407,22 +407,24 @@ def test_an_interrupt_while_waiting_for_a_reply_leaves_no_stale_reply_behind(liv
 
 
 def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
-    """A batch answered with an error status instead of a reply (over the server's limit of
-    ops per batch) was not applied and its seq not taken: the client reuses the seq, carries
-    its frees on, and the refused arrays raise the same error when used."""
+    """A batch answered with an error status instead of a reply (over the server's request
+    limit) was not applied and its seq not taken: the client reuses the seq, carries its
+    frees on, and the refused arrays raise the same error when used. (A batch over the
+    server's limit of ops is no such case: the client learns that limit and sends it in parts.)"""
     import gc
 
     from gradserve.engine.errors import QuotaExceeded
 
-    with LiveServer(Settings(max_batch_ops=8)) as srv:
+    with LiveServer(Settings(max_body_bytes=4096)) as srv:
         client = gradserve.connect(srv.url)
+        client._set_limits(1 << 20, None)  # as if the server had told a larger request limit
         try:
             x = nd.ones((2,))
             tmp = nd.ones((3,))
             x.wait_to_read()
             del tmp
             gc.collect()  # its free travels with the next batch: the refused one
-            big = nd.ones((4,))
+            big = nd.array(np.ones(2000, np.float32))  # 8 kB: over the request limit
             for _ in range(10):
                 big = big + 1
             with pytest.raises(QuotaExceeded, match="over the limit"):
@@ -436,12 +438,21 @@ def test_a_batch_refused_as_a_whole_leaves_the_session_usable():
             client.close()
 
 
-def test_an_in_process_batch_refused_as_a_whole_leaves_the_session_usable():
+def test_an_in_process_batch_refused_as_a_whole_leaves_the_session_usable(monkeypatch):
     from gradserve.engine.errors import QuotaExceeded
-    from gradserve.engine.session import Limits
 
-    client = gradserve.Client(gradserve.InProcess(limits=Limits(max_batch_ops=8)))
+    client = gradserve.Client(gradserve.InProcess())
     gradserve.set_current(client)
+    send = client.transport.send
+    refused = []
+
+    def refusing(batch):  # the first batch refused as a whole, as a request over a server's limit is
+        if not refused:
+            refused.append(batch)
+            raise QuotaExceeded("request body of 10000 bytes is over the limit of 8")
+        return send(batch)
+
+    monkeypatch.setattr(client.transport, "send", refusing)
     try:
         y = nd.ones((2,))
         for _ in range(10):
@@ -450,6 +461,7 @@ def test_an_in_process_batch_refused_as_a_whole_leaves_the_session_usable():
             y.wait_to_read()
         z = nd.ones((2,)) * 5
         assert z.asnumpy().tolist() == [5, 5]
+        assert refused[0]["seq"] == 1 and client._seq == 1  # the refused seq was used again
     finally:
         gradserve.set_current(None)
         client.close()
