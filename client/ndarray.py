@@ -16,30 +16,13 @@ import numpy as np
 
 from .engine import tape
 from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
-from .engine.ops import assignable, broadcast_shapes, key_shape, parse_key
+from .engine.ops import assignable, broadcast_shapes, is_view_key, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
 from .runtime import FRAME_ALIGN, Client, current, framed
 from .state import flags
 
-VIEWS = frozenset(
-    {"reshape", "flatten", "expand_dims", "squeeze", "transpose", "swapaxes", "moveaxis", "flip", "broadcast_axis"}
-)
-"""Ops whose result may share its input's memory on the engine (numpy views; some only for
-some shapes), and ``getitem`` with a view key: an in-place change of one is a change of the
-other (see ``Client.root``)."""
-
-
 _ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
-
-
-def _view_key(key: Any) -> bool:
-    """Whether a getitem key (as it travels) gives a view: one integer or step-1 slice (as
-    the engine's ``is_view_key``, with no index arrays)."""
-    if type(key) is not list or len(key) != 1:
-        return False
-    k = key[0]
-    return type(k) is int or (type(k) is list and len(k) == 3 and k[2] in (None, 1))
 
 
 class Context:
@@ -133,8 +116,8 @@ def invoke(
     ins: dict[str, Any] = {"op": op.name, "in": hs, "out": [h], "at": wat}
     if mode:
         ins["mode"] = mode
-    if op.name in VIEWS or (op.name == "getitem" and len(hs) == 1 and _view_key(at["key"])):
-        c.share(h, c.root(hs[0]))
+    if op.view and (op.name != "getitem" or (len(hs) == 1 and is_view_key(parse_key("getitem", at["key"], 0)))):
+        c.share(h, c.root(hs[0]))  # the same memory (an in-place change of one is a change of the other)
     c.enqueue(ins, nbytes)
     return NDArray(c, h, spec, node)
 

@@ -926,6 +926,7 @@ def _reshape_infer(at: dict, x: Spec) -> Spec:
     (SHAPE, Attr("reverse", "bool", False)),
     infer=_reshape_infer,
     vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
+    view=True,
 )
 def _reshape(cx, at, x):
     """``x`` with a new shape of the same size (MXNet's special values allowed)."""
@@ -959,7 +960,7 @@ def _transpose_vjp(F, at, g, y, x):
 @defop("transpose", ("data",), (Attr("axes", "ints", ()),), infer=_transpose_infer, vjp=_transpose_vjp)
 def _transpose(cx, at, x):
     """``x`` with its axes permuted (reversed when ``axes`` is empty)."""
-    return cx.xp.ascontiguousarray(cx.xp.transpose(x, _perm(at, x.ndim)))
+    return cx.xp.array(cx.xp.transpose(x, _perm(at, x.ndim)), order="C")  # a copy, as MXNet's
 
 
 def _expand_dims_infer(at: dict, x: Spec) -> Spec:
@@ -980,7 +981,7 @@ def _expand_dims_infer(at: dict, x: Spec) -> Spec:
 )
 def _expand_dims(cx, at, x):
     """``x`` with a new axis of length 1 at ``axis``."""
-    return cx.xp.expand_dims(x, at["axis"])
+    return cx.xp.array(cx.xp.expand_dims(x, at["axis"]))  # a copy, as MXNet's (only x.reshape shares)
 
 
 # --------------------------------------------------------------------------
@@ -1091,6 +1092,7 @@ def _getitem_vjp(F, at, g, y, x, *idx):
     (Attr("key", "key", REQUIRED),),
     infer=_getitem_infer,
     vjp=_getitem_vjp,
+    view=True,  # for a view key (is_view_key)
 )
 def _getitem(cx, at, x, *idx):
     """``x[key]``: integers, slices, new axes, an ellipsis and integer index arrays.

@@ -560,7 +560,7 @@ def _squeeze_shape(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
 )
 def _squeeze(cx, at, x):
     """x without its axes of length 1 (those of ``axis``, or all)."""
-    return x.reshape(_squeeze_shape(at, x.shape))
+    return x.reshape(_squeeze_shape(at, x.shape)).copy()  # a copy, as MXNet's
 
 
 def _flatten_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -576,7 +576,7 @@ def _flatten_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 )
 def _flatten(cx, at, x):
     """x as 2-D: its first axis, and all the others folded into one."""
-    return x.reshape(_flatten_shape(x.shape))
+    return x.reshape(_flatten_shape(x.shape)).copy()  # a copy, as MXNet's (only x.reshape shares)
 
 
 def _swap_infer(at: dict, x: Spec) -> Spec:
@@ -597,7 +597,7 @@ def _swap_infer(at: dict, x: Spec) -> Spec:
 )
 def _swapaxes(cx, at, x):
     """x with two axes exchanged."""
-    return cx.xp.ascontiguousarray(cx.xp.swapaxes(x, at["dim1"], at["dim2"]))
+    return cx.xp.array(cx.xp.swapaxes(x, at["dim1"], at["dim2"]), order="C")  # a copy, as MXNet's
 
 
 def _broadcast_like_infer(at: dict, a: Spec, b: Spec) -> Spec:
@@ -777,7 +777,7 @@ def _broadcast_axis_target(at: dict, shape: tuple[int, ...]) -> tuple[tuple[int,
 )
 def _broadcast_axis(cx, at, x):
     """data repeated along axes of length 1 (``axis``) to the lengths in ``size``."""
-    return cx.xp.ascontiguousarray(cx.xp.broadcast_to(x, _broadcast_axis_target(at, x.shape)[1]))
+    return cx.xp.array(cx.xp.broadcast_to(x, _broadcast_axis_target(at, x.shape)[1]))  # writable, its own
 
 
 def _moveaxis_axes(at: dict, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -809,7 +809,7 @@ def _moveaxis_infer(at: dict, x: Spec) -> Spec:
 def _moveaxis(cx, at, x):
     """tensor with the ``source`` axes moved to ``destination`` (the others keep their order)."""
     src, dst = _moveaxis_axes(at, x.ndim)
-    return cx.xp.ascontiguousarray(cx.xp.moveaxis(x, src, dst))
+    return cx.xp.array(cx.xp.moveaxis(x, src, dst), order="C")  # a copy, as MXNet's
 
 
 def _cumsum_infer(at: dict, x: Spec) -> Spec:
@@ -1020,7 +1020,7 @@ def _flip_axes(at: dict, ndim: int) -> tuple[int, ...]:
 )
 def _flip(cx, at, x):
     """x with the order of elements reversed along ``axis``."""
-    return cx.xp.ascontiguousarray(cx.xp.flip(x, axis=_flip_axes(at, x.ndim)))
+    return cx.xp.array(cx.xp.flip(x, axis=_flip_axes(at, x.ndim)), order="C")  # a copy, as MXNet's
 
 
 # --------------------------------------------------------------------------

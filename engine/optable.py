@@ -222,6 +222,9 @@ class Op:
     # table per cotangent); it may return None to leave a case (an integer dtype) to ``vjp``
     eager_vjp: EagerVjp | None = None
     like: bool = False  # infer is like_infer: one input, whose shape and dtype the output has
+    # the output may share its input's memory, as MXNet's x.reshape and basic indexing do (an
+    # in-place change of one changes the other); every other op's output is an array of its own
+    view: bool = False
     parse: Callable[[dict[str, Any] | None], dict[str, Any]] | None = None  # attr_parser(name, attrs)
 
     @property
@@ -252,6 +255,7 @@ class Op:
             "differentiable": self.differentiable,
             "doc": self.doc,
             "aliases": list(self.aliases),
+            "view": self.view,
         }
 
 
@@ -301,6 +305,7 @@ def defop(
     random: bool = False,
     aliases: tuple[str, ...] = (),
     eager_vjp: EagerVjp | None = None,
+    view: bool = False,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 
@@ -331,6 +336,7 @@ def defop(
                 eager_vjp=eager_vjp,
                 like=infer is like_infer,
                 parse=attr_parser(name, attrs),
+                view=view,
             )
         )
 
