@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gradserve serve needs the server extra: pip install 'gradserve[server]' ({e})", file=sys.stderr)
         return 2
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     overrides: dict = {}
     if args.host is not None:
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(**overrides)
     except ValidationError as e:
         print(f"gradserve serve: {e.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    except SettingsError as e:  # a GRADSERVE_* variable that does not parse
+        print(f"gradserve serve: {e}", file=sys.stderr)
         return 2
     # The engine allocates many short-lived, acyclic objects per op (specs, nodes, dicts); the
     # cyclic collector's default pace spent about a sixth of the per-op time scanning them.

@@ -83,6 +83,9 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         parse = attr_parser(name, attrs)
 
         def run(s: Session, ins: dict, values: list) -> None:
+            mode = ins.get("mode", 0)
+            if type(mode) is not int:
+                raise InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
             fn(s, {**ins, "at": parse(ins.get("at"))}, values)
 
         COMMANDS[name] = run
@@ -291,10 +294,12 @@ class Session:
     # -- handles -------------------------------------------------------------
 
     def get(self, h: Any) -> np.ndarray:
-        try:
-            return self.arrays[h]
-        except (KeyError, TypeError):
-            raise UnknownHandle(f"unknown handle {h!r}") from None
+        x = self.arrays.get(h) if type(h) is int else None
+        if x is None:
+            if type(h) is not int:
+                raise InvalidInput(f"a handle is an integer, got {h!r}")
+            raise UnknownHandle(f"unknown handle {h!r}")
+        return x
 
     def put(self, h: Any, value: np.ndarray, alias: bool = False, holders: tuple = ()) -> None:
         """Give handle ``h`` the array ``value``: its own (counted by ``_hold``), or with
@@ -518,6 +523,8 @@ class Session:
         for h in ins_h:
             x = arrays.get(h) if type(h) is int else None
             if x is None:
+                if type(h) is not int:
+                    raise InvalidInput(f"{name}: a handle is an integer, got {h!r}")
                 raise UnknownHandle(f"{name}: unknown handle {h!r}")
             xs.append(x)
         at = op.parse(ins.get("at"))  # type: ignore[misc]  # every op of the table has its parser
@@ -544,6 +551,8 @@ class Session:
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use")
         mode = ins.get("mode", 0)
+        if type(mode) is not int:
+            raise InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
         cx = self.cx
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
@@ -593,9 +602,20 @@ def _itemsize(dtype: str) -> int:
 _new_spec = tuple.__new__  # Spec(shape, dtype) without the named tuple's Python-level __new__
 
 
+MAX_ECHO: Final = 1000
+"""An error's message and op name are cut to this many characters (they may quote what was sent)."""
+
+
 def error_body(e: MXNetError, index: int | None, ins: Any) -> dict[str, Any]:
     op = ins.get("op") if isinstance(ins, dict) else None
-    return {"kind": e.kind, "message": str(e), "index": index, "op": op}
+    if isinstance(op, str) and len(op) > MAX_ECHO:
+        op = op[:MAX_ECHO] + "..."
+    elif op is not None and not isinstance(op, str):
+        op = None  # (not an op's name: the message says what it was)
+    message = str(e)
+    if len(message) > MAX_ECHO:
+        message = message[:MAX_ECHO] + f"... ({len(message)} characters)"
+    return {"kind": e.kind, "message": message, "index": index, "op": op}
 
 
 # --------------------------------------------------------------------------

@@ -94,16 +94,73 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
             return arr.reshape(shape)  # a view of a receive buffer that nothing else uses: no copy
         return arr.astype(dtype).reshape(shape)
     if isinstance(data, (list, tuple)):
-        try:
-            arr = np.array(data, dtype=dtype)
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"tensor data is not a list of numbers: {e}") from None
+        arr = _from_numbers(data, dt)
         if arr.size != n:
             raise InvalidInput(f"tensor data has {arr.size} values; shape {list(shape)} needs {n}")
         return arr.reshape(shape)
     if isinstance(data, (int, float)) and n == 1:
         return np.array(data, dtype=dtype).reshape(shape)
     raise InvalidInput("tensor data must be a flat list of numbers (JSON) or bytes (msgpack)")
+
+
+NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+"""How a list tensor in JSON (which has no such numbers) writes a float that is not finite."""
+
+
+def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
+    """A list of numbers (nested lists too: row-major) as an array of ``dt``; for a float
+    dtype the strings of ``NONFINITE`` too. Anything else (null, another string) is refused,
+    and so is an integer out of the dtype's range."""
+    try:
+        arr = np.array(data)  # numbers alone give a numeric array; null or a string, another kind
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidInput(f"tensor data is not a list of numbers: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        flat = _flat(data)  # (the values as sent: numpy made numbers among strings strings)
+        if dt.kind == "f" and all(type(v) in (int, float, bool) or (type(v) is str and v in NONFINITE) for v in flat):
+            arr = np.array([NONFINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
+        else:
+            bad = [v for v in flat if type(v) not in (int, float, bool)][:1]
+            if not bad:  # integers past 64 bits
+                raise InvalidInput(f"tensor data holds values out of the range of {dt.name}")
+            allowed = f" (or {', '.join(map(repr, NONFINITE))})" if dt.kind == "f" else ""
+            raise InvalidInput(f"tensor data holds {bad[0]!r}: its values are numbers{allowed}")
+    if dt.kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
+        info = np.iinfo(dt)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InvalidInput(f"tensor data holds values out of the range of {dt.name}")
+    return arr.astype(dt, copy=False)
+
+
+def _flat(data: Any) -> list:
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if type(v) in (list, tuple):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
+    return out
+
+
+def _nonfinite_list(arr: np.ndarray) -> Any:
+    """A float array's values as a JSON list, its non-finite ones as the strings of
+    ``NONFINITE``; the others written as orjson writes the array (float32 shortest)."""
+    flat = np.ascontiguousarray(arr).ravel()
+    bad = np.flatnonzero(~np.isfinite(flat)).tolist()
+    words = {"nan": b'"NaN"', "inf": b'"Infinity"', "-inf": b'"-Infinity"'}
+    if flat.dtype == np.float16:  # (orjson writes no float16 arrays)
+        out = flat.tolist()
+        for i in bad:
+            out[i] = words[repr(out[i])].decode()[1:-1]
+        return out
+    tokens = orjson.dumps(np.where(np.isfinite(flat), flat, 0), option=_ORJSON_OPTS)[1:-1].split(b",")
+    for i in bad:
+        tokens[i] = words[repr(float(flat[i]))]
+    return orjson.Fragment(b"[" + b",".join(tokens) + b"]")
 
 
 TENSOR_FORMS = ("bytes", "list", "base64")
@@ -119,6 +176,8 @@ def encode_tensor(arr: np.ndarray, form: str) -> dict[str, Any]:
         data: Any = _raw(arr)
     elif form == "base64":
         data = _b64encode(_raw(arr))
+    elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        data = _nonfinite_list(arr)
     else:
         data = np.ascontiguousarray(arr).ravel() if arr.dtype.name != "float16" else arr.ravel().tolist()
     return {"dtype": dtype_name(arr.dtype), "shape": list(arr.shape), "data": data}

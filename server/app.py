@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,7 +26,7 @@ from ..engine.session import Session, catalog, error_body
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form, user_of
 from .metrics import CONTENT_TYPE, Metrics, metered
-from .rest import arrays
+from .rest import AttachGrad, Backward, BatchFailed, OneOp, arrays
 from .settings import Settings
 from .store import SessionStore
 
@@ -121,6 +121,17 @@ def _info(s: Session) -> dict[str, Any]:
     return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
 
 
+BODIES: dict[str, type[BaseModel]] = {
+    "POST /v1/sessions/{sid}/batch": protocol.Batch,
+    "POST /v1/sessions": protocol.NewSession,
+    "PUT /v1/sessions/{sid}/arrays/{h}": protocol.Tensor,
+    "POST /v1/sessions/{sid}/ops/{name}": OneOp,
+    "POST /v1/sessions/{sid}/arrays/{h}/attach_grad": AttachGrad,
+    "POST /v1/sessions/{sid}/backward": Backward,
+    "error": protocol.ErrorReply,
+}
+"""The bodies routes read themselves (not through FastAPI's parameters), for the schema."""
+
 meta = APIRouter(prefix="/v1", tags=["meta"])
 
 
@@ -155,6 +166,39 @@ def list_ops() -> dict[str, Any]:
 
 class App(FastAPI):
     """FastAPI, with the binary batch route served as raw ASGI (see ``fast``)."""
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema, completed: the bodies the routes read themselves (a batch, a
+        tensor, one op, ...), and the error shape every refusal has (no 422: a 400)."""
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()
+        defs = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in BODIES.values():
+            one = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            defs.update(one.pop("$defs", {}))
+            defs[model.__name__] = one
+        defs.pop("HTTPValidationError", None)
+        defs.pop("ValidationError", None)
+        error = {
+            "description": "refused",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}},
+        }
+        for path, ops in schema["paths"].items():
+            for method, op in ops.items():
+                responses = op.setdefault("responses", {})
+                responses.pop("422", None)
+                if path.startswith("/v1/sessions") or path == "/metrics":
+                    responses.setdefault("400", error)
+                    responses.setdefault("401", error)
+                if "{sid}" in path:
+                    responses.setdefault("404", error)
+                body = BODIES.get(f"{method.upper()} {path}")
+                if body is not None and "requestBody" not in op:
+                    ref = {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}
+                    op["requestBody"] = {"content": {"application/json": ref, wire.MSGPACK: ref}}
+        self.openapi_schema = schema
+        return schema
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -232,6 +276,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> Response:
         where = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors())
-        return encode(request, {"error": error_body(InvalidInput(where or "invalid request"), None, None)}, 422)
+        e2 = InvalidInput(where or "invalid request")
+        return encode(request, {"error": error_body(e2, None, None)}, e2.status)
+
+    @app.exception_handler(BatchFailed)
+    async def _batch_failed(request: Request, e: BatchFailed) -> Response:
+        return encode(request, {"error": e.error}, e.status)
 
     return app

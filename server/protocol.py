@@ -17,7 +17,7 @@ DType = Literal["float16", "float32", "float64", "uint8", "int8", "int32", "int6
 class Tensor(BaseModel):
     """An array: row-major ``data`` (a flat list in JSON, raw little-endian bytes in msgpack)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dtype: DType
     shape: list[int] = Field(max_length=32)
@@ -29,7 +29,7 @@ class Tensor(BaseModel):
 class Instruction(BaseModel):
     """One op (or session command) with client-named handles."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     op: str = Field(description="an op of GET /v1/ops, or a command (attach_grad, backward, read, ...)")
     in_: list[int] = Field(default_factory=list, alias="in", description="input handles")
@@ -41,7 +41,7 @@ class Instruction(BaseModel):
 class Batch(BaseModel):
     """Instructions run in order, as an eager program; ``seq`` makes retries safe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     seq: int | None = Field(None, description="1, 2, 3, ... per session; resending the last one replays its reply")
     ops: list[Instruction]
@@ -79,6 +79,6 @@ class NewSessionInfo(SessionInfo):
 
 
 class NewSession(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     seed: int | None = Field(None, ge=0, description="seed of the session's random generator")

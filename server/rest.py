@@ -24,7 +24,7 @@ arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
 class OneOp(BaseModel):
     """One op with client-named output handles."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     in_: list[int] = Field(default_factory=list, alias="in")
     out: list[int]
@@ -34,7 +34,7 @@ class OneOp(BaseModel):
 
 
 class Backward(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     heads: list[int]
     head_grads: list[int | None] | None = None
@@ -43,7 +43,7 @@ class Backward(BaseModel):
 
 
 class AttachGrad(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     grad_req: str = "write"
 
@@ -57,13 +57,22 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
         raise InvalidInput(f"invalid request at {where}: {first['msg']}") from None
 
 
+class BatchFailed(Exception):
+    """A route's batch failed: answered with the batch's own error (its kind, message, op)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+        self.status = error_from_kind(error["kind"], "").status
+
+
 async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) -> list[Any]:
     """Run instructions as an unsequenced batch; raise the first error."""
     await fast.until_free(request.app, session.id)
     reply = await run_in_threadpool(session.run_batch, {"ops": ops})
     err = reply.get("error")
     if err:
-        raise error_from_kind(err["kind"], f"{err['op']}: {err['message']}" if err.get("op") else err["message"])
+        raise BatchFailed(err)
     return reply["values"]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def is_loopback(host: str) -> bool:
@@ -25,7 +27,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    api_keys: dict[str, str] = Field(
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(  # (NoDecode: _parse_keys reads the variable)
         default_factory=dict,
         description="API key -> user name. Empty: no authentication (loopback only).",
     )
@@ -60,7 +62,13 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, v: object) -> object:
-        """Accept ``"alice:key1,bob:key2"`` (user:key pairs) as well as a mapping."""
+        """Accept ``"alice:key1,bob:key2"`` (user:key pairs) as well as a mapping (or its
+        JSON, ``{"key1": "alice"}``)."""
+        if isinstance(v, str) and v.lstrip().startswith("{"):
+            try:
+                return json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"api keys are not a JSON object of key -> user: {e}") from None
         if isinstance(v, str):
             out = {}
             for pair in filter(None, (p.strip() for p in v.split(","))):

@@ -280,6 +280,22 @@ def test_open_network_without_keys_is_refused():
     }
 
 
+def test_api_keys_come_from_the_environment_as_the_readme_writes_them(monkeypatch, capsys):
+    monkeypatch.setenv("GRADSERVE_API_KEYS", "alice:alice-key-0123456789, bob:bob-key-0123456789ab")
+    assert Settings(host="0.0.0.0").api_keys == {"alice-key-0123456789": "alice", "bob-key-0123456789ab": "bob"}
+    monkeypatch.setenv("GRADSERVE_API_KEYS", '{"alice-key-0123456789": "alice"}')
+    assert Settings().api_keys == {"alice-key-0123456789": "alice"}
+    from gradserve.cli import main
+
+    monkeypatch.setenv("GRADSERVE_API_KEYS", "alice")
+    assert main(["serve"]) == 2
+    assert "not user:key" in capsys.readouterr().err
+    monkeypatch.setenv("GRADSERVE_API_KEYS", "")
+    monkeypatch.setenv("GRADSERVE_PORT", "eighty")
+    assert main(["serve"]) == 2
+    assert "gradserve serve:" in capsys.readouterr().err
+
+
 def test_body_size_and_batch_length_are_bounded():
     with LiveServer(Settings(max_body_bytes=1000, max_batch_ops=3)) as srv, httpx.Client(base_url=srv.url) as http:
         opened = http.post("/v1/sessions").json()
@@ -459,8 +475,95 @@ def test_the_frameworks_own_refusals_have_the_error_shape(live_server, http, sid
     for r, status in (
         (http.get("/no/such/route"), 404),
         (http.delete("/v1/health"), 405),
-        (http.get(f"/v1/sessions/{sid}/arrays/not-a-number"), 422),
+        (http.get(f"/v1/sessions/{sid}/arrays/not-a-number"), 400),
     ):
         assert r.status_code == status, r.text
         err = r.json()["error"]
         assert err["kind"] == "InvalidInput" and err["message"], err
+
+
+def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
+    schema = httpx.get(f"{live_server.url}/openapi.json").json()
+    defs = schema["components"]["schemas"]
+    refs: set[str] = set()
+
+    def walk(o: object) -> None:
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k == "$ref":
+                    refs.add(v)
+                else:
+                    walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(schema)
+    assert refs and all(r.split("/")[-1] in defs for r in refs), sorted(refs)
+    paths = schema["paths"]
+    for path, method in [
+        ("/v1/sessions/{sid}/batch", "post"),
+        ("/v1/sessions/{sid}/arrays/{h}", "put"),
+        ("/v1/sessions/{sid}/ops/{name}", "post"),
+        ("/v1/sessions/{sid}/backward", "post"),
+        ("/v1/sessions/{sid}/arrays/{h}/attach_grad", "post"),
+    ]:
+        assert "requestBody" in paths[path][method], (method, path)
+    for ops in paths.values():
+        for op in ops.values():
+            assert "422" not in op["responses"]  # refusals are 400s with the error shape
+    assert set(defs["Instruction"]["properties"]) == {"op", "in", "out", "at", "mode"}
+
+
+def test_rest_routes_refuse_wrong_types_and_answer_in_the_batch_error_shape(http, sid):
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json={"dtype": "float32", "shape": [3], "data": [-1, 0, 1]}).status_code == 201
+    for body in (
+        {"in": [True], "out": [3], "at": {"scalar": 2}},
+        {"in": [1], "out": ["3"], "at": {"scalar": 2}},
+        {"in": [1], "out": [3], "at": {"scalar": 2}, "mode": "1"},
+        {"in": [1], "out": [3], "at": {"scalar": 2}, "read": "yes"},
+        {"in": [1.0], "out": [3], "at": {"scalar": 2}},
+    ):
+        r = http.post(f"{base}/ops/mul_scalar", json=body)
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", (body, r.text)
+    assert http.post(f"{base}/backward", json={"heads": [True]}).status_code == 400
+    assert http.post("/v1/sessions", json={"seed": True}).status_code == 400
+    batch = [
+        {"op": "read", "in": [True]},
+        {"op": "mul_scalar", "in": [True], "out": [4], "at": {"scalar": 2.0}},
+        {"op": "mul_scalar", "in": [1], "out": [4], "at": {"scalar": 2.0}, "mode": True},
+        {"op": "attach_grad", "in": [1], "mode": "3"},
+    ]
+    for ins in batch:
+        r = http.post(f"{base}/batch", json={"ops": [ins]})
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", (ins, r.text)
+    r = http.get(f"{base}/arrays/1/grad")
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["op"] == "read" and err["index"] == 0
+    assert err["message"].count("read:") == 1
+    info = http.get(base).json()
+    assert info["arrays"] == 1  # nothing refused changed the session
+
+
+def test_json_lists_carry_non_finite_floats_as_strings(http, sid):
+    base = f"/v1/sessions/{sid}"
+    t = {"dtype": "float32", "shape": [4], "data": ["NaN", "Infinity", "-Infinity", 1.5]}
+    assert http.put(f"{base}/arrays/1", json=t).status_code == 201
+    assert http.get(f"{base}/arrays/1").json()["data"] == ["NaN", "Infinity", "-Infinity", 1.5]
+    r = http.post(f"{base}/ops/log", json={"in": [1], "out": [2], "read": True})
+    assert r.json()["values"][0]["data"][2:] == ["NaN", 0.4054651]  # (float32, written shortest)
+    for data, why in (([None], "None"), (["1e3"], "'1e3'"), (["nan"], "'nan'")):
+        r = http.put(f"{base}/arrays/3", json={"dtype": "float32", "shape": [1], "data": data})
+        assert r.status_code == 400 and why in r.json()["error"]["message"], r.text
+    r = http.put(f"{base}/arrays/3", json={"dtype": "int32", "shape": [1], "data": [10**10]})
+    assert r.status_code == 400 and "range of int32" in r.json()["error"]["message"]
+    r = http.put(f"{base}/arrays/3", json={"dtype": "int32", "shape": [1], "data": ["NaN"]})
+    assert r.status_code == 400
+    assert http.get(base).json()["arrays"] == 2
+
+
+def test_an_error_does_not_echo_a_huge_input(http, sid):
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "y" * 1_000_000}]})
+    assert r.status_code == 400 and len(r.content) < 5000
+    assert r.json()["error"]["op"].startswith("yyy") and r.json()["error"]["kind"] == "InvalidInput"
