@@ -398,6 +398,8 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             e[2](s, e[3], values)
             return
         _, _, op, at, ins_h, h, mode = e
+        if op.name in _WRITE_AT:
+            at = dict(at)  # (its node keeps what the forward wrote there: one per call)
         arrays = s.arrays
         xs = [arrays[k] for k in ins_h]
         cx = s.cx
@@ -412,6 +414,10 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             s.link(op, at, ins_h, xs, h, y)
     except MXNetError as err:
         raise _in_step(err, pid, prog, e[1]) from None
+
+
+_WRITE_AT = frozenset({"Dropout", "BatchNorm"})
+"""Ops whose forward leaves something in its attributes for the VJP (Dropout's mask)."""
 
 
 def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:

@@ -11,6 +11,7 @@ come from the op table; the commands below (``attach_grad``, ``backward``,
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -109,6 +110,22 @@ SLICE_ARRAY_BYTES: Final = 1 << 20
 (making one of 1e8 floats takes seconds): the thread that runs the rest makes it."""
 
 
+_SIZED_COMMANDS = frozenset({"attach_grad", "read", "update", "setitem", "sgd_update", "alias"})
+"""Commands whose work grows with their inputs' size (a slice leaves large ones to the thread)."""
+
+
+def _large_inputs(s: Session, ins: dict) -> bool:
+    hs = ins.get("in")
+    if type(hs) is not list:
+        return False  # the instruction's own error says why
+    total = 0
+    for h in hs:
+        x = s.arrays.get(h) if type(h) is int else None
+        if x is not None:
+            total += x.nbytes
+    return total > SLICE_ARRAY_BYTES
+
+
 class _SliceEnds(Exception):
     """Raised before an op too large for a slice starts (nothing of it has run)."""
 
@@ -177,14 +194,42 @@ class BatchRun:
         since = time.perf_counter()
         if deadline is not None:
             s._cap = min(s._cap, SLICE_ARRAY_BYTES)
+        try:
+            i = self._run(s, ops, values, tail, execute, n, i, since, deadline)
+        finally:
+            s._cap = s.limits.max_array_bytes
+        self.next = i
+        if i >= n:
+            if s._sweep_due:
+                s.sweep()
+            self.ended = time.perf_counter()
+            return True
+        return False
+
+    def _run(
+        self,
+        s: Session,
+        ops: list,
+        values: list,
+        tail: int,
+        execute: Any,
+        n: int,
+        i: int,
+        since: float,
+        deadline: float | None,
+    ) -> int:
         with np.errstate(all="ignore"):
             while i < n:
                 if i % SHARE_EVERY == 0:
                     since = share_gil(since)
                 ins = ops[i]
                 if deadline is not None and type(ins) is dict and type(ins.get("op")) is str:
-                    if ins["op"] in _PROGRAM_OPS and _long_program_op(s, ins, deadline):
-                        break  # not started: the caller runs it (and the rest) in a thread
+                    name = ins["op"]
+                    if name in _PROGRAM_OPS:
+                        if _long_program_op(s, ins, deadline):
+                            break  # not started: the caller runs it (and the rest) in a thread
+                    elif name in _SIZED_COMMANDS and i < tail and _large_inputs(s, ins):
+                        break
                 try:
                     if i < tail:
                         execute(ins, values)
@@ -217,14 +262,7 @@ class BatchRun:
                 i += 1
                 if deadline is not None and time.perf_counter() > deadline:
                     break
-        s._cap = s.limits.max_array_bytes
-        self.next = i
-        if i >= n:
-            if s._sweep_due:
-                s.sweep()
-            self.ended = time.perf_counter()
-            return True
-        return False
+        return i
 
     def finish(self) -> dict[str, Any]:
         """Record the reply (a retry of this seq gets it again) and free the session."""
@@ -276,7 +314,8 @@ class Session:
         self.nbytes = 0
         self.aliases: set[int] = set()  # handles given a gradient buffer by ``grad`` (counted with it)
         self.pins: dict[int, list] = {}  # id(memory) -> [memory, holders, counted elsewhere, size]
-        self.held: list[tuple[weakref.ref, Any, bool]] = []  # (array, its memory, pinned) still counted
+        self.held: list[tuple[weakref.ref, Any]] = []  # (freed array, its bytes or memory) still counted
+        self.grads: dict[int, np.ndarray] = {}  # id(variable's node) -> the gradient buffer made for it
         self._sweep_due = False  # whether something in ``held`` may have gone since the last sweep
         self._cap = self.limits.max_array_bytes  # the largest array an op may make without a closer look
         self.version = 0  # counts batches run, so a snapshot knows what changed
@@ -311,7 +350,7 @@ class Session:
         self.arrays[h] = value
         if alias:
             self.aliases.add(h)
-            self._pin(value, (value,))
+            self._pin(value, (_memory(value),))  # (counted with its variable)
         else:
             self._hold(value, holders)
 
@@ -324,8 +363,8 @@ class Session:
             self._pin(y, holders)
 
     def _pin(self, y: np.ndarray, holders: Any) -> None:
-        """One more holder of the memory behind ``y``, counted once: not at all while a handle
-        owning that memory itself (one of ``holders``) counts it."""
+        """One more holder of the memory behind ``y``, counted once: not at all while an array
+        owning that memory itself (one of ``holders``) is counted for it."""
         m = _memory(y)
         e = self.pins.get(id(m))
         if e is not None:
@@ -349,33 +388,45 @@ class Session:
             del self.pins[id(m)]
             if not e[2]:
                 self.nbytes -= e[3]
+            else:
+                self._sweep_due = True  # (the array counted for it may have been freed before)
 
-    def _release(self, v: np.ndarray, pinned: bool) -> None:
-        """Stop counting what a handle's array ``v`` held."""
-        if pinned or v.base is not None:
-            self._unpin(_memory(v))
+    def drop(self, h: int) -> None:
+        """Forget handle ``h``. What its array (or its variable's gradient buffer) counted
+        stays counted while anything else holds it (a recorded graph, a stored reply, views
+        of it): until a sweep finds it gone."""
+        n, refs = _pop_refs(self.nodes, h)
+        if n is not None:
+            self._sweep_due = True  # a graph or a gradient buffer may be free now
+            if n.op is None:
+                self._let_go(n, refs > _ALONE)
+            n = None  # (an op node holds the array: let go before counting who else does)
+        v, refs = _pop_refs(self.arrays, h)
+        if v is None:
             return
-        e = self.pins.get(id(v))
-        if e is not None and e[2]:
-            e[2] = False  # views of it (or its variable) hold it still: counted with them now
+        if h in self.aliases:  # a ``grad`` handle: the buffer is counted with its variable
+            self.aliases.discard(h)
+            self._unpin(_memory(v))
+        elif refs > _ALONE:
+            self._sweep_due = True
+            self.held.append((weakref.ref(v), _memory(v) if v.base is not None else v.nbytes))
+        elif v.base is not None:
+            self._unpin(_memory(v))
         else:
             self.nbytes -= v.nbytes
 
-    def drop(self, h: int) -> None:
-        v = self.arrays.pop(h, None)
-        n = self.nodes.pop(h, None)
-        if v is None:
+    def _let_go(self, n: Node, shared: bool) -> None:
+        """A variable's node is no longer a handle's: its gradient buffer (if the session made
+        it) stops counting, or, while something else holds the node or the buffer, once
+        nothing does."""
+        g, refs = _pop_refs(self.grads, id(n))
+        if g is None:
             return
-        pinned = h in self.aliases
-        if pinned:
-            self.aliases.discard(h)
-        if n is not None or pinned:
-            self._sweep_due = True  # a gradient buffer or a graph's arrays may be free now
-        if n is not None and n.op is not None and n.live:
-            # the graph recorded through it may still need the array: counted until it is gone
-            self.held.append((weakref.ref(v), _memory(v) if pinned or v.base is not None else v.nbytes, pinned))
-            return
-        self._release(v, pinned)
+        if shared or refs > _ALONE + 1:  # (+1: n holds it)
+            self._sweep_due = True
+            self.held.append((weakref.ref(g), g.nbytes))
+        else:
+            self.nbytes -= g.nbytes
 
     def sweep(self) -> None:
         """Stop counting what nothing holds any more (arrays a freed graph needed)."""
@@ -392,13 +443,19 @@ class Session:
                 self._unpin(e[1])
         self.held = keep
 
-    def variable(self, h: int, grad: np.ndarray, req: str) -> None:
-        """Make handle ``h`` a variable with the new gradient buffer ``grad``, counted as long
-        as anything holds it (its variable, a graph recorded through it, a ``grad`` handle)."""
-        self._sweep_due = h in self.nodes  # the buffer it replaces may be free now
-        self.nodes[h] = Node(grad=grad, grad_req=req)
-        self.nbytes += grad.nbytes
-        self.held.append((weakref.ref(grad), grad.nbytes, False))
+    def variable(self, h: int, grad: np.ndarray | None, req: str) -> None:
+        """Make handle ``h`` a variable whose gradient buffer is ``grad``: a new array the
+        session counts from now on (None: ``mark_variables``' ``given``, another handle's)."""
+        old, refs = _pop_refs(self.nodes, h)
+        if old is not None:
+            self._sweep_due = True
+            if old.op is None:
+                self._let_go(old, refs > _ALONE)
+            old = None
+        self.nodes[h] = n = Node(grad=grad, grad_req=req)
+        if grad is not None:
+            self.grads[id(n)] = grad
+            self.nbytes += grad.nbytes
 
     def check_alloc(self, nbytes: int) -> None:
         """Refuse an allocation that would pass a limit (before it is made)."""
@@ -418,7 +475,7 @@ class Session:
 
     def room(self, nbytes: int) -> bool:
         """Whether the session and its owner have room for ``nbytes`` more."""
-        if self.held and self.nbytes + nbytes > self._budget:
+        if (self.held or self._sweep_due) and self.nbytes + nbytes > self._budget:
             self.sweep()
         self._refresh_budget()
         lim = self.limits
@@ -480,6 +537,10 @@ class Session:
         try:
             if seq is not None:
                 if seq == self.seq and self.last_reply is not None:
+                    if self.last_reply_lent and not blocking:
+                        if sum(v.nbytes for v in self.last_reply["values"]) > SLICE_ARRAY_BYTES:
+                            self.lock.release()
+                            return None  # copied in a thread, not on a server's event loop
                     if self.last_reply_lent:  # its reply is written after the lock is let go: copies
                         last = self.last_reply
                         self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
@@ -489,6 +550,7 @@ class Session:
                 if seq != self.seq + 1:
                     raise SequenceError(SequenceError.message(self.seq, seq))
                 self.last_reply = None  # its client has it (no retry of it can come now): free it
+                self._sweep_due = True  # (arrays it lent may be free now)
             elif self.last_reply_lent and self.last_reply is not None:
                 # A batch outside the sequence (another caller) may change the arrays that the
                 # stored reply lent: a retry must still get what was read, so keep copies.
@@ -497,7 +559,7 @@ class Session:
                 self.last_reply_lent = False
             self.version += 1
             self._steps = len(ops)
-            if self.held:
+            if self._sweep_due:
                 self.sweep()
             self._refresh_budget()
             return BatchRun(self, ops, seq, copy_reads)
@@ -538,10 +600,14 @@ class Session:
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
+        late = False
         if n > self._cap or self.nbytes + n > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
                 raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
-            self.check_alloc(n)
+            if op.view and n <= self.limits.max_array_bytes:
+                late = True  # a view adds nothing: its memory is checked once made
+            else:
+                self.check_alloc(n)
         out = ins["out"]
         if len(out) != 1:
             raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
@@ -561,6 +627,13 @@ class Session:
             self.nbytes += y.nbytes
         else:
             self._pin(y, xs)
+        if late and not self.room(0):  # a copy after all: taken back
+            del arrays[h]
+            if y.base is None:
+                self.nbytes -= y.nbytes
+            else:
+                self._unpin(_memory(y))
+            self.check_alloc(n)  # raises, saying which limit
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
 
@@ -691,15 +764,31 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
     return heads, grads
 
 
+def _pop_refs(d: dict, k: Any) -> tuple[Any, int]:
+    """``d.pop(k, None)`` and how many references its value has as seen here: more than
+    ``_ALONE`` means something besides ``d`` held it."""
+    v = d.pop(k, None)
+    if v is None:
+        return None, 0
+    return v, sys.getrefcount(v)
+
+
+_ALONE: Final = _pop_refs({0: object()}, 0)[1]  # (the same code, compiled or not, counts the same)
+
+
 def _memory(x: Any) -> Any:
     """The object whose lifetime keeps an array's memory: the array itself, or the root of
     the bases its views share (an array, or the buffer an upload was read into)."""
     b = x.base
     if b is None:
         return x
-    while isinstance(b, np.ndarray) and b.base is not None:
-        b = b.base
-    return b
+    while True:
+        if isinstance(b, np.ndarray) and b.base is not None:
+            b = b.base
+        elif isinstance(b, memoryview):  # a piece of a request's buffer keeps all of it
+            b = b.obj
+        else:
+            return b
 
 
 def _size(m: Any) -> int:
@@ -845,6 +934,7 @@ def _backward(s: Session, ins: dict, values: list) -> None:
                 var.grad[...] = 0
     if not ins["at"]["retain_graph"]:
         tape.release(order)
+        s._sweep_due = True  # what only the graph held is free now
 
 
 @command(
@@ -898,6 +988,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             s.put(h, np.array(g, copy=True))
     if not retain:
         tape.release(order)
+        s._sweep_due = True
 
 
 @command(
@@ -921,8 +1012,8 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
                 f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}"
             )
     for (_, g), v, r in zip(pairs, hs[:n], reqs):
-        s._sweep_due = True  # a gradient buffer it replaces may be free now
-        s.nodes[v] = Node(grad=g, grad_req=r)  # (g is counted as its own handle's array)
+        s.variable(v, None, r)
+        s.nodes[v].grad = g  # (counted as its own handle's array, and after it while this holds it)
 
 
 class FunctionVJP:

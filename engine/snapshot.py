@@ -2,10 +2,10 @@
 batch sequence and last reply, and random generator state. Nothing is pickled:
 the file is numpy's ``.npz`` container with a JSON header.
 
-Programs (``define``) are kept as they were given. What a snapshot does not
-keep: recorded graphs (a ``backward`` after a restart
-needs the forward pass again, as after any ``backward`` that frees the graph)
-and memory shared between views (each array comes back with its own).
+Programs (``define``) are kept as they were given, and views as views: the memory
+they share is written once, and each view as its place in it. What a snapshot does
+not keep: recorded graphs (a ``backward`` after a restart needs the forward pass
+again, as after any ``backward`` that frees the graph).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .programs import make_program
-from .session import Limits, Session
+from .session import Limits, Session, _memory
 from .tape import Node
 
 FORMAT = 1
@@ -36,22 +36,56 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
     try:
         arrays: dict[str, np.ndarray] = {}
         handle_of = {id(v): h for h, v in s.arrays.items() if h not in s.aliases}
-        variables = []
+        memories: dict[int, str] = {}  # id(memory) -> its key in the file (views are written as places in it)
+        variables: list[dict[str, Any]] = []
+        first: dict[int, int] = {}  # id(variable's node) -> the handle it is kept under
         for h, n in s.nodes.items():
             if n.op is not None or n.grad is None:
                 continue  # recorded graph nodes are not kept
+            if id(n) in first:  # a second name for the variable (``alias``)
+                variables.append({"handle": h, "same_as": first[id(n)]})
+                continue
+            first[id(n)] = h
             var: dict[str, Any] = {"handle": h, "grad_req": n.grad_req}
             owner = handle_of.get(id(n.grad))
             if owner is not None:
                 var["grad_handle"] = owner  # mark_variables: the gradient is another array
             else:
                 arrays[f"g:{h}"] = n.grad
+                memories.setdefault(id(n.grad), f"g:{h}")
             variables.append(var)
-        grad_var = {id(n.grad): h for h, n in s.nodes.items() if n.op is None and n.grad is not None}
+        grad_var = {id(s.nodes[h].grad): h for h in first.values()}
         aliases = {a: grad_var[id(s.arrays[a])] for a in s.aliases if id(s.arrays[a]) in grad_var}
+        for a in s.aliases:
+            if a not in aliases:  # the buffer of a variable made again since: an array of its own now
+                arrays[f"a:{a}"] = s.arrays[a]
+                memories.setdefault(id(s.arrays[a]), f"a:{a}")
+        views = []
         for h, v in s.arrays.items():
-            if h not in s.aliases:
+            if h in s.aliases:
+                continue
+            if v.base is None:
                 arrays[f"a:{h}"] = v
+                memories.setdefault(id(v), f"a:{h}")
+        for h, v in s.arrays.items():
+            if h in s.aliases or v.base is None:
+                continue
+            m = _memory(v)
+            key = memories.get(id(m))
+            if key is None:  # memory no handle owns: written once, as bytes
+                key = memories[id(m)] = f"m:{len(memories)}"
+                arrays[key] = m if isinstance(m, np.ndarray) else np.frombuffer(m, dtype=np.uint8)
+            root = arrays[key]
+            views.append(
+                {
+                    "handle": h,
+                    "memory": key,
+                    "offset": v.__array_interface__["data"][0] - root.__array_interface__["data"][0],
+                    "shape": list(v.shape),
+                    "strides": list(v.strides),
+                    "dtype": v.dtype.str,
+                }
+            )
         reply = None
         if s.last_reply is not None:
             reply = {k: v for k, v in s.last_reply.items() if k != "values"}
@@ -66,6 +100,7 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
             "last_reply": reply,
             "variables": variables,
             "aliases": {str(a): v for a, v in aliases.items()},
+            "views": views,
             "rng": s.cx.rng.bit_generator.state,
             "programs": [p.source for p in s.programs.values()],
         }
@@ -100,12 +135,33 @@ def load(path: Path, limits: Limits | None = None) -> Session:
     for key, v in data.items():
         if key.startswith("a:"):
             s.put(int(key[2:]), v)
-    for var in meta["variables"]:
+    for var in meta["variables"]:  # gradient buffers the session made: views may be of them
         h = var["handle"]
+        if "grad_handle" not in var and "same_as" not in var:
+            g = data[f"g:{h}"]
+            if g.base is not None:  # (as read from the file: a view of the memory read)
+                g = data[f"g:{h}"] = g.copy()
+            s.variable(h, g, var["grad_req"])
+    for view in meta.get("views", ()):
+        root = data[view["memory"]]
+        try:
+            arr = np.ndarray(
+                tuple(view["shape"]),
+                np.dtype(view["dtype"]),
+                buffer=root,
+                offset=view["offset"],
+                strides=tuple(view["strides"]),
+            )
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"{path}: a view does not fit its memory ({e})") from None
+        counted = view["memory"][:2] in ("a:", "g:")  # (a handle's array, a gradient buffer: counted as such)
+        s.put(view["handle"], arr, holders=(_memory(root),) if counted else ())
+    for var in meta["variables"]:
         if "grad_handle" in var:  # mark_variables: another handle's array
-            s.nodes[h] = Node(grad=s.arrays[var["grad_handle"]], grad_req=var["grad_req"])
-        else:
-            s.variable(h, data[f"g:{h}"], var["grad_req"])
+            s.nodes[var["handle"]] = Node(grad=s.arrays[var["grad_handle"]], grad_req=var["grad_req"])
+    for var in meta["variables"]:
+        if "same_as" in var:
+            s.nodes[var["handle"]] = s.nodes[var["same_as"]]
     for a, v in meta["aliases"].items():
         s.put(int(a), s.nodes[v].grad, alias=True)
     s.seq = meta["seq"]

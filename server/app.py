@@ -153,7 +153,7 @@ def read_metrics(request: Request, store: Store) -> Response:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         key = settings.metrics_key
-        if not (key and scheme.lower() == "bearer" and hmac.compare_digest(token, key)):
+        if not (key and scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode())):
             user_of(settings.api_keys, auth)  # raises Unauthorized without a user's key
     return Response(request.app.state.metrics.render(store), media_type=CONTENT_TYPE)
 

@@ -860,3 +860,38 @@ def test_a_trace_that_fails_keeps_what_it_queued_before_as_a_plain_call_would(mo
     with pytest.raises(MXNetError, match="dot"):
         f(nd.ones((2,)))
     assert w.asnumpy().tolist() == [1.0, 1.0] and f.traces == 0
+
+
+def test_each_call_of_a_program_keeps_its_own_dropout_mask():
+    """Two calls on the plan path before one backward: each output's gradient is its own
+    mask's (the plan's parsed attributes are shared; Dropout writes its mask there)."""
+    from gradserve.engine.session import Session
+
+    s = Session("d", seed=3)
+    prog = [{"op": "Dropout", "in": [-1], "out": [-2], "at": {"p": 0.5}, "mode": 3}]
+    s.run_batch(
+        {
+            "ops": [
+                {"op": "ones", "out": [1], "at": {"shape": [64]}},
+                {"op": "attach_grad", "in": [1]},
+                {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": prog}},
+                {"op": "call", "in": [1], "out": [2], "at": {"id": 1}, "mode": 3},
+                {"op": "free", "in": [2]},
+            ]
+        }
+    )
+    reply = s.run_batch(
+        {
+            "ops": [
+                {"op": "call", "in": [1], "out": [3], "at": {"id": 1}, "mode": 3},
+                {"op": "call", "in": [1], "out": [4], "at": {"id": 1}, "mode": 3},
+                {"op": "backward", "in": [3], "mode": 3},
+                {"op": "read", "in": [3, 4]},
+                {"op": "read", "in": [1], "at": {"grad": True}},
+            ]
+        }
+    )
+    assert "error" not in reply, reply
+    y3, y4, g = reply["values"]
+    assert not np.array_equal(y3, y4)
+    np.testing.assert_array_equal(g, y3)  # x is ones: the gradient is y3's mask

@@ -194,3 +194,117 @@ def test_a_retried_batch_gets_copies_of_what_its_reads_lent():
     assert not np.shares_memory(again["values"][0], s.get(1))
     ok(s, {"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}})
     assert s.begin(msg)["values"][0].tolist() == [1.0] * 4
+
+
+def test_arrays_a_graph_reads_count_after_their_handles_are_freed():
+    """A constant or a variable fed into a recorded op stays alive in the graph: freeing its
+    handle does not stop its count (fed again and again, it was the way past any quota)."""
+    s = Session("inputs", limits=Limits(max_session_bytes=1_000_000))
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [1000, 1]}}, {"op": "attach_grad", "in": [1]})
+    last: dict = {}
+    for k in range(10):
+        last = run(
+            s,
+            {"op": "ones", "out": [100 + k], "at": {"shape": [200, 1000]}},  # 800 KB
+            {"op": "dot", "in": [100 + k, 1], "out": [200 + k], "mode": 3},
+            free(100 + k),
+        )
+        if "error" in last:
+            break
+    assert last["error"]["kind"] == "QuotaExceeded" and k == 1
+    assert s.nbytes == held_memory(s) + 200 * 1000 * F4  # the freed constant, in the graph
+    ok(s, free(*range(200, 210)))  # the heads: their graphs go
+    assert s.nbytes == held_memory(s) == 2 * 1000 * F4
+    ok(s, free(1))
+    assert s.nbytes == 0 and not s.held and not s.pins and not s.grads
+
+
+def test_a_mark_variables_gradient_counts_while_the_variable_holds_it():
+    s = Session("mv")
+    ok(s, ones(1, 1000), ones(2, 1000), {"op": "mark_variables", "in": [1, 2]})
+    assert s.nbytes == 2 * 1000 * F4
+    ok(s, free(2))
+    assert s.nbytes == 2 * 1000 * F4  # x's gradient buffer is that array
+    ok(s, free(1))
+    assert s.nbytes == 0
+
+
+def test_a_function_recorded_on_a_gradient_handle_leaves_nothing_counted():
+    s = Session("fn")
+    for k in range(3):
+        x, g = 10 * k + 1, 10 * k + 2
+        fn = {
+            "outputs": [g],
+            "program": [{"op": "mul_scalar", "in": [900], "out": [901], "at": {"scalar": 1.0}}],
+            "cotangents": [900],
+            "gradients": [901],
+        }
+        ok(
+            s,
+            ones(x, 1000),
+            {"op": "attach_grad", "in": [x]},
+            {"op": "grad", "in": [x], "out": [g]},
+            {"op": "record_function", "in": [x], "at": fn},
+            free(x, g),
+        )
+    ok(s)
+    assert s.nbytes == 0 and not s.held and not s.pins
+
+
+def test_an_upload_in_a_request_buffer_counts_the_buffer():
+    """An array read straight from a request's buffer keeps all of it alive."""
+    s = Session("up")
+    body = bytearray(1000)
+    a = np.frombuffer(memoryview(body)[0:400], dtype=np.float32)
+    b = np.frombuffer(memoryview(body)[400:1000], dtype=np.float32)
+    ok(s, {"op": "array", "out": [1], "at": {"value": a}}, {"op": "array", "out": [2], "at": {"value": b}})
+    del a, b  # (the session's now, as a server's are)
+    assert s.nbytes == 1000
+    ok(s, free(2))
+    assert s.nbytes == 1000
+    ok(s, free(1))
+    assert s.nbytes == 0
+
+
+def test_a_view_is_checked_by_what_it_adds():
+    s = Session("late", limits=Limits(max_session_bytes=2_500_000))
+    ok(s, ones(1, 500_000))  # 2 MB
+    ok(s, {"op": "reshape", "in": [1], "out": [2], "at": {"shape": [1000, 500]}})
+    ok(s, {"op": "getitem", "in": [1], "out": [3], "at": {"key": [[0, None, None]]}})
+    assert s.nbytes == 2_000_000
+    reply = run(s, {"op": "getitem", "in": [1], "out": [4], "at": {"key": [[0, None, 2]]}})  # a copy
+    assert reply["error"]["kind"] == "QuotaExceeded" and 4 not in s.arrays and s.nbytes == 2_000_000
+
+
+def test_a_backward_batch_leaves_the_count_right_at_its_end():
+    s = Session("stale")
+    ok(s, ones(1, 1000), {"op": "attach_grad", "in": [1]})
+    ok(s, {"op": "exp", "in": [1], "out": [2], "mode": 3}, {"op": "sum", "in": [2], "out": [3], "mode": 3}, free(2))
+    assert s.nbytes == 3 * 1000 * F4 + F4
+    ok(s, {"op": "backward", "in": [3], "mode": 2})
+    assert s.nbytes == 2 * 1000 * F4 + F4  # without waiting for another batch
+
+
+def test_a_slice_leaves_a_large_command_to_the_thread_and_its_cap_is_restored():
+    import time
+
+    from gradserve.engine.session import SLICE_ARRAY_BYTES, BatchRun
+
+    s = Session("cmd")
+    ok(s, ones(1, SLICE_ARRAY_BYTES // 4 + 1))
+    job = s.begin({"ops": [ones(2, 4), {"op": "attach_grad", "in": [1]}]})
+    assert isinstance(job, BatchRun)
+    assert not job.run(deadline=time.perf_counter() + 60) and job.next == 1
+    assert s._cap == s.limits.max_array_bytes
+    assert job.run() and "error" not in job.finish() and s.node(1) is not None
+
+
+def test_a_retry_lending_large_arrays_is_copied_off_the_event_loop():
+    from gradserve.engine.session import SLICE_ARRAY_BYTES
+
+    s = Session("retry")
+    msg = {"seq": 1, "ops": [ones(1, SLICE_ARRAY_BYTES // 4 + 1), {"op": "read", "in": [1]}]}
+    s.run_batch(msg, copy_reads=False)
+    assert s.begin(msg, copy_reads=False, blocking=False) is None  # (the caller goes to a thread)
+    again = s.begin(msg, copy_reads=False)
+    assert isinstance(again, dict) and not np.shares_memory(again["values"][0], s.get(1))

@@ -567,3 +567,10 @@ def test_an_error_does_not_echo_a_huge_input(http, sid):
     r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "y" * 1_000_000}]})
     assert r.status_code == 400 and len(r.content) < 5000
     assert r.json()["error"]["op"].startswith("yyy") and r.json()["error"]["kind"] == "InvalidInput"
+
+
+def test_a_metrics_key_of_other_characters_is_refused_not_a_fault():
+    keys = {"alice-key-0123456789": "alice"}
+    with LiveServer(Settings(api_keys=keys, metrics_key="scraper-key-0123456789")) as srv:
+        r = httpx.get(f"{srv.url}/metrics", headers={"authorization": "Bearer café-key-0123456789".encode()})
+        assert r.status_code == 401
