@@ -40,16 +40,24 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("pid", "container", "specs", "parents", "changes", "__weakref__")
+    __slots__ = ("pid", "container", "specs", "parents", "changes", "given_back", "__weakref__")
 
     def __init__(
-        self, pid: int, container: type | None, specs: list[Any], parents: list[Any], changes: list[Any]
+        self,
+        pid: int,
+        container: type | None,
+        specs: list[Any],
+        parents: list[Any],
+        changes: list[Any],
+        given_back: list[Any],
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
-        self.specs = specs
-        self.parents = parents  # per output: None, or (argument indices, outside nodes) it depends on
+        self.specs = specs  # per output the program makes
+        self.parents = parents  # per output it makes: None, or (argument indices, outside nodes) it depends on
         self.changes = changes  # what the program changes in place (``_changes``)
+        # per output of the function: None (the program's next), an argument's index, or an array from outside
+        self.given_back = given_back
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
         outs = [c.handle() for _ in self.specs]
@@ -66,6 +74,9 @@ class _Traced:
                 if ps is not None:
                     node = tape.Node(HybridCall, None, ps)
             result.append(NDArray(c, h, spec, node))
+        if len(result) != len(self.given_back):
+            made = iter(result)
+            result = [next(made) if g is None else (arrays[g] if type(g) is int else g) for g in self.given_back]
         return result[0] if self.container is None else self.container(result)
 
 
@@ -222,6 +233,7 @@ class HybridFunction:
         try:
             with c.capture(NO_READS) as captured:
                 steps = captured
+                c._tls.arguments = {a._h for a in names}
                 out = self.fn(*args, **kwargs)
         except NotTraceable:
             raise  # it cannot be traced: nothing of it is queued (call it without hybridize)
@@ -242,6 +254,21 @@ class HybridFunction:
         for o in outs:
             if o._c is not c:
                 raise InvalidInput("hybridized function: it returned an array of another session")
+        # An output that is an argument, or an array from outside (a parameter), is that array
+        # itself, at every call, as without hybridize: not a program output (which is a copy)
+        argument = {a._h: i for i, a in enumerate(names)}
+        given_back: list[Any] = []  # per output: None (the program's), an argument's index, or the array
+        for o in outs:
+            if o._h in argument:
+                given_back.append(argument[o._h])
+            elif o._h < floor:
+                given_back.append(o)
+            else:
+                given_back.append(None)
+        made_outs = [o for o, g in zip(outs, given_back) if g is None]
+        if any(g is not None for g in given_back):
+            result = [arrays[g] if type(g) is int else (o if g is None else g) for o, g in zip(outs, given_back)]
+            out = result[0] if container is None else container(result)
         slot = {a._h: -1 - i for i, a in enumerate(names)}
         nargs = len(arrays)
         program = []
@@ -261,14 +288,21 @@ class HybridFunction:
             raise InvalidInput(
                 f"hybridize: {getattr(self.fn, '__name__', 'the function')} queued no instruction: nothing to run again"
             )
-        outputs = [slot.get(o._h, o._h) for o in outs]
+        outputs = [slot.get(o._h, o._h) for o in made_outs]
         pid = c.program_id()
         # the definition first: the instructions of this call then run as the function's would
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
-        specs = [o._spec for o in outs]
-        t = _Traced(pid, container, specs, [_links(o, arrays) for o in outs], _changes(c, steps, arrays, floor))
+        specs = [o._spec for o in made_outs]
+        t = _Traced(
+            pid,
+            container,
+            specs,
+            [_links(o, arrays) for o in made_outs],
+            _changes(c, steps, arrays, floor),
+            given_back,
+        )
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 

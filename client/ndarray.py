@@ -477,6 +477,7 @@ class NDArray:
         if grad_req not in tape.GRAD_REQS:
             raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {grad_req!r}")
         self._c.check_alive(self._h)
+        self._c.check_not_argument(self._h, "attach_grad")
         self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
         self._node = _variable(grad_req, -self._h)  # its gradient buffer's key: -handle
         self._gradp = None
@@ -618,6 +619,8 @@ def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> 
                 f"mark_variables: gradient {g.shape} {g._spec.dtype} does not match variable {v.shape} {v._spec.dtype}"
             )
     c = variables[0]._c
+    for v in variables:
+        c.check_not_argument(v._h, "mark_variables")
     c.enqueue(
         {
             "op": "mark_variables",

@@ -212,8 +212,18 @@ class Client:
             yield program
         finally:
             self._tls.capture = None
+            self._tls.arguments = ()
             with self._lock:
                 self._capturing -= 1
+
+    def check_not_argument(self, h: int, what: str) -> None:
+        """Refuse to make a traced function's argument a variable: the trace sees it under a
+        name of its own (each call's), so the caller's array would not become one."""
+        if self._capturing and h in getattr(self._tls, "arguments", ()):
+            raise NotTraceable(
+                f"{what} on an argument of a hybridized function: the caller's array would not "
+                "become a variable; call it before calling the function"
+            )
 
     @contextlib.contextmanager
     def holding_frees(self) -> Iterator[int]:

@@ -895,3 +895,40 @@ def test_each_call_of_a_program_keeps_its_own_dropout_mask():
     y3, y4, g = reply["values"]
     assert not np.array_equal(y3, y4)
     np.testing.assert_array_equal(g, y3)  # x is ones: the gradient is y3's mask
+
+
+def test_an_output_that_is_an_argument_or_a_parameter_is_that_array_at_every_call(mode):
+    w = nd.ones((2,))
+
+    @hybridize
+    def f(x, y):
+        return y, x * 2, w
+
+    x, y = nd.ones((2,)), nd.zeros((2,))
+    for _ in range(3):
+        a, b, c = f(x, y)
+        assert a is y and c is w  # as without hybridize: the arrays themselves, not copies
+        assert b.asnumpy().tolist() == [2.0, 2.0]
+    assert f.traces == 1
+    a[:] = 5  # writes y, as it would without hybridize
+    assert y.asnumpy().tolist() == [5.0, 5.0]
+
+
+def test_attach_grad_on_an_argument_inside_a_hybridized_function_is_refused(mode):
+    from gradserve.runtime import NotTraceable
+
+    @hybridize
+    def f(x):
+        x.attach_grad()
+        return x * 2
+
+    x = nd.ones((2,))
+    with pytest.raises(NotTraceable, match="call it before"):
+        f(x)
+    x.attach_grad()  # before the call: fine
+    f3 = hybridize(lambda x: x * 3)
+    for _ in range(2):
+        with autograd.record():
+            y = f3(x)
+        y.backward()
+        assert x.grad.asnumpy().tolist() == [3.0, 3.0]
