@@ -40,7 +40,7 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("pid", "container", "specs", "parents", "changes", "given_back", "__weakref__")
+    __slots__ = ("pid", "container", "specs", "parents", "changes", "given_back", "shares", "nsteps", "__weakref__")
 
     def __init__(
         self,
@@ -50,22 +50,29 @@ class _Traced:
         parents: list[Any],
         changes: list[Any],
         given_back: list[Any],
+        shares: list[Any],
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
         self.specs = specs  # per output the program makes
         self.parents = parents  # per output it makes: None, or (argument indices, outside nodes) it depends on
         self.changes = changes  # what the program changes in place (``_changes``)
-        # per output of the function: None (the program's next), an argument's index, or an array from outside
+        # per output of the function: ("made", k) the program's k-th, ("arg", i) argument i
+        # itself, ("array", a) an array from outside itself
         self.given_back = given_back
+        self.shares = shares  # per output it makes: None, or whose memory it is a view of (as ``changes``)
+        self.nsteps = 0  # the program's instructions (a batch's limit counts them)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
         outs = [c.handle() for _ in self.specs]
         ins = {"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}}
         if self.changes:
             c.note_changes(ins, _resolved(self.changes, c, arrays))
-        c.enqueue(ins)
-        result = []
+        for h, share in zip(outs, self.shares):
+            if share is not None:
+                c.share(h, _resolved([share], c, arrays)[0])
+        c.enqueue(ins, steps=self.nsteps)
+        made = []
         for h, spec, deps in zip(outs, self.specs, self.parents):
             node = None
             if deps is not None:  # recorded at the trace: recorded again
@@ -73,10 +80,8 @@ class _Traced:
                 ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
                 if ps is not None:
                     node = tape.Node(HybridCall, None, ps)
-            result.append(NDArray(c, h, spec, node))
-        if len(result) != len(self.given_back):
-            made = iter(result)
-            result = [next(made) if g is None else (arrays[g] if type(g) is int else g) for g in self.given_back]
+            made.append(NDArray(c, h, spec, node))
+        result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
 
 
@@ -224,9 +229,8 @@ class HybridFunction:
         names = []
         for a in arrays:
             h = c.handle()
-            c.share(h, c.root(a._h))
             c.enqueue({"op": "alias", "in": [a._h], "out": [h]})
-            names.append(NDArray(c, h, a._spec, a._node))
+            names.append(NDArray(c, h, a._spec, a._node))  # (its own memory key until traced: see below)
         given = iter(names)
         args = tuple(next(given) if isinstance(a, NDArray) else a for a in args)
         steps: list[dict[str, Any]] = []
@@ -255,19 +259,25 @@ class HybridFunction:
             if o._c is not c:
                 raise InvalidInput("hybridized function: it returned an array of another session")
         # An output that is an argument, or an array from outside (a parameter), is that array
-        # itself, at every call, as without hybridize: not a program output (which is a copy)
+        # itself, at every call, as without hybridize: not a program output (which is a copy);
+        # an array returned twice is one array
         argument = {a._h: i for i, a in enumerate(names)}
-        given_back: list[Any] = []  # per output: None (the program's), an argument's index, or the array
+        given_back: list[Any] = []
+        made_outs: list[NDArray] = []
+        made_index: dict[int, int] = {}
         for o in outs:
             if o._h in argument:
-                given_back.append(argument[o._h])
+                given_back.append(("arg", argument[o._h]))
             elif o._h < floor:
-                given_back.append(o)
+                given_back.append(("array", o))
             else:
-                given_back.append(None)
-        made_outs = [o for o, g in zip(outs, given_back) if g is None]
-        if any(g is not None for g in given_back):
-            result = [arrays[g] if type(g) is int else (o if g is None else g) for o, g in zip(outs, given_back)]
+                k = made_index.get(o._h)
+                if k is None:
+                    k = made_index[o._h] = len(made_outs)
+                    made_outs.append(o)
+                given_back.append(("made", k))
+        if any(kind != "made" for kind, _ in given_back):
+            result = [made_outs[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in given_back]
             out = result[0] if container is None else container(result)
         slot = {a._h: -1 - i for i, a in enumerate(names)}
         nargs = len(arrays)
@@ -289,45 +299,62 @@ class HybridFunction:
                 f"hybridize: {getattr(self.fn, '__name__', 'the function')} queued no instruction: nothing to run again"
             )
         outputs = [slot.get(o._h, o._h) for o in made_outs]
+        # what a later call changes, and which of its outputs are views of what, known while
+        # the arguments' names are their own memory keys; then they are the callers' arrays'
+        changes = _changes(c, steps, names, arrays, floor)
+        shares = [_whose(c, o, argument, floor) for o in made_outs]
+        callers = {name._h: c.root(a._h) for name, a in zip(names, arrays)}
+        for h, k in list(c._roots.items()):  # views the trace made of the names: of the callers' arrays
+            if k in callers:
+                c.share(h, callers[k])
+        for h, k in callers.items():
+            c.share(h, k)
         pid = c.program_id()
         # the definition first: the instructions of this call then run as the function's would
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
-        t = _Traced(
-            pid,
-            container,
-            specs,
-            [_links(o, arrays) for o in made_outs],
-            _changes(c, steps, arrays, floor),
-            given_back,
-        )
+        t = _Traced(pid, container, specs, [_links(o, arrays) for o in made_outs], changes, given_back, shares)
+        t.nsteps = len(program)
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 
 
-def _changes(c: Client, steps: list[dict[str, Any]], arrays: list[NDArray], floor: int) -> list[Any]:
+def _changes(
+    c: Client, steps: list[dict[str, Any]], names: list[NDArray], arrays: list[NDArray], floor: int
+) -> list[Any]:
     """What a program changes in place, for a call that never runs (``Client._lose``): per
-    memory key its steps change, ("arg", i) for argument i's array, ("grad", i) for its
-    gradient, or ("key", k) for an array from outside (a parameter, its gradient). Arrays made
-    by the trace itself (handles from ``floor`` on) are the call's own: dead with it."""
-    args = {c.root(a._h): i for i, a in enumerate(arrays)}
+    memory key its steps change, ("arg", i) for argument i's array (its name in the trace),
+    ("grad", i) for its gradient, or ("key", k) for an array from outside (a parameter, its
+    gradient). Arrays made by the trace itself (handles from ``floor`` on) are the call's own:
+    dead with it."""
+    args = {a._h: i for i, a in enumerate(names)}
     grads = {a._node.y: i for i, a in enumerate(arrays) if a._node is not None and a._node.op is None}
     out: list[Any] = []
     seen: set[int] = set()
     for ins in steps:
         for k in c._changes(ins):
-            if k in seen or abs(k) >= floor:
+            if k in seen:
                 continue
             seen.add(k)
             if k in args:
                 out.append(("arg", args[k]))
             elif k in grads:
                 out.append(("grad", grads[k]))
-            else:
+            elif abs(k) < floor:
                 out.append(("key", k))
     return out
+
+
+def _whose(c: Client, o: NDArray, argument: dict[int, int], floor: int) -> Any:
+    """Whose memory a made output is a view of, as ``_changes`` writes it (None: its own)."""
+    k = c.root(o._h)
+    if k == o._h:
+        return None
+    if k in argument:
+        return ("arg", argument[k])
+    return ("key", k) if k < floor else None
 
 
 def _resolved(changes: list[Any], c: Client, arrays: list[NDArray]) -> list[int]:

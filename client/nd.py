@@ -261,6 +261,8 @@ def sgd_update(
 
     With ``out=weight`` (the usual call) the weight is updated in place in one
     pass over its memory."""
+    for a in (weight, grad):
+        a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
     if out is None:
         out = weight.copy()
     elif out is not weight:

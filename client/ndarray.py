@@ -19,7 +19,7 @@ from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, 
 from .engine.ops import assignable, broadcast_shapes, is_view_key, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
-from .runtime import FRAME_ALIGN, Client, current, framed
+from .runtime import FRAME_ALIGN, RNG_KEY, Client, current, framed
 from .state import flags
 
 _ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
@@ -96,6 +96,8 @@ def invoke(
     else:
         specs, hs = [], []
         c = client or current()
+    if op.random and c._dead:
+        c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
     spec = specs[0] if op.like else op.infer(at, *specs)
     h = c.handle()
@@ -464,6 +466,8 @@ class NDArray:
         if not assignable(vshape, sub):
             raise ShapeError(f"setitem: cannot assign an array of shape {vshape} to a region of shape {sub}")
         if idx:
+            for i in idx:
+                self._c.check_alive(i._h)
             ins["in"].extend(i._h for i in idx)
             ins["at"]["indices"] = len(idx)
         if flags.recording:
@@ -521,6 +525,9 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
     if not all(tape.in_graph(h._node) for h in heads):
         raise AutogradError(NOT_IN_GRAPH)
     c = heads[0]._c
+    if c._dead:
+        for h in heads:
+            c.check_alive(h._h)  # (a head its failed batch never made: say so here, not at the next sync)
     hg: list[int | None] = []
     for h, g in zip(heads, head_grads):
         if g is None:
@@ -528,6 +535,7 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
             continue
         if not isinstance(g, NDArray):
             g = _from_numpy(np.asarray(g, dtype=h._spec.dtype), c)
+        c.check_alive(g._h)
         if g.shape != h.shape:
             raise ShapeError(f"backward: head gradient shape {g.shape} does not match head shape {h.shape}")
         hg.append(g._h)

@@ -10,7 +10,7 @@ from typing import Any
 
 from .engine.optable import OPS
 from .ndarray import NDArray, invoke
-from .runtime import current
+from .runtime import RNG_KEY, current
 
 
 def _shape(shape: Any) -> Any:
@@ -43,4 +43,6 @@ def shuffle(data: NDArray, **kwargs: Any) -> NDArray:
 
 def seed(seed_state: int, ctx: Any = "all") -> None:
     """Reseed the current session's generator."""
-    current().enqueue({"op": "seed", "at": {"seed": int(seed_state)}})
+    c = current()
+    c.enqueue({"op": "seed", "at": {"seed": int(seed_state)}})
+    c._dead.pop(RNG_KEY, None)  # seeded again: the draws are the program's again

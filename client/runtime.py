@@ -36,6 +36,9 @@ OP_HEAD_BYTES = 256
 a tensor's descriptor included): a server with a small request limit gets fewer per batch."""
 FLUSH_EXTRA = 3
 """Instructions a flush may add to what is queued: a free, a forget and a read."""
+RNG_KEY = 0
+"""The memory key of the session's random generator (handles start at 1, gradient buffers are
+negative): a ``seed`` its failed batch never ran is lost, as an array's change would be."""
 FREE_NOW_BYTES = 64 << 10
 """Arrays let go are freed in program order, before the next instruction queued, once they
 hold this much together (a large one at once): the session holds at most this much more than
@@ -110,6 +113,7 @@ class Client:
         self._queue: list[dict[str, Any]] = []
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
+        self._qsteps = 0  # the instructions the queued calls' programs run
         # Handles of proxies that died, to free on the server. ``release`` appends to it from a
         # proxy's __del__, which runs whenever the garbage collector says: in another thread, or
         # in this one in the middle of ``enqueue`` or ``flush`` (an allocation there can start a
@@ -141,6 +145,7 @@ class Client:
         self._tls = threading.local()  # .capture: the program a Function's backward is traced into
         self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
         self._set_limits(getattr(transport, "max_body_bytes", None), getattr(transport, "max_batch_ops", None))
+        self.max_batch_steps: int | None = getattr(transport, "max_batch_steps", None)
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
 
@@ -163,8 +168,9 @@ class Client:
     def handle(self) -> int:
         return next(self._handles)  # atomic: threads sharing a session get distinct handles
 
-    def enqueue(self, ins: dict[str, Any], nbytes: int = 0) -> None:
-        """Queue an instruction; ``nbytes``: the bytes of the tensors it carries (an upload's)."""
+    def enqueue(self, ins: dict[str, Any], nbytes: int = 0, steps: int = 0) -> None:
+        """Queue an instruction; ``nbytes``: the bytes of the tensors it carries (an upload's);
+        ``steps``: the instructions it runs besides itself (a ``call``'s program's)."""
         if self._capturing:
             capture = getattr(self._tls, "capture", None)
             if capture is not None:
@@ -179,6 +185,11 @@ class Client:
                 if self._queue and self._qbytes + nbytes > self.max_batch_bytes:
                     self.flush()  # send what is queued first, so a batch holds at most the bound or one array
                 self._qbytes += nbytes
+            if steps:
+                limit = self.max_batch_steps
+                if limit and self._queue and len(self._queue) + FLUSH_EXTRA + 1 + self._qsteps + steps > limit:
+                    self.flush()  # the server counts a call's program's steps against its batch
+                self._qsteps += steps
             queue, wheres = self._queue, self._where
             if self._frees and self._free_bytes >= FREE_NOW_BYTES:
                 self._queue_frees(queue, wheres)
@@ -280,7 +291,11 @@ class Client:
 
     def root(self, h: int) -> int:
         """The key of the memory that array ``h`` is (a view: its base's handle)."""
-        return self._roots.get(h, h)
+        roots = self._roots
+        k = roots.get(h, h)
+        while k in roots:  # (a hybridized function's argument names point at the callers' arrays)
+            k = roots[k]
+        return k
 
     def share(self, h: int, key: int) -> None:
         """Array ``h`` is (part of) the memory of ``key`` (a ``root``): a view of it, an alias."""
@@ -294,10 +309,9 @@ class Client:
     def check_alive(self, h: int) -> None:
         err = self._dead.get(h)
         if err is None:
-            key = self._roots.get(h)
-            if key is None:
+            if h not in self._roots:
                 return
-            err = self._dead.get(key)
+            err = self._dead.get(self.root(h))
             if err is None:
                 return
         raise err
@@ -329,7 +343,7 @@ class Client:
             if not ops:
                 return []
             freed = self._freed
-            self._queue, self._where, self._qbytes, self._freed = [], [], 0, []
+            self._queue, self._where, self._qbytes, self._freed, self._qsteps = [], [], 0, [], 0
             try:
                 return self._run(ops, where, len(reads))
             finally:
@@ -417,7 +431,7 @@ class Client:
             self._unsure = True
         else:
             self._seq -= 1
-            self._requeue(ops)
+        self._requeue(ops)  # (sent again even if they ran: a free or forget of what is gone does nothing)
         self._not_applied(ops, where, exc)
 
     def _not_applied(self, ops: list[dict], where: list, exc: BaseException) -> None:
@@ -468,10 +482,11 @@ class Client:
                     continue  # (the first loss is the one to tell)
                 if lost is None:
                     at = f" queued at {loc[0]}:{loc[1]}" if loc else ""
+                    what = "the random generator's seed" if key == RNG_KEY else "this array's in-place change"
                     lost = ChangeLost(
-                        f"this array's in-place change ({ins.get('op')}{at}) was never applied: an "
-                        f"instruction before it in its batch failed ({exc}); its value is not the one "
-                        "the program gave it: make it again"
+                        f"{what} ({ins.get('op')}{at}) was never applied: an instruction before it in "
+                        f"its batch failed ({exc}); its value is not the one the program gave it: "
+                        "make it again" + (" (nd.random.seed)" if key == RNG_KEY else "")
                     )
                     lost.__cause__ = exc
                 dead[key] = lost
@@ -483,11 +498,13 @@ class Client:
         hs = ins.get("in")
         if hs and type(hs) is list and type(hs[0]) is int:
             if op in _IN_PLACE:
-                keys.append(self._roots.get(hs[0], hs[0]))
+                keys.append(self.root(hs[0]))
             elif op == "attach_grad":
                 keys += (hs[0], -hs[0])  # the variable and its gradient buffer (``NDArray.attach_grad``)
             elif op == "mark_variables":
                 keys += hs[: len(hs) // 2]
+        elif op == "seed":
+            keys.append(RNG_KEY)
         if self._notes:
             note = self._notes.get(id(ins))
             if note is not None and note[0] is ins:

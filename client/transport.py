@@ -55,6 +55,7 @@ class InProcess:
         self.session = Session("local", seed=seed, limits=limits)
         self.requests = 0
         self.max_batch_ops: int | None = self.session.limits.max_batch_ops
+        self.max_batch_steps: int | None = self.session.limits.max_batch_steps
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
@@ -65,8 +66,11 @@ class InProcess:
         return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
 
     def close(self) -> None:
-        self.session.arrays.clear()
-        self.session.nodes.clear()
+        """Free the session's arrays (after a batch another thread runs in it now ends)."""
+        s = self.session
+        with s.lock:
+            s.arrays.clear()
+            s.nodes.clear()
 
 
 class ConnectionLost(MXNetError):
@@ -116,6 +120,7 @@ class Http:
         self.max_body_bytes: int | None = reply.get("max_body_bytes")
         # and runs no longer batch (a server that does not say: learned when it refuses one, runtime.py)
         self.max_batch_ops: int | None = reply.get("max_batch_ops")
+        self.max_batch_steps: int | None = reply.get("max_batch_steps")  # (with the calls' programs)
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
         self._conn: Conn | None = None
         if parts.scheme == "http" and parts.hostname:

@@ -1105,6 +1105,9 @@ def _getitem(cx, at, x, *idx):
     except IndexError as e:
         raise IndexOutOfRange(f"getitem: {e}") from None
     if not idx and is_view_key(key):
+        if x.ndim == 1 and r.ndim == 0:  # one element: (1,), still a view as in MXNet
+            k = key[0] % x.shape[0]
+            return x[k : k + 1]
         return r.reshape(at_least_1d(r.shape))
     return cx.xp.array(r, ndmin=1)
 

@@ -67,7 +67,11 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
         raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
     s = store.create(user, seed=opts.seed)
     settings = request.app.state.settings
-    limits = {"max_body_bytes": settings.max_body_bytes, "max_batch_ops": settings.max_batch_ops}
+    limits = {
+        "max_body_bytes": settings.max_body_bytes,
+        "max_batch_ops": settings.max_batch_ops,
+        "max_batch_steps": settings.max_batch_steps,
+    }
     return encode(request, {**_info(s), **limits}, 201)
 
 

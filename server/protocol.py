@@ -76,6 +76,7 @@ class SessionInfo(BaseModel):
 class NewSessionInfo(SessionInfo):
     max_body_bytes: int  # the largest request body the server reads: clients split larger uploads
     max_batch_ops: int  # the most instructions a batch may hold: clients split longer queues
+    max_batch_steps: int  # the most a batch may run, each call counting its program's instructions
 
 
 class NewSession(BaseModel):

@@ -992,3 +992,180 @@ def test_only_reshape_and_basic_indexing_share_memory_as_in_mxnet(mode):
     z = x[0:1]
     z += 1
     assert x.asnumpy().tolist() == [[6, 6, 6], [5, 5, 5]]
+
+
+def _fail_batch() -> None:
+    """Queue an op the engine refuses (over the per-array limit), so that what is queued after
+    it in the same batch never runs; the caller's next sync raises."""
+    nd.zeros((1 << 29,))
+
+
+def test_lost_changes_follow_hybridized_calls_views_and_arguments():
+    from gradserve import hybridize
+    from gradserve.engine.errors import QuotaExceeded
+    from gradserve.runtime import ChangeLost
+
+    client = gradserve.connect()
+    try:
+        w = nd.zeros((2, 2))
+
+        @hybridize
+        def flat(x):
+            return x.reshape((-1,)), w.reshape((-1,))
+
+        flat(nd.zeros((2, 2)))  # traced
+        a = nd.zeros((2, 2))
+        va, vw = flat(a)  # a call: va is a's memory, vw is w's
+        nd.waitall()
+        _fail_batch()
+        a += 1
+        w += 1
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        for v in (a, va, w, vw):
+            with pytest.raises(ChangeLost):
+                v.asnumpy()
+
+        @hybridize
+        def f(x, y):
+            x += 1  # changes its first argument only
+            return y * 2
+
+        p = nd.ones((2,))
+        f(p, p)  # traced with the same array twice
+        a2, b2 = nd.ones((2,)), nd.ones((2,))
+        nd.waitall()
+        _fail_batch()
+        f(a2, b2)
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        with pytest.raises(ChangeLost):
+            a2.asnumpy()
+        assert b2.asnumpy().tolist() == [1.0, 1.0]  # only read: as it was
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_a_trace_that_sends_the_queue_still_knows_what_its_backward_changes():
+    """The server's batch limit makes the queue go out in the middle of a trace: what the
+    program's backward writes must still be known for a later call that fails."""
+    from gradserve import hybridize
+    from gradserve.engine.errors import QuotaExceeded
+    from gradserve.engine.session import Limits
+    from gradserve.runtime import ChangeLost
+    from gradserve.transport import InProcess
+
+    client = gradserve.Client(InProcess(limits=Limits(max_batch_ops=12)))
+    gradserve.set_current(client)
+    try:
+        w = nd.array([1.0, 2.0])
+        w.attach_grad()
+
+        @hybridize
+        def step(x):
+            with autograd.record():
+                loss = (x * w).sum()
+            loss.backward()
+            return loss * 2
+
+        data = nd.array([1.0, 1.0])
+        step(data)
+        nd.waitall()
+        _fail_batch()
+        step(data)
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        with pytest.raises(ChangeLost):
+            w.grad.asnumpy()
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_inputs_a_failed_batch_left_stale_are_refused_where_they_are_used():
+    from gradserve.engine.errors import QuotaExceeded
+    from gradserve.runtime import ChangeLost
+
+    client = gradserve.connect()
+    try:
+        w = nd.array([1.0, 2.0])
+        w.attach_grad()
+        with autograd.record():
+            loss = (w * w).sum()
+        _fail_batch()
+        loss.backward()  # never runs: w.grad is lost
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        with pytest.raises(ChangeLost):
+            nd.sgd_update(w, w.grad, lr=0.5, out=w)  # (took the stale gradient silently)
+        x, idx = nd.zeros((4,)), nd.array([0, 1], dtype="int32")
+        nd.waitall()
+        _fail_batch()
+        idx += 2
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        with pytest.raises(ChangeLost):
+            x[idx] = 7
+        nd.random.seed(1)
+        nd.waitall()
+        _fail_batch()
+        nd.random.seed(7)
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        with pytest.raises(ChangeLost, match="seed"):
+            nd.random.uniform(shape=(2,))
+        nd.random.seed(7)  # seeded again: draws are the program's again
+        assert nd.random.uniform(shape=(2,)).shape == (2,)
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_frees_in_a_batch_lost_with_its_connection_are_sent_again():
+    import gc
+
+    from gradserve.transport import ConnectionLost
+
+    client = gradserve.connect()
+    try:
+        keep = [nd.ones((100, 100)) for _ in range(5)]
+        nd.waitall()
+        real = client.transport.send
+
+        def flaky(batch):
+            client.transport.send = real
+            raise ConnectionLost("simulated: the request never reached the server")
+
+        client.transport.send = flaky
+        del keep
+        gc.collect()
+        y = nd.ones((2,))
+        with pytest.raises(ConnectionLost):
+            y.wait_to_read()
+        z = nd.ones((3,))
+        z.wait_to_read()
+        assert len(client.transport.session.arrays) == 1  # z alone: the five were freed after all
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_one_element_of_a_vector_is_a_view_and_an_array_returned_twice_is_one(mode):
+    from gradserve import hybridize
+
+    x = nd.zeros(3)
+    s = x[1]
+    s += 5
+    t = x[-1]
+    t += 2
+    assert x.asnumpy().tolist() == [0, 5, 2]  # as MXNet: x[i] shares x's memory
+
+    @hybridize
+    def f(a):
+        z = a * 2
+        return z, a + 1, z
+
+    for _ in range(3):
+        r = f(nd.ones((2,)))
+        assert r[0] is r[2]

@@ -449,6 +449,9 @@ def test_a_checked_call_still_keeps_to_the_byte_quota():
 
 
 def test_a_servers_step_limit_applies_to_calls():
+    """The server counts a call's program's instructions against its batch limit; the client,
+    told that limit when the session opens, sends a long queue of calls as several batches."""
+    from gradserve.engine.session import Session as EngineSession
     from gradserve.server import Settings
 
     from .conftest import LiveServer
@@ -459,13 +462,21 @@ def test_a_servers_step_limit_applies_to_calls():
             f = hybridize(lambda a: ((a + 1) * 2 - 3) / 4)  # a program of 4 instructions
             x = nd.ones((2,))
             assert f(x).asnumpy().tolist() == [0.25, 0.25]
+            before = client.transport.requests
             outs = [f(x) for _ in range(12)]  # 12 calls of 4: past 40 in one batch
-            with pytest.raises(QuotaExceeded, match="over the limit of 40"):
-                outs[-1].asnumpy()
-            assert f(x).asnumpy().tolist() == [0.25, 0.25]  # the next batch is within it
+            nd.waitall()
+            assert client.transport.requests - before == 2
+            assert [o.asnumpy().tolist() for o in outs] == [[0.25, 0.25]] * 12
         finally:
             gradserve.set_current(None)
             client.close()
+    s = EngineSession("t")
+    s.limits.max_batch_steps = 40
+    prog = [{"op": "add_scalar", "in": [-1 - i], "out": [-2 - i], "at": {"scalar": 1.0}} for i in range(4)]
+    define = {"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-5]}}
+    calls = [{"op": "call", "in": [1], "out": [10 + k], "at": {"id": 1}} for k in range(12)]
+    reply = s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}, define, *calls]})
+    assert reply["error"]["kind"] == "QuotaExceeded" and "over the limit of 40" in reply["error"]["message"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int32"])
