@@ -817,8 +817,9 @@ def _sum_to_fwd(cx, at, x):
     shape = at["shape"]
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and x.shape[i + lead] != 1)
-    r = cx.xp.sum(x, axis=axes, keepdims=True, dtype=x.dtype) if axes else x  # (ints: numpy would widen)
-    return r.reshape(shape)
+    if not axes:
+        return x.reshape(shape).copy()  # (its own array, as every op's but reshape's and getitem's)
+    return cx.xp.sum(x, axis=axes, keepdims=True, dtype=x.dtype).reshape(shape)  # (ints: numpy would widen)
 
 
 defop(

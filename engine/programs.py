@@ -372,9 +372,11 @@ def _call(s: Session, ins: dict, values: list) -> None:
     finally:
         s._calling = False
         s._cap = cap
-        for slot in range(-1, -1 - prog.nargs, -1):  # the arguments' second names: not counted
+        for i, slot in enumerate(range(-1, -1 - prog.nargs, -1)):  # the arguments' second names: not counted
             arrays.pop(slot, None)
-            nodes.pop(slot, None)
+            n = nodes.pop(slot, None)
+            if n is not None and n.op is None and n is not nodes.get(args[i]):  # made a variable in the call
+                s._let_go(n, True)
         for slot in range(-1 - prog.nargs, prog.slots - 1, -1):
             s.drop(slot)
 

@@ -200,7 +200,7 @@ class BatchRun:
             s._cap = s.limits.max_array_bytes
         self.next = i
         if i >= n:
-            if s._sweep_due:
+            if s._gone:
                 s.sweep()
             self.ended = time.perf_counter()
             return True
@@ -314,9 +314,11 @@ class Session:
         self.nbytes = 0
         self.aliases: set[int] = set()  # handles given a gradient buffer by ``grad`` (counted with it)
         self.pins: dict[int, list] = {}  # id(memory) -> [memory, holders, counted elsewhere, size]
-        self.held: list[tuple[weakref.ref, Any]] = []  # (freed array, its bytes or memory) still counted
+        # freed arrays still counted while something holds them: id(weakref) -> (the weakref,
+        # its bytes or its memory's pin); the weakref's callback queues the id when it dies
+        self.held: dict[int, tuple[weakref.ref, Any]] = {}
+        self._gone: list[int] = []  # ids of ``held`` whose array died (appended from any thread)
         self.grads: dict[int, np.ndarray] = {}  # id(variable's node) -> the gradient buffer made for it
-        self._sweep_due = False  # whether something in ``held`` may have gone since the last sweep
         self._cap = self.limits.max_array_bytes  # the largest array an op may make without a closer look
         self.version = 0  # counts batches run, so a snapshot knows what changed
         self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
@@ -388,8 +390,6 @@ class Session:
             del self.pins[id(m)]
             if not e[2]:
                 self.nbytes -= e[3]
-            else:
-                self._sweep_due = True  # (the array counted for it may have been freed before)
 
     def drop(self, h: int) -> None:
         """Forget handle ``h``. What its array (or its variable's gradient buffer) counted
@@ -397,7 +397,6 @@ class Session:
         of it): until a sweep finds it gone."""
         n, refs = _pop_refs(self.nodes, h)
         if n is not None:
-            self._sweep_due = True  # a graph or a gradient buffer may be free now
             if n.op is None:
                 self._let_go(n, refs > _ALONE)
             n = None  # (an op node holds the array: let go before counting who else does)
@@ -408,8 +407,7 @@ class Session:
             self.aliases.discard(h)
             self._unpin(_memory(v))
         elif refs > _ALONE:
-            self._sweep_due = True
-            self.held.append((weakref.ref(v), _memory(v) if v.base is not None else v.nbytes))
+            self._hold_until_gone(v, _memory(v) if v.base is not None else v.nbytes)
         elif v.base is not None:
             self._unpin(_memory(v))
         else:
@@ -423,32 +421,45 @@ class Session:
         if g is None:
             return
         if shared or refs > _ALONE + 1:  # (+1: n holds it)
-            self._sweep_due = True
-            self.held.append((weakref.ref(g), g.nbytes))
+            self._hold_until_gone(g, g.nbytes)
         else:
             self.nbytes -= g.nbytes
 
+    def _hold_until_gone(self, v: np.ndarray, what: Any) -> None:
+        """Keep counting ``what`` (bytes, or a memory to unpin) until ``v`` dies."""
+        gone = self._gone
+        r = weakref.ref(v, lambda r: gone.append(id(r)))
+        self.held[id(r)] = (r, what)
+
     def sweep(self) -> None:
-        """Stop counting what nothing holds any more (arrays a freed graph needed)."""
-        self._sweep_due = False
-        if not self.held:
-            return
-        keep = []
-        for e in self.held:
-            if e[0]() is not None:
-                keep.append(e)
-            elif type(e[1]) is int:
-                self.nbytes -= e[1]
+        """Stop counting what nothing holds any more (arrays a freed graph needed): what died
+        since the last sweep, and what dies of that (a view's memory after the view)."""
+        gone, held = self._gone, self.held
+        while gone:
+            e = held.pop(gone.pop(), None)
+            if e is None:
+                continue
+            what = e[1]
+            e = None
+            if type(what) is int:
+                self.nbytes -= what
             else:
-                self._unpin(e[1])
-        self.held = keep
+                self._unpin(what)
+            what = None
+
+    def set_node(self, h: int, node: Node) -> None:
+        """Give handle ``h`` its place in the graph (a variable's node it had is let go)."""
+        old, refs = _pop_refs(self.nodes, h)
+        if old is not None and old.op is None:
+            self._let_go(old, refs > _ALONE)
+        old = None
+        self.nodes[h] = node
 
     def variable(self, h: int, grad: np.ndarray | None, req: str) -> None:
         """Make handle ``h`` a variable whose gradient buffer is ``grad``: a new array the
         session counts from now on (None: ``mark_variables``' ``given``, another handle's)."""
         old, refs = _pop_refs(self.nodes, h)
         if old is not None:
-            self._sweep_due = True
             if old.op is None:
                 self._let_go(old, refs > _ALONE)
             old = None
@@ -475,7 +486,7 @@ class Session:
 
     def room(self, nbytes: int) -> bool:
         """Whether the session and its owner have room for ``nbytes`` more."""
-        if (self.held or self._sweep_due) and self.nbytes + nbytes > self._budget:
+        if self._gone and self.nbytes + nbytes > self._budget:
             self.sweep()
         self._refresh_budget()
         lim = self.limits
@@ -550,7 +561,6 @@ class Session:
                 if seq != self.seq + 1:
                     raise SequenceError(SequenceError.message(self.seq, seq))
                 self.last_reply = None  # its client has it (no retry of it can come now): free it
-                self._sweep_due = True  # (arrays it lent may be free now)
             elif self.last_reply_lent and self.last_reply is not None:
                 # A batch outside the sequence (another caller) may change the arrays that the
                 # stored reply lent: a retry must still get what was read, so keep copies.
@@ -559,7 +569,7 @@ class Session:
                 self.last_reply_lent = False
             self.version += 1
             self._steps = len(ops)
-            if self._sweep_due:
+            if self._gone:
                 self.sweep()
             self._refresh_budget()
             return BatchRun(self, ops, seq, copy_reads)
@@ -604,7 +614,7 @@ class Session:
         if n > self._cap or self.nbytes + n > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
                 raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
-            if op.view and n <= self.limits.max_array_bytes:
+            if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, len(xs)):
                 late = True  # a view adds nothing: its memory is checked once made
             else:
                 self.check_alloc(n)
@@ -762,6 +772,13 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
             gv = gv.astype(y.dtype, copy=False)
         grads.append(Traced(gv, gn if tape.in_graph(gn) else None) if create_graph else gv)
     return heads, grads
+
+
+def _gives_view(op: Op, at: dict, nin: int) -> bool:
+    """Whether a ``view`` op gives a view here (getitem: for a view key alone)."""
+    if op.name != "getitem":
+        return True
+    return nin == 1 and _ops.is_view_key(_ops.parse_key("getitem", at["key"], 0))
 
 
 def _pop_refs(d: dict, k: Any) -> tuple[Any, int]:
@@ -934,7 +951,6 @@ def _backward(s: Session, ins: dict, values: list) -> None:
                 var.grad[...] = 0
     if not ins["at"]["retain_graph"]:
         tape.release(order)
-        s._sweep_due = True  # what only the graph held is free now
 
 
 @command(
@@ -988,7 +1004,6 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             s.put(h, np.array(g, copy=True))
     if not retain:
         tape.release(order)
-        s._sweep_due = True
 
 
 @command(
@@ -1100,7 +1115,7 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
     if parents is None:
         return
     for k, (h, y) in enumerate(zip(outs, ys)):
-        s.nodes[h] = Node(FunctionVJP(s, compiled, cots, grads, ys, k), {}, parents, tuple(xs), y)
+        s.set_node(h, Node(FunctionVJP(s, compiled, cots, grads, ys, k), {}, parents, tuple(xs), y))
 
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")

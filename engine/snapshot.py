@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInput
+from .optable import DTYPES
 from .programs import make_program
 from .session import Limits, Session, _memory
 from .tape import Node
@@ -39,6 +40,8 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
         memories: dict[int, str] = {}  # id(memory) -> its key in the file (views are written as places in it)
         variables: list[dict[str, Any]] = []
         first: dict[int, int] = {}  # id(variable's node) -> the handle it is kept under
+        # buffers the session made for variables, by the first handle of their variable
+        made = {id(n.grad): h for h, n in reversed(list(s.nodes.items())) if n.op is None and id(n) in s.grads}
         for h, n in s.nodes.items():
             if n.op is not None or n.grad is None:
                 continue  # recorded graph nodes are not kept
@@ -50,6 +53,8 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
             owner = handle_of.get(id(n.grad))
             if owner is not None:
                 var["grad_handle"] = owner  # mark_variables: the gradient is another array
+            elif id(n) not in s.grads and id(n.grad) in made:
+                var["grad_of"] = made[id(n.grad)]  # mark_variables with another variable's buffer
             else:
                 arrays[f"g:{h}"] = n.grad
                 memories.setdefault(id(n.grad), f"g:{h}")
@@ -126,6 +131,16 @@ def load(path: Path, limits: Limits | None = None) -> Session:
             data = {k: z[k] for k in z.keys()}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise InvalidInput(f"{path}: not a gradserve snapshot ({e})") from None
+    for key, v in data.items():
+        if key != _META and (v.dtype.name not in DTYPES or not v.dtype.isnative):
+            raise InvalidInput(f"{path}: array {key} is {v.dtype}, not a session's dtype")
+    try:
+        return _load(path, data, limits)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise InvalidInput(f"{path}: not a gradserve snapshot ({type(e).__name__}: {e})") from None
+
+
+def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Session:
     if _META not in data:
         raise InvalidInput(f"{path}: not a gradserve snapshot (no header)")
     meta = json.loads(data.pop(_META).tobytes())
@@ -137,17 +152,20 @@ def load(path: Path, limits: Limits | None = None) -> Session:
             s.put(int(key[2:]), v)
     for var in meta["variables"]:  # gradient buffers the session made: views may be of them
         h = var["handle"]
-        if "grad_handle" not in var and "same_as" not in var:
+        if not {"grad_handle", "same_as", "grad_of"} & var.keys():
             g = data[f"g:{h}"]
             if g.base is not None:  # (as read from the file: a view of the memory read)
                 g = data[f"g:{h}"] = g.copy()
             s.variable(h, g, var["grad_req"])
     for view in meta.get("views", ()):
         root = data[view["memory"]]
+        dtype = np.dtype(view["dtype"])
+        if dtype.name not in DTYPES or not dtype.isnative:
+            raise InvalidInput(f"{path}: a view is {dtype}, not a session's dtype")
         try:
             arr = np.ndarray(
                 tuple(view["shape"]),
-                np.dtype(view["dtype"]),
+                dtype,
                 buffer=root,
                 offset=view["offset"],
                 strides=tuple(view["strides"]),
@@ -159,6 +177,8 @@ def load(path: Path, limits: Limits | None = None) -> Session:
     for var in meta["variables"]:
         if "grad_handle" in var:  # mark_variables: another handle's array
             s.nodes[var["handle"]] = Node(grad=s.arrays[var["grad_handle"]], grad_req=var["grad_req"])
+        elif "grad_of" in var:  # mark_variables: another variable's buffer
+            s.nodes[var["handle"]] = Node(grad=s.nodes[var["grad_of"]].grad, grad_req=var["grad_req"])
     for var in meta["variables"]:
         if "same_as" in var:
             s.nodes[var["handle"]] = s.nodes[var["same_as"]]

@@ -226,6 +226,7 @@ def release(order: Iterable[Node]) -> None:
             n.parents = ()
             n.xs = None
             n.y = None
+            n.at = None  # (Dropout's mask)
 
 
 def eager_args(node: Node) -> tuple[Any, tuple[Any, ...]]:

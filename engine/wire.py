@@ -121,14 +121,25 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
             arr = np.array([NONFINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
         else:
             bad = [v for v in flat if type(v) not in (int, float, bool)][:1]
-            if not bad:  # integers past 64 bits
-                raise InvalidInput(f"tensor data holds values out of the range of {dt.name}")
+            if not bad:  # integers past 64 bits (in range of uint64, say)
+                try:
+                    return np.array(data, dtype=dt)
+                except (OverflowError, ValueError):
+                    raise InvalidInput(f"tensor data holds values out of the range of {dt.name}") from None
             allowed = f" (or {', '.join(map(repr, NONFINITE))})" if dt.kind == "f" else ""
             raise InvalidInput(f"tensor data holds {bad[0]!r}: its values are numbers{allowed}")
-    if dt.kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
-        info = np.iinfo(dt)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise InvalidInput(f"tensor data holds values out of the range of {dt.name}")
+    if dt.kind in "iu" and arr.size:
+        if arr.dtype.kind in "iu":
+            info = np.iinfo(dt)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise InvalidInput(f"tensor data holds values out of the range of {dt.name}")
+        elif arr.dtype.kind == "f":  # floats among them: each value converted on its own, exactly
+            try:
+                return np.array(data, dtype=dt)
+            except (OverflowError, ValueError) as e:
+                raise InvalidInput(f"tensor data holds values {dt.name} cannot hold: {e}") from None
+    if dt.kind == "b" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInput("tensor data holds values that are not finite for a bool tensor")
     return arr.astype(dt, copy=False)
 
 

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
-from ..engine.session import BatchRun, Session
+from ..engine.session import BatchRun, Session, error_body
 from .deps import tensor_form, user_of
 
 log = logging.getLogger("gradserve.server")
@@ -383,7 +383,7 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         await until_free(app, sid)
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
-        done = {"error": {"kind": e.kind, "message": str(e), "index": None, "op": None}}
+        done = {"error": error_body(e, None, None)}
         await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")))
         return
     form = tensor_form(accept.decode("latin-1"))

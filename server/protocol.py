@@ -21,8 +21,9 @@ class Tensor(BaseModel):
 
     dtype: DType
     shape: list[int] = Field(max_length=32)
-    data: list[float | int | bool] | bytes | str = Field(
-        description="row-major values: a list of numbers, or raw little-endian bytes (base64 in JSON)"
+    data: list[Any] | bytes | str = Field(
+        description="row-major values: a list of numbers (nested lists in row-major order too; in a float "
+        'tensor the strings "NaN", "Infinity", "-Infinity"), or raw little-endian bytes (base64 in JSON)'
     )
 
 

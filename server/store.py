@@ -127,6 +127,9 @@ class SessionStore:
             except MXNetError as e:
                 log.warning("skipping %s: %s", path, e)
                 continue
+            except Exception:  # a file ours no longer reads: the others are served all the same
+                log.exception("skipping %s: it does not load", path)
+                continue
             self._add(s)
             self._saved[s.id] = s.version
         return len(self._sessions)

@@ -4,9 +4,13 @@ is freed. Sessions of one user running batches at the same time keep to the user
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
+import gradserve
+from gradserve import autograd, nd
 from gradserve.engine.session import Limits, Session
 
 F4 = 4  # bytes in a float32
@@ -308,3 +312,94 @@ def test_a_retry_lending_large_arrays_is_copied_off_the_event_loop():
     assert s.begin(msg, copy_reads=False, blocking=False) is None  # (the caller goes to a thread)
     again = s.begin(msg, copy_reads=False)
     assert isinstance(again, dict) and not np.shares_memory(again["values"][0], s.get(1))
+
+
+def test_a_freed_view_frees_its_base_in_the_same_sweep():
+    s = Session("cascade", limits=Limits(max_session_bytes=100_000))
+    ok(
+        s,
+        ones(1, 1),
+        {"op": "attach_grad", "in": [1]},
+        ones(2, 10_000),  # x: 40 KB
+        {"op": "getitem", "in": [2], "out": [3], "at": {"key": [[0, 10, None]]}},  # v: a view of x
+        {"op": "mul", "in": [3, 1], "out": [4], "mode": 1},  # the graph holds v, v holds x
+        free(2, 3),
+    )
+    # the backward frees the graph, then v, then x: 60 KB more fits in the same batch
+    ok(s, {"op": "backward", "in": [4]}, free(4), ones(5, 15_000))
+    assert s.nbytes == held_memory(s) == 60_000 + 2 * F4
+
+
+def test_a_function_returning_its_input_leaves_no_gradient_buffer_counted():
+    client = gradserve.connect()
+    try:
+
+        class Identity(autograd.Function):
+            def forward(self, x):
+                return x
+
+            def backward(self, dy):
+                return dy
+
+        s = client.transport.session
+        for _ in range(3):
+            x = nd.ones((1000, 250))
+            x.attach_grad()
+            with autograd.record():
+                y = Identity()(x)
+            nd.waitall()
+            del x, y
+            gc.collect()
+            nd.waitall()
+            client.transport.send({"ops": []})
+        assert s.nbytes == 0 and not s.grads and not s.arrays
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_a_corrupt_snapshot_is_refused_with_a_reason(tmp_path):
+    import json
+
+    from gradserve.engine import snapshot
+    from gradserve.engine.errors import InvalidInput
+
+    s = Session("c")
+    ok(s, ones(1, 8), {"op": "reshape", "in": [1], "out": [2], "at": {"shape": [2, 4]}})
+    snapshot.save(s, tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz") as z:
+        data = {k: z[k] for k in z.keys()}
+    meta = json.loads(data["__meta__"].tobytes())
+    for edit in (
+        lambda m: m["views"][0].update(dtype="|O"),  # an object view over raw bytes
+        lambda m: m["views"][0].update(offset=10**9),
+        lambda m: m["views"][0].update(memory="a:99"),
+        lambda m: m.pop("variables"),
+        lambda m: m.update(aliases={"5": 77}),
+    ):
+        m = json.loads(json.dumps(meta))
+        edit(m)
+        np.savez(tmp_path / "bad.npz", **{**data, "__meta__": np.frombuffer(json.dumps(m).encode(), np.uint8)})
+        with pytest.raises(InvalidInput):
+            snapshot.load(tmp_path / "bad.npz")
+
+
+def test_json_integers_are_exact_or_refused():
+    from gradserve.engine import wire
+    from gradserve.engine.errors import InvalidInput
+
+    def decode(data, dtype):
+        return wire.decode_tensor({"dtype": dtype, "shape": [len(data)], "data": data})
+
+    assert decode([2**63 - 1, 0.5], "int64").tolist() == [2**63 - 1, 0]
+    assert decode([2**62 + 1, 1.5], "int64").tolist() == [2**62 + 1, 1]
+    bad = (([-1, 2**63], "int64"), ([float("nan")], "int32"), ([float("nan")], "bool"), ([2**64], "int64"))
+    for data, dtype in bad:
+        with pytest.raises(InvalidInput):
+            decode(data, dtype)
+
+
+def test_sum_to_its_own_shape_is_a_copy():
+    s = Session("st")
+    ok(s, ones(1, 4), {"op": "sum_to", "in": [1], "out": [2], "at": {"shape": [4]}})
+    assert not np.shares_memory(s.get(1), s.get(2))

@@ -574,3 +574,12 @@ def test_a_metrics_key_of_other_characters_is_refused_not_a_fault():
     with LiveServer(Settings(api_keys=keys, metrics_key="scraper-key-0123456789")) as srv:
         r = httpx.get(f"{srv.url}/metrics", headers={"authorization": "Bearer café-key-0123456789".encode()})
         assert r.status_code == 401
+
+
+def test_the_binary_batch_route_does_not_echo_a_huge_input(live_server):
+    from gradserve.engine import wire
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    body = wire.pack({"seq": "A" * 200_000, "ops": []})
+    r = httpx.post(f"{live_server.url}/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.MSGPACK})
+    assert 400 <= r.status_code < 500 and len(r.content) < 5000
