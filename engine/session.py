@@ -105,9 +105,11 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
 LONG_PROGRAM: Final = 64
 """A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
 _PROGRAM_OPS = frozenset({"define", "call"})
-SLICE_ARRAY_BYTES: Final = 1 << 20
+SLICE_ARRAY_BYTES: Final = 8 << 20
 """A batch run in a slice of the event loop stops before an op that would make a larger array
-(making one of 1e8 floats takes seconds): the thread that runs the rest makes it."""
+(making one of 1e8 floats takes seconds), or a command whose inputs hold twice as much: the
+thread that runs the rest does it. (At 1 MiB, a training step whose weights' update read
+1.6 MB went to the thread every step: a thread hop costs a remote step about 10 %.)"""
 
 
 _SIZED_COMMANDS = frozenset({"attach_grad", "read", "update", "setitem", "sgd_update", "alias"})
@@ -123,7 +125,7 @@ def _large_inputs(s: Session, ins: dict) -> bool:
         x = s.arrays.get(h) if type(h) is int else None
         if x is not None:
             total += x.nbytes
-    return total > SLICE_ARRAY_BYTES
+    return total > 2 * SLICE_ARRAY_BYTES
 
 
 class _SliceEnds(Exception):
