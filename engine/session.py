@@ -449,6 +449,22 @@ class Session:
                 self._unpin(what)
             what = None
 
+    def count_graph(self, head: Node) -> None:
+        """Count the arrays a graph recorded by a backward pass (``create_graph``) holds that
+        nothing counts yet (the pass's intermediates), until each dies."""
+        counted: set[int] = {id(_memory(x)) for x in self.arrays.values()}
+        counted.update(id(g) for g in self.grads.values())
+        for r, _ in self.held.values():
+            x = r()
+            if x is not None:
+                counted.add(id(x))
+        for n in tape.toposort([head]):
+            for x in (n.y, *(n.xs or ())):
+                if isinstance(x, np.ndarray) and id(x) not in counted and id(_memory(x)) not in counted:
+                    counted.add(id(x))
+                    self.nbytes += x.nbytes
+                    self._hold_until_gone(x, x.nbytes)
+
     def set_node(self, h: int, node: Node) -> None:
         """Give handle ``h`` its place in the graph (a variable's node it had is let go)."""
         old, refs = _pop_refs(self.nodes, h)
@@ -1002,8 +1018,17 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             s.put(h, g.value.copy())  # a copy: a VJP may pass an input through
             if g.node is not None:
                 s.nodes[h] = g.node
+                s.count_graph(g.node)
         else:
             s.put(h, np.array(g, copy=True))
+    if create and not s.room(0):  # the recorded pass holds more than there is room for: taken back
+        over = QuotaExceeded(
+            f"grad_of: its recorded pass would leave the session holding {s.nbytes} bytes, over its "
+            f"limit of {s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes} in all sessions)"
+        )
+        for h in out:
+            s.drop(h)
+        raise over
     if not retain:
         tape.release(order)
 

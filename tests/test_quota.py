@@ -415,3 +415,46 @@ def test_a_training_steps_update_runs_in_the_slice():
     job = s.begin({"ops": [{"op": "update", "in": [1, 2], "at": {"fn": "sub"}}, {"op": "read", "in": [1]}]})
     assert job.run(deadline=time.perf_counter() + 60)
     assert "error" not in job.finish()
+
+
+def test_a_recorded_backward_pass_counts_what_its_graph_holds():
+    """autograd.grad(create_graph=True) keeps the pass's intermediates for a second
+    derivative: they count, and a pass that holds more than there is room for is refused."""
+    s = Session("cg", limits=Limits(max_session_bytes=50_000_000))
+    n = 250_000  # 1 MB arrays
+
+    def chain(base: int, depth: int) -> list[dict]:
+        ops, prev = [], 1
+        for k in range(depth):
+            ops.append({"op": "tanh", "in": [prev], "out": [base + k], "mode": 1})
+            prev = base + k
+        at = {"variables": [1], "create_graph": True}
+        ops.append({"op": "grad_of", "in": [prev], "out": [base + 999], "at": at, "mode": 1})
+        ops.append(free(*range(base, base + depth)))
+        return ops
+
+    ok(s, ones(1, n), {"op": "attach_grad", "in": [1]})
+    ok(s, *chain(1000, 5))
+    gc.collect()
+    ok(s)
+    assert s.nbytes == held_memory(s) + sum(
+        x.nbytes for x in _graph_arrays(s.nodes[1999]) if not any(x is a for a in s.arrays.values())
+    )
+    reply = run(s, *chain(2000, 20))
+    assert reply["error"]["kind"] == "QuotaExceeded" and 2999 not in s.arrays
+    gc.collect()
+    ok(s, free(1999, *range(2000, 2020)))  # (the refused batch stopped before its free)
+    gc.collect()
+    ok(s)
+    assert s.nbytes == 2 * n * F4  # x and its gradient buffer: the graphs are gone
+
+
+def _graph_arrays(head) -> list:
+    from gradserve.engine import tape
+
+    seen: dict[int, np.ndarray] = {}
+    for node in tape.toposort([head]):
+        for x in (node.y, *(node.xs or ())):
+            if isinstance(x, np.ndarray):
+                seen[id(x)] = x
+    return list(seen.values())
