@@ -86,7 +86,7 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         def run(s: Session, ins: dict, values: list) -> None:
             mode = ins.get("mode", 0)
             if type(mode) is not int:
-                raise InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
+                raise _bad_mode(name, mode)
             fn(s, {**ins, "at": parse(ins.get("at"))}, values)
 
         COMMANDS[name] = run
@@ -100,6 +100,10 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         return fn
 
     return wrap
+
+
+def _bad_mode(name: str, mode: Any) -> InvalidInput:
+    return InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
 
 
 LONG_PROGRAM: Final = 64
@@ -397,11 +401,7 @@ class Session:
         """Forget handle ``h``. What its array (or its variable's gradient buffer) counted
         stays counted while anything else holds it (a recorded graph, a stored reply, views
         of it): until a sweep finds it gone."""
-        n, refs = _pop_refs(self.nodes, h)
-        if n is not None:
-            if n.op is None:
-                self._let_go(n, refs > _ALONE)
-            n = None  # (an op node holds the array: let go before counting who else does)
+        self._forget_node(h)  # (an op node holds the array: let go before counting who else does)
         v, refs = _pop_refs(self.arrays, h)
         if v is None:
             return
@@ -410,10 +410,21 @@ class Session:
             self._unpin(_memory(v))
         elif refs > _ALONE:
             self._hold_until_gone(v, _memory(v) if v.base is not None else v.nbytes)
-        elif v.base is not None:
-            self._unpin(_memory(v))
         else:
+            self._unhold(v)
+
+    def _unhold(self, v: np.ndarray) -> None:
+        """Stop counting what ``_hold`` counted for ``v``."""
+        if v.base is None:
             self.nbytes -= v.nbytes
+        else:
+            self._unpin(_memory(v))
+
+    def _forget_node(self, h: int) -> None:
+        """Take handle ``h``'s place in the graph away; a variable's node is let go."""
+        old, refs = _pop_refs(self.nodes, h)
+        if old is not None and old.op is None:
+            self._let_go(old, refs > _ALONE)
 
     def _let_go(self, n: Node, shared: bool) -> None:
         """A variable's node is no longer a handle's: its gradient buffer (if the session made
@@ -467,24 +478,16 @@ class Session:
 
     def set_node(self, h: int, node: Node) -> None:
         """Give handle ``h`` its place in the graph (a variable's node it had is let go)."""
-        old, refs = _pop_refs(self.nodes, h)
-        if old is not None and old.op is None:
-            self._let_go(old, refs > _ALONE)
-        old = None
+        self._forget_node(h)
         self.nodes[h] = node
 
-    def variable(self, h: int, grad: np.ndarray | None, req: str) -> None:
-        """Make handle ``h`` a variable whose gradient buffer is ``grad``: a new array the
-        session counts from now on (None: ``mark_variables``' ``given``, another handle's)."""
-        old, refs = _pop_refs(self.nodes, h)
-        if old is not None:
-            if old.op is None:
-                self._let_go(old, refs > _ALONE)
-            old = None
-        self.nodes[h] = n = Node(grad=grad, grad_req=req)
-        if grad is not None:
-            self.grads[id(n)] = grad
-            self.nbytes += grad.nbytes
+    def variable(self, h: int, grad: np.ndarray, req: str) -> None:
+        """Make handle ``h`` a variable whose gradient buffer is ``grad``, a new array the
+        session counts from now on."""
+        n = Node(grad=grad, grad_req=req)
+        self.set_node(h, n)
+        self.grads[id(n)] = grad
+        self.nbytes += grad.nbytes
 
     def check_alloc(self, nbytes: int) -> None:
         """Refuse an allocation that would pass a limit (before it is made)."""
@@ -646,7 +649,7 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use")
         mode = ins.get("mode", 0)
         if type(mode) is not int:
-            raise InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
+            raise _bad_mode(name, mode)
         cx = self.cx
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
@@ -657,10 +660,7 @@ class Session:
             self._pin(y, xs)
         if late and not self.room(0):  # a copy after all: taken back
             del arrays[h]
-            if y.base is None:
-                self.nbytes -= y.nbytes
-            else:
-                self._unpin(_memory(y))
+            self._unhold(y)
             self.check_alloc(n)  # raises, saying which limit
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
@@ -813,8 +813,9 @@ _ALONE: Final = _pop_refs({0: object()}, 0)[1]  # (the same code, compiled or no
 
 def _memory(x: Any) -> Any:
     """The object whose lifetime keeps an array's memory: the array itself, or the root of
-    the bases its views share (an array, or the buffer an upload was read into)."""
-    b = x.base
+    the bases its views share (an array, or the buffer an upload was read into); anything
+    that is not an array, itself."""
+    b = getattr(x, "base", None)
     if b is None:
         return x
     while True:
@@ -833,12 +834,6 @@ def _size(m: Any) -> int:
         return memoryview(m).nbytes
     except TypeError:
         return 0  # (no such base comes from the table or the wire)
-
-
-def _owner(x: Any) -> Any:
-    """The object whose memory an array uses: itself, or the base its views share."""
-    b = getattr(x, "base", None)
-    return x if b is None else b
 
 
 _np_dot = np.dot
@@ -861,16 +856,16 @@ class GradSinks:
         seen: set[int] = set()
         shared: set[int] = set()  # buffers that variables share (mark_variables): written after, in order
         for v in variables:
-            o = id(_owner(v.grad))
+            o = id(_memory(v.grad))
             (shared if o in seen else seen).add(o)
-        self.bufs = {v: v.grad for v in variables if v.grad_req == "write" and id(_owner(v.grad)) not in shared}
+        self.bufs = {v: v.grad for v in variables if v.grad_req == "write" and id(_memory(v.grad)) not in shared}
         self.order = order
         self.head_grads = head_grads
         self.checked = False  # the graph is looked at on the first dot (most passes have none)
 
     def _check(self) -> None:
         self.checked = True
-        read = {id(_owner(g)) for g in self.head_grads}
+        read = {id(_memory(g)) for g in self.head_grads}
         turns = 0
         since = time.perf_counter()
         for n in self.order:  # a long graph: let waiting threads run now and then (tape.share_gil)
@@ -882,10 +877,10 @@ class GradSinks:
             if isinstance(n.op, FunctionVJP):
                 self.bufs.clear()
                 return
-            read.add(id(_owner(n.y)))  # VJPs read outputs too (exp's: g * y)
+            read.add(id(_memory(n.y)))  # VJPs read outputs too (exp's: g * y)
             for x in n.xs or ():
-                read.add(id(_owner(x)))
-        for v in [v for v, buf in self.bufs.items() if id(_owner(buf)) in read]:
+                read.add(id(_memory(x)))
+        for v in [v for v, buf in self.bufs.items() if id(_memory(buf)) in read]:
             del self.bufs[v]
 
     def __call__(self, parents: tuple[Node | None, ...], cts: Any) -> Any:
@@ -1054,8 +1049,7 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
                 f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}"
             )
     for (_, g), v, r in zip(pairs, hs[:n], reqs):
-        s.variable(v, None, r)
-        s.nodes[v].grad = g  # (counted as its own handle's array, and after it while this holds it)
+        s.set_node(v, Node(grad=g, grad_req=r))  # (g counts as its handle's array, and after it while held)
 
 
 class FunctionVJP:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradserve
-from gradserve import MXNetError, autograd, nd
+from gradserve import MXNetError, NDArray, autograd, nd
 from gradserve.engine.errors import AutogradError, DTypeError, QuotaExceeded, ShapeError
 from gradserve.engine.session import Limits
 from gradserve.transport import InProcess
@@ -796,9 +796,8 @@ def test_requests_stay_under_a_small_servers_body_limit():
         assert max(sizes) <= limit
 
 
-def test_a_queue_longer_than_the_sessions_batch_limit_goes_in_parts_in_process(monkeypatch):
-    client = gradserve.Client(InProcess(limits=Limits(max_batch_ops=8)))
-    gradserve.set_current(client)
+def _batch_lengths(client: gradserve.Client, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of instructions of each batch ``client`` sends from now on."""
     lengths: list[int] = []
     send = client.transport.send
 
@@ -807,11 +806,23 @@ def test_a_queue_longer_than_the_sessions_batch_limit_goes_in_parts_in_process(m
         return send(batch)
 
     monkeypatch.setattr(client.transport, "send", spy)
+    return lengths
+
+
+def _count_up(n: int) -> NDArray:
+    """ones(2) plus 1, n times: n + 1 queued ops."""
+    y = nd.ones((2,))
+    for _ in range(n):
+        y = y + 1
+    return y
+
+
+def test_a_queue_longer_than_the_sessions_batch_limit_goes_in_parts_in_process(monkeypatch):
+    client = gradserve.Client(InProcess(limits=Limits(max_batch_ops=8)))
+    gradserve.set_current(client)
+    lengths = _batch_lengths(client, monkeypatch)
     try:
-        y = nd.ones((2,))
-        for _ in range(30):
-            y = y + 1
-        assert y.asnumpy().tolist() == [31, 31]
+        assert _count_up(30).asnumpy().tolist() == [31, 31]
         assert max(lengths) <= 8
     finally:
         gradserve.set_current(None)
@@ -827,20 +838,10 @@ def test_a_queue_longer_than_the_servers_batch_limit_goes_in_batches_under_it(mo
 
     with LiveServer(Settings(max_batch_ops=8)) as srv:
         client = gradserve.connect(srv.url)
-        lengths: list[int] = []
-        send = client.transport.send
-
-        def spy(batch):
-            lengths.append(len(batch["ops"]))
-            return send(batch)
-
-        monkeypatch.setattr(client.transport, "send", spy)
+        lengths = _batch_lengths(client, monkeypatch)
         try:
             assert client.max_batch_ops == 8
-            y = nd.ones((2,))
-            for _ in range(30):
-                y = y + 1
-            assert y.asnumpy().tolist() == [31, 31]
+            assert _count_up(30).asnumpy().tolist() == [31, 31]
             assert max(lengths) <= 8
         finally:
             gradserve.set_current(None)
@@ -858,25 +859,13 @@ def test_a_server_that_does_not_tell_its_batch_limit_teaches_it_by_refusing(monk
 
     with LiveServer(Settings(max_batch_ops=8, max_array_bytes=1000)) as srv:
         client = gradserve.connect(srv.url)
-        lengths: list[int] = []
-        send = client.transport.send
-
-        def spy(batch):
-            lengths.append(len(batch["ops"]))
-            return send(batch)
-
-        monkeypatch.setattr(client.transport, "send", spy)
+        lengths = _batch_lengths(client, monkeypatch)
         try:
             assert client.max_batch_ops == 8  # (this server tells it when the session opens)
             client._set_limits(client.max_body_bytes, None)  # as one that does not tell it
-            y = nd.ones((2,))
-            for _ in range(20):
-                y = y + 1
-            assert y.asnumpy().tolist() == [21, 21]
+            assert _count_up(20).asnumpy().tolist() == [21, 21]
             assert client.max_batch_ops == 8 and lengths[0] > 8 and max(lengths[1:]) <= 8
-            first = nd.ones((2,))
-            for _ in range(9):  # past the first part
-                first = first + 1
+            first = _count_up(9)  # past the first part
             bad = nd.zeros((1000,))  # over the per-array limit: fails in the second part
             after = first + 1
             with pytest.raises(QuotaExceeded, match=r"op zeros, queued at .*test_client.py"):
