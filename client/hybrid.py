@@ -51,6 +51,7 @@ class _Traced:
         changes: list[Any],
         given_back: list[Any],
         shares: list[Any],
+        nsteps: int,
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
@@ -61,7 +62,7 @@ class _Traced:
         # itself, ("array", a) an array from outside itself
         self.given_back = given_back
         self.shares = shares  # per output it makes: None, or whose memory it is a view of (as ``changes``)
-        self.nsteps = 0  # the program's instructions (a batch's limit counts them)
+        self.nsteps = nsteps  # the program's instructions (a batch's limit counts them)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
         outs = [c.handle() for _ in self.specs]
@@ -315,8 +316,8 @@ class HybridFunction:
         for ins in steps:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
-        t = _Traced(pid, container, specs, [_links(o, arrays) for o in made_outs], changes, given_back, shares)
-        t.nsteps = len(program)
+        links = [_links(o, arrays) for o in made_outs]
+        t = _Traced(pid, container, specs, links, changes, given_back, shares, len(program))
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 
