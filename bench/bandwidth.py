@@ -53,6 +53,11 @@ def main() -> None:
     import orjson
     import pybase64  # the client's base64: SIMD, as a native base64 in another language would be
 
+    try:
+        import simdjson
+    except ImportError:  # (the server extra installs it)
+        simdjson = None
+
     import gradserve
     from gradserve import nd
 
@@ -121,6 +126,7 @@ def main() -> None:
             "JSON upload (PUT, orjson)": [],
             "JSON download (GET, orjson)": [],
             "JSON download, bytes only (server encode + transfer)": [],
+            "JSON download, read by simdjson (GET, as_buffer)": [],
             "JSON upload, base64 data (PUT, orjson)": [],
             "JSON download, base64 data (GET, orjson)": [],
             "JSON upload, base64 data, httpx client": [],
@@ -132,10 +138,18 @@ def main() -> None:
             jres["JSON upload (PUT, orjson)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             data = call("GET", f"/arrays/{900000 + r}")
-            jres["JSON download, bytes only (server encode + transfer)"].append(time.perf_counter() - t)
+            got_bytes = time.perf_counter() - t
+            jres["JSON download, bytes only (server encode + transfer)"].append(got_bytes)
             got = np.array(orjson.loads(data)["data"], dtype=np.float32)
             jres["JSON download (GET, orjson)"].append(time.perf_counter() - t)
             assert np.array_equal(got, a)
+            if simdjson is not None:  # a client that reads the numbers straight into an array, as the server does
+                t = time.perf_counter()
+                doc = simdjson.Parser().parse(data)
+                got = np.frombuffer(doc["data"].as_buffer(of_type="d"), np.float64).astype(np.float32)
+                jres["JSON download, read by simdjson (GET, as_buffer)"].append(got_bytes + time.perf_counter() - t)
+                assert np.array_equal(got, a)
+                del doc
             call("DELETE", f"/arrays/{900000 + r}")
             # the same JSON API with the tensor's bytes as base64 (any language has base64)
             t = time.perf_counter()
@@ -158,6 +172,7 @@ def main() -> None:
             call("DELETE", f"/arrays/{700000 + r}")
         json_mb = len(body) / 2**20
     sink.terminate()
+    jres = {k: v for k, v in jres.items() if v}
     rows = [(k, f"{nbytes / med(v) / 1e9:.2f} GB/s ({med(v) * 1e3:.1f} ms)") for k, v in {**res, **jres}.items()]
     rows.append(("JSON body size", f"{json_mb:.0f} MiB for {args.mib} MiB of float32"))
     report(

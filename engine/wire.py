@@ -40,6 +40,13 @@ else:
         return pybase64.b64encode_as_string(b)
 
 
+simdjson: Any
+try:  # SIMD JSON (the server extra installs it): a large list of numbers read straight into an array
+    import simdjson
+except ImportError:  # pragma: no cover - where pysimdjson is not installed
+    simdjson = None
+
+
 JSON = "application/json"
 MSGPACK = "application/msgpack"
 FRAMES = "application/vnd.gradserve.frames"
@@ -93,6 +100,11 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
         if isinstance(data, memoryview) and not data.readonly and sys.byteorder == "little":
             return arr.reshape(shape)  # a view of a receive buffer that nothing else uses: no copy
         return arr.astype(dtype).reshape(shape)
+    if isinstance(data, np.ndarray):  # a list of numbers that ``loads`` read straight into an array
+        arr = _cast(data, dt, data)
+        if arr.size != n:
+            raise InvalidInput(f"tensor data has {arr.size} values; shape {list(shape)} needs {n}")
+        return arr.reshape(shape)
     if isinstance(data, (list, tuple)):
         arr = _from_numbers(data, dt)
         if arr.size != n:
@@ -118,7 +130,8 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         flat = _flat(data)  # (the values as sent: numpy made numbers among strings strings)
         if dt.kind == "f" and all(type(v) in (int, float, bool) or (type(v) is str and v in NONFINITE) for v in flat):
-            arr = np.array([NONFINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
+            with np.errstate(over="ignore"):
+                arr = np.array([NONFINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
         else:
             bad = [v for v in flat if type(v) not in (int, float, bool)][:1]
             if not bad:  # integers past 64 bits (in range of uint64, say)
@@ -128,6 +141,11 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
                     raise InvalidInput(f"tensor data holds values out of the range of {dt.name}") from None
             allowed = f" (or {', '.join(map(repr, NONFINITE))})" if dt.kind == "f" else ""
             raise InvalidInput(f"tensor data holds {bad[0]!r}: its values are numbers{allowed}")
+    return _cast(arr, dt, data)
+
+
+def _cast(arr: np.ndarray, dt: np.dtype, data: Any) -> np.ndarray:
+    """The numbers of ``arr`` (as numpy read them from ``data``) as ``dt``, each exactly or refused."""
     if dt.kind in "iu" and arr.size:
         if arr.dtype.kind in "iu":
             info = np.iinfo(dt)
@@ -140,7 +158,8 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
                 raise InvalidInput(f"tensor data holds values {dt.name} cannot hold: {e}") from None
     if dt.kind == "b" and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInput("tensor data holds values that are not finite for a bool tensor")
-    return arr.astype(dt, copy=False)
+    with np.errstate(over="ignore"):  # a float past the dtype's range is its infinity, as in numpy and MXNet
+        return arr.astype(dt, copy=False)
 
 
 def _flat(data: Any) -> list:
@@ -239,11 +258,104 @@ def dumps(msg: Any) -> bytes:
     return orjson.dumps(msg, default=_json_default, option=_ORJSON_OPTS)
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | bytearray) -> Any:
+    """A JSON body's value. In a large body, a tensor's flat list of numbers becomes an
+    array at once (``_NumbersFirst``) instead of a Python float or int per number."""
+    if simdjson is not None and len(data) >= NUMBERS_FIRST_BYTES and _mostly_numbers(data):
+        got = _NumbersFirst(data).value()
+        if got is not _NumbersFirst:
+            return got
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"body is not valid JSON: {e}") from None
+
+
+NUMBERS_FIRST_BYTES = 1 << 20
+"""A JSON body this large or larger is read by ``_NumbersFirst``: below it, orjson is as quick."""
+
+
+def _mostly_numbers(data: bytes | bytearray) -> bool:
+    """Whether a large body looks like lists of numbers (a comma every few bytes) at a quarter,
+    half and three quarters of its length: one that is mostly a base64 string is orjson's
+    (simdjson would copy the string once more, for nothing)."""
+    n = len(data)
+    return any(data.count(b",", k * n // 4, k * n // 4 + 1024) >= 32 for k in (1, 2, 3))
+
+
+class _NumbersFirst:
+    """A JSON body read by simdjson, each tensor's flat list of numbers (``data`` of a
+    ``{dtype, shape, data}`` of a float or integer dtype) straight into an array of float64,
+    int64 or uint64 as the dtype's kind asks: 0.75 s for 16 M float32 against 1.9 s for
+    orjson's floats made into an array, and a third of the memory.
+
+    Anything else goes back to orjson (``value`` returns the class itself): a list of
+    numbers that holds anything but numbers of that kind (``"NaN"``, null, a float for an
+    integer dtype, an integer past 64 bits), one with lists in it (simdjson would flatten
+    them; orjson's path refuses a ragged one), a body simdjson refuses or that starts with a
+    byte order mark (simdjson takes it, orjson refuses it), an object with a key twice, more
+    than ``MAX_NODES`` objects and lists or a list that long outside a tensor's numbers.
+
+    Lists in a tensor's data are found by counting: each list of the body is one ``[``
+    outside its strings, so the body has exactly as many as the lists walked (a string that
+    holds a ``[`` sends the body back to orjson)."""
+
+    MAX_NODES = 4096
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data
+        self.lists = 0
+        self.nodes = 0
+
+    def value(self) -> Any:
+        if self.data.startswith(b"\xef\xbb\xbf"):
+            return _NumbersFirst
+        try:
+            doc = simdjson.Parser().parse(bytes(self.data) if not isinstance(self.data, bytes) else self.data)
+            out = self._walk(doc)
+        except (_Fallback, ValueError, TypeError, RuntimeError, KeyError):
+            return _NumbersFirst
+        if self.data.count(b"[") != self.lists:
+            return _NumbersFirst
+        return out
+
+    def _walk(self, v: Any) -> Any:
+        if isinstance(v, (simdjson.Object, simdjson.Array)):
+            self.nodes += 1
+            if self.nodes > self.MAX_NODES:
+                raise _Fallback
+            if isinstance(v, simdjson.Array):
+                if len(v) > self.MAX_NODES:  # (a long list of anything but a tensor's numbers: orjson is quicker)
+                    raise _Fallback
+                self.lists += 1
+                return [self._walk(x) for x in v]
+            keys = list(v.keys())
+            out: dict[str, Any] = {k: v[k] for k in keys}
+            if len(out) != len(keys) or any("[" in k for k in keys):  # (a key twice: simdjson's first, orjson's last)
+                raise _Fallback
+            data = out.get("data")
+            dtype = out.get("dtype")
+            if isinstance(data, simdjson.Array) and len(out) == 3 and "shape" in out and dtype in _NUMBER_BUFFERS:
+                self.lists += 1
+                for k in ("dtype", "shape"):
+                    out[k] = self._walk(out[k])
+                code = _NUMBER_BUFFERS[dtype]
+                out["data"] = np.frombuffer(data.as_buffer(of_type=code), dtype=_BUFFER_DTYPES[code])
+                return out
+            return {k: self._walk(x) for k, x in out.items()}
+        if type(v) is str and "[" in v:
+            raise _Fallback
+        return v
+
+
+class _Fallback(Exception):
+    pass
+
+
+_BUFFER_DTYPES = {"d": np.float64, "i": np.int64, "u": np.uint64}
+_NUMBER_BUFFERS: dict[str, Any] = {
+    name: {"f": "d", "i": "i", "u": "u"}[np.dtype(name).kind] for name in DTYPES if np.dtype(name).kind in "fiu"
+}
 
 
 # -- frames: msgpack with out-of-band tensor bytes -------------------------------

@@ -1,0 +1,143 @@
+"""JSON bodies: in a large body, tensors' lists of numbers are read straight into arrays
+(``wire._NumbersFirst``); what that gives is what orjson's path gives, value for value and
+error for error, and anything it cannot read exactly goes to orjson's path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gradserve.engine import wire
+from gradserve.engine.errors import MXNetError
+from gradserve.engine.optable import DTYPES
+
+pytestmark = pytest.mark.skipif(wire.simdjson is None, reason="pysimdjson is not installed")
+
+FALLBACK = wire._NumbersFirst
+
+
+def _decoded(msg: Any) -> Any:
+    """``msg`` with each tensor decoded (or the name of the error decoding it gives)."""
+    if isinstance(msg, dict):
+        if set(msg) == {"dtype", "shape", "data"}:
+            try:
+                arr = wire.decode_tensor(msg)
+            except MXNetError as e:
+                return ("refused", type(e).__name__)
+            return ("tensor", arr.dtype.name, arr.shape, arr.tobytes(), arr.flags.writeable)
+        return {k: _decoded(v) for k, v in msg.items()}
+    if isinstance(msg, list):
+        return [_decoded(v) for v in msg]
+    return msg
+
+
+def numbers_first(body: bytes) -> Any:
+    return wire._NumbersFirst(body).value()
+
+
+def test_a_large_upload_is_read_into_an_array_and_decodes_as_orjsons():
+    for dtype in sorted(DTYPES - {"bool"}):
+        a = (np.random.default_rng(0).standard_normal(300_000) * 100).astype(dtype)
+        body = orjson.dumps(
+            {"dtype": dtype, "shape": [a.size], "data": a.astype(np.float64) if dtype == "float16" else a},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        assert len(body) >= wire.NUMBERS_FIRST_BYTES
+        msg = wire.loads(body)
+        assert isinstance(msg["data"], np.ndarray), dtype  # the fast path, not orjson's
+        assert _decoded(msg) == _decoded(orjson.loads(body)), dtype
+        got = wire.decode_tensor(msg)
+        assert got.dtype == dtype and np.array_equal(got, a)
+        got += 1  # a session's array: writable
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"dtype": "float32", "shape": [2], "data": [1, "NaN"]}',  # strings for non-finite floats
+        b'{"dtype": "float32", "shape": [2], "data": [1, null]}',
+        b'{"dtype": "int32", "shape": [2], "data": [1, 2.5]}',  # a float for an integer dtype: exact or refused
+        b'{"dtype": "int64", "shape": [1], "data": [123456789012345678901234567890]}',
+        b'{"dtype": "float32", "shape": [3], "data": [1, [2], 3]}',  # simdjson flattens lists in lists
+        b'{"dtype": "float32", "shape": [3], "data": [1, [], [2, 3]]}',  # (the same count of values)
+        b'{"dtype": "float32", "shape": [2, 2], "data": [[1, 2], [3, 4]]}',  # nested lists are orjson's
+        b'{"dtype": "float32", "shape": [2], "data": [1, 2], "dtype": "int8"}',  # a key twice: orjson keeps the last
+        b'{"dtype": "float32", "shape": [2], "data": [1, 2], "note": "a [ in a string"}',
+        b'\xef\xbb\xbf{"dtype": "float32", "shape": [1], "data": [1]}',  # a byte order mark: orjson refuses it
+        b'{"dtype": "float32", "shape": [1], "data": [1e400]}',
+        b'{"dtype": "bool", "shape": [5000], "data": [' + b", ".join([b"true"] * 5000) + b"]}",
+        b"[" + b",".join([b'{"a": 1}'] * (wire._NumbersFirst.MAX_NODES + 1)) + b"]",
+    ],
+)
+def test_what_numbers_first_cannot_read_exactly_goes_to_orjson(body):
+    assert numbers_first(body) is FALLBACK
+    try:
+        expected = _decoded(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        with pytest.raises(MXNetError):
+            wire.loads(body + b" " * wire.NUMBERS_FIRST_BYTES)
+        return
+    assert _decoded(wire.loads(body + b" " * wire.NUMBERS_FIRST_BYTES)) == expected
+
+
+def test_tensors_anywhere_in_a_batch_are_read_first():
+    a = np.arange(6, dtype=np.float32)
+    batch = {
+        "seq": 3,
+        "ops": [
+            {"op": "array", "out": [1], "at": {"value": {"dtype": "float32", "shape": [2, 3], "data": a}}},
+            {"op": "array", "out": [2], "at": {"value": {"dtype": "uint8", "shape": [6], "data": a.astype(np.uint8)}}},
+            {"op": "add", "in": [1, 2], "out": [3], "at": {}},
+        ],
+    }
+    body = orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY)
+    msg = numbers_first(body)
+    assert msg is not FALLBACK and isinstance(msg["ops"][1]["at"]["value"]["data"], np.ndarray)
+    assert _decoded(msg) == _decoded(orjson.loads(body))
+
+
+NUMBER_TEXT = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?\Z"),
+    st.sampled_from(['"NaN"', '"Infinity"', '"-Infinity"', "null", "true", "false", '"1"', "[]", "[1]", "[1, 2]"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dtype=st.sampled_from(sorted(DTYPES) + ["float128"]),
+    numbers=st.lists(NUMBER_TEXT, max_size=8),
+    shape=st.one_of(st.none(), st.lists(st.integers(0, 9), max_size=2)),
+    extra=st.sampled_from(["", ', "x": 1', ', "x": "["', ', "data": [1]']),
+)
+def test_numbers_first_agrees_with_orjson(dtype, numbers, shape, extra):
+    dims = [len(numbers)] if shape is None else shape
+    tensor = f'{{"dtype": "{dtype}", "shape": {dims}, "data": [{", ".join(numbers)}]{extra}}}'
+    body = f'{{"ops": [{{"at": {{"value": {tensor}}}}}]}}'.encode()
+    try:
+        expected = _decoded(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        assert numbers_first(body) is FALLBACK
+        return
+    got = numbers_first(body)
+    if got is not FALLBACK:
+        assert _decoded(got) == expected, body
+
+
+def test_a_large_body_of_base64_goes_to_orjson_at_once(monkeypatch):
+    """simdjson would copy a long string once more than orjson: a body that is mostly one is
+    not read numbers first (its value is the same either way)."""
+    calls: list[int] = []
+    monkeypatch.setattr(wire._NumbersFirst, "value", lambda self: calls.append(1) or FALLBACK)
+    raw = np.arange(1 << 19, dtype=np.float32)
+    body = orjson.dumps({"dtype": "float32", "shape": [raw.size], "data": wire._b64encode(raw.tobytes())})
+    assert len(body) >= wire.NUMBERS_FIRST_BYTES
+    assert np.array_equal(wire.decode_tensor(wire.loads(body)), raw) and calls == []
+    numbers = orjson.dumps({"dtype": "float32", "shape": [raw.size], "data": raw}, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert np.array_equal(wire.decode_tensor(wire.loads(numbers)), raw) and calls == [1]
