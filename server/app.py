@@ -24,7 +24,7 @@ from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog, error_body
 from . import fast, protocol
-from .deps import CurrentUser, SessionDep, Store, encode, read_body, tensor_form, user_of
+from .deps import CurrentUser, SessionDep, Store, encode, encode_as, read_body, tensor_form, user_of, wants_msgpack
 from .metrics import CONTENT_TYPE, Metrics, metered
 from .rest import AttachGrad, Backward, BatchFailed, OneOp, arrays
 from .settings import Settings
@@ -46,12 +46,13 @@ def validated_batch(msg: Any) -> dict[str, Any]:
     return msg
 
 
-def run(session: Session, msg: dict[str, Any], form: str) -> tuple[int, dict[str, Any]]:
-    """Execute a batch; the reply's status is the failing error's, else 200."""
+def run(session: Session, msg: dict[str, Any], form: str, as_msgpack: bool) -> Response:
+    """Execute a batch and encode its reply (in a thread: the values read may be large); the
+    reply's status is the failing error's, else 200."""
     reply = session.run_batch(msg)
     out = dict(reply)
     out["values"] = [wire.encode_tensor(v, form) for v in reply["values"]]
-    return status_of(reply), out
+    return encode_as(as_msgpack, out, status_of(reply))
 
 
 sessions = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -117,8 +118,8 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
     """
     msg = validated_batch(await read_body(request))
     await fast.until_free(request.app, session.id)
-    status, out = await run_in_threadpool(run, session, msg, tensor_form(request.headers.get("accept", "")))
-    return encode(request, out, status)
+    form = tensor_form(request.headers.get("accept", ""))
+    return await run_in_threadpool(run, session, msg, form, wants_msgpack(request))
 
 
 def _info(s: Session) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import QuotaExceeded, Unauthorized
@@ -28,9 +29,26 @@ def tensor_form(accept: str) -> str:
 
 def encode(request: Request, body: Any, status: int = 200) -> Response:
     """Answer in msgpack when the client accepts it, else JSON."""
-    if wants_msgpack(request):
+    return encode_as(wants_msgpack(request), body, status)
+
+
+def encode_as(as_msgpack: bool, body: Any, status: int = 200) -> Response:
+    if as_msgpack:
         return Response(wire.pack(body), status_code=status, media_type=wire.MSGPACK)
     return Response(wire.dumps(body), status_code=status, media_type=wire.JSON)
+
+
+INLINE_CODING_BYTES = 1 << 16
+"""A body or reply larger than this is decoded or encoded in a thread, not on the event loop
+(where every other request waits): 64 MiB of float32 as JSON numbers take about half a second
+to write and a second to read."""
+
+
+async def encode_tensors(request: Request, body: Any, nbytes: int) -> Response:
+    """``encode``, in a thread when the tensors in ``body`` hold more than ``INLINE_CODING_BYTES``."""
+    if nbytes > INLINE_CODING_BYTES:
+        return await run_in_threadpool(encode_as, wants_msgpack(request), body)
+    return encode(request, body)
 
 
 async def read_body(request: Request) -> Any:
@@ -47,9 +65,10 @@ async def read_body(request: Request) -> Any:
     data = chunks
     if not data:
         return {}
-    if request.headers.get("content-type", "").startswith(wire.MSGPACK):
-        return wire.unpack(data)
-    return wire.loads(data)
+    decode = wire.unpack if request.headers.get("content-type", "").startswith(wire.MSGPACK) else wire.loads
+    if len(data) > INLINE_CODING_BYTES:
+        return await run_in_threadpool(decode, data)
+    return decode(data)
 
 
 def user_of(api_keys: dict[str, str], authorization: str) -> str:

@@ -16,7 +16,7 @@ from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
 from ..engine.session import Session
 from . import fast
-from .deps import SessionDep, encode, read_body, tensor_form
+from .deps import SessionDep, encode_tensors, read_body, tensor_form
 
 arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
 
@@ -76,8 +76,10 @@ async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) ->
     return reply["values"]
 
 
-def _tensor(request: Request, arr: Any) -> Response:
-    return encode(request, wire.encode_tensor(arr, tensor_form(request.headers.get("accept", ""))))
+async def _tensor(request: Request, arr: Any) -> Response:
+    return await encode_tensors(
+        request, wire.encode_tensor(arr, tensor_form(request.headers.get("accept", ""))), arr.nbytes
+    )
 
 
 @arrays.put("/arrays/{h}", status_code=201)
@@ -93,7 +95,7 @@ async def upload_array(h: int, request: Request, session: SessionDep) -> Respons
 async def download_array(h: int, request: Request, session: SessionDep) -> Response:
     """The value of handle ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h]}])
-    return _tensor(request, value)
+    return await _tensor(request, value)
 
 
 @arrays.delete("/arrays/{h}", status_code=204)
@@ -114,7 +116,7 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
     body: dict[str, Any] = {"out": req.out}
     if req.read:
         body["values"] = [wire.encode_tensor(v, form) for v in values]
-    return encode(request, body)
+    return await encode_tensors(request, body, sum(v.nbytes for v in values) if req.read else 0)
 
 
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)
@@ -129,7 +131,7 @@ async def attach_grad(h: int, request: Request, session: SessionDep) -> Response
 async def read_grad(h: int, request: Request, session: SessionDep) -> Response:
     """The gradient of variable ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h], "at": {"grad": True}}])
-    return _tensor(request, value)
+    return await _tensor(request, value)
 
 
 @arrays.post("/backward", status_code=204)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import msgpack
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -583,3 +584,65 @@ def test_the_binary_batch_route_does_not_echo_a_huge_input(live_server):
     body = wire.pack({"seq": "A" * 200_000, "ops": []})
     r = httpx.post(f"{live_server.url}/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.MSGPACK})
     assert 400 <= r.status_code < 500 and len(r.content) < 5000
+
+
+def test_large_json_is_read_and_written_off_the_event_loop(live_server, http, sid, monkeypatch):
+    """A JSON body or reply of many numbers takes up to seconds to decode or encode: in a
+    thread, so that other requests (other users') are not kept waiting meanwhile."""
+    import threading
+
+    from gradserve.engine import wire
+
+    where: list[tuple[str, threading.Thread, int]] = []
+    for name in ("loads", "dumps"):
+        real = getattr(wire, name)
+
+        def spy(data, *args, _real=real, _name=name, **kwargs):
+            out = _real(data, *args, **kwargs)
+            where.append((_name, threading.current_thread(), len(data if _name == "loads" else out)))
+            return out
+
+        monkeypatch.setattr(wire, name, spy)
+    a = np.random.default_rng(3).standard_normal(100_000).astype(np.float32)
+    t = {"dtype": "float32", "shape": [a.size], "data": a.tolist()}
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=t).status_code == 201
+    assert np.array_equal(np.array(http.get(f"{base}/arrays/1").json()["data"], np.float32), a)
+    r = http.post(f"{base}/ops/negative", json={"in": [1], "out": [2], "read": True})
+    assert np.array_equal(np.array(r.json()["values"][0]["data"], np.float32), -a)
+    r = http.post(
+        f"{base}/batch", json={"ops": [{"op": "array", "out": [3], "at": {"value": t}}, {"op": "read", "in": [3]}]}
+    )
+    assert np.array_equal(np.array(r.json()["values"][0]["data"], np.float32), a)
+    large = [(name, thread) for name, thread, n in where if n > 1 << 20]
+    assert [name for name, _ in large] == ["loads", "dumps", "dumps", "loads", "dumps"]
+    assert all(thread is not live_server.thread for _, thread in large), large
+
+
+def test_a_large_json_upload_is_exact_and_refused_as_a_small_one_is(http, sid):
+    """Large bodies read their numbers straight into arrays (``wire._NumbersFirst``): the
+    values are orjson's, and what orjson's path refuses is refused the same way."""
+    from gradserve.engine import wire
+
+    base = f"/v1/sessions/{sid}"
+    n = wire.NUMBERS_FIRST_BYTES // 8
+    a = np.random.default_rng(4).standard_normal(n) * 1e3
+    for h, dtype in enumerate(("float32", "float64", "int32", "uint8"), 10):
+        want = a.astype(dtype) if dtype[0] == "f" else np.abs(a).astype(dtype)
+        t = {"dtype": dtype, "shape": [2, n // 2], "data": want.tolist()}
+        assert http.put(f"{base}/arrays/{h}", json=t).status_code == 201
+        got = http.get(f"{base}/arrays/{h}", headers={"accept": "application/json; tensors=base64"}).json()
+        assert got["shape"] == [2, n // 2] and got["dtype"] == dtype
+        assert np.array_equal(np.frombuffer(wire._b64decode(got["data"]), dtype), want), dtype
+    n = wire.NUMBERS_FIRST_BYTES // 2  # (small integers: 2 MiB of JSON)
+    big = [k % 256 for k in range(n)]
+    for data, why in (
+        ([*big[:-2], [1, 2]], "not a list of numbers"),  # a list in the list: n values, still refused
+        ([*big[:-1], 300], "range of uint8"),
+        ([*big[:-1], "NaN"], "'NaN'"),
+    ):
+        r = http.put(
+            f"{base}/arrays/2", json={"dtype": "uint8" if why != "'NaN'" else "int32", "shape": [n], "data": data}
+        )
+        assert r.status_code == 400 and why in r.json()["error"]["message"], r.text
+    assert http.get(base).json()["arrays"] == 4
