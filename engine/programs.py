@@ -414,6 +414,8 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             s._pin(y, xs)
         if mode & RECORDING and op.vjp is not None:
             s.link(op, at, ins_h, xs, h, y)
+            if op.name == "Dropout" and mode & TRAINING and s.in_graph(h):
+                s.keep_mask(at)  # (counted in the checked call's growth, which the plan's check takes)
     except MXNetError as err:
         raise _in_step(err, pid, prog, e[1]) from None
 

@@ -631,14 +631,20 @@ class Session:
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
+        mode = ins.get("mode", 0)
+        if type(mode) is not int:
+            raise _bad_mode(name, mode)
+        kept = 0
+        if name == "Dropout" and mode & RECORDING and mode & TRAINING and at["p"] and self.in_graph(ins_h[0]):
+            kept = n  # its node keeps its mask, at most as large as its output, for the backward pass
         late = False
-        if n > self._cap or self.nbytes + n > self._budget:
+        if n > self._cap or self.nbytes + n + kept > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
                 raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
             if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, len(xs)):
                 late = True  # a view adds nothing: its memory is checked once made
             else:
-                self.check_alloc(n)
+                self.check_alloc(n + kept)
         out = ins["out"]
         if len(out) != 1:
             raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
@@ -647,9 +653,6 @@ class Session:
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use")
-        mode = ins.get("mode", 0)
-        if type(mode) is not int:
-            raise _bad_mode(name, mode)
         cx = self.cx
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
@@ -664,6 +667,20 @@ class Session:
             self.check_alloc(n)  # raises, saying which limit
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
+            if kept:
+                self.keep_mask(at)
+
+    def in_graph(self, h: Any) -> bool:
+        p = self.nodes.get(h)
+        return p is not None and p.live
+
+    def keep_mask(self, at: dict) -> None:
+        """Count the mask a recorded Dropout's forward left in its attributes (its node keeps
+        it for the backward pass) until it dies with the graph."""
+        mask = at.get("_mask")
+        if mask is not None:
+            self.nbytes += mask.nbytes
+            self._hold_until_gone(mask, mask.nbytes)
 
     def link(self, op: Op, at: dict, ins_h: Any, xs: list, h: int, y: np.ndarray) -> None:
         """Record ``h`` (made by ``op``) in the graph when an input is in it."""

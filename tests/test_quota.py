@@ -458,3 +458,58 @@ def _graph_arrays(head) -> list:
             if isinstance(x, np.ndarray):
                 seen[id(x)] = x
     return list(seen.values())
+
+
+def test_a_recorded_dropout_counts_the_mask_its_node_keeps():
+    """A Dropout recorded in training keeps its mask (an array as large as its output) for the
+    backward pass: the mask counts while the graph holds it, and one that has no room is refused
+    before it runs, the session as it was."""
+    n = 250_000  # 1 MB arrays
+    s = Session("dm", limits=Limits(max_session_bytes=int(5.5 * n * F4)))
+    ok(s, ones(1, n), {"op": "attach_grad", "in": [1]})  # 2 MB: x and its gradient buffer
+    drop = {"op": "Dropout", "in": [1], "out": [2], "at": {"p": 0.5}, "mode": 3}
+    ok(s, drop)
+    mask = s.nodes[2].at["_mask"]
+    assert mask.nbytes == n * F4 and s.nbytes == held_memory(s) + mask.nbytes  # 4 MB
+    before = (s.nbytes, set(s.arrays), set(s.nodes))
+    reply = run(s, {**drop, "out": [3]})  # 2 MB more: over 5.5
+    assert reply["error"]["kind"] == "QuotaExceeded"
+    assert (s.nbytes, set(s.arrays), set(s.nodes)) == before
+    ok(s, free(2))
+    del mask
+    gc.collect()
+    ok(s)
+    assert s.nbytes == held_memory(s) == 2 * n * F4  # the graph and its mask are gone
+    ok(s, {**drop, "out": [3], "mode": 2})  # not recorded: no mask kept
+    ok(s, {**drop, "in": [3], "out": [4], "mode": 3})  # recorded, but 3 is not in the graph: no mask kept
+    gc.collect()
+    ok(s)
+    assert s.nbytes == held_memory(s) == 4 * n * F4
+
+
+def test_a_programs_recorded_dropout_counts_its_mask_on_the_plan_path_too():
+    """A program's calls after the first run from its plan: each recorded call's mask counts
+    as the checked call's did, and the plan's check before a call includes it."""
+    n = 250_000
+    s = Session("dp", seed=3, limits=Limits(max_session_bytes=int(8.5 * n * F4)))
+    prog = [{"op": "Dropout", "in": [-1], "out": [-2], "at": {"p": 0.5}, "mode": 3}]
+    define = {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": prog}}
+    ok(s, ones(1, n), {"op": "attach_grad", "in": [1]}, define)  # 2 MB
+
+    def call(h: int) -> dict:
+        return {"op": "call", "in": [1], "out": [h], "at": {"id": 1}, "mode": 3}
+
+    ok(s, call(2))  # checked, step by step: 2 MB
+    assert s.programs[1].made == 2 * n * F4 and s.programs[1].plan is not None  # the output and its mask
+    ok(s, call(3), call(4))  # from the plan: the same signature, and room for what it makes
+    masks = [s.nodes[h].at["_mask"] for h in (2, 3, 4)]
+    assert len({id(m) for m in masks}) == 3
+    assert s.nbytes == held_memory(s) + 3 * n * F4  # 8 MB
+    before = (s.nbytes, set(s.arrays), set(s.nodes))
+    assert run(s, call(5))["error"]["kind"] == "QuotaExceeded"
+    assert (s.nbytes, set(s.arrays), set(s.nodes)) == before
+    ok(s, free(2, 3, 4))
+    del masks
+    gc.collect()
+    ok(s)
+    assert s.nbytes == held_memory(s) == 2 * n * F4
