@@ -258,11 +258,11 @@ def dumps(msg: Any) -> bytes:
     return orjson.dumps(msg, default=_json_default, option=_ORJSON_OPTS)
 
 
-def loads(data: bytes | bytearray) -> Any:
+def loads(data: bytes | bytearray | memoryview) -> Any:
     """A JSON body's value. In a large body, a tensor's flat list of numbers becomes an
     array at once (``_NumbersFirst``) instead of a Python float or int per number."""
     if simdjson is not None and len(data) >= NUMBERS_FIRST_BYTES and _mostly_numbers(data):
-        got = _NumbersFirst(data).value()
+        got = _NumbersFirst(data if isinstance(data, (bytes, bytearray)) else bytes(data)).value()
         if got is not _NumbersFirst:
             return got
     try:
@@ -275,32 +275,42 @@ NUMBERS_FIRST_BYTES = 1 << 20
 """A JSON body this large or larger is read by ``_NumbersFirst``: below it, orjson is as quick."""
 
 
-def _mostly_numbers(data: bytes | bytearray) -> bool:
+def _mostly_numbers(data: bytes | bytearray | memoryview) -> bool:
     """Whether a large body looks like lists of numbers (a comma every few bytes) at a quarter,
     half and three quarters of its length: one that is mostly a base64 string is orjson's
     (simdjson would copy the string once more, for nothing)."""
     n = len(data)
-    return any(data.count(b",", k * n // 4, k * n // 4 + 1024) >= 32 for k in (1, 2, 3))
+    return any(bytes(data[k * n // 4 : k * n // 4 + 1024]).count(b",") >= 32 for k in (1, 2, 3))
 
 
 class _NumbersFirst:
-    """A JSON body read by simdjson, each tensor's flat list of numbers (``data`` of a
-    ``{dtype, shape, data}`` of a float or integer dtype) straight into an array of float64,
-    int64 or uint64 as the dtype's kind asks: 0.75 s for 16 M float32 against 1.9 s for
-    orjson's floats made into an array, and a third of the memory.
+    """A JSON body read by simdjson, the flat list of numbers of each tensor where a tensor
+    goes (``ROLES``) straight into an array of float64, int64 or uint64 as its dtype's kind
+    asks: 0.75 s for 16 M float32 against 1.9 s for orjson's floats made into an array.
 
     Anything else goes back to orjson (``value`` returns the class itself): a list of
     numbers that holds anything but numbers of that kind (``"NaN"``, null, a float for an
     integer dtype, an integer past 64 bits), one with lists in it (simdjson would flatten
-    them; orjson's path refuses a ragged one), a body simdjson refuses or that starts with a
-    byte order mark (simdjson takes it, orjson refuses it), an object with a key twice, more
-    than ``MAX_NODES`` objects and lists or a list that long outside a tensor's numbers.
+    them; orjson's path refuses a ragged one), numbers past 2**53 for a float dtype narrower
+    than float64 (an integer would be rounded twice, through float64), a body simdjson
+    refuses or that starts with a byte order mark (simdjson takes it, orjson refuses it), an
+    object with a key twice, more than ``MAX_NODES`` objects and lists, or a list that long
+    outside a tensor's numbers.
 
     Lists in a tensor's data are found by counting: each list of the body is one ``[``
     outside its strings, so the body has exactly as many as the lists walked (a string that
     holds a ``[`` sends the body back to orjson)."""
 
     MAX_NODES = 4096
+    ROLES: dict[str, dict[str, str]] = {
+        # where a tensor may be, by the role of the object or list that holds it: the body (an
+        # upload), the values of a reply, an op's attributes (``at``: its "value") in a batch
+        # (for the ops whose value is a tensor) or in the one op of the REST op route
+        "body": {"at": "attrs", "ops": "ops", "values": "tensors"},
+        "attrs": {"value": "tensor"},
+        "op": {"at": "attrs"},
+    }
+    TENSOR_VALUE_OPS = frozenset({"array"})
 
     def __init__(self, data: bytes | bytearray) -> None:
         self.data = data
@@ -312,40 +322,50 @@ class _NumbersFirst:
             return _NumbersFirst
         try:
             doc = simdjson.Parser().parse(bytes(self.data) if not isinstance(self.data, bytes) else self.data)
-            out = self._walk(doc)
+            out = self._walk(doc, "body")
         except (_Fallback, ValueError, TypeError, RuntimeError, KeyError):
             return _NumbersFirst
         if self.data.count(b"[") != self.lists:
             return _NumbersFirst
         return out
 
-    def _walk(self, v: Any) -> Any:
-        if isinstance(v, (simdjson.Object, simdjson.Array)):
-            self.nodes += 1
-            if self.nodes > self.MAX_NODES:
+    def _walk(self, v: Any, role: str = "") -> Any:
+        if not isinstance(v, (simdjson.Object, simdjson.Array)):
+            if type(v) is str and "[" in v:
                 raise _Fallback
-            if isinstance(v, simdjson.Array):
-                if len(v) > self.MAX_NODES:  # (a long list of anything but a tensor's numbers: orjson is quicker)
-                    raise _Fallback
-                self.lists += 1
-                return [self._walk(x) for x in v]
-            keys = list(v.keys())
-            out: dict[str, Any] = {k: v[k] for k in keys}
-            if len(out) != len(keys) or any("[" in k for k in keys):  # (a key twice: simdjson's first, orjson's last)
-                raise _Fallback
-            data = out.get("data")
-            dtype = out.get("dtype")
-            if isinstance(data, simdjson.Array) and len(out) == 3 and "shape" in out and dtype in _NUMBER_BUFFERS:
-                self.lists += 1
-                for k in ("dtype", "shape"):
-                    out[k] = self._walk(out[k])
-                code = _NUMBER_BUFFERS[dtype]
-                out["data"] = np.frombuffer(data.as_buffer(of_type=code), dtype=_BUFFER_DTYPES[code])
-                return out
-            return {k: self._walk(x) for k, x in out.items()}
-        if type(v) is str and "[" in v:
+            return v
+        self.nodes += 1
+        if self.nodes > self.MAX_NODES:
             raise _Fallback
-        return v
+        if isinstance(v, simdjson.Array):
+            if len(v) > self.MAX_NODES:  # (a long list of anything but a tensor's numbers: orjson is quicker)
+                raise _Fallback
+            self.lists += 1
+            inner = "tensor" if role == "tensors" else "op" if role == "ops" else ""
+            return [self._walk(x, inner) for x in v]
+        keys = list(v.keys())
+        out: dict[str, Any] = {k: v[k] for k in keys}
+        if len(out) != len(keys) or any("[" in k for k in keys):  # (a key twice: simdjson's first, orjson's last)
+            raise _Fallback
+        if role in ("body", "tensor") and len(out) == 3 and "shape" in out:
+            data, dtype = out.get("data"), out.get("dtype")
+            if isinstance(data, simdjson.Array) and dtype in _NUMBER_BUFFERS:
+                return self._tensor(out, data, dtype)
+        roles = self.ROLES.get(role, {})
+        if role == "op" and out.get("op") not in self.TENSOR_VALUE_OPS:
+            roles = {}
+        return {k: self._walk(x, roles.get(k, "")) for k, x in out.items()}
+
+    def _tensor(self, out: dict[str, Any], data: Any, dtype: str) -> dict[str, Any]:
+        self.lists += 1
+        for k in ("dtype", "shape"):
+            out[k] = self._walk(out[k])
+        code = _NUMBER_BUFFERS[dtype]
+        arr = np.frombuffer(data.as_buffer(of_type=code), dtype=_BUFFER_DTYPES[code])
+        if code == "d" and dtype != "float64" and arr.size and np.abs(arr).max() >= 2.0**53:
+            raise _Fallback
+        out["data"] = arr
+        return out
 
 
 class _Fallback(Exception):

@@ -276,6 +276,15 @@ def _copied_tails(parts: list[Any]) -> list[Any]:
     return out
 
 
+def _encoded(kind: bytes, body: dict[str, Any], form: str) -> bytes:
+    """``body`` in msgpack or JSON (its values as tensors of ``form``), in one buffer."""
+    values = body.get("values")
+    if values is not None:
+        body = dict(body)
+        body["values"] = [wire.encode_tensor(v, "bytes" if kind == _MSGPACK else form) for v in values]
+    return wire.pack(body) if kind == _MSGPACK else wire.dumps(body)
+
+
 class SendStalled(Exception):
     """The client took no part of a reply for ``send_stall_s``: the connection is dropped."""
 
@@ -306,10 +315,10 @@ async def respond(
         if lent:
             parts = _copied_tails(parts)
     else:
-        if values is not None:
-            body = dict(body)
-            body["values"] = [wire.encode_tensor(v, "bytes" if kind == _MSGPACK else form) for v in values]
-        data = wire.pack(body) if kind == _MSGPACK else wire.dumps(body)
+        if values is not None and sum(v.nbytes for v in values) > SMALL_REPLY:
+            data = await run_in_threadpool(_encoded, kind, body, form)  # (seconds for JSON numbers)
+        else:
+            data = _encoded(kind, body, form)
         parts, total = [data], len(data)
     await send(
         {

@@ -119,7 +119,7 @@ NUMBER_TEXT = st.one_of(
 def test_numbers_first_agrees_with_orjson(dtype, numbers, shape, extra):
     dims = [len(numbers)] if shape is None else shape
     tensor = f'{{"dtype": "{dtype}", "shape": {dims}, "data": [{", ".join(numbers)}]{extra}}}'
-    body = f'{{"ops": [{{"at": {{"value": {tensor}}}}}]}}'.encode()
+    body = f'{{"ops": [{{"op": "array", "at": {{"value": {tensor}}}}}]}}'.encode()
     try:
         expected = _decoded(orjson.loads(body))
     except orjson.JSONDecodeError:
@@ -141,3 +141,37 @@ def test_a_large_body_of_base64_goes_to_orjson_at_once(monkeypatch):
     assert np.array_equal(wire.decode_tensor(wire.loads(body)), raw) and calls == []
     numbers = orjson.dumps({"dtype": "float32", "shape": [raw.size], "data": raw}, option=orjson.OPT_SERIALIZE_NUMPY)
     assert np.array_equal(wire.decode_tensor(wire.loads(numbers)), raw) and calls == [1]
+
+
+def test_only_where_a_tensor_goes_is_one_read_into_an_array():
+    """A ``{dtype, shape, data}`` elsewhere (a note in a program's step, an attribute of an op
+    that takes no tensor) stays the plain data orjson gives: a program must be plain data."""
+    a = np.arange(300_000, dtype=np.float32)
+    note = {"dtype": "float32", "shape": [1], "data": [1.0]}
+    step = {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}, "note": note}
+    batch = {
+        "ops": [
+            {"op": "array", "out": [1], "at": {"value": {"dtype": "float32", "shape": [a.size], "data": a}}},
+            {"op": "define", "at": {"id": 7, "nargs": 1, "program": [step], "outputs": [-2]}},
+            {"op": "zeros", "out": [2], "at": {"value": note}},
+        ]
+    }
+    body = orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY)
+    msg = wire.loads(body)
+    assert isinstance(msg["ops"][0]["at"]["value"]["data"], np.ndarray)
+    assert msg["ops"][1] == batch["ops"][1] and msg["ops"][2] == batch["ops"][2]
+    reply = {"seq": 1, "values": [{"dtype": "float32", "shape": [a.size], "data": a}, note]}
+    got = wire.loads(memoryview(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)))  # (as the client reads)
+    assert [isinstance(v["data"], np.ndarray) for v in got["values"]] == [True, True]
+    assert np.array_equal(wire.decode_tensor(got["values"][0]), a)
+
+
+def test_integers_past_2_53_for_float32_are_rounded_once():
+    """float32 from an integer goes straight from the integer, as numpy rounds it; through
+    float64 some would be rounded twice (an ulp off)."""
+    n = 300_000
+    body = b'{"dtype": "float32", "shape": [%d], "data": [1152921573326323713, ' % (n + 1)
+    body += b", ".join([b"1"] * n) + b"]}"
+    assert numbers_first(body) is FALLBACK
+    got = wire.decode_tensor(wire.loads(body))
+    assert got[0] == np.float32(np.int64(1152921573326323713)) == wire.decode_tensor(orjson.loads(body))[0]
