@@ -640,7 +640,7 @@ def test_a_large_json_upload_is_exact_and_refused_as_a_small_one_is(http, sid):
         got = http.get(f"{base}/arrays/{h}", headers={"accept": "application/json; tensors=base64"}).json()
         assert got["shape"] == [2, n // 2] and got["dtype"] == dtype
         assert np.array_equal(np.frombuffer(wire._b64decode(got["data"]), dtype), want), dtype
-    n = wire.NUMBERS_FIRST_BYTES // 2  # (small integers: 2 MiB of JSON)
+    n = wire.NUMBERS_FIRST_BYTES // 2  # (small integers: about 40 KB of JSON)
     big = [k % 256 for k in range(n)]
     for data, why in (
         ([*big[:-2], [1, 2]], "not a list of numbers"),  # a list in the list: n values, still refused

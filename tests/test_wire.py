@@ -130,15 +130,19 @@ def test_numbers_first_agrees_with_orjson(dtype, numbers, shape, extra):
         assert _decoded(got) == expected, body
 
 
-def test_a_large_body_of_base64_goes_to_orjson_at_once(monkeypatch):
-    """simdjson would copy a long string once more than orjson: a body that is mostly one is
-    not read numbers first (its value is the same either way)."""
+def test_a_body_of_base64_or_of_instructions_goes_to_orjson_at_once(monkeypatch):
+    """simdjson would copy a long string once more than orjson, and a body of many small
+    instructions is walked object by object: neither is read numbers first (its value is the
+    same either way)."""
     calls: list[int] = []
     monkeypatch.setattr(wire._NumbersFirst, "value", lambda self: calls.append(1) or FALLBACK)
     raw = np.arange(1 << 19, dtype=np.float32)
     body = orjson.dumps({"dtype": "float32", "shape": [raw.size], "data": wire._b64encode(raw.tobytes())})
     assert len(body) >= wire.NUMBERS_FIRST_BYTES
     assert np.array_equal(wire.decode_tensor(wire.loads(body)), raw) and calls == []
+    ops = [{"op": "add", "in": [k, k + 1], "out": [k + 2], "at": {}} for k in range(2000)]
+    body = orjson.dumps({"seq": 1, "ops": ops})
+    assert len(body) >= wire.NUMBERS_FIRST_BYTES and wire.loads(body)["ops"] == ops and calls == []
     numbers = orjson.dumps({"dtype": "float32", "shape": [raw.size], "data": raw}, option=orjson.OPT_SERIALIZE_NUMPY)
     assert np.array_equal(wire.decode_tensor(wire.loads(numbers)), raw) and calls == [1]
 
