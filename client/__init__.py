@@ -17,6 +17,8 @@ With no URL the engine runs in this process; ``GRADSERVE_URL`` (or
 
 from __future__ import annotations
 
+import ssl
+
 from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .hybrid import HybridFunction, hybridize
@@ -27,14 +29,21 @@ from .transport import Http, InProcess, SessionClosed, from_env
 __version__ = "0.1.0"
 
 
-def connect(url: str | None = None, api_key: str | None = None, sync: bool = False, seed: int | None = None) -> Client:
+def connect(
+    url: str | None = None,
+    api_key: str | None = None,
+    sync: bool = False,
+    seed: int | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> Client:
     """Open a session and make it the one ``nd`` uses.
 
     ``url`` None means ``GRADSERVE_URL`` when set, else the engine in this
     process (no server). ``seed`` seeds the session's generator. ``sync=True``
     sends every op at once (for debugging: errors surface at their line).
+    ``verify``: for an ``https`` URL, the certificates to trust (see ``Http``).
     """
-    client = Client(from_env(url, api_key, seed), sync=sync)
+    client = Client(from_env(url, api_key, seed, verify), sync=sync)
     old = set_current(client)
     if old is not None:
         try:

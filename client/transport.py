@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -81,11 +82,14 @@ class Http:
     """A session on a gradserve server, over HTTP/1.1 keep-alive.
 
     Batches travel in the frames encoding (msgpack with tensors' bytes out of
-    band) on one plain socket kept open between them: a request is one
-    ``sendmsg`` of its head and buffers, a reply is read into one buffer of
-    its declared length, and large arrays are used in place from it. The
-    other routes (open, inspect, close a session) go through httpx; so does
-    everything for an ``https`` URL.
+    band) on one socket kept open between them (TLS for an ``https`` URL): a
+    request is one write of its head and buffers, a reply is read into one
+    buffer of its declared length, and large arrays are used in place from
+    it. The other routes (open, inspect, close a session) go through httpx.
+
+    ``verify``: for ``https``, the certificates to trust, as httpx takes them
+    (True: the system's or ``SSL_CERT_FILE``'s, an ``ssl.SSLContext``, or
+    False to trust any).
     """
 
     sends_bytes = True
@@ -97,6 +101,7 @@ class Http:
         timeout: float = 300.0,
         retries: int = 10,  # about 10 s of backoff: long enough for a server restart
         seed: int | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         headers = {"accept": wire.MSGPACK, "content-type": wire.MSGPACK}
         if api_key:
@@ -106,10 +111,14 @@ class Http:
         self.requests = 0
         self._closed = False
         parts = urlsplit(self.url)
-        # batches have their own socket on http: httpx's rare calls need no idle connection kept
-        keep = 0 if parts.scheme == "http" else 20
+        tls = httpx.create_ssl_context(verify=verify) if parts.scheme == "https" else None
+        # batches have their own socket: httpx's rare calls need no idle connection kept
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=keep)
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            verify=tls or True,
         )
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
         if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
@@ -123,8 +132,8 @@ class Http:
         self.max_batch_steps: int | None = reply.get("max_batch_steps")  # (with the calls' programs)
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
         self._conn: Conn | None = None
-        if parts.scheme == "http" and parts.hostname:
-            self._conn = Conn(parts.hostname, parts.port or 80, timeout)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            self._conn = Conn(parts.hostname, parts.port or (443 if tls else 80), timeout, tls)
             prefix = parts.path.rstrip("/")
             auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
             self._head = (
@@ -188,7 +197,7 @@ class Http:
                     on_error(e)
                 if self._closed:  # (close() from another thread cut the request short)
                     raise SessionClosed(CLOSED) from e
-                if attempt == self.retries:
+                if attempt == self.retries or _untrusted(e):  # (a certificate does not change in 10 s)
                     raise ConnectionLost(f"{what}: {e}") from e
                 if attempt or not at_once:
                     time.sleep(delay)
@@ -208,14 +217,24 @@ class Http:
         self._http.close()
 
 
-class Conn:
-    """One HTTP/1.1 keep-alive connection on a plain socket: just what the batch
-    route needs (a POST with a Content-Length body; a reply with a Content-Length
-    or chunked body). Any socket trouble raises OSError; the caller retries."""
+def _untrusted(e: BaseException | None) -> bool:
+    """Whether ``e`` (or what caused it) is a server certificate that was not trusted."""
+    while e is not None:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+
+class Conn:
+    """One HTTP/1.1 keep-alive connection on a socket (TLS when ``tls`` is given): just
+    what the batch route needs (a POST with a Content-Length body; a reply with a
+    Content-Length or chunked body). Any socket trouble raises OSError; the caller retries."""
+
+    def __init__(self, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None) -> None:
         self.addr = (host, port)
         self.timeout = timeout
+        self.tls = tls
         self.sock: socket.socket | None = None
         self._shut = False  # shut down for good (``shutdown``): no new connection
         self._busy = False  # a request is using the socket
@@ -230,8 +249,8 @@ class Conn:
             self._shut = True
             sock, busy = self.sock, self._busy
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
+            try:  # (the socket's own shutdown: a TLS one's would drop its state under the reader)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:  # (not connected any more)
                 pass
             if not busy:
@@ -268,6 +287,12 @@ class Conn:
         if sock is None:
             sock = socket.create_connection(self.addr, timeout=self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_hostname=self.addr[0])
+                except BaseException:
+                    sock.close()
+                    raise
             with self._lock:
                 if self._shut:  # (shut down while connecting)
                     sock.close()
@@ -380,7 +405,9 @@ def _decode(status: int, ctype: str, content: Any) -> Any:
     return {"error": {"kind": "MXNetError", "message": f"HTTP {status}: {text}"}}
 
 
-def from_env(url: str | None = None, api_key: str | None = None, seed: int | None = None) -> Transport:
+def from_env(
+    url: str | None = None, api_key: str | None = None, seed: int | None = None, verify: ssl.SSLContext | bool = True
+) -> Transport:
     """HTTP to ``url`` (or ``GRADSERVE_URL``) when there is one, else the engine
     in-process. ``GRADSERVE_API_KEY`` and ``GRADSERVE_SEED`` fill in the rest."""
     url = url or os.environ.get("GRADSERVE_URL")
@@ -388,7 +415,7 @@ def from_env(url: str | None = None, api_key: str | None = None, seed: int | Non
     if seed is None and os.environ.get("GRADSERVE_SEED", "").strip():
         seed = int(os.environ["GRADSERVE_SEED"])
     if url:
-        return Http(url, api_key=api_key, seed=seed)
+        return Http(url, api_key=api_key, seed=seed, verify=verify)
     return InProcess(seed=seed)
 
 

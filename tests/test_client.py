@@ -642,14 +642,16 @@ def test_threads_dropping_arrays_lose_no_frees(mode, monkeypatch):
 
 
 class SilentServer:
-    """Answers the session routes as a gradserve server does, and never a batch."""
+    """Answers the session routes as a gradserve server does, and never a batch (over TLS
+    with ``tls``, a server's context)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls=None) -> None:
         import socket
         import threading
 
+        self.tls = tls
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.batch = threading.Event()  # a batch came (and waits for its reply)
         self.conns: list = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -668,6 +670,8 @@ class SilentServer:
     def _serve(self, conn) -> None:
         data = b""
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             while True:
                 while b"\r\n\r\n" not in data:
                     chunk = conn.recv(65536)
