@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="helper threads of the backward pass (default: the CPUs less one, at most 4; 0: none)",
     )
+    serve.add_argument("--ssl-certfile", default=None, help="serve https with this certificate chain (PEM)")
+    serve.add_argument("--ssl-keyfile", default=None, help="its private key (PEM), when not in the certificate file")
     serve.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data_dir"] = args.data_dir
     if args.helpers is not None:
         overrides["helpers"] = args.helpers
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         http="httptools",
         loop="uvloop",
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
     return 0
 

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     send_stall_s: float = Field(
         30.0, gt=0, description="a client that takes no part of a reply for this long is cut off (its session freed)"
     )
+    ssl_certfile: Path | None = Field(
+        None,
+        description="serve https with this certificate chain (PEM; its key too, or in ssl_keyfile); "
+        "the Python client carries batches over TLS as over http",
+    )
+    ssl_keyfile: Path | None = Field(None, description="the certificate's private key (PEM), when not in ssl_certfile")
     helpers: int | None = Field(
         None,
         ge=0,
@@ -93,4 +99,6 @@ class Settings(BaseSettings):
         for key in self.api_keys:
             if len(key) < 16:
                 raise ValueError("API keys must be at least 16 characters long")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
         return self

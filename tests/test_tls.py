@@ -100,3 +100,36 @@ def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply_over_tls(
         gradserve.set_current(None)
         srv.close()
 
+
+def test_gradserve_serve_serves_https_with_its_certificate(ca, trusted, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import free_port
+
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    port = free_port()
+    exe = Path(sys.executable).with_name("gradserve")
+    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(pem)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = gradserve.connect(url, verify=trusted)
+                break
+            except ConnectionLost:
+                assert proc.poll() is None and time.monotonic() < deadline, "gradserve serve did not come up"
+                time.sleep(0.2)
+        try:
+            assert (nd.ones((2, 2)) * 3).sum().asscalar() == 12.0
+            assert isinstance(client.transport._conn.sock, ssl.SSLSocket)
+        finally:
+            gradserve.set_current(None)
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
