@@ -10,6 +10,7 @@ whose MXNet signatures take a context.
 from __future__ import annotations
 
 import inspect
+import numbers
 import zipfile
 from typing import Any
 
@@ -41,10 +42,40 @@ def _signature(op: Op) -> inspect.Signature:
     return inspect.Signature(params)
 
 
+_REFLECTED = {  # op(scalar, x) as a scalar op of x
+    "add": "add_scalar",
+    "mul": "mul_scalar",
+    "sub": "rsub_scalar",
+    "div": "rdiv_scalar",
+    "pow": "rpow_scalar",
+    "maximum": "maximum_scalar",
+    "minimum": "minimum_scalar",
+    "equal": "equal_scalar",
+    "not_equal": "not_equal_scalar",
+    "greater": "lesser_scalar",
+    "greater_equal": "lesser_equal_scalar",
+    "lesser": "greater_scalar",
+    "lesser_equal": "greater_equal_scalar",
+}
+
+
+def _into(out: Any, result: Any, name: str) -> NDArray:
+    """``out=``: the result written into ``out`` (same shape), which is returned, as in MXNet."""
+    if not isinstance(out, NDArray):
+        raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
+    if not isinstance(result, NDArray):
+        raise TypeError(f"{name}: out= is for an op of one output")
+    if out.shape != result.shape:
+        raise ShapeError(f"{name}: out has shape {out.shape}, the result {result.shape}")
+    out[:] = result
+    return out
+
+
 def _generate(op: Op, name: str) -> Any:
     fixed = [n for n in op.inputs if not n.startswith("*")]
     star = op.inputs[-1][1:] if op.variadic else None
     scalar_op = OPS.get(op.name + "_scalar") if len(op.inputs) == 2 else None
+    reflected = OPS.get(_REFLECTED[op.name]) if op.name in _REFLECTED else None
 
     nfixed = len(fixed)
 
@@ -55,8 +86,9 @@ def _generate(op: Op, name: str) -> Any:
                     break
             else:
                 return invoke(op, args)
-        if kwargs.pop("out", None) is not None:
-            raise TypeError(f"{name}: out= is not supported; assign the result instead")
+        out = kwargs.pop("out", None)
+        if out is not None:
+            return _into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
         kwargs.pop("ctx", None)
         if star is None:
@@ -85,7 +117,11 @@ def _generate(op: Op, name: str) -> Any:
         for a, v in zip(op.attrs, rest):
             kwargs[a.name] = v
         if scalar_op is not None and len(arrays) == 2 and not isinstance(arrays[1], NDArray):
-            return invoke(scalar_op, arrays[:1], {"scalar": float(arrays[1]), **kwargs})
+            if isinstance(arrays[0], NDArray):
+                return invoke(scalar_op, arrays[:1], {"scalar": float(arrays[1]), **kwargs})
+        elif reflected is not None and len(arrays) == 2 and isinstance(arrays[1], NDArray):
+            if isinstance(arrays[0], numbers.Real):  # nd.subtract(1, x), nd.greater(0, x)
+                return invoke(reflected, arrays[1:], {"scalar": float(arrays[0]), **kwargs})
         for a in arrays:
             if not isinstance(a, NDArray):
                 raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")

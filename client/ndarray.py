@@ -171,6 +171,22 @@ def _index(v: Any) -> int | None:
     raise InvalidInput(f"slice bounds must be integers or None, got {v!r}")
 
 
+def _print_legacy() -> Any:
+    """numpy 2.3 and later print float32 from 1e6 on, and float16 from 1e3, in scientific
+    notation (``[1.048576e+06]``); MXNet, on numpy 1.x, printed ``[1048576.]``: the printing
+    of numpy 2.2, where this numpy can be told to (older ones print so already)."""
+    legacy: Any = "2.2"  # (numpy's stubs know only the older ones)
+    try:
+        with np.printoptions(legacy=legacy):
+            pass
+    except (ValueError, TypeError):
+        return None
+    return legacy
+
+
+_PRINT_LEGACY: Any = _print_legacy()
+
+
 class NDArray:
     """An n-dimensional array whose data lives in a session (here or remote)."""
 
@@ -256,7 +272,13 @@ class NDArray:
 
     def __repr__(self) -> str:
         shape_info = "x".join(str(d) for d in self.shape)
-        return f"\n{self.asnumpy()}\n<NDArray {shape_info} @{self.context}>"
+        value = self.asnumpy()
+        if _PRINT_LEGACY is not None and np.get_printoptions()["legacy"] is False:
+            with np.printoptions(legacy=_PRINT_LEGACY):
+                text = str(value)
+        else:
+            text = str(value)
+        return f"\n{text}\n<NDArray {shape_info} @{self.context}>"
 
     __str__ = __repr__
 

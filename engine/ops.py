@@ -709,7 +709,19 @@ def _reduction(
     extra: tuple[Attr, ...] = (),
     eager: Any = None,
     aliases: tuple[str, ...] = (),
+    first: tuple[Attr, ...] = (),
+    check: Any = None,
 ) -> None:
+    """A reduction over ``axis``; its attributes ``first``, axis, keepdims, ``extra`` (the
+    order of MXNet's positional arguments); ``check(at)`` refuses attributes before it runs."""
+    infer = _reduce_infer_for(name)
+    if check is not None:
+        plain = infer
+
+        def infer(at: dict, x: Spec) -> Spec:
+            check(at)
+            return plain(at, x)
+
     def forward(cx, at, x):
         axes = reduce_axes(name, at, x.ndim)
         r = fwd(cx.xp, x, axes, at)
@@ -723,8 +735,8 @@ def _reduction(
     defop(
         name,
         ("data",),
-        (AXIS, KEEPDIMS, *extra),
-        infer=_reduce_infer_for(name),
+        (*first, AXIS, KEEPDIMS, *extra),
+        infer=infer,
         vjp=vjp,
         eager_vjp=eager,
         aliases=aliases,
@@ -796,8 +808,18 @@ def _norm_vjp(F, at, g, y, x):
     return (F.mul(gb, F.div(x, _spread(F, "norm", at, y, x))),)
 
 
+def _norm_check(at: dict) -> None:
+    if at["ord"] not in (1, 2):
+        raise InvalidInput(f"norm: ord must be 1 or 2, got {at['ord']}")
+
+
 _reduction(
-    "norm", _norm_fwd, _norm_vjp, "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis``.", (Attr("ord", "int", 2),)
+    "norm",
+    _norm_fwd,
+    _norm_vjp,
+    "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis`` (MXNet's order: ``norm(x, ord, axis)``).",
+    first=(Attr("ord", "int", 2),),
+    check=_norm_check,
 )
 
 

@@ -184,8 +184,13 @@ ORDER = (Attr("axis", "int", -1), Attr("is_ascend", "bool", True))
 
 
 def _order(cx, x, axis, ascend):
-    idx = cx.xp.argsort(x, axis=axis, kind="stable")
-    return idx if ascend else cx.xp.flip(idx, axis=axis)
+    """The indices that sort ``x`` along ``axis``, equal values in their order either way (as
+    MXNet's: a descending sort's tie is not reversed, so topk takes the first of equals)."""
+    xp = cx.xp
+    if ascend:
+        return xp.argsort(x, axis=axis, kind="stable")
+    backwards = xp.argsort(xp.flip(x, axis=axis), axis=axis, kind="stable")
+    return (x.shape[axis] - 1) - xp.flip(backwards, axis=axis)
 
 
 def _same_infer(name: str):

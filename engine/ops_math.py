@@ -148,7 +148,23 @@ _unary(
     _zero_grad,
     "x rounded half away from zero (as MXNet); zero gradient.",
 )
-_unary("rint", lambda xp, x: xp.rint(x), _zero_grad, "x rounded half to even; zero gradient.")
+
+
+def _rint(xp, x):
+    """MXNet's rint: the nearer integer, a half toward minus infinity (0.5 is 0, -0.5 is -1)."""
+    if x.dtype.kind != "f":
+        return x
+    a = xp.abs(x)
+    lo, hi = xp.floor(a), xp.ceil(a)
+    return xp.where(x >= 0, xp.where(hi - a >= a - lo, lo, hi), -xp.where(hi - a > a - lo, lo, hi))
+
+
+_unary(
+    "rint",
+    _rint,
+    _zero_grad,
+    "x rounded to the nearer integer, a half toward minus infinity (as MXNet); zero gradient.",
+)
 _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, "x rounded toward zero; zero gradient.", ("fix",))
 _unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).")
 
@@ -230,15 +246,28 @@ def _clip(cx, at, x):
     return cast(cx.xp.clip(x, typed_scalar(at["a_min"], x.dtype), typed_scalar(at["a_max"], x.dtype)), x.dtype)
 
 
+def _row_condition(cond: tuple[int, ...], out: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a condition acts as: a vector for an array of more dimensions picks rows
+    (its length is the first axis's, as in MXNet); any other, its own (broadcast)."""
+    if len(cond) == 1 and len(out) > 1 and cond[0] != 1:  # (one value: for all, broadcast)
+        if cond[0] != out[0]:
+            raise ShapeError(f"where: a condition of shape {cond} picks rows of {out}: its length must be {out[0]}")
+        return (cond[0],) + (1,) * (len(out) - 1)
+    return cond
+
+
 def _where_infer(at: dict, cond: Spec, x: Spec, y: Spec) -> Spec:
     out = _binary_infer_for("where")(at, x, y)
-    if broadcast_shapes("where", cond.shape, out.shape) != out.shape:
+    if broadcast_shapes("where", _row_condition(cond.shape, out.shape), out.shape) != out.shape:
         raise ShapeError(f"where: condition shape {cond.shape} does not fit {out.shape}")
     return out
 
 
 def _where_vjp(F, at, g, out, cond, x, y):
     mask = F.not_equal_scalar(cond, scalar=0.0)
+    rows = _row_condition(tuple(mask.shape), tuple(g.shape))
+    if rows != tuple(mask.shape):
+        mask = F.reshape(mask, shape=rows)
     if mask.dtype != g.dtype:
         mask = F.astype(mask, dtype=g.dtype.name)
     if tuple(mask.shape) != tuple(g.shape):
@@ -250,5 +279,7 @@ def _where_vjp(F, at, g, out, cond, x, y):
 
 @defop("where", ("condition", "x", "y"), infer=_where_infer, vjp=_where_vjp)
 def _where(cx, at, cond, x, y):
-    """x where condition is non-zero, else y."""
-    return cast(cx.xp.where(cond != 0, x, y), x.dtype)
+    """x where condition is non-zero, else y (a vector condition for arrays of more
+    dimensions picks their rows, as in MXNet)."""
+    out = broadcast_shapes("where", x.shape, y.shape)
+    return cast(cx.xp.where((cond != 0).reshape(_row_condition(cond.shape, out)), x, y), x.dtype)

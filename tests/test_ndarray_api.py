@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gradserve import MXNetError, autograd, nd
+from gradserve.engine.errors import ShapeError
 
 
 def test_views_share_memory_as_in_mxnet(mode):
@@ -69,8 +70,10 @@ def test_generated_namespace_and_methods(mode):
     assert sorted(nd.random.shuffle(nd.arange(5)).asnumpy().tolist()) == [0, 1, 2, 3, 4]
     assert x.transpose(1, 0).shape == (3, 2) and x.T.shape == (3, 2)
     assert nd.reshape(nd.ones((2, 3, 4)), shape=(-4, 1, 2, -2)).shape == (1, 2, 3, 4)
-    with pytest.raises(TypeError):
-        nd.dot(x, x, out=x)
+    z = nd.zeros((2, 2))
+    assert nd.dot(x, x.T, out=z) is z and z.asnumpy().tolist() == [[14, 13], [13, 41]]  # (MXNet's out=)
+    with pytest.raises(ShapeError):
+        nd.dot(x.T, x, out=z)  # a (3, 3) result
 
 
 def test_a_large_upload_is_a_copy_even_when_sent_at_once(mode):
@@ -209,3 +212,13 @@ def test_more_mxnet_ops_through_the_client(mode):
         nd.diag(nd.ones((3, 3)), k=5)
     with pytest.raises(MXNetError, match="rank 3"):
         nd.L2Normalization(nd.ones((2, 3)), mode="channel")
+
+
+def test_large_floats_print_as_mxnet_printed_them(mode):
+    """numpy 2.3 and later write float32 from 1e6 (float16 from 1e3) in scientific notation;
+    MXNet 1.9.1 printed them as numpy 1.x did (the tutorial's control-flow gradient is one)."""
+    assert repr(nd.array([1048576.0])) == "\n[1048576.]\n<NDArray 1 @cpu(0)>"
+    assert repr(nd.array([1024.0, 3.0], dtype="float16")) == "\n[1024.    3.]\n<NDArray 2 @cpu(0)>"
+    assert repr(nd.array([1e7, 0.5])) == "\n[1.e+07 5.e-01]\n<NDArray 2 @cpu(0)>"
+    with np.printoptions(precision=2):  # the user's options still apply, as in MXNet
+        assert repr(nd.array([1.23456])) == "\n[1.23]\n<NDArray 1 @cpu(0)>"
