@@ -65,6 +65,9 @@ class Metrics:
             "gradserve_backward_helper_jobs", "products computed by the helper threads since they started", registry=r
         )
         self.snapshot_seconds = Histogram("gradserve_snapshot_seconds", "time to write changed sessions", registry=r)
+        self.snapshot_failures = Counter(
+            "gradserve_snapshot_failures", "sessions whose snapshot could not be written (a full disk)", registry=r
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
 
     def observe_batch(self, n_ops: int, error_kind: str | None, program_steps: int = 0) -> None:

@@ -20,9 +20,15 @@ log = logging.getLogger("gradserve")
 class SessionStore:
     """Holds the live sessions; every lookup checks the owner."""
 
-    def __init__(self, settings: Settings, on_batch: Callable[[int, str | None, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_batch: Callable[[int, str | None, int], None] | None = None,
+        on_snapshot_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.on_batch = on_batch
+        self.on_snapshot_failure = on_snapshot_failure
         self._sessions: dict[str, Session] = {}
         self._owned: dict[str, dict[str, Session]] = {}  # owner -> their sessions by id
         self._used: dict[str, float] = {}
@@ -99,7 +105,8 @@ class SessionStore:
     def snapshot(self, wait_s: float = 1.0) -> int:
         """Write every session changed since its last snapshot; return how many. A session
         busy for ``wait_s`` seconds (a long batch, a reply to a slow client) waits for the
-        next round."""
+        next round; so does one whose write fails (a full disk), the others written all the
+        same."""
         if self.folder is None:
             return 0
         written = 0
@@ -107,7 +114,14 @@ class SessionStore:
             if self._saved.get(s.id) == s.version:
                 continue
             version = s.version
-            if snapshot.save(s, self.folder / f"{s.id}.npz", wait_s):
+            try:
+                saved = snapshot.save(s, self.folder / f"{s.id}.npz", wait_s)
+            except OSError as e:
+                log.error("snapshot of session %s failed: %s", s.id, e)
+                if self.on_snapshot_failure is not None:
+                    self.on_snapshot_failure()
+                continue
+            if saved:
                 with self._lock:
                     gone = s.id not in self._sessions
                 if gone:  # deleted or expired while it was written: its file goes too
@@ -121,7 +135,10 @@ class SessionStore:
         """Load the sessions of the data directory (at start); return how many."""
         if self.folder is None or not self.folder.is_dir():
             return 0
-        for path in sorted(self.folder.glob("*.npz")):
+        for path in self.folder.glob(".tmp-*.npz"):  # a write a crash cut short: never a session's state
+            log.warning("removing %s, a snapshot whose write did not finish", path)
+            path.unlink(missing_ok=True)
+        for path in sorted(self.folder.glob("[!.]*.npz")):
             try:
                 s = snapshot.load(path, self.limits)
             except MXNetError as e:

@@ -233,3 +233,44 @@ def test_a_session_running_a_long_batch_is_not_expired_under_it():
     with s.lock:  # a batch running longer than the TTL
         assert store.expire() == 0
     assert store.expire() == 1
+
+
+def test_a_session_whose_snapshot_fails_does_not_keep_the_others_from_theirs(tmp_path, monkeypatch):
+    """A full disk fails one session's write (a large one): the others are written all the
+    same, the failure is counted, and the failed one is tried again at the next round."""
+    from gradserve.server.store import SessionStore
+
+    failures: list[int] = []
+    store = SessionStore(Settings(data_dir=tmp_path), on_snapshot_failure=lambda: failures.append(1))
+    big, small = store.create("alice"), store.create("bob")
+    for s in (big, small):
+        s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    save = snapshot.save
+
+    def disk_full_for_big(sess, path, wait_s=-1):
+        if sess is big:
+            raise OSError(28, "No space left on device")
+        return save(sess, path, wait_s)
+
+    monkeypatch.setattr(snapshot, "save", disk_full_for_big)
+    assert store.snapshot() == 1 and failures == [1]
+    assert [p.stem for p in (tmp_path / "sessions").glob("*.npz")] == [small.id]
+    monkeypatch.setattr(snapshot, "save", save)
+    assert store.snapshot() == 1  # the big one, at the next round
+
+
+def test_a_snapshot_a_crash_left_half_written_is_removed_not_restored(tmp_path):
+    """A crash between writing a snapshot's temporary file and renaming it leaves the file:
+    it is never a session's state (that session may have been deleted since), and goes."""
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    assert store.snapshot() == 1
+    folder = tmp_path / "sessions"
+    (folder / f"{s.id}.npz").rename(folder / ".tmp-crash.npz")  # complete, but never renamed
+    (folder / ".tmp-cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    again = SessionStore(Settings(data_dir=tmp_path))
+    assert again.restore() == 0 and not list(folder.iterdir())
+

@@ -652,3 +652,23 @@ def test_a_large_json_upload_is_exact_and_refused_as_a_small_one_is(http, sid):
         )
         assert r.status_code == 400 and why in r.json()["error"]["message"], r.text
     assert http.get(base).json()["arrays"] == 4
+
+
+def test_a_json_batch_of_many_instructions_is_validated_off_the_event_loop(live_server, http, sid, monkeypatch):
+    import threading
+
+    from gradserve.server import app as app_module
+
+    where: list[threading.Thread] = []
+    real = app_module.validated_batch
+
+    def spy(msg):
+        where.append(threading.current_thread())
+        return real(msg)
+
+    monkeypatch.setattr(app_module, "validated_batch", spy)
+    ops = [{"op": "ones", "out": [1], "at": {"shape": [1]}}] + [{"op": "free", "in": [99]} for _ in range(999)]
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops})
+    assert r.status_code == 200, r.text  # (freeing a handle that is not there is no error)
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops[:1]})
+    assert len(where) == 2 and where[0] is not live_server.thread and where[1] is live_server.thread
