@@ -23,7 +23,7 @@ from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu
-from .runtime import ChangeLost, Client, current, set_current
+from .runtime import ChangeLost, Client, SessionLost, current, set_current
 from .transport import Http, InProcess, SessionClosed, from_env
 
 __version__ = "0.1.0"
@@ -63,6 +63,7 @@ __all__ = [
     "MXNetError",
     "NDArray",
     "SessionClosed",
+    "SessionLost",
     "autograd",
     "connect",
     "cpu",

@@ -110,6 +110,8 @@ class Client:
         self.sync = sync or os.environ.get("GRADSERVE_SYNC", "") not in ("", "0")
         self._handles = itertools.count(1)
         self._seq = 0
+        self._acked = 0  # the last seq whose reply came
+        self._lost: SessionLost | None = None  # (see _lost_state)
         self._queue: list[dict[str, Any]] = []
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
@@ -179,7 +181,7 @@ class Client:
         where = _user_line()
         with self._lock:  # threads may share a session: an op must not slip between a flush's steps
             if self.closed:
-                raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
+                raise self._closed_error()
             if nbytes:
                 nbytes = framed(nbytes)  # as it travels: its frame is aligned
                 if self._queue and self._qbytes + nbytes > self.max_batch_bytes:
@@ -323,7 +325,7 @@ class Client:
         if getattr(self._tls, "capture", None) is not None:
             raise NotTraceable(self._tls.no_reads)
         if self.closed:
-            raise SessionClosed("this session was closed; gradserve.connect() opens a new one")
+            raise self._closed_error()
         with self._lock:
             for h in reads:
                 self.check_alive(h)
@@ -392,13 +394,17 @@ class Client:
 
     def _send(self, ops: list[dict], where: list) -> dict[str, Any]:
         """Send a batch as the next seq. After a lost connection the server may not have the
-        previous one: if it says so (out of order), this batch takes that seq instead."""
+        previous one: if it says so (out of order), this batch takes that seq instead. A
+        server that lost batches whose replies came (restarted from an older snapshot after
+        a crash) raises ``SessionLost``, now and for every later use of the session."""
         self._seq += 1
         try:
             try:
                 reply = self.transport.send({"seq": self._seq, "ops": ops})
             except SequenceError as e:
                 expected = SequenceError.expected(str(e))
+                if expected is not None and expected <= self._acked:
+                    raise self._lost_state(expected, self._acked) from e
                 if not self._unsure or expected is None:
                     raise
                 self._unsure = False
@@ -419,7 +425,20 @@ class Client:
             self._refused(ops, where, e)
             raise
         self._unsure = False
+        self._acked = self._seq
         return reply
+
+    def _lost_state(self, expected: int, acked: int) -> SessionLost:
+        """The server holds the session as it was before batch ``expected``, though the
+        batches up to ``acked`` ran and answered: what they did is gone there. The session
+        cannot go on as the arrays here say it is."""
+        self.closed = True
+        self._lost = SessionLost(
+            f"the server lost this session's batches {expected} to {acked} (it restarted from a snapshot "
+            "written before them, after a crash): the arrays they made and the changes they made are gone "
+            "there; gradserve.connect() opens a new session"
+        )
+        return self._lost
 
     def _refused(self, ops: list[dict], where: list, exc: BaseException) -> None:
         """A batch that came back as an error status, not a reply (over a size limit, say),
@@ -537,6 +556,11 @@ class Client:
         self.flush()
         return self.transport.info()
 
+    def _closed_error(self) -> SessionClosed:
+        if self._lost is not None:
+            return SessionLost(str(self._lost))
+        return SessionClosed("this session was closed; gradserve.connect() opens a new one")
+
     def close(self) -> None:
         """End the session (on the server too); its arrays can no longer be used. From another
         thread, a batch waiting for its reply stops at once and raises ``SessionClosed``."""
@@ -544,6 +568,11 @@ class Client:
             self.closed = True
             self._queue, self._where, self._frees, self._forgets = [], [], [], []
             self.transport.close()
+
+
+class SessionLost(SessionClosed):
+    """The server lost batches of this session that had run and answered (it restarted
+    from an older snapshot after a crash): the session cannot go on."""
 
 
 _IN_PLACE = frozenset({"update", "setitem", "sgd_update"})  # instructions that write their first input

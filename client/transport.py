@@ -99,7 +99,7 @@ class Http:
         url: str,
         api_key: str | None = None,
         timeout: float = 300.0,
-        retries: int = 10,  # about 10 s of backoff: long enough for a server restart
+        retries: int = 30,  # about 50 s of backoff: a restart restores every session first (16 s for 4 GB)
         seed: int | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
@@ -120,7 +120,8 @@ class Http:
             limits=httpx.Limits(max_keepalive_connections=0),
             verify=tls or True,
         )
-        reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}))
+        # (opening: a server that is not there is more likely a wrong URL than a restart)
+        reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}), retries=3)
         if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
             self._http.close()
             raise MXNetError(f"{self.url} did not open a session as a gradserve server does (is it one?)")
@@ -166,12 +167,15 @@ class Http:
         """The session as the server sees it: id, owner, arrays held, bytes."""
         return self._call("GET", f"/v1/sessions/{self.session_id}")
 
-    def _call(self, method: str, path: str, body: bytes | None = None, op_errors: bool = False) -> Any:
+    def _call(
+        self, method: str, path: str, body: bytes | None = None, op_errors: bool = False, retries: int | None = None
+    ) -> Any:
         """One request; retried on a broken connection (the server replays by seq)."""
         r = self._retrying(
             f"{method} {self.url}{path}",
             lambda: self._http.request(method, path, content=body),
             httpx.TransportError,
+            retries=retries,
         )
         return _reply(r.status_code, r.headers.get("content-type", ""), r.content, path, op_errors)
 
@@ -182,6 +186,7 @@ class Http:
         errors: type[Exception],
         on_error: Callable[[Exception], None] | None = None,
         at_once: bool = False,
+        retries: int | None = None,
     ) -> Any:
         """``send()``, tried up to ``retries`` more times on ``errors`` with backoff from 50 ms
         to 2 s (``at_once``: the first retry without waiting); ConnectionLost after the last."""
@@ -197,7 +202,7 @@ class Http:
                     on_error(e)
                 if self._closed:  # (close() from another thread cut the request short)
                     raise SessionClosed(CLOSED) from e
-                if attempt == self.retries or _untrusted(e):  # (a certificate does not change in 10 s)
+                if attempt >= (self.retries if retries is None else min(retries, self.retries)) or _untrusted(e):
                     raise ConnectionLost(f"{what}: {e}") from e
                 if attempt or not at_once:
                     time.sleep(delay)

@@ -274,3 +274,34 @@ def test_a_snapshot_a_crash_left_half_written_is_removed_not_restored(tmp_path):
     again = SessionStore(Settings(data_dir=tmp_path))
     assert again.restore() == 0 and not list(folder.iterdir())
 
+
+def test_a_server_that_lost_finished_batches_in_a_crash_says_so(tmp_path):
+    """After a crash the server restarts from its last snapshot, which may be older than
+    batches the client saw answered: the client says the session was lost (SessionLost), at
+    once and for every later use, instead of going on with arrays that are not what it says."""
+    import shutil
+
+    from gradserve import SessionLost
+
+    settings = Settings(data_dir=tmp_path, snapshot_interval_s=3600)
+    folder = tmp_path / "sessions"
+    with LiveServer(settings) as first:
+        port = first.port
+        client = gradserve.connect(first.url)
+        u = nd.array([10.0, 20.0])
+        u.wait_to_read()
+        first.app.state.store.snapshot()  # the last snapshot before the crash
+        early = tmp_path / "early.npz"
+        shutil.copy(folder / f"{client.transport.session_id}.npz", early)
+        for _ in range(3):
+            u -= 1
+            assert u.asnumpy().tolist()[0] < 10  # answered: the client saw these run
+    shutil.copy(early, folder / f"{client.transport.session_id}.npz")  # as a crash would have left it
+    try:
+        with LiveServer(Settings(data_dir=tmp_path), port=port):
+            with pytest.raises(SessionLost, match="restarted from a snapshot"):
+                u.asnumpy()
+            with pytest.raises(SessionLost):
+                nd.array([1.0, 2.0]).asnumpy()
+    finally:
+        gradserve.set_current(None)

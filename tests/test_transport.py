@@ -20,7 +20,7 @@ from gradserve.engine.errors import InvalidInput, MXNetError, SequenceError, Unk
 from gradserve.server import Settings
 from gradserve.transport import Conn
 
-from .conftest import LiveServer
+from .conftest import LiveServer, free_port
 
 
 def requests(client: gradserve.Client) -> int:
@@ -1282,3 +1282,30 @@ def test_an_upload_in_pieces_holds_the_array_once():
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+def test_a_batch_waits_out_a_restart_of_half_a_minute_but_opening_fails_fast(live_server, monkeypatch):
+    """A server restarting restores every session before it listens (16 s for 4 GB): a
+    batch's retries wait that long and more; opening a session on a server that is not there
+    (a wrong URL, most likely) gives up within a second."""
+    import types
+
+    from gradserve import transport
+    from gradserve.transport import ConnectionLost
+
+    t = gradserve.Http(live_server.url)
+    slept: list[float] = []
+    monkeypatch.setattr(transport, "time", types.SimpleNamespace(sleep=slept.append))  # (this module's only)
+
+    def refused():
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(ConnectionLost):
+        t._retrying("POST batch", refused, OSError)
+    assert sum(slept) >= 30
+    slept.clear()
+    port = free_port()
+    with pytest.raises(ConnectionLost):
+        gradserve.Http(f"http://127.0.0.1:{port}")
+    assert sum(slept) < 1
+    t.close()
