@@ -279,6 +279,10 @@ class BatchRun:
                 s.seq = self.seq
                 s.last_reply = reply
                 s.last_reply_lent = self.tail < len(self.ops)
+                s.reply_bytes = s._reading  # (the stored reply's copies count while it is kept)
+            else:  # not kept: its copies go with it
+                s.nbytes -= s._reading
+            s._reading = 0
             if s.on_batch is not None:
                 err = reply.get("error")
                 called = s._steps - len(self.ops)  # what its calls added (engine/programs.py)
@@ -289,7 +293,10 @@ class BatchRun:
 
     def abort(self) -> None:
         """Free the session after an unexpected exception (the seq is not taken)."""
-        self.session.lock.release()
+        s = self.session
+        s.nbytes -= s._reading
+        s._reading = 0
+        s.lock.release()
 
 
 class Session:
@@ -310,6 +317,8 @@ class Session:
         self.seq = 0
         self.last_reply: dict[str, Any] | None = None
         self.last_reply_lent = False  # whether its values are the session's arrays, not copies
+        self.reply_bytes = 0  # the copies in the stored reply (counted in ``nbytes``)
+        self._reading = 0  # the copies the batch running now read into its reply (counted too)
         self.lock = threading.Lock()
         alloc.tune_malloc()  # once per process: see engine/alloc.py
         # Bytes held, counted by the memory behind the arrays (see ``_hold``): an array a handle
@@ -574,20 +583,19 @@ class Session:
                             self.lock.release()
                             return None  # copied in a thread, not on a server's event loop
                     if self.last_reply_lent:  # its reply is written after the lock is let go: copies
-                        last = self.last_reply
-                        self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
-                        self.last_reply_lent = False
+                        self._copy_stored_reply()
                     self.lock.release()
                     return self.last_reply
                 if seq != self.seq + 1:
                     raise SequenceError(SequenceError.message(self.seq, seq))
                 self.last_reply = None  # its client has it (no retry of it can come now): free it
+                self.nbytes -= self.reply_bytes
+                self.reply_bytes = 0
             elif self.last_reply_lent and self.last_reply is not None:
                 # A batch outside the sequence (another caller) may change the arrays that the
                 # stored reply lent: a retry must still get what was read, so keep copies.
-                last = self.last_reply
-                self.last_reply = {**last, "values": [np.array(v) for v in last["values"]]}
-                self.last_reply_lent = False
+                self._copy_stored_reply()
+            self._reading = 0
             self.version += 1
             self._steps = len(ops)
             if self._gone:
@@ -597,6 +605,20 @@ class Session:
         except BaseException:
             self.lock.release()
             raise
+
+    def _copy_stored_reply(self) -> None:
+        """The stored reply's values as copies of the arrays it lent (one per array, however
+        often it was read), counted while the reply is kept."""
+        last = self.last_reply
+        assert last is not None
+        copies: dict[int, np.ndarray] = {}
+        for v in last["values"]:
+            if id(v) not in copies:
+                copies[id(v)] = np.array(v)
+                self.reply_bytes += v.nbytes
+                self.nbytes += v.nbytes
+        self.last_reply = {**last, "values": [copies[id(v)] for v in last["values"]]}
+        self.last_reply_lent = False
 
     def execute(self, ins: dict, values: list) -> None:
         """Run one instruction (the caller sets numpy's error state once per batch)."""
@@ -1191,7 +1213,25 @@ def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: b
                 raise AutogradError(f"read: handle {h} has no gradient attached (call attach_grad first)")
             x = n.grad
         got.append(x)
-    values.extend(x.copy() if copy else x for x in got)
+    if not copy:
+        values.extend(got)
+        return
+    copies: dict[int, np.ndarray] = {}  # one copy of an array read twice by one instruction
+    nbytes = 0
+    for x in got:
+        if id(x) not in copies:
+            copies[id(x)] = x
+            nbytes += x.nbytes
+    if nbytes and not s.room(nbytes):  # the reply keeps its copies (for a retry): they count
+        raise QuotaExceeded(
+            f"read: the reply's copies of {nbytes} bytes would pass the session's limits "
+            f"(it holds {s.nbytes} of {s.limits.max_session_bytes})"
+        )
+    for k, x in copies.items():
+        copies[k] = x.copy()
+    s.nbytes += nbytes
+    s._reading += nbytes
+    values.extend(copies[id(x)] for x in got)
 
 
 @command(

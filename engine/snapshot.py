@@ -94,9 +94,17 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
         reply = None
         if s.last_reply is not None:
             reply = {k: v for k, v in s.last_reply.items() if k != "values"}
+            read_at: dict[int, int] = {}  # an array read twice is written once
+            same: dict[str, int] = {}
             for i, v in enumerate(s.last_reply.get("values", ())):
-                arrays[f"r:{i}"] = np.asarray(v)
+                j = read_at.setdefault(id(v), i)
+                if j == i:
+                    arrays[f"r:{i}"] = np.asarray(v)
+                else:
+                    same[str(i)] = j
             reply["n_values"] = len(s.last_reply.get("values", ()))
+            if same:
+                reply["same_values"] = same
         meta = {
             "format": FORMAT,
             "id": s.id,
@@ -188,8 +196,16 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
     reply = meta["last_reply"]
     if reply is not None:
         n = reply.pop("n_values")
-        reply["values"] = [data[f"r:{i}"] for i in range(n)]
+        same = {int(i): j for i, j in reply.pop("same_values", {}).items()}
+        if any(not 0 <= j < i for i, j in same.items()):
+            raise InvalidInput("snapshot: a reply value is the same as a later one")
+        values: list[np.ndarray] = []
+        for i in range(n):
+            values.append(values[same[i]] if i in same else data[f"r:{i}"])
+        reply["values"] = values
         s.last_reply = reply
+        s.reply_bytes = sum({id(v): v.nbytes for v in values}.values())  # (copies now: counted while kept)
+        s.nbytes += s.reply_bytes
     s.cx.rng.bit_generator.state = meta["rng"]
     for source in meta.get("programs", ()):
         prog = make_program(s, source)

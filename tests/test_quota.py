@@ -513,3 +513,40 @@ def test_a_programs_recorded_dropout_counts_its_mask_on_the_plan_path_too():
     gc.collect()
     ok(s)
     assert s.nbytes == held_memory(s) == 2 * n * F4
+
+
+def test_the_copies_a_stored_reply_keeps_count_until_the_next_batch():
+    """A batch's reads are copies the session keeps for a retry of the batch: they count
+    until the next batch of the sequence; reads past the session's room are refused (two
+    hundred reads of a 4 MB array held 800 MB against a count of 4), and an array read twice
+    by one instruction is copied once."""
+    n = 250_000  # 1 MB
+    s = Session("r", limits=Limits(max_session_bytes=int(5.5 * n * F4)))
+    s.run_batch({"seq": 1, "ops": [ones(1, n)]})
+    reply = s.run_batch({"seq": 2, "ops": [{"op": "read", "in": [1, 1, 1]}]})  # one copy
+    assert "error" not in reply and len({id(v) for v in reply["values"]}) == 1
+    assert s.nbytes == 2 * n * F4 == held_memory(s) + s.reply_bytes
+    reply = s.run_batch({"seq": 3, "ops": [{"op": "read", "in": [1]} for _ in range(200)]})
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 4  # 1 + 4 copies: 5 MB
+    assert len(reply["values"]) == 4 and s.nbytes == 5 * n * F4  # (the reply kept: a retry gets it)
+    assert s.run_batch({"seq": 3, "ops": []}) is reply
+    s.run_batch({"seq": 4, "ops": []})
+    assert s.nbytes == n * F4 == held_memory(s)  # the next batch let the copies go
+    s.run_batch({"ops": [{"op": "read", "in": [1]}]})  # outside the sequence: not kept
+    assert s.nbytes == n * F4
+
+
+def test_a_snapshot_writes_an_array_its_reply_read_twice_once_and_counts_the_reply(tmp_path):
+    from gradserve.engine import snapshot
+
+    n = 250_000
+    s = Session("rs")
+    s.run_batch({"seq": 1, "ops": [ones(1, n), {"op": "read", "in": [1, 1]}, {"op": "read", "in": [1]}]})
+    snapshot.save(s, tmp_path / "rs.npz")
+    with np.load(tmp_path / "rs.npz") as data:
+        assert sorted(k for k in data.files if k.startswith("r:")) == ["r:0", "r:2"]
+    t = snapshot.load(tmp_path / "rs.npz")
+    values = t.last_reply["values"]
+    assert values[0] is values[1] and values[2] is not values[0]
+    assert [v.tolist()[:2] for v in values] == [[1.0, 1.0]] * 3
+    assert t.nbytes == s.nbytes == 3 * n * F4 and t.reply_bytes == 2 * n * F4
