@@ -1233,6 +1233,11 @@ def _dot_eager(at, g, y, a, b):
     return Deferred(dot, (b.T, g.T), cost), Deferred(dot, (g.T, a.T), cost)
 
 
+def _dot_work(at: dict, a: Spec, b: Spec) -> int:
+    sa = _dot_operand(a.shape, at["transpose_a"])
+    return prod(sa) * prod(b.shape) // max(sa[-1], 1) if sa else 0
+
+
 @defop(
     "dot",
     ("lhs", "rhs"),
@@ -1240,6 +1245,7 @@ def _dot_eager(at, g, y, a, b):
     infer=_dot_infer,
     vjp=_dot_vjp,
     eager_vjp=_dot_eager,
+    work=_dot_work,
 )
 def _dot(cx, at, a, b):
     """The dot product: the last axis of ``lhs`` with the first of ``rhs``."""

@@ -1092,7 +1092,18 @@ def _bmm_vjp_for(name: str):
 BMM = (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False))
 
 
-@defop("batch_dot", ("lhs", "rhs"), BMM, infer=_bmm_infer_for("batch_dot"), vjp=_bmm_vjp_for("batch_dot"))
+def _bmm_work(at: dict, a: Spec, b: Spec) -> int:
+    return prod(a.shape) * (b.shape[-2] if at["transpose_b"] else b.shape[-1]) if len(b.shape) >= 2 else 0
+
+
+@defop(
+    "batch_dot",
+    ("lhs", "rhs"),
+    BMM,
+    infer=_bmm_infer_for("batch_dot"),
+    vjp=_bmm_vjp_for("batch_dot"),
+    work=_bmm_work,
+)
 def _batch_dot(cx, at, a, b):
     """Matrix products of the last two axes, batched over the leading ones."""
     return _bmm(cx, at, a, b)
@@ -1104,6 +1115,7 @@ def _batch_dot(cx, at, a, b):
     (*BMM, Attr("alpha", "float", 1.0)),
     infer=_bmm_infer_for("linalg_gemm2"),
     vjp=_bmm_vjp_for("linalg_gemm2"),
+    work=_bmm_work,
 )
 def _linalg_gemm2(cx, at, a, b):
     """alpha * op(A) op(B) on the last two axes (``nd.linalg.gemm2``)."""

@@ -309,7 +309,15 @@ def _fc_eager(at, g, y, x, w, *b):
     return (gx, gw) + ((g2.sum(axis=0, dtype=g2.dtype),) if b else ())
 
 
-@defop("FullyConnected", ("data", "weight", "*bias"), FC, infer=_fc_infer, vjp=_fc_vjp, eager_vjp=_fc_eager)
+@defop(
+    "FullyConnected",
+    ("data", "weight", "*bias"),
+    FC,
+    infer=_fc_infer,
+    vjp=_fc_vjp,
+    eager_vjp=_fc_eager,
+    work=lambda at, x, w, *b: prod(x.shape) * at["num_hidden"],
+)
 def _fully_connected(cx, at, x, w, *b):
     """data · weightᵀ + bias, with data flattened to 2-D unless ``flatten`` is false."""
     lead, k = _fc_in(x.shape, at["flatten"])
@@ -466,7 +474,28 @@ def _conv_vjp(F, at, g, y, x, w, *b):
     return (gx, gw) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
 
 
-@defop("Convolution", ("data", "weight", "*bias"), CONV, infer=_conv_infer, vjp=_conv_vjp)
+def _windows_bytes(win: dict, x: Spec) -> int:
+    """The bytes of the windows im2col makes of ``x`` (a padded copy first when padded)."""
+    k, _, p, out = _window("im2col", win, x.shape)
+    size = np.dtype(x.dtype).itemsize
+    padded = x.shape[0] * x.shape[1] * (x.shape[2] + 2 * p[0]) * (x.shape[3] + 2 * p[1]) if any(p) else 0
+    return (x.shape[0] * x.shape[1] * k[0] * k[1] * out[0] * out[1] + padded) * size
+
+
+def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
+    k, _, _, out = _window("Convolution", at, x.shape)
+    return x.shape[0] * at["num_filter"] * out[0] * out[1] * x.shape[1] * k[0] * k[1]
+
+
+@defop(
+    "Convolution",
+    ("data", "weight", "*bias"),
+    CONV,
+    infer=_conv_infer,
+    vjp=_conv_vjp,
+    scratch=lambda at, x, w, *b: _windows_bytes(_win(at), x),
+    work=_conv_work,
+)
 def _convolution(cx, at, x, w, *b):
     """2-D cross-correlation of (N, C, H, W) data with (F, C, kh, kw) filters, plus bias."""
     n, c = x.shape[:2]
@@ -532,7 +561,14 @@ def _pool_vjp(F, at, g, y, x):
     return (F.col2im(gb, shape=tuple(x.shape), **win),)
 
 
-@defop("Pooling", ("data",), POOL, infer=_pool_infer, vjp=_pool_vjp)
+@defop(
+    "Pooling",
+    ("data",),
+    POOL,
+    infer=_pool_infer,
+    vjp=_pool_vjp,
+    scratch=lambda at, x: _windows_bytes(_pool_window(at, x.shape), x),
+)
 def _pooling(cx, at, x):
     """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)

@@ -226,6 +226,11 @@ class Op:
     # in-place change of one changes the other); every other op's output is an array of its own
     view: bool = False
     parse: Callable[[dict[str, Any] | None], dict[str, Any]] | None = None  # attr_parser(name, attrs)
+    # what the op costs beyond its output, from its attributes and input specs: the bytes of
+    # the working arrays it makes while it runs (convolution's and pooling's windows), and
+    # its multiply-adds (a product whose result is small may still take seconds)
+    scratch: Callable[..., int] | None = None
+    work: Callable[..., int] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -306,6 +311,8 @@ def defop(
     aliases: tuple[str, ...] = (),
     eager_vjp: EagerVjp | None = None,
     view: bool = False,
+    scratch: Callable[..., int] | None = None,
+    work: Callable[..., int] | None = None,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 
@@ -337,6 +344,8 @@ def defop(
                 like=infer is like_infer,
                 parse=attr_parser(name, attrs),
                 view=view,
+                scratch=scratch,
+                work=work,
             )
         )
 

@@ -132,6 +132,11 @@ def _large_inputs(s: Session, ins: dict) -> bool:
     return total > 2 * SLICE_ARRAY_BYTES
 
 
+SLICE_WORK = 1 << 26
+"""An op of more multiply-adds (about a slice's 5 ms of one core's BLAS) is not started in a
+slice of a server's event loop: the thread that runs the rest of the batch runs it."""
+
+
 class _SliceEnds(Exception):
     """Raised before an op too large for a slice starts (nothing of it has run)."""
 
@@ -200,10 +205,12 @@ class BatchRun:
         since = time.perf_counter()
         if deadline is not None:
             s._cap = min(s._cap, SLICE_ARRAY_BYTES)
+            s._in_slice = True
         try:
             i = self._run(s, ops, values, tail, execute, n, i, since, deadline)
         finally:
             s._cap = s.limits.max_array_bytes
+            s._in_slice = False
         self.next = i
         if i >= n:
             if s._gone:
@@ -257,6 +264,12 @@ class BatchRun:
                     ZeroDivisionError,
                 ) as e:
                     self.reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    i = n
+                    break
+                except MemoryError:  # (past what the checks foresaw: the machine's memory)
+                    op = ins.get("op") if type(ins) is dict else None
+                    err = QuotaExceeded(f"{op}: the server has not the memory to run it")
+                    self.reply["error"] = error_body(err, i, ins)
                     i = n
                     break
                 except Exception as e:  # a fault of ours: the batch still ends as for any error
@@ -335,6 +348,7 @@ class Session:
         self._gone: list[int] = []  # ids of ``held`` whose array died (appended from any thread)
         self.grads: dict[int, np.ndarray] = {}  # id(variable's node) -> the gradient buffer made for it
         self._cap = self.limits.max_array_bytes  # the largest array an op may make without a closer look
+        self._in_slice = False  # a batch runs in a slice of a server's event loop (see BatchRun.run)
         self.version = 0  # counts batches run, so a snapshot knows what changed
         self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
         # told of each batch: (instructions run, error kind, instructions of the programs it called)
@@ -653,6 +667,8 @@ class Session:
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
+            if op.scratch is not None or op.work is not None:
+                self._check_costly(op, at, specs, n)
         mode = ins.get("mode", 0)
         if type(mode) is not int:
             raise _bad_mode(name, mode)
@@ -691,6 +707,26 @@ class Session:
             self.link(op, at, ins_h, xs, h, y)
             if kept:
                 self.keep_mask(at)
+
+    def _check_costly(self, op: Op, at: dict, specs: list, n: int) -> None:
+        """An op whose working arrays or multiply-adds are large: its working arrays are
+        refused past the per-array limit or the session's room, as its output would be (they
+        are memory it holds while it runs); in a slice of the event loop, it is left for the
+        thread that runs the rest of the batch when either would take the loop long."""
+        tmp = op.scratch(at, *specs) if op.scratch is not None else 0
+        lim = self.limits
+        if tmp > lim.max_array_bytes:
+            raise QuotaExceeded(
+                f"{op.name}: its working array of {tmp} bytes is over the limit of {lim.max_array_bytes} per array"
+            )
+        if tmp and not self.room(n + tmp):
+            raise QuotaExceeded(
+                f"{op.name}: it would hold {self.nbytes + n + tmp} bytes while it runs (its working array of "
+                f"{tmp} bytes too), over the session's or its user's limit"
+            )
+        if self._in_slice and not self._calling:  # (a program's call runs whole wherever it starts)
+            if tmp > self._cap or (op.work is not None and op.work(at, *specs) > SLICE_WORK):
+                raise _SliceEnds
 
     def in_graph(self, h: Any) -> bool:
         p = self.nodes.get(h)

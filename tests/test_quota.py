@@ -550,3 +550,54 @@ def test_a_snapshot_writes_an_array_its_reply_read_twice_once_and_counts_the_rep
     assert values[0] is values[1] and values[2] is not values[0]
     assert [v.tolist()[:2] for v in values] == [[1.0, 1.0]] * 3
     assert t.nbytes == s.nbytes == 3 * n * F4 and t.reply_bytes == 2 * n * F4
+
+
+def test_convolution_and_pooling_count_their_working_arrays():
+    """Pooling and Convolution make their windows (a kernel's worth per output) while they
+    run: refused past the per-array limit or the session's room, before anything is made
+    (a 48 x 48 max pool of a 1 MB image held 2 GB under a 16 MiB quota)."""
+    s = Session("w", limits=Limits(max_session_bytes=16 << 20, max_array_bytes=8 << 20))
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [1, 1, 512, 512]}})  # 1 MiB
+    before = (s.nbytes, set(s.arrays))
+    pool = {"op": "Pooling", "in": [1], "out": [2], "at": {"kernel": [48, 48]}}
+    err = run(s, pool)["error"]
+    assert err["kind"] == "QuotaExceeded" and "working array of" in err["message"]
+    assert (s.nbytes, set(s.arrays)) == before
+    small = {**pool, "at": {"kernel": [2, 2], "stride": [2, 2]}}  # windows: 1 MiB
+    ok(s, small)
+    s.limits.max_session_bytes = s.nbytes + (1 << 20)  # room for the output, not for its windows too
+    err = run(s, {**small, "out": [3]})["error"]
+    assert err["kind"] == "QuotaExceeded" and "while it runs" in err["message"] and 3 not in s.arrays
+
+
+def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread():
+    """In a slice of a server's event loop, an op of many multiply-adds (a small result may
+    still take a second) or large working arrays is not started: the thread runs it and the
+    rest. Small ones run in the slice."""
+    import time
+
+    s = Session("slow")
+    # windows of 6.8 MB (under the slice's 8 MiB), 110 M multiply-adds
+    ok(s, ones(1, 120 * 120), {"op": "reshape", "in": [1], "out": [2], "at": {"shape": [1, 1, 120, 120]}})
+    ok(s, {"op": "ones", "out": [3], "at": {"shape": [64, 1, 12, 12]}})
+    conv = {
+        "op": "Convolution",
+        "in": [2, 3],
+        "out": [4],
+        "at": {"kernel": [12, 12], "num_filter": 64, "no_bias": True},
+    }
+    dot = {"op": "dot", "in": [5, 5], "out": [6]}
+    ok(s, {"op": "ones", "out": [5], "at": {"shape": [64, 64]}})
+    for ins, in_slice in ((dot, True), (conv, False)):
+        job = s.begin({"ops": [ins]})
+        assert job.run(deadline=time.perf_counter() + 60) is in_slice, ins["op"]
+        if not in_slice:
+            assert job.next == 0 and ins["out"][0] not in s.arrays  # not started
+            assert job.run()  # the thread's turn
+        assert "error" not in job.finish()
+
+
+def test_an_op_the_machine_has_no_memory_for_is_refused_not_a_fault():
+    s = Session("oom", limits=Limits(max_session_bytes=1 << 60, max_array_bytes=1 << 60, max_user_bytes=1 << 60))
+    err = run(s, {"op": "ones", "out": [1], "at": {"shape": [1 << 43]}})["error"]  # 32 TiB
+    assert err["kind"] == "QuotaExceeded" and "memory" in err["message"] and 1 not in s.arrays
