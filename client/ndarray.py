@@ -16,9 +16,9 @@ import numpy as np
 
 from .engine import tape
 from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
-from .engine.ops import assignable, broadcast_shapes, is_view_key, key_shape, parse_key
+from .engine.ops import assignable, broadcast_shapes, is_view_key, is_whole_key, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
-from .engine.session import INPLACE_IN_GRAPH, RECORDING, TRAINING
+from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
 from .runtime import FRAME_ALIGN, RNG_KEY, Client, current, framed
 from .state import flags
 
@@ -387,6 +387,8 @@ class NDArray:
         self._c.check_alive(self._h)  # a target its failed batch never made: say so here, not later
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
+        if flags.recording and isinstance(o, NDArray) and tape.in_graph(o._node):
+            raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
         ins: dict[str, Any] = {"op": "update", "in": [self._h], "at": {"fn": fn}}
         if isinstance(o, NDArray):
             if o._c is not self._c:
@@ -469,7 +471,13 @@ class NDArray:
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
         wkey, idx = _key_to_wire(key, self._c)
-        sub = key_shape("setitem", self.shape, parse_key("setitem", wkey, len(idx)), tuple(i.shape for i in idx))
+        parsed = parse_key("setitem", wkey, len(idx))
+        sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
+        copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
+        if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):
+            if not (is_whole_key(parsed) and not idx and value.shape == self.shape):
+                raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
+            copied = tape.Node(OPS["copy"], None, tape.parents_of([value._node]))
         ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
         if isinstance(value, NDArray):
             if value._c is not self._c:
@@ -495,6 +503,8 @@ class NDArray:
         if flags.recording:
             ins["mode"] = _mode()
         self._c.enqueue(ins)
+        if copied is not None:
+            self._node = copied
 
     # -- autograd -------------------------------------------------------------
 

@@ -1086,6 +1086,13 @@ def is_view_key(key: tuple) -> bool:
     return _is_int(k) or (isinstance(k, slice) and k.step in (None, 1))
 
 
+def is_whole_key(key: tuple) -> bool:
+    """``x[:]``, ``x[...]``, ``x[:, :]``: the whole array, in order (MXNet's ``x[:] = v``
+    while recording is a recorded copy of v; any other in-place write of a recorded value
+    is refused)."""
+    return all(k is Ellipsis or (isinstance(k, slice) and k == slice(None)) for k in key)
+
+
 def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
     """Whether ``value`` broadcasts to exactly ``region``."""
     try:

@@ -47,6 +47,8 @@ _log = logging.getLogger("gradserve.engine")
 RECORDING = 1
 TRAINING = 2
 
+INPLACE_RECORDING = "Inplace operations (+=, -=, x[:]=, etc) are not supported when recording with autograd."
+"""MXNet's words for an in-place write of a recorded value into an array (but ``x[:] = v``)."""
 INPLACE_IN_GRAPH = (
     "Assigning to NDArrays that are already in a computational graph will cause "
     "undefined behavior when evaluating gradients. Please call backward first to "
@@ -1290,11 +1292,17 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     target = s.get(hs[0])
     idx = tuple(s.get(h) for h in idx_h)
     key = _ops.parse_key("setitem", at["key"] or [], n_idx)
-    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
+    recording = ins.get("mode", 0) & RECORDING
+    if recording and tape.in_graph(s.nodes.get(hs[0])):
         raise AutogradError(INPLACE_IN_GRAPH)
     sub = _ops.key_shape("setitem", target.shape, key, tuple(i.shape for i in idx))
+    copied: Node | None = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
     if len(hs) == 2:
         v = s.get(hs[1])
+        if recording and tape.in_graph(s.nodes.get(hs[1])):
+            if not (_ops.is_whole_key(key) and not idx and v.shape == target.shape):
+                raise AutogradError(INPLACE_RECORDING)
+            copied = Node(OPS["copy"], {}, (s.nodes[hs[1]],), (v,), target)
         if v.dtype != target.dtype:
             v = v.astype(target.dtype)
     elif at["scalar"] is not None:
@@ -1309,6 +1317,8 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         target[_ops.bind_key(key, idx)] = v
     except IndexError as e:
         raise _ops.IndexOutOfRange(f"setitem: {e}") from None
+    if copied is not None:
+        s.set_node(hs[0], copied)
 
 
 _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
@@ -1329,8 +1339,11 @@ def _update(s: Session, ins: dict, values: list) -> None:
     if len(hs) not in (1, 2):
         raise InvalidInput("update takes a target and at most one value handle")
     target = s.get(hs[0])
-    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
-        raise AutogradError(INPLACE_IN_GRAPH)
+    if ins.get("mode", 0) & RECORDING:
+        if tape.in_graph(s.nodes.get(hs[0])):
+            raise AutogradError(INPLACE_IN_GRAPH)
+        if len(hs) == 2 and tape.in_graph(s.nodes.get(hs[1])):
+            raise AutogradError(INPLACE_RECORDING)
     if len(hs) == 2:
         v = s.get(hs[1])
         if not _ops.broadcastable(v.shape, target.shape):

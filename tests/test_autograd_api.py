@@ -306,3 +306,72 @@ def test_a_gradient_buffer_that_is_an_ops_output_is_read_before_it_is_written(mo
     autograd.backward([t, u])  # the dot's VJP runs before exp's
     np.testing.assert_allclose(x.grad.asnumpy(), np.exp(xv), rtol=1e-5)
     np.testing.assert_allclose(t.asnumpy(), av.T @ np.ones((2, 2), np.float32), rtol=1e-5)
+
+
+def test_writing_a_recorded_value_into_an_array_is_a_copy_or_refused_as_in_mxnet(mode):
+    """Inside record(), ``y[:] = v`` (and ``v.copyto(y)``) of a recorded v makes y a recorded
+    copy of v, as in MXNet; a part written (``y[0] = v``) or ``y += v`` is refused with
+    MXNet's error. (Both used to write the values and lose the gradient.)"""
+    from gradserve.engine.errors import AutogradError
+
+    k = nd.ones(2)
+    k.attach_grad()
+    with autograd.record():
+        y = nd.zeros(2)
+        y[:] = k * 3
+        loss = y.sum() + k.sum()
+    loss.backward()
+    assert k.grad.asnumpy().tolist() == [4.0, 4.0]
+    with autograd.record():
+        y = nd.zeros(2)
+        k.copyto(y)
+        loss = (y * 3).sum()
+    loss.backward()
+    assert k.grad.asnumpy().tolist() == [3.0, 3.0]
+    for write in (
+        lambda y: y.__setitem__(0, (k * 3)[0]),
+        lambda y: y.__setitem__(slice(0, 1), k[0:1]),
+        lambda y: y.__iadd__(k),
+    ):
+        with autograd.record():
+            y = nd.zeros(2)
+            with pytest.raises(AutogradError, match="Inplace operations"):
+                write(y)
+    y = nd.zeros(2)
+    y[:] = k  # outside record: a write, nothing recorded
+    assert y.asnumpy().tolist() == [1.0, 1.0]
+
+
+def test_the_engine_refuses_a_recorded_value_written_into_part_of_an_array():
+    """The same rules on the wire: a client in another language gets them too."""
+    from gradserve.engine.session import Session
+
+    s = Session("w")
+    reply = s.run_batch(
+        {
+            "ops": [
+                {"op": "ones", "out": [1], "at": {"shape": [2]}},
+                {"op": "attach_grad", "in": [1]},
+                {"op": "zeros", "out": [2], "at": {"shape": [2]}},
+                {"op": "mul_scalar", "in": [1], "out": [3], "at": {"scalar": 3.0}, "mode": 1},
+                {"op": "setitem", "in": [2, 3], "at": {"key": [[None, None, None]]}, "mode": 1},
+                {"op": "sum", "in": [2], "out": [4], "mode": 1},
+                {"op": "backward", "in": [4], "mode": 1},
+                {"op": "read", "in": [1], "at": {"grad": True}},
+            ]
+        }
+    )
+    assert reply["values"][0].tolist() == [3.0, 3.0]
+    reply = s.run_batch(
+        {
+            "ops": [
+                {"op": "mul_scalar", "in": [1], "out": [5], "at": {"scalar": 3.0}, "mode": 1},
+                {"op": "getitem", "in": [5], "out": [6], "at": {"key": [[0, 1, None]]}, "mode": 1},
+                {"op": "setitem", "in": [2, 6], "at": {"key": [[0, 1, None]]}, "mode": 1},
+                {"op": "update", "in": [2, 5], "at": {"fn": "add"}, "mode": 1},
+            ]
+        }
+    )
+    assert reply["error"]["index"] == 2 and "Inplace operations" in reply["error"]["message"]
+    reply = s.run_batch({"ops": [{"op": "update", "in": [2, 5], "at": {"fn": "add"}, "mode": 1}]})
+    assert reply["error"]["index"] == 0 and "Inplace operations" in reply["error"]["message"]
