@@ -152,7 +152,7 @@ def _arg_infer_for(name: str):
         if at["axis"] is None:
             if prod(x.shape) == 0:
                 raise ShapeError(f"{name}: an empty array has no {name[3:]} (shape {x.shape})")
-            return Spec((1,), "float32")
+            return Spec((1,), _index_dtype(x.dtype))
         ax = _one_axis(name, at["axis"], len(x.shape))
         if x.shape[ax] == 0:
             raise ShapeError(f"{name}: cannot reduce an axis of length 0 (shape {x.shape})")
@@ -161,19 +161,27 @@ def _arg_infer_for(name: str):
             if at["keepdims"]
             else (x.shape[:ax] + x.shape[ax + 1 :])
         )
-        return Spec(at_least_1d(shape), "float32")
+        return Spec(at_least_1d(shape), _index_dtype(x.dtype))
 
     return infer
 
 
+def _index_dtype(dtype: str) -> str:
+    """argmax's and argmin's: the data's own, as MXNet's (float32 for bool data)."""
+    return "float32" if dtype == "bool" else dtype
+
+
 def _arg(name: str, fn: Any) -> None:
     def forward(cx, at, x):
+        dt = _index_dtype(x.dtype.name)
         if at["axis"] is None:
-            return cx.xp.array([fn(x)], dtype="float32")
+            return cx.xp.array([fn(x)], dtype=dt)
         r = fn(x, axis=at["axis"], keepdims=at["keepdims"])
-        return cx.xp.array(r, dtype="float32", ndmin=1)
+        return cx.xp.array(r, dtype=dt, ndmin=1)
 
-    forward.__doc__ = f"Indices of the {name[3:]}ima along ``axis`` (all axes, flattened, when None), as float32."
+    forward.__doc__ = (
+        f"Indices of the {name[3:]}ima along ``axis`` (all axes, flattened, when None), in the data's dtype (as MXNet)."
+    )
     defop(name, ("data",), (Attr("axis", "int", None), KEEPDIMS), infer=_arg_infer_for(name))(forward)
 
 

@@ -15,13 +15,17 @@ NUMBER = re.compile(r"-?\d+\.?\d*(?:e[-+]?\d+)?")
 
 
 def _same(ours: str, theirs: str) -> bool:
-    """Equal text, but for float32 values that differ in their last digit."""
+    """Equal text, but for float values that differ in their last digit (an integer must be
+    printed as one, as MXNet printed it)."""
     if ours == theirs:
         return True
     if NUMBER.sub("#", ours).replace(" ", "") != NUMBER.sub("#", theirs).replace(" ", ""):
         return False
-    a = np.array([float(v) for v in NUMBER.findall(ours)])
-    b = np.array([float(v) for v in NUMBER.findall(theirs)])
+    ta, tb = NUMBER.findall(ours), NUMBER.findall(theirs)
+    if any(("." in x or "e" in x) != ("." in y or "e" in y) for x, y in zip(ta, tb)):
+        return False  # an integer printed where MXNet printed a float, or the other way round
+    a = np.array([float(v) for v in ta])
+    b = np.array([float(v) for v in tb])
     return a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

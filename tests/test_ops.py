@@ -503,8 +503,8 @@ CASES: dict[str, Case] = {
     "min": C(lambda x: x.min(axis=-1), X3, dom=DISTINCT, axis=-1),
     "norm": C(lambda x: np.sqrt((x * x).sum(axis=0)), X3, dom=DISTINCT, axis=0),
     # ordering
-    "argmax": C(lambda x: x.argmax(axis=1).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=1),
-    "argmin": C(lambda x: mx1d(x.argmin()).astype(np.float32), X3, dom=DISTINCT, out="float32"),
+    "argmax": C(lambda x: x.argmax(axis=1).astype(x.dtype), X3, dom=DISTINCT, axis=1),  # (the data's dtype, as MXNet)
+    "argmin": C(lambda x: mx1d(x.argmin()).astype(x.dtype), X3, dom=DISTINCT),
     "sort": C(lambda x: np.flip(np.sort(x, axis=1), axis=1), X3, dom=DISTINCT, axis=1, is_ascend=False),
     "argsort": C(lambda x: np.argsort(x, axis=0).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=0),
     "topk": C(lambda x: topk_ref(x, 1, 2, "value", False), X3, dom=DISTINCT, axis=1, k=2, ret_typ="value"),
@@ -785,14 +785,7 @@ VARIANTS: list[tuple[str, str, Case]] = [
     (
         "argmax-keepdims",
         "argmax",
-        C(
-            lambda x: x.argmax(axis=-1, keepdims=True).astype(np.float32),
-            X3,
-            dom=DISTINCT,
-            out="float32",
-            axis=-1,
-            keepdims=True,
-        ),
+        C(lambda x: x.argmax(axis=-1, keepdims=True).astype(x.dtype), X3, dom=DISTINCT, axis=-1, keepdims=True),
     ),
     (
         "argsort-descending-int32",

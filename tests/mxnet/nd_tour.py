@@ -47,3 +47,5 @@ print(repr(nd.power(2, nd.array([1, 2]))), repr(nd.lesser_equal(2, nd.array([1, 
 z = nd.zeros((2, 2))
 print(repr(nd.dot(n, n.T, out=z)), repr(z), repr(n.sum(axis=1, out=nd.zeros((2,)))))
 print(repr(nd.array([1048576.0])), repr(nd.array([1024.0, 3.0], dtype="float16")), repr(nd.array([1e7, 0.5])))
+m = nd.array([[1, 3, 2], [4, 0, 5]], dtype="int32")
+print(repr(m.argmax(axis=1)), repr(m.argmin()), repr(nd.argmax(m.astype("float64"), axis=0)))
