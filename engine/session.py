@@ -68,6 +68,7 @@ class Limits:
     max_user_bytes: int = 8 << 30  # all sessions of one user together
     max_batch_steps: int = 1_000_000  # instructions one batch runs, each call counting its program's
     max_program_steps: int = 100_000  # instructions of all programs a session holds
+    max_session_arrays: int = 100_000  # handles one session holds (an empty array costs the server too)
 
 
 Command = Callable[["Session", dict, list], None]
@@ -102,6 +103,12 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         return fn
 
     return wrap
+
+
+def _too_many_arrays(s: Session) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"session holds {len(s.arrays)} arrays, its limit of {s.limits.max_session_arrays}: free some first"
+    )
 
 
 def _bad_mode(name: str, mode: Any) -> InvalidInput:
@@ -380,6 +387,8 @@ class Session:
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in self.arrays:
             raise InvalidInput(f"handle {h} is already in use")
+        if len(self.arrays) >= self.limits.max_session_arrays and not alias and h >= 0:
+            raise _too_many_arrays(self)
         self.arrays[h] = value
         if alias:
             self.aliases.add(h)
@@ -693,6 +702,8 @@ class Session:
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use")
+        if len(arrays) >= self.limits.max_session_arrays and h >= 0:
+            raise _too_many_arrays(self)
         cx = self.cx
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_session_bytes: int = 2 << 30
     max_user_bytes: int = 8 << 30
     max_array_bytes: int = 1 << 30
+    max_session_arrays: int = 100_000  # handles one session holds: an empty array costs the server memory too
     max_sessions_per_user: int = 64
     session_ttl_s: float = 3600.0
     data_dir: Path | None = Field(

@@ -40,6 +40,7 @@ class SessionStore:
             max_batch_steps=settings.max_batch_steps,
             max_program_steps=settings.max_program_steps,
             max_user_bytes=settings.max_user_bytes,
+            max_session_arrays=settings.max_session_arrays,
         )
         self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None
         self._saved: dict[str, int] = {}  # session id -> version last written
