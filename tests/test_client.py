@@ -1162,3 +1162,17 @@ def test_one_element_of_a_vector_is_a_view_and_an_array_returned_twice_is_one(mo
     for _ in range(3):
         r = f(nd.ones((2,)))
         assert r[0] is r[2]
+
+
+def test_an_in_process_session_keeps_no_reply_and_no_copies_of_its_reads():
+    """Nothing retries in-process: batches go unsequenced, and the copies a read made (the
+    caller's now) are not held or counted by the session after it."""
+    client = gradserve.Client(gradserve.InProcess())
+    gradserve.set_current(client)
+    try:
+        x = nd.ones((1000,))
+        assert x.asnumpy().sum() == 1000
+        s = client.transport.session
+        assert s.last_reply is None and s.reply_bytes == 0 and s.nbytes == x.asnumpy().nbytes
+    finally:
+        gradserve.set_current(None)
