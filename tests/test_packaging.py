@@ -140,3 +140,19 @@ def test_native_reports_what_runs():
     assert (engine.NATIVE == "mypyc") == session.__file__.endswith((".so", ".pyd"))
     if os.environ.get("GRADSERVE_PURE"):
         assert engine.NATIVE == "python"
+
+
+def test_a_machine_that_can_compile_the_engine_did():
+    """mypyc's build type-checks the engine and installs it as pure Python when the check
+    fails, as it must where there is no compiler; where there is one (and mypyc), a pure
+    install is a fault (an optional import once failed the check in fresh installs only,
+    and CI went on, slower, on the sources)."""
+    import importlib.util
+    import shutil
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if not shutil.which(cc) or importlib.util.find_spec("mypyc") is None:
+        pytest.skip("no C compiler or no mypyc here: the engine is pure Python by design")
+    built = [f for f in os.listdir(os.path.dirname(engine.__file__)) if f.endswith((".so", ".pyd"))]
+    assert built, "the engine was installed as pure Python on a machine that can compile it: see setup.py's output"
