@@ -96,9 +96,16 @@ def _shuffle(cx, at, x):
     return cx.rng.permutation(x)
 
 
-@defop("stop_gradient", ("data",), infer=lambda at, x: x, aliases=("BlockGrad",))
+def _no_gradient(F, at, g, y, x):
+    """A zero gradient for the input: MXNet's for the ops whose result does not change with
+    it smoothly (an index, a stopped gradient), so a backward from one gives zeros (MXNet's)
+    rather than an error."""
+    return (F.zeros_like(x),)
+
+
+@defop("stop_gradient", ("data",), infer=lambda at, x: x, aliases=("BlockGrad",), vjp=_no_gradient)
 def _stop_gradient(cx, at, x):
-    """x, cut from the graph: no gradient flows through it."""
+    """x, cut from the graph: no gradient flows through it (a zero one, as MXNet's)."""
     return x.copy()
 
 
@@ -182,7 +189,7 @@ def _arg(name: str, fn: Any) -> None:
     forward.__doc__ = (
         f"Indices of the {name[3:]}ima along ``axis`` (all axes, flattened, when None), in the data's dtype (as MXNet)."
     )
-    defop(name, ("data",), (Attr("axis", "int", None), KEEPDIMS), infer=_arg_infer_for(name))(forward)
+    defop(name, ("data",), (Attr("axis", "int", None), KEEPDIMS), infer=_arg_infer_for(name), vjp=_no_gradient)(forward)
 
 
 _arg("argmax", np.argmax)
@@ -231,7 +238,7 @@ def _argsort_infer(at: dict, x: Spec) -> Spec:
     return Spec(x.shape, at["dtype"] or "float32")
 
 
-@defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer)
+@defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer, vjp=_no_gradient)
 def _argsort(cx, at, x):
     """The indices that sort x along ``axis`` (float32 by default, as MXNet)."""
     return _order(cx, x, at["axis"], at["is_ascend"]).astype(at["dtype"] or "float32")
@@ -540,6 +547,7 @@ def _one_hot_infer(at: dict, idx: Spec) -> Spec:
     ("indices",),
     (Attr("depth", "int", REQUIRED), Attr("on_value", "float", 1.0), Attr("off_value", "float", 0.0), DT),
     infer=_one_hot_infer,
+    vjp=_no_gradient,
 )
 def _one_hot(cx, at, idx):
     """on_value at each index along a new last axis of length ``depth``, off_value elsewhere."""

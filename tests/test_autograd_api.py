@@ -375,3 +375,23 @@ def test_the_engine_refuses_a_recorded_value_written_into_part_of_an_array():
     assert reply["error"]["index"] == 2 and "Inplace operations" in reply["error"]["message"]
     reply = s.run_batch({"ops": [{"op": "update", "in": [2, 5], "at": {"fn": "add"}, "mode": 1}]})
     assert reply["error"]["index"] == 0 and "Inplace operations" in reply["error"]["message"]
+
+
+def test_a_backward_from_an_index_or_a_stopped_gradient_gives_zeros_as_in_mxnet(mode):
+    x = nd.array([[1.0, 3.0, 2.0], [4.0, 0.0, 5.0]])
+    x.attach_grad()
+    for head in (
+        lambda: x.argmax(axis=1),
+        lambda: x.argsort(),
+        lambda: nd.stop_gradient(x),
+        lambda: nd.one_hot(x[0], 5).sum(),
+    ):
+        x.grad[:] = 7
+        with autograd.record():
+            y = head()
+        y.backward()
+        assert x.grad.asnumpy().tolist() == [[0.0] * 3] * 2
+    with autograd.record():
+        z = (nd.one_hot(x.argmax(axis=1), 3) * x).sum()  # the gradient flows through x alone
+    z.backward()
+    assert x.grad.asnumpy().tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]

@@ -105,10 +105,13 @@ class Case:
     nondiff: tuple[int, ...] = ()  # inputs whose cotangent is None (indices, labels, moving stats)
     training: bool = False  # the Context's training flag
     tol32: dict[str, float] | None = None  # forward tolerance in float32, when not tol()'s
+    zero_grad: bool = False  # the VJP gives zeros by design (MXNet's), not the derivative
 
 
-def C(ref, *shapes, dom=SMOOTH, out=None, no_grad=False, nondiff=(), training=False, tol32=None, **at) -> Case:
-    return Case(ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32)
+def C(
+    ref, *shapes, dom=SMOOTH, out=None, no_grad=False, nondiff=(), training=False, tol32=None, zero_grad=False, **at
+) -> Case:
+    return Case(ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32, zero_grad)
 
 
 def mx1d(r: Any) -> np.ndarray:
@@ -414,7 +417,7 @@ CASES: dict[str, Case] = {
     # unary
     "negative": C(np.negative),
     "copy": C(np.copy),
-    "stop_gradient": C(np.copy),
+    "stop_gradient": C(np.copy, zero_grad=True),
     "abs": C(np.abs, dom=AWAY()),
     "sign": C(np.sign, dom=AWAY()),
     "square": C(np.square),
@@ -557,6 +560,7 @@ CASES: dict[str, Case] = {
         (2, 3),
         dom=IDX(-1, 5),
         out="float32",
+        zero_grad=True,
         depth=4,
         on_value=2.0,
         off_value=-1.0,
@@ -1368,6 +1372,13 @@ def test_forward_and_infer(name, dtype):
 
 def check_case_grads(op: Op, case: Case, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
+    if case.zero_grad:  # (stop_gradient, one_hot: a zero gradient, as MXNet's, where the derivative is not)
+        xs = make_inputs(case, "float64", rng)
+        at = op.parse_attrs(case.at)
+        y, node_at = run_forward(op, at, xs, case.training)
+        cts = vjp_of(op)(Eager(ctx(0, case.training)), node_at, rng.standard_normal(y.shape), y, *xs)
+        assert [(ct.shape, ct.dtype, bool(ct.any())) for ct in cts] == [(x.shape, x.dtype, False) for x in xs]
+        return
     check_grads(
         op, case.at, make_inputs(case, "float64", rng), rng, case.no_grad, nondiff=case.nondiff, training=case.training
     )
@@ -1387,8 +1398,8 @@ def test_variant(vid, name, case):
         check_case_grads(op, case)
 
 
-SECOND = [(n, n, CASES[n]) for n in DIFFERENTIABLE if not CASES[n].no_grad] + [
-    v for v in VARIANTS if OPS[v[1]].differentiable and not v[2].no_grad
+SECOND = [(n, n, CASES[n]) for n in DIFFERENTIABLE if not CASES[n].no_grad and not CASES[n].zero_grad] + [
+    v for v in VARIANTS if OPS[v[1]].differentiable and not v[2].no_grad and not v[2].zero_grad
 ]
 
 
