@@ -216,21 +216,10 @@ def _inline(session: Session, ops: list[Any]) -> bool:
     return nbytes <= INLINE_READ_BYTES
 
 
-def _begin_and_run(session: Session, msg: dict[str, Any], box: list[Any]) -> BatchRun | dict[str, Any]:
-    """Take the session (waiting for it) and run a batch, in a thread: as on the loop, its last
-    reads are the session's arrays, written from where they are (no copies to hold or count)
-    before the caller finishes it. ``box`` gets the run at once (see ``run_sliced``)."""
-    job = session.begin(msg, copy_reads=False)
-    assert job is not None  # (a blocking begin)
-    box.append(job)
-    if isinstance(job, BatchRun):
-        try:
-            job.run()
-        except BaseException:
-            box.clear()
-            job.abort()
-            raise
-    return job
+def run(session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+    """Execute a batch in a thread; the arrays read are copies (the session is free again
+    before the reply is written)."""
+    return session.run_batch(msg, copy_reads=True)
 
 
 async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRun | dict[str, Any]:
@@ -238,23 +227,17 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
     when it is the only batch in flight (or only reads and frees a little), its session is
     free and was quick last time. After ``INLINE_SLICE_S`` the rest runs in a thread.
 
-    A batch comes back run but not finished: its last reads are the session's arrays
-    themselves, and the session stays locked until the caller has written them and finishes
-    it (a batch on another connection must not change them halfway through the reply); the
-    same when it ran in a thread."""
+    A batch started on the loop comes back run but not finished: its reads are the session's
+    arrays themselves, and the session stays locked until the caller has written them and
+    finishes it (a batch on another connection must not change them halfway through the
+    reply). A batch run in a thread comes back as its reply, its reads copied."""
     job = None
     if (app.state.busy == 1 and session.last_batch_s <= INLINE_SLICE_S and not session.lock.locked()) or _inline(
         session, msg["ops"]
     ):
         job = session.begin(msg, copy_reads=False, blocking=False)  # (the loop must not wait for a lock)
     if job is None:
-        box: list[Any] = []
-        try:
-            return await run_in_threadpool(_begin_and_run, session, msg, box)
-        except asyncio.CancelledError:  # (after the thread ended: anyio waits for it) the session is let go
-            if box and isinstance(box[0], BatchRun):
-                box[0].finish()
-            raise
+        return await run_in_threadpool(run, session, msg)
     if not isinstance(job, BatchRun):
         return job  # a retry's stored reply
     try:

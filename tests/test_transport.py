@@ -1309,25 +1309,3 @@ def test_a_batch_waits_out_a_restart_of_half_a_minute_but_opening_fails_fast(liv
         gradserve.Http(f"http://127.0.0.1:{port}")
     assert sum(slept) < 1
     t.close()
-
-
-def test_a_batch_run_in_a_thread_writes_its_reads_from_the_sessions_arrays(live_server):
-    """A batch that goes to a thread (its session's last one was slow) answers its last reads
-    from the session's own arrays, as one run on the event loop does: no copies held for a
-    retry (and counted against the quota), the session taken until the reply is out."""
-    client = gradserve.connect(live_server.url)
-    try:
-        a = np.arange(1 << 18, dtype=np.float32)  # 1 MiB
-        x = nd.array(a)
-        x.wait_to_read()
-        session = live_server.app.state.store.get(client.transport.session_id, "anonymous")
-        for _ in range(3):
-            session.last_batch_s = 1.0  # slow last time: the next batch starts in a thread
-            x += 1
-            got = x.asnumpy()
-        np.testing.assert_array_equal(got, a + 3)
-        assert session.last_reply_lent and session.reply_bytes == 0
-        assert a.nbytes <= client.transport.info()["bytes"] < a.nbytes + 4096  # (the upload's request buffer)
-    finally:
-        gradserve.set_current(None)
-        client.close()
