@@ -66,7 +66,13 @@ class InProcess:
 
     def info(self) -> dict[str, Any]:
         s = self.session
-        return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
+        return {
+            "id": s.id,
+            "owner": s.owner,
+            "arrays": len(s.arrays),
+            "bytes": s.nbytes - s.reply_bytes,
+            "reply_bytes": s.reply_bytes,
+        }
 
     def close(self) -> None:
         """Free the session's arrays (after a batch another thread runs in it now ends)."""

@@ -636,12 +636,16 @@ class Session:
         often it was read), counted while the reply is kept."""
         last = self.last_reply
         assert last is not None
+        lent = {id(a) for a in self.arrays.values()} | {id(n.grad) for n in self.nodes.values() if n.grad is not None}
         copies: dict[int, np.ndarray] = {}
         for v in last["values"]:
             if id(v) not in copies:
-                copies[id(v)] = np.array(v)
-                self.reply_bytes += v.nbytes
-                self.nbytes += v.nbytes
+                if id(v) in lent:  # (values read before the batch's last instruction are copies already)
+                    copies[id(v)] = np.array(v)
+                    self.reply_bytes += v.nbytes
+                    self.nbytes += v.nbytes
+                else:
+                    copies[id(v)] = v
         self.last_reply = {**last, "values": [copies[id(v)] for v in last["values"]]}
         self.last_reply_lent = False
 
@@ -1271,10 +1275,10 @@ def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: b
         if id(x) not in copies:
             copies[id(x)] = x
             nbytes += x.nbytes
-    if nbytes and not s.room(nbytes):  # the reply keeps its copies (for a retry): they count
+    if s._reading + nbytes > s.limits.max_session_bytes:  # (the reply keeps its copies for a retry: they count)
         raise QuotaExceeded(
-            f"read: the reply's copies of {nbytes} bytes would pass the session's limits "
-            f"(it holds {s.nbytes} of {s.limits.max_session_bytes})"
+            f"read: the batch's reply would hold {s._reading + nbytes} bytes of copies, "
+            f"over the session's limit of {s.limits.max_session_bytes}"
         )
     for k, x in copies.items():
         copies[k] = x.copy()

@@ -131,7 +131,8 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
 
 
 def _info(s: Session) -> dict[str, Any]:
-    return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": s.nbytes}
+    held = s.nbytes - s.reply_bytes
+    return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": held, "reply_bytes": s.reply_bytes}
 
 
 BODIES: dict[str, type[BaseModel]] = {

@@ -71,7 +71,8 @@ class SessionInfo(BaseModel):
     id: str
     owner: str
     arrays: int
-    bytes: int
+    bytes: int  # the memory its arrays keep alive (what the session quota counts, but its reply's copies)
+    reply_bytes: int = 0  # the copies its last batch's reads keep for a retry, until the next batch (counted too)
 
 
 class NewSessionInfo(SessionInfo):

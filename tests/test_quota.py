@@ -517,9 +517,9 @@ def test_a_programs_recorded_dropout_counts_its_mask_on_the_plan_path_too():
 
 def test_the_copies_a_stored_reply_keeps_count_until_the_next_batch():
     """A batch's reads are copies the session keeps for a retry of the batch: they count
-    until the next batch of the sequence; reads past the session's room are refused (two
-    hundred reads of a 4 MB array held 800 MB against a count of 4), and an array read twice
-    by one instruction is copied once."""
+    until the next batch of the sequence, and a batch whose copies alone would pass the
+    session's limit is refused (two hundred reads of a 4 MB array held 800 MB against a count
+    of 4); an array read twice by one instruction is copied once."""
     n = 250_000  # 1 MB
     s = Session("r", limits=Limits(max_session_bytes=int(5.5 * n * F4)))
     s.run_batch({"seq": 1, "ops": [ones(1, n)]})
@@ -527,8 +527,8 @@ def test_the_copies_a_stored_reply_keeps_count_until_the_next_batch():
     assert "error" not in reply and len({id(v) for v in reply["values"]}) == 1
     assert s.nbytes == 2 * n * F4 == held_memory(s) + s.reply_bytes
     reply = s.run_batch({"seq": 3, "ops": [{"op": "read", "in": [1]} for _ in range(200)]})
-    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 4  # 1 + 4 copies: 5 MB
-    assert len(reply["values"]) == 4 and s.nbytes == 5 * n * F4  # (the reply kept: a retry gets it)
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 5  # 5 copies: 5 MB of 5.5
+    assert len(reply["values"]) == 5 and s.nbytes == 6 * n * F4  # (the reply kept: a retry gets it)
     assert s.run_batch({"seq": 3, "ops": []}) is reply
     s.run_batch({"seq": 4, "ops": []})
     assert s.nbytes == n * F4 == held_memory(s)  # the next batch let the copies go
@@ -615,3 +615,39 @@ def test_a_session_holds_at_most_its_limit_of_arrays():
     assert err["index"] == 0
     ok(s, free(1), {"op": "zeros", "out": [4], "at": {"shape": [0]}})
     assert set(s.arrays) == {2, 3, 4}
+
+
+def test_reads_in_a_session_past_half_its_quota_still_work_and_copies_count_once():
+    """A read's copies need no room beside the arrays (a session over half full read nothing
+    in-process); a lent reply copied for a retry counts only the values that were lent."""
+    client = gradserve.Client(gradserve.InProcess(limits=Limits(max_session_bytes=1 << 20)))
+    gradserve.set_current(client)
+    try:
+        x = nd.ones((160_000,))  # 640 KB of 1 MiB
+        assert x.asnumpy().sum() == 160_000
+        assert client.transport.info() == {
+            "id": "local",
+            "owner": "anonymous",
+            "arrays": 1,
+            "bytes": 640_000,
+            "reply_bytes": 0,
+        }
+    finally:
+        gradserve.set_current(None)
+    import time
+
+    n = 1000
+    s = Session("c")
+    s.run_batch({"seq": 1, "ops": [ones(1, n), ones(2, n)]})
+    job = s.begin(
+        {
+            "seq": 2,
+            "ops": [{"op": "read", "in": [1]}, {"op": "add", "in": [1, 2], "out": [3]}, {"op": "read", "in": [2]}],
+        },
+        copy_reads=False,
+    )
+    assert job.run(deadline=time.perf_counter() + 60)
+    job.finish()  # the first read a copy, the last the array itself
+    assert s.reply_bytes == n * F4
+    s.run_batch({"seq": 2, "ops": []})  # a retry: the lent value copied, the copy kept as it is
+    assert s.reply_bytes == 2 * n * F4 and s.nbytes == 3 * n * F4 + s.reply_bytes
