@@ -299,10 +299,13 @@ def sgd_update(
     pass over its memory."""
     for a in (weight, grad):
         a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
-    if out is None:
-        out = weight.copy()
-    elif out is not weight:
-        out[:] = weight
+    from .autograd import _Scope
+
+    with _Scope(False, None):  # (not recorded: out is the weight's copy, not a recorded one)
+        if out is None:
+            out = weight.copy()
+        elif out is not weight:
+            out[:] = weight
     if flags.recording and tape.in_graph(out._node):
         raise AutogradError(INPLACE_IN_GRAPH)
     if grad.shape != out.shape or grad._spec.dtype != out._spec.dtype:

@@ -19,7 +19,7 @@ from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, 
 from .engine.ops import assignable, broadcast_shapes, is_view_key, is_whole_key, key_shape, parse_key
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
-from .runtime import FRAME_ALIGN, RNG_KEY, Client, current, framed
+from .runtime import FRAME_ALIGN, RNG_KEY, Client, NotTraceable, current, framed
 from .state import flags
 
 _ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
@@ -477,6 +477,11 @@ class NDArray:
         if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):
             if not (is_whole_key(parsed) and not idx and value.shape == self.shape):
                 raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
+            if self._c.capturing():  # the trace's name for an outside array: its node would not reach it
+                raise NotTraceable(
+                    "x[:] = v of a recorded v inside a hybridized function: the caller's array would not "
+                    "get the gradient's path; return v instead"
+                )
             copied = tape.Node(OPS["copy"], None, tape.parents_of([value._node]))
         ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
         if isinstance(value, NDArray):

@@ -395,3 +395,30 @@ def test_a_backward_from_an_index_or_a_stopped_gradient_gives_zeros_as_in_mxnet(
         z = (nd.one_hot(x.argmax(axis=1), 3) * x).sum()  # the gradient flows through x alone
     z.backward()
     assert x.grad.asnumpy().tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_sgd_update_into_another_array_inside_record_is_not_recorded(mode):
+    w = nd.ones(3)
+    w.attach_grad()
+    with autograd.record():
+        loss = (w * 2).sum()
+    loss.backward()
+    o = nd.zeros(3)
+    with autograd.record():
+        nd.sgd_update(w, w.grad, lr=0.5, out=o)
+    assert o.asnumpy().tolist() == [0.0, 0.0, 0.0] and w.asnumpy().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_recorded_copy_into_an_array_inside_a_hybridized_function_is_refused(mode):
+    import gradserve
+    from gradserve.runtime import NotTraceable
+
+    @gradserve.hybridize
+    def f(y, x):
+        y[:] = x * 5
+        return y
+
+    x, y = nd.ones(3), nd.zeros(3)
+    x.attach_grad()
+    with autograd.record(), pytest.raises(NotTraceable, match="return v instead"):
+        f(y, x)
