@@ -180,7 +180,7 @@ class Client:
                 return
         where = _user_line()
         with self._lock:  # threads may share a session: an op must not slip between a flush's steps
-            if self.closed:
+            if self.closed or self._lost is not None:
                 raise self._closed_error()
             if nbytes:
                 nbytes = framed(nbytes)  # as it travels: its frame is aligned
@@ -324,7 +324,7 @@ class Client:
         """Send what is queued (and reads of ``reads``); return the values read."""
         if getattr(self._tls, "capture", None) is not None:
             raise NotTraceable(self._tls.no_reads)
-        if self.closed:
+        if self.closed or self._lost is not None:
             raise self._closed_error()
         with self._lock:
             for h in reads:
@@ -432,7 +432,6 @@ class Client:
         """The server holds the session as it was before batch ``expected``, though the
         batches up to ``acked`` ran and answered: what they did is gone there. The session
         cannot go on as the arrays here say it is."""
-        self.closed = True
         self._lost = SessionLost(
             f"the server lost this session's batches {expected} to {acked} (it restarted from a snapshot "
             "written before them, after a crash): the arrays they made and the changes they made are gone "

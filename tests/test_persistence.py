@@ -298,10 +298,13 @@ def test_a_server_that_lost_finished_batches_in_a_crash_says_so(tmp_path):
             assert u.asnumpy().tolist()[0] < 10  # answered: the client saw these run
     shutil.copy(early, folder / f"{client.transport.session_id}.npz")  # as a crash would have left it
     try:
-        with LiveServer(Settings(data_dir=tmp_path), port=port):
+        with LiveServer(Settings(data_dir=tmp_path), port=port) as second:
             with pytest.raises(SessionLost, match="restarted from a snapshot"):
                 u.asnumpy()
             with pytest.raises(SessionLost):
                 nd.array([1.0, 2.0]).asnumpy()
+            assert len(second.app.state.store) == 1
+            client.close()  # the stale session goes from the server too
+            assert len(second.app.state.store) == 0
     finally:
         gradserve.set_current(None)
