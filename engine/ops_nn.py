@@ -493,7 +493,7 @@ def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     CONV,
     infer=_conv_infer,
     vjp=_conv_vjp,
-    scratch=lambda at, x, w, *b: _windows_bytes(_win(at), x),
+    scratch=lambda at, x, w, *b: 2 * _windows_bytes(_win(at), x),  # (the windows, then their matrix: a copy)
     work=_conv_work,
 )
 def _convolution(cx, at, x, w, *b):
