@@ -23,7 +23,7 @@ from . import kernels
 from .errors import InvalidInput, MXNetError, QuotaExceeded
 from .optable import OPS, REQUIRED, Attr
 from .session import COMMANDS, PARSED_COMMANDS, RECORDING, TRAINING, Session, command
-from .tape import SHARE_EVERY, share_gil
+from .tape import SHARE_EVERY, in_graph, share_gil
 
 _OPS_GET = OPS.get
 
@@ -414,7 +414,7 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             s._pin(y, xs)
         if mode & RECORDING and op.vjp is not None:
             s.link(op, at, ins_h, xs, h, y)
-            if op.name == "Dropout" and mode & TRAINING and s.in_graph(h):
+            if op.name == "Dropout" and mode & TRAINING and in_graph(s.nodes.get(h)):
                 s.keep_mask(at)  # (counted in the checked call's growth, which the plan's check takes)
     except MXNetError as err:
         raise _in_step(err, pid, prog, e[1]) from None

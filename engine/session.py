@@ -688,7 +688,13 @@ class Session:
         if type(mode) is not int:
             raise _bad_mode(name, mode)
         kept = 0
-        if name == "Dropout" and mode & RECORDING and mode & TRAINING and at["p"] and self.in_graph(ins_h[0]):
+        if (
+            name == "Dropout"
+            and mode & RECORDING
+            and mode & TRAINING
+            and at["p"]
+            and tape.in_graph(self.nodes.get(ins_h[0]))
+        ):
             kept = n  # its node keeps its mask, at most as large as its output, for the backward pass
         late = False
         if n > self._cap or self.nbytes + n + kept > self._budget:
@@ -744,10 +750,6 @@ class Session:
         if self._in_slice and not self._calling:  # (a program's call runs whole wherever it starts)
             if tmp > self._cap or (op.work is not None and op.work(at, *specs) > SLICE_WORK):
                 raise _SliceEnds
-
-    def in_graph(self, h: Any) -> bool:
-        p = self.nodes.get(h)
-        return p is not None and p.live
 
     def keep_mask(self, at: dict) -> None:
         """Count the mask a recorded Dropout's forward left in its attributes (its node keeps

@@ -713,22 +713,21 @@ class SilentServer:
             c.close()
 
 
-def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply():
+def assert_close_stops_a_waiting_batch(srv: SilentServer, client: gradserve.Client) -> None:
+    """``client.close()`` from another thread stops a batch that waits on ``srv`` for a reply
+    that never comes: at once, with SessionClosed (then ``srv`` is closed)."""
     import threading
     import time
 
     from gradserve.runtime import SessionClosed
 
-    srv = SilentServer()
-    client = gradserve.Client(gradserve.Http(srv.url, timeout=10, retries=0))
     got: dict = {}
 
     def wait() -> None:
         try:
-            nd.ones((2,), ctx=None).asnumpy()
+            nd.ones((2,)).asnumpy()
         except BaseException as e:
-            got["error"] = e
-            got["at"] = time.monotonic()
+            got["error"], got["at"] = e, time.monotonic()
 
     gradserve.set_current(client)
     try:
@@ -744,6 +743,11 @@ def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply():
     finally:
         gradserve.set_current(None)
         srv.close()
+
+
+def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply():
+    srv = SilentServer()
+    assert_close_stops_a_waiting_batch(srv, gradserve.Client(gradserve.Http(srv.url, timeout=10, retries=0)))
 
 
 # -- the server's limits: request bytes (frames padded), instructions per batch -------

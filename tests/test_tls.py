@@ -5,7 +5,6 @@ fails at once; close() from another thread stops a batch waiting for its reply."
 from __future__ import annotations
 
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,10 +13,10 @@ import pytest
 
 import gradserve
 from gradserve import autograd, nd
-from gradserve.transport import ConnectionLost, SessionClosed
+from gradserve.transport import ConnectionLost
 
 from .conftest import LiveServer
-from .test_client import SilentServer
+from .test_client import SilentServer, assert_close_stops_a_waiting_batch
 
 trustme = pytest.importorskip("trustme")
 
@@ -77,28 +76,7 @@ def test_close_from_another_thread_stops_a_batch_waiting_for_its_reply_over_tls(
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     srv = SilentServer(tls=server_ctx)
     client = gradserve.Client(gradserve.Http(srv.url, timeout=10, retries=0, verify=trusted))
-    got: dict = {}
-
-    def wait() -> None:
-        try:
-            nd.ones((2,)).asnumpy()
-        except BaseException as e:
-            got["error"], got["at"] = e, time.monotonic()
-
-    gradserve.set_current(client)
-    try:
-        t = threading.Thread(target=wait, daemon=True)
-        t.start()
-        assert srv.batch.wait(5)
-        start = time.monotonic()
-        client.close()
-        t.join(5)
-        assert not t.is_alive(), "the batch still waits for its reply"
-        assert isinstance(got["error"], SessionClosed), got
-        assert got["at"] - start < 2  # at once, not at the socket's timeout (10 s)
-    finally:
-        gradserve.set_current(None)
-        srv.close()
+    assert_close_stops_a_waiting_batch(srv, client)
 
 
 def test_gradserve_serve_serves_https_with_its_certificate(ca, trusted, tmp_path):
