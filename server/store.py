@@ -44,6 +44,7 @@ class SessionStore:
         )
         self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None
         self._saved: dict[str, int] = {}  # session id -> version last written
+        self._writing = threading.Lock()  # one snapshot round at a time (shutdown's waits for one under way)
 
     def create(self, owner: str, seed: int | None = None) -> Session:
         self.expire()
@@ -110,13 +111,17 @@ class SessionStore:
         same."""
         if self.folder is None:
             return 0
+        with self._writing:
+            return self._snapshot(self.folder, wait_s)
+
+    def _snapshot(self, folder: Path, wait_s: float) -> int:
         written = 0
         for s in list(self._sessions.values()):
             if self._saved.get(s.id) == s.version:
                 continue
             version = s.version
             try:
-                saved = snapshot.save(s, self.folder / f"{s.id}.npz", wait_s)
+                saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
             except OSError as e:
                 log.error("snapshot of session %s failed: %s", s.id, e)
                 if self.on_snapshot_failure is not None:
@@ -126,7 +131,7 @@ class SessionStore:
                 with self._lock:
                     gone = s.id not in self._sessions
                 if gone:  # deleted or expired while it was written: its file goes too
-                    (self.folder / f"{s.id}.npz").unlink(missing_ok=True)
+                    (folder / f"{s.id}.npz").unlink(missing_ok=True)
                     continue
                 self._saved[s.id] = version
                 written += 1

@@ -308,3 +308,35 @@ def test_a_server_that_lost_finished_batches_in_a_crash_says_so(tmp_path):
             assert len(second.app.state.store) == 0
     finally:
         gradserve.set_current(None)
+
+
+def test_a_session_is_held_only_while_its_snapshot_copies_it(tmp_path, monkeypatch):
+    """The file is written from copies: the session runs batches while its snapshot is on
+    disk's time (a 2 GB session stalled every interval for the whole write), and the file
+    holds the moment it was copied, not a change made during the write."""
+    import threading
+
+    s = Session("w")
+    s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [4]}}]})
+    writing, finish = threading.Event(), threading.Event()
+    savez = np.savez
+
+    def slow_disk(f, **arrays):
+        writing.set()
+        assert finish.wait(5)
+        savez(f, **arrays)
+
+    monkeypatch.setattr(snapshot.np, "savez", slow_disk)
+    saver = threading.Thread(target=snapshot.save, args=(s, tmp_path / "w.npz"))
+    saver.start()
+    try:
+        assert writing.wait(5)
+        assert s.lock.acquire(timeout=1)  # free while the file is written
+        s.lock.release()
+        s.run_batch({"ops": [{"op": "setitem", "in": [1], "at": {"key": [0], "scalar": 7.0}}]})
+    finally:
+        finish.set()
+        saver.join()
+    monkeypatch.setattr(snapshot.np, "savez", savez)
+    assert snapshot.load(tmp_path / "w.npz").get(1).tolist() == [1, 1, 1, 1]  # as it was when copied
+    assert s.get(1).tolist() == [7, 1, 1, 1]
