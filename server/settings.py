@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +18,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _one_user_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Key -> user, refusing a key given to two users (the last would have had it silently,
+    the first locked out of their sessions)."""
+    out: dict[str, Any] = {}
+    for key, user in pairs:
+        if out.setdefault(key, user) != user:
+            raise ValueError(f"an API key is listed for both {out[key]!r} and {user!r}; give each user their own")
+    return out
 
 
 class Settings(BaseSettings):
@@ -73,17 +83,17 @@ class Settings(BaseSettings):
         JSON, ``{"key1": "alice"}``)."""
         if isinstance(v, str) and v.lstrip().startswith("{"):
             try:
-                return json.loads(v)
+                return json.loads(v, object_pairs_hook=_one_user_a_key)
             except ValueError as e:
                 raise ValueError(f"api keys are not a JSON object of key -> user: {e}") from None
         if isinstance(v, str):
-            out = {}
+            pairs = []
             for pair in filter(None, (p.strip() for p in v.split(","))):
                 user, sep, key = pair.partition(":")
                 if not sep or not user or not key:
                     raise ValueError(f"api key entry {pair!r} is not user:key")
-                out[key] = user
-            return out
+                pairs.append((key, user))
+            return _one_user_a_key(pairs)
         return v
 
     @model_validator(mode="after")

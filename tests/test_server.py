@@ -291,6 +291,16 @@ def test_api_keys_come_from_the_environment_as_the_readme_writes_them(monkeypatc
     monkeypatch.setenv("GRADSERVE_API_KEYS", "alice")
     assert main(["serve"]) == 2
     assert "not user:key" in capsys.readouterr().err
+    # a key given to two users: the first would be locked out of their sessions
+    for twice in (
+        "alice:alice-key-0123456789,bob:alice-key-0123456789",
+        '{"a-key-0123456789": "a", "a-key-0123456789": "b"}',
+    ):
+        monkeypatch.setenv("GRADSERVE_API_KEYS", twice)
+        assert main(["serve"]) == 2
+        assert "listed for both" in capsys.readouterr().err
+    monkeypatch.setenv("GRADSERVE_API_KEYS", "alice:alice-key-0123456789,alice:alice-key-0123456789")
+    assert Settings().api_keys == {"alice-key-0123456789": "alice"}  # the same line twice is harmless
     monkeypatch.setenv("GRADSERVE_API_KEYS", "")
     monkeypatch.setenv("GRADSERVE_PORT", "eighty")
     assert main(["serve"]) == 2
