@@ -10,6 +10,7 @@ again, as after any ``backward`` that frees the graph).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -26,6 +27,7 @@ from .session import Limits, Session, _memory
 from .tape import Node
 
 FORMAT = 1
+_UNLIMITED = Limits(**{f.name: 1 << 62 for f in dataclasses.fields(Limits)})
 _META = "__meta__"
 
 
@@ -174,7 +176,10 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
     meta = json.loads(data.pop(_META).tobytes())
     if meta.get("format") != FORMAT:
         raise InvalidInput(f"{path}: snapshot format {meta.get('format')} is not {FORMAT}")
-    s = Session(meta["id"], owner=meta["owner"], limits=limits)
+    # loaded as it was saved, under no limits: a session admitted under limits lowered since
+    # (a restart with a new configuration) comes back over them, its data kept; it can free
+    # and read arrays, but makes nothing new until it is under them again
+    s = Session(meta["id"], owner=meta["owner"], limits=_UNLIMITED)
     for key, v in data.items():
         if key.startswith("a:"):
             s.put(int(key[2:]), v)
@@ -231,4 +236,18 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
         prog = make_program(s, source)
         s.programs[source["id"]] = prog
         s.program_steps += len(prog.steps)
+    s.limits = limits or Limits()
+    s._cap, s._budget = s.limits.max_array_bytes, s.limits.max_session_bytes
     return s
+
+
+def over_limits(s: Session) -> list[str]:
+    """The limits a restored session is over (they were lowered since it was saved)."""
+    lim, over = s.limits, []
+    if s.nbytes > lim.max_session_bytes:
+        over.append(f"{s.nbytes} bytes, over max_session_bytes {lim.max_session_bytes}")
+    if len(s.arrays) > lim.max_session_arrays:
+        over.append(f"{len(s.arrays)} arrays, over max_session_arrays {lim.max_session_arrays}")
+    if s.program_steps > lim.max_program_steps:
+        over.append(f"programs of {s.program_steps} instructions, over max_program_steps {lim.max_program_steps}")
+    return over

@@ -153,6 +153,9 @@ class SessionStore:
             except Exception:  # a file ours no longer reads: the others are served all the same
                 log.exception("skipping %s: it does not load", path)
                 continue
+            over = snapshot.over_limits(s)
+            if over:
+                log.warning("session %s is restored over limits lowered since it was saved: %s", s.id, "; ".join(over))
             self._add(s)
             self._saved[s.id] = s.version
         return len(self._sessions)

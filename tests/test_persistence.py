@@ -340,3 +340,44 @@ def test_a_session_is_held_only_while_its_snapshot_copies_it(tmp_path, monkeypat
     monkeypatch.setattr(snapshot.np, "savez", savez)
     assert snapshot.load(tmp_path / "w.npz").get(1).tolist() == [1, 1, 1, 1]  # as it was when copied
     assert s.get(1).tolist() == [7, 1, 1, 1]
+
+
+def test_a_session_over_limits_lowered_since_its_snapshot_comes_back(tmp_path, caplog):
+    """A restart with lower limits keeps a session that was within the old ones (it was
+    skipped, its arrays lost): it is restored with a warning, reads and frees, and makes
+    nothing new until it is under the limits again."""
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    program = [{"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}}] * 1 + [
+        {"op": "add", "in": [-2, -1], "out": [-3]}
+    ]
+    ops = [{"op": "ones", "out": [k], "at": {"shape": [1000]}} for k in range(1, 6)]
+    ops.append({"op": "define", "at": {"id": 7, "nargs": 1, "program": program, "outputs": [-3]}})
+    assert "error" not in s.run_batch({"seq": 1, "ops": ops})
+    assert store.snapshot() == 1
+    low = Settings(data_dir=tmp_path, max_program_steps=1, max_session_arrays=3, max_session_bytes=16_000)
+    again = SessionStore(low)
+    assert again.restore() == 1
+    assert "restored over limits" in caplog.text and "max_program_steps" in caplog.text
+    t = again.get(s.id, "alice")
+    assert sorted(t.arrays) == [1, 2, 3, 4, 5] and t.get(5).sum() == 1000
+    made = t.run_batch({"seq": 2, "ops": [{"op": "ones", "out": [6], "at": {"shape": [1]}}]})
+    assert made["error"]["kind"] == "QuotaExceeded"  # over max_session_arrays: nothing new
+    assert sorted(t.arrays) == [1, 2, 3, 4, 5]
+    called = t.run_batch(
+        {
+            "seq": 3,
+            "ops": [
+                {"op": "free", "in": [1, 2, 3]},
+                {"op": "call", "in": [4], "out": [6], "at": {"id": 7}},
+                {"op": "read", "in": [6]},
+            ],
+        }
+    )
+    assert "error" not in called and called["values"][0][0] == 3.0  # freed, under the limits: its program runs
+    refused = t.run_batch(
+        {"seq": 4, "ops": [{"op": "define", "at": {"id": 8, "nargs": 1, "program": program, "outputs": [-3]}}]}
+    )
+    assert refused["error"]["kind"] == "QuotaExceeded"  # a new program is held to the lowered limit
