@@ -601,6 +601,8 @@ class Session:
         if not self.lock.acquire(blocking):
             return None
         try:
+            if self.programs and not (seq is not None and seq == self.seq and self.last_reply is not None):
+                self._check_steps(ops)
             if seq is not None:
                 if seq == self.seq and self.last_reply is not None:
                     if self.last_reply_lent and not blocking:
@@ -630,6 +632,25 @@ class Session:
         except BaseException:
             self.lock.release()
             raise
+
+    def _check_steps(self, ops: list) -> None:
+        """Refuse, before any of it runs, a batch whose calls of the programs defined already
+        would pass ``max_batch_steps`` (it stopped part way, its first calls run). Calls of a
+        program the batch itself defines are checked as they come (engine/programs.py)."""
+        n = len(ops)
+        programs = self.programs
+        for ins in ops:
+            if type(ins) is dict and ins.get("op") == "call":
+                at = ins.get("at")
+                pid = at.get("id") if type(at) is dict else None
+                prog = programs.get(pid) if type(pid) is int else None
+                if prog is not None:
+                    n += len(prog.steps)
+        if n > self.limits.max_batch_steps:
+            raise QuotaExceeded(
+                f"the batch would run {n} instructions with its calls, over the limit of "
+                f"{self.limits.max_batch_steps}: split it"
+            )
 
     def _copy_stored_reply(self) -> None:
         """The stored reply's values as copies of the arrays it lent (one per array, however

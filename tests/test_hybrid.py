@@ -382,8 +382,10 @@ def test_calls_count_their_programs_against_the_batch_limit():
     run(s, {"op": "array", "out": [1], "at": {"value": np.ones(2, np.float32)}})
     run(s, saxpy_program())
     calls = [{"op": "call", "in": [1], "out": [10 + i], "at": {"id": 1}} for i in range(4)]
-    reply = run(s, *calls)
-    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["index"] == 3
+    with pytest.raises(QuotaExceeded, match="12 instructions"):  # refused whole: none of it ran
+        run(s, *calls)
+    assert sorted(s.arrays) == [1]
+    assert "error" not in run(s, *calls[:3])  # 3 + 3 x 2 = 9 instructions
     assert sorted(s.arrays) == [1, 10, 11, 12]
     with pytest.raises(QuotaExceeded):
         s.limits.max_program_steps = 3
