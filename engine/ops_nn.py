@@ -553,9 +553,12 @@ def _pool_vjp(F, at, g, y, x):
     colshape = (n, c) + k + out
     gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
     if at["pool_type"] == "max":
-        cols = F.im2col(x, pad_value=float("-inf"), **win)
-        yb = F.broadcast_to(F.reshape(y, shape=(n, c, 1, 1) + out), shape=colshape)
-        gb = F.mul(gb, F.equal(cols, yb))
+        # to the first maximum of each window (row by row), as MXNet's: equal maxima do not
+        # each take the gradient
+        size = k[0] * k[1]
+        cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
+        first = F.one_hot(F.argmax(cols, axis=2), depth=size, dtype=x.dtype.name)  # (n, c) + out + (size,)
+        gb = F.mul(gb, F.reshape(F.transpose(first, axes=(0, 1, 4, 2, 3)), shape=colshape))
     elif at["pool_type"] == "avg":
         gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
     return (F.col2im(gb, shape=tuple(x.shape), **win),)

@@ -2201,6 +2201,35 @@ def test_pooling_stride_defaults_to_one_as_in_mxnet():
     check_forward(op, {"kernel": [2, 2]}, [x], pool_ref(x, "max", (2, 2), (1, 1), (0, 0)))
 
 
+def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
+    """MXNet 1.9.1 (recorded): each window's gradient goes to its first maximum, row by row;
+    equal maxima do not each take it (all-ones 2 x 2 windows gave every input the gradient)."""
+    cases = [
+        (np.ones((1, 1, 4, 4)), {"kernel": [2, 2], "stride": [2, 2]}, [[1, 0, 1, 0], [0] * 4, [1, 0, 1, 0], [0] * 4]),
+        (
+            np.array([[1, 3, 3, 2], [3, 0, 1, 3], [0, 0, 0, 0], [0, 0, 0, 0]]).reshape(1, 1, 4, 4),
+            {"kernel": [2, 2], "stride": [1, 1]},
+            [[0, 2, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]],
+        ),
+    ]
+    from gradserve.engine.session import Session
+
+    for x, at, mxnet in cases:
+        reply = Session("pool").run_batch(
+            {
+                "ops": [
+                    {"op": "array", "out": [1], "at": {"value": x.astype(np.float32)}},
+                    {"op": "attach_grad", "in": [1]},
+                    {"op": "Pooling", "in": [1], "out": [2], "at": at, "mode": 3},
+                    {"op": "sum", "in": [2], "out": [3], "mode": 3},
+                    {"op": "backward", "in": [3], "mode": 2},
+                    {"op": "read", "in": [1], "at": {"grad": True}},
+                ]
+            }
+        )
+        assert reply["values"][0][0, 0].tolist() == mxnet
+
+
 # --------------------------------------------------------------------------
 # third derivatives through a Session: grad_of with create_graph, three times
 
