@@ -1030,6 +1030,78 @@ class GradSinks:
         return cts if out is None else out
 
 
+def _nbytes(x: Any) -> int:
+    return x.nbytes if isinstance(x, np.ndarray) else int(getattr(x, "nbytes", 0))
+
+
+def _cotangent_sizes(node: Node) -> list[int]:
+    """The bytes of the cotangents a node's VJP makes, one per parent (each an input's size)."""
+    xs = node.xs
+    if xs is not None and len(xs) == len(node.parents):
+        return [_nbytes(x) for x in xs]
+    return [_nbytes(node.y)] * len(node.parents)  # (no inputs kept: the output's size stands for them)
+
+
+def _vjp_scratch(node: Node) -> int:
+    """The working array an op's VJP makes (as its forward pass: Convolution's windows)."""
+    scratch = getattr(node.op, "scratch", None)  # (a client's autograd.Function has none)
+    if scratch is None or node.xs is None:
+        return 0
+    specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs if isinstance(x, np.ndarray)]
+    try:
+        return int(scratch(node.at, *specs))
+    except Exception:  # (attributes a client's Function keeps, say: nothing to count)
+        return 0
+
+
+def check_backward_room(s: Session, heads: list[Node], order: list[Node]) -> None:
+    """Refuse, before it starts, a backward pass whose arrays would pass the session's room.
+
+    A cotangent per node (each its output's size) and the largest working array of a VJP
+    bound what the pass holds at once; where that bound does not fit, the pass is walked as it
+    will run (cotangents made, summed, and let go in order) for the most held at one step."""
+    bound = 0
+    tmp = 0
+    for node in order:
+        if node.op is None:
+            bound += _nbytes(node.grad)
+        else:
+            bound += _nbytes(node.y)
+            if getattr(node.op, "scratch", None) is not None:
+                tmp = max(tmp, _vjp_scratch(node))
+    if s.room(bound + tmp):
+        return
+    live: dict[int, int] = {}  # id(node) -> its cotangent's bytes, while it waits for its node
+    held = 0
+    for h in heads:
+        if id(h) not in live:
+            live[id(h)] = _nbytes(h.y) if h.op is not None else _nbytes(h.grad)
+            held += live[id(h)]
+    peak = held
+    for node in reversed(order):
+        g = live.pop(id(node), None)
+        if g is None or node.op is None:
+            continue  # (a variable's gradient stays held: counted in ``held`` to the end)
+        step = 0
+        sums = 0
+        for p, n in zip(node.parents, _cotangent_sizes(node)):
+            if p is None or not p.live:
+                continue
+            step += n
+            if id(p) in live:
+                sums += n  # summed into a new array, the two let go after
+            else:
+                live[id(p)] = n
+        peak = max(peak, held + step + sums + _vjp_scratch(node))
+        held += step - g
+    if not s.room(peak):
+        raise QuotaExceeded(
+            f"backward: the pass would hold {peak} bytes more at once (its cotangents and working arrays) "
+            f"with {s.nbytes} held, over the session's limit of {s.limits.max_session_bytes} "
+            f"(or its user's of {s.limits.max_user_bytes}): free arrays, or record a smaller graph"
+        )
+
+
 def _run_backward(
     s: Session,
     heads: list[Node],
@@ -1039,6 +1111,7 @@ def _run_backward(
     order: list[Node],
     into: GradSinks | None = None,
 ) -> list[tuple[Node, Any]]:
+    check_backward_room(s, heads, order)
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:
