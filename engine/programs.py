@@ -21,7 +21,7 @@ import numpy as np
 
 from . import kernels
 from .errors import InvalidInput, MXNetError, QuotaExceeded
-from .optable import OPS, REQUIRED, Attr
+from .optable import OPS, REQUIRED, Attr, Spec, dtype_name
 from .session import COMMANDS, PARSED_COMMANDS, RECORDING, TRAINING, Session, command
 from .tape import SHARE_EVERY, in_graph, share_gil
 
@@ -39,7 +39,21 @@ class Program:
     the call (``-1 .. -nargs`` its arguments, the rest what its instructions make), any other
     a handle of the session (a parameter the program reads or updates in place)."""
 
-    __slots__ = ("nargs", "steps", "outputs", "slots", "source", "reads", "plan", "sig", "made", "largest", "last_s")
+    __slots__ = (
+        "nargs",
+        "steps",
+        "outputs",
+        "slots",
+        "source",
+        "reads",
+        "costly",
+        "plan",
+        "sig",
+        "made",
+        "largest",
+        "scratch",
+        "last_s",
+    )
 
     def __init__(
         self, nargs: int, steps: list[dict], outputs: list[int], slots: int, source: dict, reads: list[int]
@@ -50,6 +64,14 @@ class Program:
         self.slots = slots  # the most negative slot
         self.source = source  # the definition as given (snapshots keep it)
         self.reads = reads  # the session's handles it reads
+        # whether a step is an op of many multiply-adds or large working arrays (dot,
+        # Convolution, Pooling...): its first call, or one with other shapes, runs off a server's
+        # event loop (see session._long_program_op)
+        costly = False
+        for step in steps:
+            op = OPS.get(step["op"])
+            costly = costly or (op is not None and (op.work is not None or op.scratch is not None))
+        self.costly = costly
         # After a call that ran every step: its plan (``_plan``), and what that call's checks
         # depended on: the shapes and dtypes of the arguments and of the handles read, and the
         # bytes its slots took. A later call that matches them runs the plan, without the
@@ -58,6 +80,7 @@ class Program:
         self.sig: tuple | None = None
         self.made = 0
         self.largest = 0
+        self.scratch = 0  # the largest working array of its steps (Convolution's windows)
         self.last_s = -1.0  # how long its last call that ran every step took (-1: none yet), for a server's event loop
 
     def signature(self, s: Session, xs: list[np.ndarray]) -> tuple | None:
@@ -82,7 +105,15 @@ class Program:
             if x is not None and h not in s.aliases:
                 made += x.nbytes
                 largest = max(largest, x.nbytes)
-        self.sig, self.made, self.largest = sig, max(made, grown), largest
+        scratch = 0
+        for e in self.plan:
+            for entry in e.steps if isinstance(e, ScaledUpdate) else (e,):
+                if entry[0] == _OP and entry[2].scratch is not None:
+                    xs = [s.arrays.get(k) for k in entry[4]]
+                    if all(x is not None for x in xs):
+                        specs = [Spec(x.shape, dtype_name(x.dtype)) for x in xs if x is not None]
+                        scratch = max(scratch, entry[2].scratch(entry[3], *specs))
+        self.sig, self.made, self.largest, self.scratch = sig, max(made, grown), largest, scratch
 
 
 # A plan's entries: a table op's step with its attributes parsed, (_OP, index, op, at, inputs,
@@ -329,8 +360,8 @@ def _call(s: Session, ins: dict, values: list) -> None:
         if (
             prog.plan is not None
             and sig == prog.sig
-            and (s.nbytes + prog.made <= s._budget or s.room(prog.made))
-            and prog.largest <= lim.max_array_bytes
+            and (s.nbytes + prog.made + prog.scratch <= s._budget or s.room(prog.made + prog.scratch))
+            and max(prog.largest, prog.scratch) <= lim.max_array_bytes
         ):
             _run_plan(s, pid, prog, values)
         else:

@@ -178,7 +178,8 @@ def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
             xs.append(x)
         if prog.signature(s, xs) == prog.sig:
             return time.perf_counter() + prog.last_s > deadline
-    return len(prog.steps) > LONG_PROGRAM  # never ran whole, or other shapes: judged by its length
+    # never ran whole, or other shapes: judged by its length, and by its ops (a Convolution may take seconds)
+    return len(prog.steps) > LONG_PROGRAM or prog.costly
 
 
 class BatchRun:

@@ -689,3 +689,27 @@ def test_a_long_chains_backward_is_checked_by_the_cotangents_live_at_once():
         d, x = d * np.cos(x), np.sin(x)
     np.testing.assert_allclose(s.nodes[1].grad, np.full(100_000, d), rtol=1e-4)
 
+
+def test_a_programs_convolution_is_checked_and_kept_off_the_event_loop_like_an_ops():
+    """A program's first call (or one with other shapes) with a Convolution in it runs in the
+    thread, not in a slice of the event loop (it ran there whole, however long); a call on the
+    checked plan needs room for its steps' working arrays too (the plan skipped them)."""
+    import time
+
+    s = Session("p", limits=Limits(max_session_bytes=64 << 20))
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [1, 1, 512, 512]}})  # 1 MiB
+    prog = [{"op": "Pooling", "in": [-1], "out": [-2], "at": {"kernel": [2, 2], "stride": [2, 2]}}]
+    ok(s, {"op": "define", "at": {"id": 1, "nargs": 1, "program": prog, "outputs": [-2]}})
+    call = {"op": "call", "in": [1], "out": [2], "at": {"id": 1}}
+    job = s.begin({"ops": [call]})
+    assert not job.run(deadline=time.perf_counter() + 60)  # never run whole: left for the thread
+    assert job.next == 0 and 2 not in s.arrays
+    assert job.run() and "error" not in job.finish()
+    job = s.begin({"ops": [{**call, "out": [3]}]})
+    assert job.run(deadline=time.perf_counter() + 60)  # run whole in 1 ms: in the slice from now on
+    assert "error" not in job.finish()
+    ok(s, free(2, 3))
+    # room for the output (256 KiB), not for the windows (1 MiB) as well
+    s.limits.max_session_bytes = s.nbytes + (512 << 10)
+    err = run(s, {**call, "out": [4]})["error"]
+    assert err["kind"] == "QuotaExceeded" and "working array" in err["message"] and 4 not in s.arrays
