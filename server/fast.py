@@ -400,9 +400,10 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         await respond(send, kind, status_of(done), done, form)
         return
     # the reply is written from the session's arrays: the session is held until it is out. A
-    # small one is one write of a copy, at once; while a large one is written, requests for
-    # the session wait on the event loop (until_free)
-    freed = asyncio.Event() if any(v.nbytes > SMALL_REPLY for v in done.values) else None
+    # small one is one write of a copy, at once; while a large one (or many small values) is
+    # written, requests for the session wait on the event loop (until_free), and a client that
+    # stops reading it is cut off after send_stall_s
+    freed = asyncio.Event() if sum(v.nbytes for v in done.values) > SMALL_REPLY else None
     if freed is not None:
         app.state.lent[sid] = freed
     try:

@@ -622,15 +622,16 @@ def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
 ADD_ONE = {"ops": [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}]}
 
 
-def start_a_large_read(http: httpx.Client, port: int, n: int) -> tuple[str, Any]:
+def start_a_large_read(http: httpx.Client, port: int, n: int, times: int = 1) -> tuple[str, Any]:
     """A new session whose handle 1 is n float32 zeros, and a socket that has asked for them
-    in frames and read only the first 64 KiB of the reply: the rest waits on it."""
+    (``times`` times over) in frames and read only the first 64 KiB of the reply: the rest
+    waits on it."""
     import socket
 
     sid = http.post("/v1/sessions").json()["id"]
     r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
     assert r.status_code == 200, r.text
-    head, parts = frames_request(sid, {"ops": [{"op": "read", "in": [1]}]})
+    head, parts = frames_request(sid, {"ops": [{"op": "read", "in": [1] * times}]})
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     sock.sendall(head + b"".join(bytes(p) for p in parts))
     sock.recv(1 << 16)
@@ -909,14 +910,17 @@ def test_a_client_that_stops_reading_a_large_reply_is_cut_off(caplog):
     import time
 
     with LiveServer(Settings(send_stall_s=0.5)) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
-        sid, stalled = start_a_large_read(http, srv.port, 8 << 20)
-        with stalled:  # reads no more
-            t = time.perf_counter()
-            r = http.post(f"/v1/sessions/{sid}/batch", json=ADD_ONE)
-            waited = time.perf_counter() - t
-            assert r.status_code == 200 and 0.3 < waited < 20, waited
-            assert http.get("/v1/health").status_code == 200
-    assert any("connection dropped" in rec.getMessage() for rec in caplog.records)
+        # one large array; many small ones, each under the size a reply is copied at, 12 MB in all
+        for n, times in ((8 << 20, 1), (15_000, 200)):
+            caplog.clear()
+            sid, stalled = start_a_large_read(http, srv.port, n, times)
+            with stalled:  # reads no more
+                t = time.perf_counter()
+                r = http.post(f"/v1/sessions/{sid}/batch", json=ADD_ONE)
+                waited = time.perf_counter() - t
+                assert r.status_code == 200 and 0.3 < waited < 20, (times, waited)
+                assert http.get("/v1/health").status_code == 200
+            assert any("connection dropped" in rec.getMessage() for rec in caplog.records)
 
 
 def _responses(sock: Any, n: int) -> list[tuple[int, bytes]]:
