@@ -48,6 +48,7 @@ _REFLECTED = {  # op(scalar, x) as a scalar op of x
     "sub": "rsub_scalar",
     "div": "rdiv_scalar",
     "pow": "rpow_scalar",
+    "mod": "rmod_scalar",
     "maximum": "maximum_scalar",
     "minimum": "minimum_scalar",
     "equal": "equal_scalar",

@@ -354,6 +354,12 @@ class NDArray:
     def __rpow__(self, o: Any) -> NDArray:
         return self._binary(o, "pow", "rpow_scalar", True)
 
+    def __mod__(self, o: Any) -> NDArray:
+        return self._binary(o, "mod", "mod_scalar")
+
+    def __rmod__(self, o: Any) -> NDArray:
+        return self._binary(o, "mod", "rmod_scalar", True)
+
     def __neg__(self) -> NDArray:
         return invoke(OPS["negative"], (self,))
 
@@ -419,6 +425,9 @@ class NDArray:
 
     def __itruediv__(self, o: Any) -> NDArray:
         return self._inplace(o, "div")
+
+    def __imod__(self, o: Any) -> NDArray:
+        return self._inplace(o, "mod")
 
     # -- shape ----------------------------------------------------------------
 

@@ -1338,14 +1338,14 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         s.set_node(hs[0], copied)
 
 
-_UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+_UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "mod": np.mod}
 
 
 @command(
     "update",
     "target [value]",
     (Attr("fn", "str", REQUIRED), Attr("scalar", "float", None)),
-    "target = target fn value, in place (fn: add, sub, mul, div; value an array or a scalar).",
+    "target = target fn value, in place (fn: add, sub, mul, div, mod; value an array or a scalar).",
 )
 def _update(s: Session, ins: dict, values: list) -> None:
     hs = list(ins.get("in", ()))
@@ -1369,7 +1369,9 @@ def _update(s: Session, ins: dict, values: list) -> None:
         v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:
         raise InvalidInput("update needs a value handle or a scalar")
-    if target.dtype.kind in "iu" and ufunc is np.divide:
+    if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
+        target[...] = _ops._mod(np, target, v)
+    elif target.dtype.kind in "iu" and ufunc is np.divide:
         target[...] = _ops._int_div(np, target, v)
     else:
         ufunc(target, v, out=target, casting="unsafe")

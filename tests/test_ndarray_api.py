@@ -222,3 +222,54 @@ def test_large_floats_print_as_mxnet_printed_them(mode):
     assert repr(nd.array([1e7, 0.5])) == "\n[1.e+07 5.e-01]\n<NDArray 2 @cpu(0)>"
     with np.printoptions(precision=2):  # the user's options still apply, as in MXNet
         assert repr(nd.array([1.23456])) == "\n[1.23]\n<NDArray 1 @cpu(0)>"
+
+
+def test_mod_operators_and_gradients_as_mxnet(mode):
+    """``%``, ``%=``, ``nd.modulo`` and ``nd.broadcast_mod``: values and gradients MXNet 1.9.1
+    gave (d/da = 1, d/db = -floor(a / b)), recorded and hybridized."""
+    import gradserve
+
+    a = nd.array([[-7, 7, 5.5, -5.5], [3, -3, 0.5, 1]])
+    b = nd.array([2, -2, 3, -3])
+    want = [[1, -1, 2.5, -2.5], [1, -1, 0.5, -2]]
+    for y in (a % b, nd.modulo(a, b), nd.broadcast_mod(a, b)):
+        assert y.shape == (2, 4) and y.dtype is np.float32 and y.asnumpy().tolist() == want
+    assert (a % 2).asnumpy().tolist() == nd.modulo(a, 2).asnumpy().tolist() == [[1, 1, 1.5, 0.5], [1, 1, 0.5, 1]]
+    assert (2 % a).asnumpy().tolist() == nd.modulo(2, a).asnumpy().tolist() == [[-5, 2, 2, -3.5], [2, -1, 0, 0]]
+    assert (a % 0).asnumpy().tolist() == [[0] * 4] * 2
+    a.attach_grad()
+    b.attach_grad()
+    with autograd.record():
+        y = a % b
+    y.backward()
+    assert a.grad.asnumpy().tolist() == [[1] * 4] * 2 and b.grad.asnumpy().tolist() == [3, 3, -1, 0]
+    with autograd.record():
+        y = 2.5 % a
+    y.backward()
+    assert a.grad.asnumpy().tolist() == [[1, 0, 0, 1], [0, 1, -5, -2]]
+    c = a.copy()
+    c %= b
+    assert c.asnumpy().tolist() == want
+    c %= -1.5
+    assert c.asnumpy().tolist() == [[-0.5, -1, -0.5, -1], [-0.5, -1, -1, -0.5]]
+    i = nd.array([-7, 7, 5], dtype="int32")
+    i %= nd.array([2, -2, 0], dtype="int32")
+    assert i.dtype is np.int32 and i.asnumpy().tolist() == [1, -1, 0]
+    with pytest.raises(MXNetError, match="dtype"):
+        a % nd.array([1, 2, 3, 4], dtype="float64")
+    with pytest.raises(MXNetError, match="broadcast"):
+        a % nd.array([1, 2, 3])
+
+    @gradserve.hybridize
+    def f(u, v):
+        with autograd.record():
+            z = (u % v) * (1.5 % v)
+        z.backward()
+        return z
+
+    u, v = nd.array([5.5, -4.0]), nd.array([2.0, -3.0])
+    v.attach_grad()
+    for _ in range(2):  # traced, then called as a program
+        assert f(u, v).asnumpy().tolist() == [1.5 * 1.5, -1 * -1.5]
+        # d/dv (u % v)(1.5 % v) = -floor(u / v)(1.5 % v) - (u % v) floor(1.5 / v)
+        assert v.grad.asnumpy().tolist() == [-2 * 1.5 - 1.5 * 0, -1 * -1.5 - -1 * -1]

@@ -86,6 +86,14 @@ def IDX(lo: int, hi: int) -> Callable:
 
 
 POS = U(0.5, 2.0)  # log, sqrt, pow's base, ...
+
+
+def DIVISOR(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """+-0.4, 0.7, 1.6 or 2: a GRID(1/8) value or 1.5 over one of these is never within 0.03 of
+    an integer (mod's jumps), and one of these mod 1.5 or another never 0."""
+    return rng.choice([0.4, 0.7, 1.6, 2.0], shape) * rng.choice([-1.0, 1.0], shape)
+
+
 SMOOTH = U()
 BOOL = IDX(0, 2)
 
@@ -470,6 +478,7 @@ CASES: dict[str, Case] = {
     "mul": C(np.multiply, *BIN),
     "div": C(np.divide, *BIN, dom=(SMOOTH, AWAY(0.5))),
     "pow": C(np.power, *BIN, dom=(POS, U())),
+    "mod": C(np.mod, *BIN, dom=(GRID(0.125), DIVISOR)),
     "maximum": C(np.maximum, *BIN, dom=(GRID(0), GRID(0.125))),
     "minimum": C(np.minimum, *BIN, dom=(GRID(0), GRID(0.125))),
     "equal": C(np.equal, *BIN, dom=GRID(), no_grad=True),
@@ -488,6 +497,8 @@ CASES: dict[str, Case] = {
     "rdiv_scalar": C(lambda x: S / x, dom=AWAY(0.5), scalar=S),
     "pow_scalar": C(lambda x: x**S, dom=POS, scalar=S),
     "rpow_scalar": C(lambda x: S**x, scalar=S),
+    "mod_scalar": C(lambda x: np.mod(x, S), dom=GRID(0.125), scalar=S),
+    "rmod_scalar": C(lambda x: np.mod(S, x), dom=DIVISOR, scalar=S),
     "maximum_scalar": C(lambda x: np.maximum(x, 0.125), dom=GRID(), scalar=0.125),
     "minimum_scalar": C(lambda x: np.minimum(x, 0.125), dom=GRID(), scalar=0.125),
     "equal_scalar": C(lambda x: x == 0.5, dom=GRID(), no_grad=True, scalar=0.5),
@@ -916,6 +927,7 @@ BINARY = [
     "mul",
     "div",
     "pow",
+    "mod",
     "maximum",
     "minimum",
     "equal",
@@ -1447,6 +1459,78 @@ def test_integer_division_truncates(name, a, b, want):
     xs = [np.array(a, np.int32)] + ([np.array(b, np.int32)] if name == "div" else [])
     at = {} if name == "div" else {"scalar": b}
     check_forward(op, at, xs, np.array(want, np.int32))
+
+
+def _signed(a: np.ndarray) -> list[str]:
+    """Values with the sign of their zeros (assert_allclose takes -0 for 0; printing does not)."""
+    return [repr(float(v)) for v in np.asarray(a, np.float64).ravel()]
+
+
+def test_mod_has_mxnets_signs_zeros_and_dtypes():
+    """Values MXNet 1.9.1 gave (``a % b``, ``nd.broadcast_mod``): the divisor's sign, as Python's
+    %, computed in float64 whatever the dtype; 0 where the divisor is 0 (numpy gives NaN); a zero
+    result is -0 only where both operands are negative, or a is -0 and b positive."""
+    mod, mod_s, rmod_s = OPS["mod"], OPS["mod_scalar"], OPS["rmod_scalar"]
+    f32 = np.float32
+    a = np.array([-7, 7, 5.5, -5.5, 3, -3, 0, 1], f32)
+    b = np.array([2, -2, 3, -3, 2, -2, 3, -3], f32)
+    check_forward(mod, {}, [a, b], np.array([1, -1, 2.5, -2.5, 1, -1, 0, -2], f32))
+    a = np.array([-4, 4, -4, 4, 0, -0.0, 0, -0.0, 1, 2], f32)
+    b = np.array([2, -2, -2, 2, 2, 2, -2, -2, 0, 0], f32)
+    want = [0.0, 0.0, -0.0, 0.0, 0.0, -0.0, 0.0, 0.0, 0.0, 0.0]
+    assert _signed(mod.forward(ctx(), {}, a, b)) == _signed(want)
+    assert _signed(mod_s.forward(ctx(), {"scalar": 2.0}, a[:8])) == _signed([0, 0, 0, 0, 0, -0.0, 0, -0.0])
+    assert _signed(mod_s.forward(ctx(), {"scalar": -2.0}, a[:8])) == _signed([-0.0, 0, -0.0, 0, 0, 0, 0, 0])
+    assert _signed(rmod_s.forward(ctx(), {"scalar": -4.0}, np.array([2, -2, 1], f32))) == _signed([0, -0.0, 0])
+    inf, nan = np.inf, np.nan
+    got = mod.forward(ctx(), {}, np.array([1, -1, inf, -inf, nan, 3], f32), np.array([inf, inf, 2, 2, 2, nan], f32))
+    np.testing.assert_array_equal(got, np.array([1, inf, nan, nan, nan, nan], f32))
+    np.testing.assert_array_equal(mod_s.forward(ctx(), {"scalar": -inf}, np.array([1, -1], f32)), [-inf, -1])
+    # integers: Python's signs, 0 for a zero divisor; a float scalar is cast to the dtype first
+    i32 = np.int32
+    check_forward(
+        mod, {}, [np.array([-7, 7, 5, -5, 3], i32), np.array([2, -2, 3, -3, 0], i32)], np.array([1, -1, 2, -2, 0], i32)
+    )
+    check_forward(mod_s, {"scalar": 2.5}, [np.array([-7, 7, 5, -5], i32)], np.array([1, 1, 1, 1], i32))
+    check_forward(rmod_s, {"scalar": 5}, [np.array([-7, 7, 5, 0], i32)], np.array([-2, 5, 0, 0], i32))
+    check_forward(mod, {}, [np.array([200, 7], np.uint8), np.array([7, 0], np.uint8)], np.array([4, 0], np.uint8))
+    check_forward(mod, {}, [np.array([-128, 7], np.int8), np.array([-1, -3], np.int8)], np.array([0, -2], np.int8))
+    # float16 and float32: the scalar is rounded to the dtype, the remainder taken in float64
+    got = mod_s.forward(ctx(), {"scalar": 0.7}, np.array([1.5, 2.5], np.float16))
+    assert got.dtype == np.float16 and got.tolist() == [0.099609375, 0.3994140625]
+    got = rmod_s.forward(ctx(), {"scalar": 0.7}, np.array([0.3, -0.3], f32))
+    assert got.tolist() == [0.09999996423721313, -0.20000004768371582]
+    got = mod_s.forward(ctx(), {"scalar": 0.7}, np.array([1.5, 2.5], f32))
+    assert got.tolist() == [0.10000002384185791, 0.40000003576278687]
+
+
+def test_mod_gradients_are_mxnets():
+    """d/da = 1 and d/db = -floor(a / b) (infinite or NaN where b is 0), as MXNet's backward
+    gives them; integer operands get zero gradients, as in MXNet."""
+    mod, rmod_s = OPS["mod"], OPS["rmod_scalar"]
+    F = Eager(ctx())
+    a = np.array([-7, 7, 5.5, -5.5, 3, 0, -3], np.float32)
+    b = np.array([2, -2, 3, -3, 0, 0, 0], np.float32)
+    y = mod.forward(ctx(), {}, a, b)
+    with np.errstate(all="ignore"):  # (as a session runs ops: x / 0 is inf, as in MXNet)
+        ga, gb = vjp_of(mod)(F, {}, np.ones_like(y), y, a, b)
+    assert ga.tolist() == [1.0] * 7 and ga.dtype == np.float32
+    np.testing.assert_array_equal(gb, np.array([4, 4, -1, -1, -np.inf, np.nan, np.inf], np.float32))
+    assert gb.dtype == np.float32
+    x = np.array([-7, 7, 5.5, -5.5, 3, -3, 0.5, 1], np.float32)
+    at = rmod_s.parse_attrs({"scalar": 2.5})
+    (gx,) = vjp_of(rmod_s)(F, at, np.ones_like(x), rmod_s.forward(ctx(), at, x), x)
+    assert _signed(gx) == _signed([1, -0.0, -0.0, 1, -0.0, 1, -5, -2])
+    i = np.array([-7, 7, 5], np.int32)
+    j = np.array([2, -2, 3], np.int32)
+    y = mod.forward(ctx(), {}, i, j)
+    cts = vjp_of(mod)(F, {}, np.ones_like(y), y, i, j)
+    assert [(c.dtype, c.tolist()) for c in cts] == [(np.int32, [0, 0, 0])] * 2
+    for name in ("mod_scalar", "rmod_scalar"):
+        op = OPS[name]
+        at = op.parse_attrs({"scalar": 9})
+        (c,) = vjp_of(op)(F, at, np.ones_like(i), op.forward(ctx(), at, i), i)
+        assert (c.dtype, c.tolist()) == (np.int32, [0, 0, 0]), name
 
 
 # --------------------------------------------------------------------------
