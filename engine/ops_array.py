@@ -195,7 +195,9 @@ def _arg(name: str, fn: Any) -> None:
 _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
 
-ORDER = (Attr("axis", "int", -1), Attr("is_ascend", "bool", True))
+# axis None: the array flattened first, as MXNet's sort, argsort and topk take it
+ORDER_AXIS = Attr("axis", "int", -1, nullable=True)
+ORDER = (ORDER_AXIS, Attr("is_ascend", "bool", True))
 
 
 def _order(cx, x, axis, ascend):
@@ -208,44 +210,54 @@ def _order(cx, x, axis, ascend):
     return (x.shape[axis] - 1) - xp.flip(backwards, axis=axis)
 
 
-def _same_infer(name: str):
-    def infer(at: dict, x: Spec) -> Spec:
-        _one_axis(name, at["axis"], len(x.shape))
-        return x
-
-    return infer
+def _flat(x: Any, axis: int | None) -> tuple[Any, int]:
+    """``x`` and the axis to order along: flattened, along 0, when ``axis`` is None."""
+    return (x.reshape(-1), 0) if axis is None else (x, axis)
 
 
-@defop(
-    "sort",
-    ("data",),
-    ORDER,
-    infer=_same_infer("sort"),
-    vjp=lambda F, at, g, y, x: (
-        F.scatter_axis(
-            g, F.argsort(x, axis=at["axis"], is_ascend=at["is_ascend"]), axis=at["axis"], shape=tuple(x.shape)
-        ),
-    ),
-)
+def _ordered_shape(name: str, axis: int | None, x: Spec) -> tuple[tuple[int, ...], int]:
+    """The shape ordered along (flattened for axis None) and the axis, checked."""
+    if axis is None:
+        return (prod(x.shape),), 0
+    return x.shape, _one_axis(name, axis, len(x.shape))
+
+
+def _sort_infer(at: dict, x: Spec) -> Spec:
+    shape, _ = _ordered_shape("sort", at["axis"], x)
+    return Spec(shape, x.dtype)
+
+
+def _sort_vjp(F, at, g, y, x):
+    """The cotangent put back where each value came from (flattened first for axis None)."""
+    axis = at["axis"]
+    idx = F.argsort(x, axis=axis, is_ascend=at["is_ascend"], dtype="int64")
+    if axis is None:
+        return (F.reshape(F.scatter_axis(g, idx, axis=0, shape=tuple(g.shape)), shape=tuple(x.shape)),)
+    return (F.scatter_axis(g, idx, axis=axis, shape=tuple(x.shape)),)
+
+
+@defop("sort", ("data",), ORDER, infer=_sort_infer, vjp=_sort_vjp)
 def _sort(cx, at, x):
-    """x sorted along ``axis``."""
-    idx = _order(cx, x, at["axis"], at["is_ascend"])
-    return cx.xp.take_along_axis(x, idx, axis=at["axis"])
+    """x sorted along ``axis`` (None: flattened)."""
+    x, axis = _flat(x, at["axis"])
+    idx = _order(cx, x, axis, at["is_ascend"])
+    return cx.xp.take_along_axis(x, idx, axis=axis)
 
 
 def _argsort_infer(at: dict, x: Spec) -> Spec:
-    _one_axis("argsort", at["axis"], len(x.shape))
-    return Spec(x.shape, at["dtype"] or "float32")
+    shape, _ = _ordered_shape("argsort", at["axis"], x)
+    return Spec(shape, at["dtype"] or "float32")
 
 
 @defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer, vjp=_no_gradient)
 def _argsort(cx, at, x):
-    """The indices that sort x along ``axis`` (float32 by default, as MXNet)."""
-    return _order(cx, x, at["axis"], at["is_ascend"]).astype(at["dtype"] or "float32")
+    """The indices that sort x along ``axis`` (None: flattened; float32 by default, as MXNet)."""
+    x, axis = _flat(x, at["axis"])
+    return _order(cx, x, axis, at["is_ascend"]).astype(at["dtype"] or "float32")
 
 
 TOPK = (
-    Attr("axis", "int", -1),
+    ORDER_AXIS,
     Attr("k", "int", 1),
     Attr("ret_typ", "str", "indices"),
     Attr("is_ascend", "bool", False),
@@ -253,44 +265,54 @@ TOPK = (
 )
 
 
+def _topk_k(k: int, n: int) -> int:
+    """MXNet's k: below 1, the whole axis (a full sort)."""
+    return n if k < 1 else k
+
+
 def _topk_infer(at: dict, x: Spec) -> Spec:
-    ax = _one_axis("topk", at["axis"], len(x.shape))
-    k = at["k"]
-    if not 1 <= k <= x.shape[ax]:
-        raise ShapeError(f"topk: k={k} is out of range for axis {ax} of length {x.shape[ax]}")
+    shape, ax = _ordered_shape("topk", at["axis"], x)
+    k = _topk_k(at["k"], shape[ax])
+    if k > shape[ax]:
+        where = "the flattened array" if at["axis"] is None else f"axis {ax}"
+        raise ShapeError(f"topk: k={k} is out of range for {where} of length {shape[ax]}")
     if at["ret_typ"] not in ("indices", "value", "mask"):
         raise InvalidInput(f"topk: ret_typ must be indices, value or mask (both: call twice), got {at['ret_typ']!r}")
     if at["ret_typ"] == "mask":
         return x
-    shape = tuple(k if i == ax else d for i, d in enumerate(x.shape))
+    shape = tuple(k if i == ax else d for i, d in enumerate(shape))
     return Spec(shape, x.dtype if at["ret_typ"] == "value" else at["dtype"] or "float32")
 
 
-def _topk_indices(cx, at, x):
-    ax = at["axis"] % x.ndim
-    idx = _order(cx, x, ax, at["is_ascend"])
-    return cx.xp.take(idx, cx.xp.arange(at["k"]), axis=ax)
+def _topk_indices(cx, at, x, axis):
+    idx = _order(cx, x, axis, at["is_ascend"])
+    return cx.xp.take(idx, cx.xp.arange(_topk_k(at["k"], x.shape[axis])), axis=axis)
 
 
 def _topk_vjp(F, at, g, y, x):
     if at["ret_typ"] != "value":
         return (None,)
     idx = F.topk(x, **{**at, "ret_typ": "indices", "dtype": "int64"})
+    if at["axis"] is None:
+        flat = F.scatter_axis(g, idx, axis=0, shape=(int(np.prod(x.shape)),))
+        return (F.reshape(flat, shape=tuple(x.shape)),)
     return (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)),)
 
 
 @defop("topk", ("data",), TOPK, infer=_topk_infer, vjp=_topk_vjp)
 def _topk(cx, at, x):
-    """The k largest (``is_ascend``: smallest) along ``axis``: their indices,
-    values, or a 0/1 mask."""
-    idx = _topk_indices(cx, at, x)
+    """The k largest (``is_ascend``: smallest) along ``axis`` (None: of the flattened array; k
+    below 1: all of them): their indices, values, or a 0/1 mask of the input's shape."""
+    xf, axis = _flat(x, at["axis"])
+    axis %= max(xf.ndim, 1)
+    idx = _topk_indices(cx, at, xf, axis)
     if at["ret_typ"] == "indices":
         return idx.astype(at["dtype"] or "float32")
     if at["ret_typ"] == "value":
-        return cx.xp.take_along_axis(x, idx, axis=at["axis"])
-    mask = cx.xp.zeros_like(x)
-    cx.xp.put_along_axis(mask, idx, 1, axis=at["axis"])
-    return mask
+        return cx.xp.take_along_axis(xf, idx, axis=axis)
+    mask = cx.xp.zeros_like(xf)
+    cx.xp.put_along_axis(mask, idx, 1, axis=axis)
+    return mask.reshape(x.shape)
 
 
 # gather / scatter along an axis: pick, sort and topk's gradients

@@ -273,3 +273,28 @@ def test_mod_operators_and_gradients_as_mxnet(mode):
         assert f(u, v).asnumpy().tolist() == [1.5 * 1.5, -1 * -1.5]
         # d/dv (u % v)(1.5 % v) = -floor(u / v)(1.5 % v) - (u % v) floor(1.5 / v)
         assert v.grad.asnumpy().tolist() == [-2 * 1.5 - 1.5 * 0, -1 * -1.5 - -1 * -1]
+
+
+def test_sort_argsort_and_topk_with_axis_none_flatten_as_mxnet(mode):
+    """Shapes, dtypes, values and gradients MXNet 1.9.1 gave for axis=None."""
+    x = nd.array([[3, 1, 2], [0, 5, 4]])
+    assert nd.sort(x, axis=None).asnumpy().tolist() == [0, 1, 2, 3, 4, 5]
+    i = x.argsort(axis=None, is_ascend=False, dtype="int32")
+    assert i.dtype is np.int32 and i.shape == (6,) and i.asnumpy().tolist() == [4, 5, 0, 2, 1, 3]
+    v, j = nd.topk(x, axis=None, k=2, ret_typ="both")
+    assert v.asnumpy().tolist() == [5, 4] and j.dtype is np.float32 and j.asnumpy().tolist() == [4, 5]
+    m = x.topk(axis=None, k=2, ret_typ="mask")
+    assert m.shape == (2, 3) and m.asnumpy().tolist() == [[0, 0, 0], [0, 1, 1]]
+    assert nd.topk(x, axis=None, k=0).asnumpy().tolist() == [4, 5, 0, 2, 1, 3]  # k below 1: all
+    assert nd.topk(nd.ones((2, 3, 4)), axis=None, k=3).shape == (3,)
+    x.attach_grad()
+    with autograd.record():
+        y = nd.sort(x, axis=None) * nd.arange(6)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[3, 1, 2], [0, 5, 4]]
+    with autograd.record():
+        y = nd.topk(x, axis=None, k=2, ret_typ="value") * nd.array([1, 10])
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[0, 0, 0], [0, 1, 10]]
+    with pytest.raises(MXNetError, match="k=7"):
+        nd.topk(x, axis=None, k=7)

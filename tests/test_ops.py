@@ -782,6 +782,52 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ("Dropout-p0-training", "Dropout", C(np.copy, (4, 5), training=True, p=0.0)),
     ("Dropout-always-axes", "Dropout", C(None, (6, 4, 3), p=0.5, mode="always", axes=[1])),
     ("sort-ascend", "sort", C(lambda x: np.sort(x, axis=-1), X3, dom=DISTINCT)),
+    # axis None: the flattened array, as MXNet's (k below 1: all of it)
+    ("sort-axis-none", "sort", C(lambda x: -np.sort(-x.ravel()), X3, dom=DISTINCT, axis=None, is_ascend=False)),
+    (
+        "argsort-axis-none",
+        "argsort",
+        C(lambda x: np.argsort(x.ravel()).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=None),
+    ),
+    (
+        "topk-axis-none-value",
+        "topk",
+        C(lambda x: topk_ref(x.ravel(), 0, 5, "value", False), X3, dom=DISTINCT, axis=None, k=5, ret_typ="value"),
+    ),
+    (
+        "topk-axis-none-all-ascending",
+        "topk",
+        C(lambda x: np.sort(x.ravel()), X3, dom=DISTINCT, axis=None, k=0, is_ascend=True, ret_typ="value"),
+    ),
+    (
+        "topk-axis-none-mask",
+        "topk",
+        C(
+            lambda x: topk_ref(x.ravel(), 0, 4, "mask", False).reshape(x.shape),
+            X3,
+            dom=DISTINCT,
+            no_grad=True,
+            axis=None,
+            k=4,
+            ret_typ="mask",
+        ),
+    ),
+    (
+        "topk-axis-none-indices-int64",
+        "topk",
+        C(
+            lambda x: topk_ref(x.ravel(), 0, 3, "indices", True).astype(np.int64),
+            X3,
+            dom=DISTINCT,
+            out="int64",
+            no_grad=True,
+            axis=None,
+            k=3,
+            is_ascend=True,
+            dtype="int64",
+        ),
+    ),
+    ("topk-k-below-1-axis", "topk", C(lambda x: -np.sort(-x, axis=1), X3, dom=DISTINCT, axis=1, k=-1, ret_typ="value")),
     (
         "topk-ascend-axis0",
         "topk",
@@ -2220,7 +2266,8 @@ def test_scatter_key_index_arrays_add_repeats():
 BAD_ATTRS = [
     ("clip", {"a_min": 1.0, "a_max": 0.0}, [(2, 3)]),
     ("topk", {"k": 5}, [(2, 4)]),
-    ("topk", {"k": 0}, [(2, 4)]),
+    ("topk", {"k": 9, "axis": None}, [(2, 4)]),  # (k below 1 is the whole axis, as MXNet's)
+    ("argsort", {"axis": 2}, [(2, 4)]),
     ("topk", {"ret_typ": "both"}, [(2, 4)]),
     ("argmax", {"axis": 2}, [(2, 4)]),
     ("sort", {"axis": -3}, [(2, 4)]),

@@ -725,3 +725,22 @@ def test_mod_ops_over_json_and_msgpack(http, sid, encoding):
         ([2], [-1, -1]),
         ([4], [4, 4, -1, -1]),
     ]
+
+
+def test_sort_and_topk_take_a_null_axis_over_json(http, batch):
+    """axis null flattens, as MXNet's axis=None; the catalog says the attribute takes null."""
+    ops = {o["name"]: o for o in http.get("/v1/ops").json()["ops"]}
+    for name in ("sort", "argsort", "topk"):
+        assert {"name": "axis", "type": "int", "default": -1, "nullable": True} in ops[name]["attrs"]
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([3, 1, 2, 0, 5, 4], [2, 3])}},
+            {"op": "sort", "in": [1], "out": [2], "at": {"axis": None, "is_ascend": False}},
+            {"op": "topk", "in": [1], "out": [3], "at": {"axis": None, "k": 2, "dtype": "int32"}},
+            {"op": "read", "in": [2, 3]},
+        ]
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["values"] == [tensor([5, 4, 3, 2, 1, 0], [6]), tensor([4, 5], [2], "int32")]
+    r = batch.post([{"op": "argmax", "in": [1], "out": [4], "at": {"keepdims": None}}])
+    assert r.status_code == 400 and "keepdims" in r.json()["error"]["message"]  # (not nullable: refused)

@@ -54,3 +54,6 @@ print(repr(p % q), repr(nd.broadcast_mod(p, q)), repr(nd.modulo(p, 2)), repr(nd.
 r = m.copy()
 r %= nd.array([[2, -2, 3], [-3, 2, 0]], dtype="int32")
 print(repr(r), repr(m % 2.5), repr(7 % m), repr(nd.array([1.5, 2.5], dtype="float16") % 0.7))
+print(repr(nd.topk(x, axis=None, k=2)), repr(nd.topk(x, axis=None, k=2, ret_typ="mask")), repr(x.sort(axis=None)))
+print(repr(nd.argsort(x, axis=None, is_ascend=False, dtype="int32")), repr(nd.topk(x, axis=None, k=0, ret_typ="value")))
+print(nd.topk(x, axis=None, k=2, ret_typ="both"), repr(nd.topk(x, k=-1)), nd.sort(nd.ones((2, 3, 4)), axis=None).shape)
