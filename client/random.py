@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine.optable import OPS
-from .ndarray import NDArray, invoke
+from .ndarray import NDArray, context_of, invoke
 from .runtime import RNG_KEY, current
 
 
@@ -21,19 +21,34 @@ def normal(
     loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet."""
-    return invoke(OPS["random_normal"], (), {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype})
+    return invoke(
+        OPS["random_normal"],
+        (),
+        {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype},
+        ctx=context_of(ctx),
+    )
 
 
 def uniform(
     low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Draws from U[low, high); shape (1,) when none is given, as MXNet."""
-    return invoke(OPS["random_uniform"], (), {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
+    return invoke(
+        OPS["random_uniform"],
+        (),
+        {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype},
+        ctx=context_of(ctx),
+    )
 
 
 def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
     """Integers in [low, high) (int32 unless ``dtype`` says otherwise)."""
-    return invoke(OPS["random_randint"], (), {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype})
+    return invoke(
+        OPS["random_randint"],
+        (),
+        {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype},
+        ctx=context_of(ctx),
+    )
 
 
 def shuffle(data: NDArray, **kwargs: Any) -> NDArray:

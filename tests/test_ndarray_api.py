@@ -298,3 +298,63 @@ def test_sort_argsort_and_topk_with_axis_none_flatten_as_mxnet(mode):
     assert x.grad.asnumpy().tolist() == [[0, 0, 0], [0, 1, 10]]
     with pytest.raises(MXNetError, match="k=7"):
         nd.topk(x, axis=None, k=7)
+
+
+def test_arrays_keep_their_context_as_mxnet_prints_it(mode):
+    """What MXNet 1.9.1 printed: an array made in cpu(1) says so, and so does every op's result
+    made from it (its first input's context; a mix of contexts computes, on CPU), its gradient
+    and its copies; ``with ctx:`` sets the default; ``nd.array`` of an NDArray takes the default
+    or ``ctx``, not the source's."""
+    import gradserve
+
+    cpu1 = gradserve.cpu(1)
+    a = nd.array([1, 2], ctx=cpu1)
+    assert repr(a) == "\n[1. 2.]\n<NDArray 2 @cpu(1)>" and a.context == cpu1 and a.ctx == cpu1
+    assert repr(a.context) == "cpu(1)" and str(gradserve.cpu_pinned()) == "cpu_pinned(0)"
+    b = a.as_in_context(gradserve.cpu(0))
+    assert b is not a and b.context == gradserve.cpu(0) and a.as_in_context(cpu1) is a
+    assert repr(a.copyto(gradserve.cpu(0))).endswith("@cpu(0)>") and a.copy().context == cpu1
+    for y in (a + 1, a * nd.array([1, 2]), nd.dot(a, nd.array([1, 2])), a[0], a.reshape((2, 1)), a.T, a.sum(), 2 - a):
+        assert y.context == cpu1, y
+    assert (nd.array([1, 2]) + a).context == gradserve.cpu(0)
+    for y in (
+        nd.zeros((2,), ctx=gradserve.cpu(2)),
+        nd.ones((1,), ctx=gradserve.cpu(2)),
+        nd.full((1,), 5, ctx=gradserve.cpu(2)),
+        nd.arange(2, ctx=gradserve.cpu(2)),
+        nd.empty((1,), ctx=gradserve.cpu(2)),
+        nd.eye(2, ctx=gradserve.cpu(2)),
+        nd.random.normal(shape=(1,), ctx=gradserve.cpu(2)),
+        nd.random.uniform(shape=(1,), ctx=gradserve.cpu(2)),
+    ):
+        assert y.context == gradserve.cpu(2), y
+    assert nd.array(a).context == gradserve.cpu(0) and nd.array(a, ctx=gradserve.cpu(3)).context == gradserve.cpu(3)
+    f = nd.zeros((2,))
+    a.copyto(f)
+    assert f.context == gradserve.cpu(0)
+    a.attach_grad()
+    with autograd.record():
+        y = (a * a).sum()
+    y.backward()
+    assert a.grad.context == cpu1 and a.grad.asnumpy().tolist() == [2, 4]
+    with autograd.record():
+        y = (a * a).sum()
+    assert autograd.grad(y, [a])[0].context == cpu1
+    with cpu1:
+        assert nd.zeros((1,)).context == cpu1 and gradserve.current_context() == cpu1
+        assert nd.zeros((1,), ctx=gradserve.cpu(0)).context == gradserve.cpu(0)
+    assert gradserve.current_context() == gradserve.cpu(0) and nd.zeros((1,)).context == gradserve.cpu(0)
+    assert gradserve.Context(cpu1) == cpu1 and gradserve.Context("cpu", 1) == cpu1
+    with pytest.raises(MXNetError, match="not available"):
+        gradserve.Context("gpu", 0)
+    with pytest.raises(MXNetError, match="device_id"):
+        gradserve.cpu(-1)
+    with pytest.raises(TypeError, match="ctx must be a Context"):
+        nd.zeros((1,), ctx="cpu(1)")
+
+    @gradserve.hybridize
+    def double(u):
+        return u * 2
+
+    for _ in range(2):  # traced, then called as a program
+        assert double(a).context == cpu1 and double(nd.ones((2,))).context == gradserve.cpu(0)
