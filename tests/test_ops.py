@@ -2199,13 +2199,29 @@ def test_batch_norm_state():
     np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False), **t32)
     assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
 
-    # training: the batch's statistics normalise; the moving ones are updated in place
-    y = op.forward(ctx(0, True), op.parse_attrs(at), x, gamma, beta, mm, mv)
+    # training: the batch's statistics normalise; the moving ones are left to the backward pass
+    at_t = op.parse_attrs(at)
+    y = op.forward(ctx(0, True), at_t, x, gamma, beta, mm, mv)
     np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False, train=True), **t32)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)  # (MXNet's forward leaves them)
+    # a backward pass in prediction mode: no update, and the moving statistics' gradient (MXNet's)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    cts = vjp_of(op)(Eager(ctx(0, False)), at_t, g, y, x, gamma, beta, mm, mv)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
+    bs = (1, 3, 1, 1)
+    np.testing.assert_allclose(cts[0], g * (gamma / np.sqrt(mv0 + 1e-3)).reshape(bs), **t32)
+    # in training mode: the update, in place, once per pass
     axes = (0, 2, 3)
     x64 = x.astype(np.float64)
-    np.testing.assert_allclose(mm, 0.8 * mm0 + 0.2 * x64.mean(axis=axes), **t32)
-    np.testing.assert_allclose(mv, 0.8 * mv0 + 0.2 * x64.var(axis=axes), **t32)
+    m = float(np.float32(0.8))  # (MXNet's momentum is a float32)
+    for k in (1, 2):
+        vjp_of(op)(Eager(ctx(0, True)), at_t, g, y, x, gamma, beta, mm, mv)
+        want_m, want_v = m**k * mm0, m**k * mv0
+        for i in range(k):
+            want_m = want_m + m**i * (1 - m) * x64.mean(axis=axes)
+            want_v = want_v + m**i * (1 - m) * x64.var(axis=axes)
+        np.testing.assert_allclose(mm, want_m, **t32)
+        np.testing.assert_allclose(mv, want_v, **t32)
     assert (mm.dtype, mv.dtype) == (np.float32, np.float32)
 
     # use_global_stats: the moving statistics even in training, and no update
@@ -2235,12 +2251,23 @@ def test_batch_norm_follows_the_sessions_training_bit():
     arrays = [x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2)]
     mm, mv = run(
         *[{"op": "array", "in": [], "out": [i + 1], "at": {"value": a}} for i, a in enumerate(arrays)],
+        {"op": "attach_grad", "in": [1]},
         {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [6], "mode": 1},  # prediction: no update
-        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [7], "mode": 3},  # training: update
+        {"op": "backward", "in": [6], "mode": 2},
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [7], "mode": 3},  # training: update at backward
+        {"op": "read", "in": [4, 5]},
+        {"op": "backward", "in": [7], "mode": 0},  # (a backward in prediction mode: none)
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [8], "mode": 3},
+        {"op": "backward", "in": [8], "mode": 2},
+        {"op": "read", "in": [4, 5]},
+    )[:2]
+    assert mm.tolist() == [0, 0] and mv.tolist() == [1, 1]
+    mm, mv = run(
         {"op": "read", "in": [4, 5]},
     )
-    np.testing.assert_allclose(mm, 0.1 * x.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(mv, 0.9 + 0.1 * x.var(axis=0), rtol=1e-12)
+    m = float(np.float32(0.9))  # (MXNet's momentum is a float32)
+    np.testing.assert_allclose(mm, (1 - m) * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(mv, m + (1 - m) * x.var(axis=0), rtol=1e-12)
 
 
 def test_getitem_index_arrays():
