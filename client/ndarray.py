@@ -16,8 +16,25 @@ from typing import Any
 import numpy as np
 
 from .engine import tape
-from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
-from .engine.ops import assignable, broadcast_shapes, is_view_key, is_whole_key, key_shape, parse_key
+from .engine.errors import (
+    NO_INPUTS,
+    NOT_IN_GRAPH,
+    UNREACHABLE,
+    AutogradError,
+    BooleanIndexError,
+    DTypeError,
+    InvalidInput,
+    ShapeError,
+)
+from .engine.ops import (
+    assignable,
+    broadcast_shapes,
+    check_index_dtypes,
+    is_view_key,
+    is_whole_key,
+    key_shape,
+    parse_key,
+)
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
 from .runtime import FRAME_ALIGN, RNG_KEY, Client, NotTraceable, current, framed
@@ -206,6 +223,11 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
         elif isinstance(k, (NDArray, list, np.ndarray)):
             if not isinstance(k, NDArray):
                 a = np.asarray(k)
+                if a.dtype == np.bool_:
+                    raise BooleanIndexError(
+                        "index: a boolean list or numpy array is refused (MXNet 1.9.1 reads it as the integer "
+                        "indices 0 and 1, not as a mask); index with integers, such as np.nonzero(mask)"
+                    )
                 if a.dtype.kind not in "iu":
                     raise InvalidInput(f"index arrays must hold integers, got dtype {a.dtype}")
                 k = _from_numpy(a.astype(np.int64), client, owned=True)
@@ -541,6 +563,7 @@ class NDArray:
             raise AutogradError(INPLACE_IN_GRAPH)
         wkey, idx = _key_to_wire(key, self._c)
         parsed = parse_key("setitem", wkey, len(idx))
+        check_index_dtypes("setitem", (i._spec.dtype for i in idx))
         sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
         copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
         if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):

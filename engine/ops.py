@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
 from .tape import Deferred
 
@@ -1111,10 +1111,23 @@ def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
     return tuple(out)
 
 
+def check_index_dtypes(name: str, dtypes: Any) -> None:
+    """Refuse a boolean index array, as MXNet 1.9.1's NDArrays do (a mask's 0s and 1s read as
+    integer indices would be a wrong result, not an error)."""
+    for dt in dtypes:
+        if dt == "bool" or dt == np.bool_:
+            raise BooleanIndexError(
+                f"{name}: cannot index with a boolean array: MXNet's NDArrays refuse boolean indexing "
+                "('Cannot perform boolean indexing in legacy mode'); index with integers, such as "
+                "numpy's np.nonzero(mask), or use nd.where(mask, x, y)"
+            )
+
+
 def bind_key(key: tuple, arrays: tuple) -> tuple:
     """A numpy key: index arrays put in their places, as integers."""
     if not arrays:
         return key
+    check_index_dtypes("index", (a.dtype for a in arrays))
     return tuple(arrays[k.i].astype(np.int64) if isinstance(k, IndexArray) else k for k in key)
 
 
@@ -1167,6 +1180,7 @@ def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
 
 def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:
     key = parse_key("getitem", at["key"], len(idx))
+    check_index_dtypes("getitem", (i.dtype for i in idx))
     return Spec(at_least_1d(key_shape("getitem", x.shape, key, tuple(i.shape for i in idx))), x.dtype)
 
 
@@ -1202,6 +1216,7 @@ def _getitem(cx, at, x, *idx):
 
 def _scatter_infer(at: dict, g: Spec, *idx: Spec) -> Spec:
     key = parse_key("scatter_key", at["key"], len(idx))
+    check_index_dtypes("scatter_key", (i.dtype for i in idx))
     sub = at_least_1d(key_shape("scatter_key", at["shape"], key, tuple(i.shape for i in idx)))
     if sub != g.shape:
         raise ShapeError(f"scatter_key: data shape {g.shape} does not match {sub}")
@@ -1221,6 +1236,7 @@ def _scatter_key(cx, at, g, *idx):
     shape = at["shape"]
     z = cx.xp.zeros(shape, g.dtype)
     parsed = parse_key("scatter_key", at["key"], len(idx))
+    check_index_dtypes("scatter_key", (i.dtype for i in idx))
     if len(parsed) == 1 and len(idx) == 1:  # x[index_array]: rows, through a compiled kernel when there is one
         i = idx[0].astype(np.int64).reshape(-1)
         if i.size and (i.min() < -shape[0] or i.max() >= shape[0]):

@@ -1309,6 +1309,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     target = s.get(hs[0])
     idx = tuple(s.get(h) for h in idx_h)
     key = _ops.parse_key("setitem", at["key"] or [], n_idx)
+    _ops.check_index_dtypes("setitem", (i.dtype for i in idx))
     recording = ins.get("mode", 0) & RECORDING
     if recording and tape.in_graph(s.nodes.get(hs[0])):
         raise AutogradError(INPLACE_IN_GRAPH)

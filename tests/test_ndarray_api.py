@@ -358,3 +358,29 @@ def test_arrays_keep_their_context_as_mxnet_prints_it(mode):
 
     for _ in range(2):  # traced, then called as a program
         assert double(a).context == cpu1 and double(nd.ones((2,))).context == gradserve.cpu(0)
+
+
+def test_boolean_index_arrays_are_refused_as_mxnet_refuses_them(mode):
+    """MXNet 1.9.1's NDArrays refuse a boolean NDArray as an index, in reads and writes, alone
+    or in a tuple (a ValueError: 'Cannot perform boolean indexing in legacy mode'); a float or
+    uint8 0/1 array is read as integer indices there, and here. A boolean list or numpy array,
+    which MXNet reads as the indices 0 and 1, is refused too (see README)."""
+    from gradserve.engine.errors import BooleanIndexError
+
+    x = nd.array([[1, 2, 3], [4, 5, 6]])
+    mask = nd.array([1, 0], dtype="bool")
+    for f in (
+        lambda: x[mask],
+        lambda: x[nd.array([[1, 0, 1], [0, 1, 0]], dtype="bool")],
+        lambda: x[mask, 1],
+        lambda: x.__setitem__(mask, 0),
+        lambda: x[np.array([True, False])],
+        lambda: x[[True, False]],
+    ):
+        with pytest.raises(BooleanIndexError, match="boolean") as e:
+            f()
+        assert isinstance(e.value, ValueError) and isinstance(e.value, MXNetError)
+    assert x.asnumpy().tolist() == [[1, 2, 3], [4, 5, 6]]  # nothing written
+    assert x[nd.array([1, 0])].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
+    assert x[nd.array([1, 0], dtype="uint8")].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
+    assert x[x > 2].shape == (2, 3, 3)  # (x > 2 is float32 0/1: integer indices, as in MXNet)

@@ -2283,6 +2283,25 @@ def test_getitem_index_arrays():
         op.forward(ctx(), op.parse_attrs({"key": [{"array": 0}]}), x, np.array([3.0]))
 
 
+def test_boolean_index_arrays_are_refused():
+    """MXNet's NDArrays refuse boolean indexing: infer and forward (a server's session runs
+    both) refuse a boolean index array rather than read the mask's 0s and 1s as indices."""
+    from gradserve.engine.errors import BooleanIndexError
+
+    x, mask = np.arange(6.0).reshape(2, 3), np.array([True, False])
+    for name, at, xs in (
+        ("getitem", {"key": [{"array": 0}]}, [x, mask]),
+        ("scatter_key", {"key": [{"array": 0}], "shape": [2, 3]}, [np.ones((2, 3)), mask]),
+    ):
+        op = OPS[name]
+        at = op.parse_attrs(at)
+        with pytest.raises(BooleanIndexError):
+            op.infer(at, *[Spec(a.shape, a.dtype.name) for a in xs])
+        with pytest.raises(BooleanIndexError):
+            op.forward(ctx(), at, *xs)
+    check_forward(OPS["getitem"], {"key": [{"array": 0}]}, [x, mask.astype(np.uint8)], x[[1, 0]])
+
+
 def test_scatter_key_index_arrays_add_repeats():
     op = OPS["scatter_key"]
     at = {"shape": [4], "key": [{"array": 0}]}

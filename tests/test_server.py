@@ -744,3 +744,25 @@ def test_sort_and_topk_take_a_null_axis_over_json(http, batch):
     assert r.json()["values"] == [tensor([5, 4, 3, 2, 1, 0], [6]), tensor([4, 5], [2], "int32")]
     r = batch.post([{"op": "argmax", "in": [1], "out": [4], "at": {"keepdims": None}}])
     assert r.status_code == 400 and "keepdims" in r.json()["error"]["message"]  # (not nullable: refused)
+
+
+def test_a_boolean_index_array_is_refused_over_json(batch):
+    """As MXNet's NDArrays refuse boolean indexing: in getitem and setitem, nothing written."""
+    assert (
+        batch.post(
+            [
+                {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+                {"op": "array", "out": [2], "at": {"value": tensor([True, False], [2], "bool")}},
+            ]
+        ).status_code
+        == 200
+    )
+    for op in (
+        {"op": "getitem", "in": [1, 2], "out": [3], "at": {"key": [{"array": 0}]}},
+        {"op": "setitem", "in": [1, 2], "at": {"key": [{"array": 0}], "scalar": 0, "indices": 1}},
+    ):
+        r = batch.post([op])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["kind"] == "BooleanIndexError" and "boolean indexing" in err["message"]
+    assert batch.read(1) == [[1, 2, 3, 4]]
