@@ -90,6 +90,92 @@ def _random_randint(cx, at):
     return cx.rng.integers(at["low"], at["high"], at["shape"]).astype(at["dtype"] or "int32")
 
 
+# MXNet's samplers with scalar parameters: float32 by default, and float16/32/64 only (MXNet
+# refuses an integer dtype for these, the counts of poisson and the negative binomials too)
+FLOAT_DTYPES = ("float16", "float32", "float64")
+DRAW_SHAPE = Attr("shape", "shape", (1,))
+
+
+def _sampler_infer(name: str, checks: tuple[tuple[str, str, Any], ...]):
+    """The inference of a sampler: its shape, a float dtype, each parameter within its range
+    (``checks``: the parameter, what it must be, and the test)."""
+
+    def infer(at: dict) -> Spec:
+        for param, what, ok in checks:
+            if not ok(at[param]):
+                raise InvalidInput(f"{name}: {param} must be {what}, got {at[param]}")
+        dt = at["dtype"] or DEFAULT_DTYPE
+        if dt not in FLOAT_DTYPES:
+            raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
+        return Spec(check_shape(name, at["shape"]), dt)
+
+    return infer
+
+
+def _positive(v: float) -> bool:
+    return v > 0 and v < float("inf")
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0 and v < float("inf")
+
+
+def _sampler(name: str, params: tuple[tuple[str, float, str, Any], ...], draw: Any, doc: str) -> None:
+    """A sampler op: ``params`` (name, default, what it must be, test), ``draw(rng, at, shape)``."""
+    attrs = tuple(Attr(p, "float", d) for p, d, _, _ in params) + (DRAW_SHAPE, DT)
+
+    def forward(cx, at):
+        return cx.xp.asarray(draw(cx.rng, at, at["shape"])).astype(at["dtype"] or DEFAULT_DTYPE)
+
+    forward.__doc__ = doc
+    checks = tuple((p, what, ok) for p, _, what, ok in params)
+    defop(name, (), attrs, infer=_sampler_infer(name, checks), random=True)(forward)
+
+
+def _generalized_negative_binomial(rng: np.random.Generator, at: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson draws whose rate is gamma distributed: mean mu, variance mu + alpha mu^2 (MXNet's
+    parametrisation; alpha 0 is a plain poisson)."""
+    mu, alpha = at["mu"], at["alpha"]
+    if alpha == 0:
+        return rng.poisson(mu, shape)
+    return rng.poisson(rng.gamma(1 / alpha, alpha * mu, shape))
+
+
+_POSITIVE = ("positive and finite", _positive)
+_NON_NEGATIVE = ("non-negative and finite", _non_negative)
+_sampler(
+    "random_exponential",
+    (("scale", 1.0, *_POSITIVE),),
+    lambda rng, at, shape: rng.exponential(at["scale"], shape),
+    "Exponential draws of mean ``scale`` (MXNet's parametrisation) from the session's generator.",
+)
+_sampler(
+    "random_poisson",
+    (("lam", 1.0, *_NON_NEGATIVE),),
+    lambda rng, at, shape: rng.poisson(at["lam"], shape),
+    "Poisson counts of rate ``lam`` (as floats, as MXNet's) from the session's generator.",
+)
+_sampler(
+    "random_gamma",
+    (("alpha", 1.0, *_POSITIVE), ("beta", 1.0, *_POSITIVE)),
+    lambda rng, at, shape: rng.gamma(at["alpha"], at["beta"], shape),
+    "Gamma draws of shape ``alpha`` and scale ``beta`` (mean alpha * beta) from the session's generator.",
+)
+_sampler(
+    "random_negative_binomial",
+    (("k", 1.0, *_POSITIVE), ("p", 1.0, "in (0, 1]", lambda v: 0 < v <= 1)),
+    lambda rng, at, shape: rng.negative_binomial(at["k"], at["p"], shape),
+    "Failures before the k-th success of trials of success probability ``p`` (as floats), "
+    "from the session's generator.",
+)
+_sampler(
+    "random_generalized_negative_binomial",
+    (("mu", 1.0, *_NON_NEGATIVE), ("alpha", 1.0, *_NON_NEGATIVE)),
+    _generalized_negative_binomial,
+    "Counts of mean ``mu`` and variance mu + alpha mu^2 (as floats), from the session's generator.",
+)
+
+
 @defop("shuffle", ("data",), infer=lambda at, x: x, random=True)
 def _shuffle(cx, at, x):
     """A copy of x with its first axis in a random order."""

@@ -384,3 +384,43 @@ def test_boolean_index_arrays_are_refused_as_mxnet_refuses_them(mode):
     assert x[nd.array([1, 0])].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
     assert x[nd.array([1, 0], dtype="uint8")].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
     assert x[x > 2].shape == (2, 3, 3)  # (x > 2 is float32 0/1: integer indices, as in MXNet)
+
+
+def test_more_samplers_through_the_client(mode):
+    """randn, exponential, poisson, gamma and the negative binomials, with MXNet's signatures,
+    defaults, shapes and dtypes (float32, counts too), drawn from the session's own generator
+    (a seed repeats them); NDArray parameters are refused, not misread."""
+    import gradserve
+
+    r = nd.random
+    assert r.randn(2, 3).shape == (2, 3) and r.randn(2, 3).dtype is np.float32
+    assert r.randn(4, loc=1, scale=2, dtype="float64").dtype is np.float64
+    for y in (r.exponential(), r.poisson(), r.gamma(), r.negative_binomial(), r.generalized_negative_binomial()):
+        assert y.shape == (1,) and y.dtype is np.float32
+    big = {
+        "exponential": (r.exponential(2, shape=(100, 100)), 2.0, 4.0),
+        "poisson": (r.poisson(3, shape=(10000,)), 3.0, 3.0),
+        "gamma": (r.gamma(2, 0.5, shape=(10000,), dtype="float64"), 1.0, 0.5),
+        "negative_binomial": (r.negative_binomial(3, 0.4, shape=(10000,)), 4.5, 11.25),
+        "generalized_negative_binomial": (r.generalized_negative_binomial(2, 0.5, shape=(10000,)), 2.0, 4.0),
+    }
+    for name, (y, mean, var) in big.items():
+        v = y.asnumpy().astype(np.float64)
+        assert abs(v.mean() - mean) < 5 * np.sqrt(var / v.size), name
+        assert abs(v.var() / var - 1) < 0.15, name
+    assert big["gamma"][0].dtype is np.float64 and big["exponential"][0].shape == (100, 100)
+    counts = big["poisson"][0].asnumpy()
+    assert np.array_equal(counts, np.round(counts))
+    assert r.poisson(2, shape=(1,), ctx=gradserve.cpu(1)).context == gradserve.cpu(1)
+    r.seed(5)
+    a = r.negative_binomial(2, 0.5, shape=(50,)).asnumpy()
+    r.seed(5)
+    assert np.array_equal(a, r.negative_binomial(2, 0.5, shape=(50,)).asnumpy())
+    with pytest.raises(MXNetError, match="NDArray parameters"):
+        r.exponential(nd.ones((2,)))
+    with pytest.raises(MXNetError, match="p must be in"):
+        r.negative_binomial(3, 1.5)
+    with pytest.raises(MXNetError, match="dtype"):
+        r.poisson(3, dtype="int32")
+    with pytest.raises(MXNetError, match="shape"):
+        r.randn()

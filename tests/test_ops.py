@@ -418,6 +418,11 @@ CASES: dict[str, Case] = {
     "random_normal": C(None, shape=[3, 4]),
     "random_uniform": C(None, shape=[3, 4], low=-1.0, high=2.0),
     "random_randint": C(None, shape=[3, 4], low=-3, high=5),
+    "random_exponential": C(None, shape=[3, 4], scale=2.0),
+    "random_poisson": C(None, shape=[3, 4], lam=3.0),
+    "random_gamma": C(None, shape=[3, 4], alpha=2.0, beta=0.5),
+    "random_negative_binomial": C(None, shape=[3, 4], k=3.0, p=0.4),
+    "random_generalized_negative_binomial": C(None, shape=[3, 4], mu=2.0, alpha=0.5),
     "shuffle": C(None, (5, 3)),
     # like
     "zeros_like": C(np.zeros_like, no_grad=True),
@@ -1982,6 +1987,61 @@ def test_random_ops(name):
         assert abs(big.mean()) < 0.05 and abs(big.std() - 1.0) < 0.05
         shifted = draw(1, shape=[20000], dtype="float64", loc=3.0, scale=0.5)
         np.testing.assert_allclose(shifted, 3.0 + 0.5 * big)
+
+
+SAMPLERS = [
+    # op, attributes, mean, variance, whether the draws are counts
+    ("random_exponential", {"scale": 2.0}, 2.0, 4.0, False),
+    ("random_poisson", {"lam": 3.0}, 3.0, 3.0, True),
+    ("random_gamma", {"alpha": 2.0, "beta": 0.5}, 1.0, 0.5, False),
+    ("random_negative_binomial", {"k": 3.0, "p": 0.4}, 3 * 0.6 / 0.4, 3 * 0.6 / 0.4**2, True),
+    ("random_generalized_negative_binomial", {"mu": 2.0, "alpha": 0.5}, 2.0, 2.0 + 0.5 * 4.0, True),
+    ("random_generalized_negative_binomial", {"mu": 2.0, "alpha": 0.0}, 2.0, 2.0, True),
+]
+
+
+@pytest.mark.parametrize("name, at, mean, var, counts", SAMPLERS)
+def test_samplers_draw_their_distribution(name, at, mean, var, counts):
+    """Mean and variance of 40,000 draws with a fixed seed, within loose bounds (about 5
+    standard errors); float32 by default, float16/64 on request, counts as whole floats; the
+    same seed repeats the draws."""
+    op = OPS[name]
+
+    def draw(seed, **extra):
+        a = op.parse_attrs({**at, **extra})
+        y = op.forward(Context(seed), a)
+        assert op.infer(a) == (y.shape, y.dtype.name)
+        return y
+
+    y = draw(3, shape=[40000], dtype="float64")
+    assert abs(y.mean() - mean) < 5 * np.sqrt(var / y.size)
+    assert abs(y.var() / var - 1) < 0.1
+    assert y.min() >= 0 and (not counts or np.array_equal(y, np.round(y)))
+    assert np.array_equal(y, draw(3, shape=[40000], dtype="float64"))
+    small = draw(0, shape=[2, 3])
+    assert (small.shape, small.dtype) == ((2, 3), np.float32)
+    assert draw(0, dtype="float16").dtype == np.float16
+    assert op.infer(op.parse_attrs({})) == ((1,), "float32")
+
+
+@pytest.mark.parametrize(
+    "name, at, words",
+    [
+        ("random_exponential", {"scale": 0.0}, "scale must be positive"),
+        ("random_exponential", {"scale": float("inf")}, "scale must be positive"),
+        ("random_poisson", {"lam": -1.0}, "lam must be non-negative"),
+        ("random_poisson", {"dtype": "int32"}, "dtype must be one of"),
+        ("random_gamma", {"beta": -2.0}, "beta must be positive"),
+        ("random_negative_binomial", {"p": 1.5}, "p must be in"),
+        ("random_negative_binomial", {"p": 0.0}, "p must be in"),
+        ("random_generalized_negative_binomial", {"alpha": float("nan")}, "alpha must be non-negative"),
+        ("random_gamma", {"shape": [-1]}, "negative dimension"),
+    ],
+)
+def test_samplers_refuse_parameters_out_of_range(name, at, words):
+    op = OPS[name]
+    with pytest.raises(MXNetError, match=words):
+        op.infer(op.parse_attrs(at))
 
 
 def test_random_ops_continue_one_stream():
