@@ -22,7 +22,7 @@ import ssl
 from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .hybrid import HybridFunction, hybridize
-from .ndarray import Context, NDArray, cpu
+from .ndarray import Context, NDArray, cpu, cpu_pinned, current_context
 from .runtime import ChangeLost, Client, SessionLost, current, set_current
 from .transport import Http, InProcess, SessionClosed, from_env
 
@@ -67,7 +67,9 @@ __all__ = [
     "autograd",
     "connect",
     "cpu",
+    "cpu_pinned",
     "current",
+    "current_context",
     "hybridize",
     "nd",
     "random",

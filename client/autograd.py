@@ -152,7 +152,7 @@ class Function:
                 f"{type(self).__name__}: an autograd.Function recording inside a hybridized function or "
                 "another Function's backward cannot be traced: call it outside them"
             )
-        cots = [NDArray(c, c.handle(), o._spec) for o in outs]
+        cots = [NDArray(c, c.handle(), o._spec, None, o._ctx) for o in outs]
         with (
             c.capture("an autograd.Function's backward cannot read values: write it with nd ops only") as program,
             _Scope(False, None),

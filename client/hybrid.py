@@ -81,7 +81,7 @@ class _Traced:
                 ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
                 if ps is not None:
                     node = tape.Node(HybridCall, None, ps)
-            made.append(NDArray(c, h, spec, node))
+            made.append(NDArray(c, h, spec, node, arrays[0]._ctx if arrays else None))  # (as an op's)
         result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
 
@@ -231,7 +231,7 @@ class HybridFunction:
         for a in arrays:
             h = c.handle()
             c.enqueue({"op": "alias", "in": [a._h], "out": [h]})
-            names.append(NDArray(c, h, a._spec, a._node))  # (its own memory key until traced: see below)
+            names.append(NDArray(c, h, a._spec, a._node, a._ctx))  # (its own memory key until traced: see below)
         given = iter(names)
         args = tuple(next(given) if isinstance(a, NDArray) else a for a in args)
         steps: list[dict[str, Any]] = []

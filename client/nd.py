@@ -21,7 +21,7 @@ from .engine import tape
 from .engine.errors import AutogradError, InvalidInput, ShapeError
 from .engine.optable import OPS, REQUIRED, Op
 from .engine.session import INPLACE_IN_GRAPH
-from .ndarray import NDArray, array, invoke
+from .ndarray import NDArray, array, context_of, invoke
 from .runtime import current
 from .state import flags
 
@@ -48,6 +48,7 @@ _REFLECTED = {  # op(scalar, x) as a scalar op of x
     "sub": "rsub_scalar",
     "div": "rdiv_scalar",
     "pow": "rpow_scalar",
+    "mod": "rmod_scalar",
     "maximum": "maximum_scalar",
     "minimum": "minimum_scalar",
     "equal": "equal_scalar",
@@ -90,7 +91,7 @@ def _generate(op: Op, name: str) -> Any:
         if out is not None:
             return _into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
-        kwargs.pop("ctx", None)
+        ctx = kwargs.pop("ctx", None)
         if star is None:
             arrays = list(args[: len(fixed)])
             rest = args[len(fixed) :]
@@ -125,6 +126,8 @@ def _generate(op: Op, name: str) -> Any:
         for a in arrays:
             if not isinstance(a, NDArray):
                 raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
+        if not arrays:  # a creation op (eye, linspace...): in ctx, as MXNet's
+            return invoke(op, arrays, kwargs, ctx=context_of(ctx))
         return invoke(op, arrays, kwargs)
 
     fn.__name__ = fn.__qualname__ = name
@@ -153,17 +156,17 @@ for _op in OPS.ops():
 
 def zeros(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array of zeros (float32 unless ``dtype`` says otherwise)."""
-    return invoke(OPS["zeros"], (), {"shape": shape, "dtype": dtype})
+    return invoke(OPS["zeros"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))
 
 
 def ones(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array of ones (float32 unless ``dtype`` says otherwise)."""
-    return invoke(OPS["ones"], (), {"shape": shape, "dtype": dtype})
+    return invoke(OPS["ones"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))
 
 
 def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array filled with ``val``."""
-    return invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype})
+    return invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
 
 
 def empty(shape: Any, ctx: Any = None, dtype: Any = None) -> NDArray:
@@ -185,6 +188,7 @@ def arange(
         OPS["arange"],
         (),
         {"start": start, "stop": stop, "step": step, "repeat": repeat, "dtype": dtype},
+        ctx=context_of(ctx),
     )
 
 

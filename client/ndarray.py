@@ -9,14 +9,32 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .engine import tape
-from .engine.errors import NO_INPUTS, NOT_IN_GRAPH, UNREACHABLE, AutogradError, DTypeError, InvalidInput, ShapeError
-from .engine.ops import assignable, broadcast_shapes, is_view_key, is_whole_key, key_shape, parse_key
+from .engine.errors import (
+    NO_INPUTS,
+    NOT_IN_GRAPH,
+    UNREACHABLE,
+    AutogradError,
+    BooleanIndexError,
+    DTypeError,
+    InvalidInput,
+    ShapeError,
+)
+from .engine.ops import (
+    assignable,
+    broadcast_shapes,
+    check_index_dtypes,
+    is_view_key,
+    is_whole_key,
+    key_shape,
+    parse_key,
+)
 from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
 from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
 from .runtime import FRAME_ALIGN, RNG_KEY, Client, NotTraceable, current, framed
@@ -25,16 +43,30 @@ from .state import flags
 _ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
 
 
+_CPU_TYPES = ("cpu", "cpu_pinned", "cpu_shared")  # MXNet's host memory kinds: all this session's memory
+
+
 class Context:
-    """A device, printed as MXNet prints it (``cpu(0)``)."""
+    """A device, printed as MXNet prints it (``cpu(0)``, ``cpu(1)``, ``cpu_pinned(0)``).
+
+    An array keeps the context it was made in, as MXNet's does: a creation function's ``ctx``,
+    else the default (``with ctx:`` sets it, as in MXNet), and an op's result has its first
+    input's. Every context is this session's memory: which one an array is in changes
+    nothing but what ``.context`` says."""
 
     __slots__ = ("device_type", "device_id")
+    device_type: str
+    device_id: int
 
-    def __init__(self, device_type: str = "cpu", device_id: int = 0) -> None:
-        if device_type != "cpu":
+    def __init__(self, device_type: Any = "cpu", device_id: int = 0) -> None:
+        if isinstance(device_type, Context):  # Context(ctx): a copy, as MXNet's
+            device_type, device_id = device_type.device_type, device_type.device_id
+        if device_type not in _CPU_TYPES:
             raise InvalidInput(f"device {device_type!r} is not available; gradserve computes on cpu")
+        if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)) or device_id < 0:
+            raise InvalidInput(f"device_id must be a non-negative integer, got {device_id!r}")
         self.device_type = device_type
-        self.device_id = device_id
+        self.device_id = int(device_id)
 
     def __repr__(self) -> str:
         return f"{self.device_type}({self.device_id})"
@@ -47,13 +79,44 @@ class Context:
     def __hash__(self) -> int:
         return hash((self.device_type, self.device_id))
 
+    def __enter__(self) -> Context:
+        stack = _default.__dict__.setdefault("stack", [])
+        stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _default.stack.pop()
+
+
+_default = threading.local()  # per thread, as MXNet's: the contexts of the ``with`` blocks entered
+
 
 def cpu(device_id: int = 0) -> Context:
     """The CPU context, as ``mxnet.cpu()``."""
     return Context("cpu", device_id)
 
 
+def cpu_pinned(device_id: int = 0) -> Context:
+    """Pinned host memory, as ``mxnet.cpu_pinned()`` (this session's memory, as every context)."""
+    return Context("cpu_pinned", device_id)
+
+
 CPU = cpu()
+
+
+def current_context() -> Context:
+    """The default context of new arrays: the innermost ``with ctx:``, else ``cpu(0)``."""
+    stack = getattr(_default, "stack", None)
+    return stack[-1] if stack else CPU
+
+
+def context_of(ctx: Any) -> Context:
+    """A creation function's ``ctx`` argument, checked; None is the default context."""
+    if ctx is None:
+        return current_context()
+    if not isinstance(ctx, Context):
+        raise TypeError(f"ctx must be a Context (gradserve.cpu(...)), got {type(ctx).__name__}")
+    return ctx
 
 
 def _mode() -> int:
@@ -68,14 +131,18 @@ def invoke(
     client: Client | None = None,
     parsed: bool = False,
     nbytes: int = 0,
+    ctx: Context | None = None,
 ) -> NDArray:
     """Queue one op of the table; return its result's proxy at once.
 
     ``parsed``: ``attrs`` already holds every attribute in its parsed form (the
     operators' scalar ops build it so), and the parse is skipped. ``nbytes``:
-    the bytes the instruction carries (an upload's), for the queue's bound."""
+    the bytes the instruction carries (an upload's), for the queue's bound. ``ctx``: the
+    context of a result made from no arrays (the default when None); a result made from
+    arrays is in its first input's, as in MXNet."""
     if len(arrays) == 1:
         a = arrays[0]
+        ctx = a._ctx
         c = a._c
         specs = [a._spec]
         hs = [a._h]
@@ -85,6 +152,7 @@ def invoke(
         specs = []
         hs = []
         c = arrays[0]._c
+        ctx = arrays[0]._ctx
         for a in arrays:
             if a._c is not c:
                 raise InvalidInput(f"{op.name}: arrays from different sessions cannot be mixed")
@@ -96,6 +164,8 @@ def invoke(
     else:
         specs, hs = [], []
         c = client or current()
+        if ctx is None:
+            ctx = current_context()
     if op.random and c._dead:
         c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
@@ -121,7 +191,7 @@ def invoke(
     if op.view and (op.name != "getitem" or (len(hs) == 1 and is_view_key(parse_key("getitem", at["key"], 0)))):
         c.share(h, c.root(hs[0]))  # the same memory (an in-place change of one is a change of the other)
     c.enqueue(ins, nbytes)
-    return NDArray(c, h, spec, node)
+    return NDArray(c, h, spec, node, ctx)
 
 
 def _scalar(x: Any) -> bool:
@@ -153,6 +223,11 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
         elif isinstance(k, (NDArray, list, np.ndarray)):
             if not isinstance(k, NDArray):
                 a = np.asarray(k)
+                if a.dtype == np.bool_:
+                    raise BooleanIndexError(
+                        "index: a boolean list or numpy array is refused (MXNet 1.9.1 reads it as the integer "
+                        "indices 0 and 1, not as a mask); index with integers, such as np.nonzero(mask)"
+                    )
                 if a.dtype.kind not in "iu":
                     raise InvalidInput(f"index arrays must hold integers, got dtype {a.dtype}")
                 k = _from_numpy(a.astype(np.int64), client, owned=True)
@@ -190,15 +265,18 @@ _PRINT_LEGACY: Any = _print_legacy()
 class NDArray:
     """An n-dimensional array whose data lives in a session (here or remote)."""
 
-    __slots__ = ("_c", "_h", "_spec", "_node", "_gradp", "__weakref__")
+    __slots__ = ("_c", "_h", "_spec", "_node", "_gradp", "_ctx", "__weakref__")
     __array_priority__ = 1000.0  # numpy defers to our reflected operators
 
-    def __init__(self, client: Client, handle: int, spec: Spec, node: tape.Node | None = None) -> None:
+    def __init__(
+        self, client: Client, handle: int, spec: Spec, node: tape.Node | None = None, ctx: Context | None = None
+    ) -> None:
         self._c = client
         self._h = handle
         self._spec = spec
         self._node = node
         self._gradp: NDArray | None = None
+        self._ctx = ctx  # None: cpu(0) (an array made by no op of invoke's: a hybridized call's made none)
 
     def __del__(self) -> None:
         try:
@@ -230,7 +308,8 @@ class NDArray:
 
     @property
     def context(self) -> Context:
-        return CPU
+        """The context the array was made in (see ``Context``)."""
+        return self._ctx or CPU
 
     ctx = context
 
@@ -321,6 +400,7 @@ class NDArray:
             return invoke(OPS[scalar_op], (self,), {"scalar": float(other)}, parsed=True)
         if isinstance(other, (np.ndarray, list, tuple)):
             other = _from_numpy(np.asarray(other, dtype=self._spec.dtype), self._c)
+            other._ctx = self._ctx
             return invoke(OPS[op], (other, self) if reverse else (self, other))
         return NotImplemented
 
@@ -353,6 +433,12 @@ class NDArray:
 
     def __rpow__(self, o: Any) -> NDArray:
         return self._binary(o, "pow", "rpow_scalar", True)
+
+    def __mod__(self, o: Any) -> NDArray:
+        return self._binary(o, "mod", "mod_scalar")
+
+    def __rmod__(self, o: Any) -> NDArray:
+        return self._binary(o, "mod", "rmod_scalar", True)
 
     def __neg__(self) -> NDArray:
         return invoke(OPS["negative"], (self,))
@@ -420,6 +506,9 @@ class NDArray:
     def __itruediv__(self, o: Any) -> NDArray:
         return self._inplace(o, "div")
 
+    def __imod__(self, o: Any) -> NDArray:
+        return self._inplace(o, "mod")
+
     # -- shape ----------------------------------------------------------------
 
     @property
@@ -446,7 +535,9 @@ class NDArray:
         """Copy into ``other`` (an array of the same shape, which is returned) or to a
         context (a new array: every context is this session's memory)."""
         if isinstance(other, Context):
-            return self.copy()
+            out = self.copy()
+            out._ctx = other
+            return out
         if not isinstance(other, NDArray):
             raise TypeError(f"copyto: expected an NDArray or a Context, got {type(other).__name__}")
         if other is self:
@@ -458,7 +549,7 @@ class NDArray:
         """This array when ``context`` is its own, else a copy (as MXNet)."""
         if not isinstance(context, Context):
             raise TypeError(f"as_in_context: expected a Context, got {type(context).__name__}")
-        return self if context == self.context else self.copy()
+        return self if context == self.context else self.copyto(context)
 
     # -- indexing -------------------------------------------------------------
 
@@ -472,6 +563,7 @@ class NDArray:
             raise AutogradError(INPLACE_IN_GRAPH)
         wkey, idx = _key_to_wire(key, self._c)
         parsed = parse_key("setitem", wkey, len(idx))
+        check_index_dtypes("setitem", (i._spec.dtype for i in idx))
         sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
         copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
         if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):
@@ -536,7 +628,7 @@ class NDArray:
             if n.y is not None:
                 self._c.share(h, n.y)  # the buffer itself
             self._c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
-            self._gradp = NDArray(self._c, h, self._spec)
+            self._gradp = NDArray(self._c, h, self._spec, None, self._ctx)
         return self._gradp
 
     def backward(self, out_grad: NDArray | None = None, retain_graph: bool = False, train_mode: bool = True) -> None:
@@ -642,7 +734,7 @@ def grad(
         }
     )
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
-    result = [NDArray(c, h, v._spec, node) for h, v in zip(outs, variables)]
+    result = [NDArray(c, h, v._spec, node, v._ctx) for h, v in zip(outs, variables)]
     if not retain:
         tape.release(order)
     return result
@@ -739,8 +831,11 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     [1. 2. 3.]
     <NDArray 3 @cpu(0)>
     """
+    where = context_of(ctx)  # (an NDArray's own context is not kept: MXNet's default, or ctx)
     if isinstance(source_array, NDArray):
-        return source_array.astype(dtype or source_array.dtype)
+        out = source_array.astype(dtype or source_array.dtype)
+        out._ctx = where
+        return out
     try:
         dt = np.dtype(dtype or DEFAULT_DTYPE)
     except TypeError:
@@ -754,9 +849,12 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
             # a large array goes at once, from the caller's own memory: it is on the wire
             # before we return, so there is nothing to copy for it to stay as it was
             out = _from_numpy(np.ascontiguousarray(source_array, dtype=dt), c, owned=True)
+            out._ctx = where
             c.flush()
             return out
-    return _from_numpy(np.array(source_array, dtype=dt), owned=True)  # a copy of our own
+    out = _from_numpy(np.array(source_array, dtype=dt), owned=True)  # a copy of our own
+    out._ctx = where
+    return out
 
 
 def _transpose(self: NDArray, *axes: Any, **kwargs: Any) -> NDArray:

@@ -37,6 +37,11 @@ class Eager:
     def __init__(self, cx: Context) -> None:
         self._cx = cx
 
+    @property
+    def training(self) -> bool:
+        """Whether the backward pass runs in training mode (BatchNorm's VJP reads it)."""
+        return self._cx.training
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         op = OPS[name]
         cx = self._cx
@@ -82,6 +87,11 @@ class Recorder:
 
     def __init__(self, cx: Context) -> None:
         self._cx = cx
+
+    @property
+    def training(self) -> bool:
+        """Whether the backward pass runs in training mode (BatchNorm's VJP reads it)."""
+        return self._cx.training
 
     def __getattr__(self, name: str) -> Callable[..., Traced]:
         op = OPS[name]

@@ -3,7 +3,9 @@
     MXNetError (RuntimeError)       anything gradserve raises for a user's mistake
     ├── InvalidInput                malformed op, attribute, key or tensor
     │   ├── ShapeError              shapes that do not fit the op
-    │   └── DTypeError              dtypes that do not fit the op
+    │   ├── DTypeError              dtypes that do not fit the op
+    │   │   └── BooleanIndexError   a boolean index array (a ValueError too, as MXNet's)
+    │   └── IndexOutOfRange         an index past an axis's end (an IndexError too)
     ├── UnknownHandle               a handle the session does not hold
     ├── AutogradError               misuse of autograd (backward twice, ...)
     ├── QuotaExceeded               a byte or size limit would be passed
@@ -155,3 +157,12 @@ class IndexOutOfRange(InvalidInput, IndexError):
 
 
 ERRORS[IndexOutOfRange.__name__] = IndexOutOfRange
+
+
+class BooleanIndexError(DTypeError, ValueError):
+    """A boolean index array: MXNet's NDArrays refuse boolean indexing outside its numpy
+    interface (with a ValueError), so gradserve refuses it too rather than read the mask's
+    0s and 1s as integer indices."""
+
+
+ERRORS[BooleanIndexError.__name__] = BooleanIndexError

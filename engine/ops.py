@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
 from .tape import Deferred
 
@@ -418,6 +418,36 @@ def _pow_vjp(F, at, g, y, a, b):
     return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
 
 
+def _mod(xp, a, b):
+    """a mod b as MXNet computes it: in float64 whatever the dtype, with the divisor's sign
+    (Python's ``%``), 0 where b is 0 (numpy gives NaN), and a zero result negative only where
+    a and b are both negative (or a is -0 and b positive): numpy's zero takes b's sign."""
+    a = xp.asarray(a, dtype=np.float64)
+    b = xp.asarray(b, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        r = xp.fmod(a, b)  # a's sign, |r| < |b|
+        r = xp.where((r != 0) & ((r < 0) != (b < 0)), r + b, r)
+        neg0 = ((a < 0) & (b < 0)) | ((a == 0) & xp.signbit(a) & (b > 0))
+        return xp.where(b == 0, 0.0, xp.where((r == 0) & ~neg0, 0.0, r))
+
+
+def _floor_quotient(F, a, b):
+    """floor(a / b) in float64 (as MXNet's mod gradient computes it), in a's dtype."""
+    dt = a.dtype.name
+    if dt == "float64":
+        return F.floor(F.div(a, b))
+    q = F.floor(F.div(F.astype(a, dtype="float64"), F.astype(b, dtype="float64")))
+    return F.astype(q, dtype=dt)
+
+
+def _mod_vjp(F, at, g, y, a, b):
+    """d/da = 1, d/db = -floor(a / b); an integer mod has zero gradients (MXNet's)."""
+    if a.dtype.kind != "f":
+        return F.zeros_like(a), F.zeros_like(b)
+    gb = F.negative(F.mul(g, _floor_quotient(F, a, b)))
+    return unbroadcast(F, g, a.shape), unbroadcast(F, gb, b.shape)
+
+
 def _minmax_vjp(pick_a: str):
     def vjp(F, at, g, y, a, b):
         ma = getattr(F, pick_a)(a, b)  # 1 where a is the one picked (ties go to a)
@@ -453,6 +483,13 @@ _binary(
     _div_eager,
 )
 _binary("pow", _int_pow, _pow_vjp, "a ** b, broadcasting.", ("broadcast_power", "power"))
+_binary(
+    "mod",
+    _mod,
+    _mod_vjp,
+    "a mod b, broadcasting, with b's sign as Python's % (0 where b is 0, as MXNet).",
+    ("broadcast_mod", "modulo"),
+)
 _binary(
     "maximum",
     lambda xp, a, b: xp.maximum(a, b),
@@ -622,6 +659,27 @@ _scalar(
     lambda F, at, g, y, x: (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),),
     "scalar ** x.",
 )
+
+
+def _mod_scalar_vjp(F, at, g, y, x):
+    return (g if x.dtype.kind == "f" else F.zeros_like(x),)
+
+
+def _rmod_scalar_vjp(F, at, g, y, x):
+    """d/dx (s mod x) = -floor(s / x), in float64 with s cast to x's dtype (MXNet's)."""
+    dt = x.dtype
+    if dt.kind != "f":
+        return (F.zeros_like(x),)
+    s = float(typed_scalar(at["scalar"], dt))
+    if dt.name == "float64":
+        q = F.floor(F.rdiv_scalar(x, scalar=s))
+    else:
+        q = F.astype(F.floor(F.rdiv_scalar(F.astype(x, dtype="float64"), scalar=s)), dtype=dt.name)
+    return (F.negative(F.mul(g, q)),)
+
+
+_scalar("mod_scalar", _mod, _mod_scalar_vjp, "x mod scalar (the scalar's sign, as Python's %; 0 for 0).")
+_scalar("rmod_scalar", lambda xp, x, s: _mod(xp, s, x), _rmod_scalar_vjp, "scalar mod x (x's sign; 0 where x is 0).")
 _scalar(
     "maximum_scalar",
     lambda xp, x, s: xp.maximum(x, s),
@@ -1053,10 +1111,23 @@ def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
     return tuple(out)
 
 
+def check_index_dtypes(name: str, dtypes: Any) -> None:
+    """Refuse a boolean index array, as MXNet 1.9.1's NDArrays do (a mask's 0s and 1s read as
+    integer indices would be a wrong result, not an error)."""
+    for dt in dtypes:
+        if dt == "bool" or dt == np.bool_:
+            raise BooleanIndexError(
+                f"{name}: cannot index with a boolean array: MXNet's NDArrays refuse boolean indexing "
+                "('Cannot perform boolean indexing in legacy mode'); index with integers, such as "
+                "numpy's np.nonzero(mask), or use nd.where(mask, x, y)"
+            )
+
+
 def bind_key(key: tuple, arrays: tuple) -> tuple:
     """A numpy key: index arrays put in their places, as integers."""
     if not arrays:
         return key
+    check_index_dtypes("index", (a.dtype for a in arrays))
     return tuple(arrays[k.i].astype(np.int64) if isinstance(k, IndexArray) else k for k in key)
 
 
@@ -1109,6 +1180,7 @@ def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
 
 def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:
     key = parse_key("getitem", at["key"], len(idx))
+    check_index_dtypes("getitem", (i.dtype for i in idx))
     return Spec(at_least_1d(key_shape("getitem", x.shape, key, tuple(i.shape for i in idx))), x.dtype)
 
 
@@ -1144,6 +1216,7 @@ def _getitem(cx, at, x, *idx):
 
 def _scatter_infer(at: dict, g: Spec, *idx: Spec) -> Spec:
     key = parse_key("scatter_key", at["key"], len(idx))
+    check_index_dtypes("scatter_key", (i.dtype for i in idx))
     sub = at_least_1d(key_shape("scatter_key", at["shape"], key, tuple(i.shape for i in idx)))
     if sub != g.shape:
         raise ShapeError(f"scatter_key: data shape {g.shape} does not match {sub}")
@@ -1163,6 +1236,7 @@ def _scatter_key(cx, at, g, *idx):
     shape = at["shape"]
     z = cx.xp.zeros(shape, g.dtype)
     parsed = parse_key("scatter_key", at["key"], len(idx))
+    check_index_dtypes("scatter_key", (i.dtype for i in idx))
     if len(parsed) == 1 and len(idx) == 1:  # x[index_array]: rows, through a compiled kernel when there is one
         i = idx[0].astype(np.int64).reshape(-1)
         if i.size and (i.min() < -shape[0] or i.max() >= shape[0]):

@@ -90,6 +90,92 @@ def _random_randint(cx, at):
     return cx.rng.integers(at["low"], at["high"], at["shape"]).astype(at["dtype"] or "int32")
 
 
+# MXNet's samplers with scalar parameters: float32 by default, and float16/32/64 only (MXNet
+# refuses an integer dtype for these, the counts of poisson and the negative binomials too)
+FLOAT_DTYPES = ("float16", "float32", "float64")
+DRAW_SHAPE = Attr("shape", "shape", (1,))
+
+
+def _sampler_infer(name: str, checks: tuple[tuple[str, str, Any], ...]):
+    """The inference of a sampler: its shape, a float dtype, each parameter within its range
+    (``checks``: the parameter, what it must be, and the test)."""
+
+    def infer(at: dict) -> Spec:
+        for param, what, ok in checks:
+            if not ok(at[param]):
+                raise InvalidInput(f"{name}: {param} must be {what}, got {at[param]}")
+        dt = at["dtype"] or DEFAULT_DTYPE
+        if dt not in FLOAT_DTYPES:
+            raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
+        return Spec(check_shape(name, at["shape"]), dt)
+
+    return infer
+
+
+def _positive(v: float) -> bool:
+    return v > 0 and v < float("inf")
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0 and v < float("inf")
+
+
+def _sampler(name: str, params: tuple[tuple[str, float, str, Any], ...], draw: Any, doc: str) -> None:
+    """A sampler op: ``params`` (name, default, what it must be, test), ``draw(rng, at, shape)``."""
+    attrs = tuple(Attr(p, "float", d) for p, d, _, _ in params) + (DRAW_SHAPE, DT)
+
+    def forward(cx, at):
+        return cx.xp.asarray(draw(cx.rng, at, at["shape"])).astype(at["dtype"] or DEFAULT_DTYPE)
+
+    forward.__doc__ = doc
+    checks = tuple((p, what, ok) for p, _, what, ok in params)
+    defop(name, (), attrs, infer=_sampler_infer(name, checks), random=True)(forward)
+
+
+def _generalized_negative_binomial(rng: np.random.Generator, at: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson draws whose rate is gamma distributed: mean mu, variance mu + alpha mu^2 (MXNet's
+    parametrisation; alpha 0 is a plain poisson)."""
+    mu, alpha = at["mu"], at["alpha"]
+    if alpha == 0:
+        return rng.poisson(mu, shape)
+    return rng.poisson(rng.gamma(1 / alpha, alpha * mu, shape))
+
+
+_POSITIVE = ("positive and finite", _positive)
+_NON_NEGATIVE = ("non-negative and finite", _non_negative)
+_sampler(
+    "random_exponential",
+    (("scale", 1.0, *_POSITIVE),),
+    lambda rng, at, shape: rng.exponential(at["scale"], shape),
+    "Exponential draws of mean ``scale`` (MXNet's parametrisation) from the session's generator.",
+)
+_sampler(
+    "random_poisson",
+    (("lam", 1.0, *_NON_NEGATIVE),),
+    lambda rng, at, shape: rng.poisson(at["lam"], shape),
+    "Poisson counts of rate ``lam`` (as floats, as MXNet's) from the session's generator.",
+)
+_sampler(
+    "random_gamma",
+    (("alpha", 1.0, *_POSITIVE), ("beta", 1.0, *_POSITIVE)),
+    lambda rng, at, shape: rng.gamma(at["alpha"], at["beta"], shape),
+    "Gamma draws of shape ``alpha`` and scale ``beta`` (mean alpha * beta) from the session's generator.",
+)
+_sampler(
+    "random_negative_binomial",
+    (("k", 1.0, *_POSITIVE), ("p", 1.0, "in (0, 1]", lambda v: 0 < v <= 1)),
+    lambda rng, at, shape: rng.negative_binomial(at["k"], at["p"], shape),
+    "Failures before the k-th success of trials of success probability ``p`` (as floats), "
+    "from the session's generator.",
+)
+_sampler(
+    "random_generalized_negative_binomial",
+    (("mu", 1.0, *_NON_NEGATIVE), ("alpha", 1.0, *_NON_NEGATIVE)),
+    _generalized_negative_binomial,
+    "Counts of mean ``mu`` and variance mu + alpha mu^2 (as floats), from the session's generator.",
+)
+
+
 @defop("shuffle", ("data",), infer=lambda at, x: x, random=True)
 def _shuffle(cx, at, x):
     """A copy of x with its first axis in a random order."""
@@ -195,7 +281,9 @@ def _arg(name: str, fn: Any) -> None:
 _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
 
-ORDER = (Attr("axis", "int", -1), Attr("is_ascend", "bool", True))
+# axis None: the array flattened first, as MXNet's sort, argsort and topk take it
+ORDER_AXIS = Attr("axis", "int", -1, nullable=True)
+ORDER = (ORDER_AXIS, Attr("is_ascend", "bool", True))
 
 
 def _order(cx, x, axis, ascend):
@@ -208,44 +296,54 @@ def _order(cx, x, axis, ascend):
     return (x.shape[axis] - 1) - xp.flip(backwards, axis=axis)
 
 
-def _same_infer(name: str):
-    def infer(at: dict, x: Spec) -> Spec:
-        _one_axis(name, at["axis"], len(x.shape))
-        return x
-
-    return infer
+def _flat(x: Any, axis: int | None) -> tuple[Any, int]:
+    """``x`` and the axis to order along: flattened, along 0, when ``axis`` is None."""
+    return (x.reshape(-1), 0) if axis is None else (x, axis)
 
 
-@defop(
-    "sort",
-    ("data",),
-    ORDER,
-    infer=_same_infer("sort"),
-    vjp=lambda F, at, g, y, x: (
-        F.scatter_axis(
-            g, F.argsort(x, axis=at["axis"], is_ascend=at["is_ascend"]), axis=at["axis"], shape=tuple(x.shape)
-        ),
-    ),
-)
+def _ordered_shape(name: str, axis: int | None, x: Spec) -> tuple[tuple[int, ...], int]:
+    """The shape ordered along (flattened for axis None) and the axis, checked."""
+    if axis is None:
+        return (prod(x.shape),), 0
+    return x.shape, _one_axis(name, axis, len(x.shape))
+
+
+def _sort_infer(at: dict, x: Spec) -> Spec:
+    shape, _ = _ordered_shape("sort", at["axis"], x)
+    return Spec(shape, x.dtype)
+
+
+def _sort_vjp(F, at, g, y, x):
+    """The cotangent put back where each value came from (flattened first for axis None)."""
+    axis = at["axis"]
+    idx = F.argsort(x, axis=axis, is_ascend=at["is_ascend"], dtype="int64")
+    if axis is None:
+        return (F.reshape(F.scatter_axis(g, idx, axis=0, shape=tuple(g.shape)), shape=tuple(x.shape)),)
+    return (F.scatter_axis(g, idx, axis=axis, shape=tuple(x.shape)),)
+
+
+@defop("sort", ("data",), ORDER, infer=_sort_infer, vjp=_sort_vjp)
 def _sort(cx, at, x):
-    """x sorted along ``axis``."""
-    idx = _order(cx, x, at["axis"], at["is_ascend"])
-    return cx.xp.take_along_axis(x, idx, axis=at["axis"])
+    """x sorted along ``axis`` (None: flattened)."""
+    x, axis = _flat(x, at["axis"])
+    idx = _order(cx, x, axis, at["is_ascend"])
+    return cx.xp.take_along_axis(x, idx, axis=axis)
 
 
 def _argsort_infer(at: dict, x: Spec) -> Spec:
-    _one_axis("argsort", at["axis"], len(x.shape))
-    return Spec(x.shape, at["dtype"] or "float32")
+    shape, _ = _ordered_shape("argsort", at["axis"], x)
+    return Spec(shape, at["dtype"] or "float32")
 
 
 @defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer, vjp=_no_gradient)
 def _argsort(cx, at, x):
-    """The indices that sort x along ``axis`` (float32 by default, as MXNet)."""
-    return _order(cx, x, at["axis"], at["is_ascend"]).astype(at["dtype"] or "float32")
+    """The indices that sort x along ``axis`` (None: flattened; float32 by default, as MXNet)."""
+    x, axis = _flat(x, at["axis"])
+    return _order(cx, x, axis, at["is_ascend"]).astype(at["dtype"] or "float32")
 
 
 TOPK = (
-    Attr("axis", "int", -1),
+    ORDER_AXIS,
     Attr("k", "int", 1),
     Attr("ret_typ", "str", "indices"),
     Attr("is_ascend", "bool", False),
@@ -253,44 +351,54 @@ TOPK = (
 )
 
 
+def _topk_k(k: int, n: int) -> int:
+    """MXNet's k: below 1, the whole axis (a full sort)."""
+    return n if k < 1 else k
+
+
 def _topk_infer(at: dict, x: Spec) -> Spec:
-    ax = _one_axis("topk", at["axis"], len(x.shape))
-    k = at["k"]
-    if not 1 <= k <= x.shape[ax]:
-        raise ShapeError(f"topk: k={k} is out of range for axis {ax} of length {x.shape[ax]}")
+    shape, ax = _ordered_shape("topk", at["axis"], x)
+    k = _topk_k(at["k"], shape[ax])
+    if k > shape[ax]:
+        where = "the flattened array" if at["axis"] is None else f"axis {ax}"
+        raise ShapeError(f"topk: k={k} is out of range for {where} of length {shape[ax]}")
     if at["ret_typ"] not in ("indices", "value", "mask"):
         raise InvalidInput(f"topk: ret_typ must be indices, value or mask (both: call twice), got {at['ret_typ']!r}")
     if at["ret_typ"] == "mask":
         return x
-    shape = tuple(k if i == ax else d for i, d in enumerate(x.shape))
+    shape = tuple(k if i == ax else d for i, d in enumerate(shape))
     return Spec(shape, x.dtype if at["ret_typ"] == "value" else at["dtype"] or "float32")
 
 
-def _topk_indices(cx, at, x):
-    ax = at["axis"] % x.ndim
-    idx = _order(cx, x, ax, at["is_ascend"])
-    return cx.xp.take(idx, cx.xp.arange(at["k"]), axis=ax)
+def _topk_indices(cx, at, x, axis):
+    idx = _order(cx, x, axis, at["is_ascend"])
+    return cx.xp.take(idx, cx.xp.arange(_topk_k(at["k"], x.shape[axis])), axis=axis)
 
 
 def _topk_vjp(F, at, g, y, x):
     if at["ret_typ"] != "value":
         return (None,)
     idx = F.topk(x, **{**at, "ret_typ": "indices", "dtype": "int64"})
+    if at["axis"] is None:
+        flat = F.scatter_axis(g, idx, axis=0, shape=(int(np.prod(x.shape)),))
+        return (F.reshape(flat, shape=tuple(x.shape)),)
     return (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)),)
 
 
 @defop("topk", ("data",), TOPK, infer=_topk_infer, vjp=_topk_vjp)
 def _topk(cx, at, x):
-    """The k largest (``is_ascend``: smallest) along ``axis``: their indices,
-    values, or a 0/1 mask."""
-    idx = _topk_indices(cx, at, x)
+    """The k largest (``is_ascend``: smallest) along ``axis`` (None: of the flattened array; k
+    below 1: all of them): their indices, values, or a 0/1 mask of the input's shape."""
+    xf, axis = _flat(x, at["axis"])
+    axis %= max(xf.ndim, 1)
+    idx = _topk_indices(cx, at, xf, axis)
     if at["ret_typ"] == "indices":
         return idx.astype(at["dtype"] or "float32")
     if at["ret_typ"] == "value":
-        return cx.xp.take_along_axis(x, idx, axis=at["axis"])
-    mask = cx.xp.zeros_like(x)
-    cx.xp.put_along_axis(mask, idx, 1, axis=at["axis"])
-    return mask
+        return cx.xp.take_along_axis(xf, idx, axis=axis)
+    mask = cx.xp.zeros_like(xf)
+    cx.xp.put_along_axis(mask, idx, 1, axis=axis)
+    return mask.reshape(x.shape)
 
 
 # gather / scatter along an axis: pick, sort and topk's gradients

@@ -652,13 +652,28 @@ def _bn_axes(at: dict, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return tuple(i for i in range(ndim) if i != ax), tuple(-1 if i == ax else 1 for i in range(ndim))
 
 
+def _update_moving(at: dict, mm: Any, mv: Any) -> None:
+    """moving = momentum * moving + (1 - momentum) * the forward's batch statistic, in place."""
+    mean, var = at["_stats"]
+    for moving, batch in ((mm, mean), (mv, var)):
+        moving = getattr(moving, "value", moving)  # (a recorded pass's Traced input: its array)
+        m = moving.dtype.type(np.float32(at["momentum"]))  # (MXNet's momentum is a float32)
+        moving *= m
+        moving += (1 - m) * batch
+
+
 def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
+    """As MXNet's backward: the batch's statistics only when both the forward and the backward
+    pass are in training mode (else the moving ones, as in prediction); and then the moving
+    statistics are updated, once per backward pass through the op (MXNet updates them in its
+    backward, not its forward: a recorded forward alone leaves them as they were)."""
     axes, bshape = _bn_axes(at, x.ndim)
     eps = at["eps"]
     gam = F.ones_like(gamma) if at["fix_gamma"] else gamma
     gam_b = F.reshape(gam, shape=bshape)
     dbeta = F.sum(g, axis=axes)
-    if at.get("_train"):
+    if at.get("_train") and F.training:
+        _update_moving(at, mm, mv)
         mu = F.mean(x, axis=axes, keepdims=True)
         xc = F.sub(x, mu)
         inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
@@ -688,8 +703,10 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
 )
 def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     """Normalise over every axis but ``axis``: with the batch's statistics in
-    training (updating moving_mean and moving_var in place, as MXNet), with the
-    moving ones in prediction or with use_global_stats."""
+    training, with the moving ones in prediction or with use_global_stats. As in
+    MXNet, moving_mean and moving_var are updated in place by the backward pass
+    of a recorded training forward (``autograd.backward`` in training mode), not
+    by the forward."""
     axes, bshape = _bn_axes(at, x.ndim)
     t = x.dtype.type
     train = cx.training and not at["use_global_stats"]
@@ -697,11 +714,7 @@ def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     if train:
         mean = x.mean(axis=axes)
         var = x.var(axis=axes)
-        m = t(at["momentum"])
-        mm *= m
-        mm += (1 - m) * mean
-        mv *= m
-        mv += (1 - m) * var
+        at["_stats"] = (mean, var)  # for the moving statistics' update, at the backward pass
     else:
         mean, var = mm, mv
     g = cx.xp.ones_like(gamma) if at["fix_gamma"] else gamma

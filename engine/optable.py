@@ -140,6 +140,7 @@ class Attr:
     name: str
     kind: str
     default: Any = None
+    nullable: bool = False  # null is a value of its own (sort's axis: all axes, flattened)
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.kind}
@@ -147,6 +148,8 @@ class Attr:
             d["required"] = True
         else:
             d["default"] = list(self.default) if isinstance(self.default, tuple) else self.default
+        if self.nullable:
+            d["nullable"] = True
         return d
 
 
@@ -162,7 +165,7 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
     attributes as the wire gave them, checked against their declared types, with defaults
     filled in. A closure over its tables, as it runs once per instruction of a batch."""
     defaults = {a.name: a.default for a in attrs}
-    parsers = {a.name: (_parser(a.kind), a.default is None) for a in attrs}  # (parser, None allowed)
+    parsers = {a.name: (_parser(a.kind), a.default is None or a.nullable) for a in attrs}  # (parser, None allowed)
     required = tuple(a.name for a in attrs if a.default is REQUIRED)
 
     def parse(given: dict[str, Any] | None) -> dict[str, Any]:

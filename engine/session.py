@@ -1404,6 +1404,7 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     target = s.get(hs[0])
     idx = tuple(s.get(h) for h in idx_h)
     key = _ops.parse_key("setitem", at["key"] or [], n_idx)
+    _ops.check_index_dtypes("setitem", (i.dtype for i in idx))
     recording = ins.get("mode", 0) & RECORDING
     if recording and tape.in_graph(s.nodes.get(hs[0])):
         raise AutogradError(INPLACE_IN_GRAPH)
@@ -1433,14 +1434,14 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         s.set_node(hs[0], copied)
 
 
-_UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+_UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "mod": np.mod}
 
 
 @command(
     "update",
     "target [value]",
     (Attr("fn", "str", REQUIRED), Attr("scalar", "float", None)),
-    "target = target fn value, in place (fn: add, sub, mul, div; value an array or a scalar).",
+    "target = target fn value, in place (fn: add, sub, mul, div, mod; value an array or a scalar).",
 )
 def _update(s: Session, ins: dict, values: list) -> None:
     hs = list(ins.get("in", ()))
@@ -1464,7 +1465,9 @@ def _update(s: Session, ins: dict, values: list) -> None:
         v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:
         raise InvalidInput("update needs a value handle or a scalar")
-    if target.dtype.kind in "iu" and ufunc is np.divide:
+    if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
+        target[...] = _ops._mod(np, target, v)
+    elif target.dtype.kind in "iu" and ufunc is np.divide:
         target[...] = _ops._int_div(np, target, v)
     else:
         ufunc(target, v, out=target, casting="unsafe")

@@ -422,3 +422,69 @@ def test_a_recorded_copy_into_an_array_inside_a_hybridized_function_is_refused(m
     x.attach_grad()
     with autograd.record(), pytest.raises(NotTraceable, match="return v instead"):
         f(y, x)
+
+
+def test_batch_norm_moving_statistics_change_at_backward_as_in_mxnet(mode):
+    """MXNet 1.9.1 updates moving_mean and moving_var in BatchNorm's backward pass: not in a
+    recorded training forward, not in one without record, not by a backward in prediction mode
+    (whose gradient then uses the moving statistics), once per backward pass (retain_graph),
+    and from their value at that time. The values are MXNet's (its momentum is a float32)."""
+    import gradserve
+
+    x = nd.array([[1, 2], [3, 6], [5, 1]])
+    g, b = nd.ones((2,)), nd.zeros((2,))
+
+    def fresh():
+        return nd.zeros((2,)), nd.ones((2,))
+
+    x.attach_grad()
+    mm, mv = fresh()
+    with autograd.record(train_mode=True):
+        y = nd.BatchNorm(x, g, b, mm, mv, momentum=0.9)
+    assert mm.asnumpy().tolist() == [0, 0] and mv.asnumpy().tolist() == [1, 1]
+    y.backward()
+    np.testing.assert_allclose(mm.asnumpy(), [0.30000007, 0.30000007], rtol=1e-7)
+    np.testing.assert_allclose(mv.asnumpy(), [1.1666667, 1.3666668], rtol=1e-7)
+    mm, mv = fresh()
+    with autograd.train_mode():
+        nd.BatchNorm(x, g, b, mm, mv).wait_to_read()
+    with autograd.record(train_mode=False):
+        y = nd.BatchNorm(x, g, b, mm, mv)
+    y.backward()
+    assert mm.asnumpy().tolist() == [0, 0] and mv.asnumpy().tolist() == [1, 1]
+    with autograd.record(train_mode=True):
+        y = nd.BatchNorm(x, g, b, mm, mv)
+    y.backward(train_mode=False)
+    assert mm.asnumpy().tolist() == [0, 0] and mv.asnumpy().tolist() == [1, 1]
+    np.testing.assert_allclose(x.grad.asnumpy(), np.full((3, 2), 0.9995004), rtol=1e-6)
+    with autograd.record(train_mode=True):
+        y = nd.BatchNorm(x, g, b, mm, mv, momentum=0.9)
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(mm.asnumpy(), [0.5700002, 0.5700002], rtol=1e-6)
+    np.testing.assert_allclose(mv.asnumpy(), [1.3166668, 1.696667], rtol=1e-6)
+    mm, mv = fresh()
+    with autograd.record(train_mode=True):
+        y = nd.BatchNorm(x, g, b, mm, mv, momentum=0.9)
+    mm[:] = 5
+    autograd.grad(y, [x])
+    np.testing.assert_allclose(mm.asnumpy(), [4.8, 4.8], rtol=1e-6)
+    mm, mv = fresh()
+    with autograd.record(train_mode=True):
+        nd.BatchNorm(x, g, b, mm, mv, momentum=0.9)
+        z = x * 2
+    z.backward()  # (the BatchNorm is not on the way to the head)
+    assert mm.asnumpy().tolist() == [0, 0] and mv.asnumpy().tolist() == [1, 1]
+
+    @gradserve.hybridize
+    def step(u):
+        with autograd.record():
+            v = nd.BatchNorm(u, g, b, mm, mv, momentum=0.5)
+        v.backward()
+        return v
+
+    u = nd.array([[0, 2], [2, 4]])
+    u.attach_grad()
+    for k in (1, 2):  # traced, then called as a program
+        step(u)
+        np.testing.assert_allclose(mm.asnumpy(), [1 - 0.5**k, 3 * (1 - 0.5**k)], rtol=1e-6)

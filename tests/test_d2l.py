@@ -217,10 +217,13 @@ def test_batch_norm_uses_batch_statistics_only_in_training(mode):
     x = nd.random.normal(loc=5, scale=2, shape=(64, 3, 4, 4))
     gamma, beta = nd.ones(3), nd.zeros(3)
     mm, mv = nd.zeros(3), nd.ones(3)
+    gamma.attach_grad()
     with autograd.record():
         y = nd.BatchNorm(x, gamma, beta, mm, mv, fix_gamma=False)
     out = y.asnumpy()
     assert abs(out.mean()) < 1e-3 and abs(out.std() - 1) < 1e-2
+    assert mm.asnumpy().tolist() == [0, 0, 0]  # as MXNet: the backward pass updates them, not the forward
+    y.backward()
     assert np.all(mm.asnumpy() > 0.3)  # moving statistics were updated in place
     pred = nd.BatchNorm(x, gamma, beta, mm, mv).asnumpy()  # predict mode: moving statistics
     assert pred.mean() > 1

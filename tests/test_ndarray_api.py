@@ -222,3 +222,205 @@ def test_large_floats_print_as_mxnet_printed_them(mode):
     assert repr(nd.array([1e7, 0.5])) == "\n[1.e+07 5.e-01]\n<NDArray 2 @cpu(0)>"
     with np.printoptions(precision=2):  # the user's options still apply, as in MXNet
         assert repr(nd.array([1.23456])) == "\n[1.23]\n<NDArray 1 @cpu(0)>"
+
+
+def test_mod_operators_and_gradients_as_mxnet(mode):
+    """``%``, ``%=``, ``nd.modulo`` and ``nd.broadcast_mod``: values and gradients MXNet 1.9.1
+    gave (d/da = 1, d/db = -floor(a / b)), recorded and hybridized."""
+    import gradserve
+
+    a = nd.array([[-7, 7, 5.5, -5.5], [3, -3, 0.5, 1]])
+    b = nd.array([2, -2, 3, -3])
+    want = [[1, -1, 2.5, -2.5], [1, -1, 0.5, -2]]
+    for y in (a % b, nd.modulo(a, b), nd.broadcast_mod(a, b)):
+        assert y.shape == (2, 4) and y.dtype is np.float32 and y.asnumpy().tolist() == want
+    assert (a % 2).asnumpy().tolist() == nd.modulo(a, 2).asnumpy().tolist() == [[1, 1, 1.5, 0.5], [1, 1, 0.5, 1]]
+    assert (2 % a).asnumpy().tolist() == nd.modulo(2, a).asnumpy().tolist() == [[-5, 2, 2, -3.5], [2, -1, 0, 0]]
+    assert (a % 0).asnumpy().tolist() == [[0] * 4] * 2
+    a.attach_grad()
+    b.attach_grad()
+    with autograd.record():
+        y = a % b
+    y.backward()
+    assert a.grad.asnumpy().tolist() == [[1] * 4] * 2 and b.grad.asnumpy().tolist() == [3, 3, -1, 0]
+    with autograd.record():
+        y = 2.5 % a
+    y.backward()
+    assert a.grad.asnumpy().tolist() == [[1, 0, 0, 1], [0, 1, -5, -2]]
+    c = a.copy()
+    c %= b
+    assert c.asnumpy().tolist() == want
+    c %= -1.5
+    assert c.asnumpy().tolist() == [[-0.5, -1, -0.5, -1], [-0.5, -1, -1, -0.5]]
+    i = nd.array([-7, 7, 5], dtype="int32")
+    i %= nd.array([2, -2, 0], dtype="int32")
+    assert i.dtype is np.int32 and i.asnumpy().tolist() == [1, -1, 0]
+    with pytest.raises(MXNetError, match="dtype"):
+        a % nd.array([1, 2, 3, 4], dtype="float64")
+    with pytest.raises(MXNetError, match="broadcast"):
+        a % nd.array([1, 2, 3])
+
+    @gradserve.hybridize
+    def f(u, v):
+        with autograd.record():
+            z = (u % v) * (1.5 % v)
+        z.backward()
+        return z
+
+    u, v = nd.array([5.5, -4.0]), nd.array([2.0, -3.0])
+    v.attach_grad()
+    for _ in range(2):  # traced, then called as a program
+        assert f(u, v).asnumpy().tolist() == [1.5 * 1.5, -1 * -1.5]
+        # d/dv (u % v)(1.5 % v) = -floor(u / v)(1.5 % v) - (u % v) floor(1.5 / v)
+        assert v.grad.asnumpy().tolist() == [-2 * 1.5 - 1.5 * 0, -1 * -1.5 - -1 * -1]
+
+
+def test_sort_argsort_and_topk_with_axis_none_flatten_as_mxnet(mode):
+    """Shapes, dtypes, values and gradients MXNet 1.9.1 gave for axis=None."""
+    x = nd.array([[3, 1, 2], [0, 5, 4]])
+    assert nd.sort(x, axis=None).asnumpy().tolist() == [0, 1, 2, 3, 4, 5]
+    i = x.argsort(axis=None, is_ascend=False, dtype="int32")
+    assert i.dtype is np.int32 and i.shape == (6,) and i.asnumpy().tolist() == [4, 5, 0, 2, 1, 3]
+    v, j = nd.topk(x, axis=None, k=2, ret_typ="both")
+    assert v.asnumpy().tolist() == [5, 4] and j.dtype is np.float32 and j.asnumpy().tolist() == [4, 5]
+    m = x.topk(axis=None, k=2, ret_typ="mask")
+    assert m.shape == (2, 3) and m.asnumpy().tolist() == [[0, 0, 0], [0, 1, 1]]
+    assert nd.topk(x, axis=None, k=0).asnumpy().tolist() == [4, 5, 0, 2, 1, 3]  # k below 1: all
+    assert nd.topk(nd.ones((2, 3, 4)), axis=None, k=3).shape == (3,)
+    x.attach_grad()
+    with autograd.record():
+        y = nd.sort(x, axis=None) * nd.arange(6)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[3, 1, 2], [0, 5, 4]]
+    with autograd.record():
+        y = nd.topk(x, axis=None, k=2, ret_typ="value") * nd.array([1, 10])
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[0, 0, 0], [0, 1, 10]]
+    with pytest.raises(MXNetError, match="k=7"):
+        nd.topk(x, axis=None, k=7)
+
+
+def test_arrays_keep_their_context_as_mxnet_prints_it(mode):
+    """What MXNet 1.9.1 printed: an array made in cpu(1) says so, and so does every op's result
+    made from it (its first input's context; a mix of contexts computes, on CPU), its gradient
+    and its copies; ``with ctx:`` sets the default; ``nd.array`` of an NDArray takes the default
+    or ``ctx``, not the source's."""
+    import gradserve
+
+    cpu1 = gradserve.cpu(1)
+    a = nd.array([1, 2], ctx=cpu1)
+    assert repr(a) == "\n[1. 2.]\n<NDArray 2 @cpu(1)>" and a.context == cpu1 and a.ctx == cpu1
+    assert repr(a.context) == "cpu(1)" and str(gradserve.cpu_pinned()) == "cpu_pinned(0)"
+    b = a.as_in_context(gradserve.cpu(0))
+    assert b is not a and b.context == gradserve.cpu(0) and a.as_in_context(cpu1) is a
+    assert repr(a.copyto(gradserve.cpu(0))).endswith("@cpu(0)>") and a.copy().context == cpu1
+    for y in (a + 1, a * nd.array([1, 2]), nd.dot(a, nd.array([1, 2])), a[0], a.reshape((2, 1)), a.T, a.sum(), 2 - a):
+        assert y.context == cpu1, y
+    assert (nd.array([1, 2]) + a).context == gradserve.cpu(0)
+    for y in (
+        nd.zeros((2,), ctx=gradserve.cpu(2)),
+        nd.ones((1,), ctx=gradserve.cpu(2)),
+        nd.full((1,), 5, ctx=gradserve.cpu(2)),
+        nd.arange(2, ctx=gradserve.cpu(2)),
+        nd.empty((1,), ctx=gradserve.cpu(2)),
+        nd.eye(2, ctx=gradserve.cpu(2)),
+        nd.random.normal(shape=(1,), ctx=gradserve.cpu(2)),
+        nd.random.uniform(shape=(1,), ctx=gradserve.cpu(2)),
+    ):
+        assert y.context == gradserve.cpu(2), y
+    assert nd.array(a).context == gradserve.cpu(0) and nd.array(a, ctx=gradserve.cpu(3)).context == gradserve.cpu(3)
+    f = nd.zeros((2,))
+    a.copyto(f)
+    assert f.context == gradserve.cpu(0)
+    a.attach_grad()
+    with autograd.record():
+        y = (a * a).sum()
+    y.backward()
+    assert a.grad.context == cpu1 and a.grad.asnumpy().tolist() == [2, 4]
+    with autograd.record():
+        y = (a * a).sum()
+    assert autograd.grad(y, [a])[0].context == cpu1
+    with cpu1:
+        assert nd.zeros((1,)).context == cpu1 and gradserve.current_context() == cpu1
+        assert nd.zeros((1,), ctx=gradserve.cpu(0)).context == gradserve.cpu(0)
+    assert gradserve.current_context() == gradserve.cpu(0) and nd.zeros((1,)).context == gradserve.cpu(0)
+    assert gradserve.Context(cpu1) == cpu1 and gradserve.Context("cpu", 1) == cpu1
+    with pytest.raises(MXNetError, match="not available"):
+        gradserve.Context("gpu", 0)
+    with pytest.raises(MXNetError, match="device_id"):
+        gradserve.cpu(-1)
+    with pytest.raises(TypeError, match="ctx must be a Context"):
+        nd.zeros((1,), ctx="cpu(1)")
+
+    @gradserve.hybridize
+    def double(u):
+        return u * 2
+
+    for _ in range(2):  # traced, then called as a program
+        assert double(a).context == cpu1 and double(nd.ones((2,))).context == gradserve.cpu(0)
+
+
+def test_boolean_index_arrays_are_refused_as_mxnet_refuses_them(mode):
+    """MXNet 1.9.1's NDArrays refuse a boolean NDArray as an index, in reads and writes, alone
+    or in a tuple (a ValueError: 'Cannot perform boolean indexing in legacy mode'); a float or
+    uint8 0/1 array is read as integer indices there, and here. A boolean list or numpy array,
+    which MXNet reads as the indices 0 and 1, is refused too (see README)."""
+    from gradserve.engine.errors import BooleanIndexError
+
+    x = nd.array([[1, 2, 3], [4, 5, 6]])
+    mask = nd.array([1, 0], dtype="bool")
+    for f in (
+        lambda: x[mask],
+        lambda: x[nd.array([[1, 0, 1], [0, 1, 0]], dtype="bool")],
+        lambda: x[mask, 1],
+        lambda: x.__setitem__(mask, 0),
+        lambda: x[np.array([True, False])],
+        lambda: x[[True, False]],
+    ):
+        with pytest.raises(BooleanIndexError, match="boolean") as e:
+            f()
+        assert isinstance(e.value, ValueError) and isinstance(e.value, MXNetError)
+    assert x.asnumpy().tolist() == [[1, 2, 3], [4, 5, 6]]  # nothing written
+    assert x[nd.array([1, 0])].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
+    assert x[nd.array([1, 0], dtype="uint8")].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
+    assert x[x > 2].shape == (2, 3, 3)  # (x > 2 is float32 0/1: integer indices, as in MXNet)
+
+
+def test_more_samplers_through_the_client(mode):
+    """randn, exponential, poisson, gamma and the negative binomials, with MXNet's signatures,
+    defaults, shapes and dtypes (float32, counts too), drawn from the session's own generator
+    (a seed repeats them); NDArray parameters are refused, not misread."""
+    import gradserve
+
+    r = nd.random
+    assert r.randn(2, 3).shape == (2, 3) and r.randn(2, 3).dtype is np.float32
+    assert r.randn(4, loc=1, scale=2, dtype="float64").dtype is np.float64
+    for y in (r.exponential(), r.poisson(), r.gamma(), r.negative_binomial(), r.generalized_negative_binomial()):
+        assert y.shape == (1,) and y.dtype is np.float32
+    big = {
+        "exponential": (r.exponential(2, shape=(100, 100)), 2.0, 4.0),
+        "poisson": (r.poisson(3, shape=(10000,)), 3.0, 3.0),
+        "gamma": (r.gamma(2, 0.5, shape=(10000,), dtype="float64"), 1.0, 0.5),
+        "negative_binomial": (r.negative_binomial(3, 0.4, shape=(10000,)), 4.5, 11.25),
+        "generalized_negative_binomial": (r.generalized_negative_binomial(2, 0.5, shape=(10000,)), 2.0, 4.0),
+    }
+    for name, (y, mean, var) in big.items():
+        v = y.asnumpy().astype(np.float64)
+        assert abs(v.mean() - mean) < 5 * np.sqrt(var / v.size), name
+        assert abs(v.var() / var - 1) < 0.15, name
+    assert big["gamma"][0].dtype is np.float64 and big["exponential"][0].shape == (100, 100)
+    counts = big["poisson"][0].asnumpy()
+    assert np.array_equal(counts, np.round(counts))
+    assert r.poisson(2, shape=(1,), ctx=gradserve.cpu(1)).context == gradserve.cpu(1)
+    r.seed(5)
+    a = r.negative_binomial(2, 0.5, shape=(50,)).asnumpy()
+    r.seed(5)
+    assert np.array_equal(a, r.negative_binomial(2, 0.5, shape=(50,)).asnumpy())
+    with pytest.raises(MXNetError, match="NDArray parameters"):
+        r.exponential(nd.ones((2,)))
+    with pytest.raises(MXNetError, match="p must be in"):
+        r.negative_binomial(3, 1.5)
+    with pytest.raises(MXNetError, match="dtype"):
+        r.poisson(3, dtype="int32")
+    with pytest.raises(MXNetError, match="shape"):
+        r.randn()

@@ -86,6 +86,14 @@ def IDX(lo: int, hi: int) -> Callable:
 
 
 POS = U(0.5, 2.0)  # log, sqrt, pow's base, ...
+
+
+def DIVISOR(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """+-0.4, 0.7, 1.6 or 2: a GRID(1/8) value or 1.5 over one of these is never within 0.03 of
+    an integer (mod's jumps), and one of these mod 1.5 or another never 0."""
+    return rng.choice([0.4, 0.7, 1.6, 2.0], shape) * rng.choice([-1.0, 1.0], shape)
+
+
 SMOOTH = U()
 BOOL = IDX(0, 2)
 
@@ -410,6 +418,11 @@ CASES: dict[str, Case] = {
     "random_normal": C(None, shape=[3, 4]),
     "random_uniform": C(None, shape=[3, 4], low=-1.0, high=2.0),
     "random_randint": C(None, shape=[3, 4], low=-3, high=5),
+    "random_exponential": C(None, shape=[3, 4], scale=2.0),
+    "random_poisson": C(None, shape=[3, 4], lam=3.0),
+    "random_gamma": C(None, shape=[3, 4], alpha=2.0, beta=0.5),
+    "random_negative_binomial": C(None, shape=[3, 4], k=3.0, p=0.4),
+    "random_generalized_negative_binomial": C(None, shape=[3, 4], mu=2.0, alpha=0.5),
     "shuffle": C(None, (5, 3)),
     # like
     "zeros_like": C(np.zeros_like, no_grad=True),
@@ -470,6 +483,7 @@ CASES: dict[str, Case] = {
     "mul": C(np.multiply, *BIN),
     "div": C(np.divide, *BIN, dom=(SMOOTH, AWAY(0.5))),
     "pow": C(np.power, *BIN, dom=(POS, U())),
+    "mod": C(np.mod, *BIN, dom=(GRID(0.125), DIVISOR)),
     "maximum": C(np.maximum, *BIN, dom=(GRID(0), GRID(0.125))),
     "minimum": C(np.minimum, *BIN, dom=(GRID(0), GRID(0.125))),
     "equal": C(np.equal, *BIN, dom=GRID(), no_grad=True),
@@ -488,6 +502,8 @@ CASES: dict[str, Case] = {
     "rdiv_scalar": C(lambda x: S / x, dom=AWAY(0.5), scalar=S),
     "pow_scalar": C(lambda x: x**S, dom=POS, scalar=S),
     "rpow_scalar": C(lambda x: S**x, scalar=S),
+    "mod_scalar": C(lambda x: np.mod(x, S), dom=GRID(0.125), scalar=S),
+    "rmod_scalar": C(lambda x: np.mod(S, x), dom=DIVISOR, scalar=S),
     "maximum_scalar": C(lambda x: np.maximum(x, 0.125), dom=GRID(), scalar=0.125),
     "minimum_scalar": C(lambda x: np.minimum(x, 0.125), dom=GRID(), scalar=0.125),
     "equal_scalar": C(lambda x: x == 0.5, dom=GRID(), no_grad=True, scalar=0.5),
@@ -771,6 +787,52 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ("Dropout-p0-training", "Dropout", C(np.copy, (4, 5), training=True, p=0.0)),
     ("Dropout-always-axes", "Dropout", C(None, (6, 4, 3), p=0.5, mode="always", axes=[1])),
     ("sort-ascend", "sort", C(lambda x: np.sort(x, axis=-1), X3, dom=DISTINCT)),
+    # axis None: the flattened array, as MXNet's (k below 1: all of it)
+    ("sort-axis-none", "sort", C(lambda x: -np.sort(-x.ravel()), X3, dom=DISTINCT, axis=None, is_ascend=False)),
+    (
+        "argsort-axis-none",
+        "argsort",
+        C(lambda x: np.argsort(x.ravel()).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=None),
+    ),
+    (
+        "topk-axis-none-value",
+        "topk",
+        C(lambda x: topk_ref(x.ravel(), 0, 5, "value", False), X3, dom=DISTINCT, axis=None, k=5, ret_typ="value"),
+    ),
+    (
+        "topk-axis-none-all-ascending",
+        "topk",
+        C(lambda x: np.sort(x.ravel()), X3, dom=DISTINCT, axis=None, k=0, is_ascend=True, ret_typ="value"),
+    ),
+    (
+        "topk-axis-none-mask",
+        "topk",
+        C(
+            lambda x: topk_ref(x.ravel(), 0, 4, "mask", False).reshape(x.shape),
+            X3,
+            dom=DISTINCT,
+            no_grad=True,
+            axis=None,
+            k=4,
+            ret_typ="mask",
+        ),
+    ),
+    (
+        "topk-axis-none-indices-int64",
+        "topk",
+        C(
+            lambda x: topk_ref(x.ravel(), 0, 3, "indices", True).astype(np.int64),
+            X3,
+            dom=DISTINCT,
+            out="int64",
+            no_grad=True,
+            axis=None,
+            k=3,
+            is_ascend=True,
+            dtype="int64",
+        ),
+    ),
+    ("topk-k-below-1-axis", "topk", C(lambda x: -np.sort(-x, axis=1), X3, dom=DISTINCT, axis=1, k=-1, ret_typ="value")),
     (
         "topk-ascend-axis0",
         "topk",
@@ -916,6 +978,7 @@ BINARY = [
     "mul",
     "div",
     "pow",
+    "mod",
     "maximum",
     "minimum",
     "equal",
@@ -1449,6 +1512,78 @@ def test_integer_division_truncates(name, a, b, want):
     check_forward(op, at, xs, np.array(want, np.int32))
 
 
+def _signed(a: np.ndarray) -> list[str]:
+    """Values with the sign of their zeros (assert_allclose takes -0 for 0; printing does not)."""
+    return [repr(float(v)) for v in np.asarray(a, np.float64).ravel()]
+
+
+def test_mod_has_mxnets_signs_zeros_and_dtypes():
+    """Values MXNet 1.9.1 gave (``a % b``, ``nd.broadcast_mod``): the divisor's sign, as Python's
+    %, computed in float64 whatever the dtype; 0 where the divisor is 0 (numpy gives NaN); a zero
+    result is -0 only where both operands are negative, or a is -0 and b positive."""
+    mod, mod_s, rmod_s = OPS["mod"], OPS["mod_scalar"], OPS["rmod_scalar"]
+    f32 = np.float32
+    a = np.array([-7, 7, 5.5, -5.5, 3, -3, 0, 1], f32)
+    b = np.array([2, -2, 3, -3, 2, -2, 3, -3], f32)
+    check_forward(mod, {}, [a, b], np.array([1, -1, 2.5, -2.5, 1, -1, 0, -2], f32))
+    a = np.array([-4, 4, -4, 4, 0, -0.0, 0, -0.0, 1, 2], f32)
+    b = np.array([2, -2, -2, 2, 2, 2, -2, -2, 0, 0], f32)
+    want = [0.0, 0.0, -0.0, 0.0, 0.0, -0.0, 0.0, 0.0, 0.0, 0.0]
+    assert _signed(mod.forward(ctx(), {}, a, b)) == _signed(want)
+    assert _signed(mod_s.forward(ctx(), {"scalar": 2.0}, a[:8])) == _signed([0, 0, 0, 0, 0, -0.0, 0, -0.0])
+    assert _signed(mod_s.forward(ctx(), {"scalar": -2.0}, a[:8])) == _signed([-0.0, 0, -0.0, 0, 0, 0, 0, 0])
+    assert _signed(rmod_s.forward(ctx(), {"scalar": -4.0}, np.array([2, -2, 1], f32))) == _signed([0, -0.0, 0])
+    inf, nan = np.inf, np.nan
+    got = mod.forward(ctx(), {}, np.array([1, -1, inf, -inf, nan, 3], f32), np.array([inf, inf, 2, 2, 2, nan], f32))
+    np.testing.assert_array_equal(got, np.array([1, inf, nan, nan, nan, nan], f32))
+    np.testing.assert_array_equal(mod_s.forward(ctx(), {"scalar": -inf}, np.array([1, -1], f32)), [-inf, -1])
+    # integers: Python's signs, 0 for a zero divisor; a float scalar is cast to the dtype first
+    i32 = np.int32
+    check_forward(
+        mod, {}, [np.array([-7, 7, 5, -5, 3], i32), np.array([2, -2, 3, -3, 0], i32)], np.array([1, -1, 2, -2, 0], i32)
+    )
+    check_forward(mod_s, {"scalar": 2.5}, [np.array([-7, 7, 5, -5], i32)], np.array([1, 1, 1, 1], i32))
+    check_forward(rmod_s, {"scalar": 5}, [np.array([-7, 7, 5, 0], i32)], np.array([-2, 5, 0, 0], i32))
+    check_forward(mod, {}, [np.array([200, 7], np.uint8), np.array([7, 0], np.uint8)], np.array([4, 0], np.uint8))
+    check_forward(mod, {}, [np.array([-128, 7], np.int8), np.array([-1, -3], np.int8)], np.array([0, -2], np.int8))
+    # float16 and float32: the scalar is rounded to the dtype, the remainder taken in float64
+    got = mod_s.forward(ctx(), {"scalar": 0.7}, np.array([1.5, 2.5], np.float16))
+    assert got.dtype == np.float16 and got.tolist() == [0.099609375, 0.3994140625]
+    got = rmod_s.forward(ctx(), {"scalar": 0.7}, np.array([0.3, -0.3], f32))
+    assert got.tolist() == [0.09999996423721313, -0.20000004768371582]
+    got = mod_s.forward(ctx(), {"scalar": 0.7}, np.array([1.5, 2.5], f32))
+    assert got.tolist() == [0.10000002384185791, 0.40000003576278687]
+
+
+def test_mod_gradients_are_mxnets():
+    """d/da = 1 and d/db = -floor(a / b) (infinite or NaN where b is 0), as MXNet's backward
+    gives them; integer operands get zero gradients, as in MXNet."""
+    mod, rmod_s = OPS["mod"], OPS["rmod_scalar"]
+    F = Eager(ctx())
+    a = np.array([-7, 7, 5.5, -5.5, 3, 0, -3], np.float32)
+    b = np.array([2, -2, 3, -3, 0, 0, 0], np.float32)
+    y = mod.forward(ctx(), {}, a, b)
+    with np.errstate(all="ignore"):  # (as a session runs ops: x / 0 is inf, as in MXNet)
+        ga, gb = vjp_of(mod)(F, {}, np.ones_like(y), y, a, b)
+    assert ga.tolist() == [1.0] * 7 and ga.dtype == np.float32
+    np.testing.assert_array_equal(gb, np.array([4, 4, -1, -1, -np.inf, np.nan, np.inf], np.float32))
+    assert gb.dtype == np.float32
+    x = np.array([-7, 7, 5.5, -5.5, 3, -3, 0.5, 1], np.float32)
+    at = rmod_s.parse_attrs({"scalar": 2.5})
+    (gx,) = vjp_of(rmod_s)(F, at, np.ones_like(x), rmod_s.forward(ctx(), at, x), x)
+    assert _signed(gx) == _signed([1, -0.0, -0.0, 1, -0.0, 1, -5, -2])
+    i = np.array([-7, 7, 5], np.int32)
+    j = np.array([2, -2, 3], np.int32)
+    y = mod.forward(ctx(), {}, i, j)
+    cts = vjp_of(mod)(F, {}, np.ones_like(y), y, i, j)
+    assert [(c.dtype, c.tolist()) for c in cts] == [(np.int32, [0, 0, 0])] * 2
+    for name in ("mod_scalar", "rmod_scalar"):
+        op = OPS[name]
+        at = op.parse_attrs({"scalar": 9})
+        (c,) = vjp_of(op)(F, at, np.ones_like(i), op.forward(ctx(), at, i), i)
+        assert (c.dtype, c.tolist()) == (np.int32, [0, 0, 0]), name
+
+
 # --------------------------------------------------------------------------
 # broadcasting
 
@@ -1854,6 +1989,61 @@ def test_random_ops(name):
         np.testing.assert_allclose(shifted, 3.0 + 0.5 * big)
 
 
+SAMPLERS = [
+    # op, attributes, mean, variance, whether the draws are counts
+    ("random_exponential", {"scale": 2.0}, 2.0, 4.0, False),
+    ("random_poisson", {"lam": 3.0}, 3.0, 3.0, True),
+    ("random_gamma", {"alpha": 2.0, "beta": 0.5}, 1.0, 0.5, False),
+    ("random_negative_binomial", {"k": 3.0, "p": 0.4}, 3 * 0.6 / 0.4, 3 * 0.6 / 0.4**2, True),
+    ("random_generalized_negative_binomial", {"mu": 2.0, "alpha": 0.5}, 2.0, 2.0 + 0.5 * 4.0, True),
+    ("random_generalized_negative_binomial", {"mu": 2.0, "alpha": 0.0}, 2.0, 2.0, True),
+]
+
+
+@pytest.mark.parametrize("name, at, mean, var, counts", SAMPLERS)
+def test_samplers_draw_their_distribution(name, at, mean, var, counts):
+    """Mean and variance of 40,000 draws with a fixed seed, within loose bounds (about 5
+    standard errors); float32 by default, float16/64 on request, counts as whole floats; the
+    same seed repeats the draws."""
+    op = OPS[name]
+
+    def draw(seed, **extra):
+        a = op.parse_attrs({**at, **extra})
+        y = op.forward(Context(seed), a)
+        assert op.infer(a) == (y.shape, y.dtype.name)
+        return y
+
+    y = draw(3, shape=[40000], dtype="float64")
+    assert abs(y.mean() - mean) < 5 * np.sqrt(var / y.size)
+    assert abs(y.var() / var - 1) < 0.1
+    assert y.min() >= 0 and (not counts or np.array_equal(y, np.round(y)))
+    assert np.array_equal(y, draw(3, shape=[40000], dtype="float64"))
+    small = draw(0, shape=[2, 3])
+    assert (small.shape, small.dtype) == ((2, 3), np.float32)
+    assert draw(0, dtype="float16").dtype == np.float16
+    assert op.infer(op.parse_attrs({})) == ((1,), "float32")
+
+
+@pytest.mark.parametrize(
+    "name, at, words",
+    [
+        ("random_exponential", {"scale": 0.0}, "scale must be positive"),
+        ("random_exponential", {"scale": float("inf")}, "scale must be positive"),
+        ("random_poisson", {"lam": -1.0}, "lam must be non-negative"),
+        ("random_poisson", {"dtype": "int32"}, "dtype must be one of"),
+        ("random_gamma", {"beta": -2.0}, "beta must be positive"),
+        ("random_negative_binomial", {"p": 1.5}, "p must be in"),
+        ("random_negative_binomial", {"p": 0.0}, "p must be in"),
+        ("random_generalized_negative_binomial", {"alpha": float("nan")}, "alpha must be non-negative"),
+        ("random_gamma", {"shape": [-1]}, "negative dimension"),
+    ],
+)
+def test_samplers_refuse_parameters_out_of_range(name, at, words):
+    op = OPS[name]
+    with pytest.raises(MXNetError, match=words):
+        op.infer(op.parse_attrs(at))
+
+
 def test_random_ops_continue_one_stream():
     """Two draws from one context differ; the pair repeats with the seed."""
     op = OPS["random_uniform"]
@@ -2069,13 +2259,29 @@ def test_batch_norm_state():
     np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False), **t32)
     assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
 
-    # training: the batch's statistics normalise; the moving ones are updated in place
-    y = op.forward(ctx(0, True), op.parse_attrs(at), x, gamma, beta, mm, mv)
+    # training: the batch's statistics normalise; the moving ones are left to the backward pass
+    at_t = op.parse_attrs(at)
+    y = op.forward(ctx(0, True), at_t, x, gamma, beta, mm, mv)
     np.testing.assert_allclose(y, bn_ref(x, gamma, beta, mm0, mv0, fix_gamma=False, train=True), **t32)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)  # (MXNet's forward leaves them)
+    # a backward pass in prediction mode: no update, and the moving statistics' gradient (MXNet's)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    cts = vjp_of(op)(Eager(ctx(0, False)), at_t, g, y, x, gamma, beta, mm, mv)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
+    bs = (1, 3, 1, 1)
+    np.testing.assert_allclose(cts[0], g * (gamma / np.sqrt(mv0 + 1e-3)).reshape(bs), **t32)
+    # in training mode: the update, in place, once per pass
     axes = (0, 2, 3)
     x64 = x.astype(np.float64)
-    np.testing.assert_allclose(mm, 0.8 * mm0 + 0.2 * x64.mean(axis=axes), **t32)
-    np.testing.assert_allclose(mv, 0.8 * mv0 + 0.2 * x64.var(axis=axes), **t32)
+    m = float(np.float32(0.8))  # (MXNet's momentum is a float32)
+    for k in (1, 2):
+        vjp_of(op)(Eager(ctx(0, True)), at_t, g, y, x, gamma, beta, mm, mv)
+        want_m, want_v = m**k * mm0, m**k * mv0
+        for i in range(k):
+            want_m = want_m + m**i * (1 - m) * x64.mean(axis=axes)
+            want_v = want_v + m**i * (1 - m) * x64.var(axis=axes)
+        np.testing.assert_allclose(mm, want_m, **t32)
+        np.testing.assert_allclose(mv, want_v, **t32)
     assert (mm.dtype, mv.dtype) == (np.float32, np.float32)
 
     # use_global_stats: the moving statistics even in training, and no update
@@ -2105,12 +2311,23 @@ def test_batch_norm_follows_the_sessions_training_bit():
     arrays = [x, np.ones(2), np.zeros(2), np.zeros(2), np.ones(2)]
     mm, mv = run(
         *[{"op": "array", "in": [], "out": [i + 1], "at": {"value": a}} for i, a in enumerate(arrays)],
+        {"op": "attach_grad", "in": [1]},
         {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [6], "mode": 1},  # prediction: no update
-        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [7], "mode": 3},  # training: update
+        {"op": "backward", "in": [6], "mode": 2},
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [7], "mode": 3},  # training: update at backward
+        {"op": "read", "in": [4, 5]},
+        {"op": "backward", "in": [7], "mode": 0},  # (a backward in prediction mode: none)
+        {"op": "BatchNorm", "in": [1, 2, 3, 4, 5], "out": [8], "mode": 3},
+        {"op": "backward", "in": [8], "mode": 2},
+        {"op": "read", "in": [4, 5]},
+    )[:2]
+    assert mm.tolist() == [0, 0] and mv.tolist() == [1, 1]
+    mm, mv = run(
         {"op": "read", "in": [4, 5]},
     )
-    np.testing.assert_allclose(mm, 0.1 * x.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(mv, 0.9 + 0.1 * x.var(axis=0), rtol=1e-12)
+    m = float(np.float32(0.9))  # (MXNet's momentum is a float32)
+    np.testing.assert_allclose(mm, (1 - m) * x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(mv, m + (1 - m) * x.var(axis=0), rtol=1e-12)
 
 
 def test_getitem_index_arrays():
@@ -2126,6 +2343,25 @@ def test_getitem_index_arrays():
         op.forward(ctx(), op.parse_attrs({"key": [{"array": 0}]}), x, np.array([3.0]))
 
 
+def test_boolean_index_arrays_are_refused():
+    """MXNet's NDArrays refuse boolean indexing: infer and forward (a server's session runs
+    both) refuse a boolean index array rather than read the mask's 0s and 1s as indices."""
+    from gradserve.engine.errors import BooleanIndexError
+
+    x, mask = np.arange(6.0).reshape(2, 3), np.array([True, False])
+    for name, at, xs in (
+        ("getitem", {"key": [{"array": 0}]}, [x, mask]),
+        ("scatter_key", {"key": [{"array": 0}], "shape": [2, 3]}, [np.ones((2, 3)), mask]),
+    ):
+        op = OPS[name]
+        at = op.parse_attrs(at)
+        with pytest.raises(BooleanIndexError):
+            op.infer(at, *[Spec(a.shape, a.dtype.name) for a in xs])
+        with pytest.raises(BooleanIndexError):
+            op.forward(ctx(), at, *xs)
+    check_forward(OPS["getitem"], {"key": [{"array": 0}]}, [x, mask.astype(np.uint8)], x[[1, 0]])
+
+
 def test_scatter_key_index_arrays_add_repeats():
     op = OPS["scatter_key"]
     at = {"shape": [4], "key": [{"array": 0}]}
@@ -2136,7 +2372,8 @@ def test_scatter_key_index_arrays_add_repeats():
 BAD_ATTRS = [
     ("clip", {"a_min": 1.0, "a_max": 0.0}, [(2, 3)]),
     ("topk", {"k": 5}, [(2, 4)]),
-    ("topk", {"k": 0}, [(2, 4)]),
+    ("topk", {"k": 9, "axis": None}, [(2, 4)]),  # (k below 1 is the whole axis, as MXNet's)
+    ("argsort", {"axis": 2}, [(2, 4)]),
     ("topk", {"ret_typ": "both"}, [(2, 4)]),
     ("argmax", {"axis": 2}, [(2, 4)]),
     ("sort", {"axis": -3}, [(2, 4)]),

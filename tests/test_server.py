@@ -682,3 +682,97 @@ def test_a_json_batch_of_many_instructions_is_validated_off_the_event_loop(live_
     assert r.status_code == 200, r.text  # (freeing a handle that is not there is no error)
     r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops[:1]})
     assert len(where) == 2 and where[0] is not live_server.thread and where[1] is live_server.thread
+
+
+def _post_batch(http, sid, msg, encoding):
+    """A batch in JSON or msgpack (raw little-endian tensors), its reply's values as lists."""
+    import numpy as np
+
+    if encoding == "json":
+        r = http.post(f"/v1/sessions/{sid}/batch", json=msg)
+        assert r.status_code == 200, r.text
+        return [(v["shape"], v["data"]) for v in r.json()["values"]]
+    body = msgpack.packb(msg)
+    r = http.post(
+        f"/v1/sessions/{sid}/batch",
+        content=body,
+        headers={"content-type": "application/msgpack", "accept": "application/msgpack"},
+    )
+    assert r.status_code == 200, r.content
+    return [(v["shape"], np.frombuffer(v["data"], v["dtype"]).tolist()) for v in msgpack.unpackb(r.content)["values"]]
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_mod_ops_over_json_and_msgpack(http, sid, encoding):
+    """mod, broadcast_mod, mod_scalar, rmod_scalar and the in-place update, with a backward
+    pass: the values and gradients MXNet 1.9.1 gave."""
+    import numpy as np
+
+    def t(values, shape, dtype="float32"):
+        a = np.asarray(values, dtype)
+        return tensor(a.tolist() if encoding == "json" else a.astype(a.dtype.newbyteorder("<")).tobytes(), shape, dtype)
+
+    ops = [
+        {"op": "array", "out": [1], "at": {"value": t([-7, 7, 5.5, -5.5], [1, 4])}},
+        {"op": "array", "out": [2], "at": {"value": t([2, -2, 3, -3], [4])}},
+        {"op": "attach_grad", "in": [2]},
+        {"op": "broadcast_mod", "in": [1, 2], "out": [3], "mode": 3},
+        {"op": "backward", "in": [3]},
+        {"op": "mod_scalar", "in": [1], "out": [4], "at": {"scalar": 2}},
+        {"op": "rmod_scalar", "in": [2], "out": [5], "at": {"scalar": -4}},
+        {"op": "update", "in": [1, 2], "at": {"fn": "mod"}},
+        {"op": "array", "out": [6], "at": {"value": t([-7, 7], [2], "int32")}},
+        {"op": "update", "in": [6], "at": {"fn": "mod", "scalar": -2}},
+        {"op": "read", "in": [3, 4, 5, 1, 6]},
+        {"op": "read", "in": [2], "at": {"grad": True}},
+    ]
+    got = _post_batch(http, sid, {"seq": 1, "ops": ops}, encoding)
+    assert got == [
+        ([1, 4], [1, -1, 2.5, -2.5]),
+        ([1, 4], [1, 1, 1.5, 0.5]),
+        ([4], [0, 0, 2, -1]),
+        ([1, 4], [1, -1, 2.5, -2.5]),
+        ([2], [-1, -1]),
+        ([4], [4, 4, -1, -1]),
+    ]
+
+
+def test_sort_and_topk_take_a_null_axis_over_json(http, batch):
+    """axis null flattens, as MXNet's axis=None; the catalog says the attribute takes null."""
+    ops = {o["name"]: o for o in http.get("/v1/ops").json()["ops"]}
+    for name in ("sort", "argsort", "topk"):
+        assert {"name": "axis", "type": "int", "default": -1, "nullable": True} in ops[name]["attrs"]
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([3, 1, 2, 0, 5, 4], [2, 3])}},
+            {"op": "sort", "in": [1], "out": [2], "at": {"axis": None, "is_ascend": False}},
+            {"op": "topk", "in": [1], "out": [3], "at": {"axis": None, "k": 2, "dtype": "int32"}},
+            {"op": "read", "in": [2, 3]},
+        ]
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["values"] == [tensor([5, 4, 3, 2, 1, 0], [6]), tensor([4, 5], [2], "int32")]
+    r = batch.post([{"op": "argmax", "in": [1], "out": [4], "at": {"keepdims": None}}])
+    assert r.status_code == 400 and "keepdims" in r.json()["error"]["message"]  # (not nullable: refused)
+
+
+def test_a_boolean_index_array_is_refused_over_json(batch):
+    """As MXNet's NDArrays refuse boolean indexing: in getitem and setitem, nothing written."""
+    assert (
+        batch.post(
+            [
+                {"op": "array", "out": [1], "at": {"value": tensor([1, 2, 3, 4], [2, 2])}},
+                {"op": "array", "out": [2], "at": {"value": tensor([True, False], [2], "bool")}},
+            ]
+        ).status_code
+        == 200
+    )
+    for op in (
+        {"op": "getitem", "in": [1, 2], "out": [3], "at": {"key": [{"array": 0}]}},
+        {"op": "setitem", "in": [1, 2], "at": {"key": [{"array": 0}], "scalar": 0, "indices": 1}},
+    ):
+        r = batch.post([op])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["kind"] == "BooleanIndexError" and "boolean indexing" in err["message"]
+    assert batch.read(1) == [[1, 2, 3, 4]]
