@@ -380,7 +380,21 @@ def _mul_vjp(F, at, g, y, a, b):
     return unbroadcast(F, F.mul(g, b), a.shape), unbroadcast(F, F.mul(g, a), b.shape)
 
 
+def _in_float64(F, dtype: Any, *xs: Any) -> list[Any]:
+    """Integer arrays as float64: MXNet computes an integer op's gradient in floating point
+    and truncates it (``_to_dtype``), where integer arithmetic would lose it (5 / 9 is 0)."""
+    return [F.astype(x, dtype="float64") for x in xs]
+
+
+def _to_dtype(F, dtype: Any, *xs: Any) -> tuple[Any, ...]:
+    return tuple(F.astype(x, dtype=dtype.name) for x in xs)
+
+
 def _div_vjp(F, at, g, y, a, b):
+    if a.dtype.kind in "iu":  # -a / b**2 in floating point, truncated: MXNet's (it was 0)
+        g64, a64, b64 = _in_float64(F, a.dtype, g, a, b)
+        ga, gb = _to_dtype(F, a.dtype, F.div(g64, b64), F.negative(F.div(F.mul(g64, a64), F.square(b64))))
+        return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
     ga = F.div(g, b)
     return unbroadcast(F, ga, a.shape), unbroadcast(F, F.negative(F.mul(ga, y)), b.shape)
 
@@ -413,6 +427,12 @@ def _div_eager(at, g, y, a, b):
 
 
 def _pow_vjp(F, at, g, y, a, b):
+    if a.dtype.kind in "iu":  # in floating point, truncated: MXNet's (125 * log 5 is 201, not 125 * 1)
+        g64, a64, b64 = _in_float64(F, a.dtype, g, a, b)
+        ga = F.mul(g64, F.mul(b64, F.pow(a64, F.sub_scalar(b64, scalar=1.0))))
+        gb = F.mul(g64, F.mul(F.pow(a64, b64), F.log(a64)))
+        ga, gb = _to_dtype(F, a.dtype, ga, gb)
+        return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
     ga = F.mul(g, F.mul(b, F.pow(a, F.sub_scalar(b, scalar=1.0))))
     gb = F.mul(g, F.mul(y, F.log(a)))
     return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
@@ -656,7 +676,11 @@ _scalar(
 _scalar(
     "rpow_scalar",
     lambda xp, x, s: _int_pow(xp, s, x),
-    lambda F, at, g, y, x: (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),),
+    lambda F, at, g, y, x: (
+        _to_dtype(F, x.dtype, F.mul_scalar(F.mul(*_in_float64(F, x.dtype, g, y)), scalar=float(np.log(at["scalar"]))))
+        if x.dtype.kind in "iu"  # (log 3 as an integer was 1: MXNet's is in floating point, truncated)
+        else (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),)
+    ),
     "scalar ** x.",
 )
 

@@ -2467,6 +2467,30 @@ def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
         assert reply["values"][0][0, 0].tolist() == mxnet
 
 
+def test_integer_pow_and_div_gradients_are_computed_in_floating_point_and_truncated_as_mxnet():
+    """MXNet 1.9.1 (recorded): d(a ** b)/db of int32 5 ** 3 is 201 (125 log 5), not 125 (log 5
+    taken as 1); d(a / b)/db of 7 / 2 is -1 (-7 / 4), not 0; d(3 ** x)/dx of 5 is 266."""
+    from gradserve.engine.session import Session
+
+    def grads(op: str, at: dict | None = None) -> list:
+        ops = [
+            {"op": "array", "out": [1], "at": {"value": np.array([5, 7, -3], np.int32)}},
+            {"op": "array", "out": [2], "at": {"value": np.array([3, 2, 2], np.int32)}},
+            {"op": "attach_grad", "in": [1]},
+            {"op": "attach_grad", "in": [2]},
+            {"op": op, "in": [1] if at else [1, 2], "out": [3], "mode": 3, **({"at": at} if at else {})},
+            {"op": "backward", "in": [3], "mode": 2},
+            {"op": "read", "in": [1] if at else [1, 2], "at": {"grad": True}},
+        ]
+        reply = Session("int").run_batch({"ops": ops})
+        assert "error" not in reply, reply
+        return [v.tolist() for v in reply["values"]]
+
+    assert grads("pow") == [[75, 14, -6], [201, 95, -(2**31)]]  # (log -3 is NaN: int32's least, as MXNet)
+    assert grads("div") == [[0, 0, 0], [0, -1, 0]]
+    assert grads("rpow_scalar", {"scalar": 3.0}) == [[266, 2402, 0]]
+
+
 # --------------------------------------------------------------------------
 # third derivatives through a Session: grad_of with create_graph, three times
 
