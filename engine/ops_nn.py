@@ -597,8 +597,13 @@ def _dropout_infer(at: dict, x: Spec) -> Spec:
 
 
 def _dropout_vjp(F, at, g, y, x):
-    mask = at.get("_mask")
+    mask = at.get("_kept")
     return (g if mask is None else F.mul(g, mask),)
+
+
+def _dropout_masks(at: dict, training: bool) -> bool:
+    """Whether Dropout draws a mask (its node keeps it for the backward pass)."""
+    return bool(at["p"]) and (training or at["mode"] == "always")
 
 
 @defop(
@@ -608,18 +613,18 @@ def _dropout_vjp(F, at, g, y, x):
     infer=_dropout_infer,
     vjp=_dropout_vjp,
     random=True,
+    keeps=_dropout_masks,
 )
 def _dropout(cx, at, x):
     """In training (or mode='always'): zero each element with probability p and
     scale the rest by 1/(1-p); otherwise x unchanged."""
-    p = at["p"]
-    if p == 0 or not (cx.training or at["mode"] == "always"):
-        at["_mask"] = None
+    if not _dropout_masks(at, cx.training):
+        at["_kept"] = None
         return x.copy()
     shared = {a % x.ndim for a in at["axes"]}  # axes along which one mask value is shared
     shape = tuple(1 if i in shared else d for i, d in enumerate(x.shape))
-    mask = (cx.rng.random(shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
-    at["_mask"] = mask
+    mask = (cx.rng.random(shape) >= at["p"]).astype(x.dtype) / x.dtype.type(1 - at["p"])
+    at["_kept"] = mask
     return x * mask
 
 
@@ -700,6 +705,7 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
     BN,
     infer=_bn_infer,
     vjp=_bn_vjp,
+    writes_at=True,  # the batch's statistics, for the moving ones' update at the backward pass
 )
 def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     """Normalise over every axis but ``axis``: with the batch's statistics in

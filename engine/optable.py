@@ -234,6 +234,13 @@ class Op:
     # its multiply-adds (a product whose result is small may still take seconds)
     scratch: Callable[..., int] | None = None
     work: Callable[..., int] | None = None
+    # ``keeps(at, training)``: whether the forward, so called, leaves in ``at["_kept"]`` an
+    # array (at most its output's size) that its node keeps for the VJP: Dropout's mask,
+    # memory a recorded op holds beyond its output (the session counts it)
+    keeps: Callable[[dict[str, Any], bool], Any] | None = None
+    # the forward writes into its attributes for its VJP (Dropout's mask, BatchNorm's batch
+    # statistics): a program's call gives it attributes of its own
+    writes_at: bool = False
 
     @property
     def differentiable(self) -> bool:
@@ -316,6 +323,8 @@ def defop(
     view: bool = False,
     scratch: Callable[..., int] | None = None,
     work: Callable[..., int] | None = None,
+    keeps: Callable[[dict[str, Any], bool], Any] | None = None,
+    writes_at: bool = False,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 
@@ -349,6 +358,8 @@ def defop(
                 view=view,
                 scratch=scratch,
                 work=work,
+                keeps=keeps,
+                writes_at=writes_at or keeps is not None,
             )
         )
 

@@ -431,7 +431,7 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             e[2](s, e[3], values)
             return
         _, _, op, at, ins_h, h, mode = e
-        if op.name in _WRITE_AT:
+        if op.writes_at:
             at = dict(at)  # (its node keeps what the forward wrote there: one per call)
         arrays = s.arrays
         xs = [arrays[k] for k in ins_h]
@@ -445,14 +445,10 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             s._pin(y, xs)
         if mode & RECORDING and op.vjp is not None:
             s.link(op, at, ins_h, xs, h, y)
-            if op.name == "Dropout" and mode & TRAINING and in_graph(s.nodes.get(h)):
-                s.keep_mask(at)  # (counted in the checked call's growth, which the plan's check takes)
+            if op.keeps is not None and op.keeps(at, mode & TRAINING != 0) and in_graph(s.nodes.get(h)):
+                s.keep(at)  # (counted in the checked call's growth, which the plan's check takes)
     except MXNetError as err:
         raise _in_step(err, pid, prog, e[1]) from None
-
-
-_WRITE_AT = frozenset({"Dropout", "BatchNorm"})
-"""Ops whose forward leaves something in its attributes for the VJP (Dropout's mask)."""
 
 
 def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:

@@ -711,13 +711,12 @@ class Session:
             raise _bad_mode(name, mode)
         kept = 0
         if (
-            name == "Dropout"
+            op.keeps is not None
             and mode & RECORDING
-            and mode & TRAINING
-            and at["p"]
+            and op.keeps(at, mode & TRAINING != 0)
             and tape.in_graph(self.nodes.get(ins_h[0]))
         ):
-            kept = n  # its node keeps its mask, at most as large as its output, for the backward pass
+            kept = n  # its node keeps an array (Dropout's mask), at most its output's size, for the VJP
         late = False
         if n > self._cap or self.nbytes + n + kept > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
@@ -751,7 +750,7 @@ class Session:
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
             if kept:
-                self.keep_mask(at)
+                self.keep(at)
 
     def _check_costly(self, op: Op, at: dict, specs: list, n: int) -> None:
         """An op whose working arrays or multiply-adds are large: its working arrays are
@@ -773,13 +772,13 @@ class Session:
             if tmp > self._cap or (op.work is not None and op.work(at, *specs) > SLICE_WORK):
                 raise _SliceEnds
 
-    def keep_mask(self, at: dict) -> None:
-        """Count the mask a recorded Dropout's forward left in its attributes (its node keeps
-        it for the backward pass) until it dies with the graph."""
-        mask = at.get("_mask")
-        if mask is not None:
-            self.nbytes += mask.nbytes
-            self._hold_until_gone(mask, mask.nbytes)
+    def keep(self, at: dict) -> None:
+        """Count the array a recorded op's forward left in ``at["_kept"]`` (Dropout's mask; its
+        node keeps it for the backward pass) until it dies with the graph."""
+        kept = at.get("_kept")
+        if kept is not None:
+            self.nbytes += kept.nbytes
+            self._hold_until_gone(kept, kept.nbytes)
 
     def link(self, op: Op, at: dict, ins_h: Any, xs: list, h: int, y: np.ndarray) -> None:
         """Record ``h`` (made by ``op``) in the graph when an input is in it."""

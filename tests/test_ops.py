@@ -2204,7 +2204,7 @@ def test_dropout():
     # training: about p of the elements dropped, the rest scaled by 1 / (1 - p)
     at = op.parse_attrs({"p": 0.3})
     y = op.forward(ctx(3, True), at, x)
-    mask = at["_mask"]
+    mask = at["_kept"]
     kept = y != 0
     assert abs(kept.mean() - 0.7) < 0.01
     np.testing.assert_allclose(y[kept], x[kept] / np.float32(0.7), rtol=1e-6)

@@ -469,7 +469,7 @@ def test_a_recorded_dropout_counts_the_mask_its_node_keeps():
     ok(s, ones(1, n), {"op": "attach_grad", "in": [1]})  # 2 MB: x and its gradient buffer
     drop = {"op": "Dropout", "in": [1], "out": [2], "at": {"p": 0.5}, "mode": 3}
     ok(s, drop)
-    mask = s.nodes[2].at["_mask"]
+    mask = s.nodes[2].at["_kept"]
     assert mask.nbytes == n * F4 and s.nbytes == held_memory(s) + mask.nbytes  # 4 MB
     before = (s.nbytes, set(s.arrays), set(s.nodes))
     reply = run(s, {**drop, "out": [3]})  # 2 MB more: over 5.5
@@ -485,6 +485,12 @@ def test_a_recorded_dropout_counts_the_mask_its_node_keeps():
     gc.collect()
     ok(s)
     assert s.nbytes == held_memory(s) == 4 * n * F4
+    ok(s, free(3, 4))
+    # mode "always" draws a mask in prediction too (it went uncounted: the check read training)
+    always = {**drop, "out": [5], "at": {"p": 0.5, "mode": "always"}, "mode": 1}
+    ok(s, always)
+    assert s.nodes[5].at["_kept"] is not None
+    assert s.nbytes == held_memory(s) + n * F4 == 4 * n * F4
 
 
 def test_a_programs_recorded_dropout_counts_its_mask_on_the_plan_path_too():
@@ -502,7 +508,7 @@ def test_a_programs_recorded_dropout_counts_its_mask_on_the_plan_path_too():
     ok(s, call(2))  # checked, step by step: 2 MB
     assert s.programs[1].made == 2 * n * F4 and s.programs[1].plan is not None  # the output and its mask
     ok(s, call(3), call(4))  # from the plan: the same signature, and room for what it makes
-    masks = [s.nodes[h].at["_mask"] for h in (2, 3, 4)]
+    masks = [s.nodes[h].at["_kept"] for h in (2, 3, 4)]
     assert len({id(m) for m in masks}) == 3
     assert s.nbytes == held_memory(s) + 3 * n * F4  # 8 MB
     before = (s.nbytes, set(s.arrays), set(s.nodes))
