@@ -298,7 +298,13 @@ async def until_free(app: Any, sid: str) -> None:
 
 
 async def respond(
-    send: Any, kind: bytes, status: int, body: dict[str, Any], form: str = "list", lent: float = 0.0
+    send: Any,
+    kind: bytes,
+    status: int,
+    body: dict[str, Any],
+    form: str = "list",
+    lent: float = 0.0,
+    packed: tuple[list[Any], int] | None = None,
 ) -> None:
     """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays.
 
@@ -308,10 +314,11 @@ async def respond(
     ``send`` waits for the transport to drain only before a write, down to its low-water
     mark. So each buffer's last bytes go as a copy larger than the high-water mark, and an
     empty last message follows: when that returns, the transport holds only copied bytes.
-    A write that waits longer than ``lent`` seconds raises ``SendStalled``."""
+    A write that waits longer than ``lent`` seconds raises ``SendStalled``. ``packed``: the
+    frames of ``body``, when the caller has them already."""
     values = body.get("values")
     if kind == _FRAMES:
-        parts, total = wire.pack_frames(body)
+        parts, total = packed if packed is not None else wire.pack_frames(body)
         if lent:
             parts = _copied_tails(parts)
     else:
@@ -403,11 +410,15 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
     # small one is one write of a copy, at once; while a large one (or many small values) is
     # written, requests for the session wait on the event loop (until_free), and a client that
     # stops reading it is cut off after send_stall_s
-    freed = asyncio.Event() if sum(v.nbytes for v in done.values) > SMALL_REPLY else None
+    packed = wire.pack_frames(done.reply) if kind == _FRAMES else None
+    # (by the frames' length: values of few bytes each still take a header entry and padding)
+    size = packed[1] if packed is not None else sum(v.nbytes for v in done.values)
+    freed = asyncio.Event() if size > SMALL_REPLY else None
     if freed is not None:
         app.state.lent[sid] = freed
     try:
-        await respond(send, kind, status_of(done.reply), done.reply, form, lent=settings.send_stall_s if freed else 0.0)
+        stall = settings.send_stall_s if freed else 0.0
+        await respond(send, kind, status_of(done.reply), done.reply, form, lent=stall, packed=packed)
     except SendStalled as e:
         log.warning("session %s: %s; connection dropped", sid, e)
         raise
