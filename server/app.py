@@ -234,14 +234,14 @@ async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metric
     interval = min(settings.snapshot_interval_s, max(settings.session_ttl_s / 4, 0.05))
     while True:
         await asyncio.sleep(interval)
-        store.expire()
-        if store.folder is None:
-            continue
         try:
+            store.expire()
+            if store.folder is None:
+                continue
             with metrics.snapshot_seconds.time():
                 await run_in_threadpool(store.snapshot)
-        except OSError as e:  # a full disk must not stop the server; the next round retries
-            log.error("snapshot failed: %s", e)
+        except Exception:  # whatever it is, expiry and snapshots go on: the next round retries
+            log.exception("housekeeping round failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -122,7 +122,7 @@ class SessionStore:
             version = s.version
             try:
                 saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
-            except OSError as e:
+            except (OSError, MemoryError) as e:  # a full disk; no memory for the session's copy
                 log.error("snapshot of session %s failed: %s", s.id, e)
                 if self.on_snapshot_failure is not None:
                     self.on_snapshot_failure()

@@ -254,6 +254,15 @@ def test_a_session_whose_snapshot_fails_does_not_keep_the_others_from_theirs(tmp
 
     monkeypatch.setattr(snapshot, "save", disk_full_for_big)
     assert store.snapshot() == 1 and failures == [1]
+
+    def no_memory_for_big(sess, path, wait_s=-1):  # the copy of a large session finds no memory
+        if sess is big:
+            raise MemoryError("Unable to allocate 512. MiB for an array")
+        return save(sess, path, wait_s)
+
+    monkeypatch.setattr(snapshot, "save", no_memory_for_big)
+    small.run_batch({"ops": [{"op": "ones", "out": [2], "at": {"shape": [2]}}]})
+    assert store.snapshot() == 1 and failures == [1, 1]  # (it ended the server's housekeeping for good)
     assert [p.stem for p in (tmp_path / "sessions").glob("*.npz")] == [small.id]
     monkeypatch.setattr(snapshot, "save", save)
     assert store.snapshot() == 1  # the big one, at the next round
@@ -381,3 +390,34 @@ def test_a_session_over_limits_lowered_since_its_snapshot_comes_back(tmp_path, c
         {"seq": 4, "ops": [{"op": "define", "at": {"id": 8, "nargs": 1, "program": program, "outputs": [-3]}}]}
     )
     assert refused["error"]["kind"] == "QuotaExceeded"  # a new program is held to the lowered limit
+
+
+def test_a_failed_housekeeping_round_does_not_stop_expiry_and_snapshots(tmp_path, monkeypatch, caplog):
+    """A round that raises (here a snapshot with an unexpected error) is logged, and the next
+    rounds run: the task ended for good on anything but an OSError, and with it expiry."""
+    import time
+
+    import httpx
+
+    from gradserve.server.store import SessionStore
+
+    rounds: list[int] = []
+
+    def failing(self, wait_s=1.0):
+        rounds.append(1)
+        raise RuntimeError("a snapshot round that failed")
+
+    monkeypatch.setattr(SessionStore, "snapshot", failing)
+    settings = Settings(data_dir=tmp_path, snapshot_interval_s=0.05, session_ttl_s=0.3)
+    with LiveServer(settings) as srv, httpx.Client(base_url=srv.url) as http:
+        sid = http.post("/v1/sessions").json()["id"]
+        deadline = time.monotonic() + 10
+
+        def listed() -> bool:  # (the listing does not count as a use of the session)
+            return sid in [x["id"] for x in http.get("/v1/sessions").json()]
+
+        while listed() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not listed()  # expired, in rounds after the failures
+        assert len(rounds) >= 2
+    assert "housekeeping round failed" in caplog.text
