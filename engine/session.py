@@ -640,13 +640,23 @@ class Session:
         program the batch itself defines are checked as they come (engine/programs.py)."""
         n = len(ops)
         programs = self.programs
+        changed: set[Any] = set()  # ids the batch defines or forgets: their calls are checked as they come
         for ins in ops:
-            if type(ins) is dict and ins.get("op") == "call":
-                at = ins.get("at")
-                pid = at.get("id") if type(at) is dict else None
-                prog = programs.get(pid) if type(pid) is int else None
+            if type(ins) is not dict:
+                continue
+            name = ins.get("op")
+            at = ins.get("at")
+            if type(at) is not dict:
+                continue
+            if name == "call":
+                pid = at.get("id")
+                prog = programs.get(pid) if type(pid) is int and pid not in changed else None
                 if prog is not None:
                     n += len(prog.steps)
+            elif name == "define":
+                changed.add(at.get("id"))
+            elif name == "forget" and type(at.get("ids")) is list:
+                changed.update(i for i in at["ids"] if type(i) is int)
         if n > self.limits.max_batch_steps:
             raise QuotaExceeded(
                 f"the batch would run {n} instructions with its calls, over the limit of "

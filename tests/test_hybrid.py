@@ -401,6 +401,13 @@ def test_calls_count_their_programs_against_the_batch_limit():
             },
             [],
         )
+    s.limits.max_program_steps = 100
+    # a batch that defines the id again is judged by the new program as its calls come
+    one = {"op": "negative", "in": [-1], "out": [-2]}
+    again = {"op": "define", "at": {"id": 1, "nargs": 1, "program": [one], "outputs": [-2]}}
+    redo = [{"op": "forget", "at": {"ids": [1]}}, again, *[{**c, "out": [20 + i]} for i, c in enumerate(calls)]]
+    assert "error" not in run(s, *redo)  # 6 + 4 x 1 = 10 (the old program counted: 14)
+    assert sorted(s.arrays) == [1, 10, 11, 12, 20, 21, 22, 23]
 
 
 def test_snapshots_keep_programs(tmp_path):
