@@ -551,15 +551,19 @@ def _pool_vjp(F, at, g, y, x):
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
     n, c = int(x.shape[0]), int(x.shape[1])
     colshape = (n, c) + k + out
-    gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
     if at["pool_type"] == "max":
         # to the first maximum of each window (row by row), as MXNet's: equal maxima do not
-        # each take the gradient
+        # each take the gradient. (At most two window-sized arrays at once: the windows go
+        # once their maxima are found.)
         size = k[0] * k[1]
         cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
-        first = F.one_hot(F.argmax(cols, axis=2), depth=size, dtype=x.dtype.name)  # (n, c) + out + (size,)
-        gb = F.mul(gb, F.reshape(F.transpose(first, axes=(0, 1, 4, 2, 3)), shape=colshape))
-    elif at["pool_type"] == "avg":
+        first = F.reshape(F.argmax(cols, axis=2), shape=(n, c, 1) + out)
+        del cols
+        place = F.reshape(F.arange(start=0.0, stop=float(size), dtype=x.dtype.name), shape=(1, 1, size, 1, 1))
+        gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), F.equal(place, first))
+        return (F.col2im(F.reshape(gb, shape=colshape), shape=tuple(x.shape), **win),)
+    gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
+    if at["pool_type"] == "avg":
         gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
     return (F.col2im(gb, shape=tuple(x.shape), **win),)
 
