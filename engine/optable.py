@@ -234,6 +234,9 @@ class Op:
     # its multiply-adds (a product whose result is small may still take seconds)
     scratch: Callable[..., int] | None = None
     work: Callable[..., int] | None = None
+    # the bytes of the working arrays its VJP makes (from the forward's attributes and input
+    # specs), where they are more than a few times the graph's arrays (windows)
+    vjp_scratch: Callable[..., int] | None = None
     # ``keeps(at, training)``: whether the forward, so called, leaves in ``at["_kept"]`` an
     # array (at most its output's size) that its node keeps for the VJP: Dropout's mask,
     # memory a recorded op holds beyond its output (the session counts it)
@@ -323,6 +326,7 @@ def defop(
     view: bool = False,
     scratch: Callable[..., int] | None = None,
     work: Callable[..., int] | None = None,
+    vjp_scratch: Callable[..., int] | None = None,
     keeps: Callable[[dict[str, Any], bool], Any] | None = None,
     writes_at: bool = False,
 ) -> Callable[[Forward], Op]:
@@ -358,6 +362,7 @@ def defop(
                 view=view,
                 scratch=scratch,
                 work=work,
+                vjp_scratch=vjp_scratch,
                 keeps=keeps,
                 writes_at=writes_at or keeps is not None,
             )

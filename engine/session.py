@@ -1040,75 +1040,27 @@ class GradSinks:
         return cts if out is None else out
 
 
-def _nbytes(x: Any) -> int:
-    return x.nbytes if isinstance(x, np.ndarray) else int(getattr(x, "nbytes", 0))
-
-
-def _cotangent_sizes(node: Node) -> list[int]:
-    """The bytes of the cotangents a node's VJP makes, one per parent (each an input's size)."""
-    xs = node.xs
-    if xs is not None and len(xs) == len(node.parents):
-        return [_nbytes(x) for x in xs]
-    return [_nbytes(node.y)] * len(node.parents)  # (no inputs kept: the output's size stands for them)
-
-
-def _vjp_scratch(node: Node) -> int:
-    """The working array an op's VJP makes (as its forward pass: Convolution's windows)."""
-    scratch = getattr(node.op, "scratch", None)  # (a client's autograd.Function has none)
-    if scratch is None or node.xs is None:
-        return 0
-    specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs if isinstance(x, np.ndarray)]
-    try:
-        return int(scratch(node.at, *specs))
-    except Exception:  # (attributes a client's Function keeps, say: nothing to count)
-        return 0
-
-
-def check_backward_room(s: Session, heads: list[Node], order: list[Node]) -> None:
-    """Refuse, before it starts, a backward pass whose arrays would pass the session's room.
-
-    A cotangent per node (each its output's size) and the largest working array of a VJP
-    bound what the pass holds at once; where that bound does not fit, the pass is walked as it
-    will run (cotangents made, summed, and let go in order) for the most held at one step."""
-    bound = 0
-    tmp = 0
+def check_backward_room(s: Session, order: list[Node]) -> None:
+    """Refuse, before it starts, a backward pass whose largest working array would pass the
+    session's room: an op's VJP that makes windows (Pooling's, Convolution's: a 48 x 48 pool's
+    are 2,304 times its input) says how large in the op table (``vjp_scratch``). A pass's
+    cotangents (each the size of an array its graph holds, counted already) are not counted
+    again: with them, a pass holds a few times its graph at most."""
+    need = 0
     for node in order:
-        if node.op is None:
-            bound += _nbytes(node.grad)
-        else:
-            bound += _nbytes(node.y)
-            if getattr(node.op, "scratch", None) is not None:
-                tmp = max(tmp, _vjp_scratch(node))
-    if s.room(bound + tmp):
-        return
-    live: dict[int, int] = {}  # id(node) -> its cotangent's bytes, while it waits for its node
-    held = 0
-    for h in heads:
-        if id(h) not in live:
-            live[id(h)] = _nbytes(h.y) if h.op is not None else _nbytes(h.grad)
-            held += live[id(h)]
-    peak = held
-    for node in reversed(order):
-        g = live.pop(id(node), None)
-        if g is None or node.op is None:
-            continue  # (a variable's gradient stays held: counted in ``held`` to the end)
-        step = 0
-        sums = 0
-        for p, n in zip(node.parents, _cotangent_sizes(node)):
-            if p is None or not p.live:
-                continue
-            step += n
-            if id(p) in live:
-                sums += n  # summed into a new array, the two let go after
-            else:
-                live[id(p)] = n
-        peak = max(peak, held + step + sums + _vjp_scratch(node))
-        held += step - g
-    if not s.room(peak):
+        hook = getattr(node.op, "vjp_scratch", None)  # (a client's autograd.Function has none)
+        if hook is not None and node.xs is not None:
+            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]
+            need = max(need, int(hook(node.at, *specs)))
+    if need > s.limits.max_array_bytes:
         raise QuotaExceeded(
-            f"backward: the pass would hold {peak} bytes more at once (its cotangents and working arrays) "
-            f"with {s.nbytes} held, over the session's limit of {s.limits.max_session_bytes} "
-            f"(or its user's of {s.limits.max_user_bytes}): free arrays, or record a smaller graph"
+            f"backward: a working array of {need} bytes is over the limit of {s.limits.max_array_bytes} per array"
+        )
+    if need and not s.room(need):
+        raise QuotaExceeded(
+            f"backward: its working arrays of {need} bytes would pass the session's limit of "
+            f"{s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes}) with {s.nbytes} held: "
+            "free arrays first"
         )
 
 
@@ -1121,7 +1073,7 @@ def _run_backward(
     order: list[Node],
     into: GradSinks | None = None,
 ) -> list[tuple[Node, Any]]:
-    check_backward_room(s, heads, order)
+    check_backward_room(s, order)
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:
