@@ -145,6 +145,13 @@ def _method(fn: Any) -> Any:
     return method
 
 
+def sample_multinomial(
+    data: NDArray, shape: Any = None, get_prob: bool = False, out: Any = None, dtype: Any = "int32", **kwargs: Any
+) -> Any:
+    """MXNet's nd.sample_multinomial: ``nd.random.multinomial`` (with ``get_prob``)."""
+    return random.multinomial(data, shape, get_prob, out, dtype, **kwargs)
+
+
 for _op in OPS.ops():
     for _name in (_op.name, *_op.aliases):
         if _name in globals():
@@ -341,6 +348,7 @@ __all__ = [
     "load",
     "ones",
     "random",
+    "sample_multinomial",
     "save",
     "sgd_update",
     "split",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine.errors import InvalidInput
-from .engine.optable import OPS
+from .engine.optable import OPS, prod
 from .ndarray import NDArray, context_of, invoke
 from .runtime import RNG_KEY, current
 
@@ -21,29 +21,24 @@ def _shape(shape: Any) -> Any:
 def normal(
     loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
-    """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet."""
-    return invoke(
-        OPS["random_normal"],
-        (),
-        {"loc": loc, "scale": scale, "shape": _shape(shape), "dtype": dtype},
-        ctx=context_of(ctx),
-    )
+    """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet. With NDArray
+    ``loc`` and ``scale`` (one shape), ``shape`` draws for each pair: loc.shape + shape."""
+    return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx)
 
 
 def uniform(
     low: float = 0.0, high: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
-    """Draws from U[low, high); shape (1,) when none is given, as MXNet."""
-    return invoke(
-        OPS["random_uniform"],
-        (),
-        {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype},
-        ctx=context_of(ctx),
-    )
+    """Draws from U[low, high); shape (1,) when none is given, as MXNet. With NDArray ``low``
+    and ``high`` (one shape), ``shape`` draws for each pair: low.shape + shape."""
+    return _draw("random_uniform", {"low": low, "high": high}, shape, dtype, ctx)
 
 
 def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
-    """Integers in [low, high) (int32 unless ``dtype`` says otherwise)."""
+    """Integers in [low, high) (int32 unless ``dtype`` says otherwise); numbers only, as MXNet's."""
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, NDArray):
+            raise InvalidInput(f"random.randint: {name} must be a number; NDArray bounds are not taken (nor by MXNet)")
     return invoke(
         OPS["random_randint"],
         (),
@@ -52,13 +47,37 @@ def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any 
     )
 
 
+# the op drawing with NDArray parameters for each sampler of number parameters (MXNet's pairs)
+_SAMPLERS = {
+    "random_normal": "sample_normal",
+    "random_uniform": "sample_uniform",
+    "random_exponential": "sample_exponential",
+    "random_poisson": "sample_poisson",
+    "random_gamma": "sample_gamma",
+    "random_negative_binomial": "sample_negative_binomial",
+    "random_generalized_negative_binomial": "sample_generalized_negative_binomial",
+}
+
+
 def _draw(op: str, params: dict[str, Any], shape: Any, dtype: Any, ctx: Any) -> NDArray:
-    for name, v in params.items():
-        if isinstance(v, NDArray):  # MXNet draws shape + param.shape then: not here (yet)
+    """Numbers: ``op`` draws ``shape`` (1,) when none is given). NDArrays (all of them, of one
+    shape): its sampler draws ``shape`` for each element, param.shape + shape, in their context."""
+    arrays = [isinstance(v, NDArray) for v in params.values()]
+    if any(arrays):
+        if not all(arrays):
+            kinds = ", ".join(f"{n} {type(v).__name__}" for n, v in params.items())
             raise InvalidInput(
-                f"random.{op[7:]}: NDArray parameters ({name}) are not supported; pass a number "
-                "(or draw with a number per call)"
+                f"random.{op[7:]}: the distribution parameters must be all NDArrays or all numbers, got {kinds}"
             )
+        if op == "random_exponential":  # MXNet's sample_exponential takes the rate
+            return invoke(
+                OPS["sample_exponential"],
+                (1.0 / params["scale"],),
+                {"shape": () if shape is None else shape, "dtype": dtype},
+            )
+        return invoke(
+            OPS[_SAMPLERS[op]], tuple(params.values()), {"shape": () if shape is None else shape, "dtype": dtype}
+        )
     return invoke(OPS[op], (), {**params, "shape": _shape(shape), "dtype": dtype}, ctx=context_of(ctx))
 
 
@@ -66,7 +85,7 @@ def randn(
     *shape: Any, loc: float = 0.0, scale: float = 1.0, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Draws from N(loc, scale**2) of the shape given positionally (``randn(2, 3)``), as MXNet's."""
-    if not shape:
+    if not shape and not isinstance(loc, NDArray):
         raise InvalidInput("random.randn: give the shape, as randn(2, 3)")
     return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx)
 
@@ -100,6 +119,27 @@ def generalized_negative_binomial(
 ) -> NDArray:
     """Counts of mean ``mu`` and variance ``mu + alpha * mu**2`` (as floats)."""
     return _draw("random_generalized_negative_binomial", {"mu": mu, "alpha": alpha}, shape, dtype, ctx)
+
+
+def multinomial(
+    data: NDArray, shape: Any = None, get_prob: bool = False, out: Any = None, dtype: Any = "int32", **kwargs: Any
+) -> Any:
+    """Indices drawn from the distributions on ``data``'s last axis (each summing to 1),
+    ``shape`` for each: data.shape[:-1] + shape ((1,) for one 1-D distribution, no shape), as
+    ``dtype`` (int32, uint8 or a float). ``get_prob``: [indices, their log-probabilities], the
+    latter differentiable with respect to ``data`` (as MXNet's, for REINFORCE)."""
+    if out is not None:
+        raise InvalidInput("random.multinomial: out= is not supported; use the result")
+    if not isinstance(data, NDArray):
+        raise InvalidInput(f"random.multinomial: data must be an NDArray, got {type(data).__name__}")
+    at = {"shape": () if shape is None else shape, "dtype": dtype}
+    idx = invoke(OPS["sample_multinomial"], (data,), at)
+    if not get_prob:
+        return idx
+    # log p[..., idx]: the draws of each distribution in a row, picked from it along its last axis
+    rows = data.shape[:-1] + (idx.size // max(1, prod(data.shape[:-1])),)
+    picked = invoke(OPS["gather_axis"], (data, invoke(OPS["reshape"], (idx,), {"shape": rows})), {"axis": -1})
+    return [idx, invoke(OPS["log"], (invoke(OPS["reshape"], (picked,), {"shape": idx.shape}),))]
 
 
 def shuffle(data: NDArray, **kwargs: Any) -> NDArray:

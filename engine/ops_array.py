@@ -176,6 +176,202 @@ _sampler(
 )
 
 
+# MXNet's samplers with NDArray parameters (nd.sample_normal, and nd.random.normal(loc=array)):
+# every parameter array of one shape, and ``shape`` draws for each element of it, so the result
+# is param.shape + shape; float32 whatever the parameters' dtype (float16/32/64 by ``dtype``).
+# Their gradient is zero for every parameter, as MXNet's (no reparametrisation).
+
+
+def _param_sampler_infer(name: str, params: tuple[str, ...]):
+    def infer(at: dict, *ps: Spec) -> Spec:
+        first = ps[0]
+        for p, spec in zip(params[1:], ps[1:]):
+            if spec.shape != first.shape:
+                raise ShapeError(
+                    f"{name}: the parameters must have one shape: {params[0]} has {first.shape}, {p} has {spec.shape}"
+                )
+            if spec.dtype != first.dtype:
+                raise InvalidInput(
+                    f"{name}: the parameters must have one dtype: {params[0]} is {first.dtype}, {p} is {spec.dtype}"
+                )
+        dt = at["dtype"] or DEFAULT_DTYPE
+        if dt not in FLOAT_DTYPES:
+            raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
+        return Spec(check_shape(name, first.shape + check_shape(name, at["shape"])), dt)
+
+    return infer
+
+
+def _zero_grads(F, at, g, y, *ps):
+    """A zero gradient for each parameter of a sampler (MXNet's)."""
+    return tuple(F.zeros_like(p) for p in ps)
+
+
+def _param_sampler(name: str, params: tuple[tuple[str, str, Any], ...], draw: Any, doc: str) -> None:
+    """A sampler with array parameters: ``params`` (input, what it must be, test on a float64
+    array), ``draw(rng, size, *params)`` with the parameters broadcast to ``size``."""
+    names = tuple(p for p, _, _ in params)
+
+    def forward(cx, at, *ps):
+        shape = tuple(ps[0].shape) + at["shape"]
+        expand = (slice(None),) * ps[0].ndim + (None,) * len(at["shape"])
+        vs = []
+        for (p, what, ok), v in zip(params, ps):
+            v = np.asarray(v, dtype=np.float64)
+            bad = ~ok(v)
+            if bad.any():
+                i = tuple(int(j) for j in np.unravel_index(int(np.argmax(bad)), v.shape))
+                raise InvalidInput(f"{name}: {p} must be {what}, got {v[i]} at index {list(i)}")
+            vs.append(np.broadcast_to(v[expand], shape))
+        return cx.xp.asarray(draw(cx.rng, shape, *vs)).astype(at["dtype"] or DEFAULT_DTYPE)
+
+    forward.__doc__ = doc
+    defop(
+        name,
+        names,
+        (Attr("shape", "shape", ()), DT),
+        infer=_param_sampler_infer(name, names),
+        vjp=_zero_grads,
+        random=True,
+        scratch=lambda at, *ps: 8 * (len(ps) + 1) * prod(ps[0].shape + at["shape"]),
+    )(forward)
+
+
+def _sample_gnb(rng: np.random.Generator, shape: tuple[int, ...], mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The generalized negative binomial's draws, elementwise (alpha 0: a plain poisson)."""
+    lam = np.array(mu)
+    mixed = alpha > 0
+    lam[mixed] = rng.gamma(1 / alpha[mixed], alpha[mixed] * mu[mixed])
+    return rng.poisson(lam)
+
+
+def _finite(v: np.ndarray) -> np.ndarray:
+    return np.isfinite(v)
+
+
+_ARR_POSITIVE = ("positive and finite", lambda v: (v > 0) & np.isfinite(v))
+_ARR_NON_NEGATIVE = ("non-negative and finite", lambda v: (v >= 0) & np.isfinite(v))
+_param_sampler(
+    "sample_normal",
+    (("mu", "finite", _finite), ("sigma", *_ARR_NON_NEGATIVE)),
+    lambda rng, shape, mu, sigma: rng.normal(mu, sigma, shape),
+    "Normal draws of means ``mu`` and standard deviations ``sigma`` (arrays of one shape), "
+    "``shape`` for each: param.shape + shape, from the session's generator.",
+)
+_param_sampler(
+    "sample_uniform",
+    (("low", "finite", _finite), ("high", "finite", _finite)),
+    lambda rng, shape, low, high: rng.uniform(low, high, shape),
+    "Uniform draws in [low, high) (arrays of one shape), ``shape`` for each: param.shape + shape.",
+)
+_param_sampler(
+    "sample_exponential",
+    (("lam", "positive", lambda v: v > 0),),  # (an infinite rate: zeros, as MXNet's scale 0)
+    lambda rng, shape, lam: rng.exponential(1 / lam, shape),
+    "Exponential draws of rates ``lam`` (mean 1/lam, MXNet's sample_exponential), ``shape`` for each.",
+)
+_param_sampler(
+    "sample_poisson",
+    (("lam", "non-negative and below 1e18", lambda v: (v >= 0) & (v < 1e18)),),
+    lambda rng, shape, lam: rng.poisson(lam, shape),
+    "Poisson counts of rates ``lam`` (as floats), ``shape`` for each: param.shape + shape.",
+)
+_param_sampler(
+    "sample_gamma",
+    (("alpha", *_ARR_POSITIVE), ("beta", *_ARR_POSITIVE)),
+    lambda rng, shape, alpha, beta: rng.gamma(alpha, beta, shape),
+    "Gamma draws of shapes ``alpha`` and scales ``beta`` (mean alpha * beta), ``shape`` for each.",
+)
+_param_sampler(
+    "sample_negative_binomial",
+    (("k", *_ARR_POSITIVE), ("p", "in (0, 1]", lambda v: (v > 0) & (v <= 1))),
+    lambda rng, shape, k, p: rng.negative_binomial(k, p, shape),
+    "Failures before the k-th success of trials of success probability ``p`` (as floats), "
+    "``shape`` for each element of the parameters.",
+)
+_param_sampler(
+    "sample_generalized_negative_binomial",
+    (("mu", *_ARR_NON_NEGATIVE), ("alpha", *_ARR_NON_NEGATIVE)),
+    _sample_gnb,
+    "Counts of means ``mu`` and variances mu + alpha mu^2 (as floats), ``shape`` for each.",
+)
+
+
+# multinomial: indices drawn from the categorical distributions on data's last axis
+MULTINOMIAL_DTYPES = {"float16": 2049, "float32": 1 << 24, "float64": 1 << 53, "int32": 1 << 31, "uint8": 256}
+
+
+def _multinomial_shape(at: dict, x: Spec) -> tuple[int, ...]:
+    if len(x.shape) == 1:  # MXNet's: one draw of a 1-D distribution is shape (1,)
+        return at["shape"] or (1,)
+    return x.shape[:-1] + at["shape"]
+
+
+def _multinomial_infer(at: dict, x: Spec) -> Spec:
+    if not x.shape:
+        raise ShapeError("sample_multinomial: data must have an axis of probabilities, got a 0-d array")
+    if x.dtype not in FLOAT_DTYPES:
+        raise InvalidInput(f"sample_multinomial: data must be float16, float32 or float64, got {x.dtype}")
+    k = x.shape[-1]
+    if k == 0:
+        raise ShapeError(f"sample_multinomial: data's last axis is empty (shape {x.shape}): no categories")
+    dt = at["dtype"]
+    if dt not in MULTINOMIAL_DTYPES:
+        raise InvalidInput(f"sample_multinomial: dtype must be one of {', '.join(MULTINOMIAL_DTYPES)}, got {dt}")
+    if k > MULTINOMIAL_DTYPES[dt]:
+        raise InvalidInput(f"sample_multinomial: {k} categories do not fit dtype {dt}")
+    check_shape("sample_multinomial", at["shape"])
+    return Spec(_multinomial_shape(at, x), dt)
+
+
+@defop(
+    "sample_multinomial",
+    ("data",),
+    (Attr("shape", "shape", ()), Attr("dtype", "dtype", "int32")),
+    infer=_multinomial_infer,
+    vjp=_zero_grads,
+    random=True,
+    scratch=lambda at, x: 16 * prod(x.shape) + 24 * prod(x.shape[:-1] + at["shape"]),
+)
+def _sample_multinomial(cx, at, x):
+    """Indices drawn from the distributions on data's last axis (each must sum to 1), ``shape``
+    for each: data.shape[:-1] + shape (shape (1,) for one 1-D distribution), from the session's
+    generator. The gradient is zero (the log-probabilities of the draws carry one)."""
+    k = x.shape[-1]
+    p = np.asarray(x, dtype=np.float64).reshape(-1, k)
+    bad = ~(np.isfinite(p) & (p >= 0))
+    if bad.any():
+        r, c = divmod(int(np.argmax(bad)), k)
+        raise InvalidInput(f"sample_multinomial: probabilities must be non-negative and finite, got {p[r, c]}")
+    cdf = np.cumsum(p, axis=1)
+    tol = 1e-2 if x.dtype == np.float16 else 1e-4
+    off = np.abs(cdf[:, -1] - 1) > tol
+    if off.any():
+        r = int(np.argmax(off))
+        raise InvalidInput(
+            f"sample_multinomial: the probabilities on the last axis must sum to 1, got {cdf[r, -1]:.6g} "
+            f"(distribution {r})"
+        )
+    m = prod(at["shape"]) if len(x.shape) > 1 or at["shape"] else 1
+    rows = np.arange(cdf.shape[0], dtype=np.float64)[:, None]
+    # u in (0, 1]: the first category whose cumulative probability reaches u, never one of
+    # probability 0; the rows laid end to end (row r's within [r, r + 1]) for one search
+    u = 1.0 - cx.rng.random((cdf.shape[0], m))
+    flat = (cdf / cdf[:, -1:] + rows).ravel()  # (cdf[:, -1] is 1 within tol: never 0)
+    idx = np.searchsorted(flat, (u + rows).ravel(), side="left").reshape(u.shape) - (rows * k).astype(np.int64)
+    idx = np.clip(idx, 0, k - 1)
+    cdf /= cdf[:, -1:]
+    r = np.arange(cdf.shape[0])[:, None]
+    while True:  # exactly the first reaching u (the offsets' rounding may miss by one near a tie)
+        low = cdf[r, idx] < u
+        idx[low] += 1
+        high = (idx > 0) & (cdf[r, np.maximum(idx - 1, 0)] >= u)
+        idx[high] -= 1
+        if not (low.any() or high.any()):
+            break
+    return cx.xp.asarray(idx.reshape(_multinomial_shape(at, Spec(tuple(x.shape), "")))).astype(at["dtype"])
+
+
 @defop("shuffle", ("data",), infer=lambda at, x: x, random=True)
 def _shuffle(cx, at, x):
     """A copy of x with its first axis in a random order."""

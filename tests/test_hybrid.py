@@ -952,3 +952,22 @@ def test_attach_grad_on_an_argument_inside_a_hybridized_function_is_refused(mode
             y = f3(x)
         y.backward()
         assert x.grad.asnumpy().tolist() == [3.0, 3.0]
+
+
+def test_samplers_with_array_parameters_hybridize(mode):
+    """A hybridized function drawing with array parameters draws afresh on each call, from the
+    session's generator: a seed repeats its calls as it repeats the eager ones."""
+
+    @hybridize
+    def f(mu, sigma, p):
+        return nd.random.normal(mu, sigma, shape=3) + nd.random.multinomial(p, shape=3).astype("float32")
+
+    mu, sigma, p = nd.array([0.0, 10.0]), nd.array([1.0, 0.5]), nd.array([[0.5, 0.5], [0.0, 1.0]])
+    nd.random.seed(4)
+    eager = [(nd.random.normal(mu, sigma, shape=3) + nd.random.multinomial(p, shape=3).astype("float32")).asnumpy()]
+    eager.append((nd.random.normal(mu, sigma, shape=3) + nd.random.multinomial(p, shape=3).astype("float32")).asnumpy())
+    nd.random.seed(4)
+    traced = [f(mu, sigma, p).asnumpy(), f(mu, sigma, p).asnumpy()]
+    assert traced[0].shape == (2, 3) and not np.array_equal(traced[0], traced[1])
+    np.testing.assert_array_equal(traced[0], eager[0])
+    np.testing.assert_array_equal(traced[1], eager[1])

@@ -416,11 +416,134 @@ def test_more_samplers_through_the_client(mode):
     a = r.negative_binomial(2, 0.5, shape=(50,)).asnumpy()
     r.seed(5)
     assert np.array_equal(a, r.negative_binomial(2, 0.5, shape=(50,)).asnumpy())
-    with pytest.raises(MXNetError, match="NDArray parameters"):
-        r.exponential(nd.ones((2,)))
     with pytest.raises(MXNetError, match="p must be in"):
         r.negative_binomial(3, 1.5)
     with pytest.raises(MXNetError, match="dtype"):
         r.poisson(3, dtype="int32")
     with pytest.raises(MXNetError, match="shape"):
         r.randn()
+
+
+def test_samplers_take_ndarray_parameters(mode):
+    """MXNet's: NDArray parameters (all of one shape) draw ``shape`` for each element,
+    param.shape + shape (the param's shape with none), float32 whatever their dtype, in their
+    context; a mixture with numbers, different shapes or dtypes are refused, as is randint's."""
+    import gradserve
+
+    r = nd.random
+    loc, scale = nd.array([1, 2, 3], ctx=gradserve.cpu(1)), nd.array([2, 3, 4])
+    y = r.normal(loc, scale, shape=2)
+    assert (y.shape, y.dtype, y.context) == ((3, 2), np.float32, gradserve.cpu(1))
+    assert r.normal(loc, scale).shape == (3,) and r.normal(loc, scale, shape=(2, 3)).shape == (3, 2, 3)
+    assert r.normal(loc.astype("float64"), scale.astype("float64"), shape=2).dtype is np.float32
+    assert r.normal(loc, scale, shape=2, dtype="float64").dtype is np.float64
+    assert r.randn(2, loc=loc, scale=scale).shape == (3, 2) and r.randn(loc=loc, scale=scale).shape == (3,)
+    assert nd.sample_normal(loc, scale, shape=(4,)).shape == (3, 4)
+    two = nd.array([[1.0, 100.0]])
+    draws = {
+        "uniform": (r.uniform(two, two + 1, shape=5000), [1.5, 100.5], [1 / 12, 1 / 12]),
+        "exponential": (r.exponential(two, shape=5000), [1.0, 100.0], [1.0, 1e4]),  # (scale: the mean)
+        "poisson": (r.poisson(two, shape=5000), [1.0, 100.0], [1.0, 100.0]),
+        "gamma": (r.gamma(two, two / 10, shape=5000), [0.1, 1000.0], [0.01, 1e4]),
+        "negative_binomial": (r.negative_binomial(two, two / 200, shape=5000), [199.0, 100.0], [39601.0, 200.0]),
+        "generalized_negative_binomial": (
+            r.generalized_negative_binomial(two, two / 100, shape=5000),
+            [1.0, 100.0],
+            [1.01, 10100.0],
+        ),
+    }
+    for name, (d, mean, var) in draws.items():
+        v = d.asnumpy().astype(np.float64)
+        assert (d.shape, d.dtype) == ((1, 2, 5000), np.float32), name
+        for row, m, s2 in zip(v[0], mean, var):
+            assert abs(row.mean() - m) < 5 * np.sqrt(s2 / row.size), name
+            assert abs(row.var() / s2 - 1) < 0.15, name
+    r.seed(3)
+    a = r.gamma(two, two, shape=10).asnumpy()
+    r.seed(3)
+    assert np.array_equal(a, r.gamma(two, two, shape=10).asnumpy())
+    with pytest.raises(MXNetError, match="all NDArrays or all numbers, got loc NDArray, scale float"):
+        r.normal(loc, 1.0)
+    with pytest.raises(MXNetError, match=r"one shape: mu has \(3,\), sigma has \(2,\)"):
+        r.normal(loc, nd.array([1, 2]))
+    with pytest.raises(MXNetError, match="one dtype"):
+        r.normal(loc, scale.astype("float64"))
+    with pytest.raises(MXNetError, match="low must be a number"):
+        r.randint(loc, 5)
+    with pytest.raises(MXNetError, match=r"alpha must be positive and finite, got -1.0 at index \[0\]"):
+        r.gamma(-loc, scale).asnumpy()
+
+
+def test_sampler_parameters_get_a_zero_gradient(mode):
+    """MXNet's samplers are not reparametrised: their parameters' gradients are zeros."""
+    x, s = nd.array([1.0, 2.0]), nd.array([1.0, 2.0])
+    x.attach_grad()
+    s.attach_grad()
+    with autograd.record():
+        y = nd.random.normal(x, s, shape=3) * 2 + nd.random.exponential(s, shape=3)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [0, 0] and s.grad.asnumpy().tolist() == [0, 0]
+
+
+def test_multinomial_through_the_client(mode):
+    """Indices of data.shape[:-1] + shape (1,) for one 1-D distribution) in ``dtype``; with
+    get_prob, [indices, their log-probabilities] in data's dtype; nd.sample_multinomial too."""
+    p = nd.array([[0.1, 0.2, 0.7], [0.5, 0.5, 0.0]])
+    assert nd.random.multinomial(nd.array([0.2, 0.8])).shape == (1,)
+    s = nd.random.multinomial(p, shape=(2, 2))
+    assert (s.shape, s.dtype) == ((2, 2, 2), np.int32)
+    assert nd.random.multinomial(p, dtype="float16").dtype is np.float16
+    idx, lp = nd.random.multinomial(p.astype("float64"), shape=6, get_prob=True)
+    assert (idx.shape, idx.dtype, lp.shape, lp.dtype) == ((2, 6), np.int32, (2, 6), np.float64)
+    probs = p.asnumpy().astype(np.float64)
+    np.testing.assert_allclose(lp.asnumpy(), np.log(np.take_along_axis(probs, idx.asnumpy(), axis=1)))
+    one, lp1 = nd.sample_multinomial(nd.array([0.2, 0.8]), get_prob=True)
+    assert one.shape == lp1.shape == (1,)
+    many = nd.random.multinomial(p, shape=10000).asnumpy()
+    assert abs((many[0] == 2).mean() - 0.7) < 0.03 and not (many[1] == 2).any()
+    nd.random.seed(9)
+    a = nd.random.multinomial(p, shape=20).asnumpy()
+    nd.random.seed(9)
+    assert np.array_equal(a, nd.random.multinomial(p, shape=20).asnumpy())
+    with pytest.raises(MXNetError, match="must sum to 1"):
+        nd.random.multinomial(nd.array([1.0, 3.0])).asnumpy()
+    with pytest.raises(MXNetError, match="dtype must be one of"):
+        nd.random.multinomial(p, dtype="int64")
+
+
+def test_multinomial_log_probability_gradient(mode):
+    """d sum(w * log p[idx]) / dp: what MXNet gives (w / p at each drawn index, summed), held
+    to central differences with the draws fixed by the seed."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 1.0, (2, 4))
+    base /= base.sum(axis=1, keepdims=True)
+    w = rng.standard_normal((2, 5))
+
+    def f(probs):
+        nd.random.seed(11)
+        idx, lp = nd.random.multinomial(nd.array(probs, dtype="float64"), shape=5, get_prob=True)
+        return idx.asnumpy(), float((lp.asnumpy() * w).sum())
+
+    x = nd.array(base, dtype="float64")
+    x.attach_grad()
+    nd.random.seed(11)
+    with autograd.record():
+        idx, lp = nd.random.multinomial(x, shape=5, get_prob=True)
+        z = (lp * nd.array(w, dtype="float64")).sum()
+    z.backward()
+    want = np.zeros_like(base)
+    np.add.at(want, (np.arange(2)[:, None], idx.asnumpy()), w / np.take_along_axis(base, idx.asnumpy(), axis=1))
+    np.testing.assert_allclose(x.grad.asnumpy(), want, rtol=1e-10)
+    eps = 1e-6
+    numeric = np.zeros_like(base)
+    for i in np.ndindex(base.shape):
+        d = np.zeros_like(base)
+        d[i] = eps
+        (i_plus, up), (i_minus, down) = f(base + d), f(base - d)
+        assert np.array_equal(i_plus, idx.asnumpy()) and np.array_equal(i_minus, idx.asnumpy())
+        numeric[i] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(x.grad.asnumpy(), numeric, rtol=1e-6, atol=1e-8)
+    with autograd.record():
+        s = nd.random.multinomial(x, shape=2)
+    s.backward()
+    assert not x.grad.asnumpy().any()  # (the indices carry a zero gradient, as MXNet's)

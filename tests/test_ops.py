@@ -38,7 +38,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 from gradserve.engine import ops, tape
 from gradserve.engine.dispatch import Context, Eager, Recorder, Traced
-from gradserve.engine.errors import MXNetError, ShapeError
+from gradserve.engine.errors import InvalidInput, MXNetError, ShapeError
 from gradserve.engine.optable import OPS, Op, Spec
 from gradserve.engine.session import Session
 from gradserve.engine.tape import Node, resolve
@@ -95,6 +95,14 @@ def DIVISOR(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 SMOOTH = U()
+
+
+def DISTRIBUTION(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Rows of probabilities on the last axis, each summing to 1."""
+    p = rng.uniform(0.1, 1.0, shape)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 BOOL = IDX(0, 2)
 
 
@@ -424,6 +432,15 @@ CASES: dict[str, Case] = {
     "random_negative_binomial": C(None, shape=[3, 4], k=3.0, p=0.4),
     "random_generalized_negative_binomial": C(None, shape=[3, 4], mu=2.0, alpha=0.5),
     "shuffle": C(None, (5, 3)),
+    # the samplers with array parameters: a zero gradient for each (MXNet's)
+    "sample_normal": C(None, (2, 3), (2, 3), dom=(SMOOTH, POS), zero_grad=True, shape=[4]),
+    "sample_uniform": C(None, (3,), (3,), dom=(U(-2, 0), U(1, 2)), zero_grad=True, shape=[2, 2]),
+    "sample_exponential": C(None, (3,), dom=POS, zero_grad=True, shape=[5]),
+    "sample_poisson": C(None, (3,), dom=POS, zero_grad=True, shape=[5]),
+    "sample_gamma": C(None, (2, 2), (2, 2), dom=(POS, POS), zero_grad=True, shape=[3]),
+    "sample_negative_binomial": C(None, (3,), (3,), dom=(POS, U(0.2, 0.9)), zero_grad=True, shape=[4]),
+    "sample_generalized_negative_binomial": C(None, (3,), (3,), dom=(POS, POS), zero_grad=True, shape=[4]),
+    "sample_multinomial": C(None, (2, 4), dom=DISTRIBUTION, zero_grad=True, shape=[3]),
     # like
     "zeros_like": C(np.zeros_like, no_grad=True),
     "ones_like": C(np.ones_like, no_grad=True),
@@ -2730,3 +2747,137 @@ def test_scalar_ops_cast_their_scalar_as_numpy_does(name, dtype):
     cached = ops.scalar_array(1.0001, np.dtype(dtype))
     assert cached.ndim == 0 and cached.dtype == dtype and not cached.flags.writeable
     assert ops.scalar_array(-0.0, np.dtype(dtype)) == 0.0 and np.signbit(ops.scalar_array(-0.0, np.dtype(dtype)))
+
+
+ARRAY_SAMPLERS = [
+    # op, parameter arrays, mean and variance of each element's draws
+    ("sample_normal", ([0.0, 10.0], [1.0, 0.5]), [0.0, 10.0], [1.0, 0.25]),
+    ("sample_uniform", ([0.0, -3.0], [1.0, 1.0]), [0.5, -1.0], [1 / 12, 16 / 12]),
+    ("sample_exponential", ([0.5, 4.0],), [2.0, 0.25], [4.0, 1 / 16]),
+    ("sample_poisson", ([3.0, 0.0],), [3.0, 0.0], [3.0, 0.0]),
+    ("sample_gamma", ([2.0, 9.0], [0.5, 1.0]), [1.0, 9.0], [0.5, 9.0]),
+    ("sample_negative_binomial", ([3.0, 1.0], [0.4, 1.0]), [4.5, 0.0], [11.25, 0.0]),
+    ("sample_generalized_negative_binomial", ([2.0, 5.0], [0.5, 0.0]), [2.0, 5.0], [4.0, 5.0]),
+]
+
+
+@pytest.mark.parametrize("name, params, mean, var", ARRAY_SAMPLERS)
+def test_array_samplers_draw_each_elements_distribution(name, params, mean, var):
+    """param.shape + shape, float32 whatever the parameters' dtype (float16/64 by dtype);
+    each element's 20,000 draws have its mean and variance (about 5 standard errors); a seed
+    repeats them."""
+    op = OPS[name]
+    xs = [np.array(p, dtype=np.float64) for p in params]
+
+    def draw(seed, **at):
+        a = op.parse_attrs(at)
+        y = op.forward(Context(seed), a, *xs)
+        assert op.infer(a, *[Spec(x.shape, "float64") for x in xs]) == (y.shape, y.dtype.name)
+        return y
+
+    y = draw(2, shape=[20000], dtype="float64")
+    assert y.shape == (2, 20000)
+    for row, m, v in zip(y, mean, var):
+        assert abs(row.mean() - m) <= 5 * np.sqrt(v / row.size) + 1e-12, name
+        assert (v == 0 and row.var() == 0) or abs(row.var() / v - 1) < 0.1, name
+    assert np.array_equal(y, draw(2, shape=[20000], dtype="float64"))
+    assert (draw(0, shape=[3, 4]).shape, draw(0).dtype) == ((2, 3, 4), np.float32)
+    assert draw(0).shape == (2,) and draw(0, dtype="float16").dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    "name, params, at, words",
+    [
+        (
+            "sample_normal",
+            ([0.0, 1.0], [1.0, -1.0]),
+            {},
+            r"sigma must be non-negative and finite, got -1.0 at index \[1\]",
+        ),
+        ("sample_normal", ([np.nan], [1.0]), {}, "mu must be finite"),
+        ("sample_exponential", ([0.0],), {}, "lam must be positive"),
+        ("sample_poisson", ([-1.0],), {}, "lam must be non-negative"),
+        (
+            "sample_gamma",
+            ([[1.0, -2.0]], [[1.0, 1.0]]),
+            {},
+            r"alpha must be positive and finite, got -2.0 at index \[0, 1\]",
+        ),
+        ("sample_negative_binomial", ([1.0], [1.5]), {}, r"p must be in \(0, 1\]"),
+        ("sample_generalized_negative_binomial", ([1.0], [-0.5]), {}, "alpha must be non-negative"),
+        ("sample_normal", ([0.0], [1.0]), {"dtype": "int32"}, "dtype must be one of float16, float32, float64"),
+    ],
+)
+def test_array_samplers_refuse_parameters_out_of_range(name, params, at, words):
+    """MXNet draws nonsense there (or loops for good: a negative gamma shape): refused, saying
+    which parameter, its value and where."""
+    op = OPS[name]
+    xs = [np.array(p, dtype=np.float32) for p in params]
+    with pytest.raises(InvalidInput, match=words):
+        a = op.parse_attrs(at)
+        op.infer(a, *[Spec(x.shape, "float32") for x in xs])
+        op.forward(Context(0), a, *xs)
+
+
+def test_array_samplers_check_their_parameters_shapes_and_dtypes():
+    op = OPS["sample_gamma"]
+    at = op.parse_attrs({"shape": [2]})
+    with pytest.raises(ShapeError, match=r"one shape: alpha has \(3,\), beta has \(2,\)"):
+        op.infer(at, Spec((3,), "float32"), Spec((2,), "float32"))
+    with pytest.raises(InvalidInput, match="one dtype: alpha is float64, beta is float32"):
+        op.infer(at, Spec((3,), "float64"), Spec((3,), "float32"))
+    # integer parameters are taken (MXNet's too); the draws are float32
+    assert op.infer(at, Spec((3,), "int32"), Spec((3,), "int32")) == ((3, 2), "float32")
+
+
+def test_multinomial_draws_each_rows_distribution():
+    """Indices of data.shape[:-1] + shape (shape (1,) for one 1-D distribution, as MXNet's),
+    with the row's frequencies, never a category of probability 0; int32 by default."""
+    op = OPS["sample_multinomial"]
+    p = np.array([[0.1, 0.2, 0.7, 0.0], [0.0, 0.5, 0.0, 0.5], [0.0, 0.0, 0.0, 1.0]])
+    at = op.parse_attrs({"shape": [20000]})
+    y = op.forward(Context(4), at, p)
+    assert (y.shape, y.dtype) == ((3, 20000), np.int32)
+    for row, probs in zip(y, p):
+        freq = np.bincount(row, minlength=4) / row.size
+        assert np.all(freq[probs == 0] == 0)
+        assert np.all(np.abs(freq - probs) <= 5 * np.sqrt(probs * (1 - probs) / row.size) + 1e-12)
+    assert np.array_equal(y, op.forward(Context(4), at, p))
+    one = op.parse_attrs({})
+    assert op.forward(Context(0), one, p[0]).shape == (1,) and op.forward(Context(0), one, p).shape == (3,)
+    assert op.infer(op.parse_attrs({"shape": [2, 5]}), Spec((4, 3, 6), "float16")) == ((4, 3, 2, 5), "int32")
+    assert op.infer(op.parse_attrs({"shape": [2], "dtype": "uint8"}), Spec((6,), "float32")) == ((2,), "uint8")
+    f = op.forward(Context(0), op.parse_attrs({"shape": [7], "dtype": "float64"}), p.astype(np.float16))
+    assert f.dtype == np.float64 and set(np.unique(f)) <= {0.0, 1.0, 2.0, 3.0}
+
+
+@pytest.mark.parametrize(
+    "data, at, words",
+    [
+        ([[0.5, 0.6]], {}, "must sum to 1, got 1.1 "),
+        ([0.5, np.nan, 0.5], {}, "non-negative and finite, got nan"),
+        ([1.5, -0.5], {}, "non-negative and finite, got -0.5"),
+        ([0.5, 0.5], {"dtype": "int64"}, "dtype must be one of float16, float32, float64, int32, uint8"),
+    ],
+)
+def test_multinomial_refuses_what_is_not_a_distribution(data, at, words):
+    """MXNet gives indices past the last category there, or the first one: refused."""
+    op = OPS["sample_multinomial"]
+    x = np.array(data, dtype=np.float32)
+    with pytest.raises(InvalidInput, match=words):
+        a = op.parse_attrs(at)
+        op.infer(a, Spec(x.shape, "float32"))
+        op.forward(Context(0), a, x)
+
+
+def test_multinomial_refuses_inputs_of_no_categories():
+    op = OPS["sample_multinomial"]
+    at = op.parse_attrs({})
+    with pytest.raises(ShapeError, match="0-d"):
+        op.infer(at, Spec((), "float32"))
+    with pytest.raises(ShapeError, match="last axis is empty"):
+        op.infer(at, Spec((2, 0), "float32"))
+    with pytest.raises(InvalidInput, match="must be float16, float32 or float64, got int32"):
+        op.infer(at, Spec((2,), "int32"))
+    with pytest.raises(InvalidInput, match="300 categories do not fit dtype uint8"):
+        op.infer(op.parse_attrs({"dtype": "uint8"}), Spec((300,), "float32"))

@@ -776,3 +776,38 @@ def test_a_boolean_index_array_is_refused_over_json(batch):
         err = r.json()["error"]
         assert err["kind"] == "BooleanIndexError" and "boolean indexing" in err["message"]
     assert batch.read(1) == [[1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("as_msgpack", [False, True])
+def test_array_samplers_take_their_parameters_by_handle(batch, as_msgpack):
+    """sample_normal's mu and sigma are op inputs (handles), in JSON and msgpack alike; a
+    parameter out of range is a 400 whose JSON body says which and where."""
+    ops = [
+        {"op": "array", "out": [1], "at": {"value": tensor([0, 100], [2])}},
+        {"op": "array", "out": [2], "at": {"value": tensor([1, 0], [2])}},
+        {"op": "sample_normal", "in": [1, 2], "out": [3], "at": {"shape": [3]}},
+        {"op": "read", "in": [3]},
+    ]
+    batch.seq += 1
+    if as_msgpack:
+        r = batch.http.post(
+            f"/v1/sessions/{batch.sid}/batch",
+            content=msgpack.packb({"seq": batch.seq, "ops": ops}),
+            headers={"content-type": "application/msgpack"},
+        )
+    else:
+        r = batch.post(ops, seq=batch.seq)
+    assert r.status_code == 200, r.text
+    v = r.json()["values"][0]
+    assert v["shape"] == [2, 3] and v["dtype"] == "float32"
+    bad = batch.post(
+        [
+            {"op": "array", "out": [4], "at": {"value": tensor([1, -1], [2])}},
+            {"op": "sample_gamma", "in": [4, 4], "out": [5]},
+        ]
+    )
+    assert bad.status_code == 400
+    err = bad.json()["error"]
+    assert (
+        err["kind"] == "InvalidInput" and "alpha must be positive and finite, got -1.0 at index [1]" in err["message"]
+    )
