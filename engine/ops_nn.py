@@ -547,6 +547,17 @@ def _pool_infer(at: dict, x: Spec) -> Spec:
     return Spec(x.shape[:2] + out, x.dtype)
 
 
+def _pool_vjp_windows(at: dict, x: Spec) -> int:
+    """How many window-sized arrays Pooling's VJP holds at once (measured: max and avg 2.1,
+    sum 1.2; a float16 max over windows of more than 2048 finds its maxima in float32)."""
+    if at["pool_type"] == "sum":
+        return 1
+    if at["pool_type"] == "max" and x.dtype == "float16":
+        k, _, _, _ = _window("Pooling", _pool_window(at, x.shape), x.shape)
+        return 4 if k[0] * k[1] > 2048 else 2
+    return 2
+
+
 def _pool_vjp(F, at, g, y, x):
     win = _pool_window(at, tuple(x.shape))
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
@@ -558,10 +569,17 @@ def _pool_vjp(F, at, g, y, x):
         # once their maxima are found.)
         size = k[0] * k[1]
         cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
+        # argmax gives indices in the data's dtype: float16 holds them exactly only to 2048
+        at_index = "float32" if x.dtype.name == "float16" and size > 2048 else x.dtype.name
+        if at_index != x.dtype.name:
+            cols = F.astype(cols, dtype=at_index)
         first = F.reshape(F.argmax(cols, axis=2), shape=(n, c, 1) + out)
         del cols
-        place = F.reshape(F.arange(start=0.0, stop=float(size), dtype=x.dtype.name), shape=(1, 1, size, 1, 1))
-        gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), F.equal(place, first))
+        place = F.reshape(F.arange(start=0.0, stop=float(size), dtype=at_index), shape=(1, 1, size, 1, 1))
+        mask = F.equal(place, first)
+        if at_index != x.dtype.name:
+            mask = F.astype(mask, dtype=x.dtype.name)
+        gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), mask)
         return (F.col2im(F.reshape(gb, shape=colshape), shape=tuple(x.shape), **win),)
     gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
     if at["pool_type"] == "avg":
@@ -576,8 +594,7 @@ def _pool_vjp(F, at, g, y, x):
     infer=_pool_infer,
     vjp=_pool_vjp,
     scratch=lambda at, x: _windows_bytes(_pool_window(at, x.shape), x),
-    # max and avg: two window-sized arrays at once (measured 2.1 x the windows), sum: one
-    vjp_scratch=lambda at, x: (1 if at["pool_type"] == "sum" else 2) * _windows_bytes(_pool_window(at, x.shape), x),
+    vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _windows_bytes(_pool_window(at, x.shape), x),
 )
 def _pooling(cx, at, x):
     """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""

@@ -2484,6 +2484,28 @@ def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
         assert reply["values"][0][0, 0].tolist() == mxnet
 
 
+def test_float16_max_pooling_over_windows_past_2048_gives_one_place_the_gradient():
+    """argmax gives float16 indices for float16 data (as MXNet's), exact only to 2048: the
+    gradient went to two or three places of a 64 x 64 global pool; MXNet gives it to one."""
+    from gradserve.engine.session import Session
+
+    for flat in (2048, 2049, 3001):
+        x = np.zeros((1, 1, 64, 64), np.float16)
+        x[0, 0].flat[flat] = 1
+        reply = Session("f16").run_batch(
+            {
+                "ops": [
+                    {"op": "array", "out": [1], "at": {"value": x}},
+                    {"op": "attach_grad", "in": [1]},
+                    {"op": "Pooling", "in": [1], "out": [2], "at": {"global_pool": True}, "mode": 3},
+                    {"op": "backward", "in": [2], "mode": 2},
+                    {"op": "read", "in": [1], "at": {"grad": True}},
+                ]
+            }
+        )
+        assert np.flatnonzero(reply["values"][0]).tolist() == [flat]
+
+
 def test_integer_pow_and_div_gradients_are_computed_in_floating_point_and_truncated_as_mxnet():
     """MXNet 1.9.1 (recorded): d(a ** b)/db of int32 5 ** 3 is 201 (125 log 5), not 125 (log 5
     taken as 1); d(a / b)/db of 7 / 2 is -1 (-7 / 4), not 0; d(3 ** x)/dx of 5 is 266."""
