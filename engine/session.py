@@ -1040,22 +1040,22 @@ class GradSinks:
         return cts if out is None else out
 
 
-def check_backward_room(s: Session, order: list[Node]) -> None:
-    """Refuse, before it starts, a backward pass whose largest working array would pass the
-    session's room: an op's VJP that makes windows (Pooling's, Convolution's: a 48 x 48 pool's
-    are 2,304 times its input) says how large in the op table (``vjp_scratch``). A pass's
-    cotangents (each the size of an array its graph holds, counted already) are not counted
-    again: with them, a pass holds a few times its graph at most."""
+def check_backward_room(s: Session, order: list[Node], create_graph: bool = False) -> None:
+    """Refuse, before it starts, a backward pass whose largest working arrays would pass the
+    session's room: an op's VJP that makes arrays many times its graph's (Pooling's and
+    Convolution's windows: a 48 x 48 pool's are 2,304 times its input; an integer pow's float64
+    temporaries) says how large in the op table (``vjp_scratch``); a recorded pass
+    (create_graph) holds about twice as much. A pass's cotangents (each the size of an array
+    its graph holds, counted already) are not counted again. (Each working array is no larger
+    than the forward's, which the per-array limit allowed when it was recorded.)"""
     need = 0
     for node in order:
         hook = getattr(node.op, "vjp_scratch", None)  # (a client's autograd.Function has none)
         if hook is not None and node.xs is not None:
             specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]
             need = max(need, int(hook(node.at, *specs)))
-    if need > s.limits.max_array_bytes:
-        raise QuotaExceeded(
-            f"backward: a working array of {need} bytes is over the limit of {s.limits.max_array_bytes} per array"
-        )
+    if create_graph:
+        need *= 2
     if need and not s.room(need):
         raise QuotaExceeded(
             f"backward: its working arrays of {need} bytes would pass the session's limit of "
@@ -1073,7 +1073,7 @@ def _run_backward(
     order: list[Node],
     into: GradSinks | None = None,
 ) -> list[tuple[Node, Any]]:
-    check_backward_room(s, order)
+    check_backward_room(s, order, create_graph)
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:

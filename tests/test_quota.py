@@ -678,6 +678,38 @@ def test_a_backward_pass_whose_working_arrays_pass_the_quota_is_refused_before_i
     assert s.nodes[1].grad.sum() == 512 * 512 // 4  # one input of each window gets its output's gradient
 
 
+def test_an_integer_pows_backward_counts_its_float64_working_arrays():
+    """An integer pow's gradient is computed in float64 (MXNet's, truncated): 6 arrays of 8
+    bytes an element for a uint8 graph held 19 x the graph, unchecked."""
+    s = Session("i", limits=Limits(max_session_bytes=64 << 20))
+    ok(
+        s,
+        {"op": "array", "out": [1], "at": {"value": np.full(1_000_000, 2, np.uint8)}},
+        {"op": "array", "out": [2], "at": {"value": np.full(1_000_000, 3, np.uint8)}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "pow", "in": [1, 2], "out": [3], "mode": 3},
+        {"op": "sum", "in": [3], "out": [4], "mode": 3},
+    )
+    s.limits.max_session_bytes = s.nbytes + (40 << 20)  # room for 5 float64 arrays of its size, not 6
+    err = run(s, {"op": "backward", "in": [4], "at": {"retain_graph": True}, "mode": 2})["error"]
+    assert err["kind"] == "QuotaExceeded" and "backward: its working arrays" in err["message"]
+    assert not s.nodes[1].grad.any()
+    s.limits.max_session_bytes = s.nbytes + (48 << 20)
+    ok(s, {"op": "backward", "in": [4], "mode": 2})
+    assert (s.nodes[1].grad == 12).all()  # 3 * 2 ** 2
+
+
+def test_a_poolings_backward_is_held_to_the_room_not_to_the_per_array_limit():
+    """The VJP's two window-sized arrays are checked against the session's room: each is no
+    larger than the forward's windows, which the per-array limit let through (their sum was
+    held to it: a forward that ran had every backward refused)."""
+    s = Session("a", limits=Limits(max_session_bytes=256 << 20, max_array_bytes=12 << 20))
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [1, 1, 512, 512]}}, {"op": "attach_grad", "in": [1]})
+    pool = {"op": "Pooling", "in": [1], "out": [2], "at": {"kernel": [3, 3], "stride": [1, 1]}, "mode": 3}
+    ok(s, pool, {"op": "sum", "in": [2], "out": [3], "mode": 3})  # windows: 9 MiB, under the 12 per array
+    ok(s, {"op": "backward", "in": [3], "mode": 2})
+
+
 def test_a_backward_pass_near_the_quota_without_windows_runs():
     """Only working arrays are checked, not the cotangents a pass makes (each the size of an
     array the graph holds): a dot's weight gradient near the quota is not refused."""
