@@ -207,10 +207,15 @@ def _zero_grads(F, at, g, y, *ps):
     return tuple(F.zeros_like(p) for p in ps)
 
 
-def _param_sampler(name: str, params: tuple[tuple[str, str, Any], ...], draw: Any, doc: str) -> None:
+def _param_sampler(
+    name: str, params: tuple[tuple[str, str, Any], ...], draw: Any, doc: str, temporaries: int = 0
+) -> None:
     """A sampler with array parameters: ``params`` (input, what it must be, test on a float64
-    array), ``draw(rng, size, *params)`` with the parameters broadcast to ``size``."""
+    array), ``draw(rng, size, *params)`` with the parameters broadcast to ``size``;
+    ``temporaries``: the float64 arrays of the output's size it makes (default: one per
+    parameter and the draws)."""
     names = tuple(p for p, _, _ in params)
+    arrays = temporaries or len(params) + 1
 
     def forward(cx, at, *ps):
         shape = tuple(ps[0].shape) + at["shape"]
@@ -233,7 +238,7 @@ def _param_sampler(name: str, params: tuple[tuple[str, str, Any], ...], draw: An
         infer=_param_sampler_infer(name, names),
         vjp=_zero_grads,
         random=True,
-        scratch=lambda at, *ps: 8 * (len(ps) + 1) * prod(ps[0].shape + at["shape"]),
+        scratch=lambda at, *ps: 8 * arrays * prod(ps[0].shape + at["shape"]),
     )(forward)
 
 
@@ -294,6 +299,7 @@ _param_sampler(
     (("mu", *_ARR_NON_NEGATIVE), ("alpha", *_ARR_NON_NEGATIVE)),
     _sample_gnb,
     "Counts of means ``mu`` and variances mu + alpha mu^2 (as floats), ``shape`` for each.",
+    temporaries=6,  # (the rates, their mask and masked copies, the draws: measured)
 )
 
 
@@ -331,7 +337,9 @@ def _multinomial_infer(at: dict, x: Spec) -> Spec:
     infer=_multinomial_infer,
     vjp=_zero_grads,
     random=True,
-    scratch=lambda at, x: 16 * prod(x.shape) + 24 * prod(x.shape[:-1] + at["shape"]),
+    # four float64 arrays of data's size at once (the probabilities, their sums, normalised,
+    # laid end to end) and a mask; five of the draws' size (measured)
+    scratch=lambda at, x: 40 * prod(x.shape) + 40 * prod(x.shape[:-1] + at["shape"]),
 )
 def _sample_multinomial(cx, at, x):
     """Indices drawn from the distributions on data's last axis (each must sum to 1), ``shape``
