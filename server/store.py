@@ -122,8 +122,8 @@ class SessionStore:
             version = s.version
             try:
                 saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
-            except (OSError, MemoryError) as e:  # a full disk; no memory for the session's copy
-                log.error("snapshot of session %s failed: %s", s.id, e)
+            except Exception as e:  # a full disk; no memory for the session's copy; anything else
+                log.error("snapshot of session %s failed: %s: %s", s.id, type(e).__name__, e)
                 if self.on_snapshot_failure is not None:
                     self.on_snapshot_failure()
                 continue

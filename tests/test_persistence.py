@@ -255,14 +255,17 @@ def test_a_session_whose_snapshot_fails_does_not_keep_the_others_from_theirs(tmp
     monkeypatch.setattr(snapshot, "save", disk_full_for_big)
     assert store.snapshot() == 1 and failures == [1]
 
-    def no_memory_for_big(sess, path, wait_s=-1):  # the copy of a large session finds no memory
-        if sess is big:
-            raise MemoryError("Unable to allocate 512. MiB for an array")
-        return save(sess, path, wait_s)
+    for error in (MemoryError("Unable to allocate 512. MiB for an array"), RuntimeError("unforeseen")):
 
-    monkeypatch.setattr(snapshot, "save", no_memory_for_big)
-    small.run_batch({"ops": [{"op": "ones", "out": [2], "at": {"shape": [2]}}]})
-    assert store.snapshot() == 1 and failures == [1, 1]  # (it ended the server's housekeeping for good)
+        def failing_for_big(sess, path, wait_s=-1, error=error):  # no memory for the copy; anything else
+            if sess is big:
+                raise error
+            return save(sess, path, wait_s)
+
+        monkeypatch.setattr(snapshot, "save", failing_for_big)
+        small.run_batch({"ops": [{"op": "ones", "out": [len(failures) + 1], "at": {"shape": [2]}}]})
+        assert store.snapshot() == 1  # the small one all the same (each ended the round for all after it)
+    assert failures == [1, 1, 1]
     assert [p.stem for p in (tmp_path / "sessions").glob("*.npz")] == [small.id]
     monkeypatch.setattr(snapshot, "save", save)
     assert store.snapshot() == 1  # the big one, at the next round
