@@ -121,6 +121,59 @@ def generalized_negative_binomial(
     return _draw("random_generalized_negative_binomial", {"mu": mu, "alpha": alpha}, shape, dtype, ctx)
 
 
+def _like(name: str, op: str, data: Any, params: dict[str, Any]) -> NDArray:
+    """Draws of ``data``'s shape and dtype, in its context (MXNet's ``*_like`` samplers)."""
+    if not isinstance(data, NDArray):
+        raise InvalidInput(f"random.{name}: data must be an NDArray, got {type(data).__name__}")
+    if not data.shape:
+        raise InvalidInput(f"random.{name}: data must have at least one axis (MXNet refuses a 0-d array)")
+    for k, v in params.items():
+        if isinstance(v, NDArray):
+            raise InvalidInput(f"random.{name}: {k} must be a number, got an NDArray")
+    at = {**params, "shape": data.shape, "dtype": data._spec.dtype}
+    return invoke(OPS[op], (), at, ctx=data.context)
+
+
+def normal_like(data: Any = None, loc: float = 0.0, scale: float = 1.0, **kwargs: Any) -> NDArray:
+    """N(loc, scale**2) draws of ``data``'s shape and dtype."""
+    return _like("normal_like", "random_normal", data, {"loc": loc, "scale": scale})
+
+
+def uniform_like(data: Any = None, low: float = 0.0, high: float = 1.0, **kwargs: Any) -> NDArray:
+    """U[low, high) draws of ``data``'s shape and dtype."""
+    return _like("uniform_like", "random_uniform", data, {"low": low, "high": high})
+
+
+def exponential_like(data: Any = None, lam: float = 1.0, **kwargs: Any) -> NDArray:
+    """Exponential draws of rate ``lam`` (mean 1/lam, as MXNet's ``*_like`` takes it)."""
+    if isinstance(lam, (int, float)) and not lam > 0:
+        raise InvalidInput(f"random.exponential_like: lam must be positive, got {lam}")
+    scale = 1.0 / lam if isinstance(lam, (int, float)) else lam
+    return _like("exponential_like", "random_exponential", data, {"scale": scale})
+
+
+def poisson_like(data: Any = None, lam: float = 1.0, **kwargs: Any) -> NDArray:
+    """Poisson counts of rate ``lam`` of ``data``'s shape and dtype."""
+    return _like("poisson_like", "random_poisson", data, {"lam": lam})
+
+
+def gamma_like(data: Any = None, alpha: float = 1.0, beta: float = 1.0, **kwargs: Any) -> NDArray:
+    """Gamma draws (shape ``alpha``, scale ``beta``) of ``data``'s shape and dtype."""
+    return _like("gamma_like", "random_gamma", data, {"alpha": alpha, "beta": beta})
+
+
+def negative_binomial_like(data: Any = None, k: float = 1, p: float = 1, **kwargs: Any) -> NDArray:
+    """Negative binomial counts of ``data``'s shape and dtype."""
+    return _like("negative_binomial_like", "random_negative_binomial", data, {"k": k, "p": p})
+
+
+def generalized_negative_binomial_like(data: Any = None, mu: float = 1, alpha: float = 1, **kwargs: Any) -> NDArray:
+    """Generalized negative binomial counts of ``data``'s shape and dtype."""
+    return _like(
+        "generalized_negative_binomial_like", "random_generalized_negative_binomial", data, {"mu": mu, "alpha": alpha}
+    )
+
+
 def multinomial(
     data: NDArray, shape: Any = None, get_prob: bool = False, out: Any = None, dtype: Any = "int32", **kwargs: Any
 ) -> Any:

@@ -547,3 +547,44 @@ def test_multinomial_log_probability_gradient(mode):
         s = nd.random.multinomial(x, shape=2)
     s.backward()
     assert not x.grad.asnumpy().any()  # (the indices carry a zero gradient, as MXNet's)
+
+
+def test_like_samplers_draw_datas_shape_and_dtype(mode):
+    """MXNet's ``*_like`` samplers: draws of data's shape and dtype, in its context, from the
+    session's generator; exponential_like takes the rate (lam 4: mean 0.25); 0-d data and
+    NDArray parameters are refused."""
+    import gradserve
+
+    r = nd.random
+    x = nd.ones((2, 3), dtype="float64", ctx=gradserve.cpu(1))
+    for name in (
+        "normal_like",
+        "uniform_like",
+        "exponential_like",
+        "poisson_like",
+        "gamma_like",
+        "negative_binomial_like",
+        "generalized_negative_binomial_like",
+    ):
+        y = getattr(r, name)(x)
+        assert (y.shape, y.dtype, y.context) == ((2, 3), np.float64, gradserve.cpu(1)), name
+    big = nd.zeros((20000,))
+    cases = {
+        "normal_like": (r.normal_like(big, loc=1, scale=2), 1.0, 4.0),
+        "uniform_like": (r.uniform_like(big, low=2, high=4), 3.0, 4 / 12),
+        "exponential_like": (r.exponential_like(big, lam=4.0), 0.25, 0.0625),
+        "poisson_like": (r.poisson_like(big, lam=3), 3.0, 3.0),
+        "gamma_like": (r.gamma_like(big, alpha=2, beta=0.5), 1.0, 0.5),
+    }
+    for name, (y, mean, var) in cases.items():
+        v = y.asnumpy().astype(np.float64)
+        assert y.dtype is np.float32 and abs(v.mean() - mean) < 5 * np.sqrt(var / v.size), name
+        assert abs(v.var() / var - 1) < 0.15, name
+    r.seed(3)
+    a = r.normal_like(big).asnumpy()
+    r.seed(3)
+    assert np.array_equal(a, r.normal_like(big).asnumpy())
+    with pytest.raises(MXNetError, match="at least one axis"):
+        r.normal_like(nd.ones((1,)).reshape(()))
+    with pytest.raises(MXNetError, match="must be a number"):
+        r.normal_like(x, loc=nd.ones((2, 3), dtype="float64"))
