@@ -547,6 +547,14 @@ def _pool_infer(at: dict, x: Spec) -> Spec:
     return Spec(x.shape[:2] + out, x.dtype)
 
 
+def _nan_as_least(xp, x):
+    """``x`` with its NaNs as -inf: MXNet's max pooling passes over them (its comparisons with
+    NaN are false), where numpy's max returns NaN. ``x`` itself when it has none."""
+    if x.dtype.kind != "f" or not x.size or not xp.isnan(x.min()):  # (min is NaN where any is: one pass)
+        return x
+    return xp.where(xp.isnan(x), x.dtype.type(-np.inf), x)
+
+
 def _pool_vjp_windows(at: dict, x: Spec) -> int:
     """How many window-sized arrays Pooling's VJP holds at once (measured: max and avg 2.1,
     sum 1.2; a float16 max over windows of more than 2048 finds its maxima in float32)."""
@@ -568,6 +576,9 @@ def _pool_vjp(F, at, g, y, x):
         # each take the gradient. (At most two window-sized arrays at once: the windows go
         # once their maxima are found.)
         size = k[0] * k[1]
+        raw = getattr(x, "value", x)  # (a recorded pass's Traced input: its array)
+        if raw.dtype.kind == "f" and raw.size and np.isnan(raw.min()):  # the forward's maxima: NaNs passed over
+            x = F.where(F.equal(x, x), x, F.mul_scalar(F.ones_like(x), scalar=float("-inf")))
         cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
         # argmax gives indices in the data's dtype: float16 holds them exactly only to 2048
         at_index = "float32" if x.dtype.name == "float16" and size > 2048 else x.dtype.name
@@ -600,9 +611,13 @@ def _pooling(cx, at, x):
     """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)
     kind = at["pool_type"]
+    if kind == "max":
+        x = _nan_as_least(cx.xp, x)
     cols = _im2col(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
     if kind == "max":
-        return cols.max(axis=(2, 3))
+        r = cols.max(axis=(2, 3))
+        # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
+        return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
     r = cols.sum(axis=(2, 3), dtype=cols.dtype)
     return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
 

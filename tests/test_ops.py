@@ -2484,6 +2484,40 @@ def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
         assert reply["values"][0][0, 0].tolist() == mxnet
 
 
+def test_max_pooling_passes_over_nan_as_mxnet():
+    """MXNet 1.9.1 (recorded): max pooling passes over NaN (its comparisons are false) and
+    starts from the least finite value: [1, NaN, 3, 2] pools to 3 with the gradient at the 3
+    (numpy's max gave NaN, the gradient at the NaN); a window of NaN or -inf gives -3.4e38."""
+    from gradserve.engine.session import Session
+
+    nan, inf, least = np.nan, np.inf, float(np.finfo(np.float32).min)
+    cases = [
+        ([[1, nan], [3, 2]], {"kernel": [2, 2]}, [3.0], [0, 0, 1, 0]),
+        ([[nan, nan], [nan, nan]], {"kernel": [2, 2]}, [least], [1, 0, 0, 0]),
+        ([[-inf, -inf], [-inf, -inf]], {"kernel": [2, 2]}, [least], [1, 0, 0, 0]),
+        (
+            [[1, nan, 2], [0, 5, nan], [4, 1, 1]],
+            {"kernel": [2, 2], "stride": [1, 1], "pad": [1, 1]},
+            [1, 1, 2, 2, 1, 5, 5, 2, 4, 5, 5, 1, 4, 4, 1, 1],
+            [3, 0, 3, 0, 4, 0, 3, 1, 2],
+        ),
+    ]
+    for x, at, y, grad in cases:
+        reply = Session("nan").run_batch(
+            {
+                "ops": [
+                    {"op": "array", "out": [1], "at": {"value": np.array([[x]], np.float32)}},
+                    {"op": "attach_grad", "in": [1]},
+                    {"op": "Pooling", "in": [1], "out": [2], "at": at, "mode": 3},
+                    {"op": "backward", "in": [2], "mode": 2},
+                    {"op": "read", "in": [2, 1], "at": {"grad": False}},
+                    {"op": "read", "in": [1], "at": {"grad": True}},
+                ]
+            }
+        )
+        assert reply["values"][0].ravel().tolist() == y and reply["values"][2].ravel().tolist() == grad
+
+
 def test_float16_max_pooling_over_windows_past_2048_gives_one_place_the_gradient():
     """argmax gives float16 indices for float16 data (as MXNet's), exact only to 2048: the
     gradient went to two or three places of a 64 x 64 global pool; MXNet gives it to one."""
