@@ -526,7 +526,21 @@ def _sort_vjp(F, at, g, y, x):
     return (F.scatter_axis(g, idx, axis=axis, shape=tuple(x.shape)),)
 
 
-@defop("sort", ("data",), ORDER, infer=_sort_infer, vjp=_sort_vjp)
+def _order_bytes(per_element: int) -> Any:
+    """The working arrays of a sort's int64 order (and, in its VJP, the cotangent put back):
+    ``per_element`` bytes an input element, measured (a float16 sort's backward: 36)."""
+    return lambda at, x, *rest: per_element * prod(x.shape)
+
+
+@defop(
+    "sort",
+    ("data",),
+    ORDER,
+    infer=_sort_infer,
+    vjp=_sort_vjp,
+    scratch=_order_bytes(16),
+    vjp_scratch=_order_bytes(40),
+)
 def _sort(cx, at, x):
     """x sorted along ``axis`` (None: flattened)."""
     x, axis = _flat(x, at["axis"])
@@ -539,7 +553,7 @@ def _argsort_infer(at: dict, x: Spec) -> Spec:
     return Spec(shape, at["dtype"] or "float32")
 
 
-@defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer, vjp=_no_gradient)
+@defop("argsort", ("data",), (*ORDER, DT), infer=_argsort_infer, vjp=_no_gradient, scratch=_order_bytes(16))
 def _argsort(cx, at, x):
     """The indices that sort x along ``axis`` (None: flattened; float32 by default, as MXNet)."""
     x, axis = _flat(x, at["axis"])
@@ -589,7 +603,15 @@ def _topk_vjp(F, at, g, y, x):
     return (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)),)
 
 
-@defop("topk", ("data",), TOPK, infer=_topk_infer, vjp=_topk_vjp)
+@defop(
+    "topk",
+    ("data",),
+    TOPK,
+    infer=_topk_infer,
+    vjp=_topk_vjp,
+    scratch=_order_bytes(24),
+    vjp_scratch=lambda at, x: 24 * prod(x.shape) if at["ret_typ"] == "value" else 0,
+)
 def _topk(cx, at, x):
     """The k largest (``is_ascend``: smallest) along ``axis`` (None: of the flattened array; k
     below 1: all of them): their indices, values, or a 0/1 mask of the input's shape."""

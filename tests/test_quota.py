@@ -750,3 +750,26 @@ def test_a_programs_convolution_is_checked_and_kept_off_the_event_loop_like_an_o
     s.limits.max_session_bytes = s.nbytes + (512 << 10)
     err = run(s, {**call, "out": [4]})["error"]
     assert err["kind"] == "QuotaExceeded" and "working array" in err["message"] and 4 not in s.arrays
+
+
+def test_a_sort_counts_its_int64_order_forward_and_backward():
+    """A sort makes an int64 order of its input's size (8 bytes an element of a float16
+    array of 2) and its VJP more (measured 36 to 40 bytes an element): both are working arrays,
+    checked as Pooling's are (they went uncounted)."""
+    s = Session("s", limits=Limits(max_session_bytes=64 << 20))
+    n = 1_000_000
+    ok(
+        s,
+        {"op": "random_normal", "out": [1], "at": {"shape": [n], "dtype": "float16"}},
+        {"op": "attach_grad", "in": [1]},
+    )
+    s.limits.max_session_bytes = s.nbytes + 8 * n  # room for the sorted copy, not its order as well
+    err = run(s, {"op": "sort", "in": [1], "out": [2], "mode": 3})["error"]
+    assert err["kind"] == "QuotaExceeded" and "working array" in err["message"] and 2 not in s.arrays
+    s.limits.max_session_bytes = s.nbytes + 20 * n
+    ok(s, {"op": "sort", "in": [1], "out": [2], "mode": 3}, {"op": "sum", "in": [2], "out": [3], "mode": 3})
+    err = run(s, {"op": "backward", "in": [3], "at": {"retain_graph": True}, "mode": 2})["error"]
+    assert err["kind"] == "QuotaExceeded" and "backward: its working arrays" in err["message"]
+    s.limits.max_session_bytes = s.nbytes + 48 * n
+    ok(s, {"op": "backward", "in": [3], "mode": 2})
+    assert (s.nodes[1].grad == 1).all()
