@@ -244,6 +244,9 @@ class Op:
     # the forward writes into its attributes for its VJP (Dropout's mask, BatchNorm's batch
     # statistics): a program's call gives it attributes of its own
     writes_at: bool = False
+    # the inputs its VJP changes in place when the op was recorded in training (BatchNorm's
+    # moving statistics, as MXNet's): a client counts them among what a backward changes
+    vjp_updates: tuple[int, ...] = ()
 
     @property
     def differentiable(self) -> bool:
@@ -329,6 +332,7 @@ def defop(
     vjp_scratch: Callable[..., int] | None = None,
     keeps: Callable[[dict[str, Any], bool], Any] | None = None,
     writes_at: bool = False,
+    vjp_updates: tuple[int, ...] = (),
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 
@@ -365,6 +369,7 @@ def defop(
                 vjp_scratch=vjp_scratch,
                 keeps=keeps,
                 writes_at=writes_at or keeps is not None,
+                vjp_updates=vjp_updates,
             )
         )
 

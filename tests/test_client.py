@@ -459,6 +459,34 @@ def test_in_place_changes_queued_after_a_failure_are_lost_and_say_so(mode):
     assert w.grad.asnumpy().tolist() == [2, 2]
 
 
+def test_a_lost_backward_loses_the_batchnorm_moving_statistics_it_was_to_update(mode):
+    """BatchNorm's moving statistics are updated by the backward pass of a training forward
+    (MXNet's): a backward that never ran leaves them as they were, and reading them says so
+    (ChangeLost) instead of giving the statistics as if the step had run. A prediction-mode
+    forward updates nothing, and nothing is lost."""
+    from gradserve.runtime import ChangeLost
+
+    x = nd.array(np.arange(12, dtype=np.float32).reshape(4, 3))
+    x.attach_grad()
+    gamma, beta = nd.ones((3,)), nd.zeros((3,))
+    mm, mv = nd.zeros((3,)), nd.ones((3,))
+    kept = nd.zeros((3,))
+    with autograd.record():
+        y = nd.BatchNorm(x, gamma, beta, mm, mv).sum()
+    with autograd.record(train_mode=False):
+        z = nd.BatchNorm(x, gamma, beta, kept, nd.ones((3,))).sum()
+    nd.waitall()
+    big = nd.zeros(HUGE)  # fails...
+    y.backward()  # ...so the moving statistics' update never runs
+    z.backward(train_mode=False)
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    for lost in (mm, mv):
+        with pytest.raises(ChangeLost, match="never applied"):
+            lost.asnumpy()
+    assert kept.asnumpy().tolist() == [0, 0, 0]
+
+
 def test_a_failing_in_place_change_leaves_its_array_as_it_was(mode):
     """The failing instruction itself raises its error and changed nothing, as in an eager
     program: its target stays usable."""
