@@ -26,6 +26,8 @@ from typing import Any
 
 from .engine import tape
 from .engine.errors import InvalidInput
+from .engine.optable import OPS
+from .engine.session import TRAINING
 from .ndarray import NDArray
 from .runtime import Client, NotTraceable, current
 from .state import flags
@@ -40,7 +42,18 @@ NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
-    __slots__ = ("pid", "container", "specs", "parents", "changes", "given_back", "shares", "nsteps", "__weakref__")
+    __slots__ = (
+        "pid",
+        "container",
+        "specs",
+        "parents",
+        "changes",
+        "updates",
+        "given_back",
+        "shares",
+        "nsteps",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -49,6 +62,7 @@ class _Traced:
         specs: list[Any],
         parents: list[Any],
         changes: list[Any],
+        updates: list[Any],
         given_back: list[Any],
         shares: list[Any],
         nsteps: int,
@@ -58,6 +72,9 @@ class _Traced:
         self.specs = specs  # per output the program makes
         self.parents = parents  # per output it makes: None, or (argument indices, outside nodes) it depends on
         self.changes = changes  # what the program changes in place (``_changes``)
+        # what a training backward through its outputs changes in place (BatchNorm's moving
+        # statistics: as ``changes``)
+        self.updates = updates
         # per output of the function: ("made", k) the program's k-th, ("arg", i) argument i
         # itself, ("array", a) an array from outside itself
         self.given_back = given_back
@@ -74,13 +91,14 @@ class _Traced:
                 c.share(h, _resolved([share], c, arrays)[0])
         c.enqueue(ins, steps=self.nsteps)
         made = []
+        updates = tuple(_resolved(self.updates, c, arrays)) if self.updates else None
         for h, spec, deps in zip(outs, self.specs, self.parents):
             node = None
             if deps is not None:  # recorded at the trace: recorded again
                 idx, outside = deps
                 ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
                 if ps is not None:
-                    node = tape.Node(HybridCall, None, ps)
+                    node = tape.Node(HybridCall, updates, ps)
             made.append(NDArray(c, h, spec, node, arrays[0]._ctx if arrays else None))  # (as an op's)
         result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
@@ -303,6 +321,7 @@ class HybridFunction:
         # what a later call changes, and which of its outputs are views of what, known while
         # the arguments' names are their own memory keys; then they are the callers' arrays'
         changes = _changes(c, steps, names, arrays, floor)
+        updates = _changes(c, steps, names, arrays, floor, _vjp_updates)
         shares = [_whose(c, o, argument, floor) for o in made_outs]
         callers = {name._h: c.root(a._h) for name, a in zip(names, arrays)}
         for h, k in list(c._roots.items()):  # views the trace made of the names: of the callers' arrays
@@ -310,6 +329,11 @@ class HybridFunction:
                 c.share(h, callers[k])
         for h, k in callers.items():
             c.share(h, k)
+        # what the trace's own nodes' VJPs will change (BatchNorm's moving statistics): the
+        # names' keys are the callers' arrays' now, and stay so after the names are freed
+        for n in tape.toposort([o._node for o in made_outs if o._node is not None]):
+            if n.op is not None and type(n.at) is tuple:
+                n.at = tuple(c.root(h) for h in n.at)
         pid = c.program_id()
         # the definition first: the instructions of this call then run as the function's would
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
@@ -317,25 +341,40 @@ class HybridFunction:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
         links = [_links(o, arrays) for o in made_outs]
-        t = _Traced(pid, container, specs, links, changes, given_back, shares, len(program))
+        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program))
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 
 
+def _vjp_updates(c: Client, ins: dict[str, Any]) -> list[int]:
+    """The memory keys a training backward through ``ins``'s result changes in place (the
+    moving statistics of a BatchNorm recorded in training)."""
+    op = OPS.get(ins.get("op"))
+    if op is None or not op.vjp_updates or not ins.get("mode", 0) & TRAINING:
+        return []
+    return [c.root(ins["in"][i]) for i in op.vjp_updates]
+
+
 def _changes(
-    c: Client, steps: list[dict[str, Any]], names: list[NDArray], arrays: list[NDArray], floor: int
+    c: Client,
+    steps: list[dict[str, Any]],
+    names: list[NDArray],
+    arrays: list[NDArray],
+    floor: int,
+    changed: Callable[[Client, dict[str, Any]], list[int]] = Client._changes,
 ) -> list[Any]:
     """What a program changes in place, for a call that never runs (``Client._lose``): per
     memory key its steps change, ("arg", i) for argument i's array (its name in the trace),
     ("grad", i) for its gradient, or ("key", k) for an array from outside (a parameter, its
     gradient). Arrays made by the trace itself (handles from ``floor`` on) are the call's own:
-    dead with it."""
+    dead with it. ``changed``: what one step changes (``_vjp_updates``: what a backward
+    through it will)."""
     args = {a._h: i for i, a in enumerate(names)}
     grads = {a._node.y: i for i, a in enumerate(arrays) if a._node is not None and a._node.op is None}
     out: list[Any] = []
     seen: set[int] = set()
     for ins in steps:
-        for k in c._changes(ins):
+        for k in changed(c, ins):
             if k in seen:
                 continue
             seen.add(k)

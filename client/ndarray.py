@@ -178,7 +178,7 @@ def invoke(
         parents = tape.parents_of([a._node for a in arrays])
         if parents is not None:
             # (what its VJP will change in place: BatchNorm's moving statistics, in training)
-            updates = tuple(c.root(hs[i]) for i in op.vjp_updates) if op.vjp_updates and mode & TRAINING else None
+            updates = tuple(hs[i] for i in op.vjp_updates) if op.vjp_updates and mode & TRAINING else None
             node = tape.Node(op, updates, parents)
     # only the attributes given travel (parsed); the engine fills in the same defaults
     if not attrs:
@@ -673,10 +673,11 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
     return heads, hg, c
 
 
-def _updated_by_vjps(order: list[tape.Node]) -> list[Any]:
-    """The arrays (roots) that the VJPs of a training pass over ``order`` change in place:
-    the moving statistics of the BatchNorms recorded in training."""
-    return [r for n in order if n.op is not None and type(n.at) is tuple for r in n.at]
+def _updated_by_vjps(c: Client, order: list[tape.Node]) -> list[Any]:
+    """The memory keys (``root``) of what the VJPs of a training pass over ``order`` change in
+    place: the moving statistics of the BatchNorms recorded in training (their nodes hold the
+    handles; a hybridized function's argument names are its callers' arrays by now)."""
+    return [c.root(h) for n in order if n.op is not None and type(n.at) is tuple for h in n.at]
 
 
 def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, train_mode: bool = True) -> None:
@@ -690,7 +691,7 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
         at["head_grads"] = hg
     ins = {"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0}
     changes = [n.y for n in order if n.op is None and n.y is not None and n.grad_req != "null"]
-    c.note_changes(ins, changes + (_updated_by_vjps(order) if train_mode else []))
+    c.note_changes(ins, changes + (_updated_by_vjps(c, order) if train_mode else []))
     c.enqueue(ins)
     if not retain_graph:
         tape.release(order)
@@ -741,7 +742,7 @@ def grad(
         "mode": (RECORDING if create_graph else 0) | (TRAINING if train_mode else 0),
     }
     if train_mode:
-        c.note_changes(ins, _updated_by_vjps(order))
+        c.note_changes(ins, _updated_by_vjps(c, order))
     c.enqueue(ins)
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
     result = [NDArray(c, h, v._spec, node, v._ctx) for h, v in zip(outs, variables)]

@@ -971,3 +971,28 @@ def test_samplers_with_array_parameters_hybridize(mode):
     assert traced[0].shape == (2, 3) and not np.array_equal(traced[0], traced[1])
     np.testing.assert_array_equal(traced[0], eager[0])
     np.testing.assert_array_equal(traced[1], eager[1])
+
+
+def test_a_lost_backward_through_a_hybridized_batchnorm_loses_its_moving_statistics(mode):
+    """A hybridized call of a BatchNorm in training: the backward through its output updates
+    the moving statistics (MXNet's); lost to an earlier failure in its batch, they raise
+    ChangeLost when read, at the trace's call and at a call of its program."""
+    from gradserve.runtime import ChangeLost
+
+    gamma, beta = nd.ones((3,)), nd.zeros((3,))
+    f = hybridize(lambda x, mm, mv: nd.BatchNorm(x, gamma, beta, mm, mv).sum())
+    x = nd.array(np.arange(12, dtype=np.float32).reshape(4, 3))
+    x.attach_grad()
+    for call in ("trace", "program"):
+        mm, mv = nd.zeros((3,)), nd.ones((3,))
+        with autograd.record():
+            y = f(x, mm, mv)
+        assert (y._node.op.name == "call") is (call == "program")
+        nd.waitall()
+        big = nd.zeros((1 << 33,))  # fails: the backward after it never runs
+        y.backward()
+        with pytest.raises(QuotaExceeded):
+            big.wait_to_read()
+        for lost in (mm, mv):
+            with pytest.raises(ChangeLost, match="never applied"):
+                lost.asnumpy()
