@@ -359,6 +359,7 @@ def _binary(
     doc: str,
     aliases: tuple[str, ...] = (),
     eager: Any = None,
+    scratch: Any = None,
     vjp_scratch: Any = None,
 ) -> None:
     def forward(cx, at, a, b):
@@ -372,6 +373,7 @@ def _binary(
         vjp=vjp,
         aliases=aliases,
         eager_vjp=eager,
+        scratch=scratch,
         vjp_scratch=vjp_scratch,
     )(forward)
 
@@ -382,7 +384,7 @@ def _in_float64_bytes(count: int, kinds: str) -> Any:
     at once, measured (a uint8 pow's backward held 19 x its graph, unchecked)."""
 
     def hook(at: dict, *xs: Spec) -> int:
-        if np.dtype(xs[0].dtype).kind not in kinds or xs[0].dtype == "float64":
+        if np.dtype(xs[0].dtype).kind not in kinds or (xs[0].dtype == "float64" and "f" not in kinds):
             return 0
         shape = xs[0].shape if len(xs) == 1 else broadcast_shapes("backward", xs[0].shape, xs[1].shape)
         return count * 8 * prod(shape)
@@ -531,6 +533,7 @@ _binary(
     "a / b, broadcasting (integers truncate).",
     ("broadcast_div", "elemwise_div", "divide", "true_divide"),
     _div_eager,
+    scratch=_in_float64_bytes(2, "iu"),  # (integers: in float64, truncated)
     vjp_scratch=_in_float64_bytes(5, "iu"),
 )
 _binary(
@@ -539,6 +542,7 @@ _binary(
     _pow_vjp,
     "a ** b, broadcasting.",
     ("broadcast_power", "power"),
+    scratch=_in_float64_bytes(3, "iu"),  # (integers: in float64, truncated)
     vjp_scratch=_in_float64_bytes(6, "iu"),
 )
 _binary(
@@ -547,6 +551,7 @@ _binary(
     _mod_vjp,
     "a mod b, broadcasting, with b's sign as Python's % (0 where b is 0, as MXNet).",
     ("broadcast_mod", "modulo"),
+    scratch=_in_float64_bytes(6, "iuf"),  # (in float64 whatever the dtype, as MXNet's)
     vjp_scratch=_in_float64_bytes(4, "f"),
 )
 _binary(
@@ -635,7 +640,14 @@ def scalar_array(s: float, dt: np.dtype) -> Any:
 
 
 def _scalar(
-    name: str, fwd: Any, vjp: Any, doc: str, eager: Any = None, ufunc: Any = None, vjp_scratch: Any = None
+    name: str,
+    fwd: Any,
+    vjp: Any,
+    doc: str,
+    eager: Any = None,
+    ufunc: Any = None,
+    scratch: Any = None,
+    vjp_scratch: Any = None,
 ) -> None:
     """A scalar op; ``ufunc(x, s)``, where given, is ``fwd`` for float arrays, called at once."""
 
@@ -654,7 +666,16 @@ def _scalar(
         return cast(fwd(cx.xp, x, typed_scalar(at["scalar"], dt)), dt)
 
     forward.__doc__ = doc
-    defop(name, ("data",), SCALAR, infer=like_infer, vjp=vjp, eager_vjp=eager, vjp_scratch=vjp_scratch)(forward)
+    defop(
+        name,
+        ("data",),
+        SCALAR,
+        infer=like_infer,
+        vjp=vjp,
+        eager_vjp=eager,
+        scratch=scratch,
+        vjp_scratch=vjp_scratch,
+    )(forward)
 
 
 def _mul_scalar_eager(at, g, y, x):
@@ -701,18 +722,24 @@ _scalar(
     "x / scalar.",
     _div_scalar_eager,
     np.true_divide,
+    scratch=_in_float64_bytes(3, "iu"),  # (integers: in float64, truncated; their VJPs too)
+    vjp_scratch=_in_float64_bytes(3, "iu"),
 )
 _scalar(
     "rdiv_scalar",
     lambda xp, x, s: _int_div(xp, s, x),
     lambda F, at, g, y, x: (F.negative(F.div(F.mul(g, y), x)),),
     "scalar / x.",
+    scratch=_in_float64_bytes(3, "iu"),
+    vjp_scratch=_in_float64_bytes(3, "iu"),
 )
 _scalar(
     "pow_scalar",
     lambda xp, x, s: _int_pow(xp, x, s),
     lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(F.pow_scalar(x, scalar=at["scalar"] - 1.0), scalar=at["scalar"])),),
     "x ** scalar.",
+    scratch=_in_float64_bytes(3, "iu"),
+    vjp_scratch=_in_float64_bytes(3, "iu"),
 )
 _scalar(
     "rpow_scalar",
@@ -723,6 +750,7 @@ _scalar(
         else (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),)
     ),
     "scalar ** x.",
+    scratch=_in_float64_bytes(3, "iu"),
     vjp_scratch=_in_float64_bytes(3, "iu"),
 )
 
@@ -744,12 +772,19 @@ def _rmod_scalar_vjp(F, at, g, y, x):
     return (F.negative(F.mul(g, q)),)
 
 
-_scalar("mod_scalar", _mod, _mod_scalar_vjp, "x mod scalar (the scalar's sign, as Python's %; 0 for 0).")
+_scalar(
+    "mod_scalar",
+    _mod,
+    _mod_scalar_vjp,
+    "x mod scalar (the scalar's sign, as Python's %; 0 for 0).",
+    scratch=_in_float64_bytes(5, "iuf"),  # (in float64 whatever the dtype, as MXNet's)
+)
 _scalar(
     "rmod_scalar",
     lambda xp, x, s: _mod(xp, s, x),
     _rmod_scalar_vjp,
     "scalar mod x (x's sign; 0 where x is 0).",
+    scratch=_in_float64_bytes(5, "iuf"),
     vjp_scratch=_in_float64_bytes(3, "f"),
 )
 _scalar(

@@ -610,7 +610,8 @@ def _topk_vjp(F, at, g, y, x):
     infer=_topk_infer,
     vjp=_topk_vjp,
     scratch=_order_bytes(24),
-    vjp_scratch=lambda at, x: 24 * prod(x.shape) if at["ret_typ"] == "value" else 0,
+    # (a sort's order, and the int64 indices of the k taken: at most 32 bytes an element)
+    vjp_scratch=lambda at, x: 32 * prod(x.shape) if at["ret_typ"] == "value" else 0,
 )
 def _topk(cx, at, x):
     """The k largest (``is_ascend``: smallest) along ``axis`` (None: of the flattened array; k

@@ -361,7 +361,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
             prog.plan is not None
             and sig == prog.sig
             and (s.nbytes + prog.made + prog.scratch <= s._budget or s.room(prog.made + prog.scratch))
-            and max(prog.largest, prog.scratch) <= lim.max_array_bytes
+            and prog.largest <= lim.max_array_bytes
         ):
             _run_plan(s, pid, prog, values)
         else:

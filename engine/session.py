@@ -764,15 +764,11 @@ class Session:
 
     def _check_costly(self, op: Op, at: dict, specs: list, n: int) -> None:
         """An op whose working arrays or multiply-adds are large: its working arrays are
-        refused past the per-array limit or the session's room, as its output would be (they
-        are memory it holds while it runs); in a slice of the event loop, it is left for the
-        thread that runs the rest of the batch when either would take the loop long."""
+        refused past the session's room, as its output would be (they are memory it holds
+        while it runs); in a slice of the event loop, it is left for the thread that runs the
+        rest of the batch when either would take the loop long. (A hook gives the sum of an
+        op's working arrays, not the largest: the per-array limit is its output's only.)"""
         tmp = op.scratch(at, *specs) if op.scratch is not None else 0
-        lim = self.limits
-        if tmp > lim.max_array_bytes:
-            raise QuotaExceeded(
-                f"{op.name}: its working array of {tmp} bytes is over the limit of {lim.max_array_bytes} per array"
-            )
         if tmp and not self.room(n + tmp):
             raise QuotaExceeded(
                 f"{op.name}: it would hold {self.nbytes + n + tmp} bytes while it runs (its working array of "

@@ -773,3 +773,89 @@ def test_a_sort_counts_its_int64_order_forward_and_backward():
     s.limits.max_session_bytes = s.nbytes + 48 * n
     ok(s, {"op": "backward", "in": [3], "mode": 2})
     assert (s.nodes[1].grad == 1).all()
+
+
+COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
+    ("Pooling", {"kernel": [3, 3], "stride": [1, 1], "pad": [1, 1]}, [((2, 8, 48, 48), "float32")]),
+    ("Pooling", {"kernel": [4, 4], "stride": [2, 2], "pool_type": "avg"}, [((2, 8, 48, 48), "float32")]),
+    ("Pooling", {"kernel": [3, 3], "pool_type": "sum"}, [((2, 8, 48, 48), "float64")]),
+    ("Pooling", {"global_pool": True}, [((1, 2, 64, 64), "float16")]),
+    (
+        "Convolution",
+        {"kernel": [3, 3], "num_filter": 8},
+        [((2, 8, 40, 40), "float32"), ((8, 8, 3, 3), "float32"), ((8,), "float32")],
+    ),
+    (
+        "Convolution",
+        {"kernel": [5, 5], "num_filter": 4, "stride": [2, 2], "pad": [2, 2]},
+        [((2, 3, 40, 40), "float32"), ((4, 3, 5, 5), "float32"), ((4,), "float32")],
+    ),
+    ("sort", {}, [((300, 400), "float16")]),
+    ("sort", {"axis": None}, [((300, 400), "float32")]),
+    ("argsort", {"axis": 0}, [((300, 400), "float32")]),
+    ("topk", {"k": 5, "ret_typ": "value"}, [((300, 400), "float32")]),
+    ("topk", {"k": 5, "ret_typ": "mask", "axis": 0}, [((300, 400), "float64")]),
+    ("pow", {}, [((200, 300), "int32"), ((200, 300), "int32")]),
+    ("div", {}, [((200, 300), "uint8"), ((300,), "uint8")]),
+    ("mod", {}, [((200, 300), "float32"), ((200, 300), "float32")]),
+    ("mod_scalar", {"scalar": 1.5}, [((200, 300), "float32")]),
+    ("rmod_scalar", {"scalar": 7.0}, [((200, 300), "float32")]),
+    ("pow_scalar", {"scalar": 2.0}, [((200, 300), "int32")]),
+    ("rpow_scalar", {"scalar": 2.0}, [((200, 300), "int32")]),
+    ("div_scalar", {"scalar": 3.0}, [((200, 300), "int32")]),
+    ("rdiv_scalar", {"scalar": 3.0}, [((200, 300), "int32")]),
+]
+
+
+@pytest.mark.parametrize("name, at, inputs", COSTLY, ids=[f"{c[0]}-{i}" for i, c in enumerate(COSTLY)])
+def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
+    """``scratch`` and ``vjp_scratch`` are what the quota checks: each must bound what the op's
+    forward and VJP make besides their results, within a tenth (measured with tracemalloc;
+    numpy reports its allocations to it), or a session passes its quota unseen."""
+    import tracemalloc
+
+    from gradserve.engine.optable import OPS, Spec
+
+    op = OPS[name]
+    rng = np.random.default_rng(0)
+    s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
+    ops = []
+    for k, (shape, dtype) in enumerate(inputs, 1):
+        value = (rng.random(shape) * 4 + 1).astype(dtype)  # positive: pow and div have gradients
+        ops.append({"op": "array", "out": [k], "at": {"value": value}})
+    ops.append({"op": "attach_grad", "in": [1]})
+    ok(s, *ops)
+    specs = [Spec(shape, dtype) for shape, dtype in inputs]
+    parsed = op.parse(at)
+    ins = list(range(1, len(inputs) + 1))
+    slack = 1 << 16
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        ok(s, {"op": name, "in": ins, "out": [50], "at": at, "mode": 3})
+        made = tracemalloc.get_traced_memory()[1] - base
+        out = s.arrays[50]
+        forward = op.scratch(parsed, *specs) if op.scratch else 0
+        assert made <= 1.1 * (forward + out.nbytes) + slack, (made, forward, out.nbytes)
+        ok(s, {"op": "sum", "in": [50], "out": [51], "mode": 3})
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        ok(s, {"op": "backward", "in": [51], "mode": 2})
+        made = tracemalloc.get_traced_memory()[1] - base
+        cotangents = out.nbytes + 2 * sum(s.arrays[h].nbytes for h in ins)
+        backward = op.vjp_scratch(parsed, *specs) if op.vjp_scratch else 0
+        assert made <= 1.1 * (backward + cotangents) + slack, (made, backward, cotangents)
+    finally:
+        tracemalloc.stop()
+
+
+def test_working_arrays_are_held_to_the_sessions_room_not_to_the_per_array_limit():
+    """A hook gives the sum of an op's working arrays: a topk of 4 MB made three of 8 MB each
+    (24 MB in all) under a 16 MB per-array limit and was refused by it, with room to spare."""
+    s = Session("t", limits=Limits(max_session_bytes=256 << 20, max_array_bytes=16 << 20))
+    ok(s, {"op": "random_normal", "out": [1], "at": {"shape": [1_000_000]}})
+    reply = ok(
+        s, {"op": "topk", "in": [1], "out": [2], "at": {"k": 1, "ret_typ": "value"}}, {"op": "read", "in": [1, 2]}
+    )
+    assert reply["values"][1][0] == reply["values"][0].max()
