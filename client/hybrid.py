@@ -26,8 +26,6 @@ from typing import Any
 
 from .engine import tape
 from .engine.errors import InvalidInput
-from .engine.optable import OPS
-from .engine.session import TRAINING
 from .ndarray import NDArray
 from .runtime import Client, NotTraceable, current
 from .state import flags
@@ -72,8 +70,8 @@ class _Traced:
         self.specs = specs  # per output the program makes
         self.parents = parents  # per output it makes: None, or (argument indices, outside nodes) it depends on
         self.changes = changes  # what the program changes in place (``_changes``)
-        # what a training backward through its outputs changes in place (BatchNorm's moving
-        # statistics: as ``changes``)
+        # per output it makes: what a training backward through it changes in place (the
+        # moving statistics of the BatchNorms on its way: as ``changes``)
         self.updates = updates
         # per output of the function: ("made", k) the program's k-th, ("arg", i) argument i
         # itself, ("array", a) an array from outside itself
@@ -91,14 +89,13 @@ class _Traced:
                 c.share(h, _resolved([share], c, arrays)[0])
         c.enqueue(ins, steps=self.nsteps)
         made = []
-        updates = tuple(_resolved(self.updates, c, arrays)) if self.updates else None
-        for h, spec, deps in zip(outs, self.specs, self.parents):
+        for h, spec, deps, updates in zip(outs, self.specs, self.parents, self.updates):
             node = None
             if deps is not None:  # recorded at the trace: recorded again
                 idx, outside = deps
                 ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
                 if ps is not None:
-                    node = tape.Node(HybridCall, updates, ps)
+                    node = tape.Node(HybridCall, tuple(_resolved(updates, c, arrays)) or None, ps)
             made.append(NDArray(c, h, spec, node, arrays[0]._ctx if arrays else None))  # (as an op's)
         result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
@@ -321,7 +318,7 @@ class HybridFunction:
         # what a later call changes, and which of its outputs are views of what, known while
         # the arguments' names are their own memory keys; then they are the callers' arrays'
         changes = _changes(c, steps, names, arrays, floor)
-        updates = _changes(c, steps, names, arrays, floor, _vjp_updates)
+        updates = [_updates(o, names, floor) for o in made_outs]
         shares = [_whose(c, o, argument, floor) for o in made_outs]
         callers = {name._h: c.root(a._h) for name, a in zip(names, arrays)}
         for h, k in list(c._roots.items()):  # views the trace made of the names: of the callers' arrays
@@ -346,35 +343,38 @@ class HybridFunction:
         return out, t
 
 
-def _vjp_updates(c: Client, ins: dict[str, Any]) -> list[int]:
-    """The memory keys a training backward through ``ins``'s result changes in place (the
-    moving statistics of a BatchNorm recorded in training)."""
-    op = OPS.get(ins.get("op"))
-    if op is None or not op.vjp_updates or not ins.get("mode", 0) & TRAINING:
+def _updates(o: NDArray, names: list[NDArray], floor: int) -> list[Any]:
+    """What a training backward through the traced output ``o`` changes in place (the moving
+    statistics of the BatchNorms recorded on its way), as ``_changes`` writes it: ("arg", i)
+    for argument i's array, ("key", k) for one from outside."""
+    if o._node is None:
         return []
-    return [c.root(ins["in"][i]) for i in op.vjp_updates]
+    args = {a._h: i for i, a in enumerate(names)}
+    out: list[Any] = []
+    for n in tape.toposort([o._node]):
+        if n.op is not None and type(n.at) is tuple:  # (keys as recorded: the names' own, in the trace)
+            for k in n.at:
+                if k in args:
+                    out.append(("arg", args[k]))
+                elif abs(k) < floor:
+                    out.append(("key", k))
+    return out
 
 
 def _changes(
-    c: Client,
-    steps: list[dict[str, Any]],
-    names: list[NDArray],
-    arrays: list[NDArray],
-    floor: int,
-    changed: Callable[[Client, dict[str, Any]], list[int]] = Client._changes,
+    c: Client, steps: list[dict[str, Any]], names: list[NDArray], arrays: list[NDArray], floor: int
 ) -> list[Any]:
     """What a program changes in place, for a call that never runs (``Client._lose``): per
     memory key its steps change, ("arg", i) for argument i's array (its name in the trace),
     ("grad", i) for its gradient, or ("key", k) for an array from outside (a parameter, its
     gradient). Arrays made by the trace itself (handles from ``floor`` on) are the call's own:
-    dead with it. ``changed``: what one step changes (``_vjp_updates``: what a backward
-    through it will)."""
+    dead with it."""
     args = {a._h: i for i, a in enumerate(names)}
     grads = {a._node.y: i for i, a in enumerate(arrays) if a._node is not None and a._node.op is None}
     out: list[Any] = []
     seen: set[int] = set()
     for ins in steps:
-        for k in changed(c, ins):
+        for k in c._changes(ins):
             if k in seen:
                 continue
             seen.add(k)

@@ -178,8 +178,8 @@ def invoke(
         parents = tape.parents_of([a._node for a in arrays])
         if parents is not None:
             # (what its VJP will change in place: BatchNorm's moving statistics, in training)
-            updates = tuple(hs[i] for i in op.vjp_updates) if op.vjp_updates and mode & TRAINING else None
-            node = tape.Node(op, updates, parents)
+            changes = op.vjp_updates(at) if op.vjp_updates is not None and mode & TRAINING else ()
+            node = tape.Node(op, tuple(c.root(hs[i]) for i in changes) if changes else None, parents)
     # only the attributes given travel (parsed); the engine fills in the same defaults
     if not attrs:
         wat: dict[str, Any] = {}
@@ -675,8 +675,8 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
 
 def _updated_by_vjps(c: Client, order: list[tape.Node]) -> list[Any]:
     """The memory keys (``root``) of what the VJPs of a training pass over ``order`` change in
-    place: the moving statistics of the BatchNorms recorded in training (their nodes hold the
-    handles; a hybridized function's argument names are its callers' arrays by now)."""
+    place: the moving statistics of the BatchNorms recorded in training (their nodes hold
+    their keys as recorded; a key shared since, with a view's base, is its base's now)."""
     return [c.root(h) for n in order if n.op is not None and type(n.at) is tuple for h in n.at]
 
 

@@ -745,7 +745,7 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
     infer=_bn_infer,
     vjp=_bn_vjp,
     writes_at=True,  # the batch's statistics, for the moving ones' update at the backward pass
-    vjp_updates=(3, 4),  # moving_mean and moving_var
+    vjp_updates=lambda at: () if at["use_global_stats"] else (3, 4),  # moving_mean and moving_var
 )
 def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     """Normalise over every axis but ``axis``: with the batch's statistics in

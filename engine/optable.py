@@ -244,9 +244,10 @@ class Op:
     # the forward writes into its attributes for its VJP (Dropout's mask, BatchNorm's batch
     # statistics): a program's call gives it attributes of its own
     writes_at: bool = False
-    # the inputs its VJP changes in place when the op was recorded in training (BatchNorm's
-    # moving statistics, as MXNet's): a client counts them among what a backward changes
-    vjp_updates: tuple[int, ...] = ()
+    # ``vjp_updates(at)``: the inputs its VJP changes in place when the op was recorded in
+    # training (BatchNorm's moving statistics, as MXNet's, unless use_global_stats): a client
+    # counts them among what a backward changes
+    vjp_updates: Callable[[dict[str, Any]], tuple[int, ...]] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -332,7 +333,7 @@ def defop(
     vjp_scratch: Callable[..., int] | None = None,
     keeps: Callable[[dict[str, Any], bool], Any] | None = None,
     writes_at: bool = False,
-    vjp_updates: tuple[int, ...] = (),
+    vjp_updates: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 

@@ -471,20 +471,25 @@ def test_a_lost_backward_loses_the_batchnorm_moving_statistics_it_was_to_update(
     gamma, beta = nd.ones((3,)), nd.zeros((3,))
     mm, mv = nd.zeros((3,)), nd.ones((3,))
     kept = nd.zeros((3,))
+    rows = nd.array(np.array([[0, 0, 0], [1, 1, 1]], dtype=np.float32))  # statistics as views of it
+    fixed = nd.zeros((3,))
     with autograd.record():
         y = nd.BatchNorm(x, gamma, beta, mm, mv).sum()
+        v = nd.BatchNorm(x, gamma, beta, rows[0], rows[1]).sum()
+        u = nd.BatchNorm(x, gamma, beta, fixed, nd.ones((3,)), use_global_stats=True).sum()
     with autograd.record(train_mode=False):
         z = nd.BatchNorm(x, gamma, beta, kept, nd.ones((3,))).sum()
-    nd.waitall()
+    nd.waitall()  # (the views rows[0] and rows[1] are freed with this batch)
     big = nd.zeros(HUGE)  # fails...
-    y.backward()  # ...so the moving statistics' update never runs
+    autograd.backward([y, v, u])  # ...so the moving statistics' update never runs
     z.backward(train_mode=False)
     with pytest.raises(QuotaExceeded):
         big.wait_to_read()
-    for lost in (mm, mv):
+    for lost in (mm, mv, rows):
         with pytest.raises(ChangeLost, match="never applied"):
             lost.asnumpy()
     assert kept.asnumpy().tolist() == [0, 0, 0]
+    assert fixed.asnumpy().tolist() == [0, 0, 0]  # use_global_stats: never updated, nothing lost
 
 
 def test_a_failing_in_place_change_leaves_its_array_as_it_was(mode):

@@ -996,3 +996,15 @@ def test_a_lost_backward_through_a_hybridized_batchnorm_loses_its_moving_statist
         for lost in (mm, mv):
             with pytest.raises(ChangeLost, match="never applied"):
                 lost.asnumpy()
+    # an output that does not come through the BatchNorm: its backward changes no statistics
+    g = hybridize(lambda x, mm, mv: (nd.BatchNorm(x, gamma, beta, mm, mv).sum(), (x * 2).sum()))
+    for call in ("trace", "program"):
+        mm, mv = nd.zeros((3,)), nd.ones((3,))
+        with autograd.record():
+            _, y2 = g(x, mm, mv)
+        nd.waitall()
+        big = nd.zeros((1 << 33,))
+        y2.backward()
+        with pytest.raises(QuotaExceeded):
+            big.wait_to_read()
+        assert mm.asnumpy().tolist() == [0, 0, 0], call
