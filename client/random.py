@@ -121,56 +121,76 @@ def generalized_negative_binomial(
     return _draw("random_generalized_negative_binomial", {"mu": mu, "alpha": alpha}, shape, dtype, ctx)
 
 
-def _like(name: str, op: str, data: Any, params: dict[str, Any]) -> NDArray:
+def _like(name: str, op: str, data: Any, params: dict[str, Any], out: Any, kwargs: dict[str, Any]) -> NDArray:
     """Draws of ``data``'s shape and dtype, in its context (MXNet's ``*_like`` samplers)."""
+    kwargs.pop("name", None)  # (MXNet's symbol name: nothing to name here)
+    if kwargs:
+        raise InvalidInput(f"random.{name}: unknown argument {next(iter(kwargs))!r}")
+    if out is not None and not isinstance(out, NDArray):
+        raise TypeError(f"random.{name}: out must be an NDArray, got {type(out).__name__}")
     if not isinstance(data, NDArray):
         raise InvalidInput(f"random.{name}: data must be an NDArray, got {type(data).__name__}")
     if not data.shape:
         raise InvalidInput(f"random.{name}: data must have at least one axis (MXNet refuses a 0-d array)")
+    if data._spec.dtype not in ("float16", "float32", "float64"):
+        raise InvalidInput(f"random.{name}: data must be float16, float32 or float64, got {data._spec.dtype}")
     for k, v in params.items():
         if isinstance(v, NDArray):
             raise InvalidInput(f"random.{name}: {k} must be a number, got an NDArray")
     at = {**params, "shape": data.shape, "dtype": data._spec.dtype}
-    return invoke(OPS[op], (), at, ctx=data.context)
+    drawn = invoke(OPS[op], (), at, ctx=data.context)
+    if out is None:
+        return drawn
+    if out.shape != drawn.shape:
+        raise InvalidInput(f"random.{name}: out has shape {out.shape}, data {drawn.shape}")
+    out[:] = drawn  # written into out, which is returned, as MXNet's out=
+    return out
 
 
-def normal_like(data: Any = None, loc: float = 0.0, scale: float = 1.0, **kwargs: Any) -> NDArray:
+def normal_like(data: Any = None, loc: float = 0.0, scale: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """N(loc, scale**2) draws of ``data``'s shape and dtype."""
-    return _like("normal_like", "random_normal", data, {"loc": loc, "scale": scale})
+    return _like("normal_like", "random_normal", data, {"loc": loc, "scale": scale}, out, kwargs)
 
 
-def uniform_like(data: Any = None, low: float = 0.0, high: float = 1.0, **kwargs: Any) -> NDArray:
+def uniform_like(data: Any = None, low: float = 0.0, high: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """U[low, high) draws of ``data``'s shape and dtype."""
-    return _like("uniform_like", "random_uniform", data, {"low": low, "high": high})
+    return _like("uniform_like", "random_uniform", data, {"low": low, "high": high}, out, kwargs)
 
 
-def exponential_like(data: Any = None, lam: float = 1.0, **kwargs: Any) -> NDArray:
+def exponential_like(data: Any = None, lam: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """Exponential draws of rate ``lam`` (mean 1/lam, as MXNet's ``*_like`` takes it)."""
     if isinstance(lam, (int, float)) and not lam > 0:
         raise InvalidInput(f"random.exponential_like: lam must be positive, got {lam}")
     scale = 1.0 / lam if isinstance(lam, (int, float)) else lam
-    return _like("exponential_like", "random_exponential", data, {"scale": scale})
+    return _like("exponential_like", "random_exponential", data, {"scale": scale}, out, kwargs)
 
 
-def poisson_like(data: Any = None, lam: float = 1.0, **kwargs: Any) -> NDArray:
+def poisson_like(data: Any = None, lam: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """Poisson counts of rate ``lam`` of ``data``'s shape and dtype."""
-    return _like("poisson_like", "random_poisson", data, {"lam": lam})
+    return _like("poisson_like", "random_poisson", data, {"lam": lam}, out, kwargs)
 
 
-def gamma_like(data: Any = None, alpha: float = 1.0, beta: float = 1.0, **kwargs: Any) -> NDArray:
+def gamma_like(data: Any = None, alpha: float = 1.0, beta: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """Gamma draws (shape ``alpha``, scale ``beta``) of ``data``'s shape and dtype."""
-    return _like("gamma_like", "random_gamma", data, {"alpha": alpha, "beta": beta})
+    return _like("gamma_like", "random_gamma", data, {"alpha": alpha, "beta": beta}, out, kwargs)
 
 
-def negative_binomial_like(data: Any = None, k: float = 1, p: float = 1, **kwargs: Any) -> NDArray:
+def negative_binomial_like(data: Any = None, k: float = 1, p: float = 1, out: Any = None, **kwargs: Any) -> NDArray:
     """Negative binomial counts of ``data``'s shape and dtype."""
-    return _like("negative_binomial_like", "random_negative_binomial", data, {"k": k, "p": p})
+    return _like("negative_binomial_like", "random_negative_binomial", data, {"k": k, "p": p}, out, kwargs)
 
 
-def generalized_negative_binomial_like(data: Any = None, mu: float = 1, alpha: float = 1, **kwargs: Any) -> NDArray:
+def generalized_negative_binomial_like(
+    data: Any = None, mu: float = 1, alpha: float = 1, out: Any = None, **kwargs: Any
+) -> NDArray:
     """Generalized negative binomial counts of ``data``'s shape and dtype."""
     return _like(
-        "generalized_negative_binomial_like", "random_generalized_negative_binomial", data, {"mu": mu, "alpha": alpha}
+        "generalized_negative_binomial_like",
+        "random_generalized_negative_binomial",
+        data,
+        {"mu": mu, "alpha": alpha},
+        out,
+        kwargs,
     )
 
 

@@ -588,3 +588,10 @@ def test_like_samplers_draw_datas_shape_and_dtype(mode):
         r.normal_like(nd.ones((1,)).reshape(()))
     with pytest.raises(MXNetError, match="must be a number"):
         r.normal_like(x, loc=nd.ones((2, 3), dtype="float64"))
+    with pytest.raises(MXNetError, match="float16, float32 or float64"):  # (MXNet's: floating point only)
+        r.uniform_like(nd.ones((3,), dtype="int32"))
+    with pytest.raises(MXNetError, match="unknown argument 'bogus'"):
+        r.poisson_like(x, bogus=1)
+    out = nd.zeros((2, 3), dtype="float64")
+    assert r.uniform_like(x, low=5, high=6, out=out) is out  # written into out, as MXNet's
+    assert (out.asnumpy() >= 5).all()
