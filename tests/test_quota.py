@@ -804,6 +804,10 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("rpow_scalar", {"scalar": 2.0}, [((200, 300), "int32")]),
     ("div_scalar", {"scalar": 3.0}, [((200, 300), "int32")]),
     ("rdiv_scalar", {"scalar": 3.0}, [((200, 300), "int32")]),
+    ("sample_normal", {"shape": [20]}, [((100, 100), "float32"), ((100, 100), "float32")]),
+    ("sample_gamma", {"shape": [10]}, [((100, 100), "float64"), ((100, 100), "float64")]),
+    ("sample_generalized_negative_binomial", {"shape": [10]}, [((100, 100), "float32"), ((100, 100), "float32")]),
+    ("sample_multinomial", {"shape": [50]}, [((2000, 10), "float32")]),
 ]
 
 
@@ -822,6 +826,8 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
     ops = []
     for k, (shape, dtype) in enumerate(inputs, 1):
         value = (rng.random(shape) * 4 + 1).astype(dtype)  # positive: pow and div have gradients
+        if name == "sample_multinomial":  # distributions along the last axis
+            value = (value / value.sum(axis=-1, keepdims=True)).astype(dtype)
         ops.append({"op": "array", "out": [k], "at": {"value": value}})
     ops.append({"op": "attach_grad", "in": [1]})
     ok(s, *ops)
