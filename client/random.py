@@ -18,12 +18,34 @@ def _shape(shape: Any) -> Any:
     return (1,) if shape is None else shape
 
 
+def _out(name: str, kwargs: dict[str, Any]) -> NDArray | None:
+    """``out=`` from a sampler's keyword arguments; any other but ``name`` (MXNet's symbol
+    name: nothing to name here) is refused, as MXNet refuses it."""
+    out = kwargs.pop("out", None)
+    kwargs.pop("name", None)
+    if kwargs:
+        raise InvalidInput(f"random.{name}: unknown argument {next(iter(kwargs))!r}")
+    if out is not None and not isinstance(out, NDArray):
+        raise TypeError(f"random.{name}: out must be an NDArray, got {type(out).__name__}")
+    return out
+
+
+def _into(name: str, drawn: NDArray, out: NDArray | None) -> NDArray:
+    """``drawn``, or, with ``out=``, written into ``out``, which is returned (MXNet's)."""
+    if out is None:
+        return drawn
+    if out.shape != drawn.shape:
+        raise InvalidInput(f"random.{name}: out has shape {out.shape}, the draws {drawn.shape}")
+    out[:] = drawn
+    return out
+
+
 def normal(
     loc: float = 0.0, scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Draws from N(loc, scale**2); shape (1,) when none is given, as MXNet. With NDArray
     ``loc`` and ``scale`` (one shape), ``shape`` draws for each pair: loc.shape + shape."""
-    return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx)
+    return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx, kwargs)
 
 
 def uniform(
@@ -31,7 +53,7 @@ def uniform(
 ) -> NDArray:
     """Draws from U[low, high); shape (1,) when none is given, as MXNet. With NDArray ``low``
     and ``high`` (one shape), ``shape`` draws for each pair: low.shape + shape."""
-    return _draw("random_uniform", {"low": low, "high": high}, shape, dtype, ctx)
+    return _draw("random_uniform", {"low": low, "high": high}, shape, dtype, ctx, kwargs)
 
 
 def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
@@ -39,12 +61,17 @@ def randint(low: int, high: int, shape: Any = None, dtype: Any = None, ctx: Any 
     for name, v in (("low", low), ("high", high)):
         if isinstance(v, NDArray):
             raise InvalidInput(f"random.randint: {name} must be a number; NDArray bounds are not taken (nor by MXNet)")
-    return invoke(
+    out = _out("randint", kwargs)
+    if out is not None:
+        shape = out.shape if shape is None else shape
+        dtype = out._spec.dtype if dtype is None else dtype
+    drawn = invoke(
         OPS["random_randint"],
         (),
         {"low": low, "high": high, "shape": _shape(shape), "dtype": dtype},
         ctx=context_of(ctx),
     )
+    return _into("randint", drawn, out)
 
 
 # the op drawing with NDArray parameters for each sampler of number parameters (MXNet's pairs)
@@ -59,9 +86,19 @@ _SAMPLERS = {
 }
 
 
-def _draw(op: str, params: dict[str, Any], shape: Any, dtype: Any, ctx: Any) -> NDArray:
-    """Numbers: ``op`` draws ``shape`` (1,) when none is given). NDArrays (all of them, of one
-    shape): its sampler draws ``shape`` for each element, param.shape + shape, in their context."""
+def _draw(op: str, params: dict[str, Any], shape: Any, dtype: Any, ctx: Any, kwargs: dict[str, Any]) -> NDArray:
+    """Numbers: ``op`` draws ``shape`` ((1,) when none is given, out's with ``out=``).
+    NDArrays (all of them, of one shape): its sampler draws ``shape`` for each element,
+    param.shape + shape, in their context. ``kwargs``: ``out=`` (the draws written into it)."""
+    out = _out(op[7:], kwargs)
+    if out is not None:
+        dtype = out._spec.dtype if dtype is None else dtype
+        if shape is None and not any(isinstance(v, NDArray) for v in params.values()):
+            shape = out.shape
+    return _into(op[7:], _drawn(op, params, shape, dtype, ctx), out)
+
+
+def _drawn(op: str, params: dict[str, Any], shape: Any, dtype: Any, ctx: Any) -> NDArray:
     arrays = [isinstance(v, NDArray) for v in params.values()]
     if any(arrays):
         if not all(arrays):
@@ -87,47 +124,43 @@ def randn(
     """Draws from N(loc, scale**2) of the shape given positionally (``randn(2, 3)``), as MXNet's."""
     if not shape and not isinstance(loc, NDArray):
         raise InvalidInput("random.randn: give the shape, as randn(2, 3)")
-    return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx)
+    return _draw("random_normal", {"loc": loc, "scale": scale}, shape, dtype, ctx, kwargs)
 
 
 def exponential(scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
     """Exponential draws of mean ``scale``; shape (1,) when none is given, as MXNet."""
-    return _draw("random_exponential", {"scale": scale}, shape, dtype, ctx)
+    return _draw("random_exponential", {"scale": scale}, shape, dtype, ctx, kwargs)
 
 
 def poisson(lam: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
     """Poisson counts of rate ``lam``, as floats (float32 unless ``dtype`` says otherwise)."""
-    return _draw("random_poisson", {"lam": lam}, shape, dtype, ctx)
+    return _draw("random_poisson", {"lam": lam}, shape, dtype, ctx, kwargs)
 
 
 def gamma(
     alpha: float = 1.0, beta: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Gamma draws of shape ``alpha`` and scale ``beta``."""
-    return _draw("random_gamma", {"alpha": alpha, "beta": beta}, shape, dtype, ctx)
+    return _draw("random_gamma", {"alpha": alpha, "beta": beta}, shape, dtype, ctx, kwargs)
 
 
 def negative_binomial(
     k: float = 1, p: float = 1, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Failures before the k-th success, trials of success probability ``p`` (as floats)."""
-    return _draw("random_negative_binomial", {"k": k, "p": p}, shape, dtype, ctx)
+    return _draw("random_negative_binomial", {"k": k, "p": p}, shape, dtype, ctx, kwargs)
 
 
 def generalized_negative_binomial(
     mu: float = 1, alpha: float = 1, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any
 ) -> NDArray:
     """Counts of mean ``mu`` and variance ``mu + alpha * mu**2`` (as floats)."""
-    return _draw("random_generalized_negative_binomial", {"mu": mu, "alpha": alpha}, shape, dtype, ctx)
+    return _draw("random_generalized_negative_binomial", {"mu": mu, "alpha": alpha}, shape, dtype, ctx, kwargs)
 
 
 def _like(name: str, op: str, data: Any, params: dict[str, Any], out: Any, kwargs: dict[str, Any]) -> NDArray:
     """Draws of ``data``'s shape and dtype, in its context (MXNet's ``*_like`` samplers)."""
-    kwargs.pop("name", None)  # (MXNet's symbol name: nothing to name here)
-    if kwargs:
-        raise InvalidInput(f"random.{name}: unknown argument {next(iter(kwargs))!r}")
-    if out is not None and not isinstance(out, NDArray):
-        raise TypeError(f"random.{name}: out must be an NDArray, got {type(out).__name__}")
+    out = _out(name, {**kwargs, "out": out})
     if not isinstance(data, NDArray):
         raise InvalidInput(f"random.{name}: data must be an NDArray, got {type(data).__name__}")
     if not data.shape:
@@ -138,13 +171,7 @@ def _like(name: str, op: str, data: Any, params: dict[str, Any], out: Any, kwarg
         if isinstance(v, NDArray):
             raise InvalidInput(f"random.{name}: {k} must be a number, got an NDArray")
     at = {**params, "shape": data.shape, "dtype": data._spec.dtype}
-    drawn = invoke(OPS[op], (), at, ctx=data.context)
-    if out is None:
-        return drawn
-    if out.shape != drawn.shape:
-        raise InvalidInput(f"random.{name}: out has shape {out.shape}, data {drawn.shape}")
-    out[:] = drawn  # written into out, which is returned, as MXNet's out=
-    return out
+    return _into(name, invoke(OPS[op], (), at, ctx=data.context), out)
 
 
 def normal_like(data: Any = None, loc: float = 0.0, scale: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:

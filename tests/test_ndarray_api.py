@@ -595,3 +595,20 @@ def test_like_samplers_draw_datas_shape_and_dtype(mode):
     out = nd.zeros((2, 3), dtype="float64")
     assert r.uniform_like(x, low=5, high=6, out=out) is out  # written into out, as MXNet's
     assert (out.asnumpy() >= 5).all()
+
+
+def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):
+    """MXNet's: ``out=`` takes the draws (its shape and dtype when none is given) and is
+    returned; an argument the sampler does not have is refused (it was passed over)."""
+    r = nd.random
+    out = nd.zeros((2, 3), dtype="float64")
+    assert r.normal(5, 1, shape=(2, 3), out=out) is out and out.asnumpy().mean() > 3
+    assert r.uniform(7, 8, out=out) is out and (out.asnumpy() >= 7).all()  # out's shape and dtype
+    ints = nd.zeros((4,), dtype="int32")
+    assert r.randint(3, 4, out=ints) is ints and ints.asnumpy().tolist() == [3, 3, 3, 3]
+    assert r.poisson(2, shape=(2, 3), name="p", out=out) is out
+    with pytest.raises(MXNetError, match="out has shape"):
+        r.normal(shape=(5,), out=out)
+    for sampler in (r.normal, r.uniform, r.poisson, r.gamma, r.exponential):
+        with pytest.raises(MXNetError, match="unknown argument 'bogus'"):
+            sampler(bogus=1)
