@@ -21,7 +21,7 @@ from .engine import tape
 from .engine.errors import AutogradError, InvalidInput, ShapeError
 from .engine.optable import OPS, REQUIRED, Op
 from .engine.session import INPLACE_IN_GRAPH
-from .ndarray import NDArray, array, context_of, invoke
+from .ndarray import NDArray, array, context_of, invoke, write_into
 from .runtime import current
 from .state import flags
 
@@ -60,18 +60,6 @@ _REFLECTED = {  # op(scalar, x) as a scalar op of x
 }
 
 
-def _into(out: Any, result: Any, name: str) -> NDArray:
-    """``out=``: the result written into ``out`` (same shape), which is returned, as in MXNet."""
-    if not isinstance(out, NDArray):
-        raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
-    if not isinstance(result, NDArray):
-        raise TypeError(f"{name}: out= is for an op of one output")
-    if out.shape != result.shape:
-        raise ShapeError(f"{name}: out has shape {out.shape}, the result {result.shape}")
-    out[:] = result
-    return out
-
-
 def _generate(op: Op, name: str) -> Any:
     fixed = [n for n in op.inputs if not n.startswith("*")]
     star = op.inputs[-1][1:] if op.variadic else None
@@ -89,7 +77,7 @@ def _generate(op: Op, name: str) -> Any:
                 return invoke(op, args)
         out = kwargs.pop("out", None)
         if out is not None:
-            return _into(out, fn(*args, **kwargs), name)
+            return write_into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
         ctx = kwargs.pop("ctx", None)
         if star is None:

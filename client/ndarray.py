@@ -196,6 +196,18 @@ def invoke(
     return NDArray(c, h, spec, node, ctx)
 
 
+def write_into(out: Any, result: Any, name: str) -> NDArray:
+    """``out=``: the result written into ``out`` (same shape), which is returned, as in MXNet."""
+    if not isinstance(out, NDArray):
+        raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
+    if not isinstance(result, NDArray):
+        raise TypeError(f"{name}: out= is for an op of one output")
+    if out.shape != result.shape:
+        raise ShapeError(f"{name}: out has shape {out.shape}, the result {result.shape}")
+    out[:] = result
+    return out
+
+
 def _scalar(x: Any) -> bool:
     return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, np.ndarray)
 

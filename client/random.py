@@ -10,7 +10,7 @@ from typing import Any
 
 from .engine.errors import InvalidInput
 from .engine.optable import OPS, prod
-from .ndarray import NDArray, context_of, invoke
+from .ndarray import NDArray, context_of, invoke, write_into
 from .runtime import RNG_KEY, current
 
 
@@ -32,12 +32,7 @@ def _out(name: str, kwargs: dict[str, Any]) -> NDArray | None:
 
 def _into(name: str, drawn: NDArray, out: NDArray | None) -> NDArray:
     """``drawn``, or, with ``out=``, written into ``out``, which is returned (MXNet's)."""
-    if out is None:
-        return drawn
-    if out.shape != drawn.shape:
-        raise InvalidInput(f"random.{name}: out has shape {out.shape}, the draws {drawn.shape}")
-    out[:] = drawn
-    return out
+    return drawn if out is None else write_into(out, drawn, f"random.{name}")
 
 
 def normal(

@@ -412,7 +412,7 @@ def _mul_vjp(F, at, g, y, a, b):
     return unbroadcast(F, F.mul(g, b), a.shape), unbroadcast(F, F.mul(g, a), b.shape)
 
 
-def _in_float64(F, dtype: Any, *xs: Any) -> list[Any]:
+def _in_float64(F, *xs: Any) -> list[Any]:
     """Integer arrays as float64: MXNet computes an integer op's gradient in floating point
     and truncates it (``_to_dtype``), where integer arithmetic would lose it (5 / 9 is 0)."""
     return [F.astype(x, dtype="float64") for x in xs]
@@ -424,7 +424,7 @@ def _to_dtype(F, dtype: Any, *xs: Any) -> tuple[Any, ...]:
 
 def _div_vjp(F, at, g, y, a, b):
     if a.dtype.kind in "iu":  # -a / b**2 in floating point, truncated: MXNet's (it was 0)
-        g64, a64, b64 = _in_float64(F, a.dtype, g, a, b)
+        g64, a64, b64 = _in_float64(F, g, a, b)
         ga, gb = _to_dtype(F, a.dtype, F.div(g64, b64), F.negative(F.div(F.mul(g64, a64), F.square(b64))))
         return unbroadcast(F, ga, a.shape), unbroadcast(F, gb, b.shape)
     ga = F.div(g, b)
@@ -460,7 +460,7 @@ def _div_eager(at, g, y, a, b):
 
 def _pow_vjp(F, at, g, y, a, b):
     if a.dtype.kind in "iu":  # in floating point, truncated: MXNet's (125 * log 5 is 201, not 125 * 1)
-        g64, a64, b64 = _in_float64(F, a.dtype, g, a, b)
+        g64, a64, b64 = _in_float64(F, g, a, b)
         ga = F.mul(g64, F.mul(b64, F.pow(a64, F.sub_scalar(b64, scalar=1.0))))
         gb = F.mul(g64, F.mul(F.pow(a64, b64), F.log(a64)))
         ga, gb = _to_dtype(F, a.dtype, ga, gb)
@@ -485,11 +485,9 @@ def _mod(xp, a, b):
 
 def _floor_quotient(F, a, b):
     """floor(a / b) in float64 (as MXNet's mod gradient computes it), in a's dtype."""
-    dt = a.dtype.name
-    if dt == "float64":
+    if a.dtype.name == "float64":
         return F.floor(F.div(a, b))
-    q = F.floor(F.div(F.astype(a, dtype="float64"), F.astype(b, dtype="float64")))
-    return F.astype(q, dtype=dt)
+    return _to_dtype(F, a.dtype, F.floor(F.div(*_in_float64(F, a, b))))[0]
 
 
 def _mod_vjp(F, at, g, y, a, b):
@@ -745,7 +743,7 @@ _scalar(
     "rpow_scalar",
     lambda xp, x, s: _int_pow(xp, s, x),
     lambda F, at, g, y, x: (
-        _to_dtype(F, x.dtype, F.mul_scalar(F.mul(*_in_float64(F, x.dtype, g, y)), scalar=float(np.log(at["scalar"]))))
+        _to_dtype(F, x.dtype, F.mul_scalar(F.mul(*_in_float64(F, g, y)), scalar=float(np.log(at["scalar"]))))
         if x.dtype.kind in "iu"  # (log 3 as an integer was 1: MXNet's is in floating point, truncated)
         else (F.mul_scalar(F.mul(g, y), scalar=float(np.log(at["scalar"]))),)
     ),
@@ -768,7 +766,7 @@ def _rmod_scalar_vjp(F, at, g, y, x):
     if dt.name == "float64":
         q = F.floor(F.rdiv_scalar(x, scalar=s))
     else:
-        q = F.astype(F.floor(F.rdiv_scalar(F.astype(x, dtype="float64"), scalar=s)), dtype=dt.name)
+        (q,) = _to_dtype(F, dt, F.floor(F.rdiv_scalar(*_in_float64(F, x), scalar=s)))
     return (F.negative(F.mul(g, q)),)
 
 

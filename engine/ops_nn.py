@@ -482,6 +482,11 @@ def _windows_bytes(win: dict, x: Spec) -> int:
     return (x.shape[0] * x.shape[1] * k[0] * k[1] * out[0] * out[1] + padded) * size
 
 
+def _conv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
+    """Convolution's working arrays: the windows, then their matrix (a copy)."""
+    return 2 * _windows_bytes(_win(at), x)
+
+
 def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     k, _, _, out = _window("Convolution", at, x.shape)
     return x.shape[0] * at["num_filter"] * out[0] * out[1] * x.shape[1] * k[0] * k[1]
@@ -493,8 +498,8 @@ def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     CONV,
     infer=_conv_infer,
     vjp=_conv_vjp,
-    scratch=lambda at, x, w, *b: 2 * _windows_bytes(_win(at), x),  # (the windows, then their matrix: a copy)
-    vjp_scratch=lambda at, x, w, *b: 2 * _windows_bytes(_win(at), x),  # (measured: 1.1 to 1.2 x the windows)
+    scratch=_conv_windows,
+    vjp_scratch=_conv_windows,  # (measured: 1.1 to 1.2 x the windows)
     work=_conv_work,
 )
 def _convolution(cx, at, x, w, *b):
@@ -547,12 +552,20 @@ def _pool_infer(at: dict, x: Spec) -> Spec:
     return Spec(x.shape[:2] + out, x.dtype)
 
 
+def _has_nan(x: Any) -> bool:
+    """Whether float array ``x`` holds a NaN (its min is NaN where any is: one pass, no mask)."""
+    return x.dtype.kind == "f" and x.size > 0 and bool(np.isnan(x.min()))
+
+
 def _nan_as_least(xp, x):
     """``x`` with its NaNs as -inf: MXNet's max pooling passes over them (its comparisons with
     NaN are false), where numpy's max returns NaN. ``x`` itself when it has none."""
-    if x.dtype.kind != "f" or not x.size or not xp.isnan(x.min()):  # (min is NaN where any is: one pass)
-        return x
-    return xp.where(xp.isnan(x), x.dtype.type(-np.inf), x)
+    return xp.where(xp.isnan(x), x.dtype.type(-np.inf), x) if _has_nan(x) else x
+
+
+def _pool_windows(at: dict, x: Spec) -> int:
+    """The bytes of Pooling's windows (its forward's working array)."""
+    return _windows_bytes(_pool_window(at, x.shape), x)
 
 
 def _pool_vjp_windows(at: dict, x: Spec) -> int:
@@ -576,8 +589,7 @@ def _pool_vjp(F, at, g, y, x):
         # each take the gradient. (At most two window-sized arrays at once: the windows go
         # once their maxima are found.)
         size = k[0] * k[1]
-        raw = getattr(x, "value", x)  # (a recorded pass's Traced input: its array)
-        if raw.dtype.kind == "f" and raw.size and np.isnan(raw.min()):  # the forward's maxima: NaNs passed over
+        if _has_nan(getattr(x, "value", x)):  # the forward's maxima passed over NaNs (a Traced input: its array)
             x = F.where(F.equal(x, x), x, F.mul_scalar(F.ones_like(x), scalar=float("-inf")))
         cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
         # argmax gives indices in the data's dtype: float16 holds them exactly only to 2048
@@ -604,8 +616,8 @@ def _pool_vjp(F, at, g, y, x):
     POOL,
     infer=_pool_infer,
     vjp=_pool_vjp,
-    scratch=lambda at, x: _windows_bytes(_pool_window(at, x.shape), x),
-    vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _windows_bytes(_pool_window(at, x.shape), x),
+    scratch=_pool_windows,
+    vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x),
 )
 def _pooling(cx, at, x):
     """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""

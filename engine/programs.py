@@ -67,11 +67,8 @@ class Program:
         # whether a step is an op of many multiply-adds or large working arrays (dot,
         # Convolution, Pooling...): its first call, or one with other shapes, runs off a server's
         # event loop (see session._long_program_op)
-        costly = False
-        for step in steps:
-            op = OPS.get(step["op"])
-            costly = costly or (op is not None and (op.work is not None or op.scratch is not None))
-        self.costly = costly
+        ops = [OPS.get(step["op"]) for step in steps]
+        self.costly = any(op is not None and (op.work is not None or op.scratch is not None) for op in ops)
         # After a call that ran every step: its plan (``_plan``), and what that call's checks
         # depended on: the shapes and dtypes of the arguments and of the handles read, and the
         # bytes its slots took. A later call that matches them runs the plan, without the
