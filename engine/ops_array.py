@@ -120,12 +120,21 @@ def _non_negative(v: float) -> bool:
     return v >= 0 and v < float("inf")
 
 
+def _drawn(name: str, draw: Any, *args: Any) -> Any:
+    """``draw(*args)``, numpy's refusal of a parameter past what it can draw from (a poisson
+    rate of 1e30) said as the sampler's."""
+    try:
+        return draw(*args)
+    except ValueError as e:
+        raise InvalidInput(f"{name}: a parameter is too large to draw from ({e})") from None
+
+
 def _sampler(name: str, params: tuple[tuple[str, float, str, Any], ...], draw: Any, doc: str) -> None:
     """A sampler op: ``params`` (name, default, what it must be, test), ``draw(rng, at, shape)``."""
     attrs = tuple(Attr(p, "float", d) for p, d, _, _ in params) + (DRAW_SHAPE, DT)
 
     def forward(cx, at):
-        return cx.xp.asarray(draw(cx.rng, at, at["shape"])).astype(at["dtype"] or DEFAULT_DTYPE)
+        return cx.xp.asarray(_drawn(name, draw, cx.rng, at, at["shape"])).astype(at["dtype"] or DEFAULT_DTYPE)
 
     forward.__doc__ = doc
     checks = tuple((p, what, ok) for p, _, what, ok in params)
@@ -228,7 +237,7 @@ def _param_sampler(
                 i = tuple(int(j) for j in np.unravel_index(int(np.argmax(bad)), v.shape))
                 raise InvalidInput(f"{name}: {p} must be {what}, got {v[i]} at index {list(i)}")
             vs.append(np.broadcast_to(v[expand], shape))
-        return cx.xp.asarray(draw(cx.rng, shape, *vs)).astype(at["dtype"] or DEFAULT_DTYPE)
+        return cx.xp.asarray(_drawn(name, draw, cx.rng, shape, *vs)).astype(at["dtype"] or DEFAULT_DTYPE)
 
     forward.__doc__ = doc
     defop(

@@ -2061,6 +2061,28 @@ def test_samplers_refuse_parameters_out_of_range(name, at, words):
         op.infer(op.parse_attrs(at))
 
 
+@pytest.mark.parametrize(
+    "ins",
+    [
+        {"op": "random_poisson", "out": [1], "at": {"lam": 1e30, "shape": [2]}},
+        {"op": "random_generalized_negative_binomial", "out": [1], "at": {"mu": 1e30, "shape": [2]}},
+        {"op": "random_negative_binomial", "out": [1], "at": {"k": 1e30, "p": 0.5, "shape": [2]}},
+        {"op": "sample_generalized_negative_binomial", "in": [0, 2], "out": [1], "at": {"shape": [2]}},
+    ],
+)
+def test_a_parameter_past_what_numpy_draws_from_is_the_samplers_refusal(ins):
+    """In range but past numpy's limits (MXNet draws -2**31 there): a 400 that names the
+    sampler, and nothing made."""
+    s = Session("t")
+    s.run_batch({"ops": [{"op": "array", "out": [0], "at": {"value": np.array([1e17, 1e30])}}]})
+    s.run_batch({"ops": [{"op": "array", "out": [2], "at": {"value": np.zeros(2)}}]})  # (alpha 0: poisson)
+    reply = s.run_batch({"ops": [ins]})
+    err = reply["error"]
+    assert err["kind"] == "InvalidInput" and err["index"] == 0, err
+    assert err["message"].startswith(f"{ins['op']}: a parameter is too large to draw from"), err
+    assert 1 not in s.arrays
+
+
 def test_random_ops_continue_one_stream():
     """Two draws from one context differ; the pair repeats with the seed."""
     op = OPS["random_uniform"]
