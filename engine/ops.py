@@ -810,6 +810,7 @@ for _name, (_sym, _uf) in _COMPARE.items():
 # reductions
 
 AXIS = Attr("axis", "axis", None)
+REDUCE_AXIS = Attr("axis", "reduce_axis", None)  # (an empty list is all axes too, as MXNet's reductions)
 KEEPDIMS = Attr("keepdims", "bool", False)
 EXCLUDE = Attr("exclude", "bool", False)
 
@@ -898,7 +899,7 @@ def _reduction(
     defop(
         name,
         ("data",),
-        (*first, AXIS, KEEPDIMS, *extra),
+        (*first, REDUCE_AXIS, KEEPDIMS, *extra),
         infer=infer,
         vjp=vjp,
         eager_vjp=eager,

@@ -719,20 +719,26 @@ def _update_moving(at: dict, mm: Any, mv: Any) -> None:
 
 
 def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
-    """As MXNet's backward: the batch's statistics only when both the forward and the backward
-    pass are in training mode (else the moving ones, as in prediction); and then the moving
-    statistics are updated, once per backward pass through the op (MXNet updates them in its
-    backward, not its forward: a recorded forward alone leaves them as they were)."""
+    """As MXNet's backward: in a training pass (and without use_global_stats) the gradient
+    through the statistics too, of the batch's statistics when the forward was in training
+    (and then the moving statistics are updated, once per backward pass through the op: MXNet
+    updates them in its backward, not its forward, so a recorded forward alone leaves them as
+    they were), of the moving ones the forward used when it was in prediction; in a pass in
+    prediction mode, the moving statistics as constants."""
     axes, bshape = _bn_axes(at, x.ndim)
     eps = at["eps"]
     gam = F.ones_like(gamma) if at["fix_gamma"] else gamma
     gam_b = F.reshape(gam, shape=bshape)
     dbeta = F.sum(g, axis=axes)
-    if at.get("_train") and F.training:
-        _update_moving(at, mm, mv)
-        mu = F.mean(x, axis=axes, keepdims=True)
-        xc = F.sub(x, mu)
-        inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
+    if F.training and not at["use_global_stats"]:
+        if at.get("_train"):
+            _update_moving(at, mm, mv)
+            mu = F.mean(x, axis=axes, keepdims=True)
+            xc = F.sub(x, mu)
+            inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
+        else:  # a forward in prediction: MXNet's training pass takes the moving statistics it used as the batch's
+            xc = F.sub(x, F.reshape(mm, shape=bshape))
+            inv = F.reshape(F.rsqrt(F.add_scalar(mv, scalar=eps)), shape=bshape)
         xhat = F.mul(xc, inv)
         dxhat = F.mul(g, gam_b)
         gx = F.mul(

@@ -91,6 +91,11 @@ def _axis(v: Any) -> tuple[int, ...] | None:
     return (_int(v),)
 
 
+def _reduce_axis(v: Any) -> tuple[int, ...] | None:
+    """A reduction's ``axis``: as ``axis``, and an empty list is all axes too (MXNet's)."""
+    return _axis(v) or None
+
+
 def _dtype(v: Any) -> str | None:
     if v is None:
         return None
@@ -125,6 +130,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _bool,
     "shape": _shape,
     "axis": _axis,
+    "reduce_axis": _reduce_axis,
     "dtype": _dtype,
     "str": _str,
     "key": _any,  # validated by the indexing ops themselves
@@ -143,7 +149,7 @@ class Attr:
     nullable: bool = False  # null is a value of its own (sort's axis: all axes, flattened)
 
     def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.kind}
+        d: dict[str, Any] = {"name": self.name, "type": "axis" if self.kind == "reduce_axis" else self.kind}
         if self.default is REQUIRED:
             d["required"] = True
         else:

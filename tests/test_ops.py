@@ -1693,6 +1693,23 @@ def test_exclude_without_axis_reduces_everything():
     assert op.infer(at, Spec(X3, "float32")) == ((1,), "float32")
 
 
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod", "nansum", "nanprod", "norm"])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_an_empty_axis_list_reduces_every_axis_as_in_mxnet(name, exclude):
+    """MXNet's reductions read ``axis=()`` as all axes (numpy's as none); the VJPs' own calls
+    with computed axes, which are not parsed, keep numpy's meaning (a 1-d BatchNorm's)."""
+    op = OPS[name]
+    x = np.arange(1.0, 7.0).reshape(2, 3)
+    at = op.parse_attrs({"axis": [], **({"exclude": exclude} if "exclude" in op.defaults else {})})
+    assert at["axis"] is None
+    assert op.infer(at, Spec(x.shape, "float64")) == ((1,), "float64")
+    np.testing.assert_allclose(op.forward(ctx(), at, x), op.forward(ctx(), op.parse_attrs({}), x))
+    keep = op.parse_attrs({"axis": (), "keepdims": True})
+    assert op.forward(ctx(), keep, x).shape == (1, 1)
+    assert [a for a in op.describe()["attrs"] if a["name"] == "axis"][0]["type"] == "axis"
+    assert Eager(ctx()).sum(x, axis=()).shape == x.shape  # (unparsed: no axes)
+
+
 @pytest.mark.parametrize("name", ["nansum", "nanprod"])
 def test_nan_reductions_skip_nan_and_give_it_no_gradient(name):
     """Checked against MXNet 1.9.1: NaN counts as 0 in nansum and 1 in nanprod."""
@@ -2309,8 +2326,30 @@ def test_batch_norm_state():
     assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
     bs = (1, 3, 1, 1)
     np.testing.assert_allclose(cts[0], g * (gamma / np.sqrt(mv0 + 1e-3)).reshape(bs), **t32)
-    # in training mode: the update, in place, once per pass
+    # a forward in prediction and a backward pass in training (MXNet's default backward after
+    # record(train_mode=False)): the gradient through the statistics, of the moving ones the
+    # forward used, and no update (MXNet's values, recorded with its install)
+    at_p = op.parse_attrs(at)
+    y = op.forward(ctx(0, False), at_p, x, gamma, beta, mm, mv)
+    cts = vjp_of(op)(Eager(ctx(0, True)), at_p, g, y, x, gamma, beta, mm, mv)
+    assert np.array_equal(mm, mm0) and np.array_equal(mv, mv0)
     axes = (0, 2, 3)
+    inv = 1 / np.sqrt(mv0.astype(np.float64) + 1e-3).reshape(bs)
+    xhat = (x - mm0.reshape(bs)) * inv
+    dxhat = g * gamma.reshape(bs)
+    want = inv * (dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    np.testing.assert_allclose(cts[0], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cts[1], (g * xhat).sum(axis=axes), rtol=1e-4, atol=1e-4)
+    x2, g2 = np.array([[1, 2], [3, 5], [0, -1]], np.float32), np.array([[1, 0], [2, 1], [0, 3]], np.float32)
+    at2 = op.parse_attrs({"fix_gamma": False})
+    m2, v2 = np.array([0.5, 1], np.float32), np.array([2, 4], np.float32)
+    y2 = op.forward(ctx(0, False), at2, x2, np.ones(2, np.float32), np.zeros(2, np.float32), m2, v2)
+    cts = vjp_of(op)(Eager(ctx(0, True)), at2, g2, y2, x2, np.ones(2, np.float32), np.zeros(2, np.float32), m2, v2)
+    mxnet = [[-0.32384777, -0.5832813], [-0.9123086, 0.16656254], [-0.38308233, 0.666625]]
+    np.testing.assert_allclose(cts[0], mxnet, rtol=1e-5)
+    np.testing.assert_allclose(cts[1], [3.8881156, -0.99987507], rtol=1e-5)
+
+    # in training mode: the update, in place, once per pass
     x64 = x.astype(np.float64)
     m = float(np.float32(0.8))  # (MXNet's momentum is a float32)
     for k in (1, 2):
