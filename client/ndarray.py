@@ -29,6 +29,7 @@ from .engine.errors import (
 from .engine.ops import (
     assignable,
     broadcast_shapes,
+    broadcastable,
     check_index_dtypes,
     is_view_key,
     is_whole_key,
@@ -545,6 +546,26 @@ class NDArray:
     def copy(self) -> NDArray:
         return invoke(OPS["copy"], (self,))
 
+    def __copy__(self) -> NDArray:
+        """``copy.copy``: a new array of the same values, out of the graph, as MXNet's (not a
+        second proxy of this handle, which would free the array when either went)."""
+        recording = flags.recording
+        flags.recording = False
+        try:
+            return invoke(OPS["copy"], (self,))
+        finally:
+            flags.recording = recording
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NDArray:
+        return self.__copy__()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling (in the user's own process: nothing that comes over the wire is unpickled)
+        keeps the values, dtype and context, as MXNet's; unpickled, the array is made in the
+        current session. A sync point."""
+        ctx = self.context
+        return _unpickled, (self.asnumpy(), ctx.device_type, ctx.device_id)
+
     def copyto(self, other: NDArray | Context) -> NDArray:
         """Copy into ``other`` (an array of the same shape, which is returned) or to a
         context (a new array: every context is this session's memory)."""
@@ -581,14 +602,15 @@ class NDArray:
         sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
         copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
         if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):
-            if not (is_whole_key(parsed) and not idx and value.shape == self.shape):
+            if not (is_whole_key(parsed) and not idx and broadcastable(value.shape, self.shape)):
                 raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
             if self._c.capturing():  # the trace's name for an outside array: its node would not reach it
                 raise NotTraceable(
                     "x[:] = v of a recorded v inside a hybridized function: the caller's array would not "
                     "get the gradient's path; return v instead"
                 )
-            copied = tape.Node(OPS["copy"], None, tape.parents_of([value._node]))
+            op = OPS["copy" if value.shape == self.shape else "broadcast_to"]  # (MXNet's: broadcast, then copied)
+            copied = tape.Node(op, None, tape.parents_of([value._node]))
         ins: dict[str, Any] = {"op": "setitem", "in": [self._h], "at": {"key": wkey}}
         if isinstance(value, NDArray):
             if value._c is not self._c:
@@ -650,8 +672,15 @@ class NDArray:
         backward([self], None if out_grad is None else [out_grad], retain_graph, train_mode)
 
     def detach(self) -> NDArray:
-        """The same values, cut from the graph."""
-        return invoke(OPS["stop_gradient"], (self,))
+        """This array cut from the graph, as MXNet's: the same memory (a change of one is a
+        change of the other) and no place in the graph (``nd.stop_gradient`` is a copy that
+        keeps one, with a zero gradient)."""
+        recording = flags.recording
+        flags.recording = False
+        try:
+            return invoke(OPS["reshape"], (self,), {"shape": self._spec.shape})  # (a view)
+        finally:
+            flags.recording = recording
 
 
 def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None], Client]:
@@ -665,6 +694,8 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
         head_grads = [head_grads]
     if len(head_grads) != len(heads):
         raise InvalidInput("backward: head_grads must have one entry per head")
+    if not heads:  # (MXNet's message: no heads reach no variables)
+        raise AutogradError(NO_INPUTS)
     if not all(tape.in_graph(h._node) for h in heads):
         raise AutogradError(NOT_IN_GRAPH)
     c = heads[0]._c
@@ -729,6 +760,9 @@ def grad(
     heads, hg, c = _heads(heads, head_grads)
     if isinstance(variables, NDArray):
         variables = [variables]
+    variables = list(variables)
+    if not variables:
+        raise AutogradError("autograd.grad: variables cannot be an empty list")
     for v in variables:
         if v._node is None or not v._node.is_variable:
             raise AutogradError("autograd.grad: every variable must have a gradient attached (attach_grad)")
@@ -841,6 +875,10 @@ def _upload_in_pieces(arr: np.ndarray, c: Client, piece_bytes: int) -> NDArray:
 
 
 SEND_NOW_BYTES = 8 << 20
+
+
+def _unpickled(value: np.ndarray, device_type: str, device_id: int) -> NDArray:
+    return array(value, ctx=Context(device_type, device_id), dtype=value.dtype)
 
 
 def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> NDArray:

@@ -1370,9 +1370,13 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     if len(hs) == 2:
         v = s.get(hs[1])
         if recording and tape.in_graph(s.nodes.get(hs[1])):
-            if not (_ops.is_whole_key(key) and not idx and v.shape == target.shape):
+            if not (_ops.is_whole_key(key) and not idx and _ops.broadcastable(v.shape, target.shape)):
                 raise AutogradError(INPLACE_RECORDING)
-            copied = Node(OPS["copy"], {}, (s.nodes[hs[1]],), (v,), target)
+            if v.shape == target.shape:
+                copied = Node(OPS["copy"], {}, (s.nodes[hs[1]],), (v,), target)
+            else:  # a broadcast copy, as MXNet's (broadcast_to, then copyto: both recorded)
+                wide = OPS["broadcast_to"].parse_attrs({"shape": target.shape})
+                copied = Node(OPS["broadcast_to"], wide, (s.nodes[hs[1]],), (v,), target)
         if v.dtype != target.dtype:
             v = v.astype(target.dtype)
     elif at["scalar"] is not None:

@@ -342,6 +342,102 @@ def test_writing_a_recorded_value_into_an_array_is_a_copy_or_refused_as_in_mxnet
     assert y.asnumpy().tolist() == [1.0, 1.0]
 
 
+def test_a_recorded_value_that_broadcasts_is_written_whole_as_a_recorded_broadcast(mode):
+    """``y[:] = v`` of a recorded v of another shape that broadcasts to y's: MXNet broadcasts
+    then copies, both recorded, so the gradient is summed back down (it was refused)."""
+    from gradserve.engine.errors import AutogradError
+
+    x = nd.array([1.0, 2.0, 3.0])
+    x.attach_grad()
+    w = nd.array([[1, 2, 3], [4, 5, 6]])
+    for write in (lambda y: y.__setitem__(slice(None), x), lambda y: y.__setitem__(..., x.reshape((1, 3)))):
+        with autograd.record():
+            y = nd.ones((2, 3))
+            write(y)
+            z = (y * w).sum()
+        z.backward()
+        assert x.grad.asnumpy().tolist() == [5.0, 7.0, 9.0]
+    s = nd.array([2.0])
+    s.attach_grad()
+    with autograd.record():
+        y = nd.ones((3,))
+        y[:] = s * 1
+        z = (y * nd.array([1, 2, 3])).sum()
+    z.backward()
+    assert s.grad.asnumpy().tolist() == [6.0]
+    with autograd.record():
+        y = nd.ones((2, 3))
+        with pytest.raises(AutogradError, match="Inplace operations"):
+            y[:] = nd.concat(x, x, dim=0)  # (6,): same size, does not broadcast
+
+
+def test_detach_is_the_same_memory_out_of_the_graph_as_in_mxnet(mode):
+    """MXNet's detach shares memory and has no place in the graph (it was a recorded copy:
+    writes did not reach the other, and a backward from it gave zero gradients)."""
+    from gradserve.engine.errors import AutogradError
+
+    x = nd.array([1.0, 2.0])
+    d = x.detach()
+    x[:] = 9
+    assert d.asnumpy().tolist() == [9.0, 9.0]
+    d[:] = d * 2
+    assert x.asnumpy().tolist() == [18.0, 18.0]
+    x.attach_grad()
+    with autograd.record():
+        y = (x * x).detach()
+        z = x * y
+    with pytest.raises(AutogradError, match="not in a computational graph"):
+        y.backward()
+    z.backward()
+    assert x.grad.asnumpy().tolist() == [324.0, 324.0]  # y is a constant of the graph
+    with autograd.record():
+        v = x.detach()
+    v[:] = 1  # out of the graph: no in-place refusal
+    assert x.asnumpy().tolist() == [1.0, 1.0]
+
+
+def test_copying_and_pickling_an_array_make_new_arrays_as_in_mxnet(mode):
+    """``copy.copy`` made a second proxy of the same handle: freeing the copy freed the
+    original's array (UnknownHandle), and a write through it changed the original;
+    ``copy.deepcopy`` and ``pickle`` raised TypeError."""
+    import copy
+    import gc
+    import pickle
+
+    import gradserve
+
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        y = copy.copy(x * 2)
+    assert y._node is None  # (out of the graph, as MXNet's copy.copy)
+    y = copy.copy(x)
+    y[0] = 5
+    del y
+    gc.collect()
+    assert x.asnumpy().tolist() == [1.0, 2.0]
+    z = copy.deepcopy([x])[0]
+    z[1] = 7
+    assert (x.asnumpy().tolist(), z.asnumpy().tolist()) == ([1.0, 2.0], [1.0, 7.0])
+    w = pickle.loads(pickle.dumps(nd.array([[1, 2]], dtype="int32", ctx=gradserve.cpu(1))))
+    assert (w.asnumpy().tolist(), w.dtype, str(w.context)) == ([[1, 2]], np.int32, "cpu(1)")
+
+
+def test_backward_of_no_heads_and_grad_of_no_variables_are_mxnets_errors(mode):
+    from gradserve.engine.errors import AutogradError
+
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        y = x * x
+    with pytest.raises(AutogradError, match="no inputs in computation graph"):
+        autograd.backward([])
+    with pytest.raises(AutogradError, match="variables cannot be an empty list"):
+        autograd.grad(y, [])
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [2.0, 4.0]
+
+
 def test_the_engine_refuses_a_recorded_value_written_into_part_of_an_array():
     """The same rules on the wire: a client in another language gets them too."""
     from gradserve.engine.session import Session
