@@ -17,7 +17,9 @@ from typing import Any
 
 from .engine import tape
 from .engine.errors import InvalidInput, ShapeError
-from .ndarray import NDArray, backward, grad, mark_variables
+from .engine.ops import broadcastable
+from .engine.optable import OPS
+from .ndarray import NDArray, backward, grad, invoke, mark_variables
 from .runtime import NotTraceable
 from .state import flags
 
@@ -158,16 +160,20 @@ class Function:
             _Scope(False, None),
         ):
             grads = backward_fn(*cots)
-        grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
-        if len(grads) != len(inputs):
-            raise InvalidInput(
-                f"{type(self).__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
-            )
-        for x, g in zip(inputs, grads):
-            if g is not None and g.shape != x.shape:
-                raise ShapeError(
-                    f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
+            grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
+            if len(grads) != len(inputs):
+                raise InvalidInput(
+                    f"{type(self).__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
                 )
+            for i, (x, g) in enumerate(zip(inputs, grads)):
+                if g is None or g.shape == x.shape:
+                    continue
+                if not broadcastable(g.shape, x.shape):
+                    raise ShapeError(
+                        f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
+                    )
+                # MXNet writes it with igrad[:] = ret, which broadcasts: so does the traced backward
+                grads[i] = invoke(OPS["broadcast_to"], (g,), {"shape": x.shape})
         c.enqueue(
             {
                 "op": "record_function",

@@ -111,6 +111,32 @@ def test_custom_function_with_two_inputs_and_outputs(mode):
     assert b.grad.asnumpy().tolist() == [2 * 1 + 2 * 4, 2 * 2 + 2 * 7]
 
 
+def test_a_functions_gradient_of_a_shape_that_broadcasts_is_broadcast_as_in_mxnet(mode):
+    """MXNet writes a Function's gradient with ``igrad[:] = ret``, which broadcasts (it was
+    refused as a shape mismatch); one that does not broadcast is still refused."""
+    from gradserve.engine.errors import ShapeError
+
+    class Sum(autograd.Function):
+        def forward(self, x):
+            return x.sum()
+
+        def backward(self, dy):
+            return dy  # shape (1,): the input's is (2,)
+
+    class Wrong(Sum):
+        def backward(self, dy):
+            return nd.ones((3,))
+
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        y = Sum()(x) * 3
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [3.0, 3.0]
+    with autograd.record(), pytest.raises(ShapeError, match=r"gradient shape \(3,\) does not match"):
+        Wrong()(x)
+
+
 def test_custom_function_backward_cannot_read_values(mode):
     class Peek(autograd.Function):
         def forward(self, x):
