@@ -191,7 +191,9 @@ def invoke(
     ins: dict[str, Any] = {"op": op.name, "in": hs, "out": [h], "at": wat}
     if mode:
         ins["mode"] = mode
-    if op.view and (op.name != "getitem" or (len(hs) == 1 and is_view_key(parse_key("getitem", at["key"], 0)))):
+    if op.view and (
+        op.name != "getitem" or (len(hs) == 1 and is_view_key(parse_key("getitem", at["key"], 0), specs[0].shape))
+    ):
         c.share(h, c.root(hs[0]))  # the same memory (an in-place change of one is a change of the other)
     c.enqueue(ins, nbytes)
     return NDArray(c, h, spec, node, ctx)

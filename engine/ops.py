@@ -1255,12 +1255,39 @@ def key_shape(name: str, shape: tuple[int, ...], key: tuple, index_shapes: tuple
         raise IndexOutOfRange(f"{name}: {e}") from None
 
 
-def is_view_key(key: tuple) -> bool:
-    """MXNet's basic indexing that shares memory: one int or step-1 slice on the first axis."""
-    if len(key) != 1:
-        return False
-    k = key[0]
-    return _is_int(k) or (isinstance(k, slice) and k.step in (None, 1))
+def is_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
+    """MXNet's basic indexing that shares memory (1.9's ``_basic_indexing_sliced_is_contiguous``):
+    a key of integers, slices, new axes and an ellipsis that selects one contiguous block of an
+    array of ``shape``: one element on each axis up to some axis, a step-1 range on that one,
+    and every axis after it whole. (Index arrays, and any other key, give a copy.)"""
+    axes = [k for k in key if k is not None]  # (new axes move no element)
+    for k in axes:
+        if not (_is_int(k) or isinstance(k, slice) or k is Ellipsis):
+            return False
+    if axes.count(Ellipsis) > 1 or len(axes) - (Ellipsis in axes) > len(shape):
+        return False  # (refused by the indexing itself)
+    whole = slice(None)
+    if Ellipsis in axes:
+        i = axes.index(Ellipsis)
+        axes[i : i + 1] = [whole] * (len(shape) - len(axes) + 1)
+    axes += [whole] * (len(shape) - len(axes))
+    ranged = False  # past the axis of the step-1 range: every axis must be whole
+    for k, d in zip(axes, shape):
+        if _is_int(k):
+            count, step = 1, 1
+        else:
+            start, stop, step = k.indices(d)
+            count = len(range(start, stop, step))
+        if ranged:
+            if count != d or (step != 1 and d > 1):
+                return False
+        elif count == 0:
+            return False
+        elif count > 1:
+            if step != 1:
+                return False
+            ranged = True
+    return True
 
 
 def is_whole_key(key: tuple) -> bool:
@@ -1305,17 +1332,17 @@ def _getitem_vjp(F, at, g, y, x, *idx):
 def _getitem(cx, at, x, *idx):
     """``x[key]``: integers, slices, new axes, an ellipsis and integer index arrays.
 
-    As in MXNet, one integer or step-1 slice on the first axis gives a view that
+    As in MXNet, a key without index arrays that selects one contiguous block (``x[1]``,
+    ``x[1:3]``, ``x[1, 2]``, ``x[1, 1:3]``, ``x[:]``: see ``is_view_key``) gives a view that
     shares memory with ``x``; every other key gives a copy."""
     key = parse_key("getitem", at["key"], len(idx))
     try:
         r = x[bind_key(key, idx)]
     except IndexError as e:
         raise IndexOutOfRange(f"getitem: {e}") from None
-    if not idx and is_view_key(key):
-        if x.ndim == 1 and r.ndim == 0:  # one element: (1,), still a view as in MXNet
-            k = key[0] % x.shape[0]
-            return x[k : k + 1]
+    if not idx and is_view_key(key, x.shape):
+        if type(r) is not np.ndarray:  # one element by integers alone: (1,), still a view as in MXNet
+            return x[key + (None,)]  # (a new axis after them: numpy's view of the element)
         return r.reshape(at_least_1d(r.shape))
     return cx.xp.array(r, ndmin=1)
 

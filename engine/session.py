@@ -731,7 +731,7 @@ class Session:
         if n > self._cap or self.nbytes + n + kept > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
                 raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
-            if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, len(xs)):
+            if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, xs):
                 late = True  # a view adds nothing: its memory is checked once made
             else:
                 self.check_alloc(n + kept)
@@ -913,11 +913,11 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
     return heads, grads
 
 
-def _gives_view(op: Op, at: dict, nin: int) -> bool:
-    """Whether a ``view`` op gives a view here (getitem: for a view key alone)."""
+def _gives_view(op: Op, at: dict, xs: list[Any]) -> bool:
+    """Whether a ``view`` op gives a view of ``xs[0]`` here (getitem: for a view key alone)."""
     if op.name != "getitem":
         return True
-    return nin == 1 and _ops.is_view_key(_ops.parse_key("getitem", at["key"], 0))
+    return len(xs) == 1 and _ops.is_view_key(_ops.parse_key("getitem", at["key"], 0), xs[0].shape)
 
 
 def _pop_refs(d: dict, k: Any) -> tuple[Any, int]:
