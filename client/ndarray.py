@@ -218,7 +218,7 @@ def _scalar(x: Any) -> bool:
 def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
     """A key as it travels, and the index arrays it refers to.
 
-    A list, a numpy array or an NDArray in the key is an integer index array
+    A list, a range, a numpy array or an NDArray in the key is an integer index array
     (MXNet's advanced indexing); a bare list is one, not a tuple of indices."""
     if not isinstance(key, tuple):
         key = (key,)
@@ -237,7 +237,7 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
             out.append([_index(k.start), _index(k.stop), _index(k.step)])
         elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, bool):
             out.append(int(k))
-        elif isinstance(k, (NDArray, list, np.ndarray)):
+        elif isinstance(k, (NDArray, list, np.ndarray, range)):
             if not isinstance(k, NDArray):
                 a = np.asarray(k)
                 if a.dtype == np.bool_:

@@ -191,10 +191,16 @@ def _arange(cx, at):
     if stop is None:
         start, stop = 0.0, start
     n = _arange_len(at) // at["repeat"]
-    r = start + cx.xp.arange(n, dtype="float64") * at["step"]
+    dt = np.dtype(at["dtype"] or DEFAULT_DTYPE)
+    if dt.kind == "f" and dt.itemsize >= 4:  # start + i * step in the dtype, as MXNet's (0.1 * 9 is 0.90000004)
+        r = dt.type(start) + cx.xp.arange(n, dtype=dt) * dt.type(at["step"])
+    elif dt.kind == "f":  # (float16 in float32, rounded once: MXNet's float16 arange gives zeros)
+        r = np.float32(start) + cx.xp.arange(n, dtype=np.float32) * np.float32(at["step"])
+    else:  # integers: start and step truncated first, as MXNet's (a step of 0.5 is 0)
+        r = cx.xp.full(n, int(start), dtype=np.int64) + cx.xp.arange(n, dtype=np.int64) * int(at["step"])
     if at["repeat"] > 1:
         r = cx.xp.repeat(r, at["repeat"])
-    return r.astype(at["dtype"] or DEFAULT_DTYPE)
+    return r.astype(dt, copy=False)
 
 
 def _random_infer(at: dict) -> Spec:

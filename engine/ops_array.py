@@ -1045,10 +1045,15 @@ def _repeat(cx, at, x):
     return cx.xp.repeat(x, at["repeats"], axis=at["axis"])
 
 
+NUM_ARGS = Attr("num_args", "int", None)  # (MXNet's: the number of arrays, checked when given)
+
+
 def _join_infer(name: str, axis_attr: str, new_axis: bool):
     def infer(at: dict, *xs: Spec) -> Spec:
         if not xs:
             raise InvalidInput(f"{name}: needs at least one array")
+        if at["num_args"] is not None and at["num_args"] != len(xs):  # (MXNet's check)
+            raise InvalidInput(f"{name}: num_args is {at['num_args']}, but {len(xs)} arrays were given")
         dt = same_dtype(name, *xs)
         first = xs[0].shape
         n = len(first) + new_axis
@@ -1078,7 +1083,7 @@ def _concat_vjp(F, at, g, y, *xs):
 @defop(
     "concat",
     ("*data",),
-    (Attr("dim", "int", 1),),
+    (Attr("dim", "int", 1), NUM_ARGS),
     infer=_join_infer("concat", "dim", False),
     vjp=_concat_vjp,
     aliases=("Concat",),
@@ -1308,7 +1313,9 @@ def _stack_vjp(F, at, g, y, *xs):
     )
 
 
-@defop("stack", ("*data",), (Attr("axis", "int", 0),), infer=_join_infer("stack", "axis", True), vjp=_stack_vjp)
+@defop(
+    "stack", ("*data",), (Attr("axis", "int", 0), NUM_ARGS), infer=_join_infer("stack", "axis", True), vjp=_stack_vjp
+)
 def _stack(cx, at, *xs):
     """The arrays stacked along a new axis."""
     return cx.xp.stack(xs, axis=at["axis"])

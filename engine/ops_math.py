@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInput, ShapeError
+from .errors import ShapeError
 from .ops import (
     _binary,
     _binary_infer_for,
@@ -226,24 +226,23 @@ def _hard_sigmoid(cx, at, x):
     return cast(cx.xp.clip(at["alpha"] * x + at["beta"], 0.0, 1.0), x.dtype)
 
 
-def _clip_infer(at: dict, x: Spec) -> Spec:
-    if at["a_min"] > at["a_max"]:
-        raise InvalidInput(f"clip: a_min {at['a_min']} is larger than a_max {at['a_max']}")
-    return x
-
-
 @defop(
     "clip",
     ("data",),
     (Attr("a_min", "float", REQUIRED), Attr("a_max", "float", REQUIRED)),
-    infer=_clip_infer,
+    infer=like_infer,
     vjp=lambda F, at, g, y, x: (
         F.mul(g, F.mul(F.greater_equal_scalar(x, scalar=at["a_min"]), F.lesser_equal_scalar(x, scalar=at["a_max"]))),
     ),
 )
 def _clip(cx, at, x):
-    """x limited to [a_min, a_max]; the gradient passes only inside the range."""
-    return cast(cx.xp.clip(x, typed_scalar(at["a_min"], x.dtype), typed_scalar(at["a_max"], x.dtype)), x.dtype)
+    """x limited to [a_min, a_max]; the gradient passes only inside the range. With a_min
+    above a_max, as MXNet's: a_max where x > a_max, else a_min where x < a_min (and a zero
+    gradient everywhere)."""
+    lo, hi = typed_scalar(at["a_min"], x.dtype), typed_scalar(at["a_max"], x.dtype)
+    if at["a_min"] > at["a_max"]:
+        return cast(cx.xp.where(x > hi, hi, cx.xp.where(x < lo, lo, x)), x.dtype)
+    return cast(cx.xp.clip(x, lo, hi), x.dtype)
 
 
 def _row_condition(cond: tuple[int, ...], out: tuple[int, ...]) -> tuple[int, ...]:

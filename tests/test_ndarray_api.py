@@ -45,6 +45,10 @@ def test_advanced_indexing_and_its_gradient(mode):
     assert z.asnumpy().tolist() == [[5, 5], [0, 0], [5, 5]]
     with pytest.raises(MXNetError):
         x[[0.5]]
+    assert x[range(1, 3)].asnumpy().tolist() == x[[1, 2]].asnumpy().tolist()  # (a range: MXNet's too)
+    assert nd.concat(x, x, dim=0, num_args=2).shape == (6, 4) and nd.stack(x, x, num_args=2).shape == (2, 3, 4)
+    with pytest.raises(MXNetError, match="num_args is 3, but 2 arrays were given"):
+        nd.concat(x, x, num_args=3).wait_to_read()
 
 
 def test_save_and_load_lists_and_dicts(mode, tmp_path):

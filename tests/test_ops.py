@@ -2440,6 +2440,39 @@ def test_boolean_index_arrays_are_refused():
     check_forward(OPS["getitem"], {"key": [{"array": 0}]}, [x, mask.astype(np.uint8)], x[[1, 0]])
 
 
+def test_clip_with_a_min_above_a_max_is_mxnets():
+    """MXNet's clip tests a_max first: a_max where x > a_max, a_min where x < a_min (it was
+    refused); no x is inside, so the gradient is zero."""
+    op = OPS["clip"]
+    at = op.parse_attrs({"a_min": 2.0, "a_max": 1.0})
+    x = np.array([0.0, 1.5, 3.0], np.float32)
+    np.testing.assert_array_equal(op.forward(ctx(), at, x), [2.0, 1.0, 1.0])  # (MXNet 1.9.1's)
+    (gx,) = vjp_of(op)(Eager(ctx()), at, np.ones(3, np.float32), None, x)
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "at, want",
+    [  # MXNet 1.9.1's values: start + i * step in the dtype; integers truncate start and step first
+        ({"start": 0, "stop": 1, "step": 0.1}, np.float32([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.90000004])),
+        (
+            {"start": 0, "stop": 1, "step": 0.3, "repeat": 2},
+            np.float32([0, 0, 0.3, 0.3, 0.6, 0.6, 0.90000004, 0.90000004]),
+        ),
+        ({"start": 3, "stop": 0, "step": -0.7}, np.float32([3, 2.3, 1.6, 0.9000001, 0.20000005])),
+        ({"start": 0, "stop": 3, "step": 0.5, "dtype": "int32"}, np.int32([0] * 6)),
+        ({"start": 0.5, "stop": 7, "step": 1.5, "dtype": "int32"}, np.int32([0, 1, 2, 3, 4])),
+        ({"start": 0, "stop": 1, "step": 0.1, "dtype": "float64"}, np.arange(10) * 0.1),
+    ],
+)
+def test_arange_computes_in_its_dtype_as_mxnet(at, want):
+    op = OPS["arange"]
+    a = op.parse_attrs(at)
+    y = op.forward(ctx(), a)
+    assert y.dtype == want.dtype and y.shape == op.infer(a).shape
+    np.testing.assert_array_equal(y, want)
+
+
 def test_scatter_key_index_arrays_add_repeats():
     op = OPS["scatter_key"]
     at = {"shape": [4], "key": [{"array": 0}]}
@@ -2448,7 +2481,8 @@ def test_scatter_key_index_arrays_add_repeats():
 
 
 BAD_ATTRS = [
-    ("clip", {"a_min": 1.0, "a_max": 0.0}, [(2, 3)]),
+    ("concat", {"num_args": 3}, [(2, 3), (2, 3)]),
+    ("stack", {"num_args": 1}, [(2, 3), (2, 3)]),
     ("topk", {"k": 5}, [(2, 4)]),
     ("topk", {"k": 9, "axis": None}, [(2, 4)]),  # (k below 1 is the whole axis, as MXNet's)
     ("argsort", {"axis": 2}, [(2, 4)]),
