@@ -281,6 +281,34 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
+def _optimizer_step(
+    name: str, weight: NDArray, grad: NDArray, states: dict[str, NDArray], at: dict[str, Any], out: NDArray | None
+) -> NDArray:
+    """One of MXNet's optimizer updates: ``out`` (a copy of the weight unless it is the weight)
+    and the states changed in place, in one instruction."""
+    for a in (weight, grad, *states.values()):
+        if not isinstance(a, NDArray):
+            raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
+        a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
+    from .autograd import _Scope
+
+    with _Scope(False, None):  # (not recorded: out is the weight's copy, not a recorded one)
+        if out is None:
+            out = weight.copy()
+        elif out is not weight:
+            out[:] = weight
+    for a in (out, *states.values()):
+        if flags.recording and tape.in_graph(a._node):
+            raise AutogradError(INPLACE_IN_GRAPH)
+    for what, a in (("gradient", grad), *states.items()):
+        if a.shape != out.shape or a._spec.dtype != out._spec.dtype:
+            raise ShapeError(
+                f"{name}: {what} {a.shape} {a._spec.dtype} does not fit weight {out.shape} {out._spec.dtype}"
+            )
+    out._c.enqueue({"op": name, "in": [out._h, grad._h, *(a._h for a in states.values())], "at": at})
+    return out
+
+
 def sgd_update(
     weight: NDArray,
     grad: NDArray,
@@ -296,29 +324,60 @@ def sgd_update(
 
     With ``out=weight`` (the usual call) the weight is updated in place in one
     pass over its memory."""
-    for a in (weight, grad):
-        a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
-    from .autograd import _Scope
+    at = {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}
+    return _optimizer_step("sgd_update", weight, grad, {}, at, out)
 
-    with _Scope(False, None):  # (not recorded: out is the weight's copy, not a recorded one)
-        if out is None:
-            out = weight.copy()
-        elif out is not weight:
-            out[:] = weight
-    if flags.recording and tape.in_graph(out._node):
-        raise AutogradError(INPLACE_IN_GRAPH)
-    if grad.shape != out.shape or grad._spec.dtype != out._spec.dtype:
-        raise ShapeError(
-            f"sgd_update: gradient {grad.shape} {grad._spec.dtype} does not fit weight {out.shape} {out._spec.dtype}"
-        )
-    out._c.enqueue(
-        {
-            "op": "sgd_update",
-            "in": [out._h, grad._h],
-            "at": {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient},
-        }
-    )
-    return out
+
+def sgd_mom_update(
+    weight: NDArray,
+    grad: NDArray,
+    mom: NDArray,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    lazy_update: bool = True,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's SGD step with momentum: ``mom = momentum * mom - lr * (clip(rescale_grad * grad)
+    + wd * weight)``, then ``out = weight + mom``; ``mom`` is updated in place (``out=weight``:
+    the weight too)."""
+    at = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}
+    return _optimizer_step("sgd_mom_update", weight, grad, {"mom": mom}, at, out)
+
+
+def adam_update(
+    weight: NDArray,
+    grad: NDArray,
+    mean: NDArray,
+    var: NDArray,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    epsilon: float = 1e-8,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    lazy_update: bool = True,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's Adam step: ``g = clip(rescale_grad * grad + wd * weight)``, ``mean`` and ``var``
+    their moving averages of g and g^2 (updated in place), ``out = weight - lr * mean /
+    (sqrt(var) + epsilon)`` (``out=weight``: in place). As MXNet's, no bias correction: its
+    Adam optimizer folds that into ``lr``."""
+    at = {
+        "lr": lr,
+        "beta1": beta1,
+        "beta2": beta2,
+        "epsilon": epsilon,
+        "wd": wd,
+        "rescale_grad": rescale_grad,
+        "clip_gradient": clip_gradient,
+    }
+    return _optimizer_step("adam_update", weight, grad, {"mean": mean, "var": var}, at, out)
 
 
 def waitall() -> None:
@@ -339,6 +398,8 @@ __all__ = [
     "sample_multinomial",
     "save",
     "sgd_update",
+    "sgd_mom_update",
+    "adam_update",
     "split",
     "topk",
     "waitall",

@@ -515,8 +515,9 @@ class Client:
         keys: list[int] = []
         hs = ins.get("in")
         if hs and type(hs) is list and type(hs[0]) is int:
-            if op in _IN_PLACE:
-                keys.append(self.root(hs[0]))
+            written = _IN_PLACE.get(op) if type(op) is str else None
+            if written is not None:
+                keys += [self.root(hs[i]) for i in written if i < len(hs)]
             elif op == "attach_grad":
                 keys += (hs[0], -hs[0])  # the variable and its gradient buffer (``NDArray.attach_grad``)
             elif op == "mark_variables":
@@ -574,7 +575,13 @@ class SessionLost(SessionClosed):
     from an older snapshot after a crash): the session cannot go on."""
 
 
-_IN_PLACE = frozenset({"update", "setitem", "sgd_update"})  # instructions that write their first input
+_IN_PLACE = {  # instructions that write some of their inputs: which
+    "update": (0,),
+    "setitem": (0,),
+    "sgd_update": (0,),
+    "sgd_mom_update": (0, 2),  # the weight and its momentum
+    "adam_update": (0, 2, 3),  # the weight, its mean and its variance
+}
 _PART_WAY = frozenset({"backward", "call"})  # instructions whose failure may leave part of their work done
 
 

@@ -42,6 +42,52 @@ def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale
     w -= w.dtype.type(lr) * step
 
 
+def sgd_mom_update_numpy(
+    w: np.ndarray, g: np.ndarray, mom: np.ndarray, lr: float, momentum: float, wd: float, rescale: float, clip: float
+) -> None:
+    """mom = momentum * mom - lr * (clip(rescale * g) + wd * w); w += mom, in place (MXNet's
+    sgd_mom_update, in the weight's dtype)."""
+    t = w.dtype.type
+    step = g * t(rescale) if rescale != 1.0 else g
+    if clip > 0:
+        step = np.clip(step, -clip, clip)
+    if wd != 0.0:
+        step = step + t(wd) * w
+    mom *= t(momentum)
+    mom -= t(lr) * step
+    w += mom
+
+
+def adam_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's adam_update, in place, in the weight's dtype: g' = clip(rescale * g + wd * w)
+    (the decay before the clip, as MXNet's), mean and var their moving averages of g' and
+    g'^2, w -= lr * mean / (sqrt(var) + epsilon). No bias correction: MXNet's optimizer
+    folds it into lr."""
+    t = w.dtype.type
+    step = g * t(rescale) if rescale != 1.0 else g
+    if wd != 0.0:
+        step = step + t(wd) * w
+    if clip > 0:
+        step = np.clip(step, -clip, clip)
+    mean *= t(beta1)
+    mean += (t(1) - t(beta1)) * step
+    var *= t(beta2)
+    var += (t(1) - t(beta2)) * np.square(step)
+    w -= t(lr) * mean / (np.sqrt(var) + t(epsilon))
+
+
 def relu_grad_numpy(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """g where x > 0, else 0 (as g * (x > 0): a NaN in g stays NaN)."""
     return g * (x > 0)
@@ -231,6 +277,8 @@ def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray
 
 __all__ = [
     "HAVE_NUMBA",
+    "adam_update_numpy",
+    "sgd_mom_update_numpy",
     "relu_grad",
     "scaled_sub",
     "scaled_sub_unchecked",

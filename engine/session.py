@@ -28,6 +28,7 @@ from .errors import (
     NO_INPUTS,
     UNREACHABLE,
     AutogradError,
+    DTypeError,
     InternalError,
     InvalidInput,
     MXNetError,
@@ -125,7 +126,9 @@ thread that runs the rest does it. (At 1 MiB, a training step whose weights' upd
 1.6 MB went to the thread every step: a thread hop costs a remote step about 10 %.)"""
 
 
-_SIZED_COMMANDS = frozenset({"attach_grad", "read", "update", "setitem", "sgd_update", "alias"})
+_SIZED_COMMANDS = frozenset(
+    {"attach_grad", "read", "update", "setitem", "sgd_update", "sgd_mom_update", "adam_update", "alias"}
+)
 """Commands whose work grows with their inputs' size (a slice leaves large ones to the thread)."""
 
 
@@ -1459,6 +1462,80 @@ def _sgd_update(s: Session, ins: dict, values: list) -> None:
         raise AutogradError(INPLACE_IN_GRAPH)
     at = ins["at"]
     kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
+
+
+def _updated_in_place(s: Session, ins: dict, name: str, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The arrays of an optimizer update (weight, gradient, states): one shape and float
+    dtype; the weight and the states are changed in place, so none may be in a recorded graph."""
+    hs = list(ins.get("in", ()))
+    if len(hs) != len(names):
+        raise InvalidInput(f"{name} takes {', '.join(names)}")
+    xs = [s.get(h) for h in hs]
+    w = xs[0]
+    if w.dtype.kind != "f":
+        raise DTypeError(f"{name}: the weight must be a float array, got {w.dtype}")
+    for n, x in zip(names[1:], xs[1:]):
+        if x.shape != w.shape or x.dtype != w.dtype:
+            raise ShapeError(f"{name}: {n} {x.shape} {x.dtype} does not fit weight {w.shape} {w.dtype}")
+    if ins.get("mode", 0) & RECORDING:
+        for i, h in enumerate(hs):
+            if i != 1 and tape.in_graph(s.nodes.get(h)):
+                raise AutogradError(INPLACE_IN_GRAPH)
+    if len({id(x) for x in xs}) != len(xs) or any(
+        np.may_share_memory(a, b) for i, a in enumerate(xs) for b in xs[i + 1 :]
+    ):
+        raise InvalidInput(f"{name}: {', '.join(names)} must be arrays of their own (no two share memory)")
+    return xs
+
+
+MOMENTUM = (*SGD[:1], Attr("momentum", "float", 0.0), *SGD[1:])
+
+
+@command(
+    "sgd_mom_update",
+    "weight grad mom",
+    MOMENTUM,
+    "mom = momentum * mom - lr * (clip(rescale_grad * grad) + wd * weight); weight += mom, both in place "
+    "(MXNet's sgd_mom_update).",
+)
+def _sgd_mom_update(s: Session, ins: dict, values: list) -> None:
+    w, g, mom = _updated_in_place(s, ins, "sgd_mom_update", ("weight", "grad", "mom"))
+    at = ins["at"]
+    kernels.sgd_mom_update_numpy(w, g, mom, at["lr"], at["momentum"], at["wd"], at["rescale_grad"], at["clip_gradient"])
+
+
+ADAM = (
+    *SGD[:1],
+    Attr("beta1", "float", 0.9),
+    Attr("beta2", "float", 0.999),
+    Attr("epsilon", "float", 1e-8),
+    *SGD[1:],
+)
+
+
+@command(
+    "adam_update",
+    "weight grad mean var",
+    ADAM,
+    "g = clip(rescale_grad * grad + wd * weight); mean and var the moving averages of g and g^2 (beta1, "
+    "beta2); weight -= lr * mean / (sqrt(var) + epsilon); all in place (MXNet's adam_update).",
+)
+def _adam_update(s: Session, ins: dict, values: list) -> None:
+    w, g, mean, var = _updated_in_place(s, ins, "adam_update", ("weight", "grad", "mean", "var"))
+    at = ins["at"]
+    kernels.adam_update_numpy(
+        w,
+        g,
+        mean,
+        var,
+        at["lr"],
+        at["beta1"],
+        at["beta2"],
+        at["epsilon"],
+        at["wd"],
+        at["rescale_grad"],
+        at["clip_gradient"],
+    )
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

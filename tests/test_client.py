@@ -1147,6 +1147,17 @@ def test_inputs_a_failed_batch_left_stale_are_refused_where_they_are_used():
             nd.random.uniform(shape=(2,))
         nd.random.seed(7)  # seeded again: draws are the program's again
         assert nd.random.uniform(shape=(2,)).shape == (2,)
+        # an optimizer step changes its states in place too: a lost one leaves them stale
+        w, g, mean, var = nd.ones(2), nd.ones(2), nd.zeros(2), nd.zeros(2)
+        nd.waitall()
+        _fail_batch()
+        nd.adam_update(w, g, mean, var, lr=0.1, out=w)
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        for stale in (w, mean, var):
+            with pytest.raises(ChangeLost, match="adam_update"):
+                stale.asnumpy()
+        assert g.asnumpy().tolist() == [1.0, 1.0]  # (read, not changed)
     finally:
         gradserve.set_current(None)
         client.close()

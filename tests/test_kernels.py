@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradserve import autograd, nd
+from gradserve import MXNetError, autograd, nd
 from gradserve.engine import kernels
 
 
@@ -125,6 +125,55 @@ def test_nd_sgd_update_in_place_and_into_out(mode):
     fresh = nd.sgd_update(w, nd.ones(3), lr=1.0, clip_gradient=0.5)
     np.testing.assert_allclose(fresh.asnumpy(), [0.3, -2.1, 1.9], rtol=1e-6)
     np.testing.assert_allclose(w.asnumpy(), [0.8, -1.6, 2.4], rtol=1e-6)
+
+
+def test_nd_momentum_and_adam_updates_are_mxnets(mode):
+    """nd.sgd_mom_update and nd.adam_update: MXNet 1.9.1's values (recorded with its install),
+    in place with out=weight, into a new array without it; the states change in place either way."""
+    w, g, m = nd.array([1.0, -2.0, 3.0]), nd.array([0.5, 4.0, -6.0]), nd.array([0.1, 0.2, -0.3])
+    same = nd.sgd_mom_update(w, g, m, lr=0.1, momentum=0.9, wd=0.01, rescale_grad=0.5, clip_gradient=1.0, out=w)
+    assert same is w
+    np.testing.assert_allclose(w.asnumpy(), [1.064, -1.918, 2.827], rtol=1e-6)
+    np.testing.assert_allclose(m.asnumpy(), [0.064, 0.08199999, -0.17300001], rtol=1e-6)
+    w, m = nd.array([1.0, -2.0, 3.0]), nd.array([0.1, 0.2, -0.3])
+    fresh = nd.sgd_mom_update(w, g, m, lr=0.1)
+    np.testing.assert_allclose(fresh.asnumpy(), [0.95, -2.4, 3.6], rtol=1e-6)
+    assert w.asnumpy().tolist() == [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(m.asnumpy(), [-0.05, -0.4, 0.6], rtol=1e-6)
+
+    w, mean, var = nd.array([1.0, -2.0, 3.0]), nd.array([0.1, 0.2, -0.3]), nd.array([0.01, 0.5, 0.2])
+    at = {"lr": 0.1, "beta1": 0.8, "beta2": 0.9, "epsilon": 1e-3, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0}
+    assert nd.adam_update(w, g, mean, var, out=w, **at) is w
+    np.testing.assert_allclose(w.asnumpy(), [0.8956842, -2.048477, 3.0829954], rtol=1e-6)
+    np.testing.assert_allclose(mean.asnumpy(), [0.132, 0.36, -0.44], rtol=1e-6)
+    np.testing.assert_allclose(var.asnumpy(), [0.01576, 0.55, 0.28000003], rtol=1e-6)
+    w, mean, var = nd.array([1.0, -2.0, 3.0]), nd.array([0.1, 0.2, -0.3]), nd.array([0.01, 0.5, 0.2])
+    fresh = nd.adam_update(w, g, mean, var, lr=0.1)
+    np.testing.assert_allclose(fresh.asnumpy(), [0.86165035, -2.080782, 3.1791627], rtol=1e-6)
+    assert w.asnumpy().tolist() == [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(mean.asnumpy(), [0.14000002, 0.5800001, -0.8700001], rtol=1e-6)
+
+
+def test_optimizer_updates_refuse_what_does_not_fit(mode):
+    from gradserve.engine.errors import AutogradError
+
+    w, g = nd.array([1.0, 2.0]), nd.array([1.0, 1.0])
+    with pytest.raises(MXNetError, match="mom .2, 1. float32 does not fit weight"):
+        nd.sgd_mom_update(w, g, nd.zeros((2, 1)), lr=0.1)
+    with pytest.raises(MXNetError, match="var .3,. float32 does not fit weight"):
+        nd.adam_update(w, g, nd.zeros(2), nd.zeros(3), lr=0.1)
+    m = nd.zeros(2)
+    m.attach_grad()
+    with autograd.record():
+        state = m * 2
+        with pytest.raises(AutogradError, match="already in a computational graph"):
+            nd.sgd_mom_update(w, g, state, lr=0.1, out=w)
+    i = nd.array([1, 2], dtype="int32")
+    with pytest.raises(MXNetError, match="must be a float array"):
+        nd.sgd_mom_update(i, i, nd.zeros(2, dtype="int32"), lr=0.1, out=i).wait_to_read()
+    with pytest.raises(MXNetError, match="must be arrays of their own"):
+        nd.adam_update(w, g, w[:], nd.zeros(2), lr=0.1, out=w).wait_to_read()
+    assert w.asnumpy().tolist() == [1.0, 2.0]
 
 
 def test_embedding_style_gradient_through_take_and_index_arrays(mode):

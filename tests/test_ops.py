@@ -1103,6 +1103,8 @@ EDGE_COMMANDS = [
         [{"key": k, "scalar": v} for k in ([[None, None, None]], [-1], ["..."]) for v in (3.0, float("nan"))],
     ),
     ("sgd_update", 2, [{"lr": 0.1}, {"lr": 0.1, "wd": 0.01, "clip_gradient": 0.5, "rescale_grad": 2.0}]),
+    ("sgd_mom_update", 3, [{"lr": 0.1, "momentum": 0.9, "wd": 0.01, "clip_gradient": 0.5}]),
+    ("adam_update", 4, [{"lr": 0.1, "wd": 0.01, "clip_gradient": 0.5}]),
     ("read", 1, [{}, {"grad": True}]),
     ("attach_grad", 1, [{}, {"grad_req": "add"}, {"grad_req": "null"}]),
     ("free", 1, [{}]),
