@@ -654,7 +654,9 @@ class Session:
                 if prog is not None:
                     n += len(prog.steps)
             elif name == "define":
-                changed.add(at.get("id"))
+                pid = at.get("id")
+                if type(pid) is int:  # (any other id is the define's own error, as it runs)
+                    changed.add(pid)
             elif name == "forget" and type(at.get("ids")) is list:
                 changed.update(i for i in at["ids"] if type(i) is int)
         if n > self.limits.max_batch_steps:

@@ -811,3 +811,24 @@ def test_array_samplers_take_their_parameters_by_handle(batch, as_msgpack):
     assert (
         err["kind"] == "InvalidInput" and "alpha must be positive and finite, got -1.0 at index [1]" in err["message"]
     )
+
+
+def test_a_define_with_an_id_that_is_not_an_integer_is_a_400_once_the_session_has_programs(batch):
+    """The batch's count of its calls' steps reads each define's id before the batch runs: an id
+    of any type is the define's own error there, as in a session without programs."""
+    program = [{"op": "negative", "in": [-1], "out": [-2]}]
+    define = {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": program}}
+    r = batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}}, define])
+    assert r.status_code == 200, r.text
+    for ins in (
+        {"op": "define", "at": {"id": [2]}},
+        {"op": "define", "at": {"id": {"a": 1}, "nargs": 1, "outputs": [-2], "program": program}},
+        {"op": "forget", "at": {"ids": [[1]]}},
+        {"op": "call", "in": [1], "out": [2], "at": {"id": [1]}},
+    ):
+        r = batch.post([ins, {"op": "call", "in": [1], "out": [3], "at": {"id": 1}}])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and err["index"] == 0 and err["op"] == ins["op"], err
+    r = batch.post([{"op": "call", "in": [1], "out": [2], "at": {"id": 1}}, {"op": "read", "in": [2]}])
+    assert r.status_code == 200 and r.json()["values"][0]["data"] == [-1, -2]  # program 1 is as it was
