@@ -29,8 +29,9 @@ def http(live_server):
 def sid(http):
     r = http.post("/v1/sessions")
     assert r.status_code == 201
-    yield r.json()["id"]
-    http.delete(f"/v1/sessions/{sid}")
+    opened = r.json()["id"]
+    yield opened
+    http.delete(f"/v1/sessions/{opened}")
 
 
 class Batches:
