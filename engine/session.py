@@ -36,7 +36,7 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name
+from .optable import MAX_NDIM, OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name, over_rank
 from .tape import SHARE_EVERY, Node, share_gil
 
 if TYPE_CHECKING:
@@ -713,6 +713,8 @@ class Session:
             for x in xs:
                 specs.append(_new_spec(Spec, (x.shape, dtype_name(x.dtype))))
             spec = op.infer(at, *specs)
+            if len(spec.shape) > MAX_NDIM:  # (getitem's new axes, expand_dims, stack, dot...)
+                raise ShapeError(over_rank(name, len(spec.shape)))
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d

@@ -833,3 +833,39 @@ def test_a_define_with_an_id_that_is_not_an_integer_is_a_400_once_the_session_ha
         assert err["kind"] == "InvalidInput" and err["index"] == 0 and err["op"] == ins["op"], err
     r = batch.post([{"op": "call", "in": [1], "out": [2], "at": {"id": 1}}, {"op": "read", "in": [2]}])
     assert r.status_code == 200 and r.json()["values"][0]["data"] == [-1, -2]  # program 1 is as it was
+
+
+def test_no_op_makes_an_array_of_more_axes_than_the_bound(batch):
+    """getitem's new axes (and expand_dims, stack, dot...) past MAX_NDIM are refused when the
+    result's shape is inferred, as array, reshape and zeros refuse such a shape."""
+    from gradserve.engine.optable import MAX_NDIM
+
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}},
+            {"op": "getitem", "in": [1], "out": [2], "at": {"key": [None] * (MAX_NDIM - 1)}},
+        ]
+    )
+    assert r.status_code == 200, r.text
+    for ins in (
+        {"op": "getitem", "in": [1], "out": [9], "at": {"key": [None] * 40}},
+        {"op": "getitem", "in": [2], "out": [9], "at": {"key": [None]}},
+        {"op": "expand_dims", "in": [2], "out": [9], "at": {"axis": 0}},
+        {"op": "stack", "in": [2, 2], "out": [9]},
+        {"op": "dot", "in": [2, 2], "out": [9], "at": {"transpose_b": True}},
+    ):
+        r = batch.post([ins, {"op": "sort", "in": [9], "out": [10]}])
+        assert r.status_code == 400, (ins, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == "ShapeError" and err["index"] == 0 and f"limit of {MAX_NDIM}" in err["message"]
+    assert batch.http.get(f"/v1/sessions/{batch.sid}").json()["arrays"] == 2
+
+
+def test_the_python_api_refuses_too_many_axes_at_the_call(mode):
+    from gradserve import nd
+    from gradserve.engine.errors import ShapeError
+
+    x = nd.ones((2,))
+    with pytest.raises(ShapeError, match="limit of 32"):
+        x[(None,) * 40]
+    assert x[(None,) * 31].shape == (1,) * 31 + (2,)
