@@ -87,10 +87,13 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         parse = attr_parser(name, attrs)
 
         def run(s: Session, ins: dict, values: list) -> None:
+            raw = ins.get("at")
             mode = ins.get("mode", 0)
-            if type(mode) is not int:
+            if type(mode) is not int or mode & ~MODES:
                 raise _bad_mode(name, mode)
-            fn(s, {**ins, "at": parse(ins.get("at"))}, values)
+            if len(ins) > 1 + (raw is not None) + (mode != 0) and not KEYS.issuperset(ins):
+                raise _unknown_keys(name, ins)
+            fn(s, {**ins, "at": parse(raw)}, values)
 
         COMMANDS[name] = run
         PARSED_COMMANDS[name] = (fn, parse)
@@ -111,8 +114,35 @@ def _too_many_arrays(s: Session) -> QuotaExceeded:
     )
 
 
+MODES: Final = RECORDING | TRAINING
+KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
+"""An instruction's fields (any other is refused: a misspelt one would be passed over)."""
+
+
 def _bad_mode(name: str, mode: Any) -> InvalidInput:
-    return InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
+    return InvalidInput(f"{name}: mode is 0, 1 (recording), 2 (training) or 3 (both), got {_echo(mode)}")
+
+
+def _unknown_keys(name: str, ins: dict) -> InvalidInput:
+    extra = sorted(_echo(k) for k in ins if k not in KEYS)
+    return InvalidInput(f"{name}: unknown instruction fields {', '.join(extra)} (an instruction has {sorted(KEYS)})")
+
+
+def _echo(v: Any) -> str:
+    """``repr(v)``, cut short (it may be anything a client sent)."""
+    r = repr(v) if type(v) is not str or len(v) <= 100 else repr(v[:100]) + "..."
+    return r if len(r) <= 100 else r[:100] + "..."
+
+
+def check_instruction(name: str, ins: dict) -> None:
+    """Refuse a mode other than 0..3, and fields an instruction does not have (for the
+    instructions that take neither ``execute``'s nor a command's path: a batch's last reads,
+    a program's steps when it is defined)."""
+    mode = ins.get("mode", 0)
+    if type(mode) is not int or mode & ~MODES:
+        raise _bad_mode(name, mode)
+    if not KEYS.issuperset(ins):
+        raise _unknown_keys(name, ins)
 
 
 LONG_PROGRAM: Final = 64
@@ -257,6 +287,7 @@ class BatchRun:
                     if i < tail:
                         execute(ins, values)
                     else:  # the batch's last reads: the arrays themselves, for an encoder that sends them at once
+                        check_instruction("read", ins)
                         read_values(s, ins.get("in", ()), _parse_read(ins.get("at"))["grad"], values, copy=False)
                 except _SliceEnds:
                     break  # not started: the caller runs it (and the rest) in a thread
@@ -705,7 +736,8 @@ class Session:
                     raise InvalidInput(f"{name}: a handle is an integer, got {h!r}")
                 raise UnknownHandle(f"{name}: unknown handle {h!r}")
             xs.append(x)
-        at = op.parse(ins.get("at"))  # type: ignore[misc]  # every op of the table has its parser
+        raw = ins.get("at")
+        at = op.parse(raw)  # type: ignore[misc]  # every op of the table has its parser
         if op.like:  # the output is shaped and typed as the input: nothing to infer
             n = xs[0].nbytes
         else:
@@ -721,8 +753,12 @@ class Session:
             if op.scratch is not None or op.work is not None:
                 self._check_costly(op, at, specs, n)
         mode = ins.get("mode", 0)
-        if type(mode) is not int:
+        if type(mode) is not int or mode & ~MODES:
             raise _bad_mode(name, mode)
+        # the exact check only where there may be more fields than the ones seen (op, out, and
+        # in, at, mode where given): a lower bound of the known ones present, at no cost
+        if len(ins) > 2 + (len(ins_h) != 0) + (raw is not None) + (mode != 0) and not KEYS.issuperset(ins):
+            raise _unknown_keys(name, ins)
         kept = 0
         if (
             op.keeps is not None

@@ -869,3 +869,45 @@ def test_the_python_api_refuses_too_many_axes_at_the_call(mode):
     with pytest.raises(ShapeError, match="limit of 32"):
         x[(None,) * 40]
     assert x[(None,) * 31].shape == (1,) * 31 + (2,)
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "frames"])
+def test_binary_batches_refuse_a_mode_outside_0_to_3_and_unknown_fields(http, sid, encoding):
+    """What the JSON schema refuses, the engine refuses on every route: a mode that is not 0..3
+    (negative ones had acted as recording and training), fields an instruction has not."""
+    from gradserve.engine import wire
+
+    def post(ops):
+        if encoding == "msgpack":
+            body, ctype = msgpack.packb({"ops": ops}), wire.MSGPACK
+        else:
+            parts, _ = wire.pack_frames({"ops": ops})
+            body, ctype = b"".join(bytes(p) for p in parts), wire.FRAMES
+        return http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": ctype})
+
+    assert post([{"op": "ones", "out": [1], "at": {"shape": [2]}}]).status_code == 200
+    program = [{"op": "negative", "in": [-1], "out": [-2]}]
+    for m in (4, -1, 7, 2**64 - 1, True, 1.0, None):
+        for ins in (
+            {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mode": m},
+            {"op": "attach_grad", "in": [1], "mode": m},
+            {"op": "read", "in": [1], "mode": m},  # (a batch's last reads take a path of their own)
+            {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": [{**program[0], "mode": m}]}},
+        ):
+            r = post([ins])
+            assert r.status_code == 400, (ins, r.text)
+            err = r.json()["error"]
+            assert err["kind"] == "InvalidInput" and "mode is 0, 1" in err["message"] and repr(m) in err["message"]
+    for ins in (
+        {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mdoe": 3},
+        {"op": "ones", "out": [2], "at": {"shape": [2]}, "bogus": 1},
+        {"op": "free", "in": [1], "ins": [1]},
+        {"op": "read", "in": [1], "x": 1},
+        {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": [{**program[0], "x": 0}]}},
+    ):
+        r = post([ins])
+        assert r.status_code == 400, (ins, r.text)
+        assert "unknown instruction fields" in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1
+    r = post([{"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mode": 0}, {"op": "read", "in": [2]}])
+    assert r.status_code == 200, r.text
