@@ -911,3 +911,42 @@ def test_binary_batches_refuse_a_mode_outside_0_to_3_and_unknown_fields(http, si
     assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1
     r = post([{"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mode": 0}, {"op": "read", "in": [2]}])
     assert r.status_code == 200, r.text
+
+
+def _frames_body(tensors, refs):
+    """A frames body of ``array`` instructions whose tensors point at ``refs`` ((offset, length)
+    pairs) in ``tensors``' bytes, laid out as ``wire.pack_frames`` lays them out."""
+    from gradserve.engine import wire
+
+    ops = [
+        {
+            "op": "array",
+            "out": [k + 1],
+            "at": {"value": {"dtype": "float32", "shape": [n // 4], "data": msgpack.ExtType(1, wire._REF.pack(o, n))}},
+        }
+        for k, (o, n) in enumerate(refs)
+    ]
+    head = msgpack.packb({"ops": ops})
+    first = -(-(4 + len(head)) // 64) * 64
+    return wire._HEAD.pack(len(head)) + head + bytes(first - 4 - len(head)) + tensors
+
+
+def test_frames_whose_tensors_share_bytes_are_refused(live_server, http, sid):
+    """Two tensors of a frames body pointing at the same bytes would be two arrays of one
+    memory (a large tensor is used in place): refused; tensors side by side, or empty ones at
+    one offset, are not."""
+    from gradserve.engine import wire
+    from gradserve.engine.errors import InvalidInput
+
+    data = np.arange(1 << 16, dtype="<f4").tobytes()
+    for refs in ([(0, len(data)), (0, len(data))], [(0, 4096), (4092, 4096)]):
+        body = _frames_body(data, refs)
+        with pytest.raises(InvalidInput, match="overlap"):
+            wire.unpack_frames(bytearray(body))
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.FRAMES})
+        assert r.status_code == 400 and "overlap" in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0
+    ok = _frames_body(data, [(0, 4096), (4096, 4096), (8192, 0), (8192, 0)])
+    r = http.post(f"/v1/sessions/{sid}/batch", content=ok, headers={"content-type": wire.FRAMES})
+    assert r.status_code == 200, r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 4
