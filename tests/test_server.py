@@ -950,3 +950,33 @@ def test_frames_whose_tensors_share_bytes_are_refused(live_server, http, sid):
     r = http.post(f"/v1/sessions/{sid}/batch", content=ok, headers={"content-type": wire.FRAMES})
     assert r.status_code == 200, r.text
     assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 4
+
+
+def test_a_single_op_with_read_that_fails_changes_nothing(http, sid):
+    """``read`` asks for the values of the op's ``out``: a command that makes no outputs
+    (setitem, free, ...) is refused before it runs, not run and then answered 404."""
+    from gradserve.engine.session import COMMANDS
+    from gradserve.server.rest import MAKES_OUT
+
+    assert MAKES_OUT <= set(COMMANDS)
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2, 3], [3])).status_code == 201
+    for name, body in (
+        ("setitem", {"in": [1], "out": [5], "at": {"key": [], "scalar": 7}, "read": True}),
+        ("free", {"in": [1], "out": [1], "read": True}),
+        ("attach_grad", {"in": [1], "out": [1], "read": True}),
+        ("mul_scalar", {"in": [1], "out": [], "at": {"scalar": 2}, "read": True}),
+    ):
+        r = http.post(f"{base}/ops/{name}", json=body)
+        assert r.status_code == 400, (name, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and "read" in err["message"], err
+    assert http.get(f"{base}/arrays/1").json()["data"] == [1, 2, 3]
+    assert http.get(base).json()["arrays"] == 1
+    assert http.post(f"{base}/arrays/1/attach_grad").status_code == 204
+    r = http.post(f"{base}/ops/grad", json={"in": [1], "out": [2], "read": True})
+    assert r.status_code == 200 and r.json() == {"out": [2], "values": [tensor([0.0, 0.0, 0.0], [3])]}
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 200 and r.json()["values"] == [tensor([2.0, 4.0, 6.0], [3])]
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 400 and "already in use" in r.json()["error"]["message"]
