@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import QuotaExceeded, Unauthorized
+from ..engine.errors import InvalidInput, QuotaExceeded, Unauthorized
 from ..engine.session import Session
 from .store import SessionStore
 
@@ -101,3 +101,18 @@ def get_session(sid: str, user: CurrentUser, store: Store) -> Session:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def path_handle(
+    h: Annotated[str, Path(description="a handle: decimal digits, a - before them for a negative one")],
+) -> int:
+    """A handle in a route's path: plain decimal digits (optionally after a -) within int64, as a
+    handle in a body is an integer (``int()`` would also take ``1_0``, `` 10`` and ``+11``)."""
+    digits = h[1:] if h.startswith("-") else h
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or not -(1 << 63) <= int(h) < 1 << 63:
+        shown = h if len(h) <= 40 else h[:40] + "..."
+        raise InvalidInput(f"handle {shown!r} in the path is not an integer (decimal digits, within int64)")
+    return int(h)
+
+
+Handle = Annotated[int, Depends(path_handle)]

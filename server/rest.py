@@ -16,7 +16,7 @@ from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
 from ..engine.session import COMMANDS, BatchRun, Session
 from . import fast
-from .deps import SessionDep, encode_as, encode_tensors, read_body, tensor_form, wants_msgpack
+from .deps import Handle, SessionDep, encode_as, encode_tensors, read_body, tensor_form, wants_msgpack
 
 arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
 
@@ -83,7 +83,7 @@ async def _tensor(request: Request, arr: Any) -> Response:
 
 
 @arrays.put("/arrays/{h}", status_code=201)
-async def upload_array(h: int, request: Request, session: SessionDep) -> Response:
+async def upload_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """Store a tensor (``{dtype, shape, data}``) under handle ``h``."""
     body = await read_body(request)
     # the engine's tensor decoder checks every field (a pydantic pass over a large list costs more than the upload)
@@ -92,14 +92,14 @@ async def upload_array(h: int, request: Request, session: SessionDep) -> Respons
 
 
 @arrays.get("/arrays/{h}")
-async def download_array(h: int, request: Request, session: SessionDep) -> Response:
+async def download_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """The value of handle ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h]}])
     return await _tensor(request, value)
 
 
 @arrays.delete("/arrays/{h}", status_code=204)
-async def delete_array(h: int, request: Request, session: SessionDep) -> Response:
+async def delete_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """Free handle ``h``."""
     await _run(request, session, [{"op": "free", "in": [h]}])
     return Response(status_code=204)
@@ -149,7 +149,7 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
 
 
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)
-async def attach_grad(h: int, request: Request, session: SessionDep) -> Response:
+async def attach_grad(h: Handle, request: Request, session: SessionDep) -> Response:
     """Make ``h`` a variable with a zeroed gradient (``grad_req`` write, add or null)."""
     req = _parse(AttachGrad, await read_body(request) or {})
     await _run(request, session, [{"op": "attach_grad", "in": [h], "at": {"grad_req": req.grad_req}}])
@@ -157,7 +157,7 @@ async def attach_grad(h: int, request: Request, session: SessionDep) -> Response
 
 
 @arrays.get("/arrays/{h}/grad")
-async def read_grad(h: int, request: Request, session: SessionDep) -> Response:
+async def read_grad(h: Handle, request: Request, session: SessionDep) -> Response:
     """The gradient of variable ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h], "at": {"grad": True}}])
     return await _tensor(request, value)

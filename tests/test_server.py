@@ -980,3 +980,24 @@ def test_a_single_op_with_read_that_fails_changes_nothing(http, sid):
     assert r.status_code == 200 and r.json()["values"] == [tensor([2.0, 4.0, 6.0], [3])]
     r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
     assert r.status_code == 400 and "already in use" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "h", ["1_0", " 10", "10 ", "+11", "99999999999999999999999", "9223372036854775808", "１０", "-", "0x1"]
+)
+def test_a_handle_in_a_path_is_plain_decimal_digits(http, sid, h):
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/10", json=tensor([1], [1])).status_code == 201
+    for method, path in (
+        ("PUT", f"arrays/{h}"),
+        ("GET", f"arrays/{h}"),
+        ("DELETE", f"arrays/{h}"),
+        ("GET", f"arrays/{h}/grad"),
+    ):
+        r = http.request(method, f"{base}/{path}", json=tensor([2], [1]) if method == "PUT" else None)
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", (method, h, r.text)
+    assert http.get(f"{base}/arrays/10").json()["data"] == [1]
+    assert http.get(base).json()["arrays"] == 1
+    assert (
+        http.get(f"{base}/arrays/-3").json()["error"]["kind"] == "UnknownHandle"
+    )  # (an integer: the engine's to refuse)
