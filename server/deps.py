@@ -15,14 +15,44 @@ from ..engine.session import Session
 from .store import SessionStore
 
 
+def accepted(accept: str, offers: tuple[str, ...]) -> str:
+    """Which of ``offers`` (in the server's order of preference) an ``Accept`` header asks
+    for: the first it names; where it gives weights (``q=``), the first of the highest
+    weight above 0. JSON (the last offer) when it names none of them."""
+    if "q=" not in accept:  # (the common case, and the hot route's: no weights to read)
+        return next((o for o in offers[:-1] if o in accept), offers[-1])
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 1.0  # (a weight it cannot read is passed over)
+                q = q if 0.0 <= q <= 1.0 else 1.0
+        media = media.strip().lower()
+        weights[media] = max(weights.get(media, 0.0), q)
+    best, best_q = offers[-1], 0.0
+    for o in offers:
+        if weights.get(o, 0.0) > best_q:
+            best, best_q = o, weights[o]
+    return best
+
+
+_REPLY = (wire.MSGPACK, wire.JSON)
+
+
 def wants_msgpack(request: Request) -> bool:
-    return wire.MSGPACK in request.headers.get("accept", "")
+    return accepted(request.headers.get("accept", ""), _REPLY) == wire.MSGPACK
 
 
 def tensor_form(accept: str) -> str:
     """How reply tensors are written: bytes in msgpack; in JSON a list of numbers,
     or base64 with ``Accept: application/json; tensors=base64``."""
-    if wire.MSGPACK in accept:
+    if accepted(accept, _REPLY) == wire.MSGPACK:
         return "bytes"
     return "base64" if "tensors=base64" in accept else "list"
 

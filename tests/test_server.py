@@ -871,6 +871,75 @@ def test_the_python_api_refuses_too_many_axes_at_the_call(mode):
     assert x[(None,) * 31].shape == (1,) * 31 + (2,)
 
 
+def test_a_single_op_with_read_that_fails_changes_nothing(http, sid):
+    """``read`` asks for the values of the op's ``out``: a command that makes no outputs
+    (setitem, free, ...) is refused before it runs, not run and then answered 404."""
+    from gradserve.engine.session import COMMANDS
+    from gradserve.server.rest import MAKES_OUT
+
+    assert MAKES_OUT <= set(COMMANDS)
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2, 3], [3])).status_code == 201
+    for name, body in (
+        ("setitem", {"in": [1], "out": [5], "at": {"key": [], "scalar": 7}, "read": True}),
+        ("free", {"in": [1], "out": [1], "read": True}),
+        ("attach_grad", {"in": [1], "out": [1], "read": True}),
+        ("mul_scalar", {"in": [1], "out": [], "at": {"scalar": 2}, "read": True}),
+    ):
+        r = http.post(f"{base}/ops/{name}", json=body)
+        assert r.status_code == 400, (name, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and "read" in err["message"], err
+    assert http.get(f"{base}/arrays/1").json()["data"] == [1, 2, 3]
+    assert http.get(base).json()["arrays"] == 1
+    assert http.post(f"{base}/arrays/1/attach_grad").status_code == 204
+    r = http.post(f"{base}/ops/grad", json={"in": [1], "out": [2], "read": True})
+    assert r.status_code == 200 and r.json() == {"out": [2], "values": [tensor([0.0, 0.0, 0.0], [3])]}
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 200 and r.json()["values"] == [tensor([2.0, 4.0, 6.0], [3])]
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 400 and "already in use" in r.json()["error"]["message"]
+
+
+def _frames_body(tensors, refs):
+    """A frames body of ``array`` instructions whose tensors point at ``refs`` ((offset, length)
+    pairs) in ``tensors``' bytes, laid out as ``wire.pack_frames`` lays them out."""
+    from gradserve.engine import wire
+
+    ops = [
+        {
+            "op": "array",
+            "out": [k + 1],
+            "at": {"value": {"dtype": "float32", "shape": [n // 4], "data": msgpack.ExtType(1, wire._REF.pack(o, n))}},
+        }
+        for k, (o, n) in enumerate(refs)
+    ]
+    head = msgpack.packb({"ops": ops})
+    first = -(-(4 + len(head)) // 64) * 64
+    return wire._HEAD.pack(len(head)) + head + bytes(first - 4 - len(head)) + tensors
+
+
+def test_frames_whose_tensors_share_bytes_are_refused(live_server, http, sid):
+    """Two tensors of a frames body pointing at the same bytes would be two arrays of one
+    memory (a large tensor is used in place): refused; tensors side by side, or empty ones at
+    one offset, are not."""
+    from gradserve.engine import wire
+    from gradserve.engine.errors import InvalidInput
+
+    data = np.arange(1 << 16, dtype="<f4").tobytes()
+    for refs in ([(0, len(data)), (0, len(data))], [(0, 4096), (4092, 4096)]):
+        body = _frames_body(data, refs)
+        with pytest.raises(InvalidInput, match="overlap"):
+            wire.unpack_frames(bytearray(body))
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.FRAMES})
+        assert r.status_code == 400 and "overlap" in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0
+    ok = _frames_body(data, [(0, 4096), (4096, 4096), (8192, 0), (8192, 0)])
+    r = http.post(f"/v1/sessions/{sid}/batch", content=ok, headers={"content-type": wire.FRAMES})
+    assert r.status_code == 200, r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 4
+
+
 @pytest.mark.parametrize("encoding", ["msgpack", "frames"])
 def test_binary_batches_refuse_a_mode_outside_0_to_3_and_unknown_fields(http, sid, encoding):
     """What the JSON schema refuses, the engine refuses on every route: a mode that is not 0..3
@@ -913,75 +982,6 @@ def test_binary_batches_refuse_a_mode_outside_0_to_3_and_unknown_fields(http, si
     assert r.status_code == 200, r.text
 
 
-def _frames_body(tensors, refs):
-    """A frames body of ``array`` instructions whose tensors point at ``refs`` ((offset, length)
-    pairs) in ``tensors``' bytes, laid out as ``wire.pack_frames`` lays them out."""
-    from gradserve.engine import wire
-
-    ops = [
-        {
-            "op": "array",
-            "out": [k + 1],
-            "at": {"value": {"dtype": "float32", "shape": [n // 4], "data": msgpack.ExtType(1, wire._REF.pack(o, n))}},
-        }
-        for k, (o, n) in enumerate(refs)
-    ]
-    head = msgpack.packb({"ops": ops})
-    first = -(-(4 + len(head)) // 64) * 64
-    return wire._HEAD.pack(len(head)) + head + bytes(first - 4 - len(head)) + tensors
-
-
-def test_frames_whose_tensors_share_bytes_are_refused(live_server, http, sid):
-    """Two tensors of a frames body pointing at the same bytes would be two arrays of one
-    memory (a large tensor is used in place): refused; tensors side by side, or empty ones at
-    one offset, are not."""
-    from gradserve.engine import wire
-    from gradserve.engine.errors import InvalidInput
-
-    data = np.arange(1 << 16, dtype="<f4").tobytes()
-    for refs in ([(0, len(data)), (0, len(data))], [(0, 4096), (4092, 4096)]):
-        body = _frames_body(data, refs)
-        with pytest.raises(InvalidInput, match="overlap"):
-            wire.unpack_frames(bytearray(body))
-        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.FRAMES})
-        assert r.status_code == 400 and "overlap" in r.json()["error"]["message"], r.text
-    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0
-    ok = _frames_body(data, [(0, 4096), (4096, 4096), (8192, 0), (8192, 0)])
-    r = http.post(f"/v1/sessions/{sid}/batch", content=ok, headers={"content-type": wire.FRAMES})
-    assert r.status_code == 200, r.text
-    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 4
-
-
-def test_a_single_op_with_read_that_fails_changes_nothing(http, sid):
-    """``read`` asks for the values of the op's ``out``: a command that makes no outputs
-    (setitem, free, ...) is refused before it runs, not run and then answered 404."""
-    from gradserve.engine.session import COMMANDS
-    from gradserve.server.rest import MAKES_OUT
-
-    assert MAKES_OUT <= set(COMMANDS)
-    base = f"/v1/sessions/{sid}"
-    assert http.put(f"{base}/arrays/1", json=tensor([1, 2, 3], [3])).status_code == 201
-    for name, body in (
-        ("setitem", {"in": [1], "out": [5], "at": {"key": [], "scalar": 7}, "read": True}),
-        ("free", {"in": [1], "out": [1], "read": True}),
-        ("attach_grad", {"in": [1], "out": [1], "read": True}),
-        ("mul_scalar", {"in": [1], "out": [], "at": {"scalar": 2}, "read": True}),
-    ):
-        r = http.post(f"{base}/ops/{name}", json=body)
-        assert r.status_code == 400, (name, r.text)
-        err = r.json()["error"]
-        assert err["kind"] == "InvalidInput" and "read" in err["message"], err
-    assert http.get(f"{base}/arrays/1").json()["data"] == [1, 2, 3]
-    assert http.get(base).json()["arrays"] == 1
-    assert http.post(f"{base}/arrays/1/attach_grad").status_code == 204
-    r = http.post(f"{base}/ops/grad", json={"in": [1], "out": [2], "read": True})
-    assert r.status_code == 200 and r.json() == {"out": [2], "values": [tensor([0.0, 0.0, 0.0], [3])]}
-    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
-    assert r.status_code == 200 and r.json()["values"] == [tensor([2.0, 4.0, 6.0], [3])]
-    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
-    assert r.status_code == 400 and "already in use" in r.json()["error"]["message"]
-
-
 @pytest.mark.parametrize(
     "h", ["1_0", " 10", "10 ", "+11", "99999999999999999999999", "9223372036854775808", "１０", "-", "0x1"]
 )
@@ -1001,3 +1001,28 @@ def test_a_handle_in_a_path_is_plain_decimal_digits(http, sid, h):
     assert (
         http.get(f"{base}/arrays/-3").json()["error"]["kind"] == "UnknownHandle"
     )  # (an integer: the engine's to refuse)
+
+
+def test_head_of_health_and_weighted_accept_headers(http, sid):
+    r = http.head("/v1/health")
+    assert r.status_code == 200 and r.content == b""
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2], [2])).status_code == 201
+    no_msgpack = {"accept": "application/msgpack;q=0, application/json"}
+    r = http.get(f"{base}/arrays/1", headers=no_msgpack)
+    assert r.headers["content-type"] == "application/json" and r.json()["data"] == [1, 2]
+    for ctype in ("application/msgpack", "application/vnd.gradserve.frames"):
+        if ctype == "application/msgpack":
+            body = msgpack.packb({"ops": [{"op": "read", "in": [1]}]})
+        else:
+            from gradserve.engine import wire
+
+            body = b"".join(bytes(p) for p in wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})[0])
+        headers = {"content-type": ctype}
+        r = http.post(f"{base}/batch", content=body, headers={**headers, **no_msgpack})
+        assert r.headers["content-type"] == "application/json" and r.json()["values"][0]["data"] == [1, 2], r.text
+        r = http.post(
+            f"{base}/batch", content=body, headers={**headers, "accept": "application/json;q=0.5, application/msgpack"}
+        )
+        assert r.headers["content-type"] == "application/msgpack"
+        assert msgpack.unpackb(r.content)["values"][0]["shape"] == [2]
