@@ -88,11 +88,9 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
 
         def run(s: Session, ins: dict, values: list) -> None:
             raw = ins.get("at")
-            mode = ins.get("mode", 0)
-            if type(mode) is not int or mode & ~MODES:
-                raise _bad_mode(name, mode)
-            if len(ins) > 1 + (raw is not None) + (mode != 0) and not KEYS.issuperset(ins):
-                raise _unknown_keys(name, ins)
+            mode = _mode(name, ins)
+            if len(ins) > 1 + (raw is not None) + (mode != 0):  # (op, at, mode: a lower bound of those present)
+                _check_fields(name, ins)
             fn(s, {**ins, "at": parse(raw)}, values)
 
         COMMANDS[name] = run
@@ -134,15 +132,29 @@ def _echo(v: Any) -> str:
     return r if len(r) <= 100 else r[:100] + "..."
 
 
+def _mode(name: str, ins: dict) -> int:
+    """An instruction's mode, refused unless an int in 0..3."""
+    mode = ins.get("mode", 0)
+    if type(mode) is not int:
+        raise _bad_mode(name, mode)
+    m: int = mode
+    if m & ~MODES:
+        raise _bad_mode(name, mode)
+    return m
+
+
+def _check_fields(name: str, ins: dict) -> None:
+    for k in ins:
+        if k not in KEYS:
+            raise _unknown_keys(name, ins)
+
+
 def check_instruction(name: str, ins: dict) -> None:
     """Refuse a mode other than 0..3, and fields an instruction does not have (for the
     instructions that take neither ``execute``'s nor a command's path: a batch's last reads,
     a program's steps when it is defined)."""
-    mode = ins.get("mode", 0)
-    if type(mode) is not int or mode & ~MODES:
-        raise _bad_mode(name, mode)
-    if not KEYS.issuperset(ins):
-        raise _unknown_keys(name, ins)
+    _mode(name, ins)
+    _check_fields(name, ins)
 
 
 LONG_PROGRAM: Final = 64
@@ -752,13 +764,11 @@ class Session:
                 n *= d
             if op.scratch is not None or op.work is not None:
                 self._check_costly(op, at, specs, n)
-        mode = ins.get("mode", 0)
-        if type(mode) is not int or mode & ~MODES:
-            raise _bad_mode(name, mode)
+        mode = _mode(name, ins)
         # the exact check only where there may be more fields than the ones seen (op, out, and
         # in, at, mode where given): a lower bound of the known ones present, at no cost
-        if len(ins) > 2 + (len(ins_h) != 0) + (raw is not None) + (mode != 0) and not KEYS.issuperset(ins):
-            raise _unknown_keys(name, ins)
+        if len(ins) > 2 + (len(ins_h) != 0) + (raw is not None) + (mode != 0):
+            _check_fields(name, ins)
         kept = 0
         if (
             op.keeps is not None
