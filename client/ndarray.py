@@ -36,7 +36,7 @@ from .engine.ops import (
     key_shape,
     parse_key,
 )
-from .engine.optable import DEFAULT_DTYPE, DTYPES, OPS, Op, Spec
+from .engine.optable import DEFAULT_DTYPE, DTYPES, MAX_NDIM, OPS, Op, Spec, over_rank
 from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
 from .runtime import FRAME_ALIGN, RNG_KEY, Client, NotTraceable, current, framed
 from .state import flags
@@ -171,6 +171,8 @@ def invoke(
         c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
     spec = specs[0] if op.like else op.infer(at, *specs)
+    if len(spec.shape) > MAX_NDIM:  # refused here, as the engine refuses it
+        raise ShapeError(over_rank(op.name, len(spec.shape)))
     h = c.handle()
     f = flags
     mode = (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 
 from .errors import InvalidInput
 
-MAX_NDIM = 32
+MAX_NDIM: Final = 32
+"""The most axes an array may have (numpy's own limit is higher, but some of its functions
+stop at 32: an op whose result would have more is refused when its shape is inferred)."""
+
+
+def over_rank(name: str, ndim: int) -> str:
+    """The message refusing a result of ``ndim`` axes (past ``MAX_NDIM``)."""
+    return f"{name}: the result would have {ndim} axes, over the limit of {MAX_NDIM}"
 
 
 class Spec(NamedTuple):

@@ -22,7 +22,7 @@ import numpy as np
 from . import kernels
 from .errors import InvalidInput, MXNetError, QuotaExceeded
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name
-from .session import COMMANDS, PARSED_COMMANDS, RECORDING, TRAINING, Session, command
+from .session import COMMANDS, PARSED_COMMANDS, RECORDING, TRAINING, Session, check_instruction, command
 from .tape import SHARE_EVERY, in_graph, share_gil
 
 _OPS_GET = OPS.get
@@ -245,6 +245,7 @@ def make_program(s: Session, at: dict) -> Program:
             raise InvalidInput(f"define: program step {i}: {name} cannot be part of a program")
         if name not in COMMANDS:
             OPS[name]  # raises the table's "unknown op" error
+        check_instruction(f"define: program step {i} ({name})", ins)
         if not isinstance(ins.get("in", []), list) or not isinstance(ins.get("out", []), list):
             raise InvalidInput(f"define: program step {i} ({name}): in and out must be lists")
         if ins.get("at") is not None and not isinstance(ins["at"], dict):

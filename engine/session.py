@@ -37,7 +37,7 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name
+from .optable import MAX_NDIM, OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name, over_rank
 from .tape import SHARE_EVERY, Node, share_gil
 
 if TYPE_CHECKING:
@@ -88,10 +88,11 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
         parse = attr_parser(name, attrs)
 
         def run(s: Session, ins: dict, values: list) -> None:
-            mode = ins.get("mode", 0)
-            if type(mode) is not int:
-                raise _bad_mode(name, mode)
-            fn(s, {**ins, "at": parse(ins.get("at"))}, values)
+            raw = ins.get("at")
+            mode = _mode(name, ins)
+            if len(ins) > 1 + (raw is not None) + (mode != 0):  # (op, at, mode: a lower bound of those present)
+                _check_fields(name, ins)
+            fn(s, {**ins, "at": parse(raw)}, values)
 
         COMMANDS[name] = run
         PARSED_COMMANDS[name] = (fn, parse)
@@ -112,8 +113,49 @@ def _too_many_arrays(s: Session) -> QuotaExceeded:
     )
 
 
+MODES: Final = RECORDING | TRAINING
+KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
+"""An instruction's fields (any other is refused: a misspelt one would be passed over)."""
+
+
 def _bad_mode(name: str, mode: Any) -> InvalidInput:
-    return InvalidInput(f"{name}: mode is an integer (1: recording, 2: training, 3: both), got {mode!r}")
+    return InvalidInput(f"{name}: mode is 0, 1 (recording), 2 (training) or 3 (both), got {_echo(mode)}")
+
+
+def _unknown_keys(name: str, ins: dict) -> InvalidInput:
+    extra = sorted(_echo(k) for k in ins if k not in KEYS)
+    return InvalidInput(f"{name}: unknown instruction fields {', '.join(extra)} (an instruction has {sorted(KEYS)})")
+
+
+def _echo(v: Any) -> str:
+    """``repr(v)``, cut short (it may be anything a client sent)."""
+    r = repr(v) if type(v) is not str or len(v) <= 100 else repr(v[:100]) + "..."
+    return r if len(r) <= 100 else r[:100] + "..."
+
+
+def _mode(name: str, ins: dict) -> int:
+    """An instruction's mode, refused unless an int in 0..3."""
+    mode = ins.get("mode", 0)
+    if type(mode) is not int:
+        raise _bad_mode(name, mode)
+    m: int = mode
+    if m & ~MODES:
+        raise _bad_mode(name, mode)
+    return m
+
+
+def _check_fields(name: str, ins: dict) -> None:
+    for k in ins:
+        if k not in KEYS:
+            raise _unknown_keys(name, ins)
+
+
+def check_instruction(name: str, ins: dict) -> None:
+    """Refuse a mode other than 0..3, and fields an instruction does not have (for the
+    instructions that take neither ``execute``'s nor a command's path: a batch's last reads,
+    a program's steps when it is defined)."""
+    _mode(name, ins)
+    _check_fields(name, ins)
 
 
 LONG_PROGRAM: Final = 64
@@ -260,6 +302,7 @@ class BatchRun:
                     if i < tail:
                         execute(ins, values)
                     else:  # the batch's last reads: the arrays themselves, for an encoder that sends them at once
+                        check_instruction("read", ins)
                         read_values(s, ins.get("in", ()), _parse_read(ins.get("at"))["grad"], values, copy=False)
                 except _SliceEnds:
                     break  # not started: the caller runs it (and the rest) in a thread
@@ -657,7 +700,9 @@ class Session:
                 if prog is not None:
                     n += len(prog.steps)
             elif name == "define":
-                changed.add(at.get("id"))
+                pid = at.get("id")
+                if type(pid) is int:  # (any other id is the define's own error, as it runs)
+                    changed.add(pid)
             elif name == "forget" and type(at.get("ids")) is list:
                 changed.update(i for i in at["ids"] if type(i) is int)
         if n > self.limits.max_batch_steps:
@@ -706,7 +751,8 @@ class Session:
                     raise InvalidInput(f"{name}: a handle is an integer, got {h!r}")
                 raise UnknownHandle(f"{name}: unknown handle {h!r}")
             xs.append(x)
-        at = op.parse(ins.get("at"))  # type: ignore[misc]  # every op of the table has its parser
+        raw = ins.get("at")
+        at = op.parse(raw)  # type: ignore[misc]  # every op of the table has its parser
         if op.like:  # the output is shaped and typed as the input: nothing to infer
             n = xs[0].nbytes
         else:
@@ -714,14 +760,18 @@ class Session:
             for x in xs:
                 specs.append(_new_spec(Spec, (x.shape, dtype_name(x.dtype))))
             spec = op.infer(at, *specs)
+            if len(spec.shape) > MAX_NDIM:  # (getitem's new axes, expand_dims, stack, dot...)
+                raise ShapeError(over_rank(name, len(spec.shape)))
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
             if op.scratch is not None or op.work is not None:
                 self._check_costly(op, at, specs, n)
-        mode = ins.get("mode", 0)
-        if type(mode) is not int:
-            raise _bad_mode(name, mode)
+        mode = _mode(name, ins)
+        # the exact check only where there may be more fields than the ones seen (op, out, and
+        # in, at, mode where given): a lower bound of the known ones present, at no cost
+        if len(ins) > 2 + (len(ins_h) != 0) + (raw is not None) + (mode != 0):
+            _check_fields(name, ins)
         kept = 0
         if (
             op.keeps is not None

@@ -446,6 +446,7 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
         raise InvalidInput(f"frames header of {n} bytes is longer than the body")
     base = -(-(_HEAD.size + n) // _ALIGN) * _ALIGN
     size = len(view)
+    refs: list[tuple[int, int]] = []
 
     def ext_hook(code: int, data: bytes) -> Any:
         if code != _FRAME_EXT or len(data) != _REF.size:
@@ -453,14 +454,24 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
         off, length = _REF.unpack(data)
         if base + off + length > size:
             raise InvalidInput("a tensor's bytes run past the end of the body")
+        if length:
+            refs.append((off, length))
         part = view[base + off : base + off + length]
         # a view keeps the whole body alive: only for a tensor that is most of it
         return part if 2 * length >= size else bytes(part)
 
     try:
-        return msgpack.unpackb(view[_HEAD.size : _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
+        msg = msgpack.unpackb(view[_HEAD.size : _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
+    if len(refs) > 1:  # tensors used in place must not share bytes (one's update would change the other)
+        refs.sort()
+        for (off, length), (nxt, _) in zip(refs, refs[1:]):
+            if off + length > nxt:
+                raise InvalidInput(
+                    f"two tensors' bytes overlap (at offsets {off} and {nxt}): each has bytes of its own"
+                )
+    return msg
 
 
 PARSERS["tensor"] = decode_tensor

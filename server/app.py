@@ -155,6 +155,9 @@ def read_health() -> dict[str, str]:
     return {"status": "ok", "engine": NATIVE}
 
 
+meta.add_api_route("/health", read_health, methods=["HEAD"], include_in_schema=False)  # (probes that send HEAD)
+
+
 ops_router = APIRouter(tags=["meta"])
 
 

@@ -5,24 +5,54 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import QuotaExceeded, Unauthorized
+from ..engine.errors import InvalidInput, QuotaExceeded, Unauthorized
 from ..engine.session import Session
 from .store import SessionStore
 
 
+def accepted(accept: str, offers: tuple[str, ...]) -> str:
+    """Which of ``offers`` (in the server's order of preference) an ``Accept`` header asks
+    for: the first it names; where it gives weights (``q=``), the first of the highest
+    weight above 0. JSON (the last offer) when it names none of them."""
+    if "q=" not in accept:  # (the common case, and the hot route's: no weights to read)
+        return next((o for o in offers[:-1] if o in accept), offers[-1])
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for p in params:
+            name, _, value = p.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 1.0  # (a weight it cannot read is passed over)
+                q = q if 0.0 <= q <= 1.0 else 1.0
+        media = media.strip().lower()
+        weights[media] = max(weights.get(media, 0.0), q)
+    best, best_q = offers[-1], 0.0
+    for o in offers:
+        if weights.get(o, 0.0) > best_q:
+            best, best_q = o, weights[o]
+    return best
+
+
+_REPLY = (wire.MSGPACK, wire.JSON)
+
+
 def wants_msgpack(request: Request) -> bool:
-    return wire.MSGPACK in request.headers.get("accept", "")
+    return accepted(request.headers.get("accept", ""), _REPLY) == wire.MSGPACK
 
 
 def tensor_form(accept: str) -> str:
     """How reply tensors are written: bytes in msgpack; in JSON a list of numbers,
     or base64 with ``Accept: application/json; tensors=base64``."""
-    if wire.MSGPACK in accept:
+    if accepted(accept, _REPLY) == wire.MSGPACK:
         return "bytes"
     return "base64" if "tensors=base64" in accept else "list"
 
@@ -101,3 +131,18 @@ def get_session(sid: str, user: CurrentUser, store: Store) -> Session:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def path_handle(
+    h: Annotated[str, Path(description="a handle: decimal digits, a - before them for a negative one")],
+) -> int:
+    """A handle in a route's path: plain decimal digits (optionally after a -) within int64, as a
+    handle in a body is an integer (``int()`` would also take ``1_0``, `` 10`` and ``+11``)."""
+    digits = h[1:] if h.startswith("-") else h
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19 or not -(1 << 63) <= int(h) < 1 << 63:
+        shown = h if len(h) <= 40 else h[:40] + "..."
+        raise InvalidInput(f"handle {shown!r} in the path is not an integer (decimal digits, within int64)")
+    return int(h)
+
+
+Handle = Annotated[int, Depends(path_handle)]

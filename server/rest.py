@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
-from ..engine.session import Session
+from ..engine.session import COMMANDS, BatchRun, Session
 from . import fast
-from .deps import SessionDep, encode_tensors, read_body, tensor_form
+from .deps import Handle, SessionDep, encode_as, encode_tensors, read_body, tensor_form, wants_msgpack
 
 arrays = APIRouter(prefix="/v1/sessions/{sid}", tags=["arrays"])
 
@@ -83,7 +83,7 @@ async def _tensor(request: Request, arr: Any) -> Response:
 
 
 @arrays.put("/arrays/{h}", status_code=201)
-async def upload_array(h: int, request: Request, session: SessionDep) -> Response:
+async def upload_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """Store a tensor (``{dtype, shape, data}``) under handle ``h``."""
     body = await read_body(request)
     # the engine's tensor decoder checks every field (a pydantic pass over a large list costs more than the upload)
@@ -92,17 +92,43 @@ async def upload_array(h: int, request: Request, session: SessionDep) -> Respons
 
 
 @arrays.get("/arrays/{h}")
-async def download_array(h: int, request: Request, session: SessionDep) -> Response:
+async def download_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """The value of handle ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h]}])
     return await _tensor(request, value)
 
 
 @arrays.delete("/arrays/{h}", status_code=204)
-async def delete_array(h: int, request: Request, session: SessionDep) -> Response:
+async def delete_array(h: Handle, request: Request, session: SessionDep) -> Response:
     """Free handle ``h``."""
     await _run(request, session, [{"op": "free", "in": [h]}])
     return Response(status_code=204)
+
+
+MAKES_OUT = frozenset({"grad", "alias", "call", "grad_of"})
+"""The commands that give every handle of their ``out`` an array (as every op of the table does):
+the only ones whose results a ``read`` may ask for."""
+
+
+def _op_and_read(session: Session, ins: dict[str, Any], form: str, as_msgpack: bool) -> Response:
+    """Run ``ins`` and read its ``out`` in one batch, the reply encoded before the session is
+    free again: the read gives the arrays themselves (no copy), so it cannot fail once the op
+    has made them (a read that failed after the op ran would leave its effect unanswered)."""
+    run = session.begin({"ops": [ins, {"op": "read", "in": ins["out"]}]}, copy_reads=False)
+    assert isinstance(run, BatchRun)  # (unsequenced: never a stored reply)
+    try:
+        run.run()
+    except BaseException:
+        run.abort()
+        raise
+    try:
+        err = run.reply.get("error")
+        if err:
+            raise BatchFailed(err)
+        values = [wire.encode_tensor(v, form) for v in run.values]
+        return encode_as(as_msgpack, {"out": ins["out"], "values": values})
+    finally:
+        run.finish()
 
 
 @arrays.post("/ops/{name}")
@@ -110,17 +136,20 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
     """Run one op (or command) of the catalog; its results get the handles in ``out``."""
     req = _parse(OneOp, await read_body(request))
     ins = {"op": name, "in": req.in_, "out": req.out, "at": req.at, "mode": req.mode}
-    ops = [ins] + ([{"op": "read", "in": req.out}] if req.read else [])
-    values = await _run(request, session, ops)
+    if not req.read:
+        await _run(request, session, [ins])
+        return await encode_tensors(request, {"out": req.out}, 0)
+    if name in COMMANDS and name not in MAKES_OUT:  # refused before it runs: a failed request changes nothing
+        raise InvalidInput(f"{name}: read asks for the values of its out handles, and it makes none")
+    if not req.out:
+        raise InvalidInput(f"{name}: read asks for the values of its out handles, and none are given")
+    await fast.until_free(request.app, session.id)
     form = tensor_form(request.headers.get("accept", ""))
-    body: dict[str, Any] = {"out": req.out}
-    if req.read:
-        body["values"] = [wire.encode_tensor(v, form) for v in values]
-    return await encode_tensors(request, body, sum(v.nbytes for v in values) if req.read else 0)
+    return await run_in_threadpool(_op_and_read, session, ins, form, wants_msgpack(request))
 
 
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)
-async def attach_grad(h: int, request: Request, session: SessionDep) -> Response:
+async def attach_grad(h: Handle, request: Request, session: SessionDep) -> Response:
     """Make ``h`` a variable with a zeroed gradient (``grad_req`` write, add or null)."""
     req = _parse(AttachGrad, await read_body(request) or {})
     await _run(request, session, [{"op": "attach_grad", "in": [h], "at": {"grad_req": req.grad_req}}])
@@ -128,7 +157,7 @@ async def attach_grad(h: int, request: Request, session: SessionDep) -> Response
 
 
 @arrays.get("/arrays/{h}/grad")
-async def read_grad(h: int, request: Request, session: SessionDep) -> Response:
+async def read_grad(h: Handle, request: Request, session: SessionDep) -> Response:
     """The gradient of variable ``h`` as a tensor."""
     (value,) = await _run(request, session, [{"op": "read", "in": [h], "at": {"grad": True}}])
     return await _tensor(request, value)

@@ -29,8 +29,9 @@ def http(live_server):
 def sid(http):
     r = http.post("/v1/sessions")
     assert r.status_code == 201
-    yield r.json()["id"]
-    http.delete(f"/v1/sessions/{sid}")
+    opened = r.json()["id"]
+    yield opened
+    http.delete(f"/v1/sessions/{opened}")
 
 
 class Batches:
@@ -811,3 +812,217 @@ def test_array_samplers_take_their_parameters_by_handle(batch, as_msgpack):
     assert (
         err["kind"] == "InvalidInput" and "alpha must be positive and finite, got -1.0 at index [1]" in err["message"]
     )
+
+
+def test_a_define_with_an_id_that_is_not_an_integer_is_a_400_once_the_session_has_programs(batch):
+    """The batch's count of its calls' steps reads each define's id before the batch runs: an id
+    of any type is the define's own error there, as in a session without programs."""
+    program = [{"op": "negative", "in": [-1], "out": [-2]}]
+    define = {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": program}}
+    r = batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}}, define])
+    assert r.status_code == 200, r.text
+    for ins in (
+        {"op": "define", "at": {"id": [2]}},
+        {"op": "define", "at": {"id": {"a": 1}, "nargs": 1, "outputs": [-2], "program": program}},
+        {"op": "forget", "at": {"ids": [[1]]}},
+        {"op": "call", "in": [1], "out": [2], "at": {"id": [1]}},
+    ):
+        r = batch.post([ins, {"op": "call", "in": [1], "out": [3], "at": {"id": 1}}])
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and err["index"] == 0 and err["op"] == ins["op"], err
+    r = batch.post([{"op": "call", "in": [1], "out": [2], "at": {"id": 1}}, {"op": "read", "in": [2]}])
+    assert r.status_code == 200 and r.json()["values"][0]["data"] == [-1, -2]  # program 1 is as it was
+
+
+def test_no_op_makes_an_array_of_more_axes_than_the_bound(batch):
+    """getitem's new axes (and expand_dims, stack, dot...) past MAX_NDIM are refused when the
+    result's shape is inferred, as array, reshape and zeros refuse such a shape."""
+    from gradserve.engine.optable import MAX_NDIM
+
+    r = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([1, 2], [2])}},
+            {"op": "getitem", "in": [1], "out": [2], "at": {"key": [None] * (MAX_NDIM - 1)}},
+        ]
+    )
+    assert r.status_code == 200, r.text
+    for ins in (
+        {"op": "getitem", "in": [1], "out": [9], "at": {"key": [None] * 40}},
+        {"op": "getitem", "in": [2], "out": [9], "at": {"key": [None]}},
+        {"op": "expand_dims", "in": [2], "out": [9], "at": {"axis": 0}},
+        {"op": "stack", "in": [2, 2], "out": [9]},
+        {"op": "dot", "in": [2, 2], "out": [9], "at": {"transpose_b": True}},
+    ):
+        r = batch.post([ins, {"op": "sort", "in": [9], "out": [10]}])
+        assert r.status_code == 400, (ins, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == "ShapeError" and err["index"] == 0 and f"limit of {MAX_NDIM}" in err["message"]
+    assert batch.http.get(f"/v1/sessions/{batch.sid}").json()["arrays"] == 2
+
+
+def test_the_python_api_refuses_too_many_axes_at_the_call(mode):
+    from gradserve import nd
+    from gradserve.engine.errors import ShapeError
+
+    x = nd.ones((2,))
+    with pytest.raises(ShapeError, match="limit of 32"):
+        x[(None,) * 40]
+    assert x[(None,) * 31].shape == (1,) * 31 + (2,)
+
+
+def test_a_single_op_with_read_that_fails_changes_nothing(http, sid):
+    """``read`` asks for the values of the op's ``out``: a command that makes no outputs
+    (setitem, free, ...) is refused before it runs, not run and then answered 404."""
+    from gradserve.engine.session import COMMANDS
+    from gradserve.server.rest import MAKES_OUT
+
+    assert MAKES_OUT <= set(COMMANDS)
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2, 3], [3])).status_code == 201
+    for name, body in (
+        ("setitem", {"in": [1], "out": [5], "at": {"key": [], "scalar": 7}, "read": True}),
+        ("free", {"in": [1], "out": [1], "read": True}),
+        ("attach_grad", {"in": [1], "out": [1], "read": True}),
+        ("mul_scalar", {"in": [1], "out": [], "at": {"scalar": 2}, "read": True}),
+    ):
+        r = http.post(f"{base}/ops/{name}", json=body)
+        assert r.status_code == 400, (name, r.text)
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and "read" in err["message"], err
+    assert http.get(f"{base}/arrays/1").json()["data"] == [1, 2, 3]
+    assert http.get(base).json()["arrays"] == 1
+    assert http.post(f"{base}/arrays/1/attach_grad").status_code == 204
+    r = http.post(f"{base}/ops/grad", json={"in": [1], "out": [2], "read": True})
+    assert r.status_code == 200 and r.json() == {"out": [2], "values": [tensor([0.0, 0.0, 0.0], [3])]}
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 200 and r.json()["values"] == [tensor([2.0, 4.0, 6.0], [3])]
+    r = http.post(f"{base}/ops/mul_scalar", json={"in": [1], "out": [3], "at": {"scalar": 2}, "read": True})
+    assert r.status_code == 400 and "already in use" in r.json()["error"]["message"]
+
+
+def _frames_body(tensors, refs):
+    """A frames body of ``array`` instructions whose tensors point at ``refs`` ((offset, length)
+    pairs) in ``tensors``' bytes, laid out as ``wire.pack_frames`` lays them out."""
+    from gradserve.engine import wire
+
+    ops = [
+        {
+            "op": "array",
+            "out": [k + 1],
+            "at": {"value": {"dtype": "float32", "shape": [n // 4], "data": msgpack.ExtType(1, wire._REF.pack(o, n))}},
+        }
+        for k, (o, n) in enumerate(refs)
+    ]
+    head = msgpack.packb({"ops": ops})
+    first = -(-(4 + len(head)) // 64) * 64
+    return wire._HEAD.pack(len(head)) + head + bytes(first - 4 - len(head)) + tensors
+
+
+def test_frames_whose_tensors_share_bytes_are_refused(live_server, http, sid):
+    """Two tensors of a frames body pointing at the same bytes would be two arrays of one
+    memory (a large tensor is used in place): refused; tensors side by side, or empty ones at
+    one offset, are not."""
+    from gradserve.engine import wire
+    from gradserve.engine.errors import InvalidInput
+
+    data = np.arange(1 << 16, dtype="<f4").tobytes()
+    for refs in ([(0, len(data)), (0, len(data))], [(0, 4096), (4092, 4096)]):
+        body = _frames_body(data, refs)
+        with pytest.raises(InvalidInput, match="overlap"):
+            wire.unpack_frames(bytearray(body))
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": wire.FRAMES})
+        assert r.status_code == 400 and "overlap" in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0
+    ok = _frames_body(data, [(0, 4096), (4096, 4096), (8192, 0), (8192, 0)])
+    r = http.post(f"/v1/sessions/{sid}/batch", content=ok, headers={"content-type": wire.FRAMES})
+    assert r.status_code == 200, r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 4
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "frames"])
+def test_binary_batches_refuse_a_mode_outside_0_to_3_and_unknown_fields(http, sid, encoding):
+    """What the JSON schema refuses, the engine refuses on every route: a mode that is not 0..3
+    (negative ones had acted as recording and training), fields an instruction has not."""
+    from gradserve.engine import wire
+
+    def post(ops):
+        if encoding == "msgpack":
+            body, ctype = msgpack.packb({"ops": ops}), wire.MSGPACK
+        else:
+            parts, _ = wire.pack_frames({"ops": ops})
+            body, ctype = b"".join(bytes(p) for p in parts), wire.FRAMES
+        return http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": ctype})
+
+    assert post([{"op": "ones", "out": [1], "at": {"shape": [2]}}]).status_code == 200
+    program = [{"op": "negative", "in": [-1], "out": [-2]}]
+    for m in (4, -1, 7, 2**64 - 1, True, 1.0, None):
+        for ins in (
+            {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mode": m},
+            {"op": "attach_grad", "in": [1], "mode": m},
+            {"op": "read", "in": [1], "mode": m},  # (a batch's last reads take a path of their own)
+            {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": [{**program[0], "mode": m}]}},
+        ):
+            r = post([ins])
+            assert r.status_code == 400, (ins, r.text)
+            err = r.json()["error"]
+            assert err["kind"] == "InvalidInput" and "mode is 0, 1" in err["message"] and repr(m) in err["message"]
+    for ins in (
+        {"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mdoe": 3},
+        {"op": "ones", "out": [2], "at": {"shape": [2]}, "bogus": 1},
+        {"op": "free", "in": [1], "ins": [1]},
+        {"op": "read", "in": [1], "x": 1},
+        {"op": "define", "at": {"id": 1, "nargs": 1, "outputs": [-2], "program": [{**program[0], "x": 0}]}},
+    ):
+        r = post([ins])
+        assert r.status_code == 400, (ins, r.text)
+        assert "unknown instruction fields" in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1
+    r = post([{"op": "mul_scalar", "in": [1], "out": [2], "at": {"scalar": 2}, "mode": 0}, {"op": "read", "in": [2]}])
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "h", ["1_0", " 10", "10 ", "+11", "99999999999999999999999", "9223372036854775808", "１０", "-", "0x1"]
+)
+def test_a_handle_in_a_path_is_plain_decimal_digits(http, sid, h):
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/10", json=tensor([1], [1])).status_code == 201
+    for method, path in (
+        ("PUT", f"arrays/{h}"),
+        ("GET", f"arrays/{h}"),
+        ("DELETE", f"arrays/{h}"),
+        ("GET", f"arrays/{h}/grad"),
+    ):
+        r = http.request(method, f"{base}/{path}", json=tensor([2], [1]) if method == "PUT" else None)
+        assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput", (method, h, r.text)
+    assert http.get(f"{base}/arrays/10").json()["data"] == [1]
+    assert http.get(base).json()["arrays"] == 1
+    assert (
+        http.get(f"{base}/arrays/-3").json()["error"]["kind"] == "UnknownHandle"
+    )  # (an integer: the engine's to refuse)
+
+
+def test_head_of_health_and_weighted_accept_headers(http, sid):
+    r = http.head("/v1/health")
+    assert r.status_code == 200 and r.content == b""
+    base = f"/v1/sessions/{sid}"
+    assert http.put(f"{base}/arrays/1", json=tensor([1, 2], [2])).status_code == 201
+    no_msgpack = {"accept": "application/msgpack;q=0, application/json"}
+    r = http.get(f"{base}/arrays/1", headers=no_msgpack)
+    assert r.headers["content-type"] == "application/json" and r.json()["data"] == [1, 2]
+    for ctype in ("application/msgpack", "application/vnd.gradserve.frames"):
+        if ctype == "application/msgpack":
+            body = msgpack.packb({"ops": [{"op": "read", "in": [1]}]})
+        else:
+            from gradserve.engine import wire
+
+            body = b"".join(bytes(p) for p in wire.pack_frames({"ops": [{"op": "read", "in": [1]}]})[0])
+        headers = {"content-type": ctype}
+        r = http.post(f"{base}/batch", content=body, headers={**headers, **no_msgpack})
+        assert r.headers["content-type"] == "application/json" and r.json()["values"][0]["data"] == [1, 2], r.text
+        r = http.post(
+            f"{base}/batch", content=body, headers={**headers, "accept": "application/json;q=0.5, application/msgpack"}
+        )
+        assert r.headers["content-type"] == "application/msgpack"
+        assert msgpack.unpackb(r.content)["values"][0]["shape"] == [2]
