@@ -1661,6 +1661,61 @@ def test_reduction(name, ord_, axis, keepdims):
     check_grads(op, at, [x], rng)
 
 
+@pytest.mark.parametrize(
+    "dtype, x, want",
+    [  # checked against MXNet 1.9.1
+        ("float16", [10.0] * 1000, 316.2),
+        ("float16", [300.0, 300.0], 424.2),
+        ("float16", [60000.0, 60000.0], np.inf),  # past float16's range: inf
+        ("float32", [1e20, 1e20], 1.4142136e20),
+        ("float32", [1e-30, 1e-30], 1.4142136e-30),
+        ("float32", [1e-20, 3e-20], 3.1622776e-20),
+        ("float32", [3e38, 3e38], np.inf),
+        ("float32", [np.inf, 1.0], np.inf),
+        ("float32", [np.nan, 1.0], np.nan),
+        ("float32", [0.0, 0.0], 0.0),
+        ("float64", [1e200, 1e200], 1.41421356e200),
+        ("float64", [1e-200, 1e-200], 1.41421356e-200),
+    ],
+)
+def test_l2_norm_neither_overflows_nor_underflows_where_the_norm_fits(dtype, x, want):
+    """sqrt(sum(x**2)) squared in the input's dtype gave inf for float16 norms past 256 and
+    float32 ones past 1e19, and 0 for float32 ones under 1e-19; MXNet's are right."""
+    op = OPS["norm"]
+    a = np.array(x, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # (a session's ops run so: inf and nan as MXNet's)
+        y = op.forward(ctx(), op.parse_attrs({}), a)
+    assert y.dtype == a.dtype and y.shape == (1,)
+    np.testing.assert_allclose(y.astype(np.float64), [want], rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [None, 0, 1, [0, 1]])
+def test_l2_norm_scales_only_the_slices_out_of_range(axis, keepdims):
+    """Along axes, each slice on its own: rows of 1e20, of 1e-30 and plain ones (kept bit for
+    bit), in float32, with a gradient of x / norm (0.7071 each) that overflows nowhere."""
+    op = OPS["norm"]
+    x = np.array([[1e20, 1e20, 0.0], [1e-30, 0.0, 1e-30], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    at = op.parse_attrs({"axis": axis, "keepdims": keepdims})
+    with np.errstate(over="ignore"):  # (a session's ops run so)
+        y = op.forward(ctx(), at, x)
+    axes = None if axis is None else tuple(np.atleast_1d(axis))
+    want = mx1d(np.sqrt(np.square(x.astype(np.float64)).sum(axis=axes, keepdims=keepdims)))
+    np.testing.assert_allclose(y, want.astype(np.float32), rtol=1e-6)
+    if axis == 1:
+        assert y.reshape(-1)[2] == np.float32(5.0)
+    g = np.ones_like(y)
+    with np.errstate(invalid="ignore"):  # (the zero row's: NaN, as MXNet's)
+        (gx,) = vjp_of(op)(Eager(ctx()), at, g, y, x)
+    if axis == 1:
+        h = np.float32(np.sqrt(0.5))
+        np.testing.assert_allclose(gx[:3], [[h, h, 0], [h, 0, h], [0.6, 0.8, 0]], rtol=1e-6)
+    rng = np.random.default_rng(5)
+    big = rng.uniform(-2, 2, x.shape) * 1e160  # (float64 squares past its range)
+    with np.errstate(over="ignore"):
+        check_grads(op, at, [big], rng, eps=1e155)
+
+
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", [0, -1, [0, 2], [0, 1, 2]])
 @pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod", "nansum", "nanprod"])
