@@ -597,6 +597,43 @@ def test_like_samplers_draw_datas_shape_and_dtype(mode):
     assert (out.asnumpy() >= 5).all()
 
 
+def test_exponentials_take_mxnets_scale_or_rate(mode):
+    """As MXNet 1.9.1's (checked with it): nd.random_exponential (the op) and exponential_like
+    take the rate ``lam`` (lam 4: mean 0.25); nd.random.exponential takes the scale (the mean)
+    and draws with the rate 1/scale: a scale of 0 is Python's ZeroDivisionError, an infinite
+    one a rate of 0, refused as a rate of 0 or below is; an infinite rate draws zeros."""
+    r = nd.random
+    means = {
+        "op": (nd.random_exponential(4.0, shape=(100000,)), 0.25),
+        "op lam=": (nd.random_exponential(lam=4.0, shape=(100000,)), 0.25),
+        "scale": (r.exponential(4.0, shape=(100000,)), 4.0),
+        "scale=": (r.exponential(scale=0.5, shape=(100000,)), 0.5),
+        "like": (r.exponential_like(nd.zeros((100000,)), 4.0), 0.25),
+    }
+    for name, (y, mean) in means.items():
+        v = y.asnumpy().astype(np.float64)
+        assert y.shape == (100000,) and abs(v.mean() - mean) < 5 * mean / np.sqrt(v.size), name
+    assert nd.random_exponential().shape == (1,)
+    assert r.exponential_like(nd.zeros((3,)), float("inf")).asnumpy().tolist() == [0.0, 0.0, 0.0]
+    assert nd.random_exponential(float("inf"), shape=(2,)).asnumpy().tolist() == [0.0, 0.0]
+    with pytest.raises(ZeroDivisionError):
+        r.exponential(0, shape=(3,))
+    for bad in (
+        lambda: r.exponential(float("inf"), shape=(3,)),
+        lambda: r.exponential(-2.0, shape=(3,)),
+        lambda: nd.random_exponential(0.0, shape=(3,)),
+        lambda: nd.random_exponential(lam=-1.0, shape=(3,)),
+        lambda: r.exponential_like(nd.zeros((3,)), 0.0),
+        lambda: r.exponential_like(nd.zeros((3,)), lam=-1.0),
+    ):
+        with pytest.raises(MXNetError, match="lam must be positive"):
+            bad()
+    with pytest.raises(MXNetError, match="unknown attribute 'scale'"):
+        nd.random_exponential(scale=4.0, shape=(3,))
+    with pytest.raises(MXNetError, match="unknown argument 'lam'"):
+        r.exponential(scale=2.0, lam=3.0)
+
+
 def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):
     """MXNet's: ``out=`` takes the draws (its shape and dtype when none is given) and is
     returned; an argument the sampler does not have is refused (it was passed over)."""

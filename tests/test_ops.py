@@ -426,7 +426,7 @@ CASES: dict[str, Case] = {
     "random_normal": C(None, shape=[3, 4]),
     "random_uniform": C(None, shape=[3, 4], low=-1.0, high=2.0),
     "random_randint": C(None, shape=[3, 4], low=-3, high=5),
-    "random_exponential": C(None, shape=[3, 4], scale=2.0),
+    "random_exponential": C(None, shape=[3, 4], lam=0.5),
     "random_poisson": C(None, shape=[3, 4], lam=3.0),
     "random_gamma": C(None, shape=[3, 4], alpha=2.0, beta=0.5),
     "random_negative_binomial": C(None, shape=[3, 4], k=3.0, p=0.4),
@@ -2080,7 +2080,7 @@ def test_random_ops(name):
 
 SAMPLERS = [
     # op, attributes, mean, variance, whether the draws are counts
-    ("random_exponential", {"scale": 2.0}, 2.0, 4.0, False),
+    ("random_exponential", {"lam": 0.5}, 2.0, 4.0, False),  # (MXNet's op takes the rate)
     ("random_poisson", {"lam": 3.0}, 3.0, 3.0, True),
     ("random_gamma", {"alpha": 2.0, "beta": 0.5}, 1.0, 0.5, False),
     ("random_negative_binomial", {"k": 3.0, "p": 0.4}, 3 * 0.6 / 0.4, 3 * 0.6 / 0.4**2, True),
@@ -2113,11 +2113,24 @@ def test_samplers_draw_their_distribution(name, at, mean, var, counts):
     assert op.infer(op.parse_attrs({})) == ((1,), "float32")
 
 
+def test_random_exponential_takes_the_rate_as_mxnets_op():
+    """MXNet's ``_random_exponential`` (nd.random_exponential) takes ``lam``, a rate: lam 4 has
+    mean 0.25 (ours took a scale: mean 4, and refused lam=); an infinite rate draws zeros."""
+    op = OPS["random_exponential"]
+    assert [a.name for a in op.attrs][:2] == ["lam", "shape"]
+    y = op.forward(Context(1), op.parse_attrs({"lam": 4.0, "shape": [100000]}))
+    assert abs(y.mean() - 0.25) < 5 * 0.25 / np.sqrt(y.size)
+    zeros = op.forward(Context(1), op.parse_attrs({"lam": float("inf"), "shape": [3]}))
+    assert zeros.tolist() == [0.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize(
     "name, at, words",
     [
-        ("random_exponential", {"scale": 0.0}, "scale must be positive"),
-        ("random_exponential", {"scale": float("inf")}, "scale must be positive"),
+        ("random_exponential", {"lam": 0.0}, "lam must be positive"),  # (MXNet 1.9.1's refusals)
+        ("random_exponential", {"lam": -2.0}, "lam must be positive"),
+        ("random_exponential", {"lam": float("nan")}, "lam must be positive"),
+        ("random_exponential", {"scale": 2.0}, "unknown attribute 'scale'"),
         ("random_poisson", {"lam": -1.0}, "lam must be non-negative"),
         ("random_poisson", {"dtype": "int32"}, "dtype must be one of"),
         ("random_gamma", {"beta": -2.0}, "beta must be positive"),
