@@ -76,6 +76,53 @@ def test_generated_namespace_and_methods(mode):
         nd.dot(x.T, x, out=z)  # a (3, 3) result
 
 
+def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
+    """MXNet's generated creation functions take their attributes, then ctx, then dtype,
+    positionally (checked with MXNet 1.9.1): ctx was read as dtype ("unknown dtype cpu(1)")
+    and a dtype after it was dropped (eye(2, 0, 0, None, 'int32') came back float32)."""
+    import inspect
+
+    import gradserve
+
+    cpu1 = gradserve.cpu(1)
+    y = nd.eye(2, 3, 1, cpu1)
+    assert (y.context, y.asnumpy().tolist()) == (cpu1, [[0, 1, 0], [0, 0, 1]])
+    y = nd.eye(2, 0, 0, None, "int32")
+    assert (y.dtype, y.context, y.asnumpy().tolist()) == (np.int32, gradserve.cpu(0), [[1, 0], [0, 1]])
+    y = nd.linspace(0, 1, 3, True, cpu1, "float64")
+    assert (y.dtype, y.context, y.asnumpy().tolist()) == (np.float64, cpu1, [0, 0.5, 1])
+    y = nd.random_normal(0, 1, (2,), cpu1)
+    assert (y.shape, y.dtype, y.context) == ((2,), np.float32, cpu1)
+    y = nd.random_uniform(2, 3, (4,), cpu1, "float16")
+    assert (y.dtype, y.context) == (np.float16, cpu1) and (y.asnumpy() >= 2).all()
+    assert nd.random_randint(0, 4, (3,), None, "int64").dtype is np.int64
+    assert nd.random_exponential(2.0, (3,), cpu1).context == cpu1
+    assert list(inspect.signature(nd.eye).parameters) == ["N", "M", "k", "ctx", "dtype"]
+    assert list(inspect.signature(nd.random_gamma).parameters) == ["alpha", "beta", "shape", "ctx", "dtype"]
+    with pytest.raises(TypeError, match="got multiple values for argument 'ctx'"):
+        nd.eye(2, 3, 1, cpu1, ctx=cpu1)
+
+
+def test_generated_functions_refuse_more_positional_arguments_than_they_take(mode):
+    """Extra positional arguments were dropped silently; Python's (and MXNet's) TypeError now."""
+    x = nd.array([[1, 2], [3, 4]])
+    calls = [
+        lambda: nd.eye(2, 3, 1, None, "int32", 5),
+        lambda: nd.linspace(0, 1, 3, True, None, "float32", 1),
+        lambda: nd.random_normal(0, 1, (2,), None, "float32", 1),
+        lambda: nd.sum(x, 0, False, False, 1),
+        lambda: x.sum(0, False, False, 1),
+        lambda: nd.relu(x, 1),
+        lambda: nd.concat(x, x, 0, 1),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="takes at most"):
+            call()
+    with pytest.raises(TypeError, match="multiple values for argument 'axis'"):
+        nd.sum(x, 0, axis=1)
+    assert nd.sum(x, 0, True, False).asnumpy().tolist() == [[4, 6]]
+
+
 def test_a_large_upload_is_a_copy_even_when_sent_at_once(mode):
     a = np.arange(3 << 20, dtype=np.float32)  # 12 MiB: sent at once over HTTP, from the caller's memory
     x = nd.array(a)
