@@ -1321,9 +1321,24 @@ def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
 
 
 def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
-    """Whether a value can be written into a region: it broadcasts to it, or
-    has its size (and is copied in row-major order, as MXNet does)."""
-    return broadcastable(value, region) or prod(value) == prod(region)
+    """Whether a value can be written into a region, by numpy's rule for ``x[key] = v`` and
+    MXNet 1.9.1's (checked with it): it broadcasts to the region, leading axes of length 1
+    past the region's rank dropped ((1, 3, 4) into (3, 4)). A value of the region's size
+    and another shape ((12,) into (3, 4), (2, 2) into (4,)) is refused, as MXNet refuses it."""
+    extra = len(value) - len(region)
+    if extra > 0:
+        if any(d != 1 for d in value[:extra]):
+            return False
+        value = value[extra:]
+    return broadcastable(value, region)
+
+
+def not_assignable(name: str, value: tuple[int, ...], region: tuple[int, ...]) -> ShapeError:
+    """The refusal of a value ``assignable`` refuses, in numpy's and MXNet's words."""
+    return ShapeError(
+        f"{name}: operands could not be broadcast together: a value of shape {value} cannot be "
+        f"assigned to a region of shape {region}"
+    )
 
 
 def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:

@@ -148,6 +148,71 @@ def test_copyto_and_as_in_context_as_in_mxnet(mode):
         x.copyto(3)  # type: ignore[arg-type]
 
 
+ASSIGNED = [  # key, value shape, whether MXNet 1.9.1 takes it (checked with it), into arange(12) as (3, 4)
+    (slice(None), (12,), False),  # its size, another shape: MXNet refuses it (ours copied row by row)
+    (slice(None), (12, 1), False),
+    (slice(None), (4, 3), False),
+    (slice(None), (3, 1, 4), False),
+    (Ellipsis, (12,), False),
+    (1, (2, 2), False),
+    (1, (4, 1), False),
+    ((slice(None), 1), (3, 1), False),
+    (slice(1, None), (8,), False),
+    (slice(1, None), (4, 2), False),
+    (slice(1, 2), (4, 1), False),
+    ((slice(None), slice(1, 3)), (6,), False),
+    ([0, 2], (8,), False),
+    (slice(None), (), True),  # broadcasting values
+    (slice(None), (4,), True),
+    (slice(None), (1, 4), True),
+    (slice(None), (3, 1), True),
+    (slice(None), (1, 1), True),
+    (slice(None), (1, 3, 4), True),  # (leading axes of length 1 past the region's rank)
+    (1, (1, 4), True),
+    (1, (1,), True),
+    ((slice(None), 1), (1, 3), True),
+    (slice(1, None), (2, 1), True),
+    (slice(1, None), (1, 2, 4), True),
+    ((1, 2), (1,), True),
+    ((1, 2), (1, 1), True),
+    ([0, 2], (4,), True),
+]
+
+
+@pytest.mark.parametrize("key, shape, taken", ASSIGNED, ids=[f"{k}<-{s}" for k, s, _ in ASSIGNED])
+def test_assigned_values_broadcast_as_in_mxnet_never_reshape(mode, key, shape, taken):
+    """x[key] = v takes a v that broadcasts to the region, as numpy's and MXNet's; one of the
+    region's size and another shape is refused (a ValueError, MXNet's kind), nothing written."""
+    x = nd.arange(12).reshape((3, 4))
+    v = np.arange(1, 1 + int(np.prod(shape)), dtype=np.float32).reshape(shape) * 100
+    want = np.arange(12, dtype=np.float32).reshape(3, 4)
+    k = np.array(key) if isinstance(key, list) else key
+    for value in (nd.array(v) if shape else float(v), v):  # an NDArray (a number) and a numpy array
+        if not taken:
+            with pytest.raises(ValueError, match="could not be broadcast") as e:
+                x[nd.array(key) if isinstance(key, list) else key] = value
+            assert isinstance(e.value, MXNetError)
+            assert x.asnumpy().tolist() == want.tolist()
+            continue
+        x[nd.array(key) if isinstance(key, list) else key] = value
+        want[k] = v.reshape(v.shape[max(0, v.ndim - want[k].ndim) :])
+        assert x.asnumpy().tolist() == want.tolist()
+
+
+def test_copyto_takes_an_array_of_the_same_shape_only(mode):
+    """MXNet's copyto neither broadcasts nor reshapes (checked with MXNet 1.9.1); ours wrote a
+    (3, 4) array into a (12,) one in row-major order."""
+    x = nd.arange(12).reshape((3, 4))
+    for shape in ((12,), (4, 3), (1, 3, 4), (2, 2)):
+        z = nd.zeros(shape)
+        with pytest.raises(ShapeError, match="shape"):
+            x.copyto(z)
+        assert not z.asnumpy().any()
+    with pytest.raises(ShapeError, match="shape"):
+        nd.ones((1, 4)).copyto(nd.zeros((3, 4)))
+    assert x.copyto(nd.zeros((3, 4))).asnumpy().tolist() == x.asnumpy().tolist()
+
+
 def test_embedding_gather_nd_and_exclude_through_the_client(mode):
     """Checked against MXNet 1.9.1: values, gradients and errors."""
     w = nd.arange(6).reshape((3, 2))

@@ -1857,6 +1857,40 @@ def test_getitem_rejects_bad_keys(key):
         op.infer(op.parse_attrs({"key": key}), Spec((3, 4, 5), "float32"))
 
 
+@pytest.mark.parametrize(
+    "key, value, taken",
+    [
+        ([], np.arange(12.0), False),  # its size, another shape: refused as MXNet refuses it (was reshaped)
+        ([1], np.ones((2, 2)), False),
+        ([[None, None, None], 1], np.ones((3, 1)), False),
+        ([[1, None, None]], np.arange(8.0), False),
+        ([], np.ones((1, 3, 4)), True),  # leading axes of length 1 are dropped, as numpy's and MXNet's
+        ([1, 2], np.ones((1, 1)), True),
+        ([[None, None, None], 1], np.ones((1, 3)), True),
+        ([], np.ones((3, 1)), True),
+    ],
+)
+def test_setitem_writes_values_that_broadcast_to_the_region_only(key, value, taken):
+    """The session's own check (a client that skips its local one): nothing written when refused."""
+    s = Session("t")
+    x = np.arange(12.0).reshape(3, 4)
+    ops_ = [
+        {"op": "array", "out": [1], "at": {"value": x}},
+        {"op": "array", "out": [2], "at": {"value": value}},
+        {"op": "setitem", "in": [1, 2], "at": {"key": key}},
+    ]
+    r = s.run_batch({"ops": ops_})
+    got = s.arrays[1]
+    if taken:
+        assert "error" not in r, r
+        want = x.copy()
+        want[as_np_key(key)] = value.reshape(value.shape[value.ndim - want[as_np_key(key)].ndim :])
+        assert got.tolist() == want.tolist()
+    else:
+        assert r["error"]["kind"] == "ShapeError" and "could not be broadcast" in r["error"]["message"], r
+        assert got.tolist() == x.tolist()
+
+
 # --------------------------------------------------------------------------
 # shape ops
 
