@@ -26,6 +26,19 @@ from .runtime import current
 from .state import flags
 
 
+def _slots(op: Op) -> tuple[str, ...]:
+    """The attributes a generated function takes positionally after its arrays, in order: its
+    attributes, and for a creation op (no array inputs: eye, linspace, random_normal...) ``ctx``
+    before ``dtype``, as MXNet's generated functions take them."""
+    names = tuple(a.name for a in op.attrs)
+    if op.inputs:
+        return names
+    if "dtype" in names:
+        i = names.index("dtype")
+        return (*names[:i], "ctx", *names[i:])
+    return (*names, "ctx")
+
+
 def _signature(op: Op) -> inspect.Signature:
     params = [
         inspect.Parameter(n[1:], inspect.Parameter.VAR_POSITIONAL)
@@ -34,11 +47,13 @@ def _signature(op: Op) -> inspect.Signature:
         for n in op.inputs
     ]
     kind = inspect.Parameter.KEYWORD_ONLY if op.variadic else inspect.Parameter.POSITIONAL_OR_KEYWORD
-    for a in op.attrs:
-        default = inspect.Parameter.empty if a.default is REQUIRED else a.default
+    attrs = {a.name: a for a in op.attrs}
+    for n in _slots(op):
+        a = attrs.get(n)
+        default = None if a is None else inspect.Parameter.empty if a.default is REQUIRED else a.default
         if default is inspect.Parameter.empty and params and params[-1].default is not inspect.Parameter.empty:
             kind = inspect.Parameter.KEYWORD_ONLY  # a required attribute after optional ones
-        params.append(inspect.Parameter(a.name, kind, default=default))
+        params.append(inspect.Parameter(n, kind, default=default))
     return inspect.Signature(params)
 
 
@@ -67,6 +82,7 @@ def _generate(op: Op, name: str) -> Any:
     reflected = OPS.get(_REFLECTED[op.name]) if op.name in _REFLECTED else None
 
     nfixed = len(fixed)
+    slots = _slots(op)
 
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if not kwargs and star is None and len(args) == nfixed:  # the common call: arrays only
@@ -79,7 +95,6 @@ def _generate(op: Op, name: str) -> Any:
         if out is not None:
             return write_into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
-        ctx = kwargs.pop("ctx", None)
         if star is None:
             arrays = list(args[: len(fixed)])
             rest = args[len(fixed) :]
@@ -103,8 +118,17 @@ def _generate(op: Op, name: str) -> Any:
             extra = kwargs.pop(star)
             arrays.extend(extra if isinstance(extra, (list, tuple)) else [extra])
         arrays = [a for a in arrays if a is not None]
-        for a, v in zip(op.attrs, rest):
-            kwargs[a.name] = v
+        if len(rest) > len(slots):  # (they were dropped silently: eye(2, 3, 1, ctx) read ctx as dtype)
+            taken = ", ".join((*fixed, *((f"*{star}",) if star else ()), *slots))
+            raise TypeError(
+                f"{name}() takes at most {len(args) - len(rest) + len(slots)} positional arguments "
+                f"({taken}), {len(args)} given"
+            )
+        for n, v in zip(slots, rest):
+            if n in kwargs:
+                raise TypeError(f"{name}() got multiple values for argument {n!r}")
+            kwargs[n] = v
+        ctx = kwargs.pop("ctx", None)
         if scalar_op is not None and len(arrays) == 2 and not isinstance(arrays[1], NDArray):
             if isinstance(arrays[0], NDArray):
                 return invoke(scalar_op, arrays[:1], {"scalar": float(arrays[1]), **kwargs})

@@ -34,6 +34,7 @@ from .engine.ops import (
     is_view_key,
     is_whole_key,
     key_shape,
+    not_assignable,
     parse_key,
 )
 from .engine.optable import DEFAULT_DTYPE, DTYPES, MAX_NDIM, OPS, Op, Spec, over_rank
@@ -581,6 +582,8 @@ class NDArray:
             raise TypeError(f"copyto: expected an NDArray or a Context, got {type(other).__name__}")
         if other is self:
             return self
+        if other.shape != self.shape:  # (MXNet's copyto neither broadcasts nor reshapes)
+            raise ShapeError(f"copyto: the target's shape {other.shape} is not the array's {self.shape}")
         other[...] = self
         return other
 
@@ -631,7 +634,7 @@ class NDArray:
             vshape = v.shape
             ins["in"].append(v._h)
         if not assignable(vshape, sub):
-            raise ShapeError(f"setitem: cannot assign an array of shape {vshape} to a region of shape {sub}")
+            raise not_assignable("setitem", vshape, sub)
         if idx:
             for i in idx:
                 self._c.check_alive(i._h)

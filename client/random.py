@@ -101,12 +101,6 @@ def _drawn(op: str, params: dict[str, Any], shape: Any, dtype: Any, ctx: Any) ->
             raise InvalidInput(
                 f"random.{op[7:]}: the distribution parameters must be all NDArrays or all numbers, got {kinds}"
             )
-        if op == "random_exponential":  # MXNet's sample_exponential takes the rate
-            return invoke(
-                OPS["sample_exponential"],
-                (1.0 / params["scale"],),
-                {"shape": () if shape is None else shape, "dtype": dtype},
-            )
         return invoke(
             OPS[_SAMPLERS[op]], tuple(params.values()), {"shape": () if shape is None else shape, "dtype": dtype}
         )
@@ -123,8 +117,10 @@ def randn(
 
 
 def exponential(scale: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
-    """Exponential draws of mean ``scale``; shape (1,) when none is given, as MXNet."""
-    return _draw("random_exponential", {"scale": scale}, shape, dtype, ctx, kwargs)
+    """Exponential draws of mean ``scale``; shape (1,) when none is given, as MXNet. As
+    MXNet's, it draws with the rate 1/scale (the ops' ``lam``): a scale of 0 raises
+    ZeroDivisionError, an infinite or negative one is refused by the op."""
+    return _draw("random_exponential", {"lam": 1.0 / scale}, shape, dtype, ctx, kwargs)
 
 
 def poisson(lam: float = 1.0, shape: Any = None, dtype: Any = None, ctx: Any = None, **kwargs: Any) -> NDArray:
@@ -181,10 +177,7 @@ def uniform_like(data: Any = None, low: float = 0.0, high: float = 1.0, out: Any
 
 def exponential_like(data: Any = None, lam: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:
     """Exponential draws of rate ``lam`` (mean 1/lam, as MXNet's ``*_like`` takes it)."""
-    if isinstance(lam, (int, float)) and not lam > 0:
-        raise InvalidInput(f"random.exponential_like: lam must be positive, got {lam}")
-    scale = 1.0 / lam if isinstance(lam, (int, float)) else lam
-    return _like("exponential_like", "random_exponential", data, {"scale": scale}, out, kwargs)
+    return _like("exponential_like", "random_exponential", data, {"lam": lam}, out, kwargs)
 
 
 def poisson_like(data: Any = None, lam: float = 1.0, out: Any = None, **kwargs: Any) -> NDArray:

@@ -881,9 +881,12 @@ def _reduction(
     aliases: tuple[str, ...] = (),
     first: tuple[Attr, ...] = (),
     check: Any = None,
+    scratch: Any = None,
+    vjp_scratch: Any = None,
 ) -> None:
     """A reduction over ``axis``; its attributes ``first``, axis, keepdims, ``extra`` (the
-    order of MXNet's positional arguments); ``check(at)`` refuses attributes before it runs."""
+    order of MXNet's positional arguments); ``check(at)`` refuses attributes before it runs;
+    ``scratch``, ``vjp_scratch``: the op table's hooks of its working arrays."""
     infer = _reduce_infer_for(name)
     if check is not None:
         plain = infer
@@ -910,6 +913,8 @@ def _reduction(
         vjp=vjp,
         eager_vjp=eager,
         aliases=aliases,
+        scratch=scratch,
+        vjp_scratch=vjp_scratch,
     )(forward)
 
 
@@ -965,10 +970,39 @@ _reduction(
 )
 
 
+# the L2 norms whose plain sum of squares is exact enough: from sqrt(tiny) to the largest float
+_NORM_FITS = {np.dtype(t): (math.sqrt(float(np.finfo(t).tiny)), float(np.finfo(t).max)) for t in ("float32", "float64")}
+
+
 def _norm_fwd(xp, x, axes, at):
+    """ord 1: the sum of |x|. ord 2: sqrt(sum(x**2)) with no overflow or underflow of the
+    squares where the norm itself is representable, as MXNet's: float16 squares summed in
+    float32, and float32/64 ones recomputed, scaled by the largest |x| of their slice, for the
+    slices whose plain result came out infinite or below sqrt(tiny) (1e20 and 1e-30 in float32)."""
+    keepdims = at["keepdims"]
     if at["ord"] == 1:
-        return xp.sum(xp.abs(x), axis=axes, keepdims=at["keepdims"])
-    return xp.sqrt(xp.sum(xp.square(x), axis=axes, keepdims=at["keepdims"]))
+        return xp.sum(xp.abs(x), axis=axes, keepdims=keepdims)
+    if x.dtype == np.float16:
+        return xp.sqrt(xp.sum(xp.square(x, dtype=np.float32), axis=axes, keepdims=keepdims))
+    y = xp.sqrt(xp.sum(xp.square(x), axis=axes, keepdims=keepdims))
+    fits = _NORM_FITS.get(x.dtype)
+    if fits is None or x.size == 0:  # (integers: MXNet's squares wrap in the dtype, as ours)
+        return y
+    if y.ndim == 0:  # (the usual whole norm: compared as a Python float)
+        v = float(y)
+        if fits[0] <= v <= fits[1] or v != v:
+            return y
+    bad = (y < fits[0]) | (y > fits[1])  # zero or subnormal squares, or infinite (not NaN)
+    if not bad.any():
+        return y
+    big = xp.max(xp.abs(x), axis=axes, keepdims=True)
+    scale = xp.where((big > 0) & xp.isfinite(big), big, xp.ones_like(big))
+    with np.errstate(over="ignore"):  # (a norm past the dtype's range is inf, as MXNet's)
+        scaled = xp.divide(x, scale)
+        xp.square(scaled, out=scaled)
+        z = xp.sqrt(xp.sum(scaled, axis=axes, keepdims=keepdims))
+        z *= scale if keepdims else scale.reshape(z.shape)
+    return xp.where(bad, z, y)
 
 
 def _norm_vjp(F, at, g, y, x):
@@ -976,6 +1010,11 @@ def _norm_vjp(F, at, g, y, x):
     if at["ord"] == 1:
         return (F.mul(gb, F.sign(x)),)
     return (F.mul(gb, F.div(x, _spread(F, "norm", at, y, x))),)
+
+
+def _norm_scratch(at: dict, x: Spec) -> int:
+    """|x| or x**2, of the input's size (float16's squares in float32: twice its bytes)."""
+    return prod(x.shape) * (4 if x.dtype == "float16" and at["ord"] == 2 else np.dtype(x.dtype).itemsize)
 
 
 def _norm_check(at: dict) -> None:
@@ -990,6 +1029,9 @@ _reduction(
     "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis`` (MXNet's order: ``norm(x, ord, axis)``).",
     first=(Attr("ord", "int", 2),),
     check=_norm_check,
+    scratch=_norm_scratch,
+    # the cotangent and the norm spread to the input's shape (measured: 3 x the input with the result)
+    vjp_scratch=lambda at, x: 2 * prod(x.shape) * np.dtype(x.dtype).itemsize,
 )
 
 
@@ -1312,9 +1354,24 @@ def broadcastable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
 
 
 def assignable(value: tuple[int, ...], region: tuple[int, ...]) -> bool:
-    """Whether a value can be written into a region: it broadcasts to it, or
-    has its size (and is copied in row-major order, as MXNet does)."""
-    return broadcastable(value, region) or prod(value) == prod(region)
+    """Whether a value can be written into a region, by numpy's rule for ``x[key] = v`` and
+    MXNet 1.9.1's (checked with it): it broadcasts to the region, leading axes of length 1
+    past the region's rank dropped ((1, 3, 4) into (3, 4)). A value of the region's size
+    and another shape ((12,) into (3, 4), (2, 2) into (4,)) is refused, as MXNet refuses it."""
+    extra = len(value) - len(region)
+    if extra > 0:
+        if any(d != 1 for d in value[:extra]):
+            return False
+        value = value[extra:]
+    return broadcastable(value, region)
+
+
+def not_assignable(name: str, value: tuple[int, ...], region: tuple[int, ...]) -> ShapeError:
+    """The refusal of a value ``assignable`` refuses, in numpy's and MXNet's words."""
+    return ShapeError(
+        f"{name}: operands could not be broadcast together: a value of shape {value} cannot be "
+        f"assigned to a region of shape {region}"
+    )
 
 
 def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:

@@ -154,9 +154,10 @@ _POSITIVE = ("positive and finite", _positive)
 _NON_NEGATIVE = ("non-negative and finite", _non_negative)
 _sampler(
     "random_exponential",
-    (("scale", 1.0, *_POSITIVE),),
-    lambda rng, at, shape: rng.exponential(at["scale"], shape),
-    "Exponential draws of mean ``scale`` (MXNet's parametrisation) from the session's generator.",
+    (("lam", 1.0, "positive", lambda v: v > 0),),  # (an infinite rate: zeros, as MXNet's)
+    lambda rng, at, shape: rng.exponential(1 / at["lam"], shape),
+    "Exponential draws of rate ``lam`` (mean 1/lam, as MXNet's op; nd.random.exponential takes the "
+    "scale, the mean) from the session's generator.",
 )
 _sampler(
     "random_poisson",

@@ -1437,9 +1437,9 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     else:
         raise InvalidInput("setitem needs a value handle or a scalar")
     if not _ops.assignable(np.shape(v), sub):
-        raise _ops.ShapeError(f"setitem: cannot assign an array of shape {np.shape(v)} to a region of shape {sub}")
-    if not _ops.broadcastable(np.shape(v), sub):
-        v = np.reshape(v, sub)  # same size, another shape: MXNet copies it in row-major order
+        raise _ops.not_assignable("setitem", np.shape(v), sub)
+    if np.ndim(v) > len(sub):  # leading axes of length 1 (numpy takes none into one element)
+        v = np.reshape(v, np.shape(v)[np.ndim(v) - len(sub) :])
     try:
         target[_ops.bind_key(key, idx)] = v
     except IndexError as e:

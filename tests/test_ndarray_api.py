@@ -93,6 +93,53 @@ def test_generated_namespace_and_methods(mode):
         nd.dot(x.T, x, out=z)  # a (3, 3) result
 
 
+def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
+    """MXNet's generated creation functions take their attributes, then ctx, then dtype,
+    positionally (checked with MXNet 1.9.1): ctx was read as dtype ("unknown dtype cpu(1)")
+    and a dtype after it was dropped (eye(2, 0, 0, None, 'int32') came back float32)."""
+    import inspect
+
+    import gradserve
+
+    cpu1 = gradserve.cpu(1)
+    y = nd.eye(2, 3, 1, cpu1)
+    assert (y.context, y.asnumpy().tolist()) == (cpu1, [[0, 1, 0], [0, 0, 1]])
+    y = nd.eye(2, 0, 0, None, "int32")
+    assert (y.dtype, y.context, y.asnumpy().tolist()) == (np.int32, gradserve.cpu(0), [[1, 0], [0, 1]])
+    y = nd.linspace(0, 1, 3, True, cpu1, "float64")
+    assert (y.dtype, y.context, y.asnumpy().tolist()) == (np.float64, cpu1, [0, 0.5, 1])
+    y = nd.random_normal(0, 1, (2,), cpu1)
+    assert (y.shape, y.dtype, y.context) == ((2,), np.float32, cpu1)
+    y = nd.random_uniform(2, 3, (4,), cpu1, "float16")
+    assert (y.dtype, y.context) == (np.float16, cpu1) and (y.asnumpy() >= 2).all()
+    assert nd.random_randint(0, 4, (3,), None, "int64").dtype is np.int64
+    assert nd.random_exponential(2.0, (3,), cpu1).context == cpu1
+    assert list(inspect.signature(nd.eye).parameters) == ["N", "M", "k", "ctx", "dtype"]
+    assert list(inspect.signature(nd.random_gamma).parameters) == ["alpha", "beta", "shape", "ctx", "dtype"]
+    with pytest.raises(TypeError, match="got multiple values for argument 'ctx'"):
+        nd.eye(2, 3, 1, cpu1, ctx=cpu1)
+
+
+def test_generated_functions_refuse_more_positional_arguments_than_they_take(mode):
+    """Extra positional arguments were dropped silently; Python's (and MXNet's) TypeError now."""
+    x = nd.array([[1, 2], [3, 4]])
+    calls = [
+        lambda: nd.eye(2, 3, 1, None, "int32", 5),
+        lambda: nd.linspace(0, 1, 3, True, None, "float32", 1),
+        lambda: nd.random_normal(0, 1, (2,), None, "float32", 1),
+        lambda: nd.sum(x, 0, False, False, 1),
+        lambda: x.sum(0, False, False, 1),
+        lambda: nd.relu(x, 1),
+        lambda: nd.concat(x, x, 0, 1),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="takes at most"):
+            call()
+    with pytest.raises(TypeError, match="multiple values for argument 'axis'"):
+        nd.sum(x, 0, axis=1)
+    assert nd.sum(x, 0, True, False).asnumpy().tolist() == [[4, 6]]
+
+
 def test_a_large_upload_is_a_copy_even_when_sent_at_once(mode):
     a = np.arange(3 << 20, dtype=np.float32)  # 12 MiB: sent at once over HTTP, from the caller's memory
     x = nd.array(a)
@@ -116,6 +163,71 @@ def test_copyto_and_as_in_context_as_in_mxnet(mode):
         x.copyto(nd.zeros((3,)))
     with pytest.raises(TypeError):
         x.copyto(3)  # type: ignore[arg-type]
+
+
+ASSIGNED = [  # key, value shape, whether MXNet 1.9.1 takes it (checked with it), into arange(12) as (3, 4)
+    (slice(None), (12,), False),  # its size, another shape: MXNet refuses it (ours copied row by row)
+    (slice(None), (12, 1), False),
+    (slice(None), (4, 3), False),
+    (slice(None), (3, 1, 4), False),
+    (Ellipsis, (12,), False),
+    (1, (2, 2), False),
+    (1, (4, 1), False),
+    ((slice(None), 1), (3, 1), False),
+    (slice(1, None), (8,), False),
+    (slice(1, None), (4, 2), False),
+    (slice(1, 2), (4, 1), False),
+    ((slice(None), slice(1, 3)), (6,), False),
+    ([0, 2], (8,), False),
+    (slice(None), (), True),  # broadcasting values
+    (slice(None), (4,), True),
+    (slice(None), (1, 4), True),
+    (slice(None), (3, 1), True),
+    (slice(None), (1, 1), True),
+    (slice(None), (1, 3, 4), True),  # (leading axes of length 1 past the region's rank)
+    (1, (1, 4), True),
+    (1, (1,), True),
+    ((slice(None), 1), (1, 3), True),
+    (slice(1, None), (2, 1), True),
+    (slice(1, None), (1, 2, 4), True),
+    ((1, 2), (1,), True),
+    ((1, 2), (1, 1), True),
+    ([0, 2], (4,), True),
+]
+
+
+@pytest.mark.parametrize("key, shape, taken", ASSIGNED, ids=[f"{k}<-{s}" for k, s, _ in ASSIGNED])
+def test_assigned_values_broadcast_as_in_mxnet_never_reshape(mode, key, shape, taken):
+    """x[key] = v takes a v that broadcasts to the region, as numpy's and MXNet's; one of the
+    region's size and another shape is refused (a ValueError, MXNet's kind), nothing written."""
+    x = nd.arange(12).reshape((3, 4))
+    v = np.arange(1, 1 + int(np.prod(shape)), dtype=np.float32).reshape(shape) * 100
+    want = np.arange(12, dtype=np.float32).reshape(3, 4)
+    k = np.array(key) if isinstance(key, list) else key
+    for value in (nd.array(v) if shape else float(v), v):  # an NDArray (a number) and a numpy array
+        if not taken:
+            with pytest.raises(ValueError, match="could not be broadcast") as e:
+                x[nd.array(key) if isinstance(key, list) else key] = value
+            assert isinstance(e.value, MXNetError)
+            assert x.asnumpy().tolist() == want.tolist()
+            continue
+        x[nd.array(key) if isinstance(key, list) else key] = value
+        want[k] = v.reshape(v.shape[max(0, v.ndim - want[k].ndim) :])
+        assert x.asnumpy().tolist() == want.tolist()
+
+
+def test_copyto_takes_an_array_of_the_same_shape_only(mode):
+    """MXNet's copyto neither broadcasts nor reshapes (checked with MXNet 1.9.1); ours wrote a
+    (3, 4) array into a (12,) one in row-major order."""
+    x = nd.arange(12).reshape((3, 4))
+    for shape in ((12,), (4, 3), (1, 3, 4), (2, 2)):
+        z = nd.zeros(shape)
+        with pytest.raises(ShapeError, match="shape"):
+            x.copyto(z)
+        assert not z.asnumpy().any()
+    with pytest.raises(ShapeError, match="shape"):
+        nd.ones((1, 4)).copyto(nd.zeros((3, 4)))
+    assert x.copyto(nd.zeros((3, 4))).asnumpy().tolist() == x.asnumpy().tolist()
 
 
 def test_embedding_gather_nd_and_exclude_through_the_client(mode):
@@ -612,6 +724,43 @@ def test_like_samplers_draw_datas_shape_and_dtype(mode):
     out = nd.zeros((2, 3), dtype="float64")
     assert r.uniform_like(x, low=5, high=6, out=out) is out  # written into out, as MXNet's
     assert (out.asnumpy() >= 5).all()
+
+
+def test_exponentials_take_mxnets_scale_or_rate(mode):
+    """As MXNet 1.9.1's (checked with it): nd.random_exponential (the op) and exponential_like
+    take the rate ``lam`` (lam 4: mean 0.25); nd.random.exponential takes the scale (the mean)
+    and draws with the rate 1/scale: a scale of 0 is Python's ZeroDivisionError, an infinite
+    one a rate of 0, refused as a rate of 0 or below is; an infinite rate draws zeros."""
+    r = nd.random
+    means = {
+        "op": (nd.random_exponential(4.0, shape=(100000,)), 0.25),
+        "op lam=": (nd.random_exponential(lam=4.0, shape=(100000,)), 0.25),
+        "scale": (r.exponential(4.0, shape=(100000,)), 4.0),
+        "scale=": (r.exponential(scale=0.5, shape=(100000,)), 0.5),
+        "like": (r.exponential_like(nd.zeros((100000,)), 4.0), 0.25),
+    }
+    for name, (y, mean) in means.items():
+        v = y.asnumpy().astype(np.float64)
+        assert y.shape == (100000,) and abs(v.mean() - mean) < 5 * mean / np.sqrt(v.size), name
+    assert nd.random_exponential().shape == (1,)
+    assert r.exponential_like(nd.zeros((3,)), float("inf")).asnumpy().tolist() == [0.0, 0.0, 0.0]
+    assert nd.random_exponential(float("inf"), shape=(2,)).asnumpy().tolist() == [0.0, 0.0]
+    with pytest.raises(ZeroDivisionError):
+        r.exponential(0, shape=(3,))
+    for bad in (
+        lambda: r.exponential(float("inf"), shape=(3,)),
+        lambda: r.exponential(-2.0, shape=(3,)),
+        lambda: nd.random_exponential(0.0, shape=(3,)),
+        lambda: nd.random_exponential(lam=-1.0, shape=(3,)),
+        lambda: r.exponential_like(nd.zeros((3,)), 0.0),
+        lambda: r.exponential_like(nd.zeros((3,)), lam=-1.0),
+    ):
+        with pytest.raises(MXNetError, match="lam must be positive"):
+            bad()
+    with pytest.raises(MXNetError, match="unknown attribute 'scale'"):
+        nd.random_exponential(scale=4.0, shape=(3,))
+    with pytest.raises(MXNetError, match="unknown argument 'lam'"):
+        r.exponential(scale=2.0, lam=3.0)
 
 
 def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):

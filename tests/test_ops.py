@@ -426,7 +426,7 @@ CASES: dict[str, Case] = {
     "random_normal": C(None, shape=[3, 4]),
     "random_uniform": C(None, shape=[3, 4], low=-1.0, high=2.0),
     "random_randint": C(None, shape=[3, 4], low=-3, high=5),
-    "random_exponential": C(None, shape=[3, 4], scale=2.0),
+    "random_exponential": C(None, shape=[3, 4], lam=0.5),
     "random_poisson": C(None, shape=[3, 4], lam=3.0),
     "random_gamma": C(None, shape=[3, 4], alpha=2.0, beta=0.5),
     "random_negative_binomial": C(None, shape=[3, 4], k=3.0, p=0.4),
@@ -1663,6 +1663,61 @@ def test_reduction(name, ord_, axis, keepdims):
     check_grads(op, at, [x], rng)
 
 
+@pytest.mark.parametrize(
+    "dtype, x, want",
+    [  # checked against MXNet 1.9.1
+        ("float16", [10.0] * 1000, 316.2),
+        ("float16", [300.0, 300.0], 424.2),
+        ("float16", [60000.0, 60000.0], np.inf),  # past float16's range: inf
+        ("float32", [1e20, 1e20], 1.4142136e20),
+        ("float32", [1e-30, 1e-30], 1.4142136e-30),
+        ("float32", [1e-20, 3e-20], 3.1622776e-20),
+        ("float32", [3e38, 3e38], np.inf),
+        ("float32", [np.inf, 1.0], np.inf),
+        ("float32", [np.nan, 1.0], np.nan),
+        ("float32", [0.0, 0.0], 0.0),
+        ("float64", [1e200, 1e200], 1.41421356e200),
+        ("float64", [1e-200, 1e-200], 1.41421356e-200),
+    ],
+)
+def test_l2_norm_neither_overflows_nor_underflows_where_the_norm_fits(dtype, x, want):
+    """sqrt(sum(x**2)) squared in the input's dtype gave inf for float16 norms past 256 and
+    float32 ones past 1e19, and 0 for float32 ones under 1e-19; MXNet's are right."""
+    op = OPS["norm"]
+    a = np.array(x, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # (a session's ops run so: inf and nan as MXNet's)
+        y = op.forward(ctx(), op.parse_attrs({}), a)
+    assert y.dtype == a.dtype and y.shape == (1,)
+    np.testing.assert_allclose(y.astype(np.float64), [want], rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [None, 0, 1, [0, 1]])
+def test_l2_norm_scales_only_the_slices_out_of_range(axis, keepdims):
+    """Along axes, each slice on its own: rows of 1e20, of 1e-30 and plain ones (kept bit for
+    bit), in float32, with a gradient of x / norm (0.7071 each) that overflows nowhere."""
+    op = OPS["norm"]
+    x = np.array([[1e20, 1e20, 0.0], [1e-30, 0.0, 1e-30], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    at = op.parse_attrs({"axis": axis, "keepdims": keepdims})
+    with np.errstate(over="ignore"):  # (a session's ops run so)
+        y = op.forward(ctx(), at, x)
+    axes = None if axis is None else tuple(np.atleast_1d(axis))
+    want = mx1d(np.sqrt(np.square(x.astype(np.float64)).sum(axis=axes, keepdims=keepdims)))
+    np.testing.assert_allclose(y, want.astype(np.float32), rtol=1e-6)
+    if axis == 1:
+        assert y.reshape(-1)[2] == np.float32(5.0)
+    g = np.ones_like(y)
+    with np.errstate(invalid="ignore"):  # (the zero row's: NaN, as MXNet's)
+        (gx,) = vjp_of(op)(Eager(ctx()), at, g, y, x)
+    if axis == 1:
+        h = np.float32(np.sqrt(0.5))
+        np.testing.assert_allclose(gx[:3], [[h, h, 0], [h, 0, h], [0.6, 0.8, 0]], rtol=1e-6)
+    rng = np.random.default_rng(5)
+    big = rng.uniform(-2, 2, x.shape) * 1e160  # (float64 squares past its range)
+    with np.errstate(over="ignore"):
+        check_grads(op, at, [big], rng, eps=1e155)
+
+
 @pytest.mark.parametrize("keepdims", [False, True])
 @pytest.mark.parametrize("axis", [0, -1, [0, 2], [0, 1, 2]])
 @pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "prod", "nansum", "nanprod"])
@@ -1802,6 +1857,40 @@ def test_getitem_rejects_bad_keys(key):
     op = OPS["getitem"]
     with pytest.raises(MXNetError):
         op.infer(op.parse_attrs({"key": key}), Spec((3, 4, 5), "float32"))
+
+
+@pytest.mark.parametrize(
+    "key, value, taken",
+    [
+        ([], np.arange(12.0), False),  # its size, another shape: refused as MXNet refuses it (was reshaped)
+        ([1], np.ones((2, 2)), False),
+        ([[None, None, None], 1], np.ones((3, 1)), False),
+        ([[1, None, None]], np.arange(8.0), False),
+        ([], np.ones((1, 3, 4)), True),  # leading axes of length 1 are dropped, as numpy's and MXNet's
+        ([1, 2], np.ones((1, 1)), True),
+        ([[None, None, None], 1], np.ones((1, 3)), True),
+        ([], np.ones((3, 1)), True),
+    ],
+)
+def test_setitem_writes_values_that_broadcast_to_the_region_only(key, value, taken):
+    """The session's own check (a client that skips its local one): nothing written when refused."""
+    s = Session("t")
+    x = np.arange(12.0).reshape(3, 4)
+    ops_ = [
+        {"op": "array", "out": [1], "at": {"value": x}},
+        {"op": "array", "out": [2], "at": {"value": value}},
+        {"op": "setitem", "in": [1, 2], "at": {"key": key}},
+    ]
+    r = s.run_batch({"ops": ops_})
+    got = s.arrays[1]
+    if taken:
+        assert "error" not in r, r
+        want = x.copy()
+        want[as_np_key(key)] = value.reshape(value.shape[value.ndim - want[as_np_key(key)].ndim :])
+        assert got.tolist() == want.tolist()
+    else:
+        assert r["error"]["kind"] == "ShapeError" and "could not be broadcast" in r["error"]["message"], r
+        assert got.tolist() == x.tolist()
 
 
 # --------------------------------------------------------------------------
@@ -2027,7 +2116,7 @@ def test_random_ops(name):
 
 SAMPLERS = [
     # op, attributes, mean, variance, whether the draws are counts
-    ("random_exponential", {"scale": 2.0}, 2.0, 4.0, False),
+    ("random_exponential", {"lam": 0.5}, 2.0, 4.0, False),  # (MXNet's op takes the rate)
     ("random_poisson", {"lam": 3.0}, 3.0, 3.0, True),
     ("random_gamma", {"alpha": 2.0, "beta": 0.5}, 1.0, 0.5, False),
     ("random_negative_binomial", {"k": 3.0, "p": 0.4}, 3 * 0.6 / 0.4, 3 * 0.6 / 0.4**2, True),
@@ -2060,11 +2149,24 @@ def test_samplers_draw_their_distribution(name, at, mean, var, counts):
     assert op.infer(op.parse_attrs({})) == ((1,), "float32")
 
 
+def test_random_exponential_takes_the_rate_as_mxnets_op():
+    """MXNet's ``_random_exponential`` (nd.random_exponential) takes ``lam``, a rate: lam 4 has
+    mean 0.25 (ours took a scale: mean 4, and refused lam=); an infinite rate draws zeros."""
+    op = OPS["random_exponential"]
+    assert [a.name for a in op.attrs][:2] == ["lam", "shape"]
+    y = op.forward(Context(1), op.parse_attrs({"lam": 4.0, "shape": [100000]}))
+    assert abs(y.mean() - 0.25) < 5 * 0.25 / np.sqrt(y.size)
+    zeros = op.forward(Context(1), op.parse_attrs({"lam": float("inf"), "shape": [3]}))
+    assert zeros.tolist() == [0.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize(
     "name, at, words",
     [
-        ("random_exponential", {"scale": 0.0}, "scale must be positive"),
-        ("random_exponential", {"scale": float("inf")}, "scale must be positive"),
+        ("random_exponential", {"lam": 0.0}, "lam must be positive"),  # (MXNet 1.9.1's refusals)
+        ("random_exponential", {"lam": -2.0}, "lam must be positive"),
+        ("random_exponential", {"lam": float("nan")}, "lam must be positive"),
+        ("random_exponential", {"scale": 2.0}, "unknown attribute 'scale'"),
         ("random_poisson", {"lam": -1.0}, "lam must be non-negative"),
         ("random_poisson", {"dtype": "int32"}, "dtype must be one of"),
         ("random_gamma", {"beta": -2.0}, "beta must be positive"),

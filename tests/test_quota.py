@@ -808,6 +808,9 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("sample_gamma", {"shape": [10]}, [((100, 100), "float64"), ((100, 100), "float64")]),
     ("sample_generalized_negative_binomial", {"shape": [10]}, [((100, 100), "float32"), ((100, 100), "float32")]),
     ("sample_multinomial", {"shape": [50]}, [((2000, 10), "float32")]),
+    ("norm", {}, [((300, 400), "float16")]),  # (its squares in float32)
+    ("norm", {"axis": 1, "ord": 1}, [((300, 400), "float32")]),
+    ("norm", {"axis": 0}, [((300, 400), "float64")]),
 ]
 
 
