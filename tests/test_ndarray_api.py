@@ -130,7 +130,7 @@ def test_generated_functions_refuse_more_positional_arguments_than_they_take(mod
         lambda: nd.sum(x, 0, False, False, 1),
         lambda: x.sum(0, False, False, 1),
         lambda: nd.relu(x, 1),
-        lambda: nd.concat(x, x, 0, 1),
+        lambda: nd.concat(x, x, 0, 2, 1),  # (dim, num_args, then one too many)
     ]
     for call in calls:
         with pytest.raises(TypeError, match="takes at most"):
