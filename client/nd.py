@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import zipfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as _np
@@ -246,6 +247,19 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
     return parts[0] if num_outputs == 1 else parts
 
 
+SliceChannel = split  # (MXNet's operator name for it)
+
+
+def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = True) -> NDArray:
+    """MXNet's nd.concatenate: the arrays joined along ``axis`` (a new array, even of one)."""
+    arrays = list(arrays)
+    if not arrays:
+        raise InvalidInput("concatenate: needs at least one array")
+    if len(arrays) == 1 and not always_copy:
+        return arrays[0]
+    return invoke(OPS["concat"], arrays, {"dim": axis})
+
+
 class _Linalg:
     """``nd.linalg``: matrix products on the last two axes."""
 
@@ -419,6 +433,8 @@ __all__ = [
     "load",
     "ones",
     "random",
+    "SliceChannel",
+    "concatenate",
     "sample_multinomial",
     "save",
     "sgd_update",

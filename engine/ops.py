@@ -513,13 +513,20 @@ def _minmax_vjp(pick_a: str):
     return vjp
 
 
-_binary("add", lambda xp, a, b: a + b, _add_vjp, "a + b, broadcasting.", ("broadcast_add", "elemwise_add"), _add_eager)
+_binary(
+    "add",
+    lambda xp, a, b: a + b,
+    _add_vjp,
+    "a + b, broadcasting.",
+    ("broadcast_add", "broadcast_plus", "elemwise_add"),
+    _add_eager,
+)
 _binary(
     "sub",
     lambda xp, a, b: a - b,
     _sub_vjp,
     "a - b, broadcasting.",
-    ("broadcast_sub", "elemwise_sub", "subtract"),
+    ("broadcast_sub", "broadcast_minus", "elemwise_sub", "subtract"),
     _sub_eager,
 )
 _binary(
@@ -1162,6 +1169,7 @@ def _reshape_infer(at: dict, x: Spec) -> Spec:
     infer=_reshape_infer,
     vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
     view=True,
+    aliases=("Reshape",),
 )
 def _reshape(cx, at, x):
     """``x`` with a new shape of the same size (MXNet's special values allowed)."""

@@ -201,15 +201,35 @@ class App(FastAPI):
             "description": "refused",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}},
         }
+        # the routes with a user's data take an API key, when the server has keys
+        schema["components"]["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "a key of GRADSERVE_API_KEYS"}
+        }
         for path, ops in schema["paths"].items():
             for method, op in ops.items():
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
                 if path.startswith("/v1/sessions") or path == "/metrics":
+                    op["security"] = [{"apiKey": []}]
                     responses.setdefault("400", error)
                     responses.setdefault("401", error)
                 if "{sid}" in path:
                     responses.setdefault("404", error)
+                if path.startswith("/v1/sessions") and method in ("post", "put"):
+                    # over a size limit or a quota (body, array, session, sessions per user)
+                    responses.setdefault("413", {**error, "description": "over a limit"})
+                if path.endswith("/batch"):  # a failed op (its reply) or a refused envelope
+                    one_of = [{"$ref": "#/components/schemas/BatchReply"}, {"$ref": "#/components/schemas/ErrorReply"}]
+                    responses["400"] = {
+                        "description": "an op failed (the reply, with error) or the batch was refused",
+                        "content": {"application/json": {"schema": {"oneOf": one_of}}},
+                    }
+                if method == "get" and (path.endswith("/arrays/{h}") or path.endswith("/grad")):
+                    tensor = {"schema": {"$ref": "#/components/schemas/Tensor"}}
+                    responses["200"] = {"description": "the array's values", "content": {"application/json": tensor}}
+                if path == "/metrics":
+                    ok = responses.setdefault("200", {"description": "Prometheus text format"})
+                    ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
                 body = BODIES.get(f"{method.upper()} {path}")
                 if body is not None and "requestBody" not in op:
                     ref = {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}

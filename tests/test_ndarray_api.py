@@ -120,6 +120,19 @@ def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
         nd.eye(2, 3, 1, cpu1, ctx=cpu1)
 
 
+def test_mxnets_other_names_for_ops(mode):
+    x = nd.array([[1, 2], [3, 4]])
+    assert nd.broadcast_plus(x, nd.array([10, 20])).asnumpy().tolist() == [[11, 22], [13, 24]]
+    assert nd.broadcast_minus(x, nd.array([1, 1])).asnumpy().tolist() == [[0, 1], [2, 3]]
+    assert nd.Reshape(x, shape=(4,)).asnumpy().tolist() == [1, 2, 3, 4]
+    assert [p.asnumpy().tolist() for p in nd.SliceChannel(x, 2, axis=0)] == [[[1, 2]], [[3, 4]]]
+    assert nd.concatenate([x, x]).asnumpy().tolist() == [[1, 2], [3, 4], [1, 2], [3, 4]]
+    assert nd.concatenate([x, x], axis=1).shape == (2, 4)
+    one = nd.concatenate([x])
+    one[0, 0] = 9  # (always_copy: a new array)
+    assert x.asnumpy()[0, 0] == 1 and nd.concatenate([x], always_copy=False) is x
+
+
 def test_generated_functions_refuse_more_positional_arguments_than_they_take(mode):
     """Extra positional arguments were dropped silently; Python's (and MXNet's) TypeError now."""
     x = nd.array([[1, 2], [3, 4]])

@@ -525,6 +525,16 @@ def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
         for op in ops.values():
             assert "422" not in op["responses"]  # refusals are 400s with the error shape
     assert set(defs["Instruction"]["properties"]) == {"op", "in", "out", "at", "mode"}
+    # what a client generated from the schema needs: the key, the error shapes, the bodies read
+    assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert paths["/v1/sessions/{sid}/batch"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in paths["/v1/health"]["get"]
+    batch_400 = paths["/v1/sessions/{sid}/batch"]["post"]["responses"]["400"]["content"]["application/json"]
+    assert {r["$ref"].split("/")[-1] for r in batch_400["schema"]["oneOf"]} == {"BatchReply", "ErrorReply"}
+    assert "413" in paths["/v1/sessions/{sid}/arrays/{h}"]["put"]["responses"]
+    got = paths["/v1/sessions/{sid}/arrays/{h}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert got["schema"]["$ref"].endswith("/Tensor")
+    assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 def test_rest_routes_refuse_wrong_types_and_answer_in_the_batch_error_shape(http, sid):
