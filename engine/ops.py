@@ -249,8 +249,21 @@ def _ones_like(cx, at, x):
 # elementwise: unary
 
 
+def no_bool_arithmetic(name: str) -> DTypeError:
+    """The refusal of arithmetic on a bool array: MXNet's NDArrays refuse it (numpy's message
+    for some, a bool result for others, would be neither MXNet's nor clear)."""
+    return DTypeError(f"{name}: bool arrays take no arithmetic, as MXNet's NDArrays (cast them with astype first)")
+
+
+_BOOL_UNARY = ("copy", "logical_not")  # (the unary ops a bool array takes)
+
+
 def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (), eager: Any = None) -> None:
+    arithmetic = name not in _BOOL_UNARY
+
     def forward(cx, at, x):
+        if arithmetic and x.dtype.kind == "b":
+            raise no_bool_arithmetic(name)
         return cast(fwd(cx.xp, x), x.dtype)
 
     forward.__doc__ = doc
@@ -353,6 +366,8 @@ def _astype(cx, at, x):
 def _binary_infer_for(name: str):
     def infer(at: dict, a: Spec, b: Spec) -> Spec:
         dt = same_dtype(name, a, b)
+        if dt == "bool":
+            raise no_bool_arithmetic(name)
         return Spec(broadcast_shapes(name, a.shape, b.shape), dt)
 
     return infer
@@ -672,6 +687,8 @@ def _scalar(
             else:
                 r = fwd(cx.xp, x, s)
             return r if type(r) is np.ndarray and r.dtype is dt else cast(r, dt)  # builtin dtypes are singletons
+        if dt.kind == "b":
+            raise no_bool_arithmetic(name)
         # an integer array takes the scalar cast to its own dtype first, as MXNet does
         # (x * 2.5 on int32 multiplies by 2)
         return cast(fwd(cx.xp, x, typed_scalar(at["scalar"], dt)), dt)

@@ -1466,6 +1466,8 @@ def _update(s: Session, ins: dict, values: list) -> None:
     if len(hs) not in (1, 2):
         raise InvalidInput("update takes a target and at most one value handle")
     target = s.get(hs[0])
+    if target.dtype.kind == "b":
+        raise _ops.no_bool_arithmetic(f"update ({at['fn']})")
     if ins.get("mode", 0) & RECORDING:
         if tape.in_graph(s.nodes.get(hs[0])):
             raise AutogradError(INPLACE_IN_GRAPH)

@@ -120,6 +120,25 @@ def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
         nd.eye(2, 3, 1, cpu1, ctx=cpu1)
 
 
+def test_arithmetic_on_bool_arrays_is_refused_as_in_mxnet(mode):
+    """MXNet's NDArrays compute no arithmetic on bool (unary ops, array operands); ours gave
+    numpy's message as a "malformed instruction", or bool results. What a bool array takes
+    still works: copies, indexing, comparisons' and logical ops, sums, casts."""
+    from gradserve.engine.errors import DTypeError
+
+    x = nd.array([1, 0], dtype="bool")
+    for f in (lambda: -x, lambda: x - 1, lambda: x + 1, lambda: x * x, lambda: nd.exp(x), lambda: nd.sign(x)):
+        with pytest.raises(DTypeError, match="bool arrays take no arithmetic"):
+            f().wait_to_read()
+    y = nd.array([1, 0], dtype="bool")
+    with pytest.raises(DTypeError, match="bool arrays take no arithmetic"):
+        y += 1
+        y.wait_to_read()
+    assert x.astype("float32").asnumpy().tolist() == [1.0, 0.0]
+    assert nd.logical_not(x).asnumpy().tolist() == [False, True]
+    assert x.copy()[0:1].asnumpy().tolist() == [True] and x.sum().asnumpy().tolist() == [True]
+
+
 def test_mxnets_other_names_for_ops(mode):
     x = nd.array([[1, 2], [3, 4]])
     assert nd.broadcast_plus(x, nd.array([10, 20])).asnumpy().tolist() == [[11, 22], [13, 24]]

@@ -1041,6 +1041,7 @@ EDGE_INPUTS = {
     "one": np.ones((1,), np.float32),
     "NaN": np.array([np.nan, 1, 2], np.float32),
     "image": np.ones((1, 1, 3, 3), np.float32),
+    "bool": np.array([True, False, True]),
 }
 
 
