@@ -24,6 +24,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .engine import tape
 from .engine.errors import InvalidInput
 from .ndarray import NDArray
@@ -50,6 +52,7 @@ class _Traced:
         "given_back",
         "shares",
         "nsteps",
+        "reads",
         "__weakref__",
     )
 
@@ -64,6 +67,7 @@ class _Traced:
         given_back: list[Any],
         shares: list[Any],
         nsteps: int,
+        reads: tuple[int, ...] = (),
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
@@ -78,8 +82,12 @@ class _Traced:
         self.given_back = given_back
         self.shares = shares  # per output it makes: None, or whose memory it is a view of (as ``changes``)
         self.nsteps = nsteps  # the program's instructions (a batch's limit counts them)
+        self.reads = reads  # the session's arrays the program reads by handle (parameters)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
+        if c._dead:  # a parameter a failed batch left stale is refused here, as the function's own read would be
+            for h in self.reads:
+                c.check_alive(h)
         outs = [c.handle() for _ in self.specs]
         ins = {"op": "call", "in": [a._h for a in arrays], "out": outs, "at": {"id": self.pid}}
         if self.changes:
@@ -120,15 +128,24 @@ def _key_of(arg: Any) -> Any:
         # a constant is part of the signature and kept with the trace: arrays in it would be
         # fixed into the program and held for good
         raise InvalidInput("hybridized functions take arrays as positional arguments, not inside a tuple")
-    if type(arg) is float:  # by repr: NaN equals itself, -0.0 differs from 0.0
-        return ("float", repr(arg))
+    return _const_key(arg)
+
+
+def _const_key(v: Any) -> Any:
+    """A constant's key: its type and value, the same within tuples and lists (a tuple's
+    elements compare by ==, so (1,) and (True,), (0.0,) and (-0.0,) would share a trace)."""
+    t = type(v)
+    if t is float or t is complex or isinstance(v, (np.floating, np.complexfloating)):
+        return (t, repr(v))  # by repr: NaN equals itself, -0.0 differs from 0.0
+    if t is tuple or t is list:
+        return (t, tuple(_const_key(x) for x in v))
+    if t is frozenset:
+        return (t, frozenset(_const_key(x) for x in v))
     try:
-        hash(arg)
+        hash(v)
     except TypeError:
-        raise InvalidInput(
-            f"hybridized functions take NDArrays and hashable constants, got {type(arg).__name__}"
-        ) from None
-    return ("const", type(arg), arg)
+        raise InvalidInput(f"hybridized functions take NDArrays and hashable constants, got {t.__name__}") from None
+    return (t, v)
 
 
 class HybridFunction:
@@ -256,81 +273,89 @@ class HybridFunction:
                 c._tls.arguments = {a._h for a in names}
                 out = self.fn(*args, **kwargs)
         except NotTraceable:
+            c.drop_captured()  # (what the client noted for the steps it dropped goes with them)
             raise  # it cannot be traced: nothing of it is queued (call it without hybridize)
         except BaseException:
+            c._tls.undo = []
             for ins in steps:  # what it queued before its error goes, as without hybridize
                 c.enqueue(ins)
             raise
-        container: type | None = None
-        outs: list[Any] | None = None
-        if isinstance(out, NDArray):
-            outs = [out]
-        elif type(out) in (tuple, list):
-            container, outs = type(out), list(out)
-        if outs is None or not all(isinstance(o, NDArray) for o in outs):
-            raise InvalidInput(
-                f"a hybridized function returns an NDArray or a tuple of NDArrays, got {type(out).__name__}"
-            )
-        for o in outs:
-            if o._c is not c:
-                raise InvalidInput("hybridized function: it returned an array of another session")
-        # An output that is an argument, or an array from outside (a parameter), is that array
-        # itself, at every call, as without hybridize: not a program output (which is a copy);
-        # an array returned twice is one array
-        argument = {a._h: i for i, a in enumerate(names)}
-        given_back: list[Any] = []
-        made_outs: list[NDArray] = []
-        made_index: dict[int, int] = {}
-        for o in outs:
-            if o._h in argument:
-                given_back.append(("arg", argument[o._h]))
-            elif o._h < floor:
-                given_back.append(("array", o))
-            else:
-                k = made_index.get(o._h)
-                if k is None:
-                    k = made_index[o._h] = len(made_outs)
-                    made_outs.append(o)
-                given_back.append(("made", k))
-        if any(kind != "made" for kind, _ in given_back):
-            result = [made_outs[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in given_back]
-            out = result[0] if container is None else container(result)
-        slot = {a._h: -1 - i for i, a in enumerate(names)}
-        nargs = len(arrays)
-        program = []
-        made = nargs  # slots -1 .. -nargs are the arguments'
-        for ins in steps:
-            why = NOT_TRACED.get(ins["op"])
-            if why is not None:
-                raise InvalidInput(f"hybridize: cannot trace {getattr(self.fn, '__name__', 'the function')}: {why}")
-            new = _renamed(ins, slot)
-            if "out" in ins:
-                for h in ins["out"]:
-                    made += 1
-                    slot[h] = -made
-                new["out"] = [slot[h] for h in ins["out"]]
-            program.append(new)
-        if not program:
-            raise InvalidInput(
-                f"hybridize: {getattr(self.fn, '__name__', 'the function')} queued no instruction: nothing to run again"
-            )
-        outputs = [slot.get(o._h, o._h) for o in made_outs]
-        # what a later call changes, and which of its outputs are views of what, known while
-        # the arguments' names are their own memory keys; then they are the callers' arrays'
-        changes = _changes(c, steps, names, arrays, floor)
-        updates = [_updates(o, names, floor) for o in made_outs]
-        shares = [_whose(c, o, argument, floor) for o in made_outs]
-        callers = {name._h: c.root(a._h) for name, a in zip(names, arrays)}
-        for h, k in list(c._roots.items()):  # views the trace made of the names: of the callers' arrays
-            if k in callers:
-                c.share(h, callers[k])
-        for h, k in callers.items():
-            c.share(h, k)
-        # what the trace's own nodes' VJPs will change (BatchNorm's moving statistics): the
-        # names' keys are the callers' arrays' now, and stay so after the names are freed
-        for n in tape.toposort([o._node for o in made_outs if o._node is not None]):
-            if n.op is not None and type(n.at) is tuple:
-                n.at = tuple(c.root(h) for h in n.at)
+        try:
+            container: type | None = None
+            outs: list[Any] | None = None
+            if isinstance(out, NDArray):
+                outs = [out]
+            elif type(out) in (tuple, list):
+                container, outs = type(out), list(out)
+            if outs is None or not all(isinstance(o, NDArray) for o in outs):
+                raise InvalidInput(
+                    f"a hybridized function returns an NDArray or a tuple of NDArrays, got {type(out).__name__}"
+                )
+            for o in outs:
+                if o._c is not c:
+                    raise InvalidInput("hybridized function: it returned an array of another session")
+            # An output that is an argument, or an array from outside (a parameter), is that array
+            # itself, at every call, as without hybridize: not a program output (which is a copy);
+            # an array returned twice is one array
+            argument = {a._h: i for i, a in enumerate(names)}
+            given_back: list[Any] = []
+            made_outs: list[NDArray] = []
+            made_index: dict[int, int] = {}
+            for o in outs:
+                if o._h in argument:
+                    given_back.append(("arg", argument[o._h]))
+                elif o._h < floor:
+                    given_back.append(("array", o))
+                else:
+                    k = made_index.get(o._h)
+                    if k is None:
+                        k = made_index[o._h] = len(made_outs)
+                        made_outs.append(o)
+                    given_back.append(("made", k))
+            if any(kind != "made" for kind, _ in given_back):
+                result = [
+                    made_outs[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in given_back
+                ]
+                out = result[0] if container is None else container(result)
+            slot = {a._h: -1 - i for i, a in enumerate(names)}
+            nargs = len(arrays)
+            program = []
+            made = nargs  # slots -1 .. -nargs are the arguments'
+            for ins in steps:
+                why = NOT_TRACED.get(ins["op"])
+                if why is not None:
+                    raise InvalidInput(f"hybridize: cannot trace {getattr(self.fn, '__name__', 'the function')}: {why}")
+                new = _renamed(ins, slot)
+                if "out" in ins:
+                    for h in ins["out"]:
+                        made += 1
+                        slot[h] = -made
+                    new["out"] = [slot[h] for h in ins["out"]]
+                program.append(new)
+            if not program:
+                name = getattr(self.fn, "__name__", "the function")
+                raise InvalidInput(f"hybridize: {name} queued no instruction: nothing to run again")
+            outputs = [slot.get(o._h, o._h) for o in made_outs]
+            # what a later call changes, and which of its outputs are views of what, known while
+            # the arguments' names are their own memory keys; then they are the callers' arrays'
+            changes = _changes(c, steps, names, arrays, floor)
+            updates = [_updates(o, names, floor) for o in made_outs]
+            shares = [_whose(c, o, argument, floor) for o in made_outs]
+            callers = {name._h: c.root(a._h) for name, a in zip(names, arrays)}
+            for h, k in list(c._roots.items()):  # views the trace made of the names: of the callers' arrays
+                if k in callers:
+                    c.share(h, callers[k])
+            for h, k in callers.items():
+                c.share(h, k)
+            # what the trace's own nodes' VJPs will change (BatchNorm's moving statistics): the
+            # names' keys are the callers' arrays' now, and stay so after the names are freed
+            for n in tape.toposort([o._node for o in made_outs if o._node is not None]):
+                if n.op is not None and type(n.at) is tuple:
+                    n.at = tuple(c.root(h) for h in n.at)
+        except BaseException:
+            c.drop_captured()  # refused after all: its steps are dropped, and what was noted for them
+            raise
+        c._tls.undo = []
         pid = c.program_id()
         # the definition first: the instructions of this call then run as the function's would
         c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
@@ -338,7 +363,8 @@ class HybridFunction:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
         links = [_links(o, arrays) for o in made_outs]
-        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program))
+        reads = tuple(sorted({h for ins in program for h in ins.get("in", ()) if type(h) is int and h >= 0}))
+        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads)
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 

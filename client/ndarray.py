@@ -654,11 +654,20 @@ class NDArray:
             raise InvalidInput(f"grad_req must be one of {tape.GRAD_REQS}, got {grad_req!r}")
         self._c.check_alive(self._h)
         self._c.check_not_argument(self._h, "attach_grad")
-        self._c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
+        c = self._c
+        c.enqueue({"op": "attach_grad", "in": [self._h], "at": {"grad_req": grad_req}})
+        if c.capturing():  # (a trace given up drops the instruction: this must go with it)
+            node, gradp, dead = self._node, self._gradp, c._dead.get(-self._h)
+            c.undo_if_dropped(lambda: self._restore(node, gradp, dead))
         self._node = _variable(grad_req, -self._h)  # its gradient buffer's key: -handle
         self._gradp = None
-        self._c._dead.pop(-self._h, None)  # a fresh buffer: no longer what a lost backward left
-        self._c.variables_changed += 1
+        c._dead.pop(-self._h, None)  # a fresh buffer: no longer what a lost backward left
+        c.variables_changed += 1
+
+    def _restore(self, node: tape.Node | None, gradp: NDArray | None, dead: Exception | None) -> None:
+        self._node, self._gradp = node, gradp
+        if dead is not None:
+            self._c._dead[-self._h] = dead
 
     @property
     def grad(self) -> NDArray | None:
@@ -667,11 +676,15 @@ class NDArray:
         if n is None or n.op is not None:
             return None
         if self._gradp is None or self._gradp._h in self._c._dead:  # (its batch failed: made again)
-            h = self._c.handle()
+            c = self._c
+            h = c.handle()
             if n.y is not None:
-                self._c.share(h, n.y)  # the buffer itself
-            self._c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
-            self._gradp = NDArray(self._c, h, self._spec, None, self._ctx)
+                c.share(h, n.y)  # the buffer itself
+            c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
+            if c.capturing():  # (a trace given up drops the instruction: its proxy must go too)
+                old = self._gradp
+                c.undo_if_dropped(lambda: setattr(self, "_gradp", old))
+            self._gradp = NDArray(c, h, self._spec, None, self._ctx)
         return self._gradp
 
     def backward(self, out_grad: NDArray | None = None, retain_graph: bool = False, train_mode: bool = True) -> None:

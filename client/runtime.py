@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -221,6 +221,7 @@ class Client:
             self._capturing += 1
         self._tls.capture = program  # this thread's ops only
         self._tls.no_reads = no_reads
+        self._tls.undo = []  # (see ``undo_if_dropped``)
         try:
             yield program
         finally:
@@ -228,6 +229,18 @@ class Client:
             self._tls.arguments = ()
             with self._lock:
                 self._capturing -= 1
+
+    def undo_if_dropped(self, undo: Callable[[], None]) -> None:
+        """While capturing: ``undo`` puts back what this client changed for an instruction
+        just captured (a proxy's cached handle, a variable's node), for ``drop_captured``."""
+        self._tls.undo.append(undo)
+
+    def drop_captured(self) -> None:
+        """The instructions of the last capture are dropped, never sent (a trace given up):
+        undo what the client changed for them, latest first."""
+        undo, self._tls.undo = getattr(self._tls, "undo", []), []
+        for fn in reversed(undo):
+            fn()
 
     def check_not_argument(self, h: int, what: str) -> None:
         """Refuse to make a traced function's argument a variable: the trace sees it under a
@@ -476,11 +489,12 @@ class Client:
         self._requeue(ops[i + 1 :])
         # The failing instruction raised, and changed nothing (as in an eager program), unless
         # it is a pass or a program that fails part way: what it changes is lost too.
-        first = i if 0 <= i < len(ops) and ops[i].get("op") in _PART_WAY else i + 1
-        self._lose(ops[first:], where[first:], exc)
+        part_way = 0 <= i < len(ops) and ops[i].get("op") in _PART_WAY
+        first = i if part_way else i + 1
+        self._lose(ops[first:], where[first:], exc, part_way)
         return exc
 
-    def _lose(self, ops: list[dict], where: list, exc: MXNetError) -> None:
+    def _lose(self, ops: list[dict], where: list, exc: MXNetError, part_way: bool = False) -> None:
         """What these instructions (which did not run) were to change in place is lost: using
         it raises ``ChangeLost``, caused by ``exc``.
 
@@ -492,7 +506,7 @@ class Client:
         either dead or lost, and either raises when used: the program sees its batch stop at
         the failing instruction, as an eager program would have, and no array reads stale."""
         dead = self._dead
-        for ins, loc in zip(ops, where):
+        for k, (ins, loc) in enumerate(zip(ops, where)):
             keys = self._changes(ins)
             lost: ChangeLost | None = None
             for key in keys:
@@ -501,9 +515,14 @@ class Client:
                 if lost is None:
                     at = f" queued at {loc[0]}:{loc[1]}" if loc else ""
                     what = "the random generator's seed" if key == RNG_KEY else "this array's in-place change"
+                    # (a pass or a call that failed part way: what ran of it before it failed stays done)
+                    how = (
+                        f"may have been applied in part: it failed part way ({exc})"
+                        if part_way and k == 0
+                        else f"was never applied: an instruction before it in its batch failed ({exc})"
+                    )
                     lost = ChangeLost(
-                        f"{what} ({ins.get('op')}{at}) was never applied: an instruction before it in "
-                        f"its batch failed ({exc}); its value is not the one the program gave it: "
+                        f"{what} ({ins.get('op')}{at}) {how}; its value is not the one the program gave it: "
                         "make it again" + (" (nd.random.seed)" if key == RNG_KEY else "")
                     )
                     lost.__cause__ = exc

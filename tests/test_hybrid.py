@@ -189,7 +189,92 @@ def test_an_autograd_function_inside_cannot_be_traced(mode):
 
 def test_arguments_must_be_arrays_or_hashable_constants(mode):
     with pytest.raises(InvalidInput, match="hashable"):
-        hybridize(lambda a, b: a)(nd.ones((1,)), [1, 2])
+        hybridize(lambda a, b: a * 2)(nd.ones((1,)), {1, 2})
+    with pytest.raises(InvalidInput, match="hashable"):
+        hybridize(lambda a, b: a * 2)(nd.ones((1,)), np.array([1, 2]))
+    f = hybridize(lambda a, axes: nd.transpose(a, axes=axes))  # (a list: a constant by its contents)
+    assert f(nd.ones((2, 3)), [1, 0]).shape == (3, 2) and f(nd.ones((2, 3)), [1, 0]).shape == (3, 2)
+
+
+def test_a_call_that_failed_part_way_leaves_its_parameters_refused_in_later_calls(mode):
+    """A call that fails at a step after one that updates a parameter has updated it on the
+    server: the client marks it lost, saying it may be applied in part (it said "never
+    applied"), and a later call, which reads it by handle, is refused as the parameter's own
+    read is (it ran on the stale value)."""
+    from gradserve.engine.errors import IndexOutOfRange
+    from gradserve.runtime import ChangeLost
+
+    w = nd.ones((4,))
+
+    def f(x, idx):
+        w[:] = w + 1
+        return x[idx] * w
+
+    g = hybridize(f)
+    x = nd.arange(8).reshape((2, 4))
+    assert g(x, nd.array([0])).asnumpy().tolist() == [[0, 2, 4, 6]]
+    out = g(x, nd.array([7]))
+    with pytest.raises(IndexOutOfRange):
+        out.asnumpy()
+    with pytest.raises(ChangeLost, match="may have been applied in part: it failed part way"):
+        w.asnumpy()
+    with pytest.raises(ChangeLost):
+        g(x, nd.array([1]))
+
+
+def test_constants_that_compare_equal_but_differ_are_traced_apart(mode):
+    """(0.0,) == (-0.0,) and (1,) == (True,): keyed by ==, a tuple constant reused the other's
+    trace (1 / -0.0 gave +inf; True, which nd.full refuses, gave ones)."""
+    from gradserve.engine.errors import MXNetError
+
+    f = hybridize(lambda x, c: x / nd.full(x.shape, c[0]))
+    x = nd.ones((2,))
+    assert f(x, (0.0,)).asnumpy().tolist() == [np.inf] * 2
+    assert f(x, (-0.0,)).asnumpy().tolist() == [-np.inf] * 2
+    assert f(x, (np.float64(-0.0),)).asnumpy().tolist() == [-np.inf] * 2
+    g = hybridize(lambda x, c: x + nd.full((2,), c[0]))
+    assert g(x, (1,)).asnumpy().tolist() == [2.0, 2.0]
+    with pytest.raises(MXNetError, match="expected a number, got True"):
+        g(x, (True,))
+
+
+def test_a_trace_given_up_leaves_the_arrays_as_they_were(mode):
+    """A function refused as it is traced (it reads a value, or uploads an array) queues
+    nothing: what the client noted for its dropped steps goes too. A gradient proxy made in it
+    named a handle never made (UnknownHandle at every later read), and an attach_grad in it
+    left a variable the server never had."""
+    from gradserve.engine.errors import AutogradError
+    from gradserve.runtime import NotTraceable
+
+    w = nd.ones((4,))
+    w.attach_grad()
+
+    def reads(x):
+        y = x * w.grad
+        y.sum().asscalar()
+        return y
+
+    with pytest.raises(NotTraceable):
+        hybridize(reads)(nd.ones((4,)))
+    assert w.grad.asnumpy().tolist() == [0.0] * 4
+    v = nd.ones((2,))
+
+    def uploads(x):
+        v.attach_grad()
+        return x * v.grad + nd.array([1, 2])
+
+    with pytest.raises(InvalidInput, match="uploads an array"):
+        hybridize(uploads)(nd.ones((2,)))
+    assert v.grad is None  # (never a variable: the attach_grad was not sent)
+    with autograd.record():
+        z = (v * 3).sum()
+    with pytest.raises(AutogradError, match="not in a computational graph"):
+        z.backward()
+    v.attach_grad()
+    with autograd.record():
+        z = (v * 3).sum()
+    z.backward()
+    assert v.grad.asnumpy().tolist() == [3.0, 3.0]
 
 
 def test_an_error_in_a_replayed_call_names_the_program_step_and_the_callers_line(mode):
