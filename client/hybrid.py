@@ -28,7 +28,7 @@ import numpy as np
 
 from .engine import tape
 from .engine.errors import InvalidInput
-from .ndarray import NDArray
+from .ndarray import CPU, NDArray
 from .runtime import Client, NotTraceable, current
 from .state import flags
 
@@ -53,6 +53,7 @@ class _Traced:
         "shares",
         "nsteps",
         "reads",
+        "ctxs",
         "__weakref__",
     )
 
@@ -68,6 +69,7 @@ class _Traced:
         shares: list[Any],
         nsteps: int,
         reads: tuple[int, ...] = (),
+        ctxs: list[Any] | None = None,
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
@@ -83,6 +85,8 @@ class _Traced:
         self.shares = shares  # per output it makes: None, or whose memory it is a view of (as ``changes``)
         self.nsteps = nsteps  # the program's instructions (a batch's limit counts them)
         self.reads = reads  # the session's arrays the program reads by handle (parameters)
+        # per output it makes: its context, None for its first argument's (as an op's result)
+        self.ctxs = ctxs or [None] * len(specs)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
         if c._dead:  # a parameter a failed batch left stale is refused here, as the function's own read would be
@@ -104,7 +108,8 @@ class _Traced:
                 ps = tape.parents_of([arrays[i]._node for i in idx] + outside)
                 if ps is not None:
                     node = tape.Node(HybridCall, tuple(_resolved(updates, c, arrays)) or None, ps)
-            made.append(NDArray(c, h, spec, node, arrays[0]._ctx if arrays else None))  # (as an op's)
+            ctx = self.ctxs[len(made)]
+            made.append(NDArray(c, h, spec, node, ctx if ctx is not None or not arrays else arrays[0]._ctx))
         result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
 
@@ -362,9 +367,13 @@ class HybridFunction:
         for ins in steps:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
+        # an output in its first argument's context is in the caller's first argument's at each
+        # call; one in another (a creation's ctx, a parameter's) stays in that one
+        first = (arrays[0]._ctx or CPU) if arrays else None
+        ctxs = [None if arrays and (o._ctx or CPU) == first else (o._ctx or CPU) for o in made_outs]
         links = [_links(o, arrays) for o in made_outs]
         reads = tuple(sorted({h for ins in program for h in ins.get("in", ()) if type(h) is int and h >= 0}))
-        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads)
+        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads, ctxs)
         weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 

@@ -222,6 +222,18 @@ def test_a_call_that_failed_part_way_leaves_its_parameters_refused_in_later_call
         g(x, nd.array([1]))
 
 
+def test_outputs_keep_their_context_at_every_call(mode):
+    """A result in a creation's or a parameter's context kept it at the first call only (then
+    cpu(0)); one in its argument's follows the argument's, as an op's result does."""
+    cpu = gradserve.cpu
+    f = hybridize(lambda x: nd.ones((3, 4), ctx=cpu(1)) + x)
+    assert [str(f(nd.ones((3, 4))).context) for _ in range(3)] == ["cpu(1)"] * 3
+    g = hybridize(lambda: nd.ones((2,), ctx=cpu(3)) * 2)
+    assert [str(g().context) for _ in range(3)] == ["cpu(3)"] * 3
+    k = hybridize(lambda x: x * 2)
+    assert [str(k(nd.ones((2,), ctx=cpu(i))).context) for i in range(3)] == ["cpu(0)", "cpu(1)", "cpu(2)"]
+
+
 def test_constants_that_compare_equal_but_differ_are_traced_apart(mode):
     """(0.0,) == (-0.0,) and (1,) == (True,): keyed by ==, a tuple constant reused the other's
     trace (1 / -0.0 gave +inf; True, which nd.full refuses, gave ones)."""
