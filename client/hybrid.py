@@ -100,7 +100,7 @@ class _Traced:
             if share is not None:
                 c.share(h, _resolved([share], c, arrays)[0])
         c.enqueue(ins, steps=self.nsteps)
-        made = []
+        made: list[NDArray] = []
         for h, spec, deps, updates in zip(outs, self.specs, self.parents, self.updates):
             node = None
             if deps is not None:  # recorded at the trace: recorded again
