@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, error_from_kind
+from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, SessionNotFound, error_from_kind
 from .transport import ConnectionLost, SessionClosed, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
@@ -409,7 +409,8 @@ class Client:
         """Send a batch as the next seq. After a lost connection the server may not have the
         previous one: if it says so (out of order), this batch takes that seq instead. A
         server that lost batches whose replies came (restarted from an older snapshot after
-        a crash) raises ``SessionLost``, now and for every later use of the session."""
+        a crash), or the whole session (expired, or not yet in a snapshot at a crash), raises
+        ``SessionLost``, now and for every later use of the session."""
         self._seq += 1
         try:
             try:
@@ -434,6 +435,14 @@ class Client:
             # ran none of it and did not take its seq
             self._seq -= 1
             raise _TooLong(limit) from e
+        except SessionNotFound as e:  # (it was there when opened: gone since)
+            self._refused(ops, where, e)
+            self._lost = SessionLost(
+                f"the server no longer has this session ({e}): it expired after being idle, or the server "
+                "restarted without it (a crash before its first snapshot); its arrays are gone there: "
+                "gradserve.connect() opens a new session"
+            )
+            raise self._lost from e
         except BaseException as e:
             self._refused(ops, where, e)
             raise

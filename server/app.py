@@ -125,9 +125,8 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
         msg = await run_in_threadpool(validated_batch, msg)  # (a million instructions: seconds)
     else:
         msg = validated_batch(msg)
-    await fast.until_free(request.app, session.id)
     form = tensor_form(request.headers.get("accept", ""))
-    return await run_in_threadpool(run, session, msg, form, wants_msgpack(request))
+    return await fast.in_thread(request.app, session.id, run, session, msg, form, wants_msgpack(request))
 
 
 def _info(s: Session) -> dict[str, Any]:
@@ -296,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.busy = 0  # batch requests in flight (see fast.batch)
     app.state.lent = {}  # session id -> set when a reply written from its arrays is out (fast.until_free)
+    app.state.gates = {}  # session id -> its turn at the worker threads, and how many wait for it (fast.in_thread)
     app.state.metrics = Metrics()
     app.include_router(meta)
     app.include_router(ops_router)

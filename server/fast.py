@@ -238,7 +238,7 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
     ):
         job = session.begin(msg, copy_reads=False, blocking=False)  # (the loop must not wait for a lock)
     if job is None:
-        return await run_in_threadpool(run, session, msg)
+        return await in_thread(app, session.id, run, session, msg)
     if not isinstance(job, BatchRun):
         return job  # a retry's stored reply
     try:
@@ -296,6 +296,27 @@ async def until_free(app: Any, sid: str) -> None:
     lent = app.state.lent
     while (done := lent.get(sid)) is not None:
         await done.wait()
+
+
+async def in_thread(app: Any, sid: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in one of the server's worker threads, one request of a session at a
+    time: the others wait for their turn on the event loop. A thread waiting for a busy
+    session's lock would hold one of the threads every user shares (40): a user sending
+    dozens of requests to a session running a long batch would keep the other users' requests,
+    and the health check, from any thread until it ended."""
+    gates: dict[str, list[Any]] = app.state.gates
+    gate = gates.get(sid)
+    if gate is None:
+        gate = gates[sid] = [asyncio.Lock(), 0]
+    gate[1] += 1
+    try:
+        async with gate[0]:
+            await until_free(app, sid)
+            return await run_in_threadpool(fn, *args)
+    finally:
+        gate[1] -= 1
+        if not gate[1]:
+            del gates[sid]
 
 
 async def respond(

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import InvalidInput, error_from_kind
@@ -68,8 +67,7 @@ class BatchFailed(Exception):
 
 async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) -> list[Any]:
     """Run instructions as an unsequenced batch; raise the first error."""
-    await fast.until_free(request.app, session.id)
-    reply = await run_in_threadpool(session.run_batch, {"ops": ops})
+    reply = await fast.in_thread(request.app, session.id, session.run_batch, {"ops": ops})
     err = reply.get("error")
     if err:
         raise BatchFailed(err)
@@ -143,9 +141,8 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
         raise InvalidInput(f"{name}: read asks for the values of its out handles, and it makes none")
     if not req.out:
         raise InvalidInput(f"{name}: read asks for the values of its out handles, and none are given")
-    await fast.until_free(request.app, session.id)
     form = tensor_form(request.headers.get("accept", ""))
-    return await run_in_threadpool(_op_and_read, session, ins, form, wants_msgpack(request))
+    return await fast.in_thread(request.app, session.id, _op_and_read, session, ins, form, wants_msgpack(request))
 
 
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import secrets
 import threading
 import time
@@ -112,7 +115,34 @@ class SessionStore:
         if self.folder is None:
             return 0
         with self._writing:
-            return self._snapshot(self.folder, wait_s)
+            written = self._snapshot(self.folder, wait_s)
+            self._save_used(self.folder)
+            return written
+
+    USED = "last-used.json"
+    """When each session was last used (wall-clock seconds), written with each snapshot round:
+    a restart keeps the sessions' idle time (their TTL counted from a start, a server restarted
+    more often than the TTL would expire none)."""
+
+    def _save_used(self, folder: Path) -> None:
+        now_wall, now = time.time(), time.monotonic()
+        with self._lock:
+            used = {sid: now_wall - (now - t) for sid, t in self._used.items()}
+        tmp = folder / f".tmp-{self.USED}"
+        try:
+            tmp.write_text(json.dumps(used))
+            os.replace(tmp, folder / self.USED)
+        except OSError as e:  # (a full disk: the sessions' files matter more; the next round retries)
+            log.error("could not write %s: %s", self.USED, e)
+
+    def _load_used(self, folder: Path) -> dict[str, float]:
+        try:
+            used = json.loads((folder / self.USED).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(used, dict):
+            return {}
+        return {k: v for k, v in used.items() if isinstance(v, float) and math.isfinite(v)}
 
     def _snapshot(self, folder: Path, wait_s: float) -> int:
         written = 0
@@ -144,6 +174,8 @@ class SessionStore:
         for path in self.folder.glob(".tmp-*.npz"):  # a write a crash cut short: never a session's state
             log.warning("removing %s, a snapshot whose write did not finish", path)
             path.unlink(missing_ok=True)
+        used = self._load_used(self.folder)
+        now_wall, now = time.time(), time.monotonic()
         for path in sorted(self.folder.glob("[!.]*.npz")):
             try:
                 s = snapshot.load(path, self.limits)
@@ -158,6 +190,10 @@ class SessionStore:
                 log.warning("session %s is restored over limits lowered since it was saved: %s", s.id, "; ".join(over))
             self._add(s)
             self._saved[s.id] = s.version
+            # idle since it was last used, as written with the last snapshot round (else since
+            # its file was written: its last change), not since this start
+            last = used.get(s.id, path.stat().st_mtime)
+            self._used[s.id] = now - max(0.0, now_wall - last)
         return len(self._sessions)
 
     def __len__(self) -> int:

@@ -1113,6 +1113,27 @@ def test_a_trace_that_sends_the_queue_still_knows_what_its_backward_changes():
         client.close()
 
 
+def test_a_session_the_server_no_longer_has_is_lost_for_good(live_server):
+    """An expired session, or one a crash took before its first snapshot: the client said
+    SessionNotFound, a plain MXNetError, where code that reconnects catches SessionLost."""
+    import httpx
+
+    from gradserve.runtime import SessionLost
+
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.ones((2,))
+        x.wait_to_read()
+        assert httpx.delete(f"{live_server.url}/v1/sessions/{client.transport.session_id}").status_code == 204
+        with pytest.raises(SessionLost, match="no longer has this session"):
+            (x + 1).asnumpy()
+        with pytest.raises(SessionLost, match="no longer has this session"):
+            nd.zeros((2,)).wait_to_read()
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
 def test_inputs_a_failed_batch_left_stale_are_refused_where_they_are_used():
     from gradserve.engine.errors import QuotaExceeded
     from gradserve.runtime import ChangeLost

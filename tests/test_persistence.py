@@ -235,6 +235,37 @@ def test_a_session_running_a_long_batch_is_not_expired_under_it():
     assert store.expire() == 1
 
 
+def test_a_restart_keeps_the_sessions_idle_time(tmp_path):
+    """A session's TTL counts from its last use, across restarts (each start set it afresh:
+    a server restarted more often than the TTL expired nothing). Without the record of last
+    uses, from its file's last write."""
+    import os
+    import time
+
+    from gradserve.server.store import SessionStore
+
+    settings = Settings(data_dir=tmp_path, session_ttl_s=60)
+    store = SessionStore(settings)
+    idle, used = store.create("alice"), store.create("alice")
+    for s in (idle, used):
+        s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    store._used[idle.id] -= 50  # idle for 50 s of its 60
+    store.snapshot()
+    again = SessionStore(settings)
+    assert again.restore() == 2
+    time.sleep(0.05)
+    assert again.expire() == 0
+    again._used[idle.id] -= 11  # 11 s more: past its TTL; the other is not
+    assert again.expire() == 1 and len(again) == 1 and used.id in again._sessions
+
+    (tmp_path / "sessions" / SessionStore.USED).unlink()
+    path = tmp_path / "sessions" / f"{used.id}.npz"
+    old = time.time() - 61
+    os.utime(path, (old, old))  # written 61 s ago, and no record of a use since
+    third = SessionStore(settings)
+    assert third.restore() == 1 and third.expire() == 1
+
+
 def test_a_session_whose_snapshot_fails_does_not_keep_the_others_from_theirs(tmp_path, monkeypatch):
     """A full disk fails one session's write (a large one): the others are written all the
     same, the failure is counted, and the failed one is tried again at the next round."""
@@ -284,7 +315,7 @@ def test_a_snapshot_a_crash_left_half_written_is_removed_not_restored(tmp_path):
     (folder / f"{s.id}.npz").rename(folder / ".tmp-crash.npz")  # complete, but never renamed
     (folder / ".tmp-cut.npz").write_bytes(b"PK\x03\x04 cut short")
     again = SessionStore(Settings(data_dir=tmp_path))
-    assert again.restore() == 0 and not list(folder.iterdir())
+    assert again.restore() == 0 and [p.name for p in folder.iterdir()] == [SessionStore.USED]
 
 
 def test_a_server_that_lost_finished_batches_in_a_crash_says_so(tmp_path):

@@ -668,6 +668,51 @@ def test_a_long_batch_does_not_keep_the_server_from_others(live_server):
     assert len(during) >= 3, f"only {len(during)} health checks answered while the batch ran"
 
 
+def test_requests_piled_on_a_busy_session_leave_the_server_to_others():
+    """Requests for a session running a long batch wait for it on the event loop, not in the
+    worker threads every user shares: sixty of them held all 40 while it ran, and the health
+    check and another session's batch waited for its end."""
+    import threading
+    import time
+
+    with LiveServer() as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        busy = http.post("/v1/sessions").json()["id"]
+        other = http.post("/v1/sessions").json()["id"]
+        ops: list[dict] = [{"op": "ones", "out": [1], "at": {"shape": [400, 400]}}]
+        for k in range(2, 802):
+            ops += [{"op": "dot", "in": [1, 1], "out": [k]}, {"op": "free", "in": [k]}]
+        head, parts = frames_request(busy, {"seq": 1, "ops": [*ops, {"op": "read", "in": [1]}]})
+        done: dict = {}
+
+        def long_batch() -> None:
+            conn = Conn("127.0.0.1", server.port, 120)
+            done["status"] = conn.request(head, parts)[0]
+            done["at"] = time.perf_counter()
+
+        def pile_on() -> None:  # each waits for the session (a seq out of order: 409 once it gets it)
+            with httpx.Client(base_url=server.url, timeout=120) as h:
+                h.post(f"/v1/sessions/{busy}/batch", content=msgpack.packb({"seq": 99, "ops": []}),
+                       headers={"content-type": wire.MSGPACK})  # fmt: skip
+
+        worker = threading.Thread(target=long_batch)
+        worker.start()
+        time.sleep(0.3)
+        piled = [threading.Thread(target=pile_on) for _ in range(60)]
+        for t in piled:
+            t.start()
+        time.sleep(0.5)
+        assert http.get("/v1/health").status_code == 200
+        r = http.post(f"/v1/sessions/{other}/batch", json={"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+        assert r.status_code == 200
+        answered = time.perf_counter()
+        still_running = worker.is_alive()
+        worker.join()
+        for t in piled:
+            t.join()
+    assert done["status"] == 200
+    assert still_running and answered < done["at"], "the others were answered only after the long batch"
+
+
 def _chain_program(pid: int, n: int) -> dict:
     """A define of ``n`` add_scalar steps, one after another on the call's argument."""
     steps = [{"op": "add_scalar", "in": [-1 - i], "out": [-2 - i], "at": {"scalar": 1.0}} for i in range(n)]
