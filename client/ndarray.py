@@ -933,7 +933,11 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
             out._ctx = where
             c.flush()
             return out
-    out = _from_numpy(np.array(source_array, dtype=dt), owned=True)  # a copy of our own
+    try:
+        value = np.array(source_array, dtype=dt)  # a copy of our own
+    except OverflowError:  # an integer past the dtype's range: it wraps, as MXNet's (-1 as uint8 is 255)
+        value = np.array(source_array).astype(dt)
+    out = _from_numpy(value, owned=True)
     out._ctx = where
     return out
 

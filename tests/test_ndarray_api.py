@@ -139,6 +139,13 @@ def test_arithmetic_on_bool_arrays_is_refused_as_in_mxnet(mode):
     assert x.copy()[0:1].asnumpy().tolist() == [True] and x.sum().asnumpy().tolist() == [True]
 
 
+def test_integers_past_the_dtypes_range_wrap_as_in_mxnet(mode):
+    """numpy 2 refuses them (OverflowError); MXNet 1.9.1 casts them as C does."""
+    assert nd.array([-1, 256], dtype="uint8").asnumpy().tolist() == [255, 0]
+    assert nd.array([[1, 300]], dtype="int8").asnumpy().tolist() == [[1, 44]]
+    assert nd.array([2**31], dtype="int32").asnumpy().tolist() == [-(2**31)]
+
+
 def test_mxnets_other_names_for_ops(mode):
     x = nd.array([[1, 2], [3, 4]])
     assert nd.broadcast_plus(x, nd.array([10, 20])).asnumpy().tolist() == [[11, 22], [13, 24]]
