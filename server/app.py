@@ -126,7 +126,7 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
     else:
         msg = validated_batch(msg)
     form = tensor_form(request.headers.get("accept", ""))
-    return await fast.in_thread(request.app, session.id, run, session, msg, form, wants_msgpack(request))
+    return await fast.in_thread(request.app, session, run, session, msg, form, wants_msgpack(request))
 
 
 def _info(s: Session) -> dict[str, Any]:
@@ -296,6 +296,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.busy = 0  # batch requests in flight (see fast.batch)
     app.state.lent = {}  # session id -> set when a reply written from its arrays is out (fast.until_free)
     app.state.gates = {}  # session id -> its turn at the worker threads, and how many wait for it (fast.in_thread)
+    app.state.user_gates = {}  # user -> the worker threads their requests may hold, and how many wait
+    app.state.user_threads = lambda: asyncio.Semaphore(settings.max_user_threads)
     app.state.metrics = Metrics()
     app.include_router(meta)
     app.include_router(ops_router)

@@ -238,7 +238,7 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
     ):
         job = session.begin(msg, copy_reads=False, blocking=False)  # (the loop must not wait for a lock)
     if job is None:
-        return await in_thread(app, session.id, run, session, msg)
+        return await in_thread(app, session, run, session, msg)
     if not isinstance(job, BatchRun):
         return job  # a retry's stored reply
     try:
@@ -298,25 +298,48 @@ async def until_free(app: Any, sid: str) -> None:
         await done.wait()
 
 
-async def in_thread(app: Any, sid: str, fn: Any, *args: Any) -> Any:
+async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
     """``fn(*args)`` in one of the server's worker threads, one request of a session at a
-    time: the others wait for their turn on the event loop. A thread waiting for a busy
-    session's lock would hold one of the threads every user shares (40): a user sending
-    dozens of requests to a session running a long batch would keep the other users' requests,
-    and the health check, from any thread until it ended."""
-    gates: dict[str, list[Any]] = app.state.gates
-    gate = gates.get(sid)
-    if gate is None:
-        gate = gates[sid] = [asyncio.Lock(), 0]
-    gate[1] += 1
-    try:
-        async with gate[0]:
-            await until_free(app, sid)
-            return await run_in_threadpool(fn, *args)
-    finally:
-        gate[1] -= 1
-        if not gate[1]:
-            del gates[sid]
+    time, and at most ``max_user_threads`` of its user's at once: the others wait for their
+    turn on the event loop. A thread waiting for a busy session's lock would hold one of the
+    threads every user shares (40): a user sending dozens of requests to a session running a
+    long batch (or long batches on many sessions) would keep the other users' requests, and
+    the health check, from any thread until they ended."""
+    state = app.state
+    async with _turn(state.gates, session.id, asyncio.Lock), _turn(state.user_gates, session.owner, state.user_threads):
+        await until_free(app, session.id)
+        return await run_in_threadpool(fn, *args)
+
+
+class _turn:
+    """Hold ``gates[key]`` (made by ``make`` when no one holds or waits for it, dropped when
+    no one does any more)."""
+
+    __slots__ = ("gates", "key", "make", "gate")
+
+    def __init__(self, gates: dict[Any, list[Any]], key: Any, make: Any) -> None:
+        self.gates, self.key, self.make = gates, key, make
+
+    async def __aenter__(self) -> None:
+        gate = self.gates.get(self.key)
+        if gate is None:
+            gate = self.gates[self.key] = [self.make(), 0]
+        gate[1] += 1
+        self.gate = gate
+        try:
+            await gate[0].acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.gate[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self.gate[1] -= 1
+        if not self.gate[1]:
+            del self.gates[self.key]
 
 
 async def respond(

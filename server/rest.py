@@ -67,7 +67,7 @@ class BatchFailed(Exception):
 
 async def _run(request: Request, session: Session, ops: list[dict[str, Any]]) -> list[Any]:
     """Run instructions as an unsequenced batch; raise the first error."""
-    reply = await fast.in_thread(request.app, session.id, session.run_batch, {"ops": ops})
+    reply = await fast.in_thread(request.app, session, session.run_batch, {"ops": ops})
     err = reply.get("error")
     if err:
         raise BatchFailed(err)
@@ -142,7 +142,7 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
     if not req.out:
         raise InvalidInput(f"{name}: read asks for the values of its out handles, and none are given")
     form = tensor_form(request.headers.get("accept", ""))
-    return await fast.in_thread(request.app, session.id, _op_and_read, session, ins, form, wants_msgpack(request))
+    return await fast.in_thread(request.app, session, _op_and_read, session, ins, form, wants_msgpack(request))
 
 
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)

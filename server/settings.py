@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     max_array_bytes: int = 1 << 30
     max_session_arrays: int = 100_000  # handles one session holds: an empty array costs the server memory too
     max_sessions_per_user: int = 64
+    max_user_threads: int = Field(
+        8,
+        ge=1,
+        description="worker threads one user's requests hold at once (a session's take them one at a "
+        "time); the others wait on the event loop, so one user's sessions cannot hold every thread",
+    )
     session_ttl_s: float = 3600.0
     data_dir: Path | None = Field(
         None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"

@@ -713,6 +713,45 @@ def test_requests_piled_on_a_busy_session_leave_the_server_to_others():
     assert still_running and answered < done["at"], "the others were answered only after the long batch"
 
 
+def test_a_users_requests_hold_at_most_their_share_of_the_worker_threads():
+    """A session's requests take the threads one at a time, and a user's at most
+    max_user_threads at once (long batches on many sessions of one user held one thread each,
+    every thread at forty); another user's go on meanwhile."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(2))
+    app = SimpleNamespace(state=state)
+    lock = threading.Lock()
+    running: dict[str, int] = {"alice": 0, "bob": 0}
+    most: dict[str, int] = {"alice": 0, "bob": 0}
+
+    def work(owner: str) -> None:
+        with lock:
+            running[owner] += 1
+            most[owner] = max(most[owner], running[owner])
+        time.sleep(0.05)
+        with lock:
+            running[owner] -= 1
+
+    alice = [Session(f"a{i}", owner="alice") for i in range(4)]
+    bob = Session("b", owner="bob")
+
+    async def main() -> None:
+        calls = [fast.in_thread(app, s, work, "alice") for s in alice for _ in range(3)]
+        calls += [fast.in_thread(app, bob, work, "bob") for _ in range(2)]
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert most == {"alice": 2, "bob": 1}
+    assert state.gates == {} and state.user_gates == {}  # (nothing kept once no one waits)
+
+
 def _chain_program(pid: int, n: int) -> dict:
     """A define of ``n`` add_scalar steps, one after another on the call's argument."""
     steps = [{"op": "add_scalar", "in": [-1 - i], "out": [-2 - i], "at": {"scalar": 1.0}} for i in range(n)]
