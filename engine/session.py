@@ -788,14 +788,15 @@ class Session:
                 late = True  # a view adds nothing: its memory is checked once made
             else:
                 self.check_alloc(n + kept)
-        out = ins["out"]
-        if len(out) != 1:
-            raise InvalidInput(f"{name} makes 1 output, got {len(out)} handles")
+        out = ins.get("out")
+        if type(out) is not list or len(out) != 1:
+            got = f"{len(out)} handles" if type(out) is list else "no 'out' list"
+            raise InvalidInput(f"{name} makes 1 output: give its handle as 'out': [h] (got {got})")
         h = out[0]
         if type(h) is not int or (h < 0 and not self._calling):
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in arrays:
-            raise InvalidInput(f"handle {h} is already in use")
+            raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
         cx = self.cx

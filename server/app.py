@@ -217,12 +217,23 @@ class App(FastAPI):
                 if path.startswith("/v1/sessions") and method in ("post", "put"):
                     # over a size limit or a quota (body, array, session, sessions per user)
                     responses.setdefault("413", {**error, "description": "over a limit"})
-                if path.endswith("/batch"):  # a failed op (its reply) or a refused envelope
+                if path.endswith("/batch"):  # a failed op (its reply: the status is its error's) or a refused envelope
                     one_of = [{"$ref": "#/components/schemas/BatchReply"}, {"$ref": "#/components/schemas/ErrorReply"}]
-                    responses["400"] = {
-                        "description": "an op failed (the reply, with error) or the batch was refused",
-                        "content": {"application/json": {"schema": {"oneOf": one_of}}},
+                    for status in ("400", "404", "413"):
+                        responses[status] = {
+                            "description": "an op failed (the reply, with error and the values read before it) "
+                            "or the batch was refused",
+                            "content": {"application/json": {"schema": {"oneOf": one_of}}},
+                        }
+                if path.endswith("/ops/{name}") and method == "post":
+                    tensors = {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}
+                    made = {"out": {"type": "array", "items": {"type": "integer"}}, "values": tensors}
+                    responses["200"] = {
+                        "description": "the op's out handles, and their values with read",
+                        "content": {"application/json": {"schema": {"type": "object", "properties": made}}},
                     }
+                if method == "put" and path.endswith("/arrays/{h}"):
+                    responses["201"] = {"description": "stored (no body)"}
                 if method == "get" and (path.endswith("/arrays/{h}") or path.endswith("/grad")):
                     tensor = {"schema": {"$ref": "#/components/schemas/Tensor"}}
                     responses["200"] = {"description": "the array's values", "content": {"application/json": tensor}}

@@ -133,6 +133,8 @@ def _op_and_read(session: Session, ins: dict[str, Any], form: str, as_msgpack: b
 async def run_op(name: str, request: Request, session: SessionDep) -> Response:
     """Run one op (or command) of the catalog; its results get the handles in ``out``."""
     req = _parse(OneOp, await read_body(request))
+    if name == "read":  # (its values would have nowhere to go: the route answers its op's out handles)
+        raise InvalidInput("read through /ops gives nothing back: GET /arrays/{h} (or /arrays/{h}/grad), or a batch")
     ins = {"op": name, "in": req.in_, "out": req.out, "at": req.at, "mode": req.mode}
     if not req.read:
         await _run(request, session, [ins])

@@ -535,6 +535,27 @@ def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
     got = paths["/v1/sessions/{sid}/arrays/{h}"]["get"]["responses"]["200"]["content"]["application/json"]
     assert got["schema"]["$ref"].endswith("/Tensor")
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+    for status in ("400", "404", "413"):  # (an op's error comes back with the reply, at its status)
+        assert (
+            "oneOf"
+            in paths["/v1/sessions/{sid}/batch"]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        )
+    op_200 = paths["/v1/sessions/{sid}/ops/{name}"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert set(op_200["schema"]["properties"]) == {"out", "values"}
+    assert "content" not in paths["/v1/sessions/{sid}/arrays/{h}"]["put"]["responses"]["201"]
+
+
+def test_a_newcomers_mistakes_get_messages_that_say_what_to_do(http, sid):
+    base = f"/v1/sessions/{sid}"
+    r = http.post(f"{base}/batch", json={"ops": [{"op": "ones", "at": {"shape": [2]}}]})
+    assert r.status_code == 400 and "give its handle as 'out': [h]" in r.json()["error"]["message"]
+    assert (
+        http.post(f"{base}/batch", json={"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]}).status_code == 200
+    )
+    r = http.post(f"{base}/batch", json={"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    assert "already in use (free it first, or name another)" in r.json()["error"]["message"]
+    r = http.post(f"{base}/ops/read", json={"in": [1], "out": []})  # (it answered 200 and dropped the values)
+    assert r.status_code == 400 and "GET /arrays/{h}" in r.json()["error"]["message"]
 
 
 def test_rest_routes_refuse_wrong_types_and_answer_in_the_batch_error_shape(http, sid):
