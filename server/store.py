@@ -128,8 +128,11 @@ class SessionStore:
         now_wall, now = time.time(), time.monotonic()
         with self._lock:
             used = {sid: now_wall - (now - t) for sid, t in self._used.items()}
+        if not used and not folder.is_dir():
+            return  # (nothing saved yet, nothing to say)
         tmp = folder / f".tmp-{self.USED}"
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(used))
             os.replace(tmp, folder / self.USED)
         except OSError as e:  # (a full disk: the sessions' files matter more; the next round retries)

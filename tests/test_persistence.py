@@ -235,6 +235,20 @@ def test_a_session_running_a_long_batch_is_not_expired_under_it():
     assert store.expire() == 1
 
 
+def test_a_snapshot_round_before_any_session_writes_nothing_and_logs_no_error(tmp_path, caplog):
+    """The first rounds of a new data directory (no session yet): the record of last uses
+    failed to write, its folder not made yet, and logged an error every round."""
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path / "new"))
+    with caplog.at_level("ERROR", logger="gradserve"):
+        assert store.snapshot() == 0
+        s = store.create("alice")
+        store.snapshot()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert (tmp_path / "new" / "sessions" / SessionStore.USED).exists() and s.id
+
+
 def test_a_restart_keeps_the_sessions_idle_time(tmp_path):
     """A session's TTL counts from its last use, across restarts (each start set it afresh:
     a server restarted more often than the TTL expired nothing). Without the record of last
