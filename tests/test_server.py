@@ -545,6 +545,18 @@ def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
     assert "content" not in paths["/v1/sessions/{sid}/arrays/{h}"]["put"]["responses"]["201"]
 
 
+def test_the_api_pages_load_nothing_from_outside(http):
+    """/docs and /redoc took their scripts from a CDN: a lab server with no way out showed a
+    blank page. Their files are the server's own now."""
+    import re
+
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        r = http.get(page)
+        assert r.status_code == 200 and f"/docs-assets/{script}" in r.text
+        assert not re.findall(r"https?://", r.text), page
+        assert http.get(f"/docs-assets/{script}").status_code == 200
+
+
 def test_a_newcomers_mistakes_get_messages_that_say_what_to_do(http, sid):
     base = f"/v1/sessions/{sid}"
     r = http.post(f"{base}/batch", json={"ops": [{"op": "ones", "at": {"shape": [2]}}]})
