@@ -27,7 +27,7 @@ def _axis_of(name: str, axis: int, ndim: int) -> int:
     return axis % ndim
 
 
-SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None))
+SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None), Attr("dtype", "dtype", None))
 
 
 FLOATS = ("float16", "float32", "float64")
@@ -45,9 +45,27 @@ def _softmax_infer(name: str):
         _axis_of(name, at["axis"], len(x.shape))
         if at["temperature"] is not None and at["temperature"] <= 0:
             raise InvalidInput(f"{name}: temperature must be positive")
-        return x
+        dt = at["dtype"]
+        if dt is None or dt == x.dtype:
+            return x
+        if dt not in FLOATS:
+            raise DTypeError(f"{name}: dtype must be one of {', '.join(FLOATS)}, got {dt}")
+        return Spec(x.shape, dt)
 
     return infer
+
+
+def _in_dtype(x: Any, at: dict) -> Any:
+    """``x`` in the dtype the result is asked in (``dtype``: a float16 softmax given in
+    float32), computed in it: as MXNet's with MXNET_SAFE_ACCUMULATION=1, which it recommends
+    (without it MXNet computes in float16 and writes float32)."""
+    dt = at["dtype"]
+    return x if dt is None or dt == x.dtype.name else x.astype(dt)
+
+
+def _as_input(F: Any, gx: Any, x: Any) -> Any:
+    """A cotangent in its input's dtype (the result's may be another: ``dtype``)."""
+    return gx if gx.dtype == x.dtype else F.astype(gx, dtype=x.dtype.name)
 
 
 def _scaled(x: Any, at: dict) -> Any:
@@ -72,25 +90,26 @@ def _normalised_exp(cx, z, axis: int):
 def _softmax_vjp(F, at, g, y, x):
     gx = _normalised_grad(F, at, g, y)
     t = at["temperature"]
-    return (gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t),)
+    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),)
 
 
 @defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
 def _softmax(cx, at, x):
-    """exp(x/T) normalised to sum to 1 along ``axis``."""
-    return _normalised_exp(cx, _scaled(x, at), at["axis"])
+    """exp(x/T) normalised to sum to 1 along ``axis`` (in ``dtype`` when given)."""
+    return _normalised_exp(cx, _scaled(_in_dtype(x, at), at), at["axis"])
 
 
 def _log_softmax_vjp(F, at, g, y, x):
     ax = at["axis"]
     gx = F.sub(g, F.mul(F.exp(y), F.sum(g, axis=ax, keepdims=True)))
     t = at["temperature"]
-    return (gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t),)
+    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),)
 
 
 @defop("log_softmax", ("data",), SOFTMAX, infer=_softmax_infer("log_softmax"), vjp=_log_softmax_vjp)
 def _log_softmax(cx, at, x):
-    """log(softmax(x)), computed stably."""
+    """log(softmax(x)), computed stably (in ``dtype`` when given)."""
+    x = _in_dtype(x, at)
     if x.size == 0:  # nothing to normalise (a max over no elements would fail)
         return x.copy()
     z = _scaled(x, at)
@@ -100,13 +119,13 @@ def _log_softmax(cx, at, x):
 
 def _softmin_vjp(F, at, g, y, x):
     t = at["temperature"]
-    return (F.mul_scalar(_normalised_grad(F, at, g, y), scalar=-1.0 / (1.0 if t is None else t)),)
+    return (_as_input(F, F.mul_scalar(_normalised_grad(F, at, g, y), scalar=-1.0 / (1.0 if t is None else t)), x),)
 
 
 @defop("softmin", ("data",), SOFTMAX, infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
 def _softmin(cx, at, x):
-    """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x."""
-    return _normalised_exp(cx, -_scaled(x, at), at["axis"])
+    """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x (in ``dtype`` when given)."""
+    return _normalised_exp(cx, -_scaled(_in_dtype(x, at), at), at["axis"])
 
 
 L2N = (Attr("eps", "float", 1e-10), Attr("mode", "str", "instance"))

@@ -681,6 +681,16 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ),
     ("eye-square-below", "eye", C(lambda: np.eye(3, k=-1, dtype=np.int32), N=3, k=-1, dtype="int32")),
     ("softmax-default", "softmax", C(lambda x: softmax_ref(x, -1), X3)),
+    (
+        "softmax-dtype",
+        "softmax",
+        C(lambda x: softmax_ref(x.astype(np.float64), -1), X3, out="float64", dtype="float64"),
+    ),
+    (
+        "log_softmax-dtype",
+        "log_softmax",
+        C(lambda x: log_softmax_ref(x.astype(np.float64), -1), X3, out="float64", dtype="float64"),
+    ),
     ("log_softmax-axis0-T", "log_softmax", C(lambda x: log_softmax_ref(x, 0, 0.5), X3, axis=0, temperature=0.5)),
     (
         "softmax_cross_entropy-labels-out-of-range",
@@ -1505,6 +1515,23 @@ def test_no_grad_ops_give_no_cotangent_to_record():
                 Recorder(ctx()), at, Traced(np.ones_like(y), Node()), Traced(y, None), *[Traced(x, Node()) for x in xs]
             )
             assert all(ct is None for ct in cts), name
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_softmax_in_another_dtype_gives_its_input_a_cotangent_of_its_own_dtype(name):
+    """``dtype``: a float16 input's result in float32, computed in it; the cotangent comes back
+    in float16, the float32 one rounded (MXNet's dtype attribute)."""
+    op = OPS[name]
+    x = np.linspace(-2, 2, 12, dtype=np.float16).reshape(3, 4)
+    at = op.parse_attrs({"dtype": "float32"})
+    assert op.infer(at, Spec(x.shape, "float16")) == (x.shape, "float32")
+    y = op.forward(Context(), at, x)
+    want = op.forward(Context(), op.parse_attrs({}), x.astype(np.float32))
+    assert y.dtype == np.float32 and np.array_equal(y, want)
+    g = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    (ct,) = vjp_of(op)(Eager(Context()), at, g, y, x)
+    (want_ct,) = vjp_of(op)(Eager(Context()), op.parse_attrs({}), g, want, x.astype(np.float32))
+    assert ct.dtype == np.float16 and np.array_equal(ct, want_ct.astype(np.float16))
 
 
 def test_astype_cotangent_keeps_input_dtype():
