@@ -17,7 +17,7 @@ from typing import Any
 
 from .engine import tape
 from .engine.errors import InvalidInput, ShapeError
-from .engine.ops import broadcastable
+from .engine.ops import assignable
 from .engine.optable import OPS
 from .ndarray import NDArray, backward, grad, invoke, mark_variables
 from .runtime import NotTraceable
@@ -168,12 +168,15 @@ class Function:
             for i, (x, g) in enumerate(zip(inputs, grads)):
                 if g is None or g.shape == x.shape:
                     continue
-                if not broadcastable(g.shape, x.shape):
+                if not assignable(g.shape, x.shape):
                     raise ShapeError(
                         f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
                     )
-                # MXNet writes it with igrad[:] = ret, which broadcasts: so does the traced backward
-                grads[i] = invoke(OPS["broadcast_to"], (g,), {"shape": x.shape})
+                # MXNet writes it with igrad[:] = ret, which broadcasts (leading axes of length 1
+                # dropped): so does the traced backward
+                if g.ndim > x.ndim:
+                    g = invoke(OPS["reshape"], (g,), {"shape": g.shape[g.ndim - x.ndim :]})
+                grads[i] = g if g.shape == x.shape else invoke(OPS["broadcast_to"], (g,), {"shape": x.shape})
         c.enqueue(
             {
                 "op": "record_function",

@@ -123,7 +123,7 @@ class HybridCall:
 def _holds_array(v: Any) -> bool:
     if isinstance(v, NDArray):
         return True
-    return type(v) in (tuple, frozenset) and any(_holds_array(x) for x in v)
+    return type(v) in (tuple, list, frozenset) and any(_holds_array(x) for x in v)
 
 
 def _key_of(arg: Any) -> Any:
@@ -369,8 +369,10 @@ class HybridFunction:
         specs = [o._spec for o in made_outs]
         # an output in its first argument's context is in the caller's first argument's at each
         # call; one in another (a creation's ctx, a parameter's) stays in that one
-        first = (arrays[0]._ctx or CPU) if arrays else None
-        ctxs = [None if arrays and (o._ctx or CPU) == first else (o._ctx or CPU) for o in made_outs]
+        # (by identity: an op's result has its first input's context object; a creation's, a
+        # parameter's, is another, even when it names the same device)
+        first = arrays[0]._ctx if arrays else None
+        ctxs = [None if arrays and o._ctx is first else (o._ctx or CPU) for o in made_outs]
         links = [_links(o, arrays) for o in made_outs]
         reads = tuple(sorted({h for ins in program for h in ins.get("in", ()) if type(h) is int and h >= 0}))
         t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads, ctxs)

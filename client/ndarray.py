@@ -29,7 +29,6 @@ from .engine.errors import (
 from .engine.ops import (
     assignable,
     broadcast_shapes,
-    broadcastable,
     check_index_dtypes,
     is_view_key,
     is_whole_key,
@@ -609,7 +608,7 @@ class NDArray:
         sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
         copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
         if flags.recording and isinstance(value, NDArray) and tape.in_graph(value._node):
-            if not (is_whole_key(parsed) and not idx and broadcastable(value.shape, self.shape)):
+            if not (is_whole_key(parsed) and not idx and assignable(value.shape, self.shape)):
                 raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
             if self._c.capturing():  # the trace's name for an outside array: its node would not reach it
                 raise NotTraceable(

@@ -35,7 +35,7 @@ def scatter_add_rows_numpy(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> N
 def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
     """w -= lr * (clip(rescale * g) + wd * w), in place."""
     step = g * w.dtype.type(rescale) if rescale != 1.0 else g
-    if clip > 0:
+    if clip >= 0:  # (MXNet's: -1 is off, 0 clips to 0)
         step = np.clip(step, -clip, clip)
     if wd != 0.0:
         step = step + w.dtype.type(wd) * w
@@ -49,7 +49,7 @@ def sgd_mom_update_numpy(
     sgd_mom_update, in the weight's dtype)."""
     t = w.dtype.type
     step = g * t(rescale) if rescale != 1.0 else g
-    if clip > 0:
+    if clip >= 0:
         step = np.clip(step, -clip, clip)
     if wd != 0.0:
         step = step + t(wd) * w
@@ -79,7 +79,7 @@ def adam_update_numpy(
     step = g * t(rescale) if rescale != 1.0 else g
     if wd != 0.0:
         step = step + t(wd) * w
-    if clip > 0:
+    if clip >= 0:
         step = np.clip(step, -clip, clip)
     mean *= t(beta1)
     mean += (t(1) - t(beta1)) * step
@@ -166,7 +166,7 @@ if numba is not None:
     def _sgd(wf, gf, lr, wd, rescale, clip):  # pragma: no cover (compiled)
         for i in range(wf.size):
             s = gf[i] * rescale
-            if clip > 0:
+            if clip >= 0:
                 if s > clip:
                     s = clip
                 elif s < -clip:

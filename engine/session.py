@@ -1424,13 +1424,19 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     if len(hs) == 2:
         v = s.get(hs[1])
         if recording and tape.in_graph(s.nodes.get(hs[1])):
-            if not (_ops.is_whole_key(key) and not idx and _ops.broadcastable(v.shape, target.shape)):
+            if not (_ops.is_whole_key(key) and not idx and _ops.assignable(v.shape, target.shape)):
                 raise AutogradError(INPLACE_RECORDING)
-            if v.shape == target.shape:
-                copied = Node(OPS["copy"], {}, (s.nodes[hs[1]],), (v,), target)
+            parent: Node = s.nodes[hs[1]]
+            value: Any = v  # (Any: numpy's stubs type a reshape's shape as the empty tuple)
+            if v.ndim > target.ndim:  # leading axes of length 1 dropped: a recorded reshape first
+                kept: Any = tuple(v.shape)[v.ndim - target.ndim :]
+                value = v.reshape(kept)
+                parent = Node(OPS["reshape"], OPS["reshape"].parse_attrs({"shape": kept}), (parent,), (v,), value)
+            if value.shape == target.shape:
+                copied = Node(OPS["copy"], {}, (parent,), (value,), target)
             else:  # a broadcast copy, as MXNet's (broadcast_to, then copyto: both recorded)
                 wide = OPS["broadcast_to"].parse_attrs({"shape": target.shape})
-                copied = Node(OPS["broadcast_to"], wide, (s.nodes[hs[1]],), (v,), target)
+                copied = Node(OPS["broadcast_to"], wide, (parent,), (value,), target)
         if v.dtype != target.dtype:
             v = v.astype(target.dtype)
     elif at["scalar"] is not None:

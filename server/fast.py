@@ -306,9 +306,12 @@ async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
     long batch (or long batches on many sessions) would keep the other users' requests, and
     the health check, from any thread until they ended."""
     state = app.state
-    async with _turn(state.gates, session.id, asyncio.Lock), _turn(state.user_gates, session.owner, state.user_threads):
-        await until_free(app, session.id)
-        return await run_in_threadpool(fn, *args)
+    async with _turn(state.gates, session.id, asyncio.Lock):
+        while True:
+            await until_free(app, session.id)  # (holding none of its user's threads meanwhile)
+            async with _turn(state.user_gates, session.owner, state.user_threads):
+                if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
+                    return await run_in_threadpool(fn, *args)
 
 
 class _turn:

@@ -127,12 +127,20 @@ def test_a_functions_gradient_of_a_shape_that_broadcasts_is_broadcast_as_in_mxne
         def backward(self, dy):
             return nd.ones((3,))
 
+    class Wide(Sum):
+        def backward(self, dy):
+            return nd.ones((1, 2)) * 5  # (1, 2) for (2,): a leading axis of length 1 dropped
+
     x = nd.array([1.0, 2.0])
     x.attach_grad()
     with autograd.record():
         y = Sum()(x) * 3
     y.backward()
     assert x.grad.asnumpy().tolist() == [3.0, 3.0]
+    with autograd.record():
+        y = Wide()(x)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [5.0, 5.0]
     with autograd.record(), pytest.raises(ShapeError, match=r"gradient shape \(3,\) does not match"):
         Wrong()(x)
 
@@ -395,6 +403,14 @@ def test_a_recorded_value_that_broadcasts_is_written_whole_as_a_recorded_broadca
         y = nd.ones((2, 3))
         with pytest.raises(AutogradError, match="Inplace operations"):
             y[:] = nd.concat(x, x, dim=0)  # (6,): same size, does not broadcast
+    v = nd.array([[[1.0, 2.0, 3.0]]])  # (1, 1, 3) into (1, 3): leading axes of length 1 dropped
+    v.attach_grad()
+    with autograd.record():
+        y = nd.zeros((1, 3))
+        y[:] = v * 3
+        z = (y * nd.array([[1.0, 2.0, 3.0]])).sum()
+    z.backward()
+    assert v.grad.asnumpy().tolist() == [[[3.0, 6.0, 9.0]]]  # (MXNet 1.9.1's)
 
 
 def test_detach_is_the_same_memory_out_of_the_graph_as_in_mxnet(mode):

@@ -194,6 +194,8 @@ def test_arguments_must_be_arrays_or_hashable_constants(mode):
         hybridize(lambda a, b: a * 2)(nd.ones((1,)), np.array([1, 2]))
     f = hybridize(lambda a, axes: nd.transpose(a, axes=axes))  # (a list: a constant by its contents)
     assert f(nd.ones((2, 3)), [1, 0]).shape == (3, 2) and f(nd.ones((2, 3)), [1, 0]).shape == (3, 2)
+    with pytest.raises(InvalidInput, match="not inside a tuple"):  # (an array in a list: fixed into a trace for good)
+        hybridize(lambda a, ys: a + ys[0])(nd.ones((2,)), [nd.ones((2,))])
 
 
 def test_a_call_that_failed_part_way_leaves_its_parameters_refused_in_later_calls(mode):
@@ -232,6 +234,10 @@ def test_outputs_keep_their_context_at_every_call(mode):
     assert [str(g().context) for _ in range(3)] == ["cpu(3)"] * 3
     k = hybridize(lambda x: x * 2)
     assert [str(k(nd.ones((2,), ctx=cpu(i))).context) for i in range(3)] == ["cpu(0)", "cpu(1)", "cpu(2)"]
+    p = nd.ones((2,), ctx=cpu(0))  # a parameter, and a creation, in the context the first argument has
+    m = hybridize(lambda x: (p + x, nd.zeros((2,), ctx=cpu(0))))
+    for i in (0, 3, 3):
+        assert [str(o.context) for o in m(nd.ones((2,), ctx=cpu(i)))] == ["cpu(0)", "cpu(0)"]
 
 
 def test_constants_that_compare_equal_but_differ_are_traced_apart(mode):

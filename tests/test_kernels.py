@@ -154,6 +154,22 @@ def test_nd_momentum_and_adam_updates_are_mxnets(mode):
     np.testing.assert_allclose(mean.asnumpy(), [0.14000002, 0.5800001, -0.8700001], rtol=1e-6)
 
 
+def test_a_clip_gradient_of_0_clips_every_gradient_to_0_as_in_mxnet(mode):
+    """MXNet clips at clip_gradient >= 0 (-1, the default, is off): at 0 the step is the
+    weight decay's alone. Ours clipped only above 0."""
+    g = nd.array([0.5, -4.0])
+    w = nd.array([1.0, 2.0])
+    nd.sgd_update(w, g, lr=0.1, clip_gradient=0.0, out=w)
+    assert w.asnumpy().tolist() == [1.0, 2.0]
+    w, m = nd.array([1.0, 2.0]), nd.array([0.5, 0.5])
+    nd.sgd_mom_update(w, g, m, lr=0.1, momentum=0.5, clip_gradient=0.0, out=w)
+    assert m.asnumpy().tolist() == [0.25, 0.25] and w.asnumpy().tolist() == [1.25, 2.25]
+    w, mean, var = nd.array([1.0, 2.0]), nd.array([1.0, 1.0]), nd.array([1.0, 1.0])
+    nd.adam_update(w, g, mean, var, lr=0.1, beta1=0.5, beta2=0.5, clip_gradient=0.0, out=w)
+    np.testing.assert_allclose(mean.asnumpy(), [0.5, 0.5])
+    np.testing.assert_allclose(var.asnumpy(), [0.5, 0.5])
+
+
 def test_optimizer_updates_refuse_what_does_not_fit(mode):
     from gradserve.engine.errors import AutogradError
 

@@ -744,6 +744,39 @@ def test_a_users_requests_hold_at_most_their_share_of_the_worker_threads():
     assert state.gates == {} and state.user_gates == {}  # (nothing kept once no one waits)
 
 
+def test_a_request_waiting_for_a_reply_to_be_written_holds_none_of_its_users_threads():
+    """A request for a session whose reply is being written from its arrays (a slow reader)
+    waited for it holding one of its user's max_user_threads: at one, the user's other
+    sessions waited too."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(1))
+    app = SimpleNamespace(state=state)
+    a, b = Session("a", owner="alice"), Session("b", owner="alice")
+
+    async def main() -> list[str]:
+        done: list[str] = []
+        state.lent["a"] = written = asyncio.Event()  # a's reply is being written
+
+        async def call(s: Session) -> None:
+            await fast.in_thread(app, s, lambda: None)
+            done.append(s.id)
+
+        waiting = asyncio.create_task(call(a))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(call(b), 5)  # (it waited for a's reply: a timeout)
+        del state.lent["a"]
+        written.set()
+        await waiting
+        return done
+
+    assert asyncio.run(main()) == ["b", "a"]
+
+
 def _chain_program(pid: int, n: int) -> dict:
     """A define of ``n`` add_scalar steps, one after another on the call's argument."""
     steps = [{"op": "add_scalar", "in": [-1 - i], "out": [-2 - i], "at": {"scalar": 1.0}} for i in range(n)]
