@@ -120,19 +120,9 @@ class HybridCall:
     name = "call"
 
 
-def _holds_array(v: Any) -> bool:
-    if isinstance(v, NDArray):
-        return True
-    return type(v) in (tuple, list, frozenset) and any(_holds_array(x) for x in v)
-
-
 def _key_of(arg: Any) -> Any:
     if isinstance(arg, NDArray):
         return (arg._spec.shape, arg._spec.dtype)
-    if _holds_array(arg):  # (an NDArray itself is an argument, above)
-        # a constant is part of the signature and kept with the trace: arrays in it would be
-        # fixed into the program and held for good
-        raise InvalidInput("hybridized functions take arrays as positional arguments, not inside a tuple")
     return _const_key(arg)
 
 
@@ -140,6 +130,10 @@ def _const_key(v: Any) -> Any:
     """A constant's key: its type and value, the same within tuples and lists (a tuple's
     elements compare by ==, so (1,) and (True,), (0.0,) and (-0.0,) would share a trace)."""
     t = type(v)
+    if isinstance(v, NDArray):  # (one inside a tuple or list: an argument itself is keyed above)
+        # a constant is part of the signature and kept with the trace: arrays in it would be
+        # fixed into the program and held for good
+        raise InvalidInput("hybridized functions take arrays as positional arguments, not inside a tuple")
     if t is float or t is complex or isinstance(v, (np.floating, np.complexfloating)):
         return (t, repr(v))  # by repr: NaN equals itself, -0.0 differs from 0.0
     if t is tuple or t is list:

@@ -32,14 +32,20 @@ def scatter_add_rows_numpy(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> N
     np.add.at(out, idx, g)
 
 
-def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
-    """w -= lr * (clip(rescale * g) + wd * w), in place."""
+def _sgd_step(w: np.ndarray, g: np.ndarray, wd: float, rescale: float, clip: float) -> np.ndarray:
+    """clip(rescale * g) + wd * w, in the weight's dtype (MXNet's SGD gradient: -1 is no clip,
+    0 clips to 0)."""
     step = g * w.dtype.type(rescale) if rescale != 1.0 else g
-    if clip >= 0:  # (MXNet's: -1 is off, 0 clips to 0)
+    if clip >= 0:
         step = np.clip(step, -clip, clip)
     if wd != 0.0:
         step = step + w.dtype.type(wd) * w
-    w -= w.dtype.type(lr) * step
+    return step
+
+
+def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
+    """w -= lr * (clip(rescale * g) + wd * w), in place."""
+    w -= w.dtype.type(lr) * _sgd_step(w, g, wd, rescale, clip)
 
 
 def sgd_mom_update_numpy(
@@ -48,11 +54,7 @@ def sgd_mom_update_numpy(
     """mom = momentum * mom - lr * (clip(rescale * g) + wd * w); w += mom, in place (MXNet's
     sgd_mom_update, in the weight's dtype)."""
     t = w.dtype.type
-    step = g * t(rescale) if rescale != 1.0 else g
-    if clip >= 0:
-        step = np.clip(step, -clip, clip)
-    if wd != 0.0:
-        step = step + t(wd) * w
+    step = _sgd_step(w, g, wd, rescale, clip)
     mom *= t(momentum)
     mom -= t(lr) * step
     w += mom
