@@ -23,7 +23,7 @@ from . import autograd, nd, random
 from .engine.errors import MXNetError
 from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu, cpu_pinned, current_context
-from .runtime import ChangeLost, Client, SessionLost, current, set_current
+from .runtime import ChangeLost, Client, SessionForked, SessionLost, current, set_current
 from .transport import Http, InProcess, SessionClosed, from_env
 
 __version__ = "0.1.0"
@@ -35,6 +35,7 @@ def connect(
     sync: bool = False,
     seed: int | None = None,
     verify: ssl.SSLContext | bool = True,
+    timeout: float = 300.0,
 ) -> Client:
     """Open a session and make it the one ``nd`` uses.
 
@@ -42,8 +43,11 @@ def connect(
     process (no server). ``seed`` seeds the session's generator. ``sync=True``
     sends every op at once (for debugging: errors surface at their line).
     ``verify``: for an ``https`` URL, the certificates to trust (see ``Http``).
+    ``timeout``: seconds a request may wait without a byte of its reply before
+    it is sent again on a new connection (the server replays a batch that ran);
+    a server whose machine is gone is noticed sooner (TCP keepalive).
     """
-    client = Client(from_env(url, api_key, seed, verify), sync=sync)
+    client = Client(from_env(url, api_key, seed, verify, timeout), sync=sync)
     old = set_current(client)
     if old is not None:
         try:
@@ -63,6 +67,7 @@ __all__ = [
     "MXNetError",
     "NDArray",
     "SessionClosed",
+    "SessionForked",
     "SessionLost",
     "autograd",
     "connect",

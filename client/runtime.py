@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import itertools
 import os
 import sys
@@ -19,7 +20,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class Client:
         self._handles = itertools.count(1)
         self._seq = 0
         self._acked = 0  # the last seq whose reply came
-        self._lost: SessionLost | None = None  # (see _lost_state)
+        self._lost: SessionClosed | None = None  # (see _lost_state, _forked)
         self._queue: list[dict[str, Any]] = []
         self._where: list[tuple[str, int] | None] = []
         self._qbytes = 0
@@ -133,7 +134,9 @@ class Client:
         # how many times arrays were made variables (attach_grad, mark_variables): a hybridized
         # function's traces hold the graph as it was, and are made again after a change
         self.variables_changed = 0
-        self._unsure = False  # whether the last batch was lost with its connection (it may have run)
+        # A batch whose fate is not known (its connection was lost, or Ctrl-C came while it
+        # waited for its reply): sent again under its seq before anything else (``_resume``).
+        self._pending: _Pending | None = None
         # Whose memory each array is, for the in-place changes that never ran (``_lose``): handle
         # -> the key of the memory it shares (a view: its base's handle; a gradient proxy: its
         # variable's buffer's key, ``NDArray.attach_grad``). A handle not here is its own memory.
@@ -143,6 +146,7 @@ class Client:
         self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
         self._dead: dict[int, MXNetError] = {}  # handle or memory key -> the error using it raises
         self._lock = threading.RLock()
+        self._pid = os.getpid()
         self.closed = False
         self._tls = threading.local()  # .capture: the program a Function's backward is traced into
         self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
@@ -150,6 +154,7 @@ class Client:
         self.max_batch_steps: int | None = getattr(transport, "max_batch_steps", None)
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
+        _clients.add(self)
 
     def _set_limits(self, body: int | None, ops: int | None) -> None:
         """The queue's bounds for a session that reads request bodies of at most ``body`` bytes
@@ -329,7 +334,7 @@ class Client:
             err = self._dead.get(self.root(h))
             if err is None:
                 return
-        raise err
+        raise _again(err)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -340,6 +345,8 @@ class Client:
         if self.closed or self._lost is not None:
             raise self._closed_error()
         with self._lock:
+            if self._pending is not None:
+                self._resume()
             for h in reads:
                 self.check_alive(h)
             ops, where = self._queue, self._where
@@ -360,15 +367,17 @@ class Client:
             freed = self._freed
             self._queue, self._where, self._qbytes, self._freed, self._qsteps = [], [], 0, [], 0
             try:
-                return self._run(ops, where, len(reads))
+                return self._run(ops, where, len(reads), freed)
             finally:
-                self._sent(ops, freed)
+                if self._pending is None or self._pending.ops is not ops:
+                    self._sent(ops, freed)
 
-    def _run(self, ops: list[dict], where: list, nreads: int) -> list[np.ndarray]:
-        """Send ``ops`` as one batch, or, past the server's ``max_batch_ops``, as batches of at
-        most that many in order, each sent when the one before ran whole: the same effect."""
+    def _run(self, ops: list[dict], where: list, nreads: int, freed: list[list[int]], start: int = 0) -> list[Any]:
+        """Send ``ops`` (from ``start``) as one batch, or, past the server's ``max_batch_ops``, as
+        batches of at most that many in order, each sent when the one before ran whole: the same
+        effect. A batch that may have run or not (``_unsure``) is kept, with what follows it, to
+        be sent again (``_resume``)."""
         n = len(ops)
-        start = 0
         while True:
             limit = self.max_batch_ops
             end = n if limit is None else min(n, start + limit)
@@ -379,6 +388,9 @@ class Client:
                 self._set_limits(self.max_body_bytes, e.limit)
                 continue
             except BaseException as e:
+                if self._unsure(e):
+                    self._pending = _Pending(ops, where, freed, nreads, start)
+                    raise
                 if end < n:  # (the parts not sent did not run)
                     self._requeue(ops[end:])
                     self._not_applied(ops[end:], where[end:], e)
@@ -405,12 +417,47 @@ class Client:
                 for h in hs:
                     self._roots.pop(h, None)
 
+    def _unsure(self, e: BaseException) -> bool:
+        """Whether a batch that raised ``e`` may have run or not: its connection was lost, or
+        an interrupt (Ctrl-C) came while it was sent or waited for its reply. A server keeps
+        the reply of a session's last batch, so such a batch is sent again under its seq
+        (``_resume``): the server replays the reply if it ran, runs it if not. (In-process
+        batches have no seq: an interrupted one may have run in part.)"""
+        return self.transport.sequenced and (isinstance(e, ConnectionLost) or not isinstance(e, Exception))
+
+    def _resume(self) -> None:
+        """Send the batch whose fate was not known again, under the seq it took, and what
+        followed it; then it is known. If it failed, what was queued after it does not run
+        (as the lines after a line that raised): its arrays are dead, its changes lost."""
+        p = self._pending
+        assert p is not None
+        self._pending = None
+        self._seq -= 1  # (``_send`` takes it again)
+        try:
+            self._run(p.ops, p.where, p.nreads, p.freed, p.start)
+        except BaseException as e:
+            if self._pending is None:  # it is known now: it failed
+                self._sent(p.ops, p.freed)
+                self._abandon(e)
+            raise
+        self._sent(p.ops, p.freed)
+
+    def _abandon(self, exc: BaseException) -> None:
+        """The queue, after a batch before it failed: none of it runs."""
+        ops, where = self._queue, self._where
+        if not ops:
+            return
+        freed = self._freed
+        self._queue, self._where, self._qbytes, self._freed, self._qsteps = [], [], 0, [], 0
+        self._requeue(ops)
+        self._not_applied(ops, where, exc)
+        self._sent(ops, freed)
+
     def _send(self, ops: list[dict], where: list) -> dict[str, Any]:
-        """Send a batch as the next seq. After a lost connection the server may not have the
-        previous one: if it says so (out of order), this batch takes that seq instead. A
-        server that lost batches whose replies came (restarted from an older snapshot after
-        a crash), or the whole session (expired, or not yet in a snapshot at a crash), raises
-        ``SessionLost``, now and for every later use of the session."""
+        """Send a batch as the next seq. A server that lost batches whose replies came
+        (restarted from an older snapshot after a crash), or the whole session (expired, or
+        not yet in a snapshot at a crash), raises ``SessionLost``, now and for every later
+        use of the session."""
         self._seq += 1
         try:
             try:
@@ -419,13 +466,7 @@ class Client:
                 expected = SequenceError.expected(str(e))
                 if expected is not None and expected <= self._acked:
                     raise self._lost_state(expected, self._acked) from e
-                if not self._unsure or expected is None:
-                    raise
-                self._unsure = False
-                # the batches lost before it ran or not (their arrays are dead either way): this
-                # one takes the seq the session expects, however many were lost
-                self._seq = expected
-                reply = self.transport.send({"seq": self._seq, "ops": ops})
+                raise
         except QuotaExceeded as e:
             limit = _batch_limit(e, len(ops))
             if limit is None:
@@ -444,9 +485,9 @@ class Client:
             )
             raise self._lost from e
         except BaseException as e:
-            self._refused(ops, where, e)
+            if not self._unsure(e):  # (else kept to be sent again: ``_run``)
+                self._refused(ops, where, e)
             raise
-        self._unsure = False
         self._acked = self._seq
         return reply
 
@@ -465,19 +506,17 @@ class Client:
         """A batch that came back as an error status, not a reply (over a size limit, say),
         or could not be encoded: the server applied none of it and did not take its seq, so
         the next batch reuses the seq and carries its frees; its arrays are dead, with this
-        error. After a lost connection or an interrupt (Ctrl-C while waiting) it may have
-        run: the seq stays taken, until the server says otherwise (see ``_send``)."""
-        if isinstance(exc, ConnectionLost) or not isinstance(exc, Exception):
-            self._unsure = True
-        else:
-            self._seq -= 1
+        error. (In-process, an interrupted batch too: it may have run in part.)"""
+        self._seq -= 1
         self._requeue(ops)  # (sent again even if they ran: a free or forget of what is gone does nothing)
         self._not_applied(ops, where, exc)
 
     def _not_applied(self, ops: list[dict], where: list, exc: BaseException) -> None:
         """Instructions that did not run (or may not have): what they make is dead, what they
         change in place is lost."""
-        dead = exc if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
+        dead = (
+            _kept(exc) if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
+        )
         for ins in ops:
             if ins.get("op") != "free":
                 for h in ins.get("out", ()):
@@ -491,16 +530,17 @@ class Client:
         loc = where[i] if 0 <= i < len(where) else None
         at = f", queued at {loc[0]}:{loc[1]}" if loc else ""
         exc = error_from_kind(err.get("kind", "MXNetError"), f"{err.get('message')} [op {op}{at}]")
+        kept = _kept(exc)
         for ins in ops[i:]:
             for h in ins.get("out", ()):
-                self._dead[h] = exc
+                self._dead[h] = kept
         self._undefined(ops[i:])
         self._requeue(ops[i + 1 :])
         # The failing instruction raised, and changed nothing (as in an eager program), unless
         # it is a pass or a program that fails part way: what it changes is lost too.
         part_way = 0 <= i < len(ops) and ops[i].get("op") in _PART_WAY
         first = i if part_way else i + 1
-        self._lose(ops[first:], where[first:], exc, part_way)
+        self._lose(ops[first:], where[first:], kept, part_way)
         return exc
 
     def _lose(self, ops: list[dict], where: list, exc: MXNetError, part_way: bool = False) -> None:
@@ -586,8 +626,21 @@ class Client:
 
     def _closed_error(self) -> SessionClosed:
         if self._lost is not None:
-            return SessionLost(str(self._lost))
+            return type(self._lost)(str(self._lost))
         return SessionClosed("this session was closed; gradserve.connect() opens a new one")
+
+    def _forked(self) -> None:
+        """In a process forked from this one's (``os.fork``, multiprocessing's fork): the
+        session, its connection and its seq are the parent's, which goes on using them; this
+        copy uses none of them, and does not close the session when the process ends."""
+        where = getattr(self.transport, "url", "the server")
+        self._lost = SessionForked(
+            f"this process was forked from the one (pid {self._pid}) whose session on {where} "
+            "this is: the session and its arrays stay that process's; gradserve.connect() opens a session "
+            "of this process's own"
+        )
+        self.closed = True
+        self._queue, self._where, self._frees, self._forgets, self._pending = [], [], [], [], None
 
     def close(self) -> None:
         """End the session (on the server too); its arrays can no longer be used. From another
@@ -595,12 +648,57 @@ class Client:
         if not self.closed:
             self.closed = True
             self._queue, self._where, self._frees, self._forgets = [], [], [], []
+            self._pending = None
             self.transport.close()
+
+
+def _kept(exc: MXNetError) -> MXNetError:
+    """``exc`` to keep for the arrays it leaves dead: a copy with no traceback (the one it is
+    raised with holds the frames it went through, and their arrays, for as long as it is kept)."""
+    kept = copy.copy(exc)  # (its class and arguments, not its traceback, cause or context)
+    cause = exc.__cause__
+    if isinstance(cause, MXNetError):
+        kept.__cause__ = _kept(cause)
+    return kept
+
+
+def _again(err: MXNetError) -> MXNetError:
+    """A kept error, to raise once more: a new copy each time (a raise adds its frames to the
+    traceback of the exception raised, and one object raised at every use kept them all)."""
+    again = copy.copy(err)
+    again.__cause__ = err.__cause__
+    return again
+
+
+class _Pending(NamedTuple):
+    """A batch sent whose fate is not known (``Client._unsure``), from ``ops[start]`` on."""
+
+    ops: list[dict[str, Any]]
+    where: list[tuple[str, int] | None]
+    freed: list[list[int]]
+    nreads: int
+    start: int
 
 
 class SessionLost(SessionClosed):
     """The server lost batches of this session that had run and answered (it restarted
     from an older snapshot after a crash): the session cannot go on."""
+
+
+class SessionForked(SessionClosed):
+    """The session is the one of the process this one was forked from."""
+
+
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_clients):
+        if c.transport.sequenced and not c.closed:
+            c._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _IN_PLACE = {  # instructions that write some of their inputs: which

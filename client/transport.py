@@ -31,6 +31,7 @@ class Transport(Protocol):
 
     requests: int
     sends_bytes: bool  # whether a batch's arrays are serialised when it is sent (not kept by reference)
+    sequenced: bool  # whether the session keeps its last reply for a batch sent again under its seq
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -50,6 +51,7 @@ class InProcess:
     """The engine in this process: no server, the same batches."""
 
     sends_bytes = False  # arrays are handed over as they are: the caller's must be copies
+    sequenced = False
     max_body_bytes = None  # (no request to carry them)
 
     def __init__(self, seed: int | None = None, limits: Limits | None = None) -> None:
@@ -101,6 +103,7 @@ class Http:
     """
 
     sends_bytes = True
+    sequenced = True
 
     def __init__(
         self,
@@ -239,6 +242,32 @@ def _untrusted(e: BaseException | None) -> bool:
     return False
 
 
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 15, 5, 4
+UNACKED_LIMIT_MS = 45_000
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """Have the kernel notice a server that is gone without closing the connection (a laptop
+    that slept, a network that changed, a NAT that forgot it) within about 35 s, while a
+    request waits for a long batch's reply or its bytes go unacknowledged: else the wait lasts
+    the whole timeout. Probes and retransmissions need no answer from the server's program,
+    only its machine: a batch that runs for hours is no dead peer. (Options this system
+    lacks are left out.)"""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)  # (macOS's name)
+    for opt, value in (
+        (idle, KEEPALIVE_IDLE_S),
+        (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL_S),
+        (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
+        (getattr(socket, "TCP_USER_TIMEOUT", None), UNACKED_LIMIT_MS),
+    ):
+        if opt is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+            except OSError:
+                pass
+
+
 class Conn:
     """One HTTP/1.1 keep-alive connection on a socket (TLS when ``tls`` is given): just
     what the batch route needs (a POST with a Content-Length body; a reply with a
@@ -300,6 +329,7 @@ class Conn:
         if sock is None:
             sock = socket.create_connection(self.addr, timeout=self.timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _keepalive(sock)
             if self.tls is not None:
                 try:
                     sock = self.tls.wrap_socket(sock, server_hostname=self.addr[0])
@@ -419,7 +449,11 @@ def _decode(status: int, ctype: str, content: Any) -> Any:
 
 
 def from_env(
-    url: str | None = None, api_key: str | None = None, seed: int | None = None, verify: ssl.SSLContext | bool = True
+    url: str | None = None,
+    api_key: str | None = None,
+    seed: int | None = None,
+    verify: ssl.SSLContext | bool = True,
+    timeout: float = 300.0,
 ) -> Transport:
     """HTTP to ``url`` (or ``GRADSERVE_URL``) when there is one, else the engine
     in-process. ``GRADSERVE_API_KEY`` and ``GRADSERVE_SEED`` fill in the rest."""
@@ -428,7 +462,7 @@ def from_env(
     if seed is None and os.environ.get("GRADSERVE_SEED", "").strip():
         seed = int(os.environ["GRADSERVE_SEED"])
     if url:
-        return Http(url, api_key=api_key, seed=seed, verify=verify)
+        return Http(url, api_key=api_key, seed=seed, verify=verify, timeout=timeout)
     return InProcess(seed=seed)
 
 

@@ -233,10 +233,41 @@ def test_engine_error_surfaces_at_the_sync_point_naming_op_and_line():
             print(big)
         with pytest.raises(QuotaExceeded) as again:
             after.asnumpy()
-        assert again.value is e.value
+        assert str(again.value) == str(e.value)
         assert ok.asnumpy().tolist() == [1] * 10  # ops before the failure took effect
     finally:
         gradserve.set_current(None)
+
+
+def test_an_error_kept_for_dead_arrays_holds_no_frames_and_grows_no_traceback(mode):
+    """The error a dead array raises at each use is a fresh copy of one kept with no
+    traceback: the kept one held the frames that first raised it, and with them the batch's
+    uploads, for as long as the array lived (4 MB a failed notebook cell), and raising one
+    object again and again made its traceback longer at every use."""
+    import traceback
+
+    x = nd.arange(3)
+    nd.waitall()
+    held = mode.info()["bytes"]
+    for _ in range(3):  # a notebook cell that uploads 1 MB and fails, run three times
+        up = nd.array(np.ones(1 << 18, np.float32))
+        bad = x[nd.array([5], dtype="int64")] + up.sum()
+        with pytest.raises(IndexError, match="getitem"):
+            bad.asnumpy()
+        del up, bad
+        gc.collect()
+    nd.waitall()
+    assert mode.info()["bytes"] == held  # (in-process the batch's upload is the session's array)
+    assert all(e.__traceback__ is None for e in mode._dead.values())
+    bad = x[nd.array([5], dtype="int64")]
+    lengths = []
+    for _ in range(5):
+        try:
+            bad.asnumpy()
+        except IndexError as e:
+            assert "getitem" in str(e)
+            lengths.append(len(traceback.extract_tb(e.__traceback__)))
+    assert len(set(lengths)) == 1, lengths
 
 
 def test_sync_mode_raises_at_the_line():

@@ -72,9 +72,10 @@ def test_a_hybridized_step_carries_on_across_a_server_restart(tmp_path):
 
 
 def test_a_client_carries_on_after_giving_up_on_a_server_that_was_down(tmp_path):
-    """A batch sent while the server is down fails (ConnectionLost) and never ran. When the
-    server is back, the next batch is told it is out of order, and takes the lost batch's
-    seq instead: the session goes on, the lost batch's arrays raise its error."""
+    """A batch sent while the server is down fails (ConnectionLost), and the client cannot
+    tell whether it ran. It is kept, and sent again under its seq before the next batch when
+    the server is back: nothing the program did is lost (its arrays raised ChangeLost or
+    the lost batch's error for good), and what is queued meanwhile waits behind it."""
     from gradserve.transport import ConnectionLost
 
     with LiveServer(Settings(data_dir=tmp_path)) as first:
@@ -82,16 +83,21 @@ def test_a_client_carries_on_after_giving_up_on_a_server_that_was_down(tmp_path)
         client = gradserve.Client(gradserve.Http(url, retries=1))
         gradserve.set_current(client)
         x = nd.array([1.0, 2.0])
-        x.wait_to_read()
+        w = nd.zeros(2)
+        nd.waitall()
     try:
         lost = x * 10
+        w += 1
         with pytest.raises(ConnectionLost):
             lost.wait_to_read()
+        w += 1
+        with pytest.raises(ConnectionLost):  # still down: both wait
+            w.wait_to_read()
         with LiveServer(Settings(data_dir=tmp_path), port=port):
             assert (x + 1).asnumpy().tolist() == [2, 3]
+            assert lost.asnumpy().tolist() == [10, 20]
+            assert w.asnumpy().tolist() == [2, 2]  # each change once
             assert (x * 2).asnumpy().tolist() == [2, 4]
-            with pytest.raises(ConnectionLost):
-                lost.asnumpy()
     finally:
         gradserve.set_current(None)
 

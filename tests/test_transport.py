@@ -4,6 +4,9 @@ the queue's bounds, and retries over the keep-alive socket."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -376,31 +379,74 @@ def test_an_upload_larger_than_the_servers_request_limit_goes_in_pieces():
             client.close()
 
 
-def test_an_interrupt_while_waiting_for_a_reply_leaves_no_stale_reply_behind(live_server, monkeypatch):
-    """Ctrl-C while the client waits: the batch may have run (its seq stays taken), and its
-    reply, still on the way, must not be read as the next batch's: the connection is dropped.
-    The session goes on either way."""
+@pytest.mark.parametrize("where", ["waiting", "sending"])
+def test_an_interrupted_batch_is_sent_again_under_its_seq_and_runs_once(live_server, monkeypatch, where):
+    """Ctrl-C while the client sends a batch or waits for its reply: the batch may have run
+    or not. Its reply, still on the way, must not be read as the next batch's (the
+    connection is dropped); the batch is sent again under its seq before anything else, so
+    the server replays its reply if it ran and runs it if not: its arrays and its in-place
+    changes are there, applied once (they raised ChangeLost for good)."""
     from gradserve.transport import Conn
 
     client = gradserve.connect(live_server.url)
     try:
         x = nd.array([1.0, 2.0])
-        x.wait_to_read()
-        read_head = Conn._read_head
+        acc = nd.zeros(2)
+        nd.waitall()
+        name = "_read_head" if where == "waiting" else "_request"
+        real = getattr(Conn, name)
 
-        def interrupted(sock: Any) -> Any:
-            monkeypatch.setattr(Conn, "_read_head", staticmethod(read_head))  # once
+        def interrupted(*args: Any) -> Any:
+            monkeypatch.setattr(Conn, name, real)  # once
+            if where == "waiting":
+                monkeypatch.setattr(Conn, name, staticmethod(real))
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(Conn, "_read_head", staticmethod(interrupted))
+        monkeypatch.setattr(Conn, name, staticmethod(interrupted) if where == "waiting" else interrupted)
         y = x * 10
+        acc += x
         with pytest.raises(KeyboardInterrupt):
             y.wait_to_read()
         assert client.transport._conn.sock is None
         assert (x + 1).asnumpy().tolist() == [2, 3]  # not the interrupted batch's reply
-        assert (x * 3).asnumpy().tolist() == [3, 6]
-        with pytest.raises(MXNetError, match="KeyboardInterrupt"):
-            y.asnumpy()
+        assert y.asnumpy().tolist() == [10, 20]
+        assert acc.asnumpy().tolist() == [1, 2]  # once
+        acc += 1
+        assert acc.asnumpy().tolist() == [2, 3]
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_an_interrupted_batch_that_failed_fails_what_was_queued_after_it(live_server, monkeypatch):
+    """The batch sent again turns out to have failed (an op of it): its error is raised at
+    the next sync, naming that op, and what was queued after it does not run, as lines after
+    a line that raised (an in-place change there raises ChangeLost)."""
+    from gradserve.transport import Conn
+
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.array([1.0, 2.0])
+        w = nd.zeros(2)
+        nd.waitall()
+        real = Conn._read_head
+
+        def interrupted(sock: Any) -> Any:
+            monkeypatch.setattr(Conn, "_read_head", staticmethod(real))
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(Conn, "_read_head", staticmethod(interrupted))
+        bad = x[nd.array([5], dtype="int64")]
+        with pytest.raises(KeyboardInterrupt):
+            bad.wait_to_read()
+        w += 1  # queued after it
+        with pytest.raises(IndexError, match="getitem"):
+            w.wait_to_read()
+        with pytest.raises(IndexError):
+            bad.asnumpy()
+        with pytest.raises(gradserve.ChangeLost):
+            w.asnumpy()
+        assert (x * 2).asnumpy().tolist() == [2, 4]  # the session goes on
     finally:
         gradserve.set_current(None)
         client.close()
@@ -1423,3 +1469,131 @@ def test_a_batch_waits_out_a_restart_of_half_a_minute_but_opening_fails_fast(liv
         gradserve.Http(f"http://127.0.0.1:{port}")
     assert sum(slept) < 1
     t.close()
+
+
+FORK_SCRIPT = """
+import json, multiprocessing as mp, os, sys
+import gradserve
+from gradserve import nd
+
+a = nd.array([1.0, 2.0])
+a.wait_to_read()
+
+def work(k):
+    try:
+        return (nd.array([100.0 * k]) * 2).asnumpy().tolist()
+    except gradserve.SessionForked as e:
+        return "refused: " + str(e)
+
+with mp.get_context("fork").Pool(2) as pool:
+    print(json.dumps(pool.map(work, range(1, 5))))
+pid = os.fork()
+if pid == 0:  # a child that ends normally (its exit handlers run) without using gradserve
+    sys.exit(0)
+os.waitpid(pid, 0)
+if os.fork() == 0:  # a child that opens a session of its own
+    gradserve.connect()
+    print("child", (nd.array([3.0]) * 2).asnumpy().tolist(), flush=True)
+    sys.exit(0)
+os.wait()
+print("parent", (a * 5).asnumpy().tolist(), (a + 1).asnumpy().tolist())
+"""
+
+
+def test_a_forked_process_leaves_its_parents_session_alone(live_server, tmp_path):
+    """A process forked from one with a session on a server (multiprocessing's fork, os.fork)
+    shared its socket and seq: children read each other's replies (wrong values), the
+    parent's next batch was out of order for good, and a child that ended closed the parent's
+    session. A child now uses none of it: it is told to open a session of its own."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_SCRIPT)
+    env = {**os.environ, "GRADSERVE_URL": live_server.url}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    refusals = json.loads(lines[0])
+    assert len(refusals) == 4 and all(r.startswith("refused: this process was forked") for r in refusals), lines[0]
+    assert "gradserve.connect()" in refusals[0]
+    assert "child [6.0]" in lines
+    assert lines[-1] == "parent [5.0, 10.0] [2.0, 3.0]"
+
+
+class _Proxy:
+    """A TCP proxy on loopback whose connections open so far can be made to stop forwarding
+    (``blackhole``) while new ones still work: a connection whose far end went away unseen."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.dead: list[socket.socket] = []
+        self.live: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                a, _ = self.listener.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self.live += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        while True:
+            try:
+                data = src.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            if src in self.dead:
+                continue  # swallowed
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def blackhole(self) -> None:
+        self.dead += self.live
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.live:
+            s.close()
+
+
+def test_a_connection_that_went_silent_is_given_up_after_the_timeout_and_the_batch_sent_again(live_server):
+    """A kept-alive connection whose far end stopped answering (a laptop that slept, a
+    network that changed) held the next request for the whole timeout, 300 s, which nothing
+    let a user shorten. ``connect(timeout=)`` sets it; past it the batch goes again on a new
+    connection under its seq, and runs once. The socket asks the kernel to notice a dead
+    machine sooner (keepalive probes, a bound on unacknowledged bytes)."""
+    from gradserve.transport import KEEPALIVE_IDLE_S
+
+    proxy = _Proxy(live_server.port)
+    client = gradserve.connect(f"http://127.0.0.1:{proxy.port}", timeout=1.0)
+    try:
+        w = nd.zeros(2)
+        w.wait_to_read()
+        sock = client.transport._conn.sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+        proxy.blackhole()
+        w += 1
+        started = time.perf_counter()
+        assert w.asnumpy().tolist() == [1, 1]
+        assert 1.0 <= time.perf_counter() - started < 30
+        assert (w + 0).asnumpy().tolist() == [1, 1]  # once
+    finally:
+        gradserve.set_current(None)
+        client.close()
+        proxy.close()
