@@ -20,8 +20,9 @@ import numpy as _np
 from . import random
 from .engine import tape
 from .engine.errors import AutogradError, InvalidInput, ShapeError
+from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, REQUIRED, Op
-from .engine.session import INPLACE_IN_GRAPH
+from .engine.session import INPLACE_IN_GRAPH, check_optimizer_attrs
 from .ndarray import NDArray, array, context_of, invoke, write_into
 from .runtime import current
 from .state import flags
@@ -319,15 +320,29 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
-def _optimizer_step(
-    name: str, weight: NDArray, grad: NDArray, states: dict[str, NDArray], at: dict[str, Any], out: NDArray | None
-) -> NDArray:
-    """One of MXNet's optimizer updates: ``out`` (a copy of the weight unless it is the weight)
-    and the states changed in place, in one instruction."""
-    for a in (weight, grad, *states.values()):
+def _optimizer_step(name: str, args: dict[str, Any], states: tuple[str, ...], f32: tuple[str, ...] = ()) -> NDArray:
+    """One of MXNet's optimizer updates, from its function's arguments (``locals()``: weight,
+    grad, the ``states``, the hyperparameters, ``out``; the ``f32`` states float32, a
+    multi-precision update's): ``out`` (a copy of the weight unless it is the weight) and the
+    states changed in place, in one instruction. Hyperparameters are checked here, as the
+    command checks them, so a bad one is refused by the call."""
+    weight, grad, out = args["weight"], args["grad"], args["out"]
+    arrays = {"gradient": grad, **{k: args[k] for k in states}}
+    skip = ("weight", "grad", "out", "lazy_update", "kwargs", *states)
+    at = {k: v for k, v in args.items() if k not in skip and v is not REQUIRED}  # (ftml's t: no default)
+    at.update((k, v) for k, v in args.get("kwargs", {}).items() if k != "name")  # (unknown ones are refused)
+    for a in (weight, *arrays.values()):
         if not isinstance(a, NDArray):
             raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
         a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
+    check_optimizer_attrs(name, at)
+    for what, a in arrays.items():
+        want = "float32" if what in f32 else weight._spec.dtype
+        if a.shape != weight.shape or a._spec.dtype != want:
+            raise ShapeError(
+                f"{name}: {what} {a.shape} {a._spec.dtype} does not fit weight {weight.shape} {weight._spec.dtype}"
+                + (f" (a float32 {what} of its shape)" if what in f32 else "")
+            )
     from .autograd import _Scope
 
     with _Scope(False, None):  # (not recorded: out is the weight's copy, not a recorded one)
@@ -335,15 +350,10 @@ def _optimizer_step(
             out = weight.copy()
         elif out is not weight:
             out[:] = weight
-    for a in (out, *states.values()):
+    for a in (out, *arrays.values()):
         if flags.recording and tape.in_graph(a._node):
             raise AutogradError(INPLACE_IN_GRAPH)
-    for what, a in (("gradient", grad), *states.items()):
-        if a.shape != out.shape or a._spec.dtype != out._spec.dtype:
-            raise ShapeError(
-                f"{name}: {what} {a.shape} {a._spec.dtype} does not fit weight {out.shape} {out._spec.dtype}"
-            )
-    out._c.enqueue({"op": name, "in": [out._h, grad._h, *(a._h for a in states.values())], "at": at})
+    out._c.enqueue({"op": name, "in": [out._h, grad._h, *(args[k]._h for k in states)], "at": at})
     return out
 
 
@@ -362,8 +372,7 @@ def sgd_update(
 
     With ``out=weight`` (the usual call) the weight is updated in place in one
     pass over its memory."""
-    at = {"lr": lr, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}
-    return _optimizer_step("sgd_update", weight, grad, {}, at, out)
+    return _optimizer_step("sgd_update", locals(), ())
 
 
 def sgd_mom_update(
@@ -382,8 +391,96 @@ def sgd_mom_update(
     """MXNet's SGD step with momentum: ``mom = momentum * mom - lr * (clip(rescale_grad * grad)
     + wd * weight)``, then ``out = weight + mom``; ``mom`` is updated in place (``out=weight``:
     the weight too)."""
-    at = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient}
-    return _optimizer_step("sgd_mom_update", weight, grad, {"mom": mom}, at, out)
+    return _optimizer_step("sgd_mom_update", locals(), ("mom",))
+
+
+def mp_sgd_update(
+    weight: NDArray,
+    grad: NDArray,
+    weight32: NDArray,
+    lr: float,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    lazy_update: bool = True,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's multi-precision SGD step: ``sgd_update``'s step on ``weight32``, the float32
+    master copy of a (float16) weight, in place; ``out`` is ``weight32`` in the weight's dtype."""
+    return _optimizer_step("mp_sgd_update", locals(), ("weight32",), ("weight32",))
+
+
+def mp_sgd_mom_update(
+    weight: NDArray,
+    grad: NDArray,
+    mom: NDArray,
+    weight32: NDArray,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    lazy_update: bool = True,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's multi-precision SGD step with momentum: ``sgd_mom_update``'s step on
+    ``weight32``, the float32 master copy of a (float16) weight, and the float32 ``mom``, both
+    in place; ``out`` is ``weight32`` in the weight's dtype."""
+    return _optimizer_step("mp_sgd_mom_update", locals(), ("mom", "weight32"), ("mom", "weight32"))
+
+
+def nag_mom_update(
+    weight: NDArray,
+    grad: NDArray,
+    mom: NDArray,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's Nesterov momentum step: with ``step(w) = lr * (clip(rescale_grad * grad) + wd *
+    w)`` and ``mom = momentum * mom``, ``out = weight - mom + (momentum + 1) * (mom -
+    step(weight))``, then ``mom -= step(out)`` (the new weight's decay, as MXNet's with
+    ``out=weight``); ``mom`` in place."""
+    return _optimizer_step("nag_mom_update", locals(), ("mom",))
+
+
+def signsgd_update(
+    weight: NDArray,
+    grad: NDArray,
+    lr: float,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's SignSGD step: ``out = (1 - lr * wd) * weight - lr * sign(grad)`` (as in MXNet,
+    ``rescale_grad`` and ``clip_gradient`` change nothing)."""
+    return _optimizer_step("signsgd_update", locals(), ())
+
+
+def signum_update(
+    weight: NDArray,
+    grad: NDArray,
+    mom: NDArray,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    wd_lh: float = 0.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's Signum step: ``mom = momentum * mom - (1 - momentum) * (clip(rescale_grad *
+    grad) + wd * weight)`` in place, ``out = (1 - lr * wd_lh) * weight + lr * sign(mom)``."""
+    return _optimizer_step("signum_update", locals(), ("mom",))
 
 
 def adam_update(
@@ -406,16 +503,96 @@ def adam_update(
     their moving averages of g and g^2 (updated in place), ``out = weight - lr * mean /
     (sqrt(var) + epsilon)`` (``out=weight``: in place). As MXNet's, no bias correction: its
     Adam optimizer folds that into ``lr``."""
-    at = {
-        "lr": lr,
-        "beta1": beta1,
-        "beta2": beta2,
-        "epsilon": epsilon,
-        "wd": wd,
-        "rescale_grad": rescale_grad,
-        "clip_gradient": clip_gradient,
-    }
-    return _optimizer_step("adam_update", weight, grad, {"mean": mean, "var": var}, at, out)
+    return _optimizer_step("adam_update", locals(), ("mean", "var"))
+
+
+def rmsprop_update(
+    weight: NDArray,
+    grad: NDArray,
+    n: NDArray,
+    lr: float,
+    gamma1: float = 0.95,
+    epsilon: float = 1e-8,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    clip_weights: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's RMSProp step (Tieleman and Hinton): ``g = clip(rescale_grad * grad + wd *
+    weight)``, ``n`` its moving average of g^2 (``gamma1``, in place), ``out = clip(weight -
+    lr * g / sqrt(n + epsilon), clip_weights)`` (-1: not clipped)."""
+    return _optimizer_step("rmsprop_update", locals(), ("n",))
+
+
+def rmspropalex_update(
+    weight: NDArray,
+    grad: NDArray,
+    n: NDArray,
+    g: NDArray,
+    delta: NDArray,
+    lr: float,
+    gamma1: float = 0.95,
+    gamma2: float = 0.9,
+    epsilon: float = 1e-8,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    clip_weights: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's RMSProp step of Graves: with ``g1 = clip(rescale_grad * grad + wd * weight)``,
+    ``n`` and ``g`` its moving averages of g1^2 and g1 (``gamma1``), ``delta = gamma2 * delta
+    - lr * g1 / sqrt(n - g^2 + epsilon)``, all three in place; ``out = clip(weight + delta,
+    clip_weights)``."""
+    return _optimizer_step("rmspropalex_update", locals(), ("n", "g", "delta"))
+
+
+def ftrl_update(
+    weight: NDArray,
+    grad: NDArray,
+    z: NDArray,
+    n: NDArray,
+    lr: float,
+    lamda1: float = 0.01,
+    beta: float = 1.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's FTRL-Proximal step: with ``g = clip(rescale_grad * grad)``, ``z += g - (sqrt(n +
+    g^2) - sqrt(n)) * weight / lr`` and ``n += g^2`` in place, ``out = (sign(z) * lamda1 - z)
+    / ((beta + sqrt(n)) / lr + wd)`` where ``|z| > lamda1``, else 0."""
+    return _optimizer_step("ftrl_update", locals(), ("z", "n"))
+
+
+def ftml_update(
+    weight: NDArray,
+    grad: NDArray,
+    d: NDArray,
+    v: NDArray,
+    z: NDArray,
+    lr: float,
+    beta1: float = 0.6,
+    beta2: float = 0.999,
+    epsilon: float = FTML_EPSILON,
+    t: int = REQUIRED,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_grad: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's FTML step at update ``t`` (1 for the first): with ``g = clip(rescale_grad * grad +
+    wd * weight, clip_grad)``, ``v`` its moving average of g^2 (``beta2``), ``d_t = (1 -
+    beta1^t) / lr * (sqrt(v / (1 - beta2^t)) + epsilon)``, ``z = beta1 * z + (1 - beta1) * g -
+    (d_t - beta1 * d) * weight``, ``d = d_t`` (all in place), ``out = -z / d_t``. ``beta1`` and
+    ``beta2`` must lie in [0, 1]. ``epsilon``'s default is MXNet's, the float32 1e-8."""
+    return _optimizer_step("ftml_update", locals(), ("d", "v", "z"))
 
 
 def waitall() -> None:
@@ -440,6 +617,15 @@ __all__ = [
     "sgd_update",
     "sgd_mom_update",
     "adam_update",
+    "mp_sgd_update",
+    "mp_sgd_mom_update",
+    "nag_mom_update",
+    "signsgd_update",
+    "signum_update",
+    "rmsprop_update",
+    "rmspropalex_update",
+    "ftrl_update",
+    "ftml_update",
     "split",
     "topk",
     "waitall",

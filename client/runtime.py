@@ -707,6 +707,15 @@ _IN_PLACE = {  # instructions that write some of their inputs: which
     "sgd_update": (0,),
     "sgd_mom_update": (0, 2),  # the weight and its momentum
     "adam_update": (0, 2, 3),  # the weight, its mean and its variance
+    "mp_sgd_update": (0, 2),  # the weight and its float32 copy
+    "mp_sgd_mom_update": (0, 2, 3),  # the weight, its momentum and its float32 copy
+    "nag_mom_update": (0, 2),
+    "signsgd_update": (0,),
+    "signum_update": (0, 2),
+    "rmsprop_update": (0, 2),
+    "rmspropalex_update": (0, 2, 3, 4),
+    "ftrl_update": (0, 2, 3),
+    "ftml_update": (0, 2, 3, 4),
 }
 _PART_WAY = frozenset({"backward", "call"})  # instructions whose failure may leave part of their work done
 

@@ -7,6 +7,7 @@ the numpy lines run. Both give the same results (tests/test_kernels.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,20 +33,57 @@ def scatter_add_rows_numpy(out: np.ndarray, idx: np.ndarray, g: np.ndarray) -> N
     np.add.at(out, idx, g)
 
 
+def _clip(x: Any, bound: float) -> Any:
+    """x clipped to [-bound, bound] where bound >= 0 (MXNet's clip_gradient and clip_weights:
+    -1 is off, 0 clips to 0)."""
+    return np.clip(x, -bound, bound) if bound >= 0 else x
+
+
+def typed(x: float, dtype: np.dtype) -> Any:
+    """A hyperparameter as MXNet's optimizer ops take it: a float32 (their parameters' type),
+    then the weight's dtype."""
+    return dtype.type(np.float32(x))
+
+
+def _hyper(dtype: np.dtype) -> Callable[[float], Any]:
+    """``typed`` for one dtype."""
+    return lambda x: typed(x, dtype)
+
+
+def _rescaled(g: np.ndarray, rescale: float, clip: float) -> np.ndarray:
+    """clip(rescale * g), in the gradient's dtype (the gradient the optimizers read)."""
+    return _clip(g * typed(rescale, g.dtype) if rescale != 1.0 else g, typed(clip, g.dtype))
+
+
 def _sgd_step(w: np.ndarray, g: np.ndarray, wd: float, rescale: float, clip: float) -> np.ndarray:
-    """clip(rescale * g) + wd * w, in the weight's dtype (MXNet's SGD gradient: -1 is no clip,
-    0 clips to 0)."""
-    step = g * w.dtype.type(rescale) if rescale != 1.0 else g
-    if clip >= 0:
-        step = np.clip(step, -clip, clip)
-    if wd != 0.0:
-        step = step + w.dtype.type(wd) * w
-    return step
+    """clip(rescale * g) + wd * w, in the weight's dtype (MXNet's SGD gradient: the decay
+    after the clip; at wd 0 too, as MXNet's, a NaN weight makes a NaN step)."""
+    return _rescaled(g, rescale, clip) + typed(wd, w.dtype) * w
+
+
+def _decayed_step(w: np.ndarray, g: np.ndarray, wd: float, rescale: float, clip: float) -> np.ndarray:
+    """clip(rescale * g + wd * w), in the weight's dtype (the gradient of MXNet's Adam, RMSProp
+    and FTML: the decay before the clip)."""
+    return _rescaled(g * typed(rescale, w.dtype) + typed(wd, w.dtype) * w, 1.0, clip)
+
+
+def _sign(x: np.ndarray) -> np.ndarray:
+    """1, -1 or 0 in x's dtype, as MXNet's (x > 0) - (x < 0): NaN gives 0 (numpy's sign, NaN)."""
+    return np.subtract(x > 0, x < 0, dtype=x.dtype)
+
+
+def _moving_average(avg: np.ndarray, x: np.ndarray, decay: float, times: np.ndarray | None = None) -> None:
+    """avg = decay * avg + (1 - decay) * x, in place; with ``times``, x * times as MXNet's
+    ``(1 - decay) * x * times`` rounds it."""
+    t = _hyper(avg.dtype)
+    avg *= t(decay)
+    part = (t(1) - t(decay)) * x
+    avg += part if times is None else part * times
 
 
 def sgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
     """w -= lr * (clip(rescale * g) + wd * w), in place."""
-    w -= w.dtype.type(lr) * _sgd_step(w, g, wd, rescale, clip)
+    w -= typed(lr, w.dtype) * _sgd_step(w, g, wd, rescale, clip)
 
 
 def sgd_mom_update_numpy(
@@ -53,11 +91,184 @@ def sgd_mom_update_numpy(
 ) -> None:
     """mom = momentum * mom - lr * (clip(rescale * g) + wd * w); w += mom, in place (MXNet's
     sgd_mom_update, in the weight's dtype)."""
-    t = w.dtype.type
+    t = _hyper(w.dtype)
     step = _sgd_step(w, g, wd, rescale, clip)
     mom *= t(momentum)
     mom -= t(lr) * step
     w += mom
+
+
+def mp_sgd_update_numpy(
+    w: np.ndarray, g: np.ndarray, w32: np.ndarray, lr: float, wd: float, rescale: float, clip: float
+) -> None:
+    """MXNet's mp_sgd_update: sgd_update's step on the float32 master copy w32 (the gradient
+    read in float32), then w = w32 in the weight's dtype; all in place."""
+    sgd_update_numpy(w32, g.astype(np.float32), lr, wd, rescale, clip)
+    w[...] = w32
+
+
+def mp_sgd_mom_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mom: np.ndarray,
+    w32: np.ndarray,
+    lr: float,
+    momentum: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's mp_sgd_mom_update: sgd_mom_update's step on the float32 master copy w32 and
+    the float32 momentum, then w = w32 in the weight's dtype; all in place."""
+    sgd_mom_update_numpy(w32, g.astype(np.float32), mom, lr, momentum, wd, rescale, clip)
+    w[...] = w32
+
+
+def nag_mom_update_numpy(
+    w: np.ndarray, g: np.ndarray, mom: np.ndarray, lr: float, momentum: float, wd: float, rescale: float, clip: float
+) -> None:
+    """MXNet's nag_mom_update (Nesterov momentum), in place, in the weight's dtype: with
+    step(w) = lr * (clip(rescale * g) + wd * w) and mom = momentum * mom,
+    w = w - mom + (momentum + 1) * (mom - step(w)), then mom -= step(w) of the new w (MXNet's
+    kernel reads the weight after writing its output, which is the weight with out=weight)."""
+    t = _hyper(w.dtype)
+    mom *= t(momentum)
+    w[...] = w - mom + (t(momentum) + t(1)) * (mom - t(lr) * _sgd_step(w, g, wd, rescale, clip))
+    mom -= t(lr) * _sgd_step(w, g, wd, rescale, clip)
+
+
+def rmsprop_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    n: np.ndarray,
+    lr: float,
+    gamma1: float,
+    epsilon: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+    clip_weights: float,
+) -> None:
+    """MXNet's rmsprop_update (Tieleman and Hinton), in place, in the weight's dtype: with
+    g' = clip(rescale * g + wd * w), n the moving average of g'^2 (gamma1),
+    w = clip_weights(w - lr * g' / sqrt(n + epsilon))."""
+    t = _hyper(w.dtype)
+    step = _decayed_step(w, g, wd, rescale, clip)
+    _moving_average(n, np.square(step), gamma1)
+    w[...] = _clip(w - t(lr) * (step / np.sqrt(n + t(epsilon))), clip_weights)
+
+
+def rmspropalex_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    n: np.ndarray,
+    gs: np.ndarray,
+    delta: np.ndarray,
+    lr: float,
+    gamma1: float,
+    gamma2: float,
+    epsilon: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+    clip_weights: float,
+) -> None:
+    """MXNet's rmspropalex_update (Graves' RMSProp), in place, in the weight's dtype: with
+    g' = clip(rescale * g + wd * w), n and gs the moving averages of g'^2 and g' (gamma1),
+    delta = gamma2 * delta - lr * g' / sqrt(n - gs^2 + epsilon), w = clip_weights(w + delta)."""
+    t = _hyper(w.dtype)
+    step = _decayed_step(w, g, wd, rescale, clip)
+    _moving_average(n, step, gamma1, step)
+    _moving_average(gs, step, gamma1)
+    delta *= t(gamma2)
+    delta -= t(lr) * step / np.sqrt(n - np.square(gs) + t(epsilon))
+    w[...] = _clip(w + delta, clip_weights)
+
+
+def signsgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:
+    """MXNet's signsgd_update, in place: w = (1 - lr * wd) * w - lr * sign(g) (as in MXNet,
+    rescale and clip change nothing: the sign is the gradient's)."""
+    t = _hyper(w.dtype)
+    w *= t(1) - t(lr) * t(wd)
+    w -= t(lr) * _sign(g)
+
+
+def signum_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mom: np.ndarray,
+    lr: float,
+    momentum: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+    wd_lh: float,
+) -> None:
+    """MXNet's signum_update, in place, in the weight's dtype: mom the moving average of
+    -(clip(rescale * g) + wd * w) (momentum), w = (1 - lr * wd_lh) * w + lr * sign(mom)."""
+    t = _hyper(w.dtype)
+    k = t(1) - t(momentum)
+    mom *= t(momentum)
+    mom -= k * t(wd) * w
+    mom -= k * _rescaled(g, rescale, clip) if clip >= 0 else k * t(rescale) * g
+    w *= t(1) - t(lr) * t(wd_lh)
+    w += t(lr) * _sign(mom)
+
+
+def ftrl_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    z: np.ndarray,
+    n: np.ndarray,
+    lr: float,
+    lamda1: float,
+    beta: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's ftrl_update (FTRL-Proximal), in place, in the weight's dtype: with
+    g' = clip(rescale * g), z += g' - (sqrt(n + g'^2) - sqrt(n)) * w / lr, n += g'^2,
+    w = (sign(z) * lamda1 - z) / ((beta + sqrt(n)) / lr + wd) where |z| > lamda1, else 0."""
+    t = _hyper(w.dtype)
+    step = _rescaled(g, rescale, clip)
+    z += step - (np.sqrt(n + np.square(step)) - np.sqrt(n)) * w / t(lr)
+    n += np.square(step)
+    w[...] = (_sign(z) * t(lamda1) - z) / ((t(beta) + np.sqrt(n)) / t(lr) + t(wd)) * (np.abs(z) > t(lamda1))
+
+
+FTML_EPSILON = float(np.float32(1e-8))
+"""ftml_update's default epsilon: MXNet declares it a double, with the float32 1e-8 as its default."""
+
+
+def ftml_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    d: np.ndarray,
+    v: np.ndarray,
+    z: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+    t: int,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's ftml_update (Follow the Moving Leader) at step t, in place, in the weight's
+    dtype: with g' = clip(rescale * g + wd * w), v the moving average of g'^2 (beta2),
+    d_t = (1 - beta1^t) / lr * (sqrt(v / (1 - beta2^t)) + epsilon),
+    z = beta1 * z + (1 - beta1) * g' - (d_t - beta1 * d) * w, d = d_t, w = -z / d_t."""
+    f = _hyper(w.dtype)
+    step = _decayed_step(w, g, wd, rescale, clip)
+    _moving_average(v, np.square(step), beta2)
+    n = w.dtype.type(t)  # (epsilon is a double in MXNet's FTML, t an int: both straight to the dtype)
+    d_t = (f(1) - f(beta1) ** n) / f(lr) * (np.sqrt(v / (f(1) - f(beta2) ** n)) + w.dtype.type(epsilon))
+    _moving_average(z, step, beta1)
+    z -= (d_t - f(beta1) * d) * w
+    d[...] = d_t
+    w[...] = -z / d_t
 
 
 def adam_update_numpy(
@@ -77,16 +288,10 @@ def adam_update_numpy(
     (the decay before the clip, as MXNet's), mean and var their moving averages of g' and
     g'^2, w -= lr * mean / (sqrt(var) + epsilon). No bias correction: MXNet's optimizer
     folds it into lr."""
-    t = w.dtype.type
-    step = g * t(rescale) if rescale != 1.0 else g
-    if wd != 0.0:
-        step = step + t(wd) * w
-    if clip >= 0:
-        step = np.clip(step, -clip, clip)
-    mean *= t(beta1)
-    mean += (t(1) - t(beta1)) * step
-    var *= t(beta2)
-    var += (t(1) - t(beta2)) * np.square(step)
+    t = _hyper(w.dtype)
+    step = _decayed_step(w, g, wd, rescale, clip)
+    _moving_average(mean, step, beta1)
+    _moving_average(var, step, beta2, step)
     w -= t(lr) * mean / (np.sqrt(var) + t(epsilon))
 
 
@@ -222,7 +427,7 @@ def sgd_update(
 ) -> None:
     """One SGD step on ``w`` in place, one pass over memory when compiled."""
     if _compiled_pair(w, g):
-        t = w.dtype.type
+        t = _hyper(w.dtype)
         _sgd(w.reshape(-1), g.reshape(-1), t(lr), t(wd), t(rescale), t(clip))
         return
     sgd_update_numpy(w, g, lr, wd, rescale, clip)

@@ -170,6 +170,8 @@ thread that runs the rest does it. (At 1 MiB, a training step whose weights' upd
 
 _SIZED_COMMANDS = frozenset(
     {"attach_grad", "read", "update", "setitem", "sgd_update", "sgd_mom_update", "adam_update", "alias"}
+    | {"mp_sgd_update", "mp_sgd_mom_update", "nag_mom_update", "signsgd_update", "signum_update"}
+    | {"rmsprop_update", "rmspropalex_update", "ftrl_update", "ftml_update"}
 )
 """Commands whose work grows with their inputs' size (a slice leaves large ones to the thread)."""
 
@@ -1523,9 +1525,13 @@ def _sgd_update(s: Session, ins: dict, values: list) -> None:
     kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
 
 
-def _updated_in_place(s: Session, ins: dict, name: str, names: tuple[str, ...]) -> list[np.ndarray]:
+def _updated_in_place(
+    s: Session, ins: dict, name: str, names: tuple[str, ...], f32: tuple[str, ...] = ()
+) -> list[np.ndarray]:
     """The arrays of an optimizer update (weight, gradient, states): one shape and float
-    dtype; the weight and the states are changed in place, so none may be in a recorded graph."""
+    dtype, but the states named in ``f32``, float32 (a multi-precision update's master copy
+    and momentum); the weight and the states are changed in place, so none may be in a
+    recorded graph."""
     hs = list(ins.get("in", ()))
     if len(hs) != len(names):
         raise InvalidInput(f"{name} takes {', '.join(names)}")
@@ -1534,8 +1540,11 @@ def _updated_in_place(s: Session, ins: dict, name: str, names: tuple[str, ...]) 
     if w.dtype.kind != "f":
         raise DTypeError(f"{name}: the weight must be a float array, got {w.dtype}")
     for n, x in zip(names[1:], xs[1:]):
-        if x.shape != w.shape or x.dtype != w.dtype:
-            raise ShapeError(f"{name}: {n} {x.shape} {x.dtype} does not fit weight {w.shape} {w.dtype}")
+        if x.shape != w.shape or x.dtype != (np.float32 if n in f32 else w.dtype):
+            raise ShapeError(
+                f"{name}: {n} {x.shape} {x.dtype} does not fit weight {w.shape} {w.dtype}"
+                + (f" (a float32 {n} of its shape)" if n in f32 else "")
+            )
     if ins.get("mode", 0) & RECORDING:
         for i, h in enumerate(hs):
             if i != 1 and tape.in_graph(s.nodes.get(h)):
@@ -1547,22 +1556,98 @@ def _updated_in_place(s: Session, ins: dict, name: str, names: tuple[str, ...]) 
     return xs
 
 
+_UNIT_ATTRS: dict[str, tuple[str, ...]] = {}
+
+
+def _check_unit(name: str, at: dict[str, Any]) -> None:
+    for k in _UNIT_ATTRS.get(name, ()):
+        if not 0.0 <= at[k] <= 1.0:
+            raise InvalidInput(f"{name}: {k} must be in [0, 1], got {at[k]!r}")
+
+
+def check_optimizer_attrs(name: str, given: dict[str, Any]) -> None:
+    """Refuse an optimizer update's attributes as its command would (InvalidInput): the
+    client checks them when it queues the update, so the error comes from the call."""
+    _check_unit(name, PARSED_COMMANDS[name][1](given))
+
+
+def _optimizer(
+    name: str,
+    states: tuple[str, ...],
+    attrs: tuple[Attr, ...],
+    doc: str,
+    kernel: Callable[..., None],
+    f32: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+) -> None:
+    """Register one of MXNet's optimizer updates as a command: ``in`` the weight, the gradient
+    and ``states``; ``kernel`` takes those arrays, then the attributes in their declared
+    order, and changes the weight and the states in place. The attributes named in ``unit``
+    must lie in [0, 1] (where MXNet's op refuses others)."""
+
+    def run(s: Session, ins: dict, values: list) -> None:
+        xs = _updated_in_place(s, ins, name, ("weight", "grad", *states), f32)
+        at = ins["at"]
+        _check_unit(name, at)
+        kernel(*xs, *(at[a.name] for a in attrs))
+
+    _UNIT_ATTRS[name] = unit
+    command(name, " ".join(("weight", "grad", *states)), attrs, doc)(run)
+
+
 MOMENTUM = (*SGD[:1], Attr("momentum", "float", 0.0), *SGD[1:])
-
-
-@command(
+_SGD_MOM = "mom = momentum * mom - lr * (clip(rescale_grad * grad) + wd * weight); weight += mom"
+_optimizer(
     "sgd_mom_update",
-    "weight grad mom",
+    ("mom",),
     MOMENTUM,
-    "mom = momentum * mom - lr * (clip(rescale_grad * grad) + wd * weight); weight += mom, both in place "
-    "(MXNet's sgd_mom_update).",
+    f"{_SGD_MOM}, both in place (MXNet's sgd_mom_update).",
+    kernels.sgd_mom_update_numpy,
 )
-def _sgd_mom_update(s: Session, ins: dict, values: list) -> None:
-    w, g, mom = _updated_in_place(s, ins, "sgd_mom_update", ("weight", "grad", "mom"))
-    at = ins["at"]
-    kernels.sgd_mom_update_numpy(w, g, mom, at["lr"], at["momentum"], at["wd"], at["rescale_grad"], at["clip_gradient"])
-
-
+_optimizer(
+    "mp_sgd_update",
+    ("weight32",),
+    SGD,
+    "weight32 -= lr * (clip(rescale_grad * grad) + wd * weight32); weight = weight32 in its dtype, both in "
+    "place (MXNet's mp_sgd_update: a float16 weight with its float32 master copy weight32).",
+    kernels.mp_sgd_update_numpy,
+    f32=("weight32",),
+)
+_optimizer(
+    "mp_sgd_mom_update",
+    ("mom", "weight32"),
+    MOMENTUM,
+    f"{_SGD_MOM.replace('weight', 'weight32')}; weight = weight32 in its dtype, all in place (MXNet's "
+    "mp_sgd_mom_update: a float16 weight with a float32 master copy weight32 and a float32 mom).",
+    kernels.mp_sgd_mom_update_numpy,
+    f32=("mom", "weight32"),
+)
+_optimizer(
+    "nag_mom_update",
+    ("mom",),
+    MOMENTUM,
+    "With step(w) = lr * (clip(rescale_grad * grad) + wd * w) and mom = momentum * mom: weight = weight - mom "
+    "+ (momentum + 1) * (mom - step(weight)), then mom -= step of the new weight; both in place (MXNet's "
+    "nag_mom_update with out=weight).",
+    kernels.nag_mom_update_numpy,
+)
+_optimizer(
+    "signsgd_update",
+    (),
+    SGD,
+    "weight = (1 - lr * wd) * weight - lr * sign(grad), in place (MXNet's signsgd_update: rescale_grad and "
+    "clip_gradient change nothing).",
+    kernels.signsgd_update_numpy,
+)
+_optimizer(
+    "signum_update",
+    ("mom",),
+    (*MOMENTUM, Attr("wd_lh", "float", 0.0)),
+    "mom = momentum * mom - (1 - momentum) * (clip(rescale_grad * grad) + wd * weight); weight = (1 - lr * "
+    "wd_lh) * weight + lr * sign(mom); both in place (MXNet's signum_update).",
+    kernels.signum_update_numpy,
+)
+_DECAYED = "g = clip(rescale_grad * grad + wd * weight)"
 ADAM = (
     *SGD[:1],
     Attr("beta1", "float", 0.9),
@@ -1570,31 +1655,60 @@ ADAM = (
     Attr("epsilon", "float", 1e-8),
     *SGD[1:],
 )
-
-
-@command(
+_optimizer(
     "adam_update",
-    "weight grad mean var",
+    ("mean", "var"),
     ADAM,
-    "g = clip(rescale_grad * grad + wd * weight); mean and var the moving averages of g and g^2 (beta1, "
-    "beta2); weight -= lr * mean / (sqrt(var) + epsilon); all in place (MXNet's adam_update).",
+    f"{_DECAYED}; mean and var the moving averages of g and g^2 (beta1, beta2); weight -= lr * mean / "
+    "(sqrt(var) + epsilon); all in place (MXNet's adam_update).",
+    kernels.adam_update_numpy,
 )
-def _adam_update(s: Session, ins: dict, values: list) -> None:
-    w, g, mean, var = _updated_in_place(s, ins, "adam_update", ("weight", "grad", "mean", "var"))
-    at = ins["at"]
-    kernels.adam_update_numpy(
-        w,
-        g,
-        mean,
-        var,
-        at["lr"],
-        at["beta1"],
-        at["beta2"],
-        at["epsilon"],
-        at["wd"],
-        at["rescale_grad"],
-        at["clip_gradient"],
-    )
+CLIP_WEIGHTS = Attr("clip_weights", "float", -1.0)
+RMSPROP = (*SGD[:1], Attr("gamma1", "float", 0.95), Attr("epsilon", "float", 1e-8), *SGD[1:], CLIP_WEIGHTS)
+_optimizer(
+    "rmsprop_update",
+    ("n",),
+    RMSPROP,
+    f"{_DECAYED}; n the moving average of g^2 (gamma1); weight = clip(weight - lr * g / sqrt(n + epsilon), "
+    "clip_weights); both in place (MXNet's rmsprop_update).",
+    kernels.rmsprop_update_numpy,
+)
+_optimizer(
+    "rmspropalex_update",
+    ("n", "g", "delta"),
+    (*RMSPROP[:2], Attr("gamma2", "float", 0.9), *RMSPROP[2:]),
+    f"{_DECAYED.replace('g =', 'g1 =')}; n and g the moving averages of g1^2 and g1 (gamma1); delta = gamma2 * "
+    "delta - lr * g1 / sqrt(n - g^2 + epsilon); weight = clip(weight + delta, clip_weights); all in place "
+    "(MXNet's rmspropalex_update).",
+    kernels.rmspropalex_update_numpy,
+)
+_optimizer(
+    "ftrl_update",
+    ("z", "n"),
+    (*SGD[:1], Attr("lamda1", "float", 0.01), Attr("beta", "float", 1.0), *SGD[1:]),
+    "g = clip(rescale_grad * grad); z += g - (sqrt(n + g^2) - sqrt(n)) * weight / lr; n += g^2; weight = "
+    "(sign(z) * lamda1 - z) / ((beta + sqrt(n)) / lr + wd) where |z| > lamda1, else 0; all in place (MXNet's "
+    "ftrl_update).",
+    kernels.ftrl_update_numpy,
+)
+_optimizer(
+    "ftml_update",
+    ("d", "v", "z"),
+    (
+        *SGD[:1],
+        Attr("beta1", "float", 0.6),
+        Attr("beta2", "float", 0.999),
+        Attr("epsilon", "float", kernels.FTML_EPSILON),
+        Attr("t", "int", REQUIRED),
+        *SGD[1:3],
+        Attr("clip_grad", "float", -1.0),
+    ),
+    f"{_DECAYED.replace('clip_gradient', 'clip_grad')}; v the moving average of g^2 (beta2); d_t = (1 - "
+    "beta1^t) / lr * (sqrt(v / (1 - beta2^t)) + epsilon); z = beta1 * z + (1 - beta1) * g - (d_t - beta1 * d) * "
+    "weight; d = d_t; weight = -z / d_t; all in place (MXNet's ftml_update at step t; beta1 and beta2 in [0, 1]).",
+    kernels.ftml_update_numpy,
+    unit=("beta1", "beta2"),
+)
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

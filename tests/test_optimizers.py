@@ -1,0 +1,419 @@
+"""MXNet 1.9.1's optimizer updates beyond SGD and Adam: nag_mom_update, rmsprop_update,
+rmspropalex_update, signsgd_update, signum_update, ftrl_update, ftml_update and the
+multi-precision mp_sgd_update and mp_sgd_mom_update. The expected values were computed
+with MXNet 1.9.1 (written here; the tests do not need it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradserve
+from gradserve import MXNetError, autograd, nd
+
+WEIGHT = [1.0, -2.0, 3.0, 0.5, -0.25, 0.0]
+GRADS = [
+    [0.5, 4.0, -6.0, 0.0, 1.5, -0.3],
+    [-1.0, 2.5, 0.25, -3.0, 0.7, 2.0],
+    [2.0, -0.5, 1.0, 0.125, -2.5, 0.0],
+]
+STATES = {  # each update's states (in MXNet's order) and their starting values
+    "nag_mom_update": {"mom": [0.1, 0.2, -0.3, 0.0, 0.05, -0.1]},
+    "rmsprop_update": {"n": [0.01, 0.5, 0.2, 0.0, 1.0, 0.3]},
+    "rmspropalex_update": {
+        "n": [0.5, 0.6, 0.7, 0.8, 1.0, 0.3],
+        "g": [0.1, -0.2, 0.3, 0.0, 0.2, -0.1],
+        "delta": [0.01, 0.02, -0.03, 0.0, 0.1, 0.0],
+    },
+    "signsgd_update": {},
+    "signum_update": {"mom": [0.1, -0.2, 0.3, 0.0, 0.0, -0.1]},
+    "ftrl_update": {"z": [0.1, -0.2, 0.3, 0.0, 0.5, -0.1], "n": [0.01, 0.5, 0.2, 0.0, 1.0, 0.3]},
+    "ftml_update": {
+        "d": [0.1, 0.2, 0.3, 0.0, 0.5, 0.1],
+        "v": [0.01, 0.5, 0.2, 0.0, 1.0, 0.3],
+        "z": [0.1, -0.2, 0.3, 0.0, 0.5, -0.1],
+    },
+    "mp_sgd_update": {"weight32": WEIGHT},
+    "mp_sgd_mom_update": {"mom": [0.1, 0.2, -0.3, 0.0, 0.05, -0.1], "weight32": WEIGHT},
+}
+FLOAT32_STATES = {"weight32", "mom"}  # a multi-precision update's (its weight is float16)
+
+# (op, arguments, the weight and states after the first step, after the third), from MXNet 1.9.1
+MXNET = [
+    (
+        "nag_mom_update",
+        {"lr": 0.1, "momentum": 0.9, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0},
+        {
+            "weight": [1.0316, -2.0242002, 2.9413, 0.49905, -0.35152498, -0.052499987],
+            "mom": [0.06396839, 0.08202419, -0.1729413, -0.00049905, -0.02964848, -0.0749475],
+        },
+        {
+            "weight": [1.070399, -2.111809, 2.5331683, 0.75459504, -0.30013996, -0.437923],
+            "mom": [-0.0053148195, 0.0054809228, -0.2063603, 0.08197225, 0.045182116, -0.14999674],
+        },
+    ),
+    (
+        "nag_mom_update",
+        {"lr": 0.05, "momentum": 0.5, "wd": 0.1, "clip_gradient": 0.0},
+        {
+            "weight": [1.0175, -1.935, 2.9025002, 0.49625, -0.235625, -0.025000002],
+            "mom": [0.044912502, 0.109675005, -0.16451252, -0.00248125, 0.026178125, -0.049875002],
+        },
+        {
+            "weight": [1.0177765, -1.862795, 2.7941928, 0.48729345, -0.22205202, -0.043189414],
+            "mom": [0.0035865009, 0.041465398, -0.062198102, -0.004286549, 0.0082230745, -0.012159601],
+        },
+    ),
+    (
+        "rmsprop_update",
+        {
+            "lr": 0.1,
+            "gamma1": 0.8,
+            "epsilon": 0.001,
+            "wd": 0.01,
+            "rescale_grad": 0.5,
+            "clip_gradient": 1.0,
+            "clip_weights": 2.5,
+        },
+        {
+            "weight": [0.82674366, -2.128992, 2.5, 0.484228, -0.3282411, 0.0302737],
+            "n": [0.02152, 0.6, 0.36, 4.9999994e-06, 0.9117513, 0.24450001],
+        },
+        {
+            "weight": [0.8186904, -2.2137513, 2.3748848, 0.6899886, -0.2566166, -0.12828839],
+            "n": [0.25246093, 0.5588515, 0.28906688, 0.16097125, 0.80275494, 0.31648034],
+        },
+    ),
+    (
+        "rmsprop_update",
+        {"lr": 0.01, "clip_gradient": 0.0, "wd": 0.2},
+        {"weight": [1.0, -2.0, 3.0, 0.5, -0.25, 0.0], "n": [0.0095, 0.475, 0.19, 0.0, 0.95, 0.285]},
+        {
+            "weight": [1.0, -2.0, 3.0, 0.5, -0.25, 0.0],
+            "n": [0.00857375, 0.42868748, 0.171475, 0.0, 0.85737497, 0.2572125],
+        },
+    ),
+    (
+        "rmspropalex_update",
+        {
+            "lr": 0.1,
+            "gamma1": 0.8,
+            "gamma2": 0.7,
+            "epsilon": 0.001,
+            "wd": 0.01,
+            "rescale_grad": 0.5,
+            "clip_gradient": 1.0,
+            "clip_weights": 2.5,
+        },
+        {
+            "weight": [0.9657403, -2.1073213, 2.5, 0.4993755, -0.26270095, 0.031048516],
+            "n": [0.41352, 0.68, 0.76, 0.64000505, 0.9117513, 0.24450001],
+            "g": [0.132, 0.039999977, 0.04000002, 0.0009999999, 0.3095, -0.11000001],
+            "delta": [-0.03425965, -0.10732136, 0.09375318, -0.00062451034, -0.012700953, 0.031048516],
+        },
+        {
+            "weight": [0.91304946, -2.4040887, 2.4598422, 0.6965455, -0.23910038, -0.20612489],
+            "n": [0.50312257, 0.6101088, 0.54512495, 0.5705474, 0.8028277, 0.31648025],
+            "g": [0.20602518, 0.13099451, 0.1546, -0.14561838, 0.053659707, 0.08938283],
+            "delta": [-0.108269185, -0.10135908, -0.040157825, 0.07573958, 0.07544564, -0.09754483],
+        },
+    ),
+    (
+        "rmspropalex_update",
+        {"lr": 0.01, "clip_gradient": 0.0, "wd": 0.2, "epsilon": 0.5},
+        {
+            "weight": [1.009, -1.982, 2.973, 0.5, -0.16, 0.0],
+            "n": [0.475, 0.57, 0.66499996, 0.76, 0.95, 0.285],
+            "g": [0.095, -0.19, 0.285, 0.0, 0.19, -0.095],
+            "delta": [0.009, 0.018, -0.026999999, 0.0, 0.089999996, 0.0],
+        },
+        {
+            "weight": [1.02439, -1.95122, 2.92683, 0.5, -0.006100014, 0.0],
+            "n": [0.42868748, 0.514425, 0.60016245, 0.6859, 0.85737497, 0.2572125],
+            "g": [0.0857375, -0.171475, 0.2572125, 0.0, 0.171475, -0.0857375],
+            "delta": [0.007289999, 0.014579998, -0.021869997, 0.0, 0.07289999, 0.0],
+        },
+    ),
+    (
+        "signsgd_update",
+        {"lr": 0.1, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0},
+        {"weight": [0.899, -2.098, 3.097, 0.4995, -0.34975, 0.1]},
+        {"weight": [0.8971029, -2.0937061, 2.8909092, 0.49840155, -0.34895086, -9.990169e-05]},
+    ),
+    (
+        "signsgd_update",
+        {"lr": 0.5, "wd": 0.3, "rescale_grad": -2.0, "clip_gradient": 0.0},
+        {"weight": [0.35000002, -2.2, 3.0500002, 0.425, -0.7125, 0.5]},
+        {"weight": [0.17787504, -1.5145001, 1.2786252, 0.23206258, -0.4397812, -0.06374999]},
+    ),
+    (
+        "signum_update",
+        {"lr": 0.1, "momentum": 0.9, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0, "wd_lh": 0.05},
+        {
+            "weight": [1.095, -2.09, 3.085, 0.3975, -0.34875, -0.1],
+            "mom": [0.06399999, -0.278, 0.36700004, -0.0005000001, -0.07475002, -0.07499999],
+        },
+        {
+            "weight": [1.0835774, -2.2686522, 3.253727, 0.593035, -0.34477124, -0.2985025],
+            "mom": [-0.005335048, -0.28611943, 0.23007393, 0.08249175, 0.0087133795, -0.1504605],
+        },
+    ),
+    (
+        "signum_update",
+        {"lr": 0.5, "momentum": 0.5, "wd": 0.3, "clip_gradient": 0.0},
+        {"weight": [0.5, -1.5, 2.5, 0.0, 0.25, -0.5], "mom": [-0.10000001, 0.20000002, -0.3, -0.075, 0.0375, -0.05]},
+        {
+            "weight": [-0.5, -0.5, 1.5, 0.0, 0.25, 0.5],
+            "mom": [-0.0625, 0.3125, -0.5625, 0.056250002, 0.028125001, 0.025000002],
+        },
+    ),
+    (
+        "ftrl_update",
+        {"lr": 0.1, "lamda1": 0.05, "beta": 0.5, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0},
+        {
+            "weight": [0.16781156, -0.6433607, 1.2588562, 0.0, -0.10422616, 0.018710984],
+            "z": [-1.3425823, 11.152763, -20.146948, 0.0, 1.875, -0.25],
+            "n": [0.0725, 1.5, 1.2, 0.0, 1.5625, 0.32250002],
+        },
+        {
+            "weight": [0.15401965, -0.67949355, 1.2218491, 0.059132654, -0.07694282, -0.03580143],
+            "z": [-2.5928645, 14.331466, -20.963535, -0.93873495, 1.696266, 0.64108163],
+            "n": [1.3225, 2.5625, 1.465625, 1.0039062, 2.685, 1.3225],
+        },
+    ),
+    (
+        "ftrl_update",
+        {"lr": 0.5, "lamda1": 0.0, "wd": 0.3, "clip_gradient": 0.0},
+        {
+            "weight": [-0.04, 0.0538472, -0.093913555, 0.0, -0.116279066, 0.02945122],
+            "z": [0.1, -0.2, 0.3, 0.0, 0.5, -0.1],
+            "n": [0.01, 0.5, 0.2, 0.0, 1.0, 0.3],
+        },
+        {
+            "weight": [-0.04, 0.0538472, -0.093913555, 0.0, -0.116279066, 0.02945122],
+            "z": [0.1, -0.2, 0.3, 0.0, 0.5, -0.1],
+            "n": [0.01, 0.5, 0.2, 0.0, 1.0, 0.3],
+        },
+    ),
+    (
+        "ftml_update",
+        {
+            "lr": 0.1,
+            "beta1": 0.5,
+            "beta2": 0.9,
+            "epsilon": 0.001,
+            "t": 3,
+            "wd": 0.01,
+            "rescale_grad": 0.5,
+            "clip_grad": 1.0,
+        },
+        {
+            "weight": [0.8914502, -2.0160332, 2.9887679, 0.42923108, -0.2841351, 0.014238676],
+            "d": [2.1188424, 12.474107, 8.902859, 0.035326228, 16.442022, 8.778906],
+            "v": [0.01576, 0.55, 0.28000003, 2.5000006e-06, 0.95587564, 0.27225],
+            "z": [-1.8888425, 25.148212, -26.608578, -0.015163114, 4.671756, -0.125],
+        },
+        {
+            "weight": [0.8848914, -2.0436559, 2.9485884, 0.5164571, -0.26358423, -0.036340315],
+            "d": [6.1723833, 12.392469, 8.530194, 5.064127, 15.821994, 9.37509],
+            "v": [0.13447048, 0.5428195, 0.25702757, 0.0904608, 0.88510597, 0.3105225],
+            "z": [-5.461889, 25.325943, -25.15203, -2.6154041, 4.170428, 0.3406937],
+        },
+    ),
+    (
+        "ftml_update",
+        {"lr": 0.5, "t": 10, "wd": 0.3, "clip_grad": 0.0},
+        {
+            "weight": [0.93974084, -1.9744341, 2.9191537, 0.5, -0.2612986, 0.005500881],
+            "d": [1.9913994, 14.081321, 8.905809, 1.9879067e-08, 19.913994, 10.907344],
+            "v": [0.00999, 0.4995, 0.1998, 0.0, 0.999, 0.29970002],
+            "z": [-1.8713994, 27.80264, -25.997427, -9.939534e-09, 5.203499, -0.060000002],
+        },
+        {
+            "weight": [0.93974084, -1.974434, 2.9191537, 0.5, -0.2612986, 0.005500881],
+            "d": [1.989408, 14.06724, 8.896903, 1.9879067e-08, 19.894081, 10.896437],
+            "v": [0.00997003, 0.49850154, 0.1994006, 0.0, 0.9970031, 0.29910094],
+            "z": [-1.8695279, 27.774837, -25.971428, -9.939534e-09, 5.1982956, -0.059940003],
+        },
+    ),
+    (
+        "mp_sgd_update",
+        {"lr": 0.1, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0},
+        {
+            "weight": [0.974, -2.098, 3.098, 0.4995, -0.3247, 0.015],
+            "weight32": [0.97400004, -2.098, 3.097, 0.4995, -0.32475, 0.015002442],
+        },
+        {
+            "weight": [0.922, -2.168, 3.03, 0.5923, -0.259, -0.0849],
+            "weight32": [0.9220029, -2.168706, 3.0283215, 0.5921515, -0.2590756, -0.08492755],
+        },
+    ),
+    (
+        "mp_sgd_update",
+        {"lr": 0.5, "wd": 0.3, "clip_gradient": 0.0},
+        {"weight": [0.85, -1.7, 2.55, 0.425, -0.2125, 0.0], "weight32": [0.85, -1.7, 2.5500002, 0.425, -0.2125, 0.0]},
+        {
+            "weight": [0.6143, -1.229, 1.843, 0.3071, -0.1536, 0.0],
+            "weight32": [0.614125, -1.22825, 1.8423753, 0.3070625, -0.15353125, 0.0],
+        },
+    ),
+    (
+        "mp_sgd_mom_update",
+        {"lr": 0.1, "momentum": 0.9, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0},
+        {
+            "weight": [1.064, -1.918, 2.826, 0.4995, -0.2798, -0.075],
+            "mom": [0.063999996, 0.081999995, -0.17300001, -0.0005, -0.029750004, -0.07499755],
+            "weight32": [1.064, -1.918, 2.827, 0.4995, -0.27975, -0.07499755],
+        },
+        {
+            "weight": [1.165, -1.9375, 2.45, 0.6807, -0.2964, -0.3928],
+            "mom": [-0.005288139, 0.0050884765, -0.20658027, 0.08229689, 0.04498674, -0.15043809],
+            "weight32": [1.1652479, -1.9371935, 2.4493928, 0.6808474, -0.29626828, -0.39285845],
+        },
+    ),
+    (
+        "mp_sgd_mom_update",
+        {"lr": 0.5, "momentum": 0.5, "wd": 0.3, "clip_gradient": 0.0},
+        {
+            "weight": [0.9, -1.6, 2.4, 0.425, -0.1875, -0.05],
+            "mom": [-0.10000001, 0.4, -0.6, -0.075, 0.0625, -0.05],
+            "weight32": [0.9, -1.6, 2.4, 0.425, -0.1875, -0.05],
+        },
+        {
+            "weight": [0.515, -0.766, 1.149, 0.2246, -0.0792, -0.0661],
+            "mom": [-0.19975, 0.39400002, -0.591, -0.09918751, 0.04890625, 0.0013750009],
+            "weight32": [0.51524997, -0.76600003, 1.1489999, 0.22456251, -0.079218745, -0.066125005],
+        },
+    ),
+]
+
+
+def _arrays(op: str) -> tuple[nd.NDArray, dict[str, nd.NDArray]]:
+    mp = op.startswith("mp_")
+    dtype = "float16" if mp else "float32"
+    states = {k: nd.array(v, dtype="float32" if mp and k in FLOAT32_STATES else dtype) for k, v in STATES[op].items()}
+    return nd.array(WEIGHT, dtype=dtype), states
+
+
+@pytest.mark.parametrize(("op", "at", "first", "third"), MXNET, ids=[f"{c[0]}-{i % 2}" for i, c in enumerate(MXNET)])
+def test_updates_take_mxnets_steps_in_place(mode, op, at, first, third):
+    """Three steps with out=weight: the weight and every state, as MXNet's, through the
+    client's own arrays (the states change in place)."""
+    w, states = _arrays(op)
+    for i, g in enumerate(GRADS):
+        assert getattr(nd, op)(w, nd.array(g, dtype=w.dtype), *states.values(), out=w, **at) is w
+        if i in (0, 2):
+            want = first if i == 0 else third
+            for name, a in {"weight": w, **states}.items():
+                assert a.dtype == np.dtype("float32" if name in FLOAT32_STATES and op.startswith("mp_") else w.dtype)
+                got = a.asnumpy()  # (MXNet's values in the array's dtype: float16's written shortest)
+                np.testing.assert_allclose(got, np.array(want[name], got.dtype), rtol=1e-6, err_msg=f"{op} {name}")
+
+
+def test_an_update_into_a_new_array_leaves_the_weight_and_changes_the_states(mode):
+    w, z, n = nd.array([1.0, -2.0, 3.0]), nd.array([0.1, -0.2, 0.3]), nd.array([0.01, 0.5, 0.2])
+    fresh = nd.ftrl_update(w, nd.array([0.5, 4.0, -6.0]), z, n, lr=0.1)
+    np.testing.assert_allclose(fresh.asnumpy(), [0.2310759, -1.4003947, 2.4623299], rtol=1e-6)
+    assert w.asnumpy().tolist() == [1.0, -2.0, 3.0]
+    np.testing.assert_allclose(z.asnumpy(), [-3.4990196, 70.898254, -172.7829], rtol=1e-6)
+    np.testing.assert_allclose(n.asnumpy(), [0.26, 16.5, 36.2], rtol=1e-6)
+
+
+def test_sign_updates_take_a_nan_as_mxnets_sign_does_0(mode):
+    """MXNet's sign is (x > 0) - (x < 0): a NaN gradient or momentum moves nothing."""
+    w = nd.array([1.0, -2.0, 3.0])
+    nd.signsgd_update(w, nd.array([float("nan"), 1.0, -1.0]), lr=0.1, wd=0.5, out=w)
+    np.testing.assert_allclose(w.asnumpy(), [0.95, -2.0, 2.95], rtol=1e-6)
+    w, mom = nd.array([1.0, -2.0, 3.0]), nd.zeros(3)
+    nd.signum_update(w, nd.array([float("nan"), 1.0, -1.0]), mom, lr=0.1, momentum=0.5, out=w)
+    np.testing.assert_allclose(w.asnumpy(), [1.0, -2.1, 3.1], rtol=1e-6)
+    assert np.isnan(mom.asnumpy()[0])
+
+
+def test_multi_precision_updates_step_the_float32_copy(mode):
+    """mp_sgd_update reads weight32, not the weight, and writes the weight from it; a float32
+    weight is taken too, as in MXNet."""
+    w, w32 = nd.array([5.0, 5.0], dtype="float16"), nd.array([1.0, -2.0])
+    nd.mp_sgd_update(w, nd.array([0.5, 1.0], dtype="float16"), w32, lr=0.1, wd=0.1, out=w)
+    assert w.dtype == np.float16 and w.asnumpy().tolist() == [0.93994140625, -2.080078125]
+    np.testing.assert_allclose(w32.asnumpy(), [0.94, -2.08], rtol=1e-6)
+    w, w32 = nd.array([1.0, -2.0]), nd.array([1.0, -2.0])
+    nd.mp_sgd_update(w, nd.array([0.5, 1.0]), w32, lr=0.1, out=w)
+    np.testing.assert_allclose(w.asnumpy(), [0.95, -2.1], rtol=1e-6)
+
+
+def test_hyperparameters_are_float32_as_in_mxnet(mode):
+    """MXNet's optimizer ops declare their hyperparameters float: a float64 weight steps with
+    lr = float32(0.1), not 0.1."""
+    w, g = nd.array([1.0, -2.0], dtype="float64"), nd.array([1.0, 0.5], dtype="float64")
+    nd.sgd_update(w, g, lr=0.1, wd=0.1, out=w)
+    assert w.asnumpy().tolist() == [0.8899999982118607, -2.0300000001490117]
+    w, mean, var = nd.array([1.0, -2.0], dtype="float64"), nd.zeros(2, dtype="float64"), nd.zeros(2, dtype="float64")
+    nd.adam_update(w, g, mean, var, lr=0.1, out=w)
+    np.testing.assert_allclose(w.asnumpy(), [0.6837702182040184, -2.316229681794764], rtol=1e-15)
+    np.testing.assert_allclose(mean.asnumpy(), [0.10000002384185791, 0.050000011920928955], rtol=1e-15)
+
+
+def test_updates_refuse_what_does_not_fit_and_change_nothing(mode):
+    w, g = nd.array([1.0, 2.0]), nd.array([1.0, 1.0])
+    z, n = nd.array([0.5, 0.5]), nd.array([1.0, 1.0])
+    with pytest.raises(MXNetError, match="n .3,. float32 does not fit weight .2,. float32"):
+        nd.ftrl_update(w, g, z, nd.zeros(3), lr=0.1, out=w)
+    with pytest.raises(MXNetError, match="delta .2,. float64 does not fit weight"):
+        nd.rmspropalex_update(w, g, nd.ones(2), nd.zeros(2), nd.zeros(2, dtype="float64"), lr=0.1, out=w)
+    with pytest.raises(MXNetError, match="gradient .2,. float16 does not fit weight"):
+        nd.signsgd_update(w, g.astype("float16"), lr=0.1, out=w)
+    h, h32 = w.astype("float16"), nd.array([1.0, 2.0])
+    with pytest.raises(MXNetError, match=r"weight32 \(2,\) float16 does not fit weight .* \(a float32 weight32"):
+        nd.mp_sgd_update(h, g.astype("float16"), h32.astype("float16"), lr=0.1, out=h)
+    with pytest.raises(MXNetError, match="mom .2,. float16 does not fit weight"):
+        nd.mp_sgd_mom_update(h, g.astype("float16"), nd.zeros(2, dtype="float16"), h32, lr=0.1, out=h)
+    d, v, zz = nd.zeros(2), nd.zeros(2), nd.zeros(2)
+    for bad, message in (
+        ({"beta1": 1.5}, "beta1 must be in .0, 1., got 1.5"),
+        ({"beta2": -0.1}, "beta2 must be in .0, 1., got -0.1"),
+        ({"t": 1.5}, "attribute 't': expected an integer"),
+        ({"clip_gradient": 1.0}, "unknown attribute 'clip_gradient'"),  # (FTML's is clip_grad, as MXNet's)
+    ):
+        with pytest.raises(MXNetError, match=message):
+            nd.ftml_update(w, g, d, v, zz, **{"lr": 0.1, "t": 1, **bad}, out=w)
+    with pytest.raises(MXNetError, match="missing required attribute 't'"):
+        nd.ftml_update(w, g, d, v, zz, lr=0.1, out=w)
+    i = nd.array([1, 2], dtype="int32")
+    with pytest.raises(MXNetError, match="must be a float array"):
+        nd.signum_update(i, i, nd.zeros(2, dtype="int32"), lr=0.1, out=i).wait_to_read()
+    with pytest.raises(MXNetError, match="must be arrays of their own"):
+        nd.rmsprop_update(w, g, w[:], lr=0.1, out=w).wait_to_read()
+    m = nd.zeros(2)
+    m.attach_grad()
+    with autograd.record():
+        state = m * 2
+        with pytest.raises(MXNetError, match="already in a computational graph"):
+            nd.nag_mom_update(w, g, state, lr=0.1, out=w)
+    assert w.asnumpy().tolist() == [1.0, 2.0] and z.asnumpy().tolist() == [0.5, 0.5]
+    assert n.asnumpy().tolist() == [1.0, 1.0] and d.asnumpy().tolist() == [0.0, 0.0]
+    nd.ftml_update(w, g, d, v, zz, lr=0.1, t=1, out=w)  # (the session goes on)
+    np.testing.assert_allclose(w.asnumpy(), [0.9, 1.9], rtol=1e-6)
+
+
+def test_a_lost_update_reports_every_state_it_would_have_changed():
+    """The client knows which inputs each update writes: a batch that failed before it leaves
+    them all stale, and reading any of them says so."""
+    from gradserve.engine.errors import QuotaExceeded
+    from gradserve.runtime import ChangeLost
+
+    client = gradserve.connect()
+    try:
+        w, g, n, gs, delta = nd.ones(2), nd.ones(2), nd.ones(2), nd.zeros(2), nd.zeros(2)
+        nd.waitall()
+        nd.zeros((1 << 29,))  # (over the per-array limit: the batch fails here)
+        nd.rmspropalex_update(w, g, n, gs, delta, lr=0.1, out=w)
+        with pytest.raises(QuotaExceeded):
+            nd.waitall()
+        for stale in (w, n, gs, delta):
+            with pytest.raises(ChangeLost, match="rmspropalex_update"):
+                stale.asnumpy()
+        assert g.asnumpy().tolist() == [1.0, 1.0]
+    finally:
+        gradserve.set_current(None)
+        client.close()
