@@ -790,6 +790,21 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
         {"kernel": [5, 5], "num_filter": 4, "stride": [2, 2], "pad": [2, 2]},
         [((2, 3, 40, 40), "float32"), ((4, 3, 5, 5), "float32"), ((4,), "float32")],
     ),
+    (
+        "Convolution",
+        {"kernel": [3, 3], "num_filter": 8, "num_group": 4, "pad": [1, 1]},
+        [((2, 8, 40, 40), "float32"), ((8, 2, 3, 3), "float32"), ((8,), "float32")],
+    ),
+    (
+        "Deconvolution",
+        {"kernel": [4, 4], "num_filter": 6, "stride": [2, 2], "pad": [1, 1], "no_bias": False},
+        [((2, 8, 20, 20), "float32"), ((8, 6, 4, 4), "float32"), ((6,), "float32")],
+    ),
+    (
+        "Deconvolution",
+        {"kernel": [3, 3], "num_filter": 8, "num_group": 2, "stride": [2, 2], "target_shape": [40, 40]},
+        [((2, 4, 20, 20), "float64"), ((4, 4, 3, 3), "float64")],
+    ),
     ("sort", {}, [((300, 400), "float16")]),
     ("sort", {"axis": None}, [((300, 400), "float32")]),
     ("argsort", {"axis": 0}, [((300, 400), "float32")]),
