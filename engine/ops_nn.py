@@ -731,9 +731,24 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
         return {"kernel": shape[2:], "stride": (1, 1), "pad": (0, 0)}
     if not at["kernel"]:
         raise InvalidInput("Pooling: kernel is required unless global_pool is true")
-    if at["pool_type"] == "avg" and not at["count_include_pad"] and any(at["pad"]):
-        raise InvalidInput("Pooling: count_include_pad=False is not supported with padding")
     return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}  # stride: 1 unless given, as MXNet
+
+
+def _counts_pad(at: dict, win: dict) -> bool:
+    """Whether an average pooling divides by the elements of each window inside the data
+    (``count_include_pad`` false with padding) rather than by the kernel's size."""
+    return at["pool_type"] == "avg" and not at["count_include_pad"] and any(win["pad"])
+
+
+def _in_bounds(win: dict, shape: tuple[int, ...]) -> Any:
+    """How many elements of each (OH, OW) window lie inside the data, at least 1 (MXNet's
+    average of a window all padding is 0: its sum over the 1)."""
+    k, s, p, out = _window("Pooling", win, shape)
+    per_axis = []
+    for d in (0, 1):
+        start = np.arange(out[d]) * s[d] - p[d]
+        per_axis.append(np.minimum(start + k[d], shape[2 + d]) - np.maximum(start, 0))
+    return np.maximum(np.outer(per_axis[0], per_axis[1]), 1)
 
 
 def _pool_infer(at: dict, x: Spec) -> Spec:
@@ -794,8 +809,12 @@ def _pool_vjp(F, at, g, y, x):
             mask = F.astype(mask, dtype=x.dtype.name)
         gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), mask)
         return (F.col2im(F.reshape(gb, shape=colshape), shape=tuple(x.shape), **win),)
+    if _counts_pad(at, win):
+        # the divisors are a constant of the shapes: a sum pooling of ones
+        ones = F.ones(shape=(1, 1) + tuple(int(d) for d in x.shape[2:]), dtype=x.dtype.name)
+        g = F.div(g, F.maximum_scalar(F.Pooling(ones, pool_type="sum", **win), scalar=1.0))
     gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
-    if at["pool_type"] == "avg":
+    if at["pool_type"] == "avg" and not _counts_pad(at, win):
         gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
     return (F.col2im(gb, shape=tuple(x.shape), **win),)
 
@@ -821,6 +840,8 @@ def _pooling(cx, at, x):
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
         return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
     r = cols.sum(axis=(2, 3), dtype=cols.dtype)
+    if _counts_pad(at, win):
+        return r / _in_bounds(win, x.shape).astype(r.dtype)
     return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
 
 

@@ -349,17 +349,25 @@ def deconv_ref(x, w, b, stride, pad, adj=(0, 0), groups=1):
     return out.astype(x.dtype)
 
 
-def pool_ref(x, kind, kernel, stride, pad):
+def pool_ref(x, kind, kernel, stride, pad, count_include_pad=True):
     xp = padded(x, pad, -np.inf if kind == "max" else 0.0)
+    inside = padded(np.ones((1, 1) + x.shape[2:]), pad)
     oh, ow = out_hw(x.shape, kernel, stride, pad)
     out = np.zeros(x.shape[:2] + (oh, ow))
     for a in range(oh):
         for b in range(ow):
-            win = xp[:, :, a * stride[0] : a * stride[0] + kernel[0], b * stride[1] : b * stride[1] + kernel[1]]
+            rows, cols = (
+                slice(a * stride[0], a * stride[0] + kernel[0]),
+                slice(b * stride[1], b * stride[1] + kernel[1]),
+            )
+            win = xp[:, :, rows, cols]
             if kind == "max":
                 out[:, :, a, b] = win.max(axis=(2, 3))
-            else:
-                out[:, :, a, b] = win.sum(axis=(2, 3)) / (kernel[0] * kernel[1] if kind == "avg" else 1)
+            elif kind == "sum":
+                out[:, :, a, b] = win.sum(axis=(2, 3))
+            else:  # MXNet's average of a window all padding is 0
+                count = kernel[0] * kernel[1] if count_include_pad else inside[0, 0, rows, cols].sum()
+                out[:, :, a, b] = win.sum(axis=(2, 3)) / max(count, 1)
     return out.astype(x.dtype)
 
 
@@ -839,6 +847,31 @@ VARIANTS: list[tuple[str, str, Case]] = [
             num_group=2,
             no_bias=False,
             tol32=LOOSE32,
+        ),
+    ),
+    (
+        "Pooling-avg-pad-count_include_pad-false",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "avg", (3, 2), (2, 1), (1, 1), count_include_pad=False),
+            (2, 2, 5, 4),
+            kernel=[3, 2],
+            stride=[2, 1],
+            pad=[1, 1],
+            pool_type="avg",
+            count_include_pad=False,
+        ),
+    ),
+    (
+        "Pooling-avg-windows-all-padding",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "avg", (2, 2), (1, 1), (2, 1), count_include_pad=False),
+            (1, 2, 3, 3),
+            kernel=[2, 2],
+            pad=[2, 1],
+            pool_type="avg",
+            count_include_pad=False,
         ),
     ),
     (
@@ -2769,7 +2802,6 @@ BAD_ATTRS = [
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "pad": [3, 3]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(4, 3, 3), (4, 2, 3, 3)]),
-    ("Pooling", {"kernel": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
     ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
     ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
@@ -2809,6 +2841,27 @@ def _mx_run(name, at, xs, g=None):
     y = op.forward(Context(), dict(at), *xs)
     cts = vjp_of(op)(Eager(Context()), dict(at), np.ones_like(y) if g is None else g, y, *xs)
     return y, cts
+
+
+def test_avg_pooling_without_the_padding_divides_as_mxnet():
+    """MXNet 1.9.1 (recorded): count_include_pad=False divides each window's sum by its
+    elements inside the data; its gradient so too; a window all padding averages to 0."""
+    x = np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5)
+    at = {"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False}
+    y, (gx,) = _mx_run("Pooling", at, [x])
+    np.testing.assert_allclose(y[0, 0], [[4, 5.5, 7], [11.5, 13, 14.5], [19, 20.5, 22]])
+    corner, edge, mid = 0.25, 1 / 6 + 1 / 4, 1 / 9
+    np.testing.assert_allclose(gx[0, 0, 0], [corner, edge, 1 / 6, edge, corner], rtol=1e-6)
+    np.testing.assert_allclose(gx[0, 0, 2], [1 / 6, 1 / 9 + 1 / 6, mid, 1 / 9 + 1 / 6, 1 / 6], rtol=1e-6)
+    at = {**at, "kernel": [3, 2], "stride": [2, 3]}
+    np.testing.assert_allclose(_mx_run("Pooling", at, [x])[0][0, 0], [[3.5, 6], [11, 13.5], [18.5, 21]])
+    at = {"kernel": [2, 2], "pad": [2, 2], "pool_type": "avg", "count_include_pad": False}
+    y = _mx_run("Pooling", at, [x])[0][0, 0]
+    assert y.shape == (8, 8) and not y[0].any() and not y[:, 7].any()
+    np.testing.assert_allclose(y[1], [0, 1, 1.5, 2.5, 3.5, 4.5, 5, 0])
+    # with count_include_pad (the default) the same windows divide by the kernel's size
+    at = {**at, "count_include_pad": True}
+    np.testing.assert_allclose(_mx_run("Pooling", at, [x])[0][0, 0, 1], [0, 0.25, 0.75, 1.25, 1.75, 2.25, 1.25, 0])
 
 
 def test_grouped_convolution_as_mxnet():

@@ -805,6 +805,11 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
         {"kernel": [3, 3], "num_filter": 8, "num_group": 2, "stride": [2, 2], "target_shape": [40, 40]},
         [((2, 4, 20, 20), "float64"), ((4, 4, 3, 3), "float64")],
     ),
+    (
+        "Pooling",
+        {"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False},
+        [((2, 8, 48, 48), "float32")],
+    ),
     ("sort", {}, [((300, 400), "float16")]),
     ("sort", {"axis": None}, [((300, 400), "float32")]),
     ("argsort", {"axis": 0}, [((300, 400), "float32")]),
