@@ -1,6 +1,6 @@
 """Neural-network ops: softmax family, activations, fully connected, 2-D
-convolution (grouped), its transpose and pooling (through ``im2col``/``col2im``), dropout,
-batch and layer norm.
+convolution (grouped), its transpose and pooling (through ``im2col``/``col2im``), padding,
+dropout, batch and layer norm.
 
 Every VJP is written with table ops, so these too have gradients of any order.
 A forward may leave in ``at`` (a fresh dict per call) what its VJP needs and
@@ -843,6 +843,112 @@ def _pooling(cx, at, x):
     if _counts_pad(at, win):
         return r / _in_bounds(win, x.shape).astype(r.dtype)
     return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
+
+
+# --------------------------------------------------------------------------
+# padding (MXNet's Pad: 4-D and 5-D data, the last two or three axes)
+
+PAD = (Attr("mode", "str", REQUIRED), Attr("pad_width", "shape", REQUIRED), Attr("constant_value", "float", 0.0))
+PAD_MODES = ("constant", "edge", "reflect")
+
+
+def _pad_pairs(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """``pad_width`` (MXNet's flat before/after list) as one pair per axis of ``shape``, the
+    unpadded one of the array Pad pads: checked as MXNet checks them, and none negative."""
+    if at["mode"] not in PAD_MODES:
+        raise InvalidInput(f"{name}: mode must be one of {', '.join(PAD_MODES)}, got {at['mode']!r}")
+    if len(shape) not in (4, 5):
+        raise ShapeError(f"{name}: only 4-D or 5-D data can be padded, got shape {shape}")
+    pw = at["pad_width"]
+    if len(pw) != 2 * len(shape):
+        raise ShapeError(f"{name}: pad_width needs {2 * len(shape)} values (before and after each axis), got {len(pw)}")
+    if any(pw[:4]):
+        raise InvalidInput(f"{name}: padding on the first two axes must be zero, got pad_width {pw}")
+    if min(pw) < 0:
+        raise InvalidInput(f"{name}: pad_width must not be negative, got {pw}")
+    pairs = tuple((pw[2 * d], pw[2 * d + 1]) for d in range(len(shape)))
+    for n, (b, a) in zip(shape, pairs, strict=True):
+        if at["mode"] == "reflect" and max(b, a) >= n:
+            raise ShapeError(
+                f"{name}: reflect padding must be smaller than the axis it pads, got {(b, a)} for length {n}"
+            )
+        if at["mode"] == "edge" and n == 0 and b + a:
+            raise ShapeError(f"{name}: an empty axis has no edge to pad with")
+    return pairs
+
+
+def _pad_infer(at: dict, x: Spec) -> Spec:
+    floating("Pad", x)
+    pairs = _pad_pairs("Pad", at, x.shape)
+    return Spec(tuple(n + b + a for n, (b, a) in zip(x.shape, pairs, strict=True)), x.dtype)
+
+
+def _pad_vjp(F, at, g, y, x):
+    return (F.pad_grad(g, mode=at["mode"], pad_width=at["pad_width"]),)
+
+
+@defop(
+    "Pad",
+    ("data",),
+    PAD,
+    infer=_pad_infer,
+    vjp=_pad_vjp,
+    aliases=("pad",),
+    vjp_scratch=lambda at, x: _pad_infer(at, x).nbytes,  # pad_grad's copies, axis by axis
+)
+def _pad(cx, at, x):
+    """``data`` padded on its last two (4-D) or three (5-D) axes by ``pad_width``, MXNet's flat
+    (before_1, after_1, ..., before_N, after_N) with zeros for the first two axes: with
+    ``constant_value`` (mode 'constant'), the edge values ('edge') or their reflections about
+    the edge ('reflect', numpy's: the edge not repeated; each pad shorter than its axis)."""
+    pairs = _pad_pairs("Pad", at, x.shape)
+    if at["mode"] == "constant":
+        return cx.xp.pad(x, pairs, mode="constant", constant_values=at["constant_value"])
+    return cx.xp.pad(x, pairs, mode=at["mode"])
+
+
+def _unpadded(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    pw = at["pad_width"]
+    if len(pw) != 2 * len(shape):
+        raise ShapeError(f"pad_grad: pad_width needs {2 * len(shape)} values, got {len(pw)}")
+    return tuple(n - pw[2 * d] - pw[2 * d + 1] for d, n in enumerate(shape))
+
+
+def _pad_grad_infer(at: dict, g: Spec) -> Spec:
+    shape = _unpadded(at, g.shape)
+    if min(shape, default=0) < 0:
+        raise ShapeError(f"pad_grad: pad_width {at['pad_width']} is wider than data of shape {g.shape}")
+    _pad_pairs("pad_grad", at, shape)
+    return Spec(shape, g.dtype)
+
+
+@defop(
+    "pad_grad",
+    ("data",),
+    PAD[:2],
+    infer=_pad_grad_infer,
+    scratch=lambda at, g: g.nbytes,  # its copies, axis by axis
+    vjp=lambda F, at, gg, y, g: (F.Pad(gg, mode=at["mode"], pad_width=at["pad_width"]),),
+)
+def _pad_grad(cx, at, g):
+    """Pad's gradient: the middle of ``data``, each padded element added to the element it
+    copies (nothing of them in mode 'constant')."""
+    pw = at["pad_width"]
+    for d in range(2, g.ndim):  # axis by axis, as Pad's padding is one axis's after another's
+        b, a = pw[2 * d], pw[2 * d + 1]
+        if not b and not a:
+            continue
+        n = g.shape[d] - b - a
+        g = cx.xp.moveaxis(g, d, 0)
+        out = g[b : b + n].copy()
+        if at["mode"] == "edge":
+            out[0] += g[:b].sum(axis=0)
+            out[n - 1] += g[b + n :].sum(axis=0)
+        elif at["mode"] == "reflect":  # the before pad reflects 1..b, the after pad n-2..n-1-a
+            out[1 : b + 1] += g[:b][::-1]
+            out[n - 1 - a : n - 1] += g[b + n :][::-1]
+        g = cx.xp.moveaxis(out, 0, d)
+    return cx.xp.ascontiguousarray(g)
 
 
 # --------------------------------------------------------------------------

@@ -263,3 +263,16 @@ def test_fcn_upsamples_by_a_bilinear_transposed_convolution(mode):
         weight[:] = weight - 1e-2 * weight.grad
         losses.append(lo.asscalar())
     assert losses[-1] < 1e-2 * losses[0]
+
+
+def test_pad_and_its_capitalised_name_through_the_client(mode):
+    """nd.pad and nd.Pad are one op (as in MXNet), with gradients."""
+    x = nd.arange(6).reshape((1, 1, 2, 3))
+    x.attach_grad()
+    with autograd.record():
+        y = nd.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 1, 0, 0, 2))
+    y.backward()
+    assert y.shape == (1, 1, 3, 5) and y[0, 0, 0].asnumpy().tolist() == [0, 1, 2, 2, 2]
+    assert x.grad[0, 0].asnumpy().tolist() == [[2, 2, 6], [1, 1, 3]]
+    z = nd.Pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 0, 1, 1), constant_value=-1)
+    assert z[0, 0].asnumpy().tolist() == [[-1, 0, 1, 2, -1], [-1, 3, 4, 5, -1]]

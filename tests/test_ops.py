@@ -371,6 +371,22 @@ def pool_ref(x, kind, kernel, stride, pad, count_include_pad=True):
     return out.astype(x.dtype)
 
 
+def pad_grad_ref(g, mode, pad_width):
+    """Pad's gradient written as the transpose of its (linear) map: each element of the padded
+    array names the element it came from (np.pad of the indices), the cotangents summed there."""
+    shape = tuple(n - pad_width[2 * d] - pad_width[2 * d + 1] for d, n in enumerate(g.shape))
+    pairs = [(pad_width[2 * d], pad_width[2 * d + 1]) for d in range(g.ndim)]
+    src = np.arange(int(np.prod(shape))).reshape(shape)
+    if mode == "constant":
+        src = np.pad(src, pairs, mode="constant", constant_values=-1)
+    else:
+        src = np.pad(src, pairs, mode=mode)
+    out = np.zeros(int(np.prod(shape)))
+    keep = src.reshape(-1) >= 0
+    np.add.at(out, src.reshape(-1)[keep], g.reshape(-1)[keep].astype(np.float64))
+    return out.reshape(shape).astype(g.dtype)
+
+
 def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1):
     ax = axis % x.ndim
     axes = tuple(i for i in range(x.ndim) if i != ax)
@@ -702,6 +718,19 @@ CASES: dict[str, Case] = {
         tol32=LOOSE32,
     ),
     "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
+    "Pad": C(
+        lambda x: np.pad(x, ((0, 0), (0, 0), (2, 1), (0, 2)), constant_values=-1.5),
+        (2, 3, 3, 4),
+        mode="constant",
+        pad_width=[0, 0, 0, 0, 2, 1, 0, 2],
+        constant_value=-1.5,
+    ),
+    "pad_grad": C(
+        lambda g: pad_grad_ref(g, "reflect", (0, 0, 0, 0, 2, 1, 1, 2)),
+        (2, 3, 6, 7),
+        mode="reflect",
+        pad_width=[0, 0, 0, 0, 2, 1, 1, 2],
+    ),
     "Dropout": C(None, (20, 30), training=True, p=0.4),
     "BatchNorm": bn_case((4, 3, 2, 2), {"fix_gamma": False}, fix_gamma=False),
     "LayerNorm": C(ln_ref, X3, (4,), (4,), dom=(DISTINCT, SMOOTH, SMOOTH)),
@@ -873,6 +902,41 @@ VARIANTS: list[tuple[str, str, Case]] = [
             pool_type="avg",
             count_include_pad=False,
         ),
+    ),
+    (
+        "Pad-edge-5d",
+        "Pad",
+        C(
+            lambda x: np.pad(x, ((0, 0), (0, 0), (1, 0), (2, 3), (0, 1)), mode="edge"),
+            (1, 2, 2, 2, 3),
+            mode="edge",
+            pad_width=[0, 0, 0, 0, 1, 0, 2, 3, 0, 1],
+        ),
+    ),
+    (
+        "Pad-reflect",
+        "Pad",
+        C(
+            lambda x: np.pad(x, ((0, 0), (0, 0), (2, 1), (3, 2)), mode="reflect"),
+            (2, 1, 3, 4),
+            mode="reflect",
+            pad_width=[0, 0, 0, 0, 2, 1, 3, 2],
+        ),
+    ),
+    (
+        "pad_grad-edge-5d",
+        "pad_grad",
+        C(
+            lambda g: pad_grad_ref(g, "edge", (0, 0, 0, 0, 1, 2, 0, 0, 2, 1)),
+            (1, 2, 4, 2, 4),
+            mode="edge",
+            pad_width=[0, 0, 0, 0, 1, 2, 0, 0, 2, 1],
+        ),
+    ),
+    (
+        "pad_grad-constant",
+        "pad_grad",
+        C(lambda g: g[:, :, 1:3, 2:3], (2, 1, 4, 4), mode="constant", pad_width=[0, 0, 0, 0, 1, 1, 2, 1]),
     ),
     (
         "Pooling-sum",
@@ -2802,6 +2866,18 @@ BAD_ATTRS = [
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "pad": [3, 3]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(4, 3, 3), (4, 2, 3, 3)]),
+    ("Pad", {"mode": "constant", "pad_width": [1, 1, 1, 1]}, [(3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 1, 1, 1, 1]}, [(1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 1, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 1, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 0, 0, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 0, 0, -1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "wrap", "pad_width": [0, 0, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "reflect", "pad_width": [0, 0, 0, 0, 3, 0, 0, 0]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "edge", "pad_width": [0, 0, 0, 0, 1, 0, 0, 0]}, [(1, 1, 0, 4)]),
+    ("Pad", {"pad_width": [0, 0, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant"}, [(1, 1, 3, 4)]),
+    ("pad_grad", {"mode": "constant", "pad_width": [0, 0, 0, 0, 3, 3, 0, 0]}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
     ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
     ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
@@ -2898,6 +2974,33 @@ def test_deconvolution_with_a_bilinear_kernel_upsamples_as_mxnet():
     # for a cotangent of ones: each input's weights that land inside the output, summed
     np.testing.assert_allclose(gx[0, 0], [[3.0625, 3.5, 3.0625], [3.5, 4, 3.5], [3.0625, 3.5, 3.0625]])
     np.testing.assert_allclose(gw[0, 0], [[24, 33, 33, 20], [27, 36, 36, 21], [27, 36, 36, 21], [12, 15, 15, 8]])
+
+
+def test_pad_modes_as_mxnet():
+    """MXNet 1.9.1 (recorded): nd.pad's three modes on the last two axes."""
+    x = np.arange(1, 13).reshape(1, 1, 3, 4)
+    pw = [0, 0, 0, 0, 1, 2, 2, 1]
+    y = _mx_run("Pad", {"mode": "constant", "pad_width": pw, "constant_value": -1}, [x])[0][0, 0]
+    assert y.tolist()[:2] == [[-1] * 7, [-1, -1, 1, 2, 3, 4, -1]] and y[4:].tolist() == [[-1] * 7] * 2
+    y = _mx_run("Pad", {"mode": "edge", "pad_width": pw}, [x])[0][0, 0]
+    assert y[:, 0].tolist() == [1, 1, 5, 9, 9, 9] and y[0].tolist() == [1, 1, 1, 2, 3, 4, 4]
+    y = _mx_run("Pad", {"mode": "reflect", "pad_width": pw}, [x])[0][0, 0]
+    assert y.tolist()[:2] == [[7, 6, 5, 6, 7, 8, 7], [3, 2, 1, 2, 3, 4, 3]] and y[5].tolist() == [3, 2, 1, 2, 3, 4, 3]
+
+
+def test_pad_gradients_as_mxnet():
+    """MXNet 1.9.1 (recorded): pad's gradient for an arange cotangent, each mode."""
+    x = np.zeros((1, 1, 3, 4))
+    pw = [0, 0, 0, 0, 2, 1, 3, 2]
+    g = np.arange(6 * 9, dtype=np.float32).reshape(1, 1, 6, 9)
+    want = {
+        "constant": [[21, 22, 23, 24], [30, 31, 32, 33], [39, 40, 41, 42]],
+        "edge": [[126, 39, 42, 144], [114, 31, 32, 102], [336, 89, 91, 285]],
+        "reflect": [[21, 68, 67, 42], [90, 285, 282, 180], [42, 136, 134, 84]],
+    }
+    for mode, mx in want.items():
+        (gx,) = _mx_run("Pad", {"mode": mode, "pad_width": pw, "constant_value": 5}, [x], g)[1]
+        assert gx[0, 0].tolist() == mx, mode
 
 
 def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
