@@ -1,5 +1,6 @@
 """Neural-network ops: softmax family, activations, fully connected, 2-D
-convolution and pooling (through ``im2col``/``col2im``), dropout, batch and layer norm.
+convolution (grouped), its transpose and pooling (through ``im2col``/``col2im``), padding,
+dropout, batch and layer norm.
 
 Every VJP is written with table ops, so these too have gradients of any order.
 A forward may leave in ``at`` (a fresh dict per call) what its VJP needs and
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from .dispatch import Eager
 from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype, typed_scalar
 from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
@@ -449,19 +451,35 @@ CONV = (
 )
 
 
+def _conv_common(name: str, at: dict) -> int:
+    """The checks Convolution and Deconvolution share; their group count."""
+    if at["dilate"] and any(d != 1 for d in at["dilate"]):
+        raise InvalidInput(f"{name}: dilate other than 1 is not supported")
+    if at["layout"] not in (None, "NCHW"):
+        raise InvalidInput(f"{name}: only the NCHW layout is supported")
+    grp = at["num_group"]
+    if grp < 1 or at["num_filter"] < 1:
+        raise InvalidInput(f"{name}: num_filter and num_group must be positive")
+    return grp
+
+
+def _grouped(name: str, what: str, n: int, grp: int) -> int:
+    """``n`` channels split into ``grp`` groups: the size of each."""
+    if n % grp:
+        raise ShapeError(f"{name}: {what} ({n}) must be a multiple of num_group ({grp})")
+    return n // grp
+
+
 def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     floating("Convolution", x)
     dt = same_dtype("Convolution", x, w, *b)
-    if at["dilate"] and any(d != 1 for d in at["dilate"]):
-        raise InvalidInput("Convolution: dilate other than 1 is not supported")
-    if at["num_group"] != 1:
-        raise InvalidInput("Convolution: num_group other than 1 is not supported")
-    if at["layout"] not in (None, "NCHW"):
-        raise InvalidInput("Convolution: only the NCHW layout is supported")
+    grp = _conv_common("Convolution", at)
     k, _, _, out = _window("Convolution", at, x.shape)
     f = at["num_filter"]
-    if w.shape != (f, x.shape[1]) + k:
-        raise ShapeError(f"Convolution: weight shape {w.shape} should be {(f, x.shape[1]) + k}")
+    want = (f, _grouped("Convolution", "the data's channels", x.shape[1], grp)) + k
+    _grouped("Convolution", "num_filter", f, grp)
+    if w.shape != want:
+        raise ShapeError(f"Convolution: weight shape {w.shape} should be {want}")
     if len(b) != (0 if at["no_bias"] else 1) or (b and b[0].shape != (f,)):
         raise ShapeError(f"Convolution: bias must be of shape {(f,)} unless no_bias is true")
     return Spec((x.shape[0], f) + out, dt)
@@ -471,26 +489,62 @@ def _win(at: dict) -> dict:
     return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}
 
 
-def _conv_vjp(F, at, g, y, x, w, *b):
+# A convolution of (N, C, H, W) data with (F, C/G, kh, kw) filters in G groups is, per group, a
+# product of the filters (F/G, C/G*kh*kw) with the windows (C/G*kh*kw, N*OH*OW); the three
+# helpers below are its forward and its two gradients, written with the table's ops (one
+# ``dot`` when G is 1, a ``batch_dot`` over the groups otherwise). Deconvolution is the same
+# three products in other roles: its forward is a convolution's data gradient.
+
+
+def _as_groups(F: Any, a: Any, shape: tuple[int, ...], grp: int) -> Any:
+    return F.reshape(a, shape=shape if grp == 1 else (grp, shape[0] // grp, shape[1]))
+
+
+def _gdot(F: Any, grp: int, a: Any, b: Any, **tr: bool) -> Any:
+    return F.dot(a, b, **tr) if grp == 1 else F.batch_dot(a, b, **tr)
+
+
+def _conv_fwd(F: Any, x: Any, w: Any, win: dict, grp: int) -> Any:
+    """The (N, F, OH, OW) convolution of ``x`` with ``w``, no bias."""
     n, c = int(x.shape[0]), int(x.shape[1])
-    f = at["num_filter"]
-    k, _, _, out = _window("Convolution", at, tuple(x.shape))
+    f = int(w.shape[0])
+    k, _, _, out = _window("Convolution", win, tuple(x.shape))
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
-    g2 = F.reshape(F.transpose(g, axes=(1, 0, 2, 3)), shape=(f, cols_n))
-    w2 = F.reshape(w, shape=(f, ckk))
+    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+    y = _gdot(F, grp, _as_groups(F, w, (f, ckk // grp), grp), _as_groups(F, cols, (ckk, cols_n), grp))
+    return F.transpose(F.reshape(y, shape=(f, n) + out), axes=(1, 0, 2, 3))
 
-    def gx():  # lazy: the first layer's data needs no gradient
-        dcols = F.transpose(
-            F.reshape(F.dot(w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out), axes=(3, 0, 1, 2, 4, 5)
-        )
-        return F.col2im(dcols, shape=tuple(x.shape), **_win(at))
 
-    def gw():
-        cols = F.im2col(x, **_win(at))
-        cols2 = F.reshape(F.transpose(cols, axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
-        return F.reshape(F.dot(g2, cols2, transpose_b=True), shape=tuple(w.shape))
+def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, grp: int) -> Any:
+    """The gradient, of shape ``shape``, of a convolution's data given ``g`` (its output's)."""
+    n, c = shape[0], shape[1]
+    f = int(w.shape[0])
+    k, _, _, out = _window("Convolution", win, shape)
+    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
+    g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
+    w2 = _as_groups(F, w, (f, ckk // grp), grp)
+    dcols = F.reshape(_gdot(F, grp, w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out)
+    return F.col2im(F.transpose(dcols, axes=(3, 0, 1, 2, 4, 5)), shape=shape, **win)
 
-    return (gx, gw) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
+
+def _conv_weight_grad(F: Any, g: Any, x: Any, wshape: tuple[int, ...], win: dict, grp: int) -> Any:
+    """The gradient of a convolution's filters (of shape ``wshape``) given ``g``, its output's."""
+    n, c = int(x.shape[0]), int(x.shape[1])
+    f = wshape[0]
+    k, _, _, out = _window("Convolution", win, tuple(x.shape))
+    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
+    g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
+    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+    return F.reshape(_gdot(F, grp, g2, _as_groups(F, cols, (ckk, cols_n), grp), transpose_b=True), shape=wshape)
+
+
+def _conv_vjp(F, at, g, y, x, w, *b):
+    win, grp = _win(at), at["num_group"]
+    # lazy: the first layer's data needs no gradient
+    return (
+        lambda: _conv_data_grad(F, g, w, tuple(x.shape), win, grp),
+        lambda: _conv_weight_grad(F, g, x, tuple(w.shape), win, grp),
+    ) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
 
 
 def _windows_bytes(win: dict, x: Spec) -> int:
@@ -508,7 +562,16 @@ def _conv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
 
 def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     k, _, _, out = _window("Convolution", at, x.shape)
-    return x.shape[0] * at["num_filter"] * out[0] * out[1] * x.shape[1] * k[0] * k[1]
+    return x.shape[0] * at["num_filter"] * out[0] * out[1] * x.shape[1] * k[0] * k[1] // max(at["num_group"], 1)
+
+
+def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
+    """(F, K) filters times (G*K, L) windows, group by group: (F, L)."""
+    if grp == 1:
+        return xp.dot(w, cols2)
+    gw: Any = w.reshape(grp, w.shape[0] // grp, -1)
+    gc: Any = cols2.reshape(grp, cols2.shape[0] // grp, -1)
+    return xp.matmul(gw, gc).reshape(w.shape[0], -1)
 
 
 @defop(
@@ -522,15 +585,123 @@ def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     work=_conv_work,
 )
 def _convolution(cx, at, x, w, *b):
-    """2-D cross-correlation of (N, C, H, W) data with (F, C, kh, kw) filters, plus bias."""
+    """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters, plus
+    bias; with ``num_group`` G, the channels and the filters split into G groups, each group of
+    filters seeing its group of channels."""
     n, c = x.shape[:2]
     f = at["num_filter"]
     k, _, _, out = _window("Convolution", at, x.shape)
     cols = _im2col(cx, {**_win(at), "pad_value": 0.0}, x)
     cols2 = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k[0] * k[1], -1)
-    y = cx.xp.dot(w.reshape(f, -1), cols2).reshape((f, n) + out).transpose(1, 0, 2, 3)
+    y = _grouped_dot(cx.xp, w.reshape(f, -1), cols2, at["num_group"]).reshape((f, n) + out).transpose(1, 0, 2, 3)
     if b:
         y = y + b[0].reshape(1, f, 1, 1)
+    return cx.xp.ascontiguousarray(y)
+
+
+DECONV = (
+    *WINDOW,
+    Attr("dilate", "shape", ()),
+    Attr("adj", "shape", ()),
+    Attr("target_shape", "shape", ()),
+    Attr("num_filter", "int", REQUIRED),
+    Attr("num_group", "int", 1),
+    Attr("no_bias", "bool", True),
+    Attr("layout", "str", None),
+    Attr("workspace", "int", 512),
+    Attr("cudnn_tune", "str", None),
+    Attr("cudnn_off", "bool", False),
+)
+
+
+def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int, int]]:
+    """The window of the convolution whose data gradient a Deconvolution of (N, C, H, W)
+    data is (its pad: ``target_shape``'s when given, as MXNet's), and the output's (OH, OW):
+    (H - 1) * stride - 2 * pad + kernel + adj."""
+    name = "Deconvolution"
+    if len(shape) != 4:
+        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
+    k = _pair(at["kernel"], 1, name, "kernel")
+    s = _pair(at["stride"], 1, name, "stride")
+    p = _pair(at["pad"], 0, name, "pad")
+    a = _pair(at["adj"], 0, name, "adj")
+    if min(k) < 1 or min(s) < 1 or min(p) < 0 or min(a) < 0:
+        raise InvalidInput(f"{name}: kernel and stride must be positive, pad and adj not negative")
+    full = ((shape[2] - 1) * s[0] + k[0], (shape[3] - 1) * s[1] + k[1])
+    if at["target_shape"]:
+        t = _pair(at["target_shape"], 0, name, "target_shape")
+        if t[0] > full[0] or t[1] > full[1]:
+            raise ShapeError(f"{name}: target_shape {t} is larger than the largest output {full}")
+        a = ((full[0] - t[0]) % 2, (full[1] - t[1]) % 2)
+        p = ((full[0] - t[0] + 1) // 2, (full[1] - t[1] + 1) // 2)
+    if a[0] >= s[0] or a[1] >= s[1]:
+        raise InvalidInput(f"{name}: adj {a} must be smaller than stride {s}")
+    out = (full[0] - 2 * p[0] + a[0], full[1] - 2 * p[1] + a[1])
+    if min(out) < 1:
+        raise ShapeError(f"{name}: pad {p} leaves an empty output {out} for data of shape {shape}")
+    return {"kernel": k, "stride": s, "pad": p}, out
+
+
+def _deconv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
+    floating("Deconvolution", x)
+    dt = same_dtype("Deconvolution", x, w, *b)
+    grp = _conv_common("Deconvolution", at)
+    win, out = _deconv_geometry(at, x.shape)
+    f = at["num_filter"]
+    _grouped("Deconvolution", "the data's channels", x.shape[1], grp)
+    want = (x.shape[1], _grouped("Deconvolution", "num_filter", f, grp)) + win["kernel"]
+    if w.shape != want:
+        raise ShapeError(f"Deconvolution: weight shape {w.shape} should be {want}")
+    if len(b) != (0 if at["no_bias"] else 1) or (b and b[0].shape != (f,)):
+        raise ShapeError(f"Deconvolution: bias must be of shape {(f,)} when no_bias is false, none otherwise")
+    return Spec((x.shape[0], f) + out, dt)
+
+
+def _deconv_vjp(F, at, g, y, x, w, *b):
+    win, _ = _deconv_geometry(at, tuple(x.shape))
+    grp = at["num_group"]
+    # y is the data gradient of the convolution of y-shaped data with w that gives x's shape:
+    # its gradients are that convolution of g, and that convolution's filter gradient
+    return (
+        lambda: _conv_fwd(F, g, w, win, grp),
+        lambda: _conv_weight_grad(F, x, g, tuple(w.shape), win, grp),
+    ) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
+
+
+def _deconv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
+    """Deconvolution's working arrays: the windows of its output (twice: the product, then
+    their transposed copy) and the padded output col2im sums them into."""
+    win, out = _deconv_geometry(at, x.shape)
+    n, f = x.shape[0], at["num_filter"]
+    k, p = win["kernel"], win["pad"]
+    cols = n * f * k[0] * k[1] * x.shape[2] * x.shape[3]
+    return (2 * cols + n * f * (out[0] + 2 * p[0]) * (out[1] + 2 * p[1])) * np.dtype(x.dtype).itemsize
+
+
+def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
+    k = _pair(at["kernel"], 1, "Deconvolution", "kernel")
+    return prod(x.shape) * at["num_filter"] * k[0] * k[1] // max(at["num_group"], 1)
+
+
+@defop(
+    "Deconvolution",
+    ("data", "weight", "*bias"),
+    DECONV,
+    infer=_deconv_infer,
+    vjp=_deconv_vjp,
+    scratch=_deconv_windows,
+    vjp_scratch=_deconv_windows,  # the windows of g, and a product as large as x's
+    work=_deconv_work,
+)
+def _deconvolution(cx, at, x, w, *b):
+    """2-D transposed convolution of (N, C, H, W) data with (C, num_filter/num_group, kh, kw)
+    filters, plus bias (none unless ``no_bias`` is false): the gradient of a Convolution with
+    respect to its data, of shape (N, num_filter, (H-1)*stride - 2*pad + kernel + adj, ...);
+    with ``target_shape``, the pad and adj that give it (``pad`` and ``adj`` ignored)."""
+    win, out = _deconv_geometry(at, x.shape)
+    y = _conv_data_grad(Eager(cx), x, w, (x.shape[0], at["num_filter"]) + out, win, at["num_group"])
+    if b:
+        y = y + b[0].reshape(1, -1, 1, 1)
     return cx.xp.ascontiguousarray(y)
 
 
@@ -560,9 +731,24 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
         return {"kernel": shape[2:], "stride": (1, 1), "pad": (0, 0)}
     if not at["kernel"]:
         raise InvalidInput("Pooling: kernel is required unless global_pool is true")
-    if at["pool_type"] == "avg" and not at["count_include_pad"] and any(at["pad"]):
-        raise InvalidInput("Pooling: count_include_pad=False is not supported with padding")
     return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}  # stride: 1 unless given, as MXNet
+
+
+def _counts_pad(at: dict, win: dict) -> bool:
+    """Whether an average pooling divides by the elements of each window inside the data
+    (``count_include_pad`` false with padding) rather than by the kernel's size."""
+    return at["pool_type"] == "avg" and not at["count_include_pad"] and any(win["pad"])
+
+
+def _in_bounds(win: dict, shape: tuple[int, ...]) -> Any:
+    """How many elements of each (OH, OW) window lie inside the data, at least 1 (MXNet's
+    average of a window all padding is 0: its sum over the 1)."""
+    k, s, p, out = _window("Pooling", win, shape)
+    per_axis = []
+    for d in (0, 1):
+        start = np.arange(out[d]) * s[d] - p[d]
+        per_axis.append(np.minimum(start + k[d], shape[2 + d]) - np.maximum(start, 0))
+    return np.maximum(np.outer(per_axis[0], per_axis[1]), 1)
 
 
 def _pool_infer(at: dict, x: Spec) -> Spec:
@@ -623,8 +809,12 @@ def _pool_vjp(F, at, g, y, x):
             mask = F.astype(mask, dtype=x.dtype.name)
         gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), mask)
         return (F.col2im(F.reshape(gb, shape=colshape), shape=tuple(x.shape), **win),)
+    if _counts_pad(at, win):
+        # the divisors are a constant of the shapes: a sum pooling of ones
+        ones = F.ones(shape=(1, 1) + tuple(int(d) for d in x.shape[2:]), dtype=x.dtype.name)
+        g = F.div(g, F.maximum_scalar(F.Pooling(ones, pool_type="sum", **win), scalar=1.0))
     gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
-    if at["pool_type"] == "avg":
+    if at["pool_type"] == "avg" and not _counts_pad(at, win):
         gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
     return (F.col2im(gb, shape=tuple(x.shape), **win),)
 
@@ -650,7 +840,115 @@ def _pooling(cx, at, x):
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
         return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
     r = cols.sum(axis=(2, 3), dtype=cols.dtype)
+    if _counts_pad(at, win):
+        return r / _in_bounds(win, x.shape).astype(r.dtype)
     return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
+
+
+# --------------------------------------------------------------------------
+# padding (MXNet's Pad: 4-D and 5-D data, the last two or three axes)
+
+PAD = (Attr("mode", "str", REQUIRED), Attr("pad_width", "shape", REQUIRED), Attr("constant_value", "float", 0.0))
+PAD_MODES = ("constant", "edge", "reflect")
+
+
+def _pad_pairs(name: str, at: dict, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """``pad_width`` (MXNet's flat before/after list) as one pair per axis of ``shape``, the
+    unpadded one of the array Pad pads: checked as MXNet checks them, and none negative."""
+    if at["mode"] not in PAD_MODES:
+        raise InvalidInput(f"{name}: mode must be one of {', '.join(PAD_MODES)}, got {at['mode']!r}")
+    if len(shape) not in (4, 5):
+        raise ShapeError(f"{name}: only 4-D or 5-D data can be padded, got shape {shape}")
+    pw = at["pad_width"]
+    if len(pw) != 2 * len(shape):
+        raise ShapeError(f"{name}: pad_width needs {2 * len(shape)} values (before and after each axis), got {len(pw)}")
+    if any(pw[:4]):
+        raise InvalidInput(f"{name}: padding on the first two axes must be zero, got pad_width {pw}")
+    if min(pw) < 0:
+        raise InvalidInput(f"{name}: pad_width must not be negative, got {pw}")
+    pairs = tuple((pw[2 * d], pw[2 * d + 1]) for d in range(len(shape)))
+    for n, (b, a) in zip(shape, pairs, strict=True):
+        if at["mode"] == "reflect" and max(b, a) >= n:
+            raise ShapeError(
+                f"{name}: reflect padding must be smaller than the axis it pads, got {(b, a)} for length {n}"
+            )
+        if at["mode"] == "edge" and n == 0 and b + a:
+            raise ShapeError(f"{name}: an empty axis has no edge to pad with")
+    return pairs
+
+
+def _pad_infer(at: dict, x: Spec) -> Spec:
+    floating("Pad", x)
+    pairs = _pad_pairs("Pad", at, x.shape)
+    return Spec(tuple(n + b + a for n, (b, a) in zip(x.shape, pairs, strict=True)), x.dtype)
+
+
+def _pad_vjp(F, at, g, y, x):
+    return (F.pad_grad(g, mode=at["mode"], pad_width=at["pad_width"]),)
+
+
+@defop(
+    "Pad",
+    ("data",),
+    PAD,
+    infer=_pad_infer,
+    vjp=_pad_vjp,
+    aliases=("pad",),
+    vjp_scratch=lambda at, x: _pad_infer(at, x).nbytes,  # pad_grad's copies, axis by axis
+)
+def _pad(cx, at, x):
+    """``data`` padded on its last two (4-D) or three (5-D) axes by ``pad_width``, MXNet's flat
+    (before_1, after_1, ..., before_N, after_N) with zeros for the first two axes: with
+    ``constant_value`` (mode 'constant'), the edge values ('edge') or their reflections about
+    the edge ('reflect', numpy's: the edge not repeated; each pad shorter than its axis)."""
+    pairs = _pad_pairs("Pad", at, x.shape)
+    if at["mode"] == "constant":
+        return cx.xp.pad(x, pairs, mode="constant", constant_values=at["constant_value"])
+    return cx.xp.pad(x, pairs, mode=at["mode"])
+
+
+def _unpadded(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    pw = at["pad_width"]
+    if len(pw) != 2 * len(shape):
+        raise ShapeError(f"pad_grad: pad_width needs {2 * len(shape)} values, got {len(pw)}")
+    return tuple(n - pw[2 * d] - pw[2 * d + 1] for d, n in enumerate(shape))
+
+
+def _pad_grad_infer(at: dict, g: Spec) -> Spec:
+    shape = _unpadded(at, g.shape)
+    if min(shape, default=0) < 0:
+        raise ShapeError(f"pad_grad: pad_width {at['pad_width']} is wider than data of shape {g.shape}")
+    _pad_pairs("pad_grad", at, shape)
+    return Spec(shape, g.dtype)
+
+
+@defop(
+    "pad_grad",
+    ("data",),
+    PAD[:2],
+    infer=_pad_grad_infer,
+    scratch=lambda at, g: g.nbytes,  # its copies, axis by axis
+    vjp=lambda F, at, gg, y, g: (F.Pad(gg, mode=at["mode"], pad_width=at["pad_width"]),),
+)
+def _pad_grad(cx, at, g):
+    """Pad's gradient: the middle of ``data``, each padded element added to the element it
+    copies (nothing of them in mode 'constant')."""
+    pw = at["pad_width"]
+    for d in range(2, g.ndim):  # axis by axis, as Pad's padding is one axis's after another's
+        b, a = pw[2 * d], pw[2 * d + 1]
+        if not b and not a:
+            continue
+        n = g.shape[d] - b - a
+        g = cx.xp.moveaxis(g, d, 0)
+        out = g[b : b + n].copy()
+        if at["mode"] == "edge":
+            out[0] += g[:b].sum(axis=0)
+            out[n - 1] += g[b + n :].sum(axis=0)
+        elif at["mode"] == "reflect":  # the before pad reflects 1..b, the after pad n-2..n-1-a
+            out[1 : b + 1] += g[:b][::-1]
+            out[n - 1 - a : n - 1] += g[b + n :][::-1]
+        g = cx.xp.moveaxis(out, 0, d)
+    return cx.xp.ascontiguousarray(g)
 
 
 # --------------------------------------------------------------------------

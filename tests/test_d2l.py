@@ -227,3 +227,52 @@ def test_batch_norm_uses_batch_statistics_only_in_training(mode):
     assert np.all(mm.asnumpy() > 0.3)  # moving statistics were updated in place
     pred = nd.BatchNorm(x, gamma, beta, mm, mv).asnumpy()  # predict mode: moving statistics
     assert pred.mean() > 1
+
+
+def bilinear_kernel(in_channels, out_channels, kernel_size):
+    factor = (kernel_size + 1) // 2
+    if kernel_size % 2 == 1:
+        center = factor - 1
+    else:
+        center = factor - 0.5
+    og = np.ogrid[:kernel_size, :kernel_size]
+    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
+    weight = np.zeros((in_channels, out_channels, kernel_size, kernel_size), dtype="float32")
+    weight[range(in_channels), range(out_channels), :, :] = filt
+    return nd.array(weight)
+
+
+def test_fcn_upsamples_by_a_bilinear_transposed_convolution(mode):
+    """d2l's fully convolutional network doubles an image's size with a transposed convolution
+    (Gluon's Conv2DTranspose calls nd.Deconvolution) initialised with a bilinear kernel: the
+    values MXNet 1.9.1 gives; then a kernel learnt from zeros towards its output."""
+    X = nd.arange(18).reshape((1, 2, 3, 3))
+    W = bilinear_kernel(2, 2, 4)
+    Y = nd.Deconvolution(X, W, kernel=(4, 4), stride=(2, 2), pad=(1, 1), num_filter=2)
+    assert Y.shape == (1, 2, 6, 6) and abs(Y.sum().asscalar() - 514.25) < 1e-3
+    np.testing.assert_allclose(Y[0, 1, 0].asnumpy(), [5.0625, 6.9375, 7.3125, 7.6875, 8.0625, 6.1875])
+    np.testing.assert_allclose(Y[0, 1, 5].asnumpy(), [8.4375, 11.4375, 11.8125, 12.1875, 12.5625, 9.5625])
+    weight = nd.zeros(W.shape)
+    weight.attach_grad()
+    losses = []
+    for _ in range(100):
+        with autograd.record():
+            Y_hat = nd.Deconvolution(X, weight, kernel=(4, 4), stride=(2, 2), pad=(1, 1), num_filter=2)
+            lo = ((Y_hat - Y) ** 2).mean()
+        lo.backward()
+        weight[:] = weight - 1e-2 * weight.grad
+        losses.append(lo.asscalar())
+    assert losses[-1] < 1e-2 * losses[0]
+
+
+def test_pad_and_its_capitalised_name_through_the_client(mode):
+    """nd.pad and nd.Pad are one op (as in MXNet), with gradients."""
+    x = nd.arange(6).reshape((1, 1, 2, 3))
+    x.attach_grad()
+    with autograd.record():
+        y = nd.pad(x, mode="edge", pad_width=(0, 0, 0, 0, 1, 0, 0, 2))
+    y.backward()
+    assert y.shape == (1, 1, 3, 5) and y[0, 0, 0].asnumpy().tolist() == [0, 1, 2, 2, 2]
+    assert x.grad[0, 0].asnumpy().tolist() == [[2, 2, 6], [1, 1, 3]]
+    z = nd.Pad(x, mode="constant", pad_width=(0, 0, 0, 0, 0, 0, 1, 1), constant_value=-1)
+    assert z[0, 0].asnumpy().tolist() == [[-1, 0, 1, 2, -1], [-1, 3, 4, 5, -1]]

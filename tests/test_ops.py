@@ -312,32 +312,79 @@ def col2im_ref(c, shape, kernel, stride, pad):
     return z[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w].astype(c.dtype)
 
 
-def conv_ref(x, w, b, stride, pad):
+def conv_ref(x, w, b, stride, pad, groups=1):
     xp = padded(x, pad)
     kh, kw = w.shape[2:]
     oh, ow = out_hw(x.shape, (kh, kw), stride, pad)
     out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    cg, fg = x.shape[1] // groups, w.shape[0] // groups
     for a in range(oh):
         for c in range(ow):
             win = xp[:, :, a * stride[0] : a * stride[0] + kh, c * stride[1] : c * stride[1] + kw]
-            out[:, :, a, c] = np.einsum("ncij,fcij->nf", win, w.astype(np.float64))
+            for grp in range(groups):  # filters grp*fg.. see channels grp*cg..
+                out[:, grp * fg : (grp + 1) * fg, a, c] = np.einsum(
+                    "ncij,fcij->nf", win[:, grp * cg : (grp + 1) * cg], w[grp * fg : (grp + 1) * fg].astype(np.float64)
+                )
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out.astype(x.dtype)
 
 
-def pool_ref(x, kind, kernel, stride, pad):
+def deconv_ref(x, w, b, stride, pad, adj=(0, 0), groups=1):
+    """Each input element scatters its filter (times itself) into the output, at stride."""
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    cg, fg = c // groups, w.shape[1]
+    full = np.zeros((n, fg * groups, (h - 1) * stride[0] + kh + adj[0], (wd - 1) * stride[1] + kw + adj[1]))
+    for i in range(h):
+        for j in range(wd):
+            for ch in range(c):
+                grp = ch // cg
+                full[
+                    :, grp * fg : (grp + 1) * fg, i * stride[0] : i * stride[0] + kh, j * stride[1] : j * stride[1] + kw
+                ] += x[:, ch, i, j, None, None, None] * w[ch].astype(np.float64)
+    out = full[:, :, pad[0] : full.shape[2] - pad[0], pad[1] : full.shape[3] - pad[1]]
+    if b is not None:
+        out = out + b.reshape(1, -1, 1, 1)
+    return out.astype(x.dtype)
+
+
+def pool_ref(x, kind, kernel, stride, pad, count_include_pad=True):
     xp = padded(x, pad, -np.inf if kind == "max" else 0.0)
+    inside = padded(np.ones((1, 1) + x.shape[2:]), pad)
     oh, ow = out_hw(x.shape, kernel, stride, pad)
     out = np.zeros(x.shape[:2] + (oh, ow))
     for a in range(oh):
         for b in range(ow):
-            win = xp[:, :, a * stride[0] : a * stride[0] + kernel[0], b * stride[1] : b * stride[1] + kernel[1]]
+            rows, cols = (
+                slice(a * stride[0], a * stride[0] + kernel[0]),
+                slice(b * stride[1], b * stride[1] + kernel[1]),
+            )
+            win = xp[:, :, rows, cols]
             if kind == "max":
                 out[:, :, a, b] = win.max(axis=(2, 3))
-            else:
-                out[:, :, a, b] = win.sum(axis=(2, 3)) / (kernel[0] * kernel[1] if kind == "avg" else 1)
+            elif kind == "sum":
+                out[:, :, a, b] = win.sum(axis=(2, 3))
+            else:  # MXNet's average of a window all padding is 0
+                count = kernel[0] * kernel[1] if count_include_pad else inside[0, 0, rows, cols].sum()
+                out[:, :, a, b] = win.sum(axis=(2, 3)) / max(count, 1)
     return out.astype(x.dtype)
+
+
+def pad_grad_ref(g, mode, pad_width):
+    """Pad's gradient written as the transpose of its (linear) map: each element of the padded
+    array names the element it came from (np.pad of the indices), the cotangents summed there."""
+    shape = tuple(n - pad_width[2 * d] - pad_width[2 * d + 1] for d, n in enumerate(g.shape))
+    pairs = [(pad_width[2 * d], pad_width[2 * d + 1]) for d in range(g.ndim)]
+    src = np.arange(int(np.prod(shape))).reshape(shape)
+    if mode == "constant":
+        src = np.pad(src, pairs, mode="constant", constant_values=-1)
+    else:
+        src = np.pad(src, pairs, mode=mode)
+    out = np.zeros(int(np.prod(shape)))
+    keep = src.reshape(-1) >= 0
+    np.add.at(out, src.reshape(-1)[keep], g.reshape(-1)[keep].astype(np.float64))
+    return out.reshape(shape).astype(g.dtype)
 
 
 def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1):
@@ -657,7 +704,33 @@ CASES: dict[str, Case] = {
         num_filter=4,
         tol32=LOOSE32,
     ),
+    "Deconvolution": C(
+        lambda x, w, b: deconv_ref(x, w, b, (2, 1), (1, 1), (1, 0)),
+        (2, 4, 3, 2),
+        (4, 3, 3, 3),
+        (3,),
+        kernel=[3, 3],
+        stride=[2, 1],
+        pad=[1, 1],
+        adj=[1, 0],
+        num_filter=3,
+        no_bias=False,
+        tol32=LOOSE32,
+    ),
     "Pooling": C(lambda x: pool_ref(x, "max", (3, 2), (2, 1), (1, 0)), IMG, dom=DISTINCT, **WIN),
+    "Pad": C(
+        lambda x: np.pad(x, ((0, 0), (0, 0), (2, 1), (0, 2)), constant_values=-1.5),
+        (2, 3, 3, 4),
+        mode="constant",
+        pad_width=[0, 0, 0, 0, 2, 1, 0, 2],
+        constant_value=-1.5,
+    ),
+    "pad_grad": C(
+        lambda g: pad_grad_ref(g, "reflect", (0, 0, 0, 0, 2, 1, 1, 2)),
+        (2, 3, 6, 7),
+        mode="reflect",
+        pad_width=[0, 0, 0, 0, 2, 1, 1, 2],
+    ),
     "Dropout": C(None, (20, 30), training=True, p=0.4),
     "BatchNorm": bn_case((4, 3, 2, 2), {"fix_gamma": False}, fix_gamma=False),
     "LayerNorm": C(ln_ref, X3, (4,), (4,), dom=(DISTINCT, SMOOTH, SMOOTH)),
@@ -749,6 +822,121 @@ VARIANTS: list[tuple[str, str, Case]] = [
             pad=[1, 1],
             pool_type="avg",
         ),
+    ),
+    (
+        "Convolution-groups",
+        "Convolution",
+        C(
+            lambda x, w, b: conv_ref(x, w, b, (2, 1), (1, 0), groups=2),
+            (2, 4, 5, 4),
+            (6, 2, 3, 2),
+            (6,),
+            kernel=[3, 2],
+            stride=[2, 1],
+            pad=[1, 0],
+            num_filter=6,
+            num_group=2,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "Convolution-depthwise",
+        "Convolution",
+        C(
+            lambda x, w: conv_ref(x, w, None, (1, 1), (1, 1), groups=3),
+            (1, 3, 4, 4),
+            (3, 1, 2, 2),
+            kernel=[2, 2],
+            pad=[1, 1],
+            num_filter=3,
+            num_group=3,
+            no_bias=True,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "Deconvolution-default-no_bias",
+        "Deconvolution",
+        C(lambda x, w: deconv_ref(x, w, None, (1, 1), (0, 0)), (2, 3, 3, 4), (3, 2, 2, 3), kernel=[2, 3], num_filter=2),
+    ),
+    (
+        "Deconvolution-groups-target_shape",
+        "Deconvolution",
+        C(
+            # target (6, 8) from (3, 3) at stride (2, 3), kernel (4, 3): of (8, 9), pads (1, 1), adj (0, 1)
+            lambda x, w, b: deconv_ref(x, w, b, (2, 3), (1, 1), (0, 1), groups=2),
+            (2, 4, 3, 3),
+            (4, 3, 4, 3),
+            (6,),
+            kernel=[4, 3],
+            stride=[2, 3],
+            pad=[7, 7],
+            target_shape=[6, 8],
+            num_filter=6,
+            num_group=2,
+            no_bias=False,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "Pooling-avg-pad-count_include_pad-false",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "avg", (3, 2), (2, 1), (1, 1), count_include_pad=False),
+            (2, 2, 5, 4),
+            kernel=[3, 2],
+            stride=[2, 1],
+            pad=[1, 1],
+            pool_type="avg",
+            count_include_pad=False,
+        ),
+    ),
+    (
+        "Pooling-avg-windows-all-padding",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "avg", (2, 2), (1, 1), (2, 1), count_include_pad=False),
+            (1, 2, 3, 3),
+            kernel=[2, 2],
+            pad=[2, 1],
+            pool_type="avg",
+            count_include_pad=False,
+        ),
+    ),
+    (
+        "Pad-edge-5d",
+        "Pad",
+        C(
+            lambda x: np.pad(x, ((0, 0), (0, 0), (1, 0), (2, 3), (0, 1)), mode="edge"),
+            (1, 2, 2, 2, 3),
+            mode="edge",
+            pad_width=[0, 0, 0, 0, 1, 0, 2, 3, 0, 1],
+        ),
+    ),
+    (
+        "Pad-reflect",
+        "Pad",
+        C(
+            lambda x: np.pad(x, ((0, 0), (0, 0), (2, 1), (3, 2)), mode="reflect"),
+            (2, 1, 3, 4),
+            mode="reflect",
+            pad_width=[0, 0, 0, 0, 2, 1, 3, 2],
+        ),
+    ),
+    (
+        "pad_grad-edge-5d",
+        "pad_grad",
+        C(
+            lambda g: pad_grad_ref(g, "edge", (0, 0, 0, 0, 1, 2, 0, 0, 2, 1)),
+            (1, 2, 4, 2, 4),
+            mode="edge",
+            pad_width=[0, 0, 0, 0, 1, 2, 0, 0, 2, 1],
+        ),
+    ),
+    (
+        "pad_grad-constant",
+        "pad_grad",
+        C(lambda g: g[:, :, 1:3, 2:3], (2, 1, 4, 4), mode="constant", pad_width=[0, 0, 0, 0, 1, 1, 2, 1]),
     ),
     (
         "Pooling-sum",
@@ -1175,7 +1363,17 @@ def test_binary_list_is_every_two_input_elementwise_op():
 
 def test_variadic_ops_and_arity():
     variadic = {op.name for op in OPS.ops() if op.variadic}
-    want = {"concat", "stack", "add_n", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
+    want = {
+        "concat",
+        "stack",
+        "add_n",
+        "FullyConnected",
+        "Convolution",
+        "Deconvolution",
+        "getitem",
+        "scatter_key",
+        "SequenceMask",
+    }
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
@@ -2657,7 +2855,36 @@ BAD_ATTRS = [
     ("Pooling", {"kernel": [2, 2], "pool_type": "lp"}, [(1, 1, 4, 4)]),
     ("Pooling", {}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2]}, [(1, 4, 4)]),
-    ("Pooling", {"kernel": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False}, [(1, 1, 4, 4)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 3, 5, 5), (2, 1, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 3, "num_group": 2}, [(1, 2, 5, 5), (3, 1, 3, 3), (3,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 0}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 4, 3, 3), (4, 2, 3, 3), (2,)]),  # no_bias: True
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "no_bias": False}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 4, 3, 3), (2, 4, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 4, "num_group": 2}, [(1, 4, 3, 3), (4, 4, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 3}, [(1, 4, 3, 3), (4, 1, 3, 3)]),
+    (
+        "Deconvolution",
+        {"kernel": [3, 3], "num_filter": 2, "stride": [2, 2], "adj": [2, 2]},
+        [(1, 4, 3, 3), (4, 2, 3, 3)],
+    ),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "target_shape": [8, 8]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "target_shape": [4, 4]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "pad": [3, 3]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(4, 3, 3), (4, 2, 3, 3)]),
+    ("Pad", {"mode": "constant", "pad_width": [1, 1, 1, 1]}, [(3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 1, 1, 1, 1]}, [(1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 1, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 1, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 0, 0, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant", "pad_width": [0, 0, 0, 0, -1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "wrap", "pad_width": [0, 0, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "reflect", "pad_width": [0, 0, 0, 0, 3, 0, 0, 0]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "edge", "pad_width": [0, 0, 0, 0, 1, 0, 0, 0]}, [(1, 1, 0, 4)]),
+    ("Pad", {"pad_width": [0, 0, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
+    ("Pad", {"mode": "constant"}, [(1, 1, 3, 4)]),
+    ("pad_grad", {"mode": "constant", "pad_width": [0, 0, 0, 0, 3, 3, 0, 0]}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
     ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
     ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
@@ -2687,6 +2914,100 @@ def test_pooling_stride_defaults_to_one_as_in_mxnet():
     op = OPS["Pooling"]
     x = DISTINCT(np.random.default_rng(15), (1, 2, 4, 5))
     check_forward(op, {"kernel": [2, 2]}, [x], pool_ref(x, "max", (2, 2), (1, 1), (0, 0)))
+
+
+def _mx_run(name, at, xs, g=None):
+    """An op's output and its inputs' cotangents for ``g`` (ones unless given), as float32."""
+    op = OPS[name]
+    at = op.parse_attrs(at)
+    xs = [np.asarray(x, np.float32) for x in xs]
+    y = op.forward(Context(), dict(at), *xs)
+    cts = vjp_of(op)(Eager(Context()), dict(at), np.ones_like(y) if g is None else g, y, *xs)
+    return y, cts
+
+
+def test_avg_pooling_without_the_padding_divides_as_mxnet():
+    """MXNet 1.9.1 (recorded): count_include_pad=False divides each window's sum by its
+    elements inside the data; its gradient so too; a window all padding averages to 0."""
+    x = np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5)
+    at = {"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1], "pool_type": "avg", "count_include_pad": False}
+    y, (gx,) = _mx_run("Pooling", at, [x])
+    np.testing.assert_allclose(y[0, 0], [[4, 5.5, 7], [11.5, 13, 14.5], [19, 20.5, 22]])
+    corner, edge, mid = 0.25, 1 / 6 + 1 / 4, 1 / 9
+    np.testing.assert_allclose(gx[0, 0, 0], [corner, edge, 1 / 6, edge, corner], rtol=1e-6)
+    np.testing.assert_allclose(gx[0, 0, 2], [1 / 6, 1 / 9 + 1 / 6, mid, 1 / 9 + 1 / 6, 1 / 6], rtol=1e-6)
+    at = {**at, "kernel": [3, 2], "stride": [2, 3]}
+    np.testing.assert_allclose(_mx_run("Pooling", at, [x])[0][0, 0], [[3.5, 6], [11, 13.5], [18.5, 21]])
+    at = {"kernel": [2, 2], "pad": [2, 2], "pool_type": "avg", "count_include_pad": False}
+    y = _mx_run("Pooling", at, [x])[0][0, 0]
+    assert y.shape == (8, 8) and not y[0].any() and not y[:, 7].any()
+    np.testing.assert_allclose(y[1], [0, 1, 1.5, 2.5, 3.5, 4.5, 5, 0])
+    # with count_include_pad (the default) the same windows divide by the kernel's size
+    at = {**at, "count_include_pad": True}
+    np.testing.assert_allclose(_mx_run("Pooling", at, [x])[0][0, 0, 1], [0, 0.25, 0.75, 1.25, 1.75, 2.25, 1.25, 0])
+
+
+def test_grouped_convolution_as_mxnet():
+    """MXNet 1.9.1 (recorded): filters of group G see only the channels of group G."""
+    x = np.arange(32).reshape(1, 4, 2, 4)
+    at = {"kernel": [1, 2], "num_filter": 4, "num_group": 4, "no_bias": True}
+    y, _ = _mx_run("Convolution", at, [x, np.arange(8).reshape(4, 1, 1, 2) - 3])
+    assert y[0, :, 0, 0].tolist() == [-2, -8, 50, 172] and y[0, 3].tolist() == [[172, 179, 186], [200, 207, 214]]
+    at = {**at, "num_group": 2, "stride": [1, 2]}
+    y, (gx, gw) = _mx_run("Convolution", at, [x, np.arange(16).reshape(4, 2, 1, 2) - 3])
+    assert y[0, :, :, 0].tolist() == [[-10, -34], [62, 102], [550, 654], [878, 1046]]
+    assert gx[0, :, 0].tolist() == [[-2, 0, -2, 0], [2, 4, 2, 4], [14, 16, 14, 16], [18, 20, 18, 20]]
+    assert gw.shape == (4, 2, 1, 2) and gw[0, 0, 0].tolist() == [0 + 2 + 4 + 6, 1 + 3 + 5 + 7]
+
+
+def test_deconvolution_with_a_bilinear_kernel_upsamples_as_mxnet():
+    """d2l's fully convolutional network: a transposed convolution (kernel 4, stride 2, pad 1)
+    initialised with a bilinear kernel doubles an image's size; MXNet 1.9.1's values."""
+    k = np.array([0.25, 0.75, 0.75, 0.25])
+    w = np.outer(k, k).reshape(1, 1, 4, 4)
+    at = {"kernel": [4, 4], "stride": [2, 2], "pad": [1, 1], "num_filter": 1}
+    y, (gx, gw) = _mx_run("Deconvolution", at, [np.arange(9).reshape(1, 1, 3, 3), w])
+    np.testing.assert_allclose(
+        y[0, 0],
+        [
+            [0.0, 0.1875, 0.5625, 0.9375, 1.3125, 1.125],
+            [0.5625, 1.0, 1.5, 2.0, 2.5, 2.0625],
+            [1.6875, 2.5, 3.0, 3.5, 4.0, 3.1875],
+            [2.8125, 4.0, 4.5, 5.0, 5.5, 4.3125],
+            [3.9375, 5.5, 6.0, 6.5, 7.0, 5.4375],
+            [3.375, 4.6875, 5.0625, 5.4375, 5.8125, 4.5],
+        ],
+    )
+    # for a cotangent of ones: each input's weights that land inside the output, summed
+    np.testing.assert_allclose(gx[0, 0], [[3.0625, 3.5, 3.0625], [3.5, 4, 3.5], [3.0625, 3.5, 3.0625]])
+    np.testing.assert_allclose(gw[0, 0], [[24, 33, 33, 20], [27, 36, 36, 21], [27, 36, 36, 21], [12, 15, 15, 8]])
+
+
+def test_pad_modes_as_mxnet():
+    """MXNet 1.9.1 (recorded): nd.pad's three modes on the last two axes."""
+    x = np.arange(1, 13).reshape(1, 1, 3, 4)
+    pw = [0, 0, 0, 0, 1, 2, 2, 1]
+    y = _mx_run("Pad", {"mode": "constant", "pad_width": pw, "constant_value": -1}, [x])[0][0, 0]
+    assert y.tolist()[:2] == [[-1] * 7, [-1, -1, 1, 2, 3, 4, -1]] and y[4:].tolist() == [[-1] * 7] * 2
+    y = _mx_run("Pad", {"mode": "edge", "pad_width": pw}, [x])[0][0, 0]
+    assert y[:, 0].tolist() == [1, 1, 5, 9, 9, 9] and y[0].tolist() == [1, 1, 1, 2, 3, 4, 4]
+    y = _mx_run("Pad", {"mode": "reflect", "pad_width": pw}, [x])[0][0, 0]
+    assert y.tolist()[:2] == [[7, 6, 5, 6, 7, 8, 7], [3, 2, 1, 2, 3, 4, 3]] and y[5].tolist() == [3, 2, 1, 2, 3, 4, 3]
+
+
+def test_pad_gradients_as_mxnet():
+    """MXNet 1.9.1 (recorded): pad's gradient for an arange cotangent, each mode."""
+    x = np.zeros((1, 1, 3, 4))
+    pw = [0, 0, 0, 0, 2, 1, 3, 2]
+    g = np.arange(6 * 9, dtype=np.float32).reshape(1, 1, 6, 9)
+    want = {
+        "constant": [[21, 22, 23, 24], [30, 31, 32, 33], [39, 40, 41, 42]],
+        "edge": [[126, 39, 42, 144], [114, 31, 32, 102], [336, 89, 91, 285]],
+        "reflect": [[21, 68, 67, 42], [90, 285, 282, 180], [42, 136, 134, 84]],
+    }
+    for mode, mx in want.items():
+        (gx,) = _mx_run("Pad", {"mode": mode, "pad_width": pw, "constant_value": 5}, [x], g)[1]
+        assert gx[0, 0].tolist() == mx, mode
 
 
 def test_max_pooling_gives_the_gradient_to_the_first_of_equal_maxima_as_mxnet():
