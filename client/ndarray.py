@@ -38,7 +38,7 @@ from .engine.ops import (
 )
 from .engine.optable import DEFAULT_DTYPE, DTYPES, MAX_NDIM, OPS, Op, Spec, over_rank
 from .engine.session import INPLACE_IN_GRAPH, INPLACE_RECORDING, RECORDING, TRAINING
-from .runtime import FRAME_ALIGN, RNG_KEY, Client, NotTraceable, current, framed
+from .runtime import FRAME_ALIGN, RNG_KEY, ChangeLost, Client, NotTraceable, current, framed
 from .state import flags
 
 _ITEMSIZES = {name: np.dtype(name).itemsize for name in DTYPES}
@@ -599,11 +599,17 @@ class NDArray:
         return invoke(OPS["getitem"], (self, *idx), {"key": wkey})
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._c.check_alive(self._h)
+        lost = None
+        try:
+            self._c.check_alive(self._h)
+        except ChangeLost as e:  # (its value is not known: a write of all of it makes it known again)
+            lost = e
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
         wkey, idx = _key_to_wire(key, self._c)
         parsed = parse_key("setitem", wkey, len(idx))
+        if lost is not None and (idx or not is_whole_key(parsed) or not self._c.revivable(self._h)):
+            raise lost
         check_index_dtypes("setitem", (i._spec.dtype for i in idx))
         sub = key_shape("setitem", self.shape, parsed, tuple(i.shape for i in idx))
         copied = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
@@ -642,6 +648,8 @@ class NDArray:
         if flags.recording:
             ins["mode"] = _mode()
         self._c.enqueue(ins)
+        if lost is not None:
+            self._c.revive(self._h)
         if copied is not None:
             self._node = copied
 

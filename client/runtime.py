@@ -336,6 +336,17 @@ class Client:
                 return
         raise _again(err)
 
+    def revivable(self, h: int) -> bool:
+        """Whether a write of the whole of array ``h`` makes its lost value known again: an
+        array of its own memory (a view's write leaves the rest of its base unknown), outside
+        a trace (which may be given up)."""
+        return self.root(h) == h and not self.capturing()
+
+    def revive(self, h: int) -> None:
+        """``h``, whose in-place change was lost (``ChangeLost``), was written whole."""
+        if isinstance(self._dead.get(h), ChangeLost):
+            del self._dead[h]
+
     # -- batches --------------------------------------------------------------------------
 
     def flush(self, reads: tuple[int, ...] = ()) -> list[np.ndarray]:

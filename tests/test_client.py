@@ -1276,3 +1276,37 @@ def test_an_in_process_session_keeps_no_reply_and_no_copies_of_its_reads():
         assert s.last_reply is None and s.reply_bytes == 0 and s.nbytes == x.asnumpy().nbytes
     finally:
         gradserve.set_current(None)
+
+
+def test_writing_the_whole_of_an_array_whose_change_was_lost_makes_it_usable_again(mode):
+    """An array whose in-place change was lost (an op before it failed) raises ChangeLost
+    until it is made again; ``w[:] = v`` makes it again (it was refused, though the message
+    said "make it again"). A write of part of it, or of a view of it, leaves it unknown."""
+    x = nd.arange(3)
+    w = nd.zeros(3)
+    nd.waitall()
+    bad = x[nd.array([5], dtype="int64")]
+    w += 1  # queued after the failure: lost
+    with pytest.raises(IndexError):
+        bad.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        w.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        w[1:] = 0
+    with pytest.raises(gradserve.ChangeLost):
+        w[1] = 0
+    w[:] = nd.array([7.0, 8.0, 9.0])
+    assert w.asnumpy().tolist() == [7, 8, 9]
+    w += 1
+    assert w.asnumpy().tolist() == [8, 9, 10]
+    base = nd.zeros((2, 3))
+    view = base[1]
+    nd.waitall()
+    bad = x[nd.array([5], dtype="int64")]
+    base += 1
+    with pytest.raises(IndexError):
+        bad.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        view[:] = 5  # the rest of its base is still unknown
+    base[:] = 2
+    assert view.asnumpy().tolist() == [2, 2, 2] and base.asnumpy().tolist() == [[2, 2, 2]] * 2
