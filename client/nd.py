@@ -634,3 +634,8 @@ __all__ = [
 __all__ += [
     n for n in list(globals()) if not n.startswith("_") and n not in __all__ and callable(globals()[n]) and n in OPS
 ]
+
+
+def __dir__() -> list[str]:
+    """The namespace's own names (completion in a notebook lists these, not its imports)."""
+    return sorted(__all__)

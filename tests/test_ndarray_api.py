@@ -93,6 +93,15 @@ def test_generated_namespace_and_methods(mode):
         nd.dot(x.T, x, out=z)  # a (3, 3) result
 
 
+def test_the_namespace_lists_its_own_names_not_its_imports():
+    """dir(nd), what a notebook completes, is the namespace's functions: it listed its
+    imports too (nd.zipfile, nd.inspect, nd.Any...)."""
+    names = dir(nd)
+    assert {"dot", "array", "NDArray", "random", "linalg", "waitall", "softmax", "adam_update"} <= set(names)
+    assert not {"zipfile", "inspect", "numbers", "Any", "Sequence", "tape", "current", "annotations"} & set(names)
+    assert all(callable(getattr(nd, n)) or n in ("random", "linalg") for n in names)
+
+
 def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
     """MXNet's generated creation functions take their attributes, then ctx, then dtype,
     positionally (checked with MXNet 1.9.1): ctx was read as dtype ("unknown dtype cpu(1)")
