@@ -237,23 +237,82 @@ def _activation(cx, at, x):
     return OPS[at["act_type"]].forward(cx, {}, x)
 
 
-LEAKY = ("leaky", "elu", "selu")
+LEAKY = ("elu", "gelu", "leaky", "prelu", "rrelu", "selu")
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+_SQRT1_2 = float(np.sqrt(0.5))
+_INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 
 
-def _leaky_infer(at: dict, x: Spec) -> Spec:
+def _prelu_shape(gamma: tuple[int, ...], data: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape gamma broadcasts as, MXNet's ``expand_shape``: its axes, from the last,
+    matched to data's axes 1 and 0 (one per channel, on axis 1: (C,); one for all: (1,)),
+    every other axis 1."""
+    out = [1] * len(data)
+    s = len(gamma) - 1
+    for i in range(len(data) - 1, -1, -1):
+        if s >= 0 and i <= 1 and (data[i] == gamma[s] or gamma[s] == 1):
+            out[i] = gamma[s]
+            s -= 1
+    if s != -1:
+        per_channel = (data[1],) if len(data) > 1 else data
+        raise ShapeError(
+            f"LeakyReLU: cannot broadcast gamma {gamma} to data {data} "
+            f"(one slope per channel: {per_channel}, or one for all: (1,))"
+        )
+    return tuple(out)
+
+
+def _leaky_infer(at: dict, x: Spec, *gamma: Spec) -> Spec:
     floating("LeakyReLU", x)
-    if at["act_type"] not in LEAKY:
-        raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {at['act_type']!r}")
+    kind = at["act_type"]
+    if kind not in LEAKY:
+        raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {kind!r}")
+    if kind == "prelu":
+        if len(gamma) != 1:
+            raise InvalidInput("LeakyReLU: act_type prelu takes 2 inputs (data and gamma), got 1")
+        if gamma[0].dtype != x.dtype:
+            raise DTypeError(f"LeakyReLU: gamma is {gamma[0].dtype}, data {x.dtype}: they must be of one dtype")
+        _prelu_shape(gamma[0].shape, x.shape)
+    elif gamma:
+        raise InvalidInput(f"LeakyReLU: act_type {kind} takes 1 input (data), got {1 + len(gamma)} (gamma is prelu's)")
     return x
 
 
-def _leaky_vjp(F, at, g, y, x):
+def _rrelu_slope(at: dict) -> float:
+    """rrelu's slope in prediction: the middle of [lower_bound, upper_bound]."""
+    return (at["lower_bound"] + at["upper_bound"]) / 2.0
+
+
+def _rrelu_draws(at: dict, training: bool) -> bool:
+    """Whether LeakyReLU draws slopes (rrelu in training): its node keeps them for the VJP."""
+    return at["act_type"] == "rrelu" and training
+
+
+def _gelu_grad(F, x):
+    """d gelu / dx = Phi(x) + x phi(x), Phi and phi the normal distribution's cdf and pdf."""
+    cdf = F.mul_scalar(F.add_scalar(F.erf(F.mul_scalar(x, scalar=_SQRT1_2)), scalar=1.0), scalar=0.5)
+    pdf = F.mul_scalar(F.exp(F.mul_scalar(F.square(x), scalar=-0.5)), scalar=_INV_SQRT_2PI)
+    return F.add(cdf, F.mul(x, pdf))
+
+
+def _leaky_vjp(F, at, g, y, x, *gamma):
+    kind, slope = at["act_type"], at["slope"]
+    if kind == "gelu":
+        return (F.mul(g, _gelu_grad(F, x)),)
     pos = F.greater_scalar(x, scalar=0.0)
     neg = F.rsub_scalar(pos, scalar=1.0)
-    kind, slope = at["act_type"], at["slope"]
+    if kind == "prelu":
+        shape = _prelu_shape(tuple(gamma[0].shape), tuple(x.shape))
+        gb = F.reshape(gamma[0], shape=shape)
+        gx = F.mul(g, F.add(pos, F.mul(neg, gb)))
+        gg = F.sum_to(F.mul(g, F.mul(neg, x)), shape=shape)
+        return gx, F.reshape(gg, shape=tuple(gamma[0].shape))
     if kind == "leaky":
         d = F.add(pos, F.mul_scalar(neg, scalar=slope))
+    elif kind == "rrelu":
+        drawn = at.get("_kept")
+        slopes = F.mul_scalar(neg, scalar=_rrelu_slope(at)) if drawn is None else F.mul(neg, drawn)
+        d = F.add(pos, slopes)
     elif kind == "elu":
         d = F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=slope)))
     else:
@@ -263,17 +322,42 @@ def _leaky_vjp(F, at, g, y, x):
 
 @defop(
     "LeakyReLU",
-    ("data",),
-    (Attr("act_type", "str", "leaky"), Attr("slope", "float", 0.25)),
+    ("data", "*gamma"),
+    (
+        Attr("act_type", "str", "leaky"),
+        Attr("slope", "float", 0.25),
+        Attr("lower_bound", "float", 0.125),
+        Attr("upper_bound", "float", 0.334),
+    ),
     infer=_leaky_infer,
     vjp=_leaky_vjp,
+    random=True,
+    keeps=_rrelu_draws,
 )
-def _leaky_relu(cx, at, x):
-    """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu."""
+def _leaky_relu(cx, at, x, *gamma):
+    """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu; gelu: x Phi(x) (the
+    normal cdf, with erf); prelu: x or gamma*x, gamma a second input (one slope per channel
+    on axis 1, or one for all); rrelu: x or a*x, a drawn uniformly from [lower_bound,
+    upper_bound] for each element in training (its gradient uses the draw), their middle in
+    prediction."""
     xp, t = cx.xp, x.dtype.type
     kind, slope = at["act_type"], t(at["slope"])
+    at["_kept"] = None
     if kind == "leaky":
         return xp.where(x > 0, x, slope * x)
+    if kind == "prelu":
+        gb = gamma[0].reshape(_prelu_shape(gamma[0].shape, x.shape))
+        return xp.where(x > 0, x, gb * x).astype(x.dtype, copy=False)
+    if kind == "rrelu":
+        if cx.training:
+            lo, hi = at["lower_bound"], at["upper_bound"]
+            drawn = (lo + (hi - lo) * cx.rng.random(x.shape)).astype(x.dtype)
+            at["_kept"] = drawn
+            return xp.where(x > 0, x, drawn * x)
+        return xp.where(x > 0, x, t(_rrelu_slope(at)) * x)
+    if kind == "gelu":  # 0.5 x erfc(-x / sqrt 2): no cancellation in the left tail, as 1 + erf has
+        x64 = np.asarray(x, np.float64)
+        return (0.5 * x64 * kernels.special("erfc", -_SQRT1_2 * x64)).astype(x.dtype)
     if kind == "elu":
         return xp.where(x > 0, x, slope * xp.expm1(x)).astype(x.dtype)
     return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * xp.expm1(x))).astype(x.dtype)

@@ -817,3 +817,30 @@ def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):
     for sampler in (r.normal, r.uniform, r.poisson, r.gamma, r.exponential):
         with pytest.raises(MXNetError, match="unknown argument 'bogus'"):
             sampler(bogus=1)
+
+
+def test_leaky_relu_prelu_gelu_and_rrelu_through_nd(mode):
+    """nd.LeakyReLU as MXNet's: gamma by keyword (Gluon's PReLU) with its gradient, gelu, and
+    rrelu recorded in training: the gradient is the slope each element drew."""
+    x = nd.array(np.arange(-12, 12).reshape(2, 3, 4) * 0.5)
+    gamma = nd.array([0.1, 0.2, 0.3])
+    x.attach_grad()
+    gamma.attach_grad()
+    with autograd.record():
+        y = nd.LeakyReLU(x, gamma=gamma, act_type="prelu")
+    y.backward(nd.array(np.arange(24).reshape(2, 3, 4)))
+    assert gamma.grad.asnumpy().tolist() == [-29, -69, -45]
+    np.testing.assert_allclose(
+        nd.LeakyReLU(nd.array([-3.0, 1.0]), act_type="gelu").asnumpy(), [-0.0040496941, 0.8413447], rtol=1e-6
+    )
+    z = nd.array(np.full((4, 5), -2.0))
+    z.attach_grad()
+    with autograd.record(train_mode=True):
+        y = nd.LeakyReLU(z, act_type="rrelu")
+    y.backward()
+    slopes = y.asnumpy() / -2.0
+    assert ((0.125 <= slopes) & (slopes <= 0.334)).all() and len(np.unique(slopes)) > 1
+    assert np.array_equal(z.grad.asnumpy(), slopes)
+    with autograd.record(train_mode=False):
+        y = nd.LeakyReLU(z, act_type="rrelu")
+    assert np.allclose(y.asnumpy(), -2.0 * 0.2295)

@@ -432,6 +432,12 @@ ACT_REF = {
     "softsign": lambda x: x / (1 + np.abs(x)),
 }
 SELU = (1.6732632423543772, 1.0507009873554805)
+GELU_REF = np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))
+
+
+def prelu_ref(x, gamma, shape):
+    return np.where(x > 0, x, gamma.reshape(shape) * x)
+
 
 S = 1.5  # the scalar of the *_scalar ops
 BIN = ((2, 1, 3), (4, 1))  # binary ops: broadcasting both ways
@@ -746,6 +752,28 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "LeakyReLU",
         C(lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * np.expm1(x)), dom=AWAY(), act_type="selu"),
     ),
+    ("LeakyReLU-gelu", "LeakyReLU", C(GELU_REF, dom=U(-3, 3), act_type="gelu")),
+    (
+        "LeakyReLU-prelu",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (1, 3, 1)), X3, (3,), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-prelu-one-slope",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (1, 1, 1)), X3, (1,), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-prelu-batch-and-channel",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (2, 3, 1)), X3, (2, 3), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-rrelu-prediction",
+        "LeakyReLU",
+        C(lambda x: np.where(x > 0, x, 0.3 * x), dom=AWAY(), act_type="rrelu", lower_bound=0.2, upper_bound=0.4),
+    ),
+    ("LeakyReLU-rrelu-training", "LeakyReLU", C(None, X3, dom=AWAY(), act_type="rrelu", training=True)),
     (
         "FullyConnected-no_bias-no_flatten",
         "FullyConnected",
@@ -1207,6 +1235,7 @@ def test_binary_list_is_every_two_input_elementwise_op():
 def test_variadic_ops_and_arity():
     variadic = {op.name for op in OPS.ops() if op.variadic}
     want = {"concat", "stack", "add_n", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
+    want |= {"LeakyReLU"}  # (prelu's gamma)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
@@ -2678,6 +2707,10 @@ BAD_ATTRS = [
     ("softmax_cross_entropy", {}, [(2, 3), (3,)]),
     ("Activation", {"act_type": "gelu"}, [(2, 3)]),
     ("LeakyReLU", {"act_type": "prelu"}, [(2, 3)]),
+    ("LeakyReLU", {"act_type": "leaky"}, [(2, 3), (3,)]),
+    ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (4,)]),
+    ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (3, 1)]),
+    ("LeakyReLU", {"act_type": "bogus"}, [(2, 3)]),
     ("FullyConnected", {"num_hidden": 4}, [(2, 3), (4, 2), (4,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 2, 5, 5), (2, 3, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
@@ -3294,3 +3327,87 @@ def test_special_function_gradients_at_mxnets_points():
         (gx,) = vjp_of(op)(Eager(ctx()), {}, g, y, x)
         assert gx.dtype == np.float32
         np.testing.assert_allclose(gx, w, rtol=2e-6, err_msg=name)
+
+
+# --------------------------------------------------------------------------
+# LeakyReLU's gelu, prelu and rrelu
+
+
+def _leaky(x, *gamma, training=False, seed=0, **at):
+    op = OPS["LeakyReLU"]
+    at = op.parse_attrs(at)
+    assert op.infer(at, *[Spec(a.shape, a.dtype.name) for a in (x, *gamma)]) == (x.shape, x.dtype.name)
+    node_at = dict(at)
+    return op.forward(ctx(seed, training), node_at, x, *gamma), node_at
+
+
+def test_prelu_matches_gamma_to_axes_1_and_0_as_mxnet():
+    """MXNet's expand_shape: gamma's last axis on data's axis 1 (a slope per channel) unless
+    the lengths differ, then on axis 0: a (2,) gamma on (2, 3, 4) data is one slope per sample."""
+    x = (np.arange(-12, 12).reshape(2, 3, 4) * 0.5).astype(np.float32)
+    y, _ = _leaky(x, np.array([0.1, 0.2, 0.3], np.float32), act_type="prelu")
+    np.testing.assert_allclose(y[0, :, 0], [-0.6, -0.8, -0.6], rtol=1e-6)
+    y, _ = _leaky(x, np.array([0.1, 0.2], np.float32), act_type="prelu")
+    np.testing.assert_allclose(y[0, :, 0], [-0.6, -0.4, -0.2], rtol=1e-6)  # 0.1 for all of sample 0
+    y, _ = _leaky(np.array([-2.0, 3.0], np.float32), np.array([0.5, 0.25], np.float32), act_type="prelu")
+    assert y.tolist() == [-1.0, 3.0]  # 1-d data: one slope per element
+
+
+def test_prelu_gradients_are_mxnets():
+    op = OPS["LeakyReLU"]
+    x = (np.arange(-12, 12).reshape(2, 3, 4) * 0.5).astype(np.float32)
+    gamma = np.array([0.1, 0.2, 0.3], np.float32)
+    y, at = _leaky(x, gamma, act_type="prelu")
+    g = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    gx, gg = vjp_of(op)(Eager(ctx()), at, g, y, x, gamma)
+    np.testing.assert_allclose(gx[0], [[0, 0.1, 0.2, 0.3], [0.8, 1, 1.2, 1.4], [2.4, 2.7, 3, 3.3]], rtol=1e-6)
+    assert gx[1, 0].tolist() == [1.2000000476837158, 13, 14, 15]  # x = 0 takes gamma's slope
+    assert gg.dtype == np.float32 and gg.tolist() == [-29, -69, -45]
+
+
+def test_prelu_and_gamma_errors_are_clear():
+    op = OPS["LeakyReLU"]
+    with pytest.raises(InvalidInput, match="prelu takes 2 inputs"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3), "float32"))
+    with pytest.raises(InvalidInput, match="gamma is prelu's"):
+        op.infer(op.parse_attrs({"act_type": "elu"}), Spec((2, 3), "float32"), Spec((3,), "float32"))
+    with pytest.raises(ShapeError, match=r"cannot broadcast gamma \(4,\) to data \(2, 3, 4\)"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3, 4), "float32"), Spec((4,), "float32"))
+    with pytest.raises(MXNetError, match="gamma is float64, data float32"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3), "float32"), Spec((3,), "float64"))
+    with pytest.raises(InvalidInput, match="act_type must be one of"):
+        op.infer(op.parse_attrs({"act_type": "swish"}), Spec((2, 3), "float32"))
+
+
+def test_gelu_is_the_erf_form_as_mxnets():
+    """MXNet 1.9.1's gelu is x Phi(x) with erf, not the tanh approximation (-0.0036374 at -3).
+    Its float32 arithmetic loses digits in the left tail (-0.00404987 at -3, 1 + erf
+    cancelling): ours is computed with erfc, accurate there."""
+    x = np.array([-3, -1.5, -0.5, 0, 0.3, 1, 2.5, 4], np.float32)
+    y, _ = _leaky(x, act_type="gelu")
+    mx32 = [-0.00404987, -0.10021085, -0.15426877, 0, 0.18537343, 0.84134465, 2.4844759, 3.9998732]
+    np.testing.assert_allclose(y, mx32, rtol=5e-5)
+    np.testing.assert_allclose(y[0], -0.0040496940948903, rtol=1e-7)
+    g = vjp_of(OPS["LeakyReLU"])(
+        Eager(ctx()), OPS["LeakyReLU"].parse_attrs({"act_type": "gelu"}), np.ones_like(x), y, x
+    )
+    want = [-0.011945643, -0.12746918, 0.13250488, 0.5, 0.7323278, 1.0833155, 1.0376111, 1.0005037]  # MXNet, float64
+    np.testing.assert_allclose(g[0], want, rtol=1e-6)
+
+
+def test_rrelu_uses_the_middle_slope_in_prediction_and_draws_in_training():
+    x = np.array([[-3, -1.5, -0.5, 0], [0.3, 1, 2.5, 4]], np.float32)
+    y, at = _leaky(x, act_type="rrelu")
+    assert at["_kept"] is None
+    np.testing.assert_allclose(y[0], [-0.6885, -0.34425, -0.11475, 0], rtol=1e-6)  # MXNet's: slope 0.2295
+    assert y[1].tolist() == x[1].tolist()
+    big = np.full((50, 40), -2.0, np.float32)
+    y, at = _leaky(big, training=True, seed=3, act_type="rrelu", lower_bound=0.1, upper_bound=0.5)
+    slopes = y / big
+    assert at["_kept"].dtype == np.float32 and np.array_equal(at["_kept"], slopes)
+    assert 0.1 <= slopes.min() < 0.12 and 0.48 < slopes.max() <= 0.5 and len(np.unique(slopes)) > 1000
+    again, _ = _leaky(big, training=True, seed=3, act_type="rrelu", lower_bound=0.1, upper_bound=0.5)
+    assert np.array_equal(again, y)  # the session's generator: a seed repeats the draws
+    op = OPS["LeakyReLU"]
+    (gx,) = vjp_of(op)(Eager(ctx()), at, np.ones_like(big), y, big)
+    assert np.array_equal(gx, slopes)  # the gradient uses the slope drawn
