@@ -844,3 +844,37 @@ def test_leaky_relu_prelu_gelu_and_rrelu_through_nd(mode):
     with autograd.record(train_mode=False):
         y = nd.LeakyReLU(z, act_type="rrelu")
     assert np.allclose(y.asnumpy(), -2.0 * 0.2295)
+
+
+def test_moments_gives_mxnets_mean_and_variance_with_gradients(mode):
+    x = nd.array(np.arange(24).reshape(2, 3, 4) * 0.37 - 2)
+    mean, var = nd.moments(x, axes=(0, 2))
+    np.testing.assert_allclose(mean.asnumpy(), [0.775, 2.255, 3.7350001], rtol=2e-7)  # MXNet 1.9.1's
+    np.testing.assert_allclose(var.asnumpy(), [5.099525] * 3, rtol=2e-7)
+    mean, var = nd.moments(x, axes=[-1], keepdims=True)
+    assert mean.shape == var.shape == (2, 3, 1)
+    np.testing.assert_allclose(var.asnumpy().ravel(), [0.171125] * 6, rtol=3e-7)
+    m, v = nd.moments(x.astype("int32"), axes=1)  # MXNet's integer arithmetic: truncated
+    assert m.asnumpy().tolist() == [[0, 0, 0, 0], [3, 3, 4, 4]]
+    assert v.asnumpy().tolist() == [[1, 0, 0, 1], [1, 2, 1, 2]]
+    x.attach_grad()
+    with autograd.record():
+        mean, var = nd.moments(x, axes=(0, 2))
+        z = (mean * nd.array([1, 2, 3])).sum() + (var * nd.array([0.5, -1, 2])).sum()
+    z.backward()
+    xs = x.asnumpy().astype(np.float64)
+    centred = xs - xs.mean(axis=(0, 2), keepdims=True)
+    want = np.array([1, 2, 3]).reshape(1, 3, 1) / 8 + np.array([0.5, -1, 2]).reshape(1, 3, 1) * 2 * centred / 8
+    np.testing.assert_allclose(x.grad.asnumpy(), want, rtol=1e-5, atol=1e-6)
+    assert abs(x.grad.asnumpy()[0, 0, 0] - -0.22187501) < 1e-6  # MXNet's
+
+
+@pytest.mark.parametrize(
+    "axes, error",
+    [(None, "Empty axes"), ((), "Empty axes"), ((3,), "out of range"), ((1, -2), "twice"), ("a", "list of ints")],
+)
+def test_moments_refuses_what_mxnet_refuses(mode, axes, error):
+    with pytest.raises(MXNetError, match=error):
+        nd.moments(nd.ones((2, 3, 4)), axes=axes)
+    with pytest.raises(MXNetError, match="length 0"):
+        nd.moments(nd.zeros((2, 0)), axes=(1,))
