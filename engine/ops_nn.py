@@ -39,10 +39,28 @@ def floating(name: str, x: Spec) -> None:
         raise DTypeError(f"{name}: This operation only support floating point types, not {x.dtype}")
 
 
+def _length_shape(at: dict, x: Spec) -> tuple[int, ...]:
+    """The shape softmax's ``length`` must have: data's, less the axis."""
+    ax = at["axis"] % len(x.shape)
+    return x.shape[:ax] + x.shape[ax + 1 :]
+
+
 def _softmax_infer(name: str):
-    def infer(at: dict, x: Spec) -> Spec:
+    def infer(at: dict, x: Spec, *length: Spec) -> Spec:
         floating(name, x)
         _axis_of(name, at["axis"], len(x.shape))
+        if at.get("use_length"):
+            if len(length) != 1:
+                raise InvalidInput(f"{name}: use_length takes 2 inputs (data and length), got 1")
+            if length[0].shape != _length_shape(at, x):
+                raise ShapeError(
+                    f"{name}: length must have data's shape less the axis, {_length_shape(at, x)}, "
+                    f"got {length[0].shape}"
+                )
+            if length[0].dtype == "bool":
+                raise DTypeError(f"{name}: length must be of an integer type, not bool")
+        elif length:
+            raise InvalidInput(f"{name}: a length input needs use_length=True")
         if at["temperature"] is not None and at["temperature"] <= 0:
             raise InvalidInput(f"{name}: temperature must be positive")
         dt = at["dtype"]
@@ -87,16 +105,49 @@ def _normalised_exp(cx, z, axis: int):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _softmax_vjp(F, at, g, y, x):
-    gx = _normalised_grad(F, at, g, y)
+def _softmax_vjp(F, at, g, y, x, *length):
+    gx = _normalised_grad(F, at, g, y)  # (0 where masked: y is)
     t = at["temperature"]
-    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),)
+    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),) + (None,) * len(length)
 
 
-@defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
-def _softmax(cx, at, x):
-    """exp(x/T) normalised to sum to 1 along ``axis`` (in ``dtype`` when given)."""
-    return _normalised_exp(cx, _scaled(_in_dtype(x, at), at), at["axis"])
+def _length_mask(xp, at: dict, x: Any, length: Any) -> Any:
+    """True at the positions along ``axis`` before each length (checked: 0 to the axis's length)."""
+    ax = at["axis"] % x.ndim
+    n = x.shape[ax]
+    lens = np.asarray(length)
+    if lens.dtype.kind == "f" and not (np.isfinite(lens) & (lens == np.floor(lens))).all():
+        raise InvalidInput("softmax: length must hold whole numbers")
+    bad = (lens < 0) | (lens > n)
+    if bad.any():
+        raise InvalidInput(f"softmax: length {lens[bad].flat[0]} is out of range for an axis of length {n}")
+    pos = xp.arange(n).reshape((1,) * ax + (n,) + (1,) * (x.ndim - ax - 1))
+    return pos < xp.expand_dims(lens.astype(np.int64), ax)
+
+
+@defop(
+    "softmax",
+    ("data", "*length"),
+    (*SOFTMAX, Attr("use_length", "bool", False)),
+    infer=_softmax_infer("softmax"),
+    vjp=_softmax_vjp,
+)
+def _softmax(cx, at, x, *length):
+    """exp(x/T) normalised to sum to 1 along ``axis`` (in ``dtype`` when given). With
+    ``use_length``, only the first ``length`` positions along the axis (a second input, of
+    data's shape less the axis) take part, and the others are 0 (all 0 for a length of 0)."""
+    z = _scaled(_in_dtype(x, at), at)
+    if not at["use_length"]:
+        return _normalised_exp(cx, z, at["axis"])
+    xp, ax = cx.xp, at["axis"]
+    keep = _length_mask(xp, at, z, length[0])
+    if z.size == 0:
+        return z.copy()
+    zm = xp.where(keep, z, -np.inf)
+    m = zm.max(axis=ax, keepdims=True)
+    e = xp.exp(zm - xp.where(xp.isfinite(m), m, 0))  # (masked: exp(-inf), 0)
+    s = e.sum(axis=ax, keepdims=True)
+    return (e / xp.where(s == 0, 1, s)).astype(z.dtype, copy=False)
 
 
 def _log_softmax_vjp(F, at, g, y, x):

@@ -878,3 +878,20 @@ def test_moments_refuses_what_mxnet_refuses(mode, axes, error):
         nd.moments(nd.ones((2, 3, 4)), axes=axes)
     with pytest.raises(MXNetError, match="length 0"):
         nd.moments(nd.zeros((2, 0)), axes=(1,))
+
+
+def test_softmax_with_length_through_nd(mode):
+    x = nd.array(np.arange(12).reshape(3, 4) * 0.3 - 1)
+    length = nd.array([2, 4, 0], dtype="int32")
+    x.attach_grad()
+    with autograd.record():
+        y = nd.softmax(x, length=length, use_length=True)
+    y.backward(nd.array(np.arange(12).reshape(3, 4) * 0.1 + 0.5))
+    assert y.asnumpy()[2].tolist() == [0, 0, 0, 0] and y.asnumpy()[0, 2:].tolist() == [0, 0]
+    np.testing.assert_allclose(x.grad.asnumpy()[0], [-0.02444584, 0.02444583, 0, 0], rtol=1e-5)
+    positional = nd.softmax(x, length, use_length=True)  # (MXNet takes it by position too)
+    assert np.array_equal(positional.asnumpy(), y.asnumpy())
+    with pytest.raises(MXNetError, match="use_length"):
+        nd.softmax(x, length=length)
+    with pytest.raises(MXNetError, match="length"):
+        nd.softmax(x, use_length=True)

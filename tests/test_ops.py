@@ -198,6 +198,18 @@ def softmax_ref(x, axis=-1, t=1.0):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def softmax_length_ref(x, length, axis, t=1.0):
+    """softmax over the first length[...] positions along ``axis``, element by element; 0 past them."""
+    xm = np.moveaxis(x.astype(np.float64) / t, axis, -1)
+    out = np.zeros_like(xm)
+    for pos in np.ndindex(xm.shape[:-1]):
+        k = int(length[pos])
+        if k:
+            e = np.exp(xm[pos][:k] - xm[pos][:k].max())
+            out[pos][:k] = e / e.sum()
+    return np.moveaxis(out, -1, axis)
+
+
 def log_softmax_ref(x, axis=-1, t=1.0):
     z = x.astype(np.float64) / t
     z = z - z.max(axis=axis, keepdims=True)
@@ -726,6 +738,32 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ("polygamma-2", "polygamma", C(lambda x: polygamma_ref(x, 2), dom=U(0.5, 12.0), n=2)),
     ("softmax-default", "softmax", C(lambda x: softmax_ref(x, -1), X3)),
     (
+        "softmax-length",
+        "softmax",
+        C(
+            lambda x, n: softmax_length_ref(x, n, 1),
+            X3,
+            (2, 4),
+            dom=(SMOOTH, IDX(0, 4)),
+            nondiff=(1,),
+            axis=1,
+            use_length=True,
+        ),
+    ),
+    (
+        "softmax-length-last-axis-T",
+        "softmax",
+        C(
+            lambda x, n: softmax_length_ref(x, n, -1, 0.5),
+            (3, 5),
+            (3,),
+            dom=(SMOOTH, IDX(0, 6)),
+            nondiff=(1,),
+            use_length=True,
+            temperature=0.5,
+        ),
+    ),
+    (
         "softmax-dtype",
         "softmax",
         C(lambda x: softmax_ref(x.astype(np.float64), -1), X3, out="float64", dtype="float64"),
@@ -1235,7 +1273,7 @@ def test_binary_list_is_every_two_input_elementwise_op():
 def test_variadic_ops_and_arity():
     variadic = {op.name for op in OPS.ops() if op.variadic}
     want = {"concat", "stack", "add_n", "FullyConnected", "Convolution", "getitem", "scatter_key", "SequenceMask"}
-    want |= {"LeakyReLU"}  # (prelu's gamma)
+    want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
@@ -2703,6 +2741,10 @@ BAD_ATTRS = [
     ("where", {}, [(3, 3), (2, 3), (2, 3)]),
     ("broadcast_like", {}, [(2, 3), (3, 3)]),
     ("softmax", {"temperature": 0.0}, [(2, 3)]),
+    ("softmax", {"use_length": True}, [(2, 3)]),
+    ("softmax", {}, [(2, 3), (2,)]),
+    ("softmax", {"use_length": True}, [(2, 3), (3,)]),
+    ("softmax", {"use_length": True, "axis": 0}, [(2, 3), (2,)]),
     ("log_softmax", {"axis": 2}, [(2, 3)]),
     ("softmax_cross_entropy", {}, [(2, 3), (3,)]),
     ("Activation", {"act_type": "gelu"}, [(2, 3)]),
@@ -3411,3 +3453,39 @@ def test_rrelu_uses_the_middle_slope_in_prediction_and_draws_in_training():
     op = OPS["LeakyReLU"]
     (gx,) = vjp_of(op)(Eager(ctx()), at, np.ones_like(big), y, big)
     assert np.array_equal(gx, slopes)  # the gradient uses the slope drawn
+
+
+# --------------------------------------------------------------------------
+# softmax's length
+
+
+def test_softmax_with_length_gives_mxnets_values_and_gradient():
+    """MXNet 1.9.1's: 0 past each length (every position for a length of 0), gradient 0 there."""
+    op = OPS["softmax"]
+    x = (np.arange(12).reshape(3, 4) * 0.3 - 1).astype(np.float32)
+    at = op.parse_attrs({"use_length": True})
+    length = np.array([2, 4, 0], np.int32)
+    y = op.forward(ctx(), at, x, length)
+    want = [[0.42555746, 0.5744425, 0, 0], [0.15079361, 0.20355009, 0.27476388, 0.37089244], [0, 0, 0, 0]]
+    np.testing.assert_allclose(y, want, rtol=2e-7)
+    assert y.dtype == np.float32 and (y[2] == 0).all() and (y[0, 2:] == 0).all()
+    g = (np.arange(12).reshape(3, 4) * 0.1 + 0.5).astype(np.float32)
+    gx, gl = vjp_of(op)(Eager(ctx()), at, g, y, x, length)
+    assert gl is None
+    want = [[-0.02444584, 0.02444583, 0, 0], [-0.02813442, -0.01762248, 0.00368854, 0.04206826], [0, 0, 0, 0]]
+    np.testing.assert_allclose(gx, want, rtol=1e-5, atol=1e-8)
+    x3 = (np.arange(24).reshape(2, 3, 4) * 0.1).astype(np.float32)
+    y = op.forward(ctx(), op.parse_attrs({"use_length": True, "axis": 1}), x3, np.array([[1, 2, 3, 3], [0, 3, 2, 1]]))
+    np.testing.assert_allclose(y[1, :, 1], [0.21198271, 0.3162411, 0.4717762], rtol=3e-7)
+    assert y[1, :, 0].tolist() == [0, 0, 0] and y[1, 1:, 3].tolist() == [0, 0]
+    y = op.forward(ctx(), op.parse_attrs({"use_length": True, "dtype": "float64"}), x, np.array([1, 2, 3]))
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y[2], [0.23969446, 0.32355371, 0.43675181, 0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("length", [[1, 2, 5], [-1, 2, 3], [1, np.nan, 2], [1, 2.5, 3]])
+def test_softmax_refuses_lengths_out_of_range(length):
+    """MXNet reads past the axis (and crashes) for these: refused with the length."""
+    op = OPS["softmax"]
+    with pytest.raises(InvalidInput, match="length"):
+        op.forward(ctx(), op.parse_attrs({"use_length": True}), np.ones((3, 4), np.float32), np.array(length))
