@@ -251,6 +251,37 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
 SliceChannel = split  # (MXNet's operator name for it)
 
 
+def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: Any) -> list[NDArray]:
+    """[mean, variance] of ``data`` over ``axes`` (a list of axes; MXNet's moments: the
+    population variance, the mean of the squared deviations), as table ops, so both have
+    gradients of any order."""
+    if axes is None or (isinstance(axes, (list, tuple)) and not axes):
+        raise InvalidInput(
+            "moments: Empty axes is not supported, if you would like to do global moments, "
+            "please pass all axes to axes argument"
+        )
+    if isinstance(axes, numbers.Integral):
+        axes = (axes,)
+    if not isinstance(axes, (list, tuple)) or not all(
+        isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes
+    ):
+        raise InvalidInput(f"moments: axes must be a list of ints, got {axes!r}")
+    shape = data.shape
+    for a in axes:
+        if not -len(shape) <= a < len(shape):
+            raise ShapeError(f"moments: axis {a} is out of range for an array of rank {len(shape)}")
+    norm = sorted(int(a) % len(shape) for a in axes)
+    if len(set(norm)) != len(norm):
+        raise ShapeError(f"moments: axes {tuple(axes)} name an axis twice")
+    if any(shape[a] == 0 for a in norm):
+        raise ShapeError(f"moments: cannot reduce an axis of length 0 (shape {shape}, axes {tuple(axes)})")
+    at = {"axis": tuple(norm), "keepdims": bool(keepdims)}
+    mean = invoke(OPS["mean"], (data,), at)
+    centred = invoke(OPS["sub"], (data, invoke(OPS["mean"], (data,), {**at, "keepdims": True})))
+    var = invoke(OPS["mean"], (invoke(OPS["square"], (centred,)),), at)
+    return [mean, var]
+
+
 def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = True) -> NDArray:
     """MXNet's nd.concatenate: the arrays joined along ``axis`` (a new array, even of one)."""
     arrays = list(arrays)
@@ -608,6 +639,7 @@ __all__ = [
     "full",
     "linalg",
     "load",
+    "moments",
     "ones",
     "random",
     "SliceChannel",

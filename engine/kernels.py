@@ -6,6 +6,7 @@ the numpy lines run. Both give the same results (tests/test_kernels.py).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -380,6 +381,41 @@ if numba is not None:
                     s = -clip
             wf[i] -= lr * (s + wd * wf[i])
 
+    # the special functions, elementwise on float64 (erf and erfc never fail; gamma and lgamma
+    # give their poles and overflows as the numpy fallback's _gamma and _lgamma do)
+
+    @numba.njit(cache=True, nogil=True)
+    def _erf_loop(xf, of):  # pragma: no cover (compiled)
+        for i in range(xf.size):
+            of[i] = math.erf(xf[i])
+
+    @numba.njit(cache=True, nogil=True)
+    def _erfc_loop(xf, of):  # pragma: no cover (compiled)
+        for i in range(xf.size):
+            of[i] = math.erfc(xf[i])
+
+    @numba.njit(cache=True, nogil=True)
+    def _gamma_loop(xf, of):  # pragma: no cover (compiled)
+        for i in range(xf.size):
+            v = xf[i]
+            if v == 0.0:
+                of[i] = math.copysign(math.inf, v)
+            elif v < 0.0 and v == math.floor(v):  # a pole (-inf too)
+                of[i] = math.nan
+            elif v > 171.7:  # past float64's range (inf stays inf)
+                of[i] = math.inf
+            else:
+                of[i] = math.gamma(v)
+
+    @numba.njit(cache=True, nogil=True)
+    def _lgamma_loop(xf, of):  # pragma: no cover (compiled)
+        for i in range(xf.size):
+            v = xf[i]
+            if v <= 0.0 and v == math.floor(v):  # a pole (-inf too)
+                of[i] = math.inf
+            else:
+                of[i] = math.lgamma(v)
+
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # what the compiled kernels take (numba has no float16)
 
@@ -482,6 +518,51 @@ def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray
     return softmax_ce_grad_numpy(x, idx, g.reshape(-1)[0])
 
 
+def _gamma(v: float) -> float:
+    """math.gamma with MXNet's answers where it raises: +-inf at +-0, NaN at the other poles
+    (the negative integers, -inf), inf past float64's range."""
+    try:
+        return math.gamma(v)
+    except ValueError:
+        return math.copysign(math.inf, v) if v == 0 else math.nan
+    except OverflowError:
+        return math.inf
+
+
+def _lgamma(v: float) -> float:
+    """math.lgamma (log |gamma|), inf at the poles (0, the negative integers) as MXNet's."""
+    try:
+        return math.lgamma(v)
+    except (ValueError, OverflowError):
+        return math.inf
+
+
+_SPECIAL_NUMPY = {
+    "erf": np.frompyfunc(math.erf, 1, 1),
+    "erfc": np.frompyfunc(math.erfc, 1, 1),
+    "gamma": np.frompyfunc(_gamma, 1, 1),
+    "lgamma": np.frompyfunc(_lgamma, 1, 1),
+}
+
+
+def special_numpy(name: str, x: np.ndarray) -> np.ndarray:
+    """erf, erfc, gamma or lgamma of each element of a float64 array, through Python's math
+    module (numpy has none of them)."""
+    with np.errstate(all="ignore"):  # (the floating point flags the math functions leave)
+        return np.asarray(_SPECIAL_NUMPY[name](x), dtype=np.float64).reshape(x.shape)
+
+
+def special(name: str, x: np.ndarray) -> np.ndarray:
+    """erf, erfc, gamma or lgamma (log |gamma|) of each element of a float64 array, a new
+    float64 array; compiled when numba is there."""
+    if numba is None or x.size == 0:
+        return special_numpy(name, x)
+    out = np.empty(x.shape, np.float64)
+    loop = {"erf": _erf_loop, "erfc": _erfc_loop, "gamma": _gamma_loop, "lgamma": _lgamma_loop}[name]
+    loop(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), out.reshape(-1))
+    return out
+
+
 __all__ = [
     "HAVE_NUMBA",
     "adam_update_numpy",
@@ -494,4 +575,6 @@ __all__ = [
     "sgd_update",
     "softmax_ce_grad",
     "softmax_ce_loss",
+    "special",
+    "special_numpy",
 ]

@@ -1,10 +1,15 @@
-"""More elementwise ops: logs, trigonometry, rounding, clipping, ``where``."""
+"""More elementwise ops: logs, trigonometry, rounding, clipping, ``where``, and the special
+functions (erf, erfinv, gamma, gammaln, polygamma)."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
-from .errors import ShapeError
+from . import kernels
+from .errors import InvalidInput, ShapeError
 from .ops import (
     _binary,
     _binary_infer_for,
@@ -13,6 +18,7 @@ from .ops import (
     broadcast_shapes,
     cast,
     floats_only,
+    no_bool_arithmetic,
     typed_scalar,
     unbroadcast,
 )
@@ -282,3 +288,183 @@ def _where(cx, at, cond, x, y):
     dimensions picks their rows, as in MXNet)."""
     out = broadcast_shapes("where", x.shape, y.shape)
     return cast(cx.xp.where((cond != 0).reshape(_row_condition(cond.shape, out)), x, y), x.dtype)
+
+
+# --------------------------------------------------------------------------
+# special functions: erf, erfinv, gamma, gammaln and the polygamma functions of their gradients.
+# Each is computed in float64 and rounded to the input's dtype (an integer one truncates, as
+# MXNet's: erf of int32 1 is 0); erf, erfc, gamma and lgamma come from kernels.special (numba,
+# or Python's math module), erfinv and the polygamma functions are written here.
+
+_SQRT_PI = float(np.sqrt(np.pi))
+
+
+def _special(name: str, xp: Any, x: Any) -> Any:
+    with np.errstate(all="ignore"):  # (poles and overflows are the answers: inf, NaN)
+        return _rounded(kernels.special(name, np.asarray(x, np.float64)), x.dtype)
+
+
+def _rounded(r: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """A float64 result in the input's dtype: NaN and infinities, which an integer dtype
+    cannot hold, as 0 there (numpy's cast of them is undefined)."""
+    if dt.kind in "iu":
+        r = np.where(np.isfinite(r), r, 0.0)
+    with np.errstate(all="ignore"):
+        return r.astype(dt)
+
+
+# erfinv's first guess: Giles' single-precision approximation ("Approximating the erfinv
+# function", GPU Computing Gems, 2011), for w = -log((1 - y)(1 + y)) below 5 and above
+_GILES_CENTRAL = (
+    2.81022636e-08,
+    3.43273939e-07,
+    -3.5233877e-06,
+    -4.39150654e-06,
+    0.00021858087,
+    -0.00125372503,
+    -0.00417768164,
+    0.246640727,
+    1.50140941,
+)
+_GILES_TAIL = (
+    -0.000200214257,
+    0.000100950558,
+    0.00134934322,
+    -0.00367342844,
+    0.00573950773,
+    -0.0076224613,
+    0.00943887047,
+    1.00167406,
+    2.83297682,
+)
+
+
+def erfinv64(y: np.ndarray) -> np.ndarray:
+    """The inverse of erf on float64: Giles' approximation refined by Newton steps on erf
+    (|y| <= 0.5) or on erfc (above, where 1 - |y| is exact and erfc keeps the tail's
+    digits); +-inf at +-1, NaN outside [-1, 1]."""
+    y = np.asarray(y, np.float64)
+    a = np.abs(y)
+    inside = a < 1.0  # (NaN is not)
+    t = np.where(inside, a, 0.0)
+    with np.errstate(all="ignore"):
+        w = -np.log((1.0 - t) * (1.0 + t))
+        central = w < 5.0
+        u = np.where(central, w - 2.5, np.sqrt(w) - 3.0)
+        p = np.where(central, _GILES_CENTRAL[0], _GILES_TAIL[0])
+        for c, d in zip(_GILES_CENTRAL[1:], _GILES_TAIL[1:]):
+            p = np.where(central, c, d) + p * u
+        x = p * t
+        small = t <= 0.5
+        rest = 1.0 - t
+        for _ in range(3):
+            # erf(x) - t, as (1 - t) - erfc(x) in the tail
+            diff = np.where(small, kernels.special("erf", x) - t, rest - kernels.special("erfc", x))
+            x = x - diff / ((2.0 / _SQRT_PI) * np.exp(-x * x))
+    x = np.where(inside, x, np.where(a == 1.0, np.inf, np.nan))
+    return np.copysign(x, y)
+
+
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)  # B2, B4, ..., B14
+
+
+def _cot_derivative(n: int) -> np.ndarray:
+    """The coefficients (ascending) of P_n, the polynomial in c = cot(u) that is the n-th
+    derivative of cot(u): P_0 = c, P_(k+1) = -(1 + c^2) P_k'(c)."""
+    p = np.array([0.0, 1.0])
+    for _ in range(n):
+        p = -np.polynomial.polynomial.polymul([1.0, 0.0, 1.0], np.polynomial.polynomial.polyder(p))
+    return p
+
+
+def polygamma64(n: int, x: np.ndarray) -> np.ndarray:
+    """psi^(n)(x), the n-th derivative of digamma (n = 0: digamma itself), on float64.
+
+    x > 0 is carried up to 10 or more by psi^(n)(x) = psi^(n)(x + 1) - (-1)^n n! / x^(n+1),
+    where the asymptotic series (Bernoulli numbers to B14) is good to float64's precision;
+    x < 0 is reflected to 1 - x: psi^(n)(x) = (-1)^n psi^(n)(1 - x) - pi^(n+1) P_n(cot(pi x)).
+    At the poles (0 and the negative integers), inf as MXNet's digamma (NaN for even n >= 2,
+    where the sign depends on the side)."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        pole = (x <= 0) & (x == np.floor(x)) & np.isfinite(x)
+        neg = (x < 0) & ~pole & np.isfinite(x)
+        z = np.where(neg, 1.0 - x, np.where(pole | (x == -np.inf), 1.0, x))
+        acc = np.zeros_like(z)
+        for _ in range(11):  # z > 0: at most 10 steps to reach 10
+            low = z < 10.0
+            acc += np.where(low, z ** -(n + 1.0), 0.0)
+            z = np.where(low, z + 1.0, z)
+        fact = float(math.factorial(n))
+        # the asymptotic series at z >= 10
+        series = np.zeros_like(z)
+        for k, b in enumerate(_BERNOULLI, start=1):
+            series += b * math.factorial(2 * k + n - 1) / math.factorial(2 * k) * z ** -(2.0 * k + n)
+        if n == 0:
+            r = np.log(z) - 0.5 / z - series - acc
+        else:
+            r = (-1.0) ** (n + 1) * (math.factorial(n - 1) / z**n + fact / (2.0 * z ** (n + 1)) + series)
+            r = r - (-1.0) ** n * fact * acc
+        r = np.where(np.isinf(x), np.where(x > 0, 0.0 if n else np.inf, np.nan), r)
+        if neg.any():
+            c = 1.0 / np.tan(np.pi * x)
+            cot_n = np.polynomial.polynomial.polyval(c, _cot_derivative(n))
+            r = np.where(neg, (-1.0) ** n * r - np.pi ** (n + 1) * cot_n, r)
+        return np.where(pole, np.nan if n >= 2 and n % 2 == 0 else np.inf, r)
+
+
+def _erf_vjp(F, at, g, y, x):
+    return (F.mul(g, F.mul_scalar(F.exp(F.negative(F.square(x))), scalar=2.0 / _SQRT_PI)),)
+
+
+def _erfinv_vjp(F, at, g, y, x):
+    return (F.mul(g, F.mul_scalar(F.exp(F.square(y)), scalar=_SQRT_PI / 2.0)),)
+
+
+_unary(
+    "erf",
+    lambda xp, x: _special("erf", xp, x),
+    _erf_vjp,
+    "The Gauss error function, 2/sqrt(pi) times the integral of exp(-t^2) from 0 to x.",
+)
+_unary(
+    "erfinv",
+    lambda xp, x: _rounded(erfinv64(np.asarray(x, np.float64)), x.dtype),
+    _erfinv_vjp,
+    "The inverse of erf: +-inf at +-1, NaN outside [-1, 1].",
+)
+_unary(
+    "gamma",
+    lambda xp, x: _special("gamma", xp, x),
+    lambda F, at, g, y, x: (F.mul(g, F.mul(y, F.polygamma(x, n=0))),),
+    "The gamma function (NaN at the negative integers, +-inf at +-0).",
+)
+_unary(
+    "gammaln",
+    lambda xp, x: _special("lgamma", xp, x),
+    lambda F, at, g, y, x: (F.mul(g, F.polygamma(x, n=0)),),
+    "log |gamma(x)| (inf at 0 and the negative integers).",
+)
+
+
+def _polygamma_infer(at: dict, x: Spec) -> Spec:
+    if not 0 <= at["n"] <= 16:
+        raise InvalidInput(f"polygamma: n must be in [0, 16], got {at['n']}")
+    return x
+
+
+@defop(
+    "polygamma",
+    ("data",),
+    (Attr("n", "int", 0),),
+    infer=_polygamma_infer,
+    vjp=lambda F, at, g, y, x: (F.mul(g, F.polygamma(x, n=at["n"] + 1)),),
+    aliases=("digamma",),
+)
+def _polygamma(cx, at, x):
+    """The n-th derivative of digamma, the logarithmic derivative of gamma (n = 0, the default:
+    digamma itself; the gradient of gammaln). Not in MXNet 1.9.1's nd: the gradients of gamma
+    and gammaln are written with it."""
+    if x.dtype.kind == "b":
+        raise no_bool_arithmetic("polygamma")
+    return _rounded(polygamma64(at["n"], np.asarray(x, np.float64)), x.dtype)

@@ -41,10 +41,28 @@ def floating(name: str, x: Spec) -> None:
         raise DTypeError(f"{name}: This operation only support floating point types, not {x.dtype}")
 
 
+def _length_shape(at: dict, x: Spec) -> tuple[int, ...]:
+    """The shape softmax's ``length`` must have: data's, less the axis."""
+    ax = at["axis"] % len(x.shape)
+    return x.shape[:ax] + x.shape[ax + 1 :]
+
+
 def _softmax_infer(name: str):
-    def infer(at: dict, x: Spec) -> Spec:
+    def infer(at: dict, x: Spec, *length: Spec) -> Spec:
         floating(name, x)
         _axis_of(name, at["axis"], len(x.shape))
+        if at.get("use_length"):
+            if len(length) != 1:
+                raise InvalidInput(f"{name}: use_length takes 2 inputs (data and length), got 1")
+            if length[0].shape != _length_shape(at, x):
+                raise ShapeError(
+                    f"{name}: length must have data's shape less the axis, {_length_shape(at, x)}, "
+                    f"got {length[0].shape}"
+                )
+            if length[0].dtype == "bool":
+                raise DTypeError(f"{name}: length must be of an integer type, not bool")
+        elif length:
+            raise InvalidInput(f"{name}: a length input needs use_length=True")
         if at["temperature"] is not None and at["temperature"] <= 0:
             raise InvalidInput(f"{name}: temperature must be positive")
         dt = at["dtype"]
@@ -89,16 +107,49 @@ def _normalised_exp(cx, z, axis: int):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _softmax_vjp(F, at, g, y, x):
-    gx = _normalised_grad(F, at, g, y)
+def _softmax_vjp(F, at, g, y, x, *length):
+    gx = _normalised_grad(F, at, g, y)  # (0 where masked: y is)
     t = at["temperature"]
-    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),)
+    return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),) + (None,) * len(length)
 
 
-@defop("softmax", ("data",), SOFTMAX, infer=_softmax_infer("softmax"), vjp=_softmax_vjp)
-def _softmax(cx, at, x):
-    """exp(x/T) normalised to sum to 1 along ``axis`` (in ``dtype`` when given)."""
-    return _normalised_exp(cx, _scaled(_in_dtype(x, at), at), at["axis"])
+def _length_mask(xp, at: dict, x: Any, length: Any) -> Any:
+    """True at the positions along ``axis`` before each length (checked: 0 to the axis's length)."""
+    ax = at["axis"] % x.ndim
+    n = x.shape[ax]
+    lens = np.asarray(length)
+    if lens.dtype.kind == "f" and not (np.isfinite(lens) & (lens == np.floor(lens))).all():
+        raise InvalidInput("softmax: length must hold whole numbers")
+    bad = (lens < 0) | (lens > n)
+    if bad.any():
+        raise InvalidInput(f"softmax: length {lens[bad].flat[0]} is out of range for an axis of length {n}")
+    pos = xp.arange(n).reshape((1,) * ax + (n,) + (1,) * (x.ndim - ax - 1))
+    return pos < xp.expand_dims(lens.astype(np.int64), ax)
+
+
+@defop(
+    "softmax",
+    ("data", "*length"),
+    (*SOFTMAX, Attr("use_length", "bool", False)),
+    infer=_softmax_infer("softmax"),
+    vjp=_softmax_vjp,
+)
+def _softmax(cx, at, x, *length):
+    """exp(x/T) normalised to sum to 1 along ``axis`` (in ``dtype`` when given). With
+    ``use_length``, only the first ``length`` positions along the axis (a second input, of
+    data's shape less the axis) take part, and the others are 0 (all 0 for a length of 0)."""
+    z = _scaled(_in_dtype(x, at), at)
+    if not at["use_length"]:
+        return _normalised_exp(cx, z, at["axis"])
+    xp, ax = cx.xp, at["axis"]
+    keep = _length_mask(xp, at, z, length[0])
+    if z.size == 0:
+        return z.copy()
+    zm = xp.where(keep, z, -np.inf)
+    m = zm.max(axis=ax, keepdims=True)
+    e = xp.exp(zm - xp.where(xp.isfinite(m), m, 0))  # (masked: exp(-inf), 0)
+    s = e.sum(axis=ax, keepdims=True)
+    return (e / xp.where(s == 0, 1, s)).astype(z.dtype, copy=False)
 
 
 def _log_softmax_vjp(F, at, g, y, x):
@@ -239,23 +290,82 @@ def _activation(cx, at, x):
     return OPS[at["act_type"]].forward(cx, {}, x)
 
 
-LEAKY = ("leaky", "elu", "selu")
+LEAKY = ("elu", "gelu", "leaky", "prelu", "rrelu", "selu")
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+_SQRT1_2 = float(np.sqrt(0.5))
+_INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 
 
-def _leaky_infer(at: dict, x: Spec) -> Spec:
+def _prelu_shape(gamma: tuple[int, ...], data: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape gamma broadcasts as, MXNet's ``expand_shape``: its axes, from the last,
+    matched to data's axes 1 and 0 (one per channel, on axis 1: (C,); one for all: (1,)),
+    every other axis 1."""
+    out = [1] * len(data)
+    s = len(gamma) - 1
+    for i in range(len(data) - 1, -1, -1):
+        if s >= 0 and i <= 1 and (data[i] == gamma[s] or gamma[s] == 1):
+            out[i] = gamma[s]
+            s -= 1
+    if s != -1:
+        per_channel = (data[1],) if len(data) > 1 else data
+        raise ShapeError(
+            f"LeakyReLU: cannot broadcast gamma {gamma} to data {data} "
+            f"(one slope per channel: {per_channel}, or one for all: (1,))"
+        )
+    return tuple(out)
+
+
+def _leaky_infer(at: dict, x: Spec, *gamma: Spec) -> Spec:
     floating("LeakyReLU", x)
-    if at["act_type"] not in LEAKY:
-        raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {at['act_type']!r}")
+    kind = at["act_type"]
+    if kind not in LEAKY:
+        raise InvalidInput(f"LeakyReLU: act_type must be one of {LEAKY}, got {kind!r}")
+    if kind == "prelu":
+        if len(gamma) != 1:
+            raise InvalidInput("LeakyReLU: act_type prelu takes 2 inputs (data and gamma), got 1")
+        if gamma[0].dtype != x.dtype:
+            raise DTypeError(f"LeakyReLU: gamma is {gamma[0].dtype}, data {x.dtype}: they must be of one dtype")
+        _prelu_shape(gamma[0].shape, x.shape)
+    elif gamma:
+        raise InvalidInput(f"LeakyReLU: act_type {kind} takes 1 input (data), got {1 + len(gamma)} (gamma is prelu's)")
     return x
 
 
-def _leaky_vjp(F, at, g, y, x):
+def _rrelu_slope(at: dict) -> float:
+    """rrelu's slope in prediction: the middle of [lower_bound, upper_bound]."""
+    return (at["lower_bound"] + at["upper_bound"]) / 2.0
+
+
+def _rrelu_draws(at: dict, training: bool) -> bool:
+    """Whether LeakyReLU draws slopes (rrelu in training): its node keeps them for the VJP."""
+    return at["act_type"] == "rrelu" and training
+
+
+def _gelu_grad(F, x):
+    """d gelu / dx = Phi(x) + x phi(x), Phi and phi the normal distribution's cdf and pdf."""
+    cdf = F.mul_scalar(F.add_scalar(F.erf(F.mul_scalar(x, scalar=_SQRT1_2)), scalar=1.0), scalar=0.5)
+    pdf = F.mul_scalar(F.exp(F.mul_scalar(F.square(x), scalar=-0.5)), scalar=_INV_SQRT_2PI)
+    return F.add(cdf, F.mul(x, pdf))
+
+
+def _leaky_vjp(F, at, g, y, x, *gamma):
+    kind, slope = at["act_type"], at["slope"]
+    if kind == "gelu":
+        return (F.mul(g, _gelu_grad(F, x)),)
     pos = F.greater_scalar(x, scalar=0.0)
     neg = F.rsub_scalar(pos, scalar=1.0)
-    kind, slope = at["act_type"], at["slope"]
+    if kind == "prelu":
+        shape = _prelu_shape(tuple(gamma[0].shape), tuple(x.shape))
+        gb = F.reshape(gamma[0], shape=shape)
+        gx = F.mul(g, F.add(pos, F.mul(neg, gb)))
+        gg = F.sum_to(F.mul(g, F.mul(neg, x)), shape=shape)
+        return gx, F.reshape(gg, shape=tuple(gamma[0].shape))
     if kind == "leaky":
         d = F.add(pos, F.mul_scalar(neg, scalar=slope))
+    elif kind == "rrelu":
+        drawn = at.get("_kept")
+        slopes = F.mul_scalar(neg, scalar=_rrelu_slope(at)) if drawn is None else F.mul(neg, drawn)
+        d = F.add(pos, slopes)
     elif kind == "elu":
         d = F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=slope)))
     else:
@@ -265,17 +375,42 @@ def _leaky_vjp(F, at, g, y, x):
 
 @defop(
     "LeakyReLU",
-    ("data",),
-    (Attr("act_type", "str", "leaky"), Attr("slope", "float", 0.25)),
+    ("data", "*gamma"),
+    (
+        Attr("act_type", "str", "leaky"),
+        Attr("slope", "float", 0.25),
+        Attr("lower_bound", "float", 0.125),
+        Attr("upper_bound", "float", 0.334),
+    ),
     infer=_leaky_infer,
     vjp=_leaky_vjp,
+    random=True,
+    keeps=_rrelu_draws,
 )
-def _leaky_relu(cx, at, x):
-    """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu."""
+def _leaky_relu(cx, at, x, *gamma):
+    """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu; gelu: x Phi(x) (the
+    normal cdf, with erf); prelu: x or gamma*x, gamma a second input (one slope per channel
+    on axis 1, or one for all); rrelu: x or a*x, a drawn uniformly from [lower_bound,
+    upper_bound] for each element in training (its gradient uses the draw), their middle in
+    prediction."""
     xp, t = cx.xp, x.dtype.type
     kind, slope = at["act_type"], t(at["slope"])
+    at["_kept"] = None
     if kind == "leaky":
         return xp.where(x > 0, x, slope * x)
+    if kind == "prelu":
+        gb = gamma[0].reshape(_prelu_shape(gamma[0].shape, x.shape))
+        return xp.where(x > 0, x, gb * x).astype(x.dtype, copy=False)
+    if kind == "rrelu":
+        if cx.training:
+            lo, hi = at["lower_bound"], at["upper_bound"]
+            drawn = (lo + (hi - lo) * cx.rng.random(x.shape)).astype(x.dtype)
+            at["_kept"] = drawn
+            return xp.where(x > 0, x, drawn * x)
+        return xp.where(x > 0, x, t(_rrelu_slope(at)) * x)
+    if kind == "gelu":  # 0.5 x erfc(-x / sqrt 2): no cancellation in the left tail, as 1 + erf has
+        x64 = np.asarray(x, np.float64)
+        return (0.5 * x64 * kernels.special("erfc", -_SQRT1_2 * x64)).astype(x.dtype)
     if kind == "elu":
         return xp.where(x > 0, x, slope * xp.expm1(x)).astype(x.dtype)
     return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * xp.expm1(x))).astype(x.dtype)

@@ -254,3 +254,14 @@ def test_scaled_sub_declines_what_it_cannot_take():
     assert not kernels.scaled_sub(w, np.ones((4, 4), np.float64), 0.5)  # mixed dtypes
     assert not kernels.scaled_sub(w[:2].reshape(-1), w[1:3].reshape(-1), 0.5)  # overlapping
     assert (w == 1).all()
+
+
+@pytest.mark.parametrize("name", ["erf", "erfc", "gamma", "lgamma"])
+def test_special_functions_compiled_match_the_math_module(name):
+    """numba's erf, erfc, gamma and lgamma against Python's math module (the fallback), poles,
+    overflows, infinities and NaN included (numba's gamma and lgamma may differ in the last bit)."""
+    x = np.concatenate(
+        [np.linspace(-6.3, 30, 997), [0.0, -0.0, -1.0, -3.0, 171.0, 172.0, 1e306, np.inf, -np.inf, np.nan]]
+    )
+    np.testing.assert_allclose(kernels.special(name, x), kernels.special_numpy(name, x), rtol=1e-14, atol=1e-15)
+    assert kernels.special(name, np.zeros((0, 3))).shape == (0, 3)

@@ -826,3 +826,81 @@ def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):
     for sampler in (r.normal, r.uniform, r.poisson, r.gamma, r.exponential):
         with pytest.raises(MXNetError, match="unknown argument 'bogus'"):
             sampler(bogus=1)
+
+
+def test_leaky_relu_prelu_gelu_and_rrelu_through_nd(mode):
+    """nd.LeakyReLU as MXNet's: gamma by keyword (Gluon's PReLU) with its gradient, gelu, and
+    rrelu recorded in training: the gradient is the slope each element drew."""
+    x = nd.array(np.arange(-12, 12).reshape(2, 3, 4) * 0.5)
+    gamma = nd.array([0.1, 0.2, 0.3])
+    x.attach_grad()
+    gamma.attach_grad()
+    with autograd.record():
+        y = nd.LeakyReLU(x, gamma=gamma, act_type="prelu")
+    y.backward(nd.array(np.arange(24).reshape(2, 3, 4)))
+    assert gamma.grad.asnumpy().tolist() == [-29, -69, -45]
+    np.testing.assert_allclose(
+        nd.LeakyReLU(nd.array([-3.0, 1.0]), act_type="gelu").asnumpy(), [-0.0040496941, 0.8413447], rtol=1e-6
+    )
+    z = nd.array(np.full((4, 5), -2.0))
+    z.attach_grad()
+    with autograd.record(train_mode=True):
+        y = nd.LeakyReLU(z, act_type="rrelu")
+    y.backward()
+    slopes = y.asnumpy() / -2.0
+    assert ((0.125 <= slopes) & (slopes <= 0.334)).all() and len(np.unique(slopes)) > 1
+    assert np.array_equal(z.grad.asnumpy(), slopes)
+    with autograd.record(train_mode=False):
+        y = nd.LeakyReLU(z, act_type="rrelu")
+    assert np.allclose(y.asnumpy(), -2.0 * 0.2295)
+
+
+def test_moments_gives_mxnets_mean_and_variance_with_gradients(mode):
+    x = nd.array(np.arange(24).reshape(2, 3, 4) * 0.37 - 2)
+    mean, var = nd.moments(x, axes=(0, 2))
+    np.testing.assert_allclose(mean.asnumpy(), [0.775, 2.255, 3.7350001], rtol=2e-7)  # MXNet 1.9.1's
+    np.testing.assert_allclose(var.asnumpy(), [5.099525] * 3, rtol=2e-7)
+    mean, var = nd.moments(x, axes=[-1], keepdims=True)
+    assert mean.shape == var.shape == (2, 3, 1)
+    np.testing.assert_allclose(var.asnumpy().ravel(), [0.171125] * 6, rtol=3e-7)
+    m, v = nd.moments(x.astype("int32"), axes=1)  # MXNet's integer arithmetic: truncated
+    assert m.asnumpy().tolist() == [[0, 0, 0, 0], [3, 3, 4, 4]]
+    assert v.asnumpy().tolist() == [[1, 0, 0, 1], [1, 2, 1, 2]]
+    x.attach_grad()
+    with autograd.record():
+        mean, var = nd.moments(x, axes=(0, 2))
+        z = (mean * nd.array([1, 2, 3])).sum() + (var * nd.array([0.5, -1, 2])).sum()
+    z.backward()
+    xs = x.asnumpy().astype(np.float64)
+    centred = xs - xs.mean(axis=(0, 2), keepdims=True)
+    want = np.array([1, 2, 3]).reshape(1, 3, 1) / 8 + np.array([0.5, -1, 2]).reshape(1, 3, 1) * 2 * centred / 8
+    np.testing.assert_allclose(x.grad.asnumpy(), want, rtol=1e-5, atol=1e-6)
+    assert abs(x.grad.asnumpy()[0, 0, 0] - -0.22187501) < 1e-6  # MXNet's
+
+
+@pytest.mark.parametrize(
+    "axes, error",
+    [(None, "Empty axes"), ((), "Empty axes"), ((3,), "out of range"), ((1, -2), "twice"), ("a", "list of ints")],
+)
+def test_moments_refuses_what_mxnet_refuses(mode, axes, error):
+    with pytest.raises(MXNetError, match=error):
+        nd.moments(nd.ones((2, 3, 4)), axes=axes)
+    with pytest.raises(MXNetError, match="length 0"):
+        nd.moments(nd.zeros((2, 0)), axes=(1,))
+
+
+def test_softmax_with_length_through_nd(mode):
+    x = nd.array(np.arange(12).reshape(3, 4) * 0.3 - 1)
+    length = nd.array([2, 4, 0], dtype="int32")
+    x.attach_grad()
+    with autograd.record():
+        y = nd.softmax(x, length=length, use_length=True)
+    y.backward(nd.array(np.arange(12).reshape(3, 4) * 0.1 + 0.5))
+    assert y.asnumpy()[2].tolist() == [0, 0, 0, 0] and y.asnumpy()[0, 2:].tolist() == [0, 0]
+    np.testing.assert_allclose(x.grad.asnumpy()[0], [-0.02444584, 0.02444583, 0, 0], rtol=1e-5)
+    positional = nd.softmax(x, length, use_length=True)  # (MXNet takes it by position too)
+    assert np.array_equal(positional.asnumpy(), y.asnumpy())
+    with pytest.raises(MXNetError, match="use_length"):
+        nd.softmax(x, length=length)
+    with pytest.raises(MXNetError, match="length"):
+        nd.softmax(x, use_length=True)

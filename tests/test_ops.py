@@ -26,6 +26,7 @@ cotangents must be None (``Case.nondiff``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,10 +164,50 @@ def scatter_ref(shape, key):
 # references of the newer ops, written with loops where numpy has no one-liner
 
 
+def ERFINV_REF(y):
+    """erf inverted by bisection on math.erf."""
+    y = np.asarray(y, np.float64)
+    lo, hi = np.full(y.shape, -6.0), np.full(y.shape, 6.0)
+    erf = np.vectorize(math.erf)
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        below = erf(mid) < y
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
+def polygamma_ref(x, n):
+    """psi^(n)(x) summed directly: psi^(n)(x) = psi^(n)(x + K) - (-1)^n n! sum_k<K (x + k)^-(n+1),
+    psi^(n) at x + K (K = 2000) from the first terms of its asymptotic series. No reflection:
+    negative x is carried up too."""
+    k = 2000
+    x = np.asarray(x, np.float64)
+    s = ((x[..., None] + np.arange(k)) ** -(n + 1.0)).sum(axis=-1)
+    z = x + k
+    if n == 0:
+        return np.log(z) - 0.5 / z - 1 / (12 * z**2) + 1 / (120 * z**4) - s
+    f = math.factorial
+    tail = f(n - 1) / z**n + f(n) / (2 * z ** (n + 1))
+    tail += f(n + 1) / (12 * z ** (n + 2)) - f(n + 3) / (720 * z ** (n + 4))
+    return (-1.0) ** (n + 1) * tail - (-1.0) ** n * f(n) * s
+
+
 def softmax_ref(x, axis=-1, t=1.0):
     z = x.astype(np.float64) / t
     e = np.exp(z - z.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_length_ref(x, length, axis, t=1.0):
+    """softmax over the first length[...] positions along ``axis``, element by element; 0 past them."""
+    xm = np.moveaxis(x.astype(np.float64) / t, axis, -1)
+    out = np.zeros_like(xm)
+    for pos in np.ndindex(xm.shape[:-1]):
+        k = int(length[pos])
+        if k:
+            e = np.exp(xm[pos][:k] - xm[pos][:k].max())
+            out[pos][:k] = e / e.sum()
+    return np.moveaxis(out, -1, axis)
 
 
 def log_softmax_ref(x, axis=-1, t=1.0):
@@ -450,6 +491,12 @@ ACT_REF = {
     "softsign": lambda x: x / (1 + np.abs(x)),
 }
 SELU = (1.6732632423543772, 1.0507009873554805)
+GELU_REF = np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))
+
+
+def prelu_ref(x, gamma, shape):
+    return np.where(x > 0, x, gamma.reshape(shape) * x)
+
 
 S = 1.5  # the scalar of the *_scalar ops
 BIN = ((2, 1, 3), (4, 1))  # binary ops: broadcasting both ways
@@ -505,6 +552,11 @@ CASES: dict[str, Case] = {
     "expm1": C(np.expm1),
     "log": C(np.log, dom=POS),
     "log1p": C(np.log1p, dom=U(-0.5, 2)),
+    "erf": C(np.vectorize(math.erf)),
+    "erfinv": C(lambda x: ERFINV_REF(x), dom=U(-0.9, 0.9)),
+    "gamma": C(np.vectorize(math.gamma), dom=U(0.3, 3.0)),
+    "gammaln": C(np.vectorize(math.lgamma), dom=U(0.3, 3.0)),
+    "polygamma": C(lambda x: polygamma_ref(x, 0), dom=U(0.3, 3.0)),
     "sin": C(np.sin, dom=U(-3, 3)),
     "cos": C(np.cos, dom=U(-3, 3)),
     "tan": C(np.tan, dom=U(-1.2, 1.2)),
@@ -753,7 +805,37 @@ VARIANTS: list[tuple[str, str, Case]] = [
         C(lambda: np.linspace(0, 1, 4, endpoint=False), start=0, stop=1, num=4, endpoint=False, dtype="float64"),
     ),
     ("eye-square-below", "eye", C(lambda: np.eye(3, k=-1, dtype=np.int32), N=3, k=-1, dtype="int32")),
+    ("gamma-negative", "gamma", C(np.vectorize(math.gamma), dom=U(-2.9, -2.1))),
+    ("gammaln-negative", "gammaln", C(np.vectorize(math.lgamma), dom=U(-1.9, -1.1))),
+    ("polygamma-trigamma-negative", "polygamma", C(lambda x: polygamma_ref(x, 1), dom=U(-1.8, -1.2), n=1)),
+    ("polygamma-2", "polygamma", C(lambda x: polygamma_ref(x, 2), dom=U(0.5, 12.0), n=2)),
     ("softmax-default", "softmax", C(lambda x: softmax_ref(x, -1), X3)),
+    (
+        "softmax-length",
+        "softmax",
+        C(
+            lambda x, n: softmax_length_ref(x, n, 1),
+            X3,
+            (2, 4),
+            dom=(SMOOTH, IDX(0, 4)),
+            nondiff=(1,),
+            axis=1,
+            use_length=True,
+        ),
+    ),
+    (
+        "softmax-length-last-axis-T",
+        "softmax",
+        C(
+            lambda x, n: softmax_length_ref(x, n, -1, 0.5),
+            (3, 5),
+            (3,),
+            dom=(SMOOTH, IDX(0, 6)),
+            nondiff=(1,),
+            use_length=True,
+            temperature=0.5,
+        ),
+    ),
     (
         "softmax-dtype",
         "softmax",
@@ -781,6 +863,28 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "LeakyReLU",
         C(lambda x: SELU[1] * np.where(x > 0, x, SELU[0] * np.expm1(x)), dom=AWAY(), act_type="selu"),
     ),
+    ("LeakyReLU-gelu", "LeakyReLU", C(GELU_REF, dom=U(-3, 3), act_type="gelu")),
+    (
+        "LeakyReLU-prelu",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (1, 3, 1)), X3, (3,), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-prelu-one-slope",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (1, 1, 1)), X3, (1,), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-prelu-batch-and-channel",
+        "LeakyReLU",
+        C(lambda x, g: prelu_ref(x, g, (2, 3, 1)), X3, (2, 3), dom=(AWAY(), U(0.1, 0.9)), act_type="prelu"),
+    ),
+    (
+        "LeakyReLU-rrelu-prediction",
+        "LeakyReLU",
+        C(lambda x: np.where(x > 0, x, 0.3 * x), dom=AWAY(), act_type="rrelu", lower_bound=0.2, upper_bound=0.4),
+    ),
+    ("LeakyReLU-rrelu-training", "LeakyReLU", C(None, X3, dom=AWAY(), act_type="rrelu", training=True)),
     (
         "FullyConnected-no_bias-no_flatten",
         "FullyConnected",
@@ -1374,6 +1478,7 @@ def test_variadic_ops_and_arity():
         "scatter_key",
         "SequenceMask",
     }
+    want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
@@ -2841,10 +2946,18 @@ BAD_ATTRS = [
     ("where", {}, [(3, 3), (2, 3), (2, 3)]),
     ("broadcast_like", {}, [(2, 3), (3, 3)]),
     ("softmax", {"temperature": 0.0}, [(2, 3)]),
+    ("softmax", {"use_length": True}, [(2, 3)]),
+    ("softmax", {}, [(2, 3), (2,)]),
+    ("softmax", {"use_length": True}, [(2, 3), (3,)]),
+    ("softmax", {"use_length": True, "axis": 0}, [(2, 3), (2,)]),
     ("log_softmax", {"axis": 2}, [(2, 3)]),
     ("softmax_cross_entropy", {}, [(2, 3), (3,)]),
     ("Activation", {"act_type": "gelu"}, [(2, 3)]),
     ("LeakyReLU", {"act_type": "prelu"}, [(2, 3)]),
+    ("LeakyReLU", {"act_type": "leaky"}, [(2, 3), (3,)]),
+    ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (4,)]),
+    ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (3, 1)]),
+    ("LeakyReLU", {"act_type": "bogus"}, [(2, 3)]),
     ("FullyConnected", {"num_hidden": 4}, [(2, 3), (4, 2), (4,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 2, 5, 5), (2, 3, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
@@ -3492,3 +3605,215 @@ def test_multinomial_refuses_inputs_of_no_categories():
         op.infer(at, Spec((2,), "int32"))
     with pytest.raises(InvalidInput, match="300 categories do not fit dtype uint8"):
         op.infer(op.parse_attrs({"dtype": "uint8"}), Spec((300,), "float32"))
+
+
+# --------------------------------------------------------------------------
+# special functions
+
+
+def _run(name: str, x, **at) -> np.ndarray:
+    op = OPS[name]
+    return op.forward(ctx(), op.parse_attrs(at), np.asarray(x))
+
+
+def test_special_functions_give_mxnets_values_at_poles_and_edges():
+    """MXNet 1.9.1's answers (float32): +-inf at erfinv's ends, NaN past them; gamma NaN at the
+    negative integers and +-inf at +-0; gammaln inf at every pole; overflow is inf."""
+    x = np.array([-3, -2.5, -0.0, 0, 1, 171, 172, np.nan], np.float32)
+    # (MXNet's float32 arithmetic is 2 units of the last place off at -2.5: -0.9453086, where
+    # the rounded value is -0.9453087)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(
+            _run("gamma", x),
+            np.array([np.nan, -0.9453086, -np.inf, np.inf, 1, np.inf, np.inf, np.nan], np.float32),
+            rtol=2.5e-7,
+        )
+        np.testing.assert_allclose(
+            _run("gammaln", x),
+            np.array([np.inf, -0.056243714, np.inf, np.inf, 0, 706.5731, 711.71473, np.nan], np.float32),
+            rtol=1.2e-7,
+        )
+    np.testing.assert_allclose(_run("gammaln", np.array([1e10], np.float32)), [2.2025850e11], rtol=1.2e-7)
+    np.testing.assert_array_equal(
+        _run("erfinv", np.array([-1, 1, 1.5, -2, 0, np.nan], np.float32)),
+        np.array([-np.inf, np.inf, np.nan, np.nan, 0, np.nan], np.float32),
+    )
+    np.testing.assert_array_equal(
+        _run("erf", np.array([-3, -0.5, 0, 0.3, 4, np.inf], np.float32)),
+        np.array([-0.9999779, -0.5204999, 0, 0.32862678, 1, 1], np.float32),
+    )
+    # digamma: inf at the poles, as MXNet's gammaln gradient
+    np.testing.assert_array_equal(_run("digamma", np.array([0, -3, np.inf, -np.inf])), [np.inf, np.inf, np.inf, np.nan])
+
+
+def test_special_functions_on_integers_truncate_as_mxnets():
+    """Computed in float64 and cast back: erf of int32 1 and 2 is 0, gamma's is 1."""
+    x = np.array([1, 2, 3], np.int32)
+    for name, want in (("erf", [0, 0, 0]), ("gamma", [1, 1, 2]), ("gammaln", [0, 0, 0]), ("erfinv", [0, 0, 0])):
+        y = _run(name, x)
+        assert y.dtype == np.int32 and y.tolist() == want, name
+    y = _run("erf", np.array([0.5, 2], np.float16))
+    assert y.dtype == np.float16 and y.tolist() == [np.float16(0.5205), np.float16(0.995)]
+
+
+def test_erfinv_and_polygamma_are_accurate_in_float64():
+    from gradserve.engine.ops_math import erfinv64, polygamma64
+
+    known = {0.5: 0.4769362762044699, 0.999: 2.326753765513525}
+    np.testing.assert_allclose(erfinv64(np.array(list(known))), list(known.values()), rtol=2e-15)
+    y = np.array([1e-4, -3e-5])  # its series: sqrt(pi)/2 (y + pi/12 y^3 + 7 pi^2/480 y^5 + ...)
+    series = np.sqrt(np.pi) / 2 * (y + np.pi / 12 * y**3 + 7 * np.pi**2 / 480 * y**5)
+    np.testing.assert_allclose(erfinv64(y), series, rtol=2e-16)
+    y = np.concatenate([np.linspace(-0.999999, 0.999999, 4001), [1 - 1e-12, -1 + 1e-15, 1e-300]])
+    np.testing.assert_allclose(np.vectorize(math.erf)(erfinv64(y)), y, rtol=4e-15, atol=0)
+    zeta3 = 1.2020569031595942
+    np.testing.assert_allclose(
+        polygamma64(0, np.array([1.0, 0.5, -1.5, 1e-3])),
+        [-0.5772156649015329, -1.9635100260214235, 0.7031566406452432, -1000.5755719318103],
+        rtol=1e-14,
+    )
+    np.testing.assert_allclose(polygamma64(1, np.array([1.0, 0.5])), [np.pi**2 / 6, np.pi**2 / 2], rtol=1e-14)
+    np.testing.assert_allclose(polygamma64(2, np.array([1.0])), [-2 * zeta3], rtol=1e-14)
+    xs = np.linspace(-7.3, 30.0, 2001)
+    xs = xs[np.abs(xs - np.round(xs)) > 0.01]
+    for n in range(4):
+        np.testing.assert_allclose(polygamma64(n, xs), polygamma_ref(xs, n), rtol=1e-11, atol=1e-11, err_msg=str(n))
+
+
+def test_special_function_gradients_at_mxnets_points():
+    """The gradients MXNet 1.9.1 gives at these points (float32). Its float32 digamma is off
+    in the 6th digit at negative points (0.03648992 at -0.5, where psi(-0.5) = 0.036489974):
+    ours is the rounded value."""
+    x = np.array([-1.5, -0.5, 0.3, 1, 2.5, 4], np.float32)
+    g = np.ones_like(x)
+    want = {
+        "erf": [0.11893028, 0.87878257, 1.0312608, 0.41510749, 2.1782841e-03, 1.2698234e-07],
+        "gamma": [1.6617506, -0.12935339, -10.478042, -0.5772157, 0.9347348, 7.5367079],
+        "gammaln": [0.70315677, 0.03648992, -3.502524, -0.5772157, 0.70315677, 1.2561177],
+    }
+    for name, w in want.items():
+        op = OPS[name]
+        y = op.forward(ctx(), {}, x)
+        (gx,) = vjp_of(op)(Eager(ctx()), {}, g, y, x)
+        assert gx.dtype == np.float32
+        np.testing.assert_allclose(gx, w, rtol=2e-6, err_msg=name)
+
+
+# --------------------------------------------------------------------------
+# LeakyReLU's gelu, prelu and rrelu
+
+
+def _leaky(x, *gamma, training=False, seed=0, **at):
+    op = OPS["LeakyReLU"]
+    at = op.parse_attrs(at)
+    assert op.infer(at, *[Spec(a.shape, a.dtype.name) for a in (x, *gamma)]) == (x.shape, x.dtype.name)
+    node_at = dict(at)
+    return op.forward(ctx(seed, training), node_at, x, *gamma), node_at
+
+
+def test_prelu_matches_gamma_to_axes_1_and_0_as_mxnet():
+    """MXNet's expand_shape: gamma's last axis on data's axis 1 (a slope per channel) unless
+    the lengths differ, then on axis 0: a (2,) gamma on (2, 3, 4) data is one slope per sample."""
+    x = (np.arange(-12, 12).reshape(2, 3, 4) * 0.5).astype(np.float32)
+    y, _ = _leaky(x, np.array([0.1, 0.2, 0.3], np.float32), act_type="prelu")
+    np.testing.assert_allclose(y[0, :, 0], [-0.6, -0.8, -0.6], rtol=1e-6)
+    y, _ = _leaky(x, np.array([0.1, 0.2], np.float32), act_type="prelu")
+    np.testing.assert_allclose(y[0, :, 0], [-0.6, -0.4, -0.2], rtol=1e-6)  # 0.1 for all of sample 0
+    y, _ = _leaky(np.array([-2.0, 3.0], np.float32), np.array([0.5, 0.25], np.float32), act_type="prelu")
+    assert y.tolist() == [-1.0, 3.0]  # 1-d data: one slope per element
+
+
+def test_prelu_gradients_are_mxnets():
+    op = OPS["LeakyReLU"]
+    x = (np.arange(-12, 12).reshape(2, 3, 4) * 0.5).astype(np.float32)
+    gamma = np.array([0.1, 0.2, 0.3], np.float32)
+    y, at = _leaky(x, gamma, act_type="prelu")
+    g = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    gx, gg = vjp_of(op)(Eager(ctx()), at, g, y, x, gamma)
+    np.testing.assert_allclose(gx[0], [[0, 0.1, 0.2, 0.3], [0.8, 1, 1.2, 1.4], [2.4, 2.7, 3, 3.3]], rtol=1e-6)
+    assert gx[1, 0].tolist() == [1.2000000476837158, 13, 14, 15]  # x = 0 takes gamma's slope
+    assert gg.dtype == np.float32 and gg.tolist() == [-29, -69, -45]
+
+
+def test_prelu_and_gamma_errors_are_clear():
+    op = OPS["LeakyReLU"]
+    with pytest.raises(InvalidInput, match="prelu takes 2 inputs"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3), "float32"))
+    with pytest.raises(InvalidInput, match="gamma is prelu's"):
+        op.infer(op.parse_attrs({"act_type": "elu"}), Spec((2, 3), "float32"), Spec((3,), "float32"))
+    with pytest.raises(ShapeError, match=r"cannot broadcast gamma \(4,\) to data \(2, 3, 4\)"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3, 4), "float32"), Spec((4,), "float32"))
+    with pytest.raises(MXNetError, match="gamma is float64, data float32"):
+        op.infer(op.parse_attrs({"act_type": "prelu"}), Spec((2, 3), "float32"), Spec((3,), "float64"))
+    with pytest.raises(InvalidInput, match="act_type must be one of"):
+        op.infer(op.parse_attrs({"act_type": "swish"}), Spec((2, 3), "float32"))
+
+
+def test_gelu_is_the_erf_form_as_mxnets():
+    """MXNet 1.9.1's gelu is x Phi(x) with erf, not the tanh approximation (-0.0036374 at -3).
+    Its float32 arithmetic loses digits in the left tail (-0.00404987 at -3, 1 + erf
+    cancelling): ours is computed with erfc, accurate there."""
+    x = np.array([-3, -1.5, -0.5, 0, 0.3, 1, 2.5, 4], np.float32)
+    y, _ = _leaky(x, act_type="gelu")
+    mx32 = [-0.00404987, -0.10021085, -0.15426877, 0, 0.18537343, 0.84134465, 2.4844759, 3.9998732]
+    np.testing.assert_allclose(y, mx32, rtol=5e-5)
+    np.testing.assert_allclose(y[0], -0.0040496940948903, rtol=1e-7)
+    g = vjp_of(OPS["LeakyReLU"])(
+        Eager(ctx()), OPS["LeakyReLU"].parse_attrs({"act_type": "gelu"}), np.ones_like(x), y, x
+    )
+    want = [-0.011945643, -0.12746918, 0.13250488, 0.5, 0.7323278, 1.0833155, 1.0376111, 1.0005037]  # MXNet, float64
+    np.testing.assert_allclose(g[0], want, rtol=1e-6)
+
+
+def test_rrelu_uses_the_middle_slope_in_prediction_and_draws_in_training():
+    x = np.array([[-3, -1.5, -0.5, 0], [0.3, 1, 2.5, 4]], np.float32)
+    y, at = _leaky(x, act_type="rrelu")
+    assert at["_kept"] is None
+    np.testing.assert_allclose(y[0], [-0.6885, -0.34425, -0.11475, 0], rtol=1e-6)  # MXNet's: slope 0.2295
+    assert y[1].tolist() == x[1].tolist()
+    big = np.full((50, 40), -2.0, np.float32)
+    y, at = _leaky(big, training=True, seed=3, act_type="rrelu", lower_bound=0.1, upper_bound=0.5)
+    slopes = y / big
+    assert at["_kept"].dtype == np.float32 and np.array_equal(at["_kept"], slopes)
+    assert 0.1 <= slopes.min() < 0.12 and 0.48 < slopes.max() <= 0.5 and len(np.unique(slopes)) > 1000
+    again, _ = _leaky(big, training=True, seed=3, act_type="rrelu", lower_bound=0.1, upper_bound=0.5)
+    assert np.array_equal(again, y)  # the session's generator: a seed repeats the draws
+    op = OPS["LeakyReLU"]
+    (gx,) = vjp_of(op)(Eager(ctx()), at, np.ones_like(big), y, big)
+    assert np.array_equal(gx, slopes)  # the gradient uses the slope drawn
+
+
+# --------------------------------------------------------------------------
+# softmax's length
+
+
+def test_softmax_with_length_gives_mxnets_values_and_gradient():
+    """MXNet 1.9.1's: 0 past each length (every position for a length of 0), gradient 0 there."""
+    op = OPS["softmax"]
+    x = (np.arange(12).reshape(3, 4) * 0.3 - 1).astype(np.float32)
+    at = op.parse_attrs({"use_length": True})
+    length = np.array([2, 4, 0], np.int32)
+    y = op.forward(ctx(), at, x, length)
+    want = [[0.42555746, 0.5744425, 0, 0], [0.15079361, 0.20355009, 0.27476388, 0.37089244], [0, 0, 0, 0]]
+    np.testing.assert_allclose(y, want, rtol=2e-7)
+    assert y.dtype == np.float32 and (y[2] == 0).all() and (y[0, 2:] == 0).all()
+    g = (np.arange(12).reshape(3, 4) * 0.1 + 0.5).astype(np.float32)
+    gx, gl = vjp_of(op)(Eager(ctx()), at, g, y, x, length)
+    assert gl is None
+    want = [[-0.02444584, 0.02444583, 0, 0], [-0.02813442, -0.01762248, 0.00368854, 0.04206826], [0, 0, 0, 0]]
+    np.testing.assert_allclose(gx, want, rtol=1e-5, atol=1e-8)
+    x3 = (np.arange(24).reshape(2, 3, 4) * 0.1).astype(np.float32)
+    y = op.forward(ctx(), op.parse_attrs({"use_length": True, "axis": 1}), x3, np.array([[1, 2, 3, 3], [0, 3, 2, 1]]))
+    np.testing.assert_allclose(y[1, :, 1], [0.21198271, 0.3162411, 0.4717762], rtol=3e-7)
+    assert y[1, :, 0].tolist() == [0, 0, 0] and y[1, 1:, 3].tolist() == [0, 0]
+    y = op.forward(ctx(), op.parse_attrs({"use_length": True, "dtype": "float64"}), x, np.array([1, 2, 3]))
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y[2], [0.23969446, 0.32355371, 0.43675181, 0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("length", [[1, 2, 5], [-1, 2, 3], [1, np.nan, 2], [1, 2.5, 3]])
+def test_softmax_refuses_lengths_out_of_range(length):
+    """MXNet reads past the axis (and crashes) for these: refused with the length."""
+    op = OPS["softmax"]
+    with pytest.raises(InvalidInput, match="length"):
+        op.forward(ctx(), op.parse_attrs({"use_length": True}), np.ones((3, 4), np.float32), np.array(length))
