@@ -648,8 +648,8 @@ class NDArray:
         if flags.recording:
             ins["mode"] = _mode()
         self._c.enqueue(ins)
-        if lost is not None:
-            self._c.revive(self._h)
+        if lost is not None and self._c.revive(self._h):
+            self._node, self._gradp = None, None  # (no longer a variable: see ``Client.revive``)
         if copied is not None:
             self._node = copied
 

@@ -145,6 +145,7 @@ class Client:
         # gradients; a hybridized call: what its program changes): id -> (instruction, keys)
         self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
         self._dead: dict[int, MXNetError] = {}  # handle or memory key -> the error using it raises
+        self._lost_variables: set[int] = set()  # arrays a lost attach_grad or mark_variables was to make variables
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self.closed = False
@@ -342,10 +343,16 @@ class Client:
         a trace (which may be given up)."""
         return self.root(h) == h and not self.capturing()
 
-    def revive(self, h: int) -> None:
-        """``h``, whose in-place change was lost (``ChangeLost``), was written whole."""
+    def revive(self, h: int) -> bool:
+        """``h``, whose in-place change was lost (``ChangeLost``), was written whole. Whether
+        what was lost made it a variable (``attach_grad``, ``mark_variables``): the session
+        holds it as a plain array, and so must its proxy (``attach_grad`` makes it one again)."""
         if isinstance(self._dead.get(h), ChangeLost):
             del self._dead[h]
+        if h in self._lost_variables:
+            self._lost_variables.discard(h)
+            return True
+        return False
 
     # -- batches --------------------------------------------------------------------------
 
@@ -370,38 +377,52 @@ class Client:
                 del forgets[:n]
                 ops.append({"op": "forget", "at": {"ids": ids}})
                 where.append(None)
-            if reads:
-                ops.append({"op": "read", "in": list(reads)})
-                where.append(None)
+            if reads:  # (a new list: a read left in the queue by an interrupt would go with the next flush)
+                ops, where = [*ops, {"op": "read", "in": list(reads)}], [*where, None]
             if not ops:
                 return []
             freed = self._freed
-            self._queue, self._where, self._qbytes, self._freed, self._qsteps = [], [], 0, [], 0
+            # kept as the queue is let go, in one statement (no interrupt between): see ``_run``
+            kept = _Pending(ops, where, freed, len(reads), 0, self._acked + 1)
+            self._pending, self._queue, self._where, self._qbytes, self._freed, self._qsteps = kept, [], [], 0, [], 0
             try:
                 return self._run(ops, where, len(reads), freed)
+            except BaseException as e:
+                if self._pending is not None and self._pending.ops is ops and not self.transport.sequenced:
+                    self._settle(e)
+                raise
             finally:
                 if self._pending is None or self._pending.ops is not ops:
                     self._sent(ops, freed)
 
-    def _run(self, ops: list[dict], where: list, nreads: int, freed: list[list[int]], start: int = 0) -> list[Any]:
-        """Send ``ops`` (from ``start``) as one batch, or, past the server's ``max_batch_ops``, as
-        batches of at most that many in order, each sent when the one before ran whole: the same
-        effect. A batch that may have run or not (``_unsure``) is kept, with what follows it, to
-        be sent again (``_resume``)."""
+    def _run(
+        self, ops: list[dict], where: list, nreads: int, freed: list[list[int]], start: int = 0, seq: int = 0
+    ) -> list[Any]:
+        """Send ``ops`` (from ``start``, the first batch under ``seq``, else the next one) as one
+        batch, or, past the server's ``max_batch_ops``, as batches of at most that many in
+        order, each sent when the one before ran whole: the same effect.
+
+        To a server, each batch is kept as ``_pending`` until its reply is read and taken in:
+        an interrupt (Ctrl-C) may come between any two steps here, and a lost connection
+        leaves it unknown whether the batch ran. Either way it is sent again under the same
+        seq (``_resume``), and the server replays its reply if it ran, runs it if not.
+        In-process, a batch cut short is taken as failed (it may have run in part: ``_settle``)."""
         n = len(ops)
+        seq = seq or self._acked + 1
         while True:
+            self._pending = _Pending(ops, where, freed, nreads, start, seq)
             limit = self.max_batch_ops
             end = n if limit is None else min(n, start + limit)
             part, wpart = (ops, where) if start == 0 and end == n else (ops[start:end], where[start:end])
             try:
-                reply = self._send(part, wpart)
+                reply = self._send(part, wpart, seq)
             except _TooLong as e:  # the server's limit is lower than we knew: learned, and sent again
                 self._set_limits(self.max_body_bytes, e.limit)
                 continue
             except BaseException as e:
-                if self._unsure(e):
-                    self._pending = _Pending(ops, where, freed, nreads, start)
+                if self._unsure(e):  # (kept)
                     raise
+                self._pending = None
                 if end < n:  # (the parts not sent did not run)
                     self._requeue(ops[end:])
                     self._not_applied(ops[end:], where[end:], e)
@@ -410,13 +431,16 @@ class Client:
                 raise
             err = reply.get("error")
             if err:
-                raise self._fail(ops, where, {**err, "index": start + (err.get("index") or 0)})
+                exc = self._fail(ops, where, {**err, "index": start + (err.get("index") or 0)})
+                self._pending = None
+                raise exc
             if end == n:
                 values = reply.get("values")
+                self._pending = None
                 if not isinstance(values, list) or len(values) != nreads:
                     raise MXNetError(f"the server's reply holds no value for each of the {nreads} arrays read")
                 return values
-            start = end
+            start, seq = end, seq + 1
 
     def _sent(self, ops: list[dict], freed: list[list[int]]) -> None:
         """Forget what was kept for the instructions of a batch that went (or failed)."""
@@ -434,7 +458,7 @@ class Client:
         the reply of a session's last batch, so such a batch is sent again under its seq
         (``_resume``): the server replays the reply if it ran, runs it if not. (In-process
         batches have no seq: an interrupted one may have run in part.)"""
-        return self.transport.sequenced and (isinstance(e, ConnectionLost) or not isinstance(e, Exception))
+        return isinstance(e, ConnectionLost) or not isinstance(e, Exception)
 
     def _resume(self) -> None:
         """Send the batch whose fate was not known again, under the seq it took, and what
@@ -442,15 +466,29 @@ class Client:
         (as the lines after a line that raised): its arrays are dead, its changes lost."""
         p = self._pending
         assert p is not None
-        self._pending = None
-        self._seq -= 1  # (``_send`` takes it again)
+        if not self.transport.sequenced:  # (an interrupt that came before ``flush`` could settle it)
+            self._settle(KeyboardInterrupt())
+            self._abandon(MXNetError("a batch before it was interrupted"))
+            return
         try:
-            self._run(p.ops, p.where, p.nreads, p.freed, p.start)
+            self._run(p.ops, p.where, p.nreads, p.freed, p.start, p.seq)
         except BaseException as e:
-            if self._pending is None:  # it is known now: it failed
+            if self._pending is None:  # it is known now
                 self._sent(p.ops, p.freed)
-                self._abandon(e)
+                if isinstance(e, Exception):  # it failed (an interrupt after it ran abandons nothing)
+                    self._abandon(e)
             raise
+        self._sent(p.ops, p.freed)
+
+    def _settle(self, exc: BaseException) -> None:
+        """In-process, the batch kept is one cut short (it may have run in part): what it was
+        to make is dead, what it was to change is lost."""
+        p = self._pending
+        assert p is not None
+        self._pending = None
+        rest = p.ops[p.start :]
+        self._requeue(rest)
+        self._not_applied(rest, p.where[p.start :], exc)
         self._sent(p.ops, p.freed)
 
     def _abandon(self, exc: BaseException) -> None:
@@ -464,15 +502,15 @@ class Client:
         self._not_applied(ops, where, exc)
         self._sent(ops, freed)
 
-    def _send(self, ops: list[dict], where: list) -> dict[str, Any]:
-        """Send a batch as the next seq. A server that lost batches whose replies came
+    def _send(self, ops: list[dict], where: list, seq: int) -> dict[str, Any]:
+        """Send a batch as ``seq``. A server that lost batches whose replies came
         (restarted from an older snapshot after a crash), or the whole session (expired, or
         not yet in a snapshot at a crash), raises ``SessionLost``, now and for every later
         use of the session."""
-        self._seq += 1
+        self._seq = seq
         try:
             try:
-                reply = self.transport.send({"seq": self._seq, "ops": ops})
+                reply = self.transport.send({"seq": seq, "ops": ops})
             except SequenceError as e:
                 expected = SequenceError.expected(str(e))
                 if expected is not None and expected <= self._acked:
@@ -499,7 +537,7 @@ class Client:
             if not self._unsure(e):  # (else kept to be sent again: ``_run``)
                 self._refused(ops, where, e)
             raise
-        self._acked = self._seq
+        self._acked = seq
         return reply
 
     def _lost_state(self, expected: int, acked: int) -> SessionLost:
@@ -587,6 +625,8 @@ class Client:
                     )
                     lost.__cause__ = exc
                 dead[key] = lost
+            if ins.get("op") in ("attach_grad", "mark_variables"):
+                self._lost_variables.update(keys)
 
     def _changes(self, ins: dict[str, Any]) -> list[int]:
         """The memory keys (``root``) of what ``ins`` changes in place."""
@@ -682,13 +722,15 @@ def _again(err: MXNetError) -> MXNetError:
 
 
 class _Pending(NamedTuple):
-    """A batch sent whose fate is not known (``Client._unsure``), from ``ops[start]`` on."""
+    """A batch whose fate is not known until its reply is taken in (``Client._run``):
+    ``ops[start:]``, the first batch of them under ``seq``."""
 
     ops: list[dict[str, Any]]
     where: list[tuple[str, int] | None]
     freed: list[list[int]]
     nreads: int
     start: int
+    seq: int
 
 
 class SessionLost(SessionClosed):
@@ -704,7 +746,10 @@ _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    global _current_lock
+    _current_lock = threading.Lock()  # (a lock another thread held at the fork stays held in the child)
     for c in list(_clients):
+        c._lock = threading.RLock()
         if c.transport.sequenced and not c.closed:
             c._forked()
 

@@ -1310,3 +1310,24 @@ def test_writing_the_whole_of_an_array_whose_change_was_lost_makes_it_usable_aga
         view[:] = 5  # the rest of its base is still unknown
     base[:] = 2
     assert view.asnumpy().tolist() == [2, 2, 2] and base.asnumpy().tolist() == [[2, 2, 2]] * 2
+
+
+def test_a_whole_write_of_an_array_whose_attach_grad_was_lost_leaves_it_a_plain_array(mode):
+    """An attach_grad lost with a failed batch left the session holding a plain array and
+    the proxy a variable: after ``w[:] = v`` a recorded pass failed as if nothing had been
+    recorded. The write makes the proxy a plain array too; attach_grad makes it a variable."""
+    x = nd.arange(3)
+    w = nd.zeros(3)
+    nd.waitall()
+    bad = x[nd.array([5], dtype="int64")]
+    w.attach_grad()  # lost
+    with pytest.raises(IndexError):
+        bad.asnumpy()
+    w[:] = nd.array([1.0, 2.0, 3.0])
+    assert w.grad is None
+    w.attach_grad()
+    with autograd.record():
+        y = (w * x).sum()
+    y.backward()
+    assert w.grad.asnumpy().tolist() == [0, 1, 2]
+    assert w.asnumpy().tolist() == [1, 2, 3]

@@ -1496,6 +1496,28 @@ if os.fork() == 0:  # a child that opens a session of its own
     print("child", (nd.array([3.0]) * 2).asnumpy().tolist(), flush=True)
     sys.exit(0)
 os.wait()
+import signal, threading, time
+A = nd.ones((400, 400)) / 400
+A.wait_to_read()
+
+def long_batch():
+    B = A
+    for _ in range(200):
+        B = nd.dot(B, A)
+    B.wait_to_read()
+
+t = threading.Thread(target=long_batch)
+t.start()
+time.sleep(0.05)  # (its flush holds the client's lock, waiting for the reply)
+if os.fork() == 0:  # the lock is the parent's thread's: the child must not wait for it
+    signal.alarm(10)
+    try:
+        (a + 1).asnumpy()
+    except gradserve.SessionForked:
+        print("child refused at once", flush=True)
+    os._exit(0)
+os.wait()
+t.join()
 print("parent", (a * 5).asnumpy().tolist(), (a + 1).asnumpy().tolist())
 """
 
@@ -1520,6 +1542,7 @@ def test_a_forked_process_leaves_its_parents_session_alone(live_server, tmp_path
     assert len(refusals) == 4 and all(r.startswith("refused: this process was forked") for r in refusals), lines[0]
     assert "gradserve.connect()" in refusals[0]
     assert "child [6.0]" in lines
+    assert "child refused at once" in lines
     assert lines[-1] == "parent [5.0, 10.0] [2.0, 3.0]"
 
 
@@ -1597,3 +1620,176 @@ def test_a_connection_that_went_silent_is_given_up_after_the_timeout_and_the_bat
         gradserve.set_current(None)
         client.close()
         proxy.close()
+
+
+class _InterruptAt:
+    """Raise KeyboardInterrupt where a signal arriving there would: on the ``nth`` time line
+    ``line`` of ``code`` is about to run (a trace hook, this thread only)."""
+
+    def __init__(self, code: Any, line: int, nth: int = 1) -> None:
+        self.code, self.line, self.nth, self.fired = code, line, nth, False
+
+    def __enter__(self) -> _InterruptAt:
+        import sys
+
+        sys.settrace(self._call)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import sys
+
+        sys.settrace(None)
+
+    def _call(self, frame: Any, event: str, arg: Any) -> Any:
+        return self._line if frame.f_code is self.code and not self.fired else None
+
+    def _line(self, frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == self.line and not self.fired:
+            self.nth -= 1
+            if not self.nth:
+                import sys
+
+                self.fired = True
+                sys.settrace(None)
+                raise KeyboardInterrupt(f"at line {self.line} of {self.code.co_name}")
+        return None if self.fired else self._line
+
+
+def _lines_of(fn: Any) -> list[int]:
+    code = fn.__code__
+    return sorted({line for _, _, line in code.co_lines() if line is not None and line > code.co_firstlineno})
+
+
+def _flush_steps() -> list[tuple[Any, int]]:
+    from gradserve.runtime import Client
+
+    return [(f.__code__, line) for f in (Client.flush, Client._run, Client._send) for line in _lines_of(f)]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_interrupt_at_any_step_of_a_flush_loses_and_doubles_nothing(split):
+    """Ctrl-C may land between any two lines of a flush (Python runs a signal's handler
+    between them): at each line of ``flush``, ``_run`` and ``_send`` in turn, a step of
+    ``w += 1`` and a read is interrupted there, and what the program did is there once
+    after the next sync: no update lost, none doubled, no reply taken for another
+    batch's. ``split``: the batch is longer than the server takes, learned when it is
+    refused, and goes in parts."""
+    with LiveServer(Settings(max_batch_ops=8)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            w = nd.zeros(2)
+            w.wait_to_read()
+            want = 0.0
+            fired = 0
+            for code, line in _flush_steps():
+                if split:
+                    client._set_limits(None, None)  # (as if the server had not said: a batch past it is refused)
+                    client._max_ops = 1000
+                for _ in range(12 if split else 1):
+                    w += 1
+                    want += 1
+                y = w * 2
+                with _InterruptAt(code, line) as hit:
+                    try:
+                        y.asnumpy()
+                    except KeyboardInterrupt:
+                        pass
+                fired += hit.fired
+                assert y.asnumpy().tolist() == [2 * want] * 2, (code.co_name, line)
+                assert w.asnumpy().tolist() == [want] * 2, (code.co_name, line)
+            assert fired > 20
+            assert client.info()["arrays"] < 8  # (nothing left behind)
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
+def test_an_interrupt_while_a_kept_batch_is_sent_again_keeps_it(live_server):
+    """A second Ctrl-C while the kept batch is sent again (at any line of its sending)
+    keeps it kept: the next batch must not take its seq (it was given the kept batch's
+    stored reply) nor be dropped."""
+    from gradserve.runtime import Client
+    from gradserve.transport import Conn
+
+    client = gradserve.connect(live_server.url)
+    try:
+        w = nd.zeros(2)
+        w.wait_to_read()
+        want = 0.0
+        for code, line in [(f.__code__, n) for f in (Client._resume, Client._run, Client._send) for n in _lines_of(f)]:
+            w += 1
+            want += 1
+            y = w * 3
+            with _InterruptAt(Conn._read_head.__code__, _lines_of(Conn._read_head)[0]):
+                with pytest.raises(KeyboardInterrupt):
+                    y.asnumpy()  # kept
+            w += 10
+            want += 10
+            z = w + 5
+            with _InterruptAt(code, line):
+                try:
+                    z.asnumpy()
+                except KeyboardInterrupt:
+                    pass
+            assert z.asnumpy().tolist() == [want + 5] * 2, (code.co_name, line)
+            assert y.asnumpy().tolist() == [3 * (want - 10)] * 2, (code.co_name, line)
+            assert w.asnumpy().tolist() == [want] * 2
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_an_interrupt_at_any_step_of_a_failing_batch_keeps_its_error(live_server):
+    """A batch whose op fails, interrupted at any line of the flush: its error is raised
+    at a later sync, naming the op, and the in-place change queued after it is lost
+    (ChangeLost), never silently dropped or applied."""
+    client = gradserve.connect(live_server.url)
+    try:
+        x = nd.arange(3)
+        w = nd.zeros(2)
+        nd.waitall()
+        want = 0.0
+        for code, line in _flush_steps():
+            bad = x[nd.array([5], dtype="int64")]
+            w += 1
+            with _InterruptAt(code, line):
+                try:
+                    bad.asnumpy()
+                except (KeyboardInterrupt, IndexError):
+                    pass
+            with pytest.raises(IndexError, match="getitem"):
+                bad.asnumpy()
+            with pytest.raises(gradserve.ChangeLost):
+                w.asnumpy()
+            w[:] = want  # (made again)
+            assert w.asnumpy().tolist() == [want] * 2, (code.co_name, line)
+    finally:
+        gradserve.set_current(None)
+        client.close()
+
+
+def test_in_process_an_interrupt_at_any_step_of_a_flush_never_shows_a_wrong_value():
+    """In-process a batch has no seq to send again under, and one interrupted may have run in
+    part: its arrays raise and its in-place changes raise ChangeLost, at whatever line the
+    interrupt came; a value read is never a wrong one."""
+    client = gradserve.connect()
+    try:
+        w = nd.zeros(2)
+        w.wait_to_read()
+        want = 0.0
+        for code, line in _flush_steps():
+            w += 1
+            want += 1
+            with _InterruptAt(code, line):
+                try:
+                    w.wait_to_read()
+                except KeyboardInterrupt:
+                    pass
+            try:
+                assert w.asnumpy().tolist() == [want] * 2, (code.co_name, line)
+            except gradserve.ChangeLost:
+                w[:] = want
+                assert w.asnumpy().tolist() == [want] * 2
+    finally:
+        gradserve.set_current(None)
+        client.close()
