@@ -121,7 +121,7 @@ class Client:
         # proxy's __del__, which runs whenever the garbage collector says: in another thread, or
         # in this one in the middle of ``enqueue`` or ``flush`` (an allocation there can start a
         # collection). So it only appends (no lock, no I/O), and the frees are moved into the
-        # queue, by atomic steps (``_take_frees``), ahead of the next instruction queued (once
+        # queue, by atomic steps (``_queue_frees``), ahead of the next instruction queued (once
         # they hold ``FREE_NOW_BYTES``) or at the flush: in program order, before what was
         # queued after the proxies died.
         self._frees: list[int] = []
@@ -284,29 +284,31 @@ class Client:
         self._frees.append(h)
         self._free_bytes += nbytes
 
-    def _take_frees(self) -> list[int]:
-        """The pending frees that may go now, taken out of ``_frees`` by steps that are each
-        atomic, so that a ``release`` meanwhile (which appends) loses none. Frees of handles
-        from a ``holding_frees`` floor up stay pending."""
+    def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[tuple[str, int] | None]) -> None:
+        """Move the pending frees that may go now into ``queue``: frees of handles from a
+        ``holding_frees`` floor up stay pending. They join the queue before they leave
+        ``_frees``, with no call between (an interrupt runs its handler only at a call or a
+        loop's end): one cut short frees them twice at worst, which does nothing, where a free
+        lost would keep its array on the server for the session's life. ``_frees`` loses only
+        its first ``n``, so a ``release`` meanwhile (which appends, from a collection an
+        allocation here may start) loses none."""
+        self._free_bytes = 0
         frees = self._frees
         n = len(frees)
         taken = frees[:n]
-        del frees[:n]
+        kept = None
         if self._holds:
             floor = min(self._holds)
             kept = [h for h in taken if h >= floor]
-            if kept:
-                frees[:0] = kept
-                taken = [h for h in taken if h < floor]
-        return taken
-
-    def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[tuple[str, int] | None]) -> None:
-        self._free_bytes = 0
-        frees = self._take_frees()
-        if frees:
-            queue.append({"op": "free", "in": frees})
-            wheres.append(None)
-            self._freed.append(frees)
+            taken = [h for h in taken if h < floor]
+        if not taken:
+            return
+        queue += [{"op": "free", "in": taken}]
+        wheres += [None]
+        self._freed += [taken]
+        del frees[:n]
+        if kept:
+            frees[:0] = kept
 
     # -- what an array's memory is, for the changes that never ran -----------------------
 

@@ -1793,3 +1793,34 @@ def test_in_process_an_interrupt_at_any_step_of_a_flush_never_shows_a_wrong_valu
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+def test_an_interrupt_while_frees_are_queued_loses_none(live_server):
+    """Frees of dead proxies move from the pending list into the queue at a flush: an
+    interrupt between the two steps (at any line of the move) lost them, and the arrays
+    stayed on the server for the session's life."""
+    import gc
+
+    from gradserve.runtime import Client
+
+    client = gradserve.connect(live_server.url)
+    try:
+        w = nd.zeros(2)
+        w.wait_to_read()
+        held = client.info()["arrays"]
+        for line in _lines_of(Client._queue_frees):
+            dropped = [nd.ones(3) for _ in range(3)]
+            nd.waitall()
+            del dropped
+            gc.collect()
+            w += 1
+            with _InterruptAt(Client._queue_frees.__code__, line):
+                try:
+                    w.wait_to_read()
+                except KeyboardInterrupt:
+                    pass
+            nd.waitall()
+            assert client.info()["arrays"] == held, line
+    finally:
+        gradserve.set_current(None)
+        client.close()
