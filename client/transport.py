@@ -142,6 +142,17 @@ class Http:
         # and runs no longer batch (a server that does not say: learned when it refuses one, runtime.py)
         self.max_batch_ops: int | None = reply.get("max_batch_ops")
         self.max_batch_steps: int | None = reply.get("max_batch_steps")  # (with the calls' programs)
+        # the server closes a session idle for longer: touched while this program lives
+        ttl = reply.get("session_ttl_s")
+        self._used = time.monotonic()
+        self._stop = threading.Event()
+        if isinstance(ttl, (int, float)) and ttl > 0:
+            threading.Thread(
+                target=_heartbeat,
+                args=(weakref.ref(self), self._stop, ttl / 3),
+                daemon=True,
+                name="gradserve-heartbeat",
+            ).start()
         self._batch_path = f"/v1/sessions/{self.session_id}/batch"
         self._conn: Conn | None = None
         if parts.scheme in ("http", "https") and parts.hostname:
@@ -207,6 +218,7 @@ class Http:
                 if self._closed:
                     raise SessionClosed(CLOSED)
                 self.requests += 1
+                self._used = time.monotonic()
                 return send()
             except errors as e:
                 if on_error is not None:
@@ -224,6 +236,7 @@ class Http:
         """End the session. From another thread, a batch waiting for its reply on the socket
         stops at once (the socket is shut down under it) and raises ``SessionClosed``."""
         self._closed = True
+        self._stop.set()
         if self._conn is not None:
             self._conn.shutdown()
         try:
@@ -231,6 +244,26 @@ class Http:
         except httpx.HTTPError:
             pass
         self._http.close()
+
+
+def _heartbeat(ref: weakref.ref[Http], stop: threading.Event, every: float) -> None:
+    """Touch a session idle for ``every`` seconds (a third of the server's TTL), until it is
+    closed or its transport is gone: a notebook left for lunch keeps its arrays (its user's
+    quotas bound what it holds). Holds the transport only while it touches."""
+    wait = every
+    while not stop.wait(wait):
+        t = ref()
+        if t is None or t._closed:
+            return
+        wait = every - (time.monotonic() - t._used)
+        if wait <= 0:
+            try:
+                t._http.get(f"/v1/sessions/{t.session_id}", timeout=min(every, 30.0))
+            except httpx.HTTPError:
+                pass  # (the next batch says what is wrong, if anything is)
+            t._used = time.monotonic()
+            wait = every
+        del t
 
 
 def _untrusted(e: BaseException | None) -> bool:

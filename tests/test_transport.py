@@ -1455,7 +1455,8 @@ def test_a_batch_waits_out_a_restart_of_half_a_minute_but_opening_fails_fast(liv
 
     t = gradserve.Http(live_server.url)
     slept: list[float] = []
-    monkeypatch.setattr(transport, "time", types.SimpleNamespace(sleep=slept.append))  # (this module's only)
+    fake = types.SimpleNamespace(sleep=slept.append, monotonic=time.monotonic)  # (this module's only)
+    monkeypatch.setattr(transport, "time", fake)
 
     def refused():
         raise ConnectionRefusedError(111, "Connection refused")
@@ -1824,3 +1825,33 @@ def test_an_interrupt_while_frees_are_queued_loses_none(live_server):
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+def test_a_live_client_keeps_its_idle_session_open():
+    """A server closes a session idle past its TTL (an hour by default): a notebook left for
+    longer lost every array, though its kernel was alive. The server says its TTL when the
+    session opens, and the client touches its session while it lives; one closed, or gone
+    with its program, is left to expire."""
+    import gc
+
+    with LiveServer(Settings(session_ttl_s=0.6)) as srv:
+        client = gradserve.Client(gradserve.Http(srv.url))
+        gradserve.set_current(client)
+        try:
+            x = nd.array([1.0, 2.0])
+            x.wait_to_read()
+            time.sleep(2.5)  # four TTLs without a batch
+            assert (x * 2).asnumpy().tolist() == [2, 4]
+        finally:
+            gradserve.set_current(None)
+            client.close()
+        store = srv.app.state.store
+        other = gradserve.Http(srv.url)
+        sid = other.session_id
+        assert sid in [s.id for s in store.list("anonymous")]
+        del other
+        gc.collect()  # (a program gone without close(): its heartbeat ends with it)
+        deadline = time.monotonic() + 10
+        while sid in [s.id for s in store.list("anonymous")]:
+            assert time.monotonic() < deadline, "a session no program holds was kept open"
+            time.sleep(0.1)
