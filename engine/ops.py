@@ -258,7 +258,16 @@ def no_bool_arithmetic(name: str) -> DTypeError:
 _BOOL_UNARY = ("copy", "logical_not")  # (the unary ops a bool array takes)
 
 
-def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (), eager: Any = None) -> None:
+def _unary(
+    name: str,
+    fwd: Any,
+    vjp: Any,
+    doc: str,
+    aliases: tuple[str, ...] = (),
+    eager: Any = None,
+    scratch: Any = None,
+    vjp_scratch: Any = None,
+) -> None:
     arithmetic = name not in _BOOL_UNARY
 
     def forward(cx, at, x):
@@ -267,7 +276,16 @@ def _unary(name: str, fwd: Any, vjp: Any, doc: str, aliases: tuple[str, ...] = (
         return cast(fwd(cx.xp, x), x.dtype)
 
     forward.__doc__ = doc
-    defop(name, ("data",), infer=like_infer, vjp=vjp, aliases=aliases, eager_vjp=eager)(forward)
+    defop(
+        name,
+        ("data",),
+        infer=like_infer,
+        vjp=vjp,
+        aliases=aliases,
+        eager_vjp=eager,
+        scratch=scratch,
+        vjp_scratch=vjp_scratch,
+    )(forward)
 
 
 def _zero_grad(F, at, g, y, x):

@@ -299,9 +299,37 @@ def _where(cx, at, cond, x, y):
 _SQRT_PI = float(np.sqrt(np.pi))
 
 
-def _special(name: str, xp: Any, x: Any) -> Any:
+CHUNK = 1 << 14
+"""Elements a special function computes at a time: its float64 temporaries (up to a dozen
+arrays of the chunk, erfinv's Newton steps) stay within a couple of MiB whatever the input's
+size, where the whole array's took 50 times the result."""
+
+
+def in_float64(fn: Any, x: np.ndarray) -> np.ndarray:
+    """``fn`` (float64 in, float64 out, elementwise) over ``x`` a chunk at a time, the
+    result rounded to x's dtype (``_rounded``)."""
+    out = np.empty(x.shape, x.dtype)
+    flat = out.reshape(-1)
     with np.errstate(all="ignore"):  # (poles and overflows are the answers: inf, NaN)
-        return _rounded(kernels.special(name, np.asarray(x, np.float64)), x.dtype)
+        for i in range(0, flat.size, CHUNK):
+            flat[i : i + CHUNK] = _rounded(fn(np.asarray(x.flat[i : i + CHUNK], np.float64)), x.dtype)
+    return out
+
+
+def float64_scratch(arrays: int, results: int = 0) -> Any:
+    """The working memory of ``in_float64`` (``scratch``): ``arrays`` float64 temporaries of a
+    chunk at once, and ``results`` arrays of the result's size (a VJP's products, each a
+    table op's result)."""
+
+    def hook(at: dict, x: Spec, *rest: Spec) -> int:
+        n = math.prod(x.shape)
+        return min(n, CHUNK) * 8 * arrays + results * n * np.dtype(x.dtype).itemsize
+
+    return hook
+
+
+def _special(name: str, xp: Any, x: Any) -> Any:
+    return in_float64(lambda v: kernels.special(name, v), x)
 
 
 def _rounded(r: np.ndarray, dt: np.dtype) -> np.ndarray:
@@ -341,8 +369,10 @@ _GILES_TAIL = (
 
 def erfinv64(y: np.ndarray) -> np.ndarray:
     """The inverse of erf on float64: Giles' approximation refined by Newton steps on erf
-    (|y| <= 0.5) or on erfc (above, where 1 - |y| is exact and erfc keeps the tail's
-    digits); +-inf at +-1, NaN outside [-1, 1]."""
+    (|y| <= 0.5) or on log(erfc) (above, where 1 - |y| is exact and erfc keeps the tail's
+    digits; in logs, where Giles' fit, made for float32, starts far below the root as 1 - |y|
+    nears float64's last step, each step goes most of the way, where one on erfc went
+    1 / (2x)); +-inf at +-1, NaN outside [-1, 1]."""
     y = np.asarray(y, np.float64)
     a = np.abs(y)
     inside = a < 1.0  # (NaN is not)
@@ -357,10 +387,13 @@ def erfinv64(y: np.ndarray) -> np.ndarray:
         x = p * t
         small = t <= 0.5
         rest = 1.0 - t
-        for _ in range(3):
-            # erf(x) - t, as (1 - t) - erfc(x) in the tail
-            diff = np.where(small, kernels.special("erf", x) - t, rest - kernels.special("erfc", x))
-            x = x - diff / ((2.0 / _SQRT_PI) * np.exp(-x * x))
+        log_rest = np.log(np.where(small, 1.0, rest))
+        for _ in range(4):
+            slope = (2.0 / _SQRT_PI) * np.exp(-x * x)  # erf's
+            tail = kernels.special("erfc", x)
+            # erf(x) - t, and in the tail (log erfc(x) - log(1 - t)) * erfc(x): over erf's slope, the step
+            diff = np.where(small, kernels.special("erf", x) - t, (log_rest - np.log(tail)) * tail)
+            x = x - diff / slope
     x = np.where(inside, x, np.where(a == 1.0, np.inf, np.nan))
     return np.copysign(x, y)
 
@@ -413,6 +446,9 @@ def polygamma64(n: int, x: np.ndarray) -> np.ndarray:
         return np.where(pole, np.nan if n >= 2 and n % 2 == 0 else np.inf, r)
 
 
+POLYGAMMA_ARRAYS = 10  # (float64 temporaries of a chunk at once in polygamma64: 7.5 measured)
+
+
 def _erf_vjp(F, at, g, y, x):
     return (F.mul(g, F.mul_scalar(F.exp(F.negative(F.square(x))), scalar=2.0 / _SQRT_PI)),)
 
@@ -426,24 +462,32 @@ _unary(
     lambda xp, x: _special("erf", xp, x),
     _erf_vjp,
     "The Gauss error function, 2/sqrt(pi) times the integral of exp(-t^2) from 0 to x.",
+    scratch=float64_scratch(4),
+    vjp_scratch=float64_scratch(0, 5),
 )
 _unary(
     "erfinv",
-    lambda xp, x: _rounded(erfinv64(np.asarray(x, np.float64)), x.dtype),
+    lambda xp, x: in_float64(erfinv64, x),
     _erfinv_vjp,
     "The inverse of erf: +-inf at +-1, NaN outside [-1, 1].",
+    scratch=float64_scratch(16),
+    vjp_scratch=float64_scratch(0, 4),
 )
 _unary(
     "gamma",
     lambda xp, x: _special("gamma", xp, x),
     lambda F, at, g, y, x: (F.mul(g, F.mul(y, F.polygamma(x, n=0))),),
     "The gamma function (NaN at the negative integers, +-inf at +-0).",
+    scratch=float64_scratch(4),
+    vjp_scratch=float64_scratch(POLYGAMMA_ARRAYS, 3),
 )
 _unary(
     "gammaln",
     lambda xp, x: _special("lgamma", xp, x),
     lambda F, at, g, y, x: (F.mul(g, F.polygamma(x, n=0)),),
     "log |gamma(x)| (inf at 0 and the negative integers).",
+    scratch=float64_scratch(4),
+    vjp_scratch=float64_scratch(POLYGAMMA_ARRAYS, 2),
 )
 
 
@@ -460,6 +504,8 @@ def _polygamma_infer(at: dict, x: Spec) -> Spec:
     infer=_polygamma_infer,
     vjp=lambda F, at, g, y, x: (F.mul(g, F.polygamma(x, n=at["n"] + 1)),),
     aliases=("digamma",),
+    scratch=float64_scratch(POLYGAMMA_ARRAYS),
+    vjp_scratch=float64_scratch(POLYGAMMA_ARRAYS, 2),
 )
 def _polygamma(cx, at, x):
     """The n-th derivative of digamma, the logarithmic derivative of gamma (n = 0, the default:
@@ -467,4 +513,5 @@ def _polygamma(cx, at, x):
     and gammaln are written with it."""
     if x.dtype.kind == "b":
         raise no_bool_arithmetic("polygamma")
-    return _rounded(polygamma64(at["n"], np.asarray(x, np.float64)), x.dtype)
+    n = at["n"]
+    return in_float64(lambda v: polygamma64(n, v), x)

@@ -17,6 +17,7 @@ from . import kernels
 from .dispatch import Eager
 from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype, typed_scalar
+from .ops_math import float64_scratch, in_float64
 from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
@@ -341,6 +342,10 @@ def _rrelu_draws(at: dict, training: bool) -> bool:
     return at["act_type"] == "rrelu" and training
 
 
+_GELU_SCRATCH = float64_scratch(5)
+_GELU_VJP_SCRATCH = float64_scratch(4, 6)  # (the table ops of _gelu_grad: their results, erf's chunk)
+
+
 def _gelu_grad(F, x):
     """d gelu / dx = Phi(x) + x phi(x), Phi and phi the normal distribution's cdf and pdf."""
     cdf = F.mul_scalar(F.add_scalar(F.erf(F.mul_scalar(x, scalar=_SQRT1_2)), scalar=1.0), scalar=0.5)
@@ -386,6 +391,8 @@ def _leaky_vjp(F, at, g, y, x, *gamma):
     vjp=_leaky_vjp,
     random=True,
     keeps=_rrelu_draws,
+    scratch=lambda at, x, *gamma: _GELU_SCRATCH(at, x) if at["act_type"] == "gelu" else 0,
+    vjp_scratch=lambda at, x, *gamma: _GELU_VJP_SCRATCH(at, x) if at["act_type"] == "gelu" else 0,
 )
 def _leaky_relu(cx, at, x, *gamma):
     """leaky: x or slope*x; elu: x or slope*(exp(x)-1); selu: scaled elu; gelu: x Phi(x) (the
@@ -409,8 +416,7 @@ def _leaky_relu(cx, at, x, *gamma):
             return xp.where(x > 0, x, drawn * x)
         return xp.where(x > 0, x, t(_rrelu_slope(at)) * x)
     if kind == "gelu":  # 0.5 x erfc(-x / sqrt 2): no cancellation in the left tail, as 1 + erf has
-        x64 = np.asarray(x, np.float64)
-        return (0.5 * x64 * kernels.special("erfc", -_SQRT1_2 * x64)).astype(x.dtype)
+        return in_float64(lambda v: 0.5 * v * kernels.special("erfc", -_SQRT1_2 * v), x)
     if kind == "elu":
         return xp.where(x > 0, x, slope * xp.expm1(x)).astype(x.dtype)
     return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * xp.expm1(x))).astype(x.dtype)
@@ -763,7 +769,7 @@ def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int,
     if min(k) < 1 or min(s) < 1 or min(p) < 0 or min(a) < 0:
         raise InvalidInput(f"{name}: kernel and stride must be positive, pad and adj not negative")
     full = ((shape[2] - 1) * s[0] + k[0], (shape[3] - 1) * s[1] + k[1])
-    if at["target_shape"]:
+    if any(at["target_shape"]):  # (MXNet's (0, 0) is not set)
         t = _pair(at["target_shape"], 0, name, "target_shape")
         if t[0] > full[0] or t[1] > full[1]:
             raise ShapeError(f"{name}: target_shape {t} is larger than the largest output {full}")

@@ -3666,6 +3666,13 @@ def test_erfinv_and_polygamma_are_accurate_in_float64():
     np.testing.assert_allclose(erfinv64(y), series, rtol=2e-16)
     y = np.concatenate([np.linspace(-0.999999, 0.999999, 4001), [1 - 1e-12, -1 + 1e-15, 1e-300]])
     np.testing.assert_allclose(np.vectorize(math.erf)(erfinv64(y)), y, rtol=4e-15, atol=0)
+    # within 1e-12 of +-1 the fit starts far off: erfc of the root gives 1 - |y| back, and the
+    # inverse rises (it gave 5.46 at the last float64 below 1, where the root is 5.8636)
+    q = np.array([1e-12, 1e-13, 1e-14, 1e-15, 1.1102230246251565e-16])
+    x = erfinv64(1.0 - q)
+    np.testing.assert_allclose(np.vectorize(math.erfc)(x), 1.0 - (1.0 - q), rtol=2e-14)
+    assert np.all(np.diff(x) > 0) and x[-1] == pytest.approx(5.8635847487551676, rel=1e-15)
+    np.testing.assert_array_equal(erfinv64(q - 1.0), -x)
     zeta3 = 1.2020569031595942
     np.testing.assert_allclose(
         polygamma64(0, np.array([1.0, 0.5, -1.5, 1e-3])),
@@ -3817,3 +3824,27 @@ def test_softmax_refuses_lengths_out_of_range(length):
     op = OPS["softmax"]
     with pytest.raises(InvalidInput, match="length"):
         op.forward(ctx(), op.parse_attrs({"use_length": True}), np.ones((3, 4), np.float32), np.array(length))
+
+
+def test_deconvolution_takes_a_target_shape_of_zeros_as_not_set():
+    """MXNet's default target_shape is (0, 0), "not set" (MXNet 1.9.1: data (1, 3, 5, 5),
+    kernel 3, stride 2 -> (1, 3, 11, 11)); it was taken as a target and refused."""
+    x = np.ones((1, 3, 5, 5), np.float32)
+    w = np.ones((3, 3, 3, 3), np.float32)
+    at = {"kernel": [3, 3], "stride": [2, 2], "num_filter": 3, "target_shape": [0, 0]}
+    y = OPS["Deconvolution"].forward(ctx(), OPS["Deconvolution"].parse(at), x, w)
+    assert y.shape == (1, 3, 11, 11)
+    assert OPS["Deconvolution"].infer(
+        OPS["Deconvolution"].parse(at), Spec(x.shape, "float32"), Spec(w.shape, "float32")
+    ).shape == (1, 3, 11, 11)
+
+
+def test_special_functions_go_a_chunk_at_a_time_over_any_layout():
+    """erf and the others compute in float64 a chunk at a time (their temporaries were 50
+    times the result, uncounted): an array of several chunks, strided, gives every value."""
+    from gradserve.engine.ops_math import CHUNK
+
+    x = np.random.default_rng(0).standard_normal((3, CHUNK + 7)).astype(np.float32).T  # (strided)
+    y = OPS["erf"].forward(ctx(), {}, x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_array_equal(y, np.vectorize(math.erf)(x.astype(np.float64)).astype(np.float32))
