@@ -156,7 +156,7 @@ def rmsprop_update_numpy(
     t = _hyper(w.dtype)
     step = _decayed_step(w, g, wd, rescale, clip)
     _moving_average(n, np.square(step), gamma1)
-    w[...] = _clip(w - t(lr) * (step / np.sqrt(n + t(epsilon))), clip_weights)
+    w[...] = _clip(w - t(lr) * (step / np.sqrt(n + t(epsilon))), t(clip_weights))
 
 
 def rmspropalex_update_numpy(
@@ -183,7 +183,7 @@ def rmspropalex_update_numpy(
     _moving_average(gs, step, gamma1)
     delta *= t(gamma2)
     delta -= t(lr) * step / np.sqrt(n - np.square(gs) + t(epsilon))
-    w[...] = _clip(w + delta, clip_weights)
+    w[...] = _clip(w + delta, t(clip_weights))
 
 
 def signsgd_update_numpy(w: np.ndarray, g: np.ndarray, lr: float, wd: float, rescale: float, clip: float) -> None:

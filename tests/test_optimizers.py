@@ -352,6 +352,12 @@ def test_hyperparameters_are_float32_as_in_mxnet(mode):
     nd.adam_update(w, g, mean, var, lr=0.1, out=w)
     np.testing.assert_allclose(w.asnumpy(), [0.6837702182040184, -2.316229681794764], rtol=1e-15)
     np.testing.assert_allclose(mean.asnumpy(), [0.10000002384185791, 0.050000011920928955], rtol=1e-15)
+    for alex in (False, True):  # clip_weights too (MXNet 1.9.1: 0.800000011920929, not 0.8)
+        w, g = nd.array([5.0, -5.0, 0.1], dtype="float64"), nd.array([1.0, -1.0, 0.0], dtype="float64")
+        states = [nd.zeros(3, dtype="float64") for _ in range(3 if alex else 1)]
+        update = nd.rmspropalex_update if alex else nd.rmsprop_update
+        update(w, g, *states, lr=0.1, clip_weights=0.8, out=w)
+        assert w.asnumpy().tolist() == [0.800000011920929, -0.800000011920929, 0.1]
 
 
 def test_updates_refuse_what_does_not_fit_and_change_nothing(mode):
