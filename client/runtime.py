@@ -376,9 +376,9 @@ class Client:
                 forgets = self._forgets
                 n = len(forgets)
                 ids = forgets[:n]
+                ops += [{"op": "forget", "at": {"ids": ids}}]  # (no call between these: see _queue_frees)
+                where += [None]
                 del forgets[:n]
-                ops.append({"op": "forget", "at": {"ids": ids}})
-                where.append(None)
             if reads:  # (a new list: a read left in the queue by an interrupt would go with the next flush)
                 ops, where = [*ops, {"op": "read", "in": list(reads)}], [*where, None]
             if not ops:
