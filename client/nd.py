@@ -19,7 +19,7 @@ import numpy as _np
 
 from . import random
 from .engine import tape
-from .engine.errors import AutogradError, InvalidInput, ShapeError
+from .engine.errors import AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, REQUIRED, Op
 from .engine.session import INPLACE_IN_GRAPH, check_optimizer_attrs
@@ -266,6 +266,8 @@ def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: A
         isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes
     ):
         raise InvalidInput(f"moments: axes must be a list of ints, got {axes!r}")
+    if data.dtype == _np.bool_:
+        raise DTypeError("moments: bool arrays take no arithmetic, as MXNet's NDArrays (cast them with astype first)")
     shape = data.shape
     for a in axes:
         if not -len(shape) <= a < len(shape):

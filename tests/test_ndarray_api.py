@@ -887,6 +887,8 @@ def test_moments_refuses_what_mxnet_refuses(mode, axes, error):
         nd.moments(nd.ones((2, 3, 4)), axes=axes)
     with pytest.raises(MXNetError, match="length 0"):
         nd.moments(nd.zeros((2, 0)), axes=(1,))
+    with pytest.raises(MXNetError, match="moments: bool arrays"):  # (it named sub, an op of its own)
+        nd.moments(nd.ones(2, dtype="bool"), axes=(0,))
 
 
 def test_softmax_with_length_through_nd(mode):
