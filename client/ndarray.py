@@ -687,6 +687,7 @@ class NDArray:
             h = c.handle()
             if n.y is not None:
                 c.share(h, n.y)  # the buffer itself
+                c._buffers[h] = n.y
             c.enqueue({"op": "grad", "in": [self._h], "out": [h]})
             if c.capturing():  # (a trace given up drops the instruction: its proxy must go too)
                 old = self._gradp

@@ -141,6 +141,7 @@ class Client:
         # -> the key of the memory it shares (a view: its base's handle; a gradient proxy: its
         # variable's buffer's key, ``NDArray.attach_grad``). A handle not here is its own memory.
         self._roots: dict[int, int] = {}
+        self._buffers: dict[int, int] = {}  # gradient proxies: handle -> their whole buffer's key
         # instructions that change more than the target named in them (a backward pass: the
         # gradients; a hybridized call: what its program changes): id -> (instruction, keys)
         self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
@@ -341,17 +342,20 @@ class Client:
 
     def revivable(self, h: int) -> bool:
         """Whether a write of the whole of array ``h`` makes its lost value known again: an
-        array of its own memory (a view's write leaves the rest of its base unknown), outside
-        a trace (which may be given up)."""
-        return self.root(h) == h and not self.capturing()
+        array of its own memory, or a variable's gradient proxy (the whole of its buffer; a
+        view's write leaves the rest of its base unknown), outside a trace (which may be
+        given up)."""
+        key = self.root(h)
+        return (key == h or self._buffers.get(h) == key) and not self.capturing()
 
     def revive(self, h: int) -> bool:
         """``h``, whose in-place change was lost (``ChangeLost``), was written whole. Whether
         what was lost made it a variable (``attach_grad``, ``mark_variables``): the session
         holds it as a plain array, and so must its proxy (``attach_grad`` makes it one again)."""
-        if isinstance(self._dead.get(h), ChangeLost):
-            del self._dead[h]
-        if h in self._lost_variables:
+        key = self.root(h)
+        if isinstance(self._dead.get(key), ChangeLost):
+            del self._dead[key]
+        if key == h and h in self._lost_variables:
             self._lost_variables.discard(h)
             return True
         return False
@@ -453,6 +457,7 @@ class Client:
             for hs in freed:
                 for h in hs:
                     self._roots.pop(h, None)
+                    self._buffers.pop(h, None)
 
     def _unsure(self, e: BaseException) -> bool:
         """Whether a batch that raised ``e`` may have run or not: its connection was lost, or

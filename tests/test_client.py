@@ -1331,3 +1331,29 @@ def test_a_whole_write_of_an_array_whose_attach_grad_was_lost_leaves_it_a_plain_
     y.backward()
     assert w.grad.asnumpy().tolist() == [0, 1, 2]
     assert w.asnumpy().tolist() == [1, 2, 3]
+
+
+def test_writing_the_whole_gradient_after_a_lost_backward_makes_it_usable_again(mode):
+    """A backward pass lost with a failed batch leaves its gradient buffers unknown
+    (ChangeLost); ``w.grad[:] = 0`` writes all of one and makes it known again (it was refused:
+    only attach_grad did). A view of the gradient leaves the rest unknown."""
+    x = nd.arange(3)
+    w = nd.ones(3)
+    w.attach_grad()
+    nd.waitall()
+    bad = x[nd.array([5], dtype="int64")]
+    with autograd.record():
+        y = (w * x).sum()
+    y.backward()  # lost
+    with pytest.raises(IndexError):
+        bad.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        w.grad.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        w.grad[1:] = 0
+    w.grad[:] = 0
+    assert w.grad.asnumpy().tolist() == [0, 0, 0]
+    with autograd.record():
+        y = (w * x).sum()
+    y.backward()
+    assert w.grad.asnumpy().tolist() == [0, 1, 2]
