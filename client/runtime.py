@@ -110,7 +110,6 @@ class Client:
         self.transport = transport
         self.sync = sync or os.environ.get("GRADSERVE_SYNC", "") not in ("", "0")
         self._handles = itertools.count(1)
-        self._seq = 0
         self._acked = 0  # the last seq whose reply came
         self._lost: SessionClosed | None = None  # (see _lost_state, _forked)
         self._queue: list[dict[str, Any]] = []
@@ -430,7 +429,6 @@ class Client:
                     raise
                 self._pending = None
                 if end < n:  # (the parts not sent did not run)
-                    self._requeue(ops[end:])
                     self._not_applied(ops[end:], where[end:], e)
                 if self.closed and isinstance(e, Exception) and not isinstance(e, SessionClosed):
                     raise SessionClosed("this session was closed while a batch waited for its reply") from e
@@ -494,7 +492,6 @@ class Client:
         assert p is not None
         self._pending = None
         rest = p.ops[p.start :]
-        self._requeue(rest)
         self._not_applied(rest, p.where[p.start :], exc)
         self._sent(p.ops, p.freed)
 
@@ -505,16 +502,17 @@ class Client:
             return
         freed = self._freed
         self._queue, self._where, self._qbytes, self._freed, self._qsteps = [], [], 0, [], 0
-        self._requeue(ops)
         self._not_applied(ops, where, exc)
         self._sent(ops, freed)
 
     def _send(self, ops: list[dict], where: list, seq: int) -> dict[str, Any]:
-        """Send a batch as ``seq``. A server that lost batches whose replies came
-        (restarted from an older snapshot after a crash), or the whole session (expired, or
-        not yet in a snapshot at a crash), raises ``SessionLost``, now and for every later
-        use of the session."""
-        self._seq = seq
+        """Send a batch as ``seq``. One that comes back as an error status, not a reply (over a
+        size limit, say), or cannot be encoded, was applied in no part and did not take its seq
+        (the next batch takes it: the seq is the last acknowledged one's next); its arrays are
+        dead, with that error, and its frees go with the next batch. A server that lost
+        batches whose replies came (restarted from an older snapshot after a crash), or the
+        whole session (expired, or not yet in a snapshot at a crash), raises ``SessionLost``,
+        now and for every later use of the session."""
         try:
             try:
                 reply = self.transport.send({"seq": seq, "ops": ops})
@@ -526,14 +524,13 @@ class Client:
         except QuotaExceeded as e:
             limit = _batch_limit(e, len(ops))
             if limit is None:
-                self._refused(ops, where, e)
+                self._not_applied(ops, where, e)
                 raise
             # longer than the server takes (a limit it did not tell when the session opened): it
             # ran none of it and did not take its seq
-            self._seq -= 1
             raise _TooLong(limit) from e
         except SessionNotFound as e:  # (it was there when opened: gone since)
-            self._refused(ops, where, e)
+            self._not_applied(ops, where, e)
             self._lost = SessionLost(
                 f"the server no longer has this session ({e}): it expired after being idle, or the server "
                 "restarted without it (a crash before its first snapshot); its arrays are gone there: "
@@ -542,7 +539,7 @@ class Client:
             raise self._lost from e
         except BaseException as e:
             if not self._unsure(e):  # (else kept to be sent again: ``_run``)
-                self._refused(ops, where, e)
+                self._not_applied(ops, where, e)
             raise
         self._acked = seq
         return reply
@@ -558,18 +555,11 @@ class Client:
         )
         return self._lost
 
-    def _refused(self, ops: list[dict], where: list, exc: BaseException) -> None:
-        """A batch that came back as an error status, not a reply (over a size limit, say),
-        or could not be encoded: the server applied none of it and did not take its seq, so
-        the next batch reuses the seq and carries its frees; its arrays are dead, with this
-        error. (In-process, an interrupted batch too: it may have run in part.)"""
-        self._seq -= 1
-        self._requeue(ops)  # (sent again even if they ran: a free or forget of what is gone does nothing)
-        self._not_applied(ops, where, exc)
-
     def _not_applied(self, ops: list[dict], where: list, exc: BaseException) -> None:
         """Instructions that did not run (or may not have): what they make is dead, what they
-        change in place is lost."""
+        change in place is lost, their frees and forgets go with the next batch (again, if they
+        ran: a free or forget of what is gone does nothing)."""
+        self._requeue(ops)
         dead = (
             _kept(exc) if isinstance(exc, MXNetError) else MXNetError(f"the batch that made this array failed: {exc!r}")
         )

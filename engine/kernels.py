@@ -416,6 +416,8 @@ if numba is not None:
             else:
                 of[i] = math.lgamma(v)
 
+    _SPECIAL_LOOPS = {"erf": _erf_loop, "erfc": _erfc_loop, "gamma": _gamma_loop, "lgamma": _lgamma_loop}
+
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # what the compiled kernels take (numba has no float16)
 
@@ -558,7 +560,7 @@ def special(name: str, x: np.ndarray) -> np.ndarray:
     if numba is None or x.size == 0:
         return special_numpy(name, x)
     out = np.empty(x.shape, np.float64)
-    loop = {"erf": _erf_loop, "erfc": _erfc_loop, "gamma": _gamma_loop, "lgamma": _lgamma_loop}[name]
+    loop = _SPECIAL_LOOPS[name]
     loop(np.ascontiguousarray(x, dtype=np.float64).reshape(-1), out.reshape(-1))
     return out
 

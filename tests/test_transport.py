@@ -507,7 +507,7 @@ def test_an_in_process_batch_refused_as_a_whole_leaves_the_session_usable(monkey
             y.wait_to_read()
         z = nd.ones((2,)) * 5
         assert z.asnumpy().tolist() == [5, 5]
-        assert refused[0]["seq"] == 1 and client._seq == 1  # the refused seq was used again
+        assert refused[0]["seq"] == 1 and client._acked == 1  # the refused seq was used again
     finally:
         gradserve.set_current(None)
         client.close()
