@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -252,17 +253,19 @@ class App(FastAPI):
         return schema
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            await metered(self.state.metrics, self._dispatch, scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
-
-    async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
-        sid = fast.batch_session_id(scope)
-        if sid is not None:
-            await fast.batch(self, scope, receive, send, sid)
             return
-        await super().__call__(scope, receive, send)
+        sid = fast.batch_session_id(scope)
+        if sid is None:
+            await metered(self.state.metrics, super().__call__, scope, receive, send)
+            return
+        # the hot route says what it answered: its small replies do not go through ``send``
+        start, status = time.perf_counter(), None
+        try:
+            status = await fast.batch(self, scope, receive, send, sid)
+        finally:
+            self.state.metrics.observe_request("POST", scope["path"], status or 500, time.perf_counter() - start)
 
 
 async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metrics) -> None:

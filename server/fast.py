@@ -13,7 +13,8 @@ Bodies are read into one buffer of the declared length (under uvicorn's httptool
 protocol a large body's chunks are written there by the protocol's own callback,
 ``_receive_into``); in the frames encoding a large tensor is used in place from
 that buffer, and a large reply is written from the arrays' own memory, its
-session held until it is out (``respond``, ``until_free``).
+session held until it is out (``respond``, ``until_free``). A small reply is one write of
+its head and body (``_write_whole``).
 """
 
 from __future__ import annotations
@@ -121,15 +122,72 @@ later uvicorn reads bodies through ``receive`` until it is checked again (the te
 _DIRECT = _uvicorn_version() < UVICORN_CHECKED_BELOW
 
 
-def _httptools_cycle(receive: Any) -> Any:
+def _httptools_cycle(receive: Any, attrs: tuple[str, ...] = _CYCLE_ATTRS) -> Any:
     """The request cycle of uvicorn's httptools protocol whose ``receive`` this is, or None
-    (another server or protocol, or a uvicorn whose cycle is not as ``_receive_into`` knows it)."""
+    (another server or protocol, or a uvicorn whose cycle is not as ``_receive_into`` and
+    ``_write_whole`` know it)."""
     cycle = getattr(receive, "__self__", None)
     if not _DIRECT or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
         return None
-    if not all(hasattr(cycle, a) for a in _CYCLE_ATTRS) or not isinstance(cycle.body, bytearray):
+    if not all(hasattr(cycle, a) for a in attrs) or not isinstance(cycle.body, bytearray):
         return None
     return cycle
+
+
+_REPLY_ATTRS = (
+    *_CYCLE_ATTRS,
+    "transport",
+    "default_headers",
+    "access_log",
+    "keep_alive",
+    "response_started",
+    "waiting_for_100_continue",
+    "expected_content_length",
+    "chunked_encoding",
+    "on_response",
+)
+
+
+def _status_lines() -> dict[int, bytes]:
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+    except ImportError:  # (no httptools: that protocol is not the one serving)
+        return {}
+    return dict(STATUS_LINE)
+
+
+_STATUS_LINE = _status_lines()
+
+
+def _write_whole(receive: Any, status: int, kind: bytes, data: bytes) -> bool:
+    """Write a small reply as uvicorn's httptools protocol would, but in one write of its head
+    and body, where its ``send`` makes two: the second is another send on the socket, about
+    a twentieth of a small batch's round trip on loopback (``bench/roundtrip.py``). Does what
+    ``send`` does once the body is out (the cycle complete, keep-alive or close, the next
+    pipelined request started). False (nothing written) where the protocol is another, or in a
+    state where ``send`` would do more: writes paused, a response begun, an access log to write."""
+    cycle = _httptools_cycle(receive, _REPLY_ATTRS)
+    if cycle is None or status not in _STATUS_LINE:
+        return False
+    if cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log:
+        return False
+    content = [_STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        content += [name.lower(), b": ", value, b"\r\n"]
+    content += [b"content-type: ", kind, b"\r\ncontent-length: %d\r\n" % len(data)]
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content += [b"\r\n", data]
+    cycle.transport.write(b"".join(content))
+    cycle.response_started = cycle.response_complete = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = False
+    cycle.expected_content_length = 0
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
 
 
 async def _receive_into(cycle: Any, view: memoryview, pos: int) -> int | None:
@@ -353,8 +411,11 @@ async def respond(
     form: str = "list",
     lent: float = 0.0,
     packed: tuple[list[Any], int] | None = None,
+    receive: Any = None,
 ) -> None:
-    """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays.
+    """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays;
+    a small reply in one write where the server is uvicorn's httptools protocol (its
+    ``receive`` given: ``_write_whole``).
 
     ``lent`` (seconds, when not 0): the tensors are a session's own arrays, which must not be
     read after this returns (the caller then frees the session for batches that may change
@@ -375,6 +436,11 @@ async def respond(
         else:
             data = _encoded(kind, body, form)
         parts, total = [data], len(data)
+    small = total <= SMALL_REPLY or len(parts) == 1
+    if small:
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        if receive is not None and _write_whole(receive, status, kind, data):
+            return
     await send(
         {
             "type": "http.response.start",
@@ -382,8 +448,7 @@ async def respond(
             "headers": [(b"content-type", kind), (b"content-length", str(total).encode())],
         }
     )
-    if total <= SMALL_REPLY or len(parts) == 1:
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if small:
         await send({"type": "http.response.body", "body": data})
         return
     last = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -397,8 +462,9 @@ async def respond(
             raise SendStalled(f"no part of a reply taken for {lent} s") from None
 
 
-async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> None:
-    """The batch route (see the module docstring).
+async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> int | None:
+    """The batch route (see the module docstring); the status of its reply (None: the client
+    went away before it was read).
 
     ``app.state.busy`` counts the batch requests in flight. A batch that is the
     only one runs on the event loop: a thread hop costs a few hundred
@@ -406,12 +472,12 @@ async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: s
     state = app.state
     state.busy += 1
     try:
-        await _batch(app, scope, receive, send, sid)
+        return await _batch(app, scope, receive, send, sid)
     finally:
         state.busy -= 1
 
 
-async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> None:
+async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> int | None:
     auth = b""
     accept = b""
     declared: int | None = None
@@ -433,7 +499,7 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         session = app.state.store.get(sid, user_of(settings.api_keys, auth.decode("latin-1")))
         body = await _read_body(receive, declared, settings.max_body_bytes)
         if body is None:
-            return
+            return None
         # a header of many instructions takes milliseconds to decode: not on the event loop
         coded = wire.frames_header_size(body) if frames_in else len(body)
         if len(body) == 0:
@@ -450,12 +516,13 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
         done = {"error": error_body(e, None, None)}
-        await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")))
-        return
+        await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")), receive=receive)
+        return e.status
     form = tensor_form(accept.decode("latin-1"))
     if not isinstance(done, BatchRun):
-        await respond(send, kind, status_of(done), done, form)
-        return
+        status = status_of(done)
+        await respond(send, kind, status, done, form, receive=receive)
+        return status
     # the reply is written from the session's arrays: the session is held until it is out. A
     # small one is one write of a copy, at once; while a large one (or many small values) is
     # written, requests for the session wait on the event loop (until_free), and a client that
@@ -468,7 +535,8 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         app.state.lent[sid] = freed
     try:
         stall = settings.send_stall_s if freed else 0.0
-        await respond(send, kind, status_of(done.reply), done.reply, form, lent=stall, packed=packed)
+        status = status_of(done.reply)
+        await respond(send, kind, status, done.reply, form, lent=stall, packed=packed, receive=receive)
     except SendStalled as e:
         log.warning("session %s: %s; connection dropped", sid, e)
         raise
@@ -477,3 +545,4 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         if freed is not None:
             app.state.lent.pop(sid, None)
             freed.set()
+    return status

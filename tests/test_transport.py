@@ -1139,6 +1139,117 @@ def test_a_large_body_is_written_straight_into_the_receive_buffer(live_server, m
         client.close()
 
 
+def _raw_replies(port: int, requests: list[bytes], n: int) -> tuple[bytes, bool]:
+    """What the server writes back for ``requests`` sent at once on one new socket, read until
+    ``n`` replies are in, and whether it then closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"".join(requests))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < n or not _whole(data, n):
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection before its replies were out"
+            data += chunk
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return data, closed
+
+
+def _whole(data: bytes, n: int) -> bool:
+    """Whether ``data`` holds ``n`` whole replies with Content-Length bodies."""
+    pos = 0
+    for _ in range(n):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            return False
+        length = int(data[pos:end].lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        pos = end + 4 + length
+        if pos > len(data):
+            return False
+    return True
+
+
+def _without_date(reply: bytes) -> bytes:
+    return b"\r\n".join(line for line in reply.split(b"\r\n") if not line.lower().startswith(b"date: "))
+
+
+def test_a_small_reply_is_one_write_with_the_head_uvicorn_would_write(live_server, monkeypatch):
+    """Under uvicorn's httptools protocol a small batch reply goes out in one write of its head
+    and body (``fast._write_whole``), not through the protocol's ``send`` (two writes); byte for
+    byte what ``send`` writes, date aside, and the connection kept alive, closed when the client
+    asks, or the next pipelined request answered, as ``send`` would."""
+    import logging
+
+    from uvicorn.protocols.http import httptools_impl
+
+    from gradserve.server import fast
+
+    assert fast._DIRECT, "a uvicorn newer than fast.UVICORN_CHECKED_BELOW: check _write_whole against it"
+    sends: list[str] = []
+    send = httptools_impl.RequestResponseCycle.send
+
+    async def counted(self, message):
+        sends.append(message["type"])
+        await send(self, message)
+
+    monkeypatch.setattr(httptools_impl.RequestResponseCycle, "send", counted)
+    # (the access log, on in this fixture, is written by ``send``: as ``gradserve serve`` runs by default)
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "handlers", [])
+
+    def requests() -> list[bytes]:  # in a new session: make and read an array; a session that is not there; read
+        sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+        make = {"ops": [{"op": "ones", "out": [1], "at": {"shape": [3]}}, {"op": "read", "in": [1]}]}
+        msgs = [(sid, make), ("no-such-session", {"ops": []}), (sid, {"ops": [{"op": "read", "in": [1]}]})]
+        return [head + b"".join(bytes(p) for p in parts) for head, parts in (frames_request(*m) for m in msgs)]
+
+    sent = requests()
+    sends.clear()  # (the session was opened through FastAPI)
+    one, closed = _raw_replies(live_server.port, sent, 3)  # pipelined, kept alive
+    assert sends == [] and not closed
+    replies = [b"HTTP/1.1 " + r for r in one.split(b"HTTP/1.1 ")[1:]]
+    assert [r.split(b" ")[1] for r in replies] == [b"200", b"404", b"200"]
+    for r in replies[0], replies[2]:
+        body = r.split(b"\r\n\r\n", 1)[1]
+        np.testing.assert_array_equal(wire.decode_tensor(wire.unpack_frames(body)["values"][0]), np.ones(3, np.float32))
+
+    monkeypatch.setattr(fast, "_STATUS_LINE", {})  # the protocol's send, for the same requests
+    sent = requests()
+    sends.clear()
+    two, _ = _raw_replies(live_server.port, sent, 3)
+    assert sends == ["http.response.start", "http.response.body"] * 3
+    assert _without_date(one) == _without_date(two)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "handlers", [])
+    close = requests()[0].replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    last, closed = _raw_replies(live_server.port, [close], 1)
+    assert closed and b"\r\nconnection: close\r\n" in last and last.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_the_batch_route_counts_its_requests_by_status(live_server):
+    """The binary batch route, whose small replies bypass the protocol's ``send``, is counted in
+    the request metrics with the status it answered."""
+
+    def count(status: str) -> float:
+        text = httpx.get(f"{live_server.url}/metrics").text
+        series = f'gradserve_http_requests_total{{method="POST",route="/v1/sessions/{{id}}/batch",status="{status}"}}'
+        return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)), 0.0)
+
+    sid = httpx.post(f"{live_server.url}/v1/sessions").json()["id"]
+    msgs = [
+        (sid, {"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1]}]}),
+        (sid, {"ops": [{"op": "nope", "out": [2]}]}),  # no such op
+        ("no-such-session", {"ops": []}),
+    ]
+    sent = [head + b"".join(bytes(p) for p in parts) for head, parts in (frames_request(*m) for m in msgs)]
+    before = {s: count(s) for s in ("200", "400", "404")}
+    replies, _ = _raw_replies(live_server.port, sent, 3)
+    assert [r.split(b" ")[0] for r in replies.split(b"HTTP/1.1 ")[1:]] == [b"200", b"400", b"404"]
+    assert {s: count(s) for s in ("200", "400", "404")} == {s: n + 1 for s, n in before.items()}
+
+
 def test_a_request_pipelined_after_a_large_body_is_its_own(live_server):
     """Bytes after a large body's Content-Length belong to the next request on the socket."""
     import socket
