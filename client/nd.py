@@ -353,17 +353,22 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
-def _optimizer_step(name: str, args: dict[str, Any], states: tuple[str, ...], f32: tuple[str, ...] = ()) -> NDArray:
+def _optimizer_step(
+    name: str, args: dict[str, Any], states: tuple[str, ...], f32: tuple[str, ...] = (), says_out: bool = False
+) -> NDArray:
     """One of MXNet's optimizer updates, from its function's arguments (``locals()``: weight,
     grad, the ``states``, the hyperparameters, ``out``; the ``f32`` states float32, a
     multi-precision update's): ``out`` (a copy of the weight unless it is the weight) and the
     states changed in place, in one instruction. Hyperparameters are checked here, as the
-    command checks them, so a bad one is refused by the call."""
+    command checks them, so a bad one is refused by the call. ``says_out``: the command is
+    told whether ``out`` is the weight (``out_is_weight``: its result depends on it)."""
     weight, grad, out = args["weight"], args["grad"], args["out"]
     arrays = {"gradient": grad, **{k: args[k] for k in states}}
     skip = ("weight", "grad", "out", "lazy_update", "kwargs", *states)
     at = {k: v for k, v in args.items() if k not in skip and v is not REQUIRED}  # (ftml's t: no default)
     at.update((k, v) for k, v in args.get("kwargs", {}).items() if k != "name")  # (unknown ones are refused)
+    if says_out:
+        at["out_is_weight"] = out is weight
     for a in (weight, *arrays.values()):
         if not isinstance(a, NDArray):
             raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
@@ -478,9 +483,10 @@ def nag_mom_update(
 ) -> NDArray:
     """MXNet's Nesterov momentum step: with ``step(w) = lr * (clip(rescale_grad * grad) + wd *
     w)`` and ``mom = momentum * mom``, ``out = weight - mom + (momentum + 1) * (mom -
-    step(weight))``, then ``mom -= step(out)`` (the new weight's decay, as MXNet's with
-    ``out=weight``); ``mom`` in place."""
-    return _optimizer_step("nag_mom_update", locals(), ("mom",))
+    step(weight))``, then ``mom -= step(w)``, ``mom`` in place. As in MXNet, ``w`` is the new
+    weight with ``out=weight`` (its kernel reads the weight after writing the output), the
+    weight before the step otherwise."""
+    return _optimizer_step("nag_mom_update", locals(), ("mom",), says_out=True)
 
 
 def signsgd_update(

@@ -126,16 +126,26 @@ def mp_sgd_mom_update_numpy(
 
 
 def nag_mom_update_numpy(
-    w: np.ndarray, g: np.ndarray, mom: np.ndarray, lr: float, momentum: float, wd: float, rescale: float, clip: float
+    w: np.ndarray,
+    g: np.ndarray,
+    mom: np.ndarray,
+    lr: float,
+    momentum: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+    out_is_weight: bool = True,
 ) -> None:
     """MXNet's nag_mom_update (Nesterov momentum), in place, in the weight's dtype: with
     step(w) = lr * (clip(rescale * g) + wd * w) and mom = momentum * mom,
-    w = w - mom + (momentum + 1) * (mom - step(w)), then mom -= step(w) of the new w (MXNet's
-    kernel reads the weight after writing its output, which is the weight with out=weight)."""
+    w = w - mom + (momentum + 1) * (mom - step(w)), then mom -= step(w). MXNet's kernel reads
+    the weight for that last step after writing its output: with out=weight (``out_is_weight``)
+    the step is of the new weight, else of the weight before the update."""
     t = _hyper(w.dtype)
     mom *= t(momentum)
-    w[...] = w - mom + (t(momentum) + t(1)) * (mom - t(lr) * _sgd_step(w, g, wd, rescale, clip))
-    mom -= t(lr) * _sgd_step(w, g, wd, rescale, clip)
+    step = t(lr) * _sgd_step(w, g, wd, rescale, clip)
+    w[...] = w - mom + (t(momentum) + t(1)) * (mom - step)
+    mom -= t(lr) * _sgd_step(w, g, wd, rescale, clip) if out_is_weight else step
 
 
 def rmsprop_update_numpy(

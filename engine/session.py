@@ -1625,10 +1625,11 @@ _optimizer(
 _optimizer(
     "nag_mom_update",
     ("mom",),
-    MOMENTUM,
+    (*MOMENTUM, Attr("out_is_weight", "bool", True)),
     "With step(w) = lr * (clip(rescale_grad * grad) + wd * w) and mom = momentum * mom: weight = weight - mom "
     "+ (momentum + 1) * (mom - step(weight)), then mom -= step of the new weight; both in place (MXNet's "
-    "nag_mom_update with out=weight).",
+    "nag_mom_update with out=weight). out_is_weight false: mom -= step of the weight before the update, as "
+    "MXNet's with an out that is not the weight (the weight given is then that out, a copy of the weight).",
     kernels.nag_mom_update_numpy,
 )
 _optimizer(

@@ -319,6 +319,27 @@ def test_an_update_into_a_new_array_leaves_the_weight_and_changes_the_states(mod
     np.testing.assert_allclose(n.asnumpy(), [0.26, 16.5, 36.2], rtol=1e-6)
 
 
+@pytest.mark.parametrize("how", ["out", "none"])
+def test_nag_into_another_array_decays_mom_by_the_weight_before_the_step(mode, how):
+    """MXNet's nag kernel takes mom's last term from the weight after writing its output: the
+    new weight with out=weight, the weight as it was with another out or none (two steps; the
+    values are MXNet 1.9.1's)."""
+    w, mom = nd.array(WEIGHT), nd.array(STATES["nag_mom_update"]["mom"])
+    at = MXNET[0][1]
+    outs = []
+    for g in GRADS[:2]:
+        out = nd.zeros((6,)) if how == "out" else None
+        got = nd.nag_mom_update(w, nd.array(g), mom, out=out, **at)
+        assert got is not w and (out is None or got is out)
+        outs.append(got.asnumpy())
+    assert w.asnumpy().tolist() == WEIGHT
+    np.testing.assert_allclose(outs[0], [1.0316, -2.0242002, 2.9413, 0.49905, -0.35152498, -0.052499987], rtol=1e-6)
+    np.testing.assert_allclose(outs[1], [1.14494, -2.11978, 2.83042, 0.688645, -0.3401225, -0.25074998], rtol=1e-6)
+    np.testing.assert_allclose(
+        mom.asnumpy(), [0.1066, -0.024200015, -0.17119999, 0.09905, -0.061525002, -0.16749999], rtol=1e-6
+    )
+
+
 def test_sign_updates_take_a_nan_as_mxnets_sign_does_0(mode):
     """MXNet's sign is (x > 0) - (x < 0): a NaN gradient or momentum moves nothing."""
     w = nd.array([1.0, -2.0, 3.0])
