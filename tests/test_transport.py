@@ -651,8 +651,11 @@ def test_a_long_graph_walk_lets_other_threads_run():
     finally:
         gc.enable()
     assert len(got[0]) == 400_001
-    assert longest < 0.06 and longest2 < 0.06, f"waits of {longest * 1e3:.0f} and {longest2 * 1e3:.0f} ms"
-    assert ticks >= max(3, took / 0.05) and ticks2 >= max(1, took2 / 0.05)
+    # (a walk that kept the GIL would leave this thread one or two wake-ups, its whole length
+    # apart; the bound on the longest wait leaves room for the set's resize and, in a suite run
+    # on a loaded machine, the VM's own stalls: 60 ms was seen once)
+    assert ticks >= max(3, took / 0.05) and ticks2 >= max(1, took2 / 0.05), f"{ticks}, {ticks2} wake-ups"
+    assert longest < 0.15 and longest2 < 0.15, f"waits of {longest * 1e3:.0f} and {longest2 * 1e3:.0f} ms"
 
 
 def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
