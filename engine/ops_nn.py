@@ -507,75 +507,127 @@ Pair = tuple[int, int]
 
 
 def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[Pair, Pair, Pair, Pair]:
-    """(kernel, stride, pad, out) for a (N, C, H, W) input."""
+    """(kernel, stride, pad, out) for a (N, C, H, W) input (with ``dilate`` when ``at`` has it)."""
     if len(shape) != 4:
         raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
     k = _pair(at["kernel"], 1, name, "kernel")
     s = _pair(at["stride"], 1, name, "stride")
     p = _pair(at["pad"], 0, name, "pad")
+    d = _dilation(name, at)
     if min(k) < 1 or min(s) < 1 or min(p) < 0:
         raise InvalidInput(f"{name}: kernel and stride must be positive and pad not negative")
     h, w = shape[2] + 2 * p[0], shape[3] + 2 * p[1]
-    if h < k[0] or w < k[1]:
-        raise ShapeError(f"{name}: kernel {k} is larger than the padded input {(h, w)}")
-    out = ((h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
+    e = _spanned(k, d)
+    if h < e[0] or w < e[1]:
+        what = f"kernel {k}" if d == (1, 1) else f"kernel {k} dilated by {d} (spanning {e})"
+        raise ShapeError(f"{name}: {what} is larger than the padded input {(h, w)}")
+    out = ((h - e[0]) // s[0] + 1, (w - e[1]) // s[1] + 1)
     return k, s, p, out
 
 
+def _dilation(name: str, at: dict) -> Pair:
+    d = _pair(at.get("dilate") or (), 1, name, "dilate")
+    if min(d) < 1:
+        raise InvalidInput(f"{name}: dilate must be positive, got {d}")
+    return d
+
+
+def _spanned(k: Pair, d: Pair) -> Pair:
+    """The input rows and columns a kernel ``k`` dilated by ``d`` spans."""
+    return ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
+
+
 WINDOW = (Attr("kernel", "shape", REQUIRED), Attr("stride", "shape", ()), Attr("pad", "shape", ()))
+IM2COL = (
+    Attr("kernel", "shape", REQUIRED),
+    Attr("stride", "shape", ()),
+    Attr("dilate", "shape", ()),
+    Attr("pad", "shape", ()),
+)
 
 
-def _im2col_infer(at: dict, x: Spec) -> Spec:
-    k, _, _, out = _window("im2col", at, x.shape)
-    return Spec(x.shape[:2] + k + out, x.dtype)
-
-
-def _im2col(cx, at, x):
+def _windows(cx, at, x):
     """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
     k, s, p, out = _window("im2col", at, x.shape)
+    d = _dilation("im2col", at)
     xp = cx.xp
     if p != (0, 0):
         x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=at["pad_value"])
-    win = np.lib.stride_tricks.sliding_window_view(x, k, axis=(2, 3))  # N, C, H', W', kh, kw
-    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1]]
+    win = np.lib.stride_tricks.sliding_window_view(x, _spanned(k, d), axis=(2, 3))  # N, C, H', W', spans
+    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
     return xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
 
 
-def _col2im_infer(at: dict, c: Spec) -> Spec:
-    shape = at["shape"]
-    k, _, _, out = _window("col2im", at, shape)
-    if c.shape != shape[:2] + k + out:
-        raise ShapeError(f"col2im: data shape {c.shape} should be {shape[:2] + k + out}")
-    return Spec(shape, c.dtype)
-
-
-def _col2im(cx, at, c):
-    """Windows summed back into a (N, C, H, W) array of ``shape`` (im2col's gradient)."""
-    shape = at["shape"]
+def _summed_windows(cx, at, c, shape):
+    """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape``."""
     k, s, p, out = _window("col2im", at, shape)
+    d = _dilation("col2im", at)
     n, ch, h, w = shape
     z = cx.xp.zeros((n, ch, h + 2 * p[0], w + 2 * p[1]), c.dtype)
     for i in range(k[0]):
         for j in range(k[1]):
-            z[:, :, i : i + s[0] * out[0] : s[0], j : j + s[1] * out[1] : s[1]] += c[:, :, i, j]
+            a, b = i * d[0], j * d[1]
+            z[:, :, a : a + s[0] * out[0] : s[0], b : b + s[1] * out[1] : s[1]] += c[:, :, i, j]
     return z[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
+
+
+def _im2col_infer(at: dict, x: Spec) -> Spec:
+    k, _, _, out = _window("im2col", at, x.shape)
+    return Spec((x.shape[0], x.shape[1] * k[0] * k[1], out[0] * out[1]), x.dtype)
+
+
+def _im2col(cx, at, x):
+    """MXNet's im2col: the sliding windows of (N, C, H, W) data as the columns of an
+    (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
+    ``pad_value`` (0 in MXNet's)."""
+    return _windows(cx, at, x).reshape(_im2col_infer(at, Spec(x.shape, x.dtype)).shape)
+
+
+def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
+    """The (N, C, H, W) image of (N, C*kh*kw, L) columns (or of (N, C, kh, kw, OH, OW)
+    windows), its kernel and its windows' (OH, OW)."""
+    size = at["output_size"]
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or min(size) < 1:
+        raise InvalidInput(f"col2im: output_size must be 2 positive values for 2-D images, got {at['output_size']}")
+    k = _pair(at["kernel"], 1, "col2im", "kernel")
+    if not (len(c) == 3 and c[1] % (k[0] * k[1]) == 0 or len(c) == 6 and c[2:4] == k):
+        raise ShapeError(f"col2im: data of shape {c} is not (N, C*{k[0]}*{k[1]}, L) for kernel {k}")
+    shape = (c[0], c[1] // (k[0] * k[1]) if len(c) == 3 else c[1], size[0], size[1])
+    k, _, _, out = _window("col2im", at, shape)
+    if (c[2] if len(c) == 3 else c[4] * c[5]) != out[0] * out[1] or len(c) == 6 and c[4:] != out:
+        got = f"{c[2]} columns" if len(c) == 3 else f"windows {c[4:]}"
+        raise ShapeError(f"col2im: data has {got}; an image of {size} has {out[0] * out[1]} windows {out}")
+    return shape, k, out
+
+
+def _col2im(cx, at, c):
+    """MXNet's col2im: (N, C*kh*kw, L) columns (im2col's) summed back into the (N, C, H, W)
+    image of ``output_size`` (H, W) they came from, each value where its window took it. Also
+    takes the windows as (N, C, kh, kw, OH, OW), which Pooling's gradient hands over as a
+    broadcast view (as columns, it would be a copy)."""
+    shape, k, out = _col2im_shape(at, c.shape)
+    return _summed_windows(cx, at, c.reshape(shape[:2] + k + out), shape)
 
 
 defop(
     "im2col",
     ("data",),
-    (*WINDOW, Attr("pad_value", "float", 0.0)),
+    (*IM2COL, Attr("pad_value", "float", 0.0)),
     infer=_im2col_infer,
     vjp=lambda F, at, g, y, x: (
-        F.col2im(g, kernel=at["kernel"], stride=at["stride"], pad=at["pad"], shape=tuple(x.shape)),
+        F.col2im(g, output_size=tuple(x.shape[2:]), **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}),
     ),
 )(_im2col)
 defop(
     "col2im",
     ("data",),
-    (*WINDOW, Attr("shape", "shape", REQUIRED)),
-    infer=_col2im_infer,
-    vjp=lambda F, at, g, y, c: (F.im2col(g, kernel=at["kernel"], stride=at["stride"], pad=at["pad"]),),
+    (Attr("output_size", "shape", REQUIRED), *IM2COL),
+    infer=lambda at, c: Spec(_col2im_shape(at, c.shape)[0], c.dtype),
+    vjp=lambda F, at, g, y, c: (
+        F.reshape(F.im2col(g, **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}), shape=tuple(c.shape)),
+    ),
 )(_col2im)
 
 
@@ -594,8 +646,6 @@ CONV = (
 
 def _conv_common(name: str, at: dict) -> int:
     """The checks Convolution and Deconvolution share; their group count."""
-    if at["dilate"] and any(d != 1 for d in at["dilate"]):
-        raise InvalidInput(f"{name}: dilate other than 1 is not supported")
     if at["layout"] not in (None, "NCHW"):
         raise InvalidInput(f"{name}: only the NCHW layout is supported")
     grp = at["num_group"]
@@ -627,7 +677,7 @@ def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
 
 
 def _win(at: dict) -> dict:
-    return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}
+    return {"kernel": at["kernel"], "stride": at["stride"], "dilate": at["dilate"], "pad": at["pad"]}
 
 
 # A convolution of (N, C, H, W) data with (F, C/G, kh, kw) filters in G groups is, per group, a
@@ -651,7 +701,7 @@ def _conv_fwd(F: Any, x: Any, w: Any, win: dict, grp: int) -> Any:
     f = int(w.shape[0])
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
-    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), shape=(ckk, cols_n))
     y = _gdot(F, grp, _as_groups(F, w, (f, ckk // grp), grp), _as_groups(F, cols, (ckk, cols_n), grp))
     return F.transpose(F.reshape(y, shape=(f, n) + out), axes=(1, 0, 2, 3))
 
@@ -664,8 +714,8 @@ def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, g
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
     g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
     w2 = _as_groups(F, w, (f, ckk // grp), grp)
-    dcols = F.reshape(_gdot(F, grp, w2, g2, transpose_a=True), shape=(c, k[0], k[1], n) + out)
-    return F.col2im(F.transpose(dcols, axes=(3, 0, 1, 2, 4, 5)), shape=shape, **win)
+    dcols = F.reshape(_gdot(F, grp, w2, g2, transpose_a=True), shape=(ckk, n, out[0] * out[1]))
+    return F.col2im(F.transpose(dcols, axes=(1, 0, 2)), output_size=shape[2:], **win)
 
 
 def _conv_weight_grad(F: Any, g: Any, x: Any, wshape: tuple[int, ...], win: dict, grp: int) -> Any:
@@ -675,7 +725,7 @@ def _conv_weight_grad(F: Any, g: Any, x: Any, wshape: tuple[int, ...], win: dict
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
     g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
-    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 2, 3, 0, 4, 5)), shape=(ckk, cols_n))
+    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), shape=(ckk, cols_n))
     return F.reshape(_gdot(F, grp, g2, _as_groups(F, cols, (ckk, cols_n), grp), transpose_b=True), shape=wshape)
 
 
@@ -726,13 +776,13 @@ def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
     work=_conv_work,
 )
 def _convolution(cx, at, x, w, *b):
-    """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters, plus
-    bias; with ``num_group`` G, the channels and the filters split into G groups, each group of
-    filters seeing its group of channels."""
+    """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters
+    (their taps ``dilate`` apart), plus bias; with ``num_group`` G, the channels and the
+    filters split into G groups, each group of filters seeing its group of channels."""
     n, c = x.shape[:2]
     f = at["num_filter"]
     k, _, _, out = _window("Convolution", at, x.shape)
-    cols = _im2col(cx, {**_win(at), "pad_value": 0.0}, x)
+    cols = _windows(cx, {**_win(at), "pad_value": 0.0}, x)
     cols2 = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k[0] * k[1], -1)
     y = _grouped_dot(cx.xp, w.reshape(f, -1), cols2, at["num_group"]).reshape((f, n) + out).transpose(1, 0, 2, 3)
     if b:
@@ -787,6 +837,8 @@ def _deconv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     floating("Deconvolution", x)
     dt = same_dtype("Deconvolution", x, w, *b)
     grp = _conv_common("Deconvolution", at)
+    if at["dilate"] and any(d != 1 for d in at["dilate"]):
+        raise InvalidInput("Deconvolution: dilate other than 1 is not supported")
     win, out = _deconv_geometry(at, x.shape)
     f = at["num_filter"]
     _grouped("Deconvolution", "the data's channels", x.shape[1], grp)
@@ -930,6 +982,7 @@ def _pool_vjp(F, at, g, y, x):
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
     n, c = int(x.shape[0]), int(x.shape[1])
     colshape = (n, c) + k + out
+    flat = (n, c * k[0] * k[1], out[0] * out[1])  # (im2col's and col2im's columns)
     if at["pool_type"] == "max":
         # to the first maximum of each window (row by row), as MXNet's: equal maxima do not
         # each take the gradient. (At most two window-sized arrays at once: the windows go
@@ -949,7 +1002,7 @@ def _pool_vjp(F, at, g, y, x):
         if at_index != x.dtype.name:
             mask = F.astype(mask, dtype=x.dtype.name)
         gb = F.mul(F.reshape(g, shape=(n, c, 1) + out), mask)
-        return (F.col2im(F.reshape(gb, shape=colshape), shape=tuple(x.shape), **win),)
+        return (F.col2im(F.reshape(gb, shape=flat), output_size=tuple(x.shape[2:]), **win),)
     if _counts_pad(at, win):
         # the divisors are a constant of the shapes: a sum pooling of ones
         ones = F.ones(shape=(1, 1) + tuple(int(d) for d in x.shape[2:]), dtype=x.dtype.name)
@@ -957,7 +1010,7 @@ def _pool_vjp(F, at, g, y, x):
     gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
     if at["pool_type"] == "avg" and not _counts_pad(at, win):
         gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
-    return (F.col2im(gb, shape=tuple(x.shape), **win),)
+    return (F.col2im(gb, output_size=tuple(x.shape[2:]), **win),)  # (windows: gb is a broadcast)
 
 
 @defop(
@@ -975,7 +1028,7 @@ def _pooling(cx, at, x):
     kind = at["pool_type"]
     if kind == "max":
         x = _nan_as_least(cx.xp, x)
-    cols = _im2col(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
+    cols = _windows(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
     if kind == "max":
         r = cols.max(axis=(2, 3))
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it

@@ -326,42 +326,48 @@ def padded(x, pad, value=0.0):
     return z
 
 
-def out_hw(shape, kernel, stride, pad):
-    return tuple((shape[2 + d] + 2 * pad[d] - kernel[d]) // stride[d] + 1 for d in (0, 1))
+def out_hw(shape, kernel, stride, pad, dilate=(1, 1)):
+    return tuple((shape[2 + d] + 2 * pad[d] - (kernel[d] - 1) * dilate[d] - 1) // stride[d] + 1 for d in (0, 1))
 
 
-def im2col_ref(x, kernel, stride, pad, pad_value=0.0):
+def im2col_ref(x, kernel, stride, pad, pad_value=0.0, dilate=(1, 1)):
+    """MXNet's columns: (N, C*kh*kw, OH*OW), element by element."""
     xp = padded(x, pad, pad_value)
-    oh, ow = out_hw(x.shape, kernel, stride, pad)
+    oh, ow = out_hw(x.shape, kernel, stride, pad, dilate)
     out = np.empty(x.shape[:2] + tuple(kernel) + (oh, ow))
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             for a in range(oh):
                 for b in range(ow):
-                    out[:, :, i, j, a, b] = xp[:, :, a * stride[0] + i, b * stride[1] + j]
-    return out.astype(x.dtype)
+                    out[:, :, i, j, a, b] = xp[:, :, a * stride[0] + i * dilate[0], b * stride[1] + j * dilate[1]]
+    return out.reshape(x.shape[0], -1, oh * ow).astype(x.dtype)
 
 
-def col2im_ref(c, shape, kernel, stride, pad):
+def col2im_ref(c, shape, kernel, stride, pad, dilate=(1, 1)):
     n, ch, h, w = shape
+    oh, ow = out_hw(shape, kernel, stride, pad, dilate)
+    c = c.reshape((n, ch) + tuple(kernel) + (oh, ow))
     z = np.zeros((n, ch, h + 2 * pad[0], w + 2 * pad[1]))
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            for a in range(c.shape[4]):
-                for b in range(c.shape[5]):
-                    z[:, :, a * stride[0] + i, b * stride[1] + j] += c[:, :, i, j, a, b]
+            for a in range(oh):
+                for b in range(ow):
+                    z[:, :, a * stride[0] + i * dilate[0], b * stride[1] + j * dilate[1]] += c[:, :, i, j, a, b]
     return z[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w].astype(c.dtype)
 
 
-def conv_ref(x, w, b, stride, pad, groups=1):
+def conv_ref(x, w, b, stride, pad, groups=1, dilate=(1, 1)):
     xp = padded(x, pad)
     kh, kw = w.shape[2:]
-    oh, ow = out_hw(x.shape, (kh, kw), stride, pad)
+    oh, ow = out_hw(x.shape, (kh, kw), stride, pad, dilate)
     out = np.zeros((x.shape[0], w.shape[0], oh, ow))
     cg, fg = x.shape[1] // groups, w.shape[0] // groups
+    eh, ew = (kh - 1) * dilate[0] + 1, (kw - 1) * dilate[1] + 1
     for a in range(oh):
         for c in range(ow):
-            win = xp[:, :, a * stride[0] : a * stride[0] + kh, c * stride[1] : c * stride[1] + kw]
+            win = xp[
+                :, :, a * stride[0] : a * stride[0] + eh : dilate[0], c * stride[1] : c * stride[1] + ew : dilate[1]
+            ]
             for grp in range(groups):  # filters grp*fg.. see channels grp*cg..
                 out[:, grp * fg : (grp + 1) * fg, a, c] = np.einsum(
                     "ncij,fcij->nf", win[:, grp * cg : (grp + 1) * cg], w[grp * fg : (grp + 1) * fg].astype(np.float64)
@@ -742,9 +748,7 @@ CASES: dict[str, Case] = {
     "LeakyReLU": C(lambda x: np.where(x > 0, x, 0.25 * x), dom=AWAY()),
     "FullyConnected": C(lambda x, w, b: x.reshape(2, -1) @ w.T + b, X3, (5, 12), (5,), num_hidden=5, tol32=LOOSE32),
     "im2col": C(lambda x: im2col_ref(x, (3, 2), (2, 1), (1, 0)), (2, 3, 5, 6), **WIN),
-    "col2im": C(
-        lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 3, 3, 2, 3, 5), shape=[2, 3, 5, 6], **WIN
-    ),
+    "col2im": C(lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 18, 15), output_size=[5, 6], **WIN),
     "Convolution": C(
         lambda x, w, b: conv_ref(x, w, b, (2, 1), (1, 1)),
         IMG,
@@ -942,6 +946,53 @@ VARIANTS: list[tuple[str, str, Case]] = [
             num_group=2,
             tol32=LOOSE32,
         ),
+    ),
+    (
+        "Convolution-dilate",
+        "Convolution",
+        C(
+            lambda x, w, b: conv_ref(x, w, b, (1, 2), (2, 1), groups=2, dilate=(2, 3)),
+            (2, 4, 7, 8),
+            (4, 2, 3, 2),
+            (4,),
+            kernel=[3, 2],
+            stride=[1, 2],
+            dilate=[2, 3],
+            pad=[2, 1],
+            num_filter=4,
+            num_group=2,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "im2col-dilate",
+        "im2col",
+        C(
+            lambda x: im2col_ref(x, (2, 3), (2, 1), (1, 0), dilate=(3, 2)),
+            (2, 2, 6, 7),
+            kernel=[2, 3],
+            stride=[2, 1],
+            dilate=[3, 2],
+            pad=[1, 0],
+        ),
+    ),
+    (
+        "col2im-dilate",
+        "col2im",
+        C(
+            lambda c: col2im_ref(c, (2, 2, 6, 7), (2, 3), (2, 1), (1, 0), dilate=(3, 2)),
+            (2, 12, 9),
+            output_size=[6, 7],
+            kernel=[2, 3],
+            stride=[2, 1],
+            dilate=[3, 2],
+            pad=[1, 0],
+        ),
+    ),
+    (  # (ours: the windows as im2col's 6-D view of them, which Pooling's gradient hands over)
+        "col2im-windows",
+        "col2im",
+        C(lambda c: col2im_ref(c, (2, 3, 5, 6), (3, 2), (2, 1), (1, 0)), (2, 3, 3, 2, 3, 5), output_size=[5, 6], **WIN),
     ),
     (
         "Convolution-depthwise",
@@ -2960,7 +3011,7 @@ BAD_ATTRS = [
     ("LeakyReLU", {"act_type": "bogus"}, [(2, 3)]),
     ("FullyConnected", {"num_hidden": 4}, [(2, 3), (4, 2), (4,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 2, 5, 5), (2, 3, 3, 3), (2,)]),
-    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [3, 3]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "layout": "NHWC"}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
@@ -3001,7 +3052,13 @@ BAD_ATTRS = [
     ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
     ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
     ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
-    ("col2im", {"kernel": [2, 2], "shape": [1, 1, 3, 3]}, [(1, 1, 2, 2, 3, 3)]),
+    ("im2col", {"kernel": [2, 2], "dilate": [3, 1]}, [(1, 1, 3, 4)]),  # spans 4 rows of 3
+    ("im2col", {"kernel": [2, 2], "dilate": [0, 1]}, [(1, 1, 3, 4)]),
+    ("col2im", {"kernel": [2, 2], "output_size": [3, 3]}, [(1, 4, 5)]),  # 4 windows, not 5
+    ("col2im", {"kernel": [2, 2], "output_size": [3, 3]}, [(1, 6, 4)]),  # 6 is no C*2*2
+    ("col2im", {"kernel": [2, 2], "output_size": [3, 3, 3]}, [(1, 4, 4)]),
+    ("col2im", {"kernel": [2, 2], "output_size": [3, 3]}, [(1, 1, 2, 2, 2, 3)]),  # 2x2 windows, not 2x3
+    ("col2im", {"kernel": [2, 2], "output_size": [3, 3]}, [(1, 1, 2, 3, 2, 2)]),
     ("Dropout", {"p": 1.0}, [(2, 3)]),
     ("Dropout", {"mode": "sometimes"}, [(2, 3)]),
     ("BatchNorm", {}, [(4, 3), (3,), (3,), (2,), (3,)]),

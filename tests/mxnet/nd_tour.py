@@ -57,3 +57,10 @@ print(repr(r), repr(m % 2.5), repr(7 % m), repr(nd.array([1.5, 2.5], dtype="floa
 print(repr(nd.topk(x, axis=None, k=2)), repr(nd.topk(x, axis=None, k=2, ret_typ="mask")), repr(x.sort(axis=None)))
 print(repr(nd.argsort(x, axis=None, is_ascend=False, dtype="int32")), repr(nd.topk(x, axis=None, k=0, ret_typ="value")))
 print(nd.topk(x, axis=None, k=2, ret_typ="both"), repr(nd.topk(x, k=-1)), nd.sort(nd.ones((2, 3, 4)), axis=None).shape)
+img = nd.arange(48).reshape((1, 2, 4, 6))
+win = {"kernel": (2, 2), "stride": (1, 2), "dilate": (2, 1), "pad": (1, 0)}
+cols = nd.im2col(img, **win)
+print(cols.shape, repr(cols[0, :, :4]), repr(nd.col2im(cols, output_size=(4, 6), **win)))
+w = nd.arange(8).reshape((2, 1, 2, 2))
+conv = {"kernel": (2, 2), "stride": (1, 2), "dilate": (2, 3), "pad": (1, 1), "num_filter": 2, "num_group": 2}
+print(repr(nd.Convolution(img, w, nd.array([0.5, -1]), **conv)))
