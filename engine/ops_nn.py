@@ -1,6 +1,6 @@
-"""Neural-network ops: softmax family, activations, fully connected, 2-D
-convolution (grouped), its transpose and pooling (through ``im2col``/``col2im``), padding,
-dropout, batch and layer norm.
+"""Neural-network ops: softmax family, activations, fully connected, 1-D and 2-D
+convolution (grouped, dilated), its transpose and pooling (through ``im2col``/``col2im``),
+padding, dropout, batch and layer norm.
 
 Every VJP is written with table ops, so these too have gradients of any order.
 A forward may leave in ``at`` (a fresh dict per call) what its VJP needs and
@@ -9,6 +9,8 @@ the attributes cannot say: Dropout its mask, BatchNorm the mode it ran in.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -631,6 +633,114 @@ defop(
 )(_col2im)
 
 
+# --------------------------------------------------------------------------
+# 1-D windows: (N, C, W) data is taken as (N, C, 1, W), as MXNet's 1-D ops take it
+
+_UNITS = {"kernel": 1, "stride": 1, "dilate": 1, "pad": 0, "adj": 0}
+
+
+def _lifted(name: str, at: dict) -> dict:
+    """The attributes of an op on 1-D data (N, C, W) for the 2-D data (N, C, 1, W): each
+    window attribute gets a first value that leaves the new axis as it is."""
+    out = dict(at)
+    for a, unit in _UNITS.items():
+        v = at.get(a)
+        if v is None:
+            continue
+        if len(v) > 1:
+            raise InvalidInput(f"{name}: {a} must have one value for 1-D data (N, C, W), got {tuple(v)}")
+        if v or a != "kernel":  # (Pooling's kernel may be left out for a global pooling)
+            out[a] = (unit, v[0] if v else unit)
+    t = at.get("target_shape")
+    if t and any(t):
+        if len(t) > 1:
+            raise InvalidInput(f"{name}: target_shape must have one value for 1-D data (N, C, W), got {tuple(t)}")
+        out["target_shape"] = (1, t[0])
+    if at.get("layout") == "NCW":
+        out["layout"] = "NCHW"
+    return out
+
+
+def _up(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:2] + (1,) + shape[2:]
+
+
+def _down(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:2] + shape[3:]
+
+
+def _specs_up(name: str, xs: tuple[Spec, ...], lift: tuple[str, ...]) -> list[Spec]:
+    out = []
+    for what, x in zip(lift, xs):
+        if len(x.shape) != 3:
+            raise ShapeError(f"{name}: {what} must be 3-D with 1-D data (N, C, W), got shape {x.shape}")
+        out.append(Spec(_up(x.shape), x.dtype))
+    return out + list(xs[len(lift) :])
+
+
+def _one_d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
+    """An op's ``infer``, ``scratch``, ``work`` and ``vjp_scratch`` (``(at, *specs)``) for 1-D
+    data too: its first inputs, named in ``lift`` (the data, and a convolution's filters),
+    get a unit axis 2, and its result loses it."""
+
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def f(at: dict, *xs: Spec) -> Any:
+            if len(xs[0].shape) != 3:
+                return fn(at, *xs)
+            got = fn(_lifted(name, at), *_specs_up(name, xs, lift))
+            return Spec(_down(got.shape), got.dtype) if isinstance(got, Spec) else got
+
+        return f
+
+    return wrap
+
+
+def _forward_1d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
+    """An op's forward for 1-D data too (see ``_one_d``): its first ``lift`` inputs reshaped."""
+
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def f(cx: Any, at: dict, *xs: Any) -> Any:
+            if xs[0].ndim != 3:
+                return fn(cx, at, *xs)
+            ys = [x.reshape(_up(x.shape)) if i < len(lift) else x for i, x in enumerate(xs)]
+            y = fn(cx, _lifted(name, at), *ys)
+            return y.reshape(_down(y.shape))
+
+        return f
+
+    return wrap
+
+
+def _vjp_1d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
+    """An op's VJP for 1-D data too (see ``_one_d``): the gradients of its first ``lift``
+    inputs lose the unit axis (a lazy one when it is computed)."""
+
+    def wrap(vjp: Any) -> Any:
+        def f(F: Any, at: dict, g: Any, y: Any, *xs: Any) -> Any:
+            if len(xs[0].shape) != 3:
+                return vjp(F, at, g, y, *xs)
+
+            def up(a: Any) -> Any:
+                return None if a is None else F.reshape(a, shape=_up(tuple(a.shape)))
+
+            got = vjp(F, _lifted(name, at), up(g), up(y), *(up(x) if i < len(lift) else x for i, x in enumerate(xs)))
+            return tuple(_back(F, r, tuple(xs[i].shape)) if i < len(lift) else r for i, r in enumerate(got))
+
+        return f
+
+    return wrap
+
+
+def _back(F: Any, r: Any, shape: tuple[int, ...]) -> Any:
+    if r is None:
+        return None
+    if callable(r):  # a gradient computed only if it is needed
+        return lambda: F.reshape(r(), shape=shape)
+    return F.reshape(r, shape=shape)
+
+
 CONV = (
     *WINDOW,
     Attr("dilate", "shape", ()),
@@ -765,20 +875,25 @@ def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
     return xp.matmul(gw, gc).reshape(w.shape[0], -1)
 
 
+_CONV_1D = ("data", "weight")
+
+
 @defop(
     "Convolution",
     ("data", "weight", "*bias"),
     CONV,
-    infer=_conv_infer,
-    vjp=_conv_vjp,
-    scratch=_conv_windows,
-    vjp_scratch=_conv_windows,  # (measured: 1.1 to 1.2 x the windows)
-    work=_conv_work,
+    infer=_one_d("Convolution", _CONV_1D)(_conv_infer),
+    vjp=_vjp_1d("Convolution", _CONV_1D)(_conv_vjp),
+    scratch=_one_d("Convolution", _CONV_1D)(_conv_windows),
+    vjp_scratch=_one_d("Convolution", _CONV_1D)(_conv_windows),  # (measured: 1.1 to 1.2 x the windows)
+    work=_one_d("Convolution", _CONV_1D)(_conv_work),
 )
+@_forward_1d("Convolution", _CONV_1D)
 def _convolution(cx, at, x, w, *b):
     """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters
     (their taps ``dilate`` apart), plus bias; with ``num_group`` G, the channels and the
-    filters split into G groups, each group of filters seeing its group of channels."""
+    filters split into G groups, each group of filters seeing its group of channels. 1-D
+    data (N, C, W) takes (F, C/num_group, k) filters."""
     n, c = x.shape[:2]
     f = at["num_filter"]
     k, _, _, out = _window("Convolution", at, x.shape)
@@ -880,17 +995,19 @@ def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     "Deconvolution",
     ("data", "weight", "*bias"),
     DECONV,
-    infer=_deconv_infer,
-    vjp=_deconv_vjp,
-    scratch=_deconv_windows,
-    vjp_scratch=_deconv_windows,  # the windows of g, and a product as large as x's
-    work=_deconv_work,
+    infer=_one_d("Deconvolution", _CONV_1D)(_deconv_infer),
+    vjp=_vjp_1d("Deconvolution", _CONV_1D)(_deconv_vjp),
+    scratch=_one_d("Deconvolution", _CONV_1D)(_deconv_windows),
+    vjp_scratch=_one_d("Deconvolution", _CONV_1D)(_deconv_windows),  # the windows of g, and a product as large as x's
+    work=_one_d("Deconvolution", _CONV_1D)(_deconv_work),
 )
+@_forward_1d("Deconvolution", _CONV_1D)
 def _deconvolution(cx, at, x, w, *b):
     """2-D transposed convolution of (N, C, H, W) data with (C, num_filter/num_group, kh, kw)
     filters, plus bias (none unless ``no_bias`` is false): the gradient of a Convolution with
     respect to its data, of shape (N, num_filter, (H-1)*stride - 2*pad + kernel + adj, ...);
-    with ``target_shape``, the pad and adj that give it (``pad`` and ``adj`` ignored)."""
+    with ``target_shape``, the pad and adj that give it (``pad`` and ``adj`` ignored). 1-D data
+    (N, C, W) takes (C, num_filter/num_group, k) filters."""
     win, out = _deconv_geometry(at, x.shape)
     y = _conv_data_grad(Eager(cx), x, w, (x.shape[0], at["num_filter"]) + out, win, at["num_group"])
     if b:
@@ -1017,13 +1134,15 @@ def _pool_vjp(F, at, g, y, x):
     "Pooling",
     ("data",),
     POOL,
-    infer=_pool_infer,
-    vjp=_pool_vjp,
-    scratch=_pool_windows,
-    vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x),
+    infer=_one_d("Pooling", ("data",))(_pool_infer),
+    vjp=_vjp_1d("Pooling", ("data",))(_pool_vjp),
+    scratch=_one_d("Pooling", ("data",))(_pool_windows),
+    vjp_scratch=_one_d("Pooling", ("data",))(lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x)),
 )
+@_forward_1d("Pooling", ("data",))
 def _pooling(cx, at, x):
-    """2-D max, average or sum pooling (stride defaults to 1, as in MXNet)."""
+    """2-D max, average or sum pooling of (N, C, H, W) data, or 1-D of (N, C, W) (stride
+    defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)
     kind = at["pool_type"]
     if kind == "max":
@@ -1034,9 +1153,11 @@ def _pooling(cx, at, x):
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
         return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
     r = cols.sum(axis=(2, 3), dtype=cols.dtype)
-    if _counts_pad(at, win):
-        return r / _in_bounds(win, x.shape).astype(r.dtype)
-    return r / r.dtype.type(win["kernel"][0] * win["kernel"][1]) if kind == "avg" else r
+    if _counts_pad(at, win):  # (in place: a second output-sized array is not in the declared scratch)
+        r /= _in_bounds(win, x.shape).astype(r.dtype)
+    elif kind == "avg":
+        r /= r.dtype.type(win["kernel"][0] * win["kernel"][1])
+    return r
 
 
 # --------------------------------------------------------------------------

@@ -792,6 +792,12 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ),
     (
         "Convolution",
+        {"kernel": [5], "num_filter": 8, "dilate": [2], "pad": [4]},  # 1-D
+        [((4, 8, 600), "float32"), ((8, 8, 5), "float32"), ((8,), "float32")],
+    ),
+    ("Pooling", {"kernel": [3], "stride": [2], "pool_type": "avg"}, [((4, 8, 2000), "float32")]),  # 1-D
+    (
+        "Convolution",
         {"kernel": [3, 3], "num_filter": 8, "num_group": 4, "pad": [1, 1]},
         [((2, 8, 40, 40), "float32"), ((8, 2, 3, 3), "float32"), ((8,), "float32")],
     ),

@@ -64,3 +64,8 @@ print(cols.shape, repr(cols[0, :, :4]), repr(nd.col2im(cols, output_size=(4, 6),
 w = nd.arange(8).reshape((2, 1, 2, 2))
 conv = {"kernel": (2, 2), "stride": (1, 2), "dilate": (2, 3), "pad": (1, 1), "num_filter": 2, "num_group": 2}
 print(repr(nd.Convolution(img, w, nd.array([0.5, -1]), **conv)))
+seq = nd.arange(24).reshape((1, 3, 8))
+conv1d = {"kernel": (2,), "stride": (2,), "dilate": (2,), "num_filter": 2}
+print(repr(nd.Convolution(seq, nd.arange(12).reshape((2, 3, 2)), nd.array([1, -1]), **conv1d)))
+avg1d = {"kernel": (3,), "stride": (2,), "pad": (1,), "pool_type": "avg", "count_include_pad": False}
+print(repr(nd.Pooling(seq, **avg1d)), repr(nd.Pooling(seq, global_pool=True)))
