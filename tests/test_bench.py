@@ -41,3 +41,27 @@ def test_a_benchmark_runs_and_reports(args):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "| case | result |" in r.stdout or "nothing to compare" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.timeout(180)
+def test_the_ab_benchmark_runs_against_another_build(tmp_path):
+    """bench/ab_roundtrip.py with this tree standing in for the other build (a package laid
+    out as its docstring says)."""
+    import shutil
+
+    root = os.path.dirname(BENCH)
+    pkg = tmp_path / "gradserve"
+    pkg.mkdir()
+    for name in os.listdir(os.path.join(root, "client")):
+        if name.endswith(".py"):
+            shutil.copy(os.path.join(root, "client", name), pkg / name)
+    for sub in ("engine", "server"):
+        (pkg / sub).symlink_to(os.path.join(root, sub))
+    r = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "ab_roundtrip.py"), "--other", str(tmp_path), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    assert "this tree / other build, per round" in r.stdout, r.stdout[-2000:]
