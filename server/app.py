@@ -264,6 +264,9 @@ class App(FastAPI):
         start, status = time.perf_counter(), None
         try:
             status = await fast.batch(self, scope, receive, send, sid)
+        except fast.SendStalled as e:  # (the reply's head went out: counted with its status)
+            status = e.status
+            raise
         finally:
             self.state.metrics.observe_request("POST", scope["path"], status or 500, time.perf_counter() - start)
 

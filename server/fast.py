@@ -345,7 +345,12 @@ def _encoded(kind: bytes, body: dict[str, Any], form: str) -> bytes:
 
 
 class SendStalled(Exception):
-    """The client took no part of a reply for ``send_stall_s``: the connection is dropped."""
+    """The client took no part of a reply for ``send_stall_s``: the connection is dropped
+    (``status``: the reply's, whose head went out)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def until_free(app: Any, sid: str) -> None:
@@ -459,7 +464,7 @@ async def respond(
         try:
             await asyncio.wait_for(send(message), lent)
         except asyncio.TimeoutError:
-            raise SendStalled(f"no part of a reply taken for {lent} s") from None
+            raise SendStalled(f"no part of a reply taken for {lent} s", status) from None
 
 
 async def batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: str) -> int | None:

@@ -589,8 +589,8 @@ def _ticks_while(job: Any) -> tuple[int, float, float]:
 
     worker = threading.Thread(target=timed)
     ticks, longest = 0, 0.0
+    last = time.perf_counter()  # (before start: a job that keeps the GIL from its start holds start() up too)
     worker.start()
-    last = time.perf_counter()
     while worker.is_alive():
         time.sleep(0.0005)
         now = time.perf_counter()
@@ -651,11 +651,12 @@ def test_a_long_graph_walk_lets_other_threads_run():
     finally:
         gc.enable()
     assert len(got[0]) == 400_001
-    # (a walk that kept the GIL would leave this thread one or two wake-ups, its whole length
-    # apart; the bound on the longest wait leaves room for the set's resize and, in a suite run
-    # on a loaded machine, the VM's own stalls: 60 ms was seen once)
+    # a walk that kept the GIL would leave this thread one wait as long as the walk; the bound
+    # leaves room for the set's resize and, in a suite run on a loaded machine, the VM's own
+    # stalls (60 ms was seen once in a walk of 100)
     assert ticks >= max(3, took / 0.05) and ticks2 >= max(1, took2 / 0.05), f"{ticks}, {ticks2} wake-ups"
-    assert longest < 0.15 and longest2 < 0.15, f"waits of {longest * 1e3:.0f} and {longest2 * 1e3:.0f} ms"
+    for wait, walk in ((longest, took), (longest2, took2)):
+        assert wait < 0.8 * walk and wait < 0.15, f"a wait of {wait * 1e3:.1f} ms in a walk of {walk * 1e3:.1f} ms"
 
 
 def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
@@ -1080,6 +1081,9 @@ def test_a_client_that_stops_reading_a_large_reply_is_cut_off(caplog):
                 assert r.status_code == 200 and 0.3 < waited < 20, (times, waited)
                 assert http.get("/v1/health").status_code == 200
             assert any("connection dropped" in rec.getMessage() for rec in caplog.records)
+        # each reply cut off is counted with the status its head went out with
+        text = http.get("/metrics").text
+        assert 'route="/v1/sessions/{id}/batch",status="500"' not in text
 
 
 def _responses(sock: Any, n: int) -> list[tuple[int, bytes]]:
