@@ -353,6 +353,18 @@ def load(fname: str) -> Any:
     raise InvalidInput(f"load: {fname} was not written by gradserve.nd.save")
 
 
+def _same_memory(a: Any, b: NDArray) -> bool:
+    """Whether ``a`` is ``b``'s memory as far as the client can tell: ``b`` itself, or arrays
+    of one shape where one is an array of its own and the other a view of it (``w[:]``). (Two
+    views of one base are taken as apart: which part of it each is, the server alone knows.)"""
+    if a is b:
+        return True
+    if not isinstance(a, NDArray) or a._c is not b._c or a.shape != b.shape:
+        return False
+    ra, rb = a._c.root(a._h), b._c.root(b._h)
+    return ra == rb and (ra == a._h or rb == b._h)
+
+
 def _optimizer_step(
     name: str, args: dict[str, Any], states: tuple[str, ...], f32: tuple[str, ...] = (), says_out: bool = False
 ) -> NDArray:
@@ -368,7 +380,10 @@ def _optimizer_step(
     at = {k: v for k, v in args.items() if k not in skip and v is not REQUIRED}  # (ftml's t: no default)
     at.update((k, v) for k, v in args.get("kwargs", {}).items() if k != "name")  # (unknown ones are refused)
     if says_out:
-        at["out_is_weight"] = out is weight
+        if "out_is_weight" in at:  # (the command's, not the call's: MXNet's has no such argument)
+            known = ", ".join(k for k in at if k != "out_is_weight")
+            raise InvalidInput(f"{name}: unknown attribute 'out_is_weight' (attributes: {known})")
+        at["out_is_weight"] = _same_memory(out, weight)
     for a in (weight, *arrays.values()):
         if not isinstance(a, NDArray):
             raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")

@@ -548,91 +548,6 @@ IM2COL = (
 )
 
 
-def _windows(cx, at, x):
-    """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
-    k, s, p, out = _window("im2col", at, x.shape)
-    d = _dilation("im2col", at)
-    xp = cx.xp
-    if p != (0, 0):
-        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=at["pad_value"])
-    win = np.lib.stride_tricks.sliding_window_view(x, _spanned(k, d), axis=(2, 3))  # N, C, H', W', spans
-    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
-    return xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
-
-
-def _summed_windows(cx, at, c, shape):
-    """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape``."""
-    k, s, p, out = _window("col2im", at, shape)
-    d = _dilation("col2im", at)
-    n, ch, h, w = shape
-    z = cx.xp.zeros((n, ch, h + 2 * p[0], w + 2 * p[1]), c.dtype)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            a, b = i * d[0], j * d[1]
-            z[:, :, a : a + s[0] * out[0] : s[0], b : b + s[1] * out[1] : s[1]] += c[:, :, i, j]
-    return z[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
-
-
-def _im2col_infer(at: dict, x: Spec) -> Spec:
-    k, _, _, out = _window("im2col", at, x.shape)
-    return Spec((x.shape[0], x.shape[1] * k[0] * k[1], out[0] * out[1]), x.dtype)
-
-
-def _im2col(cx, at, x):
-    """MXNet's im2col: the sliding windows of (N, C, H, W) data as the columns of an
-    (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
-    ``pad_value`` (0 in MXNet's)."""
-    return _windows(cx, at, x).reshape(_im2col_infer(at, Spec(x.shape, x.dtype)).shape)
-
-
-def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
-    """The (N, C, H, W) image of (N, C*kh*kw, L) columns (or of (N, C, kh, kw, OH, OW)
-    windows), its kernel and its windows' (OH, OW)."""
-    size = at["output_size"]
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2 or min(size) < 1:
-        raise InvalidInput(f"col2im: output_size must be 2 positive values for 2-D images, got {at['output_size']}")
-    k = _pair(at["kernel"], 1, "col2im", "kernel")
-    if not (len(c) == 3 and c[1] % (k[0] * k[1]) == 0 or len(c) == 6 and c[2:4] == k):
-        raise ShapeError(f"col2im: data of shape {c} is not (N, C*{k[0]}*{k[1]}, L) for kernel {k}")
-    shape = (c[0], c[1] // (k[0] * k[1]) if len(c) == 3 else c[1], size[0], size[1])
-    k, _, _, out = _window("col2im", at, shape)
-    if (c[2] if len(c) == 3 else c[4] * c[5]) != out[0] * out[1] or len(c) == 6 and c[4:] != out:
-        got = f"{c[2]} columns" if len(c) == 3 else f"windows {c[4:]}"
-        raise ShapeError(f"col2im: data has {got}; an image of {size} has {out[0] * out[1]} windows {out}")
-    return shape, k, out
-
-
-def _col2im(cx, at, c):
-    """MXNet's col2im: (N, C*kh*kw, L) columns (im2col's) summed back into the (N, C, H, W)
-    image of ``output_size`` (H, W) they came from, each value where its window took it. Also
-    takes the windows as (N, C, kh, kw, OH, OW), which Pooling's gradient hands over as a
-    broadcast view (as columns, it would be a copy)."""
-    shape, k, out = _col2im_shape(at, c.shape)
-    return _summed_windows(cx, at, c.reshape(shape[:2] + k + out), shape)
-
-
-defop(
-    "im2col",
-    ("data",),
-    (*IM2COL, Attr("pad_value", "float", 0.0)),
-    infer=_im2col_infer,
-    vjp=lambda F, at, g, y, x: (
-        F.col2im(g, output_size=tuple(x.shape[2:]), **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}),
-    ),
-)(_im2col)
-defop(
-    "col2im",
-    ("data",),
-    (Attr("output_size", "shape", REQUIRED), *IM2COL),
-    infer=lambda at, c: Spec(_col2im_shape(at, c.shape)[0], c.dtype),
-    vjp=lambda F, at, g, y, c: (
-        F.reshape(F.im2col(g, **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}), shape=tuple(c.shape)),
-    ),
-)(_col2im)
-
-
 # --------------------------------------------------------------------------
 # 1-D windows: (N, C, W) data is taken as (N, C, 1, W), as MXNet's 1-D ops take it
 
@@ -656,9 +571,21 @@ def _lifted(name: str, at: dict) -> dict:
         if len(t) > 1:
             raise InvalidInput(f"{name}: target_shape must have one value for 1-D data (N, C, W), got {tuple(t)}")
         out["target_shape"] = (1, t[0])
-    if at.get("layout") == "NCW":
-        out["layout"] = "NCHW"
+    if "layout" in at:
+        if at["layout"] not in (None, "NCW"):
+            raise InvalidInput(f"{name}: layout {at['layout']!r} is not one for 1-D data (N, C, W): NCW")
+        out["layout"] = None
     return out
+
+
+def _as_1d(name: str, shape: tuple[int, ...], fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on 1-D data lifted to 2-D: its errors say how the data was taken."""
+    try:
+        return fn(*args)
+    except (ShapeError, InvalidInput) as e:
+        raise type(e)(
+            f"{e} (1-D data {shape} is taken as {_up(shape)}, each window attribute as (1 or 0, its value))"
+        ) from None
 
 
 def _up(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -678,25 +605,27 @@ def _specs_up(name: str, xs: tuple[Spec, ...], lift: tuple[str, ...]) -> list[Sp
     return out + list(xs[len(lift) :])
 
 
-def _one_d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
+def _one_d(name: str, lift: tuple[str, ...], squeeze: bool = True) -> Callable[[Any], Any]:
     """An op's ``infer``, ``scratch``, ``work`` and ``vjp_scratch`` (``(at, *specs)``) for 1-D
     data too: its first inputs, named in ``lift`` (the data, and a convolution's filters),
-    get a unit axis 2, and its result loses it."""
+    get a unit axis 2, and its result loses it (unless not ``squeeze``: im2col's has none)."""
 
     def wrap(fn: Any) -> Any:
         @functools.wraps(fn)
         def f(at: dict, *xs: Spec) -> Any:
             if len(xs[0].shape) != 3:
                 return fn(at, *xs)
-            got = fn(_lifted(name, at), *_specs_up(name, xs, lift))
-            return Spec(_down(got.shape), got.dtype) if isinstance(got, Spec) else got
+            got = _as_1d(name, xs[0].shape, fn, _lifted(name, at), *_specs_up(name, xs, lift))
+            if not isinstance(got, Spec):
+                return got
+            return Spec(_down(got.shape), got.dtype) if squeeze else got
 
         return f
 
     return wrap
 
 
-def _forward_1d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
+def _forward_1d(name: str, lift: tuple[str, ...], squeeze: bool = True) -> Callable[[Any], Any]:
     """An op's forward for 1-D data too (see ``_one_d``): its first ``lift`` inputs reshaped."""
 
     def wrap(fn: Any) -> Any:
@@ -705,8 +634,8 @@ def _forward_1d(name: str, lift: tuple[str, ...]) -> Callable[[Any], Any]:
             if xs[0].ndim != 3:
                 return fn(cx, at, *xs)
             ys = [x.reshape(_up(x.shape)) if i < len(lift) else x for i, x in enumerate(xs)]
-            y = fn(cx, _lifted(name, at), *ys)
-            return y.reshape(_down(y.shape))
+            y = _as_1d(name, xs[0].shape, fn, cx, _lifted(name, at), *ys)
+            return y.reshape(_down(y.shape)) if squeeze else y
 
         return f
 
@@ -739,6 +668,112 @@ def _back(F: Any, r: Any, shape: tuple[int, ...]) -> Any:
     if callable(r):  # a gradient computed only if it is needed
         return lambda: F.reshape(r(), shape=shape)
     return F.reshape(r, shape=shape)
+
+
+def _windows(cx, at, x):
+    """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
+    k, s, p, out = _window("im2col", at, x.shape)
+    d = _dilation("im2col", at)
+    xp = cx.xp
+    if p != (0, 0):
+        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=at["pad_value"])
+    win = np.lib.stride_tricks.sliding_window_view(x, _spanned(k, d), axis=(2, 3))  # N, C, H', W', spans
+    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
+    return xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+
+
+def _summed_windows(cx, at, c, shape):
+    """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape``."""
+    k, s, p, out = _window("col2im", at, shape)
+    d = _dilation("col2im", at)
+    n, ch, h, w = shape
+    z = cx.xp.zeros((n, ch, h + 2 * p[0], w + 2 * p[1]), c.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            a, b = i * d[0], j * d[1]
+            z[:, :, a : a + s[0] * out[0] : s[0], b : b + s[1] * out[1] : s[1]] += c[:, :, i, j]
+    return z[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
+
+
+def _im2col_infer(at: dict, x: Spec) -> Spec:
+    k, _, _, out = _window("im2col", at, x.shape)
+    return Spec((x.shape[0], x.shape[1] * k[0] * k[1], out[0] * out[1]), x.dtype)
+
+
+@_forward_1d("im2col", ("data",), squeeze=False)
+def _im2col(cx, at, x):
+    """MXNet's im2col: the sliding windows of (N, C, H, W) data as the columns of an
+    (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
+    ``pad_value`` (0 in MXNet's)."""
+    return _windows(cx, at, x).reshape(_im2col_infer(at, Spec(x.shape, x.dtype)).shape)
+
+
+def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
+    """The (N, C, H, W) image of (N, C*kh*kw, L) columns (or of (N, C, kh, kw, OH, OW)
+    windows), its kernel and its windows' (OH, OW)."""
+    size = at["output_size"]
+    if len(size) != 2 or min(size) < 1:
+        raise InvalidInput(f"col2im: output_size must be 1 or 2 positive values, got {at['output_size']}")
+    k = _pair(at["kernel"], 1, "col2im", "kernel")
+    if not (len(c) == 3 and c[1] % (k[0] * k[1]) == 0 or len(c) == 6 and c[2:4] == k):
+        raise ShapeError(f"col2im: data of shape {c} is not (N, C*{k[0]}*{k[1]}, L) for kernel {k}")
+    shape = (c[0], c[1] // (k[0] * k[1]) if len(c) == 3 else c[1], size[0], size[1])
+    k, _, _, out = _window("col2im", at, shape)
+    if (c[2] if len(c) == 3 else c[4] * c[5]) != out[0] * out[1] or len(c) == 6 and c[4:] != out:
+        got = f"{c[2]} columns" if len(c) == 3 else f"windows {c[4:]}"
+        raise ShapeError(f"col2im: data has {got}; an image of {size} has {out[0] * out[1]} windows {out}")
+    return shape, k, out
+
+
+def _col2im_1d(at: dict) -> dict | None:
+    """col2im's attributes for a 1-D image (``output_size`` of one value: (N, C, W)) lifted to
+    the 2-D image (N, C, 1, W), or None for a 2-D one."""
+    size = at["output_size"]
+    if len(size) != 1:
+        return None
+    if len(at["kernel"]) != 1:
+        raise InvalidInput(f"col2im: a 1-D output_size {tuple(size)} needs a 1-D kernel, got {tuple(at['kernel'])}")
+    return {**_lifted("col2im", at), "output_size": (1, size[0])}
+
+
+def _col2im_infer(at: dict, c: Spec) -> Spec:
+    lifted = _col2im_1d(at)
+    if lifted is None:
+        return Spec(_col2im_shape(at, c.shape)[0], c.dtype)
+    shape = _as_1d("col2im", c.shape, _col2im_shape, lifted, c.shape)[0]
+    return Spec(_down(shape), c.dtype)
+
+
+def _col2im(cx, at, c):
+    """MXNet's col2im: (N, C*kh*kw, L) columns (im2col's) summed back into the (N, C, H, W)
+    image of ``output_size`` (H, W) they came from, each value where its window took it (a 1-D
+    ``output_size`` (W,): the (N, C, W) image of (N, C*k, L) columns). Also takes the windows
+    as (N, C, kh, kw, OH, OW), which Pooling's gradient hands over as a broadcast view (as
+    columns, it would be a copy)."""
+    lifted = _col2im_1d(at)
+    shape, k, out = _col2im_shape(lifted or at, c.shape)
+    image = _summed_windows(cx, lifted or at, c.reshape(shape[:2] + k + out), shape)
+    return image if lifted is None else image.reshape(_down(shape))
+
+
+defop(
+    "im2col",
+    ("data",),
+    (*IM2COL, Attr("pad_value", "float", 0.0)),
+    infer=_one_d("im2col", ("data",), squeeze=False)(_im2col_infer),
+    vjp=lambda F, at, g, y, x: (
+        F.col2im(g, output_size=tuple(x.shape[2:]), **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}),
+    ),
+)(_im2col)
+defop(
+    "col2im",
+    ("data",),
+    (Attr("output_size", "shape", REQUIRED), *IM2COL),
+    infer=_col2im_infer,
+    vjp=lambda F, at, g, y, c: (
+        F.reshape(F.im2col(g, **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}), shape=tuple(c.shape)),
+    ),
+)(_col2im)
 
 
 CONV = (

@@ -1051,6 +1051,31 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "Pooling",
         C(lambda x: x.sum(axis=2, keepdims=True), (2, 3, 9), global_pool=True, pool_type="sum"),
     ),
+    (
+        "im2col-1d",
+        "im2col",
+        C(
+            lambda x: im2col_ref(x[:, :, None], (1, 3), (1, 2), (0, 2), dilate=(1, 2)),
+            (2, 3, 9),
+            kernel=[3],
+            stride=[2],
+            dilate=[2],
+            pad=[2],
+        ),
+    ),
+    (
+        "col2im-1d",
+        "col2im",
+        C(
+            lambda c: col2im_ref(c, (2, 3, 1, 9), (1, 3), (1, 2), (0, 2), dilate=(1, 2))[:, :, 0],
+            (2, 9, 5),
+            output_size=[9],
+            kernel=[3],
+            stride=[2],
+            dilate=[2],
+            pad=[2],
+        ),
+    ),
     (  # (ours: the windows as im2col's 6-D view of them, which Pooling's gradient hands over)
         "col2im-windows",
         "col2im",
@@ -3079,6 +3104,11 @@ BAD_ATTRS = [
     ("Convolution", {"kernel": [3], "num_filter": 2, "pad": [1, 1]}, [(1, 2, 5), (2, 2, 3), (2,)]),
     ("Pooling", {"kernel": [2], "stride": [2, 2]}, [(1, 2, 5)]),
     ("Deconvolution", {"kernel": [3], "num_filter": 2, "target_shape": [4, 4]}, [(1, 2, 5), (2, 2, 3)]),
+    ("Convolution", {"kernel": [3], "num_filter": 2, "layout": "NCHW"}, [(1, 2, 5), (2, 2, 3), (2,)]),
+    ("Convolution", {"kernel": [4], "num_filter": 2}, [(1, 2, 3), (2, 2, 4), (2,)]),  # larger than the data
+    ("col2im", {"kernel": [2, 2], "output_size": [3]}, [(1, 4, 4)]),  # a 1-D image, a 2-D kernel
+    ("col2im", {"kernel": [2], "output_size": [3]}, [(1, 4, 3)]),  # 3 columns; an image of 3 has 2 windows
+    ("im2col", {"kernel": [4]}, [(1, 2, 3)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "layout": "NHWC"}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
@@ -3144,6 +3174,14 @@ def test_rejects_bad_attributes_and_shapes(name, at, shapes):
     op = OPS[name]
     with pytest.raises(MXNetError):
         op.infer(op.parse_attrs(at), *[Spec(s, "float32") for s in shapes])
+
+
+def test_errors_of_1d_windows_say_how_the_data_was_taken():
+    """1-D data runs as the 2-D op on (N, C, 1, W): a window that does not fit is reported in
+    those terms, with the data's own shape and how it was taken."""
+    op = OPS["Pooling"]
+    with pytest.raises(ShapeError, match=r"kernel \(1, 7\) .*\(1-D data \(2, 2, 3\) is taken as \(2, 2, 1, 3\)"):
+        op.infer(op.parse_attrs({"kernel": [7]}), Spec((2, 2, 3), "float32"))
 
 
 def test_pooling_stride_defaults_to_one_as_in_mxnet():

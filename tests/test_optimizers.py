@@ -340,6 +340,17 @@ def test_nag_into_another_array_decays_mom_by_the_weight_before_the_step(mode, h
     )
 
 
+def test_nag_into_a_view_of_the_whole_weight_is_an_update_of_the_weight(mode):
+    """``out=w[:]`` is the weight's memory: mom's last term is of the new weight, as with
+    out=w (MXNet 1.9.1's values); the command's ``out_is_weight`` is no argument of the call."""
+    w, mom = nd.array([1.0, -2.0, 3.0]), nd.array([0.1, 0.2, 0.3])
+    nd.nag_mom_update(w, nd.array([0.5, 0.25, -1.0]), mom, lr=0.1, momentum=0.9, wd=0.5, out=w[:])
+    np.testing.assert_allclose(w.asnumpy(), [0.891, -1.6955001, 3.148], rtol=1e-6)
+    np.testing.assert_allclose(mom.asnumpy(), [-0.0045500100, 0.23977500, 0.21260001], rtol=1e-6)
+    with pytest.raises(MXNetError, match="unknown attribute 'out_is_weight'"):
+        nd.nag_mom_update(w, w, mom, lr=0.1, out_is_weight=False)
+
+
 def test_sign_updates_take_a_nan_as_mxnets_sign_does_0(mode):
     """MXNet's sign is (x > 0) - (x < 0): a NaN gradient or momentum moves nothing."""
     w = nd.array([1.0, -2.0, 3.0])
