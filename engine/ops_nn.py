@@ -958,7 +958,7 @@ DECONV = (
 def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int, int]]:
     """The window of the convolution whose data gradient a Deconvolution of (N, C, H, W)
     data is (its pad: ``target_shape``'s when given, as MXNet's), and the output's (OH, OW):
-    (H - 1) * stride - 2 * pad + kernel + adj."""
+    (H - 1) * stride - 2 * pad + the kernel's span ((kernel - 1) * dilate + 1) + adj."""
     name = "Deconvolution"
     if len(shape) != 4:
         raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
@@ -966,9 +966,11 @@ def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int,
     s = _pair(at["stride"], 1, name, "stride")
     p = _pair(at["pad"], 0, name, "pad")
     a = _pair(at["adj"], 0, name, "adj")
+    d = _dilation(name, at)
     if min(k) < 1 or min(s) < 1 or min(p) < 0 or min(a) < 0:
         raise InvalidInput(f"{name}: kernel and stride must be positive, pad and adj not negative")
-    full = ((shape[2] - 1) * s[0] + k[0], (shape[3] - 1) * s[1] + k[1])
+    e = _spanned(k, d)
+    full = ((shape[2] - 1) * s[0] + e[0], (shape[3] - 1) * s[1] + e[1])
     if any(at["target_shape"]):  # (MXNet's (0, 0) is not set)
         t = _pair(at["target_shape"], 0, name, "target_shape")
         if t[0] > full[0] or t[1] > full[1]:
@@ -980,15 +982,13 @@ def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int,
     out = (full[0] - 2 * p[0] + a[0], full[1] - 2 * p[1] + a[1])
     if min(out) < 1:
         raise ShapeError(f"{name}: pad {p} leaves an empty output {out} for data of shape {shape}")
-    return {"kernel": k, "stride": s, "pad": p}, out
+    return {"kernel": k, "stride": s, "dilate": d, "pad": p}, out
 
 
 def _deconv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     floating("Deconvolution", x)
     dt = same_dtype("Deconvolution", x, w, *b)
     grp = _conv_common("Deconvolution", at)
-    if at["dilate"] and any(d != 1 for d in at["dilate"]):
-        raise InvalidInput("Deconvolution: dilate other than 1 is not supported")
     win, out = _deconv_geometry(at, x.shape)
     f = at["num_filter"]
     _grouped("Deconvolution", "the data's channels", x.shape[1], grp)
@@ -1040,7 +1040,8 @@ def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
 def _deconvolution(cx, at, x, w, *b):
     """2-D transposed convolution of (N, C, H, W) data with (C, num_filter/num_group, kh, kw)
     filters, plus bias (none unless ``no_bias`` is false): the gradient of a Convolution with
-    respect to its data, of shape (N, num_filter, (H-1)*stride - 2*pad + kernel + adj, ...);
+    respect to its data, of shape (N, num_filter, (H-1)*stride - 2*pad + (kernel-1)*dilate + 1
+    + adj, ...);
     with ``target_shape``, the pad and adj that give it (``pad`` and ``adj`` ignored). 1-D data
     (N, C, W) takes (C, num_filter/num_group, k) filters."""
     win, out = _deconv_geometry(at, x.shape)

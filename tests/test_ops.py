@@ -377,19 +377,22 @@ def conv_ref(x, w, b, stride, pad, groups=1, dilate=(1, 1)):
     return out.astype(x.dtype)
 
 
-def deconv_ref(x, w, b, stride, pad, adj=(0, 0), groups=1):
-    """Each input element scatters its filter (times itself) into the output, at stride."""
+def deconv_ref(x, w, b, stride, pad, adj=(0, 0), groups=1, dilate=(1, 1)):
+    """Each input element scatters its filter (times itself, its taps ``dilate`` apart) into
+    the output, at stride."""
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
+    eh, ew = (kh - 1) * dilate[0] + 1, (kw - 1) * dilate[1] + 1
     cg, fg = c // groups, w.shape[1]
-    full = np.zeros((n, fg * groups, (h - 1) * stride[0] + kh + adj[0], (wd - 1) * stride[1] + kw + adj[1]))
+    full = np.zeros((n, fg * groups, (h - 1) * stride[0] + eh + adj[0], (wd - 1) * stride[1] + ew + adj[1]))
     for i in range(h):
         for j in range(wd):
             for ch in range(c):
                 grp = ch // cg
-                full[
-                    :, grp * fg : (grp + 1) * fg, i * stride[0] : i * stride[0] + kh, j * stride[1] : j * stride[1] + kw
-                ] += x[:, ch, i, j, None, None, None] * w[ch].astype(np.float64)
+                a, b2 = i * stride[0], j * stride[1]
+                full[:, grp * fg : (grp + 1) * fg, a : a + eh : dilate[0], b2 : b2 + ew : dilate[1]] += x[
+                    :, ch, i, j, None, None, None
+                ] * w[ch].astype(np.float64)
     out = full[:, :, pad[0] : full.shape[2] - pad[0], pad[1] : full.shape[3] - pad[1]]
     if b is not None:
         out = out + b.reshape(1, -1, 1, 1)
@@ -1018,6 +1021,25 @@ VARIANTS: list[tuple[str, str, Case]] = [
             pad=[1],
             adj=[1],
             num_filter=2,
+            tol32=LOOSE32,
+        ),
+    ),
+    (  # (MXNet's default build's values; its build without MKLDNN computes another forward)
+        "Deconvolution-dilate",
+        "Deconvolution",
+        C(
+            lambda x, w, b: deconv_ref(x, w, b, (2, 1), (1, 2), (1, 0), groups=2, dilate=(2, 3)),
+            (2, 4, 3, 4),
+            (4, 2, 3, 2),
+            (4,),
+            kernel=[3, 2],
+            stride=[2, 1],
+            dilate=[2, 3],
+            pad=[1, 2],
+            adj=[1, 0],
+            num_filter=4,
+            num_group=2,
+            no_bias=False,
             tol32=LOOSE32,
         ),
     ),
@@ -3132,7 +3154,7 @@ BAD_ATTRS = [
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "target_shape": [8, 8]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "target_shape": [4, 4]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "pad": [3, 3]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
-    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [2, 2]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [0, 2]}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2}, [(4, 3, 3), (4, 2, 3, 3)]),
     ("Pad", {"mode": "constant", "pad_width": [1, 1, 1, 1]}, [(3, 4)]),
     ("Pad", {"mode": "constant", "pad_width": [0, 0, 1, 1, 1, 1]}, [(1, 3, 4)]),

@@ -797,6 +797,11 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ),
     ("Pooling", {"kernel": [3], "stride": [2], "pool_type": "avg"}, [((4, 8, 2000), "float32")]),  # 1-D
     (
+        "Deconvolution",
+        {"kernel": [3, 3], "num_filter": 4, "stride": [2, 2], "dilate": [2, 2], "pad": [1, 1]},
+        [((2, 6, 20, 20), "float32"), ((6, 4, 3, 3), "float32")],
+    ),
+    (
         "Convolution",
         {"kernel": [3, 3], "num_filter": 8, "num_group": 4, "pad": [1, 1]},
         [((2, 8, 40, 40), "float32"), ((8, 2, 3, 3), "float32"), ((8,), "float32")],

@@ -69,3 +69,5 @@ conv1d = {"kernel": (2,), "stride": (2,), "dilate": (2,), "num_filter": 2}
 print(repr(nd.Convolution(seq, nd.arange(12).reshape((2, 3, 2)), nd.array([1, -1]), **conv1d)))
 avg1d = {"kernel": (3,), "stride": (2,), "pad": (1,), "pool_type": "avg", "count_include_pad": False}
 print(repr(nd.Pooling(seq, **avg1d)), repr(nd.Pooling(seq, global_pool=True)))
+up = {"kernel": (2,), "stride": (2,), "dilate": (3,), "pad": (1,), "adj": (1,), "num_filter": 1}
+print(repr(nd.Deconvolution(nd.arange(6).reshape((1, 2, 3)), nd.arange(4).reshape((2, 1, 2)), **up)))
