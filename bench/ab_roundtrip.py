@@ -21,10 +21,12 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench._util import med, pct, report, server  # noqa: E402
+from bench._util import Seconds, interleave, med, pct, report, server  # noqa: E402
 
 
 def main() -> None:
@@ -38,24 +40,24 @@ def main() -> None:
     import gradserve
     from gradserve import nd
 
+    def median_of_100(x: Any) -> Callable[[], Seconds]:
+        def run() -> Seconds:
+            times = []
+            for _ in range(100):
+                t = time.perf_counter()
+                x.asscalar()
+                times.append(time.perf_counter() - t)
+            return Seconds(med(times))
+
+        return run
+
     with contextlib.ExitStack() as stack:
-        xs = {}
+        cases = {}
         for name, env in (("this tree", {}), ("other build", {"PYTHONPATH": args.other})):
             url = stack.enter_context(server(env=env))
             gradserve.set_current(gradserve.Client(gradserve.Http(url)))
-            xs[name] = nd.array([1.0]) * 2  # (computed: each asscalar is a read alone)
-            for _ in range(300):
-                xs[name].asscalar()
-        res: dict[str, list[float]] = {k: [] for k in xs}
-        order = list(xs.items())
-        for r in range(args.rounds):
-            for name, x in order if r % 2 == 0 else order[::-1]:
-                times = []
-                for _ in range(100):
-                    t = time.perf_counter()
-                    x.asscalar()
-                    times.append(time.perf_counter() - t)
-                res[name].append(med(times))
+            cases[name] = median_of_100(nd.array([1.0]) * 2)  # (computed: each asscalar is a read alone)
+        res = interleave(cases, rounds=args.rounds, warmup=3)
     ratios = [a / b for a, b in zip(res["this tree"], res["other build"])]
     rows = [(k, f"median of the rounds' medians {med(v) * 1e6:.1f} us") for k, v in res.items()]
     rows.append(

@@ -548,6 +548,11 @@ IM2COL = (
 )
 
 
+def _win(at: dict) -> dict:
+    """The window attributes of ``at``, as im2col and col2im take them."""
+    return {"kernel": at["kernel"], "stride": at["stride"], "dilate": at["dilate"], "pad": at["pad"]}
+
+
 # --------------------------------------------------------------------------
 # 1-D windows: (N, C, W) data is taken as (N, C, 1, W), as MXNet's 1-D ops take it
 
@@ -670,6 +675,19 @@ def _back(F: Any, r: Any, shape: tuple[int, ...]) -> Any:
     return F.reshape(r, shape=shape)
 
 
+def _defop_1d(name: str, inputs: tuple[str, ...], attrs: tuple[Attr, ...], lift: tuple[str, ...], **hooks: Any) -> Any:
+    """``defop`` of an op on windows of 2-D data that takes 1-D data too: its forward, its VJP
+    and its hooks of specs (``infer``, ``scratch``, ``vjp_scratch``, ``work``) lift the inputs
+    named in ``lift`` (see ``_one_d``)."""
+    sized = _one_d(name, lift)
+    for hook in ("infer", "scratch", "vjp_scratch", "work"):
+        if hooks.get(hook) is not None:
+            hooks[hook] = sized(hooks[hook])
+    hooks["vjp"] = _vjp_1d(name, lift)(hooks["vjp"])
+    register = defop(name, inputs, attrs, **hooks)
+    return lambda forward: register(_forward_1d(name, lift)(forward))
+
+
 def _windows(cx, at, x):
     """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
     k, s, p, out = _window("im2col", at, x.shape)
@@ -705,7 +723,8 @@ def _im2col(cx, at, x):
     """MXNet's im2col: the sliding windows of (N, C, H, W) data as the columns of an
     (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
     ``pad_value`` (0 in MXNet's)."""
-    return _windows(cx, at, x).reshape(_im2col_infer(at, Spec(x.shape, x.dtype)).shape)
+    cols = _windows(cx, at, x)  # (N, C, kh, kw, OH, OW)
+    return cols.reshape(cols.shape[0], -1, cols.shape[4] * cols.shape[5])
 
 
 def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
@@ -761,18 +780,14 @@ defop(
     ("data",),
     (*IM2COL, Attr("pad_value", "float", 0.0)),
     infer=_one_d("im2col", ("data",), squeeze=False)(_im2col_infer),
-    vjp=lambda F, at, g, y, x: (
-        F.col2im(g, output_size=tuple(x.shape[2:]), **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}),
-    ),
+    vjp=lambda F, at, g, y, x: (F.col2im(g, output_size=tuple(x.shape[2:]), **_win(at)),),
 )(_im2col)
 defop(
     "col2im",
     ("data",),
     (Attr("output_size", "shape", REQUIRED), *IM2COL),
     infer=_col2im_infer,
-    vjp=lambda F, at, g, y, c: (
-        F.reshape(F.im2col(g, **{a: at[a] for a in ("kernel", "stride", "dilate", "pad")}), shape=tuple(c.shape)),
-    ),
+    vjp=lambda F, at, g, y, c: (F.reshape(F.im2col(g, **_win(at)), shape=tuple(c.shape)),),
 )(_col2im)
 
 
@@ -819,10 +834,6 @@ def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     if len(b) != (0 if at["no_bias"] else 1) or (b and b[0].shape != (f,)):
         raise ShapeError(f"Convolution: bias must be of shape {(f,)} unless no_bias is true")
     return Spec((x.shape[0], f) + out, dt)
-
-
-def _win(at: dict) -> dict:
-    return {"kernel": at["kernel"], "stride": at["stride"], "dilate": at["dilate"], "pad": at["pad"]}
 
 
 # A convolution of (N, C, H, W) data with (F, C/G, kh, kw) filters in G groups is, per group, a
@@ -913,17 +924,17 @@ def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
 _CONV_1D = ("data", "weight")
 
 
-@defop(
+@_defop_1d(
     "Convolution",
     ("data", "weight", "*bias"),
     CONV,
-    infer=_one_d("Convolution", _CONV_1D)(_conv_infer),
-    vjp=_vjp_1d("Convolution", _CONV_1D)(_conv_vjp),
-    scratch=_one_d("Convolution", _CONV_1D)(_conv_windows),
-    vjp_scratch=_one_d("Convolution", _CONV_1D)(_conv_windows),  # (measured: 1.1 to 1.2 x the windows)
-    work=_one_d("Convolution", _CONV_1D)(_conv_work),
+    _CONV_1D,
+    infer=_conv_infer,
+    vjp=_conv_vjp,
+    scratch=_conv_windows,
+    vjp_scratch=_conv_windows,  # (measured: 1.1 to 1.2 x the windows)
+    work=_conv_work,
 )
-@_forward_1d("Convolution", _CONV_1D)
 def _convolution(cx, at, x, w, *b):
     """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters
     (their taps ``dilate`` apart), plus bias; with ``num_group`` G, the channels and the
@@ -1026,17 +1037,17 @@ def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     return prod(x.shape) * at["num_filter"] * k[0] * k[1] // max(at["num_group"], 1)
 
 
-@defop(
+@_defop_1d(
     "Deconvolution",
     ("data", "weight", "*bias"),
     DECONV,
-    infer=_one_d("Deconvolution", _CONV_1D)(_deconv_infer),
-    vjp=_vjp_1d("Deconvolution", _CONV_1D)(_deconv_vjp),
-    scratch=_one_d("Deconvolution", _CONV_1D)(_deconv_windows),
-    vjp_scratch=_one_d("Deconvolution", _CONV_1D)(_deconv_windows),  # the windows of g, and a product as large as x's
-    work=_one_d("Deconvolution", _CONV_1D)(_deconv_work),
+    _CONV_1D,
+    infer=_deconv_infer,
+    vjp=_deconv_vjp,
+    scratch=_deconv_windows,
+    vjp_scratch=_deconv_windows,  # the windows of g, and a product as large as x's
+    work=_deconv_work,
 )
-@_forward_1d("Deconvolution", _CONV_1D)
 def _deconvolution(cx, at, x, w, *b):
     """2-D transposed convolution of (N, C, H, W) data with (C, num_filter/num_group, kh, kw)
     filters, plus bias (none unless ``no_bias`` is false): the gradient of a Convolution with
@@ -1166,16 +1177,16 @@ def _pool_vjp(F, at, g, y, x):
     return (F.col2im(gb, output_size=tuple(x.shape[2:]), **win),)  # (windows: gb is a broadcast)
 
 
-@defop(
+@_defop_1d(
     "Pooling",
     ("data",),
     POOL,
-    infer=_one_d("Pooling", ("data",))(_pool_infer),
-    vjp=_vjp_1d("Pooling", ("data",))(_pool_vjp),
-    scratch=_one_d("Pooling", ("data",))(_pool_windows),
-    vjp_scratch=_one_d("Pooling", ("data",))(lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x)),
+    ("data",),
+    infer=_pool_infer,
+    vjp=_pool_vjp,
+    scratch=_pool_windows,
+    vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x),
 )
-@_forward_1d("Pooling", ("data",))
 def _pooling(cx, at, x):
     """2-D max, average or sum pooling of (N, C, H, W) data, or 1-D of (N, C, W) (stride
     defaults to 1, as in MXNet)."""

@@ -129,9 +129,14 @@ def _httptools_cycle(receive: Any, attrs: tuple[str, ...] = _CYCLE_ATTRS) -> Any
     cycle = getattr(receive, "__self__", None)
     if not _DIRECT or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
         return None
-    if not all(hasattr(cycle, a) for a in attrs) or not isinstance(cycle.body, bytearray):
-        return None
-    return cycle
+    key = (type(cycle), attrs)
+    fits = _FITS.get(key)
+    if fits is None:  # (once per process: every cycle of the class has them, set by its __init__)
+        fits = _FITS[key] = all(hasattr(cycle, a) for a in attrs)
+    return cycle if fits and isinstance(cycle.body, bytearray) else None
+
+
+_FITS: dict[tuple[type, tuple[str, ...]], bool] = {}
 
 
 _REPLY_ATTRS = (
