@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.routing import Mount
 
 from ..engine import parallel
 from .store import SessionStore
@@ -28,14 +29,23 @@ _SESSION_ROUTES = frozenset(
 )
 
 
-def route_of(path: str, status: int = 200) -> str:
-    """A path with its ids (and op names) replaced, so that label values stay few; any path
-    the app does not serve is one label, so that probing random paths adds no series."""
+def route_of(path: str, route: Any = None, folders: tuple[str, ...] = ()) -> str:
+    """A path with its ids (and op names) replaced, so that label values stay few: the session
+    routes by their shapes here; another path by the template of ``route``, the route that
+    served it (``scope["route"]``, set by the router on a match), or as ``folder/{file}``
+    under one of the ``folders`` whose files the app serves; a path none of these took is
+    ``(unmatched)``, whatever the method or status, so that probing adds no series."""
     if path.startswith("/v1/sessions/"):
         path = _HANDLE.sub("/arrays/{h}", _SESSION_PATH.sub("/v1/sessions/{id}", path))
         path = _OP_NAME.sub("/ops/{name}", path)
         return path if path in _SESSION_ROUTES else "(unmatched)"
-    return "(unmatched)" if status == 404 else path
+    for folder in folders:
+        if path.startswith(folder + "/"):
+            return folder + "/{file}"
+    template = getattr(route, "path", None)
+    if isinstance(template, str) and template.startswith("/") and not isinstance(route, Mount):
+        return template
+    return "(unmatched)"
 
 
 class Metrics:
@@ -69,6 +79,7 @@ class Metrics:
             "gradserve_snapshot_failures", "sessions whose snapshot could not be written (a full disk)", registry=r
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
+        self.folders: tuple[str, ...] = ()  # where the app serves files (counted as ``folder/{file}``)
 
     def observe_batch(self, n_ops: int, error_kind: str | None, program_steps: int = 0) -> None:
         self.batches.inc()
@@ -85,8 +96,9 @@ class Metrics:
         self.helper_jobs.set(parallel.jobs_run())
         return generate_latest(self.registry)
 
-    def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
-        route = route_of(path, status)
+    def observe_request(self, method: str, path: str, status: int, seconds: float, route: Any = None) -> None:
+        """Count a request (``route``: the route that served it, if one did)."""
+        route = route_of(path, route, self.folders)
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:  # labels() validates and locks on each call: look each series up once
@@ -115,4 +127,4 @@ async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: 
     try:
         await app(scope, receive, send_status)
     finally:
-        metrics.observe_request(scope["method"], scope["path"], status, time.perf_counter() - start)
+        metrics.observe_request(scope["method"], scope["path"], status, time.perf_counter() - start, scope.get("route"))

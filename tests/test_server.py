@@ -327,8 +327,18 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
         assert http.get(f"/no/such/path/{i}").status_code == 404
         assert http.get(f"/v1/sessions/{sid}/probe-{i}").status_code == 404  # under a session too
         assert http.post(f"/v1/sessions/{sid}/ops/nope-{i}", json={}).status_code >= 400
+    for i in range(3):  # other methods and statuses than a 404's, and files of a mount
+        assert http.post(f"/docs-assets/probe-{i}").status_code == 405
+        assert http.put(f"/no/such/path/{i}").status_code == 404
+        assert http.delete(f"/v1/health/probe-{i}").status_code == 404
+    assert http.post("/v1/health").status_code == 405
+    assert http.get("/v1/health").status_code == 200
     text = http.get("/metrics").text
     assert "probe-" not in text and "nope-" not in text
+    assert 'gradserve_http_requests_total{method="POST",route="/docs-assets/{file}",status="405"} 3.0' in text
+    assert 'gradserve_http_requests_total{method="PUT",route="(unmatched)",status="404"} 3.0' in text
+    assert 'gradserve_http_requests_total{method="POST",route="/v1/health",status="405"} 1.0' in text
+    assert 'gradserve_http_requests_total{method="GET",route="/v1/health",status="200"}' in text
     assert 'route="/v1/sessions/{id}/ops/{name}"' in text
     assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
     unmatched = 'gradserve_http_requests_total{method="GET",route="(unmatched)",status="404"}'
