@@ -74,6 +74,7 @@ class InProcess:
             "arrays": len(s.arrays),
             "bytes": s.nbytes - s.reply_bytes,
             "reply_bytes": s.reply_bytes,
+            "graph_bytes": s.graph_bytes,
         }
 
     def close(self) -> None:

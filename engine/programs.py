@@ -22,7 +22,7 @@ import numpy as np
 from . import kernels
 from .errors import InvalidInput, MXNetError, QuotaExceeded
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name
-from .session import COMMANDS, PARSED_COMMANDS, RECORDING, TRAINING, Session, check_instruction, command
+from .session import COMMANDS, NODE_BYTES, PARSED_COMMANDS, RECORDING, TRAINING, Session, check_instruction, command
 from .tape import SHARE_EVERY, in_graph, share_gil
 
 _OPS_GET = OPS.get
@@ -336,6 +336,11 @@ def _call(s: Session, ins: dict, values: list) -> None:
     if len(set(out)) != len(out):
         raise InvalidInput("call: output handles must be distinct")
     xs = [s.get(h) for h in args]
+    if len(s.arrays) + len(out) > s.limits.max_session_arrays:
+        raise QuotaExceeded(
+            f"call: its {len(out)} outputs would give the session {len(s.arrays) + len(out)} arrays, over its "
+            f"limit of {s.limits.max_session_arrays}: free some first"
+        )
     if s._steps + len(prog.steps) > s.limits.max_batch_steps:
         raise QuotaExceeded(
             f"call: the batch would run {s._steps + len(prog.steps)} instructions with its calls, "
@@ -355,10 +360,14 @@ def _call(s: Session, ins: dict, values: list) -> None:
                 nodes[slot] = n
         sig = prog.signature(s, xs)
         lim = s.limits
+        nodes_made = len(prog.steps) * NODE_BYTES  # (at most: the nodes a recorded call makes)
         if (
             prog.plan is not None
             and sig == prog.sig
-            and (s.nbytes + prog.made + prog.scratch <= s._budget or s.room(prog.made + prog.scratch))
+            and (
+                s.nbytes + s.graph_bytes + prog.made + prog.scratch + nodes_made <= s._budget
+                or s.room(prog.made + prog.scratch + nodes_made)
+            )
             and prog.largest <= lim.max_array_bytes
         ):
             _run_plan(s, pid, prog, values)

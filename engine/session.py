@@ -168,6 +168,16 @@ thread that runs the rest does it. (At 1 MiB, a training step whose weights' upd
 1.6 MB went to the thread every step: a thread hop costs a remote step about 10 %.)"""
 
 
+NODE_BYTES: Final = 1024
+"""What one node of a recorded graph costs the server besides its arrays (the node, its
+attributes, its inputs' tuple, its output's array object: about 900 bytes measured). Graphs are
+counted at this much a node (``graph_bytes``), so that one of empty or tiny arrays cannot grow
+past a session's limit uncounted."""
+GRAPH_RECOUNT_BYTES: Final = NODE_BYTES << 10
+"""``graph_bytes`` is counted again from the graph itself once it passes twice its last count
+and this much (each recount walks the live graph: amortized, a node is walked about once)."""
+
+
 _SIZED_COMMANDS = frozenset(
     {"attach_grad", "read", "update", "setitem", "sgd_update", "sgd_mom_update", "adam_update", "alias"}
     | {"mp_sgd_update", "mp_sgd_mom_update", "nag_mom_update", "signsgd_update", "signum_update"}
@@ -398,6 +408,12 @@ class Session:
         # buffer counts once; an array a live graph still needs after its handle is freed counts
         # until nothing holds it (checked when a limit would be passed, and at a batch's start).
         self.nbytes = 0
+        # The nodes of the recorded graphs the session keeps alive, at ``NODE_BYTES`` each: never
+        # less than they are. Each node made adds to it, a backward pass that frees its graph
+        # takes its nodes off, and a count of the live graph (``recount_graph``) sets it exactly:
+        # when it would pass a limit, and when it has doubled since the last count.
+        self.graph_bytes = 0
+        self._recount_at = GRAPH_RECOUNT_BYTES
         self.aliases: set[int] = set()  # handles given a gradient buffer by ``grad`` (counted with it)
         self.pins: dict[int, list] = {}  # id(memory) -> [memory, holders, counted elsewhere, size]
         # freed arrays still counted while something holds them: id(weakref) -> (the weakref,
@@ -436,7 +452,8 @@ class Session:
             raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
         if h in self.arrays:
             raise InvalidInput(f"handle {h} is already in use")
-        if len(self.arrays) >= self.limits.max_session_arrays and not alias and h >= 0:
+        # (a second name is a handle too; a call counts its outputs before it starts)
+        if len(self.arrays) >= self.limits.max_session_arrays and h >= 0 and not self._calling:
             raise _too_many_arrays(self)
         self.arrays[h] = value
         if alias:
@@ -572,31 +589,70 @@ class Session:
         self.grads[id(n)] = grad
         self.nbytes += grad.nbytes
 
-    def check_alloc(self, nbytes: int) -> None:
-        """Refuse an allocation that would pass a limit (before it is made)."""
+    def check_alloc(self, nbytes: int, extra: int = 0) -> None:
+        """Refuse an allocation that would pass a limit (before it is made); ``extra``: bytes
+        held with it that are not an array (a node of the graph)."""
         lim = self.limits
         if nbytes > lim.max_array_bytes:
             raise QuotaExceeded(f"an array of {nbytes} bytes is over the limit of {lim.max_array_bytes} per array")
+        nbytes += extra
         if self.room(nbytes):
             return
-        if self.nbytes + nbytes > lim.max_session_bytes:
+        held = self.held_bytes()
+        graph = f" (its recorded graphs' nodes {self.graph_bytes} of them)" if self.graph_bytes else ""
+        if held + nbytes > lim.max_session_bytes:
             raise QuotaExceeded(
-                f"session would hold {self.nbytes + nbytes} bytes, over its limit of {lim.max_session_bytes}"
+                f"session would hold {held + nbytes} bytes{graph}, over its limit of {lim.max_session_bytes}"
             )
         raise QuotaExceeded(
-            f"user {self.owner!r} would hold {self._others + self.nbytes + nbytes} bytes in all sessions, "
+            f"user {self.owner!r} would hold {self._others + held + nbytes} bytes in all sessions{graph}, "
             f"over the limit of {lim.max_user_bytes}"
         )
 
+    def held_bytes(self) -> int:
+        """What the quotas count: the arrays' bytes and the recorded graphs' nodes."""
+        return self.nbytes + self.graph_bytes
+
     def room(self, nbytes: int) -> bool:
         """Whether the session and its owner have room for ``nbytes`` more."""
-        if self._gone and self.nbytes + nbytes > self._budget:
+        if self._gone and self.nbytes + self.graph_bytes + nbytes > self._budget:
             self.sweep()
+        if self.graph_bytes and self.nbytes + self.graph_bytes + nbytes > self._budget:
+            self.recount_graph()
         self._refresh_budget()
         lim = self.limits
-        return (
-            self.nbytes + nbytes <= lim.max_session_bytes and self._others + self.nbytes + nbytes <= lim.max_user_bytes
-        )
+        held = self.nbytes + self.graph_bytes + nbytes
+        return held <= lim.max_session_bytes and self._others + held <= lim.max_user_bytes
+
+    def made_nodes(self, k: int) -> None:
+        """Count ``k`` nodes just recorded (see ``graph_bytes``)."""
+        self.graph_bytes += k * NODE_BYTES
+        if self.graph_bytes >= self._recount_at:
+            self.recount_graph()
+
+    def freed_nodes(self, k: int) -> None:
+        """Take off ``k`` nodes a backward pass has just freed (counted when they were made)."""
+        self.graph_bytes = max(0, self.graph_bytes - k * NODE_BYTES)
+
+    def recount_graph(self) -> None:
+        """Set ``graph_bytes`` from the live graph: the op nodes the handles' nodes reach."""
+        seen: set[int] = set()
+        stack = [n for n in self.nodes.values() if n.op is not None and n.live]
+        turns = 0
+        since = time.perf_counter()
+        while stack:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            turns += 1
+            if turns % SHARE_EVERY == 0:
+                since = share_gil(since)
+            for p in n.parents:
+                if p is not None and p.op is not None and p.live and id(p) not in seen:
+                    stack.append(p)
+        self.graph_bytes = len(seen) * NODE_BYTES
+        self._recount_at = 2 * self.graph_bytes + GRAPH_RECOUNT_BYTES
 
     def _refresh_budget(self) -> None:
         """What ``nbytes`` may reach before ``check_alloc`` looks again (the per-op path checks
@@ -610,7 +666,9 @@ class Session:
             return
         self._others = self.user_bytes()
         self._budget = min(
-            lim.max_session_bytes, lim.max_user_bytes - self._others, self.nbytes + lim.max_user_bytes // 256
+            lim.max_session_bytes,
+            lim.max_user_bytes - self._others,
+            self.nbytes + self.graph_bytes + lim.max_user_bytes // 256,
         )
 
     # -- batches -------------------------------------------------------------
@@ -782,14 +840,15 @@ class Session:
             and tape.in_graph(self.nodes.get(ins_h[0]))
         ):
             kept = n  # its node keeps an array (Dropout's mask), at most its output's size, for the VJP
+        node = NODE_BYTES if mode & RECORDING and op.vjp is not None else 0  # (if an input is in a graph)
         late = False
-        if n > self._cap or self.nbytes + n + kept > self._budget:
+        if n > self._cap or self.nbytes + self.graph_bytes + n + kept + node > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
                 raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
             if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, xs):
                 late = True  # a view adds nothing: its memory is checked once made
             else:
-                self.check_alloc(n + kept)
+                self.check_alloc(n + kept, node)
         out = ins.get("out")
         if type(out) is not list or len(out) != 1:
             got = f"{len(out)} handles" if type(out) is list else "no 'out' list"
@@ -809,10 +868,10 @@ class Session:
             self.nbytes += y.nbytes
         else:
             self._pin(y, xs)
-        if late and not self.room(0):  # a copy after all: taken back
+        if late and not self.room(node):  # a copy after all: taken back
             del arrays[h]
             self._unhold(y)
-            self.check_alloc(n)  # raises, saying which limit
+            self.check_alloc(n, node)  # raises, saying which limit
         if mode & RECORDING and op.vjp is not None:
             self.link(op, at, ins_h, xs, h, y)
             if kept:
@@ -849,6 +908,7 @@ class Session:
             p = nodes.get(ins_h[0])
             if p is not None and p.live:
                 nodes[h] = Node(op, at, (p,), (xs[0],), y)
+                self.made_nodes(1)
             return
         parents: list[Node | None] | None = None
         for i, hi in enumerate(ins_h):
@@ -859,6 +919,7 @@ class Session:
                 parents[i] = p
         if parents is not None:
             nodes[h] = Node(op, at, tuple(parents), tuple(xs), y)
+            self.made_nodes(1)
 
     def node(self, h: int) -> Node | None:
         self.get(h)
@@ -1165,7 +1226,7 @@ def _backward(s: Session, ins: dict, values: list) -> None:
             if id(var) not in reached and var.grad_req == "write":
                 var.grad[...] = 0
     if not ins["at"]["retain_graph"]:
-        tape.release(order)
+        s.freed_nodes(tape.release(order))
 
 
 @command(
@@ -1220,14 +1281,16 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             s.put(h, np.array(g, copy=True))
     if create and not s.room(0):  # the recorded pass holds more than there is room for: taken back
         over = QuotaExceeded(
-            f"grad_of: its recorded pass would leave the session holding {s.nbytes} bytes, over its "
+            f"grad_of: its recorded pass would leave the session holding {s.held_bytes()} bytes, over its "
             f"limit of {s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes} in all sessions)"
         )
         for h in out:
             s.drop(h)
         raise over
     if not retain:
-        tape.release(order)
+        s.freed_nodes(tape.release(order))
+    if create:
+        s.recount_graph()  # (the recorded pass made nodes of its own)
 
 
 @command(
@@ -1339,6 +1402,7 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
         return
     for k, (h, y) in enumerate(zip(outs, ys)):
         s.set_node(h, Node(FunctionVJP(s, compiled, cots, grads, ys, k), {}, parents, tuple(xs), y))
+    s.made_nodes(len(outs))
 
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")
@@ -1454,7 +1518,9 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
     except IndexError as e:
         raise _ops.IndexOutOfRange(f"setitem: {e}") from None
     if copied is not None:
+        made = 1 if copied.parents[0] is s.nodes.get(hs[1]) else 2  # (and a recorded reshape)
         s.set_node(hs[0], copied)
+        s.made_nodes(made)
 
 
 _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "mod": np.mod}

@@ -213,20 +213,23 @@ def check_heads(heads: Iterable[Node | None]) -> list[Node]:
     return out
 
 
-def release(order: Iterable[Node]) -> None:
-    """Free a graph after backward: op nodes die, variables stay."""
+def release(order: Iterable[Node]) -> int:
+    """Free a graph after backward: op nodes die, variables stay; how many nodes died."""
     turns = 0
+    freed = 0
     since = time.perf_counter()
     for n in order:
         turns += 1
         if turns % SHARE_EVERY == 0:
             since = share_gil(since)
-        if n.op is not None:
+        if n.op is not None and n.live:
+            freed += 1
             n.live = False
             n.parents = ()
             n.xs = None
             n.y = None
             n.at = None  # (Dropout's mask)
+    return freed
 
 
 def eager_args(node: Node) -> tuple[Any, tuple[Any, ...]]:

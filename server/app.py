@@ -136,7 +136,14 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
 
 def _info(s: Session) -> dict[str, Any]:
     held = s.nbytes - s.reply_bytes
-    return {"id": s.id, "owner": s.owner, "arrays": len(s.arrays), "bytes": held, "reply_bytes": s.reply_bytes}
+    return {
+        "id": s.id,
+        "owner": s.owner,
+        "arrays": len(s.arrays),
+        "bytes": held,
+        "reply_bytes": s.reply_bytes,
+        "graph_bytes": s.graph_bytes,
+    }
 
 
 BODIES: dict[str, type[BaseModel]] = {

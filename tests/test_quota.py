@@ -11,7 +11,7 @@ import pytest
 
 import gradserve
 from gradserve import autograd, nd
-from gradserve.engine.session import Limits, Session
+from gradserve.engine.session import NODE_BYTES, Limits, Session
 
 F4 = 4  # bytes in a float32
 
@@ -149,6 +149,83 @@ def test_graphs_held_by_their_heads_cannot_pass_the_quota():
             break
     assert last["error"]["kind"] == "QuotaExceeded"
     assert held_memory(s) <= s.nbytes <= 200_000
+
+
+def live_nodes(s: Session) -> int:
+    """The op nodes of the graphs the session's handles reach, counted by walking them."""
+    seen: set[int] = set()
+    stack = [n for n in s.nodes.values() if n.op is not None and n.live]
+    while stack:
+        n = stack.pop()
+        if id(n) not in seen:
+            seen.add(id(n))
+            stack += [p for p in n.parents if p is not None and p.op is not None and p.live]
+    return len(seen)
+
+
+def test_a_graph_of_empty_arrays_counts_its_nodes_and_cannot_pass_the_quota():
+    """A node costs the server about a kilobyte whatever its arrays hold: a chain of recorded
+    ops on an empty array, each handle freed as the next is made, holds nothing in arrays but
+    its nodes, and those count."""
+    limit = 1 << 20
+    s = Session("chain", limits=Limits(max_session_bytes=limit))
+    ok(s, {"op": "zeros", "out": [1], "at": {"shape": [0]}}, {"op": "attach_grad", "in": [1]})
+    ops: list[dict] = []
+    for h in range(1, 400):
+        ops += [{"op": "add_scalar", "in": [h], "out": [h + 1], "at": {"scalar": 1.0}, "mode": 1}]
+        ops += [free(h)] if h > 1 else []
+    ok(s, *ops)
+    assert s.nbytes == 0
+    assert s.graph_bytes == 399 * NODE_BYTES == live_nodes(s) * NODE_BYTES
+    h, reply = 400, {}
+    for _ in range(20):  # batches of 400 more: refused at the limit
+        ops = []
+        for _ in range(400):
+            ops += [{"op": "add_scalar", "in": [h], "out": [h + 1], "at": {"scalar": 1.0}, "mode": 1}, free(h)]
+            h += 1
+        reply = run(s, *ops)
+        if "error" in reply:
+            break
+    assert reply["error"]["kind"] == "QuotaExceeded"
+    assert "recorded graphs' nodes" in reply["error"]["message"]
+    assert s.held_bytes() <= limit
+    assert live_nodes(s) * NODE_BYTES <= s.graph_bytes <= limit
+    ok(s, free(*range(1, h + 2)))  # the chain dies with its last handle: counted again when it matters
+    ok(s, ones(2, 1000))
+    assert live_nodes(s) == 0 and s.held_bytes() <= limit
+
+
+def test_a_backward_pass_takes_its_graphs_nodes_off_the_count():
+    """A training loop's count stays level: each step's nodes are counted as recorded and
+    taken off when its backward pass frees them; a retained graph, a recorded pass
+    (create_graph) and a function recorded by a client stay counted while they live."""
+    s = Session("steps")
+    ok(s, ones(1, 10), {"op": "attach_grad", "in": [1]})
+    for k in range(50):
+        a, b, c = 10 + 3 * k, 11 + 3 * k, 12 + 3 * k
+        ok(
+            s,
+            {"op": "mul_scalar", "in": [1], "out": [a], "at": {"scalar": 2.0}, "mode": 3},
+            {"op": "exp", "in": [a], "out": [b], "mode": 3},
+            {"op": "sum", "in": [b], "out": [c], "mode": 3},
+            free(a, b),
+        )
+        assert s.graph_bytes == 3 * NODE_BYTES == live_nodes(s) * NODE_BYTES
+        ok(s, {"op": "backward", "in": [c], "mode": 2}, free(c))
+        assert s.graph_bytes == 0
+    ok(
+        s,
+        {"op": "exp", "in": [1], "out": [2], "mode": 3},
+        {"op": "sum", "in": [2], "out": [3], "mode": 3},
+        {"op": "backward", "in": [3], "at": {"retain_graph": True}, "mode": 2},
+    )
+    assert s.graph_bytes == 2 * NODE_BYTES == live_nodes(s) * NODE_BYTES
+    ok(s, {"op": "grad_of", "in": [3], "out": [4], "at": {"variables": [1], "create_graph": True}, "mode": 3})
+    assert s.graph_bytes == live_nodes(s) * NODE_BYTES > 2 * NODE_BYTES  # the recorded pass's own nodes too
+    ok(s, free(2, 3, 4))
+    assert live_nodes(s) == 0
+    s.recount_graph()
+    assert s.graph_bytes == 0
 
 
 def test_a_users_sessions_running_together_keep_to_the_users_limit():
@@ -621,6 +698,17 @@ def test_a_session_holds_at_most_its_limit_of_arrays():
     assert err["index"] == 0
     ok(s, free(1), {"op": "zeros", "out": [4], "at": {"shape": [0]}})
     assert set(s.arrays) == {2, 3, 4}
+    # a gradient buffer's second name (grad) and a program's outputs are handles too
+    ok(s, free(3, 4), {"op": "attach_grad", "in": [2]}, {"op": "grad", "in": [2], "out": [5]})
+    err = run(s, {"op": "grad", "in": [2], "out": [6]}, {"op": "grad", "in": [2], "out": [7]})["error"]
+    assert err["kind"] == "QuotaExceeded" and err["index"] == 1 and set(s.arrays) == {2, 5, 6}
+    ok(s, free(6))
+    step = {"op": "add_scalar", "in": [-1], "out": [-2], "at": {"scalar": 1.0}}
+    ok(s, {"op": "define", "at": {"id": 1, "nargs": 1, "program": [step], "outputs": [-2, -1]}})
+    err = run(s, {"op": "call", "in": [2], "out": [8, 9], "at": {"id": 1}})["error"]
+    assert err["kind"] == "QuotaExceeded" and "limit of 3" in err["message"] and set(s.arrays) == {2, 5}
+    ok(s, free(5), {"op": "call", "in": [2], "out": [8, 9], "at": {"id": 1}})
+    assert set(s.arrays) == {2, 8, 9}
 
 
 def test_reads_in_a_session_past_half_its_quota_still_work_and_copies_count_once():
@@ -637,6 +725,7 @@ def test_reads_in_a_session_past_half_its_quota_still_work_and_copies_count_once
             "arrays": 1,
             "bytes": 640_000,
             "reply_bytes": 0,
+            "graph_bytes": 0,
         }
     finally:
         gradserve.set_current(None)
@@ -667,13 +756,13 @@ def test_a_backward_pass_whose_working_arrays_pass_the_quota_is_refused_before_i
     ok(s, {"op": "ones", "out": [1], "at": {"shape": [1, 1, 512, 512]}}, {"op": "attach_grad", "in": [1]})  # 2 MiB
     pool = {"op": "Pooling", "in": [1], "out": [2], "at": {"kernel": [2, 2], "stride": [2, 2]}, "mode": 3}
     ok(s, pool, {"op": "sum", "in": [2], "out": [3], "mode": 3})  # its windows: 1 MiB
-    s.limits.max_session_bytes = s.nbytes + (1 << 20)  # room for the windows once, not twice
+    s.limits.max_session_bytes = s.held_bytes() + (1 << 20)  # room for the windows once, not twice
     err = run(s, {"op": "backward", "in": [3], "at": {"retain_graph": True}, "mode": 2})["error"]
     assert err["kind"] == "QuotaExceeded" and "backward: its working arrays" in err["message"]
     assert s.nodes[3].live and not s.nodes[1].grad.any()  # nothing computed, the graph kept
     err = run(s, {"op": "grad_of", "in": [3], "out": [9], "at": {"variables": [1]}, "mode": 2})["error"]
     assert err["kind"] == "QuotaExceeded" and 9 not in s.arrays  # autograd.grad too
-    s.limits.max_session_bytes = s.nbytes + (2 << 20)
+    s.limits.max_session_bytes = s.held_bytes() + (2 << 20)
     ok(s, {"op": "backward", "in": [3], "mode": 2})
     assert s.nodes[1].grad.sum() == 512 * 512 // 4  # one input of each window gets its output's gradient
 
