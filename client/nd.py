@@ -235,6 +235,9 @@ def topk(
 
 def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
+    ndim = len(data.shape)
+    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ShapeError(f"split: axis {axis} is out of range for an array of rank {ndim}")
     n = data.shape[axis]
     if num_outputs < 1 or n % num_outputs:
         raise ShapeError(f"split: axis {axis} of length {n} does not split into {num_outputs} equal parts")

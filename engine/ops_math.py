@@ -148,12 +148,18 @@ _unary(
 )
 _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, "The largest integer <= x; zero gradient.")
 _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, "The smallest integer >= x; zero gradient.")
-_unary(
-    "round",
-    lambda xp, x: xp.where(x >= 0, xp.floor(x + 0.5), xp.ceil(x - 0.5)),
-    _zero_grad,
-    "x rounded half away from zero (as MXNet); zero gradient.",
-)
+
+
+def _round(xp, x):
+    """Half away from zero, exactly: ``x - trunc(x)`` is exact in floating point, where
+    ``floor(x + 0.5)`` rounds the sum first (0.49999997 + 0.5 is 1 in float32)."""
+    if x.dtype.kind != "f":
+        return x
+    t = xp.trunc(x)
+    return xp.where(xp.abs(x - t) >= 0.5, t + xp.sign(x), t)
+
+
+_unary("round", _round, _zero_grad, "x rounded half away from zero (as MXNet); zero gradient.")
 
 
 def _rint(xp, x):

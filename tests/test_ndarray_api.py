@@ -906,3 +906,26 @@ def test_softmax_with_length_through_nd(mode):
         nd.softmax(x, length=length)
     with pytest.raises(MXNetError, match="length"):
         nd.softmax(x, use_length=True)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_round_is_half_away_from_zero_exactly(mode, dtype):
+    """As MXNet 1.9.1 gives them: the values next to a half and past 2**23 are not rounded
+    up by an addition of 0.5 first."""
+    below = float(np.nextafter(np.array(0.5, dtype), np.array(0, dtype)))  # the largest value under a half
+    big = {"float16": 1025.0, "float32": 8388609.0, "float64": 4503599627370497.0}[dtype]
+    x = nd.array([below, -below, big, -big, 0.5, -0.5, 1.5, -2.5, 2.25, -0.0, 3.0, -7.5], dtype=dtype)
+    got = nd.round(x).asnumpy()
+    assert got.dtype == np.dtype(dtype)
+    assert got.tolist() == [0, 0, big, -big, 1, -1, 2, -3, 2, 0, 3, -8]
+    assert np.signbit(got[[1, 5, 9]]).all()  # -0.0 keeps its sign, as MXNet's
+    np.testing.assert_array_equal(nd.round(nd.array([np.nan, np.inf, -np.inf])).asnumpy(), [np.nan, np.inf, -np.inf])
+    assert nd.round(nd.array([3, -4], dtype="int32")).asnumpy().tolist() == [3, -4]
+
+
+def test_split_along_an_axis_the_array_has_not_is_an_mxnet_error(mode):
+    with pytest.raises(MXNetError, match="axis 1 is out of range for an array of rank 1"):
+        nd.split(nd.arange(6), 3)  # (MXNet's default axis is 1)
+    with pytest.raises(MXNetError, match="axis -2 is out of range"):
+        nd.arange(6).split(num_outputs=2, axis=-2)
+    assert [p.asnumpy().tolist() for p in nd.split(nd.arange(6), 3, axis=-1)] == [[0, 1], [2, 3], [4, 5]]
