@@ -203,6 +203,34 @@ SLICE_WORK = 1 << 26
 slice of a server's event loop: the thread that runs the rest of the batch runs it."""
 
 
+TIMED_BYTES: Final = 32 << 10
+"""An op whose output or largest input holds this much is timed as it runs, and in a slice of a
+server's event loop it is judged by its time per byte: numpy's elementwise ops take 0.1 to
+300 ns an element (a float16 ``polygamma`` of 8 MiB: seconds), so their output's size alone
+does not bound them."""
+TIMED_WORK: Final = 1 << 16
+"""An op of declared multiply-adds (``dot``, ``Convolution``) is timed per multiply-add from this many."""
+SLICE_NS: Final = 5_000_000
+"""An op expected to take longer than this (ns; a slice's length) is left for the thread."""
+_NS_PER_BYTE: dict[tuple[str, int], float] = {}
+"""(op, its first input's dtype) -> how long it took a byte when it last ran on this many
+(never below half the time before: one quick run does not make a slow op look quick), for
+every session of the process. An op not timed yet is left for the thread in a slice (its
+first run there times it)."""
+
+
+def _expected_ns(key: tuple[str, int], size: int) -> float:
+    """How long an op of ``key`` is expected to take on ``size`` bytes (inf: not known)."""
+    per = _NS_PER_BYTE.get(key)
+    return float("inf") if per is None else per * size
+
+
+def _timed(key: tuple[str, int], size: int, ns: float) -> None:
+    per = ns / size
+    old = _NS_PER_BYTE.get(key)
+    _NS_PER_BYTE[key] = per if old is None else max(per, old / 2)
+
+
 class _SliceEnds(Exception):
     """Raised before an op too large for a slice starts (nothing of it has run)."""
 
@@ -860,9 +888,28 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
+        key: tuple[str, int] | None = None
+        size = n
+        if op.work is None:
+            for x in xs:
+                if x.nbytes > size:
+                    size = x.nbytes
+            if size >= TIMED_BYTES:
+                key = (name, xs[0].dtype.num if xs else -1)
+                if self._in_slice and not self._calling and _expected_ns(key, size) > SLICE_NS:
+                    raise _SliceEnds
+        elif not op.like:  # (its multiply-adds: timed for the backward pass's estimate)
+            size = op.work(at, *specs)
+            if size >= TIMED_WORK:
+                key = (name, xs[0].dtype.num)
         cx = self.cx
         cx.training = mode & TRAINING != 0
-        y = op.forward(cx, at, *xs)
+        if key is None:
+            y = op.forward(cx, at, *xs)
+        else:
+            started = time.perf_counter_ns()
+            y = op.forward(cx, at, *xs)
+            _timed(key, size, time.perf_counter_ns() - started)
         arrays[h] = y
         if y.base is None:
             self.nbytes += y.nbytes
@@ -1153,6 +1200,38 @@ class GradSinks:
         return cts if out is None else out
 
 
+BACKWARD_NODE_NS: Final = 3_000
+"""A backward pass's bookkeeping per node (its VJP's call, cotangents), besides the VJP's work."""
+
+
+def _backward_ns(order: list[Node]) -> float:
+    """How long a backward pass over ``order`` is expected to take: twice its ops' forward
+    times as last measured (a VJP makes about two of its op's outputs), or inf when one
+    large op of it has not been timed."""
+    total = 0.0
+    for node in order:
+        op = node.op
+        if op is None or not isinstance(op, Op) or node.xs is None:
+            total += BACKWARD_NODE_NS
+            continue
+        xs = node.xs
+        first = xs[0] if xs else None
+        num = first.dtype.num if isinstance(first, np.ndarray) else -1
+        if op.work is not None:
+            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in xs if isinstance(x, np.ndarray)]
+            work = int(op.work(node.at, *specs))
+            per = _NS_PER_BYTE.get((op.name, num))
+            ns = work * (SLICE_NS / SLICE_WORK if per is None else per)
+        else:
+            size = node.y.nbytes if isinstance(node.y, np.ndarray) else 0
+            for x in xs:
+                if isinstance(x, np.ndarray) and x.nbytes > size:
+                    size = x.nbytes
+            ns = _expected_ns((op.name, num), size) if size >= TIMED_BYTES else 0.0
+        total += 2 * ns + BACKWARD_NODE_NS
+    return total
+
+
 def check_backward_room(s: Session, order: list[Node], create_graph: bool = False) -> None:
     """Refuse, before it starts, a backward pass whose largest working arrays would pass the
     session's room: an op's VJP that makes arrays many times its graph's (Pooling's and
@@ -1186,6 +1265,8 @@ def _run_backward(
     order: list[Node],
     into: GradSinks | None = None,
 ) -> list[tuple[Node, Any]]:
+    if s._in_slice and not s._calling and _backward_ns(order) > SLICE_NS:
+        raise _SliceEnds  # (nothing computed yet: the thread that runs the rest of the batch runs it)
     check_backward_room(s, order, create_graph)
     s.cx.training = training
     with np.errstate(all="ignore"):

@@ -680,6 +680,74 @@ def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread():
         assert "error" not in job.finish()
 
 
+def in_slice(s: Session, *ops: dict) -> bool:
+    """Run a batch as a server's event loop starts one (a slice): whether it ran whole there;
+    if not, the thread's turn runs the rest, which must not fail."""
+    import time
+
+    job = s.begin({"ops": list(ops)})
+    whole = job.run(deadline=time.perf_counter() + 60)
+    if not whole:
+        assert job.run()  # the thread's turn: what was left, from where the slice stopped
+    assert "error" not in job.finish()
+    return whole
+
+
+def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monkeypatch):
+    """A float16 polygamma of 8 MiB takes seconds with a result under the slice's bound:
+    an op's time per byte, measured as it runs (in the thread the first time), says whether
+    it may run in the slice; an elementwise op that is quick runs there once it is timed."""
+    from gradserve.engine import session as session_module
+
+    monkeypatch.setattr(session_module, "_NS_PER_BYTE", {})  # (as a server that just started)
+    s = Session("slow-elementwise")
+    n = 1 << 16  # 128 KiB of float16
+    ok(s, {"op": "random_uniform", "out": [1], "at": {"shape": [n], "low": 0.1, "high": 0.9, "dtype": "float16"}})
+    slow = {"op": "polygamma", "in": [1], "out": [2], "at": {"n": 3}}
+    quick = {"op": "relu", "in": [1], "out": [3]}
+    assert not in_slice(s, quick)  # not timed yet: left for the thread, which times it
+    ok(s, free(3))
+    assert in_slice(s, quick)  # 128 KiB of relu: microseconds
+    assert not in_slice(s, slow)  # timed in the thread
+    ok(s, free(2))
+    assert not in_slice(s, slow)  # tens of milliseconds: again the thread's
+    assert session_module._NS_PER_BYTE[("polygamma", np.dtype("float16").num)] * 2 * n > 5_000_000
+    tiny = {"op": "polygamma", "in": [4], "out": [5], "at": {"n": 3}}
+    assert in_slice(s, ones(4, 100), tiny)  # under TIMED_BYTES: not judged, not timed
+
+
+def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monkeypatch):
+    """A backward pass in a slice is judged by its graph: about twice its ops' forward times
+    as measured (a training step's runs in the slice, its products timed per multiply-add; a
+    graph of slow elementwise ops, or of many nodes, goes to the thread before anything of it
+    is computed)."""
+    from gradserve.engine import session as session_module
+
+    monkeypatch.setattr(session_module, "_NS_PER_BYTE", {})
+    s = Session("slow-backward")
+    ok(s, ones(1, 128 * 64), {"op": "attach_grad", "in": [1]}, {"op": "ones", "out": [2], "at": {"shape": [64, 64]}})
+    ok(s, {"op": "reshape", "in": [1], "out": [3], "at": {"shape": [128, 64]}, "mode": 3})
+    step = [
+        {"op": "dot", "in": [3, 2], "out": [4], "mode": 3},
+        {"op": "relu", "in": [4], "out": [5], "mode": 3},
+        {"op": "sum", "in": [5], "out": [6], "mode": 3},
+    ]
+    ok(s, *step)  # (timed: in-process batches run whole, and time their large ops too)
+    assert in_slice(s, {"op": "backward", "in": [6], "mode": 2})
+    assert s.nodes[1].grad.any()
+    ok(s, free(4, 5, 6), {"op": "polygamma", "in": [1], "out": [7], "at": {"n": 1}, "mode": 3})
+    ok(s, {"op": "sum", "in": [7], "out": [8], "mode": 3}, free(7))
+    session_module._NS_PER_BYTE[("polygamma", np.dtype("float32").num)] = 1e4  # as a slow machine measured it
+    s.nodes[1].grad[:] = 0
+    assert not in_slice(s, {"op": "backward", "in": [8], "mode": 2})
+    assert s.nodes[1].grad.any()  # the thread ran it
+    chain = [
+        {"op": "add_scalar", "in": [100 + k], "out": [101 + k], "at": {"scalar": 1.0}, "mode": 1} for k in range(3000)
+    ]
+    ok(s, ones(100, 1), {"op": "attach_grad", "in": [100]}, *chain)
+    assert not in_slice(s, {"op": "backward", "in": [3100], "mode": 2})  # 3,000 nodes' bookkeeping
+
+
 def test_an_op_the_machine_has_no_memory_for_is_refused_not_a_fault():
     s = Session("oom", limits=Limits(max_session_bytes=1 << 60, max_array_bytes=1 << 60, max_user_bytes=1 << 60))
     err = run(s, {"op": "ones", "out": [1], "at": {"shape": [1 << 43]}})["error"]  # 32 TiB
