@@ -75,6 +75,7 @@ class InProcess:
             "bytes": s.nbytes - s.reply_bytes,
             "reply_bytes": s.reply_bytes,
             "graph_bytes": s.graph_bytes,
+            "program_bytes": s.program_bytes,
         }
 
     def close(self) -> None:

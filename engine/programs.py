@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -53,6 +53,7 @@ class Program:
         "largest",
         "scratch",
         "last_s",
+        "nbytes",
     )
 
     def __init__(
@@ -64,6 +65,7 @@ class Program:
         self.slots = slots  # the most negative slot
         self.source = source  # the definition as given (snapshots keep it)
         self.reads = reads  # the session's handles it reads
+        self.nbytes = 0  # what keeping it costs the server (``make_program``), counted as held
         # whether a step is an op of many multiply-adds or large working arrays (dot,
         # Convolution, Pooling...): its first call, or one with other shapes, runs off a server's
         # event loop (see session._long_program_op)
@@ -218,6 +220,12 @@ def _slot_refs(ins: dict) -> list[Any]:
     return refs
 
 
+PROGRAM_BYTES_PER_CHAR: Final = 8
+"""A kept program costs the server about this much per character of its definition as compact
+JSON (its instructions as Python dicts, lists and ints, and the definition kept for snapshots:
+5 to 6 times the text measured, more for small ints), counted as held bytes."""
+
+
 def make_program(s: Session, at: dict) -> Program:
     """Check a definition: instructions as in a batch, each slot made before it is read."""
     nargs, steps, outputs = at["nargs"], at["program"], at["outputs"]
@@ -250,6 +258,13 @@ def make_program(s: Session, at: dict) -> Program:
             raise InvalidInput(f"define: program step {i} ({name}): in and out must be lists")
         if ins.get("at") is not None and not isinstance(ins["at"], dict):
             raise InvalidInput(f"define: program step {i} ({name}): at must be an object")
+        try:  # its attributes as a call will parse them: an unknown or mistyped one is refused now
+            if name in COMMANDS:
+                PARSED_COMMANDS[name][1](ins.get("at"))
+            else:
+                OPS[name].parse_attrs(ins.get("at"))
+        except MXNetError as e:
+            raise type(e)(f"define: program step {i} ({name}): {e}") from None
         for h in _slot_refs(ins):
             if type(h) is not int:
                 raise InvalidInput(f"define: program step {i} ({name}) reads {h!r}, not an integer handle")
@@ -271,7 +286,9 @@ def make_program(s: Session, at: dict) -> Program:
         if type(h) is not int or (h < -nargs and h not in made):
             raise InvalidInput(f"define: output {h!r} is not a slot the program makes or a handle")
     reads = sorted({h for ins in checked for h in _slot_refs(ins) if h >= 0})
-    return Program(nargs, checked, list(outputs), lowest, dict(at), reads)
+    prog = Program(nargs, checked, list(outputs), lowest, dict(at), reads)
+    prog.nbytes = PROGRAM_BYTES_PER_CHAR * len(json.dumps(at, separators=(",", ":")))
+    return prog
 
 
 @command(
@@ -300,8 +317,10 @@ def _define(s: Session, ins: dict, values: list) -> None:
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"define: a program must be plain data ({e})") from None
     prog = make_program(s, at)
+    s.check_alloc(0, prog.nbytes)
     s.programs[pid] = prog
     s.program_steps += len(prog.steps)
+    s.hold_program(prog.nbytes)
 
 
 @command("forget", "", (Attr("ids", "ints", REQUIRED),), "Drop programs (unknown ids are ignored).")
@@ -310,6 +329,7 @@ def _forget(s: Session, ins: dict, values: list) -> None:
         prog = s.programs.pop(pid, None)
         if prog is not None:
             s.program_steps -= len(prog.steps)
+            s.hold_program(-prog.nbytes)
 
 
 @command(

@@ -460,6 +460,7 @@ class Session:
         self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
         self.programs: dict[int, Program] = {}  # defined by ``define``, run by ``call`` (engine/programs.py)
         self.program_steps = 0  # their instructions, all together
+        self.program_bytes = 0  # what keeping them costs (``Program.nbytes``), counted as held
         self._steps = 0  # this batch's instructions, each call counting its program's
         self._calling = False  # whether a program runs (its slots are negative handles)
 
@@ -638,8 +639,13 @@ class Session:
         )
 
     def held_bytes(self) -> int:
-        """What the quotas count: the arrays' bytes and the recorded graphs' nodes."""
-        return self.nbytes + self.graph_bytes
+        """What the quotas count: the arrays' bytes, the recorded graphs' nodes, the programs."""
+        return self.nbytes + self.graph_bytes + self.program_bytes
+
+    def hold_program(self, nbytes: int) -> None:
+        """Count (or with a negative ``nbytes``, stop counting) a program kept."""
+        self.program_bytes += nbytes
+        self._refresh_budget()
 
     def room(self, nbytes: int) -> bool:
         """Whether the session and its owner have room for ``nbytes`` more."""
@@ -649,7 +655,7 @@ class Session:
             self.recount_graph()
         self._refresh_budget()
         lim = self.limits
-        held = self.nbytes + self.graph_bytes + nbytes
+        held = self.nbytes + self.graph_bytes + self.program_bytes + nbytes
         return held <= lim.max_session_bytes and self._others + held <= lim.max_user_bytes
 
     def made_nodes(self, k: int) -> None:
@@ -688,14 +694,15 @@ class Session:
         read again each time this session's have grown by a 256th of the user's limit, so
         sessions running together pass that limit by at most as much each."""
         lim = self.limits
+        progs = self.program_bytes  # (the per-op path compares nbytes and graph_bytes only)
         if self.user_bytes is None:
             self._others = 0
-            self._budget = min(lim.max_session_bytes, lim.max_user_bytes)
+            self._budget = min(lim.max_session_bytes, lim.max_user_bytes) - progs
             return
         self._others = self.user_bytes()
         self._budget = min(
-            lim.max_session_bytes,
-            lim.max_user_bytes - self._others,
+            lim.max_session_bytes - progs,
+            lim.max_user_bytes - self._others - progs,
             self.nbytes + self.graph_bytes + lim.max_user_bytes // 256,
         )
 

@@ -236,6 +236,7 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
         prog = make_program(s, source)
         s.programs[source["id"]] = prog
         s.program_steps += len(prog.steps)
+        s.program_bytes += prog.nbytes
     s.limits = limits or Limits()
     s._cap, s._budget = s.limits.max_array_bytes, s.limits.max_session_bytes
     return s
@@ -244,8 +245,8 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
 def over_limits(s: Session) -> list[str]:
     """The limits a restored session is over (they were lowered since it was saved)."""
     lim, over = s.limits, []
-    if s.nbytes > lim.max_session_bytes:
-        over.append(f"{s.nbytes} bytes, over max_session_bytes {lim.max_session_bytes}")
+    if s.held_bytes() > lim.max_session_bytes:
+        over.append(f"{s.held_bytes()} bytes, over max_session_bytes {lim.max_session_bytes}")
     if len(s.arrays) > lim.max_session_arrays:
         over.append(f"{len(s.arrays)} arrays, over max_session_arrays {lim.max_session_arrays}")
     if s.program_steps > lim.max_program_steps:

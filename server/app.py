@@ -143,6 +143,7 @@ def _info(s: Session) -> dict[str, Any]:
         "bytes": held,
         "reply_bytes": s.reply_bytes,
         "graph_bytes": s.graph_bytes,
+        "program_bytes": s.program_bytes,
     }
 
 

@@ -4,6 +4,7 @@ both modes; the engine's ``define``/``call``/``forget`` commands and their error
 from __future__ import annotations
 
 import gc
+import json
 import weakref
 
 import numpy as np
@@ -554,10 +555,38 @@ def test_a_checked_call_still_keeps_to_the_byte_quota():
     run(s, saxpy_program())
     for k in range(2):
         assert "error" not in run(s, {"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}})
-    s.limits.max_session_bytes = s.nbytes + 8  # room for the output, not for the temporary as well
+    s.limits.max_session_bytes = s.held_bytes() + 8  # room for the output, not for the temporary as well
     reply = run(s, {"op": "call", "in": [2], "out": [20], "at": {"id": 1}})
     assert reply["error"]["kind"] == "QuotaExceeded" and "step 1 (add)" in reply["error"]["message"]
     assert 20 not in s.arrays
+
+
+def test_a_kept_program_counts_against_the_byte_quota_until_it_is_forgotten():
+    """A program costs the server what its definition holds (an attribute of megabytes, a list of
+    outputs as long as the batch allows): it counts as held bytes from its define to its forget,
+    and a definition past the session's room is refused."""
+    from gradserve.engine.programs import PROGRAM_BYTES_PER_CHAR
+    from gradserve.engine.session import Limits, Session
+
+    s = Session("programs", limits=Limits(max_session_bytes=1 << 20))
+    step = {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}}
+    small = {"op": "define", "at": {"id": 1, "nargs": 1, "program": [step], "outputs": [-2]}}
+    assert "error" not in run(s, small)
+    text = json.dumps(small["at"], separators=(",", ":"))
+    assert s.program_bytes == PROGRAM_BYTES_PER_CHAR * len(text) == s.held_bytes()
+    wide = {"op": "define", "at": {"id": 2, "nargs": 1, "program": [step], "outputs": [-2] * 60_000}}
+    reply = run(s, wide)
+    assert reply["error"]["kind"] == "QuotaExceeded" and 2 not in s.programs
+    assert s.program_bytes == PROGRAM_BYTES_PER_CHAR * len(text)
+    assert "error" not in run(s, {"op": "forget", "at": {"ids": [1]}})
+    assert s.program_bytes == 0 == s.held_bytes()
+    junk = {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0, "junk": "x" * 100}}
+    reply = run(s, {"op": "define", "at": {"id": 3, "nargs": 1, "program": [junk], "outputs": [-2]}})
+    assert reply["error"]["kind"] == "InvalidInput" and "step 0 (mul_scalar)" in reply["error"]["message"]
+    assert "junk" in reply["error"]["message"] and 3 not in s.programs and s.program_bytes == 0
+    bad = {"op": "backward", "in": [-1], "at": {"retain_graph": "yes"}}
+    reply = run(s, {"op": "define", "at": {"id": 4, "nargs": 1, "program": [bad], "outputs": []}})
+    assert reply["error"]["kind"] == "InvalidInput" and "step 0 (backward)" in reply["error"]["message"]
 
 
 def test_a_servers_step_limit_applies_to_calls():

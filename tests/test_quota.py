@@ -794,6 +794,7 @@ def test_reads_in_a_session_past_half_its_quota_still_work_and_copies_count_once
             "bytes": 640_000,
             "reply_bytes": 0,
             "graph_bytes": 0,
+            "program_bytes": 0,
         }
     finally:
         gradserve.set_current(None)
