@@ -188,6 +188,9 @@ class SessionStore:
             except Exception:  # a file ours no longer reads: the others are served all the same
                 log.exception("skipping %s: it does not load", path)
                 continue
+            if path.name != f"{s.id}.npz":  # a copy (a backup kept beside it), or a made-up id
+                log.warning("skipping %s: it holds session %r, whose snapshot is named %s.npz", path, s.id, s.id)
+                continue
             over = snapshot.over_limits(s)
             if over:
                 log.warning("session %s is restored over limits lowered since it was saved: %s", s.id, "; ".join(over))

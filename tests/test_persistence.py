@@ -405,6 +405,27 @@ def test_a_session_is_held_only_while_its_snapshot_copies_it(tmp_path, monkeypat
     assert s.get(1).tolist() == [7, 1, 1, 1]
 
 
+def test_a_snapshot_under_another_name_is_skipped_so_a_deleted_session_stays_deleted(tmp_path, caplog):
+    """A copy of a snapshot left in the folder (an operator's backup) holds a session's id
+    under another file name: restored by that id, it would bring the session back after its
+    user deleted it (a delete removes ``{id}.npz``). Only a file named by its id is restored."""
+    import shutil
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    assert "error" not in s.run_batch({"seq": 1, "ops": [{"op": "ones", "out": [1], "at": {"shape": [3]}}]})
+    assert store.snapshot() == 1
+    folder = next(p.parent for p in tmp_path.rglob(f"{s.id}.npz"))
+    shutil.copy(folder / f"{s.id}.npz", folder / "backup-copy.npz")
+    again = SessionStore(Settings(data_dir=tmp_path))
+    assert again.restore() == 1 and "backup-copy.npz" in caplog.text and f"{s.id}.npz" in caplog.text
+    again.delete(s.id, "alice")
+    assert not (folder / f"{s.id}.npz").exists()
+    assert SessionStore(Settings(data_dir=tmp_path)).restore() == 0  # the copy brings nothing back
+
+
 def test_a_session_over_limits_lowered_since_its_snapshot_comes_back(tmp_path, caplog):
     """A restart with lower limits keeps a session that was within the old ones (it was
     skipped, its arrays lost): it is restored with a warning, reads and frees, and makes
