@@ -734,6 +734,9 @@ class Session:
         With ``blocking`` false, None when another batch or a snapshot holds the session."""
         if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
             raise InvalidInput("a batch must be an object with a list 'ops'")
+        if len(msg) > 1 + ("seq" in msg):
+            extra = sorted(str(k) for k in msg if k not in ("ops", "seq"))
+            raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
         seq = msg.get("seq")
         ops = msg["ops"]
         if len(ops) > self.limits.max_batch_ops:

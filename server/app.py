@@ -231,12 +231,13 @@ class App(FastAPI):
                     # over a size limit or a quota (body, array, session, sessions per user)
                     responses.setdefault("413", {**error, "description": "over a limit"})
                 if path.endswith("/batch"):  # a failed op (its reply: the status is its error's) or a refused envelope
-                    one_of = [{"$ref": "#/components/schemas/BatchReply"}, {"$ref": "#/components/schemas/ErrorReply"}]
+                    # anyOf, not oneOf: a failed op's reply (seq, values, error) is an ErrorReply too
+                    any_of = [{"$ref": "#/components/schemas/BatchReply"}, {"$ref": "#/components/schemas/ErrorReply"}]
                     for status in ("400", "404", "413"):
                         responses[status] = {
                             "description": "an op failed (the reply, with error and the values read before it) "
                             "or the batch was refused",
-                            "content": {"application/json": {"schema": {"oneOf": one_of}}},
+                            "content": {"application/json": {"schema": {"anyOf": any_of}}},
                         }
                 if path.endswith("/ops/{name}") and method == "post":
                     tensors = {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}}
