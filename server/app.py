@@ -71,7 +71,7 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
     """Open a session owned by the caller; its id names it in every later call."""
     body = await read_body(request)
     try:
-        opts = protocol.NewSession.model_validate(body or {})
+        opts = protocol.NewSession.model_validate(body)  # (an empty body reads as {})
     except ValidationError as e:
         raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
     s = store.create(user, seed=opts.seed)
@@ -372,14 +372,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(MXNetError)
     async def _mxnet_error(request: Request, e: MXNetError) -> Response:
-        return encode(request, {"error": error_body(e, None, None)}, e.status)
+        reply = encode(request, {"error": error_body(e, None, None)}, e.status)
+        if e.status == 401:
+            reply.headers["www-authenticate"] = fast.CHALLENGE.decode()
+        return reply
 
     # the framework's own refusals (no such route or method, a path parameter of the wrong
     # type) in the same error shape as every other
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> Response:
         e2 = InvalidInput(f"{request.method} {request.url.path}: {e.detail}")
-        return encode(request, {"error": error_body(e2, None, None)}, e.status_code)
+        reply = encode(request, {"error": error_body(e2, None, None)}, e.status_code)
+        reply.headers.update(e.headers or {})  # (a 405's Allow)
+        return reply
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> Response:

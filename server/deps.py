@@ -19,6 +19,7 @@ def accepted(accept: str, offers: tuple[str, ...]) -> str:
     """Which of ``offers`` (in the server's order of preference) an ``Accept`` header asks
     for: the first it names; where it gives weights (``q=``), the first of the highest
     weight above 0. JSON (the last offer) when it names none of them."""
+    accept = accept.lower()  # (media types are case-insensitive)
     if "q=" not in accept:  # (the common case, and the hot route's: no weights to read)
         return next((o for o in offers[:-1] if o in accept), offers[-1])
     weights: dict[str, float] = {}
@@ -54,7 +55,7 @@ def tensor_form(accept: str) -> str:
     or base64 with ``Accept: application/json; tensors=base64``."""
     if accepted(accept, _REPLY) == wire.MSGPACK:
         return "bytes"
-    return "base64" if "tensors=base64" in accept else "list"
+    return "base64" if "tensors=base64" in accept.lower() else "list"
 
 
 def encode(request: Request, body: Any, status: int = 200) -> Response:
@@ -95,7 +96,7 @@ async def read_body(request: Request) -> Any:
     data = chunks
     if not data:
         return {}
-    decode = wire.unpack if request.headers.get("content-type", "").startswith(wire.MSGPACK) else wire.loads
+    decode = wire.unpack if request.headers.get("content-type", "").lower().startswith(wire.MSGPACK) else wire.loads
     if len(data) > INLINE_CODING_BYTES:
         return await run_in_threadpool(decode, data)
     return decode(data)

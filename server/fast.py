@@ -50,6 +50,8 @@ user's long batch must not keep the others' requests (or a health check) waiting
 INLINE_READ_BYTES = 1 << 20
 DECODE_INLINE_BYTES = 1 << 16  # msgpack (frames header) past this is decoded in a thread: ~1 ms
 SMALL_REPLY = 1 << 16
+CHALLENGE = b'Bearer realm="gradserve"'
+"""The ``WWW-Authenticate`` header of a 401: how to authenticate (RFC 9110, 11.6.1)."""
 
 
 def batch_session_id(scope: dict[str, Any]) -> str | None:
@@ -64,6 +66,7 @@ def batch_session_id(scope: dict[str, Any]) -> str | None:
         return None
     for name, value in scope["headers"]:
         if name == b"content-type":
+            value = value.lower()  # (media types are case-insensitive)
             return sid if value.startswith(_MSGPACK) or value.startswith(_FRAMES) else None
     return None
 
@@ -422,6 +425,7 @@ async def respond(
     lent: float = 0.0,
     packed: tuple[list[Any], int] | None = None,
     receive: Any = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Send ``body`` as frames, msgpack or JSON; large tensors straight from their arrays;
     a small reply in one write where the server is uvicorn's httptools protocol (its
@@ -455,7 +459,7 @@ async def respond(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", kind), (b"content-length", str(total).encode())],
+            "headers": [(b"content-type", kind), (b"content-length", str(total).encode()), *(headers or ())],
         }
     )
     if small:
@@ -496,11 +500,11 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         if name == b"authorization":
             auth = value
         elif name == b"accept":
-            accept = value
+            accept = value.lower()
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else None
         elif name == b"content-type":
-            frames_in = value.startswith(_FRAMES)
+            frames_in = value.lower().startswith(_FRAMES)
     kind = _FRAMES if _FRAMES in accept else _MSGPACK if _MSGPACK in accept else _JSON
     if b"q=" in accept:  # weights: read in full (rare; a client names one type)
         kind = accepted(accept.decode("latin-1"), _OFFERS).encode()
@@ -526,7 +530,11 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
         done = {"error": error_body(e, None, None)}
-        await respond(send, kind, e.status, done, tensor_form(accept.decode("latin-1")), receive=receive)
+        form = tensor_form(accept.decode("latin-1"))
+        if e.status == 401:  # (with its challenge: through ``send``, whose headers are ours to give)
+            await respond(send, kind, e.status, done, form, headers=[(b"www-authenticate", CHALLENGE)])
+        else:
+            await respond(send, kind, e.status, done, form, receive=receive)
         return e.status
     form = tensor_form(accept.decode("latin-1"))
     if not isinstance(done, BatchRun):

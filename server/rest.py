@@ -150,7 +150,7 @@ async def run_op(name: str, request: Request, session: SessionDep) -> Response:
 @arrays.post("/arrays/{h}/attach_grad", status_code=204)
 async def attach_grad(h: Handle, request: Request, session: SessionDep) -> Response:
     """Make ``h`` a variable with a zeroed gradient (``grad_req`` write, add or null)."""
-    req = _parse(AttachGrad, await read_body(request) or {})
+    req = _parse(AttachGrad, await read_body(request))  # (an empty body reads as {})
     await _run(request, session, [{"op": "attach_grad", "in": [h], "at": {"grad_req": req.grad_req}}])
     return Response(status_code=204)
 

@@ -267,6 +267,42 @@ def test_keys_authenticate_and_sessions_are_private():
         assert http.delete(f"/v1/sessions/{sid}", headers=bob).status_code == 404
         assert [s["id"] for s in http.get("/v1/sessions", headers=alice).json()] == [sid]
         assert http.get("/v1/sessions", headers=bob).json() == []
+        # a 401 says how to authenticate (RFC 9110), on the FastAPI routes and the binary route
+        no_key = http.post(f"/v1/sessions/{sid}/batch", content=msgpack.packb({"ops": []}), headers=MSGPACK)
+        for r in (bad, no_key, http.get(f"/v1/sessions/{sid}")):
+            assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="gradserve"', r.headers
+        assert msgpack.unpackb(no_key.content)["error"]["kind"] == "Unauthorized"
+
+
+MSGPACK = {"content-type": "application/msgpack", "accept": "application/msgpack"}
+
+
+def test_a_405_names_the_methods_allowed(http, sid):
+    r = http.get(f"/v1/sessions/{sid}/batch")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "InvalidInput"
+
+
+def test_media_types_are_case_insensitive(http, sid):
+    odd = {"content-type": "Application/MsgPack", "accept": "Application/MSGPACK"}
+    body = msgpack.packb({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": [1]}]})
+    r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers=odd)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack", r.text
+    assert msgpack.unpackb(r.content)["values"][0]["shape"] == [2]
+    tensor = msgpack.packb({"dtype": "float32", "shape": [1], "data": b"\x00\x00\x80\x3f"})
+    assert http.put(f"/v1/sessions/{sid}/arrays/5", content=tensor, headers=odd).status_code == 201
+    got = http.get(f"/v1/sessions/{sid}/arrays/5", headers={"accept": "APPLICATION/JSON; Tensors=Base64"}).json()
+    assert got["data"] == "AACAPw=="
+
+
+@pytest.mark.parametrize("body", ["[]", "0", "false", '""', "null"])
+def test_a_body_that_is_not_an_object_is_refused_where_an_object_is_read(http, sid, body):
+    json_body = {"content-type": "application/json"}
+    assert http.post("/v1/sessions", content=body, headers=json_body).status_code == 400
+    r = http.put(f"/v1/sessions/{sid}/arrays/1", json={"dtype": "float32", "shape": [1], "data": [1.0]})
+    assert r.status_code == 201
+    r = http.post(f"/v1/sessions/{sid}/arrays/1/attach_grad", content=body, headers=json_body)
+    assert r.status_code == 400 and r.json()["error"]["kind"] == "InvalidInput"
+    assert http.post("/v1/sessions", content=b"").status_code == 201  # (no body: the defaults)
 
 
 def test_metrics_need_a_key_when_the_server_has_keys():
