@@ -22,7 +22,17 @@ import numpy as np
 from . import kernels
 from .errors import InvalidInput, MXNetError, QuotaExceeded
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name
-from .session import COMMANDS, NODE_BYTES, PARSED_COMMANDS, RECORDING, TRAINING, Session, check_instruction, command
+from .session import (
+    COMMANDS,
+    MAX_HANDLE,
+    NODE_BYTES,
+    PARSED_COMMANDS,
+    RECORDING,
+    TRAINING,
+    Session,
+    check_instruction,
+    command,
+)
 from .tape import SHARE_EVERY, in_graph, share_gil
 
 _OPS_GET = OPS.get
@@ -351,8 +361,8 @@ def _call(s: Session, ins: dict, values: list) -> None:
     if len(out) != len(prog.outputs):
         raise InvalidInput(f"call: program {pid} makes {len(prog.outputs)} outputs, got {len(out)} handles")
     for h in out:
-        if type(h) is not int or h < 0 or h in s.arrays:
-            raise InvalidInput(f"call: output handle {h!r} is not a free non-negative integer handle")
+        if type(h) is not int or h < 0 or h > MAX_HANDLE or h in s.arrays:
+            raise InvalidInput(f"call: output handle {h!r} is not a free integer handle from 0 to 2**63 - 1")
     if len(set(out)) != len(out):
         raise InvalidInput("call: output handles must be distinct")
     xs = [s.get(h) for h in args]

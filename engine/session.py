@@ -113,6 +113,8 @@ def _too_many_arrays(s: Session) -> QuotaExceeded:
     )
 
 
+MAX_HANDLE: Final = (1 << 63) - 1
+"""The largest handle (an int64, as the REST routes' paths read them)."""
 MODES: Final = RECORDING | TRAINING
 KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
 """An instruction's fields (any other is refused: a misspelt one would be passed over)."""
@@ -477,8 +479,8 @@ class Session:
     def put(self, h: Any, value: np.ndarray, alias: bool = False, holders: tuple = ()) -> None:
         """Give handle ``h`` the array ``value``: its own (counted by ``_hold``), or with
         ``alias`` a gradient buffer's second name (counted with the buffer)."""
-        if not isinstance(h, int) or isinstance(h, bool) or (h < 0 and not self._calling):
-            raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
+        if not isinstance(h, int) or isinstance(h, bool) or (h < 0 and not self._calling) or h > MAX_HANDLE:
+            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {h!r}")
         if h in self.arrays:
             raise InvalidInput(f"handle {h} is already in use")
         # (a second name is a handle too; a call counts its outputs before it starts)
@@ -892,8 +894,8 @@ class Session:
             got = f"{len(out)} handles" if type(out) is list else "no 'out' list"
             raise InvalidInput(f"{name} makes 1 output: give its handle as 'out': [h] (got {got})")
         h = out[0]
-        if type(h) is not int or (h < 0 and not self._calling):
-            raise InvalidInput(f"output handle must be a non-negative integer, got {h!r}")
+        if type(h) is not int or (h < 0 and not self._calling) or h > MAX_HANDLE:
+            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {h!r}")
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:

@@ -277,6 +277,19 @@ def test_keys_authenticate_and_sessions_are_private():
 MSGPACK = {"content-type": "application/msgpack", "accept": "application/msgpack"}
 
 
+def test_handles_are_int64_in_batches_as_in_the_routes_paths(http, sid):
+    """A handle a batch could make but no path route could name would be out of reach there."""
+    for h in (1 << 63, (1 << 64) - 1):
+        body = msgpack.packb({"ops": [{"op": "ones", "out": [h], "at": {"shape": [1]}}]})
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers=MSGPACK)
+        assert r.status_code == 400 and "2**63 - 1" in msgpack.unpackb(r.content)["error"]["message"]
+    top = (1 << 63) - 1
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "ones", "out": [top], "at": {"shape": [1]}}]})
+    assert r.status_code == 200
+    assert http.get(f"/v1/sessions/{sid}/arrays/{top}").json()["data"] == [1.0]
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1
+
+
 def test_a_405_names_the_methods_allowed(http, sid):
     r = http.get(f"/v1/sessions/{sid}/batch")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "InvalidInput"
