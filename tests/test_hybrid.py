@@ -442,7 +442,7 @@ def test_define_then_call_runs_the_program_and_frees_its_slots():
         ({"op": "call", "in": [2], "out": [], "at": {"id": 1}}, "makes 1 outputs"),
         ({"op": "call", "in": [2], "out": [1], "at": {"id": 1}}, "not a free"),
         ({"op": "call", "in": [2], "out": [-4], "at": {"id": 1}}, "not a free"),
-        ({"op": "negative", "in": [2], "out": [-4]}, "non-negative"),
+        ({"op": "negative", "in": [2], "out": [-4]}, "from 0 to 2**63 - 1"),
     ],
 )
 def test_bad_programs_and_calls_are_refused_and_change_nothing(ins, words):
