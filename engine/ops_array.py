@@ -18,6 +18,7 @@ from .ops import (
     _getitem_infer,
     _reduction,
     _spread,
+    accumulator,
     at_least_1d,
     broadcast_shapes,
     check_shape,
@@ -434,7 +435,7 @@ def _nanprod_vjp(F, at, g, y, x):
 
 _reduction(
     "nansum",
-    lambda xp, x, axes, at: xp.nansum(x, axis=axes, keepdims=at["keepdims"]),
+    lambda xp, x, axes, at: xp.nansum(x, axis=axes, keepdims=at["keepdims"], dtype=accumulator(xp, x)),
     lambda F, at, g, y, x: (F.mul(_spread(F, "nansum", at, g, x), F.equal(x, x)),),
     "The sum over ``axis`` with NaN counted as 0 (and no gradient there).",
     (EXCLUDE,),

@@ -929,3 +929,20 @@ def test_split_along_an_axis_the_array_has_not_is_an_mxnet_error(mode):
     with pytest.raises(MXNetError, match="axis -2 is out of range"):
         nd.arange(6).split(num_outputs=2, axis=-2)
     assert [p.asnumpy().tolist() for p in nd.split(nd.arange(6), 3, axis=-1)] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_float32_sums_and_means_print_mxnets_values(mode):
+    """MXNet sums float32 with a compensated sum and divides a mean's sum by its count in
+    float32: these are its values (1.9.1), where a float32 sum along an axis gave 47.000004
+    and 47.999996, and numpy's float64 mean 0.45000002."""
+    y = nd.arange(100).reshape((10, 10)) * 0.1
+    assert y.sum(axis=0).asnumpy().tolist() == [45.0, 46.0, 47.0, 48.0, 49.0, 50.0, 51.0, 52.0, 53.0, 54.0]
+    means = y.mean(axis=1).asnumpy()
+    assert means.dtype == np.float32
+    assert means.tolist()[:2] == [0.44999998807907104, 1.4500000476837158]
+    assert means.tolist()[4] == 4.449999809265137
+    z = (nd.arange(1000) / 7) ** 2
+    assert z.sum().asnumpy().tolist() == [6792520.5] and z.mean().asnumpy().tolist() == [6792.5205078125]
+    assert nd.nansum(y, axis=1).asnumpy().tolist() == [4.5, 14.5, 24.5, 34.5, 44.5, 54.5, 64.5, 74.5, 84.5, 94.5]
+    assert str(y.sum(axis=0)).startswith("\n[45. 46. 47. 48.")
+
