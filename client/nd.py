@@ -175,6 +175,21 @@ for _op in OPS.ops():
             setattr(NDArray, _name, _method(_fn))
 
 
+def _copied(view: Any) -> Any:
+    def fn(*args: Any, **kwargs: Any) -> NDArray:
+        if kwargs.get("out") is not None:
+            return view(*args, **kwargs)  # (written into ``out``: a copy already)
+        return invoke(OPS["copy"], (view(*args, **kwargs),))
+
+    fn.__name__, fn.__qualname__ = view.__name__, view.__qualname__
+    fn.__doc__ = f"{view.__doc__ or ''}\n\nA new array, as MXNet's nd.reshape (the method ``x.reshape`` is a view)."
+    fn.__signature__ = inspect.signature(view)  # type: ignore[attr-defined]
+    return fn
+
+
+reshape = Reshape = _copied(globals()["reshape"])  # (MXNet's function copies; its method shares)
+
+
 def zeros(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array of zeros (float32 unless ``dtype`` says otherwise)."""
     return invoke(OPS["zeros"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))

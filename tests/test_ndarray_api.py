@@ -946,3 +946,21 @@ def test_float32_sums_and_means_print_mxnets_values(mode):
     assert nd.nansum(y, axis=1).asnumpy().tolist() == [4.5, 14.5, 24.5, 34.5, 44.5, 54.5, 64.5, 74.5, 84.5, 94.5]
     assert str(y.sum(axis=0)).startswith("\n[45. 46. 47. 48.")
 
+
+def test_nd_reshape_is_a_copy_and_the_method_a_view_as_in_mxnet(mode):
+    x = nd.arange(6)
+    r = nd.reshape(x, (3, 2))
+    r[0] = 7
+    assert x.asnumpy().tolist() == [0, 1, 2, 3, 4, 5]  # (MXNet's nd.reshape copies)
+    assert nd.Reshape(x, shape=(2, 3)).shape == (2, 3)
+    v = x.reshape((3, 2))
+    v[0] = 7
+    assert x.asnumpy().tolist() == [7, 7, 2, 3, 4, 5]  # the method shares, as MXNet's
+    out = nd.zeros((2, 3))
+    assert nd.reshape(x, shape=(2, 3), out=out) is out and out.asnumpy()[0].tolist() == [7, 7, 2]
+    w = nd.arange(6)
+    w.attach_grad()
+    with autograd.record():
+        y = (nd.reshape(w, (2, 3)) * nd.array([[1, 2, 3], [4, 5, 6]])).sum()
+    y.backward()
+    assert w.grad.asnumpy().tolist() == [1, 2, 3, 4, 5, 6]
