@@ -77,6 +77,41 @@ _REFLECTED = {  # op(scalar, x) as a scalar op of x
 }
 
 
+_ON_NUMBERS = {  # MXNet's nd ufuncs given two numbers give a number (its lambdas)
+    "add": lambda x, y: x + y,
+    "subtract": lambda x, y: x - y,
+    "multiply": lambda x, y: x * y,
+    "divide": lambda x, y: x / y,
+    "true_divide": lambda x, y: x / y,
+    "modulo": lambda x, y: x % y,
+    "power": lambda x, y: x**y,
+    "maximum": lambda x, y: x if x > y else y,
+    "minimum": lambda x, y: x if x < y else y,
+    "equal": lambda x, y: 1 if x == y else 0,
+    "not_equal": lambda x, y: 1 if x != y else 0,
+    "greater": lambda x, y: 1 if x > y else 0,
+    "greater_equal": lambda x, y: 1 if x >= y else 0,
+    "lesser": lambda x, y: 1 if x < y else 0,
+    "lesser_equal": lambda x, y: 1 if x <= y else 0,
+    "logical_and": lambda x, y: 1 if x and y else 0,
+    "logical_or": lambda x, y: 1 if x or y else 0,
+    "logical_xor": lambda x, y: 1 if bool(x) != bool(y) else 0,
+}
+
+_LOGICAL_WITH = {  # logical op of an array and a number: by the number's truth, x's dtype (as MXNet's)
+    ("logical_and", True): ("not_equal_scalar", {"scalar": 0.0}),
+    ("logical_and", False): ("zeros_like", {}),
+    ("logical_or", True): ("ones_like", {}),
+    ("logical_or", False): ("not_equal_scalar", {"scalar": 0.0}),
+    ("logical_xor", True): ("equal_scalar", {"scalar": 0.0}),
+    ("logical_xor", False): ("not_equal_scalar", {"scalar": 0.0}),
+}
+
+
+def _numbers(arrays: list[Any]) -> bool:
+    return all(isinstance(a, numbers.Real) and not isinstance(a, NDArray) for a in arrays)
+
+
 def _generate(op: Op, name: str) -> Any:
     fixed = [n for n in op.inputs if not n.startswith("*")]
     star = op.inputs[-1][1:] if op.variadic else None
@@ -85,6 +120,7 @@ def _generate(op: Op, name: str) -> Any:
 
     nfixed = len(fixed)
     slots = _slots(op)
+    on_numbers = _ON_NUMBERS.get(name)
 
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if not kwargs and star is None and len(args) == nfixed:  # the common call: arrays only
@@ -131,6 +167,13 @@ def _generate(op: Op, name: str) -> Any:
                 raise TypeError(f"{name}() got multiple values for argument {n!r}")
             kwargs[n] = v
         ctx = kwargs.pop("ctx", None)
+        if len(arrays) == 2 and on_numbers is not None and _numbers(arrays):
+            return on_numbers(*arrays)
+        if op.name in ("logical_and", "logical_or", "logical_xor") and len(arrays) == 2:
+            k = 0 if isinstance(arrays[0], NDArray) else 1
+            if isinstance(arrays[k], NDArray) and _numbers([arrays[1 - k]]):
+                via, at = _LOGICAL_WITH[(op.name, bool(arrays[1 - k]))]
+                return invoke(OPS[via], (arrays[k],), at)
         if scalar_op is not None and len(arrays) == 2 and not isinstance(arrays[1], NDArray):
             if isinstance(arrays[0], NDArray):
                 return invoke(scalar_op, arrays[:1], {"scalar": float(arrays[1]), **kwargs})

@@ -964,3 +964,23 @@ def test_nd_reshape_is_a_copy_and_the_method_a_view_as_in_mxnet(mode):
         y = (nd.reshape(w, (2, 3)) * nd.array([[1, 2, 3], [4, 5, 6]])).sum()
     y.backward()
     assert w.grad.asnumpy().tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_ufuncs_of_numbers_and_logical_ops_with_a_number_as_mxnet(mode):
+    """MXNet's values (1.9.1): two numbers give a number; a logical op of an array and a
+    number goes by the number's truth, in the array's dtype (NaN counts as true)."""
+    assert (nd.maximum(1, 2), nd.add(1, 2.5), nd.equal(1, 1), nd.logical_xor(1, 0)) == (2, 3.5, 1, 1)
+    assert (nd.power(2, 3), nd.divide(1, 2), nd.subtract(1, 2), nd.modulo(5, 3)) == (8, 0.5, -1, 2)
+    x = nd.array([0, 2, float("nan")])
+    want = {
+        ("logical_and", 0): [0, 0, 0],
+        ("logical_and", 0.5): [0, 1, 1],
+        ("logical_or", 0): [0, 1, 1],
+        ("logical_or", 1): [1, 1, 1],
+        ("logical_xor", 0): [0, 1, 1],
+        ("logical_xor", 1): [1, 0, 0],
+    }
+    for (name, s), values in want.items():
+        for got in (getattr(nd, name)(x, s), getattr(nd, name)(s, x)):
+            assert got.dtype == np.float32 and got.asnumpy().tolist() == values, (name, s)
+    assert nd.logical_or(nd.array([1, 2], dtype="int32"), 1).dtype == np.int32
