@@ -64,11 +64,17 @@ def _int(v: Any) -> int:
     return int(v)
 
 
+NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+"""How JSON, which has no such numbers, writes them (in tensors' data and in attributes)."""
+
+
 def _float(v: Any) -> float:
     if type(v) is float:
         return v
+    if type(v) is str and v in NON_FINITE:
+        return NON_FINITE[v]
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"expected a number, got {v!r}")
+        raise TypeError(f'expected a number (or "NaN", "Infinity", "-Infinity"), got {v!r}')
     return float(v)
 
 

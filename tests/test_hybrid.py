@@ -253,7 +253,7 @@ def test_constants_that_compare_equal_but_differ_are_traced_apart(mode):
     assert f(x, (np.float64(-0.0),)).asnumpy().tolist() == [-np.inf] * 2
     g = hybridize(lambda x, c: x + nd.full((2,), c[0]))
     assert g(x, (1,)).asnumpy().tolist() == [2.0, 2.0]
-    with pytest.raises(MXNetError, match="expected a number, got True"):
+    with pytest.raises(MXNetError, match="expected a number .*, got True"):
         g(x, (True,))
 
 

@@ -290,6 +290,22 @@ def test_handles_are_int64_in_batches_as_in_the_routes_paths(http, sid):
     assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1
 
 
+def test_json_attributes_take_non_finite_numbers_as_tensors_write_them(http, sid):
+    ops = [
+        {"op": "full", "out": [1], "at": {"shape": [2], "val": "NaN"}},
+        {"op": "array", "out": [2], "at": {"value": {"dtype": "float32", "shape": [3], "data": [-5, 0, 5]}}},
+        {"op": "clip", "in": [2], "out": [3], "at": {"a_min": "-Infinity", "a_max": 1}},
+        {"op": "read", "in": [1, 3]},
+    ]
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": ops})
+    assert r.status_code == 200, r.text
+    full, clipped = r.json()["values"]
+    assert full["data"] == ["NaN", "NaN"] and clipped["data"] == [-5.0, 0.0, 1.0]
+    bad = {"op": "full", "out": [4], "at": {"shape": [2], "val": "nan"}}
+    r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [bad]})
+    assert r.status_code == 400 and "Infinity" in r.json()["error"]["message"]
+
+
 def test_a_405_names_the_methods_allowed(http, sid):
     r = http.get(f"/v1/sessions/{sid}/batch")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "InvalidInput"
