@@ -475,6 +475,9 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
         cx = s.cx
         cx.training = mode & TRAINING != 0
         y = op.forward(cx, at, *xs)
+        for x in xs:
+            if y is x:  # (as Session.execute: a result of its own)
+                y = y.copy()
         arrays[h] = y
         if y.base is None:
             s.nbytes += y.nbytes

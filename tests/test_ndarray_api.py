@@ -984,3 +984,11 @@ def test_ufuncs_of_numbers_and_logical_ops_with_a_number_as_mxnet(mode):
         for got in (getattr(nd, name)(x, s), getattr(nd, name)(s, x)):
             assert got.dtype == np.float32 and got.asnumpy().tolist() == values, (name, s)
     assert nd.logical_or(nd.array([1, 2], dtype="int32"), 1).dtype == np.int32
+
+
+def test_round_and_rint_of_an_integer_array_are_arrays_of_their_own(mode):
+    x = nd.array([1, 2, 3], dtype="int32")
+    for fn in (nd.round, nd.rint):
+        y = fn(x)
+        y += 10
+        assert y.asnumpy().tolist() == [11, 12, 13] and x.asnumpy().tolist() == [1, 2, 3]
