@@ -211,26 +211,44 @@ server's event loop it is judged by its time per byte: numpy's elementwise ops t
 300 ns an element (a float16 ``polygamma`` of 8 MiB: seconds), so their output's size alone
 does not bound them."""
 TIMED_WORK: Final = 1 << 16
-"""An op of declared multiply-adds (``dot``, ``Convolution``) is timed per multiply-add from this many."""
+"""An op of declared multiply-adds (``dot``, ``Convolution``) is timed, and judged, per
+multiply-add from this many (a float32 product runs at BLAS's speed, a float16 or integer one
+hundreds of times slower)."""
 SLICE_NS: Final = 5_000_000
 """An op expected to take longer than this (ns; a slice's length) is left for the thread."""
-_NS_PER_BYTE: dict[tuple[str, int], float] = {}
-"""(op, its first input's dtype) -> how long it took a byte when it last ran on this many
-(never below half the time before: one quick run does not make a slow op look quick), for
-every session of the process. An op not timed yet is left for the thread in a slice (its
-first run there times it)."""
+_RATES: dict[tuple, tuple[float, int]] = {}
+"""Op key (``_op_key``) -> (ns per byte or multiply-add, the size it was measured on), for every
+session of the process. A run on a size like the last one's sets it, never below half the
+time before (one quick run does not make a slow op look quick); a run on a much larger size
+sets it; one on a much smaller size leaves it (its time is mostly the op's fixed cost). An op
+not timed yet is left for the thread in a slice (its first run there times it)."""
 
 
-def _expected_ns(key: tuple[str, int], size: int) -> float:
-    """How long an op of ``key`` is expected to take on ``size`` bytes (inf: not known)."""
-    per = _NS_PER_BYTE.get(key)
-    return float("inf") if per is None else per * size
+def _op_key(name: str, x: Any, at: Any) -> tuple:
+    """What an op's time per unit goes by: its name, its first input's dtype, and the
+    attributes that choose its computation (a string, ``act_type``; a small integer,
+    polygamma's ``n``), not its float scalars (a learning rate differs every step)."""
+    key: list[Any] = [name, x.dtype.num if isinstance(x, np.ndarray) else -1]
+    if type(at) is dict:
+        for k, v in at.items():
+            if type(v) is str or (type(v) is int and -64 < v < 64) or type(v) is bool:
+                key += (k, v)
+    return tuple(key)
 
 
-def _timed(key: tuple[str, int], size: int, ns: float) -> None:
+def _expected_ns(key: tuple, size: int) -> float:
+    """How long an op of ``key`` is expected to take on ``size`` units (inf: not known)."""
+    rate = _RATES.get(key)
+    return float("inf") if rate is None else rate[0] * size
+
+
+def _timed(key: tuple, size: int, ns: float) -> None:
     per = ns / size
-    old = _NS_PER_BYTE.get(key)
-    _NS_PER_BYTE[key] = per if old is None else max(per, old / 2)
+    old = _RATES.get(key)
+    if old is None or size > 4 * old[1]:
+        _RATES[key] = (per, size)
+    elif 4 * size >= old[1]:
+        _RATES[key] = (max(per, old[0] / 2), max(size, old[1]))
 
 
 class _SliceEnds(Exception):
@@ -900,20 +918,20 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
-        key: tuple[str, int] | None = None
+        key: tuple | None = None
         size = n
         if op.work is None:
             for x in xs:
                 if x.nbytes > size:
                     size = x.nbytes
             if size >= TIMED_BYTES:
-                key = (name, xs[0].dtype.num if xs else -1)
-                if self._in_slice and not self._calling and _expected_ns(key, size) > SLICE_NS:
-                    raise _SliceEnds
-        elif not op.like:  # (its multiply-adds: timed for the backward pass's estimate)
+                key = _op_key(name, xs[0] if xs else None, at)
+        elif not op.like:  # (by its multiply-adds)
             size = op.work(at, *specs)
             if size >= TIMED_WORK:
-                key = (name, xs[0].dtype.num)
+                key = _op_key(name, xs[0], at)
+        if key is not None and self._in_slice and not self._calling and _expected_ns(key, size) > SLICE_NS:
+            raise _SliceEnds
         cx = self.cx
         cx.training = mode & TRAINING != 0
         if key is None:
@@ -1222,27 +1240,31 @@ BACKWARD_NODE_NS: Final = 3_000
 def _backward_ns(order: list[Node]) -> float:
     """How long a backward pass over ``order`` is expected to take: twice its ops' forward
     times as last measured (a VJP makes about two of its op's outputs), or inf when one
-    large op of it has not been timed."""
+    large op of it has not been timed, or it holds a client's Function (its backward is a
+    program of any length)."""
     total = 0.0
     for node in order:
         op = node.op
-        if op is None or not isinstance(op, Op) or node.xs is None:
+        if op is None:
             total += BACKWARD_NODE_NS
             continue
+        if not isinstance(op, Op) or node.xs is None:
+            return float("inf")
         xs = node.xs
         first = xs[0] if xs else None
-        num = first.dtype.num if isinstance(first, np.ndarray) else -1
+        ns = 0.0
         if op.work is not None:
             specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in xs if isinstance(x, np.ndarray)]
             work = int(op.work(node.at, *specs))
-            per = _NS_PER_BYTE.get((op.name, num))
-            ns = work * (SLICE_NS / SLICE_WORK if per is None else per)
+            if work >= TIMED_WORK:
+                ns = _expected_ns(_op_key(op.name, first, node.at), work)
         else:
             size = node.y.nbytes if isinstance(node.y, np.ndarray) else 0
             for x in xs:
                 if isinstance(x, np.ndarray) and x.nbytes > size:
                     size = x.nbytes
-            ns = _expected_ns((op.name, num), size) if size >= TIMED_BYTES else 0.0
+            if size >= TIMED_BYTES:
+                ns = _expected_ns(_op_key(op.name, first, node.at), size)
         total += 2 * ns + BACKWARD_NODE_NS
     return total
 
@@ -1375,18 +1397,19 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
                 s.count_graph(g.node)
         else:
             s.put(h, np.array(g, copy=True))
-    if create and not s.room(0):  # the recorded pass holds more than there is room for: taken back
-        over = QuotaExceeded(
-            f"grad_of: its recorded pass would leave the session holding {s.held_bytes()} bytes, over its "
-            f"limit of {s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes} in all sessions)"
-        )
-        for h in out:
-            s.drop(h)
-        raise over
-    if not retain:
-        s.freed_nodes(tape.release(order))
     if create:
         s.recount_graph()  # (the recorded pass made nodes of its own)
+        if not s.room(0):  # the recorded pass holds more than there is room for: taken back
+            over = QuotaExceeded(
+                f"grad_of: its recorded pass would leave the session holding {s.held_bytes()} bytes, over its "
+                f"limit of {s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes} in all sessions)"
+            )
+            for h in out:
+                s.drop(h)
+            s.recount_graph()
+            raise over
+    if not retain:
+        s.freed_nodes(tape.release(order))
 
 
 @command(

@@ -228,6 +228,24 @@ def test_a_backward_pass_takes_its_graphs_nodes_off_the_count():
     assert s.graph_bytes == 0
 
 
+def test_a_recorded_backward_pass_is_held_to_the_limit_with_the_nodes_it_made():
+    """autograd.grad(create_graph=True) makes a graph of its own (a sin's VJP is several ops):
+    its nodes are counted before the room is checked, and a refused pass leaves the count as
+    it was."""
+    limit = 1 << 20
+    s = Session("second-order", limits=Limits(max_session_bytes=limit, max_user_bytes=limit))
+    ops: list[dict] = [ones(0, 1), {"op": "attach_grad", "in": [0]}]
+    for h in range(1, 900):
+        ops += [{"op": "sin", "in": [h - 1], "out": [h], "mode": 1}] + ([free(h - 1)] if h > 1 else [])
+    ok(s, *ops)
+    before = s.graph_bytes
+    assert before == 899 * NODE_BYTES and s.held_bytes() <= limit
+    grad = {"op": "grad_of", "in": [899], "out": [5000], "at": {"variables": [0], "create_graph": True}, "mode": 1}
+    err = run(s, grad)["error"]
+    assert err["kind"] == "QuotaExceeded" and 5000 not in s.arrays
+    assert s.graph_bytes == before == live_nodes(s) * NODE_BYTES and s.held_bytes() <= limit
+
+
 def test_a_users_sessions_running_together_keep_to_the_users_limit():
     """Session a's batch starts; b then takes most of the user's room; a's batch, still
     running, sees it when it next allocates (it read b's bytes at its start before)."""
@@ -671,6 +689,7 @@ def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread():
     }
     dot = {"op": "dot", "in": [5, 5], "out": [6]}
     ok(s, {"op": "ones", "out": [5], "at": {"shape": [64, 64]}})
+    ok(s, {**dot, "out": [7]}, free(7))  # (timed: an op of this size not timed yet is the thread's)
     for ins, in_slice in ((dot, True), (conv, False)):
         job = s.begin({"ops": [ins]})
         assert job.run(deadline=time.perf_counter() + 60) is in_slice, ins["op"]
@@ -699,7 +718,7 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     it may run in the slice; an elementwise op that is quick runs there once it is timed."""
     from gradserve.engine import session as session_module
 
-    monkeypatch.setattr(session_module, "_NS_PER_BYTE", {})  # (as a server that just started)
+    monkeypatch.setattr(session_module, "_RATES", {})  # (as a server that just started)
     s = Session("slow-elementwise")
     n = 1 << 16  # 128 KiB of float16
     ok(s, {"op": "random_uniform", "out": [1], "at": {"shape": [n], "low": 0.1, "high": 0.9, "dtype": "float16"}})
@@ -711,7 +730,8 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     assert not in_slice(s, slow)  # timed in the thread
     ok(s, free(2))
     assert not in_slice(s, slow)  # tens of milliseconds: again the thread's
-    assert session_module._NS_PER_BYTE[("polygamma", np.dtype("float16").num)] * 2 * n > 5_000_000
+    (rate,) = [r for k, r in session_module._RATES.items() if k[:2] == ("polygamma", np.dtype("float16").num)]
+    assert rate[0] * 2 * n > 5_000_000
     tiny = {"op": "polygamma", "in": [4], "out": [5], "at": {"n": 3}}
     assert in_slice(s, ones(4, 100), tiny)  # under TIMED_BYTES: not judged, not timed
 
@@ -723,7 +743,7 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     is computed)."""
     from gradserve.engine import session as session_module
 
-    monkeypatch.setattr(session_module, "_NS_PER_BYTE", {})
+    monkeypatch.setattr(session_module, "_RATES", {})
     s = Session("slow-backward")
     ok(s, ones(1, 128 * 64), {"op": "attach_grad", "in": [1]}, {"op": "ones", "out": [2], "at": {"shape": [64, 64]}})
     ok(s, {"op": "reshape", "in": [1], "out": [3], "at": {"shape": [128, 64]}, "mode": 3})
@@ -737,7 +757,9 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     assert s.nodes[1].grad.any()
     ok(s, free(4, 5, 6), {"op": "polygamma", "in": [1], "out": [7], "at": {"n": 1}, "mode": 3})
     ok(s, {"op": "sum", "in": [7], "out": [8], "mode": 3}, free(7))
-    session_module._NS_PER_BYTE[("polygamma", np.dtype("float32").num)] = 1e4  # as a slow machine measured it
+    node = s.nodes[8].parents[0]  # polygamma's
+    key = session_module._op_key("polygamma", node.xs[0], node.at)
+    session_module._RATES[key] = (1e4, 1 << 40)  # as a slow machine measured it
     s.nodes[1].grad[:] = 0
     assert not in_slice(s, {"op": "backward", "in": [8], "mode": 2})
     assert s.nodes[1].grad.any()  # the thread ran it
