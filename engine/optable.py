@@ -121,9 +121,15 @@ def _dtype(v: Any) -> str | None:
     return name
 
 
+MAX_STR_ATTR: Final = 256
+"""The longest string attribute (a mode's name, a layout): a recorded node keeps its attributes."""
+
+
 def _str(v: Any) -> str:
     if not isinstance(v, str):
         raise TypeError(f"expected a string, got {v!r}")
+    if len(v) > MAX_STR_ATTR:
+        raise TypeError(f"expected a string of at most {MAX_STR_ATTR} characters, got {len(v)}")
     return v
 
 

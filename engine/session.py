@@ -175,6 +175,31 @@ NODE_BYTES: Final = 1024
 attributes, its inputs' tuple, its output's array object: about 900 bytes measured). Graphs are
 counted at this much a node (``graph_bytes``), so that one of empty or tiny arrays cannot grow
 past a session's limit uncounted."""
+
+
+def node_extra(at: dict) -> int:
+    """About what a node's attributes keep besides the node, as Python's objects (a client's
+    Function keeps its backward program; an op's attributes are short: strings of at most
+    ``MAX_STR_ATTR``, keys of at most ``MAX_NDIM`` entries, index arrays as arrays)."""
+    total = 0
+    stack: list[Any] = list(at.values())
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            total += 56 + 8 * len(v)
+            stack += v
+        elif isinstance(v, dict):
+            total += 64 + 104 * len(v)
+            stack += v.values()
+        elif isinstance(v, np.ndarray):
+            total += 112 + (v.nbytes if v.base is None else 0)
+        elif isinstance(v, (str, bytes)):
+            total += 49 + len(v)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            total += 32
+    return total
+
+
 GRAPH_RECOUNT_BYTES: Final = NODE_BYTES << 10
 """``graph_bytes`` is counted again from the graph itself once it passes twice its last count
 and this much (each recount walks the live graph: amortized, a node is walked about once)."""
@@ -678,9 +703,10 @@ class Session:
         held = self.nbytes + self.graph_bytes + self.program_bytes + nbytes
         return held <= lim.max_session_bytes and self._others + held <= lim.max_user_bytes
 
-    def made_nodes(self, k: int) -> None:
-        """Count ``k`` nodes just recorded (see ``graph_bytes``)."""
-        self.graph_bytes += k * NODE_BYTES
+    def made_nodes(self, k: int, extra: int = 0) -> None:
+        """Count ``k`` nodes just recorded, and ``extra`` bytes they keep besides (a Function's
+        backward program: ``node_extra``); see ``graph_bytes``."""
+        self.graph_bytes += k * NODE_BYTES + extra
         if self.graph_bytes >= self._recount_at:
             self.recount_graph()
 
@@ -691,6 +717,8 @@ class Session:
     def recount_graph(self) -> None:
         """Set ``graph_bytes`` from the live graph: the op nodes the handles' nodes reach."""
         seen: set[int] = set()
+        programs: set[int] = set()  # (a Function's outputs share its backward program)
+        extra = 0
         stack = [n for n in self.nodes.values() if n.op is not None and n.live]
         turns = 0
         since = time.perf_counter()
@@ -702,10 +730,15 @@ class Session:
             turns += 1
             if turns % SHARE_EVERY == 0:
                 since = share_gil(since)
+            op = n.op
+            if isinstance(op, FunctionVJP):
+                if id(op.program) not in programs:
+                    programs.add(id(op.program))
+                    extra += op.nbytes
             for p in n.parents:
                 if p is not None and p.op is not None and p.live and id(p) not in seen:
                     stack.append(p)
-        self.graph_bytes = len(seen) * NODE_BYTES
+        self.graph_bytes = len(seen) * NODE_BYTES + extra
         self._recount_at = 2 * self.graph_bytes + GRAPH_RECOUNT_BYTES
 
     def _refresh_budget(self) -> None:
@@ -1453,6 +1486,7 @@ class FunctionVJP:
         self.gradients = gradients
         self.outputs = outputs
         self.k = k
+        self.nbytes = 0  # what its program keeps (node_extra), counted with its nodes
 
     def vjp(self, F: Any, at: dict, g: Any, y: Any, *xs: Any) -> tuple[Any, ...]:
         env: dict[int, Any] = {
@@ -1519,9 +1553,13 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
     parents = tape.parents_of(s.nodes.get(h) for h in in_h)
     if parents is None:
         return
+    nbytes = node_extra({"program": compiled})
+    s.check_alloc(0, nbytes + len(outs) * NODE_BYTES)  # (its nodes keep the program)
     for k, (h, y) in enumerate(zip(outs, ys)):
-        s.set_node(h, Node(FunctionVJP(s, compiled, cots, grads, ys, k), {}, parents, tuple(xs), y))
-    s.made_nodes(len(outs))
+        vjp = FunctionVJP(s, compiled, cots, grads, ys, k)
+        vjp.nbytes = nbytes
+        s.set_node(h, Node(vjp, {}, parents, tuple(xs), y))
+    s.made_nodes(len(outs), nbytes)
 
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")

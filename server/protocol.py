@@ -74,7 +74,7 @@ class SessionInfo(BaseModel):
     bytes: int  # the memory its arrays keep alive (what the session quota counts, but its reply's copies)
     reply_bytes: int = 0  # the copies its last batch's reads keep for a retry, until the next batch (counted too)
     graph_bytes: int = 0  # its recorded graphs' nodes, at 1,024 bytes a node (counted too)
-    program_bytes: int = 0  # its kept programs (hybridized functions), at 8 bytes a character of JSON (counted too)
+    program_bytes: int = 0  # its kept programs (hybridized functions), at 24 bytes a character of JSON (counted too)
 
 
 class NewSessionInfo(SessionInfo):

@@ -441,7 +441,7 @@ def test_a_session_over_limits_lowered_since_its_snapshot_comes_back(tmp_path, c
     ops.append({"op": "define", "at": {"id": 7, "nargs": 1, "program": program, "outputs": [-3]}})
     assert "error" not in s.run_batch({"seq": 1, "ops": ops})
     assert store.snapshot() == 1
-    low = Settings(data_dir=tmp_path, max_program_steps=1, max_session_arrays=3, max_session_bytes=18_000)
+    low = Settings(data_dir=tmp_path, max_program_steps=1, max_session_arrays=3, max_session_bytes=20_000)
     again = SessionStore(low)
     assert again.restore() == 1
     assert "restored over limits" in caplog.text and "max_program_steps" in caplog.text

@@ -228,6 +228,32 @@ def test_a_backward_pass_takes_its_graphs_nodes_off_the_count():
     assert s.graph_bytes == 0
 
 
+def test_what_a_node_keeps_besides_its_arrays_counts_with_it():
+    """A client's Function keeps its backward program with its nodes: it counts with them
+    (and is refused past the room); a string attribute, which a node keeps, is short."""
+    limit = 1 << 20
+    s = Session("kept", limits=Limits(max_session_bytes=limit))
+    ok(s, ones(1, 100), {"op": "attach_grad", "in": [1]}, ones(4, 100), ones(5, 100))
+    step = {"op": "mul_scalar", "in": [90], "out": [91], "at": {"scalar": 2.0}}
+
+    def function(out: int, steps: int) -> dict:
+        return {
+            "op": "record_function",
+            "in": [1],
+            "at": {"outputs": [out], "cotangents": [90], "gradients": [91], "program": [step] * steps},
+        }
+
+    ok(s, function(4, 100))
+    assert s.graph_bytes > NODE_BYTES + 100 * 200
+    counted = s.graph_bytes
+    s.recount_graph()
+    assert s.graph_bytes == counted
+    err = run(s, function(5, 5_000))["error"]
+    assert err["kind"] == "QuotaExceeded" and 5 not in s.nodes and s.graph_bytes == counted
+    err = run(s, {"op": "Activation", "in": [1], "out": [6], "at": {"act_type": "relu" * 100}})["error"]
+    assert err["kind"] == "InvalidInput" and "at most 256 characters" in err["message"]
+
+
 def test_a_recorded_backward_pass_is_held_to_the_limit_with_the_nodes_it_made():
     """autograd.grad(create_graph=True) makes a graph of its own (a sin's VJP is several ops):
     its nodes are counted before the room is checked, and a refused pass leaves the count as
