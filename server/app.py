@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..engine import NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
@@ -296,6 +297,19 @@ async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metric
             log.exception("housekeeping round failed")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route of the app serves at the request's path (a 405's ``Allow``)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -383,7 +397,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _http_error(request: Request, e: StarletteHTTPException) -> Response:
         e2 = InvalidInput(f"{request.method} {request.url.path}: {e.detail}")
         reply = encode(request, {"error": error_body(e2, None, None)}, e.status_code)
-        reply.headers.update(e.headers or {})  # (a 405's Allow)
+        reply.headers.update(e.headers or {})
+        if e.status_code == 405:  # every method of the path (the router names its first route's)
+            reply.headers["allow"] = ", ".join(_allowed(request))
         return reply
 
     @app.exception_handler(RequestValidationError)

@@ -309,6 +309,10 @@ def test_json_attributes_take_non_finite_numbers_as_tensors_write_them(http, sid
 def test_a_405_names_the_methods_allowed(http, sid):
     r = http.get(f"/v1/sessions/{sid}/batch")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "InvalidInput"
+    # every method of the path, not only its first route's (RFC 9110, 10.2.1)
+    assert http.put("/v1/sessions").headers["allow"] == "GET, POST"
+    assert http.post(f"/v1/sessions/{sid}").headers["allow"] == "GET, DELETE"
+    assert http.post(f"/v1/sessions/{sid}/arrays/1").headers["allow"] == "GET, PUT, DELETE"
 
 
 def test_media_types_are_case_insensitive(http, sid):
