@@ -162,7 +162,7 @@ def check_instruction(name: str, ins: dict) -> None:
 
 LONG_PROGRAM: Final = 64
 """A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
-_PROGRAM_OPS = frozenset({"define", "call"})
+_PROGRAM_OPS = frozenset({"define", "call", "record_function"})
 SLICE_ARRAY_BYTES: Final = 8 << 20
 """A batch run in a slice of the event loop stops before an op that would make a larger array
 (making one of 1e8 floats takes seconds), or a command whose inputs hold twice as much: the
@@ -256,6 +256,8 @@ def _op_key(name: str, x: Any, at: Any) -> tuple:
     key: list[Any] = [name, x.dtype.num if isinstance(x, np.ndarray) else -1]
     if type(at) is dict:
         for k, v in at.items():
+            if k[:1] == "_":
+                continue  # (what a forward wrote there for its VJP: BatchNorm's _train)
             if type(v) is str or (type(v) is int and -64 < v < 64) or type(v) is bool:
                 key += (k, v)
     return tuple(key)
@@ -267,6 +269,10 @@ def _expected_ns(key: tuple, size: int) -> float:
     return float("inf") if rate is None else rate[0] * size
 
 
+SLOW_RUN_NS: Final = 1_000_000
+"""A run this long is the op's own time, not its fixed cost: it may raise the rate of any size."""
+
+
 def _timed(key: tuple, size: int, ns: float) -> None:
     per = ns / size
     old = _RATES.get(key)
@@ -274,6 +280,8 @@ def _timed(key: tuple, size: int, ns: float) -> None:
         _RATES[key] = (per, size)
     elif 4 * size >= old[1]:
         _RATES[key] = (max(per, old[0] / 2), max(size, old[1]))
+    elif ns >= SLOW_RUN_NS and per > old[0]:  # (a value that costs more: mod of 1e300 by 1e-300)
+        _RATES[key] = (per, old[1])
 
 
 class _SliceEnds(Exception):
@@ -289,7 +297,7 @@ def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
     at = ins.get("at")
     if type(at) is not dict:
         return False  # the instruction's own error says why
-    if ins["op"] == "define":
+    if ins["op"] in ("define", "record_function"):
         steps = at.get("program")
         return type(steps) is list and len(steps) > LONG_PROGRAM
     pid = at.get("id")
@@ -710,9 +718,19 @@ class Session:
         if self.graph_bytes >= self._recount_at:
             self.recount_graph()
 
-    def freed_nodes(self, k: int) -> None:
-        """Take off ``k`` nodes a backward pass has just freed (counted when they were made)."""
-        self.graph_bytes = max(0, self.graph_bytes - k * NODE_BYTES)
+    def released(self, order: list[Node]) -> None:
+        """Free the graph of a backward pass (``tape.release``) and take its nodes off the
+        count; a client's Function's node lets its backward program go, and the count is
+        made again (what the program held is not known node by node)."""
+        functions = False
+        for n in order:
+            op = n.op
+            if isinstance(op, FunctionVJP) and n.live:
+                op.program = []
+                functions = True
+        self.graph_bytes = max(0, self.graph_bytes - tape.release(order) * NODE_BYTES)
+        if functions:
+            self.recount_graph()
 
     def recount_graph(self) -> None:
         """Set ``graph_bytes`` from the live graph: the op nodes the handles' nodes reach."""
@@ -954,9 +972,8 @@ class Session:
         key: tuple | None = None
         size = n
         if op.work is None:
-            for x in xs:
-                if x.nbytes > size:
-                    size = x.nbytes
+            for x in xs:  # (its output and every input: add_n's many inputs are its work)
+                size += x.nbytes
             if size >= TIMED_BYTES:
                 key = _op_key(name, xs[0] if xs else None, at)
         elif not op.like:  # (by its multiply-adds)
@@ -1294,8 +1311,8 @@ def _backward_ns(order: list[Node]) -> float:
         else:
             size = node.y.nbytes if isinstance(node.y, np.ndarray) else 0
             for x in xs:
-                if isinstance(x, np.ndarray) and x.nbytes > size:
-                    size = x.nbytes
+                if isinstance(x, np.ndarray):
+                    size += x.nbytes
             if size >= TIMED_BYTES:
                 ns = _expected_ns(_op_key(op.name, first, node.at), size)
         total += 2 * ns + BACKWARD_NODE_NS
@@ -1377,7 +1394,7 @@ def _backward(s: Session, ins: dict, values: list) -> None:
             if id(var) not in reached and var.grad_req == "write":
                 var.grad[...] = 0
     if not ins["at"]["retain_graph"]:
-        s.freed_nodes(tape.release(order))
+        s.released(order)
 
 
 @command(
@@ -1442,7 +1459,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             s.recount_graph()
             raise over
     if not retain:
-        s.freed_nodes(tape.release(order))
+        s.released(order)
 
 
 @command(

@@ -398,8 +398,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         e2 = InvalidInput(f"{request.method} {request.url.path}: {e.detail}")
         reply = encode(request, {"error": error_body(e2, None, None)}, e.status_code)
         reply.headers.update(e.headers or {})
-        if e.status_code == 405:  # every method of the path (the router names its first route's)
-            reply.headers["allow"] = ", ".join(_allowed(request))
+        allowed = _allowed(request) if e.status_code == 405 else []
+        if allowed:  # every method of the path (the router names its first route's; a mount's files keep theirs)
+            reply.headers["allow"] = ", ".join(allowed)
         return reply
 
     @app.exception_handler(RequestValidationError)

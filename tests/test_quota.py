@@ -758,19 +758,19 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     assert not in_slice(s, quick)  # not timed yet: left for the thread, which times it
     ok(s, free(3))
     (key,) = [k for k in session_module._RATES if k[0] == "relu"]
-    assert session_module._RATES[key][1] == 2 * n  # timed on its 128 KiB
+    assert session_module._RATES[key][1] == 4 * n  # timed on its 128 KiB in and 128 KiB out
     # (a clock read on a loaded machine may take a stall into a quick op's time: the decision
     # is checked on the rate of a machine where 128 KiB of relu takes microseconds)
-    session_module._RATES[key] = (0.1, 2 * n)
+    session_module._RATES[key] = (0.1, 4 * n)
     assert in_slice(s, quick)
     ok(s, free(3))
-    session_module._RATES[key] = (100.0, 2 * n)  # 13 ms: as a stalled machine measured it
+    session_module._RATES[key] = (100.0, 4 * n)  # 26 ms: as a stalled machine measured it
     assert not in_slice(s, quick)
     assert not in_slice(s, slow)  # timed in the thread
     ok(s, free(2))
     assert not in_slice(s, slow)  # tens of milliseconds: again the thread's
     (rate,) = [r for k, r in session_module._RATES.items() if k[:2] == ("polygamma", np.dtype("float16").num)]
-    assert rate[0] * 2 * n > 5_000_000
+    assert rate[0] * 4 * n > 5_000_000
     tiny = {"op": "polygamma", "in": [4], "out": [5], "at": {"n": 3}}
     assert in_slice(s, ones(4, 100), tiny)  # under TIMED_BYTES: not judged, not timed
 
@@ -810,6 +810,54 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     ]
     ok(s, ones(100, 1), {"op": "attach_grad", "in": [100]}, *chain)
     assert not in_slice(s, {"op": "backward", "in": [3100], "mode": 2})  # 3,000 nodes' bookkeeping
+
+
+def test_the_rates_a_slice_goes_by(monkeypatch):
+    """An op's key leaves out what its forward wrote into its attributes (BatchNorm's _train:
+    its backward went to the thread every step); a run much smaller than the rate's leaves it
+    (its time is mostly the op's fixed cost) unless it took long enough to be the op's own (a
+    value that costs more, fmod of 1e300 by 1e-300); an op's size counts every input (add_n)."""
+    from gradserve.engine import session as session_module
+    from gradserve.engine.session import _op_key, _timed
+
+    rates: dict = {}
+    monkeypatch.setattr(session_module, "_RATES", rates)
+    x = np.ones(4, np.float32)
+    assert _op_key("BatchNorm", x, {"axis": 1, "_train": True}) == _op_key("BatchNorm", x, {"axis": 1})
+    assert _op_key("mul_scalar", x, {"scalar": 0.25}) == _op_key("mul_scalar", x, {"scalar": 0.5})
+    assert _op_key("LeakyReLU", x, {"act_type": "gelu"}) != _op_key("LeakyReLU", x, {"act_type": "leaky"})
+    _timed(("k",), 1 << 20, 1e5)  # 0.095 ns a byte on 1 MiB
+    _timed(("k",), 1 << 10, 1e4)  # a small run, mostly fixed cost: left
+    assert rates[("k",)] == (1e5 / (1 << 20), 1 << 20)
+    _timed(("k",), 1 << 16, 2e6)  # a small run of 2 ms: the op's own time
+    assert rates[("k",)] == (2e6 / (1 << 16), 1 << 20)
+    _timed(("k",), 1 << 20, 1e4)  # a quick run of the same size halves it at most
+    assert rates[("k",)][0] == 2e6 / (1 << 16) / 2
+    s = Session("add_n")
+    ok(s, ones(1, 1024))  # 4 KiB
+    many = {"op": "add_n", "in": [1] * 2000, "out": [2]}  # 8 MB of inputs
+    rates[_op_key("add_n", s.get(1), {})] = (1.0, 1 << 24)  # 1 ns a byte
+    assert not in_slice(s, many)  # 8 ms by all its inputs (its largest alone: 4 us)
+
+
+def test_a_functions_backward_program_is_let_go_with_its_graph_and_a_long_one_is_the_threads():
+    s = Session("function-backward")
+    ok(s, ones(1, 100), {"op": "attach_grad", "in": [1]}, ones(4, 100))
+    step = {"op": "mul_scalar", "in": [90], "out": [91], "at": {"scalar": 2.0}}
+    function = {
+        "op": "record_function",
+        "in": [1],
+        "at": {"outputs": [4], "cotangents": [90], "gradients": [91], "program": [step] * 100},
+    }
+    ok(s, function, {"op": "sum", "in": [4], "out": [5], "mode": 1})
+    vjp = s.nodes[4].op
+    assert len(vjp.program) == 100 and s.graph_bytes > 2 * NODE_BYTES
+    ok(s, {"op": "backward", "in": [5], "mode": 2})
+    assert vjp.program == [] and s.graph_bytes == live_nodes(s) * NODE_BYTES == 0
+    assert s.nodes[1].grad.tolist() == [2.0] * 100
+    long = {**function, "at": {**function["at"], "outputs": [6], "program": [step] * 1000}}
+    ok(s, ones(6, 100))
+    assert not in_slice(s, long)  # (checked step by step: the thread's, as a long define)
 
 
 def test_an_op_the_machine_has_no_memory_for_is_refused_not_a_fault():

@@ -313,6 +313,7 @@ def test_a_405_names_the_methods_allowed(http, sid):
     assert http.put("/v1/sessions").headers["allow"] == "GET, POST"
     assert http.post(f"/v1/sessions/{sid}").headers["allow"] == "GET, DELETE"
     assert http.post(f"/v1/sessions/{sid}/arrays/1").headers["allow"] == "GET, PUT, DELETE"
+    assert http.post("/docs-assets/swagger-ui.css").headers["allow"] == "GET, HEAD"  # (a mount's files)
 
 
 def test_media_types_are_case_insensitive(http, sid):
@@ -417,9 +418,13 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     assert http.get("/v1/health").status_code == 200
     text = http.get("/metrics").text
     assert "probe-" not in text and "nope-" not in text
-    assert 'gradserve_http_requests_total{method="POST",route="/docs-assets/{file}",status="405"} 3.0' in text
-    assert 'gradserve_http_requests_total{method="PUT",route="(unmatched)",status="404"} 3.0' in text
-    assert 'gradserve_http_requests_total{method="POST",route="/v1/health",status="405"} 1.0' in text
+
+    def count(series: str) -> float:  # (at least this test's: the server is the module's)
+        return float(next(line for line in text.splitlines() if line.startswith(series)).split()[-1])
+
+    assert count('gradserve_http_requests_total{method="POST",route="/docs-assets/{file}",status="405"}') >= 3
+    assert count('gradserve_http_requests_total{method="PUT",route="(unmatched)",status="404"}') >= 3
+    assert count('gradserve_http_requests_total{method="POST",route="/v1/health",status="405"}') >= 1
     assert 'gradserve_http_requests_total{method="GET",route="/v1/health",status="200"}' in text
     assert 'route="/v1/sessions/{id}/ops/{name}"' in text
     assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
