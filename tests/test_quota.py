@@ -779,7 +779,9 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     """A backward pass in a slice is judged by its graph: about twice its ops' forward times
     as measured (a training step's runs in the slice, its products timed per multiply-add; a
     graph of slow elementwise ops, or of many nodes, goes to the thread before anything of it
-    is computed)."""
+    is computed, and a session's graph of many nodes before it is walked)."""
+    import time
+
     from gradserve.engine import session as session_module
 
     monkeypatch.setattr(session_module, "_RATES", {})
@@ -809,7 +811,13 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
         {"op": "add_scalar", "in": [100 + k], "out": [101 + k], "at": {"scalar": 1.0}, "mode": 1} for k in range(3000)
     ]
     ok(s, ones(100, 1), {"op": "attach_grad", "in": [100]}, *chain)
-    assert not in_slice(s, {"op": "backward", "in": [3100], "mode": 2})  # 3,000 nodes' bookkeeping
+    job = s.begin({"ops": [{"op": "backward", "in": [3100], "mode": 2}]})
+    assert not job.run(deadline=time.perf_counter() + 60) and job.next == 0  # 3,000 nodes' bookkeeping
+    s._in_slice = True  # (the slice's own check, before the graph is walked)
+    with pytest.raises(session_module._SliceEnds):
+        session_module._large_graph(s)
+    s._in_slice = False
+    assert job.run() and "error" not in job.finish()  # the thread's
 
 
 def test_the_rates_a_slice_goes_by(monkeypatch):
