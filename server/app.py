@@ -268,7 +268,8 @@ class App(FastAPI):
             return
         sid = fast.batch_session_id(scope)
         if sid is None:
-            await metered(self.state.metrics, super().__call__, scope, receive, send)
+            app = self._as_get if scope["method"] == "HEAD" else super().__call__
+            await metered(self.state.metrics, app, scope, receive, send)
             return
         # the hot route says what it answered: its small replies do not go through ``send``
         start, status = time.perf_counter(), None
@@ -279,6 +280,21 @@ class App(FastAPI):
             raise
         finally:
             self.state.metrics.observe_request("POST", scope["path"], status or 500, time.perf_counter() - start)
+
+    async def _as_get(self, scope: Any, receive: Any, send: Any) -> None:
+        """A HEAD request answered as its GET, without the body (RFC 9110 asks it of every GET
+        route; FastAPI's answer only GET)."""
+        get = {**scope, "method": "GET"}
+
+        async def head_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        try:
+            await super().__call__(get, receive, head_only)
+        finally:
+            scope["route"] = get.get("route")  # (for the metrics' label)
 
 
 async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metrics) -> None:
@@ -307,6 +323,8 @@ def _allowed(request: Request) -> list[str]:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
             allowed.append(method)
+    if "GET" in allowed and "HEAD" not in allowed:  # (answered as its GET: App._as_get)
+        allowed.insert(1, "HEAD")
     return allowed
 
 

@@ -310,10 +310,22 @@ def test_a_405_names_the_methods_allowed(http, sid):
     r = http.get(f"/v1/sessions/{sid}/batch")
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["kind"] == "InvalidInput"
     # every method of the path, not only its first route's (RFC 9110, 10.2.1)
-    assert http.put("/v1/sessions").headers["allow"] == "GET, POST"
-    assert http.post(f"/v1/sessions/{sid}").headers["allow"] == "GET, DELETE"
-    assert http.post(f"/v1/sessions/{sid}/arrays/1").headers["allow"] == "GET, PUT, DELETE"
+    assert http.put("/v1/sessions").headers["allow"] == "GET, HEAD, POST"
+    assert http.post(f"/v1/sessions/{sid}").headers["allow"] == "GET, HEAD, DELETE"
+    assert http.post(f"/v1/sessions/{sid}/arrays/1").headers["allow"] == "GET, HEAD, PUT, DELETE"
     assert http.post("/docs-assets/swagger-ui.css").headers["allow"] == "GET, HEAD"  # (a mount's files)
+
+
+def test_every_get_route_answers_head_without_a_body(http, sid):
+    for path in ("/v1/health", "/v1/ops", f"/v1/sessions/{sid}", "/openapi.json", "/docs-assets/swagger-ui.css"):
+        got, head = http.get(path), http.head(path)
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+        assert head.headers["content-length"] == got.headers["content-length"], path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert http.head("/no/such/path").status_code == 404
+    assert http.head(f"/v1/sessions/{sid}/batch").status_code == 405
+    text = http.get("/metrics").text
+    assert 'gradserve_http_requests_total{method="HEAD",route="/v1/health",status="200"}' in text
 
 
 def test_media_types_are_case_insensitive(http, sid):
