@@ -263,6 +263,24 @@ def _op_key(name: str, x: Any, at: Any) -> tuple:
     return tuple(key)
 
 
+def _timing(op: Op, at: dict, xs: Any, out_bytes: int, specs: list | None = None) -> tuple[tuple | None, int]:
+    """An op's timing key (None: too small to time or judge) and its size: its multiply-adds
+    for an op that declares them (``specs``: its inputs' specs, made from ``xs`` if not
+    given), else the bytes of its output and every input (add_n's many inputs are its work).
+    The per-op path times by it and the backward pass's estimate looks it up: one key."""
+    first = xs[0] if xs else None
+    if op.work is not None:
+        if specs is None:
+            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in xs if isinstance(x, np.ndarray)]
+        work = int(op.work(at, *specs))
+        return (_op_key(op.name, first, at) if work >= TIMED_WORK else None), work
+    size = out_bytes
+    for x in xs:
+        if isinstance(x, np.ndarray):
+            size += x.nbytes
+    return (_op_key(op.name, first, at) if size >= TIMED_BYTES else None), size
+
+
 def _expected_ns(key: tuple, size: int) -> float:
     """How long an op of ``key`` is expected to take on ``size`` units (inf: not known)."""
     rate = _RATES.get(key)
@@ -969,17 +987,7 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
-        key: tuple | None = None
-        size = n
-        if op.work is None:
-            for x in xs:  # (its output and every input: add_n's many inputs are its work)
-                size += x.nbytes
-            if size >= TIMED_BYTES:
-                key = _op_key(name, xs[0] if xs else None, at)
-        elif not op.like:  # (by its multiply-adds)
-            size = op.work(at, *specs)
-            if size >= TIMED_WORK:
-                key = _op_key(name, xs[0], at)
+        key, size = _timing(op, at, xs, n, None if op.like else specs)
         if key is not None and self._in_slice and not self._calling and _expected_ns(key, size) > SLICE_NS:
             raise _SliceEnds
         cx = self.cx
@@ -1300,22 +1308,8 @@ def _backward_ns(order: list[Node]) -> float:
             continue
         if not isinstance(op, Op) or node.xs is None:
             return float("inf")
-        xs = node.xs
-        first = xs[0] if xs else None
-        ns = 0.0
-        if op.work is not None:
-            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in xs if isinstance(x, np.ndarray)]
-            work = int(op.work(node.at, *specs))
-            if work >= TIMED_WORK:
-                ns = _expected_ns(_op_key(op.name, first, node.at), work)
-        else:
-            size = node.y.nbytes if isinstance(node.y, np.ndarray) else 0
-            for x in xs:
-                if isinstance(x, np.ndarray):
-                    size += x.nbytes
-            if size >= TIMED_BYTES:
-                ns = _expected_ns(_op_key(op.name, first, node.at), size)
-        total += 2 * ns + BACKWARD_NODE_NS
+        key, size = _timing(op, node.at, node.xs, node.y.nbytes if isinstance(node.y, np.ndarray) else 0)
+        total += (0.0 if key is None else 2 * _expected_ns(key, size)) + BACKWARD_NODE_NS
     return total
 
 

@@ -395,8 +395,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gates = {}  # session id -> its turn at the worker threads, and how many wait for it (fast.in_thread)
     app.state.user_gates = {}  # user -> the worker threads their requests may hold, and how many wait
     app.state.user_threads = lambda: asyncio.Semaphore(settings.max_user_threads)
-    app.state.metrics = Metrics()
-    app.state.metrics.folders = (DOCS_ASSETS,)
+    app.state.metrics = Metrics(folders=(DOCS_ASSETS,))
     app.include_router(meta)
     app.include_router(ops_router)
     app.include_router(sessions)

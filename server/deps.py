@@ -53,9 +53,10 @@ def wants_msgpack(request: Request) -> bool:
 def tensor_form(accept: str) -> str:
     """How reply tensors are written: bytes in msgpack; in JSON a list of numbers,
     or base64 with ``Accept: application/json; tensors=base64``."""
+    accept = accept.lower()
     if accepted(accept, _REPLY) == wire.MSGPACK:
         return "bytes"
-    return "base64" if "tensors=base64" in accept.lower() else "list"
+    return "base64" if "tensors=base64" in accept else "list"
 
 
 def encode(request: Request, body: Any, status: int = 200) -> Response:

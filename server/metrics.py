@@ -51,7 +51,7 @@ def route_of(path: str, route: Any = None, folders: tuple[str, ...] = ()) -> str
 class Metrics:
     """The counters and gauges of one app."""
 
-    def __init__(self) -> None:
+    def __init__(self, folders: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("gradserve_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
@@ -79,7 +79,7 @@ class Metrics:
             "gradserve_snapshot_failures", "sessions whose snapshot could not be written (a full disk)", registry=r
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # few: routes have their ids replaced
-        self.folders: tuple[str, ...] = ()  # where the app serves files (counted as ``folder/{file}``)
+        self.folders = folders  # where the app serves files (counted as ``folder/{file}``)
 
     def observe_batch(self, n_ops: int, error_kind: str | None, program_steps: int = 0) -> None:
         self.batches.inc()
