@@ -804,10 +804,16 @@ CONV = (
 )
 
 
+CUDNN_TUNE = (None, "off", "limited_workspace", "fastest")
+
+
 def _conv_common(name: str, at: dict) -> int:
     """The checks Convolution and Deconvolution share; their group count."""
     if at["layout"] not in (None, "NCHW"):
         raise InvalidInput(f"{name}: only the NCHW layout is supported")
+    if at["cudnn_tune"] not in CUDNN_TUNE:  # (MXNet's choices; it tunes nothing on a CPU)
+        tune = at["cudnn_tune"]
+        raise InvalidInput(f"{name}: cudnn_tune must be off, limited_workspace, fastest or None, got {tune!r}")
     grp = at["num_group"]
     if grp < 1 or at["num_filter"] < 1:
         raise InvalidInput(f"{name}: num_filter and num_group must be positive")

@@ -241,6 +241,9 @@ multiply-add from this many (a float32 product runs at BLAS's speed, a float16 o
 hundreds of times slower)."""
 SLICE_NS: Final = 5_000_000
 """An op expected to take longer than this (ns; a slice's length) is left for the thread."""
+MAX_RATES = 4096
+"""The op keys ``_RATES`` keeps (an attribute's string goes into a key, and any user may send
+one): past it, the oldest key is dropped (its op is timed again when it next runs)."""
 _RATES: dict[tuple, tuple[float, int]] = {}
 """Op key (``_op_key``) -> (ns per byte or multiply-add, the size it was measured on), for every
 session of the process. A run on a size like the last one's sets it, never below half the
@@ -294,7 +297,11 @@ SLOW_RUN_NS: Final = 1_000_000
 def _timed(key: tuple, size: int, ns: float) -> None:
     per = ns / size
     old = _RATES.get(key)
-    if old is None or size > 4 * old[1]:
+    if old is None:
+        if len(_RATES) >= MAX_RATES:
+            del _RATES[next(iter(_RATES))]
+        _RATES[key] = (per, size)
+    elif size > 4 * old[1]:
         _RATES[key] = (per, size)
     elif 4 * size >= old[1]:
         _RATES[key] = (max(per, old[0] / 2), max(size, old[1]))

@@ -3133,6 +3133,8 @@ BAD_ATTRS = [
     ("im2col", {"kernel": [4]}, [(1, 2, 3)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "layout": "NHWC"}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Convolution", {"kernel": [3, 3], "num_filter": 2, "cudnn_tune": "x" * 200}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
+    ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "cudnn_tune": "best"}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
     ("Pooling", {"kernel": [2, 2], "pooling_convention": "full"}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "pool_type": "lp"}, [(1, 1, 4, 4)]),

@@ -697,7 +697,7 @@ def test_convolution_and_pooling_count_their_working_arrays():
     assert err["kind"] == "QuotaExceeded" and "while it runs" in err["message"] and 3 not in s.arrays
 
 
-def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread():
+def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread(monkeypatch):
     """In a slice of a server's event loop, an op of many multiply-adds (a small result may
     still take a second) or large working arrays is not started: the thread runs it and the
     rest. Small ones run in the slice."""
@@ -718,6 +718,7 @@ def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread():
     ok(s, {**dot, "out": [7]}, free(7))  # (timed: an op of this size not timed yet is the thread's)
     from gradserve.engine import session as session_module
 
+    monkeypatch.setattr(session_module, "_RATES", dict(session_module._RATES))  # (this test's own)
     for k, (_, size) in list(session_module._RATES.items()):  # (as a machine that was not stalled measured it)
         if k[0] == "dot":
             session_module._RATES[k] = (0.01, size)
@@ -841,6 +842,13 @@ def test_the_rates_a_slice_goes_by(monkeypatch):
     assert rates[("k",)] == (2e6 / (1 << 16), 1 << 20)
     _timed(("k",), 1 << 20, 1e4)  # a quick run of the same size halves it at most
     assert rates[("k",)][0] == 2e6 / (1 << 16) / 2
+    monkeypatch.setattr(session_module, "MAX_RATES", 3)  # (keys made of any user's strings)
+    for name in "abc":
+        _timed((name,), 1 << 20, 1e5)
+    assert list(rates) == [("a",), ("b",), ("c",)]  # the oldest went
+    _timed(("a",), 1 << 20, 1e5)
+    _timed(("d",), 1 << 20, 1e5)
+    assert list(rates) == [("b",), ("c",), ("d",)]
     s = Session("add_n")
     ok(s, ones(1, 1024))  # 4 KiB
     many = {"op": "add_n", "in": [1] * 2000, "out": [2]}  # 8 MB of inputs
