@@ -10,13 +10,15 @@ again, as after any ``backward`` that frees the graph).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -41,16 +43,33 @@ def save(s: Session, path: Path, wait_s: float = -1) -> bool:
     arrays = capture(s, wait_s)
     if arrays is None:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    write_atomically(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stub takes no **kwargs
+    return True
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` a file into a temporary one beside ``path``, then put it in ``path``'s place:
+    a reader sees the old file or the new one whole, and after a crash or a power cut too (the
+    file's bytes, then the folder's entry, reach the disk before this returns)."""
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub takes no **kwargs
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
-    return True
+    if hasattr(os, "O_DIRECTORY"):  # (a folder opens for fsync on POSIX only)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def capture(s: Session, wait_s: float = -1) -> dict[str, np.ndarray] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import secrets
 import threading
 import time
@@ -130,11 +129,8 @@ class SessionStore:
             used = {sid: now_wall - (now - t) for sid, t in self._used.items()}
         if not used and not folder.is_dir():
             return  # (nothing saved yet, nothing to say)
-        tmp = folder / f".tmp-{self.USED}"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(used))
-            os.replace(tmp, folder / self.USED)
+            snapshot.write_atomically(folder / self.USED, lambda f: f.write(json.dumps(used).encode()))
         except OSError as e:  # (a full disk: the sessions' files matter more; the next round retries)
             log.error("could not write %s: %s", self.USED, e)
 
@@ -174,7 +170,7 @@ class SessionStore:
         """Load the sessions of the data directory (at start); return how many."""
         if self.folder is None or not self.folder.is_dir():
             return 0
-        for path in self.folder.glob(".tmp-*.npz"):  # a write a crash cut short: never a session's state
+        for path in self.folder.glob(".tmp-*"):  # a write a crash cut short: never a session's state
             log.warning("removing %s, a snapshot whose write did not finish", path)
             path.unlink(missing_ok=True)
         used = self._load_used(self.folder)
