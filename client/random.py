@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine.errors import InvalidInput
-from .engine.optable import OPS, prod
+from .engine.optable import FLOAT_DTYPES, OPS, prod
 from .ndarray import NDArray, context_of, invoke, write_into
 from .runtime import RNG_KEY, current
 
@@ -156,7 +156,7 @@ def _like(name: str, op: str, data: Any, params: dict[str, Any], out: Any, kwarg
         raise InvalidInput(f"random.{name}: data must be an NDArray, got {type(data).__name__}")
     if not data.shape:
         raise InvalidInput(f"random.{name}: data must have at least one axis (MXNet refuses a 0-d array)")
-    if data._spec.dtype not in ("float16", "float32", "float64"):
+    if data._spec.dtype not in FLOAT_DTYPES:
         raise InvalidInput(f"random.{name}: data must be float16, float32 or float64, got {data._spec.dtype}")
     for k, v in params.items():
         if isinstance(v, NDArray):

@@ -24,14 +24,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .engine import wire
 from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, SessionNotFound, error_from_kind
 from .transport import ConnectionLost, SessionClosed, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
 MAX_QUEUED_BYTES = 64 << 20
-FRAME_ALIGN = 64
-"""Each tensor of a batch travels in a frame that starts on this boundary (engine/wire.py):
-the queue counts an upload's bytes rounded up to it."""
+FRAME_ALIGN = wire.ALIGN
+"""Each tensor of a batch travels in a frame that starts on this boundary: the queue counts
+an upload's bytes rounded up to it."""
 OP_HEAD_BYTES = 256
 """A bound on one instruction's share of a request besides its tensors' bytes (its msgpack,
 a tensor's descriptor included): a server with a small request limit gets fewer per batch."""

@@ -67,16 +67,7 @@ class InProcess:
         return self.session.run_batch({"ops": batch["ops"]})
 
     def info(self) -> dict[str, Any]:
-        s = self.session
-        return {
-            "id": s.id,
-            "owner": s.owner,
-            "arrays": len(s.arrays),
-            "bytes": s.nbytes - s.reply_bytes,
-            "reply_bytes": s.reply_bytes,
-            "graph_bytes": s.graph_bytes,
-            "program_bytes": s.program_bytes,
-        }
+        return self.session.info()
 
     def close(self) -> None:
         """Free the session's arrays (after a batch another thread runs in it now ends)."""

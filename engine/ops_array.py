@@ -27,7 +27,7 @@ from .ops import (
     same_dtype,
     unbroadcast,
 )
-from .optable import DEFAULT_DTYPE, REQUIRED, Attr, Spec, defop, prod
+from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
 # creation
@@ -93,7 +93,6 @@ def _random_randint(cx, at):
 
 # MXNet's samplers with scalar parameters: float32 by default, and float16/32/64 only (MXNet
 # refuses an integer dtype for these, the counts of poisson and the negative binomials too)
-FLOAT_DTYPES = ("float16", "float32", "float64")
 DRAW_SHAPE = Attr("shape", "shape", (1,))
 
 

@@ -20,7 +20,7 @@ from .dispatch import Eager
 from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype, typed_scalar
 from .ops_math import float64_scratch, in_float64
-from .optable import OPS, REQUIRED, Attr, Spec, defop, prod
+from .optable import FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
 # softmax family
@@ -35,12 +35,9 @@ def _axis_of(name: str, axis: int, ndim: int) -> int:
 SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None), Attr("dtype", "dtype", None))
 
 
-FLOATS = ("float16", "float32", "float64")
-
-
 def floating(name: str, x: Spec) -> None:
     """MXNet's neural-network ops take floating point data only (its message, at inference)."""
-    if x.dtype not in FLOATS:
+    if x.dtype not in FLOAT_DTYPES:
         raise DTypeError(f"{name}: This operation only support floating point types, not {x.dtype}")
 
 
@@ -71,8 +68,8 @@ def _softmax_infer(name: str):
         dt = at["dtype"]
         if dt is None or dt == x.dtype:
             return x
-        if dt not in FLOATS:
-            raise DTypeError(f"{name}: dtype must be one of {', '.join(FLOATS)}, got {dt}")
+        if dt not in FLOAT_DTYPES:
+            raise DTypeError(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
         return Spec(x.shape, dt)
 
     return infer

@@ -54,6 +54,7 @@ def dtype_name(dt: np.dtype) -> str:
 
 
 DTYPES = frozenset(["float16", "float32", "float64", "uint8", "int8", "int32", "int64", "bool"])
+FLOAT_DTYPES = ("float16", "float32", "float64")
 DEFAULT_DTYPE = "float32"
 REQUIRED: Any = object()
 

@@ -544,6 +544,18 @@ class Session:
 
     # -- handles -------------------------------------------------------------
 
+    def info(self) -> dict[str, Any]:
+        """What ``GET /v1/sessions/{sid}`` says of the session (and the in-process client's ``info()``)."""
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "arrays": len(self.arrays),
+            "bytes": self.nbytes - self.reply_bytes,  # what its arrays hold; the stored reply's copies apart
+            "reply_bytes": self.reply_bytes,
+            "graph_bytes": self.graph_bytes,
+            "program_bytes": self.program_bytes,
+        }
+
     def get(self, h: Any) -> np.ndarray:
         x = self.arrays.get(h) if type(h) is int else None
         if x is None:

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from .errors import InvalidInput, QuotaExceeded
-from .optable import DTYPES, MAX_NDIM, PARSERS, dtype_name, prod
+from .optable import DTYPES, MAX_NDIM, NON_FINITE, PARSERS, dtype_name, prod
 
 
 def _std_b64decode(s: str) -> bytearray:
@@ -62,7 +62,8 @@ into the buffers, each buffer starting on a 64-byte boundary. Both sides read an
 write tensors straight from and into numpy memory, without a bytes copy in between."""
 
 _FRAME_EXT = 1
-_ALIGN = 64
+ALIGN = 64
+"""Where each tensor's frame starts: on a multiple of this (the client counts a batch's bytes by it)."""
 _HEAD = struct.Struct("<I")
 _REF = struct.Struct("<QQ")
 
@@ -121,13 +122,9 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
     raise InvalidInput("tensor data must be a flat list of numbers (JSON) or bytes (msgpack)")
 
 
-NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-"""How a list tensor in JSON (which has no such numbers) writes a float that is not finite."""
-
-
 def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
     """A list of numbers (nested lists too: row-major) as an array of ``dt``; for a float
-    dtype the strings of ``NONFINITE`` too. Anything else (null, another string) is refused,
+    dtype the strings of ``NON_FINITE`` too. Anything else (null, another string) is refused,
     and so is an integer out of the dtype's range."""
     try:
         arr = np.array(data)  # numbers alone give a numeric array; null or a string, another kind
@@ -135,9 +132,9 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
         raise InvalidInput(f"tensor data is not a list of numbers: {e}") from None
     if arr.dtype.kind not in "biuf":
         flat = _flat(data)  # (the values as sent: numpy made numbers among strings strings)
-        if dt.kind == "f" and all(type(v) in (int, float, bool) or (type(v) is str and v in NONFINITE) for v in flat):
+        if dt.kind == "f" and all(type(v) in (int, float, bool) or (type(v) is str and v in NON_FINITE) for v in flat):
             with np.errstate(over="ignore"):
-                arr = np.array([NONFINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
+                arr = np.array([NON_FINITE[v] if type(v) is str else v for v in flat], dtype=dt).reshape(arr.shape)
         else:
             bad = [v for v in flat if type(v) not in (int, float, bool)][:1]
             if not bad:  # integers past 64 bits (in range of uint64, say)
@@ -145,7 +142,7 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
                     return np.array(data, dtype=dt)
                 except (OverflowError, ValueError):
                     raise InvalidInput(f"tensor data holds values out of the range of {dt.name}") from None
-            allowed = f" (or {', '.join(map(repr, NONFINITE))})" if dt.kind == "f" else ""
+            allowed = f" (or {', '.join(map(repr, NON_FINITE))})" if dt.kind == "f" else ""
             raise InvalidInput(f"tensor data holds {bad[0]!r}: its values are numbers{allowed}")
     return _cast(arr, dt, data)
 
@@ -184,7 +181,7 @@ def _flat(data: Any) -> list:
 
 def _nonfinite_list(arr: np.ndarray) -> Any:
     """A float array's values as a JSON list, its non-finite ones as the strings of
-    ``NONFINITE``; the others written as orjson writes the array (float32 shortest)."""
+    ``NON_FINITE``; the others written as orjson writes the array (float32 shortest)."""
     flat = np.ascontiguousarray(arr).ravel()
     bad = np.flatnonzero(~np.isfinite(flat)).tolist()
     words = {"nan": b'"NaN"', "inf": b'"Infinity"', "-inf": b'"-Infinity"'}
@@ -407,7 +404,7 @@ def pack_frames(msg: Any) -> tuple[list[Any], int]:
         nonlocal offset
         if isinstance(obj, np.ndarray):
             raw = _raw(obj)
-            start = -(-offset // _ALIGN) * _ALIGN
+            start = -(-offset // ALIGN) * ALIGN
             bufs.append(raw)
             offset = start + raw.nbytes
             return {
@@ -418,11 +415,11 @@ def pack_frames(msg: Any) -> tuple[list[Any], int]:
         return _default(obj)
 
     head = msgpack.packb(msg, default=default, use_bin_type=True)
-    first = -(-(_HEAD.size + len(head)) // _ALIGN) * _ALIGN
+    first = -(-(_HEAD.size + len(head)) // ALIGN) * ALIGN
     parts: list[Any] = [_HEAD.pack(len(head)) + head + bytes(first - _HEAD.size - len(head))]
     pos = 0
     for raw in bufs:
-        pad = -pos % _ALIGN
+        pad = -pos % ALIGN
         if pad:
             parts.append(bytes(pad))
         parts.append(raw)
@@ -444,7 +441,7 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
     (n,) = _HEAD.unpack_from(view)
     if _HEAD.size + n > len(view):
         raise InvalidInput(f"frames header of {n} bytes is longer than the body")
-    base = -(-(_HEAD.size + n) // _ALIGN) * _ALIGN
+    base = -(-(_HEAD.size + n) // ALIGN) * ALIGN
     size = len(view)
     refs: list[tuple[int, int]] = []
 

@@ -83,19 +83,19 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
         "max_batch_steps": settings.max_batch_steps,
         "session_ttl_s": settings.session_ttl_s,
     }
-    return encode(request, {**_info(s), **limits}, 201)
+    return encode(request, {**s.info(), **limits}, 201)
 
 
 @sessions.get("", response_model=list[protocol.SessionInfo])
 def list_sessions(request: Request, user: CurrentUser, store: Store) -> Response:
     """The caller's sessions."""
-    return encode(request, [_info(s) for s in store.list(user)])
+    return encode(request, [s.info() for s in store.list(user)])
 
 
 @sessions.get("/{sid}", response_model=protocol.SessionInfo)
 def read_session(request: Request, session: SessionDep) -> Response:
     """One session's size."""
-    return encode(request, _info(session))
+    return encode(request, session.info())
 
 
 @sessions.delete("/{sid}", status_code=204)
@@ -133,19 +133,6 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
         msg = validated_batch(msg)
     form = tensor_form(request.headers.get("accept", ""))
     return await fast.in_thread(request.app, session, run, session, msg, form, wants_msgpack(request))
-
-
-def _info(s: Session) -> dict[str, Any]:
-    held = s.nbytes - s.reply_bytes
-    return {
-        "id": s.id,
-        "owner": s.owner,
-        "arrays": len(s.arrays),
-        "bytes": held,
-        "reply_bytes": s.reply_bytes,
-        "graph_bytes": s.graph_bytes,
-        "program_bytes": s.program_bytes,
-    }
 
 
 BODIES: dict[str, type[BaseModel]] = {

@@ -634,6 +634,9 @@ def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
         for op in ops.values():
             assert "422" not in op["responses"]  # refusals are 400s with the error shape
     assert set(defs["Instruction"]["properties"]) == {"op", "in", "out", "at", "mode"}
+    from gradserve.engine.optable import DTYPES
+
+    assert set(defs["Tensor"]["properties"]["dtype"]["enum"]) == DTYPES  # the schema's dtypes are the engine's
     # what a client generated from the schema needs: the key, the error shapes, the bodies read
     assert schema["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert paths["/v1/sessions/{sid}/batch"]["post"]["security"] == [{"apiKey": []}]
