@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,10 @@ NO_READS = (
     "control flow on array data): call it without hybridize"
 )
 NOT_TRACED = {"array": "it uploads an array (pass it as an argument instead)"}
+MAX_TRACES = 64
+"""The traces a hybridized function keeps per session, the least recently used dropped past it
+(with its program in the session): a function called with a new constant at every call would
+otherwise fill the session with programs until its quota refused the next."""
 
 
 class _Traced:
@@ -157,6 +162,7 @@ class HybridFunction:
         self._bound: dict[int, tuple[weakref.ref[Any], HybridFunction]] = {}
         # per session: the variables' version the traces were made with, and the traces by signature
         self._traces: weakref.WeakKeyDictionary[Client, tuple[int, dict[Any, _Traced]]] = weakref.WeakKeyDictionary()
+        self._warned = False
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -229,10 +235,25 @@ class HybridFunction:
         t = traces.get(key)
         if t is not None:
             if t.pid not in c.failed_programs:
+                if len(traces) > 1:
+                    traces[key] = traces.pop(key)  # the most recently used goes last (the bound drops the first)
                 return t.call(c, arrays)
             c.failed_programs.discard(t.pid)  # its define failed (the error was raised): trace again
         out, t = self._trace(c, args, kwargs, arrays)
+        traces.pop(key, None)
         traces[key] = t
+        if len(traces) > MAX_TRACES:
+            del traces[next(iter(traces))]  # the least recently used: its program is forgotten (``_forget``)
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{self!r}: more than {MAX_TRACES} signatures in one session, the least recently "
+                    "used dropped: a trace is made per constant, so a Python number that changes at "
+                    "every call (a decaying learning rate) makes one per value; pass it as an array "
+                    "argument (nd.array([lr])) instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return out
 
     def __repr__(self) -> str:

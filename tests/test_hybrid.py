@@ -343,6 +343,39 @@ def test_a_dropped_function_drops_its_programs(mode):
     assert mode._forgets == []
 
 
+def test_a_function_keeps_a_bounded_number_of_traces_and_says_why_it_made_so_many(mode, monkeypatch):
+    """A Python number that changes at every call (a decaying learning rate) makes a trace per
+    value: past MAX_TRACES the least recently used goes, with its program in the session (it
+    filled the session with programs until its quota refused the step)."""
+    from gradserve import hybrid
+
+    monkeypatch.setattr(hybrid, "MAX_TRACES", 4)
+    x = nd.ones((2,))
+    ran = []
+
+    @hybridize
+    def f(a, lr):
+        ran.append(lr)  # (runs at a trace only)
+        return a * lr
+
+    with pytest.warns(RuntimeWarning, match=r"nd\.array\(\[lr\]\)") as warned:
+        for i in range(12):
+            assert f(x, 0.5 * 0.9**i).asnumpy().tolist() == [np.float32(0.5 * 0.9**i)] * 2
+            if i == 3:
+                f(x, 0.5)  # the first one, used again: the next trace drops the second
+            if i == 4:
+                assert f(x, 0.5).asnumpy().tolist() == [0.5, 0.5] and ran.count(0.5) == 1  # still kept
+    assert len(warned) == 1 and f.traces == 4
+    gc.collect()
+    mode.flush()
+    session = getattr(mode.transport, "session", None)
+    if session is not None:
+        assert len(session.programs) == 4
+    f(x, 0.5 * 0.9**11)  # the last one: no new trace
+    f(x, 0.5)  # dropped long since: traced again
+    assert len(ran) == 13
+
+
 # -- the engine's commands, as any client sends them -------------------------------------
 
 
