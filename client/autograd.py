@@ -16,9 +16,10 @@ from types import TracebackType
 from typing import Any
 
 from .engine import tape
-from .engine.errors import InvalidInput, ShapeError
+from .engine.errors import AutogradError, InvalidInput, ShapeError
 from .engine.ops import assignable
 from .engine.optable import OPS
+from .engine.session import INPLACE_IN_GRAPH
 from .ndarray import NDArray, backward, grad, invoke, mark_variables
 from .runtime import NotTraceable
 from .state import flags
@@ -148,6 +149,9 @@ class Function:
         outs = [outputs] if single else list(outputs)
         if not flags.recording or not any(tape.in_graph(x._node) for x in inputs):
             return outputs
+        for o in outs:
+            if tape.in_graph(o._node):  # (an input given back, a variable: its node would be lost)
+                raise AutogradError(INPLACE_IN_GRAPH)
         c = outs[0]._c
         if c.capturing():
             raise NotTraceable(

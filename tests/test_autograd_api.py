@@ -160,6 +160,32 @@ def test_custom_function_backward_cannot_read_values(mode):
         Peek()(x)
 
 
+def test_a_function_giving_back_an_array_of_the_graph_is_refused_as_in_mxnet(mode):
+    """Its output would become the Function's: a variable given back would lose its own node
+    (and its gradient with it, silently)."""
+
+    class Same(autograd.Function):
+        def forward(self, x):
+            return x
+
+        def backward(self, dy):
+            return dy * 5
+
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record(), pytest.raises(MXNetError, match="already in a computational graph"):
+        Same()(x)
+    with autograd.record():
+        y = (x * 2).sum()
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [2, 2]  # still a variable
+    c = nd.array([3.0, 4.0])  # an input in no graph: given back, it becomes the Function's output
+    with autograd.record():
+        z = (Same()(c) * x).sum()
+    z.backward()
+    assert x.grad.asnumpy().tolist() == [3, 4]
+
+
 def test_mark_variables_detach_and_grad_req(mode):
     x = nd.array([1.0, 2.0])
     gbuf = nd.zeros(2)
