@@ -764,6 +764,10 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
     changes = [n.y for n in order if n.op is None and n.y is not None and n.grad_req != "null"]
     c.note_changes(ins, changes + (_updated_by_vjps(c, order) if train_mode else []))
     c.enqueue(ins)
+    if c._dead and not c.capturing():
+        for n in order:  # a write-mode pass writes the whole of an attach_grad buffer: its lost value is known again
+            if n.op is None and n.grad_req == "write" and type(n.y) is int and n.y < 0:
+                c.revive(n.y)
     if not retain_graph:
         tape.release(order)
 

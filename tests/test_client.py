@@ -568,6 +568,36 @@ def test_a_backward_pass_after_a_failure_is_lost_with_the_gradients_it_was_to_wr
     assert w.grad.asnumpy().tolist() == [2, 4]
 
 
+def test_a_write_mode_backward_pass_makes_a_lost_gradient_known_again(mode):
+    """A notebook's training cell that failed once, run again: its backward pass writes the
+    whole gradient (grad_req 'write'), so the gradient is usable; an 'add' one stays lost."""
+    from gradserve.runtime import ChangeLost
+
+    w, v = nd.array([1.0, 2.0]), nd.array([1.0, 2.0])
+    w.attach_grad()
+    v.attach_grad(grad_req="add")
+
+    def cell(n: int) -> None:
+        big = nd.zeros(n)
+        with autograd.record():
+            loss = (w * w + v).sum()
+        loss.backward()
+        big.wait_to_read()
+
+    with pytest.raises(QuotaExceeded):
+        cell(HUGE)
+    with pytest.raises(ChangeLost):
+        w.grad.asnumpy()
+    cell(2)
+    assert w.grad.asnumpy().tolist() == [2, 4]
+    with pytest.raises(ChangeLost):
+        v.grad.asnumpy()  # what it added to is not known
+    with pytest.raises(QuotaExceeded):
+        cell(HUGE)  # lost again with the next failure
+    with pytest.raises(ChangeLost):
+        w.grad.asnumpy()
+
+
 def test_a_hybridized_step_after_a_failure_is_lost_with_the_parameters_it_updates(mode):
     from gradserve.runtime import ChangeLost
 
