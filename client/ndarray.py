@@ -417,11 +417,9 @@ class NDArray:
             return invoke(OPS[op], (other, self) if reverse else (self, other))
         if type(other) is float or type(other) is int or _scalar(other):
             return invoke(OPS[scalar_op], (self,), {"scalar": float(other)}, parsed=True)
-        if isinstance(other, (np.ndarray, list, tuple)):
-            other = _from_numpy(np.asarray(other, dtype=self._spec.dtype), self._c)
-            other._ctx = self._ctx
-            return invoke(OPS[op], (other, self) if reverse else (self, other))
-        return NotImplemented
+        # a numpy array, a list, None: MXNet's TypeError (not numpy's arithmetic on our values,
+        # nor a silent cast: nd.array(...) says which dtype it is)
+        raise TypeError(f"type {type(other)} not supported")
 
     def __add__(self, o: Any) -> NDArray:
         return self._binary(o, "add", "add_scalar")
@@ -509,7 +507,7 @@ class NDArray:
         elif _scalar(o):
             ins["at"]["scalar"] = float(o)
         else:
-            return NotImplemented
+            raise TypeError(f"type {type(o)} not supported")  # (MXNet's; see ``_binary``)
         self._c.enqueue(ins)
         return self
 

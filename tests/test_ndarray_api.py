@@ -148,6 +148,28 @@ def test_arithmetic_on_bool_arrays_is_refused_as_in_mxnet(mode):
     assert x.copy()[0:1].asnumpy().tolist() == [True] and x.sum().asnumpy().tolist() == [True]
 
 
+def test_numpy_arrays_lists_and_none_as_operands_are_refused_as_in_mxnet(mode):
+    """MXNet's TypeError: not cast silently to the NDArray's dtype (an int32 array plus
+    [0.5, 0.5] gave int32), nor computed by numpy from the array's values."""
+    x = nd.array([1, 2], dtype="int32")
+    for other in (np.array([0.5, 0.5]), [0.5, 0.5], (1, 2), np.array(2.0), None):
+        for f in (
+            lambda o: x + o,
+            lambda o: o + x,
+            lambda o: x * o,
+            lambda o: x**o,
+            lambda o: x == o,
+            lambda o: x < o,
+        ):
+            with pytest.raises(TypeError, match="not supported"):
+                f(other)
+        y = x.copy()
+        with pytest.raises(TypeError, match="not supported"):
+            y += other
+        assert y.asnumpy().tolist() == [1, 2]
+    assert (x + np.int32(1)).asnumpy().tolist() == [2, 3]  # numpy scalars are numbers
+
+
 def test_integers_past_the_dtypes_range_wrap_as_in_mxnet(mode):
     """numpy 2 refuses them (OverflowError); MXNet 1.9.1 casts them as C does."""
     assert nd.array([-1, 256], dtype="uint8").asnumpy().tolist() == [255, 0]
