@@ -738,6 +738,8 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
         c.check_alive(g._h)
         if g.shape != h.shape:
             raise ShapeError(f"backward: head gradient shape {g.shape} does not match head shape {h.shape}")
+        if g._spec.dtype != h._spec.dtype:  # (MXNet refuses it too)
+            raise DTypeError(f"backward: head gradient dtype {g._spec.dtype} does not match head dtype {h._spec.dtype}")
         hg.append(g._h)
     return heads, hg, c
 

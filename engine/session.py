@@ -1182,7 +1182,9 @@ def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[No
             gv, gn = s.get(g), s.nodes.get(g)
             if gv.shape != y.shape:
                 raise InvalidInput(f"backward: head gradient shape {gv.shape} does not match head shape {y.shape}")
-            gv = gv.astype(y.dtype, copy=False)
+            if gv.dtype != y.dtype:  # (MXNet refuses it too)
+                got, want = dtype_name(gv.dtype), dtype_name(y.dtype)
+                raise DTypeError(f"backward: head gradient dtype {got} does not match head dtype {want}")
         grads.append(Traced(gv, gn if tape.in_graph(gn) else None) if create_graph else gv)
     return heads, grads
 

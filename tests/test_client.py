@@ -112,6 +112,10 @@ def test_head_gradient_and_non_scalar_heads(mode):
         y = x * x
     with pytest.raises(ShapeError):
         y.backward(nd.ones((3,)))
+    with pytest.raises(DTypeError, match="head gradient dtype float64 does not match head dtype float32"):
+        y.backward(nd.ones((2, 2), dtype="float64"))  # (MXNet refuses it too)
+    y.backward(np.ones((2, 2)))  # numbers, not an array: in the head's dtype
+    assert x.grad.asnumpy().tolist() == [[2, 4], [6, 8]]
 
 
 def test_scopes_restore_flags_and_modes(mode):

@@ -2810,6 +2810,18 @@ def test_session_backward_with_head_grads():
         {"op": "read", "in": [1], "at": {"grad": True}},
     )
     np.testing.assert_allclose(gx, hg * np.exp(x) / x, rtol=1e-12)
+    run.seq += 1
+    reply = run.s.run_batch(
+        {
+            "seq": run.seq,
+            "ops": [
+                {"op": "array", "out": [6], "at": {"value": hg.astype(np.float32)}},
+                {"op": "log", "in": [1], "out": [7], "mode": 1},
+                {"op": "backward", "in": [7], "at": {"head_grads": [6]}},
+            ],
+        }
+    )
+    assert reply["error"]["kind"] == "DTypeError" and "head gradient dtype float32" in reply["error"]["message"]
 
 
 # --------------------------------------------------------------------------
