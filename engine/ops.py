@@ -391,6 +391,17 @@ def _binary_infer_for(name: str):
     return infer
 
 
+def _same_shape_infer_for(name: str):
+    broadcasting = _binary_infer_for(name)
+
+    def infer(at: dict, a: Spec, b: Spec) -> Spec:
+        if a.shape != b.shape:  # (MXNet's elemwise ops: its "+" is the broadcasting one)
+            raise ShapeError(f"{name}: the arrays must have one shape, got {a.shape} and {b.shape}")
+        return broadcasting(at, a, b)
+
+    return infer
+
+
 def _binary(
     name: str,
     fwd: Any,
@@ -400,21 +411,29 @@ def _binary(
     eager: Any = None,
     scratch: Any = None,
     vjp_scratch: Any = None,
+    elemwise: str | None = None,
 ) -> None:
+    """A broadcasting op of two arrays; ``elemwise``: the name of its twin that takes arrays of
+    one shape only (MXNet's ``elemwise_add``...)."""
+
     def forward(cx, at, a, b):
         return cast(fwd(cx.xp, a, b), a.dtype)
 
     forward.__doc__ = doc
-    defop(
-        name,
-        ("lhs", "rhs"),
-        infer=_binary_infer_for(name),
-        vjp=vjp,
-        aliases=aliases,
-        eager_vjp=eager,
-        scratch=scratch,
-        vjp_scratch=vjp_scratch,
-    )(forward)
+    for op_name, infer, names in (
+        (name, _binary_infer_for(name), aliases),
+        *([(elemwise, _same_shape_infer_for(elemwise), ())] if elemwise else []),
+    ):
+        defop(
+            op_name,
+            ("lhs", "rhs"),
+            infer=infer,
+            vjp=vjp,
+            aliases=names,
+            eager_vjp=eager,
+            scratch=scratch,
+            vjp_scratch=vjp_scratch,
+        )(forward)
 
 
 def _in_float64_bytes(count: int, kinds: str) -> Any:
@@ -551,34 +570,38 @@ _binary(
     lambda xp, a, b: a + b,
     _add_vjp,
     "a + b, broadcasting.",
-    ("broadcast_add", "broadcast_plus", "elemwise_add"),
+    ("broadcast_add", "broadcast_plus"),
     _add_eager,
+    elemwise="elemwise_add",
 )
 _binary(
     "sub",
     lambda xp, a, b: a - b,
     _sub_vjp,
     "a - b, broadcasting.",
-    ("broadcast_sub", "broadcast_minus", "elemwise_sub", "subtract"),
+    ("broadcast_sub", "broadcast_minus", "subtract"),
     _sub_eager,
+    elemwise="elemwise_sub",
 )
 _binary(
     "mul",
     lambda xp, a, b: a * b,
     _mul_vjp,
     "a * b, broadcasting.",
-    ("broadcast_mul", "elemwise_mul", "multiply"),
+    ("broadcast_mul", "multiply"),
     _mul_eager,
+    elemwise="elemwise_mul",
 )
 _binary(
     "div",
     _int_div,
     _div_vjp,
     "a / b, broadcasting (integers truncate).",
-    ("broadcast_div", "elemwise_div", "divide", "true_divide"),
+    ("broadcast_div", "divide", "true_divide"),
     _div_eager,
     scratch=_in_float64_bytes(2, "iu"),  # (integers: in float64, truncated)
     vjp_scratch=_in_float64_bytes(5, "iu"),
+    elemwise="elemwise_div",
 )
 _binary(
     "pow",

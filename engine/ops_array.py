@@ -882,8 +882,8 @@ def _gather_nd_grad(cx, at, g, idx):
 
 
 def _one_hot_infer(at: dict, idx: Spec) -> Spec:
-    if at["depth"] < 1:
-        raise InvalidInput("one_hot: depth must be at least 1")
+    if at["depth"] < 0:  # (0: an empty last axis, as MXNet's)
+        raise InvalidInput(f"one_hot: depth must not be negative, got {at['depth']}")
     return Spec(idx.shape + (at["depth"],), at["dtype"] or DEFAULT_DTYPE)
 
 
@@ -1323,10 +1323,20 @@ def _stack(cx, at, *xs):
 
 
 def _slice_axis_bounds(at: dict, shape: tuple[int, ...]) -> tuple[int, slice]:
+    """MXNet's bounds: a negative one counts from the end; past the axis, or a begin past the
+    end, is refused (not clipped, as a Python slice's; begin == end is an empty array here)."""
     ax = _one_axis("slice_axis", at["axis"], len(shape))
+    n = shape[ax]
     begin, end = at["begin"], at["end"]
-    s = slice(begin, end).indices(shape[ax])
-    return ax, slice(s[0], max(s[0], s[1]))
+    b = begin + n if begin < 0 else begin
+    e = n if end is None else end + n if end < 0 else end
+    if not 0 <= b <= n:
+        raise IndexOutOfRange(f"slice_axis: begin {begin} is out of range for axis {ax} of length {n}")
+    if not 0 <= e <= n:
+        raise IndexOutOfRange(f"slice_axis: end {end} is out of range for axis {ax} of length {n}")
+    if b > e:
+        raise IndexOutOfRange(f"slice_axis: begin {begin} is past end {end} on axis {ax} of length {n}")
+    return ax, slice(b, e)
 
 
 def _slice_axis_infer(at: dict, x: Spec) -> Spec:

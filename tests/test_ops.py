@@ -607,6 +607,10 @@ CASES: dict[str, Case] = {
     "sub": C(np.subtract, *BIN),
     "mul": C(np.multiply, *BIN),
     "div": C(np.divide, *BIN, dom=(SMOOTH, AWAY(0.5))),
+    "elemwise_add": C(np.add, (2, 3), (2, 3)),  # (one shape: the broadcasting ones above)
+    "elemwise_sub": C(np.subtract, (2, 3), (2, 3)),
+    "elemwise_mul": C(np.multiply, (2, 3), (2, 3)),
+    "elemwise_div": C(np.divide, (2, 3), (2, 3), dom=(SMOOTH, AWAY(0.5))),
     "pow": C(np.power, *BIN, dom=(POS, U())),
     "mod": C(np.mod, *BIN, dom=(GRID(0.125), DIVISOR)),
     "maximum": C(np.maximum, *BIN, dom=(GRID(0), GRID(0.125))),
@@ -1619,9 +1623,10 @@ def test_aliases_are_the_same_op():
             assert OPS[alias] is op
 
 
-def test_binary_list_is_every_two_input_elementwise_op():
-    not_elementwise = {"dot", "batch_dot", "linalg_gemm2", "reshape_like"}
-    two = {op.name for op in OPS.ops() if op.inputs == ("lhs", "rhs") and op.name not in not_elementwise}
+def test_binary_list_is_every_two_input_broadcasting_op():
+    not_broadcasting = {"dot", "batch_dot", "linalg_gemm2", "reshape_like"}
+    not_broadcasting |= {f"elemwise_{n}" for n in ("add", "sub", "mul", "div")}  # (one shape: in CASES)
+    two = {op.name for op in OPS.ops() if op.inputs == ("lhs", "rhs") and op.name not in not_broadcasting}
     assert two == set(BINARY)
 
 
@@ -3108,7 +3113,11 @@ BAD_ATTRS = [
     ("take", {"mode": "nearest"}, [(2, 4), (3,)]),
     ("gather_axis", {"axis": 1}, [(2, 4), (3, 4)]),
     ("scatter_axis", {"axis": 1, "shape": [2, 4]}, [(2, 3), (2, 2)]),
-    ("one_hot", {"depth": 0}, [(3,)]),
+    ("one_hot", {"depth": -1}, [(3,)]),
+    ("slice_axis", {"axis": 0, "begin": 0, "end": 7}, [(3, 4)]),  # (MXNet's bounds, not clipped)
+    ("slice_axis", {"axis": 0, "begin": -7, "end": 2}, [(3, 4)]),
+    ("slice_axis", {"axis": 1, "begin": 3, "end": 1}, [(3, 4)]),
+    ("slice_axis", {"axis": 1, "begin": 5}, [(3, 4)]),
     ("squeeze", {"axis": 0}, [(2, 1)]),
     ("concat", {"dim": 1}, [(2, 3), (3, 3)]),
     ("stack", {}, [(2, 3), (2, 4)]),
@@ -3130,6 +3139,8 @@ BAD_ATTRS = [
     ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (4,)]),
     ("LeakyReLU", {"act_type": "prelu"}, [(2, 3, 4), (3, 1)]),
     ("LeakyReLU", {"act_type": "bogus"}, [(2, 3)]),
+    ("elemwise_add", {}, [(2, 3), (3,)]),
+    ("elemwise_mul", {}, [(2, 3), (1, 3)]),
     ("FullyConnected", {"num_hidden": 4}, [(2, 3), (4, 2), (4,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2}, [(1, 2, 5, 5), (2, 3, 3, 3), (2,)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "dilate": [3, 3]}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
@@ -3210,6 +3221,16 @@ def test_rejects_bad_attributes_and_shapes(name, at, shapes):
     op = OPS[name]
     with pytest.raises(MXNetError):
         op.infer(op.parse_attrs(at), *[Spec(s, "float32") for s in shapes])
+
+
+def test_one_shape_twins_empty_one_hots_and_slice_axis_bounds_as_mxnet():
+    a, b = np.ones((2, 3), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    check_forward(OPS["elemwise_add"], {}, [a, b], a + b)
+    assert OPS["add"].infer({}, Spec((2, 3), "float32"), Spec((3,), "float32")).shape == (2, 3)  # "+" broadcasts
+    check_forward(OPS["one_hot"], {"depth": 0}, [np.array([0.0, 1.0])], np.zeros((2, 0)), "float32")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    check_forward(OPS["slice_axis"], {"axis": 1, "begin": -3, "end": -1}, [x], x[:, 1:3])
+    check_forward(OPS["slice_axis"], {"axis": 0, "begin": 3, "end": None}, [x], x[3:])  # empty (MXNet refuses)
 
 
 def test_errors_of_1d_windows_say_how_the_data_was_taken():
