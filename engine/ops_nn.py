@@ -1374,7 +1374,14 @@ BN = (
 
 def _bn_infer(at: dict, x: Spec, gamma: Spec, beta: Spec, mm: Spec, mv: Spec) -> Spec:
     floating("BatchNorm", x)
-    dt = same_dtype("BatchNorm", x, gamma, beta, mm, mv)
+    pdt = same_dtype("BatchNorm", gamma, beta, mm, mv)
+    if pdt != x.dtype and not (x.dtype == "float16" and pdt == "float32"):
+        raise DTypeError(
+            f"BatchNorm: gamma, beta and the moving statistics of {x.dtype} data must be {x.dtype}"
+            + (" or float32" if x.dtype == "float16" else "")
+            + f", got {pdt}"
+        )
+    dt = x.dtype
     ax = _axis_of("BatchNorm", at["axis"], len(x.shape))
     c = (x.shape[ax],)
     for name, s in (("gamma", gamma), ("beta", beta), ("moving_mean", mm), ("moving_var", mv)):
@@ -1406,9 +1413,13 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
     (and then the moving statistics are updated, once per backward pass through the op: MXNet
     updates them in its backward, not its forward, so a recorded forward alone leaves them as
     they were), of the moving ones the forward used when it was in prediction; in a pass in
-    prediction mode, the moving statistics as constants."""
+    prediction mode, the moving statistics as constants. float16 data with float32
+    parameters: computed in float32, as the forward is."""
     axes, bshape = _bn_axes(at, x.ndim)
     eps = at["eps"]
+    data_dtype = x.dtype.name
+    if gamma.dtype != x.dtype:
+        x, g = F.astype(x, dtype=gamma.dtype.name), F.astype(g, dtype=gamma.dtype.name)
     gam = F.ones_like(gamma) if at["fix_gamma"] else gamma
     gam_b = F.reshape(gam, shape=bshape)
     dbeta = F.sum(g, axis=axes)
@@ -1435,6 +1446,8 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
         xhat = F.mul(F.sub(x, F.reshape(mm, shape=bshape)), inv)
         gx = F.mul(g, F.mul(gam_b, inv))
     dgamma = F.zeros_like(gamma) if at["fix_gamma"] else F.sum(F.mul(g, xhat), axis=axes)
+    if gx.dtype.name != data_dtype:
+        gx = F.astype(gx, dtype=data_dtype)
     return gx, dgamma, dbeta, None, None
 
 
@@ -1454,6 +1467,9 @@ def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     of a recorded training forward (``autograd.backward`` in training mode), not
     by the forward."""
     axes, bshape = _bn_axes(at, x.ndim)
+    out_dtype = x.dtype
+    if gamma.dtype != x.dtype:  # float16 data, float32 parameters (MXNet's mixed precision): in float32
+        x = x.astype(gamma.dtype)
     t = x.dtype.type
     train = cx.training and not at["use_global_stats"]
     at["_train"] = train
@@ -1465,7 +1481,7 @@ def _batch_norm(cx, at, x, gamma, beta, mm, mv):
         mean, var = mm, mv
     g = cx.xp.ones_like(gamma) if at["fix_gamma"] else gamma
     inv = 1 / cx.xp.sqrt(var + t(at["eps"]))
-    return ((x - mean.reshape(bshape)) * (inv * g).reshape(bshape) + beta.reshape(bshape)).astype(x.dtype)
+    return ((x - mean.reshape(bshape)) * (inv * g).reshape(bshape) + beta.reshape(bshape)).astype(out_dtype)
 
 
 LN = (Attr("axis", "int", -1), Attr("eps", "float", 1e-5), Attr("output_mean_var", "bool", False))

@@ -588,6 +588,37 @@ def test_a_recorded_copy_into_an_array_inside_a_hybridized_function_is_refused(m
         f(y, x)
 
 
+def test_batch_norm_of_float16_data_takes_float32_parameters_as_mxnet(mode):
+    """Mixed precision (a float16 net keeps BatchNorm's parameters in float32): computed in
+    float32, the output and the data's gradient float16, the parameters' float32. The values
+    are MXNet 1.9.1's where its own float16 roundings do not show."""
+    from gradserve.engine.errors import DTypeError
+
+    data = np.array([[1, 2], [3, 6], [5, 1]], np.float32)
+    x = nd.array(data, dtype="float16")
+    g, b, mm, mv = nd.array([1.5, 0.5]), nd.zeros((2,)), nd.zeros((2,)), nd.ones((2,))
+    x.attach_grad()
+    g.attach_grad()
+    head = np.array([[1, 2], [3, 4], [5, 7]], np.float32)
+    with autograd.record():
+        y = nd.BatchNorm(x, g, b, mm, mv, fix_gamma=False)
+        z = (y * nd.array(head, dtype="float16")).sum()
+    z.backward()
+    assert (y.dtype, x.grad.dtype, g.grad.dtype, mm.dtype) == (np.float16, np.float16, np.float32, np.float32)
+    mean, var = data.mean(0), data.var(0)
+    xhat = (data - mean) / np.sqrt(var + 1e-3)
+    np.testing.assert_array_equal(y.asnumpy(), (xhat * [1.5, 0.5]).astype(np.float16))
+    np.testing.assert_allclose(g.grad.asnumpy(), (head * xhat).sum(0), rtol=1e-3)  # MXNet: [4.897784 -1.851382]
+    dxhat = head * [1.5, 0.5]
+    dx = (dxhat - dxhat.mean(0) - xhat * (dxhat * xhat).mean(0)) / np.sqrt(var + 1e-3)
+    np.testing.assert_allclose(x.grad.asnumpy(), dx, atol=2e-3)
+    np.testing.assert_allclose(mv.asnumpy(), [1.1666667, 1.3666668], rtol=1e-6)
+    with pytest.raises(DTypeError, match="float64 data must be float64, got float32"):
+        nd.BatchNorm(x.astype("float64"), g, b, mm, mv)
+    with pytest.raises(DTypeError):
+        nd.BatchNorm(x, g, b.astype("float16"), mm, mv)  # the four parameters in one dtype
+
+
 def test_batch_norm_moving_statistics_change_at_backward_as_in_mxnet(mode):
     """MXNet 1.9.1 updates moving_mean and moving_var in BatchNorm's backward pass: not in a
     recorded training forward, not in one without record, not by a backward in prediction mode
