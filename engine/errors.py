@@ -24,10 +24,20 @@ import re
 from typing import Any
 
 
+ERRORS: dict[str, type[MXNetError]] = {}
+"""Each error class of this module by its ``kind`` (what a server may answer): each registers
+itself as it is defined."""
+
+
 class MXNetError(RuntimeError):
     """Base of every gradserve error; named as MXNet's so MXNet code catches it."""
 
     status = 400
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:  # (the client's own errors never cross the wire)
+            ERRORS[cls.__name__] = cls
 
     @property
     def kind(self) -> str:
@@ -113,22 +123,7 @@ class InternalError(MXNetError):
     status = 500
 
 
-ERRORS: dict[str, type[MXNetError]] = {
-    cls.__name__: cls
-    for cls in (
-        MXNetError,
-        InvalidInput,
-        ShapeError,
-        DTypeError,
-        UnknownHandle,
-        AutogradError,
-        QuotaExceeded,
-        SequenceError,
-        Unauthorized,
-        SessionNotFound,
-        InternalError,
-    )
-}
+ERRORS[MXNetError.__name__] = MXNetError
 
 
 def status_of(reply: dict) -> int:
@@ -156,13 +151,9 @@ class IndexOutOfRange(InvalidInput, IndexError):
     """An index past an axis's end (an IndexError too, as in MXNet and numpy)."""
 
 
-ERRORS[IndexOutOfRange.__name__] = IndexOutOfRange
-
 
 class BooleanIndexError(DTypeError, ValueError):
     """A boolean index array: MXNet's NDArrays refuse boolean indexing outside its numpy
     interface (with a ValueError), so gradserve refuses it too rather than read the mask's
     0s and 1s as integer indices."""
 
-
-ERRORS[BooleanIndexError.__name__] = BooleanIndexError
