@@ -17,16 +17,27 @@ With no URL the engine runs in this process; ``GRADSERVE_URL`` (or
 
 from __future__ import annotations
 
+import importlib.metadata
 import ssl
 
 from . import autograd, nd, random
-from .engine.errors import MXNetError
+from .engine.errors import (
+    AutogradError,
+    BooleanIndexError,
+    DTypeError,
+    IndexOutOfRange,
+    InvalidInput,
+    MXNetError,
+    QuotaExceeded,
+    ShapeError,
+    Unauthorized,
+)
 from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu, cpu_pinned, current_context
-from .runtime import ChangeLost, Client, SessionForked, SessionLost, current, set_current
-from .transport import Http, InProcess, SessionClosed, from_env
+from .runtime import ChangeLost, Client, NotTraceable, SessionForked, SessionLost, current, set_current
+from .transport import ConnectionLost, Http, InProcess, SessionClosed, from_env
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("gradserve")
 
 
 def connect(
@@ -58,17 +69,27 @@ def connect(
 
 
 __all__ = [
+    "AutogradError",
+    "BooleanIndexError",
     "ChangeLost",
     "Client",
+    "ConnectionLost",
     "Context",
+    "DTypeError",
     "Http",
     "HybridFunction",
     "InProcess",
+    "IndexOutOfRange",
+    "InvalidInput",
     "MXNetError",
     "NDArray",
+    "NotTraceable",
+    "QuotaExceeded",
     "SessionClosed",
     "SessionForked",
     "SessionLost",
+    "ShapeError",
+    "Unauthorized",
     "autograd",
     "connect",
     "cpu",

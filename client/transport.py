@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from .engine import wire
-from .engine.errors import MXNetError, error_from_kind
+from .engine.errors import InvalidInput, MXNetError, error_from_kind
 from .engine.session import Limits, Session
 
 
@@ -107,6 +107,13 @@ class Http:
         seed: int | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:  # (a mistake, not a lost connection)
+            raise InvalidInput(f"{url!r} is not the http:// or https:// URL of a gradserve server")
+        if api_key is not None:
+            api_key = api_key.strip()  # (a key read from a file keeps its newline)
+            if not api_key.isprintable() or not api_key.isascii() or " " in api_key:
+                raise InvalidInput("the API key holds characters no key has (spaces, control or non-ASCII ones)")
         headers = {"accept": wire.MSGPACK, "content-type": wire.MSGPACK}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
@@ -123,6 +130,7 @@ class Http:
             timeout=timeout,
             limits=httpx.Limits(max_keepalive_connections=0),
             verify=tls or True,
+            trust_env=False,  # (batches go straight to the server on their own socket: so does this)
         )
         # (opening: a server that is not there is more likely a wrong URL than a restart)
         reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}), retries=3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.metadata
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -369,7 +370,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = App(
         title="gradserve",
-        version="0.1.0",
+        version=importlib.metadata.version("gradserve"),
         summary="MXNet-style NDArrays and autograd as a service",
         lifespan=lifespan,
         docs_url=None,  # (FastAPI's pages load their scripts from a CDN: these are served here, below)

@@ -352,12 +352,17 @@ def test_a_wrong_key_raises_unauthorized_in_the_client():
     with LiveServer(Settings(api_keys="alice:alice-secret-key-0123")) as srv:
         with pytest.raises(Unauthorized, match="API key"):
             gradserve.connect(srv.url, api_key="wrong")
-        client = gradserve.connect(srv.url, api_key="alice-secret-key-0123")
+        client = gradserve.connect(srv.url, api_key="alice-secret-key-0123\n")  # (read from a file)
         try:
             assert (nd.ones(2) * 3).asnumpy().tolist() == [3, 3]
         finally:
             gradserve.set_current(None)
             client.close()
+        # mistakes, said at once (they were retried for seconds as a lost connection)
+        with pytest.raises(gradserve.InvalidInput, match="is not the http:// or https:// URL"):
+            gradserve.connect(srv.url.removeprefix("http://"), api_key="alice-secret-key-0123")
+        with pytest.raises(gradserve.InvalidInput, match="API key holds characters"):
+            gradserve.connect(srv.url, api_key="alice-secret\tkey")
 
 
 def test_threads_sharing_a_session_lose_no_ops_and_get_distinct_handles(mode):
