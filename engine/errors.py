@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-
 ERRORS: dict[str, type[MXNetError]] = {}
 """Each error class of this module by its ``kind`` (what a server may answer): each registers
 itself as it is defined."""
@@ -151,9 +150,7 @@ class IndexOutOfRange(InvalidInput, IndexError):
     """An index past an axis's end (an IndexError too, as in MXNet and numpy)."""
 
 
-
 class BooleanIndexError(DTypeError, ValueError):
     """A boolean index array: MXNet's NDArrays refuse boolean indexing outside its numpy
     interface (with a ValueError), so gradserve refuses it too rather than read the mask's
     0s and 1s as integer indices."""
-
