@@ -22,7 +22,7 @@ from .engine import tape
 from .engine.errors import AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, REQUIRED, Op
-from .engine.session import INPLACE_IN_GRAPH, check_optimizer_attrs
+from .engine.session import INPLACE_IN_GRAPH, OPTIMIZERS, check_optimizer_attrs
 from .ndarray import NDArray, array, context_of, invoke, write_into
 from .runtime import current
 from .state import flags
@@ -426,15 +426,14 @@ def _same_memory(a: Any, b: NDArray) -> bool:
     return ra == rb and (ra == a._h or rb == b._h)
 
 
-def _optimizer_step(
-    name: str, args: dict[str, Any], states: tuple[str, ...], f32: tuple[str, ...] = (), says_out: bool = False
-) -> NDArray:
+def _optimizer_step(name: str, args: dict[str, Any], says_out: bool = False) -> NDArray:
     """One of MXNet's optimizer updates, from its function's arguments (``locals()``: weight,
-    grad, the ``states``, the hyperparameters, ``out``; the ``f32`` states float32, a
-    multi-precision update's): ``out`` (a copy of the weight unless it is the weight) and the
+    grad, the states the engine's ``OPTIMIZERS`` names, the hyperparameters, ``out``; the
+    float32 ones, a multi-precision update's): ``out`` (a copy of the weight unless it is the weight) and the
     states changed in place, in one instruction. Hyperparameters are checked here, as the
     command checks them, so a bad one is refused by the call. ``says_out``: the command is
     told whether ``out`` is the weight (``out_is_weight``: its result depends on it)."""
+    states, f32 = OPTIMIZERS[name]
     weight, grad, out = args["weight"], args["grad"], args["out"]
     arrays = {"gradient": grad, **{k: args[k] for k in states}}
     skip = ("weight", "grad", "out", "lazy_update", "kwargs", *states)
@@ -486,7 +485,7 @@ def sgd_update(
 
     With ``out=weight`` (the usual call) the weight is updated in place in one
     pass over its memory."""
-    return _optimizer_step("sgd_update", locals(), ())
+    return _optimizer_step("sgd_update", locals())
 
 
 def sgd_mom_update(
@@ -505,7 +504,7 @@ def sgd_mom_update(
     """MXNet's SGD step with momentum: ``mom = momentum * mom - lr * (clip(rescale_grad * grad)
     + wd * weight)``, then ``out = weight + mom``; ``mom`` is updated in place (``out=weight``:
     the weight too)."""
-    return _optimizer_step("sgd_mom_update", locals(), ("mom",))
+    return _optimizer_step("sgd_mom_update", locals())
 
 
 def mp_sgd_update(
@@ -522,7 +521,7 @@ def mp_sgd_update(
 ) -> NDArray:
     """MXNet's multi-precision SGD step: ``sgd_update``'s step on ``weight32``, the float32
     master copy of a (float16) weight, in place; ``out`` is ``weight32`` in the weight's dtype."""
-    return _optimizer_step("mp_sgd_update", locals(), ("weight32",), ("weight32",))
+    return _optimizer_step("mp_sgd_update", locals())
 
 
 def mp_sgd_mom_update(
@@ -542,7 +541,7 @@ def mp_sgd_mom_update(
     """MXNet's multi-precision SGD step with momentum: ``sgd_mom_update``'s step on
     ``weight32``, the float32 master copy of a (float16) weight, and the float32 ``mom``, both
     in place; ``out`` is ``weight32`` in the weight's dtype."""
-    return _optimizer_step("mp_sgd_mom_update", locals(), ("mom", "weight32"), ("mom", "weight32"))
+    return _optimizer_step("mp_sgd_mom_update", locals())
 
 
 def nag_mom_update(
@@ -562,7 +561,7 @@ def nag_mom_update(
     step(weight))``, then ``mom -= step(w)``, ``mom`` in place. As in MXNet, ``w`` is the new
     weight with ``out=weight`` (its kernel reads the weight after writing the output), the
     weight before the step otherwise."""
-    return _optimizer_step("nag_mom_update", locals(), ("mom",), says_out=True)
+    return _optimizer_step("nag_mom_update", locals(), says_out=True)
 
 
 def signsgd_update(
@@ -577,7 +576,7 @@ def signsgd_update(
 ) -> NDArray:
     """MXNet's SignSGD step: ``out = (1 - lr * wd) * weight - lr * sign(grad)`` (as in MXNet,
     ``rescale_grad`` and ``clip_gradient`` change nothing)."""
-    return _optimizer_step("signsgd_update", locals(), ())
+    return _optimizer_step("signsgd_update", locals())
 
 
 def signum_update(
@@ -595,7 +594,7 @@ def signum_update(
 ) -> NDArray:
     """MXNet's Signum step: ``mom = momentum * mom - (1 - momentum) * (clip(rescale_grad *
     grad) + wd * weight)`` in place, ``out = (1 - lr * wd_lh) * weight + lr * sign(mom)``."""
-    return _optimizer_step("signum_update", locals(), ("mom",))
+    return _optimizer_step("signum_update", locals())
 
 
 def adam_update(
@@ -618,7 +617,7 @@ def adam_update(
     their moving averages of g and g^2 (updated in place), ``out = weight - lr * mean /
     (sqrt(var) + epsilon)`` (``out=weight``: in place). As MXNet's, no bias correction: its
     Adam optimizer folds that into ``lr``."""
-    return _optimizer_step("adam_update", locals(), ("mean", "var"))
+    return _optimizer_step("adam_update", locals())
 
 
 def rmsprop_update(
@@ -638,7 +637,7 @@ def rmsprop_update(
     """MXNet's RMSProp step (Tieleman and Hinton): ``g = clip(rescale_grad * grad + wd *
     weight)``, ``n`` its moving average of g^2 (``gamma1``, in place), ``out = clip(weight -
     lr * g / sqrt(n + epsilon), clip_weights)`` (-1: not clipped)."""
-    return _optimizer_step("rmsprop_update", locals(), ("n",))
+    return _optimizer_step("rmsprop_update", locals())
 
 
 def rmspropalex_update(
@@ -662,7 +661,7 @@ def rmspropalex_update(
     ``n`` and ``g`` its moving averages of g1^2 and g1 (``gamma1``), ``delta = gamma2 * delta
     - lr * g1 / sqrt(n - g^2 + epsilon)``, all three in place; ``out = clip(weight + delta,
     clip_weights)``."""
-    return _optimizer_step("rmspropalex_update", locals(), ("n", "g", "delta"))
+    return _optimizer_step("rmspropalex_update", locals())
 
 
 def ftrl_update(
@@ -682,7 +681,7 @@ def ftrl_update(
     """MXNet's FTRL-Proximal step: with ``g = clip(rescale_grad * grad)``, ``z += g - (sqrt(n +
     g^2) - sqrt(n)) * weight / lr`` and ``n += g^2`` in place, ``out = (sign(z) * lamda1 - z)
     / ((beta + sqrt(n)) / lr + wd)`` where ``|z| > lamda1``, else 0."""
-    return _optimizer_step("ftrl_update", locals(), ("z", "n"))
+    return _optimizer_step("ftrl_update", locals())
 
 
 def ftml_update(
@@ -707,7 +706,7 @@ def ftml_update(
     beta1^t) / lr * (sqrt(v / (1 - beta2^t)) + epsilon)``, ``z = beta1 * z + (1 - beta1) * g -
     (d_t - beta1 * d) * weight``, ``d = d_t`` (all in place), ``out = -z / d_t``. ``beta1`` and
     ``beta2`` must lie in [0, 1]. ``epsilon``'s default is MXNet's, the float32 1e-8."""
-    return _optimizer_step("ftml_update", locals(), ("d", "v", "z"))
+    return _optimizer_step("ftml_update", locals())
 
 
 def waitall() -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .engine import wire
 from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, SessionNotFound, error_from_kind
+from .engine.session import OPTIMIZERS
 from .transport import ConnectionLost, SessionClosed, Transport, from_env
 
 MAX_QUEUED_OPS = 4096
@@ -758,18 +759,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _IN_PLACE = {  # instructions that write some of their inputs: which
     "update": (0,),
     "setitem": (0,),
-    "sgd_update": (0,),
-    "sgd_mom_update": (0, 2),  # the weight and its momentum
-    "adam_update": (0, 2, 3),  # the weight, its mean and its variance
-    "mp_sgd_update": (0, 2),  # the weight and its float32 copy
-    "mp_sgd_mom_update": (0, 2, 3),  # the weight, its momentum and its float32 copy
-    "nag_mom_update": (0, 2),
-    "signsgd_update": (0,),
-    "signum_update": (0, 2),
-    "rmsprop_update": (0, 2),
-    "rmspropalex_update": (0, 2, 3, 4),
-    "ftrl_update": (0, 2, 3),
-    "ftml_update": (0, 2, 3, 4),
+    # an optimizer update: its weight and its states (``in``: weight, grad, states)
+    **{name: (0, *range(2, 2 + len(states))) for name, (states, _) in OPTIMIZERS.items()},
 }
 _PART_WAY = frozenset({"backward", "call"})  # instructions whose failure may leave part of their work done
 

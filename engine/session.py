@@ -205,11 +205,7 @@ GRAPH_RECOUNT_BYTES: Final = NODE_BYTES << 10
 and this much (each recount walks the live graph: amortized, a node is walked about once)."""
 
 
-_SIZED_COMMANDS = frozenset(
-    {"attach_grad", "read", "update", "setitem", "sgd_update", "sgd_mom_update", "adam_update", "alias"}
-    | {"mp_sgd_update", "mp_sgd_mom_update", "nag_mom_update", "signsgd_update", "signum_update"}
-    | {"rmsprop_update", "rmspropalex_update", "ftrl_update", "ftml_update"}
-)
+_SIZED_COMMANDS: set[str] = {"attach_grad", "read", "update", "setitem", "alias"}  # (and the OPTIMIZERS)
 """Commands whose work grows with their inputs' size (a slice leaves large ones to the thread)."""
 
 
@@ -1790,6 +1786,14 @@ def _sgd_update(s: Session, ins: dict, values: list) -> None:
     kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
 
 
+OPTIMIZERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {"sgd_update": ((), ())}
+"""MXNet's optimizer updates, by name: the states that follow the weight and the gradient in
+``in``, and those of them that are float32 whatever the weight's dtype. Each changes its
+weight and its states in place (the client's ``nd`` functions and its record of what an
+instruction changes are made from this)."""
+_SIZED_COMMANDS.add("sgd_update")
+
+
 def _updated_in_place(
     s: Session, ins: dict, name: str, names: tuple[str, ...], f32: tuple[str, ...] = ()
 ) -> list[np.ndarray]:
@@ -1857,6 +1861,8 @@ def _optimizer(
         kernel(*xs, *(at[a.name] for a in attrs))
 
     _UNIT_ATTRS[name] = unit
+    OPTIMIZERS[name] = (states, f32)
+    _SIZED_COMMANDS.add(name)
     command(name, " ".join(("weight", "grad", *states)), attrs, doc)(run)
 
 

@@ -455,3 +455,22 @@ def test_a_lost_update_reports_every_state_it_would_have_changed():
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+def test_each_optimizer_update_of_the_engine_is_an_nd_function_that_names_its_states():
+    """One table, the engine's: the nd functions take the weight, the gradient and its states
+    in its order, and the client knows that each changes the weight and its states in place
+    (so that a lost one raises ChangeLost instead of showing stale values)."""
+    import inspect
+
+    from gradserve.engine.session import OPTIMIZERS, catalog
+    from gradserve.runtime import _IN_PLACE
+
+    commands = {c["name"]: c for c in catalog()["commands"]}
+    assert {"sgd_update", "adam_update", "mp_sgd_mom_update", "ftml_update"} <= set(OPTIMIZERS)
+    for name, (states, f32) in OPTIMIZERS.items():
+        assert commands[name]["inputs"] == " ".join(("weight", "grad", *states)), name
+        params = list(inspect.signature(getattr(nd, name)).parameters)
+        assert params[: 2 + len(states)] == ["weight", "grad", *states], name
+        assert _IN_PLACE[name] == (0, *range(2, 2 + len(states))), name
+        assert set(f32) <= set(states), name
