@@ -71,6 +71,11 @@ class QuotaExceeded(MXNetError):
     status = 413
 
     @staticmethod
+    def body_too_long(n: int, limit: int, more: bool = False) -> str:
+        """A request body of ``n`` bytes (``more``: at least, a chunked one still coming)."""
+        return f"request body of {'more than ' if more else ''}{n} bytes is over the limit of {limit}"
+
+    @staticmethod
     def batch_too_long(n: int, limit: int) -> str:
         return f"batch of {n} ops is over the limit of {limit}"
 

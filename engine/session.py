@@ -482,6 +482,18 @@ class BatchRun:
         s.lock.release()
 
 
+def check_envelope(msg: Any) -> None:
+    """A batch's envelope, checked before it waits for its session: ``ops``, ``seq``, no more."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
+        raise InvalidInput("a batch must be an object with a list 'ops'")
+    if len(msg) > 1 + ("seq" in msg):
+        extra = sorted(str(k) for k in msg if k not in ("ops", "seq"))
+        raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
+    seq = msg.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        raise InvalidInput(f"seq must be an integer, got {seq!r}")
+
+
 class Session:
     """One user's arrays and autograd state; batches are its only door (``run_batch``, or
     ``begin`` for a batch run in slices)."""
@@ -836,17 +848,11 @@ class Session:
         """Check a batch's envelope and take the session for it: a ``BatchRun`` to run and
         finish (it holds the session's lock until then), or the stored reply of a retry.
         With ``blocking`` false, None when another batch or a snapshot holds the session."""
-        if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
-            raise InvalidInput("a batch must be an object with a list 'ops'")
-        if len(msg) > 1 + ("seq" in msg):
-            extra = sorted(str(k) for k in msg if k not in ("ops", "seq"))
-            raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
+        check_envelope(msg)
         seq = msg.get("seq")
         ops = msg["ops"]
         if len(ops) > self.limits.max_batch_ops:
             raise QuotaExceeded(QuotaExceeded.batch_too_long(len(ops), self.limits.max_batch_ops))
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-            raise InvalidInput(f"seq must be an integer, got {seq!r}")
         if not self.lock.acquire(blocking):
             return None
         try:

@@ -88,12 +88,12 @@ async def read_body(request: Request) -> Any:
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise QuotaExceeded(f"request body of {declared} bytes is over the limit of {limit}")
+        raise QuotaExceeded(QuotaExceeded.body_too_long(int(declared), limit))
     chunks = bytearray()  # read as it comes, refused once past the limit (a chunked body declares no length)
     async for chunk in request.stream():
         chunks += chunk
         if len(chunks) > limit:
-            raise QuotaExceeded(f"request body of more than {limit} bytes is over the limit of {limit}")
+            raise QuotaExceeded(QuotaExceeded.body_too_long(limit, limit, more=True))
     data = chunks
     if not data:
         return {}

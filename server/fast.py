@@ -29,8 +29,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
 from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
-from ..engine.session import BatchRun, Session, error_body
-from .deps import accepted, tensor_form, user_of
+from ..engine.session import BatchRun, Session, check_envelope, error_body
+from .deps import INLINE_CODING_BYTES, accepted, tensor_form, user_of
 
 log = logging.getLogger("gradserve.server")
 
@@ -48,7 +48,6 @@ INLINE_SLICE_S = 0.005
 instructions), and a session whose last batch took longer starts its next one in a thread: one
 user's long batch must not keep the others' requests (or a health check) waiting."""
 INLINE_READ_BYTES = 1 << 20
-DECODE_INLINE_BYTES = 1 << 16  # msgpack (frames header) past this is decoded in a thread: ~1 ms
 SMALL_REPLY = 1 << 16
 CHALLENGE = b'Bearer realm="gradserve"'
 """The ``WWW-Authenticate`` header of a 401: how to authenticate (RFC 9110, 11.6.1)."""
@@ -225,7 +224,7 @@ async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
     """The whole body in one buffer (None if the client went away)."""
     if declared is not None:
         if declared > limit:
-            raise QuotaExceeded(f"request body of {declared} bytes is over the limit of {limit}")
+            raise QuotaExceeded(QuotaExceeded.body_too_long(declared, limit))
         buf = receive_buffer(declared)
         view = memoryview(buf)
         pos = 0
@@ -260,7 +259,7 @@ async def _read_body(receive: Any, declared: int | None, limit: int) -> Any:
             return None
         chunks += message.get("body", b"")
         if len(chunks) > limit:
-            raise QuotaExceeded(f"request body of {len(chunks)} bytes is over the limit of {limit}")
+            raise QuotaExceeded(QuotaExceeded.body_too_long(limit, limit, more=True))
         if not message.get("more_body", False):
             return chunks
 
@@ -518,14 +517,13 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         coded = wire.frames_header_size(body) if frames_in else len(body)
         if len(body) == 0:
             msg: Any = {}
-        elif coded > DECODE_INLINE_BYTES:
+        elif coded > INLINE_CODING_BYTES:  # (a frames header: its tensors' bytes are not decoded)
             msg = await run_in_threadpool(wire.unpack_frames if frames_in else wire.unpack, body)
         elif frames_in:
             msg = wire.unpack_frames(body)
         else:
             msg = wire.unpack(body)
-        if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
-            raise InvalidInput("a batch must be a map with a list 'ops'")
+        check_envelope(msg)  # (a malformed one does not wait for its session)
         await until_free(app, sid)
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
