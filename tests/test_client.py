@@ -274,14 +274,24 @@ def test_an_error_kept_for_dead_arrays_holds_no_frames_and_grows_no_traceback(mo
     assert len(set(lengths)) == 1, lengths
 
 
-def test_sync_mode_raises_at_the_line():
-    client = gradserve.Client(InProcess(limits=Limits(max_array_bytes=1000)), sync=True)
+@pytest.mark.parametrize("how", ["argument", "environment", "attribute"])
+def test_sync_mode_raises_at_the_line(how, monkeypatch):
+    if how == "environment":
+        monkeypatch.setenv("GRADSERVE_SYNC", "1")
+    client = gradserve.Client(InProcess(limits=Limits(max_array_bytes=1000)), sync=how == "argument")
+    if how == "attribute":
+        client.sync = True  # (a session already open: the README's switch)
     gradserve.set_current(client)
     try:
         with pytest.raises(QuotaExceeded):
             nd.zeros((1000,))
+        assert client.transport.requests == 1  # each op at once, not at the next sync point
+        nd.ones((2,))
+        assert client.transport.requests == 2
     finally:
         gradserve.set_current(None)
+    monkeypatch.setenv("GRADSERVE_SYNC", "0")
+    assert not gradserve.Client(InProcess()).sync
 
 
 def test_garbage_collected_proxies_free_their_handles(mode):

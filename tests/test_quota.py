@@ -994,6 +994,8 @@ def test_a_poolings_backward_is_held_to_the_room_not_to_the_per_array_limit():
     pool = {"op": "Pooling", "in": [1], "out": [2], "at": {"kernel": [3, 3], "stride": [1, 1]}, "mode": 3}
     ok(s, pool, {"op": "sum", "in": [2], "out": [3], "mode": 3})  # windows: 9 MiB, under the 12 per array
     ok(s, {"op": "backward", "in": [3], "mode": 2})
+    grad = s.nodes[1].grad
+    assert grad.shape == (1, 1, 512, 512) and grad.sum() == 510 * 510  # each window's 1 to its maximum
 
 
 def test_a_backward_pass_near_the_quota_without_windows_runs():

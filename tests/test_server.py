@@ -89,7 +89,7 @@ def test_a_plain_json_program_trains_through_the_batch_route(batch):
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["error"] is None if "error" in body else True
+    assert body.get("error") is None
     assert body["values"] == [tensor([30.0], [1]), tensor([2.0, 4.0, 6.0, 8.0], [2, 2])]
 
 
@@ -250,6 +250,23 @@ def test_rest_conveniences_for_other_languages(http, sid):
 def test_unknown_session_is_404(http):
     r = http.post("/v1/sessions/nope/batch", json={"ops": []})
     assert r.status_code == 404 and r.json()["error"]["kind"] == "SessionNotFound"
+
+
+def test_a_user_opens_at_most_max_sessions_per_user():
+    keys = {"alice-key-0123456789": "alice", "bob-key-0123456789ab": "bob"}
+    alice = {"authorization": "Bearer alice-key-0123456789"}
+    bob = {"authorization": "Bearer bob-key-0123456789ab"}
+    with (
+        LiveServer(Settings(api_keys=keys, max_sessions_per_user=2)) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
+        first, _ = (http.post("/v1/sessions", headers=alice).json()["id"] for _ in range(2))
+        third = http.post("/v1/sessions", headers=alice)
+        assert third.status_code == 413 and third.json()["error"]["kind"] == "QuotaExceeded", third.text
+        assert len(http.get("/v1/sessions", headers=alice).json()) == 2
+        assert http.post("/v1/sessions", headers=bob).status_code == 201  # another user's own count
+        assert http.delete(f"/v1/sessions/{first}", headers=alice).status_code == 204
+        assert http.post("/v1/sessions", headers=alice).status_code == 201  # room again
 
 
 def test_keys_authenticate_and_sessions_are_private():
