@@ -143,10 +143,10 @@ _enabled = True
 def _default() -> int:
     env = os.environ.get("GRADSERVE_HELPERS", "").strip()
     if env:
-        try:
-            return max(0, int(env))
-        except ValueError:
-            raise ValueError(f"GRADSERVE_HELPERS must be a whole number, got {env!r}") from None
+        n = int(env) if env.isdigit() else -1  # (as the server's settings read it: no sign)
+        if n < 0:
+            raise ValueError(f"GRADSERVE_HELPERS must be a whole number, 0 or more, got {env!r}")
+        return n
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -351,11 +351,22 @@ def _serve_docs(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; its lifespan builds the session store."""
     settings = settings or Settings()
-    if settings.helpers is not None:
-        parallel.set_helpers(settings.helpers)  # process-wide: the engine's sessions share them
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the helpers are the process's (the engine's sessions share them): set while it serves
+        helpers_before = parallel.count() if settings.helpers is not None else None
+        if settings.helpers is not None:
+            parallel.set_helpers(settings.helpers)
+        try:
+            async with _serving(app, settings):
+                yield
+        finally:
+            if helpers_before is not None:
+                parallel.set_helpers(helpers_before)
+
+    @asynccontextmanager
+    async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         metrics = app.state.metrics
         store = app.state.store = SessionStore(
             settings, on_batch=metrics.observe_batch, on_snapshot_failure=metrics.snapshot_failures.inc

@@ -177,6 +177,10 @@ def test_the_number_of_helpers_comes_from_the_environment(monkeypatch):
         parallel._count = None
         with pytest.raises(ValueError, match="GRADSERVE_HELPERS"):
             parallel.helpers()
+        monkeypatch.setenv("GRADSERVE_HELPERS", "-1")  # (refused, as the server's settings refuse it)
+        parallel._count = None
+        with pytest.raises(ValueError, match="0 or more"):
+            parallel.helpers()
         with pytest.raises(ValueError):
             parallel.set_helpers(-1)
     finally:

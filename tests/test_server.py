@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gradserve.server import Settings
+from gradserve.server import Settings, create_app
 
 from .conftest import LiveServer
 
@@ -502,6 +502,9 @@ def test_the_servers_helper_threads_are_a_setting_and_a_metric(monkeypatch):
             assert "gradserve_backward_helpers 2.0" in text
             jobs = [x for x in text.splitlines() if x.startswith("gradserve_backward_helper_jobs ")]
             assert float(jobs[0].split()[-1]) >= 1
+        assert parallel.count() == before  # the process's again once the server stops
+        create_app(Settings(helpers=3))  # (an app made, not served, changes nothing)
+        assert parallel.count() == before
     finally:
         parallel.set_helpers(before)
 
