@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -297,12 +298,13 @@ class NDArray:
         self._gradp: NDArray | None = None
         self._ctx = ctx  # None: cpu(0) (an array made by no op of invoke's: a hybridized call's made none)
 
-    def __del__(self) -> None:
+    def __del__(self, _finalizing: Any = sys.is_finalizing) -> None:
         try:
             spec = self._spec
             self._c.release(self._h, _ITEMSIZES[spec.dtype] * math.prod(spec.shape))
-        except Exception:  # interpreter shutdown: nothing left to free
-            pass
+        except Exception:
+            if not _finalizing():  # (at interpreter shutdown, with modules torn down: nothing left to free)
+                raise  # a fault of ours: Python reports it ("Exception ignored in"), not hidden
 
     # -- what is known locally ------------------------------------------------
 

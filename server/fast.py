@@ -42,7 +42,9 @@ _JSON = wire.JSON.encode()
 _OFFERS = (wire.FRAMES, wire.MSGPACK, wire.JSON)
 
 INLINE_OPS = frozenset({"read", "free"})
-"""Batches of only these run on the event loop: a thread hop would cost more than they do."""
+"""A batch of only these (and little to read) starts on the event loop even while others are in
+flight: a thread hop would cost more than it does. Any batch starts there when it is the only
+one in flight (``run_sliced``)."""
 INLINE_SLICE_S = 0.005
 """A batch run on the event loop hands what is left of it to a thread after this long (between two
 instructions), and a session whose last batch took longer starts its next one in a thread: one

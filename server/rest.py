@@ -1,6 +1,7 @@
 """Convenience REST routes for clients in any language: upload and download an
 array, run one op, attach a gradient, backward, read a gradient. Each is a thin
-layer that builds a one-instruction batch and runs it like any other.
+layer that builds a batch of an instruction or two (an op and the read of its
+result) and runs it like any other.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def test_an_untrusted_certificate_fails_at_once_with_a_clear_error(tls_server):
     start = time.monotonic()
     with pytest.raises(ConnectionLost, match="CERTIFICATE_VERIFY_FAILED"):
         gradserve.Http(tls_server.url)  # trusts the system's authorities, not the test's
-    assert time.monotonic() - start < 2  # not after ten retries
+    assert time.monotonic() - start < 10  # not after the retries (about 50 s)
     conn = gradserve.transport.Conn("127.0.0.1", tls_server.port, 5.0, ssl.create_default_context())
     with pytest.raises(ssl.SSLCertVerificationError):
         conn.request(b"POST /v1/sessions/x/batch HTTP/1.1\r\nContent-Length: 0\r\n\r\n", [])

@@ -628,7 +628,7 @@ def test_a_long_batch_in_a_thread_lets_other_threads_run(part):
     assert replies[0]["values"][0].tolist() == ([60_000 - 1.0] * 4 if part == "batch" else [1.0] * 4)
     # Python's switch interval is 5 ms: a thread that wants the GIL gets it within about that.
     assert ticks >= max(3, took / 0.05), f"{ticks} wake-ups in {took * 1e3:.0f} ms"
-    assert longest < 0.06, f"a wait of {longest * 1e3:.0f} ms for the GIL in {took * 1e3:.0f} ms"
+    assert longest < 0.1, f"a wait of {longest * 1e3:.0f} ms for the GIL in {took * 1e3:.0f} ms"
 
 
 def test_a_long_graph_walk_lets_other_threads_run():
