@@ -119,11 +119,13 @@ def _uvicorn_version() -> tuple[int, ...]:
         return (1 << 30,)
 
 
+UVICORN_CHECKED_FROM = (0, 54)
 UVICORN_CHECKED_BELOW = (0, 55)
-"""``_receive_into`` knows uvicorn's request cycle as it is up to here (0.54 is tested): a
-later uvicorn reads bodies through ``receive`` until it is checked again (the test suite's
+"""``_receive_into`` and ``_write_whole`` know uvicorn's request cycle as it is in these
+releases (0.54 is tested): another uvicorn reads bodies through ``receive`` and writes replies
+through ``send`` until it is checked (the test suite's
 ``test_a_large_body_is_written_straight_into_the_receive_buffer`` then fails, saying so)."""
-_DIRECT = _uvicorn_version() < UVICORN_CHECKED_BELOW
+_DIRECT = UVICORN_CHECKED_FROM <= _uvicorn_version() < UVICORN_CHECKED_BELOW
 
 
 def _httptools_cycle(receive: Any, attrs: tuple[str, ...] = _CYCLE_ATTRS) -> Any:

@@ -1141,7 +1141,7 @@ def test_a_large_body_is_written_straight_into_the_receive_buffer(live_server, m
         chunks.append(len(chunk))
         return iadd(self, chunk)
 
-    assert fast._DIRECT, "a uvicorn newer than fast.UVICORN_CHECKED_BELOW: check _receive_into against it"
+    assert fast._DIRECT, "a uvicorn other than fast.UVICORN_CHECKED_FROM/BELOW: check _receive_into against it"
     monkeypatch.setattr(fast._IntoBuffer, "__iadd__", spy)
     client = gradserve.connect(live_server.url)
     try:
@@ -1201,7 +1201,7 @@ def test_a_small_reply_is_one_write_with_the_head_uvicorn_would_write(live_serve
 
     from gradserve.server import fast
 
-    assert fast._DIRECT, "a uvicorn newer than fast.UVICORN_CHECKED_BELOW: check _write_whole against it"
+    assert fast._DIRECT, "a uvicorn other than fast.UVICORN_CHECKED_FROM/BELOW: check _write_whole against it"
     sends: list[str] = []
     send = httptools_impl.RequestResponseCycle.send
 
