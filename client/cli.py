@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=args.log_level.lower() in ("debug", "trace", "info"),
         proxy_headers=False,
         http="httptools",
-        loop="uvloop",
+        loop="auto",  # uvloop where it is installed (uvicorn[standard] leaves it out on Windows)
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
     )
