@@ -458,6 +458,14 @@ class Client:
                 for h in hs:
                     self._roots.pop(h, None)
                     self._buffers.pop(h, None)
+        dead = self._dead
+        if dead and freed:  # a freed handle's error goes, unless a view still alive goes by its key
+            rooted = set(self._roots.values())
+            for hs in freed:
+                for h in hs:
+                    for key in (h, -h):  # (-h: a variable's gradient buffer)
+                        if key in dead and key not in rooted:
+                            del dead[key]
 
     def _unsure(self, e: BaseException) -> bool:
         """Whether a batch that raised ``e`` may have run or not: its connection was lost, or

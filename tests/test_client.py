@@ -461,6 +461,36 @@ def test_array_takes_the_dtypes_a_session_holds_in_every_mode(mode):
 HUGE = (1 << 33,)  # zeros of this shape fail on the engine's quota (over its per-array limit)
 
 
+def test_a_failures_dead_and_lost_arrays_are_forgotten_once_their_proxies_are_gone(mode):
+    """So that the checks a failure turns on for every later op (``_dead``) end with it; an
+    array lost while a view of it lives stays lost for the view."""
+    x, w = nd.zeros((4,)), nd.ones((2,))
+    view = x[1:3]
+    w.attach_grad()
+    with autograd.record():
+        loss = (w * w).sum()
+    nd.waitall()
+    big = nd.zeros(HUGE)
+    x += 1
+    loss.backward()
+    made = x * 2
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    assert mode._dead
+    del big, made, w, loss
+    gc.collect()
+    nd.waitall()
+    nd.ones((1,)).wait_to_read()  # (a batch that carries the frees)
+    assert set(mode._dead) == {x._h}  # the view's memory
+    with pytest.raises(gradserve.ChangeLost):
+        view.asnumpy()
+    del x, view
+    gc.collect()
+    nd.ones((1,)).wait_to_read()
+    nd.ones((1,)).wait_to_read()
+    assert not mode._dead
+
+
 def test_in_place_changes_queued_after_a_failure_are_lost_and_say_so(mode):
     """A batch stops at its failing instruction; an array that a later instruction of it was
     to change in place (and every view of its memory) raises ChangeLost when used, naming
