@@ -256,6 +256,168 @@ def _softmax_cross_entropy(cx, at, x, label):
 
 
 # --------------------------------------------------------------------------
+# MXNet's loss outputs: the forward gives the prediction, the backward the loss's gradient by
+# design, whatever the head gradient (``y.backward()`` on them trains: MXNet's symbolic heads)
+
+SOFTMAX_OUTPUT = (
+    Attr("grad_scale", "float", 1.0),
+    Attr("ignore_label", "float", -1.0),
+    Attr("multi_output", "bool", False),
+    Attr("use_ignore", "bool", False),
+    Attr("preserve_shape", "bool", False),
+    Attr("normalization", "str", "null"),
+    Attr("out_grad", "bool", False),
+    Attr("smooth_alpha", "float", 0.0),
+)
+
+
+def _so_axis(name: str, at: dict, x: Spec) -> int:
+    """The class axis: 1 with multi_output (labels (N, d1, ...)), else the last."""
+    nd = len(x.shape)
+    if at["normalization"] not in ("null", "batch", "valid"):
+        raise InvalidInput(f"{name}: normalization must be null, batch or valid, got {at['normalization']!r}")
+    if at["out_grad"]:
+        raise InvalidInput(f"{name}: out_grad is not supported (the head gradient is not used)")
+    if at["multi_output"]:
+        if nd < 3:
+            raise ShapeError(f"{name}: multi_output needs data (N, C, d1, ...), got {x.shape}")
+        return 1
+    if nd != 2 and not at["preserve_shape"]:
+        raise ShapeError(f"{name}: data must be (N, C) (or multi_output, preserve_shape), got {x.shape}")
+    return nd - 1
+
+
+def _so_infer(at: dict, x: Spec, label: Spec) -> Spec:
+    floating("SoftmaxOutput", x)
+    ax = _so_axis("SoftmaxOutput", at, x)
+    want = x.shape[:ax] + x.shape[ax + 1 :]
+    if label.shape != want or x.shape[ax] == 0:
+        raise ShapeError(f"SoftmaxOutput: label must have shape {want} for data {x.shape}, got {label.shape}")
+    return Spec(x.shape, x.dtype)
+
+
+def _so_vjp(F, at, g, y, x, label):
+    """(softmax - target) * grad_scale / the normaliser: 1 (null; with multi_output the
+    positions per sample), the batch (batch: N, or N times the positions) or the labels not
+    ignored (valid). The target is the label's one-hot, smoothed by ``smooth_alpha``; a label
+    outside [0, C) has none. A row whose label is ``ignore_label`` (with use_ignore) gets 0."""
+    ax = _so_axis("SoftmaxOutput", at, x)
+    c = int(x.shape[ax])
+    dt = x.dtype.name
+    hot = F.one_hot(label, depth=c, dtype=dt)  # (the class axis last)
+    if ax != x.ndim - 1:
+        hot = F.transpose(hot, axes=(0, x.ndim - 1, *range(1, x.ndim - 1)))
+    a = at["smooth_alpha"]
+    if a:
+        hot = F.add_scalar(F.mul_scalar(hot, scalar=1 - a - a / (c - 1)), scalar=a / (c - 1))
+    grad = F.sub(F.softmax(x, axis=ax), hot)
+    keep = None
+    if at["use_ignore"]:
+        keep = F.astype(F.not_equal_scalar(label, scalar=at["ignore_label"]), dtype=dt)
+        wide = F.broadcast_to(F.expand_dims(keep, axis=ax), shape=tuple(x.shape))
+        grad = F.where(wide, grad, F.zeros_like(grad))  # (0, not the -0 of a product)
+    positions = int(np.prod(label.shape[1:])) if at["multi_output"] else 1
+    norm = at["normalization"]
+    if norm == "valid":
+        count = F.sum(keep) if keep is not None else None
+        scale = at["grad_scale"] / (1 if count is not None else max(1, int(np.prod(label.shape))))
+        grad = F.mul_scalar(grad, scalar=scale)
+        if count is not None:
+            grad = F.broadcast_div(grad, F.reshape(F.maximum_scalar(count, scalar=1.0), shape=(1,) * x.ndim))
+        return grad, None
+    n = int(label.shape[0]) * positions if norm == "batch" else positions
+    return F.mul_scalar(grad, scalar=at["grad_scale"] / max(n, 1)), None
+
+
+@defop("SoftmaxOutput", ("data", "label"), SOFTMAX_OUTPUT, infer=_so_infer, vjp=_so_vjp, aliases=("Softmax",))
+def _softmax_output(cx, at, x, label):
+    """softmax along the class axis; its backward is the cross-entropy's gradient against
+    ``label`` (MXNet's SoftmaxOutput: the head gradient is not used)."""
+    ax = _so_axis("SoftmaxOutput", at, Spec(x.shape, x.dtype.name))
+    return _normalised_exp(cx, x, ax)
+
+
+REGRESSION = (Attr("grad_scale", "float", 1.0),)
+
+
+def _regression_infer(name: str):
+    def infer(at: dict, x: Spec, label: Spec) -> Spec:
+        floating(name, x)
+        if prod(label.shape) != prod(x.shape) or label.shape[:1] != x.shape[:1]:
+            raise ShapeError(f"{name}: label {label.shape} does not fit data {x.shape}")
+        return Spec(x.shape, x.dtype)
+
+    return infer
+
+
+def _regression_vjp(link: str | None, grad: str):
+    """d loss / d data: ``grad`` of (prediction - label), over the outputs of a sample, times
+    grad_scale (MXNet's; the head gradient is not used)."""
+
+    def vjp(F, at, g, y, x, label):
+        pred = getattr(F, link)(x) if link else x
+        diff = F.sub(pred, F.reshape(F.astype(label, dtype=x.dtype.name), shape=tuple(x.shape)))
+        if grad == "sign":
+            diff = F.sign(diff)
+        per_sample = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+        return F.mul_scalar(diff, scalar=at["grad_scale"] / max(per_sample, 1)), None
+
+    return vjp
+
+
+for _name, _link, _grad in (
+    ("LinearRegressionOutput", None, "diff"),
+    ("LogisticRegressionOutput", "sigmoid", "diff"),
+    ("MAERegressionOutput", None, "sign"),
+):
+
+    def _regression(cx, at, x, label, _link=_link):
+        return OPS[_link].forward(cx, {}, x) if _link else x.copy()
+
+    _regression.__doc__ = (
+        f"The prediction ({_link or 'the data'}); its backward is the gradient of "
+        + ("the absolute error" if _grad == "sign" else "the squared error" if not _link else "the log loss")
+        + f" against ``label`` (MXNet's {_name}: the head gradient is not used)."
+    )
+    defop(_name, ("data", "label"), REGRESSION, infer=_regression_infer(_name), vjp=_regression_vjp(_link, _grad))(
+        _regression
+    )
+
+
+MAKE_LOSS = (
+    Attr("grad_scale", "float", 1.0),
+    Attr("valid_thresh", "float", 0.0),
+    Attr("normalization", "str", "null"),
+)
+
+
+def _make_loss_infer(at: dict, x: Spec) -> Spec:
+    floating("MakeLoss", x)
+    if at["normalization"] not in ("null", "batch", "valid"):
+        raise InvalidInput(f"MakeLoss: normalization must be null, batch or valid, got {at['normalization']!r}")
+    return x
+
+
+def _make_loss_vjp(F, at, g, y, x):
+    """grad_scale everywhere, over the batch (batch) or the elements above valid_thresh
+    (valid): the data is a loss to minimise (the head gradient is not used)."""
+    ones = F.mul_scalar(F.ones_like(x), scalar=at["grad_scale"])
+    norm = at["normalization"]
+    if norm == "batch":
+        return (F.mul_scalar(ones, scalar=1.0 / max(int(x.shape[0]) if x.ndim else 1, 1)),)
+    if norm == "valid":
+        count = F.sum(F.astype(F.greater_scalar(x, scalar=at["valid_thresh"]), dtype=x.dtype.name))
+        return (F.broadcast_div(ones, F.reshape(F.maximum_scalar(count, scalar=1.0), shape=(1,) * x.ndim)),)
+    return (ones,)
+
+
+@defop("MakeLoss", ("data",), MAKE_LOSS, infer=_make_loss_infer, vjp=_make_loss_vjp, aliases=("make_loss",))
+def _make_loss(cx, at, x):
+    """The data itself, marked as a loss: its backward is grad_scale (MXNet's MakeLoss)."""
+    return x.copy()
+
+
+# --------------------------------------------------------------------------
 # activations
 
 ACTS = ("relu", "sigmoid", "tanh", "softrelu", "softsign")

@@ -619,6 +619,49 @@ def test_batch_norm_of_float16_data_takes_float32_parameters_as_mxnet(mode):
         nd.BatchNorm(x, g, b.astype("float16"), mm, mv)  # the four parameters in one dtype
 
 
+def test_loss_outputs_train_with_their_own_gradient_as_in_mxnet(mode):
+    """SoftmaxOutput, the regression outputs and MakeLoss: the forward is the prediction, the
+    backward the loss's gradient whatever the head gradient (MXNet's symbolic heads). The
+    values are MXNet 1.9.1's."""
+    x = nd.array([[1.0, 2.0, 3.0], [1.0, 0.0, -1.0]])
+    x.attach_grad()
+    label = nd.array([2, 0])
+    for kwargs, want in [
+        ({}, [[0.09, 0.2447, -0.3348], [-0.3348, 0.2447, 0.09]]),
+        ({"grad_scale": 2.0}, [[0.1801, 0.4895, -0.6695], [-0.6695, 0.4895, 0.1801]]),
+        ({"normalization": "batch"}, [[0.045, 0.1224, -0.1674], [-0.1674, 0.1224, 0.045]]),
+        ({"normalization": "valid", "use_ignore": True, "ignore_label": 0}, [[0.09, 0.2447, -0.3348], [0, 0, 0]]),
+    ]:
+        with autograd.record():
+            y = nd.SoftmaxOutput(x, label, **kwargs)
+        y.backward(nd.ones_like(y) * 5)  # (not used)
+        np.testing.assert_allclose(y.asnumpy(), [[0.09, 0.2447, 0.6652], [0.6652, 0.2447, 0.09]], atol=1e-4)
+        np.testing.assert_allclose(x.grad.asnumpy(), want, atol=1e-4, err_msg=str(kwargs))
+    assert nd.Softmax(x, label).shape == (2, 3)  # (MXNet's other name)
+    d = nd.array([[1.0, 2.0], [3.0, -1.0]])
+    d.attach_grad()
+    lab = nd.array([[0.0, 2.5], [1.0, 1.0]])
+    for name, out, grad in [
+        ("LinearRegressionOutput", [[1, 2], [3, -1]], [[1.5, -0.75], [3, -3]]),
+        ("LogisticRegressionOutput", [[0.7311, 0.8808], [0.9526, 0.2689]], [[1.0966, -2.4288], [-0.0711, -1.0966]]),
+        ("MAERegressionOutput", [[1, 2], [3, -1]], [[1.5, -1.5], [1.5, -1.5]]),
+    ]:
+        with autograd.record():
+            y = getattr(nd, name)(d, lab, grad_scale=3.0)
+        y.backward(nd.ones_like(y) * 7)
+        np.testing.assert_allclose(y.asnumpy(), out, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(d.grad.asnumpy(), grad, atol=1e-4, err_msg=name)
+    for kwargs, grad in [({}, 1.0), ({"grad_scale": 2.0}, 2.0), ({"normalization": "batch"}, 0.5)]:
+        with autograd.record():
+            y = nd.MakeLoss(d, **kwargs)
+        y.backward(nd.ones_like(y) * 7)
+        assert d.grad.asnumpy().tolist() == [[grad, grad], [grad, grad]], kwargs
+    with autograd.record():
+        y = nd.make_loss(d, normalization="valid", valid_thresh=1.5)
+    y.backward()
+    assert d.grad.asnumpy().tolist() == [[0.5, 0.5], [0.5, 0.5]]  # two elements above 1.5
+
+
 def test_batch_norm_moving_statistics_change_at_backward_as_in_mxnet(mode):
     """MXNet 1.9.1 updates moving_mean and moving_var in BatchNorm's backward pass: not in a
     recorded training forward, not in one without record, not by a backward in prediction mode

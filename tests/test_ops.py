@@ -123,12 +123,25 @@ class Case:
     training: bool = False  # the Context's training flag
     tol32: dict[str, float] | None = None  # forward tolerance in float32, when not tol()'s
     zero_grad: bool = False  # the VJP gives zeros by design (MXNet's), not the derivative
+    designed: Callable[..., Any] | None = None  # the gradient by design (MXNet's loss outputs), from the inputs
 
 
 def C(
-    ref, *shapes, dom=SMOOTH, out=None, no_grad=False, nondiff=(), training=False, tol32=None, zero_grad=False, **at
+    ref,
+    *shapes,
+    dom=SMOOTH,
+    out=None,
+    no_grad=False,
+    nondiff=(),
+    training=False,
+    tol32=None,
+    zero_grad=False,
+    designed=None,
+    **at,
 ) -> Case:
-    return Case(ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32, zero_grad)
+    return Case(
+        ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32, zero_grad, designed
+    )
 
 
 def mx1d(r: Any) -> np.ndarray:
@@ -751,6 +764,33 @@ CASES: dict[str, Case] = {
     "L2Normalization": C(lambda x: x / np.sqrt((x * x).sum(axis=(1, 2), keepdims=True) + 1e-10), X3),
     "log_softmax": C(lambda x: log_softmax_ref(x, -1), X3),
     "softmax_cross_entropy": C(sce_ref, (4, 5), (4,), dom=(SMOOTH, IDX(0, 5)), nondiff=(1,)),
+    "SoftmaxOutput": C(
+        lambda x, lab: softmax_ref(x, -1),
+        (4, 5),
+        (4,),
+        dom=(SMOOTH, IDX(-1, 6)),  # (labels past the classes: no target, as MXNet)
+        nondiff=(1,),
+        designed=lambda x, lab: (softmax_ref(x, -1) - one_hot_ref(lab, 5, 1.0, 0.0), None),
+    ),
+    "LinearRegressionOutput": C(
+        lambda x, lab: x, (3, 2), (3, 2), nondiff=(1,), designed=lambda x, lab: ((x - lab) / 2, None)
+    ),
+    "LogisticRegressionOutput": C(
+        lambda x, lab: 1 / (1 + np.exp(-x)),
+        (3, 2),
+        (3, 2),
+        nondiff=(1,),
+        designed=lambda x, lab: ((1 / (1 + np.exp(-x)) - lab) / 2, None),
+    ),
+    "MAERegressionOutput": C(
+        lambda x, lab: x,
+        (4,),
+        (4,),
+        nondiff=(1,),
+        dom=(AWAY(), SMOOTH),
+        designed=lambda x, lab: (np.sign(x - lab), None),
+    ),
+    "MakeLoss": C(lambda x: x, (2, 3), designed=lambda x: (np.ones_like(x),)),
     "Activation": C(np.tanh, act_type="tanh"),
     "LeakyReLU": C(lambda x: np.where(x > 0, x, 0.25 * x), dom=AWAY()),
     "FullyConnected": C(lambda x, w, b: x.reshape(2, -1) @ w.T + b, X3, (5, 12), (5,), num_hidden=5, tol32=LOOSE32),
@@ -1446,6 +1486,80 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ("slice-negative-steps", "slice", C(lambda x: x[::-1, 2:0:-1], X3, begin=[None, 2], end=[None, 0], step=[-1, -1])),
     ("slice_axis-negative", "slice_axis", C(lambda x: x[..., -3:-1], X3, axis=-1, begin=-3, end=-1)),
     (
+        "SoftmaxOutput-multi-batch-smoothed",
+        "SoftmaxOutput",
+        C(
+            lambda x, lab: softmax_ref(x, 1),
+            (2, 3, 2, 2),
+            (2, 2, 2),
+            dom=(SMOOTH, IDX(0, 3)),
+            nondiff=(1,),
+            multi_output=True,
+            normalization="batch",
+            smooth_alpha=0.2,
+            grad_scale=3.0,
+            designed=lambda x, lab: (
+                3.0
+                * (
+                    softmax_ref(x, 1)
+                    - (0.7 * one_hot_ref(lab, 3, 1.0, 0.0).astype(np.float64) + 0.1).transpose(0, 3, 1, 2)
+                )
+                / 8,
+                None,
+            ),
+        ),
+    ),
+    (
+        "SoftmaxOutput-valid-ignored",
+        "SoftmaxOutput",
+        C(
+            lambda x, lab: softmax_ref(x, -1),
+            (2, 4, 3),
+            (2, 4),
+            dom=(SMOOTH, IDX(0, 3)),
+            nondiff=(1,),
+            preserve_shape=True,
+            use_ignore=True,
+            ignore_label=1.0,
+            normalization="valid",
+            designed=lambda x, lab: (
+                np.where((lab != 1)[..., None], softmax_ref(x, -1) - one_hot_ref(lab, 3, 1.0, 0.0), 0.0)
+                / max(1, int((lab != 1).sum())),
+                None,
+            ),
+        ),
+    ),
+    (
+        "MAERegressionOutput-scaled",
+        "MAERegressionOutput",
+        C(
+            lambda x, lab: x,
+            (2, 5),
+            (2, 5),
+            dom=(AWAY(), SMOOTH),
+            nondiff=(1,),
+            grad_scale=2.5,
+            designed=lambda x, lab: (2.5 * np.sign(x - lab) / 5, None),
+        ),
+    ),
+    (
+        "MakeLoss-batch",
+        "MakeLoss",
+        C(lambda x: x, (4, 3), normalization="batch", designed=lambda x: (np.ones_like(x) / 4,)),
+    ),
+    (
+        "MakeLoss-valid",
+        "MakeLoss",
+        C(
+            lambda x: x,
+            (4, 3),
+            normalization="valid",
+            valid_thresh=0.5,
+            grad_scale=2.0,
+            designed=lambda x: (2.0 * np.ones_like(x) / max(1, int((x > 0.5).sum())),),
+        ),
+    ),
+    (
         "where-scalar-condition",
         "where",
         C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3), dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,)),
@@ -1940,6 +2054,20 @@ def test_forward_and_infer(name, dtype):
 
 def check_case_grads(op: Op, case: Case, seed: int = 1) -> None:
     rng = np.random.default_rng(seed)
+    if case.designed is not None:  # MXNet's loss outputs: the loss's gradient, whatever the head gradient
+        xs = make_inputs(case, "float64", rng)
+        at = op.parse_attrs(case.at)
+        y, node_at = run_forward(op, at, xs, case.training)
+        cts = vjp_of(op)(Eager(ctx(0, case.training)), node_at, rng.standard_normal(y.shape), y, *xs)
+        want = case.designed(*xs)
+        for i, (ct, w) in enumerate(zip(cts, want)):
+            if w is None:
+                assert ct is None, f"{op.name}: input {i} should get no cotangent"
+            else:
+                assert (ct.shape, ct.dtype) == (xs[i].shape, xs[i].dtype), op.name
+                np.testing.assert_allclose(ct, w, rtol=1e-12, atol=1e-12, err_msg=op.name)
+        check_eager_vjp(op, node_at, np.ones(y.shape), y, xs, cts)
+        return
     if case.zero_grad:  # (stop_gradient, one_hot: a zero gradient, as MXNet's, where the derivative is not)
         xs = make_inputs(case, "float64", rng)
         at = op.parse_attrs(case.at)
@@ -3114,6 +3242,13 @@ BAD_ATTRS = [
     ("gather_axis", {"axis": 1}, [(2, 4), (3, 4)]),
     ("scatter_axis", {"axis": 1, "shape": [2, 4]}, [(2, 3), (2, 2)]),
     ("one_hot", {"depth": -1}, [(3,)]),
+    ("SoftmaxOutput", {}, [(2, 3), (2, 1)]),  # (MXNet's label is (N,))
+    ("SoftmaxOutput", {}, [(2, 3, 4), (2, 3)]),  # data (N, C) unless multi_output or preserve_shape
+    ("SoftmaxOutput", {"multi_output": True}, [(2, 3), (2,)]),
+    ("SoftmaxOutput", {"normalization": "all"}, [(2, 3), (2,)]),
+    ("SoftmaxOutput", {"out_grad": True}, [(2, 3), (2,)]),
+    ("LinearRegressionOutput", {}, [(3, 2), (6,)]),
+    ("MakeLoss", {"normalization": "sum"}, [(3, 2)]),
     ("slice_axis", {"axis": 0, "begin": 0, "end": 7}, [(3, 4)]),  # (MXNet's bounds, not clipped)
     ("slice_axis", {"axis": 0, "begin": -7, "end": 2}, [(3, 4)]),
     ("slice_axis", {"axis": 1, "begin": 3, "end": 1}, [(3, 4)]),
