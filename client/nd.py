@@ -312,6 +312,32 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
 SliceChannel = split  # (MXNet's operator name for it)
 
 
+def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis: bool = False, **kwargs: Any) -> Any:
+    """Parts along ``axis``: that many equal ones (an integer), or cut before each index of a
+    tuple, as numpy's ``split`` (a list; one array when one part)."""
+    ndim = len(ary.shape)
+    if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
+        raise ShapeError(f"split_v2: axis {axis} is out of range for an array of rank {ndim}")
+    n = ary.shape[axis]
+    if isinstance(indices_or_sections, numbers.Integral):
+        k = int(indices_or_sections)
+        if k < 1 or n % k:
+            raise ShapeError(f"split_v2: axis {axis} of length {n} does not split into {k} equal parts")
+        cuts = [i * (n // k) for i in range(k)] + [n]
+    else:
+        cuts = [0, *(int(i) for i in indices_or_sections), n]
+        for a, b in zip(cuts, cuts[1:]):
+            if not 0 <= a <= b <= n:
+                raise ShapeError(f"split_v2: indices {tuple(indices_or_sections)} must rise within [0, {n}]")
+    parts = [invoke(OPS["slice_axis"], (ary,), {"axis": axis, "begin": a, "end": b}) for a, b in zip(cuts, cuts[1:])]
+    if squeeze_axis:
+        for p in parts:
+            if p.shape[axis] != 1:
+                raise ShapeError(f"split_v2: squeeze_axis needs parts of length 1 on axis {axis}, got {p.shape[axis]}")
+        parts = [invoke(OPS["squeeze"], (p,), {"axis": axis}) for p in parts]
+    return parts[0] if len(parts) == 1 else parts
+
+
 def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: Any) -> list[NDArray]:
     """[mean, variance] of ``data`` over ``axes`` (a list of axes; MXNet's moments: the
     population variance, the mean of the squared deviations), as table ops, so both have
@@ -742,6 +768,7 @@ __all__ = [
     "ftrl_update",
     "ftml_update",
     "split",
+    "split_v2",
     "topk",
     "waitall",
     "zeros",

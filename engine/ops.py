@@ -213,6 +213,7 @@ def _random_infer(at: dict) -> Spec:
     (Attr("loc", "float", 0.0), Attr("scale", "float", 1.0), Attr("shape", "shape", (1,)), DT),
     infer=_random_infer,
     random=True,
+    aliases=("normal",),
 )
 def _random_normal(cx, at):
     """Normal draws from the session's own generator."""
@@ -226,6 +227,7 @@ def _random_normal(cx, at):
     (Attr("low", "float", 0.0), Attr("high", "float", 1.0), Attr("shape", "shape", (1,)), DT),
     infer=_random_infer,
     random=True,
+    aliases=("uniform",),
 )
 def _random_uniform(cx, at):
     """Uniform draws in [low, high) from the session's own generator."""
@@ -634,6 +636,20 @@ _binary(
     _minmax_vjp("lesser_equal"),
     "The smaller of a and b.",
     ("broadcast_minimum",),
+)
+
+
+def _hypot_vjp(F, at, g, y, a, b):
+    # d/da sqrt(a^2 + b^2) = a / y (0 where y is: both 0, the gradient MXNet gives there too)
+    over = F.div(g, F.add(y, F.astype(F.equal_scalar(y, scalar=0.0), dtype=y.dtype.name)))
+    return unbroadcast(F, F.mul(over, a), a.shape), unbroadcast(F, F.mul(over, b), b.shape)
+
+
+_binary(
+    "broadcast_hypot",
+    lambda xp, a, b: xp.hypot(a, b),
+    _hypot_vjp,
+    "sqrt(a ** 2 + b ** 2), broadcasting, without overflow in the squares.",
 )
 
 _COMPARE = {

@@ -27,7 +27,7 @@ from .ops import (
     same_dtype,
     unbroadcast,
 )
-from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, prod
+from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
 # creation
@@ -494,6 +494,18 @@ def _arg(name: str, fn: Any) -> None:
 
 _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
+
+
+@defop(
+    "argmax_channel",
+    ("data",),
+    infer=lambda at, x: _arg_infer_for("argmax")({"axis": 1, "keepdims": False}, x),
+    vjp=_no_gradient,
+)
+def _argmax_channel(cx, at, x):
+    """argmax along axis 1, the channels (MXNet's argmax_channel)."""
+    return OPS["argmax"].forward(cx, {"axis": 1, "keepdims": False}, x)
+
 
 # axis None: the array flattened first, as MXNet's sort, argsort and topk take it
 ORDER_AXIS = Attr("axis", "int", -1, nullable=True)
@@ -1359,6 +1371,101 @@ def _slice_axis(cx, at, x):
     """x[..., begin:end, ...] on one axis."""
     ax, s = _slice_axis_bounds(at, x.shape)
     return cx.xp.array(x[(slice(None),) * ax + (s,)])
+
+
+def _slice_like_axes(at: dict, x: Spec | Any, like: Spec | Any) -> tuple[int, ...]:
+    nd, nl = len(x.shape), len(like.shape)
+    if not at["axes"]:
+        if nl != nd:
+            raise ShapeError(f"slice_like: shape_like {tuple(like.shape)} must have the rank of data {tuple(x.shape)}")
+        return tuple(range(nd))
+    axes = tuple(_one_axis("slice_like", a, nd) for a in at["axes"])
+    for a in axes:
+        if a >= nl:
+            raise ShapeError(f"slice_like: axis {a} is past shape_like {tuple(like.shape)}")
+    return axes
+
+
+def _slice_like_key(at: dict, x: Any, like: Any) -> list:
+    axes = _slice_like_axes(at, x, like)
+    return [[0, int(like.shape[i]), None] if i in axes else [None, None, None] for i in range(len(x.shape))]
+
+
+def _slice_like_infer(at: dict, x: Spec, like: Spec) -> Spec:
+    axes = _slice_like_axes(at, x, like)
+    for a in axes:
+        if like.shape[a] > x.shape[a]:
+            raise ShapeError(f"slice_like: axis {a} of shape_like {like.shape} is longer than data's {x.shape}")
+    return Spec(tuple(like.shape[i] if i in axes else d for i, d in enumerate(x.shape)), x.dtype)
+
+
+@defop(
+    "slice_like",
+    ("data", "shape_like"),
+    (Attr("axes", "ints", ()),),
+    infer=_slice_like_infer,
+    vjp=lambda F, at, g, y, x, like: (
+        F.scatter_key(g, shape=tuple(x.shape), key=_slice_like_key(at, x, like)),
+        None,
+    ),
+)
+def _slice_like(cx, at, x, like):
+    """``data`` cut to the length of ``shape_like`` on ``axes`` (all when empty), from the start."""
+    key = _slice_like_key(at, x, like)
+    return cx.xp.array(x[tuple(slice(b, e) for b, e, _ in key)])
+
+
+def _space_depth_check(name: str, at: dict, x: Spec) -> int:
+    b = at["block_size"]
+    if len(x.shape) != 4 or b < 1:
+        raise ShapeError(f"{name}: needs data (N, C, H, W) and block_size >= 1, got {x.shape} and {b}")
+    return b
+
+
+def _depth_to_space_infer(at: dict, x: Spec) -> Spec:
+    b = _space_depth_check("depth_to_space", at, x)
+    n, c, h, w = x.shape
+    if c % (b * b):
+        raise ShapeError(f"depth_to_space: channels ({c}) must be a multiple of block_size squared ({b * b})")
+    return Spec((n, c // (b * b), h * b, w * b), x.dtype)
+
+
+def _space_to_depth_infer(at: dict, x: Spec) -> Spec:
+    b = _space_depth_check("space_to_depth", at, x)
+    n, c, h, w = x.shape
+    if h % b or w % b:
+        raise ShapeError(f"space_to_depth: height and width ({h}, {w}) must be multiples of block_size ({b})")
+    return Spec((n, c * b * b, h // b, w // b), x.dtype)
+
+
+@defop(
+    "depth_to_space",
+    ("data",),
+    (Attr("block_size", "int", REQUIRED),),
+    infer=_depth_to_space_infer,
+    vjp=lambda F, at, g, y, x: (F.space_to_depth(g, block_size=at["block_size"]),),
+)
+def _depth_to_space(cx, at, x):
+    """Channels moved into blocks of block_size x block_size pixels (MXNet's, DCR order)."""
+    b = at["block_size"]
+    n, c, h, w = x.shape
+    y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return cx.xp.ascontiguousarray(y).reshape(n, c // (b * b), h * b, w * b)
+
+
+@defop(
+    "space_to_depth",
+    ("data",),
+    (Attr("block_size", "int", REQUIRED),),
+    infer=_space_to_depth_infer,
+    vjp=lambda F, at, g, y, x: (F.depth_to_space(g, block_size=at["block_size"]),),
+)
+def _space_to_depth(cx, at, x):
+    """Blocks of block_size x block_size pixels moved into channels (depth_to_space undone)."""
+    b = at["block_size"]
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return cx.xp.ascontiguousarray(y).reshape(n, c * b * b, h // b, w // b)
 
 
 def _slice_key(at: dict, ndim: int) -> list:

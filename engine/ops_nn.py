@@ -1646,6 +1646,46 @@ def _batch_norm(cx, at, x, gamma, beta, mm, mv):
     return ((x - mean.reshape(bshape)) * (inv * g).reshape(bshape) + beta.reshape(bshape)).astype(out_dtype)
 
 
+def _in_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
+    floating("InstanceNorm", x)
+    same_dtype("InstanceNorm", x, gamma, beta)
+    if len(x.shape) < 3:
+        raise ShapeError(f"InstanceNorm: needs data (N, C, d1, ...), got {x.shape}")
+    c = (x.shape[1],)
+    if gamma.shape != c or beta.shape != c:
+        raise ShapeError(f"InstanceNorm: gamma and beta must have shape {c}, got {gamma.shape} and {beta.shape}")
+    return x
+
+
+def _in_vjp(F, at, g, y, x, gamma, beta):
+    axes = tuple(range(2, x.ndim))
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    xc = F.sub(x, F.mean(x, axis=axes, keepdims=True))
+    inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=at["eps"]))
+    xhat = F.mul(xc, inv)
+    dxhat = F.mul(g, F.reshape(gamma, shape=bshape))
+    gx = F.mul(
+        inv,
+        F.sub(
+            F.sub(dxhat, F.mean(dxhat, axis=axes, keepdims=True)),
+            F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True)),
+        ),
+    )
+    return gx, F.sum(F.mul(g, xhat), axis=(0, *axes)), F.sum(g, axis=(0, *axes))
+
+
+@defop("InstanceNorm", ("data", "gamma", "beta"), (Attr("eps", "float", 1e-3),), infer=_in_infer, vjp=_in_vjp)
+def _instance_norm(cx, at, x, gamma, beta):
+    """Each sample's each channel normalised over its other axes (mean 0, variance 1, ``eps``
+    added to the variance), then scaled by gamma and shifted by beta, per channel."""
+    axes = tuple(range(2, x.ndim))
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    xc = x - x.mean(axis=axes, keepdims=True)
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    y = xc / cx.xp.sqrt(var + x.dtype.type(at["eps"])) * gamma.reshape(bshape) + beta.reshape(bshape)
+    return y.astype(x.dtype, copy=False)
+
+
 LN = (Attr("axis", "int", -1), Attr("eps", "float", 1e-5), Attr("output_mean_var", "bool", False))
 
 
@@ -1709,6 +1749,82 @@ def _seqmask_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
 
 def _seqmask_vjp(F, at, g, y, x, *lengths):
     return (F.SequenceMask(g, *lengths, **{**at, "value": 0.0}),) + (None,) * len(lengths)
+
+
+SEQUENCE = (Attr("use_sequence_length", "bool", False), Attr("axis", "int", 0))
+
+
+def _seq_lengths(name: str, at: dict, x: Spec, lengths: tuple, axes: tuple[int, ...] = (0, 1)) -> int:
+    ax = at["axis"]
+    if ax not in axes or len(x.shape) < 2:
+        raise InvalidInput(f"{name}: axis must be {' or '.join(map(str, axes))} on data of rank >= 2")
+    if at["use_sequence_length"]:
+        if len(lengths) != 1 or lengths[0].shape != (x.shape[1 - ax],):
+            raise ShapeError(f"{name}: sequence_length must have shape {(x.shape[1 - ax],)}")
+    elif lengths:
+        raise InvalidInput(f"{name}: sequence_length given but use_sequence_length is false")
+    return ax
+
+
+def _seq_last_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
+    ax = _seq_lengths("SequenceLast", at, x, lengths)
+    if x.shape[ax] == 0:
+        raise ShapeError(f"SequenceLast: sequences of no steps have no last one (data {x.shape}, axis {ax})")
+    return Spec(x.shape[:ax] + x.shape[ax + 1 :], x.dtype)
+
+
+def _last_steps(xp, at, x, lengths) -> Any:
+    """Each sequence's last step: its length less one (the whole axis without lengths), in [0, T)."""
+    ax, n = at["axis"], x.shape[1 - at["axis"]]
+    t = x.shape[ax]
+    if not at["use_sequence_length"]:
+        return xp.full(n, t - 1, dtype=np.int64)
+    return xp.clip(lengths[0].astype(np.int64) - 1, 0, t - 1)
+
+
+def _seq_last_vjp(F, at, g, y, x, *lengths):
+    ax, t = at["axis"], int(x.shape[at["axis"]])
+    if at["use_sequence_length"]:
+        last = F.clip(F.add_scalar(lengths[0], scalar=-1.0), a_min=0.0, a_max=float(t - 1))
+    else:
+        last = F.full(shape=(int(x.shape[1 - ax]),), val=float(t - 1), dtype=x.dtype.name)
+    hot = F.one_hot(last, depth=t, dtype=x.dtype.name)  # (N, T): 1 at each sequence's last step
+    if ax == 0:
+        hot = F.transpose(hot)
+    hot = F.reshape(hot, shape=tuple(hot.shape) + (1,) * (x.ndim - 2))
+    return (F.mul(F.expand_dims(g, axis=ax), hot),) + (None,) * len(lengths)
+
+
+@defop("SequenceLast", ("data", "*sequence_length"), SEQUENCE, infer=_seq_last_infer, vjp=_seq_last_vjp)
+def _sequence_last(cx, at, x, *lengths):
+    """Each sequence's last step (at its length less one with use_sequence_length) along ``axis``."""
+    last = _last_steps(cx.xp, at, x, lengths)
+    rows = cx.xp.arange(x.shape[1 - at["axis"]])
+    return cx.xp.array(x[last, rows] if at["axis"] == 0 else x[rows, last])
+
+
+def _seq_reverse_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
+    _seq_lengths("SequenceReverse", at, x, lengths, axes=(0,))
+    return x
+
+
+@defop(
+    "SequenceReverse",
+    ("data", "*sequence_length"),
+    SEQUENCE,
+    infer=_seq_reverse_infer,
+    vjp=lambda F, at, g, y, x, *lengths: (F.SequenceReverse(g, *lengths, **at),) + (None,) * len(lengths),
+)
+def _sequence_reverse(cx, at, x, *lengths):
+    """Each sequence's steps (its first length of them with use_sequence_length) in reverse
+    order along axis 0; the steps past its length stay where they are."""
+    xp = cx.xp
+    t, n = x.shape[0], x.shape[1]
+    steps = xp.arange(t)[:, None]
+    lens = xp.full(n, t, dtype=np.int64) if not at["use_sequence_length"] else lengths[0].astype(np.int64)
+    lens = xp.clip(lens, 0, t)[None, :]
+    src = xp.where(steps < lens, lens - 1 - steps, steps)  # (T, N): the step each position takes
+    return cx.xp.array(x[src, xp.arange(n)[None, :]])
 
 
 @defop(

@@ -170,6 +170,48 @@ def test_numpy_arrays_lists_and_none_as_operands_are_refused_as_in_mxnet(mode):
     assert (x + np.int32(1)).asnumpy().tolist() == [2, 3]  # numpy scalars are numbers
 
 
+def test_more_of_mxnets_nd_functions_as_mxnet(mode):
+    """Shapes and values checked against MXNet 1.9.1."""
+    x = nd.arange(24).reshape((2, 3, 4))
+    assert nd.slice_like(x, nd.ones((1, 2, 3))).shape == (1, 2, 3)
+    assert nd.slice_like(x, nd.ones((1, 2, 2)), axes=(0, 2)).shape == (1, 3, 2)
+    assert nd.argmax_channel(nd.array([[1, 3, 2], [5, 1, 0]])).asnumpy().tolist() == [1, 0]
+    assert nd.argmax_channel(x).shape == (2, 4)
+    y = nd.arange(32).reshape((1, 8, 2, 2))
+    d = nd.depth_to_space(y, 2)
+    assert d.shape == (1, 2, 4, 4) and d.asnumpy().ravel()[:8].tolist() == [0, 8, 1, 9, 16, 24, 17, 25]
+    assert (nd.space_to_depth(d, 2).asnumpy() == y.asnumpy()).all()
+    s = nd.arange(24).reshape((4, 2, 3))
+    assert nd.SequenceLast(s).asnumpy().tolist() == [[18, 19, 20], [21, 22, 23]]
+    last = nd.SequenceLast(s, nd.array([2, 4]), use_sequence_length=True)
+    assert last.asnumpy().tolist() == [[6, 7, 8], [21, 22, 23]]
+    rev = nd.SequenceReverse(s, nd.array([2, 3]), use_sequence_length=True)
+    assert rev.asnumpy()[:, 0, 0].tolist() == [6, 0, 12, 18]
+    assert nd.SequenceReverse(s).asnumpy()[:, 1, 0].tolist() == [21, 15, 9, 3]
+    np.testing.assert_allclose(
+        nd.broadcast_hypot(nd.array([[3.0], [6.0]]), nd.array([4.0, 8.0])).asnumpy(),
+        [[5, 8.5440035], [7.2111025, 10]],
+        rtol=1e-6,
+    )
+    a = nd.array([0.0, 3.0])
+    a.attach_grad()
+    with autograd.record():
+        h = nd.broadcast_hypot(a, nd.zeros((2,)))
+    h.backward()
+    assert a.grad.asnumpy().tolist() == [0, 1]  # (0 where both are 0)
+    assert [p.shape for p in nd.split_v2(x, 2, axis=2)] == [(2, 3, 2), (2, 3, 2)]
+    assert [p.shape for p in nd.split_v2(x, (1, 3), axis=2)] == [(2, 3, 1), (2, 3, 2), (2, 3, 1)]
+    assert [p.shape for p in nd.split_v2(x, (0, 2), axis=2)] == [(2, 3, 0), (2, 3, 2), (2, 3, 2)]
+    assert [p.shape for p in nd.split_v2(x, 3, axis=1, squeeze_axis=True)] == [(2, 4)] * 3
+    assert nd.split_v2(x, 1, axis=2).shape == (2, 3, 4)
+    for bad in (lambda: nd.split_v2(x, 3, axis=2), lambda: nd.split_v2(x, (3, 1), axis=2)):
+        with pytest.raises(ShapeError):
+            bad()
+    inorm = nd.InstanceNorm(nd.array(np.arange(12.0).reshape(2, 2, 3)), nd.array([1.0, 2.0]), nd.array([0.0, 1.0]))
+    np.testing.assert_allclose(inorm.asnumpy()[0], [[-1.2238274, 0, 1.2238274], [-1.4476547, 1, 3.4476547]], rtol=1e-6)
+    assert nd.normal(shape=(2,)).shape == (2,) and nd.uniform(shape=(3,)).shape == (3,)
+
+
 def test_integers_past_the_dtypes_range_wrap_as_in_mxnet(mode):
     """numpy 2 refuses them (OverflowError); MXNet 1.9.1 casts them as C does."""
     assert nd.array([-1, 256], dtype="uint8").asnumpy().tolist() == [255, 0]

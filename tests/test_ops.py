@@ -461,6 +461,41 @@ def bn_ref(x, gamma, beta, mm, mv, eps=1e-3, fix_gamma=True, train=False, axis=1
     return y.astype(x.dtype)
 
 
+def in_ref(x, gamma, beta, eps=1e-3):
+    axes = tuple(range(2, x.ndim))
+    bs = (1, -1) + (1,) * (x.ndim - 2)
+    x64 = x.astype(np.float64)
+    mean, var = x64.mean(axis=axes, keepdims=True), x64.var(axis=axes, keepdims=True)
+    return ((x64 - mean) / np.sqrt(var + eps) * gamma.reshape(bs) + beta.reshape(bs)).astype(x.dtype)
+
+
+def depth_to_space_ref(x, b):
+    """Element by element: out[n, c, h*b + i, w*b + j] = x[n, (i*b + j)*C' + c, h, w] (MXNet's DCR)."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c // (b * b), h * b, w * b), x.dtype)
+    for (nn, cc, hh, ww), _ in np.ndenumerate(out):
+        i, j = hh % b, ww % b
+        out[nn, cc, hh, ww] = x[nn, (i * b + j) * (c // (b * b)) + cc, hh // b, ww // b]
+    return out
+
+
+def space_to_depth_ref(x, b):
+    n, c, h, w = x.shape
+    out = np.empty((n, c * b * b, h // b, w // b), x.dtype)
+    for (nn, cc, hh, ww), _ in np.ndenumerate(out):
+        block, c0 = divmod(cc, c)
+        i, j = divmod(block, b)
+        out[nn, cc, hh, ww] = x[nn, c0, hh * b + i, ww * b + j]
+    return out
+
+
+def seqreverse_ref(x, lengths):
+    out = x.copy()
+    for k, n in enumerate(np.clip(lengths.astype(int), 0, x.shape[0])):
+        out[:n, k] = x[:n, k][::-1]
+    return out
+
+
 def ln_ref(x, gamma, beta, axis=-1, eps=1e-5):
     ax = axis % x.ndim
     bs = tuple(-1 if i == ax else 1 for i in range(x.ndim))
@@ -620,6 +655,7 @@ CASES: dict[str, Case] = {
     "sub": C(np.subtract, *BIN),
     "mul": C(np.multiply, *BIN),
     "div": C(np.divide, *BIN, dom=(SMOOTH, AWAY(0.5))),
+    "broadcast_hypot": C(np.hypot, *BIN, dom=(AWAY(), SMOOTH)),
     "elemwise_add": C(np.add, (2, 3), (2, 3)),  # (one shape: the broadcasting ones above)
     "elemwise_sub": C(np.subtract, (2, 3), (2, 3)),
     "elemwise_mul": C(np.multiply, (2, 3), (2, 3)),
@@ -666,6 +702,7 @@ CASES: dict[str, Case] = {
     # ordering
     "argmax": C(lambda x: x.argmax(axis=1).astype(x.dtype), X3, dom=DISTINCT, axis=1),  # (the data's dtype, as MXNet)
     "argmin": C(lambda x: mx1d(x.argmin()).astype(x.dtype), X3, dom=DISTINCT),
+    "argmax_channel": C(lambda x: x.argmax(axis=1).astype(x.dtype), X3, dom=DISTINCT, zero_grad=True),
     "sort": C(lambda x: np.flip(np.sort(x, axis=1), axis=1), X3, dom=DISTINCT, axis=1, is_ascend=False),
     "argsort": C(lambda x: np.argsort(x, axis=0).astype(np.float32), X3, dom=DISTINCT, out="float32", axis=0),
     "topk": C(lambda x: topk_ref(x, 1, 2, "value", False), X3, dom=DISTINCT, axis=1, k=2, ret_typ="value"),
@@ -747,6 +784,9 @@ CASES: dict[str, Case] = {
     "stack": C(lambda *xs: np.stack(xs, axis=1), (2, 3), (2, 3), (2, 3), axis=1),
     "add_n": C(lambda *xs: xs[0] + xs[1] + xs[2], X3, X3, X3),
     "slice_axis": C(lambda x: x[:, 1:], X3, axis=1, begin=1, end=None),
+    "slice_like": C(lambda x, like: x[:, :2, :3], X3, (1, 2, 3), nondiff=(1,), axes=[1, -1]),
+    "depth_to_space": C(lambda x: depth_to_space_ref(x, 2), (2, 8, 2, 3), block_size=2),
+    "space_to_depth": C(lambda x: space_to_depth_ref(x, 2), (2, 2, 4, 6), block_size=2),
     "slice": C(lambda x: x[1:, 0:3:2], X3, begin=[1, 0], end=[None, 3], step=[None, 2]),
     "flip": C(lambda x: x[::-1, :, ::-1], X3, axis=[0, 2]),
     # indexing
@@ -837,6 +877,23 @@ CASES: dict[str, Case] = {
     "Dropout": C(None, (20, 30), training=True, p=0.4),
     "BatchNorm": bn_case((4, 3, 2, 2), {"fix_gamma": False}, fix_gamma=False),
     "LayerNorm": C(ln_ref, X3, (4,), (4,), dom=(DISTINCT, SMOOTH, SMOOTH)),
+    "InstanceNorm": C(in_ref, X3, (3,), (3,), dom=(DISTINCT, SMOOTH, SMOOTH)),
+    "SequenceLast": C(
+        lambda x, n: x[np.clip(n.astype(int) - 1, 0, 3), np.arange(3)],
+        (4, 3, 2),
+        (3,),
+        dom=(SMOOTH, IDX(1, 5)),
+        nondiff=(1,),
+        use_sequence_length=True,
+    ),
+    "SequenceReverse": C(
+        lambda x, n: seqreverse_ref(x, n),
+        (4, 3, 2),
+        (3,),
+        dom=(SMOOTH, IDX(0, 5)),
+        nondiff=(1,),
+        use_sequence_length=True,
+    ),
     "SequenceMask": C(
         lambda x, n: seqmask_ref(x, n, 0, -1.0),
         (4, 3, 2),
@@ -1542,6 +1599,9 @@ VARIANTS: list[tuple[str, str, Case]] = [
             designed=lambda x, lab: (2.5 * np.sign(x - lab) / 5, None),
         ),
     ),
+    ("SequenceLast-whole-axis1", "SequenceLast", C(lambda x: x[:, -1], (3, 4, 2), axis=1)),
+    ("SequenceReverse-whole", "SequenceReverse", C(lambda x: x[::-1], (4, 3))),
+    ("slice_like-all-axes", "slice_like", C(lambda x, like: x[:1, :2, :2], X3, (1, 2, 2), nondiff=(1,))),
     (
         "MakeLoss-batch",
         "MakeLoss",
@@ -1570,6 +1630,7 @@ VARIANT_IDS = [v[0] for v in VARIANTS]
 OP_NAMES = [op.name for op in OPS.ops()]
 DIFFERENTIABLE = [op.name for op in OPS.ops() if op.vjp is not None]
 BINARY = [
+    "broadcast_hypot",
     "add",
     "sub",
     "mul",
@@ -1756,6 +1817,8 @@ def test_variadic_ops_and_arity():
         "getitem",
         "scatter_key",
         "SequenceMask",
+        "SequenceLast",
+        "SequenceReverse",
     }
     want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     assert variadic == want
@@ -3242,6 +3305,15 @@ BAD_ATTRS = [
     ("gather_axis", {"axis": 1}, [(2, 4), (3, 4)]),
     ("scatter_axis", {"axis": 1, "shape": [2, 4]}, [(2, 3), (2, 2)]),
     ("one_hot", {"depth": -1}, [(3,)]),
+    ("slice_like", {}, [(2, 3, 4), (2, 3)]),  # (all axes: the same rank)
+    ("slice_like", {"axes": [2]}, [(2, 3, 4), (2, 3)]),
+    ("slice_like", {}, [(2, 3, 4), (2, 4, 4)]),  # longer than the data
+    ("depth_to_space", {"block_size": 2}, [(1, 6, 2, 2)]),
+    ("space_to_depth", {"block_size": 2}, [(1, 1, 3, 4)]),
+    ("SequenceLast", {"axis": 2}, [(4, 3, 2)]),
+    ("SequenceReverse", {"axis": 1}, [(4, 3, 2)]),  # (axis 0 only, as MXNet)
+    ("SequenceLast", {"use_sequence_length": True}, [(4, 3, 2), (4,)]),
+    ("InstanceNorm", {}, [(2, 3), (3,), (3,)]),
     ("SoftmaxOutput", {}, [(2, 3), (2, 1)]),  # (MXNet's label is (N,))
     ("SoftmaxOutput", {}, [(2, 3, 4), (2, 3)]),  # data (N, C) unless multi_output or preserve_shape
     ("SoftmaxOutput", {"multi_output": True}, [(2, 3), (2,)]),
