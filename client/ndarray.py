@@ -736,6 +736,9 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
             hg.append(None)
             continue
         if not isinstance(g, NDArray):
+            if isinstance(g, np.ndarray) and g.dtype.name != h._spec.dtype:  # (numbers take the head's)
+                got, want = g.dtype.name, h._spec.dtype
+                raise DTypeError(f"backward: head gradient dtype {got} does not match head dtype {want}")
             g = _from_numpy(np.asarray(g, dtype=h._spec.dtype), c)
         c.check_alive(g._h)
         if g.shape != h.shape:

@@ -147,6 +147,7 @@ class Client:
         # gradients; a hybridized call: what its program changes): id -> (instruction, keys)
         self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
         self._dead: dict[int, MXNetError] = {}  # handle or memory key -> the error using it raises
+        self._dead_orphans: set[int] = set()  # keys of _dead whose array is freed, but not all its views
         self._lost_variables: set[int] = set()  # arrays a lost attach_grad or mark_variables was to make variables
         self._lock = threading.RLock()
         self._pid = os.getpid()
@@ -459,13 +460,20 @@ class Client:
                     self._roots.pop(h, None)
                     self._buffers.pop(h, None)
         dead = self._dead
-        if dead and freed:  # a freed handle's error goes, unless a view still alive goes by its key
+        if dead and freed:  # a freed handle's error goes once no view alive goes by its key
             rooted = set(self._roots.values())
+            orphans = self._dead_orphans
             for hs in freed:
                 for h in hs:
                     for key in (h, -h):  # (-h: a variable's gradient buffer)
-                        if key in dead and key not in rooted:
-                            del dead[key]
+                        if key in dead:
+                            if key in rooted:
+                                orphans.add(key)  # (until its last view is freed)
+                            else:
+                                del dead[key]
+            for key in [k for k in orphans if k not in rooted]:
+                orphans.discard(key)
+                dead.pop(key, None)
 
     def _unsure(self, e: BaseException) -> bool:
         """Whether a batch that raised ``e`` may have run or not: its connection was lost, or

@@ -107,13 +107,18 @@ class Http:
         seed: int | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
-        parts = urlsplit(url)
+        url = url.strip()  # (one read from a file keeps its newline)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (a port that is no number, or past 65535, raises here)
+        except ValueError as e:
+            raise InvalidInput(f"{url!r} is not a URL: {e}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:  # (a mistake, not a lost connection)
             raise InvalidInput(f"{url!r} is not the http:// or https:// URL of a gradserve server")
         if api_key is not None:
             api_key = api_key.strip()  # (a key read from a file keeps its newline)
-            if not api_key.isprintable() or not api_key.isascii() or " " in api_key:
-                raise InvalidInput("the API key holds characters no key has (spaces, control or non-ASCII ones)")
+            if not api_key.isprintable() or not api_key.isascii():
+                raise InvalidInput("the API key holds characters no key has (control or non-ASCII ones)")
         headers = {"accept": wire.MSGPACK, "content-type": wire.MSGPACK}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"

@@ -143,7 +143,10 @@ _enabled = True
 def _default() -> int:
     env = os.environ.get("GRADSERVE_HELPERS", "").strip()
     if env:
-        n = int(env) if env.isdigit() else -1  # (as the server's settings read it: no sign)
+        try:
+            n = int(env)
+        except ValueError:
+            n = -1
         if n < 0:
             raise ValueError(f"GRADSERVE_HELPERS must be a whole number, 0 or more, got {env!r}")
         return n
@@ -167,15 +170,18 @@ def helpers() -> Helpers | None:
     return _helpers
 
 
-def set_helpers(n: int) -> None:
-    """Use ``n`` helper threads from now on (0: none); jobs already given finish."""
+def set_helpers(n: int | None) -> int | None:
+    """Use ``n`` helper threads from now on (0: none; None: as many as ``GRADSERVE_HELPERS``
+    or the CPUs say, decided at first use); jobs already given finish. Returns the setting it
+    replaces (None: not decided yet), for the caller to put back."""
     global _helpers, _count
-    if n < 0:
+    if n is not None and n < 0:
         raise ValueError("the number of helper threads cannot be negative")
     with _lock:
-        old, _helpers, _count = _helpers, None, n
+        old, _helpers, before, _count = _helpers, None, _count, n
     if old is not None:
         old.stop()
+    return before
 
 
 def _forget_in_child() -> None:

@@ -355,15 +355,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # the helpers are the process's (the engine's sessions share them): set while it serves
-        helpers_before = parallel.count() if settings.helpers is not None else None
-        if settings.helpers is not None:
-            parallel.set_helpers(settings.helpers)
+        changed = settings.helpers is not None
+        before = parallel.set_helpers(settings.helpers) if changed else None
         try:
             async with _serving(app, settings):
                 yield
         finally:
-            if helpers_before is not None:
-                parallel.set_helpers(helpers_before)
+            if changed:
+                parallel.set_helpers(before)
 
     @asynccontextmanager
     async def _serving(app: FastAPI, settings: Settings) -> AsyncIterator[None]:

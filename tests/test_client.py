@@ -114,7 +114,9 @@ def test_head_gradient_and_non_scalar_heads(mode):
         y.backward(nd.ones((3,)))
     with pytest.raises(DTypeError, match="head gradient dtype float64 does not match head dtype float32"):
         y.backward(nd.ones((2, 2), dtype="float64"))  # (MXNet refuses it too)
-    y.backward(np.ones((2, 2)))  # numbers, not an array: in the head's dtype
+    with pytest.raises(DTypeError, match="head gradient dtype float64"):
+        y.backward(np.ones((2, 2)))  # a numpy array keeps its dtype
+    y.backward([[1, 1], [1, 1]])  # numbers take the head's
     assert x.grad.asnumpy().tolist() == [[2, 4], [6, 8]]
 
 
@@ -362,7 +364,7 @@ def test_a_wrong_key_raises_unauthorized_in_the_client():
     with LiveServer(Settings(api_keys="alice:alice-secret-key-0123")) as srv:
         with pytest.raises(Unauthorized, match="API key"):
             gradserve.connect(srv.url, api_key="wrong")
-        client = gradserve.connect(srv.url, api_key="alice-secret-key-0123\n")  # (read from a file)
+        client = gradserve.connect(srv.url + "\n", api_key="alice-secret-key-0123\n")  # (read from files)
         try:
             assert (nd.ones(2) * 3).asnumpy().tolist() == [3, 3]
         finally:
@@ -373,6 +375,17 @@ def test_a_wrong_key_raises_unauthorized_in_the_client():
             gradserve.connect(srv.url.removeprefix("http://"), api_key="alice-secret-key-0123")
         with pytest.raises(gradserve.InvalidInput, match="API key holds characters"):
             gradserve.connect(srv.url, api_key="alice-secret\tkey")
+        for url in ("http://127.0.0.1:99999", "http://127.0.0.1:port", "http://[::1"):
+            with pytest.raises(gradserve.InvalidInput, match="is not a URL"):
+                gradserve.connect(url)
+    # a key with spaces, as a server's settings take it
+    with LiveServer(Settings(api_keys="bob:correct horse battery staple")) as srv:
+        client = gradserve.connect(srv.url, api_key="correct horse battery staple")
+        try:
+            assert (nd.ones(2) * 2).asnumpy().tolist() == [2, 2]
+        finally:
+            gradserve.set_current(None)
+            client.close()
 
 
 def test_threads_sharing_a_session_lose_no_ops_and_get_distinct_handles(mode):
@@ -489,6 +502,30 @@ def test_a_failures_dead_and_lost_arrays_are_forgotten_once_their_proxies_are_go
     nd.ones((1,)).wait_to_read()
     nd.ones((1,)).wait_to_read()
     assert not mode._dead
+    # the other order, in two batches: the array first, its view (or gradient proxy) after
+    x, w = nd.zeros((4,)), nd.ones((2,))
+    view = x[1:3]
+    w.attach_grad()
+    g = w.grad
+    with autograd.record():
+        loss = (w * w).sum()
+    nd.waitall()
+    big = nd.zeros(HUGE)
+    x += 1
+    loss.backward()
+    with pytest.raises(QuotaExceeded):
+        big.wait_to_read()
+    del big, x, w, loss
+    gc.collect()
+    nd.ones((1,)).wait_to_read()
+    assert mode._dead  # (the view and the gradient proxy still go by them)
+    with pytest.raises(gradserve.ChangeLost):
+        g.asnumpy()
+    del view, g
+    gc.collect()
+    nd.ones((1,)).wait_to_read()
+    nd.ones((1,)).wait_to_read()
+    assert not mode._dead and not mode._dead_orphans
 
 
 def test_in_place_changes_queued_after_a_failure_are_lost_and_say_so(mode):

@@ -181,6 +181,9 @@ def test_the_number_of_helpers_comes_from_the_environment(monkeypatch):
         parallel._count = None
         with pytest.raises(ValueError, match="0 or more"):
             parallel.helpers()
+        monkeypatch.setenv("GRADSERVE_HELPERS", "+2")  # (taken, as the settings take it)
+        assert parallel.set_helpers(None) is None and parallel.count() == 2
+        assert parallel.set_helpers(3) == 2
         with pytest.raises(ValueError):
             parallel.set_helpers(-1)
     finally:

@@ -505,6 +505,11 @@ def test_the_servers_helper_threads_are_a_setting_and_a_metric(monkeypatch):
         assert parallel.count() == before  # the process's again once the server stops
         create_app(Settings(helpers=3))  # (an app made, not served, changes nothing)
         assert parallel.count() == before
+        # a server with its own count starts whatever the environment says (it is not read)
+        monkeypatch.setenv("GRADSERVE_HELPERS", "many")
+        with LiveServer(Settings(helpers=1)):
+            assert parallel.count() == 1
+        assert parallel.count() == before
     finally:
         parallel.set_helpers(before)
 
