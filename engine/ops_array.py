@@ -907,10 +907,18 @@ def _one_hot_infer(at: dict, idx: Spec) -> Spec:
     vjp=_no_gradient,
 )
 def _one_hot(cx, at, idx):
-    """on_value at each index along a new last axis of length ``depth``, off_value elsewhere."""
-    i = idx.astype(np.int64)
-    hot = i[..., None] == cx.xp.arange(at["depth"])
-    return cx.xp.where(hot, at["on_value"], at["off_value"]).astype(at["dtype"] or DEFAULT_DTYPE)
+    """on_value at each index along a new last axis of length ``depth``, off_value elsewhere
+    (written in the result's dtype: no working array of the result's size)."""
+    xp, depth = cx.xp, at["depth"]
+    dt = np.dtype(at["dtype"] or DEFAULT_DTYPE)
+    with np.errstate(invalid="ignore"):  # (the values cast as a float64 array is: -1 in uint8 is 255)
+        on, off = np.array([at["on_value"], at["off_value"]]).astype(dt)
+    out = xp.full(idx.shape + (depth,), off, dtype=dt)
+    if out.size:
+        i = idx.astype(np.int64)
+        where = xp.nonzero((i >= 0) & (i < depth))
+        out[where + (i[where],)] = on
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -1024,6 +1032,8 @@ def _tile_vjp(F, at, g, y, x):
 )
 def _tile(cx, at, x):
     """x repeated ``reps`` times along each axis."""
+    if x.size == 0 or 0 in at["reps"]:  # (numpy's loop would go over every repetition of nothing)
+        return cx.xp.empty(_tile_shape(at, x.shape), x.dtype)
     return cx.xp.tile(x, at["reps"])
 
 
@@ -1055,6 +1065,8 @@ def _repeat_vjp(F, at, g, y, x):
 )
 def _repeat(cx, at, x):
     """Each element repeated ``repeats`` times along ``axis`` (flattened when None)."""
+    if x.size == 0 or at["repeats"] == 0:  # (numpy's loop would go over every repetition of nothing)
+        return cx.xp.empty(_repeat_shape(at, x.shape), x.dtype)
     return cx.xp.repeat(x, at["repeats"], axis=at["axis"])
 
 

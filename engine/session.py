@@ -237,6 +237,9 @@ multiply-add from this many (a float32 product runs at BLAS's speed, a float16 o
 hundreds of times slower)."""
 SLICE_NS: Final = 5_000_000
 """An op expected to take longer than this (ns; a slice's length) is left for the thread."""
+MAX_DIM: Final = 1 << 40
+"""The longest axis of an array: an empty array's others are bounded too (a repeat of nothing
+2**62 times has no bytes for a quota to refuse)."""
 MAX_RATES = 4096
 """The op keys ``_RATES`` keeps (an attribute's string goes into a key, and any user may send
 one): past it, the oldest key is dropped (its op is timed again when it next runs)."""
@@ -973,6 +976,8 @@ class Session:
             n = _ITEMSIZE.get(spec.dtype) or _itemsize(spec.dtype)
             for d in spec.shape:
                 n *= d
+            if n == 0 and spec.shape and max(spec.shape) > MAX_DIM:  # (an empty array's other axes)
+                raise ShapeError(f"{name}: an axis of {max(spec.shape)} in {spec.shape} is over the limit of {MAX_DIM}")
             if op.scratch is not None or op.work is not None:
                 self._check_costly(op, at, specs, n)
         mode = _mode(name, ins)

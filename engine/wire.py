@@ -245,9 +245,39 @@ def pack(msg: Any) -> bytes:
     return msgpack.packb(msg, default=_default, use_bin_type=True)
 
 
+MAX_CONTAINERS = 1 << 20
+"""The lists and maps a body may hold (a batch of 100,000 instructions has about 400,000): an
+empty one is a byte on the wire and some 64 in memory, so a body of nothing else would take
+64 times its size to decode (32 MiB of them took 2.4 GiB and held the server for seconds)."""
+COUNTED_BYTES = 1 << 20
+"""A body this large or larger has its lists and maps counted as it is decoded."""
+
+
+def _too_many_containers() -> InvalidInput:
+    return InvalidInput(
+        f"body holds more than {MAX_CONTAINERS} lists and maps (send a large array as one flat "
+        "list, bytes or base64, not a list per row)"
+    )
+
+
+def _counting() -> dict[str, Any]:
+    """msgpack hooks that refuse a body past ``MAX_CONTAINERS`` lists and maps, as they are made."""
+    made = 0
+
+    def count(x: Any) -> Any:
+        nonlocal made
+        made += 1
+        if made > MAX_CONTAINERS:
+            raise _too_many_containers()
+        return x
+
+    return {"list_hook": count, "object_hook": count}
+
+
 def unpack(data: bytes) -> Any:
+    hooks = _counting() if len(data) >= COUNTED_BYTES else {}
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, **hooks)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         # (TypeError: a map key that is itself a list or a map)
         raise InvalidInput(f"body is not valid msgpack: {e}") from None
@@ -264,6 +294,10 @@ def dumps(msg: Any) -> bytes:
 def loads(data: bytes | bytearray | memoryview) -> Any:
     """A JSON body's value. In a large body, a tensor's flat list of numbers becomes an
     array at once (``_NumbersFirst``) instead of a Python float or int per number."""
+    if len(data) >= COUNTED_BYTES:  # (a bracket inside a string counts too: at worst refused sooner)
+        opened = np.frombuffer(data, np.uint8)
+        if np.count_nonzero(opened == ord("[")) + np.count_nonzero(opened == ord("{")) > MAX_CONTAINERS:
+            raise _too_many_containers()
     if simdjson is not None and len(data) >= NUMBERS_FIRST_BYTES and _mostly_numbers(data):
         got = _NumbersFirst(data if isinstance(data, (bytes, bytearray)) else bytes(data)).value()
         if got is not _NumbersFirst:
@@ -457,8 +491,10 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
         # a view keeps the whole body alive: only for a tensor that is most of it
         return part if 2 * length >= size else bytes(part)
 
+    hooks = _counting() if n >= COUNTED_BYTES else {}
     try:
-        msg = msgpack.unpackb(view[_HEAD.size : _HEAD.size + n], raw=False, strict_map_key=False, ext_hook=ext_hook)
+        head = view[_HEAD.size : _HEAD.size + n]
+        msg = msgpack.unpackb(head, raw=False, strict_map_key=False, ext_hook=ext_hook, **hooks)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
     if len(refs) > 1:  # tensors used in place must not share bytes (one's update would change the other)

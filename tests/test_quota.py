@@ -1186,3 +1186,26 @@ def test_working_arrays_are_held_to_the_sessions_room_not_to_the_per_array_limit
         s, {"op": "topk", "in": [1], "out": [2], "at": {"k": 1, "ret_typ": "value"}}, {"op": "read", "in": [1, 2]}
     )
     assert reply["values"][1][0] == reply["values"][0].max()
+
+
+def test_ops_on_nothing_take_no_time_and_no_axis_is_past_the_limit():
+    """A repeat, tile or one_hot of an empty array is empty at once (numpy's loops went over
+    every repetition of nothing: 2**30 of them held the server for seconds, and the result had
+    no bytes for a quota to refuse); an empty result's other axes are bounded too."""
+    import time
+
+    from gradserve.engine.session import MAX_DIM
+
+    s = Session("empty")
+    ok(s, {"op": "zeros", "out": [1], "at": {"shape": [1, 0]}})
+    start = time.perf_counter()
+    ok(
+        s,
+        {"op": "repeat", "in": [1], "out": [2], "at": {"repeats": 1 << 30, "axis": 0}},
+        {"op": "tile", "in": [1], "out": [3], "at": {"reps": [1 << 30, 1]}},
+        {"op": "one_hot", "in": [1], "out": [4], "at": {"depth": 1 << 30}},
+    )
+    assert time.perf_counter() - start < 0.5
+    assert [s.get(h).shape for h in (2, 3, 4)] == [(1 << 30, 0), (1 << 30, 0), (1, 0, 1 << 30)]
+    err = run(s, {"op": "repeat", "in": [1], "out": [5], "at": {"repeats": 1 << 62, "axis": 0}})["error"]
+    assert err["kind"] == "ShapeError" and f"over the limit of {MAX_DIM}" in err["message"] and 5 not in s.arrays

@@ -179,3 +179,45 @@ def test_integers_past_2_53_for_float32_are_rounded_once():
     assert numbers_first(body) is FALLBACK
     got = wire.decode_tensor(wire.loads(body))
     assert got[0] == np.float32(np.int64(1152921573326323713)) == wire.decode_tensor(orjson.loads(body))[0]
+
+
+def test_a_body_of_too_many_lists_or_maps_is_refused_before_it_is_all_made(monkeypatch):
+    """An empty list is a byte on the wire and some 64 in memory: a large body of them is
+    refused as it is decoded (msgpack, the frames header) or before (JSON), not made whole."""
+    import struct
+    import time
+
+    import msgpack
+
+    monkeypatch.setattr(wire, "MAX_CONTAINERS", 1000)
+    monkeypatch.setattr(wire, "COUNTED_BYTES", 1024)
+    n = 100_000
+    bomb = b"\x81\xa3ops\xdd" + struct.pack(">I", n) + b"\x90" * n
+    made: list[int] = []
+    real = wire._counting
+
+    def counting() -> dict:
+        hooks = real()
+        count = hooks["list_hook"]
+
+        def counted(x: Any) -> Any:
+            made.append(1)
+            return count(x)
+
+        return {"list_hook": counted, "object_hook": counted}
+
+    monkeypatch.setattr(wire, "_counting", counting)
+    with pytest.raises(MXNetError, match="more than 1000 lists and maps"):
+        wire.unpack(bomb)
+    assert len(made) == 1001  # stopped at once
+    head = msgpack.packb({"ops": [[]] * 2000})
+    with pytest.raises(MXNetError, match="more than 1000 lists and maps"):
+        wire.unpack_frames(struct.pack("<I", len(head)) + head)
+    start = time.perf_counter()
+    with pytest.raises(MXNetError, match="more than 1000 lists and maps"):
+        wire.loads(b'{"ops": [' + b"[], " * 2000 + b"[]]}")
+    assert time.perf_counter() - start < 1
+    # under the bound, or small: decoded as ever
+    rows = {"dtype": "float32", "shape": [500, 2], "data": [[1, 2]] * 500}
+    assert wire.loads(orjson.dumps({"ops": [{"op": "array", "out": [1], "at": {"value": rows}}]}))["ops"]
+    assert wire.unpack(msgpack.packb({"ops": [[]] * 900}))["ops"] == [[]] * 900
