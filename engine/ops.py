@@ -184,6 +184,7 @@ def _arange_infer(at: dict) -> Spec:
         DT,
     ),
     infer=_arange_infer,
+    scratch=lambda at: 8 * (_arange_len(at) // at["repeat"]),  # (at most: integers count in int64)
 )
 def _arange(cx, at):
     """Evenly spaced values in [start, stop), each repeated ``repeat`` times."""
@@ -193,14 +194,27 @@ def _arange(cx, at):
     n = _arange_len(at) // at["repeat"]
     dt = np.dtype(at["dtype"] or DEFAULT_DTYPE)
     if dt.kind == "f" and dt.itemsize >= 4:  # start + i * step in the dtype, as MXNet's (0.1 * 9 is 0.90000004)
-        r = dt.type(start) + cx.xp.arange(n, dtype=dt) * dt.type(at["step"])
-    elif dt.kind == "f":  # (float16 in float32, rounded once: MXNet's float16 arange gives zeros)
-        r = np.float32(start) + cx.xp.arange(n, dtype=np.float32) * np.float32(at["step"])
-    else:  # integers: start and step truncated first, as MXNet's (a step of 0.5 is 0)
-        r = cx.xp.full(n, int(start), dtype=np.int64) + cx.xp.arange(n, dtype=np.int64) * int(at["step"])
+        r = cx.xp.arange(n, dtype=dt)
+        r *= dt.type(at["step"])
+        r += dt.type(start)
+    else:  # float16 in float32, rounded once (MXNet's float16 arange gives zeros); integers in
+        # int64, start and step truncated first, as MXNet's (a step of 0.5 is 0)
+        wide, first, step = (
+            (np.float32, np.float32(start), np.float32(at["step"]))
+            if dt.kind == "f"
+            else (
+                np.int64,
+                int(start),
+                int(at["step"]),
+            )
+        )
+        r = cx.xp.arange(n, dtype=wide)
+        r *= step
+        r += first
+        r = r.astype(dt, copy=False)
     if at["repeat"] > 1:
         r = cx.xp.repeat(r, at["repeat"])
-    return r.astype(dt, copy=False)
+    return r
 
 
 def _random_infer(at: dict) -> Spec:

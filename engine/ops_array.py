@@ -50,6 +50,7 @@ def _linspace_infer(at: dict) -> Spec:
         DT,
     ),
     infer=_linspace_infer,
+    scratch=lambda at: 16 * max(at["num"], 0),  # (numpy's: float64 steps, then the dtype's copy)
 )
 def _linspace(cx, at):
     """``num`` evenly spaced values from start to stop."""

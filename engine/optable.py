@@ -343,6 +343,13 @@ class Registry:
 OPS = Registry()
 
 
+def _drawn_in_64_bits(infer: Callable[..., Spec]) -> Callable[..., int]:
+    def scratch(at: dict[str, Any], *specs: Spec) -> int:
+        return 8 * prod(infer(at, *specs).shape)
+
+    return scratch
+
+
 def defop(
     name: str,
     inputs: tuple[str, ...] | str,
@@ -372,6 +379,8 @@ def defop(
         raise ValueError(f"op {name!r}: an eager_vjp needs a vjp")
     if isinstance(inputs, str):
         inputs = tuple(inputs.split())
+    if random and scratch is None and not inputs:  # numpy draws float64 (or int64), then the dtype's copy
+        scratch = _drawn_in_64_bits(infer)
 
     def wrap(forward: Forward) -> Op:
         return OPS.add(

@@ -1177,6 +1177,41 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
         tracemalloc.stop()
 
 
+MADE = [
+    ("arange", {"start": 0, "stop": 1 << 20, "dtype": "int8"}),
+    ("arange", {"start": 0, "stop": 1 << 19, "dtype": "float16", "repeat": 2}),
+    ("arange", {"start": 0, "stop": 1 << 19, "dtype": "float32", "repeat": 3}),
+    ("linspace", {"start": 0, "stop": 1, "num": 1 << 20, "dtype": "float16"}),
+    ("random_uniform", {"shape": [1 << 20], "dtype": "uint8"}),
+    ("random_normal", {"shape": [1 << 20], "dtype": "float64"}),
+    ("random_randint", {"low": 0, "high": 9, "shape": [1 << 20], "dtype": "int32"}),
+    ("random_poisson", {"lam": 3.0, "shape": [1 << 20], "dtype": "float16"}),
+]
+
+
+@pytest.mark.parametrize("name, at", MADE, ids=[f"{m[0]}-{i}" for i, m in enumerate(MADE)])
+def test_a_creations_declared_working_arrays_bound_what_it_makes(name, at):
+    """As above, for ops made of attributes alone: arange counted in int64 or float32 and then
+    copied into an int8 took 24 bytes an element unseen; a draw of uint8 is made in float64."""
+    import tracemalloc
+
+    from gradserve.engine.optable import OPS
+
+    op = OPS[name]
+    s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
+    ok(s, {"op": name, "out": [1], "at": at}, free(1))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        ok(s, {"op": name, "out": [2], "at": at})
+        made = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    scratch = op.scratch(op.parse(at)) if op.scratch else 0
+    assert made <= 1.1 * (scratch + s.arrays[2].nbytes) + (1 << 16), (made, scratch, s.arrays[2].nbytes)
+
+
 def test_working_arrays_are_held_to_the_sessions_room_not_to_the_per_array_limit():
     """A hook gives the sum of an op's working arrays: a topk of 4 MB made three of 8 MB each
     (24 MB in all) under a 16 MB per-array limit and was refused by it, with room to spare."""
