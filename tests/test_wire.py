@@ -221,3 +221,27 @@ def test_a_body_of_too_many_lists_or_maps_is_refused_before_it_is_all_made(monke
     rows = {"dtype": "float32", "shape": [500, 2], "data": [[1, 2]] * 500}
     assert wire.loads(orjson.dumps({"ops": [{"op": "array", "out": [1], "at": {"value": rows}}]}))["ops"]
     assert wire.unpack(msgpack.packb({"ops": [[]] * 900}))["ops"] == [[]] * 900
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_a_json_list_is_written_in_little_more_than_its_own_size(dtype):
+    """A reply's list of numbers, with a NaN or not: no Python object per element (a NaN made
+    the whole array a token per element, 37 times its size; float16 a Python float each)."""
+    import tracemalloc
+
+    a = (np.arange(1 << 20) % 100).astype(dtype)
+    if dtype != "int8":
+        a[5] = np.nan
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        text = orjson.dumps(wire.encode_tensor(a, "list"), option=wire._ORJSON_OPTS)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(text) + 8 * a.size, (peak, len(text))
+    data = orjson.loads(text)["data"]
+    assert len(data) == a.size and data[4] == 4 and (data[5] == "NaN" if dtype != "int8" else data[5] == 5)
+    finite = np.where(np.isfinite(a), a, 0) if dtype != "int8" else a
+    assert np.array_equal(np.array([0 if v == "NaN" else v for v in data], dtype), finite)
