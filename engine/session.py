@@ -545,6 +545,7 @@ class Session:
         # told of each batch: (instructions run, error kind, instructions of the programs it called)
         self.on_batch: Callable[[int, str | None, int], None] | None = None
         self.user_bytes: Callable[[], int] | None = None  # bytes of the owner's other sessions
+        self.user_reply_bytes: Callable[[], int] | None = None  # of their replies' copies (of user_bytes)
         self._others = 0  # user_bytes() as of this batch's start
         self._budget = self.limits.max_session_bytes  # what self.nbytes may reach in this batch
         self.programs: dict[int, Program] = {}  # defined by ``define``, run by ``call`` (engine/programs.py)
@@ -1655,11 +1656,14 @@ def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: b
         if id(x) not in copies:
             copies[id(x)] = x
             nbytes += x.nbytes
-    if s._reading + nbytes > s.limits.max_session_bytes:  # (the reply keeps its copies for a retry: they count)
-        raise QuotaExceeded(
-            f"read: the batch's reply would hold {s._reading + nbytes} bytes of copies, "
-            f"over the session's limit of {s.limits.max_session_bytes}"
-        )
+    # The reply keeps its copies for a retry until the next batch: they may pass the limit of
+    # the arrays held (a session at its limit can still read), by as much as that limit once
+    # for the session's owner, all its sessions' replies together.
+    others = s.user_reply_bytes() if s.user_reply_bytes is not None else 0
+    if others + s._reading + nbytes > s.limits.max_session_bytes:
+        mine = f"the batch's reply would hold {s._reading + nbytes} bytes of copies"
+        theirs = f" (and the user's other replies {others})" if others else ""
+        raise QuotaExceeded(f"read: {mine}{theirs}, over the session's limit of {s.limits.max_session_bytes}")
     for k, x in copies.items():
         copies[k] = x.copy()
     s.nbytes += nbytes

@@ -63,6 +63,7 @@ class SessionStore:
         s.on_batch = self.on_batch
         mine = self._owned.setdefault(s.owner, {})
         s.user_bytes = lambda: sum(o.held_bytes() for o in list(mine.values()) if o is not s)
+        s.user_reply_bytes = lambda: sum(o.reply_bytes for o in list(mine.values()) if o is not s)
         mine[s.id] = s
         self._sessions[s.id] = s
         self._used[s.id] = time.monotonic()

@@ -1244,3 +1244,27 @@ def test_ops_on_nothing_take_no_time_and_no_axis_is_past_the_limit():
     assert [s.get(h).shape for h in (2, 3, 4)] == [(1 << 30, 0), (1 << 30, 0), (1, 0, 1 << 30)]
     err = run(s, {"op": "repeat", "in": [1], "out": [5], "at": {"repeats": 1 << 62, "axis": 0}})["error"]
     assert err["kind"] == "ShapeError" and f"over the limit of {MAX_DIM}" in err["message"] and 5 not in s.arrays
+
+
+def test_the_copies_replies_keep_for_a_retry_are_bounded_for_the_user_not_per_session():
+    """A reply's copies may pass the limit of the arrays held (a full session can still read),
+    by a session's limit once for all the user's sessions together: eight sessions of one user
+    each keeping 7 MiB of copies held 64 MiB against a user limit of 16."""
+    from gradserve.server import Settings
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(max_session_bytes=8 << 20, max_user_bytes=16 << 20))
+    sessions = [store.create("alice") for _ in range(3)]
+    mib = 1 << 18  # float32s
+    for s in sessions:
+        ok(s, ones(1, mib))
+    reads = {"seq": 1, "ops": [{"op": "read", "in": [1]}] * 3}  # 3 MiB of copies each
+    assert "error" not in sessions[0].run_batch(reads) and sessions[0].reply_bytes == 3 << 20
+    assert "error" not in sessions[1].run_batch(reads)
+    err = sessions[2].run_batch(reads)["error"]  # 6 MiB kept by the others, 3 more: past 8
+    assert err["kind"] == "QuotaExceeded" and "the user's other replies" in err["message"]
+    assert "error" not in sessions[0].run_batch({"seq": 2, "ops": []})  # its reply let go
+    assert "error" not in sessions[2].run_batch({"seq": 2, "ops": [{"op": "read", "in": [1]}] * 3})
+    bob = store.create("bob")
+    ok(bob, ones(1, mib))
+    assert "error" not in bob.run_batch(reads)  # another user's own
