@@ -945,6 +945,9 @@ class Session:
         """Run one instruction (the caller sets numpy's error state once per batch)."""
         name = ins["op"]
         op = _OPS_GET(name) if isinstance(name, str) else None
+        hs = ins.get("in")
+        if hs is not None and type(hs) is not list and type(hs) is not tuple:  # (a map's keys are no handles)
+            raise InvalidInput(f"{name}: 'in' must be a list of handles, got {type(hs).__name__}")
         if op is None:
             cmd = COMMANDS.get(name) if isinstance(name, str) else None
             if cmd is None:

@@ -200,6 +200,20 @@ def test_malformed_msgpack_is_400(http, sid):
         headers={"content-type": "application/msgpack"},
     )
     assert r.status_code == 400, r.text
+    for ins in (
+        {"op": "copy", "in": {1: 1}, "out": [7]},  # (a map's keys were taken for handles)
+        {"op": "sgd_update", "in": {1: 1, 2: 2}, "at": {"lr": 0.1}},
+        {"op": "free", "in": "1"},
+    ):
+        r = http.post(
+            f"/v1/sessions/{sid}/batch",
+            content=msgpack.packb(
+                {"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}, ins, {"op": "free", "in": [1]}]}
+            ),
+            headers={"content-type": "application/msgpack"},
+        )
+        assert r.status_code == 400 and "'in' must be a list of handles" in r.json()["error"]["message"], r.text
+        http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": [1]}]})
 
 
 def test_a_retried_batch_is_replayed_not_applied_twice(batch):
