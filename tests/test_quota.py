@@ -1268,3 +1268,36 @@ def test_the_copies_replies_keep_for_a_retry_are_bounded_for_the_user_not_per_se
     bob = store.create("bob")
     ok(bob, ones(1, mib))
     assert "error" not in bob.run_batch(reads)  # another user's own
+
+
+def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypatch):
+    """``x %= v`` of 16 MiB of 1e300 by 1e-300 held the event loop for 3.7 s: ``update`` was
+    never timed. It is now, keyed by its fn and dtype: not timed yet, or expected past the
+    slice, it is left for the thread; quick, it runs in the slice."""
+    import time
+
+    from gradserve.engine import session as session_module
+
+    rates: dict = {}
+    monkeypatch.setattr(session_module, "_RATES", rates)
+    s = Session("update")
+    ok(s, ones(1, 1 << 16))  # 256 KiB
+    mod = {"op": "update", "in": [1], "at": {"fn": "mod", "scalar": 0.75}}
+
+    def in_slice() -> bool:
+        job = s.begin({"ops": [mod]})
+        done = job.run(deadline=time.perf_counter() + 60)
+        if not done:
+            assert job.next == 0  # not started
+            job.run()
+        assert "error" not in job.finish()
+        return done
+
+    assert not in_slice()  # not timed yet: the thread's, which times it
+    (key,) = [k for k in rates if k[0] == "update"]
+    assert key[:2] == ("update", "mod")
+    rates[key] = (0.01, rates[key][1])  # quick
+    assert in_slice()
+    rates[key] = (1e3, rates[key][1])  # as slow values measured it
+    assert not in_slice()
+    np.testing.assert_allclose(s.get(1), 0.25)
