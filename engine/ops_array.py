@@ -849,7 +849,7 @@ def _gather_nd_infer(at: dict, data: Spec, idx: Spec, name: str = "gather_nd") -
     if len(idx.shape) < 2:
         raise ShapeError(f"{name}: indices must have at least 2 dimensions, got shape {idx.shape}")
     m = idx.shape[0]
-    if m > len(data.shape):
+    if m > len(data.shape) or m == 0:
         raise ShapeError(f"{name}: indices address {m} axes of an array of rank {len(data.shape)}")
     return Spec(idx.shape[1:] + data.shape[m:], data.dtype)
 

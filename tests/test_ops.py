@@ -3305,6 +3305,7 @@ BAD_ATTRS = [
     ("gather_axis", {"axis": 1}, [(2, 4), (3, 4)]),
     ("scatter_axis", {"axis": 1, "shape": [2, 4]}, [(2, 3), (2, 2)]),
     ("one_hot", {"depth": -1}, [(3,)]),
+    ("gather_nd", {}, [(3, 5, 0, 5), (0, 2)]),  # (indices of no axis)
     ("slice_like", {}, [(2, 3, 4), (2, 3)]),  # (all axes: the same rank)
     ("slice_like", {"axes": [2]}, [(2, 3, 4), (2, 3)]),
     ("slice_like", {}, [(2, 3, 4), (2, 4, 4)]),  # longer than the data
