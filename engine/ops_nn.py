@@ -1657,13 +1657,13 @@ def _in_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
     return x
 
 
-def _in_vjp(F, at, g, y, x, gamma, beta):
-    axes = tuple(range(2, x.ndim))
-    bshape = (1, -1) + (1,) * (x.ndim - 2)
+def _normalized_vjp(F, g, x, gamma_b, axes, eps):
+    """The data's gradient of (x - mean) / sqrt(var + eps) * gamma over ``axes`` (LayerNorm's,
+    InstanceNorm's), and the normalised x for gamma's."""
     xc = F.sub(x, F.mean(x, axis=axes, keepdims=True))
-    inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=at["eps"]))
+    inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
     xhat = F.mul(xc, inv)
-    dxhat = F.mul(g, F.reshape(gamma, shape=bshape))
+    dxhat = F.mul(g, gamma_b)
     gx = F.mul(
         inv,
         F.sub(
@@ -1671,6 +1671,13 @@ def _in_vjp(F, at, g, y, x, gamma, beta):
             F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True)),
         ),
     )
+    return gx, xhat
+
+
+def _in_vjp(F, at, g, y, x, gamma, beta):
+    axes = tuple(range(2, x.ndim))
+    gamma_b = F.reshape(gamma, shape=(1, -1) + (1,) * (x.ndim - 2))
+    gx, xhat = _normalized_vjp(F, g, x, gamma_b, axes, at["eps"])
     return gx, F.sum(F.mul(g, xhat), axis=(0, *axes)), F.sum(g, axis=(0, *axes))
 
 
@@ -1706,17 +1713,7 @@ def _ln_vjp(F, at, g, y, x, gamma, beta):
     ax = at["axis"] % x.ndim
     others = tuple(i for i in range(x.ndim) if i != ax)
     bshape = tuple(-1 if i == ax else 1 for i in range(x.ndim))
-    xc = F.sub(x, F.mean(x, axis=ax, keepdims=True))
-    inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=ax, keepdims=True), scalar=at["eps"]))
-    xhat = F.mul(xc, inv)
-    dxhat = F.mul(g, F.reshape(gamma, shape=bshape))
-    gx = F.mul(
-        inv,
-        F.sub(
-            F.sub(dxhat, F.mean(dxhat, axis=ax, keepdims=True)),
-            F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=ax, keepdims=True)),
-        ),
-    )
+    gx, xhat = _normalized_vjp(F, g, x, F.reshape(gamma, shape=bshape), ax, at["eps"])
     gxhat = F.mul(g, xhat)
     dgamma = F.sum(gxhat, axis=others) if others else gxhat
     dbeta = F.sum(g, axis=others) if others else g
