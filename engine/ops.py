@@ -184,7 +184,8 @@ def _arange_infer(at: dict) -> Spec:
         DT,
     ),
     infer=_arange_infer,
-    scratch=lambda at: 8 * (_arange_len(at) // at["repeat"]),  # (at most: integers count in int64)
+    # (at most: integers count in int64, and a repeated result is made once before it repeats)
+    scratch=lambda at: (8 + np.dtype(at["dtype"] or DEFAULT_DTYPE).itemsize) * (_arange_len(at) // at["repeat"]),
 )
 def _arange(cx, at):
     """Evenly spaced values in [start, stop), each repeated ``repeat`` times."""
@@ -654,7 +655,7 @@ _binary(
 
 
 def _hypot_vjp(F, at, g, y, a, b):
-    # d/da sqrt(a^2 + b^2) = a / y (0 where y is: both 0, the gradient MXNet gives there too)
+    # d/da sqrt(a^2 + b^2) = a / y; 0 where y is (both 0: MXNet gives NaN there)
     over = F.div(g, F.add(y, F.astype(F.equal_scalar(y, scalar=0.0), dtype=y.dtype.name)))
     return unbroadcast(F, F.mul(over, a), a.shape), unbroadcast(F, F.mul(over, b), b.shape)
 

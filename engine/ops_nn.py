@@ -298,9 +298,11 @@ def _so_infer(at: dict, x: Spec, label: Spec) -> Spec:
 
 def _so_vjp(F, at, g, y, x, label):
     """(softmax - target) * grad_scale / the normaliser: 1 (null; with multi_output the
-    positions per sample), the batch (batch: N, or N times the positions) or the labels not
-    ignored (valid). The target is the label's one-hot, smoothed by ``smooth_alpha``; a label
-    outside [0, C) has none. A row whose label is ``ignore_label`` (with use_ignore) gets 0."""
+    positions per sample), every row (batch: N, N times the positions with multi_output, the
+    rows of all but the last axis with preserve_shape) or the labels other than
+    ``ignore_label`` (valid, whether or not use_ignore). The target is the label's one-hot,
+    smoothed by ``smooth_alpha`` (not with multi_output, as MXNet); a label outside [0, C) has
+    none. A row whose label is ``ignore_label`` gets 0 with use_ignore. (MXNet's, each.)"""
     ax = _so_axis("SoftmaxOutput", at, x)
     c = int(x.shape[ax])
     dt = x.dtype.name
@@ -308,24 +310,22 @@ def _so_vjp(F, at, g, y, x, label):
     if ax != x.ndim - 1:
         hot = F.transpose(hot, axes=(0, x.ndim - 1, *range(1, x.ndim - 1)))
     a = at["smooth_alpha"]
-    if a:
-        hot = F.add_scalar(F.mul_scalar(hot, scalar=1 - a - a / (c - 1)), scalar=a / (c - 1))
+    if a and not at["multi_output"]:
+        off = a / (c - 1) if c > 1 else 0.0
+        hot = F.add_scalar(F.mul_scalar(hot, scalar=1 - a - off), scalar=off)
     grad = F.sub(F.softmax(x, axis=ax), hot)
+    norm = at["normalization"]
     keep = None
-    if at["use_ignore"]:
+    if at["use_ignore"] or norm == "valid":
         keep = F.astype(F.not_equal_scalar(label, scalar=at["ignore_label"]), dtype=dt)
+    if at["use_ignore"]:
         wide = F.broadcast_to(F.expand_dims(keep, axis=ax), shape=tuple(x.shape))
         grad = F.where(wide, grad, F.zeros_like(grad))  # (0, not the -0 of a product)
-    positions = int(np.prod(label.shape[1:])) if at["multi_output"] else 1
-    norm = at["normalization"]
     if norm == "valid":
-        count = F.sum(keep) if keep is not None else None
-        scale = at["grad_scale"] / (1 if count is not None else max(1, int(np.prod(label.shape))))
-        grad = F.mul_scalar(grad, scalar=scale)
-        if count is not None:
-            grad = F.broadcast_div(grad, F.reshape(F.maximum_scalar(count, scalar=1.0), shape=(1,) * x.ndim))
-        return grad, None
-    n = int(label.shape[0]) * positions if norm == "batch" else positions
+        count = F.reshape(F.maximum_scalar(F.sum(keep), scalar=1.0), shape=(1,) * x.ndim)
+        return F.broadcast_div(F.mul_scalar(grad, scalar=at["grad_scale"]), count), None
+    positions = int(np.prod(label.shape[1:])) if at["multi_output"] else 1
+    n = int(np.prod(label.shape)) if norm == "batch" else positions
     return F.mul_scalar(grad, scalar=at["grad_scale"] / max(n, 1)), None
 
 
@@ -357,8 +357,10 @@ def _regression_vjp(link: str | None, grad: str):
     def vjp(F, at, g, y, x, label):
         pred = getattr(F, link)(x) if link else x
         diff = F.sub(pred, F.reshape(F.astype(label, dtype=x.dtype.name), shape=tuple(x.shape)))
-        if grad == "sign":
-            diff = F.sign(diff)
+        if grad == "sign":  # MXNet's: 1 above the label, -1 at or below it
+            diff = F.add_scalar(
+                F.mul_scalar(F.astype(F.greater_scalar(diff, scalar=0.0), dtype=x.dtype.name), scalar=2.0), scalar=-1.0
+            )
         per_sample = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
         return F.mul_scalar(diff, scalar=at["grad_scale"] / max(per_sample, 1)), None
 
@@ -399,12 +401,12 @@ def _make_loss_infer(at: dict, x: Spec) -> Spec:
 
 
 def _make_loss_vjp(F, at, g, y, x):
-    """grad_scale everywhere, over the batch (batch) or the elements above valid_thresh
+    """grad_scale everywhere, over the rows (batch: all axes but the last) or the elements above valid_thresh
     (valid): the data is a loss to minimise (the head gradient is not used)."""
     ones = F.mul_scalar(F.ones_like(x), scalar=at["grad_scale"])
     norm = at["normalization"]
-    if norm == "batch":
-        return (F.mul_scalar(ones, scalar=1.0 / max(int(x.shape[0]) if x.ndim else 1, 1)),)
+    if norm == "batch":  # (MXNet's: every row, the axes but the last)
+        return (F.mul_scalar(ones, scalar=1.0 / max(int(np.prod(x.shape[:-1])), 1)),)
     if norm == "valid":
         count = F.sum(F.astype(F.greater_scalar(x, scalar=at["valid_thresh"]), dtype=x.dtype.name))
         return (F.broadcast_div(ones, F.reshape(F.maximum_scalar(count, scalar=1.0), shape=(1,) * x.ndim)),)
@@ -1795,6 +1797,9 @@ def _seq_last_vjp(F, at, g, y, x, *lengths):
 @defop("SequenceLast", ("data", "*sequence_length"), SEQUENCE, infer=_seq_last_infer, vjp=_seq_last_vjp)
 def _sequence_last(cx, at, x, *lengths):
     """Each sequence's last step (at its length less one with use_sequence_length) along ``axis``."""
+    if x.size == 0:  # (nothing to index: no index arrays of an empty array's long axis)
+        ax = at["axis"]
+        return cx.xp.empty(x.shape[:ax] + x.shape[ax + 1 :], x.dtype)
     last = _last_steps(cx.xp, at, x, lengths)
     rows = cx.xp.arange(x.shape[1 - at["axis"]])
     return cx.xp.array(x[last, rows] if at["axis"] == 0 else x[rows, last])
@@ -1816,6 +1821,8 @@ def _sequence_reverse(cx, at, x, *lengths):
     """Each sequence's steps (its first length of them with use_sequence_length) in reverse
     order along axis 0; the steps past its length stay where they are."""
     xp = cx.xp
+    if x.size == 0:  # (nothing to reverse: no index arrays of an empty array's long axis)
+        return x.copy()
     t, n = x.shape[0], x.shape[1]
     steps = xp.arange(t)[:, None]
     lens = xp.full(n, t, dtype=np.int64) if not at["use_sequence_length"] else lengths[0].astype(np.int64)

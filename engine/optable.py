@@ -345,7 +345,7 @@ OPS = Registry()
 
 def _drawn_in_64_bits(infer: Callable[..., Spec]) -> Callable[..., int]:
     def scratch(at: dict[str, Any], *specs: Spec) -> int:
-        return 8 * prod(infer(at, *specs).shape)
+        return 16 * prod(infer(at, *specs).shape)  # (two at once: a gamma-poisson mixture's)
 
     return scratch
 

@@ -289,6 +289,17 @@ def _expected_ns(key: tuple, size: int) -> float:
     return float("inf") if rate is None else rate[0] * size
 
 
+_VALUE_COSTLY: Final = frozenset({"mod", "mod_scalar", "rmod_scalar"})
+"""Ops whose time per element depends on the values (a float fmod of 1e300 by 1e-300 takes 2 us
+an element, 1e3 times a plain one): a rate learnt on plain values does not bound them, so in a
+slice of the event loop a large float one is the thread's, timed or not."""
+VALUE_COSTLY_BYTES: Final = 64 << 10
+
+
+def _costly_values(x: Any, size: int) -> bool:
+    return size >= VALUE_COSTLY_BYTES and isinstance(x, np.ndarray) and x.dtype.kind == "f"
+
+
 SLOW_RUN_NS: Final = 1_000_000
 """A run this long is the op's own time, not its fixed cost: it may raise the rate of any size."""
 
@@ -1018,8 +1029,9 @@ class Session:
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
         key, size = _timing(op, at, xs, n, None if op.like else specs)
-        if key is not None and self._in_slice and not self._calling and _expected_ns(key, size) > SLICE_NS:
-            raise _SliceEnds
+        if key is not None and self._in_slice and not self._calling:
+            if _expected_ns(key, size) > SLICE_NS or (name in _VALUE_COSTLY and _costly_values(xs[0], size)):
+                raise _SliceEnds
         cx = self.cx
         cx.training = mode & TRAINING != 0
         if key is None:
@@ -1641,6 +1653,8 @@ def _read(s: Session, ins: dict, values: list) -> None:
 def read_values(s: Session, handles: Any, want_grad: bool, values: list, copy: bool) -> None:
     """The arrays of ``handles`` (or their gradients) appended to ``values``, copied or not:
     all of them, or (an error) none."""
+    if type(handles) is not list and type(handles) is not tuple:  # (the tail's reads come here directly)
+        raise InvalidInput(f"read: 'in' must be a list of handles, got {type(handles).__name__}")
     got = []
     for h in handles:
         x = s.get(h)
@@ -1773,8 +1787,9 @@ def _update(s: Session, ins: dict, values: list) -> None:
     # server's event loop, one expected past it, or not timed yet, is left for the thread
     size = target.nbytes + (v.nbytes if isinstance(v, np.ndarray) else 0)
     key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES else None
-    if key is not None and s._in_slice and not s._calling and _expected_ns(key, size) > SLICE_NS:
-        raise _SliceEnds
+    if key is not None and s._in_slice and not s._calling:
+        if _expected_ns(key, size) > SLICE_NS or (ufunc is np.mod and _costly_values(target, size)):
+            raise _SliceEnds
     started = time.perf_counter_ns()
     if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
         target[...] = _ops._mod(np, target, v)

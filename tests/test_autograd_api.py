@@ -662,6 +662,47 @@ def test_loss_outputs_train_with_their_own_gradient_as_in_mxnet(mode):
     assert d.grad.asnumpy().tolist() == [[0.5, 0.5], [0.5, 0.5]]  # two elements above 1.5
 
 
+def test_loss_outputs_normalise_as_mxnet_does_in_its_corner_cases(mode):
+    """MXNet 1.9.1's values: batch normalisation over every row (all axes but the last), valid
+    over the labels other than ignore_label with use_ignore or not, the absolute error's
+    gradient -1 at a tie, one class smoothed."""
+    x = nd.array(np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 10)
+    x.attach_grad()
+    with autograd.record():
+        y = nd.MakeLoss(x, normalization="batch")
+    y.backward()
+    np.testing.assert_allclose(x.grad.asnumpy(), 1 / 6)
+    v = nd.array([1.0, 2, 3, 4])
+    v.attach_grad()
+    with autograd.record():
+        y = nd.MakeLoss(v, normalization="batch")
+    y.backward()
+    assert v.grad.asnumpy().tolist() == [1, 1, 1, 1]
+    with autograd.record():
+        y = nd.SoftmaxOutput(x, nd.array([[0, 1, 2], [3, 0, 1]]), preserve_shape=True, normalization="batch")
+    y.backward()
+    np.testing.assert_allclose(x.grad.asnumpy()[0, 0], [-0.13103, 0.03939, 0.04353, 0.04811], atol=1e-5)
+    x2 = nd.array([[1.0, 2, 3], [1, 0, -1], [0, 0, 0]])
+    x2.attach_grad()
+    with autograd.record():
+        y = nd.SoftmaxOutput(x2, nd.array([2, 0, 1]), normalization="valid", ignore_label=1)
+    y.backward()
+    want = [[0.04502, 0.12236, -0.16738], [-0.16738, 0.12236, 0.04502], [0.16667, -0.33333, 0.16667]]
+    np.testing.assert_allclose(x2.grad.asnumpy(), want, atol=1e-5)
+    d = nd.array([[1.0, 2, 3]])
+    d.attach_grad()
+    with autograd.record():
+        y = nd.MAERegressionOutput(d, nd.array([[1.0, 0, 5]]))
+    y.backward()
+    np.testing.assert_allclose(d.grad.asnumpy(), [[-1 / 3, 1 / 3, -1 / 3]], rtol=1e-6)
+    c1 = nd.array([[1.0], [2.0]])
+    c1.attach_grad()
+    with autograd.record():
+        y = nd.SoftmaxOutput(c1, nd.array([0, 0]), smooth_alpha=0.1)
+    y.backward()
+    np.testing.assert_allclose(c1.grad.asnumpy(), [[0.1], [0.1]], rtol=1e-6)
+
+
 def test_batch_norm_moving_statistics_change_at_backward_as_in_mxnet(mode):
     """MXNet 1.9.1 updates moving_mean and moving_var in BatchNorm's backward pass: not in a
     recorded training forward, not in one without record, not by a backward in prediction mode

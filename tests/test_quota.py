@@ -1249,6 +1249,18 @@ def test_ops_on_nothing_take_no_time_and_no_axis_is_past_the_limit():
     )
     assert time.perf_counter() - start < 0.5
     assert [s.get(h).shape for h in (2, 3, 4)] == [(1 << 30, 0), (1 << 30, 0), (1, 0, 1 << 30)]
+    ok(
+        s,
+        {"op": "zeros", "out": [6], "at": {"shape": [1 << 30, 0]}},
+        {"op": "zeros", "out": [7], "at": {"shape": [1, 1 << 30, 0]}},
+    )
+    start = time.perf_counter()
+    ok(
+        s,  # (no index arrays of the long axis)
+        {"op": "SequenceReverse", "in": [6], "out": [8]},
+        {"op": "SequenceLast", "in": [7], "out": [9], "at": {"axis": 1}},
+    )
+    assert time.perf_counter() - start < 0.5 and s.get(9).shape == (1, 0)
     err = run(s, {"op": "repeat", "in": [1], "out": [5], "at": {"repeats": 1 << 62, "axis": 0}})["error"]
     assert err["kind"] == "ShapeError" and f"over the limit of {MAX_DIM}" in err["message"] and 5 not in s.arrays
 
@@ -1280,7 +1292,9 @@ def test_the_copies_replies_keep_for_a_retry_are_bounded_for_the_user_not_per_se
 def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypatch):
     """``x %= v`` of 16 MiB of 1e300 by 1e-300 held the event loop for 3.7 s: ``update`` was
     never timed. It is now, keyed by its fn and dtype: not timed yet, or expected past the
-    slice, it is left for the thread; quick, it runs in the slice."""
+    slice, it is left for the thread; quick, it runs in the slice. A float mod's time depends
+    on its values, which a rate learnt on plain ones does not bound: a large one is the
+    thread's whatever its rate (as the mod ops are)."""
     import time
 
     from gradserve.engine import session as session_module
@@ -1289,10 +1303,10 @@ def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypat
     monkeypatch.setattr(session_module, "_RATES", rates)
     s = Session("update")
     ok(s, ones(1, 1 << 16))  # 256 KiB
-    mod = {"op": "update", "in": [1], "at": {"fn": "mod", "scalar": 0.75}}
+    div = {"op": "update", "in": [1], "at": {"fn": "div", "scalar": 2.0}}
 
-    def in_slice() -> bool:
-        job = s.begin({"ops": [mod]})
+    def in_slice(ins: dict) -> bool:
+        job = s.begin({"ops": [ins]})
         done = job.run(deadline=time.perf_counter() + 60)
         if not done:
             assert job.next == 0  # not started
@@ -1300,11 +1314,25 @@ def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypat
         assert "error" not in job.finish()
         return done
 
-    assert not in_slice()  # not timed yet: the thread's, which times it
+    assert not in_slice(div)  # not timed yet: the thread's, which times it
     (key,) = [k for k in rates if k[0] == "update"]
-    assert key[:2] == ("update", "mod")
+    assert key[:2] == ("update", "div")
     rates[key] = (0.01, rates[key][1])  # quick
-    assert in_slice()
-    rates[key] = (1e3, rates[key][1])  # as slow values measured it
-    assert not in_slice()
-    np.testing.assert_allclose(s.get(1), 0.25)
+    assert in_slice(div)
+    rates[key] = (1e3, rates[key][1])  # as a stalled machine measured it
+    assert not in_slice(div)
+    mod = {"op": "update", "in": [1], "at": {"fn": "mod", "scalar": 0.75}}
+    assert not in_slice(mod)
+    rates[("update", "mod", np.dtype("float32").num)] = (0.01, 1 << 20)  # quick on plain values
+    assert not in_slice(mod)  # still the thread's
+    np.testing.assert_allclose(s.get(1), 0.125 % 0.75)
+    ok(s, {"op": "ones", "out": [2], "at": {"shape": [1 << 16], "dtype": "int32"}})
+    int_mod = {"op": "update", "in": [2], "at": {"fn": "mod", "scalar": 3.0}}
+    in_slice(int_mod)  # (times it)
+    rates[("update", "mod", np.dtype("int32").num)] = (0.01, 1 << 20)
+    assert in_slice(int_mod)  # an integer mod's cost is its size's
+    mod_op = {"op": "mod_scalar", "in": [1], "out": [3], "at": {"scalar": 0.5}}
+    in_slice(mod_op)
+    for k in [k for k in rates if k[0] == "mod_scalar"]:
+        rates[k] = (0.01, 1 << 20)
+    assert not in_slice({**mod_op, "out": [4]})

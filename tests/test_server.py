@@ -214,6 +214,14 @@ def test_malformed_msgpack_is_400(http, sid):
         )
         assert r.status_code == 400 and "'in' must be a list of handles" in r.json()["error"]["message"], r.text
         http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": [1]}]})
+    r = http.post(  # a read at the batch's end, which the engine answers from the arrays themselves
+        f"/v1/sessions/{sid}/batch",
+        content=msgpack.packb(
+            {"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "read", "in": {1: 0}}]}
+        ),
+        headers={"content-type": "application/msgpack"},
+    )
+    assert r.status_code == 400 and "'in' must be a list of handles" in r.json()["error"]["message"], r.text
 
 
 def test_a_retried_batch_is_replayed_not_applied_twice(batch):
