@@ -1590,21 +1590,11 @@ def _bn_vjp(F, at, g, y, x, gamma, beta, mm, mv):
     if F.training and not at["use_global_stats"]:
         if at.get("_train"):
             _update_moving(at, mm, mv)
-            mu = F.mean(x, axis=axes, keepdims=True)
-            xc = F.sub(x, mu)
-            inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
+            gx, xhat = _normalized_vjp(F, g, x, gam_b, axes, eps)
         else:  # a forward in prediction: MXNet's training pass takes the moving statistics it used as the batch's
             xc = F.sub(x, F.reshape(mm, shape=bshape))
             inv = F.reshape(F.rsqrt(F.add_scalar(mv, scalar=eps)), shape=bshape)
-        xhat = F.mul(xc, inv)
-        dxhat = F.mul(g, gam_b)
-        gx = F.mul(
-            inv,
-            F.sub(
-                F.sub(dxhat, F.mean(dxhat, axis=axes, keepdims=True)),
-                F.mul(xhat, F.mean(F.mul(dxhat, xhat), axis=axes, keepdims=True)),
-            ),
-        )
+            gx, xhat = _normalized_grad(F, g, xc, inv, gam_b, axes)
     else:
         inv = F.reshape(F.rsqrt(F.add_scalar(mv, scalar=eps)), shape=bshape)
         xhat = F.mul(F.sub(x, F.reshape(mm, shape=bshape)), inv)
@@ -1661,9 +1651,15 @@ def _in_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
 
 def _normalized_vjp(F, g, x, gamma_b, axes, eps):
     """The data's gradient of (x - mean) / sqrt(var + eps) * gamma over ``axes`` (LayerNorm's,
-    InstanceNorm's), and the normalised x for gamma's."""
+    InstanceNorm's, BatchNorm's in training), and the normalised x for gamma's."""
     xc = F.sub(x, F.mean(x, axis=axes, keepdims=True))
     inv = F.rsqrt(F.add_scalar(F.mean(F.square(xc), axis=axes, keepdims=True), scalar=eps))
+    return _normalized_grad(F, g, xc, inv, gamma_b, axes)
+
+
+def _normalized_grad(F, g, xc, inv, gamma_b, axes):
+    """As ``_normalized_vjp``, given the centred data and 1 / the deviation (BatchNorm's in a
+    training pass after a forward in prediction takes the moving statistics for them)."""
     xhat = F.mul(xc, inv)
     dxhat = F.mul(g, gamma_b)
     gx = F.mul(
