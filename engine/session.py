@@ -296,8 +296,17 @@ slice of the event loop a large float one is the thread's, timed or not."""
 VALUE_COSTLY_BYTES: Final = 64 << 10
 
 
-def _costly_values(x: Any, size: int) -> bool:
-    return size >= VALUE_COSTLY_BYTES and isinstance(x, np.ndarray) and x.dtype.kind == "f"
+def _judge_in_slice(s: Session, key: tuple, size: int, values: Any) -> None:
+    """In a slice of a server's event loop, leave an op (of ``key`` and ``size``) for the thread,
+    not started, when it is expected past the slice or not timed yet, or when it is large and
+    its cost depends on ``values`` (a float array of a ``_VALUE_COSTLY`` op; None: not one)."""
+    if not s._in_slice or s._calling:
+        return
+    if _expected_ns(key, size) > SLICE_NS:
+        raise _SliceEnds
+    if values is not None and size >= VALUE_COSTLY_BYTES and isinstance(values, np.ndarray):
+        if values.dtype.kind == "f":
+            raise _SliceEnds
 
 
 SLOW_RUN_NS: Final = 1_000_000
@@ -1029,9 +1038,8 @@ class Session:
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
         key, size = _timing(op, at, xs, n, None if op.like else specs)
-        if key is not None and self._in_slice and not self._calling:
-            if _expected_ns(key, size) > SLICE_NS or (name in _VALUE_COSTLY and _costly_values(xs[0], size)):
-                raise _SliceEnds
+        if key is not None:
+            _judge_in_slice(self, key, size, xs[0] if op.name in _VALUE_COSTLY else None)
         cx = self.cx
         cx.training = mode & TRAINING != 0
         if key is None:
@@ -1787,9 +1795,8 @@ def _update(s: Session, ins: dict, values: list) -> None:
     # server's event loop, one expected past it, or not timed yet, is left for the thread
     size = target.nbytes + (v.nbytes if isinstance(v, np.ndarray) else 0)
     key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES else None
-    if key is not None and s._in_slice and not s._calling:
-        if _expected_ns(key, size) > SLICE_NS or (ufunc is np.mod and _costly_values(target, size)):
-            raise _SliceEnds
+    if key is not None:
+        _judge_in_slice(s, key, size, target if ufunc is np.mod else None)
     started = time.perf_counter_ns()
     if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
         target[...] = _ops._mod(np, target, v)

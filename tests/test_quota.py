@@ -1336,3 +1336,8 @@ def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypat
     for k in [k for k in rates if k[0] == "mod_scalar"]:
         rates[k] = (0.01, 1 << 20)
     assert not in_slice({**mod_op, "out": [4]})
+    by_alias = {"op": "broadcast_mod", "in": [1, 1], "out": [5]}  # (MXNet's name of mod: the same op)
+    in_slice(by_alias)
+    for k in [k for k in rates if k[0] == "mod"]:
+        rates[k] = (0.01, 1 << 20)
+    assert not in_slice({**by_alias, "out": [6]})
