@@ -735,16 +735,18 @@ def _heads(heads: Any, head_grads: Any) -> tuple[list[NDArray], list[int | None]
         if g is None:
             hg.append(None)
             continue
-        if not isinstance(g, NDArray):
-            if isinstance(g, np.ndarray) and g.dtype.name != h._spec.dtype:  # (numbers take the head's)
-                got, want = g.dtype.name, h._spec.dtype
-                raise DTypeError(f"backward: head gradient dtype {got} does not match head dtype {want}")
-            g = _from_numpy(np.asarray(g, dtype=h._spec.dtype), c)
-        c.check_alive(g._h)
+        if isinstance(g, NDArray):
+            c.check_alive(g._h)
+            dtype = g._spec.dtype
+        else:  # (checked before it is uploaded: a numpy array keeps its dtype, numbers take the head's)
+            g = g if isinstance(g, np.ndarray) else np.asarray(g, dtype=h._spec.dtype)
+            dtype = g.dtype.name
         if g.shape != h.shape:
             raise ShapeError(f"backward: head gradient shape {g.shape} does not match head shape {h.shape}")
-        if g._spec.dtype != h._spec.dtype:  # (MXNet refuses it too)
-            raise DTypeError(f"backward: head gradient dtype {g._spec.dtype} does not match head dtype {h._spec.dtype}")
+        if dtype != h._spec.dtype:  # (MXNet refuses it too)
+            raise DTypeError(f"backward: head gradient dtype {dtype} does not match head dtype {h._spec.dtype}")
+        if not isinstance(g, NDArray):
+            g = _from_numpy(g, c)
         hg.append(g._h)
     return heads, hg, c
 

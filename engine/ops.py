@@ -194,25 +194,14 @@ def _arange(cx, at):
         start, stop = 0.0, start
     n = _arange_len(at) // at["repeat"]
     dt = np.dtype(at["dtype"] or DEFAULT_DTYPE)
-    if dt.kind == "f" and dt.itemsize >= 4:  # start + i * step in the dtype, as MXNet's (0.1 * 9 is 0.90000004)
-        r = cx.xp.arange(n, dtype=dt)
-        r *= dt.type(at["step"])
-        r += dt.type(start)
-    else:  # float16 in float32, rounded once (MXNet's float16 arange gives zeros); integers in
-        # int64, start and step truncated first, as MXNet's (a step of 0.5 is 0)
-        wide, first, step = (
-            (np.float32, np.float32(start), np.float32(at["step"]))
-            if dt.kind == "f"
-            else (
-                np.int64,
-                int(start),
-                int(at["step"]),
-            )
-        )
-        r = cx.xp.arange(n, dtype=wide)
-        r *= step
-        r += first
-        r = r.astype(dt, copy=False)
+    # start + i * step in the dtype, as MXNet's (0.1 * 9 is 0.90000004); float16 in float32,
+    # rounded once (MXNet's float16 arange gives zeros); integers in int64, start and step
+    # truncated first, as MXNet's (a step of 0.5 is 0)
+    wide = dt if dt.kind == "f" and dt.itemsize >= 4 else np.dtype(np.float32 if dt.kind == "f" else np.int64)
+    r = cx.xp.arange(n, dtype=wide)
+    r *= wide.type(at["step"])
+    r += wide.type(start)
+    r = r.astype(dt, copy=False)
     if at["repeat"] > 1:
         r = cx.xp.repeat(r, at["repeat"])
     return r
@@ -437,10 +426,8 @@ def _binary(
         return cast(fwd(cx.xp, a, b), a.dtype)
 
     forward.__doc__ = doc
-    for op_name, infer, names in (
-        (name, _binary_infer_for(name), aliases),
-        *([(elemwise, _same_shape_infer_for(elemwise), ())] if elemwise else []),
-    ):
+
+    def define(op_name: str, infer: Any, names: tuple[str, ...]) -> None:
         defop(
             op_name,
             ("lhs", "rhs"),
@@ -451,6 +438,10 @@ def _binary(
             scratch=scratch,
             vjp_scratch=vjp_scratch,
         )(forward)
+
+    define(name, _binary_infer_for(name), aliases)
+    if elemwise:
+        define(elemwise, _same_shape_infer_for(elemwise), ())
 
 
 def _in_float64_bytes(count: int, kinds: str) -> Any:

@@ -497,15 +497,18 @@ _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
 
 
+_CHANNELS = {"axis": 1, "keepdims": False}
+
+
 @defop(
     "argmax_channel",
     ("data",),
-    infer=lambda at, x: _arg_infer_for("argmax")({"axis": 1, "keepdims": False}, x),
+    infer=lambda at, x: OPS["argmax"].infer(_CHANNELS, x),
     vjp=_no_gradient,
 )
 def _argmax_channel(cx, at, x):
     """argmax along axis 1, the channels (MXNet's argmax_channel)."""
-    return OPS["argmax"].forward(cx, {"axis": 1, "keepdims": False}, x)
+    return OPS["argmax"].forward(cx, _CHANNELS, x)
 
 
 # axis None: the array flattened first, as MXNet's sort, argsort and topk take it

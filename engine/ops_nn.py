@@ -271,11 +271,18 @@ SOFTMAX_OUTPUT = (
 )
 
 
+def _normalization(name: str, at: dict) -> str:
+    """A loss output's ``normalization``: null, batch or valid (MXNet's)."""
+    norm = at["normalization"]
+    if norm not in ("null", "batch", "valid"):
+        raise InvalidInput(f"{name}: normalization must be null, batch or valid, got {norm!r}")
+    return norm
+
+
 def _so_axis(name: str, at: dict, x: Spec) -> int:
     """The class axis: 1 with multi_output (labels (N, d1, ...)), else the last."""
     nd = len(x.shape)
-    if at["normalization"] not in ("null", "batch", "valid"):
-        raise InvalidInput(f"{name}: normalization must be null, batch or valid, got {at['normalization']!r}")
+    _normalization(name, at)
     if at["out_grad"]:
         raise InvalidInput(f"{name}: out_grad is not supported (the head gradient is not used)")
     if at["multi_output"]:
@@ -324,8 +331,8 @@ def _so_vjp(F, at, g, y, x, label):
     if norm == "valid":
         count = F.reshape(F.maximum_scalar(F.sum(keep), scalar=1.0), shape=(1,) * x.ndim)
         return F.broadcast_div(F.mul_scalar(grad, scalar=at["grad_scale"]), count), None
-    positions = int(np.prod(label.shape[1:])) if at["multi_output"] else 1
-    n = int(np.prod(label.shape)) if norm == "batch" else positions
+    positions = prod(tuple(label.shape[1:])) if at["multi_output"] else 1
+    n = prod(tuple(label.shape)) if norm == "batch" else positions
     return F.mul_scalar(grad, scalar=at["grad_scale"] / max(n, 1)), None
 
 
@@ -361,7 +368,7 @@ def _regression_vjp(link: str | None, grad: str):
             diff = F.add_scalar(
                 F.mul_scalar(F.astype(F.greater_scalar(diff, scalar=0.0), dtype=x.dtype.name), scalar=2.0), scalar=-1.0
             )
-        per_sample = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+        per_sample = prod(tuple(x.shape[1:]))
         return F.mul_scalar(diff, scalar=at["grad_scale"] / max(per_sample, 1)), None
 
     return vjp
@@ -395,18 +402,16 @@ MAKE_LOSS = (
 
 def _make_loss_infer(at: dict, x: Spec) -> Spec:
     floating("MakeLoss", x)
-    if at["normalization"] not in ("null", "batch", "valid"):
-        raise InvalidInput(f"MakeLoss: normalization must be null, batch or valid, got {at['normalization']!r}")
+    _normalization("MakeLoss", at)
     return x
 
 
 def _make_loss_vjp(F, at, g, y, x):
     """grad_scale everywhere, over the rows (batch: all axes but the last) or the elements above valid_thresh
     (valid): the data is a loss to minimise (the head gradient is not used)."""
-    ones = F.mul_scalar(F.ones_like(x), scalar=at["grad_scale"])
     norm = at["normalization"]
-    if norm == "batch":  # (MXNet's: every row, the axes but the last)
-        return (F.mul_scalar(ones, scalar=1.0 / max(int(np.prod(x.shape[:-1])), 1)),)
+    rows = prod(tuple(x.shape[:-1])) if norm == "batch" else 1  # (MXNet's: every row, the axes but the last)
+    ones = F.mul_scalar(F.ones_like(x), scalar=at["grad_scale"] / max(rows, 1))
     if norm == "valid":
         count = F.sum(F.astype(F.greater_scalar(x, scalar=at["valid_thresh"]), dtype=x.dtype.name))
         return (F.broadcast_div(ones, F.reshape(F.maximum_scalar(count, scalar=1.0), shape=(1,) * x.ndim)),)
@@ -1731,14 +1736,7 @@ def _layer_norm(cx, at, x, gamma, beta):
 
 
 def _seqmask_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
-    ax = at["axis"]
-    if ax not in (0, 1) or len(x.shape) < 2:
-        raise InvalidInput("SequenceMask: axis must be 0 or 1 on data of rank >= 2")
-    if at["use_sequence_length"]:
-        if len(lengths) != 1 or lengths[0].shape != (x.shape[1 - ax],):
-            raise ShapeError(f"SequenceMask: sequence_length must have shape {(x.shape[1 - ax],)}")
-    elif lengths:
-        raise InvalidInput("SequenceMask: sequence_length given but use_sequence_length is false")
+    _seq_lengths("SequenceMask", at, x, lengths)
     return x
 
 

@@ -505,10 +505,13 @@ class BatchRun:
         s.lock.release()
 
 
-def check_envelope(msg: Any) -> None:
-    """A batch's envelope, checked before it waits for its session: ``ops``, ``seq``, no more."""
+def check_envelope(msg: Any, max_ops: int | None = None) -> None:
+    """A batch's envelope, checked before it waits for its session: ``ops`` (at most
+    ``max_ops``), ``seq``, no more."""
     if not isinstance(msg, dict) or not isinstance(msg.get("ops"), list):
         raise InvalidInput("a batch must be an object with a list 'ops'")
+    if max_ops is not None and len(msg["ops"]) > max_ops:
+        raise QuotaExceeded(QuotaExceeded.batch_too_long(len(msg["ops"]), max_ops))
     if len(msg) > 1 + ("seq" in msg):
         extra = sorted(str(k) for k in msg if k not in ("ops", "seq"))
         raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
@@ -872,11 +875,9 @@ class Session:
         """Check a batch's envelope and take the session for it: a ``BatchRun`` to run and
         finish (it holds the session's lock until then), or the stored reply of a retry.
         With ``blocking`` false, None when another batch or a snapshot holds the session."""
-        check_envelope(msg)
+        check_envelope(msg, self.limits.max_batch_ops)
         seq = msg.get("seq")
         ops = msg["ops"]
-        if len(ops) > self.limits.max_batch_ops:
-            raise QuotaExceeded(QuotaExceeded.batch_too_long(len(ops), self.limits.max_batch_ops))
         if not self.lock.acquire(blocking):
             return None
         try:
@@ -974,7 +975,7 @@ class Session:
                 OPS[name]  # raises the table's "unknown op" error
             cmd(self, ins, values)  # type: ignore[misc]
             return
-        ins_h = ins.get("in", ())
+        ins_h = () if hs is None else hs
         if len(ins_h) != op.nin:  # also true for every variadic op (nin -1)
             op.check_arity(len(ins_h))
         arrays = self.arrays

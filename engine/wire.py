@@ -219,9 +219,7 @@ def encode_tensor(arr: np.ndarray, form: str) -> dict[str, Any]:
         data: Any = _raw(arr)
     elif form == "base64":
         data = _b64encode(_raw(arr))
-    elif (
-        arr.size > _LIST_CHUNK or arr.dtype.name == "float16" or (arr.dtype.kind == "f" and not np.isfinite(arr).all())
-    ):
+    elif arr.size > _LIST_CHUNK or arr.dtype.kind == "f":  # (a float may be NaN or float16)
         data = _json_list(arr)
     else:
         data = np.ascontiguousarray(arr).ravel()  # (orjson writes it)

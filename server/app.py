@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..engine import NATIVE, parallel, wire
-from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
+from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog, check_envelope, error_body
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, encode_as, read_body, tensor_form, user_of, wants_msgpack
@@ -128,9 +128,7 @@ async def run_batch(request: Request, session: SessionDep) -> Response:
     not. Sending the same ``seq`` again replays the stored reply.
     """
     msg = await read_body(request)
-    check_envelope(msg)  # (and the batch's length) before each instruction is validated
-    if len(msg["ops"]) > session.limits.max_batch_ops:
-        raise QuotaExceeded(QuotaExceeded.batch_too_long(len(msg["ops"]), session.limits.max_batch_ops))
+    check_envelope(msg, session.limits.max_batch_ops)  # before each instruction is validated
     if len(msg["ops"]) > INLINE_VALIDATE_OPS:
         msg = await run_in_threadpool(validated_batch, msg)  # (a million instructions: seconds)
     else:
