@@ -1,9 +1,10 @@
 """Builds the engine's interpreter as C extensions with mypyc, where it can.
 
-``engine/session.py`` (the batch executor), ``engine/tape.py`` (graph nodes and the
-backward pass), ``engine/optable.py`` (op records and attribute parsers) and
-``engine/ops.py`` (the elementwise, reduction and indexing ops' forwards and VJPs) and
-``engine/programs.py`` (a hybridized function's kept program and its calls) run
+``engine/session.py`` (the batch executor) and the commands of ``engine/backprop.py`` and
+``engine/optimizers.py``, ``engine/slices.py`` (what a slice of a server's event loop may run),
+``engine/tape.py`` (graph nodes and the backward pass), ``engine/optable.py`` (op records and
+attribute parsers), ``engine/ops.py`` (the elementwise, reduction and indexing ops' forwards
+and VJPs) and ``engine/programs.py`` (a hybridized function's kept program and its calls) run
 once per instruction and once per node: compiled, an op of a recorded chain takes about
 0.7 of the time (bench/engine_chain.py). They are plain, type-checked Python and stay
 importable as such: without mypyc or a C compiler, or with GRADSERVE_PURE=1 at build

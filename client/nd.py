@@ -22,7 +22,8 @@ from .engine import tape
 from .engine.errors import AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, REQUIRED, Op
-from .engine.session import INPLACE_IN_GRAPH, OPTIMIZERS, check_optimizer_attrs
+from .engine.optimizers import OPTIMIZERS, check_optimizer_attrs
+from .engine.session import INPLACE_IN_GRAPH
 from .ndarray import NDArray, array, context_of, invoke, write_into
 from .runtime import current
 from .state import flags

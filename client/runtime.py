@@ -26,7 +26,7 @@ import numpy as np
 
 from .engine import wire
 from .engine.errors import InvalidInput, MXNetError, QuotaExceeded, SequenceError, SessionNotFound, error_from_kind
-from .engine.session import OPTIMIZERS
+from .engine.optimizers import OPTIMIZERS
 from .transport import ConnectionLost, SessionClosed, Transport, from_env
 
 MAX_QUEUED_OPS = 4096

@@ -42,6 +42,11 @@ class Spec(NamedTuple):
         return n
 
 
+new_spec = tuple.__new__
+"""``new_spec(Spec, (shape, dtype))``: a Spec without the named tuple's Python-level ``__new__``
+(the engine makes one for every input of every op it checks)."""
+
+
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
 

@@ -78,7 +78,7 @@ class Program:
         self.nbytes = 0  # what keeping it costs the server (``make_program``), counted as held
         # whether a step is an op of many multiply-adds or large working arrays (dot,
         # Convolution, Pooling...): its first call, or one with other shapes, runs off a server's
-        # event loop (see session._long_program_op)
+        # event loop (see slices.long_program_op)
         ops = [OPS.get(step["op"]) for step in steps]
         self.costly = any(op is not None and (op.work is not None or op.scratch is not None) for op in ops)
         # After a call that ran every step: its plan (``_plan``), and what that call's checks
@@ -380,7 +380,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
     s._steps += len(prog.steps)
     arrays, nodes = s.arrays, s.nodes
     s._calling = True
-    cap, s._cap = s._cap, s.limits.max_array_bytes  # a call runs whole (see _long_program_op)
+    cap, s._cap = s._cap, s.limits.max_array_bytes  # a call runs whole (see long_program_op)
     started = time.perf_counter()
     try:
         for i, (h, x) in enumerate(zip(args, xs)):
@@ -414,7 +414,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
                 except MXNetError as e:
                     raise _in_step(e, pid, prog, i) from None
             prog.checked(s, sig, s.nbytes - before)
-        prog.last_s = time.perf_counter() - started  # a call that ran every step (see _long_program_op)
+        prog.last_s = time.perf_counter() - started  # a call that ran every step (see long_program_op)
         moved: dict[int, int] = {}
         placed: list[int] = []
         try:

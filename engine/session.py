@@ -23,12 +23,9 @@ import numpy as np
 
 from . import alloc, kernels, ops_array, ops_math, ops_nn, parallel, tape  # noqa: F401  (ops_*: the rest of the table)
 from . import ops as _ops  # (fills the table)
-from .dispatch import Context, Eager, Recorder, Traced, traced_args
+from .dispatch import Context, Eager, Recorder
 from .errors import (
-    NO_INPUTS,
-    UNREACHABLE,
     AutogradError,
-    DTypeError,
     InternalError,
     InvalidInput,
     MXNetError,
@@ -37,19 +34,40 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import MAX_NDIM, OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name, over_rank
+from .optable import MAX_NDIM, OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name, new_spec, over_rank
+from .slices import (
+    PROGRAM_OPS,
+    SIZED_COMMANDS,
+    SLICE_ARRAY_BYTES,
+    SLICE_WORK,
+    TIMED_BYTES,
+    VALUE_COSTLY,
+    SliceEnds,
+    judge_in_slice,
+    large_inputs,
+    long_program_op,
+    record_rate,
+    timing,
+)
 from .tape import SHARE_EVERY, Node, share_gil
 
 if TYPE_CHECKING:
     from .programs import Program
 
+
 _log = logging.getLogger("gradserve.engine")
 
+
 RECORDING = 1
+
+
 TRAINING = 2
+
 
 INPLACE_RECORDING = "Inplace operations (+=, -=, x[:]=, etc) are not supported when recording with autograd."
 """MXNet's words for an in-place write of a recorded value into an array (but ``x[:] = v``)."""
+
+
 INPLACE_IN_GRAPH = (
     "Assigning to NDArrays that are already in a computational graph will cause "
     "undefined behavior when evaluating gradients. Please call backward first to "
@@ -73,9 +91,15 @@ class Limits:
 
 
 Command = Callable[["Session", dict, list], None]
+
+
 COMMANDS: dict[str, Command] = {}
+
+
 # each command's own function (it takes parsed attributes) and its attribute parser
 PARSED_COMMANDS: dict[str, tuple[Command, Callable[[Any], dict[str, Any]]]] = {}
+
+
 COMMAND_DOCS: dict[str, dict[str, Any]] = {}
 
 
@@ -115,7 +139,11 @@ def _too_many_arrays(s: Session) -> QuotaExceeded:
 
 MAX_HANDLE: Final = (1 << 63) - 1
 """The largest handle (an int64, as the REST routes' paths read them)."""
+
+
 MODES: Final = RECORDING | TRAINING
+
+
 KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
 """An instruction's fields (any other is refused: a misspelt one would be passed over)."""
 
@@ -160,16 +188,6 @@ def check_instruction(name: str, ins: dict) -> None:
     _check_fields(name, ins)
 
 
-LONG_PROGRAM: Final = 64
-"""A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
-_PROGRAM_OPS = frozenset({"define", "call", "record_function"})
-SLICE_ARRAY_BYTES: Final = 8 << 20
-"""A batch run in a slice of the event loop stops before an op that would make a larger array
-(making one of 1e8 floats takes seconds), or a command whose inputs hold twice as much: the
-thread that runs the rest does it. (At 1 MiB, a training step whose weights' update read
-1.6 MB went to the thread every step: a thread hop costs a remote step about 10 %.)"""
-
-
 NODE_BYTES: Final = 1024
 """What one node of a recorded graph costs the server besides its arrays (the node, its
 attributes, its inputs' tuple, its output's array object: about 900 bytes measured). Graphs are
@@ -205,163 +223,9 @@ GRAPH_RECOUNT_BYTES: Final = NODE_BYTES << 10
 and this much (each recount walks the live graph: amortized, a node is walked about once)."""
 
 
-_SIZED_COMMANDS: set[str] = {"attach_grad", "read", "update", "setitem", "alias"}  # (and the OPTIMIZERS)
-"""Commands whose work grows with their inputs' size (a slice leaves large ones to the thread)."""
-
-
-def _large_inputs(s: Session, ins: dict) -> bool:
-    hs = ins.get("in")
-    if type(hs) is not list:
-        return False  # the instruction's own error says why
-    total = 0
-    for h in hs:
-        x = s.arrays.get(h) if type(h) is int else None
-        if x is not None:
-            total += x.nbytes
-    return total > 2 * SLICE_ARRAY_BYTES
-
-
-SLICE_WORK = 1 << 26
-"""An op of more multiply-adds (about a slice's 5 ms of one core's BLAS) is not started in a
-slice of a server's event loop: the thread that runs the rest of the batch runs it."""
-
-
-TIMED_BYTES: Final = 32 << 10
-"""An op whose output or largest input holds this much is timed as it runs, and in a slice of a
-server's event loop it is judged by its time per byte: numpy's elementwise ops take 0.1 to
-300 ns an element (a float16 ``polygamma`` of 8 MiB: seconds), so their output's size alone
-does not bound them."""
-TIMED_WORK: Final = 1 << 16
-"""An op of declared multiply-adds (``dot``, ``Convolution``) is timed, and judged, per
-multiply-add from this many (a float32 product runs at BLAS's speed, a float16 or integer one
-hundreds of times slower)."""
-SLICE_NS: Final = 5_000_000
-"""An op expected to take longer than this (ns; a slice's length) is left for the thread."""
 MAX_DIM: Final = 1 << 40
 """The longest axis of an array: an empty array's others are bounded too (a repeat of nothing
 2**62 times has no bytes for a quota to refuse)."""
-MAX_RATES = 4096
-"""The op keys ``_RATES`` keeps (an attribute's string goes into a key, and any user may send
-one): past it, the oldest key is dropped (its op is timed again when it next runs)."""
-_RATES: dict[tuple, tuple[float, int]] = {}
-"""Op key (``_op_key``) -> (ns per byte or multiply-add, the size it was measured on), for every
-session of the process. A run on a size like the last one's sets it, never below half the
-time before (one quick run does not make a slow op look quick); a run on a much larger size
-sets it; one on a much smaller size leaves it (its time is mostly the op's fixed cost). An op
-not timed yet is left for the thread in a slice (its first run there times it)."""
-
-
-def _op_key(name: str, x: Any, at: Any) -> tuple:
-    """What an op's time per unit goes by: its name, its first input's dtype, and the
-    attributes that choose its computation (a string, ``act_type``; a small integer,
-    polygamma's ``n``), not its float scalars (a learning rate differs every step)."""
-    key: list[Any] = [name, x.dtype.num if isinstance(x, np.ndarray) else -1]
-    if type(at) is dict:
-        for k, v in at.items():
-            if k[:1] == "_":
-                continue  # (what a forward wrote there for its VJP: BatchNorm's _train)
-            if type(v) is str or (type(v) is int and -64 < v < 64) or type(v) is bool:
-                key += (k, v)
-    return tuple(key)
-
-
-def _timing(op: Op, at: dict, xs: Any, out_bytes: int, specs: list | None = None) -> tuple[tuple | None, int]:
-    """An op's timing key (None: too small to time or judge) and its size: its multiply-adds
-    for an op that declares them (``specs``: its inputs' specs, made from ``xs`` if not
-    given), else the bytes of its output and every input (add_n's many inputs are its work).
-    The per-op path times by it and the backward pass's estimate looks it up: one key."""
-    first = xs[0] if xs else None
-    if op.work is not None:
-        if specs is None:
-            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in xs if isinstance(x, np.ndarray)]
-        work = int(op.work(at, *specs))
-        return (_op_key(op.name, first, at) if work >= TIMED_WORK else None), work
-    size = out_bytes
-    for x in xs:
-        if isinstance(x, np.ndarray):
-            size += x.nbytes
-    return (_op_key(op.name, first, at) if size >= TIMED_BYTES else None), size
-
-
-def _expected_ns(key: tuple, size: int) -> float:
-    """How long an op of ``key`` is expected to take on ``size`` units (inf: not known)."""
-    rate = _RATES.get(key)
-    return float("inf") if rate is None else rate[0] * size
-
-
-_VALUE_COSTLY: Final = frozenset({"mod", "mod_scalar", "rmod_scalar"})
-"""Ops whose time per element depends on the values (a float fmod of 1e300 by 1e-300 takes 2 us
-an element, 1e3 times a plain one): a rate learnt on plain values does not bound them, so in a
-slice of the event loop a large float one is the thread's, timed or not."""
-VALUE_COSTLY_BYTES: Final = 64 << 10
-
-
-def _judge_in_slice(s: Session, key: tuple, size: int, values: Any) -> None:
-    """In a slice of a server's event loop, leave an op (of ``key`` and ``size``) for the thread,
-    not started, when it is expected past the slice or not timed yet, or when it is large and
-    its cost depends on ``values`` (a float array of a ``_VALUE_COSTLY`` op; None: not one)."""
-    if not s._in_slice or s._calling:
-        return
-    if _expected_ns(key, size) > SLICE_NS:
-        raise _SliceEnds
-    if values is not None and size >= VALUE_COSTLY_BYTES and isinstance(values, np.ndarray):
-        if values.dtype.kind == "f":
-            raise _SliceEnds
-
-
-SLOW_RUN_NS: Final = 1_000_000
-"""A run this long is the op's own time, not its fixed cost: it may raise the rate of any size."""
-
-
-def _timed(key: tuple, size: int, ns: float) -> None:
-    per = ns / size
-    old = _RATES.get(key)
-    if old is None:
-        if len(_RATES) >= MAX_RATES:
-            del _RATES[next(iter(_RATES))]
-        _RATES[key] = (per, size)
-    elif size > 4 * old[1]:
-        _RATES[key] = (per, size)
-    elif 4 * size >= old[1]:
-        _RATES[key] = (max(per, old[0] / 2), max(size, old[1]))
-    elif ns >= SLOW_RUN_NS and per > old[0]:  # (a value that costs more: mod of 1e300 by 1e-300)
-        _RATES[key] = (per, old[1])
-
-
-class _SliceEnds(Exception):
-    """Raised before an op too large for a slice starts (nothing of it has run)."""
-
-
-def _long_program_op(s: Session, ins: dict, deadline: float) -> bool:
-    """Whether a ``define`` or ``call`` might run past ``deadline`` (a slice of a server's
-    event loop, which cannot stop an instruction halfway): a definition of more than
-    ``LONG_PROGRAM`` steps (it is checked step by step); a call whose program's last whole
-    call, with the same argument shapes, took longer than the time left; a call of that many
-    steps with nothing to go by (never run whole, or other shapes)."""
-    at = ins.get("at")
-    if type(at) is not dict:
-        return False  # the instruction's own error says why
-    if ins["op"] in ("define", "record_function"):
-        steps = at.get("program")
-        return type(steps) is list and len(steps) > LONG_PROGRAM
-    pid = at.get("id")
-    prog = s.programs.get(pid) if type(pid) is int else None
-    if prog is None:
-        return False
-    hs = ins.get("in")
-    if type(hs) is not list:
-        return False  # the call's own error says why
-    if prog.last_s >= 0:  # the last call that ran every step: it had the plan's signature
-        xs = []
-        for h in hs:
-            x = s.arrays.get(h) if type(h) is int else None
-            if x is None:
-                return False  # the call's own error says why
-            xs.append(x)
-        if prog.signature(s, xs) == prog.sig:
-            return time.perf_counter() + prog.last_s > deadline
-    # never ran whole, or other shapes: judged by its length, and by its ops (a Convolution may take seconds)
-    return len(prog.steps) > LONG_PROGRAM or prog.costly
 
 
 class BatchRun:
@@ -430,10 +294,10 @@ class BatchRun:
                 ins = ops[i]
                 if deadline is not None and type(ins) is dict and type(ins.get("op")) is str:
                     name = ins["op"]
-                    if name in _PROGRAM_OPS:
-                        if _long_program_op(s, ins, deadline):
+                    if name in PROGRAM_OPS:
+                        if long_program_op(s, ins, deadline):
                             break  # not started: the caller runs it (and the rest) in a thread
-                    elif name in _SIZED_COMMANDS and i < tail and _large_inputs(s, ins):
+                    elif name in SIZED_COMMANDS and i < tail and large_inputs(s, ins):
                         break
                 try:
                     if i < tail:
@@ -441,7 +305,7 @@ class BatchRun:
                     else:  # the batch's last reads: the arrays themselves, for an encoder that sends them at once
                         check_instruction("read", ins)
                         read_values(s, ins.get("in", ()), _parse_read(ins.get("at"))["grad"], values, copy=False)
-                except _SliceEnds:
+                except SliceEnds:
                     break  # not started: the caller runs it (and the rest) in a thread
                 except MXNetError as e:
                     self.reply["error"] = error_body(e, i, ins)
@@ -612,7 +476,7 @@ class Session:
         self.arrays[h] = value
         if alias:
             self.aliases.add(h)
-            self._pin(value, (_memory(value),))  # (counted with its variable)
+            self._pin(value, (memory_of(value),))  # (counted with its variable)
         else:
             self._hold(value, holders)
 
@@ -627,7 +491,7 @@ class Session:
     def _pin(self, y: np.ndarray, holders: Any) -> None:
         """One more holder of the memory behind ``y``, counted once: not at all while an array
         owning that memory itself (one of ``holders``) is counted for it."""
-        m = _memory(y)
+        m = memory_of(y)
         e = self.pins.get(id(m))
         if e is not None:
             e[1] += 1
@@ -661,9 +525,9 @@ class Session:
             return
         if h in self.aliases:  # a ``grad`` handle: the buffer is counted with its variable
             self.aliases.discard(h)
-            self._unpin(_memory(v))
+            self._unpin(memory_of(v))
         elif refs > _ALONE:
-            self._hold_until_gone(v, _memory(v) if v.base is not None else v.nbytes)
+            self._hold_until_gone(v, memory_of(v) if v.base is not None else v.nbytes)
         else:
             self._unhold(v)
 
@@ -672,7 +536,7 @@ class Session:
         if v.base is None:
             self.nbytes -= v.nbytes
         else:
-            self._unpin(_memory(v))
+            self._unpin(memory_of(v))
 
     def _forget_node(self, h: int) -> None:
         """Take handle ``h``'s place in the graph away; a variable's node is let go."""
@@ -717,7 +581,7 @@ class Session:
     def count_graph(self, head: Node) -> None:
         """Count the arrays a graph recorded by a backward pass (``create_graph``) holds that
         nothing counts yet (the pass's intermediates), until each dies."""
-        counted: set[int] = {id(_memory(x)) for x in self.arrays.values()}
+        counted: set[int] = {id(memory_of(x)) for x in self.arrays.values()}
         counted.update(id(g) for g in self.grads.values())
         for r, _ in self.held.values():
             x = r()
@@ -725,7 +589,7 @@ class Session:
                 counted.add(id(x))
         for n in tape.toposort([head]):
             for x in (n.y, *(n.xs or ())):
-                if isinstance(x, np.ndarray) and id(x) not in counted and id(_memory(x)) not in counted:
+                if isinstance(x, np.ndarray) and id(x) not in counted and id(memory_of(x)) not in counted:
                     counted.add(id(x))
                     self.nbytes += x.nbytes
                     self._hold_until_gone(x, x.nbytes)
@@ -994,7 +858,7 @@ class Session:
         else:
             specs = []
             for x in xs:
-                specs.append(_new_spec(Spec, (x.shape, dtype_name(x.dtype))))
+                specs.append(new_spec(Spec, (x.shape, dtype_name(x.dtype))))
             spec = op.infer(at, *specs)
             if len(spec.shape) > MAX_NDIM:  # (getitem's new axes, expand_dims, stack, dot...)
                 raise ShapeError(over_rank(name, len(spec.shape)))
@@ -1022,7 +886,7 @@ class Session:
         late = False
         if n > self._cap or self.nbytes + self.graph_bytes + n + kept + node > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
-                raise _SliceEnds  # (in a slice of the event loop: see BatchRun.run)
+                raise SliceEnds  # (in a slice of the event loop: see BatchRun.run)
             if op.view and n <= self.limits.max_array_bytes and _gives_view(op, at, xs):
                 late = True  # a view adds nothing: its memory is checked once made
             else:
@@ -1038,9 +902,9 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
-        key, size = _timing(op, at, xs, n, None if op.like else specs)
+        key, size = timing(op, at, xs, n, None if op.like else specs)
         if key is not None:
-            _judge_in_slice(self, key, size, xs[0] if op.name in _VALUE_COSTLY else None)
+            judge_in_slice(self, key, size, xs[0] if op.name in VALUE_COSTLY else None)
         cx = self.cx
         cx.training = mode & TRAINING != 0
         if key is None:
@@ -1048,7 +912,7 @@ class Session:
         else:
             started = time.perf_counter_ns()
             y = op.forward(cx, at, *xs)
-            _timed(key, size, time.perf_counter_ns() - started)
+            record_rate(key, size, time.perf_counter_ns() - started)
         for x in xs:
             if y is x:  # (a forward that gives back its input, round of an int array: a copy of its own)
                 y = y.copy()
@@ -1080,7 +944,7 @@ class Session:
             )
         if self._in_slice and not self._calling:  # (a program's call runs whole wherever it starts)
             if tmp > self._cap or (op.work is not None and op.work(at, *specs) > SLICE_WORK):
-                raise _SliceEnds
+                raise SliceEnds
 
     def keep(self, at: dict) -> None:
         """Count the array a recorded op's forward left in ``at["_kept"]`` (Dropout's mask; its
@@ -1115,19 +979,15 @@ class Session:
         return self.nodes.get(h)
 
 
-# --------------------------------------------------------------------------
-# the per-op hot path: the table's checks, without its slow generic helpers
-
 _OPS_GET = OPS.get
+
+
 _ITEMSIZE: dict[str, int] = {}
 
 
 def _itemsize(dtype: str) -> int:
     n = _ITEMSIZE[dtype] = np.dtype(dtype).itemsize
     return n
-
-
-_new_spec = tuple.__new__  # Spec(shape, dtype) without the named tuple's Python-level __new__
 
 
 MAX_ECHO: Final = 1000
@@ -1144,10 +1004,6 @@ def error_body(e: MXNetError, index: int | None, ins: Any) -> dict[str, Any]:
     if len(message) > MAX_ECHO:
         message = message[:MAX_ECHO] + f"... ({len(message)} characters)"
     return {"kind": e.kind, "message": message, "index": index, "op": op}
-
-
-# --------------------------------------------------------------------------
-# commands
 
 
 def _one(ins: dict, name: str) -> int:
@@ -1199,28 +1055,6 @@ def _alias(s: Session, ins: dict, values: list) -> None:
         s.nodes[out[0]] = n
 
 
-def _heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Node], list[Any]]:
-    heads_h = list(ins.get("in", ()))
-    hg_h = ins["at"]["head_grads"] or [None] * len(heads_h)
-    if len(hg_h) != len(heads_h):
-        raise InvalidInput("backward: head_grads must have one entry per head")
-    heads = tape.check_heads(s.node(h) for h in heads_h)
-    grads: list[Any] = []
-    for h, g in zip(heads_h, hg_h):
-        y = s.get(h)
-        if g is None:
-            gv, gn = np.ones_like(y), None
-        else:
-            gv, gn = s.get(g), s.nodes.get(g)
-            if gv.shape != y.shape:
-                raise InvalidInput(f"backward: head gradient shape {gv.shape} does not match head shape {y.shape}")
-            if gv.dtype != y.dtype:  # (MXNet refuses it too)
-                got, want = dtype_name(gv.dtype), dtype_name(y.dtype)
-                raise DTypeError(f"backward: head gradient dtype {got} does not match head dtype {want}")
-        grads.append(Traced(gv, gn if tape.in_graph(gn) else None) if create_graph else gv)
-    return heads, grads
-
-
 def _gives_view(op: Op, at: dict, xs: list[Any]) -> bool:
     """Whether a ``view`` op gives a view of ``xs[0]`` here (getitem: for a view key alone)."""
     if op.name != "getitem":
@@ -1240,7 +1074,7 @@ def _pop_refs(d: dict, k: Any) -> tuple[Any, int]:
 _ALONE: Final = _pop_refs({0: object()}, 0)[1]  # (the same code, compiled or not, counts the same)
 
 
-def _memory(x: Any) -> Any:
+def memory_of(x: Any) -> Any:
     """The object whose lifetime keeps an array's memory: the array itself, or the root of
     the bases its views share (an array, or the buffer an upload was read into); anything
     that is not an array, itself."""
@@ -1263,284 +1097,6 @@ def _size(m: Any) -> int:
         return memoryview(m).nbytes
     except TypeError:
         return 0  # (no such base comes from the table or the wire)
-
-
-_np_dot = np.dot
-
-
-class GradSinks:
-    """Where a first-order backward pass computes a variable's gradient straight into its
-    buffer (grad_req "write"), saving the copy of the weight's size that writing it after the
-    pass costs: a ``dot``'s gradient (``Deferred(np.dot, (a, b))``, ``dot``'s eager VJP)
-    becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
-    new array and copied in after the pass, as before. A buffer whose memory the graph reads
-    (an input or output of a recorded op, a head gradient) or another variable's buffer shares
-    is left alone, and so is every buffer when a user's Function is in the graph (its backward
-    reads the session's arrays). A pass that fails part way (an error in a table VJP: none is
-    expected once the forward ran) may have written a buffer so far."""
-
-    __slots__ = ("bufs", "order", "head_grads", "checked")
-
-    def __init__(self, variables: list[Node], order: list[Node], head_grads: list[Any]) -> None:
-        seen: set[int] = set()
-        shared: set[int] = set()  # buffers that variables share (mark_variables): written after, in order
-        for v in variables:
-            o = id(_memory(v.grad))
-            (shared if o in seen else seen).add(o)
-        self.bufs = {v: v.grad for v in variables if v.grad_req == "write" and id(_memory(v.grad)) not in shared}
-        self.order = order
-        self.head_grads = head_grads
-        self.checked = False  # the graph is looked at on the first dot (most passes have none)
-
-    def _check(self) -> None:
-        self.checked = True
-        read = {id(_memory(g)) for g in self.head_grads}
-        turns = 0
-        since = time.perf_counter()
-        for n in self.order:  # a long graph: let waiting threads run now and then (tape.share_gil)
-            turns += 1
-            if turns % SHARE_EVERY == 0:
-                since = share_gil(since)
-            if n.op is None:
-                continue
-            if isinstance(n.op, FunctionVJP):
-                self.bufs.clear()
-                return
-            read.add(id(_memory(n.y)))  # VJPs read outputs too (exp's: g * y)
-            for x in n.xs or ():
-                read.add(id(_memory(x)))
-        for v in [v for v, buf in self.bufs.items() if id(_memory(buf)) in read]:
-            del self.bufs[v]
-
-    def __call__(self, parents: tuple[Node | None, ...], cts: Any) -> Any:
-        if not self.bufs:
-            return cts
-        out = None
-        for i in range(min(len(cts), len(parents))):
-            ct = cts[i]
-            p = parents[i]
-            if type(ct) is not tape.Deferred or ct.fn is not _np_dot or p is None or p not in self.bufs:
-                continue
-            if not self.checked:
-                self._check()
-                if p not in self.bufs:
-                    continue
-            buf = self.bufs.pop(p)
-            if len(ct.args) != 2:
-                continue
-            a, b = ct.args
-            if (
-                a.ndim == 2
-                and b.ndim == 2
-                and a.dtype == buf.dtype
-                and b.dtype == buf.dtype
-                and buf.shape == (a.shape[0], b.shape[1])
-                and buf.flags.c_contiguous
-                and buf.flags.writeable
-            ):
-                if out is None:
-                    out = list(cts)
-                out[i] = tape.Deferred(_np_dot, (a, b, buf), ct.cost)
-        return cts if out is None else out
-
-
-BACKWARD_NODE_NS: Final = 3_000
-"""A backward pass's bookkeeping per node (its VJP's call, cotangents), besides the VJP's work."""
-
-
-def _backward_ns(order: list[Node]) -> float:
-    """How long a backward pass over ``order`` is expected to take: twice its ops' forward
-    times as last measured (a VJP makes about two of its op's outputs), or inf when one
-    large op of it has not been timed, or it holds a client's Function (its backward is a
-    program of any length)."""
-    total = 0.0
-    for node in order:
-        op = node.op
-        if op is None:
-            total += BACKWARD_NODE_NS
-            continue
-        if not isinstance(op, Op) or node.xs is None:
-            return float("inf")
-        key, size = _timing(op, node.at, node.xs, node.y.nbytes if isinstance(node.y, np.ndarray) else 0)
-        total += (0.0 if key is None else 2 * _expected_ns(key, size)) + BACKWARD_NODE_NS
-    return total
-
-
-def check_backward_room(s: Session, order: list[Node], create_graph: bool = False) -> None:
-    """Refuse, before it starts, a backward pass whose largest working arrays would pass the
-    session's room: an op's VJP that makes arrays many times its graph's (Pooling's and
-    Convolution's windows: a 48 x 48 pool's are 2,304 times its input; an integer pow's float64
-    temporaries) says how large in the op table (``vjp_scratch``); a recorded pass
-    (create_graph) holds about twice as much. A pass's cotangents (each the size of an array
-    its graph holds, counted already) are not counted again. (Each working array is no larger
-    than the forward's, which the per-array limit allowed when it was recorded.)"""
-    need = 0
-    for node in order:
-        hook = getattr(node.op, "vjp_scratch", None)  # (a client's autograd.Function has none)
-        if hook is not None and node.xs is not None:
-            specs = [_new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]
-            need = max(need, int(hook(node.at, *specs)))
-    if create_graph:
-        need *= 2
-    if need and not s.room(need):
-        raise QuotaExceeded(
-            f"backward: its working arrays of {need} bytes would pass the session's limit of "
-            f"{s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes}) with {s.nbytes} held: "
-            "free arrays first"
-        )
-
-
-def _run_backward(
-    s: Session,
-    heads: list[Node],
-    grads: list[Any],
-    create_graph: bool,
-    training: bool,
-    order: list[Node],
-    into: GradSinks | None = None,
-) -> list[tuple[Node, Any]]:
-    if s._in_slice and not s._calling and _backward_ns(order) > SLICE_NS:
-        raise _SliceEnds  # (nothing computed yet: the thread that runs the rest of the batch runs it)
-    check_backward_room(s, order, create_graph)
-    s.cx.training = training
-    with np.errstate(all="ignore"):
-        if create_graph:
-            return tape.backward(s.R, heads, grads, s.R.add, traced_args, order=order)
-        # eager VJPs are numpy code (and numba kernels): another array module uses the table's
-        eager = s.cx.xp is np
-        helpers = parallel.helpers() if eager else None
-        if not eager:
-            into = None
-        return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
-
-
-def _large_graph(s: Session) -> None:
-    """In a slice, leave a backward pass to the thread before its graph is walked when the
-    session's live graph alone (``graph_bytes``, never less than it) has more nodes than a
-    slice has time for (walking 200,000 took 270 ms)."""
-    if s._in_slice and not s._calling and s.graph_bytes > SLICE_NS // BACKWARD_NODE_NS * NODE_BYTES:
-        raise _SliceEnds
-
-
-@command(
-    "backward",
-    "heads...",
-    (Attr("head_grads", "key", None), Attr("retain_graph", "bool", False)),
-    "Backpropagate from the heads (gradient of their sum, or of head_grads), into the variables' buffers.",
-)
-def _backward(s: Session, ins: dict, values: list) -> None:
-    _large_graph(s)
-    heads, grads = _heads_and_grads(s, ins, False)
-    order = tape.toposort(heads)
-    variables = [n for n in order if n.op is None]
-    if all(v.grad_req == "null" for v in variables):
-        raise AutogradError(NO_INPUTS)  # as MXNet: before anything is computed or freed
-    sinks = GradSinks(variables, order, grads)
-    into = sinks if sinks.bufs else None  # (no buffer to write: the pass runs without the hook)
-    pairs = _run_backward(s, heads, grads, False, bool(ins.get("mode", 0) & TRAINING), order, into)
-    for var, g in pairs:
-        if var.grad_req == "write":
-            if g is not var.grad:  # else computed into it (GradSinks)
-                var.grad[...] = g
-        elif var.grad_req == "add":
-            var.grad += g
-    if len(pairs) < len(variables):  # in the graph, but no gradient flowed there: zero, as MXNet writes
-        reached = {id(v) for v, _ in pairs}
-        for var in variables:
-            if id(var) not in reached and var.grad_req == "write":
-                var.grad[...] = 0
-    if not ins["at"]["retain_graph"]:
-        s.released(order)
-
-
-@command(
-    "grad_of",
-    "heads...",
-    (
-        Attr("variables", "ints", REQUIRED),
-        Attr("head_grads", "key", None),
-        Attr("retain_graph", "bool", None),
-        Attr("create_graph", "bool", False),
-    ),
-    "Gradients of the heads with respect to variables, as new arrays in out (autograd.grad); "
-    "with create_graph they are in the graph themselves.",
-)
-def _grad_of(s: Session, ins: dict, values: list) -> None:
-    _large_graph(s)
-    at = ins["at"]
-    var_h = list(at["variables"])
-    out = list(ins.get("out", ()))
-    if len(out) != len(var_h):
-        raise InvalidInput("grad_of: one output handle per variable is needed")
-    for h in out:
-        if not isinstance(h, int) or isinstance(h, bool) or h in s.arrays:
-            raise InvalidInput(f"grad_of: output handle {h!r} is not a free integer handle")
-    if len(set(out)) != len(out):
-        raise InvalidInput("grad_of: output handles must be distinct")
-    var_nodes = []
-    for h in var_h:
-        n = s.node(h)
-        if n is None or n.op is not None:
-            raise AutogradError(f"grad_of: handle {h} is not a variable (call attach_grad first)")
-        var_nodes.append(n)
-    create = at["create_graph"]
-    retain = create if at["retain_graph"] is None else at["retain_graph"]
-    heads, grads = _heads_and_grads(s, ins, create)
-    order = tape.toposort(heads)
-    in_graph = {id(n) for n in order if n.op is None}
-    for i, n in enumerate(var_nodes):
-        if id(n) not in in_graph:
-            raise AutogradError(UNREACHABLE.format(i + 1))
-    got = {id(n): g for n, g in _run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING), order)}
-    s.check_alloc(sum(s.get(vh).nbytes for vh in var_h))  # the gradients it gives (each a variable's size)
-    for h, vh, n in zip(out, var_h, var_nodes):
-        g = got.get(id(n))
-        if g is None:
-            s.put(h, np.zeros_like(s.get(vh)))
-        elif isinstance(g, Traced):
-            s.put(h, g.value.copy())  # a copy: a VJP may pass an input through
-            if g.node is not None:
-                s.nodes[h] = g.node
-                s.count_graph(g.node)
-        else:
-            s.put(h, np.array(g, copy=True))
-    if create:
-        s.recount_graph()  # (the recorded pass made nodes of its own)
-        if not s.room(0):  # the recorded pass holds more than there is room for: taken back
-            over = QuotaExceeded(
-                f"grad_of: its recorded pass would leave the session holding {s.held_bytes()} bytes, over its "
-                f"limit of {s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes} in all sessions)"
-            )
-            for h in out:
-                s.drop(h)
-            s.recount_graph()
-            raise over
-    if not retain:
-        s.released(order)
-
-
-@command(
-    "mark_variables",
-    "variables... gradients...",
-    (Attr("grad_reqs", "key", None),),
-    "Make the first half of the inputs variables whose gradient buffers are the second half.",
-)
-def _mark_variables(s: Session, ins: dict, values: list) -> None:
-    hs = list(ins.get("in", ()))
-    n = len(hs) // 2
-    if not hs or len(hs) % 2:
-        raise InvalidInput("mark_variables takes variables followed by as many gradient arrays")
-    reqs = ins["at"]["grad_reqs"] or ["write"] * n
-    if len(reqs) != n or any(r not in tape.GRAD_REQS for r in reqs):
-        raise InvalidInput(f"mark_variables: grad_reqs must be {n} of {tape.GRAD_REQS}")
-    pairs = [(s.get(v), s.get(g)) for v, g in zip(hs[:n], hs[n:])]
-    for x, g in pairs:
-        if x.shape != g.shape or x.dtype != g.dtype:
-            raise ShapeError(
-                f"mark_variables: gradient {g.shape} {g.dtype} does not match variable {x.shape} {x.dtype}"
-            )
-    for (_, g), v, r in zip(pairs, hs[:n], reqs):
-        s.set_node(v, Node(grad=g, grad_req=r))  # (g counts as its handle's array, and after it while held)
 
 
 class FunctionVJP:
@@ -1580,62 +1136,6 @@ class FunctionVJP:
         return tuple(None if h is None else arg(h) for h in self.gradients)
 
 
-@command(
-    "record_function",
-    "inputs...",
-    (
-        Attr("outputs", "ints", REQUIRED),
-        Attr("program", "key", REQUIRED),
-        Attr("cotangents", "ints", REQUIRED),
-        Attr("gradients", "key", REQUIRED),
-    ),
-    "Attach outputs (computed without recording) to the inputs' graph through a "
-    "user Function whose backward is the given list of op instructions.",
-)
-def _record_function(s: Session, ins: dict, values: list) -> None:
-    at = ins["at"]
-    in_h = list(ins.get("in", ()))
-    outs, cots, grads, prog = list(at["outputs"]), list(at["cotangents"]), at["gradients"], at["program"]
-    if not (isinstance(grads, list) and isinstance(prog, list)):
-        raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
-    if len(cots) != len(outs) or len(grads) != len(in_h):
-        raise InvalidInput("record_function: one cotangent per output and one gradient per input are needed")
-    if len(prog) > s.limits.max_batch_ops:
-        raise QuotaExceeded(f"record_function: program of {len(prog)} ops is over the limit")
-    xs = [s.get(h) for h in in_h]
-    ys = [s.get(h) for h in outs]
-    known = {h for h in cots if isinstance(h, int)}
-    if len(known) != len(cots):
-        raise InvalidInput("record_function: cotangents must be distinct integer handles")
-    compiled = []
-    for i, p in enumerate(prog):
-        if not isinstance(p, dict) or not isinstance(p.get("op"), str):
-            raise InvalidInput(f"record_function: program step {i} is not an instruction")
-        op = OPS[p["op"]]  # table ops only: no commands inside a backward
-        p_in, p_out = list(p.get("in", ())), list(p.get("out", ()))
-        op.check_arity(len(p_in))
-        if len(p_out) != 1 or not isinstance(p_out[0], int):
-            raise InvalidInput(f"record_function: program step {i} ({op.name}) must name one output")
-        for h in p_in:
-            if h not in known and h not in s.arrays:
-                raise UnknownHandle(f"record_function: program step {i} ({op.name}) reads unknown handle {h!r}")
-        compiled.append((op, p_in, p_out[0], op.parse_attrs(p.get("at"))))
-        known.add(p_out[0])
-    for h in grads:
-        if h is not None and h not in known and h not in s.arrays:
-            raise UnknownHandle(f"record_function: gradient handle {h!r} is never made")
-    parents = tape.parents_of(s.nodes.get(h) for h in in_h)
-    if parents is None:
-        return
-    nbytes = node_extra({"program": compiled})
-    s.check_alloc(0, nbytes + len(outs) * NODE_BYTES)  # (its nodes keep the program)
-    for k, (h, y) in enumerate(zip(outs, ys)):
-        vjp = FunctionVJP(s, compiled, cots, grads, ys, k)
-        vjp.nbytes = nbytes
-        s.set_node(h, Node(vjp, {}, parents, tuple(xs), y))
-    s.made_nodes(len(outs), nbytes)
-
-
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")
 def _free(s: Session, ins: dict, values: list) -> None:
     hs = ins.get("in", ())
@@ -1646,6 +1146,8 @@ def _free(s: Session, ins: dict, values: list) -> None:
 
 
 READ = (Attr("grad", "bool", False),)
+
+
 _parse_read = attr_parser("read", READ)
 
 
@@ -1797,7 +1299,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
     size = target.nbytes + (v.nbytes if isinstance(v, np.ndarray) else 0)
     key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES else None
     if key is not None:
-        _judge_in_slice(s, key, size, target if ufunc is np.mod else None)
+        judge_in_slice(s, key, size, target if ufunc is np.mod else None)
     started = time.perf_counter_ns()
     if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
         target[...] = _ops._mod(np, target, v)
@@ -1806,231 +1308,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
     else:
         ufunc(target, v, out=target, casting="unsafe")
     if key is not None:
-        _timed(key, size, time.perf_counter_ns() - started)
-
-
-SGD = (
-    Attr("lr", "float", REQUIRED),
-    Attr("wd", "float", 0.0),
-    Attr("rescale_grad", "float", 1.0),
-    Attr("clip_gradient", "float", -1.0),
-)
-
-
-@command(
-    "sgd_update",
-    "weight grad",
-    SGD,
-    "weight -= lr * (clip(rescale_grad * grad) + wd * weight), in place (MXNet's sgd_update).",
-)
-def _sgd_update(s: Session, ins: dict, values: list) -> None:
-    hs = list(ins.get("in", ()))
-    if len(hs) != 2:
-        raise InvalidInput("sgd_update takes a weight and a gradient")
-    w, g = s.get(hs[0]), s.get(hs[1])
-    if w.shape != g.shape or w.dtype != g.dtype or w.dtype.kind != "f":
-        raise _ops.ShapeError(f"sgd_update: gradient {g.shape} {g.dtype} does not fit weight {w.shape} {w.dtype}")
-    if ins.get("mode", 0) & RECORDING and tape.in_graph(s.nodes.get(hs[0])):
-        raise AutogradError(INPLACE_IN_GRAPH)
-    at = ins["at"]
-    kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
-
-
-OPTIMIZERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {"sgd_update": ((), ())}
-"""MXNet's optimizer updates, by name: the states that follow the weight and the gradient in
-``in``, and those of them that are float32 whatever the weight's dtype. Each changes its
-weight and its states in place (the client's ``nd`` functions and its record of what an
-instruction changes are made from this)."""
-_SIZED_COMMANDS.add("sgd_update")
-
-
-def _updated_in_place(
-    s: Session, ins: dict, name: str, names: tuple[str, ...], f32: tuple[str, ...] = ()
-) -> list[np.ndarray]:
-    """The arrays of an optimizer update (weight, gradient, states): one shape and float
-    dtype, but the states named in ``f32``, float32 (a multi-precision update's master copy
-    and momentum); the weight and the states are changed in place, so none may be in a
-    recorded graph."""
-    hs = list(ins.get("in", ()))
-    if len(hs) != len(names):
-        raise InvalidInput(f"{name} takes {', '.join(names)}")
-    xs = [s.get(h) for h in hs]
-    w = xs[0]
-    if w.dtype.kind != "f":
-        raise DTypeError(f"{name}: the weight must be a float array, got {w.dtype}")
-    for n, x in zip(names[1:], xs[1:]):
-        if x.shape != w.shape or x.dtype != (np.float32 if n in f32 else w.dtype):
-            raise ShapeError(
-                f"{name}: {n} {x.shape} {x.dtype} does not fit weight {w.shape} {w.dtype}"
-                + (f" (a float32 {n} of its shape)" if n in f32 else "")
-            )
-    if ins.get("mode", 0) & RECORDING:
-        for i, h in enumerate(hs):
-            if i != 1 and tape.in_graph(s.nodes.get(h)):
-                raise AutogradError(INPLACE_IN_GRAPH)
-    if len({id(x) for x in xs}) != len(xs) or any(
-        np.may_share_memory(a, b) for i, a in enumerate(xs) for b in xs[i + 1 :]
-    ):
-        raise InvalidInput(f"{name}: {', '.join(names)} must be arrays of their own (no two share memory)")
-    return xs
-
-
-_UNIT_ATTRS: dict[str, tuple[str, ...]] = {}
-
-
-def _check_unit(name: str, at: dict[str, Any]) -> None:
-    for k in _UNIT_ATTRS.get(name, ()):
-        if not 0.0 <= at[k] <= 1.0:
-            raise InvalidInput(f"{name}: {k} must be in [0, 1], got {at[k]!r}")
-
-
-def check_optimizer_attrs(name: str, given: dict[str, Any]) -> None:
-    """Refuse an optimizer update's attributes as its command would (InvalidInput): the
-    client checks them when it queues the update, so the error comes from the call."""
-    _check_unit(name, PARSED_COMMANDS[name][1](given))
-
-
-def _optimizer(
-    name: str,
-    states: tuple[str, ...],
-    attrs: tuple[Attr, ...],
-    doc: str,
-    kernel: Callable[..., None],
-    f32: tuple[str, ...] = (),
-    unit: tuple[str, ...] = (),
-) -> None:
-    """Register one of MXNet's optimizer updates as a command: ``in`` the weight, the gradient
-    and ``states``; ``kernel`` takes those arrays, then the attributes in their declared
-    order, and changes the weight and the states in place. The attributes named in ``unit``
-    must lie in [0, 1] (where MXNet's op refuses others)."""
-
-    def run(s: Session, ins: dict, values: list) -> None:
-        xs = _updated_in_place(s, ins, name, ("weight", "grad", *states), f32)
-        at = ins["at"]
-        _check_unit(name, at)
-        kernel(*xs, *(at[a.name] for a in attrs))
-
-    _UNIT_ATTRS[name] = unit
-    OPTIMIZERS[name] = (states, f32)
-    _SIZED_COMMANDS.add(name)
-    command(name, " ".join(("weight", "grad", *states)), attrs, doc)(run)
-
-
-MOMENTUM = (*SGD[:1], Attr("momentum", "float", 0.0), *SGD[1:])
-_SGD_MOM = "mom = momentum * mom - lr * (clip(rescale_grad * grad) + wd * weight); weight += mom"
-_optimizer(
-    "sgd_mom_update",
-    ("mom",),
-    MOMENTUM,
-    f"{_SGD_MOM}, both in place (MXNet's sgd_mom_update).",
-    kernels.sgd_mom_update_numpy,
-)
-_optimizer(
-    "mp_sgd_update",
-    ("weight32",),
-    SGD,
-    "weight32 -= lr * (clip(rescale_grad * grad) + wd * weight32); weight = weight32 in its dtype, both in "
-    "place (MXNet's mp_sgd_update: a float16 weight with its float32 master copy weight32).",
-    kernels.mp_sgd_update_numpy,
-    f32=("weight32",),
-)
-_optimizer(
-    "mp_sgd_mom_update",
-    ("mom", "weight32"),
-    MOMENTUM,
-    f"{_SGD_MOM.replace('weight', 'weight32')}; weight = weight32 in its dtype, all in place (MXNet's "
-    "mp_sgd_mom_update: a float16 weight with a float32 master copy weight32 and a float32 mom).",
-    kernels.mp_sgd_mom_update_numpy,
-    f32=("mom", "weight32"),
-)
-_optimizer(
-    "nag_mom_update",
-    ("mom",),
-    (*MOMENTUM, Attr("out_is_weight", "bool", True)),
-    "With step(w) = lr * (clip(rescale_grad * grad) + wd * w) and mom = momentum * mom: weight = weight - mom "
-    "+ (momentum + 1) * (mom - step(weight)), then mom -= step of the new weight; both in place (MXNet's "
-    "nag_mom_update with out=weight). out_is_weight false: mom -= step of the weight before the update, as "
-    "MXNet's with an out that is not the weight (the weight given is then that out, a copy of the weight).",
-    kernels.nag_mom_update_numpy,
-)
-_optimizer(
-    "signsgd_update",
-    (),
-    SGD,
-    "weight = (1 - lr * wd) * weight - lr * sign(grad), in place (MXNet's signsgd_update: rescale_grad and "
-    "clip_gradient change nothing).",
-    kernels.signsgd_update_numpy,
-)
-_optimizer(
-    "signum_update",
-    ("mom",),
-    (*MOMENTUM, Attr("wd_lh", "float", 0.0)),
-    "mom = momentum * mom - (1 - momentum) * (clip(rescale_grad * grad) + wd * weight); weight = (1 - lr * "
-    "wd_lh) * weight + lr * sign(mom); both in place (MXNet's signum_update).",
-    kernels.signum_update_numpy,
-)
-_DECAYED = "g = clip(rescale_grad * grad + wd * weight)"
-ADAM = (
-    *SGD[:1],
-    Attr("beta1", "float", 0.9),
-    Attr("beta2", "float", 0.999),
-    Attr("epsilon", "float", 1e-8),
-    *SGD[1:],
-)
-_optimizer(
-    "adam_update",
-    ("mean", "var"),
-    ADAM,
-    f"{_DECAYED}; mean and var the moving averages of g and g^2 (beta1, beta2); weight -= lr * mean / "
-    "(sqrt(var) + epsilon); all in place (MXNet's adam_update).",
-    kernels.adam_update_numpy,
-)
-CLIP_WEIGHTS = Attr("clip_weights", "float", -1.0)
-RMSPROP = (*SGD[:1], Attr("gamma1", "float", 0.95), Attr("epsilon", "float", 1e-8), *SGD[1:], CLIP_WEIGHTS)
-_optimizer(
-    "rmsprop_update",
-    ("n",),
-    RMSPROP,
-    f"{_DECAYED}; n the moving average of g^2 (gamma1); weight = clip(weight - lr * g / sqrt(n + epsilon), "
-    "clip_weights); both in place (MXNet's rmsprop_update).",
-    kernels.rmsprop_update_numpy,
-)
-_optimizer(
-    "rmspropalex_update",
-    ("n", "g", "delta"),
-    (*RMSPROP[:2], Attr("gamma2", "float", 0.9), *RMSPROP[2:]),
-    f"{_DECAYED.replace('g =', 'g1 =')}; n and g the moving averages of g1^2 and g1 (gamma1); delta = gamma2 * "
-    "delta - lr * g1 / sqrt(n - g^2 + epsilon); weight = clip(weight + delta, clip_weights); all in place "
-    "(MXNet's rmspropalex_update).",
-    kernels.rmspropalex_update_numpy,
-)
-_optimizer(
-    "ftrl_update",
-    ("z", "n"),
-    (*SGD[:1], Attr("lamda1", "float", 0.01), Attr("beta", "float", 1.0), *SGD[1:]),
-    "g = clip(rescale_grad * grad); z += g - (sqrt(n + g^2) - sqrt(n)) * weight / lr; n += g^2; weight = "
-    "(sign(z) * lamda1 - z) / ((beta + sqrt(n)) / lr + wd) where |z| > lamda1, else 0; all in place (MXNet's "
-    "ftrl_update).",
-    kernels.ftrl_update_numpy,
-)
-_optimizer(
-    "ftml_update",
-    ("d", "v", "z"),
-    (
-        *SGD[:1],
-        Attr("beta1", "float", 0.6),
-        Attr("beta2", "float", 0.999),
-        Attr("epsilon", "float", kernels.FTML_EPSILON),
-        Attr("t", "int", REQUIRED),
-        *SGD[1:3],
-        Attr("clip_grad", "float", -1.0),
-    ),
-    f"{_DECAYED.replace('clip_gradient', 'clip_grad')}; v the moving average of g^2 (beta2); d_t = (1 - "
-    "beta1^t) / lr * (sqrt(v / (1 - beta2^t)) + epsilon); z = beta1 * z + (1 - beta1) * g - (d_t - beta1 * d) * "
-    "weight; d = d_t; weight = -z / d_t; all in place (MXNet's ftml_update at step t; beta1 and beta2 in [0, 1]).",
-    kernels.ftml_update_numpy,
-    unit=("beta1", "beta2"),
-)
+        record_rate(key, size, time.perf_counter_ns() - started)
 
 
 @command("seed", "", (Attr("seed", "int", 0),), "Reseed this session's random generator.")

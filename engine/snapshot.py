@@ -25,7 +25,7 @@ import numpy as np
 from .errors import InvalidInput
 from .optable import DTYPES
 from .programs import make_program
-from .session import Limits, Session, _memory
+from .session import Limits, Session, memory_of
 from .tape import Node
 
 FORMAT = 1
@@ -118,7 +118,7 @@ def capture(s: Session, wait_s: float = -1) -> dict[str, np.ndarray] | None:
         for h, v in s.arrays.items():
             if h in s.aliases or v.base is None:
                 continue
-            m = _memory(v)
+            m = memory_of(v)
             key = memories.get(id(m))
             if key is None:  # memory no handle owns: written once, as bytes
                 key = memories[id(m)] = f"m:{len(memories)}"
@@ -225,7 +225,7 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"{path}: a view does not fit its memory ({e})") from None
         counted = view["memory"][:2] in ("a:", "g:")  # (a handle's array, a gradient buffer: counted as such)
-        s.put(view["handle"], arr, holders=(_memory(root),) if counted else ())
+        s.put(view["handle"], arr, holders=(memory_of(root),) if counted else ())
     for var in meta["variables"]:
         if "grad_handle" in var:  # mark_variables: another handle's array
             s.nodes[var["handle"]] = Node(grad=s.arrays[var["grad_handle"]], grad_req=var["grad_req"])

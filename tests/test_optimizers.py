@@ -463,7 +463,8 @@ def test_each_optimizer_update_of_the_engine_is_an_nd_function_that_names_its_st
     (so that a lost one raises ChangeLost instead of showing stale values)."""
     import inspect
 
-    from gradserve.engine.session import OPTIMIZERS, catalog
+    from gradserve.engine.optimizers import OPTIMIZERS
+    from gradserve.engine.session import catalog
     from gradserve.runtime import _IN_PLACE
 
     commands = {c["name"]: c for c in catalog()["commands"]}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gradserve.engine import parallel, tape
-from gradserve.engine.session import GradSinks, Session
+from gradserve.engine.backprop import GradSinks
+from gradserve.engine.session import Session
 
 
 @pytest.fixture

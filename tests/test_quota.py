@@ -11,6 +11,7 @@ import pytest
 
 import gradserve
 from gradserve import nd
+from gradserve.engine import backprop, slices
 from gradserve.engine.session import NODE_BYTES, Limits, Session
 
 F4 = 4  # bytes in a float32
@@ -413,7 +414,8 @@ def test_a_backward_batch_leaves_the_count_right_at_its_end():
 def test_a_slice_leaves_a_large_command_to_the_thread_and_its_cap_is_restored():
     import time
 
-    from gradserve.engine.session import SLICE_ARRAY_BYTES, BatchRun
+    from gradserve.engine.session import BatchRun
+    from gradserve.engine.slices import SLICE_ARRAY_BYTES
 
     s = Session("cmd")
     ok(s, ones(1, 2 * SLICE_ARRAY_BYTES // 4 + 1))  # (a command: twice the bound)
@@ -425,7 +427,7 @@ def test_a_slice_leaves_a_large_command_to_the_thread_and_its_cap_is_restored():
 
 
 def test_a_retry_lending_large_arrays_is_copied_off_the_event_loop():
-    from gradserve.engine.session import SLICE_ARRAY_BYTES
+    from gradserve.engine.slices import SLICE_ARRAY_BYTES
 
     s = Session("retry")
     msg = {"seq": 1, "ops": [ones(1, SLICE_ARRAY_BYTES // 4 + 1), {"op": "read", "in": [1]}]}
@@ -517,15 +519,13 @@ def test_a_training_steps_update_runs_in_the_slice(monkeypatch):
     costs a remote step about a tenth (it did at a bound of 1 MiB)."""
     import time
 
-    from gradserve.engine import session as session_module
-
-    monkeypatch.setattr(session_module, "_RATES", {})
+    monkeypatch.setattr(slices, "RATES", {})
     s = Session("step")
     ok(s, ones(1, 784 * 256), ones(2, 784 * 256))
     step = {"ops": [{"op": "update", "in": [1, 2], "at": {"fn": "sub"}}, {"op": "read", "in": [1]}]}
     ok(s, step["ops"][0])  # (its first run times it)
-    for k, (_, size) in list(session_module._RATES.items()):  # as a machine that was not stalled measured it
-        session_module._RATES[k] = (0.01, size)
+    for k, (_, size) in list(slices.RATES.items()):  # as a machine that was not stalled measured it
+        slices.RATES[k] = (0.01, size)
     job = s.begin(step)
     assert job.run(deadline=time.perf_counter() + 60)
     assert "error" not in job.finish()
@@ -709,12 +709,11 @@ def test_an_op_that_would_hold_the_event_loop_long_is_left_for_the_thread(monkey
     dot = {"op": "dot", "in": [5, 5], "out": [6]}
     ok(s, {"op": "ones", "out": [5], "at": {"shape": [64, 64]}})
     ok(s, {**dot, "out": [7]}, free(7))  # (timed: an op of this size not timed yet is the thread's)
-    from gradserve.engine import session as session_module
 
-    monkeypatch.setattr(session_module, "_RATES", dict(session_module._RATES))  # (this test's own)
-    for k, (_, size) in list(session_module._RATES.items()):  # (as a machine that was not stalled measured it)
+    monkeypatch.setattr(slices, "RATES", dict(slices.RATES))  # (this test's own)
+    for k, (_, size) in list(slices.RATES.items()):  # (as a machine that was not stalled measured it)
         if k[0] == "dot":
-            session_module._RATES[k] = (0.01, size)
+            slices.RATES[k] = (0.01, size)
     for ins, in_slice in ((dot, True), (conv, False)):
         job = s.begin({"ops": [ins]})
         assert job.run(deadline=time.perf_counter() + 60) is in_slice, ins["op"]
@@ -741,9 +740,8 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     """A float16 polygamma of 8 MiB takes seconds with a result under the slice's bound:
     an op's time per byte, measured as it runs (in the thread the first time), says whether
     it may run in the slice; an elementwise op that is quick runs there once it is timed."""
-    from gradserve.engine import session as session_module
 
-    monkeypatch.setattr(session_module, "_RATES", {})  # (as a server that just started)
+    monkeypatch.setattr(slices, "RATES", {})  # (as a server that just started)
     s = Session("slow-elementwise")
     n = 1 << 16  # 128 KiB of float16
     ok(s, {"op": "random_uniform", "out": [1], "at": {"shape": [n], "low": 0.1, "high": 0.9, "dtype": "float16"}})
@@ -751,19 +749,19 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     quick = {"op": "relu", "in": [1], "out": [3]}
     assert not in_slice(s, quick)  # not timed yet: left for the thread, which times it
     ok(s, free(3))
-    (key,) = [k for k in session_module._RATES if k[0] == "relu"]
-    assert session_module._RATES[key][1] == 4 * n  # timed on its 128 KiB in and 128 KiB out
+    (key,) = [k for k in slices.RATES if k[0] == "relu"]
+    assert slices.RATES[key][1] == 4 * n  # timed on its 128 KiB in and 128 KiB out
     # (a clock read on a loaded machine may take a stall into a quick op's time: the decision
     # is checked on the rate of a machine where 128 KiB of relu takes microseconds)
-    session_module._RATES[key] = (0.1, 4 * n)
+    slices.RATES[key] = (0.1, 4 * n)
     assert in_slice(s, quick)
     ok(s, free(3))
-    session_module._RATES[key] = (100.0, 4 * n)  # 26 ms: as a stalled machine measured it
+    slices.RATES[key] = (100.0, 4 * n)  # 26 ms: as a stalled machine measured it
     assert not in_slice(s, quick)
     assert not in_slice(s, slow)  # timed in the thread
     ok(s, free(2))
     assert not in_slice(s, slow)  # tens of milliseconds: again the thread's
-    (rate,) = [r for k, r in session_module._RATES.items() if k[:2] == ("polygamma", np.dtype("float16").num)]
+    (rate,) = [r for k, r in slices.RATES.items() if k[:2] == ("polygamma", np.dtype("float16").num)]
     assert rate[0] * 4 * n > 5_000_000
     tiny = {"op": "polygamma", "in": [4], "out": [5], "at": {"n": 3}}
     assert in_slice(s, ones(4, 100), tiny)  # under TIMED_BYTES: not judged, not timed
@@ -776,9 +774,7 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     is computed, and a session's graph of many nodes before it is walked)."""
     import time
 
-    from gradserve.engine import session as session_module
-
-    monkeypatch.setattr(session_module, "_RATES", {})
+    monkeypatch.setattr(slices, "RATES", {})
     s = Session("slow-backward")
     ok(s, ones(1, 128 * 64), {"op": "attach_grad", "in": [1]}, {"op": "ones", "out": [2], "at": {"shape": [64, 64]}})
     ok(s, {"op": "reshape", "in": [1], "out": [3], "at": {"shape": [128, 64]}, "mode": 3})
@@ -788,16 +784,16 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
         {"op": "sum", "in": [5], "out": [6], "mode": 3},
     ]
     ok(s, *step)  # (timed: in-process batches run whole, and time their large ops too)
-    assert {k[0] for k in session_module._RATES} >= {"reshape", "dot", "relu", "sum"}
-    for k, (_, size) in list(session_module._RATES.items()):  # as a quick machine, not stalled, measured them
-        session_module._RATES[k] = (0.01, size)
+    assert {k[0] for k in slices.RATES} >= {"reshape", "dot", "relu", "sum"}
+    for k, (_, size) in list(slices.RATES.items()):  # as a quick machine, not stalled, measured them
+        slices.RATES[k] = (0.01, size)
     assert in_slice(s, {"op": "backward", "in": [6], "mode": 2})
     assert s.nodes[1].grad.any()
     ok(s, free(4, 5, 6), {"op": "polygamma", "in": [1], "out": [7], "at": {"n": 1}, "mode": 3})
     ok(s, {"op": "sum", "in": [7], "out": [8], "mode": 3}, free(7))
     node = s.nodes[8].parents[0]  # polygamma's
-    key = session_module._op_key("polygamma", node.xs[0], node.at)
-    session_module._RATES[key] = (1e4, 1 << 40)  # as a slow machine measured it
+    key = slices.op_key("polygamma", node.xs[0], node.at)
+    slices.RATES[key] = (1e4, 1 << 40)  # as a slow machine measured it
     s.nodes[1].grad[:] = 0
     assert not in_slice(s, {"op": "backward", "in": [8], "mode": 2})
     assert s.nodes[1].grad.any()  # the thread ran it
@@ -808,8 +804,8 @@ def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monk
     job = s.begin({"ops": [{"op": "backward", "in": [3100], "mode": 2}]})
     assert not job.run(deadline=time.perf_counter() + 60) and job.next == 0  # 3,000 nodes' bookkeeping
     s._in_slice = True  # (the slice's own check, before the graph is walked)
-    with pytest.raises(session_module._SliceEnds):
-        session_module._large_graph(s)
+    with pytest.raises(slices.SliceEnds):
+        backprop.large_graph(s)
     s._in_slice = False
     assert job.run() and "error" not in job.finish()  # the thread's
 
@@ -819,33 +815,32 @@ def test_the_rates_a_slice_goes_by(monkeypatch):
     its backward went to the thread every step); a run much smaller than the rate's leaves it
     (its time is mostly the op's fixed cost) unless it took long enough to be the op's own (a
     value that costs more, fmod of 1e300 by 1e-300); an op's size counts every input (add_n)."""
-    from gradserve.engine import session as session_module
-    from gradserve.engine.session import _op_key, _timed
+    from gradserve.engine.slices import op_key, record_rate
 
     rates: dict = {}
-    monkeypatch.setattr(session_module, "_RATES", rates)
+    monkeypatch.setattr(slices, "RATES", rates)
     x = np.ones(4, np.float32)
-    assert _op_key("BatchNorm", x, {"axis": 1, "_train": True}) == _op_key("BatchNorm", x, {"axis": 1})
-    assert _op_key("mul_scalar", x, {"scalar": 0.25}) == _op_key("mul_scalar", x, {"scalar": 0.5})
-    assert _op_key("LeakyReLU", x, {"act_type": "gelu"}) != _op_key("LeakyReLU", x, {"act_type": "leaky"})
-    _timed(("k",), 1 << 20, 1e5)  # 0.095 ns a byte on 1 MiB
-    _timed(("k",), 1 << 10, 1e4)  # a small run, mostly fixed cost: left
+    assert op_key("BatchNorm", x, {"axis": 1, "_train": True}) == op_key("BatchNorm", x, {"axis": 1})
+    assert op_key("mul_scalar", x, {"scalar": 0.25}) == op_key("mul_scalar", x, {"scalar": 0.5})
+    assert op_key("LeakyReLU", x, {"act_type": "gelu"}) != op_key("LeakyReLU", x, {"act_type": "leaky"})
+    record_rate(("k",), 1 << 20, 1e5)  # 0.095 ns a byte on 1 MiB
+    record_rate(("k",), 1 << 10, 1e4)  # a small run, mostly fixed cost: left
     assert rates[("k",)] == (1e5 / (1 << 20), 1 << 20)
-    _timed(("k",), 1 << 16, 2e6)  # a small run of 2 ms: the op's own time
+    record_rate(("k",), 1 << 16, 2e6)  # a small run of 2 ms: the op's own time
     assert rates[("k",)] == (2e6 / (1 << 16), 1 << 20)
-    _timed(("k",), 1 << 20, 1e4)  # a quick run of the same size halves it at most
+    record_rate(("k",), 1 << 20, 1e4)  # a quick run of the same size halves it at most
     assert rates[("k",)][0] == 2e6 / (1 << 16) / 2
-    monkeypatch.setattr(session_module, "MAX_RATES", 3)  # (keys made of any user's strings)
+    monkeypatch.setattr(slices, "MAX_RATES", 3)  # (keys made of any user's strings)
     for name in "abc":
-        _timed((name,), 1 << 20, 1e5)
+        record_rate((name,), 1 << 20, 1e5)
     assert list(rates) == [("a",), ("b",), ("c",)]  # the oldest went
-    _timed(("a",), 1 << 20, 1e5)
-    _timed(("d",), 1 << 20, 1e5)
+    record_rate(("a",), 1 << 20, 1e5)
+    record_rate(("d",), 1 << 20, 1e5)
     assert list(rates) == [("b",), ("c",), ("d",)]
     s = Session("add_n")
     ok(s, ones(1, 1024))  # 4 KiB
     many = {"op": "add_n", "in": [1] * 2000, "out": [2]}  # 8 MB of inputs
-    rates[_op_key("add_n", s.get(1), {})] = (1.0, 1 << 24)  # 1 ns a byte
+    rates[op_key("add_n", s.get(1), {})] = (1.0, 1 << 24)  # 1 ns a byte
     assert not in_slice(s, many)  # 8 ms by all its inputs (its largest alone: 4 us)
 
 
@@ -1297,10 +1292,8 @@ def test_an_in_place_update_is_timed_and_judged_in_a_slice_as_an_op_is(monkeypat
     thread's whatever its rate (as the mod ops are)."""
     import time
 
-    from gradserve.engine import session as session_module
-
     rates: dict = {}
-    monkeypatch.setattr(session_module, "_RATES", rates)
+    monkeypatch.setattr(slices, "RATES", rates)
     s = Session("update")
     ok(s, ones(1, 1 << 16))  # 256 KiB
     div = {"op": "update", "in": [1], "at": {"fn": "div", "scalar": 2.0}}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import gradserve
 from gradserve import autograd, nd
-from gradserve.engine import wire
+from gradserve.engine import slices, wire
 from gradserve.engine.errors import InvalidInput, MXNetError, SequenceError, UnknownHandle
 from gradserve.server import Settings
 from gradserve.transport import Conn
@@ -840,7 +840,8 @@ def test_a_slice_of_the_event_loop_does_not_start_a_long_program():
     thread that runs the rest. Short ones run in the slice."""
     import time
 
-    from gradserve.engine.session import LONG_PROGRAM, BatchRun, Session
+    from gradserve.engine.session import BatchRun, Session
+    from gradserve.engine.slices import LONG_PROGRAM
 
     s = Session("p")
     ones = {"op": "ones", "out": [1], "at": {"shape": [4]}}
@@ -872,7 +873,8 @@ def test_a_slice_of_the_event_loop_does_not_start_an_op_that_makes_a_large_array
     small ones run in the slice, and a call runs whole wherever it starts."""
     import time
 
-    from gradserve.engine.session import SLICE_ARRAY_BYTES, BatchRun, Session
+    from gradserve.engine.session import BatchRun, Session
+    from gradserve.engine.slices import SLICE_ARRAY_BYTES
 
     s = Session("big")
     n = SLICE_ARRAY_BYTES // 4
@@ -888,12 +890,11 @@ def test_a_slice_of_the_event_loop_does_not_start_an_op_that_makes_a_large_array
     assert s.get(2).shape == (n + 1,) and s.get(3).shape == (1,)
     zeros = {"op": "zeros", "out": [4], "at": {"shape": [n]}}
     assert "error" not in s.run_batch({"ops": [zeros, {"op": "free", "in": [4]}]})  # (timed: see TIMED_BYTES)
-    from gradserve.engine import session as session_module
 
-    monkeypatch.setattr(session_module, "_RATES", dict(session_module._RATES))  # (this test's own)
-    for k, (_, size) in list(session_module._RATES.items()):  # (as a machine that was not stalled measured it)
+    monkeypatch.setattr(slices, "RATES", dict(slices.RATES))  # (this test's own)
+    for k, (_, size) in list(slices.RATES.items()):  # (as a machine that was not stalled measured it)
         if k[0] == "zeros":
-            session_module._RATES[k] = (0.01, size)
+            slices.RATES[k] = (0.01, size)
     job = s.begin({"ops": [zeros]})
     assert job.run(deadline=time.perf_counter() + 60)  # at the bound, and quick: runs in the slice
     job.finish()
@@ -914,7 +915,8 @@ def test_a_slice_judges_a_call_by_its_last_whole_call_with_the_same_shapes():
     long the next one takes: the program is judged by its length again."""
     import time
 
-    from gradserve.engine.session import LONG_PROGRAM, BatchRun, Session
+    from gradserve.engine.session import BatchRun, Session
+    from gradserve.engine.slices import LONG_PROGRAM
 
     s = Session("p")
     n = LONG_PROGRAM + 1
