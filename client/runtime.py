@@ -601,8 +601,8 @@ class Client:
         self._undefined(ops[i:])
         self._requeue(ops[i + 1 :])
         # The failing instruction raised, and changed nothing (as in an eager program), unless
-        # it is a pass or a program that fails part way: what it changes is lost too.
-        part_way = 0 <= i < len(ops) and ops[i].get("op") in _PART_WAY
+        # the engine says it failed part way (a pass, a program's call): what it changes is lost too.
+        part_way = 0 <= i < len(ops) and err.get("partial") is True
         first = i if part_way else i + 1
         self._lose(ops[first:], where[first:], kept, part_way)
         return exc
@@ -778,7 +778,6 @@ _IN_PLACE = {  # instructions that write some of their inputs: which
     # an optimizer update: its weight and its states (``in``: weight, grad, states)
     **{name: (0, *range(2, 2 + len(states))) for name, (states, _) in OPTIMIZERS.items()},
 }
-_PART_WAY = frozenset({"backward", "call"})  # instructions whose failure may leave part of their work done
 
 
 def _batch_limit(e: QuotaExceeded, n: int) -> int | None:

@@ -1,7 +1,8 @@
 """Which engine interpreter runs: the mypyc-compiled one, or its Python sources.
 
-setup.py compiles the modules of ``COMPILED`` (the op table, the tape, the ops of ``ops.py``, the
-session's batch executor, its commands and programs) when it can and records the hashes of the sources it compiled in ``_native.json``. The compiled modules are used
+setup.py compiles the modules of ``COMPILED`` (the op table, the tape, the ops of ``ops.py``,
+the session's batch executor, its commands and programs) when it can and records the hashes
+of the sources it compiled in ``_native.json``. The compiled modules are used
 only when they were built from the sources beside them; otherwise (a checkout edited since its last
 install, a build that failed half way, or GRADSERVE_PURE=1) all are loaded from their
 sources, which behave the same, slower. ``NATIVE`` says which: "mypyc" or "python".

@@ -19,6 +19,7 @@ from .errors import (
     AutogradError,
     DTypeError,
     InvalidInput,
+    MXNetError,
     QuotaExceeded,
     ShapeError,
     UnknownHandle,
@@ -175,7 +176,11 @@ def run_backward(
         helpers = parallel.helpers() if eager else None
         if not eager:
             into = None
-        return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
+        try:
+            return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
+        except MXNetError as e:
+            e.partial = into is not None  # (a weight's gradient may have been computed into its buffer already)
+            raise
 
 
 def large_graph(s: Session) -> None:
@@ -228,6 +233,7 @@ def _backward(s: Session, ins: dict, values: list) -> None:
     ),
     "Gradients of the heads with respect to variables, as new arrays in out (autograd.grad); "
     "with create_graph they are in the graph themselves.",
+    outputs=True,
 )
 def _grad_of(s: Session, ins: dict, values: list) -> None:
     large_graph(s)
@@ -257,6 +263,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
             raise AutogradError(UNREACHABLE.format(i + 1))
     got = {id(n): g for n, g in run_backward(s, heads, grads, create, bool(ins.get("mode", 0) & TRAINING), order)}
     s.check_alloc(sum(s.get(vh).nbytes for vh in var_h))  # the gradients it gives (each a variable's size)
+    constants = 0
     for h, vh, n in zip(out, var_h, var_nodes):
         g = got.get(id(n))
         if g is None:
@@ -268,6 +275,14 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
                 s.count_graph(g.node)
         else:
             s.put(h, np.array(g, copy=True))
+        if create and h not in s.nodes:
+            # A recorded gradient that depends on no variable (of x * 2, or none flowed) is, in
+            # MXNet, a graph of the head gradient's ops: a backward of it finds no input that
+            # requires a gradient (NO_INPUTS), not a value outside any graph.
+            s.nodes[h] = Node(grad_req="null")
+            constants += 1
+    if constants:
+        s.made_nodes(constants)
     if create:
         s.recount_graph()  # (the recorded pass made nodes of its own)
         if not s.room(0):  # the recorded pass holds more than there is room for: taken back

@@ -32,6 +32,10 @@ class MXNetError(RuntimeError):
     """Base of every gradserve error; named as MXNet's so MXNet code catches it."""
 
     status = 400
+    partial = False
+    """Whether the instruction that raised it had taken effect in part (a program's call
+    stopped after some steps, a backward pass after writing a gradient buffer): an error's
+    instruction otherwise changed nothing."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

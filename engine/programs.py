@@ -349,6 +349,7 @@ def _forget(s: Session, ins: dict, values: list) -> None:
     (Attr("id", "int", REQUIRED),),
     "Run a defined program on the arguments; out names its outputs. Like a batch, it stops at "
     "a failing instruction, whose error names the program step; what ran before it stays done.",
+    outputs=True,
 )
 def _call(s: Session, ins: dict, values: list) -> None:
     pid = ins["at"]["id"]
@@ -434,9 +435,10 @@ def _call(s: Session, ins: dict, values: list) -> None:
                     s.check_alloc(x.nbytes)
                     s.put(dst, np.array(x, copy=True))
                 placed.append(dst)
-        except MXNetError:
+        except MXNetError as e:
             for dst in placed:  # a call that fails gives no outputs (those moved go with it)
                 s.drop(dst)
+            e.partial = True  # (its steps ran)
             raise
     finally:
         s._calling = False
@@ -493,5 +495,8 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
 
 
 def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:
-    """``err`` (of the same kind) naming the program and step that raised it."""
-    return type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")
+    """``err`` (of the same kind) naming the program and step that raised it; partial when a
+    step ran before it."""
+    e = type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")
+    e.partial = i > 0 or err.partial
+    return e

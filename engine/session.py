@@ -103,10 +103,15 @@ PARSED_COMMANDS: dict[str, tuple[Command, Callable[[Any], dict[str, Any]]]] = {}
 COMMAND_DOCS: dict[str, dict[str, Any]] = {}
 
 
-def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callable[[Command], Command]:
+def command(
+    name: str, inputs: str, attrs: tuple[Attr, ...], doc: str, outputs: bool = False
+) -> Callable[[Command], Command]:
     """Register a session command; its attributes are parsed as an op's are
     (declared types, defaults, unknown names refused) before it runs, so the
-    command reads ``ins["at"]``: every declared attribute, typed."""
+    command reads ``ins["at"]``: every declared attribute, typed. A command that makes no
+    arrays (``outputs`` false) refuses output handles, and one of no ``inputs`` input
+    handles: a client that expects a new array (MXNet's ``sgd_update`` returns one) would
+    otherwise be told nothing of the one it changed in place."""
 
     def wrap(fn: Command) -> Command:
         parse = attr_parser(name, attrs)
@@ -116,6 +121,12 @@ def command(name: str, inputs: str, attrs: tuple[Attr, ...], doc: str) -> Callab
             mode = _mode(name, ins)
             if len(ins) > 1 + (raw is not None) + (mode != 0):  # (op, at, mode: a lower bound of those present)
                 _check_fields(name, ins)
+                if not outputs and ins.get("out"):
+                    raise InvalidInput(
+                        f"{name} makes no arrays (it changes its inputs in place or none): 'out' must be empty"
+                    )
+                if not inputs and ins.get("in"):
+                    raise InvalidInput(f"{name} takes no input handles: 'in' must be empty")
             fn(s, {**ins, "at": parse(raw)}, values)
 
         COMMANDS[name] = run
@@ -1003,7 +1014,10 @@ def error_body(e: MXNetError, index: int | None, ins: Any) -> dict[str, Any]:
     message = str(e)
     if len(message) > MAX_ECHO:
         message = message[:MAX_ECHO] + f"... ({len(message)} characters)"
-    return {"kind": e.kind, "message": message, "index": index, "op": op}
+    body: dict[str, Any] = {"kind": e.kind, "message": message, "index": index, "op": op}
+    if e.partial:
+        body["partial"] = True
+    return body
 
 
 def _one(ins: dict, name: str) -> int:
@@ -1027,7 +1041,7 @@ def _attach_grad(s: Session, ins: dict, values: list) -> None:
     s.variable(h, np.zeros_like(x), req)
 
 
-@command("grad", "data", (), "Give the output handle the array's gradient buffer (shared, not copied).")
+@command("grad", "data", (), "Give the output handle the array's gradient buffer (shared, not copied).", outputs=True)
 def _grad(s: Session, ins: dict, values: list) -> None:
     h = _one(ins, "grad")
     n = s.node(h)
@@ -1042,6 +1056,7 @@ def _grad(s: Session, ins: dict, values: list) -> None:
     (),
     "Give the output handle the array itself (shared, not copied) and its place in the graph: a "
     "second name for it, freed on its own (its memory counts once while either name holds it).",
+    outputs=True,
 )
 def _alias(s: Session, ins: dict, values: list) -> None:
     h = _one(ins, "alias")

@@ -767,3 +767,24 @@ def test_batch_norm_moving_statistics_change_at_backward_as_in_mxnet(mode):
     for k in (1, 2):  # traced, then called as a program
         step(u)
         np.testing.assert_allclose(mm.asnumpy(), [1 - 0.5**k, 3 * (1 - 0.5**k)], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "f, want",
+    [(lambda x: x * 2, [2.0, 2.0]), (lambda x: x + 1, [1.0, 1.0]), (nd.sum, [1.0, 1.0]), (nd.negative, [-1.0, -1.0])],
+)
+def test_a_recorded_gradient_that_depends_on_no_variable_has_no_inputs(mode, f, want):
+    """autograd.grad(create_graph=True) of a function linear in x gives a constant: in MXNet
+    a graph of the head gradient's ops, whose backward finds no input that requires a
+    gradient. The error is MXNet's (it was "not in a computational graph"), and the failed
+    backward changed nothing: the gradient and x.grad read as they were (x.grad was lost, as
+    if the pass had been applied in part)."""
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record():
+        (g,) = autograd.grad(f(x), [x], create_graph=True, retain_graph=True)
+    g.backward()
+    with pytest.raises(MXNetError, match="There are no inputs in computation graph that require gradients"):
+        g.wait_to_read()
+    assert g.asnumpy().tolist() == want
+    assert x.grad.asnumpy().tolist() == [0.0, 0.0]

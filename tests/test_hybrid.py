@@ -383,6 +383,25 @@ def run(s: Session, *ops):
     return s.run_batch({"ops": list(ops)})
 
 
+def test_an_error_says_whether_its_instruction_took_effect_in_part():
+    """A call that fails at its first step changed nothing; one that fails after a step ran,
+    or a backward pass that may have computed a gradient into its buffer, says so
+    (``partial``), and the client marks what it changes lost only then."""
+    s = Session("partial")
+    ones = {"op": "ones", "out": [1], "at": {"shape": [4]}}
+    step = {"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}}  # w += 1, in place
+    bad = {"op": "getitem", "in": [-1], "out": [-2], "at": {"key": [9]}}  # out of range
+    define = {"op": "define", "at": {"id": 1, "nargs": 1, "program": [bad, step], "outputs": []}}
+    reply = run(s, ones, define, {"op": "call", "in": [1], "out": [], "at": {"id": 1}})
+    assert reply["error"]["index"] == 2 and "partial" not in reply["error"]
+    define = {"op": "define", "at": {"id": 2, "nargs": 1, "program": [step, bad], "outputs": []}}
+    reply = run(s, define, {"op": "call", "in": [1], "out": [], "at": {"id": 2}})
+    assert reply["error"]["index"] == 1 and reply["error"]["partial"] is True
+    assert s.get(1).tolist() == [2.0] * 4  # its first step ran
+    reply = run(s, {"op": "backward", "in": [1]})  # refused before the pass: not in a graph
+    assert "not in a computational graph" in reply["error"]["message"] and "partial" not in reply["error"]
+
+
 def saxpy_program(pid: int = 1):
     # out = a * 2 + w, where w is the session's handle 1 and a the call's argument
     return {

@@ -1238,3 +1238,34 @@ def test_head_of_health_and_weighted_accept_headers(http, sid):
         )
         assert r.headers["content-type"] == "application/msgpack"
         assert msgpack.unpackb(r.content)["values"][0]["shape"] == [2]
+
+
+@pytest.mark.parametrize(
+    "ins, message",
+    [
+        ({"op": "sgd_update", "in": [1, 2], "out": [20], "at": {"lr": 0.1}}, "sgd_update makes no arrays"),
+        ({"op": "sgd_update", "in": [1, 2], "out": [2], "at": {"lr": 0.1}}, "sgd_update makes no arrays"),
+        ({"op": "update", "in": [1], "out": [20], "at": {"fn": "add", "scalar": 1}}, "update makes no arrays"),
+        ({"op": "setitem", "in": [1], "out": [20], "at": {"scalar": 1}}, "setitem makes no arrays"),
+        ({"op": "attach_grad", "in": [1], "out": [20]}, "attach_grad makes no arrays"),
+        ({"op": "seed", "in": [1, 2], "at": {"seed": 3}}, "seed takes no input handles"),
+        ({"op": "forget", "in": [1], "at": {"ids": [1]}}, "forget takes no input handles"),
+    ],
+)
+def test_a_command_refuses_handles_it_would_pass_over(batch, ins, message):
+    """``out`` on a command that changes its inputs in place (MXNet's sgd_update returns a new
+    array: a client that expects one would read a handle never made, or one left as it was,
+    while its weight changed), and ``in`` on one that takes none, are refused before anything
+    changes."""
+    ok = batch.post(
+        [
+            {"op": "array", "out": [1], "at": {"value": tensor([1.0, 2.0], [2])}},
+            {"op": "array", "out": [2], "at": {"value": tensor([1.0, 1.0], [2])}},
+        ]
+    )
+    assert ok.status_code == 200, ok.text
+    r = batch.post([ins])
+    assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+    assert batch.read(1, 2) == [[1.0, 2.0], [1.0, 1.0]]
+    r = batch.post([{"op": "grad", "in": [1], "out": [3]}])  # (commands that make arrays take out)
+    assert r.status_code == 400 and "no gradient attached" in r.json()["error"]["message"]
