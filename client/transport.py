@@ -182,9 +182,16 @@ class Http:
         parts, total = wire.pack_frames(batch)
         head = self._head + b"%d\r\n\r\n" % total
         conn: Conn = self._conn  # type: ignore[assignment]
+
+        def send() -> tuple[int, str, Any]:
+            got = conn.request(head, parts)
+            if got[0] >= 500 and not _is_batch_reply(got[1], got[2]):
+                raise NoReply(f"HTTP {got[0]} without a batch's reply")
+            return got
+
         status, ctype, body = self._retrying(
             f"POST {self.url}{self._batch_path}",
-            lambda: conn.request(head, parts),
+            send,
             OSError,  # includes a keep-alive connection the server closed: the first retry is at once
             on_error=lambda e: conn.close(),
             at_once=True,
@@ -270,6 +277,24 @@ def _heartbeat(ref: weakref.ref[Http], stop: threading.Event, every: float) -> N
             t._used = time.monotonic()
             wait = every
         del t
+
+
+class NoReply(OSError):
+    """A batch answered with a server error that is not its reply (a server stopped while the
+    batch ran, whose HTTP layer answered 500 for it; a proxy's error page): it may have run or
+    not, so it is sent again under its seq, as after a broken connection (the server replays
+    the reply if it ran). Taking it for a refusal would give the next batch its seq, and the
+    server would answer that one with this one's stored reply."""
+
+
+def _is_batch_reply(ctype: str, body: Any) -> bool:
+    """Whether a 5xx body is a batch's reply (the engine's InternalError: what ran, and the
+    error): the batch took its seq."""
+    try:
+        data = _decode(500, ctype, body)
+    except Exception:
+        return False
+    return isinstance(data, dict) and "values" in data and "error" in data
 
 
 def _untrusted(e: BaseException | None) -> bool:

@@ -1983,3 +1983,39 @@ def test_a_live_client_keeps_its_idle_session_open():
         while sid in [s.id for s in store.list("anonymous")]:
             assert time.monotonic() < deadline, "a session no program holds was kept open"
             time.sleep(0.1)
+
+
+def test_a_batch_answered_by_a_bare_server_error_is_sent_again_under_its_seq():
+    """A server stopped while a batch runs (a second Ctrl-C) answers it with uvicorn's bare
+    500, though the batch ran and its reply is kept. Taken for a refusal, the batch's seq went
+    to the next batch, which the server answered with this one's stored reply: a wrong value
+    with no error. The client sends it again under its seq, and gets its own reply."""
+    live = LiveServer()
+    inner = live.app
+    failing = [1]
+
+    async def bare_500_once(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/batch") and failing[0]:
+            failing[0] -= 1
+
+            async def lost(message: dict) -> None:  # the batch runs; its reply never leaves
+                pass
+
+            await inner(scope, receive, lost)
+            await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"Internal Server Error"})
+            return
+        await inner(scope, receive, send)
+
+    live.server.config.app = bare_500_once
+    with live:
+        client = gradserve.connect(live.url, seed=0)
+        try:
+            x = nd.ones((2,))
+            assert (x * 3).asnumpy().tolist() == [3.0, 3.0]
+            assert failing == [0]  # (the first answer was the bare 500)
+            assert (x + 1).asnumpy().tolist() == [2.0, 2.0]
+            assert client.transport.requests >= 3
+        finally:
+            gradserve.set_current(None)
+            client.close()
