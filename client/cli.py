@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 
 
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--ssl-certfile", default=None, help="serve https with this certificate chain (PEM)")
     serve.add_argument("--ssl-keyfile", default=None, help="its private key (PEM), when not in the certificate file")
-    serve.add_argument("--log-level", default="warning")
+    levels = ("critical", "error", "warning", "info", "debug", "trace")
+    serve.add_argument("--log-level", default="warning", type=str.lower, choices=levels)
     args = parser.parse_args(argv)
 
     try:
@@ -62,11 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
-        print(f"gradserve serve: {e.errors()[0]['msg']}", file=sys.stderr)
+        flags = {a.dest for a in serve._actions}
+        for err in e.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            flag = f"--{name.replace('_', '-')} or " if name in flags else ""
+            where = f"{name} ({flag}GRADSERVE_{name.upper()}): " if name else ""
+            got = f", got {err['input']!r}" if name and "input" in err else ""
+            print(f"gradserve serve: {where}{err['msg']}{got}", file=sys.stderr)
         return 2
     except SettingsError as e:  # a GRADSERVE_* variable that does not parse
         print(f"gradserve serve: {e}", file=sys.stderr)
         return 2
+    if settings.data_dir is not None:  # (said here in one line; the server takes it when it starts)
+        from .server.store import DataDirError, lock_data_dir
+
+        try:
+            os.close(lock_data_dir(settings.data_dir / "sessions"))
+        except DataDirError as e:
+            print(f"gradserve serve: {e}", file=sys.stderr)
+            return 2
     # The engine allocates many short-lived, acyclic objects per op (specs, nodes, dicts); the
     # cyclic collector's default pace spent about a sixth of the per-op time scanning them.
     # This process is ours, so it collects less often, and not the objects of its start-up.

@@ -297,7 +297,7 @@ async def _housekeeping(store: SessionStore, settings: Settings, metrics: Metric
             if store.folder is None:
                 continue
             with metrics.snapshot_seconds.time():
-                await run_in_threadpool(store.snapshot)
+                await run_in_threadpool(store.snapshot, 1.0, interval)
         except Exception:  # whatever it is, expiry and snapshots go on: the next round retries
             log.exception("housekeeping round failed")
 
@@ -371,13 +371,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = app.state.store = SessionStore(
             settings, on_batch=metrics.observe_batch, on_snapshot_failure=metrics.snapshot_failures.inc
         )
-        await run_in_threadpool(store.restore)
-        saver = asyncio.create_task(_housekeeping(store, settings, app.state.metrics))
+        store.open()
         try:
-            yield
+            await run_in_threadpool(store.restore)
+            saver = asyncio.create_task(_housekeeping(store, settings, app.state.metrics))
+            try:
+                yield
+            finally:
+                saver.cancel()
+                await run_in_threadpool(store.snapshot, settings.send_stall_s)
         finally:
-            saver.cancel()
-            await run_in_threadpool(store.snapshot, settings.send_stall_s)
+            store.close()
 
     app = App(
         title="gradserve",

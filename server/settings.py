@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=0, le=65535, description="the port to listen on (0: any free one)")
     api_keys: Annotated[dict[str, str], NoDecode] = Field(  # (NoDecode: _parse_keys reads the variable)
         default_factory=dict,
         description="API key -> user name. Empty: no authentication (loopback only).",
@@ -46,26 +46,26 @@ class Settings(BaseSettings):
         description="a key that reads GET /metrics and nothing else (for a scraper); "
         "any user's API key reads them too. With no API keys, /metrics is open (loopback only).",
     )
-    max_body_bytes: int = 256 << 20
-    max_batch_ops: int = 100_000
-    max_batch_steps: int = 1_000_000  # instructions a batch runs, each call counting its program's
-    max_program_steps: int = 100_000  # instructions of all programs one session keeps
-    max_session_bytes: int = 2 << 30
-    max_user_bytes: int = 8 << 30
-    max_array_bytes: int = 1 << 30
-    max_session_arrays: int = 100_000  # handles one session holds: an empty array costs the server memory too
-    max_sessions_per_user: int = 64
+    max_body_bytes: int = Field(256 << 20, ge=1)
+    max_batch_ops: int = Field(100_000, ge=1)
+    max_batch_steps: int = Field(1_000_000, ge=1)  # instructions a batch runs, each call counting its program's
+    max_program_steps: int = Field(100_000, ge=1)  # instructions of all programs one session keeps
+    max_session_bytes: int = Field(2 << 30, ge=1)
+    max_user_bytes: int = Field(8 << 30, ge=1)
+    max_array_bytes: int = Field(1 << 30, ge=1)
+    max_session_arrays: int = Field(100_000, ge=1)  # handles a session holds (an empty array costs memory too)
+    max_sessions_per_user: int = Field(64, ge=1)
     max_user_threads: int = Field(
         8,
         ge=1,
         description="worker threads one user's requests hold at once (a session's take them one at a "
         "time); the others wait on the event loop, so one user's sessions cannot hold every thread",
     )
-    session_ttl_s: float = 3600.0
+    session_ttl_s: float = Field(3600.0, gt=0)
     data_dir: Path | None = Field(
         None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"
     )
-    snapshot_interval_s: float = 30.0
+    snapshot_interval_s: float = Field(30.0, gt=0)
     send_stall_s: float = Field(
         30.0, gt=0, description="a client that takes no part of a reply for this long is cut off (its session freed)"
     )
@@ -118,4 +118,8 @@ class Settings(BaseSettings):
                 raise ValueError("API keys must be at least 16 characters long")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {str(path)!r} is not a file")
         return self

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -17,6 +19,39 @@ from ..engine.session import Limits, Session
 from .settings import Settings
 
 log = logging.getLogger("gradserve")
+
+
+LOCK = "server.lock"
+"""A file of the data directory that the server serving it holds locked (``flock``)."""
+
+
+class DataDirError(RuntimeError):
+    """A data directory the server cannot keep sessions in (no directory, not writable, or
+    another server's)."""
+
+
+def lock_data_dir(folder: Path) -> int:
+    """Make ``folder`` if need be, check that files can be written there, and lock it for this
+    process: the descriptor that holds the lock (closing it lets go). A server that could not
+    write its snapshots would lose every session at its next restart, and two servers on one
+    directory would each overwrite the other's."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DataDirError(f"the data directory {str(folder)!r} cannot be used: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirError(f"another gradserve server is using the data directory {str(folder)!r}") from None
+    try:
+        snapshot.write_atomically(folder / ".write-check", lambda f: f.write(b"ok"))
+        (folder / ".write-check").unlink()
+    except OSError as e:
+        os.close(fd)
+        raise DataDirError(f"the data directory {str(folder)!r} is not writable: {e.strerror or e}") from None
+    return fd
 
 
 class SessionStore:
@@ -47,6 +82,7 @@ class SessionStore:
         self.folder: Path | None = settings.data_dir / "sessions" if settings.data_dir else None
         self._saved: dict[str, int] = {}  # session id -> version last written
         self._writing = threading.Lock()  # one snapshot round at a time (shutdown's waits for one under way)
+        self._lock_fd: int | None = None  # (``open``)
 
     def create(self, owner: str, seed: int | None = None) -> Session:
         self.expire()
@@ -107,15 +143,17 @@ class SessionStore:
 
     # -- snapshots -----------------------------------------------------------
 
-    def snapshot(self, wait_s: float = 1.0) -> int:
+    def snapshot(self, wait_s: float = 1.0, busy_wait_s: float = 0.0) -> int:
         """Write every session changed since its last snapshot; return how many. A session
-        busy for ``wait_s`` seconds (a long batch, a reply to a slow client) waits for the
-        next round; so does one whose write fails (a full disk), the others written all the
-        same."""
+        busy for ``wait_s`` seconds (a long batch, a reply to a slow client) is passed over
+        until the others are written, then waited for up to ``busy_wait_s`` seconds more
+        (the round's interval: a session that runs batch after batch is free between them,
+        and would otherwise be caught free only by chance); one still busy, or whose write
+        fails (a full disk), waits for the next round, the others written all the same."""
         if self.folder is None:
             return 0
         with self._writing:
-            written = self._snapshot(self.folder, wait_s)
+            written = self._snapshot(self.folder, wait_s, busy_wait_s)
             self._save_used(self.folder)
             return written
 
@@ -144,28 +182,47 @@ class SessionStore:
             return {}
         return {k: v for k, v in used.items() if isinstance(v, float) and math.isfinite(v)}
 
-    def _snapshot(self, folder: Path, wait_s: float) -> int:
+    def _snapshot(self, folder: Path, wait_s: float, busy_wait_s: float) -> int:
         written = 0
+        busy: list[Session] = []
         for s in list(self._sessions.values()):
-            if self._saved.get(s.id) == s.version:
-                continue
-            version = s.version
-            try:
-                saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
-            except Exception as e:  # a full disk; no memory for the session's copy; anything else
-                log.error("snapshot of session %s failed: %s: %s", s.id, type(e).__name__, e)
-                if self.on_snapshot_failure is not None:
-                    self.on_snapshot_failure()
-                continue
-            if saved:
-                with self._lock:
-                    gone = s.id not in self._sessions
-                if gone:  # deleted or expired while it was written: its file goes too
-                    (folder / f"{s.id}.npz").unlink(missing_ok=True)
-                    continue
-                self._saved[s.id] = version
-                written += 1
+            if self._saved.get(s.id) != s.version:
+                written += self._write(folder, s, wait_s, busy)
+        if busy_wait_s > wait_s:
+            for s in busy:
+                written += self._write(folder, s, busy_wait_s, [])
         return written
+
+    def _write(self, folder: Path, s: Session, wait_s: float, busy: list[Session]) -> int:
+        """Write ``s``'s snapshot: 1 if written; 0 if not (``s`` added to ``busy`` if it was)."""
+        version = s.version
+        try:
+            saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
+        except Exception as e:  # a full disk; no memory for the session's copy; anything else
+            log.error("snapshot of session %s failed: %s: %s", s.id, type(e).__name__, e)
+            if self.on_snapshot_failure is not None:
+                self.on_snapshot_failure()
+            return 0
+        if not saved:
+            busy.append(s)
+            return 0
+        with self._lock:
+            gone = s.id not in self._sessions
+        if gone:  # deleted or expired while it was written: its file goes too
+            (folder / f"{s.id}.npz").unlink(missing_ok=True)
+            return 0
+        self._saved[s.id] = version
+        return 1
+
+    def open(self) -> None:
+        """Take the data directory (``lock_data_dir``), before ``restore``; ``close`` lets it go."""
+        if self.folder is not None and self._lock_fd is None:
+            self._lock_fd = lock_data_dir(self.folder)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def restore(self) -> int:
         """Load the sessions of the data directory (at start); return how many."""

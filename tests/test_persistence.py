@@ -535,3 +535,84 @@ def test_a_failed_housekeeping_round_does_not_stop_expiry_and_snapshots(tmp_path
         assert not listed()  # expired, in rounds after the failures
         assert len(rounds) >= 2
     assert "housekeeping round failed" in caplog.text
+
+
+def test_a_session_busy_batch_after_batch_is_written_between_two_batches(tmp_path):
+    """A session that runs batch after batch is free only between them: a round passes it
+    over for the wait of every session, then waits for it (it was written only when a round
+    happened to start between two batches: six intervals apart in a review's run)."""
+    import threading
+    import time
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}]})
+    stop = threading.Event()
+
+    def batches() -> None:  # each holds the session 0.2 s, with a short gap between them
+        while not stop.is_set():
+            with s.lock:
+                time.sleep(0.2)
+            time.sleep(0.002)
+
+    worker = threading.Thread(target=batches)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        assert store.snapshot(wait_s=0.0) == 0  # (no wait: passed over)
+        assert store.snapshot(wait_s=0.0, busy_wait_s=5.0) == 1
+    finally:
+        stop.set()
+        worker.join()
+    assert (tmp_path / "sessions" / f"{s.id}.npz").exists()
+
+
+def test_a_data_directory_that_cannot_keep_sessions_is_refused_at_start(tmp_path, capsys):
+    """A data directory that is a file, or cannot be made, was taken: the server served and
+    every snapshot failed (a log line each round), so a restart lost every session; and two
+    servers on one directory overwrote each other's snapshots."""
+    from gradserve.cli import main
+    from gradserve.server.store import DataDirError, SessionStore
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["serve", "--data-dir", str(afile)]) == 2
+    assert "cannot be used: Not a directory" in capsys.readouterr().err
+    store = SessionStore(Settings(data_dir=afile))
+    with pytest.raises(DataDirError, match="cannot be used"):
+        store.open()
+    with LiveServer(Settings(data_dir=tmp_path / "data")) as srv:
+        assert main(["serve", "--data-dir", str(tmp_path / "data")]) == 2
+        assert "another gradserve server is using the data directory" in capsys.readouterr().err
+        other = SessionStore(Settings(data_dir=tmp_path / "data"))
+        with pytest.raises(DataDirError, match="another gradserve server"):
+            other.open()
+        assert srv.server.started
+    other.open()  # the first server stopped: it let the directory go
+    other.close()
+
+
+def test_settings_out_of_range_are_refused_naming_the_setting(monkeypatch, capsys):
+    """A port past 65535 listened on another (99999 - 65536), a snapshot interval of 0 spun a
+    core, and a bad variable's message did not say which variable it was."""
+    from gradserve.cli import main
+
+    assert main(["serve", "--port", "99999"]) == 2
+    assert "port (--port or GRADSERVE_PORT): Input should be less than or equal to 65535" in capsys.readouterr().err
+    for name, value in [
+        ("SNAPSHOT_INTERVAL_S", "0"),
+        ("SESSION_TTL_S", "-1"),
+        ("MAX_SESSION_BYTES", "2GB"),
+        ("MAX_ARRAY_BYTES", "0"),
+    ]:
+        monkeypatch.setenv(f"GRADSERVE_{name}", value)
+        assert main(["serve"]) == 2
+        assert f"{name.lower()} (GRADSERVE_{name})" in capsys.readouterr().err
+        monkeypatch.delenv(f"GRADSERVE_{name}")
+    assert main(["serve", "--ssl-certfile", "/nonexistent.pem"]) == 2
+    assert "ssl_certfile '/nonexistent.pem' is not a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--log-level", "loud"])
+    assert "invalid choice: 'loud'" in capsys.readouterr().err
