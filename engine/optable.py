@@ -10,6 +10,9 @@ local shape inference, the server's execution and quota checks and the
 
 from __future__ import annotations
 
+import ast
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -312,6 +315,35 @@ class Op:
         }
 
 
+_SOURCE_DOCS: dict[str, dict[str, str]] = {}
+
+
+def source_doc(fn: Callable[..., Any]) -> str:
+    """``fn``'s docstring as its module's source has it: a function compiled by mypyc keeps
+    none (the catalog's and ``help(nd.dot)``'s text), and the sources ship beside the
+    compiled modules. Each source is read once; an empty string when there is none."""
+    name = getattr(fn, "__module__", None) or ""
+    package, _, module = name.rpartition(".")
+    path = getattr(sys.modules.get(package), "__file__", None)  # (a module being compiled-imported has none yet)
+    if not path:
+        return ""
+    src = os.path.join(os.path.dirname(path), module + ".py")
+    docs = _SOURCE_DOCS.get(src)
+    if docs is None:
+        try:
+            with open(src, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+        except (OSError, SyntaxError, ValueError):
+            tree = None
+        docs = {}
+        if tree is not None:
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef):
+                    docs[node.name] = ast.get_docstring(node) or ""
+        _SOURCE_DOCS[src] = docs
+    return docs.get(getattr(fn, "__name__", ""), "")
+
+
 class Registry:
     """The op table; refuses a second op of the same name."""
 
@@ -396,7 +428,7 @@ def defop(
                 infer,
                 forward,
                 vjp,
-                (forward.__doc__ or "").strip(),
+                (forward.__doc__ or source_doc(forward)).strip(),
                 random,
                 aliases,
                 defaults={a.name: a.default for a in attrs},
