@@ -100,7 +100,8 @@ class SequenceError(MXNetError):
 
     @staticmethod
     def message(last: int, got: Any) -> str:
-        return f"expected batch seq {last + 1} (or {last} to retry), got {got}"
+        retry = f" (or {last} to retry)" if last > 0 else ""  # (a new session has nothing to retry)
+        return f"expected batch seq {last + 1}{retry}, got {got}"
 
     @staticmethod
     def expected(message: str) -> int | None:
@@ -109,7 +110,7 @@ class SequenceError(MXNetError):
         return int(m.group(1)) if m else None
 
 
-_EXPECTED = re.compile(r"expected batch seq (\d+) \(or -?\d+ to retry\)")
+_EXPECTED = re.compile(r"expected batch seq (\d+)(?: \(or -?\d+ to retry\))?, got")
 
 
 class Unauthorized(MXNetError):

@@ -211,11 +211,25 @@ def _random_infer(at: dict) -> Spec:
     return Spec(check_shape("random", at["shape"]), at["dtype"] or DEFAULT_DTYPE)
 
 
+def _normal_infer(at: dict) -> Spec:
+    if not (0.0 < at["scale"] < float("inf")) or not abs(at["loc"]) < float("inf"):  # (NaN fails too)
+        loc, scale = at["loc"], at["scale"]
+        raise InvalidInput(f"random_normal: scale must be positive, loc and scale finite, got {loc}, {scale}")
+    return _random_infer(at)
+
+
+def _uniform_infer(at: dict) -> Spec:
+    low, high = at["low"], at["high"]
+    if not (abs(low) < float("inf") and abs(high) < float("inf") and low <= high):
+        raise InvalidInput(f"random_uniform: low and high must be finite, with low <= high, got {low}, {high}")
+    return _random_infer(at)
+
+
 @defop(
     "random_normal",
     (),
     (Attr("loc", "float", 0.0), Attr("scale", "float", 1.0), Attr("shape", "shape", (1,)), DT),
-    infer=_random_infer,
+    infer=_normal_infer,
     random=True,
     aliases=("normal",),
 )
@@ -229,7 +243,7 @@ def _random_normal(cx, at):
     "random_uniform",
     (),
     (Attr("low", "float", 0.0), Attr("high", "float", 1.0), Attr("shape", "shape", (1,)), DT),
-    infer=_random_infer,
+    infer=_uniform_infer,
     random=True,
     aliases=("uniform",),
 )

@@ -212,7 +212,9 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
                 if p is None:
                     known = ", ".join(a.name for a in attrs) or "none"
                     raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
-                if v is None and p[1]:
+                if v is None:
+                    if not p[1]:  # (a parser may take None for its own meaning: "all axes", float32)
+                        raise InvalidInput(f"{name}: attribute {k!r} cannot be null")
                     at[k] = None
                     continue
                 try:

@@ -1240,6 +1240,8 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         raise AutogradError(INPLACE_IN_GRAPH)
     sub = _ops.key_shape("setitem", target.shape, key, tuple(i.shape for i in idx))
     copied: Node | None = None  # x[:] = v of a recorded v, as MXNet: x becomes a recorded copy of v
+    if len(hs) == 2 and at["scalar"] is not None:
+        raise InvalidInput("setitem takes a value handle or a scalar, not both")
     if len(hs) == 2:
         v = s.get(hs[1])
         if recording and tape.in_graph(s.nodes.get(hs[1])):
@@ -1301,6 +1303,8 @@ def _update(s: Session, ins: dict, values: list) -> None:
             raise AutogradError(INPLACE_IN_GRAPH)
         if len(hs) == 2 and tape.in_graph(s.nodes.get(hs[1])):
             raise AutogradError(INPLACE_RECORDING)
+    if len(hs) == 2 and at["scalar"] is not None:
+        raise InvalidInput("update takes a value handle or a scalar, not both")
     if len(hs) == 2:
         v = s.get(hs[1])
         if not _ops.broadcastable(v.shape, target.shape):

@@ -517,7 +517,7 @@ def test_a_failed_housekeeping_round_does_not_stop_expiry_and_snapshots(tmp_path
 
     rounds: list[int] = []
 
-    def failing(self, wait_s=1.0):
+    def failing(self, wait_s=1.0, busy_wait_s=0.0):
         rounds.append(1)
         raise RuntimeError("a snapshot round that failed")
 

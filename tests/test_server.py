@@ -1263,6 +1263,8 @@ def test_head_of_health_and_weighted_accept_headers(http, sid):
         ({"op": "attach_grad", "in": [1], "out": [20]}, "attach_grad makes no arrays"),
         ({"op": "seed", "in": [1, 2], "at": {"seed": 3}}, "seed takes no input handles"),
         ({"op": "forget", "in": [1], "at": {"ids": [1]}}, "forget takes no input handles"),
+        ({"op": "setitem", "in": [1, 2], "at": {"scalar": 5}}, "setitem takes a value handle or a scalar, not both"),
+        ({"op": "update", "in": [1, 2], "at": {"fn": "add", "scalar": 5}}, "update takes a value handle or a scalar"),
     ],
 )
 def test_a_command_refuses_handles_it_would_pass_over(batch, ins, message):
@@ -1282,3 +1284,24 @@ def test_a_command_refuses_handles_it_would_pass_over(batch, ins, message):
     assert batch.read(1, 2) == [[1.0, 2.0], [1.0, 1.0]]
     r = batch.post([{"op": "grad", "in": [1], "out": [3]}])  # (commands that make arrays take out)
     assert r.status_code == 400 and "no gradient attached" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "ins, message",
+    [
+        ({"op": "astype", "in": [1], "out": [2], "at": {"dtype": None}}, "astype: attribute 'dtype' cannot be null"),
+        ({"op": "moveaxis", "in": [1], "out": [2], "at": {"source": None, "destination": 0}}, "cannot be null"),
+        ({"op": "random_normal", "out": [2], "at": {"scale": -1}}, "random_normal: scale must be positive"),
+        ({"op": "random_normal", "out": [2], "at": {"loc": "Infinity"}}, "loc and scale finite"),
+        ({"op": "random_uniform", "out": [2], "at": {"low": 1, "high": 0}}, "with low <= high, got 1.0, 0.0"),
+        ({"op": "random_uniform", "out": [2], "at": {"low": -1e30, "high": "-Infinity"}}, "must be finite"),
+    ],
+)
+def test_an_attribute_out_of_its_domain_is_refused_by_name(batch, ins, message):
+    """A null for an attribute that takes none (astype's dtype gave float64; moveaxis's
+    source "'NoneType' object is not iterable"), and random parameters numpy takes or refuses
+    in its own words (uniform(1, 0) drew from (0, 1]; MXNet refuses both)."""
+    ok = batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1.0, 2.0], [2])}}])
+    assert ok.status_code == 200, ok.text
+    r = batch.post([ins])
+    assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
