@@ -78,6 +78,19 @@ def cast(r: Any, dtype: Any) -> Any:
     return r if r.dtype == dtype else r.astype(dtype)
 
 
+def int_cast(r: Any, dt: np.dtype) -> np.ndarray:
+    """A float result in the integer dtype ``dt`` as MXNet's C cast gives it (on x86): truncated
+    toward zero; NaN, infinities and values past int32's range (int64's for int64) that type's
+    minimum; a 1-byte type the int32's low byte (uint8's exp(20) is 139: 485165195 mod 256).
+    numpy leaves the cast of those undefined, so they are replaced before it."""
+    lim = 2.0**63 if dt.itemsize == 8 else 2.0**31
+    r = np.asarray(r)
+    with np.errstate(invalid="ignore"):
+        fits = (r >= -lim) & (r < lim)  # (false for NaN)
+    r = np.where(fits, r, -lim).astype(np.int64 if dt.itemsize == 8 else np.int32)
+    return r if r.dtype == dt else r.astype(dt)
+
+
 def unbroadcast(F: Any, g: Any, shape: tuple[int, ...]) -> Any:
     """Sum a broadcast cotangent back down to an input's shape."""
     return g if tuple(g.shape) == shape else F.sum_to(g, shape=shape)
@@ -287,14 +300,32 @@ def _unary(
     eager: Any = None,
     scratch: Any = None,
     vjp_scratch: Any = None,
+    ints: str | None = "float64",
+    half: bool = False,
 ) -> None:
+    """An elementwise op of one array. ``ints``: the dtype MXNet computes an integer input in,
+    cast back as its C cast does (``int_cast``); numpy would compute a 1-byte one in float16
+    (uint8's tanh(7) was 1, its sigmoid(100) 0). None: ``fwd`` takes integers as they are (the
+    exact integer ops, and the special functions, in float64 a chunk at a time). ``half``:
+    float16 computed in float32 and rounded once, as MXNet's (numpy rounds each step of a
+    composite: float16 sigmoid(2) was 0.8804, MXNet's 0.8809)."""
     arithmetic = name not in _BOOL_UNARY
+    wide = np.dtype(ints) if ints else None
 
     def forward(cx, at, x):
-        if arithmetic and x.dtype.kind == "b":
+        dt = x.dtype
+        if dt.kind == "f":
+            if half and dt.itemsize == 2:  # (float16)
+                return cast(fwd(cx.xp, x.astype(np.float32)), dt)
+            return cast(fwd(cx.xp, x), dt)
+        if arithmetic and dt.kind == "b":
             raise no_bool_arithmetic(name)
-        return cast(fwd(cx.xp, x), x.dtype)
+        if wide is not None and dt.kind in "iu":
+            return int_cast(fwd(cx.xp, x.astype(wide)), dt)
+        return cast(fwd(cx.xp, x), dt)
 
+    if scratch is None and wide is not None:
+        scratch = _widened_bytes(wide)
     forward.__doc__ = doc
     defop(
         name,
@@ -308,11 +339,28 @@ def _unary(
     )(forward)
 
 
+def _widened_bytes(wide: np.dtype, count: int = 3) -> Any:
+    """The ``scratch`` of a unary op on an integer input computed in ``wide``: the input's copy,
+    the result and a temporary of a composite (sigmoid's), ``count`` arrays of ``wide`` at once."""
+
+    def hook(at: dict, x: Spec) -> int:
+        return count * wide.itemsize * prod(x.shape) if np.dtype(x.dtype).kind in "iu" else 0
+
+    return hook
+
+
 def _zero_grad(F, at, g, y, x):
     return (F.zeros_like(g),)
 
 
-_unary("negative", lambda xp, x: -x, lambda F, at, g, y, x: (F.negative(g),), "-x.", eager=lambda at, g, y, x: (-g,))
+_unary(
+    "negative",
+    lambda xp, x: -x,
+    lambda F, at, g, y, x: (F.negative(g),),
+    "-x.",
+    eager=lambda at, g, y, x: (-g,),
+    ints=None,
+)
 _unary(
     "copy",
     lambda xp, x: x.copy(),
@@ -320,21 +368,29 @@ _unary(
     "A copy of x.",
     ("identity",),
     eager=lambda at, g, y, x: (g,),
+    ints=None,
 )
 _unary(
     "abs",
     lambda xp, x: xp.abs(x),
     lambda F, at, g, y, x: (F.mul(g, F.sign(x)),),
     "|x|.",
-    eager=lambda at, g, y, x: (g * np.sign(x),),
+    eager=lambda at, g, y, x: (g * np.sign(x),),  # (integers in float64, as MXNet's: int64 past 2**53 rounds)
 )
-_unary("sign", lambda xp, x: xp.sign(x), _zero_grad, "The sign of x (-1, 0 or 1); zero gradient.")
+_unary(
+    "sign",
+    lambda xp, x: xp.sign(x),
+    lambda F, at, g, y, x: (F.mul_scalar(g, scalar=0.0),),  # (g * 0, MXNet's: -0 where g < 0)
+    "The sign of x (-1, 0 or 1); zero gradient.",
+    ints=None,
+)
 _unary(
     "square",
     lambda xp, x: xp.square(x),
     lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(x, scalar=2.0)),),
     "x squared.",
     eager=lambda at, g, y, x: (g * (x + x),),
+    ints="float32",  # (MXNet's: int32 46341 squared is past int32, its minimum)
 )
 _unary(
     "sqrt",
@@ -370,6 +426,7 @@ _unary(
     lambda F, at, g, y, x: (F.mul(g, F.mul(y, F.rsub_scalar(y, scalar=1.0))),),
     "The logistic sigmoid of x.",
     eager=floats_only(lambda at, g, y, x: (g * (y * (1.0 - y)),)),
+    half=True,
 )
 _unary(
     "relu",
@@ -377,6 +434,7 @@ _unary(
     lambda F, at, g, y, x: (F.mul(g, F.greater_scalar(x, scalar=0.0)),),
     "max(x, 0).",
     eager=lambda at, g, y, x: (kernels.relu_grad(g, x),),
+    ints=None,
 )
 
 
@@ -1024,12 +1082,15 @@ def _count(name: str, at: dict, shape: tuple[int, ...]) -> int:
 
 
 def accumulator(xp: Any, x: Any) -> Any:
-    """The dtype a sum of ``x`` accumulates in: float64 for float32 (None: its own). MXNet sums
-    float32 with a compensated (Kahan) sum; numpy's float32 sum along an axis adds one after
-    another (0.1 * arange(100) summed down the columns of a 10 x 10 gives 47.000004 where MXNet
-    gives 47). Summed in float64 and rounded once, the values are MXNet's far more often (all
-    of the tutorials' cases): about twice the time of a float32 sum."""
-    return xp.float64 if x.dtype == xp.float32 else None
+    """The dtype a sum of ``x`` accumulates in: float64 for float32, float32 for float16 (None:
+    its own). MXNet sums float32 with a compensated (Kahan) sum; numpy's float32 sum along an
+    axis adds one after another (0.1 * arange(100) summed down the columns of a 10 x 10 gives
+    47.000004 where MXNet gives 47). Summed in float64 and rounded once, the values are MXNet's
+    far more often (all of the tutorials' cases): about twice the time of a float32 sum. MXNet
+    adds float16 in float32 along every axis; numpy does only along the last (contiguous) one
+    (the columns of [[1.82], [-0.14], [0.92]] summed to 2.6016, MXNet's 2.5996)."""
+    dt = x.dtype
+    return xp.float64 if dt == xp.float32 else xp.float32 if dt == xp.float16 else None
 
 
 def _mean(xp: Any, x: Any, axes: Any, keepdims: bool) -> Any:
@@ -1100,8 +1161,8 @@ def _norm_fwd(xp, x, axes, at):
     float32, and float32/64 ones recomputed, scaled by the largest |x| of their slice, for the
     slices whose plain result came out infinite or below sqrt(tiny) (1e20 and 1e-30 in float32)."""
     keepdims = at["keepdims"]
-    if at["ord"] == 1:
-        return xp.sum(xp.abs(x), axis=axes, keepdims=keepdims)
+    if at["ord"] == 1:  # (float16 added in float32, as the sum)
+        return xp.sum(xp.abs(x), axis=axes, keepdims=keepdims, dtype=np.float32 if x.dtype == np.float16 else None)
     if x.dtype == np.float16:
         return xp.sqrt(xp.sum(xp.square(x, dtype=np.float32), axis=axes, keepdims=keepdims))
     y = xp.sqrt(xp.sum(xp.square(x), axis=axes, keepdims=keepdims))

@@ -504,10 +504,10 @@ _CHANNELS = {"axis": 1, "keepdims": False}
     "argmax_channel",
     ("data",),
     infer=lambda at, x: OPS["argmax"].infer(_CHANNELS, x),
-    vjp=_no_gradient,
+    vjp=None,  # (MXNet's registers no gradient: a backward through it is refused, not zeros)
 )
 def _argmax_channel(cx, at, x):
-    """argmax along axis 1, the channels (MXNet's argmax_channel)."""
+    """argmax along axis 1, the channels (MXNet's argmax_channel; not differentiable)."""
     return OPS["argmax"].forward(cx, _CHANNELS, x)
 
 

@@ -18,6 +18,7 @@ from .ops import (
     broadcast_shapes,
     cast,
     floats_only,
+    int_cast,
     no_bool_arithmetic,
     typed_scalar,
     unbroadcast,
@@ -41,6 +42,7 @@ _unary(
     lambda xp, x: 1.0 / xp.sqrt(x),
     lambda F, at, g, y, x: (F.mul(g, F.mul_scalar(F.pow_scalar(y, scalar=3.0), scalar=-0.5)),),
     "1 / sqrt(x).",
+    half=True,
 )
 _unary(
     "reciprocal",
@@ -69,6 +71,7 @@ _unary(
     lambda F, at, g, y, x: (F.div(g, F.square(F.add_scalar(F.abs(x), scalar=1.0))),),
     "x / (1 + |x|).",
     eager=floats_only(lambda at, g, y, x: (g / np.square(np.abs(x) + 1.0),)),
+    half=True,
 )
 _LN2 = float(np.log(2.0))
 _LN10 = float(np.log(10.0))
@@ -95,6 +98,7 @@ _unary(
     lambda xp, x: 1.0 / xp.cbrt(x),
     lambda F, at, g, y, x: (F.mul(g, F.div(F.mul_scalar(y, scalar=-1.0 / 3.0), x)),),
     "1 / cbrt(x).",
+    half=True,
 )
 _unary(
     "arcsin",
@@ -139,13 +143,16 @@ _unary(
     lambda xp, x: xp.degrees(x),
     lambda F, at, g, y, x: (F.mul_scalar(g, scalar=180.0 / np.pi),),
     "x in radians, converted to degrees.",
+    ints="float32",  # (MXNet's integer degrees and radians are in float32)
 )
 _unary(
     "radians",
     lambda xp, x: xp.radians(x),
     lambda F, at, g, y, x: (F.mul_scalar(g, scalar=np.pi / 180.0),),
     "x in degrees, converted to radians.",
+    ints="float32",
 )
+# (the rounding ops take integers through float64 too, as MXNet's: int64's 2**53 + 1 is 2**53)
 _unary("floor", lambda xp, x: xp.floor(x), _zero_grad, "The largest integer <= x; zero gradient.")
 _unary("ceil", lambda xp, x: xp.ceil(x), _zero_grad, "The smallest integer >= x; zero gradient.")
 
@@ -178,7 +185,7 @@ _unary(
     "x rounded to the nearer integer, a half toward minus infinity (as MXNet); zero gradient.",
 )
 _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, "x rounded toward zero; zero gradient.", ("fix",))
-_unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).")
+_unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).", ints=None)
 
 
 def _logical_forward(fn):
@@ -198,6 +205,12 @@ for _name, _fn in (("and", np.logical_and), ("or", np.logical_or), ("xor", np.lo
     )
 
 
+def _masked(F, mask, g):
+    """g where mask is non-zero, else +0: MXNet's masked gradients print 0., where g * mask gives
+    -0. for a negative g (relu's, max's and maximum's are g * mask in MXNet too: they stay so)."""
+    return F.where(mask, g, F.zeros_like(g))
+
+
 def _smooth_l1_bound(at: dict) -> tuple[float, float]:
     """scalar^2 and 1/scalar^2, where the quadratic part ends (everywhere for scalar 0)."""
     s2 = at["scalar"] ** 2
@@ -206,8 +219,8 @@ def _smooth_l1_bound(at: dict) -> tuple[float, float]:
 
 def _smooth_l1_vjp(F, at, g, y, x):
     s2, bound = _smooth_l1_bound(at)
-    if not s2:  # 0.5 * 0 * x^2 everywhere
-        return (F.mul_scalar(g, scalar=0.0),)
+    if not s2:  # 0.5 * 0 * x^2 everywhere: g * (0 * x), MXNet's (the zeros take x's sign and g's)
+        return (F.mul(g, F.mul_scalar(x, scalar=0.0)),)
     inside = F.lesser_scalar(F.abs(x), scalar=bound)
     return (F.mul(g, F.where(inside, F.mul_scalar(x, scalar=s2), F.sign(x))),)
 
@@ -215,15 +228,19 @@ def _smooth_l1_vjp(F, at, g, y, x):
 @defop("smooth_l1", ("data",), (Attr("scalar", "float", 1.0),), infer=like_infer, vjp=_smooth_l1_vjp)
 def _smooth_l1(cx, at, x):
     """0.5 (s x)^2 where |x| < 1/s^2, else |x| - 0.5/s^2 (s: ``scalar``)."""
+    dt = x.dtype
+    if dt.kind in "iu":  # in float32, cast back, as MXNet's
+        x = x.astype(np.float32)
     s2, bound = _smooth_l1_bound(at)
     a = cx.xp.abs(x)
-    return cast(cx.xp.where(a < bound, 0.5 * s2 * x * x, a - 0.5 * bound), x.dtype)
+    r = cx.xp.where(a < bound, 0.5 * s2 * x * x, a - 0.5 * bound)
+    return int_cast(r, dt) if dt.kind in "iu" else cast(r, dt)
 
 
 def _hard_sigmoid_vjp(F, at, g, y, x):
     z = F.add_scalar(F.mul_scalar(x, scalar=at["alpha"]), scalar=at["beta"])
     inside = F.mul(F.greater_scalar(z, scalar=0.0), F.lesser_scalar(z, scalar=1.0))
-    return (F.mul(F.mul_scalar(g, scalar=at["alpha"]), inside),)
+    return (_masked(F, inside, F.mul_scalar(g, scalar=at["alpha"])),)
 
 
 @defop(
@@ -244,7 +261,9 @@ def _hard_sigmoid(cx, at, x):
     (Attr("a_min", "float", REQUIRED), Attr("a_max", "float", REQUIRED)),
     infer=like_infer,
     vjp=lambda F, at, g, y, x: (
-        F.mul(g, F.mul(F.greater_equal_scalar(x, scalar=at["a_min"]), F.lesser_equal_scalar(x, scalar=at["a_max"]))),
+        _masked(
+            F, F.mul(F.greater_equal_scalar(x, scalar=at["a_min"]), F.lesser_equal_scalar(x, scalar=at["a_max"])), g
+        ),
     ),
 )
 def _clip(cx, at, x):
@@ -275,16 +294,13 @@ def _where_infer(at: dict, cond: Spec, x: Spec, y: Spec) -> Spec:
 
 
 def _where_vjp(F, at, g, out, cond, x, y):
-    mask = F.not_equal_scalar(cond, scalar=0.0)
-    rows = _row_condition(tuple(mask.shape), tuple(g.shape))
-    if rows != tuple(mask.shape):
-        mask = F.reshape(mask, shape=rows)
-    if mask.dtype != g.dtype:
-        mask = F.astype(mask, dtype=g.dtype.name)
-    if tuple(mask.shape) != tuple(g.shape):
-        mask = F.broadcast_to(mask, shape=tuple(g.shape))
-    gx = F.mul(g, mask)
-    gy = F.sub(g, gx)
+    rows = _row_condition(tuple(cond.shape), tuple(g.shape))
+    if rows != tuple(cond.shape):
+        cond = F.reshape(cond, shape=rows)
+    # where, not g * mask and g - that: each side's masked entries are +0, as MXNet's
+    zero = F.zeros_like(g)
+    gx = F.where(cond, g, zero)
+    gy = F.where(cond, zero, g)
     return None, unbroadcast(F, gx, tuple(x.shape)), unbroadcast(F, gy, tuple(y.shape))
 
 
@@ -339,10 +355,10 @@ def _special(name: str, xp: Any, x: Any) -> Any:
 
 
 def _rounded(r: np.ndarray, dt: np.dtype) -> np.ndarray:
-    """A float64 result in the input's dtype: NaN and infinities, which an integer dtype
-    cannot hold, as 0 there (numpy's cast of them is undefined)."""
+    """A float64 result in the input's dtype: an integer one as MXNet casts it (``int_cast``:
+    gamma of int32 0 is its minimum)."""
     if dt.kind in "iu":
-        r = np.where(np.isfinite(r), r, 0.0)
+        return int_cast(r, dt)
     with np.errstate(all="ignore"):
         return r.astype(dt)
 
@@ -459,6 +475,13 @@ def _erf_vjp(F, at, g, y, x):
     return (F.mul(g, F.mul_scalar(F.exp(F.negative(F.square(x))), scalar=2.0 / _SQRT_PI)),)
 
 
+def _erfinv_int(v: np.ndarray) -> np.ndarray:
+    """erfinv for an integer input: past +-1 it is 0, MXNet's (a NaN of an integer type);
+    +-1 is +-inf, cast as any other infinity."""
+    r = erfinv64(v)
+    return np.where(np.isnan(r), 0.0, r)
+
+
 def _erfinv_vjp(F, at, g, y, x):
     return (F.mul(g, F.mul_scalar(F.exp(F.square(y)), scalar=_SQRT_PI / 2.0)),)
 
@@ -470,14 +493,16 @@ _unary(
     "The Gauss error function, 2/sqrt(pi) times the integral of exp(-t^2) from 0 to x.",
     scratch=float64_scratch(4),
     vjp_scratch=float64_scratch(0, 5),
+    ints=None,  # (each special function: in float64 a chunk at a time, integers too)
 )
 _unary(
     "erfinv",
-    lambda xp, x: in_float64(erfinv64, x),
+    lambda xp, x: in_float64(erfinv64 if x.dtype.kind == "f" else _erfinv_int, x),
     _erfinv_vjp,
     "The inverse of erf: +-inf at +-1, NaN outside [-1, 1].",
     scratch=float64_scratch(16),
     vjp_scratch=float64_scratch(0, 4),
+    ints=None,
 )
 _unary(
     "gamma",
@@ -486,6 +511,7 @@ _unary(
     "The gamma function (NaN at the negative integers, +-inf at +-0).",
     scratch=float64_scratch(4),
     vjp_scratch=float64_scratch(POLYGAMMA_ARRAYS, 3),
+    ints=None,
 )
 _unary(
     "gammaln",
@@ -494,6 +520,7 @@ _unary(
     "log |gamma(x)| (inf at 0 and the negative integers).",
     scratch=float64_scratch(4),
     vjp_scratch=float64_scratch(POLYGAMMA_ARRAYS, 2),
+    ints=None,
 )
 
 

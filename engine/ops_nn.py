@@ -1280,9 +1280,28 @@ def _in_bounds(win: dict, shape: tuple[int, ...]) -> Any:
     return np.maximum(np.outer(per_axis[0], per_axis[1]), 1)
 
 
+def _pad_within_kernel(at: dict, win: dict, dtype: Any) -> None:
+    """MXNet's float32 max and average pooling (its MKL-DNN kernels) refuse a pad as wide as the
+    kernel on an axis ("Check failed: pad_l[0] < kernel[0]"), where a window could be all
+    padding; its float16 and float64 ones, and sum pooling, take it (such a window gives the
+    least value or 0)."""
+    if dtype != "float32" or at["pool_type"] == "sum" or at["global_pool"]:
+        return
+    k = _pair(win["kernel"], 1, "Pooling", "kernel")
+    p = _pair(win["pad"], 0, "Pooling", "pad")
+    for d in (0, 1):
+        if p[d] >= k[d]:
+            raise InvalidInput(
+                f"Pooling: pad {p} must be less than the kernel {k} on each axis for {at['pool_type']} "
+                f"pooling of float32 data (MXNet's check pad_l[{d}] < kernel[{d}], {p[d]} vs. {k[d]})"
+            )
+
+
 def _pool_infer(at: dict, x: Spec) -> Spec:
     floating("Pooling", x)
-    _, _, _, out = _window("Pooling", _pool_window(at, x.shape), x.shape)
+    win = _pool_window(at, x.shape)
+    _, _, _, out = _window("Pooling", win, x.shape)
+    _pad_within_kernel(at, win, x.dtype)
     return Spec(x.shape[:2] + out, x.dtype)
 
 
@@ -1363,6 +1382,7 @@ def _pooling(cx, at, x):
     """2-D max, average or sum pooling of (N, C, H, W) data, or 1-D of (N, C, W) (stride
     defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)
+    _pad_within_kernel(at, win, x.dtype.name)
     kind = at["pool_type"]
     if kind == "max":
         x = _nan_as_least(cx.xp, x)
@@ -1371,12 +1391,13 @@ def _pooling(cx, at, x):
         r = cols.max(axis=(2, 3))
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
         return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
-    r = cols.sum(axis=(2, 3), dtype=cols.dtype)
+    # float16 windows added (and averaged) in float32 and rounded once, as MXNet's
+    r = cols.sum(axis=(2, 3), dtype=np.float32 if cols.dtype == np.float16 else cols.dtype)
     if _counts_pad(at, win):  # (in place: a second output-sized array is not in the declared scratch)
         r /= _in_bounds(win, x.shape).astype(r.dtype)
     elif kind == "avg":
         r /= r.dtype.type(win["kernel"][0] * win["kernel"][1])
-    return r
+    return r.astype(x.dtype, copy=False)
 
 
 # --------------------------------------------------------------------------
@@ -1785,7 +1806,9 @@ def _seq_last_vjp(F, at, g, y, x, *lengths):
     if ax == 0:
         hot = F.transpose(hot)
     hot = F.reshape(hot, shape=tuple(hot.shape) + (1,) * (x.ndim - 2))
-    return (F.mul(F.expand_dims(g, axis=ax), hot),) + (None,) * len(lengths)
+    # where, not g * hot: the other steps' gradients are +0 (MXNet's), where -g * 0 is -0
+    zeros = F.zeros(shape=tuple(x.shape), dtype=x.dtype.name)
+    return (F.where(hot, F.expand_dims(g, axis=ax), zeros),) + (None,) * len(lengths)
 
 
 @defop("SequenceLast", ("data", "*sequence_length"), SEQUENCE, infer=_seq_last_infer, vjp=_seq_last_vjp)
