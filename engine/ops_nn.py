@@ -298,8 +298,11 @@ def _so_infer(at: dict, x: Spec, label: Spec) -> Spec:
     floating("SoftmaxOutput", x)
     ax = _so_axis("SoftmaxOutput", at, x)
     want = x.shape[:ax] + x.shape[ax + 1 :]
-    if label.shape != want or x.shape[ax] == 0:
-        raise ShapeError(f"SoftmaxOutput: label must have shape {want} for data {x.shape}, got {label.shape}")
+    if label.shape not in (want, x.shape) or x.shape[ax] == 0:
+        raise ShapeError(
+            f"SoftmaxOutput: label must have shape {want} (classes) or {x.shape} (probabilities) "
+            f"for data {x.shape}, got {label.shape}"
+        )
     return Spec(x.shape, x.dtype)
 
 
@@ -309,10 +312,15 @@ def _so_vjp(F, at, g, y, x, label):
     rows of all but the last axis with preserve_shape) or the labels other than
     ``ignore_label`` (valid, whether or not use_ignore). The target is the label's one-hot,
     smoothed by ``smooth_alpha`` (not with multi_output, as MXNet); a label outside [0, C) has
-    none. A row whose label is ``ignore_label`` gets 0 with use_ignore. (MXNet's, each.)"""
+    none. A row whose label is ``ignore_label`` gets 0 with use_ignore. A label of the data's
+    shape is the target itself (probabilities): (softmax - label) * grad_scale, normalised,
+    smoothed and ignored in no way. (MXNet's, each.)"""
     ax = _so_axis("SoftmaxOutput", at, x)
-    c = int(x.shape[ax])
     dt = x.dtype.name
+    if label.shape == x.shape:
+        target = F.astype(label, dtype=dt)
+        return F.mul_scalar(F.sub(F.softmax(x, axis=ax), target), scalar=at["grad_scale"]), None
+    c = int(x.shape[ax])
     hot = F.one_hot(label, depth=c, dtype=dt)  # (the class axis last)
     if ax != x.ndim - 1:
         hot = F.transpose(hot, axes=(0, x.ndim - 1, *range(1, x.ndim - 1)))

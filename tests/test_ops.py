@@ -1562,6 +1562,21 @@ VARIANTS: list[tuple[str, str, Case]] = [
         ),
     ),
     (
+        "SoftmaxOutput-probabilities",
+        "SoftmaxOutput",
+        C(
+            lambda x, lab: softmax_ref(x, -1),
+            (3, 4),
+            (3, 4),
+            nondiff=(1,),
+            normalization="batch",  # (neither normalised, smoothed nor ignored, as MXNet)
+            smooth_alpha=0.1,
+            use_ignore=True,
+            grad_scale=2.0,
+            designed=lambda x, lab: (2.0 * (softmax_ref(x, -1) - lab), None),
+        ),
+    ),
+    (
         "SoftmaxOutput-valid-ignored",
         "SoftmaxOutput",
         C(
