@@ -1139,13 +1139,18 @@ def _reshape_like(cx, at, a, b):
     return a.reshape(b.shape).copy()
 
 
-@defop("shape_array", ("data",), infer=lambda at, x: Spec((len(x.shape),), "int64"), vjp=None)
+@defop(
+    "shape_array",
+    ("data",),
+    infer=lambda at, x: Spec((len(x.shape),), "int64"),
+    vjp=lambda F, at, g, y, x: (None,),  # (a zero gradient, as MXNet's)
+)
 def _shape_array(cx, at, x):
     """The shape of data, as an int64 array."""
     return cx.xp.asarray(x.shape, dtype=np.int64)
 
 
-@defop("size_array", ("data",), infer=lambda at, x: Spec((1,), "int64"), vjp=None)
+@defop("size_array", ("data",), infer=lambda at, x: Spec((1,), "int64"), vjp=lambda F, at, g, y, x: (None,))
 def _size_array(cx, at, x):
     """The number of elements of data, as an int64 array of one element."""
     return cx.xp.asarray([x.size], dtype=np.int64)

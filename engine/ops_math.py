@@ -185,7 +185,13 @@ _unary(
     "x rounded to the nearer integer, a half toward minus infinity (as MXNet); zero gradient.",
 )
 _unary("trunc", lambda xp, x: xp.trunc(x), _zero_grad, "x rounded toward zero; zero gradient.", ("fix",))
-_unary("logical_not", lambda xp, x: x == 0, None, "1 where x is 0, else 0 (not differentiable).", ints=None)
+_unary(
+    "logical_not",
+    lambda xp, x: x == 0,
+    lambda F, at, g, y, x: (None,),
+    "1 where x is 0, else 0 (a zero gradient, as MXNet's).",
+    ints=None,
+)
 
 
 def _logical_forward(fn):

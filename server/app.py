@@ -75,7 +75,9 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
     try:
         opts = protocol.NewSession.model_validate(body)  # (an empty body reads as {})
     except ValidationError as e:
-        raise InvalidInput(f"invalid session options: {e.errors()[0]['msg']}") from None
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"invalid session options{' at ' + where if where else ''}: {first['msg']}") from None
     s = store.create(user, seed=opts.seed)
     settings = request.app.state.settings
     limits = {

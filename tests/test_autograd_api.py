@@ -788,3 +788,15 @@ def test_a_recorded_gradient_that_depends_on_no_variable_has_no_inputs(mode, f, 
         g.wait_to_read()
     assert g.asnumpy().tolist() == want
     assert x.grad.asnumpy().tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["logical_not", "shape_array", "size_array"])
+def test_ops_with_a_zero_gradient_backpropagate_zeros(mode, name):
+    """MXNet gives these a zero gradient (they were refused as not differentiable, and their
+    output was outside the graph)."""
+    x = nd.array([[1.0, 0.0, 2.0]])
+    x.attach_grad()
+    with autograd.record():
+        y = getattr(nd, name)(x)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[0.0, 0.0, 0.0]]

@@ -1305,3 +1305,11 @@ def test_an_attribute_out_of_its_domain_is_refused_by_name(batch, ins, message):
     assert ok.status_code == 200, ok.text
     r = batch.post([ins])
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+
+
+def test_a_bad_session_option_is_named(http):
+    r = http.post("/v1/sessions", json={"seed": -1})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("invalid session options at seed: "), r.text
+    r = http.post("/v1/sessions", json=[1])
+    assert r.status_code == 400 and "invalid session options" in r.json()["error"]["message"]
