@@ -254,6 +254,7 @@ class SessionStore:
             # its file was written: its last change), not since this start
             last = used.get(s.id, path.stat().st_mtime)
             self._used[s.id] = now - max(0.0, now_wall - last)
+        self.expire()  # (those idle past their TTL while the server was down: gone before it serves)
         return len(self._sessions)
 
     def __len__(self) -> int:
