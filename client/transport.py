@@ -182,11 +182,19 @@ class Http:
         parts, total = wire.pack_frames(batch)
         head = self._head + b"%d\r\n\r\n" % total
         conn: Conn = self._conn  # type: ignore[assignment]
+        no_reply = [0]
 
         def send() -> tuple[int, str, Any]:
             got = conn.request(head, parts)
             if got[0] >= 500 and not _is_batch_reply(got[1], got[2]):
-                raise NoReply(f"HTTP {got[0]} without a batch's reply")
+                text = bytes(got[2][:200]).decode("utf-8", "replace")
+                no_reply[0] += 1
+                if no_reply[0] > NO_REPLY_RETRIES:  # (a server that answers so every time: not a restart)
+                    raise ConnectionLost(
+                        f"POST {self.url}{self._batch_path}: HTTP {got[0]} without a batch's reply, "
+                        f"{no_reply[0]} times ({text!r}); the batch is sent again under its seq when next used"
+                    )
+                raise NoReply(f"HTTP {got[0]} without a batch's reply: {text!r}")
             return got
 
         status, ctype, body = self._retrying(
@@ -277,6 +285,12 @@ def _heartbeat(ref: weakref.ref[Http], stop: threading.Event, every: float) -> N
             t._used = time.monotonic()
             wait = every
         del t
+
+
+NO_REPLY_RETRIES = 3
+"""How many times a batch answered by a 5xx that is not its reply is sent again at once (a
+server stopping answers so once, then refuses connections while it restarts: those are
+retried as a broken connection is)."""
 
 
 class NoReply(OSError):

@@ -19,7 +19,6 @@ from .errors import (
     AutogradError,
     DTypeError,
     InvalidInput,
-    MXNetError,
     QuotaExceeded,
     ShapeError,
     UnknownHandle,
@@ -176,11 +175,12 @@ def run_backward(
         helpers = parallel.helpers() if eager else None
         if not eager:
             into = None
-        try:
-            return tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
-        except MXNetError as e:
-            e.partial = into is not None  # (a weight's gradient may have been computed into its buffer already)
-            raise
+        before = s._partial
+        if into is not None:
+            s._partial = True  # (a weight's gradient may be computed into its buffer: an error after says so)
+        pairs = tape.backward(s.F, heads, grads, np.add, eager=eager, order=order, helpers=helpers, into=into)
+        s._partial = before
+        return pairs
 
 
 def large_graph(s: Session) -> None:

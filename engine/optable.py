@@ -200,6 +200,8 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
     filled in. A closure over its tables, as it runs once per instruction of a batch."""
     defaults = {a.name: a.default for a in attrs}
     parsers = {a.name: (_parser(a.kind), a.default is None or a.nullable) for a in attrs}  # (parser, None allowed)
+    # a dtype given as None is its default, as MXNet's (x.astype(None), Embedding(dtype=None): float32)
+    none_dtypes = {a.name: DEFAULT_DTYPE if a.default is REQUIRED else a.default for a in attrs if a.kind == "dtype"}
     required = tuple(a.name for a in attrs if a.default is REQUIRED)
 
     def parse(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -213,9 +215,12 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
                     known = ", ".join(a.name for a in attrs) or "none"
                     raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
                 if v is None:
-                    if not p[1]:  # (a parser may take None for its own meaning: "all axes", float32)
+                    if p[1]:
+                        at[k] = None
+                    elif k in none_dtypes:
+                        at[k] = none_dtypes[k]
+                    else:
                         raise InvalidInput(f"{name}: attribute {k!r} cannot be null")
-                    at[k] = None
                     continue
                 try:
                     at[k] = p[0](v)

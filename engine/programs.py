@@ -380,6 +380,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
         )
     s._steps += len(prog.steps)
     arrays, nodes = s.arrays, s.nodes
+    partial = s._partial  # (a call's steps set it; it is the caller's again when the call ends)
     s._calling = True
     cap, s._cap = s._cap, s.limits.max_array_bytes  # a call runs whole (see long_program_op)
     started = time.perf_counter()
@@ -414,6 +415,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
                     execute(step, values)
                 except MXNetError as e:
                     raise _in_step(e, pid, prog, i) from None
+                s._partial = True  # (a step ran: an error after it says the call changed state)
             prog.checked(s, sig, s.nbytes - before)
         prog.last_s = time.perf_counter() - started  # a call that ran every step (see long_program_op)
         moved: dict[int, int] = {}
@@ -435,11 +437,11 @@ def _call(s: Session, ins: dict, values: list) -> None:
                     s.check_alloc(x.nbytes)
                     s.put(dst, np.array(x, copy=True))
                 placed.append(dst)
-        except MXNetError as e:
+        except MXNetError:
             for dst in placed:  # a call that fails gives no outputs (those moved go with it)
                 s.drop(dst)
-            e.partial = True  # (its steps ran)
             raise
+        s._partial = partial
     finally:
         s._calling = False
         s._cap = cap
@@ -463,6 +465,7 @@ def _run_plan(s: Session, pid: int, prog: Program, values: list) -> None:
         elif not e.run(s):
             for step in e.steps:
                 _run_entry(s, pid, prog, step, values)
+        s._partial = True  # (as in a checked call)
 
 
 def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> None:
@@ -495,8 +498,8 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
 
 
 def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:
-    """``err`` (of the same kind) naming the program and step that raised it; partial when a
-    step ran before it."""
+    """``err`` (of the same kind) naming the program and step that raised it (partial when a
+    step ran before it: the session says so)."""
     e = type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")
-    e.partial = i > 0 or err.partial
+    e.partial = err.partial
     return e

@@ -249,6 +249,7 @@ class BatchRun:
 
     def __init__(self, session: Session, ops: list, seq: int | None, copy_reads: bool) -> None:
         self.session = session
+        session._partial = False  # (what a batch given up part way left there is not this one's)
         self.ops = ops
         self.seq = seq
         self.values: list[np.ndarray] = []
@@ -286,6 +287,13 @@ class BatchRun:
             return True
         return False
 
+    def _failed(self, s: Session, e: MXNetError, i: int, ins: Any) -> None:
+        """The batch's error: instruction ``i`` raised ``e`` (partial if it had changed state)."""
+        if s._partial:
+            e.partial = True
+            s._partial = False
+        self.reply["error"] = error_body(e, i, ins)
+
     def _run(
         self,
         s: Session,
@@ -319,7 +327,7 @@ class BatchRun:
                 except SliceEnds:
                     break  # not started: the caller runs it (and the rest) in a thread
                 except MXNetError as e:
-                    self.reply["error"] = error_body(e, i, ins)
+                    self._failed(s, e, i, ins)
                     i = n
                     break
                 except (
@@ -331,19 +339,19 @@ class BatchRun:
                     OverflowError,
                     ZeroDivisionError,
                 ) as e:
-                    self.reply["error"] = error_body(InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    self._failed(s, InvalidInput(f"malformed instruction: {e}"), i, ins)
                     i = n
                     break
                 except MemoryError:  # (past what the checks foresaw: the machine's memory)
                     op = ins.get("op") if type(ins) is dict else None
                     err = QuotaExceeded(f"{op}: the server has not the memory to run it")
-                    self.reply["error"] = error_body(err, i, ins)
+                    self._failed(s, err, i, ins)
                     i = n
                     break
                 except Exception as e:  # a fault of ours: the batch still ends as for any error
                     op = ins.get("op") if type(ins) is dict else None
                     _log.exception("internal error in instruction %d (%r) of a batch", i, op)
-                    self.reply["error"] = error_body(InternalError(f"{op}: {type(e).__name__}: {e}"), i, ins)
+                    self._failed(s, InternalError(f"{op}: {type(e).__name__}: {e}"), i, ins)
                     i = n
                     break
                 i += 1
@@ -451,6 +459,10 @@ class Session:
         self.program_bytes = 0  # what keeping them costs (``Program.nbytes``), counted as held
         self._steps = 0  # this batch's instructions, each call counting its program's
         self._calling = False  # whether a program runs (its slots are negative handles)
+        # Whether the instruction running has changed state it cannot take back (a backward pass
+        # may have written a gradient buffer; a call ran a step): an error it raises, of any
+        # kind, says so (``partial``). Set by them while so, read and cleared by the executor.
+        self._partial = False
 
     # -- handles -------------------------------------------------------------
 

@@ -402,6 +402,52 @@ def test_an_error_says_whether_its_instruction_took_effect_in_part():
     assert "not in a computational graph" in reply["error"]["message"] and "partial" not in reply["error"]
 
 
+def test_an_error_of_any_kind_after_a_pass_or_a_call_changed_state_says_so(monkeypatch):
+    """A backward pass that computes a weight's gradient into its buffer, or a call whose first
+    step ran, then fails with an error that is not an MXNetError (no memory left: the executor
+    makes it a QuotaExceeded), was not said partial: the client read a half-applied pass."""
+    from gradserve.engine import ops_nn
+
+    def no_memory(*args):
+        raise MemoryError
+
+    s = Session("partial-any")
+    ln = {"op": "LayerNorm", "in": [1, 2, 3], "out": [5], "mode": 3}
+    ok = run(
+        s,
+        {"op": "ones", "out": [1], "at": {"shape": [2, 3]}},
+        {"op": "ones", "out": [2], "at": {"shape": [3]}},
+        {"op": "zeros", "out": [3], "at": {"shape": [3]}},
+        {"op": "ones", "out": [4], "at": {"shape": [3, 2]}},
+        {"op": "attach_grad", "in": [1]},
+        {"op": "attach_grad", "in": [4]},
+        ln,
+        {"op": "dot", "in": [5, 4], "out": [6], "mode": 3},
+        {"op": "sum", "in": [6], "out": [7], "mode": 3},
+    )
+    assert "error" not in ok
+    monkeypatch.setattr(ops_nn, "_normalized_vjp", no_memory)  # (after dot's VJP, in the pass)
+    reply = run(s, {"op": "backward", "in": [7], "at": {"retain_graph": True}})
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["partial"] is True
+    monkeypatch.undo()
+    step = {"op": "update", "in": [4], "at": {"fn": "add", "scalar": 1.0}}
+    norm = {"op": "LayerNorm", "in": [-1, 2, 3], "out": [-2]}
+    define = {"op": "define", "at": {"id": 3, "nargs": 1, "program": [step, norm], "outputs": [-2]}}
+    assert "error" not in run(s, define)
+    monkeypatch.setattr(np, "sqrt", no_memory)  # (LayerNorm's forward, the call's second step)
+    reply = run(s, {"op": "call", "in": [1], "out": [8], "at": {"id": 3}})
+    monkeypatch.undo()
+    assert reply["error"]["kind"] == "QuotaExceeded" and reply["error"]["partial"] is True
+    assert s.get(4).tolist() == [[2.0, 2.0]] * 3  # its first step ran
+    define = {"op": "define", "at": {"id": 4, "nargs": 1, "program": [norm, step], "outputs": [-2]}}
+    monkeypatch.setattr(np, "sqrt", no_memory)
+    reply = run(s, define, {"op": "call", "in": [1], "out": [8], "at": {"id": 4}})
+    monkeypatch.undo()
+    assert reply["error"]["kind"] == "QuotaExceeded" and "partial" not in reply["error"]  # (at its first step)
+    reply = run(s, {"op": "backward", "in": [2]})  # refused before the pass: not in a graph
+    assert reply["error"]["kind"] == "AutogradError" and "partial" not in reply["error"]
+
+
 def saxpy_program(pid: int = 1):
     # out = a * 2 + w, where w is the session's handle 1 and a the call's argument
     return {

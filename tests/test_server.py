@@ -1289,7 +1289,6 @@ def test_a_command_refuses_handles_it_would_pass_over(batch, ins, message):
 @pytest.mark.parametrize(
     "ins, message",
     [
-        ({"op": "astype", "in": [1], "out": [2], "at": {"dtype": None}}, "astype: attribute 'dtype' cannot be null"),
         ({"op": "moveaxis", "in": [1], "out": [2], "at": {"source": None, "destination": 0}}, "cannot be null"),
         ({"op": "random_normal", "out": [2], "at": {"scale": -1}}, "random_normal: scale must be positive"),
         ({"op": "random_normal", "out": [2], "at": {"loc": "Infinity"}}, "loc and scale finite"),
@@ -1298,13 +1297,16 @@ def test_a_command_refuses_handles_it_would_pass_over(batch, ins, message):
     ],
 )
 def test_an_attribute_out_of_its_domain_is_refused_by_name(batch, ins, message):
-    """A null for an attribute that takes none (astype's dtype gave float64; moveaxis's
-    source "'NoneType' object is not iterable"), and random parameters numpy takes or refuses
-    in its own words (uniform(1, 0) drew from (0, 1]; MXNet refuses both)."""
+    """A null for an attribute that takes none (moveaxis's source said "'NoneType' object is
+    not iterable"), and random parameters numpy takes or refuses in its own words (uniform(1,
+    0) drew from (0, 1]; MXNet refuses both). A dtype's null is its default, as MXNet's
+    (astype's gave float64, MXNet's float32)."""
     ok = batch.post([{"op": "array", "out": [1], "at": {"value": tensor([1.0, 2.0], [2])}}])
     assert ok.status_code == 200, ok.text
     r = batch.post([ins])
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+    cast = batch.post([{"op": "astype", "in": [1], "out": [3], "at": {"dtype": None}}, {"op": "read", "in": [3]}])
+    assert cast.status_code == 200 and cast.json()["values"][0]["dtype"] == "float32", cast.text
 
 
 def test_a_bad_session_option_is_named(http):

@@ -2019,3 +2019,35 @@ def test_a_batch_answered_by_a_bare_server_error_is_sent_again_under_its_seq():
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+def test_a_server_that_answers_every_batch_with_a_bare_error_is_given_up_on_soon():
+    """A server fault outside the batch's instructions answers every try the same: the client
+    gave up after its whole retry budget (about 50 s) as for a server that is down; it gives up
+    after a few tries, saying what the server answered, and sends the batch again when next used."""
+    from gradserve.transport import NO_REPLY_RETRIES, ConnectionLost
+
+    live = LiveServer()
+    inner = live.app
+
+    async def always_500(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/batch"):
+            await receive()
+            await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"Internal Server Error"})
+            return
+        await inner(scope, receive, send)
+
+    live.server.config.app = always_500
+    with live:
+        client = gradserve.connect(live.url, seed=0)
+        try:
+            before = client.transport.requests
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="without a batch's reply.*Internal Server Error"):
+                nd.ones((2,)).asnumpy()
+            assert client.transport.requests - before == NO_REPLY_RETRIES + 1
+            assert time.monotonic() - started < 5
+        finally:
+            gradserve.set_current(None)
+            client.close()
