@@ -146,10 +146,11 @@ class SessionStore:
     def snapshot(self, wait_s: float = 1.0, busy_wait_s: float = 0.0) -> int:
         """Write every session changed since its last snapshot; return how many. A session
         busy for ``wait_s`` seconds (a long batch, a reply to a slow client) is passed over
-        until the others are written, then waited for up to ``busy_wait_s`` seconds more
-        (the round's interval: a session that runs batch after batch is free between them,
-        and would otherwise be caught free only by chance); one still busy, or whose write
-        fails (a full disk), waits for the next round, the others written all the same."""
+        until the others are written, then waited for, all of them within ``busy_wait_s``
+        seconds more (the round's interval: a session that runs batch after batch is free
+        between them, and would otherwise be caught free only by chance); one still busy, or
+        whose write fails (a full disk), waits for the next round, the others written all the
+        same."""
         if self.folder is None:
             return 0
         with self._writing:
@@ -188,9 +189,10 @@ class SessionStore:
         for s in list(self._sessions.values()):
             if self._saved.get(s.id) != s.version:
                 written += self._write(folder, s, wait_s, busy)
-        if busy_wait_s > wait_s:
+        if busy_wait_s > wait_s:  # (the second pass waits that long in all, not per session)
+            deadline = time.monotonic() + busy_wait_s
             for s in busy:
-                written += self._write(folder, s, busy_wait_s, [])
+                written += self._write(folder, s, max(0.0, deadline - time.monotonic()), [])
         return written
 
     def _write(self, folder: Path, s: Session, wait_s: float, busy: list[Session]) -> int:
