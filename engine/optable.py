@@ -69,8 +69,16 @@ REQUIRED: Any = object()
 
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"expected an integer, got {v!r}")
+        raise TypeError(f"expected an integer, got {v!r}{past_int64(v)}")
     return int(v)
+
+
+def past_int64(v: Any) -> str:
+    """Why a float came where an integer was expected, when it is an integer past int64's range
+    (JSON decoders read those as floats): a clause for the error, else nothing."""
+    if type(v) is float and abs(v) >= 2.0**63 and v == v and abs(v) != float("inf") and v == int(v):
+        return " (an integer past int64's range: JSON integers that large are read as floats)"
+    return ""
 
 
 NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}

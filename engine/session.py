@@ -34,7 +34,19 @@ from .errors import (
     ShapeError,
     UnknownHandle,
 )
-from .optable import MAX_NDIM, OPS, REQUIRED, Attr, Op, Spec, attr_parser, dtype_name, new_spec, over_rank
+from .optable import (
+    MAX_NDIM,
+    OPS,
+    REQUIRED,
+    Attr,
+    Op,
+    Spec,
+    attr_parser,
+    dtype_name,
+    new_spec,
+    over_rank,
+    past_int64,
+)
 from .slices import (
     PROGRAM_OPS,
     SIZED_COMMANDS,
@@ -400,7 +412,7 @@ def check_envelope(msg: Any, max_ops: int | None = None) -> None:
         raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
     seq = msg.get("seq")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-        raise InvalidInput(f"seq must be an integer, got {seq!r}")
+        raise InvalidInput(f"seq must be an integer, got {seq!r}{past_int64(seq)}")
 
 
 class Session:

@@ -1315,3 +1315,21 @@ def test_a_bad_session_option_is_named(http):
     assert r.json()["error"]["message"].startswith("invalid session options at seed: "), r.text
     r = http.post("/v1/sessions", json=[1])
     assert r.status_code == 400 and "invalid session options" in r.json()["error"]["message"]
+
+
+def test_an_integer_past_int64_is_called_so(http, sid, batch):
+    """A JSON integer past 64 bits is read as a float: the error said "must be an integer, got
+    1.2089258196146292e+24" of what the client sent as an integer."""
+    r = http.post(
+        f"/v1/sessions/{sid}/batch",
+        content=b'{"seq": 1208925819614629174706176, "ops": []}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "past int64's range" in r.json()["error"]["message"], r.text
+    r = http.post(
+        f"/v1/sessions/{sid}/batch",
+        content=b'{"ops": [{"op": "ones", "out": [1], "at": {"shape": [2], "dtype": "float32"}},'
+        b' {"op": "sum", "in": [1], "out": [2], "at": {"axis": 1208925819614629174706176}}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "past int64's range" in r.json()["error"]["message"], r.text
