@@ -15,6 +15,7 @@ from . import parallel, tape
 from .dispatch import Traced, traced_args
 from .errors import (
     NO_INPUTS,
+    NOT_IN_GRAPH,
     UNREACHABLE,
     AutogradError,
     DTypeError,
@@ -34,6 +35,11 @@ def heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Nod
     hg_h = ins["at"]["head_grads"] or [None] * len(heads_h)
     if len(hg_h) != len(heads_h):
         raise InvalidInput("backward: head_grads must have one entry per head")
+    if s.graphs_lost and any(h in s.graphs_lost and s.nodes.get(h) is None for h in heads_h):
+        raise AutogradError(
+            f"{NOT_IN_GRAPH} (This array was recorded before the server restarted: recorded graphs are not "
+            "kept across a restart. Record its forward pass again.)"
+        )
     heads = tape.check_heads(s.node(h) for h in heads_h)
     grads: list[Any] = []
     for h, g in zip(heads_h, hg_h):

@@ -450,6 +450,7 @@ class Session:
         self.graph_bytes = 0
         self._recount_at = GRAPH_RECOUNT_BYTES
         self.aliases: set[int] = set()  # handles given a gradient buffer by ``grad`` (counted with it)
+        self.graphs_lost: set[int] = set()  # handles whose recorded graph a restart let go (snapshot.load)
         self.pins: dict[int, list] = {}  # id(memory) -> [memory, holders, counted elsewhere, size]
         # freed arrays still counted while something holds them: id(weakref) -> (the weakref,
         # its bytes or its memory's pin); the weakref's callback queues the id when it dies
@@ -555,6 +556,8 @@ class Session:
         stays counted while anything else holds it (a recorded graph, a stored reply, views
         of it): until a sweep finds it gone."""
         self._forget_node(h)  # (an op node holds the array: let go before counting who else does)
+        if self.graphs_lost:
+            self.graphs_lost.discard(h)
         v, refs = _pop_refs(self.arrays, h)
         if v is None:
             return

@@ -159,6 +159,8 @@ def capture(s: Session, wait_s: float = -1) -> dict[str, np.ndarray] | None:
             "views": views,
             "rng": s.cx.rng.bit_generator.state,
             "programs": [p.source for p in s.programs.values()],
+            # handles in a recorded graph, which is not kept: a backward of one after a restart says why
+            "recorded": [h for h, n in s.nodes.items() if n.op is not None and n.live and h >= 0],
         }
         copies: dict[int, np.ndarray] = {}  # an array under two keys is copied once
         for key, v in arrays.items():
@@ -237,6 +239,10 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
     for a, v in meta["aliases"].items():
         s.put(int(a), s.nodes[v].grad, alias=True)
     s.seq = meta["seq"]
+    recorded = meta.get("recorded", ())
+    if not isinstance(recorded, list) or not all(type(h) is int for h in recorded):
+        raise InvalidInput(f"{path}: recorded handles are not a list of integers")
+    s.graphs_lost = set(recorded)
     reply = meta["last_reply"]
     if reply is not None:
         n = reply.pop("n_values")
