@@ -44,6 +44,10 @@ MAX_TRACES = 64
 otherwise fill the session with programs until its quota refused the next."""
 
 
+_NOTHING: type = type(None)
+"""A traced function's ``container`` when it returned None (it returns None at every call)."""
+
+
 class _Traced:
     """One trace of a function: its program, its outputs' structure, specs and graph links."""
 
@@ -115,6 +119,8 @@ class _Traced:
                     node = tape.Node(HybridCall, tuple(_resolved(updates, c, arrays)) or None, ps)
             ctx = self.ctxs[len(made)]
             made.append(NDArray(c, h, spec, node, ctx if ctx is not None or not arrays else arrays[0]._ctx))
+        if self.container is _NOTHING:
+            return None
         result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
         return result[0] if self.container is None else self.container(result)
 
@@ -307,9 +313,12 @@ class HybridFunction:
                 outs = [out]
             elif type(out) in (tuple, list):
                 container, outs = type(out), list(out)
+            elif out is None:  # (a training step that returns nothing: as without hybridize)
+                container, outs = _NOTHING, []
             if outs is None or not all(isinstance(o, NDArray) for o in outs):
                 raise InvalidInput(
-                    f"a hybridized function returns an NDArray or a tuple of NDArrays, got {type(out).__name__}"
+                    "a hybridized function returns an NDArray, a tuple or list of them, or None; "
+                    f"got {type(out).__name__}"
                 )
             for o in outs:
                 if o._c is not c:

@@ -1238,3 +1238,23 @@ def test_a_lost_backward_through_a_hybridized_batchnorm_loses_its_moving_statist
         with pytest.raises(QuotaExceeded):
             big.wait_to_read()
         assert mm.asnumpy().tolist() == [0, 0, 0], call
+
+
+def test_a_hybridized_step_that_returns_nothing_updates_at_every_call(mode):
+    """A training step written without a return was refused after its first call had been
+    traced, and its update dropped (``return ()`` worked)."""
+    w = nd.array([1.0, 2.0])
+    w.attach_grad()
+
+    @hybridize
+    def step(x):
+        with autograd.record():
+            loss = (w * x).sum()
+        loss.backward()
+        w[:] -= 0.1 * w.grad
+
+    for _ in range(3):
+        assert step(nd.ones(2)) is None
+    np.testing.assert_allclose(w.asnumpy(), [0.7, 1.7], rtol=1e-6)
+    with pytest.raises(InvalidInput, match="or None; got int"):
+        hybridize(lambda x: 3)(nd.ones(2))
