@@ -54,6 +54,12 @@ _ENGINE = os.path.dirname(os.path.abspath(sys.modules["gradserve.engine"].__file
 _OURS = (_HERE + os.sep, _ENGINE + os.sep)  # (with the separator: a sibling gradserve_x.py is the user's)
 
 
+REBOUND = (
+    "an array a hybridized function reads from outside its arguments is gone: it was freed, "
+    "rebound to a new array where it should have changed in place (p[:] = ..., p -= ...)"
+)
+
+
 class ChangeLost(MXNetError):
     """An array that an instruction was to change in place (``x += 1``, ``x[:] = v``,
     ``attach_grad``, a backward pass into its gradient, a hybridized call updating it) that
@@ -593,7 +599,10 @@ class Client:
         op = err.get("op") or ops[i].get("op")
         loc = where[i] if 0 <= i < len(where) else None
         at = f", queued at {loc[0]}:{loc[1]}" if loc else ""
-        exc = error_from_kind(err.get("kind", "MXNetError"), f"{err.get('message')} [op {op}{at}]")
+        message = err.get("message")
+        if op == "call" and err.get("kind") == "UnknownHandle":  # (a parameter read by handle, freed)
+            message = f"{message} ({REBOUND})"
+        exc = error_from_kind(err.get("kind", "MXNetError"), f"{message} [op {op}{at}]")
         kept = _kept(exc)
         for ins in ops[i:]:
             for h in ins.get("out", ()):

@@ -1258,3 +1258,23 @@ def test_a_hybridized_step_that_returns_nothing_updates_at_every_call(mode):
     np.testing.assert_allclose(w.asnumpy(), [0.7, 1.7], rtol=1e-6)
     with pytest.raises(InvalidInput, match="or None; got int"):
         hybridize(lambda x: 3)(nd.ones(2))
+
+
+def test_a_parameter_rebound_after_its_trace_is_named_as_such(mode):
+    """An array a trace reads from outside its arguments must change in place; one rebound is
+    freed, and the next call failed with the program's "unknown handle 2" alone."""
+    from gradserve.engine.errors import UnknownHandle
+
+    w = nd.ones(2) * 3
+
+    @hybridize
+    def f(x):
+        return x * w
+
+    x = nd.array([1.0, 2.0])
+    assert f(x).asnumpy().tolist() == [3.0, 6.0]
+    w = nd.zeros(2)  # noqa: F841  (rebound: the trace's w is freed)
+    gc.collect()
+    nd.waitall()
+    with pytest.raises(UnknownHandle, match="rebound to a new array where it should have changed in place"):
+        f(x).asnumpy()
