@@ -451,7 +451,10 @@ class Client:
                 values = reply.get("values")
                 self._pending = None
                 if not isinstance(values, list) or len(values) != nreads:
-                    raise MXNetError(f"the server's reply holds no value for each of the {nreads} arrays read")
+                    # (not a reply this batch can have: what it made and changed is not known)
+                    exc = MXNetError(f"the server's reply holds no value for each of the {nreads} arrays read")
+                    self._not_applied(part, wpart, exc)
+                    raise exc
                 return values
             start, seq = end, seq + 1
 

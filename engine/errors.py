@@ -132,6 +132,13 @@ class InternalError(MXNetError):
     status = 500
 
 
+class ServerStopped(MXNetError):
+    """The server was stopped (forced) while a batch ran: the batch ends at the instruction it
+    would have run next, as at a failing one (those before it took effect)."""
+
+    status = 503
+
+
 ERRORS[MXNetError.__name__] = MXNetError
 
 

@@ -31,6 +31,7 @@ from .errors import (
     MXNetError,
     QuotaExceeded,
     SequenceError,
+    ServerStopped,
     ShapeError,
     UnknownHandle,
 )
@@ -391,6 +392,13 @@ class BatchRun:
         finally:
             s.lock.release()
         return reply
+
+    def stopped(self) -> None:
+        """End the batch where it is (the server is stopping before it ran whole): the
+        instruction it would run next fails with ``ServerStopped``; ``finish`` it then."""
+        if self.next < len(self.ops) and "error" not in self.reply:
+            why = ServerStopped("the server stopped while this batch ran: it ran up to this instruction")
+            self._failed(self.session, why, self.next, self.ops[self.next])
 
     def abort(self) -> None:
         """Free the session after an unexpected exception (the seq is not taken)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -292,6 +293,39 @@ def run(session: Session, msg: dict[str, Any]) -> dict[str, Any]:
     return session.run_batch(msg, copy_reads=True)
 
 
+class _Rest:
+    """The rest of a batch, run in a worker thread. A server forced to stop (a second Ctrl-C)
+    cancels the task that waits for it while the thread may still run it (anyio's shield does
+    not hold then), or before a thread took it. Ended then, the batch would take its seq with
+    its reply cut short and the session half changed under it (the shutdown's snapshot would
+    keep both): ``settle`` waits for the thread, or makes sure none will run it."""
+
+    __slots__ = ("job", "done", "claim", "phase")
+
+    def __init__(self, job: BatchRun) -> None:
+        self.job = job
+        self.done = threading.Event()
+        self.claim = threading.Lock()
+        self.phase = "queued"  # -> "running" (a thread took it) or "dropped" (none will)
+
+    def run(self) -> bool:
+        with self.claim:
+            if self.phase == "dropped":
+                return False
+            self.phase = "running"
+        try:
+            return self.job.run()
+        finally:
+            self.done.set()
+
+    def settle(self) -> None:
+        with self.claim:
+            if self.phase == "queued":
+                self.phase = "dropped"
+        if self.phase == "running":
+            self.done.wait()
+
+
 async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRun | dict[str, Any]:
     """Execute a batch, starting on the event loop when that is cheaper than a thread hop:
     when it is the only batch in flight (or only reads and frees a little), its session is
@@ -310,14 +344,19 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
         return await in_thread(app, session, run, session, msg)
     if not isinstance(job, BatchRun):
         return job  # a retry's stored reply
+    rest: _Rest | None = None
     try:
         if not job.run(time.perf_counter() + INLINE_SLICE_S):
-            await run_in_threadpool(job.run)
-    except asyncio.CancelledError:  # the thread has finished (anyio waits for it): keep what ran
-        job.finish()
-        raise
-    except BaseException:
-        job.abort()
+            rest = _Rest(job)
+            await run_in_threadpool(rest.run)
+    except BaseException as e:
+        if rest is not None:
+            rest.settle()
+        if isinstance(e, asyncio.CancelledError):
+            job.stopped()  # (ran whole, or up to where a stopping server left it)
+            job.finish()
+        else:
+            job.abort()
         raise
     return job
 

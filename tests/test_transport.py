@@ -2051,3 +2051,64 @@ def test_a_server_that_answers_every_batch_with_a_bare_error_is_given_up_on_soon
         finally:
             gradserve.set_current(None)
             client.close()
+
+
+def test_a_batch_cancelled_while_its_thread_runs_ends_when_the_thread_does():
+    """A server forced to stop (a second Ctrl-C) cancels the task waiting for a batch's thread,
+    and the cancellation went through anyio's shield: the batch was finished (its seq taken,
+    the session's lock let go) at 272 of its 400 in-place updates while the thread went on,
+    so the shutdown's snapshot kept a torn array under a seq that says it ran whole."""
+    import asyncio
+    import types
+
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    s = Session("cancelled")
+    s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [1000, 1000]}}]})
+    ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}} for _ in range(400)]
+    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1))
+    s.last_batch_s = 0.0  # (started on the loop, then handed to a thread)
+    seen: dict = {}
+
+    async def main() -> None:
+        task = asyncio.ensure_future(fast.run_sliced(app, s, {"seq": 1, "ops": ops}))
+        await asyncio.sleep(0.05)
+        while not task.done():  # (as asyncio.run's shutdown does, again and again)
+            task.cancel()
+            await asyncio.sleep(0.001)
+        try:
+            job = await task  # (the shield held: the batch came back run, for the caller to finish)
+        except asyncio.CancelledError:
+            seen["seq"], seen["at_finish"] = s.seq, s.get(1).copy()
+        else:
+            seen["seq"], seen["at_finish"] = 1, s.get(1).copy()
+            job.finish()
+
+    asyncio.run(main())
+    assert seen["seq"] == 1 and (seen["at_finish"] == 400).all()  # ended once the thread had run it whole
+    assert "error" not in s.last_reply and not s.lock.locked()
+
+
+def test_a_batch_no_thread_took_ends_where_it_stopped_with_an_error():
+    """Cancelled before a worker thread took the rest of it, a batch ends at its next
+    instruction with ServerStopped (a 503 reply of what ran): a retry of its seq gets that,
+    not a reply with values missing that the client took as a batch run whole."""
+    import time
+
+    from gradserve.engine.errors import status_of
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    s = Session("stopped")
+    ops = [{"op": "ones", "out": [1], "at": {"shape": [2]}}, {"op": "ones", "out": [2], "at": {"shape": [2]}}]
+    job = s.begin({"seq": 1, "ops": [*ops, {"op": "read", "in": [1]}]}, copy_reads=False, blocking=False)
+    assert not job.run(deadline=time.perf_counter() - 1) and job.next == 1  # (one instruction, then out of time)
+    rest = fast._Rest(job)
+    rest.settle()  # cancelled before a thread took it: none will run it now
+    assert rest.run() is False and job.next == 1
+    job.stopped()
+    reply = job.finish()
+    assert reply["error"]["kind"] == "ServerStopped" and reply["error"]["index"] == 1 and status_of(reply) == 503
+    assert s.seq == 1 and 1 in s.arrays and 2 not in s.arrays
+    assert s.run_batch({"seq": 1, "ops": []})["error"]["kind"] == "ServerStopped"  # (the retry's reply)
