@@ -1985,6 +1985,12 @@ def test_a_live_client_keeps_its_idle_session_open():
             time.sleep(0.1)
 
 
+async def _bare_500(send: Any) -> None:
+    """uvicorn's answer for an app that raised before its reply began."""
+    await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+
 def test_a_batch_answered_by_a_bare_server_error_is_sent_again_under_its_seq():
     """A server stopped while a batch runs (a second Ctrl-C) answers it with uvicorn's bare
     500, though the batch ran and its reply is kept. Taken for a refusal, the batch's seq went
@@ -2002,8 +2008,7 @@ def test_a_batch_answered_by_a_bare_server_error_is_sent_again_under_its_seq():
                 pass
 
             await inner(scope, receive, lost)
-            await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"Internal Server Error"})
+            await _bare_500(send)
             return
         await inner(scope, receive, send)
 
@@ -2033,8 +2038,7 @@ def test_a_server_that_answers_every_batch_with_a_bare_error_is_given_up_on_soon
     async def always_500(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].endswith("/batch"):
             await receive()
-            await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"Internal Server Error"})
+            await _bare_500(send)
             return
         await inner(scope, receive, send)
 
