@@ -47,6 +47,7 @@ def is_recording() -> bool:
 
 def is_training() -> bool:
     """Whether layers behave as in training (dropout, batch norm)."""
+    flags.training_read = True  # (a Function's backward that reads it is traced in both modes)
     return flags.training
 
 
@@ -138,6 +139,35 @@ class Function:
     def saved_tensors(self) -> tuple[Any, ...]:
         return self._saved
 
+    def _traced_backward(
+        self, c: Any, backward_fn: Any, cots: list[NDArray], inputs: tuple[NDArray, ...], training: bool
+    ) -> tuple[list[dict[str, Any]], list[Any]]:
+        """``backward`` run on the cotangents' proxies with the training flag ``training`` and
+        recording off: its instructions (queued nowhere) and its gradients' proxies."""
+        with (
+            c.capture("an autograd.Function's backward cannot read values: write it with nd ops only") as program,
+            _Scope(False, training),
+        ):
+            grads = backward_fn(*cots)
+            grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
+            if len(grads) != len(inputs):
+                raise InvalidInput(
+                    f"{type(self).__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
+                )
+            for i, (x, g) in enumerate(zip(inputs, grads)):
+                if g is None or g.shape == x.shape:
+                    continue
+                if not assignable(g.shape, x.shape):
+                    raise ShapeError(
+                        f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
+                    )
+                # MXNet writes it with igrad[:] = ret, which broadcasts (leading axes of length 1
+                # dropped): so does the traced backward
+                if g.ndim > x.ndim:
+                    g = invoke(OPS["reshape"], (g,), {"shape": g.shape[g.ndim - x.ndim :]})
+                grads[i] = g if g.shape == x.shape else invoke(OPS["broadcast_to"], (g,), {"shape": x.shape})
+        return program, grads
+
     def __call__(self, *inputs: NDArray) -> Any:
         forward = getattr(self, "forward", None)
         backward_fn = getattr(self, "backward", None)
@@ -159,40 +189,20 @@ class Function:
                 "another Function's backward cannot be traced: call it outside them"
             )
         cots = [NDArray(c, c.handle(), o._spec, None, o._ctx) for o in outs]
-        with (
-            c.capture("an autograd.Function's backward cannot read values: write it with nd ops only") as program,
-            _Scope(False, None),
-        ):
-            grads = backward_fn(*cots)
-            grads = [grads] if isinstance(grads, NDArray) or grads is None else list(grads)
-            if len(grads) != len(inputs):
-                raise InvalidInput(
-                    f"{type(self).__name__}.backward returned {len(grads)} gradients for {len(inputs)} inputs"
-                )
-            for i, (x, g) in enumerate(zip(inputs, grads)):
-                if g is None or g.shape == x.shape:
-                    continue
-                if not assignable(g.shape, x.shape):
-                    raise ShapeError(
-                        f"{type(self).__name__}.backward: gradient shape {g.shape} does not match input shape {x.shape}"
-                    )
-                # MXNet writes it with igrad[:] = ret, which broadcasts (leading axes of length 1
-                # dropped): so does the traced backward
-                if g.ndim > x.ndim:
-                    g = invoke(OPS["reshape"], (g,), {"shape": g.shape[g.ndim - x.ndim :]})
-                grads[i] = g if g.shape == x.shape else invoke(OPS["broadcast_to"], (g,), {"shape": x.shape})
-        c.enqueue(
-            {
-                "op": "record_function",
-                "in": [x._h for x in inputs],
-                "at": {
-                    "outputs": [o._h for o in outs],
-                    "program": program,
-                    "cotangents": [p._h for p in cots],
-                    "gradients": [None if g is None else g._h for g in grads],
-                },
-            }
-        )
+        training = flags.training
+        flags.training_read = False
+        program, grads = self._traced_backward(c, backward_fn, cots, inputs, training)
+        at: dict[str, Any] = {
+            "outputs": [o._h for o in outs],
+            "program": program,
+            "cotangents": [p._h for p in cots],
+            "gradients": [None if g is None else g._h for g in grads],
+        }
+        if flags.training_read:  # (MXNet runs backward at the backward call, in its train_mode)
+            other, other_grads = self._traced_backward(c, backward_fn, cots, inputs, not training)
+            at["training"] = training
+            at["other"] = {"program": other, "gradients": [None if g is None else g._h for g in other_grads]}
+        c.enqueue({"op": "record_function", "in": [x._h for x in inputs], "at": at})
         parents = tape.parents_of(x._node for x in inputs) or ()  # an input is in the graph: never ()
         for o in outs:
             # the node's attributes are the Function: it keeps saved tensors (and their handles) alive with the graph

@@ -8,6 +8,7 @@ import threading
 class Flags(threading.local):
     recording: bool = False
     training: bool = False
+    training_read: bool = False  # whether is_training() was called since it was last cleared
 
 
 flags = Flags()

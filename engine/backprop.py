@@ -336,25 +336,57 @@ def _mark_variables(s: Session, ins: dict, values: list) -> None:
         Attr("program", "key", REQUIRED),
         Attr("cotangents", "ints", REQUIRED),
         Attr("gradients", "key", REQUIRED),
+        Attr("training", "bool", None),
+        Attr("other", "key", None),
     ),
     "Attach outputs (computed without recording) to the inputs' graph through a "
-    "user Function whose backward is the given list of op instructions.",
+    "user Function whose backward is the given list of op instructions. A backward that reads "
+    "the training flag is traced in both modes: program and gradients are its trace with the "
+    "flag ``training``, other ({program, gradients}) with the other value, and a backward pass "
+    "runs the one of its own mode.",
 )
 def _record_function(s: Session, ins: dict, values: list) -> None:
     at = ins["at"]
     in_h = list(ins.get("in", ()))
-    outs, cots, grads, prog = list(at["outputs"]), list(at["cotangents"]), at["gradients"], at["program"]
-    if not (isinstance(grads, list) and isinstance(prog, list)):
-        raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
-    if len(cots) != len(outs) or len(grads) != len(in_h):
-        raise InvalidInput("record_function: one cotangent per output and one gradient per input are needed")
-    if len(prog) > s.limits.max_batch_ops:
-        raise QuotaExceeded(f"record_function: program of {len(prog)} ops is over the limit")
+    outs, cots = list(at["outputs"]), list(at["cotangents"])
+    if len(cots) != len(outs):
+        raise InvalidInput("record_function: one cotangent per output is needed")
     xs = [s.get(h) for h in in_h]
     ys = [s.get(h) for h in outs]
-    known = {h for h in cots if isinstance(h, int)}
-    if len(known) != len(cots):
+    if len({h for h in cots if isinstance(h, int) and not isinstance(h, bool)}) != len(cots):
         raise InvalidInput("record_function: cotangents must be distinct integer handles")
+    traces = [_backward_trace(s, at["program"], at["gradients"], cots, len(in_h))]
+    other = at["other"]
+    if other is not None:
+        if at["training"] is None or not isinstance(other, dict) or set(other) != {"program", "gradients"}:
+            raise InvalidInput("record_function: other is {program, gradients}, with training set")
+        traces.append(_backward_trace(s, other["program"], other["gradients"], cots, len(in_h)))
+    parents = tape.parents_of(s.nodes.get(h) for h in in_h)
+    if parents is None:
+        return
+    nbytes = node_extra({"program": [t[0] for t in traces]})
+    s.check_alloc(0, nbytes + len(outs) * NODE_BYTES)  # (its nodes keep the programs)
+    for k, (h, y) in enumerate(zip(outs, ys)):
+        vjp = FunctionVJP(s, traces[0][0], cots, traces[0][1], ys, k)
+        if other is not None:
+            vjp.training = at["training"]
+            vjp.other = traces[1]
+        vjp.nbytes = nbytes
+        s.set_node(h, Node(vjp, {}, parents, tuple(xs), y))
+    s.made_nodes(len(outs), nbytes)
+
+
+def _backward_trace(s: Session, prog: Any, grads: Any, cots: list, n_inputs: int) -> tuple[list, list]:
+    """A Function's traced backward, checked: its steps (op, inputs, output, attributes), each
+    reading only the cotangents, what an earlier step made or the session's arrays, and its
+    gradients (one per input, None or a handle made)."""
+    if not (isinstance(grads, list) and isinstance(prog, list)):
+        raise InvalidInput("record_function: outputs, cotangents, gradients and program must be lists")
+    if len(grads) != n_inputs:
+        raise InvalidInput("record_function: one gradient per input is needed")
+    if len(prog) > s.limits.max_batch_ops:
+        raise QuotaExceeded(f"record_function: program of {len(prog)} ops is over the limit")
+    known = set(cots)
     compiled = []
     for i, p in enumerate(prog):
         if not isinstance(p, dict) or not isinstance(p.get("op"), str):
@@ -372,13 +404,4 @@ def _record_function(s: Session, ins: dict, values: list) -> None:
     for h in grads:
         if h is not None and h not in known and h not in s.arrays:
             raise UnknownHandle(f"record_function: gradient handle {h!r} is never made")
-    parents = tape.parents_of(s.nodes.get(h) for h in in_h)
-    if parents is None:
-        return
-    nbytes = node_extra({"program": compiled})
-    s.check_alloc(0, nbytes + len(outs) * NODE_BYTES)  # (its nodes keep the program)
-    for k, (h, y) in enumerate(zip(outs, ys)):
-        vjp = FunctionVJP(s, compiled, cots, grads, ys, k)
-        vjp.nbytes = nbytes
-        s.set_node(h, Node(vjp, {}, parents, tuple(xs), y))
-    s.made_nodes(len(outs), nbytes)
+    return compiled, grads

@@ -393,11 +393,14 @@ class BatchRun:
             s.lock.release()
         return reply
 
-    def stopped(self) -> None:
-        """End the batch where it is (the server is stopping before it ran whole): the
-        instruction it would run next fails with ``ServerStopped``; ``finish`` it then."""
+    def stopped(self, why: MXNetError | None = None) -> None:
+        """End the batch where it is, before it ran whole (the server is stopping, or failed
+        around the batch): the instruction it would run next fails with ``why`` (by default
+        ``ServerStopped``); ``finish`` it then. What ran stays done, and the seq is taken, so a
+        retry gets this reply and runs nothing twice."""
         if self.next < len(self.ops) and "error" not in self.reply:
-            why = ServerStopped("the server stopped while this batch ran: it ran up to this instruction")
+            if why is None:
+                why = ServerStopped("the server stopped while this batch ran: it ran up to this instruction")
             self._failed(self.session, why, self.next, self.ops[self.next])
 
     def abort(self) -> None:
@@ -709,6 +712,7 @@ class Session:
             op = n.op
             if isinstance(op, FunctionVJP) and n.live:
                 op.program = []
+                op.other = None
                 functions = True
         self.graph_bytes = max(0, self.graph_bytes - tape.release(order) * NODE_BYTES)
         if functions:
@@ -776,8 +780,9 @@ class Session:
             return run  # type: ignore[return-value]  # a retry, answered with its first reply
         try:
             run.run()
-        except BaseException:
-            run.abort()
+        except BaseException as e:  # (past the executor's own handlers): what ran stays, seq taken
+            run.stopped(InternalError(f"the batch ended at this instruction: {type(e).__name__}: {e}"))
+            run.finish()
             raise
         return run.finish()
 
@@ -1167,8 +1172,15 @@ class FunctionVJP:
         self.outputs = outputs
         self.k = k
         self.nbytes = 0  # what its program keeps (node_extra), counted with its nodes
+        # a backward that reads the training flag is traced in both modes: ``program`` with the
+        # flag ``training``, ``other`` (program, gradients) with the other value
+        self.training: bool | None = None
+        self.other: tuple[list, list] | None = None
 
     def vjp(self, F: Any, at: dict, g: Any, y: Any, *xs: Any) -> tuple[Any, ...]:
+        program, gradients = self.program, self.gradients
+        if self.other is not None and self.session.cx.training != self.training:
+            program, gradients = self.other
         env: dict[int, Any] = {
             h: g if j == self.k else np.zeros_like(self.outputs[j]) for j, h in enumerate(self.cotangents)
         }
@@ -1181,9 +1193,9 @@ class FunctionVJP:
                 raise UnknownHandle(f"Function backward: handle {h} was freed")
             return arrays[h]
 
-        for op, ins_h, out_h, op_at in self.program:
+        for op, ins_h, out_h, op_at in program:
             env[out_h] = getattr(F, op.name)(*[arg(h) for h in ins_h], **op_at)
-        return tuple(None if h is None else arg(h) for h in self.gradients)
+        return tuple(None if h is None else arg(h) for h in gradients)
 
 
 @command("free", "handles...", (), "Forget handles (unknown ones are ignored, so a retry is harmless).")

@@ -29,7 +29,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import InvalidInput, MXNetError, QuotaExceeded, status_of
+from ..engine.errors import InternalError, InvalidInput, MXNetError, QuotaExceeded, status_of
 from ..engine.session import BatchRun, Session, check_envelope, error_body
 from .deps import INLINE_CODING_BYTES, accepted, tensor_form, user_of
 
@@ -354,9 +354,10 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
             rest.settle()
         if isinstance(e, asyncio.CancelledError):
             job.stopped()  # (ran whole, or up to where a stopping server left it)
-            job.finish()
-        else:
-            job.abort()
+        else:  # (no thread to hand it to, an error past the executor's own): what ran stays
+            log.exception("batch of session %s ended at instruction %d by an error around it", session.id, job.next)
+            job.stopped(InternalError(f"the server failed while running this batch: {type(e).__name__}: {e}"))
+        job.finish()
         raise
     return job
 

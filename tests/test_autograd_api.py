@@ -800,3 +800,31 @@ def test_ops_with_a_zero_gradient_backpropagate_zeros(mode, name):
         y = getattr(nd, name)(x)
     y.backward()
     assert x.grad.asnumpy().tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_a_functions_backward_sees_the_backward_calls_training_flag(mode):
+    """MXNet runs a Function's backward at the backward call, in its train_mode; traced at the
+    forward call, it saw the forward's flag (record(train_mode=False) then y.backward() gave
+    the predict-mode gradient). One that reads the flag is traced in both modes."""
+
+    class Scaled(autograd.Function):
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, dy):
+            return dy * (10 if autograd.is_training() else 1)
+
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    with autograd.record(train_mode=False):
+        y = Scaled()(x)
+    y.backward()  # (train_mode=True, MXNet's default)
+    assert x.grad.asnumpy().tolist() == [10.0, 10.0]
+    with autograd.record():
+        y = Scaled()(x)
+    y.backward(train_mode=False)
+    assert x.grad.asnumpy().tolist() == [1.0, 1.0]
+    with autograd.record():
+        y = Scaled()(x)
+        (g,) = autograd.grad(y, [x], train_mode=False, create_graph=True)
+    assert g.asnumpy().tolist() == [1.0, 1.0]

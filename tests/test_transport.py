@@ -2116,3 +2116,31 @@ def test_a_batch_no_thread_took_ends_where_it_stopped_with_an_error():
     assert reply["error"]["kind"] == "ServerStopped" and reply["error"]["index"] == 1 and status_of(reply) == 503
     assert s.seq == 1 and 1 in s.arrays and 2 not in s.arrays
     assert s.run_batch({"seq": 1, "ops": []})["error"]["kind"] == "ServerStopped"  # (the retry's reply)
+
+
+def test_a_batch_ended_by_an_error_around_it_takes_its_seq_so_a_retry_runs_nothing_twice(monkeypatch):
+    """No thread to hand the rest of a batch to (can't start new thread) after its first slice
+    ran some of it: the session was let go without the seq taken, the client's retry (a bare
+    500) ran the whole batch again, and 279 updates were applied twice, no error."""
+    import asyncio
+    import types
+
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    async def no_thread(fn, *args):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(fast, "run_in_threadpool", no_thread)
+    s = Session("no-thread")
+    s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [64, 64]}}]})  # (too small to be timed)
+    ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}} for _ in range(20000)]
+    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1))
+    s.last_batch_s = 0.0
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        asyncio.run(fast.run_sliced(app, s, {"seq": 1, "ops": ops}))
+    ran = float(s.get(1)[0, 0])
+    assert 0 < ran < 20000 and (s.get(1) == ran).all() and s.seq == 1 and not s.lock.locked()
+    err = s.run_batch({"seq": 1, "ops": ops})["error"]  # the retry: its stored reply, nothing run
+    assert err["kind"] == "InternalError" and err["index"] == int(ran) and "can't start new thread" in err["message"]
+    assert float(s.get(1)[0, 0]) == ran
