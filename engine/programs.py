@@ -498,8 +498,6 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
 
 
 def _in_step(err: MXNetError, pid: int, prog: Program, i: int) -> MXNetError:
-    """``err`` (of the same kind) naming the program and step that raised it (partial when a
-    step ran before it: the session says so)."""
-    e = type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")
-    e.partial = err.partial
-    return e
+    """``err`` (of the same kind) naming the program and step that raised it (whether it is
+    partial, the executor reads from the session)."""
+    return type(err)(f"program {pid}, step {i} ({prog.steps[i]['op']}): {err}")
