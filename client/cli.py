@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from .server import Settings, create_app
+        from .server.app import Server
     except ImportError as e:
         print(f"gradserve serve needs the server extra: pip install 'gradserve[server]' ({e})", file=sys.stderr)
         return 2
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 50)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
     )
+    try:
+        Server(config).run()
+    except KeyboardInterrupt:  # (uvicorn raises Ctrl-C again once it has stopped: as uvicorn.run, no traceback)
+        pass
     return 0
 
 

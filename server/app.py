@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -436,3 +437,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return encode(request, {"error": e.error}, e.status)
 
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, but one forced to stop still writes its sessions.
+
+    A second signal while it stops (Ctrl-C after Ctrl-C or after SIGTERM) makes uvicorn stop
+    at once: it waits for no connection and skips the app's shutdown, where the sessions are
+    written. Skipped, they were written only by chance: after two Ctrl-C, by the cancellation
+    of the app's tasks as the event loop closed, with a traceback; after SIGTERM then Ctrl-C,
+    not at all (uvicorn raises the two signals again as it returns, and the second, SIGTERM,
+    ended the process first). Here the shutdown runs all the same, once uvicorn has dropped
+    the connections: it waits only for batches a worker thread is running (``fast._Rest``),
+    then writes what changed."""
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            log.warning("forced to stop: writing the sessions before it does")
+            await self.lifespan.shutdown()

@@ -3,6 +3,8 @@ directory and restored at start, and a client in the middle of its work goes on.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -648,3 +650,56 @@ def test_a_backward_of_a_graph_recorded_before_a_restart_says_why_it_fails(tmp_p
         {"op": "read", "in": [1], "at": {"grad": True}},
     ]
     assert t.run_batch({"ops": again})["values"][0].tolist() == [0.0, 2.0, 4.0]  # recorded again: as ever
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM", "SIGINT"), ("SIGINT", "SIGINT")])
+def test_a_server_forced_to_stop_still_writes_its_sessions(tmp_path, signals):
+    """A second signal while the server stops forces it to stop at once, and uvicorn then
+    skips the app's shutdown, where sessions are written. After SIGTERM then Ctrl-C, the
+    sessions changed since the last round were lost (uvicorn raised SIGTERM again before
+    anything wrote them); after two Ctrl-C they were written only by the event loop's
+    cancellation of the app's tasks, with a traceback. A real ``gradserve serve`` process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from gradserve.transport import ConnectionLost
+
+    from .conftest import free_port
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("gradserve")
+    cmd = [str(exe), "serve", "--port", str(port), "--data-dir", str(tmp_path), "--log-level", "warning"]
+    env = {**os.environ, "GRADSERVE_SNAPSHOT_INTERVAL_S": "3600"}  # (no round writes it before the stop)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = gradserve.connect(f"http://127.0.0.1:{port}")
+                break
+            except ConnectionLost:
+                assert proc.poll() is None and time.monotonic() < deadline, "gradserve serve did not come up"
+                time.sleep(0.2)
+        x = nd.array([1.0, 2.0, 3.0])
+        x *= 2
+        nd.waitall()
+        for name in signals:  # the second while the first's shutdown waits for connections to close
+            proc.send_signal(getattr(signal, name))
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert (tmp_path / "sessions" / f"{client.transport.session_id}.npz").exists()
+    assert "forced to stop" in err  # (the second signal came while it stopped)
+    assert "Traceback" not in err
+    try:
+        with LiveServer(Settings(data_dir=tmp_path), port=port):
+            assert x.asnumpy().tolist() == [2.0, 4.0, 6.0]
+    finally:
+        gradserve.set_current(None)
+        client.close()
