@@ -580,6 +580,8 @@ def _leaky_relu(cx, at, x, *gamma):
     kind, slope = at["act_type"], t(at["slope"])
     at["_kept"] = None
     if kind == "leaky":
+        if slope == 0 and x.dtype == np.float32:  # MXNet's float32 (oneDNN's relu): +0, not -0, left of 0
+            return xp.where(x > 0, x, t(0))
         return xp.where(x > 0, x, slope * x)
     if kind == "prelu":
         gb = gamma[0].reshape(_prelu_shape(gamma[0].shape, x.shape))

@@ -4179,6 +4179,24 @@ def test_prelu_matches_gamma_to_axes_1_and_0_as_mxnet():
     assert y.tolist() == [-1.0, 3.0]  # 1-d data: one slope per element
 
 
+def test_leaky_signs_of_zero_are_mxnets():
+    """MXNet's float32 LeakyReLU with slope 0 runs oneDNN's relu: +0 left of 0, where x * 0
+    gives -0 (printed "-0."); its other dtypes, other slopes and prelu keep x * slope's sign
+    (values from MXNet 1.9.1)."""
+    x = np.array([-1.0, 2.0, -3.0, -0.0, 0.0])
+    for dtype, slope, signs in [
+        (np.float32, 0.0, [False, False, False, False, False]),
+        (np.float32, -0.0, [False, False, False, False, False]),
+        (np.float32, 0.25, [True, False, True, True, False]),
+        (np.float64, 0.0, [True, False, True, True, False]),
+        (np.float16, 0.0, [True, False, True, True, False]),
+    ]:
+        y, _ = _leaky(x.astype(dtype), act_type="leaky", slope=slope)
+        assert y.dtype == dtype and np.signbit(y).tolist() == signs, (dtype, slope)
+    y, _ = _leaky(x.astype(np.float32), np.array([0.0], np.float32), act_type="prelu")
+    assert np.signbit(y).tolist() == [True, False, True, True, False]
+
+
 def test_prelu_gradients_are_mxnets():
     op = OPS["LeakyReLU"]
     x = (np.arange(-12, 12).reshape(2, 3, 4) * 0.5).astype(np.float32)
