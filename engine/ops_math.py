@@ -257,8 +257,11 @@ def _hard_sigmoid_vjp(F, at, g, y, x):
     vjp=_hard_sigmoid_vjp,
 )
 def _hard_sigmoid(cx, at, x):
-    """clip(alpha x + beta, 0, 1)."""
-    return cast(cx.xp.clip(at["alpha"] * x + at["beta"], 0.0, 1.0), x.dtype)
+    """clip(alpha x + beta, 0, 1), rounded as MXNet's: alpha and beta in float32 (a float64
+    x sees 0.2f, not 0.2), alpha x rounded to x's dtype, the sum rounded once more (a float16
+    x's in float32)."""
+    alpha, beta = np.float32(at["alpha"]), np.float32(at["beta"])
+    return cast(cx.xp.clip(cast(alpha * x, x.dtype) + beta, 0.0, 1.0), x.dtype)
 
 
 @defop(

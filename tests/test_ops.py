@@ -648,7 +648,9 @@ CASES: dict[str, Case] = {
     "logical_xor": C(lambda a, b: np.logical_xor(a, b).astype(a.dtype), *BIN, dom=GRID(), no_grad=True),
     # kinks at |x| = 1/scalar^2 = 0.25 and at alpha x + beta in {0, 1}: GRID(1/8) keeps away
     "smooth_l1": C(lambda x: np.where(np.abs(x) < 0.25, 2 * x * x, np.abs(x) - 0.125), dom=GRID(0.125), scalar=2.0),
-    "hard_sigmoid": C(lambda x: np.clip(0.3 * x + 0.4, 0, 1), dom=GRID(0.125), alpha=0.3, beta=0.4),
+    "hard_sigmoid": C(  # (alpha and beta in float32, as MXNet's)
+        lambda x: np.clip(np.float32(0.3) * x + np.float32(0.4), 0, 1), dom=GRID(0.125), alpha=0.3, beta=0.4
+    ),
     "astype": C(lambda x: x.astype(np.float64), dtype="float64", out="float64"),
     # binary, broadcasting
     "add": C(np.add, *BIN),
@@ -4498,3 +4500,17 @@ def test_masked_gradients_are_positive_zeros_as_mxnet():
     assert got == ["0", "0", "-0", "-0", "-0"]
     assert _grad_signs("relu", {}, [-3, 0, 3]) == ["-0", "-0", "-1.0"]
     assert _grad_signs("SequenceMask", at, [[1, 2], [3, 4]], extra=([1, 2],)) == ["-1.0", "-1.0", "0", "-1.0"]
+
+
+def test_hard_sigmoid_rounds_as_mxnet():
+    """MXNet takes alpha and beta as float32 and rounds alpha x to x's dtype before adding
+    beta: a float16 result rounded once from float32 differed from MXNet's on a tenth of a
+    grid, a float64 one (with 0.3, not 0.3f) on four tenths (values from MXNet 1.9.1)."""
+    op = OPS["hard_sigmoid"]
+    x = np.array([-2.49609375, -2.076171875, -1.671875, -1.0556640625, 0.84814453125, 1.9599609375], np.float16)
+    y = op.forward(ctx(), op.parse_attrs({}), x)
+    assert y.dtype == np.float16
+    assert y.tolist() == [0.000732421875, 0.084716796875, 0.16552734375, 0.288818359375, 0.669921875, 0.89208984375]
+    x = np.array([-1.9996, -1.5995999999999997, -1.1995999999999998, -0.7995999999999999])
+    y = op.forward(ctx(), op.parse_attrs({"alpha": 0.3, "beta": 0.6}), x)
+    assert y.tolist() == [0.00012000000476830586, 0.12012000477314005, 0.24012000954151158, 0.36012001430988316]
