@@ -178,7 +178,7 @@ def invoke(
     f = flags
     mode = (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
     node = None
-    if mode & RECORDING and op.vjp is not None:
+    if mode & RECORDING and op.inputs:  # (an op of no VJP too: the engine refuses a backward through it)
         parents = tape.parents_of([a._node for a in arrays])
         if parents is not None:
             # (what its VJP will change in place: BatchNorm's moving statistics, in training)

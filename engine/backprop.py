@@ -136,17 +136,25 @@ class GradSinks:
         return cts if out is None else out
 
 
-def check_backward_room(s: Session, order: list[Node], create_graph: bool = False) -> None:
+def check_backward(s: Session, order: list[Node], create_graph: bool = False) -> bool:
     """Refuse, before it starts, a backward pass whose largest working arrays would pass the
     session's room: an op's VJP that makes arrays many times its graph's (Pooling's and
     Convolution's windows: a 48 x 48 pool's are 2,304 times its input; an integer pow's float64
     temporaries) says how large in the op table (``vjp_scratch``); a recorded pass
     (create_graph) holds about twice as much. A pass's cotangents (each the size of an array
     its graph holds, counted already) are not counted again. (Each working array is no larger
-    than the forward's, which the per-array limit allowed when it was recorded.)"""
+    than the forward's, which the per-array limit allowed when it was recorded.)
+
+    Whether the graph holds an op of no gradient: a pass that reaches it with a cotangent is
+    refused there (``tape.backward``), as MXNet refuses it; one that reaches it only through
+    inputs that take none (indices) is not."""
     need = 0
+    cut = False
     for node in order:
-        hook = getattr(node.op, "vjp_scratch", None)  # (a client's autograd.Function has none)
+        op = node.op
+        if op is not None and getattr(op, "vjp", True) is None:  # (a client's autograd.Function has its own)
+            cut = True
+        hook = getattr(op, "vjp_scratch", None)
         if hook is not None and node.xs is not None:
             specs = [new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]
             need = max(need, int(hook(node.at, *specs)))
@@ -158,6 +166,7 @@ def check_backward_room(s: Session, order: list[Node], create_graph: bool = Fals
             f"{s.limits.max_session_bytes} (or its user's of {s.limits.max_user_bytes}) with {s.nbytes} held: "
             "free arrays first"
         )
+    return cut
 
 
 def run_backward(
@@ -171,7 +180,8 @@ def run_backward(
 ) -> list[tuple[Node, Any]]:
     if s._in_slice and not s._calling and backward_ns(order) > SLICE_NS:
         raise SliceEnds  # (nothing computed yet: the thread that runs the rest of the batch runs it)
-    check_backward_room(s, order, create_graph)
+    if check_backward(s, order, create_graph):
+        into = None  # (a pass refused part way must have written no gradient buffer)
     s.cx.training = training
     with np.errstate(all="ignore"):
         if create_graph:

@@ -489,7 +489,7 @@ def _run_entry(s: Session, pid: int, prog: Program, e: tuple, values: list) -> N
             s.nbytes += y.nbytes
         else:
             s._pin(y, xs)
-        if mode & RECORDING and op.vjp is not None:
+        if mode & RECORDING and op.inputs:
             s.link(op, at, ins_h, xs, h, y)
             if op.keeps is not None and op.keeps(at, mode & TRAINING != 0) and in_graph(s.nodes.get(h)):
                 s.keep(at)  # (counted in the checked call's growth, which the plan's check takes)

@@ -933,7 +933,7 @@ class Session:
             and tape.in_graph(self.nodes.get(ins_h[0]))
         ):
             kept = n  # its node keeps an array (Dropout's mask), at most its output's size, for the VJP
-        node = NODE_BYTES if mode & RECORDING and op.vjp is not None else 0  # (if an input is in a graph)
+        node = NODE_BYTES if mode & RECORDING and op.inputs else 0  # (if an input is in a graph)
         late = False
         if n > self._cap or self.nbytes + self.graph_bytes + n + kept + node > self._budget:
             if n > self._cap and n <= self.limits.max_array_bytes:
@@ -976,7 +976,7 @@ class Session:
             del arrays[h]
             self._unhold(y)
             self.check_alloc(n, node)  # raises, saying which limit
-        if mode & RECORDING and op.vjp is not None:
+        if mode & RECORDING and op.inputs:  # (an op of no VJP too: a backward through it is refused)
             self.link(op, at, ins_h, xs, h, y)
             if kept:
                 self.keep(at)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .errors import NOT_IN_GRAPH, AutogradError
+from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
 
 GRAD_REQS = ("write", "add", "null")
 
@@ -297,8 +297,11 @@ def backward(
                 if cts is None:  # a case the op leaves to its table VJP
                     cts = op.vjp(F, node.at, g, node.y, *xs)
             else:
+                vjp = op.vjp
+                if vjp is None:  # (recorded for this: a gradient through it is refused, as MXNet's)
+                    raise AutogradError(NON_DIFFERENTIABLE.format(op.name))
                 y, xs = vjp_args(node)
-                cts = op.vjp(F, node.at, g, y, *xs)
+                cts = vjp(F, node.at, g, y, *xs)
             if into is not None:
                 cts = into(node.parents, cts)
             if helpers is not None and len(cts) > 1:

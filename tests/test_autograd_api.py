@@ -561,6 +561,49 @@ def test_a_backward_from_an_index_or_a_stopped_gradient_gives_zeros_as_in_mxnet(
     assert x.grad.asnumpy().tolist() == [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
 
+def test_a_backward_through_an_op_of_no_gradient_is_refused_as_in_mxnet(mode):
+    """An op MXNet gives no gradient (argmax_channel, shuffle) cut the
+    graph: a head that reached a variable through it and through another way got the other
+    way's gradient alone, silently. MXNet refuses the pass, naming the op; so does it here,
+    before any gradient is written, recorded plainly or in a hybridized function."""
+    import gradserve
+    from gradserve.engine.errors import AutogradError
+
+    x = nd.array([[1.0, 2.0, 3.0]])
+    x.attach_grad()
+    x.grad[:] = 7
+    for name, head in [
+        ("argmax_channel", lambda: nd.argmax_channel(x * 2).sum() + (x * 1).sum()),
+        ("argmax_channel", lambda: nd.argmax_channel(x * 2)),
+        ("shuffle", lambda: nd.random.shuffle(x * 2).sum()),
+    ]:
+        with autograd.record():
+            y = head()
+        y.backward()
+        with pytest.raises(AutogradError, match=f"Operator {name} is non-differentiable because it didn't register"):
+            nd.waitall()
+        assert x.grad.asnumpy().tolist() == [[7.0] * 3]  # (the pass wrote nothing)
+
+    @gradserve.hybridize
+    def step(v):
+        with autograd.record():
+            z = nd.argmax_channel(v * 2).sum() + (v * 1).sum()
+        z.backward()
+        return z
+
+    with pytest.raises(AutogradError, match="Operator argmax_channel is non-differentiable"):
+        step(x).asnumpy()
+    for head, want in [  # indices from it take no gradient: none is needed through it
+        (lambda: (x * 2)[0, nd.argmax_channel(x * 3)].sum(), [[0.0, 0.0, 2.0]]),  # (as MXNet)
+        (lambda: nd.pick(x * 2, nd.argmax_channel(x * 3), axis=1).sum(), [[0.0, 0.0, 2.0]]),  # (as MXNet)
+        (lambda: nd.take(x * 2, nd.argmax_channel(x * 3)).sum(), [[2.0, 2.0, 2.0]]),  # (MXNet refuses it)
+    ]:
+        with autograd.record():
+            y = head()
+        y.backward()
+        assert x.grad.asnumpy().tolist() == want
+
+
 def test_sgd_update_into_another_array_inside_record_is_not_recorded(mode):
     w = nd.ones(3)
     w.attach_grad()
