@@ -383,24 +383,28 @@ def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = Tr
 
 
 class _Linalg:
-    """``nd.linalg``: matrix products on the last two axes."""
+    """``nd.linalg``: MXNet's linear algebra on the last two axes, batched over the leading
+    ones. Each is also ``nd.linalg_<name>``, the same op of the table.
 
-    @staticmethod
-    def gemm2(
-        A: NDArray,
-        B: NDArray,
-        transpose_a: bool = False,
-        transpose_b: bool = False,
-        alpha: float = 1.0,
-        axis: int = -2,
-        **kwargs: Any,
-    ) -> NDArray:
-        """alpha * op(A) op(B)."""
-        if axis != -2:
-            raise InvalidInput("linalg.gemm2: only axis=-2 is supported")
-        return invoke(
-            OPS["linalg_gemm2"], (A, B), {"transpose_a": transpose_a, "transpose_b": transpose_b, "alpha": alpha}
-        )
+    >>> from gradserve import nd
+    >>> nd.linalg.potrf(nd.array([[4.0, 2.0], [2.0, 5.0]])).asnumpy().tolist()
+    [[2.0, 0.0], [1.0, 2.0]]
+    """
+
+    gemm = staticmethod(_generate(OPS["linalg_gemm"], "linalg.gemm"))
+    syrk = staticmethod(_generate(OPS["linalg_syrk"], "linalg.syrk"))
+    trsm = staticmethod(_generate(OPS["linalg_trsm"], "linalg.trsm"))
+    trmm = staticmethod(_generate(OPS["linalg_trmm"], "linalg.trmm"))
+    potrf = staticmethod(_generate(OPS["linalg_potrf"], "linalg.potrf"))
+    potri = staticmethod(_generate(OPS["linalg_potri"], "linalg.potri"))
+    inverse = staticmethod(_generate(OPS["linalg_inverse"], "linalg.inverse"))
+    det = staticmethod(_generate(OPS["linalg_det"], "linalg.det"))
+    sumlogdiag = staticmethod(_generate(OPS["linalg_sumlogdiag"], "linalg.sumlogdiag"))
+    extractdiag = staticmethod(_generate(OPS["linalg_extractdiag"], "linalg.extractdiag"))
+    makediag = staticmethod(_generate(OPS["linalg_makediag"], "linalg.makediag"))
+    extracttrian = staticmethod(_generate(OPS["linalg_extracttrian"], "linalg.extracttrian"))
+    maketrian = staticmethod(_generate(OPS["linalg_maketrian"], "linalg.maketrian"))
+    gemm2 = staticmethod(_generate(OPS["linalg_gemm2"], "linalg.gemm2"))
 
 
 linalg = _Linalg()

@@ -1613,16 +1613,3 @@ def _bmm_work(at: dict, a: Spec, b: Spec) -> int:
 def _batch_dot(cx, at, a, b):
     """Matrix products of the last two axes, batched over the leading ones."""
     return _bmm(cx, at, a, b)
-
-
-@defop(
-    "linalg_gemm2",
-    ("lhs", "rhs"),
-    (*BMM, Attr("alpha", "float", 1.0)),
-    infer=_bmm_infer_for("linalg_gemm2"),
-    vjp=_bmm_vjp_for("linalg_gemm2"),
-    work=_bmm_work,
-)
-def _linalg_gemm2(cx, at, a, b):
-    """alpha * op(A) op(B) on the last two axes (``nd.linalg.gemm2``)."""
-    return _bmm(cx, at, a, b)

@@ -562,7 +562,7 @@ def test_a_backward_from_an_index_or_a_stopped_gradient_gives_zeros_as_in_mxnet(
 
 
 def test_a_backward_through_an_op_of_no_gradient_is_refused_as_in_mxnet(mode):
-    """An op MXNet gives no gradient (argmax_channel, shuffle) cut the
+    """An op MXNet gives no gradient (argmax_channel, shuffle, batch_take, khatri_rao) cut the
     graph: a head that reached a variable through it and through another way got the other
     way's gradient alone, silently. MXNet refuses the pass, naming the op; so does it here,
     before any gradient is written, recorded plainly or in a hybridized function."""
@@ -576,6 +576,8 @@ def test_a_backward_through_an_op_of_no_gradient_is_refused_as_in_mxnet(mode):
         ("argmax_channel", lambda: nd.argmax_channel(x * 2).sum() + (x * 1).sum()),
         ("argmax_channel", lambda: nd.argmax_channel(x * 2)),
         ("shuffle", lambda: nd.random.shuffle(x * 2).sum()),
+        ("batch_take", lambda: nd.batch_take(x * 2, nd.array([1])).sum() + x.sum()),
+        ("khatri_rao", lambda: nd.khatri_rao(x, x).sum()),
     ]:
         with autograd.record():
             y = head()

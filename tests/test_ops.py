@@ -107,6 +107,18 @@ def DISTRIBUTION(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 BOOL = IDX(0, 2)
 
 
+def LA_DOM(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Square matrices with a dominant diagonal: well conditioned in either triangle (the
+    other one holds values a triangular op must not read)."""
+    return rng.uniform(-1, 1, shape) + shape[-1] * np.eye(shape[-1])
+
+
+def LA_SPD(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Symmetric positive definite matrices (Cholesky's inputs)."""
+    x = rng.uniform(-1, 1, shape)
+    return x @ x.swapaxes(-1, -2) + shape[-1] * np.eye(shape[-1])
+
+
 # --------------------------------------------------------------------------
 # the table
 
@@ -905,6 +917,175 @@ CASES: dict[str, Case] = {
         use_sequence_length=True,
         value=-1.0,
     ),
+    # linear algebra (ops_linalg.py)
+    "linalg_gemm": C(
+        lambda a, b, c: 0.5 * np.einsum("bij,bjk->bik", a, b) - 2.0 * c,
+        (2, 3, 4),
+        (2, 4, 5),
+        (2, 3, 5),
+        alpha=0.5,
+        beta=-2.0,
+    ),
+    "linalg_syrk": C(lambda a: 1.5 * np.einsum("bij,bkj->bik", a, a), (2, 3, 4), alpha=1.5),
+    "linalg_potrf": C(
+        np.linalg.cholesky,
+        (2, 3, 3),
+        dom=LA_SPD,
+    ),
+    "linalg_potri": C(
+        lambda a: np.linalg.inv(np.tril(a) @ np.tril(a).swapaxes(-1, -2)),
+        (2, 3, 3),
+        dom=LA_DOM,
+    ),
+    "linalg_trsm": C(
+        lambda a, b: 2.0 * np.linalg.inv(np.tril(a)) @ b, (2, 3, 3), (2, 3, 4), dom=(LA_DOM, SMOOTH), alpha=2.0
+    ),
+    "linalg_trmm": C(lambda a, b: -0.5 * np.tril(a) @ b, (2, 3, 3), (2, 3, 4), alpha=-0.5),
+    "linalg_sumlogdiag": C(lambda a: np.log(np.diagonal(a, 0, -2, -1)).sum(-1), (2, 3, 3), dom=LA_DOM),
+    "linalg_extractdiag": C(lambda a: np.diagonal(a, 1, -2, -1), (2, 4, 4), offset=1),
+    "linalg_makediag": C(lambda x: np.apply_along_axis(np.diag, -1, x, -1), (2, 3), offset=-1),
+    "linalg_extracttrian": C(lambda a: a.swapaxes(-1, -2)[..., np.tri(4, 4, 0, bool)], (2, 4, 4), lower=False),
+    "linalg_maketrian": C(
+        lambda x: np.einsum("...t,tij->...ij", x, np.eye(16)[np.tri(4, 4, -1, bool).ravel()].reshape(6, 4, 4)),
+        (2, 6),
+        offset=-1,
+    ),
+    "linalg_inverse": C(np.linalg.inv, (2, 3, 3), dom=LA_DOM),
+    "linalg_det": C(np.linalg.det, (2, 3, 3), dom=LA_DOM),
+    # image and normalization layers (ops_vision.py)
+    "LRN": C(
+        lambda x: (
+            x * (1.5 + 0.5 / 3 * np.stack([(x[:, max(c - 1, 0) : c + 2] ** 2).sum(1) for c in range(4)], 1)) ** -0.75
+        ),
+        (2, 4, 2, 3),
+        nsize=3,
+        alpha=0.5,
+        knorm=1.5,
+    ),
+    "UpSampling": C(  # a second input of its own scale (1), joined on the channels
+        lambda a, b: np.concatenate([a.repeat(2, 2).repeat(2, 3), b], axis=1),
+        (2, 2, 2, 3),
+        (2, 1, 4, 6),
+        scale=2,
+        sample_type="nearest",
+        num_args=2,
+    ),
+    "GroupNorm": C(  # (gamma and beta: one value per group)
+        lambda x, gm, bt: (
+            (lambda z: (z - z.mean(2, keepdims=True)) / np.sqrt(z.var(2, keepdims=True) + 1e-5))(x.reshape(2, 2, 6))
+            * gm[None, :, None]
+            + bt[None, :, None]
+        ).reshape(x.shape),
+        (2, 4, 3),
+        (2,),
+        (2,),
+        dom=(DISTINCT, SMOOTH, SMOOTH),
+        num_groups=2,
+    ),
+    "Crop": C(lambda x: x[:, :, 1:3, 2:5], (2, 3, 5, 6), h_w=[2, 3], offset=[1, 2]),
+    "SoftmaxActivation": C(lambda x: softmax_ref(x, -1), (2, 3, 4)),  # (instance: along the last axis)
+    "SVMOutput": C(  # (labels past the classes: no class of their own, as MXNet's)
+        lambda x, lab: x,
+        (4, 3),
+        (4,),
+        dom=(GRID(1 / 8), IDX(-1, 4)),
+        nondiff=(1,),
+        designed=lambda x, lab: (
+            np.where(one_hot_ref(lab, 3, 1.0, 0.0) == 1, -2 * np.maximum(1 - x, 0), 2 * np.maximum(1 + x, 0)),
+            None,
+        ),
+    ),
+    # index ops and densities (ops_index.py)
+    # batch_take: a[i, indices[i]], indices clipped to the row (not differentiable, as MXNet's)
+    "batch_take": C(
+        lambda a, i: np.array([a[r, min(max(int(i[r]), 0), 2)] for r in range(4)], a.dtype),
+        (4, 3),
+        (4,),
+        dom=(SMOOTH, IDX(-1, 5)),
+    ),
+    "khatri_rao": C(lambda a, b, c: np.einsum("ik,jk,lk->ijlk", a, b, c).reshape(12, 3), (2, 3), (3, 3), (2, 3)),
+    # ravel and unravel: MXNet's arithmetic on indices out of range too; a zero gradient
+    "ravel_multi_index": C(
+        lambda x: (x[0] * 4 + x[1]) * 5 + x[2], (3, 6), dom=IDX(-2, 7), zero_grad=True, shape=[-1, 4, 5]
+    ),
+    "unravel_index": C(
+        lambda x: np.stack([x // 20, x // 5 % 4, x % 5]), (2, 3), dom=IDX(0, 80), zero_grad=True, shape=[-1, 4, 5]
+    ),
+    # distinct positions (a repeated one is written once: no gradient for the others), negative ones too
+    "scatter_nd": C(
+        lambda d, i: gather_nd_grad_ref(d, i, (3, 3, 4)),
+        (3, 2, 4),
+        (2, 3, 2),
+        dom=(
+            SMOOTH,
+            lambda rng, s: (
+                (np.stack(np.unravel_index(rng.permutation(9)[:6], (3, 3))) - 3 * rng.integers(0, 2, (2, 6)))
+                .reshape(s)
+                .astype(np.float64)
+            ),
+        ),
+        nondiff=(1,),
+        shape=[3, 3, 4],
+    ),
+    "all_finite": C(lambda x: np.ones(1, np.float32), (2, 3), out="float32"),
+    # the densities: sample (2, 3), the samples of distributions (2,); inside the supports
+    "random_pdf_uniform": C(
+        lambda x, lo, hi: np.broadcast_to((1 / (hi - lo))[:, None], x.shape),
+        (2, 3),
+        (2,),
+        (2,),
+        dom=(U(-1, 1), U(-2, -1), U(1, 2)),
+        nondiff=(0,),
+    ),
+    "random_pdf_normal": C(
+        lambda x, m, s: np.exp(-0.5 * ((x - m[:, None]) / s[:, None]) ** 2) / (np.sqrt(2 * np.pi) * s[:, None]),
+        (2, 3),
+        (2,),
+        (2,),
+        dom=(SMOOTH, SMOOTH, POS),
+    ),
+    "random_pdf_gamma": C(
+        lambda x, a, b: (b**a / np.vectorize(math.gamma)(a))[:, None] * x ** (a[:, None] - 1) * np.exp(-b[:, None] * x),
+        (2, 3),
+        (2,),
+        (2,),
+        dom=(POS, POS, POS),
+    ),
+    "random_pdf_exponential": C(lambda x, lam: lam[:, None] * np.exp(-lam[:, None] * x), (2, 3), (2,), dom=(POS, POS)),
+    "random_pdf_poisson": C(
+        lambda x, lam: lam[:, None] ** x * np.exp(-lam[:, None]) / np.vectorize(math.gamma)(x + 1),
+        (2, 3),
+        (2,),
+        dom=(IDX(0, 6), POS),
+        nondiff=(0,),
+    ),
+    "random_pdf_negative_binomial": C(
+        lambda x, k, p: (
+            np.vectorize(math.gamma)(x + k[:, None])
+            / (np.vectorize(math.gamma)(k)[:, None] * np.vectorize(math.gamma)(x + 1))
+            * p[:, None] ** k[:, None]
+            * (1 - p[:, None]) ** x
+        ),
+        (2, 3),
+        (2,),
+        (2,),
+        dom=(IDX(0, 6), POS, U(0.2, 0.8)),
+        nondiff=(0,),
+    ),
+    # (a gamma-poisson mixture of mean mu and variance mu + alpha mu^2)
+    "random_pdf_generalized_negative_binomial": C(
+        lambda x, mu, al: (
+            np.vectorize(math.gamma)(x + 1 / al[:, None])
+            / (np.vectorize(math.gamma)(1 / al)[:, None] * np.vectorize(math.gamma)(x + 1))
+            * (1 / (1 + al * mu))[:, None] ** (1 / al[:, None])
+            * (al * mu / (1 + al * mu))[:, None] ** x
+        ),
+        (2, 3),
+        (2,),
+        (2,),
+        dom=(IDX(0, 6), POS, POS),
+        nondiff=(0,),
+    ),
 }
 
 # other attribute settings, modes and input arities: (id, op name, case)
@@ -1636,6 +1817,430 @@ VARIANTS: list[tuple[str, str, Case]] = [
         "where",
         C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3), dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,)),
     ),
+    # linear algebra
+    (
+        "linalg_gemm-ta-tb-rank4",
+        "linalg_gemm",
+        C(
+            lambda a, b, c: np.einsum("xyji,xykj->xyik", a, b) + c,
+            (2, 1, 4, 3),
+            (2, 1, 5, 4),
+            (2, 1, 3, 5),
+            transpose_a=True,
+            transpose_b=True,
+        ),
+    ),
+    ("linalg_gemm-2d", "linalg_gemm", C(lambda a, b, c: a @ b + c, (3, 4), (4, 2), (3, 2))),
+    ("linalg_syrk-transpose", "linalg_syrk", C(lambda a: a.T @ a, (3, 4), transpose=True)),
+    ("linalg_potrf-2d", "linalg_potrf", C(np.linalg.cholesky, (4, 4), dom=LA_SPD)),
+    (
+        "linalg_potri-rank4",
+        "linalg_potri",
+        C(lambda a: np.linalg.inv(np.tril(a) @ np.tril(a).swapaxes(-1, -2)), (2, 1, 3, 3), dom=LA_DOM),
+    ),
+    (
+        "linalg_trsm-transpose",
+        "linalg_trsm",
+        C(
+            lambda a, b: np.linalg.inv(np.tril(a).swapaxes(-1, -2)) @ b,
+            (2, 3, 3),
+            (2, 3, 2),
+            dom=(LA_DOM, SMOOTH),
+            transpose=True,
+        ),
+    ),
+    (
+        "linalg_trsm-rightside-upper",
+        "linalg_trsm",
+        C(
+            lambda a, b: -b @ np.linalg.inv(np.triu(a)),
+            (2, 3, 3),
+            (2, 4, 3),
+            dom=(LA_DOM, SMOOTH),
+            rightside=True,
+            lower=False,
+            alpha=-1.0,
+        ),
+    ),
+    (
+        "linalg_trsm-rightside-transpose",
+        "linalg_trsm",
+        C(
+            lambda a, b: b @ np.linalg.inv(np.tril(a).T),
+            (3, 3),
+            (4, 3),
+            dom=(LA_DOM, SMOOTH),
+            rightside=True,
+            transpose=True,
+        ),
+    ),
+    ("linalg_trsm-alpha-0", "linalg_trsm", C(lambda a, b: 0 * b, (3, 3), (3, 2), dom=(LA_DOM, SMOOTH), alpha=0.0)),
+    (
+        "linalg_trmm-transpose-upper",
+        "linalg_trmm",
+        C(lambda a, b: np.triu(a).swapaxes(-1, -2) @ b, (2, 3, 3), (2, 3, 2), transpose=True, lower=False),
+    ),
+    (
+        "linalg_trmm-rightside",
+        "linalg_trmm",
+        C(lambda a, b: 2.0 * b @ np.tril(a), (2, 3, 3), (2, 4, 3), rightside=True, alpha=2.0),
+    ),
+    (
+        "linalg_trmm-rightside-transpose-upper",
+        "linalg_trmm",
+        C(lambda a, b: b @ np.triu(a).T, (3, 3), (4, 3), rightside=True, transpose=True, lower=False),
+    ),
+    ("linalg_sumlogdiag-2d", "linalg_sumlogdiag", C(lambda a: mx1d(np.log(np.diagonal(a)).sum()), (3, 3), dom=LA_DOM)),
+    ("linalg_extractdiag-below-2d", "linalg_extractdiag", C(lambda a: np.diagonal(a, -2), (4, 4), offset=-2)),
+    (
+        "linalg_makediag-above",
+        "linalg_makediag",
+        C(lambda x: np.apply_along_axis(np.diag, -1, x, 2), (2, 1, 3), offset=2),
+    ),
+    ("linalg_makediag-1d", "linalg_makediag", C(np.diag, (3,))),
+    ("linalg_extracttrian-lower", "linalg_extracttrian", C(lambda a: a[..., np.tri(3, 3, 0, bool)], (2, 3, 3))),
+    (
+        "linalg_extracttrian-below",
+        "linalg_extracttrian",
+        C(lambda a: a[..., np.tri(4, 4, -2, bool)], (4, 4), offset=-2),
+    ),
+    (
+        "linalg_extracttrian-above",
+        "linalg_extracttrian",
+        C(lambda a: a.swapaxes(-1, -2)[..., np.tri(4, 4, -1, bool)], (2, 4, 4), offset=1),
+    ),
+    (
+        "linalg_maketrian-upper",
+        "linalg_maketrian",
+        C(
+            lambda x: np.einsum(
+                "...t,tij->...ij", x, np.eye(9)[np.tri(3, 3, 0, bool).ravel()].reshape(6, 3, 3)
+            ).swapaxes(-1, -2),
+            (2, 6),
+            lower=False,
+        ),
+    ),
+    (
+        "linalg_maketrian-above",
+        "linalg_maketrian",
+        C(
+            lambda x: np.einsum(
+                "...t,tij->...ij", x, np.eye(25)[np.tri(5, 5, -2, bool).ravel()].reshape(6, 5, 5)
+            ).swapaxes(-1, -2),
+            (6,),
+            offset=2,
+        ),
+    ),
+    (
+        "linalg_maketrian-lower-1d",
+        "linalg_maketrian",
+        C(lambda x: np.einsum("t,tij->ij", x, np.eye(4)[np.tri(2, 2, 0, bool).ravel()].reshape(3, 2, 2)), (3,)),
+    ),
+    ("linalg_inverse-2d", "linalg_inverse", C(np.linalg.inv, (4, 4), dom=LA_DOM)),
+    ("linalg_det-2d", "linalg_det", C(lambda a: mx1d(np.linalg.det(a)), (3, 3), dom=LA_DOM)),
+    (
+        "linalg_det-rank4-negative",
+        "linalg_det",
+        C(np.linalg.det, (2, 2, 3, 3), dom=lambda rng, s: LA_DOM(rng, s)[..., ::-1, :]),
+    ),
+    # image and normalization layers
+    (  # an even nsize sums nsize - 1 channels (MXNet's oneDNN kernel), divided by nsize
+        "LRN-even-nsize-2d",
+        "LRN",
+        C(
+            lambda x: (
+                x * (1.0 + 2.0 / 4 * np.stack([(x[:, max(c - 1, 0) : c + 2] ** 2).sum(1) for c in range(5)], 1)) ** -0.3
+            ),
+            (3, 5),
+            nsize=4,
+            alpha=2.0,
+            beta=0.3,
+            knorm=1.0,
+        ),
+    ),
+    (  # a window wider than the channels: all of them
+        "LRN-window-past-channels",
+        "LRN",
+        C(lambda x: x * (2.0 + 1.0 / 9 * (x**2).sum(1, keepdims=True)) ** -0.75, (2, 3, 2, 2), nsize=9, alpha=1.0),
+    ),
+    (
+        "UpSampling-nearest-sum-three",
+        "UpSampling",
+        C(
+            lambda a, b, c: a.repeat(2, 2).repeat(2, 3) + b.repeat(4, 2).repeat(4, 3) + c,
+            (2, 3, 2, 2),
+            (2, 3, 1, 1),
+            (2, 3, 4, 4),
+            scale=2,
+            sample_type="nearest",
+            multi_input_mode="sum",
+        ),
+    ),
+    (
+        "UpSampling-nearest-one",
+        "UpSampling",
+        C(lambda x: x.repeat(3, 2).repeat(3, 3), (1, 2, 2, 3), scale=3, sample_type="nearest"),
+    ),
+    (  # a Deconvolution: a filter per channel, kernel 2 * scale - scale % 2, stride scale, pad ceil((scale - 1) / 2)
+        "UpSampling-bilinear",
+        "UpSampling",
+        C(
+            lambda x, w: deconv_ref(x, w, None, (3, 3), (1, 1), groups=2),
+            (2, 2, 2, 3),
+            (2, 1, 5, 5),
+            scale=3,
+            sample_type="bilinear",
+            num_filter=2,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "GroupNorm-4d-eps",
+        "GroupNorm",
+        C(
+            lambda x, gm, bt: (
+                (lambda z: (z - z.mean(2, keepdims=True)) / np.sqrt(z.var(2, keepdims=True) + 0.1))(x.reshape(2, 3, 8))
+                * gm[None, :, None]
+                + bt[None, :, None]
+            ).reshape(x.shape),
+            (2, 6, 2, 2),
+            (3,),
+            (3,),
+            dom=(DISTINCT, SMOOTH, SMOOTH),
+            num_groups=3,
+            eps=0.1,
+        ),
+    ),
+    (
+        "GroupNorm-one-group",
+        "GroupNorm",
+        C(
+            lambda x, gm, bt: (
+                (x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True) + 1e-5) * gm + bt
+            ),
+            (3, 2, 2),
+            (1,),
+            (1,),
+            dom=(DISTINCT, SMOOTH, SMOOTH),
+        ),
+    ),
+    (  # the size of crop_like's axes 2 and 3, in the middle (rounded down); crop_like takes no gradient
+        "Crop-like-center",
+        "Crop",
+        C(lambda x, like: x[:, :, 1:4, 1:3], (2, 3, 5, 4), (1, 1, 3, 2), nondiff=(1,), center_crop=True, offset=[2, 2]),
+    ),
+    ("SoftmaxActivation-channel", "SoftmaxActivation", C(lambda x: softmax_ref(x, 1), (2, 3, 2, 2), mode="channel")),
+    (
+        "SVMOutput-linear-3d",
+        "SVMOutput",
+        C(
+            lambda x, lab: x,
+            (2, 3, 4),
+            (2, 3),
+            dom=(GRID(1 / 8), IDX(0, 4)),
+            nondiff=(1,),
+            margin=0.5,
+            regularization_coefficient=2.0,
+            use_linear=True,
+            designed=lambda x, lab: (
+                np.where(one_hot_ref(lab, 4, 1.0, 0.0) == 1, -2.0 * (x < 0.5), 2.0 * (x > -0.5)),
+                None,
+            ),
+        ),
+    ),
+    # index ops and densities
+    (
+        "batch_take-middle-axes-of-1",
+        "batch_take",
+        C(
+            lambda a, i: take_ref(a.reshape(3, 2), i.reshape(3), 1, "clip").diagonal().reshape(3, 1),
+            (3, 1, 2),
+            (3, 1),
+            dom=(SMOOTH, IDX(-1, 3)),
+        ),
+    ),
+    ("khatri_rao-one", "khatri_rao", C(np.copy, (3, 2))),
+    (
+        "khatri_rao-two",
+        "khatri_rao",
+        C(lambda a, b: np.einsum("ik,jk->ijk", a, b).reshape(8, 1), (2, 1), (4, 1), num_args=2),
+    ),
+    (
+        "ravel_multi_index-one-axis",
+        "ravel_multi_index",
+        C(lambda x: x[0], (1, 4), dom=IDX(-3, 9), zero_grad=True, shape=[6]),
+    ),
+    (
+        "unravel_index-rank-2-data",
+        "unravel_index",
+        C(lambda x: np.stack([x // 7, x % 7]), (2, 2, 3), dom=IDX(0, 40), zero_grad=True, shape=[6, 7]),
+    ),
+    (
+        "unravel_index-one-axis",
+        "unravel_index",
+        C(lambda x: x[None], (4,), dom=IDX(-3, 9), zero_grad=True, shape=[-1]),
+    ),
+    # indices of every axis: one element each
+    (
+        "scatter_nd-all-axes",
+        "scatter_nd",
+        C(
+            lambda d, i: gather_nd_grad_ref(d, i, (3, 4)),
+            (5,),
+            (2, 5),
+            dom=(SMOOTH, lambda rng, s: np.stack(np.unravel_index(rng.permutation(12)[:5], (3, 4))).astype(np.float64)),
+            nondiff=(1,),
+            shape=[3, 4],
+        ),
+    ),
+    # (one row of indices: slices of the first axis)
+    (
+        "scatter_nd-rows",
+        "scatter_nd",
+        C(
+            lambda d, i: gather_nd_grad_ref(d, i, (4, 3)),
+            (2, 3),
+            (1, 2),
+            dom=(SMOOTH, lambda rng, s: rng.permutation(4)[:2].reshape(s) - 4.0 * rng.integers(0, 2, s)),
+            nondiff=(1,),
+            shape=[4, 3],
+        ),
+    ),
+    (
+        "all_finite-nan",
+        "all_finite",
+        C(lambda x: np.zeros(1), (2, 3), out="float32", dom=lambda rng, s: np.where(np.eye(*s), np.nan, 1.0)),
+    ),
+    (
+        "all_finite-inf-no-init",
+        "all_finite",
+        C(
+            lambda x: np.zeros(1),
+            (4,),
+            out="float32",
+            dom=lambda rng, s: np.array([1, -np.inf, 2, 3.0]),
+            init_output=False,
+        ),
+    ),
+    ("all_finite-no-init", "all_finite", C(lambda x: np.ones(1), (4,), out="float32", init_output=False)),
+    # the log-densities; sample of the parameters' own shape, or with two trailing axes
+    (
+        "random_pdf_uniform-log-trailing",
+        "random_pdf_uniform",
+        C(
+            lambda x, lo, hi: np.broadcast_to(-np.log(hi - lo)[:, :, None, None], x.shape),
+            (2, 1, 3, 2),
+            (2, 1),
+            (2, 1),
+            dom=(U(-1, 1), U(-2, -1), U(1, 2)),
+            nondiff=(0,),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_uniform-one-shape",
+        "random_pdf_uniform",
+        C(lambda x, lo, hi: 1 / (hi - lo), (4,), (4,), (4,), dom=(U(-1, 1), U(-2, -1), U(1, 2)), nondiff=(0,)),
+    ),
+    (
+        "random_pdf_normal-log-trailing",
+        "random_pdf_normal",
+        C(
+            lambda x, m, s: (
+                -0.5 * ((x - m[..., None, None]) / s[..., None, None]) ** 2
+                - np.log(np.sqrt(2 * np.pi) * s[..., None, None])
+            ),
+            (2, 3, 2, 2),
+            (2, 3),
+            (2, 3),
+            dom=(SMOOTH, SMOOTH, POS),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_normal-one-shape",
+        "random_pdf_normal",
+        C(
+            lambda x, m, s: np.exp(-0.5 * ((x - m) / s) ** 2) / (np.sqrt(2 * np.pi) * s),
+            (4,),
+            (4,),
+            (4,),
+            dom=(SMOOTH, SMOOTH, POS),
+        ),
+    ),
+    (
+        "random_pdf_gamma-log",
+        "random_pdf_gamma",
+        C(
+            lambda x, a, b: a * np.log(b) + (a - 1) * np.log(x) - b * x - np.vectorize(math.lgamma)(a),
+            (4,),
+            (4,),
+            (4,),
+            dom=(POS, POS, POS),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_exponential-log-trailing",
+        "random_pdf_exponential",
+        C(
+            lambda x, lam: np.log(lam)[:, None, None] - lam[:, None, None] * x,
+            (3, 2, 2),
+            (3,),
+            dom=(POS, POS),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_poisson-log",
+        "random_pdf_poisson",
+        C(
+            lambda x, lam: x * np.log(lam) - np.vectorize(math.lgamma)(x + 1) - lam,
+            (4,),
+            (4,),
+            dom=(IDX(0, 6), POS),
+            nondiff=(0,),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_negative_binomial-log-trailing",
+        "random_pdf_negative_binomial",
+        C(
+            lambda x, k, p: (
+                np.vectorize(math.lgamma)(x + k[:, None, None])
+                - np.vectorize(math.lgamma)(x + 1)
+                - np.vectorize(math.lgamma)(k)[:, None, None]
+                + k[:, None, None] * np.log(p)[:, None, None]
+                + x * np.log(1 - p)[:, None, None]
+            ),
+            (2, 2, 3),
+            (2,),
+            (2,),
+            dom=(IDX(0, 6), POS, U(0.2, 0.8)),
+            nondiff=(0,),
+            is_log=True,
+        ),
+    ),
+    (
+        "random_pdf_generalized_negative_binomial-log",
+        "random_pdf_generalized_negative_binomial",
+        C(
+            lambda x, mu, al: (
+                np.vectorize(math.lgamma)(x + 1 / al)
+                - np.vectorize(math.lgamma)(1 / al)
+                - np.vectorize(math.lgamma)(x + 1)
+                - np.log(1 + al * mu) / al
+                + x * np.log(al * mu / (1 + al * mu))
+            ),
+            (4,),
+            (4,),
+            (4,),
+            dom=(IDX(0, 6), POS, POS),
+            nondiff=(0,),
+            is_log=True,
+        ),
+    ),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 
@@ -1833,6 +2438,7 @@ def test_variadic_ops_and_arity():
         "SequenceReverse",
     }
     want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
+    want |= {"khatri_rao", "UpSampling", "Crop"}
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)

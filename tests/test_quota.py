@@ -1128,6 +1128,102 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("norm", {}, [((300, 400), "float16")]),  # (its squares in float32)
     ("norm", {"axis": 1, "ord": 1}, [((300, 400), "float32")]),
     ("norm", {"axis": 0}, [((300, 400), "float64")]),
+    (
+        "linalg_gemm",
+        {"alpha": 2.0},
+        [((4, 200, 100), "float64"), ((4, 100, 150), "float64"), ((4, 200, 150), "float64")],
+    ),
+    ("linalg_gemm2", {"transpose_a": True}, [((4, 100, 200), "float32"), ((4, 100, 150), "float32")]),
+    ("linalg_syrk", {"transpose": True}, [((4, 200, 150), "float64")]),
+    ("linalg_trsm", {"rightside": True}, [((4, 200, 200), "float64"), ((4, 150, 200), "float64")]),
+    ("linalg_trmm", {"lower": False}, [((4, 200, 200), "float64"), ((4, 200, 150), "float64")]),
+    ("linalg_potrf", {}, [((4, 200, 200), "float64")]),
+    ("linalg_potri", {}, [((4, 200, 200), "float64")]),
+    ("linalg_inverse", {}, [((4, 200, 200), "float64")]),
+    ("linalg_det", {}, [((4, 200, 200), "float64")]),
+    ("linalg_sumlogdiag", {}, [((4, 200, 200), "float64")]),
+    ("linalg_extracttrian", {}, [((4, 200, 200), "float32")]),
+    ("linalg_maketrian", {}, [((4, 20100), "float32")]),
+    ("linalg_gemm2", {"alpha": 0.5, "transpose_b": True}, [((300, 200), "float64"), ((250, 200), "float64")]),
+    (
+        "linalg_gemm",
+        {"beta": 0.5, "transpose_a": True, "transpose_b": True},
+        [((4, 100, 200), "float32"), ((4, 150, 100), "float32"), ((4, 200, 150), "float32")],
+    ),
+    (
+        "linalg_gemm",
+        {"alpha": 0.0, "beta": 2.0},
+        [((4, 200, 100), "float64"), ((4, 100, 150), "float64"), ((4, 200, 150), "float64")],
+    ),
+    ("linalg_syrk", {"alpha": 2.0}, [((4, 150, 200), "float32")]),
+    (  # (numpy's linalg computes float32 in float64: its copies)
+        "linalg_trsm",
+        {"lower": False, "transpose": True, "alpha": 2.0},
+        [((4, 200, 200), "float32"), ((4, 200, 150), "float32")],
+    ),
+    ("linalg_trsm", {"rightside": True}, [((100, 100), "float32"), ((600, 100), "float32")]),  # B larger than A
+    ("linalg_trsm", {}, [((4, 200, 200), "float64"), ((4, 200, 150), "float64")]),
+    (
+        "linalg_trmm",
+        {"rightside": True, "transpose": True, "alpha": 2.0},
+        [((4, 200, 200), "float32"), ((4, 150, 200), "float32")],
+    ),
+    ("linalg_trmm", {}, [((300, 300), "float64"), ((300, 100), "float64")]),
+    ("linalg_potrf", {}, [((4, 200, 200), "float32")]),
+    ("linalg_potri", {}, [((300, 300), "float32")]),
+    ("linalg_inverse", {}, [((4, 200, 200), "float32")]),
+    ("linalg_det", {}, [((2, 2, 200, 200), "float32")]),
+    ("linalg_det", {}, [((300, 300), "float64")]),
+    ("linalg_sumlogdiag", {}, [((4, 200, 200), "float32")]),
+    ("linalg_extracttrian", {"offset": 2}, [((4, 200, 200), "float64")]),
+    ("linalg_extracttrian", {"lower": False}, [((4, 200, 200), "float32")]),
+    ("linalg_maketrian", {"offset": -2, "lower": False}, [((4, 20100), "float64")]),
+    ("linalg_maketrian", {"offset": 3}, [((20100,), "float32")]),
+    ("linalg_makediag", {"offset": -2}, [((4, 300), "float64")]),
+    ("LRN", {"nsize": 5}, [((8, 16, 32, 32), "float32")]),
+    ("LRN", {"nsize": 3}, [((8, 16, 32, 32), "float16")]),
+    ("UpSampling", {"scale": 2, "sample_type": "nearest"}, [((8, 16, 32, 32), "float32")]),
+    ("GroupNorm", {"num_groups": 4}, [((8, 16, 32, 32), "float32"), ((4,), "float32"), ((4,), "float32")]),
+    ("GroupNorm", {"num_groups": 2}, [((8, 16, 32, 32), "float16"), ((2,), "float16"), ((2,), "float16")]),
+    ("SoftmaxActivation", {"mode": "channel"}, [((8, 16, 32, 32), "float32")]),
+    ("Crop", {"h_w": [16, 16], "center_crop": True}, [((8, 16, 32, 32), "float32")]),
+    ("scatter_nd", {"shape": [4000, 300]}, [((2000, 300), "float32"), ((1, 2000), "float32")]),
+    ("random_pdf_normal", {}, [((300, 400), "float32"), ((300,), "float32"), ((300,), "float32")]),
+    ("random_pdf_gamma", {"is_log": True}, [((300, 400), "float32"), ((300,), "float32"), ((300,), "float32")]),
+    ("LRN", {"nsize": 9}, [((8, 4, 32, 32), "float64")]),  # (a window past half the channels)
+    (
+        "UpSampling",
+        {"scale": 2, "sample_type": "bilinear", "num_filter": 16},
+        [((8, 16, 32, 32), "float32"), ((16, 1, 4, 4), "float32")],
+    ),
+    (
+        "UpSampling",
+        {"scale": 2, "sample_type": "nearest", "multi_input_mode": "sum", "num_args": 2},
+        [((8, 16, 32, 32), "float32"), ((8, 16, 16, 16), "float32")],
+    ),
+    (
+        "UpSampling",
+        {"scale": 4, "sample_type": "nearest", "num_args": 2},
+        [((4, 8, 16, 16), "float16"), ((4, 4, 32, 32), "float16")],
+    ),
+    ("SoftmaxActivation", {"mode": "instance"}, [((300, 400), "float16")]),
+    ("SoftmaxActivation", {"mode": "instance"}, [((100000, 1), "float32")]),  # (sums as large as the data)
+    ("GroupNorm", {"num_groups": 16}, [((8192, 16, 1), "float32"), ((16,), "float32"), ((16,), "float32")]),
+    ("Crop", {"offset": [1, 2], "h_w": [5, 7]}, [((8, 16, 32, 32), "float16"), ((1, 1, 5, 7, 1), "float16")]),
+    ("SVMOutput", {}, [((3000, 100), "float32"), ((3000,), "float32")]),
+    ("SVMOutput", {"use_linear": True}, [((300, 10, 100), "float64"), ((300, 10), "float64")]),
+    ("scatter_nd", {"shape": [6]}, [((100000,), "float32"), ((1, 100000), "float32")]),  # (more indices than elements)
+    ("random_pdf_uniform", {}, [((300, 400), "float32"), ((300,), "float32"), ((300,), "float32")]),
+    ("random_pdf_exponential", {}, [((300, 400), "float64"), ((300,), "float64")]),
+    ("random_pdf_poisson", {"is_log": True}, [((300, 400), "float32"), ((300,), "float32")]),
+    ("random_pdf_negative_binomial", {}, [((300, 400), "float32"), ((300,), "float32"), ((300,), "float32")]),
+    (
+        "random_pdf_generalized_negative_binomial",
+        {},
+        [((300, 400), "float16"), ((300, 400), "float16"), ((300, 400), "float16")],
+    ),
+    ("ravel_multi_index", {"shape": [6, 7, 8]}, [((3, 100000), "float32")]),
+    ("unravel_index", {"shape": [6, 7, 8]}, [((100000,), "float64")]),
 ]
 
 
@@ -1148,6 +1244,10 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
         value = (rng.random(shape) * 4 + 1).astype(dtype)  # positive: pow and div have gradients
         if name == "sample_multinomial":  # distributions along the last axis
             value = (value / value.sum(axis=-1, keepdims=True)).astype(dtype)
+        elif name == "linalg_potrf":  # symmetric positive definite, well conditioned (in float32 too)
+            value = (value @ value.swapaxes(-1, -2) + shape[-1] * np.eye(shape[-1])).astype(dtype)
+        elif name.startswith("linalg_") and k == 1 and len(shape) >= 2 and shape[-1] == shape[-2]:
+            value = (value * 0.01 + np.eye(shape[-1])).astype(dtype)  # well conditioned, its determinant finite
         ops.append({"op": "array", "out": [k], "at": {"value": value}})
     ops.append({"op": "attach_grad", "in": [1]})
     ok(s, *ops)

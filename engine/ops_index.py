@@ -1,0 +1,545 @@
+"""Densities of the random distributions (``random_pdf_*``) and index ops: batch_take,
+khatri_rao, ravel_multi_index, unravel_index, scatter_nd, all_finite."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .ops import SHAPE, check_shape, same_dtype
+from .ops_array import NUM_ARGS, _gather_nd_infer, _nd_index, _no_gradient
+from .ops_math import CHUNK, POLYGAMMA_ARRAYS, float64_scratch
+from .optable import FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, prod
+
+UFUNC_BUFFER = 8192
+"""Elements of each operand numpy buffers when a ufunc cannot run over its arrays in one
+strided sweep, or casts one as it goes (numpy's default buffer size): an op that adds into a
+strided slice, or a row of another dtype, declares them."""
+
+# --------------------------------------------------------------------------
+# batch_take
+
+
+def _batch_take_infer(at: dict, a: Spec, idx: Spec) -> Spec:
+    if len(a.shape) < 2:
+        raise ShapeError(f"batch_take: data must have at least 2 dimensions, got shape {a.shape}")
+    if idx.dtype == "bool":
+        raise DTypeError("batch_take: indices must be numbers, not bool (MXNet's are int32)")
+    n, rows = prod(idx.shape), prod(a.shape[:-1])
+    if n != rows:  # (MXNet's check)
+        raise ShapeError(
+            f"batch_take: indices have {n} elements, data {a.shape} has {rows} rows of its last axis: "
+            "the index array's size must be the data's size over its last axis"
+        )
+    if n > a.shape[0]:  # (MXNet 1.9.1 takes from rows of prod(shape[1:]): it reads past the data's end)
+        raise ShapeError(
+            f"batch_take: data {a.shape} has axes of length other than 1 between its first and last: "
+            "MXNet 1.9.1 reads past its end for such a shape; use pick"
+        )
+    if n and a.shape[-1] == 0:
+        raise IndexOutOfRange(f"batch_take: cannot take indices from rows of length 0 (data {a.shape})")
+    return Spec(idx.shape, a.dtype)
+
+
+@defop(
+    "batch_take",
+    ("a", "indices"),
+    infer=_batch_take_infer,
+    scratch=lambda at, a, idx: 16 * prod(idx.shape),  # (the indices as int64, clipped in place; the rows')
+)
+def _batch_take(cx, at, a, idx):
+    """``a[i, indices[i]]`` for each row i of ``a`` (2-D, or with axes of length 1 between its
+    first and last), indices truncated to integers and clipped to the row; the result has the
+    indices' shape. Not differentiable, as MXNet's (deprecated there: use ``pick``)."""
+    rows = a.shape[0]
+    m = prod(a.shape[1:])
+    i = idx.reshape(-1).astype(np.int64)  # (a new array: truncated, then clipped in place)
+    cx.xp.maximum(i, 0, out=i)
+    cx.xp.minimum(i, m - 1, out=i)
+    r = a.reshape(rows, m)[cx.xp.arange(i.size), i]
+    return r.reshape(idx.shape)
+
+
+# --------------------------------------------------------------------------
+# khatri_rao
+
+
+def _khatri_rao_infer(at: dict, *xs: Spec) -> Spec:
+    if not xs:
+        raise InvalidInput("khatri_rao: needs at least one matrix")
+    if at["num_args"] is not None and at["num_args"] != len(xs):  # (MXNet's check)
+        raise InvalidInput(f"khatri_rao: num_args is {at['num_args']}, but {len(xs)} arrays were given")
+    dt = same_dtype("khatri_rao", *xs)
+    if dt not in ("float32", "float64"):  # (MXNet's: "Not implemented" for the others)
+        raise DTypeError(f"khatri_rao: takes float32 or float64 matrices, got {dt}")
+    for s in xs:
+        if len(s.shape) != 2:
+            raise ShapeError(f"khatri_rao: each input must be a matrix (2-D), got shape {s.shape}")
+        if s.shape[1] != xs[0].shape[1]:
+            raise ShapeError(
+                f"khatri_rao: the matrices must have one number of columns, got {xs[0].shape} and {s.shape}"
+            )
+    return Spec((prod(tuple(s.shape[0] for s in xs)), xs[0].shape[1]), dt)
+
+
+def _khatri_rao_scratch(at: dict, *xs: Spec) -> int:
+    """The products before the last (each step's result and the one before it at once)."""
+    if len(xs) < 2 or len(xs[0].shape) != 2:
+        return 0
+    return 2 * np.dtype(xs[0].dtype).itemsize * xs[0].shape[1] * prod(tuple(s.shape[0] for s in xs[:-1]))
+
+
+@defop("khatri_rao", ("*args",), (NUM_ARGS,), infer=_khatri_rao_infer, scratch=_khatri_rao_scratch)
+def _khatri_rao(cx, at, *xs):
+    """The column-wise Khatri-Rao product of matrices (M_i, N): (M_1 ... M_n, N), whose k-th
+    column is the outer product of the matrices' k-th columns (the first's index slowest). Not
+    differentiable, as MXNet's."""
+    if len(xs) == 1:
+        return xs[0].copy()
+    r, n = xs[0], xs[0].shape[1]
+    for x in xs[1:]:
+        r = (r[:, None, :] * x[None, :, :]).reshape(r.shape[0] * x.shape[0], n)
+    return r
+
+
+# --------------------------------------------------------------------------
+# ravel_multi_index, unravel_index
+
+
+def _ravel_shape(name: str, at: dict) -> tuple[int, ...]:
+    shape = at["shape"]
+    if not shape:
+        raise InvalidInput(f"{name}: empty shape parameter")
+    first_ok = shape[0] == -1 or 0 < shape[0] < 2**63  # (-1: MXNet's placeholder; the first is not used)
+    if not first_ok or not all(0 < d < 2**63 for d in shape[1:]):
+        raise InvalidInput(f"{name}: the dimensions of shape must be positive (the first may be -1), got {shape}")
+    return shape
+
+
+def _index_number_dtype(name: str, dt: str) -> None:
+    if dt == "bool":
+        raise DTypeError(f"{name}: takes numbers, not bool")
+
+
+def _ravel_infer(at: dict, x: Spec) -> Spec:
+    shape = _ravel_shape("ravel_multi_index", at)
+    _index_number_dtype("ravel_multi_index", x.dtype)
+    if len(x.shape) != 2:
+        raise ShapeError(f"ravel_multi_index: data must be 2-D (one row per axis), got shape {x.shape}")
+    if x.shape[0] != len(shape):
+        raise ShapeError(f"ravel_multi_index: data has {x.shape[0]} rows, shape {shape} has {len(shape)} axes")
+    return Spec((x.shape[1],), x.dtype)
+
+
+@defop(
+    "ravel_multi_index",
+    ("data",),
+    (Attr("shape", "shape", REQUIRED),),
+    infer=_ravel_infer,
+    vjp=_no_gradient,
+    scratch=lambda at, x: 8 * (x.shape[1] if len(x.shape) == 2 else 0) + 8 * UFUNC_BUFFER,
+)
+def _ravel_multi_index(cx, at, x):
+    """The flat index of each column of data (one row per axis of ``shape``; the first
+    dimension may be -1), in data's dtype, as MXNet computes it: ``r = r * shape[j] + data[j]``
+    for each row j, no index checked against its axis (numbers, not a refusal, past the ends);
+    a float truncated toward zero at each step. Integers are computed in int64 and cast to
+    data's dtype (MXNet 1.9.1 computes in int32: a flat index past its range wrapped there);
+    a zero gradient."""
+    shape = at["shape"]
+    if x.dtype.kind == "f":  # (each step in place: one float64 array, x's rows cast as they are added)
+        r = np.zeros(x.shape[1], np.float64)
+        for j, d in enumerate(shape):
+            r *= float(d)
+            r += x[j]
+            np.trunc(r, out=r)
+        r += 0.0  # (no -0, as MXNet's integer steps give none)
+        return r.astype(x.dtype)
+    r = np.zeros(x.shape[1], np.int64)
+    for j, d in enumerate(shape):
+        r *= np.int64(d)
+        np.add(r, x[j], out=r, casting="unsafe")  # (x's row as astype(int64) gives it, uint64 too)
+    return r.astype(x.dtype)
+
+
+def _unravel_infer(at: dict, x: Spec) -> Spec:
+    shape = _ravel_shape("unravel_index", at)
+    _index_number_dtype("unravel_index", x.dtype)
+    return Spec(check_shape("unravel_index", (len(shape),) + x.shape), x.dtype)
+
+
+@defop(
+    "unravel_index",
+    ("data",),
+    (Attr("shape", "shape", REQUIRED),),
+    infer=_unravel_infer,
+    vjp=_no_gradient,
+    scratch=lambda at, x: 16 * prod(x.shape),  # (the indices left and the remainders, 8 bytes each)
+)
+def _unravel_index(cx, at, x):
+    """The index on each axis of ``shape`` of each flat index of data: one row per axis, the
+    result (len(shape),) + data.shape, in data's dtype. As MXNet: a float truncated toward zero
+    first; then C's division and remainder from the last axis on (a negative index gives
+    negative ones), what is left on the first (so the first dimension, which may be -1, is
+    not used and no index is checked); a zero gradient."""
+    shape = at["shape"]
+    out = np.empty((len(shape),) + x.shape, x.dtype)
+    r = x.astype(np.float64 if x.dtype.kind == "f" else np.int64)  # (each step in place on it)
+    if r.dtype.kind == "f":
+        np.trunc(r, out=r)
+        r += 0.0  # (no -0)
+    rem = np.empty_like(r)
+    for j in range(len(shape) - 1, 0, -1):
+        d = r.dtype.type(shape[j])
+        np.fmod(r, d, out=rem)  # (the dividend's sign, as C's %)
+        out[j] = rem
+        r -= rem
+        if r.dtype.kind == "f":
+            r /= d
+        else:
+            r //= d
+    out[0] = r
+    return out
+
+
+# --------------------------------------------------------------------------
+# scatter_nd
+
+
+def _scatter_nd_infer(at: dict, data: Spec, idx: Spec) -> Spec:
+    shape = check_shape("scatter_nd", at["shape"])
+    want = _gather_nd_infer(at, Spec(shape, data.dtype), idx, "scatter_nd")
+    if want.shape != data.shape:
+        raise ShapeError(
+            f"scatter_nd: data shape {data.shape} should be {want.shape} for indices {idx.shape} and shape {shape}"
+        )
+    return Spec(shape, data.dtype)
+
+
+@defop(
+    "scatter_nd",
+    ("data", "indices"),
+    (SHAPE,),
+    infer=_scatter_nd_infer,
+    vjp=lambda F, at, g, y, data, idx: (F.gather_nd(g, idx), None),
+    scratch=lambda at, data, idx: 8 * prod(idx.shape),  # (the indices as int64: _nd_index)
+    vjp_scratch=lambda at, data, idx: 8 * prod(idx.shape),  # (gather_nd's, as the forward's)
+)
+def _scatter_nd(cx, at, data, idx):
+    """Zeros of ``shape`` with ``data`` written at ``indices`` (gather_nd's layout: indices
+    (M, ...) address the first M axes; data is indices.shape[1:] + shape[M:]). Negative indices
+    count from the end and indices out of range are refused (as gather_nd's; MXNet 1.9.1 writes
+    past the result there). Of repeated indices the last is written (MXNet: undefined). The
+    gradient of data is gather_nd of the cotangent."""
+    z = cx.xp.zeros(at["shape"], data.dtype)
+    z[_nd_index(cx, idx, z.shape, "scatter_nd")] = data
+    return z
+
+
+# --------------------------------------------------------------------------
+# all_finite
+
+
+def _all_finite_infer(at: dict, x: Spec) -> Spec:
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"all_finite: takes floating point arrays only, got {x.dtype}")
+    return Spec((1,), "float32")
+
+
+@defop(
+    "all_finite",
+    ("data",),
+    (Attr("init_output", "bool", True),),
+    infer=_all_finite_infer,
+    scratch=lambda at, x: min(prod(x.shape), CHUNK),
+)
+def _all_finite(cx, at, x):
+    """[1.] (float32) when every element of data is finite, else [0.]; not differentiable, as
+    MXNet's. ``init_output=False`` (MXNet's: the output is not set to 1 first, so it keeps what
+    it held unless an element is not finite) gives a new array here, so 1 as well when all are
+    finite."""
+    flat = x.reshape(-1)
+    finite = all(np.isfinite(flat[i : i + CHUNK]).all() for i in range(0, flat.size, CHUNK))
+    return np.array([1.0 if finite else 0.0], np.float32)
+
+
+# --------------------------------------------------------------------------
+# the densities: random_pdf_*
+#
+# sample has the parameters' shape and extra trailing axes (sample.shape[:p] == param.shape):
+# element i of the parameters is the distribution of sample[i, ...]. As MXNet's, the formulas
+# are applied as they are, nothing checked: a sample outside the support or a parameter outside
+# its range gives what the formula gives (uniform's density outside [low, high) is 1/(high -
+# low), a poisson count of 1.5 has the density of the formula's lgamma, a sigma of 0 is NaN).
+# Computed in float64 a chunk at a time, rounded to the inputs' dtype (float16, float32 or
+# float64, one for all). Gradients are MXNet's: each parameter's summed over the sample's
+# extra axes; the sample's for the normal, gamma and exponential densities, none (MXNet's
+# zero) for uniform's, constant in the sample, and for the counts of poisson and the negative
+# binomials.
+
+IS_LOG = Attr("is_log", "bool", False)
+
+
+def _lgamma(v: np.ndarray) -> np.ndarray:
+    return kernels.special("lgamma", v)
+
+
+def _uniform_pdf(x, low, high, log):
+    w = high - low
+    return -np.log(w) if log else 1.0 / w
+
+
+def _normal_pdf(x, mu, sigma, log):
+    e = -0.5 * (x - mu) ** 2 / (sigma * sigma)
+    norm = math.sqrt(2.0 * math.pi) * sigma
+    return e - np.log(norm) if log else np.exp(e) / norm
+
+
+def _gamma_pdf(x, alpha, beta, log):
+    lp = alpha * np.log(beta) + (alpha - 1.0) * np.log(x) - beta * x - _lgamma(alpha)
+    return lp if log else np.exp(lp)
+
+
+def _exponential_pdf(x, lam, log):
+    return np.log(lam) - lam * x if log else lam * np.exp(-lam * x)
+
+
+def _poisson_pdf(x, lam, log):
+    lp = x * np.log(lam) - _lgamma(x + 1.0) - lam
+    return lp if log else np.exp(lp)
+
+
+def _nb_lpdf(x, k, p):
+    return (_lgamma(x + k) - _lgamma(x + 1.0) - _lgamma(k)) + k * np.log(p) + x * np.log(1.0 - p)
+
+
+def _negative_binomial_pdf(x, k, p, log):
+    lp = _nb_lpdf(x, k, p)
+    return lp if log else np.exp(lp)
+
+
+def _generalized_negative_binomial_pdf(x, mu, alpha, log):
+    lp = _nb_lpdf(x, 1.0 / alpha, 1.0 / (mu * alpha + 1.0))
+    return lp if log else np.exp(lp)
+
+
+class _Parts:
+    """What a density's VJP is written with: the sample's extra axes, the scaled cotangent
+    (g, or g times the density: d pdf = pdf d log pdf), a parameter broadcast along the extra
+    axes (``e``) and a sample-shaped cotangent summed back to the parameters' shape (``r``)."""
+
+    def __init__(self, F: Any, at: dict, g: Any, y: Any, x: Any, p: Any) -> None:
+        self.F = F
+        self.pshape = tuple(p.shape)
+        self.k = x.ndim - p.ndim
+        self.axes = tuple(range(p.ndim, x.ndim))
+        self.s = g if at["is_log"] else F.mul(g, y)
+
+    def e(self, p: Any) -> Any:
+        return self.F.reshape(p, shape=self.pshape + (1,) * self.k) if self.k else p
+
+    def r(self, c: Any) -> Any:
+        return self.F.reshape(self.F.sum(c, axis=self.axes), shape=self.pshape) if self.k else c
+
+
+def _uniform_vjp(F, at, g, y, x, low, high):
+    t = _Parts(F, at, g, y, x, low)
+    gl = F.div(t.r(t.s), F.sub(high, low))
+    return None, gl, F.negative(gl)
+
+
+def _normal_vjp(F, at, g, y, x, mu, sigma):
+    t = _Parts(F, at, g, y, x, mu)
+    d = F.sub(x, t.e(mu))
+    v = t.e(F.square(sigma))
+    sd = F.div(F.mul(t.s, d), v)  # (the mean's, per sample)
+    gs = F.div(F.mul(t.s, F.sub_scalar(F.div(F.square(d), v), scalar=1.0)), t.e(sigma))
+    return F.negative(sd), t.r(sd), t.r(gs)
+
+
+def _gamma_vjp(F, at, g, y, x, alpha, beta):
+    t = _Parts(F, at, g, y, x, alpha)
+    gx = F.mul(t.s, F.sub(F.div(t.e(F.sub_scalar(alpha, scalar=1.0)), x), t.e(beta)))
+    ga = F.mul(t.s, F.add(F.log(x), t.e(F.sub(F.log(beta), F.polygamma(alpha)))))
+    gb = F.mul(t.s, F.sub(t.e(F.div(alpha, beta)), x))
+    return gx, t.r(ga), t.r(gb)
+
+
+def _exponential_vjp(F, at, g, y, x, lam):
+    t = _Parts(F, at, g, y, x, lam)
+    gx = F.negative(F.mul(t.s, t.e(lam)))
+    gl = F.mul(t.s, F.sub(t.e(F.reciprocal(lam)), x))
+    return gx, t.r(gl)
+
+
+def _poisson_vjp(F, at, g, y, x, lam):
+    t = _Parts(F, at, g, y, x, lam)
+    return None, t.r(F.mul(t.s, F.sub_scalar(F.div(x, t.e(lam)), scalar=1.0)))
+
+
+def _nb_grads(F: Any, t: _Parts, x: Any, k: Any, p: Any) -> tuple[Any, Any]:
+    """The sample-shaped cotangents of k and p (MXNet's LPDF_GRAD)."""
+    gk = F.mul(t.s, F.add(F.polygamma(F.add(x, t.e(k))), t.e(F.sub(F.log(p), F.polygamma(k)))))
+    gp = F.mul(t.s, F.sub(t.e(F.div(k, p)), F.div(x, t.e(F.rsub_scalar(p, scalar=1.0)))))
+    return gk, gp
+
+
+def _negative_binomial_vjp(F, at, g, y, x, k, p):
+    t = _Parts(F, at, g, y, x, k)
+    gk, gp = _nb_grads(F, t, x, k, p)
+    return None, t.r(gk), t.r(gp)
+
+
+def _generalized_negative_binomial_vjp(F, at, g, y, x, mu, alpha):
+    t = _Parts(F, at, g, y, x, mu)
+    den = F.add_scalar(F.mul(mu, alpha), scalar=1.0)  # k = 1 / alpha, p = 1 / den
+    gk, gp = _nb_grads(F, t, x, F.reciprocal(alpha), F.reciprocal(den))
+    gk, gp = t.r(gk), t.r(gp)
+    d2 = F.square(den)
+    g_mu = F.negative(F.mul(gp, F.div(alpha, d2)))
+    g_alpha = F.negative(F.add(F.div(gk, F.square(alpha)), F.mul(gp, F.div(mu, d2))))
+    return None, g_mu, g_alpha
+
+
+def _pdf_infer(name: str, params: tuple[str, ...]) -> Callable[..., Spec]:
+    def infer(at: dict, x: Spec, *ps: Spec) -> Spec:
+        dt = same_dtype(name, x, *ps)
+        if dt not in FLOAT_DTYPES:
+            raise DTypeError(f"{name}: takes floating point arrays only (float16, float32, float64), got {dt}")
+        first = ps[0].shape
+        for p, spec in zip(params[1:], ps[1:]):
+            if spec.shape != first:
+                raise ShapeError(
+                    f"{name}: the parameters must have one shape: {params[0]} has {first}, {p} has {spec.shape}"
+                )
+        if len(x.shape) < len(first) or x.shape[: len(first)] != first:
+            raise ShapeError(
+                f"{name}: sample {x.shape} must have the parameters' shape {first} as its leading axes "
+                "(then any number of axes of samples)"
+            )
+        return Spec(x.shape, dt)
+
+    return infer
+
+
+def _pdf_forward(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def forward(cx, at, x, *ps):
+        out = np.empty(x.shape, x.dtype)
+        n, m = x.size, ps[0].size
+        if n == 0:
+            return out
+        per = n // m  # samples per distribution
+        xf, of = x.reshape(-1), out.reshape(-1)
+        pf = [p.reshape(-1) for p in ps]
+        log = at["is_log"]
+        with np.errstate(all="ignore"):  # (outside the support, a parameter out of range: the formula's NaN, inf)
+            for i in range(0, n, CHUNK):
+                end = min(i + CHUNK, n)
+                if per == 1:
+                    vs = [np.asarray(p[i:end], np.float64) for p in pf]
+                else:
+                    j = np.arange(i, end) // per
+                    vs = [p[j].astype(np.float64) for p in pf]
+                of[i:end] = fn(np.asarray(xf[i:end], np.float64), *vs, log)
+        return out
+
+    return forward
+
+
+PDF_ARRAYS = 12  # (float64 temporaries of a chunk at once: the parameters gathered, the formula's steps)
+
+
+def _pdf(name: str, params: tuple[str, ...], fn: Callable[..., np.ndarray], vjp: Any, arrays: int, doc: str) -> None:
+    """A density op: inputs sample and ``params``; ``arrays``: the sample-shaped arrays its VJP
+    makes at once (and polygamma's chunks, for those that call it)."""
+    forward = _pdf_forward(fn)
+    forward.__doc__ = doc
+
+    def vjp_scratch(at: dict, x: Spec, *ps: Spec) -> int:
+        n = prod(x.shape)
+        return arrays * n * np.dtype(x.dtype).itemsize + float64_scratch(POLYGAMMA_ARRAYS)(at, x)
+
+    defop(
+        name,
+        ("sample", *params),
+        (IS_LOG,),
+        infer=_pdf_infer(name, params),
+        vjp=vjp,
+        scratch=float64_scratch(PDF_ARRAYS),
+        vjp_scratch=vjp_scratch,
+    )(forward)
+
+
+_SHAPES = (
+    " ``sample`` has the parameters' shape and any trailing axes (the samples of each "
+    "distribution); the result has sample's shape. ``is_log``: the log-density."
+)
+_pdf(
+    "random_pdf_uniform",
+    ("low", "high"),
+    _uniform_pdf,
+    _uniform_vjp,
+    2,
+    "The density of uniform distributions on [low, high): 1 / (high - low), as MXNet's wherever the "
+    "sample is (its support is not checked); the sample's gradient is zero." + _SHAPES,
+)
+_pdf(
+    "random_pdf_normal",
+    ("mu", "sigma"),
+    _normal_pdf,
+    _normal_vjp,
+    6,
+    "The density of normal distributions of means ``mu`` and standard deviations ``sigma``." + _SHAPES,
+)
+_pdf(
+    "random_pdf_gamma",
+    ("alpha", "beta"),
+    _gamma_pdf,
+    _gamma_vjp,
+    6,
+    "The density of gamma distributions of shapes ``alpha`` and rates ``beta`` (MXNet's: "
+    "beta^alpha x^(alpha - 1) exp(-beta x) / gamma(alpha); its sampler's beta is a scale)." + _SHAPES,
+)
+_pdf(
+    "random_pdf_exponential",
+    ("lam",),
+    _exponential_pdf,
+    _exponential_vjp,
+    4,
+    "The density of exponential distributions of rates ``lam``: lam exp(-lam x)." + _SHAPES,
+)
+_pdf(
+    "random_pdf_poisson",
+    ("lam",),
+    _poisson_pdf,
+    _poisson_vjp,
+    4,
+    "The probability of counts (sample) of poisson distributions of rates ``lam``: "
+    "exp(x log lam - lgamma(x + 1) - lam), a non-integer x too; no gradient for the sample "
+    "(MXNet's: zero)." + _SHAPES,
+)
+_pdf(
+    "random_pdf_negative_binomial",
+    ("k", "p"),
+    _negative_binomial_pdf,
+    _negative_binomial_vjp,
+    6,
+    "The probability of x failures (sample) before the k-th success of trials of success "
+    "probability ``p`` (k may be real): gamma(x + k) / (x! gamma(k)) p^k (1 - p)^x; no gradient "
+    "for the sample (MXNet's: zero)." + _SHAPES,
+)
+_pdf(
+    "random_pdf_generalized_negative_binomial",
+    ("mu", "alpha"),
+    _generalized_negative_binomial_pdf,
+    _generalized_negative_binomial_vjp,
+    6,
+    "The probability of counts (sample) of mean ``mu`` and dispersion ``alpha``: the negative "
+    "binomial of k = 1 / alpha, p = 1 / (mu alpha + 1) (alpha 0 is NaN, as MXNet's); no gradient "
+    "for the sample (MXNet's: zero)." + _SHAPES,
+)
