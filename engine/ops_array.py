@@ -859,14 +859,21 @@ def _gather_nd_infer(at: dict, data: Spec, idx: Spec, name: str = "gather_nd") -
 
 def _nd_index(cx, idx, shape: tuple[int, ...], name: str) -> tuple:
     """gather_nd's indices (one row per leading axis) as a numpy index; negative ones count
-    from the end, out of range ones raise."""
-    i = idx.astype(np.int64)
-    for m in range(i.shape[0]):
+    from the end (float ones truncated), out of range ones raise, named as they were given
+    (a float past int64, NaN or an infinity too, checked before the cast would wrap them)."""
+    for m in range(idx.shape[0]):
         n = shape[m]
-        if i[m].size and (i[m].min() < -n or i[m].max() >= n):
-            bad = int(i[m][(i[m] < -n) | (i[m] >= n)].flat[0])
-            raise IndexOutOfRange(f"{name}: index {bad} is out of bounds for axis {m} with size {n}")
-    return tuple(i)
+        row = idx[m]
+        if row.size:
+            out = (row <= -n - 1) | (row >= n) if row.dtype.kind == "f" else (row < -n) | (row >= n)
+            if row.dtype.kind == "f":
+                out |= np.isnan(row)
+            if out.any():
+                bad = row[out].flat[0].item()
+                if isinstance(bad, float) and bad.is_integer() and abs(bad) < 2**53:
+                    bad = int(bad)  # (indices travel as floats: 5.0 is the 5 given)
+                raise IndexOutOfRange(f"{name}: index {bad} is out of bounds for axis {m} with size {n}")
+    return tuple(idx.astype(np.int64))
 
 
 @defop(

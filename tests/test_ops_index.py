@@ -11,6 +11,7 @@ against finite differences, second order, edge inputs) are the cases in tests/te
 from __future__ import annotations
 
 import math
+import re
 import tracemalloc
 
 import numpy as np
@@ -778,3 +779,14 @@ def test_declared_working_arrays_bound_what_the_ops_make(name, at, inputs):
             assert made <= 1.1 * (backward + cotangents) + slack, (made, backward, cotangents)
     finally:
         tracemalloc.stop()
+
+
+def test_a_float_index_past_any_axis_is_named_as_given():
+    """NaN, an infinity and a float past int64 were cast to int64 first, and the error named
+    -9223372036854775808, an index nobody gave."""
+    for v, said in [(np.nan, "nan"), (np.inf, "inf"), (1e30, "1.0000000150474662e+30")]:
+        with pytest.raises(IndexOutOfRange, match=re.escape(f"scatter_nd: index {said} is out of bounds for axis 0")):
+            nd.scatter_nd(nd.array([1.0, 2.0]), nd.array([[v, 1.0]]), shape=(3,)).asnumpy()
+        with pytest.raises(IndexOutOfRange, match=re.escape(f"gather_nd: index {said} is out of bounds")):
+            nd.gather_nd(nd.array([1.0, 2.0, 3.0]), nd.array([[v]])).asnumpy()
+    assert nd.gather_nd(nd.array([1.0, 2.0, 3.0]), nd.array([[-3.9, 2.9]])).asnumpy().tolist() == [1.0, 3.0]
