@@ -134,7 +134,9 @@ class InternalError(MXNetError):
 
 class ServerStopped(MXNetError):
     """The server was stopped (forced) while a batch ran: the batch ends at the instruction it
-    would have run next, as at a failing one (those before it took effect)."""
+    would have run next, as at a failing one (those before it took effect). A request that had
+    not started when the server began to stop is refused whole, in a reply that is no batch's
+    (the client sends it again)."""
 
     status = 503
 

@@ -382,6 +382,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 saver.cancel()
+                app.state.stopping = True  # (no request starts from now on: fast.not_stopping)
                 await run_in_threadpool(store.snapshot, settings.send_stall_s)
         finally:
             store.close()
@@ -397,6 +398,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _serve_docs(app)
     app.state.settings = settings
     app.state.busy = 0  # batch requests in flight (see fast.batch)
+    app.state.stopping = False  # set as the sessions are written at shutdown
     app.state.lent = {}  # session id -> set when a reply written from its arrays is out (fast.until_free)
     app.state.gates = {}  # session id -> its turn at the worker threads, and how many wait for it (fast.in_thread)
     app.state.user_gates = {}  # user -> the worker threads their requests may hold, and how many wait
@@ -449,10 +451,12 @@ class Server(uvicorn.Server):
     not at all (uvicorn raises the two signals again as it returns, and the second, SIGTERM,
     ended the process first). Here the shutdown runs all the same, once uvicorn has dropped
     the connections: it waits only for batches a worker thread is running (``fast._Rest``),
-    then writes what changed."""
+    then writes what changed. Requests still waiting for their turn are refused then, having
+    run nothing (``fast.not_stopping``): their clients send them again to the server restarted."""
 
     async def shutdown(self, sockets: Any = None) -> None:
         await super().shutdown(sockets)
-        if self.force_exit:
+        done = getattr(self.lifespan, "shutdown_event", None)  # (set once the app's shutdown ran)
+        if self.force_exit and not (done is not None and done.is_set()):
             log.warning("forced to stop: writing the sessions before it does")
             await self.lifespan.shutdown()

@@ -29,7 +29,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from ..engine import wire
-from ..engine.errors import InternalError, InvalidInput, MXNetError, QuotaExceeded, status_of
+from ..engine.errors import InternalError, InvalidInput, MXNetError, QuotaExceeded, ServerStopped, status_of
 from ..engine.session import BatchRun, Session, check_envelope, error_body
 from .deps import INLINE_CODING_BYTES, accepted, tensor_form, user_of
 
@@ -336,6 +336,7 @@ async def run_sliced(app: Any, session: Session, msg: dict[str, Any]) -> BatchRu
     finishes it (a batch on another connection must not change them halfway through the
     reply). A batch run in a thread comes back as its reply, its reads copied."""
     job = None
+    not_stopping(app.state)
     if (app.state.busy == 1 and session.last_batch_s <= INLINE_SLICE_S and not session.lock.locked()) or _inline(
         session, msg["ops"]
     ):
@@ -425,7 +426,24 @@ async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
             await until_free(app, session.id)  # (holding none of its user's threads meanwhile)
             async with _turn(state.user_gates, session.owner, state.user_threads):
                 if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
-                    return await run_in_threadpool(fn, *args)
+                    not_stopping(state)
+                    return await run_in_threadpool(_unless_stopping, state, fn, *args)
+
+
+def not_stopping(state: Any) -> None:
+    """Refuse to start a request once the server writes its sessions to stop: a forced stop
+    waits for no connection, so requests that waited for their turn (a busy session, their
+    user's threads) would run after their session was written, and a restart would lose what
+    they did though the client had its reply. The refusal is a 503 that is no batch's reply:
+    the client sends the batch again, under its seq, to the server restarted."""
+    if state.stopping:
+        raise ServerStopped("the server is stopping: this request did not start; it is sent again once it is back")
+
+
+def _unless_stopping(state: Any, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, unless the server began to stop while it waited for one."""
+    not_stopping(state)
+    return fn(*args)
 
 
 class _turn:

@@ -21,7 +21,7 @@ from gradserve import autograd, nd
 from gradserve.engine import slices, wire
 from gradserve.engine.errors import InvalidInput, MXNetError, SequenceError, UnknownHandle
 from gradserve.server import Settings
-from gradserve.transport import Conn
+from gradserve.transport import Conn, ConnectionLost
 
 from .conftest import LiveServer, free_port
 
@@ -767,7 +767,7 @@ def test_a_users_requests_hold_at_most_their_share_of_the_worker_threads():
     from gradserve.engine.session import Session
     from gradserve.server import fast
 
-    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(2))
+    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(2), stopping=False)
     app = SimpleNamespace(state=state)
     lock = threading.Lock()
     running: dict[str, int] = {"alice": 0, "bob": 0}
@@ -804,7 +804,7 @@ def test_a_request_waiting_for_a_reply_to_be_written_holds_none_of_its_users_thr
     from gradserve.engine.session import Session
     from gradserve.server import fast
 
-    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(1))
+    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(1), stopping=False)
     app = SimpleNamespace(state=state)
     a, b = Session("a", owner="alice"), Session("b", owner="alice")
 
@@ -825,6 +825,65 @@ def test_a_request_waiting_for_a_reply_to_be_written_holds_none_of_its_users_thr
         return done
 
     assert asyncio.run(main()) == ["b", "a"]
+
+
+def test_a_request_that_waited_for_its_turn_does_not_start_once_the_server_stops():
+    """A forced stop waits for no connection: requests waiting for their user's thread (or for
+    one at all) ran after their session was written at shutdown, and the restarted server lost
+    what they did, though their clients had the replies. Once the server stops they are
+    refused, having run nothing, with a 503 that is no batch's reply."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from gradserve.engine.errors import ServerStopped
+    from gradserve.engine.session import Session
+    from gradserve.server import fast
+
+    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(1), stopping=False)
+    app = SimpleNamespace(state=state)
+    a, b = Session("a", owner="alice"), Session("b", owner="alice")
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        long = asyncio.create_task(fast.in_thread(app, a, lambda: release.wait(5) and ran.append("a")))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(fast.in_thread(app, b, lambda: ran.append("b")))
+        await asyncio.sleep(0.05)
+        state.stopping = True  # (the shutdown writes the sessions now)
+        release.set()
+        await long  # (it had started: it runs to its end, and the snapshot waits for it)
+        with pytest.raises(ServerStopped, match="did not start"):
+            await waiting
+
+    asyncio.run(main())
+    assert ran == ["a"]
+    with pytest.raises(ServerStopped):  # (the same check where a thread picks a request up)
+        fast._unless_stopping(state, lambda: ran.append("late"))
+    assert ran == ["a"]
+
+
+def test_a_batch_refused_by_a_stopping_server_is_sent_again_under_its_seq():
+    """The refusal is no batch's reply: the client sends the batch again (to the server
+    restarted), and it runs once."""
+    with LiveServer() as srv:
+        client = gradserve.Client(gradserve.Http(srv.url, retries=0))
+        gradserve.set_current(client)
+        try:
+            x = nd.array([1.0, 2.0])
+            x.wait_to_read()
+            srv.app.state.stopping = True
+            y = x * 3
+            with pytest.raises(ConnectionLost, match="without a batch's reply"):
+                y.wait_to_read()
+            srv.app.state.stopping = False  # (as a server restarted from its snapshot)
+            assert y.asnumpy().tolist() == [3.0, 6.0]
+            x += 1
+            assert x.asnumpy().tolist() == [2.0, 3.0]  # (the seqs line up: nothing ran twice)
+        finally:
+            gradserve.set_current(None)
+            client.close()
 
 
 def _chain_program(pid: int, n: int) -> dict:
@@ -2071,7 +2130,7 @@ def test_a_batch_cancelled_while_its_thread_runs_ends_when_the_thread_does():
     s = Session("cancelled")
     s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [1000, 1000]}}]})
     ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}} for _ in range(400)]
-    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1))
+    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1, stopping=False))
     s.last_batch_s = 0.0  # (started on the loop, then handed to a thread)
     seen: dict = {}
 
@@ -2135,7 +2194,7 @@ def test_a_batch_ended_by_an_error_around_it_takes_its_seq_so_a_retry_runs_nothi
     s = Session("no-thread")
     s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [64, 64]}}]})  # (too small to be timed)
     ops = [{"op": "update", "in": [1], "at": {"fn": "add", "scalar": 1.0}} for _ in range(20000)]
-    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1))
+    app = types.SimpleNamespace(state=types.SimpleNamespace(busy=1, stopping=False))
     s.last_batch_s = 0.0
     with pytest.raises(RuntimeError, match="can't start new thread"):
         asyncio.run(fast.run_sliced(app, s, {"seq": 1, "ops": ops}))
