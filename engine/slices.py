@@ -219,7 +219,12 @@ def backward_ns(order: list[Node]) -> float:
         if op is None:
             total += BACKWARD_NODE_NS
             continue
-        if not isinstance(op, Op) or node.xs is None:
+        if not isinstance(op, Op):
+            return float("inf")
+        if op.vjp is None:  # (refused or passed over: no VJP runs)
+            total += BACKWARD_NODE_NS
+            continue
+        if node.xs is None:
             return float("inf")
         key, size = timing(op, node.at, node.xs, node.y.nbytes if isinstance(node.y, np.ndarray) else 0)
         total += (0.0 if key is None else 2 * expected_ns(key, size)) + BACKWARD_NODE_NS

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
+import numpy as np
+
 from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
 
 GRAD_REQS = ("write", "add", "null")
@@ -108,6 +110,11 @@ class Pending:
 
 def _taken(ct: Any) -> Any:
     return ct.take() if isinstance(ct, Pending) else ct
+
+
+def _any(ct: Any) -> bool:
+    """Whether a cotangent (an array, or a recorded pass's value with its node) is not all zeros."""
+    return bool(np.any(getattr(ct, "value", ct)))
 
 
 def side_by_side(helpers: Any, parents: tuple[Node | None, ...], cts: Any, pending: list[Pending]) -> Any:
@@ -299,6 +306,8 @@ def backward(
             else:
                 vjp = op.vjp
                 if vjp is None:  # (recorded for this: a gradient through it is refused, as MXNet's)
+                    if not _any(_taken(g)):
+                        continue  # (zeros, from a zero-gradient op: no gradient, as MXNet takes them)
                     raise AutogradError(NON_DIFFERENTIABLE.format(op.name))
                 y, xs = vjp_args(node)
                 cts = vjp(F, node.at, g, y, *xs)

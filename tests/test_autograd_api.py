@@ -606,6 +606,42 @@ def test_a_backward_through_an_op_of_no_gradient_is_refused_as_in_mxnet(mode):
         assert x.grad.asnumpy().tolist() == want
 
 
+def test_a_zero_gradient_through_an_op_of_no_gradient_is_no_gradient_as_in_mxnet(mode):
+    """A zero-gradient op (stop_gradient, one_hot, round, ...) still hands its input a zero
+    cotangent: given to an op of no gradient, the pass was refused where MXNet (which checks
+    for zeros) and gradserve before went on. Such an op's node keeps no array either: a
+    prediction kept after the step held the whole of its input (values from MXNet 1.9.1)."""
+    x = nd.array([[1.0, 5, 2, 0], [3, 1, 4, 1], [0, 0, 2, 9]])
+    x.attach_grad()
+    with autograd.record():
+        y = x * nd.stop_gradient(nd.argmax_channel(x)).reshape((3, 1))
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [[1.0] * 4, [2.0] * 4, [3.0] * 4]
+    with autograd.record():  # pseudo-labels: the model's own argmax as the target
+        loss = -(nd.log_softmax(x) * nd.one_hot(nd.argmax_channel(x), 4)).sum()
+    loss.backward()
+    want = np.exp(x.asnumpy()) / np.exp(x.asnumpy()).sum(axis=1, keepdims=True) - np.eye(4)[[1, 2, 3]]
+    np.testing.assert_allclose(x.grad.asnumpy(), want, rtol=1e-5, atol=1e-6)
+    with autograd.record():
+        y = (x * nd.round(nd.random.shuffle(x))).sum()
+    y.backward()  # (ran: round's zeros reach shuffle)
+    x.grad.wait_to_read()
+
+    w = nd.ones((1000, 1000))
+    w.attach_grad()
+    preds = []
+    held = mode.info()["bytes"]
+    for _ in range(3):
+        with autograd.record():
+            out = w * 2
+            preds.append(nd.argmax_channel(out))
+            loss = out.sum()
+        loss.backward()
+        del out, loss
+    nd.waitall()
+    assert mode.info()["bytes"] - held < 3 * 1000 * 4 + 100_000  # (the predictions, not the 4 MB outputs)
+
+
 def test_sgd_update_into_another_array_inside_record_is_not_recorded(mode):
     w = nd.ones(3)
     w.attach_grad()
