@@ -900,7 +900,8 @@ def _im2col(cx, at, x):
     (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
     ``pad_value`` (0 in MXNet's)."""
     cols = _windows(cx, at, x)  # (N, C, kh, kw, OH, OW)
-    return cols.reshape(cols.shape[0], -1, cols.shape[4] * cols.shape[5])
+    n, c, kh, kw, oh, ow = cols.shape
+    return cols.reshape(n, c * kh * kw, oh * ow)  # (no -1: an empty batch has no size to infer it from)
 
 
 def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
@@ -1025,8 +1026,16 @@ def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
 # three products in other roles: its forward is a convolution's data gradient.
 
 
+def _shaped(F: Any, a: Any, shape: tuple[int, ...]) -> Any:
+    """``a`` reshaped to ``shape``, which may hold a 0 (an empty batch): the table's reshape
+    reads 0 as MXNet's "this axis as it is", so an empty result is made, not reshaped."""
+    if 0 in shape:
+        return F.zeros(shape=shape, dtype=a.dtype.name)
+    return F.reshape(a, shape=shape)
+
+
 def _as_groups(F: Any, a: Any, shape: tuple[int, ...], grp: int) -> Any:
-    return F.reshape(a, shape=shape if grp == 1 else (grp, shape[0] // grp, shape[1]))
+    return _shaped(F, a, shape if grp == 1 else (grp, shape[0] // grp, shape[1]))
 
 
 def _gdot(F: Any, grp: int, a: Any, b: Any, **tr: bool) -> Any:
@@ -1039,9 +1048,9 @@ def _conv_fwd(F: Any, x: Any, w: Any, win: dict, grp: int) -> Any:
     f = int(w.shape[0])
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
-    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), shape=(ckk, cols_n))
+    cols = _shaped(F, F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), (ckk, cols_n))
     y = _gdot(F, grp, _as_groups(F, w, (f, ckk // grp), grp), _as_groups(F, cols, (ckk, cols_n), grp))
-    return F.transpose(F.reshape(y, shape=(f, n) + out), axes=(1, 0, 2, 3))
+    return F.transpose(_shaped(F, y, (f, n) + out), axes=(1, 0, 2, 3))
 
 
 def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, grp: int) -> Any:
@@ -1052,7 +1061,7 @@ def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, g
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
     g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
     w2 = _as_groups(F, w, (f, ckk // grp), grp)
-    dcols = F.reshape(_gdot(F, grp, w2, g2, transpose_a=True), shape=(ckk, n, out[0] * out[1]))
+    dcols = _shaped(F, _gdot(F, grp, w2, g2, transpose_a=True), (ckk, n, out[0] * out[1]))
     return F.col2im(F.transpose(dcols, axes=(1, 0, 2)), output_size=shape[2:], **win)
 
 
@@ -1063,7 +1072,7 @@ def _conv_weight_grad(F: Any, g: Any, x: Any, wshape: tuple[int, ...], win: dict
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
     ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
     g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
-    cols = F.reshape(F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), shape=(ckk, cols_n))
+    cols = _shaped(F, F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), (ckk, cols_n))
     return F.reshape(_gdot(F, grp, g2, _as_groups(F, cols, (ckk, cols_n), grp), transpose_b=True), shape=wshape)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gradserve import autograd, nd
 from gradserve.engine import OPS, Session
 from gradserve.engine.dispatch import Context, Eager
 from gradserve.engine.errors import DTypeError, InvalidInput, MXNetError, ShapeError
@@ -637,3 +638,25 @@ def test_the_forwards_made_in_place_give_the_plain_formulas_bit_for_bit():
     y = run("UpSampling", {"scale": 1, "sample_type": "nearest"}, a)
     np.testing.assert_array_equal(y, a)
     assert not np.shares_memory(y, a)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_an_empty_batch_goes_through_grouped_convolutions_and_bilinear_upsampling(group):
+    """Grouped (de)convolutions reshaped an empty batch to shapes holding a 0, which the
+    table's reshape reads as MXNet's "this axis as it is", and im2col asked numpy to infer an
+    axis of an empty array: bilinear UpSampling (a grouped Deconvolution) of an empty batch
+    failed with a reshape's error."""
+    for op, x, w, at, want in [
+        (nd.Deconvolution, (0, 3, 2, 2), (3, 3 // group, 4, 4), {"stride": (2, 2), "pad": (1, 1)}, (0, 3, 4, 4)),
+        (nd.Convolution, (0, 3, 4, 4), (3, 3 // group, 2, 2), {}, (0, 3, 3, 3)),
+    ]:
+        xs, ws = nd.zeros(x), nd.ones(w)
+        xs.attach_grad()
+        ws.attach_grad()
+        with autograd.record():
+            y = op(xs, ws, kernel=w[2:], num_filter=3, num_group=group, no_bias=True, **at)
+        y.backward()
+        assert y.asnumpy().shape == want
+        assert xs.grad.asnumpy().shape == x and ws.grad.asnumpy().tolist() == np.zeros(w).tolist()
+    up = nd.UpSampling(nd.zeros((0, 3, 2, 2)), nd.ones((3, 1, 4, 4)), scale=2, sample_type="bilinear", num_filter=3)
+    assert up.asnumpy().shape == (0, 3, 4, 4)
