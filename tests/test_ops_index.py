@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 import re
-import tracemalloc
 
 import numpy as np
 import pytest
 
 from gradserve import autograd, nd
-from gradserve.engine import Limits, Session
+from gradserve.engine import Session
 from gradserve.engine.dispatch import Context
 from gradserve.engine.errors import DTypeError, IndexOutOfRange, InvalidInput, MXNetError, ShapeError
 from gradserve.engine.optable import OPS, Spec
+
+from .test_quota import check_working_arrays
 
 F32, F64, F16, I32 = "float32", "float64", "float16", "int32"
 NAN, INF = float("nan"), float("inf")
@@ -731,54 +732,13 @@ MEASURED = [  # name, attributes, inputs (shape, dtype, domain)
 ]
 
 
-def _ok(s: Session, *ops: dict) -> None:
-    reply = s.run_batch({"ops": list(ops)})
-    assert "error" not in reply, reply
-
-
 @pytest.mark.parametrize("name, at, inputs", MEASURED, ids=[f"{m[0]}-{i}" for i, m in enumerate(MEASURED)])
 def test_declared_working_arrays_bound_what_the_ops_make(name, at, inputs):
     """``scratch`` and ``vjp_scratch``, what the quota counts, bound what a forward and a
-    backward make besides their results, within a tenth (as tests/test_quota.py measures)."""
-    op = OPS[name]
+    backward make besides their results (tests/test_quota.py's measure), on inputs from each
+    op's domain, every input a variable."""
     rng = np.random.default_rng(0)
-    s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
-    ins = list(range(1, len(inputs) + 1))
-    _ok(
-        s, *[{"op": "array", "out": [k], "at": {"value": d(rng, sh).astype(dt)}} for k, (sh, dt, d) in zip(ins, inputs)]
-    )
-    diff = op.differentiable
-    if diff:
-        _ok(s, *[{"op": "attach_grad", "in": [k]} for k in ins])
-    specs = [Spec(sh, dt) for sh, dt, _ in inputs]
-    parsed = op.parse(at)
-    mode = 3 if diff else 0
-    # once untraced: a kernel compiled at its first call (numba) allocates what the op does not
-    _ok(s, {"op": name, "in": ins, "out": [48], "at": at, "mode": mode})
-    if diff:
-        _ok(s, {"op": "sum", "in": [48], "out": [49], "mode": 3}, {"op": "backward", "in": [49], "mode": 2})
-    _ok(s, {"op": "free", "in": [48]})
-    slack = 1 << 16
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        _ok(s, {"op": name, "in": ins, "out": [50], "at": at, "mode": mode})
-        made = tracemalloc.get_traced_memory()[1] - base
-        out = s.arrays[50]
-        forward = op.scratch(parsed, *specs) if op.scratch else 0
-        assert made <= 1.1 * (forward + out.nbytes) + slack, (made, forward, out.nbytes)
-        if diff:
-            _ok(s, {"op": "sum", "in": [50], "out": [51], "mode": 3})
-            base = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            _ok(s, {"op": "backward", "in": [51], "mode": 2})
-            made = tracemalloc.get_traced_memory()[1] - base
-            cotangents = out.nbytes + 2 * sum(s.arrays[h].nbytes for h in ins)
-            backward = op.vjp_scratch(parsed, *specs) if op.vjp_scratch else 0
-            assert made <= 1.1 * (backward + cotangents) + slack, (made, backward, cotangents)
-    finally:
-        tracemalloc.stop()
+    check_working_arrays(name, at, [d(rng, sh).astype(dt) for sh, dt, d in inputs])
 
 
 def test_a_float_index_past_any_axis_is_named_as_given():

@@ -1232,14 +1232,8 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
     """``scratch`` and ``vjp_scratch`` are what the quota checks: each must bound what the op's
     forward and VJP make besides their results, within a tenth (measured with tracemalloc;
     numpy reports its allocations to it), or a session passes its quota unseen."""
-    import tracemalloc
-
-    from gradserve.engine.optable import OPS, Spec
-
-    op = OPS[name]
     rng = np.random.default_rng(0)
-    s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
-    ops = []
+    values = []
     for k, (shape, dtype) in enumerate(inputs, 1):
         value = (rng.random(shape) * 4 + 1).astype(dtype)  # positive: pow and div have gradients
         if name == "sample_multinomial":  # distributions along the last axis
@@ -1248,33 +1242,53 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
             value = (value @ value.swapaxes(-1, -2) + shape[-1] * np.eye(shape[-1])).astype(dtype)
         elif name.startswith("linalg_") and k == 1 and len(shape) >= 2 and shape[-1] == shape[-2]:
             value = (value * 0.01 + np.eye(shape[-1])).astype(dtype)  # well conditioned, its determinant finite
-        ops.append({"op": "array", "out": [k], "at": {"value": value}})
-    ops.append({"op": "attach_grad", "in": [1]})
-    ok(s, *ops)
-    specs = [Spec(shape, dtype) for shape, dtype in inputs]
+        values.append(value)
+    check_working_arrays(name, at, values, variables=1)
+
+
+def check_working_arrays(name: str, at: dict, values: list[np.ndarray], variables: int | None = None) -> None:
+    """Run op ``name`` on ``values`` in a session, recorded with its first ``variables`` inputs
+    as variables (None: all) when it is differentiable, then a backward pass, and check with
+    tracemalloc that its declared working arrays (``scratch``, ``vjp_scratch``) bound what each
+    makes besides its result (the output; the cotangents), within a tenth and 64 KiB."""
+    import tracemalloc
+
+    from gradserve.engine.optable import OPS, Spec
+
+    op = OPS[name]
+    s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
+    ins = list(range(1, len(values) + 1))
+    ok(s, *[{"op": "array", "out": [k], "at": {"value": v}} for k, v in zip(ins, values)])
+    diff = op.differentiable
+    if diff:
+        ok(s, *[{"op": "attach_grad", "in": [k]} for k in ins[:variables]])
+    specs = [Spec(v.shape, v.dtype.name) for v in values]
     parsed = op.parse(at)
-    ins = list(range(1, len(inputs) + 1))
+    mode = 3 if diff else 0
     slack = 1 << 16
     # once untraced: a kernel compiled at its first call (numba) allocates what the op does not
-    ok(s, {"op": name, "in": ins, "out": [48], "at": at, "mode": 3}, {"op": "sum", "in": [48], "out": [49], "mode": 3})
-    ok(s, {"op": "backward", "in": [49], "mode": 2}, {"op": "free", "in": [48, 49]})
+    ok(s, {"op": name, "in": ins, "out": [48], "at": at, "mode": mode})
+    if diff:
+        ok(s, {"op": "sum", "in": [48], "out": [49], "mode": 3}, {"op": "backward", "in": [49], "mode": 2})
+    ok(s, {"op": "free", "in": [48]})
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        ok(s, {"op": name, "in": ins, "out": [50], "at": at, "mode": 3})
+        ok(s, {"op": name, "in": ins, "out": [50], "at": at, "mode": mode})
         made = tracemalloc.get_traced_memory()[1] - base
         out = s.arrays[50]
         forward = op.scratch(parsed, *specs) if op.scratch else 0
         assert made <= 1.1 * (forward + out.nbytes) + slack, (made, forward, out.nbytes)
-        ok(s, {"op": "sum", "in": [50], "out": [51], "mode": 3})
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        ok(s, {"op": "backward", "in": [51], "mode": 2})
-        made = tracemalloc.get_traced_memory()[1] - base
-        cotangents = out.nbytes + 2 * sum(s.arrays[h].nbytes for h in ins)
-        backward = op.vjp_scratch(parsed, *specs) if op.vjp_scratch else 0
-        assert made <= 1.1 * (backward + cotangents) + slack, (made, backward, cotangents)
+        if diff:
+            ok(s, {"op": "sum", "in": [50], "out": [51], "mode": 3})
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            ok(s, {"op": "backward", "in": [51], "mode": 2})
+            made = tracemalloc.get_traced_memory()[1] - base
+            cotangents = out.nbytes + 2 * sum(s.arrays[h].nbytes for h in ins)
+            backward = op.vjp_scratch(parsed, *specs) if op.vjp_scratch else 0
+            assert made <= 1.1 * (backward + cotangents) + slack, (made, backward, cotangents)
     finally:
         tracemalloc.stop()
 
