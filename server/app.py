@@ -383,7 +383,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 saver.cancel()
                 app.state.stopping = True  # (no request starts from now on: fast.not_stopping)
-                await run_in_threadpool(store.snapshot, settings.send_stall_s)
+                try:
+                    await run_in_threadpool(store.snapshot, settings.send_stall_s)
+                finally:
+                    app.state.written.set()  # (requests that ran meanwhile learn whether they are in it)
         finally:
             store.close()
 
@@ -399,6 +402,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.busy = 0  # batch requests in flight (see fast.batch)
     app.state.stopping = False  # set as the sessions are written at shutdown
+    app.state.written = asyncio.Event()  # set once they are
     app.state.lent = {}  # session id -> set when a reply written from its arrays is out (fast.until_free)
     app.state.gates = {}  # session id -> its turn at the worker threads, and how many wait for it (fast.in_thread)
     app.state.user_gates = {}  # user -> the worker threads their requests may hold, and how many wait

@@ -427,7 +427,10 @@ async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
             async with _turn(state.user_gates, session.owner, state.user_threads):
                 if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
                     not_stopping(state)
-                    return await run_in_threadpool(_unless_stopping, state, fn, *args)
+                    result = await run_in_threadpool(_unless_stopping, state, fn, *args)
+                    if state.stopping:
+                        await _kept_at_stop(state, session)
+                    return result
 
 
 def not_stopping(state: Any) -> None:
@@ -438,6 +441,19 @@ def not_stopping(state: Any) -> None:
     the client sends the batch again, under its seq, to the server restarted."""
     if state.stopping:
         raise ServerStopped("the server is stopping: this request did not start; it is sent again once it is back")
+
+
+async def _kept_at_stop(state: Any, session: Session) -> None:
+    """A request that ended while the server stopped: what it did must be in its session's
+    snapshot (it ran before the session was written, which waited for it), or it is refused
+    as one that did not start (it started as the stop began, and the session was written
+    before it ran): the client sends it again, under its seq, and the server restarted from
+    that snapshot runs it (or, had it been written after all, replays its reply)."""
+    await state.written.wait()
+    if not state.store.kept(session):
+        raise ServerStopped(
+            "the server stopped as this request ran, after its session was written: it is sent again once it is back"
+        )
 
 
 def _unless_stopping(state: Any, fn: Any, *args: Any) -> Any:

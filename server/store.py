@@ -216,6 +216,11 @@ class SessionStore:
         self._saved[s.id] = version
         return 1
 
+    def kept(self, s: Session) -> bool:
+        """Whether what session ``s`` holds now is what its last snapshot holds (always, with
+        no data directory: nothing is kept)."""
+        return self.folder is None or self._saved.get(s.id) == s.version
+
     def open(self) -> None:
         """Take the data directory (``lock_data_dir``), before ``restore``; ``close`` lets it go."""
         if self.folder is not None and self._lock_fd is None:

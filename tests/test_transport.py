@@ -831,7 +831,8 @@ def test_a_request_that_waited_for_its_turn_does_not_start_once_the_server_stops
     """A forced stop waits for no connection: requests waiting for their user's thread (or for
     one at all) ran after their session was written at shutdown, and the restarted server lost
     what they did, though their clients had the replies. Once the server stops they are
-    refused, having run nothing, with a 503 that is no batch's reply."""
+    refused, having run nothing, with a 503 that is no batch's reply; one that ran as the stop
+    began is refused too unless its session's snapshot holds what it did."""
     import asyncio
     import threading
     from types import SimpleNamespace
@@ -840,28 +841,50 @@ def test_a_request_that_waited_for_its_turn_does_not_start_once_the_server_stops
     from gradserve.engine.session import Session
     from gradserve.server import fast
 
-    state = SimpleNamespace(gates={}, user_gates={}, lent={}, user_threads=lambda: asyncio.Semaphore(1), stopping=False)
+    kept = {"a": True, "c": False}  # (whether the snapshot written at the stop holds what each did)
+    state = SimpleNamespace(
+        gates={},
+        user_gates={},
+        lent={},
+        user_threads=lambda: asyncio.Semaphore(1),
+        stopping=False,
+        store=SimpleNamespace(kept=lambda s: kept[s.id]),
+    )
     app = SimpleNamespace(state=state)
-    a, b = Session("a", owner="alice"), Session("b", owner="alice")
+    a, b, c = Session("a", owner="alice"), Session("b", owner="alice"), Session("c", owner="carol")
     release = threading.Event()
     ran: list[str] = []
 
+    def stop_as_it_runs() -> None:  # (it passed the start check; the stop began as it ran)
+        state.stopping = True
+        ran.append("c")
+
     async def main() -> None:
+        state.written = asyncio.Event()
         long = asyncio.create_task(fast.in_thread(app, a, lambda: release.wait(5) and ran.append("a")))
         await asyncio.sleep(0.05)
         waiting = asyncio.create_task(fast.in_thread(app, b, lambda: ran.append("b")))
         await asyncio.sleep(0.05)
         state.stopping = True  # (the shutdown writes the sessions now)
         release.set()
-        await long  # (it had started: it runs to its end, and the snapshot waits for it)
+        await asyncio.sleep(0.05)
+        state.written.set()
+        await long  # (it had started, and its session was written after it ended: its reply goes)
         with pytest.raises(ServerStopped, match="did not start"):
             await waiting
+        state.stopping, state.written = False, asyncio.Event()
+        late = asyncio.create_task(fast.in_thread(app, c, stop_as_it_runs))
+        await asyncio.sleep(0.05)
+        assert not late.done()  # (it waits for the sessions to be written)
+        state.written.set()
+        with pytest.raises(ServerStopped, match="after its session was written"):
+            await late
 
     asyncio.run(main())
-    assert ran == ["a"]
+    assert ran == ["a", "c"]
     with pytest.raises(ServerStopped):  # (the same check where a thread picks a request up)
         fast._unless_stopping(state, lambda: ran.append("late"))
-    assert ran == ["a"]
+    assert ran == ["a", "c"]
 
 
 def test_a_batch_refused_by_a_stopping_server_is_sent_again_under_its_seq():
