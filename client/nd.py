@@ -382,6 +382,13 @@ def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = Tr
     return invoke(OPS["concat"], arrays, {"dim": axis})
 
 
+def linalg_slogdet(A: NDArray, **kwargs: Any) -> list[NDArray]:
+    """[sign, log |det|] of each square matrix on A's last two axes (MXNet's two outputs; the
+    op ``linalg_slogdet`` gives them stacked on a first axis of 2)."""
+    both = invoke(OPS["linalg_slogdet"], (A,))
+    return [both[0], both[1]]
+
+
 class _Linalg:
     """``nd.linalg``: MXNet's linear algebra on the last two axes, batched over the leading
     ones. Each is also ``nd.linalg_<name>``, the same op of the table.
@@ -405,6 +412,7 @@ class _Linalg:
     extracttrian = staticmethod(_generate(OPS["linalg_extracttrian"], "linalg.extracttrian"))
     maketrian = staticmethod(_generate(OPS["linalg_maketrian"], "linalg.maketrian"))
     gemm2 = staticmethod(_generate(OPS["linalg_gemm2"], "linalg.gemm2"))
+    slogdet = staticmethod(linalg_slogdet)
 
 
 linalg = _Linalg()

@@ -571,6 +571,51 @@ def _linalg_det(cx, at, a):
     return xp.asarray(r, dtype=a.dtype).reshape(a.shape[:-2] or (1,))
 
 
+def _slogdet_infer(at: dict, a: Spec) -> Spec:
+    one = _per_matrix("linalg_slogdet", a)
+    return Spec((2,) + one.shape, one.dtype)
+
+
+def _slogdet_vjp(F, at, g, y, a):
+    # d log|det A| = tr(A^-1 dA): dA = g A^-T, g the log's cotangent (the sign's takes none)
+    try:
+        inv = F.linalg_inverse(a)
+    except InvalidInput:
+        raise InvalidInput("linalg_slogdet: no gradient at a singular matrix (it takes the inverse)") from None
+    g_log = F.squeeze(F.slice_axis(g, axis=0, begin=1, end=2), axis=0)
+    r = F.mul(_per_matrix_cotangent(F, g_log, a), inv)
+    del inv
+    return (_swap(F, r),)
+
+
+def _slogdet_vjp_bytes(at: dict, a: Spec) -> int:
+    """The log's cotangent, sliced and expanded (3 of one value per matrix), then as det's."""
+    return _det_vjp_bytes(at, a)
+
+
+@defop(
+    "linalg_slogdet",
+    ("A",),
+    infer=_slogdet_infer,
+    vjp=_slogdet_vjp,
+    work=_matrix_work,
+    # numpy's LU (``_lapack``): float64 copies and two results, the pivots
+    scratch=lambda at, a: _lapack((a,), 2 * prod(a.shape[:-2]), a.shape[-1] * (a.shape[-1] + 1)),
+    vjp_scratch=_slogdet_vjp_bytes,
+)
+def _linalg_slogdet(cx, at, a):
+    """The sign and the log of the absolute value of each square matrix's determinant, stacked
+    on a first axis of 2: (2,) + A.shape[:-2], (2, 1) for one matrix (MXNet's two outputs, which
+    ``nd.linalg.slogdet`` gives as two arrays). A singular matrix's are 0 and -inf."""
+    xp = cx.xp
+    sign, log = xp.linalg.slogdet(a)
+    per = a.shape[:-2] or (1,)
+    out = xp.empty((2,) + per, a.dtype)
+    out[0] = xp.reshape(sign, per)
+    out[1] = xp.reshape(log, per)
+    return out
+
+
 def _sumlogdiag_vjp(F, at, g, y, a):
     gd = g if a.ndim == 2 else F.expand_dims(g, axis=-1)
     return (F.linalg_makediag(F.div(gd, F.linalg_extractdiag(a))),)

@@ -952,6 +952,7 @@ CASES: dict[str, Case] = {
     ),
     "linalg_inverse": C(np.linalg.inv, (2, 3, 3), dom=LA_DOM),
     "linalg_det": C(np.linalg.det, (2, 3, 3), dom=LA_DOM),
+    "linalg_slogdet": C(lambda a: np.stack(np.linalg.slogdet(a)), (2, 3, 3), dom=LA_DOM),  # (sign, log |det|)
     # image and normalization layers (ops_vision.py)
     "LRN": C(
         lambda x: (
@@ -1818,6 +1819,7 @@ VARIANTS: list[tuple[str, str, Case]] = [
         C(lambda c, x, y: np.where(c != 0, x, y), (1,), (2, 3), (2, 3), dom=(BOOL, SMOOTH, SMOOTH), nondiff=(0,)),
     ),
     # linear algebra
+    ("linalg_slogdet-one", "linalg_slogdet", C(lambda a: np.stack(np.linalg.slogdet(a))[:, None], (3, 3), dom=LA_DOM)),
     (
         "linalg_gemm-ta-tb-rank4",
         "linalg_gemm",

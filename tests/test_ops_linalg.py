@@ -530,7 +530,10 @@ def test_nd_linalg_and_the_flat_names_are_the_same_op(short, mode):
     if short == "maketrian":
         args = (nd.array(V6),)
     namespaced, flat = getattr(nd.linalg, short), getattr(nd, f"linalg_{short}")
-    np.testing.assert_array_equal(namespaced(*args).asnumpy(), flat(*args).asnumpy())
+    got, want = namespaced(*args), flat(*args)
+    if short == "slogdet":  # (two arrays)
+        got, want = nd.stack(*got), nd.stack(*want)
+    np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
 
 
 MXNET_ATTRS = {  # (name, default) of each op's attributes, as MXNet 1.9.1 declares them
@@ -623,3 +626,23 @@ def test_potrf_of_values_past_half_the_dtypes_largest_does_not_overflow():
     """The symmetric part was (A + A^T) / 2: the sum overflowed to inf (MXNet 1.9.1's values)."""
     x = nd.linalg.potrf(nd.array([[3e38, 1e38], [1e38, 3e38]], dtype="float32")).asnumpy()
     np.testing.assert_allclose(x, [[1.7320508e19, 0.0], [5.7735026e18, 1.6329931e19]], rtol=1e-6)
+
+
+def test_slogdet_gives_mxnets_two_arrays_and_gradient(mode):
+    """nd.linalg.slogdet and nd.linalg_slogdet give [sign, log |det|], as MXNet's (values from
+    MXNet 1.9.1); the op itself stacks them on a first axis of 2 (what a REST client reads)."""
+    a = nd.array([[2.0, 1.0], [1.0, 3.0]])
+    a.attach_grad()
+    with autograd.record():
+        sign, log = nd.linalg.slogdet(a)
+        y = log * 1
+    y.backward()
+    assert sign.asnumpy().tolist() == [1.0] and log.shape == (1,)
+    np.testing.assert_allclose(log.asnumpy(), [1.609438], rtol=1e-6)
+    np.testing.assert_allclose(a.grad.asnumpy(), [[0.6, -0.2], [-0.2, 0.4]], rtol=1e-6)
+    sign, log = nd.linalg_slogdet(nd.array([[[2.0, 1.0], [1.0, 3.0]], [[-1.0, 0.0], [0.0, 2.0]]]))
+    assert sign.asnumpy().tolist() == [1.0, -1.0]
+    np.testing.assert_allclose(log.asnumpy(), [1.609438, 0.6931472], rtol=1e-6)
+    sign, log = nd.linalg.slogdet(nd.array([[1.0, 1.0], [1.0, 1.0]], dtype="float64"))
+    assert sign.asnumpy().tolist() == [0.0] and log.asnumpy().tolist() == [-np.inf]
+    assert OPS["linalg_slogdet"].infer({}, Spec((4, 5, 3, 3), "float32")) == Spec((2, 4, 5), "float32")

@@ -1141,6 +1141,7 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("linalg_potri", {}, [((4, 200, 200), "float64")]),
     ("linalg_inverse", {}, [((4, 200, 200), "float64")]),
     ("linalg_det", {}, [((4, 200, 200), "float64")]),
+    ("linalg_slogdet", {}, [((4, 200, 200), "float32")]),
     ("linalg_sumlogdiag", {}, [((4, 200, 200), "float64")]),
     ("linalg_extracttrian", {}, [((4, 200, 200), "float32")]),
     ("linalg_maketrian", {}, [((4, 20100), "float32")]),
