@@ -384,7 +384,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 saver.cancel()
                 app.state.stopping = True  # (no request starts from now on: fast.not_stopping)
                 try:
-                    await run_in_threadpool(store.snapshot, settings.send_stall_s)
+                    # (a session busy past send_stall_s, a long batch, is waited for: a batch whose
+                    # reply came before it must not be lost; SIGKILL gives it up)
+                    await run_in_threadpool(store.snapshot, settings.send_stall_s, -1)
                 finally:
                     app.state.written.set()  # (requests that ran meanwhile learn whether they are in it)
         finally:

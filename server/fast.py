@@ -440,7 +440,10 @@ def not_stopping(state: Any) -> None:
     they did though the client had its reply. The refusal is a 503 that is no batch's reply:
     the client sends the batch again, under its seq, to the server restarted."""
     if state.stopping:
-        raise ServerStopped("the server is stopping: this request did not start; it is sent again once it is back")
+        raise ServerStopped(
+            "the server is stopping: this request did not start; send it again once the server is back "
+            "(the Python client does)"
+        )
 
 
 async def _kept_at_stop(state: Any, session: Session) -> None:
@@ -452,7 +455,8 @@ async def _kept_at_stop(state: Any, session: Session) -> None:
     await state.written.wait()
     if not state.store.kept(session):
         raise ServerStopped(
-            "the server stopped as this request ran, after its session was written: it is sent again once it is back"
+            "the server stopped as this request ran, after its session was written: send it again once "
+            "the server is back (the Python client does)"
         )
 
 

@@ -150,7 +150,8 @@ class SessionStore:
         seconds more (the round's interval: a session that runs batch after batch is free
         between them, and would otherwise be caught free only by chance); one still busy, or
         whose write fails (a full disk), waits for the next round, the others written all the
-        same."""
+        same. ``busy_wait_s`` below 0 (at shutdown, which has no next round): each is waited
+        for as long as it is busy."""
         if self.folder is None:
             return 0
         with self._writing:
@@ -189,7 +190,11 @@ class SessionStore:
         for s in list(self._sessions.values()):
             if self._saved.get(s.id) != s.version:
                 written += self._write(folder, s, wait_s, busy)
-        if busy_wait_s > wait_s:  # (the second pass waits that long in all, not per session)
+        if busy_wait_s < 0:  # (at shutdown: as long as each is busy; the process goes once they are written)
+            for s in busy:
+                log.warning("session %s is running a batch: it is written when the batch ends", s.id)
+                written += self._write(folder, s, -1, [])
+        elif busy_wait_s > wait_s:  # (the second pass waits that long in all, not per session)
             deadline = time.monotonic() + busy_wait_s
             for s in busy:
                 written += self._write(folder, s, max(0.0, deadline - time.monotonic()), [])

@@ -4,6 +4,7 @@ directory and restored at start, and a client in the middle of its work goes on.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -184,6 +185,35 @@ def test_a_busy_session_waits_for_the_next_snapshot(tmp_path):
         assert not (tmp_path / "held.npz").exists()
         assert store.snapshot(wait_s=0.05) == 1  # the idle one
     assert store.snapshot(wait_s=0.05) == 1  # the busy one, now free
+
+
+def test_the_shutdown_snapshot_waits_for_a_session_busy_past_its_wait(tmp_path):
+    """At shutdown there is no next round: a session running a batch longer than the wait
+    (send_stall_s) was passed over, and the batches acknowledged since its last snapshot were
+    lost to the restart. The shutdown's snapshot (busy_wait_s below 0) waits for it."""
+    import threading
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    busy, idle = store.create("alice"), store.create("alice")
+    for s in (busy, idle):
+        s.run_batch({"ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}]})
+    held = threading.Event()
+
+    def long_batch() -> None:
+        with busy.lock:
+            held.set()
+            time.sleep(0.5)
+
+    worker = threading.Thread(target=long_batch)
+    worker.start()
+    held.wait()
+    try:
+        assert store.snapshot(wait_s=0.05, busy_wait_s=-1) == 2  # (both: the busy one once free)
+    finally:
+        worker.join()
+    assert (tmp_path / "sessions" / f"{busy.id}.npz").exists()
 
 
 def test_a_deleted_session_leaves_no_snapshot(tmp_path):
