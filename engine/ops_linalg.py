@@ -577,20 +577,24 @@ def _slogdet_infer(at: dict, a: Spec) -> Spec:
 
 
 def _slogdet_vjp(F, at, g, y, a):
-    # d log|det A| = tr(A^-1 dA): dA = g A^-T, g the log's cotangent (the sign's takes none)
-    try:
-        inv = F.linalg_inverse(a)
-    except InvalidInput:
-        raise InvalidInput("linalg_slogdet: no gradient at a singular matrix (it takes the inverse)") from None
-    g_log = F.squeeze(F.slice_axis(g, axis=0, begin=1, end=2), axis=0)
-    r = F.mul(_per_matrix_cotangent(F, g_log, a), inv)
+    # d log|det A| = tr(A^-1 dA): dA = g A^-T, g the log's cotangent (the sign's takes none). A
+    # singular matrix (sign 0) takes none either, as MXNet's: the identity is inverted in its place
+    regular = F.abs(F.squeeze(F.slice_axis(y, axis=0, begin=0, end=1), axis=0))  # 1, or 0 where singular
+    g_log = F.mul(F.squeeze(F.slice_axis(g, axis=0, begin=1, end=2), axis=0), regular)
+    r = _per_matrix_cotangent(F, regular, a)
+    eye = np.eye(int(a.shape[-1]), dtype=a.dtype)
+    inv = F.linalg_inverse(F.add(F.mul(a, r), F.mul(F.rsub_scalar(r, scalar=1.0), eye)))
+    out = F.mul(_per_matrix_cotangent(F, g_log, a), inv)
     del inv
-    return (_swap(F, r),)
+    return (_swap(F, out),)
 
 
 def _slogdet_vjp_bytes(at: dict, a: Spec) -> int:
-    """The log's cotangent, sliced and expanded (3 of one value per matrix), then as det's."""
-    return _det_vjp_bytes(at, a)
+    """One value per matrix (the sign, its mask, the log's cotangent, expanded: 8 of them); the
+    identity; the matrices to invert (three of A's size as they are made), then their inverse
+    and numpy's; the product and the cotangent, its transpose."""
+    per = 8 * prod(a.shape[:-2]) * _itemsize(a)
+    return per + _one_matrix(a) + max(3 * a.nbytes, a.nbytes + max(_inv_bytes(a), a.nbytes))
 
 
 @defop(

@@ -646,3 +646,18 @@ def test_slogdet_gives_mxnets_two_arrays_and_gradient(mode):
     sign, log = nd.linalg.slogdet(nd.array([[1.0, 1.0], [1.0, 1.0]], dtype="float64"))
     assert sign.asnumpy().tolist() == [0.0] and log.asnumpy().tolist() == [-np.inf]
     assert OPS["linalg_slogdet"].infer({}, Spec((4, 5, 3, 3), "float32")) == Spec((2, 4, 5), "float32")
+
+
+def test_slogdet_of_a_batch_holding_a_singular_matrix_has_its_gradient(mode):
+    """Its VJP inverted every matrix, so one singular matrix refused the whole batch's gradient,
+    even of the sign alone; MXNet gives the singular one 0 (values from MXNet 1.9.1)."""
+    a = nd.array([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    a.attach_grad()
+    for head, want in [
+        (lambda s, log: log.sum(), [[[-2.0, 1.5], [1.0, -0.5]], [[0.0, 0.0], [0.0, 0.0]]]),
+        (lambda s, log: s.sum(), [[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]),
+    ]:
+        with autograd.record():
+            y = head(*nd.linalg.slogdet(a))
+        y.backward()
+        np.testing.assert_allclose(a.grad.asnumpy(), want, rtol=1e-6, atol=0)
