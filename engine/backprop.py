@@ -145,9 +145,9 @@ def check_backward(s: Session, order: list[Node], create_graph: bool = False) ->
     its graph holds, counted already) are not counted again. (Each working array is no larger
     than the forward's, which the per-array limit allowed when it was recorded.)
 
-    Whether the graph holds an op of no gradient: a pass that reaches it with a cotangent is
-    refused there (``tape.backward``), as MXNet refuses it; one that reaches it only through
-    inputs that take none (indices) is not."""
+    Whether the graph holds an op of no gradient: a pass that brings it a cotangent other than
+    zeros is refused there (``tape.backward``), as MXNet refuses it; one that reaches it only
+    through inputs that take none (indices) is not."""
     need = 0
     cut = False
     for node in order:

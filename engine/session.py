@@ -1009,13 +1009,11 @@ class Session:
         """Record ``h`` (made by ``op``) in the graph when an input is in it (an op of no VJP
         keeps no array: its node only says that a backward pass through it is refused)."""
         nodes = self.nodes
-        kept: Any = y
-        if op.vjp is None:
-            kept = None
+        keep = op.vjp is not None
         if len(ins_h) == 1:
             p = nodes.get(ins_h[0])
             if p is not None and p.live:
-                nodes[h] = Node(op, at, (p,), (xs[0],) if kept is not None else None, kept)
+                nodes[h] = Node(op, at, (p,), (xs[0],) if keep else None, y if keep else None)
                 self.made_nodes(1)
             return
         parents: list[Node | None] | None = None
@@ -1026,7 +1024,7 @@ class Session:
                     parents = [None] * len(ins_h)
                 parents[i] = p
         if parents is not None:
-            nodes[h] = Node(op, at, tuple(parents), tuple(xs) if kept is not None else None, kept)
+            nodes[h] = Node(op, at, tuple(parents), tuple(xs) if keep else None, y if keep else None)
             self.made_nodes(1)
 
     def node(self, h: int) -> Node | None:

@@ -456,9 +456,10 @@ class Server(uvicorn.Server):
     of the app's tasks as the event loop closed, with a traceback; after SIGTERM then Ctrl-C,
     not at all (uvicorn raises the two signals again as it returns, and the second, SIGTERM,
     ended the process first). Here the shutdown runs all the same, once uvicorn has dropped
-    the connections: it waits only for batches a worker thread is running (``fast._Rest``),
-    then writes what changed. Requests still waiting for their turn are refused then, having
-    run nothing (``fast.not_stopping``): their clients send them again to the server restarted."""
+    the connections: it waits for the sessions running a batch (``fast._Rest``, the snapshot's
+    wait), then writes what changed. Requests still waiting for their turn are refused then,
+    having run nothing (``fast.not_stopping``): their clients send them again to the server
+    restarted."""
 
     async def shutdown(self, sockets: Any = None) -> None:
         await super().shutdown(sockets)

@@ -426,7 +426,6 @@ async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
             await until_free(app, session.id)  # (holding none of its user's threads meanwhile)
             async with _turn(state.user_gates, session.owner, state.user_threads):
                 if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
-                    not_stopping(state)
                     result = await run_in_threadpool(_unless_stopping, state, fn, *args)
                     if state.stopping:
                         await _kept_at_stop(state, session)
