@@ -1,4 +1,4 @@
-"""Neural-network ops: softmax family, activations, fully connected, 1-D and 2-D
+"""Neural-network ops: softmax family, activations, fully connected, 1-D, 2-D and 3-D
 convolution (grouped, dilated), its transpose and pooling (through ``im2col``/``col2im``),
 padding, dropout, batch and layer norm.
 
@@ -10,6 +10,7 @@ the attributes cannot say: Dropout its mask, BatchNorm the mode it ran in.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -668,51 +669,96 @@ def _fully_connected(cx, at, x, w, *b):
 
 
 # --------------------------------------------------------------------------
-# 2-D windows: im2col / col2im, and the convolution and pooling built on them
+# windows of 2-D (N, C, H, W) and 3-D (N, C, D, H, W) data: im2col / col2im, and the
+# convolution and pooling built on them. Every window attribute has one value per spatial axis
+# (or one value for all of them); the code is written for any number of axes, ``_SPATIAL``
+# says which data ranks it takes. What a window's attributes work out to for a shape (its
+# geometry, the index that takes its windows, the one that sums them back) is kept, as a
+# convolution asks for it a dozen times a step, with the same attributes and shape.
+
+Axes = tuple[int, ...]
+
+_SPATIAL = {4: 2, 5: 3}  # data rank: spatial axes
+_LAYOUTS = {2: "NCHW", 3: "NCDHW"}  # spatial axes: the one layout taken
 
 
-def _pair(v: tuple[int, ...], default: int, name: str, what: str) -> tuple[int, int]:
+def _spatial(name: str, shape: tuple[int, ...]) -> int:
+    """The spatial axes of (N, C, H, W) or (N, C, D, H, W) data: 2 or 3."""
+    nd = _SPATIAL.get(len(shape))
+    if nd is None:
+        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W) or 5-D data (N, C, D, H, W), got shape {shape}")
+    return nd
+
+
+def _axes(v: tuple[int, ...], default: int, name: str, what: str, nd: int) -> Axes:
+    """A window attribute as one value per spatial axis of ``nd``-D data: ``default`` on each
+    when it is not given, its one value on each when it has one."""
     if not v:
-        return (default, default)
+        return (default,) * nd
     if len(v) == 1:
-        return (v[0], v[0])
-    if len(v) != 2:
-        raise InvalidInput(f"{name}: {what} must have 2 values for 2-D data, got {v}")
-    return (v[0], v[1])
+        return (v[0],) * nd
+    if len(v) != nd:
+        raise InvalidInput(f"{name}: {what} must have {nd} values for {nd}-D data, got {v}")
+    return tuple(v)
 
 
-Pair = tuple[int, int]
+def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[Axes, Axes, Axes, Axes]:
+    """(kernel, stride, pad, out) for (N, C, H, W) or (N, C, D, H, W) data (with ``dilate``
+    when ``at`` has it), one value per spatial axis each."""
+    return _memo(_geometry, name, at, shape)
 
 
-def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[Pair, Pair, Pair, Pair]:
-    """(kernel, stride, pad, out) for a (N, C, H, W) input (with ``dilate`` when ``at`` has it)."""
-    if len(shape) != 4:
-        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
-    k = _pair(at["kernel"], 1, name, "kernel")
-    s = _pair(at["stride"], 1, name, "stride")
-    p = _pair(at["pad"], 0, name, "pad")
-    d = _dilation(name, at)
+def _memo(fn: Any, name: str, at: dict, shape: tuple[int, ...]) -> Any:
+    """``fn``, a cached function of a window's attributes (those in ``at``) and the data's
+    ``shape``, for these."""
+    args = (name, at["kernel"], at["stride"], at["pad"], at.get("dilate") or (), shape)
+    try:
+        return fn(*args)
+    except TypeError:  # (a list among them, which the cache cannot key on)
+        return fn.__wrapped__(*(a if isinstance(a, str) else tuple(a) for a in args))
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(
+    name: str, kernel: Axes, stride: Axes, pad: Axes, dilate: Axes, shape: tuple[int, ...]
+) -> tuple[Axes, Axes, Axes, Axes]:
+    """``_window``'s work (its errors are raised, not kept)."""
+    nd = _spatial(name, shape)
+    k = _axes(kernel, 1, name, "kernel", nd)
+    s = _axes(stride, 1, name, "stride", nd)
+    p = _axes(pad, 0, name, "pad", nd)
+    d = _dilation(name, dilate, nd)
     if min(k) < 1 or min(s) < 1 or min(p) < 0:
         raise InvalidInput(f"{name}: kernel and stride must be positive and pad not negative")
-    h, w = shape[2] + 2 * p[0], shape[3] + 2 * p[1]
+    padded = tuple(n + 2 * q for n, q in zip(shape[2:], p))
     e = _spanned(k, d)
-    if h < e[0] or w < e[1]:
-        what = f"kernel {k}" if d == (1, 1) else f"kernel {k} dilated by {d} (spanning {e})"
-        raise ShapeError(f"{name}: {what} is larger than the padded input {(h, w)}")
-    out = ((h - e[0]) // s[0] + 1, (w - e[1]) // s[1] + 1)
+    if any(n < m for n, m in zip(padded, e)):
+        what = f"kernel {k}" if max(d) == 1 else f"kernel {k} dilated by {d} (spanning {e})"
+        raise ShapeError(f"{name}: {what} is larger than the padded input {padded}")
+    out = tuple((n - m) // t + 1 for n, m, t in zip(padded, e, s))
     return k, s, p, out
 
 
-def _dilation(name: str, at: dict) -> Pair:
-    d = _pair(at.get("dilate") or (), 1, name, "dilate")
+def _dilation(name: str, dilate: Axes, nd: int) -> Axes:
+    d = _axes(dilate, 1, name, "dilate", nd)
     if min(d) < 1:
         raise InvalidInput(f"{name}: dilate must be positive, got {d}")
     return d
 
 
-def _spanned(k: Pair, d: Pair) -> Pair:
-    """The input rows and columns a kernel ``k`` dilated by ``d`` spans."""
-    return ((k[0] - 1) * d[0] + 1, (k[1] - 1) * d[1] + 1)
+def _spanned(k: Axes, d: Axes) -> Axes:
+    """The input positions, per axis, a kernel ``k`` dilated by ``d`` spans."""
+    return tuple((n - 1) * m + 1 for n, m in zip(k, d))
+
+
+def _spatial_axes(nd: int) -> Axes:
+    """The spatial axes (2, ..., nd + 1) of data with ``nd`` of them."""
+    return tuple(range(2, 2 + nd))
+
+
+def _swap_n_c(nd: int) -> Axes:
+    """The axes of (N, C, *spatial) data as (C, N, *spatial) (and back)."""
+    return (1, 0, *range(2, 2 + nd))
 
 
 WINDOW = (Attr("kernel", "shape", REQUIRED), Attr("stride", "shape", ()), Attr("pad", "shape", ()))
@@ -852,9 +898,9 @@ def _back(F: Any, r: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _defop_1d(name: str, inputs: tuple[str, ...], attrs: tuple[Attr, ...], lift: tuple[str, ...], **hooks: Any) -> Any:
-    """``defop`` of an op on windows of 2-D data that takes 1-D data too: its forward, its VJP
-    and its hooks of specs (``infer``, ``scratch``, ``vjp_scratch``, ``work``) lift the inputs
-    named in ``lift`` (see ``_one_d``)."""
+    """``defop`` of an op on windows of 2-D or 3-D data that takes 1-D data too: its forward,
+    its VJP and its hooks of specs (``infer``, ``scratch``, ``vjp_scratch``, ``work``) lift the
+    inputs named in ``lift`` of 1-D data (see ``_one_d``), and pass others on as they are."""
     sized = _one_d(name, lift)
     for hook in ("infer", "scratch", "vjp_scratch", "work"):
         if hooks.get(hook) is not None:
@@ -864,66 +910,98 @@ def _defop_1d(name: str, inputs: tuple[str, ...], attrs: tuple[Attr, ...], lift:
     return lambda forward: register(_forward_1d(name, lift)(forward))
 
 
+@functools.lru_cache(maxsize=1024)
+def _taking(name: str, kernel: Axes, stride: Axes, pad: Axes, dilate: Axes, shape: tuple[int, ...]) -> tuple:
+    """How ``_windows`` takes the windows of data of ``shape``: the pad widths (None without
+    padding), the spans and axes of its sliding windows, the index that keeps every
+    stride-th window and every dilate-th tap, and the axes' order that puts the taps first."""
+    k, s, p, out = _geometry(name, kernel, stride, pad, dilate, shape)
+    nd = len(k)
+    d = _dilation(name, dilate, nd)
+    widths = ((0, 0), (0, 0), *((q, q) for q in p)) if any(p) else None
+    starts = (slice(None, (o - 1) * t + 1, t) for o, t in zip(out, s))
+    picks = (slice(None), slice(None), *starts, *(slice(None, None, m) for m in d))
+    axes = _spatial_axes(nd)
+    return widths, _spanned(k, d), axes, picks, (0, 1, *range(2 + nd, 2 + 2 * nd), *axes)
+
+
 def _windows(cx, at, x):
-    """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW); padding takes ``pad_value``."""
-    k, s, p, out = _window("im2col", at, x.shape)
-    d = _dilation("im2col", at)
+    """Windows of a (N, C, H, W) array: shape (N, C, kh, kw, OH, OW) (of a (N, C, D, H, W)
+    one: (N, C, kd, kh, kw, OD, OH, OW)); padding takes ``pad_value``."""
+    widths, spans, axes, picks, order = _memo(_taking, "im2col", at, x.shape)
     xp = cx.xp
-    if p != (0, 0):
-        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=at["pad_value"])
-    win = np.lib.stride_tricks.sliding_window_view(x, _spanned(k, d), axis=(2, 3))  # N, C, H', W', spans
-    win = win[:, :, : (out[0] - 1) * s[0] + 1 : s[0], : (out[1] - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
-    return xp.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3))
+    if widths is not None:
+        x = xp.pad(x, widths, constant_values=at["pad_value"])
+    win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=axes)  # N, C, padded, spans
+    return xp.ascontiguousarray(win[picks].transpose(order))
+
+
+@functools.lru_cache(maxsize=1024)
+def _giving(name: str, kernel: Axes, stride: Axes, pad: Axes, dilate: Axes, shape: tuple[int, ...]) -> tuple:
+    """How ``_summed_windows`` sums windows back into data of ``shape``: the padded data's
+    shape, for each tap of the kernel where its values go (every stride-th place from the
+    tap's offset, on each axis), and the index that crops the padding."""
+    k, s, p, out = _geometry(name, kernel, stride, pad, dilate, shape)
+    d = _dilation(name, dilate, len(k))
+    every = (slice(None), slice(None))
+    spots = [[slice(i * m, i * m + t * o, t) for i in range(n)] for n, m, t, o in zip(k, d, s, out)]
+    moves = tuple(
+        (every + tap, every + spot) for tap, spot in zip(itertools.product(*map(range, k)), itertools.product(*spots))
+    )
+    padded = shape[:2] + tuple(n + 2 * q for n, q in zip(shape[2:], p))
+    return padded, moves, every + tuple(slice(q, q + n) for q, n in zip(p, shape[2:]))
 
 
 def _summed_windows(cx, at, c, shape):
-    """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape``."""
-    k, s, p, out = _window("col2im", at, shape)
-    d = _dilation("col2im", at)
-    n, ch, h, w = shape
-    z = cx.xp.zeros((n, ch, h + 2 * p[0], w + 2 * p[1]), c.dtype)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            a, b = i * d[0], j * d[1]
-            z[:, :, a : a + s[0] * out[0] : s[0], b : b + s[1] * out[1] : s[1]] += c[:, :, i, j]
-    return z[:, :, p[0] : p[0] + h, p[1] : p[1] + w]
+    """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape`` (or
+    (N, C, kd, kh, kw, OD, OH, OW) ones into a (N, C, D, H, W) array)."""
+    padded, moves, crop = _memo(_giving, "col2im", at, shape)
+    z = cx.xp.zeros(padded, c.dtype)
+    for tap, spot in moves:
+        z[spot] += c[tap]
+    return z[crop]
 
 
 def _im2col_infer(at: dict, x: Spec) -> Spec:
     k, _, _, out = _window("im2col", at, x.shape)
-    return Spec((x.shape[0], x.shape[1] * k[0] * k[1], out[0] * out[1]), x.dtype)
+    return Spec((x.shape[0], x.shape[1] * prod(k), prod(out)), x.dtype)
 
 
 @_forward_1d("im2col", ("data",), squeeze=False)
 def _im2col(cx, at, x):
     """MXNet's im2col: the sliding windows of (N, C, H, W) data as the columns of an
     (N, C*kh*kw, OH*OW) array (a window's values in C, then kh, then kw order); padding takes
-    ``pad_value`` (0 in MXNet's)."""
+    ``pad_value`` (0 in MXNet's). (N, C, D, H, W) data gives (N, C*kd*kh*kw, OD*OH*OW)."""
     cols = _windows(cx, at, x)  # (N, C, kh, kw, OH, OW)
-    n, c, kh, kw, oh, ow = cols.shape
-    return cols.reshape(n, c * kh * kw, oh * ow)  # (no -1: an empty batch has no size to infer it from)
+    nd = (cols.ndim - 2) // 2
+    n, c = cols.shape[:2]
+    # (no -1: an empty batch has no size to infer it from)
+    return cols.reshape(n, c * prod(cols.shape[2 : 2 + nd]), prod(cols.shape[2 + nd :]))
 
 
-def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, int, int, int], Pair, Pair]:
+def _col2im_shape(at: dict, c: tuple[int, ...]) -> tuple[tuple[int, ...], Axes, Axes]:
     """The (N, C, H, W) image of (N, C*kh*kw, L) columns (or of (N, C, kh, kw, OH, OW)
-    windows), its kernel and its windows' (OH, OW)."""
-    size = at["output_size"]
-    if len(size) != 2 or min(size) < 1:
-        raise InvalidInput(f"col2im: output_size must be 1 or 2 positive values, got {at['output_size']}")
-    k = _pair(at["kernel"], 1, "col2im", "kernel")
-    if not (len(c) == 3 and c[1] % (k[0] * k[1]) == 0 or len(c) == 6 and c[2:4] == k):
-        raise ShapeError(f"col2im: data of shape {c} is not (N, C*{k[0]}*{k[1]}, L) for kernel {k}")
-    shape = (c[0], c[1] // (k[0] * k[1]) if len(c) == 3 else c[1], size[0], size[1])
+    windows), its kernel and its windows' (OH, OW); with a 3-D ``output_size``, the
+    (N, C, D, H, W) image."""
+    size = tuple(at["output_size"])
+    if len(size) not in _LAYOUTS or min(size) < 1:
+        raise InvalidInput(f"col2im: output_size must be 1, 2 or 3 positive values, got {at['output_size']}")
+    nd = len(size)
+    k = _axes(at["kernel"], 1, "col2im", "kernel", nd)
+    taps = prod(k)
+    if not (len(c) == 3 and c[1] % taps == 0 or len(c) == 2 + 2 * nd and c[2 : 2 + nd] == k):
+        raise ShapeError(f"col2im: data of shape {c} is not (N, C*{'*'.join(map(str, k))}, L) for kernel {k}")
+    shape = (c[0], c[1] // taps if len(c) == 3 else c[1]) + size
     k, _, _, out = _window("col2im", at, shape)
-    if (c[2] if len(c) == 3 else c[4] * c[5]) != out[0] * out[1] or len(c) == 6 and c[4:] != out:
-        got = f"{c[2]} columns" if len(c) == 3 else f"windows {c[4:]}"
-        raise ShapeError(f"col2im: data has {got}; an image of {size} has {out[0] * out[1]} windows {out}")
+    if (c[2] if len(c) == 3 else prod(c[2 + nd :])) != prod(out) or len(c) > 3 and c[2 + nd :] != out:
+        got = f"{c[2]} columns" if len(c) == 3 else f"windows {c[2 + nd :]}"
+        raise ShapeError(f"col2im: data has {got}; an image of {size} has {prod(out)} windows {out}")
     return shape, k, out
 
 
 def _col2im_1d(at: dict) -> dict | None:
     """col2im's attributes for a 1-D image (``output_size`` of one value: (N, C, W)) lifted to
-    the 2-D image (N, C, 1, W), or None for a 2-D one."""
+    the 2-D image (N, C, 1, W), or None for a 2-D or 3-D one."""
     size = at["output_size"]
     if len(size) != 1:
         return None
@@ -943,9 +1021,10 @@ def _col2im_infer(at: dict, c: Spec) -> Spec:
 def _col2im(cx, at, c):
     """MXNet's col2im: (N, C*kh*kw, L) columns (im2col's) summed back into the (N, C, H, W)
     image of ``output_size`` (H, W) they came from, each value where its window took it (a 1-D
-    ``output_size`` (W,): the (N, C, W) image of (N, C*k, L) columns). Also takes the windows
-    as (N, C, kh, kw, OH, OW), which Pooling's gradient hands over as a broadcast view (as
-    columns, it would be a copy)."""
+    ``output_size`` (W,): the (N, C, W) image of (N, C*k, L) columns; a 3-D one (D, H, W): the
+    (N, C, D, H, W) image of (N, C*kd*kh*kw, L) columns). Also takes the windows as
+    (N, C, kh, kw, OH, OW) (3-D: (N, C, kd, kh, kw, OD, OH, OW)), which Pooling's gradient
+    hands over as a broadcast view (as columns, it would be a copy)."""
     lifted = _col2im_1d(at)
     shape, k, out = _col2im_shape(lifted or at, c.shape)
     image = _summed_windows(cx, lifted or at, c.reshape(shape[:2] + k + out), shape)
@@ -984,10 +1063,11 @@ CONV = (
 CUDNN_TUNE = (None, "off", "limited_workspace", "fastest")
 
 
-def _conv_common(name: str, at: dict) -> int:
-    """The checks Convolution and Deconvolution share; their group count."""
-    if at["layout"] not in (None, "NCHW"):
-        raise InvalidInput(f"{name}: only the NCHW layout is supported")
+def _conv_common(name: str, at: dict, shape: tuple[int, ...]) -> int:
+    """The checks Convolution and Deconvolution of data of ``shape`` share; their group count."""
+    layout = _LAYOUTS.get(len(shape) - 2, "NCHW")
+    if at["layout"] not in (None, layout):
+        raise InvalidInput(f"{name}: only the {layout} layout is supported")
     if at["cudnn_tune"] not in CUDNN_TUNE:  # (MXNet's choices; it tunes nothing on a CPU)
         tune = at["cudnn_tune"]
         raise InvalidInput(f"{name}: cudnn_tune must be off, limited_workspace, fastest or None, got {tune!r}")
@@ -1007,7 +1087,7 @@ def _grouped(name: str, what: str, n: int, grp: int) -> int:
 def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     floating("Convolution", x)
     dt = same_dtype("Convolution", x, w, *b)
-    grp = _conv_common("Convolution", at)
+    grp = _conv_common("Convolution", at, x.shape)
     k, _, _, out = _window("Convolution", at, x.shape)
     f = at["num_filter"]
     want = (f, _grouped("Convolution", "the data's channels", x.shape[1], grp)) + k
@@ -1020,10 +1100,11 @@ def _conv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
 
 
 # A convolution of (N, C, H, W) data with (F, C/G, kh, kw) filters in G groups is, per group, a
-# product of the filters (F/G, C/G*kh*kw) with the windows (C/G*kh*kw, N*OH*OW); the three
-# helpers below are its forward and its two gradients, written with the table's ops (one
-# ``dot`` when G is 1, a ``batch_dot`` over the groups otherwise). Deconvolution is the same
-# three products in other roles: its forward is a convolution's data gradient.
+# product of the filters (F/G, C/G*kh*kw) with the windows (C/G*kh*kw, N*OH*OW) (3-D data:
+# kd*kh*kw taps, OD*OH*OW windows an image); the three helpers below are its forward and its
+# two gradients, written with the table's ops (one ``dot`` when G is 1, a ``batch_dot`` over
+# the groups otherwise). Deconvolution is the same three products in other roles: its forward
+# is a convolution's data gradient.
 
 
 def _shaped(F: Any, a: Any, shape: tuple[int, ...]) -> Any:
@@ -1043,14 +1124,14 @@ def _gdot(F: Any, grp: int, a: Any, b: Any, **tr: bool) -> Any:
 
 
 def _conv_fwd(F: Any, x: Any, w: Any, win: dict, grp: int) -> Any:
-    """The (N, F, OH, OW) convolution of ``x`` with ``w``, no bias."""
+    """The (N, F, OH, OW) (3-D: (N, F, OD, OH, OW)) convolution of ``x`` with ``w``, no bias."""
     n, c = int(x.shape[0]), int(x.shape[1])
     f = int(w.shape[0])
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
-    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
+    ckk, cols_n = c * prod(k), n * prod(out)
     cols = _shaped(F, F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), (ckk, cols_n))
     y = _gdot(F, grp, _as_groups(F, w, (f, ckk // grp), grp), _as_groups(F, cols, (ckk, cols_n), grp))
-    return F.transpose(_shaped(F, y, (f, n) + out), axes=(1, 0, 2, 3))
+    return F.transpose(_shaped(F, y, (f, n) + out), axes=_swap_n_c(len(out)))
 
 
 def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, grp: int) -> Any:
@@ -1058,10 +1139,10 @@ def _conv_data_grad(F: Any, g: Any, w: Any, shape: tuple[int, ...], win: dict, g
     n, c = shape[0], shape[1]
     f = int(w.shape[0])
     k, _, _, out = _window("Convolution", win, shape)
-    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
-    g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
+    ckk, cols_n = c * prod(k), n * prod(out)
+    g2 = _as_groups(F, F.transpose(g, axes=_swap_n_c(len(out))), (f, cols_n), grp)
     w2 = _as_groups(F, w, (f, ckk // grp), grp)
-    dcols = _shaped(F, _gdot(F, grp, w2, g2, transpose_a=True), (ckk, n, out[0] * out[1]))
+    dcols = _shaped(F, _gdot(F, grp, w2, g2, transpose_a=True), (ckk, n, prod(out)))
     return F.col2im(F.transpose(dcols, axes=(1, 0, 2)), output_size=shape[2:], **win)
 
 
@@ -1070,8 +1151,8 @@ def _conv_weight_grad(F: Any, g: Any, x: Any, wshape: tuple[int, ...], win: dict
     n, c = int(x.shape[0]), int(x.shape[1])
     f = wshape[0]
     k, _, _, out = _window("Convolution", win, tuple(x.shape))
-    ckk, cols_n = c * k[0] * k[1], n * out[0] * out[1]
-    g2 = _as_groups(F, F.transpose(g, axes=(1, 0, 2, 3)), (f, cols_n), grp)
+    ckk, cols_n = c * prod(k), n * prod(out)
+    g2 = _as_groups(F, F.transpose(g, axes=_swap_n_c(len(out))), (f, cols_n), grp)
     cols = _shaped(F, F.transpose(F.im2col(x, **win), axes=(1, 0, 2)), (ckk, cols_n))
     return F.reshape(_gdot(F, grp, g2, _as_groups(F, cols, (ckk, cols_n), grp), transpose_b=True), shape=wshape)
 
@@ -1082,15 +1163,15 @@ def _conv_vjp(F, at, g, y, x, w, *b):
     return (
         lambda: _conv_data_grad(F, g, w, tuple(x.shape), win, grp),
         lambda: _conv_weight_grad(F, g, x, tuple(w.shape), win, grp),
-    ) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
+    ) + ((F.sum(g, axis=(0, *_spatial_axes(len(x.shape) - 2))),) if b else ())
 
 
 def _windows_bytes(win: dict, x: Spec) -> int:
     """The bytes of the windows im2col makes of ``x`` (a padded copy first when padded)."""
     k, _, p, out = _window("im2col", win, x.shape)
     size = np.dtype(x.dtype).itemsize
-    padded = x.shape[0] * x.shape[1] * (x.shape[2] + 2 * p[0]) * (x.shape[3] + 2 * p[1]) if any(p) else 0
-    return (x.shape[0] * x.shape[1] * k[0] * k[1] * out[0] * out[1] + padded) * size
+    padded = x.shape[0] * x.shape[1] * prod(tuple(n + 2 * q for n, q in zip(x.shape[2:], p))) if any(p) else 0
+    return (x.shape[0] * x.shape[1] * prod(k) * prod(out) + padded) * size
 
 
 def _conv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
@@ -1100,7 +1181,7 @@ def _conv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
 
 def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     k, _, _, out = _window("Convolution", at, x.shape)
-    return x.shape[0] * at["num_filter"] * out[0] * out[1] * x.shape[1] * k[0] * k[1] // max(at["num_group"], 1)
+    return x.shape[0] * at["num_filter"] * prod(out) * x.shape[1] * prod(k) // max(at["num_group"], 1)
 
 
 def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
@@ -1130,15 +1211,17 @@ def _convolution(cx, at, x, w, *b):
     """2-D cross-correlation of (N, C, H, W) data with (F, C/num_group, kh, kw) filters
     (their taps ``dilate`` apart), plus bias; with ``num_group`` G, the channels and the
     filters split into G groups, each group of filters seeing its group of channels. 1-D
-    data (N, C, W) takes (F, C/num_group, k) filters."""
+    data (N, C, W) takes (F, C/num_group, k) filters, 3-D data (N, C, D, H, W) takes
+    (F, C/num_group, kd, kh, kw) ones."""
     n, c = x.shape[:2]
     f = at["num_filter"]
     k, _, _, out = _window("Convolution", at, x.shape)
-    cols = _windows(cx, {**_win(at), "pad_value": 0.0}, x)
-    cols2 = cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k[0] * k[1], -1)
-    y = _grouped_dot(cx.xp, w.reshape(f, -1), cols2, at["num_group"]).reshape((f, n) + out).transpose(1, 0, 2, 3)
+    nd = len(k)
+    cols = _windows(cx, {**_win(at), "pad_value": 0.0}, x)  # (N, C, *taps, *out)
+    cols2 = cols.transpose((1, *range(2, 2 + nd), 0, *range(2 + nd, 2 + 2 * nd))).reshape(c * prod(k), -1)
+    y = _grouped_dot(cx.xp, w.reshape(f, -1), cols2, at["num_group"]).reshape((f, n) + out).transpose(_swap_n_c(nd))
     if b:
-        y = y + b[0].reshape(1, f, 1, 1)
+        y = y + b[0].reshape((1, f) + (1,) * nd)
     return cx.xp.ascontiguousarray(y)
 
 
@@ -1157,31 +1240,33 @@ DECONV = (
 )
 
 
-def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int, int]]:
+def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, Axes]:
     """The window of the convolution whose data gradient a Deconvolution of (N, C, H, W)
     data is (its pad: ``target_shape``'s when given, as MXNet's), and the output's (OH, OW):
-    (H - 1) * stride - 2 * pad + the kernel's span ((kernel - 1) * dilate + 1) + adj."""
+    (H - 1) * stride - 2 * pad + the kernel's span ((kernel - 1) * dilate + 1) + adj; the
+    same per axis for (N, C, D, H, W) data, which takes no ``dilate`` (as MXNet's)."""
     name = "Deconvolution"
-    if len(shape) != 4:
-        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W), got shape {shape}")
-    k = _pair(at["kernel"], 1, name, "kernel")
-    s = _pair(at["stride"], 1, name, "stride")
-    p = _pair(at["pad"], 0, name, "pad")
-    a = _pair(at["adj"], 0, name, "adj")
-    d = _dilation(name, at)
+    nd = _spatial(name, shape)
+    k = _axes(at["kernel"], 1, name, "kernel", nd)
+    s = _axes(at["stride"], 1, name, "stride", nd)
+    p = _axes(at["pad"], 0, name, "pad", nd)
+    a = _axes(at["adj"], 0, name, "adj", nd)
+    d = _dilation(name, at.get("dilate") or (), nd)
     if min(k) < 1 or min(s) < 1 or min(p) < 0 or min(a) < 0:
         raise InvalidInput(f"{name}: kernel and stride must be positive, pad and adj not negative")
+    if nd == 3 and max(d) > 1:
+        raise InvalidInput(f"{name}: dilate {d} is not supported for 3-D data (MXNet's 3-D deconvolution has none)")
     e = _spanned(k, d)
-    full = ((shape[2] - 1) * s[0] + e[0], (shape[3] - 1) * s[1] + e[1])
+    full = tuple((n - 1) * t + m for n, t, m in zip(shape[2:], s, e))
     if any(at["target_shape"]):  # (MXNet's (0, 0) is not set)
-        t = _pair(at["target_shape"], 0, name, "target_shape")
-        if t[0] > full[0] or t[1] > full[1]:
+        t = _axes(at["target_shape"], 0, name, "target_shape", nd)
+        if any(n > m for n, m in zip(t, full)):
             raise ShapeError(f"{name}: target_shape {t} is larger than the largest output {full}")
-        a = ((full[0] - t[0]) % 2, (full[1] - t[1]) % 2)
-        p = ((full[0] - t[0] + 1) // 2, (full[1] - t[1] + 1) // 2)
-    if a[0] >= s[0] or a[1] >= s[1]:
+        a = tuple((m - n) % 2 for n, m in zip(t, full))
+        p = tuple((m - n + 1) // 2 for n, m in zip(t, full))
+    if any(n >= m for n, m in zip(a, s)):
         raise InvalidInput(f"{name}: adj {a} must be smaller than stride {s}")
-    out = (full[0] - 2 * p[0] + a[0], full[1] - 2 * p[1] + a[1])
+    out = tuple(m - 2 * q + n for m, q, n in zip(full, p, a))
     if min(out) < 1:
         raise ShapeError(f"{name}: pad {p} leaves an empty output {out} for data of shape {shape}")
     return {"kernel": k, "stride": s, "dilate": d, "pad": p}, out
@@ -1190,7 +1275,7 @@ def _deconv_geometry(at: dict, shape: tuple[int, ...]) -> tuple[dict, tuple[int,
 def _deconv_infer(at: dict, x: Spec, w: Spec, *b: Spec) -> Spec:
     floating("Deconvolution", x)
     dt = same_dtype("Deconvolution", x, w, *b)
-    grp = _conv_common("Deconvolution", at)
+    grp = _conv_common("Deconvolution", at, x.shape)
     win, out = _deconv_geometry(at, x.shape)
     f = at["num_filter"]
     _grouped("Deconvolution", "the data's channels", x.shape[1], grp)
@@ -1210,7 +1295,7 @@ def _deconv_vjp(F, at, g, y, x, w, *b):
     return (
         lambda: _conv_fwd(F, g, w, win, grp),
         lambda: _conv_weight_grad(F, x, g, tuple(w.shape), win, grp),
-    ) + ((F.sum(g, axis=(0, 2, 3)),) if b else ())
+    ) + ((F.sum(g, axis=(0, *_spatial_axes(len(x.shape) - 2))),) if b else ())
 
 
 def _deconv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
@@ -1219,13 +1304,13 @@ def _deconv_windows(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     win, out = _deconv_geometry(at, x.shape)
     n, f = x.shape[0], at["num_filter"]
     k, p = win["kernel"], win["pad"]
-    cols = n * f * k[0] * k[1] * x.shape[2] * x.shape[3]
-    return (2 * cols + n * f * (out[0] + 2 * p[0]) * (out[1] + 2 * p[1])) * np.dtype(x.dtype).itemsize
+    cols = n * f * prod(k) * prod(x.shape[2:])
+    return (2 * cols + n * f * prod(tuple(o + 2 * q for o, q in zip(out, p)))) * np.dtype(x.dtype).itemsize
 
 
 def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
-    k = _pair(at["kernel"], 1, "Deconvolution", "kernel")
-    return prod(x.shape) * at["num_filter"] * k[0] * k[1] // max(at["num_group"], 1)
+    k = _axes(at["kernel"], 1, "Deconvolution", "kernel", len(x.shape) - 2)
+    return prod(x.shape) * at["num_filter"] * prod(k) // max(at["num_group"], 1)
 
 
 @_defop_1d(
@@ -1245,11 +1330,12 @@ def _deconvolution(cx, at, x, w, *b):
     respect to its data, of shape (N, num_filter, (H-1)*stride - 2*pad + (kernel-1)*dilate + 1
     + adj, ...);
     with ``target_shape``, the pad and adj that give it (``pad`` and ``adj`` ignored). 1-D data
-    (N, C, W) takes (C, num_filter/num_group, k) filters."""
+    (N, C, W) takes (C, num_filter/num_group, k) filters, 3-D data (N, C, D, H, W) takes
+    (C, num_filter/num_group, kd, kh, kw) ones."""
     win, out = _deconv_geometry(at, x.shape)
     y = _conv_data_grad(Eager(cx), x, w, (x.shape[0], at["num_filter"]) + out, win, at["num_group"])
     if b:
-        y = y + b[0].reshape(1, -1, 1, 1)
+        y = y + b[0].reshape((1, -1) + (1,) * len(out))
     return cx.xp.ascontiguousarray(y)
 
 
@@ -1267,16 +1353,15 @@ POOL = (
 
 
 def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
-    if len(shape) != 4:
-        raise ShapeError(f"Pooling: needs 4-D data (N, C, H, W), got shape {shape}")
+    nd = _spatial("Pooling", shape)
     if at["pool_type"] not in ("max", "avg", "sum"):
         raise InvalidInput(f"Pooling: pool_type must be max, avg or sum, got {at['pool_type']!r}")
     if at["pooling_convention"] != "valid":
         raise InvalidInput("Pooling: only pooling_convention='valid' is supported")
-    if at["layout"] not in (None, "NCHW"):
-        raise InvalidInput("Pooling: only the NCHW layout is supported")
+    if at["layout"] not in (None, _LAYOUTS[nd]):
+        raise InvalidInput(f"Pooling: only the {_LAYOUTS[nd]} layout is supported")
     if at["global_pool"]:
-        return {"kernel": shape[2:], "stride": (1, 1), "pad": (0, 0)}
+        return {"kernel": shape[2:], "stride": (1,) * nd, "pad": (0,) * nd}
     if not at["kernel"]:
         raise InvalidInput("Pooling: kernel is required unless global_pool is true")
     return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}  # stride: 1 unless given, as MXNet
@@ -1289,26 +1374,26 @@ def _counts_pad(at: dict, win: dict) -> bool:
 
 
 def _in_bounds(win: dict, shape: tuple[int, ...]) -> Any:
-    """How many elements of each (OH, OW) window lie inside the data, at least 1 (MXNet's
-    average of a window all padding is 0: its sum over the 1)."""
+    """How many elements of each (OH, OW) (3-D: (OD, OH, OW)) window lie inside the data, at
+    least 1 (MXNet's average of a window all padding is 0: its sum over the 1)."""
     k, s, p, out = _window("Pooling", win, shape)
-    per_axis = []
-    for d in (0, 1):
+    counts = np.ones((), dtype=np.int64)
+    for d in range(len(k)):  # (the product of the counts along each axis)
         start = np.arange(out[d]) * s[d] - p[d]
-        per_axis.append(np.minimum(start + k[d], shape[2 + d]) - np.maximum(start, 0))
-    return np.maximum(np.outer(per_axis[0], per_axis[1]), 1)
+        counts = np.multiply.outer(counts, np.minimum(start + k[d], shape[2 + d]) - np.maximum(start, 0))
+    return np.maximum(counts, 1)
 
 
-def _pad_within_kernel(at: dict, win: dict, dtype: Any) -> None:
+def _pad_within_kernel(at: dict, win: dict, dtype: Any, nd: int) -> None:
     """MXNet's float32 max and average pooling (its MKL-DNN kernels) refuse a pad as wide as the
     kernel on an axis ("Check failed: pad_l[0] < kernel[0]"), where a window could be all
     padding; its float16 and float64 ones, and sum pooling, take it (such a window gives the
     least value or 0)."""
     if dtype != "float32" or at["pool_type"] == "sum" or at["global_pool"]:
         return
-    k = _pair(win["kernel"], 1, "Pooling", "kernel")
-    p = _pair(win["pad"], 0, "Pooling", "pad")
-    for d in (0, 1):
+    k = _axes(win["kernel"], 1, "Pooling", "kernel", nd)
+    p = _axes(win["pad"], 0, "Pooling", "pad", nd)
+    for d in range(nd):
         if p[d] >= k[d]:
             raise InvalidInput(
                 f"Pooling: pad {p} must be less than the kernel {k} on each axis for {at['pool_type']} "
@@ -1320,7 +1405,7 @@ def _pool_infer(at: dict, x: Spec) -> Spec:
     floating("Pooling", x)
     win = _pool_window(at, x.shape)
     _, _, _, out = _window("Pooling", win, x.shape)
-    _pad_within_kernel(at, win, x.dtype)
+    _pad_within_kernel(at, win, x.dtype, len(out))
     return Spec(x.shape[:2] + out, x.dtype)
 
 
@@ -1347,7 +1432,7 @@ def _pool_vjp_windows(at: dict, x: Spec) -> int:
         return 1
     if at["pool_type"] == "max" and x.dtype == "float16":
         k, _, _, _ = _window("Pooling", _pool_window(at, x.shape), x.shape)
-        return 4 if k[0] * k[1] > 2048 else 2
+        return 4 if prod(k) > 2048 else 2
     return 2
 
 
@@ -1355,13 +1440,13 @@ def _pool_vjp(F, at, g, y, x):
     win = _pool_window(at, tuple(x.shape))
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
     n, c = int(x.shape[0]), int(x.shape[1])
+    nd, size = len(k), prod(k)
     colshape = (n, c) + k + out
-    flat = (n, c * k[0] * k[1], out[0] * out[1])  # (im2col's and col2im's columns)
+    flat = (n, c * size, prod(out))  # (im2col's and col2im's columns)
     if at["pool_type"] == "max":
         # to the first maximum of each window (row by row), as MXNet's: equal maxima do not
         # each take the gradient. (At most two window-sized arrays at once: the windows go
         # once their maxima are found.)
-        size = k[0] * k[1]
         if _has_nan(getattr(x, "value", x)):  # the forward's maxima passed over NaNs (a Traced input: its array)
             x = F.where(F.equal(x, x), x, F.mul_scalar(F.ones_like(x), scalar=float("-inf")))
         cols = F.reshape(F.im2col(x, pad_value=float("-inf"), **win), shape=(n, c, size) + out)
@@ -1371,7 +1456,7 @@ def _pool_vjp(F, at, g, y, x):
             cols = F.astype(cols, dtype=at_index)
         first = F.reshape(F.argmax(cols, axis=2), shape=(n, c, 1) + out)
         del cols
-        place = F.reshape(F.arange(start=0.0, stop=float(size), dtype=at_index), shape=(1, 1, size, 1, 1))
+        place = F.reshape(F.arange(start=0.0, stop=float(size), dtype=at_index), shape=(1, 1, size) + (1,) * nd)
         mask = F.equal(place, first)
         if at_index != x.dtype.name:
             mask = F.astype(mask, dtype=x.dtype.name)
@@ -1381,9 +1466,9 @@ def _pool_vjp(F, at, g, y, x):
         # the divisors are a constant of the shapes: a sum pooling of ones
         ones = F.ones(shape=(1, 1) + tuple(int(d) for d in x.shape[2:]), dtype=x.dtype.name)
         g = F.div(g, F.maximum_scalar(F.Pooling(ones, pool_type="sum", **win), scalar=1.0))
-    gb = F.broadcast_to(F.reshape(g, shape=(n, c, 1, 1) + out), shape=colshape)
+    gb = F.broadcast_to(F.reshape(g, shape=(n, c) + (1,) * nd + out), shape=colshape)
     if at["pool_type"] == "avg" and not _counts_pad(at, win):
-        gb = F.div_scalar(gb, scalar=float(k[0] * k[1]))
+        gb = F.div_scalar(gb, scalar=float(size))
     return (F.col2im(gb, output_size=tuple(x.shape[2:]), **win),)  # (windows: gb is a broadcast)
 
 
@@ -1398,24 +1483,25 @@ def _pool_vjp(F, at, g, y, x):
     vjp_scratch=lambda at, x: _pool_vjp_windows(at, x) * _pool_windows(at, x),
 )
 def _pooling(cx, at, x):
-    """2-D max, average or sum pooling of (N, C, H, W) data, or 1-D of (N, C, W) (stride
-    defaults to 1, as in MXNet)."""
+    """2-D max, average or sum pooling of (N, C, H, W) data, 1-D of (N, C, W) or 3-D of
+    (N, C, D, H, W) (stride defaults to 1, as in MXNet)."""
     win = _pool_window(at, x.shape)
-    _pad_within_kernel(at, win, x.dtype.name)
+    _pad_within_kernel(at, win, x.dtype.name, x.ndim - 2)
     kind = at["pool_type"]
     if kind == "max":
         x = _nan_as_least(cx.xp, x)
     cols = _windows(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
+    taps = _spatial_axes(x.ndim - 2)  # (the windows' (kh, kw) axes, or (kd, kh, kw))
     if kind == "max":
-        r = cols.max(axis=(2, 3))
+        r = cols.max(axis=taps)
         # MXNet's max starts from the least finite value: a window of -inf (or NaN) gives it
         return cx.xp.maximum(r, cx.xp.finfo(r.dtype).min, out=r)
     # float16 windows added (and averaged) in float32 and rounded once, as MXNet's
-    r = cols.sum(axis=(2, 3), dtype=np.float32 if cols.dtype == np.float16 else cols.dtype)
+    r = cols.sum(axis=taps, dtype=np.float32 if cols.dtype == np.float16 else cols.dtype)
     if _counts_pad(at, win):  # (in place: a second output-sized array is not in the declared scratch)
         r /= _in_bounds(win, x.shape).astype(r.dtype)
     elif kind == "avg":
-        r /= r.dtype.type(win["kernel"][0] * win["kernel"][1])
+        r /= r.dtype.type(prod(cols.shape[2 : 2 + len(taps)]))
     return r.astype(x.dtype, copy=False)
 
 

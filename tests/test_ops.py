@@ -2243,6 +2243,253 @@ VARIANTS: list[tuple[str, str, Case]] = [
             is_log=True,
         ),
     ),
+    # 3-D windows (Convolution, Deconvolution, Pooling)
+    (  # 3-D: each output depth a sum of 2-D convolutions of the data's depth slices
+        "Convolution-3d",
+        "Convolution",
+        C(
+            lambda x, w, b: (
+                np.stack(
+                    [
+                        sum(
+                            conv_ref(
+                                np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0), (0, 0)))[:, :, o + i],
+                                w[:, :, i],
+                                None,
+                                (2, 1),
+                                (1, 0),
+                            ).astype(np.float64)
+                            for i in range(2)
+                        )
+                        for o in range(4)
+                    ],
+                    axis=2,
+                )
+                + b.reshape(1, -1, 1, 1, 1)
+            ).astype(x.dtype),
+            (2, 3, 3, 5, 4),
+            (4, 3, 2, 3, 2),
+            (4,),
+            kernel=[2, 3, 2],
+            stride=[1, 2, 1],
+            pad=[1, 1, 0],
+            num_filter=4,
+            tol32=LOOSE32,
+        ),
+    ),
+    (
+        "Convolution-3d-groups-dilate",
+        "Convolution",
+        C(
+            lambda x, w: np.stack(
+                [
+                    sum(
+                        conv_ref(x[:, :, 2 * o + 2 * i], w[:, :, i], None, (1, 1), (1, 0), 2, (1, 2)).astype(np.float64)
+                        for i in range(2)
+                    )
+                    for o in range(2)
+                ],
+                axis=2,
+            ).astype(x.dtype),
+            (1, 4, 5, 4, 5),
+            (4, 2, 2, 2, 2),
+            kernel=[2, 2, 2],
+            stride=[2, 1, 1],
+            pad=[0, 1, 0],
+            dilate=[2, 1, 2],
+            num_filter=4,
+            num_group=2,
+            no_bias=True,
+            tol32=LOOSE32,
+        ),
+    ),
+    (  # 3-D: each input depth slice's 2-D transposed convolution with each filter depth, put at stride
+        "Deconvolution-3d",
+        "Deconvolution",
+        C(
+            lambda x, w, b: (
+                sum(
+                    np.pad(
+                        deconv_ref(x[:, :, d], w[:, :, i], None, (1, 2), (1, 0), (0, 1)).astype(np.float64)[:, :, None],
+                        ((0, 0), (0, 0), (2 * d + i, 4 - 2 * d - i), (0, 0), (0, 0)),
+                    )
+                    for d in range(2)
+                    for i in range(2)
+                )[:, :, 1:4]
+                + b.reshape(1, -1, 1, 1, 1)
+            ).astype(x.dtype),
+            (1, 4, 2, 3, 2),
+            (4, 3, 2, 3, 2),
+            (3,),
+            kernel=[2, 3, 2],
+            stride=[2, 1, 2],
+            pad=[1, 1, 0],
+            adj=[1, 0, 1],
+            num_filter=3,
+            no_bias=False,
+            tol32=LOOSE32,
+        ),
+    ),
+    (  # target_shape (3, 4, 3) of a largest (4, 4, 4): pad (1, 0, 1), adj (1, 0, 1)
+        "Deconvolution-3d-groups-target_shape",
+        "Deconvolution",
+        C(
+            lambda x, w: sum(
+                np.pad(
+                    deconv_ref(x[:, :, d], w[:, :, i], None, (2, 2), (0, 1), (0, 1), 2).astype(np.float64)[:, :, None],
+                    ((0, 0), (0, 0), (2 * d + i, 4 - 2 * d - i), (0, 0), (0, 0)),
+                )
+                for d in range(2)
+                for i in range(2)
+            )[:, :, 1:4].astype(x.dtype),
+            (1, 4, 2, 2, 2),
+            (4, 1, 2, 2, 2),
+            kernel=[2, 2, 2],
+            stride=[2, 2, 2],
+            target_shape=[3, 4, 3],
+            num_filter=2,
+            num_group=2,
+            tol32=LOOSE32,
+        ),
+    ),
+    (  # 3-D: the largest of the 2-D maxima of the window's depth slices (padding: -inf)
+        "Pooling-3d-max",
+        "Pooling",
+        C(
+            lambda x: np.stack(
+                [
+                    np.maximum(
+                        *(
+                            pool_ref(
+                                np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0), (0, 0)), constant_values=-np.inf)[
+                                    :, :, 2 * o + i
+                                ],
+                                "max",
+                                (2, 3),
+                                (1, 2),
+                                (0, 1),
+                            )
+                            for i in range(2)
+                        )
+                    )
+                    for o in range(3)
+                ],
+                axis=2,
+            ),
+            (2, 2, 4, 4, 5),
+            dom=DISTINCT,
+            kernel=[2, 2, 3],
+            stride=[2, 1, 2],
+            pad=[1, 0, 1],
+        ),
+    ),
+    (  # the mean of the 2-D means (each over its elements inside) of the depth slices inside
+        "Pooling-3d-avg-count_include_pad-false",
+        "Pooling",
+        C(
+            lambda x: np.stack(
+                [
+                    sum(
+                        pool_ref(x[:, :, j], "avg", (2, 3), (1, 2), (0, 1), count_include_pad=False).astype(np.float64)
+                        for j in range(max(2 * o - 1, 0), min(2 * o + 1, 4))
+                    )
+                    / (min(2 * o + 1, 4) - max(2 * o - 1, 0))
+                    for o in range(3)
+                ],
+                axis=2,
+            ).astype(x.dtype),
+            (2, 2, 4, 4, 5),
+            kernel=[2, 2, 3],
+            stride=[2, 1, 2],
+            pad=[1, 0, 1],
+            pool_type="avg",
+            count_include_pad=False,
+        ),
+    ),
+    (
+        "Pooling-3d-sum",
+        "Pooling",
+        C(
+            lambda x: sum(x[:, :, i : i + 2, :, j : j + 3 : 2] for i in range(2) for j in range(2)).sum(
+                axis=3, keepdims=True
+            ),
+            (1, 2, 3, 2, 5),
+            kernel=[2, 2, 2],
+            stride=[1, 1, 2],
+            pool_type="sum",
+        ),
+    ),
+    (
+        "Pooling-3d-global-avg",
+        "Pooling",
+        C(lambda x: x.mean(axis=(2, 3, 4), keepdims=True), (2, 3, 2, 3, 4), global_pool=True, pool_type="avg"),
+    ),
+    (
+        "Pooling-3d-global-max",
+        "Pooling",
+        C(lambda x: x.max(axis=(2, 3, 4), keepdims=True), (2, 3, 2, 3, 4), dom=DISTINCT, global_pool=True),
+    ),
+    (  # (MXNet's 3-D im2col fails: "new and old shape do not match"; these are its 2-D columns' order)
+        "im2col-3d",
+        "im2col",
+        C(
+            lambda x: np.stack(
+                [
+                    np.pad(x, ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1)))[:, :, a + i, 2 * b + j, c + 2 * k]
+                    for i in range(2)
+                    for j in range(2)
+                    for k in range(2)
+                    for a in range(2)
+                    for b in range(3)
+                    for c in range(3)
+                ],
+                axis=2,
+            ).reshape(1, 16, 18),
+            (1, 2, 3, 4, 3),
+            kernel=[2, 2, 2],
+            stride=[1, 2, 1],
+            pad=[0, 1, 1],
+            dilate=[1, 1, 2],
+        ),
+    ),
+    (  # im2col's transpose: the matrix of im2col-3d's map, from the unit images
+        "col2im-3d",
+        "col2im",
+        C(
+            lambda cols: (
+                (
+                    np.stack(
+                        [
+                            np.stack(
+                                [
+                                    np.pad(e, ((0, 0), (0, 0), (0, 0), (1, 1), (1, 1)))[
+                                        :, :, a + i, 2 * b + j, c + 2 * k
+                                    ]
+                                    for i in range(2)
+                                    for j in range(2)
+                                    for k in range(2)
+                                    for a in range(2)
+                                    for b in range(3)
+                                    for c in range(3)
+                                ],
+                                axis=2,
+                            ).reshape(-1)
+                            for e in np.eye(72).reshape(72, 1, 2, 3, 4, 3)
+                        ]
+                    )
+                    @ cols.reshape(-1).astype(np.float64)
+                )
+                .reshape(1, 2, 3, 4, 3)
+                .astype(cols.dtype)
+            ),
+            (1, 16, 18),
+            output_size=[3, 4, 3],
+            kernel=[2, 2, 2],
+            stride=[1, 2, 1],
+            pad=[0, 1, 1],
+            dilate=[1, 1, 2],
+        ),
+    ),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 

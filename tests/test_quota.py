@@ -1225,6 +1225,36 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ),
     ("ravel_multi_index", {"shape": [6, 7, 8]}, [((3, 100000), "float32")]),
     ("unravel_index", {"shape": [6, 7, 8]}, [((100000,), "float64")]),
+    # 3-D windows (Convolution, Deconvolution, Pooling)
+    (
+        "Convolution",
+        {"kernel": [3, 3, 3], "num_filter": 6, "pad": [1, 1, 1]},
+        [((2, 4, 12, 14, 16), "float32"), ((6, 4, 3, 3, 3), "float32"), ((6,), "float32")],
+    ),
+    (
+        "Convolution",
+        {
+            "kernel": [2, 3, 3],
+            "num_filter": 4,
+            "num_group": 2,
+            "stride": [1, 2, 2],
+            "dilate": [2, 1, 1],
+            "no_bias": True,
+        },
+        [((2, 4, 12, 20, 20), "float64"), ((4, 2, 2, 3, 3), "float64")],
+    ),
+    (
+        "Deconvolution",
+        {"kernel": [2, 3, 3], "num_filter": 4, "stride": [2, 2, 2], "pad": [0, 1, 1], "no_bias": False},
+        [((2, 6, 6, 8, 8), "float32"), ((6, 4, 2, 3, 3), "float32"), ((4,), "float32")],
+    ),
+    ("Pooling", {"kernel": [2, 2, 2], "stride": [2, 2, 2]}, [((2, 4, 16, 16, 16), "float32")]),
+    (
+        "Pooling",
+        {"kernel": [3, 3, 3], "pad": [1, 1, 1], "pool_type": "avg", "count_include_pad": False},
+        [((2, 4, 12, 12, 12), "float32")],
+    ),
+    ("Pooling", {"global_pool": True, "pool_type": "sum"}, [((2, 4, 10, 12, 14), "float16")]),
 ]
 
 
