@@ -1087,6 +1087,128 @@ CASES: dict[str, Case] = {
         dom=(IDX(0, 6), POS, POS),
         nondiff=(0,),
     ),
+    # spatial sampling (ROIPooling, BilinearSampler, GridGenerator, SpatialTransformer, Correlation)
+    "GridGenerator": C(  # (x on channel 0, y on 1: the 2 x 3 matrix on the points (x, y, 1) of [-1, 1]^2)
+        lambda t: np.einsum(
+            "nij,jhw->nihw",
+            t.reshape(-1, 2, 3),
+            np.stack([*np.meshgrid(np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)), np.ones((3, 4))]),
+        ),
+        (2, 6),
+        transform_type="affine",
+        target_shape=[3, 4],
+    ),
+    "BilinearSampler": C(  # (points up to a pixel outside, none near a pixel's edge: the sampler's kinks)
+        lambda x, g: (
+            lambda p, xr, yr: sum(
+                p[
+                    np.arange(len(x))[:, None, None],
+                    :,
+                    np.clip(np.floor(yr) + dy, -1, x.shape[2]).astype(int) + 1,
+                    np.clip(np.floor(xr) + dx, -1, x.shape[3]).astype(int) + 1,
+                ].transpose(0, 3, 1, 2)
+                * ((1 - abs(xr - np.floor(xr) - dx)) * (1 - abs(yr - np.floor(yr) - dy)))[:, None]
+                for dy in (0, 1)
+                for dx in (0, 1)
+            )
+        )(
+            np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))),
+            (g[:, 0] + 1) * (x.shape[3] - 1) / 2,
+            (g[:, 1] + 1) * (x.shape[2] - 1) / 2,
+        ),
+        (2, 3, 3, 4),
+        (2, 2, 2, 3),
+        dom=(
+            SMOOTH,
+            lambda rng, s: np.stack(
+                [
+                    (rng.integers(-1, n, (s[0],) + s[2:]) + rng.uniform(0.15, 0.85, (s[0],) + s[2:])) * 2 / (n - 1) - 1
+                    for n in (4, 3)
+                ],
+                axis=1,
+            ),
+        ),
+    ),
+    "SpatialTransformer": C(  # (the sampler at the affine grid of loc: a few points outside the image)
+        lambda x, t: CASES["BilinearSampler"].ref(x, CASES["GridGenerator"].ref(t)),
+        (2, 2, 4, 5),
+        (2, 6),
+        dom=(SMOOTH, lambda rng, s: np.array([1.1, 0.2, -0.1, -0.15, 0.9, 0.2]) + rng.uniform(-0.3, 0.3, s)),
+        transform_type="affine",
+        sampler_type="bilinear",
+        target_shape=[3, 4],
+    ),
+    "ROIPooling": C(  # (the bins worked out by hand: a region of 1 pixel's width too; distinct data: no ties)
+        lambda x, r: np.stack(
+            [
+                np.stack([np.stack([x[b, :, h0:h1, w0:w1].max((1, 2)) for w0, w1 in cols], -1) for h0, h1 in rows], -2)
+                for b, rows, cols in [
+                    (0, [(0, 2), (1, 3)], [(0, 2), (2, 4)]),
+                    (1, [(1, 3), (3, 5)], [(1, 3), (3, 5)]),
+                    (0, [(1, 3), (2, 4)], [(2, 3), (2, 3)]),
+                ]
+            ]
+        ),
+        (2, 2, 5, 6),
+        (3, 5),
+        dom=(DISTINCT, lambda rng, s: np.array([[0, 0, 0, 3, 2], [1, 1, 1, 4, 4], [0, 2, 1, 2, 3]], float)),
+        nondiff=(1,),
+        pooled_size=[2, 2],
+        spatial_scale=1.0,
+    ),
+    "roi_pooling_argmax": C(  # (where ROIPooling's maxima are, as flat indices: distinct data)
+        lambda x, r: np.vectorize(lambda m: np.flatnonzero(x.ravel() == m)[0])(CASES["ROIPooling"].ref(x, r)),
+        (2, 2, 5, 6),
+        (3, 5),
+        dom=(DISTINCT, lambda rng, s: np.array([[0, 0, 0, 3, 2], [1, 1, 1, 4, 4], [0, 2, 1, 2, 3]], float)),
+        out="int64",
+        pooled_size=[2, 2],
+        spatial_scale=1.0,
+    ),
+    "Correlation": C(  # (displacements -1..1 on each axis, y-major; each a mean over the channels)
+        lambda a, b: np.stack(
+            [
+                (a[:, :, 1:3, 1:4] * b[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx]).mean(1)
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ],
+            1,
+        ),
+        (2, 2, 4, 5),
+        (2, 2, 4, 5),
+    ),
+    "correlation_grad": C(  # (data1's: each displacement's g times data2 there, into the window)
+        lambda g, a, b: np.pad(
+            sum(
+                g[:, [3 * dy + dx + 4]] * b[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx]
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            )
+            / 2,
+            ((0, 0), (0, 0), (1, 1), (1, 1)),
+        ),
+        (2, 9, 2, 3),
+        (2, 2, 4, 5),
+        (2, 2, 4, 5),
+        nondiff=(1,),  # (data1's gradient does not depend on data1)
+    ),
+    "correlation_sign_dot": C(  # (absolute differences: u at data1's window times the sign of data1 - data2)
+        lambda u, a, b: np.stack(
+            [
+                (
+                    u[:, :, 1:3, 1:4] * np.where(a[:, :, 1:3, 1:4] >= b[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx], 1, -1)
+                ).mean(1)
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+            ],
+            1,
+        ),
+        (2, 2, 4, 5),
+        (2, 2, 4, 5),
+        (2, 2, 4, 5),
+        nondiff=(1, 2),  # (the signs are constant between the kinks)
+        is_multiply=False,
+    ),
 }
 
 # other attribute settings, modes and input arities: (id, op name, case)
@@ -2488,6 +2610,203 @@ VARIANTS: list[tuple[str, str, Case]] = [
             stride=[1, 2, 1],
             pad=[0, 1, 1],
             dilate=[1, 1, 2],
+        ),
+    ),
+    # spatial sampling (ROIPooling, BilinearSampler, GridGenerator, SpatialTransformer, Correlation)
+    (  # (a flow in pixels, added to each pixel's position and normalised by (W - 1) / 2, (H - 1) / 2)
+        "GridGenerator-warp",
+        "GridGenerator",
+        C(
+            lambda f: (f + np.stack(np.meshgrid(np.arange(4), np.arange(3)))) / np.array([1.5, 1.0])[:, None, None] - 1,
+            (2, 2, 3, 4),
+            transform_type="warp",
+            target_shape=[7, 7],  # (a warp's output has the flow's shape)
+        ),
+    ),
+    (  # (an image of one row: y is 0 at any grid value, the row below outside)
+        "BilinearSampler-one-row",
+        "BilinearSampler",
+        C(
+            CASES["BilinearSampler"].ref,
+            (1, 2, 1, 4),
+            (1, 2, 3, 2),
+            dom=(
+                SMOOTH,
+                lambda rng, s: np.stack(
+                    [
+                        (rng.integers(-1, 4, (1, 3, 2)) + rng.uniform(0.15, 0.85, (1, 3, 2))) / 1.5 - 1,
+                        rng.uniform(-2, 2, (1, 3, 2)),
+                    ],
+                    axis=1,
+                ),
+            ),
+            cudnn_off=True,
+        ),
+    ),
+    (  # (points up to twice as far out as the image: most outside, read as 0)
+        "SpatialTransformer-zoom-out",
+        "SpatialTransformer",
+        C(
+            CASES["SpatialTransformer"].ref,
+            (1, 3, 3, 3),
+            (1, 6),
+            dom=(SMOOTH, lambda rng, s: np.array([1.9, 0.1, 0.05, -0.1, 2.1, 0.1]) + rng.uniform(-0.1, 0.1, s)),
+            transform_type="affine",
+            sampler_type="bilinear",
+            target_shape=[3, 4],
+        ),
+    ),
+    (  # (scale 0.5 and corners rounded half away from zero: (1, 3, 1, 13, 7) is x 2..7, y 1..4; a bin past the data)
+        "ROIPooling-scaled-past-the-edge",
+        "ROIPooling",
+        C(
+            lambda x, r: np.stack(
+                [
+                    np.stack(
+                        [
+                            np.stack(
+                                [x[1, :, h0:h1, w0:w1].max((1, 2)) for w0, w1 in [(2, 4), (4, 6)]] + [np.zeros(2)], -1
+                            )
+                            for h0, h1 in [(1, 3), (3, 5)]
+                        ],
+                        -2,
+                    )
+                ]
+            ),
+            (2, 2, 5, 6),
+            (1, 5),
+            dom=(DISTINCT, lambda rng, s: np.array([[1.2, 3.0, 1.0, 13.0, 7.0]])),
+            nondiff=(1,),
+            pooled_size=[2, 3],
+            spatial_scale=0.5,
+        ),
+    ),
+    (  # (the mean of |data1 - data2| over the channels, data padded by 1: zeros past the edge)
+        "Correlation-abs-padded",
+        "Correlation",
+        C(
+            lambda a, b: (
+                lambda p, q: np.stack(
+                    [
+                        np.abs(p[:, :, 1:5, 1:6] - q[:, :, 1 + dy : 5 + dy, 1 + dx : 6 + dx]).mean(1)
+                        for dy in (-1, 0, 1)
+                        for dx in (-1, 0, 1)
+                    ],
+                    1,
+                )
+            )(*(np.pad(v, ((0, 0), (0, 0), (1, 1), (1, 1))) for v in (a, b))),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            dom=(U(-2, 0), U(0, 2)),  # (data1 below data2 everywhere: no kink of |data1 - data2|)
+            pad_size=1,
+            is_multiply=False,
+        ),
+    ),
+    (  # (a 3 x 3 window from each point (MXNet's CPU kernel), no displacement, data padded by 1)
+        "Correlation-kernel-3",
+        "Correlation",
+        C(
+            lambda a, b: (
+                lambda q: (
+                    sum(q[:, :, h : h + 4, w : w + 5] for h in range(3) for w in range(3)).sum(1, keepdims=True) / 18
+                )
+            )(np.pad(a * b, ((0, 0), (0, 0), (1, 1), (1, 1)))),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            kernel_size=3,
+            max_displacement=0,
+            pad_size=1,
+        ),
+    ),
+    (  # (displacements -2, 0, 2 every second position: (2, 9, 2, 2) of 5 x 6 data padded by 1)
+        "Correlation-strides",
+        "Correlation",
+        C(
+            lambda a, b: (
+                lambda p, q: np.stack(
+                    [
+                        (p[:, :, 2:5:2, 2:5:2] * q[:, :, 2 + dy : 5 + dy : 2, 2 + dx : 5 + dx : 2]).mean(1)
+                        for dy in (-2, 0, 2)
+                        for dx in (-2, 0, 2)
+                    ],
+                    1,
+                )
+            )(*(np.pad(v, ((0, 0), (0, 0), (1, 1), (1, 1))) for v in (a, b))),
+            (2, 2, 5, 6),
+            (2, 2, 5, 6),
+            max_displacement=2,
+            stride1=2,
+            stride2=2,
+            pad_size=1,
+        ),
+    ),
+    (  # (data2's: data1 times g, into data2's displaced windows)
+        "correlation_grad-data2",
+        "correlation_grad",
+        C(
+            lambda g, a, b: (
+                sum(
+                    np.pad(
+                        g[:, [3 * dy + dx + 4]] * a[:, :, 1:3, 1:4],
+                        ((0, 0), (0, 0), (1 + dy, 1 - dy), (1 + dx, 1 - dx)),
+                    )
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                )
+                / 2
+            ),
+            (2, 9, 2, 3),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            nondiff=(2,),
+            which=1,
+        ),
+    ),
+    (  # (absolute differences: g times the sign of data1 - data2, negated for data2)
+        "correlation_grad-abs-data2",
+        "correlation_grad",
+        C(
+            lambda g, a, b: (
+                -sum(
+                    np.pad(
+                        g[:, [3 * dy + dx + 4]]
+                        * np.where(a[:, :, 1:3, 1:4] >= b[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx], 1, -1),
+                        ((0, 0), (0, 0), (1 + dy, 1 - dy), (1 + dx, 1 - dx)),
+                    )
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                )
+                / 2
+            ),
+            (2, 9, 2, 3),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            nondiff=(1, 2),
+            which=1,
+            is_multiply=False,
+        ),
+    ),
+    (
+        "correlation_sign_dot-data2",
+        "correlation_sign_dot",
+        C(
+            lambda u, a, b: np.stack(
+                [
+                    (
+                        u[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx]
+                        * np.where(a[:, :, 1:3, 1:4] >= b[:, :, 1 + dy : 3 + dy, 1 + dx : 4 + dx], 1, -1)
+                    ).mean(1)
+                    for dy in (-1, 0, 1)
+                    for dx in (-1, 0, 1)
+                ],
+                1,
+            ),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            (2, 2, 4, 5),
+            nondiff=(1, 2),
+            is_multiply=False,
+            which=1,
         ),
     ),
 ]

@@ -660,3 +660,689 @@ def test_an_empty_batch_goes_through_grouped_convolutions_and_bilinear_upsamplin
         assert xs.grad.asnumpy().shape == x and ws.grad.asnumpy().tolist() == np.zeros(w).tolist()
     up = nd.UpSampling(nd.zeros((0, 3, 2, 2)), nd.ones((3, 1, 4, 4)), scale=2, sample_type="bilinear", num_filter=3)
     assert up.asnumpy().shape == (0, 3, 4, 4)
+
+
+# --------------------------------------------------------------------------
+# GridGenerator, BilinearSampler, SpatialTransformer
+
+THETA = np.array([[1, 0.2, 0.1, 0.3, 0.9, -0.2], [0.5, -0.3, 0.7, 1.1, 0.4, 0.25]], F32)
+FLOW = (np.arange(24, dtype=F32).reshape(1, 2, 3, 4) * F32(0.1) - F32(1)).astype(F32)
+
+
+def test_grid_generator_values_and_gradients_are_mxnets():
+    """MXNet 1.9.1: the affine grid (x on channel 0, y on 1) of two matrices on a 2 x 3 target,
+    the warp of a flow (normalised by (W - 1) / 2 and (H - 1) / 2), and their gradients."""
+    at = {"transform_type": "affine", "target_shape": [2, 3]}
+    assert_mx(
+        run("GridGenerator", at, THETA),
+        [
+            [[[-1.1, -0.1, 0.9], [-0.7, 0.3, 1.3000001]], [[-1.4000001, -1.1, -0.8], [0.4, 0.7, 1.0]]],
+            [[[0.5, 1.0, 1.5], [-0.1, 0.4, 0.9]], [[-1.25, -0.15, 0.95], [-0.45, 0.65, 1.75]]],
+        ],
+    )
+    g = np.linspace(-1, 1, 24).reshape(2, 2, 2, 3).astype(F32)
+    (gt,) = grads("GridGenerator", at, g, THETA)
+    assert gt.dtype == np.float32
+    assert_mx(
+        gt,
+        [
+            [0.3478261, 0.7826086, -4.6956525, 0.3478261, 0.7826086, -1.5652173],
+            [0.3478261, 0.7826087, 1.5652174, 0.3478261, 0.7826087, 4.695652],
+        ],
+    )
+    at = {"transform_type": "warp"}
+    assert_mx(
+        run("GridGenerator", at, FLOW),
+        [
+            [
+                [[-1.6666667, -0.9333333, -0.2, 0.5333333], [-1.4, -0.6666666, 0.0666667, 0.8000001]]
+                + [[-1.1333333, -0.4, 0.3333334, 1.0666666]],
+                [[-0.8, -0.6999999, -0.6, -0.5], [0.6, 0.7, 0.8000001, 0.9], [2.0, 2.1000001, 2.2, 2.3]],
+            ]
+        ],
+    )
+    (gf,) = grads("GridGenerator", at, np.linspace(-1, 1, 24).reshape(1, 2, 3, 4).astype(F32), FLOW)
+    assert_mx(
+        gf,
+        [
+            [
+                [[-0.6666667, -0.6086957, -0.5507246, -0.4927536], [-0.4347826, -0.3768116, -0.3188406, -0.2608696]]
+                + [[-0.2028985, -0.1449275, -0.0869565, -0.0289855]],
+                [[0.0434783, 0.1304348, 0.2173913, 0.3043478], [0.3913043, 0.4782609, 0.5652174, 0.6521739]]
+                + [[0.7391304, 0.8260869, 0.9130435, 1.0]],
+            ]
+        ],
+    )
+
+
+def test_grid_generator_warp_keeps_the_flows_shape_and_float64():
+    """A warp's grid has the flow's shape whatever target_shape says (MXNet's); float64 is
+    computed too (MXNet 1.9.1 refuses all but float32: "Other DTypes are not supported!")."""
+    y = run("GridGenerator", {"transform_type": "warp", "target_shape": [5, 5]}, FLOW.astype(np.float64))
+    assert y.shape == (1, 2, 3, 4) and y.dtype == np.float64
+    assert_mx(y[0, 0, 0], [-1.6666667, -0.9333333, -0.2, 0.5333333])
+    y = run("GridGenerator", {"transform_type": "affine", "target_shape": [2, 3]}, THETA.astype(np.float64))
+    assert_mx(y[1, 1, 1], [-0.45, 0.65, 1.75])
+
+
+@pytest.mark.parametrize(
+    "at, specs, kind, words",
+    [
+        ({}, [((1, 6), "float32")], InvalidInput, "missing required attribute 'transform_type'"),
+        ({"transform_type": "foo"}, [((1, 6), "float32")], InvalidInput, "affine or warp, got 'foo'"),
+        ({"transform_type": "affine"}, [((1, 6), "float32")], InvalidInput, "at least (2, 2)"),  # (default (0, 0))
+        ({"transform_type": "affine", "target_shape": [1, 3]}, [((1, 6), "float32")], InvalidInput, "at least"),
+        ({"transform_type": "affine", "target_shape": [2, 2, 3]}, [((1, 6), "float32")], InvalidInput, "(H, W)"),
+        ({"transform_type": "affine", "target_shape": [2, 3]}, [((1, 5), "float32")], ShapeError, "(N, 6)"),
+        ({"transform_type": "affine", "target_shape": [2, 3]}, [((1, 2, 3), "float32")], ShapeError, "(N, 6)"),
+        ({"transform_type": "affine", "target_shape": [2, 3]}, [((1, 6), "float16")], DTypeError, "float16"),
+        ({"transform_type": "affine", "target_shape": [2, 3]}, [((1, 6), "int32")], DTypeError, "floating point"),
+        ({"transform_type": "warp"}, [((1, 3, 2, 2), "float32")], ShapeError, "(N, 2, H, W)"),
+        ({"transform_type": "warp"}, [((1, 2, 2), "float32")], ShapeError, "(N, 2, H, W)"),
+        ({"transform_type": "warp"}, [((1, 2, 1, 3), "float32")], ShapeError, "at least 2 x 2"),  # (MXNet's: inf)
+        ({"transform_type": "warp"}, [((1, 2, 2, 2), "float16")], DTypeError, "float16"),
+    ],
+)
+def test_grid_generator_refuses_what_mxnet_refuses(at, specs, kind, words):
+    e = refused("GridGenerator", at, *specs)
+    assert isinstance(e, kind) and words in str(e) and "GridGenerator" in str(e), e
+
+
+BS_X = np.linspace(-1, 2, 24).reshape(1, 2, 3, 4).astype(F32)
+BS_GRID = np.array([-1, 1, 0.3, -1.2, 1.5, 0.9, -1, 1, -0.4, 0.2, -0.9, 1.4], F32).reshape(1, 2, 2, 3)
+BS_G = np.linspace(0.5, -1, 12).reshape(1, 2, 2, 3).astype(F32)
+
+
+@pytest.mark.parametrize(
+    "dtype, tol, y, gx, ggrid",
+    [  # MXNet 1.9.1 (flat): corners on the first and last pixels, points a little and far outside
+        (
+            "float32",
+            2e-6,
+            [-1.0, 0.4347826, -0.4326087, -0.2617391, -0.1391304, 0.2491304]
+            + [0.5652174, 2.0, 1.1326088, 0.833913, 0.2521739, 1.1882607],
+            [0.5, 0.0045455, 0.0863636, -0.0102273, 0.0509091, 0.0068182, 0.1295455, -0.0011364]
+            + [0.0127273, 0.0, -0.0163636, 0.2709091, -0.3181818, -0.0118182, -0.2245454, -0.1943182]
+            + [-0.4072727, -0.0177273, -0.3368182, -0.0215909, -0.1018182, 0.0, -0.09, -0.9645453],
+            [0.0355732, 1.1264822, -0.0711463, -1.3505929, 1.2687746, -0.1387351]
+            + [0.0948617, 0.7509882, -0.1897233, -0.232411, -0.1185771, 2.0559289],
+        ),
+        (  # (MXNet computes float16 in float16 at each step; here in float32, rounded once)
+            "float16",
+            3e-3,
+            [-1.0, 0.4348145, -0.4326172, -0.2614746, -0.1391602, 0.2491455]
+            + [0.5654297, 2.0, 1.1328125, 0.8330078, 0.2521973, 1.1875],
+            [0.5, 0.0046158, 0.0862427, -0.0102234, 0.0508728, 0.0069237, 0.1293945, -0.0011368]
+            + [0.0127258, 0.0, -0.0161743, 0.270752, -0.3181152, -0.012001, -0.2243652, -0.1943359]
+            + [-0.4069824, -0.0180054, -0.3364258, -0.0216217, -0.1018066, 0.0, -0.0889893, -0.965332],
+            [0.0357971, 1.1269531, -0.0705566, -1.3505859, 1.2695312, -0.1390381]
+            + [0.0949707, 0.7509766, -0.1894531, -0.2319336, -0.1186523, 2.0566406],
+        ),
+    ],
+)
+def test_bilinear_sampler_values_and_gradients_are_mxnets(dtype, tol, y, gx, ggrid):
+    """Outside the image reads 0: a point 0.3 pixel left of the first column is 0.7 of it,
+    one past the second pixel outside is 0; the gradients flow to data and grid."""
+    x, grid, g = BS_X.astype(dtype), BS_GRID.astype(dtype), BS_G.astype(dtype)
+    for at in ({}, {"cudnn_off": True}, {"cudnn_off": None}):  # (MXNet's default: None)
+        out = run("BilinearSampler", at, x, grid)
+        assert out.dtype == dtype and out.shape == (1, 2, 2, 3)
+        assert_mx(out.ravel(), y, rtol=tol, atol=tol)
+        cx, cg = grads("BilinearSampler", at, g, x, grid)
+        assert (cx.dtype, cx.shape, cg.dtype, cg.shape) == (dtype, x.shape, dtype, grid.shape)
+        assert_mx(cx.ravel(), gx, rtol=tol, atol=tol)
+        assert_mx(cg.ravel(), ggrid, rtol=tol, atol=tol)
+
+
+def test_bilinear_sampler_float64_and_non_finite_grids():
+    """float64 gives MXNet's values; a grid of NaN or infinity gives NaN (MXNet's), a point
+    far outside 0, and the data's gradient of such points is 0 (no NaN scattered)."""
+    y = run("BilinearSampler", {}, BS_X.astype(np.float64), BS_GRID.astype(np.float64))
+    assert_mx(y[0, 1], [[0.5652174, 2.0, 1.1326087], [0.8339129, 0.2521739, 1.1882609]], rtol=1e-7, atol=1e-7)
+    grid = np.array([np.nan, np.inf, -np.inf, 1e30, 0, 0, 0, 0], F32).reshape(1, 2, 2, 2)
+    x = np.ones((1, 1, 2, 2), F32)
+    y = run("BilinearSampler", {}, x, grid)
+    assert np.isnan(y.ravel()[:3]).all() and y.ravel()[3] == 0
+    with np.errstate(all="ignore"):  # (as a backward pass runs)
+        cx, _ = grads("BilinearSampler", {}, np.ones((1, 1, 2, 2), F32), x, grid)
+    assert cx.tolist() == [[[[0.0, 0.0], [0.0, 0.0]]]]
+
+
+def test_bilinear_sampler_of_one_pixel_reads_it_at_any_point_inside():
+    """An image of one pixel: (W - 1) / 2 is 0, every point is its pixel (MXNet's)."""
+    y = run("BilinearSampler", {}, np.full((1, 1, 1, 1), 3, F32), np.zeros((1, 2, 2, 2), F32))
+    assert y.tolist() == [[[[3.0, 3.0], [3.0, 3.0]]]]
+
+
+@pytest.mark.parametrize(
+    "specs, kind, words",
+    [
+        ([((1, 1, 2, 3), "float32"), ((1, 2, 2), "float32")], ShapeError, "grid must be (N, 2, H, W)"),
+        ([((1, 2, 3), "float32"), ((1, 2, 2, 2), "float32")], ShapeError, "data must be 4-D"),
+        ([((1, 1, 2, 3), "float32"), ((1, 3, 2, 2), "float32")], ShapeError, "grid must be (N, 2, H, W)"),
+        ([((2, 1, 2, 3), "float32"), ((1, 2, 2, 2), "float32")], ShapeError, "the grid has 1 samples, the data 2"),
+        ([((1, 1, 2, 3), "float32"), ((1, 2, 2, 2), "float64")], DTypeError, "same dtype"),
+        ([((1, 1, 2, 3), "int32"), ((1, 2, 2, 2), "int32")], DTypeError, "floating point"),
+        ([((1, 1, 0, 3), "float32"), ((1, 2, 2, 2), "float32")], ShapeError, "no pixels"),
+    ],
+)
+def test_bilinear_sampler_refuses_what_mxnet_refuses(specs, kind, words):
+    e = refused("BilinearSampler", {}, *specs)
+    assert isinstance(e, kind) and words in str(e) and "BilinearSampler" in str(e), e
+
+
+ST_X = np.linspace(-1, 2, 18).reshape(2, 1, 3, 3).astype(F32)
+ST_LOC = np.array([[1.9, 0.1, 0.05, -0.1, 2.1, 0.1], [0.6, -0.2, 0.3, 0.25, 0.7, -0.4]], F32)
+ST_AT = {"target_shape": [2, 4], "transform_type": "affine", "sampler_type": "bilinear"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_spatial_transformer_values_and_gradients_are_mxnets(dtype):
+    """MXNet 1.9.1: a zoom out (most points outside the image, read as 0) and a rotation;
+    the gradients of data and loc."""
+    x, loc = ST_X.astype(dtype), ST_LOC.astype(dtype)
+    y = run("SpatialTransformer", ST_AT, x, loc)
+    assert y.dtype == dtype
+    assert_mx(
+        y,
+        [
+            [[[-0.005, -0.0314707, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]],
+            [[[0.4855882, 0.6677452, 0.8734314, 0.9185295], [1.2323529, 1.3911766, 1.5500001, 1.7088234]]],
+        ],
+    )
+    g = np.linspace(1, -1, 16).reshape(2, 1, 2, 4).astype(dtype)
+    gx, gl = grads("SpatialTransformer", ST_AT, g, x, loc)
+    assert gx.dtype == dtype and gl.dtype == dtype
+    assert_mx(
+        gx.ravel(),
+        [0.0247408, 0.0091482, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        + [-0.0043333, -0.2516667, -0.6354445, -0.3424445, -1.3111111, -0.5383334, -0.0308889, -0.5555555, -0.4846666],
+    )
+    assert_mx(
+        gl,
+        [
+            [0.0983008, 0.0949021, -0.0949021, 0.3227451, 0.8682353, -0.8682353],
+            [0.395817, -0.9466667, -0.1827451, -0.4520262, -0.9623528, -2.4258823],
+        ],
+        rtol=1e-5,
+    )
+
+
+def test_spatial_transformer_is_the_sampler_at_the_affine_grid():
+    grid = run("GridGenerator", {"transform_type": "affine", "target_shape": [2, 4]}, ST_LOC)
+    np.testing.assert_array_equal(
+        run("SpatialTransformer", {**ST_AT, "cudnn_off": True}, ST_X, ST_LOC), run("BilinearSampler", {}, ST_X, grid)
+    )
+
+
+@pytest.mark.parametrize(
+    "at, specs, kind, words",
+    [
+        ({**ST_AT, "transform_type": "warp"}, [((1, 1, 2, 3), "float32"), ((1, 6), "float32")], InvalidInput, "affine"),
+        (
+            {**ST_AT, "sampler_type": "nearest"},
+            [((1, 1, 2, 3), "float32"), ((1, 6), "float32")],
+            InvalidInput,
+            "bilinear",
+        ),
+        (
+            {"target_shape": [2, 2], "transform_type": "affine"},
+            [((1, 1, 2, 3), "float32"), ((1, 6), "float32")],
+            InvalidInput,
+            "sampler_type",
+        ),
+        (
+            {"transform_type": "affine", "sampler_type": "bilinear"},
+            [((1, 1, 2, 3), "float32"), ((1, 6), "float32")],
+            InvalidInput,
+            "at least (2, 2)",
+        ),
+        (ST_AT, [((1, 1, 2, 3), "float32"), ((1, 5), "float32")], ShapeError, "loc must have shape (N, 6)"),
+        (ST_AT, [((1, 1, 2, 3), "float32"), ((1, 2, 3), "float32")], ShapeError, "loc must have shape (N, 6)"),
+        (ST_AT, [((1, 1, 2, 3), "float32"), ((2, 6), "float32")], ShapeError, "loc has 2 samples, the data 1"),
+        (ST_AT, [((1, 2, 3), "float32"), ((1, 6), "float32")], ShapeError, "data must be 4-D"),
+        (ST_AT, [((1, 1, 2, 3), "float32"), ((1, 6), "float64")], DTypeError, "same dtype"),
+        (ST_AT, [((1, 1, 2, 3), "float16"), ((1, 6), "float16")], DTypeError, "float16"),  # (MXNet's fails)
+        (ST_AT, [((1, 1, 2, 0), "float32"), ((1, 6), "float32")], ShapeError, "no pixels"),
+    ],
+)
+def test_spatial_transformer_refuses_what_mxnet_refuses(at, specs, kind, words):
+    e = refused("SpatialTransformer", at, *specs)
+    assert isinstance(e, kind) and words in str(e) and "SpatialTransformer" in str(e), e
+
+
+def test_spatial_transformer_backward_through_the_client_to_second_order():
+    """Recorded through nd and autograd: loc's gradient is MXNet's, and the gradient of a
+    function of data's gradient flows back to loc (the VJP is made of the table's ops)."""
+    x, loc = nd.array(ST_X), nd.array(ST_LOC)
+    x.attach_grad()
+    loc.attach_grad()
+    g = nd.array(np.linspace(1, -1, 16).reshape(2, 1, 2, 4).astype(F32))
+    with autograd.record():
+        y = nd.SpatialTransformer(x, loc, **ST_AT)
+    y.backward(g)
+    assert_mx(loc.grad.asnumpy()[0], [0.0983008, 0.0949021, -0.0949021, 0.3227451, 0.8682353, -0.8682353], rtol=1e-5)
+    with autograd.record():
+        y = nd.SpatialTransformer(x, loc, **ST_AT)
+        (dx,) = autograd.grad(nd.sum(y * g), [x], create_graph=True)
+        z = nd.sum(dx * dx)
+    z.backward()
+    # against central differences of sum(dx^2) along a direction of loc (float64, eager VJPs;
+    # no sample point crosses a pixel's edge within the step)
+    x64, loc64, g64 = ST_X.astype(np.float64), ST_LOC.astype(np.float64), g.asnumpy().astype(np.float64)
+    v = np.random.default_rng(0).standard_normal(loc64.shape)
+
+    def z_at(t: float) -> float:
+        return float((grads("SpatialTransformer", ST_AT, g64, x64, loc64 + t * v)[0] ** 2).sum())
+
+    numeric = (z_at(1e-6) - z_at(-1e-6)) / 2e-6
+    assert abs(numeric) > 1e-3
+    np.testing.assert_allclose(float(np.vdot(loc.grad.asnumpy(), v)), numeric, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# ROIPooling
+
+RP_X = ((np.arange(120) * 7 % 23).reshape(2, 2, 5, 6) / 4 - 2).astype(F32)  # (ties: the first maximum is taken)
+RP_ROIS = np.array(
+    [
+        [0, 0, 0, 2, 2],
+        [1, 1.4, 0.5, 4.6, 3.5],
+        [0, 3, 1, 5, 4],
+        [1.9, 0, 0, 0, 0],
+        [0, -3, -3, -1, -1],
+        [0, 4, 3, 1, 1],
+    ],
+    F32,
+)
+RP_AT = {"pooled_size": [2, 3], "spatial_scale": 1.0}
+RP_Y = (  # MXNet 1.9.1, flat: a region outside the data is 0; one of x2 < x1 is 1 pixel
+    [2.75, -0.25, 1.5, 2.75, 3.5, 0.5, 3.5, 0.5, 2.25, 3.5, -0.5, 1.25]
+    + [2.0, 2.75, 1.5, 3.0, 3.5, 3.5, 2.75, 3.5, 2.25, 0.75, 3.25, 3.25]
+    + [2.25, 3.0, 0.0, 0.25, 2.0, 2.75, 3.0, -1.0, 0.75, 1.0, 2.75, 3.5]
+    + [-0.5] * 6
+    + [0.25] * 6
+    + [0.0] * 12
+    + [2.0] * 6
+    + [2.75] * 6
+)
+RP_GX = {  # MXNet 1.9.1's data gradients for the head gradient linspace(-1, 1), flat, by sample
+    "float32": [
+        [0.0, -0.971831, -0.943662, 0.0, 0.0, 0.0, -1.915493, 0.0, -0.8591549, -0.3239437, 0.0, -0.2676056]
+        + [0.0, -0.8873239, 0.0, 0.0, -0.2957746, 0.0, 0.0, 0.0, 0.0, -0.2394366, 4.3521128, 0.0]
+        + [0.0, 0.0, 0.0, 0.0, 0.0, -0.1830986, 0.0, -0.8028169, -0.7746479, 0.0, 0.0, 0.0]
+        + [-1.5774648, -0.7183099, -0.6901408, -0.1549296, -0.1267606, -0.0985916, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        + [0.0, 0.0, 0.0, -0.0704225, 5.5352111, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.0140845],
+        [0.5070423, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.6619718, 0.0, 0.0, -0.6056338]
+        + [0.0, 0.0, 0.0, -0.6338028, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0704225, 0.0]
+        + [0.0, -0.5774648, 0.0, 0.0, 0.0, 0.0, 1.5211267, 0.0, 0.0, 0.0, 0.0, 0.0]
+        + [0.0, 0.0, -0.4929577, 0.0, 0.0, -0.4366197, 0.0, 0.0, 0.0, -0.4647887, 0.0, 0.0]
+        + [0.0, 0.0, -0.4084507, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.7323943, 0.0],
+    ],
+    "float16": [
+        [0.0, -0.9716797, -0.9438477, 0.0, 0.0, 0.0, -1.9160156, 0.0, -0.859375, -0.3239746, 0.0, -0.2675781]
+        + [0.0, -0.887207, 0.0, 0.0, -0.2956543, 0.0, 0.0, 0.0, 0.0, -0.2393799, 4.3515625, 0.0]
+        + [0.0, 0.0, 0.0, 0.0, 0.0, -0.1831055, 0.0, -0.8027344, -0.7744141, 0.0, 0.0, 0.0]
+        + [-1.578125, -0.7182617, -0.6899414, -0.1549072, -0.126709, -0.0985718, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        + [0.0, 0.0, 0.0, -0.0704346, 5.5351562, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.0140839],
+        [0.5068359, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.6621094, 0.0, 0.0, -0.6054688]
+        + [0.0, 0.0, 0.0, -0.6337891, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0703125, 0.0]
+        + [0.0, -0.5776367, 0.0, 0.0, 0.0, 0.0, 1.5214844, 0.0, 0.0, 0.0, 0.0, 0.0]
+        + [0.0, 0.0, -0.4929199, 0.0, 0.0, -0.4365234, 0.0, 0.0, 0.0, -0.4648438, 0.0, 0.0]
+        + [0.0, 0.0, -0.4084473, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.7324219, 0.0],
+    ],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_roi_pooling_values_and_gradient_are_mxnets(dtype):
+    """Each bin's maximum (the first of ties), 0 for a bin outside the data; the gradient
+    added into the maxima's places (several bins' into one), none to rois (MXNet's zeros)."""
+    x, rois = RP_X.astype(dtype), RP_ROIS.astype(dtype)
+    y = run("ROIPooling", RP_AT, x, rois)
+    assert y.dtype == dtype and y.shape == (6, 2, 2, 3)
+    assert y.ravel().tolist() == RP_Y
+    g = np.linspace(-1, 1, 72).reshape(6, 2, 2, 3).astype(dtype)
+    gx, gr = grads("ROIPooling", RP_AT, g, x, rois)
+    assert gr is None and gx.dtype == dtype and gx.shape == x.shape
+    tol = 2e-3 if dtype == "float16" else 2e-6
+    want = RP_GX["float16" if dtype == "float16" else "float32"]
+    assert_mx(gx.reshape(2, -1), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "rois, at, want",
+    [  # MXNet 1.9.1 on RP_X: corners scaled and rounded half away from zero (0.45 * 2 ... 3.1 / 4)
+        (
+            [[1, 1, 2, 11, 9], [0, 0.9, 0.9, 3.1, 3.1]],
+            {"pooled_size": [3, 2], "spatial_scale": 0.5},
+            [2.75, 1.5, 3.0, 3.5, 3.0, 2.5, 3.5, 2.25, 3.5, 3.25, 1.5, 3.25]
+            + [-0.25, 1.5, 2.75, 0.5, 3.5, 3.5, 0.5, 2.25, 3.5, 1.25, 2.5, 0.25],
+        ),
+        (
+            [[1, 1, 2, 11, 9], [0, 0.9, 0.9, 3.1, 3.1]],
+            {"pooled_size": [3, 2], "spatial_scale": 0.25},
+            [0.25, 2.0, 3.25, 2.75, 3.25, 2.75, 1.0, 2.75, 1.0, 3.5, 0.0, 3.5]
+            + [-2.0, -0.25, 2.75, -0.25, 2.75, -1.25, -1.25, 0.5, 3.5, 0.5, 3.5, -0.5],
+        ),
+        (  # (0.5 rounds to 1, 2.5 to 3, 3.5 to 4: C's round, not numpy's)
+            [[0, 0.5, 2.5, 1.5, 3.5]],
+            {"pooled_size": [3, 3], "spatial_scale": 1.0},
+            None,
+        ),
+    ],
+)
+def test_roi_pooling_scales_and_rounds_as_mxnet(rois, at, want):
+    if want is None:  # MXNet 1.9.1 on arange(60) of (2, 1, 5, 6)
+        x = np.arange(60, dtype=F32).reshape(2, 1, 5, 6)
+        y = run("ROIPooling", at, x, np.array(rois, F32))
+        assert y.ravel().tolist() == [19.0, 20.0, 20.0, 25.0, 26.0, 26.0, 25.0, 26.0, 26.0]
+        return
+    assert run("ROIPooling", at, RP_X, np.array(rois, F32)).ravel().tolist() == want
+
+
+def test_roi_pooling_of_nothing_above_minus_flt_max_and_its_argmax():
+    """A bin of -inf or NaN alone keeps MXNet's start, -FLT_MAX (-inf in float16), and takes no
+    gradient; roi_pooling_argmax gives -1 there and for an empty bin, else the flat index."""
+    at = {"pooled_size": [1, 1], "spatial_scale": 1.0}
+    rois = np.array([[0, 0, 0, 1, 1]], F32)
+    for fill in (-np.inf, np.nan):
+        x = np.full((1, 1, 2, 2), fill, F32)
+        assert run("ROIPooling", at, x, rois).ravel().tolist() == [float(np.finfo(F32).min)]
+        gx, _ = grads("ROIPooling", at, np.ones((1, 1, 1, 1), F32), x, rois)
+        assert gx.tolist() == [[[[0.0, 0.0], [0.0, 0.0]]]]
+    y = run("ROIPooling", at, np.full((1, 1, 2, 2), -np.inf, np.float16), rois.astype(np.float16))
+    assert y.ravel().tolist() == [-np.inf]
+    y = run("ROIPooling", at, np.full((1, 1, 2, 2), -np.inf), rois.astype(np.float64))
+    assert y.ravel().tolist() == [-3.4028234663852886e38]
+    x = np.array([[[[1, np.nan], [3, 2]]]], F32)  # (NaN passed over, as MXNet's comparisons do)
+    assert run("ROIPooling", at, x, rois).ravel().tolist() == [3.0]
+    four = np.array([[0, 0, 0, 1, 1], [0, 5, 5, 6, 6], [0, 1, 1, 1, 1], [0, 1, 0, 1, 0]], F32)  # (the last: the NaN)
+    idx = run("roi_pooling_argmax", at, x, four)
+    assert idx.dtype == np.int64 and idx.ravel().tolist() == [2, -1, 3, -1]
+    assert run("ROIPooling", at, x, four).ravel().tolist() == [3.0, 0.0, 2.0, float(np.finfo(F32).min)]
+
+
+@pytest.mark.parametrize(
+    "at, specs, kind, words",
+    [
+        ({"spatial_scale": 1.0}, [((1, 1, 4, 4), "float32"), ((1, 5), "float32")], InvalidInput, "'pooled_size'"),
+        ({"pooled_size": [2, 2]}, [((1, 1, 4, 4), "float32"), ((1, 5), "float32")], InvalidInput, "'spatial_scale'"),
+        (
+            {"pooled_size": [2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float32")],
+            InvalidInput,
+            "2 positive sizes",
+        ),
+        (
+            {"pooled_size": [2, 2, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float32")],
+            InvalidInput,
+            "2 positive sizes",
+        ),
+        (
+            {"pooled_size": [0, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float32")],
+            InvalidInput,
+            "2 positive sizes",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": -1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float32")],
+            InvalidInput,
+            "in [0, 1]",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.5},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float32")],
+            InvalidInput,
+            "in [0, 1]",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 4), "float32")],
+            ShapeError,
+            "(R, 5)",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((5,), "float32")],
+            ShapeError,
+            "(R, 5)",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.0},
+            [((1, 4, 4), "float32"), ((1, 5), "float32")],
+            ShapeError,
+            "4-D",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "float32"), ((1, 5), "float64")],
+            DTypeError,
+            "same dtype",
+        ),
+        (
+            {"pooled_size": [2, 2], "spatial_scale": 1.0},
+            [((1, 1, 4, 4), "int32"), ((1, 5), "int32")],
+            DTypeError,
+            "floating point",
+        ),
+    ],
+)
+def test_roi_pooling_refuses_what_mxnet_refuses(at, specs, kind, words):
+    e = refused("ROIPooling", at, *specs)
+    assert isinstance(e, kind) and words in str(e) and "ROIPooling" in str(e), e
+
+
+@pytest.mark.parametrize(
+    "roi, words",
+    [
+        ([5, 0, 0, 2, 2], "batch index 5.0, outside the data's 2 samples"),
+        ([-1, 0, 0, 2, 2], "batch index -1.0"),
+        ([0, 0, 0, np.nan, 2], "not finite"),
+        ([np.inf, 0, 0, 1, 2], "not finite"),
+    ],
+)
+def test_roi_pooling_refuses_a_region_of_no_sample(roi, words):
+    """MXNet 1.9.1 reads past its data for these (its check is an assert, compiled out): 0s or
+    whatever is there; refused here, in a batch as in a call."""
+    with pytest.raises(InvalidInput, match="ROIPooling: roi 1 ") as e:
+        run("ROIPooling", RP_AT, RP_X, np.array([[0, 0, 0, 1, 1], roi], F32))
+    assert words in str(e.value)
+    s = Session("t")
+    s.arrays[1], s.arrays[2] = RP_X, np.array([roi], F32)
+    r = s.run_batch({"ops": [{"op": "ROIPooling", "in": [1, 2], "out": [3], "at": RP_AT}]})
+    assert "ROIPooling: roi 0 " in r["error"]["message"] and r["error"]["kind"] != "InternalError"
+
+
+def test_roi_pooling_backward_through_the_client():
+    """Recorded through nd and autograd: MXNet's data gradient; rois' is zeros."""
+    x, rois = nd.array(RP_X), nd.array(RP_ROIS)
+    x.attach_grad()
+    rois.attach_grad()
+    with autograd.record():
+        y = nd.ROIPooling(x, rois, **RP_AT)
+    y.backward(nd.array(np.linspace(-1, 1, 72).reshape(6, 2, 2, 3).astype(F32)))
+    assert_mx(x.grad.asnumpy().reshape(2, -1), RP_GX["float32"])
+    assert rois.grad.asnumpy().tolist() == np.zeros((6, 5)).tolist()
+
+
+# --------------------------------------------------------------------------
+# Correlation
+
+CR_A = ((np.arange(24) * 5 % 11).reshape(1, 2, 3, 4) / 4 - 1).astype(F32)
+CR_B = ((np.arange(24) * 7 % 13).reshape(1, 2, 3, 4) / 4 - 1.5).astype(F32)
+CORRELATIONS = {  # MXNet 1.9.1, flat: (attributes, output shape, y, data1's and data2's gradients for linspace(-1, 1))
+    "default": (
+        {},
+        (1, 9, 1, 2),
+        [0.1875, 0.5, -0.78125, -0.6875, 0.28125, 0.5625, 0.375, 0.625, -0.59375]
+        + [-0.5625, 0.46875, 0.6875, 0.5625, 0.75, -0.40625, -0.4375, 0.65625, 0.8125],
+        [0.0] * 5 + [1.2352942, 1.2352942] + [0.0] * 10 + [1.125, 1.0588236] + [0.0] * 5,
+        [0.125, -0.3455882, -0.2573529, -0.2058824, 0.0367647, -0.0808824, 0.0073529, 0.1470588]
+        + [-0.0514706, 0.1838235, 0.2720588, 0.5, -0.5, -0.1617647, -0.1029412, 0.1029412]
+        + [-0.1470588, 0.0147059, 0.0735294, -0.0735294, 0.2058824, 0.1911765, 0.25, -0.25],
+    ),
+    "absolute, padded": (  # (ties of data1 and data2: a sign of +1 for data1, MXNet's)
+        {"is_multiply": False, "pad_size": 1},
+        (1, 9, 3, 4),
+        [0.625, 0.875, 0.75, 0.625, 0.75, 1.125, 0.875, 0.625, 0.75, 0.125, 0.125, 0.375]
+        + [0.625, 0.875, 0.75, 0.625, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5]
+        + [0.625, 0.875, 0.75, 0.625, 1.125, 0.875, 0.625, 0.625, 0.125, 0.125, 0.375, 0.625]
+        + [0.625, 1.625, 1.375, 1.125, 0.75, 0.625, 0.375, 0.125, 0.75, 0.375, 0.625, 0.875]
+        + [0.375, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5]
+        + [1.5, 1.375, 1.125, 0.625, 0.625, 0.375, 0.125, 0.625, 0.375, 0.625, 0.875, 0.625]
+        + [0.625, 1.125, 0.875, 0.625, 0.75, 0.125, 0.125, 0.375, 0.75, 0.625, 0.75, 0.625]
+        + [0.125, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 0.75, 0.625, 0.75, 0.625]
+        + [1.5, 0.875, 0.625, 0.625, 0.125, 0.125, 0.375, 0.625, 0.75, 0.625, 0.75, 0.625],
+        [0.9299065, -0.9672897, -0.2943924, -0.7897196, -0.1261683, -0.0140187, -1.3224299, -1.1915888]
+        + [-0.0607475, -1.5093458, 1.3878504, -0.4626167, -1.0327102, -0.3785046, -0.8364486, -0.2102804]
+        + [0.7149534, -0.9299067, -0.8925234, -0.3504672, -0.6121496, 0.546729, -1.1915888, 1.3785048],
+        [1.0093458, 0.5887851, 1.0934579, -0.2056075, 0.3925234, -0.0046729, -0.8364487, -0.6728972]
+        + [-0.6448598, 0.2242991, -0.5046729, 1.0093459, 0.3084112, 1.1495327, 0.364486, 0.4859813]
+        + [0.3084112, 0.0420562, -1.1915888, -0.7570094, 0.046729, -0.9626168, 1.1495327, 0.2056075],
+    ),
+    "strides": (
+        {"max_displacement": 2, "stride1": 2, "stride2": 2, "pad_size": 2, "is_multiply": False},
+        (1, 9, 2, 2),
+        [0.625, 0.75, 0.75, 1.5, 0.625, 0.75, 1.5, 1.5, 0.625, 0.75, 1.5, 0.75, 0.625, 1.5, 0.75, 1.5, 0.375, 1.5]
+        + [1.5, 1.5, 0.125, 0.75, 1.5, 0.75, 0.625, 1.5, 0.75, 0.75, 0.625, 1.5, 0.75, 0.75, 0.875, 0.75, 0.75, 0.75],
+        [0.4428571, 0.0, -0.1285713, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1285714, 0.0, 0.3857143, 0.0]
+        + [-1.8142858, 0.0, -1.1857142, 0.0, 0.0, 0.0, 0.0, 0.0, -0.1285714, 0.0, -0.3857143, 0.0],
+        [0.9142857, 0.0, 0.4571429, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1428572, 0.0, -0.0857143, 0.0]
+        + [-0.5714286, 0.0, -0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.4571429, 0.0, 0.9142858, 0.0],
+    ),
+    "kernel 3": (  # (MXNet's CPU kernel: the window runs from each point, right and down)
+        {"kernel_size": 3, "max_displacement": 1, "pad_size": 2},
+        (1, 9, 3, 4),
+        [0.0208333, 0.0763889, 0.1215278, 0.1006944, 0.0763889, 0.2083333, 0.3055556, 0.2291667]
+        + [0.0763889, 0.2083333, 0.3055556, 0.2291667, -0.1909722, -0.2673611, -0.2291667, -0.1423611]
+        + [-0.3125, -0.4513889, -0.4166667, -0.2708333, -0.3125, -0.4513889, -0.4166667, -0.2708333]
+        + [0.0694444, 0.1319444, 0.09375, 0.0625, 0.1944444, 0.3263889, 0.2152778, 0.1319444]
+        + [0.1944444, 0.3263889, 0.2152778, 0.1319444, 0.0208333, 0.1111111, 0.1805556, 0.1597222]
+        + [0.0694444, 0.2222222, 0.3229167, 0.2534722, 0.0902778, 0.2222222, 0.3055556, 0.2152778]
+        + [-0.1805556, -0.3472222, -0.5, -0.3125, -0.3090278, -0.5520833, -0.7291667, -0.4756944]
+        + [-0.2708333, -0.4097222, -0.4166667, -0.2847222, 0.0868056, 0.2048611, 0.1736111, 0.1180556]
+        + [0.2048611, 0.3784722, 0.2743056, 0.1736111, 0.2361111, 0.3680556, 0.2291667, 0.1319444]
+        + [0.0902778, 0.2361111, 0.3472222, 0.2569444, 0.0902778, 0.2361111, 0.3472222, 0.2569444]
+        + [0.0625, 0.1458333, 0.2048611, 0.1423611, -0.1041667, -0.2152778, -0.3333333, -0.2152778]
+        + [-0.1041667, -0.2152778, -0.3333333, -0.2152778, -0.09375, -0.1423611, -0.1458333, -0.1006944]
+        + [0.1631944, 0.3368056, 0.2986111, 0.1736111, 0.1631944, 0.3368056, 0.2986111, 0.1736111]
+        + [0.1666667, 0.2569444, 0.1631944, 0.0902778],
+        [0.0311526, -0.1323988, 0.2570093, 0.1391485, 0.6214954, 1.1074766, 1.1074765, 0.6214952]
+        + [0.1391485, 0.2570094, -0.1323988, 0.0311527, -0.1744548, 0.1090343, -0.1542056, -0.0456906]
+        + [0.2336449, 1.0899535, 1.0794396, 0.2803738, -0.0, 0.0, 0.2538941, -0.0872274],
+        [-0.1849688, -0.7207943, -0.1273364, -0.0124611, 0.0260903, 0.0027259, 0.5930684, 0.61838]
+        + [0.2698598, 0.5159657, 0.1343458, 0.3707165, -0.5342678, -0.0942368, -0.2614226, -0.0589304]
+        + [0.0841122, 0.6394081, 0.6902907, 0.2276739, 0.1292835, 0.1674454, 0.4073209, -0.1409657],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("case", list(CORRELATIONS))
+def test_correlation_values_and_gradients_are_mxnets(case, dtype):
+    """MXNet 1.9.1's in float32 and float64; float16 (where MXNet 1.9.1 gives inf for 4.0) is
+    computed in float32 and rounded."""
+    at, shape, y, ga, gb = CORRELATIONS[case]
+    tol = 2e-3 if dtype == "float16" else 2e-6
+    a, b = CR_A.astype(dtype), CR_B.astype(dtype)
+    out = run("Correlation", at, a, b)
+    assert out.shape == shape and out.dtype == dtype
+    assert_mx(out.ravel(), y, rtol=tol, atol=tol)
+    g = np.linspace(-1, 1, int(np.prod(shape))).reshape(shape).astype(dtype)
+    ca, cb = grads("Correlation", at, g, a, b)
+    assert ca.dtype == dtype and cb.dtype == dtype
+    assert_mx(ca.ravel(), ga, rtol=tol, atol=tol)
+    assert_mx(cb.ravel(), gb, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "at, specs, kind, words",
+    [
+        ({"kernel_size": 2}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "positive odd number, got 2"),
+        ({"kernel_size": 0}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "positive odd number"),
+        ({"kernel_size": -1}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "positive odd number"),  # (MXNet: 0s)
+        ({"max_displacement": -1}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "must not be negative"),
+        ({"pad_size": -1}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "must not be negative"),  # (MXNet crashes)
+        ({"stride1": 0}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "at least 1"),
+        ({"stride2": 0}, [((1, 2, 5, 6), "float32")] * 2, InvalidInput, "at least 1"),  # (MXNet crashes)
+        ({"max_displacement": 3}, [((1, 2, 5, 6), "float32")] * 2, ShapeError, "do not fit"),
+        ({}, [((1, 2, 5, 6), "float32"), ((1, 2, 6, 5), "float32")], ShapeError, "one shape"),  # (MXNet reads past)
+        ({}, [((2, 2, 5, 6), "float32"), ((1, 2, 5, 6), "float32")], ShapeError, "one shape"),
+        ({}, [((2, 30, 6), "float32")] * 2, ShapeError, "4-D"),
+        ({}, [((1, 2, 5, 6), "float32"), ((1, 2, 5, 6), "float64")], DTypeError, "same dtype"),
+        ({}, [((1, 2, 5, 6), "int32")] * 2, DTypeError, "floating point"),
+    ],
+)
+def test_correlation_refuses_what_mxnet_refuses(at, specs, kind, words):
+    e = refused("Correlation", at, *specs)
+    assert isinstance(e, kind) and words in str(e) and "Correlation" in str(e), e
+
+
+def test_correlation_gradient_helpers_check_their_inputs():
+    """correlation_grad and correlation_sign_dot (the table's ops of Correlation's gradient and
+    of its second order): which is 0 or 1, the head gradient has the Correlation's shape."""
+    d = ((1, 2, 5, 6), "float32")
+    e = refused("correlation_grad", {"which": 2}, ((1, 9, 3, 4), "float32"), d, d)
+    assert isinstance(e, InvalidInput) and "which must be 0 (data1) or 1 (data2), got 2" in str(e)
+    e = refused("correlation_grad", {}, ((1, 9, 3, 3), "float32"), d, d)
+    assert isinstance(e, ShapeError) and "(1, 9, 3, 4) float32" in str(e)
+    e = refused("correlation_sign_dot", {"is_multiply": False}, ((1, 2, 5, 5), "float32"), d, d)
+    assert isinstance(e, ShapeError) and "correlation_sign_dot" in str(e)
+    e = refused("correlation_sign_dot", {"which": -1}, d, d, d)
+    assert isinstance(e, InvalidInput) and "got -1" in str(e)
+
+
+def test_correlation_second_order_through_the_client():
+    """The gradient of a function of data1's gradient flows to data2 and to the head gradient
+    (Correlation's VJP is made of the table's ops): d/db of sum(grad_a(g; b)^2) is
+    2 grad_b(g; grad_a), checked against the numpy gradients."""
+    a, b = nd.array(CR_A), nd.array(CR_B)
+    a.attach_grad()
+    b.attach_grad()
+    g = np.linspace(-1, 1, 18).reshape(1, 9, 1, 2).astype(F32)
+    with autograd.record():
+        y = nd.Correlation(a, b)
+        (da,) = autograd.grad(nd.sum(y * nd.array(g)), [a], create_graph=True)
+        z = nd.sum(da * da)
+    z.backward()
+    ga = grads("Correlation", {}, g, CR_A, CR_B)[0]
+    want = 2 * grads("Correlation", {}, g, ga, CR_B)[1]
+    assert_mx(b.grad.asnumpy(), want)
+
+
+@pytest.mark.parametrize(
+    "name, at, shapes, out",
+    [
+        ("BilinearSampler", {}, [(0, 2, 3, 4), (0, 2, 2, 2)], (0, 2, 2, 2)),
+        ("BilinearSampler", {}, [(2, 0, 3, 4), (2, 2, 2, 2)], (2, 0, 2, 2)),
+        ("BilinearSampler", {}, [(2, 1, 3, 4), (2, 2, 0, 2)], (2, 1, 0, 2)),
+        ("GridGenerator", {"transform_type": "affine", "target_shape": [2, 3]}, [(0, 6)], (0, 2, 2, 3)),
+        ("GridGenerator", {"transform_type": "warp"}, [(0, 2, 3, 3)], (0, 2, 3, 3)),
+        ("SpatialTransformer", {**ST_AT, "target_shape": [2, 3]}, [(0, 1, 3, 3), (0, 6)], (0, 1, 2, 3)),
+        ("SpatialTransformer", {**ST_AT, "target_shape": [2, 3]}, [(2, 0, 3, 3), (2, 6)], (2, 0, 2, 3)),
+        ("ROIPooling", {"pooled_size": [2, 2], "spatial_scale": 1.0}, [(1, 2, 3, 3), (0, 5)], (0, 2, 2, 2)),
+        ("ROIPooling", {"pooled_size": [2, 2], "spatial_scale": 1.0}, [(1, 0, 3, 3), (1, 5)], (1, 0, 2, 2)),
+        ("Correlation", {}, [(0, 2, 4, 4), (0, 2, 4, 4)], (0, 9, 2, 2)),
+    ],
+)
+def test_the_spatial_ops_take_empty_batches_and_channels(name, at, shapes, out):
+    """No samples, channels, regions or output points: an empty result and a zero gradient
+    (the samplers' gradients reshaped a flat array by a shape holding a 0, which the table's
+    reshape reads as "this axis as it is")."""
+    s = Session("t")
+    for i, shape in enumerate(shapes):
+        s.arrays[i + 1] = np.zeros(shape, F32)
+    ops = [
+        {"op": "attach_grad", "in": [1]},
+        {"op": name, "in": list(range(1, len(shapes) + 1)), "out": [50], "at": at, "mode": 3},
+        {"op": "backward", "in": [50]},
+        {"op": "grad", "in": [1], "out": [51]},
+        {"op": "read", "in": [50, 51]},
+    ]
+    r = s.run_batch({"ops": ops})
+    assert "error" not in r, r
+    assert r["values"][0].shape == out
+    assert r["values"][1].shape == shapes[0] and not r["values"][1].any()

@@ -1255,6 +1255,41 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
         [((2, 4, 12, 12, 12), "float32")],
     ),
     ("Pooling", {"global_pool": True, "pool_type": "sum"}, [((2, 4, 10, 12, 14), "float16")]),
+    # spatial sampling (ROIPooling, BilinearSampler, GridGenerator, SpatialTransformer, Correlation)
+    ("GridGenerator", {"transform_type": "affine", "target_shape": [300, 400]}, [((4, 6), "float32")]),
+    ("GridGenerator", {"transform_type": "warp"}, [((4, 2, 200, 300), "float64")]),
+    ("BilinearSampler", {}, [((4, 8, 64, 64), "float32"), ((4, 2, 100, 120), "float32")]),
+    ("BilinearSampler", {}, [((4, 8, 64, 64), "float16"), ((4, 2, 50, 60), "float16")]),
+    ("BilinearSampler", {}, [((2, 32, 200, 200), "float64"), ((2, 2, 20, 30), "float64")]),  # (data past the output)
+    (
+        "SpatialTransformer",
+        {"transform_type": "affine", "sampler_type": "bilinear", "target_shape": [100, 120]},
+        [((4, 8, 64, 64), "float32"), ((4, 6), "float32")],
+    ),
+    # (the COSTLY inputs are in [1, 5): batch indices of 8 samples, regions of a few pixels)
+    ("ROIPooling", {"pooled_size": [7, 7], "spatial_scale": 1.0}, [((8, 64, 32, 32), "float32"), ((99, 5), "float32")]),
+    ("ROIPooling", {"pooled_size": [2, 3], "spatial_scale": 0.5}, [((8, 256, 16, 9), "float16"), ((99, 5), "float16")]),
+    (
+        "roi_pooling_argmax",
+        {"pooled_size": [4, 4], "spatial_scale": 1.0},
+        [((8, 64, 32, 32), "float64"), ((200, 5), "float64")],
+    ),
+    ("Correlation", {}, [((4, 32, 48, 48), "float32"), ((4, 32, 48, 48), "float32")]),
+    (
+        "Correlation",
+        {"kernel_size": 3, "max_displacement": 4, "stride2": 2, "pad_size": 4, "is_multiply": False},
+        [((2, 16, 40, 40), "float16"), ((2, 16, 40, 40), "float16")],
+    ),
+    (
+        "correlation_grad",
+        {"max_displacement": 2, "stride1": 2, "pad_size": 2, "which": 1},
+        [((2, 25, 20, 20), "float64"), ((2, 16, 40, 40), "float64"), ((2, 16, 40, 40), "float64")],
+    ),
+    (
+        "correlation_sign_dot",
+        {"is_multiply": False},
+        [((2, 16, 40, 40), "float32"), ((2, 16, 40, 40), "float32"), ((2, 16, 40, 40), "float32")],
+    ),
 ]
 
 
