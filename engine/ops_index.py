@@ -1,5 +1,6 @@
-"""Densities of the random distributions (``random_pdf_*``) and index ops: batch_take,
-khatri_rao, ravel_multi_index, unravel_index, scatter_nd, all_finite."""
+"""Densities of the random distributions (``random_pdf_*``, random_pdf_dirichlet's of vectors)
+and index ops: batch_take, khatri_rao, ravel_multi_index, unravel_index, scatter_nd,
+all_finite, multi_all_finite."""
 
 from __future__ import annotations
 
@@ -263,9 +264,42 @@ def _all_finite(cx, at, x):
     MXNet's. ``init_output=False`` (MXNet's: the output is not set to 1 first, so it keeps what
     it held unless an element is not finite) gives a new array here, so 1 as well when all are
     finite."""
+    return np.array([1.0 if _finite(x) else 0.0], np.float32)
+
+
+def _finite(x: np.ndarray) -> bool:
+    """Whether every element of x is finite (a chunk at a time: no mask of x's size)."""
     flat = x.reshape(-1)
-    finite = all(np.isfinite(flat[i : i + CHUNK]).all() for i in range(0, flat.size, CHUNK))
-    return np.array([1.0 if finite else 0.0], np.float32)
+    return all(np.isfinite(flat[i : i + CHUNK]).all() for i in range(0, flat.size, CHUNK))
+
+
+def _multi_all_finite_infer(at: dict, *xs: Spec) -> Spec:
+    name = "multi_all_finite"
+    if at["num_arrays"] != len(xs):  # (MXNet's check; with no arrays at all it crashes)
+        raise InvalidInput(f"{name}: expects {at['num_arrays']} arrays (num_arrays), but got {len(xs)}")
+    if not xs:
+        raise InvalidInput(f"{name}: needs at least one array")
+    for x in xs:
+        if x.dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"{name}: takes floating point arrays only, got {x.dtype}")
+    same_dtype(name, *xs)  # (MXNet 1.9.1: "data type do not match specified type")
+    return Spec((1,), "float32")
+
+
+@defop(
+    "multi_all_finite",
+    ("*data",),
+    (Attr("num_arrays", "int", 1), Attr("init_output", "bool", True)),
+    infer=_multi_all_finite_infer,
+    scratch=lambda at, *xs: min(max((prod(x.shape) for x in xs), default=0), CHUNK),
+)
+def _multi_all_finite(cx, at, *xs):
+    """[1.] (float32) when every element of every array (``num_arrays`` of them, of one
+    floating point dtype) is finite, else [0.]; not differentiable, as MXNet's (its check of
+    the gradients of a mixed precision step). ``init_output=False`` gives a new array here, as
+    all_finite's: 1 as well when all are finite (MXNet 1.9.1 leaves its output as it was, which
+    gave 0 for finite arrays)."""
+    return np.array([1.0 if all(_finite(x) for x in xs) else 0.0], np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -543,3 +577,112 @@ _pdf(
     "binomial of k = 1 / alpha, p = 1 / (mu alpha + 1) (alpha 0 is NaN, as MXNet's); no gradient "
     "for the sample (MXNet's: zero)." + _SHAPES,
 )
+
+
+# --------------------------------------------------------------------------
+# random_pdf_dirichlet: a density of vectors (the categories on the last axis)
+
+
+def _dirichlet_infer(at: dict, x: Spec, alpha: Spec) -> Spec:
+    name = "random_pdf_dirichlet"
+    dt = same_dtype(name, x, alpha)
+    if dt not in FLOAT_DTYPES:
+        raise DTypeError(f"{name}: takes floating point arrays only (float16, float32, float64), got {dt}")
+    if not alpha.shape or alpha.shape[-1] == 0:
+        raise ShapeError(
+            f"{name}: alpha must have a last axis of the categories (at least one), got shape {alpha.shape}"
+        )
+    if len(x.shape) < len(alpha.shape):  # (MXNet's check)
+        raise ShapeError(
+            f"{name}: sample {x.shape} must have at least the rank of alpha {alpha.shape} (the distributions' shape)"
+        )
+    lead = alpha.shape[:-1]
+    if x.shape[: len(lead)] != lead or x.shape[-1] != alpha.shape[-1]:
+        raise ShapeError(
+            f"{name}: sample {x.shape} must be alpha's leading axes {lead}, any axes of samples, then its "
+            f"{alpha.shape[-1]} categories"
+        )
+    return Spec(x.shape[:-1] or (1,), dt)
+
+
+def _dirichlet_rows(x: Any, alpha: Any) -> tuple[int, int, int]:
+    """(distributions, samples of each, categories)."""
+    k = int(alpha.shape[-1])
+    m = prod(tuple(alpha.shape[:-1]))
+    rows = prod(tuple(x.shape[:-1]))
+    return m, rows // m if m else 0, k
+
+
+DIRICHLET_ARRAYS = 4
+"""float64 temporaries of a chunk at once: the sample, its log, the parameters gathered, the sum."""
+
+
+def _dirichlet_scratch(at: dict, x: Spec, alpha: Spec) -> int:
+    """``DIRICHLET_ARRAYS`` float64 arrays of a chunk of the sample (whole rows of it) and the
+    parameters' own float64 copies: alpha, its lgamma and each distribution's constant."""
+    n, k = prod(x.shape), alpha.shape[-1] if alpha.shape else 1
+    chunk = min(n, max(CHUNK // max(k, 1), 1) * k)
+    return 8 * (DIRICHLET_ARRAYS * chunk + 3 * prod(alpha.shape))
+
+
+def _dirichlet_vjp(F, at, g, y, x, alpha):
+    """d log pdf / d x_j = (alpha_j - 1) / x_j and d log pdf / d alpha_j = log x_j +
+    digamma(sum alpha) - digamma(alpha_j), times the density (is_log: 1) and the head
+    gradient; alpha's summed over the samples of its distribution (MXNet's)."""
+    lead, k = tuple(alpha.shape[:-1]), int(alpha.shape[-1])
+    extra = x.ndim - alpha.ndim
+    axes = tuple(range(len(lead), len(lead) + extra))
+    s = F.reshape(g if at["is_log"] else F.mul(g, y), shape=tuple(x.shape[:-1]) + (1,))
+    ae = F.reshape(alpha, shape=lead + (1,) * extra + (k,)) if extra else alpha
+    gx = F.mul(s, F.div(F.sub_scalar(ae, scalar=1.0), x))
+    logs = F.mul(s, F.log(x))
+    total = s
+    if extra:
+        logs, total = F.sum(logs, axis=axes), F.sum(s, axis=axes)
+    dig = F.sub(F.polygamma(F.sum(alpha, axis=-1, keepdims=True)), F.polygamma(alpha))
+    return gx, F.add(logs, F.mul(total, dig))
+
+
+def _dirichlet_vjp_scratch(at: dict, x: Spec, alpha: Spec) -> int:
+    """Sample-sized arrays of its dtype at once: alpha - 1 over x, the head gradient times it,
+    log x, times the head gradient (and its sum), and numpy's broadcast of the head gradient
+    along the categories: 5 (4 measured); polygamma's chunks."""
+    return 5 * prod(x.shape) * np.dtype(x.dtype).itemsize + float64_scratch(POLYGAMMA_ARRAYS, 2)(at, alpha)
+
+
+@defop(
+    "random_pdf_dirichlet",
+    ("sample", "alpha"),
+    (IS_LOG,),
+    infer=_dirichlet_infer,
+    vjp=_dirichlet_vjp,
+    scratch=_dirichlet_scratch,
+    vjp_scratch=_dirichlet_vjp_scratch,
+)
+def _pdf_dirichlet(cx, at, x, alpha):
+    """The density of Dirichlet distributions of concentrations ``alpha`` (..., k) at vectors
+    of ``sample`` (alpha's leading axes, any axes of samples, then the k categories):
+    gamma(sum alpha) / prod gamma(alpha_j) * prod x_j^(alpha_j - 1), the result of sample's
+    shape less its last axis. As MXNet's, the formula as it is: a sample off the simplex has
+    the formula's value, one outside (0, 1) the formula's NaN or 0. Computed in float64 a chunk
+    at a time, rounded to the inputs' dtype. ``is_log``: the log-density."""
+    m, per, k = _dirichlet_rows(x, alpha)
+    out = np.empty(x.shape[:-1] or (1,), x.dtype)
+    rows = m * per
+    if rows == 0:
+        return out
+    a = alpha.reshape(m, k).astype(np.float64)
+    with np.errstate(all="ignore"):  # (a sample at 0 or below, an alpha at 0 or below: inf, NaN)
+        const = _lgamma(a.sum(axis=1)) - _lgamma(a).sum(axis=1)
+        a -= 1.0
+        xf, of = x.reshape(rows, k), out.reshape(-1)
+        step = max(CHUNK // k, 1)
+        for i in range(0, rows, step):
+            end = min(i + step, rows)
+            j = np.arange(i, end) // per
+            lx = np.log(xf[i:end].astype(np.float64))
+            lx *= a[j]
+            lp = lx.sum(axis=1)
+            lp += const[j]
+            of[i:end] = lp if at["is_log"] else np.exp(lp)
+    return out

@@ -21,7 +21,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from . import alloc, kernels, ops_array, ops_index, ops_linalg, ops_math, ops_nn, ops_vision, parallel, tape  # noqa: F401  (ops_*: the rest of the table)
+from . import (  # noqa: F401  (ops_*: the rest of the table)
+    alloc,
+    kernels,
+    ops_array,
+    ops_index,
+    ops_linalg,
+    ops_math,
+    ops_nn,
+    ops_seq,
+    ops_vision,
+    parallel,
+    tape,
+)
 from . import ops as _ops  # (fills the table)
 from .dispatch import Context, Eager, Recorder
 from .errors import (

@@ -44,6 +44,8 @@ from gradserve.engine.optable import OPS, Op, Spec
 from gradserve.engine.session import Session
 from gradserve.engine.tape import Node, resolve
 
+from .test_ops_seq import ctc_ref
+
 # --------------------------------------------------------------------------
 # input domains: (rng, shape) -> float64 array
 
@@ -1209,6 +1211,26 @@ CASES: dict[str, Case] = {
         nondiff=(1, 2),  # (the signs are constant between the kinks)
         is_multiply=False,
     ),
+    # CTCLoss, random_pdf_dirichlet, multi_all_finite
+    # CTCLoss: labels in [0, 4) with the blank first (0: padding, so some samples have fewer)
+    "CTCLoss": C(
+        lambda x, lab: ctc_ref(x, lab)[0],
+        (5, 3, 4),
+        (3, 2),
+        dom=(SMOOTH, IDX(0, 4)),
+        nondiff=(1,),
+    ),
+    # Dirichlet densities: 2 distributions of 4 categories, 3 vectors of each (inside (0, 1))
+    "random_pdf_dirichlet": C(
+        lambda x, a: np.exp(
+            ((a[:, None, :] - 1) * np.log(x)).sum(-1)
+            + (np.vectorize(math.lgamma)(a.sum(-1)) - np.vectorize(math.lgamma)(a).sum(-1))[:, None]
+        ),
+        (2, 3, 4),
+        (2, 4),
+        dom=(U(0.1, 1.0), POS),
+    ),
+    "multi_all_finite": C(lambda a, b: np.ones(1, np.float32), (2, 3), (4,), out="float32", num_arrays=2),
 }
 
 # other attribute settings, modes and input arities: (id, op name, case)
@@ -2809,6 +2831,72 @@ VARIANTS: list[tuple[str, str, Case]] = [
             which=1,
         ),
     ),
+    # CTCLoss, random_pdf_dirichlet, multi_all_finite
+    (  # the blank last, both lengths (some labels longer than their data allow: MXNet's 0)
+        "CTCLoss-last-lengths",
+        "CTCLoss",
+        C(
+            lambda x, lab, dl, ll: ctc_ref(x, lab, dl, ll, blank="last")[0],
+            (6, 4, 5),
+            (4, 3),
+            (4,),
+            (4,),
+            dom=(SMOOTH, IDX(0, 4), IDX(2, 7), IDX(0, 4)),
+            nondiff=(1, 2, 3),
+            use_data_lengths=True,
+            use_label_lengths=True,
+            blank_label="last",
+        ),
+    ),
+    (
+        "CTCLoss-data-lengths",
+        "CTCLoss",
+        C(
+            lambda x, lab, dl: ctc_ref(x, lab, dl)[0],
+            (7, 3, 3),
+            (3, 4),
+            (3,),
+            dom=(SMOOTH, IDX(0, 3), IDX(1, 8)),
+            nondiff=(1, 2),
+            use_data_lengths=True,
+        ),
+    ),
+    (  # one distribution (alpha (3,)) of 2 x 2 vectors, the log-density
+        "random_pdf_dirichlet-log-one-alpha",
+        "random_pdf_dirichlet",
+        C(
+            lambda x, a: ((a - 1) * np.log(x)).sum(-1) + math.lgamma(a.sum()) - np.vectorize(math.lgamma)(a).sum(),
+            (2, 2, 3),
+            (3,),
+            dom=(U(0.1, 1.0), POS),
+            is_log=True,
+        ),
+    ),
+    (  # a vector of alpha's own shape: one density, shape (1,) (MXNet's)
+        "random_pdf_dirichlet-one-vector",
+        "random_pdf_dirichlet",
+        C(
+            lambda x, a: np.exp(
+                ((a - 1) * np.log(x)).sum(keepdims=True) + math.lgamma(a.sum()) - np.vectorize(math.lgamma)(a).sum()
+            ),
+            (4,),
+            (4,),
+            dom=(U(0.1, 1.0), POS),
+        ),
+    ),
+    (
+        "multi_all_finite-nan",
+        "multi_all_finite",
+        C(
+            lambda a, b, c: np.zeros(1, np.float32),
+            (2, 3),
+            (3,),
+            (2, 2),
+            dom=(SMOOTH, lambda rng, s: np.where(np.arange(3) == 1, np.nan, 1.0), SMOOTH),
+            out="float32",
+            num_arrays=3,
+        ),
+    ),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 
@@ -3007,6 +3095,7 @@ def test_variadic_ops_and_arity():
     }
     want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     want |= {"khatri_rao", "UpSampling", "Crop"}
+    want |= {"CTCLoss", "multi_all_finite"}  # (lengths; arrays)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)

@@ -750,3 +750,266 @@ def test_a_float_index_past_any_axis_is_named_as_given():
         with pytest.raises(IndexOutOfRange, match=re.escape(f"gather_nd: index {said} is out of bounds")):
             nd.gather_nd(nd.array([1.0, 2.0, 3.0]), nd.array([[v]])).asnumpy()
     assert nd.gather_nd(nd.array([1.0, 2.0, 3.0]), nd.array([[-3.9, 2.9]])).asnumpy().tolist() == [1.0, 3.0]
+
+
+# --------------------------------------------------------------------------
+# random_pdf_dirichlet
+
+DS = [[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]]  # two vectors of 3 categories
+DA = [[1.5, 2.0, 0.7], [3.0, 0.5, 1.2]]  # their distributions' concentrations
+DS3 = [  # three vectors of each distribution
+    [[0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [0.25, 0.25, 0.5]],
+    [[0.1, 0.6, 0.3], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]],
+]
+
+DIRICHLET = [  # sample, alpha, is_log, MXNet's densities
+    (DS, DA, False, [1.1137388944625854, 0.048109021037817]),
+    (DS, DA, True, [0.10772272944450378, -3.034285545349121]),
+    (
+        DS3,
+        DA,
+        False,
+        [
+            [1.1137388944625854, 0.749509871006012, 1.0376650094985962],
+            [0.048109021037817, 0.6485925912857056, 1.182464361190796],
+        ],
+    ),
+    (
+        DS3,
+        DA,
+        True,
+        [
+            [0.10772272944450378, -0.2883358299732208, 0.03697296604514122],
+            [-3.034285545349121, -0.43295052647590637, 0.16760072112083435],
+        ],
+    ),
+    (DS[0], DA[0], False, [1.1137388944625854]),  # one vector: shape (1,)
+    ([[1, 2], [2, 3], [3, 4]], [2.5, 2.5], False, [38.413498, 199.60234, 564.56085]),  # (MXNet's docs; off the simplex)
+    ([[0.5, 0.5, 0.5], [-0.1, 0.6, 0.5]], DA, False, [2.934959888458252, NAN]),  # the formula as it is
+    ([[0.0, 0.5, 0.5], [0.1, 0.6, 0.3]], DA, False, [0.0, 0.048109021037817]),
+    (DS, [[0.0, 1, 1], [-1, 1, 1]], False, [0.0, 0.0]),  # alpha <= 0: lgamma's pole
+    ([[1.0], [0.5]], [[2.0], [3.0]], False, [1.0, 0.25]),  # one category
+    ([[0.3, 0.7]], [[1.0, 1.0]], False, [1.0]),  # the uniform one
+]
+
+
+@pytest.mark.parametrize("x, alpha, is_log, want", DIRICHLET)
+def test_random_pdf_dirichlet_as_mxnet(x, alpha, is_log, want):
+    y = run("random_pdf_dirichlet", {"is_log": is_log}, *arrays((x, F32), (alpha, F32)))
+    assert y.dtype == np.float32
+    # (MXNet's float32 sums: its log-densities near 0 within 4e-7 of float64's, 0.10772273 for 0.10772305)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=5e-7 if is_log else 1e-7)
+
+
+def test_random_pdf_dirichlet_shapes_as_mxnet():
+    """alpha (..., k); sample: alpha's leading axes, any axes of samples, then k; the result
+    sample's shape less its last axis ((1,) for one vector)."""
+    for xs, a_s, want in [
+        ((2, 3), (3,), (2,)),
+        ((2, 4, 3), (3,), (2, 4)),
+        ((2, 4, 3), (2, 3), (2, 4)),
+        ((3,), (3,), (1,)),
+    ]:
+        op = OPS["random_pdf_dirichlet"]
+        assert op.infer(op.parse_attrs({}), Spec(xs, F32), Spec(a_s, F32)) == (want, F32)
+    x = np.array([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]], F64)
+    y = run("random_pdf_dirichlet", {}, x, np.array([1.5, 2.0, 0.7]))
+    np.testing.assert_allclose(y, [1.1137392210530088, 1.835917394527922], rtol=1e-12)  # (MXNet's, float64)
+
+
+def test_random_pdf_dirichlet_dtypes():
+    """float64 as MXNet's (1.1137392210530088, 0.048109057107831664); float16 computed in
+    float64 and rounded once (MXNet 1.9.1 computes it in float16: 0.047882 for 0.048109)."""
+    y = run("random_pdf_dirichlet", {}, *arrays((DS, F64), (DA, F64)))
+    np.testing.assert_allclose(y, [1.1137392210530088, 0.048109057107831664], rtol=1e-12)
+    y = run("random_pdf_dirichlet", {}, *arrays((DS, F16), (DA, F16)))
+    assert y.dtype == np.float16
+    want = run("random_pdf_dirichlet", {}, *arrays((DS, F16), (DA, F16))).astype(F64)
+    np.testing.assert_array_equal(y, want.astype(F16))
+    exact = run("random_pdf_dirichlet", {}, np.array(DS, F16).astype(F64), np.array(DA, F16).astype(F64))
+    np.testing.assert_array_equal(y, exact.astype(F16))
+    assert y.tolist() != [1.11328125, 0.047882080078125]  # (MXNet's float16 sums: 0.047882)
+
+
+@pytest.mark.parametrize(
+    "x, alpha, error, match",
+    [
+        ([0.2, 0.8], [[1.0, 1.0], [2.0, 2.0]], ShapeError, "at least the rank of alpha"),  # (MXNet's check)
+        (DS, [[1.0, 1.0], [2.0, 2.0]], ShapeError, "then its 2 categories"),  # (MXNet: "Shape inconsistent")
+        (DS3, [DA[0]], ShapeError, r"alpha's leading axes \(1,\)"),
+        ([[]], [[]], ShapeError, "a last axis of the categories"),  # (MXNet fails on empty arrays)
+    ],
+)
+def test_random_pdf_dirichlet_refusals(x, alpha, error, match):
+    with pytest.raises(error, match=match):
+        run("random_pdf_dirichlet", {}, *arrays((x, F32), (alpha, F32)))
+
+
+def test_random_pdf_dirichlet_takes_floats_of_one_dtype():
+    """MXNet: "This operation only support floating point types, not int32"; float32 with
+    float64: "Incompatible attr in node ... expected float32, got float64"."""
+    with pytest.raises(DTypeError, match="floating point"):
+        run("random_pdf_dirichlet", {}, *arrays((DS, I32), (DA, I32)))
+    with pytest.raises(DTypeError, match="same dtype"):
+        run("random_pdf_dirichlet", {}, *arrays((DS, F32), (DA, F64)))
+
+
+DIRICHLET_GRADS = [  # sample, alpha, is_log, head, MXNet's gradients of sample and alpha
+    (
+        DS,
+        DA,
+        False,
+        [1, 1],
+        [
+            [2.7843472957611084, 3.712462902069092, -0.6682433485984802],
+            [0.9621804356575012, -0.04009084776043892, 0.03207268565893173],
+        ],
+        [
+            [-0.3726447522640228, -0.35129350423812866, 2.0472922325134277],
+            [-0.08601631224155426, 0.13904032111167908, 0.02513653226196766],
+        ],
+    ),
+    (
+        DS,
+        DA,
+        True,
+        [1, -2],
+        [[2.5, 3.3333332538604736, -0.6000000238418579], [-40.0, 1.6666666269302368, -1.3333336114883423]],
+        [
+            [-0.3345889449119568, -0.31541818380355835, 1.8382155895233154],
+            [3.5758912563323975, -5.780218124389648, -1.0449820756912231],
+        ],
+    ),
+    (
+        DS3,
+        DA,
+        False,
+        [[1, 2, 3], [-1, 0.5, 2]],
+        [
+            [
+                [2.7843472957611084, 3.712462902069092, -0.6682433485984802],
+                [1.2491830587387085, 14.99019718170166, -1.499019742012024],
+                [6.225990295410156, 12.451980590820312, -1.8677971363067627],
+            ],
+            [
+                [-0.9621804356575012, 0.04009084776043892, -0.03207268565893173],
+                [2.161975145339966, -0.5404937863349915, 0.16214817762374878],
+                [9.459714889526367, -2.9561607837677, 4.7298583984375],
+            ],
+        ],
+        [
+            [0.4257122278213501, -4.02041482925415, 9.759431838989258],
+            [-0.5596898794174194, 6.449432373046875, -1.124886155128479],
+        ],
+    ),
+    (
+        DS3,
+        DA,
+        True,
+        [[1, 1, 1], [1, 1, 1]],
+        [
+            [[2.5, 3.3333333, -0.6], [0.8333333, 10.0, -1.0], [2.0, 4.0, -0.6]],
+            [[20.0, -0.8333333, 0.6666668], [6.6666665, -1.6666666, 0.5000001], [4.0, -1.25, 2.0000005]],
+        ],
+        [
+            [0.3179889917373657, -2.2271885871887207, 5.00382137298584],
+            [-2.6557865142822266, 7.571714878082275, 0.7565428614616394],
+        ],
+    ),
+    ([[1.0], [0.5]], [[2.0], [3.0]], False, [1, 1], [[1.0], [1.0]], [[0.0], [-0.1732867956161499]]),
+    ([[0.3, 0.7]], [[1.0, 1.0]], False, [1], [[0.0, 0.0]], [[-0.20397277176380157, 0.6433250308036804]]),
+    # a sample at 0 and alpha at 0 or below: the formula's NaN (0 times an infinity) and zeros
+    ([[0.0, 0.5, 0.5]], [DA[0]], False, [1], [[NAN, 0.0, 0.0]], [[NAN, 0.0, 0.0]]),
+    ([DS[0]], [[0.0, 1.0, 1.0]], False, [1], [[0.0, 0.0, 0.0]], [[NAN, 0.0, 0.0]]),
+]
+
+
+@pytest.mark.parametrize("x, alpha, is_log, head, gx, ga", DIRICHLET_GRADS)
+def test_random_pdf_dirichlet_gradients_as_mxnet(mode, x, alpha, is_log, head, gx, ga):
+    """(alpha_j - 1) / x_j for the sample, log x_j + digamma(sum alpha) - digamma(alpha_j) for
+    alpha (summed over its distribution's samples), times the density unless is_log."""
+    s, a = nd.array(x), nd.array(alpha)
+    s.attach_grad()
+    a.attach_grad()
+    with autograd.record():
+        y = nd.random_pdf_dirichlet(s, a, is_log=is_log)
+    with np.errstate(all="ignore"):
+        y.backward(nd.array(head))
+    np.testing.assert_allclose(s.grad.asnumpy(), gx, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(a.grad.asnumpy(), ga, rtol=2e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# multi_all_finite
+
+
+@pytest.mark.parametrize(
+    "xs, dtype, at, want",
+    [
+        ([[1, 2]], F32, {}, 1),
+        ([[1, 2], [2, 4]], F32, {"num_arrays": 2}, 1),
+        ([[1, 2], [[1, INF]]], F32, {"num_arrays": 2}, 0),
+        ([[1, 2], [1, 2], [NAN]], F32, {"num_arrays": 3}, 0),
+        ([[INF]], F16, {}, 0),  # (MXNet's 7e4, past float16: inf)
+        ([[1, 2], [NAN]], F64, {"num_arrays": 2}, 0),
+        ([[1, 2], [NAN]], F32, {"num_arrays": 2, "init_output": False}, 0),
+        ([[], [1.0]], F32, {"num_arrays": 2}, 1),  # (MXNet fails on an empty array)
+    ],
+)
+def test_multi_all_finite_as_mxnet(xs, dtype, at, want):
+    y = run("multi_all_finite", at, *[np.array(x, dtype) for x in xs])
+    assert y.dtype == np.float32 and y.tolist() == [want]
+
+
+def test_multi_all_finite_without_init_output_gives_a_new_array():
+    """As all_finite's: MXNet 1.9.1 leaves its output as it was (it printed 0. for finite
+    arrays); here 1."""
+    y = run("multi_all_finite", {"num_arrays": 2, "init_output": False}, *arrays(([1, 2], F32), ([3], F32)))
+    assert y.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "xs, at, error, match",
+    [
+        ([([1, 2], F32), ([1], F32)], {}, InvalidInput, r"expects 1 arrays \(num_arrays\), but got 2"),
+        ([([1, 2], F32)], {"num_arrays": 2}, InvalidInput, "expects 2 arrays"),
+        ([([1, 2], F32)], {"num_arrays": -1}, InvalidInput, "expects -1 arrays"),
+        ([], {"num_arrays": 0}, InvalidInput, "needs at least one array"),  # (MXNet 1.9.1 crashes)
+        ([([1, 2], I32)], {}, DTypeError, "floating point arrays only, got int32"),
+        ([([1, 0], "bool")], {}, DTypeError, "floating point arrays only, got bool"),  # (MXNet: "Unknown type enum 7")
+        ([([1, 2], F32), ([1], F16)], {"num_arrays": 2}, DTypeError, "same dtype"),  # (MXNet: "do not match")
+        ([([1, 2], F32), ([1], I32)], {"num_arrays": 2}, DTypeError, "floating point"),
+    ],
+)
+def test_multi_all_finite_refusals(xs, at, error, match):
+    with pytest.raises(error, match=match):
+        run("multi_all_finite", at, *arrays(*xs))
+
+
+def test_multi_all_finite_is_not_differentiable_and_runs_through_a_session(mode):
+    """MXNet registers no gradient for it: recorded, its result takes none."""
+    assert not OPS["multi_all_finite"].differentiable
+    a, b = nd.array([1.0, 2.0]), nd.array([[3.0, -INF]])
+    assert nd.multi_all_finite(a, b, num_arrays=2).asnumpy().tolist() == [0.0]
+    assert nd.multi_all_finite(a, a, a, num_arrays=3).asnumpy().tolist() == [1.0]
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    ops = [{"op": "array", "out": [1], "at": {"value": x}}, {"op": "attach_grad", "in": [1]}]
+    ops += [
+        {"op": "multi_all_finite", "in": [1, 1], "out": [10], "at": {"num_arrays": 2}, "mode": 3},
+        {"op": "backward", "in": [10], "mode": 2},
+    ]
+    reply = Session("t").run_batch({"ops": ops})
+    assert reply["error"]["op"] == "backward", reply
+
+
+MEASURED_REST = [
+    ("random_pdf_dirichlet", {}, [((300, 100, 10), F32, _positive), ((300, 10), F32, _positive)]),
+    ("random_pdf_dirichlet", {"is_log": True}, [((1000, 4), F64, _positive), ((4,), F64, _positive)]),
+    ("multi_all_finite", {"num_arrays": 3}, [((300, 400), F16, _positive)] * 3),
+]
+
+
+@pytest.mark.parametrize("name, at, inputs", MEASURED_REST, ids=[f"{m[0]}-{i}" for i, m in enumerate(MEASURED_REST)])
+def test_declared_working_arrays_bound_what_dirichlet_and_multi_all_finite_make(name, at, inputs):
+    rng = np.random.default_rng(0)
+    check_working_arrays(name, at, [d(rng, sh).astype(dt) for sh, dt, d in inputs])

@@ -1290,6 +1290,12 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
         {"is_multiply": False},
         [((2, 16, 40, 40), "float32"), ((2, 16, 40, 40), "float32"), ((2, 16, 40, 40), "float32")],
     ),
+    # CTCLoss, random_pdf_dirichlet, multi_all_finite
+    ("CTCLoss", {}, [((300, 8, 40), "float32"), ((8, 60), "float32")]),  # (labels and lengths: 1 to 5)
+    ("CTCLoss", {"use_data_lengths": True}, [((100, 16, 300), "float64"), ((16, 20), "float64"), ((16,), "float64")]),
+    ("random_pdf_dirichlet", {}, [((300, 100, 10), "float32"), ((300, 10), "float32")]),  # (off the simplex: no matter)
+    ("random_pdf_dirichlet", {"is_log": True}, [((4, 50, 2000), "float16"), ((4, 2000), "float16")]),
+    ("multi_all_finite", {"num_arrays": 2}, [((300, 400), "float32"), ((100000,), "float32")]),
 ]
 
 
