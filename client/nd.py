@@ -212,8 +212,8 @@ def sample_multinomial(
 
 for _op in OPS.ops():
     for _name in (_op.name, *_op.aliases):
-        if _name in globals():
-            continue  # nd.array: written by hand
+        if _name in globals() or _name.startswith("contrib_"):
+            continue  # nd.array: written by hand; contrib_<name>: nd.contrib.<name>
         globals()[_name] = _fn = _generate(_op, _name)  # zeros, ones, ... are redefined below
         if _op.inputs and not hasattr(NDArray, _name):  # x.sum(), x.argmax(axis=1), x.pick(idx), ...
             setattr(NDArray, _name, _method(_fn))
@@ -472,10 +472,16 @@ def _optimizer_step(name: str, args: dict[str, Any], says_out: bool = False) -> 
     states changed in place, in one instruction. Hyperparameters are checked here, as the
     command checks them, so a bad one is refused by the call. ``says_out``: the command is
     told whether ``out`` is the weight (``out_is_weight``: its result depends on it)."""
-    states, f32 = OPTIMIZERS[name]
+    return _queue_step(_checked_step(name, args, says_out))
+
+
+def _checked_step(name: str, args: dict[str, Any], says_out: bool = False) -> tuple[Any, ...]:
+    """An optimizer update's arrays and attributes, checked (``_optimizer_step``'s first half:
+    nothing is queued, so a refused one leaves every array as it was)."""
+    states, f32, scalars = OPTIMIZERS[name]
     weight, grad, out = args["weight"], args["grad"], args["out"]
     arrays = {"gradient": grad, **{k: args[k] for k in states}}
-    skip = ("weight", "grad", "out", "lazy_update", "kwargs", *states)
+    skip = ("weight", "grad", "out", "lazy_update", "kwargs", *states, *scalars)
     at = {k: v for k, v in args.items() if k not in skip and v is not REQUIRED}  # (ftml's t: no default)
     at.update((k, v) for k, v in args.get("kwargs", {}).items() if k != "name")  # (unknown ones are refused)
     if says_out:
@@ -487,6 +493,8 @@ def _optimizer_step(name: str, args: dict[str, Any], says_out: bool = False) -> 
         if not isinstance(a, NDArray):
             raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
         a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
+    if out is not None and not isinstance(out, NDArray):
+        raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
     check_optimizer_attrs(name, at)
     for what, a in arrays.items():
         want = "float32" if what in f32 else weight._spec.dtype
@@ -495,6 +503,33 @@ def _optimizer_step(name: str, args: dict[str, Any], says_out: bool = False) -> 
                 f"{name}: {what} {a.shape} {a._spec.dtype} does not fit weight {weight.shape} {weight._spec.dtype}"
                 + (f" (a float32 {what} of its shape)" if what in f32 else "")
             )
+    if flags.recording:
+        for a in (out, *arrays.values()):
+            if a is not None and tape.in_graph(a._node):
+                raise AutogradError(INPLACE_IN_GRAPH)
+    read = [_one_float32(name, k, args[k], weight) for k in scalars]
+    return name, weight, grad, out, at, [*(args[k] for k in states), *read]
+
+
+def _one_float32(name: str, what: str, value: Any, like: NDArray) -> NDArray:
+    """An update's input of one value (AdamW's rescale_grad): a float32 NDArray of one
+    element, or a number, made one (as MXNet's frontend makes it)."""
+    if isinstance(value, NDArray):
+        value._c.check_alive(value._h)
+        if value.size != 1 or value._spec.dtype != "float32":
+            raise ShapeError(
+                f"{name}: {what} must be a float32 array of one value, got {value.shape} {value._spec.dtype}"
+            )
+        return value
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: {what} must be a number or an NDArray, got {type(value).__name__}")
+    return array([float(value)], dtype="float32", ctx=like.context)
+
+
+def _queue_step(checked: tuple[Any, ...]) -> NDArray:
+    """Queue an update ``_checked_step`` passed: ``out`` made the weight's copy, then the
+    instruction that changes it and the states in place."""
+    name, weight, grad, out, at, rest = checked  # (rest: the states, then the inputs of one value)
     from .autograd import _Scope
 
     with _Scope(False, None):  # (not recorded: out is the weight's copy, not a recorded one)
@@ -502,10 +537,9 @@ def _optimizer_step(name: str, args: dict[str, Any], says_out: bool = False) -> 
             out = weight.copy()
         elif out is not weight:
             out[:] = weight
-    for a in (out, *arrays.values()):
-        if flags.recording and tape.in_graph(a._node):
-            raise AutogradError(INPLACE_IN_GRAPH)
-    out._c.enqueue({"op": name, "in": [out._h, grad._h, *(args[k]._h for k in states)], "at": at})
+    if flags.recording and tape.in_graph(out._node):
+        raise AutogradError(INPLACE_IN_GRAPH)
+    out._c.enqueue({"op": name, "in": [out._h, grad._h, *(a._h for a in rest)], "at": at})
     return out
 
 
@@ -748,6 +782,153 @@ def ftml_update(
     return _optimizer_step("ftml_update", locals())
 
 
+def mp_nag_mom_update(
+    weight: NDArray,
+    grad: NDArray,
+    mom: NDArray,
+    weight32: NDArray,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's multi-precision Nesterov momentum step: ``nag_mom_update``'s step on
+    ``weight32``, the float32 master copy of a (float16) weight, and the float32 ``mom``, both
+    in place (``mom``'s last step is of the new ``weight32``); ``out`` is ``weight32`` in the
+    weight's dtype."""
+    return _optimizer_step("mp_nag_mom_update", locals())
+
+
+def lamb_update_phase1(
+    weight: NDArray,
+    grad: NDArray,
+    mean: NDArray,
+    var: NDArray,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    epsilon: float = 1e-6,
+    t: int = REQUIRED,
+    bias_correction: bool = True,
+    wd: float = REQUIRED,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    out: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """LAMB's first phase (MXNet's): with ``g = clip(rescale_grad * grad)``, ``mean`` and ``var``
+    its moving averages (``beta1``, ``beta2``, in place), and ``m``, ``v`` those divided by
+    ``1 - beta1^t`` and ``1 - beta2^t`` (``bias_correction``), the update direction ``m /
+    (sqrt(v) + epsilon) + wd * weight`` (a new array unless ``out`` is given). Then
+    ``lamb_update_phase2(weight, g, weight.norm(), g.norm(), lr=lr, out=weight)``."""
+    return _optimizer_step("lamb_update_phase1", locals())
+
+
+def _multi_update(
+    single: str, per: tuple[str, ...], data: tuple[Any, ...], lrs: Any, wds: Any, num_weights: int, out: Any, at: dict
+) -> Any:
+    """MXNet's ``multi_*`` form of an optimizer update: ``data`` holds each weight's arrays in
+    ``per``'s order, one after another; weight i steps with ``lrs[i]`` and ``wds[i]``. Every
+    group is checked before any is queued, so a refused call changes nothing. One instruction
+    per weight, queued together (sent in one request). Gives ``out`` (a list of the updated
+    weights, their copies unless ``out`` names them) or, for one weight and no ``out``, that
+    weight's array."""
+    name = f"multi_{single.removesuffix('_update')}_update"
+    if not isinstance(num_weights, numbers.Integral) or num_weights < 1:
+        raise InvalidInput(f"{name}: num_weights must be a positive integer, got {num_weights!r}")
+    n = int(num_weights)
+    if len(data) != len(per) * n:
+        raise InvalidInput(
+            f"{name}: num_weights {n} needs {len(per) * n} arrays ({', '.join(per)} for each weight), got {len(data)}"
+        )
+    rates: list[Any] = []
+    for what, v in (("lrs", lrs), ("wds", wds)):
+        if not isinstance(v, Sequence) or isinstance(v, str) or len(v) != n:
+            raise InvalidInput(f"{name}: {what} must be a sequence of {n} numbers (one per weight), got {v!r}")
+        rates.append(v)
+    outs = [out] if isinstance(out, NDArray) else out
+    if outs is not None and (not isinstance(outs, (list, tuple)) or len(outs) != n):
+        raise InvalidInput(f"{name}: out must be a list of {n} NDArrays (one per weight), got {out!r}")
+    checked = []
+    for i in range(n):
+        args = {**dict(zip(per, data[i * len(per) : (i + 1) * len(per)])), "lr": rates[0][i], "wd": rates[1][i]}
+        try:
+            checked.append(_checked_step(single, {**args, **at, "out": None if outs is None else outs[i]}))
+        except (InvalidInput, ShapeError, DTypeError, TypeError) as e:
+            raise type(e)(f"{name}: weight {i}: {e}") from None
+    results = [_queue_step(c) for c in checked]
+    return results if isinstance(out, (list, tuple)) or n > 1 else results[0]
+
+
+def multi_sgd_update(
+    *data: NDArray,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    num_weights: int = 1,
+    out: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """``sgd_update`` of ``num_weights`` weights at once: ``data`` is weight, grad for each in
+    turn, ``lrs`` and ``wds`` their learning rates and weight decays (MXNet's)."""
+    at = {"rescale_grad": rescale_grad, "clip_gradient": clip_gradient, "kwargs": kwargs}
+    return _multi_update("sgd_update", ("weight", "grad"), data, lrs, wds, num_weights, out, at)
+
+
+def multi_sgd_mom_update(
+    *data: NDArray,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    num_weights: int = 1,
+    out: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """``sgd_mom_update`` of ``num_weights`` weights at once: ``data`` is weight, grad, mom
+    for each in turn (MXNet's)."""
+    at = {"momentum": momentum, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient, "kwargs": kwargs}
+    return _multi_update("sgd_mom_update", ("weight", "grad", "mom"), data, lrs, wds, num_weights, out, at)
+
+
+def multi_mp_sgd_update(
+    *data: NDArray,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    num_weights: int = 1,
+    out: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """``mp_sgd_update`` of ``num_weights`` weights at once: ``data`` is weight, grad,
+    weight32 for each in turn (MXNet's)."""
+    at = {"rescale_grad": rescale_grad, "clip_gradient": clip_gradient, "kwargs": kwargs}
+    return _multi_update("mp_sgd_update", ("weight", "grad", "weight32"), data, lrs, wds, num_weights, out, at)
+
+
+def multi_mp_sgd_mom_update(
+    *data: NDArray,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float = -1.0,
+    num_weights: int = 1,
+    out: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """``mp_sgd_mom_update`` of ``num_weights`` weights at once: ``data`` is weight, grad,
+    mom, weight32 for each in turn (MXNet's)."""
+    at = {"momentum": momentum, "rescale_grad": rescale_grad, "clip_gradient": clip_gradient, "kwargs": kwargs}
+    per = ("weight", "grad", "mom", "weight32")
+    return _multi_update("mp_sgd_mom_update", per, data, lrs, wds, num_weights, out, at)
+
+
 def waitall() -> None:
     """Wait until every queued op has run (sends the queue)."""
     current().flush()
@@ -780,6 +961,12 @@ __all__ = [
     "rmspropalex_update",
     "ftrl_update",
     "ftml_update",
+    "mp_nag_mom_update",
+    "lamb_update_phase1",
+    "multi_sgd_update",
+    "multi_sgd_mom_update",
+    "multi_mp_sgd_update",
+    "multi_mp_sgd_mom_update",
     "split",
     "split_v2",
     "topk",
@@ -794,3 +981,8 @@ __all__ += [
 def __dir__() -> list[str]:
     """The namespace's own names (completion in a notebook lists these, not its imports)."""
     return sorted(__all__)
+
+
+from . import contrib  # noqa: E402  (nd.contrib: made from the functions above)
+
+__all__ += ["contrib"]

@@ -788,7 +788,7 @@ _IN_PLACE = {  # instructions that write some of their inputs: which
     "update": (0,),
     "setitem": (0,),
     # an optimizer update: its weight and its states (``in``: weight, grad, states)
-    **{name: (0, *range(2, 2 + len(states))) for name, (states, _) in OPTIMIZERS.items()},
+    **{name: (0, *range(2, 2 + len(states))) for name, (states, *_) in OPTIMIZERS.items()},
 }
 
 

@@ -306,6 +306,143 @@ def adam_update_numpy(
     w -= t(lr) * mean / (np.sqrt(var) + t(epsilon))
 
 
+def mp_nag_mom_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mom: np.ndarray,
+    w32: np.ndarray,
+    lr: float,
+    momentum: float,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's mp_nag_mom_update: nag_mom_update's step on the float32 master copy w32 and the
+    float32 momentum (the gradient read in float32), then w = w32 in the weight's dtype; all
+    in place. MXNet's kernel takes the momentum's last step of w32 as it stands after the
+    update, whatever ``out`` is (w32 is not its output)."""
+    nag_mom_update_numpy(w32, g.astype(np.float32), mom, lr, momentum, wd, rescale, clip)
+    w[...] = w32
+
+
+def _bias_corrected(avg: np.ndarray, beta: float, t: int) -> np.ndarray:
+    """avg / (1 - beta^t) as MXNet's LAMB computes it (``avg / (1. - pow(beta, t))`` in C++):
+    beta^t in the dtype (float16's in float32, rounded), then 1 - beta^t and the quotient in
+    double, rounded to the dtype, but for float16, whose arithmetic with a double stays in
+    float16."""
+    dt = avg.dtype
+    if dt == np.float64:
+        power = float(np.float32(beta)) ** t
+    else:
+        power = float(dt.type(np.float32(beta) ** np.float32(t)))
+    if dt == np.float16:
+        return avg / np.float16(1.0 - power)
+    return (avg.astype(np.float64) / (1.0 - power)).astype(dt)
+
+
+def lamb_update_phase1_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+    t: int,
+    bias_correction: bool,
+    wd: float,
+    rescale: float,
+    clip: float,
+) -> None:
+    """MXNet's lamb_update_phase1, in the weight's dtype: with g' = clip(rescale * g), mean and
+    var the moving averages of g' and g'^2 (beta1, beta2, in place), and (bias_correction)
+    mean and var divided by 1 - beta1^t and 1 - beta2^t, ``w`` becomes the update direction
+    mean / (sqrt(var) + epsilon) + wd * w (it holds the weight on entry: the command's output,
+    a copy of the weight unless it is the weight)."""
+    f = _hyper(w.dtype)
+    step = _rescaled(g, rescale, clip)
+    _moving_average(mean, step, beta1)
+    _moving_average(var, step, beta2, step)
+    m, v = mean, var
+    if bias_correction:
+        m, v = _bias_corrected(mean, beta1, t), _bias_corrected(var, beta2, t)
+    d = m / (np.sqrt(v) + f(epsilon))
+    d += f(wd) * w
+    w[...] = d
+
+
+def lamb_update_phase2_numpy(
+    w: np.ndarray, g: np.ndarray, r1: Any, r2: Any, lr: float, lower: float, upper: float
+) -> np.ndarray:
+    """MXNet's lamb_update_phase2, all in the weight's dtype: r1 raised to ``lower`` and cut to
+    ``upper`` where they are not negative, lr' = lr * r1 / r2 (lr where r1 or r2 is 0), and
+    the new weight w - lr' * g (a new array)."""
+    f = _hyper(w.dtype)
+    if lower >= 0:
+        r1 = max(r1, f(lower))
+    if upper >= 0:
+        r1 = min(r1, f(upper))
+    rate = f(lr) if r1 == 0 or r2 == 0 else f(lr) * r1 / r2
+    return w - rate * g
+
+
+def adamw_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    rescale: np.ndarray,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+    wd: float,
+    eta: float,
+    clip: float,
+) -> None:
+    """MXNet's contrib.adamw_update, in place, in the weight's dtype: g' = clip(rescale * g),
+    mean and var its moving averages of g' and (g'^2), w -= eta * (lr * mean / (sqrt(var) +
+    epsilon) + wd * w); nothing changes where ``rescale`` (an array of one value: a dynamic
+    loss scale's) is 0, NaN or infinite. Float16 arrays step in float32, rounded once (nearer
+    the exact step than MXNet's float16 values and numpy's float16 arithmetic)."""
+    r = float(rescale.reshape(-1)[0])
+    if r == 0 or not math.isfinite(r):
+        return
+    if w.dtype == np.float16:
+        wide = [a.astype(np.float32) for a in (w, mean, var)]
+        adamw_update_numpy(
+            wide[0], g.astype(np.float32), wide[1], wide[2], rescale, lr, beta1, beta2, epsilon, wd, eta, clip
+        )
+        for a, v in zip((w, mean, var), wide):
+            a[...] = v
+        return
+    t = _hyper(w.dtype)
+    step = _rescaled(g, r, clip)
+    mean *= t(beta1)
+    mean += (t(1) - t(beta1)) * step
+    var *= t(beta2)
+    var += (t(1) - t(beta2)) * np.square(step)  # (g'^2 first, as MXNet's (1 - beta2) * (g * g))
+    w -= t(eta) * (t(lr) * mean / (np.sqrt(var) + t(epsilon)) + t(wd) * w)
+
+
+def mp_adamw_update_numpy(
+    w: np.ndarray,
+    g: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    w32: np.ndarray,
+    rescale: np.ndarray,
+    *hyper: float,
+) -> None:
+    """MXNet's contrib.mp_adamw_update: adamw_update's step on the float32 master copy w32 with
+    float32 mean and var (the gradient read in float32), then w = w32 in the weight's dtype."""
+    r = float(rescale.reshape(-1)[0])
+    if r == 0 or not math.isfinite(r):
+        return
+    adamw_update_numpy(w32, g.astype(np.float32), mean, var, rescale, *hyper)
+    w[...] = w32
+
+
 def relu_grad_numpy(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     """g where x > 0, else 0 (as g * (x > 0): a NaN in g stays NaN)."""
     return g * (x > 0)

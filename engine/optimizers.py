@@ -44,24 +44,26 @@ def _sgd_update(s: Session, ins: dict, values: list) -> None:
     kernels.sgd_update(w, g, at["lr"], at["wd"], at["rescale_grad"], at["clip_gradient"])
 
 
-OPTIMIZERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {"sgd_update": ((), ())}
+OPTIMIZERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {"sgd_update": ((), (), ())}
 """MXNet's optimizer updates, by name: the states that follow the weight and the gradient in
-``in``, and those of them that are float32 whatever the weight's dtype. Each changes its
-weight and its states in place (the client's ``nd`` functions and its record of what an
-instruction changes are made from this)."""
+``in``, those of them that are float32 whatever the weight's dtype, and the inputs of one
+float32 value that follow the states and are only read (AdamW's ``rescale_grad``). Each
+changes its weight and its states in place (the client's ``nd`` functions and its record of
+what an instruction changes are made from this)."""
 
 
 SIZED_COMMANDS.add("sgd_update")
 
 
 def _updated_in_place(
-    s: Session, ins: dict, name: str, names: tuple[str, ...], f32: tuple[str, ...] = ()
+    s: Session, ins: dict, name: str, names: tuple[str, ...], f32: tuple[str, ...] = (), scalars: tuple[str, ...] = ()
 ) -> list[np.ndarray]:
-    """The arrays of an optimizer update (weight, gradient, states): one shape and float
-    dtype, but the states named in ``f32``, float32 (a multi-precision update's master copy
-    and momentum); the weight and the states are changed in place, so none may be in a
-    recorded graph."""
+    """The arrays of an optimizer update (weight, gradient, states, then the ``scalars``): one
+    shape and float dtype, but the states named in ``f32``, float32 (a multi-precision
+    update's master copy and momentum), and the scalars, float32 arrays of one value; the
+    weight and the states are changed in place, so none may be in a recorded graph."""
     hs = list(ins.get("in", ()))
+    names = names + scalars
     if len(hs) != len(names):
         raise InvalidInput(f"{name} takes {', '.join(names)}")
     xs = [s.get(h) for h in hs]
@@ -69,13 +71,16 @@ def _updated_in_place(
     if w.dtype.kind != "f":
         raise DTypeError(f"{name}: the weight must be a float array, got {w.dtype}")
     for n, x in zip(names[1:], xs[1:]):
-        if x.shape != w.shape or x.dtype != (np.float32 if n in f32 else w.dtype):
+        if n in scalars:
+            if x.size != 1 or x.dtype != np.float32:
+                raise ShapeError(f"{name}: {n} must be a float32 array of one value, got {x.shape} {x.dtype}")
+        elif x.shape != w.shape or x.dtype != (np.float32 if n in f32 else w.dtype):
             raise ShapeError(
                 f"{name}: {n} {x.shape} {x.dtype} does not fit weight {w.shape} {w.dtype}"
                 + (f" (a float32 {n} of its shape)" if n in f32 else "")
             )
     if ins.get("mode", 0) & RECORDING:
-        for i, h in enumerate(hs):
+        for i, h in enumerate(hs[: len(hs) - len(scalars)]):
             if i != 1 and tape.in_graph(s.nodes.get(h)):
                 raise AutogradError(INPLACE_IN_GRAPH)
     if len({id(x) for x in xs}) != len(xs) or any(
@@ -108,22 +113,24 @@ def _optimizer(
     kernel: Callable[..., None],
     f32: tuple[str, ...] = (),
     unit: tuple[str, ...] = (),
+    scalars: tuple[str, ...] = (),
 ) -> None:
-    """Register one of MXNet's optimizer updates as a command: ``in`` the weight, the gradient
-    and ``states``; ``kernel`` takes those arrays, then the attributes in their declared
-    order, and changes the weight and the states in place. The attributes named in ``unit``
-    must lie in [0, 1] (where MXNet's op refuses others)."""
+    """Register one of MXNet's optimizer updates as a command: ``in`` the weight, the gradient,
+    ``states`` and ``scalars`` (inputs of one value it reads); ``kernel`` takes those arrays,
+    then the attributes in their declared order, and changes the weight and the states in
+    place. The attributes named in ``unit`` must lie in [0, 1] (where MXNet's op refuses
+    others)."""
 
     def run(s: Session, ins: dict, values: list) -> None:
-        xs = _updated_in_place(s, ins, name, ("weight", "grad", *states), f32)
+        xs = _updated_in_place(s, ins, name, ("weight", "grad", *states), f32, scalars)
         at = ins["at"]
         _check_unit(name, at)
         kernel(*xs, *(at[a.name] for a in attrs))
 
     _UNIT_ATTRS[name] = unit
-    OPTIMIZERS[name] = (states, f32)
+    OPTIMIZERS[name] = (states, f32, scalars)
     SIZED_COMMANDS.add(name)
-    command(name, " ".join(("weight", "grad", *states)), attrs, doc)(run)
+    command(name, " ".join(("weight", "grad", *states, *scalars)), attrs, doc)(run)
 
 
 MOMENTUM = (*SGD[:1], Attr("momentum", "float", 0.0), *SGD[1:])
@@ -172,6 +179,18 @@ _optimizer(
     "nag_mom_update with out=weight). out_is_weight false: mom -= step of the weight before the update, as "
     "MXNet's with an out that is not the weight (the weight given is then that out, a copy of the weight).",
     kernels.nag_mom_update_numpy,
+)
+
+
+_optimizer(
+    "mp_nag_mom_update",
+    ("mom", "weight32"),
+    MOMENTUM,
+    "nag_mom_update's step on weight32 and mom, then weight = weight32 in its dtype, all in place (MXNet's "
+    "mp_nag_mom_update: a float16 weight with a float32 master copy weight32 and a float32 mom). The last step "
+    "of mom is of the updated weight32, whatever MXNet's out is.",
+    kernels.mp_nag_mom_update_numpy,
+    f32=("mom", "weight32"),
 )
 
 
@@ -272,4 +291,65 @@ _optimizer(
     "weight; d = d_t; weight = -z / d_t; all in place (MXNet's ftml_update at step t; beta1 and beta2 in [0, 1]).",
     kernels.ftml_update_numpy,
     unit=("beta1", "beta2"),
+)
+
+
+LAMB = (
+    Attr("beta1", "float", 0.9),
+    Attr("beta2", "float", 0.999),
+    Attr("epsilon", "float", 1e-6),
+    Attr("t", "int", REQUIRED),
+    Attr("bias_correction", "bool", True),
+    Attr("wd", "float", REQUIRED),
+    *SGD[2:],
+)
+
+
+_optimizer(
+    "lamb_update_phase1",
+    ("mean", "var"),
+    LAMB,
+    "g = clip(rescale_grad * grad); mean and var the moving averages of g and g^2 (beta1, beta2), in place; "
+    "weight = m / (sqrt(v) + epsilon) + wd * weight, where m and v are mean and var divided by 1 - beta1^t and "
+    "1 - beta2^t (bias_correction) or as they are (MXNet's lamb_update_phase1, whose output is that direction: "
+    "the weight given is the output, a copy of the weight unless it is the weight; lamb_update_phase2 takes it).",
+    kernels.lamb_update_phase1_numpy,
+)
+
+
+ADAMW = (
+    Attr("lr", "float", REQUIRED),
+    Attr("beta1", "float", 0.9),
+    Attr("beta2", "float", 0.999),
+    Attr("epsilon", "float", 1e-8),
+    Attr("wd", "float", 0.0),
+    Attr("eta", "float", REQUIRED),
+    Attr("clip_gradient", "float", -1.0),
+)
+_ADAMW = (
+    "g = clip(rescale_grad * grad); mean and var the moving averages of g and g^2 (beta1, beta2); weight -= "
+    "eta * (lr * mean / (sqrt(var) + epsilon) + wd * weight); all in place, and nothing changed where "
+    "rescale_grad (a float32 array of one value) is 0, NaN or infinite"
+)
+
+
+_optimizer(
+    "adamw_update",
+    ("mean", "var"),
+    ADAMW,
+    f"{_ADAMW} (MXNet's contrib.adamw_update: the decay apart from the gradient).",
+    kernels.adamw_update_numpy,
+    scalars=("rescale_grad",),
+)
+
+
+_optimizer(
+    "mp_adamw_update",
+    ("mean", "var", "weight32"),
+    ADAMW,
+    f"{_ADAMW.replace('weight', 'weight32')}; weight = weight32 in its dtype (MXNet's contrib.mp_adamw_update: a "
+    "float16 weight with its float32 master copy weight32 and float32 mean and var).",
+    kernels.mp_adamw_update_numpy,
+    f32=("mean", "var", "weight32"),
+    scalars=("rescale_grad",),
 )

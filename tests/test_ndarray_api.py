@@ -97,9 +97,9 @@ def test_the_namespace_lists_its_own_names_not_its_imports():
     """dir(nd), what a notebook completes, is the namespace's functions: it listed its
     imports too (nd.zipfile, nd.inspect, nd.Any...)."""
     names = dir(nd)
-    assert {"dot", "array", "NDArray", "random", "linalg", "waitall", "softmax", "adam_update"} <= set(names)
+    assert {"dot", "array", "NDArray", "random", "linalg", "contrib", "waitall", "softmax", "adam_update"} <= set(names)
     assert not {"zipfile", "inspect", "numbers", "Any", "Sequence", "tape", "current", "annotations"} & set(names)
-    assert all(callable(getattr(nd, n)) or n in ("random", "linalg") for n in names)
+    assert all(callable(getattr(nd, n)) or n in ("random", "linalg", "contrib") for n in names)
 
 
 def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):

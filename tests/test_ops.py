@@ -138,6 +138,7 @@ class Case:
     tol32: dict[str, float] | None = None  # forward tolerance in float32, when not tol()'s
     zero_grad: bool = False  # the VJP gives zeros by design (MXNet's), not the derivative
     designed: Callable[..., Any] | None = None  # the gradient by design (MXNet's loss outputs), from the inputs
+    head: float | None = None  # the VJP is the head gradient times this by design (straight-through estimators)
 
 
 def C(
@@ -151,11 +152,57 @@ def C(
     tol32=None,
     zero_grad=False,
     designed=None,
+    head=None,
     **at,
 ) -> Case:
     return Case(
-        ref, tuple(shapes) or ((2, 3),), at, dom, out, no_grad, tuple(nondiff), training, tol32, zero_grad, designed
+        ref,
+        tuple(shapes) or ((2, 3),),
+        at,
+        dom,
+        out,
+        no_grad,
+        tuple(nondiff),
+        training,
+        tol32,
+        zero_grad,
+        designed,
+        head,
     )
+
+
+def hyper(w: np.ndarray, *values: float) -> list[Any]:
+    """MXNet's float attributes as its optimizer ops take them: float32, then the weight's dtype."""
+    return [w.dtype.type(np.float32(v)) for v in values]
+
+
+def resize_weights(n_in: int, n_out: int, align: bool = True) -> np.ndarray:
+    """Bilinear resizing's weights, output by output (MXNet's source positions)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        if n_out == 1:
+            src = 0.0
+        elif align:
+            src = i * (n_in - 1) / (n_out - 1)
+        else:
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(src), n_in - 1)
+        m[i, lo] += 1 - (src - lo)
+        m[i, min(lo + 1, n_in - 1)] += src - lo
+    return m
+
+
+def adaptive_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Adaptive average pooling's weights: output i averages inputs floor(i*n/m) to ceil((i+1)*n/m)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        lo, hi = math.floor(i * n_in / n_out), math.ceil((i + 1) * n_in / n_out)
+        m[i, lo:hi] = 1 / (hi - lo)
+    return m
+
+
+def separable_ref(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return np.einsum("oh,nchw,pw->ncop", rows, x, cols)
 
 
 def mx1d(r: Any) -> np.ndarray:
@@ -1231,6 +1278,72 @@ CASES: dict[str, Case] = {
         dom=(U(0.1, 1.0), POS),
     ),
     "multi_all_finite": C(lambda a, b: np.ones(1, np.float32), (2, 3), (4,), out="float32", num_arrays=2),
+    # nd.contrib's
+    "contrib_isfinite": C(lambda x: np.isfinite(x).astype(x.dtype), (2, 3), zero_grad=True),
+    "contrib_isinf": C(lambda x: np.isinf(x).astype(x.dtype), (2, 3), zero_grad=True),
+    "contrib_isnan": C(lambda x: np.isnan(x).astype(x.dtype), (2, 3), zero_grad=True),
+    "contrib_allclose": C(lambda a, b: np.array(0, np.uint8), (2, 3), (2, 3), out="uint8"),
+    "contrib_arange_like": C(
+        lambda x: np.arange(1.0, 4.0, 0.5).reshape(2, 3), (2, 3), zero_grad=True, start=1.0, step=0.5
+    ),
+    "contrib_index_array": C(lambda x: np.stack(np.indices(x.shape), axis=-1), (2, 3), out="int64", zero_grad=True),
+    "contrib_index_copy": C(
+        lambda old, idx, new: np.stack([new[1], old[1], new[0], old[3]]),
+        (4, 3),
+        (2,),
+        (2, 3),
+        dom=(SMOOTH, lambda rng, s: np.array([2.0, 0.0]), SMOOTH),
+        nondiff=(1,),
+    ),
+    "contrib_div_sqrt_dim": C(lambda x: x / 2.0, (3, 4)),
+    "contrib_quadratic": C(lambda x: 2 * x * x - 3 * x + 0.5, (2, 3), a=2.0, b=-3.0, c=0.5),
+    "contrib_gradientmultiplier": C(lambda x: x, (2, 3), head=-2.5, scalar=-2.5),
+    "contrib_round_ste": C(lambda x: np.where(x < 0, -np.floor(-x + 0.5), np.floor(x + 0.5)), (2, 3), head=1.0),
+    "contrib_sign_ste": C(np.sign, (2, 3), head=1.0),
+    "contrib_BilinearResize2D": C(
+        lambda x: separable_ref(x, resize_weights(4, 3), resize_weights(5, 7)), (2, 3, 4, 5), height=3, width=7
+    ),
+    "contrib_BilinearResize2D_grad": C(
+        lambda g: separable_ref(g, resize_weights(4, 3).T, resize_weights(5, 7).T), (2, 3, 3, 7), height=4, width=5
+    ),
+    "contrib_AdaptiveAvgPooling2D": C(
+        lambda x: separable_ref(x, adaptive_weights(5, 3), adaptive_weights(7, 2)), (2, 3, 5, 7), output_size=[3, 2]
+    ),
+    "contrib_AdaptiveAvgPooling2D_grad": C(
+        lambda g: separable_ref(g, adaptive_weights(5, 3).T, adaptive_weights(7, 2).T), (2, 3, 3, 2), height=5, width=7
+    ),
+    # the optimizers' array ops
+    "multi_sum_sq": C(
+        lambda a, b: np.array([np.sum(np.square(a, dtype=np.float64)), np.sum(np.square(b, dtype=np.float64))]),
+        (2, 3),
+        (4,),
+        out="float32",
+        num_arrays=2,
+    ),
+    "multi_lars": C(
+        lambda lr, w, g, d: np.where(
+            (w > 0) & (g > 0),
+            lr * 0.5 * np.sqrt(np.abs(w)) / (np.sqrt(np.abs(g)) * 2 + d * np.sqrt(np.abs(w)) + 0.1),
+            lr,
+        ),
+        (6,),
+        (6,),
+        (6,),
+        (6,),
+        dom=(POS, U(-0.5, 2.0), U(-0.5, 2.0), POS),
+        eta=0.5,
+        eps=0.1,
+        rescale_grad=2.0,
+    ),
+    "lamb_update_phase2": C(
+        lambda w, g, r1, r2: w - hyper(w, 0.1)[0] * r1[0] / r2[0] * g,
+        (2, 3),
+        (2, 3),
+        (1,),
+        (1,),
+        dom=(SMOOTH, SMOOTH, POS, POS),
+        lr=0.1,
+    ),
 }
 
 # other attribute settings, modes and input arities: (id, op name, case)
@@ -2897,6 +3010,109 @@ VARIANTS: list[tuple[str, str, Case]] = [
             num_arrays=3,
         ),
     ),
+    # nd.contrib's
+    (
+        "contrib_isinf-infinities",
+        "contrib_isinf",
+        C(
+            lambda x: np.array([[1, 1, 0], [0, 0, 0]], x.dtype),
+            (2, 3),
+            dom=lambda rng, s: np.array([[np.inf, -np.inf, np.nan], [0.0, 1.0, -2.0]]),
+            zero_grad=True,
+        ),
+    ),
+    (
+        "contrib_allclose-close",
+        "contrib_allclose",
+        C(
+            lambda a, b: np.array(1, np.uint8),
+            (3,),
+            (3,),
+            dom=(lambda rng, s: np.array([1.0, np.nan, 1e3]), lambda rng, s: np.array([1.0, np.nan, 1e3 + 5e-3])),
+            out="uint8",
+            rtol=1e-5,
+        ),
+    ),
+    (
+        "contrib_arange_like-axis-repeat",
+        "contrib_arange_like",
+        C(lambda x: np.array([2.0, 2.0, 1.0]), (2, 3), zero_grad=True, start=2.0, step=-1.0, repeat=2, axis=-1),
+    ),
+    (
+        "contrib_index_array-axes",
+        "contrib_index_array",
+        C(
+            lambda x: np.stack(np.indices(x.shape)[[2, 0]], axis=-1),
+            (2, 1, 3),
+            out="int64",
+            zero_grad=True,
+            axes=[-1, 0],
+        ),
+    ),
+    (
+        "contrib_BilinearResize2D-unaligned-down",
+        "contrib_BilinearResize2D",
+        C(
+            lambda x: separable_ref(x, resize_weights(6, 4, False), resize_weights(5, 2, False)),
+            (1, 2, 6, 5),
+            height=4,
+            width=2,
+            align_corners=False,
+        ),
+    ),
+    (
+        "contrib_BilinearResize2D-like",
+        "contrib_BilinearResize2D",
+        C(
+            lambda x, like: separable_ref(x, resize_weights(4, 2), resize_weights(5, 8)),
+            (2, 1, 4, 5),
+            (3, 2, 8),
+            mode="like",
+            nondiff=(1,),
+        ),
+    ),
+    (
+        "contrib_BilinearResize2D-odd-scale",
+        "contrib_BilinearResize2D",
+        C(
+            lambda x: separable_ref(x, resize_weights(3, 5), resize_weights(4, 2)),
+            (1, 2, 3, 4),
+            mode="odd_scale",
+            scale_height=2.0,
+            scale_width=0.5,
+        ),
+    ),
+    (
+        "contrib_AdaptiveAvgPooling2D-up-one-size",
+        "contrib_AdaptiveAvgPooling2D",
+        C(lambda x: separable_ref(x, adaptive_weights(3, 5), adaptive_weights(4, 5)), (1, 2, 3, 4), output_size=[5]),
+    ),
+    (
+        "contrib_AdaptiveAvgPooling2D-global",
+        "contrib_AdaptiveAvgPooling2D",
+        C(lambda x: x.mean(axis=(2, 3), keepdims=True), (2, 3, 4, 5)),
+    ),
+    # the optimizers' array ops
+    (
+        "multi_sum_sq-one",
+        "multi_sum_sq",
+        C(lambda a: np.sum(np.square(a, dtype=np.float64))[None], (2, 1, 3), out="float32", num_arrays=1),
+    ),
+    (
+        "lamb_update_phase2-bounds",
+        "lamb_update_phase2",
+        C(
+            lambda w, g, r1, r2: w - hyper(w, 0.1)[0] * np.clip(r1[0], *hyper(w, 0.8, 1.2)) / r2[0] * g,
+            (5,),
+            (5,),
+            (1, 1),
+            (1,),
+            dom=(SMOOTH, SMOOTH, U(0.5, 1.5), POS),
+            lr=0.1,
+            lower_bound=0.8,
+            upper_bound=1.2,
+        ),
+    ),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 
@@ -3095,7 +3311,7 @@ def test_variadic_ops_and_arity():
     }
     want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     want |= {"khatri_rao", "UpSampling", "Crop"}
-    want |= {"CTCLoss", "multi_all_finite"}  # (lengths; arrays)
+    want |= {"CTCLoss", "multi_all_finite", "multi_sum_sq", "contrib_BilinearResize2D"}  # (lengths; arrays; like)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)
@@ -3406,6 +3622,15 @@ def check_case_grads(op: Op, case: Case, seed: int = 1) -> None:
                 np.testing.assert_allclose(ct, w, rtol=1e-12, atol=1e-12, err_msg=op.name)
         check_eager_vjp(op, node_at, np.ones(y.shape), y, xs, cts)
         return
+    if case.head is not None:  # (round_ste, gradientmultiplier: the head gradient scaled, not the derivative)
+        xs = make_inputs(case, "float64", rng)
+        at = op.parse_attrs(case.at)
+        y, node_at = run_forward(op, at, xs, case.training)
+        g = rng.standard_normal(y.shape)
+        cts = vjp_of(op)(Eager(ctx(0, case.training)), node_at, g, y, *xs)
+        assert len(cts) == 1 and cts[0].dtype == xs[0].dtype, op.name
+        np.testing.assert_array_equal(cts[0], g * case.head, err_msg=op.name)
+        return
     if case.zero_grad:  # (stop_gradient, one_hot: a zero gradient, as MXNet's, where the derivative is not)
         xs = make_inputs(case, "float64", rng)
         at = op.parse_attrs(case.at)
@@ -3440,9 +3665,11 @@ def test_variant(vid, name, case):
         check_case_grads(op, case)
 
 
-SECOND = [(n, n, CASES[n]) for n in DIFFERENTIABLE if not CASES[n].no_grad and not CASES[n].zero_grad] + [
-    v for v in VARIANTS if OPS[v[1]].differentiable and not v[2].no_grad and not v[2].zero_grad
-]
+SECOND = [
+    (n, n, CASES[n])
+    for n in DIFFERENTIABLE
+    if not CASES[n].no_grad and not CASES[n].zero_grad and CASES[n].head is None
+] + [v for v in VARIANTS if OPS[v[1]].differentiable and not v[2].no_grad and not v[2].zero_grad and v[2].head is None]
 
 
 @pytest.mark.parametrize("vid, name, case", SECOND, ids=[s[0] for s in SECOND])

@@ -469,9 +469,271 @@ def test_each_optimizer_update_of_the_engine_is_an_nd_function_that_names_its_st
 
     commands = {c["name"]: c for c in catalog()["commands"]}
     assert {"sgd_update", "adam_update", "mp_sgd_mom_update", "ftml_update"} <= set(OPTIMIZERS)
-    for name, (states, f32) in OPTIMIZERS.items():
-        assert commands[name]["inputs"] == " ".join(("weight", "grad", *states)), name
-        params = list(inspect.signature(getattr(nd, name)).parameters)
+    for name, (states, f32, scalars) in OPTIMIZERS.items():
+        assert commands[name]["inputs"] == " ".join(("weight", "grad", *states, *scalars)), name
+        params = list(inspect.signature(getattr(nd, name, None) or getattr(nd.contrib, name)).parameters)
         assert params[: 2 + len(states)] == ["weight", "grad", *states], name
         assert _IN_PLACE[name] == (0, *range(2, 2 + len(states))), name
         assert set(f32) <= set(states), name
+
+
+# --------------------------------------------------------------------------
+# Nesterov in multi-precision, LAMB, LARS and the multi_* forms (values: MXNet 1.9.1's)
+
+G6 = [0.5, 4.0, -6.0, 0.0, 1.5, -0.3]
+
+
+def test_mp_nag_mom_update_steps_the_float32_copy_and_its_momentum(mode):
+    w, g = nd.array(WEIGHT, dtype="float16"), nd.array(G6, dtype="float16")
+    mom, w32 = nd.array([0.1, 0.2, -0.3, 0.0, 0.05, -0.1]), nd.array(WEIGHT)
+    at = {"lr": 0.1, "momentum": 0.9, "wd": 0.01, "rescale_grad": 0.5, "clip_gradient": 1.0}
+    for _ in range(2):
+        assert nd.mp_nag_mom_update(w, g, mom, w32, out=w, **at) is w
+    assert w.dtype == np.float16
+    want16 = [1.0341796875, -2.14453125, 2.986328125, 0.497802734375, -0.517578125, -0.0845947265625]
+    assert w.asnumpy().tolist() == want16
+    np.testing.assert_allclose(
+        mom.asnumpy(), [0.031537592, -0.024034321, -0.058632784, -0.00094684260, -0.10116626, -0.052363515], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        w32.asnumpy(), [1.0339544, -2.1439147, 2.9856291, 0.49769756, -0.51737237, -0.08459647], rtol=1e-6
+    )
+    fresh = nd.mp_nag_mom_update(w, g, mom, w32, **at)  # (out: a new array; the weight stays)
+    assert fresh is not w and w.asnumpy().tolist() == want16
+
+
+LAMB_FIRST = {  # weight G6-stepped from zero mean and var: t=1 (defaults, wd 0.01), then t=2 (the rest set)
+    "float32": (
+        [1.009998, 0.97999978, -0.96999985, 0.005, 0.99749935, -0.9999966],
+        [1.3569481, 1.8391132, -2.2300608, 0.005, 1.3493037, -1.3421274],
+        [0.09000000357627869, 0.5200001, -0.6800001, 0.0, 0.27000001, -0.054000005],
+        [0.0064749988, 0.11439984, 0.1323996, 0.0, 0.058274988, 0.0023309998],
+    ),
+    "float16": (
+        [1.009765625, 0.97998046875, -0.97021484375, 0.005001068115234375, 0.99755859375, -1.0],
+        [1.3583984375, 1.84375, -2.240234375, 0.005001068115234375, 1.349609375, -1.34375],
+        [0.090087890625, 0.5205078125, -0.6806640625, 0.0, 0.270263671875, -0.054046630859375],
+        [0.00647735595703125, 0.1141357421875, 0.1317138671875, 0.0, 0.05828857421875, 0.002330780029296875],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_lamb_phase1_gives_the_direction_and_steps_mean_and_var(mode, dtype):
+    w, g = nd.array(WEIGHT, dtype=dtype), nd.array(G6, dtype=dtype)
+    mean, var = nd.zeros(6, dtype=dtype), nd.zeros(6, dtype=dtype)
+    first = nd.lamb_update_phase1(w, g, mean, var, t=1, wd=0.01)
+    second = nd.lamb_update_phase1(
+        w, g, mean, var, t=2, wd=0.01, beta1=0.8, beta2=0.9, epsilon=1e-3, rescale_grad=0.5, clip_gradient=1.0
+    )
+    assert w.asnumpy().tolist() == WEIGHT and first.dtype == np.dtype(dtype)
+    rtol = 1e-6 if dtype == "float32" else 0
+    for got, want in zip((first, second, mean, var), LAMB_FIRST[dtype]):
+        np.testing.assert_allclose(got.asnumpy(), np.array(want, dtype), rtol=rtol)
+
+
+def test_lamb_phase1_without_bias_correction_and_phase2_with_its_bounds(mode):
+    w, g = nd.array(WEIGHT), nd.array(G6)
+    mean = nd.array([0.09, 0.52, -0.68, 0.0, 0.27, -0.054])
+    var = nd.array([0.0064749988, 0.11439984, 0.1323996, 0.0, 0.058274988, 0.0023309998])
+    d = nd.lamb_update_phase1(w, g, mean, var, t=3, wd=0.0, bias_correction=False)
+    np.testing.assert_allclose(d.asnumpy(), [1.5981930, 2.4047558, -2.9546254, 0.0, 1.5982059, -1.5981799], rtol=1e-6)
+    r1, r2 = w.norm(), d.norm()
+    np.testing.assert_allclose([r1.asscalar(), r2.asscalar()], [3.7831864, 4.7090683], rtol=1e-6)
+    for bounds, want in (
+        ({}, [0.98716038, -2.0193193, 3.023737, 0.5, -0.2628397, 0.012839510]),
+        ({"lower_bound": 4.0}, [0.98642457, -2.0204265, 3.0250974, 0.5, -0.26357555, 0.013575339]),
+        ({"upper_bound": 1.0}, [0.99660611, -2.0051067, 3.0062742, 0.5, -0.25339389, 0.0033938347]),
+    ):
+        np.testing.assert_allclose(nd.lamb_update_phase2(w, d, r1, r2, lr=0.01, **bounds).asnumpy(), want, rtol=1e-6)
+    zero = nd.lamb_update_phase2(w, d, r1 * 0, r2, lr=0.01)  # (a zero norm: lr as it is)
+    np.testing.assert_allclose(
+        zero.asnumpy(), [0.98401809, -2.0240476, 3.0295463, 0.5, -0.26598206, 0.015981799], rtol=1e-6
+    )
+    assert nd.lamb_update_phase2(w, d, r1, r2, lr=0.01, out=w) is w
+    np.testing.assert_allclose(w.asnumpy(), [0.98716038, -2.0193193, 3.023737, 0.5, -0.2628397, 0.012839510], rtol=1e-6)
+
+
+def test_lamb_phase2_in_float16_rounds_as_mxnet(mode):
+    w = nd.array(WEIGHT, dtype="float16")
+    d = nd.array([1.6005859375, 2.4140625, -2.96875, 0.0, 1.599609375, -1.6005859375], dtype="float16")
+    r1, r2 = nd.array([3.78125], dtype="float16"), nd.array([4.7265625], dtype="float16")
+    got = nd.lamb_update_phase2(w, d, r1, r2, lr=0.01, lower_bound=4.0)
+    assert got.asnumpy().tolist() == [0.986328125, -2.01953125, 3.025390625, 0.5, -0.263427734375, 0.01354217529296875]
+
+
+def test_lamb_refuses_what_does_not_fit(mode):
+    w, g = nd.array([1.0, 2.0]), nd.array([1.0, 1.0])
+    with pytest.raises(MXNetError, match="missing required attribute 't'"):
+        nd.lamb_update_phase1(w, g, nd.zeros(2), nd.zeros(2), wd=0.1)
+    with pytest.raises(MXNetError, match="missing required attribute 'wd'"):
+        nd.lamb_update_phase1(w, g, nd.zeros(2), nd.zeros(2), t=1)
+    with pytest.raises(MXNetError, match=r"mean \(1,\) float32 does not fit weight"):
+        nd.lamb_update_phase1(w, g, nd.zeros(1), nd.zeros(2), t=1, wd=0.1)
+    one = nd.array([1.0])
+    with pytest.raises(MXNetError, match=r"r1 must hold one value .* got shape \(2,\)"):
+        nd.lamb_update_phase2(w, g, w, one, lr=0.1).wait_to_read()
+    with pytest.raises(MXNetError, match="r2 is float64, the weight float32"):
+        nd.lamb_update_phase2(w, g, one, one.astype("float64"), lr=0.1).wait_to_read()
+    with pytest.raises(MXNetError, match=r"g \(3,\) does not fit weight \(2,\)"):
+        nd.lamb_update_phase2(w, nd.ones(3), one, one, lr=0.1).wait_to_read()
+    i = nd.array([1, 2], dtype="int32")
+    with pytest.raises(MXNetError, match="floating point"):
+        nd.lamb_update_phase2(i, i, i[:1], i[:1], lr=0.1).wait_to_read()
+    assert w.asnumpy().tolist() == [1.0, 2.0]
+
+
+def test_multi_updates_step_each_weight_with_its_rates(mode):
+    ws, gs = [nd.array([1.0, 2.0]), nd.array([3.0])], [nd.array([0.5, 0.5]), nd.array([1.0])]
+    got = nd.multi_sgd_update(ws[0], gs[0], ws[1], gs[1], lrs=(0.1, 0.2), wds=(0.0, 0.5), num_weights=2, out=ws)
+    assert got[0] is ws[0] and got[1] is ws[1]
+    np.testing.assert_allclose(ws[0].asnumpy(), [0.95, 1.95], rtol=1e-6)
+    np.testing.assert_allclose(ws[1].asnumpy(), [2.5], rtol=1e-6)
+    fresh = nd.multi_sgd_update(ws[0], gs[0], lrs=(0.1,), wds=(0.0,))  # (one weight, no out: its new array)
+    np.testing.assert_allclose(fresh.asnumpy(), [0.9, 1.9], rtol=1e-6)
+    np.testing.assert_allclose(ws[0].asnumpy(), [0.95, 1.95], rtol=1e-6)
+
+    ws, moms = [nd.array([1.0, 2.0]), nd.array([3.0])], [nd.array([0.1, -0.1]), nd.array([0.2])]
+    nd.multi_sgd_mom_update(
+        ws[0], gs[0], moms[0], ws[1], gs[1], moms[1], lrs=(0.1, 0.2), wds=(0.01, 0.5), momentum=0.9,
+        rescale_grad=2.0, clip_gradient=0.8, num_weights=2, out=ws,
+    )  # fmt: skip
+    for got, want in zip((*ws, *moms), ([1.009, 1.828], [2.72], [0.009, -0.172], [-0.28])):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5)
+
+    hs = [nd.array([1.0, 2.0], dtype="float16"), nd.array([3.0], dtype="float16")]
+    h32, hg = [nd.array([1.0, 2.0]), nd.array([3.0])], [g.astype("float16") for g in gs]
+    nd.multi_mp_sgd_update(
+        hs[0], hg[0], h32[0], hs[1], hg[1], h32[1], lrs=(0.1, 0.2), wds=(0.0, 0.5), num_weights=2, out=hs
+    )
+    assert [h.asnumpy().tolist() for h in hs] == [[0.9501953125, 1.9501953125], [2.5]]
+    np.testing.assert_allclose(h32[0].asnumpy(), [0.95, 1.95], rtol=1e-6)
+
+    hs = [nd.array([1.0, 2.0], dtype="float16"), nd.array([3.0], dtype="float16")]
+    h32, ms = [nd.array([1.0, 2.0]), nd.array([3.0])], [nd.zeros(2), nd.zeros(1)]
+    for _ in range(2):
+        nd.multi_mp_sgd_mom_update(
+            hs[0], hg[0], ms[0], h32[0], hs[1], hg[1], ms[1], h32[1], lrs=(0.1, 0.2), wds=(0.0, 0.5), momentum=0.5,
+            num_weights=2, out=hs,
+        )  # fmt: skip
+    assert [h.asnumpy().tolist() for h in hs] == [[0.875, 1.875], [1.7998046875]]
+    np.testing.assert_allclose(ms[0].asnumpy(), [-0.075, -0.075], rtol=1e-6)
+    np.testing.assert_allclose(ms[1].asnumpy(), [-0.7], rtol=1e-6)
+
+
+def test_multi_updates_refuse_a_bad_group_before_changing_any(mode):
+    ws, gs = [nd.array([1.0, 2.0]), nd.array([3.0])], [nd.array([0.5, 0.5]), nd.array([1.0])]
+    for args, kw, message in (
+        ((ws[0], gs[0], ws[1], nd.ones(2)), {}, r"multi_sgd_update: weight 1: .*gradient \(2,\) float32 does not fit"),
+        ((ws[0], gs[0], ws[1]), {}, r"num_weights 2 needs 4 arrays \(weight, grad for each weight\), got 3"),
+        ((ws[0], gs[0], ws[1], gs[1]), {"lrs": (0.1,)}, r"lrs must be a sequence of 2 numbers"),
+        ((ws[0], gs[0], ws[1], gs[1]), {"out": ws[:1]}, r"out must be a list of 2 NDArrays"),
+        ((ws[0], gs[0], ws[1], gs[1]), {"num_weights": 0}, r"num_weights must be a positive integer"),
+        ((ws[0], gs[0], ws[1], gs[1]), {"clip_gradient": "x"}, r"clip_gradient"),
+    ):
+        at = {"lrs": (0.1, 0.2), "wds": (0.0, 0.0), "num_weights": 2, "out": ws, **kw}
+        with pytest.raises((MXNetError, TypeError), match=message):
+            nd.multi_sgd_update(*args, **at)
+    assert ws[0].asnumpy().tolist() == [1.0, 2.0] and ws[1].asnumpy().tolist() == [3.0]
+
+
+def test_multi_sum_sq_and_multi_lars(mode):
+    sums = nd.multi_sum_sq(nd.array(WEIGHT), nd.array(G6), nd.array([[1e-3]]), num_arrays=3)
+    assert sums.dtype == np.float32
+    np.testing.assert_allclose(sums.asnumpy(), [14.3125, 54.59, 1.0000001e-06], rtol=1e-6)
+    half = nd.multi_sum_sq(nd.array(WEIGHT, dtype="float16"), num_arrays=1)
+    assert half.dtype == np.float32 and half.asnumpy().tolist() == [14.3125]
+    big = np.random.default_rng(0).standard_normal(1_000_003).astype(np.float32)  # (MXNet's float32 sum: 1000911.1)
+    np.testing.assert_allclose(
+        nd.multi_sum_sq(nd.array(big), num_arrays=1).asnumpy(), [np.sum(np.square(big, dtype=np.float64))], rtol=1e-7
+    )
+    lars = nd.multi_lars(
+        nd.array([0.1, 0.2, 0.3, 0.4]), nd.array([4.0, 0.0, 9.0, 1.0]), nd.array([1.0, 1.0, 0.0, 4.0]),
+        nd.array([0.0, 0.1, 0.1, 0.5]), eta=0.5, eps=0.1, rescale_grad=2,
+    )  # fmt: skip
+    np.testing.assert_allclose(lars.asnumpy(), [0.04761905, 0.2, 0.3, 0.04347826], rtol=1e-6)
+    with pytest.raises(MXNetError, match="num_arrays is 2 but 1 arrays were given"):
+        nd.multi_sum_sq(nd.ones(2), num_arrays=2).wait_to_read()
+    with pytest.raises(MXNetError, match="inputs must have the same dtype"):
+        nd.multi_sum_sq(nd.ones(2), nd.ones(2, dtype="float64"), num_arrays=2).wait_to_read()
+    with pytest.raises(MXNetError, match="floating point"):
+        nd.multi_sum_sq(nd.ones(2, dtype="int32"), num_arrays=1).wait_to_read()
+    v = nd.ones(3)
+    with pytest.raises(MXNetError, match=r"1-D arrays of one length, got grads_sum_sq \(2,\)"):
+        nd.multi_lars(v, v, nd.ones(2), v, eta=1.0, eps=0.0).wait_to_read()
+
+
+def test_adamw_steps_as_mxnets_and_skips_a_bad_scale(mode):
+    at = {"lr": 0.1, "eta": 0.5, "wd": 0.01, "clip_gradient": 1.0}
+    for scale in (nd.array([0.5]), 0.5):
+        w, mean, var = nd.array(WEIGHT), nd.array([0.1, 0, 0, 0, 0, 0]), nd.array([0.01, 0, 0, 0, 0, 0])
+        assert nd.contrib.adamw_update(w, nd.array(G6), mean, var, scale, out=w, **at) is w
+        np.testing.assert_allclose(
+            w.asnumpy(), [0.93765032, -2.1481149, 3.1431148, 0.4975, -0.40686488, 0.15811463], rtol=1e-6
+        )
+        np.testing.assert_allclose(mean.asnumpy(), [0.115, 0.1, -0.1, 0.0, 0.075, -0.015], rtol=1e-6)
+        np.testing.assert_allclose(
+            var.asnumpy(), [0.0100525, 0.00099998713, 0.00099998713, 0.0, 0.00056249276, 2.2499711e-05], rtol=1e-6
+        )
+    for scale in (0.0, float("inf"), float("nan")):  # (a dynamic loss scale's overflow: the step is skipped)
+        w, mean, var = nd.array(WEIGHT), nd.array([0.1, 0, 0, 0, 0, 0]), nd.array([0.01, 0, 0, 0, 0, 0])
+        fresh = nd.contrib.adamw_update(w, nd.array(G6), mean, var, nd.array([scale]), **at)
+        assert fresh.asnumpy().tolist() == WEIGHT and w.asnumpy().tolist() == WEIGHT
+        assert mean.asnumpy()[0] == np.float32(0.1) and var.asnumpy()[0] == np.float32(0.01)
+    w, mean, var = nd.array(WEIGHT), nd.zeros(6), nd.zeros(6)
+    for _ in range(3):
+        nd.contrib.adamw_update(
+            w, nd.array(G6), mean, var, 1.0, lr=0.01, eta=1.0, wd=0.1, beta1=0.8, beta2=0.9, epsilon=1e-3, out=w
+        )
+    np.testing.assert_allclose(
+        w.asnumpy(), [0.70717186, -1.4799174, 2.2089217, 0.3645, -0.20414606, 0.021760685], rtol=1e-6
+    )
+    np.testing.assert_allclose(var.asnumpy(), [0.06775, 4.336001, 9.756002, 0.0, 0.60975015, 0.024390006], rtol=1e-6)
+
+
+def test_mp_adamw_and_the_multi_forms(mode):
+    h, w32, mean, var = nd.array(WEIGHT, dtype="float16"), nd.array(WEIGHT), nd.zeros(6), nd.zeros(6)
+    g = nd.array(G6, dtype="float16")
+    nd.contrib.mp_adamw_update(h, g, mean, var, w32, nd.array([1.0]), lr=0.01, eta=1.0, wd=0.1, out=h)
+    want16 = [0.8681640625, -1.83203125, 2.732421875, 0.449951171875, -0.256591796875, 0.0316162109375]
+    assert h.dtype == np.float16 and h.asnumpy().tolist() == want16
+    np.testing.assert_allclose(
+        w32.asnumpy(), [0.86837703, -1.831623, 2.7316229, 0.45, -0.25662297, 0.031622954], rtol=1e-6
+    )
+    np.testing.assert_allclose(mean.asnumpy(), [0.05, 0.4, -0.6, 0.0, 0.15, -0.030004891], rtol=1e-6)
+
+    ws = [nd.array([1.0, 2.0]), nd.array([3.0])]
+    gs, ms, vs = [nd.array([0.5, -1.0]), nd.array([2.0])], [nd.zeros(2), nd.zeros(1)], [nd.zeros(2), nd.zeros(1)]
+    got = nd.contrib.multi_adamw_update(ws, gs, ms, vs, 1.0, lrs=[0.1, 0.2], wds=[0.0, 0.5], etas=[1.0, 0.5], out=ws)
+    assert got[0] is ws[0] and got[1] is ws[1]
+    for i in range(2):  # (each as its own adamw_update)
+        w, m, v = nd.array([[1.0, 2.0], [3.0]][i]), nd.zeros(ms[i].shape), nd.zeros(vs[i].shape)
+        lr, wd, eta = (0.1, 0.0, 1.0) if i == 0 else (0.2, 0.5, 0.5)
+        nd.contrib.adamw_update(w, gs[i], m, v, 1.0, lr=lr, wd=wd, eta=eta, out=w)
+        assert ws[i].asnumpy().tolist() == w.asnumpy().tolist() and ms[i].asnumpy().tolist() == m.asnumpy().tolist()
+    with pytest.raises(MXNetError, match=r"multi_adamw_update: etas must be a list of 2"):
+        nd.contrib.multi_adamw_update(ws, gs, ms, vs, 1.0, lrs=[0.1, 0.2], wds=[0.0, 0.5], etas=[1.0], out=ws)
+    before = [w.asnumpy().tolist() for w in ws]
+    with pytest.raises(MXNetError, match=r"multi_adamw_update: weight 1: .*var \(2,\) float32 does not fit"):
+        nd.contrib.multi_adamw_update(ws, gs, ms, [vs[0], nd.zeros(2)], 1.0, lrs=[0.1, 0.2], wds=[0, 0], etas=[1, 1])
+    assert [w.asnumpy().tolist() for w in ws] == before
+    hs, h32s = [nd.array([1.0], dtype="float16")], [nd.array([1.0])]
+    nd.contrib.multi_mp_adamw_update(
+        hs, [nd.array([0.5], dtype="float16")], [nd.zeros(1)], [nd.zeros(1)], h32s, 1.0, lrs=[0.1], wds=[0.0],
+        etas=[1.0], out=hs,
+    )  # fmt: skip
+    np.testing.assert_allclose(h32s[0].asnumpy(), [1 - 0.1 * 0.05 / (0.00025**0.5 + 1e-8)], rtol=1e-5)
+    assert hs[0].asnumpy().tolist() == [np.float16(h32s[0].asscalar())]
+
+
+def test_adamw_refuses_a_scale_that_is_not_one_float32(mode):
+    w, g, m, v = nd.array([1.0, 2.0]), nd.ones(2), nd.zeros(2), nd.zeros(2)
+    with pytest.raises(MXNetError, match=r"rescale_grad must be a float32 array of one value, got \(2,\) float32"):
+        nd.contrib.adamw_update(w, g, m, v, nd.ones(2), lr=0.1, eta=1.0, out=w)
+    with pytest.raises(MXNetError, match="rescale_grad must be a float32 array of one value, got .1,. float64"):
+        nd.contrib.adamw_update(w, g, m, v, nd.ones(1, dtype="float64"), lr=0.1, eta=1.0, out=w)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'eta'"):  # (as MXNet's)
+        nd.contrib.adamw_update(w, g, m, v, 1.0, lr=0.1, out=w)
+    with pytest.raises(TypeError, match="rescale_grad must be a number or an NDArray"):
+        nd.contrib.adamw_update(w, g, m, v, "1", lr=0.1, eta=1.0, out=w)
+    assert w.asnumpy().tolist() == [1.0, 2.0]

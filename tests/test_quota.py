@@ -1296,6 +1296,37 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("random_pdf_dirichlet", {}, [((300, 100, 10), "float32"), ((300, 10), "float32")]),  # (off the simplex: no matter)
     ("random_pdf_dirichlet", {"is_log": True}, [((4, 50, 2000), "float16"), ((4, 2000), "float16")]),
     ("multi_all_finite", {"num_arrays": 2}, [((300, 400), "float32"), ((100000,), "float32")]),
+    # nd.contrib's
+    ("contrib_isnan", {}, [((1000, 1000), "float32")]),
+    ("contrib_isfinite", {}, [((1000, 1000), "int32")]),
+    ("contrib_allclose", {}, [((1000, 1000), "float32"), ((1000, 1000), "float32")]),
+    ("contrib_allclose", {"equal_nan": False}, [((1000, 1000), "float16"), ((1000, 1000), "float16")]),
+    ("contrib_arange_like", {"repeat": 3}, [((1000, 1000), "float32")]),
+    ("contrib_arange_like", {"axis": 1, "start": 2.5}, [((10, 100000), "int32")]),
+    ("contrib_index_array", {}, [((100, 100, 100), "float32")]),
+    ("contrib_index_array", {"axes": [2]}, [((100, 100, 100), "float16")]),
+    ("contrib_index_copy", {}, [((1000, 1000), "float32"), ((400,), "float32"), ((400, 1000), "float32")]),
+    ("contrib_div_sqrt_dim", {}, [((1000, 1000), "float32")]),
+    ("contrib_div_sqrt_dim", {}, [((1000, 1000), "int32")]),
+    ("contrib_quadratic", {"a": 2.0, "b": -1.0, "c": 0.5}, [((1000, 1000), "float32")]),
+    ("contrib_quadratic", {"a": 2.0, "b": -1.0, "c": 0.5}, [((1000, 1000), "float16")]),
+    ("contrib_quadratic", {"a": 2.0, "b": -1.0, "c": 0.5}, [((1000, 1000), "int32")]),
+    ("contrib_gradientmultiplier", {"scalar": -1.0}, [((1000, 1000), "float32")]),
+    ("contrib_round_ste", {}, [((1000, 1000), "float32")]),
+    ("contrib_sign_ste", {}, [((1000, 1000), "float64")]),
+    ("contrib_BilinearResize2D", {"height": 96, "width": 80}, [((4, 16, 64, 64), "float32")]),
+    ("contrib_BilinearResize2D", {"height": 30, "width": 200, "align_corners": False}, [((4, 16, 64, 64), "float16")]),
+    ("contrib_BilinearResize2D", {"mode": "to_odd_up"}, [((2, 8, 64, 64), "float64")]),
+    ("contrib_AdaptiveAvgPooling2D", {"output_size": [7]}, [((8, 32, 64, 64), "float32")]),
+    ("contrib_AdaptiveAvgPooling2D", {"output_size": [100, 3]}, [((8, 32, 64, 64), "float16")]),
+    # the optimizers' array ops
+    ("multi_sum_sq", {"num_arrays": 2}, [((1000, 1000), "float16"), ((300, 1000), "float16")]),
+    ("multi_lars", {"eta": 0.5, "eps": 0.1}, [((1000000,), "float32")] * 4),
+    (
+        "lamb_update_phase2",
+        {"lr": 0.1},
+        [((1000, 1000), "float32"), ((1000, 1000), "float32"), ((1,), "float32"), ((1,), "float32")],
+    ),
 ]
 
 
@@ -1314,6 +1345,8 @@ def test_an_ops_declared_working_arrays_bound_what_it_makes(name, at, inputs):
             value = (value @ value.swapaxes(-1, -2) + shape[-1] * np.eye(shape[-1])).astype(dtype)
         elif name.startswith("linalg_") and k == 1 and len(shape) >= 2 and shape[-1] == shape[-2]:
             value = (value * 0.01 + np.eye(shape[-1])).astype(dtype)  # well conditioned, its determinant finite
+        elif name == "contrib_index_copy" and k == 2:  # distinct rows of the first input
+            value = rng.permutation(inputs[0][0][0])[: shape[0]].astype(dtype)
         values.append(value)
     check_working_arrays(name, at, values, variables=1)
 

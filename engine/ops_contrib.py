@@ -1,0 +1,559 @@
+"""MXNet's ``contrib`` ops of plain arrays: ``isfinite``, ``isinf``, ``isnan``, ``allclose``,
+``arange_like``, ``index_array``, ``index_copy``, ``div_sqrt_dim``, ``quadratic``,
+``gradientmultiplier``, ``round_ste`` and ``sign_ste``.
+
+Each op is ``contrib_<name>`` in the table (MXNet's ``_contrib_<name>``) and
+``nd.contrib.<name>`` in the client, with MXNet 1.9.1's attributes, dtypes and gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .ops import int_cast
+from .ops_math import _round
+from .optable import FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, like_infer, prod
+
+
+def _zero_vjp(F, at, g, y, x):
+    """A zero gradient, as MXNet's (its output does not move with its input's values)."""
+    return (F.zeros_like(x),)
+
+
+def _in_dtype(r: Any, dt: np.dtype) -> np.ndarray:
+    """A float result in the input's dtype: truncated as MXNet's C cast for an integer one."""
+    return int_cast(r, dt) if dt.kind in "iub" else np.asarray(r).astype(dt, copy=False)
+
+
+# --------------------------------------------------------------------------
+# isfinite, isinf, isnan
+
+
+def _test(name: str, test: Any, what: str) -> None:
+    def forward(cx, at, x):
+        if x.dtype.kind != "f":  # (integers and bools are finite numbers)
+            return (np.ones if name == "isfinite" else np.zeros)(x.shape, x.dtype)
+        return test(x).astype(x.dtype)
+
+    forward.__doc__ = f"1 where x is {what}, else 0, in x's dtype; a zero gradient."
+    defop(
+        f"contrib_{name}",
+        ("data",),
+        infer=like_infer,
+        vjp=_zero_vjp,
+        scratch=lambda at, x: prod(x.shape),  # (the test's bools)
+    )(forward)
+
+
+_test("isfinite", np.isfinite, "finite")
+_test("isinf", np.isinf, "infinite")
+_test("isnan", np.isnan, "NaN")
+
+
+# --------------------------------------------------------------------------
+# allclose
+
+ALLCLOSE = (Attr("rtol", "float", 1e-5), Attr("atol", "float", 1e-8), Attr("equal_nan", "bool", True))
+
+
+def _allclose_infer(at: dict, a: Spec, b: Spec) -> Spec:
+    if a.shape != b.shape:
+        raise ShapeError(f"allclose: a {a.shape} and b {b.shape} must have one shape (no broadcasting, as MXNet's)")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"allclose: a is {a.dtype} and b {b.dtype}: they must be one dtype")
+    return Spec((), "uint8")
+
+
+@defop(
+    "contrib_allclose",
+    ("a", "b"),
+    ALLCLOSE,
+    infer=_allclose_infer,
+    scratch=lambda at, a, b: 4 * 8 * prod(a.shape),  # (both in float64, the difference and the bound)
+)
+def _allclose(cx, at, a, b):
+    """1 (a uint8 of rank 0) when every ``|a - b| <= atol + rtol * |b|``, else 0; NaNs are
+    equal where ``equal_nan``. Not differentiable, as MXNet's. An infinity is close to itself
+    only (MXNet's takes inf and -inf as close)."""
+    close = np.isclose(a, b, rtol=at["rtol"], atol=at["atol"], equal_nan=at["equal_nan"])
+    return np.array(bool(close.all()), np.uint8)
+
+
+# --------------------------------------------------------------------------
+# arange_like
+
+ARANGE_LIKE = (
+    Attr("start", "float", 0.0),
+    Attr("step", "float", 1.0),
+    Attr("repeat", "int", 1),
+    Attr("ctx", "str", ""),
+    Attr("axis", "int", None),
+)
+
+
+def _arange_like_infer(at: dict, x: Spec) -> Spec:
+    if at["repeat"] < 1:
+        raise InvalidInput(f"arange_like: repeat must be at least 1, got {at['repeat']}")
+    if at["axis"] is None:
+        return x
+    nd = len(x.shape)
+    if not -nd <= at["axis"] < nd:
+        raise ShapeError(f"arange_like: axis {at['axis']} is out of range for data of rank {nd}")
+    return Spec((x.shape[at["axis"]],), x.dtype)
+
+
+@defop(
+    "contrib_arange_like",
+    ("data",),
+    ARANGE_LIKE,
+    infer=_arange_like_infer,
+    vjp=_zero_vjp,
+    scratch=lambda at, x: 3 * 8 * prod(_arange_like_infer(at, x).shape),  # (the positions and values, float64)
+)
+def _arange_like(cx, at, x):
+    """``start, start + step, ...`` in data's shape (row-major) and dtype, or along ``axis``
+    (1-D, of that axis' length); each value ``repeat`` times. ``start`` and ``step`` are taken
+    in the dtype first and each value rounded to it, as MXNet's. A zero gradient."""
+    shape = _arange_like_infer(at, Spec(x.shape, x.dtype.name)).shape
+    dt = x.dtype
+    start, step = (np.asarray(v).astype(dt).astype(np.float64) for v in (at["start"], at["step"]))
+    values = start + (np.arange(prod(shape), dtype=np.float64) // at["repeat"]) * step
+    return _in_dtype(values, dt).reshape(shape)
+
+
+# --------------------------------------------------------------------------
+# index_array
+
+
+def _axes(at: dict, ndim: int) -> tuple[int, ...]:
+    if at["axes"] is None:
+        return tuple(range(ndim))
+    axes = tuple(at["axes"])
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"index_array: axis {a} is out of range for data of rank {ndim}")
+    return tuple(a % ndim for a in axes)
+
+
+def _index_array_infer(at: dict, x: Spec) -> Spec:
+    return Spec(x.shape + (len(_axes(at, len(x.shape))),), "int64")
+
+
+@defop("contrib_index_array", ("data",), (Attr("axes", "shape", None),), infer=_index_array_infer, vjp=_zero_vjp)
+def _index_array(cx, at, x):
+    """Each element's position (int64): data's shape plus a last axis holding its index along
+    each of ``axes`` (every axis unless given), in their order. A zero gradient."""
+    axes = _axes(at, x.ndim)
+    out = np.empty(x.shape + (len(axes),), np.int64)
+    for j, a in enumerate(axes):  # (each axis' positions broadcast into their column)
+        out[..., j] = np.arange(x.shape[a]).reshape((-1,) + (1,) * (x.ndim - 1 - a))
+    return out
+
+
+# --------------------------------------------------------------------------
+# index_copy
+
+
+def _index_copy_infer(at: dict, old: Spec, idx: Spec, new: Spec) -> Spec:
+    if len(idx.shape) != 1:
+        raise ShapeError(f"index_copy: index_vector must be 1-D, got shape {idx.shape}")
+    if idx.dtype == "bool":
+        raise DTypeError("index_copy: index_vector must be numbers, not bool")
+    if not old.shape:
+        raise ShapeError("index_copy: old_tensor must have at least 1 dimension, got rank 0")
+    if new.shape != idx.shape + old.shape[1:]:
+        raise ShapeError(
+            f"index_copy: new_tensor {new.shape} must be ({idx.shape[0]},) + old_tensor's rows {old.shape[1:]} "
+            f"(one row per index)"
+        )
+    if new.dtype != old.dtype:
+        raise DTypeError(f"index_copy: new_tensor is {new.dtype}, old_tensor {old.dtype}: they must be one dtype")
+    return old
+
+
+def _rows(idx: np.ndarray, n: int) -> np.ndarray:
+    """The indices as int64 rows (truncated, as MXNet's cast), each in range and once."""
+    with np.errstate(invalid="ignore"):
+        rows = int_cast(idx, np.dtype(np.int64)) if idx.dtype.kind == "f" else idx.astype(np.int64)
+    bad = (rows < 0) | (rows >= n)
+    if bad.any():
+        raise IndexOutOfRange(f"index_copy: index {idx[bad][0]} is out of range for old_tensor's {n} rows")
+    if len(np.unique(rows)) != len(rows):
+        values, counts = np.unique(rows, return_counts=True)
+        raise InvalidInput(f"index_copy: index {values[counts > 1][0]} is given twice (each row is written once)")
+    return rows
+
+
+def _index_copy_vjp(F, at, g, y, old, idx, new):
+    return (F.contrib_index_copy(g, idx, F.zeros_like(new)), None, F.take(g, idx, axis=0))
+
+
+@defop(
+    "contrib_index_copy",
+    ("old_tensor", "index_vector", "new_tensor"),
+    infer=_index_copy_infer,
+    vjp=_index_copy_vjp,
+    scratch=lambda at, old, idx, new: 5 * 8 * prod(idx.shape),  # (the rows as int64, their test and np.unique's)
+)
+def _index_copy(cx, at, old, idx, new):
+    """old_tensor with its rows ``index_vector`` replaced by new_tensor's rows, in order (a new
+    array). Indices are truncated to integers, must lie in range and be distinct (MXNet skips
+    one out of range and crashes on one given twice). Gradients: old_tensor's, the output's
+    but at those rows; new_tensor's, the output's rows at the indices."""
+    out = old.copy()
+    out[_rows(idx, old.shape[0])] = new
+    return out
+
+
+# --------------------------------------------------------------------------
+# div_sqrt_dim
+
+
+def _sqrt_dim(x: Any) -> Any:
+    """sqrt of the last axis' length: in the dtype for floats (as MXNet's sqrt(DType(d))), a
+    double for integers."""
+    d = x.shape[-1]
+    dt = np.dtype(x.dtype)
+    return dt.type(np.sqrt(dt.type(d))) if dt.kind == "f" else math.sqrt(d)
+
+
+def _dsd_infer(at: dict, x: Spec) -> Spec:
+    if not x.shape:
+        raise ShapeError("div_sqrt_dim: data must have at least 1 dimension, got rank 0")
+    if x.dtype == "bool":
+        raise DTypeError("div_sqrt_dim: bool arrays take no arithmetic, as MXNet's NDArrays")
+    return x
+
+
+@defop(
+    "contrib_div_sqrt_dim",
+    ("data",),
+    infer=_dsd_infer,
+    vjp=lambda F, at, g, y, x: (F.div_scalar(g, scalar=float(_sqrt_dim(x))),),
+    eager_vjp=lambda at, g, y, x: (g / _sqrt_dim(x),) if g.dtype.kind == "f" else None,
+    scratch=lambda at, x: 8 * prod(x.shape) if np.dtype(x.dtype).kind != "f" else 0,  # (the float64 quotient)
+    vjp_scratch=lambda at, x: 24 * prod(x.shape) if np.dtype(x.dtype).kind != "f" else 0,  # (div_scalar's)
+)
+def _div_sqrt_dim(cx, at, x):
+    """x divided by the square root of its last axis' length (attention's scaling); an
+    integer array's quotient truncated, as MXNet's."""
+    if x.dtype.kind == "f":
+        return x / _sqrt_dim(x)
+    return (x / _sqrt_dim(x)).astype(x.dtype)  # (within x's range: the root is at least 1)
+
+
+# --------------------------------------------------------------------------
+# quadratic
+
+QUADRATIC = (Attr("a", "float", 0.0), Attr("b", "float", 0.0), Attr("c", "float", 0.0))
+
+
+def _arith_infer(name: str) -> Any:
+    def infer(at: dict, x: Spec) -> Spec:
+        if x.dtype == "bool":
+            raise DTypeError(f"{name}: bool arrays take no arithmetic, as MXNet's NDArrays")
+        return x
+
+    return infer
+
+
+def _quadratic_vjp(F, at, g, y, x):
+    slope = F.add_scalar(F.mul_scalar(x, scalar=2.0 * at["a"]), scalar=at["b"])
+    return (F.mul(g, slope),)
+
+
+@defop(
+    "contrib_quadratic",
+    ("data",),
+    QUADRATIC,
+    infer=_arith_infer("quadratic"),
+    vjp=_quadratic_vjp,
+    scratch=lambda at, x: 3 * (4 if x.dtype == "float16" else 8) * prod(x.shape),
+)
+def _quadratic(cx, at, x):
+    """a * x^2 + b * x + c; float16 computed in float32 and an integer array in float64, then
+    rounded (truncated) to its dtype, as MXNet's float coefficients make it. Gradient: the
+    output's times 2 * a * x + b."""
+    dt = x.dtype
+    if dt == np.float16:
+        wide = x.astype(np.float32)
+    elif dt.kind == "f":
+        wide = x
+    else:
+        wide = x.astype(np.float64)
+    t = wide.dtype.type
+    return _in_dtype(wide * wide * t(at["a"]) + wide * t(at["b"]) + t(at["c"]), dt)
+
+
+# --------------------------------------------------------------------------
+# gradientmultiplier, round_ste, sign_ste
+
+
+@defop(
+    "contrib_gradientmultiplier",
+    ("data",),
+    (Attr("scalar", "float", REQUIRED),),
+    infer=_arith_infer("gradientmultiplier"),
+    vjp=lambda F, at, g, y, x: (F.mul_scalar(g, scalar=at["scalar"]),),
+)
+def _gradientmultiplier(cx, at, x):
+    """x as it is; its gradient the output's times ``scalar`` (a gradient reversal layer with
+    -1)."""
+    return x.copy()
+
+
+def _straight_through(name: str, fwd: Any, what: str) -> None:
+    def forward(cx, at, x):
+        return fwd(x) if x.dtype.kind == "f" else x.copy()
+
+    forward.__doc__ = f"{what}; the output's gradient passed straight through (the identity's)."
+    defop(
+        f"contrib_{name}",
+        ("data",),
+        infer=_arith_infer(name),
+        vjp=lambda F, at, g, y, x: (g,),
+        scratch=lambda at, x: 3 * x.nbytes if x.dtype in FLOAT_DTYPES else 0,  # (round's temporaries)
+    )(forward)
+
+
+_straight_through("round_ste", lambda x: _round(np, x), "x rounded half away from zero")
+_straight_through("sign_ste", lambda x: np.sign(x), "The sign of x (-1, 0 or 1)")
+
+
+# --------------------------------------------------------------------------
+# BilinearResize2D and AdaptiveAvgPooling2D: separable linear maps of the last two axes
+#
+# Each output is A @ x @ B.T on every (N, C) image, A and B the maps of the rows and of the
+# columns (float64, (out, in)); the gradient is A.T @ g @ B, an op of its own whose gradient is
+# the forward again (both are linear).
+
+
+def _image(name: str, x: Spec) -> None:
+    if len(x.shape) != 4:
+        raise ShapeError(f"{name}: data must be 4-D (N, C, H, W), got shape {x.shape}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name}: takes floating point arrays only, got {x.dtype}")
+
+
+def _bilinear_map(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
+    """Bilinear interpolation from ``n_in`` points to ``n_out`` as a matrix: output i samples
+    the input at ``i * (n_in - 1) / (n_out - 1)`` (align_corners) or at ``(i + 0.5) * n_in /
+    n_out - 0.5`` clamped at 0 (PyTorch's), 0 for a single output, as MXNet's."""
+    m = np.zeros((n_out, n_in))
+    if n_in == 0 or n_out == 0:
+        return m
+    i = np.arange(n_out, dtype=np.float64)
+    if n_out == 1:
+        src = np.zeros(1)
+    elif align_corners:
+        src = i * ((n_in - 1) / (n_out - 1))
+    else:
+        src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+def _adaptive_map(n_in: int, n_out: int) -> np.ndarray:
+    """Adaptive average pooling from ``n_in`` points to ``n_out`` as a matrix: output i averages
+    the inputs from ``floor(i * n_in / n_out)`` to ``ceil((i + 1) * n_in / n_out)``."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def _separable(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows @ x @ cols.T on every image of x (N, C, H, W), in float64, rounded once (an
+    average of 9 and 10 is 9.5 in float32 too, not 9.500001)."""
+    out = np.matmul(np.matmul(rows, x.astype(np.float64, copy=False)), cols.T)
+    return out.astype(x.dtype, copy=False)
+
+
+def _separable_scratch(x: Spec, oh: int, ow: int) -> int:
+    """``_separable``'s working arrays, float64: the input's copy, the rows' product, the
+    result before it is rounded, the maps."""
+    n, c, h, w = x.shape
+    copy = 0 if x.dtype == "float64" else 8 * n * c * h * w
+    rounded = 0 if x.dtype == "float64" else 8 * n * c * oh * ow
+    return copy + 8 * n * c * oh * w + rounded + 16 * (oh * h + ow * w)
+
+
+RESIZE = (
+    Attr("height", "int", 1),
+    Attr("width", "int", 1),
+    Attr("scale_height", "float", None),
+    Attr("scale_width", "float", None),
+    Attr("mode", "str", "size"),
+    Attr("align_corners", "bool", True),
+)
+_RESIZE_MODES = ("size", "like", "odd_scale", "to_even_down", "to_even_up", "to_odd_down", "to_odd_up")
+
+
+def _resize_to(at: dict, x: Spec, like: tuple[Spec, ...]) -> tuple[int, int]:
+    """The output's (height, width), by ``mode`` (MXNet's rules)."""
+    mode, (h, w) = at["mode"], x.shape[2:]
+    if mode not in _RESIZE_MODES:
+        raise InvalidInput(f"BilinearResize2D: mode must be one of {', '.join(_RESIZE_MODES)}, got {mode!r}")
+    if (mode == "like") != bool(like):
+        raise InvalidInput(
+            f"BilinearResize2D: mode 'like' takes a second input (its size), other modes none; got mode "
+            f"{mode!r} with {len(like)}"
+        )
+    if mode == "like":
+        if len(like[0].shape) < 2:
+            raise ShapeError(f"BilinearResize2D: like must have at least 2 dimensions, got shape {like[0].shape}")
+        return like[0].shape[-2], like[0].shape[-1]
+    scales = (at["scale_height"], at["scale_width"])
+    if mode == "size":
+        for name, s in zip(("height", "width"), (at["height"], at["width"])):
+            if s < 1:
+                raise InvalidInput(f"BilinearResize2D: {name} must be at least 1, got {s}")
+        sizes = [at["height"], at["width"]]
+        for k, (n, s) in enumerate(zip((h, w), scales)):
+            if s is not None:
+                if s <= 0:
+                    raise InvalidInput(f"BilinearResize2D: scales must be positive, got {s}")
+                sizes[k] = int(n * s)
+        return sizes[0], sizes[1]
+    if mode == "odd_scale":
+        if None in scales or min(scales) <= 0:  # type: ignore[type-var]
+            raise InvalidInput(
+                f"BilinearResize2D: mode 'odd_scale' needs positive scale_height and scale_width, got {scales}"
+            )
+        return tuple(int((n - 1) * s) + 1 if n % 2 else int(n * s) for n, s in zip((h, w), scales))  # type: ignore[return-value]
+    step = 1 if mode.endswith("up") else -1
+    odd = 1 if "odd" in mode else 0
+    return tuple(n if n % 2 == odd else n + step for n in (h, w))  # type: ignore[return-value]
+
+
+def _resize_infer(at: dict, x: Spec, *like: Spec) -> Spec:
+    _image("BilinearResize2D", x)
+    if len(like) > 1:
+        raise InvalidInput(f"BilinearResize2D: takes data and at most one like input, got {1 + len(like)} inputs")
+    oh, ow = _resize_to(at, x, like)
+    if oh < 0 or ow < 0:
+        raise ShapeError(f"BilinearResize2D: the output size ({oh}, {ow}) is negative")
+    return Spec(x.shape[:2] + (oh, ow), x.dtype)
+
+
+def _resize_vjp(F, at, g, y, x, *like):
+    h, w = x.shape[2:]
+    back = F.contrib_BilinearResize2D_grad(g, height=h, width=w, align_corners=at["align_corners"])
+    return (back, *(None for _ in like))
+
+
+@defop(
+    "contrib_BilinearResize2D",
+    ("data", "*like"),
+    RESIZE,
+    infer=_resize_infer,
+    vjp=_resize_vjp,
+    scratch=lambda at, x, *like: _separable_scratch(x, *_resize_infer(at, x, *like).shape[2:]),
+    vjp_scratch=lambda at, x, *like: _separable_scratch(_resize_infer(at, x, *like), *x.shape[2:]),
+)
+def _bilinear_resize(cx, at, x, *like):
+    """Each (N, C) image resized to the output's height and width by bilinear interpolation
+    (MXNet's modes: ``size`` (``height``, ``width``, or the input's times ``scale_height``,
+    ``scale_width``), ``like`` (a second input's last two axes), ``odd_scale``,
+    ``to_even_down``, ``to_even_up``, ``to_odd_down``, ``to_odd_up``; ``align_corners``). The
+    like input gets no gradient."""
+    oh, ow = _resize_infer(at, Spec(x.shape, x.dtype.name), *(Spec(v.shape, v.dtype.name) for v in like)).shape[2:]
+    ac = at["align_corners"]
+    return _separable(x, _bilinear_map(x.shape[2], oh, ac), _bilinear_map(x.shape[3], ow, ac))
+
+
+def _resize_grad_infer(at: dict, g: Spec) -> Spec:
+    _image("BilinearResize2D_grad", g)
+    if at["height"] < 0 or at["width"] < 0:
+        raise InvalidInput(
+            f"BilinearResize2D_grad: height and width must not be negative, got {at['height']}, {at['width']}"
+        )
+    return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
+
+
+@defop(
+    "contrib_BilinearResize2D_grad",
+    ("data",),
+    (Attr("height", "int", REQUIRED), Attr("width", "int", REQUIRED), Attr("align_corners", "bool", True)),
+    infer=_resize_grad_infer,
+    vjp=lambda F, at, g, y, x: (
+        F.contrib_BilinearResize2D(g, height=x.shape[2], width=x.shape[3], align_corners=at["align_corners"]),
+    ),
+    scratch=lambda at, g: _separable_scratch(g, at["height"], at["width"]),
+    vjp_scratch=lambda at, g: _separable_scratch(_resize_grad_infer(at, g), *g.shape[2:]),
+)
+def _bilinear_resize_grad(cx, at, g):
+    """BilinearResize2D's gradient: an output's gradient ``data`` taken back to the input's
+    ``height`` and ``width`` (the transposed interpolation)."""
+    ac = at["align_corners"]
+    rows = _bilinear_map(at["height"], g.shape[2], ac)
+    cols = _bilinear_map(at["width"], g.shape[3], ac)
+    return _separable(g, rows.T, cols.T)
+
+
+def _output_size(at: dict) -> tuple[int, int]:
+    size = tuple(at["output_size"] or (1,))
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 0:
+        raise InvalidInput(
+            f"AdaptiveAvgPooling2D: output_size must be one size or (height, width), got {at['output_size']}"
+        )
+    return size[0], size[1]
+
+
+def _adaptive_infer(at: dict, x: Spec) -> Spec:
+    _image("AdaptiveAvgPooling2D", x)
+    return Spec(x.shape[:2] + _output_size(at), x.dtype)
+
+
+@defop(
+    "contrib_AdaptiveAvgPooling2D",
+    ("data",),
+    (Attr("output_size", "shape", ()),),
+    infer=_adaptive_infer,
+    vjp=lambda F, at, g, y, x: (F.contrib_AdaptiveAvgPooling2D_grad(g, height=x.shape[2], width=x.shape[3]),),
+    scratch=lambda at, x: _separable_scratch(x, *_output_size(at)),
+    vjp_scratch=lambda at, x: _separable_scratch(_adaptive_infer(at, x), *x.shape[2:]),
+)
+def _adaptive_avg_pooling(cx, at, x):
+    """Each (N, C) image averaged over windows that tile it into ``output_size`` (one size for
+    both axes, or (height, width); 1 when not given): output (i, j) averages rows
+    ``floor(i * H / OH)`` to ``ceil((i + 1) * H / OH)`` and the columns alike."""
+    oh, ow = _output_size(at)
+    return _separable(x, _adaptive_map(x.shape[2], oh), _adaptive_map(x.shape[3], ow))
+
+
+def _adaptive_grad_infer(at: dict, g: Spec) -> Spec:
+    _image("AdaptiveAvgPooling2D_grad", g)
+    if at["height"] < 0 or at["width"] < 0:
+        raise InvalidInput(
+            f"AdaptiveAvgPooling2D_grad: height and width must not be negative, got {at['height']}, {at['width']}"
+        )
+    return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
+
+
+@defop(
+    "contrib_AdaptiveAvgPooling2D_grad",
+    ("data",),
+    (Attr("height", "int", REQUIRED), Attr("width", "int", REQUIRED)),
+    infer=_adaptive_grad_infer,
+    vjp=lambda F, at, g, y, x: (F.contrib_AdaptiveAvgPooling2D(g, output_size=tuple(x.shape[2:])),),
+    scratch=lambda at, g: _separable_scratch(g, at["height"], at["width"]),
+    vjp_scratch=lambda at, g: _separable_scratch(_adaptive_grad_infer(at, g), *g.shape[2:]),
+)
+def _adaptive_avg_pooling_grad(cx, at, g):
+    """AdaptiveAvgPooling2D's gradient: an output's gradient ``data`` spread back over the
+    input's ``height`` and ``width``, each window's share divided by its size."""
+    rows = _adaptive_map(at["height"], g.shape[2])
+    cols = _adaptive_map(at["width"], g.shape[3])
+    return _separable(g, rows.T, cols.T)
