@@ -339,6 +339,33 @@ def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis
     return parts[0] if len(parts) == 1 else parts
 
 
+_AMP = ("float16", "float32")  # (the dtypes MXNet's mixed precision casts; others pass as they are)
+
+
+def amp_cast(data: NDArray, dtype: Any, **kwargs: Any) -> NDArray:
+    """MXNet's mixed-precision cast: a float16 or float32 array cast to ``dtype``, any other
+    (float64, integers) as it is (a copy); the gradient is cast back."""
+    if not isinstance(data, NDArray):
+        raise TypeError(f"amp_cast: expected an NDArray, got {type(data).__name__}")
+    target = _np.dtype(dtype).name
+    return invoke(OPS["astype"], (data,), {"dtype": target if data._spec.dtype in _AMP else data._spec.dtype})
+
+
+def amp_multicast(*data: NDArray, num_outputs: int, cast_narrow: bool = False, **kwargs: Any) -> Any:
+    """MXNet's mixed-precision cast of several arrays to one dtype: the float16 and float32
+    ones to the widest of them (float16 with ``cast_narrow``), the others as they are (copies);
+    a list, or one array for one input."""
+    if num_outputs != len(data):
+        raise InvalidInput(f"amp_multicast: num_outputs is {num_outputs} but {len(data)} arrays were given")
+    for a in data:
+        if not isinstance(a, NDArray):
+            raise TypeError(f"amp_multicast: expected NDArray inputs, got {type(a).__name__}")
+    mixed = {a._spec.dtype for a in data} & set(_AMP)
+    target = ("float16" if cast_narrow else "float32") if len(mixed) > 1 else next(iter(mixed), None)
+    outs = [invoke(OPS["astype"], (a,), {"dtype": target if a._spec.dtype in _AMP else a._spec.dtype}) for a in data]
+    return outs if len(outs) > 1 else outs[0]
+
+
 def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: Any) -> list[NDArray]:
     """[mean, variance] of ``data`` over ``axes`` (a list of axes; MXNet's moments: the
     population variance, the mean of the squared deviations), as table ops, so both have
@@ -943,6 +970,8 @@ __all__ = [
     "linalg",
     "load",
     "moments",
+    "amp_cast",
+    "amp_multicast",
     "ones",
     "random",
     "SliceChannel",

@@ -1056,3 +1056,31 @@ def test_round_and_rint_of_an_integer_array_are_arrays_of_their_own(mode):
         y = fn(x)
         y += 10
         assert y.asnumpy().tolist() == [11, 12, 13] and x.asnumpy().tolist() == [1, 2, 3]
+
+
+def test_amp_casts_touch_float16_and_float32_only(mode):
+    """MXNet 1.9.1's amp_cast and amp_multicast (mixed precision): float64 and integer arrays
+    pass as they are; the gradient is cast back."""
+    x, i = nd.array([1.5, 2.5]), nd.array([1, 2], dtype="int32")
+    h, d = nd.array([1, 2], dtype="float16"), nd.array([1, 2], dtype="float64")
+    casts = {a.dtype.__name__: [nd.amp_cast(a, dtype=t).dtype.__name__ for t in ("float16", "float32", "float64", "int32")]
+             for a in (x, i, h, d)}  # fmt: skip
+    assert casts == {
+        "float32": ["float16", "float32", "float64", "int32"],
+        "int32": ["int32"] * 4,
+        "float16": ["float16", "float32", "float64", "int32"],
+        "float64": ["float64"] * 4,
+    }
+    assert [a.dtype.__name__ for a in nd.amp_multicast(x, h, num_outputs=2)] == ["float32", "float32"]
+    assert [a.dtype.__name__ for a in nd.amp_multicast(x, h, num_outputs=2, cast_narrow=True)] == ["float16", "float16"]
+    assert [a.dtype.__name__ for a in nd.amp_multicast(x, h, d, num_outputs=3)] == ["float32", "float32", "float64"]
+    assert nd.amp_multicast(h, num_outputs=1).dtype == np.float16
+    x.attach_grad()
+    h.attach_grad()
+    with autograd.record():
+        a, b = nd.amp_multicast(x, h, num_outputs=2)
+        (a * b).sum().backward()
+    assert x.grad.asnumpy().tolist() == [1, 2] and h.grad.asnumpy().tolist() == [1.5, 2.5]
+    assert h.grad.dtype == np.float16
+    with pytest.raises(MXNetError, match="num_outputs is 3 but 2 arrays were given"):
+        nd.amp_multicast(x, h, num_outputs=3)
