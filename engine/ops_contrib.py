@@ -471,13 +471,20 @@ def _bilinear_resize(cx, at, x, *like):
     return _separable(x, _bilinear_map(x.shape[2], oh, ac), _bilinear_map(x.shape[3], ow, ac))
 
 
-def _resize_grad_infer(at: dict, g: Spec) -> Spec:
-    _image("BilinearResize2D_grad", g)
-    if at["height"] < 0 or at["width"] < 0:
-        raise InvalidInput(
-            f"BilinearResize2D_grad: height and width must not be negative, got {at['height']}, {at['width']}"
-        )
-    return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
+def _back_to_input(name: str) -> Any:
+    """The inference of a resizer's gradient op: the gradient taken back to the input's
+    ``height`` and ``width``."""
+
+    def infer(at: dict, g: Spec) -> Spec:
+        _image(name, g)
+        if at["height"] < 0 or at["width"] < 0:
+            raise InvalidInput(f"{name}: height and width must not be negative, got {at['height']}, {at['width']}")
+        return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
+
+    return infer
+
+
+_resize_grad_infer = _back_to_input("BilinearResize2D_grad")
 
 
 @defop(
@@ -533,13 +540,7 @@ def _adaptive_avg_pooling(cx, at, x):
     return _separable(x, _adaptive_map(x.shape[2], oh), _adaptive_map(x.shape[3], ow))
 
 
-def _adaptive_grad_infer(at: dict, g: Spec) -> Spec:
-    _image("AdaptiveAvgPooling2D_grad", g)
-    if at["height"] < 0 or at["width"] < 0:
-        raise InvalidInput(
-            f"AdaptiveAvgPooling2D_grad: height and width must not be negative, got {at['height']}, {at['width']}"
-        )
-    return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
+_adaptive_grad_infer = _back_to_input("AdaptiveAvgPooling2D_grad")
 
 
 @defop(

@@ -11,10 +11,10 @@ import pytest
 
 from gradserve import autograd, nd
 from gradserve.engine import OPS
-from gradserve.engine.dispatch import Context, Eager
 from gradserve.engine.errors import DTypeError, InvalidInput, MXNetError, ShapeError
 from gradserve.engine.optable import Spec
-from gradserve.engine.tape import resolve
+
+from .test_ops_vision import grads, run
 
 
 def lin(shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
@@ -30,24 +30,6 @@ def sin(shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
 def cos(shape: tuple[int, ...], dtype: str = "float32") -> np.ndarray:
     """cos(0), cos(1), ... in ``shape`` (the head gradients of the recorded cases)."""
     return np.cos(np.arange(int(np.prod(shape)))).reshape(shape).astype(dtype)
-
-
-def run(name: str, at: dict, *xs: np.ndarray) -> np.ndarray:
-    """The op's forward, its result checked against its inference."""
-    op = OPS[name]
-    parsed = op.parse_attrs(at)
-    spec = op.infer(parsed, *[Spec(x.shape, x.dtype.name) for x in xs])
-    y = op.forward(Context(), dict(parsed), *xs)
-    assert (y.shape, y.dtype.name) == spec, f"{name}: infer says {spec}, forward gives {y.shape} {y.dtype}"
-    return y
-
-
-def grads(name: str, at: dict, g: np.ndarray, *xs: np.ndarray) -> tuple:
-    """The op's cotangents for head gradient ``g``."""
-    op = OPS[name]
-    node_at = dict(op.parse_attrs(at))
-    y = op.forward(Context(), node_at, *xs)
-    return tuple(resolve(c) for c in op.vjp(Eager(Context()), node_at, g, y, *xs))
 
 
 def refused(name: str, at: dict, *specs: tuple) -> MXNetError:
