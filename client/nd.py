@@ -416,6 +416,22 @@ def linalg_slogdet(A: NDArray, **kwargs: Any) -> list[NDArray]:
     return [both[0], both[1]]
 
 
+def linalg_gelqf(A: NDArray, **kwargs: Any) -> list[NDArray]:
+    """[Q, L] with A = L Q, L lower triangular and Q of orthonormal rows (MXNet's two outputs;
+    the op ``linalg_gelqf`` gives them joined on the last axis)."""
+    both = invoke(OPS["linalg_gelqf"], (A,))
+    n = A.shape[-1]
+    return [both[..., :n], both[..., n:]]
+
+
+def linalg_syevd(A: NDArray, **kwargs: Any) -> list[NDArray]:
+    """[U, lam] with A = U^T diag(lam) U, U's rows the eigenvectors of the symmetric A (MXNet's
+    two outputs; the op ``linalg_syevd`` gives lam as U's last row)."""
+    both = invoke(OPS["linalg_syevd"], (A,))
+    n = A.shape[-1]
+    return [both[..., :n, :], both[..., n, :]]
+
+
 class _Linalg:
     """``nd.linalg``: MXNet's linear algebra on the last two axes, batched over the leading
     ones. Each is also ``nd.linalg_<name>``, the same op of the table.
@@ -440,6 +456,8 @@ class _Linalg:
     maketrian = staticmethod(_generate(OPS["linalg_maketrian"], "linalg.maketrian"))
     gemm2 = staticmethod(_generate(OPS["linalg_gemm2"], "linalg.gemm2"))
     slogdet = staticmethod(linalg_slogdet)
+    gelqf = staticmethod(linalg_gelqf)
+    syevd = staticmethod(linalg_syevd)
 
 
 linalg = _Linalg()

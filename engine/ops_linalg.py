@@ -790,3 +790,115 @@ def _linalg_maketrian(cx, at, a):
     for i, j, m in _trian_rows(n, at):
         dst[..., i, :m] = a[..., j : j + m]
     return out
+
+
+# --------------------------------------------------------------------------
+# factorizations of two outputs, packed in one (as slogdet's): gelqf, syevd
+
+
+def _gelqf_infer(at: dict, a: Spec) -> Spec:
+    _matrices("linalg_gelqf", a)
+    dt = _floats("linalg_gelqf", a)
+    m, n = a.shape[-2:]
+    if m > n:
+        raise ShapeError(f"linalg_gelqf: the matrices must have no more rows than columns, got shape {a.shape}")
+    return Spec(a.shape[:-1] + (n + m,), dt)
+
+
+def _gelqf_vjp(F, at, g, y, a):
+    # A = L Q (Q's rows orthonormal): with M = L^T dL - dQ Q^T, dA = L^-T (dQ + copyltu(M) Q),
+    # copyltu(M) the symmetric matrix of M's lower triangle (MXNet's, Walter and Lehmann 2018)
+    n = int(a.shape[-1])
+    q, low = F.slice_axis(y, axis=-1, begin=0, end=n), F.slice_axis(y, axis=-1, begin=n, end=None)
+    dq, dlow = F.slice_axis(g, axis=-1, begin=0, end=n), F.slice_axis(g, axis=-1, begin=n, end=None)
+    m = F.sub(F.linalg_gemm2(low, dlow, transpose_a=True), F.linalg_gemm2(dq, q, transpose_b=True))
+    sym = F.add(_tri_mul(F, m, True), _swap(F, _tri_mul(F, m, True, 0.0)))
+    return (F.linalg_trsm(low, F.add(dq, F.linalg_gemm2(sym, q)), transpose=True),)
+
+
+def _gelqf_vjp_bytes(at: dict, a: Spec) -> int:
+    """The slices of Q, L and their cotangents (A's and two m x m), the two products, M, its
+    masks and triangles (m x m each, six), the sum, its product with Q and the solve's."""
+    m = prod(a.shape[:-1]) * a.shape[-2] * _itemsize(a)
+    return 2 * a.nbytes + 10 * m + 2 * a.nbytes + _trsm_bytes(False, Spec(a.shape[:-1] + (a.shape[-2],), a.dtype), a)
+
+
+def _gelqf_bytes(a: Spec) -> int:
+    """numpy's QR of A^T, in float64 whatever the dtype: A's copy, Q and R (m x m each), then
+    float32's Q and R in float32; LAPACK's buffers for one matrix."""
+    m, n = a.shape[-2:]
+    squares = prod(a.shape[:-2]) * m * m
+    b = 8 * (2 * prod(a.shape) + squares) + 8 * n * (m + 1)
+    return b + (a.nbytes + 4 * squares if a.dtype == "float32" else 0)
+
+
+@defop(
+    "linalg_gelqf",
+    ("A",),
+    infer=_gelqf_infer,
+    vjp=_gelqf_vjp,
+    work=lambda at, a: prod(a.shape) * a.shape[-2] if len(a.shape) >= 2 else 0,
+    scratch=lambda at, a: _gelqf_bytes(a),
+    vjp_scratch=_gelqf_vjp_bytes,
+)
+def _linalg_gelqf(cx, at, a):
+    """The LQ factorization of each matrix of A (m x n, m <= n): A = L Q with L (m x m) lower
+    triangular and Q (m x n) of orthonormal rows, LAPACK's signs (MXNet's). The table holds one
+    output per op: Q and L joined on the last axis, (..., m, n + m); ``nd.linalg.gelqf`` gives
+    MXNet's two arrays [Q, L]."""
+    xp = cx.xp
+    q, r = xp.linalg.qr(_t(xp, a))  # (A^T = Q^T L^T: the LQ of A is the QR of its transpose)
+    return xp.concatenate([_t(xp, q), _t(xp, r)], axis=-1).astype(a.dtype, copy=False)
+
+
+def _syevd_infer(at: dict, a: Spec) -> Spec:
+    n = _square("linalg_syevd", a)
+    return Spec(a.shape[:-2] + (n + 1, n), _floats("linalg_syevd", a))
+
+
+def _syevd_vjp(F, at, g, y, a):
+    # A = U^T diag(lam) U (U's rows the eigenvectors): with G = U dU^T and K its off-diagonal
+    # part over lam_col - lam_row, dA = sym(U^T (diag(dlam) + K) U)
+    n = int(a.shape[-1])
+    u, lam = F.slice_axis(y, axis=-2, begin=0, end=n), F.slice_axis(y, axis=-2, begin=n, end=None)
+    du, dlam = F.slice_axis(g, axis=-2, begin=0, end=n), F.slice_axis(g, axis=-2, begin=n, end=None)
+    eye = np.eye(n, dtype=a.dtype)
+    gap = F.broadcast_add(F.broadcast_sub(lam, _swap(F, lam)), eye)  # lam_c - lam_r, 1 on the diagonal
+    k = F.div(F.mul(F.linalg_gemm2(u, du, transpose_b=True), 1 - eye), gap)
+    mid = F.add(k, F.broadcast_mul(_swap(F, dlam), eye))
+    bar = F.linalg_gemm2(F.linalg_gemm2(u, mid, transpose_a=True), u)
+    return (F.mul_scalar(F.add(bar, _swap(F, bar)), scalar=0.5),)
+
+
+def _syevd_vjp_bytes(at: dict, a: Spec) -> int:
+    """Arrays of A's size, at most a dozen: the slices, the gaps, G, its masked part, K, the
+    middle matrix, the two products and the symmetric sum; and the identity."""
+    return 12 * a.nbytes + 2 * _one_matrix(a)
+
+
+@defop(
+    "linalg_syevd",
+    ("A",),
+    infer=_syevd_infer,
+    vjp=_syevd_vjp,
+    work=_matrix_work,
+    # the symmetric part, numpy's eigh (LAPACK's buffers, the vectors), U and its signs
+    scratch=lambda at, a: 5 * a.nbytes + 8 * a.shape[-1] * (2 * a.shape[-1] + 10),
+    vjp_scratch=_syevd_vjp_bytes,
+)
+def _linalg_syevd(cx, at, a):
+    """The eigendecomposition of each symmetric matrix of A: A = U^T diag(lam) U, the rows of U
+    the eigenvectors (each signed so that its largest entry in absolute value is positive, as
+    MXNet's), lam ascending. Of a matrix that is not symmetric, that of its symmetric part
+    (A + A^T) / 2, whose derivative is the symmetric gradient MXNet gives (MXNet reads the lower
+    triangle alone). The table holds one output per op: U with lam as one more row, (..., n + 1,
+    n); ``nd.linalg.syevd`` gives MXNet's two arrays [U, lam]."""
+    xp = cx.xp
+    half = a.dtype.type(0.5)
+    s = a * half
+    s += _t(xp, a) * half
+    lam, v = xp.linalg.eigh(s)
+    u = _t(xp, v)
+    big = xp.take_along_axis(u, xp.abs(u).argmax(axis=-1)[..., None], axis=-1)
+    u = u * xp.where(big < 0, -1, 1).astype(a.dtype)
+    return xp.concatenate([u, lam[..., None, :]], axis=-2).astype(a.dtype, copy=False)

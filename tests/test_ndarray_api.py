@@ -1063,8 +1063,8 @@ def test_amp_casts_touch_float16_and_float32_only(mode):
     pass as they are; the gradient is cast back."""
     x, i = nd.array([1.5, 2.5]), nd.array([1, 2], dtype="int32")
     h, d = nd.array([1, 2], dtype="float16"), nd.array([1, 2], dtype="float64")
-    casts = {a.dtype.__name__: [nd.amp_cast(a, dtype=t).dtype.__name__ for t in ("float16", "float32", "float64", "int32")]
-             for a in (x, i, h, d)}  # fmt: skip
+    targets = ("float16", "float32", "float64", "int32")
+    casts = {a.dtype.__name__: [nd.amp_cast(a, dtype=t).dtype.__name__ for t in targets] for a in (x, i, h, d)}
     assert casts == {
         "float32": ["float16", "float32", "float64", "int32"],
         "int32": ["int32"] * 4,

@@ -115,6 +115,30 @@ def LA_DOM(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.uniform(-1, 1, shape) + shape[-1] * np.eye(shape[-1])
 
 
+def LA_WIDE(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Matrices of no more rows than columns, of full rank and well conditioned (gelqf's)."""
+    return rng.uniform(-1, 1, shape) + shape[-1] * np.eye(shape[-2], shape[-1])
+
+
+def LA_APART(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Square matrices whose symmetric parts have eigenvalues well apart (syevd's)."""
+    return rng.uniform(-1, 1, shape) + np.diag(3.0 * np.arange(shape[-1]))
+
+
+def gelqf_ref(a: np.ndarray) -> np.ndarray:
+    """[Q | L] of A = L Q: the QR of A's transpose, transposed."""
+    q, r = np.linalg.qr(np.swapaxes(a, -1, -2))
+    return np.concatenate([np.swapaxes(q, -1, -2), np.swapaxes(r, -1, -2)], axis=-1)
+
+
+def syevd_ref(a: np.ndarray) -> np.ndarray:
+    """[U; lam] of (A + A^T) / 2 = U^T diag(lam) U, each row of U's largest entry positive."""
+    lam, v = np.linalg.eigh((a + np.swapaxes(a, -1, -2)) / 2)
+    u = np.swapaxes(v, -1, -2)
+    big = np.take_along_axis(u, np.abs(u).argmax(axis=-1)[..., None], axis=-1)
+    return np.concatenate([u * np.sign(big), lam[..., None, :]], axis=-2)
+
+
 def LA_SPD(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Symmetric positive definite matrices (Cholesky's inputs)."""
     x = rng.uniform(-1, 1, shape)
@@ -1002,6 +1026,8 @@ CASES: dict[str, Case] = {
     "linalg_inverse": C(np.linalg.inv, (2, 3, 3), dom=LA_DOM),
     "linalg_det": C(np.linalg.det, (2, 3, 3), dom=LA_DOM),
     "linalg_slogdet": C(lambda a: np.stack(np.linalg.slogdet(a)), (2, 3, 3), dom=LA_DOM),  # (sign, log |det|)
+    "linalg_gelqf": C(lambda a: gelqf_ref(a), (2, 3, 4), dom=LA_WIDE),  # ([Q | L])
+    "linalg_syevd": C(lambda a: syevd_ref(a), (2, 3, 3), dom=LA_APART),  # ([U; lam])
     # image and normalization layers (ops_vision.py)
     "LRN": C(
         lambda x: (
@@ -2077,6 +2103,8 @@ VARIANTS: list[tuple[str, str, Case]] = [
     ),
     # linear algebra
     ("linalg_slogdet-one", "linalg_slogdet", C(lambda a: np.stack(np.linalg.slogdet(a))[:, None], (3, 3), dom=LA_DOM)),
+    ("linalg_gelqf-square", "linalg_gelqf", C(lambda a: gelqf_ref(a), (3, 3), dom=LA_WIDE)),
+    ("linalg_syevd-one", "linalg_syevd", C(lambda a: syevd_ref(a), (4, 4), dom=LA_APART)),
     (
         "linalg_gemm-ta-tb-rank4",
         "linalg_gemm",

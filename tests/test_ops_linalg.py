@@ -531,8 +531,11 @@ def test_nd_linalg_and_the_flat_names_are_the_same_op(short, mode):
         args = (nd.array(V6),)
     namespaced, flat = getattr(nd.linalg, short), getattr(nd, f"linalg_{short}")
     got, want = namespaced(*args), flat(*args)
-    if short == "slogdet":  # (two arrays)
-        got, want = nd.stack(*got), nd.stack(*want)
+    if short in ("slogdet", "gelqf", "syevd"):  # (two arrays)
+        assert len(got) == len(want) == 2
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g.asnumpy(), w.asnumpy())
+        return
     np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
 
 
@@ -661,3 +664,59 @@ def test_slogdet_of_a_batch_holding_a_singular_matrix_has_its_gradient(mode):
             y = head(*nd.linalg.slogdet(a))
         y.backward()
         np.testing.assert_allclose(a.grad.asnumpy(), want, rtol=1e-6, atol=0)
+
+
+def test_gelqf_and_syevd_give_mxnets_two_arrays_and_gradients(mode):
+    """LQ and symmetric eigendecomposition (MXNet 1.9.1's values and gradients, float32)."""
+    a = nd.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]])
+    a.attach_grad()
+    with autograd.record():
+        q, low = nd.linalg.gelqf(a)
+        z = (q * nd.array([[1, 2, 3], [4, 5, 6]])).sum() + (low * nd.array([[1, 0], [2, 3]])).sum()
+    z.backward()
+    np.testing.assert_allclose(
+        q.asnumpy(), [[-0.26726115, -0.5345225, -0.8017837], [0.91437715, 0.12191702, -0.3860704]], rtol=2e-6
+    )
+    np.testing.assert_allclose(low.asnumpy(), [[-3.7416575, 0.0], [-8.953251, 1.7576364]], rtol=2e-6)
+    np.testing.assert_allclose(
+        a.grad.asnumpy(), [[-9.685811, -2.0626113, 3.3564563], [2.1691458, -0.5947663, -2.8209748]], rtol=2e-5
+    )
+    s = nd.array([[2.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]])
+    s.attach_grad()
+    with autograd.record():
+        u, lam = nd.linalg.syevd(s)
+        z = (u * nd.array(np.arange(1.0, 10.0).reshape(3, 3))).sum() + (lam * nd.array([1, 2, 3])).sum()
+    z.backward()
+    want_u = [
+        [-0.4597114, 0.12717491, 0.87891525],
+        [0.70673573, -0.5469117, 0.4487896],
+        [0.5377639, 0.82747465, 0.1615425],
+    ]
+    np.testing.assert_allclose(u.asnumpy(), want_u, rtol=1e-5, atol=1e-6)  # (each row's largest entry positive)
+    np.testing.assert_allclose(lam.asnumpy(), [0.767417, 1.5436528, 3.6889317], rtol=1e-6)
+    want = [
+        [0.05015767, 0.84619194, 1.3097391],
+        [0.84619194, 3.0573251, -0.61353934],
+        [1.3097391, -0.6135393, 2.8925183],
+    ]
+    np.testing.assert_allclose(s.grad.asnumpy(), want, rtol=1e-5, atol=1e-6)
+    u, lam = nd.linalg_syevd(nd.array([[[2.0, 1.0], [1.0, 3.0]], [[1.0, 0.0], [0.0, 1.0]]]))  # (a batch)
+    np.testing.assert_allclose(u.asnumpy()[0], [[0.85065, -0.52573], [0.52573, 0.85065]], rtol=1e-5)
+    np.testing.assert_allclose(lam.asnumpy(), [[1.381966, 3.618034], [1.0, 1.0]], rtol=1e-6)
+    q, low = nd.linalg.gelqf(nd.array([[1.0, 2.0], [3.0, 4.0]], dtype="float64"))
+    assert q.dtype == np.float64
+    np.testing.assert_allclose(low.asnumpy(), [[-2.23606798, 0.0], [-4.91934955, -0.89442719]], rtol=1e-8)
+
+
+def test_gelqf_and_syevd_refuse_what_mxnet_refuses():
+    for name, shape, dtype, message in (
+        ("linalg_gelqf", (3, 2), "float32", r"no more rows than columns, got shape \(3, 2\)"),
+        ("linalg_gelqf", (2,), "float32", "rank >= 2"),
+        ("linalg_gelqf", (2, 2), "float16", "only supports 32-bit and 64-bit floating point, not float16"),
+        ("linalg_syevd", (1, 3), "float32", "square matrices"),
+        ("linalg_syevd", (2, 2), "int32", "only supports 32-bit and 64-bit floating point, not int32"),
+    ):
+        with pytest.raises((ShapeError, DTypeError, InvalidInput), match=message):
+            OPS[name].infer({}, Spec(shape, dtype))
+    assert OPS["linalg_gelqf"].infer({}, Spec((5, 2, 3), "float32")) == Spec((5, 2, 5), "float32")
+    assert OPS["linalg_syevd"].infer({}, Spec((5, 3, 3), "float64")) == Spec((5, 4, 3), "float64")
