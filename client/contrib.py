@@ -13,8 +13,6 @@ code is, so gradients go through them.
 
 from __future__ import annotations
 
-import numbers
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -116,11 +114,10 @@ def while_loop(
         raise InvalidInput("while_loop: max_iterations must be given")
     if isinstance(max_iterations, NDArray):
         max_iterations = max_iterations.asscalar()
-    if isinstance(max_iterations, float) and max_iterations.is_integer():
-        max_iterations = int(max_iterations)
-    if not isinstance(max_iterations, numbers.Integral):
-        raise InvalidInput(f"while_loop: max_iterations must be an integer, got {max_iterations!r}")
-    limit = operator.index(max_iterations)
+    try:
+        limit = int(max_iterations)  # (MXNet's: a float is truncated)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"while_loop: max_iterations must be an integer, got {max_iterations!r}") from None
     one = isinstance(loop_vars, NDArray)
     variables = [loop_vars] if one else list(loop_vars)
     if not variables:

@@ -548,8 +548,16 @@ def _checked_step(name: str, args: dict[str, Any], says_out: bool = False) -> tu
                 f"{name}: {what} {a.shape} {a._spec.dtype} does not fit weight {weight.shape} {weight._spec.dtype}"
                 + (f" (a float32 {what} of its shape)" if what in f32 else "")
             )
-    if flags.recording:
-        for a in (out, *arrays.values()):
+    if out is not None and out is not weight:  # (checked here: out is written before the command runs)
+        if out.shape != weight.shape or out._spec.dtype != weight._spec.dtype:
+            raise ShapeError(
+                f"{name}: out {out.shape} {out._spec.dtype} does not fit weight {weight.shape} {weight._spec.dtype}"
+            )
+        for what, a in arrays.items():
+            if _same_memory(out, a):
+                raise InvalidInput(f"{name}: out must not be the {what} (the weight, or an array of its own)")
+    if flags.recording:  # (the gradient is only read: it may be in a graph)
+        for a in (out, *(args[k] for k in states)):
             if a is not None and tape.in_graph(a._node):
                 raise AutogradError(INPLACE_IN_GRAPH)
     read = [_one_float32(name, k, args[k], weight) for k in scalars]
@@ -568,7 +576,7 @@ def _one_float32(name: str, what: str, value: Any, like: NDArray) -> NDArray:
         return value
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: {what} must be a number or an NDArray, got {type(value).__name__}")
-    return array([float(value)], dtype="float32", ctx=like.context)
+    return full((1,), float(value), ctx=like.context, dtype="float32")  # (an op: a hybridized step traces it)
 
 
 def _queue_step(checked: tuple[Any, ...]) -> NDArray:

@@ -214,11 +214,14 @@ def _index_copy(cx, at, old, idx, new):
 
 
 def _sqrt_dim(x: Any) -> Any:
-    """sqrt of the last axis' length: in the dtype for floats (as MXNet's sqrt(DType(d))), a
-    double for integers."""
+    """sqrt of the last axis' length as MXNet divides by it: computed in float64 for float64,
+    else in float32 (float16 too: a length past 65504 is no infinity), then in the dtype; for
+    an integer dtype the root truncated to an integer (MXNet's cast of it: 1 for 3)."""
     d = x.shape[-1]
     dt = np.dtype(x.dtype)
-    return dt.type(np.sqrt(dt.type(d))) if dt.kind == "f" else math.sqrt(d)
+    if dt.kind != "f":
+        return int(math.sqrt(d))
+    return dt.type(np.sqrt(np.float64(d) if dt == np.float64 else np.float32(d)))
 
 
 def _dsd_infer(at: dict, x: Spec) -> Spec:
@@ -235,15 +238,17 @@ def _dsd_infer(at: dict, x: Spec) -> Spec:
     infer=_dsd_infer,
     vjp=lambda F, at, g, y, x: (F.div_scalar(g, scalar=float(_sqrt_dim(x))),),
     eager_vjp=lambda at, g, y, x: (g / _sqrt_dim(x),) if g.dtype.kind == "f" else None,
-    scratch=lambda at, x: 8 * prod(x.shape) if np.dtype(x.dtype).kind != "f" else 0,  # (the float64 quotient)
+    scratch=lambda at, x: prod(x.shape) * (np.dtype(x.dtype).itemsize + 1) if np.dtype(x.dtype).kind != "f" else 0,
     vjp_scratch=lambda at, x: 24 * prod(x.shape) if np.dtype(x.dtype).kind != "f" else 0,  # (div_scalar's)
 )
 def _div_sqrt_dim(cx, at, x):
     """x divided by the square root of its last axis' length (attention's scaling); an
     integer array's quotient truncated, as MXNet's."""
+    root = _sqrt_dim(x)
     if x.dtype.kind == "f":
-        return x / _sqrt_dim(x)
-    return (x / _sqrt_dim(x)).astype(x.dtype)  # (within x's range: the root is at least 1)
+        return x / root
+    q = np.abs(x) // root  # (C's integer division: truncated toward zero, exact for any integer)
+    return np.negative(q, out=q, where=x < 0) if x.dtype.kind == "i" else q
 
 
 # --------------------------------------------------------------------------
@@ -308,7 +313,7 @@ def _gradientmultiplier(cx, at, x):
 
 def _straight_through(name: str, fwd: Any, what: str) -> None:
     def forward(cx, at, x):
-        return fwd(x) if x.dtype.kind == "f" else x.copy()
+        return fwd(x)
 
     forward.__doc__ = f"{what}; the output's gradient passed straight through (the identity's)."
     defop(
@@ -320,16 +325,20 @@ def _straight_through(name: str, fwd: Any, what: str) -> None:
     )(forward)
 
 
-_straight_through("round_ste", lambda x: _round(np, x), "x rounded half away from zero")
-_straight_through("sign_ste", lambda x: np.sign(x), "The sign of x (-1, 0 or 1)")
+_straight_through(
+    "round_ste", lambda x: _round(np, x) if x.dtype.kind == "f" else x.copy(), "x rounded half away from zero"
+)
+_straight_through("sign_ste", np.sign, "The sign of x (-1, 0 or 1; NaN for NaN, as sign's)")
 
 
 # --------------------------------------------------------------------------
-# BilinearResize2D and AdaptiveAvgPooling2D: separable linear maps of the last two axes
+# BilinearResize2D and AdaptiveAvgPooling2D: linear maps of the last two axes, one axis at a time
 #
-# Each output is A @ x @ B.T on every (N, C) image, A and B the maps of the rows and of the
-# columns (float64, (out, in)); the gradient is A.T @ g @ B, an op of its own whose gradient is
-# the forward again (both are linear).
+# Along each axis, an output of bilinear resizing blends two inputs (``lo``, ``hi``, by
+# ``frac``) and one of adaptive pooling averages a window (``lo`` to ``hi``, from a cumulative
+# sum): O(1) per output, in float64, rounded once at the end. The gradients are the transposed
+# maps, ops of their own whose gradients are the forwards again (all are linear); both gather
+# by index lists that never decrease along the axis, so their sums are numpy's reduceat.
 
 
 def _image(name: str, x: Spec) -> None:
@@ -339,13 +348,17 @@ def _image(name: str, x: Spec) -> None:
         raise DTypeError(f"{name}: takes floating point arrays only, got {x.dtype}")
 
 
-def _bilinear_map(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
-    """Bilinear interpolation from ``n_in`` points to ``n_out`` as a matrix: output i samples
-    the input at ``i * (n_in - 1) / (n_out - 1)`` (align_corners) or at ``(i + 0.5) * n_in /
-    n_out - 0.5`` clamped at 0 (PyTorch's), 0 for a single output, as MXNet's."""
-    m = np.zeros((n_out, n_in))
-    if n_in == 0 or n_out == 0:
-        return m
+def _from_empty(name: str, n_in: tuple[int, ...], n_out: tuple[int, ...]) -> None:
+    """Refuse to make outputs from an axis of no inputs."""
+    for a, b in zip(n_in, n_out):
+        if a == 0 and b > 0:
+            raise ShapeError(f"{name}: cannot make {b} values from an axis of length 0 (sizes {n_in} to {n_out})")
+
+
+def _bilinear_axis(n_in: int, n_out: int, align_corners: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear interpolation from ``n_in`` points to ``n_out``: output i is ``(1 - frac) *
+    x[lo] + frac * x[hi]`` at source ``i * (n_in - 1) / (n_out - 1)`` (align_corners) or ``(i +
+    0.5) * n_in / n_out - 0.5`` clamped at 0 (PyTorch's); a single output samples 0, as MXNet's."""
     i = np.arange(n_out, dtype=np.float64)
     if n_out == 1:
         src = np.zeros(1)
@@ -353,38 +366,80 @@ def _bilinear_map(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
         src = i * ((n_in - 1) / (n_out - 1))
     else:
         src = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
-    return m
+    lo = np.minimum(np.floor(src).astype(np.int64), max(n_in - 1, 0))
+    return lo, np.minimum(lo + 1, max(n_in - 1, 0)), src - lo
 
 
-def _adaptive_map(n_in: int, n_out: int) -> np.ndarray:
-    """Adaptive average pooling from ``n_in`` points to ``n_out`` as a matrix: output i averages
-    the inputs from ``floor(i * n_in / n_out)`` to ``ceil((i + 1) * n_in / n_out)``."""
-    m = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
-        m[i, lo:hi] = 1.0 / (hi - lo)
-    return m
+def _adaptive_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive average pooling from ``n_in`` points to ``n_out``: output i averages the inputs
+    from ``lo = floor(i * n_in / n_out)`` to ``hi = ceil((i + 1) * n_in / n_out)``."""
+    i = np.arange(n_out, dtype=np.int64)
+    return (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
 
 
-def _separable(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """rows @ x @ cols.T on every image of x (N, C, H, W), in float64, rounded once (an
-    average of 9 and 10 is 9.5 in float32 too, not 9.500001)."""
-    out = np.matmul(np.matmul(rows, x.astype(np.float64, copy=False)), cols.T)
-    return out.astype(x.dtype, copy=False)
+def _along(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """A per-position vector shaped to broadcast along ``axis`` of an array of rank ``ndim``."""
+    return v.reshape((-1,) + (1,) * (ndim - 1 - axis))
 
 
-def _separable_scratch(x: Spec, oh: int, ow: int) -> int:
-    """``_separable``'s working arrays, float64: the input's copy, the rows' product, the
-    result before it is rounded, the maps."""
+def _sum_into(n: int, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """out[k] = the sum of vals[j] (along axis 0) over the j with idx[j] == k; idx never
+    decreases (numpy's reduceat over its runs)."""
+    out = np.zeros((n,) + vals.shape[1:], vals.dtype)
+    if len(idx):
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        out[idx[starts]] = np.add.reduceat(vals, starts, axis=0)
+    return out
+
+
+def _resize_along(x: np.ndarray, axis: int, n_out: int, align: bool) -> np.ndarray:
+    lo, hi, frac = _bilinear_axis(x.shape[axis], n_out, align)
+    f = _along(frac, axis, x.ndim)
+    out = x.take(lo, axis) * (1 - f)
+    out += x.take(hi, axis) * f
+    return out
+
+
+def _resize_back(g: np.ndarray, axis: int, n_in: int, align: bool) -> np.ndarray:
+    lo, hi, frac = _bilinear_axis(n_in, g.shape[axis], align)
+    gm = np.moveaxis(g, axis, 0)
+    f = _along(frac, 0, gm.ndim)
+    out = _sum_into(n_in, lo, gm * (1 - f))
+    out += _sum_into(n_in, hi, gm * f)
+    return np.moveaxis(out, 0, axis)
+
+
+def _pool_along(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    lo, hi = _adaptive_axis(x.shape[axis], n_out)
+    cs = np.cumsum(x, axis=axis)
+    cs = np.concatenate([np.zeros_like(cs.take([0], axis)), cs], axis=axis)
+    out = cs.take(hi, axis) - cs.take(lo, axis)
+    out /= _along((hi - lo).astype(np.float64), axis, x.ndim)
+    return out
+
+
+def _pool_back(g: np.ndarray, axis: int, n_in: int) -> np.ndarray:
+    lo, hi = _adaptive_axis(n_in, g.shape[axis])
+    gm = np.moveaxis(g, axis, 0) / _along((hi - lo).astype(np.float64), 0, g.ndim)
+    steps = _sum_into(n_in + 1, lo, gm)  # (each window's share added at its start, taken at its end)
+    steps -= _sum_into(n_in + 1, hi, gm)
+    return np.moveaxis(np.cumsum(steps[:n_in], axis=0), 0, axis)
+
+
+def _both_axes(x: np.ndarray, along: Any, sizes: tuple[int, int], *extra: Any) -> np.ndarray:
+    """``along`` (a map of one axis) over axis 2, then axis 3, in float64; the result in x's dtype."""
+    y = along(x.astype(np.float64, copy=False), 2, sizes[0], *extra)
+    return along(y, 3, sizes[1], *extra).astype(x.dtype, copy=False)
+
+
+def _maps_scratch(x: Spec, oh: int, ow: int) -> int:
+    """The float64 working arrays of ``_both_axes``: the input's copy, and for each axis its
+    takes, blend or cumulative sums (four arrays of the larger of that axis' input and output),
+    then the result before it is rounded."""
     n, c, h, w = x.shape
-    copy = 0 if x.dtype == "float64" else 8 * n * c * h * w
-    rounded = 0 if x.dtype == "float64" else 8 * n * c * oh * ow
-    return copy + 8 * n * c * oh * w + rounded + 16 * (oh * h + ow * w)
+    first = 4 * n * c * (max(h, oh) + 1) * w
+    second = 4 * n * c * oh * (max(w, ow) + 1)
+    return 8 * (n * c * h * w + max(first, n * c * oh * w + second) + n * c * oh * ow)
 
 
 RESIZE = (
@@ -420,12 +475,12 @@ def _resize_to(at: dict, x: Spec, like: tuple[Spec, ...]) -> tuple[int, int]:
         sizes = [at["height"], at["width"]]
         for k, (n, s) in enumerate(zip((h, w), scales)):
             if s is not None:
-                if s <= 0:
-                    raise InvalidInput(f"BilinearResize2D: scales must be positive, got {s}")
+                if not 0 < s < math.inf:
+                    raise InvalidInput(f"BilinearResize2D: scales must be positive and finite, got {s}")
                 sizes[k] = int(n * s)
         return sizes[0], sizes[1]
     if mode == "odd_scale":
-        if None in scales or min(scales) <= 0:  # type: ignore[type-var]
+        if None in scales or not all(0 < v < math.inf for v in scales):  # type: ignore[operator]
             raise InvalidInput(
                 f"BilinearResize2D: mode 'odd_scale' needs positive scale_height and scale_width, got {scales}"
             )
@@ -442,6 +497,7 @@ def _resize_infer(at: dict, x: Spec, *like: Spec) -> Spec:
     oh, ow = _resize_to(at, x, like)
     if oh < 0 or ow < 0:
         raise ShapeError(f"BilinearResize2D: the output size ({oh}, {ow}) is negative")
+    _from_empty("BilinearResize2D", x.shape[2:], (oh, ow))
     return Spec(x.shape[:2] + (oh, ow), x.dtype)
 
 
@@ -457,8 +513,8 @@ def _resize_vjp(F, at, g, y, x, *like):
     RESIZE,
     infer=_resize_infer,
     vjp=_resize_vjp,
-    scratch=lambda at, x, *like: _separable_scratch(x, *_resize_infer(at, x, *like).shape[2:]),
-    vjp_scratch=lambda at, x, *like: _separable_scratch(_resize_infer(at, x, *like), *x.shape[2:]),
+    scratch=lambda at, x, *like: _maps_scratch(x, *_resize_infer(at, x, *like).shape[2:]),
+    vjp_scratch=lambda at, x, *like: _maps_scratch(_resize_infer(at, x, *like), *x.shape[2:]),
 )
 def _bilinear_resize(cx, at, x, *like):
     """Each (N, C) image resized to the output's height and width by bilinear interpolation
@@ -467,8 +523,7 @@ def _bilinear_resize(cx, at, x, *like):
     ``to_even_down``, ``to_even_up``, ``to_odd_down``, ``to_odd_up``; ``align_corners``). The
     like input gets no gradient."""
     oh, ow = _resize_infer(at, Spec(x.shape, x.dtype.name), *(Spec(v.shape, v.dtype.name) for v in like)).shape[2:]
-    ac = at["align_corners"]
-    return _separable(x, _bilinear_map(x.shape[2], oh, ac), _bilinear_map(x.shape[3], ow, ac))
+    return _both_axes(x, _resize_along, (oh, ow), at["align_corners"])
 
 
 def _back_to_input(name: str) -> Any:
@@ -479,6 +534,7 @@ def _back_to_input(name: str) -> Any:
         _image(name, g)
         if at["height"] < 0 or at["width"] < 0:
             raise InvalidInput(f"{name}: height and width must not be negative, got {at['height']}, {at['width']}")
+        _from_empty(name, (at["height"], at["width"]), g.shape[2:])
         return Spec(g.shape[:2] + (at["height"], at["width"]), g.dtype)
 
     return infer
@@ -495,16 +551,13 @@ _resize_grad_infer = _back_to_input("BilinearResize2D_grad")
     vjp=lambda F, at, g, y, x: (
         F.contrib_BilinearResize2D(g, height=x.shape[2], width=x.shape[3], align_corners=at["align_corners"]),
     ),
-    scratch=lambda at, g: _separable_scratch(g, at["height"], at["width"]),
-    vjp_scratch=lambda at, g: _separable_scratch(_resize_grad_infer(at, g), *g.shape[2:]),
+    scratch=lambda at, g: _maps_scratch(g, at["height"], at["width"]),
+    vjp_scratch=lambda at, g: _maps_scratch(_resize_grad_infer(at, g), *g.shape[2:]),
 )
 def _bilinear_resize_grad(cx, at, g):
     """BilinearResize2D's gradient: an output's gradient ``data`` taken back to the input's
     ``height`` and ``width`` (the transposed interpolation)."""
-    ac = at["align_corners"]
-    rows = _bilinear_map(at["height"], g.shape[2], ac)
-    cols = _bilinear_map(at["width"], g.shape[3], ac)
-    return _separable(g, rows.T, cols.T)
+    return _both_axes(g, _resize_back, (at["height"], at["width"]), at["align_corners"])
 
 
 def _output_size(at: dict) -> tuple[int, int]:
@@ -520,6 +573,7 @@ def _output_size(at: dict) -> tuple[int, int]:
 
 def _adaptive_infer(at: dict, x: Spec) -> Spec:
     _image("AdaptiveAvgPooling2D", x)
+    _from_empty("AdaptiveAvgPooling2D", x.shape[2:], _output_size(at))
     return Spec(x.shape[:2] + _output_size(at), x.dtype)
 
 
@@ -529,15 +583,14 @@ def _adaptive_infer(at: dict, x: Spec) -> Spec:
     (Attr("output_size", "shape", ()),),
     infer=_adaptive_infer,
     vjp=lambda F, at, g, y, x: (F.contrib_AdaptiveAvgPooling2D_grad(g, height=x.shape[2], width=x.shape[3]),),
-    scratch=lambda at, x: _separable_scratch(x, *_output_size(at)),
-    vjp_scratch=lambda at, x: _separable_scratch(_adaptive_infer(at, x), *x.shape[2:]),
+    scratch=lambda at, x: _maps_scratch(x, *_output_size(at)),
+    vjp_scratch=lambda at, x: _maps_scratch(_adaptive_infer(at, x), *x.shape[2:]),
 )
 def _adaptive_avg_pooling(cx, at, x):
     """Each (N, C) image averaged over windows that tile it into ``output_size`` (one size for
     both axes, or (height, width); 1 when not given): output (i, j) averages rows
     ``floor(i * H / OH)`` to ``ceil((i + 1) * H / OH)`` and the columns alike."""
-    oh, ow = _output_size(at)
-    return _separable(x, _adaptive_map(x.shape[2], oh), _adaptive_map(x.shape[3], ow))
+    return _both_axes(x, _pool_along, _output_size(at))
 
 
 _adaptive_grad_infer = _back_to_input("AdaptiveAvgPooling2D_grad")
@@ -549,12 +602,10 @@ _adaptive_grad_infer = _back_to_input("AdaptiveAvgPooling2D_grad")
     (Attr("height", "int", REQUIRED), Attr("width", "int", REQUIRED)),
     infer=_adaptive_grad_infer,
     vjp=lambda F, at, g, y, x: (F.contrib_AdaptiveAvgPooling2D(g, output_size=tuple(x.shape[2:])),),
-    scratch=lambda at, g: _separable_scratch(g, at["height"], at["width"]),
-    vjp_scratch=lambda at, g: _separable_scratch(_adaptive_grad_infer(at, g), *g.shape[2:]),
+    scratch=lambda at, g: _maps_scratch(g, at["height"], at["width"]),
+    vjp_scratch=lambda at, g: _maps_scratch(_adaptive_grad_infer(at, g), *g.shape[2:]),
 )
 def _adaptive_avg_pooling_grad(cx, at, g):
     """AdaptiveAvgPooling2D's gradient: an output's gradient ``data`` spread back over the
     input's ``height`` and ``width``, each window's share divided by its size."""
-    rows = _adaptive_map(at["height"], g.shape[2])
-    cols = _adaptive_map(at["width"], g.shape[3])
-    return _separable(g, rows.T, cols.T)
+    return _both_axes(g, _pool_back, (at["height"], at["width"]))

@@ -137,6 +137,12 @@ def test_div_sqrt_dim_quadratic_and_their_gradients(mode):
     np.testing.assert_allclose(y.asnumpy(), [[0.70710677, 2.828427]], rtol=1e-7)
     np.testing.assert_allclose(x.grad.asnumpy(), [[0.70710677, 0.70710677]], rtol=1e-7)
     assert nd.contrib.div_sqrt_dim(nd.array([[1, 2, 3, 4]], dtype="int32")).asnumpy().tolist() == [[0, 1, 1, 2]]
+    # (an integer array is divided by the root truncated, as MXNet's: 1 for 3, 2 for 8)
+    assert nd.contrib.div_sqrt_dim(nd.array([[7, 9, -30]], dtype="int32")).asnumpy().tolist() == [[7, 9, -30]]
+    eight = nd.contrib.div_sqrt_dim(nd.array([[7, 9, -30, 1, 1, 1, 1, 1]], dtype="int64")).asnumpy().tolist()
+    assert eight == [[3, 4, -15, 0, 0, 0, 0, 0]]
+    wide = nd.contrib.div_sqrt_dim(nd.ones((1, 70000), dtype="float16")).asnumpy()  # (past float16's 65504)
+    assert wide[0, 0] == np.float16(1 / np.float16(np.sqrt(np.float32(70000))))
     half = nd.contrib.div_sqrt_dim(nd.array([[1, 2, 3]], dtype="float16")).asnumpy().tolist()
     assert half == [[0.5771484375, 1.154296875, 1.7314453125]]
     with pytest.raises(MXNetError, match="at least 1 dimension"):
@@ -166,6 +172,9 @@ def test_straight_through_estimators_and_the_gradient_multiplier(mode):
     y.backward()
     assert y.asnumpy().tolist() == [1, -2, 3, -4, 0] and x.grad.asnumpy().tolist() == [1, 2, 3, 4, 5]
     assert nd.contrib.round_ste(nd.array([2.5, -0.5], dtype="float16")).asnumpy().tolist() == [3, -1]
+    ints = nd.array([-3, 0, 5], dtype="int32")
+    assert nd.contrib.sign_ste(ints).asnumpy().tolist() == [-1, 0, 1] and nd.contrib.sign_ste(ints).dtype == np.int32
+    assert nd.contrib.round_ste(ints).asnumpy().tolist() == [-3, 0, 5]
     v = nd.array([1.0, -2.0])
     v.attach_grad()
     with autograd.record():
@@ -224,6 +233,10 @@ def test_while_loop_pads_its_outputs_to_max_iterations(mode):
     y.backward()  # (1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625: y = x^6)
     np.testing.assert_allclose(y.asnumpy(), [1.5**6], rtol=1e-6)
     np.testing.assert_allclose(x.grad.asnumpy(), [6 * 1.5**5], rtol=1e-6)
+    # (max_iterations an NDArray, or a float, truncated: MXNet's int() of it)
+    for limit in (nd.array([2]), 2.5):
+        outs, last = nd.contrib.while_loop(lambda i: i < 3, lambda i: (i, i + 1), nd.zeros(1), max_iterations=limit)
+        assert outs.asnumpy().tolist() == [[0], [1]] and last.asnumpy().tolist() == [2]
     with pytest.raises(MXNetError, match="max_iterations must be given"):
         nd.contrib.while_loop(lambda v: v < 1, lambda v: (None, v), x)
     with pytest.raises(MXNetError, match="func gave 2 loop variables for 1"):
@@ -306,7 +319,9 @@ def test_bilinear_resize_modes_sizes_and_gradients(mode):
         ({"height": 0, "width": 2}, "height must be at least 1, got 0"),
         ({"mode": "like"}, "mode 'like' takes a second input"),
         ({"mode": "odd_scale"}, "mode 'odd_scale' needs positive scale_height and scale_width"),
-        ({"scale_height": -1.0, "scale_width": 1.0}, "scales must be positive, got -1.0"),
+        ({"scale_height": -1.0, "scale_width": 1.0}, "scales must be positive and finite, got -1.0"),
+        ({"scale_height": float("nan"), "scale_width": 1.0}, "scales must be positive and finite, got nan"),
+        ({"mode": "odd_scale", "scale_height": float("inf"), "scale_width": 1.0}, "positive scale_height"),
         ({"mode": "bogus"}, "mode must be one of size, like"),
     ):
         with pytest.raises(MXNetError, match=message):
@@ -345,3 +360,6 @@ def test_adaptive_average_pooling_as_mxnet(mode):
         nd.contrib.AdaptiveAvgPooling2D(x, output_size=(1, 2, 3)).wait_to_read()
     with pytest.raises(MXNetError, match=r"data must be 4-D"):
         nd.contrib.AdaptiveAvgPooling2D(nd.zeros((1, 2, 3)), output_size=2).wait_to_read()
+    with pytest.raises(MXNetError, match="cannot make 2 values from an axis of length 0"):
+        nd.contrib.AdaptiveAvgPooling2D(nd.zeros((1, 2, 0, 3)), output_size=2).wait_to_read()
+    assert nd.contrib.AdaptiveAvgPooling2D(nd.zeros((0, 2, 4, 3)), output_size=2).shape == (0, 2, 2, 2)

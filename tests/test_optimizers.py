@@ -737,3 +737,52 @@ def test_adamw_refuses_a_scale_that_is_not_one_float32(mode):
     with pytest.raises(TypeError, match="rescale_grad must be a number or an NDArray"):
         nd.contrib.adamw_update(w, g, m, v, "1", lr=0.1, eta=1.0, out=w)
     assert w.asnumpy().tolist() == [1.0, 2.0]
+
+
+def test_an_update_refuses_an_out_it_would_spoil_before_anything_changes(mode):
+    """out is written with the weight before the command runs: an out that is a state, the
+    gradient or of another shape or dtype is refused at the call, and nothing changes."""
+    w, g, m, v = nd.array([5.0, 6.0, 7.0]), nd.ones(3), nd.array([0.1, 0.2, 0.3]), nd.array([0.01] * 3)
+    for out, message in (
+        (m, "out must not be the mean"),
+        (g, "out must not be the gradient"),
+        (m[:], "out must not be the mean"),
+        (nd.zeros(3, dtype="float64"), r"out \(3,\) float64 does not fit weight \(3,\) float32"),
+        (nd.zeros(2), r"out \(2,\) float32 does not fit weight"),
+    ):
+        with pytest.raises(MXNetError, match=message):
+            nd.contrib.adamw_update(w, g, m, v, 1.0, lr=0.1, eta=1.0, out=out)
+    with pytest.raises(MXNetError, match="out must not be the gradient"):
+        nd.sgd_mom_update(w, g, m, lr=0.1, momentum=0.9, out=g)
+    assert m.asnumpy().tolist() == [np.float32(0.1), np.float32(0.2), np.float32(0.3)]
+    assert g.asnumpy().tolist() == [1, 1, 1] and w.asnumpy().tolist() == [5, 6, 7]
+
+
+def test_a_recorded_gradient_is_only_read(mode):
+    """The gradient an update reads may be in a graph (MXNet's and the REST command's rule):
+    only the arrays it writes may not."""
+    w, m, v, g0 = nd.array([1.0, 2.0]), nd.zeros(2), nd.zeros(2), nd.array([0.5, -1.0])
+    g0.attach_grad()
+    with autograd.record():
+        g = g0 * 2
+        nd.contrib.adamw_update(w, g, m, v, 1.0, lr=0.1, eta=1.0, out=w)
+        nd.sgd_update(w, g, lr=0.1, out=w)
+    ref, rm, rv, rg = nd.array([1.0, 2.0]), nd.zeros(2), nd.zeros(2), nd.array([1.0, -2.0])
+    nd.contrib.adamw_update(ref, rg, rm, rv, 1.0, lr=0.1, eta=1.0, out=ref)
+    nd.sgd_update(ref, rg, lr=0.1, out=ref)
+    assert w.asnumpy().tolist() == ref.asnumpy().tolist() and m.asnumpy().tolist() == rm.asnumpy().tolist()
+
+
+def test_a_hybridized_step_takes_rescale_grad_as_a_number(mode):
+    w, m, v = nd.array([1.0, 2.0]), nd.zeros(2), nd.zeros(2)
+    plain = [nd.array([1.0, 2.0]), nd.zeros(2), nd.zeros(2)]
+
+    @gradserve.hybridize
+    def step(g):
+        nd.contrib.adamw_update(w, g, m, v, rescale_grad=0.5, lr=0.1, eta=1.0, out=w)
+
+    for _ in range(2):
+        g = nd.array([0.5, -1.0])
+        step(g)
+        nd.contrib.adamw_update(plain[0], g, plain[1], plain[2], 0.5, lr=0.1, eta=1.0, out=plain[0])
+    assert w.asnumpy().tolist() == plain[0].asnumpy().tolist() and m.asnumpy().tolist() == plain[1].asnumpy().tolist()
