@@ -18,6 +18,7 @@ from typing import Any
 
 from .engine.errors import InvalidInput, ShapeError
 from .engine.optable import OPS
+from .nd import CTCLoss as _nd_ctc_loss
 from .nd import _checked_step, _generate, _optimizer_step, _queue_step, zeros
 from .ndarray import NDArray, invoke
 
@@ -265,6 +266,7 @@ OP_NAMES = sorted(n[len(_PREFIX) :] for op in OPS.ops() for n in (op.name, *op.a
 
 for _name in OP_NAMES:
     globals()[_name] = _generate(OPS[_PREFIX + _name], f"contrib.{_name}")
+CTCLoss = ctc_loss = _nd_ctc_loss  # (its lengths by name too)
 
 __all__ = [
     "adamw_update",

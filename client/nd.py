@@ -416,6 +416,25 @@ def linalg_slogdet(A: NDArray, **kwargs: Any) -> list[NDArray]:
     return [both[0], both[1]]
 
 
+_ctc = _generate(OPS["CTCLoss"], "CTCLoss")
+
+
+def CTCLoss(
+    data: NDArray,
+    label: NDArray,
+    data_lengths: NDArray | None = None,
+    label_lengths: NDArray | None = None,
+    **kwargs: Any,
+) -> NDArray:
+    """MXNet's CTCLoss (the op's): ``data_lengths`` and ``label_lengths`` given by name too,
+    each read where ``use_data_lengths`` / ``use_label_lengths`` says so."""
+    return _ctc(data, label, data_lengths, label_lengths, **kwargs)
+
+
+CTCLoss.__doc__ = f"{OPS['CTCLoss'].doc}\n\n{CTCLoss.__doc__}"
+ctc_loss = CTCLoss
+
+
 def linalg_gelqf(A: NDArray, **kwargs: Any) -> list[NDArray]:
     """[Q, L] with A = L Q, L lower triangular and Q of orthonormal rows (MXNet's two outputs;
     the op ``linalg_gelqf`` gives them joined on the last axis)."""

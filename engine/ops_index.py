@@ -635,12 +635,12 @@ def _dirichlet_vjp(F, at, g, y, x, alpha):
     s = F.reshape(g if at["is_log"] else F.mul(g, y), shape=tuple(x.shape[:-1]) + (1,))
     ae = F.reshape(alpha, shape=lead + (1,) * extra + (k,)) if extra else alpha
     gx = F.mul(s, F.div(F.sub_scalar(ae, scalar=1.0), x))
-    logs = F.mul(s, F.log(x))
-    total = s
-    if extra:
-        logs, total = F.sum(logs, axis=axes), F.sum(s, axis=axes)
     dig = F.sub(F.polygamma(F.sum(alpha, axis=-1, keepdims=True)), F.polygamma(alpha))
-    return gx, F.add(logs, F.mul(total, dig))
+    de = F.reshape(dig, shape=lead + (1,) * extra + (k,)) if extra else dig
+    # (each sample's log x + digamma terms first, then times its density: at x_j = 0 with
+    # alpha_j < 1, -inf times inf, where the two apart would add inf and -inf to NaN; MXNet's)
+    ga = F.mul(s, F.broadcast_add(F.log(x), de))
+    return gx, F.sum(ga, axis=axes) if extra else ga
 
 
 def _dirichlet_vjp_scratch(at: dict, x: Spec, alpha: Spec) -> int:

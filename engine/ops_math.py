@@ -330,6 +330,13 @@ def _where(cx, at, cond, x, y):
 _SQRT_PI = float(np.sqrt(np.pi))
 
 
+STEP_WORK = 1 << 16
+"""The work (multiply-adds, the unit of an op's ``work``) to count for one step of an op's
+Python loop of numpy calls: about 5 us, what 65,536 multiply-adds take. An op whose time goes
+to such steps (a loop over time steps, bins or displacements) declares them, so a server does
+not start a long one in a slice of its event loop."""
+
+
 CHUNK = 1 << 14
 """Elements a special function computes at a time: its float64 temporaries (up to a dozen
 arrays of the chunk, erfinv's Newton steps) stay within a couple of MiB whatever the input's

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .errors import DTypeError, InvalidInput, ShapeError
+from .ops_math import STEP_WORK
 from .ops_nn import floating
 from .optable import Attr, Spec, defop, prod
 
@@ -80,8 +81,12 @@ def _rounded(v: np.ndarray) -> np.ndarray:
 
 
 def _finite_ints(name: str, v: np.ndarray) -> np.ndarray:
-    if v.dtype.kind == "f" and v.size and not np.isfinite(v).all():
-        raise InvalidInput(f"CTCLoss: {name} must be finite, got {v[~np.isfinite(v)].flat[0]}")
+    if v.dtype.kind == "f" and v.size:
+        if not np.isfinite(v).all():
+            raise InvalidInput(f"CTCLoss: {name} must be finite, got {v[~np.isfinite(v)].flat[0]}")
+        huge = np.abs(v) >= 2.0**62 if v.dtype.itemsize > 2 else np.zeros(v.shape, bool)  # (float16: < 65504)
+        if huge.any():  # (past int64 once rounded: named as given, not as wrapped)
+            raise InvalidInput(f"CTCLoss: {name} {v[huge].flat[0]} is out of range")
     return _rounded(v)
 
 
@@ -147,7 +152,8 @@ def _plan(at: dict, shape: tuple[int, ...], label: np.ndarray, lengths: tuple[np
     final[rows[lls > 0], 2 * lls[lls > 0] - 1] = True
     repeats = np.array([int((r[1:] == r[:-1]).sum()) for r in labels], np.int64)
     # MXNet's: a label that needs more steps than the data has (with a blank between repeats)
-    # has a loss and a gradient of 0; a sample of length 0 a loss of inf
+    # has a loss and a gradient of 0; so has a sample of length 0 (its empty label's probability
+    # is 1: MXNet's loss there is inf)
     ok = (lls + repeats <= lens) & (lens > 0)
     return Plan(ext, skip, final, lens, ok)
 
@@ -219,11 +225,10 @@ def _log_likelihood(alpha: np.ndarray, p: Plan) -> np.ndarray:
 
 
 def _ctc(lp: np.ndarray, p: Plan) -> np.ndarray:
-    """The losses (N,), float64: -log P(label | data); MXNet's 0 or inf where not ``ok``."""
+    """The losses (N,), float64: -log P(label | data); 0 where not ``ok``."""
     alpha, _ = _alphas(lp, p, keep=False)
     loss = -_log_likelihood(alpha, p)
     loss[~p.ok] = 0.0
-    loss[p.lens == 0] = np.inf
     return loss
 
 
@@ -380,8 +385,9 @@ def _ctc_vjp_scratch(at: dict, data: Spec, label: Spec, *lengths: Spec) -> int:
 
 
 def _ctc_work(at: dict, data: Spec, label: Spec, *lengths: Spec) -> int:
+    """The recursions' arithmetic, and their Python steps: a dozen numpy calls a time step."""
     t, n, c, s = _ctc_vjp_shape(data, label)
-    return t * n * (4 * c + 16 * s)
+    return t * n * (4 * c + 16 * s) + 12 * t * STEP_WORK
 
 
 @defop(
@@ -406,8 +412,9 @@ def _ctc_loss(cx, at, data, label, *lengths):
     blank first, -1 with it last). With ``use_data_lengths`` a ``data_lengths`` input (N,) gives
     each sample's steps (the gradient past them is zero). Labels and lengths are rounded to
     integers (halves away from zero, as MXNet's). As MXNet's, a label sequence longer than its
-    data allows (with a blank between repeats) has a loss and gradient of 0, and a sample of
-    length 0 a loss of inf. No gradient for the labels and lengths."""
+    data allows (with a blank between repeats) has a loss of 0, and its gradient is 0; so has a
+    sample of length 0 (MXNet gives inf where its label is empty too, whose probability is 1).
+    No gradient for the labels and lengths."""
     _ctc_infer(at, *(Spec(tuple(a.shape), a.dtype.name) for a in (data, label, *lengths)))
     p = _plan(at, data.shape, label, tuple(lengths))
     return _ctc(_log_softmax(data), p).astype(data.dtype)

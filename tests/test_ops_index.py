@@ -1013,3 +1013,15 @@ MEASURED_REST = [
 def test_declared_working_arrays_bound_what_dirichlet_and_multi_all_finite_make(name, at, inputs):
     rng = np.random.default_rng(0)
     check_working_arrays(name, at, [d(rng, sh).astype(dt) for sh, dt, d in inputs])
+
+
+def test_dirichlet_alpha_gradient_at_a_zero_component_is_mxnets_infinity():
+    """x_j = 0 with alpha_j < 1: the density is inf and alpha's gradient -inf or inf (MXNet
+    1.9.1's, each sample's terms taken together), not NaN."""
+    x = nd.array([[0.5, 0.9, 0.2], [0.0, 0.5, 0.5]])
+    a = nd.array([0.446, 1.167, 2.463])
+    a.attach_grad()
+    with autograd.record():
+        y = nd.random_pdf_dirichlet(x, a)
+    y.backward()
+    assert np.isinf(y.asnumpy()[1]) and a.grad.asnumpy().tolist() == [-np.inf, np.inf, -np.inf]

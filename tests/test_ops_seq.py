@@ -32,7 +32,7 @@ def ctc_ref(x, label, data_lengths=None, label_lengths=None, blank="first"):
     and position at a time, in float64: log P(label | x) over every alignment (Graves et al.).
     Labels and lengths are rounded as MXNet rounds them (halves away from zero). MXNet's rules
     for the rest: a label longer than its data allows has loss 0 and gradient 0, a sample of
-    length 0 a loss of inf."""
+    length 0 a loss of 0 (MXNet: inf where its label is empty too)."""
 
     def rnd(v):
         return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
@@ -55,8 +55,7 @@ def ctc_ref(x, label, data_lengths=None, label_lengths=None, blank="first"):
             ln = rnd(label_lengths[i])
         lab = lab[:ln]
         tn = t_len if data_lengths is None else rnd(data_lengths[i])
-        if tn == 0:
-            loss[i] = INF
+        if tn == 0:  # (no steps: loss 0, as an impossible label's; MXNet's is inf for an empty label)
             continue
         if ln + sum(lab[k] == lab[k - 1] for k in range(1, ln)) > tn:
             continue
@@ -141,7 +140,8 @@ LOSSES = [
     ([[1, 2], [1, 0]], {"use_data_lengths": True}, [[3, 2]], [1.4513033628463745, 0.8835121393203735]),
     ([[1, 2], [1, 0]], {"use_data_lengths": True}, [[2.7, 1.2]], [1.4513033628463745, 0.8851299285888672]),
     ([[1, 2], [1, 0]], {"use_data_lengths": True}, [[2.5, 1.5]], [1.4513033628463745, 0.8835121393203735]),
-    ([[0, 0], [1, 0]], {"use_data_lengths": True}, [[0, 2]], [INF, 0.88351214]),  # length 0: inf
+    ([[0, 0], [1, 0]], {"use_data_lengths": True}, [[0, 2]], [0.0, 0.88351214]),  # length 0 (MXNet: inf)
+    ([[1, 2], [1, 0]], {"use_data_lengths": True}, [[0, 2]], [0.0, 0.88351214]),  # length 0, a label: 0, MXNet's
     ([[1, 0], [2, 2]], {"use_label_lengths": True}, [[2, 1]], [2.2581894397735596, 3.7369601726531982]),
     ([[1, 2], [2, 1]], {"use_label_lengths": True}, [[1.5, 0.5]], [1.741875410079956, 3.7369601726531982]),
     ([[0, 1], [1, 1]], {"use_label_lengths": True}, [[2, 2]], [1.0792131, 2.3475285]),  # (0: the blank)
@@ -223,9 +223,14 @@ def test_ctc_gradients_as_mxnet():
         np.testing.assert_allclose(got, want * np.array([1.0, -2.0])[None, :, None], rtol=1e-9, atol=1e-12)
 
 
-def test_a_sample_of_length_0_has_an_infinite_loss_and_a_zero_gradient():
-    g = grads({"use_data_lengths": True}, np.ones(2, np.float32), *f32(X, [[0, 0], [1, 0]], [0, 2]))
-    assert not g[:, 0].any() and not g[2:, 1].any() and g[:2, 1].any()
+def test_a_sample_of_length_0_has_a_loss_and_a_gradient_of_0():
+    """Its empty label's probability is 1 (MXNet 1.9.1's loss: inf), a label's 0 (MXNet's: 0,
+    as an impossible alignment's): a padded sample of no steps adds nothing to a batch's loss."""
+    for label in ([[0, 0], [1, 0]], [[1, 2], [1, 0]]):
+        y = run({"use_data_lengths": True}, *f32(X, label, [0, 2]))
+        assert y[0] == 0 and np.isfinite(y[1])
+        g = grads({"use_data_lengths": True}, np.ones(2, np.float32), *f32(X, label, [0, 2]))
+        assert not g[:, 0].any() and not g[2:, 1].any() and g[:2, 1].any()
 
 
 def test_a_label_that_is_the_blank_has_its_losss_true_gradient_where_mxnets_is_not():
@@ -443,3 +448,27 @@ def test_declared_working_arrays_bound_what_ctc_makes(name, at, inputs):
     rng = np.random.default_rng(0)
     values = [(rng.random(s) * 4 + 1).astype(d) for s, d in inputs]
     check_working_arrays(name, at, values, variables=1)
+
+
+def test_the_lengths_are_taken_by_name(mode):
+    """MXNet's CTCLoss takes data_lengths and label_lengths as keywords (its values)."""
+    d = nd.array(np.cos(np.arange(40.0)).reshape(5, 2, 4))
+    lab = nd.array([[1, 2], [3, 0]])
+    by_name = nd.CTCLoss(d, lab, data_lengths=nd.array([4, 5]), use_data_lengths=True)
+    by_place = nd.CTCLoss(d, lab, nd.array([4, 5]), use_data_lengths=True)
+    assert by_name.asnumpy().tolist() == by_place.asnumpy().tolist()
+    labels = nd.contrib.CTCLoss(d, lab, label_lengths=nd.array([1, 1]), use_label_lengths=True)
+    assert (
+        labels.asnumpy().tolist()
+        == nd.ctc_loss(d, lab, None, nd.array([1, 1]), use_label_lengths=True).asnumpy().tolist()
+    )
+    assert labels.asnumpy().tolist() != nd.CTCLoss(d, lab).asnumpy().tolist()
+
+
+def test_huge_lengths_and_labels_are_named_as_given():
+    for at, args, message in (
+        ({"use_data_lengths": True}, (X, [[1, 2], [1, 0]], [1e19, 2]), r"data_lengths 9.99+\d*e\+18 is out of range"),
+        ({}, (X, [[1e20, 2], [1, 0]]), r"label 1.00+\d*e\+20 is out of range"),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            run(at, *f32(*args))

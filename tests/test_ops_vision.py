@@ -1346,3 +1346,10 @@ def test_the_spatial_ops_take_empty_batches_and_channels(name, at, shapes, out):
     assert "error" not in r, r
     assert r["values"][0].shape == out
     assert r["values"][1].shape == shapes[0] and not r["values"][1].any()
+
+
+def test_correlation_refuses_data_of_no_channels():
+    """A mean over no channels (0 / 0: NaN everywhere); MXNet 1.9.1 fails on it."""
+    assert "at least one channel" in str(
+        refused("Correlation", {"pad_size": 1}, ((1, 0, 4, 4), "float32"), ((1, 0, 4, 4), "float32"))
+    )
