@@ -686,7 +686,9 @@ def _spatial(name: str, shape: tuple[int, ...]) -> int:
     """The spatial axes of (N, C, H, W) or (N, C, D, H, W) data: 2 or 3."""
     nd = _SPATIAL.get(len(shape))
     if nd is None:
-        raise ShapeError(f"{name}: needs 4-D data (N, C, H, W) or 5-D data (N, C, D, H, W), got shape {shape}")
+        raise ShapeError(
+            f"{name}: needs 3-D data (N, C, W), 4-D data (N, C, H, W) or 5-D data (N, C, D, H, W), got shape {shape}"
+        )
     return nd
 
 
@@ -708,14 +710,16 @@ def _window(name: str, at: dict, shape: tuple[int, ...]) -> tuple[Axes, Axes, Ax
     return _memo(_geometry, name, at, shape)
 
 
-def _memo(fn: Any, name: str, at: dict, shape: tuple[int, ...]) -> Any:
+def _memo(fn: Any, name: str, at: dict, shape: tuple[int, ...], cache: bool = True) -> Any:
     """``fn``, a cached function of a window's attributes (those in ``at``) and the data's
-    ``shape``, for these."""
+    ``shape``, for these (not kept in its cache unless ``cache``)."""
     args = (name, at["kernel"], at["stride"], at["pad"], at.get("dilate") or (), shape)
-    try:
-        return fn(*args)
-    except TypeError:  # (a list among them, which the cache cannot key on)
-        return fn.__wrapped__(*(a if isinstance(a, str) else tuple(a) for a in args))
+    if cache:
+        try:
+            return fn(*args)
+        except TypeError:  # (a list among them, which the cache cannot key on)
+            pass
+    return fn.__wrapped__(*(a if isinstance(a, str) else tuple(a) for a in args))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -936,30 +940,48 @@ def _windows(cx, at, x):
     return xp.ascontiguousarray(win[picks].transpose(order))
 
 
+CACHED_MOVES = 4096
+"""The most moves (index pairs) of a ``_giving`` plan its cache keeps: a larger plan (a big
+kernel over a big image) is made for each call, so the cache stays within a few MB."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _giving(name: str, kernel: Axes, stride: Axes, pad: Axes, dilate: Axes, shape: tuple[int, ...]) -> tuple:
     """How ``_summed_windows`` sums windows back into data of ``shape``: the padded data's
-    shape, for each tap of the kernel where its values go (every stride-th place from the
-    tap's offset, on each axis), and the index that crops the padding."""
+    shape, the moves (where each block of the windows goes), and the index that crops the
+    padding. The moves are one per tap of the kernel (its values go every stride-th place from
+    the tap's offset, on each axis), or one per window where there are fewer windows than taps
+    (a window's taps go to its span: a global pooling's gradient is one move)."""
     k, s, p, out = _geometry(name, kernel, stride, pad, dilate, shape)
     d = _dilation(name, dilate, len(k))
     every = (slice(None), slice(None))
-    spots = [[slice(i * m, i * m + t * o, t) for i in range(n)] for n, m, t, o in zip(k, d, s, out)]
-    moves = tuple(
-        (every + tap, every + spot) for tap, spot in zip(itertools.product(*map(range, k)), itertools.product(*spots))
-    )
+    if prod(out) < prod(k):
+        taps = (slice(None),) * len(k)
+        spans = [[slice(o * t, o * t + (n - 1) * m + 1, m) for o in range(w)] for n, m, t, w in zip(k, d, s, out)]
+        moves = tuple(
+            (every + taps + pos, every + span)
+            for pos, span in zip(itertools.product(*map(range, out)), itertools.product(*spans))
+        )
+    else:
+        spots = [[slice(i * m, i * m + t * o, t) for i in range(n)] for n, m, t, o in zip(k, d, s, out)]
+        moves = tuple(
+            (every + tap, every + spot)
+            for tap, spot in zip(itertools.product(*map(range, k)), itertools.product(*spots))
+        )
     padded = shape[:2] + tuple(n + 2 * q for n, q in zip(shape[2:], p))
     return padded, moves, every + tuple(slice(q, q + n) for q, n in zip(p, shape[2:]))
 
 
 def _summed_windows(cx, at, c, shape):
     """(N, C, kh, kw, OH, OW) windows summed back into a (N, C, H, W) array of ``shape`` (or
-    (N, C, kd, kh, kw, OD, OH, OW) ones into a (N, C, D, H, W) array)."""
-    padded, moves, crop = _memo(_giving, "col2im", at, shape)
+    (N, C, kd, kh, kw, OD, OH, OW) ones into a (N, C, D, H, W) array): a new array."""
+    k, _, p, out = _window("col2im", at, shape)
+    small = min(prod(k), prod(out)) <= CACHED_MOVES
+    padded, moves, crop = _memo(_giving, "col2im", at, shape, cache=small)
     z = cx.xp.zeros(padded, c.dtype)
     for tap, spot in moves:
         z[spot] += c[tap]
-    return z[crop]
+    return z[crop] if not any(p) else z[crop].copy()  # (a crop of the padding: its own memory)
 
 
 def _im2col_infer(at: dict, x: Spec) -> Spec:
@@ -1031,12 +1053,39 @@ def _col2im(cx, at, c):
     return image if lifted is None else image.reshape(_down(shape))
 
 
+def _padded_bytes(name: str, at: dict, shape: tuple[int, ...], dtype: str) -> int:
+    """The bytes of data of ``shape`` padded by ``at``'s pad (0 without padding: no copy)."""
+    _, _, p, _ = _window(name, at, shape)
+    if not any(p):
+        return 0
+    return prod(shape[:2]) * prod(tuple(n + 2 * q for n, q in zip(shape[2:], p))) * np.dtype(dtype).itemsize
+
+
+def _col2im_image(at: dict, c: Spec) -> tuple[dict, tuple[int, ...]]:
+    """col2im's attributes and image shape (1-D images lifted to 2-D)."""
+    lifted = _col2im_1d(at) or at
+    return lifted, _col2im_shape(lifted, c.shape)[0]
+
+
+def _col2im_padded(at: dict, c: Spec) -> int:
+    """The padded image col2im sums into (the crop it gives is a copy: the output)."""
+    lifted, shape = _col2im_image(at, c)
+    return _padded_bytes("col2im", lifted, shape, c.dtype)
+
+
+_im2col_padded = _one_d("im2col", ("data",), squeeze=False)(
+    lambda at, x: _padded_bytes("im2col", at, x.shape, x.dtype)  # (the padded copy the windows view)
+)
+
+
 defop(
     "im2col",
     ("data",),
     (*IM2COL, Attr("pad_value", "float", 0.0)),
     infer=_one_d("im2col", ("data",), squeeze=False)(_im2col_infer),
     vjp=lambda F, at, g, y, x: (F.col2im(g, output_size=tuple(x.shape[2:]), **_win(at)),),
+    scratch=_im2col_padded,
+    vjp_scratch=_im2col_padded,  # (col2im's padded image is the data's padded)
 )(_im2col)
 defop(
     "col2im",
@@ -1044,6 +1093,8 @@ defop(
     (Attr("output_size", "shape", REQUIRED), *IM2COL),
     infer=_col2im_infer,
     vjp=lambda F, at, g, y, c: (F.reshape(F.im2col(g, **_win(at)), shape=tuple(c.shape)),),
+    scratch=_col2im_padded,
+    vjp_scratch=_col2im_padded,  # (im2col pads the image as col2im does)
 )(_col2im)
 
 

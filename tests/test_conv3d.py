@@ -600,7 +600,7 @@ REFUSED = [  # op, attributes, inputs, error, words of its message
         "is larger than the padded input (5, 6, 7)",
     ),
     # "Input data should be 5D in batch-num_filter-depth-y-x"
-    ("Convolution", CONV, (((2, 4, 5, 6, 7, 8), "float32"), W), ShapeError, "needs 4-D data (N, C, H, W) or 5-D data"),
+    ("Convolution", CONV, (((2, 4, 5, 6, 7, 8), "float32"), W), ShapeError, "4-D data (N, C, H, W) or 5-D data"),
     ("Convolution", CONV, (((2, 4, 5, 6), "float32"), W), InvalidInput, "kernel must have 2 values for 2-D data"),
     (
         "Convolution",
@@ -689,7 +689,7 @@ REFUSED = [  # op, attributes, inputs, error, words of its message
         {"kernel": [2, 2, 2, 2]},
         (((1, 1, 2, 2, 2, 2), "float32"),),
         ShapeError,
-        "needs 4-D data (N, C, H, W) or 5-D data",
+        "4-D data (N, C, H, W) or 5-D data",
     ),
     (
         "col2im",
@@ -733,3 +733,23 @@ def test_one_value_is_every_axis():
         run("Pooling", {"kernel": [2], "pool_type": "avg"}, x),
         run("Pooling", {"kernel": [2, 2, 2], "pool_type": "avg"}, x),
     )
+
+
+def test_window_plans_stay_small_for_big_kernels():
+    """A global pooling's gradient sums its one window back in one move, and a plan of more
+    moves than CACHED_MOVES is not kept: the cache of window plans stays within a few MB
+    whatever the shapes a server sees (a 512 x 512 global pooling kept 62 MB a shape)."""
+    from gradserve.engine import ops_nn
+
+    at = {"kernel": (40, 40), "stride": (1, 1), "pad": (0, 0), "dilate": ()}
+    _, moves, _ = ops_nn._giving("col2im", at["kernel"], at["stride"], at["pad"], (), (1, 1, 40, 40))
+    assert len(moves) == 1  # (one window: its taps in one move)
+    before = ops_nn._giving.cache_info().currsize
+    for w in range(100, 103):  # (kernels of 100 x w taps over as many windows: 5,000 moves and more)
+        x = nd.array(np.ones((1, 1, 199, w + 99), np.float32))
+        x.attach_grad()
+        with autograd.record():
+            y = nd.Pooling(x, kernel=(100, w), pool_type="avg")
+        y.backward()
+        np.testing.assert_allclose(x.grad.asnumpy().sum(), 100 * 100, rtol=1e-4)  # (each window gives 1)
+    assert ops_nn._giving.cache_info().currsize == before

@@ -1258,6 +1258,11 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
         [((2, 4, 12, 12, 12), "float32")],
     ),
     ("Pooling", {"global_pool": True, "pool_type": "sum"}, [((2, 4, 10, 12, 14), "float16")]),
+    ("col2im", {"kernel": [3, 3, 3], "pad": [1, 1, 1], "output_size": [12, 12, 12]}, [((2, 108, 1728), "float32")]),
+    ("im2col", {"kernel": [1, 1, 1], "pad": [6, 6, 6], "stride": [5, 5, 5]}, [((1, 1, 10, 10, 10), "float32")]),
+    ("im2col", {"kernel": [3], "pad": [4]}, [((2, 3, 50), "float64")]),
+    ("col2im", {"kernel": [3], "pad": [2], "output_size": [20]}, [((2, 9, 22), "float32")]),
+    ("Pooling", {"global_pool": True, "pool_type": "avg"}, [((2, 4, 96, 96), "float32")]),  # (one move)
     # spatial sampling (ROIPooling, BilinearSampler, GridGenerator, SpatialTransformer, Correlation)
     ("GridGenerator", {"transform_type": "affine", "target_shape": [300, 400]}, [((4, 6), "float32")]),
     ("GridGenerator", {"transform_type": "warp"}, [((4, 2, 200, 300), "float64")]),
