@@ -106,13 +106,22 @@ def main() -> None:
         hx = httpx.Client(base_url=url, timeout=600)
 
         def call(method: str, path: str, body: bytes | None = None, accept: str = "application/json") -> bytes:
-            conn.request(
-                method,
-                f"/v1/sessions/{sid}{path}",
-                body=body,
-                headers={"content-type": "application/json", "accept": accept},
-            )
-            resp = conn.getresponse()
+            for attempt in (1, 2):
+                try:
+                    conn.request(
+                        method,
+                        f"/v1/sessions/{sid}{path}",
+                        body=body,
+                        headers={"content-type": "application/json", "accept": accept},
+                    )
+                    resp = conn.getresponse()
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    # (the server closes a keep-alive connection idle for 5 s, uvicorn's default:
+                    # parsing 64 MiB of JSON numbers takes that long in a slow spell)
+                    conn.close()
+                    if attempt == 2:
+                        raise
             data = resp.read()
             assert resp.status < 300, data[:200]
             return data
