@@ -556,9 +556,13 @@ def _checked_step(name: str, args: dict[str, Any], says_out: bool = False) -> tu
     for a in (weight, *arrays.values()):
         if not isinstance(a, NDArray):
             raise TypeError(f"{name}: expected NDArray inputs, got {type(a).__name__}")
+        if a._c is not weight._c:  # (a handle is a number of its own session's: another's names another array)
+            raise InvalidInput(f"{name}: arrays from different sessions cannot be mixed")
         a._c.check_alive(a._h)  # (a stale gradient a lost backward left would go in silently)
     if out is not None and not isinstance(out, NDArray):
         raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
+    if out is not None and out._c is not weight._c:
+        raise InvalidInput(f"{name}: arrays from different sessions cannot be mixed (out)")
     check_optimizer_attrs(name, at)
     for what, a in arrays.items():
         want = "float32" if what in f32 else weight._spec.dtype
@@ -572,9 +576,14 @@ def _checked_step(name: str, args: dict[str, Any], says_out: bool = False) -> tu
             raise ShapeError(
                 f"{name}: out {out.shape} {out._spec.dtype} does not fit weight {weight.shape} {weight._spec.dtype}"
             )
-        for what, a in arrays.items():
-            if _same_memory(out, a):
-                raise InvalidInput(f"{name}: out must not be the {what} (the weight, or an array of its own)")
+        for (
+            what,
+            a,
+        ) in arrays.items():  # (two views of one base may overlap: which part each is, the server alone knows)
+            if out._c.root(out._h) == a._c.root(a._h):
+                raise InvalidInput(
+                    f"{name}: out must not be the {what} or share its memory (give the weight, or an array of its own)"
+                )
     if flags.recording:  # (the gradient is only read: it may be in a graph)
         for a in (out, *(args[k] for k in states)):
             if a is not None and tape.in_graph(a._node):
@@ -587,6 +596,8 @@ def _one_float32(name: str, what: str, value: Any, like: NDArray) -> NDArray:
     """An update's input of one value (AdamW's rescale_grad): a float32 NDArray of one
     element, or a number, made one (as MXNet's frontend makes it)."""
     if isinstance(value, NDArray):
+        if value._c is not like._c:
+            raise InvalidInput(f"{name}: arrays from different sessions cannot be mixed ({what})")
         value._c.check_alive(value._h)
         if value.size != 1 or value._spec.dtype != "float32":
             raise ShapeError(

@@ -335,10 +335,11 @@ _straight_through("sign_ste", np.sign, "The sign of x (-1, 0 or 1; NaN for NaN, 
 # BilinearResize2D and AdaptiveAvgPooling2D: linear maps of the last two axes, one axis at a time
 #
 # Along each axis, an output of bilinear resizing blends two inputs (``lo``, ``hi``, by
-# ``frac``) and one of adaptive pooling averages a window (``lo`` to ``hi``, from a cumulative
-# sum): O(1) per output, in float64, rounded once at the end. The gradients are the transposed
-# maps, ops of their own whose gradients are the forwards again (all are linear); both gather
-# by index lists that never decrease along the axis, so their sums are numpy's reduceat.
+# ``frac``) and one of adaptive pooling averages a window (``lo`` to ``hi``, summed member by
+# member: as many passes as the longest window, each over the outputs): in float64, rounded once
+# at the end. The gradients are the transposed maps, ops of their own whose gradients are the
+# forwards again (all are linear); they gather by index lists that never decrease along the
+# axis, so their sums are numpy's reduceat.
 
 
 def _image(name: str, x: Spec) -> None:
@@ -411,19 +412,24 @@ def _resize_back(g: np.ndarray, axis: int, n_in: int, align: bool) -> np.ndarray
 
 def _pool_along(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     lo, hi = _adaptive_axis(x.shape[axis], n_out)
-    cs = np.cumsum(x, axis=axis)
-    cs = np.concatenate([np.zeros_like(cs.take([0], axis)), cs], axis=axis)
-    out = cs.take(hi, axis) - cs.take(lo, axis)
-    out /= _along((hi - lo).astype(np.float64), axis, x.ndim)
+    size = hi - lo
+    out = np.zeros(x.shape[:axis] + (n_out,) + x.shape[axis + 1 :], x.dtype)
+    for j in range(int(size.max(initial=0))):  # (the j-th member of every window: exact sums, an inf kept in its own)
+        has = np.flatnonzero(size > j)
+        out[(slice(None),) * axis + (has,)] += x.take(lo[has] + j, axis)
+    out /= _along(size.astype(np.float64), axis, x.ndim)
     return out
 
 
 def _pool_back(g: np.ndarray, axis: int, n_in: int) -> np.ndarray:
     lo, hi = _adaptive_axis(n_in, g.shape[axis])
-    gm = np.moveaxis(g, axis, 0) / _along((hi - lo).astype(np.float64), 0, g.ndim)
-    steps = _sum_into(n_in + 1, lo, gm)  # (each window's share added at its start, taken at its end)
-    steps -= _sum_into(n_in + 1, hi, gm)
-    return np.moveaxis(np.cumsum(steps[:n_in], axis=0), 0, axis)
+    size = hi - lo
+    gm = np.moveaxis(g, axis, 0) / _along(size.astype(np.float64), 0, g.ndim)
+    out = np.zeros((n_in,) + gm.shape[1:], gm.dtype)
+    for j in range(int(size.max(initial=0))):  # (each window's share to its j-th member)
+        has = np.flatnonzero(size > j)
+        out += _sum_into(n_in, lo[has] + j, gm[has])
+    return np.moveaxis(out, 0, axis)
 
 
 def _both_axes(x: np.ndarray, along: Any, sizes: tuple[int, int], *extra: Any) -> np.ndarray:

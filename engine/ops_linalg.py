@@ -899,6 +899,7 @@ def _linalg_syevd(cx, at, a):
     s += _t(xp, a) * half
     lam, v = xp.linalg.eigh(s)
     u = _t(xp, v)
-    big = xp.take_along_axis(u, xp.abs(u).argmax(axis=-1)[..., None], axis=-1)
-    u = u * xp.where(big < 0, -1, 1).astype(a.dtype)
+    if u.size:  # (0 x 0 matrices: nothing to sign)
+        big = xp.take_along_axis(u, xp.abs(u).argmax(axis=-1)[..., None], axis=-1)
+        u = u * xp.where(big < 0, -1, 1).astype(a.dtype)
     return xp.concatenate([u, lam[..., None, :]], axis=-2).astype(a.dtype, copy=False)

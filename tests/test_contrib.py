@@ -363,3 +363,20 @@ def test_adaptive_average_pooling_as_mxnet(mode):
     with pytest.raises(MXNetError, match="cannot make 2 values from an axis of length 0"):
         nd.contrib.AdaptiveAvgPooling2D(nd.zeros((1, 2, 0, 3)), output_size=2).wait_to_read()
     assert nd.contrib.AdaptiveAvgPooling2D(nd.zeros((0, 2, 4, 3)), output_size=2).shape == (0, 2, 2, 2)
+
+
+def test_adaptive_pooling_sums_each_window_on_its_own(mode):
+    """Window sums are not differences of a running total: a huge value or an infinity stays
+    in its own windows (MXNet 1.9.1's values)."""
+    x = nd.array([[[[1e20, 1, 2, 3], [5, 6, 7, 8]]]])
+    assert nd.contrib.AdaptiveAvgPooling2D(x, output_size=(2, 4)).asnumpy().tolist() == x.asnumpy().tolist()
+    inf = nd.contrib.AdaptiveAvgPooling2D(nd.array([[[[INF, 1, 2, 3, 4, 5]]]]), output_size=(1, 6))
+    assert inf.asnumpy().tolist() == [[[[INF, 1, 2, 3, 4, 5]]]]
+    nan = nd.contrib.AdaptiveAvgPooling2D(nd.array([[[[NAN, 1, 2, 3, 4, 5]]]]), output_size=(1, 3)).asnumpy()
+    assert np.isnan(nan[0, 0, 0, 0]) and nan[0, 0, 0, 1:].tolist() == [2.5, 4.5]
+    v = nd.array(np.arange(6.0).reshape(1, 1, 1, 6))
+    v.attach_grad()
+    with autograd.record():
+        y = nd.contrib.AdaptiveAvgPooling2D(v, output_size=(1, 3))
+    y.backward(nd.array([[[[INF, 1, 1]]]]))
+    assert v.grad.asnumpy().tolist() == [[[[INF, INF, 0.5, 0.5, 0.5, 0.5]]]]

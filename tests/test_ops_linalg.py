@@ -720,3 +720,11 @@ def test_gelqf_and_syevd_refuse_what_mxnet_refuses():
             OPS[name].infer({}, Spec(shape, dtype))
     assert OPS["linalg_gelqf"].infer({}, Spec((5, 2, 3), "float32")) == Spec((5, 2, 5), "float32")
     assert OPS["linalg_syevd"].infer({}, Spec((5, 3, 3), "float64")) == Spec((5, 4, 3), "float64")
+
+
+def test_syevd_and_gelqf_of_empty_matrices(mode):
+    u, lam = nd.linalg.syevd(nd.ones((2, 0, 0)))
+    assert u.shape == (2, 0, 0) and lam.shape == (2, 0)
+    q, low = nd.linalg.gelqf(nd.ones((3, 0, 2)))
+    assert q.shape == (3, 0, 2) and low.shape == (3, 0, 0)
+    assert nd.ones(2).asnumpy().tolist() == [1, 1]  # (the session goes on)

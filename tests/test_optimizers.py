@@ -786,3 +786,32 @@ def test_a_hybridized_step_takes_rescale_grad_as_a_number(mode):
         step(g)
         nd.contrib.adamw_update(plain[0], g, plain[1], plain[2], 0.5, lr=0.1, eta=1.0, out=plain[0])
     assert w.asnumpy().tolist() == plain[0].asnumpy().tolist() and m.asnumpy().tolist() == plain[1].asnumpy().tolist()
+
+
+def test_an_update_refuses_arrays_of_another_session_and_an_out_sharing_a_states_memory():
+    """A handle names an array of its own session: another session's gradient or state named
+    whatever array had that number here (sgd_mom_update wrote into an unrelated array). An out
+    that is another view of a state's array would be written before the server could refuse it."""
+    c1 = gradserve.connect(seed=0)
+    c2 = gradserve.Client(gradserve.from_env(None, None, 1, True, 300.0))  # (a second session, not made current)
+    try:
+        gradserve.set_current(c2)
+        g2, m2 = nd.array([7.0, 7.0, 7.0]), nd.array([5.0, 5.0, 5.0])
+        gradserve.set_current(c1)
+        w, other = nd.array([1.0, 2.0, 3.0]), nd.array([100.0, 200.0, 300.0])
+        with pytest.raises(MXNetError, match="arrays from different sessions cannot be mixed"):
+            nd.sgd_update(w, g2, lr=0.1, out=w)
+        with pytest.raises(MXNetError, match="arrays from different sessions cannot be mixed"):
+            nd.sgd_mom_update(w, nd.ones(3), m2, lr=0.1, momentum=0.9, out=w)
+        with pytest.raises(MXNetError, match=r"different sessions cannot be mixed \(rescale_grad\)"):
+            nd.contrib.adamw_update(w, nd.ones(3), nd.zeros(3), nd.zeros(3), m2[:1], lr=0.1, eta=1.0, out=w)
+        big = nd.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        with pytest.raises(MXNetError, match="out must not be the mom or share its memory"):
+            nd.sgd_mom_update(w, nd.ones(3), big[0:3], lr=0.1, momentum=0.9, out=big[0:3])
+        assert big.asnumpy().tolist() == np.float32([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).tolist()
+        assert w.asnumpy().tolist() == [1, 2, 3] and other.asnumpy().tolist() == [100, 200, 300]
+        assert m2.asnumpy().tolist() == [5, 5, 5]
+    finally:
+        gradserve.set_current(None)
+        c1.close()
+        c2.close()
