@@ -472,3 +472,11 @@ def test_huge_lengths_and_labels_are_named_as_given():
     ):
         with pytest.raises(InvalidInput, match=message):
             run(at, *f32(*args))
+
+
+def test_its_time_steps_count_as_work():
+    """A long sequence of one class is 20,000 steps of a Python loop, whatever its arithmetic."""
+    from gradserve.engine.slices import SLICE_WORK
+
+    op = OPS["CTCLoss"]
+    assert op.work(op.parse_attrs({}), Spec((20000, 1, 1), "float32"), Spec((1, 1), "float32")) > 10 * SLICE_WORK
