@@ -815,3 +815,41 @@ def test_an_update_refuses_arrays_of_another_session_and_an_out_sharing_a_states
         gradserve.set_current(None)
         c1.close()
         c2.close()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_an_updates_working_arrays_stay_within_a_few_chunks_whatever_the_weight(dtype):
+    """No command declares its working arrays to the quota: an update steps its arrays a chunk
+    at a time (UPDATE_CHUNK elements), so what it makes besides them stays within a few MB
+    (float16 adamw_update made 12 times its weight's bytes, adam_update 3 times)."""
+    import tracemalloc
+
+    from gradserve.engine.optimizers import OPTIMIZERS, UPDATE_CHUNK
+    from gradserve.engine.session import Limits, Session
+
+    from .test_quota import ok
+
+    n = 1 << 21  # (8 chunks)
+    required = {"lamb_update_phase1": {"t": 1, "wd": 0.01}, "ftml_update": {"lr": 0.1, "t": 1}}
+    for name, (states, f32, scalars) in OPTIMIZERS.items():
+        if name == "sgd_update":  # (numba's kernel, or numpy's on the whole weight where numba is missing)
+            continue
+        s = Session("m", limits=Limits(max_session_bytes=1 << 34, max_array_bytes=1 << 33))
+        arrays = [np.full(n, 0.5, dtype), np.full(n, 0.1, dtype)]
+        arrays += [np.full(n, 0.2, "float32" if k in f32 else dtype) for k in states]
+        arrays += [np.ones(1, np.float32) for _ in scalars]
+        hs = list(range(1, len(arrays) + 1))
+        ok(s, *[{"op": "array", "out": [h], "at": {"value": v}} for h, v in zip(hs, arrays)])
+        at = required.get(name, {"lr": 0.1, **({"eta": 1.0} if "adamw" in name else {})})
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            ok(s, {"op": name, "in": hs, "at": at})
+            made = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert made <= 32 * UPDATE_CHUNK, (
+            name,
+            made,
+        )  # (float32 sgd_mom_update made 64 times a chunk's elements, whole)
