@@ -13,13 +13,14 @@ code is, so gradients go through them.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
-from .engine.errors import InvalidInput, ShapeError
+from .engine.errors import InvalidInput
 from .engine.optable import OPS
 from .nd import CTCLoss as _nd_ctc_loss
-from .nd import _checked_step, _generate, _optimizer_step, _queue_step, zeros
+from .nd import _generate, _one_float32, _optimizer_step, _queue_each, zeros
 from .ndarray import NDArray, invoke
 
 # --------------------------------------------------------------------------
@@ -223,18 +224,14 @@ def _multi_adamw(
     for what, v in (*zip(per, lists), *zip(("lrs", "wds", "etas"), rates)):
         if not isinstance(v, (list, tuple)) or len(v) != n:
             raise InvalidInput(f"{name}: {what} must be a list of {n} (one per weight), got {v!r}")
-    outs = [out] if isinstance(out, NDArray) else out
-    if outs is not None and (not isinstance(outs, (list, tuple)) or len(outs) != n):
-        raise InvalidInput(f"{name}: out must be a list of {n} NDArrays (one per weight), got {out!r}")
-    checked = []
-    for i in range(n):
-        args = {**{k: v[i] for k, v in zip(per, lists)}, "rescale_grad": rescale_grad, **at}
-        args.update(lr=rates[0][i], wd=rates[1][i], eta=rates[2][i], out=None if outs is None else outs[i])
-        try:
-            checked.append(_checked_step(single, args))
-        except (InvalidInput, ShapeError, TypeError) as e:
-            raise type(e)(f"{name}: weight {i}: {e}") from None
-    return [_queue_step(c) for c in checked]
+    if n and isinstance(rescale_grad, numbers.Real) and isinstance(lists[0][0], NDArray):
+        rescale_grad = _one_float32(name, "rescale_grad", rescale_grad, lists[0][0])  # (one array for all)
+    groups = [
+        {**{k: v[i] for k, v in zip(per, lists)}, "rescale_grad": rescale_grad, **at}
+        | {"lr": rates[0][i], "wd": rates[1][i], "eta": rates[2][i]}
+        for i in range(n)
+    ]
+    return _queue_each(name, single, groups, out)
 
 
 def multi_adamw_update(

@@ -926,23 +926,32 @@ def _multi_update(
         raise InvalidInput(
             f"{name}: num_weights {n} needs {len(per) * n} arrays ({', '.join(per)} for each weight), got {len(data)}"
         )
-    rates: list[Any] = []
     for what, v in (("lrs", lrs), ("wds", wds)):
         if not isinstance(v, Sequence) or isinstance(v, str) or len(v) != n:
             raise InvalidInput(f"{name}: {what} must be a sequence of {n} numbers (one per weight), got {v!r}")
-        rates.append(v)
+    groups = [
+        {**dict(zip(per, data[i * len(per) : (i + 1) * len(per)])), "lr": lrs[i], "wd": wds[i], **at} for i in range(n)
+    ]
+    results = _queue_each(name, single, groups, out)
+    return results if isinstance(out, (list, tuple)) or n > 1 else results[0]
+
+
+def _queue_each(name: str, single: str, groups: list[dict[str, Any]], out: Any) -> list[NDArray]:
+    """The ``multi_*`` forms' queuing: update ``single`` of each weight, ``groups`` its
+    arguments, ``out`` one NDArray per weight (a list, one NDArray for one weight) or None for
+    new arrays. Every weight's update is checked before any is queued, so a refused call
+    changes nothing; the error names the weight."""
+    n = len(groups)
     outs = [out] if isinstance(out, NDArray) else out
     if outs is not None and (not isinstance(outs, (list, tuple)) or len(outs) != n):
         raise InvalidInput(f"{name}: out must be a list of {n} NDArrays (one per weight), got {out!r}")
     checked = []
-    for i in range(n):
-        args = {**dict(zip(per, data[i * len(per) : (i + 1) * len(per)])), "lr": rates[0][i], "wd": rates[1][i]}
+    for i, args in enumerate(groups):
         try:
-            checked.append(_checked_step(single, {**args, **at, "out": None if outs is None else outs[i]}))
+            checked.append(_checked_step(single, {**args, "out": None if outs is None else outs[i]}))
         except (InvalidInput, ShapeError, DTypeError, TypeError) as e:
             raise type(e)(f"{name}: weight {i}: {e}") from None
-    results = [_queue_step(c) for c in checked]
-    return results if isinstance(out, (list, tuple)) or n > 1 else results[0]
+    return [_queue_step(c) for c in checked]
 
 
 def multi_sgd_update(
