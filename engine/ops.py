@@ -18,7 +18,7 @@ import numpy as np
 from . import kernels
 from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
-from .tape import Deferred
+from .tape import Deferred, Patch
 
 # --------------------------------------------------------------------------
 # inference helpers
@@ -1566,12 +1566,20 @@ def _getitem_vjp(F, at, g, y, x, *idx):
     return (F.scatter_key(g, *idx, shape=tuple(x.shape), key=at["key"]),) + (None,) * len(idx)
 
 
+def _getitem_eager_vjp(at, g, y, x, *idx):
+    """A key without index arrays: the gradient's block (``tape.Patch``), added where it goes."""
+    if idx:
+        return None
+    return (Patch(tuple(x.shape), bind_key(parse_key("getitem", at["key"]), ()), g),)
+
+
 @defop(
     "getitem",
     ("data", "*indices"),
     (Attr("key", "key", REQUIRED),),
     infer=_getitem_infer,
     vjp=_getitem_vjp,
+    eager_vjp=_getitem_eager_vjp,
     view=True,  # for a view key (is_view_key)
 )
 def _getitem(cx, at, x, *idx):

@@ -28,6 +28,7 @@ from .ops import (
     unbroadcast,
 )
 from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
+from .tape import Patch
 
 # --------------------------------------------------------------------------
 # creation
@@ -1384,6 +1385,11 @@ def _slice_axis_infer(at: dict, x: Spec) -> Spec:
     return Spec(tuple(s.stop - s.start if i == ax else d for i, d in enumerate(x.shape)), x.dtype)
 
 
+def _slice_axis_eager_vjp(at, g, y, x):
+    ax, s = _slice_axis_bounds(at, x.shape)
+    return (Patch(tuple(x.shape), (slice(None),) * ax + (s,), g),)
+
+
 def _slice_axis_key(at: dict, ndim: int) -> list:
     return [[None, None, None]] * (at["axis"] % ndim) + [[at["begin"], at["end"], None]]
 
@@ -1394,6 +1400,7 @@ def _slice_axis_key(at: dict, ndim: int) -> list:
     (Attr("axis", "int", REQUIRED), Attr("begin", "int", REQUIRED), Attr("end", "int", None)),
     infer=_slice_axis_infer,
     vjp=lambda F, at, g, y, x: (F.scatter_key(g, shape=tuple(x.shape), key=_slice_axis_key(at, x.ndim)),),
+    eager_vjp=_slice_axis_eager_vjp,
 )
 def _slice_axis(cx, at, x):
     """x[..., begin:end, ...] on one axis."""
@@ -1517,6 +1524,7 @@ def _slice_infer(at: dict, x: Spec) -> Spec:
     SLICE,
     infer=_slice_infer,
     vjp=lambda F, at, g, y, x: (F.scatter_key(g, shape=tuple(x.shape), key=_slice_key(at, x.ndim)),),
+    eager_vjp=lambda at, g, y, x: (Patch(tuple(x.shape), parse_key("slice", _slice_key(at, x.ndim)), g),),
     aliases=("crop",),
 )
 def _slice(cx, at, x):

@@ -87,6 +87,60 @@ class Deferred:
         return self.fn(*self.args)
 
 
+class Patch:
+    """A cotangent that is zeros but for one block: ``g`` added at the basic ``key`` (integers,
+    slices, new axes) of an array of ``shape`` (the eager VJP of a slice, ``x[t]``). A
+    first-order pass adds it in place into a sum of cotangents it owns (``Sum``), so a loop
+    over ``x``'s slices costs each slice's size, not ``x``'s; called, it is the dense array."""
+
+    __slots__ = ("shape", "key", "g")
+
+    def __init__(self, shape: tuple[int, ...], key: tuple, g: Any) -> None:
+        self.shape = shape
+        self.key = key
+        self.g = g
+
+    def add_into(self, z: np.ndarray) -> None:
+        """Add the block into ``z`` (of ``shape``), in place."""
+        block = z[self.key]
+        if type(block) is np.ndarray:
+            block += self.g.reshape(block.shape)
+        else:  # one element: numpy gives a scalar, not a view
+            z[self.key] = block + self.g.reshape(())
+
+    def __call__(self) -> np.ndarray:
+        z = np.zeros(self.shape, self.g.dtype)
+        self.add_into(z)
+        return z
+
+
+class Sum:
+    """A sum of cotangents held by a first-order pass in an array it made, so nothing else
+    reads it: the next cotangent for the same node is added into it in place."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+
+def _summed(prev: Any, ct: Any) -> Sum:
+    """``prev + ct`` in a first-order pass where either is a ``Patch`` or ``prev`` a ``Sum``:
+    into ``prev``'s array where it is a ``Sum``, else into a new one."""
+    if type(prev) is Sum:
+        acc = prev
+    else:
+        acc = Sum(prev() if type(prev) is Patch else np.array(prev, copy=True))
+    a = acc.a
+    if type(ct) is Patch:
+        ct.add_into(a)
+    elif type(ct) is np.ndarray and ct.shape == a.shape and ct.dtype == a.dtype:
+        np.add(a, ct, out=a)
+    else:  # (another dtype or a broadcast: np.add's result, as the pass without sums gives)
+        acc.a = np.add(a, ct)
+    return acc
+
+
 PARALLEL_COST: Final = 1 << 20  # multiply-adds below which a helper thread's hand-off costs more than it saves
 
 
@@ -293,6 +347,11 @@ def backward(
             g = pop(node, None)
             if g is None:
                 continue
+            kind = type(g)
+            if kind is Sum:
+                g = g.a
+            elif kind is Patch:
+                g = g()
             op = node.op
             if op is None:
                 out.append((node, g))
@@ -318,10 +377,18 @@ def backward(
             for p, ct in zip(node.parents, cts):
                 if p is None or ct is None or not p.live:
                     continue
-                if callable(ct):
+                patch = type(ct) is Patch
+                if callable(ct) and not patch:
                     ct = ct()
                 prev = get(p)
-                cot[p] = ct if prev is None else add(_taken(prev), _taken(ct))
+                if prev is None:
+                    cot[p] = ct
+                elif patch or type(prev) is Sum or type(prev) is Patch:
+                    cot[p] = _summed(_taken(prev), _taken(ct))
+                elif eager:
+                    cot[p] = Sum(add(_taken(prev), _taken(ct)))
+                else:
+                    cot[p] = add(_taken(prev), _taken(ct))
     except BaseException:
         for job in pending:  # every helper back before the pass's own error is raised
             try:

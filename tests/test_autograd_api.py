@@ -909,3 +909,102 @@ def test_a_functions_backward_sees_the_backward_calls_training_flag(mode):
         y = Scaled()(x)
         (g,) = autograd.grad(y, [x], train_mode=False, create_graph=True)
     assert g.asnumpy().tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_slices_gradients_add_up_whatever_order_they_come_in(mode, dtype):
+    """A first-order pass adds a slice's gradient (``x[t]``, ``slice_axis``, ``slice``) into the
+    sum it holds for the sliced array, in place (engine/tape.py's Patch and Sum): slices alone,
+    slices before and after dense gradients, a single element, a reversed slice, slices of an
+    op's output (whose VJP then reads the sum) and of a variable, with grad_req 'add'."""
+    rng = np.random.default_rng(21)
+    xv = rng.standard_normal((5, 4, 3)).astype(dtype)
+    a = rng.standard_normal((4, 3)).astype(dtype)
+    x = nd.array(xv, dtype=dtype)
+    x.attach_grad(grad_req="add")
+    for _ in range(2):
+        with autograd.record():
+            z = x * 1.5
+            terms = [
+                x[1] * nd.array(a, dtype=dtype),
+                (x * 2).sum(axis=0),  # dense, between slices
+                x[1:3].sum(axis=0),
+                nd.slice_axis(x, axis=2, begin=1, end=3).sum(axis=(0, 2)).reshape((4, 1)),
+                x[2, 1, 0].reshape((1, 1)),
+                x[::-2][0],
+                nd.slice(z, begin=(1, None, 0), end=(4, None, 2)).sum(axis=0).sum(axis=1).reshape((4, 1)),
+                z[4] * z[4],
+                z[0],
+            ]
+            y = terms[0]
+            for t in terms[1:]:
+                y = y + t
+        y.backward()
+    x64, a64 = xv.astype(np.float64), a.astype(np.float64)
+    g = np.zeros((5, 4, 3))
+    g[1] += a64
+    g += 2
+    g[1:3] += 1
+    g[:, :, 1:3] += 3  # (each (4, 1) value is broadcast to 3 columns)
+    g[2, 1, 0] += 12
+    g[4] += 1
+    g[1:4, :, 0:2] += 3 * 1.5
+    g[4] += 2 * 1.5 * 1.5 * x64[4]
+    g[0] += 1.5
+    tol = {"float16": 2e-2, "float32": 1e-5, "float64": 1e-12}[dtype]
+    np.testing.assert_allclose(x.grad.asnumpy().astype(np.float64), 2 * g, rtol=tol, atol=tol)
+
+
+def test_a_slices_gradient_leaves_the_head_gradient_it_passes_through_as_it_was(mode):
+    """The head gradient reaches ``t`` as it is (add's VJP passes it on), then ``t[1]``'s
+    gradient is added: into a copy, not into the caller's array."""
+    x = nd.array(np.arange(12.0).reshape(4, 3))
+    x.attach_grad()
+    with autograd.record():
+        t = x * 1.0
+        y = t + nd.broadcast_to(t[1].reshape((1, 3)), (4, 3))
+    head = nd.array(np.arange(12.0).reshape(4, 3))
+    y.backward(head)
+    np.testing.assert_array_equal(head.asnumpy(), np.arange(12.0).reshape(4, 3))
+    want = np.arange(12.0).reshape(4, 3)
+    want[1] += np.arange(12.0).reshape(4, 3).sum(axis=0)
+    np.testing.assert_array_equal(x.grad.asnumpy(), want)
+
+
+def test_a_second_order_pass_through_slices_is_the_table_vjps():
+    """create_graph passes use the table's VJPs (scatter_key), recorded: the sums stay out."""
+    x = nd.array([1.0, 2.0, 3.0])
+    x.attach_grad()
+    with autograd.record():
+        y = (x[0:2] ** 3).sum() + (x[1:3] ** 2).sum() + x[2] ** 4
+        (g,) = autograd.grad([y], [x], create_graph=True, retain_graph=True)
+        s = (g * g).sum()
+    s.backward()
+    xv = np.array([1.0, 2.0, 3.0])
+    gv = np.array([3 * xv[0] ** 2, 3 * xv[1] ** 2 + 2 * xv[1], 2 * xv[2] + 4 * xv[2] ** 3])
+    np.testing.assert_allclose(g.asnumpy(), gv)
+    h = np.array([6 * xv[0], 6 * xv[1] + 2, 2 + 12 * xv[2] ** 2])
+    np.testing.assert_allclose(x.grad.asnumpy(), 2 * gv * h)
+
+
+def test_a_sum_of_cotangents_is_written_only_into_an_array_it_made():
+    """tape's Patch and Sum by themselves: the arrays a sum starts from are not written."""
+    from gradserve.engine.tape import Patch, Sum, _summed
+
+    base = np.arange(6.0).reshape(2, 3)
+    patch = Patch((2, 3), (1, slice(0, 2)), np.array([10.0, 20.0]))
+    np.testing.assert_array_equal(patch(), [[0, 0, 0], [10, 20, 0]])
+    s = _summed(base, patch)  # a plain array: copied
+    assert type(s) is Sum and s.a is not base
+    np.testing.assert_array_equal(base, np.arange(6.0).reshape(2, 3))
+    a = s.a
+    s = _summed(s, Patch((2, 3), (0, 2), np.array([5.0])))  # one element (numpy gives a scalar)
+    s = _summed(s, np.ones((2, 3)))
+    assert s.a is a  # in place
+    np.testing.assert_array_equal(a, [[1, 2, 8], [14, 25, 6]])
+    s = _summed(Patch((2, 3), (0,), np.ones(3)), Patch((2, 3), (slice(None, None, -1), 2), np.array([1.0, 2.0])))
+    np.testing.assert_array_equal(s.a, [[1, 1, 3], [0, 0, 1]])
+    wider = _summed(s, np.ones((2, 3), np.float32) * np.float32(0.5))  # (float32 into float64: float64)
+    assert wider.a.dtype == np.float64
+    narrow = _summed(Sum(np.zeros((2, 3), np.float32)), np.ones((2, 3)))  # float64 into float32: np.add's result
+    assert narrow.a.dtype == np.float64
