@@ -1078,5 +1078,6 @@ def __dir__() -> list[str]:
 
 
 from . import contrib  # noqa: E402  (nd.contrib: made from the functions above)
+from .rnn import RNN  # noqa: E402  (composed of the functions above)
 
-__all__ += ["contrib"]
+__all__ += ["contrib", "RNN"]
