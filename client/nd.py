@@ -292,6 +292,21 @@ def topk(
     return invoke(OPS["topk"], (data,), {**at, "ret_typ": ret_typ})
 
 
+def histogram(a: NDArray, bins: Any = 10, range: Any = None, **kwargs: Any) -> list[NDArray]:  # noqa: A002
+    """[counts (int64), bin edges] of ``a``'s values: ``bins`` equal bins over ``range`` (the
+    values' least and greatest when None), or the bins between the values of an array of
+    increasing edges (numpy's ``histogram``: each bin holds its left edge, the last its right
+    edge too). The ops ``histogram`` and ``histogram_edges`` give the two."""
+    if isinstance(bins, NDArray):
+        if range is not None:
+            raise InvalidInput("histogram: range is for a number of bins, not with an array of edges")
+        return [invoke(OPS["histogram"], (a, bins)), invoke(OPS["copy"], (bins,))]
+    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
+        raise InvalidInput(f"histogram: bins must be a number of bins or an NDArray of edges, got {bins!r}")
+    at = {"bin_cnt": int(bins), "range": None if range is None else list(range)}
+    return [invoke(OPS["histogram"], (a,), at), invoke(OPS["histogram_edges"], (a,), at)]
+
+
 def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
     ndim = len(data.shape)
@@ -1063,6 +1078,7 @@ __all__ = [
     "multi_mp_sgd_mom_update",
     "split",
     "split_v2",
+    "histogram",
     "topk",
     "waitall",
     "zeros",

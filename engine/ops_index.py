@@ -1,6 +1,6 @@
 """Densities of the random distributions (``random_pdf_*``, random_pdf_dirichlet's of vectors)
 and index ops: batch_take, khatri_rao, ravel_multi_index, unravel_index, scatter_nd,
-all_finite, multi_all_finite."""
+all_finite, multi_all_finite, histogram and its edges."""
 
 from __future__ import annotations
 
@@ -686,3 +686,95 @@ def _pdf_dirichlet(cx, at, x, alpha):
             lp += const[j]
             of[i:end] = lp if at["is_log"] else np.exp(lp)
     return out
+
+
+# --------------------------------------------------------------------------
+# histogram: MXNet's two outputs as two ops, the counts and the bin edges
+
+
+HISTOGRAM = (Attr("bin_cnt", "int", None), Attr("range", "floats", None))
+
+
+def _histogram_check(name: str, at: dict, data: Spec, bins: tuple[Spec, ...]) -> None:
+    if data.dtype == "bool":
+        raise DTypeError(f"{name}: data must be numbers, not bool")
+    if len(bins) > 1:
+        raise InvalidInput(f"{name}: takes one array of bin edges at most, got {len(bins)}")
+    if bins:
+        if at["bin_cnt"] is not None or at["range"] is not None:
+            raise InvalidInput(
+                f"{name}: bin_cnt and range are for bins counted from a range, not with an array of edges"
+            )
+        if len(bins[0].shape) != 1 or bins[0].shape[0] < 2:
+            raise ShapeError(
+                f"{name}: the bin edges must be one vector of at least 2 values, got shape {bins[0].shape}"
+            )
+        if bins[0].dtype == "bool":
+            raise DTypeError(f"{name}: the bin edges must be numbers, not bool")
+        return
+    if at["bin_cnt"] is None:
+        raise InvalidInput(f"{name}: needs bin_cnt, or an array of bin edges")
+    if at["bin_cnt"] < 1:
+        raise InvalidInput(f"{name}: bin_cnt must be at least 1, got {at['bin_cnt']}")
+    r = at["range"]
+    if r is not None and (len(r) != 2 or not (math.isfinite(r[0]) and math.isfinite(r[1])) or r[0] > r[1]):
+        raise InvalidInput(f"{name}: range must be two finite numbers, min <= max; got {list(r)}")
+
+
+def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
+    """The range of equal bins: ``range`` as given, else the data's least and greatest values
+    (numpy's rule: widened by 0.5 each way when they are equal; (0, 1) for no data)."""
+    if at["range"] is not None:
+        lo, hi = at["range"]
+    elif x.size == 0:
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite: give range")
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
+    _histogram_check("histogram", at, data, bins)
+    return Spec((bins[0].shape[0] - 1 if bins else at["bin_cnt"],), "int64")
+
+
+@defop(
+    "histogram",
+    ("data", "*bins"),
+    HISTOGRAM,
+    infer=_histogram_infer,
+    scratch=lambda at, x, *bins: 24 * prod(x.shape),  # (numpy's: the values' bin numbers and a sorted copy)
+)
+def _histogram(cx, at, x, *bins):
+    """The counts of ``data``'s values (flattened) in ``bin_cnt`` equal bins over ``range``
+    (the data's least and greatest values when not given), or in the bins between the values
+    of a ``bins`` array of edges (increasing): each bin holds its left edge, the last its right
+    edge too; values outside the bins and NaN are not counted (numpy's ``histogram``). int64;
+    ``histogram_edges`` gives the edges. Not differentiable."""
+    flat = x.reshape(-1)
+    if bins:
+        edges = bins[0].astype(np.float64)
+        if np.isnan(edges).any() or (np.diff(edges) < 0).any():
+            raise InvalidInput("histogram: the bin edges must increase (and not be NaN)")
+        counts, _ = np.histogram(flat, bins=edges)
+    else:
+        lo, hi = _histogram_range("histogram", at, flat)
+        counts, _ = np.histogram(flat, bins=at["bin_cnt"], range=(lo, hi))
+    return counts.astype(np.int64)
+
+
+def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
+    _histogram_check("histogram_edges", at, data, ())
+    return Spec((at["bin_cnt"] + 1,), data.dtype)
+
+
+@defop("histogram_edges", ("data",), HISTOGRAM, infer=_histogram_edges_infer)
+def _histogram_edges(cx, at, x):
+    """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range`` (the data's least
+    and greatest values when not given), in the data's dtype. Not differentiable."""
+    lo, hi = _histogram_range("histogram_edges", at, x.reshape(-1))
+    return np.linspace(lo, hi, at["bin_cnt"] + 1).astype(x.dtype)

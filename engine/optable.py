@@ -156,6 +156,12 @@ def _ints(v: Any) -> tuple[int, ...]:
     return tuple(_int(a) for a in v)
 
 
+def _floats(v: Any) -> tuple[float, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"expected a list of numbers, got {v!r}")
+    return tuple(_float(a) for a in v)
+
+
 def _any(v: Any) -> Any:
     return v
 
@@ -172,6 +178,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "key": _any,  # validated by the indexing ops themselves
     "tensor": _any,  # decoded by the wire layer before the op sees it
     "ints": _ints,
+    "floats": _floats,
 }
 
 

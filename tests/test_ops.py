@@ -1304,6 +1304,10 @@ CASES: dict[str, Case] = {
         dom=(U(0.1, 1.0), POS),
     ),
     "multi_all_finite": C(lambda a, b: np.ones(1, np.float32), (2, 3), (4,), out="float32", num_arrays=2),
+    "histogram": C(
+        lambda x: np.histogram(x, bins=4, range=(-0.5, 1.0))[0], (3, 5), out="int64", bin_cnt=4, range=[-0.5, 1]
+    ),
+    "histogram_edges": C(lambda x: np.linspace(x.min(), x.max(), 6), (3, 5), bin_cnt=5),
     # nd.contrib's
     "contrib_isfinite": C(lambda x: np.isfinite(x).astype(x.dtype), (2, 3), zero_grad=True),
     "contrib_isinf": C(lambda x: np.isinf(x).astype(x.dtype), (2, 3), zero_grad=True),
@@ -3026,6 +3030,23 @@ VARIANTS: list[tuple[str, str, Case]] = [
         ),
     ),
     (
+        "histogram-edges-given",
+        "histogram",
+        C(
+            lambda x, b: np.histogram(x, bins=b)[0],
+            (4, 3),
+            (5,),
+            dom=(SMOOTH, lambda rng, s: np.sort(rng.uniform(-1.5, 1.5, s))),
+            out="int64",
+        ),
+    ),
+    ("histogram-data-range", "histogram", C(lambda x: np.histogram(x, bins=3)[0], (7,), out="int64", bin_cnt=3)),
+    (
+        "histogram_edges-range",
+        "histogram_edges",
+        C(lambda x: np.linspace(-2, 3, 4), (2, 2), bin_cnt=3, range=[-2, 3]),
+    ),
+    (
         "multi_all_finite-nan",
         "multi_all_finite",
         C(
@@ -3340,6 +3361,7 @@ def test_variadic_ops_and_arity():
     want |= {"LeakyReLU", "softmax"}  # (prelu's gamma, softmax's length)
     want |= {"khatri_rao", "UpSampling", "Crop"}
     want |= {"CTCLoss", "multi_all_finite", "multi_sum_sq", "contrib_BilinearResize2D"}  # (lengths; arrays; like)
+    want |= {"histogram"}  # (its edges)
     assert variadic == want
     OPS["concat"].check_arity(1)
     OPS["concat"].check_arity(5)

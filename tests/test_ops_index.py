@@ -1025,3 +1025,89 @@ def test_dirichlet_alpha_gradient_at_a_zero_component_is_mxnets_infinity():
         y = nd.random_pdf_dirichlet(x, a)
     y.backward()
     assert np.isinf(y.asnumpy()[1]) and a.grad.asnumpy().tolist() == [-np.inf, np.inf, -np.inf]
+
+
+# --------------------------------------------------------------------------
+# histogram (nd.histogram: the ops histogram and histogram_edges)
+
+HIST_DATA = [0.1, 0.5, 0.5, 0.9, 1.0, -1.0, 2.0, NAN]
+
+
+def test_histogram_counts_and_edges_are_mxnets(mode):
+    x = nd.array(HIST_DATA)
+    counts, edges = nd.histogram(x, bins=4, range=(0, 1))
+    assert counts.dtype == np.int64 and counts.asnumpy().tolist() == [1, 0, 2, 2]
+    assert edges.dtype == np.float32 and edges.asnumpy().tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    counts, edges = nd.histogram(x, bins=nd.array([0, 0.5, 1, 3]))
+    assert counts.asnumpy().tolist() == [1, 3, 2] and edges.asnumpy().tolist() == [0.0, 0.5, 1.0, 3.0]
+    counts, edges = nd.histogram(nd.array([1, 2, 3], dtype=I32), bins=3, range=(0, 3))
+    assert counts.asnumpy().tolist() == [0, 1, 2]
+    assert edges.dtype == np.int32 and edges.asnumpy().tolist() == [0, 1, 2, 3]
+    counts, edges = nd.histogram(nd.array([[0.1, 0.2], [0.3, 0.9]]).astype(F16), bins=2, range=(0, 1))
+    assert counts.asnumpy().tolist() == [3, 1] and edges.dtype == np.float16
+    assert "<NDArray 4 @cpu(0)>" in repr(nd.histogram(x, bins=4, range=(0, 1))[0])
+
+
+def test_histogram_without_a_range_takes_the_datas_as_numpy_does(mode):
+    """MXNet 1.9.1's nd.histogram without range runs numpy's on the data (with a warning)."""
+    v = np.array([0.3, -1.25, 2.0, 0.7, 2.0], np.float32)
+    counts, edges = nd.histogram(nd.array(v), bins=3)
+    want_counts, want_edges = np.histogram(v, bins=3)
+    assert counts.asnumpy().tolist() == want_counts.tolist()
+    np.testing.assert_allclose(edges.asnumpy(), want_edges, rtol=1e-6)
+    counts, edges = nd.histogram(nd.array([5.0, 5.0]), bins=2)  # (one value: numpy's 0.5 each way)
+    assert counts.asnumpy().tolist() == [0, 2] and edges.asnumpy().tolist() == [4.5, 5.0, 5.5]
+    with pytest.raises(InvalidInput, match=re.escape("range [nan, nan] is not finite: give range")):
+        nd.histogram(nd.array([NAN, 1.0]), bins=2)[0].asnumpy()
+    assert nd.histogram(nd.array([1.0]), bins=2, range=(0, 2))[0].asnumpy().tolist() == [0, 1]  # (usable after)
+
+
+@pytest.mark.parametrize(
+    "xs, at, error, match",
+    [
+        ([(HIST_DATA, F32)], {"bin_cnt": 0}, InvalidInput, "bin_cnt must be at least 1, got 0"),
+        ([(HIST_DATA, F32)], {}, InvalidInput, "needs bin_cnt, or an array of bin edges"),
+        ([(HIST_DATA, F32)], {"bin_cnt": 2, "range": [1, 0]}, InvalidInput, r"min <= max; got \[1.0, 0.0\]"),
+        ([(HIST_DATA, F32)], {"bin_cnt": 2, "range": [0, INF]}, InvalidInput, "two finite numbers"),
+        ([(HIST_DATA, F32)], {"bin_cnt": 2, "range": [0, 1, 2]}, InvalidInput, "two finite numbers"),
+        ([(HIST_DATA, F32), ([0, 1, 0.5], F32)], {}, InvalidInput, "the bin edges must increase"),
+        ([(HIST_DATA, F32), ([0, NAN], F32)], {}, InvalidInput, "the bin edges must increase"),
+        ([(HIST_DATA, F32), ([[0, 1]], F32)], {}, ShapeError, "one vector of at least 2 values"),
+        ([(HIST_DATA, F32), ([0], F32)], {}, ShapeError, "one vector of at least 2 values"),
+        ([(HIST_DATA, F32), ([0, 1], F32)], {"bin_cnt": 2}, InvalidInput, "not with an array of edges"),
+        ([([True, False], "bool")], {"bin_cnt": 2}, DTypeError, "not bool"),
+    ],
+)
+def test_histogram_refusals(xs, at, error, match):
+    """MXNet 1.9.1 gives empty counts and a NaN edge for bin_cnt 0 and counts of its own making
+    for edges that do not increase; numpy (and here) refuse both."""
+    with pytest.raises(error, match=match):
+        run("histogram", at, *arrays(*xs))
+
+
+def test_histogram_is_not_differentiable_and_a_rest_client_calls_both_ops():
+    assert not OPS["histogram"].differentiable and not OPS["histogram_edges"].differentiable
+    x = np.array([0.2, 0.4, 0.9], np.float32)
+    ops = [
+        {"op": "array", "out": [1], "at": {"value": x}},
+        {"op": "histogram", "in": [1], "out": [2], "at": {"bin_cnt": 2, "range": [0, 1]}},
+        {"op": "histogram_edges", "in": [1], "out": [3], "at": {"bin_cnt": 2, "range": [0, 1]}},
+        {"op": "read", "in": [2]},
+        {"op": "read", "in": [3]},
+    ]
+    reply = Session("t").run_batch({"ops": ops})
+    assert [v.tolist() for v in reply["values"]] == [[2, 1], [0.0, 0.5, 1.0]]
+    with pytest.raises(InvalidInput, match="range is for a number of bins"):
+        nd.histogram(nd.array(x), bins=nd.array([0.0, 1.0]), range=(0, 1))
+    with pytest.raises(InvalidInput, match="bins must be a number of bins or an NDArray"):
+        nd.histogram(nd.array(x), bins=[0.0, 1.0])
+
+
+@pytest.mark.parametrize("edges", [False, True])
+def test_declared_working_arrays_bound_what_histogram_makes(edges):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 400)).astype(np.float32)
+    if edges:
+        check_working_arrays("histogram", {}, [x, np.sort(rng.standard_normal(50)).astype(np.float32)])
+    else:
+        check_working_arrays("histogram", {"bin_cnt": 50, "range": [-1, 1]}, [x])
