@@ -20,7 +20,7 @@ from typing import Any
 
 from .engine.errors import DTypeError, InvalidInput, ShapeError
 from .engine.optable import FLOAT_DTYPES, OPS
-from .ndarray import NDArray, invoke
+from .ndarray import NDArray, invoke, write_into
 
 GATES = {"rnn_relu": 1, "rnn_tanh": 1, "lstm": 4, "gru": 3}
 """Each mode's gates: the rows of its weights are that many blocks of ``state_size``, in
@@ -64,6 +64,8 @@ def _check(data: Any, parameters: Any, state: Any, state_cell: Any, sequence_len
             raise InvalidInput(f"RNN: {what} must be an NDArray, got {type(a).__name__}")
     if len(data.shape) != 3:
         raise ShapeError(f"RNN: data must be (sequence length, batch, input size), got shape {data.shape}")
+    if 0 in data.shape:
+        raise ShapeError(f"RNN: data must have a step, a sample and an input value at least, got shape {data.shape}")
     dt = data._spec.dtype
     if dt not in FLOAT_DTYPES:
         raise DTypeError(f"RNN: data must be of a float dtype, got {dt}")
@@ -87,6 +89,8 @@ def _check(data: Any, parameters: Any, state: Any, state_cell: Any, sequence_len
     for what, a in (("parameters", parameters), *((w, a) for w, a, _ in states)):
         if a._spec.dtype != dt:
             raise DTypeError(f"RNN: {what} is {a._spec.dtype} but data is {dt}")
+    if sequence_length is not None and not isinstance(sequence_length, NDArray):
+        raise InvalidInput(f"RNN: sequence_length must be an NDArray, got {type(sequence_length).__name__}")
     if at["use_sequence_length"]:
         if not isinstance(sequence_length, NDArray):
             raise InvalidInput("RNN: use_sequence_length needs sequence_length, each sample's steps (batch,)")
@@ -184,10 +188,13 @@ def RNN(
     ``lstm_state_clip_max``] (and NaN in it made the minimum with ``lstm_state_clip_nan``).
 
     The output (T, N, directions * state_size); with ``state_outputs``, the list [output,
-    final state] (LSTM: [output, final state, final cell state])."""
+    final state] (LSTM: [output, final state, final cell state]); ``out``: where to write them
+    (an array, or a list of them)."""
+    out = kwargs.pop("out", None)
+    kwargs.pop("name", None)  # (MXNet's symbol name: nothing here)
     if kwargs:
         raise InvalidInput(f"RNN: unknown argument {next(iter(kwargs))!r}")
-    if mode not in GATES:
+    if not isinstance(mode, str) or mode not in GATES:
         raise InvalidInput(f"RNN: mode must be one of {sorted(GATES)}, got {mode!r}")
     if mode != "lstm" and sequence_length is None and state_cell is not None and use_sequence_length:
         state_cell, sequence_length = None, state_cell  # (MXNet's inputs: the fourth array is the lengths)
@@ -222,7 +229,34 @@ def RNN(
         "clip_nan": bool(lstm_state_clip_nan),
     }
     _check(data, parameters, state, state_cell, sequence_length, at)
-    return _run(data, parameters, state, state_cell, sequence_length, at, float(p), bool(state_outputs))
+    if out is not None:
+        _check_out(out, data, at, bool(state_outputs))
+    result = _run(data, parameters, state, state_cell, sequence_length, at, float(p), bool(state_outputs))
+    if out is None:
+        return result
+    if isinstance(result, NDArray):
+        return write_into(out, result, "RNN")
+    return [write_into(o, r, "RNN") for o, r in zip(out, result)]
+
+
+def _check_out(out: Any, data: NDArray, at: dict, state_outputs: bool) -> None:
+    """``out=``: an array of the output's shape, or with ``state_outputs`` a list of one per output."""
+    t_len, n, _ = data.shape
+    width, k = at["proj"] or at["state_size"], at["num_layers"] * at["dirs"]
+    shapes = [(t_len, n, at["dirs"] * width)]
+    if state_outputs:
+        shapes.append((k, n, width))
+        if at["mode"] == "lstm":
+            shapes.append((k, n, at["state_size"]))
+    outs = [out] if isinstance(out, NDArray) and not state_outputs else out
+    if not isinstance(outs, (list, tuple)) or len(outs) != len(shapes):
+        want = f"a list of {len(shapes)} NDArrays (state_outputs)" if state_outputs else "an NDArray"
+        raise InvalidInput(f"RNN: out must be {want}, got {type(out).__name__}")
+    for o, shape in zip(outs, shapes):
+        if not isinstance(o, NDArray):
+            raise InvalidInput(f"RNN: out must hold NDArrays, got {type(o).__name__}")
+        if o.shape != shape:
+            raise ShapeError(f"RNN: out has shape {o.shape}, the result {shape}")
 
 
 def _run(
@@ -247,8 +281,8 @@ def _run(
     masks = None
     if sequence_length is not None:  # (N, 1) per step: 1 where the step is within the sample's length
         lengths = _op("reshape", sequence_length, shape=(n, 1))
-        if lengths._spec.dtype != data._spec.dtype:
-            lengths = _op("astype", lengths, dtype=data._spec.dtype)
+        if lengths._spec.dtype not in ("float32", "float64"):  # (float16 holds whole numbers exactly to 2048 only)
+            lengths = _op("astype", lengths, dtype="float32")
         masks = [lengths > t for t in range(t_len)]
     x = data
     finals: list[NDArray] = []

@@ -426,6 +426,18 @@ def _refusals():
         ((x, p1, h, None, nd.zeros(3)), base, InvalidInput, "use_sequence_length is False"),
         ((x, p1, h, h), base, InvalidInput, "takes no state_cell"),
         ((x, p1, h), {**base, "layout": "NTC"}, InvalidInput, "unknown argument 'layout'"),
+        ((x, p1, h), {**base, "mode": ["lstm"]}, InvalidInput, "mode must be one of"),
+        (
+            (x, p1, h, None, [4, 4, 4]),
+            {**base, "use_sequence_length": True},
+            InvalidInput,
+            "must be an NDArray, got list",
+        ),
+        ((nd.zeros((4, 0, 2)), p1, nd.zeros((1, 0, 5))), base, ShapeError, r"at least, got shape \(4, 0, 2\)"),
+        ((nd.zeros((0, 3, 2)), p1, h), base, ShapeError, "a step, a sample and an input value"),
+        ((nd.zeros((4, 3, 0)), nd.zeros((35,)), h), base, ShapeError, "a step, a sample and an input value"),
+        ((x, p1, h), {**base, "out": nd.zeros((4, 3, 4))}, ShapeError, r"out has shape \(4, 3, 4\)"),
+        ((x, p1, h), {**base, "out": nd.zeros((4, 3, 5)), "state_outputs": True}, InvalidInput, "a list of 2 NDArrays"),
     ]
 
 
@@ -481,3 +493,36 @@ def test_the_layout_helper_counts_mxnets_parameters():
     assert param_count("lstm", 100, 2, 50, True) == 363200
     assert param_count("gru", 8, 1, 3) == 3 * 8 * (3 + 8 + 2)
     assert gradserve.nd.RNN is nd.RNN
+
+
+def test_out_and_name_are_taken_as_mxnets():
+    rng = np.random.default_rng(18)
+    x, p, h0, c0 = (nd.array(v) for v in make(rng, "lstm", 1, 1))
+    want = nd.RNN(x, p, h0, c0, state_size=4, num_layers=1, mode="lstm", state_outputs=True)
+    out = nd.zeros((4, 3, 4))
+    got = nd.RNN(x, p, h0, c0, state_size=4, num_layers=1, mode="lstm", out=out, name="rnn0")
+    assert got is out
+    np.testing.assert_array_equal(out.asnumpy(), want[0].asnumpy())
+    outs = [nd.zeros((4, 3, 4)), nd.zeros((1, 3, 4)), nd.zeros((1, 3, 4))]
+    got = nd.RNN(x, p, h0, c0, state_size=4, num_layers=1, mode="lstm", state_outputs=True, out=outs)
+    assert all(a is b for a, b in zip(got, outs))
+    for a, b in zip(outs, want):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+
+
+def test_float16_data_masks_steps_past_2048_by_their_lengths():
+    """The lengths are compared in float32: float16 holds whole numbers exactly to 2048 only."""
+    x = nd.ones((2052, 2, 1), dtype="float16")
+    p, h0 = nd.ones((4,), dtype="float16") * 0.1, nd.zeros((1, 2, 1), dtype="float16")
+    y = nd.RNN(
+        x,
+        p,
+        h0,
+        nd.array([2049, 2051], dtype="int32"),
+        state_size=1,
+        num_layers=1,
+        mode="rnn_tanh",
+        use_sequence_length=True,
+    )
+    steps = (y.asnumpy()[:, :, 0] != 0).sum(axis=0)
+    assert steps.tolist() == [2049, 2051]
