@@ -31,6 +31,21 @@ class Context:
         self.training = False
 
 
+LITERAL_SHAPES = frozenset(["reshape", "broadcast_to"])
+"""Ops whose ``shape`` takes MXNet's 0 as "this axis of the input's": a VJP's shapes are the
+arrays' own, where a 0 is an empty axis."""
+
+
+def empty_result(at: dict, xs: tuple) -> np.ndarray | None:
+    """What a VJP's reshape or broadcast_to to a shape with an empty axis gives: an empty array
+    of that shape (not the input's axis, MXNet's 0); None for any other shape."""
+    shape = at.get("shape")
+    if not shape or 0 not in shape or min(shape) < 0:
+        return None
+    x = xs[0]
+    return np.zeros(tuple(shape), getattr(x, "value", x).dtype)
+
+
 class Eager:
     """Calls table ops directly on arrays: the ``F`` of first-order VJPs."""
 
@@ -54,6 +69,13 @@ class Eager:
                 for k in names.difference(at):
                     at[k] = defaults[k]
             return forward(cx, at, *xs)
+
+        if name in LITERAL_SHAPES:
+            plain = call
+
+            def call(*xs: Any, **at: Any) -> Any:
+                empty = empty_result(at, xs)
+                return plain(*xs, **at) if empty is None else empty
 
         setattr(self, name, call)
         return call
@@ -98,6 +120,10 @@ class Recorder:
         cx = self._cx
 
         def call(*xs: Any, **at: Any) -> Traced:
+            if name in LITERAL_SHAPES:
+                empty = empty_result(at, xs)
+                if empty is not None:
+                    return Traced(empty, None)  # (no values: nothing to differentiate)
             full = {**op.defaults, **at}
             vals = tuple(x.value if isinstance(x, Traced) else x for x in xs)
             y = op.forward(cx, full, *vals)

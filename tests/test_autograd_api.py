@@ -1008,3 +1008,22 @@ def test_a_sum_of_cotangents_is_written_only_into_an_array_it_made():
     assert wider.a.dtype == np.float64
     narrow = _summed(Sum(np.zeros((2, 3), np.float32)), np.ones((2, 3)))  # float64 into float32: np.add's result
     assert narrow.a.dtype == np.float64
+
+
+def test_a_recorded_gradient_of_an_empty_array_has_its_shape(mode):
+    """A VJP's reshape or broadcast_to to a shape with an empty axis makes that shape (MXNet's 0
+    in a shape would copy the input's axis: (0, 3) from a (1, 1) became (1, 3))."""
+    x = nd.zeros((0, 3))
+    x.attach_grad()
+    with autograd.record():
+        (g,) = autograd.grad([x.sum()], [x], create_graph=True)
+    assert g.shape == (0, 3) and g.asnumpy().shape == (0, 3)
+    w = nd.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    w.attach_grad()
+    with autograd.record():
+        y = w[1:1].sum() + (w * w).sum() + w[:, 2:2].mean(axis=1).sum()
+        (g,) = autograd.grad([y], [w], create_graph=True)
+        s = (g * g).sum()
+    s.backward()
+    np.testing.assert_array_equal(g.asnumpy(), 2 * w.asnumpy())
+    np.testing.assert_array_equal(w.grad.asnumpy(), 8 * w.asnumpy())
