@@ -1407,8 +1407,11 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
     nd = _spatial("Pooling", shape)
     if at["pool_type"] not in ("max", "avg", "sum"):
         raise InvalidInput(f"Pooling: pool_type must be max, avg or sum, got {at['pool_type']!r}")
-    if at["pooling_convention"] != "valid":
-        raise InvalidInput("Pooling: only pooling_convention='valid' is supported")
+    if at["pooling_convention"] not in ("valid", "full"):
+        raise InvalidInput(
+            f"Pooling: pooling_convention must be 'valid' or 'full', got {at['pooling_convention']!r} "
+            "('same' is not supported)"
+        )
     if at["layout"] not in (None, _LAYOUTS[nd]):
         raise InvalidInput(f"Pooling: only the {_LAYOUTS[nd]} layout is supported")
     if at["global_pool"]:
@@ -1416,6 +1419,48 @@ def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
     if not at["kernel"]:
         raise InvalidInput("Pooling: kernel is required unless global_pool is true")
     return {"kernel": at["kernel"], "stride": at["stride"], "pad": at["pad"]}  # stride: 1 unless given, as MXNet
+
+
+def _full_extra(at: dict, win: dict, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Pooling's ``full`` convention (MXNet's ceil): the padding past each spatial axis's end
+    that makes its valid pooling give 1 + ceil((n + 2 pad - kernel) / stride) windows; None
+    for the valid convention (and a global pooling, the same in both)."""
+    if at["pooling_convention"] != "full" or at["global_pool"]:
+        return None
+    nd = len(shape) - 2
+    k = _axes(win["kernel"], 1, "Pooling", "kernel", nd)
+    s = _axes(win["stride"], 1, "Pooling", "stride", nd)
+    p = _axes(win["pad"], 0, "Pooling", "pad", nd)
+    extra = []
+    for n, kk, ss, pp in zip(shape[2:], k, s, p):
+        span = n + 2 * pp - kk
+        if span < 0 or ss < 1:  # (refused by the valid geometry, in its words)
+            return None
+        extra.append(-span % ss)  # (1 + ceil(span / s) windows: the last one's end past the padded data)
+    return tuple(extra) if any(extra) else None  # (none: the valid convention's windows)
+
+
+def _pool_shape(at: dict, win: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the data the valid pooling runs on: ``full``'s extra padding included."""
+    extra = _full_extra(at, win, shape)
+    return shape if extra is None else shape[:2] + tuple(n + e for n, e in zip(shape[2:], extra))
+
+
+def _full_divisors(at: dict, win: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """The divisors of a ``full`` average pooling (MXNet's): each window's elements up to the
+    padded data's end (a window past it is cut there), or, without ``count_include_pad``,
+    inside the data (at least 1: a window of padding alone averages to 0)."""
+    k, s, p, out = _window("Pooling", win, _pool_shape(at, win, shape))
+    counts = np.ones((), dtype=np.int64)
+    for d in range(len(k)):
+        start = np.arange(out[d]) * s[d] - p[d]
+        n = shape[2 + d]
+        if at["count_include_pad"]:
+            c = np.minimum(start + k[d], n + p[d]) - start
+        else:
+            c = np.minimum(start + k[d], n) - np.maximum(start, 0)
+        counts = np.multiply.outer(counts, c)
+    return np.maximum(counts, 1)
 
 
 def _counts_pad(at: dict, win: dict) -> bool:
@@ -1455,7 +1500,7 @@ def _pad_within_kernel(at: dict, win: dict, dtype: Any, nd: int) -> None:
 def _pool_infer(at: dict, x: Spec) -> Spec:
     floating("Pooling", x)
     win = _pool_window(at, x.shape)
-    _, _, _, out = _window("Pooling", win, x.shape)
+    _, _, _, out = _window("Pooling", win, _pool_shape(at, win, x.shape))
     _pad_within_kernel(at, win, x.dtype, len(out))
     return Spec(x.shape[:2] + out, x.dtype)
 
@@ -1472,8 +1517,15 @@ def _nan_as_least(xp, x):
 
 
 def _pool_windows(at: dict, x: Spec) -> int:
-    """The bytes of Pooling's windows (its forward's working array)."""
-    return _windows_bytes(_pool_window(at, x.shape), x)
+    """The bytes of Pooling's windows (its forward's working array); with the ``full``
+    convention, the data with its extra padding too (in float32 for a float16 average)."""
+    win = _pool_window(at, x.shape)
+    shape = _pool_shape(at, win, x.shape)
+    if shape == x.shape:
+        return _windows_bytes(win, x)
+    wide = "float32" if at["pool_type"] == "avg" and x.dtype == "float16" else x.dtype
+    bigger = Spec(shape, wide)
+    return _windows_bytes(win, bigger) + 2 * bigger.nbytes
 
 
 def _pool_vjp_windows(at: dict, x: Spec) -> int:
@@ -1487,8 +1539,34 @@ def _pool_vjp_windows(at: dict, x: Spec) -> int:
     return 2
 
 
+def _pool_full_vjp(F, at, win, g, y, x):
+    """The ``full`` convention's VJP: the valid pooling's of the data with its extra padding
+    (made of the table's ops, so it is differentiable again), cut back to the data."""
+    shape = tuple(int(d) for d in x.shape)
+    extra = _full_extra(at, win, shape)
+    assert extra is not None
+    fill = float("-inf") if at["pool_type"] == "max" else 0.0
+    xe = x
+    for d, e in enumerate(extra):
+        if e:
+            edge = tuple(xe.shape[: 2 + d]) + (e,) + tuple(xe.shape[3 + d :])
+            xe = F.concat(xe, np.full(edge, fill, dtype=x.dtype), dim=2 + d)
+    valid = {**at, "pooling_convention": "valid"}
+    if at["pool_type"] == "avg":
+        valid["pool_type"] = "sum"
+        counts = _full_divisors(at, win, shape)
+        g = F.div(g, counts.reshape((1, 1) + counts.shape).astype(g.dtype))
+    (gx,) = _pool_vjp(F, valid, g, y, xe)
+    for d, e in enumerate(extra):
+        if e:
+            gx = F.slice_axis(gx, axis=2 + d, begin=0, end=shape[2 + d])
+    return (gx,)
+
+
 def _pool_vjp(F, at, g, y, x):
     win = _pool_window(at, tuple(x.shape))
+    if _full_extra(at, win, tuple(int(d) for d in x.shape)) is not None:
+        return _pool_full_vjp(F, at, win, g, y, x)
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
     n, c = int(x.shape[0]), int(x.shape[1])
     nd, size = len(k), prod(k)
@@ -1535,9 +1613,20 @@ def _pool_vjp(F, at, g, y, x):
 )
 def _pooling(cx, at, x):
     """2-D max, average or sum pooling of (N, C, H, W) data, 1-D of (N, C, W) or 3-D of
-    (N, C, D, H, W) (stride defaults to 1, as in MXNet)."""
+    (N, C, D, H, W) (stride defaults to 1, as in MXNet). ``pooling_convention``: ``valid``,
+    windows inside the padded data (floor((n + 2 pad - kernel) / stride) + 1 of them), or
+    ``full``, one more where a window past the padded data's end would hold some of it
+    (ceil): it is cut there (an average divides by what is left)."""
+    return _pool_run(cx, at, x)
+
+
+def _pool_run(cx, at, x):
+    """``_pooling`` of (N, C, H, W) or (N, C, D, H, W) data."""
     win = _pool_window(at, x.shape)
     _pad_within_kernel(at, win, x.dtype.name, x.ndim - 2)
+    extra = _full_extra(at, win, x.shape)
+    if extra is not None:
+        return _pool_full(cx, at, win, extra, x)
     kind = at["pool_type"]
     if kind == "max":
         x = _nan_as_least(cx.xp, x)
@@ -1553,6 +1642,22 @@ def _pooling(cx, at, x):
         r /= _in_bounds(win, x.shape).astype(r.dtype)
     elif kind == "avg":
         r /= r.dtype.type(prod(cols.shape[2 : 2 + len(taps)]))
+    return r.astype(x.dtype, copy=False)
+
+
+def _pool_full(cx, at, win, extra, x):
+    """The ``full`` convention: the valid pooling of the data with ``extra`` padding past each
+    axis's end (-inf for max, 0 for sum and average); an average is a sum divided by each
+    window's count (float16 in float32, rounded once)."""
+    kind = at["pool_type"]
+    valid = {**at, "pooling_convention": "valid"}
+    wide = kind == "avg" and x.dtype == np.float16
+    widths = ((0, 0), (0, 0), *((0, e) for e in extra))
+    xe = cx.xp.pad(x.astype(np.float32) if wide else x, widths, constant_values=-np.inf if kind == "max" else 0.0)
+    if kind != "avg":
+        return _pool_run(cx, valid, xe)
+    r = _pool_run(cx, {**valid, "pool_type": "sum"}, xe)
+    r /= _full_divisors(at, win, x.shape).astype(r.dtype)
     return r.astype(x.dtype, copy=False)
 
 

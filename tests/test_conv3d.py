@@ -660,10 +660,8 @@ REFUSED = [  # op, attributes, inputs, error, words of its message
     ("Pooling", {"kernel": [2, 2, 2], "layout": "NDHWC"}, (XP,), InvalidInput, "only the NCDHW layout is supported"),
     # "Need 3D layout"
     ("Pooling", {"kernel": [2, 2, 2], "layout": "NCHW"}, (XP,), InvalidInput, "only the NCDHW layout is supported"),
-    # (MXNet's computes 'full'; gradserve's Pooling has the valid convention only, in 2-D too)
-    ("Pooling", {"kernel": [2, 2, 2], "pooling_convention": "full"}, (XP,), InvalidInput, "pooling_convention='valid'"),
-    # "Currently 'same' supports Max Pooling 1-D"
-    ("Pooling", {"kernel": [2, 2, 2], "pooling_convention": "same"}, (XP,), InvalidInput, "pooling_convention='valid'"),
+    # "Currently 'same' supports Max Pooling 1-D" (gradserve has no 'same', in 1-D either)
+    ("Pooling", {"kernel": [2, 2, 2], "pooling_convention": "same"}, (XP,), InvalidInput, "'same' is not supported"),
     # "Check failed: param.p_value.has_value()" (and gradserve has no lp pooling, in 2-D either)
     ("Pooling", {"kernel": [2, 2, 2], "pool_type": "lp"}, (XP,), InvalidInput, "pool_type must be max, avg or sum"),
     # "Check failed: pad_l[0] < kernel[0] (2 vs. 2)"

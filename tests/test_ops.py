@@ -26,6 +26,7 @@ cotangents must be None (``Case.nondiff``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -517,6 +518,28 @@ def pool_ref(x, kind, kernel, stride, pad, count_include_pad=True):
                 count = kernel[0] * kernel[1] if count_include_pad else inside[0, 0, rows, cols].sum()
                 out[:, :, a, b] = win.sum(axis=(2, 3)) / max(count, 1)
     return out.astype(x.dtype)
+
+
+def pool_full_ref(x, kind, kernel, stride, pad, count_include_pad=True):
+    """Pooling with MXNet's ``full`` convention, any number of spatial axes, one window at a
+    time: 1 + ceil((n + 2 pad - k) / s) windows an axis, each cut at the padded data's end; an
+    average divides by the window's elements up to there (or inside the data)."""
+    out = [1 + -(-(n + 2 * p - k) // s) for n, k, s, p in zip(x.shape[2:], kernel, stride, pad)]
+    y = np.zeros(x.shape[:2] + tuple(out))
+    for pos in itertools.product(*map(range, out)):
+        starts = [o * s - p for o, s, p in zip(pos, stride, pad)]
+        ends = [min(a + k, n + p) for a, k, n, p in zip(starts, kernel, x.shape[2:], pad)]
+        inside = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(starts, ends, x.shape[2:]))
+        block = x[(slice(None), slice(None)) + inside].reshape(x.shape[:2] + (-1,))
+        if kind == "max":  # (MXNet's max of a window of padding alone: the least finite value)
+            y[(slice(None), slice(None)) + pos] = block.max(axis=2) if block.shape[2] else np.finfo(x.dtype).min
+        else:
+            total = block.sum(axis=2)
+            if kind == "avg":
+                count = np.prod([b - a for a, b in zip(starts, ends)]) if count_include_pad else block.shape[2]
+                total = total / max(count, 1)
+            y[(slice(None), slice(None)) + pos] = total
+    return y.astype(x.dtype)
 
 
 def pad_grad_ref(g, mode, pad_width):
@@ -1725,6 +1748,97 @@ VARIANTS: list[tuple[str, str, Case]] = [
             pad=[1, 1],
             pool_type="avg",
             count_include_pad=False,
+        ),
+    ),
+    # MXNet's full convention (ceil): windows past the padded data's end are cut there
+    (
+        "Pooling-full-max",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "max", (2, 3), (2, 2), (0, 1)),
+            (2, 2, 5, 6),
+            dom=DISTINCT,
+            kernel=[2, 3],
+            stride=[2, 2],
+            pad=[0, 1],
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-avg-pad",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "avg", (3, 3), (2, 2), (1, 1)),
+            (2, 2, 5, 6),
+            kernel=[3, 3],
+            stride=[2, 2],
+            pad=[1, 1],
+            pool_type="avg",
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-avg-count_include_pad-false",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "avg", (3, 3), (3, 3), (1, 1), count_include_pad=False),
+            (1, 2, 5, 5),
+            kernel=[3, 3],
+            stride=[3, 3],
+            pad=[1, 1],
+            pool_type="avg",
+            count_include_pad=False,
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-1d-avg",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "avg", (2,), (2,), (0,)),
+            (2, 2, 7),
+            kernel=[2],
+            stride=[2],
+            pool_type="avg",
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-1d-sum",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "sum", (3,), (2,), (1,)),
+            (2, 2, 6),
+            kernel=[3],
+            stride=[2],
+            pad=[1],
+            pool_type="sum",
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-3d-avg",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "avg", (2, 2, 2), (3, 3, 3), (0, 0, 0)),
+            (1, 2, 4, 5, 5),
+            kernel=[2, 2, 2],
+            stride=[3, 3, 3],
+            pool_type="avg",
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-full-3d-max",
+        "Pooling",
+        C(
+            lambda x: pool_full_ref(x, "max", (3, 3, 3), (2, 2, 2), (1, 1, 1)),
+            (1, 2, 4, 5, 4),
+            dom=DISTINCT,
+            kernel=[3, 3, 3],
+            stride=[2, 2, 2],
+            pad=[1, 1, 1],
+            pooling_convention="full",
         ),
     ),
     (
@@ -3252,7 +3366,6 @@ def test_every_op_answers_edge_inputs_with_a_result_or_a_clear_error():
     inputs (every pair for ops of two inputs), recorded with a backward pass and not: the
     batch gives a result or the op's own error, never an exception out of the engine (a 500
     from a server) nor numpy's message as a malformed instruction."""
-    import itertools
 
     problems = {}
     for name, case in [*CASES.items(), *((name, case) for _, name, case in VARIANTS)]:
@@ -3300,7 +3413,6 @@ EDGE_COMMANDS = [
 
 def test_every_command_answers_edge_inputs_with_a_result_or_a_clear_error():
     """The commands that are not table ops, on the same edge inputs."""
-    import itertools
 
     problems = {}
     for name, n, ats in EDGE_COMMANDS:
@@ -4927,7 +5039,7 @@ BAD_ATTRS = [
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "cudnn_tune": "x" * 200}, [(1, 2, 5, 5), (2, 2, 3, 3), (2,)]),
     ("Deconvolution", {"kernel": [3, 3], "num_filter": 2, "cudnn_tune": "best"}, [(1, 4, 3, 3), (4, 2, 3, 3)]),
     ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
-    ("Pooling", {"kernel": [2, 2], "pooling_convention": "full"}, [(1, 1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2], "pooling_convention": "same"}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "pool_type": "lp"}, [(1, 1, 4, 4)]),
     ("Pooling", {}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2]}, [(1, 4, 4)]),
@@ -5048,6 +5160,32 @@ def test_avg_pooling_without_the_padding_divides_as_mxnet():
     at = {**at, "count_include_pad": True}
     y = op.forward(Context(), op.parse_attrs(at), x64)[0, 0, 1]
     np.testing.assert_allclose(y, [0, 0.25, 0.75, 1.25, 1.75, 2.25, 1.25, 0])
+
+
+def test_full_pooling_is_mxnets():
+    """MXNet 1.9.1 (recorded): the full convention's windows on a 5 x 5 image."""
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    at = {"kernel": [2, 2], "stride": [2, 2], "pooling_convention": "full"}
+    assert _mx_run("Pooling", at, [x])[0][0, 0].tolist() == [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
+    y = _mx_run("Pooling", {**at, "pool_type": "avg"}, [x])[0][0, 0]
+    assert y.tolist() == [[3, 5, 6.5], [13, 15, 16.5], [20.5, 22.5, 24]]
+    y = _mx_run("Pooling", {**at, "pool_type": "sum"}, [x])[0][0, 0]
+    assert y.tolist() == [[12, 20, 13], [52, 60, 33], [41, 45, 24]]
+    at = {"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1], "pool_type": "avg", "pooling_convention": "full"}
+    y = _mx_run("Pooling", at, [x])[0][0, 0]
+    np.testing.assert_allclose(y, [[4 / 3, 3, 8 / 3], [7, 12, 9], [8, 13, 28 / 3]], rtol=1e-6)
+    y = _mx_run("Pooling", {**at, "count_include_pad": False}, [x])[0][0, 0]
+    np.testing.assert_allclose(y, [[3, 4.5, 6], [10.5, 12, 13.5], [18, 19.5, 21]], rtol=1e-6)
+    y = _mx_run("Pooling", {**at, "stride": [3, 3]}, [x])[0][0, 0]  # (the last windows: padding alone)
+    np.testing.assert_allclose(y, [[4 / 3, 11 / 3, 0], [31 / 3, 18, 0], [0, 0, 0]], rtol=1e-6)
+    # (the gradient of a cut average divides as its forward does: MXNet 1.9.1's 1-D and 3-D
+    # ones divide by the whole kernel there, half of this for the window of x[6] alone)
+    _, (gx,) = _mx_run(
+        "Pooling",
+        {"kernel": [2], "stride": [2], "pool_type": "avg", "pooling_convention": "full"},
+        [np.arange(7, dtype=np.float32).reshape(1, 1, 7)],
+    )
+    assert gx.ravel().tolist() == [0.5] * 6 + [1.0]
 
 
 def test_grouped_convolution_as_mxnet():

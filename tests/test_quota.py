@@ -1056,6 +1056,12 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("Pooling", {"kernel": [4, 4], "stride": [2, 2], "pool_type": "avg"}, [((2, 8, 48, 48), "float32")]),
     ("Pooling", {"kernel": [3, 3], "pool_type": "sum"}, [((2, 8, 48, 48), "float64")]),
     ("Pooling", {"global_pool": True}, [((1, 2, 64, 64), "float16")]),
+    ("Pooling", {"kernel": [3, 3], "stride": [2, 2], "pooling_convention": "full"}, [((2, 8, 48, 48), "float32")]),
+    (
+        "Pooling",
+        {"kernel": [3, 3], "stride": [2, 2], "pool_type": "avg", "pooling_convention": "full"},
+        [((2, 8, 48, 48), "float16")],
+    ),
     (
         "Convolution",
         {"kernel": [3, 3], "num_filter": 8},
