@@ -414,6 +414,66 @@ def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: A
     return [mean, var]
 
 
+def _with_statistics(name: str, stats: Any) -> Any:
+    """The generated function of op ``name`` (BatchNorm, LayerNorm), and with
+    ``output_mean_var=True`` the list [output, *stats(arguments)], MXNet's three outputs: the
+    op gives the output, table ops the statistics (so gradients go through them too)."""
+    plain = _generate(OPS[name], name)
+    sig = _signature(OPS[name])
+    slot = list(sig.parameters).index("output_mean_var")
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        if len(args) <= slot and not kwargs.get("output_mean_var"):
+            return plain(*args, **kwargs)
+        kwargs.pop("name", None)
+        out = kwargs.pop("out", None)
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise InvalidInput(f"{name}: {e}") from None
+        given = bound.arguments
+        if not given.get("output_mean_var"):
+            return plain(*args, **({"out": out} if out is not None else {}), **kwargs)
+        if out is not None:
+            raise InvalidInput(f"{name}: out= is for one output, and output_mean_var gives three")
+        given["output_mean_var"] = False
+        y = plain(**given)  # (checks every input and attribute first)
+        at = OPS[name].parse_attrs({k: v for k, v in given.items() if k not in OPS[name].inputs})
+        return [y, *stats(at, *(given[k] for k in OPS[name].inputs))]
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{OPS[name].doc}\n\nWith output_mean_var=True: [output, {stats.__doc__}] (MXNet's three outputs)."
+    fn.__signature__ = sig  # type: ignore[attr-defined]
+    return fn
+
+
+def _batch_norm_stats(at: dict[str, Any], x: NDArray, gamma: NDArray, *rest: NDArray) -> list[NDArray]:
+    """the mean and 1 / sqrt(var + eps) of each channel: the batch's in training, the moving
+    ones in prediction or with use_global_stats"""
+    moving_mean, moving_var = rest[1], rest[2]
+    wide = gamma._spec.dtype
+    eps = {"scalar": at["eps"]}
+    if flags.training and not at["use_global_stats"]:
+        if x._spec.dtype != wide:
+            x = invoke(OPS["astype"], (x,), {"dtype": wide})
+        ax = at["axis"] % len(x.shape)
+        axes = tuple(a for a in range(len(x.shape)) if a != ax)
+        mean, var = moments(x, axes=axes)
+    else:
+        mean, var = invoke(OPS["copy"], (moving_mean,)), moving_var
+    return [mean, invoke(OPS["rsqrt"], (invoke(OPS["add_scalar"], (var,), eps),))]
+
+
+def _layer_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
+    """the mean and sqrt(var + eps) over ``axis``, which they keep as an axis of 1"""
+    mean, var = moments(x, axes=(at["axis"],), keepdims=True)
+    return [mean, invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))]
+
+
+BatchNorm = _with_statistics("BatchNorm", _batch_norm_stats)
+LayerNorm = _with_statistics("LayerNorm", _layer_norm_stats)
+
+
 def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = True) -> NDArray:
     """MXNet's nd.concatenate: the arrays joined along ``axis`` (a new array, even of one)."""
     arrays = list(arrays)

@@ -1839,7 +1839,10 @@ def _bn_infer(at: dict, x: Spec, gamma: Spec, beta: Spec, mm: Spec, mv: Spec) ->
         if s.shape != c:
             raise ShapeError(f"BatchNorm: {name} shape {s.shape} should be {c}")
     if at["output_mean_var"]:
-        raise InvalidInput("BatchNorm: output_mean_var is not supported (one output)")
+        raise InvalidInput(
+            "BatchNorm: the op gives one output; output_mean_var is nd.BatchNorm's (its mean and "
+            "1/sqrt(var + eps) made of the table's ops: moments, rsqrt)"
+        )
     return Spec(x.shape, dt)
 
 
@@ -1990,7 +1993,10 @@ def _ln_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
         if s.shape != c:
             raise ShapeError(f"LayerNorm: {name} shape {s.shape} should be {c}")
     if at["output_mean_var"]:
-        raise InvalidInput("LayerNorm: output_mean_var is not supported (one output)")
+        raise InvalidInput(
+            "LayerNorm: the op gives one output; output_mean_var is nd.LayerNorm's (its mean and "
+            "sqrt(var + eps) made of the table's ops)"
+        )
     return Spec(x.shape, dt)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradserve import MXNetError, autograd, nd
-from gradserve.engine.errors import ShapeError
+from gradserve.engine.errors import InvalidInput, ShapeError
 
 
 def test_views_share_memory_as_in_mxnet(mode):
@@ -1084,3 +1084,40 @@ def test_amp_casts_touch_float16_and_float32_only(mode):
     assert h.grad.dtype == np.float16
     with pytest.raises(MXNetError, match="num_outputs is 3 but 2 arrays were given"):
         nd.amp_multicast(x, h, num_outputs=3)
+
+
+def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
+    """output_mean_var=True: MXNet 1.9.1's three outputs (recorded): BatchNorm's batch mean and
+    1/sqrt(var + eps) in training, the moving ones in prediction; LayerNorm's mean and
+    sqrt(var + eps), keeping the axis. Here gradients go through them too (MXNet's take none)."""
+    x = nd.array(np.arange(12.0).reshape(3, 2, 2) * 0.5)
+    g, b, mm, mv = nd.array([2, 3]), nd.array([0.5, 1]), nd.array([1.0, 2.0]), nd.array([4.0, 9.0])
+    y, mean, inv = nd.BatchNorm(x, g, b, mm, mv, output_mean_var=True)
+    assert y.shape == (3, 2, 2)
+    np.testing.assert_allclose(mean.asnumpy(), [1, 2])
+    np.testing.assert_allclose(inv.asnumpy(), [0.49993753, 0.3333148], rtol=1e-6)
+    with autograd.record():
+        y, mean, inv = nd.BatchNorm(x, g, b, mm, mv, output_mean_var=True)
+    np.testing.assert_allclose(mean.asnumpy(), [2.25, 3.25])
+    np.testing.assert_allclose(inv.asnumpy(), [0.60520905, 0.60520905], rtol=1e-6)
+    with autograd.record():
+        alone = nd.BatchNorm(x, g, b, mm, mv)
+    np.testing.assert_array_equal(y.asnumpy(), alone.asnumpy())
+    positional = nd.BatchNorm(x, g, b, mm, mv, 1e-3, 0.9, True, False, True)
+    assert len(positional) == 3 and positional[1].asnumpy().tolist() == [1, 2]
+    y, mean, std = nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var=True)
+    assert (y.shape, mean.shape, std.shape) == ((3, 2, 2), (3, 2, 1), (3, 2, 1))
+    np.testing.assert_allclose(mean.asnumpy().ravel(), [0.25, 1.25, 2.25, 3.25, 4.25, 5.25])
+    np.testing.assert_allclose(std.asnumpy().ravel(), [0.25002] * 6, rtol=1e-5)
+    x.attach_grad()
+    with autograd.record():
+        _, mean, std = nd.LayerNorm(x, nd.ones(2), nd.zeros(2), axis=1, output_mean_var=True)
+        loss = (mean * mean).sum() + std.sum()
+    loss.backward()
+    xv = x.asnumpy().astype(np.float64)
+    m = xv.mean(axis=1, keepdims=True)
+    s = np.sqrt(((xv - m) ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(x.grad.asnumpy(), 2 * m / 2 + (xv - m) / (2 * s), rtol=1e-4, atol=1e-6)
+    with pytest.raises(InvalidInput, match="out= is for one output"):
+        nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var=True, out=nd.zeros((3, 2, 2)))
+    assert nd.LayerNorm(x, nd.ones(2), nd.zeros(2), name="ln").shape == (3, 2, 2)
