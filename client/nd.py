@@ -470,8 +470,26 @@ def _layer_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[ND
     return [mean, invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))]
 
 
+def _group_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
+    """the mean and sqrt(var + eps) of each sample's groups of channels, (N, num_groups)"""
+    dt = x._spec.dtype
+    if dt == "float16":  # (as the op: in float32, rounded once)
+        x = invoke(OPS["astype"], (x,), {"dtype": "float32"})
+    n, groups = x.shape[0], at["num_groups"]
+    size = 1
+    for d in x.shape[1:]:
+        size *= d
+    grouped = invoke(OPS["reshape"], (x,), {"shape": (n, groups, size // groups)})
+    mean, var = moments(grouped, axes=(2,))
+    std = invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))
+    if dt == "float16":
+        mean, std = (invoke(OPS["astype"], (a,), {"dtype": dt}) for a in (mean, std))
+    return [mean, std]
+
+
 BatchNorm = _with_statistics("BatchNorm", _batch_norm_stats)
 LayerNorm = _with_statistics("LayerNorm", _layer_norm_stats)
+GroupNorm = _with_statistics("GroupNorm", _group_norm_stats)
 
 
 def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = True) -> NDArray:

@@ -375,7 +375,10 @@ def _gn_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
         if s.shape != (grp,):  # (one per group, MXNet 1.9.1's: not one per channel)
             raise ShapeError(f"GroupNorm: {name} must have shape ({grp},), one value per group, got {s.shape}")
     if at["output_mean_var"]:
-        raise InvalidInput("GroupNorm: output_mean_var is not supported (one output)")
+        raise InvalidInput(
+            "GroupNorm: the op gives one output; output_mean_var is nd.GroupNorm's (its mean and "
+            "sqrt(var + eps) made of the table's ops)"
+        )
     return x
 
 

@@ -1089,7 +1089,8 @@ def test_amp_casts_touch_float16_and_float32_only(mode):
 def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
     """output_mean_var=True: MXNet 1.9.1's three outputs (recorded): BatchNorm's batch mean and
     1/sqrt(var + eps) in training, the moving ones in prediction; LayerNorm's mean and
-    sqrt(var + eps), keeping the axis. Here gradients go through them too (MXNet's take none)."""
+    sqrt(var + eps), keeping the axis; GroupNorm's, (N, groups). Here gradients go through them
+    too (MXNet's take none)."""
     x = nd.array(np.arange(12.0).reshape(3, 2, 2) * 0.5)
     g, b, mm, mv = nd.array([2, 3]), nd.array([0.5, 1]), nd.array([1.0, 2.0]), nd.array([4.0, 9.0])
     y, mean, inv = nd.BatchNorm(x, g, b, mm, mv, output_mean_var=True)
@@ -1121,3 +1122,10 @@ def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
     with pytest.raises(InvalidInput, match="out= is for one output"):
         nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var=True, out=nd.zeros((3, 2, 2)))
     assert nd.LayerNorm(x, nd.ones(2), nd.zeros(2), name="ln").shape == (3, 2, 2)
+    x = nd.array(np.arange(24.0).reshape(2, 4, 3) * 0.5)
+    for dt in ("float32", "float16"):
+        gamma, beta = nd.ones(2, dtype=dt), nd.zeros(2, dtype=dt)
+        y, mean, std = nd.GroupNorm(x.astype(dt), gamma, beta, num_groups=2, output_mean_var=True)
+        assert (y.shape, mean.shape, std.shape, mean.dtype) == ((2, 4, 3), (2, 2), (2, 2), np.dtype(dt))
+        np.testing.assert_allclose(mean.asnumpy().ravel(), [1.25, 4.25, 7.25, 10.25])
+        np.testing.assert_allclose(std.asnumpy().ravel(), [0.85391843] * 4, rtol=1e-3 if dt == "float16" else 1e-6)
