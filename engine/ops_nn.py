@@ -1400,13 +1400,19 @@ POOL = (
     Attr("count_include_pad", "bool", True),
     Attr("cudnn_off", "bool", False),
     Attr("layout", "str", None),
+    Attr("p_value", "int", None),
 )
+LP_POWERS = (1, 2, 3)
+"""The ``p_value`` of an ``lp`` pooling MXNet computes: (sum of x ** p) ** (1 / p) a window,
+with x ** p and its root signed for odd p (p=1 is the sum, p=3 a cube root)."""
 
 
 def _pool_window(at: dict, shape: tuple[int, ...]) -> dict:
     nd = _spatial("Pooling", shape)
-    if at["pool_type"] not in ("max", "avg", "sum"):
-        raise InvalidInput(f"Pooling: pool_type must be max, avg or sum, got {at['pool_type']!r}")
+    if at["pool_type"] not in ("max", "avg", "sum", "lp"):
+        raise InvalidInput(f"Pooling: pool_type must be max, avg, sum or lp, got {at['pool_type']!r}")
+    if at["pool_type"] == "lp" and at["p_value"] not in LP_POWERS:
+        raise InvalidInput(f"Pooling: lp pooling needs p_value 1, 2 or 3, got {at['p_value']!r}")
     if at["pooling_convention"] not in ("valid", "full"):
         raise InvalidInput(
             f"Pooling: pooling_convention must be 'valid' or 'full', got {at['pooling_convention']!r} "
@@ -1521,11 +1527,13 @@ def _pool_windows(at: dict, x: Spec) -> int:
     convention, the data with its extra padding too (in float32 for a float16 average)."""
     win = _pool_window(at, x.shape)
     shape = _pool_shape(at, win, x.shape)
+    lp = at["pool_type"] == "lp"
+    wide = "float32" if at["pool_type"] in ("avg", "lp") and x.dtype == "float16" else x.dtype
+    powers = 2 * Spec(x.shape, wide).nbytes if lp else 0  # (x ** p, and its float32 copy)
     if shape == x.shape:
-        return _windows_bytes(win, x)
-    wide = "float32" if at["pool_type"] == "avg" and x.dtype == "float16" else x.dtype
+        return _windows_bytes(win, Spec(x.shape, wide)) + powers
     bigger = Spec(shape, wide)
-    return _windows_bytes(win, bigger) + 2 * bigger.nbytes
+    return _windows_bytes(win, bigger) + 2 * bigger.nbytes + powers
 
 
 def _pool_vjp_windows(at: dict, x: Spec) -> int:
@@ -1563,10 +1571,25 @@ def _pool_full_vjp(F, at, win, g, y, x):
     return (gx,)
 
 
+def _pool_lp_vjp(F, at, g, y, x):
+    """``lp``'s: the sum pooling's VJP of g / y ** (p - 1), times x ** (p - 1) (a window of
+    zeros, y = 0, gives 0, as MXNet's)."""
+    p = at["p_value"]
+    summed = {**at, "pool_type": "sum"}
+    if p > 1:
+        power = y if p == 2 else F.square(y)
+        zero = F.equal(power, F.zeros_like(power))
+        g = F.where(zero, F.zeros_like(g), F.div(g, F.where(zero, F.ones_like(power), power)))
+    (gx,) = _pool_vjp(F, summed, g, y, x)
+    return (gx if p == 1 else F.mul(gx, x if p == 2 else F.square(x)),)
+
+
 def _pool_vjp(F, at, g, y, x):
     win = _pool_window(at, tuple(x.shape))
     if _full_extra(at, win, tuple(int(d) for d in x.shape)) is not None:
         return _pool_full_vjp(F, at, win, g, y, x)
+    if at["pool_type"] == "lp":
+        return _pool_lp_vjp(F, at, g, y, x)
     k, _, _, out = _window("Pooling", win, tuple(x.shape))
     n, c = int(x.shape[0]), int(x.shape[1])
     nd, size = len(k), prod(k)
@@ -1628,6 +1651,8 @@ def _pool_run(cx, at, x):
     if extra is not None:
         return _pool_full(cx, at, win, extra, x)
     kind = at["pool_type"]
+    if kind == "lp":
+        return _pool_lp(cx, at, x)
     if kind == "max":
         x = _nan_as_least(cx.xp, x)
     cols = _windows(cx, {**win, "pad_value": float("-inf") if kind == "max" else 0.0}, x)
@@ -1642,6 +1667,19 @@ def _pool_run(cx, at, x):
         r /= _in_bounds(win, x.shape).astype(r.dtype)
     elif kind == "avg":
         r /= r.dtype.type(prod(cols.shape[2 : 2 + len(taps)]))
+    return r.astype(x.dtype, copy=False)
+
+
+def _pool_lp(cx, at, x):
+    """``lp`` pooling: the sum pooling of x ** p, then its p-th root (signed for odd p;
+    float16 in float32, rounded once)."""
+    p = at["p_value"]
+    wide = x.astype(np.float32) if x.dtype == np.float16 else x
+    r = _pool_run(cx, {**at, "pool_type": "sum"}, wide if p == 1 else wide**p)
+    if p == 2:
+        r = np.sqrt(r, out=r)
+    elif p == 3:
+        r = np.cbrt(r, out=r)
     return r.astype(x.dtype, copy=False)
 
 

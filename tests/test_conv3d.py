@@ -662,8 +662,8 @@ REFUSED = [  # op, attributes, inputs, error, words of its message
     ("Pooling", {"kernel": [2, 2, 2], "layout": "NCHW"}, (XP,), InvalidInput, "only the NCDHW layout is supported"),
     # "Currently 'same' supports Max Pooling 1-D" (gradserve has no 'same', in 1-D either)
     ("Pooling", {"kernel": [2, 2, 2], "pooling_convention": "same"}, (XP,), InvalidInput, "'same' is not supported"),
-    # "Check failed: param.p_value.has_value()" (and gradserve has no lp pooling, in 2-D either)
-    ("Pooling", {"kernel": [2, 2, 2], "pool_type": "lp"}, (XP,), InvalidInput, "pool_type must be max, avg or sum"),
+    # "Check failed: param.p_value.has_value()"
+    ("Pooling", {"kernel": [2, 2, 2], "pool_type": "lp"}, (XP,), InvalidInput, "lp pooling needs p_value 1, 2 or 3"),
     # "Check failed: pad_l[0] < kernel[0] (2 vs. 2)"
     ("Pooling", {"kernel": [2, 2, 2], "pad": [2, 0, 0]}, (XP,), InvalidInput, "pad_l[0] < kernel[0], 2 vs. 2"),
     (

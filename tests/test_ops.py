@@ -1841,6 +1841,65 @@ VARIANTS: list[tuple[str, str, Case]] = [
             pooling_convention="full",
         ),
     ),
+    # lp pooling: (sum of x ** p) ** (1 / p), signed for odd p
+    (
+        "Pooling-lp-1",
+        "Pooling",
+        C(
+            lambda x: pool_ref(x, "sum", (2, 2), (2, 1), (0, 1)),
+            IMG,
+            kernel=[2, 2],
+            stride=[2, 1],
+            pad=[0, 1],
+            pool_type="lp",
+            p_value=1,
+        ),
+    ),
+    (
+        "Pooling-lp-2",
+        "Pooling",
+        C(lambda x: np.sqrt(pool_ref(x**2, "sum", (3, 2), (2, 1), (1, 0))), IMG, pool_type="lp", p_value=2, **WIN),
+    ),
+    (
+        "Pooling-lp-3",
+        "Pooling",
+        C(
+            lambda x: np.cbrt(pool_ref(x**3, "sum", (2, 2), (2, 2), (0, 0))),
+            (2, 2, 4, 6),
+            dom=U(0.5, 2.0),
+            kernel=[2, 2],
+            stride=[2, 2],
+            pool_type="lp",
+            p_value=3,
+        ),
+    ),
+    (
+        "Pooling-lp-2-full-1d",
+        "Pooling",
+        C(
+            lambda x: np.sqrt(pool_full_ref(x**2, "sum", (3,), (2,), (1,))),
+            (2, 2, 6),
+            kernel=[3],
+            stride=[2],
+            pad=[1],
+            pool_type="lp",
+            p_value=2,
+            pooling_convention="full",
+        ),
+    ),
+    (
+        "Pooling-lp-3-3d",
+        "Pooling",
+        C(
+            lambda x: np.cbrt(pool_full_ref(x**3, "sum", (2, 2, 2), (2, 2, 2), (0, 0, 0))),
+            (1, 2, 4, 4, 4),
+            dom=U(0.5, 2.0),
+            kernel=[2, 2, 2],
+            stride=[2, 2, 2],
+            pool_type="lp",
+            p_value=3,
+        ),
+    ),
     (
         "Pooling-avg-windows-all-padding",
         "Pooling",
@@ -5041,6 +5100,7 @@ BAD_ATTRS = [
     ("Convolution", {"kernel": [6, 1], "num_filter": 2}, [(1, 2, 5, 5), (2, 2, 6, 1), (2,)]),
     ("Pooling", {"kernel": [2, 2], "pooling_convention": "same"}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2], "pool_type": "lp"}, [(1, 1, 4, 4)]),
+    ("Pooling", {"kernel": [2, 2], "pool_type": "lp", "p_value": 4}, [(1, 1, 4, 4)]),
     ("Pooling", {}, [(1, 1, 4, 4)]),
     ("Pooling", {"kernel": [2, 2]}, [(1, 4, 4)]),
     ("Convolution", {"kernel": [3, 3], "num_filter": 2, "num_group": 2}, [(1, 3, 5, 5), (2, 1, 3, 3), (2,)]),
@@ -5186,6 +5246,37 @@ def test_full_pooling_is_mxnets():
         [np.arange(7, dtype=np.float32).reshape(1, 1, 7)],
     )
     assert gx.ravel().tolist() == [0.5] * 6 + [1.0]
+
+
+def test_lp_pooling_is_mxnets():
+    """MXNet 1.9.1 (recorded): p=1 the windows' sums (signed), p=2 the root of the sum of
+    squares, p=3 the signed cube root of the sum of cubes; a window of zeros takes no gradient."""
+    x = ((np.arange(16.0) - 7) * 0.5).reshape(1, 1, 4, 4)
+    at = {"kernel": [2, 2], "stride": [2, 2], "pool_type": "lp"}
+    y, (gx,) = _mx_run("Pooling", {**at, "p_value": 1}, [x])
+    assert y.ravel().tolist() == [-9, -5, 7, 11] and (gx == 1).all()
+    y, (gx,) = _mx_run("Pooling", {**at, "p_value": 2}, [x])
+    np.testing.assert_allclose(y.ravel(), [4.9497476, 3.2403703, 4.0620193, 5.87367], rtol=1e-6)
+    np.testing.assert_allclose(
+        gx.ravel()[:8],
+        [-0.70710677, -0.6060915, -0.77151674, -0.6172134, -0.30304575, -0.20203051, -0.15430336, 0.0],
+        rtol=1e-6,
+    )
+    y, (gx,) = _mx_run("Pooling", {**at, "p_value": 3}, [x])
+    np.testing.assert_allclose(y.ravel(), [-4.203059, -2.8744485, 3.5236492, 4.9083295], rtol=1e-6)
+    np.testing.assert_allclose(
+        gx.ravel()[:8],
+        [0.6934339, 0.50946164, 0.7564338, 0.48411766, 0.12736541, 0.05660685, 0.03025735, 0.0],
+        rtol=1e-5,
+    )
+    y, (gx,) = _mx_run("Pooling", {**at, "p_value": 2}, [np.array([[[[0, 0, 1, 2], [0, 0, 3, -1]]]])])
+    np.testing.assert_allclose(y.ravel(), [0, 3.8729835], rtol=1e-6)
+    np.testing.assert_allclose(gx.ravel(), [0, 0, 0.2581989, 0.5163978, 0, 0, 0.77459663, -0.2581989], rtol=1e-6)
+    full = {"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1], "pool_type": "lp", "p_value": 2}
+    y, _ = _mx_run("Pooling", {**full, "pooling_convention": "full"}, [x])
+    np.testing.assert_allclose(
+        y.ravel(), [4.9497476, 4.527693, 2, 4.444097, 6.7638745, 4.472136, 3.905125, 6.1032777, 4], rtol=1e-6
+    )
 
 
 def test_grouped_convolution_as_mxnet():

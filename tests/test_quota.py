@@ -1057,6 +1057,8 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("Pooling", {"kernel": [3, 3], "pool_type": "sum"}, [((2, 8, 48, 48), "float64")]),
     ("Pooling", {"global_pool": True}, [((1, 2, 64, 64), "float16")]),
     ("Pooling", {"kernel": [3, 3], "stride": [2, 2], "pooling_convention": "full"}, [((2, 8, 48, 48), "float32")]),
+    ("Pooling", {"kernel": [3, 3], "pool_type": "lp", "p_value": 2}, [((2, 8, 48, 48), "float32")]),
+    ("Pooling", {"kernel": [2, 2], "stride": [2, 2], "pool_type": "lp", "p_value": 3}, [((2, 8, 48, 48), "float16")]),
     (
         "Pooling",
         {"kernel": [3, 3], "stride": [2, 2], "pool_type": "avg", "pooling_convention": "full"},
