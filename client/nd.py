@@ -292,14 +292,12 @@ def topk(
     return invoke(OPS["topk"], (data,), {**at, "ret_typ": ret_typ})
 
 
-def histogram(a: NDArray, bins: Any = 10, range: Any = None, **kwargs: Any) -> list[NDArray]:  # noqa: A002
+def histogram(a: NDArray, bins: Any = 10, range: Any = None) -> list[NDArray]:  # noqa: A002
     """[counts (int64), bin edges] of ``a``'s values: ``bins`` equal bins over ``range`` (the
     values' least and greatest when None), or the bins between the values of an array of
-    increasing edges (numpy's ``histogram``: each bin holds its left edge, the last its right
-    edge too). The ops ``histogram`` and ``histogram_edges`` give the two."""
+    increasing edges (``range`` not read: numpy's ``histogram``, each bin holds its left edge,
+    the last its right edge too). The ops ``histogram`` and ``histogram_edges`` give the two."""
     if isinstance(bins, NDArray):
-        if range is not None:
-            raise InvalidInput("histogram: range is for a number of bins, not with an array of edges")
         return [invoke(OPS["histogram"], (a, bins)), invoke(OPS["copy"], (bins,))]
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
         raise InvalidInput(f"histogram: bins must be a number of bins or an NDArray of edges, got {bins!r}")
@@ -432,14 +430,17 @@ def _with_statistics(name: str, stats: Any) -> Any:
         except TypeError as e:
             raise InvalidInput(f"{name}: {e}") from None
         given = bound.arguments
-        if not given.get("output_mean_var"):
+        at = OPS[name].parse_attrs({k: v for k, v in given.items() if k not in OPS[name].inputs})
+        if not at["output_mean_var"]:  # (as the op reads it: "False" is refused, not true)
             return plain(*args, **({"out": out} if out is not None else {}), **kwargs)
-        if out is not None:
-            raise InvalidInput(f"{name}: out= is for one output, and output_mean_var gives three")
+        if out is not None and (not isinstance(out, (list, tuple)) or len(out) != 3):
+            raise InvalidInput(f"{name}: out= with output_mean_var is a list of 3 NDArrays, one per output")
         given["output_mean_var"] = False
         y = plain(**given)  # (checks every input and attribute first)
-        at = OPS[name].parse_attrs({k: v for k, v in given.items() if k not in OPS[name].inputs})
-        return [y, *stats(at, *(given[k] for k in OPS[name].inputs))]
+        result = [y, *stats(at, *(given[k] for k in OPS[name].inputs))]
+        if out is None:
+            return result
+        return [write_into(o, r, name) for o, r in zip(out, result)]
 
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"{OPS[name].doc}\n\nWith output_mean_var=True: [output, {stats.__doc__}] (MXNet's three outputs)."
@@ -466,8 +467,14 @@ def _batch_norm_stats(at: dict[str, Any], x: NDArray, gamma: NDArray, *rest: NDA
 
 def _layer_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
     """the mean and sqrt(var + eps) over ``axis``, which they keep as an axis of 1"""
+    dt = x._spec.dtype
+    if dt == "float16":  # (as the op: in float32, rounded once)
+        x = invoke(OPS["astype"], (x,), {"dtype": "float32"})
     mean, var = moments(x, axes=(at["axis"],), keepdims=True)
-    return [mean, invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))]
+    std = invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))
+    if dt == "float16":
+        mean, std = (invoke(OPS["astype"], (a,), {"dtype": dt}) for a in (mean, std))
+    return [mean, std]
 
 
 def _group_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:

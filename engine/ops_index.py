@@ -700,15 +700,9 @@ def _histogram_check(name: str, at: dict, data: Spec, bins: tuple[Spec, ...]) ->
         raise DTypeError(f"{name}: data must be numbers, not bool")
     if len(bins) > 1:
         raise InvalidInput(f"{name}: takes one array of bin edges at most, got {len(bins)}")
-    if bins:
-        if at["bin_cnt"] is not None or at["range"] is not None:
-            raise InvalidInput(
-                f"{name}: bin_cnt and range are for bins counted from a range, not with an array of edges"
-            )
+    if bins:  # (bin_cnt and range are not read, as MXNet's)
         if len(bins[0].shape) != 1 or bins[0].shape[0] < 2:
-            raise ShapeError(
-                f"{name}: the bin edges must be one vector of at least 2 values, got shape {bins[0].shape}"
-            )
+            raise ShapeError(f"{name}: the bin edges must be one vector of at least 2 values, got {bins[0].shape}")
         if bins[0].dtype == "bool":
             raise DTypeError(f"{name}: the bin edges must be numbers, not bool")
         return
@@ -717,8 +711,8 @@ def _histogram_check(name: str, at: dict, data: Spec, bins: tuple[Spec, ...]) ->
     if at["bin_cnt"] < 1:
         raise InvalidInput(f"{name}: bin_cnt must be at least 1, got {at['bin_cnt']}")
     r = at["range"]
-    if r is not None and (len(r) != 2 or not (math.isfinite(r[0]) and math.isfinite(r[1])) or r[0] > r[1]):
-        raise InvalidInput(f"{name}: range must be two finite numbers, min <= max; got {list(r)}")
+    if r is not None and (len(r) != 2 or not math.isfinite(r[1] - r[0]) or r[0] > r[1]):
+        raise InvalidInput(f"{name}: range must be two finite numbers a finite width apart, min <= max; got {list(r)}")
 
 
 def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
@@ -730,11 +724,17 @@ def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
         lo, hi = 0.0, 1.0
     else:
         lo, hi = float(x.min()), float(x.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
+        if not math.isfinite(hi - lo):
             raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite: give range")
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     return lo, hi
+
+
+def _histogram_edges_of(at: dict, x: np.ndarray) -> np.ndarray:
+    """The equal bins' edges in the data's dtype (an integer dtype's truncated, as MXNet's)."""
+    lo, hi = _histogram_range("histogram", at, x)
+    return np.linspace(lo, hi, at["bin_cnt"] + 1).astype(x.dtype)
 
 
 def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
@@ -742,29 +742,39 @@ def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
     return Spec((bins[0].shape[0] - 1 if bins else at["bin_cnt"],), "int64")
 
 
-@defop(
-    "histogram",
-    ("data", "*bins"),
-    HISTOGRAM,
-    infer=_histogram_infer,
-    scratch=lambda at, x, *bins: 24 * prod(x.shape),  # (numpy's: the values' bin numbers and a sorted copy)
-)
+def _histogram_scratch(at: dict, x: Spec, *bins: Spec) -> int:
+    """The values in float64 and numpy's bin numbers or sorted copy of them; per bin, numpy's
+    counts and their sums, the edges in float64 and our int64 counts."""
+    n = bins[0].shape[0] if bins else at["bin_cnt"] + 1
+    return 24 * prod(x.shape) + 40 * n
+
+
+@defop("histogram", ("data", "*bins"), HISTOGRAM, infer=_histogram_infer, scratch=_histogram_scratch)
 def _histogram(cx, at, x, *bins):
     """The counts of ``data``'s values (flattened) in ``bin_cnt`` equal bins over ``range``
     (the data's least and greatest values when not given), or in the bins between the values
-    of a ``bins`` array of edges (increasing): each bin holds its left edge, the last its right
-    edge too; values outside the bins and NaN are not counted (numpy's ``histogram``). int64;
-    ``histogram_edges`` gives the edges. Not differentiable."""
+    of a ``bins`` array of edges (increasing; ``bin_cnt`` and ``range`` are then not read):
+    each bin holds its left edge, the last its right edge too; values outside the bins and
+    NaN are not counted (numpy's ``histogram``, compared in float64). Integer data is counted
+    in the bins of the integer edges ``histogram_edges`` gives. int64. Not differentiable."""
     flat = x.reshape(-1)
     if bins:
         edges = bins[0].astype(np.float64)
         if np.isnan(edges).any() or (np.diff(edges) < 0).any():
             raise InvalidInput("histogram: the bin edges must increase (and not be NaN)")
-        counts, _ = np.histogram(flat, bins=edges)
+    elif x.dtype.kind != "f":
+        edges = _histogram_edges_of(at, flat).astype(np.float64)
     else:
-        lo, hi = _histogram_range("histogram", at, flat)
-        counts, _ = np.histogram(flat, bins=at["bin_cnt"], range=(lo, hi))
-    return counts.astype(np.int64)
+        edges = None
+    values = flat.astype(np.float64)  # (compared in float64, as MXNet's: not in float32 or float16)
+    try:
+        if edges is None:
+            counts, _ = np.histogram(values, bins=at["bin_cnt"], range=_histogram_range("histogram", at, flat))
+        else:
+            counts, _ = np.histogram(values, bins=edges)
+    except ValueError as e:  # (numpy's: a range too wide for its bins' arithmetic)
+        raise InvalidInput(f"histogram: {e}") from None
+    return counts.astype(np.int64, copy=False)
 
 
 def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
@@ -772,9 +782,15 @@ def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
     return Spec((at["bin_cnt"] + 1,), data.dtype)
 
 
-@defop("histogram_edges", ("data",), HISTOGRAM, infer=_histogram_edges_infer)
+@defop(
+    "histogram_edges",
+    ("data",),
+    HISTOGRAM,
+    infer=_histogram_edges_infer,
+    scratch=lambda at, x: 16 * (at["bin_cnt"] + 1),  # (numpy's linspace in float64, and its steps)
+)
 def _histogram_edges(cx, at, x):
     """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range`` (the data's least
-    and greatest values when not given), in the data's dtype. Not differentiable."""
-    lo, hi = _histogram_range("histogram_edges", at, x.reshape(-1))
-    return np.linspace(lo, hi, at["bin_cnt"] + 1).astype(x.dtype)
+    and greatest values when not given), in the data's dtype (truncated for an integer one, as
+    MXNet's). Not differentiable."""
+    return _histogram_edges_of(at, x.reshape(-1))

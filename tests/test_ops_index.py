@@ -1074,7 +1074,7 @@ def test_histogram_without_a_range_takes_the_datas_as_numpy_does(mode):
         ([(HIST_DATA, F32), ([0, NAN], F32)], {}, InvalidInput, "the bin edges must increase"),
         ([(HIST_DATA, F32), ([[0, 1]], F32)], {}, ShapeError, "one vector of at least 2 values"),
         ([(HIST_DATA, F32), ([0], F32)], {}, ShapeError, "one vector of at least 2 values"),
-        ([(HIST_DATA, F32), ([0, 1], F32)], {"bin_cnt": 2}, InvalidInput, "not with an array of edges"),
+        ([(HIST_DATA, F32)], {"bin_cnt": 2, "range": [-1e308, 1e308]}, InvalidInput, "a finite width apart"),
         ([([True, False], "bool")], {"bin_cnt": 2}, DTypeError, "not bool"),
     ],
 )
@@ -1097,17 +1097,38 @@ def test_histogram_is_not_differentiable_and_a_rest_client_calls_both_ops():
     ]
     reply = Session("t").run_batch({"ops": ops})
     assert [v.tolist() for v in reply["values"]] == [[2, 1], [0.0, 0.5, 1.0]]
-    with pytest.raises(InvalidInput, match="range is for a number of bins"):
-        nd.histogram(nd.array(x), bins=nd.array([0.0, 1.0]), range=(0, 1))
+    counts, _ = nd.histogram(nd.array(x), bins=nd.array([0.0, 0.5, 1.0]), range=(0, 0.3))  # (range not read)
+    assert counts.asnumpy().tolist() == [2, 1]
+    assert run("histogram", {"bin_cnt": 7, "range": [0, 0.3]}, x, np.array([0.0, 0.5, 1.0])).tolist() == [2, 1]
     with pytest.raises(InvalidInput, match="bins must be a number of bins or an NDArray"):
         nd.histogram(nd.array(x), bins=[0.0, 1.0])
+    with pytest.raises(TypeError, match="rnage"):
+        nd.histogram(nd.array(x), bins=2, rnage=(0, 1))
 
 
-@pytest.mark.parametrize("edges", [False, True])
-def test_declared_working_arrays_bound_what_histogram_makes(edges):
+def test_histogram_of_integers_counts_in_the_integer_edges_as_mxnet(mode):
+    """MXNet 1.9.1 (recorded): the edges of integer data are truncated, and its values counted
+    in those bins; values are compared with the range in float64 (a float32 0.1 is past 0.1)."""
+    counts, edges = nd.histogram(nd.array([0, 1, 2, 5], dtype=I32), bins=2, range=(0, 5))
+    assert counts.asnumpy().tolist() == [2, 2] and edges.asnumpy().tolist() == [0, 2, 5]
+    counts, edges = nd.histogram(nd.array(np.arange(13), dtype="int64"), bins=3, range=(0, 10))
+    assert counts.asnumpy().tolist() == [3, 3, 5] and edges.asnumpy().tolist() == [0, 3, 6, 10]
+    counts, _ = nd.histogram(nd.array([0.1, 0.3]), bins=1, range=(0, 0.1))
+    assert counts.asnumpy().tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "name, at, inputs",
+    [
+        ("histogram", {"bin_cnt": 50, "range": [-1, 1]}, [(300, 400)]),
+        ("histogram", {}, [(300, 400), (51,)]),
+        ("histogram", {"bin_cnt": 400_000, "range": [0, 1]}, [(1000,)]),
+        ("histogram", {}, [(1000,), (400_001,)]),
+        ("histogram_edges", {"bin_cnt": 400_000, "range": [0, 1]}, [(1000,)]),
+    ],
+)
+def test_declared_working_arrays_bound_what_histogram_makes(name, at, inputs):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((300, 400)).astype(np.float32)
-    if edges:
-        check_working_arrays("histogram", {}, [x, np.sort(rng.standard_normal(50)).astype(np.float32)])
-    else:
-        check_working_arrays("histogram", {"bin_cnt": 50, "range": [-1, 1]}, [x])
+    x = rng.standard_normal(inputs[0]).astype(np.float32)
+    edges = [np.sort(rng.standard_normal(shape)).astype(np.float32) for shape in inputs[1:]]
+    check_working_arrays(name, at, [x, *edges])
