@@ -171,7 +171,11 @@ def invoke(
     if op.random and c._dead:
         c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
-    spec = specs[0] if op.like else op.infer(at, *specs)
+    try:
+        spec = specs[0] if op.like else op.infer(at, *specs)
+    except TypeError:
+        op.check_arity(len(specs))  # (an input left out: the op's words, not its inference's)
+        raise
     if len(spec.shape) > MAX_NDIM:  # refused here, as the engine refuses it
         raise ShapeError(over_rank(op.name, len(spec.shape)))
     h = c.handle()

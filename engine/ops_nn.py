@@ -644,9 +644,10 @@ def _fc_vjp(F, at, g, y, x, w, *b):
 
 def _fc_eager(at, g, y, x, w, *b):
     lead, k = _fc_in(tuple(x.shape), at["flatten"])
-    g2 = g.reshape(-1, at["num_hidden"])
+    m = prod(lead)  # (not -1: numpy cannot infer it when k or the batch is 0)
+    g2 = g.reshape(m, at["num_hidden"])
     gx = lambda: np.dot(g2, w).reshape(x.shape)  # noqa: E731
-    gw = lambda: np.dot(g2.T, x.reshape(-1, k))  # noqa: E731
+    gw = lambda: np.dot(g2.T, x.reshape(m, k))  # noqa: E731
     return (gx, gw) + ((g2.sum(axis=0, dtype=g2.dtype),) if b else ())
 
 
@@ -662,7 +663,7 @@ def _fc_eager(at, g, y, x, w, *b):
 def _fully_connected(cx, at, x, w, *b):
     """data · weightᵀ + bias, with data flattened to 2-D unless ``flatten`` is false."""
     lead, k = _fc_in(x.shape, at["flatten"])
-    y = cx.xp.dot(x.reshape(-1, k), w.T)
+    y = cx.xp.dot(x.reshape(prod(lead), k), w.T)  # (not -1: numpy cannot infer it when k is 0)
     if b:
         y += b[0]
     return y.reshape(lead + (at["num_hidden"],))
@@ -2000,6 +2001,33 @@ def _normalized_grad(F, g, xc, inv, gamma_b, axes):
     return gx, xhat
 
 
+def _normalized(xp, at, x, gamma, beta, axes, bshape):
+    """(x - mean) / sqrt(var + eps) * gamma + beta over ``axes``; float16 in float32, rounded
+    once (a float16 deviation past 256 squares past float16's range)."""
+    dt = x.dtype
+    if dt == np.float16:
+        x, gamma, beta = (a.astype(np.float32) for a in (x, gamma, beta))
+    xc = x - x.mean(axis=axes, keepdims=True)
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    y = xc / xp.sqrt(var + x.dtype.type(at["eps"])) * gamma.reshape(bshape) + beta.reshape(bshape)
+    return y.astype(dt, copy=False)
+
+
+def _float16_in_float32(vjp: Any) -> Any:
+    """A normalisation's VJP, of float16 arrays computed in float32 and rounded once, as its
+    forward (it reads neither its output nor beta's value)."""
+
+    def f(F, at, g, y, x, gamma, beta):
+        if x.dtype != np.float16:
+            return vjp(F, at, g, y, x, gamma, beta)
+        up = [F.astype(a, dtype="float32") for a in (g, x, gamma)]
+        cts = vjp(F, at, up[0], None, up[1], up[2], beta)
+        return tuple(None if c is None else F.astype(c, dtype="float16") for c in cts)
+
+    return f
+
+
+@_float16_in_float32
 def _in_vjp(F, at, g, y, x, gamma, beta):
     axes = tuple(range(2, x.ndim))
     gamma_b = F.reshape(gamma, shape=(1, -1) + (1,) * (x.ndim - 2))
@@ -2012,11 +2040,7 @@ def _instance_norm(cx, at, x, gamma, beta):
     """Each sample's each channel normalised over its other axes (mean 0, variance 1, ``eps``
     added to the variance), then scaled by gamma and shifted by beta, per channel."""
     axes = tuple(range(2, x.ndim))
-    bshape = (1, -1) + (1,) * (x.ndim - 2)
-    xc = x - x.mean(axis=axes, keepdims=True)
-    var = (xc * xc).mean(axis=axes, keepdims=True)
-    y = xc / cx.xp.sqrt(var + x.dtype.type(at["eps"])) * gamma.reshape(bshape) + beta.reshape(bshape)
-    return y.astype(x.dtype, copy=False)
+    return _normalized(cx.xp, at, x, gamma, beta, axes, (1, -1) + (1,) * (x.ndim - 2))
 
 
 LN = (Attr("axis", "int", -1), Attr("eps", "float", 1e-5), Attr("output_mean_var", "bool", False))
@@ -2038,6 +2062,7 @@ def _ln_infer(at: dict, x: Spec, gamma: Spec, beta: Spec) -> Spec:
     return Spec(x.shape, dt)
 
 
+@_float16_in_float32
 def _ln_vjp(F, at, g, y, x, gamma, beta):
     ax = at["axis"] % x.ndim
     others = tuple(i for i in range(x.ndim) if i != ax)
@@ -2054,11 +2079,7 @@ def _layer_norm(cx, at, x, gamma, beta):
     """Normalise along ``axis`` (each position of the other axes on its own: mean 0,
     variance 1, ``eps`` added to the variance), then scale by gamma and shift by beta."""
     ax = at["axis"] % x.ndim
-    bshape = tuple(-1 if i == ax else 1 for i in range(x.ndim))
-    xc = x - x.mean(axis=ax, keepdims=True)
-    var = (xc * xc).mean(axis=ax, keepdims=True)
-    y = xc / cx.xp.sqrt(var + x.dtype.type(at["eps"])) * gamma.reshape(bshape) + beta.reshape(bshape)
-    return y.astype(x.dtype, copy=False)
+    return _normalized(cx.xp, at, x, gamma, beta, ax, tuple(-1 if i == ax else 1 for i in range(x.ndim)))
 
 
 def _seqmask_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:

@@ -1119,8 +1119,22 @@ def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
     m = xv.mean(axis=1, keepdims=True)
     s = np.sqrt(((xv - m) ** 2).mean(axis=1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(x.grad.asnumpy(), 2 * m / 2 + (xv - m) / (2 * s), rtol=1e-4, atol=1e-6)
-    with pytest.raises(InvalidInput, match="out= is for one output"):
+    with pytest.raises(InvalidInput, match="a list of 3 NDArrays"):
         nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var=True, out=nd.zeros((3, 2, 2)))
+    outs = [nd.zeros((3, 2, 2)), nd.zeros((3, 1, 2)), nd.zeros((3, 1, 2))]
+    got = nd.LayerNorm(x, nd.ones(2), nd.zeros(2), axis=1, output_mean_var=True, out=outs)
+    assert all(a is b for a, b in zip(got, outs)) and outs[1].asnumpy().ravel().tolist() == [
+        0.5,
+        1.0,
+        2.5,
+        3.0,
+        4.5,
+        5.0,
+    ]
+    with pytest.raises(InvalidInput, match="expected a boolean"):
+        nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="False")
+    with pytest.raises(InvalidInput, match="BatchNorm takes 5 inputs, got 3"):
+        nd.BatchNorm(x, g, b)
     assert nd.LayerNorm(x, nd.ones(2), nd.zeros(2), name="ln").shape == (3, 2, 2)
     x = nd.array(np.arange(24.0).reshape(2, 4, 3) * 0.5)
     for dt in ("float32", "float16"):
@@ -1129,3 +1143,35 @@ def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
         assert (y.shape, mean.shape, std.shape, mean.dtype) == ((2, 4, 3), (2, 2), (2, 2), np.dtype(dt))
         np.testing.assert_allclose(mean.asnumpy().ravel(), [1.25, 4.25, 7.25, 10.25])
         np.testing.assert_allclose(std.asnumpy().ravel(), [0.85391843] * 4, rtol=1e-3 if dt == "float16" else 1e-6)
+
+
+def test_fully_connected_of_data_with_no_features_is_its_bias(mode):
+    x, w, b = nd.zeros((2, 0)), nd.zeros((3, 0)), nd.array([1.0, 2.0, 3.0])
+    for a in (x, w, b):
+        a.attach_grad()
+    with autograd.record():
+        y = nd.FullyConnected(x, w, b, num_hidden=3)
+    y.backward()
+    assert y.asnumpy().tolist() == [[1.0, 2.0, 3.0]] * 2
+    assert x.grad.shape == (2, 0) and w.grad.shape == (3, 0) and b.grad.asnumpy().tolist() == [2.0, 2.0, 2.0]
+    assert nd.FullyConnected(nd.zeros((0, 4)), nd.ones((3, 4)), num_hidden=3, no_bias=True).shape == (0, 3)
+
+
+def test_float16_layer_and_instance_norm_compute_in_float32(mode):
+    """Deviations past 256 square past float16's range: computed in float32 and rounded once,
+    as MXNet's (its output max |y| about 3.9 and std [97.8, 98.56] here)."""
+    v = (np.random.RandomState(0).randn(2, 2000) * 100 + 300).astype(np.float16)
+    x = nd.array(v, dtype="float16")
+    x.attach_grad()
+    gamma, beta = nd.ones(2000, dtype="float16"), nd.zeros(2000, dtype="float16")
+    with autograd.record():
+        y, mean, std = nd.LayerNorm(x, gamma, beta, output_mean_var=True)
+        loss = (y * nd.array(np.linspace(-1, 1, 2000), dtype="float16")).sum()
+    loss.backward()
+    v64 = v.astype(np.float64)
+    want_std = np.sqrt(v64.var(axis=1) + 1e-5)
+    np.testing.assert_allclose(std.asnumpy().ravel(), want_std, rtol=1e-3)
+    np.testing.assert_allclose(y.asnumpy(), (v64 - v64.mean(1, keepdims=True)) / want_std[:, None], atol=1e-2)
+    assert np.isfinite(x.grad.asnumpy()).all() and np.abs(x.grad.asnumpy()).max() > 0
+    z = nd.InstanceNorm(nd.array(v.reshape(2, 1, 2000), dtype="float16"), gamma[:1], beta[:1])
+    np.testing.assert_allclose(z.asnumpy().reshape(2, 2000), y.asnumpy(), atol=2e-2)
