@@ -23,6 +23,8 @@ BENCHES = [
     ["many_clients.py"],
     ["profile_remote.py"],
     ["timeline_remote.py"],
+    ["slices.py"],
+    ["rnn.py"],
 ]
 
 if __name__ == "__main__":

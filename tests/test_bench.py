@@ -28,6 +28,8 @@ pytestmark = pytest.mark.skipif(
         ["roundtrip.py", "--n", "40"],
         ["kernels.py", "--rounds", "1"],
         ["engine_chain.py", "--rounds", "1"],
+        ["rnn.py", "--rounds", "1", "--steps", "3", "--batch", "2", "--hidden", "8"],
+        ["slices.py", "--rounds", "1", "--lengths", "4,8"],
     ],
     ids=lambda a: " ".join(a),
 )
