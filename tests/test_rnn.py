@@ -367,24 +367,14 @@ def test_dropout_falls_between_layers_in_training_only():
     with autograd.record():
         dropped = run(p=0.5)
     assert not np.allclose(dropped, plain)
-    one = nd.RNN(
-        x[:, :, :3],
-        nd.array(p.asnumpy()[: param_count("rnn_tanh", 16, 1, 3)]),
-        h0[:1],
-        state_size=16,
-        num_layers=1,
-        mode="rnn_tanh",
-    )
+    p1 = nd.array(p.asnumpy()[: param_count("rnn_tanh", 16, 1, 3)])
+
+    def one_layer(**kw):
+        return nd.RNN(x[:, :, :3], p1, h0[:1], state_size=16, num_layers=1, mode="rnn_tanh", **kw)
+
+    one = one_layer()
     with autograd.record():
-        once = nd.RNN(
-            x[:, :, :3],
-            nd.array(p.asnumpy()[: param_count("rnn_tanh", 16, 1, 3)]),
-            h0[:1],
-            state_size=16,
-            num_layers=1,
-            mode="rnn_tanh",
-            p=0.9,
-        )
+        once = one_layer(p=0.9)
     np.testing.assert_array_equal(once.asnumpy(), one.asnumpy())  # (one layer: nothing between)
 
 
