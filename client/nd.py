@@ -9,6 +9,7 @@ whose MXNet signatures take a context.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 import zipfile
@@ -203,6 +204,35 @@ def _method(fn: Any) -> Any:
     return method
 
 
+def _composed(fn: Any) -> Any:
+    """A function composed of the table's ops that takes MXNet's ``name`` (a symbol's name:
+    nothing here) and ``out`` (the result written into it: an array, or a list for several
+    outputs), and refuses any other keyword it does not name, before anything is queued (its
+    own ``**kwargs`` get nothing: MXNet's signatures, for completion, keep them)."""
+    own = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.keys() - own:
+            return fn(*args, **kwargs)
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        extra.pop("name", None)
+        out = extra.pop("out", None)
+        if extra:
+            raise TypeError(f"{name}() got an unexpected keyword argument {next(iter(extra))!r}")
+        result = fn(*args, **kwargs)
+        if out is None:
+            return result
+        if isinstance(result, NDArray):
+            return write_into(out, result, name)
+        if not isinstance(out, (list, tuple)) or len(out) != len(result):
+            raise InvalidInput(f"{name}: out must be a list of {len(result)} NDArrays, one per output")
+        return [write_into(o, r, name) for o, r in zip(out, result)]
+
+    return wrapper
+
+
 def sample_multinomial(
     data: NDArray, shape: Any = None, get_prob: bool = False, out: Any = None, dtype: Any = "int32", **kwargs: Any
 ) -> Any:
@@ -234,16 +264,20 @@ def _copied(view: Any) -> Any:
 reshape = Reshape = _copied(globals()["reshape"])  # (MXNet's function copies; its method shares)
 
 
-def zeros(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
-    """An array of zeros (float32 unless ``dtype`` says otherwise)."""
+@_composed
+def zeros(shape: Any, ctx: Any = None, dtype: Any = None, stype: Any = None, **kwargs: Any) -> NDArray:
+    """An array of zeros (float32 unless ``dtype`` says otherwise; dense whatever ``stype``
+    says, as ``attach_grad``'s)."""
     return invoke(OPS["zeros"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))
 
 
+@_composed
 def ones(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array of ones (float32 unless ``dtype`` says otherwise)."""
     return invoke(OPS["ones"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))
 
 
+@_composed
 def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
     """An array filled with ``val``."""
     return invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
@@ -272,6 +306,7 @@ def arange(
     )
 
 
+@_composed
 def topk(
     data: NDArray,
     axis: int = -1,
@@ -305,6 +340,7 @@ def histogram(a: NDArray, bins: Any = 10, range: Any = None) -> list[NDArray]:  
     return [invoke(OPS["histogram"], (a,), at), invoke(OPS["histogram_edges"], (a,), at)]
 
 
+@_composed
 def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
     ndim = len(data.shape)
@@ -326,6 +362,7 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
 SliceChannel = split  # (MXNet's operator name for it)
 
 
+@_composed
 def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """Parts along ``axis``: that many equal ones (an integer), or cut before each index of a
     tuple, as numpy's ``split`` (a list; one array when one part)."""
@@ -355,6 +392,7 @@ def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis
 _AMP = ("float16", "float32")  # (the dtypes MXNet's mixed precision casts; others pass as they are)
 
 
+@_composed
 def amp_cast(data: NDArray, dtype: Any, **kwargs: Any) -> NDArray:
     """MXNet's mixed-precision cast: a float16 or float32 array cast to ``dtype``, any other
     (float64, integers) as it is (a copy); the gradient is cast back."""
@@ -364,6 +402,7 @@ def amp_cast(data: NDArray, dtype: Any, **kwargs: Any) -> NDArray:
     return invoke(OPS["astype"], (data,), {"dtype": target if data._spec.dtype in _AMP else data._spec.dtype})
 
 
+@_composed
 def amp_multicast(*data: NDArray, num_outputs: int, cast_narrow: bool = False, **kwargs: Any) -> Any:
     """MXNet's mixed-precision cast of several arrays to one dtype: the float16 and float32
     ones to the widest of them (float16 with ``cast_narrow``), the others as they are (copies);
@@ -379,6 +418,7 @@ def amp_multicast(*data: NDArray, num_outputs: int, cast_narrow: bool = False, *
     return outs if len(outs) > 1 else outs[0]
 
 
+@_composed
 def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: Any) -> list[NDArray]:
     """[mean, variance] of ``data`` over ``axes`` (a list of axes; MXNet's moments: the
     population variance, the mean of the squared deviations), as table ops, so both have
@@ -509,6 +549,7 @@ def concatenate(arrays: Sequence[NDArray], axis: int = 0, always_copy: bool = Tr
     return invoke(OPS["concat"], arrays, {"dim": axis})
 
 
+@_composed
 def linalg_slogdet(A: NDArray, **kwargs: Any) -> list[NDArray]:
     """[sign, log |det|] of each square matrix on A's last two axes (MXNet's two outputs; the
     op ``linalg_slogdet`` gives them stacked on a first axis of 2)."""
@@ -535,6 +576,7 @@ CTCLoss.__doc__ = f"{OPS['CTCLoss'].doc}\n\n{CTCLoss.__doc__}"
 ctc_loss = CTCLoss
 
 
+@_composed
 def linalg_gelqf(A: NDArray, **kwargs: Any) -> list[NDArray]:
     """[Q, L] with A = L Q, L lower triangular and Q of orthonormal rows (MXNet's two outputs;
     the op ``linalg_gelqf`` gives them joined on the last axis)."""
@@ -543,6 +585,7 @@ def linalg_gelqf(A: NDArray, **kwargs: Any) -> list[NDArray]:
     return [both[..., :n], both[..., n:]]
 
 
+@_composed
 def linalg_syevd(A: NDArray, **kwargs: Any) -> list[NDArray]:
     """[U, lam] with A = U^T diag(lam) U, U's rows the eigenvectors of the symmetric A (MXNet's
     two outputs; the op ``linalg_syevd`` gives lam as U's last row)."""

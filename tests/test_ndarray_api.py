@@ -1175,3 +1175,30 @@ def test_float16_layer_and_instance_norm_compute_in_float32(mode):
     assert np.isfinite(x.grad.asnumpy()).all() and np.abs(x.grad.asnumpy()).max() > 0
     z = nd.InstanceNorm(nd.array(v.reshape(2, 1, 2000), dtype="float16"), gamma[:1], beta[:1])
     np.testing.assert_allclose(z.asnumpy().reshape(2, 2000), y.asnumpy(), atol=2e-2)
+
+
+def test_composed_functions_take_name_and_out_and_refuse_other_keywords(mode):
+    """As MXNet's generated functions: a misspelt keyword is an error, not ignored, and nothing
+    is queued; ``out=`` takes the result (a list for several), ``name=`` is taken and unused."""
+    x, ones, eye = nd.array([3.0, 1.0, 2.0]), nd.ones((2, 4)), nd.eye(2)
+    queued = len(mode._queue)
+    for call in (
+        lambda: nd.topk(x, kk=2),
+        lambda: nd.split(ones, 2, axiss=0),
+        lambda: nd.zeros((2,), dtyp="int32"),
+        lambda: nd.moments(x, axes=0, keepdim=True),
+        lambda: nd.linalg_slogdet(eye, foo=1),
+        lambda: nd.amp_cast(x, "float16", foo=1),
+    ):
+        with pytest.raises(TypeError, match="got an unexpected keyword argument"):
+            call()
+    assert len(mode._queue) == queued
+    out = nd.zeros(3)
+    assert nd.topk(x, k=3, ret_typ="value", out=out, name="t") is out
+    assert out.asnumpy().tolist() == [3.0, 2.0, 1.0]
+    a, b = nd.zeros(2), nd.zeros(2)
+    got = nd.split(nd.array([[1.0, 2.0], [3.0, 4.0]]), 2, axis=1, squeeze_axis=True, out=[a, b])
+    assert got[0] is a and a.asnumpy().tolist() == [1.0, 3.0] and b.asnumpy().tolist() == [2.0, 4.0]
+    with pytest.raises(InvalidInput, match="a list of 2 NDArrays"):
+        nd.moments(x, axes=0, out=nd.zeros(1))
+    assert nd.zeros((2,), stype="row_sparse").asnumpy().tolist() == [0.0, 0.0]
