@@ -725,16 +725,38 @@ def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
     else:
         lo, hi = float(x.min()), float(x.max())
         if not math.isfinite(hi - lo):
-            raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite: give range")
+            raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite, or too wide: give range")
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     return lo, hi
 
 
 def _histogram_edges_of(at: dict, x: np.ndarray) -> np.ndarray:
-    """The equal bins' edges in the data's dtype (an integer dtype's truncated, as MXNet's)."""
+    """The equal bins' edges, MXNet's: (hi * i + (n - i) * lo) / n in float64, then in the data's
+    dtype (an integer dtype's truncated, as a C cast)."""
     lo, hi = _histogram_range("histogram", at, x)
-    return np.linspace(lo, hi, at["bin_cnt"] + 1).astype(x.dtype)
+    n = at["bin_cnt"]
+    i = np.arange(n + 1, dtype=np.float64)
+    edges = (hi * i + (n - i) * lo) / n
+    if x.dtype.kind in "iu":  # (a C cast: toward zero, then wrapped into the type, as MXNet's)
+        return np.trunc(edges).astype(np.int64).astype(x.dtype)
+    return edges.astype(x.dtype)
+
+
+def _equal_bins(at: dict, x: np.ndarray) -> np.ndarray:
+    """MXNet's counting in equal bins: a value in [lo, hi] (in float64) goes to bin
+    (v - lo) * n / (hi - lo), the last at most, then one down or up where the edges in the
+    data's dtype say it lies past that bin's."""
+    lo, hi = _histogram_range("histogram", at, x)
+    n = at["bin_cnt"]
+    bounds = _histogram_edges_of(at, x).astype(np.float64)
+    v = x.astype(np.float64)
+    v = v[(v >= lo) & (v <= hi)]
+    target = np.minimum(((v - lo) * n / (hi - lo)).astype(np.int64), n - 1)
+    target -= v < bounds[target]
+    np.maximum(target, 0, out=target)
+    target += (v >= bounds[target + 1]) & (target != n - 1)
+    return np.bincount(target, minlength=n)
 
 
 def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
@@ -743,10 +765,10 @@ def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
 
 
 def _histogram_scratch(at: dict, x: Spec, *bins: Spec) -> int:
-    """The values in float64 and numpy's bin numbers or sorted copy of them; per bin, numpy's
-    counts and their sums, the edges in float64 and our int64 counts."""
+    """The values in float64, their bins and tests (or numpy's sorted copy of them); per bin,
+    the counts, the edges in float64 and our int64 counts."""
     n = bins[0].shape[0] if bins else at["bin_cnt"] + 1
-    return 24 * prod(x.shape) + 40 * n
+    return 40 * prod(x.shape) + 40 * n
 
 
 @defop("histogram", ("data", "*bins"), HISTOGRAM, infer=_histogram_infer, scratch=_histogram_scratch)
@@ -755,25 +777,16 @@ def _histogram(cx, at, x, *bins):
     (the data's least and greatest values when not given), or in the bins between the values
     of a ``bins`` array of edges (increasing; ``bin_cnt`` and ``range`` are then not read):
     each bin holds its left edge, the last its right edge too; values outside the bins and
-    NaN are not counted (numpy's ``histogram``, compared in float64). Integer data is counted
-    in the bins of the integer edges ``histogram_edges`` gives. int64. Not differentiable."""
+    NaN are not counted. Equal bins count as MXNet's: each value's bin from its place in the
+    range, moved by one where the edges ``histogram_edges`` gives (in the data's dtype) say it
+    lies past that bin. int64. Not differentiable."""
     flat = x.reshape(-1)
-    if bins:
-        edges = bins[0].astype(np.float64)
-        if np.isnan(edges).any() or (np.diff(edges) < 0).any():
-            raise InvalidInput("histogram: the bin edges must increase (and not be NaN)")
-    elif x.dtype.kind != "f":
-        edges = _histogram_edges_of(at, flat).astype(np.float64)
-    else:
-        edges = None
-    values = flat.astype(np.float64)  # (compared in float64, as MXNet's: not in float32 or float16)
-    try:
-        if edges is None:
-            counts, _ = np.histogram(values, bins=at["bin_cnt"], range=_histogram_range("histogram", at, flat))
-        else:
-            counts, _ = np.histogram(values, bins=edges)
-    except ValueError as e:  # (numpy's: a range too wide for its bins' arithmetic)
-        raise InvalidInput(f"histogram: {e}") from None
+    if not bins:
+        return _equal_bins(at, flat).astype(np.int64, copy=False)
+    edges = bins[0].astype(np.float64)
+    if np.isnan(edges).any() or (np.diff(edges) < 0).any():
+        raise InvalidInput("histogram: the bin edges must increase (and not be NaN)")
+    counts, _ = np.histogram(flat.astype(np.float64), bins=edges)  # (compared in float64, as MXNet's)
     return counts.astype(np.int64, copy=False)
 
 
@@ -787,7 +800,7 @@ def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
     ("data",),
     HISTOGRAM,
     infer=_histogram_edges_infer,
-    scratch=lambda at, x: 16 * (at["bin_cnt"] + 1),  # (numpy's linspace in float64, and its steps)
+    scratch=lambda at, x: 48 * (at["bin_cnt"] + 1),  # (the places, the edges and their terms in float64)
 )
 def _histogram_edges(cx, at, x):
     """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range`` (the data's least

@@ -1049,7 +1049,8 @@ def test_histogram_counts_and_edges_are_mxnets(mode):
 
 
 def test_histogram_without_a_range_takes_the_datas_as_numpy_does(mode):
-    """MXNet 1.9.1's nd.histogram without range runs numpy's on the data (with a warning)."""
+    """MXNet 1.9.1's nd.histogram without range runs numpy's on the data (with a warning); here
+    the data's range, then the counting of a given range."""
     v = np.array([0.3, -1.25, 2.0, 0.7, 2.0], np.float32)
     counts, edges = nd.histogram(nd.array(v), bins=3)
     want_counts, want_edges = np.histogram(v, bins=3)
@@ -1057,8 +1058,10 @@ def test_histogram_without_a_range_takes_the_datas_as_numpy_does(mode):
     np.testing.assert_allclose(edges.asnumpy(), want_edges, rtol=1e-6)
     counts, edges = nd.histogram(nd.array([5.0, 5.0]), bins=2)  # (one value: numpy's 0.5 each way)
     assert counts.asnumpy().tolist() == [0, 2] and edges.asnumpy().tolist() == [4.5, 5.0, 5.5]
-    with pytest.raises(InvalidInput, match=re.escape("range [nan, nan] is not finite: give range")):
+    with pytest.raises(InvalidInput, match=re.escape("range [nan, nan] is not finite, or too wide: give range")):
         nd.histogram(nd.array([NAN, 1.0]), bins=2)[0].asnumpy()
+    with pytest.raises(InvalidInput, match="too wide"):
+        nd.histogram(nd.array([-1e308, 1e308], dtype="float64"), bins=2)[0].asnumpy()
     assert nd.histogram(nd.array([1.0]), bins=2, range=(0, 2))[0].asnumpy().tolist() == [0, 1]  # (usable after)
 
 
@@ -1107,14 +1110,25 @@ def test_histogram_is_not_differentiable_and_a_rest_client_calls_both_ops():
 
 
 def test_histogram_of_integers_counts_in_the_integer_edges_as_mxnet(mode):
-    """MXNet 1.9.1 (recorded): the edges of integer data are truncated, and its values counted
-    in those bins; values are compared with the range in float64 (a float32 0.1 is past 0.1)."""
+    """MXNet 1.9.1 (recorded; equal to its counts and edges on 400 random cases of every dtype):
+    a value in the range (compared in float64: a float32 0.1 is past 0.1) goes to the bin of
+    its place in it, moved by one where the edges in the data's dtype (truncated for integers)
+    say it lies past that bin."""
     counts, edges = nd.histogram(nd.array([0, 1, 2, 5], dtype=I32), bins=2, range=(0, 5))
     assert counts.asnumpy().tolist() == [2, 2] and edges.asnumpy().tolist() == [0, 2, 5]
     counts, edges = nd.histogram(nd.array(np.arange(13), dtype="int64"), bins=3, range=(0, 10))
     assert counts.asnumpy().tolist() == [3, 3, 5] and edges.asnumpy().tolist() == [0, 3, 6, 10]
+    counts, edges = nd.histogram(nd.array([0, 1, 2, 3, 5, 9], dtype=I32), bins=3, range=(0.5, 9.5))
+    assert counts.asnumpy().tolist() == [2, 2, 1] and edges.asnumpy().tolist() == [0, 3, 6, 9]  # (0 is out of range)
     counts, _ = nd.histogram(nd.array([0.1, 0.3]), bins=1, range=(0, 0.1))
     assert counts.asnumpy().tolist() == [0]
+    # a value equal to an edge in the data's dtype is in the bin it starts, as MXNet counts it
+    counts, edges = nd.histogram(nd.array([0.7], dtype=F32), bins=9, range=(0.1, 1.0))
+    assert counts.asnumpy().argmax() == 6 and edges.asnumpy()[6] == np.float32(0.7)
+    counts, edges = nd.histogram(nd.array([0.2], dtype=F16), bins=9, range=(0.1, 1.0))
+    assert counts.asnumpy().argmax() == 1
+    _, edges = nd.histogram(nd.array([1, 5], dtype="uint8"), bins=3, range=(-3.5, 7.2))  # (a C cast wraps)
+    assert edges.asnumpy().tolist() == [253, 0, 3, 7]
 
 
 @pytest.mark.parametrize(
