@@ -22,7 +22,7 @@ from . import random
 from .engine import tape
 from .engine.errors import AutogradError, DTypeError, InvalidInput, ShapeError
 from .engine.kernels import FTML_EPSILON
-from .engine.optable import OPS, REQUIRED, Op
+from .engine.optable import OPS, PARSERS, REQUIRED, Op
 from .engine.optimizers import OPTIMIZERS, check_optimizer_attrs
 from .engine.session import INPLACE_IN_GRAPH
 from .ndarray import NDArray, array, context_of, invoke, write_into
@@ -204,6 +204,15 @@ def _method(fn: Any) -> Any:
     return method
 
 
+def _flag(name: str, what: str, v: Any) -> bool:
+    """A boolean argument as the ops read theirs: True, False, 1 or 0 (a string is refused,
+    where truthiness would take "False" for true)."""
+    try:
+        return PARSERS["bool"](v)
+    except TypeError as e:
+        raise InvalidInput(f"{name}: {what}: {e}") from None
+
+
 def _composed(fn: Any) -> Any:
     """A function composed of the table's ops that takes MXNet's ``name`` (a symbol's name:
     nothing here) and ``out`` (the result written into it: an array, or a list for several
@@ -343,6 +352,7 @@ def histogram(a: NDArray, bins: Any = 10, range: Any = None) -> list[NDArray]:  
 @_composed
 def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
+    squeeze = _flag("split", "squeeze_axis", squeeze_axis)
     ndim = len(data.shape)
     if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ShapeError(f"split: axis {axis} is out of range for an array of rank {ndim}")
@@ -354,7 +364,7 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
         invoke(OPS["slice_axis"], (data,), {"axis": axis, "begin": i * step, "end": (i + 1) * step})
         for i in range(num_outputs)
     ]
-    if squeeze_axis and step == 1:
+    if squeeze and step == 1:
         parts = [invoke(OPS["squeeze"], (p,), {"axis": axis}) for p in parts]
     return parts[0] if num_outputs == 1 else parts
 
@@ -366,6 +376,7 @@ SliceChannel = split  # (MXNet's operator name for it)
 def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis: bool = False, **kwargs: Any) -> Any:
     """Parts along ``axis``: that many equal ones (an integer), or cut before each index of a
     tuple, as numpy's ``split`` (a list; one array when one part)."""
+    squeeze = _flag("split_v2", "squeeze_axis", squeeze_axis)
     ndim = len(ary.shape)
     if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
         raise ShapeError(f"split_v2: axis {axis} is out of range for an array of rank {ndim}")
@@ -381,7 +392,7 @@ def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis
             if not 0 <= a <= b <= n:
                 raise ShapeError(f"split_v2: indices {tuple(indices_or_sections)} must rise within [0, {n}]")
     parts = [invoke(OPS["slice_axis"], (ary,), {"axis": axis, "begin": a, "end": b}) for a, b in zip(cuts, cuts[1:])]
-    if squeeze_axis:
+    if squeeze:
         for p in parts:
             if p.shape[axis] != 1:
                 raise ShapeError(f"split_v2: squeeze_axis needs parts of length 1 on axis {axis}, got {p.shape[axis]}")
@@ -413,7 +424,8 @@ def amp_multicast(*data: NDArray, num_outputs: int, cast_narrow: bool = False, *
         if not isinstance(a, NDArray):
             raise TypeError(f"amp_multicast: expected NDArray inputs, got {type(a).__name__}")
     mixed = {a._spec.dtype for a in data} & set(_AMP)
-    target = ("float16" if cast_narrow else "float32") if len(mixed) > 1 else next(iter(mixed), None)
+    narrow = _flag("amp_multicast", "cast_narrow", cast_narrow)
+    target = ("float16" if narrow else "float32") if len(mixed) > 1 else next(iter(mixed), None)
     outs = [invoke(OPS["astype"], (a,), {"dtype": target if a._spec.dtype in _AMP else a._spec.dtype}) for a in data]
     return outs if len(outs) > 1 else outs[0]
 
@@ -445,7 +457,7 @@ def moments(data: NDArray, axes: Any = None, keepdims: bool = False, **kwargs: A
         raise ShapeError(f"moments: axes {tuple(axes)} name an axis twice")
     if any(shape[a] == 0 for a in norm):
         raise ShapeError(f"moments: cannot reduce an axis of length 0 (shape {shape}, axes {tuple(axes)})")
-    at = {"axis": tuple(norm), "keepdims": bool(keepdims)}
+    at = {"axis": tuple(norm), "keepdims": _flag("moments", "keepdims", keepdims)}
     mean = invoke(OPS["mean"], (data,), at)
     centred = invoke(OPS["sub"], (data, invoke(OPS["mean"], (data,), {**at, "keepdims": True})))
     var = invoke(OPS["mean"], (invoke(OPS["square"], (centred,)),), at)
@@ -625,6 +637,7 @@ class _Linalg:
 linalg = _Linalg()
 NDArray.topk = _method(topk)  # type: ignore[attr-defined]
 NDArray.split = _method(split)  # type: ignore[attr-defined]
+NDArray.split_v2 = _method(split_v2)  # type: ignore[attr-defined]
 
 
 def save(fname: str, data: Any) -> None:

@@ -173,7 +173,7 @@ def invoke(
     at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
     try:
         spec = specs[0] if op.like else op.infer(at, *specs)
-    except TypeError:
+    except (TypeError, IndexError):
         op.check_arity(len(specs))  # (an input left out: the op's words, not its inference's)
         raise
     if len(spec.shape) > MAX_NDIM:  # refused here, as the engine refuses it

@@ -1492,7 +1492,7 @@ def _pad_within_kernel(at: dict, win: dict, dtype: Any, nd: int) -> None:
     kernel on an axis ("Check failed: pad_l[0] < kernel[0]"), where a window could be all
     padding; its float16 and float64 ones, and sum pooling, take it (such a window gives the
     least value or 0)."""
-    if dtype != "float32" or at["pool_type"] == "sum" or at["global_pool"]:
+    if dtype != "float32" or at["pool_type"] in ("sum", "lp") or at["global_pool"]:
         return
     k = _axes(win["kernel"], 1, "Pooling", "kernel", nd)
     p = _axes(win["pad"], 0, "Pooling", "pad", nd)
@@ -1577,6 +1577,9 @@ def _pool_lp_vjp(F, at, g, y, x):
     zeros, y = 0, gives 0, as MXNet's)."""
     p = at["p_value"]
     summed = {**at, "pool_type": "sum"}
+    if x.dtype == np.float16 and p > 1:  # (as the forward: in float32, rounded once; y ** 2 and x ** 2 overflow)
+        (gx,) = _pool_lp_vjp(F, at, *(F.astype(a, dtype="float32") for a in (g, y, x)))
+        return (F.astype(gx, dtype="float16"),)
     if p > 1:
         power = y if p == 2 else F.square(y)
         zero = F.equal(power, F.zeros_like(power))
@@ -2035,7 +2038,29 @@ def _in_vjp(F, at, g, y, x, gamma, beta):
     return gx, F.sum(F.mul(g, xhat), axis=(0, *axes)), F.sum(g, axis=(0, *axes))
 
 
-@defop("InstanceNorm", ("data", "gamma", "beta"), (Attr("eps", "float", 1e-3),), infer=_in_infer, vjp=_in_vjp)
+def _norm_scratch(at: dict, x: Spec, *rest: Spec) -> int:
+    """A normalisation's working arrays: the deviations, their squares and the scaled result
+    before it is rounded (in float32 for float16 data, with the data's float32 copy)."""
+    if x.dtype == "float16":
+        return 4 * 2 * x.nbytes
+    return 3 * x.nbytes
+
+
+def _norm_vjp_scratch(at: dict, x: Spec, *rest: Spec) -> int:
+    """Its VJP's: the deviations, the normalised data, the gradient's terms (float16: in
+    float32, with the float32 copies of the data and the gradient)."""
+    return (2 * 8 if x.dtype == "float16" else 6) * x.nbytes
+
+
+@defop(
+    "InstanceNorm",
+    ("data", "gamma", "beta"),
+    (Attr("eps", "float", 1e-3),),
+    infer=_in_infer,
+    vjp=_in_vjp,
+    scratch=_norm_scratch,
+    vjp_scratch=_norm_vjp_scratch,
+)
 def _instance_norm(cx, at, x, gamma, beta):
     """Each sample's each channel normalised over its other axes (mean 0, variance 1, ``eps``
     added to the variance), then scaled by gamma and shifted by beta, per channel."""
@@ -2074,7 +2099,15 @@ def _ln_vjp(F, at, g, y, x, gamma, beta):
     return gx, dgamma, dbeta
 
 
-@defop("LayerNorm", ("data", "gamma", "beta"), LN, infer=_ln_infer, vjp=_ln_vjp)
+@defop(
+    "LayerNorm",
+    ("data", "gamma", "beta"),
+    LN,
+    infer=_ln_infer,
+    vjp=_ln_vjp,
+    scratch=_norm_scratch,
+    vjp_scratch=_norm_vjp_scratch,
+)
 def _layer_norm(cx, at, x, gamma, beta):
     """Normalise along ``axis`` (each position of the other axes on its own: mean 0,
     variance 1, ``eps`` added to the variance), then scale by gamma and shift by beta."""

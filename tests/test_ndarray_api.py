@@ -1202,3 +1202,19 @@ def test_composed_functions_take_name_and_out_and_refuse_other_keywords(mode):
     with pytest.raises(InvalidInput, match="a list of 2 NDArrays"):
         nd.moments(x, axes=0, out=nd.zeros(1))
     assert nd.zeros((2,), stype="row_sparse").asnumpy().tolist() == [0.0, 0.0]
+
+
+def test_composed_functions_read_their_flags_as_the_ops_do():
+    """A string is refused (truthiness would take "False" for true), before anything is queued."""
+    x = nd.ones((2, 2))
+    for call in (
+        lambda: nd.moments(x, axes=(0,), keepdims="False"),
+        lambda: nd.split(x, 2, axis=1, squeeze_axis="False"),
+        lambda: nd.split_v2(x, 2, axis=1, squeeze_axis="False"),
+        lambda: nd.amp_multicast(x, x.astype("float16"), num_outputs=2, cast_narrow="False"),
+    ):
+        with pytest.raises(InvalidInput, match="expected a boolean"):
+            call()
+    assert [p.shape for p in x.split_v2(2, axis=1, squeeze_axis=1)] == [(2,), (2,)]
+    with pytest.raises(InvalidInput, match="Pooling takes 1 inputs, got 0"):
+        nd.Pooling(kernel=(2, 2))

@@ -5279,6 +5279,30 @@ def test_lp_pooling_is_mxnets():
     )
 
 
+def test_float16_lp_pooling_gradients_are_computed_in_float32():
+    """y ** 2 and x ** 2 pass float16's range (or underflow) here: the gradient, x ** (p - 1) /
+    y ** (p - 1), is computed in float32 and rounded once, as the forward (MXNet 1.9.1: 1.0 and
+    4.0e-06, 1.0 and 0.0, 0.976 and 0.1085)."""
+    op = OPS["Pooling"]
+    for vals, p in (([-1000.0, 2.0], 3), ([1e-7, 0.0], 2), ([0.003, 0.001], 3)):
+        x = np.array([[vals]], np.float16)
+        x64 = x.astype(np.float64).ravel()
+        y64 = np.cbrt((x64**3).sum()) if p == 3 else np.sqrt((x64**2).sum())
+        want = x64 ** (p - 1) / y64 ** (p - 1)
+        at = op.parse_attrs({"kernel": [2], "stride": [2], "pool_type": "lp", "p_value": p})
+        y = op.forward(Context(), dict(at), x)
+        (gx,) = vjp_of(op)(Eager(Context()), dict(at), np.ones_like(y), y, x)
+        assert gx.dtype == np.float16
+        np.testing.assert_allclose(gx.ravel(), want, rtol=2e-3, atol=1e-7)
+    # (MXNet's float32 refusal of a pad as wide as the kernel is its max and avg pooling's)
+    y = op.forward(
+        Context(),
+        op.parse_attrs({"kernel": [2, 2], "pad": [2, 2], "pool_type": "lp", "p_value": 2}),
+        np.ones((1, 1, 3, 3), np.float32),
+    )
+    assert y.shape == (1, 1, 6, 6) and y[0, 0, 0, 0] == 0 and y[0, 0, 2, 2] == 2
+
+
 def test_grouped_convolution_as_mxnet():
     """MXNet 1.9.1 (recorded): filters of group G see only the channels of group G."""
     x = np.arange(32).reshape(1, 4, 2, 4)

@@ -1058,6 +1058,10 @@ COSTLY = [  # op, attributes, input shapes and dtypes (the first a variable)
     ("Pooling", {"global_pool": True}, [((1, 2, 64, 64), "float16")]),
     ("Pooling", {"kernel": [3, 3], "stride": [2, 2], "pooling_convention": "full"}, [((2, 8, 48, 48), "float32")]),
     ("Pooling", {"kernel": [3, 3], "pool_type": "lp", "p_value": 2}, [((2, 8, 48, 48), "float32")]),
+    ("LayerNorm", {}, [((256, 1024), "float16"), ((1024,), "float16"), ((1024,), "float16")]),
+    ("LayerNorm", {"axis": 0}, [((256, 1024), "float32"), ((256,), "float32"), ((256,), "float32")]),
+    ("InstanceNorm", {}, [((8, 16, 32, 32), "float16"), ((16,), "float16"), ((16,), "float16")]),
+    ("InstanceNorm", {}, [((8, 16, 32, 32), "float64"), ((16,), "float64"), ((16,), "float64")]),
     ("Pooling", {"kernel": [2, 2], "stride": [2, 2], "pool_type": "lp", "p_value": 3}, [((2, 8, 48, 48), "float16")]),
     (
         "Pooling",
