@@ -1862,6 +1862,9 @@ BN = (
     Attr("output_mean_var", "bool", False),
     Attr("axis", "int", 1),
     Attr("cudnn_off", "bool", False),
+    # (MXNet's calibration range of a quantized graph: taken, as MXNet's float BatchNorm takes it, and not read)
+    Attr("min_calib_range", "float", None),
+    Attr("max_calib_range", "float", None),
 )
 
 

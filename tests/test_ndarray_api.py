@@ -1218,3 +1218,10 @@ def test_composed_functions_read_their_flags_as_the_ops_do():
     assert [p.shape for p in x.split_v2(2, axis=1, squeeze_axis=1)] == [(2,), (2,)]
     with pytest.raises(InvalidInput, match="Pooling takes 1 inputs, got 0"):
         nd.Pooling(kernel=(2, 2))
+
+
+def test_batch_norm_takes_mxnets_calibration_range_and_does_not_read_it():
+    x, g, b, mm, mv = nd.ones((2, 3)), nd.ones(3), nd.zeros(3), nd.zeros(3), nd.ones(3)
+    plain = nd.BatchNorm(x, g, b, mm, mv).asnumpy()
+    calibrated = nd.BatchNorm(x, g, b, mm, mv, min_calib_range=-1.0, max_calib_range=1.0).asnumpy()
+    np.testing.assert_array_equal(calibrated, plain)
