@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 import zipfile
 from collections.abc import Sequence
@@ -517,33 +518,29 @@ def _batch_norm_stats(at: dict[str, Any], x: NDArray, gamma: NDArray, *rest: NDA
     return [mean, invoke(OPS["rsqrt"], (invoke(OPS["add_scalar"], (var,), eps),))]
 
 
-def _layer_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
-    """the mean and sqrt(var + eps) over ``axis``, which they keep as an axis of 1"""
+def _mean_and_std(x: NDArray, axes: tuple[int, ...], keepdims: bool, eps: float) -> list[NDArray]:
+    """The mean and sqrt(var + eps) of ``x`` over ``axes``; float16 in float32, rounded once,
+    as the norms compute it."""
     dt = x._spec.dtype
-    if dt == "float16":  # (as the op: in float32, rounded once)
+    if dt == "float16":
         x = invoke(OPS["astype"], (x,), {"dtype": "float32"})
-    mean, var = moments(x, axes=(at["axis"],), keepdims=True)
-    std = invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))
+    mean, var = moments(x, axes=axes, keepdims=keepdims)
+    std = invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": eps}),))
     if dt == "float16":
         mean, std = (invoke(OPS["astype"], (a,), {"dtype": dt}) for a in (mean, std))
     return [mean, std]
+
+
+def _layer_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
+    """the mean and sqrt(var + eps) over ``axis``, which they keep as an axis of 1"""
+    return _mean_and_std(x, (at["axis"],), True, at["eps"])
 
 
 def _group_norm_stats(at: dict[str, Any], x: NDArray, *rest: NDArray) -> list[NDArray]:
     """the mean and sqrt(var + eps) of each sample's groups of channels, (N, num_groups)"""
-    dt = x._spec.dtype
-    if dt == "float16":  # (as the op: in float32, rounded once)
-        x = invoke(OPS["astype"], (x,), {"dtype": "float32"})
     n, groups = x.shape[0], at["num_groups"]
-    size = 1
-    for d in x.shape[1:]:
-        size *= d
-    grouped = invoke(OPS["reshape"], (x,), {"shape": (n, groups, size // groups)})
-    mean, var = moments(grouped, axes=(2,))
-    std = invoke(OPS["sqrt"], (invoke(OPS["add_scalar"], (var,), {"scalar": at["eps"]}),))
-    if dt == "float16":
-        mean, std = (invoke(OPS["astype"], (a,), {"dtype": dt}) for a in (mean, std))
-    return [mean, std]
+    grouped = invoke(OPS["reshape"], (x,), {"shape": (n, groups, math.prod(x.shape[1:]) // groups)})
+    return _mean_and_std(grouped, (2,), False, at["eps"])
 
 
 BatchNorm = _with_statistics("BatchNorm", _batch_norm_stats)

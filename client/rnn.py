@@ -15,6 +15,7 @@ call queues its ops in one batch with the rest of the step.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -110,9 +111,7 @@ class _Weights:
         self.p, self.at = parameters, 0
 
     def take(self, *shape: int) -> NDArray:
-        size = 1
-        for s in shape:
-            size *= s
+        size = math.prod(shape)
         part = _op("slice_axis", self.p, axis=0, begin=self.at, end=self.at + size)
         self.at += size
         return _op("reshape", part, shape=shape) if len(shape) > 1 else part

@@ -731,10 +731,9 @@ def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-def _histogram_edges_of(at: dict, x: np.ndarray) -> np.ndarray:
-    """The equal bins' edges, MXNet's: (hi * i + (n - i) * lo) / n in float64, then in the data's
-    dtype (an integer dtype's truncated, as a C cast)."""
-    lo, hi = _histogram_range("histogram", at, x)
+def _histogram_edges_of(at: dict, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The edges of equal bins over [lo, hi], MXNet's: (hi * i + (n - i) * lo) / n in float64,
+    then in the data's dtype (an integer dtype's truncated, as a C cast)."""
     n = at["bin_cnt"]
     i = np.arange(n + 1, dtype=np.float64)
     edges = (hi * i + (n - i) * lo) / n
@@ -749,7 +748,7 @@ def _equal_bins(at: dict, x: np.ndarray) -> np.ndarray:
     data's dtype say it lies past that bin's."""
     lo, hi = _histogram_range("histogram", at, x)
     n = at["bin_cnt"]
-    bounds = _histogram_edges_of(at, x).astype(np.float64)
+    bounds = _histogram_edges_of(at, x, lo, hi).astype(np.float64)
     v = x.astype(np.float64)
     v = v[(v >= lo) & (v <= hi)]
     target = np.minimum(((v - lo) * n / (hi - lo)).astype(np.int64), n - 1)
@@ -806,4 +805,5 @@ def _histogram_edges(cx, at, x):
     """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range`` (the data's least
     and greatest values when not given), in the data's dtype (truncated for an integer one, as
     MXNet's). Not differentiable."""
-    return _histogram_edges_of(at, x.reshape(-1))
+    flat = x.reshape(-1)
+    return _histogram_edges_of(at, flat, *_histogram_range("histogram_edges", at, flat))

@@ -1453,13 +1453,14 @@ def _pool_shape(at: dict, win: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape if extra is None else shape[:2] + tuple(n + e for n, e in zip(shape[2:], extra))
 
 
-def _full_divisors(at: dict, win: dict, shape: tuple[int, ...]) -> np.ndarray:
-    """The divisors of a ``full`` average pooling (MXNet's): each window's elements up to the
-    padded data's end (a window past it is cut there), or, without ``count_include_pad``,
-    inside the data (at least 1: a window of padding alone averages to 0)."""
+def _divisors(at: dict, win: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """The divisors of an average pooling of data of ``shape`` (MXNet's), each (OH, OW) (3-D:
+    (OD, OH, OW)) window's: its elements up to the padded data's end (a ``full`` window past
+    it is cut there), or, without ``count_include_pad``, inside the data (at least 1: a window
+    of padding alone averages to 0)."""
     k, s, p, out = _window("Pooling", win, _pool_shape(at, win, shape))
     counts = np.ones((), dtype=np.int64)
-    for d in range(len(k)):
+    for d in range(len(k)):  # (the product of the counts along each axis)
         start = np.arange(out[d]) * s[d] - p[d]
         n = shape[2 + d]
         if at["count_include_pad"]:
@@ -1474,17 +1475,6 @@ def _counts_pad(at: dict, win: dict) -> bool:
     """Whether an average pooling divides by the elements of each window inside the data
     (``count_include_pad`` false with padding) rather than by the kernel's size."""
     return at["pool_type"] == "avg" and not at["count_include_pad"] and any(win["pad"])
-
-
-def _in_bounds(win: dict, shape: tuple[int, ...]) -> Any:
-    """How many elements of each (OH, OW) (3-D: (OD, OH, OW)) window lie inside the data, at
-    least 1 (MXNet's average of a window all padding is 0: its sum over the 1)."""
-    k, s, p, out = _window("Pooling", win, shape)
-    counts = np.ones((), dtype=np.int64)
-    for d in range(len(k)):  # (the product of the counts along each axis)
-        start = np.arange(out[d]) * s[d] - p[d]
-        counts = np.multiply.outer(counts, np.minimum(start + k[d], shape[2 + d]) - np.maximum(start, 0))
-    return np.maximum(counts, 1)
 
 
 def _pad_within_kernel(at: dict, win: dict, dtype: Any, nd: int) -> None:
@@ -1563,7 +1553,7 @@ def _pool_full_vjp(F, at, win, g, y, x):
     valid = {**at, "pooling_convention": "valid"}
     if at["pool_type"] == "avg":
         valid["pool_type"] = "sum"
-        counts = _full_divisors(at, win, shape)
+        counts = _divisors(at, win, shape)
         g = F.div(g, counts.reshape((1, 1) + counts.shape).astype(g.dtype))
     (gx,) = _pool_vjp(F, valid, g, y, xe)
     for d, e in enumerate(extra):
@@ -1668,7 +1658,7 @@ def _pool_run(cx, at, x):
     # float16 windows added (and averaged) in float32 and rounded once, as MXNet's
     r = cols.sum(axis=taps, dtype=np.float32 if cols.dtype == np.float16 else cols.dtype)
     if _counts_pad(at, win):  # (in place: a second output-sized array is not in the declared scratch)
-        r /= _in_bounds(win, x.shape).astype(r.dtype)
+        r /= _divisors(at, win, x.shape).astype(r.dtype)
     elif kind == "avg":
         r /= r.dtype.type(prod(cols.shape[2 : 2 + len(taps)]))
     return r.astype(x.dtype, copy=False)
@@ -1699,7 +1689,7 @@ def _pool_full(cx, at, win, extra, x):
     if kind != "avg":
         return _pool_run(cx, valid, xe)
     r = _pool_run(cx, {**valid, "pool_type": "sum"}, xe)
-    r /= _full_divisors(at, win, x.shape).astype(r.dtype)
+    r /= _divisors(at, win, x.shape).astype(r.dtype)
     return r.astype(x.dtype, copy=False)
 
 
