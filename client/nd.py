@@ -337,17 +337,20 @@ def topk(
     return invoke(OPS["topk"], (data,), {**at, "ret_typ": ret_typ})
 
 
-def histogram(a: NDArray, bins: Any = 10, range: Any = None) -> list[NDArray]:  # noqa: A002
-    """[counts (int64), bin edges] of ``a``'s values: ``bins`` equal bins over ``range`` (the
-    values' least and greatest when None), or the bins between the values of an array of
-    increasing edges (``range`` not read: numpy's ``histogram``, each bin holds its left edge,
-    the last its right edge too). The ops ``histogram`` and ``histogram_edges`` give the two."""
+def histogram(a: NDArray, bins: Any = 10, range: Any = None) -> list[NDArray] | tuple[NDArray, NDArray]:  # noqa: A002
+    """[counts (int64), bin edges] of ``a``'s values: ``bins`` equal bins over ``range``, or
+    the bins between the values of an array of increasing edges (``range`` not read: numpy's
+    ``histogram``, each bin holds its left edge, the last its right edge too). Without
+    ``range``, numpy's ``histogram`` over the values' least and greatest, as a tuple of float32
+    counts and edges (MXNet's fallback to numpy). The ops ``histogram`` and
+    ``histogram_edges`` give the two."""
     if isinstance(bins, NDArray):
         return [invoke(OPS["histogram"], (a, bins)), invoke(OPS["copy"], (bins,))]
     if isinstance(bins, bool) or not isinstance(bins, numbers.Integral):
         raise InvalidInput(f"histogram: bins must be a number of bins or an NDArray of edges, got {bins!r}")
     at = {"bin_cnt": int(bins), "range": None if range is None else list(range)}
-    return [invoke(OPS["histogram"], (a,), at), invoke(OPS["histogram_edges"], (a,), at)]
+    counts, edges = invoke(OPS["histogram"], (a,), at), invoke(OPS["histogram_edges"], (a,), at)
+    return (counts, edges) if range is None else [counts, edges]
 
 
 @_composed

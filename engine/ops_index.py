@@ -715,17 +715,10 @@ def _histogram_check(name: str, at: dict, data: Spec, bins: tuple[Spec, ...]) ->
         raise InvalidInput(f"{name}: range must be two finite numbers a finite width apart, min <= max; got {list(r)}")
 
 
-def _histogram_range(name: str, at: dict, x: np.ndarray) -> tuple[float, float]:
-    """The range of equal bins: ``range`` as given, else the data's least and greatest values
-    (numpy's rule: widened by 0.5 each way when they are equal; (0, 1) for no data)."""
-    if at["range"] is not None:
-        lo, hi = at["range"]
-    elif x.size == 0:
-        lo, hi = 0.0, 1.0
-    else:
-        lo, hi = float(x.min()), float(x.max())
-        if not math.isfinite(hi - lo):
-            raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite, or too wide: give range")
+def _histogram_range(at: dict) -> tuple[float, float]:
+    """The range of equal bins, ``range`` as given: widened by 0.5 each way when its ends are
+    equal (numpy's rule; MXNet's divides by zero)."""
+    lo, hi = at["range"]
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     return lo, hi
@@ -746,7 +739,7 @@ def _equal_bins(at: dict, x: np.ndarray) -> np.ndarray:
     """MXNet's counting in equal bins: a value in [lo, hi] (in float64) goes to bin
     (v - lo) * n / (hi - lo), the last at most, then one down or up where the edges in the
     data's dtype say it lies past that bin's."""
-    lo, hi = _histogram_range("histogram", at, x)
+    lo, hi = _histogram_range(at)
     n = at["bin_cnt"]
     bounds = _histogram_edges_of(at, x, lo, hi).astype(np.float64)
     v = x.astype(np.float64)
@@ -758,9 +751,29 @@ def _equal_bins(at: dict, x: np.ndarray) -> np.ndarray:
     return np.bincount(target, minlength=n)
 
 
+def _by_numpy(at: dict, bins: tuple) -> bool:
+    """Equal bins over the data's own range: MXNet falls back to numpy's ``histogram`` there,
+    and gives its counts and edges in float32."""
+    return not bins and at["range"] is None
+
+
+def _numpy_histogram(name: str, at: dict, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's ``histogram`` of the data in ``bin_cnt`` bins over its least and greatest values,
+    as MXNet 1.9.1's numpy (1.23) gives it: the edges computed in float64, then in the data's
+    float dtype (float64 for integers); each value in the bin its edges say. A range of NaN or
+    of infinite width is refused, naming the op."""
+    lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (0.0, 1.0)
+    if not math.isfinite(hi - lo):
+        raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite, or too wide: give range")
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, at["bin_cnt"] + 1).astype(flat.dtype if flat.dtype.kind == "f" else np.float64)
+    return np.histogram(flat, bins=edges)
+
+
 def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
     _histogram_check("histogram", at, data, bins)
-    return Spec((bins[0].shape[0] - 1 if bins else at["bin_cnt"],), "int64")
+    return Spec((bins[0].shape[0] - 1 if bins else at["bin_cnt"],), "float32" if _by_numpy(at, bins) else "int64")
 
 
 def _histogram_scratch(at: dict, x: Spec, *bins: Spec) -> int:
@@ -778,8 +791,11 @@ def _histogram(cx, at, x, *bins):
     each bin holds its left edge, the last its right edge too; values outside the bins and
     NaN are not counted. Equal bins count as MXNet's: each value's bin from its place in the
     range, moved by one where the edges ``histogram_edges`` gives (in the data's dtype) say it
-    lies past that bin. int64. Not differentiable."""
+    lies past that bin. int64; without ``range``, numpy's ``histogram`` of the data, in float32
+    (MXNet's fallback to numpy there). Not differentiable."""
     flat = x.reshape(-1)
+    if _by_numpy(at, bins):
+        return _numpy_histogram("histogram", at, flat)[0].astype(np.float32)
     if not bins:
         return _equal_bins(at, flat).astype(np.int64, copy=False)
     edges = bins[0].astype(np.float64)
@@ -791,7 +807,7 @@ def _histogram(cx, at, x, *bins):
 
 def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
     _histogram_check("histogram_edges", at, data, ())
-    return Spec((at["bin_cnt"] + 1,), data.dtype)
+    return Spec((at["bin_cnt"] + 1,), "float32" if _by_numpy(at, ()) else data.dtype)
 
 
 @defop(
@@ -802,8 +818,11 @@ def _histogram_edges_infer(at: dict, data: Spec) -> Spec:
     scratch=lambda at, x: 48 * (at["bin_cnt"] + 1),  # (the places, the edges and their terms in float64)
 )
 def _histogram_edges(cx, at, x):
-    """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range`` (the data's least
-    and greatest values when not given), in the data's dtype (truncated for an integer one, as
-    MXNet's). Not differentiable."""
+    """The ``bin_cnt + 1`` edges of ``histogram``'s equal bins over ``range``, in the data's
+    dtype (truncated for an integer one, as MXNet's); without ``range``, numpy's edges over the
+    data's least and greatest values, in float32 (MXNet's fallback to numpy there). Not
+    differentiable."""
     flat = x.reshape(-1)
-    return _histogram_edges_of(at, flat, *_histogram_range("histogram_edges", at, flat))
+    if _by_numpy(at, ()):
+        return _numpy_histogram("histogram_edges", at, flat)[1].astype(np.float32)
+    return _histogram_edges_of(at, flat, *_histogram_range(at))

@@ -1330,7 +1330,7 @@ CASES: dict[str, Case] = {
     "histogram": C(
         lambda x: np.histogram(x, bins=4, range=(-0.5, 1.0))[0], (3, 5), out="int64", bin_cnt=4, range=[-0.5, 1]
     ),
-    "histogram_edges": C(lambda x: np.linspace(x.min(), x.max(), 6), (3, 5), bin_cnt=5),
+    "histogram_edges": C(lambda x: np.linspace(x.min(), x.max(), 6), (3, 5), out="float32", bin_cnt=5),
     # nd.contrib's
     "contrib_isfinite": C(lambda x: np.isfinite(x).astype(x.dtype), (2, 3), zero_grad=True),
     "contrib_isinf": C(lambda x: np.isinf(x).astype(x.dtype), (2, 3), zero_grad=True),
@@ -3213,7 +3213,7 @@ VARIANTS: list[tuple[str, str, Case]] = [
             out="int64",
         ),
     ),
-    ("histogram-data-range", "histogram", C(lambda x: np.histogram(x, bins=3)[0], (7,), out="int64", bin_cnt=3)),
+    ("histogram-data-range", "histogram", C(lambda x: np.histogram(x, bins=3)[0], (7,), out="float32", bin_cnt=3)),
     (
         "histogram_edges-range",
         "histogram_edges",

@@ -1048,16 +1048,26 @@ def test_histogram_counts_and_edges_are_mxnets(mode):
     assert "<NDArray 4 @cpu(0)>" in repr(nd.histogram(x, bins=4, range=(0, 1))[0])
 
 
-def test_histogram_without_a_range_takes_the_datas_as_numpy_does(mode):
-    """MXNet 1.9.1's nd.histogram without range runs numpy's on the data (with a warning); here
-    the data's range, then the counting of a given range."""
+def test_histogram_without_a_range_is_numpys_in_float32_as_mxnets(mode):
+    """MXNet 1.9.1's nd.histogram without range runs numpy's on the data (with a warning) and
+    gives its counts and edges as float32 NDArrays, in a tuple; its numpy (1.23) computes the
+    edges in float64, then in the data's float dtype (float64 for integers)."""
     v = np.array([0.3, -1.25, 2.0, 0.7, 2.0], np.float32)
-    counts, edges = nd.histogram(nd.array(v), bins=3)
-    want_counts, want_edges = np.histogram(v, bins=3)
-    assert counts.asnumpy().tolist() == want_counts.tolist()
-    np.testing.assert_allclose(edges.asnumpy(), want_edges, rtol=1e-6)
+    got = nd.histogram(nd.array(v), bins=3)
+    assert type(got) is tuple and [a.dtype for a in got] == [np.float32, np.float32]
+    want_counts, want_edges = np.histogram(v, bins=np.linspace(-1.25, 2.0, 4).astype(np.float32))
+    assert got[0].asnumpy().tolist() == want_counts.tolist()
+    assert got[1].asnumpy().tolist() == want_edges.tolist()
+    # MXNet's: edges of float32 data rounded once from float64 (numpy 2's own are off in the last place)
+    edges = nd.histogram(nd.array([-22.0, 22.0]), bins=3)[1]
+    assert edges.asnumpy().tolist() == [-22.0, -7.333333492279053, 7.333333492279053, 22.0]
+    counts, edges = nd.histogram(nd.array([1, 2, 2, 8], dtype=I32), bins=3)  # (integers: float64 edges, not cut)
+    assert counts.asnumpy().tolist() == [3.0, 0.0, 1.0]
+    assert edges.asnumpy().tolist() == [1.0, 3.3333332538604736, 5.666666507720947, 8.0]
     counts, edges = nd.histogram(nd.array([5.0, 5.0]), bins=2)  # (one value: numpy's 0.5 each way)
     assert counts.asnumpy().tolist() == [0, 2] and edges.asnumpy().tolist() == [4.5, 5.0, 5.5]
+    counts, edges = nd.histogram(nd.zeros((0,)), bins=2)  # (no values: numpy's (0, 1))
+    assert counts.asnumpy().tolist() == [0, 0] and edges.asnumpy().tolist() == [0.0, 0.5, 1.0]
     with pytest.raises(InvalidInput, match=re.escape("range [nan, nan] is not finite, or too wide: give range")):
         nd.histogram(nd.array([NAN, 1.0]), bins=2)[0].asnumpy()
     with pytest.raises(InvalidInput, match="too wide"):
