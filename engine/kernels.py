@@ -448,11 +448,12 @@ def relu_grad_numpy(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return g * (x > 0)
 
 
-def softmax_ce_loss_numpy(x: np.ndarray, idx: np.ndarray) -> float:
-    """The summed cross-entropy of softmax(x) (N, C) against labels idx (N,) in range."""
+def softmax_ce_loss_numpy(x: np.ndarray, idx: np.ndarray, cap: float = math.inf) -> float:
+    """The summed cross-entropy of softmax(x) (N, C) against labels idx (N,) in range, each
+    sample's at most ``cap``."""
     z = x - x.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-np.take_along_axis(logp, idx[:, None], axis=1).sum())
+    return float(np.minimum(-np.take_along_axis(logp, idx[:, None], axis=1), cap).sum())
 
 
 def softmax_ce_grad_numpy(x: np.ndarray, idx: np.ndarray, g: Any) -> np.ndarray:
@@ -485,11 +486,11 @@ if numba is not None:
         return m, s
 
     @numba.njit(cache=True, nogil=True)
-    def _softmax_ce_loss(x, idx):  # pragma: no cover (compiled)
+    def _softmax_ce_loss(x, idx, cap):  # pragma: no cover (compiled)
         total = 0.0
         for i in range(x.shape[0]):
             m, s = _row_max_sumexp(x, i)
-            total += np.log(s) + m - x[i, idx[i]]
+            total += min(np.log(s) + m - x[i, idx[i]], cap)
         return total
 
     @numba.njit(cache=True, nogil=True)
@@ -647,12 +648,13 @@ def relu_grad(g: np.ndarray, x: np.ndarray) -> np.ndarray:
     return relu_grad_numpy(g, x)
 
 
-def softmax_ce_loss(x: np.ndarray, idx: np.ndarray) -> float:
+def softmax_ce_loss(x: np.ndarray, idx: np.ndarray, cap: float = math.inf) -> float:
     """The summed softmax cross-entropy of logits x (N, C) against labels idx (N,) in range,
-    one pass over the logits when compiled (accumulated in float64)."""
+    each sample's at most ``cap``; one pass over the logits when compiled (accumulated in
+    float64)."""
     if numba is not None and x.dtype in _FLOATS and x.ndim == 2 and x.shape[1] > 0:
-        return float(_softmax_ce_loss(np.ascontiguousarray(x), np.ascontiguousarray(idx, dtype=np.int64)))
-    return softmax_ce_loss_numpy(x, idx)
+        return float(_softmax_ce_loss(np.ascontiguousarray(x), np.ascontiguousarray(idx, dtype=np.int64), cap))
+    return softmax_ce_loss_numpy(x, idx, cap)
 
 
 def softmax_ce_grad(x: np.ndarray, idx: np.ndarray, g: np.ndarray) -> np.ndarray:

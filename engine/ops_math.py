@@ -34,7 +34,7 @@ _unary(
 _unary(
     "expm1",
     lambda xp, x: xp.expm1(x),
-    lambda F, at, g, y, x: (F.mul(g, F.add_scalar(y, scalar=1.0)),),
+    lambda F, at, g, y, x: (F.mul(g, F.exp(x)),),  # (not y + 1: far left of 0, y + 1 rounds to 0)
     "exp(x) - 1, accurate near 0.",
 )
 _unary(

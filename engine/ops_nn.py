@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -249,11 +250,21 @@ def _sce_eager(at, g, y, x, label):
     return kernels.softmax_ce_grad(x, _label_index(np, label, x.shape[1]), g), None
 
 
+def _sce_cap(dtype: np.dtype) -> float:
+    """The most one sample's loss may be: MXNet's -log(max(p, 1e-8)), its 1e-8 a float32
+    constant in the data's dtype (float16 has none that small: no cap)."""
+    floor = float(dtype.type(np.float32(1e-8)))
+    return -math.log(floor) if floor > 0 else math.inf
+
+
 @defop("softmax_cross_entropy", ("data", "label"), infer=_sce_infer, vjp=_sce_vjp, eager_vjp=_sce_eager)
 def _softmax_cross_entropy(cx, at, x, label):
-    """The summed cross-entropy of softmax(data) against integer labels, shape (1,)."""
+    """The summed cross-entropy of softmax(data) against integer labels (clipped to the
+    classes), shape (1,). As MXNet's, each sample's is -log(max(p, 1e-8)): at most 18.420681
+    where its label's probability is under 1e-8 (a confidently wrong prediction); the gradient
+    is softmax(data) - one_hot(label) all the same, MXNet's."""
     idx = _label_index(cx.xp, label, x.shape[1])
-    return cx.xp.array([kernels.softmax_ce_loss(x, idx)], dtype=x.dtype)
+    return cx.xp.array([kernels.softmax_ce_loss(x, idx, _sce_cap(x.dtype))], dtype=x.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -548,10 +559,12 @@ def _leaky_vjp(F, at, g, y, x, *gamma):
         drawn = at.get("_kept")
         slopes = F.mul_scalar(neg, scalar=_rrelu_slope(at)) if drawn is None else F.mul(neg, drawn)
         d = F.add(pos, slopes)
-    elif kind == "elu":
-        d = F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=slope)))
-    else:
-        d = F.mul_scalar(F.add(pos, F.mul(neg, F.mul_scalar(F.exp(x), scalar=SELU_ALPHA))), scalar=SELU_SCALE)
+    else:  # elu, selu: exp(x) left of 0 only (right of it, an overflow to inf times 0 is NaN)
+        left = F.exp(F.minimum_scalar(x, scalar=0.0))
+        if kind == "elu":
+            d = F.add(pos, F.mul(neg, F.mul_scalar(left, scalar=slope)))
+        else:
+            d = F.mul_scalar(F.add(pos, F.mul(neg, F.mul_scalar(left, scalar=SELU_ALPHA))), scalar=SELU_SCALE)
     return (F.mul(g, d),)
 
 
@@ -596,9 +609,10 @@ def _leaky_relu(cx, at, x, *gamma):
         return xp.where(x > 0, x, t(_rrelu_slope(at)) * x)
     if kind == "gelu":  # 0.5 x erfc(-x / sqrt 2): no cancellation in the left tail, as 1 + erf has
         return in_float64(lambda v: 0.5 * v * kernels.special("erfc", -_SQRT1_2 * v), x)
+    left = xp.expm1(xp.minimum(x, t(0)))  # (right of 0 not used: no overflow there)
     if kind == "elu":
-        return xp.where(x > 0, x, slope * xp.expm1(x)).astype(x.dtype)
-    return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * xp.expm1(x))).astype(x.dtype)
+        return xp.where(x > 0, x, slope * left).astype(x.dtype)
+    return (t(SELU_SCALE) * xp.where(x > 0, x, t(SELU_ALPHA) * left)).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------

@@ -65,9 +65,13 @@ def test_softmax_ce_loss_matches_numpy(dtype):
     idx = rng.integers(0, 10, 64)
     got, want = kernels.softmax_ce_loss(x, idx), kernels.softmax_ce_loss_numpy(x, idx)
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12)
+    capped = kernels.softmax_ce_loss(x, idx, 5.0)  # (logits this wide put most samples past it)
+    np.testing.assert_allclose(capped, kernels.softmax_ce_loss_numpy(x, idx, 5.0), rtol=1e-6)
+    assert 0 < capped < got and capped <= 5.0 * len(idx)
     assert kernels.softmax_ce_loss(x[:0], idx[:0]) == 0.0  # an empty batch
     x[3, 2] = np.nan
     assert np.isnan(kernels.softmax_ce_loss(x, idx)) and np.isnan(kernels.softmax_ce_loss_numpy(x, idx))
+    assert np.isnan(kernels.softmax_ce_loss(x, idx, 5.0)) and np.isnan(kernels.softmax_ce_loss_numpy(x, idx, 5.0))
 
 
 def test_the_compiled_path_is_used_when_installed_and_not_disabled():

@@ -955,6 +955,26 @@ def test_moments_refuses_what_mxnet_refuses(mode, axes, error):
         nd.moments(nd.ones(2, dtype="bool"), axes=(0,))
 
 
+def test_softmax_cross_entropy_caps_each_samples_loss_as_mxnet(mode):
+    """MXNet's loss is -log(max(p, 1e-8)) per sample: a confidently wrong one adds 18.420681,
+    not its whole log-loss, and its gradient stays softmax - one_hot (MXNet 1.9.1's values)."""
+    x = nd.array([[0.0, 30.0], [30.0, 0.0], [1.0, 2.0]])
+    x.attach_grad()
+    with autograd.record():
+        loss = nd.softmax_cross_entropy(x, nd.array([0, 0, 1]))
+    loss.backward()
+    assert loss.asnumpy().tolist() == [np.float32(18.73394203186035)]
+    np.testing.assert_allclose(
+        x.grad.asnumpy().ravel(), [-1.0, 1.0, 0.0, 9.357623e-14, 0.26894143, -0.2689414], rtol=1e-6, atol=1e-7
+    )
+    assert nd.softmax_cross_entropy(nd.array([[0.0, 18.0]]), nd.array([0])).asscalar() == np.float32(18.0)
+    assert nd.softmax_cross_entropy(nd.array([[0.0, 19.0]]), nd.array([0])).asscalar() == np.float32(18.420681)
+    big = nd.array([[0.0, 1000.0]], dtype="float64")
+    assert nd.softmax_cross_entropy(big, nd.array([0], dtype="float64")).asscalar() == 18.420680750029838
+    half = nd.softmax_cross_entropy(nd.array([[0.0, 30.0]], dtype="float16"), nd.array([0], dtype="float16"))
+    assert half.asscalar() == np.float16(30.0)  # (float16 has no 1e-8: no cap; MXNet's p is 0 there, its loss inf)
+
+
 def test_softmax_with_length_through_nd(mode):
     x = nd.array(np.arange(12).reshape(3, 4) * 0.3 - 1)
     length = nd.array([2, 4, 0], dtype="int32")

@@ -316,10 +316,12 @@ def log_softmax_ref(x, axis=-1, t=1.0):
 
 
 def sce_ref(x, label):
-    """Summed cross-entropy; labels out of [0, C) are clipped, as the forward documents."""
+    """Summed cross-entropy, each sample's at most -log(1e-8) (MXNet's); labels out of [0, C)
+    are clipped, as the forward documents."""
     lp = log_softmax_ref(x, 1)
     c = x.shape[1]
-    return np.array([-sum(lp[i, min(max(int(k), 0), c - 1)] for i, k in enumerate(label))])
+    cap = -np.log(np.float32(1e-8).astype(np.float64))
+    return np.array([sum(min(-lp[i, min(max(int(k), 0), c - 1)], cap) for i, k in enumerate(label))])
 
 
 def fix_index(i: int, n: int, mode: str) -> int:
@@ -6032,6 +6034,27 @@ def test_gelu_is_the_erf_form_as_mxnets():
     )
     want = [-0.011945643, -0.12746918, 0.13250488, 0.5, 0.7323278, 1.0833155, 1.0376111, 1.0005037]  # MXNet, float64
     np.testing.assert_allclose(g[0], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_elu_selu_and_expm1_gradients_stay_finite_far_from_0(dtype):
+    """exp(x) overflows right of 0 (float32 past 88.7, float16 past 11): elu's and selu's
+    gradients there are their slopes (MXNet's 1 and lambda), not inf * 0; expm1's far left is
+    exp(x), not y + 1 (which rounds to 0)."""
+    x = np.array([-100.0, -30.0, -5.0, 5.0, 12.0, 20.0, 50.0, 89.0, 100.0], dtype)
+    op = OPS["LeakyReLU"]
+    for kind, right in [("elu", 1.0), ("selu", 1.0507009873554805)]:
+        at = op.parse_attrs({"act_type": kind, "slope": 0.25})
+        y = op.forward(ctx(), dict(at), x)
+        got = vjp_of(op)(Eager(ctx()), at, np.ones_like(x), y, x)[0]
+        assert np.isfinite(got).all(), (kind, got)
+        np.testing.assert_allclose(got[3:], right, rtol=1e-3)
+        assert (got[:3] >= 0).all()
+    op = OPS["expm1"]
+    at = op.parse_attrs({})
+    x = np.array([-100.0, -30.0, -5.0], dtype)
+    g = vjp_of(op)(Eager(ctx()), at, np.ones_like(x), op.forward(ctx(), at, x), x)[0]
+    np.testing.assert_allclose(g, np.exp(x.astype(np.float64)).astype(dtype), rtol=1e-3)
 
 
 def test_rrelu_uses_the_middle_slope_in_prediction_and_draws_in_training():
