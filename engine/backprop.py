@@ -23,6 +23,7 @@ from .errors import (
     QuotaExceeded,
     ShapeError,
     UnknownHandle,
+    echo,
 )
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name, new_spec
 from .session import NODE_BYTES, TRAINING, FunctionVJP, Session, command, memory_of, node_extra
@@ -260,7 +261,7 @@ def _grad_of(s: Session, ins: dict, values: list) -> None:
         raise InvalidInput("grad_of: one output handle per variable is needed")
     for h in out:
         if not isinstance(h, int) or isinstance(h, bool) or h in s.arrays:
-            raise InvalidInput(f"grad_of: output handle {h!r} is not a free integer handle")
+            raise InvalidInput(f"grad_of: output handle {echo(h)} is not a free integer handle")
     if len(set(out)) != len(out):
         raise InvalidInput("grad_of: output handles must be distinct")
     var_nodes = []
@@ -408,10 +409,10 @@ def _backward_trace(s: Session, prog: Any, grads: Any, cots: list, n_inputs: int
             raise InvalidInput(f"record_function: program step {i} ({op.name}) must name one output")
         for h in p_in:
             if h not in known and h not in s.arrays:
-                raise UnknownHandle(f"record_function: program step {i} ({op.name}) reads unknown handle {h!r}")
+                raise UnknownHandle(f"record_function: program step {i} ({op.name}) reads unknown handle {echo(h)}")
         compiled.append((op, p_in, p_out[0], op.parse_attrs(p.get("at"))))
         known.add(p_out[0])
     for h in grads:
         if h is not None and h not in known and h not in s.arrays:
-            raise UnknownHandle(f"record_function: gradient handle {h!r} is never made")
+            raise UnknownHandle(f"record_function: gradient handle {echo(h)} is never made")
     return compiled, grads

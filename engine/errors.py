@@ -21,7 +21,24 @@ error body, so the client re-raises the same class the server raised.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
+
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel = 3
+_ECHO.maxlist = _ECHO.maxtuple = _ECHO.maxdict = _ECHO.maxset = 8
+_ECHO.maxstring = _ECHO.maxother = 100
+_ECHO.maxlong = 40
+ECHO_CHARS = 200
+
+
+def echo(v: Any) -> str:
+    """``repr(v)`` for an error's message, cut short in length and depth: a value a client sent
+    may be anything, a string of a megabyte or a list nested a thousand deep (whose ``repr``
+    itself fails, past Python's recursion limit)."""
+    r = _ECHO.repr(v)
+    return r if len(r) <= ECHO_CHARS else r[:ECHO_CHARS] + "..."
+
 
 ERRORS: dict[str, type[MXNetError]] = {}
 """Each error class of this module by its ``kind`` (what a server may answer): each registers

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError
+from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError, echo
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
 from .tape import Deferred, Patch
 
@@ -1424,7 +1424,7 @@ def _is_int(v: Any) -> bool:
 
 def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
     if not isinstance(key, (list, tuple)):
-        raise InvalidInput(f"{name}: key must be a list of indices, got {key!r}")
+        raise InvalidInput(f"{name}: key must be a list of indices, got {echo(key)}")
     out: list[Any] = []
     for k in key:
         if k is None:
@@ -1440,7 +1440,7 @@ def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
         elif isinstance(k, dict) and set(k) == {"array"} and _is_int(k["array"]) and 0 <= k["array"] < n_arrays:
             out.append(IndexArray(int(k["array"])))
         else:
-            raise InvalidInput(f"{name}: invalid index {k!r} in key")
+            raise InvalidInput(f"{name}: invalid index {echo(k)} in key")
     used = sorted(k.i for k in out if isinstance(k, IndexArray))
     if used != list(range(n_arrays)):
         raise InvalidInput(f"{name}: the key must use each of its {n_arrays} index arrays once")

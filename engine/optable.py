@@ -19,7 +19,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from .errors import InvalidInput
+from .errors import InvalidInput, echo
 
 MAX_NDIM: Final = 32
 """The most axes an array may have (numpy's own limit is higher, but some of its functions
@@ -69,7 +69,7 @@ REQUIRED: Any = object()
 
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"expected an integer, got {v!r}{past_int64(v)}")
+        raise TypeError(f"expected an integer, got {echo(v)}{past_int64(v)}")
     return int(v)
 
 
@@ -91,21 +91,21 @@ def _float(v: Any) -> float:
     if type(v) is str and v in NON_FINITE:
         return NON_FINITE[v]
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f'expected a number (or "NaN", "Infinity", "-Infinity"), got {v!r}')
+        raise TypeError(f'expected a number (or "NaN", "Infinity", "-Infinity"), got {echo(v)}')
     return float(v)
 
 
 def _bool(v: Any) -> bool:
     if isinstance(v, (bool, np.bool_)) or v in (0, 1):
         return bool(v)
-    raise TypeError(f"expected a boolean, got {v!r}")
+    raise TypeError(f"expected a boolean, got {echo(v)}")
 
 
 def _shape(v: Any) -> tuple[int, ...]:
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         v = (v,)
     if not isinstance(v, (list, tuple)):
-        raise TypeError(f"expected a shape (an int or a list of ints), got {v!r}")
+        raise TypeError(f"expected a shape (an int or a list of ints), got {echo(v)}")
     out = tuple(_int(d) for d in v)
     if len(out) > MAX_NDIM:
         raise TypeError(f"rank {len(out)} is over the limit of {MAX_NDIM}")
@@ -132,7 +132,7 @@ def _dtype(v: Any) -> str | None:
     try:
         name = np.dtype(v).name
     except TypeError:
-        raise TypeError(f"unknown dtype {v!r}") from None
+        raise TypeError(f"unknown dtype {echo(v)}") from None
     if name not in DTYPES:
         raise TypeError(f"unsupported dtype {name!r}; use one of {sorted(DTYPES)}")
     return name
@@ -144,7 +144,7 @@ MAX_STR_ATTR: Final = 256
 
 def _str(v: Any) -> str:
     if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {v!r}")
+        raise TypeError(f"expected a string, got {echo(v)}")
     if len(v) > MAX_STR_ATTR:
         raise TypeError(f"expected a string of at most {MAX_STR_ATTR} characters, got {len(v)}")
     return v
@@ -152,13 +152,13 @@ def _str(v: Any) -> str:
 
 def _ints(v: Any) -> tuple[int, ...]:
     if not isinstance(v, (list, tuple)):
-        raise TypeError(f"expected a list of ints, got {v!r}")
+        raise TypeError(f"expected a list of ints, got {echo(v)}")
     return tuple(_int(a) for a in v)
 
 
 def _floats(v: Any) -> tuple[float, ...]:
     if not isinstance(v, (list, tuple)):
-        raise TypeError(f"expected a list of numbers, got {v!r}")
+        raise TypeError(f"expected a list of numbers, got {echo(v)}")
     return tuple(_float(a) for a in v)
 
 
@@ -228,7 +228,7 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
                 p = parsers.get(k)
                 if p is None:
                     known = ", ".join(a.name for a in attrs) or "none"
-                    raise InvalidInput(f"{name}: unknown attribute {k!r} (attributes: {known})")
+                    raise InvalidInput(f"{name}: unknown attribute {echo(k)} (attributes: {known})")
                 if v is None:
                     if p[1]:
                         at[k] = None
@@ -383,7 +383,7 @@ class Registry:
         try:
             return self._ops[name]
         except KeyError:
-            raise InvalidInput(f"unknown op {name!r}") from None
+            raise InvalidInput(f"unknown op {echo(name)}") from None
 
     def get(self, name: str) -> Op | None:
         return self._ops.get(name)

@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 
 from . import kernels
-from .errors import InvalidInput, MXNetError, QuotaExceeded
+from .errors import InvalidInput, MXNetError, QuotaExceeded, echo
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name
 from .session import (
     COMMANDS,
@@ -278,12 +278,14 @@ def make_program(s: Session, at: dict) -> Program:
             raise type(e)(f"define: program step {i} ({name}): {e}") from None
         for h in _slot_refs(ins):
             if type(h) is not int:
-                raise InvalidInput(f"define: program step {i} ({name}) reads {h!r}, not an integer handle")
+                raise InvalidInput(f"define: program step {i} ({name}) reads {echo(h)}, not an integer handle")
             if h < -nargs and h not in made:
                 raise InvalidInput(f"define: program step {i} ({name}) reads slot {h} before it is made")
         for h in ins.get("out", ()):
             if type(h) is not int or h >= 0:
-                raise InvalidInput(f"define: program step {i} ({name}) must make slots (negative handles), got {h!r}")
+                raise InvalidInput(
+                    f"define: program step {i} ({name}) must make slots (negative handles), got {echo(h)}"
+                )
             if h >= -nargs or h in made:
                 raise InvalidInput(f"define: program step {i} ({name}) makes slot {h}, an argument's or made before")
             if h < bound:
@@ -295,7 +297,7 @@ def make_program(s: Session, at: dict) -> Program:
         checked.append(ins)
     for h in outputs:
         if type(h) is not int or (h < -nargs and h not in made):
-            raise InvalidInput(f"define: output {h!r} is not a slot the program makes or a handle")
+            raise InvalidInput(f"define: output {echo(h)} is not a slot the program makes or a handle")
     reads = sorted({h for ins in checked for h in _slot_refs(ins) if h >= 0})
     prog = Program(nargs, checked, list(outputs), lowest, dict(at), reads)
     prog.nbytes = PROGRAM_BYTES_PER_CHAR * len(json.dumps(at, separators=(",", ":")))
@@ -318,15 +320,22 @@ def make_program(s: Session, at: dict) -> Program:
 def _define(s: Session, ins: dict, values: list) -> None:
     at = ins["at"]
     pid = at["id"]
+    try:  # kept as plain data: snapshots write it, and a second define compares with it
+        plain = json.loads(json.dumps(at))
+    except (TypeError, ValueError) as e:
+        plain = None
+        why = f"define: a program must be plain data ({e})"
+    except RecursionError:
+        plain = None
+        why = "define: a program must be plain data, nested less deeply"
     old = s.programs.get(pid)
     if old is not None:
-        if old.source == json.loads(json.dumps(at, default=repr)):
+        if old.source == plain:
             return  # a client that lost a reply may define again
         raise InvalidInput(f"define: program {pid} is already defined (forget it first)")
-    try:  # kept as plain data: snapshots write it, and a second define compares with it
-        at = json.loads(json.dumps(at))
-    except (TypeError, ValueError) as e:
-        raise InvalidInput(f"define: a program must be plain data ({e})") from None
+    if plain is None:
+        raise InvalidInput(why)
+    at = plain
     prog = make_program(s, at)
     s.check_alloc(0, prog.nbytes)
     s.programs[pid] = prog
@@ -364,7 +373,7 @@ def _call(s: Session, ins: dict, values: list) -> None:
         raise InvalidInput(f"call: program {pid} makes {len(prog.outputs)} outputs, got {len(out)} handles")
     for h in out:
         if type(h) is not int or h < 0 or h > MAX_HANDLE or h in s.arrays:
-            raise InvalidInput(f"call: output handle {h!r} is not a free integer handle from 0 to 2**63 - 1")
+            raise InvalidInput(f"call: output handle {echo(h)} is not a free integer handle from 0 to 2**63 - 1")
     if len(set(out)) != len(out):
         raise InvalidInput("call: output handles must be distinct")
     xs = [s.get(h) for h in args]

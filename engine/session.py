@@ -48,6 +48,7 @@ from .errors import (
     ServerStopped,
     ShapeError,
     UnknownHandle,
+    echo,
 )
 from .optable import (
     MAX_NDIM,
@@ -187,18 +188,12 @@ KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
 
 
 def _bad_mode(name: str, mode: Any) -> InvalidInput:
-    return InvalidInput(f"{name}: mode is 0, 1 (recording), 2 (training) or 3 (both), got {_echo(mode)}")
+    return InvalidInput(f"{name}: mode is 0, 1 (recording), 2 (training) or 3 (both), got {echo(mode)}")
 
 
 def _unknown_keys(name: str, ins: dict) -> InvalidInput:
-    extra = sorted(_echo(k) for k in ins if k not in KEYS)
+    extra = sorted(echo(k) for k in ins if k not in KEYS)
     return InvalidInput(f"{name}: unknown instruction fields {', '.join(extra)} (an instruction has {sorted(KEYS)})")
-
-
-def _echo(v: Any) -> str:
-    """``repr(v)``, cut short (it may be anything a client sent)."""
-    r = repr(v) if type(v) is not str or len(v) <= 100 else repr(v[:100]) + "..."
-    return r if len(r) <= 100 else r[:100] + "..."
 
 
 def _mode(name: str, ins: dict) -> int:
@@ -375,6 +370,11 @@ class BatchRun:
                     self._failed(s, err, i, ins)
                     i = n
                     break
+                except RecursionError:  # (a value nested past what repr or json can walk)
+                    op = ins.get("op") if type(ins) is dict else None
+                    self._failed(s, InvalidInput(f"{echo(op)}: a value in it is nested too deeply"), i, ins)
+                    i = n
+                    break
                 except Exception as e:  # a fault of ours: the batch still ends as for any error
                     op = ins.get("op") if type(ins) is dict else None
                     _log.exception("internal error in instruction %d (%r) of a batch", i, op)
@@ -437,7 +437,7 @@ def check_envelope(msg: Any, max_ops: int | None = None) -> None:
         raise InvalidInput(f"a batch has only 'ops' and 'seq': unknown field(s) {', '.join(extra)}")
     seq = msg.get("seq")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-        raise InvalidInput(f"seq must be an integer, got {seq!r}{past_int64(seq)}")
+        raise InvalidInput(f"seq must be an integer, got {echo(seq)}{past_int64(seq)}")
 
 
 class Session:
@@ -520,15 +520,15 @@ class Session:
         x = self.arrays.get(h) if type(h) is int else None
         if x is None:
             if type(h) is not int:
-                raise InvalidInput(f"a handle is an integer, got {h!r}")
-            raise UnknownHandle(f"unknown handle {h!r}")
+                raise InvalidInput(f"a handle is an integer, got {echo(h)}")
+            raise UnknownHandle(f"unknown handle {echo(h)}")
         return x
 
     def put(self, h: Any, value: np.ndarray, alias: bool = False, holders: tuple = ()) -> None:
         """Give handle ``h`` the array ``value``: its own (counted by ``_hold``), or with
         ``alias`` a gradient buffer's second name (counted with the buffer)."""
         if not isinstance(h, int) or isinstance(h, bool) or (h < 0 and not self._calling) or h > MAX_HANDLE:
-            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {h!r}")
+            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {echo(h)}")
         if h in self.arrays:
             raise InvalidInput(f"handle {h} is already in use")
         # (a second name is a handle too; a call counts its outputs before it starts)
@@ -913,8 +913,8 @@ class Session:
             x = arrays.get(h) if type(h) is int else None
             if x is None:
                 if type(h) is not int:
-                    raise InvalidInput(f"{name}: a handle is an integer, got {h!r}")
-                raise UnknownHandle(f"{name}: unknown handle {h!r}")
+                    raise InvalidInput(f"{name}: a handle is an integer, got {echo(h)}")
+                raise UnknownHandle(f"{name}: unknown handle {echo(h)}")
             xs.append(x)
         raw = ins.get("at")
         at = op.parse(raw)  # type: ignore[misc]  # every op of the table has its parser
@@ -962,7 +962,7 @@ class Session:
             raise InvalidInput(f"{name} makes 1 output: give its handle as 'out': [h] (got {got})")
         h = out[0]
         if type(h) is not int or (h < 0 and not self._calling) or h > MAX_HANDLE:
-            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {h!r}")
+            raise InvalidInput(f"output handle must be an integer from 0 to 2**63 - 1, got {echo(h)}")
         if h in arrays:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
@@ -1092,7 +1092,7 @@ def _attach_grad(s: Session, ins: dict, values: list) -> None:
     x = s.get(h)
     req = ins["at"]["grad_req"]
     if req not in tape.GRAD_REQS:
-        raise InvalidInput(f"attach_grad: grad_req must be one of {tape.GRAD_REQS}, got {req!r}")
+        raise InvalidInput(f"attach_grad: grad_req must be one of {tape.GRAD_REQS}, got {echo(req)}")
     s.check_alloc(x.nbytes)
     s.variable(h, np.zeros_like(x), req)
 
@@ -1355,7 +1355,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
     at = ins["at"]
     ufunc = _UPDATES.get(at["fn"])
     if ufunc is None:
-        raise InvalidInput(f"update: fn must be one of {sorted(_UPDATES)}, got {at['fn']!r}")
+        raise InvalidInput(f"update: fn must be one of {sorted(_UPDATES)}, got {echo(at['fn'])}")
     if len(hs) not in (1, 2):
         raise InvalidInput("update takes a target and at most one value handle")
     target = s.get(hs[0])
@@ -1397,7 +1397,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
 def _seed(s: Session, ins: dict, values: list) -> None:
     seed = ins["at"]["seed"]
     if seed < 0:
-        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {echo(seed)}")
     s.cx.rng = np.random.default_rng(seed)
 
 

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import orjson
 
-from .errors import InvalidInput, QuotaExceeded
+from .errors import InvalidInput, QuotaExceeded, echo
 from .optable import DTYPES, MAX_NDIM, NON_FINITE, PARSERS, dtype_name, prod
 
 
@@ -77,18 +77,18 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
     try:
         dtype, shape, data = obj["dtype"], obj["shape"], obj["data"]
     except KeyError as e:
-        raise InvalidInput(f"tensor is missing {e.args[0]!r}") from None
+        raise InvalidInput(f"tensor is missing {echo(e.args[0])}") from None
     if len(obj) != 3:
         extra = sorted(str(k) for k in obj if k not in ("dtype", "shape", "data"))
         raise InvalidInput(f"tensor has unknown fields {extra}: a tensor is {{dtype, shape, data}}")
-    if dtype not in DTYPES:
-        raise InvalidInput(f"tensor dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if type(dtype) is not str or dtype not in DTYPES:
+        raise InvalidInput(f"tensor dtype {echo(dtype)} is not one of {sorted(DTYPES)}")
     if (
         not isinstance(shape, (list, tuple))
         or len(shape) > MAX_NDIM
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
-        raise InvalidInput(f"tensor shape {shape!r} must be a list of at most {MAX_NDIM} non-negative ints")
+        raise InvalidInput(f"tensor shape {echo(shape)} must be a list of at most {MAX_NDIM} non-negative ints")
     n = prod(tuple(shape))
     dt = np.dtype(dtype).newbyteorder("<")
     if max_bytes is not None and n * dt.itemsize > max_bytes:
@@ -116,6 +116,11 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
         arr = _from_numbers(data, dt)
         if arr.size != n:
             raise InvalidInput(f"tensor data has {arr.size} values; shape {list(shape)} needs {n}")
+        if arr.ndim > 1 and arr.shape != tuple(shape):  # (a client's mistake in one or the other)
+            raise InvalidInput(
+                f"tensor data is nested as {list(arr.shape)}, not as its shape {list(shape)} (send it flat, or nested "
+                "as the shape)"
+            )
         return arr.reshape(shape)
     if isinstance(data, (int, float)) and n == 1:
         return np.array(data, dtype=dtype).reshape(shape)
@@ -143,7 +148,7 @@ def _from_numbers(data: list | tuple, dt: np.dtype) -> np.ndarray:
                 except (OverflowError, ValueError):
                     raise InvalidInput(f"tensor data holds values out of the range of {dt.name}") from None
             allowed = f" (or {', '.join(map(repr, NON_FINITE))})" if dt.kind == "f" else ""
-            raise InvalidInput(f"tensor data holds {bad[0]!r}: its values are numbers{allowed}")
+            raise InvalidInput(f"tensor data holds {echo(bad[0])}: its values are numbers{allowed}")
     return _cast(arr, dt, data)
 
 
@@ -284,13 +289,23 @@ def _counting() -> dict[str, Any]:
     return {"list_hook": count, "object_hook": count}
 
 
+def _not_msgpack(what: str, e: Exception) -> InvalidInput:
+    """The refusal of bytes msgpack could not decode, saying why (two of its errors say nothing)."""
+    if isinstance(e, msgpack.StackError):
+        why = "nested too deeply"
+    elif isinstance(e, msgpack.FormatError):
+        why = "a byte that starts no msgpack value (0xc1, never used)"
+    else:
+        why = str(e) or type(e).__name__
+    return InvalidInput(f"{what} is not valid msgpack: {why}")
+
+
 def unpack(data: bytes) -> Any:
     hooks = _counting() if len(data) >= COUNTED_BYTES else {}
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, **hooks)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-        # (TypeError: a map key that is itself a list or a map)
-        raise InvalidInput(f"body is not valid msgpack: {e}") from None
+    except (ValueError, TypeError) as e:  # (TypeError: a map key that is itself a list or a map)
+        raise _not_msgpack("body", e) from None
 
 
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -505,8 +520,8 @@ def unpack_frames(body: bytes | bytearray | memoryview) -> Any:
     try:
         head = view[_HEAD.size : _HEAD.size + n]
         msg = msgpack.unpackb(head, raw=False, strict_map_key=False, ext_hook=ext_hook, **hooks)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-        raise InvalidInput(f"frames header is not valid msgpack: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise _not_msgpack("frames header", e) from None
     if len(refs) > 1:  # tensors used in place must not share bytes (one's update would change the other)
         refs.sort()
         for (off, length), (nxt, _) in zip(refs, refs[1:]):

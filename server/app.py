@@ -32,7 +32,7 @@ from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog, check_envelope, error_body
 from . import fast, protocol
 from .deps import CurrentUser, SessionDep, Store, encode, encode_as, read_body, tensor_form, user_of, wants_msgpack
-from .metrics import CONTENT_TYPE, Metrics, metered
+from .metrics import CLIENT_CLOSED, CONTENT_TYPE, Metrics, metered
 from .rest import AttachGrad, Backward, BatchFailed, OneOp, arrays
 from .settings import Settings
 from .store import SessionStore
@@ -263,15 +263,16 @@ class App(FastAPI):
             app = self._as_get if scope["method"] == "HEAD" else super().__call__
             await metered(self.state.metrics, app, scope, receive, send)
             return
-        # the hot route says what it answered: its small replies do not go through ``send``
-        start, status = time.perf_counter(), None
+        # the hot route says what it answered (its small replies do not go through ``send``),
+        # or None when its client went away first
+        start, status = time.perf_counter(), 500
         try:
-            status = await fast.batch(self, scope, receive, send, sid)
+            status = await fast.batch(self, scope, receive, send, sid) or CLIENT_CLOSED
         except fast.SendStalled as e:  # (the reply's head went out: counted with its status)
             status = e.status
             raise
         finally:
-            self.state.metrics.observe_request("POST", scope["path"], status or 500, time.perf_counter() - start)
+            self.state.metrics.observe_request("POST", scope["path"], status, time.perf_counter() - start)
 
     async def _as_get(self, scope: Any, receive: Any, send: Any) -> None:
         """A HEAD request answered as its GET, without the body (RFC 9110 asks it of every GET

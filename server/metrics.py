@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
 from ..engine import parallel
@@ -112,6 +113,10 @@ class Metrics:
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+CLIENT_CLOSED = 499
+"""The status a request is counted under when its client went away before its reply (nginx's
+code for it): no reply was sent, and no fault of the server's is counted (a 500 would be)."""
+
 
 async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: dict, receive: Any, send: Any) -> None:
     """Run one HTTP request through ``app``, counting it by route and status."""
@@ -126,5 +131,7 @@ async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: 
 
     try:
         await app(scope, receive, send_status)
+    except ClientDisconnect:  # (its body not read whole: nothing to answer, nothing to log)
+        status = CLIENT_CLOSED
     finally:
         metrics.observe_request(scope["method"], scope["path"], status, time.perf_counter() - start, scope.get("route"))

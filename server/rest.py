@@ -27,7 +27,9 @@ class OneOp(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     in_: list[int] = Field(default_factory=list, alias="in")
-    out: list[int]
+    out: list[int] = Field(
+        default_factory=list, description="handles for the results (none for a command that makes none)"
+    )
     at: dict[str, Any] = Field(default_factory=dict)
     mode: int = Field(0, ge=0, le=3)
     read: bool = Field(False, description="also return the results' values")

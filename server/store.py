@@ -95,8 +95,17 @@ class SessionStore:
             return s
 
     def _add(self, s: Session) -> None:
-        """Hold a session, hooked to the store: metrics, and its owner's byte quota."""
-        s.on_batch = self.on_batch
+        """Hold a session, hooked to the store: metrics, its idle time, and its owner's byte quota."""
+        sid, observe = s.id, self.on_batch
+
+        def batch_ended(done: int, kind: str | None, called: int) -> None:
+            # used as a batch ends too, not only as it starts: one that ran past the TTL has not
+            # left its session idle all that time (a retry of it would find the session gone)
+            self._used[sid] = time.monotonic()
+            if observe is not None:
+                observe(done, kind, called)
+
+        s.on_batch = batch_ended
         mine = self._owned.setdefault(s.owner, {})
         s.user_bytes = lambda: sum(o.held_bytes() for o in list(mine.values()) if o is not s)
         s.user_reply_bytes = lambda: sum(o.reply_bytes for o in list(mine.values()) if o is not s)

@@ -312,6 +312,26 @@ def test_a_session_running_a_long_batch_is_not_expired_under_it():
     assert store.expire() == 1
 
 
+def test_a_session_is_used_as_its_batch_ends_not_only_as_it_starts():
+    """A batch that ran longer than the TTL: its session was expired at the next round, right
+    after its reply, with the reply a retry would read."""
+    import time
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(session_ttl_s=0.2))
+    s = store.create("alice")
+    store.get(s.id, "alice")  # (a request: the session used as it starts)
+    run = s.begin({"seq": 1, "ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}]})
+    time.sleep(0.3)  # (the batch holding its session past the TTL)
+    assert store.expire() == 0
+    run.run()
+    run.finish()
+    assert store.expire() == 0 and store.get(s.id, "alice") is s
+    time.sleep(0.3)
+    assert store.expire() == 1
+
+
 def test_a_snapshot_round_before_any_session_writes_nothing_and_logs_no_error(tmp_path, caplog):
     """The first rounds of a new data directory (no session yet): the record of last uses
     failed to write, its folder not made yet, and logged an error every round."""

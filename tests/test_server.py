@@ -512,6 +512,68 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     assert sessions >= 1
 
 
+def test_values_nested_a_thousand_deep_are_refused_as_bad_input_not_a_fault(http, sid):
+    """JSON and msgpack decode lists nested ~1,000 deep, past what Python's repr (an error
+    message echoing the value) or json (a program's definition) can walk: each was a 500."""
+    deep = b"[" * 990 + b"1" + b"]" * 990
+    bodies = {
+        "an attribute": b'{"ops":[{"op":"full","out":[5],"at":{"shape":[1],"val":' + deep + b"}}]}",
+        "a key": b'{"ops":[{"op":"zeros","out":[1],"at":{"shape":[2]}},{"op":"getitem","in":[1],"out":[5],"at":{"key":'
+        + deep
+        + b"}}]}",
+        "a program": b'{"ops":[{"op":"define","at":{"id":1,"nargs":1,"outputs":[-2],"program":[{"op":"mul_scalar",'
+        b'"in":[-1],"out":[-2],"at":{"scalar":' + deep + b"}}]}}]}",
+        "the op": b'{"ops":[{"op":' + deep + b',"out":[5]}]}',
+        "seq": b'{"seq":' + deep + b',"ops":[]}',
+    }
+    for what, body in bodies.items():
+        r = http.post(f"/v1/sessions/{sid}/batch", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (what, r.text[:300])
+        err = r.json()["error"]
+        assert err["kind"] == "InvalidInput" and "Recursion" not in err["message"], what
+    packed = b"\x82\xa3seq" + b"\x91" * 990 + b"\x01\xa3ops\x90"
+    r = http.post(f"/v1/sessions/{sid}/batch", content=packed, headers={"content-type": "application/msgpack"})
+    assert r.status_code == 400 and r.json()["error"]["message"] == "seq must be an integer, got [[[[...]]]]"
+    r = http.post(
+        f"/v1/sessions/{sid}/batch", content=b"\x91" * 2000 + b"\x01", headers={"content-type": "application/msgpack"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["message"] == "body is not valid msgpack: nested too deeply"
+    r = http.post(f"/v1/sessions/{sid}/batch", content=b"\xc1", headers={"content-type": "application/msgpack"})
+    assert r.status_code == 400 and "0xc1" in r.json()["error"]["message"]
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1  # (only the key's array: what ran before it)
+
+
+def test_a_client_gone_before_its_body_is_read_counts_as_499_not_500(live_server, http, sid):
+    """A request whose client closed its connection mid-body: nothing to answer, and no fault of
+    the server's (counted as a 500, it set off a lab's error alerts; FastAPI's routes logged a
+    traceback for it)."""
+    import socket
+    import time
+
+    def metric(text: str, series: str) -> float:
+        line = next((line for line in text.splitlines() if line.startswith(series)), None)
+        return 0.0 if line is None else float(line.split()[-1])
+
+    routes = [
+        ("POST", f"/v1/sessions/{sid}/batch", "application/msgpack", "/v1/sessions/{id}/batch"),
+        ("POST", f"/v1/sessions/{sid}/batch", "application/json", "/v1/sessions/{id}/batch"),
+        ("PUT", f"/v1/sessions/{sid}/arrays/5", "application/json", "/v1/sessions/{id}/arrays/{h}"),
+    ]
+    before = http.get("/metrics").text
+    for method, path, ctype, _ in routes:
+        with socket.create_connection(("127.0.0.1", live_server.port)) as c:
+            head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: 1000\r\n\r\n"
+            c.sendall(head.encode() + b"abc")
+    time.sleep(0.3)  # (the server sees each connection close)
+    after = http.get("/metrics").text
+    for method, _, _, route in {(m, "", "", r) for m, _, _, r in routes}:
+        gone = f'gradserve_http_requests_total{{method="{method}",route="{route}",status="499"}}'
+        fault = f'gradserve_http_requests_total{{method="{method}",route="{route}",status="500"}}'
+        assert metric(after, gone) - metric(before, gone) == (2 if method == "POST" else 1), (method, route)
+        assert metric(after, fault) == metric(before, fault), (method, route)
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0  # (nothing of them ran)
+
+
 def test_the_servers_helper_threads_are_a_setting_and_a_metric(monkeypatch):
     from gradserve.engine import parallel
 

@@ -4,6 +4,7 @@ error for error, and anything it cannot read exactly goes to orjson's path."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradserve.engine import wire
-from gradserve.engine.errors import MXNetError
+from gradserve.engine.errors import InvalidInput, MXNetError
 from gradserve.engine.optable import DTYPES
 
 pytestmark = pytest.mark.skipif(wire.simdjson is None, reason="pysimdjson is not installed")
@@ -245,3 +246,13 @@ def test_a_json_list_is_written_in_little_more_than_its_own_size(dtype):
     assert len(data) == a.size and data[4] == 4 and (data[5] == "NaN" if dtype != "int8" else data[5] == 5)
     finite = np.where(np.isfinite(a), a, 0) if dtype != "int8" else a
     assert np.array_equal(np.array([0 if v == "NaN" else v for v in data], dtype), finite)
+
+
+def test_nested_tensor_data_must_be_nested_as_its_shape():
+    """A client's slip in its shape or its nesting was taken whenever the counts agreed."""
+    ok = wire.decode_tensor({"dtype": "float32", "shape": [2, 2], "data": [[1, 2], [3, 4]]})
+    assert ok.tolist() == [[1, 2], [3, 4]]
+    assert wire.decode_tensor({"dtype": "int32", "shape": [2, 2], "data": [1, 2, 3, 4]}).shape == (2, 2)  # (flat)
+    for shape, data in [([2, 2], [[1], [2], [3], [4]]), ([4], [[1, 2], [3, 4]]), ([2, 2, 1], [[1, 2], [3, 4]])]:
+        with pytest.raises(InvalidInput, match=re.escape(f"not as its shape {shape}")):
+            wire.decode_tensor({"dtype": "float32", "shape": shape, "data": data})
