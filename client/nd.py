@@ -26,7 +26,7 @@ from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, PARSERS, REQUIRED, Op
 from .engine.optimizers import OPTIMIZERS, check_optimizer_attrs
 from .engine.session import INPLACE_IN_GRAPH
-from .ndarray import NDArray, array, context_of, invoke, write_into
+from .ndarray import NDArray, array, context_of, dense_storage, invoke, write_into
 from .runtime import current
 from .state import flags
 
@@ -111,6 +111,12 @@ _LOGICAL_WITH = {  # logical op of an array and a number: by the number's truth,
 }
 
 
+def _arrays(v: Any) -> bool:
+    """Whether ``v`` is arrays for a variadic input: one, or a list of them (not a shape
+    given by position after them: Convolution(x, w, b, (3, 3)))."""
+    return isinstance(v, NDArray) or isinstance(v, (list, tuple)) and all(isinstance(a, NDArray) for a in v)
+
+
 def _numbers(arrays: list[Any]) -> bool:
     return all(isinstance(a, numbers.Real) and not isinstance(a, NDArray) for a in arrays)
 
@@ -142,10 +148,7 @@ def _generate(op: Op, name: str) -> Any:
         else:  # leading arrays (None for an absent optional one), then attributes
             k = 0
             while k < len(args) and (
-                isinstance(args[k], (NDArray, list, tuple))
-                and k >= len(fixed)
-                or isinstance(args[k], NDArray)
-                or args[k] is None
+                k >= len(fixed) and _arrays(args[k]) or isinstance(args[k], NDArray) or args[k] is None
             ):
                 k += 1
             arrays = []
@@ -276,8 +279,9 @@ reshape = Reshape = _copied(globals()["reshape"])  # (MXNet's function copies; i
 
 @_composed
 def zeros(shape: Any, ctx: Any = None, dtype: Any = None, stype: Any = None, **kwargs: Any) -> NDArray:
-    """An array of zeros (float32 unless ``dtype`` says otherwise; dense whatever ``stype``
-    says, as ``attach_grad``'s)."""
+    """An array of zeros (float32 unless ``dtype`` says otherwise; ``stype`` "default", dense:
+    the one storage here)."""
+    dense_storage("zeros", stype)
     return invoke(OPS["zeros"], (), {"shape": shape, "dtype": dtype}, ctx=context_of(ctx))
 
 
@@ -289,13 +293,24 @@ def ones(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArr
 
 @_composed
 def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
-    """An array filled with ``val``."""
+    """An array filled with ``val`` (True and False are 1 and 0, as MXNet's)."""
+    if isinstance(val, (bool, _np.bool_)):
+        val = int(val)
     return invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
 
 
-def empty(shape: Any, ctx: Any = None, dtype: Any = None) -> NDArray:
+def empty(shape: Any, ctx: Any = None, dtype: Any = None, stype: Any = None) -> NDArray:
     """An uninitialised array (zeros here: the engine never exposes stale memory)."""
+    dense_storage("empty", stype)
     return zeros(shape, ctx, dtype)
+
+
+def from_numpy(ndarray: Any, zero_copy: bool = True) -> NDArray:
+    """An NDArray of a numpy array's values and dtype. ``zero_copy`` is MXNet's (sharing the
+    numpy array's memory): here the values are always copied, to the engine's memory."""
+    if not isinstance(ndarray, _np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy array, got {type(ndarray).__name__}")
+    return array(ndarray, dtype=ndarray.dtype)
 
 
 def arange(
@@ -374,6 +389,14 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
 
 
 SliceChannel = split  # (MXNet's operator name for it)
+
+_pow = globals()["power"]  # (the table's pow, whose inputs are lhs and rhs)
+
+
+def power(base: Any, exp: Any, out: Any = None, name: Any = None) -> Any:
+    """``base ** exp`` elementwise: two arrays (broadcast), an array and a number, or two
+    numbers (a number), by MXNet's names for them."""
+    return _pow(base, exp) if out is None else _pow(base, exp, out=out)
 
 
 @_composed
@@ -1235,6 +1258,7 @@ def __dir__() -> list[str]:
 
 
 from . import contrib  # noqa: E402  (nd.contrib: made from the functions above)
+from . import ndarray as ndarray  # noqa: E402  (nd.ndarray.NDArray, as MXNet's module)
 from .rnn import RNN  # noqa: E402  (composed of the functions above)
 
 __all__ += ["contrib", "RNN"]

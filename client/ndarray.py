@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -112,12 +113,27 @@ def current_context() -> Context:
     return stack[-1] if stack else CPU
 
 
+def dense_storage(name: str, stype: Any) -> None:
+    """Refuse a sparse storage type (``stype``): gradserve's arrays are dense."""
+    if stype is not None and stype != "default":
+        raise InvalidInput(f"{name}: stype {stype!r} is sparse storage, which gradserve has not (use default)")
+
+
+_CONTEXT_TEXT = re.compile(r"\s*([a-z_]+)\s*(?:\(\s*(\d+)\s*\))?\s*")
+
+
 def context_of(ctx: Any) -> Context:
-    """A creation function's ``ctx`` argument, checked; None is the default context."""
+    """A creation function's ``ctx`` argument, checked; None is the default context, and a
+    string is read as MXNet reads one (``"cpu(0)"``, ``"cpu"``)."""
     if ctx is None:
         return current_context()
+    if isinstance(ctx, str):
+        m = _CONTEXT_TEXT.fullmatch(ctx)
+        if m is None:
+            raise InvalidInput(f"ctx {ctx!r} is not a context: cpu(0), cpu_pinned(0), ...")
+        return Context(m.group(1), int(m.group(2) or 0))
     if not isinstance(ctx, Context):
-        raise TypeError(f"ctx must be a Context (gradserve.cpu(...)), got {type(ctx).__name__}")
+        raise TypeError(f"ctx must be a Context (gradserve.cpu(...)) or its name, got {type(ctx).__name__}")
     return ctx
 
 
@@ -342,6 +358,11 @@ class NDArray:
     def stype(self) -> str:
         return "default"
 
+    def tostype(self, stype: str) -> NDArray:
+        """A copy in storage ``stype``: "default" (dense), the one storage here."""
+        dense_storage("tostype", stype)
+        return self.copy()
+
     @property
     def handle(self) -> int:
         """The session-wide integer that names this array on the server."""
@@ -536,6 +557,9 @@ class NDArray:
 
     @property
     def T(self) -> NDArray:
+        """The array transposed; an array of fewer than 2 axes is itself, as MXNet's."""
+        if len(self._spec.shape) < 2:
+            return self
         return invoke(OPS["transpose"], (self,))
 
     def reshape(self, *shape: Any, **kwargs: Any) -> NDArray:
@@ -780,7 +804,7 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
             if n.op is None and n.grad_req == "write" and type(n.y) is int and n.y < 0:
                 c.revive(n.y)
     if not retain_graph:
-        tape.release(order)
+        _release(c, ins, order)
 
 
 class _GradOf:
@@ -836,8 +860,23 @@ def grad(
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
     result = [NDArray(c, h, v._spec, node, v._ctx) for h, v in zip(outs, variables)]
     if not retain:
-        tape.release(order)
+        _release(c, ins, order)
     return result
+
+
+def _release(c: Client, ins: dict[str, Any], order: list[tape.Node]) -> None:
+    """Let a graph go as its backward pass ``ins`` is queued (a second pass raises at its call,
+    as MXNet's), and have it back if ``ins`` does not run: a batch that fails before it, or
+    at it (the graph is then the session's still, and a pass may be tried again)."""
+    kept = [(n, n.parents, n.xs, n.y, n.at) for n in order if n.op is not None and n.live]
+
+    def restore() -> None:
+        for n, parents, xs, y, at in kept:
+            n.parents, n.xs, n.y, n.at, n.live = parents, xs, y, at, True
+
+    if not c.capturing():  # (a trace's instructions run as its calls do: no one instruction to wait for)
+        c.undo_if_lost(ins, restore)
+    tape.release(order)
 
 
 def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> None:

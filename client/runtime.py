@@ -152,6 +152,7 @@ class Client:
         # instructions that change more than the target named in them (a backward pass: the
         # gradients; a hybridized call: what its program changes): id -> (instruction, keys)
         self._notes: dict[int, tuple[dict[str, Any], tuple[int, ...]]] = {}
+        self._undo_lost: dict[int, tuple[dict[str, Any], Callable[[], None]]] = {}
         self._dead: dict[int, MXNetError] = {}  # handle or memory key -> the error using it raises
         self._dead_orphans: set[int] = set()  # keys of _dead whose array is freed, but not all its views
         self._lost_variables: set[int] = set()  # arrays a lost attach_grad or mark_variables was to make variables
@@ -338,6 +339,19 @@ class Client:
         if keys:
             self._notes[id(ins)] = (ins, tuple(keys))
 
+    def undo_if_lost(self, ins: dict[str, Any], undo: Callable[[], None]) -> None:
+        """``ins``, queued next, changed this client's own record at once (a backward pass let
+        its graph go, so that a second one raises at its call, as MXNet's): ``undo`` puts it
+        back if ``ins`` does not run (a batch that failed before it, or at it)."""
+        self._undo_lost[id(ins)] = (ins, undo)
+
+    def _undo(self, ops: list[dict]) -> None:
+        if self._undo_lost:
+            for ins in reversed(ops):
+                kept = self._undo_lost.pop(id(ins), None)
+                if kept is not None and kept[0] is ins:
+                    kept[1]()
+
     def check_alive(self, h: int) -> None:
         err = self._dead.get(h)
         if err is None:
@@ -463,6 +477,9 @@ class Client:
         if self._notes:
             for ins in ops:
                 self._notes.pop(id(ins), None)
+        if self._undo_lost:
+            for ins in ops:
+                self._undo_lost.pop(id(ins), None)
         if self._roots:  # a freed handle is in no instruction to come
             for hs in freed:
                 for h in hs:
@@ -595,6 +612,7 @@ class Client:
                 for h in ins.get("out", ()):
                     self._dead[h] = dead
         self._undefined(ops)
+        self._undo(ops)
         self._lose(ops, where, dead)
 
     def _fail(self, ops: list[dict], where: list, err: dict[str, Any]) -> MXNetError:
@@ -615,6 +633,7 @@ class Client:
         # The failing instruction raised, and changed nothing (as in an eager program), unless
         # the engine says it failed part way (a pass, a program's call): what it changes is lost too.
         part_way = 0 <= i < len(ops) and err.get("partial") is True
+        self._undo(ops[i + 1 if part_way else i :])  # (what did not run at all)
         first = i if part_way else i + 1
         self._lose(ops[first:], where[first:], kept, part_way)
         return exc

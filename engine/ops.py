@@ -1645,7 +1645,19 @@ def _dot_operand(s: tuple[int, ...], t: bool) -> tuple[int, ...]:
     return tuple(reversed(s)) if t else s
 
 
+FORWARD_STYPE = Attr("forward_stype", "str", None)
+"""MXNet's storage type asked of a product's result: dense ("default", or None) is the one here."""
+
+
+def dense_only(name: str, at: dict) -> None:
+    """Refuse a sparse ``forward_stype`` (gradserve's arrays are dense)."""
+    stype = at["forward_stype"]
+    if stype is not None and stype != "default":
+        raise InvalidInput(f"{name}: forward_stype {stype!r} is sparse storage, which gradserve has not (use default)")
+
+
 def _dot_infer(at: dict, a: Spec, b: Spec) -> Spec:
+    dense_only("dot", at)
     dt = same_dtype("dot", a, b)
     sa = _dot_operand(a.shape, at["transpose_a"])
     sb = _dot_operand(b.shape, at["transpose_b"])
@@ -1708,7 +1720,7 @@ def _dot_work(at: dict, a: Spec, b: Spec) -> int:
 @defop(
     "dot",
     ("lhs", "rhs"),
-    (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False)),
+    (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False), FORWARD_STYPE),
     infer=_dot_infer,
     vjp=_dot_vjp,
     eager_vjp=_dot_eager,

@@ -13,6 +13,7 @@ from .ops import (
     AXIS,
     DT,
     EXCLUDE,
+    FORWARD_STYPE,
     KEEPDIMS,
     SHAPE,
     _getitem_infer,
@@ -22,6 +23,7 @@ from .ops import (
     at_least_1d,
     broadcast_shapes,
     check_shape,
+    dense_only,
     norm_axes,
     parse_key,
     same_dtype,
@@ -998,21 +1000,37 @@ def _swapaxes(cx, at, x):
     return cx.xp.array(cx.xp.swapaxes(x, at["dim1"], at["dim2"]), order="C")  # a copy, as MXNet's
 
 
-def _broadcast_like_infer(at: dict, a: Spec, b: Spec) -> Spec:
-    if broadcast_shapes("broadcast_like", a.shape, b.shape) != b.shape:
-        raise ShapeError(f"broadcast_like: cannot broadcast {a.shape} to {b.shape}")
-    return Spec(b.shape, a.dtype)
+def _broadcast_like_shape(at: dict, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """lhs's shape broadcast to rhs's (all of it), or at ``lhs_axes`` to rhs's ``rhs_axes``."""
+    la, ra = at["lhs_axes"], at["rhs_axes"]
+    if la is None and ra is None:
+        if broadcast_shapes("broadcast_like", a, b) != b:
+            raise ShapeError(f"broadcast_like: cannot broadcast {a} to {b}")
+        return b
+    if la is None or ra is None or len(la) != len(ra):
+        raise InvalidInput(f"broadcast_like: lhs_axes and rhs_axes go together, as many of each; got {la} and {ra}")
+    out = list(a)
+    for i, j in zip(la, ra):
+        if not (-len(a) <= i < len(a) and -len(b) <= j < len(b)):
+            raise ShapeError(f"broadcast_like: axes {i} of {a} and {j} of {b}: out of range")
+        if a[i] != 1 and a[i] != b[j]:
+            raise ShapeError(f"broadcast_like: axis {i} of {a} has length {a[i]}, not 1 or {b[j]} (axis {j} of {b})")
+        out[i] = b[j]
+    return tuple(out)
 
 
 @defop(
     "broadcast_like",
     ("lhs", "like"),
-    infer=_broadcast_like_infer,
+    (Attr("lhs_axes", "axis", None), Attr("rhs_axes", "axis", None)),
+    infer=lambda at, a, b: Spec(_broadcast_like_shape(at, a.shape, b.shape), a.dtype),
     vjp=lambda F, at, g, y, a, b: (unbroadcast(F, g, tuple(a.shape)), None),
 )
 def _broadcast_like(cx, at, a, b):
-    """lhs broadcast to the shape of rhs."""
-    return cx.xp.array(cx.xp.broadcast_to(a, b.shape))
+    """lhs broadcast to the shape of rhs; or with ``lhs_axes`` and ``rhs_axes``, lhs's axes
+    broadcast to the lengths of rhs's (``lhs_axes=(0,), rhs_axes=(-1,)``: (1, 2) like (3, 4)
+    is (4, 2))."""
+    return cx.xp.array(cx.xp.broadcast_to(a, _broadcast_like_shape(at, a.shape, b.shape)))
 
 
 def _tile_shape(at: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -1130,21 +1148,42 @@ def _concat(cx, at, *xs):
     return cx.xp.concatenate(xs, axis=at["dim"])
 
 
-def _reshape_like_infer(at: dict, lhs: Spec, rhs: Spec) -> Spec:
-    if prod(lhs.shape) != prod(rhs.shape):
-        raise ShapeError(f"reshape_like: cannot reshape {lhs.shape} ({prod(lhs.shape)} elements) to {rhs.shape}")
-    return Spec(rhs.shape, lhs.dtype)
+def _reshape_like_shape(at: dict, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """lhs's axes [lhs_begin, lhs_end) replaced by rhs's [rhs_begin, rhs_end) (all of each by
+    default; negative ends count from the last axis, as Python's)."""
+
+    def span(begin: Any, end: Any, n: int, side: str) -> tuple[int, int]:
+        lo, hi = 0 if begin is None else begin, n if end is None else end
+        lo, hi = lo + n if lo < 0 else lo, hi + n if hi < 0 else hi
+        if not 0 <= lo <= hi <= n:
+            raise ShapeError(f"reshape_like: {side}_begin {begin} and {side}_end {end} are no range of {n} axes")
+        return lo, hi
+
+    lb, le = span(at["lhs_begin"], at["lhs_end"], len(a), "lhs")
+    rb, re = span(at["rhs_begin"], at["rhs_end"], len(b), "rhs")
+    out = a[:lb] + b[rb:re] + a[le:]
+    if prod(out) != prod(a):
+        raise ShapeError(f"reshape_like: cannot reshape {a} ({prod(a)} elements) to {out}")
+    return out
 
 
 @defop(
     "reshape_like",
     ("lhs", "rhs"),
-    infer=_reshape_like_infer,
+    (
+        Attr("lhs_begin", "int", None),
+        Attr("lhs_end", "int", None),
+        Attr("rhs_begin", "int", None),
+        Attr("rhs_end", "int", None),
+    ),
+    infer=lambda at, a, b: Spec(_reshape_like_shape(at, a.shape, b.shape), a.dtype),
     vjp=lambda F, at, g, y, a, b: (F.reshape(g, shape=tuple(a.shape)), None),
 )
 def _reshape_like(cx, at, a, b):
-    """lhs with rhs's shape (the same number of elements)."""
-    return a.reshape(b.shape).copy()
+    """lhs with rhs's shape (the same number of elements); or lhs's axes [lhs_begin,
+    lhs_end) replaced by rhs's [rhs_begin, rhs_end) (``(30, 7)`` like ``(15, 2, 4)`` with
+    lhs 0 to 1 and rhs 0 to 2: ``(15, 2, 7)``)."""
+    return a.reshape(_reshape_like_shape(at, a.shape, b.shape)).copy()
 
 
 @defop(
@@ -1568,6 +1607,8 @@ def _bmm_shapes(name: str, at: dict, a: Spec, b: Spec) -> tuple[tuple[int, ...],
 
 def _bmm_infer_for(name: str):
     def infer(at: dict, a: Spec, b: Spec) -> Spec:
+        if "forward_stype" in at:
+            dense_only(name, at)
         dt = same_dtype(name, a, b)
         sa, sb = _bmm_shapes(name, at, a, b)
         return Spec(sa[:-1] + (sb[-1],), dt)
@@ -1610,7 +1651,8 @@ def _bmm_vjp_for(name: str):
     return vjp
 
 
-BMM = (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False))
+TRANSPOSES = (Attr("transpose_a", "bool", False), Attr("transpose_b", "bool", False))
+BMM = (*TRANSPOSES, FORWARD_STYPE)
 
 
 def _bmm_work(at: dict, a: Spec, b: Spec) -> int:

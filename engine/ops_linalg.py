@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype
-from .ops_array import BMM, _bmm_shapes, _bmm_vjp_for, _bmm_work
+from .ops_array import TRANSPOSES, _bmm_shapes, _bmm_vjp_for, _bmm_work
 from .optable import Attr, Spec, defop, prod
 
 # --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def _gemm2_infer(at: dict, a: Spec, b: Spec) -> Spec:
 @defop(
     "linalg_gemm2",
     ("A", "B"),
-    (*BMM, Attr("alpha", "float", 1.0), Attr("axis", "int", -2)),
+    (*TRANSPOSES, Attr("alpha", "float", 1.0), Attr("axis", "int", -2)),
     infer=_gemm2_infer,
     vjp=_bmm_vjp_for("linalg_gemm2"),
     work=_bmm_work,
@@ -204,7 +204,7 @@ def _gemm_vjp(F, at, g, y, a, b, c):
 @defop(
     "linalg_gemm",
     ("A", "B", "C"),
-    (*BMM, Attr("alpha", "float", 1.0), Attr("beta", "float", 1.0), Attr("axis", "int", -2)),
+    (*TRANSPOSES, Attr("alpha", "float", 1.0), Attr("beta", "float", 1.0), Attr("axis", "int", -2)),
     infer=_gemm_infer,
     vjp=_gemm_vjp,
     work=lambda at, a, b, c: prod(c.shape) * (a.shape[-2] if at["transpose_a"] else a.shape[-1]),

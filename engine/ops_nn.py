@@ -35,6 +35,7 @@ def _axis_of(name: str, axis: int, ndim: int) -> int:
 
 
 SOFTMAX = (Attr("axis", "int", -1), Attr("temperature", "float", None), Attr("dtype", "dtype", None))
+USE_LENGTH = Attr("use_length", "bool", False)
 
 
 def floating(name: str, x: Spec) -> None:
@@ -132,7 +133,7 @@ def _length_mask(xp, at: dict, x: Any, length: Any) -> Any:
 @defop(
     "softmax",
     ("data", "*length"),
-    (*SOFTMAX, Attr("use_length", "bool", False)),
+    (*SOFTMAX, USE_LENGTH),
     infer=_softmax_infer("softmax"),
     vjp=_softmax_vjp,
 )
@@ -161,7 +162,8 @@ def _log_softmax_vjp(F, at, g, y, x):
     return (_as_input(F, gx if t is None or t == 1.0 else F.div_scalar(gx, scalar=t), x),)
 
 
-@defop("log_softmax", ("data",), SOFTMAX, infer=_softmax_infer("log_softmax"), vjp=_log_softmax_vjp)
+# (use_length: MXNet's declares it, and has no length input to use it with)
+@defop("log_softmax", ("data",), (*SOFTMAX, USE_LENGTH), infer=_softmax_infer("log_softmax"), vjp=_log_softmax_vjp)
 def _log_softmax(cx, at, x):
     """log(softmax(x)), computed stably (in ``dtype`` when given)."""
     x = _in_dtype(x, at)
@@ -177,7 +179,7 @@ def _softmin_vjp(F, at, g, y, x):
     return (_as_input(F, F.mul_scalar(_normalised_grad(F, at, g, y), scalar=-1.0 / (1.0 if t is None else t)), x),)
 
 
-@defop("softmin", ("data",), SOFTMAX, infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
+@defop("softmin", ("data",), (*SOFTMAX, USE_LENGTH), infer=_softmax_infer("softmin"), vjp=_softmin_vjp)
 def _softmin(cx, at, x):
     """exp(-x/T) normalised to sum to 1 along ``axis``: softmax of -x (in ``dtype`` when given)."""
     return _normalised_exp(cx, -_scaled(_in_dtype(x, at), at), at["axis"])
@@ -1113,16 +1115,19 @@ defop(
 )(_col2im)
 
 
-CONV = (
-    *WINDOW,
+_KERNEL, _STRIDE, _PAD = WINDOW  # (the window attributes, placed in each op's order)
+CONV = (  # (in MXNet's order: its nd.Convolution takes them by position too)
+    _KERNEL,
+    _STRIDE,
     Attr("dilate", "shape", ()),
+    _PAD,
     Attr("num_filter", "int", REQUIRED),
     Attr("num_group", "int", 1),
-    Attr("no_bias", "bool", False),
-    Attr("layout", "str", None),
     Attr("workspace", "int", 1024),
+    Attr("no_bias", "bool", False),
     Attr("cudnn_tune", "str", None),
     Attr("cudnn_off", "bool", False),
+    Attr("layout", "str", None),
 )
 
 
@@ -1291,18 +1296,20 @@ def _convolution(cx, at, x, w, *b):
     return cx.xp.ascontiguousarray(y)
 
 
-DECONV = (
-    *WINDOW,
+DECONV = (  # (in MXNet's order)
+    _KERNEL,
+    _STRIDE,
     Attr("dilate", "shape", ()),
+    _PAD,
     Attr("adj", "shape", ()),
     Attr("target_shape", "shape", ()),
     Attr("num_filter", "int", REQUIRED),
     Attr("num_group", "int", 1),
-    Attr("no_bias", "bool", True),
-    Attr("layout", "str", None),
     Attr("workspace", "int", 512),
+    Attr("no_bias", "bool", True),
     Attr("cudnn_tune", "str", None),
     Attr("cudnn_off", "bool", False),
+    Attr("layout", "str", None),
 )
 
 
@@ -1405,17 +1412,17 @@ def _deconvolution(cx, at, x, w, *b):
     return cx.xp.ascontiguousarray(y)
 
 
-POOL = (
+POOL = (  # (in MXNet's order)
     Attr("kernel", "shape", ()),
     Attr("pool_type", "str", "max"),
     Attr("global_pool", "bool", False),
-    Attr("stride", "shape", ()),
-    Attr("pad", "shape", ()),
-    Attr("pooling_convention", "str", "valid"),
-    Attr("count_include_pad", "bool", True),
     Attr("cudnn_off", "bool", False),
-    Attr("layout", "str", None),
+    Attr("pooling_convention", "str", "valid"),
+    _STRIDE,
+    _PAD,
     Attr("p_value", "int", None),
+    Attr("count_include_pad", "bool", True),
+    Attr("layout", "str", None),
 )
 LP_POWERS = (1, 2, 3)
 """The ``p_value`` of an ``lp`` pooling MXNet computes: (sum of x ** p) ** (1 / p) a window,
@@ -1839,7 +1846,12 @@ def _dropout_masks(at: dict, training: bool) -> bool:
 @defop(
     "Dropout",
     ("data",),
-    (Attr("p", "float", 0.5), Attr("mode", "str", "training"), Attr("axes", "shape", ())),
+    (
+        Attr("p", "float", 0.5),
+        Attr("mode", "str", "training"),
+        Attr("axes", "shape", ()),
+        Attr("cudnn_off", "bool", False),
+    ),
     infer=_dropout_infer,
     vjp=_dropout_vjp,
     random=True,

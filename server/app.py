@@ -154,10 +154,10 @@ BODIES: dict[str, type[BaseModel]] = {
 meta = APIRouter(prefix="/v1", tags=["meta"])
 
 
-@meta.get("/health")
-def read_health() -> dict[str, str]:
+@meta.get("/health", response_model=dict[str, str])
+def read_health(request: Request) -> Response:
     """Liveness, and which engine interpreter runs ("mypyc" compiled, or "python")."""
-    return {"status": "ok", "engine": NATIVE}
+    return encode(request, {"status": "ok", "engine": NATIVE})
 
 
 meta.add_api_route("/health", read_health, methods=["HEAD"], include_in_schema=False)  # (probes that send HEAD)
@@ -180,10 +180,10 @@ def read_metrics(request: Request, store: Store) -> Response:
     return Response(request.app.state.metrics.render(store), media_type=CONTENT_TYPE)
 
 
-@meta.get("/ops")
-def list_ops() -> dict[str, Any]:
+@meta.get("/ops", response_model=dict[str, Any])
+def list_ops(request: Request) -> Response:
     """The op table: each op's inputs, typed attributes and defaults, and the commands."""
-    return catalog()
+    return encode(request, catalog())
 
 
 class App(FastAPI):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gradserve import MXNetError, autograd, nd
+from gradserve.engine.errors import AutogradError
 
 
 def test_third_derivative_through_nested_grad(mode):
@@ -1027,3 +1028,35 @@ def test_a_recorded_gradient_of_an_empty_array_has_its_shape(mode):
     s.backward()
     np.testing.assert_array_equal(g.asnumpy(), 2 * w.asnumpy())
     np.testing.assert_array_equal(w.grad.asnumpy(), 8 * w.asnumpy())
+
+
+def test_a_backward_pass_that_did_not_run_can_be_tried_again(mode):
+    """The client let a graph go as its backward pass was queued: when the pass did not run
+    (an op before it failed) or the engine refused it, the graph was still the session's,
+    and a second try raised "not in a computational graph"."""
+    bad = nd.array([[1.0, 2.0], [2.0, 1.0]])  # (not positive definite: potrf fails)
+    x = nd.array([1.0, 2.0])
+    x.attach_grad()
+    for pass_ in ("backward", "grad"):
+        with autograd.record():
+            y = (x * x).sum()
+        nd.linalg.potrf(bad)
+        if pass_ == "backward":
+            y.backward()
+        else:
+            autograd.grad(y, [x])
+        with pytest.raises(MXNetError, match="potrf"):
+            nd.waitall()
+        if pass_ == "backward":
+            y.backward()
+            assert x.grad.asnumpy().tolist() == [2.0, 4.0]
+        else:
+            assert autograd.grad(y, [x])[0].asnumpy().tolist() == [2.0, 4.0]
+        with pytest.raises(AutogradError, match="not in a computational graph"):
+            y.backward()  # (this time it ran: the graph is gone, as MXNet's)
+    with autograd.record():
+        y = (nd.argmax_channel(x.reshape((1, 2))) * 2).sum() + (x * x).sum()
+    for _ in range(2):  # refused by the engine each time, with MXNet's reason
+        y.backward()
+        with pytest.raises(AutogradError, match="argmax_channel is non-differentiable"):
+            nd.waitall()

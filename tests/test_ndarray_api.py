@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gradserve
 from gradserve import MXNetError, autograd, nd
 from gradserve.engine.errors import InvalidInput, ShapeError
 
@@ -590,8 +591,11 @@ def test_arrays_keep_their_context_as_mxnet_prints_it(mode):
         gradserve.Context("gpu", 0)
     with pytest.raises(MXNetError, match="device_id"):
         gradserve.cpu(-1)
+    assert nd.zeros((1,), ctx="cpu(1)").context == gradserve.cpu(1)  # (a context by name, as MXNet reads one)
+    with pytest.raises(InvalidInput, match="is not a context"):
+        nd.zeros((1,), ctx="cpu(one)")
     with pytest.raises(TypeError, match="ctx must be a Context"):
-        nd.zeros((1,), ctx="cpu(1)")
+        nd.zeros((1,), ctx=1)
 
     @gradserve.hybridize
     def double(u):
@@ -1221,7 +1225,8 @@ def test_composed_functions_take_name_and_out_and_refuse_other_keywords(mode):
     assert got[0] is a and a.asnumpy().tolist() == [1.0, 3.0] and b.asnumpy().tolist() == [2.0, 4.0]
     with pytest.raises(InvalidInput, match="a list of 2 NDArrays"):
         nd.moments(x, axes=0, out=nd.zeros(1))
-    assert nd.zeros((2,), stype="row_sparse").asnumpy().tolist() == [0.0, 0.0]
+    with pytest.raises(InvalidInput, match="stype 'row_sparse' is sparse storage"):  # (dense only: said, not ignored)
+        nd.zeros((2,), stype="row_sparse")
 
 
 def test_composed_functions_read_their_flags_as_the_ops_do():
@@ -1245,3 +1250,52 @@ def test_batch_norm_takes_mxnets_calibration_range_and_does_not_read_it():
     plain = nd.BatchNorm(x, g, b, mm, mv).asnumpy()
     calibrated = nd.BatchNorm(x, g, b, mm, mv, min_calib_range=-1.0, max_calib_range=1.0).asnumpy()
     np.testing.assert_array_equal(calibrated, plain)
+
+
+def test_mxnets_argument_forms_a_review_found_refused(mode):
+    """Calls MXNet 1.9.1 takes (its values, from MXNet): attributes by position in its order,
+    the attributes it declares for its GPU or sparse paths, its names for power's inputs, a
+    context by name, bool fill values, and the numpy and storage helpers."""
+    x = nd.ones((1, 1, 5, 5))
+    assert nd.Pooling(x, (2, 2), "max", False, False, "valid", (2, 2)).shape == (1, 1, 2, 2)
+    conv = nd.Convolution(x, nd.ones((2, 1, 3, 3)), nd.zeros(2), (3, 3), (2, 2), (1, 1), (1, 1), 2)
+    assert conv.shape == (1, 2, 3, 3)  # (kernel, stride, dilate, pad, num_filter)
+    assert nd.Dropout(x, p=0.5, cudnn_off=True).shape == x.shape
+    a = nd.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert nd.dot(a, a.T, forward_stype="default").asnumpy().tolist() == [[14.0, 32.0], [32.0, 77.0]]
+    assert nd.batch_dot(a.reshape((1, 2, 3)), a.reshape((1, 3, 2)), forward_stype=None).shape == (1, 2, 2)
+    with pytest.raises(InvalidInput, match="forward_stype 'csr' is sparse storage"):
+        nd.dot(a, a.T, forward_stype="csr")
+    np.testing.assert_allclose(
+        nd.log_softmax(a, use_length=False).asnumpy()[0], [-2.407606, -1.407606, -0.407606], rtol=1e-6
+    )
+    assert nd.softmin(a, use_length=False).shape == (2, 3)
+    with pytest.raises(InvalidInput, match="use_length takes 2 inputs"):
+        nd.log_softmax(a, use_length=True)
+    got = nd.broadcast_like(nd.array([[1.0, 2.0]]), nd.ones((3, 4)), lhs_axes=(0,), rhs_axes=(-1,))
+    assert got.asnumpy().tolist() == [[1.0, 2.0]] * 4
+    assert nd.reshape_like(
+        nd.ones((30, 7)), nd.ones((15, 2, 4)), lhs_begin=0, lhs_end=1, rhs_begin=0, rhs_end=2
+    ).shape == (
+        15,
+        2,
+        7,
+    )
+    assert nd.power(base=a, exp=2).asnumpy().tolist() == [[1.0, 4.0, 9.0], [16.0, 25.0, 36.0]]
+    assert nd.power(2, 3) == 8 and nd.power(2, nd.array([1.0, 3.0])).asnumpy().tolist() == [2.0, 8.0]
+    assert nd.full((2,), True).asnumpy().tolist() == [1.0, 1.0]
+    assert nd.zeros(2, ctx="cpu(0)").context == gradserve.cpu(0) and nd.ones(1, ctx="cpu").shape == (1,)
+    with pytest.raises(InvalidInput, match="not available"):
+        nd.zeros(2, ctx="gpu(0)")
+    assert nd.empty((2,), stype="default").shape == (2,)
+    with pytest.raises(InvalidInput, match="stype 'csr' is sparse storage"):
+        nd.zeros((2,), stype="csr")
+    assert isinstance(a, nd.ndarray.NDArray)
+    v = nd.arange(4)
+    assert v.T is v and nd.array(1.0).T.shape == ()  # (fewer than 2 axes: itself, as MXNet's)
+    b = nd.from_numpy(np.arange(3, dtype=np.int32))
+    assert b.dtype == np.int32 and b.asnumpy().tolist() == [0, 1, 2]
+    t = a.tostype("default")
+    assert t.asnumpy().tolist() == a.asnumpy().tolist() and t is not a
+    with pytest.raises(InvalidInput, match="sparse storage"):
+        a.tostype("row_sparse")

@@ -3215,6 +3215,30 @@ VARIANTS: list[tuple[str, str, Case]] = [
             out="int64",
         ),
     ),
+    (
+        "broadcast_like-axes",
+        "broadcast_like",
+        C(lambda a, b: np.broadcast_to(a, (4, 2)), (1, 2), (3, 4), nondiff=(1,), lhs_axes=[0], rhs_axes=[-1]),
+    ),
+    (
+        "reshape_like-range",
+        "reshape_like",
+        C(
+            lambda a, b: a.reshape(3, 2, 7),
+            (6, 7),
+            (3, 2, 4),
+            nondiff=(1,),
+            lhs_begin=0,
+            lhs_end=1,
+            rhs_begin=0,
+            rhs_end=2,
+        ),
+    ),
+    (
+        "reshape_like-negative-ends",
+        "reshape_like",
+        C(lambda a, b: a.reshape(2, 3, 2), (2, 6), (5, 3, 2), nondiff=(1,), lhs_begin=-1, rhs_begin=1),
+    ),
     ("histogram-data-range", "histogram", C(lambda x: np.histogram(x, bins=3)[0], (7,), out="float32", bin_cnt=3)),
     (
         "histogram_edges-range",

@@ -65,6 +65,15 @@ def test_health_says_which_engine_runs(http):
     assert http.get("/v1/health").json() == {"status": "ok", "engine": NATIVE}
 
 
+def test_the_meta_routes_answer_in_msgpack_when_asked(http):
+    import msgpack
+
+    for path in ("/v1/health", "/v1/ops"):
+        r = http.get(path, headers={"accept": "application/msgpack"})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack"
+        assert msgpack.unpackb(r.content) == http.get(path).json()
+
+
 def test_every_op_of_the_catalog_has_its_doc(http):
     """Functions compiled by mypyc keep no docstring: 18 ops of the compiled engine had an
     empty doc in the catalog, and ``help(nd.dot)`` said nothing (their sources say it)."""
