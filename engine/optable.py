@@ -96,7 +96,8 @@ def _float(v: Any) -> float:
 
 
 def _bool(v: Any) -> bool:
-    if isinstance(v, (bool, np.bool_)) or v in (0, 1):
+    """True or False, or the integers 1 and 0 (not 1.0: a flag is no number)."""
+    if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)) and v in (0, 1):
         return bool(v)
     raise TypeError(f"expected a boolean, got {echo(v)}")
 

@@ -146,6 +146,8 @@ def command(
 
         def run(s: Session, ins: dict, values: list) -> None:
             raw = ins.get("at")
+            if raw is None and "at" in ins:
+                raise _null_attributes(name)
             mode = _mode(name, ins)
             if len(ins) > 1 + (raw is not None) + (mode != 0):  # (op, at, mode: a lower bound of those present)
                 _check_fields(name, ins)
@@ -185,6 +187,10 @@ MODES: Final = RECORDING | TRAINING
 
 KEYS: Final = frozenset({"op", "in", "out", "at", "mode"})
 """An instruction's fields (any other is refused: a misspelt one would be passed over)."""
+
+
+def _null_attributes(name: str) -> InvalidInput:
+    return InvalidInput(f"{name}: 'at' must be a map of attributes (or left out), got null")
 
 
 def _bad_mode(name: str, mode: Any) -> InvalidInput:
@@ -896,7 +902,10 @@ class Session:
         name = ins["op"]
         op = _OPS_GET(name) if isinstance(name, str) else None
         hs = ins.get("in")
-        if hs is not None and type(hs) is not list and type(hs) is not tuple:  # (a map's keys are no handles)
+        if hs is None:
+            if "in" in ins:  # (given as null: refused, as the JSON schema refuses it)
+                raise InvalidInput(f"{name}: 'in' must be a list of handles, got null")
+        elif type(hs) is not list and type(hs) is not tuple:  # (a map's keys are no handles)
             raise InvalidInput(f"{name}: 'in' must be a list of handles, got {type(hs).__name__}")
         if op is None:
             cmd = COMMANDS.get(name) if isinstance(name, str) else None
@@ -917,6 +926,8 @@ class Session:
                 raise UnknownHandle(f"{name}: unknown handle {echo(h)}")
             xs.append(x)
         raw = ins.get("at")
+        if raw is None and "at" in ins:
+            raise _null_attributes(name)
         at = op.parse(raw)  # type: ignore[misc]  # every op of the table has its parser
         if op.like:  # the output is shaped and typed as the input: nothing to infer
             n = xs[0].nbytes

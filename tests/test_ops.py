@@ -5179,6 +5179,9 @@ BAD_ATTRS = [
     ("random_randint", {"low": 2, "high": 2}, []),
     ("tile", {"reps": [2, -1]}, [(2, 3)]),
     ("repeat", {"repeats": -1}, [(2, 3)]),
+    ("sum", {"keepdims": 1.0}, [(2, 3)]),  # (a flag is True, False, 1 or 0: not a float)
+    ("sum", {"keepdims": 2}, [(2, 3)]),
+    ("sum", {"keepdims": "true"}, [(2, 3)]),
 ]
 
 

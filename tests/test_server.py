@@ -552,6 +552,28 @@ def test_values_nested_a_thousand_deep_are_refused_as_bad_input_not_a_fault(http
     assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 1  # (only the key's array: what ran before it)
 
 
+def test_null_fields_are_refused_in_msgpack_as_in_json(http, sid):
+    """JSON's schema refuses "at": null and "in": null; msgpack's path took them as absent."""
+    import msgpack
+
+    for ins, what in [
+        ({"op": "zeros", "out": [1], "at": None}, "'at' must be a map"),
+        ({"op": "relu", "in": None, "out": [1]}, "'in' must be a list of handles, got null"),
+        ({"op": "seed", "at": None}, "'at' must be a map"),
+    ]:
+        for ctype, body in (("application/msgpack", msgpack.packb({"ops": [ins]})), ("application/json", None)):
+            r = http.post(
+                f"/v1/sessions/{sid}/batch",
+                content=body,
+                json=None if body else {"ops": [ins]},
+                headers={"content-type": ctype},
+            )
+            assert r.status_code == 400, (ins, ctype, r.text)
+            if ctype == "application/msgpack":
+                assert what in r.json()["error"]["message"], r.text
+    assert http.get(f"/v1/sessions/{sid}").json()["arrays"] == 0
+
+
 def test_a_client_gone_before_its_body_is_read_counts_as_499_not_500(live_server, http, sid):
     """A request whose client closed its connection mid-body: nothing to answer, and no fault of
     the server's (counted as a 500, it set off a lab's error alerts; FastAPI's routes logged a
