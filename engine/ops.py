@@ -18,7 +18,7 @@ import numpy as np
 from . import kernels
 from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError, echo
 from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
-from .tape import Deferred, Patch
+from .tape import ZERO_VJPS, Deferred, Patch
 
 # --------------------------------------------------------------------------
 # inference helpers
@@ -353,6 +353,9 @@ def _zero_grad(F, at, g, y, x):
     return (F.zeros_like(g),)
 
 
+ZERO_VJPS.add(_zero_grad)
+
+
 _unary(
     "negative",
     lambda xp, x: -x,
@@ -377,11 +380,21 @@ _unary(
     "|x|.",
     eager=lambda at, g, y, x: (g * np.sign(x),),  # (integers in float64, as MXNet's: int64 past 2**53 rounds)
 )
+
+
+def sign_of(xp: Any, x: Any) -> Any:
+    """-1, 0 or 1; 0 for NaN, as MXNet's (its test: > 0, < 0, else 0)."""
+    s = xp.sign(x)
+    if s.dtype.kind == "f":
+        s[s != s] = 0
+    return s
+
+
 _unary(
     "sign",
-    lambda xp, x: xp.sign(x),
+    sign_of,
     lambda F, at, g, y, x: (F.mul_scalar(g, scalar=0.0),),  # (g * 0, MXNet's: -0 where g < 0)
-    "The sign of x (-1, 0 or 1); zero gradient.",
+    "The sign of x (-1, 0 or 1; 0 for NaN, as MXNet's); zero gradient.",
     ints=None,
 )
 _unary(
@@ -1641,8 +1654,16 @@ def _scatter_key(cx, at, g, *idx):
 # linear algebra
 
 
-def _dot_operand(s: tuple[int, ...], t: bool) -> tuple[int, ...]:
-    return tuple(reversed(s)) if t else s
+def _lhs(s: tuple[int, ...], t: bool) -> tuple[int, ...]:
+    """The shape of ``dot``'s lhs as multiplied: transposed, MXNet's (the array as the matrix
+    (its first axis, all the others), transposed): its first axis moved last."""
+    return s[1:] + s[:1] if t else s
+
+
+def _rhs(s: tuple[int, ...], t: bool) -> tuple[int, ...]:
+    """The shape of ``dot``'s rhs as multiplied: transposed, MXNet's (the array as the matrix
+    (all axes but the last, the last), transposed): its last axis moved first."""
+    return s[-1:] + s[:-1] if t else s
 
 
 FORWARD_STYPE = Attr("forward_stype", "str", None)
@@ -1659,38 +1680,45 @@ def dense_only(name: str, at: dict) -> None:
 def _dot_infer(at: dict, a: Spec, b: Spec) -> Spec:
     dense_only("dot", at)
     dt = same_dtype("dot", a, b)
-    sa = _dot_operand(a.shape, at["transpose_a"])
-    sb = _dot_operand(b.shape, at["transpose_b"])
+    sa = _lhs(a.shape, at["transpose_a"])
+    sb = _rhs(b.shape, at["transpose_b"])
     if not sa or not sb or sa[-1] != sb[0]:
         raise ShapeError(f"dot: shapes {sa} and {sb} are not aligned (inner dimensions differ)")
     return Spec(at_least_1d(sa[:-1] + sb[1:]), dt)
 
 
 def _matrix(F, x, t: bool, rows: int, cols: int):
-    """``op(x)`` as a (rows, cols) matrix: a view and a flag for dot to transpose
-    it where that is exact (up to 2-D), else an explicit transpose."""
+    """``op(x)`` as a (rows, cols) matrix: a view, and whether dot is to transpose it (MXNet's
+    transpose of an N-D operand is its matrix's: see ``_lhs`` and ``_rhs``)."""
     if not t:
         return F.reshape(x, shape=(rows, cols)), False
-    if x.ndim <= 2:
-        return F.reshape(x, shape=(cols, rows)), True
-    return F.reshape(F.transpose(x), shape=(rows, cols)), False
+    return F.reshape(x, shape=(cols, rows)), True
+
+
+def _rotated(F, x, first_to_last: bool):
+    """``x`` with its first axis moved last, or its last first (undoing ``_rhs``, ``_lhs``)."""
+    n = len(x.shape)
+    if n <= 2:
+        return F.transpose(x)
+    axes = (*range(1, n), 0) if first_to_last else (n - 1, *range(n - 1))
+    return F.transpose(x, axes=axes)
 
 
 def _dot_vjp(F, at, g, y, a, b):
     ta, tb = at["transpose_a"], at["transpose_b"]
-    sa = _dot_operand(tuple(a.shape), ta)
-    sb = _dot_operand(tuple(b.shape), tb)
+    sa = _lhs(tuple(a.shape), ta)
+    sb = _rhs(tuple(b.shape), tb)
     m, k, n = prod(sa[:-1]), sa[-1], prod(sb[1:])
 
     def ga():  # lazy: the tape asks only when lhs leads to a variable
         bm, bt = _matrix(F, b, tb, k, n)
         r = F.reshape(F.dot(F.reshape(g, shape=(m, n)), bm, transpose_b=not bt), shape=sa)
-        return F.transpose(r) if ta else r
+        return _rotated(F, r, False) if ta else r
 
     def gb():
         am, at_ = _matrix(F, a, ta, m, k)
         r = F.reshape(F.dot(am, F.reshape(g, shape=(m, n)), transpose_a=not at_), shape=sb)
-        return F.transpose(r) if tb else r
+        return _rotated(F, r, True) if tb else r
 
     return ga, gb
 
@@ -1713,7 +1741,7 @@ def _dot_eager(at, g, y, a, b):
 
 
 def _dot_work(at: dict, a: Spec, b: Spec) -> int:
-    sa = _dot_operand(a.shape, at["transpose_a"])
+    sa = _lhs(a.shape, at["transpose_a"])
     return prod(sa) * prod(b.shape) // max(sa[-1], 1) if sa else 0
 
 
@@ -1727,14 +1755,17 @@ def _dot_work(at: dict, a: Spec, b: Spec) -> int:
     work=_dot_work,
 )
 def _dot(cx, at, a, b):
-    """The dot product: the last axis of ``lhs`` with the first of ``rhs``."""
+    """The dot product: the last axis of ``lhs`` with the first of ``rhs``. ``transpose_a``
+    and ``transpose_b`` transpose an operand as MXNet's do: an N-D one as the matrix of its
+    first axis by the others (lhs) or of its other axes by its last (rhs), so that lhs's first
+    axis or rhs's last is the one multiplied, the others kept in their order."""
     xp = cx.xp
-    if at["transpose_a"]:
-        a = a.T
-    if at["transpose_b"]:
-        b = b.T
+    ta, tb = at["transpose_a"], at["transpose_b"]
     if a.ndim <= 2 and b.ndim <= 2:
-        r = xp.dot(a, b)
-    else:
-        r = xp.tensordot(a, b, axes=1)
-    return xp.asarray(r).reshape(at_least_1d(r.shape))
+        r = xp.dot(a.T if ta else a, b.T if tb else b)
+        return xp.asarray(r).reshape(at_least_1d(r.shape))
+    sa, sb = _lhs(a.shape, ta), _rhs(b.shape, tb)
+    m, k, n = prod(sa[:-1]), sa[-1], prod(sb[1:])
+    am = a.reshape(k, m).T if ta else a.reshape(m, k)
+    bm = b.reshape(n, k).T if tb else b.reshape(k, n)
+    return xp.dot(am, bm).reshape(at_least_1d(sa[:-1] + sb[1:]))

@@ -3,6 +3,7 @@ manipulation, gathers along an axis, and batched matrix products."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from .ops import (
     unbroadcast,
 )
 from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
-from .tape import Patch
+from .tape import ZERO_VJPS, Patch
 
 # --------------------------------------------------------------------------
 # creation
@@ -407,6 +408,9 @@ def _no_gradient(F, at, g, y, x):
     return (F.zeros_like(x),)
 
 
+ZERO_VJPS.update((_zero_grads, _no_gradient))
+
+
 @defop("stop_gradient", ("data",), infer=lambda at, x: x, aliases=("BlockGrad",), vjp=_no_gradient)
 def _stop_gradient(cx, at, x):
     """x, cut from the graph: no gradient flows through it (a zero one, as MXNet's)."""
@@ -667,6 +671,16 @@ def _gather_infer(at: dict, x: Spec, idx: Spec) -> Spec:
     return Spec(idx.shape, x.dtype)
 
 
+def _index_scratch(k: int) -> Callable[..., int]:
+    """The working arrays of an op that reads input ``k`` as indices: int64 copies of them,
+    clipped (two more), about 24 bytes an index whatever their dtype (``scratch``)."""
+
+    def hook(at: dict, *specs: Spec) -> int:
+        return 24 * prod(specs[k].shape)
+
+    return hook
+
+
 def _clip_index(cx, idx, n: int, mode: str):
     i = idx.astype(np.int64)
     if n == 0 and i.size:
@@ -685,6 +699,8 @@ def _clip_index(cx, idx, n: int, mode: str):
     ("data", "index"),
     (Attr("axis", "int", -1),),
     infer=_gather_infer,
+    scratch=_index_scratch(1),
+    vjp_scratch=_index_scratch(1),  # (its gradient reads them the same way)
     vjp=lambda F, at, g, y, x, idx: (F.scatter_axis(g, idx, axis=at["axis"], shape=tuple(x.shape)), None),
 )
 def _gather_axis(cx, at, x, idx):
@@ -773,7 +789,15 @@ def _take_vjp(F, at, g, y, a, idx):
     return F.take_grad(g, idx, axis=at["axis"], mode=at["mode"], shape=tuple(a.shape)), None
 
 
-@defop("take", ("a", "indices"), TAKE, infer=_take_infer, vjp=_take_vjp)
+@defop(
+    "take",
+    ("a", "indices"),
+    TAKE,
+    infer=_take_infer,
+    vjp=_take_vjp,
+    scratch=_index_scratch(1),
+    vjp_scratch=_index_scratch(1),  # (its gradient reads them the same way)
+)
 def _take(cx, at, a, idx):
     """Slices of ``a`` at ``indices`` along ``axis`` (indices clipped or wrapped)."""
     ax = at["axis"] % a.ndim
@@ -839,6 +863,8 @@ def _embedding_infer(at: dict, data: Spec, weight: Spec) -> Spec:
     ("data", "weight"),
     EMBEDDING,
     infer=_embedding_infer,
+    scratch=_index_scratch(0),
+    vjp_scratch=_index_scratch(0),  # (its gradient reads them the same way)
     vjp=lambda F, at, g, y, data, w: (
         None,
         F.take_grad(g, data, axis=0, mode="clip", shape=tuple(w.shape)),
@@ -883,6 +909,8 @@ def _nd_index(cx, idx, shape: tuple[int, ...], name: str) -> tuple:
     "gather_nd",
     ("data", "indices"),
     infer=_gather_nd_infer,
+    scratch=lambda at, x, idx: 12 * prod(idx.shape),  # (the indices in int64, the range tests)
+    vjp_scratch=lambda at, x, idx: 12 * prod(idx.shape),
     vjp=lambda F, at, g, y, x, idx: (F.gather_nd_grad(g, idx, shape=tuple(x.shape)), None),
 )
 def _gather_nd(cx, at, x, idx):
@@ -918,6 +946,8 @@ def _one_hot_infer(at: dict, idx: Spec) -> Spec:
     ("indices",),
     (Attr("depth", "int", REQUIRED), Attr("on_value", "float", 1.0), Attr("off_value", "float", 0.0), DT),
     infer=_one_hot_infer,
+    # the indices in int64, the tests, and where they hold: an int64 array an axis and one more
+    scratch=lambda at, idx: (8 * (len(idx.shape) + 2) + 16) * prod(idx.shape),
     vjp=_no_gradient,
 )
 def _one_hot(cx, at, idx):

@@ -14,14 +14,18 @@ from typing import Any
 import numpy as np
 
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
-from .ops import int_cast
+from .ops import int_cast, sign_of
 from .ops_math import _round
 from .optable import FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, like_infer, prod
+from .tape import ZERO_VJPS
 
 
 def _zero_vjp(F, at, g, y, x):
     """A zero gradient, as MXNet's (its output does not move with its input's values)."""
     return (F.zeros_like(x),)
+
+
+ZERO_VJPS.add(_zero_vjp)
 
 
 def _in_dtype(r: Any, dt: np.dtype) -> np.ndarray:
@@ -328,7 +332,7 @@ def _straight_through(name: str, fwd: Any, what: str) -> None:
 _straight_through(
     "round_ste", lambda x: _round(np, x) if x.dtype.kind == "f" else x.copy(), "x rounded half away from zero"
 )
-_straight_through("sign_ste", np.sign, "The sign of x (-1, 0 or 1; NaN for NaN, as sign's)")
+_straight_through("sign_ste", lambda x: sign_of(np, x), "The sign of x (-1, 0 or 1; 0 for NaN, as sign's)")
 
 
 # --------------------------------------------------------------------------

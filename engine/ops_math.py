@@ -23,7 +23,7 @@ from .ops import (
     typed_scalar,
     unbroadcast,
 )
-from .optable import REQUIRED, Attr, Spec, defop, like_infer
+from .optable import FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, like_infer, prod
 
 _unary(
     "log1p",
@@ -231,7 +231,23 @@ def _smooth_l1_vjp(F, at, g, y, x):
     return (F.mul(g, F.where(inside, F.mul_scalar(x, scalar=s2), F.sign(x))),)
 
 
-@defop("smooth_l1", ("data",), (Attr("scalar", "float", 1.0),), infer=like_infer, vjp=_smooth_l1_vjp)
+def _smooth_l1_scratch(at: dict, x: Spec) -> int:
+    """|x|, the test, x * x and its terms in the dtype computed in (float32 for integers, and
+    the integers' copy in it)."""
+    n = prod(x.shape)
+    k = np.dtype(x.dtype).itemsize if x.dtype in FLOAT_DTYPES else 4
+    return n * (5 * k + (0 if x.dtype in FLOAT_DTYPES else 4))
+
+
+@defop(
+    "smooth_l1",
+    ("data",),
+    (Attr("scalar", "float", 1.0),),
+    infer=like_infer,
+    vjp=_smooth_l1_vjp,
+    scratch=_smooth_l1_scratch,
+    vjp_scratch=_smooth_l1_scratch,
+)
 def _smooth_l1(cx, at, x):
     """0.5 (s x)^2 where |x| < 1/s^2, else |x| - 0.5/s^2 (s: ``scalar``)."""
     dt = x.dtype

@@ -66,8 +66,8 @@ def _softmax_infer(name: str):
                 raise DTypeError(f"{name}: length must be of an integer type, not bool")
         elif length:
             raise InvalidInput(f"{name}: a length input needs use_length=True")
-        if at["temperature"] is not None and at["temperature"] <= 0:
-            raise InvalidInput(f"{name}: temperature must be positive")
+        if at["temperature"] == 0:  # (MXNet's divides by it: NaN everywhere; a negative one is softmin's)
+            raise InvalidInput(f"{name}: temperature must not be 0")
         dt = at["dtype"]
         if dt is None or dt == x.dtype:
             return x
@@ -440,9 +440,22 @@ def _make_loss_vjp(F, at, g, y, x):
     return (ones,)
 
 
-@defop("MakeLoss", ("data",), MAKE_LOSS, infer=_make_loss_infer, vjp=_make_loss_vjp, aliases=("make_loss",))
+@defop("MakeLoss", ("data",), MAKE_LOSS, infer=_make_loss_infer, vjp=_make_loss_vjp)
 def _make_loss(cx, at, x):
     """The data itself, marked as a loss: its backward is grad_scale (MXNet's MakeLoss)."""
+    return x.copy()
+
+
+@defop(
+    "make_loss",
+    ("data",),
+    MAKE_LOSS,
+    infer=lambda at, x: x,
+    vjp=lambda F, at, g, y, x: (F.ones_like(x),),
+)
+def _make_loss_plain(cx, at, x):
+    """The data itself, marked as a loss: its backward is ones, whatever the head gradient
+    (MXNet's make_loss, an op of its own: MakeLoss's attributes are taken and not read)."""
     return x.copy()
 
 
@@ -1838,6 +1851,12 @@ def _dropout_vjp(F, at, g, y, x):
     return (g if mask is None else F.mul(g, mask),)
 
 
+def _dropout_scratch(at: dict, x: Spec) -> int:
+    """The draws of a mask, in float64, and their test (a mask's element a shared axis apart)."""
+    shared = {a % len(x.shape) for a in at["axes"]} if x.shape else set()
+    return 9 * prod(tuple(1 if i in shared else d for i, d in enumerate(x.shape)))
+
+
 def _dropout_masks(at: dict, training: bool) -> bool:
     """Whether Dropout draws a mask (its node keeps it for the backward pass)."""
     return bool(at["p"]) and (training or at["mode"] == "always")
@@ -1853,6 +1872,8 @@ def _dropout_masks(at: dict, training: bool) -> bool:
         Attr("cudnn_off", "bool", False),
     ),
     infer=_dropout_infer,
+    scratch=_dropout_scratch,
+    vjp_scratch=_dropout_scratch,
     vjp=_dropout_vjp,
     random=True,
     keeps=_dropout_masks,
@@ -2210,6 +2231,9 @@ def _seq_reverse_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
     ("data", "*sequence_length"),
     SEQUENCE,
     infer=_seq_reverse_infer,
+    # the step each (step, sequence) takes, its test and terms, in int64, and numpy's index arrays
+    scratch=lambda at, x, *lengths: 26 * prod(x.shape[:2]),
+    vjp_scratch=lambda at, x, *lengths: 26 * prod(x.shape[:2]),  # (its gradient is the same reverse)
     vjp=lambda F, at, g, y, x, *lengths: (F.SequenceReverse(g, *lengths, **at),) + (None,) * len(lengths),
 )
 def _sequence_reverse(cx, at, x, *lengths):

@@ -56,7 +56,6 @@ class Program:
         "slots",
         "source",
         "reads",
-        "costly",
         "plan",
         "sig",
         "made",
@@ -76,11 +75,6 @@ class Program:
         self.source = source  # the definition as given (snapshots keep it)
         self.reads = reads  # the session's handles it reads
         self.nbytes = 0  # what keeping it costs the server (``make_program``), counted as held
-        # whether a step is an op of many multiply-adds or large working arrays (dot,
-        # Convolution, Pooling...): its first call, or one with other shapes, runs off a server's
-        # event loop (see slices.long_program_op)
-        ops = [OPS.get(step["op"]) for step in steps]
-        self.costly = any(op is not None and (op.work is not None or op.scratch is not None) for op in ops)
         # After a call that ran every step: its plan (``_plan``), and what that call's checks
         # depended on: the shapes and dtypes of the arguments and of the handles read, and the
         # bytes its slots took. A later call that matches them runs the plan, without the

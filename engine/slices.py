@@ -176,8 +176,9 @@ def long_program_op(s: Session, ins: dict, deadline: float) -> bool:
     """Whether a ``define`` or ``call`` might run past ``deadline`` (a slice of a server's
     event loop, which cannot stop an instruction halfway): a definition of more than
     ``LONG_PROGRAM`` steps (it is checked step by step); a call whose program's last whole
-    call, with the same argument shapes, took longer than the time left; a call of that many
-    steps with nothing to go by (never run whole, or other shapes)."""
+    call, with the same argument shapes, took longer than the time left; any call with nothing
+    to go by (never run whole, or on other shapes: its steps are not judged one by one, and a
+    few steps over arrays of megabytes, or making them, take seconds)."""
     at = ins.get("at")
     if type(at) is not dict:
         return False  # the instruction's own error says why
@@ -200,8 +201,7 @@ def long_program_op(s: Session, ins: dict, deadline: float) -> bool:
             xs.append(x)
         if prog.signature(s, xs) == prog.sig:
             return time.perf_counter() + prog.last_s > deadline
-    # never ran whole, or other shapes: judged by its length, and by its ops (a Convolution may take seconds)
-    return len(prog.steps) > LONG_PROGRAM or prog.costly
+    return True  # never ran whole, or other shapes: the thread's, once
 
 
 BACKWARD_NODE_NS: Final = 3_000

@@ -19,6 +19,12 @@ from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
 GRAD_REQS = ("write", "add", "null")
 
 SHARE_EVERY: Final = 32  # loop turns between looks at the clock in a long compiled loop
+
+ZERO_VJPS: set[Any] = set()
+"""The VJPs that give zeros by design (a stopped gradient, an index, a rounding: MXNet's zero
+gradients), registered by the op modules. A backward pass sends nothing through them, as
+MXNet's drops a zero gradient with the ops that only it reaches: the ops before one are not
+run for nothing, and an infinite derivative there (sqrt at 0) is not made NaN by it."""
 SHARE_S: Final = 0.002  # how long such a loop keeps the GIL before it lets a waiting thread take it
 
 
@@ -355,6 +361,8 @@ def backward(
             op = node.op
             if op is None:
                 out.append((node, g))
+                continue
+            if op.vjp in ZERO_VJPS:
                 continue
             fast = op.eager_vjp if eager else None
             if fast is not None:

@@ -107,8 +107,10 @@ class SessionStore:
 
         s.on_batch = batch_ended
         mine = self._owned.setdefault(s.owner, {})
-        s.user_bytes = lambda: sum(o.held_bytes() for o in list(mine.values()) if o is not s)
-        s.user_reply_bytes = lambda: sum(o.reply_bytes for o in list(mine.values()) if o is not s)
+        # (the hooks name the session by its id, not by itself: a session that held itself through
+        # them would outlive its deletion until a full collection, its arrays with it)
+        s.user_bytes = lambda: sum(o.held_bytes() for o in list(mine.values()) if o.id != sid)
+        s.user_reply_bytes = lambda: sum(o.reply_bytes for o in list(mine.values()) if o.id != sid)
         mine[s.id] = s
         self._sessions[s.id] = s
         self._used[s.id] = time.monotonic()

@@ -739,9 +739,14 @@ def test_loss_outputs_train_with_their_own_gradient_as_in_mxnet(mode):
         y.backward(nd.ones_like(y) * 7)
         assert d.grad.asnumpy().tolist() == [[grad, grad], [grad, grad]], kwargs
     with autograd.record():
-        y = nd.make_loss(d, normalization="valid", valid_thresh=1.5)
+        y = nd.MakeLoss(d, normalization="valid", valid_thresh=1.5)
     y.backward()
     assert d.grad.asnumpy().tolist() == [[0.5, 0.5], [0.5, 0.5]]  # two elements above 1.5
+    for kwargs in ({}, {"grad_scale": 0.5, "normalization": "batch"}):  # MXNet's make_loss: ones, always
+        with autograd.record():
+            y = nd.make_loss(d * 2, **kwargs)
+        y.backward(nd.ones_like(y) * 7)
+        assert d.grad.asnumpy().tolist() == [[2.0, 2.0], [2.0, 2.0]], kwargs
 
 
 def test_loss_outputs_normalise_as_mxnet_does_in_its_corner_cases(mode):
@@ -1060,3 +1065,37 @@ def test_a_backward_pass_that_did_not_run_can_be_tried_again(mode):
         y.backward()
         with pytest.raises(AutogradError, match="argmax_channel is non-differentiable"):
             nd.waitall()
+
+
+def test_a_zero_gradient_sends_nothing_back_as_mxnets(mode):
+    """MXNet drops the zero gradient of a stopped gradient, a rounding or an index with the ops
+    only it reaches: an infinite derivative before one (sqrt at 0, log at 0, x / 0) gave
+    0 * inf, NaN, in the variable's gradient here (MXNet 1.9.1's values)."""
+    x = nd.array([0.0, 4.0])
+    x.attach_grad()
+    y = nd.array([0.0, 1.0])
+    cases = [
+        (lambda: x * nd.BlockGrad(nd.sqrt(x)), [0.0, 2.0]),
+        (lambda: nd.stop_gradient(x / y) + x, [1.0, 1.0]),
+        (lambda: nd.round(nd.log(x)) + x, [1.0, 1.0]),
+        (lambda: nd.floor(nd.sqrt(x)) * 2 + x, [1.0, 1.0]),
+        (lambda: nd.argmax(nd.sqrt(x), axis=0) + x.sum(), [1.0, 1.0]),
+        (lambda: nd.stop_gradient(x), [0.0, 0.0]),  # (reached through it alone: zeros written)
+    ]
+    for f, want in cases:
+        with autograd.record():
+            z = f()
+        z.backward()
+        assert x.grad.asnumpy().tolist() == want
+    w = nd.array([1.0, 2.0])
+    w.attach_grad()
+    with autograd.record():
+        z = nd.BlockGrad(w) * w
+    assert autograd.grad(z, [w])[0].asnumpy().tolist() == [1.0, 2.0]
+    with autograd.record():
+        z = (nd.BlockGrad(nd.sqrt(w)) * w).sum()
+    (gw,) = autograd.grad(z, [w], create_graph=True)
+    with autograd.record():
+        gg = (gw * gw).sum()
+    gg.backward()
+    assert w.grad.asnumpy().tolist() == [0.0, 0.0]  # (d/dw of sqrt(w)**2 with sqrt stopped: 0)

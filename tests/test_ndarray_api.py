@@ -1299,3 +1299,14 @@ def test_mxnets_argument_forms_a_review_found_refused(mode):
     assert t.asnumpy().tolist() == a.asnumpy().tolist() and t is not a
     with pytest.raises(InvalidInput, match="sparse storage"):
         a.tostype("row_sparse")
+
+
+def test_sign_of_nan_is_0_and_a_negative_temperature_is_taken_as_mxnets(mode):
+    nan = float("nan")
+    assert nd.sign(nd.array([nan, -2.0, 0.0, 3.0])).asnumpy().tolist() == [0.0, -1.0, 0.0, 1.0]
+    assert nd.sign(nd.array([nan], dtype="float16")).asnumpy().tolist() == [0.0]
+    assert nd.contrib.sign_ste(nd.array([nan, -2.0])).asnumpy().tolist() == [0.0, -1.0]
+    got = nd.softmax(nd.array([1.0, 2.0, 3.0]), temperature=-1.0).asnumpy()
+    np.testing.assert_allclose(got, [0.66524094, 0.24472848, 0.09003057], rtol=1e-6)  # (MXNet's: softmin's)
+    with pytest.raises(InvalidInput, match="temperature must not be 0"):
+        nd.softmax(nd.array([1.0, 2.0]), temperature=0.0)

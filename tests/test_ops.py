@@ -943,6 +943,7 @@ CASES: dict[str, Case] = {
         designed=lambda x, lab: (np.sign(x - lab), None),
     ),
     "MakeLoss": C(lambda x: x, (2, 3), designed=lambda x: (np.ones_like(x),)),
+    "make_loss": C(lambda x: x, (2, 3), designed=lambda x: (np.ones_like(x),)),
     "Activation": C(np.tanh, act_type="tanh"),
     "LeakyReLU": C(lambda x: np.where(x > 0, x, 0.25 * x), dom=AWAY()),
     "FullyConnected": C(lambda x, w, b: x.reshape(2, -1) @ w.T + b, X3, (5, 12), (5,), num_hidden=5, tol32=LOOSE32),
@@ -4480,19 +4481,26 @@ def test_expand_dims(axis):
         ((2, 3), (4, 3), False, True, (2, 4)),
         ((3, 2), (4, 3), True, True, (2, 4)),
         ((3,), (3,), True, True, (1,)),
-        ((2, 3), (5, 4, 3), False, True, (2, 4, 5)),
+        ((2, 3), (5, 4, 3), False, True, (2, 5, 4)),
         ((2, 3, 4), (4, 5), False, False, (2, 3, 5)),
         ((2, 3, 4), (4, 5, 6), False, False, (2, 3, 5, 6)),
         ((4,), (4, 2, 3), False, False, (2, 3)),
-        ((4, 3, 2), (4, 5), True, False, (2, 3, 5)),
+        ((4, 3, 2), (4, 5), True, False, (3, 2, 5)),
         ((2, 3, 4), (5, 4), False, True, (2, 3, 5)),
+        ((2, 2, 3), (2, 2, 3), False, True, (2, 2, 2, 2)),
+        ((3, 2, 4), (2, 5, 3), True, True, (2, 4, 2, 5)),
+        ((3, 2, 2), (3, 2, 2), True, False, (2, 2, 2, 2)),
     ],
 )
 def test_dot(sa, sb, ta, tb, want):
+    """MXNet's transposes of N-D operands: lhs as the matrix of its first axis by the others,
+    rhs as the matrix of its other axes by its last (so lhs's first axis, or rhs's last, is
+    multiplied, the others kept in order; not numpy's .T, which reverses them all). Shapes and
+    values as MXNet 1.9.1 gives them."""
     rng = np.random.default_rng(8)
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
     at = {"transpose_a": ta, "transpose_b": tb}
-    ref = mx1d(np.tensordot(a.T if ta else a, b.T if tb else b, axes=1))
+    ref = mx1d(np.tensordot(np.moveaxis(a, 0, -1) if ta else a, np.moveaxis(b, -1, 0) if tb else b, axes=1))
     assert ref.shape == want
     check_forward(OPS["dot"], at, [a, b], ref)
     check_forward(OPS["dot"], at, [a.astype(np.float32), b.astype(np.float32)], ref)

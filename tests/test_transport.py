@@ -917,9 +917,10 @@ def _chain_program(pid: int, n: int) -> dict:
 
 def test_a_slice_of_the_event_loop_does_not_start_a_long_program():
     """A define or call is one instruction, which a slice of the event loop (a deadline)
-    cannot stop halfway: a definition of many steps, a call of a program of many steps not
-    called yet, or of one whose last call took longer than the time left, is left for the
-    thread that runs the rest. Short ones run in the slice."""
+    cannot stop halfway: a definition of many steps, a call of a program not called yet, or
+    of one whose last call took longer than the time left, is left for the thread that runs
+    the rest. A short definition runs in the slice, and so does a call whose last call with
+    these shapes was short."""
     import time
 
     from gradserve.engine.session import BatchRun, Session
@@ -944,8 +945,9 @@ def test_a_slice_of_the_event_loop_does_not_start_a_long_program():
     assert sliced(call, 60) == 0  # never called, many steps
     assert sliced(call, 60) == 2  # its last call took far less than a minute
     assert sliced(call, 0.0) == 0  # but longer than no time at all
-    short = [{"op": "call", "in": [1], "out": [6], "at": {"id": 2}}]
-    assert sliced(short, 60) == 1
+    short = [{"op": "call", "in": [1], "out": [6], "at": {"id": 2}}, {"op": "free", "in": [6]}]
+    assert sliced(short, 60) == 0  # never called: short or not, nothing to go by
+    assert sliced(short[:1], 60) == 1
     assert s.get(6).tolist() == [1.0 + LONG_PROGRAM] * 4
 
 
@@ -980,11 +982,12 @@ def test_a_slice_of_the_event_loop_does_not_start_an_op_that_makes_a_large_array
     job = s.begin({"ops": [zeros]})
     assert job.run(deadline=time.perf_counter() + 60)  # at the bound, and quick: runs in the slice
     job.finish()
-    steps = [{"op": "ones", "out": [-1], "at": {"shape": [n + 1]}}]  # (no working arrays: not judged costly)
+    steps = [{"op": "ones", "out": [-1], "at": {"shape": [n + 1]}}]  # (one step, making a large array)
     define = {"op": "define", "at": {"id": 1, "nargs": 0, "program": steps, "outputs": [-1]}}
     assert "error" not in s.run_batch({"ops": [define]})
     job = s.begin({"ops": [{"op": "call", "in": [], "out": [5], "at": {"id": 1}}]})
-    assert job.run(deadline=time.perf_counter() + 60) and "error" not in job.finish()  # (short by its length)
+    assert not job.run(deadline=time.perf_counter() + 60) and 5 not in s.arrays  # (never called: the thread's)
+    assert job.run() and "error" not in job.finish()
     assert s.get(5).shape == (n + 1,)
     over = s.limits.max_array_bytes // 4 + 1
     job = s.begin({"ops": [{"op": "zeros", "out": [6], "at": {"shape": [over]}}]})
