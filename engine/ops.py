@@ -17,8 +17,8 @@ import numpy as np
 
 from . import kernels
 from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError, echo
-from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, Attr, Spec, defop, like_infer, prod
-from .tape import ZERO_VJPS, Deferred, Patch
+from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, ZERO_VJPS, Attr, Spec, defop, like_infer, prod
+from .tape import Deferred, Patch
 
 # --------------------------------------------------------------------------
 # inference helpers

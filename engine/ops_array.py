@@ -30,8 +30,8 @@ from .ops import (
     same_dtype,
     unbroadcast,
 )
-from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
-from .tape import ZERO_VJPS, Patch
+from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, OPS, REQUIRED, ZERO_VJPS, Attr, Spec, defop, prod
+from .tape import Patch
 
 # --------------------------------------------------------------------------
 # creation
@@ -222,6 +222,9 @@ def _zero_grads(F, at, g, y, *ps):
     return tuple(F.zeros_like(p) for p in ps)
 
 
+ZERO_VJPS.add(_zero_grads)
+
+
 def _param_sampler(
     name: str, params: tuple[tuple[str, str, Any], ...], draw: Any, doc: str, temporaries: int = 0
 ) -> None:
@@ -408,7 +411,7 @@ def _no_gradient(F, at, g, y, x):
     return (F.zeros_like(x),)
 
 
-ZERO_VJPS.update((_zero_grads, _no_gradient))
+ZERO_VJPS.add(_no_gradient)
 
 
 @defop("stop_gradient", ("data",), infer=lambda at, x: x, aliases=("BlockGrad",), vjp=_no_gradient)

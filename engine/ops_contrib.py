@@ -16,8 +16,7 @@ import numpy as np
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .ops import int_cast, sign_of
 from .ops_math import _round
-from .optable import FLOAT_DTYPES, REQUIRED, Attr, Spec, defop, like_infer, prod
-from .tape import ZERO_VJPS
+from .optable import FLOAT_DTYPES, REQUIRED, ZERO_VJPS, Attr, Spec, defop, like_infer, prod
 
 
 def _zero_vjp(F, at, g, y, x):

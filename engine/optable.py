@@ -367,6 +367,20 @@ def source_doc(fn: Callable[..., Any]) -> str:
     return docs.get(getattr(fn, "__name__", ""), "")
 
 
+ZERO_VJPS: set[Any] = set()
+"""The VJPs that give zeros by design (a stopped gradient, an index, a rounding: MXNet's zero
+gradients), registered by the op modules before their ops are defined. A backward pass sends
+nothing through them, as MXNet's drops a zero gradient with the ops that only it reaches: the
+ops before one are not run for nothing, and an infinite derivative there (sqrt at 0) is not
+made NaN by it. A first-order pass learns it from their eager VJP (``no_cotangents``), at no
+cost to the others; a recorded one from this set."""
+
+
+def no_cotangents(at: Any, g: Any, y: Any, *xs: Any) -> tuple[Any, ...]:
+    """The eager VJP of an op of ``ZERO_VJPS``: no cotangent at all (not zeros)."""
+    return ()
+
+
 class Registry:
     """The op table; refuses a second op of the same name."""
 
@@ -437,6 +451,8 @@ def defop(
     both to finite differences and to each other."""
     if eager_vjp is not None and vjp is None:
         raise ValueError(f"op {name!r}: an eager_vjp needs a vjp")
+    if vjp is not None and vjp in ZERO_VJPS:  # (zeros by design: a first-order pass sends nothing back)
+        eager_vjp = no_cotangents
     if isinstance(inputs, str):
         inputs = tuple(inputs.split())
     if random and scratch is None and not inputs:  # numpy draws float64 (or int64), then the dtype's copy

@@ -15,16 +15,12 @@ from typing import Any, Final
 import numpy as np
 
 from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
+from .optable import ZERO_VJPS
 
 GRAD_REQS = ("write", "add", "null")
 
 SHARE_EVERY: Final = 32  # loop turns between looks at the clock in a long compiled loop
 
-ZERO_VJPS: set[Any] = set()
-"""The VJPs that give zeros by design (a stopped gradient, an index, a rounding: MXNet's zero
-gradients), registered by the op modules. A backward pass sends nothing through them, as
-MXNet's drops a zero gradient with the ops that only it reaches: the ops before one are not
-run for nothing, and an infinite derivative there (sqrt at 0) is not made NaN by it."""
 SHARE_S: Final = 0.002  # how long such a loop keeps the GIL before it lets a waiting thread take it
 
 
@@ -362,8 +358,6 @@ def backward(
             if op is None:
                 out.append((node, g))
                 continue
-            if op.vjp in ZERO_VJPS:
-                continue
             fast = op.eager_vjp if eager else None
             if fast is not None:
                 xs: Any = node.xs
@@ -372,6 +366,8 @@ def backward(
                     cts = op.vjp(F, node.at, g, node.y, *xs)
             else:
                 vjp = op.vjp
+                if vjp in ZERO_VJPS:
+                    continue
                 if vjp is None:  # (recorded for this: a gradient through it is refused, as MXNet's)
                     if not _any(_taken(g)):
                         continue  # (zeros, from a zero-gradient op: no gradient, as MXNet takes them)
