@@ -798,13 +798,15 @@ def backward(heads: Any, head_grads: Any = None, retain_graph: bool = False, tra
     ins = {"op": "backward", "in": [h._h for h in heads], "at": at, "mode": TRAINING if train_mode else 0}
     changes = [n.y for n in order if n.op is None and n.y is not None and n.grad_req != "null"]
     c.note_changes(ins, changes + (_updated_by_vjps(c, order) if train_mode else []))
+    if not retain_graph:
+        _back_if_lost(c, ins, order)
     c.enqueue(ins)
     if c._dead and not c.capturing():
         for n in order:  # a write-mode pass writes the whole of an attach_grad buffer: its lost value is known again
             if n.op is None and n.grad_req == "write" and type(n.y) is int and n.y < 0:
                 c.revive(n.y)
     if not retain_graph:
-        _release(c, ins, order)
+        tape.release(order)
 
 
 class _GradOf:
@@ -856,27 +858,30 @@ def grad(
     }
     if train_mode:
         c.note_changes(ins, _updated_by_vjps(c, order))
+    if not retain:
+        _back_if_lost(c, ins, order)
     c.enqueue(ins)
     node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
     result = [NDArray(c, h, v._spec, node, v._ctx) for h, v in zip(outs, variables)]
     if not retain:
-        _release(c, ins, order)
+        tape.release(order)
     return result
 
 
-def _release(c: Client, ins: dict[str, Any], order: list[tape.Node]) -> None:
-    """Let a graph go as its backward pass ``ins`` is queued (a second pass raises at its call,
-    as MXNet's), and have it back if ``ins`` does not run: a batch that fails before it, or
-    at it (the graph is then the session's still, and a pass may be tried again)."""
+def _back_if_lost(c: Client, ins: dict[str, Any], order: list[tape.Node]) -> None:
+    """Before a backward pass ``ins`` that lets its graph go is queued (the graph is let go as it
+    is, so that a second pass raises at its call, as MXNet's): have the graph back if ``ins``
+    does not run, a batch that fails before it or at it (the graph is then the session's
+    still, and a pass may be tried again)."""
+    if c.capturing():  # (a trace's instructions run as its calls do: no one instruction to wait for)
+        return
     kept = [(n, n.parents, n.xs, n.y, n.at) for n in order if n.op is not None and n.live]
 
     def restore() -> None:
         for n, parents, xs, y, at in kept:
             n.parents, n.xs, n.y, n.at, n.live = parents, xs, y, at, True
 
-    if not c.capturing():  # (a trace's instructions run as its calls do: no one instruction to wait for)
-        c.undo_if_lost(ins, restore)
-    tape.release(order)
+    c.undo_if_lost(ins, restore)
 
 
 def mark_variables(variables: Any, gradients: Any, grad_reqs: Any = "write") -> None:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 LONG_PROGRAM: Final = 64
-"""A program of more steps than this, not called yet, may take longer than a slice of the event loop."""
+"""A definition of more steps than this may take longer than a slice of the event loop to check
+(a call with nothing to go by is left for the thread whatever its length: ``long_program_op``)."""
 
 
 PROGRAM_OPS = frozenset({"define", "call", "record_function"})

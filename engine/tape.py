@@ -20,7 +20,6 @@ from .optable import ZERO_VJPS
 GRAD_REQS = ("write", "add", "null")
 
 SHARE_EVERY: Final = 32  # loop turns between looks at the clock in a long compiled loop
-
 SHARE_S: Final = 0.002  # how long such a loop keeps the GIL before it lets a waiting thread take it
 
 
