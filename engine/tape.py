@@ -294,6 +294,20 @@ def release(order: Iterable[Node]) -> int:
     return freed
 
 
+ZERO: Final = object()
+"""A node's cotangent when only ops of zero gradient by design (``ZERO_VJPS``) sent it one: its
+VJP is not run and it passes the mark on, as MXNet's gradient pass passes its zero nodes,
+unless its VJP changes its inputs (BatchNorm's moving statistics in training: MXNet's op of
+several outputs runs on zeros). A real cotangent replaces the mark."""
+
+
+def _zero_parents(cot: dict, parents: tuple[Node | None, ...]) -> None:
+    """Mark the live parents no cotangent has reached yet with ``ZERO``."""
+    for p in parents:
+        if p is not None and p.live and p not in cot:
+            cot[p] = ZERO
+
+
 def eager_args(node: Node) -> tuple[Any, tuple[Any, ...]]:
     """A node's output and inputs as plain arrays, for a first-order VJP."""
     return node.y, node.xs  # type: ignore[return-value]
@@ -348,6 +362,18 @@ def backward(
             g = pop(node, None)
             if g is None:
                 continue
+            if g is ZERO:  # only zeros by design reach it (MXNet's zero gradient nodes)
+                op = node.op
+                if op is None:
+                    continue  # (a variable: no gradient, a zero one where it is written)
+                updates = getattr(op, "vjp_updates", None)
+                if updates is None or not updates(node.at):
+                    _zero_parents(cot, node.parents)  # its VJP is not run: nothing of it is needed
+                    continue
+                # a VJP that changes its inputs (BatchNorm's moving statistics in training) runs
+                # on zeros, as MXNet's op of several outputs does
+                y, _xs = vjp_args(node)
+                g = F.zeros_like(y)
             kind = type(g)
             if kind is Sum:
                 g = g.a
@@ -363,13 +389,18 @@ def backward(
                 cts = fast(node.at, g, node.y, *xs)
                 if cts is None:  # a case the op leaves to its table VJP
                     cts = op.vjp(F, node.at, g, node.y, *xs)
+                elif not cts:  # (no_cotangents: zeros by design)
+                    _zero_parents(cot, node.parents)
+                    continue
             else:
                 vjp = op.vjp
                 if vjp in ZERO_VJPS:
+                    _zero_parents(cot, node.parents)
                     continue
                 if vjp is None:  # (recorded for this: a gradient through it is refused, as MXNet's)
                     if not _any(_taken(g)):
-                        continue  # (zeros, from a zero-gradient op: no gradient, as MXNet takes them)
+                        _zero_parents(cot, node.parents)  # (zeros: no gradient, as MXNet takes them)
+                        continue
                     raise AutogradError(NON_DIFFERENTIABLE.format(op.name))
                 y, xs = vjp_args(node)
                 cts = vjp(F, node.at, g, y, *xs)
@@ -384,7 +415,7 @@ def backward(
                 if callable(ct) and not patch:
                     ct = ct()
                 prev = get(p)
-                if prev is None:
+                if prev is None or prev is ZERO:
                     cot[p] = ct
                 elif patch or type(prev) is Sum or type(prev) is Patch:
                     cot[p] = _summed(_taken(prev), _taken(ct))

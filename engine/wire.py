@@ -116,7 +116,8 @@ def decode_tensor(obj: Any, max_bytes: int | None = None) -> np.ndarray:
         arr = _from_numbers(data, dt)
         if arr.size != n:
             raise InvalidInput(f"tensor data has {arr.size} values; shape {list(shape)} needs {n}")
-        if arr.ndim > 1 and arr.shape != tuple(shape):  # (a client's mistake in one or the other)
+        # (a client's mistake in one or the other; no data says nothing of the axes past an empty one)
+        if arr.ndim > 1 and arr.size and arr.shape != tuple(shape):
             raise InvalidInput(
                 f"tensor data is nested as {list(arr.shape)}, not as its shape {list(shape)} (send it flat, or nested "
                 "as the shape)"

@@ -101,7 +101,9 @@ class SessionStore:
         def batch_ended(done: int, kind: str | None, called: int) -> None:
             # used as a batch ends too, not only as it starts: one that ran past the TTL has not
             # left its session idle all that time (a retry of it would find the session gone)
-            self._used[sid] = time.monotonic()
+            with self._lock:  # (not for a session deleted while its batch ran)
+                if sid in self._sessions:
+                    self._used[sid] = time.monotonic()
             if observe is not None:
                 observe(done, kind, called)
 

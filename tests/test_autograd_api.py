@@ -1099,3 +1099,22 @@ def test_a_zero_gradient_sends_nothing_back_as_mxnets(mode):
         gg = (gw * gw).sum()
     gg.backward()
     assert w.grad.asnumpy().tolist() == [0.0, 0.0]  # (d/dw of sqrt(w)**2 with sqrt stopped: 0)
+
+
+def test_a_batchnorm_reached_through_a_zero_gradient_still_updates_its_statistics(mode):
+    """MXNet runs BatchNorm's backward (where its moving statistics are updated) on zeros when
+    only a zero gradient reaches it (a teacher network under stop_gradient, an argmax of its
+    output): a pass that sent nothing through the zero gradient left them stale (MXNet 1.9.1's
+    values: mean [0.3, 0.4], var [1.4, 1.4])."""
+    for head in (lambda y: nd.stop_gradient(nd.relu(y)).sum(), lambda y: nd.argmax(y, axis=1).sum()):
+        x = nd.array(np.arange(8.0).reshape(4, 2))
+        gamma, beta, mean, var = nd.ones(2), nd.zeros(2), nd.zeros(2), nd.ones(2)
+        z = nd.ones(1)
+        z.attach_grad()
+        gamma.attach_grad()
+        with autograd.record():
+            loss = head(nd.BatchNorm(x, gamma, beta, mean, var, fix_gamma=False)) * z
+        loss.backward()
+        np.testing.assert_allclose(mean.asnumpy(), [0.3, 0.4], rtol=1e-6)
+        np.testing.assert_allclose(var.asnumpy(), [1.4, 1.4], rtol=1e-6)
+        assert gamma.grad.asnumpy().tolist() == [0.0, 0.0]

@@ -330,6 +330,12 @@ def test_a_session_is_used_as_its_batch_ends_not_only_as_it_starts():
     assert store.expire() == 0 and store.get(s.id, "alice") is s
     time.sleep(0.3)
     assert store.expire() == 1
+    s = store.create("alice")  # one deleted while its batch runs leaves nothing behind
+    run = s.begin({"seq": 1, "ops": [{"op": "zeros", "out": [1], "at": {"shape": [2]}}]})
+    store.delete(s.id, "alice")
+    run.run()
+    run.finish()
+    assert s.id not in store._used
 
 
 def test_a_deleted_or_expired_session_is_freed_at_once_not_at_a_full_collection():

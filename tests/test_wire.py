@@ -253,6 +253,8 @@ def test_nested_tensor_data_must_be_nested_as_its_shape():
     ok = wire.decode_tensor({"dtype": "float32", "shape": [2, 2], "data": [[1, 2], [3, 4]]})
     assert ok.tolist() == [[1, 2], [3, 4]]
     assert wire.decode_tensor({"dtype": "int32", "shape": [2, 2], "data": [1, 2, 3, 4]}).shape == (2, 2)  # (flat)
+    empty = wire.decode_tensor({"dtype": "float32", "shape": [2, 0, 3], "data": np.zeros((2, 0, 3)).tolist()})
+    assert empty.shape == (2, 0, 3)  # ([[], []]: nothing says the axes past the empty one)
     for shape, data in [([2, 2], [[1], [2], [3], [4]]), ([4], [[1, 2], [3, 4]]), ([2, 2, 1], [[1, 2], [3, 4]])]:
         with pytest.raises(InvalidInput, match=re.escape(f"not as its shape {shape}")):
             wire.decode_tensor({"dtype": "float32", "shape": shape, "data": data})
