@@ -889,6 +889,11 @@ def _gather_nd_infer(at: dict, data: Spec, idx: Spec, name: str = "gather_nd") -
     return Spec(idx.shape[1:] + data.shape[m:], data.dtype)
 
 
+def _nd_index_scratch(at: dict, x: Spec, idx: Spec) -> int:
+    """``_nd_index``'s working arrays: the indices in int64, and the range tests."""
+    return 12 * prod(idx.shape)
+
+
 def _nd_index(cx, idx, shape: tuple[int, ...], name: str) -> tuple:
     """gather_nd's indices (one row per leading axis) as a numpy index; negative ones count
     from the end (float ones truncated), out of range ones raise, named as they were given
@@ -912,8 +917,8 @@ def _nd_index(cx, idx, shape: tuple[int, ...], name: str) -> tuple:
     "gather_nd",
     ("data", "indices"),
     infer=_gather_nd_infer,
-    scratch=lambda at, x, idx: 12 * prod(idx.shape),  # (the indices in int64, the range tests)
-    vjp_scratch=lambda at, x, idx: 12 * prod(idx.shape),
+    scratch=_nd_index_scratch,
+    vjp_scratch=_nd_index_scratch,
     vjp=lambda F, at, g, y, x, idx: (F.gather_nd_grad(g, idx, shape=tuple(x.shape)), None),
 )
 def _gather_nd(cx, at, x, idx):

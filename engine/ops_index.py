@@ -715,13 +715,15 @@ def _histogram_check(name: str, at: dict, data: Spec, bins: tuple[Spec, ...]) ->
         raise InvalidInput(f"{name}: range must be two finite numbers a finite width apart, min <= max; got {list(r)}")
 
 
+def _widened(lo: float, hi: float) -> tuple[float, float]:
+    """A range of equal ends widened by 0.5 each way (numpy's rule; MXNet's divides by zero)."""
+    return (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+
+
 def _histogram_range(at: dict) -> tuple[float, float]:
-    """The range of equal bins, ``range`` as given: widened by 0.5 each way when its ends are
-    equal (numpy's rule; MXNet's divides by zero)."""
+    """The range of equal bins, ``range`` as given (widened when its ends are equal)."""
     lo, hi = at["range"]
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    return lo, hi
+    return _widened(lo, hi)
 
 
 def _histogram_edges_of(at: dict, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -757,18 +759,15 @@ def _by_numpy(at: dict, bins: tuple) -> bool:
     return not bins and at["range"] is None
 
 
-def _numpy_histogram(name: str, at: dict, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """numpy's ``histogram`` of the data in ``bin_cnt`` bins over its least and greatest values,
-    as MXNet 1.9.1's numpy (1.23) gives it: the edges computed in float64, then in the data's
-    float dtype (float64 for integers); each value in the bin its edges say. A range of NaN or
-    of infinite width is refused, naming the op."""
+def _numpy_edges(name: str, at: dict, flat: np.ndarray) -> np.ndarray:
+    """numpy's edges of ``bin_cnt`` equal bins over the data's least and greatest values, as
+    MXNet 1.9.1's numpy (1.23) gives them: computed in float64, then in the data's float dtype
+    (float64 for integers). A range of NaN or of infinite width is refused, naming the op."""
     lo, hi = (float(flat.min()), float(flat.max())) if flat.size else (0.0, 1.0)
     if not math.isfinite(hi - lo):
         raise InvalidInput(f"{name}: the data's range [{lo}, {hi}] is not finite, or too wide: give range")
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, at["bin_cnt"] + 1).astype(flat.dtype if flat.dtype.kind == "f" else np.float64)
-    return np.histogram(flat, bins=edges)
+    lo, hi = _widened(lo, hi)
+    return np.linspace(lo, hi, at["bin_cnt"] + 1).astype(flat.dtype if flat.dtype.kind == "f" else np.float64)
 
 
 def _histogram_infer(at: dict, data: Spec, *bins: Spec) -> Spec:
@@ -794,8 +793,8 @@ def _histogram(cx, at, x, *bins):
     lies past that bin. int64; without ``range``, numpy's ``histogram`` of the data, in float32
     (MXNet's fallback to numpy there). Not differentiable."""
     flat = x.reshape(-1)
-    if _by_numpy(at, bins):
-        return _numpy_histogram("histogram", at, flat)[0].astype(np.float32)
+    if _by_numpy(at, bins):  # (each value in the bin its edges say)
+        return np.histogram(flat, bins=_numpy_edges("histogram", at, flat))[0].astype(np.float32)
     if not bins:
         return _equal_bins(at, flat).astype(np.int64, copy=False)
     edges = bins[0].astype(np.float64)
@@ -824,5 +823,5 @@ def _histogram_edges(cx, at, x):
     differentiable."""
     flat = x.reshape(-1)
     if _by_numpy(at, ()):
-        return _numpy_histogram("histogram_edges", at, flat)[1].astype(np.float32)
+        return _numpy_edges("histogram_edges", at, flat).astype(np.float32)
     return _histogram_edges_of(at, flat, *_histogram_range(at))

@@ -22,7 +22,7 @@ from .dispatch import Eager
 from .errors import DTypeError, InvalidInput, ShapeError
 from .ops import same_dtype, typed_scalar
 from .ops_math import float64_scratch, in_float64
-from .optable import FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, prod
+from .optable import FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, like_infer, prod
 
 # --------------------------------------------------------------------------
 # softmax family
@@ -450,7 +450,7 @@ def _make_loss(cx, at, x):
     "make_loss",
     ("data",),
     MAKE_LOSS,
-    infer=lambda at, x: x,
+    infer=like_infer,
     vjp=lambda F, at, g, y, x: (F.ones_like(x),),
 )
 def _make_loss_plain(cx, at, x):
@@ -2226,14 +2226,19 @@ def _seq_reverse_infer(at: dict, x: Spec, *lengths: Spec) -> Spec:
     return x
 
 
+def _seq_reverse_scratch(at: dict, x: Spec, *lengths: Spec) -> int:
+    """The step each (step, sequence) takes, its test and terms, in int64, and numpy's index
+    arrays."""
+    return 26 * prod(x.shape[:2])
+
+
 @defop(
     "SequenceReverse",
     ("data", "*sequence_length"),
     SEQUENCE,
     infer=_seq_reverse_infer,
-    # the step each (step, sequence) takes, its test and terms, in int64, and numpy's index arrays
-    scratch=lambda at, x, *lengths: 26 * prod(x.shape[:2]),
-    vjp_scratch=lambda at, x, *lengths: 26 * prod(x.shape[:2]),  # (its gradient is the same reverse)
+    scratch=_seq_reverse_scratch,
+    vjp_scratch=_seq_reverse_scratch,  # (its gradient is the same reverse)
     vjp=lambda F, at, g, y, x, *lengths: (F.SequenceReverse(g, *lengths, **at),) + (None,) * len(lengths),
 )
 def _sequence_reverse(cx, at, x, *lengths):
