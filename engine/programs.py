@@ -410,10 +410,9 @@ def _call(s: Session, ins: dict, values: list) -> None:
         else:
             before = s.nbytes
             execute = s.execute
-            since = time.perf_counter()
             for i, step in enumerate(prog.steps):
                 if i % SHARE_EVERY == 0:
-                    since = share_gil(since)
+                    share_gil()
                 try:
                     execute(step, values)
                 except MXNetError as e:
@@ -459,10 +458,9 @@ def _call(s: Session, ins: dict, values: list) -> None:
 
 def _run_plan(s: Session, pid: int, prog: Program, values: list) -> None:
     """A call's steps from its plan, without the checks (see ``Program.checked``)."""
-    since = time.perf_counter()
     for i, e in enumerate(prog.plan or ()):
         if i % SHARE_EVERY == 0:
-            since = share_gil(since)
+            share_gil()
         if type(e) is tuple:
             _run_entry(s, pid, prog, e, values)
         elif not e.run(s):

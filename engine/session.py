@@ -298,12 +298,11 @@ class BatchRun:
         execute = s.execute
         n = len(ops)
         i = self.next
-        since = time.perf_counter()
         if deadline is not None:
             s._cap = min(s._cap, SLICE_ARRAY_BYTES)
             s._in_slice = True
         try:
-            i = self._run(s, ops, values, tail, execute, n, i, since, deadline)
+            i = self._run(s, ops, values, tail, execute, n, i, deadline)
         finally:
             s._cap = s.limits.max_array_bytes
             s._in_slice = False
@@ -331,13 +330,12 @@ class BatchRun:
         execute: Any,
         n: int,
         i: int,
-        since: float,
         deadline: float | None,
     ) -> int:
         with np.errstate(all="ignore"):
             while i < n:
                 if i % SHARE_EVERY == 0:
-                    since = share_gil(since)
+                    share_gil()
                 ins = ops[i]
                 if deadline is not None and type(ins) is dict and type(ins.get("op")) is str:
                     name = ins["op"]
@@ -745,7 +743,6 @@ class Session:
         extra = 0
         stack = [n for n in self.nodes.values() if n.op is not None and n.live]
         turns = 0
-        since = time.perf_counter()
         while stack:
             n = stack.pop()
             if id(n) in seen:
@@ -753,7 +750,7 @@ class Session:
             seen.add(id(n))
             turns += 1
             if turns % SHARE_EVERY == 0:
-                since = share_gil(since)
+                share_gil()
             op = n.op
             if isinstance(op, FunctionVJP):
                 if id(op.program) not in programs:

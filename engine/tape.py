@@ -8,35 +8,25 @@ keeps the same nodes without values, to know autograd misuse at the call.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any, Final
 
 import numpy as np
 
 from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
+from .gil import breathe
 from .optable import ZERO_VJPS
 
 GRAD_REQS = ("write", "add", "null")
 
-SHARE_EVERY: Final = 32  # loop turns between looks at the clock in a long compiled loop
-SHARE_S: Final = 0.002  # how long such a loop keeps the GIL before it lets a waiting thread take it
+SHARE_EVERY: Final = 32  # loop turns between a long compiled loop's pause points (``share_gil``)
 
 
-def share_gil(since: float) -> float:
-    """Let threads that wait for the GIL run if it has been held ``SHARE_S`` since ``since``;
-    the time from which to count next.
-
-    The interpreter hands the GIL to a waiting thread only between bytecodes, and compiled
-    code (mypyc) runs none: a long batch or backward pass run in a server's thread would
-    keep its event loop from answering anyone until it ends. Its loops call this every
-    ``SHARE_EVERY`` turns; ``time.sleep(0)`` releases the GIL, and a thread that has asked
-    for it (after the switch interval) takes it then."""
-    now = time.perf_counter()
-    if now - since < SHARE_S:
-        return since
-    time.sleep(0)
-    return time.perf_counter()
+def share_gil() -> None:
+    """A pause point of a long compiled loop: a thread that has waited the switch interval for
+    the GIL takes it here, as it would between two lines of interpreted Python
+    (engine/gil.py). With none waiting, a function call."""
+    breathe()
 
 
 class Node:
@@ -242,7 +232,6 @@ def toposort(heads: Iterable[Node]) -> list[Node]:
     seen: set[Node] = set()  # nodes hash by identity
     add = seen.add
     turns = 0
-    since = time.perf_counter()
     for head in heads:
         if head in seen:
             continue
@@ -252,7 +241,7 @@ def toposort(heads: Iterable[Node]) -> list[Node]:
         while stack:
             turns += 1
             if turns % SHARE_EVERY == 0:
-                since = share_gil(since)
+                share_gil()
             node, it = stack[-1]
             for p in it:
                 if p is not None and p.live and p not in seen:
@@ -279,11 +268,10 @@ def release(order: Iterable[Node]) -> int:
     """Free a graph after backward: op nodes die, variables stay; how many nodes died."""
     turns = 0
     freed = 0
-    since = time.perf_counter()
     for n in order:
         turns += 1
         if turns % SHARE_EVERY == 0:
-            since = share_gil(since)
+            share_gil()
         if n.op is not None and n.live:
             freed += 1
             n.live = False
@@ -353,12 +341,11 @@ def backward(
     pop = cot.pop
     get = cot.get
     turns = 0
-    since = time.perf_counter()
     try:
         for node in reversed(order):
             turns += 1
             if turns % SHARE_EVERY == 0:
-                since = share_gil(since)
+                share_gil()
             g = pop(node, None)
             if g is None:
                 continue
