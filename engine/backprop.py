@@ -24,6 +24,7 @@ from .errors import (
     UnknownHandle,
     echo,
 )
+from .ops import matrix_product
 from .optable import OPS, REQUIRED, Attr, Spec, dtype_name, new_spec
 from .session import NODE_BYTES, TRAINING, FunctionVJP, Session, command, memory_of, node_extra
 from .slices import BACKWARD_NODE_NS, SLICE_NS, SliceEnds, backward_ns
@@ -57,14 +58,11 @@ def heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Nod
     return heads, grads
 
 
-_np_dot = np.dot
-
-
 class GradSinks:
     """Where a first-order backward pass computes a variable's gradient straight into its
     buffer (grad_req "write"), saving the copy of the weight's size that writing it after the
-    pass costs: a ``dot``'s gradient (``Deferred(np.dot, (a, b))``, ``dot``'s eager VJP)
-    becomes ``np.dot(a, b, buffer)``, once per buffer; a second contribution is added into a
+    pass costs: a ``dot``'s gradient (``Deferred(matrix_product, (a, b))``, ``dot``'s eager
+    VJP) becomes ``matrix_product(a, b, buffer)``, once per buffer; a second contribution is added into a
     new array and copied in after the pass, as before. A buffer whose memory the graph reads
     (an input or output of a recorded op, a head gradient) or another variable's buffer shares
     is left alone, and so is every buffer when a user's Function is in the graph (its backward
@@ -110,7 +108,7 @@ class GradSinks:
         for i in range(min(len(cts), len(parents))):
             ct = cts[i]
             p = parents[i]
-            if type(ct) is not tape.Deferred or ct.fn is not _np_dot or p is None or p not in self.bufs:
+            if type(ct) is not tape.Deferred or ct.fn is not matrix_product or p is None or p not in self.bufs:
                 continue
             if not self.checked:
                 self._check()
@@ -131,7 +129,7 @@ class GradSinks:
             ):
                 if out is None:
                     out = list(cts)
-                out[i] = tape.Deferred(_np_dot, (a, b, buf), ct.cost)
+                out[i] = tape.Deferred(matrix_product, (a, b, buf), ct.cost)
         return cts if out is None else out
 
 

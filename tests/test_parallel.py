@@ -1,6 +1,7 @@
 """The backward pass's helper threads (engine/parallel.py): same gradients with and
 without them, jobs taken back when no helper started them, errors handed over; and the
-gradients a pass computes straight into their buffers (``GradSinks``)."""
+gradients a pass computes straight into their buffers (``GradSinks``), with the matrix
+product they are deferred as (``ops.matrix_product``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from gradserve.engine import parallel, tape
 from gradserve.engine.backprop import GradSinks
+from gradserve.engine.ops import matrix_product
+from gradserve.engine.optable import OPS
 from gradserve.engine.session import Session
 
 
@@ -368,18 +371,59 @@ class _Op:
     name = "op"
 
 
+def test_a_dots_gradients_are_deferred_as_the_product_the_buffers_take():
+    """dot's eager VJP defers both gradients as ``matrix_product``, the form GradSinks writes
+    into a variable's buffer, for every pair of transposes."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)
+    g = rng.standard_normal((3, 2), dtype=np.float32)
+    for ta in (False, True):
+        for tb in (False, True):
+            at = {"transpose_a": ta, "transpose_b": tb, "forward_stype": None}
+            ga, gb = OPS["dot"].eager_vjp(at, g, None, a.T.copy() if ta else a, b.T.copy() if tb else b)
+            assert ga.fn is matrix_product and gb.fn is matrix_product
+            np.testing.assert_allclose(ga(), (g @ b.T).T if ta else g @ b.T, rtol=1e-5)
+            np.testing.assert_allclose(gb(), (a.T @ g).T if tb else a.T @ g, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "mixed"])
+def test_matrix_product_is_np_dot(dtype, layout):
+    """``np.matmul`` where BLAS reads both operands as they lie, ``np.dot`` elsewhere: the same
+    product either way, with and without ``out``, for every layout."""
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((10, 12)) * 4).astype(dtype)
+    b = (rng.standard_normal((12, 6)) * 4).astype(dtype)
+    if layout == "F":
+        a, b = np.asfortranarray(a), np.asfortranarray(b)
+    elif layout == "strided":
+        a, b = np.repeat(a, 2, axis=1)[:, ::2], np.repeat(b, 2, axis=0)[::2]
+        assert not (a.flags.c_contiguous or a.flags.f_contiguous)
+    elif layout == "mixed":
+        a = np.asfortranarray(a)
+    want = np.dot(a, b)
+    got = matrix_product(a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    tol = 1e-2 if dtype == np.float16 else 1e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    out = np.empty_like(want)
+    assert matrix_product(a, b, out) is out
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
 def test_a_dots_weight_gradient_is_computed_into_the_buffer_once():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)
     w = tape.Node(grad=np.zeros((3, 2), np.float32))
     sinks = GradSinks([w], [w], [])
     kept = tape.Deferred(np.add, (1, 2), 1)
-    cts = sinks((None, w, w), (kept, tape.Deferred(np.dot, (a, b), 24), tape.Deferred(np.dot, (a, b), 24)))
+    product = tape.Deferred(matrix_product, (a, b), 24)
+    cts = sinks((None, w, w), (kept, product, tape.Deferred(matrix_product, (a, b), 24)))
     assert cts[0] is kept  # not a variable's
     assert cts[1].args[2] is w.grad and cts[1]() is w.grad
     np.testing.assert_array_equal(w.grad, a @ b)
     assert len(cts[2].args) == 2  # a buffer takes one gradient: a second is added after
-    assert len(sinks((w,), (tape.Deferred(np.dot, (a, b), 24),))[0].args) == 2
+    assert len(sinks((w,), (tape.Deferred(matrix_product, (a, b), 24),))[0].args) == 2
 
 
 def test_a_buffer_is_left_alone_where_it_cannot_take_the_product():
@@ -387,7 +431,7 @@ def test_a_buffer_is_left_alone_where_it_cannot_take_the_product():
     a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)
 
     def rewritten(w, order=None, head_grads=(), args=(a, b)):
-        cts = GradSinks([w], order or [w], list(head_grads))((w,), (tape.Deferred(np.dot, args, 24),))
+        cts = GradSinks([w], order or [w], list(head_grads))((w,), (tape.Deferred(matrix_product, args, 24),))
         return len(cts[0].args) == 3
 
     assert rewritten(tape.Node(grad=np.zeros((3, 2), np.float32)))
