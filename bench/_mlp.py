@@ -35,15 +35,19 @@ class Gradserve:
     """The step in gradserve's nd, as a user writes it (MXNet style). ``fused``: the
     update as MXNet's optimizers make it, ``nd.sgd_update`` (one pass, in place).
     ``hybrid``: the step after the minibatch is taken, hybridized (``gradserve.hybridize``:
-    traced once, then one instruction a step)."""
+    traced once, then one instruction a step). ``fc``: the layers as ``nd.FullyConnected``
+    (Gluon's ``Dense``), their weights stored transposed, (out, in)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, fused: bool = False, hybrid: bool = False) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, fused: bool = False, hybrid: bool = False, fc: bool = False
+    ) -> None:
         import gradserve
         from gradserve import nd
 
         self.nd = nd
         self.X, self.Y = nd.array(x), nd.array(y)  # uploaded once; minibatches are slices on the server
-        self.params = [nd.array(p) for p in init()]
+        self.fc = fc
+        self.params = [nd.array(p.T.copy() if fc and p.ndim == 2 else p) for p in init()]
         for p in self.params:
             p.attach_grad()
         self.i = 0
@@ -61,9 +65,15 @@ class Gradserve:
         nd = self.nd
         W1, b1, W2, b2, W3, b3 = self.params
         with autograd.record():
-            h1 = nd.relu(nd.dot(X, W1) + b1)
-            h2 = nd.relu(nd.dot(h1, W2) + b2)
-            loss = nd.softmax_cross_entropy(nd.dot(h2, W3) + b3, y) / BATCH
+            if self.fc:
+                h1 = nd.relu(nd.FullyConnected(X, W1, b1, num_hidden=SIZES[1]))
+                h2 = nd.relu(nd.FullyConnected(h1, W2, b2, num_hidden=SIZES[2]))
+                z = nd.FullyConnected(h2, W3, b3, num_hidden=SIZES[3])
+            else:
+                h1 = nd.relu(nd.dot(X, W1) + b1)
+                h2 = nd.relu(nd.dot(h1, W2) + b2)
+                z = nd.dot(h2, W3) + b3
+            loss = nd.softmax_cross_entropy(z, y) / BATCH
         loss.backward()
         if self.fused:
             for p in self.params:

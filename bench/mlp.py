@@ -90,6 +90,14 @@ def main() -> None:
 
     cases["gradserve in-process, nd.sgd_update"] = local_fused
 
+    g_fc = _mlp.Gradserve(x, y, fc=True)
+
+    def local_fc() -> None:
+        g_fc.step()
+        local.flush()
+
+    cases["gradserve in-process, nd.FullyConnected"] = local_fc
+
     g_hybrid = _mlp.Gradserve(x, y, hybrid=True)
 
     def local_hybrid() -> None:
@@ -134,7 +142,8 @@ def main() -> None:
         a = _mlp.Numpy(x, y).step()
         b = _mlp.Gradserve(x, y).step().asscalar()
         c = _mlp.Gradserve(x, y, hybrid=True).step().asscalar()
-        assert abs(a - b) < 1e-4 and b == c, (a, b, c)
+        d = _mlp.Gradserve(x, y, fc=True).step().asscalar()
+        assert abs(a - b) < 1e-4 and b == c and abs(a - d) < 1e-4, (a, b, c, d)
         gradserve.set_current(local)
 
         # request counts: one per step that reads the loss, none for the others
@@ -177,6 +186,8 @@ def main() -> None:
         rows.append(("in-process / pytorch, per round", spread("gradserve in-process", "pytorch eager")))
     remote_each = spread("gradserve remote, loss read every step", "gradserve in-process")
     rows.append(("remote read every step / in-process, per round", remote_each))
+    fc = spread("gradserve in-process, nd.FullyConnected", "gradserve in-process")
+    rows.append(("in-process nd.FullyConnected / nd.dot, per round", fc))
     hybrid = "gradserve in-process, hybridized"
     rows.append(("in-process hybridized / numpy, per round", spread(hybrid, "numpy (by hand)")))
     rows.append(("in-process hybridized / not, per round", spread(hybrid, "gradserve in-process")))

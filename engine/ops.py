@@ -1797,4 +1797,4 @@ def _dot(cx, at, a, b):
     m, k, n = prod(sa[:-1]), sa[-1], prod(sb[1:])
     am = a.reshape(k, m).T if ta else a.reshape(m, k)
     bm = b.reshape(n, k).T if tb else b.reshape(k, n)
-    return xp.dot(am, bm).reshape(at_least_1d(sa[:-1] + sb[1:]))
+    return matrix_product(am, bm).reshape(at_least_1d(sa[:-1] + sb[1:]))

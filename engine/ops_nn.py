@@ -20,9 +20,10 @@ import numpy as np
 from . import kernels
 from .dispatch import Eager
 from .errors import DTypeError, InvalidInput, ShapeError
-from .ops import same_dtype, typed_scalar
+from .ops import matrix_product, same_dtype, typed_scalar
 from .ops_math import float64_scratch, in_float64
 from .optable import FLOAT_DTYPES, OPS, REQUIRED, Attr, Spec, defop, like_infer, prod
+from .tape import Deferred
 
 # --------------------------------------------------------------------------
 # softmax family
@@ -671,12 +672,24 @@ def _fc_vjp(F, at, g, y, x, w, *b):
     return (gx, gw) + ((F.sum(g2, axis=0),) if b else ())
 
 
+def _product_shaped(a: Any, b: Any, shape: tuple[int, ...]) -> Any:
+    return matrix_product(a, b).reshape(shape)
+
+
 def _fc_eager(at, g, y, x, w, *b):
+    """The gradients of data and weight deferred as ``dot``'s are: computed only where they lead
+    to a variable, side by side in a helper thread when both are wanted, the weight's straight
+    into its gradient buffer (backprop.GradSinks)."""
     lead, k = _fc_in(tuple(x.shape), at["flatten"])
     m = prod(lead)  # (not -1: numpy cannot infer it when k or the batch is 0)
-    g2 = g.reshape(m, at["num_hidden"])
-    gx = lambda: np.dot(g2, w).reshape(x.shape)  # noqa: E731
-    gw = lambda: np.dot(g2.T, x.reshape(m, k))  # noqa: E731
+    n = at["num_hidden"]
+    g2 = g.reshape(m, n)
+    cost = m * n * k  # multiply-adds of each
+    if x.ndim == 2:
+        gx = Deferred(matrix_product, (g2, w), cost)
+    else:
+        gx = Deferred(_product_shaped, (g2, w, tuple(x.shape)), cost)
+    gw = Deferred(matrix_product, (g2.T, x.reshape(m, k)), cost)
     return (gx, gw) + ((g2.sum(axis=0, dtype=g2.dtype),) if b else ())
 
 
@@ -692,7 +705,7 @@ def _fc_eager(at, g, y, x, w, *b):
 def _fully_connected(cx, at, x, w, *b):
     """data · weightᵀ + bias, with data flattened to 2-D unless ``flatten`` is false."""
     lead, k = _fc_in(x.shape, at["flatten"])
-    y = cx.xp.dot(x.reshape(prod(lead), k), w.T)  # (not -1: numpy cannot infer it when k is 0)
+    y = matrix_product(x.reshape(prod(lead), k), w.T)  # (not -1: numpy cannot infer it when k is 0)
     if b:
         y += b[0]
     return y.reshape(lead + (at["num_hidden"],))
@@ -1271,7 +1284,7 @@ def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
 def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
     """(F, K) filters times (G*K, L) windows, group by group: (F, L)."""
     if grp == 1:
-        return xp.dot(w, cols2)
+        return matrix_product(w, cols2) if xp is np else xp.dot(w, cols2)
     gw: Any = w.reshape(grp, w.shape[0] // grp, -1)
     gc: Any = cols2.reshape(grp, cols2.shape[0] // grp, -1)
     return xp.matmul(gw, gc).reshape(w.shape[0], -1)

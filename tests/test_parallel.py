@@ -35,18 +35,28 @@ def _net(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, w1, w2
 
 
-def _mlp_grads(s: Session, seed: int) -> list[np.ndarray]:
-    """The net's gradients through the engine."""
+def _mlp_grads(s: Session, seed: int, op: str = "dot") -> list[np.ndarray]:
+    """The net's gradients through the engine, its products ``dot`` or ``FullyConnected`` (whose
+    weights are the transposes: their gradients are given transposed back)."""
     x, w1, w2 = _net(seed)
+    fc = op == "FullyConnected"
+    if fc:
+        w1, w2 = w1.T.copy(), w2.T.copy()
     up = [{"op": "array", "out": [h], "at": {"value": a}} for h, a in ((1, x), (2, w1), (3, w2))]
+
+    def product(a: int, w: int, out: int, n: int) -> dict:
+        if fc:
+            return {"op": op, "in": [a, w], "out": [out], "mode": 3, "at": {"num_hidden": n, "no_bias": True}}
+        return {"op": op, "in": [a, w], "out": [out], "mode": 3}
+
     ops = [
         *up,
         {"op": "attach_grad", "in": [1]},
         {"op": "attach_grad", "in": [2]},
         {"op": "attach_grad", "in": [3]},
-        {"op": "dot", "in": [1, 2], "out": [4], "mode": 3},
+        product(1, 2, 4, 256),
         {"op": "tanh", "in": [4], "out": [5], "mode": 3},
-        {"op": "dot", "in": [5, 3], "out": [6], "mode": 3},
+        product(5, 3, 6, 8),
         {"op": "sum", "in": [6], "out": [7], "mode": 3},
         {"op": "backward", "in": [7], "mode": 2},
         {"op": "grad", "in": [1], "out": [8]},
@@ -56,7 +66,8 @@ def _mlp_grads(s: Session, seed: int) -> list[np.ndarray]:
     ]
     reply = s.run_batch({"ops": ops})
     assert "error" not in reply, reply
-    return [np.array(v) for v in reply["values"]]
+    gx, g1, g2 = (np.array(v) for v in reply["values"])
+    return [gx, g1.T, g2.T] if fc else [gx, g1, g2]
 
 
 def _all_back(helpers: parallel.Helpers) -> None:
@@ -75,16 +86,17 @@ def _by_hand(seed: int) -> list[np.ndarray]:
     return [dh @ w1.T, x.T @ dh, h.T @ np.ones((128, 8), np.float32)]
 
 
-def test_the_gradients_are_the_same_with_a_helper_and_it_ran(one_helper):
+@pytest.mark.parametrize("op", ["dot", "FullyConnected"])
+def test_the_gradients_are_the_same_with_a_helper_and_it_ran(one_helper, op):
     helper = one_helper.all[0]
     runs = []
     for _ in range(50):  # a helper that has not started when the caller is done is not waited for
-        runs.append(_mlp_grads(Session("a"), 0))
+        runs.append(_mlp_grads(Session("a"), 0, op))
         if helper.ran:
             break
-    assert helper.ran >= 1  # the first dot's two gradients went side by side
+    assert helper.ran >= 1  # the first product's two gradients went side by side
     parallel.set_helpers(0)
-    alone = _mlp_grads(Session("b"), 0)
+    alone = _mlp_grads(Session("b"), 0, op)
     for with_helper in runs:
         for a, b, c in zip(with_helper, alone, _by_hand(0)):
             np.testing.assert_array_equal(a, b)
