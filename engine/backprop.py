@@ -59,15 +59,16 @@ def heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Nod
 
 
 class GradSinks:
-    """Where a first-order backward pass computes a variable's gradient straight into its
-    buffer (grad_req "write"), saving the copy of the weight's size that writing it after the
-    pass costs: a ``dot``'s gradient (``Deferred(matrix_product, (a, b))``, ``dot``'s eager
-    VJP) becomes ``matrix_product(a, b, buffer)``, once per buffer; a second contribution is added into a
-    new array and copied in after the pass, as before. A buffer whose memory the graph reads
-    (an input or output of a recorded op, a head gradient) or another variable's buffer shares
-    is left alone, and so is every buffer when a user's Function is in the graph (its backward
-    reads the session's arrays). A pass that fails part way (an error in a table VJP: none is
-    expected once the forward ran) may have written a buffer so far."""
+    """Where a first-order backward pass computes a variable's gradient straight into its buffer
+    (grad_req "write"), saving the copy of the weight's size that writing it after the pass
+    costs: a ``dot``'s or ``FullyConnected``'s gradient (``Deferred(matrix_product, (a, b))``,
+    their eager VJPs) becomes ``matrix_product(a, b, buffer)``, once per buffer; a second
+    contribution is added into a new array and copied in after the pass, as before. A buffer
+    whose memory the graph reads (an input or output of a recorded op, a head gradient) or
+    another variable's buffer shares is left alone, and so is every buffer when a user's
+    Function is in the graph (its backward reads the session's arrays). A pass that fails part
+    way (an error in a table VJP: none is expected once the forward ran) may have written a
+    buffer so far."""
 
     __slots__ = ("bufs", "order", "head_grads", "checked")
 

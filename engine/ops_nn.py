@@ -676,6 +676,10 @@ def _product_shaped(a: Any, b: Any, shape: tuple[int, ...]) -> Any:
     return matrix_product(a, b).reshape(shape)
 
 
+def _weight_product(g2: Any, x: Any, m: int, k: int) -> Any:
+    return matrix_product(g2.T, x.reshape(m, k))  # (a copy of x where it is not contiguous: made only if wanted)
+
+
 def _fc_eager(at, g, y, x, w, *b):
     """The gradients of data and weight deferred as ``dot``'s are: computed only where they lead
     to a variable, side by side in a helper thread when both are wanted, the weight's straight
@@ -689,7 +693,10 @@ def _fc_eager(at, g, y, x, w, *b):
         gx = Deferred(matrix_product, (g2, w), cost)
     else:
         gx = Deferred(_product_shaped, (g2, w, tuple(x.shape)), cost)
-    gw = Deferred(matrix_product, (g2.T, x.reshape(m, k)), cost)
+    if x.ndim == 2 or x.flags.c_contiguous:  # (x as a matrix is a view of it)
+        gw = Deferred(matrix_product, (g2.T, x.reshape(m, k)), cost)
+    else:
+        gw = Deferred(_weight_product, (g2, x, m, k), cost)
     return (gx, gw) + ((g2.sum(axis=0, dtype=g2.dtype),) if b else ())
 
 

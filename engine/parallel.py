@@ -1,7 +1,7 @@
 """Helper threads for the backward pass: costly cotangents computed beside it.
 
-A recorded ``dot`` has two costly gradients (of each operand) that do not depend
-on each other. The one for a variable (a weight) is wanted only when the pass ends:
+A recorded ``dot`` or ``FullyConnected`` has two costly gradients (of each operand) that
+do not depend on each other. The one for a variable (a weight) is wanted only when the pass ends:
 a helper thread computes it while the pass goes on down the graph. Two that the
 pass needs at once are computed side by side. BLAS releases the GIL, so with a
 second core both threads compute at once (bench/mlp.py compares the in-process

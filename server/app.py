@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import importlib.metadata
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -353,6 +354,14 @@ def _serve_docs(app: FastAPI) -> None:
         )
 
 
+SWITCH_INTERVAL_S = 0.002
+"""The interpreter's switch interval while a server serves (at most; Python's default is 5 ms):
+how long the event loop waits for the GIL while a thread runs a batch before it asks for it.
+The engine's compiled loops hand it over when asked (engine/gil.py), so this bounds what other
+users' requests wait behind one user's long batch; a thread holding the GIL with none waiting
+pays nothing for it."""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A gradserve app; its lifespan builds the session store."""
     settings = settings or Settings()
@@ -362,10 +371,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the helpers are the process's (the engine's sessions share them): set while it serves
         changed = settings.helpers is not None
         before = parallel.set_helpers(settings.helpers) if changed else None
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         try:
             async with _serving(app, settings):
                 yield
         finally:
+            sys.setswitchinterval(interval)
             if changed:
                 parallel.set_helpers(before)
 

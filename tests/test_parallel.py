@@ -423,6 +423,46 @@ def test_matrix_product_is_np_dot(dtype, layout):
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
 
 
+def test_matrix_product_takes_matmul_where_blas_reads_the_operands(monkeypatch):
+    """The point of ``matrix_product``: ``np.matmul`` (no zeroing of the output first) for
+    float32 and float64 operands BLAS reads as they lie, ``np.dot`` for the others."""
+    used: list[str] = []
+    matmul, dot = np.matmul, np.dot
+    monkeypatch.setattr(np, "matmul", lambda *a, **k: used.append("matmul") or matmul(*a, **k))
+    monkeypatch.setattr(np, "dot", lambda *a, **k: used.append("dot") or dot(*a, **k))
+    a = np.ones((4, 6), np.float32)
+    b = np.ones((6, 3), np.float32)
+    for x, y, want in (
+        (a, b, "matmul"),
+        (a.T.copy().T, b, "matmul"),  # F-contiguous
+        (a.astype(np.float64), b.astype(np.float64), "matmul"),
+        (a[:, ::2], b[::2], "dot"),  # strided
+        (a.astype(np.float16), b.astype(np.float16), "dot"),
+        (a, b.astype(np.float64), "dot"),  # mixed dtypes
+    ):
+        used.clear()
+        np.testing.assert_array_equal(matrix_product(x, y), dot(x, y))
+        assert used == [want], (x.dtype, y.dtype, x.strides, used)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (6, 2, 2)])
+def test_a_fully_connected_weight_gradient_is_computed_into_the_buffer(shape):
+    """FullyConnected's weight gradient takes the form GradSinks writes into the variable's
+    buffer (a view of data as a matrix); its data gradient is deferred too."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    w = rng.standard_normal((3, 4), dtype=np.float32)
+    g = rng.standard_normal((6, 3), dtype=np.float32)
+    at = OPS["FullyConnected"].parse_attrs({"num_hidden": 3, "no_bias": True})
+    gx, gw = OPS["FullyConnected"].eager_vjp(at, g, None, x, w)
+    assert isinstance(gx, tape.Deferred) and isinstance(gw, tape.Deferred)
+    wn = tape.Node(grad=np.zeros((3, 4), np.float32))
+    cts = GradSinks([wn], [wn], [])((None, wn), (gx, gw))
+    assert cts[1].args[2] is wn.grad and cts[1]() is wn.grad
+    np.testing.assert_allclose(wn.grad, g.T @ x.reshape(6, 4), rtol=1e-5)
+    np.testing.assert_allclose(gx(), (g @ w).reshape(shape), rtol=1e-5)
+
+
 def test_a_dots_weight_gradient_is_computed_into_the_buffer_once():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((3, 4), dtype=np.float32), rng.standard_normal((4, 2), dtype=np.float32)

@@ -652,6 +652,28 @@ def test_the_servers_helper_threads_are_a_setting_and_a_metric(monkeypatch):
         parallel.set_helpers(before)
 
 
+def test_a_server_serves_with_a_short_switch_interval_and_gives_it_back():
+    """While it serves, a thread running a long batch hands the GIL to the event loop after at
+    most ``SWITCH_INTERVAL_S`` (the engine's loops give it up when asked, engine/gil.py);
+    the process's own interval is back once the server stops, and a shorter one is kept."""
+    import sys
+
+    from gradserve.server.app import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        with LiveServer():
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        sys.setswitchinterval(0.001)
+        with LiveServer():
+            assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_a_users_sessions_share_one_byte_quota():
     with LiveServer(Settings(max_user_bytes=1000)) as srv, httpx.Client(base_url=srv.url) as http:
         a = http.post("/v1/sessions").json()["id"]

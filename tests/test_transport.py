@@ -579,9 +579,9 @@ def _ticks_while(job: Any) -> tuple[int, float, float]:
     while it ran, the longest it waited for a wake-up, and how long the job ran.
 
     The compiled loops hand the GIL over as interpreted Python does: to a thread that has
-    waited the switch interval for it (tape.share_gil). The switch interval is 1 ms here, not
-    Python's 5, so that a job of a few milliseconds sees several hand-overs: the first wait
-    (in ``start``) and the first tick's each take one interval."""
+    waited the switch interval for it (tape.share_gil). The switch interval is the one a server
+    serves with (``SWITCH_INTERVAL_S``, 2 ms), not Python's 5: the first wait (in ``start``)
+    and the first tick's each take one interval."""
     import sys
     import threading
     import time
@@ -593,8 +593,10 @@ def _ticks_while(job: Any) -> tuple[int, float, float]:
         job()
         took.append(time.perf_counter() - t0)
 
+    from gradserve.server.app import SWITCH_INTERVAL_S
+
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         worker = threading.Thread(target=timed)
         ticks, longest = 0, 0.0
@@ -613,8 +615,9 @@ def _ticks_while(job: Any) -> tuple[int, float, float]:
 @pytest.mark.parametrize("part", ["batch", "backward"])
 def test_a_long_batch_in_a_thread_lets_other_threads_run(part):
     """The compiled interpreter runs no bytecode, where Python hands the GIL to other
-    threads: its batch loop, graph walk and backward pass hand it over themselves every
-    few milliseconds, so a server's event loop keeps answering while a thread runs a batch."""
+    threads: its batch loop, graph walk and backward pass hand it over to a thread that has
+    waited the switch interval for it (engine/gil.py), so a server's event loop keeps
+    answering while a thread runs a batch."""
     from gradserve.engine.session import Session
 
     s = Session("t")
@@ -637,7 +640,7 @@ def test_a_long_batch_in_a_thread_lets_other_threads_run(part):
         gc.enable()
     assert "error" not in replies[0], replies[0]
     assert replies[0]["values"][0].tolist() == ([60_000 - 1.0] * 4 if part == "batch" else [1.0] * 4)
-    # a thread that wants the GIL gets it about one switch interval (1 ms here) after it asks
+    # a thread that wants the GIL gets it about one switch interval (2 ms here) after it asks
     assert ticks >= max(3, took / 0.05), f"{ticks} wake-ups in {took * 1e3:.0f} ms"
     assert longest < 0.1, f"a wait of {longest * 1e3:.0f} ms for the GIL in {took * 1e3:.0f} ms"
 
@@ -693,7 +696,12 @@ def start_a_large_read(http: httpx.Client, port: int, n: int, times: int = 1) ->
     r = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "zeros", "out": [1], "at": {"shape": [n]}}]})
     assert r.status_code == 200, r.text
     head, parts = frames_request(sid, {"ops": [{"op": "read", "in": [1] * times}]})
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # a small receive buffer, set before connecting: the kernel's own grows on loopback (to
+    # 32 MiB here) and could take in a whole reply that the test means to leave unread
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock.settimeout(60)
+    sock.connect(("127.0.0.1", port))
     sock.sendall(head + b"".join(bytes(p) for p in parts))
     sock.recv(1 << 16)
     return sid, sock
