@@ -1738,7 +1738,7 @@ def matrix_product(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) 
         a.ndim == 2
         and b.ndim == 2
         and b.dtype == dt
-        and (dt == _BLAS_FLOATS[0] or dt == _BLAS_FLOATS[1])
+        and dt in _BLAS_FLOATS
         and (a.flags.c_contiguous or a.flags.f_contiguous)
         and (b.flags.c_contiguous or b.flags.f_contiguous)
     ):
@@ -1788,7 +1788,7 @@ def _dot(cx, at, a, b):
     axis or rhs's last is the one multiplied, the others kept in their order."""
     xp = cx.xp
     ta, tb = at["transpose_a"], at["transpose_b"]
-    if a.ndim == 2 and b.ndim == 2 and xp is np:
+    if a.ndim == 2 and b.ndim == 2:
         return matrix_product(a.T if ta else a, b.T if tb else b)
     if a.ndim <= 2 and b.ndim <= 2:
         r = xp.dot(a.T if ta else a, b.T if tb else b)

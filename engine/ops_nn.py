@@ -1291,7 +1291,7 @@ def _conv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
 def _grouped_dot(xp: Any, w: Any, cols2: Any, grp: int) -> Any:
     """(F, K) filters times (G*K, L) windows, group by group: (F, L)."""
     if grp == 1:
-        return matrix_product(w, cols2) if xp is np else xp.dot(w, cols2)
+        return matrix_product(w, cols2)
     gw: Any = w.reshape(grp, w.shape[0] // grp, -1)
     gc: Any = cols2.reshape(grp, cols2.shape[0] // grp, -1)
     return xp.matmul(gw, gc).reshape(w.shape[0], -1)
