@@ -234,6 +234,41 @@ def write_into(out: Any, result: Any, name: str) -> NDArray:
     return out
 
 
+_SCALED_UPDATES = ("add", "sub")  # the updates the engine scales an array for (``update``'s scale)
+
+
+class _Probe:
+    """Calls its in-place subtraction as ``NDArray`` does, to read the references an operand has there."""
+
+    refs = 0
+
+    def __rmul__(self, o: Any) -> _Probe:
+        return _Probe()
+
+    def __isub__(self, o: Any) -> _Probe:
+        return self._inplace(o, "sub")
+
+    def _inplace(self, o: Any, fn: str) -> _Probe:
+        _Probe.refs = sys.getrefcount(o)
+        return self
+
+
+def _temporary_refs() -> int:
+    """``sys.getrefcount`` of an operand in ``NDArray._inplace`` that nothing but the statement
+    holds (``x -= a * y``: the product is a temporary, which nobody can read afterwards), as
+    this Python counts; -1 (never) where a named operand counts no more (an interpreter that
+    lends the references of local variables)."""
+    p, g = _Probe(), _Probe()
+    p -= 0.5 * g
+    temporary = _Probe.refs
+    named = 0.5 * g
+    p -= named
+    return temporary if temporary < _Probe.refs else -1
+
+
+_TEMPORARY_REFS = _temporary_refs()
+
+
 def _scalar(x: Any) -> bool:
     return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, np.ndarray)
 
@@ -531,6 +566,9 @@ class NDArray:
             if o._spec.dtype != self._spec.dtype:
                 raise DTypeError(f"{fn}: in-place update of {self._spec.dtype} with {o._spec.dtype}")
             ins["in"].append(o._h)
+            if fn in _SCALED_UPDATES and sys.getrefcount(o) <= _TEMPORARY_REFS:
+                self._c.enqueue(ins, product=o._h)  # ``x -= a * y``, the product a temporary: one pass
+                return self
         elif _scalar(o):
             ins["at"]["scalar"] = float(o)
         else:

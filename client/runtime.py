@@ -111,6 +111,20 @@ def _user_line() -> tuple[str, int] | None:
     return None
 
 
+def _scaled(last: dict[str, Any], update: dict[str, Any], product: int) -> bool:
+    """Whether ``last`` is the ``mul_scalar`` outside autograd that makes ``product``, which
+    ``update`` reads second; if so, ``update`` is made to read its input and scale it by its
+    scalar (the engine's one pass over memory, with the bits of the product and then the update)."""
+    if last["op"] != "mul_scalar" or last["out"] != [product] or "mode" in last or len(last["in"]) != 1:
+        return False
+    scalar = last["at"].get("scalar")
+    if type(scalar) is not float:
+        return False
+    update["in"][1] = last["in"][0]
+    update["at"]["scale"] = scalar
+    return True
+
+
 class Client:
     """One session's client side: transport, handle counter, queue."""
 
@@ -186,9 +200,12 @@ class Client:
     def handle(self) -> int:
         return next(self._handles)  # atomic: threads sharing a session get distinct handles
 
-    def enqueue(self, ins: dict[str, Any], nbytes: int = 0, steps: int = 0) -> None:
+    def enqueue(self, ins: dict[str, Any], nbytes: int = 0, steps: int = 0, product: int = 0) -> None:
         """Queue an instruction; ``nbytes``: the bytes of the tensors it carries (an upload's);
-        ``steps``: the instructions it runs besides itself (a ``call``'s program's)."""
+        ``steps``: the instructions it runs besides itself (a ``call``'s program's).
+        ``product``: ``ins`` is an ``update`` by this handle, a temporary nothing else can read
+        (``x -= a * y``): if the ``mul_scalar`` that makes it was queued last, the update takes
+        its place and scales ``y`` itself (``_scaled``)."""
         if self._capturing:
             capture = getattr(self._tls, "capture", None)
             if capture is not None:
@@ -209,10 +226,16 @@ class Client:
                     self.flush()  # the server counts a call's program's steps against its batch
                 self._qsteps += steps
             queue, wheres = self._queue, self._where
-            if self._frees and self._free_bytes >= FREE_NOW_BYTES:
-                self._queue_frees(queue, wheres)
-            queue.append(ins)
-            wheres.append(where)
+            if product and queue and _scaled(queue[-1], ins, product):
+                queue[-1] = ins  # in the product's place: before the frees of what it read
+                wheres[-1] = where
+                if self._frees and self._free_bytes >= FREE_NOW_BYTES:
+                    self._queue_frees(queue, wheres)
+            else:
+                if self._frees and self._free_bytes >= FREE_NOW_BYTES:
+                    self._queue_frees(queue, wheres)
+                queue.append(ins)
+                wheres.append(where)
             n = len(queue)  # (the client's bound counts the instructions queued, not their frees)
             if (
                 n - len(self._freed) >= MAX_QUEUED_OPS

@@ -1350,13 +1350,30 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
 
 
 _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "mod": np.mod}
+_SCALED = ("add", "sub")  # the updates by a scaled array that one pass makes (w + a g is w - (-a) g, bit for bit)
+_MUL_SCALAR = OPS["mul_scalar"]
+
+
+def _scaled_update(s: Session, target: np.ndarray, v: np.ndarray, a: float) -> None:
+    """``target -= v * a`` in one pass (``kernels.scaled_sub``: the bits of the product and
+    then the difference), timed as ``update`` is."""
+    size = target.nbytes + v.nbytes
+    key = ("update", "scaled", target.dtype.num) if size >= TIMED_BYTES else None
+    if key is not None:
+        judge_in_slice(s, key, size, None)
+    started = time.perf_counter_ns()
+    kernels.scaled_sub_unchecked(target, v, target.dtype.type(a))
+    if key is not None:
+        record_rate(key, size, time.perf_counter_ns() - started)
 
 
 @command(
     "update",
     "target [value]",
-    (Attr("fn", "str", REQUIRED), Attr("scalar", "float", None)),
-    "target = target fn value, in place (fn: add, sub, mul, div, mod; value an array or a scalar).",
+    (Attr("fn", "str", REQUIRED), Attr("scalar", "float", None), Attr("scale", "float", None)),
+    "target = target fn value, in place (fn: add, sub, mul, div, mod; value an array or a scalar). "
+    "scale: the value array is multiplied by it first, as mul_scalar multiplies (the same result); "
+    "w -= lr * g is then one pass over memory, with no product held.",
 )
 def _update(s: Session, ins: dict, values: list) -> None:
     hs = list(ins.get("in", ()))
@@ -1376,10 +1393,19 @@ def _update(s: Session, ins: dict, values: list) -> None:
             raise AutogradError(INPLACE_RECORDING)
     if len(hs) == 2 and at["scalar"] is not None:
         raise InvalidInput("update takes a value handle or a scalar, not both")
+    scale = at["scale"]
+    if scale is not None and len(hs) != 2:
+        raise InvalidInput("update: scale multiplies a value array: give its handle")
     if len(hs) == 2:
         v = s.get(hs[1])
         if not _ops.broadcastable(v.shape, target.shape):
             raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
+        if scale is not None:
+            if at["fn"] in _SCALED and kernels.scaled_sub_ok(target, v):
+                _scaled_update(s, target, v, scale if at["fn"] == "sub" else -scale)
+                return
+            s.check_alloc(v.nbytes)  # the product, while it lives (as mul_scalar's would be counted)
+            v = _MUL_SCALAR.forward(s.cx, _MUL_SCALAR.parse_attrs({"scalar": scale}), v)
     elif at["scalar"] is not None:
         v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:

@@ -818,6 +818,90 @@ def test_threads_dropping_arrays_lose_no_frees(mode, monkeypatch):
     assert mode.info()["arrays"] == base
 
 
+# -- w -= a * g: the product a temporary, one update that scales g ------------------
+
+
+def _queued(client: gradserve.Client) -> list[tuple[str, list, dict]]:
+    return [(ins["op"], ins.get("in", []), ins.get("at", {})) for ins in client._queue if ins["op"] != "free"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32"])
+def test_an_update_by_a_temporary_product_is_one_instruction_of_the_same_bits(mode, dtype):
+    """``w -= a * g`` and ``w += g * a``, the product a temporary nothing else can read: one
+    ``update`` that scales g (no product made), changing w as the product and the update
+    written apart do, bit for bit; a named product is made and stays readable."""
+    rng = np.random.default_rng(0)
+    w0 = (rng.standard_normal((5, 7)) * 50).astype(dtype)
+    g0 = (rng.standard_normal((5, 7)) * 5).astype(dtype)
+    w, g, same = nd.array(w0, dtype=dtype), nd.array(g0, dtype=dtype), nd.array(w0, dtype=dtype)
+    nd.waitall()
+    w -= 0.1 * g
+    w += g * -2.5
+    assert _queued(mode) == [
+        ("update", [w._h, g._h], {"fn": "sub", "scale": 0.1}),
+        ("update", [w._h, g._h], {"fn": "add", "scale": -2.5}),
+    ]
+    t = 0.1 * g  # named: the product is made, and the update reads it
+    same -= t
+    u = g * -2.5
+    same += u
+    assert [op for op, _, _ in _queued(mode)][2:] == ["mul_scalar", "update", "mul_scalar", "update"]
+    assert w.asnumpy().tobytes() == same.asnumpy().tobytes()
+    np.testing.assert_array_equal(t.asnumpy(), (0.1 * g).asnumpy())
+    if dtype in ("float32", "float64"):  # and numpy's, written the same way
+        want = w0.copy()
+        want -= g0 * np.asarray(0.1, dtype)
+        want += g0 * np.asarray(-2.5, dtype)
+        assert w.asnumpy().tobytes() == want.tobytes()
+
+
+def test_updates_by_temporary_products_that_the_kernel_cannot_take_give_the_same_values(mode):
+    """A broadcast product, the target's own product, and a product of an array let go before
+    the update is queued (whose free then goes at once, after the update that reads it)."""
+    from gradserve import runtime
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(runtime, "FREE_NOW_BYTES", 0)  # every free before the next instruction
+    try:
+        w0 = np.arange(12, dtype=np.float32).reshape(3, 4)
+        row = np.array([1.0, -2.0, 0.5, 4.0], np.float32)
+        w = nd.array(w0)
+        w -= 0.5 * nd.array(row)  # the row, let go as the update is queued
+        w -= 0.25 * w
+        w += 2.0 * nd.relu(nd.array(w0) - 5)
+        assert sum(op == "update" for op, _, _ in _queued(mode)) == 3
+        assert not any(op == "mul_scalar" for op, _, _ in _queued(mode))
+        want = w0.copy()
+        want -= row * np.float32(0.5)
+        want -= want * np.float32(0.25)
+        want += np.maximum(w0 - 5, 0) * np.float32(2.0)
+        assert w.asnumpy().tobytes() == want.tobytes()
+        nd.waitall()
+        gc.collect()
+    finally:
+        monkeypatch.undo()
+
+
+def test_an_update_by_a_product_recorded_or_traced_is_left_as_written(mode):
+    """Inside ``record`` the product is recorded (an op of the graph): not fused; in a trace,
+    the program's plan does its own fusing."""
+    w, g = nd.ones((4,)), nd.ones((4,))
+    nd.waitall()
+    with autograd.record():
+        w -= 0.5 * g
+    assert [op for op, _, _ in _queued(mode)] == ["mul_scalar", "update"]
+    assert w.asnumpy().tolist() == [0.5] * 4
+
+    @gradserve.hybridize
+    def step(v):
+        w2 = v * 1  # a fresh array of the trace
+        w2 -= 0.5 * v
+        return w2
+
+    assert step(g).asnumpy().tolist() == [0.5] * 4
+    assert step(g).asnumpy().tolist() == [0.5] * 4
+
+
 # -- close() from another thread -----------------------------------------------------
 
 

@@ -269,3 +269,59 @@ def test_special_functions_compiled_match_the_math_module(name):
     )
     np.testing.assert_allclose(kernels.special(name, x), kernels.special_numpy(name, x), rtol=1e-14, atol=1e-15)
     assert kernels.special(name, np.zeros((0, 3))).shape == (0, 3)
+
+
+def _update_by(s, w: int, g: int, scale: float, fn: str = "sub") -> dict:
+    return s.run_batch({"ops": [{"op": "update", "in": [w, g], "at": {"fn": fn, "scale": scale}}]})
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32"])
+@pytest.mark.parametrize("fn", ["sub", "add", "mul"])
+@pytest.mark.parametrize("scale", [0.1, -3.7, 1e39])
+def test_an_update_by_a_scaled_array_gives_the_bits_of_mul_scalar_then_update(dtype, fn, scale):
+    """``update`` with ``scale`` (what the client sends for ``w -= a * g``) changes the target as
+    ``mul_scalar`` and then ``update`` do, bit for bit: in one pass where the kernel takes the
+    arrays (float32 and float64 add and sub), by the product elsewhere; a broadcast value and a
+    value that is the target itself included."""
+    from gradserve.engine.session import Session
+
+    rng = np.random.default_rng(5)
+    w0 = (rng.standard_normal((6, 5)) * 50).astype(dtype)
+    g0 = (rng.standard_normal((6, 5)) * 5).astype(dtype)
+    for value in (g0, g0[0], None):  # the same shape, a broadcast row, the target itself
+        fused, plain = Session("fused"), Session("plain")
+        for s in (fused, plain):
+            s.put(1, w0.copy())
+            s.put(2, w0.copy() if value is None else value.copy())
+        g = 1 if value is None else 2
+        reply = _update_by(fused, 1, g, scale, fn)
+        assert "error" not in reply, reply
+        ops = [
+            {"op": "mul_scalar", "in": [g], "out": [3], "at": {"scalar": scale}},
+            {"op": "update", "in": [1, 3], "at": {"fn": fn}},
+            {"op": "free", "in": [3]},
+        ]
+        reply = plain.run_batch({"ops": ops})
+        assert "error" not in reply, reply
+        got, want = fused.get(1), plain.get(1)
+        assert got.dtype == want.dtype and got.view(np.uint8).tobytes() == want.view(np.uint8).tobytes()
+        assert sorted(fused.arrays) == [1, 2] and fused.nbytes == plain.nbytes  # no product kept
+
+
+def test_an_update_by_a_scaled_array_refuses_what_it_cannot_do():
+    from gradserve.engine.session import Session
+
+    s = Session("t")
+    s.put(1, np.ones(3, np.float32))
+    s.put(2, np.ones(3, np.float32))
+    s.put(3, np.ones(4, np.float32))
+    cases = [
+        ({"op": "update", "in": [1], "at": {"fn": "sub", "scale": 2.0}}, "scale multiplies a value array"),
+        ({"op": "update", "in": [1, 2], "at": {"fn": "sub", "scale": 2.0, "scalar": 1.0}}, "not both"),
+        ({"op": "update", "in": [1, 3], "at": {"fn": "sub", "scale": 2.0}}, "cannot update shape"),
+        ({"op": "update", "in": [1, 2], "at": {"fn": "sub", "scale": "x"}}, "scale"),
+    ]
+    for ins, says in cases:
+        reply = s.run_batch({"ops": [ins]})
+        assert reply["error"]["kind"] in ("InvalidInput", "ShapeError") and says in reply["error"]["message"], reply
+        assert s.get(1).tolist() == [1.0, 1.0, 1.0]  # left as it was
