@@ -56,6 +56,7 @@ class InProcess:
 
     def __init__(self, seed: int | None = None, limits: Limits | None = None) -> None:
         self.session = Session("local", seed=seed, limits=limits)
+        self.session.timed = False  # (it runs no slices of a server's event loop)
         self.requests = 0
         self.max_batch_ops: int | None = self.session.limits.max_batch_ops
         self.max_batch_steps: int | None = self.session.limits.max_batch_steps

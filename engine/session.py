@@ -488,6 +488,9 @@ class Session:
         self.grads: dict[int, np.ndarray] = {}  # id(variable's node) -> the gradient buffer made for it
         self._cap = self.limits.max_array_bytes  # the largest array an op may make without a closer look
         self._in_slice = False  # a batch runs in a slice of a server's event loop (see BatchRun.run)
+        # Whether its costly ops are timed, for the slices of a server's event loop (``RATES``,
+        # engine/slices.py): a session in the user's own process (``InProcess``) runs no slices.
+        self.timed = True
         self.version = 0  # counts batches run, so a snapshot knows what changed
         self.last_batch_s = 0.0  # how long the last batch held the session (servers schedule by it)
         # told of each batch: (instructions run, error kind, instructions of the programs it called)
@@ -975,7 +978,7 @@ class Session:
             raise InvalidInput(f"handle {h} is already in use (free it first, or name another)")
         if len(arrays) >= self.limits.max_session_arrays and h >= 0:
             raise _too_many_arrays(self)
-        key, size = timing(op, at, xs, n, None if op.like else specs)
+        key, size = timing(op, at, xs, n, None if op.like else specs) if self.timed else _UNTIMED
         if key is not None:
             judge_in_slice(self, key, size, xs[0] if op.name in VALUE_COSTLY else None)
         cx = self.cx
@@ -1058,6 +1061,7 @@ _OPS_GET = OPS.get
 
 
 _ITEMSIZE: dict[str, int] = {}
+_UNTIMED: Final[tuple[tuple | None, int]] = (None, 0)  # (an untimed session's ops)
 
 
 def _itemsize(dtype: str) -> int:
@@ -1358,7 +1362,7 @@ def _scaled_update(s: Session, target: np.ndarray, v: np.ndarray, a: float) -> N
     """``target -= v * a`` in one pass (``kernels.scaled_sub``: the bits of the product and
     then the difference), timed as ``update`` is."""
     size = target.nbytes + v.nbytes
-    key = ("update", "scaled", target.dtype.num) if size >= TIMED_BYTES else None
+    key = ("update", "scaled", target.dtype.num) if size >= TIMED_BYTES and s.timed else None
     if key is not None:
         judge_in_slice(s, key, size, None)
     started = time.perf_counter_ns()
@@ -1413,7 +1417,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
     # timed as an op is (a mod of 1e300 by 1e-300 takes 2 us an element): in a slice of a
     # server's event loop, one expected past it, or not timed yet, is left for the thread
     size = target.nbytes + (v.nbytes if isinstance(v, np.ndarray) else 0)
-    key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES else None
+    key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES and s.timed else None
     if key is not None:
         judge_in_slice(s, key, size, target if ufunc is np.mod else None)
     started = time.perf_counter_ns()

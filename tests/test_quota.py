@@ -767,6 +767,28 @@ def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monke
     assert in_slice(s, ones(4, 100), tiny)  # under TIMED_BYTES: not judged, not timed
 
 
+def test_a_session_in_the_users_process_times_no_ops(monkeypatch):
+    """Rates are for the slices of a server's event loop: a server's session times its costly
+    ops and updates, an in-process one (which runs no slices) spends no clock reads on them."""
+    monkeypatch.setattr(slices, "RATES", {})
+    client = gradserve.Client(gradserve.InProcess())
+    try:
+        gradserve.set_current(client)
+        x = nd.ones((1 << 16,))
+        y = nd.relu(x) + 1
+        y -= 0.5 * x
+        assert y.asnumpy()[0] == 1.5
+        assert slices.RATES == {}
+    finally:
+        gradserve.set_current(None)
+        client.close()
+    s = Session("served")
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [1 << 16]}})
+    ok(s, {"op": "relu", "in": [1], "out": [2]})
+    ok(s, {"op": "update", "in": [2, 1], "at": {"fn": "sub", "scale": 0.5}})
+    assert {k[:2] for k in slices.RATES} >= {("relu", np.dtype("float32").num), ("update", "scaled")}
+
+
 def test_a_backward_pass_is_left_for_the_thread_by_its_graphs_expected_time(monkeypatch):
     """A backward pass in a slice is judged by its graph: about twice its ops' forward times
     as measured (a training step's runs in the slice, its products timed per multiply-add; a
