@@ -1432,31 +1432,42 @@ class IndexArray:
 
 
 def _is_int(v: Any) -> bool:
+    if type(v) is int:  # (the common case first: the check below is a tuple's isinstance)
+        return True
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _bound(v: Any) -> bool:
+    return v is None or type(v) is int or _is_int(v)
 
 
 def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
     if not isinstance(key, (list, tuple)):
         raise InvalidInput(f"{name}: key must be a list of indices, got {echo(key)}")
     out: list[Any] = []
+    arrays = 0
     for k in key:
-        if k is None:
+        if type(k) is int:
+            out.append(k)
+        elif k is None:
             out.append(None)
+        elif isinstance(k, (list, tuple)) and len(k) == 3 and _bound(k[0]) and _bound(k[1]) and _bound(k[2]):
+            if k[2] == 0:
+                raise InvalidInput(f"{name}: slice step cannot be zero")
+            out.append(slice(*k))
         elif k == "...":
             out.append(Ellipsis)
         elif _is_int(k):
             out.append(int(k))
-        elif isinstance(k, (list, tuple)) and len(k) == 3 and all(v is None or _is_int(v) for v in k):
-            if k[2] == 0:
-                raise InvalidInput(f"{name}: slice step cannot be zero")
-            out.append(slice(*k))
         elif isinstance(k, dict) and set(k) == {"array"} and _is_int(k["array"]) and 0 <= k["array"] < n_arrays:
             out.append(IndexArray(int(k["array"])))
+            arrays += 1
         else:
             raise InvalidInput(f"{name}: invalid index {echo(k)} in key")
-    used = sorted(k.i for k in out if isinstance(k, IndexArray))
-    if used != list(range(n_arrays)):
-        raise InvalidInput(f"{name}: the key must use each of its {n_arrays} index arrays once")
+    if arrays or n_arrays:
+        used = sorted(k.i for k in out if isinstance(k, IndexArray))
+        if used != list(range(n_arrays)):
+            raise InvalidInput(f"{name}: the key must use each of its {n_arrays} index arrays once")
     return tuple(out)
 
 
@@ -1503,6 +1514,39 @@ def is_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
     a key of integers, slices, new axes and an ellipsis that selects one contiguous block of an
     array of ``shape``: one element on each axis up to some axis, a step-1 range on that one,
     and every axis after it whole. (Index arrays, and any other key, give a copy.)"""
+    if len(key) <= len(shape):  # integers and slices (a minibatch's rows): no axis added or implied
+        ranged = False
+        for k, d in zip(key, shape):
+            if type(k) is int:
+                if ranged and d != 1:
+                    return False
+            elif type(k) is slice:
+                start, stop, step = k.indices(d)
+                count = len(range(start, stop, step))
+                if ranged:
+                    if count != d or (step != 1 and d > 1):
+                        return False
+                elif count == 0:
+                    return False
+                elif count > 1:
+                    if step != 1:
+                        return False
+                    ranged = True
+            else:
+                break  # (None, an ellipsis, an index array: the general case below)
+        else:
+            if not ranged:  # the whole axes after the key: as the loop above would take them
+                for d in shape[len(key) :]:
+                    if d == 0:
+                        return False
+                    if d > 1:
+                        break
+            return True
+    return general_view_key(key, shape)
+
+
+def general_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
+    """``is_view_key`` for any key (its quick path takes keys of integers and slices)."""
     axes = [k for k in key if k is not None]  # (new axes move no element)
     for k in axes:
         if not (_is_int(k) or isinstance(k, slice) or k is Ellipsis):

@@ -5655,6 +5655,31 @@ def test_key_shape_is_numpys(shape, raw):
     assert got == want
 
 
+@given(
+    shape=st.lists(st.integers(0, 4), max_size=4).map(tuple),
+    raw=st.lists(
+        st.one_of(
+            st.integers(-5, 5),
+            st.tuples(
+                st.one_of(st.none(), st.integers(-5, 5)),
+                st.one_of(st.none(), st.integers(-5, 5)),
+                st.sampled_from([None, 1, 2, -1, -2]),
+            ),
+        ),
+        max_size=4,
+    ),
+)
+@settings(max_examples=1000, deadline=None)
+@example(shape=(5, 3, 0), raw=[1])  # a zero axis after a whole one: still a view
+@example(shape=(2, 0, 3), raw=[1])
+def test_a_key_of_integers_and_slices_is_a_view_by_the_general_rule(shape, raw):
+    """``is_view_key``'s quick path (integers and slices, a minibatch's rows) says what the
+    general rule says, and the parsed key is the one built by hand."""
+    key = ops.parse_key("getitem", [list(k) if isinstance(k, tuple) else k for k in raw])
+    assert key == tuple(slice(*k) if isinstance(k, tuple) else k for k in raw)
+    assert ops.is_view_key(key, shape) == ops.general_view_key(key, shape)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_integer_inputs_give_what_infer_says(name):
     """Where an op takes int32 inputs, its forward gives the shape and dtype its inference
