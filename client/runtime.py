@@ -19,7 +19,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -95,20 +95,38 @@ def _ours(filename: str) -> bool:
     return mine
 
 
-def _user_line() -> tuple[str, int] | None:
-    """The first frame outside gradserve: the user's line that queued an op. (Keyed by file
-    name: a str caches its hash, a code object computes it at every lookup.)"""
+Where = tuple[CodeType, int]
+"""Where the user's program queued an instruction: a code object and its instruction's offset
+(``_user_line``); ``_line`` says which file and line that is."""
+
+
+def _user_line() -> Where | None:
+    """The first frame outside gradserve: the user's code that queued an op, and where in it.
+    (Keyed by file name: a str caches its hash, a code object computes it at every lookup. Its
+    line is found only for an error (``_line``): a frame's ``f_lineno`` searches the line table,
+    at every op.)"""
     f: FrameType | None = sys._getframe(2)
     known = _OUR_FILES.get
     while f is not None:
-        filename = f.f_code.co_filename
-        mine = known(filename)
+        code = f.f_code
+        mine = known(code.co_filename)
         if mine is None:
-            mine = _ours(filename)
+            mine = _ours(code.co_filename)
         if not mine:
-            return filename, f.f_lineno
+            return code, f.f_lasti
         f = f.f_back
     return None
+
+
+def _line(where: Where) -> str:
+    """``file:line`` of a ``_user_line``."""
+    code, offset = where
+    line = code.co_firstlineno
+    for start, end, n in code.co_lines():
+        if start <= offset < end:
+            line = n if n is not None else line
+            break
+    return f"{code.co_filename}:{line}"
 
 
 def _scaled(last: dict[str, Any], update: dict[str, Any], product: int) -> bool:
@@ -135,7 +153,7 @@ class Client:
         self._acked = 0  # the last seq whose reply came
         self._lost: SessionClosed | None = None  # (see _lost_state, _forked)
         self._queue: list[dict[str, Any]] = []
-        self._where: list[tuple[str, int] | None] = []
+        self._where: list[Where | None] = []
         self._qbytes = 0
         self._qsteps = 0  # the instructions the queued calls' programs run
         # Handles of proxies that died, to free on the server. ``release`` appends to it from a
@@ -317,7 +335,7 @@ class Client:
         self._frees.append(h)
         self._free_bytes += nbytes
 
-    def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[tuple[str, int] | None]) -> None:
+    def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[Where | None]) -> None:
         """Move the pending frees that may go now into ``queue``: frees of handles from a
         ``holding_frees`` floor up stay pending. They join the queue before they leave
         ``_frees``, with no call between (an interrupt runs its handler only at a call or a
@@ -642,7 +660,7 @@ class Client:
         i = err.get("index") or 0
         op = err.get("op") or ops[i].get("op")
         loc = where[i] if 0 <= i < len(where) else None
-        at = f", queued at {loc[0]}:{loc[1]}" if loc else ""
+        at = f", queued at {_line(loc)}" if loc else ""
         message = err.get("message")
         if op == "call" and err.get("kind") == "UnknownHandle":  # (a parameter read by handle, freed)
             message = f"{message} ({REBOUND})"
@@ -680,7 +698,7 @@ class Client:
                 if key in dead:
                     continue  # (the first loss is the one to tell)
                 if lost is None:
-                    at = f" queued at {loc[0]}:{loc[1]}" if loc else ""
+                    at = f" queued at {_line(loc)}" if loc else ""
                     what = "the random generator's seed" if key == RNG_KEY else "this array's in-place change"
                     # (a pass or a call that failed part way: what ran of it before it failed stays done)
                     how = (
@@ -795,7 +813,7 @@ class _Pending(NamedTuple):
     ``ops[start:]``, the first batch of them under ``seq``."""
 
     ops: list[dict[str, Any]]
-    where: list[tuple[str, int] | None]
+    where: list[Where | None]
     freed: list[list[int]]
     nreads: int
     start: int
