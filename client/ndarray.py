@@ -13,6 +13,7 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -234,13 +235,26 @@ def write_into(out: Any, result: Any, name: str) -> NDArray:
     return out
 
 
-_SCALED_UPDATES = ("add", "sub")  # the updates the engine scales an array for (``update``'s scale)
+_CODES: dict[int, tuple[Any, bytes]] = {}  # id(code) -> (code, its bytecode): ``co_code`` is made at each read
+
+
+def _instruction(f: FrameType) -> tuple[int, int]:
+    """The opcode and argument of the instruction frame ``f`` is running."""
+    code = f.f_code
+    kept = _CODES.get(id(code))
+    if kept is None or kept[0] is not code:
+        if len(_CODES) > 4096:
+            _CODES.clear()
+        kept = _CODES[id(code)] = (code, code.co_code)
+    i = f.f_lasti
+    return kept[1][i], kept[1][i + 1]
 
 
 class _Probe:
-    """Calls its in-place subtraction as ``NDArray`` does, to read the references an operand has there."""
+    """Does its in-place operators as ``NDArray`` does, to read what ``_inplace`` sees there:
+    the references its operand has, and the caller's instruction."""
 
-    refs = 0
+    seen: tuple[int, tuple[int, int]] = (0, (0, 0))
 
     def __rmul__(self, o: Any) -> _Probe:
         return _Probe()
@@ -248,25 +262,36 @@ class _Probe:
     def __isub__(self, o: Any) -> _Probe:
         return self._inplace(o, "sub")
 
+    def __iadd__(self, o: Any) -> _Probe:
+        return self._inplace(o, "add")
+
     def _inplace(self, o: Any, fn: str) -> _Probe:
-        _Probe.refs = sys.getrefcount(o)
+        _Probe.seen = (sys.getrefcount(o), _instruction(sys._getframe(2)))
         return self
 
 
-def _temporary_refs() -> int:
-    """``sys.getrefcount`` of an operand in ``NDArray._inplace`` that nothing but the statement
-    holds (``x -= a * y``: the product is a temporary, which nobody can read afterwards), as
-    this Python counts; -1 (never) where a named operand counts no more (an interpreter that
-    lends the references of local variables)."""
+def _temporaries() -> tuple[int, dict[str, tuple[int, int]]]:
+    """How ``NDArray._inplace`` tells ``x -= a * y`` (and ``+=``) of a temporary product, which
+    nobody can read afterwards: ``sys.getrefcount`` of its operand at most the first value
+    (as this Python counts), called by the instruction of the operator (the second, by fn),
+    not by a call (``x.__isub__(p)`` hands the callee the caller's reference to a named ``p``,
+    and counts as a temporary would). (-1, {}): never, where this Python tells neither apart."""
     p, g = _Probe(), _Probe()
     p -= 0.5 * g
-    temporary = _Probe.refs
+    temporary, sub = _Probe.seen
+    p += 0.5 * g
+    add = _Probe.seen[1]
     named = 0.5 * g
     p -= named
-    return temporary if temporary < _Probe.refs else -1
+    named_refs = _Probe.seen[0]
+    p.__isub__(0.5 * g)
+    called = _Probe.seen[1]
+    if temporary >= named_refs or called in (sub, add) or sub == add:
+        return -1, {}
+    return temporary, {"sub": sub, "add": add}
 
 
-_TEMPORARY_REFS = _temporary_refs()
+_TEMPORARY_REFS, _OPERATORS = _temporaries()
 
 
 def _scalar(x: Any) -> bool:
@@ -566,7 +591,11 @@ class NDArray:
             if o._spec.dtype != self._spec.dtype:
                 raise DTypeError(f"{fn}: in-place update of {self._spec.dtype} with {o._spec.dtype}")
             ins["in"].append(o._h)
-            if fn in _SCALED_UPDATES and sys.getrefcount(o) <= _TEMPORARY_REFS:
+            if (
+                sys.getrefcount(o) <= _TEMPORARY_REFS
+                and self._c.scaled_updates
+                and _instruction(sys._getframe(2)) == _OPERATORS.get(fn)
+            ):
                 self._c.enqueue(ins, product=o._h)  # ``x -= a * y``, the product a temporary: one pass
                 return self
         elif _scalar(o):

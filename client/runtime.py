@@ -195,6 +195,8 @@ class Client:
         self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
         self._set_limits(getattr(transport, "max_body_bytes", None), getattr(transport, "max_batch_ops", None))
         self.max_batch_steps: int | None = getattr(transport, "max_batch_steps", None)
+        # whether the engine scales an update's value (``update``'s at.scale: ``w -= lr * g`` in one pass)
+        self.scaled_updates: bool = "update.scale" in getattr(transport, "features", ())
         # a script that ends frees its session on the server at once, not after the idle timeout
         atexit.register(_close_quietly, weakref.ref(self))
         _clients.add(self)

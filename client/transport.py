@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from .engine import wire
+from .engine import FEATURES, wire
 from .engine.errors import InvalidInput, MXNetError, error_from_kind
 from .engine.session import Limits, Session
 
@@ -53,6 +53,7 @@ class InProcess:
     sends_bytes = False  # arrays are handed over as they are: the caller's must be copies
     sequenced = False
     max_body_bytes = None  # (no request to carry them)
+    features = FEATURES  # (this process's engine)
 
     def __init__(self, seed: int | None = None, limits: Limits | None = None) -> None:
         self.session = Session("local", seed=seed, limits=limits)
@@ -149,6 +150,12 @@ class Http:
         # and runs no longer batch (a server that does not say: learned when it refuses one, runtime.py)
         self.max_batch_ops: int | None = reply.get("max_batch_ops")
         self.max_batch_steps: int | None = reply.get("max_batch_steps")  # (with the calls' programs)
+        # what the server's engine does that older ones did not (``engine.FEATURES``): a client
+        # sends it only to a server that says it does it
+        features = reply.get("features")
+        self.features: tuple[str, ...] = (
+            tuple(f for f in features if isinstance(f, str)) if isinstance(features, list) else ()
+        )
         # the server closes a session idle for longer: touched while this program lives
         ttl = reply.get("session_ttl_s")
         self._used = time.monotonic()

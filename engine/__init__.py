@@ -11,6 +11,6 @@ NATIVE = _native.NATIVE  # "mypyc" or "python": which interpreter runs batches
 from . import backprop, ops, optimizers, programs, wire  # noqa: E402, F401
 from .errors import MXNetError  # noqa: E402
 from .optable import OPS, Op, Spec  # noqa: E402
-from .session import Limits, Session, catalog  # noqa: E402
+from .session import FEATURES, Limits, Session, catalog  # noqa: E402
 
-__all__ = ["NATIVE", "OPS", "Limits", "MXNetError", "Op", "Session", "Spec", "catalog"]
+__all__ = ["FEATURES", "NATIVE", "OPS", "Limits", "MXNetError", "Op", "Session", "Spec", "catalog"]

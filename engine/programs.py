@@ -191,7 +191,7 @@ def _plan(prog: Program) -> list[Any]:
             quiet = not (step.get("mode", 0) | nxt.get("mode", 0)) & RECORDING
             if nxt["op"] == "update" and len(ins) == 2 and ins[1] == t and ins[0] != t and reads[t] == 1 and quiet:
                 u = _entry(k + 1, nxt)
-                if u[3]["at"]["fn"] == "sub" and u[3]["at"]["scalar"] is None:
+                if u[3]["at"]["fn"] == "sub" and u[3]["at"]["scalar"] is None and u[3]["at"]["scale"] is None:
                     g = step["in"][0]
                     prev = plan[-1] if plan else None
                     # the gradient's own alias, read only here: the buffer is read from the variable

@@ -1353,14 +1353,18 @@ def _setitem(s: Session, ins: dict, values: list) -> None:
         s.made_nodes(made)
 
 
+FEATURES: Final = ("update.scale",)
+"""What this engine does that older ones did not, named in a server's reply to a new session:
+a client uses one only where its server says so (``update``'s ``scale``, sent for ``w -= lr * g``)."""
+
 _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "mod": np.mod}
-_SCALED = ("add", "sub")  # the updates by a scaled array that one pass makes (w + a g is w - (-a) g, bit for bit)
 _MUL_SCALAR = OPS["mul_scalar"]
 
 
 def _scaled_update(s: Session, target: np.ndarray, v: np.ndarray, a: float) -> None:
-    """``target -= v * a`` in one pass (``kernels.scaled_sub``: the bits of the product and
-    then the difference), timed as ``update`` is."""
+    """``target -= v * a`` in one pass, for arrays ``kernels.scaled_sub_ok`` took: the bits of
+    ``mul_scalar`` and then ``update``; ``target + v * b`` is ``target - v * (-b)``, bit for bit
+    but for a NaN ``b``. Timed as ``update`` is."""
     size = target.nbytes + v.nbytes
     key = ("update", "scaled", target.dtype.num) if size >= TIMED_BYTES and s.timed else None
     if key is not None:
@@ -1405,9 +1409,12 @@ def _update(s: Session, ins: dict, values: list) -> None:
         if not _ops.broadcastable(v.shape, target.shape):
             raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
         if scale is not None:
-            if at["fn"] in _SCALED and kernels.scaled_sub_ok(target, v):
-                _scaled_update(s, target, v, scale if at["fn"] == "sub" else -scale)
+            fn = at["fn"]
+            if (fn == "sub" or (fn == "add" and scale == scale)) and kernels.scaled_sub_ok(target, v):
+                _scaled_update(s, target, v, scale if fn == "sub" else -scale)  # (-NaN: another NaN's bits)
                 return
+            if s._in_slice and not s._calling and v.nbytes >= TIMED_BYTES:
+                raise SliceEnds  # the product is made before the update can be judged: the thread's
             s.check_alloc(v.nbytes)  # the product, while it lives (as mul_scalar's would be counted)
             v = _MUL_SCALAR.forward(s.cx, _MUL_SCALAR.parse_attrs({"scalar": scale}), v)
     elif at["scalar"] is not None:

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..engine import NATIVE, parallel, wire
+from ..engine import FEATURES, NATIVE, parallel, wire
 from ..engine.errors import InvalidInput, MXNetError, status_of
 from ..engine.session import Session, catalog, check_envelope, error_body
 from . import fast, protocol
@@ -88,7 +88,7 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
         "max_batch_steps": settings.max_batch_steps,
         "session_ttl_s": settings.session_ttl_s,
     }
-    return encode(request, {**s.info(), **limits}, 201)
+    return encode(request, {**s.info(), **limits, "features": list(FEATURES)}, 201)
 
 
 @sessions.get("", response_model=list[protocol.SessionInfo])

@@ -857,9 +857,10 @@ def test_an_update_by_a_temporary_product_is_one_instruction_of_the_same_bits(mo
         assert w.asnumpy().tobytes() == want.tobytes()
 
 
-def test_updates_by_temporary_products_that_the_kernel_cannot_take_give_the_same_values(mode):
-    """A broadcast product, the target's own product, and a product of an array let go before
-    the update is queued (whose free then goes at once, after the update that reads it)."""
+def test_updates_by_temporary_products_of_every_kind_give_the_same_values(mode):
+    """A broadcast product and the target's own product (which the one-pass kernel cannot
+    take), and products of arrays let go before the update is queued (whose frees then go at
+    once, after the update that reads them)."""
     from gradserve import runtime
 
     monkeypatch = pytest.MonkeyPatch()
@@ -882,6 +883,39 @@ def test_updates_by_temporary_products_that_the_kernel_cannot_take_give_the_same
         gc.collect()
     finally:
         monkeypatch.undo()
+
+
+def test_a_named_product_passed_to_an_in_place_method_is_made(mode):
+    """``w.__isub__(p)`` (or through the class, or operator.isub) hands the method the caller's
+    own reference to a named ``p``, which then counts as a temporary would: only the operator's
+    instruction (``w -= ...``) lets the update scale in the product's place."""
+    import operator
+
+    g = nd.array([1.0, 2.0])
+    w = nd.zeros((2,))
+    nd.waitall()
+    p = 0.5 * g
+    w.__isub__(p)
+    q = 0.25 * g
+    NDArray.__isub__(w, q)
+    r = 2.0 * g
+    w = operator.iadd(w, r)
+    assert [op for op, _, _ in _queued(mode)] == ["mul_scalar", "update"] * 3
+    assert p.asnumpy().tolist() == [0.5, 1.0] and q.asnumpy().tolist() == [0.25, 0.5]
+    assert r.asnumpy().tolist() == [2.0, 4.0] and w.asnumpy().tolist() == [1.25, 2.5]
+
+
+def test_a_server_that_does_not_scale_updates_is_sent_the_product(mode):
+    """A client fuses ``w -= a * g`` only for an engine that says it takes ``update``'s scale
+    (a server names it among its features when it opens a session; an older one does not)."""
+    assert mode.scaled_updates
+    mode.scaled_updates = False  # (as against an older server)
+    g = nd.array([1.0, 2.0])
+    w = nd.zeros((2,))
+    nd.waitall()
+    w -= 0.5 * g
+    assert [op for op, _, _ in _queued(mode)] == ["mul_scalar", "update"]
+    assert w.asnumpy().tolist() == [-0.5, -1.0]
 
 
 def test_an_update_by_a_product_recorded_or_traced_is_left_as_written(mode):

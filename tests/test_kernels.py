@@ -277,7 +277,7 @@ def _update_by(s, w: int, g: int, scale: float, fn: str = "sub") -> dict:
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int32"])
 @pytest.mark.parametrize("fn", ["sub", "add", "mul"])
-@pytest.mark.parametrize("scale", [0.1, -3.7, 1e39])
+@pytest.mark.parametrize("scale", [0.1, -3.7, 1e39, float("nan"), -float("nan"), -0.0])
 def test_an_update_by_a_scaled_array_gives_the_bits_of_mul_scalar_then_update(dtype, fn, scale):
     """``update`` with ``scale`` (what the client sends for ``w -= a * g``) changes the target as
     ``mul_scalar`` and then ``update`` do, bit for bit: in one pass where the kernel takes the
@@ -288,11 +288,11 @@ def test_an_update_by_a_scaled_array_gives_the_bits_of_mul_scalar_then_update(dt
     rng = np.random.default_rng(5)
     w0 = (rng.standard_normal((6, 5)) * 50).astype(dtype)
     g0 = (rng.standard_normal((6, 5)) * 5).astype(dtype)
-    for value in (g0, g0[0], None):  # the same shape, a broadcast row, the target itself
+    for value in (g0, g0[0], None, g0.T.copy().T):  # the same shape, a broadcast row, the target itself, strided
         fused, plain = Session("fused"), Session("plain")
         for s in (fused, plain):
             s.put(1, w0.copy())
-            s.put(2, w0.copy() if value is None else value.copy())
+            s.put(2, w0.copy() if value is None else np.array(value, order="K"))
         g = 1 if value is None else 2
         reply = _update_by(fused, 1, g, scale, fn)
         assert "error" not in reply, reply
@@ -325,3 +325,28 @@ def test_an_update_by_a_scaled_array_refuses_what_it_cannot_do():
         reply = s.run_batch({"ops": [ins]})
         assert reply["error"]["kind"] in ("InvalidInput", "ShapeError") and says in reply["error"]["message"], reply
         assert s.get(1).tolist() == [1.0, 1.0, 1.0]  # left as it was
+
+
+def test_a_programs_update_by_a_scaled_array_keeps_its_scale_when_planned():
+    """A program's ``mul_scalar`` and then an ``update`` that scales again: the plan (a later
+    call's steps without their checks) must not take the pair for ``w -= a * g`` and drop the
+    update's own scale."""
+    from gradserve.engine.session import Session
+
+    s = Session("t")
+    s.put(1, np.zeros(2, np.float32))
+    s.put(2, np.array([10.0, 20.0], np.float32))
+    prog = {
+        "id": 1,
+        "nargs": 1,
+        "program": [
+            {"op": "mul_scalar", "in": [-1], "out": [-2], "at": {"scalar": 2.0}},
+            {"op": "update", "in": [1, -2], "at": {"fn": "sub", "scale": 3.0}},
+        ],
+        "outputs": [1],  # (the product is read by the update alone, as the plan's fusing wants)
+    }
+    assert "error" not in s.run_batch({"ops": [{"op": "define", "at": prog}]})
+    for k in range(4):  # the first call checked, the others from the plan
+        reply = s.run_batch({"ops": [{"op": "call", "in": [2], "out": [10 + k], "at": {"id": 1}}]})
+        assert "error" not in reply, reply
+        assert s.get(1).tolist() == [-60.0 * (k + 1), -120.0 * (k + 1)]

@@ -736,6 +736,25 @@ def in_slice(s: Session, *ops: dict) -> bool:
     return whole
 
 
+def test_an_update_by_a_scaled_array_makes_no_product_in_a_slice(monkeypatch):
+    """``update`` with ``scale`` where the one-pass kernel cannot run (float16) makes the
+    product first: in a slice of the event loop that would run before the update is judged, so
+    a large one is left for the thread, as the ``mul_scalar`` it stands for would be (an
+    update known to be quick runs there)."""
+    s = Session("scaled")
+    n = 1 << 16  # 128 KiB of float16
+    ok(s, {"op": "ones", "out": [1], "at": {"shape": [n], "dtype": "float16"}})
+    ok(s, {"op": "ones", "out": [2], "at": {"shape": [n], "dtype": "float16"}})
+    f16 = np.dtype("float16").num
+    monkeypatch.setattr(slices, "RATES", {("update", "sub", f16): (0.01, 4 * n)})  # quick, as timed
+    assert in_slice(s, {"op": "update", "in": [1, 2], "at": {"fn": "sub"}})
+    scaled = {"op": "update", "in": [1, 2], "at": {"fn": "sub", "scale": 0.25}}
+    assert not in_slice(s, scaled)
+    small = {"op": "update", "in": [3, 4], "at": {"fn": "sub", "scale": 0.25}}
+    assert in_slice(s, ones(3, 100), ones(4, 100), small)  # (a small one's product costs nothing)
+    assert s.get(1)[0] == -0.25 and s.get(3)[0] == 0.75
+
+
 def test_an_elementwise_op_is_left_for_the_thread_by_its_time_not_its_size(monkeypatch):
     """A float16 polygamma of 8 MiB takes seconds with a result under the slice's bound:
     an op's time per byte, measured as it runs (in the thread the first time), says whether
