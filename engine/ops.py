@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -1514,35 +1515,12 @@ def is_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
     a key of integers, slices, new axes and an ellipsis that selects one contiguous block of an
     array of ``shape``: one element on each axis up to some axis, a step-1 range on that one,
     and every axis after it whole. (Index arrays, and any other key, give a copy.)"""
-    if len(key) <= len(shape):  # integers and slices (a minibatch's rows): no axis added or implied
-        ranged = False
-        for k, d in zip(key, shape):
-            if type(k) is int:
-                if ranged and d != 1:
-                    return False
-            elif type(k) is slice:
-                start, stop, step = k.indices(d)
-                count = len(range(start, stop, step))
-                if ranged:
-                    if count != d or (step != 1 and d > 1):
-                        return False
-                elif count == 0:
-                    return False
-                elif count > 1:
-                    if step != 1:
-                        return False
-                    ranged = True
-            else:
-                break  # (None, an ellipsis, an index array: the general case below)
-        else:
-            if not ranged:  # the whole axes after the key: as the loop above would take them
-                for d in shape[len(key) :]:
-                    if d == 0:
-                        return False
-                    if d > 1:
-                        break
-            return True
-    return general_view_key(key, shape)
+    if len(key) > len(shape):
+        return general_view_key(key, shape)
+    for k in key:  # integers and slices (a minibatch's rows): no axis added or implied
+        if type(k) is not int and type(k) is not slice:
+            return general_view_key(key, shape)
+    return _one_block(key, shape)
 
 
 def general_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
@@ -1553,18 +1531,22 @@ def general_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
             return False
     if axes.count(Ellipsis) > 1 or len(axes) - (Ellipsis in axes) > len(shape):
         return False  # (refused by the indexing itself)
-    whole = slice(None)
     if Ellipsis in axes:
         i = axes.index(Ellipsis)
-        axes[i : i + 1] = [whole] * (len(shape) - len(axes) + 1)
-    axes += [whole] * (len(shape) - len(axes))
+        axes[i : i + 1] = [slice(None)] * (len(shape) - len(axes) + 1)
+    return _one_block(axes, shape)
+
+
+def _one_block(axes: Sequence[Any], shape: tuple[int, ...]) -> bool:
+    """Whether integers and slices, one per leading axis of ``shape`` (the axes after them
+    whole), select one contiguous block (see ``is_view_key``)."""
     ranged = False  # past the axis of the step-1 range: every axis must be whole
     for k, d in zip(axes, shape):
-        if _is_int(k):
-            count, step = 1, 1
-        else:
+        if isinstance(k, slice):
             start, stop, step = k.indices(d)
             count = len(range(start, stop, step))
+        else:
+            count, step = 1, 1
         if ranged:
             if count != d or (step != 1 and d > 1):
                 return False
@@ -1574,6 +1556,12 @@ def general_view_key(key: tuple, shape: tuple[int, ...]) -> bool:
             if step != 1:
                 return False
             ranged = True
+    if not ranged:  # the whole axes after them, as the loop would take them
+        for d in shape[len(axes) :]:
+            if d == 0:
+                return False
+            if d > 1:
+                break
     return True
 
 

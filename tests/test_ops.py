@@ -5624,22 +5624,22 @@ def test_broadcast_shapes_is_numpys(a, b):
     assert got == want
 
 
-@given(
-    SHAPES,
-    st.lists(
-        st.one_of(
-            st.integers(-6, 6),
-            st.tuples(
-                st.one_of(st.none(), st.integers(-6, 6)),
-                st.one_of(st.none(), st.integers(-6, 6)),
-                st.sampled_from([None, 1, 2, -1, -3]),
-            ),
-            st.none(),
-            st.just("..."),
+WIRE_KEYS = st.lists(  # keys as they travel: integers, [start, stop, step], null, "..."
+    st.one_of(
+        st.integers(-6, 6),
+        st.tuples(
+            st.one_of(st.none(), st.integers(-6, 6)),
+            st.one_of(st.none(), st.integers(-6, 6)),
+            st.sampled_from([None, 1, 2, -1, -3]),
         ),
-        max_size=5,
+        st.none(),
+        st.just("..."),
     ),
+    max_size=5,
 )
+
+
+@given(SHAPES, WIRE_KEYS)
 @settings(max_examples=500, deadline=None)
 def test_key_shape_is_numpys(shape, raw):
     """The arithmetic path for int and slice keys gives numpy's shape, and its errors."""
@@ -5655,29 +5655,46 @@ def test_key_shape_is_numpys(shape, raw):
     assert got == want
 
 
-@given(
-    shape=st.lists(st.integers(0, 4), max_size=4).map(tuple),
-    raw=st.lists(
-        st.one_of(
-            st.integers(-5, 5),
-            st.tuples(
-                st.one_of(st.none(), st.integers(-5, 5)),
-                st.one_of(st.none(), st.integers(-5, 5)),
-                st.sampled_from([None, 1, 2, -1, -2]),
-            ),
-        ),
-        max_size=4,
-    ),
-)
+@given(SHAPES, WIRE_KEYS, st.booleans())
 @settings(max_examples=1000, deadline=None)
-@example(shape=(5, 3, 0), raw=[1])  # a zero axis after a whole one: still a view
-@example(shape=(2, 0, 3), raw=[1])
-def test_a_key_of_integers_and_slices_is_a_view_by_the_general_rule(shape, raw):
-    """``is_view_key``'s quick path (integers and slices, a minibatch's rows) says what the
-    general rule says, and the parsed key is the one built by hand."""
+def test_a_key_is_a_view_where_it_selects_one_run_of_memory(shape, raw, numpy_ints):
+    """``is_view_key`` (its quick path for integers and slices, a minibatch's rows, and the
+    general one for new axes and an ellipsis) is true where numpy's selection is one run of
+    the array's elements in memory order, as MXNet's view is; ``parse_key`` builds the key a
+    hand would, numpy's integers included. (Empty selections: the next test.)"""
+    if numpy_ints:
+        raw = [np.int64(k) if type(k) is int else k for k in raw]
     key = ops.parse_key("getitem", [list(k) if isinstance(k, tuple) else k for k in raw])
-    assert key == tuple(slice(*k) if isinstance(k, tuple) else k for k in raw)
-    assert ops.is_view_key(key, shape) == ops.general_view_key(key, shape)
+    want = tuple(slice(*k) if isinstance(k, tuple) else Ellipsis if isinstance(k, str) else k for k in raw)
+    assert key == want and [type(k) for k in key] == [int if isinstance(k, np.integer) else type(k) for k in want]
+    whole = np.arange(math.prod(shape)).reshape(shape)
+    try:
+        got = np.asarray(whole[key]).ravel()
+    except IndexError:
+        return  # (refused by the indexing itself)
+    if got.size == 0:
+        return
+    run = bool((got == np.arange(got[0], got[0] + got.size)).all())
+    assert ops.is_view_key(key, shape) == run
+    assert ops.general_view_key(key, shape) == run
+
+
+@pytest.mark.parametrize(
+    ("shape", "key", "view"),
+    [
+        ((5, 3, 0), (1,), True),  # the empty axis after the whole ones that follow the key
+        ((5, 3, 0), (slice(1, 3),), True),  # after the range
+        ((2, 0, 3), (1,), False),  # before any range: an empty block
+        ((0,), (), False),
+        ((4, 0), (slice(1, 1),), False),
+    ],
+)
+def test_an_empty_selection_is_a_view_where_its_empty_axis_follows_the_block(shape, key, view):
+    """Of the empty selections (which share no element either way: nothing a program sees),
+    the rule takes those whose empty axis comes after its range, or after the whole axes that
+    follow the key; the quick path and the general one agree on them."""
+    assert ops.is_view_key(key, shape) == view
+    assert ops.general_view_key((None, *key), shape) == view
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
