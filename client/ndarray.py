@@ -250,6 +250,16 @@ def _instruction(f: FrameType) -> tuple[int, int]:
     return kept[1][i], kept[1][i + 1]
 
 
+def _called_by_operator(fn: str) -> bool:
+    """Whether the caller of ``NDArray``'s in-place dunder (``__isub__``) runs the operator's
+    instruction (``x -= ...``), not a call of the dunder (see ``_temporaries``)."""
+    try:
+        f = sys._getframe(3)  # (this function, ``_inplace``, the dunder, its caller)
+    except ValueError:  # no Python frame there: called from C
+        return False
+    return _instruction(f) == _OPERATORS.get(fn)
+
+
 class _Probe:
     """Does its in-place operators as ``NDArray`` does, to read what ``_inplace`` sees there:
     the references its operand has, and the caller's instruction."""
@@ -591,11 +601,7 @@ class NDArray:
             if o._spec.dtype != self._spec.dtype:
                 raise DTypeError(f"{fn}: in-place update of {self._spec.dtype} with {o._spec.dtype}")
             ins["in"].append(o._h)
-            if (
-                sys.getrefcount(o) <= _TEMPORARY_REFS
-                and self._c.scaled_updates
-                and _instruction(sys._getframe(2)) == _OPERATORS.get(fn)
-            ):
+            if sys.getrefcount(o) <= _TEMPORARY_REFS and self._c.scaled_updates and _called_by_operator(fn):
                 self._c.enqueue(ins, product=o._h)  # ``x -= a * y``, the product a temporary: one pass
                 return self
         elif _scalar(o):

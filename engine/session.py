@@ -1411,7 +1411,7 @@ def _update(s: Session, ins: dict, values: list) -> None:
         if scale is not None:
             fn = at["fn"]
             if (fn == "sub" or (fn == "add" and scale == scale)) and kernels.scaled_sub_ok(target, v):
-                _scaled_update(s, target, v, scale if fn == "sub" else -scale)  # (-NaN: another NaN's bits)
+                _scaled_update(s, target, v, scale if fn == "sub" else -scale)  # (a NaN's sign would flip)
                 return
             if s._in_slice and not s._calling and v.nbytes >= TIMED_BYTES:
                 raise SliceEnds  # the product is made before the update can be judged: the thread's
