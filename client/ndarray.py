@@ -235,14 +235,16 @@ def write_into(out: Any, result: Any, name: str) -> NDArray:
     return out
 
 
-_CODES: dict[int, tuple[Any, bytes]] = {}  # id(code) -> (code, its bytecode): ``co_code`` is made at each read
+_CODES: dict[int, tuple[Any, bytes]] = {}
+"""id(code) -> (code, its bytecode): ``co_code`` is made anew at each read. (The entry holds the
+code object, so no other takes its id while it is there.)"""
 
 
 def _instruction(f: FrameType) -> tuple[int, int]:
     """The opcode and argument of the instruction frame ``f`` is running."""
     code = f.f_code
     kept = _CODES.get(id(code))
-    if kept is None or kept[0] is not code:
+    if kept is None:
         if len(_CODES) > 4096:
             _CODES.clear()
         kept = _CODES[id(code)] = (code, code.co_code)
@@ -285,7 +287,20 @@ def _temporaries() -> tuple[int, dict[str, tuple[int, int]]]:
     nobody can read afterwards: ``sys.getrefcount`` of its operand at most the first value
     (as this Python counts), called by the instruction of the operator (the second, by fn),
     not by a call (``x.__isub__(p)`` hands the callee the caller's reference to a named ``p``,
-    and counts as a temporary would). (-1, {}): never, where this Python tells neither apart."""
+    and counts as a temporary would). (-1, {}): never, where this Python tells neither apart.
+
+    Measured with no trace function: one that reads frames' locals (a debugger, a tracing
+    tool, any on Python 3.10) holds references of its own, and a count taken under it would
+    take a named operand for a temporary once it is gone."""
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        return _measure_temporaries()
+    finally:
+        sys.settrace(tracer)
+
+
+def _measure_temporaries() -> tuple[int, dict[str, tuple[int, int]]]:
     p, g = _Probe(), _Probe()
     p -= 0.5 * g
     temporary, sub = _Probe.seen
@@ -296,7 +311,7 @@ def _temporaries() -> tuple[int, dict[str, tuple[int, int]]]:
     named_refs = _Probe.seen[0]
     p.__isub__(0.5 * g)
     called = _Probe.seen[1]
-    if temporary >= named_refs or called in (sub, add) or sub == add:
+    if named_refs != temporary + 1 or called in (sub, add) or sub == add:
         return -1, {}
     return temporary, {"sub": sub, "add": add}
 

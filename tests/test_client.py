@@ -905,6 +905,37 @@ def test_a_named_product_passed_to_an_in_place_method_is_made(mode):
     assert r.asnumpy().tolist() == [2.0, 4.0] and w.asnumpy().tolist() == [1.25, 2.5]
 
 
+def test_the_probe_of_temporaries_counts_as_without_a_trace_function():
+    """The references a temporary has are measured at import with no trace function: one that
+    reads frames' locals (a debugger stepping through the import) holds references of its
+    own, and a count taken under it would later take a named product for a temporary."""
+    from gradserve import ndarray
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        frame.f_locals  # noqa: B018  (as debuggers and tracing tools read them)
+        return tracer
+
+    want = ndarray._temporaries()
+    assert want[0] > 0 and set(want[1]) == {"sub", "add"}
+    before = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        got = ndarray._temporaries()
+    finally:
+        sys.settrace(before)
+    assert got == want
+
+
+def test_a_transport_that_names_no_features_gets_no_fused_updates():
+    """A server that does not list ``update.scale`` (an older one says nothing of features)."""
+
+    class Older:
+        sequenced = True
+
+    assert not gradserve.Client(Older()).scaled_updates  # type: ignore[arg-type]
+    assert gradserve.Client(InProcess()).scaled_updates
+
+
 def test_a_server_that_does_not_scale_updates_is_sent_the_product(mode):
     """A client fuses ``w -= a * g`` only for an engine that says it takes ``update``'s scale
     (a server names it among its features when it opens a session; an older one does not)."""
