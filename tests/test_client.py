@@ -857,32 +857,26 @@ def test_an_update_by_a_temporary_product_is_one_instruction_of_the_same_bits(mo
         assert w.asnumpy().tobytes() == want.tobytes()
 
 
-def test_updates_by_temporary_products_of_every_kind_give_the_same_values(mode):
+def test_updates_by_temporary_products_of_every_kind_give_the_same_values(mode, monkeypatch):
     """A broadcast product and the target's own product (which the one-pass kernel cannot
     take), and products of arrays let go before the update is queued (whose frees then go at
     once, after the update that reads them)."""
     from gradserve import runtime
 
-    monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(runtime, "FREE_NOW_BYTES", 0)  # every free before the next instruction
-    try:
-        w0 = np.arange(12, dtype=np.float32).reshape(3, 4)
-        row = np.array([1.0, -2.0, 0.5, 4.0], np.float32)
-        w = nd.array(w0)
-        w -= 0.5 * nd.array(row)  # the row, let go as the update is queued
-        w -= 0.25 * w
-        w += 2.0 * nd.relu(nd.array(w0) - 5)
-        assert sum(op == "update" for op, _, _ in _queued(mode)) == 3
-        assert not any(op == "mul_scalar" for op, _, _ in _queued(mode))
-        want = w0.copy()
-        want -= row * np.float32(0.5)
-        want -= want * np.float32(0.25)
-        want += np.maximum(w0 - 5, 0) * np.float32(2.0)
-        assert w.asnumpy().tobytes() == want.tobytes()
-        nd.waitall()
-        gc.collect()
-    finally:
-        monkeypatch.undo()
+    w0 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    row = np.array([1.0, -2.0, 0.5, 4.0], np.float32)
+    w = nd.array(w0)
+    w -= 0.5 * nd.array(row)  # the row, let go as the update is queued
+    w -= 0.25 * w
+    w += 2.0 * nd.relu(nd.array(w0) - 5)
+    assert sum(op == "update" for op, _, _ in _queued(mode)) == 3
+    assert not any(op == "mul_scalar" for op, _, _ in _queued(mode))
+    want = w0.copy()
+    want -= row * np.float32(0.5)
+    want -= want * np.float32(0.25)
+    want += np.maximum(w0 - 5, 0) * np.float32(2.0)
+    assert w.asnumpy().tobytes() == want.tobytes()
 
 
 def test_a_named_product_passed_to_an_in_place_method_is_made(mode):
@@ -932,8 +926,15 @@ def test_a_transport_that_names_no_features_gets_no_fused_updates():
     class Older:
         sequenced = True
 
-    assert not gradserve.Client(Older()).scaled_updates  # type: ignore[arg-type]
-    assert gradserve.Client(InProcess()).scaled_updates
+        def close(self) -> None:
+            pass
+
+    for transport, fused in ((Older(), False), (InProcess(), True)):
+        client = gradserve.Client(transport)  # type: ignore[arg-type]
+        try:
+            assert client.scaled_updates is fused
+        finally:
+            client.close()
 
 
 def test_a_server_that_does_not_scale_updates_is_sent_the_product(mode):
@@ -967,6 +968,12 @@ def test_an_update_by_a_product_recorded_or_traced_is_left_as_written(mode):
 
     assert step(g).asnumpy().tolist() == [0.5] * 4
     assert step(g).asnumpy().tolist() == [0.5] * 4
+    if isinstance(mode.transport, InProcess):  # the program as traced: the product, then the update
+        (program,) = mode.transport.session.programs.values()
+        assert [(st["op"], "scale" in (st.get("at") or {})) for st in program.steps][1:] == [
+            ("mul_scalar", False),
+            ("update", False),
+        ]
 
 
 # -- close() from another thread -----------------------------------------------------
