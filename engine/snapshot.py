@@ -199,7 +199,8 @@ def _load(path: Path, data: dict[str, np.ndarray], limits: Limits | None) -> Ses
         raise InvalidInput(f"{path}: snapshot format {meta.get('format')} is not {FORMAT}")
     # loaded as it was saved, under no limits: a session admitted under limits lowered since
     # (a restart with a new configuration) comes back over them, its data kept; it can free
-    # and read arrays, but makes nothing new until it is under them again
+    # arrays and read those a reply's copies fit under the new limit, but makes nothing new
+    # until it is under them again
     s = Session(meta["id"], owner=meta["owner"], limits=_UNLIMITED)
     for key, v in data.items():
         if key.startswith("a:"):
