@@ -26,7 +26,7 @@ from .engine.kernels import FTML_EPSILON
 from .engine.optable import OPS, PARSERS, REQUIRED, Op
 from .engine.optimizers import OPTIMIZERS, check_optimizer_attrs
 from .engine.session import INPLACE_IN_GRAPH
-from .ndarray import NDArray, array, context_of, dense_storage, invoke, write_into
+from .ndarray import NDArray, array, context_of, dense_storage, invoke, mxnet_string, parse_given, write_into
 from .runtime import current
 from .state import flags
 
@@ -217,16 +217,29 @@ def _flag(name: str, what: str, v: Any) -> bool:
         raise InvalidInput(f"{name}: {what}: {e}") from None
 
 
+_COMPOSED_KINDS = {"int": "int", "bool": "bool", "float": "float"}  # (annotations, as strings)
+_NAMED_KINDS = {"shape": "shape", "axes": "axis"}  # (annotated Any)
+
+
 def _composed(fn: Any) -> Any:
     """A function composed of the table's ops that takes MXNet's ``name`` (a symbol's name:
     nothing here) and ``out`` (the result written into it: an array, or a list for several
     outputs), and refuses any other keyword it does not name, before anything is queued (its
     own ``**kwargs`` get nothing: MXNet's signatures, for completion, keep them)."""
-    own = {n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    sig = inspect.signature(fn)
+    own = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
     name = fn.__name__
+    # the kinds of its attributes, for those given as MXNet's strings ("3", "True", "(1,)")
+    kinds = {n: k for n, p in sig.parameters.items() if (k := _COMPOSED_KINDS.get(p.annotation) or _NAMED_KINDS.get(n))}
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kinds and (any(type(a) is str for a in args) or any(type(v) is str for v in kwargs.values())):
+            bound = sig.bind_partial(*args, **kwargs)
+            for k, v in bound.arguments.items():
+                if type(v) is str and k in kinds:
+                    bound.arguments[k] = mxnet_string(kinds[k], v)
+            args, kwargs = bound.args, bound.kwargs
         if not kwargs.keys() - own:
             return fn(*args, **kwargs)
         extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
@@ -373,8 +386,10 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
     """``num_outputs`` equal parts along ``axis`` (a list; one array when 1)."""
     squeeze = _flag("split", "squeeze_axis", squeeze_axis)
     ndim = len(data.shape)
+    if not isinstance(num_outputs, numbers.Integral) or isinstance(num_outputs, bool):
+        raise InvalidInput(f"split: num_outputs must be an integer, got {num_outputs!r}")
     if not isinstance(axis, numbers.Integral) or not -ndim <= axis < ndim:
-        raise ShapeError(f"split: axis {axis} is out of range for an array of rank {ndim}")
+        raise ShapeError(f"split: axis {axis!r} is out of range for an array of rank {ndim}")
     n = data.shape[axis]
     if num_outputs < 1 or n % num_outputs:
         raise ShapeError(f"split: axis {axis} of length {n} does not split into {num_outputs} equal parts")
@@ -509,8 +524,8 @@ def _with_statistics(name: str, stats: Any) -> Any:
         except TypeError as e:
             raise InvalidInput(f"{name}: {e}") from None
         given = bound.arguments
-        at = OPS[name].parse_attrs({k: v for k, v in given.items() if k not in OPS[name].inputs})
-        if not at["output_mean_var"]:  # (as the op reads it: "False" is refused, not true)
+        at, _ = parse_given(OPS[name], {k: v for k, v in given.items() if k not in OPS[name].inputs})
+        if not at["output_mean_var"]:  # (as the op reads it: "False" is False, as in MXNet)
             return plain(*args, **({"out": out} if out is not None else {}), **kwargs)
         if out is not None and (not isinstance(out, (list, tuple)) or len(out) != 3):
             raise InvalidInput(f"{name}: out= with output_mean_var is a list of 3 NDArrays, one per output")

@@ -143,6 +143,65 @@ def _mode() -> int:
     return (RECORDING if f.recording else 0) | (TRAINING if f.training else 0)
 
 
+_STRING_KINDS = frozenset({"str", "dtype", "tensor"})  # (kinds whose values are strings anyway)
+_KEYED = {op.name: names for op in OPS.ops() if (names := tuple(a.name for a in op.attrs if a.kind == "key"))}
+
+
+def parse_given(op: Op, attrs: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``op``'s attributes as given in Python, parsed; and the given ones as they were read.
+
+    MXNet passes every attribute to its engine as a string, so a program may give one as its
+    string (``keepdims='True'``, ``axis='1'``, ``shape='(3, 2)'``): where the attributes as given
+    are refused and some is a string of a kind that is not one, they are read as MXNet reads
+    them (``mxnet_string``) and parsed again. (The REST API takes typed values only.) An
+    attribute whose parser takes any value (slice's ``begin``: a key) is read so at once."""
+    keyed = _KEYED.get(op.name)
+    if keyed and attrs:
+        for k in keyed:
+            if type(attrs.get(k)) is str:
+                attrs = {**attrs, k: mxnet_string("key", attrs[k])}
+    try:
+        return op.parse_attrs(attrs), attrs
+    except InvalidInput:
+        if not attrs or not any(type(v) is str for v in attrs.values()):
+            raise
+        kinds = {a.name: a.kind for a in op.attrs}
+        read = {}
+        for k, v in attrs.items():
+            kind = kinds.get(k)
+            read[k] = mxnet_string(kind, v) if type(v) is str and kind is not None and kind not in _STRING_KINDS else v
+        return op.parse_attrs(read), read
+
+
+def mxnet_string(kind: str, text: str) -> Any:
+    """An attribute of ``kind`` given as MXNet's string form ('True', '0', '-1', '0.5', '(3, 3)',
+    '[0]', '(None, 1)', 'None'), read as MXNet 1.9.1 reads it; the text itself where it is
+    none of them (the attribute's parser then says what is wrong with it)."""
+    t = text.strip()
+    if t == "None":
+        return None
+    try:
+        if kind == "bool":
+            low = t.lower()
+            return True if low in ("true", "1") else False if low in ("false", "0") else text
+        if kind == "int":
+            return int(t)
+        if kind == "float":
+            return float(t)
+        if kind in ("shape", "ints", "floats", "axis", "reduce_axis", "key"):
+            bracketed = len(t) >= 2 and t[0] + t[-1] in ("()", "[]")
+            inner = t[1:-1] if bracketed else t
+            parts = [part.strip() for part in inner.split(",")]
+            if parts[-1] == "":  # '(3,)', '()'
+                parts.pop()
+            read = float if kind == "floats" else int
+            values = [None if part == "None" and kind == "key" else read(part) for part in parts]
+            return values if bracketed or len(values) != 1 else values[0]
+    except ValueError:
+        return text
+    return text
+
+
 def invoke(
     op: Op,
     arrays: Sequence[NDArray],
@@ -187,7 +246,10 @@ def invoke(
             ctx = current_context()
     if op.random and c._dead:
         c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
-    at: dict[str, Any] = attrs if parsed and attrs is not None else op.parse_attrs(attrs)
+    if parsed and attrs is not None:
+        at: dict[str, Any] = attrs
+    else:
+        at, attrs = parse_given(op, attrs)
     try:
         spec = specs[0] if op.like else op.infer(at, *specs)
     except (TypeError, IndexError):

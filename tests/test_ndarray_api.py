@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradserve
-from gradserve import MXNetError, autograd, nd
+from gradserve import MXNetError, NDArray, autograd, nd
 from gradserve.engine.errors import InvalidInput, ShapeError
 
 
@@ -128,6 +128,75 @@ def test_creation_functions_take_ctx_positionally_before_dtype_as_mxnet(mode):
     assert list(inspect.signature(nd.random_gamma).parameters) == ["alpha", "beta", "shape", "ctx", "dtype"]
     with pytest.raises(TypeError, match="got multiple values for argument 'ctx'"):
         nd.eye(2, 3, 1, cpu1, ctx=cpu1)
+
+
+# (function, attributes as MXNet's strings, the same attributes typed); each string form was
+# checked with MXNet 1.9.1, which passes every attribute to its engine as a string
+STRING_ATTRIBUTES = [
+    (lambda x, **a: nd.sum(x, **a), {"axis": "(0,1)"}, {"axis": (0, 1)}),
+    (lambda x, **a: nd.sum(x, **a), {"axis": "[0]"}, {"axis": [0]}),
+    (lambda x, **a: nd.sum(x, **a), {"axis": "1", "keepdims": "True"}, {"axis": 1, "keepdims": True}),
+    (lambda x, **a: nd.sum(x, **a), {"axis": "None"}, {"axis": None}),
+    (lambda x, **a: nd.sum(x, **a), {"axis": "()"}, {"axis": ()}),
+    (lambda x, **a: nd.sum(x, **a), {"axis": "0", "keepdims": "TRUE"}, {"axis": 0, "keepdims": True}),
+    (lambda x, **a: nd.mean(x, **a), {"axis": "1", "keepdims": "1"}, {"axis": 1, "keepdims": True}),
+    (lambda x, **a: nd.mean(x, **a), {"axis": "1", "keepdims": "false"}, {"axis": 1, "keepdims": False}),
+    (lambda x, **a: nd.reshape(x, **a), {"shape": "(3, -1)"}, {"shape": (3, -1)}),
+    (lambda x, **a: nd.reshape(x, **a), {"shape": "6"}, {"shape": (6,)}),
+    (lambda x, **a: nd.clip(x, **a), {"a_min": "0.5", "a_max": "2"}, {"a_min": 0.5, "a_max": 2.0}),
+    (lambda x, **a: nd.clip(x, **a), {"a_min": "1e0", "a_max": "inf"}, {"a_min": 1.0, "a_max": float("inf")}),
+    (lambda x, **a: nd.softmax(x, **a), {"axis": "-1"}, {"axis": -1}),
+    (lambda x, **a: nd.topk(x, **a), {"k": "2"}, {"k": 2}),
+    (lambda x, **a: nd.transpose(x, **a), {"axes": "(1,0)"}, {"axes": (1, 0)}),
+    (lambda x, **a: nd.LeakyReLU(x, act_type="leaky", **a), {"slope": "0.1"}, {"slope": 0.1}),
+    (lambda x, **a: nd.slice(x, **a), {"begin": "(None,1)", "end": "(2,3)"}, {"begin": (None, 1), "end": (2, 3)}),
+    (lambda x, **a: nd.slice(x, begin=(0, 0), end=(2, 3), **a), {"step": "(1,2)"}, {"step": (1, 2)}),
+    (lambda x, **a: x.sum(**a), {"axis": "1", "keepdims": "True"}, {"axis": 1, "keepdims": True}),
+    (lambda x, **a: nd.ones(**a), {"shape": "(2,3)"}, {"shape": (2, 3)}),
+    # the functions composed in the client
+    (lambda x, **a: nd.split(x, **a), {"num_outputs": "3", "axis": "1"}, {"num_outputs": 3, "axis": 1}),
+    (lambda x, **a: nd.moments(x, **a), {"axes": "(1,)", "keepdims": "True"}, {"axes": (1,), "keepdims": True}),
+    (
+        lambda x, **a: nd.topk(x, **a),
+        {"k": "2", "axis": "0", "ret_typ": "both"},
+        {"k": 2, "axis": 0, "ret_typ": "both"},
+    ),
+    (lambda x, **a: nd.zeros(**a), {"shape": "(2,)"}, {"shape": (2,)}),
+]
+
+
+@pytest.mark.parametrize(("fn", "strings", "typed"), STRING_ATTRIBUTES)
+def test_attributes_given_as_mxnets_strings_read_as_mxnet_reads_them(mode, fn, strings, typed):
+    x = nd.arange(6).reshape((2, 3))
+    got, want = fn(x, **strings), fn(x, **typed)
+    got, want = (got, want) if isinstance(got, (list, tuple)) else ([got], [want])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_array_equal(g.asnumpy(), w.asnumpy())
+
+
+def test_attribute_strings_mxnet_refuses_are_refused_saying_why(mode):
+    x = nd.arange(6).reshape((2, 3))
+    with pytest.raises(InvalidInput, match="keepdims.*expected a boolean, got 'yes'"):
+        nd.sum(x, axis=0, keepdims="yes")
+    with pytest.raises(InvalidInput, match="axis.*expected an integer, got '1.0'"):
+        nd.softmax(x, axis="1.0")  # (MXNet: "expect int but value='1.0'")
+    with pytest.raises(InvalidInput, match="act_type"):
+        nd.LeakyReLU(x, act_type="nope")  # (a string attribute stays as it is given)
+    with pytest.raises(InvalidInput, match="num_outputs must be an integer, got 'x'"):
+        nd.split(x, num_outputs="x")
+
+
+def test_the_rest_api_takes_typed_attributes_only():
+    """MXNet's strings are the Python API's: a REST batch gives attributes typed, as the
+    catalog says."""
+    from gradserve.engine.session import Session
+
+    s = Session("t")
+    s.put(1, np.ones((2, 3), np.float32))
+    reply = s.run_batch({"ops": [{"op": "sum", "in": [1], "out": [2], "at": {"axis": "1"}}]})
+    assert reply["error"]["kind"] == "InvalidInput" and "expected" in reply["error"]["message"]
 
 
 def test_arithmetic_on_bool_arrays_is_refused_as_in_mxnet(mode):
@@ -1155,8 +1224,11 @@ def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
         4.5,
         5.0,
     ]
+    alone = nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="False")  # (MXNet's string: False)
+    assert isinstance(alone, NDArray) and alone.shape == (3, 2, 2)
+    assert len(nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="True")) == 3
     with pytest.raises(InvalidInput, match="expected a boolean"):
-        nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="False")
+        nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="nope")
     with pytest.raises(InvalidInput, match="BatchNorm takes 5 inputs, got 3"):
         nd.BatchNorm(x, g, b)
     assert nd.LayerNorm(x, nd.ones(2), nd.zeros(2), name="ln").shape == (3, 2, 2)
@@ -1230,16 +1302,26 @@ def test_composed_functions_take_name_and_out_and_refuse_other_keywords(mode):
 
 
 def test_composed_functions_read_their_flags_as_the_ops_do():
-    """A string is refused (truthiness would take "False" for true), before anything is queued."""
+    """A flag given as MXNet's string is read as MXNet reads it ("False" is false, where
+    truthiness would take it for true; shapes and dtypes as MXNet 1.9.1 gives them); any other
+    string is refused, before anything is queued."""
     x = nd.ones((2, 2))
-    for call in (
-        lambda: nd.moments(x, axes=(0,), keepdims="False"),
-        lambda: nd.split(x, 2, axis=1, squeeze_axis="False"),
-        lambda: nd.split_v2(x, 2, axis=1, squeeze_axis="False"),
-        lambda: nd.amp_multicast(x, x.astype("float16"), num_outputs=2, cast_narrow="False"),
-    ):
+    calls = {
+        "moments": lambda flag: nd.moments(x, axes=(0,), keepdims=flag),
+        "split": lambda flag: nd.split(x, 2, axis=1, squeeze_axis=flag),
+        "split_v2": lambda flag: nd.split_v2(x, 2, axis=1, squeeze_axis=flag),
+        "amp_multicast": lambda flag: nd.amp_multicast(x, x.astype("float16"), num_outputs=2, cast_narrow=flag),
+    }
+    mxnets = {  # (shapes, dtypes) of the outputs with the flag "False", from MXNet 1.9.1
+        "moments": [((2,), "float32")] * 2,
+        "split": [((2, 1), "float32")] * 2,
+        "split_v2": [((2, 1), "float32")] * 2,
+        "amp_multicast": [((2, 2), "float32")] * 2,
+    }
+    for name, call in calls.items():
+        assert [(p.shape, np.dtype(p.dtype).name) for p in call("False")] == mxnets[name], name
         with pytest.raises(InvalidInput, match="expected a boolean"):
-            call()
+            call("nope")
     assert [p.shape for p in x.split_v2(2, axis=1, squeeze_axis=1)] == [(2,), (2,)]
     with pytest.raises(InvalidInput, match="Pooling takes 1 inputs, got 0"):
         nd.Pooling(kernel=(2, 2))
