@@ -248,6 +248,8 @@ def invoke(
         c.check_alive(RNG_KEY)  # (a seed its failed batch never set: the draws are not the program's)
     if parsed and attrs is not None:
         at: dict[str, Any] = attrs
+    elif not attrs:
+        at = op.parse_attrs(attrs)
     else:
         at, attrs = parse_given(op, attrs)
     try:
