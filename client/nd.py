@@ -138,6 +138,14 @@ def _generate(op: Op, name: str) -> Any:
                     break
             else:
                 return invoke(op, args)
+        if star is None and nfixed + len(slots) < len(args) <= nfixed + len(slots) + 2:
+            # MXNet's generated functions take ``out`` (then ``name``) by position after their attributes
+            k = nfixed + len(slots)
+            if args[k] is None or isinstance(args[k], NDArray):
+                if "out" in kwargs:
+                    raise TypeError(f"{name}() got multiple values for argument 'out'")
+                result = fn(*args[:k], **kwargs)
+                return result if args[k] is None else write_into(args[k], result, name)
         out = kwargs.pop("out", None)
         if out is not None:
             return write_into(out, fn(*args, **kwargs), name)

@@ -176,6 +176,20 @@ def test_attributes_given_as_mxnets_strings_read_as_mxnet_reads_them(mode, fn, s
         np.testing.assert_array_equal(g.asnumpy(), w.asnumpy())
 
 
+def test_out_given_by_position_after_the_attributes_as_mxnet(mode):
+    """MXNet's generated functions take ``out`` (then ``name``) by position after their
+    attributes: ``relu(x, y)``, ``sum(x, None, False, False, z)`` write into y and z and return
+    them (checked with MXNet 1.9.1)."""
+    x, y, z = nd.array([-1.0, 2.0]), nd.zeros(2), nd.zeros(1)
+    assert nd.relu(x, y) is y and y.asnumpy().tolist() == [0.0, 2.0]
+    assert nd.sum(x, None, False, False, z) is z and z.asnumpy().tolist() == [1.0]
+    assert nd.sum(x, None, False, False, None, "total").asnumpy().tolist() == [1.0]  # (no out; a name)
+    with pytest.raises(TypeError, match="multiple values for argument 'out'"):
+        nd.relu(x, y, out=y)
+    with pytest.raises(TypeError, match="takes at most 1 positional arguments"):
+        nd.relu(x, 3)
+
+
 def test_attribute_strings_mxnet_refuses_are_refused_saying_why(mode):
     x = nd.arange(6).reshape((2, 3))
     with pytest.raises(InvalidInput, match="keepdims.*expected a boolean, got 'yes'"):
