@@ -1361,20 +1361,6 @@ _UPDATES = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.div
 _MUL_SCALAR = OPS["mul_scalar"]
 
 
-def _scaled_update(s: Session, target: np.ndarray, v: np.ndarray, a: float) -> None:
-    """``target -= v * a`` in one pass, for arrays ``kernels.scaled_sub_ok`` took: the bits of
-    ``mul_scalar`` and then ``update``; ``target + v * b`` is ``target - v * (-b)``, bit for bit
-    but for a NaN ``b``. Timed as ``update`` is."""
-    size = target.nbytes + v.nbytes
-    key = ("update", "scaled", target.dtype.num) if size >= TIMED_BYTES and s.timed else None
-    if key is not None:
-        judge_in_slice(s, key, size, None)
-    started = time.perf_counter_ns()
-    kernels.scaled_sub_unchecked(target, v, target.dtype.type(a))
-    if key is not None:
-        record_rate(key, size, time.perf_counter_ns() - started)
-
-
 @command(
     "update",
     "target [value]",
@@ -1404,19 +1390,22 @@ def _update(s: Session, ins: dict, values: list) -> None:
     scale = at["scale"]
     if scale is not None and len(hs) != 2:
         raise InvalidInput("update: scale multiplies a value array: give its handle")
+    fn = at["fn"]
+    # with scale: target -= v * a in one pass (kernels.scaled_sub: the bits of mul_scalar and then
+    # the update), target + v * b as target - v * (-b), but for a NaN b (its sign would flip)
+    scaled = None
     if len(hs) == 2:
         v = s.get(hs[1])
         if not _ops.broadcastable(v.shape, target.shape):
             raise _ops.ShapeError(f"update: cannot update shape {target.shape} in place with shape {v.shape}")
         if scale is not None:
-            fn = at["fn"]
             if (fn == "sub" or (fn == "add" and scale == scale)) and kernels.scaled_sub_ok(target, v):
-                _scaled_update(s, target, v, scale if fn == "sub" else -scale)  # (a NaN's sign would flip)
-                return
-            if s._in_slice and not s._calling and v.nbytes >= TIMED_BYTES:
-                raise SliceEnds  # the product is made before the update can be judged: the thread's
-            s.check_alloc(v.nbytes)  # the product, while it lives (as mul_scalar's would be counted)
-            v = _MUL_SCALAR.forward(s.cx, _MUL_SCALAR.parse_attrs({"scalar": scale}), v)
+                scaled = target.dtype.type(scale if fn == "sub" else -scale)
+            else:
+                if s._in_slice and not s._calling and v.nbytes >= TIMED_BYTES:
+                    raise SliceEnds  # the product is made before the update can be judged: the thread's
+                s.check_alloc(v.nbytes)  # the product, while it lives (as mul_scalar's would be counted)
+                v = _MUL_SCALAR.forward(s.cx, _MUL_SCALAR.parse_attrs({"scalar": scale}), v)
     elif at["scalar"] is not None:
         v = _ops.typed_scalar(at["scalar"], target.dtype)
     else:
@@ -1424,11 +1413,13 @@ def _update(s: Session, ins: dict, values: list) -> None:
     # timed as an op is (a mod of 1e300 by 1e-300 takes 2 us an element): in a slice of a
     # server's event loop, one expected past it, or not timed yet, is left for the thread
     size = target.nbytes + (v.nbytes if isinstance(v, np.ndarray) else 0)
-    key = ("update", at["fn"], target.dtype.num) if size >= TIMED_BYTES and s.timed else None
+    key = ("update", fn if scaled is None else "scaled", target.dtype.num) if size >= TIMED_BYTES and s.timed else None
     if key is not None:
         judge_in_slice(s, key, size, target if ufunc is np.mod else None)
     started = time.perf_counter_ns()
-    if ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
+    if scaled is not None:
+        kernels.scaled_sub_unchecked(target, v, scaled)
+    elif ufunc is np.mod:  # (MXNet's mod, not numpy's: see ops._mod)
         target[...] = _ops._mod(np, target, v)
     elif target.dtype.kind in "iu" and ufunc is np.divide:
         target[...] = _ops._int_div(np, target, v)
