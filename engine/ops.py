@@ -1056,16 +1056,17 @@ def _reduction(
     check: Any = None,
     scratch: Any = None,
     vjp_scratch: Any = None,
+    middle: tuple[Attr, ...] = (),
 ) -> None:
-    """A reduction over ``axis``; its attributes ``first``, axis, keepdims, ``extra`` (the
-    order of MXNet's positional arguments); ``check(at)`` refuses attributes before it runs;
+    """A reduction over ``axis``; its attributes ``first``, axis, ``middle``, keepdims, ``extra``
+    (the order of MXNet's positional arguments); ``check(at, x)`` refuses attributes before it runs;
     ``scratch``, ``vjp_scratch``: the op table's hooks of its working arrays."""
     infer = _reduce_infer_for(name)
     if check is not None:
         plain = infer
 
         def infer(at: dict, x: Spec) -> Spec:
-            check(at)
+            check(at, x)
             return plain(at, x)
 
     def forward(cx, at, x):
@@ -1081,7 +1082,7 @@ def _reduction(
     defop(
         name,
         ("data",),
-        (*first, REDUCE_AXIS, KEEPDIMS, *extra),
+        (*first, REDUCE_AXIS, *middle, KEEPDIMS, *extra),
         infer=infer,
         vjp=vjp,
         eager_vjp=eager,
@@ -1212,9 +1213,12 @@ def _norm_scratch(at: dict, x: Spec) -> int:
     return prod(x.shape) * (4 if x.dtype == "float16" and at["ord"] == 2 else np.dtype(x.dtype).itemsize)
 
 
-def _norm_check(at: dict) -> None:
+def _norm_check(at: dict, x: Spec) -> None:
     if at["ord"] not in (1, 2):
         raise InvalidInput(f"norm: ord must be 1 or 2, got {at['ord']}")
+    od = at["out_dtype"]
+    if od is not None and od != x.dtype:  # (MXNet 1.9.1's fails inside for any other)
+        raise DTypeError(f"norm: out_dtype {od} is not the data's dtype {x.dtype}: the norm is computed in the data's")
 
 
 _reduction(
@@ -1223,6 +1227,7 @@ _reduction(
     _norm_vjp,
     "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis`` (MXNet's order: ``norm(x, ord, axis)``).",
     first=(Attr("ord", "int", 2),),
+    middle=(Attr("out_dtype", "dtype", None),),
     check=_norm_check,
     scratch=_norm_scratch,
     # the cotangent and the norm spread to the input's shape (measured: 3 x the input with the result)
@@ -1346,22 +1351,61 @@ def reshape_shape(src: tuple[int, ...], target: tuple[int, ...], reverse: bool =
     return tuple(out)
 
 
+def target_shape(src: tuple[int, ...], target: tuple[int, ...], keep_highest: bool) -> tuple[int, ...]:
+    """MXNet's deprecated ``target_shape``: its one 0 is inferred from the size, and with
+    ``keep_highest`` the first axis is the input's whatever the target's first value. (MXNet
+    1.9.1 gives shapes of another size where the size does not divide; they are refused here.)"""
+    out = list(target)
+    if keep_highest:
+        if not src:
+            raise ShapeError("reshape: keep_highest needs an input of at least one axis")
+        out[0] = src[0]
+    if out.count(0) > 1 or any(d < 0 for d in out):
+        raise ShapeError(f"reshape: target_shape {target} may hold one 0 (inferred) and no negative values")
+    total = prod(src)
+    if 0 in out:
+        rest = prod(tuple(d for d in out if d))
+        if rest == 0 or total % rest:
+            raise ShapeError(f"reshape: cannot infer the 0 of target_shape {target} reshaping {src}")
+        out[out.index(0)] = total // rest
+    if prod(tuple(out)) != total:
+        raise ShapeError(
+            f"reshape: cannot reshape array of shape {src} into target_shape {target} "
+            f"(sizes {total} and {prod(tuple(out))} differ)"
+        )
+    return tuple(out)
+
+
+def _reshape_to(at: dict, src: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` (MXNet's special values allowed), or where it is empty a ``target_shape``."""
+    if not at["shape"] and at["target_shape"]:
+        return target_shape(src, at["target_shape"], at["keep_highest"])
+    return reshape_shape(src, at["shape"], at["reverse"])
+
+
 def _reshape_infer(at: dict, x: Spec) -> Spec:
-    return Spec(reshape_shape(x.shape, at["shape"], at["reverse"]), x.dtype)
+    return Spec(_reshape_to(at, x.shape), x.dtype)
 
 
 @defop(
     "reshape",
     ("data",),
-    (SHAPE, Attr("reverse", "bool", False)),
+    (
+        Attr("shape", "shape", ()),
+        Attr("reverse", "bool", False),
+        Attr("target_shape", "shape", ()),
+        Attr("keep_highest", "bool", False),
+    ),
     infer=_reshape_infer,
     vjp=lambda F, at, g, y, x: (F.reshape(g, shape=tuple(x.shape)),),
     view=True,
     aliases=("Reshape",),
 )
 def _reshape(cx, at, x):
-    """``x`` with a new shape of the same size (MXNet's special values allowed)."""
-    return x.reshape(reshape_shape(x.shape, at["shape"], at["reverse"]))
+    """``x`` with a new shape of the same size (MXNet's special values allowed). MXNet's
+    deprecated ``target_shape`` (one 0 inferred; ``keep_highest``: the first axis kept) is
+    read where ``shape`` is empty."""
+    return x.reshape(_reshape_to(at, x.shape))
 
 
 def _perm(at: dict, ndim: int) -> tuple[int, ...]:

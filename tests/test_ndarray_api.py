@@ -1137,6 +1137,59 @@ def test_nd_reshape_is_a_copy_and_the_method_a_view_as_in_mxnet(mode):
     assert w.grad.asnumpy().tolist() == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize(
+    "given, want",
+    [  # MXNet 1.9.1's shapes, from (2, 3, 4)
+        ({"target_shape": (0, 4)}, (6, 4)),
+        ({"target_shape": (6, 0)}, (6, 4)),
+        ({"target_shape": (4, 6)}, (4, 6)),
+        ({"target_shape": (0,)}, (24,)),
+        ({"target_shape": (9, 0), "keep_highest": True}, (2, 12)),
+        ({"target_shape": (1, 0), "keep_highest": True}, (2, 12)),
+        ({"target_shape": (9, 3, 4), "keep_highest": True}, (2, 3, 4)),
+        ({"shape": (4, -1), "target_shape": (2, 12)}, (4, 6)),  # shape given: target_shape unread
+        ({"shape": (4, -1), "keep_highest": True}, (4, 6)),
+    ],
+)
+def test_reshape_reads_mxnets_deprecated_target_shape(mode, given, want):
+    x = nd.arange(24).reshape((2, 3, 4))
+    y = nd.Reshape(x, **given)
+    assert y.shape == want and y.asnumpy().ravel().tolist() == list(range(24))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [(0, 0), (5, 0), (-1, 4), (7, 3)],  # MXNet 1.9.1 gives (0, 0), (5, 4), an error, an error
+)
+def test_a_target_shape_of_another_size_is_refused(mode, target):
+    """MXNet 1.9.1 gives shapes of another size than the data's for some: refused here."""
+    x = nd.arange(24).reshape((2, 3, 4))
+    with pytest.raises(ShapeError, match="target_shape"):
+        nd.Reshape(x, target_shape=target)
+    assert x.shape == (2, 3, 4) and float(x.sum().asscalar()) == 276.0
+
+
+def test_a_gradient_flows_through_a_target_shape_reshape(mode):
+    w = nd.arange(6)
+    w.attach_grad()
+    with autograd.record():
+        y = (nd.Reshape(w, target_shape=(2, 0)) * nd.array([[1, 2, 3], [4, 5, 6]])).sum()
+    y.backward()
+    assert w.grad.asnumpy().tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_norm_takes_out_dtype_in_mxnets_place_and_only_the_datas_dtype(mode):
+    """MXNet's order is norm(data, ord, axis, out_dtype, keepdims); its CPU norm fails inside
+    for any out_dtype but the data's (1.9.1), refused here in words."""
+    x = nd.array([[3, 4], [6, 8]])
+    assert nd.norm(x, 2, 1, "float32", True).asnumpy().tolist() == [[5.0], [10.0]]
+    assert nd.norm(x, out_dtype="float32").dtype == np.float32
+    with pytest.raises(MXNetError, match="out_dtype float64"):
+        nd.norm(x, out_dtype="float64")
+    h = nd.array([3, 4], dtype="float16")
+    assert nd.norm(h, out_dtype="float16").asnumpy().tolist() == [5.0]
+
+
 def test_ufuncs_of_numbers_and_logical_ops_with_a_number_as_mxnet(mode):
     """MXNet's values (1.9.1): two numbers give a number; a logical op of an array and a
     number goes by the number's truth, in the array's dtype (NaN counts as true)."""
