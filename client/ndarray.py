@@ -1013,7 +1013,13 @@ def grad(
     if not retain:
         _back_if_lost(c, ins, order)
     c.enqueue(ins)
-    node = tape.Node(_GradOf, None, tuple(h._node for h in heads)) if create_graph else None
+    node = None
+    if create_graph:
+        # The recorded gradients' graph (the engine's) goes back to the variables through the
+        # VJPs' own ops; a pass that lets the heads' graph go keeps what leads there outside it
+        # (sin's cos(x)), as MXNet's. The variables stay when the heads' nodes go.
+        variables_in = tuple(n for n in order if n.op is None)
+        node = tape.Node(_GradOf, None, tuple(h._node for h in heads) + variables_in)  # type: ignore[operator]
     result = [NDArray(c, h, v._spec, node, v._ctx) for h, v in zip(outs, variables)]
     if not retain:
         tape.release(order)

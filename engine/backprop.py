@@ -143,15 +143,20 @@ def check_backward(s: Session, order: list[Node], create_graph: bool = False) ->
     its graph holds, counted already) are not counted again. (Each working array is no larger
     than the forward's, which the per-array limit allowed when it was recorded.)
 
-    Whether the graph holds an op of no gradient: a pass that brings it a cotangent other than
-    zeros is refused there (``tape.backward``), as MXNet refuses it; one that reaches it only
-    through inputs that take none (indices) is not."""
+    Whether the graph holds an op of no gradient, or a node with a parent an earlier backward
+    freed: a pass that brings either a cotangent (other than zeros, to the op) is refused there
+    (``tape.backward``), as MXNet refuses it; one that reaches it only through inputs that take
+    none (indices) is not."""
     need = 0
     cut = False
     for node in order:
         op = node.op
         if op is not None and getattr(op, "vjp", True) is None:  # (a client's autograd.Function has its own)
             cut = True
+        if not cut:
+            for p in node.parents:
+                if p is not None and not p.live:
+                    cut = True
         hook = getattr(op, "vjp_scratch", None)
         if hook is not None and node.xs is not None:
             specs = [new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]

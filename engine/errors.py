@@ -175,6 +175,11 @@ def error_from_kind(kind: str, message: str) -> MXNetError:
 NO_INPUTS = "There are no inputs in computation graph that require gradients."
 UNREACHABLE = "Cannot differentiate with respect to the {}-th variable because it is unreachable from the outputs."
 NON_DIFFERENTIABLE = "Operator {} is non-differentiable because it didn't register FGradient attribute."
+FREED = (
+    "Cannot differentiate through a part of the graph that an earlier backward freed (it "
+    "computed a gradient through it without retain_graph=True): pass retain_graph=True to "
+    "that backward, or record the forward pass again."
+)
 NOT_IN_GRAPH = (
     "Cannot differentiate node because it is not in a computational graph. "
     "You need to set is_recording to true or use autograd.record() to save "

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from .errors import NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
+from .errors import FREED, NON_DIFFERENTIABLE, NOT_IN_GRAPH, AutogradError
 from .gil import breathe
 from .optable import ZERO_VJPS
 
@@ -330,9 +330,9 @@ def backward(
     """
     if order is None:
         order = toposort(heads)
-    # Every op node had a live parent when it was recorded, so a live node leads to a variable
-    # unless a backward since then freed all its ways there: cotangents go to live parents only
-    # (a node cut off that way still computes its VJP, whose results are dropped).
+    # A parent that is not live was freed by a backward since its child was recorded: a
+    # cotangent for it is refused, as MXNet refuses it (a graph of such a parent may have been
+    # the caller's check_backward's: it runs the pass writing no buffer before it ends).
     cot: dict[Node, Any] = {}  # nodes hash by identity
     for h, g in zip(heads, head_grads):
         cot[h] = g if h not in cot else add(cot[h], g)
@@ -396,8 +396,10 @@ def backward(
             if helpers is not None and len(cts) > 1:
                 cts = side_by_side(helpers, node.parents, cts, pending)
             for p, ct in zip(node.parents, cts):
-                if p is None or ct is None or not p.live:
+                if p is None or ct is None:
                     continue
+                if not p.live:
+                    raise AutogradError(FREED)
                 patch = type(ct) is Patch
                 if callable(ct) and not patch:
                     ct = ct()
