@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .errors import IndexOutOfRange, InvalidInput, ShapeError
+from .errors import IndexOutOfRange, InvalidInput, ShapeError, echo
 from .ops import (
     AXIS,
     DT,
@@ -1580,9 +1580,20 @@ def _space_to_depth(cx, at, x):
     return cx.xp.ascontiguousarray(y).reshape(n, c * b * b, h // b, w // b)
 
 
+def _slice_entries(name: str, v: Any) -> tuple:
+    """``begin``, ``end`` or ``step`` of slice: a list of ints or None (MXNet's tuple), or
+    one int, a list of one (as MXNet reads ``begin=1``)."""
+    if type(v) is int:
+        return (v,)
+    if not isinstance(v, (list, tuple)) or not all(e is None or type(e) is int for e in v):
+        raise InvalidInput(f"slice: {name} must be a list of integers or None, got {echo(v)}")
+    return tuple(v)
+
+
 def _slice_key(at: dict, ndim: int) -> list:
-    begin, end = at["begin"], at["end"]
-    step = at["step"] or (None,) * len(begin)
+    begin, end = _slice_entries("begin", at["begin"]), _slice_entries("end", at["end"])
+    step = _slice_entries("step", at["step"]) if at["step"] is not None else ()
+    step = step or (None,) * len(begin)
     if len(begin) != len(end) or len(step) != len(begin) or len(begin) > ndim:
         raise ShapeError(f"slice: begin {begin}, end {end} and step {step} must have one entry per axis")
     return [[b, e, s] for b, e, s in zip(begin, end, step)]

@@ -176,6 +176,20 @@ def test_attributes_given_as_mxnets_strings_read_as_mxnet_reads_them(mode, fn, s
         np.testing.assert_array_equal(g.asnumpy(), w.asnumpy())
 
 
+def test_slice_takes_one_integer_for_begin_end_and_step_as_mxnet(mode):
+    """MXNet 1.9.1 reads ``begin=1`` as ``(1,)``; it raised a Python TypeError from the engine."""
+    a = nd.arange(12).reshape((3, 4))
+    assert nd.slice(nd.arange(4), begin=1, end=3).asnumpy().tolist() == [1.0, 2.0]
+    assert nd.slice(a, begin=1, end=3).asnumpy().tolist() == a[1:3].asnumpy().tolist()
+    assert a.slice(begin=1, end=3).shape == (2, 4) and nd.slice(a, begin="1", end="3").shape == (2, 4)
+    assert nd.slice(nd.arange(6), begin=1, end=5, step=2).asnumpy().tolist() == [1.0, 3.0]
+    with pytest.raises(ShapeError, match="one entry per axis"):
+        nd.slice(a, begin=1, end=(3, 2))  # (MXNet: begin and end must have the same length)
+    for bad in (True, [1.5], "x"):
+        with pytest.raises(InvalidInput, match="begin must be a list of integers or None"):
+            nd.slice(a, begin=bad, end=(2,))
+
+
 def test_out_given_by_position_after_the_attributes_as_mxnet(mode):
     """MXNet's generated functions take ``out`` (then ``name``) by position after their
     attributes: ``relu(x, y)``, ``sum(x, None, False, False, z)`` write into y and z and return
