@@ -68,7 +68,7 @@ class _Traced:
 
     def __init__(
         self,
-        pid: int,
+        pid: int | None,
         container: type | None,
         specs: list[Any],
         parents: list[Any],
@@ -98,6 +98,8 @@ class _Traced:
         self.ctxs = ctxs or [None] * len(specs)
 
     def call(self, c: Client, arrays: list[NDArray]) -> Any:
+        if self.pid is None:  # it queued nothing: what it returned, its arguments or outside arrays
+            return _given_back(self, [], arrays)
         if c._dead:  # a parameter a failed batch left stale is refused here, as the function's own read would be
             for h in self.reads:
                 c.check_alive(h)
@@ -119,10 +121,15 @@ class _Traced:
                     node = tape.Node(HybridCall, tuple(_resolved(updates, c, arrays)) or None, ps)
             ctx = self.ctxs[len(made)]
             made.append(NDArray(c, h, spec, node, ctx if ctx is not None or not arrays else arrays[0]._ctx))
-        if self.container is _NOTHING:
-            return None
-        result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in self.given_back]
-        return result[0] if self.container is None else self.container(result)
+        return _given_back(self, made, arrays)
+
+
+def _given_back(t: _Traced, made: list[NDArray], arrays: list[NDArray]) -> Any:
+    """What a call of trace ``t`` returns, of the arrays its program ``made`` and the call's."""
+    if t.container is _NOTHING:
+        return None
+    result = [made[v] if kind == "made" else (arrays[v] if kind == "arg" else v) for kind, v in t.given_back]
+    return result[0] if t.container is None else t.container(result)
 
 
 class HybridCall:
@@ -361,9 +368,6 @@ class HybridFunction:
                         slot[h] = -made
                     new["out"] = [slot[h] for h in ins["out"]]
                 program.append(new)
-            if not program:
-                name = getattr(self.fn, "__name__", "the function")
-                raise InvalidInput(f"hybridize: {name} queued no instruction: nothing to run again")
             outputs = [slot.get(o._h, o._h) for o in made_outs]
             # what a later call changes, and which of its outputs are views of what, known while
             # the arguments' names are their own memory keys; then they are the callers' arrays'
@@ -385,9 +389,11 @@ class HybridFunction:
             c.drop_captured()  # refused after all: its steps are dropped, and what was noted for them
             raise
         c._tls.undo = []
-        pid = c.program_id()
-        # the definition first: the instructions of this call then run as the function's would
-        c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
+        pid: int | None = None  # a trace that queued no instruction (a branch of no op): no program
+        if program:
+            pid = c.program_id()
+            # the definition first: the instructions of this call then run as the function's would
+            c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
         for ins in steps:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]
@@ -400,7 +406,8 @@ class HybridFunction:
         links = [_links(o, arrays) for o in made_outs]
         reads = tuple(sorted({h for ins in program for h in ins.get("in", ()) if type(h) is int and h >= 0}))
         t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads, ctxs)
-        weakref.finalize(t, _forget, weakref.ref(c), pid)
+        if pid is not None:
+            weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t
 
 
