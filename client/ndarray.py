@@ -295,6 +295,8 @@ def write_into(out: Any, result: Any, name: str) -> NDArray:
         raise TypeError(f"{name}: out= is for an op of one output")
     if out.shape != result.shape:
         raise ShapeError(f"{name}: out has shape {out.shape}, the result {result.shape}")
+    if out._spec.dtype != result._spec.dtype:  # (MXNet: "type inconsistent"; a cast would be silent)
+        raise DTypeError(f"{name}: out has dtype {out._spec.dtype}, the result {result._spec.dtype}")
     out[:] = result
     return out
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels
 from .errors import BooleanIndexError, DTypeError, IndexOutOfRange, InvalidInput, ShapeError, echo
-from .optable import DEFAULT_DTYPE, MAX_NDIM, REQUIRED, ZERO_VJPS, Attr, Spec, defop, like_infer, prod
+from .optable import DEFAULT_DTYPE, FLOAT_DTYPES, MAX_NDIM, REQUIRED, ZERO_VJPS, Attr, Spec, defop, like_infer, prod
 from .tape import Deferred, Patch
 
 # --------------------------------------------------------------------------
@@ -221,22 +221,25 @@ def _arange(cx, at):
     return r
 
 
-def _random_infer(at: dict) -> Spec:
-    return Spec(check_shape("random", at["shape"]), at["dtype"] or DEFAULT_DTYPE)
+def _random_infer(at: dict, name: str) -> Spec:
+    dt = at["dtype"] or DEFAULT_DTYPE
+    if dt not in FLOAT_DTYPES:  # (as MXNet's: its draws are of a float type)
+        raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
+    return Spec(check_shape(name, at["shape"]), dt)
 
 
 def _normal_infer(at: dict) -> Spec:
     if not (0.0 < at["scale"] < float("inf")) or not abs(at["loc"]) < float("inf"):  # (NaN fails too)
         loc, scale = at["loc"], at["scale"]
         raise InvalidInput(f"random_normal: scale must be positive, loc and scale finite, got {loc}, {scale}")
-    return _random_infer(at)
+    return _random_infer(at, "random_normal")
 
 
 def _uniform_infer(at: dict) -> Spec:
     low, high = at["low"], at["high"]
     if not (abs(low) < float("inf") and abs(high) < float("inf") and low <= high):
         raise InvalidInput(f"random_uniform: low and high must be finite, with low <= high, got {low}, {high}")
-    return _random_infer(at)
+    return _random_infer(at, "random_uniform")
 
 
 @defop(

@@ -81,7 +81,10 @@ def _eye(cx, at):
 def _randint_infer(at: dict) -> Spec:
     if at["low"] >= at["high"]:
         raise InvalidInput(f"random_randint: low {at['low']} must be below high {at['high']}")
-    return Spec(check_shape("random_randint", at["shape"]), at["dtype"] or "int32")
+    dt = at["dtype"] or "int32"
+    if dt not in ("int32", "int64"):  # (as MXNet's)
+        raise InvalidInput(f"random_randint: dtype must be int32 or int64, got {dt}")
+    return Spec(check_shape("random_randint", at["shape"]), dt)
 
 
 @defop(

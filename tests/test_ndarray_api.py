@@ -7,7 +7,7 @@ import pytest
 
 import gradserve
 from gradserve import MXNetError, NDArray, autograd, nd
-from gradserve.engine.errors import InvalidInput, ShapeError
+from gradserve.engine.errors import DTypeError, InvalidInput, ShapeError
 
 
 def test_views_share_memory_as_in_mxnet(mode):
@@ -991,6 +991,45 @@ def test_samplers_write_into_out_and_refuse_unknown_arguments(mode):
     for sampler in (r.normal, r.uniform, r.poisson, r.gamma, r.exponential):
         with pytest.raises(MXNetError, match="unknown argument 'bogus'"):
             sampler(bogus=1)
+
+
+def test_samplers_draw_the_dtypes_mxnet_draws_and_refuse_others(mode):
+    """MXNet 1.9.1: normal and uniform draw float16/32/64 only, randint int32/int64 only. An
+    integer normal wrapped its negative draws (uint8: 233) and a bool uniform was all True."""
+    r = nd.random
+    assert r.uniform(shape=(2,), dtype="float16").dtype == np.float16
+    assert r.randint(0, 5, shape=(2,), dtype="int64").dtype == np.int64
+    for draw, dtype in ((r.normal, "uint8"), (r.normal, "int32"), (r.uniform, "bool"), (r.uniform, "int64")):
+        with pytest.raises(InvalidInput, match="dtype must be one of float16, float32, float64"):
+            draw(0, 10, shape=(4,), dtype=dtype)
+    for dtype in ("float32", "int8"):
+        with pytest.raises(InvalidInput, match="dtype must be int32 or int64"):
+            r.randint(0, 5, shape=(2,), dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a, o: nd.elemwise_add(a, a, out=o("int32")),
+        lambda a, o: nd.exp(a, out=o("float64")),
+        lambda a, o: nd.exp(a, o("float16")),  # (out by position)
+        lambda a, o: nd.cast(a, "int32", out=o("float32")),
+        lambda a, o: nd.zeros((2,), out=o("int32")),
+        lambda a, o: nd.sum(nd.stack(a, a), axis=0, out=o("float64")),
+    ],
+)
+def test_out_of_another_dtype_is_refused_as_in_mxnet(mode, call):
+    """MXNet raises "type inconsistent" (1.9.1); the result was cast into out with no word."""
+    a = nd.array([1.5, 2.5])
+    made = []
+
+    def out(dtype):
+        made.append(nd.full((2,), 7, dtype=dtype))
+        return made[-1]
+
+    with pytest.raises(DTypeError, match="out has dtype"):
+        call(a, out)
+    assert made[0].asnumpy().tolist() == [7, 7]  # left as it was
 
 
 def test_leaky_relu_prelu_gelu_and_rrelu_through_nd(mode):

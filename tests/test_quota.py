@@ -1478,7 +1478,7 @@ MADE = [
     ("arange", {"start": 0, "stop": 1 << 19, "dtype": "float16", "repeat": 2}),
     ("arange", {"start": 0, "stop": 1 << 19, "dtype": "float32", "repeat": 3}),
     ("linspace", {"start": 0, "stop": 1, "num": 1 << 20, "dtype": "float16"}),
-    ("random_uniform", {"shape": [1 << 20], "dtype": "uint8"}),
+    ("random_uniform", {"shape": [1 << 20], "dtype": "float16"}),
     ("random_normal", {"shape": [1 << 20], "dtype": "float64"}),
     ("random_randint", {"low": 0, "high": 9, "shape": [1 << 20], "dtype": "int32"}),
     ("random_poisson", {"lam": 3.0, "shape": [1 << 20], "dtype": "float16"}),
