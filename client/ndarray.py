@@ -419,9 +419,12 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
                         "index: a boolean list or numpy array is refused (MXNet 1.9.1 reads it as the integer "
                         "indices 0 and 1, not as a mask); index with integers, such as np.nonzero(mask)"
                     )
-                if a.dtype.kind not in "iu":
-                    raise InvalidInput(f"index arrays must hold integers, got dtype {a.dtype}")
-                k = _from_numpy(a.astype(np.int64), client, owned=True)
+                if a.dtype.kind == "f":  # (MXNet's: an NDArray of the floats, read as a float index array is)
+                    k = _from_numpy(a.astype(np.float32 if isinstance(k, list) else a.dtype), client, owned=True)
+                elif a.dtype.kind not in "iu":
+                    raise InvalidInput(f"index arrays must hold integers or floats, got dtype {a.dtype}")
+                else:
+                    k = _from_numpy(a.astype(np.int64), client, owned=True)
             out.append({"array": len(arrays)})
             arrays.append(k)
         else:

@@ -44,8 +44,7 @@ def test_advanced_indexing_and_its_gradient(mode):
     z = nd.zeros((3, 2))
     z[[0, 2]] = nd.ones((2, 2)) * 5
     assert z.asnumpy().tolist() == [[5, 5], [0, 0], [5, 5]]
-    with pytest.raises(MXNetError):
-        x[[0.5]]
+    assert x[[0.5]].asnumpy().tolist() == x[[0]].asnumpy().tolist()  # (MXNet's: toward zero)
     assert x[range(1, 3)].asnumpy().tolist() == x[[1, 2]].asnumpy().tolist()  # (a range: MXNet's too)
     assert nd.concat(x, x, dim=0, num_args=2).shape == (6, 4) and nd.stack(x, x, num_args=2).shape == (2, 3, 4)
     with pytest.raises(MXNetError, match="num_args is 3, but 2 arrays were given"):
@@ -726,6 +725,25 @@ def test_boolean_index_arrays_are_refused_as_mxnet_refuses_them(mode):
     assert x[nd.array([1, 0])].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
     assert x[nd.array([1, 0], dtype="uint8")].asnumpy().tolist() == [[4, 5, 6], [1, 2, 3]]
     assert x[x > 2].shape == (2, 3, 3)  # (x > 2 is float32 0/1: integer indices, as in MXNet)
+
+
+def test_float_index_lists_and_numpy_arrays_index_as_mxnet(mode):
+    """MXNet 1.9.1 makes a float list or numpy array an NDArray, read as a float index array
+    is (toward zero); they were refused ("index arrays must hold integers")."""
+    x = nd.arange(12).reshape((4, 3))
+    rows = x.asnumpy()
+    assert x[[0.0, 1.0]].asnumpy().tolist() == rows[[0, 1]].tolist()
+    assert x[[0.5, 1.7]].asnumpy().tolist() == rows[[0, 1]].tolist()
+    assert x[[-1.5]].asnumpy().tolist() == rows[[-1]].tolist()
+    assert x[np.array([2.9], np.float16)].asnumpy().tolist() == rows[[2]].tolist()
+    assert x[[0.0, 1.0], [1.0, 2.0]].asnumpy().tolist() == [1.0, 5.0]
+    assert x[[[0.0], [3.0]]].shape == (2, 1, 3)
+    x[[0.0, 1.0]] = 5
+    assert x.asnumpy()[:2].tolist() == [[5.0] * 3] * 2
+    with pytest.raises(IndexError):
+        x[[4.0]].asnumpy()
+    with pytest.raises(InvalidInput, match="integers or floats"):
+        x[np.array(["a"])]
 
 
 def test_more_samplers_through_the_client(mode):
