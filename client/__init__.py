@@ -25,12 +25,14 @@ from .engine.errors import (
     AutogradError,
     BooleanIndexError,
     DTypeError,
+    IndexKindError,
     IndexOutOfRange,
     InvalidInput,
     MXNetError,
     QuotaExceeded,
     ShapeError,
     Unauthorized,
+    UnknownDType,
 )
 from .hybrid import HybridFunction, hybridize
 from .ndarray import Context, NDArray, cpu, cpu_pinned, current_context
@@ -79,6 +81,7 @@ __all__ = [
     "Http",
     "HybridFunction",
     "InProcess",
+    "IndexKindError",
     "IndexOutOfRange",
     "InvalidInput",
     "MXNetError",
@@ -90,6 +93,7 @@ __all__ = [
     "SessionLost",
     "ShapeError",
     "Unauthorized",
+    "UnknownDType",
     "autograd",
     "connect",
     "cpu",

@@ -26,8 +26,10 @@ from .engine.errors import (
     AutogradError,
     BooleanIndexError,
     DTypeError,
+    IndexKindError,
     InvalidInput,
     ShapeError,
+    UnknownDType,
 )
 from .engine.ops import (
     assignable,
@@ -428,7 +430,7 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
             out.append({"array": len(arrays)})
             arrays.append(k)
         else:
-            raise InvalidInput(f"index {k!r}: use integers, slices, None, ... or integer index arrays")
+            raise IndexKindError(f"index {k!r}: use integers, slices, None, ... or integer index arrays")
     return out, arrays
 
 
@@ -1150,9 +1152,9 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     try:
         dt = np.dtype(dtype or DEFAULT_DTYPE)
     except TypeError:
-        raise DTypeError(f"array: {dtype!r} is not a dtype") from None
+        raise UnknownDType(f"array: {dtype!r} is not a dtype") from None
     if dt.name not in DTYPES:  # (the same refusal in-process as a server's)
-        raise DTypeError(f"array: dtype {dt.name} is not one of {sorted(DTYPES)}")
+        raise UnknownDType(f"array: dtype {dt.name} is not one of {sorted(DTYPES)}")
     dt = dt.newbyteorder("=")  # the machine's byte order, as every array of a session
     if isinstance(source_array, np.ndarray) and source_array.nbytes >= SEND_NOW_BYTES:
         c = current()
@@ -1164,7 +1166,8 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
             c.flush()
             return out
     try:
-        value = np.array(source_array, dtype=dt)  # a copy of our own
+        with np.errstate(over="ignore"):  # (a float past the dtype's range is inf, with no warning, as MXNet's)
+            value = np.array(source_array, dtype=dt)  # a copy of our own
     except OverflowError:  # an integer past the dtype's range: it wraps, as MXNet's (-1 as uint8 is 255)
         value = np.array(source_array).astype(dt)
     out = _from_numpy(value, owned=True)

@@ -76,6 +76,14 @@ class DTypeError(InvalidInput):
     """Input dtypes the op cannot take."""
 
 
+class UnknownDType(DTypeError, TypeError):
+    """A dtype that is none of the engine's (a TypeError too, as MXNet's and numpy's)."""
+
+
+class IndexKindError(InvalidInput, ValueError):
+    """An index of a kind NDArrays do not take (a float, a string): a ValueError too, as MXNet's."""
+
+
 class UnknownHandle(MXNetError):
     """A handle that the session does not hold (never made, or freed)."""
 

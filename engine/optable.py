@@ -19,7 +19,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 
-from .errors import InvalidInput, echo
+from .errors import InvalidInput, UnknownDType, echo
 
 MAX_NDIM: Final = 32
 """The most axes an array may have (numpy's own limit is higher, but some of its functions
@@ -241,7 +241,8 @@ def attr_parser(name: str, attrs: tuple[Attr, ...]) -> Callable[[dict[str, Any] 
                 try:
                     at[k] = p[0](v)
                 except (TypeError, ValueError) as e:
-                    raise InvalidInput(f"{name}: attribute {k!r}: {e}") from None
+                    error = UnknownDType if p[0] is _dtype else InvalidInput
+                    raise error(f"{name}: attribute {k!r}: {e}") from None
         for k in required:
             if at[k] is REQUIRED:
                 raise InvalidInput(f"{name}: missing required attribute {k!r}")

@@ -746,6 +746,33 @@ def test_float_index_lists_and_numpy_arrays_index_as_mxnet(mode):
         x[np.array(["a"])]
 
 
+def test_bad_index_kinds_and_unknown_dtypes_raise_mxnets_python_errors(mode):
+    """MXNet 1.9.1 raises a ValueError for an index of a kind it does not take, and numpy's
+    TypeError for an unknown dtype: here they are those too (and MXNetErrors)."""
+    a = nd.arange(4)
+    for key in (1.0, "a", (0, 1.0)):
+        with pytest.raises(ValueError, match="use integers"):
+            a[key]
+    for make in (
+        lambda: a.astype("int33"),
+        lambda: nd.cast(a, "int33"),
+        lambda: nd.zeros(2, dtype="foo"),
+        lambda: nd.array([1], dtype="foo"),
+    ):
+        with pytest.raises(TypeError, match="dtype") as e:
+            make()
+        assert isinstance(e.value, MXNetError)
+    assert a.asnumpy().tolist() == [0, 1, 2, 3]
+
+
+def test_a_float_past_float16_is_inf_with_no_warning_as_mxnet():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nd.array([65504, 70000], dtype="float16").asnumpy().tolist() == [65504, float("inf")]
+
+
 def test_more_samplers_through_the_client(mode):
     """randn, exponential, poisson, gamma and the negative binomials, with MXNet's signatures,
     defaults, shapes and dtypes (float32, counts too), drawn from the session's own generator
