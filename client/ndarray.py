@@ -514,6 +514,11 @@ class NDArray:
     def stype(self) -> str:
         return "default"
 
+    @property
+    def writable(self) -> bool:
+        """Whether its values may be written (MXNet's: every NDArray's may, views too)."""
+        return True
+
     def tostype(self, stype: str) -> NDArray:
         """A copy in storage ``stype``: "default" (dense), the one storage here."""
         dense_storage("tostype", stype)

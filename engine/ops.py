@@ -270,13 +270,24 @@ def _random_uniform(cx, at):
     return r.astype(at["dtype"] or DEFAULT_DTYPE)
 
 
-@defop("zeros_like", ("data",), infer=like_infer, vjp=lambda F, at, g, y, x: (None,))
+def _filled_like_infer(name: str) -> Any:
+    def infer(at: dict, x: Spec) -> Spec:
+        dt = at["dtype"]
+        if dt is not None and dt != x.dtype:  # (MXNet 1.9.1 takes dtype and gives x's all the same)
+            raise DTypeError(f"{name}: the result has the data's dtype {x.dtype}, not {dt}: use zeros or ones")
+        return x
+
+    return infer
+
+
+# ``dtype``: MXNet's generated functions take it (and keep the data's): taken where it is the data's
+@defop("zeros_like", ("data",), (DT,), infer=_filled_like_infer("zeros_like"), vjp=lambda F, at, g, y, x: (None,))
 def _zeros_like(cx, at, x):
     """Zeros of ``x``'s shape and dtype."""
     return cx.xp.zeros_like(x)
 
 
-@defop("ones_like", ("data",), infer=like_infer, vjp=lambda F, at, g, y, x: (None,))
+@defop("ones_like", ("data",), (DT,), infer=_filled_like_infer("ones_like"), vjp=lambda F, at, g, y, x: (None,))
 def _ones_like(cx, at, x):
     """Ones of ``x``'s shape and dtype."""
     return cx.xp.ones_like(x)

@@ -765,6 +765,19 @@ def test_bad_index_kinds_and_unknown_dtypes_raise_mxnets_python_errors(mode):
     assert a.asnumpy().tolist() == [0, 1, 2, 3]
 
 
+def test_zeros_like_and_ones_like_take_the_datas_dtype_by_name_and_arrays_say_they_are_writable(mode):
+    """MXNet 1.9.1 takes zeros_like(x, dtype=...) and gives x's dtype whatever it says: the
+    data's is taken here, another refused (it would not be what was asked). ``writable``:
+    True, MXNet's for every NDArray."""
+    a = nd.array([1.5, 2.5])
+    assert nd.zeros_like(a, dtype="float32").asnumpy().tolist() == [0, 0]
+    assert nd.ones_like(a, dtype=None).asnumpy().tolist() == [1, 1]
+    for fn in (nd.zeros_like, nd.ones_like):
+        with pytest.raises(DTypeError, match="not int32"):
+            fn(a, dtype="int32")
+    assert a.writable and a[0:1].writable
+
+
 def test_a_float_past_float16_is_inf_with_no_warning_as_mxnet():
     import warnings
 
