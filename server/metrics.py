@@ -20,7 +20,7 @@ from ..engine import parallel
 from .store import SessionStore
 
 _SESSION_PATH = re.compile(r"^/v1/sessions/[^/]+")
-_HANDLE = re.compile(r"/arrays/-?\d+")
+_HANDLE = re.compile(r"/arrays/[^/]+")  # (one that is not an integer is the route's 400: its series too)
 
 
 _OP_NAME = re.compile(r"/ops/[^/]+$")

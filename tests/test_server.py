@@ -499,8 +499,18 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
         assert http.delete(f"/v1/health/probe-{i}").status_code == 404
     assert http.post("/v1/health").status_code == 405
     assert http.get("/v1/health").status_code == 200
+    bad_handle = 'gradserve_http_requests_total{method="GET",route="/v1/sessions/{id}/arrays/{h}",status="400"}'
+
+    def bad_handles() -> float:
+        lines = http.get("/metrics").text.splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(bad_handle))
+
+    before = bad_handles()
+    for bad in ("abc", "99999999999999999999"):  # the route's own 400, counted under it either way
+        assert http.get(f"/v1/sessions/{sid}/arrays/{bad}").status_code == 400
+    assert bad_handles() == before + 2
     text = http.get("/metrics").text
-    assert "probe-" not in text and "nope-" not in text
+    assert "probe-" not in text and "nope-" not in text and "abc" not in text
 
     def count(series: str) -> float:  # (at least this test's: the server is the module's)
         return float(next(line for line in text.splitlines() if line.startswith(series)).split()[-1])
