@@ -1239,7 +1239,8 @@ _reduction(
     "norm",
     _norm_fwd,
     _norm_vjp,
-    "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis`` (MXNet's order: ``norm(x, ord, axis)``).",
+    "The L2 (``ord=2``) or L1 (``ord=1``) norm over ``axis`` (MXNet's order: ``norm(x, ord, axis, out_dtype, "
+    "keepdims)``; ``out_dtype``: the data's dtype, or None).",
     first=(Attr("ord", "int", 2),),
     middle=(Attr("out_dtype", "dtype", None),),
     check=_norm_check,
