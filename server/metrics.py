@@ -114,8 +114,9 @@ class Metrics:
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 CLIENT_CLOSED = 499
-"""The status a request is counted under when its client went away before its reply (nginx's
-code for it): no reply was sent, and no fault of the server's is counted (a 500 would be)."""
+"""The status a request is counted under when its client went away before the server read its
+whole body (nginx's code for it): no reply was sent, and no fault of the server's is counted (a
+500 would be). One that leaves later counts under its reply's status (README, metrics)."""
 
 
 async def metered(metrics: Metrics, app: Callable[..., Awaitable[None]], scope: dict, receive: Any, send: Any) -> None:
