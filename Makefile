@@ -9,8 +9,9 @@ PORT ?= 8000
 
 .PHONY: serve test lint bench clean
 
-# setup.py compiles engine/{optable,ops,session,tape,programs}.py (mypyc): an edit to one rebuilds
-$(BIN)/.installed: pyproject.toml setup.py engine/optable.py engine/ops.py engine/session.py engine/tape.py engine/programs.py
+# setup.py compiles the modules of engine/_native.py's COMPILED (mypyc): an edit to one rebuilds
+COMPILED := optable tape ops slices session backprop optimizers programs
+$(BIN)/.installed: pyproject.toml setup.py $(COMPILED:%=engine/%.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -38,6 +38,7 @@ from .engine.ops import (
     is_view_key,
     is_whole_key,
     key_shape,
+    no_bool_arithmetic,
     not_assignable,
     parse_key,
 )
@@ -255,7 +256,12 @@ def invoke(
     else:
         at, attrs = parse_given(op, attrs)
     try:
-        spec = specs[0] if op.like else op.infer(at, *specs)
+        if op.like:
+            spec = specs[0]
+            if op.no_bools and spec.dtype == "bool":  # (as the forward refuses it)
+                raise no_bool_arithmetic(op.name)
+        else:
+            spec = op.infer(at, *specs)
     except (TypeError, IndexError):
         op.check_arity(len(specs))  # (an input left out: the op's words, not its inference's)
         raise
@@ -680,6 +686,8 @@ class NDArray:
             raise AutogradError(INPLACE_IN_GRAPH)
         if flags.recording and isinstance(o, NDArray) and tape.in_graph(o._node):
             raise AutogradError(INPLACE_RECORDING)  # (MXNet's: the gradient would be lost)
+        if self._spec.dtype == "bool":  # (as the engine's update refuses it)
+            raise no_bool_arithmetic(f"update ({fn})")
         ins: dict[str, Any] = {"op": "update", "in": [self._h], "at": {"fn": fn}}
         if isinstance(o, NDArray):
             if o._c is not self._c:

@@ -283,6 +283,9 @@ class Op:
     # table per cotangent); it may return None to leave a case (an integer dtype) to ``vjp``
     eager_vjp: EagerVjp | None = None
     like: bool = False  # infer is like_infer: one input, whose shape and dtype the output has
+    # (an op of like_infer) a bool input is refused (arithmetic): its forward raises, and the
+    # client at the call, where like_infer is not called
+    no_bools: bool = False
     # the output may share its input's memory, as MXNet's x.reshape and basic indexing do (an
     # in-place change of one changes the other); every other op's output is an array of its own
     view: bool = False
@@ -442,6 +445,7 @@ def defop(
     keeps: Callable[[dict[str, Any], bool], Any] | None = None,
     writes_at: bool = False,
     vjp_updates: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
+    no_bools: bool = False,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
 
@@ -475,6 +479,7 @@ def defop(
                 nin=-1 if inputs and inputs[-1].startswith("*") else len(inputs),
                 eager_vjp=eager_vjp,
                 like=infer is like_infer,
+                no_bools=no_bools,
                 parse=attr_parser(name, attrs),
                 view=view,
                 scratch=scratch,

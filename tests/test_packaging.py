@@ -142,6 +142,21 @@ def test_native_reports_what_runs():
         assert engine.NATIVE == "python"
 
 
+def test_make_reinstalls_after_an_edit_to_any_compiled_module():
+    """The Makefile's list of what an install compiles is engine/_native.py's: it named five of
+    the eight, so an edit to backprop.py left the engine on its sources until a reinstall."""
+    import re
+
+    from gradserve.engine import _native
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    with open(os.path.join(root, "Makefile")) as f:
+        makefile = f.read()
+    listed = re.search(r"^COMPILED := (.*)$", makefile, re.M)
+    assert listed is not None and tuple(listed.group(1).split()) == _native.COMPILED
+    assert "$(COMPILED:%=engine/%.py)" in makefile
+
+
 def test_a_machine_that_can_compile_the_engine_did():
     """mypyc's build type-checks the engine and installs it as pure Python when the check
     fails, as it must where there is no compiler; where there is one (and mypyc), a pure

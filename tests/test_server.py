@@ -499,6 +499,7 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
         assert http.delete(f"/v1/health/probe-{i}").status_code == 404
     assert http.post("/v1/health").status_code == 405
     assert http.get("/v1/health").status_code == 200
+    assert http.get("/openapi.json").status_code == 200  # (a route of the framework's was "unmatched")
     bad_handle = 'gradserve_http_requests_total{method="GET",route="/v1/sessions/{id}/arrays/{h}",status="400"}'
 
     def bad_handles() -> float:
@@ -519,6 +520,7 @@ def test_metrics_count_requests_batches_ops_and_errors(live_server, http, sid):
     assert count('gradserve_http_requests_total{method="PUT",route="(unmatched)",status="404"}') >= 3
     assert count('gradserve_http_requests_total{method="POST",route="/v1/health",status="405"}') >= 1
     assert 'gradserve_http_requests_total{method="GET",route="/v1/health",status="200"}' in text
+    assert 'gradserve_http_requests_total{method="GET",route="/openapi.json",status="200"}' in text
     assert 'route="/v1/sessions/{id}/ops/{name}"' in text
     assert 'gradserve_http_requests_total{method="POST",route="/v1/sessions/{id}/batch",status="200"}' in text
     unmatched = 'gradserve_http_requests_total{method="GET",route="(unmatched)",status="404"}'
