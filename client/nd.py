@@ -130,6 +130,8 @@ def _generate(op: Op, name: str) -> Any:
     nfixed = len(fixed)
     slots = _slots(op)
     on_numbers = _ON_NUMBERS.get(name)
+    # MXNet's samplers draw in out's dtype where none is given (their dtype's default is None)
+    dtype_of_out = op.name.startswith(("random_", "sample_")) and any(a.name == "dtype" for a in op.attrs)
 
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if not kwargs and star is None and len(args) == nfixed:  # the common call: arrays only
@@ -144,10 +146,17 @@ def _generate(op: Op, name: str) -> Any:
             if args[k] is None or isinstance(args[k], NDArray):
                 if "out" in kwargs:
                     raise TypeError(f"{name}() got multiple values for argument 'out'")
-                result = fn(*args[:k], **kwargs)
-                return result if args[k] is None else write_into(args[k], result, name)
+                if args[k] is None:
+                    return fn(*args[:k], **kwargs)
+                named = dict(zip(slots, args[nfixed:k]))  # (by name: out may give the dtype)
+                for a in named:
+                    if a in kwargs:
+                        raise TypeError(f"{name}() got multiple values for argument {a!r}")
+                return fn(*args[:nfixed], **named, **kwargs, out=args[k])
         out = kwargs.pop("out", None)
         if out is not None:
+            if dtype_of_out and isinstance(out, NDArray) and kwargs.get("dtype") is None:
+                kwargs["dtype"] = out._spec.dtype
             return write_into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
         if star is None:
@@ -313,11 +322,15 @@ def ones(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArr
 
 
 @_composed
-def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArray:
-    """An array filled with ``val`` (True and False are 1 and 0, as MXNet's)."""
+def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, out: Any = None, **kwargs: Any) -> NDArray:
+    """An array filled with ``val`` (True and False are 1 and 0, as MXNet's); with ``out``, in
+    out's dtype whatever ``dtype`` says, as MXNet's."""
     if isinstance(val, (bool, _np.bool_)):
         val = int(val)
-    return invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
+    if isinstance(out, NDArray):
+        dtype = out._spec.dtype
+    made = invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
+    return made if out is None else write_into(out, made, "full")
 
 
 def empty(shape: Any, ctx: Any = None, dtype: Any = None, stype: Any = None) -> NDArray:

@@ -1174,7 +1174,9 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
         if c.transport.sends_bytes:
             # a large array goes at once, from the caller's own memory: it is on the wire
             # before we return, so there is nothing to copy for it to stay as it was
-            out = _from_numpy(np.ascontiguousarray(source_array, dtype=dt), c, owned=True)
+            with np.errstate(over="ignore"):  # (as below)
+                value = np.ascontiguousarray(source_array, dtype=dt)
+            out = _from_numpy(value, c, owned=True)
             out._ctx = where
             c.flush()
             return out

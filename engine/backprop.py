@@ -13,6 +13,7 @@ import numpy as np
 from . import parallel, tape
 from .dispatch import Traced, traced_args
 from .errors import (
+    FREED,
     NO_INPUTS,
     NOT_IN_GRAPH,
     UNREACHABLE,
@@ -143,20 +144,21 @@ def check_backward(s: Session, order: list[Node], create_graph: bool = False) ->
     its graph holds, counted already) are not counted again. (Each working array is no larger
     than the forward's, which the per-array limit allowed when it was recorded.)
 
-    Whether the graph holds an op of no gradient, or a node with a parent an earlier backward
-    freed: a pass that brings either a cotangent (other than zeros, to the op) is refused there
-    (``tape.backward``), as MXNet refuses it; one that reaches it only through inputs that take
-    none (indices) is not."""
+    A graph with a node recorded on a part an earlier backward freed is refused here, before
+    any VJP runs (BatchNorm's changes its moving statistics), as MXNet refuses it.
+
+    Whether the graph holds an op of no gradient: a pass that brings it a cotangent other than
+    zeros is refused there (``tape.backward``), as MXNet refuses it; one that reaches it only
+    through inputs that take none (indices) is not."""
     need = 0
     cut = False
     for node in order:
         op = node.op
         if op is not None and getattr(op, "vjp", True) is None:  # (a client's autograd.Function has its own)
             cut = True
-        if not cut:
-            for p in node.parents:
-                if p is not None and not p.live:
-                    cut = True
+        for p in node.parents:
+            if p is not None and not p.live:
+                raise AutogradError(FREED)
         hook = getattr(op, "vjp_scratch", None)
         if hook is not None and node.xs is not None:
             specs = [new_spec(Spec, (x.shape, dtype_name(x.dtype))) for x in node.xs]

@@ -1583,14 +1583,18 @@ def _space_to_depth(cx, at, x):
     return cx.xp.ascontiguousarray(y).reshape(n, c * b * b, h // b, w // b)
 
 
+def _slice_entry(e: Any) -> bool:
+    return e is None or isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_))
+
+
 def _slice_entries(name: str, v: Any) -> tuple:
-    """``begin``, ``end`` or ``step`` of slice: a list of ints or None (MXNet's tuple), or
-    one int, a list of one (as MXNet reads ``begin=1``)."""
-    if type(v) is int:
-        return (v,)
-    if not isinstance(v, (list, tuple)) or not all(e is None or type(e) is int for e in v):
-        raise InvalidInput(f"slice: {name} must be a list of integers or None, got {echo(v)}")
-    return tuple(v)
+    """``begin``, ``end`` or ``step`` of slice: a list of integers or None (MXNet's tuple), or
+    one integer, a list of one (as MXNet reads ``begin=1``); numpy's integers too."""
+    if isinstance(v, (list, tuple)) and all(_slice_entry(e) for e in v):
+        return tuple(None if e is None else int(e) for e in v)
+    if v is not None and _slice_entry(v):
+        return (int(v),)
+    raise InvalidInput(f"slice: {name} must be a list of integers or None, got {echo(v)}")
 
 
 def _slice_key(at: dict, ndim: int) -> list:

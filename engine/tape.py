@@ -331,8 +331,8 @@ def backward(
     if order is None:
         order = toposort(heads)
     # A parent that is not live was freed by a backward since its child was recorded: a
-    # cotangent for it is refused, as MXNet refuses it (a graph of such a parent may have been
-    # the caller's check_backward's: it runs the pass writing no buffer before it ends).
+    # cotangent for it is refused, as MXNet refuses it (the session's passes are refused before
+    # they start, by ``backprop.check_backward``).
     cot: dict[Node, Any] = {}  # nodes hash by identity
     for h, g in zip(heads, head_grads):
         cot[h] = g if h not in cot else add(cot[h], g)

@@ -334,8 +334,13 @@ def _serve_docs(app: FastAPI) -> None:
     app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
 
     @app.get("/openapi.json", include_in_schema=False)
-    def openapi_document() -> JSONResponse:
-        return JSONResponse(app.openapi())
+    def openapi_document(request: Request) -> JSONResponse:
+        schema = app.openapi()
+        root_path = request.scope.get("root_path", "").rstrip("/")  # (behind a proxy's prefix: as FastAPI's own)
+        servers = schema.get("servers", [])
+        if root_path and app.root_path_in_servers and root_path not in {s.get("url") for s in servers}:
+            schema = {**schema, "servers": [{"url": root_path}, *servers]}
+        return JSONResponse(schema)
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:

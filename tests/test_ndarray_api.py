@@ -182,6 +182,8 @@ def test_slice_takes_one_integer_for_begin_end_and_step_as_mxnet(mode):
     assert nd.slice(a, begin=1, end=3).asnumpy().tolist() == a[1:3].asnumpy().tolist()
     assert a.slice(begin=1, end=3).shape == (2, 4) and nd.slice(a, begin="1", end="3").shape == (2, 4)
     assert nd.slice(nd.arange(6), begin=1, end=5, step=2).asnumpy().tolist() == [1.0, 3.0]
+    assert nd.slice(a, begin=(np.int64(1),), end=(np.int32(3),)).shape == (2, 4)  # numpy's integers too
+    assert nd.slice(a, begin=np.int64(1), end=np.int64(3)).shape == (2, 4)
     with pytest.raises(ShapeError, match="one entry per axis"):
         nd.slice(a, begin=1, end=(3, 2))  # (MXNet: begin and end must have the same length)
     for bad in (True, [1.5], "x"):
@@ -778,12 +780,14 @@ def test_zeros_like_and_ones_like_take_the_datas_dtype_by_name_and_arrays_say_th
     assert a.writable and a[0:1].writable
 
 
-def test_a_float_past_float16_is_inf_with_no_warning_as_mxnet():
+def test_a_float_past_float16_is_inf_with_no_warning_as_mxnet(mode):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert nd.array([65504, 70000], dtype="float16").asnumpy().tolist() == [65504, float("inf")]
+        big = nd.array(np.full(1 << 21, 7e4), dtype="float16")  # (16 MiB of float64: sent at once, remote)
+        assert big.shape == (1 << 21,) and float(big[0].asscalar()) == float("inf")
 
 
 def test_more_samplers_through_the_client(mode):
@@ -1088,6 +1092,26 @@ def test_out_of_another_dtype_is_refused_as_in_mxnet(mode, call):
     with pytest.raises(DTypeError, match="out has dtype"):
         call(a, out)
     assert made[0].asnumpy().tolist() == [7, 7]  # left as it was
+
+
+@pytest.mark.parametrize(
+    "call, dtype",
+    [
+        (lambda o: nd.random_normal(shape=(2,), out=o), "float64"),
+        (lambda o: nd.random_uniform(0, 1, (2,), None, None, o), "float64"),  # (out by position)
+        (lambda o: nd.sample_normal(nd.zeros((2,)), nd.ones((2,)), out=o), "float64"),
+        (lambda o: nd.random_randint(0, 5, shape=(2,), out=o), "int64"),
+        (lambda o: nd.random.normal(shape=(2,), out=o), "float64"),
+        (lambda o: nd.full((2,), 3, out=o), "int32"),
+        (lambda o: nd.full((2,), 3, dtype="float16", out=o), "int64"),
+    ],
+)
+def test_samplers_and_full_take_outs_dtype_as_mxnet(mode, call, dtype):
+    """MXNet 1.9.1's samplers draw in out's dtype where none is given, and full fills out in
+    its own dtype whatever dtype says; the refusal of another dtype's out is for the rest."""
+    out = nd.zeros((2,), dtype=dtype)
+    assert call(out) is out and out.dtype == np.dtype(dtype)
+    assert out.asnumpy().dtype == np.dtype(dtype)
 
 
 def test_leaky_relu_prelu_gelu_and_rrelu_through_nd(mode):

@@ -800,6 +800,25 @@ def test_the_frameworks_own_refusals_have_the_error_shape(live_server, http, sid
         assert err["kind"] == "InvalidInput" and err["message"], err
 
 
+def test_the_openapi_document_names_a_proxys_prefix_as_fastapis_own_does():
+    """/openapi.json is a route of the app's (the metrics name it): behind a proxy's root_path
+    its document names the prefix among its servers, as FastAPI's own route did."""
+    import asyncio
+
+    app = create_app(Settings())
+
+    async def servers(root_path: str) -> object:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, root_path=root_path)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                r = await c.get("/openapi.json")
+                assert r.status_code == 200 and "/v1/sessions/{sid}/batch" in r.json()["paths"]
+                return r.json().get("servers")
+
+    assert asyncio.run(servers("/lab")) == [{"url": "/lab"}]
+    assert asyncio.run(servers("")) is None
+
+
 def test_the_openapi_schema_resolves_and_documents_every_body(live_server):
     schema = httpx.get(f"{live_server.url}/openapi.json").json()
     defs = schema["components"]["schemas"]
