@@ -155,8 +155,13 @@ def _generate(op: Op, name: str) -> Any:
                 return fn(*args[:nfixed], **named, **kwargs, out=args[k])
         out = kwargs.pop("out", None)
         if out is not None:
-            if dtype_of_out and isinstance(out, NDArray) and kwargs.get("dtype") is None:
-                kwargs["dtype"] = out._spec.dtype
+            if dtype_of_out and isinstance(out, NDArray):
+                k = nfixed + slots.index("dtype")
+                if len(args) > k:  # (given by position: None is not given)
+                    if args[k] is None:
+                        args = (*args[:k], out._spec.dtype, *args[k + 1 :])
+                elif kwargs.get("dtype") is None:
+                    kwargs["dtype"] = out._spec.dtype
             return write_into(out, fn(*args, **kwargs), name)
         kwargs.pop("name", None)
         if star is None:

@@ -342,23 +342,26 @@ def _serve_docs(app: FastAPI) -> None:
             schema = {**schema, "servers": [{"url": root_path}, *servers]}
         return JSONResponse(schema)
 
+    # the pages' links carry a proxy's prefix (root_path), as FastAPI's own pages' do
     @app.get("/docs", include_in_schema=False)
-    def swagger_ui() -> HTMLResponse:
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(
-            openapi_url="/openapi.json",
+            openapi_url=f"{root}/openapi.json",
             title="gradserve - Swagger UI",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
         )
 
     @app.get("/redoc", include_in_schema=False)
-    def redoc() -> HTMLResponse:
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
         return get_redoc_html(
-            openapi_url="/openapi.json",
+            openapi_url=f"{root}/openapi.json",
             title="gradserve - ReDoc",
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
             with_google_fonts=False,
         )
 

@@ -1099,6 +1099,10 @@ def test_out_of_another_dtype_is_refused_as_in_mxnet(mode, call):
     [
         (lambda o: nd.random_normal(shape=(2,), out=o), "float64"),
         (lambda o: nd.random_uniform(0, 1, (2,), None, None, o), "float64"),  # (out by position)
+        (lambda o: nd.random_uniform(0, 1, (2,), None, None, out=o), "float64"),  # (dtype by position)
+        (lambda o: nd.random_normal(0, 1, (2,), None, "float32", out=o), "float32"),
+        (lambda o: nd.sample_normal(nd.zeros((2,)), nd.ones((2,)), (), "float32", out=o), "float32"),
+        (lambda o: nd.random_randint(0, 5, (2,), None, "int32", out=o), "int32"),
         (lambda o: nd.sample_normal(nd.zeros((2,)), nd.ones((2,)), out=o), "float64"),
         (lambda o: nd.random_randint(0, 5, shape=(2,), out=o), "int64"),
         (lambda o: nd.random.normal(shape=(2,), out=o), "float64"),

@@ -800,9 +800,10 @@ def test_the_frameworks_own_refusals_have_the_error_shape(live_server, http, sid
         assert err["kind"] == "InvalidInput" and err["message"], err
 
 
-def test_the_openapi_document_names_a_proxys_prefix_as_fastapis_own_does():
+def test_the_openapi_document_and_the_docs_pages_name_a_proxys_prefix_as_fastapis_own_do():
     """/openapi.json is a route of the app's (the metrics name it): behind a proxy's root_path
-    its document names the prefix among its servers, as FastAPI's own route did."""
+    its document names the prefix among its servers, as FastAPI's own route did, and the docs
+    pages load it and their scripts under the prefix."""
     import asyncio
 
     app = create_app(Settings())
@@ -813,6 +814,10 @@ def test_the_openapi_document_names_a_proxys_prefix_as_fastapis_own_does():
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 r = await c.get("/openapi.json")
                 assert r.status_code == 200 and "/v1/sessions/{sid}/batch" in r.json()["paths"]
+                for page in ("/docs", "/redoc"):  # their links carry the prefix too
+                    html = (await c.get(page)).text
+                    assert f"'{root_path}/openapi.json'" in html or f'"{root_path}/openapi.json"' in html
+                    assert f"{root_path}/docs-assets/" in html
                 return r.json().get("servers")
 
     assert asyncio.run(servers("/lab")) == [{"url": "/lab"}]
