@@ -333,19 +333,22 @@ def _serve_docs(app: FastAPI) -> None:
     folder = Path(fastapi_offline.__file__).parent / "static"
     app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
 
+    def prefix(request: Request) -> str:
+        """A proxy's prefix (``root_path``): the document and the pages name it, as FastAPI's own."""
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
     @app.get("/openapi.json", include_in_schema=False)
     def openapi_document(request: Request) -> JSONResponse:
         schema = app.openapi()
-        root_path = request.scope.get("root_path", "").rstrip("/")  # (behind a proxy's prefix: as FastAPI's own)
+        root_path = prefix(request)
         servers = schema.get("servers", [])
         if root_path and app.root_path_in_servers and root_path not in {s.get("url") for s in servers}:
             schema = {**schema, "servers": [{"url": root_path}, *servers]}
         return JSONResponse(schema)
 
-    # the pages' links carry a proxy's prefix (root_path), as FastAPI's own pages' do
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root = prefix(request)
         return get_swagger_ui_html(
             openapi_url=f"{root}/openapi.json",
             title="gradserve - Swagger UI",
@@ -356,7 +359,7 @@ def _serve_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root = prefix(request)
         return get_redoc_html(
             openapi_url=f"{root}/openapi.json",
             title="gradserve - ReDoc",
