@@ -295,10 +295,26 @@ def _clip(cx, at, x):
     """x limited to [a_min, a_max]; the gradient passes only inside the range. With a_min
     above a_max, as MXNet's: a_max where x > a_max, else a_min where x < a_min (and a zero
     gradient everywhere)."""
-    lo, hi = typed_scalar(at["a_min"], x.dtype), typed_scalar(at["a_max"], x.dtype)
-    if at["a_min"] > at["a_max"]:
+    a_min, a_max = _clip_bounds(at["a_min"], at["a_max"], x.dtype)
+    lo, hi = typed_scalar(a_min, x.dtype), typed_scalar(a_max, x.dtype)
+    if a_min > a_max:
         return cast(cx.xp.where(x > hi, hi, cx.xp.where(x < lo, lo, x)), x.dtype)
     return cast(cx.xp.clip(x, lo, hi), x.dtype)
+
+
+def _clip_bounds(a_min: float, a_max: float, dtype: np.dtype) -> tuple[float, float]:
+    """The bounds as MXNet compares with them: a NaN one is no bound, and for an integer
+    dtype one past its range is its end (cast as it is, inf or 1e10 wrapped to INT_MIN:
+    ``clip(x, 0, inf)`` of int32 gave INT_MIN everywhere)."""
+    if a_min != a_min:
+        a_min = -math.inf
+    if a_max != a_max:
+        a_max = math.inf
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        a_min = min(max(a_min, info.min), info.max)
+        a_max = min(max(a_max, info.min), info.max)
+    return a_min, a_max
 
 
 def _row_condition(cond: tuple[int, ...], out: tuple[int, ...]) -> tuple[int, ...]:

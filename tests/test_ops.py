@@ -40,7 +40,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 from gradserve.engine import ops, tape
 from gradserve.engine.dispatch import Context, Eager, Recorder, Traced
-from gradserve.engine.errors import InvalidInput, MXNetError, ShapeError
+from gradserve.engine.errors import IndexOutOfRange, InvalidInput, MXNetError, ShapeError
 from gradserve.engine.optable import OPS, ZERO_VJPS, Op, Spec
 from gradserve.engine.session import Session
 from gradserve.engine.tape import Node, resolve
@@ -5027,6 +5027,38 @@ def test_clip_with_a_min_above_a_max_is_mxnets():
     np.testing.assert_array_equal(op.forward(ctx(), at, x), [2.0, 1.0, 1.0])  # (MXNet 1.9.1's)
     (gx,) = vjp_of(op)(Eager(ctx()), at, np.ones(3, np.float32), None, x)
     np.testing.assert_array_equal(gx, [0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("idx", [[-1.0], [-0.5], [2.9], [3.0]])
+def test_take_in_raise_mode_refuses_what_is_outside_0_to_n_minus_1_as_mxnet(idx):
+    """MXNet 1.9.1 refuses a negative index in take's raise mode (it took -1 as the last, as
+    numpy's), and compares them as they are (-0.5, 2.9 of 3)."""
+    op = OPS["take"]
+    at = op.parse_attrs({"mode": "raise"})
+    with pytest.raises(IndexOutOfRange, match="index out of range"):
+        op.forward(ctx(), at, np.array([10.0, 11.0, 12.0], np.float32), np.array(idx, np.float32))
+    got = op.forward(ctx(), at, np.array([10.0, 11.0, 12.0], np.float32), np.array([0.0, 2.0], np.float32))
+    np.testing.assert_array_equal(got, [10.0, 12.0])
+
+
+@pytest.mark.parametrize(
+    "dtype, x, a_min, a_max, want",
+    [  # MXNet 1.9.1's values: it compares with the bounds as they are
+        ("int32", [-3, 0, 5, 2], 0, np.inf, [0, 0, 5, 2]),  # (was INT_MIN everywhere: inf cast wraps)
+        ("int32", [-3, 0, 5, 2], -1e10, 1e10, [-3, 0, 5, 2]),
+        ("uint8", [0, 100, 250], -1, 200, [0, 100, 200]),
+        ("uint8", [0, 100, 250], -1, 255, [0, 100, 250]),
+        ("int8", [-3, 0, 5, 2], -200, 3, [-3, 0, 3, 2]),
+        ("int32", [-3, 0, 5, 2], 0.5, 2.5, [0, 0, 2, 2]),  # (in range: cast toward zero, as before)
+        ("float32", [0, 100, 250], np.nan, 200, [0, 100, 200]),  # a NaN bound is none
+        ("float32", [0, 100, 250], 10, np.nan, [10, 100, 250]),
+    ],
+)
+def test_clip_compares_with_bounds_past_the_dtype_or_nan_as_mxnet(dtype, x, a_min, a_max, want):
+    op = OPS["clip"]
+    got = op.forward(ctx(), op.parse_attrs({"a_min": a_min, "a_max": a_max}), np.array(x, dtype))
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, np.array(want, dtype))
 
 
 @pytest.mark.parametrize(
