@@ -131,7 +131,7 @@ def _generate(op: Op, name: str) -> Any:
     slots = _slots(op)
     on_numbers = _ON_NUMBERS.get(name)
     # MXNet's samplers draw in out's dtype where none is given (their dtype's default is None)
-    dtype_of_out = op.name.startswith(("random_", "sample_")) and any(a.name == "dtype" for a in op.attrs)
+    dtype_of_out = op.random and "dtype" in slots
 
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if not kwargs and star is None and len(args) == nfixed:  # the common call: arrays only

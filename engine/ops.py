@@ -221,11 +221,16 @@ def _arange(cx, at):
     return r
 
 
-def _random_infer(at: dict, name: str) -> Spec:
+def draw_dtype(name: str, at: dict) -> str:
+    """A sampler's dtype: float32 unless ``dtype`` says, and a float one (MXNet's draws are)."""
     dt = at["dtype"] or DEFAULT_DTYPE
-    if dt not in FLOAT_DTYPES:  # (as MXNet's: its draws are of a float type)
+    if dt not in FLOAT_DTYPES:
         raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
-    return Spec(check_shape(name, at["shape"]), dt)
+    return dt
+
+
+def _random_infer(at: dict, name: str) -> Spec:
+    return Spec(check_shape(name, at["shape"]), draw_dtype(name, at))
 
 
 def _normal_infer(at: dict) -> Spec:

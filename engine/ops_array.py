@@ -25,6 +25,7 @@ from .ops import (
     broadcast_shapes,
     check_shape,
     dense_only,
+    draw_dtype,
     norm_axes,
     parse_key,
     same_dtype,
@@ -112,10 +113,7 @@ def _sampler_infer(name: str, checks: tuple[tuple[str, str, Any], ...]):
         for param, what, ok in checks:
             if not ok(at[param]):
                 raise InvalidInput(f"{name}: {param} must be {what}, got {at[param]}")
-        dt = at["dtype"] or DEFAULT_DTYPE
-        if dt not in FLOAT_DTYPES:
-            raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
-        return Spec(check_shape(name, at["shape"]), dt)
+        return Spec(check_shape(name, at["shape"]), draw_dtype(name, at))
 
     return infer
 
@@ -212,10 +210,7 @@ def _param_sampler_infer(name: str, params: tuple[str, ...]):
                 raise InvalidInput(
                     f"{name}: the parameters must have one dtype: {params[0]} is {first.dtype}, {p} is {spec.dtype}"
                 )
-        dt = at["dtype"] or DEFAULT_DTYPE
-        if dt not in FLOAT_DTYPES:
-            raise InvalidInput(f"{name}: dtype must be one of {', '.join(FLOAT_DTYPES)}, got {dt}")
-        return Spec(check_shape(name, first.shape + check_shape(name, at["shape"])), dt)
+        return Spec(check_shape(name, first.shape + check_shape(name, at["shape"])), draw_dtype(name, at))
 
     return infer
 
