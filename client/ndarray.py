@@ -795,6 +795,8 @@ class NDArray:
     # -- indexing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> NDArray:
+        if type(key) is slice and key == slice(None) and not self.shape:  # (MXNet's x[:] of a 0-d array: x[()])
+            key = ()
         wkey, idx = _key_to_wire(key, self._c)
         return invoke(OPS["getitem"], (self, *idx), {"key": wkey})
 

@@ -1670,7 +1670,13 @@ def not_assignable(name: str, value: tuple[int, ...], region: tuple[int, ...]) -
 def _getitem_infer(at: dict, x: Spec, *idx: Spec) -> Spec:
     key = parse_key("getitem", at["key"], len(idx))
     check_index_dtypes("getitem", (i.dtype for i in idx))
-    return Spec(at_least_1d(key_shape("getitem", x.shape, key, tuple(i.shape for i in idx))), x.dtype)
+    return Spec(_indexed(key, x.shape, key_shape("getitem", x.shape, key, tuple(i.shape for i in idx))), x.dtype)
+
+
+def _indexed(key: tuple, shape: tuple[int, ...], sub: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``x[key]`` (``sub``, numpy's) as MXNet's: (1,) for one element, but a 0-d
+    array's ``x[()]`` is itself."""
+    return sub if not key and not shape else at_least_1d(sub)
 
 
 def _getitem_vjp(F, at, g, y, x, *idx):
@@ -1704,6 +1710,8 @@ def _getitem(cx, at, x, *idx):
         r = x[bind_key(key, idx)]
     except IndexError as e:
         raise IndexOutOfRange(f"getitem: {e}") from None
+    if not key and not x.shape:  # a 0-d array's x[()]: itself, as MXNet's
+        return x.view()
     if not idx and is_view_key(key, x.shape):
         if type(r) is not np.ndarray:  # one element by integers alone: (1,), still a view as in MXNet
             return x[key + (None,)]  # (a new axis after them: numpy's view of the element)
@@ -1714,7 +1722,7 @@ def _getitem(cx, at, x, *idx):
 def _scatter_infer(at: dict, g: Spec, *idx: Spec) -> Spec:
     key = parse_key("scatter_key", at["key"], len(idx))
     check_index_dtypes("scatter_key", (i.dtype for i in idx))
-    sub = at_least_1d(key_shape("scatter_key", at["shape"], key, tuple(i.shape for i in idx)))
+    sub = _indexed(key, tuple(at["shape"]), key_shape("scatter_key", at["shape"], key, tuple(i.shape for i in idx)))
     if sub != g.shape:
         raise ShapeError(f"scatter_key: data shape {g.shape} does not match {sub}")
     return Spec(at["shape"], g.dtype)

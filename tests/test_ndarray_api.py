@@ -72,6 +72,27 @@ def test_printing_large_integer_and_0d_arrays(mode):
     assert float(nd.array([2.5])) == 2.5 and int(nd.array([3.7])) == 3
 
 
+def test_a_0d_arrays_empty_key_gives_itself_as_mxnet(mode):
+    """``z[()]`` and ``z[:]`` of a 0-d array are 0-d in MXNet 1.9.1 (a view of it); ``z[()]``
+    was (1,) here and ``z[:]`` refused. Other keys keep MXNet's (1,) for one element."""
+    z = nd.array(np.float32(3))
+    assert z[()].shape == () and z[:].shape == () and z[None].shape == (1,)
+    v = z[()]
+    v[()] = 7
+    assert z.asscalar() == 7  # (a view)
+    z.attach_grad()
+    with autograd.record():
+        y = z[()] * 2 + z[:] * 3
+    y.backward()
+    assert z.grad.shape == () and z.grad.asscalar() == 5
+    with autograd.record():
+        (g,) = autograd.grad(z[()] * z[()], [z], create_graph=True)
+    g.backward()
+    assert g.asscalar() == 14 and z.grad.asscalar() == 2
+    x = nd.array([[1.0, 2.0]])
+    assert x[()].shape == (1, 2) and x[0, 1].shape == (1,)
+
+
 def test_generated_namespace_and_methods(mode):
     x = nd.array([[3, 1, 2], [0, 5, 4]])
     assert x.argmax(axis=1).asnumpy().tolist() == [0, 1]
