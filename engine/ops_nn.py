@@ -2212,7 +2212,20 @@ def _last_steps(xp, at, x, lengths) -> Any:
     t = x.shape[ax]
     if not at["use_sequence_length"]:
         return xp.full(n, t - 1, dtype=np.int64)
-    return xp.clip(lengths[0].astype(np.int64) - 1, 0, t - 1)
+    return _steps_of("SequenceLast", lengths[0], 1, t) - 1
+
+
+def _steps_of(name: str, lengths: Any, least: int, t: int) -> Any:
+    """Sequence lengths as integers (truncated, as MXNet reads them), refused outside
+    [least, t]: MXNet 1.9.1 reads memory past the data's steps there."""
+    with np.errstate(invalid="ignore"):
+        steps = lengths.astype(np.int64)
+    bad = (steps < least) | (steps > t) | ~np.isfinite(lengths)
+    if bad.any():
+        raise InvalidInput(
+            f"{name}: sequence_length must be from {least} to {t} (the data's steps), got {lengths[bad][0].item()}"
+        )
+    return steps
 
 
 def _seq_last_vjp(F, at, g, y, x, *lengths):
@@ -2269,8 +2282,10 @@ def _sequence_reverse(cx, at, x, *lengths):
         return x.copy()
     t, n = x.shape[0], x.shape[1]
     steps = xp.arange(t)[:, None]
-    lens = xp.full(n, t, dtype=np.int64) if not at["use_sequence_length"] else lengths[0].astype(np.int64)
-    lens = xp.clip(lens, 0, t)[None, :]
+    if at["use_sequence_length"]:
+        lens = _steps_of("SequenceReverse", lengths[0], 0, t)[None, :]
+    else:
+        lens = xp.full((1, n), t, dtype=np.int64)
     src = xp.where(steps < lens, lens - 1 - steps, steps)  # (T, N): the step each position takes
     return cx.xp.array(x[src, xp.arange(n)[None, :]])
 

@@ -226,6 +226,25 @@ def test_out_given_by_position_after_the_attributes_as_mxnet(mode):
         nd.relu(x, 3)
 
 
+def test_sequence_lengths_outside_the_steps_are_refused(mode):
+    """``SequenceLast`` and ``SequenceReverse`` read memory past the data for lengths longer than
+    its steps in MXNet 1.9.1 (and before it for ``SequenceLast``'s 0): refused here, where they
+    were clipped silently. ``SequenceMask`` keeps them: masking nothing, or everything, is
+    defined."""
+    s = nd.arange(12).reshape((3, 2, 2))
+    for name, lens, least in (("SequenceLast", [4, 1], 1), ("SequenceLast", [0, 1], 1), ("SequenceReverse", [1, 4], 0)):
+        with pytest.raises(InvalidInput, match=f"{name}: sequence_length must be from {least} to 3"):
+            getattr(nd, name)(s, nd.array(lens), use_sequence_length=True).asnumpy()
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InvalidInput, match="sequence_length must be from 0 to 3"):
+            nd.SequenceReverse(s, nd.array([bad, 1.0]), use_sequence_length=True).asnumpy()
+    assert nd.SequenceLast(s, nd.array([3, 1.5]), use_sequence_length=True).asnumpy().tolist() == [[8, 9], [2, 3]]
+    assert nd.SequenceReverse(s, nd.array([0, 3]), use_sequence_length=True).asnumpy()[:, 0, 0].tolist() == [0, 4, 8]
+    masked = nd.SequenceMask(s, nd.array([5, -1]), use_sequence_length=True)
+    assert masked.asnumpy()[:, :, 0].tolist() == [[0, 0], [4, 0], [8, 0]]
+    assert s.asnumpy().sum() == 66  # (the session as it was)
+
+
 def test_attribute_strings_mxnet_refuses_are_refused_saying_why(mode):
     x = nd.arange(6).reshape((2, 3))
     with pytest.raises(InvalidInput, match="keepdims.*expected a boolean, got 'yes'"):
