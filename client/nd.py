@@ -117,6 +117,16 @@ def _arrays(v: Any) -> bool:
     return isinstance(v, NDArray) or isinstance(v, (list, tuple)) and all(isinstance(a, NDArray) for a in v)
 
 
+def _leading_arrays(args: tuple, nfixed: int) -> int:
+    """How many of a variadic op's positional arguments are its arrays (None for an absent
+    optional one; past its ``nfixed`` fixed inputs, lists of arrays too): the rest are its
+    attributes, then ``out`` and ``name``."""
+    k = 0
+    while k < len(args) and (k >= nfixed and _arrays(args[k]) or isinstance(args[k], NDArray) or args[k] is None):
+        k += 1
+    return k
+
+
 def _numbers(arrays: list[Any]) -> bool:
     return all(isinstance(a, numbers.Real) and not isinstance(a, NDArray) for a in arrays)
 
@@ -140,19 +150,20 @@ def _generate(op: Op, name: str) -> Any:
                     break
             else:
                 return invoke(op, args)
-        if star is None and nfixed + len(slots) < len(args) <= nfixed + len(slots) + 2:
-            # MXNet's generated functions take ``out`` (then ``name``) by position after their attributes
-            k = nfixed + len(slots)
-            if args[k] is None or isinstance(args[k], NDArray):
-                if "out" in kwargs:
-                    raise TypeError(f"{name}() got multiple values for argument 'out'")
-                if args[k] is None:
-                    return fn(*args[:k], **kwargs)
-                named = dict(zip(slots, args[nfixed:k]))  # (by name: out may give the dtype)
-                for a in named:
-                    if a in kwargs:
-                        raise TypeError(f"{name}() got multiple values for argument {a!r}")
-                return fn(*args[:nfixed], **named, **kwargs, out=args[k])
+        # MXNet's generated functions take ``out`` (then ``name``) by position after their attributes
+        k = (nfixed if star is None else _leading_arrays(args, nfixed)) + len(slots)
+        if k < len(args) <= k + 2 and (args[k] is None or isinstance(args[k], NDArray)):
+            if "out" in kwargs:
+                raise TypeError(f"{name}() got multiple values for argument 'out'")
+            if args[k] is None:
+                return fn(*args[:k], **kwargs)
+            if star is not None:  # (no variadic op takes its dtype from out: LeakyReLU, the one that draws, has none)
+                return fn(*args[:k], **kwargs, out=args[k])
+            named = dict(zip(slots, args[nfixed:k]))  # (by name: out may give the dtype)
+            for a in named:
+                if a in kwargs:
+                    raise TypeError(f"{name}() got multiple values for argument {a!r}")
+            return fn(*args[:nfixed], **named, **kwargs, out=args[k])
         out = kwargs.pop("out", None)
         if out is not None:
             if dtype_of_out and isinstance(out, NDArray):
@@ -168,11 +179,7 @@ def _generate(op: Op, name: str) -> Any:
             arrays = list(args[: len(fixed)])
             rest = args[len(fixed) :]
         else:  # leading arrays (None for an absent optional one), then attributes
-            k = 0
-            while k < len(args) and (
-                k >= len(fixed) and _arrays(args[k]) or isinstance(args[k], NDArray) or args[k] is None
-            ):
-                k += 1
+            k = _leading_arrays(args, nfixed)
             arrays = []
             for a in args[:k]:
                 arrays.extend(a if isinstance(a, (list, tuple)) else [a])
@@ -328,12 +335,12 @@ def ones(shape: Any, ctx: Any = None, dtype: Any = None, **kwargs: Any) -> NDArr
 
 @_composed
 def full(shape: Any, val: float, ctx: Any = None, dtype: Any = None, out: Any = None, **kwargs: Any) -> NDArray:
-    """An array filled with ``val`` (True and False are 1 and 0, as MXNet's); with ``out``, in
-    out's dtype whatever ``dtype`` says, as MXNet's."""
+    """An array filled with ``val`` (True and False are 1 and 0, as MXNet's); with ``out``,
+    out filled, in its shape and dtype whatever ``shape`` and ``dtype`` say, as MXNet's."""
     if isinstance(val, (bool, _np.bool_)):
         val = int(val)
     if isinstance(out, NDArray):
-        dtype = out._spec.dtype
+        shape, dtype = out.shape, out._spec.dtype
     made = invoke(OPS["full"], (), {"shape": shape, "val": val, "dtype": dtype}, ctx=context_of(ctx))
     return made if out is None else write_into(out, made, "full")
 

@@ -297,6 +297,13 @@ def invoke(
 
 def write_into(out: Any, result: Any, name: str) -> NDArray:
     """``out=``: the result written into ``out`` (same shape), which is returned, as in MXNet."""
+    check_into(out, result, name)
+    out[:] = result
+    return out
+
+
+def check_into(out: Any, result: Any, name: str) -> None:
+    """Refuse an ``out`` that cannot take the result: not an array, or another shape or dtype."""
     if not isinstance(out, NDArray):
         raise TypeError(f"{name}: out must be an NDArray, got {type(out).__name__}")
     if not isinstance(result, NDArray):
@@ -305,8 +312,6 @@ def write_into(out: Any, result: Any, name: str) -> NDArray:
         raise ShapeError(f"{name}: out has shape {out.shape}, the result {result.shape}")
     if out._spec.dtype != result._spec.dtype:  # (MXNet: "type inconsistent"; a cast would be silent)
         raise DTypeError(f"{name}: out has dtype {out._spec.dtype}, the result {result._spec.dtype}")
-    out[:] = result
-    return out
 
 
 _CODES: dict[int, tuple[Any, bytes]] = {}

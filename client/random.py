@@ -10,7 +10,7 @@ from typing import Any
 
 from .engine.errors import InvalidInput
 from .engine.optable import FLOAT_DTYPES, OPS, prod
-from .ndarray import NDArray, context_of, invoke, write_into
+from .ndarray import NDArray, check_into, context_of, invoke, write_into
 from .runtime import RNG_KEY, current
 
 
@@ -216,18 +216,34 @@ def multinomial(
     ``shape`` for each: data.shape[:-1] + shape ((1,) for one 1-D distribution, no shape), as
     ``dtype`` (int32, uint8 or a float). ``get_prob``: [indices, their log-probabilities], the
     latter differentiable with respect to ``data`` (as MXNet's, for REINFORCE)."""
-    if out is not None:
-        raise InvalidInput("random.multinomial: out= is not supported; use the result")
     if not isinstance(data, NDArray):
         raise InvalidInput(f"random.multinomial: data must be an NDArray, got {type(data).__name__}")
+    outs = _multinomial_outs(out, get_prob)
     at = {"shape": () if shape is None else shape, "dtype": dtype}
     idx = invoke(OPS["sample_multinomial"], (data,), at)
     if not get_prob:
-        return idx
+        return idx if outs is None else write_into(outs[0], idx, "random.multinomial")
     # log p[..., idx]: the draws of each distribution in a row, picked from it along its last axis
     rows = data.shape[:-1] + (idx.size // max(1, prod(data.shape[:-1])),)
     picked = invoke(OPS["gather_axis"], (data, invoke(OPS["reshape"], (idx,), {"shape": rows})), {"axis": -1})
-    return [idx, invoke(OPS["log"], (invoke(OPS["reshape"], (picked,), {"shape": idx.shape}),))]
+    made = [idx, invoke(OPS["log"], (invoke(OPS["reshape"], (picked,), {"shape": idx.shape}),))]
+    if outs is None:
+        return made
+    for o, m in zip(outs, made):  # (both checked before either is written)
+        check_into(o, m, "random.multinomial")
+    return [write_into(o, m, "random.multinomial") for o, m in zip(outs, made)]
+
+
+def _multinomial_outs(out: Any, get_prob: bool) -> list[NDArray] | None:
+    """``out`` as MXNet's multinomial takes it: an array, or with ``get_prob`` a list of two
+    (the indices', then the log-probabilities')."""
+    if out is None:
+        return None
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    if len(outs) != 1 + bool(get_prob) or not all(isinstance(o, NDArray) for o in outs):
+        want = "a list of two NDArrays (indices, log-probabilities)" if get_prob else "an NDArray"
+        raise InvalidInput(f"random.multinomial: out must be {want}")
+    return outs
 
 
 def shuffle(data: NDArray, **kwargs: Any) -> NDArray:

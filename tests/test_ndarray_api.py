@@ -226,6 +226,60 @@ def test_out_given_by_position_after_the_attributes_as_mxnet(mode):
         nd.relu(x, 3)
 
 
+def test_out_by_position_after_an_absent_optional_input_as_mxnet(mode):
+    """An op with an optional array input (FullyConnected's bias) takes ``out`` by position
+    after its attributes too: it was refused ("takes at most 6 positional arguments"). Checked
+    with MXNet 1.9.1: ``FullyConnected(x, w, None, 3, True, True, out)`` writes out."""
+    x, w, b = nd.ones((4, 2)), nd.ones((3, 2)), nd.array([1.0, 2.0, 3.0])
+    out = nd.zeros((4, 3))
+    assert nd.FullyConnected(x, w, None, 3, True, True, out) is out
+    assert out.asnumpy().tolist() == [[2.0, 2.0, 2.0]] * 4
+    assert nd.FullyConnected(x, w, b, 3, False, True, out, "fc") is out  # (then a name)
+    assert out.asnumpy().tolist() == [[3.0, 4.0, 5.0]] * 4
+    assert nd.FullyConnected(x, w, b, 3, False, True, None).asnumpy().tolist() == [[3.0, 4.0, 5.0]] * 4
+    with pytest.raises(TypeError, match="multiple values for argument 'out'"):
+        nd.FullyConnected(x, w, None, 3, True, True, out, out=out)
+    with pytest.raises(ShapeError, match="out has shape"):
+        nd.FullyConnected(x, w, None, 3, True, True, nd.zeros((4, 4)))
+
+
+def test_full_fills_out_whatever_shape_it_is_given_as_mxnet(mode):
+    """MXNet's ``full`` fills ``out`` and ignores its ``shape`` (its zeros and ones refuse another
+    shape, as they do here)."""
+    o = nd.zeros((2, 3), dtype="int32")
+    assert nd.full((3, 3), 5, out=o) is o
+    assert o.dtype is np.int32 and o.asnumpy().tolist() == [[5, 5, 5], [5, 5, 5]]
+    with pytest.raises(ShapeError, match="out has shape"):
+        nd.zeros((3, 3), out=nd.zeros((2, 3)))
+
+
+def test_multinomial_writes_out_as_mxnet(mode):
+    """``random.multinomial(out=)`` was refused; MXNet writes the indices there (a list of two
+    with ``get_prob``), refusing an out of another dtype or shape before writing any."""
+    p = nd.array([[0.0, 1.0], [1.0, 0.0]])
+    o = nd.full((2,), 7, dtype="int32")
+    assert nd.random.multinomial(p, out=o) is o and o.asnumpy().tolist() == [1, 0]
+    o3 = nd.zeros((2, 3), dtype="int32")
+    assert nd.sample_multinomial(p, 3, False, o3) is o3 and o3.asnumpy().tolist() == [[1] * 3, [0] * 3]
+    i, lp = nd.zeros((2,), dtype="int32"), nd.full((2,), 5.0)
+    got = nd.random.multinomial(p, get_prob=True, out=[i, lp])
+    assert got[0] is i and got[1] is lp
+    assert i.asnumpy().tolist() == [1, 0] and lp.asnumpy().tolist() == [0.0, 0.0]
+    f = nd.full((2,), 7.0)
+    with pytest.raises(DTypeError, match="out has dtype float32, the result int32"):
+        nd.random.multinomial(p, out=f)  # (MXNet: "type inconsistent"; with dtype="float32" it draws there)
+    assert nd.random.multinomial(p, out=f, dtype="float32").asnumpy().tolist() == [1.0, 0.0]
+    i2, bad = nd.full((2,), 7, dtype="int32"), nd.zeros((3,))
+    with pytest.raises(ShapeError, match="out has shape"):
+        nd.random.multinomial(p, get_prob=True, out=[i2, bad])
+    assert i2.asnumpy().tolist() == [7, 7]  # (neither written)
+    for wrong in ([i2], i2, [i2, lp, lp]):
+        with pytest.raises(InvalidInput, match="out must be a list of two NDArrays"):
+            nd.random.multinomial(p, get_prob=True, out=wrong)
+    with pytest.raises(InvalidInput, match="out must be an NDArray"):
+        nd.random.multinomial(p, out=[i2, lp])
+
+
 def test_sequence_lengths_outside_the_steps_are_refused(mode):
     """``SequenceLast`` and ``SequenceReverse`` read memory past the data for lengths longer than
     its steps in MXNet 1.9.1 (and before it for ``SequenceLast``'s 0): refused here, where they
