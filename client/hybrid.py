@@ -44,6 +44,9 @@ MAX_TRACES = 64
 otherwise fill the session with programs until its quota refused the next."""
 
 
+_UNKEPT: Any = object()
+"""A signature whose program the session could not keep: the function runs as it is written."""
+
 _NOTHING: type = type(None)
 """A traced function's ``container`` when it returned None (it returns None at every call)."""
 
@@ -176,6 +179,7 @@ class HybridFunction:
         # per session: the variables' version the traces were made with, and the traces by signature
         self._traces: weakref.WeakKeyDictionary[Client, tuple[int, dict[Any, _Traced]]] = weakref.WeakKeyDictionary()
         self._warned = False
+        self._warned_unkept = False
         functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -246,6 +250,8 @@ class HybridFunction:
             held = self._traces[c] = (c.variables_changed, {})
         traces = held[1]
         t = traces.get(key)
+        if t is _UNKEPT:
+            return self.fn(*args, **kwargs)
         if t is not None:
             if t.pid not in c.failed_programs:
                 if len(traces) > 1:
@@ -268,6 +274,19 @@ class HybridFunction:
                     stacklevel=2,
                 )
         return out
+
+    def _unkept(self, c: Client, steps: int) -> None:
+        if not self._warned_unkept:
+            self._warned_unkept = True
+            warnings.warn(
+                f"hybridized {getattr(self.fn, '__qualname__', self.fn)!s}: its trace of {steps} instructions "
+                f"would pass the {c.max_program_steps} "
+                "the session keeps in all its programs (the server's max_program_steps): the function "
+                "runs without hybridize for these arguments in this session (fewer hybridized "
+                "signatures leave more room)",
+                RuntimeWarning,
+                stacklevel=5,  # (the caller of the function: _trace_holding, _trace, __call__ between)
+            )
 
     def __repr__(self) -> str:
         n = self.traces
@@ -391,9 +410,13 @@ class HybridFunction:
         c._tls.undo = []
         pid: int | None = None  # a trace that queued no instruction (a branch of no op): no program
         if program:
-            pid = c.program_id()
             # the definition first: the instructions of this call then run as the function's would
-            c.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
+            pid = c.define_program(program, nargs, outputs)
+            if pid is None:  # the session cannot keep it: this call, and the next, run as the function's
+                for ins in steps:
+                    c.enqueue(ins)
+                self._unkept(c, len(program))
+                return out, _UNKEPT
         for ins in steps:
             c.enqueue(ins)
         specs = [o._spec for o in made_outs]

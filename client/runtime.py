@@ -170,6 +170,7 @@ class Client:
         self._program_ids = itertools.count(1)
         self._forgets: list[int] = []  # programs to drop with the next batch
         self.failed_programs: set[int] = set()  # programs whose define did not run (traced again)
+        self._program_steps: dict[int, int] = {}  # programs defined, not forgotten: id -> instructions
         # how many times arrays were made variables (attach_grad, mark_variables): a hybridized
         # function's traces hold the graph as it was, and are made again after a change
         self.variables_changed = 0
@@ -195,6 +196,8 @@ class Client:
         self._capturing = 0  # how many threads are tracing one now (no thread-local lookup per op otherwise)
         self._set_limits(getattr(transport, "max_body_bytes", None), getattr(transport, "max_batch_ops", None))
         self.max_batch_steps: int | None = getattr(transport, "max_batch_steps", None)
+        # the instructions of all the programs the session may keep (None: the server does not say)
+        self.max_program_steps: int | None = getattr(transport, "max_program_steps", None)
         # whether the engine scales an update's value (``update``'s at.scale: ``w -= lr * g`` in one pass)
         self.scaled_updates: bool = "update.scale" in getattr(transport, "features", ())
         # a script that ends frees its session on the server at once, not after the idle timeout
@@ -327,8 +330,21 @@ class Client:
     def program_id(self) -> int:
         return next(self._program_ids)
 
+    def define_program(self, program: list[dict[str, Any]], nargs: int, outputs: list[int]) -> int | None:
+        """Queue the definition of a program; its id, or None where the session could not keep
+        it (its programs' instructions would pass the server's limit: the define would be
+        refused, and the batch with it)."""
+        held = sum(list(self._program_steps.values()))  # (a copy: a forget may come from another thread)
+        if self.max_program_steps is not None and held + len(program) > self.max_program_steps:
+            return None
+        pid = self.program_id()
+        self._program_steps[pid] = len(program)
+        self.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
+        return pid
+
     def forget_program(self, pid: int) -> None:
         """A program nobody can call again: dropped with the next batch (no I/O here)."""
+        self._program_steps.pop(pid, None)
         self._forgets.append(pid)
 
     def release(self, h: int, nbytes: int = FREE_NOW_BYTES) -> None:
@@ -758,6 +774,7 @@ class Client:
         for ins in ops:
             if ins.get("op") == "define":
                 self.failed_programs.add(ins["at"]["id"])
+                self._program_steps.pop(ins["at"]["id"], None)
 
     def info(self) -> dict[str, Any]:
         """The session's id, owner, number of arrays and bytes held (sends the queue)."""

@@ -61,6 +61,7 @@ class InProcess:
         self.requests = 0
         self.max_batch_ops: int | None = self.session.limits.max_batch_ops
         self.max_batch_steps: int | None = self.session.limits.max_batch_steps
+        self.max_program_steps: int | None = self.session.limits.max_program_steps
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Run a batch; unsequenced (nothing retries in-process: the session keeps no reply,
@@ -150,6 +151,7 @@ class Http:
         # and runs no longer batch (a server that does not say: learned when it refuses one, runtime.py)
         self.max_batch_ops: int | None = reply.get("max_batch_ops")
         self.max_batch_steps: int | None = reply.get("max_batch_steps")  # (with the calls' programs)
+        self.max_program_steps: int | None = reply.get("max_program_steps")  # (hybridize's, all together)
         # what the server's engine does that older ones did not (``engine.FEATURES``): a client
         # sends it only to a server that says it does it
         features = reply.get("features")

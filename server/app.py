@@ -86,6 +86,7 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
         "max_body_bytes": settings.max_body_bytes,
         "max_batch_ops": settings.max_batch_ops,
         "max_batch_steps": settings.max_batch_steps,
+        "max_program_steps": settings.max_program_steps,
         "session_ttl_s": settings.session_ttl_s,
     }
     return encode(request, {**s.info(), **limits, "features": list(FEATURES)}, 201)

@@ -81,6 +81,7 @@ class NewSessionInfo(SessionInfo):
     max_body_bytes: int  # the largest request body the server reads: clients split larger uploads
     max_batch_ops: int  # the most instructions a batch may hold: clients split longer queues
     max_batch_steps: int  # the most a batch may run, each call counting its program's instructions
+    max_program_steps: int  # the instructions of all the programs a session keeps (hybridized functions)
     session_ttl_s: float  # a session idle for longer is closed: clients touch theirs while they live
     features: list[str] = []  # what its engine does that older ones did not (update.scale: w -= lr * g in one pass)
 

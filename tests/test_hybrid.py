@@ -3,6 +3,7 @@ both modes; the engine's ``define``/``call``/``forget`` commands and their error
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import weakref
@@ -900,6 +901,7 @@ def test_methods_and_keyword_constants_are_traced_per_instance_and_value(mode):
 
 def test_a_trace_whose_program_was_refused_is_traced_again():
     client = gradserve.Client(gradserve.InProcess(limits=Limits(max_program_steps=2)))
+    client.max_program_steps = None  # (as from a server that does not say its limit: its define is refused)
     gradserve.set_current(client)
     try:
         f = hybridize(lambda a: ((a + 1) * 2) - 1)  # three instructions: over the limit of 2
@@ -913,6 +915,61 @@ def test_a_trace_whose_program_was_refused_is_traced_again():
     finally:
         gradserve.set_current(None)
         client.close()
+
+
+@pytest.mark.parametrize("where", ["inprocess", "http"])
+def test_a_trace_the_session_cannot_keep_runs_unhybridized(where):
+    """A trace whose program would pass the session's max_program_steps (which the server says
+    when the session opens) is not defined: the define was refused, and the batch with it, so
+    every call raised QuotaExceeded. The function now runs as written, with one warning."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with contextlib.ExitStack() as stack:
+        if where == "http":
+            srv = stack.enter_context(LiveServer(Settings(max_program_steps=4)))
+            client = gradserve.connect(srv.url)
+        else:
+            client = gradserve.Client(gradserve.InProcess(limits=Limits(max_program_steps=4)))
+        stack.callback(client.close)
+        stack.callback(gradserve.set_current, None)
+        gradserve.set_current(client)
+        _runs_unkept_unhybridized(client)
+
+
+def _runs_unkept_unhybridized(client: gradserve.Client) -> None:
+    def programs() -> int:
+        """The session's programs' instructions (remote: 0 or not, from the bytes they hold)."""
+        if isinstance(client.transport, gradserve.InProcess):
+            return client.transport.session.program_steps
+        return client.info()["program_bytes"]
+
+    small = hybridize(lambda a: (a + 1) * 2)
+    big = hybridize(lambda a: ((a + 1) * 2) - 1)
+    x = nd.ones((2,))
+    assert small(x).asnumpy().tolist() == [4, 4]  # two instructions kept: two left
+    kept = programs()
+    assert kept
+    with pytest.warns(RuntimeWarning, match="trace of 3 instructions would pass the 4") as seen:
+        assert big(x).asnumpy().tolist() == [3, 3]
+        assert big(x * 2).asnumpy().tolist() == [5, 5]  # (the next calls: the function's Python)
+        y = nd.ones((2,))
+        y.attach_grad()
+        with autograd.record():
+            z = big(y)
+        z.backward()
+        assert y.grad.asnumpy().tolist() == [2, 2]
+    assert len(seen) == 1 and programs() == kept
+    del small
+    gc.collect()
+    client.flush()  # (the forget of small's program)
+    assert programs() == 0
+    bigger = hybridize(lambda a: (((a + 1) * 2) - 1) * 3)  # four: room now
+    assert bigger(x).asnumpy().tolist() == [9, 9] and bigger(x).asnumpy().tolist() == [9, 9]
+    assert programs() and bigger.traces == 1
+    if isinstance(client.transport, gradserve.InProcess):
+        assert client.transport.session.program_steps == 4
 
 
 def test_float_constants_are_told_apart_by_their_bits(mode):

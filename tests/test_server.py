@@ -475,9 +475,11 @@ def test_api_keys_come_from_the_environment_as_the_readme_writes_them(monkeypatc
 
 
 def test_body_size_and_batch_length_are_bounded():
-    with LiveServer(Settings(max_body_bytes=1000, max_batch_ops=3)) as srv, httpx.Client(base_url=srv.url) as http:
+    settings = Settings(max_body_bytes=1000, max_batch_ops=3, max_program_steps=7)
+    with LiveServer(settings) as srv, httpx.Client(base_url=srv.url) as http:
         opened = http.post("/v1/sessions").json()
         assert opened["max_body_bytes"] == 1000 and opened["max_batch_ops"] == 3  # told, so clients split
+        assert opened["max_program_steps"] == 7  # (and hybridize defines no program the session cannot keep)
         sid = opened["id"]
         big = http.post(f"/v1/sessions/{sid}/batch", json={"ops": [{"op": "free", "in": list(range(400))}]})
         assert big.status_code == 413 and big.json()["error"]["kind"] == "QuotaExceeded"
