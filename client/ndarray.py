@@ -889,6 +889,8 @@ class NDArray:
         n = self._node
         if n is None or n.op is not None:
             return None
+        if self._h in self._c._lost_variables:  # (the attach_grad or mark_variables that made it one was lost)
+            self._c.check_alive(self._h)
         if self._gradp is None or self._gradp._h in self._c._dead:  # (its batch failed: made again)
             c = self._c
             h = c.handle()

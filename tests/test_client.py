@@ -1607,6 +1607,24 @@ def test_a_whole_write_of_an_array_whose_attach_grad_was_lost_leaves_it_a_plain_
     assert w.asnumpy().tolist() == [1, 2, 3]
 
 
+def test_grad_of_an_array_whose_attach_grad_or_mark_variables_was_lost_raises_at_once(mode):
+    """``w.grad`` after a lost attach_grad queued a ``grad`` of a plain array: it raised later,
+    with the next read, and took the valid ``w[:] = v`` after it down with it. After a lost
+    mark_variables it gave the gradient buffer of an array that is no variable. Both raise
+    ChangeLost at ``.grad`` now, queuing nothing, and the whole write makes the array plain."""
+    for lose in (lambda w, g: w.attach_grad(), lambda w, g: autograd.mark_variables([w], [g])):
+        w, g = nd.ones(2), nd.zeros(2)
+        nd.waitall()
+        bad = nd.take(nd.ones(2), nd.array([9]), mode="raise")
+        lose(w, g)
+        with pytest.raises(IndexError):
+            bad.asnumpy()
+        with pytest.raises(gradserve.ChangeLost, match="was never applied"):
+            w.grad  # noqa: B018
+        w[:] = 2
+        assert w.asnumpy().tolist() == [2, 2] and w.grad is None
+
+
 def test_writing_the_whole_gradient_after_a_lost_backward_makes_it_usable_again(mode):
     """A backward pass lost with a failed batch leaves its gradient buffers unknown
     (ChangeLost); ``w.grad[:] = 0`` writes all of one and makes it known again (it was refused:
