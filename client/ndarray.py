@@ -27,6 +27,7 @@ from .engine.errors import (
     BooleanIndexError,
     DTypeError,
     IndexKindError,
+    IndexOutOfRange,
     InvalidInput,
     ShapeError,
     UnknownDType,
@@ -417,13 +418,14 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
         elif type(k) is slice:
             out.append([_index(k.start), _index(k.stop), _index(k.step)])
         elif type(k) is int:
-            out.append(k)
+            out.append(k if -_FAR <= k <= _FAR else _far(k))
         elif k is Ellipsis:
             out.append("...")
         elif isinstance(k, slice):
             out.append([_index(k.start), _index(k.stop), _index(k.step)])
         elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, bool):
-            out.append(int(k))
+            i = int(k)
+            out.append(i if -_FAR <= i <= _FAR else _far(i))
         elif isinstance(k, (NDArray, list, np.ndarray, range)):
             if not isinstance(k, NDArray):
                 a = np.asarray(k)
@@ -445,11 +447,21 @@ def _key_to_wire(key: Any, client: Client) -> tuple[list[Any], list[NDArray]]:
     return out, arrays
 
 
+_FAR = (1 << 63) - 1
+"""Past every axis: an index or slice bound beyond it means what it does at it (an index out of
+range, a bound clipped), and travels to a server (whose messages carry 64 bits)."""
+
+
+def _far(k: int) -> int:
+    raise IndexOutOfRange(f"index {k} is out of bounds for every axis")
+
+
 def _index(v: Any) -> int | None:
-    if v is None or type(v) is int:  # the common cases first: the check below is an ABC's (1 us)
+    if v is None or type(v) is int and -_FAR <= v <= _FAR:  # the common cases first: the check below is an ABC's (1 us)
         return v
     if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
-        return int(v)
+        v = int(v)
+        return v if -_FAR <= v <= _FAR else _FAR if v > 0 else -_FAR
     raise InvalidInput(f"slice bounds must be integers or None, got {v!r}")
 
 

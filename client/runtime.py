@@ -80,6 +80,28 @@ class _TooLong(Exception):
         self.limit = limit
 
 
+class _Unencodable(Exception):
+    """An instruction of a batch that cannot travel to the server (an integer past 64 bits):
+    the batch was not sent. It fails there, as the server fails one: what comes before it is
+    sent and runs, and it raises ``InvalidInput``."""
+
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(index, why)
+        self.index = index
+        self.why = why
+
+
+def _first_unencodable(ops: list[dict]) -> _Unencodable | None:
+    """The first instruction of ``ops`` the wire cannot carry, if one is why a batch could not
+    be encoded (each is tried alone: only after the batch failed)."""
+    for i, ins in enumerate(ops):
+        try:
+            wire.pack(ins)
+        except (TypeError, OverflowError) as e:
+            return _Unencodable(i, str(e))
+    return None
+
+
 class NotTraceable(InvalidInput):
     """Code being traced (a hybridized function, a Function's backward) did what a trace
     cannot hold: read a value, or record an autograd.Function."""
@@ -496,15 +518,26 @@ class Client:
         In-process, a batch cut short is taken as failed (it may have run in part: ``_settle``)."""
         n = len(ops)
         seq = seq or self._acked + 1
+        bad: _Unencodable | None = None  # (its index in ``ops``)
         while True:
             self._pending = _Pending(ops, where, freed, nreads, start, seq)
             limit = self.max_batch_ops
             end = n if limit is None else min(n, start + limit)
+            if bad is not None:
+                end = min(end, bad.index)
+                if start == end:  # what came before it ran: it fails, as the server fails an instruction
+                    self._pending = None
+                    why = f"{bad.why}; such a value does not travel to a server"
+                    raise self._fail(ops, where, {"kind": "InvalidInput", "message": why, "index": start}) from bad
             part, wpart = (ops, where) if start == 0 and end == n else (ops[start:end], where[start:end])
             try:
                 reply = self._send(part, wpart, seq)
             except _TooLong as e:  # the server's limit is lower than we knew: learned, and sent again
                 self._set_limits(self.max_body_bytes, e.limit)
+                continue
+            except _Unencodable as e:
+                bad = e
+                bad.index += start
                 continue
             except BaseException as e:
                 if self._unsure(e):  # (kept)
@@ -624,6 +657,13 @@ class Client:
                 if expected is not None and expected <= self._acked:
                     raise self._lost_state(expected, self._acked) from e
                 raise
+            except (TypeError, OverflowError) as e:  # (not encoded: nothing was sent)
+                bad = None if isinstance(e, MXNetError) else _first_unencodable(ops)
+                if bad is None:
+                    raise
+                raise bad from e
+        except _Unencodable:
+            raise  # (``_run`` sends what comes before it)
         except QuotaExceeded as e:
             limit = _batch_limit(e, len(ops))
             if limit is None:

@@ -245,6 +245,12 @@ def _default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, tuple):
         return list(obj)
+    return _unencodable(obj)
+
+
+def _unencodable(obj: Any) -> Any:
+    if type(obj) is int:  # (msgpack hands the default what its 64 bits cannot hold)
+        raise OverflowError(f"the integer {obj} is outside what a message carries (-2**63 to 2**64 - 1)")
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
@@ -253,7 +259,7 @@ def _json_default(obj: Any) -> Any:
         return encode_tensor(obj, "list")
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
-    raise TypeError(f"cannot encode {type(obj).__name__}")
+    return _unencodable(obj)
 
 
 def pack(msg: Any) -> bytes:

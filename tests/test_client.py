@@ -226,6 +226,33 @@ def test_sessions_seed_their_own_generators(live_server):
         a.flush()
 
 
+def test_integers_past_64_bits_fail_their_own_instruction(mode):
+    """A Python integer no message carries (2**64 and past) made the whole batch fail to encode
+    on its way to a server, with a TypeError, losing the valid instructions queued before it.
+    Slice bounds and indices that large mean what they do at 2**63 - 1 (a bound clipped, an index
+    out of range) and travel; another attribute fails its own instruction, as a server fails one:
+    what was queued before it runs (in-process the engine computes, or refuses, the value)."""
+    x = nd.arange(6)
+    assert x[1 : 2**64].asnumpy().tolist() == [1, 2, 3, 4, 5]
+    assert x[:: 2**70].asnumpy().tolist() == [0] and x[-(2**70) : 2].asnumpy().tolist() == [0, 1]
+    with pytest.raises(IndexError, match="index 18446744073709551616 is out of bounds"):
+        x[2**64]
+    y = nd.zeros(6)
+    y[2 : 2**64] = 1
+    assert y.asnumpy().tolist() == [0, 0, 1, 1, 1, 1]
+    w = nd.zeros(2)
+    nd.waitall()
+    w += 1
+    big = nd.one_hot(nd.array([1]), 2**64)  # (in-process: over the session's bytes)
+    after = w * 2
+    with pytest.raises(MXNetError, match=r"\[op one_hot, queued at"):
+        after.asnumpy()
+    assert w.asnumpy().tolist() == [1, 1]  # (queued before it: it ran)
+    with pytest.raises(MXNetError):
+        big.asnumpy()
+    assert (w + 1).asnumpy().tolist() == [2, 2]  # (the session goes on)
+
+
 # -- the queue: errors at sync points, dead handles, frees ------------------------
 
 
