@@ -53,13 +53,16 @@ def connect(
     """Open a session and make it the one ``nd`` uses.
 
     ``url`` None means ``GRADSERVE_URL`` when set, else the engine in this
-    process (no server). ``seed`` seeds the session's generator. ``sync=True``
+    process (no server). ``seed`` seeds the session's generator (any integer, modulo
+    2**64, as ``nd.random.seed``). ``sync=True``
     sends every op at once (for debugging: errors surface at their line).
     ``verify``: for an ``https`` URL, the certificates to trust (see ``Http``).
     ``timeout``: seconds a request may wait without a byte of its reply before
     it is sent again on a new connection (the server replays a batch that ran);
     a server whose machine is gone is noticed sooner (TCP keepalive).
     """
+    if seed is not None:
+        seed = random.seed_value(seed, "connect")
     client = Client(from_env(url, api_key, seed, verify, timeout), sync=sync)
     old = set_current(client)
     if old is not None:

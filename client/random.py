@@ -6,6 +6,7 @@ draws of another.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from .engine.errors import InvalidInput
@@ -251,8 +252,21 @@ def shuffle(data: NDArray, **kwargs: Any) -> NDArray:
     return invoke(OPS["shuffle"], (data,))
 
 
+SEEDS = 1 << 64
+"""Seeds are taken modulo this: MXNet takes any integer, and a server's messages carry 64 bits."""
+
+
+def seed_value(seed_state: Any, what: str) -> int:
+    """``seed_state`` as a session is seeded with it, the same in-process and on a server: any
+    integer (a numpy one too) modulo 2**64 (-1 as 2**64 - 1); anything else is refused."""
+    try:
+        return operator.index(seed_state) % SEEDS
+    except TypeError:
+        raise InvalidInput(f"{what}: the seed must be an integer, got {seed_state!r}") from None
+
+
 def seed(seed_state: int, ctx: Any = "all") -> None:
-    """Reseed the current session's generator."""
+    """Reseed the current session's generator (any integer, modulo 2**64)."""
     c = current()
-    c.enqueue({"op": "seed", "at": {"seed": int(seed_state)}})
+    c.enqueue({"op": "seed", "at": {"seed": seed_value(seed_state, "random.seed")}})
     c._dead.pop(RNG_KEY, None)  # seeded again: the draws are the program's again

@@ -11,7 +11,7 @@ import pytest
 
 import gradserve
 from gradserve import MXNetError, NDArray, autograd, nd
-from gradserve.engine.errors import AutogradError, DTypeError, QuotaExceeded, ShapeError
+from gradserve.engine.errors import AutogradError, DTypeError, InvalidInput, QuotaExceeded, ShapeError
 from gradserve.engine.session import Limits
 from gradserve.transport import InProcess
 
@@ -224,6 +224,29 @@ def test_sessions_seed_their_own_generators(live_server):
     with pytest.raises(MXNetError):
         print(nd.ones(1) + 0)  # connect() closed the first session, not this one
         a.flush()
+
+
+def test_seeds_are_any_integer_modulo_2_64_on_both_paths(live_server):
+    """MXNet seeds with any integer. A seed past 64 bits broke a server's batch (it cannot be
+    encoded), and a negative one was refused on both paths; numpy integers worked for
+    nd.random.seed and not for connect(seed=) in-process. Now both paths take any integer,
+    modulo 2**64, and refuse anything else before opening a session."""
+    draws = []
+    for url in (None, live_server.url):
+        for s in (-1, 2**64 - 1, 2**64 + 5, np.int64(5), 5):
+            gradserve.connect(url, seed=s)
+            first = nd.random.uniform(shape=(2,)).asnumpy()
+            nd.random.seed(s)
+            assert np.array_equal(nd.random.uniform(shape=(2,)).asnumpy(), first)
+            draws.append(first.tolist())
+        with pytest.raises(InvalidInput, match="connect: the seed must be an integer, got 5.0"):
+            gradserve.connect(url, seed=5.0)
+        with pytest.raises(InvalidInput, match="random.seed: the seed must be an integer"):
+            nd.random.seed("5")
+        gradserve.current().close()
+        gradserve.set_current(None)
+    assert draws[0] == draws[1] and draws[2] == draws[3] == draws[4]  # (-1 is 2**64 - 1; 2**64 + 5 is 5)
+    assert draws[:5] == draws[5:]  # (the same in-process and on the server)
 
 
 def test_integers_past_64_bits_fail_their_own_instruction(mode):
