@@ -1127,6 +1127,11 @@ def _from_numpy(arr: np.ndarray, client: Client | None = None, owned: bool = Fal
     (the queue keeps it until the batch goes, and the user may change their own meanwhile)."""
     c = client or current()
     if c.max_request_bytes is not None and framed(arr.nbytes) > c.max_request_bytes:
+        if c.capturing():  # (the pieces go one request each: no instruction of a trace can go before it ends)
+            raise NotTraceable(
+                f"array: an upload of {arr.nbytes} bytes, past the server's request size, cannot be part of "
+                "a trace (a hybridized function, an autograd.Function's backward): make it before, and pass it in"
+            )
         return _upload_in_pieces(arr, c, c.max_batch_bytes)
     value = arr if owned else np.array(arr, copy=True)
     return invoke(OPS["array"], (), {"value": value}, c, nbytes=value.nbytes)
@@ -1192,7 +1197,7 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
     dt = dt.newbyteorder("=")  # the machine's byte order, as every array of a session
     if isinstance(source_array, np.ndarray) and source_array.nbytes >= SEND_NOW_BYTES:
         c = current()
-        if c.transport.sends_bytes:
+        if c.transport.sends_bytes and not c.capturing():  # (a trace's instructions go when it ends)
             # a large array goes at once, from the caller's own memory: it is on the wire
             # before we return, so there is nothing to copy for it to stay as it was
             with np.errstate(over="ignore"):  # (as below)

@@ -972,6 +972,65 @@ def _runs_unkept_unhybridized(client: gradserve.Client) -> None:
         assert client.transport.session.program_steps == 4
 
 
+def test_a_large_upload_inside_a_trace_is_traced_as_a_small_one(mode):
+    """An upload of 8 MiB or more goes to a server at once (from the caller's memory), which
+    sent the queue: inside a trace that is a read, so a hybridized function that uploads one
+    said "cannot read array values" (not "it uploads an array") and an autograd.Function whose
+    backward uploads one failed against a server alone. Both now go as a small one does."""
+    from gradserve.ndarray import SEND_NOW_BYTES
+
+    big = np.full(SEND_NOW_BYTES // 4, 3.0, dtype=np.float32)
+
+    class Times(autograd.Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, dy):
+            return dy * nd.array(big)
+
+    x = nd.ones(big.shape)
+    x.attach_grad()
+    with autograd.record():
+        y = Times()(x)
+    y.backward()
+    assert x.grad[:3].asnumpy().tolist() == [3, 3, 3]
+    h = hybridize(lambda a: a * nd.array(big))
+    with pytest.raises(InvalidInput, match="cannot trace <lambda>: it uploads an array"):
+        h(x)
+    assert (x + 1)[:2].asnumpy().tolist() == [2, 2]  # (nothing of the trace left queued)
+
+
+def test_an_upload_past_the_servers_request_size_inside_a_trace_says_why_it_is_refused():
+    """Such an upload goes in pieces, a request each: no instruction of a trace goes before the
+    trace ends, so it is refused, saying so (it said "cannot read array values")."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    with LiveServer(Settings(max_body_bytes=1 << 16)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+
+            class Times(autograd.Function):
+                def forward(self, x):
+                    return x * 2
+
+                def backward(self, dy):
+                    return dy * nd.array(np.ones(1 << 15, np.float32))
+
+            x = nd.ones(1 << 15)
+            x.attach_grad()
+            with (
+                pytest.raises(gradserve.NotTraceable, match="past the server.s request size, cannot be part of"),
+                autograd.record(),
+            ):
+                Times()(x)  # (its backward is traced at the call)
+            assert nd.array(np.ones(1 << 15, np.float32)).sum().asscalar() == 1 << 15  # (outside one: in pieces)
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
 def test_float_constants_are_told_apart_by_their_bits(mode):
     f = hybridize(lambda a, k: a * k)
     x = nd.array([1.0])
