@@ -304,6 +304,35 @@ for _op in OPS.ops():
             setattr(NDArray, _name, _method(_fn))
 
 
+def _shaped(name: str, x: NDArray, at: dict[str, Any], inplace: Any, kwargs: dict[str, Any]) -> NDArray:
+    """MXNet's ``x.flatten()``, ``x.expand_dims(axis)``, ``x.squeeze(axis)``: a new array, or with
+    ``inplace=True`` a view of x (its memory, its place in the graph) of that shape."""
+    kwargs.pop("name", None)
+    if not _flag(name, "inplace", inplace):
+        return globals()[name](x, **at, **kwargs)
+    op = OPS[name]
+    shape = op.infer(op.parse_attrs({**at, **kwargs}), x._spec).shape
+    return invoke(OPS["reshape"], (x,), {"shape": shape})
+
+
+def _flatten_method(self: NDArray, inplace: bool = False, **kwargs: Any) -> NDArray:
+    return _shaped("flatten", self, {}, inplace, kwargs)
+
+
+def _expand_dims_method(self: NDArray, axis: int, inplace: bool = False, **kwargs: Any) -> NDArray:
+    return _shaped("expand_dims", self, {"axis": axis}, inplace, kwargs)
+
+
+def _squeeze_method(self: NDArray, axis: Any = None, inplace: bool = False, **kwargs: Any) -> NDArray:
+    return _shaped("squeeze", self, {"axis": axis}, inplace, kwargs)
+
+
+for _name, _m in (("flatten", _flatten_method), ("expand_dims", _expand_dims_method), ("squeeze", _squeeze_method)):
+    _m.__name__ = _m.__qualname__ = _name
+    _m.__doc__ = f"{globals()[_name].__doc__ or ''}\n\n``inplace=True``: a view of this array, as MXNet's."
+    setattr(NDArray, _name, _m)
+
+
 def _copied(view: Any) -> Any:
     def fn(*args: Any, **kwargs: Any) -> NDArray:
         if kwargs.get("out") is not None:
@@ -427,11 +456,15 @@ def split(data: NDArray, num_outputs: int, axis: int = 1, squeeze_axis: bool = F
     if num_outputs < 1 or n % num_outputs:
         raise ShapeError(f"split: axis {axis} of length {n} does not split into {num_outputs} equal parts")
     step = n // num_outputs
+    if squeeze and step != 1:  # (MXNet's check: it was ignored here, the parts kept the axis)
+        raise ShapeError(
+            f"split: squeeze_axis needs parts of length 1: axis {axis} of length {n} into {num_outputs} parts"
+        )
     parts = [
         invoke(OPS["slice_axis"], (data,), {"axis": axis, "begin": i * step, "end": (i + 1) * step})
         for i in range(num_outputs)
     ]
-    if squeeze and step == 1:
+    if squeeze:
         parts = [invoke(OPS["squeeze"], (p,), {"axis": axis}) for p in parts]
     return parts[0] if num_outputs == 1 else parts
 

@@ -1211,6 +1211,8 @@ def array(source_array: Any, ctx: Context | None = None, dtype: Any = None) -> N
             value = np.array(source_array, dtype=dt)  # a copy of our own
     except OverflowError:  # an integer past the dtype's range: it wraps, as MXNet's (-1 as uint8 is 255)
         value = np.array(source_array).astype(dt)
+    except ValueError as e:  # ragged lists, strings: MXNet's TypeError
+        raise TypeError(f"array: source_array must be array like object ({e})") from None
     out = _from_numpy(value, owned=True)
     out._ctx = where
     return out

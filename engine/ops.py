@@ -1568,6 +1568,12 @@ def key_shape(name: str, shape: tuple[int, ...], key: tuple, index_shapes: tuple
             elif not -d <= k < d:
                 raise IndexOutOfRange(f"{name}: index {k} is out of bounds for axis {axis} with size {d}")
         return (*out, *shape[len(key) :])
+    if len(index_shapes) > 1:  # (MXNet's ValueError: numpy's IndexError says "shape mismatch" too)
+        try:
+            np.broadcast_shapes(*index_shapes)
+        except ValueError:
+            shapes = " ".join(str(tuple(s)) for s in index_shapes)
+            raise ShapeError(f"{name}: index arrays of shapes {shapes} do not broadcast together") from None
     probe = np.broadcast_to(np.empty((), dtype=bool), shape)
     idx = tuple(np.zeros(s, dtype=np.int64) for s in index_shapes)
     try:

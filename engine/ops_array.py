@@ -468,7 +468,7 @@ def _arg_infer_for(name: str):
         if at["axis"] is None:
             if prod(x.shape) == 0:
                 raise ShapeError(f"{name}: an empty array has no {name[3:]} (shape {x.shape})")
-            return Spec((1,), _index_dtype(x.dtype))
+            return Spec((1,) * len(x.shape) if at["keepdims"] and x.shape else (1,), _index_dtype(x.dtype))
         ax = _one_axis(name, at["axis"], len(x.shape))
         if x.shape[ax] == 0:
             raise ShapeError(f"{name}: cannot reduce an axis of length 0 (shape {x.shape})")
@@ -490,8 +490,8 @@ def _index_dtype(dtype: str) -> str:
 def _arg(name: str, fn: Any) -> None:
     def forward(cx, at, x):
         dt = _index_dtype(x.dtype.name)
-        if at["axis"] is None:
-            return cx.xp.array([fn(x)], dtype=dt)
+        if at["axis"] is None:  # (keepdims: as many axes of 1 as the data's, as MXNet's)
+            return cx.xp.array(fn(x), dtype=dt).reshape((1,) * x.ndim if at["keepdims"] and x.ndim else (1,))
         r = fn(x, axis=at["axis"], keepdims=at["keepdims"])
         return cx.xp.array(r, dtype=dt, ndmin=1)
 
@@ -526,7 +526,9 @@ ORDER = (ORDER_AXIS, Attr("is_ascend", "bool", True))
 
 def _order(cx, x, axis, ascend):
     """The indices that sort ``x`` along ``axis``, equal values in their order either way (as
-    MXNet's: a descending sort's tie is not reversed, so topk takes the first of equals)."""
+    MXNet's on axes of up to 16: a descending sort's tie is not reversed, so topk takes the
+    first of equals; on longer ones MXNet's sort is not stable, and its ties come in no
+    order this one follows)."""
     xp = cx.xp
     if ascend:
         return xp.argsort(x, axis=axis, kind="stable")

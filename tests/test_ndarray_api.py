@@ -299,6 +299,50 @@ def test_sequence_lengths_outside_the_steps_are_refused(mode):
     assert s.asnumpy().sum() == 66  # (the session as it was)
 
 
+def test_shapes_and_errors_as_mxnet_gives_them(mode):
+    """Differences from MXNet 1.9.1 a differential run found: ``split(squeeze_axis=True)`` kept
+    the axis of parts longer than 1 (MXNet refuses); argmax and argmin with ``keepdims`` and no
+    axis gave (1,) (MXNet keeps every axis, as 1); index arrays that do not broadcast raised an
+    IndexError (MXNet's ValueError); a ragged list raised numpy's ValueError (MXNet's TypeError)."""
+    with pytest.raises(ShapeError, match="squeeze_axis needs parts of length 1"):
+        nd.split(nd.zeros((4, 3)), num_outputs=2, axis=0, squeeze_axis=True)
+    assert [p.shape for p in nd.split(nd.zeros((4, 3)), num_outputs=4, axis=0, squeeze_axis=True)] == [(3,)] * 4
+    x = nd.array([[1, 5], [7, 2]])
+    assert nd.argmax(x, keepdims=True).shape == (1, 1) and nd.argmax(x, keepdims=True).asscalar() == 2
+    assert nd.argmin(nd.zeros((2, 3, 4)), keepdims=True).shape == (1, 1, 1)
+    assert nd.argmax(x).shape == (1,) and x.argmin(keepdims=True).asnumpy().tolist() == [[0]]
+    z = nd.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"index arrays of shapes \(3,\) \(2,\) do not broadcast"):
+        z[[0, 1, 2], [0, 1]]
+    with pytest.raises(ValueError, match="do not broadcast"):
+        z[[0, 1, 2], [0, 1]] = 1
+    for ragged in ([[1, 2], [3]], "abc", [1, "a"]):
+        with pytest.raises(TypeError, match="source_array must be array like object"):
+            nd.array(ragged)
+
+
+def test_flatten_expand_dims_and_squeeze_methods_take_inplace_as_mxnet(mode):
+    """MXNet's methods take ``inplace``: a new array by default, a view with True (refused here
+    as an unknown attribute)."""
+    cases = (("flatten", (), (1, 6)), ("expand_dims", (0,), (1, 1, 2, 3)), ("squeeze", (None,), (2, 3)))
+    for method, args, shape in cases:
+        x = nd.ones((1, 2, 3))
+        y = getattr(x, method)(*args, inplace=False)
+        y[:] = 5
+        assert y.shape == shape and x.asnumpy().max() == 1
+        v = getattr(x, method)(*args, True)
+        v[:] = 7
+        assert v.shape == shape and x.asnumpy().min() == 7  # (a view)
+    x = nd.arange(6).reshape((1, 2, 3))
+    x.attach_grad()
+    with autograd.record():
+        y = (x.flatten(inplace=True) * 2).sum() + (x.squeeze(0, True) * 3).sum() + x.expand_dims(-1, inplace=True).sum()
+    y.backward()
+    assert x.grad.asnumpy().ravel().tolist() == [6] * 6
+    with pytest.raises(InvalidInput, match="inplace: expected a boolean"):
+        x.flatten(inplace="yes")
+
+
 def test_attribute_strings_mxnet_refuses_are_refused_saying_why(mode):
     x = nd.arange(6).reshape((2, 3))
     with pytest.raises(InvalidInput, match="keepdims.*expected a boolean, got 'yes'"):
