@@ -508,6 +508,35 @@ def split_v2(ary: NDArray, indices_or_sections: Any, axis: int = 0, squeeze_axis
     return parts[0] if len(parts) == 1 else parts
 
 
+# MXNet's legacy functions (its nd keeps them, deprecated)
+
+
+@_composed
+def choose_element_0index(lhs: NDArray, rhs: NDArray, **kwargs: Any) -> NDArray:
+    """``lhs[i, rhs[i]]`` for each row i (MXNet's legacy name of ``pick``, clipping)."""
+    return invoke(OPS["pick"], (lhs, rhs), {"axis": -1})
+
+
+@_composed
+def fill_element_0index(lhs: NDArray, mhs: NDArray, rhs: NDArray, **kwargs: Any) -> NDArray:
+    """A copy of ``lhs`` with ``lhs[i, rhs[i]]`` set to ``mhs[i]`` in each row i (MXNet's legacy
+    function; lhs stays as it is)."""
+    if len(lhs.shape) != 2:
+        raise ShapeError(f"fill_element_0index: lhs must be 2-D, got shape {lhs.shape}")
+    hot = invoke(OPS["one_hot"], (rhs,), {"depth": lhs.shape[1], "dtype": "bool"})
+    values = invoke(OPS["expand_dims"], (mhs,), {"axis": 1})
+    return invoke(OPS["where"], (hot, invoke(OPS["broadcast_like"], (values, lhs)), lhs))
+
+
+def onehot_encode(indices: NDArray, out: NDArray) -> NDArray:
+    """``out`` (N, depth) made the one-hot rows of ``indices`` (N,) (MXNet's legacy function:
+    ``one_hot``), and returned."""
+    if not isinstance(out, NDArray) or len(out.shape) != 2:
+        raise InvalidInput("onehot_encode: out must be a 2-D NDArray (N, depth)")
+    made = invoke(OPS["one_hot"], (indices,), {"depth": out.shape[1], "dtype": out._spec.dtype})
+    return write_into(out, made, "onehot_encode")
+
+
 _AMP = ("float16", "float32")  # (the dtypes MXNet's mixed precision casts; others pass as they are)
 
 
@@ -1323,6 +1352,9 @@ __all__ = [
     "multi_mp_sgd_mom_update",
     "split",
     "split_v2",
+    "choose_element_0index",
+    "fill_element_0index",
+    "onehot_encode",
     "histogram",
     "topk",
     "waitall",

@@ -343,6 +343,25 @@ def test_flatten_expand_dims_and_squeeze_methods_take_inplace_as_mxnet(mode):
         x.flatten(inplace="yes")
 
 
+def test_mxnets_legacy_index_functions(mode):
+    """choose_element_0index, fill_element_0index and onehot_encode are in MXNet 1.9.1's nd
+    (deprecated; values checked with it): they were missing."""
+    a, i = nd.array([[1, 2, 3], [4, 5, 6]]), nd.array([2, 0])
+    assert nd.choose_element_0index(a, i).asnumpy().tolist() == [3, 4]
+    m = nd.array([9, 8])
+    a.attach_grad()
+    m.attach_grad()
+    with autograd.record():
+        filled = nd.fill_element_0index(a, m, i)
+        loss = (filled * nd.array([[1, 2, 3], [4, 5, 6]])).sum()
+    assert filled.asnumpy().tolist() == [[1, 2, 9], [8, 5, 6]] and a.asnumpy()[0, 2] == 3
+    loss.backward()
+    assert a.grad.asnumpy().tolist() == [[1, 2, 0], [0, 5, 6]] and m.grad.asnumpy().tolist() == [3, 4]
+    o = nd.zeros((2, 4))
+    assert nd.onehot_encode(nd.array([1, 3]), o) is o
+    assert o.asnumpy().tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]
+
+
 def test_attribute_strings_mxnet_refuses_are_refused_saying_why(mode):
     x = nd.arange(6).reshape((2, 3))
     with pytest.raises(InvalidInput, match="keepdims.*expected a boolean, got 'yes'"):
