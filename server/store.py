@@ -214,16 +214,17 @@ class SessionStore:
         return written
 
     def _write(self, folder: Path, s: Session, wait_s: float, busy: list[Session]) -> int:
-        """Write ``s``'s snapshot: 1 if written; 0 if not (``s`` added to ``busy`` if it was)."""
-        version = s.version
+        """Write ``s``'s snapshot: 1 if written; 0 if not (``s`` added to ``busy`` if it was).
+        The version recorded is the one the file holds, read as the session is copied: a batch
+        queued for the session may take it before the copy does (``kept``)."""
         try:
-            saved = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
+            version = snapshot.save(s, folder / f"{s.id}.npz", wait_s)
         except Exception as e:  # a full disk; no memory for the session's copy; anything else
             log.error("snapshot of session %s failed: %s: %s", s.id, type(e).__name__, e)
             if self.on_snapshot_failure is not None:
                 self.on_snapshot_failure()
             return 0
-        if not saved:
+        if version is None:
             busy.append(s)
             return 0
         with self._lock:

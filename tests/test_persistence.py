@@ -257,6 +257,54 @@ def test_a_session_deleted_while_its_snapshot_is_written_does_not_come_back(tmp_
     assert SessionStore(Settings(data_dir=tmp_path)).restore() == 0
 
 
+def test_a_batch_that_takes_the_session_before_its_snapshot_copies_it_is_known_kept(tmp_path):
+    """A snapshot waits for its session's lock, and a batch queued for the session may take
+    it first: the file then holds the batch, but the store recorded the version it read before
+    the wait, so a forced stop told that batch's client it was not kept (a 503 to send it
+    again), and the retry of a batch without seq (or of a REST route) ran it twice."""
+    import threading
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings(data_dir=tmp_path))
+    s = store.create("alice")
+    s.run_batch({"ops": [{"op": "ones", "out": [1], "at": {"shape": [2]}}]})
+    ran: list[dict] = []
+
+    def batch() -> None:  # queued for the session while the snapshot waited for it
+        ran.append(s.run_batch({"ops": [{"op": "update", "in": [1], "at": {"fn": "mul", "scalar": 3.0}}]}))
+
+    real_lock = s.lock
+
+    class HandedOn:
+        """The session's lock as the snapshot asks for it: the queued batch takes it first."""
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if threading.current_thread() is not worker and not ran:
+                worker.start()
+                worker.join(5)
+            return real_lock.acquire(blocking, timeout)
+
+        def release(self) -> None:
+            real_lock.release()
+
+        def locked(self) -> bool:
+            return real_lock.locked()
+
+    worker = threading.Thread(target=batch)
+    read_before = s.version
+    s.lock = HandedOn()
+    try:
+        assert store.snapshot() == 1
+    finally:
+        s.lock = real_lock
+    assert ran and "error" not in ran[0] and s.version == read_before + 1
+    assert snapshot.load(tmp_path / "sessions" / f"{s.id}.npz").get(1).tolist() == [3.0, 3.0]  # in the file
+    assert store.kept(s)  # and known to be
+    s.run_batch({"ops": [{"op": "free", "in": [1]}]})
+    assert not store.kept(s)  # (a batch after the copy is not)
+
+
 def test_a_corrupt_snapshot_is_skipped_not_fatal(tmp_path, caplog):
     from gradserve.server.store import SessionStore
 
