@@ -7,6 +7,9 @@ import gc
 import os
 import sys
 
+SECRETS = frozenset({"api_keys", "metrics_key"})
+"""Settings whose value a refusal of them never shows."""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gradserve", description=__doc__)
@@ -65,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as e:
-        flags = {a.dest for a in serve._actions}
+        flags = {a.dest: a.option_strings[0] for a in serve._actions if a.option_strings}
+        flags["api_keys"] = "--api-key"  # (a flag per key, the setting all of them)
         for err in e.errors():
-            name = ".".join(str(p) for p in err["loc"])
-            flag = f"--{name.replace('_', '-')} or " if name in flags else ""
+            loc = [str(p) for p in err["loc"]]
+            secret = bool(loc) and loc[0] in SECRETS
+            name = loc[0] if secret else ".".join(loc)  # (a mapping's place past its name is a key)
+            flag = f"{flags[name]} or " if name in flags else ""
             where = f"{name} ({flag}GRADSERVE_{name.upper()}): " if name else ""
-            got = f", got {err['input']!r}" if name and "input" in err else ""
+            # the value said what was wrong with it, but not a secret's: a bad entry of the API
+            # keys printed all of them, every other user's key with it
+            got = f", got {err['input']!r}" if name and "input" in err and not secret else ""
             print(f"gradserve serve: {where}{err['msg']}{got}", file=sys.stderr)
         return 2
     except SettingsError as e:  # a GRADSERVE_* variable that does not parse

@@ -33,7 +33,9 @@ def _one_user_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class Settings(BaseSettings):
     """What a gradserve server runs with. Insecure combinations are refused."""
 
-    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore")
+    # (an error's text, as a traceback prints it, does not show the value: API keys are secrets;
+    # ``gradserve serve`` shows the value of the settings that are not)
+    model_config = SettingsConfigDict(env_prefix="GRADSERVE_", extra="ignore", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="the port to listen on (0: any free one)")
@@ -86,18 +88,31 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_keys(cls, v: object) -> object:
         """Accept ``"alice:key1,bob:key2"`` (user:key pairs) as well as a mapping (or its
-        JSON, ``{"key1": "alice"}``)."""
+        JSON, ``{"key1": "alice"}``). A bad entry is named by its place and, where it has
+        one, its user: never by its text, which may be a key (or hold one)."""
         if isinstance(v, str) and v.lstrip().startswith("{"):
             try:
-                return json.loads(v, object_pairs_hook=_one_user_a_key)
-            except ValueError as e:
+                keys = json.loads(v, object_pairs_hook=_one_user_a_key)
+            except ValueError as e:  # (json's own errors give a place, not the text)
                 raise ValueError(f"api keys are not a JSON object of key -> user: {e}") from None
+            if not isinstance(keys, dict):
+                raise ValueError("api keys are not a JSON object of key -> user")
+            for i, user in enumerate(keys.values(), 1):  # (pydantic's error would name the key)
+                if not isinstance(user, str) or not user:
+                    raise ValueError(f"api keys: entry {i} of the JSON object maps its key to no user name")
+            return keys
         if isinstance(v, str):
             pairs = []
-            for pair in filter(None, (p.strip() for p in v.split(","))):
+            for i, pair in enumerate((p.strip() for p in v.split(",")), 1):
+                if not pair:
+                    continue
                 user, sep, key = pair.partition(":")
-                if not sep or not user or not key:
-                    raise ValueError(f"api key entry {pair!r} is not user:key")
+                if not sep:
+                    raise ValueError(f"api key entry {i} (counting from 1, comma-separated) is not user:key")
+                if not user:
+                    raise ValueError(f"api key entry {i} (counting from 1, comma-separated) is not user:key: no user")
+                if not key:
+                    raise ValueError(f"api key entry {i}, of user {user!r}, is not user:key: no key")
                 pairs.append((key, user))
             return _one_user_a_key(pairs)
         return v
@@ -113,9 +128,9 @@ class Settings(BaseSettings):
             raise ValueError("the metrics key must be at least 16 characters long")
         if self.metrics_key is not None and self.metrics_key in self.api_keys:
             raise ValueError("the metrics key must not be a user's API key")
-        for key in self.api_keys:
+        for key, user in self.api_keys.items():
             if len(key) < 16:
-                raise ValueError("API keys must be at least 16 characters long")
+                raise ValueError(f"API keys must be at least 16 characters long (the key of user {user!r} is not)")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
         for name in ("ssl_certfile", "ssl_keyfile"):

@@ -474,6 +474,42 @@ def test_api_keys_come_from_the_environment_as_the_readme_writes_them(monkeypatc
     assert "gradserve serve:" in capsys.readouterr().err
 
 
+def test_a_bad_api_key_setting_is_named_without_showing_any_key(monkeypatch, capsys):
+    """A malformed GRADSERVE_API_KEYS (an entry without its colon, a key given to two users)
+    stopped the server with the whole setting on stderr, every other user's secret key with
+    it, and keys given with --api-key were named as the variable only. The entry at fault is
+    named by its place, and its user where it has one; the other settings' refusals still
+    show the value given."""
+    from gradserve.cli import main
+
+    alice, bob = "alice-key-0123456789", "bob-key-0123456789ab"
+    for value, words in [
+        (f"alice:{alice},{bob}", "api key entry 2 (counting from 1, comma-separated) is not user:key"),
+        (f"alice:{alice}, bob:{alice}", "an API key is listed for both 'alice' and 'bob'"),
+        (f"alice:{alice},bob:", "api key entry 2, of user 'bob', is not user:key: no key"),
+        (f"alice:{alice},,:{bob}", "api key entry 3 (counting from 1, comma-separated) is not user:key: no user"),
+        (f'{{"{alice}": "alice", "{bob}": 1}}', "entry 2 of the JSON object maps its key to no user name"),
+        (f"alice:{alice},bob:tiny-bob-key", "at least 16 characters long (the key of user 'bob' is not)"),
+    ]:
+        monkeypatch.setenv("GRADSERVE_API_KEYS", value)
+        assert main(["serve"]) == 2
+        err = capsys.readouterr().err
+        assert words in err, err
+        assert alice not in err and bob not in err and "tiny-bob-key" not in err, err
+        with pytest.raises(ValidationError) as refused:  # (nor does the error's own text, as a traceback shows it)
+            Settings()
+        assert alice not in str(refused.value) and bob not in str(refused.value)
+    monkeypatch.delenv("GRADSERVE_API_KEYS")
+    assert main(["serve", "--api-key", f"alice:{alice}", "--api-key", bob]) == 2
+    err = capsys.readouterr().err
+    assert "api_keys (--api-key or GRADSERVE_API_KEYS): Value error, api key entry 2 " in err, err
+    assert alice not in err and bob not in err
+    monkeypatch.setenv("GRADSERVE_MAX_SESSION_BYTES", "2GB")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "max_session_bytes (GRADSERVE_MAX_SESSION_BYTES): " in err and ", got '2GB'" in err
+
+
 def test_body_size_and_batch_length_are_bounded():
     settings = Settings(max_body_bytes=1000, max_batch_ops=3, max_program_steps=7)
     with LiveServer(settings) as srv, httpx.Client(base_url=srv.url) as http:
