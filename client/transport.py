@@ -9,6 +9,7 @@ quota) are raised; an error of one op comes back in the reply.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import ssl
 import threading
@@ -140,8 +141,7 @@ class Http:
             verify=tls or True,
             trust_env=False,  # (batches go straight to the server on their own socket: so does this)
         )
-        # (opening: a server that is not there is more likely a wrong URL than a restart)
-        reply = self._call("POST", "/v1/sessions", wire.pack({} if seed is None else {"seed": seed}), retries=3)
+        reply = self._open({} if seed is None else {"seed": seed})
         if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
             self._http.close()
             raise MXNetError(f"{self.url} did not open a session as a gradserve server does (is it one?)")
@@ -179,6 +179,20 @@ class Http:
                 f"POST {prefix}{self._batch_path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                 f"Content-Type: {wire.FRAMES}\r\nAccept: {wire.FRAMES}\r\n{auth}Content-Length: "
             ).encode("latin-1")
+
+    def _open(self, options: dict[str, Any]) -> Any:
+        """Open the session. The open carries a token of its own, so that its retry after a
+        lost reply gets the session the first try opened, not a second one (which would count
+        against the user's sessions until its TTL); a server older than the token is asked
+        again without it."""
+        opening = {**options, "token": secrets.token_urlsafe(16)}
+        # (opening: a server that is not there is more likely a wrong URL than a restart)
+        try:
+            return self._call("POST", "/v1/sessions", wire.pack(opening), retries=3)
+        except InvalidInput as e:
+            if "invalid session options at token:" not in str(e):
+                raise
+        return self._call("POST", "/v1/sessions", wire.pack(options), retries=3)
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._conn is None:

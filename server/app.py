@@ -80,7 +80,7 @@ async def create_session(request: Request, user: CurrentUser, store: Store) -> R
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"invalid session options{' at ' + where if where else ''}: {first['msg']}") from None
-    s = store.create(user, seed=opts.seed)
+    s = store.create(user, seed=opts.seed, token=opts.token)
     settings = request.app.state.settings
     limits = {
         "max_body_bytes": settings.max_body_bytes,

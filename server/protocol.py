@@ -90,3 +90,12 @@ class NewSession(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     seed: int | None = Field(None, ge=0, description="seed of the session's random generator")
+    token: str | None = Field(
+        None,
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="a random string the client picks for this open (8 to 64 letters, digits, - and _): "
+        "a retry with the same token, after a lost reply, gets the session the first try opened, "
+        "not a second one",
+    )

@@ -10,6 +10,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,11 @@ def lock_data_dir(folder: Path) -> int:
 class SessionStore:
     """Holds the live sessions; every lookup checks the owner."""
 
+    REOPEN_S = 600.0
+    """How long an open's token (``create``) answers a retry with the session it opened."""
+    REOPEN_TOKENS = 256
+    """The most tokens kept per user (the latest): a retry comes within seconds of its open."""
+
     def __init__(
         self,
         settings: Settings,
@@ -83,16 +89,49 @@ class SessionStore:
         self._saved: dict[str, int] = {}  # session id -> version last written
         self._writing = threading.Lock()  # one snapshot round at a time (shutdown's waits for one under way)
         self._lock_fd: int | None = None  # (``open``)
+        # owner -> the tokens of their latest opens -> (the session opened, when), oldest first
+        self._opened: dict[str, OrderedDict[str, tuple[str, float]]] = {}
 
-    def create(self, owner: str, seed: int | None = None) -> Session:
+    def create(self, owner: str, seed: int | None = None, token: str | None = None) -> Session:
+        """A new session of ``owner``'s; or, for an open given the ``token`` of one of theirs
+        in the last ``REOPEN_S`` seconds, the session that one opened, if it is still open. A
+        client whose reply was lost sends its open again: a second session would count against
+        the user's sessions until its TTL (with one allowed, the retry was refused and the user
+        locked out that long)."""
         self.expire()
         with self._lock:
+            if token is not None:
+                s = self._reopened(owner, token)
+                if s is not None:
+                    self._used[s.id] = time.monotonic()
+                    return s
             n = len(self._owned.get(owner, ()))
             if n >= self.settings.max_sessions_per_user:
                 raise QuotaExceeded(f"user {owner!r} already has {n} sessions, the limit; delete one first")
             s = Session(secrets.token_urlsafe(12), owner=owner, seed=seed, limits=self.limits)
             self._add(s)
+            if token is not None:
+                opened = self._opened.setdefault(owner, OrderedDict())
+                opened.pop(token, None)  # (its session gone: the token names the new one, at the end)
+                opened[token] = (s.id, time.monotonic())
+                while len(opened) > self.REOPEN_TOKENS:
+                    opened.popitem(last=False)
             return s
+
+    def _reopened(self, owner: str, token: str) -> Session | None:
+        """The session ``owner`` opened with ``token`` within ``REOPEN_S``, if still open (under
+        ``_lock``); tokens past that time are dropped."""
+        opened = self._opened.get(owner)
+        if opened is None:
+            return None
+        cutoff = time.monotonic() - self.REOPEN_S
+        while opened and next(iter(opened.values()))[1] < cutoff:
+            opened.popitem(last=False)
+        if not opened:
+            del self._opened[owner]
+            return None
+        sid = opened.get(token, ("", 0.0))[0]
+        return self._sessions.get(sid)
 
     def _add(self, s: Session) -> None:
         """Hold a session, hooked to the store: metrics, its idle time, and its owner's byte quota."""

@@ -323,6 +323,134 @@ def test_a_user_opens_at_most_max_sessions_per_user():
         assert http.post("/v1/sessions", headers=alice).status_code == 201  # room again
 
 
+def test_an_open_sent_again_with_its_token_gets_the_session_it_opened():
+    """A lost reply to an open left the session it opened to its TTL (an hour) when the client
+    sent the open again: with one session allowed, the retry was refused and its user locked
+    out that long. An open sent again with its token gets the session the first opened; the
+    token is its user's alone, and an open without one opens a session as ever."""
+    keys = {"alice-key-0123456789": "alice", "bob-key-0123456789ab": "bob"}
+    alice = {"authorization": "Bearer alice-key-0123456789"}
+    bob = {"authorization": "Bearer bob-key-0123456789ab"}
+    body = {"seed": 3, "token": "open-0123456789_abcdef"}
+    with (
+        LiveServer(Settings(api_keys=keys, max_sessions_per_user=1)) as srv,
+        httpx.Client(base_url=srv.url) as http,
+    ):
+        first = http.post("/v1/sessions", json=body, headers=alice)
+        again = http.post("/v1/sessions", json=body, headers=alice)
+        assert first.status_code == again.status_code == 201, again.text
+        sid = first.json()["id"]
+        assert again.json() == first.json()
+        packed = http.post(
+            "/v1/sessions", content=msgpack.packb(body), headers={**alice, "content-type": "application/msgpack"}
+        )
+        assert packed.status_code == 201 and packed.json()["id"] == sid  # (in either encoding)
+        assert [s["id"] for s in http.get("/v1/sessions", headers=alice).json()] == [sid]
+        theirs = http.post("/v1/sessions", json=body, headers=bob)  # another user's same token: their own
+        assert theirs.status_code == 201 and theirs.json()["id"] != sid and theirs.json()["owner"] == "bob"
+        assert http.get(f"/v1/sessions/{sid}", headers=bob).status_code == 404
+        for other in ({"token": "another-0123456789"}, {}):  # another open: over alice's one session
+            r = http.post("/v1/sessions", json=other, headers=alice)
+            assert r.status_code == 413 and r.json()["error"]["kind"] == "QuotaExceeded", r.text
+        assert http.delete(f"/v1/sessions/{sid}", headers=alice).status_code == 204
+        reopened = http.post("/v1/sessions", json=body, headers=alice)  # (its session closed: a new one)
+        assert reopened.status_code == 201 and reopened.json()["id"] != sid
+        for bad in ("short", "has a space 0123", "x" * 65, "naïve-0123456789", 12345678, None):
+            r = http.post("/v1/sessions", json={"token": bad}, headers=bob)
+            if bad is None:  # (null: no token, as an absent one)
+                assert r.status_code == 413, r.text
+                continue
+            assert r.status_code == 400 and r.json()["error"]["message"].startswith(
+                "invalid session options at token: "
+            ), r.text
+
+
+def test_open_tokens_are_kept_a_while_and_a_bounded_number_per_user():
+    import time
+
+    from gradserve.server.store import SessionStore
+
+    store = SessionStore(Settings())
+    store.REOPEN_TOKENS = 2
+    a = store.create("alice", token="token-a-0")
+    assert store.create("alice", token="token-a-0") is a
+    store.create("alice", token="token-b-0")
+    c = store.create("alice", token="token-c-0")
+    assert store.create("alice", token="token-a-0") is not a  # (the oldest of three: forgotten)
+    assert list(store._opened["alice"]) == ["token-c-0", "token-a-0"]
+    store.REOPEN_S = 0.01
+    time.sleep(0.02)
+    assert store.create("alice", token="token-c-0") is not c  # (past its time)
+    assert list(store._opened["alice"]) == ["token-c-0"] and len(store) == 5
+
+
+def test_a_client_whose_open_lost_its_reply_gets_the_session_it_opened(monkeypatch):
+    """The Python client sends its open again after a broken connection, with the open's token:
+    with one session allowed, the retry was refused (QuotaExceeded) and the user locked out for
+    the TTL. Against a server older than the token (which refuses the field), it opens without."""
+    from typing import ClassVar
+
+    from pydantic import BaseModel
+
+    import gradserve
+    from gradserve.server import protocol
+
+    live = LiveServer(Settings(max_sessions_per_user=1))
+    inner = live.app
+    cut = [1]
+
+    async def first_open_cut(scope: dict, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/sessions" and scope["method"] == "POST" and cut[0]:
+            cut[0] -= 1
+
+            async def lost(message: dict) -> None:  # the session opens; its reply never leaves
+                pass
+
+            await inner(scope, receive, lost)
+            # the connection breaks partway through the reply (uvicorn closes it, with a log line)
+            await send({"type": "http.response.start", "status": 201, "headers": [(b"content-length", b"100")]})
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
+            return
+        await inner(scope, receive, send)
+
+    live.server.config.app = first_open_cut
+    with live:
+        client = gradserve.Client(gradserve.Http(live.url))
+        try:
+            assert cut == [0] and len(live.app.state.store) == 1
+            assert client.transport.session_id == next(iter(live.app.state.store._sessions))
+            assert nd_sum(client) == 6.0
+        finally:
+            client.close()
+        assert len(live.app.state.store) == 0
+
+        class OldNewSession(BaseModel):  # (the options of a server older than the token)
+            model_config = protocol.NewSession.model_config
+            seed: int | None = None
+            token: ClassVar[None] = None  # (no field: refused in a body, as it was)
+
+        monkeypatch.setattr(protocol, "NewSession", OldNewSession)
+        old = httpx.post(f"{live.url}/v1/sessions", json={"token": "open-0123456789"})
+        assert old.status_code == 400 and "at token: Extra inputs" in old.json()["error"]["message"]  # (as it was)
+        client = gradserve.Client(gradserve.Http(live.url))
+        try:
+            assert nd_sum(client) == 6.0
+        finally:
+            client.close()
+
+
+def nd_sum(client) -> float:
+    """A small computation on ``client``'s session."""
+    import gradserve
+    from gradserve import nd
+
+    gradserve.set_current(client)
+    try:
+        return float(nd.array([1.0, 2.0, 3.0]).sum().asscalar())
+    finally:
+        gradserve.set_current(None)
+
+
 def test_keys_authenticate_and_sessions_are_private():
     keys = {"alice-key-0123456789": "alice", "bob-key-0123456789ab": "bob"}
     with LiveServer(Settings(api_keys=keys)) as srv, httpx.Client(base_url=srv.url) as http:
