@@ -488,8 +488,8 @@ class Server(uvicorn.Server):
     ended the process first). Here the shutdown runs all the same, once uvicorn has dropped
     the connections: it waits for the sessions running a batch (``fast._Rest``, the snapshot's
     wait), then writes what changed. Requests still waiting for their turn are refused then,
-    having run nothing (``fast.not_stopping``): their clients send them again to the server
-    restarted."""
+    having run nothing (``fast.not_stopping``, and ``fast.in_thread`` for those the event
+    loop's close cancels): their clients send them again to the server restarted."""
 
     async def shutdown(self, sockets: Any = None) -> None:
         await super().shutdown(sockets)

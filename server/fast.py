@@ -419,17 +419,63 @@ async def in_thread(app: Any, session: Session, fn: Any, *args: Any) -> Any:
     turn on the event loop. A thread waiting for a busy session's lock would hold one of the
     threads every user shares (40): a user sending dozens of requests to a session running a
     long batch (or long batches on many sessions) would keep the other users' requests, and
-    the health check, from any thread until they ended."""
+    the health check, from any thread until they ended.
+
+    A forced stop closes the event loop on the requests still in flight once the sessions are
+    written, which cancels them: one still waiting for its turn, or for a thread to take it,
+    did not start, and is refused as ``not_stopping`` refuses it, not answered with the
+    server's bare 500 (a plain-text body, a traceback in the log), which says nothing of
+    whether it ran."""
     state = app.state
-    async with _turn(state.gates, session.id, asyncio.Lock):
-        while True:
-            await until_free(app, session.id)  # (holding none of its user's threads meanwhile)
-            async with _turn(state.user_gates, session.owner, state.user_threads):
-                if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
-                    result = await run_in_threadpool(_unless_stopping, state, fn, *args)
-                    if state.stopping:
-                        await _kept_at_stop(state, session)
-                    return result
+    call = _Call(fn, args)
+    try:
+        async with _turn(state.gates, session.id, asyncio.Lock):
+            while True:
+                await until_free(app, session.id)  # (holding none of its user's threads meanwhile)
+                async with _turn(state.user_gates, session.owner, state.user_threads):
+                    if session.id not in state.lent:  # (a reply lent while it waited for a thread: again)
+                        result = await run_in_threadpool(_unless_stopping, state, call.run)
+                        if state.stopping:
+                            await _kept_at_stop(state, session)
+                        return result
+    except asyncio.CancelledError:
+        if not call.drop():  # (a thread runs it: whether it is kept is not known here)
+            not_stopping(state)
+        raise
+
+
+class _Call:
+    """``fn(*args)`` as ``in_thread`` hands it to a worker thread. Cancelled while it waits for
+    one, the request did not start only if no thread takes it afterwards: ``drop`` makes sure."""
+
+    __slots__ = ("fn", "args", "claim", "phase")
+
+    def __init__(self, fn: Any, args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.claim = threading.Lock()
+        self.phase = "queued"  # -> "running" (a thread took it) or "dropped" (none will)
+
+    def run(self) -> Any:
+        with self.claim:
+            if self.phase == "dropped":
+                raise _did_not_start()  # (no one waits for the answer)
+            self.phase = "running"
+        return self.fn(*self.args)
+
+    def drop(self) -> bool:
+        """Make sure no thread starts it from now on; whether one had."""
+        with self.claim:
+            if self.phase == "queued":
+                self.phase = "dropped"
+            return self.phase == "running"
+
+
+def _did_not_start() -> ServerStopped:
+    return ServerStopped(
+        "the server is stopping: this request did not start; send it again once the server is back "
+        "(the Python client does)"
+    )
 
 
 def not_stopping(state: Any) -> None:
@@ -439,10 +485,7 @@ def not_stopping(state: Any) -> None:
     they did though the client had its reply. The refusal is a 503 that is no batch's reply:
     the client sends the batch again, under its seq, to the server restarted."""
     if state.stopping:
-        raise ServerStopped(
-            "the server is stopping: this request did not start; send it again once the server is back "
-            "(the Python client does)"
-        )
+        raise _did_not_start()
 
 
 async def _kept_at_stop(state: Any, session: Session) -> None:
@@ -605,7 +648,11 @@ async def _batch(app: Any, scope: dict[str, Any], receive: Any, send: Any, sid: 
         else:
             msg = wire.unpack(body)
         check_envelope(msg)  # (a malformed one does not wait for its session)
-        await until_free(app, sid)
+        try:
+            await until_free(app, sid)
+        except asyncio.CancelledError:  # (a forced stop's, as in ``in_thread``)
+            not_stopping(app.state)
+            raise
         done = await run_sliced(app, session, msg)
     except MXNetError as e:
         done = {"error": error_body(e, None, None)}

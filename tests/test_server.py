@@ -1650,3 +1650,112 @@ def test_an_integer_past_int64_is_called_so(http, sid, batch):
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 400 and "past int64's range" in r.json()["error"]["message"], r.text
+
+
+def test_requests_a_forced_stop_cancels_as_they_wait_for_their_turn_are_refused_as_not_started():
+    """A forced stop (a second Ctrl-C) writes the sessions, then closes the event loop on the
+    requests still in flight, which cancels them. Those still waiting for their turn (a busy
+    session, a reply being written from its arrays) were answered with uvicorn's bare
+    plain-text 500 (CancelledError in the log), which says nothing of whether they ran; they
+    did not, and get the JSON (or msgpack) 503 ServerStopped of a request that did not start,
+    on the binary batch route, the JSON one and the REST conveniences alike."""
+    import asyncio
+
+    from gradserve.server import fast
+
+    app = create_app(Settings())
+    replies: dict[str, list[dict]] = {}
+    sessions: list = []
+
+    async def request(name: str, method: str, path: str, body: object = None, as_msgpack: bool = False) -> None:
+        kind = b"application/msgpack" if as_msgpack else b"application/json"
+        data = b"" if body is None else msgpack.packb(body) if as_msgpack else json.dumps(body).encode()
+        headers = [(b"content-type", kind), (b"accept", kind), (b"content-length", str(len(data)).encode())]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        sent = replies[name] = []
+        read = [False]
+
+        async def receive() -> dict:
+            if read[0]:
+                await asyncio.Event().wait()  # (the client says nothing more)
+            read[0] = True
+            return {"type": "http.request", "body": data, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+
+    class Lent(asyncio.Event):
+        """A reply being written from a session's arrays: requests for it wait (fast.until_free)."""
+
+        waiting = 0
+
+        async def wait(self) -> bool:
+            self.waiting += 1
+            return await super().wait()
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            state = app.state
+            busy, lent = state.store.create("anonymous"), state.store.create("anonymous")
+            sessions.extend((busy, lent))
+            held = asyncio.Event()
+
+            async def long_batch() -> None:  # holds its session's turn and lock, as one in a thread does
+                async with fast._turn(state.gates, busy.id, asyncio.Lock):
+                    with busy.lock:
+                        held.set()
+                        await asyncio.Event().wait()
+
+            holder = asyncio.create_task(long_batch())
+            await held.wait()
+            state.lent[lent.id] = lent_reply = Lent()
+            at, ops = f"/v1/sessions/{busy.id}", [{"op": "ones", "out": [1], "at": {"shape": [2]}}]
+            waiting = {
+                "msgpack batch": ("POST", f"{at}/batch", {"seq": 1, "ops": ops}, True),
+                "json batch": ("POST", f"{at}/batch", {"seq": 1, "ops": ops}, False),
+                "put array": ("PUT", f"{at}/arrays/1", tensor([1, 2], [2]), False),
+                "get array": ("GET", f"{at}/arrays/1", None, False),
+                "delete array": ("DELETE", f"{at}/arrays/1", None, False),
+                "op": ("POST", f"{at}/ops/ones", {"out": [1], "at": {"shape": [2]}}, False),
+                "op and read": ("POST", f"{at}/ops/ones", {"out": [1], "at": {"shape": [2]}, "read": True}, False),
+                "attach_grad": ("POST", f"{at}/arrays/1/attach_grad", None, False),
+                "backward": ("POST", f"{at}/backward", {"heads": [1]}, False),
+                "grad": ("GET", f"{at}/arrays/1/grad", None, False),
+                "msgpack batch, lent": ("POST", f"/v1/sessions/{lent.id}/batch", {"ops": ops}, True),
+                "json batch, lent": ("POST", f"/v1/sessions/{lent.id}/batch", {"ops": ops}, False),
+            }
+            tasks = [asyncio.create_task(request(name, *how)) for name, how in waiting.items()]
+            while state.gates[busy.id][1] < 1 + 10 or lent_reply.waiting < 2:  # (all of them wait)
+                assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+                await asyncio.sleep(0.001)
+        assert state.stopping and state.written.is_set()  # (the shutdown wrote the sessions)
+        for t in tasks:  # as the event loop closes on them
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        holder.cancel()
+
+    asyncio.run(main())
+    for name, sent in replies.items():
+        assert sent, f"{name}: nothing answered (uvicorn's bare 500)"
+        start, body = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
+        assert start["status"] == 503, (name, start, body)
+        kind = dict(start["headers"])[b"content-type"]
+        error = (msgpack.unpackb(body) if kind.startswith(b"application/msgpack") else json.loads(body))["error"]
+        assert error["kind"] == "ServerStopped" and "did not start" in error["message"], (name, error)
+    assert dict(replies["msgpack batch"][0]["headers"])[b"content-type"] == b"application/msgpack"
+    assert all(s.seq == 0 and not s.arrays for s in sessions)  # (none of them ran)
