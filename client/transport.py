@@ -562,7 +562,7 @@ def from_env(
     url = url or os.environ.get("GRADSERVE_URL")
     api_key = api_key or os.environ.get("GRADSERVE_API_KEY")
     if seed is None and os.environ.get("GRADSERVE_SEED", "").strip():
-        seed = int(os.environ["GRADSERVE_SEED"])
+        seed = int(os.environ["GRADSERVE_SEED"]) % (1 << 64)  # (any integer, as nd.random.seed takes)
     if url:
         return Http(url, api_key=api_key, seed=seed, verify=verify, timeout=timeout)
     return InProcess(seed=seed)

@@ -226,7 +226,7 @@ def test_sessions_seed_their_own_generators(live_server):
         a.flush()
 
 
-def test_seeds_are_any_integer_modulo_2_64_on_both_paths(live_server):
+def test_seeds_are_any_integer_modulo_2_64_on_both_paths(live_server, monkeypatch):
     """MXNet seeds with any integer. A seed past 64 bits broke a server's batch (it cannot be
     encoded), and a negative one was refused on both paths; numpy integers worked for
     nd.random.seed and not for connect(seed=) in-process. Now both paths take any integer,
@@ -247,6 +247,12 @@ def test_seeds_are_any_integer_modulo_2_64_on_both_paths(live_server):
         gradserve.set_current(None)
     assert draws[0] == draws[1] and draws[2] == draws[3] == draws[4]  # (-1 is 2**64 - 1; 2**64 + 5 is 5)
     assert draws[:5] == draws[5:]  # (the same in-process and on the server)
+    monkeypatch.setenv("GRADSERVE_SEED", "-1")  # (the environment's seed too)
+    for url in (None, live_server.url):
+        client = gradserve.connect(url)
+        assert nd.random.uniform(shape=(2,)).asnumpy().tolist() == draws[0]
+        client.close()
+        gradserve.set_current(None)
 
 
 def test_integers_past_64_bits_fail_their_own_instruction(mode):
