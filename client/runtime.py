@@ -359,6 +359,10 @@ class Client:
         held = sum(list(self._program_steps.values()))  # (a copy: a forget may come from another thread)
         if self.max_program_steps is not None and held + len(program) > self.max_program_steps:
             return None
+        if self._forgets:  # (their room is counted free: they go before the define, not at the flush)
+            with self._lock:
+                if self._forgets:
+                    self._queue_forgets(self._queue, self._where)
         pid = self.program_id()
         self._program_steps[pid] = len(program)
         self.enqueue({"op": "define", "at": {"id": pid, "nargs": nargs, "program": program, "outputs": outputs}})
@@ -374,6 +378,16 @@ class Client:
         small, with others: ``FREE_NOW_BYTES``). No lock, no I/O here."""
         self._frees.append(h)
         self._free_bytes += nbytes
+
+    def _queue_forgets(self, queue: list[dict[str, Any]], wheres: list[Where | None]) -> None:
+        """Move the pending forgets into ``queue`` (as ``_queue_frees`` moves the frees: no call
+        between their joining it and their leaving ``_forgets``)."""
+        forgets = self._forgets
+        n = len(forgets)
+        ids = forgets[:n]
+        queue += [{"op": "forget", "at": {"ids": ids}}]
+        wheres += [None]
+        del forgets[:n]
 
     def _queue_frees(self, queue: list[dict[str, Any]], wheres: list[Where | None]) -> None:
         """Move the pending frees that may go now into ``queue``: frees of handles from a
@@ -480,12 +494,7 @@ class Client:
             if self._frees:
                 self._queue_frees(ops, where)
             if self._forgets:
-                forgets = self._forgets
-                n = len(forgets)
-                ids = forgets[:n]
-                ops += [{"op": "forget", "at": {"ids": ids}}]  # (no call between these: see _queue_frees)
-                where += [None]
-                del forgets[:n]
+                self._queue_forgets(ops, where)
             if reads:  # (a new list: a read left in the queue by an interrupt would go with the next flush)
                 ops, where = [*ops, {"op": "read", "in": list(reads)}], [*where, None]
             if not ops:

@@ -962,12 +962,23 @@ def _runs_unkept_unhybridized(client: gradserve.Client) -> None:
         assert y.grad.asnumpy().tolist() == [2, 2]
     assert len(seen) == 1 and programs() == kept
     del small
-    gc.collect()
-    client.flush()  # (the forget of small's program)
-    assert programs() == 0
+    gc.collect()  # (the forget of small's program is queued: it goes before bigger's define)
     bigger = hybridize(lambda a: (((a + 1) * 2) - 1) * 3)  # four: room now
     assert bigger(x).asnumpy().tolist() == [9, 9] and bigger(x).asnumpy().tolist() == [9, 9]
     assert programs() and bigger.traces == 1
+    del bigger
+    gc.collect()
+    for _ in range(3):  # a hybridized method of a new instance each time: the old one's program goes first
+
+        class Net:
+            @hybridize
+            def __call__(self, a):
+                return (((a + 1) * 2) - 1) * 4
+
+        net = Net()
+        assert net(x).asnumpy().tolist() == [12, 12]
+        del net, Net
+        gc.collect()
     if isinstance(client.transport, gradserve.InProcess):
         assert client.transport.session.program_steps == 4
 
