@@ -21,7 +21,7 @@ from .engine.ops import assignable
 from .engine.optable import OPS
 from .engine.session import INPLACE_IN_GRAPH
 from .ndarray import NDArray, backward, grad, invoke, mark_variables
-from .runtime import NotTraceable
+from .runtime import NotTraceable, framed
 from .state import flags
 
 __all__ = [
@@ -107,6 +107,11 @@ class _FunctionMark:
     """Marks a client-side node made by a Function call."""
 
     name = "Function"
+
+
+def _uploaded(program: list[dict[str, Any]]) -> int:
+    """The bytes of the arrays a traced program uploads (its ``array`` instructions)."""
+    return sum(framed(ins["at"]["value"].nbytes) for ins in program if ins.get("op") == "array")
 
 
 class Function:
@@ -202,7 +207,14 @@ class Function:
             other, other_grads = self._traced_backward(c, backward_fn, cots, inputs, not training)
             at["training"] = training
             at["other"] = {"program": other, "gradients": [None if g is None else g._h for g in other_grads]}
-        c.enqueue({"op": "record_function", "in": [x._h for x in inputs], "at": at})
+        # (the uploads its backward makes travel with it: the queue's bound counts them)
+        carried = _uploaded(program) + (_uploaded(at["other"]["program"]) if "other" in at else 0)
+        if c.max_request_bytes is not None and carried > c.max_request_bytes:
+            raise NotTraceable(
+                f"{type(self).__name__}: its backward uploads {carried} bytes, past the server's request size "
+                f"({c.max_request_bytes}): make those arrays before, and keep them on the Function"
+            )
+        c.enqueue({"op": "record_function", "in": [x._h for x in inputs], "at": at}, nbytes=carried)
         parents = tape.parents_of(x._node for x in inputs) or ()  # an input is in the graph: never ()
         for o in outs:
             # the node's attributes are the Function: it keeps saved tensors (and their handles) alive with the graph

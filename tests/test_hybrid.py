@@ -1042,6 +1042,48 @@ def test_an_upload_past_the_servers_request_size_inside_a_trace_says_why_it_is_r
             client.close()
 
 
+def test_a_functions_backward_uploads_count_against_the_batch_bound():
+    """The uploads an autograd.Function's backward makes travel with its record_function: the
+    queue did not count them, so a batch carrying two could pass the server's request size and
+    be refused whole (with the attach_grad before it). Counted, they go in batches of their
+    own; more than one request carries is refused at the call, saying so."""
+    from gradserve.server import Settings
+
+    from .conftest import LiveServer
+
+    big = np.full(3 << 18, 2.0, np.float32)  # 3 MiB
+
+    class Times(autograd.Function):
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, dy):
+            return dy * nd.array(big)
+
+    class Twice(autograd.Function):
+        def forward(self, x):
+            return x * 1
+
+        def backward(self, dy):
+            return dy * nd.array(big) * nd.array(big)
+
+    with LiveServer(Settings(max_body_bytes=5 << 20)) as srv:
+        client = gradserve.connect(srv.url)
+        try:
+            x = nd.ones(big.shape)
+            x.attach_grad()
+            with autograd.record():
+                y = Times()(x) + Times()(x)  # 6 MiB of uploads: over one request
+            y.backward()
+            assert x.grad[:2].asnumpy().tolist() == [4, 4]
+            with pytest.raises(gradserve.NotTraceable, match="its backward uploads 6291456 bytes"), autograd.record():
+                Twice()(x)
+            assert (x + 1)[:2].asnumpy().tolist() == [2, 2]
+        finally:
+            gradserve.set_current(None)
+            client.close()
+
+
 def test_float_constants_are_told_apart_by_their_bits(mode):
     f = hybridize(lambda a, k: a * k)
     x = nd.array([1.0])
