@@ -452,6 +452,11 @@ _FAR = (1 << 63) - 1
 range, a bound clipped), and travels to a server (whose messages carry 64 bits)."""
 
 
+def _whole(key: slice) -> bool:
+    """Whether ``key`` is ``:`` (its bounds compared by identity: an NDArray's == is an array)."""
+    return key.start is None and key.stop is None and key.step is None
+
+
 def _far(k: int) -> int:
     raise IndexOutOfRange(f"index {k} is out of bounds for every axis")
 
@@ -812,7 +817,7 @@ class NDArray:
     # -- indexing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> NDArray:
-        if type(key) is slice and key == slice(None) and not self.shape:  # (MXNet's x[:] of a 0-d array: x[()])
+        if type(key) is slice and not self._spec.shape and _whole(key):  # (MXNet's x[:] of a 0-d array: x[()])
             key = ()
         wkey, idx = _key_to_wire(key, self._c)
         return invoke(OPS["getitem"], (self, *idx), {"key": wkey})
@@ -825,6 +830,8 @@ class NDArray:
             lost = e
         if flags.recording and tape.in_graph(self._node):
             raise AutogradError(INPLACE_IN_GRAPH)
+        if type(key) is slice and not self._spec.shape and _whole(key):  # (x[:] = v of a 0-d array: all of it)
+            key = ()
         wkey, idx = _key_to_wire(key, self._c)
         parsed = parse_key("setitem", wkey, len(idx))
         if lost is not None and (idx or not is_whole_key(parsed) or not self._c.revivable(self._h)):

@@ -91,6 +91,12 @@ def test_a_0d_arrays_empty_key_gives_itself_as_mxnet(mode):
     assert g.asscalar() == 14 and z.grad.asscalar() == 2
     x = nd.array([[1.0, 2.0]])
     assert x[()].shape == (1, 2) and x[0, 1].shape == (1,)
+    o = nd.array(np.float32(5))  # writes: x[:] = v and out= (which writes out[:]) of a 0-d array
+    o[:] = 1
+    assert o.asscalar() == 1
+    assert nd.relu(nd.array(np.float32(-2)), out=o) is o and o.asscalar() == 0 and o.shape == ()
+    with pytest.raises(InvalidInput, match="slice bounds must be integers or None"):
+        nd.arange(5)[nd.array([1]) : 3]  # (an NDArray bound: refused in words, not by its ==)
 
 
 def test_generated_namespace_and_methods(mode):
