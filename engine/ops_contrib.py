@@ -1,6 +1,6 @@
 """MXNet's ``contrib`` ops of plain arrays: ``isfinite``, ``isinf``, ``isnan``, ``allclose``,
 ``arange_like``, ``index_array``, ``index_copy``, ``div_sqrt_dim``, ``quadratic``,
-``gradientmultiplier``, ``round_ste`` and ``sign_ste``.
+``gradientmultiplier``, ``round_ste``, ``sign_ste``, ``box_iou`` and ``box_nms``.
 
 Each op is ``contrib_<name>`` in the table (MXNet's ``_contrib_<name>``) and
 ``nd.contrib.<name>`` in the client, with MXNet 1.9.1's attributes, dtypes and gradients.
@@ -618,3 +618,226 @@ def _adaptive_avg_pooling_grad(cx, at, g):
     """AdaptiveAvgPooling2D's gradient: an output's gradient ``data`` spread back over the
     input's ``height`` and ``width``, each window's share divided by its size."""
     return _both_axes(g, _pool_back, (at["height"], at["width"]))
+
+
+# --------------------------------------------------------------------------
+# box_iou, box_nms
+
+BOX_FORMATS = ("corner", "center")
+
+
+def _box_format(name: str, what: str, fmt: str) -> str:
+    if fmt not in BOX_FORMATS:
+        raise InvalidInput(f"{name}: {what} must be 'corner' or 'center', got {fmt!r}")
+    return fmt
+
+
+def _corners(b: Any, fmt: str) -> tuple[Any, Any, Any, Any]:
+    """(xmin, ymin, xmax, ymax) of boxes on the last axis: [xmin, ymin, xmax, ymax] as they
+    are, or [x, y, width, height] about their centers."""
+    if fmt == "corner":
+        return b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    half_w, half_h = b[..., 2] / 2, b[..., 3] / 2
+    return b[..., 0] - half_w, b[..., 1] - half_h, b[..., 0] + half_w, b[..., 1] + half_h
+
+
+def _iou(a: Any, b: Any, fmt: str) -> Any:
+    """Intersection over union of boxes ``a`` (..., 4) and ``b`` (..., 4), broadcast: 0 where
+    the union is empty (MXNet's: no width is added to a box)."""
+    ax0, ay0, ax1, ay1 = _corners(a, fmt)
+    bx0, by0, bx1, by1 = _corners(b, fmt)
+    w = np.maximum(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0)
+    h = np.maximum(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0)
+    inter = w * h
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+
+
+def _box_iou_infer(at: dict, lhs: Spec, rhs: Spec) -> Spec:
+    _box_format("box_iou", "format", at["format"])
+    for what, s in (("lhs", lhs), ("rhs", rhs)):
+        if not s.shape or s.shape[-1] != 4:
+            raise ShapeError(f"box_iou: {what} must have boxes of 4 on its last axis, got shape {s.shape}")
+        if s.dtype not in FLOAT_DTYPES:
+            raise DTypeError(f"box_iou: {what} must be a float array, got {s.dtype}")
+    if lhs.dtype != rhs.dtype:
+        raise DTypeError(f"box_iou: lhs is {lhs.dtype} and rhs {rhs.dtype}: they must be one dtype")
+    return Spec(lhs.shape[:-1] + rhs.shape[:-1], lhs.dtype)
+
+
+def _box_iou_zero_vjp(F, at, g, y, lhs, rhs):
+    """Zeros for both, as MXNet's ("zero gradients are back-propagated in this op")."""
+    return (F.zeros_like(lhs), F.zeros_like(rhs))
+
+
+ZERO_VJPS.add(_box_iou_zero_vjp)
+
+
+@defop(
+    "contrib_box_iou",
+    ("lhs", "rhs"),
+    (Attr("format", "str", "corner"),),
+    infer=_box_iou_infer,
+    vjp=_box_iou_zero_vjp,
+    scratch=lambda at, lhs, rhs: 12 * prod(lhs.shape[:-1]) * prod(rhs.shape[:-1]) * np.dtype(lhs.dtype).itemsize,
+)
+def _box_iou(cx, at, lhs, rhs):
+    """The intersection over union of every box of ``lhs`` (..., 4) with every box of ``rhs``
+    (..., 4): shape lhs.shape[:-1] + rhs.shape[:-1]. ``format``: boxes as [xmin, ymin, xmax,
+    ymax] (corner) or [x, y, width, height] (center). A zero gradient, as MXNet's."""
+    a = lhs.reshape(lhs.shape[:-1] + (1,) * (rhs.ndim - 1) + (4,))
+    return _iou(a, rhs, at["format"]).astype(lhs.dtype, copy=False)
+
+
+BOX_NMS = (
+    Attr("overlap_thresh", "float", 0.5),
+    Attr("valid_thresh", "float", 0.0),
+    Attr("topk", "int", -1),
+    Attr("coord_start", "int", 2),
+    Attr("score_index", "int", 1),
+    Attr("id_index", "int", -1),
+    Attr("background_id", "int", -1),
+    Attr("force_suppress", "bool", False),
+    Attr("in_format", "str", "corner"),
+    Attr("out_format", "str", "corner"),
+)
+
+
+def _box_nms_infer(at: dict, x: Spec) -> Spec:
+    name = "box_nms"
+    _box_format(name, "in_format", at["in_format"])
+    _box_format(name, "out_format", at["out_format"])
+    if len(x.shape) < 2:
+        raise ShapeError(f"{name}: data must be (..., n, k): boxes of k values, got shape {x.shape}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name}: data must be a float array, got {x.dtype}")
+    k = x.shape[-1]
+    if not 0 <= at["coord_start"] <= k - 4:
+        raise InvalidInput(f"{name}: coord_start {at['coord_start']} leaves no 4 coordinates in boxes of {k} values")
+    if not 0 <= at["score_index"] < k:
+        raise InvalidInput(f"{name}: score_index {at['score_index']} is not in boxes of {k} values")
+    if not -1 <= at["id_index"] < k:
+        raise InvalidInput(f"{name}: id_index {at['id_index']} is not -1 or in boxes of {k} values")
+    return x
+
+
+def _nms_order(at: dict, x: np.ndarray) -> np.ndarray:
+    """For each box batch of ``x`` (..., n, k) flattened to (B, n, k): the input row of each
+    output row, -1 for the rows filled with -1 (B, n). Rows of valid boxes (score above
+    ``valid_thresh``, not of ``background_id``) by score, highest first (ties in input order),
+    the ``topk`` first of them, then greedily: a box is kept unless one kept before it overlaps
+    it by more than ``overlap_thresh`` (of its class, unless ``force_suppress`` or no
+    ``id_index``)."""
+    n, k = x.shape[-2], x.shape[-1]
+    boxes = x.reshape(-1, n, k)
+    order = np.full((boxes.shape[0], n), -1, dtype=np.int64)
+    c0, si, ii = at["coord_start"], at["score_index"], at["id_index"]
+    by_class = ii >= 0 and not at["force_suppress"]
+    for b, rows in enumerate(boxes):
+        score = rows[:, si]
+        valid = score > at["valid_thresh"]
+        if ii >= 0 and at["background_id"] >= 0:
+            valid &= rows[:, ii] != at["background_id"]
+        idx = np.flatnonzero(valid)
+        idx = idx[np.argsort(-score[idx], kind="stable")]
+        if at["topk"] > 0:
+            idx = idx[: at["topk"]]
+        coords = rows[idx, c0 : c0 + 4]
+        overlap = _iou(coords[:, None, :], coords[None, :, :], at["in_format"]) > at["overlap_thresh"]
+        if by_class:
+            ids = rows[idx, ii]
+            overlap &= ids[:, None] == ids[None, :]
+        alive = np.ones(len(idx), dtype=bool)
+        kept = []
+        for i in range(len(idx)):
+            if alive[i]:
+                kept.append(idx[i])
+                alive[i + 1 :] &= ~overlap[i, i + 1 :]
+        order[b, : len(kept)] = kept
+    return order
+
+
+def _to_format(coords: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Boxes (..., 4) from format ``src`` to ``dst``."""
+    if src == dst:
+        return coords
+    if dst == "center":
+        x0, y0, x1, y1 = _corners(coords, "corner")
+        return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], axis=-1)
+    return np.stack(_corners(coords, "center"), axis=-1)
+
+
+def _box_nms_vjp(F, at, g, y, x):
+    return (F.contrib_box_nms_grad(g, x, **at),)
+
+
+def _box_nms_scratch(at: dict, x: Spec) -> int:
+    """Its order (int64 per box), a batch's overlaps (bools of n x n, and their float IoUs)."""
+    n = x.shape[-2]
+    return 8 * prod(x.shape[:-1]) + 9 * n * n + np.dtype(x.dtype).itemsize * prod(x.shape)
+
+
+@defop(
+    "contrib_box_nms",
+    ("data",),
+    BOX_NMS,
+    infer=_box_nms_infer,
+    vjp=_box_nms_vjp,
+    aliases=("contrib_box_non_maximum_suppression",),
+    scratch=_box_nms_scratch,
+    vjp_scratch=_box_nms_scratch,
+)
+def _box_nms(cx, at, x):
+    """Non-maximum suppression of boxes (..., n, k), each [id, score, xmin, ymin, xmax, ymax,
+    ...] by default (``id_index``, ``score_index``, ``coord_start``): the boxes kept, by score,
+    highest first, then rows of -1 (see ``_nms_order``); the coordinates in ``out_format``. Its
+    gradient goes back to each kept box's row, 0 to the others, as MXNet's."""
+    order = _nms_order(at, x)
+    n, k = x.shape[-2], x.shape[-1]
+    rows = x.reshape(-1, n, k)
+    out = np.full(rows.shape, -1, dtype=x.dtype)
+    c0 = at["coord_start"]
+    for b in range(rows.shape[0]):
+        kept = order[b][order[b] >= 0]
+        out[b, : len(kept)] = rows[b, kept]
+        out[b, : len(kept), c0 : c0 + 4] = _to_format(rows[b, kept, c0 : c0 + 4], at["in_format"], at["out_format"])
+    return out.reshape(x.shape)
+
+
+def _box_nms_grad_infer(at: dict, g: Spec, x: Spec) -> Spec:
+    _box_nms_infer(at, x)
+    if g.shape != x.shape:
+        raise ShapeError(f"box_nms_grad: the gradient {g.shape} must have the data's shape {x.shape}")
+    return Spec(x.shape, g.dtype)
+
+
+def _box_nms_grad_vjp(F, at, gg, y, g, x):
+    """The op is linear in ``ograd``: its VJP there is its transpose (``gather`` the other way);
+    none to the data, whose order only picks the rows."""
+    return (F.contrib_box_nms_grad(gg, x, **{**at, "gather": not at["gather"]}), F.zeros_like(x))
+
+
+@defop(
+    "contrib_box_nms_grad",
+    ("ograd", "data"),
+    (*BOX_NMS, Attr("gather", "bool", False)),
+    infer=_box_nms_grad_infer,
+    vjp=_box_nms_grad_vjp,
+    scratch=lambda at, g, x: _box_nms_scratch(at, x),
+)
+def _box_nms_grad(cx, at, g, x):
+    """box_nms's gradient: each output row's gradient ``ograd`` at the input row of its box,
+    0 at the rows not kept (the order found again from ``data``). With ``gather``, the
+    transpose, its own gradient: each kept box's row of ``ograd`` at its output row, 0 below."""
+    order = _nms_order(at, x)
+    n, k = x.shape[-2], x.shape[-1]
+    grows = g.reshape(-1, n, k)
+    out = np.zeros(grows.shape, dtype=g.dtype)
+    for b in range(grows.shape[0]):
+        m = order[b] >= 0
+        if at["gather"]:
+            out[b, np.flatnonzero(m)] = grows[b, order[b][m]]
+        else:
+            out[b, order[b][m]] = grows[b, np.flatnonzero(m)]
+    return out.reshape(x.shape)

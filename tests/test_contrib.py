@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gradserve import MXNetError, autograd, nd
+from gradserve.engine.errors import DTypeError, InvalidInput
 
 INF, NAN = float("inf"), float("nan")
 
@@ -380,3 +381,50 @@ def test_adaptive_pooling_sums_each_window_on_its_own(mode):
         y = nd.contrib.AdaptiveAvgPooling2D(v, output_size=(1, 3))
     y.backward(nd.array([[[[INF, 1, 1]]]]))
     assert v.grad.asnumpy().tolist() == [[[[INF, INF, 0.5, 0.5, 0.5, 0.5]]]]
+
+
+def test_box_iou_and_box_nms_as_mxnet(mode):
+    """box_iou and box_nms (box_non_maximum_suppression), values checked with MXNet 1.9.1."""
+    boxes = nd.array([[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]])
+    got = nd.contrib.box_iou(boxes, nd.array([[0.25, 0.25, 0.75, 0.75]]))
+    np.testing.assert_allclose(got.asnumpy(), [[0.14285715], [0.14285715]], rtol=1e-6)
+    a, b = nd.array([[1.0, 1.0, 2.0, 2.0]]), nd.array([[1.5, 1.5, 1.0, 1.0], [0.0, 0.0, 0.2, 0.2]])
+    np.testing.assert_allclose(nd.contrib.box_iou(a, b, format="center").asnumpy(), [[0.25, 0.00248139]], rtol=1e-5)
+    assert nd.contrib.box_iou(nd.ones((2, 3, 4)), nd.ones((5, 4))).shape == (2, 3, 5)
+    x = nd.array(
+        [
+            [0, 0.5, 0.1, 0.1, 0.2, 0.2],
+            [1, 0.4, 0.1, 0.1, 0.2, 0.2],
+            [0, 0.3, 0.1, 0.1, 0.14, 0.14],
+            [2, 0.6, 0.5, 0.5, 0.7, 0.8],
+        ]
+    )
+    gone = [-1.0] * 6
+    nms = nd.contrib.box_nms(x, overlap_thresh=0.1, id_index=0, force_suppress=True)
+    np.testing.assert_allclose(nms.asnumpy(), [[2, 0.6, 0.5, 0.5, 0.7, 0.8], [0, 0.5, 0.1, 0.1, 0.2, 0.2], gone, gone])
+    by_class = nd.contrib.box_non_maximum_suppression(x, overlap_thresh=0.1, id_index=0)
+    np.testing.assert_allclose(
+        by_class.asnumpy(),
+        [[2, 0.6, 0.5, 0.5, 0.7, 0.8], [0, 0.5, 0.1, 0.1, 0.2, 0.2], [1, 0.4, 0.1, 0.1, 0.2, 0.2], gone],
+    )
+    centered = nd.contrib.box_nms(x, id_index=0, background_id=2, out_format="center")
+    np.testing.assert_allclose(
+        centered.asnumpy(),
+        [[0, 0.5, 0.15, 0.15, 0.1, 0.1], [1, 0.4, 0.15, 0.15, 0.1, 0.1], [0, 0.3, 0.12, 0.12, 0.04, 0.04], gone],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        nd.contrib.box_nms(x, topk=2, valid_thresh=0.35).asnumpy(),
+        [[2, 0.6, 0.5, 0.5, 0.7, 0.8], [0, 0.5, 0.1, 0.1, 0.2, 0.2], gone, gone],
+    )
+    x.attach_grad()
+    with autograd.record():
+        y = nd.contrib.box_nms(x, overlap_thresh=0.1, id_index=0, force_suppress=True, out_format="center")
+    y.backward(nd.array([[0.1] * 6, [0.2] * 6, [0.3] * 6, [0.4] * 6]))  # (to the kept rows as they are, as MXNet's)
+    np.testing.assert_allclose(x.grad.asnumpy(), [[0.2] * 6, [0] * 6, [0] * 6, [0.1] * 6])
+    with pytest.raises(InvalidInput, match="coord_start 3 leaves no 4 coordinates"):
+        nd.contrib.box_nms(x, coord_start=3)
+    with pytest.raises(InvalidInput, match="in_format must be 'corner' or 'center'"):
+        nd.contrib.box_nms(x, in_format="xywh")
+    with pytest.raises(DTypeError, match="must be a float array"):
+        nd.contrib.box_iou(nd.ones((1, 4), dtype="int32"), nd.ones((1, 4), dtype="int32"))

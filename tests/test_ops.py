@@ -196,6 +196,61 @@ def C(
     )
 
 
+def BOXES(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+    """Boxes [xmin, ymin, xmax, ymax] of width and height 0.5 to 1.5, from the unit square."""
+    lo = rng.uniform(0, 1, s[:-1] + (2,))
+    return np.concatenate([lo, lo + rng.uniform(0.5, 1.5, s[:-1] + (2,))], axis=-1)
+
+
+def iou_ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of each box of a with each of b, one pair at a time."""
+    out = np.zeros(a.shape[:-1] + b.shape[:-1])
+    for i in np.ndindex(a.shape[:-1]):
+        for j in np.ndindex(b.shape[:-1]):
+            p, q = a[i], b[j]
+            w = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
+            h = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - w * h
+            out[i + j] = w * h / union
+    return out
+
+
+# Two batches of five boxes [id, score, xmin, ymin, xmax, ymax]. In the first: box 1 overlaps box 0
+# (IoU 0.68) and box 2 too (0.90), both with lower scores: suppressed; box 3 overlaps nothing;
+# box 4's score is under valid_thresh. Kept: 0 then 3. The second holds the same boxes in
+# another order, so its rows 3 and 0 are kept, by score. Every IoU is far from 0.5 and every
+# score from the others and from 0.1, so a finite difference keeps the same boxes.
+_NMS_ROWS = np.array(
+    [
+        [0, 0.9, 0.0, 0.0, 1.0, 1.0],
+        [0, 0.8, 0.1, 0.1, 1.1, 1.1],
+        [1, 0.7, 0.05, 0.0, 1.05, 1.0],
+        [0, 0.6, 2.0, 2.0, 3.0, 3.0],
+        [1, 0.05, 5.0, 5.0, 6.0, 6.0],
+    ]
+)
+NMS_ORDER = [[0, 3], [3, 0]]  # the input rows kept, in output order
+NMS_BOXES = np.stack([_NMS_ROWS, _NMS_ROWS[[3, 1, 4, 0, 2]]])
+NMS_AT = {"overlap_thresh": 0.5, "valid_thresh": 0.1}
+
+
+def nms_ref(x: np.ndarray) -> np.ndarray:
+    out = -np.ones_like(x)
+    for b, rows in enumerate(NMS_ORDER):
+        out[b, : len(rows)] = x[b, rows]
+    return out
+
+
+def nms_grad_ref(g: np.ndarray, gather: bool = False) -> np.ndarray:
+    out = np.zeros_like(g)
+    for b, rows in enumerate(NMS_ORDER):
+        if gather:
+            out[b, : len(rows)] = g[b, rows]
+        else:
+            out[b, rows] = g[b, : len(rows)]
+    return out
+
+
 def hyper(w: np.ndarray, *values: float) -> list[Any]:
     """MXNet's float attributes as its optimizer ops take them: float32, then the weight's dtype."""
     return [w.dtype.type(np.float32(v)) for v in values]
@@ -1368,6 +1423,13 @@ CASES: dict[str, Case] = {
     "contrib_AdaptiveAvgPooling2D_grad": C(
         lambda g: separable_ref(g, adaptive_weights(5, 3).T, adaptive_weights(7, 2).T), (2, 3, 3, 2), height=5, width=7
     ),
+    "contrib_box_iou": C(lambda a, b: iou_ref(a, b), (2, 3, 4), (5, 4), dom=(BOXES, BOXES), zero_grad=True),
+    "contrib_box_nms": C(  # (the boxes kept worked out by hand: see NMS_BOXES)
+        lambda x: nms_ref(x), (2, 5, 6), dom=lambda rng, s: NMS_BOXES.copy(), **NMS_AT
+    ),
+    "contrib_box_nms_grad": C(
+        lambda g, x: nms_grad_ref(g), (2, 5, 6), (2, 5, 6), dom=(SMOOTH, lambda rng, s: NMS_BOXES.copy()), **NMS_AT
+    ),
     # the optimizers' array ops
     "multi_sum_sq": C(
         lambda a, b: np.array([np.sum(np.square(a, dtype=np.float64)), np.sum(np.square(b, dtype=np.float64))]),
@@ -2257,6 +2319,18 @@ VARIANTS: list[tuple[str, str, Case]] = [
         ),
     ),
     ("SequenceLast-whole-axis1", "SequenceLast", C(lambda x: x[:, -1], (3, 4, 2), axis=1)),
+    (
+        "contrib_box_nms_grad-gather",
+        "contrib_box_nms_grad",
+        C(
+            lambda g, x: nms_grad_ref(g, gather=True),
+            (2, 5, 6),
+            (2, 5, 6),
+            dom=(SMOOTH, lambda rng, s: NMS_BOXES.copy()),
+            gather=True,
+            **NMS_AT,
+        ),
+    ),
     ("SequenceReverse-whole", "SequenceReverse", C(lambda x: x[::-1], (4, 3))),
     ("slice_like-all-axes", "slice_like", C(lambda x, like: x[:1, :2, :2], X3, (1, 2, 2), nondiff=(1,))),
     (
@@ -3535,7 +3609,7 @@ def test_aliases_are_the_same_op():
 
 
 def test_binary_list_is_every_two_input_broadcasting_op():
-    not_broadcasting = {"dot", "batch_dot", "linalg_gemm2", "reshape_like"}
+    not_broadcasting = {"dot", "batch_dot", "linalg_gemm2", "reshape_like", "contrib_box_iou"}
     not_broadcasting |= {f"elemwise_{n}" for n in ("add", "sub", "mul", "div")}  # (one shape: in CASES)
     two = {op.name for op in OPS.ops() if op.inputs == ("lhs", "rhs") and op.name not in not_broadcasting}
     assert two == set(BINARY)
