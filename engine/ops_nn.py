@@ -951,17 +951,103 @@ def _back(F: Any, r: Any, shape: tuple[int, ...]) -> Any:
     return F.reshape(r, shape=shape)
 
 
-def _defop_1d(name: str, inputs: tuple[str, ...], attrs: tuple[Attr, ...], lift: tuple[str, ...], **hooks: Any) -> Any:
+def _defop_1d(
+    name: str,
+    inputs: tuple[str, ...],
+    attrs: tuple[Attr, ...],
+    lift: tuple[str, ...],
+    channels_last: bool = False,
+    **hooks: Any,
+) -> Any:
     """``defop`` of an op on windows of 2-D or 3-D data that takes 1-D data too: its forward,
     its VJP and its hooks of specs (``infer``, ``scratch``, ``vjp_scratch``, ``work``) lift the
-    inputs named in ``lift`` of 1-D data (see ``_one_d``), and pass others on as they are."""
+    inputs named in ``lift`` of 1-D data (see ``_one_d``), and pass others on as they are.
+    ``channels_last``: a one-input op that takes the layouts NWC, NHWC and NDHWC too (see
+    ``_LAST``)."""
     sized = _one_d(name, lift)
     for hook in ("infer", "scratch", "vjp_scratch", "work"):
         if hooks.get(hook) is not None:
             hooks[hook] = sized(hooks[hook])
+            if channels_last:
+                hooks[hook] = _last_specs(name, hooks[hook])
     hooks["vjp"] = _vjp_1d(name, lift)(hooks["vjp"])
+    if channels_last:
+        hooks["vjp"] = _last_vjp(name, hooks["vjp"])
     register = defop(name, inputs, attrs, **hooks)
+    if channels_last:
+        return lambda forward: register(_last_forward(name, _forward_1d(name, lift)(forward)))
     return lambda forward: register(_forward_1d(name, lift)(forward))
+
+
+# --------------------------------------------------------------------------
+# channels-last layouts: the data's channels moved to axis 1, the op run, and moved back
+
+_LAST = {"NWC": 3, "NHWC": 4, "NDHWC": 5}  # layout: the data's rank
+
+
+def _channels_last(name: str, at: dict, rank: int) -> bool:
+    """Whether ``at`` names a channels-last layout (of data of ``rank``: else refused)."""
+    want = _LAST.get(at["layout"])
+    if want is None:
+        return False
+    if rank != want:
+        raise ShapeError(f"{name}: layout {at['layout']} is for data of rank {want}, got rank {rank}")
+    return True
+
+
+def _to_first(rank: int) -> tuple[int, ...]:
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def _to_last(rank: int) -> tuple[int, ...]:
+    return (0, *range(2, rank), 1)
+
+
+def _channels_first(at: dict) -> dict:
+    return {**at, "layout": None}
+
+
+def _last_specs(name: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def f(at: dict, x: Spec) -> Any:
+        if not _channels_last(name, at, len(x.shape)):
+            return fn(at, x)
+        got = fn(_channels_first(at), Spec(tuple(x.shape[i] for i in _to_first(len(x.shape))), x.dtype))
+        if not isinstance(got, Spec):
+            return got
+        return Spec(tuple(got.shape[i] for i in _to_last(len(got.shape))), got.dtype)
+
+    return f
+
+
+def _last_forward(name: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def f(cx: Any, at: dict, x: Any) -> Any:
+        if not _channels_last(name, at, x.ndim):
+            return fn(cx, at, x)
+        y = fn(cx, _channels_first(at), x.transpose(_to_first(x.ndim)))
+        return cx.xp.ascontiguousarray(y.transpose(_to_last(y.ndim)))
+
+    return f
+
+
+def _last_vjp(name: str, vjp: Any) -> Any:
+    @functools.wraps(vjp)
+    def f(F: Any, at: dict, g: Any, y: Any, x: Any) -> Any:
+        rank = len(x.shape)
+        if not _channels_last(name, at, rank):
+            return vjp(F, at, g, y, x)
+        first = _to_first(rank)
+        (gx,) = vjp(
+            F,
+            _channels_first(at),
+            F.transpose(g, axes=first),
+            F.transpose(y, axes=first),
+            F.transpose(x, axes=first),
+        )
+        return (F.transpose(gx, axes=_to_last(rank)),)
+
+    return f
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1677,6 +1763,7 @@ def _pool_vjp(F, at, g, y, x):
     ("data",),
     POOL,
     ("data",),
+    channels_last=True,
     infer=_pool_infer,
     vjp=_pool_vjp,
     scratch=_pool_windows,

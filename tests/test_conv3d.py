@@ -656,8 +656,8 @@ REFUSED = [  # op, attributes, inputs, error, words of its message
         ShapeError,
         "weight shape (4, 3, 2, 3) should be (4, 3, 2, 3, 2)",
     ),
-    # (MXNet's 3-D Pooling takes NDHWC; gradserve's windows are NCDHW, as its 2-D ones NCHW)
-    ("Pooling", {"kernel": [2, 2, 2], "layout": "NDHWC"}, (XP,), InvalidInput, "only the NCDHW layout is supported"),
+    # (NDHWC is for rank 5: the rank-4 layout NHWC is not)
+    ("Pooling", {"kernel": [2, 2, 2], "layout": "NHWC"}, (XP,), ShapeError, "layout NHWC is for data of rank 4"),
     # "Need 3D layout"
     ("Pooling", {"kernel": [2, 2, 2], "layout": "NCHW"}, (XP,), InvalidInput, "only the NCDHW layout is supported"),
     # "Currently 'same' supports Max Pooling 1-D" (gradserve has no 'same', in 1-D either)
@@ -751,3 +751,21 @@ def test_window_plans_stay_small_for_big_kernels():
         y.backward()
         np.testing.assert_allclose(x.grad.asnumpy().sum(), 100 * 100, rtol=1e-4)  # (each window gives 1)
     assert ops_nn._giving.cache_info().currsize == before
+
+
+def test_pooling_takes_channels_last_data_as_mxnet(mode):
+    """NDHWC (and NHWC, NWC) data pools as its channels-first transpose does, gradients too
+    (MXNet's Pooling takes them; values checked with MXNet 1.9.1)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 4, 5, 3)).astype(np.float32)
+    last, first = nd.array(x), nd.array(x.transpose(0, 4, 1, 2, 3))
+    for a in (last, first):
+        a.attach_grad()
+    g = rng.standard_normal((2, 2, 2, 2, 3)).astype(np.float32)
+    with autograd.record():
+        y = nd.Pooling(last, kernel=(2, 2, 2), stride=(2, 2, 2), pool_type="avg", layout="NDHWC")
+        z = nd.Pooling(first, kernel=(2, 2, 2), stride=(2, 2, 2), pool_type="avg")
+    y.backward(nd.array(g))
+    z.backward(nd.array(g.transpose(0, 4, 1, 2, 3)))
+    np.testing.assert_allclose(y.asnumpy(), z.asnumpy().transpose(0, 2, 3, 4, 1), rtol=1e-6)
+    np.testing.assert_allclose(last.grad.asnumpy(), first.grad.asnumpy().transpose(0, 2, 3, 4, 1), rtol=1e-6)

@@ -2319,6 +2319,32 @@ VARIANTS: list[tuple[str, str, Case]] = [
         ),
     ),
     ("SequenceLast-whole-axis1", "SequenceLast", C(lambda x: x[:, -1], (3, 4, 2), axis=1)),
+    (  # channels last: each 2 x 2 block's maximum, per channel (distinct data: no ties)
+        "Pooling-NHWC",
+        "Pooling",
+        C(
+            lambda x: x.reshape(2, 2, 2, 3, 2, 3).max((2, 4)),
+            (2, 4, 6, 3),
+            dom=DISTINCT,
+            kernel=[2, 2],
+            stride=[2, 2],
+            layout="NHWC",
+        ),
+    ),
+    (  # a window of 3 about each step, zeros past the ends counted: the sum over 3
+        "Pooling-NWC-avg",
+        "Pooling",
+        C(
+            lambda x: (
+                (np.pad(x, ((0, 0), (1, 1), (0, 0)))[:, :-2] + x + np.pad(x, ((0, 0), (1, 1), (0, 0)))[:, 2:]) / 3
+            ),
+            (2, 5, 3),
+            kernel=[3],
+            pad=[1],
+            pool_type="avg",
+            layout="NWC",
+        ),
+    ),
     (
         "contrib_box_nms_grad-gather",
         "contrib_box_nms_grad",
@@ -5276,7 +5302,8 @@ BAD_ATTRS = [
     ("Pad", {"pad_width": [0, 0, 0, 0, 1, 1, 1, 1]}, [(1, 1, 3, 4)]),
     ("Pad", {"mode": "constant"}, [(1, 1, 3, 4)]),
     ("pad_grad", {"mode": "constant", "pad_width": [0, 0, 0, 0, 3, 3, 0, 0]}, [(1, 1, 4, 4)]),
-    ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4, 3)]),
+    ("Pooling", {"kernel": [2, 2], "layout": "NHWC"}, [(1, 4, 4)]),  # (a layout of another rank)
+    ("Pooling", {"kernel": [2, 2], "layout": "NHCW"}, [(1, 4, 4, 3)]),
     ("im2col", {"kernel": [3, 3]}, [(1, 1, 2, 4)]),
     ("im2col", {"kernel": [1, 2, 3]}, [(1, 1, 4, 4)]),
     ("im2col", {"kernel": [2, 2], "dilate": [3, 1]}, [(1, 1, 3, 4)]),  # spans 4 rows of 3
