@@ -19,7 +19,6 @@ out=p)``), not be rebound. A function that reads a value (``asscalar``, ``print`
 from __future__ import annotations
 
 import functools
-import types
 import warnings
 import weakref
 from collections.abc import Callable
@@ -173,8 +172,7 @@ class HybridFunction:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        self._attr: str | None = None  # its name in a class body (a method)
-        # instances without a __dict__ (__slots__): their bound functions, by id, while they live
+        # the instances it is a method of: their bound functions, by id, while they live
         self._bound: dict[int, tuple[weakref.ref[Any], HybridFunction]] = {}
         # per session: the variables' version the traces were made with, and the traces by signature
         self._traces: weakref.WeakKeyDictionary[Client, tuple[int, dict[Any, _Traced]]] = weakref.WeakKeyDictionary()
@@ -182,20 +180,13 @@ class HybridFunction:
         self._warned_unkept = False
         functools.update_wrapper(self, fn)
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._attr = name
-
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        """A method, traced per instance: the instance keeps its own traces (they go with it)."""
+        """A method, traced per instance: each instance's traces are its own and go with it.
+        They are kept here by the instance's identity (not its equality, nor in its
+        ``__dict__``, where a copy would take them and a subclass's method be hidden behind
+        them), without holding it."""
         if obj is None:
             return self
-        if self._attr is None:  # not named in a class body
-            return types.MethodType(self, obj)  # the instance is then a constant of the key
-        if hasattr(obj, "__dict__"):
-            bound = HybridFunction(types.MethodType(self.fn, obj))
-            obj.__dict__[self._attr] = bound  # found before the class's from now on
-            return bound
-        # __slots__: kept here by the instance's identity (not its equality), without holding it
         k = id(obj)
         held = self._bound.get(k)
         if held is not None and held[0]() is obj:

@@ -4,8 +4,10 @@ both modes; the engine's ``define``/``call``/``forget`` commands and their error
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
+import pickle
 import weakref
 
 import numpy as np
@@ -897,6 +899,63 @@ def test_methods_and_keyword_constants_are_traced_per_instance_and_value(mode):
     assert gone() is None  # an instance's traces do not keep it alive
     with pytest.raises(InvalidInput, match="positional"):
         a.apply(x, shift=nd.ones((2,)))
+
+
+def test_a_hybridized_method_is_the_methods_own_for_subclasses_copies_and_late_assignments(mode):
+    """A method's bound function was kept in the instance's __dict__ under the method's name:
+    from the second call a subclass's override was hidden behind it (the base's ran), a copy
+    of the instance ran the original's (reading its parameters), the instance no longer
+    pickled, and a method assigned after the class was made (``Cls.f = hybridize(Cls.f)``)
+    took its instance as a constant, holding it alive."""
+    x = nd.ones((2,))
+
+    class Base:
+        def __init__(self, k=3.0):
+            self.w = nd.ones((2,)) * k
+            self.k = 2
+
+        @hybridize
+        def fwd(self, a):
+            return a * self.w
+
+    class Child(Base):
+        def fwd(self, a):
+            return super().fwd(a) + 1
+
+    class Hybrid(Base):
+        @hybridize
+        def fwd(self, a):
+            return super().fwd(a) + 10
+
+    assert [Child().fwd(x).asnumpy().tolist() for _ in range(2)] == [[4, 4]] * 2
+    c, h = Child(), Hybrid()
+    assert [c.fwd(x).asnumpy().tolist() for _ in range(3)] == [[4, 4]] * 3
+    assert [h.fwd(x).asnumpy().tolist() for _ in range(3)] == [[13, 13]] * 3
+    a = Base()
+    a.fwd(x)
+    a.fwd(x)
+    deep = copy.deepcopy(a)
+    deep.w[:] = 5
+    shallow = copy.copy(a)
+    shallow.w = nd.ones((2,)) * 7
+    assert deep.fwd(x).asnumpy().tolist() == [5, 5] and shallow.fwd(x).asnumpy().tolist() == [7, 7]
+    assert a.fwd(x).asnumpy().tolist() == [3, 3]
+    assert pickle.loads(pickle.dumps(vars(a)))["w"].asnumpy().tolist() == [3, 3]  # (no trace in its state)
+
+    class Late:
+        def __init__(self):
+            self.w = nd.ones((1000,))
+
+        def fwd(self, a):
+            return a * 1
+
+    Late.fwd = hybridize(Late.fwd)
+    late = Late()
+    late.fwd(x)
+    gone = weakref.ref(late)
+    del late
+    gc.collect()
+    assert gone() is None
 
 
 def test_a_trace_whose_program_was_refused_is_traced_again():
