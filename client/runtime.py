@@ -742,11 +742,14 @@ class Client:
         # the engine says it failed part way (a pass, a program's call): what it changes is lost too.
         part_way = 0 <= i < len(ops) and err.get("partial") is True
         self._undo(ops[i + 1 if part_way else i :])  # (what did not run at all)
-        first = i if part_way else i + 1
-        self._lose(ops[first:], where[first:], kept, part_way)
+        # A hybridized call that failed at its first step ran none of the function's lines
+        # after it either: what they change is lost, as the plain function's would be.
+        call = not part_way and 0 <= i < len(ops) and ops[i].get("op") == "call"
+        first = i if part_way or call else i + 1
+        self._lose(ops[first:], where[first:], kept, part_way, call)
         return exc
 
-    def _lose(self, ops: list[dict], where: list, exc: MXNetError, part_way: bool = False) -> None:
+    def _lose(self, ops: list[dict], where: list, exc: MXNetError, part_way: bool = False, call: bool = False) -> None:
         """What these instructions (which did not run) were to change in place is lost: using
         it raises ``ChangeLost``, caused by ``exc``.
 
@@ -768,11 +771,12 @@ class Client:
                     at = f" queued at {_line(loc)}" if loc else ""
                     what = "the random generator's seed" if key == RNG_KEY else "this array's in-place change"
                     # (a pass or a call that failed part way: what ran of it before it failed stays done)
-                    how = (
-                        f"may have been applied in part: it failed part way ({exc})"
-                        if part_way and k == 0
-                        else f"was never applied: an instruction before it in its batch failed ({exc})"
-                    )
+                    if part_way and k == 0:
+                        how = f"may have been applied in part: it failed part way ({exc})"
+                    elif call and k == 0:  # (``call``: the first is a call that failed at its first step)
+                        how = f"was never applied: the call failed at its first step ({exc})"
+                    else:
+                        how = f"was never applied: an instruction before it in its batch failed ({exc})"
                     lost = ChangeLost(
                         f"{what} ({ins.get('op')}{at}) {how}; its value is not the one the program gave it: "
                         "make it again" + (" (nd.random.seed)" if key == RNG_KEY else "")

@@ -958,6 +958,32 @@ def test_a_hybridized_method_is_the_methods_own_for_subclasses_copies_and_late_a
     assert gone() is None
 
 
+def test_a_call_failing_at_its_first_step_loses_what_the_function_changes_after_it(mode):
+    """A replayed call that failed at its first step was taken to have changed nothing: the
+    function's in-place update after the failing op read its old value, silently, where the
+    plain function's update is lost (ChangeLost) until the array is written whole."""
+    v = nd.zeros((1,))
+
+    @hybridize
+    def step(x, idx):
+        y = nd.take(x, idx, mode="raise")
+        v[:] = v + 1
+        return y
+
+    x, good, bad = nd.array([1, 2, 3]), nd.array([0, 1]), nd.array([0, 7])
+    step(x, good)
+    step(x, good)
+    r = step(x, bad)
+    with pytest.raises(IndexError):
+        r.asnumpy()
+    with pytest.raises(gradserve.ChangeLost, match="the call failed at its first step"):
+        v.asnumpy()
+    with pytest.raises(gradserve.ChangeLost):
+        step(x, good)  # (it reads v)
+    v[:] = 0
+    assert step(x, good).asnumpy().tolist() == [1, 2] and v.asnumpy().tolist() == [1]
+
+
 def test_a_trace_whose_program_was_refused_is_traced_again():
     client = gradserve.Client(gradserve.InProcess(limits=Limits(max_program_steps=2)))
     client.max_program_steps = None  # (as from a server that does not say its limit: its define is refused)
