@@ -333,9 +333,13 @@ class HybridFunction:
             elif out is None:  # (a training step that returns nothing: as without hybridize)
                 container, outs = _NOTHING, []
             if outs is None or not all(isinstance(o, NDArray) for o in outs):
+                got = type(out).__name__
+                if outs is not None:  # (a tuple or list holding something else: say what)
+                    others = {type(o).__name__ for o in outs if not isinstance(o, NDArray)}
+                    got += " holding " + ", ".join(sorted(others))
                 raise InvalidInput(
-                    "a hybridized function returns an NDArray, a tuple or list of them, or None; "
-                    f"got {type(out).__name__}"
+                    f"a hybridized function returns an NDArray, a tuple or list of them, or None; got {got} "
+                    "(call it without hybridize, or return its arrays flat)"
                 )
             for o in outs:
                 if o._c is not c:

@@ -162,7 +162,8 @@ def test_a_function_that_reads_a_value_cannot_be_hybridized_and_changes_nothing(
     [
         (lambda a: a + nd.array([1.0, 2.0]), "uploads an array"),
         (lambda a: 3.0, "returns an NDArray"),
-        (lambda a: [a, 1], "returns an NDArray"),
+        (lambda a: [a, 1], "returns an NDArray.*got list holding int"),
+        (lambda a: ((a, a), a), "got tuple holding tuple .call it without hybridize, or return its arrays flat"),
     ],
 )
 def test_what_cannot_be_traced_says_why(mode, fn, words):
