@@ -28,7 +28,7 @@ import numpy as np
 
 from .engine import tape
 from .engine.errors import InvalidInput
-from .ndarray import CPU, NDArray
+from .ndarray import CPU, NDArray, _back_if_lost
 from .runtime import Client, NotTraceable, current
 from .state import flags
 
@@ -65,6 +65,7 @@ class _Traced:
         "nsteps",
         "reads",
         "ctxs",
+        "released",
         "__weakref__",
     )
 
@@ -81,6 +82,7 @@ class _Traced:
         nsteps: int,
         reads: tuple[int, ...] = (),
         ctxs: list[Any] | None = None,
+        released: tuple[int, ...] = (),
     ) -> None:
         self.pid = pid
         self.container = container  # tuple or list as the function returned them; None: one array
@@ -96,6 +98,8 @@ class _Traced:
         self.shares = shares  # per output it makes: None, or whose memory it is a view of (as ``changes``)
         self.nsteps = nsteps  # the program's instructions (a batch's limit counts them)
         self.reads = reads  # the session's arrays the program reads by handle (parameters)
+        # the arguments whose graph a backward pass of the function lets go (as it does at each call)
+        self.released = released
         # per output it makes: its context, None for its first argument's (as an op's result)
         self.ctxs = ctxs or [None] * len(specs)
 
@@ -112,7 +116,14 @@ class _Traced:
         for h, share in zip(outs, self.shares):
             if share is not None:
                 c.share(h, _resolved([share], c, arrays)[0])
+        # a backward pass of the function lets its argument's graph go at each call, as the
+        # plain function's does: here too, so that a second pass raises at its call
+        order = tape.toposort([arrays[i]._node for i in self.released]) if self.released else None
+        if order:
+            _back_if_lost(c, ins, order)
         c.enqueue(ins, steps=self.nsteps)
+        if order:
+            tape.release(order)
         made: list[NDArray] = []
         for h, spec, deps, updates in zip(outs, self.specs, self.parents, self.updates):
             node = None
@@ -302,6 +313,7 @@ class HybridFunction:
         # The function sees each argument under a name of its own (an alias: the same array,
         # the same place in the graph), and only those names become the call's slots: the same
         # array passed twice, or also read directly (a parameter), stays apart in the program.
+        live = [tape.in_graph(a._node) for a in arrays]  # (what a backward pass of it lets go, below)
         names = []
         for a in arrays:
             h = c.handle()
@@ -423,7 +435,10 @@ class HybridFunction:
         ctxs = [None if arrays and o._ctx is first else (o._ctx or CPU) for o in made_outs]
         links = [_links(o, arrays) for o in made_outs]
         reads = tuple(sorted({h for ins in program for h in ins.get("in", ()) if type(h) is int and h >= 0}))
-        t = _Traced(pid, container, specs, links, changes, updates, given_back, shares, len(program), reads, ctxs)
+        released = tuple(i for i, a in enumerate(arrays) if live[i] and not tape.in_graph(a._node))
+        t = _Traced(
+            pid, container, specs, links, changes, updates, given_back, shares, len(program), reads, ctxs, released
+        )
         if pid is not None:
             weakref.finalize(t, _forget, weakref.ref(c), pid)
         return out, t

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import gradserve
 from gradserve import autograd, hybridize, nd
 from gradserve.engine import snapshot
-from gradserve.engine.errors import InvalidInput, MXNetError, QuotaExceeded, UnknownHandle
+from gradserve.engine.errors import AutogradError, InvalidInput, MXNetError, QuotaExceeded, UnknownHandle
 from gradserve.engine.session import Limits, Session
 
 from .test_server import batch, http, sid, tensor  # noqa: F401  (the JSON route's fixtures)
@@ -983,6 +983,37 @@ def test_a_call_failing_at_its_first_step_loses_what_the_function_changes_after_
         step(x, good)  # (it reads v)
     v[:] = 0
     assert step(x, good).asnumpy().tolist() == [1, 2] and v.asnumpy().tolist() == [1]
+
+
+def test_a_replayed_backward_lets_its_arguments_graph_go_as_the_plain_functions_does(mode):
+    """A backward pass (or autograd.grad) of a hybridized function lets its argument's graph go
+    at each call, as the plain function's: a replayed call did not, so a second backward of
+    the argument was taken at its call and failed later, in the engine, taking the batch down
+    (w.grad raised where it holds [2, 4])."""
+    w = nd.array([1.0, 2.0])
+    w.attach_grad()
+
+    @hybridize
+    def bw(y):
+        y.backward()
+
+    @hybridize
+    def gr(y):
+        return autograd.grad(y, [w])[0]
+
+    for _ in range(3):
+        with autograd.record():
+            y = (w * w).sum()
+        bw(y)
+        with pytest.raises(AutogradError):
+            y.backward()
+        assert w.grad.asnumpy().tolist() == [2, 4]
+        with autograd.record():
+            y = (w * w * w).sum()
+        assert gr(y).asnumpy().tolist() == [3, 12]
+        with pytest.raises(AutogradError):
+            y.backward()
+    assert bw.traces == 1 and gr.traces == 1
 
 
 def test_a_trace_whose_program_was_refused_is_traced_again():
