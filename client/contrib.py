@@ -17,11 +17,13 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
-from .engine.errors import InvalidInput
+import numpy as np
+
+from .engine.errors import InvalidInput, ShapeError
 from .engine.optable import OPS
 from .nd import CTCLoss as _nd_ctc_loss
 from .nd import _generate, _one_float32, _optimizer_step, _queue_each, zeros
-from .ndarray import NDArray, invoke
+from .ndarray import NDArray, _from_numpy, invoke, write_into
 
 # --------------------------------------------------------------------------
 # nested lists of arrays, as MXNet's control flow takes and gives them
@@ -156,6 +158,22 @@ def cond(pred: Any, then_func: Callable[[], Any], else_func: Callable[[], Any]) 
     return then_func() if _as_bool(pred, "cond's pred") else else_func()
 
 
+def boolean_mask(data: NDArray, index: NDArray, axis: int = 0, out: Any = None, name: Any = None) -> NDArray:
+    """The rows of ``data`` (along axis 0, as MXNet's) where ``index`` (one value a row) is not
+    0; its gradient goes back to those rows. How many there are is known once ``index`` is: it
+    is read, a sync point (one round trip on a server), as MXNet's output shape is known only
+    once it ran."""
+    if not isinstance(data, NDArray) or not isinstance(index, NDArray):
+        raise InvalidInput("boolean_mask: data and index must be NDArrays")
+    if axis != 0:
+        raise InvalidInput(f"boolean_mask: only axis 0 is supported (as MXNet's), got {axis!r}")
+    if len(index.shape) != 1 or not data.shape or index.shape[0] != data.shape[0]:
+        raise ShapeError(f"boolean_mask: index must be 1-D, one value per row of data {data.shape}, got {index.shape}")
+    rows = _from_numpy(np.flatnonzero(index.asnumpy()).astype(np.int64), data._c, owned=True)
+    made = invoke(OPS["take"], (data, rows), {"axis": 0})
+    return made if out is None else write_into(out, made, "contrib.boolean_mask")
+
+
 # --------------------------------------------------------------------------
 # AdamW (the session's commands adamw_update and mp_adamw_update)
 
@@ -267,6 +285,7 @@ CTCLoss = ctc_loss = _nd_ctc_loss  # (its lengths by name too)
 
 __all__ = [
     "adamw_update",
+    "boolean_mask",
     "cond",
     "foreach",
     "mp_adamw_update",

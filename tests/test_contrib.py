@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gradserve
 from gradserve import MXNetError, autograd, nd
-from gradserve.engine.errors import DTypeError, InvalidInput
+from gradserve.engine.errors import DTypeError, InvalidInput, ShapeError
 
 INF, NAN = float("inf"), float("nan")
 
@@ -428,3 +429,25 @@ def test_box_iou_and_box_nms_as_mxnet(mode):
         nd.contrib.box_nms(x, in_format="xywh")
     with pytest.raises(DTypeError, match="must be a float array"):
         nd.contrib.box_iou(nd.ones((1, 4), dtype="int32"), nd.ones((1, 4), dtype="int32"))
+
+
+def test_boolean_mask_as_mxnet(mode):
+    """boolean_mask: the rows where the index is not 0, gradient to them (values checked with
+    MXNet 1.9.1); it reads the index (its shape depends on it), so it cannot be traced."""
+    d = nd.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    d.attach_grad()
+    with autograd.record():
+        y = nd.contrib.boolean_mask(d, nd.array([0, 1, 1]))
+    y.backward(nd.ones_like(y) * 2)
+    assert y.asnumpy().tolist() == [[4, 5, 6], [7, 8, 9]]
+    assert d.grad.asnumpy().tolist() == [[0, 0, 0], [2, 2, 2], [2, 2, 2]]
+    assert nd.contrib.boolean_mask(d, nd.array([0, 2.5, -1])).asnumpy().tolist() == [[4, 5, 6], [7, 8, 9]]
+    assert nd.contrib.boolean_mask(d, nd.zeros(3)).shape == (0, 3)
+    ints = nd.contrib.boolean_mask(nd.arange(6).reshape((3, 2)).astype("int32"), nd.array([1, 0, 1], dtype="int32"))
+    assert ints.dtype == np.int32 and ints.asnumpy().tolist() == [[0, 1], [4, 5]]
+    with pytest.raises(ShapeError, match="one value per row"):
+        nd.contrib.boolean_mask(d, nd.array([0, 1]))
+    with pytest.raises(InvalidInput, match="only axis 0"):
+        nd.contrib.boolean_mask(d, nd.array([0, 1, 1]), axis=1)
+    with pytest.raises(gradserve.NotTraceable):
+        gradserve.hybridize(lambda a, i: nd.contrib.boolean_mask(a, i))(d, nd.array([0, 1, 1]))
