@@ -231,6 +231,8 @@ def invoke(
         if c._dead:
             c.check_alive(a._h)
     elif arrays:
+        if op.most is not None and len(arrays) > op.most:  # (its inference would blame an input)
+            op.check_arity(len(arrays))
         specs = []
         hs = []
         c = arrays[0]._c

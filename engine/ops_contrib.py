@@ -520,6 +520,7 @@ def _resize_vjp(F, at, g, y, x, *like):
     "contrib_BilinearResize2D",
     ("data", "*like"),
     RESIZE,
+    most=2,
     infer=_resize_infer,
     vjp=_resize_vjp,
     scratch=lambda at, x, *like: _maps_scratch(x, *_resize_infer(at, x, *like).shape[2:]),

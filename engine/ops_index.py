@@ -782,7 +782,7 @@ def _histogram_scratch(at: dict, x: Spec, *bins: Spec) -> int:
     return 40 * prod(x.shape) + 40 * n
 
 
-@defop("histogram", ("data", "*bins"), HISTOGRAM, infer=_histogram_infer, scratch=_histogram_scratch)
+@defop("histogram", ("data", "*bins"), HISTOGRAM, infer=_histogram_infer, scratch=_histogram_scratch, most=2)
 def _histogram(cx, at, x, *bins):
     """The counts of ``data``'s values (flattened) in ``bin_cnt`` equal bins over ``range``
     (the data's least and greatest values when not given), or in the bins between the values

@@ -135,6 +135,7 @@ def _length_mask(xp, at: dict, x: Any, length: Any) -> Any:
     "softmax",
     ("data", "*length"),
     (*SOFTMAX, USE_LENGTH),
+    most=2,
     infer=_softmax_infer("softmax"),
     vjp=_softmax_vjp,
 )
@@ -593,6 +594,7 @@ def _leaky_vjp(F, at, g, y, x, *gamma):
         Attr("lower_bound", "float", 0.125),
         Attr("upper_bound", "float", 0.334),
     ),
+    most=2,
     infer=_leaky_infer,
     vjp=_leaky_vjp,
     random=True,
@@ -704,6 +706,7 @@ def _fc_eager(at, g, y, x, w, *b):
     "FullyConnected",
     ("data", "weight", "*bias"),
     FC,
+    most=3,
     infer=_fc_infer,
     vjp=_fc_vjp,
     eager_vjp=_fc_eager,
@@ -1391,6 +1394,7 @@ _CONV_1D = ("data", "weight")
     ("data", "weight", "*bias"),
     CONV,
     _CONV_1D,
+    most=3,
     infer=_conv_infer,
     vjp=_conv_vjp,
     scratch=_conv_windows,
@@ -1510,6 +1514,7 @@ def _deconv_work(at: dict, x: Spec, w: Spec, *b: Spec) -> int:
     ("data", "weight", "*bias"),
     DECONV,
     _CONV_1D,
+    most=3,
     infer=_deconv_infer,
     vjp=_deconv_vjp,
     scratch=_deconv_windows,
@@ -2330,7 +2335,7 @@ def _seq_last_vjp(F, at, g, y, x, *lengths):
     return (F.where(hot, F.expand_dims(g, axis=ax), zeros),) + (None,) * len(lengths)
 
 
-@defop("SequenceLast", ("data", "*sequence_length"), SEQUENCE, infer=_seq_last_infer, vjp=_seq_last_vjp)
+@defop("SequenceLast", ("data", "*sequence_length"), SEQUENCE, infer=_seq_last_infer, vjp=_seq_last_vjp, most=2)
 def _sequence_last(cx, at, x, *lengths):
     """Each sequence's last step (at its length less one with use_sequence_length) along ``axis``."""
     if x.size == 0:  # (nothing to index: no index arrays of an empty array's long axis)
@@ -2356,6 +2361,7 @@ def _seq_reverse_scratch(at: dict, x: Spec, *lengths: Spec) -> int:
     "SequenceReverse",
     ("data", "*sequence_length"),
     SEQUENCE,
+    most=2,
     infer=_seq_reverse_infer,
     scratch=_seq_reverse_scratch,
     vjp_scratch=_seq_reverse_scratch,  # (its gradient is the same reverse)
@@ -2381,6 +2387,7 @@ def _sequence_reverse(cx, at, x, *lengths):
     "SequenceMask",
     ("data", "*sequence_length"),
     (Attr("use_sequence_length", "bool", False), Attr("value", "float", 0.0), Attr("axis", "int", 0)),
+    most=2,
     infer=_seqmask_infer,
     vjp=_seqmask_vjp,
 )

@@ -394,6 +394,7 @@ def _ctc_work(at: dict, data: Spec, label: Spec, *lengths: Spec) -> int:
     "CTCLoss",
     ("data", "label", "*lengths"),
     CTC_ATTRS,
+    most=4,
     infer=_ctc_infer,
     vjp=_ctc_vjp,
     eager_vjp=_ctc_eager_vjp,

@@ -519,7 +519,7 @@ def _crop_vjp(F, at, g, y, x, *like):
     return (F.Pad(g, mode="constant", pad_width=pad),) + (None,) * len(like)
 
 
-@defop("Crop", ("data", "*crop_like"), CROP, infer=_crop_infer, vjp=_crop_vjp)
+@defop("Crop", ("data", "*crop_like"), CROP, infer=_crop_infer, vjp=_crop_vjp, most=2)
 def _crop(cx, at, x, *like):
     """A (h, w) window of (N, C, H, W) data: of size ``h_w``, or of crop_like's axes 2 and 3
     when a second input is given; at ``offset`` (y, x), or in the middle (rounded down) with

@@ -309,6 +309,8 @@ class Op:
     # training (BatchNorm's moving statistics, as MXNet's, unless use_global_stats): a client
     # counts them among what a backward changes
     vjp_updates: Callable[[dict[str, Any]], tuple[int, ...]] | None = None
+    # the most inputs a variadic op takes (an optional one: FullyConnected's bias), None for any
+    most: int | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -321,9 +323,15 @@ class Op:
 
     def check_arity(self, n: int) -> None:
         fixed = len(self.inputs) - self.variadic
-        if n < fixed or (n > fixed and not self.variadic):
-            want = f"at least {fixed}" if self.variadic else str(fixed)
-            raise InvalidInput(f"{self.name} takes {want} inputs, got {n}")
+        most = self.most if self.variadic else fixed
+        if n < fixed or (most is not None and n > most):
+            if not self.variadic:
+                want = str(fixed)
+            elif n < fixed:
+                want = f"at least {fixed}"
+            else:
+                want = f"at most {most}"
+            raise InvalidInput(f"{self.name} takes {want} inputs ({', '.join(self.inputs)}), got {n}")
 
     def parse_attrs(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Validate attribute values against their types, filling defaults."""
@@ -339,6 +347,7 @@ class Op:
             "doc": self.doc,
             "aliases": list(self.aliases),
             "view": self.view,
+            "max_inputs": self.most if self.variadic else len(self.inputs),
         }
 
 
@@ -446,8 +455,12 @@ def defop(
     writes_at: bool = False,
     vjp_updates: Callable[[dict[str, Any]], tuple[int, ...]] | None = None,
     no_bools: bool = False,
+    most: int | None = None,
 ) -> Callable[[Forward], Op]:
     """Decorator: define an op from its forward function (docstring = op doc).
+
+    ``most``: for a variadic op (``*name`` last), the most inputs it takes (None: any number;
+    one more than its fixed ones for an optional input, FullyConnected's bias).
 
     ``vjp`` is written with the table's ops (``F``), so a backward pass can be
     recorded and differentiated again. ``eager_vjp``, optional, is the same
@@ -488,6 +501,7 @@ def defop(
                 keeps=keeps,
                 writes_at=writes_at or keeps is not None,
                 vjp_updates=vjp_updates,
+                most=most,
             )
         )
 

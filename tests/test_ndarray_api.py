@@ -1598,7 +1598,7 @@ def test_batch_norm_and_layer_norm_give_their_statistics_as_mxnet(mode):
     assert len(nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="True")) == 3
     with pytest.raises(InvalidInput, match="expected a boolean"):
         nd.LayerNorm(x, nd.ones(2), nd.zeros(2), output_mean_var="nope")
-    with pytest.raises(InvalidInput, match="BatchNorm takes 5 inputs, got 3"):
+    with pytest.raises(InvalidInput, match=r"BatchNorm takes 5 inputs \(data, gamma, .*\), got 3"):
         nd.BatchNorm(x, g, b)
     assert nd.LayerNorm(x, nd.ones(2), nd.zeros(2), name="ln").shape == (3, 2, 2)
     x = nd.array(np.arange(24.0).reshape(2, 4, 3) * 0.5)
@@ -1692,7 +1692,7 @@ def test_composed_functions_read_their_flags_as_the_ops_do():
         with pytest.raises(InvalidInput, match="expected a boolean"):
             call("nope")
     assert [p.shape for p in x.split_v2(2, axis=1, squeeze_axis=1)] == [(2,), (2,)]
-    with pytest.raises(InvalidInput, match="Pooling takes 1 inputs, got 0"):
+    with pytest.raises(InvalidInput, match=r"Pooling takes 1 inputs \(data\), got 0"):
         nd.Pooling(kernel=(2, 2))
 
 

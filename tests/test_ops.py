@@ -3677,6 +3677,20 @@ def test_variadic_ops_and_arity():
     ]:
         with pytest.raises(MXNetError, match="inputs"):
             OPS[name].check_arity(n)
+    # an optional input is one at most: more were refused by the inference, blaming another input
+    most = {op.name: op.most for op in OPS.ops() if op.variadic and op.most is not None}
+    assert most == {
+        **dict.fromkeys(("FullyConnected", "Convolution", "Deconvolution"), 3),
+        **dict.fromkeys(("LeakyReLU", "softmax", "SequenceMask", "SequenceLast", "SequenceReverse"), 2),
+        **dict.fromkeys(("Crop", "contrib_BilinearResize2D", "histogram"), 2),
+        "CTCLoss": 4,  # (two lengths)
+    }
+    for name, n in most.items():
+        OPS[name].check_arity(n)
+        with pytest.raises(MXNetError, match=rf"{name} takes at most {n} inputs \(.*\), got {n + 1}"):
+            OPS[name].check_arity(n + 1)
+        assert OPS[name].describe()["max_inputs"] == n
+    assert OPS["concat"].describe()["max_inputs"] is None and OPS["exp"].describe()["max_inputs"] == 1
     for name in ("concat", "stack"):  # "*data" is any number of arrays; inference wants one at least
         OPS[name].check_arity(0)
         with pytest.raises(MXNetError, match="at least one"):
