@@ -1792,6 +1792,8 @@ def dense_only(name: str, at: dict) -> None:
 def _dot_infer(at: dict, a: Spec, b: Spec) -> Spec:
     dense_only("dot", at)
     dt = same_dtype("dot", a, b)
+    if dt == "bool":  # (as MXNet's: a product is arithmetic)
+        raise no_bool_arithmetic("dot")
     sa = _lhs(a.shape, at["transpose_a"])
     sb = _rhs(b.shape, at["transpose_b"])
     if not sa or not sb or sa[-1] != sb[0]:

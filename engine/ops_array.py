@@ -26,6 +26,7 @@ from .ops import (
     check_shape,
     dense_only,
     draw_dtype,
+    no_bool_arithmetic,
     norm_axes,
     parse_key,
     same_dtype,
@@ -1305,7 +1306,12 @@ def _cumsum_infer(at: dict, x: Spec) -> Spec:
     if at["axis"] is not None:
         _one_axis("cumsum", at["axis"], len(x.shape))
     shape = (prod(x.shape),) if at["axis"] is None else x.shape
-    return Spec(shape, at["dtype"] or x.dtype)
+    return Spec(shape, _cumsum_dtype(at, x.dtype))
+
+
+def _cumsum_dtype(at: dict, dtype: str) -> str:
+    """``dtype``, else the data's; a bool array's counts are int64, as MXNet's (and numpy's)."""
+    return at["dtype"] or ("int64" if dtype == "bool" else dtype)
 
 
 def _cumsum_vjp(F, at, g, y, x):
@@ -1324,8 +1330,9 @@ def _cumsum_vjp(F, at, g, y, x):
     vjp=_cumsum_vjp,
 )
 def _cumsum(cx, at, a):
-    """Running sums along ``axis`` (of the flattened array when None), in ``dtype`` if given."""
-    dt = at["dtype"] or a.dtype
+    """Running sums along ``axis`` (of the flattened array when None), in ``dtype`` if given
+    (else the data's; a bool array's in int64, as MXNet's)."""
+    dt = _cumsum_dtype(at, a.dtype.name)
     x = a.reshape(-1) if at["axis"] is None else a
     return cx.xp.cumsum(x, axis=0 if at["axis"] is None else at["axis"], dtype=dt)
 
@@ -1404,6 +1411,8 @@ def _add_n_infer(at: dict, *xs: Spec) -> Spec:
     if not xs:
         raise InvalidInput("add_n: needs at least one array")
     dt = same_dtype("add_n", *xs)
+    if dt == "bool":  # (as MXNet's: a sum is arithmetic)
+        raise no_bool_arithmetic("add_n")
     for s in xs[1:]:
         if s.shape != xs[0].shape:
             raise ShapeError(f"add_n: all arrays must have one shape, got {xs[0].shape} and {s.shape}")

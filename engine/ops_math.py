@@ -285,6 +285,7 @@ def _hard_sigmoid(cx, at, x):
     ("data",),
     (Attr("a_min", "float", REQUIRED), Attr("a_max", "float", REQUIRED)),
     infer=like_infer,
+    no_bools=True,  # (as MXNet's)
     vjp=lambda F, at, g, y, x: (
         _masked(
             F, F.mul(F.greater_equal_scalar(x, scalar=at["a_min"]), F.lesser_equal_scalar(x, scalar=at["a_max"])), g
@@ -295,6 +296,8 @@ def _clip(cx, at, x):
     """x limited to [a_min, a_max]; the gradient passes only inside the range. With a_min
     above a_max, as MXNet's: a_max where x > a_max, else a_min where x < a_min (and a zero
     gradient everywhere)."""
+    if x.dtype.kind == "b":
+        raise no_bool_arithmetic("clip")
     a_min, a_max = _clip_bounds(at["a_min"], at["a_max"], x.dtype)
     lo, hi = typed_scalar(a_min, x.dtype), typed_scalar(a_max, x.dtype)
     if a_min > a_max:

@@ -408,6 +408,15 @@ def test_arithmetic_on_bool_arrays_is_refused_as_in_mxnet(mode):
     assert x.astype("float32").asnumpy().tolist() == [1.0, 0.0]
     assert nd.logical_not(x).asnumpy().tolist() == [False, True]
     assert x.copy()[0:1].asnumpy().tolist() == [True] and x.sum().asnumpy().tolist() == [True]
+    # dot, add_n and clip are arithmetic MXNet refuses too (they gave bool products and sums);
+    # its cumsum counts in int64 (it gave bools); its sum and mean stay bool, as MXNet's
+    for f in (lambda: nd.dot(x, x), lambda: nd.add_n(x, x), lambda: nd.clip(x, 0, 1)):
+        with pytest.raises(DTypeError, match="bool arrays take no arithmetic"):
+            f()
+    b = nd.array([1, 1, 1, 0], dtype="bool")
+    counts = nd.cumsum(b)
+    assert counts.dtype is np.int64 and counts.asnumpy().tolist() == [1, 2, 3, 3]
+    assert b.mean().asnumpy().tolist() == [True]
 
 
 def test_numpy_arrays_lists_and_none_as_operands_are_refused_as_in_mxnet(mode):
