@@ -34,9 +34,13 @@ from .tape import SHARE_EVERY, Node, share_gil
 
 def heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Node], list[Any]]:
     heads_h = list(ins.get("in", ()))
-    hg_h = ins["at"]["head_grads"] or [None] * len(heads_h)
-    if len(hg_h) != len(heads_h):
-        raise InvalidInput("backward: head_grads must have one entry per head")
+    hg_h = ins["at"]["head_grads"]
+    if hg_h is None:
+        hg_h = [None] * len(heads_h)
+    elif not isinstance(hg_h, list) or len(hg_h) != len(heads_h):
+        raise InvalidInput(
+            f"backward: head_grads must be null or a list of one entry per head (a handle or null), got {echo(hg_h)}"
+        )
     if s.graphs_lost and any(h in s.graphs_lost and s.nodes.get(h) is None for h in heads_h):
         raise AutogradError(
             f"{NOT_IN_GRAPH} (This array was recorded before the server restarted: recorded graphs are not "

@@ -121,7 +121,17 @@ def check_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         raise ShapeError(f"{name}: negative dimension in shape {shape}")
     if len(shape) > MAX_NDIM:
         raise ShapeError(f"{name}: rank {len(shape)} is over the limit of {MAX_NDIM}")
+    if 0 in shape and _axes_product(shape) >= 1 << 60:  # (empty, but numpy refuses it; a full one: the quotas)
+        raise ShapeError(f"{name}: shape {shape} is too large for an array, even an empty one")
     return shape
+
+
+def _axes_product(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        if d:
+            n *= d
+    return n
 
 
 # --------------------------------------------------------------------------
@@ -1523,6 +1533,8 @@ def parse_key(name: str, key: Any, n_arrays: int = 0) -> tuple:
                 raise InvalidInput(f"{name}: slice step cannot be zero")
             out.append(slice(*k))
         elif k == "...":
+            if Ellipsis in out:
+                raise InvalidInput(f"{name}: a key holds at most one ... (ellipsis)")
             out.append(Ellipsis)
         elif _is_int(k):
             out.append(int(k))

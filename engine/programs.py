@@ -355,7 +355,7 @@ def _forget(s: Session, ins: dict, values: list) -> None:
     outputs=True,
 )
 def _call(s: Session, ins: dict, values: list) -> None:
-    pid = ins["at"]["id"]
+    pid = ins["at"]["id"]  # (its own mode is not read: its steps run in theirs, as they were defined)
     prog = s.programs.get(pid)
     if prog is None:
         raise InvalidInput(f"call: no program {pid} is defined in this session")

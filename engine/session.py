@@ -365,7 +365,8 @@ class BatchRun:
                     OverflowError,
                     ZeroDivisionError,
                 ) as e:
-                    self._failed(s, InvalidInput(f"malformed instruction: {e}"), i, ins)
+                    why = f"it has no field {e}" if isinstance(e, KeyError) else str(e)
+                    self._failed(s, InvalidInput(f"malformed instruction: {why}"), i, ins)
                     i = n
                     break
                 except MemoryError:  # (past what the checks foresaw: the machine's memory)

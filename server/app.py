@@ -429,6 +429,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # (FastAPI's pages load their scripts from a CDN: these are served here, below)
         redoc_url=None,
         openapi_url=None,  # (served below as a route of the app's, which the metrics see by name)
+        redirect_slashes=False,  # (a path with a trailing slash is unknown: a JSON 404, not an empty 307)
     )
     _serve_docs(app)
     app.state.settings = settings

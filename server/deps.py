@@ -97,10 +97,19 @@ async def read_body(request: Request) -> Any:
     data = chunks
     if not data:
         return {}
-    decode = wire.unpack if request.headers.get("content-type", "").lower().startswith(wire.MSGPACK) else wire.loads
-    if len(data) > INLINE_CODING_BYTES:
-        return await run_in_threadpool(decode, data)
-    return decode(data)
+    kind = request.headers.get("content-type", "").lower()
+    decode = wire.unpack if kind.startswith(wire.MSGPACK) else wire.loads
+    try:
+        if len(data) > INLINE_CODING_BYTES:
+            return await run_in_threadpool(decode, data)
+        return decode(data)
+    except InvalidInput as e:
+        if decode is wire.loads and not kind.startswith("application/json"):  # (read as JSON: say why)
+            raise InvalidInput(
+                f"{e} (a body not sent as Content-Type: {wire.MSGPACK} is read as JSON; "
+                f"Content-Type here: {kind or 'none'})"
+            ) from None
+        raise
 
 
 def user_of(api_keys: dict[str, str], authorization: str) -> str:

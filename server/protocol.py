@@ -53,6 +53,9 @@ class ErrorInfo(BaseModel):
     message: str
     index: int | None = Field(None, description="which instruction of the batch failed")
     op: str | None = None
+    partial: bool | None = Field(
+        None, description="true: the failing instruction (a backward pass, a call) changed part of what it changes"
+    )
 
 
 class BatchReply(BaseModel):

@@ -63,13 +63,16 @@ class Settings(BaseSettings):
         description="worker threads one user's requests hold at once (a session's take them one at a "
         "time); the others wait on the event loop, so one user's sessions cannot hold every thread",
     )
-    session_ttl_s: float = Field(3600.0, gt=0)
+    session_ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)  # (a reply carries it: JSON has no inf)
     data_dir: Path | None = Field(
         None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"
     )
-    snapshot_interval_s: float = Field(30.0, gt=0)
+    snapshot_interval_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     send_stall_s: float = Field(
-        30.0, gt=0, description="a client that takes no part of a reply for this long is cut off (its session freed)"
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a client that takes no part of a reply for this long is cut off (its session freed)",
     )
     ssl_certfile: Path | None = Field(
         None,

@@ -5783,7 +5783,14 @@ WIRE_KEYS = st.lists(  # keys as they travel: integers, [start, stop, step], nul
         st.just("..."),
     ),
     max_size=5,
-)
+).filter(lambda key: key.count("...") <= 1)  # (two are refused: see test_a_key_holds_one_ellipsis_at_most)
+
+
+def test_a_key_holds_one_ellipsis_at_most():
+    """Two were refused by numpy's indexing, as an index out of range (an IndexError): the key
+    is malformed, InvalidInput."""
+    with pytest.raises(InvalidInput, match=r"at most one \.\.\. \(ellipsis\)"):
+        ops.parse_key("getitem", ["...", 0, "..."])
 
 
 @given(SHAPES, WIRE_KEYS)

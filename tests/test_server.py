@@ -1759,3 +1759,37 @@ def test_requests_a_forced_stop_cancels_as_they_wait_for_their_turn_are_refused_
         assert error["kind"] == "ServerStopped" and "did not start" in error["message"], (name, error)
     assert dict(replies["msgpack batch"][0]["headers"])[b"content-type"] == b"application/msgpack"
     assert all(s.seq == 0 and not s.arrays for s in sessions)  # (none of them ran)
+
+
+def test_what_a_rest_client_gets_wrong_is_told_in_words(http, sid, batch):
+    """Findings of a REST user's run: errors that spoke of Python's or numpy's insides, or
+    blamed another input, and replies outside the schema."""
+    ones = {"op": "ones", "out": [1], "at": {"shape": [2, 3]}}
+    w = {"op": "ones", "out": [2], "at": {"shape": [4, 3]}}
+    b = {"op": "ones", "out": [3], "at": {"shape": [4]}}
+    fc = {"op": "FullyConnected", "in": [1, 2, 3, 3], "out": [4], "at": {"num_hidden": 4}}
+    r = batch.post([ones, w, b, fc])  # (it said "give a bias unless no_bias is true")
+    assert r.json()["error"]["message"] == "FullyConnected takes at most 3 inputs (data, weight, *bias), got 4"
+    for head_grads in (5, {}, []):  # (5: "object of type 'int' has no len()"; {} and [] were taken as none)
+        r = batch.post([{"op": "backward", "in": [1], "at": {"head_grads": head_grads}}])
+        assert r.status_code == 400 and "head_grads must be null or a list of one entry per head" in r.text
+    r = batch.post([{"op": "getitem", "in": [1], "out": [5], "at": {"key": ["...", "..."]}}])
+    assert r.json()["error"]["kind"] == "InvalidInput"  # (it was an index out of range)
+    r = batch.post([{"op": "zeros", "out": [5], "at": {"shape": [1 << 40, 0, 1 << 40]}}])
+    assert r.json()["error"] == {
+        "kind": "ShapeError",
+        "message": f"creation: shape {(1 << 40, 0, 1 << 40)} is too large for an array, even an empty one",
+        "index": 0,
+        "op": "zeros",
+    }
+    packed = msgpack.packb({"ops": [{"in": [1]}]})
+    r = http.post(f"/v1/sessions/{sid}/batch", content=packed, headers={"Content-Type": "application/msgpack"})
+    assert r.json()["error"]["message"] == "malformed instruction: it has no field 'op'"
+    r = http.post(f"/v1/sessions/{sid}/batch", content=packed, headers={"Content-Type": "application/x-msgpack"})
+    assert r.status_code == 400 and "is read as JSON; Content-Type here: application/x-msgpack" in r.text
+    for path in ("/v1/sessions/", f"/v1/sessions/{sid}/arrays/1/"):  # (an empty 307 to the path without it)
+        r = http.get(path)
+        assert r.status_code == 404 and r.json()["error"]["kind"]
+    assert "partial" in http.get("/openapi.json").json()["components"]["schemas"]["ErrorInfo"]["properties"]
+    with pytest.raises(ValidationError, match="finite number"):
+        Settings(session_ttl_s=float("inf"))  # (its reply said null in JSON, inf in msgpack)
