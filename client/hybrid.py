@@ -137,6 +137,26 @@ class _Traced:
         return _given_back(self, made, arrays)
 
 
+class _Bound:
+    """A hybridized method bound to its instance, which it holds (as a bound method does): the
+    instance's traces are kept beside the function, which does not (``__get__``)."""
+
+    __slots__ = ("__self__", "_fn")
+
+    def __init__(self, obj: Any, fn: HybridFunction) -> None:
+        self.__self__ = obj
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # (traces, __name__, __doc__, ...: the function's)
+        return getattr(self._fn, name)
+
+    def __repr__(self) -> str:
+        return f"<bound {self._fn!r} of {self.__self__!r}>"
+
+
 def _given_back(t: _Traced, made: list[NDArray], arrays: list[NDArray]) -> Any:
     """What a call of trace ``t`` returns, of the arrays its program ``made`` and the call's."""
     if t.container is _NOTHING:
@@ -201,7 +221,7 @@ class HybridFunction:
         k = id(obj)
         held = self._bound.get(k)
         if held is not None and held[0]() is obj:
-            return held[1]
+            return _Bound(obj, held[1])
         bound_by_id = self._bound
 
         def gone(_: Any) -> None:
@@ -222,7 +242,7 @@ class HybridFunction:
 
         bound = HybridFunction(method)
         self._bound[k] = (ref, bound)
-        return bound
+        return _Bound(obj, bound)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         arrays = [a for a in args if isinstance(a, NDArray)]

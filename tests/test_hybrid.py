@@ -942,6 +942,10 @@ def test_a_hybridized_method_is_the_methods_own_for_subclasses_copies_and_late_a
     assert deep.fwd(x).asnumpy().tolist() == [5, 5] and shallow.fwd(x).asnumpy().tolist() == [7, 7]
     assert a.fwd(x).asnumpy().tolist() == [3, 3]
     assert pickle.loads(pickle.dumps(vars(a)))["w"].asnumpy().tolist() == [3, 3]  # (no trace in its state)
+    bound = Base().fwd  # (a bound method holds its instance, as Python's do)
+    gc.collect()
+    assert [bound(x).asnumpy().tolist() for _ in range(2)] == [[3, 3]] * 2 and bound.traces == 1
+    assert [y.asnumpy().tolist() for y in map(Base(5.0).fwd, [x, x])] == [[5, 5]] * 2
 
     class Late:
         def __init__(self):
