@@ -24,10 +24,19 @@ def _one_user_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Key -> user, refusing a key given to two users (the last would have had it silently,
     the first locked out of their sessions)."""
     out: dict[str, Any] = {}
-    for key, user in pairs:
+    first: dict[str, int] = {}
+    for i, (key, user) in enumerate(pairs, 1):
         if out.setdefault(key, user) != user:
-            raise ValueError(f"an API key is listed for both {out[key]!r} and {user!r}; give each user their own")
+            raise ValueError(
+                f"an API key is listed for both entry {first[key]} and entry {i} (counting from 1), two users; "
+                "give each user their own"
+            )
+        first.setdefault(key, i)
     return out
+
+
+MAX_SECONDS = 1e9
+"""The longest time a setting takes (about 30 years)."""
 
 
 class Settings(BaseSettings):
@@ -63,14 +72,17 @@ class Settings(BaseSettings):
         description="worker threads one user's requests hold at once (a session's take them one at a "
         "time); the others wait on the event loop, so one user's sessions cannot hold every thread",
     )
-    session_ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)  # (a reply carries it: JSON has no inf)
+    # (times are finite, and at most about 30 years: a reply carries the TTL, and JSON has no inf; a
+    # wait past threading.TIMEOUT_MAX raises, and the shutdown's snapshot waits send_stall_s)
+    session_ttl_s: float = Field(3600.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     data_dir: Path | None = Field(
         None, description="where sessions are snapshotted and restored from at start; None keeps them in memory only"
     )
-    snapshot_interval_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    snapshot_interval_s: float = Field(30.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     send_stall_s: float = Field(
         30.0,
         gt=0,
+        le=MAX_SECONDS,
         allow_inf_nan=False,
         description="a client that takes no part of a reply for this long is cut off (its session freed)",
     )
@@ -91,8 +103,8 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_keys(cls, v: object) -> object:
         """Accept ``"alice:key1,bob:key2"`` (user:key pairs) as well as a mapping (or its
-        JSON, ``{"key1": "alice"}``). A bad entry is named by its place and, where it has
-        one, its user: never by its text, which may be a key (or hold one)."""
+        JSON, ``{"key1": "alice"}``). A bad entry is named by its place: never by its text,
+        which may be a key (or hold one: an entry written key:user names the key as its user)."""
         if isinstance(v, str) and v.lstrip().startswith("{"):
             try:
                 keys = json.loads(v, object_pairs_hook=_one_user_a_key)
@@ -115,7 +127,7 @@ class Settings(BaseSettings):
                 if not user:
                     raise ValueError(f"api key entry {i} (counting from 1, comma-separated) is not user:key: no user")
                 if not key:
-                    raise ValueError(f"api key entry {i}, of user {user!r}, is not user:key: no key")
+                    raise ValueError(f"api key entry {i} (counting from 1, comma-separated) is not user:key: no key")
                 pairs.append((key, user))
             return _one_user_a_key(pairs)
         return v
@@ -131,9 +143,9 @@ class Settings(BaseSettings):
             raise ValueError("the metrics key must be at least 16 characters long")
         if self.metrics_key is not None and self.metrics_key in self.api_keys:
             raise ValueError("the metrics key must not be a user's API key")
-        for key, user in self.api_keys.items():
+        for i, key in enumerate(self.api_keys, 1):
             if len(key) < 16:
-                raise ValueError(f"API keys must be at least 16 characters long (the key of user {user!r} is not)")
+                raise ValueError(f"API keys must be at least 16 characters long (entry {i}, counting from 1, is not)")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
         for name in ("ssl_certfile", "ssl_keyfile"):

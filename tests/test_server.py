@@ -606,18 +606,21 @@ def test_a_bad_api_key_setting_is_named_without_showing_any_key(monkeypatch, cap
     """A malformed GRADSERVE_API_KEYS (an entry without its colon, a key given to two users)
     stopped the server with the whole setting on stderr, every other user's secret key with
     it, and keys given with --api-key were named as the variable only. The entry at fault is
-    named by its place, and its user where it has one; the other settings' refusals still
-    show the value given."""
+    named by its place only (its user may be a key: an entry written key:user); the other
+    settings' refusals still show the value given."""
     from gradserve.cli import main
 
     alice, bob = "alice-key-0123456789", "bob-key-0123456789ab"
     for value, words in [
         (f"alice:{alice},{bob}", "api key entry 2 (counting from 1, comma-separated) is not user:key"),
-        (f"alice:{alice}, bob:{alice}", "an API key is listed for both 'alice' and 'bob'"),
-        (f"alice:{alice},bob:", "api key entry 2, of user 'bob', is not user:key: no key"),
+        (f"alice:{alice}, bob:{alice}", "an API key is listed for both entry 1 and entry 2"),
+        (f"alice:{alice},bob:", "api key entry 2 (counting from 1, comma-separated) is not user:key: no key"),
+        (f"alice:{alice},{bob}:", "api key entry 2 (counting from 1, comma-separated) is not user:key: no key"),
+        (f"alice:{alice},{bob}:bob", "at least 16 characters long (entry 2, counting from 1, is not)"),  # (reversed)
+        ('{"alice": "' + bob + '"}', "at least 16 characters long (entry 1, counting from 1, is not)"),
         (f"alice:{alice},,:{bob}", "api key entry 3 (counting from 1, comma-separated) is not user:key: no user"),
         (f'{{"{alice}": "alice", "{bob}": 1}}', "entry 2 of the JSON object maps its key to no user name"),
-        (f"alice:{alice},bob:tiny-bob-key", "at least 16 characters long (the key of user 'bob' is not)"),
+        (f"alice:{alice},bob:tiny-bob-key", "at least 16 characters long (entry 2, counting from 1, is not)"),
     ]:
         monkeypatch.setenv("GRADSERVE_API_KEYS", value)
         assert main(["serve"]) == 2
