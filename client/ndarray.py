@@ -469,7 +469,8 @@ def _index(v: Any) -> int | None:
     if isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool):
         v = int(v)
         return v if -_FAR <= v <= _FAR else _FAR if v > 0 else -_FAR
-    raise InvalidInput(f"slice bounds must be integers or None, got {v!r}")
+    got = type(v).__name__ if isinstance(v, NDArray) else repr(v)  # (an array's repr takes lines)
+    raise InvalidInput(f"slice bounds must be integers or None, got {got}")
 
 
 def _print_legacy() -> Any:

@@ -39,7 +39,8 @@ def heads_and_grads(s: Session, ins: dict, create_graph: bool) -> tuple[list[Nod
         hg_h = [None] * len(heads_h)
     elif not isinstance(hg_h, list) or len(hg_h) != len(heads_h):
         raise InvalidInput(
-            f"backward: head_grads must be null or a list of one entry per head (a handle or null), got {echo(hg_h)}"
+            f"{ins.get('op')}: head_grads must be null or a list of one entry per head (a handle or null), "
+            f"got {echo(hg_h)}"
         )
     if s.graphs_lost and any(h in s.graphs_lost and s.nodes.get(h) is None for h in heads_h):
         raise AutogradError(

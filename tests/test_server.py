@@ -1773,9 +1773,12 @@ def test_what_a_rest_client_gets_wrong_is_told_in_words(http, sid, batch):
     fc = {"op": "FullyConnected", "in": [1, 2, 3, 3], "out": [4], "at": {"num_hidden": 4}}
     r = batch.post([ones, w, b, fc])  # (it said "give a bias unless no_bias is true")
     assert r.json()["error"]["message"] == "FullyConnected takes at most 3 inputs (data, weight, *bias), got 4"
+    assert batch.post([{"op": "attach_grad", "in": [1]}]).status_code == 200
     for head_grads in (5, {}, []):  # (5: "object of type 'int' has no len()"; {} and [] were taken as none)
         r = batch.post([{"op": "backward", "in": [1], "at": {"head_grads": head_grads}}])
-        assert r.status_code == 400 and "head_grads must be null or a list of one entry per head" in r.text
+        assert r.status_code == 400 and "backward: head_grads must be null or a list of one entry per head" in r.text
+        r = batch.post([{"op": "grad_of", "in": [1], "out": [9], "at": {"variables": [1], "head_grads": head_grads}}])
+        assert r.status_code == 400 and "grad_of: head_grads must be null" in r.text
     r = batch.post([{"op": "getitem", "in": [1], "out": [5], "at": {"key": ["...", "..."]}}])
     assert r.json()["error"]["kind"] == "InvalidInput"  # (it was an index out of range)
     r = batch.post([{"op": "zeros", "out": [5], "at": {"shape": [1 << 40, 0, 1 << 40]}}])
