@@ -726,8 +726,8 @@ def _box_nms_infer(at: dict, x: Spec) -> Spec:
 def _nms_order(at: dict, x: np.ndarray) -> np.ndarray:
     """For each box batch of ``x`` (..., n, k) flattened to (B, n, k): the input row of each
     output row, -1 for the rows filled with -1 (B, n). Rows of valid boxes (score above
-    ``valid_thresh``, not of ``background_id``) by score, highest first (ties in input order),
-    the ``topk`` first of them, then greedily: a box is kept unless one kept before it overlaps
+    ``valid_thresh``, not of ``background_id`` where there are classes) by score, highest first
+    (ties in input order), the ``topk`` first of them, then greedily: a box is kept unless one kept before it overlaps
     it by more than ``overlap_thresh`` (of its class, unless ``force_suppress`` or no
     ``id_index``)."""
     n, k = x.shape[-2], x.shape[-1]
@@ -738,7 +738,7 @@ def _nms_order(at: dict, x: np.ndarray) -> np.ndarray:
     for b, rows in enumerate(boxes):
         score = rows[:, si]
         valid = score > at["valid_thresh"]
-        if ii >= 0 and at["background_id"] >= 0:
+        if ii >= 0:  # (the default background_id -1 too: a row of class -1 is padding, as MXNet's)
             valid &= rows[:, ii] != at["background_id"]
         idx = np.flatnonzero(valid)
         idx = idx[np.argsort(-score[idx], kind="stable")]
@@ -746,8 +746,8 @@ def _nms_order(at: dict, x: np.ndarray) -> np.ndarray:
             idx = idx[: at["topk"]]
         coords = rows[idx, c0 : c0 + 4]
         overlap = _iou(coords[:, None, :], coords[None, :, :], at["in_format"]) > at["overlap_thresh"]
-        if by_class:
-            ids = rows[idx, ii]
+        if by_class:  # (classes compared as integers, as MXNet's: 1.2 and 1.9 are one)
+            ids = rows[idx, ii].astype(np.int64)
             overlap &= ids[:, None] == ids[None, :]
         alive = np.ones(len(idx), dtype=bool)
         kept = []
@@ -793,7 +793,10 @@ def _box_nms(cx, at, x):
     """Non-maximum suppression of boxes (..., n, k), each [id, score, xmin, ymin, xmax, ymax,
     ...] by default (``id_index``, ``score_index``, ``coord_start``): the boxes kept, by score,
     highest first, then rows of -1 (see ``_nms_order``); the coordinates in ``out_format``. Its
-    gradient goes back to each kept box's row, 0 to the others, as MXNet's."""
+    gradient goes back to each kept box's row, 0 to the others, as MXNet's. ``topk`` 0, or no
+    boxes: the data as it is (MXNet's)."""
+    if at["topk"] == 0 or x.size == 0:
+        return x.copy()
     order = _nms_order(at, x)
     n, k = x.shape[-2], x.shape[-1]
     rows = x.reshape(-1, n, k)
@@ -831,6 +834,8 @@ def _box_nms_grad(cx, at, g, x):
     """box_nms's gradient: each output row's gradient ``ograd`` at the input row of its box,
     0 at the rows not kept (the order found again from ``data``). With ``gather``, the
     transpose, its own gradient: each kept box's row of ``ograd`` at its output row, 0 below."""
+    if at["topk"] == 0 or x.size == 0:  # (the forward gave the data as it is)
+        return g.copy()
     order = _nms_order(at, x)
     n, k = x.shape[-2], x.shape[-1]
     grows = g.reshape(-1, n, k)

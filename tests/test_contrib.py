@@ -423,6 +423,17 @@ def test_box_iou_and_box_nms_as_mxnet(mode):
         y = nd.contrib.box_nms(x, overlap_thresh=0.1, id_index=0, force_suppress=True, out_format="center")
     y.backward(nd.array([[0.1] * 6, [0.2] * 6, [0.3] * 6, [0.4] * 6]))  # (to the kept rows as they are, as MXNet's)
     np.testing.assert_allclose(x.grad.asnumpy(), [[0.2] * 6, [0] * 6, [0] * 6, [0.1] * 6])
+    # a class of -1 is the background by default; classes compare as integers; topk 0 is the data
+    padded = nd.array([[-1, 0.9, 0, 0, 1, 1], [-2, 0.8, 2, 2, 3, 3], [3, 0.5, 4, 4, 5, 5], [-1.5, 0.4, 6, 6, 7, 7]])
+    kept = nd.contrib.box_nms(padded, id_index=0).asnumpy()
+    assert kept[:, 0].tolist() == [-2, 3, -1.5, -1] and kept[3].tolist() == gone
+    same = nd.array([[0.2, 0.9, 0, 0, 1, 1], [0.7, 0.8, 0, 0, 1, 1], [1.2, 0.7, 0, 0, 1, 1], [1.9, 0.6, 0, 0, 1, 1]])
+    np.testing.assert_allclose(nd.contrib.box_nms(same, id_index=0).asnumpy()[:, 0], [0.2, 1.2, -1, -1], rtol=1e-6)
+    x.grad[:] = 0
+    with autograd.record():
+        y = nd.contrib.box_nms(x, topk=0, out_format="center")
+    y.backward(nd.ones_like(x) * 3)
+    assert np.array_equal(y.asnumpy(), x.asnumpy()) and x.grad.asnumpy().tolist() == [[3] * 6] * 4
     with pytest.raises(InvalidInput, match="coord_start 3 leaves no 4 coordinates"):
         nd.contrib.box_nms(x, coord_start=3)
     with pytest.raises(InvalidInput, match="in_format must be 'corner' or 'center'"):
