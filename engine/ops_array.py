@@ -1672,6 +1672,8 @@ def _bmm_infer_for(name: str):
         if "forward_stype" in at:
             dense_only(name, at)
         dt = same_dtype(name, a, b)
+        if dt == "bool":  # (as MXNet's: a product is arithmetic)
+            raise no_bool_arithmetic(name)
         sa, sb = _bmm_shapes(name, at, a, b)
         return Spec(sa[:-1] + (sb[-1],), dt)
 

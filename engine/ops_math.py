@@ -244,6 +244,7 @@ def _smooth_l1_scratch(at: dict, x: Spec) -> int:
     ("data",),
     (Attr("scalar", "float", 1.0),),
     infer=like_infer,
+    no_bools=True,  # (as MXNet's)
     vjp=_smooth_l1_vjp,
     scratch=_smooth_l1_scratch,
     vjp_scratch=_smooth_l1_scratch,
@@ -251,6 +252,8 @@ def _smooth_l1_scratch(at: dict, x: Spec) -> int:
 def _smooth_l1(cx, at, x):
     """0.5 (s x)^2 where |x| < 1/s^2, else |x| - 0.5/s^2 (s: ``scalar``)."""
     dt = x.dtype
+    if dt.kind == "b":
+        raise no_bool_arithmetic("smooth_l1")
     if dt.kind in "iu":  # in float32, cast back, as MXNet's
         x = x.astype(np.float32)
     s2, bound = _smooth_l1_bound(at)
