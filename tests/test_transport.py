@@ -669,15 +669,17 @@ def test_a_long_graph_walk_lets_other_threads_run():
     # leaves room for the set's resize and, in a suite run on a loaded machine, the VM's own
     # stalls (60 ms was seen once in a walk of 100)
     assert ticks >= max(3, took / 0.05) and ticks2 >= max(1, took2 / 0.05), f"{ticks}, {ticks2} wake-ups"
-    # (a wait of a few switch intervals tells nothing: releases of 9.3 and 9.7 ms left waits of
-    # 8.0 and 8.5 ms in two CI runs, as a walk that kept the GIL would; the toposort's 100 ms
-    # tells, and so would a longer release)
+    # (a walk of a few switch intervals tells nothing: releases of 9.3, 9.7 and 11.2 ms left
+    # waits of 8.0, 8.5 and 10.9 ms in three CI runs, as a walk that kept the GIL would; the
+    # toposort's 100 ms tells, and so would a longer release)
     from gradserve.server.app import SWITCH_INTERVAL_S
 
     floor = 5 * SWITCH_INTERVAL_S  # (the interval _ticks_while measures with)
     for wait, walk in ((longest, took), (longest2, took2)):
+        if walk < 4 * floor:
+            continue  # (too short to tell a kept GIL from a few switch intervals)
         said = f"a wait of {wait * 1e3:.1f} ms in a walk of {walk * 1e3:.1f} ms"
-        assert wait < max(0.8 * walk, floor) and wait < 0.15, said
+        assert wait < 0.8 * walk and wait < 0.15, said
 
 
 def frames_request(sid: str, msg: Any) -> tuple[bytes, list[Any]]:
