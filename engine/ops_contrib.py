@@ -1,6 +1,6 @@
 """MXNet's ``contrib`` ops of plain arrays: ``isfinite``, ``isinf``, ``isnan``, ``allclose``,
 ``arange_like``, ``index_array``, ``index_copy``, ``div_sqrt_dim``, ``quadratic``,
-``gradientmultiplier``, ``round_ste``, ``sign_ste``, ``box_iou`` and ``box_nms``.
+``gradientmultiplier``, ``round_ste``, ``sign_ste``, ``box_iou``, ``box_nms`` and ``ROIAlign``.
 
 Each op is ``contrib_<name>`` in the table (MXNet's ``_contrib_<name>``) and
 ``nd.contrib.<name>`` in the client, with MXNet 1.9.1's attributes, dtypes and gradients.
@@ -847,3 +847,148 @@ def _box_nms_grad(cx, at, g, x):
         else:
             out[b, order[b][m]] = grows[b, np.flatnonzero(m)]
     return out.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------
+# ROIAlign
+
+ROI_ALIGN = (
+    Attr("pooled_size", "shape", REQUIRED),
+    Attr("spatial_scale", "float", REQUIRED),
+    Attr("sample_ratio", "int", -1),
+    Attr("position_sensitive", "bool", False),
+    Attr("aligned", "bool", False),
+)
+
+
+def _roi_align_infer(at: dict, x: Spec, rois: Spec) -> Spec:
+    name = "ROIAlign"
+    if x.dtype not in FLOAT_DTYPES:
+        raise DTypeError(f"{name}: data must be a float array, got {x.dtype}")
+    if rois.dtype != x.dtype:
+        raise DTypeError(f"{name}: rois are {rois.dtype} and data {x.dtype}: they must be one dtype")
+    ps = tuple(at["pooled_size"])
+    if len(ps) != 2 or min(ps) < 1:
+        raise InvalidInput(f"{name}: pooled_size must be 2 positive sizes (h, w), got {ps}")
+    if at["position_sensitive"]:
+        raise InvalidInput(f"{name}: position_sensitive (R-FCN's pooling) is not supported")
+    if len(x.shape) != 4:
+        raise ShapeError(f"{name}: data must be 4-D (N, C, H, W), got shape {x.shape}")
+    if len(rois.shape) != 2 or rois.shape[1] != 5:
+        raise ShapeError(
+            f"{name}: rois must have shape (R, 5), rows of (batch index, x1, y1, x2, y2), got {rois.shape}"
+        )
+    return Spec((rois.shape[0], x.shape[1]) + ps, x.dtype)
+
+
+def _axis_weights(start: float, size: float, bins: int, grid: int, n: int) -> np.ndarray:
+    """The (bins, n) matrix that takes an axis of n pixels to a region's bins along it: each
+    bin's ``grid`` samples (evenly inside it) read by linear interpolation, summed. A sample
+    past the axis by more than a pixel reads 0; one near its ends reads the end pixel."""
+    step = size / bins
+    at = start + np.arange(bins)[:, None] * step + (np.arange(grid)[None, :] + 0.5) * step / grid  # (bins, grid)
+    inside = (at >= -1.0) & (at <= n)
+    at = np.clip(at, 0.0, None)
+    low = np.floor(at).astype(np.int64)
+    last = low >= n - 1
+    low = np.where(last, n - 1, low)
+    at = np.where(last, low.astype(at.dtype), at)
+    high = np.where(last, low, low + 1)
+    frac = at - low
+    m = np.zeros((bins, n))
+    rows = np.repeat(np.arange(bins), grid)
+    np.add.at(m, (rows, low.ravel()), ((1 - frac) * inside).ravel())
+    np.add.at(m, (rows, high.ravel()), (frac * inside).ravel())
+    return m
+
+
+def _roi_align_plan(at: dict, shape: tuple[int, ...], rois: np.ndarray) -> list[Any]:
+    """Per region: None (a negative batch index: zeros), or (its sample's index, the (ph, H)
+    and (pw, W) weights, divided by its samples' count between them)."""
+    _, _, h, w = shape
+    ph, pw = tuple(at["pooled_size"])
+    scale, ratio = at["spatial_scale"], at["sample_ratio"]
+    offset = 0.5 if at["aligned"] else 0.0
+    plans: list[Any] = []
+    for b, x1, y1, x2, y2 in rois.astype(np.float64):
+        if b < 0:
+            plans.append(None)
+            continue
+        if not b < shape[0]:
+            raise IndexOutOfRange(f"ROIAlign: batch index {b} is not a sample of data of {shape[0]}")
+        sx, sy = x1 * scale - offset, y1 * scale - offset
+        rw, rh = x2 * scale - offset - sx, y2 * scale - offset - sy
+        if not at["aligned"]:  # (a malformed region is taken as 1 x 1, as MXNet's)
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        gh = ratio if ratio > 0 else max(1, math.ceil(rh / ph))
+        gw = ratio if ratio > 0 else max(1, math.ceil(rw / pw))
+        plans.append((int(b), _axis_weights(sy, rh, ph, gh, h) / (gh * gw), _axis_weights(sx, rw, pw, gw, w)))
+    return plans
+
+
+def _roi_align_scratch(at: dict, x: Spec, rois: Spec) -> int:
+    """A region's two weight matrices and its product's float64 image-sized middle."""
+    _, c, h, w = x.shape
+    ph, pw = tuple(at["pooled_size"])
+    return 8 * (ph * h + pw * w + c * ph * w)
+
+
+def _roi_align_vjp(F, at, g, y, x, rois):
+    """To the pixels the samples read; rois get none (MXNet's: zeros)."""
+    return (F.contrib_ROIAlign_grad(g, rois, shape=tuple(int(d) for d in x.shape), **at), None)
+
+
+@defop(
+    "contrib_ROIAlign",
+    ("data", "rois"),
+    ROI_ALIGN,
+    infer=_roi_align_infer,
+    vjp=_roi_align_vjp,
+    scratch=_roi_align_scratch,
+    vjp_scratch=_roi_align_scratch,
+)
+def _roi_align(cx, at, x, rois):
+    """Mask R-CNN's region pooling without rounding, (R, C, ph, pw): each row of rois (R, 5),
+    (batch index, x1, y1, x2, y2) in the image's pixels, scaled by ``spatial_scale`` (less half
+    a pixel with ``aligned``; else at least 1 x 1) and split into ``pooled_size`` bins, each the
+    mean of ``sample_ratio`` x ``sample_ratio`` samples (or as many as the bin is pixels wide,
+    rounded up) read by bilinear interpolation. A negative batch index gives zeros. The
+    gradient goes to the pixels the samples read; none to rois (MXNet's)."""
+    out = np.zeros((rois.shape[0], x.shape[1]) + tuple(at["pooled_size"]), x.dtype)
+    for r, plan in enumerate(_roi_align_plan(at, x.shape, rois)):
+        if plan is not None:
+            b, wy, wx = plan
+            out[r] = np.einsum("ph,chw,qw->cpq", wy, x[b].astype(np.float64), wx)
+    return out
+
+
+def _roi_align_grad_infer(at: dict, g: Spec, rois: Spec) -> Spec:
+    shape = tuple(at["shape"])
+    want = _roi_align_infer(at, Spec(shape, g.dtype), rois)
+    if g.shape != want.shape:
+        raise ShapeError(f"ROIAlign_grad: the gradient {g.shape} must have the output's shape {want.shape}")
+    return Spec(shape, g.dtype)
+
+
+@defop(
+    "contrib_ROIAlign_grad",
+    ("ograd", "rois"),
+    (*ROI_ALIGN, Attr("shape", "shape", REQUIRED)),
+    infer=_roi_align_grad_infer,
+    # (linear in ograd: its VJP there is ROIAlign itself; none to rois)
+    vjp=lambda F, at, gg, y, g, rois: (
+        F.contrib_ROIAlign(gg, rois, **{k: v for k, v in at.items() if k != "shape"}),
+        None,
+    ),
+    scratch=lambda at, g, rois: _roi_align_scratch(at, Spec(tuple(at["shape"]), g.dtype), rois),
+)
+def _roi_align_grad(cx, at, g, rois):
+    """ROIAlign's gradient for data of ``shape``: each region's output gradient ``ograd``
+    spread back over the pixels its samples read, with their weights."""
+    shape = tuple(at["shape"])
+    out = np.zeros(shape, np.float64)
+    for r, plan in enumerate(_roi_align_plan(at, shape, rois)):
+        if plan is not None:
+            b, wy, wx = plan
+            out[b] += np.einsum("ph,cpq,qw->chw", wy, g[r].astype(np.float64), wx)
+    return out.astype(g.dtype)

@@ -196,6 +196,70 @@ def C(
     )
 
 
+def ROI_ALIGN_ROIS(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
+    return np.array([[0, 1.0, 1.5, 9.2, 7.3], [1, -2.0, -1.0, 5.0, 12.0], [1, 3.3, 2.1, 3.4, 2.2]])
+
+
+def _bilinear_ref(img: np.ndarray, y: float, x: float) -> np.ndarray:
+    """Detectron's bilinear read of img (C, H, W) at (y, x), one sample at a time."""
+    h, w = img.shape[1:]
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return np.zeros(img.shape[0])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(y), int(x)
+    if y0 >= h - 1:
+        y0 = y1 = h - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= w - 1:
+        x0 = x1 = w - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    return (1 - ly) * ((1 - lx) * img[:, y0, x0] + lx * img[:, y0, x1]) + ly * (
+        (1 - lx) * img[:, y1, x0] + lx * img[:, y1, x1]
+    )
+
+
+def _roi_samples(r: np.ndarray, pooled: tuple[int, int], scale: float, ratio: int, aligned: bool) -> Any:
+    off = 0.5 if aligned else 0.0
+    sx, sy = r[1] * scale - off, r[2] * scale - off
+    rw, rh = r[3] * scale - off - sx, r[4] * scale - off - sy
+    if not aligned:
+        rw, rh = max(rw, 1.0), max(rh, 1.0)
+    ph, pw = pooled
+    gh = ratio if ratio > 0 else max(1, int(np.ceil(rh / ph)))
+    gw = ratio if ratio > 0 else max(1, int(np.ceil(rw / pw)))
+    for i in range(ph):
+        for j in range(pw):
+            for a in range(gh):
+                for b in range(gw):
+                    y = sy + i * rh / ph + (a + 0.5) * rh / ph / gh
+                    x = sx + j * rw / pw + (b + 0.5) * rw / pw / gw
+                    yield i, j, y, x, 1.0 / (gh * gw)
+
+
+def roi_align_ref(x, rois, pooled, scale, ratio, aligned):
+    out = np.zeros((len(rois), x.shape[1]) + pooled)
+    for k, r in enumerate(rois):
+        for i, j, y, xx, wt in _roi_samples(r, pooled, scale, ratio, aligned):
+            out[k, :, i, j] += wt * _bilinear_ref(x[int(r[0])], y, xx)
+    return out
+
+
+def roi_align_grad_ref(g, rois, shape, pooled, scale, ratio, aligned):
+    """ROIAlign's gradient: its forward is linear in the data; its matrix's transpose, by
+    columns (each pixel a one-hot image)."""
+    out = np.zeros(shape)
+    for idx in np.ndindex(*shape):
+        e = np.zeros(shape)
+        e[idx] = 1.0
+        out[idx] = np.vdot(roi_align_ref(e, rois, pooled, scale, ratio, aligned), g)
+    return out
+
+
 def BOXES(rng: np.random.Generator, s: tuple[int, ...]) -> np.ndarray:
     """Boxes [xmin, ymin, xmax, ymax] of width and height 0.5 to 1.5, from the unit square."""
     lo = rng.uniform(0, 1, s[:-1] + (2,))
@@ -1422,6 +1486,27 @@ CASES: dict[str, Case] = {
     ),
     "contrib_AdaptiveAvgPooling2D_grad": C(
         lambda g: separable_ref(g, adaptive_weights(5, 3).T, adaptive_weights(7, 2).T), (2, 3, 3, 2), height=5, width=7
+    ),
+    "contrib_ROIAlign": C(  # (regions inside, across an edge, and of less than a pixel)
+        lambda x, r: roi_align_ref(x, r, (2, 3), 0.5, -1, False),
+        (2, 2, 5, 6),
+        (3, 5),
+        dom=(SMOOTH, ROI_ALIGN_ROIS),
+        nondiff=(1,),
+        pooled_size=[2, 3],
+        spatial_scale=0.5,
+    ),
+    "contrib_ROIAlign_grad": C(
+        lambda g, r: roi_align_grad_ref(g, r, (2, 2, 5, 6), (2, 2), 1.0, 2, True),
+        (3, 2, 2, 2),
+        (3, 5),
+        dom=(SMOOTH, ROI_ALIGN_ROIS),
+        nondiff=(1,),
+        pooled_size=[2, 2],
+        spatial_scale=1.0,
+        sample_ratio=2,
+        aligned=True,
+        shape=[2, 2, 5, 6],
     ),
     "contrib_box_iou": C(lambda a, b: iou_ref(a, b), (2, 3, 4), (5, 4), dom=(BOXES, BOXES), zero_grad=True),
     "contrib_box_nms": C(  # (the boxes kept worked out by hand: see NMS_BOXES)
