@@ -215,7 +215,7 @@ class HybridFunction:
         """A method, traced per instance: each instance's traces are its own and go with it.
         They are kept here by the instance's identity (not its equality, nor in its
         ``__dict__``, where a copy would take them and a subclass's method be hidden behind
-        them), without holding it."""
+        them), without holding it; the bound method given back holds it, as Python's do."""
         if obj is None:
             return self
         k = id(obj)
