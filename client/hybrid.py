@@ -138,10 +138,11 @@ class _Traced:
 
 
 class _Bound:
-    """A hybridized method bound to its instance, which it holds (as a bound method does): the
-    instance's traces are kept beside the function, which does not (``__get__``)."""
+    # A hybridized method bound to its instance, which it holds (as a bound method does): the
+    # instance's traces are kept beside the function, which does not (``__get__``). Two are
+    # equal where their instance and function are, and a copy is the copied instance's method.
 
-    __slots__ = ("__self__", "_fn")
+    __slots__ = ("__self__", "_fn", "__weakref__")
 
     def __init__(self, obj: Any, fn: HybridFunction) -> None:
         self.__self__ = obj
@@ -150,8 +151,23 @@ class _Bound:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:  # (traces, __name__, __doc__, ...: the function's)
+    def __getattr__(self, name: str) -> Any:  # (traces, __name__, ...: the function's)
+        if name == "_fn":  # (not set: a copy being made)
+            raise AttributeError(name)
         return getattr(self._fn, name)
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]
+        return self._fn.__doc__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Bound) and other.__self__ is self.__self__ and other._fn is self._fn
+
+    def __hash__(self) -> int:
+        return hash((id(self.__self__), id(self._fn)))
+
+    def __reduce__(self) -> Any:  # (copied or pickled as Python's methods are: the name on the instance)
+        return getattr, (self.__self__, self._fn.fn.__name__)
 
     def __repr__(self) -> str:
         return f"<bound {self._fn!r} of {self.__self__!r}>"

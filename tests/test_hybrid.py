@@ -946,6 +946,14 @@ def test_a_hybridized_method_is_the_methods_own_for_subclasses_copies_and_late_a
     gc.collect()
     assert [bound(x).asnumpy().tolist() for _ in range(2)] == [[3, 3]] * 2 and bound.traces == 1
     assert [y.asnumpy().tolist() for y in map(Base(5.0).fwd, [x, x])] == [[5, 5]] * 2
+    # and compares, hashes, copies and is documented as Python's bound methods are
+    assert a.fwd == a.fwd and hash(a.fwd) == hash(a.fwd) and a.fwd != deep.fwd and len({a.fwd, a.fwd}) == 1
+    assert a.fwd.__doc__ == Base.fwd.__doc__ and weakref.ref(a.fwd) is not None
+    a.step = a.fwd
+    twin = copy.deepcopy(a)
+    twin.w[:] = 9
+    assert twin.step.__self__ is twin and twin.step(x).asnumpy().tolist() == [9, 9]
+    assert copy.copy(a.fwd) == a.fwd
 
     class Late:
         def __init__(self):
