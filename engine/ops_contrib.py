@@ -793,8 +793,8 @@ def _box_nms(cx, at, x):
     """Non-maximum suppression of boxes (..., n, k), each [id, score, xmin, ymin, xmax, ymax,
     ...] by default (``id_index``, ``score_index``, ``coord_start``): the boxes kept, by score,
     highest first, then rows of -1 (see ``_nms_order``); the coordinates in ``out_format``. Its
-    gradient goes back to each kept box's row, 0 to the others, as MXNet's. ``topk`` 0, or no
-    boxes: the data as it is (MXNet's)."""
+    gradient goes back to each kept box's row, 0 to the others, as MXNet's. ``topk`` 0: the
+    data as it is (MXNet's); no boxes too (MXNet refuses an empty box axis)."""
     if at["topk"] == 0 or x.size == 0:
         return x.copy()
     order = _nms_order(at, x)
@@ -872,6 +872,11 @@ def _roi_align_infer(at: dict, x: Spec, rois: Spec) -> Spec:
         raise InvalidInput(f"{name}: pooled_size must be 2 positive sizes (h, w), got {ps}")
     if at["position_sensitive"]:
         raise InvalidInput(f"{name}: position_sensitive (R-FCN's pooling) is not supported")
+    if not 0.0 <= at["spatial_scale"] <= 1.0:  # (MXNet's check)
+        raise InvalidInput(
+            f"{name}: spatial_scale must be in [0, 1] (the feature map's size over the image's), "
+            f"got {at['spatial_scale']}"
+        )
     if len(x.shape) != 4:
         raise ShapeError(f"{name}: data must be 4-D (N, C, H, W), got shape {x.shape}")
     if len(rois.shape) != 2 or rois.shape[1] != 5:
@@ -902,28 +907,51 @@ def _axis_weights(start: float, size: float, bins: int, grid: int, n: int) -> np
     return m
 
 
+MAX_ROI_SAMPLES = 1 << 16
+"""The most samples a region's bins take along an axis (a region of 1e8 pixels would take 1e8
+without ``sample_ratio``: MXNet's loop runs on for minutes)."""
+
+
 def _roi_align_plan(at: dict, shape: tuple[int, ...], rois: np.ndarray) -> list[Any]:
-    """Per region: None (a negative batch index: zeros), or (its sample's index, the (ph, H)
-    and (pw, W) weights, divided by its samples' count between them)."""
+    """Per region: None (a negative batch index: zeros; NaN coordinates: NaN, as MXNet's), or
+    (its sample's index, the rows and columns its samples read, and their (ph, rows) and
+    (pw, columns) weights, divided by the samples' count between them)."""
     _, _, h, w = shape
     ph, pw = tuple(at["pooled_size"])
     scale, ratio = at["spatial_scale"], at["sample_ratio"]
     offset = 0.5 if at["aligned"] else 0.0
     plans: list[Any] = []
     for b, x1, y1, x2, y2 in rois.astype(np.float64):
-        if b < 0:
+        if not np.isfinite(b) or int(b) < 0:  # (truncated, as MXNet's: -0.5 is sample 0)
             plans.append(None)
             continue
-        if not b < shape[0]:
+        if not int(b) < shape[0]:
             raise IndexOutOfRange(f"ROIAlign: batch index {b} is not a sample of data of {shape[0]}")
+        if not np.isfinite([x1, y1, x2, y2]).all():
+            plans.append(np.nan)
+            continue
         sx, sy = x1 * scale - offset, y1 * scale - offset
         rw, rh = x2 * scale - offset - sx, y2 * scale - offset - sy
         if not at["aligned"]:  # (a malformed region is taken as 1 x 1, as MXNet's)
             rw, rh = max(rw, 1.0), max(rh, 1.0)
         gh = ratio if ratio > 0 else max(1, math.ceil(rh / ph))
         gw = ratio if ratio > 0 else max(1, math.ceil(rw / pw))
-        plans.append((int(b), _axis_weights(sy, rh, ph, gh, h) / (gh * gw), _axis_weights(sx, rw, pw, gw, w)))
+        if max(gh * ph, gw * pw) > MAX_ROI_SAMPLES:
+            raise InvalidInput(
+                f"ROIAlign: region {[float(v) for v in (x1, y1, x2, y2)]} takes {gh * ph} x {gw * pw} samples, "
+                f"over {MAX_ROI_SAMPLES} along an axis: give a sample_ratio"
+            )
+        wy = _axis_weights(sy, rh, ph, gh, h) / (gh * gw)
+        wx = _axis_weights(sx, rw, pw, gw, w)
+        rows, cols = _span(wy), _span(wx)  # (the pixels a region reads: its products take only those)
+        plans.append((int(b), rows, cols, wy[:, rows], wx[:, cols]))
     return plans
+
+
+def _span(m: np.ndarray) -> slice:
+    """The columns of ``m`` that hold a nonzero weight, as one slice (empty if none)."""
+    used = np.flatnonzero(m.any(axis=0))
+    return slice(int(used[0]), int(used[-1]) + 1) if used.size else slice(0, 0)
 
 
 def _roi_align_scratch(at: dict, x: Spec, rois: Spec) -> int:
@@ -956,9 +984,11 @@ def _roi_align(cx, at, x, rois):
     gradient goes to the pixels the samples read; none to rois (MXNet's)."""
     out = np.zeros((rois.shape[0], x.shape[1]) + tuple(at["pooled_size"]), x.dtype)
     for r, plan in enumerate(_roi_align_plan(at, x.shape, rois)):
-        if plan is not None:
-            b, wy, wx = plan
-            out[r] = np.einsum("ph,chw,qw->cpq", wy, x[b].astype(np.float64), wx)
+        if plan is np.nan:
+            out[r] = np.nan
+        elif plan is not None:
+            b, rows, cols, wy, wx = plan
+            out[r] = wy @ x[b, :, rows, cols].astype(np.float64) @ wx.T  # (C, ph, pw)
     return out
 
 
@@ -988,7 +1018,7 @@ def _roi_align_grad(cx, at, g, rois):
     shape = tuple(at["shape"])
     out = np.zeros(shape, np.float64)
     for r, plan in enumerate(_roi_align_plan(at, shape, rois)):
-        if plan is not None:
-            b, wy, wx = plan
-            out[b] += np.einsum("ph,cpq,qw->chw", wy, g[r].astype(np.float64), wx)
+        if plan is not None and plan is not np.nan:
+            b, rows, cols, wy, wx = plan
+            out[b, :, rows, cols] += wy.T @ g[r].astype(np.float64) @ wx  # (C, rows, cols)
     return out.astype(g.dtype)

@@ -500,3 +500,12 @@ def test_roi_align_as_mxnet(mode):
     assert rois.grad.asnumpy().tolist() == [[0.0] * 5] * 2
     with pytest.raises(InvalidInput, match="position_sensitive"):
         nd.contrib.ROIAlign(x, rois, pooled_size=(2, 2), spatial_scale=1.0, position_sensitive=True)
+    # a batch index is truncated (-0.5 is sample 0), NaN coordinates give NaN, NaN index zeros (MXNet's)
+    img = nd.arange(32).reshape((2, 1, 4, 4))
+    odd = nd.array([[-0.5, 0, 0, 3, 3], [0, 0, float("nan"), 3, 3], [float("nan"), 0, 0, 3, 3]])
+    got = nd.contrib.ROIAlign(img, odd, pooled_size=(1, 1), spatial_scale=1.0).asnumpy().ravel()
+    assert got[0] == 7.5 and np.isnan(got[1]) and got[2] == 0
+    with pytest.raises(InvalidInput, match="spatial_scale must be in"):
+        nd.contrib.ROIAlign(img, odd, pooled_size=(1, 1), spatial_scale=2.0)  # (MXNet's bound)
+    with pytest.raises(InvalidInput, match="give a sample_ratio"):  # (1e8 samples a bin: MXNet runs on for minutes)
+        nd.contrib.ROIAlign(img, nd.array([[0, 0, 0, 1e8, 1e8]]), pooled_size=(1, 1), spatial_scale=1.0).asnumpy()
