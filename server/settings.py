@@ -145,7 +145,10 @@ class Settings(BaseSettings):
             raise ValueError("the metrics key must not be a user's API key")
         for i, key in enumerate(self.api_keys, 1):
             if len(key) < 16:
-                raise ValueError(f"API keys must be at least 16 characters long (entry {i}, counting from 1, is not)")
+                raise ValueError(
+                    f"API keys must be at least 16 characters long (key {i} of the distinct keys, in the order given, "
+                    "is not)"
+                )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile needs ssl_certfile")
         for name in ("ssl_certfile", "ssl_keyfile"):

@@ -616,11 +616,11 @@ def test_a_bad_api_key_setting_is_named_without_showing_any_key(monkeypatch, cap
         (f"alice:{alice}, bob:{alice}", "an API key is listed for both entry 1 and entry 2"),
         (f"alice:{alice},bob:", "api key entry 2 (counting from 1, comma-separated) is not user:key: no key"),
         (f"alice:{alice},{bob}:", "api key entry 2 (counting from 1, comma-separated) is not user:key: no key"),
-        (f"alice:{alice},{bob}:bob", "at least 16 characters long (entry 2, counting from 1, is not)"),  # (reversed)
-        ('{"alice": "' + bob + '"}', "at least 16 characters long (entry 1, counting from 1, is not)"),
+        (f"alice:{alice},{bob}:bob", "long (key 2 of the distinct keys, in the order given, is not)"),  # (reversed)
+        ('{"alice": "' + bob + '"}', "long (key 1 of the distinct keys, in the order given, is not)"),
         (f"alice:{alice},,:{bob}", "api key entry 3 (counting from 1, comma-separated) is not user:key: no user"),
         (f'{{"{alice}": "alice", "{bob}": 1}}', "entry 2 of the JSON object maps its key to no user name"),
-        (f"alice:{alice},bob:tiny-bob-key", "at least 16 characters long (entry 2, counting from 1, is not)"),
+        (f"alice:{alice},bob:tiny-bob-key", "long (key 2 of the distinct keys, in the order given, is not)"),
     ]:
         monkeypatch.setenv("GRADSERVE_API_KEYS", value)
         assert main(["serve"]) == 2
