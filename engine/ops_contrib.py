@@ -16,6 +16,7 @@ import numpy as np
 from .errors import DTypeError, IndexOutOfRange, InvalidInput, ShapeError
 from .ops import int_cast, sign_of
 from .ops_math import _round
+from .ops_vision import _roi_check
 from .optable import FLOAT_DTYPES, REQUIRED, ZERO_VJPS, Attr, Spec, defop, like_infer, prod
 
 
@@ -862,28 +863,12 @@ ROI_ALIGN = (
 
 
 def _roi_align_infer(at: dict, x: Spec, rois: Spec) -> Spec:
-    name = "ROIAlign"
-    if x.dtype not in FLOAT_DTYPES:
-        raise DTypeError(f"{name}: data must be a float array, got {x.dtype}")
-    if rois.dtype != x.dtype:
-        raise DTypeError(f"{name}: rois are {rois.dtype} and data {x.dtype}: they must be one dtype")
-    ps = tuple(at["pooled_size"])
-    if len(ps) != 2 or min(ps) < 1:
-        raise InvalidInput(f"{name}: pooled_size must be 2 positive sizes (h, w), got {ps}")
+    """ROIPooling's checks (MXNet's: float data, rois (R, 5) of its dtype, pooled_size and
+    spatial_scale), and R-FCN's position-sensitive pooling refused."""
     if at["position_sensitive"]:
-        raise InvalidInput(f"{name}: position_sensitive (R-FCN's pooling) is not supported")
-    if not 0.0 <= at["spatial_scale"] <= 1.0:  # (MXNet's check)
-        raise InvalidInput(
-            f"{name}: spatial_scale must be in [0, 1] (the feature map's size over the image's), "
-            f"got {at['spatial_scale']}"
-        )
-    if len(x.shape) != 4:
-        raise ShapeError(f"{name}: data must be 4-D (N, C, H, W), got shape {x.shape}")
-    if len(rois.shape) != 2 or rois.shape[1] != 5:
-        raise ShapeError(
-            f"{name}: rois must have shape (R, 5), rows of (batch index, x1, y1, x2, y2), got {rois.shape}"
-        )
-    return Spec((rois.shape[0], x.shape[1]) + ps, x.dtype)
+        raise InvalidInput("ROIAlign: position_sensitive (R-FCN's pooling) is not supported")
+    ph, pw = _roi_check("ROIAlign", at, x, rois)
+    return Spec((rois.shape[0], x.shape[1], ph, pw), x.dtype)
 
 
 def _axis_weights(start: float, size: float, bins: int, grid: int, n: int) -> np.ndarray:
