@@ -61,8 +61,6 @@ def connect(
     it is sent again on a new connection (the server replays a batch that ran);
     a server whose machine is gone is noticed sooner (TCP keepalive).
     """
-    if seed is not None:
-        seed = random.seed_value(seed, "connect")
     client = Client(from_env(url, api_key, seed, verify, timeout), sync=sync)
     old = set_current(client)
     if old is not None:

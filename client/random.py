@@ -6,13 +6,13 @@ draws of another.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 from .engine.errors import InvalidInput
 from .engine.optable import FLOAT_DTYPES, OPS, prod
 from .ndarray import NDArray, check_into, context_of, invoke, write_into
 from .runtime import RNG_KEY, current
+from .transport import seed_value
 
 
 def _shape(shape: Any) -> Any:
@@ -232,7 +232,9 @@ def multinomial(
         return made
     for o, m in zip(outs, made):  # (both checked before either is written)
         check_into(o, m, "random.multinomial")
-    return [write_into(o, m, "random.multinomial") for o, m in zip(outs, made)]
+    for o, m in zip(outs, made):
+        o[:] = m
+    return outs
 
 
 def _multinomial_outs(out: Any, get_prob: bool) -> list[NDArray] | None:
@@ -250,19 +252,6 @@ def _multinomial_outs(out: Any, get_prob: bool) -> list[NDArray] | None:
 def shuffle(data: NDArray, **kwargs: Any) -> NDArray:
     """A copy of ``data`` with its first axis in random order."""
     return invoke(OPS["shuffle"], (data,))
-
-
-SEEDS = 1 << 64
-"""Seeds are taken modulo this: MXNet takes any integer, and a server's messages carry 64 bits."""
-
-
-def seed_value(seed_state: Any, what: str) -> int:
-    """``seed_state`` as a session is seeded with it, the same in-process and on a server: any
-    integer (a numpy one too) modulo 2**64 (-1 as 2**64 - 1); anything else is refused."""
-    try:
-        return operator.index(seed_state) % SEEDS
-    except TypeError:
-        raise InvalidInput(f"{what}: the seed must be an integer, got {seed_state!r}") from None
 
 
 def seed(seed_state: int, ctx: Any = "all") -> None:

@@ -8,6 +8,7 @@ quota) are raised; an error of one op comes back in the reply.
 
 from __future__ import annotations
 
+import operator
 import os
 import secrets
 import socket
@@ -550,6 +551,20 @@ def _decode(status: int, ctype: str, content: Any) -> Any:
     return {"error": {"kind": "MXNetError", "message": f"HTTP {status}: {text}"}}
 
 
+SEEDS = 1 << 64
+"""Seeds are taken modulo this: MXNet takes any integer, and a server's messages carry 64 bits."""
+
+
+def seed_value(seed_state: Any, what: str) -> int:
+    """``seed_state`` as a session is seeded with it, the same in-process and on a server: any
+    integer (a numpy one too) modulo 2**64 (-1 as 2**64 - 1); anything else is refused
+    (``connect``'s seed, ``GRADSERVE_SEED`` and ``nd.random.seed`` alike)."""
+    try:
+        return operator.index(seed_state) % SEEDS
+    except TypeError:
+        raise InvalidInput(f"{what}: the seed must be an integer, got {seed_state!r}") from None
+
+
 def from_env(
     url: str | None = None,
     api_key: str | None = None,
@@ -561,8 +576,10 @@ def from_env(
     in-process. ``GRADSERVE_API_KEY`` and ``GRADSERVE_SEED`` fill in the rest."""
     url = url or os.environ.get("GRADSERVE_URL")
     api_key = api_key or os.environ.get("GRADSERVE_API_KEY")
-    if seed is None and os.environ.get("GRADSERVE_SEED", "").strip():
-        seed = int(os.environ["GRADSERVE_SEED"]) % (1 << 64)  # (any integer, as nd.random.seed takes)
+    if seed is not None:
+        seed = seed_value(seed, "connect")
+    elif os.environ.get("GRADSERVE_SEED", "").strip():
+        seed = seed_value(int(os.environ["GRADSERVE_SEED"]), "GRADSERVE_SEED")
     if url:
         return Http(url, api_key=api_key, seed=seed, verify=verify, timeout=timeout)
     return InProcess(seed=seed)

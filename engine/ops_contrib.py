@@ -892,13 +892,16 @@ def _axis_weights(start: float, size: float, bins: int, grid: int, n: int) -> np
     return m
 
 
+_NAN_REGION: Any = object()
+"""A plan's region of NaN coordinates: its output is NaN, its gradient none (MXNet's)."""
+
 MAX_ROI_SAMPLES = 1 << 16
 """The most samples a region's bins take along an axis (a region of 1e8 pixels would take 1e8
 without ``sample_ratio``: MXNet's loop runs on for minutes)."""
 
 
 def _roi_align_plan(at: dict, shape: tuple[int, ...], rois: np.ndarray) -> list[Any]:
-    """Per region: None (a negative batch index: zeros; NaN coordinates: NaN, as MXNet's), or
+    """Per region: None (a negative batch index: zeros), ``_NAN_REGION`` (NaN coordinates), or
     (its sample's index, the rows and columns its samples read, and their (ph, rows) and
     (pw, columns) weights, divided by the samples' count between them)."""
     _, _, h, w = shape
@@ -913,7 +916,7 @@ def _roi_align_plan(at: dict, shape: tuple[int, ...], rois: np.ndarray) -> list[
         if not int(b) < shape[0]:
             raise IndexOutOfRange(f"ROIAlign: batch index {b} is not a sample of data of {shape[0]}")
         if not np.isfinite([x1, y1, x2, y2]).all():
-            plans.append(np.nan)
+            plans.append(_NAN_REGION)
             continue
         sx, sy = x1 * scale - offset, y1 * scale - offset
         rw, rh = x2 * scale - offset - sx, y2 * scale - offset - sy
@@ -940,7 +943,7 @@ def _span(m: np.ndarray) -> slice:
 
 
 def _roi_align_scratch(at: dict, x: Spec, rois: Spec) -> int:
-    """A region's two weight matrices and its product's float64 image-sized middle."""
+    """A region's two weight matrices and its product's float64 middle (at most image-sized)."""
     _, c, h, w = x.shape
     ph, pw = tuple(at["pooled_size"])
     return 8 * (ph * h + pw * w + c * ph * w)
@@ -969,7 +972,7 @@ def _roi_align(cx, at, x, rois):
     gradient goes to the pixels the samples read; none to rois (MXNet's)."""
     out = np.zeros((rois.shape[0], x.shape[1]) + tuple(at["pooled_size"]), x.dtype)
     for r, plan in enumerate(_roi_align_plan(at, x.shape, rois)):
-        if plan is np.nan:
+        if plan is _NAN_REGION:
             out[r] = np.nan
         elif plan is not None:
             b, rows, cols, wy, wx = plan
@@ -1003,7 +1006,7 @@ def _roi_align_grad(cx, at, g, rois):
     shape = tuple(at["shape"])
     out = np.zeros(shape, np.float64)
     for r, plan in enumerate(_roi_align_plan(at, shape, rois)):
-        if plan is not None and plan is not np.nan:
+        if plan is not None and plan is not _NAN_REGION:
             b, rows, cols, wy, wx = plan
             out[b, :, rows, cols] += wy.T @ g[r].astype(np.float64) @ wx  # (C, rows, cols)
     return out.astype(g.dtype)
